@@ -1,0 +1,150 @@
+"""The ``ipsec-console`` command line.
+
+``ipsec-console [CONFIG]`` opens the console (no CONFIG: the lab); the
+subcommands validate policies, run the engine headless and control it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+DEFAULT_CONTROL = "/run/ipsec-console/control.sock"
+
+SUBCOMMANDS = ("check", "daemon", "sas", "conns", "initiate", "terminate", "rekey", "events", "attach", "pki")
+
+
+def _add_control(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--control", metavar="PATH", default=None,
+                   help=f"control socket of the daemon (default {DEFAULT_CONTROL})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ipsec-console",
+        description="Terminal administration console for IPsec (IKEv2 + ESP/AH). "
+        "With no command, opens the console on CONFIG, or on the built-in lab when CONFIG is omitted.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("check", help="validate and lint a policy file",
+                       description="Validate and lint a policy. One line per finding: "
+                       "FILE: KEY.PATH: error|warning: message. Exit 0 when valid (warnings allowed), 1 on errors.")
+    p.add_argument("config", metavar="CONFIG", help="policy TOML file")
+
+    p = sub.add_parser("daemon", help="run the engine headless in the foreground",
+                       description="Run the engine headless: logs to stderr, serves the control socket, "
+                       "deletes its SAs and exits 0 on SIGTERM.")
+    p.add_argument("config", metavar="CONFIG", help="policy TOML file")
+    _add_control(p)
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more log detail (repeat for debug)")
+
+    p = sub.add_parser("sas", help="list IKE and CHILD SAs (like swanctl --list-sas)",
+                       description="List the daemon's IKE and CHILD SAs.")
+    _add_control(p)
+    p.add_argument("--json", action="store_true", help="the stable JSON schema documented in README.md")
+
+    p = sub.add_parser("conns", help="list configured connections (like swanctl --list-conns)",
+                       description="List the daemon's configured connections.")
+    _add_control(p)
+    p.add_argument("--json", action="store_true", help="JSON output")
+
+    p = sub.add_parser("initiate", help="bring a connection up", description="Initiate a connection.")
+    p.add_argument("name", metavar="NAME", help="connection name")
+    p.add_argument("--child", help="only this CHILD SA config")
+    _add_control(p)
+
+    p = sub.add_parser("terminate", help="take a connection down", description="Delete a connection's IKE SAs (and their CHILD SAs).")
+    p.add_argument("name", metavar="NAME", help="connection name")
+    _add_control(p)
+
+    p = sub.add_parser("rekey", help="rekey a connection's CHILD SAs (or IKE SA with --ike)",
+                       description="Rekey a connection's CHILD SAs, or its IKE SA with --ike.")
+    p.add_argument("name", metavar="NAME", help="connection name")
+    p.add_argument("--ike", action="store_true", help="rekey the IKE SA instead of the CHILD SAs")
+    _add_control(p)
+
+    p = sub.add_parser("events", help="stream engine events as JSON lines",
+                       description="Subscribe to the daemon's events and print one JSON object per line.")
+    _add_control(p)
+
+    p = sub.add_parser("attach", help="open the console on a running daemon",
+                       description="Open the console on a daemon through its control socket; closing it leaves the tunnels up.")
+    _add_control(p)
+
+    p = sub.add_parser("pki", help="a small CA: init-ca, issue, revoke, crl, list",
+                       description="Certificate authority for IKE certificates.")
+    p.add_argument("pki_args", nargs=argparse.REMAINDER, help="pki subcommand and its arguments")
+    return parser
+
+
+def _console_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ipsec-console",
+        description="Open the console on CONFIG (engine embedded), or on the built-in lab without CONFIG. "
+        f"Commands: {', '.join(SUBCOMMANDS)} (ipsec-console COMMAND --help).",
+    )
+    p.add_argument("config", metavar="CONFIG", nargs="?", help="policy TOML file (default: the lab)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in SUBCOMMANDS + ("-h", "--help"):
+        args = _console_parser().parse_args(argv)
+        return run_console(args.config)
+    args = build_parser().parse_args(argv)
+    handler = {
+        "check": _cmd_check,
+        "daemon": _cmd_daemon,
+        "sas": _cmd_control,
+        "conns": _cmd_control,
+        "initiate": _cmd_control,
+        "terminate": _cmd_control,
+        "rekey": _cmd_control,
+        "events": _cmd_control,
+        "attach": _cmd_attach,
+        "pki": _cmd_pki,
+    }[args.command]
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _not_yet(what: str) -> int:
+    print(f"ipsec-console: {what} is not available in this build yet", file=sys.stderr)
+    return 2
+
+
+def run_console(config: str | None) -> int:
+    return _not_yet("the console")
+
+
+def _cmd_check(args) -> int:
+    from engine.policy.check import run_check
+
+    findings = run_check(args.config)
+    for f in findings:
+        print(f.format())
+    return 1 if any(f.severity == "error" for f in findings) else 0
+
+
+def _cmd_daemon(args) -> int:
+    return _not_yet("the daemon")
+
+
+def _cmd_control(args) -> int:
+    return _not_yet(f"'{args.command}'")
+
+
+def _cmd_attach(args) -> int:
+    return _not_yet("attach")
+
+
+def _cmd_pki(args) -> int:
+    return _not_yet("pki")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""ipsec-console's IKEv2 + ESP/AH engine. Never imports textual or console."""

@@ -1,0 +1,249 @@
+"""The policy model: what a TOML policy file means, as frozen dataclasses.
+
+This module is the contract between the parser (``engine.policy.parse``), the
+IKE engine (``engine.ike``), the datapaths and the console. Parsing and
+validation live elsewhere; here are only the shapes and their defaults.
+Vocabulary follows swanctl.conf so a strongSwan admin reads it at once.
+Durations are seconds (float); byte and packet limits are ints, 0 = unlimited.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from engine.crypto.transforms import TransformType
+from engine.policy.ts import TrafficSelector
+from engine.secret import Secret
+
+Datapath = Literal["kernel", "userspace", "lab"]
+AuthMethod = Literal["psk", "pubkey"]
+Mode = Literal["tunnel", "transport"]
+IpsecProtocol = Literal["esp", "ah"]
+StartAction = Literal["none", "trap", "start"]
+DpdAction = Literal["clear", "trap", "restart"]
+CloseAction = Literal["none", "trap", "start"]
+RuleAction = Literal["bypass", "discard"]
+
+
+@dataclass(frozen=True)
+class Transform:
+    """One transform of a proposal."""
+
+    type: TransformType
+    """ENCR, PRF, INTEG, KE or ESN."""
+    id: int
+    """IANA transform ID (see engine.crypto.transforms)."""
+    key_length: int | None = None
+    """KEY_LENGTH attribute in bits, for variable-key ciphers (AES)."""
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """One proposal as written in strongSwan keywords, e.g. ``aes256gcm16-prfsha384-x25519``.
+
+    Like strongSwan, every combination of the listed transforms is acceptable.
+    """
+
+    protocol: Literal["ike", "esp", "ah"]
+    """What the proposal is for."""
+    encr: tuple[Transform, ...] = ()
+    """Encryption algorithms (empty for AH)."""
+    integ: tuple[Transform, ...] = ()
+    """Integrity algorithms (empty with AEAD ciphers)."""
+    prf: tuple[Transform, ...] = ()
+    """Pseudo-random functions (IKE only)."""
+    ke: tuple[Transform, ...] = ()
+    """Key exchange methods. For ESP/AH these are PFS groups; empty means no PFS."""
+    esn: tuple[Transform, ...] = ()
+    """Extended sequence numbers (ESP/AH); empty means NO_ESN only."""
+    text: str = ""
+    """The proposal string as the admin wrote it."""
+
+    def transforms(self) -> tuple[Transform, ...]:
+        return self.encr + self.prf + self.integ + self.ke + self.esn
+
+
+@dataclass(frozen=True)
+class Identity:
+    """An IKE identity (RFC 7296 §3.5) parsed from swanctl-style text."""
+
+    kind: Literal["fqdn", "rfc822", "ipv4", "ipv6", "dn", "key_id", "any"]
+    """ID type; ``any`` (``%any``) only matches, it is never sent."""
+    value: str
+    """The text as written (without a leading ``@`` for FQDN)."""
+
+    def __str__(self) -> str:
+        return "%any" if self.kind == "any" else self.value
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    """One side's authentication (swanctl ``local``/``remote`` sections)."""
+
+    auth: AuthMethod = "psk"
+    """``psk`` or ``pubkey`` (certificates, RFC 7427)."""
+    id: Identity | None = None
+    """IKE identity; None means the IKE address of that side."""
+    certs: tuple[str, ...] = ()
+    """Local: our certificate files (end entity first, then intermediates)."""
+    cacerts: tuple[str, ...] = ()
+    """Remote: CA certificates trusted to authenticate the peer."""
+
+
+@dataclass(frozen=True)
+class ChildConfig:
+    """A CHILD SA template (swanctl ``children.<name>``)."""
+
+    name: str
+    mode: Mode = "tunnel"
+    protocol: IpsecProtocol = "esp"
+    local_ts: tuple[TrafficSelector, ...] = (TrafficSelector.dynamic_placeholder(),)
+    """Our side's selectors (default ``dynamic``: our IKE address)."""
+    remote_ts: tuple[TrafficSelector, ...] = (TrafficSelector.dynamic_placeholder(),)
+    """The peer's side."""
+    proposals: tuple[Proposal, ...] = ()
+    """ESP or AH proposals (TOML ``esp_proposals`` / ``ah_proposals``)."""
+    rekey_time: float = 3600.0
+    """Soft lifetime in seconds: rekey then (minus a random jitter up to rand_time)."""
+    life_time: float = 3960.0
+    """Hard lifetime in seconds: the SA is deleted then if not rekeyed."""
+    rand_time: float = 360.0
+    """Maximum random jitter subtracted from rekey_time."""
+    rekey_bytes: int = 0
+    life_bytes: int = 0
+    rekey_packets: int = 0
+    life_packets: int = 0
+    start_action: StartAction = "none"
+    dpd_action: DpdAction = "clear"
+    close_action: CloseAction = "none"
+    replay_window: int = 64
+    """Anti-replay window in packets (RFC 4303 appendix A), up to 4096."""
+    priority: int | None = None
+    """Explicit SPD priority (lower wins); None: by specificity."""
+
+
+@dataclass(frozen=True)
+class ConnectionConfig:
+    """An IKE connection (swanctl ``connections.<name>``)."""
+
+    name: str
+    local_addrs: tuple[str, ...] = ()
+    """Our addresses; empty means any listen address."""
+    remote_addrs: tuple[str, ...] = ()
+    """Peer addresses or networks; empty or ``%any`` accepts any peer (responder only)."""
+    local_port: int = 500
+    remote_port: int = 500
+    proposals: tuple[Proposal, ...] = ()
+    """IKE proposals, in preference order."""
+    local: AuthConfig = field(default_factory=AuthConfig)
+    remote: AuthConfig = field(default_factory=AuthConfig)
+    encap: bool = False
+    """Force UDP encapsulation (ESP-in-UDP on natt_port) even without a NAT."""
+    dpd_delay: float = 0.0
+    """Send a liveness check after this much silence; 0 disables DPD."""
+    rekey_time: float = 14400.0
+    """IKE SA soft lifetime (seconds)."""
+    over_time: float = 1440.0
+    """Hard lifetime = rekey_time + over_time."""
+    rand_time: float = 1440.0
+    """Maximum jitter subtracted from rekey_time."""
+    fragmentation: bool = True
+    """Offer and use IKE fragmentation (RFC 7383)."""
+    mobike: bool = False
+    send_certreq: bool = True
+    keyingtries: int = 1
+    """How many times to try establishing; 0 = forever."""
+    children: tuple[ChildConfig, ...] = ()
+
+    def child(self, name: str) -> ChildConfig:
+        for c in self.children:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+
+@dataclass(frozen=True)
+class RuleConfig:
+    """Traffic handled outside IPsec: bypass (pass in clear) or discard (drop)."""
+
+    name: str
+    action: RuleAction
+    local_ts: tuple[TrafficSelector, ...] = (TrafficSelector.any(),)
+    remote_ts: tuple[TrafficSelector, ...] = (TrafficSelector.any(),)
+    priority: int | None = None
+    """Explicit SPD priority (lower wins); None: by specificity."""
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """The ``[engine]`` section."""
+
+    datapath: Datapath = "kernel"
+    listen: tuple[str, ...] = ()
+    """Addresses to bind IKE sockets to; empty means every address (0.0.0.0)."""
+    ike_port: int = 500
+    natt_port: int = 4500
+    secrets: str | None = None
+    """Path of the secrets file, relative to the policy file's folder."""
+    control: str | None = None
+    """Control socket path; None means the default /run/ipsec-console/control.sock."""
+    retransmit_timeout: float = 4.0
+    """First retransmission after this many seconds (charon's default)."""
+    retransmit_base: float = 1.8
+    """Each retry waits base times longer."""
+    retransmit_tries: int = 5
+    """Retransmissions before giving up."""
+    half_open_threshold: int = 10
+    """Half-open IKE SAs above which a responder demands COOKIEs."""
+    keepalive: float = 20.0
+    """NAT-T keepalive interval when behind a NAT."""
+    crls: tuple[str, ...] = ()
+    """CRL files used to check peer certificates."""
+
+
+@dataclass(frozen=True)
+class IkeSecret:
+    """A ``[ike.<name>]`` entry of the secrets file."""
+
+    name: str
+    ids: tuple[Identity, ...]
+    """Identities this secret is for; empty matches any."""
+    secret: Secret
+
+
+@dataclass(frozen=True)
+class PrivateKeySecret:
+    """A ``[private.<name>]`` entry: a private key file, optionally encrypted."""
+
+    name: str
+    file: str
+    passphrase: Secret | None = None
+
+
+@dataclass(frozen=True)
+class Secrets:
+    """The secrets file's content. Never drawn, logged or exported."""
+
+    ike: tuple[IkeSecret, ...] = ()
+    private: tuple[PrivateKeySecret, ...] = ()
+    path: str | None = None
+    """Where they were read from."""
+
+
+@dataclass(frozen=True)
+class Policy:
+    """One host's whole policy."""
+
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    connections: tuple[ConnectionConfig, ...] = ()
+    rules: tuple[RuleConfig, ...] = ()
+    secrets: Secrets = field(default_factory=Secrets)
+    path: str | None = None
+    """The TOML file this policy came from, if any."""
+
+    def connection(self, name: str) -> ConnectionConfig:
+        for c in self.connections:
+            if c.name == name:
+                return c
+        raise KeyError(name)

@@ -1,0 +1,296 @@
+"""Traffic selectors: an address range, an IP protocol and a port range.
+
+The value type shared by the policy, the IKE narrowing (RFC 7296 §2.9), the
+SPD and the datapaths' inbound check. Text uses strongSwan's syntax:
+``198.51.100.0/25``, ``192.0.2.1-192.0.2.9``, ``0.0.0.0/0[udp/53]``,
+``10.0.0.0/8[tcp/1024-65535]``, ``dynamic`` (the IKE address at run time).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from dataclasses import dataclass
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+PROTOCOL_NAMES = {
+    "icmp": socket.IPPROTO_ICMP,
+    "tcp": socket.IPPROTO_TCP,
+    "udp": socket.IPPROTO_UDP,
+    "gre": 47,
+    "esp": 50,
+    "ah": 51,
+    "ipv6-icmp": 58,
+    "icmpv6": 58,
+    "sctp": 132,
+}
+PROTOCOL_NUMBERS = {
+    1: "icmp",
+    6: "tcp",
+    17: "udp",
+    47: "gre",
+    50: "esp",
+    51: "ah",
+    58: "ipv6-icmp",
+    132: "sctp",
+}
+PORT_NAMES = {"ssh": 22, "domain": 53, "dns": 53, "http": 80, "https": 443, "isakmp": 500, "ipsec-nat-t": 4500}
+
+ANY_V4 = (ipaddress.IPv4Address("0.0.0.0"), ipaddress.IPv4Address("255.255.255.255"))
+ANY_V6 = (ipaddress.IPv6Address("::"), ipaddress.IPv6Address("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"))
+
+
+class TsSyntaxError(ValueError):
+    """A traffic selector string that cannot be read; the message says why."""
+
+
+@dataclass(frozen=True, order=True)
+class TrafficSelector:
+    """One traffic selector (RFC 7296 §3.13.1)."""
+
+    start: IPAddress
+    """First address of the range."""
+    end: IPAddress
+    """Last address of the range (inclusive)."""
+    protocol: int = 0
+    """IP protocol number; 0 means any."""
+    start_port: int = 0
+    """First port (for ICMP: type << 8 | code, RFC 4301 §4.4.1.1)."""
+    end_port: int = 65535
+    """Last port, inclusive."""
+    dynamic: bool = False
+    """strongSwan's ``dynamic``: stands for the IKE address of that side until resolved."""
+
+    # -- construction -------------------------------------------------
+    @classmethod
+    def from_network(cls, network: str | ipaddress.IPv4Network | ipaddress.IPv6Network,
+                     protocol: int = 0, start_port: int = 0, end_port: int = 65535) -> "TrafficSelector":
+        net = ipaddress.ip_network(network, strict=False) if isinstance(network, str) else network
+        return cls(net.network_address, net.broadcast_address, protocol, start_port, end_port)
+
+    @classmethod
+    def host(cls, addr: str | IPAddress, protocol: int = 0, start_port: int = 0, end_port: int = 65535) -> "TrafficSelector":
+        a = ipaddress.ip_address(addr)
+        return cls(a, a, protocol, start_port, end_port)
+
+    @classmethod
+    def any(cls, version: int = 4) -> "TrafficSelector":
+        lo, hi = ANY_V4 if version == 4 else ANY_V6
+        return cls(lo, hi)
+
+    @classmethod
+    def dynamic_placeholder(cls, protocol: int = 0, start_port: int = 0, end_port: int = 65535) -> "TrafficSelector":
+        lo, hi = ANY_V4
+        return cls(lo, hi, protocol, start_port, end_port, dynamic=True)
+
+    def resolve(self, addr: IPAddress) -> "TrafficSelector":
+        """Replace ``dynamic`` by a concrete host address."""
+        if not self.dynamic:
+            return self
+        return TrafficSelector(addr, addr, self.protocol, self.start_port, self.end_port)
+
+    # -- properties ----------------------------------------------------
+    @property
+    def version(self) -> int:
+        return self.start.version
+
+    @property
+    def any_protocol(self) -> bool:
+        return self.protocol == 0
+
+    @property
+    def any_port(self) -> bool:
+        return self.start_port == 0 and self.end_port == 65535
+
+    @property
+    def opaque_ports(self) -> bool:
+        """RFC 4301 OPAQUE: start 65535, end 0."""
+        return self.start_port == 65535 and self.end_port == 0
+
+    @property
+    def is_catch_all(self) -> bool:
+        lo, hi = ANY_V4 if self.version == 4 else ANY_V6
+        return (not self.dynamic and self.start == lo and self.end == hi
+                and self.any_protocol and self.any_port)
+
+    @property
+    def address_count(self) -> int:
+        return int(self.end) - int(self.start) + 1
+
+    def networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        return list(ipaddress.summarize_address_range(self.start, self.end))
+
+    # -- set operations -------------------------------------------------
+    def contains_packet(self, addr: IPAddress, protocol: int, port: int | None) -> bool:
+        """Whether one side of a packet (its address, protocol and port) matches."""
+        if addr.version != self.start.version or not (self.start <= addr <= self.end):
+            return False
+        if self.protocol and protocol != self.protocol:
+            return False
+        if self.any_port or port is None and self.protocol in (0,):
+            return True
+        if port is None:
+            # A protocol without ports (e.g. GRE) only matches port-agnostic selectors.
+            return self.any_port
+        return self.start_port <= port <= self.end_port
+
+    def covers(self, other: "TrafficSelector") -> bool:
+        """True when every packet matching ``other`` matches this selector."""
+        if self.version != other.version:
+            return False
+        if not (self.start <= other.start and other.end <= self.end):
+            return False
+        if self.protocol and self.protocol != other.protocol:
+            return False
+        return self.start_port <= other.start_port and other.end_port <= self.end_port
+
+    def intersect(self, other: "TrafficSelector") -> "TrafficSelector | None":
+        """The largest selector inside both, or None (the narrowing step of §2.9)."""
+        if self.version != other.version:
+            return None
+        start = max(self.start, other.start)
+        end = min(self.end, other.end)
+        if start > end:
+            return None
+        if self.protocol and other.protocol and self.protocol != other.protocol:
+            return None
+        protocol = self.protocol or other.protocol
+        sp = max(self.start_port, other.start_port)
+        ep = min(self.end_port, other.end_port)
+        if sp > ep:
+            return None
+        return TrafficSelector(start, end, protocol, sp, ep)
+
+    # -- text -----------------------------------------------------------
+    def address_text(self) -> str:
+        if self.dynamic:
+            return "dynamic"
+        nets = self.networks()
+        if len(nets) == 1:
+            return str(nets[0])
+        return f"{self.start}-{self.end}"
+
+    def __str__(self) -> str:
+        text = self.address_text()
+        if self.any_protocol and self.any_port:
+            return text
+        proto = PROTOCOL_NUMBERS.get(self.protocol, str(self.protocol)) if self.protocol else "%any"
+        if self.any_port:
+            return f"{text}[{proto}]"
+        if self.opaque_ports:
+            port = "%opaque"
+        elif self.start_port == self.end_port:
+            port = str(self.start_port)
+        else:
+            port = f"{self.start_port}-{self.end_port}"
+        return f"{text}[{proto}/{port}]"
+
+
+def _parse_port(text: str) -> tuple[int, int]:
+    text = text.strip().lower()
+    if text in ("", "%any", "any"):
+        return 0, 65535
+    if text == "%opaque":
+        return 65535, 0
+    if "-" in text:
+        lo, hi = text.split("-", 1)
+        a, b = _port_number(lo), _port_number(hi)
+        if a > b:
+            raise TsSyntaxError(f"port range {text!r} runs backwards")
+        return a, b
+    p = _port_number(text)
+    return p, p
+
+
+def _port_number(text: str) -> int:
+    text = text.strip()
+    if text in PORT_NAMES:
+        return PORT_NAMES[text]
+    try:
+        p = int(text)
+    except ValueError:
+        raise TsSyntaxError(f"unknown port {text!r}") from None
+    if not 0 <= p <= 65535:
+        raise TsSyntaxError(f"port {p} is outside 0-65535")
+    return p
+
+
+def _parse_protocol(text: str) -> int:
+    text = text.strip().lower()
+    if text in ("", "%any", "any"):
+        return 0
+    if text in PROTOCOL_NAMES:
+        return PROTOCOL_NAMES[text]
+    try:
+        p = int(text)
+    except ValueError:
+        raise TsSyntaxError(f"unknown protocol {text!r} (use tcp, udp, icmp, ... or a number)") from None
+    if not 0 <= p <= 255:
+        raise TsSyntaxError(f"protocol {p} is outside 0-255")
+    return p
+
+
+def parse_ts(text: str) -> TrafficSelector:
+    """Parse strongSwan traffic selector syntax; raises TsSyntaxError."""
+    raw = text
+    text = text.strip()
+    proto, sport, eport = 0, 0, 65535
+    if "[" in text:
+        if not text.endswith("]"):
+            raise TsSyntaxError(f"{raw!r}: missing closing ']'")
+        text, spec = text[:-1].split("[", 1)
+        if "/" in spec:
+            p, port = spec.split("/", 1)
+        else:
+            p, port = spec, ""
+        proto = _parse_protocol(p)
+        sport, eport = _parse_port(port)
+        if (sport, eport) != (0, 65535) and proto == 0:
+            raise TsSyntaxError(f"{raw!r}: a port needs a protocol, e.g. [tcp/{port}]")
+        if proto in (1, 58) and port and "-" not in port and port.strip().lower() not in ("%any", "any"):
+            # ICMP "type" or "type/code" in strongSwan: type in the high byte.
+            if "/" in port:
+                pass
+            t = sport
+            if t > 255:
+                raise TsSyntaxError(f"{raw!r}: ICMP type {t} is outside 0-255")
+            sport, eport = t << 8, (t << 8) | 0xFF
+        text = text.strip()
+    if text in ("", "%any"):
+        lo, hi = ANY_V4
+        return TrafficSelector(lo, hi, proto, sport, eport)
+    if text == "%any6":
+        lo, hi = ANY_V6
+        return TrafficSelector(lo, hi, proto, sport, eport)
+    if text == "dynamic":
+        return TrafficSelector.dynamic_placeholder(proto, sport, eport)
+    try:
+        if "-" in text and "/" not in text:
+            a, b = text.split("-", 1)
+            start, end = ipaddress.ip_address(a.strip()), ipaddress.ip_address(b.strip())
+            if start.version != end.version:
+                raise TsSyntaxError(f"{raw!r}: range mixes IPv4 and IPv6")
+            if start > end:
+                raise TsSyntaxError(f"{raw!r}: address range runs backwards")
+            return TrafficSelector(start, end, proto, sport, eport)
+        net = ipaddress.ip_network(text, strict=False)
+    except ValueError as exc:
+        if isinstance(exc, TsSyntaxError):
+            raise
+        raise TsSyntaxError(f"{raw!r}: not an address, network or range ({exc})") from None
+    return TrafficSelector(net.network_address, net.broadcast_address, proto, sport, eport)
+
+
+def narrow(proposed: tuple[TrafficSelector, ...] | list[TrafficSelector],
+           configured: tuple[TrafficSelector, ...] | list[TrafficSelector]) -> list[TrafficSelector]:
+    """Responder-side narrowing (RFC 7296 §2.9): every non-empty intersection of
+    what the peer proposed with what we allow, without duplicates or selectors
+    already covered by another result."""
+    out: list[TrafficSelector] = []
+    for c in configured:
+        for p in proposed:
+            i = c.intersect(p)
+            if i is not None and i not in out:
+                out.append(i)
+    return [t for t in out if not any(o is not t and o != t and o.covers(t) for o in out)]

@@ -1,0 +1,134 @@
+"""Status snapshots: what ``ipsec-console sas`` lists, the control socket
+returns and the console's tables show. Immutable; built by the runtime from
+the engine's IKE SAs and the datapath counters.
+
+The JSON form (``to_dict``) is the stable schema of ``sas --json`` documented
+in README.md: fields are only ever added, never renamed or removed.
+Times are seconds relative to the snapshot (``*_ago`` in the past, ``*_in``
+in the future, None when not scheduled), plus the snapshot's wall-clock time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from engine.jsonable import dataclass_from_dict, to_jsonable
+
+
+@dataclass(frozen=True)
+class ChildSaInfo:
+    name: str
+    """Child config name."""
+    unique_id: int
+    reqid: int
+    state: str
+    """INSTALLED, REKEYING, REKEYED, DELETING, ..."""
+    protocol: str
+    """esp or ah."""
+    mode: str
+    """tunnel or transport."""
+    encap: bool
+    """UDP-encapsulated (TUNNEL-in-UDP in swanctl)."""
+    spi_in: int
+    spi_out: int
+    encr: str = ""
+    """e.g. AES_GCM_16_256 (empty for AH)."""
+    integ: str = ""
+    """e.g. HMAC_SHA2_256_128 (empty with AEAD)."""
+    ke: str = ""
+    """PFS group of the last rekey, if any."""
+    esn: bool = False
+    local_ts: tuple[str, ...] = ()
+    remote_ts: tuple[str, ...] = ()
+    bytes_in: int = 0
+    packets_in: int = 0
+    bytes_out: int = 0
+    packets_out: int = 0
+    last_in_ago: float | None = None
+    last_out_ago: float | None = None
+    installed_ago: float = 0.0
+    rekey_in: float | None = None
+    expire_in: float | None = None
+    drops: tuple[tuple[str, int], ...] = ()
+    """Inbound drops by reason (replay, icv, malformed, policy_mismatch)."""
+
+
+@dataclass(frozen=True)
+class IkeSaInfo:
+    name: str
+    """Connection name."""
+    unique_id: int
+    state: str
+    """CONNECTING, ESTABLISHED, REKEYING, DELETING, ..."""
+    initiator: bool
+    """True when we initiated this IKE SA."""
+    spi_i: int
+    spi_r: int
+    local_addr: str
+    local_port: int
+    remote_addr: str
+    remote_port: int
+    local_id: str = ""
+    remote_id: str = ""
+    encr: str = ""
+    integ: str = ""
+    prf: str = ""
+    ke: str = ""
+    nat_local: bool = False
+    """We are behind a NAT (our NAT_DETECTION_SOURCE_IP did not match)."""
+    nat_remote: bool = False
+    """The peer is behind a NAT (or fakes one, as strongSwan's libipsec does)."""
+    established_ago: float | None = None
+    rekey_in: float | None = None
+    reauth_in: float | None = None
+    expire_in: float | None = None
+    children: tuple[ChildSaInfo, ...] = ()
+
+
+@dataclass(frozen=True)
+class ChildConfigInfo:
+    name: str
+    mode: str
+    protocol: str
+    local_ts: tuple[str, ...]
+    remote_ts: tuple[str, ...]
+    proposals: tuple[str, ...]
+    start_action: str
+    dpd_action: str
+
+
+@dataclass(frozen=True)
+class ConnectionInfo:
+    """A configured connection, like ``swanctl --list-conns``."""
+
+    name: str
+    local_addrs: tuple[str, ...]
+    remote_addrs: tuple[str, ...]
+    local_auth: str
+    remote_auth: str
+    local_id: str
+    remote_id: str
+    proposals: tuple[str, ...]
+    children: tuple[ChildConfigInfo, ...] = ()
+    state: str = "down"
+    """down, connecting, up (at least one IKE SA established), failing."""
+
+
+@dataclass(frozen=True)
+class StatusSnapshot:
+    time: float
+    """Wall-clock time of the snapshot (Unix seconds)."""
+    ike_sas: tuple[IkeSaInfo, ...] = ()
+    connections: tuple[ConnectionInfo, ...] = ()
+
+
+def to_dict(obj) -> dict:
+    return to_jsonable(obj)
+
+
+def ike_sa_from_dict(data: dict) -> IkeSaInfo:
+    return dataclass_from_dict(IkeSaInfo, data)
+
+
+def connection_from_dict(data: dict) -> ConnectionInfo:
+    return dataclass_from_dict(ConnectionInfo, data)
