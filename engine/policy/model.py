@@ -134,6 +134,9 @@ class ConnectionConfig:
     """Peer addresses or networks; empty or ``%any`` accepts any peer (responder only)."""
     local_port: int = 500
     remote_port: int = 500
+    """The peer's IKE port."""
+    remote_natt_port: int = 4500
+    """The peer's NAT-T port, where IKE floats to when a NAT is seen or encap is set (RFC 7296 §2.23)."""
     proposals: tuple[Proposal, ...] = ()
     """IKE proposals, in preference order."""
     local: AuthConfig = field(default_factory=AuthConfig)
