@@ -282,7 +282,7 @@ class UnknownTs:
     ts_type: int
     """Traffic selector type."""
     data: bytes
-    """The selector after its type and length fields (for IP ranges: protocol onwards)."""
+    """The selector after its 4-octet header (type, a reserved octet, length)."""
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,484 @@
+"""One encode/decode pair per IKEv2 payload body (RFC 7296 §3.3-§3.16, RFC 7383).
+
+A body is the payload after its 4-octet generic header; chaining the bodies
+into a message is ``engine.wire.message``'s job. Decoders check every length
+and count against the bytes present and raise ``MalformedMessage`` naming the
+payload and its offset in the message; they never raise anything else.
+Encoders trust their (frozen, typed) input and raise ValueError on values
+that cannot be represented.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Callable
+
+from engine.wire.constants import PAYLOAD_SHORT, NotifyType, PayloadType, ProtocolId, TsType
+from engine.wire.errors import MalformedMessage
+from engine.wire.payloads import (
+    AuthPayload,
+    CertPayload,
+    CertReqPayload,
+    CpPayload,
+    DeletePayload,
+    EapPayload,
+    IdPayload,
+    KePayload,
+    NoncePayload,
+    NotifyPayload,
+    Payload,
+    Proposal,
+    SaPayload,
+    SkfPayload,
+    SkPayload,
+    Transform,
+    TsPayload,
+    UnknownPayload,
+    UnknownTs,
+    VendorIdPayload,
+    WireTs,
+)
+
+_B = struct.Struct("!B")
+_H = struct.Struct("!H")
+_HH = struct.Struct("!HH")
+_B3x = struct.Struct("!B3x")
+_BBH = struct.Struct("!BBH")
+_PROPOSAL = struct.Struct("!BxHBBBB")  # last, length, number, protocol, spi size, #transforms
+_TRANSFORM = struct.Struct("!BxHBxH")  # last, length, type, id
+_TS_IP = struct.Struct("!BBHHH")  # type, protocol, length, start port, end port
+
+ATTR_KEY_LENGTH = 14
+_TV = 0x8000
+_LAST_PROPOSAL, _MORE_PROPOSALS = 0, 2
+_LAST_TRANSFORM, _MORE_TRANSFORMS = 0, 3
+_TS_LEN = {TsType.IPV4_ADDR_RANGE: 16, TsType.IPV6_ADDR_RANGE: 40}
+_ID_ADDR_LEN = {1: 4, 5: 16}  # ID_IPV4_ADDR, ID_IPV6_ADDR
+_CHILD_PROTOCOLS = (ProtocolId.AH, ProtocolId.ESP)
+
+# Notify data whose length RFCs fix: (min, max), checked so the IKE layer can trust it.
+_NOTIFY_DATA_LEN: dict[int, tuple[int, int]] = {
+    NotifyType.INVALID_KE_PAYLOAD: (2, 2),  # the accepted group (§3.10.1)
+    NotifyType.NAT_DETECTION_SOURCE_IP: (20, 20),  # SHA-1 (§2.23)
+    NotifyType.NAT_DETECTION_DESTINATION_IP: (20, 20),
+    NotifyType.COOKIE: (1, 64),  # §2.6
+    NotifyType.SET_WINDOW_SIZE: (4, 4),
+    NotifyType.ADDITIONAL_IP4_ADDRESS: (4, 4),
+    NotifyType.ADDITIONAL_IP6_ADDRESS: (16, 16),
+    NotifyType.AUTH_LIFETIME: (4, 4),
+    NotifyType.IPCOMP_SUPPORTED: (3, 3),  # CPI and transform ID (§3.10.1)
+}
+
+
+def payload_label(ptype: int) -> str:
+    """Short payload name for error messages: SA, KE, N... or the number."""
+    return PAYLOAD_SHORT.get(ptype) or f"payload {ptype}"
+
+
+def _bad(ptype: int, offset: int, reason: str) -> MalformedMessage:
+    name = payload_label(ptype)
+    return MalformedMessage(f"{name} at offset {offset}: {reason}", offset=offset, payload=name)
+
+
+# ---------------------------------------------------------------- SA
+
+
+def _encode_attributes(t: Transform) -> bytes:
+    parts = []
+    if t.key_length is not None:
+        parts.append(_HH.pack(_TV | ATTR_KEY_LENGTH, t.key_length))
+    for atype, value in t.attributes:
+        if atype == ATTR_KEY_LENGTH:
+            raise ValueError("KEY_LENGTH goes in Transform.key_length, not in attributes")
+        if not 0 <= atype <= 0x7FFF:
+            raise ValueError(f"transform attribute type {atype} does not fit in 15 bits")
+        if isinstance(value, int):
+            parts.append(_HH.pack(_TV | atype, value))
+        else:
+            parts.append(_HH.pack(atype, len(value)))
+            parts.append(value)
+    return b"".join(parts)
+
+
+def encode_sa(p: SaPayload) -> bytes:
+    out = []
+    count = len(p.proposals)
+    for i, prop in enumerate(p.proposals):
+        tparts = []
+        tcount = len(prop.transforms)
+        for j, t in enumerate(prop.transforms):
+            attrs = _encode_attributes(t)
+            last = _MORE_TRANSFORMS if j < tcount - 1 else _LAST_TRANSFORM
+            tparts.append(_TRANSFORM.pack(last, 8 + len(attrs), t.type, t.id))
+            tparts.append(attrs)
+        tbytes = b"".join(tparts)
+        last = _MORE_PROPOSALS if i < count - 1 else _LAST_PROPOSAL
+        length = 8 + len(prop.spi) + len(tbytes)
+        out.append(_PROPOSAL.pack(last, length, prop.number, prop.protocol, len(prop.spi), tcount))
+        out.append(prop.spi)
+        out.append(tbytes)
+    return b"".join(out)
+
+
+def _decode_attributes(body: bytes, start: int, end: int, where: Callable[[str], MalformedMessage]):
+    key_length = None
+    attrs: list[tuple[int, bytes | int]] = []
+    pos = start
+    while pos < end:
+        if end - pos < 4:
+            raise where(f"transform attribute truncated at {pos}")
+        af_type, value = _HH.unpack_from(body, pos)
+        pos += 4
+        atype = af_type & 0x7FFF
+        if af_type & _TV:
+            if atype == ATTR_KEY_LENGTH:
+                if key_length is not None:
+                    raise where("KEY_LENGTH attribute given twice")
+                key_length = value
+            else:
+                attrs.append((atype, value))
+        else:
+            if atype == ATTR_KEY_LENGTH:
+                raise where("KEY_LENGTH attribute in TLV format (must be TV)")
+            if pos + value > end:
+                raise where(f"attribute {atype} length {value} overruns its transform")
+            attrs.append((atype, body[pos:pos + value]))
+            pos += value
+    return key_length, tuple(attrs)
+
+
+def decode_sa(ptype: int, body: bytes, critical: bool, offset: int) -> SaPayload:
+    n = len(body)
+    pos = 0
+    proposals = []
+    while pos < n:
+        here = offset + 4 + pos
+
+        def bad(reason: str, _here: int = here) -> MalformedMessage:
+            return _bad(ptype, offset, f"proposal at {_here}: {reason}")
+
+        if n - pos < 8:
+            raise bad("truncated proposal header")
+        last, plen, number, protocol, spi_size, tcount = _PROPOSAL.unpack_from(body, pos)
+        pend = pos + plen
+        if plen < 8 + spi_size or pend > n:
+            raise bad(f"proposal length {plen} does not fit (SPI size {spi_size}, {n - pos} bytes left)")
+        if last not in (_LAST_PROPOSAL, _MORE_PROPOSALS) or (last == _LAST_PROPOSAL) != (pend == n):
+            raise bad(f"'last substruc' {last} disagrees with the SA length")
+        if protocol == ProtocolId.IKE and spi_size not in (0, 8):
+            raise bad(f"IKE proposal with SPI size {spi_size} (must be 0 or 8)")
+        if protocol in _CHILD_PROTOCOLS and spi_size != 4:
+            raise bad(f"{ProtocolId(protocol).name} proposal with SPI size {spi_size} (must be 4)")
+        spi = body[pos + 8:pos + 8 + spi_size]
+        tpos = pos + 8 + spi_size
+        transforms = []
+        for j in range(tcount):
+            if pend - tpos < 8:
+                raise bad(f"transform {j + 1} of {tcount} truncated")
+            tlast, tlen, ttype, tid = _TRANSFORM.unpack_from(body, tpos)
+            tend = tpos + tlen
+            if tlen < 8 or tend > pend:
+                raise bad(f"transform {j + 1} length {tlen} does not fit")
+            if tlast != (_MORE_TRANSFORMS if j < tcount - 1 else _LAST_TRANSFORM):
+                raise bad(f"transform {j + 1} of {tcount} has 'last substruc' {tlast}")
+            key_length, attrs = _decode_attributes(body, tpos + 8, tend, lambda r, j=j: bad(f"transform {j + 1}: {r}"))
+            transforms.append(Transform(ttype, tid, key_length, attrs))
+            tpos = tend
+        if tpos != pend:
+            raise bad(f"{pend - tpos} bytes after the {tcount} transforms announced")
+        proposals.append(Proposal(number, protocol, spi, tuple(transforms)))
+        pos = pend
+    if not proposals:
+        raise _bad(ptype, offset, "no proposal")
+    if len(proposals) > 1:
+        # RFC 7296 §3.3.1: an offer numbers its proposals 1, 2, 3...
+        for i, prop in enumerate(proposals, 1):
+            if prop.number != i:
+                raise _bad(ptype, offset, f"proposal {i} is numbered {prop.number}")
+    elif proposals[0].number == 0:
+        raise _bad(ptype, offset, "proposal numbered 0")
+    return SaPayload(tuple(proposals), critical)
+
+
+# ---------------------------------------------------------------- simple payloads
+
+
+def encode_ke(p: KePayload) -> bytes:
+    return _HH.pack(p.group, 0) + p.data
+
+
+def decode_ke(ptype: int, body: bytes, critical: bool, offset: int) -> KePayload:
+    if len(body) < 4:
+        raise _bad(ptype, offset, f"body of {len(body)} bytes, need at least 4")
+    return KePayload(_H.unpack_from(body)[0], body[4:], critical)
+
+
+def encode_id(p: IdPayload) -> bytes:
+    return _B3x.pack(p.id_type) + p.data
+
+
+def decode_id(ptype: int, body: bytes, critical: bool, offset: int) -> IdPayload:
+    if len(body) < 4:
+        raise _bad(ptype, offset, f"body of {len(body)} bytes, need at least 4")
+    id_type = body[0]
+    data = body[4:]
+    want = _ID_ADDR_LEN.get(id_type)
+    if want is not None and len(data) != want:
+        raise _bad(ptype, offset, f"ID type {id_type} with {len(data)} bytes of address (need {want})")
+    return IdPayload(ptype == PayloadType.IDi, id_type, data, critical)
+
+
+def encode_cert(p: CertPayload | CertReqPayload) -> bytes:
+    return _B.pack(p.encoding) + p.data
+
+
+def decode_cert(ptype: int, body: bytes, critical: bool, offset: int) -> CertPayload | CertReqPayload:
+    if not body:
+        raise _bad(ptype, offset, "empty body, need the encoding octet")
+    cls = CertPayload if ptype == PayloadType.CERT else CertReqPayload
+    return cls(body[0], body[1:], critical)
+
+
+def encode_auth(p: AuthPayload) -> bytes:
+    return _B3x.pack(p.method) + p.data
+
+
+def decode_auth(ptype: int, body: bytes, critical: bool, offset: int) -> AuthPayload:
+    if len(body) < 4:
+        raise _bad(ptype, offset, f"body of {len(body)} bytes, need at least 4")
+    return AuthPayload(body[0], body[4:], critical)
+
+
+def encode_nonce(p: NoncePayload) -> bytes:
+    return p.data
+
+
+def decode_nonce(ptype: int, body: bytes, critical: bool, offset: int) -> NoncePayload:
+    if not 16 <= len(body) <= 256:
+        raise _bad(ptype, offset, f"nonce of {len(body)} bytes (RFC 7296 §3.9: 16 to 256)")
+    return NoncePayload(body, critical)
+
+
+def encode_notify(p: NotifyPayload) -> bytes:
+    return _BBH.pack(p.protocol, len(p.spi), p.type) + p.spi + p.data
+
+
+def decode_notify(ptype: int, body: bytes, critical: bool, offset: int) -> NotifyPayload:
+    n = len(body)
+    if n < 4:
+        raise _bad(ptype, offset, f"body of {n} bytes, need at least 4")
+    protocol, spi_size, ntype = _BBH.unpack_from(body)
+    if 4 + spi_size > n:
+        raise _bad(ptype, offset, f"SPI size {spi_size} overruns the payload")
+    if spi_size and protocol in _CHILD_PROTOCOLS and spi_size != 4:
+        raise _bad(ptype, offset, f"{ProtocolId(protocol).name} SPI of {spi_size} bytes (must be 4)")
+    data = body[4 + spi_size:]
+    bounds = _NOTIFY_DATA_LEN.get(ntype)
+    if bounds is not None and not bounds[0] <= len(data) <= bounds[1]:
+        want = str(bounds[0]) if bounds[0] == bounds[1] else f"{bounds[0]}-{bounds[1]}"
+        raise _bad(ptype, offset, f"{NotifyType(ntype).name} with {len(data)} bytes of data (need {want})")
+    if ntype == NotifyType.SIGNATURE_HASH_ALGORITHMS and len(data) % 2:
+        raise _bad(ptype, offset, "SIGNATURE_HASH_ALGORITHMS data of odd length")
+    return NotifyPayload(ntype, protocol, body[4:4 + spi_size], data, critical)
+
+
+def encode_delete(p: DeletePayload) -> bytes:
+    size = 0 if p.protocol == ProtocolId.IKE else 4
+    for spi in p.spis:
+        if len(spi) != size:
+            raise ValueError(f"Delete of protocol {p.protocol} needs {size}-byte SPIs, got {len(spi)}")
+    return _BBH.pack(p.protocol, size, len(p.spis)) + b"".join(p.spis)
+
+
+def decode_delete(ptype: int, body: bytes, critical: bool, offset: int) -> DeletePayload:
+    n = len(body)
+    if n < 4:
+        raise _bad(ptype, offset, f"body of {n} bytes, need at least 4")
+    protocol, spi_size, count = _BBH.unpack_from(body)
+    if protocol == ProtocolId.IKE:
+        if spi_size != 0:
+            raise _bad(ptype, offset, f"IKE Delete with SPI size {spi_size} (must be 0)")
+        if n != 4:
+            raise _bad(ptype, offset, f"{n - 4} bytes after an IKE Delete")
+        return DeletePayload(protocol, (), critical)
+    if protocol not in _CHILD_PROTOCOLS:
+        raise _bad(ptype, offset, f"Delete of unknown protocol {protocol}")
+    if spi_size != 4:
+        raise _bad(ptype, offset, f"{ProtocolId(protocol).name} Delete with SPI size {spi_size} (must be 4)")
+    if n != 4 + 4 * count:
+        raise _bad(ptype, offset, f"{count} SPIs announced, {n - 4} bytes of SPIs present")
+    spis = tuple(body[i:i + 4] for i in range(4, n, 4))
+    return DeletePayload(protocol, spis, critical)
+
+
+def encode_vendor(p: VendorIdPayload) -> bytes:
+    return p.data
+
+
+def decode_vendor(ptype: int, body: bytes, critical: bool, offset: int) -> VendorIdPayload:
+    return VendorIdPayload(body, critical)
+
+
+# ---------------------------------------------------------------- TS
+
+
+def encode_ts(p: TsPayload) -> bytes:
+    if not 1 <= len(p.selectors) <= 255:
+        raise ValueError(f"{len(p.selectors)} traffic selectors (1-255 fit in a TS payload)")
+    parts = [_B3x.pack(len(p.selectors))]
+    for s in p.selectors:
+        if isinstance(s, UnknownTs):
+            parts.append(_BBH.pack(s.ts_type, 0, 4 + len(s.data)))
+            parts.append(s.data)
+            continue
+        want = _TS_LEN.get(s.ts_type)  # type: ignore[call-overload]
+        if want is None or len(s.start_addr) != len(s.end_addr) or 8 + 2 * len(s.start_addr) != want:
+            raise ValueError(f"traffic selector type {s.ts_type} with {len(s.start_addr)}-byte addresses")
+        parts.append(_TS_IP.pack(s.ts_type, s.ip_protocol, want, s.start_port, s.end_port))
+        parts.append(s.start_addr)
+        parts.append(s.end_addr)
+    return b"".join(parts)
+
+
+def decode_ts(ptype: int, body: bytes, critical: bool, offset: int) -> TsPayload:
+    n = len(body)
+    if n < 4:
+        raise _bad(ptype, offset, f"body of {n} bytes, need at least 4")
+    count = body[0]
+    if count == 0:
+        raise _bad(ptype, offset, "no traffic selector")
+    pos = 4
+    selectors: list[WireTs | UnknownTs] = []
+    for i in range(count):
+        if n - pos < 4:
+            raise _bad(ptype, offset, f"selector {i + 1} of {count} truncated")
+        ts_type, proto, slen = _BBH.unpack_from(body, pos)
+        if slen < 4 or pos + slen > n:
+            raise _bad(ptype, offset, f"selector {i + 1} length {slen} does not fit")
+        want = _TS_LEN.get(ts_type)  # type: ignore[call-overload]
+        if want is None:
+            selectors.append(UnknownTs(ts_type, body[pos + 4:pos + slen]))
+        else:
+            if slen != want:
+                raise _bad(ptype, offset, f"selector {i + 1} of type {ts_type} is {slen} bytes (must be {want})")
+            alen = (want - 8) // 2
+            _, _, _, sport, eport = _TS_IP.unpack_from(body, pos)
+            a = pos + 8
+            selectors.append(WireTs(ts_type, proto, sport, eport, body[a:a + alen], body[a + alen:a + 2 * alen]))
+        pos += slen
+    if pos != n:
+        raise _bad(ptype, offset, f"{n - pos} bytes after the {count} selectors announced")
+    return TsPayload(ptype == PayloadType.TSi, tuple(selectors), critical)
+
+
+# ---------------------------------------------------------------- CP, EAP
+
+
+def encode_cp(p: CpPayload) -> bytes:
+    parts = [_B3x.pack(p.cfg_type)]
+    for atype, value in p.attributes:
+        if not 0 <= atype <= 0x7FFF:
+            raise ValueError(f"configuration attribute type {atype} does not fit in 15 bits")
+        parts.append(_HH.pack(atype, len(value)))
+        parts.append(value)
+    return b"".join(parts)
+
+
+def decode_cp(ptype: int, body: bytes, critical: bool, offset: int) -> CpPayload:
+    n = len(body)
+    if n < 4:
+        raise _bad(ptype, offset, f"body of {n} bytes, need at least 4")
+    pos = 4
+    attrs = []
+    while pos < n:
+        if n - pos < 4:
+            raise _bad(ptype, offset, f"attribute header truncated at {offset + 4 + pos}")
+        atype, alen = _HH.unpack_from(body, pos)
+        if pos + 4 + alen > n:
+            raise _bad(ptype, offset, f"attribute {atype & 0x7FFF} length {alen} overruns the payload")
+        # The top bit is reserved: ignored on receipt (§3.15.1).
+        attrs.append((atype & 0x7FFF, body[pos + 4:pos + 4 + alen]))
+        pos += 4 + alen
+    return CpPayload(body[0], tuple(attrs), critical)
+
+
+def encode_eap(p: EapPayload) -> bytes:
+    return _BBH.pack(p.code, p.identifier, 4 + len(p.data)) + p.data
+
+
+def decode_eap(ptype: int, body: bytes, critical: bool, offset: int) -> EapPayload:
+    n = len(body)
+    if n < 4:
+        raise _bad(ptype, offset, f"body of {n} bytes, need an EAP header")
+    code, ident, elen = _BBH.unpack_from(body)
+    if elen != n:
+        raise _bad(ptype, offset, f"EAP length {elen} but {n} bytes in the payload")
+    if code in (1, 2) and n < 5:
+        raise _bad(ptype, offset, "EAP request/response without a type")
+    return EapPayload(code, ident, body[4:], critical)
+
+
+# ---------------------------------------------------------------- SK, SKF, unknown
+
+
+def encode_sk(p: SkPayload) -> bytes:
+    return p.data
+
+
+def encode_skf(p: SkfPayload) -> bytes:
+    return _HH.pack(p.fragment_number, p.total_fragments) + p.data
+
+
+def decode_skf_fields(ptype: int, body: bytes, offset: int) -> tuple[int, int]:
+    if len(body) < 4:
+        raise _bad(ptype, offset, f"body of {len(body)} bytes, need at least 4")
+    number, total = _HH.unpack_from(body)
+    if number == 0 or total == 0 or number > total:
+        raise _bad(ptype, offset, f"fragment {number} of {total}")
+    return number, total
+
+
+def encode_unknown(p: UnknownPayload) -> bytes:
+    return p.data
+
+
+Decoder = Callable[[int, bytes, bool, int], Payload]
+
+DECODERS: dict[int, Decoder] = {
+    PayloadType.SA: decode_sa,
+    PayloadType.KE: decode_ke,
+    PayloadType.IDi: decode_id,
+    PayloadType.IDr: decode_id,
+    PayloadType.CERT: decode_cert,
+    PayloadType.CERTREQ: decode_cert,
+    PayloadType.AUTH: decode_auth,
+    PayloadType.NONCE: decode_nonce,
+    PayloadType.NOTIFY: decode_notify,
+    PayloadType.DELETE: decode_delete,
+    PayloadType.VENDOR: decode_vendor,
+    PayloadType.TSi: decode_ts,
+    PayloadType.TSr: decode_ts,
+    PayloadType.CP: decode_cp,
+    PayloadType.EAP: decode_eap,
+}
+"""Body decoders by payload type; SK and SKF are handled by the chain walker."""
+
+ENCODERS: dict[type, Callable] = {
+    SaPayload: encode_sa,
+    KePayload: encode_ke,
+    IdPayload: encode_id,
+    CertPayload: encode_cert,
+    CertReqPayload: encode_cert,
+    AuthPayload: encode_auth,
+    NoncePayload: encode_nonce,
+    NotifyPayload: encode_notify,
+    DeletePayload: encode_delete,
+    VendorIdPayload: encode_vendor,
+    TsPayload: encode_ts,
+    CpPayload: encode_cp,
+    EapPayload: encode_eap,
+    SkPayload: encode_sk,
+    SkfPayload: encode_skf,
+    UnknownPayload: encode_unknown,
+}
+"""Body encoders by payload class."""

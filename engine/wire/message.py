@@ -1,0 +1,273 @@
+"""IKEv2 messages: the header (RFC 7296 §3.1), the payload chain (§3.2) and the
+framing of the Encrypted payloads SK (§3.14) and SKF (RFC 7383 §2.5).
+
+Sans-IO and pure: bytes in, values out. SK bodies stay opaque; the IKE layer
+checks integrity on the raw bytes, decrypts, then calls ``decode_payloads`` on
+the plaintext with the SK payload's ``next_payload``.
+
+Where the integrity check starts and ends:
+  * AEAD (RFC 5282): associated data = ``raw[:message.sk_aad_end]`` (header,
+    unencrypted payloads, the SK/SKF generic header), then IV | ct | tag.
+  * Non-AEAD: the ICV covers ``raw[:-icv_len]``.
+``encode_sk_message``/``encode_skf_prefix`` return exactly ``raw[:sk_aad_end]``.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Iterable
+
+from engine.wire.codec import DECODERS, ENCODERS, _bad, decode_skf_fields
+from engine.wire.constants import (
+    CRITICAL_BIT,
+    FLAG_INITIATOR,
+    FLAG_RESPONSE,
+    GENERIC_HEADER_SIZE,
+    IKE_HEADER_SIZE,
+    IKE_VERSION,
+    PayloadType,
+)
+from engine.wire.errors import InvalidMajorVersion, MalformedMessage, UnsupportedCriticalPayload
+from engine.wire.payloads import Payload, SkfPayload, SkPayload, UnknownPayload
+
+_HEADER = struct.Struct("!8s8sBBBBII")
+_GENERIC = struct.Struct("!BBH")
+_SKF_FIELDS = struct.Struct("!HH")
+_SK = PayloadType.SK
+_SKF = PayloadType.SKF
+_MAX_PAYLOAD = 0xFFFF
+
+
+@dataclass(frozen=True)
+class IkeHeader:
+    """The fixed IKE header (RFC 7296 §3.1)."""
+
+    spi_i: bytes
+    """Initiator's IKE SPI, 8 bytes."""
+    spi_r: bytes
+    """Responder's IKE SPI, 8 bytes (zero in the first IKE_SA_INIT request)."""
+    next_payload: int
+    """Type of the first payload."""
+    major: int
+    """Major version (2)."""
+    minor: int
+    """Minor version (0; ignored on receipt)."""
+    exchange: int
+    """Exchange type (ExchangeType)."""
+    flags: int
+    """FLAG_INITIATOR | FLAG_VERSION | FLAG_RESPONSE; other bits ignored."""
+    mid: int
+    """Message ID."""
+    length: int
+    """Length of the whole message in octets, as the header says."""
+
+    @property
+    def initiator(self) -> bool:
+        """The I flag: sent by the original initiator of the IKE SA."""
+        return bool(self.flags & FLAG_INITIATOR)
+
+    @property
+    def response(self) -> bool:
+        """The R flag: this message is a response."""
+        return bool(self.flags & FLAG_RESPONSE)
+
+    def encode(self) -> bytes:
+        return _HEADER.pack(self.spi_i, self.spi_r, self.next_payload, (self.major << 4) | (self.minor & 0xF),
+                            self.exchange, self.flags, self.mid, self.length)
+
+
+@dataclass(frozen=True)
+class Message:
+    """A decoded IKE message; SK/SKF payloads still encrypted."""
+
+    header: IkeHeader
+    """The IKE header."""
+    payloads: tuple[Payload, ...]
+    """The payloads in order; an SkPayload or SkfPayload can only be the last."""
+    raw: bytes
+    """The message as received (without the RFC 3948 non-ESP marker)."""
+    sk_aad_end: int | None = None
+    """Offset in ``raw`` where the SK/SKF body (IV...) starts; None without SK/SKF."""
+
+    @property
+    def encrypted(self) -> SkPayload | SkfPayload | None:
+        """The SK or SKF payload, if the message has one."""
+        if self.payloads and isinstance(self.payloads[-1], (SkPayload, SkfPayload)):
+            return self.payloads[-1]  # type: ignore[return-value]
+        return None
+
+
+# ---------------------------------------------------------------- header
+
+
+def decode_header(data: bytes) -> IkeHeader:
+    """Read the IKE header at the start of ``data`` (the rest is not examined).
+
+    Raises MalformedMessage when fewer than 28 bytes are present or the length
+    field is below 28, InvalidMajorVersion (carrying the header) when the major
+    version is not 2.
+    """
+    if len(data) < IKE_HEADER_SIZE:
+        raise MalformedMessage(f"IKE header truncated: {len(data)} bytes, need {IKE_HEADER_SIZE}", offset=0, payload="HDR")
+    spi_i, spi_r, nxt, version, exchange, flags, mid, length = _HEADER.unpack_from(data)
+    header = IkeHeader(spi_i, spi_r, nxt, version >> 4, version & 0xF, exchange, flags, mid, length)
+    if header.major != 2:
+        raise InvalidMajorVersion(header.major, header)
+    if length < IKE_HEADER_SIZE:
+        raise MalformedMessage(f"IKE header length {length} is below {IKE_HEADER_SIZE}", offset=24, payload="HDR")
+    return header
+
+
+# ---------------------------------------------------------------- payload chain
+
+
+def _walk(first_type: int, data: bytes, pos: int, end: int, offset_base: int, keep_unknown: bool):
+    """Decode the chain in data[pos:end]; returns (payloads, offset of the SK/SKF body or None)."""
+    payloads: list[Payload] = []
+    ptype = first_type
+    unpack = _GENERIC.unpack_from
+    while ptype:
+        here = offset_base + pos
+        if end - pos < GENERIC_HEADER_SIZE:
+            raise _bad(ptype, here, f"generic header truncated ({end - pos} bytes left)")
+        nxt, flags, plen = unpack(data, pos)
+        if plen < GENERIC_HEADER_SIZE or pos + plen > end:
+            raise _bad(ptype, here, f"payload length {plen} does not fit ({end - pos} bytes left)")
+        critical = bool(flags & CRITICAL_BIT)
+        if ptype == _SK or ptype == _SKF:
+            if pos + plen != end:
+                raise _bad(ptype, here, f"{end - pos - plen} bytes follow the encrypted payload (it must be last)")
+            body_at = pos + GENERIC_HEADER_SIZE
+            if ptype == _SK:
+                payloads.append(SkPayload(nxt, data[body_at:end], critical))
+            else:
+                number, total = decode_skf_fields(ptype, data[body_at:body_at + 4], here)
+                body_at += 4
+                payloads.append(SkfPayload(nxt, number, total, data[body_at:end], critical))
+            return payloads, body_at
+        decoder = DECODERS.get(ptype)
+        body = data[pos + GENERIC_HEADER_SIZE:pos + plen]
+        if decoder is not None:
+            payloads.append(decoder(ptype, body, critical, here))
+        elif critical:
+            raise UnsupportedCriticalPayload(ptype, here)
+        elif keep_unknown:
+            payloads.append(UnknownPayload(ptype, body, critical))
+        pos += plen
+        ptype = nxt
+    if pos != end:
+        raise MalformedMessage(f"{end - pos} bytes after the last payload at offset {offset_base + pos}",
+                               offset=offset_base + pos)
+    return payloads, None
+
+
+def decode_payloads(first_type: int, data: bytes, offset_base: int = 0, *, keep_unknown: bool = False) -> list[Payload]:
+    """Decode a payload chain starting with ``first_type`` that fills ``data`` exactly.
+
+    Non-critical unknown payloads are skipped (RFC 7296 §2.5), or kept as
+    UnknownPayload with ``keep_unknown``; a critical unknown one raises
+    UnsupportedCriticalPayload. ``offset_base`` is added to offsets in errors
+    (e.g. where the decrypted SK body sat in the message).
+    """
+    return _walk(first_type, data, 0, len(data), offset_base, keep_unknown)[0]
+
+
+def encode_payloads(payloads: Iterable[Payload]) -> tuple[int, bytes]:
+    """Chain payloads: returns (type of the first, bytes). SK/SKF may only be last."""
+    items = list(payloads)
+    if not items:
+        return PayloadType.NONE, b""
+    parts = []
+    last = len(items) - 1
+    for i, p in enumerate(items):
+        body = ENCODERS[type(p)](p)
+        length = GENERIC_HEADER_SIZE + len(body)
+        if length > _MAX_PAYLOAD:
+            raise ValueError(f"{type(p).__name__} of {length} bytes exceeds the 65535-byte payload limit")
+        if isinstance(p, (SkPayload, SkfPayload)):
+            if i != last:
+                raise ValueError(f"{type(p).__name__} must be the last payload")
+            nxt = p.next_payload
+        else:
+            nxt = items[i + 1].payload_type if i < last else PayloadType.NONE
+        parts.append(_GENERIC.pack(nxt, CRITICAL_BIT if p.critical else 0, length))
+        parts.append(body)
+    return items[0].payload_type, b"".join(parts)
+
+
+# ---------------------------------------------------------------- messages
+
+
+def _check_spis(spi_i: bytes, spi_r: bytes) -> None:
+    if len(spi_i) != 8 or len(spi_r) != 8:
+        raise ValueError(f"IKE SPIs must be 8 bytes, got {len(spi_i)} and {len(spi_r)}")
+
+
+def encode_message(exchange: int, mid: int, spi_i: bytes, spi_r: bytes, flags: int,
+                   payloads: Iterable[Payload]) -> bytes:
+    """A whole IKE message (header with its final length, then the payloads)."""
+    _check_spis(spi_i, spi_r)
+    first, chain = encode_payloads(payloads)
+    length = IKE_HEADER_SIZE + len(chain)
+    return _HEADER.pack(spi_i, spi_r, first, IKE_VERSION, exchange, flags, mid, length) + chain
+
+
+def decode_message(data: bytes) -> Message:
+    """Decode a whole IKE message (without the non-ESP marker).
+
+    The header length must equal ``len(data)``. SK and SKF can only be the
+    last payload; ``Message.sk_aad_end`` tells where their body starts.
+    Raises MalformedMessage, UnsupportedCriticalPayload or InvalidMajorVersion.
+    """
+    data = bytes(data)
+    header = decode_header(data)
+    if header.length != len(data):
+        raise MalformedMessage(f"IKE header says {header.length} bytes, datagram has {len(data)}",
+                               offset=24, payload="HDR")
+    payloads, sk_at = _walk(header.next_payload, data, IKE_HEADER_SIZE, len(data), 0, False)
+    return Message(header, tuple(payloads), data, sk_at)
+
+
+def encode_sk_message(exchange: int, mid: int, spi_i: bytes, spi_r: bytes, flags: int, inner_first_type: int,
+                      unencrypted_payloads: Iterable[Payload] = (), *, body_len: int) -> bytes:
+    """The bytes before an SK body: the header (final length), unencrypted payloads, SK's generic header.
+
+    The IKE layer appends IV | ciphertext | ICV of exactly ``body_len`` bytes;
+    the returned prefix is the AEAD associated data (RFC 5282 §5.1).
+    """
+    _check_spis(spi_i, spi_r)
+    items = list(unencrypted_payloads)
+    if any(isinstance(p, (SkPayload, SkfPayload)) for p in items):
+        raise ValueError("unencrypted payloads cannot contain SK or SKF")
+    sk_len = GENERIC_HEADER_SIZE + body_len
+    if body_len < 0 or sk_len > _MAX_PAYLOAD:
+        raise ValueError(f"SK body of {body_len} bytes does not fit a payload")
+    if items:
+        # Chain the unencrypted payloads to a placeholder SK so the last one points at SK.
+        first, chain = encode_payloads([*items, SkPayload(inner_first_type, b"")])
+        chain = chain[:-GENERIC_HEADER_SIZE]
+    else:
+        first, chain = _SK, b""
+    sk_header = _GENERIC.pack(inner_first_type, 0, sk_len)
+    length = IKE_HEADER_SIZE + len(chain) + sk_len
+    return _HEADER.pack(spi_i, spi_r, first, IKE_VERSION, exchange, flags, mid, length) + chain + sk_header
+
+
+def encode_skf_prefix(exchange: int, mid: int, spi_i: bytes, spi_r: bytes, flags: int, fragment_number: int,
+                      total_fragments: int, inner_first_type: int, body_len: int) -> bytes:
+    """The bytes before one SKF body (RFC 7383 §2.5): header, SKF generic header, numbers.
+
+    ``inner_first_type`` is written in fragment 1 only; the others carry 0.
+    The returned prefix is the AEAD associated data of this fragment.
+    """
+    _check_spis(spi_i, spi_r)
+    if not 1 <= fragment_number <= total_fragments <= 0xFFFF:
+        raise ValueError(f"fragment {fragment_number} of {total_fragments}")
+    skf_len = GENERIC_HEADER_SIZE + 4 + body_len
+    if body_len < 0 or skf_len > _MAX_PAYLOAD:
+        raise ValueError(f"SKF body of {body_len} bytes does not fit a payload")
+    nxt = inner_first_type if fragment_number == 1 else PayloadType.NONE
+    length = IKE_HEADER_SIZE + skf_len
+    return (_HEADER.pack(spi_i, spi_r, _SKF, IKE_VERSION, exchange, flags, mid, length)
+            + _GENERIC.pack(nxt, 0, skf_len) + _SKF_FIELDS.pack(fragment_number, total_fragments))
