@@ -1,0 +1,774 @@
+"""A scripted, deterministic runtime for tests, the benchmark and demos.
+
+It keeps a tiny simulated gateway: connections from a policy, IKE SAs and
+CHILD SAs with counters that move, exchanges as the engine would report them,
+instructive failures (NO_PROPOSAL_CHOSEN with both proposal lists,
+TS_UNACCEPTABLE, AUTHENTICATION_FAILED), a DPD timeout, log lines and packet
+samples. Every command is recorded in ``commands`` for assertions.
+
+Time is virtual: it starts at ``start_time`` and only moves through
+``advance()``. With ``live=True`` a task calls ``advance(tick)`` every
+``tick`` seconds of real time (a demo); without it nothing moves unless a
+test says so, which is what snapshot tests need.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import struct
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field, replace
+
+from engine.events import (
+    ChildKeys,
+    ChildSaDeleted,
+    ChildSaInstalled,
+    CountersSnapshot,
+    DpdTimeout,
+    Event,
+    ExchangeReceived,
+    ExchangeSent,
+    IkeSaStateChanged,
+    IkeState,
+    LogMessage,
+    MessageSummary,
+    NegotiationFailed,
+    PacketSample,
+    PayloadDetail,
+    PolicyApplied,
+    SaCounters,
+)
+from engine.policy.model import ConnectionConfig, Policy
+from engine.secret import Secret
+from engine.status import ChildConfigInfo, ChildSaInfo, ConnectionInfo, IkeSaInfo, StatusSnapshot
+
+from console import policy_api
+from console.runtime import fake_data
+from console.runtime.base import Capabilities, CommandError, Runtime, RuntimeKind
+
+LOCAL_ADDR = "192.0.2.1"
+DEFAULT_START = 1_700_000_000.0
+DROP_REASONS = ("replay", "icv", "no_sa", "policy_mismatch", "discard_rule", "malformed")
+
+LOCAL_IKE_PROPOSALS = (
+    "IKE:AES_GCM_16_256/PRF_HMAC_SHA2_384/CURVE_25519",
+    "IKE:AES_CBC_256/HMAC_SHA2_384_192/PRF_HMAC_SHA2_384/ECP_384",
+)
+LEGACY_IKE_PROPOSALS = (
+    "IKE:AES_CBC_128/HMAC_SHA1_96/PRF_HMAC_SHA1/MODP_1024",
+    "IKE:3DES_CBC/HMAC_MD5_96/PRF_HMAC_MD5/MODP_1024",
+)
+
+
+@dataclass
+class _Child:
+    connection: str
+    config: str
+    unique_id: int
+    reqid: int
+    spi_in: int
+    spi_out: int
+    installed: float
+    local_ts: tuple[str, ...]
+    remote_ts: tuple[str, ...]
+    mode: str = "tunnel"
+    encap: bool = False
+    state: str = "INSTALLED"
+    bytes_in: int = 0
+    bytes_out: int = 0
+    packets_in: int = 0
+    packets_out: int = 0
+    last_in: float | None = None
+    last_out: float | None = None
+    drops: dict[str, int] = field(default_factory=dict)
+    rekey_after: float = 3600.0
+    life: float = 3960.0
+
+
+@dataclass
+class _Ike:
+    connection: str
+    unique_id: int
+    state: str
+    initiator: bool
+    spi_i: int
+    spi_r: int
+    remote_addr: str
+    remote_port: int = 500
+    local_port: int = 500
+    local_id: str = ""
+    remote_id: str = ""
+    established: float | None = None
+    nat_remote: bool = False
+    children: list[_Child] = field(default_factory=list)
+
+
+def _csum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    s = (s >> 16) + (s & 0xFFFF)
+    s += s >> 16
+    return ~s & 0xFFFF
+
+
+def ipv4_packet(src: str, dst: str, proto: int, payload: bytes, ident: int = 1) -> bytes:
+    """A well-formed IPv4 packet (header checksum computed), for samples."""
+    s = bytes(int(x) for x in src.split("."))
+    d = bytes(int(x) for x in dst.split("."))
+    hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), ident & 0xFFFF, 0x4000, 64, proto, 0, s, d)
+    hdr = hdr[:10] + struct.pack("!H", _csum(hdr)) + hdr[12:]
+    return hdr + payload
+
+
+def tcp_segment(sport: int, dport: int, seq: int, payload: bytes) -> bytes:
+    # Checksum left 0: samples are for reading, not for a stack.
+    return struct.pack("!HHIIBBHHH", sport, dport, seq, 0, 0x50, 0x18, 64240, 0, 0) + payload
+
+
+def udp_datagram(sport: int, dport: int, payload: bytes) -> bytes:
+    return struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
+
+
+class FakeRuntime(Runtime):
+    """Scripted runtime. See the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        kind: RuntimeKind = "fake",
+        label: str | None = None,
+        policy: Policy | None = None,
+        policy_text: str | None = None,
+        scenario: str = "demo",
+        scale_children: int = 0,
+        children_per_ike: int = 100,
+        active_fraction: float = 1.0,
+        live: bool = False,
+        tick: float = 1.0,
+        start_time: float = DEFAULT_START,
+        seed: int = 7,
+        counters_events: bool = True,
+        packet_samples: bool = True,
+    ) -> None:
+        self.kind = kind
+        self.label = label or {
+            "lab": "LAB — simulated peers on loopback",
+            "fake": "FAKE runtime — scripted data",
+        }.get(kind, f"{kind} runtime")
+        self.capabilities = Capabilities(apply_policy=True, save_policy=True, packet_samples=packet_samples)
+        self.now = start_time
+        self.start_time = start_time
+        self.live = live
+        self.tick = tick
+        self.step = 0
+        self.active_fraction = active_fraction
+        self.counters_events = counters_events
+        self.packet_samples = packet_samples
+        self.commands: list[tuple[str, dict]] = []
+        """Every command received, as (name, arguments), in order."""
+        self.fail_next: dict[str, BaseException] = {}
+        """Command name -> exception to raise once (e.g. a PolicyError for apply_policy)."""
+        self.started = False
+        self.stopped = False
+        self._rng = random.Random(seed)
+        self._ike_ids = 0
+        self._child_ids = 0
+        self._reqids: dict[tuple[str, str], int] = {}
+        self._ikes: dict[int, _Ike] = {}
+        self._failing: set[str] = set()
+        self._drops: dict[str, int] = {r: 0 for r in DROP_REASONS}
+        self._pending: list[Event] = []
+        self._queue: asyncio.Queue[Event | None] | None = None
+        self._live_task: asyncio.Task | None = None
+        if scale_children:
+            n_conn = max(1, math.ceil(scale_children / children_per_ike))
+            self._policy = policy or fake_data.scale_policy(n_conn, children_per_ike)
+            self._text = policy_text or ""
+            self._build_scale(scale_children, children_per_ike)
+        else:
+            self._policy = policy or fake_data.demo_policy()
+            self._text = policy_text if policy_text is not None else (fake_data.DEMO_POLICY_TEXT if policy is None else "")
+            if scenario == "demo":
+                self._build_demo()
+
+    # ------------------------------------------------------------------ helpers
+    def _record(self, command: str, **args) -> None:
+        self.commands.append((command, args))
+        exc = self.fail_next.pop(command, None)
+        if exc is not None:
+            raise exc
+
+    def _emit(self, event: Event) -> None:
+        if self._queue is not None:
+            self._queue.put_nowait(event)
+        else:
+            self._pending.append(event)
+
+    def _log(self, level: str, source: str, text: str, connection: str = "") -> None:
+        self._emit(LogMessage(time=self.now, level=level, source=source, text=text, connection=connection))
+
+    def _spi32(self) -> int:
+        return self._rng.randrange(0xC0000000, 0xCFFFFFFF)
+
+    def _spi64(self) -> int:
+        return self._rng.getrandbits(64) | 1
+
+    def _reqid(self, conn: str, child: str) -> int:
+        return self._reqids.setdefault((conn, child), len(self._reqids) + 1)
+
+    def _conn(self, name: str) -> ConnectionConfig:
+        try:
+            return self._policy.connection(name)
+        except KeyError:
+            raise CommandError(f"no connection named {name!r}") from None
+
+    def _new_ike(self, conn: ConnectionConfig, *, initiator: bool = True, remote: str | None = None,
+                 nat: bool = False, state: str = "ESTABLISHED") -> _Ike:
+        self._ike_ids += 1
+        remote_addr = remote or (conn.remote_addrs[0] if conn.remote_addrs else "192.0.2.77")
+        ike = _Ike(
+            connection=conn.name,
+            unique_id=self._ike_ids,
+            state=state,
+            initiator=initiator,
+            spi_i=self._spi64(),
+            spi_r=self._spi64() if state != "CONNECTING" else 0,
+            remote_addr=remote_addr,
+            remote_port=4500 if (nat or conn.encap) else 500,
+            local_port=4500 if (nat or conn.encap) else 500,
+            local_id=str(conn.local.id) if conn.local.id else LOCAL_ADDR,
+            remote_id=str(conn.remote.id) if conn.remote.id else remote_addr,
+            established=self.now if state == "ESTABLISHED" else None,
+            nat_remote=nat,
+        )
+        self._ikes[ike.unique_id] = ike
+        return ike
+
+    def _new_child(self, ike: _Ike, child_name: str, *, quiet: bool = False, rekeyed_from: int | None = None) -> _Child:
+        conn = self._policy.connection(ike.connection)
+        cfg = conn.child(child_name)
+        self._child_ids += 1
+        local_ts = tuple(str(t) if not t.dynamic else LOCAL_ADDR + "/32" for t in cfg.local_ts)
+        remote_ts = tuple(str(t) if not t.dynamic else ike.remote_addr + "/32" for t in cfg.remote_ts)
+        ch = _Child(
+            connection=ike.connection,
+            config=child_name,
+            unique_id=self._child_ids,
+            reqid=self._reqid(ike.connection, child_name),
+            spi_in=self._spi32(),
+            spi_out=self._spi32(),
+            installed=self.now,
+            local_ts=local_ts,
+            remote_ts=remote_ts,
+            mode=cfg.mode,
+            encap=ike.nat_remote or conn.encap,
+            rekey_after=cfg.rekey_time - (self._child_ids * 37) % max(1, int(cfg.rand_time or 1)),
+            life=cfg.life_time,
+        )
+        ike.children.append(ch)
+        if not quiet:
+            empty = Secret(b"")
+            self._emit(ChildSaInstalled(
+                ike_sa=ike.unique_id, connection=ike.connection, child=child_name, unique_id=ch.unique_id,
+                reqid=ch.reqid, protocol=cfg.protocol, mode=cfg.mode, spi_in=ch.spi_in, spi_out=ch.spi_out,
+                local_addr=LOCAL_ADDR, remote_addr=ike.remote_addr, local_ts=cfg.local_ts, remote_ts=cfg.remote_ts,
+                encr_id=20, encr_key_length=256, integ_id=None, esn=False,
+                keys=ChildKeys(empty, empty, empty, empty), encap=ch.encap, rekeyed_from=rekeyed_from,
+                initiator=ike.initiator,
+            ))
+            self._log("info", "engine.ike",
+                      f"CHILD_SA {child_name}{{{ch.unique_id}}} established with SPIs "
+                      f"{ch.spi_in:08x}_i {ch.spi_out:08x}_o and TS {' '.join(local_ts)} === {' '.join(remote_ts)}",
+                      ike.connection)
+        return ch
+
+    # -------------------------------------------------------------- exchanges
+    def _msg(self, ike: _Ike, exchange: str, mid: int, response: bool, payloads: tuple[str, ...],
+             details: tuple[PayloadDetail, ...] = (), notifies: tuple[str, ...] = (), retransmit: int = 0,
+             initiator_flag: bool | None = None) -> MessageSummary:
+        return MessageSummary(
+            exchange=exchange, mid=mid, response=response,
+            initiator_flag=ike.initiator if initiator_flag is None else initiator_flag,
+            spi_i=ike.spi_i, spi_r=ike.spi_r if (exchange != "IKE_SA_INIT" or response) else 0,
+            length=200 + 40 * len(payloads), payloads=payloads, notifies=notifies, details=details,
+            retransmit=retransmit,
+        )
+
+    def _exchange(self, ike: _Ike, sent: bool, msg: MessageSummary, dt: float = 0.0) -> None:
+        cls = ExchangeSent if sent else ExchangeReceived
+        local = (LOCAL_ADDR, ike.local_port)
+        remote = (ike.remote_addr, ike.remote_port)
+        self._emit(cls(ike_sa=ike.unique_id, connection=ike.connection, message=msg, time=self.now + dt,
+                       local=local, remote=remote))
+        arrow = "sending" if sent else "received"
+        self._log("debug", "engine.ike", f"{arrow} {msg.brief()}", ike.connection)
+
+    @staticmethod
+    def _sa_detail(proposals: tuple[str, ...]) -> PayloadDetail:
+        return PayloadDetail("SA", tuple((f"proposal {i + 1}", p) for i, p in enumerate(proposals)))
+
+    def _init_pair(self, ike: _Ike, conn: ConnectionConfig, t: float) -> None:
+        init_payloads = ("SA", "KE", "No", "N(NATD_S_IP)", "N(NATD_D_IP)", "N(FRAG_SUP)")
+        details = (
+            self._sa_detail(LOCAL_IKE_PROPOSALS),
+            PayloadDetail("KE", (("group", "CURVE_25519"), ("public value", "32 bytes"))),
+            PayloadDetail("No", (("nonce", "32 bytes"),)),
+            PayloadDetail("N(NATD_S_IP)", (("hash", "20 bytes"),)),
+            PayloadDetail("N(FRAG_SUP)", ()),
+        )
+        self._exchange(ike, ike.initiator, self._msg(ike, "IKE_SA_INIT", 0, False, init_payloads, details), t)
+        resp_details = (
+            PayloadDetail("SA", (("chosen", LOCAL_IKE_PROPOSALS[0]),)),
+            PayloadDetail("KE", (("group", "CURVE_25519"), ("public value", "32 bytes"))),
+            PayloadDetail("No", (("nonce", "32 bytes"),)),
+        )
+        self._exchange(ike, not ike.initiator,
+                       self._msg(ike, "IKE_SA_INIT", 0, True, init_payloads, resp_details), t + 0.012)
+
+    def _auth_pair(self, ike: _Ike, conn: ConnectionConfig, child: str, t: float, *,
+                   response_notify: str | None = None) -> None:
+        cfg = conn.child(child)
+        ts_i = ", ".join(str(x) for x in cfg.local_ts)
+        ts_r = ", ".join(str(x) for x in cfg.remote_ts)
+        req = ("IDi", "IDr", "AUTH", "SA", "TSi", "TSr", "N(INIT_CONTACT)")
+        details = (
+            PayloadDetail("IDi", (("type", "FQDN"), ("id", ike.local_id))),
+            PayloadDetail("IDr", (("type", "FQDN"), ("id", ike.remote_id))),
+            PayloadDetail("AUTH", (("method", "shared key MIC"), ("data", "48 bytes, not shown"))),
+            PayloadDetail("SA", (("proposal 1", "ESP:AES_GCM_16_256/NO_EXT_SEQ"),)),
+            PayloadDetail("TSi", (("selectors", ts_i),)),
+            PayloadDetail("TSr", (("selectors", ts_r),)),
+        )
+        self._exchange(ike, True, self._msg(ike, "IKE_AUTH", 1, False, req, details), t)
+        if response_notify == "AUTHENTICATION_FAILED":
+            resp: tuple[str, ...] = ("N(AUTH_FAILED)",)
+            rdet = (PayloadDetail("N(AUTH_FAILED)", (("notify", "AUTHENTICATION_FAILED (24)"),)),)
+        elif response_notify == "TS_UNACCEPTABLE":
+            resp = ("IDr", "AUTH", "N(TS_UNACCEPT)")
+            rdet = (
+                PayloadDetail("IDr", (("type", "FQDN"), ("id", ike.remote_id))),
+                PayloadDetail("AUTH", (("method", "shared key MIC"), ("data", "48 bytes, not shown"))),
+                PayloadDetail("N(TS_UNACCEPT)", (("notify", "TS_UNACCEPTABLE (38)"),)),
+            )
+        else:
+            resp = ("IDr", "AUTH", "SA", "TSi", "TSr")
+            rdet = (
+                PayloadDetail("IDr", (("type", "FQDN"), ("id", ike.remote_id))),
+                PayloadDetail("AUTH", (("method", "shared key MIC"), ("data", "48 bytes, not shown"))),
+                PayloadDetail("SA", (("chosen", "ESP:AES_GCM_16_256/NO_EXT_SEQ"),)),
+                PayloadDetail("TSi", (("selectors", ts_i),)),
+                PayloadDetail("TSr", (("selectors", ts_r),)),
+            )
+        notifies = (response_notify,) if response_notify else ()
+        self._exchange(ike, False, self._msg(ike, "IKE_AUTH", 1, True, resp, rdet, notifies), t + 0.03)
+
+    def _state(self, ike: _Ike, old: str, new: str, reason: str = "") -> None:
+        ike.state = new
+        self._emit(IkeSaStateChanged(ike_sa=ike.unique_id, connection=ike.connection,
+                                     old=IkeState(old), new=IkeState(new), reason=reason))
+
+    def _establish(self, conn: ConnectionConfig, *, initiator: bool = True, remote: str | None = None,
+                   nat: bool = False, children: tuple[str, ...] | None = None) -> _Ike:
+        ike = self._new_ike(conn, initiator=initiator, remote=remote, nat=nat, state="CONNECTING")
+        self._state(ike, "CREATED", "CONNECTING")
+        self._init_pair(ike, conn, 0.0)
+        names = children if children is not None else tuple(c.name for c in conn.children)
+        self._auth_pair(ike, conn, names[0], 0.02)
+        ike.spi_r = ike.spi_r or self._spi64()
+        ike.established = self.now
+        self._state(ike, "CONNECTING", "ESTABLISHED")
+        self._log("info", "engine.ike",
+                  f"IKE_SA {conn.name}[{ike.unique_id}] established between {LOCAL_ADDR}[{ike.local_id}]"
+                  f"...{ike.remote_addr}[{ike.remote_id}]", conn.name)
+        for i, name in enumerate(names):
+            if i:
+                mid = 1 + i
+                det = (PayloadDetail("SA", (("proposal 1", "ESP:AES_GCM_16_256/CURVE_25519/NO_EXT_SEQ"),)),
+                       PayloadDetail("KE", (("group", "CURVE_25519"),)))
+                pl = ("SA", "No", "KE", "TSi", "TSr")
+                self._exchange(ike, True, self._msg(ike, "CREATE_CHILD_SA", mid, False, pl, det), 0.05 * i)
+                self._exchange(ike, False, self._msg(ike, "CREATE_CHILD_SA", mid, True, pl, det), 0.05 * i + 0.01)
+            self._new_child(ike, name)
+        return ike
+
+    def _fail(self, conn: ConnectionConfig, notify: str) -> _Ike:
+        """Play one of the scripted failures for ``conn``."""
+        self._failing.add(conn.name)
+        if notify == "NO_PROPOSAL_CHOSEN":
+            # The legacy peer initiates with what it has; we find nothing acceptable.
+            ike = self._new_ike(conn, initiator=False, state="CONNECTING")
+            ike.spi_r = 0
+            self._state(ike, "CREATED", "CONNECTING")
+            payloads = ("SA", "KE", "No", "N(NATD_S_IP)", "N(NATD_D_IP)")
+            det = (self._sa_detail(LEGACY_IKE_PROPOSALS),
+                   PayloadDetail("KE", (("group", "MODP_1024"), ("public value", "128 bytes"))))
+            for rt in range(2):
+                self._exchange(ike, False, self._msg(ike, "IKE_SA_INIT", 0, False, payloads, det,
+                                                     retransmit=rt, initiator_flag=True), 2.0 * rt)
+                self._exchange(ike, True, self._msg(
+                    ike, "IKE_SA_INIT", 0, True, ("N(NO_PROP)",),
+                    (PayloadDetail("N(NO_PROP)", (("notify", "NO_PROPOSAL_CHOSEN (14)"),)),),
+                    ("NO_PROPOSAL_CHOSEN",), initiator_flag=True), 2.0 * rt + 0.001)
+            self._emit(NegotiationFailed(
+                ike_sa=ike.unique_id, connection=conn.name, exchange="IKE_SA_INIT", notify="NO_PROPOSAL_CHOSEN",
+                reason="the peer offered only SHA-1/MD5 integrity with MODP_1024, none of which this policy accepts",
+                sent_by_peer=False, local_proposals=LOCAL_IKE_PROPOSALS, remote_proposals=LEGACY_IKE_PROPOSALS))
+            self._log("warning", "engine.ike", "received proposals unacceptable: "
+                      + ", ".join(LEGACY_IKE_PROPOSALS), conn.name)
+            self._state(ike, "CONNECTING", "DESTROYED", "NO_PROPOSAL_CHOSEN")
+            del self._ikes[ike.unique_id]
+            return ike
+        ike = self._new_ike(conn, state="CONNECTING")
+        self._state(ike, "CREATED", "CONNECTING")
+        self._init_pair(ike, conn, 0.0)
+        child = conn.children[0]
+        self._auth_pair(ike, conn, child.name, 0.02, response_notify=notify)
+        if notify == "TS_UNACCEPTABLE":
+            ike.established = self.now
+            self._state(ike, "CONNECTING", "ESTABLISHED")
+            self._emit(NegotiationFailed(
+                ike_sa=ike.unique_id, connection=conn.name, exchange="IKE_AUTH", notify=notify,
+                reason=f"the peer does not accept the traffic selectors of CHILD {child.name}",
+                child=child.name, sent_by_peer=True,
+                local_ts=tuple(str(t) for t in child.local_ts), remote_ts=tuple(str(t) for t in child.remote_ts)))
+            self._log("error", "engine.ike", f"received TS_UNACCEPTABLE notify, no CHILD_SA built", conn.name)
+        else:
+            self._emit(NegotiationFailed(
+                ike_sa=ike.unique_id, connection=conn.name, exchange="IKE_AUTH", notify=notify,
+                reason="the peer could not verify our AUTH payload", sent_by_peer=True))
+            self._log("error", "engine.ike", "received AUTHENTICATION_FAILED notify error", conn.name)
+            self._state(ike, "CONNECTING", "DESTROYED", notify)
+            del self._ikes[ike.unique_id]
+        return ike
+
+    # ---------------------------------------------------------------- scenario
+    def _build_demo(self) -> None:
+        p = self._policy
+        self._log("info", "engine.runtime", "engine started: datapath userspace, listening on 192.0.2.1:500,4500")
+        self._log("info", "engine.policy", f"policy {p.path} loaded: {len(p.connections)} connections, "
+                  f"{len(p.rules)} rules")
+        names = {c.name for c in p.connections}
+        if "branch" in names:
+            self._establish(p.connection("branch"))
+        if "roadwarrior" in names:
+            rw = p.connection("roadwarrior")
+            # An earlier laptop went silent: DPD cleared it.
+            old = self._new_ike(rw, initiator=False, remote="192.0.2.66", nat=True)
+            self._emit(DpdTimeout(ike_sa=old.unique_id, connection="roadwarrior", action="clear"))
+            self._log("warning", "engine.ike", "DPD: no response from 192.0.2.66 after 5 retransmits, "
+                      "closing IKE_SA", "roadwarrior")
+            self._state(old, "ESTABLISHED", "DESTROYED", "dpd timeout")
+            del self._ikes[old.unique_id]
+            self._establish(rw, initiator=False, remote="192.0.2.77", nat=True)
+        if "legacy" in names:
+            self._fail(p.connection("legacy"), "NO_PROPOSAL_CHOSEN")
+        if "partner" in names:
+            self._fail(p.connection("partner"), "TS_UNACCEPTABLE")
+        if "vendor" in names:
+            self._fail(p.connection("vendor"), "AUTHENTICATION_FAILED")
+        # Traffic that already flowed before the console opened.
+        for ike in self._ikes.values():
+            for ch in ike.children:
+                ch.bytes_in, ch.bytes_out = 52_000 * ch.unique_id, 31_000 * ch.unique_id
+                ch.packets_in, ch.packets_out = 80 * ch.unique_id, 55 * ch.unique_id
+                ch.last_in = ch.last_out = self.now
+        self._drops.update(no_sa=3, discard_rule=12, replay=1)
+
+    def _build_scale(self, total: int, per_ike: int) -> None:
+        made = 0
+        for conn in self._policy.connections:
+            ike = self._new_ike(conn)
+            for cfg in conn.children:
+                if made >= total:
+                    break
+                self._new_child(ike, cfg.name, quiet=True)
+                made += 1
+            if made >= total:
+                break
+
+    # ---------------------------------------------------------------- time
+    def _rate(self, ch: _Child) -> float:
+        """Bytes per second for a child at the current virtual time (smooth, deterministic)."""
+        base = 2_000 + (ch.unique_id * 7919 % 50) * 1_000
+        return base * (1.0 + 0.6 * math.sin((self.now - self.start_time) / 7.0 + ch.unique_id))
+
+    def advance(self, seconds: float | None = None) -> None:
+        """Move virtual time: counters grow, rekeys happen when due, samples and counters are emitted."""
+        dt = self.tick if seconds is None else seconds
+        self.now += dt
+        self.step += 1
+        threshold = int(self.active_fraction * 1000)
+        for ike in list(self._ikes.values()):
+            for ch in list(ike.children):
+                if threshold < 1000 and (ch.unique_id * 2654435761 + self.step) % 1000 >= threshold:
+                    continue
+                r = self._rate(ch) * dt
+                bi, bo = int(r), int(r * 0.6)
+                ch.bytes_in += bi
+                ch.bytes_out += bo
+                ch.packets_in += max(1, bi // 700)
+                ch.packets_out += max(1, bo // 700)
+                ch.last_in = ch.last_out = self.now
+                if self.now - ch.installed >= ch.rekey_after and ch.state == "INSTALLED":
+                    self._rekey_child(ike, ch, reason="expired")
+        if self.step % 3 == 0:
+            self._drops["no_sa"] += 1
+        if self.step % 5 == 0:
+            self._drops["discard_rule"] += 2
+            first = next((c for i in self._ikes.values() for c in i.children), None)
+            if first is not None:
+                first.drops["replay"] = first.drops.get("replay", 0) + 1
+        if self.step % 7 == 0:
+            self._drops["malformed"] += 1
+        if self.counters_events:
+            self._emit(self._counters())
+        if self.packet_samples:
+            self._sample()
+
+    def _counters(self) -> CountersSnapshot:
+        sas = []
+        for ike in self._ikes.values():
+            for ch in ike.children:
+                sas.append(SaCounters(spi=ch.spi_in, direction="in", bytes=ch.bytes_in, packets=ch.packets_in,
+                                      drops=tuple(sorted(ch.drops.items())), last_used=ch.last_in))
+                sas.append(SaCounters(spi=ch.spi_out, direction="out", bytes=ch.bytes_out, packets=ch.packets_out,
+                                      last_used=ch.last_out))
+        return CountersSnapshot(time=self.now, sas=tuple(sas), drops=tuple(sorted(self._drops.items())))
+
+    def _sample(self) -> None:
+        children = [(i, c) for i in self._ikes.values() for c in i.children]
+        if not children:
+            return
+        ike, ch = children[self.step % len(children)]
+        seq = ch.packets_out + 1
+        inner_payload = tcp_segment(40000 + self.step % 1000, 443, 1000 + self.step, b"GET / HTTP/1.1\r\n\r\n")
+        inner = ipv4_packet("198.51.100.10", "198.51.100.130", 6, inner_payload, ident=self.step)
+        body = bytes(self._rng.getrandbits(8) for _ in range(len(inner) + 24))
+        esp = struct.pack("!II", ch.spi_out, seq) + body
+        if ch.encap:
+            outer = ipv4_packet(LOCAL_ADDR, ike.remote_addr, 17, udp_datagram(4500, ike.remote_port, esp))
+        else:
+            outer = ipv4_packet(LOCAL_ADDR, ike.remote_addr, 50, esp)
+        self._emit(PacketSample(time=self.now, direction="out", spi=ch.spi_out, seq=seq, outer=outer, inner=inner))
+        if self.step % 4 == 0:
+            bad = struct.pack("!II", ch.spi_in, max(1, ch.packets_in - 40)) + bytes(48)
+            outer_in = ipv4_packet(ike.remote_addr, LOCAL_ADDR, 50, bad)
+            self._emit(PacketSample(time=self.now, direction="drop", spi=ch.spi_in, seq=max(1, ch.packets_in - 40),
+                                    outer=outer_in, verdict="replay"))
+
+    async def _live(self) -> None:
+        while True:
+            await asyncio.sleep(self.tick)
+            self.advance()
+
+    # ---------------------------------------------------------------- Runtime
+    async def start(self) -> None:
+        self.started = True
+        self._queue = asyncio.Queue()
+        for ev in self._pending:
+            self._queue.put_nowait(ev)
+        self._pending.clear()
+        if self.live:
+            self._live_task = asyncio.get_running_loop().create_task(self._live())
+
+    async def stop(self) -> None:
+        self.stopped = True
+        if self._live_task is not None:
+            self._live_task.cancel()
+            self._live_task = None
+        if self._queue is not None:
+            self._queue.put_nowait(None)
+
+    async def events(self) -> AsyncIterator[Event]:
+        while self._queue is None:
+            await asyncio.sleep(0.01)
+        while True:
+            ev = await self._queue.get()
+            if ev is None:
+                return
+            yield ev
+
+    def status_now(self) -> StatusSnapshot:
+        """The snapshot ``status()`` returns, built synchronously (for benchmarks)."""
+        now = self.now
+        ikes = []
+        for ike in self._ikes.values():
+            conn = self._policy.connection(ike.connection)
+            children = tuple(
+                ChildSaInfo(
+                    name=ch.config, unique_id=ch.unique_id, reqid=ch.reqid, state=ch.state, protocol="esp",
+                    mode=ch.mode, encap=ch.encap, spi_in=ch.spi_in, spi_out=ch.spi_out, encr="AES_GCM_16_256",
+                    ke="CURVE_25519", local_ts=ch.local_ts, remote_ts=ch.remote_ts,
+                    bytes_in=ch.bytes_in, packets_in=ch.packets_in, bytes_out=ch.bytes_out,
+                    packets_out=ch.packets_out,
+                    last_in_ago=None if ch.last_in is None else now - ch.last_in,
+                    last_out_ago=None if ch.last_out is None else now - ch.last_out,
+                    installed_ago=now - ch.installed,
+                    rekey_in=ch.installed + ch.rekey_after - now, expire_in=ch.installed + ch.life - now,
+                    drops=tuple(sorted(ch.drops.items())),
+                )
+                for ch in ike.children
+            )
+            est = ike.established
+            ikes.append(IkeSaInfo(
+                name=ike.connection, unique_id=ike.unique_id, state=ike.state, initiator=ike.initiator,
+                spi_i=ike.spi_i, spi_r=ike.spi_r, local_addr=LOCAL_ADDR, local_port=ike.local_port,
+                remote_addr=ike.remote_addr, remote_port=ike.remote_port, local_id=ike.local_id,
+                remote_id=ike.remote_id, encr="AES_GCM_16_256", prf="PRF_HMAC_SHA2_384", ke="CURVE_25519",
+                nat_remote=ike.nat_remote,
+                established_ago=None if est is None else now - est,
+                rekey_in=None if est is None else est + conn.rekey_time - now,
+                expire_in=None if est is None else est + conn.rekey_time + conn.over_time - now,
+                children=children,
+            ))
+        return StatusSnapshot(time=now, ike_sas=tuple(ikes), connections=self._connection_infos())
+
+    def _connection_infos(self) -> tuple[ConnectionInfo, ...]:
+        up = {i.connection for i in self._ikes.values() if i.state == "ESTABLISHED"}
+        connecting = {i.connection for i in self._ikes.values() if i.state == "CONNECTING"}
+        out = []
+        for c in self._policy.connections:
+            if c.name in self._failing:
+                state = "failing"
+            elif c.name in up:
+                state = "up"
+            elif c.name in connecting:
+                state = "connecting"
+            else:
+                state = "down"
+            out.append(ConnectionInfo(
+                name=c.name, local_addrs=c.local_addrs, remote_addrs=c.remote_addrs or ("%any",),
+                local_auth=c.local.auth, remote_auth=c.remote.auth,
+                local_id=str(c.local.id) if c.local.id else "", remote_id=str(c.remote.id) if c.remote.id else "",
+                proposals=tuple(p.text for p in c.proposals),
+                children=tuple(ChildConfigInfo(
+                    name=ch.name, mode=ch.mode, protocol=ch.protocol, local_ts=tuple(str(t) for t in ch.local_ts),
+                    remote_ts=tuple(str(t) for t in ch.remote_ts), proposals=tuple(p.text for p in ch.proposals),
+                    start_action=ch.start_action, dpd_action=ch.dpd_action) for ch in c.children),
+                state=state,
+            ))
+        return tuple(out)
+
+    async def status(self) -> StatusSnapshot:
+        return self.status_now()
+
+    async def policy(self) -> tuple[Policy, str]:
+        return self._policy, self._text
+
+    async def initiate(self, name: str, child: str | None = None) -> None:
+        self._record("initiate", name=name, child=child)
+        conn = self._conn(name)
+        if child is not None:
+            try:
+                conn.child(child)
+            except KeyError:
+                raise CommandError(f"connection {name!r} has no child {child!r}") from None
+        if name in ("legacy",):
+            self._fail(conn, "NO_PROPOSAL_CHOSEN")
+            return
+        if name in ("partner", "vendor"):
+            self._fail(conn, "TS_UNACCEPTABLE" if name == "partner" else "AUTHENTICATION_FAILED")
+            return
+        existing = [i for i in self._ikes.values() if i.connection == name and i.state == "ESTABLISHED"]
+        if existing:
+            ike = existing[0]
+            have = {c.config for c in ike.children}
+            for cfg in conn.children:
+                if (child is None or cfg.name == child) and cfg.name not in have:
+                    self._new_child(ike, cfg.name)
+            return
+        self._failing.discard(name)
+        self._establish(conn, children=(child,) if child else None)
+
+    async def terminate(self, name: str, *, unique_id: int | None = None) -> None:
+        self._record("terminate", name=name, unique_id=unique_id)
+        self._conn(name)
+        victims = [i for i in self._ikes.values() if i.connection == name
+                   and (unique_id is None or i.unique_id == unique_id)]
+        if not victims:
+            raise CommandError(f"{name} has no IKE SA to terminate" if unique_id is None
+                               else f"{name} has no IKE SA #{unique_id}")
+        for ike in victims:
+            self._state(ike, ike.state, "DELETING", "terminated")
+            self._exchange(ike, True, self._msg(ike, "INFORMATIONAL", 9, False, ("D",)))
+            self._exchange(ike, False, self._msg(ike, "INFORMATIONAL", 9, True, ()))
+            for ch in ike.children:
+                self._emit(ChildSaDeleted(ike_sa=ike.unique_id, connection=name, child=ch.config,
+                                          unique_id=ch.unique_id, reqid=ch.reqid, protocol="esp",
+                                          spi_in=ch.spi_in, spi_out=ch.spi_out, reason="terminated"))
+            self._state(ike, "DELETING", "DESTROYED", "terminated")
+            self._log("info", "engine.ike", f"IKE_SA {name}[{ike.unique_id}] deleted", name)
+            del self._ikes[ike.unique_id]
+        self._failing.discard(name)
+
+    def _rekey_child(self, ike: _Ike, ch: _Child, reason: str = "rekeyed") -> _Child:
+        det = (PayloadDetail("N(REKEY_SA)", (("spi", f"{ch.spi_in:08x}"),)),
+               PayloadDetail("SA", (("proposal 1", "ESP:AES_GCM_16_256/CURVE_25519/NO_EXT_SEQ"),)))
+        pl = ("N(REKEY_SA)", "SA", "No", "KE", "TSi", "TSr")
+        self._exchange(ike, True, self._msg(ike, "CREATE_CHILD_SA", 10 + ch.unique_id, False, pl, det))
+        self._exchange(ike, False, self._msg(ike, "CREATE_CHILD_SA", 10 + ch.unique_id, True, pl[1:], det[1:]))
+        new = self._new_child(ike, ch.config, rekeyed_from=ch.spi_in)
+        ike.children.remove(ch)
+        self._emit(ChildSaDeleted(ike_sa=ike.unique_id, connection=ike.connection, child=ch.config,
+                                  unique_id=ch.unique_id, reqid=ch.reqid, protocol="esp", spi_in=ch.spi_in,
+                                  spi_out=ch.spi_out, reason=reason))
+        return new
+
+    async def rekey(self, name: str, *, ike: bool = False, unique_id: int | None = None) -> None:
+        self._record("rekey", name=name, ike=ike, unique_id=unique_id)
+        self._conn(name)
+        sas = [i for i in self._ikes.values() if i.connection == name and i.state == "ESTABLISHED"]
+        if not sas:
+            raise CommandError(f"{name} is not established: nothing to rekey")
+        if ike:
+            targets = [i for i in sas if unique_id is None or i.unique_id == unique_id]
+            if not targets:
+                raise CommandError(f"{name} has no IKE SA #{unique_id}")
+            for old in targets:
+                conn = self._conn(name)
+                new = self._new_ike(conn, initiator=True, remote=old.remote_addr, nat=old.nat_remote)
+                new.children = old.children
+                self._exchange(old, True, self._msg(old, "CREATE_CHILD_SA", 20, False, ("SA", "No", "KE")))
+                self._exchange(old, False, self._msg(old, "CREATE_CHILD_SA", 20, True, ("SA", "No", "KE")))
+                self._state(new, "CREATED", "ESTABLISHED", f"rekeyed from #{old.unique_id}")
+                self._state(old, "ESTABLISHED", "REKEYED")
+                self._state(old, "REKEYED", "DESTROYED", "rekeyed")
+                self._log("info", "engine.ike", f"IKE_SA {name}[{old.unique_id}] rekeyed to [{new.unique_id}]", name)
+                del self._ikes[old.unique_id]
+            return
+        done = 0
+        for sa in sas:
+            for ch in list(sa.children):
+                if unique_id is None or ch.unique_id == unique_id:
+                    self._rekey_child(sa, ch)
+                    done += 1
+        if not done:
+            raise CommandError(f"{name} has no CHILD SA {{{unique_id}}}")
+
+    async def apply_policy(self, policy: Policy, text: str | None = None) -> PolicyApplied:
+        self._record("apply_policy", policy=policy, text=text)
+        d = policy_api.diff(self._policy, policy)
+        for name in d.removed + d.changed:
+            for ike in [i for i in self._ikes.values() if i.connection == name]:
+                for ch in ike.children:
+                    self._emit(ChildSaDeleted(ike_sa=ike.unique_id, connection=name, child=ch.config,
+                                              unique_id=ch.unique_id, reqid=ch.reqid, protocol="esp",
+                                              spi_in=ch.spi_in, spi_out=ch.spi_out, reason="policy changed"))
+                self._state(ike, ike.state, "DESTROYED", "policy changed")
+                del self._ikes[ike.unique_id]
+            self._failing.discard(name)
+        self._policy = replace(policy, secrets=policy.secrets if policy.secrets.ike or policy.secrets.private
+                               else self._policy.secrets)
+        if text is not None:
+            self._text = text
+        for name in d.changed + d.added:
+            conn = self._policy.connection(name)
+            if any(c.start_action == "start" for c in conn.children):
+                self._establish(conn, children=tuple(c.name for c in conn.children if c.start_action == "start"))
+        result = PolicyApplied(added=d.added, removed=d.removed, changed=d.changed)
+        self._emit(result)
+        self._log("info", "engine.policy", f"policy applied: +{len(d.added)} -{len(d.removed)} ~{len(d.changed)}")
+        return result

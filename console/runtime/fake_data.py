@@ -1,0 +1,226 @@
+"""The fake runtime's scenario: a gateway policy (as a model and as the TOML
+file an admin would have written) with peers that succeed and peers that fail
+in instructive ways. Addresses stay inside 192.0.2.0/24 and 198.51.100.0/24.
+"""
+
+from __future__ import annotations
+
+from engine.crypto.transforms import EncrId, EsnId, IntegId, KeId, PrfId, TransformType
+from engine.policy.model import (
+    AuthConfig,
+    ChildConfig,
+    ConnectionConfig,
+    EngineConfig,
+    Identity,
+    IkeSecret,
+    Policy,
+    PrivateKeySecret,
+    Proposal,
+    RuleConfig,
+    Secrets,
+    Transform,
+)
+from engine.policy.ts import parse_ts
+from engine.secret import Secret
+
+# Known text the no-secret-on-screen test looks for: it must never be drawn.
+DEMO_PSK = "correct-horse-battery-staple-7Qz"
+DEMO_KEY_PASSPHRASE = "swordfish-passphrase-Xk29"
+
+_E = TransformType.ENCR
+_P = TransformType.PRF
+_I = TransformType.INTEG
+_K = TransformType.KE
+_N = TransformType.ESN
+
+
+def _ike(text: str, encr: tuple[int, int | None], prf: int, ke: int, integ: int | None = None) -> Proposal:
+    return Proposal(
+        protocol="ike",
+        encr=(Transform(_E, encr[0], encr[1]),),
+        prf=(Transform(_P, prf),),
+        integ=(Transform(_I, integ),) if integ else (),
+        ke=(Transform(_K, ke),),
+        text=text,
+    )
+
+
+def _esp(text: str, encr: tuple[int, int | None], integ: int | None = None, ke: int | None = None) -> Proposal:
+    return Proposal(
+        protocol="esp",
+        encr=(Transform(_E, encr[0], encr[1]),),
+        integ=(Transform(_I, integ),) if integ else (),
+        ke=(Transform(_K, ke),) if ke else (),
+        esn=(Transform(_N, EsnId.NO_ESN),),
+        text=text,
+    )
+
+
+STRONG_IKE = (
+    _ike("aes256gcm16-prfsha384-x25519", (EncrId.AES_GCM_16, 256), PrfId.HMAC_SHA2_384, KeId.CURVE25519),
+    _ike("aes256-sha384-ecp384", (EncrId.AES_CBC, 256), PrfId.HMAC_SHA2_384, KeId.ECP_384, IntegId.HMAC_SHA2_384_192),
+)
+STRONG_ESP = (_esp("aes256gcm16-x25519", (EncrId.AES_GCM_16, 256), ke=KeId.CURVE25519),)
+
+
+def _ts(*texts: str):
+    return tuple(parse_ts(t) for t in texts)
+
+
+def _child(name: str, local: tuple[str, ...], remote: tuple[str, ...], **kw) -> ChildConfig:
+    return ChildConfig(name=name, local_ts=_ts(*local), remote_ts=_ts(*remote), proposals=STRONG_ESP, **kw)
+
+
+def _conn(name: str, local: str, remote: tuple[str, ...], lid: str, rid: str, children, **kw) -> ConnectionConfig:
+    return ConnectionConfig(
+        name=name,
+        local_addrs=(local,),
+        remote_addrs=remote,
+        proposals=kw.pop("proposals", STRONG_IKE),
+        local=AuthConfig(auth="psk", id=Identity("fqdn", lid)),
+        remote=AuthConfig(auth="psk", id=Identity("fqdn", rid)),
+        children=tuple(children),
+        **kw,
+    )
+
+
+def demo_policy(path: str | None = "/etc/ipsec-console/gateway.toml") -> Policy:
+    """The gateway of the fake scenario, with a PSK and a key passphrase in its secrets."""
+    conns = (
+        _conn("branch", "192.0.2.1", ("192.0.2.2",), "hq.example.org", "branch.example.org", [
+            _child("lan", ("198.51.100.0/25",), ("198.51.100.128/26",), start_action="start", dpd_action="restart"),
+            _child("voice", ("198.51.100.0/25[udp/5060]",), ("198.51.100.192/26[udp/5060]",), start_action="start"),
+        ], dpd_delay=30.0),
+        _conn("roadwarrior", "192.0.2.1", (), "hq.example.org", "laptop.example.org", [
+            _child("rw", ("198.51.100.0/25",), ("dynamic",)),
+        ], encap=True),
+        _conn("legacy", "192.0.2.1", ("192.0.2.30",), "hq.example.org", "legacy.example.org", [
+            _child("old", ("198.51.100.0/25",), ("198.51.100.240/28",), start_action="start"),
+        ]),
+        _conn("partner", "192.0.2.1", ("192.0.2.40",), "hq.example.org", "partner.example.net", [
+            _child("apps", ("198.51.100.0/26[tcp/443]",), ("198.51.100.224/28",), start_action="start"),
+        ]),
+        _conn("vendor", "192.0.2.1", ("192.0.2.50",), "hq.example.org", "vendor.example.com", [
+            _child("support", ("198.51.100.10/32[tcp/22]",), ("198.51.100.250/32",), start_action="start"),
+        ]),
+    )
+    rules = (
+        RuleConfig(name="dns", action="bypass", remote_ts=_ts("0.0.0.0/0[udp/53]")),
+        RuleConfig(name="no-telnet", action="discard", remote_ts=_ts("0.0.0.0/0[tcp/23]")),
+    )
+    secrets = Secrets(
+        ike=(IkeSecret("branch", (Identity("fqdn", "branch.example.org"),), Secret(DEMO_PSK)),),
+        private=(PrivateKeySecret("gateway", "gateway.key.pem", Secret(DEMO_KEY_PASSPHRASE)),),
+        path="/etc/ipsec-console/gateway.secrets.toml",
+    )
+    return Policy(
+        engine=EngineConfig(datapath="userspace", listen=("192.0.2.1",), secrets="gateway.secrets.toml"),
+        connections=conns,
+        rules=rules,
+        secrets=secrets,
+        path=path,
+    )
+
+
+DEMO_POLICY_TEXT = '''\
+# Head office gateway. Secrets (PSKs, key passphrases) live in
+# gateway.secrets.toml, mode 0600, never in this file.
+[engine]
+datapath = "userspace"
+listen = ["192.0.2.1"]
+secrets = "gateway.secrets.toml"
+
+[connections.branch]
+local_addrs = ["192.0.2.1"]
+remote_addrs = ["192.0.2.2"]
+proposals = ["aes256gcm16-prfsha384-x25519", "aes256-sha384-ecp384"]
+local = { auth = "psk", id = "hq.example.org" }
+remote = { auth = "psk", id = "branch.example.org" }
+dpd_delay = "30s"
+
+[connections.branch.children.lan]
+local_ts = ["198.51.100.0/25"]
+remote_ts = ["198.51.100.128/26"]
+esp_proposals = ["aes256gcm16-x25519"]
+start_action = "start"
+dpd_action = "restart"
+
+[connections.branch.children.voice]
+local_ts = ["198.51.100.0/25[udp/5060]"]
+remote_ts = ["198.51.100.192/26[udp/5060]"]
+esp_proposals = ["aes256gcm16-x25519"]
+start_action = "start"
+
+[connections.roadwarrior]       # laptops, usually behind a NAT
+local_addrs = ["192.0.2.1"]
+proposals = ["aes256gcm16-prfsha384-x25519", "aes256-sha384-ecp384"]
+local = { auth = "psk", id = "hq.example.org" }
+remote = { auth = "psk", id = "laptop.example.org" }
+encap = true
+
+[connections.roadwarrior.children.rw]
+local_ts = ["198.51.100.0/25"]
+remote_ts = ["dynamic"]
+esp_proposals = ["aes256gcm16-x25519"]
+
+[connections.legacy]            # an old box that only speaks SHA-1 and MODP-1024
+local_addrs = ["192.0.2.1"]
+remote_addrs = ["192.0.2.30"]
+proposals = ["aes256gcm16-prfsha384-x25519", "aes256-sha384-ecp384"]
+local = { auth = "psk", id = "hq.example.org" }
+remote = { auth = "psk", id = "legacy.example.org" }
+
+[connections.legacy.children.old]
+local_ts = ["198.51.100.0/25"]
+remote_ts = ["198.51.100.240/28"]
+esp_proposals = ["aes256gcm16-x25519"]
+start_action = "start"
+
+[connections.partner]
+local_addrs = ["192.0.2.1"]
+remote_addrs = ["192.0.2.40"]
+proposals = ["aes256gcm16-prfsha384-x25519", "aes256-sha384-ecp384"]
+local = { auth = "psk", id = "hq.example.org" }
+remote = { auth = "psk", id = "partner.example.net" }
+
+[connections.partner.children.apps]
+local_ts = ["198.51.100.0/26[tcp/443]"]
+remote_ts = ["198.51.100.224/28"]
+esp_proposals = ["aes256gcm16-x25519"]
+start_action = "start"
+
+[connections.vendor]
+local_addrs = ["192.0.2.1"]
+remote_addrs = ["192.0.2.50"]
+proposals = ["aes256gcm16-prfsha384-x25519", "aes256-sha384-ecp384"]
+local = { auth = "psk", id = "hq.example.org" }
+remote = { auth = "psk", id = "vendor.example.com" }
+
+[connections.vendor.children.support]
+local_ts = ["198.51.100.10/32[tcp/22]"]
+remote_ts = ["198.51.100.250/32"]
+esp_proposals = ["aes256gcm16-x25519"]
+start_action = "start"
+
+[rules.dns]
+action = "bypass"
+remote_ts = ["0.0.0.0/0[udp/53]"]
+
+[rules.no-telnet]
+action = "discard"
+remote_ts = ["0.0.0.0/0[tcp/23]"]
+'''
+
+
+def scale_policy(connections: int, children_per_connection: int) -> Policy:
+    """Many connections, for the 10,000 CHILD SA benchmark."""
+    conns = []
+    for i in range(connections):
+        third = 1 + (i % 250)
+        conns.append(
+            _conn(f"site{i:03d}", "192.0.2.1", (f"192.0.2.{third}",), "hq.example.org", f"site{i:03d}.example.org", [
+                _child(f"net{j:03d}", ("198.51.100.0/25",), (f"198.51.100.{128 + (j % 128)}/32",))
+                for j in range(children_per_connection)
+            ])
+        )
+    return Policy(engine=EngineConfig(datapath="userspace"), connections=tuple(conns), path=None)
