@@ -1,0 +1,323 @@
+"""engine.wire: decode(encode(x)) == x for every payload and whole messages, and
+the validation rules of RFC 7296 §3 on decode."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from engine.wire import (
+    DeletePayload,
+    IdPayload,
+    InvalidMajorVersion,
+    KePayload,
+    MalformedMessage,
+    NoncePayload,
+    NotifyPayload,
+    Proposal,
+    SaPayload,
+    SkfPayload,
+    SkPayload,
+    Transform,
+    TsPayload,
+    UnknownPayload,
+    UnknownTs,
+    UnsupportedCriticalPayload,
+    WireTs,
+    decode_header,
+    decode_message,
+    decode_payloads,
+    encode_message,
+    encode_payloads,
+    encode_sk_message,
+    encode_skf_prefix,
+)
+from engine.wire.constants import FLAG_INITIATOR, FLAG_RESPONSE, NotifyType, PayloadType, ProtocolId
+from engine.wire.message import IkeHeader
+from engine.policy.ts import parse_ts
+from tests import strategies_wire as sw
+
+PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+SPI_I = bytes.fromhex("0011223344556677")
+SPI_R = bytes.fromhex("8899aabbccddeeff")
+
+
+def roundtrip(payload):
+    first, chain = encode_payloads([payload])
+    assert first == payload.payload_type
+    return decode_payloads(first, chain, keep_unknown=True)
+
+
+# ---------------------------------------------------------------- round trips
+
+
+@pytest.mark.parametrize(
+    "name, strategy",
+    [
+        ("SA", sw.sa_payloads()),
+        ("KE", sw.ke_payloads),
+        ("ID", sw.id_payloads()),
+        ("CERT", sw.cert_payloads),
+        ("CERTREQ", sw.certreq_payloads),
+        ("AUTH", sw.auth_payloads),
+        ("No", sw.nonce_payloads),
+        ("N", sw.notify_payloads()),
+        ("D", sw.delete_payloads()),
+        ("V", sw.vendor_payloads),
+        ("TS", sw.ts_payloads()),
+        ("CP", sw.cp_payloads),
+        ("EAP", sw.eap_payloads()),
+        ("SK", sw.sk_payloads),
+        ("SKF", sw.skf_payloads()),
+        ("unknown", sw.unknown_payloads),
+    ],
+)
+def test_every_payload_round_trips(name, strategy):
+    @PROPERTY
+    @given(strategy)
+    def check(payload):
+        assert roundtrip(payload) == [payload]
+
+    check()
+
+
+@PROPERTY
+@given(sw.message_args())
+def test_messages_round_trip(args):
+    exchange, mid, spi_i, spi_r, flags, payloads = args
+    raw = encode_message(exchange, mid, spi_i, spi_r, flags, payloads)
+    msg = decode_message(raw)
+    assert msg.payloads == tuple(payloads)
+    assert msg.raw == raw
+    h = msg.header
+    assert (h.exchange, h.mid, h.spi_i, h.spi_r, h.flags, h.length) == (exchange, mid, spi_i, spi_r, flags, len(raw))
+    assert (h.major, h.minor) == (2, 0)
+    assert h.encode() == raw[:28]
+    if payloads and isinstance(payloads[-1], (SkPayload, SkfPayload)):
+        body = payloads[-1].data
+        assert raw[msg.sk_aad_end:] == body
+    else:
+        assert msg.sk_aad_end is None
+
+
+@PROPERTY
+@given(st.lists(sw.plain_payloads, max_size=4), sw.u32, st.binary(min_size=0, max_size=100), sw.exchanges)
+def test_sk_prefix_is_the_aad_of_the_decoded_message(unencrypted, mid, body, exchange):
+    prefix = encode_sk_message(exchange, mid, SPI_I, SPI_R, FLAG_INITIATOR, PayloadType.IDi, unencrypted,
+                               body_len=len(body))
+    msg = decode_message(prefix + body)
+    assert msg.sk_aad_end == len(prefix)
+    assert msg.payloads[:-1] == tuple(unencrypted)
+    assert msg.encrypted == SkPayload(PayloadType.IDi, body)
+    # The same message through the general encoder.
+    assert encode_message(exchange, mid, SPI_I, SPI_R, FLAG_INITIATOR, [*unencrypted, SkPayload(35, body)]) == prefix + body
+
+
+@PROPERTY
+@given(st.integers(1, 50).flatmap(lambda t: st.tuples(st.integers(1, t), st.just(t))), st.binary(max_size=64))
+def test_skf_prefix(frag, body):
+    number, total = frag
+    prefix = encode_skf_prefix(35, 7, SPI_I, SPI_R, FLAG_RESPONSE, number, total, PayloadType.IDr, len(body))
+    msg = decode_message(prefix + body)
+    skf = msg.encrypted
+    assert isinstance(skf, SkfPayload)
+    assert (skf.fragment_number, skf.total_fragments, skf.data) == (number, total, body)
+    assert skf.next_payload == (PayloadType.IDr if number == 1 else 0)
+    assert msg.sk_aad_end == len(prefix) == 28 + 8
+
+
+def test_transform_attributes_keep_tv_and_tlv_forms_and_key_length_first():
+    t = Transform(1, 12, 256, ((17, 5), (18, b"\x01\x02\x03")))
+    body = encode_payloads([SaPayload((Proposal(1, 3, b"\xaa\xbb\xcc\xdd", (t,)),))])[1]
+    # generic(4) proposal(8) spi(4) transform header(8): KEY_LENGTH TV, then TV 17, then TLV 18.
+    attrs = body[24:]
+    assert attrs == bytes.fromhex("800e0100" "80110005" "00120003010203")
+    assert roundtrip(SaPayload((Proposal(1, 3, b"\xaa\xbb\xcc\xdd", (t,)),)))[0].proposals[0].transforms == (t,)
+
+
+def test_wire_ts_converts_to_and_from_traffic_selectors():
+    for text in ("10.0.0.0/8[tcp/80]", "192.0.2.1-192.0.2.9", "2001:db8::/32[udp/53]", "0.0.0.0/0"):
+        ts = parse_ts(text)
+        assert WireTs.from_ts(ts).to_ts() == ts
+    with pytest.raises(ValueError):
+        WireTs.from_ts(parse_ts("dynamic"))
+    payload = TsPayload(True, (WireTs.from_ts(parse_ts("198.51.100.0/24")), UnknownTs(10, b"label")))
+    assert payload.traffic_selectors() == (parse_ts("198.51.100.0/24"),)
+
+
+def test_encode_rejects_misplaced_sk_and_bad_values():
+    with pytest.raises(ValueError):
+        encode_payloads([SkPayload(0, b""), NoncePayload(b"n" * 16)])
+    with pytest.raises(ValueError):
+        encode_payloads([DeletePayload(ProtocolId.ESP, (b"abc",))])
+    with pytest.raises(ValueError):
+        encode_payloads([SaPayload((Proposal(1, 1, b"", (Transform(1, 12, None, ((14, 128),)),)),))])
+    with pytest.raises(ValueError):
+        encode_message(34, 0, b"short", SPI_R, 0, [])
+    with pytest.raises(ValueError):
+        encode_skf_prefix(35, 1, SPI_I, SPI_R, 0, 3, 2, 35, 10)
+
+
+# ---------------------------------------------------------------- validation on decode
+
+
+def chain(ptype: int, body: bytes, critical: bool = False, nxt: int = 0) -> bytes:
+    return struct.pack("!BBH", nxt, 0x80 if critical else 0, 4 + len(body)) + body
+
+
+def msg_bytes(first: int, payload_bytes: bytes, major: int = 2, exchange: int = 34) -> bytes:
+    length = 28 + len(payload_bytes)
+    return SPI_I + SPI_R + struct.pack("!BBBBII", first, major << 4, exchange, FLAG_INITIATOR, 0, length) + payload_bytes
+
+
+def malformed(first: int, body: bytes, match: str):
+    with pytest.raises(MalformedMessage, match=match) as info:
+        decode_message(msg_bytes(first, chain(first, body)))
+    return info.value
+
+
+def proposal(number=1, protocol=1, spi=b"", transforms=b"", tcount=0, last=0, length=None):
+    length = 8 + len(spi) + len(transforms) if length is None else length
+    return struct.pack("!BxHBBBB", last, length, number, protocol, len(spi), tcount) + spi + transforms
+
+
+def transform(ttype=1, tid=12, attrs=b"", last=0):
+    return struct.pack("!BxHBxH", last, 8 + len(attrs), ttype, tid) + attrs
+
+
+def test_sa_errors_name_the_payload_and_offset():
+    err = malformed(33, proposal(transforms=transform(last=3), tcount=2), r"SA at offset 28: .*transform 2 of 2 truncated")
+    assert err.offset == 28 and err.payload == "SA"
+    malformed(33, b"", "no proposal")
+    malformed(33, proposal(number=1) + proposal(number=3), "'last substruc' 0 disagrees")
+    two = proposal(number=1, last=2) + proposal(number=3)
+    malformed(33, two, "proposal 2 is numbered 3")
+    malformed(33, proposal(number=0), "numbered 0")
+    malformed(33, proposal(protocol=3, spi=b"123"), "ESP proposal with SPI size 3")
+    malformed(33, proposal(protocol=1, spi=b"1234"), "IKE proposal with SPI size 4")
+    malformed(33, proposal(length=200), "proposal length 200 does not fit")
+    malformed(33, proposal(transforms=transform(last=3), tcount=1), "has 'last substruc' 3")
+    malformed(33, proposal(transforms=transform() + b"xx", tcount=1), "2 bytes after the 1 transforms")
+    malformed(33, proposal(transforms=transform(attrs=b"\x00\x0e\x00\x02\x01\x00"), tcount=1), "TLV format")
+    malformed(33, proposal(transforms=transform(attrs=b"\x80\x0e\x00\x80\x80\x0e\x01\x00"), tcount=1), "twice")
+    malformed(33, proposal(transforms=transform(attrs=b"\x00\x11\x00\x09ab"), tcount=1), "overruns")
+
+
+def test_simple_payload_errors():
+    malformed(34, b"\x00", "KE at offset 28: body of 1 bytes")
+    malformed(40, b"n" * 15, "nonce of 15 bytes")
+    malformed(40, b"n" * 257, "nonce of 257 bytes")
+    malformed(35, b"\x01\x00\x00\x00\x01\x02\x03", "ID type 1 with 3 bytes")
+    malformed(41, struct.pack("!BBH", 3, 8, 16393) + b"12345678", "ESP SPI of 8 bytes")
+    malformed(41, struct.pack("!BBH", 0, 9, 16393) + b"12345678", "SPI size 9 overruns")
+    malformed(41, struct.pack("!BBH", 0, 0, NotifyType.INVALID_KE_PAYLOAD) + b"\x00", "INVALID_KE_PAYLOAD with 1 bytes")
+    malformed(41, struct.pack("!BBH", 0, 0, NotifyType.NAT_DETECTION_SOURCE_IP) + b"\x00" * 16, "need 20")
+    malformed(41, struct.pack("!BBH", 0, 0, NotifyType.COOKIE), "COOKIE with 0 bytes")
+    malformed(41, struct.pack("!BBH", 0, 0, NotifyType.SIGNATURE_HASH_ALGORITHMS) + b"\x00", "odd length")
+    malformed(42, struct.pack("!BBH", 1, 8, 1) + b"12345678", "IKE Delete with SPI size 8")
+    malformed(42, struct.pack("!BBH", 3, 4, 2) + b"1234", "2 SPIs announced, 4 bytes")
+    malformed(42, struct.pack("!BBH", 3, 2, 1) + b"12", "SPI size 2")
+    malformed(42, struct.pack("!BBH", 9, 4, 1) + b"1234", "unknown protocol 9")
+    malformed(44, b"\x00\x00\x00\x00", "no traffic selector")
+    malformed(44, b"\x01\x00\x00\x00" + struct.pack("!BBHHH", 7, 0, 40, 0, 65535) + bytes(32), "must be 16")
+    malformed(44, b"\x02\x00\x00\x00" + struct.pack("!BBHHH", 7, 0, 16, 0, 65535) + bytes(8), "selector 2 of 2")
+    malformed(44, b"\x01\x00\x00\x00" + struct.pack("!BBHHH", 7, 0, 16, 0, 65535) + bytes(9), "1 bytes after")
+    malformed(47, b"\x01\x00\x00\x00\x00\x01\x00\x05ab", "attribute 1 length 5 overruns")
+    malformed(48, b"\x01\x01\x00\x09ab", "EAP length 9")
+    malformed(48, b"\x01\x01\x00\x04", "without a type")
+    malformed(53, b"\x00\x03\x00\x02xx", "fragment 3 of 2")
+    malformed(53, b"\x00\x00\x00\x02xx", "fragment 0 of 2")
+    malformed(53, b"\x00\x01", "need at least 4")
+
+
+def test_delete_of_the_ike_sa_ignores_a_bogus_count():
+    # Some stacks send "# of SPIs" with SPI size 0: there is nothing to read either way.
+    msg = decode_message(msg_bytes(42, chain(42, struct.pack("!BBH", 1, 0, 1))))
+    assert msg.payloads == (DeletePayload(ProtocolId.IKE, ()),)
+
+
+def test_chain_errors():
+    nonce = b"n" * 16
+    with pytest.raises(MalformedMessage, match="payload length 3"):
+        decode_message(msg_bytes(40, struct.pack("!BBH", 0, 0, 3) + nonce))
+    with pytest.raises(MalformedMessage, match="generic header truncated"):
+        decode_message(msg_bytes(40, chain(40, nonce, nxt=43)))
+    with pytest.raises(MalformedMessage, match="5 bytes after the last payload"):
+        decode_message(msg_bytes(40, chain(40, nonce) + b"extra"))
+    with pytest.raises(MalformedMessage, match="must be last"):
+        decode_message(msg_bytes(46, chain(46, b"body", nxt=35) + chain(40, nonce)))
+    with pytest.raises(MalformedMessage, match="IKE header says"):
+        decode_message(msg_bytes(40, chain(40, nonce)) + b"\x00")
+    with pytest.raises(MalformedMessage, match="IKE header truncated"):
+        decode_header(b"\x00" * 27)
+    bad_len = bytearray(msg_bytes(0, b""))
+    bad_len[24:28] = struct.pack("!I", 20)
+    with pytest.raises(MalformedMessage, match="below 28"):
+        decode_header(bytes(bad_len))
+
+
+def test_unknown_payloads_skipped_or_refused_by_the_critical_bit():
+    nonce = NoncePayload(b"n" * 16)
+    tail = chain(40, nonce.data)
+    skipped = msg_bytes(200, chain(200, b"whatever", critical=False, nxt=40) + tail)
+    assert decode_message(skipped).payloads == (nonce,)
+    assert decode_payloads(200, skipped[28:], keep_unknown=True) == [UnknownPayload(200, b"whatever"), nonce]
+    refused = msg_bytes(200, chain(200, b"whatever", critical=True, nxt=40) + tail)
+    with pytest.raises(UnsupportedCriticalPayload) as info:
+        decode_message(refused)
+    assert info.value.payload_type == 200
+    assert info.value.notify == NotifyType.UNSUPPORTED_CRITICAL_PAYLOAD
+    assert info.value.notify_data == b"\xc8"
+    # A known payload with the C bit set is decoded (the bit only matters for unknown types).
+    assert decode_message(msg_bytes(40, chain(40, nonce.data, critical=True))).payloads == (NoncePayload(nonce.data, True),)
+
+
+def test_major_version_other_than_2_carries_the_header():
+    raw = msg_bytes(0, b"", major=3)
+    with pytest.raises(InvalidMajorVersion) as info:
+        decode_message(raw)
+    assert info.value.major == 3
+    assert isinstance(info.value.header, IkeHeader) and info.value.header.spi_i == SPI_I
+    assert info.value.notify == NotifyType.INVALID_MAJOR_VERSION
+
+
+def test_header_flags():
+    h = decode_header(msg_bytes(0, b""))
+    assert h.initiator and not h.response
+    raw = encode_message(37, 5, SPI_I, SPI_R, FLAG_RESPONSE, [])
+    h = decode_header(raw)
+    assert h.response and not h.initiator and h.mid == 5 and h.next_payload == 0
+
+
+@settings(max_examples=40, deadline=None)
+@given(sw.encoded_messages())
+def test_truncation_at_every_offset_is_malformed(raw):
+    for cut in range(len(raw)):
+        short = raw[:cut]
+        with pytest.raises(MalformedMessage):
+            decode_message(short)
+        # Also with the header length fixed up to the truncated size: the chain itself is short.
+        if cut >= 28:
+            fixed = short[:24] + struct.pack("!I", cut) + short[28:]
+            try:
+                decode_message(fixed)
+            except MalformedMessage:
+                pass
+            except UnsupportedCriticalPayload:
+                pytest.fail("truncation cannot create an unknown payload type")
+
+
+def test_notify_and_ke_and_id_values():
+    payloads = [
+        KePayload(19, b"\x04" + b"x" * 64),
+        IdPayload(True, 1, bytes([192, 0, 2, 1])),
+        NotifyPayload(NotifyType.REKEY_SA, ProtocolId.ESP, b"\xc0\x01\x02\x03"),
+        NotifyPayload(NotifyType.INVALID_KE_PAYLOAD, data=b"\x00\x1f"),
+        DeletePayload(ProtocolId.ESP, (b"\x01\x02\x03\x04", b"\x05\x06\x07\x08")),
+    ]
+    raw = encode_message(36, 2, SPI_I, SPI_R, FLAG_INITIATOR, payloads)
+    assert decode_message(raw).payloads == tuple(payloads)
