@@ -173,7 +173,7 @@ class _TruncatedGcm(Cipher):
             raise IntegrityError(
                 f"{self.encr_id.name}: {len(ciphertext)} bytes is shorter than the {n}-byte tag"
             )
-        body, tag = ciphertext[:-n], ciphertext[-n:]
+        body, tag = ciphertext[:-n], bytes(ciphertext[-n:])
         dec = _RawCipher(self._algo, modes.GCM(self._salt + iv, tag, min_tag_length=n)).decryptor()
         if aad:
             dec.authenticate_additional_data(aad)
@@ -204,7 +204,7 @@ class _CbcCipher(Cipher):
             raise ValueError(
                 f"AES_CBC plaintext must be padded to 16 bytes, got {len(plaintext)}"
             )
-        enc = _RawCipher(self._algo, modes.CBC(iv)).encryptor()
+        enc = _RawCipher(self._algo, modes.CBC(bytes(iv))).encryptor()
         return enc.update(plaintext) + enc.finalize()
 
     def decrypt(self, iv: bytes, ciphertext: bytes, aad: bytes = b"") -> bytes:
@@ -213,7 +213,7 @@ class _CbcCipher(Cipher):
             raise IntegrityError(
                 f"AES_CBC: ciphertext of {len(ciphertext)} bytes is not a multiple of 16"
             )
-        dec = _RawCipher(self._algo, modes.CBC(iv)).decryptor()
+        dec = _RawCipher(self._algo, modes.CBC(bytes(iv))).decryptor()
         return dec.update(ciphertext) + dec.finalize()
 
 

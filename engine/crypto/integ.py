@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.ciphers import algorithms
 
 from .errors import UnsupportedTransform
 from .transforms import IntegId
-from .xcbc import aes_xcbc_mac
+from .xcbc import XcbcMac
 
 # id -> (hash, key bytes, ICV bytes); RFC 4868 §2.1 keys are the full hash size.
 _HMAC_INTEG: dict[int, tuple[type[hashes.HashAlgorithm], int, int]] = {
@@ -52,21 +52,21 @@ def integ_icv_size(integ_id: int) -> int:
 class Integ:
     """A keyed integrity transform: `compute` gives the truncated ICV, `verify` checks one."""
 
-    __slots__ = ("id", "key_size", "icv_size", "_ctx", "_key")
+    __slots__ = ("id", "key_size", "icv_size", "_ctx", "_xcbc")
 
     def __init__(self, integ_id: int, key: bytes) -> None:
         self.key_size, self.icv_size = _sizes(integ_id)
         self.id = IntegId(integ_id)
         if len(key) != self.key_size:
             raise ValueError(f"{self.id.name} needs a {self.key_size}-byte key, got {len(key)}")
-        self._key: bytes | None = None
+        self._xcbc: XcbcMac | None = None
         self._ctx = None
         if integ_id in _HMAC_INTEG:
             self._ctx = hmac.HMAC(key, _HMAC_INTEG[integ_id][0]())
         elif integ_id == IntegId.AES_CMAC_96:
             self._ctx = cmac.CMAC(algorithms.AES(key))
         else:  # XCBC has no context object in cryptography
-            self._key = bytes(key)
+            self._xcbc = XcbcMac(key)
 
     def compute(self, data: bytes) -> bytes:
         """ICV of `data`, truncated to `icv_size` bytes."""
@@ -74,7 +74,7 @@ class Integ:
             ctx = self._ctx.copy()
             ctx.update(data)
             return ctx.finalize()[: self.icv_size]
-        return aes_xcbc_mac(self._key, data)[: self.icv_size]
+        return self._xcbc.mac(data)[: self.icv_size]
 
     def verify(self, data: bytes, icv: bytes) -> bool:
         """True if `icv` is the ICV of `data` (constant-time comparison)."""

@@ -16,24 +16,36 @@ def _xor(a: bytes, b: bytes) -> bytes:
     return (int.from_bytes(a, "big") ^ int.from_bytes(b, "big")).to_bytes(16, "big")
 
 
+class XcbcMac:
+    """AES-XCBC-MAC (RFC 3566 §4) keyed once: K1/K2/K3 are derived in the constructor."""
+
+    __slots__ = ("_k1", "_k2", "_k3")
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) != 16:
+            raise ValueError(f"AES-XCBC-MAC needs a 16-byte key, got {len(key)}")
+        ecb = Cipher(algorithms.AES(bytes(key)), modes.ECB()).encryptor()
+        derived = ecb.update(b"\x01" * 16 + b"\x02" * 16 + b"\x03" * 16)
+        self._k1 = algorithms.AES(derived[:16])
+        self._k2, self._k3 = derived[16:32], derived[32:]
+
+    def mac(self, data: bytes) -> bytes:
+        """The full 128-bit MAC of `data`."""
+        data = bytes(data)
+        if data and len(data) % 16 == 0:
+            head, last, tweak = data[:-16], data[-16:], self._k2
+        else:
+            cut = len(data) - len(data) % 16
+            head, last, tweak = data[:cut], data[cut:] + b"\x80" + bytes(15 - len(data) % 16), self._k3
+        e = _ZERO16
+        if head:
+            e = Cipher(self._k1, modes.CBC(_ZERO16)).encryptor().update(head)[-16:]
+        return Cipher(self._k1, modes.ECB()).encryptor().update(_xor(_xor(last, e), tweak))
+
+
 def aes_xcbc_mac(key: bytes, data: bytes) -> bytes:
     """AES-XCBC-MAC with the full 128-bit output (RFC 3566 §4); key must be 16 bytes."""
-    if len(key) != 16:
-        raise ValueError(f"AES-XCBC-MAC needs a 16-byte key, got {len(key)}")
-    ecb = Cipher(algorithms.AES(key), modes.ECB()).encryptor()
-    derived = ecb.update(b"\x01" * 16 + b"\x02" * 16 + b"\x03" * 16)
-    k1, k2, k3 = derived[:16], derived[16:32], derived[32:]
-    if data and len(data) % 16 == 0:
-        head, last, tweak = data[:-16], data[-16:], k2
-    else:
-        cut = len(data) - len(data) % 16
-        head, last, tweak = data[:cut], data[cut:] + b"\x80" + bytes(15 - len(data) % 16), k3
-    e = _ZERO16
-    if head:
-        cbc = Cipher(algorithms.AES(k1), modes.CBC(_ZERO16)).encryptor()
-        e = cbc.update(head)[-16:]
-    last_ecb = Cipher(algorithms.AES(k1), modes.ECB()).encryptor()
-    return last_ecb.update(_xor(_xor(last, e), tweak))
+    return XcbcMac(key).mac(data)
 
 
 def aes_xcbc_prf_128(key: bytes, data: bytes) -> bytes:

@@ -295,3 +295,15 @@ def test_random_iv_uses_the_given_rng():
     assert len(random_iv(16)) == 16
     with pytest.raises(ValueError):
         random_iv(16, lambda n: b"short")
+
+
+@pytest.mark.parametrize("encr_id,bits", ALL_CIPHERS)
+def test_accepts_memoryview_slices(encr_id, bits):
+    # ESP hands in slices of a received datagram without copying.
+    c = make_cipher(encr_id, bits, bytes(range(encr_keymat_size(encr_id, bits))))
+    packet = bytearray(b"\x11" * c.iv_size + bytes(range(48)))
+    view = memoryview(packet)
+    iv, plain = view[: c.iv_size], view[c.iv_size :]
+    sealed = c.encrypt(iv, plain, memoryview(b"aad"))
+    assert sealed == c.encrypt(bytes(iv), bytes(plain), b"aad")
+    assert c.decrypt(iv, memoryview(sealed), memoryview(b"aad")) == bytes(plain)

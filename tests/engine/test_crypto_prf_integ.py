@@ -298,3 +298,12 @@ def test_prf_plus_length_limit():
         prf_plus(prf, b"k", b"s", 255 * 32 + 1)
     with pytest.raises(ValueError):
         prf_plus(prf, b"k", b"s", -1)
+
+
+@pytest.mark.parametrize("integ_id,key_len", [(IntegId.HMAC_SHA2_256_128, 32), (IntegId.AES_XCBC_96, 16),
+                                               (IntegId.AES_CMAC_96, 16), (IntegId.HMAC_SHA1_96, 20)])
+def test_integ_accepts_memoryview(integ_id, key_len):
+    integ = Integ(integ_id, bytes(range(key_len)))
+    data = bytes(range(100))
+    assert integ.compute(memoryview(data)[10:70]) == integ.compute(data[10:70])
+    assert integ.verify(memoryview(data)[10:70], integ.compute(data[10:70]))
