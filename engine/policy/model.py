@@ -117,8 +117,9 @@ class ChildConfig:
     start_action: StartAction = "none"
     dpd_action: DpdAction = "clear"
     close_action: CloseAction = "none"
-    replay_window: int = 64
-    """Anti-replay window in packets (RFC 4303 appendix A), up to 4096."""
+    replay_window: int = 32
+    """Anti-replay window in packets (RFC 4303 appendix A), up to 4096; 0 disables it.
+    32 is charon's default (``charon.replay_window``)."""
     priority: int | None = None
     """Explicit SPD priority (lower wins); None: by specificity."""
 
@@ -153,7 +154,8 @@ class ConnectionConfig:
     """Maximum jitter subtracted from rekey_time."""
     fragmentation: bool = True
     """Offer and use IKE fragmentation (RFC 7383)."""
-    mobike: bool = False
+    mobike: bool = True
+    """Offer MOBIKE (RFC 4555); swanctl's default is yes."""
     send_certreq: bool = True
     keyingtries: int = 1
     """How many times to try establishing; 0 = forever."""
@@ -205,6 +207,21 @@ class EngineConfig:
     """CRL files used to check peer certificates."""
 
 
+LabFlow = Literal["icmp", "udp", "tcp"]
+
+
+@dataclass(frozen=True)
+class LabConfig:
+    """The ``[lab]`` section: simulated peers and traffic for ``datapath = "lab"``."""
+
+    peers: tuple[str, ...] = ()
+    """Policy files of the simulated peers, relative to this policy file's folder."""
+    rate: float = 10.0
+    """Traffic generator rate in packets per second (all flows together)."""
+    flows: tuple[LabFlow, ...] = ("icmp", "udp", "tcp")
+    """Kinds of generated traffic between the peers' protected networks."""
+
+
 @dataclass(frozen=True)
 class IkeSecret:
     """A ``[ike.<name>]`` entry of the secrets file."""
@@ -244,6 +261,8 @@ class Policy:
     secrets: Secrets = field(default_factory=Secrets)
     path: str | None = None
     """The TOML file this policy came from, if any."""
+    lab: LabConfig | None = None
+    """The ``[lab]`` section; only with ``datapath = "lab"``."""
 
     def connection(self, name: str) -> ConnectionConfig:
         for c in self.connections:

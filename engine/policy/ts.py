@@ -178,8 +178,11 @@ class TrafficSelector:
         proto = PROTOCOL_NUMBERS.get(self.protocol, str(self.protocol)) if self.protocol else "%any"
         if self.any_port:
             return f"{text}[{proto}]"
+        icmp = _format_icmp(self.start_port, self.end_port) if self.protocol in (1, 58) else None
         if self.opaque_ports:
             port = "%opaque"
+        elif icmp is not None:
+            port = icmp
         elif self.start_port == self.end_port:
             port = str(self.start_port)
         else:
@@ -231,6 +234,46 @@ def _parse_protocol(text: str) -> int:
     return p
 
 
+def _icmp_type(text: str, raw: str) -> int:
+    try:
+        t = int(text)
+    except ValueError:
+        raise TsSyntaxError(f"{raw!r}: ICMP type {text.strip()!r} is not a number") from None
+    if not 0 <= t <= 255:
+        raise TsSyntaxError(f"{raw!r}: ICMP type/code {t} is outside 0-255")
+    return t
+
+
+def _parse_icmp(text: str, raw: str) -> tuple[int, int]:
+    """ICMP "ports" (RFC 7296 §3.13.1): type in the high byte, code in the low byte.
+    ``8`` is type 8 with any code, ``3/4`` type 3 code 4, ``3-5`` types 3 to 5."""
+    text = text.strip().lower()
+    if text in ("", "%any", "any"):
+        return 0, 65535
+    if text == "%opaque":
+        return 65535, 0
+    if "/" in text:
+        t, c = text.split("/", 1)
+        v = _icmp_type(t, raw) << 8 | _icmp_type(c, raw)
+        return v, v
+    if "-" in text:
+        lo, hi = text.split("-", 1)
+        a, b = _icmp_type(lo, raw), _icmp_type(hi, raw)
+        if a > b:
+            raise TsSyntaxError(f"{raw!r}: ICMP type range runs backwards")
+        return a << 8, b << 8 | 0xFF
+    t = _icmp_type(text, raw)
+    return t << 8, t << 8 | 0xFF
+
+
+def _format_icmp(start: int, end: int) -> str | None:
+    if start == end:
+        return f"{start >> 8}/{start & 0xFF}"
+    if start & 0xFF == 0 and end & 0xFF == 0xFF:
+        return str(start >> 8) if start >> 8 == end >> 8 else f"{start >> 8}-{end >> 8}"
+    return None
+
+
 def parse_ts(text: str) -> TrafficSelector:
     """Parse strongSwan traffic selector syntax; raises TsSyntaxError."""
     raw = text
@@ -245,17 +288,12 @@ def parse_ts(text: str) -> TrafficSelector:
         else:
             p, port = spec, ""
         proto = _parse_protocol(p)
-        sport, eport = _parse_port(port)
+        if proto in (1, 58):
+            sport, eport = _parse_icmp(port, raw)
+        else:
+            sport, eport = _parse_port(port)
         if (sport, eport) != (0, 65535) and proto == 0:
             raise TsSyntaxError(f"{raw!r}: a port needs a protocol, e.g. [tcp/{port}]")
-        if proto in (1, 58) and port and "-" not in port and port.strip().lower() not in ("%any", "any"):
-            # ICMP "type" or "type/code" in strongSwan: type in the high byte.
-            if "/" in port:
-                pass
-            t = sport
-            if t > 255:
-                raise TsSyntaxError(f"{raw!r}: ICMP type {t} is outside 0-255")
-            sport, eport = t << 8, (t << 8) | 0xFF
         text = text.strip()
     if text in ("", "%any"):
         lo, hi = ANY_V4

@@ -1,0 +1,552 @@
+"""TOML policy text -> :class:`~engine.policy.model.Policy`, with every error named by key path.
+
+The shape follows swanctl.conf (see ``sample-configs/``)::
+
+    [engine]                      datapath, listen, ike_port, natt_port, secrets, ...
+    [lab]                         only with datapath = "lab": peers, rate, flows
+    [connections.NAME]            local_addrs, remote_addrs, proposals, local, remote, ...
+    [connections.NAME.children.CHILD]   mode, protocol, local_ts, remote_ts, esp_proposals, ...
+    [rules.NAME]                  action = "bypass" | "discard", local_ts, remote_ts, priority
+
+Defaults are swanctl's, including the derived ones: an IKE SA's ``over_time``
+is 10% of its ``rekey_time`` and ``rand_time`` equals ``over_time``; a CHILD
+SA's ``life_time`` is 110% of its ``rekey_time`` and ``rand_time`` the
+difference; ``life_bytes``/``life_packets`` are 110% of the rekey values; a
+connection's ``local_port`` is the engine's ``ike_port``; absent proposals
+mean ``default``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from pathlib import Path
+from engine.policy import secrets as secrets_mod
+from engine.policy._reader import Reader, key_path
+from engine.policy.findings import Finding, PolicyError, syntax_finding
+from engine.policy.identity import IdentityError, identity_for_address, parse_identity
+from engine.policy.model import (AuthConfig, ChildConfig, ConnectionConfig, EngineConfig, LabConfig, Policy,
+                                 Proposal, RuleConfig, Secrets)
+from engine.policy.proposals import ProposalError, default_proposals, parse_proposal
+from engine.policy.ts import TrafficSelector, TsSyntaxError, parse_ts
+
+TOP_KEYS = ("engine", "lab", "connections", "rules")
+ENGINE_KEYS = ("datapath", "listen", "ike_port", "natt_port", "secrets", "control", "retransmit_timeout",
+               "retransmit_base", "retransmit_tries", "half_open_threshold", "keepalive", "crls")
+LAB_KEYS = ("peers", "rate", "flows")
+CONNECTION_KEYS = ("local_addrs", "remote_addrs", "local_port", "remote_port", "proposals", "local", "remote",
+                   "encap", "dpd_delay", "rekey_time", "over_time", "rand_time", "fragmentation", "mobike",
+                   "send_certreq", "keyingtries", "children")
+AUTH_KEYS = ("auth", "id", "certs", "cacerts")
+CHILD_KEYS = ("mode", "protocol", "local_ts", "remote_ts", "esp_proposals", "ah_proposals", "rekey_time",
+              "life_time", "rand_time", "rekey_bytes", "life_bytes", "rekey_packets", "life_packets",
+              "start_action", "dpd_action", "close_action", "replay_window", "priority")
+RULE_KEYS = ("action", "local_ts", "remote_ts", "priority")
+
+PRIORITY_MAX = 99_999
+"""Explicit priorities are 1..PRIORITY_MAX; computed ones lie above, so an explicit one always wins."""
+REPLAY_WINDOW_MAX = 4096
+LAB_FLOWS = ("icmp", "udp", "tcp")
+_NAME = re.compile(r"^[^\s\x00-\x1f\x7f]{1,64}$")
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$")
+
+
+# -- derived defaults (shared with the serializer so it writes only what differs) ----------
+def ike_over_time(rekey_time: float) -> float:
+    return rekey_time / 10
+
+
+def child_life_time(rekey_time: float) -> float:
+    return rekey_time * 11 / 10
+
+
+def child_life_count(rekey: int) -> int:
+    return rekey + rekey // 10
+
+
+def default_ts(other: tuple[TrafficSelector, ...] | None) -> tuple[TrafficSelector, ...]:
+    """A rule side left out: everything, in the IP versions the other side uses."""
+    versions = sorted({t.version for t in other}) if other else [4, 6]
+    return tuple(TrafficSelector.any(v) for v in versions)
+
+
+# -- addresses ---------------------------------------------------------------------------------
+def address_kind(text: str) -> str | None:
+    """What an entry of local_addrs/remote_addrs is: any, ip, network, range, dns; None if invalid."""
+    t = text.strip()
+    if t in ("%any", "%any4", "%any6"):
+        return "any"
+    try:
+        ipaddress.ip_address(t)
+        return "ip"
+    except ValueError:
+        pass
+    if "/" in t:
+        try:
+            ipaddress.ip_network(t, strict=False)
+            return "network"
+        except ValueError:
+            return None
+    if "-" in t:
+        lo, _, hi = t.partition("-")
+        if _is_ip(lo) and _is_ip(hi):
+            a, b = ipaddress.ip_address(lo.strip()), ipaddress.ip_address(hi.strip())
+            return "range" if a.version == b.version and a <= b else None
+    if _HOSTNAME.match(t) and not t.replace(".", "").isdigit():
+        return "dns"
+    return None
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text.strip())
+        return True
+    except ValueError:
+        return False
+
+
+def single_host(addrs: tuple[str, ...]) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address when ``addrs`` is exactly one IP literal (what ``dynamic`` resolves to)."""
+    if len(addrs) == 1 and address_kind(addrs[0]) == "ip":
+        return ipaddress.ip_address(addrs[0].strip())
+    return None
+
+
+def _is_loopback(text: str) -> bool:
+    kind = address_kind(text)
+    t = text.strip()
+    if kind == "ip":
+        return ipaddress.ip_address(t).is_loopback
+    if kind == "network":
+        net = ipaddress.ip_network(t, strict=False)
+        return net.network_address.is_loopback and net.broadcast_address.is_loopback
+    if kind == "range":
+        a, b = (ipaddress.ip_address(p.strip()) for p in t.split("-", 1))
+        return a.is_loopback and b.is_loopback
+    return False
+
+
+# -- the parser ----------------------------------------------------------------------------------
+class _PolicyParser:
+    def __init__(self, file: str, base_dir: Path, load_secrets: bool, strict_secrets_mode: bool) -> None:
+        self.r = Reader(file)
+        self.file = file
+        self.base_dir = base_dir
+        self.load_secrets = load_secrets
+        self.strict_secrets_mode = strict_secrets_mode
+        self.extra: list[Finding] = []  # findings in other files (the secrets file)
+
+    # -- sections --------------------------------------------------------------------------
+    def engine(self, doc: dict) -> EngineConfig:
+        r, P = self.r, "engine"
+        t = r.table(doc, "engine", "") or {}
+        r.check_keys(t, P, ENGINE_KEYS)
+        d = EngineConfig()
+        listen = r.str_list(t, "listen", P, [])
+        for a in listen:
+            if not _is_ip(a):
+                r.error(key_path(P, "listen"), f"{a!r} is not an IP address (listen takes addresses, not names)")
+        ike_port = r.int_(t, "ike_port", P, d.ike_port, lo=1, hi=65535)
+        natt_port = r.int_(t, "natt_port", P, d.natt_port, lo=1, hi=65535)
+        if ike_port == natt_port:
+            r.error(key_path(P, "natt_port"), f"must differ from ike_port ({ike_port}): "
+                    "NAT-T traffic is told apart by its port")
+        secrets = r.str_(t, "secrets", P)
+        if secrets == "":
+            r.error(key_path(P, "secrets"), "empty path: remove the key or name the secrets file")
+            secrets = None
+        control = r.str_(t, "control", P)
+        return EngineConfig(
+            datapath=r.str_(t, "datapath", P, d.datapath, choices=("kernel", "userspace", "lab")),
+            listen=tuple(a.strip() for a in listen),
+            ike_port=ike_port,
+            natt_port=natt_port,
+            secrets=secrets,
+            control=control,
+            retransmit_timeout=self._positive(t, "retransmit_timeout", P, d.retransmit_timeout),
+            retransmit_base=r.float_(t, "retransmit_base", P, d.retransmit_base, lo=1.0),
+            retransmit_tries=r.int_(t, "retransmit_tries", P, d.retransmit_tries, lo=0),
+            half_open_threshold=r.int_(t, "half_open_threshold", P, d.half_open_threshold, lo=0),
+            keepalive=r.duration(t, "keepalive", P, d.keepalive),
+            crls=tuple(r.str_list(t, "crls", P, [])),
+        )
+
+    def _positive(self, t: dict, key: str, path: str, default: float) -> float:
+        v = self.r.duration(t, key, path, default)
+        if v <= 0:
+            self.r.error(key_path(path, key), "must be longer than 0s")
+            return default
+        return v
+
+    def lab(self, doc: dict, engine: EngineConfig) -> LabConfig | None:
+        r, P = self.r, "lab"
+        t = r.table(doc, "lab", "")
+        if t is None:
+            return None
+        r.check_keys(t, P, LAB_KEYS)
+        if engine.datapath != "lab":
+            r.error(P, f'a [lab] section needs datapath = "lab" in [engine] (it is "{engine.datapath}")')
+        d = LabConfig()
+        peers = r.str_list(t, "peers", P, [])
+        for peer in peers:
+            if not peer:
+                r.error(key_path(P, "peers"), "empty file name")
+                continue
+            target = self.base_dir / peer
+            if not target.is_file():
+                r.error(key_path(P, "peers"), f"peer policy {peer!r} not found next to this file")
+            elif self.file != "<string>" and target.resolve() == (self.base_dir / Path(self.file).name).resolve():
+                r.error(key_path(P, "peers"), f"{peer!r} is this file: a peer is another endpoint's policy")
+        rate = r.float_(t, "rate", P, d.rate, lo=0.0)
+        if "rate" in t and rate <= 0:
+            r.error(key_path(P, "rate"), "must be more than 0 packets per second")
+            rate = d.rate
+        flows = r.str_list(t, "flows", P, list(d.flows))
+        for f in flows:
+            if f not in LAB_FLOWS:
+                r.error(key_path(P, "flows"), f"unknown flow {f!r}: use {', '.join(LAB_FLOWS)}")
+        flows = [f for f in flows if f in LAB_FLOWS]
+        return LabConfig(peers=tuple(peers), rate=rate, flows=tuple(dict.fromkeys(flows)))  # type: ignore[arg-type]
+
+    def proposals(self, t: dict, key: str, path: str, protocol: str) -> tuple[Proposal, ...]:
+        r = self.r
+        texts = r.str_list(t, key, path)
+        if texts is None:
+            return default_proposals(protocol)  # type: ignore[arg-type]
+        p = key_path(path, key)
+        if not texts:
+            r.error(p, "empty list: remove the key to use the defaults, or list proposals")
+            return default_proposals(protocol)  # type: ignore[arg-type]
+        out: list[Proposal] = []
+        for text in texts:
+            try:
+                if text.strip().lower() == "default":
+                    out.extend(default_proposals(protocol))  # type: ignore[arg-type]
+                else:
+                    out.append(parse_proposal(text, protocol))  # type: ignore[arg-type]
+            except ProposalError as exc:
+                r.error(p, str(exc))
+        return tuple(out) or default_proposals(protocol)  # type: ignore[arg-type]
+
+    def addrs(self, t: dict, key: str, path: str) -> tuple[str, ...]:
+        values = self.r.str_list(t, key, path, [])
+        out = []
+        for v in values:
+            if address_kind(v) is None:
+                self.r.error(key_path(path, key), f"{v!r} is not an address, network, range, DNS name or %any")
+            else:
+                out.append(v.strip())
+        return tuple(out)
+
+    def auth(self, t: dict, side: str, path: str) -> AuthConfig:
+        r = self.r
+        p = key_path(path, side)
+        a = r.table(t, side, path)
+        if a is None:
+            return AuthConfig()
+        r.check_keys(a, p, AUTH_KEYS)
+        method = a.get("auth")
+        if isinstance(method, str) and method not in ("psk", "pubkey"):
+            hint = {"eap": "EAP is not implemented", "rsa": 'use "pubkey"', "ecdsa": 'use "pubkey"',
+                    "secret": 'use "psk"'}.get(method.split("-")[0], "")
+            r.error(key_path(p, "auth"), f'must be "psk" or "pubkey", not {method!r}' + (f" ({hint})" if hint else ""))
+            method = "psk"
+        else:
+            method = r.str_(a, "auth", p, "psk")
+        ident = None
+        raw_id = r.str_(a, "id", p)
+        if raw_id is not None:
+            try:
+                ident = parse_identity(raw_id)
+            except IdentityError as exc:
+                r.error(key_path(p, "id"), f"bad identity: {exc}")
+        certs = tuple(r.str_list(a, "certs", p, []))
+        cacerts = tuple(r.str_list(a, "cacerts", p, []))
+        if side == "local" and method == "pubkey" and not certs:
+            r.error(key_path(p, "certs"), 'auth = "pubkey" needs our certificate: certs = ["gw.crt"]')
+        if side == "local" and ident is not None and ident.kind == "any":
+            r.error(key_path(p, "id"), "%any is only for the remote side: our own identity must be concrete")
+        return AuthConfig(auth=method, id=ident, certs=certs, cacerts=cacerts)
+
+    def ts_list(self, t: dict, key: str, path: str) -> tuple[TrafficSelector, ...] | None:
+        values = self.r.str_list(t, key, path)
+        if values is None:
+            return None
+        p = key_path(path, key)
+        if not values:
+            self.r.error(p, "empty list: remove the key for the default, or list traffic selectors")
+            return None
+        out = []
+        for v in values:
+            try:
+                out.append(parse_ts(v))
+            except TsSyntaxError as exc:
+                self.r.error(p, f"bad traffic selector: {exc}")
+        return tuple(out) or None
+
+    def child(self, name: str, t: dict, path: str) -> ChildConfig:
+        r = self.r
+        r.check_keys(t, path, CHILD_KEYS)
+        d = ChildConfig(name=name)
+        mode = t.get("mode")
+        if mode in ("pass", "drop"):
+            r.error(key_path(path, "mode"), f'"{mode}" is a strongSwan shunt: write it as a [rules.NAME] '
+                    f'section with action = "{"bypass" if mode == "pass" else "discard"}"')
+            mode = d.mode
+        else:
+            mode = r.str_(t, "mode", path, d.mode, choices=("tunnel", "transport"))
+        # swanctl has no protocol key: ah_proposals alone means AH. Ours is explicit, and must agree.
+        default_protocol = "ah" if "ah_proposals" in t and "esp_proposals" not in t else "esp"
+        protocol = r.str_(t, "protocol", path, default_protocol, choices=("esp", "ah"))
+        wrong = "ah_proposals" if protocol == "esp" else "esp_proposals"
+        if wrong in t:
+            r.error(key_path(path, wrong), f'{wrong} in a child with protocol = "{protocol}": use '
+                    f'{protocol}_proposals, or set protocol = "{"ah" if protocol == "esp" else "esp"}"')
+        proposals = self.proposals(t, f"{protocol}_proposals", path, protocol)
+        local_ts = self.ts_list(t, "local_ts", path) or d.local_ts
+        remote_ts = self.ts_list(t, "remote_ts", path) or d.remote_ts
+        rekey_time = r.duration(t, "rekey_time", path, d.rekey_time)
+        life_time = r.duration(t, "life_time", path, child_life_time(rekey_time))
+        rand_time = r.duration(t, "rand_time", path, max(life_time - rekey_time, 0.0))
+        if rekey_time and life_time and life_time <= rekey_time:
+            r.error(key_path(path, "life_time"), f"must be longer than rekey_time ({rekey_time:g}s) so the "
+                    "CHILD SA is rekeyed before it expires")
+        if rekey_time and rand_time >= rekey_time:
+            r.error(key_path(path, "rand_time"), f"must be shorter than rekey_time ({rekey_time:g}s)")
+        rekey_bytes = r.size(t, "rekey_bytes", path, 0)
+        life_bytes = r.size(t, "life_bytes", path, child_life_count(rekey_bytes))
+        rekey_packets = r.size(t, "rekey_packets", path, 0)
+        life_packets = r.size(t, "life_packets", path, child_life_count(rekey_packets))
+        for what, rekey, life in (("bytes", rekey_bytes, life_bytes), ("packets", rekey_packets, life_packets)):
+            if rekey and life and life <= rekey:
+                r.error(key_path(path, f"life_{what}"), f"must be more than rekey_{what} ({rekey})")
+        return ChildConfig(
+            name=name, mode=mode, protocol=protocol, local_ts=local_ts, remote_ts=remote_ts, proposals=proposals,
+            rekey_time=rekey_time, life_time=life_time, rand_time=rand_time,
+            rekey_bytes=rekey_bytes, life_bytes=life_bytes, rekey_packets=rekey_packets, life_packets=life_packets,
+            start_action=r.str_(t, "start_action", path, d.start_action, choices=("none", "trap", "start")),
+            dpd_action=r.str_(t, "dpd_action", path, d.dpd_action, choices=("clear", "trap", "restart")),
+            close_action=r.str_(t, "close_action", path, d.close_action, choices=("none", "trap", "start")),
+            replay_window=r.int_(t, "replay_window", path, d.replay_window, lo=0, hi=REPLAY_WINDOW_MAX),
+            priority=self.priority(t, path),
+        )
+
+    def priority(self, t: dict, path: str) -> int | None:
+        if "priority" not in t:
+            return None
+        return self.r.int_(t, "priority", path, None, lo=1, hi=PRIORITY_MAX)  # type: ignore[arg-type]
+
+    def connection(self, name: str, t: dict, path: str, engine: EngineConfig) -> ConnectionConfig:
+        r = self.r
+        r.check_keys(t, path, CONNECTION_KEYS)
+        d = ConnectionConfig(name=name)
+        local_port = r.int_(t, "local_port", path, engine.ike_port, lo=1, hi=65535)
+        if "local_port" in t and local_port not in (engine.ike_port, engine.natt_port):
+            r.error(key_path(path, "local_port"), f"the engine listens on ike_port ({engine.ike_port}) and "
+                    f"natt_port ({engine.natt_port}) only")
+        rekey_time = r.duration(t, "rekey_time", path, d.rekey_time)
+        over_time = r.duration(t, "over_time", path, ike_over_time(rekey_time))
+        rand_time = r.duration(t, "rand_time", path, over_time)
+        if rekey_time and rand_time >= rekey_time:
+            r.error(key_path(path, "rand_time"), f"must be shorter than rekey_time ({rekey_time:g}s)")
+        children: list[ChildConfig] = []
+        ct = r.table(t, "children", path) or {}
+        for cname, ctable in ct.items():
+            cpath = key_path(key_path(path, "children"), cname)
+            if not _NAME.match(cname):
+                r.error(cpath, "a child name is 1 to 64 characters without spaces")
+            if not isinstance(ctable, dict):
+                r.error(cpath, f"expected a table [{cpath}], got a value")
+                continue
+            children.append(self.child(cname, ctable, cpath))
+        return ConnectionConfig(
+            name=name,
+            local_addrs=self.addrs(t, "local_addrs", path),
+            remote_addrs=self.addrs(t, "remote_addrs", path),
+            local_port=local_port,
+            remote_port=r.int_(t, "remote_port", path, d.remote_port, lo=1, hi=65535),
+            proposals=self.proposals(t, "proposals", path, "ike"),
+            local=self.auth(t, "local", path),
+            remote=self.auth(t, "remote", path),
+            encap=r.bool_(t, "encap", path, d.encap),
+            dpd_delay=r.duration(t, "dpd_delay", path, d.dpd_delay),
+            rekey_time=rekey_time,
+            over_time=over_time,
+            rand_time=rand_time,
+            fragmentation=r.bool_(t, "fragmentation", path, d.fragmentation),
+            mobike=r.bool_(t, "mobike", path, d.mobike),
+            send_certreq=r.bool_(t, "send_certreq", path, d.send_certreq),
+            keyingtries=r.int_(t, "keyingtries", path, d.keyingtries, lo=0),
+            children=tuple(children),
+        )
+
+    def rule(self, name: str, t: dict, path: str) -> RuleConfig | None:
+        r = self.r
+        r.check_keys(t, path, RULE_KEYS)
+        action = t.get("action")
+        if action is None:
+            r.error(key_path(path, "action"), 'missing: action = "bypass" (pass in clear) or "discard" (drop)')
+            return None
+        if action in ("pass", "drop", "block", "permit", "allow", "deny"):
+            good = "bypass" if action in ("pass", "permit", "allow") else "discard"
+            r.error(key_path(path, "action"), f'must be "bypass" or "discard", not {action!r} (did you mean "{good}"?)')
+            return None
+        action = r.str_(t, "action", path, None, choices=("bypass", "discard"))
+        local_ts = self.ts_list(t, "local_ts", path)
+        remote_ts = self.ts_list(t, "remote_ts", path)
+        for side, ts in (("local_ts", local_ts), ("remote_ts", remote_ts)):
+            if ts and any(x.dynamic for x in ts):
+                r.error(key_path(path, side), "dynamic is only for children: name the addresses of a rule")
+        if action is None:
+            return None
+        return RuleConfig(name=name, action=action,
+                          local_ts=local_ts or default_ts(remote_ts),
+                          remote_ts=remote_ts or default_ts(local_ts),
+                          priority=self.priority(t, path))
+
+    # -- whole policy ------------------------------------------------------------------------
+    def policy(self, doc: dict) -> Policy:
+        r = self.r
+        r.check_keys(doc, "", TOP_KEYS, what="section")
+        engine = self.engine(doc)
+        lab = self.lab(doc, engine)
+        connections: list[ConnectionConfig] = []
+        for name, t in (r.table(doc, "connections", "") or {}).items():
+            path = key_path("connections", name)
+            if not _NAME.match(name):
+                r.error(path, "a connection name is 1 to 64 characters without spaces")
+            if not isinstance(t, dict):
+                r.error(path, f"expected a table [{path}], got a value")
+                continue
+            connections.append(self.connection(name, t, path, engine))
+        rules: list[RuleConfig] = []
+        for name, t in (r.table(doc, "rules", "") or {}).items():
+            path = key_path("rules", name)
+            if not _NAME.match(name):
+                r.error(path, "a rule name is 1 to 64 characters without spaces")
+            if not isinstance(t, dict):
+                r.error(path, f"expected a table [{path}], got a value")
+                continue
+            rule = self.rule(name, t, path)
+            if rule is not None:
+                rules.append(rule)
+        self.names(connections, rules)
+        if engine.datapath == "lab":
+            self.lab_addresses(engine, connections)
+        secrets = self.secrets(engine) if self.load_secrets else Secrets()
+        if self.load_secrets and secrets is not None:
+            for c in connections:
+                self.psk(c, engine, secrets)
+        path = None if self.file == "<string>" else self.file
+        return Policy(engine=engine, connections=tuple(connections), rules=tuple(rules),
+                      secrets=secrets or Secrets(), path=path, lab=lab)
+
+    def names(self, connections: list[ConnectionConfig], rules: list[RuleConfig]) -> None:
+        owner: dict[str, str] = {}
+        for c in connections:
+            owner.setdefault(c.name, f"connection '{c.name}'")
+        for c in connections:
+            for ch in c.children:
+                path = key_path(key_path(key_path("connections", c.name), "children"), ch.name)
+                if ch.name in owner:
+                    self.r.error(path, f"the name '{ch.name}' is already used by {owner[ch.name]}: child names "
+                                 "must be unique (they are how a child is initiated and shown)")
+                else:
+                    owner[ch.name] = f"child '{ch.name}' of connection '{c.name}'"
+        for rule in rules:
+            if rule.name in owner:
+                self.r.error(key_path("rules", rule.name), f"the name '{rule.name}' is already used by "
+                             f"{owner[rule.name]}: rename the rule")
+
+    def lab_addresses(self, engine: EngineConfig, connections: list[ConnectionConfig]) -> None:
+        # The lab runs every endpoint in one process on loopback; nothing may leave the host.
+        if not engine.listen:
+            self.r.error("engine.listen", 'a lab listens on loopback only: set listen = ["127.0.0.1"]')
+        for a in engine.listen:
+            if _is_ip(a) and not ipaddress.ip_address(a).is_loopback:
+                self.r.error("engine.listen", f"{a} is not a loopback address: a lab stays on 127.0.0.0/8 or ::1")
+        for c in connections:
+            for key in ("local_addrs", "remote_addrs"):
+                for a in getattr(c, key):
+                    if not _is_loopback(a):
+                        self.r.error(key_path(key_path("connections", c.name), key),
+                                     f"{a!r} is not a loopback address: a lab stays on 127.0.0.0/8 or ::1")
+
+    def secrets(self, engine: EngineConfig) -> Secrets | None:
+        """Load the secrets file; None when it could not be used (errors recorded)."""
+        if engine.secrets is None:
+            return Secrets()
+        target = self.base_dir / engine.secrets
+        display = engine.secrets if self.file == "<string>" else os.path.join(os.path.dirname(self.file), engine.secrets)
+        if not target.is_file():
+            self.r.error("engine.secrets", f"secrets file {display!r} not found (it is relative to this file)")
+            return None
+        problem = secrets_mod.permission_problem(target)
+        if problem and self.strict_secrets_mode and engine.datapath != "lab":
+            self.r.error("engine.secrets", f"refusing secrets file {display!r}: {problem}; "
+                         f"run: chmod 600 {display}")
+            return None
+        loaded, findings = secrets_mod.load_secrets(target, display)
+        self.extra.extend(findings)
+        if any(f.severity == "error" for f in findings):
+            return None
+        return loaded
+
+    def psk(self, c: ConnectionConfig, engine: EngineConfig, secrets: Secrets) -> None:
+        sides = [s for s in ("local", "remote") if getattr(c, s).auth == "psk"]
+        if not sides:
+            return
+        path = key_path(key_path(key_path("connections", c.name), sides[0]), "auth")
+        if engine.secrets is None:
+            self.r.error(path, 'PSK authentication needs a secrets file: set secrets = "NAME.secrets.toml" '
+                         "in [engine] and add an [ike.NAME] entry to it")
+            return
+        local = c.local.id
+        if local is None and (host := single_host(c.local_addrs)) is not None:
+            local = identity_for_address(host)
+        remote = c.remote.id
+        if remote is None and (host := single_host(c.remote_addrs)) is not None:
+            remote = identity_for_address(host)
+        if not secrets_mod.secrets_for(secrets, local, remote):
+            who = f"local id {local or '(our address)'}, remote id {remote or '(the peer address)'}"
+            self.r.error(path, f"no [ike.*] secret in {engine.secrets} matches this connection ({who}): "
+                         "add one whose ids name these identities")
+
+
+def parse_policy(text: str, path: str | os.PathLike | None = None, *, load_secrets: bool = True,
+                 strict_secrets_mode: bool = True) -> Policy:
+    """Parse and validate policy text. ``path`` names the file in findings and anchors relative paths
+    (secrets file, lab peers). Raises :class:`PolicyError` with every error.
+
+    ``strict_secrets_mode``: refuse a secrets file others may read (the engine's
+    behaviour, except for labs); ``check`` turns it off and warns instead.
+    """
+    file = os.fspath(path) if path is not None else "<string>"
+    base_dir = Path(file).parent if path is not None else Path.cwd()
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise PolicyError([syntax_finding(file, exc, text)]) from None
+    parser = _PolicyParser(file, base_dir, load_secrets, strict_secrets_mode)
+    policy = parser.policy(doc)
+    findings = parser.r.findings + parser.extra
+    if any(f.severity == "error" for f in findings):
+        raise PolicyError(findings)
+    return policy
+
+
+def load_policy(path: str | os.PathLike, *, load_secrets: bool = True, strict_secrets_mode: bool = True) -> Policy:
+    """Read and validate a policy file (and its secrets file). Raises :class:`PolicyError`."""
+    file = os.fspath(path)
+    try:
+        text = Path(file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise PolicyError([Finding(file, "", "error", f"cannot read the policy: {reason}")]) from None
+    return parse_policy(text, file, load_secrets=load_secrets, strict_secrets_mode=strict_secrets_mode)
+
+
+def policy_dir(policy: Policy) -> Path:
+    return Path(policy.path).parent if policy.path else Path.cwd()
