@@ -1,0 +1,316 @@
+"""ESP (RFC 4303) packet paths, tunnel and transport mode, IPv4 and IPv6.
+
+Wire format::
+
+    SPI(4) | Seq(4) | IV | E( payload | padding 1,2,3.. | pad length | next header ) | ICV
+
+- AEAD (AES-GCM RFC 4106, ChaCha20-Poly1305 RFC 7634): the 8-byte IV is the
+  packet's full 64-bit sequence number. Sequence numbers strictly increase
+  and never wrap (the SA refuses to send past the last one), so a nonce is
+  never reused under a key. AAD is SPI|Seq, or SPI|Seq-high|Seq-low with ESN
+  (RFC 4106 §5, RFC 7634 §2.1).
+- Encrypt-then-MAC (AES-CBC RFC 3602 with a random IV, or ENCR_NULL RFC 2410,
+  plus HMAC-SHA2 RFC 4868): the ICV covers SPI..ciphertext, followed by the
+  high 32 sequence bits when ESN is on (RFC 4303 §2.2.1, appended, not sent).
+
+On receive the order is RFC 4303 §3.4: replay check, ICV/tag check, then
+the window moves, then padding, next header and (tunnel) the inner packet's
+selectors are checked. Nothing is delivered before the ICV verified.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+
+from engine.crypto.encr import Cipher, random_iv
+from engine.crypto.errors import IntegrityError
+from engine.crypto.integ import Integ
+from engine.esp import ip
+from engine.esp.sa import InboundSa, OutboundSa
+
+_HDR = struct.Struct("!II")
+_AAD_ESN = struct.Struct("!III")
+_IV64 = struct.Struct("!Q")
+_SEQ_HI = struct.Struct("!I")
+_U16 = struct.Struct("!H")
+_PADS = [bytes(range(1, n + 1)) for n in range(256)]
+"""Self-describing padding (RFC 4303 §2.4): 1, 2, 3, ..."""
+
+
+class _EspCrypto:
+    """Mixin: the keyed transforms and the sizes both directions need."""
+
+    __slots__ = ()
+
+    def _setup_crypto(self, cipher: Cipher, integ: Integ | None, allow_unauthenticated: bool) -> None:
+        if cipher.aead:
+            if integ is not None:
+                raise ValueError(f"{cipher!r} is an AEAD: ESP takes no separate integrity transform with it")
+        elif integ is None and not allow_unauthenticated:
+            raise ValueError(f"ESP with {cipher!r} needs an integrity transform")
+        self.cipher = cipher
+        self.integ = integ
+        self._aead = cipher.aead
+        self._ivs = cipher.iv_size
+        self._icvs = cipher.icv_size if cipher.aead else (integ.icv_size if integ else 0)
+        self._align = max(cipher.block_size, 4)
+
+
+class EspOutboundSa(_EspCrypto, OutboundSa):
+    """Outbound ESP: see `OutboundSa` for what `protect` takes and returns."""
+
+    __slots__ = ("cipher", "integ", "_aead", "_ivs", "_icvs", "_align", "_enc", "_mac", "_rng", "_trailers")
+
+    protocol = "esp"
+
+    def __init__(self, spi: int, *, cipher: Cipher, integ: Integ | None = None,
+                 rng: Callable[[int], bytes] | None = None, allow_unauthenticated: bool = False, **kw) -> None:
+        """``rng(n)`` makes CBC IVs (default: the OS CSPRNG); ``allow_unauthenticated``
+        permits encryption without integrity, for reading old test vectors only."""
+        super().__init__(spi, **kw)
+        self._setup_crypto(cipher, integ, allow_unauthenticated)
+        self._enc = cipher.encrypt
+        self._mac = integ.compute if integ is not None else None
+        self._rng = rng if rng is not None else random_iv
+        self._trailers: dict[int, list[bytes]] = {}
+
+    @property
+    def full_ip(self) -> bool:
+        return not self.tunnel
+
+    def _make_trailers(self, nh: int) -> list[bytes]:
+        # One trailer per payload length modulo the alignment.
+        align = self._align
+        out = []
+        for r in range(align):
+            p = -(r + 2) % align
+            out.append(_PADS[p] + bytes((p, nh)))
+        self._trailers[nh] = out
+        return out
+
+    def _seal(self, payload, nh: int, seq: int) -> bytes:
+        """The ESP packet (SPI..ICV) carrying ``payload`` with next header ``nh``."""
+        trailers = self._trailers.get(nh) or self._make_trailers(nh)
+        plain = b"".join((payload, trailers[len(payload) % self._align]))
+        spi = self.spi
+        seq_lo = seq & 0xFFFFFFFF
+        hdr = _HDR.pack(spi, seq_lo)
+        if self._aead:
+            iv = _IV64.pack(seq)
+            aad = _AAD_ESN.pack(spi, seq >> 32, seq_lo) if self.esn else hdr
+            return b"".join((hdr, iv, self._enc(iv, plain, aad)))
+        iv = self._rng(self._ivs) if self._ivs else b""
+        buf = bytearray(hdr)
+        buf += iv
+        buf += self._enc(iv, plain)
+        mac = self._mac
+        if mac is not None:
+            if self.esn:
+                buf += _SEQ_HI.pack(seq >> 32)
+                icv = mac(buf)
+                del buf[-4:]
+            else:
+                icv = mac(buf)
+            buf += icv
+        return bytes(buf)
+
+    def protect(self, packet: bytes, now: float) -> bytes:
+        seq = self.seq + 1
+        if seq >= self._seq_check:
+            self._next_seq(seq)
+        n = len(packet)
+        if self.tunnel:
+            v = packet[0] >> 4 if n >= 20 else 0
+            if v == 4:
+                out = self._seal(packet, 4, seq)
+            elif v == 6 and n >= 40:
+                out = self._seal(packet, 41, seq)
+            else:
+                raise ValueError(f"not an IPv4/IPv6 packet ({n} bytes)")
+        else:
+            out = self._transport(packet, seq)
+        self.seq = seq
+        self.bytes += n
+        self.packets += 1
+        self.last_used = now
+        if self.bytes >= self._bytes_next or self.packets >= self._pkts_next:
+            self._limits(now, out, packet, seq)
+        return out
+
+    def _transport(self, packet: bytes, seq: int) -> bytes:
+        try:
+            v = ip.ip_version(packet)
+            total = ip.packet_length(packet)
+            if v != self.version:
+                raise ip.IpError(f"IPv{v} packet on an IPv{self.version} transport-mode SA")
+            if v == 4:
+                off = ip.ipv4_header_length(packet)
+                nh_off, nh = 9, packet[9]
+            else:
+                off, nh_off, nh = ip.ipv6_transport_split(packet)
+        except ip.IpError as exc:
+            raise ValueError(str(exc)) from None
+        body = self._seal(memoryview(packet)[off:total], nh, seq)
+        hdr = bytearray(packet[:off])
+        if self.encap:
+            extra = ip.UDP_HEADER.pack(self.local_port, self.remote_port, 8 + len(body), 0)
+            hdr[nh_off] = ip.IPPROTO_UDP
+        else:
+            extra = b""
+            hdr[nh_off] = ip.IPPROTO_ESP
+        if v == 4:
+            _U16.pack_into(hdr, 2, off + len(extra) + len(body))
+            hdr[10] = hdr[11] = 0
+            _U16.pack_into(hdr, 10, ip.checksum(hdr))
+        else:
+            _U16.pack_into(hdr, 4, off - 40 + len(extra) + len(body))
+        return b"".join((hdr, extra, body))
+
+
+class EspInboundSa(_EspCrypto, InboundSa):
+    """Inbound ESP: tunnel mode takes the ESP payload (SPI..ICV), transport mode
+    the whole IP packet (with the UDP header still in it when encapsulated)."""
+
+    __slots__ = ("cipher", "integ", "_aead", "_ivs", "_icvs", "_align", "_dec", "_verify", "_min_len")
+
+    protocol = "esp"
+
+    def __init__(self, spi: int, *, cipher: Cipher, integ: Integ | None = None,
+                 allow_unauthenticated: bool = False, **kw) -> None:
+        super().__init__(spi, **kw)
+        self._setup_crypto(cipher, integ, allow_unauthenticated)
+        self._dec = cipher.decrypt
+        self._verify = integ.verify if integ is not None else None
+        self._min_len = 8 + self._ivs + 2 + self._icvs
+
+    @property
+    def full_ip(self) -> bool:
+        return not self.tunnel
+
+    def _open(self, data, off: int, end: int, now: float) -> tuple[bytes, int, int, int]:
+        """Verify and decrypt the ESP packet at data[off:end].
+
+        Returns (plaintext, payload length, next header, sequence number);
+        raises EspDrop. The replay window moves once the ICV verified.
+        """
+        if end - off < self._min_len:
+            raise self._drop("malformed", f"ESP packet of {end - off} bytes is too short", data, now)
+        spi, seq_lo = _HDR.unpack_from(data, off)
+        if spi != self.spi:
+            raise self._drop("no_sa", f"SPI {spi:08x} is not this SA's", data, now)
+        w = self.window
+        seq = w.infer(seq_lo) if self.esn else seq_lo
+        if not w.check(seq):
+            raise self._drop("replay", f"sequence number {seq} replayed or too old", data, now, seq)
+        mv = memoryview(data)
+        if self._aead:
+            iv_at = off + 8
+            aad = _AAD_ESN.pack(spi, seq >> 32, seq_lo) if self.esn else mv[off:iv_at]
+            try:
+                plain = self._dec(mv[iv_at:iv_at + 8], mv[iv_at + 8:end], aad)
+            except IntegrityError:
+                raise self._drop("icv", "authentication tag mismatch", data, now, seq) from None
+        else:
+            icv_at = end - self._icvs
+            verify = self._verify
+            if verify is not None:
+                signed = (bytes(mv[off:icv_at]) + _SEQ_HI.pack(seq >> 32)) if self.esn else mv[off:icv_at]
+                if not verify(signed, mv[icv_at:end]):
+                    raise self._drop("icv", "ICV mismatch", data, now, seq)
+            iv_at = off + 8
+            try:
+                plain = self._dec(bytes(mv[iv_at:iv_at + self._ivs]), mv[iv_at + self._ivs:icv_at])
+            except IntegrityError as exc:  # a length the cipher cannot take
+                w.update(seq)
+                raise self._drop("malformed", str(exc), data, now, seq) from None
+        w.update(seq)
+        n = len(plain)
+        if n < 2:
+            raise self._drop("malformed", "ESP plaintext has no trailer", data, now, seq)
+        pad = plain[-2]
+        length = n - 2 - pad
+        if length < 0:
+            raise self._drop("malformed", f"pad length {pad} exceeds the payload", data, now, seq)
+        if pad and plain[length:n - 2] != _PADS[pad]:
+            raise self._drop("malformed", "padding bytes are not 1, 2, 3, ...", data, now, seq)
+        return plain, length, plain[-1], seq
+
+    def unprotect(self, data: bytes, now: float) -> bytes | None:
+        if self.expired:
+            raise self._drop("no_sa", f"SA {self.spi:08x} has expired", data, now)
+        if not self.tunnel:
+            return self._unprotect_transport(data, now)
+        plain, length, nh, seq = self._open(data, 0, len(data), now)
+        if nh == 4:
+            if length < 20 or plain[0] >> 4 != 4:
+                raise self._drop("malformed", "next header 4 but no IPv4 packet inside", data, now, seq)
+            total = (plain[2] << 8) | plain[3]
+        elif nh == 41:
+            if length < 40 or plain[0] >> 4 != 6:
+                raise self._drop("malformed", "next header 41 but no IPv6 packet inside", data, now, seq)
+            total = 40 + ((plain[4] << 8) | plain[5])
+        elif nh == ip.IPPROTO_NONE:
+            return self._dummy(now)
+        else:
+            raise self._drop("malformed", f"next header {nh} in a tunnel-mode SA", data, now, seq)
+        if total > length or total < 20:
+            raise self._drop("malformed", f"inner IP length {total} but {length} bytes carried", data, now, seq)
+        # Anything after the inner packet is TFC padding (RFC 4303 §2.4): dropped here.
+        inner = plain[:total]
+        if not self._ts_any[inner[0] >> 4]:
+            self._policy_check(inner, now, data, seq)
+        self.bytes += total
+        self.packets += 1
+        self.last_used = now
+        if self.bytes >= self._bytes_next or self.packets >= self._pkts_next:
+            self._limits(now, data, inner, seq)
+        return inner
+
+    def _dummy(self, now: float) -> None:
+        # An authentic dummy packet (RFC 4303 §2.6): counted, nothing delivered.
+        self.packets += 1
+        self.last_used = now
+        return None
+
+    def _unprotect_transport(self, data: bytes, now: float) -> bytes | None:
+        try:
+            v = ip.ip_version(data)
+            end = ip.packet_length(data)
+            if v != self.version:
+                raise ip.IpError(f"IPv{v} packet on an IPv{self.version} SA")
+            if v == 4:
+                hdr_len = ip.ipv4_header_length(data)
+                nh_off, proto = 9, data[9]
+            else:
+                hdr_len, nh_off, proto = ip.ipv6_transport_split(data)
+        except ip.IpError as exc:
+            raise self._drop("malformed", str(exc), data, now) from None
+        off = hdr_len
+        if proto == ip.IPPROTO_UDP and self.encap:
+            off += 8  # RFC 3948: the UDP header sits between IP and ESP
+        elif proto != ip.IPPROTO_ESP:
+            raise self._drop("malformed", f"protocol {proto} where ESP was expected", data, now)
+        plain, length, nh, seq = self._open(data, off, end, now)
+        if nh == ip.IPPROTO_NONE:
+            return self._dummy(now)
+        out = bytearray(data[:hdr_len])
+        out[nh_off] = nh
+        if v == 4:
+            _U16.pack_into(out, 2, hdr_len + length)
+            out[10] = out[11] = 0
+            _U16.pack_into(out, 10, ip.checksum(out))
+        else:
+            _U16.pack_into(out, 4, hdr_len - 40 + length)
+        out += memoryview(plain)[:length]
+        if self.encap:
+            ip.fix_transport_checksum(out, hdr_len, nh)
+        inner = bytes(out)
+        if not self._ts_any[v]:
+            self._policy_check(inner, now, data, seq)
+        self.bytes += len(inner)
+        self.packets += 1
+        self.last_used = now
+        if self.bytes >= self._bytes_next or self.packets >= self._pkts_next:
+            self._limits(now, data, inner, seq)
+        return inner

@@ -1,0 +1,208 @@
+"""The Security Association Database (RFC 4301 §4.4.2) of a userspace datapath.
+
+`sa_pair_from_event` turns a `ChildSaInstalled` into an inbound and an
+outbound SA with keyed transforms; `Sad` holds the installed pairs: inbound
+by SPI, outbound by reqid (the newest pair of a reqid carries the traffic
+after a rekey) or by the packet's selectors. It also collects what the SAs
+report (RekeyRequested, PacketSample) for the runtime to drain, and counts
+drops that belong to no SA (unknown SPI, discard rules).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from engine.crypto.encr import encr_keymat_size, make_cipher
+from engine.crypto.errors import CryptoError
+from engine.crypto.integ import Integ, integ_key_size
+from engine.crypto.transforms import EncrId, IntegId
+from engine.events import ChildSaInstalled, CountersSnapshot, Event, SaCounters
+from engine.esp.ah import AhInboundSa, AhOutboundSa
+from engine.esp.errors import DROP_REASONS, EspDrop
+from engine.esp.esp import EspInboundSa, EspOutboundSa
+from engine.esp.sa import InboundSa, Lifetime, OutboundSa
+
+
+class SaConfigError(ValueError):
+    """A ChildSaInstalled that cannot become SAs (unsupported transform, wrong key length, ...)."""
+
+
+def _name(enum, value) -> str:
+    try:
+        return enum(value).name
+    except ValueError:
+        return str(value)
+
+
+def sa_pair_from_event(ev: ChildSaInstalled, events: list[Event] | None = None) -> tuple[InboundSa, OutboundSa]:
+    """Build the (inbound, outbound) SAs of an installed CHILD SA.
+
+    Inbound uses ``keys.encr_in``/``integ_in`` and SPI ``spi_in``; outbound
+    the ``_out`` keys and ``spi_out``. Raises SaConfigError naming the CHILD
+    SA and what is wrong; nothing is half-built.
+    """
+    where = f"CHILD SA {ev.connection}/{ev.child} {{{ev.unique_id}}}"
+    try:
+        lifetime = Lifetime(ev.soft_bytes, ev.hard_bytes, ev.soft_packets, ev.hard_packets)
+        common = dict(local_addr=ev.local_addr, remote_addr=ev.remote_addr, mode=ev.mode, esn=ev.esn,
+                      local_ts=ev.local_ts, remote_ts=ev.remote_ts, encap=ev.encap,
+                      local_port=ev.local_port, remote_port=ev.remote_port, lifetime=lifetime,
+                      pair_spi=ev.spi_in, reqid=ev.reqid, unique_id=ev.unique_id, events=events)
+        integ_id = ev.integ_id or 0
+        keys = ev.keys
+        integ_in = integ_out = None
+        if integ_id:
+            need = integ_key_size(integ_id)
+            for label, key in (("integ_in", keys.integ_in), ("integ_out", keys.integ_out)):
+                if len(key) != need:
+                    raise SaConfigError(f"{label} is {len(key)} bytes, {_name(IntegId, integ_id)} needs {need}")
+            integ_in = Integ(integ_id, keys.integ_in.reveal())
+            integ_out = Integ(integ_id, keys.integ_out.reveal())
+        if ev.protocol == "ah":
+            if integ_in is None:
+                raise SaConfigError("AH needs an integrity transform")
+            inbound: InboundSa = AhInboundSa(ev.spi_in, integ=integ_in, replay_window=ev.replay_window, **common)
+            outbound: OutboundSa = AhOutboundSa(ev.spi_out, integ=integ_out, **common)
+            return inbound, outbound
+        if ev.protocol != "esp":
+            raise SaConfigError(f"protocol must be 'esp' or 'ah', got {ev.protocol!r}")
+        if ev.encr_id is None:
+            raise SaConfigError("ESP needs an encryption transform (ENCR_NULL for none)")
+        need = encr_keymat_size(ev.encr_id, ev.encr_key_length)
+        for label, key in (("encr_in", keys.encr_in), ("encr_out", keys.encr_out)):
+            if len(key) != need:
+                raise SaConfigError(f"{label} is {len(key)} bytes, {_name(EncrId, ev.encr_id)} needs {need}")
+        cipher_in = make_cipher(ev.encr_id, ev.encr_key_length, keys.encr_in.reveal())
+        cipher_out = make_cipher(ev.encr_id, ev.encr_key_length, keys.encr_out.reveal())
+        inbound = EspInboundSa(ev.spi_in, cipher=cipher_in, integ=integ_in, replay_window=ev.replay_window,
+                               **common)
+        outbound = EspOutboundSa(ev.spi_out, cipher=cipher_out, integ=integ_out, **common)
+        return inbound, outbound
+    except SaConfigError as exc:
+        raise SaConfigError(f"{where}: {exc}") from None
+    except (CryptoError, ValueError) as exc:
+        raise SaConfigError(f"{where}: {exc}") from exc
+
+
+class Sad:
+    """Installed SA pairs of one datapath, plus the events they raise."""
+
+    def __init__(self) -> None:
+        self._inbound: dict[int, InboundSa] = {}
+        self._outbound: dict[int, OutboundSa] = {}
+        """Outbound SAs by their pair's inbound SPI."""
+        self._by_reqid: dict[int, list[int]] = {}
+        """reqid -> inbound SPIs of its pairs, oldest first."""
+        self._events: list[Event] = []
+        self._queue: deque[Event] = deque()
+        self.drops = dict.fromkeys(DROP_REASONS, 0)
+        """Drops tied to no SA (unknown SPI, discard rules)."""
+        self._sample_every = 0
+
+    # --------------------------------------------------------- install
+
+    def install(self, inbound: InboundSa, outbound: OutboundSa) -> None:
+        """Add a pair; its events go to this SAD from now on."""
+        if inbound.spi in self._inbound:
+            raise ValueError(f"inbound SPI {inbound.spi:08x} is already installed")
+        for sa in (inbound, outbound):
+            if sa.events is not self._events:
+                self._events.extend(sa.events)
+                sa.events = self._events
+            if self._sample_every:
+                sa.set_sampling(self._sample_every)
+        self._inbound[inbound.spi] = inbound
+        self._outbound[inbound.spi] = outbound
+        self._by_reqid.setdefault(inbound.reqid, []).append(inbound.spi)
+
+    def install_event(self, ev: ChildSaInstalled) -> tuple[InboundSa, OutboundSa]:
+        """Build and install the pair of a ChildSaInstalled (raises SaConfigError)."""
+        pair = sa_pair_from_event(ev, self._events)
+        self.install(*pair)
+        return pair
+
+    def remove(self, spi_in: int) -> tuple[InboundSa, OutboundSa] | None:
+        """Remove the pair whose inbound SPI is ``spi_in``; returns it (None if absent)."""
+        inbound = self._inbound.pop(spi_in, None)
+        if inbound is None:
+            return None
+        outbound = self._outbound.pop(spi_in)
+        spis = self._by_reqid.get(inbound.reqid, [])
+        if spi_in in spis:
+            spis.remove(spi_in)
+        if not spis:
+            self._by_reqid.pop(inbound.reqid, None)
+        return inbound, outbound
+
+    # ---------------------------------------------------------- lookup
+
+    def inbound(self, spi: int) -> InboundSa | None:
+        return self._inbound.get(spi)
+
+    def outbound(self, reqid: int) -> OutboundSa | None:
+        """The outbound SA carrying a reqid's traffic: the newest installed pair that still sends."""
+        for spi in reversed(self._by_reqid.get(reqid, ())):
+            sa = self._outbound[spi]
+            if not sa.expired:
+                return sa
+        return None
+
+    def outbound_for_packet(self, packet: bytes) -> OutboundSa | None:
+        """The newest live outbound SA whose selectors cover ``packet`` (src local, dst remote)."""
+        for spi in reversed(self._outbound):
+            sa = self._outbound[spi]
+            if not sa.expired and sa.matches_packet(packet):
+                return sa
+        return None
+
+    def pairs(self) -> list[tuple[InboundSa, OutboundSa]]:
+        return [(sa, self._outbound[spi]) for spi, sa in self._inbound.items()]
+
+    def __len__(self) -> int:
+        return len(self._inbound)
+
+    # --------------------------------------------------------- packets
+
+    def unprotect_esp(self, data: bytes, now: float) -> bytes | None:
+        """Dispatch an ESP payload (SPI..ICV, tunnel-mode SAs) by its SPI; raises EspDrop."""
+        if len(data) < 8:
+            self.drops["malformed"] += 1
+            raise EspDrop("malformed", f"ESP packet of {len(data)} bytes")
+        sa = self._inbound.get(int.from_bytes(data[:4], "big"))
+        if sa is None:
+            self.drops["no_sa"] += 1
+            raise EspDrop("no_sa", f"no SA with SPI {data[:4].hex()}")
+        return sa.unprotect(data, now)
+
+    def count_drop(self, reason: str) -> None:
+        """Count a drop tied to no SA (e.g. ``discard_rule`` from the SPD)."""
+        self.drops[reason] += 1
+
+    def set_sampling(self, every: int) -> None:
+        """PacketSample every ``every`` packets on every SA (0: off)."""
+        self._sample_every = every
+        for inbound, outbound in self.pairs():
+            inbound.set_sampling(every)
+            outbound.set_sampling(every)
+
+    # ------------------------------------------------- events, counters
+
+    def next_event(self) -> Event | None:
+        """The oldest event not yet drained (RekeyRequested, PacketSample), or None."""
+        if self._events:
+            self._queue.extend(self._events)
+            self._events.clear()
+        return self._queue.popleft() if self._queue else None
+
+    def counters(self) -> tuple[SaCounters, ...]:
+        """Both directions of every installed SA."""
+        out: list[SaCounters] = []
+        for inbound, outbound in self.pairs():
+            out.append(inbound.counters())
+            out.append(outbound.counters())
+        return tuple(out)
+
+    def snapshot(self, now: float) -> CountersSnapshot:
+        """A CountersSnapshot event for the console."""
+        return CountersSnapshot(time=now, sas=self.counters(),
+                                drops=tuple((r, n) for r, n in self.drops.items() if n))
