@@ -1,0 +1,350 @@
+"""Readable summaries of IKE messages for the negotiation view and the logs.
+
+Names follow strongSwan's logs so an admin can put ours beside charon's:
+``IKE_SA_INIT request 0 [ SA KE No N(NATD_S_IP) N(NATD_D_IP) N(FRAG_SUP) ]``,
+proposals as ``IKE:AES_GCM_16_256/PRF_HMAC_SHA2_256/CURVE_25519``, traffic
+selectors as ``198.51.100.0/24[tcp/80]``.
+
+Nothing secret reaches a summary: AUTH shows its method only, nonces and KE
+values their length only, EAP its code and type only.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Iterable
+
+from engine.crypto.transforms import TransformType, transform_name
+from engine.events import MessageSummary, PayloadDetail
+from engine.policy.ts import TrafficSelector
+from engine.wire.constants import (
+    CFG_ATTR_SHORT,
+    PAYLOAD_SHORT,
+    AuthMethod,
+    CertEncoding,
+    CfgAttr,
+    CfgType,
+    EapCode,
+    HashAlgorithm,
+    IdType,
+    NotifyType,
+    ProtocolId,
+    exchange_name,
+    notify_name,
+    short_name,
+)
+from engine.wire.message import IkeHeader, Message
+from engine.wire.payloads import (
+    AuthPayload,
+    CertPayload,
+    CertReqPayload,
+    CpPayload,
+    DeletePayload,
+    EapPayload,
+    IdPayload,
+    KePayload,
+    NoncePayload,
+    NotifyPayload,
+    Payload,
+    Proposal,
+    SaPayload,
+    SkfPayload,
+    SkPayload,
+    TsPayload,
+    UnknownPayload,
+    VendorIdPayload,
+    WireTs,
+)
+
+_HEX_LIMIT = 64  # bytes of notify/vendor data shown before eliding
+_CP_PREFIX = {CfgType.CFG_REQUEST: "RQ", CfgType.CFG_REPLY: "RP", CfgType.CFG_SET: "S", CfgType.CFG_ACK: "A"}
+_EAP_CODE = {1: "REQ", 2: "RES", 3: "SUCC", 4: "FAIL"}
+_EAP_TYPE = {1: "ID", 2: "NTF", 3: "NAK", 4: "MD5", 5: "OTP", 6: "GTC", 13: "TLS", 18: "SIM", 21: "TTLS",
+             23: "AKA", 25: "PEAP", 26: "MSCHAPV2", 33: "MSTLV", 38: "TNC", 254: "EXP"}
+# strongSwan's order inside a proposal string: ENCR, INTEG, PRF, KE, ESN.
+_TRANSFORM_ORDER = {TransformType.ENCR: 0, TransformType.INTEG: 1, TransformType.PRF: 2,
+                    TransformType.KE: 3, TransformType.ESN: 4}
+_STRONGSWAN_NAMES = {"CURVE25519": "CURVE_25519", "CURVE448": "CURVE_448", "NO_ESN": "NO_EXT_SEQ", "ESN": "EXT_SEQ"}
+
+
+def _enum_name(enum_cls, value: int) -> str:
+    try:
+        return enum_cls(value).name
+    except ValueError:
+        return str(value)
+
+
+def _hex(data: bytes) -> str:
+    if len(data) > _HEX_LIMIT:
+        return f"{data[:_HEX_LIMIT].hex()}... ({len(data)} bytes)"
+    return data.hex()
+
+
+def strongswan_transform_name(ttype: int, tid: int, key_length: int | None = None) -> str:
+    """A transform as strongSwan names it: AES_GCM_16_256, PRF_HMAC_SHA2_256, CURVE_25519, NO_EXT_SEQ."""
+    name = transform_name(ttype, tid, key_length)
+    name = _STRONGSWAN_NAMES.get(name, name)
+    if ttype == TransformType.PRF and ":" not in name:
+        name = "PRF_" + name
+    return name
+
+
+def group_name(group: int) -> str:
+    """A key exchange method as strongSwan names it (CURVE_25519, MODP_2048, ECP_256)."""
+    return strongswan_transform_name(TransformType.KE, group)
+
+
+def proposal_text(proposal: Proposal) -> str:
+    """``IKE:AES_GCM_16_256/PRF_HMAC_SHA2_256/CURVE_25519``, as charon logs proposals."""
+    transforms = sorted(proposal.transforms, key=lambda t: _TRANSFORM_ORDER.get(t.type, 5))  # type: ignore[call-overload]
+    names = "/".join(strongswan_transform_name(t.type, t.id, t.key_length) for t in transforms)
+    return f"{_enum_name(ProtocolId, proposal.protocol)}:{names}"
+
+
+# ---------------------------------------------------------------- names
+
+
+def payload_name(p: Payload) -> str:
+    """The payload as it appears in charon's ``[ ... ]`` list."""
+    if isinstance(p, NotifyPayload):
+        return f"N({short_name(p.type)})"
+    if isinstance(p, SkfPayload):
+        return f"EF({p.fragment_number}/{p.total_fragments})"
+    if isinstance(p, CpPayload):
+        attrs = " ".join(CFG_ATTR_SHORT.get(t, str(t)) for t, _ in p.attributes)
+        return f"CP{_CP_PREFIX.get(p.cfg_type, '')}({attrs})" if attrs else "CP"  # type: ignore[call-overload]
+    if isinstance(p, EapPayload):
+        name = f"EAP/{_EAP_CODE.get(p.code, str(p.code))}"
+        if p.code in (1, 2) and p.data:
+            name += f"/{_EAP_TYPE.get(p.data[0], str(p.data[0]))}"
+        return name
+    if isinstance(p, UnknownPayload):
+        return f"UNKN({p.type})"
+    return PAYLOAD_SHORT.get(p.payload_type, str(p.payload_type))
+
+
+# ---------------------------------------------------------------- ID values
+
+_DN_ATTRS = {
+    "2.5.4.3": "CN", "2.5.4.4": "SN", "2.5.4.5": "serialNumber", "2.5.4.6": "C", "2.5.4.7": "L",
+    "2.5.4.8": "ST", "2.5.4.9": "street", "2.5.4.10": "O", "2.5.4.11": "OU", "2.5.4.12": "title",
+    "2.5.4.42": "G", "0.9.2342.19200300.100.1.25": "DC", "0.9.2342.19200300.100.1.1": "UID",
+    "1.2.840.113549.1.9.1": "E",
+}
+
+
+def _der(data: bytes, pos: int) -> tuple[int, int, int]:
+    """(tag, start of value, end of value) of the DER element at pos."""
+    tag = data[pos]
+    length = data[pos + 1]
+    pos += 2
+    if length & 0x80:
+        n = length & 0x7F
+        if not 1 <= n <= 3:
+            raise ValueError("DER length")
+        length = int.from_bytes(data[pos:pos + n], "big")
+        pos += n
+    if pos + length > len(data):
+        raise ValueError("DER overrun")
+    return tag, pos, pos + length
+
+
+def _oid(data: bytes) -> str:
+    if not data:
+        raise ValueError("empty OID")
+    parts = [str(min(data[0] // 40, 2)), str(data[0] - 40 * min(data[0] // 40, 2))]
+    value = 0
+    for b in data[1:]:
+        value = (value << 7) | (b & 0x7F)
+        if not b & 0x80:
+            parts.append(str(value))
+            value = 0
+    return ".".join(parts)
+
+
+def dn_text(der: bytes) -> str:
+    """``C=CH, O=strongSwan, CN=moon`` from a DER Name (as charon prints ASN.1 DN IDs)."""
+    tag, pos, end = _der(der, 0)
+    if tag != 0x30 or end != len(der):
+        raise ValueError("not a DER SEQUENCE")
+    rdns = []
+    while pos < end:
+        tag, spos, send = _der(der, pos)  # SET
+        if tag != 0x31:
+            raise ValueError("not a SET")
+        while spos < send:
+            tag, apos, aend = _der(der, spos)  # SEQUENCE { OID, value }
+            otag, opos, oend = _der(der, apos)
+            vtag, vpos, vend = _der(der, oend)
+            if tag != 0x30 or otag != 0x06:
+                raise ValueError("not an AttributeTypeAndValue")
+            oid = _oid(der[opos:oend])
+            rdns.append(f"{_DN_ATTRS.get(oid, oid)}={der[vpos:vend].decode('utf-8')}")
+            spos = aend
+        pos = send
+    return ", ".join(rdns)
+
+
+def id_text(id_type: int, data: bytes) -> str:
+    """An identity as charon prints it; hex when it cannot be read."""
+    try:
+        if id_type in (IdType.IPV4_ADDR, IdType.IPV6_ADDR):
+            return str(ipaddress.ip_address(data))
+        if id_type in (IdType.FQDN, IdType.RFC822_ADDR):
+            return data.decode("ascii")
+        if id_type == IdType.DER_ASN1_DN:
+            return dn_text(data)
+        if id_type == IdType.NULL:
+            return "(null)"
+    except (ValueError, IndexError, UnicodeDecodeError):
+        pass
+    return data.hex()
+
+
+def ts_text(s) -> str:
+    """A selector in strongSwan syntax (``198.51.100.0/24[tcp/80]``)."""
+    if not isinstance(s, WireTs):
+        return f"type {s.ts_type} ({len(s.data)} bytes)"
+    try:
+        ts = s.to_ts()
+    except ValueError:
+        return f"type {s.ts_type}"
+    if ts.start > ts.end:
+        return f"{ts.start}-{ts.end} (empty range)"
+    return str(TrafficSelector(ts.start, ts.end, ts.protocol, ts.start_port, ts.end_port))
+
+
+# ---------------------------------------------------------------- details
+
+
+def _notify_data(p: NotifyPayload) -> str | None:
+    data = p.data
+    if not data:
+        return None
+    t = p.type
+    if t == NotifyType.INVALID_KE_PAYLOAD and len(data) == 2:
+        return group_name(int.from_bytes(data, "big"))
+    if t == NotifyType.SIGNATURE_HASH_ALGORITHMS:
+        algs = [int.from_bytes(data[i:i + 2], "big") for i in range(0, len(data) - 1, 2)]
+        return " ".join(_enum_name(HashAlgorithm, a) for a in algs)
+    if t == NotifyType.UNSUPPORTED_CRITICAL_PAYLOAD and len(data) == 1:
+        return f"payload type {data[0]}"
+    if t in (NotifyType.ADDITIONAL_IP4_ADDRESS, NotifyType.ADDITIONAL_IP6_ADDRESS) and len(data) in (4, 16):
+        return str(ipaddress.ip_address(data))
+    if t in (NotifyType.SET_WINDOW_SIZE, NotifyType.AUTH_LIFETIME) and len(data) == 4:
+        return str(int.from_bytes(data, "big"))
+    if t == NotifyType.IPCOMP_SUPPORTED and len(data) == 3:
+        return f"CPI {data[:2].hex()} transform {data[2]}"
+    if t == NotifyType.NO_PPK_AUTH:
+        return f"{len(data)} bytes"  # an AUTH value: never shown
+    return _hex(data)
+
+
+def _cp_value(attr: int, value: bytes) -> str:
+    if not value:
+        return "(requested)"
+    try:
+        if len(value) in (4, 16) and attr in (1, 2, 3, 4, 6, 8, 10, 12, 20, 21, 19):
+            return str(ipaddress.ip_address(value))
+        if attr == CfgAttr.INTERNAL_IP6_ADDRESS and len(value) == 17:
+            return f"{ipaddress.ip_address(value[:16])}/{value[16]}"
+        if attr == CfgAttr.INTERNAL_IP4_SUBNET and len(value) == 8:
+            return str(ipaddress.ip_network(f"{ipaddress.ip_address(value[:4])}/{ipaddress.ip_address(value[4:])}",
+                                            strict=False))
+        if attr == CfgAttr.INTERNAL_IP6_SUBNET and len(value) == 17:
+            return str(ipaddress.ip_network((value[:16], value[16]), strict=False))
+        if attr in (CfgAttr.APPLICATION_VERSION, CfgAttr.INTERNAL_DNS_DOMAIN):
+            return value.decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        pass
+    return _hex(value)
+
+
+def payload_detail(p: Payload) -> PayloadDetail:
+    """(label, value) pairs for one payload, without secrets."""
+    f: list[tuple[str, str]] = []
+    if isinstance(p, SaPayload):
+        for prop in p.proposals:
+            f.append((f"proposal {prop.number}", proposal_text(prop)))
+            if prop.spi:
+                f.append((f"proposal {prop.number} SPI", prop.spi.hex()))
+    elif isinstance(p, KePayload):
+        f += [("group", group_name(p.group)), ("length", f"{len(p.data)} bytes")]
+    elif isinstance(p, IdPayload):
+        f += [("type", _enum_name(IdType, p.id_type)), ("id", id_text(p.id_type, p.data))]
+    elif isinstance(p, CertPayload):
+        f += [("encoding", _enum_name(CertEncoding, p.encoding)), ("length", f"{len(p.data)} bytes")]
+    elif isinstance(p, CertReqPayload):
+        f.append(("encoding", _enum_name(CertEncoding, p.encoding)))
+        if p.data and len(p.data) % 20 == 0:
+            f.append(("CAs", str(len(p.data) // 20)))
+    elif isinstance(p, AuthPayload):
+        f.append(("method", _enum_name(AuthMethod, p.method)))
+    elif isinstance(p, NoncePayload):
+        f.append(("length", f"{len(p.data)} bytes"))
+    elif isinstance(p, NotifyPayload):
+        f.append(("type", notify_name(p.type)))
+        if p.protocol:
+            f.append(("protocol", _enum_name(ProtocolId, p.protocol)))
+        if p.spi:
+            f.append(("SPI", p.spi.hex()))
+        data = _notify_data(p)
+        if data is not None:
+            f.append(("data", data))
+    elif isinstance(p, DeletePayload):
+        f.append(("protocol", _enum_name(ProtocolId, p.protocol)))
+        if p.spis:
+            f.append(("SPIs", " ".join(s.hex() for s in p.spis)))
+    elif isinstance(p, VendorIdPayload):
+        text = p.data.decode("ascii", "replace") if p.data.isascii() and p.data.decode("ascii").isprintable() else None
+        f.append(("id", text if text else _hex(p.data)))
+    elif isinstance(p, TsPayload):
+        f += [("selector", ts_text(s)) for s in p.selectors]
+    elif isinstance(p, CpPayload):
+        f.append(("type", _enum_name(CfgType, p.cfg_type)))
+        f += [(_enum_name(CfgAttr, t), _cp_value(t, v)) for t, v in p.attributes]
+    elif isinstance(p, EapPayload):
+        f += [("code", _enum_name(EapCode, p.code)), ("identifier", str(p.identifier))]
+        if p.code in (1, 2) and p.data:
+            f += [("type", _EAP_TYPE.get(p.data[0], str(p.data[0]))), ("length", f"{len(p.data)} bytes")]
+    elif isinstance(p, SkPayload):
+        f += [("first inner", PAYLOAD_SHORT.get(p.next_payload, str(p.next_payload))),
+              ("length", f"{len(p.data)} bytes")]
+    elif isinstance(p, SkfPayload):
+        f += [("fragment", f"{p.fragment_number}/{p.total_fragments}"), ("length", f"{len(p.data)} bytes")]
+    elif isinstance(p, UnknownPayload):
+        f += [("type", str(p.type)), ("length", f"{len(p.data)} bytes")]
+    if getattr(p, "critical", False):
+        f.append(("critical", "yes"))
+    return PayloadDetail(payload_name(p), tuple(f))
+
+
+def summarize(message_or_header: Message | IkeHeader, payloads: Iterable[Payload] | None = None, *,
+              length: int | None = None, retransmit: int = 0, fragments: int = 1) -> MessageSummary:
+    """A MessageSummary of a message.
+
+    ``payloads`` are the payloads to show: for an encrypted message, the
+    decrypted inner ones (after any unencrypted ones); by default those of
+    the Message. ``length`` is the bytes on the wire over all fragments
+    (default: the header's length).
+    """
+    if isinstance(message_or_header, Message):
+        header = message_or_header.header
+        items = list(message_or_header.payloads if payloads is None else payloads)
+    else:
+        header = message_or_header
+        items = list(payloads or ())
+    return MessageSummary(
+        exchange=exchange_name(header.exchange),
+        mid=header.mid,
+        response=header.response,
+        initiator_flag=header.initiator,
+        spi_i=int.from_bytes(header.spi_i, "big"),
+        spi_r=int.from_bytes(header.spi_r, "big"),
+        length=header.length if length is None else length,
+        payloads=tuple(payload_name(p) for p in items),
+        notifies=tuple(notify_name(p.type) for p in items if isinstance(p, NotifyPayload)),
+        details=tuple(payload_detail(p) for p in items),
+        retransmit=retransmit,
+        fragments=fragments,
+    )
