@@ -1,0 +1,274 @@
+"""Peer certificate validation: chain to a configured CA, dates, constraints, CRLs.
+
+What is checked (in this order, the first failure is the reason):
+
+1. every certificate on the path is within its validity at `now`;
+2. the end certificate may sign (keyUsage, if present, has digitalSignature);
+3. a path to one of the trusted CAs, through the intermediates the peer sent,
+   each link's signature checked (`verify_directly_issued_by`); every issuer
+   is a CA (basicConstraints CA:TRUE, keyUsage keyCertSign if present,
+   pathLenConstraint honoured); unknown critical extensions are refused;
+4. revocation: each certificate below the trust anchor is looked up in the
+   CRLs its issuer signed. A revoked certificate fails, naming serial, date
+   and reason. A CRL with a bad signature is ignored (and reported); an
+   expired CRL is still used for what it lists (revocation is permanent) and
+   reported. ``revocation="strict"`` also fails when no good, current CRL
+   covers a certificate (strongSwan's ``revocation = strict``).
+
+Extended key usage is not required (strongSwan does not by default either).
+Sans-IO apart from the file loaders: `now` is an argument.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Literal
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+
+from .certs import describe
+from .dn import format_name, name_rdns
+from .errors import PkiError
+
+Revocation = Literal["relaxed", "strict"]
+MAX_CHAIN_DEPTH = 8
+
+_REASON_WORDS = {
+    x509.ReasonFlags.unspecified: "unspecified",
+    x509.ReasonFlags.key_compromise: "key compromise",
+    x509.ReasonFlags.ca_compromise: "CA compromise",
+    x509.ReasonFlags.affiliation_changed: "affiliation changed",
+    x509.ReasonFlags.superseded: "superseded",
+    x509.ReasonFlags.cessation_of_operation: "cessation of operation",
+    x509.ReasonFlags.certificate_hold: "certificate on hold",
+    x509.ReasonFlags.privilege_withdrawn: "privilege withdrawn",
+    x509.ReasonFlags.aa_compromise: "AA compromise",
+    x509.ReasonFlags.remove_from_crl: "removed from CRL",
+}
+
+
+@dataclass(frozen=True)
+class ValidationResult:
+    """Outcome of validate_chain. `reason` is a plain-words sentence for the console."""
+
+    ok: bool
+    reason: str
+    chain: tuple[x509.Certificate, ...] = ()
+    """End certificate first, then intermediates, then the trust anchor (empty on failure)."""
+    warnings: tuple[str, ...] = field(default=())
+    """Problems that did not fail validation (stale or badly signed CRLs)."""
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+def _when(t: datetime) -> str:
+    return t.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _utc(now: datetime) -> datetime:
+    return now.replace(tzinfo=timezone.utc) if now.tzinfo is None else now.astimezone(timezone.utc)
+
+
+def _ext(cert: x509.Certificate, cls):
+    try:
+        return cert.extensions.get_extension_for_class(cls).value
+    except x509.ExtensionNotFound:
+        return None
+
+
+def _norm_name(name: x509.Name) -> tuple:
+    return tuple((oid, " ".join(v.split()).casefold()) for oid, v in name_rdns(name))
+
+
+def _dates_problem(cert: x509.Certificate, now: datetime, what: str) -> str | None:
+    if now < cert.not_valid_before_utc:
+        return f"{what} {describe(cert)} is not valid before {_when(cert.not_valid_before_utc)}"
+    if now > cert.not_valid_after_utc:
+        return f"{what} {describe(cert)} expired on {_when(cert.not_valid_after_utc)}"
+    return None
+
+
+def _critical_problem(cert: x509.Certificate, what: str) -> str | None:
+    for ext in cert.extensions:
+        if ext.critical and isinstance(ext.value, x509.UnrecognizedExtension):
+            return f"{what} {describe(cert)} has an unknown critical extension {ext.oid.dotted_string}"
+    return None
+
+
+def _signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
+        return False
+    return True
+
+
+def _ca_problem(ca: x509.Certificate, below: int, what: str) -> str | None:
+    """Is `ca` allowed to issue, with `below` intermediate CAs between it and the end entity?"""
+    bc = _ext(ca, x509.BasicConstraints)
+    if bc is None or not bc.ca:
+        return f"{what} {describe(ca)} is not a CA certificate (basicConstraints CA:TRUE missing)"
+    ku = _ext(ca, x509.KeyUsage)
+    if ku is not None and not ku.key_cert_sign:
+        return f"{what} {describe(ca)} may not sign certificates (keyUsage lacks keyCertSign)"
+    if bc.path_length is not None and below > bc.path_length:
+        return f"{what} {describe(ca)} allows {bc.path_length} CA(s) below it, the path has {below}"
+    return None
+
+
+def validate_chain(
+    end_cert: x509.Certificate,
+    intermediates: Sequence[x509.Certificate],
+    trusted_cas: Sequence[x509.Certificate],
+    crls: Sequence[x509.CertificateRevocationList],
+    now: datetime,
+    *,
+    revocation: Revocation = "relaxed",
+) -> ValidationResult:
+    """Validate a peer's end certificate (see the module doc). A naive `now` is UTC."""
+    now = _utc(now)
+    if not trusted_cas:
+        return ValidationResult(False, f"no CA certificate is configured to check {describe(end_cert)}")
+
+    problem = _dates_problem(end_cert, now, "certificate") or _critical_problem(end_cert, "certificate")
+    if problem:
+        return ValidationResult(False, problem)
+    ku = _ext(end_cert, x509.KeyUsage)
+    if ku is not None and not ku.digital_signature:
+        return ValidationResult(False, f"certificate {describe(end_cert)} may not sign (keyUsage lacks digitalSignature)")
+
+    chain = [end_cert]
+    if any(end_cert == t for t in trusted_cas):  # the peer's own certificate is pinned as trusted
+        return ValidationResult(True, f"certificate {describe(end_cert)} is itself trusted", tuple(chain))
+
+    current, anchored = end_cert, False
+    while len(chain) <= MAX_CHAIN_DEPTH:
+        below = len(chain) - 1  # CA certificates already between this issuer and the end entity
+        issuer_name = _norm_name(current.issuer)
+        named = [c for c in (*trusted_cas, *intermediates) if _norm_name(c.subject) == issuer_name and c not in chain]
+        issuer = next((c for c in named if c in trusted_cas and _signed_by(current, c)), None)
+        if issuer is None:
+            issuer = next((c for c in named if _signed_by(current, c)), None)
+        if issuer is None:
+            what = "certificate" if current is end_cert else "intermediate CA"
+            if named:
+                return ValidationResult(
+                    False,
+                    f"the signature of {what} {describe(current)} does not verify with the key of "
+                    f'"{format_name(current.issuer)}"',
+                )
+            return ValidationResult(
+                False,
+                f'{what} {describe(current)} was issued by "{format_name(current.issuer)}", '
+                "which is not a trusted CA" + ("" if current is end_cert else " or a sent intermediate"),
+            )
+        role = "CA" if issuer in trusted_cas else "intermediate CA"
+        problem = (
+            _dates_problem(issuer, now, role) or _ca_problem(issuer, below, role) or _critical_problem(issuer, role)
+        )
+        if problem:
+            return ValidationResult(False, problem)
+        chain.append(issuer)
+        if issuer in trusted_cas:
+            anchored = True
+            break
+        current = issuer
+    if not anchored:
+        return ValidationResult(False, f"no path from {describe(end_cert)} to a trusted CA within {MAX_CHAIN_DEPTH} certificates")
+
+    warnings: list[str] = []
+    for cert, issuer in zip(chain, chain[1:]):
+        problem = _revocation_problem(cert, issuer, crls, now, revocation, warnings)
+        if problem:
+            return ValidationResult(False, problem, (), tuple(warnings))
+    anchor = format_name(chain[-1].subject)
+    return ValidationResult(True, f'certificate {describe(end_cert)} is valid, issued under "{anchor}"', tuple(chain), tuple(warnings))
+
+
+def _revocation_problem(
+    cert: x509.Certificate,
+    issuer: x509.Certificate,
+    crls: Sequence[x509.CertificateRevocationList],
+    now: datetime,
+    revocation: Revocation,
+    warnings: list[str],
+) -> str | None:
+    issuer_name = _norm_name(issuer.subject)
+    issuer_text = format_name(issuer.subject)
+    good_and_current = False
+    for crl in crls:
+        if _norm_name(crl.issuer) != issuer_name:
+            continue
+        try:
+            signed = crl.is_signature_valid(issuer.public_key())
+        except (TypeError, ValueError, UnsupportedAlgorithm):
+            signed = False
+        if not signed:
+            warnings.append(f'a CRL naming "{issuer_text}" as issuer is not signed by that CA; ignored')
+            continue
+        current = True
+        if crl.next_update_utc is not None and now > crl.next_update_utc:
+            warnings.append(f'the CRL of "{issuer_text}" expired on {_when(crl.next_update_utc)} (a newer one is due)')
+            current = False
+        elif now < crl.last_update_utc:
+            warnings.append(f'the CRL of "{issuer_text}" is not valid before {_when(crl.last_update_utc)}')
+            current = False
+        good_and_current = good_and_current or current
+        entry = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
+        if entry is not None:
+            reason = _ext_value(entry, x509.CRLReason)
+            words = _REASON_WORDS.get(reason.reason, reason.reason.value) if reason is not None else "no reason given"
+            return (
+                f"certificate {describe(cert)} was revoked on {_when(entry.revocation_date_utc)} "
+                f'({words}), according to the CRL of "{issuer_text}"'
+            )
+    if revocation == "strict" and not good_and_current:
+        return f'no valid, current CRL of "{issuer_text}" to check {describe(cert)} (revocation = strict)'
+    return None
+
+
+def _ext_value(entry: x509.RevokedCertificate, cls):
+    try:
+        return entry.extensions.get_extension_for_class(cls).value
+    except x509.ExtensionNotFound:
+        return None
+
+
+# --- loading CRLs ----------------------------------------------------------------
+
+_PEM_CRL = re.compile(rb"-----BEGIN X509 CRL-----.+?-----END X509 CRL-----", re.S)
+
+
+def load_crls(data: bytes, source: str = "CRL") -> list[x509.CertificateRevocationList]:
+    """All CRLs in PEM data, or one DER CRL."""
+    if b"-----BEGIN" in data:
+        blocks = _PEM_CRL.findall(data)
+        if not blocks:
+            raise PkiError(f"{source}: no PEM X509 CRL block in it")
+        try:
+            return [x509.load_pem_x509_crl(b) for b in blocks]
+        except ValueError as exc:
+            raise PkiError(f"{source}: unreadable PEM CRL ({exc})") from None
+    try:
+        return [x509.load_der_x509_crl(data)]
+    except ValueError:
+        raise PkiError(f"{source}: neither a PEM nor a DER CRL") from None
+
+
+def load_crl_files(paths: Sequence[str | os.PathLike]) -> list[x509.CertificateRevocationList]:
+    """CRLs from files (EngineConfig.crls); a missing or unreadable file is a PkiError."""
+    out: list[x509.CertificateRevocationList] = []
+    for p in paths:
+        try:
+            with open(p, "rb") as f:
+                data = f.read()
+        except OSError as exc:
+            raise PkiError(f"{os.fspath(p)}: cannot read CRL ({exc.strerror})") from None
+        out += load_crls(data, os.fspath(p))
+    return out
