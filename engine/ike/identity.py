@@ -1,0 +1,78 @@
+"""IKE identities on the wire (RFC 7296 §3.5) <-> engine.policy.model.Identity."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from engine.policy.model import Identity
+from engine.wire.constants import IdType
+
+
+def identity_to_wire(identity: Identity | None, ike_addr: str) -> tuple[int, bytes]:
+    """The (ID type, data) we send; no configured ID means our IKE address."""
+    if identity is None or identity.kind == "any":
+        addr = ipaddress.ip_address(ike_addr)
+        return (IdType.IPV4_ADDR if addr.version == 4 else IdType.IPV6_ADDR), addr.packed
+    kind = identity.kind
+    if kind == "fqdn":
+        return IdType.FQDN, identity.value.encode("idna") if not identity.value.isascii() else identity.value.encode()
+    if kind == "rfc822":
+        return IdType.RFC822_ADDR, identity.value.encode()
+    if kind == "ipv4":
+        return IdType.IPV4_ADDR, ipaddress.IPv4Address(identity.value).packed
+    if kind == "ipv6":
+        return IdType.IPV6_ADDR, ipaddress.IPv6Address(identity.value).packed
+    if kind == "key_id":
+        value = identity.value
+        if value.startswith("#"):
+            return IdType.KEY_ID, bytes.fromhex(value[1:])
+        return IdType.KEY_ID, value.encode()
+    if kind == "dn":
+        from engine.pki.names import dn_to_der  # x509 lives in engine.pki
+
+        return IdType.DER_ASN1_DN, dn_to_der(identity.value)
+    raise ValueError(f"cannot send an identity of kind {kind!r}")
+
+
+def identity_from_wire(id_type: int, data: bytes) -> Identity:
+    """A readable Identity for what the peer sent (used for matching and display)."""
+    try:
+        if id_type == IdType.FQDN:
+            return Identity("fqdn", data.decode("ascii"))
+        if id_type == IdType.RFC822_ADDR:
+            return Identity("rfc822", data.decode("ascii"))
+        if id_type == IdType.IPV4_ADDR and len(data) == 4:
+            return Identity("ipv4", str(ipaddress.IPv4Address(data)))
+        if id_type == IdType.IPV6_ADDR and len(data) == 16:
+            return Identity("ipv6", str(ipaddress.IPv6Address(data)))
+        if id_type == IdType.DER_ASN1_DN:
+            from engine.pki.names import der_to_dn
+
+            return Identity("dn", der_to_dn(data))
+    except (UnicodeDecodeError, ValueError):
+        pass
+    return Identity("key_id", "#" + data.hex())
+
+
+def identity_text(identity: Identity | None, ike_addr: str) -> str:
+    if identity is None or identity.kind == "any":
+        return ike_addr
+    return identity.value
+
+
+def matches(pattern: Identity | None, peer: Identity, peer_addr: str) -> bool:
+    """Whether the peer's identity satisfies the configured remote identity.
+
+    No configured ID means the peer must identify with its IKE address (as charon
+    does for an empty remote id it accepts %any; we are stricter only when an ID
+    is configured). Wildcards follow swanctl: ``*@example.org``, ``*.example.org``.
+    """
+    if pattern is None or pattern.kind == "any":
+        return True
+    try:
+        from engine.policy.identity import identity_matches
+    except ImportError:  # policy layer not there: exact comparison
+        identity_matches = None
+    if identity_matches is not None:
+        return identity_matches(pattern, peer)
+    return pattern.kind == peer.kind and pattern.value.lower() == peer.value.lower()

@@ -1,0 +1,74 @@
+"""IKE_SA_INIT pieces shared by both roles: NAT detection (§2.23), the
+status notifies we advertise, and the IKE key schedule (§2.14)."""
+
+from __future__ import annotations
+
+from engine.crypto.auth import nat_detection_hash
+from engine.crypto.keys import derive_ike_keys
+from engine.ike.protection import SkCodec
+from engine.wire.constants import NotifyType
+from engine.wire.payloads import NotifyPayload
+
+NONCE_SIZE = 32
+# RFC 7427 §4 hash algorithm identifiers we can verify with.
+OUR_HASH_ALGORITHMS = (2, 3, 4, 5)  # SHA2-256, SHA2-384, SHA2-512, Identity
+
+
+def nat_notifies(spi_i: bytes, spi_r: bytes, local: tuple[str, int], remote: tuple[str, int],
+                 fake_source: bytes | None = None) -> list[NotifyPayload]:
+    """NAT_DETECTION_SOURCE_IP and _DESTINATION_IP. ``fake_source`` replaces
+    the source hash to force UDP encapsulation (``encap = yes``), as charon does."""
+    src = fake_source if fake_source is not None else nat_detection_hash(spi_i, spi_r, local[0], local[1])
+    dst = nat_detection_hash(spi_i, spi_r, remote[0], remote[1])
+    return [NotifyPayload(NotifyType.NAT_DETECTION_SOURCE_IP, data=src),
+            NotifyPayload(NotifyType.NAT_DETECTION_DESTINATION_IP, data=dst)]
+
+
+def check_nat(payloads, spi_i: bytes, spi_r: bytes, local: tuple[str, int],
+              remote: tuple[str, int]) -> tuple[bool, bool] | None:
+    """(we are behind a NAT, the peer is behind a NAT), or None when the peer sent no NAT-D."""
+    sources = [p.data for p in payloads if isinstance(p, NotifyPayload)
+               and p.type == NotifyType.NAT_DETECTION_SOURCE_IP]
+    dest = [p.data for p in payloads if isinstance(p, NotifyPayload)
+            and p.type == NotifyType.NAT_DETECTION_DESTINATION_IP]
+    if not sources and not dest:
+        return None
+    expect_src = nat_detection_hash(spi_i, spi_r, remote[0], remote[1])
+    expect_dst = nat_detection_hash(spi_i, spi_r, local[0], local[1])
+    remote_behind = bool(sources) and expect_src not in sources
+    local_behind = bool(dest) and expect_dst not in dest
+    return local_behind, remote_behind
+
+
+def capability_notifies(conn, *, want_hash_algorithms: bool) -> list[NotifyPayload]:
+    out = []
+    if conn is None or conn.fragmentation:
+        out.append(NotifyPayload(NotifyType.IKEV2_FRAGMENTATION_SUPPORTED))
+    if want_hash_algorithms:
+        out.append(NotifyPayload(NotifyType.SIGNATURE_HASH_ALGORITHMS,
+                                 data=b"".join(h.to_bytes(2, "big") for h in OUR_HASH_ALGORITHMS)))
+    return out
+
+
+def read_capabilities(sa, payloads) -> None:
+    for p in payloads:
+        if not isinstance(p, NotifyPayload):
+            continue
+        if p.type == NotifyType.IKEV2_FRAGMENTATION_SUPPORTED:
+            sa.peer_fragmentation = True
+        elif p.type == NotifyType.SIGNATURE_HASH_ALGORITHMS:
+            sa.peer_hash_algorithms = {int.from_bytes(p.data[i:i + 2], "big") for i in range(0, len(p.data) - 1, 2)}
+
+
+def install_ike_keys(sa, shared: bytes, *, old_sk_d: bytes | None = None, old_prf: int | None = None) -> None:
+    """Derive SKEYSEED and the seven keys; set up SK protection for our role."""
+    c = sa.chosen
+    encr_id, key_bits = c.encr
+    _, keys = derive_ike_keys(c.prf, encr_id, key_bits, c.integ, sa.nonce_i, sa.nonce_r, shared,
+                              sa.spi_i, sa.spi_r, old_sk_d=old_sk_d, old_prf_id=old_prf)
+    sa.keys = keys
+    k = {n: getattr(keys, n).reveal() for n in ("sk_ei", "sk_er", "sk_ai", "sk_ar")}
+    if sa.original_initiator:
+        sa.sk = SkCodec(encr_id, key_bits, c.integ, k["sk_ei"], k["sk_ai"], k["sk_er"], k["sk_ar"], sa.ep.rng)
+    else:
+        sa.sk = SkCodec(encr_id, key_bits, c.integ, k["sk_er"], k["sk_ar"], k["sk_ei"], k["sk_ai"], sa.ep.rng)

@@ -1,0 +1,268 @@
+"""Proposal conversion and selection (RFC 7296 §2.7, §3.3).
+
+Configured proposals (engine.policy.model.Proposal) list several transforms
+per type and accept any combination, as in strongSwan. On the wire each
+proposal lists them all; the responder answers with exactly one transform
+per type. Like charon's default, the responder walks its own configured
+proposals first and takes the first offered proposal that fits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from engine.crypto.transforms import (
+    EsnId,
+    TransformType,
+    transform_name,
+)
+from engine.policy.model import Proposal as ConfProposal
+from engine.policy.model import Transform as ConfTransform
+from engine.wire.constants import ProtocolId
+from engine.wire.payloads import Proposal as WireProposal
+from engine.wire.payloads import Transform as WireTransform
+
+_ORDER = (TransformType.ENCR, TransformType.PRF, TransformType.INTEG, TransformType.KE, TransformType.ESN)
+_PROTO_NAMES = {ProtocolId.IKE: "IKE", ProtocolId.ESP: "ESP", ProtocolId.AH: "AH"}
+_PROTO_IDS = {"ike": ProtocolId.IKE, "esp": ProtocolId.ESP, "ah": ProtocolId.AH}
+
+
+@dataclass(frozen=True)
+class Chosen:
+    """A negotiated proposal: one transform per type (None when absent)."""
+
+    protocol: int
+    """ProtocolId: IKE, ESP or AH."""
+    number: int
+    """Proposal number as offered by the initiator."""
+    spi: bytes
+    """The SPI the proposal carried (the sender's SPI)."""
+    encr: tuple[int, int | None] | None = None
+    """(ENCR id, key length in bits)."""
+    prf: int | None = None
+    integ: int | None = None
+    ke: int | None = None
+    """KE group, or None (no PFS for CHILD SAs)."""
+    esn: bool = False
+
+    def with_spi(self, spi: bytes) -> "Chosen":
+        return Chosen(self.protocol, self.number, spi, self.encr, self.prf, self.integ, self.ke, self.esn)
+
+    def to_wire(self) -> WireProposal:
+        ts: list[WireTransform] = []
+        if self.encr is not None:
+            ts.append(WireTransform(TransformType.ENCR, self.encr[0], self.encr[1]))
+        if self.prf is not None:
+            ts.append(WireTransform(TransformType.PRF, self.prf))
+        if self.integ is not None:
+            ts.append(WireTransform(TransformType.INTEG, self.integ))
+        if self.ke is not None:
+            ts.append(WireTransform(TransformType.KE, self.ke))
+        if self.protocol != ProtocolId.IKE:
+            ts.append(WireTransform(TransformType.ESN, EsnId.ESN if self.esn else EsnId.NO_ESN))
+        return WireProposal(self.number, self.protocol, self.spi, tuple(ts))
+
+    def describe(self) -> str:
+        """strongSwan's notation: IKE:AES_GCM_16_256/PRF_HMAC_SHA2_256/CURVE_25519."""
+        parts = []
+        if self.encr is not None:
+            parts.append(transform_name(TransformType.ENCR, self.encr[0], self.encr[1]))
+        if self.integ:
+            parts.append(transform_name(TransformType.INTEG, self.integ))
+        if self.prf is not None:
+            parts.append(transform_name(TransformType.PRF, self.prf))
+        if self.ke:
+            parts.append(transform_name(TransformType.KE, self.ke))
+        if self.protocol != ProtocolId.IKE:
+            parts.append("ESN" if self.esn else "NO_EXT_SEQ")
+        return f"{_PROTO_NAMES.get(self.protocol, self.protocol)}:{'/'.join(parts)}"
+
+
+def protocol_id(name: str) -> int:
+    return _PROTO_IDS[name]
+
+
+def _conf_transforms(p: ConfProposal, with_ke: bool) -> list[WireTransform]:
+    out: list[WireTransform] = []
+    groups = {
+        TransformType.ENCR: p.encr,
+        TransformType.PRF: p.prf,
+        TransformType.INTEG: p.integ,
+        TransformType.KE: p.ke if with_ke else (),
+        TransformType.ESN: p.esn,
+    }
+    for ttype in _ORDER:
+        items: Sequence[ConfTransform] = groups[ttype]
+        if ttype == TransformType.ESN and p.protocol != "ike" and not items:
+            out.append(WireTransform(TransformType.ESN, EsnId.NO_ESN))
+            continue
+        for t in items:
+            out.append(WireTransform(int(ttype), t.id, t.key_length))
+    return out
+
+
+def to_wire(proposals: Sequence[ConfProposal], spi: bytes, *, with_ke: bool = True,
+            first_ke: int | None = None) -> tuple[WireProposal, ...]:
+    """Configured proposals as wire proposals numbered from 1.
+
+    ``first_ke`` moves that group to the front of every proposal's KE list, so
+    the proposals agree with the KE payload we send (after INVALID_KE_PAYLOAD).
+    """
+    out = []
+    for i, p in enumerate(proposals, 1):
+        ts = _conf_transforms(p, with_ke)
+        if first_ke is not None:
+            kes = [t for t in ts if t.type == TransformType.KE]
+            if any(t.id == first_ke for t in kes):
+                others = [t for t in ts if t.type != TransformType.KE]
+                kes.sort(key=lambda t: t.id != first_ke)
+                ts = _reorder(others, kes)
+        out.append(WireProposal(i, _PROTO_IDS[p.protocol], spi, tuple(ts)))
+    return tuple(out)
+
+
+def _reorder(others: list[WireTransform], kes: list[WireTransform]) -> list[WireTransform]:
+    rank = {t: i for i, t in enumerate(_ORDER)}
+    merged = others + kes
+    merged.sort(key=lambda t: rank.get(TransformType(t.type), 9) if t.type in rank else 9)
+    return merged
+
+
+def _by_type(p: WireProposal) -> dict[int, list[WireTransform]]:
+    d: dict[int, list[WireTransform]] = {}
+    for t in p.transforms:
+        d.setdefault(int(t.type), []).append(t)
+    return d
+
+
+def _pick(conf: Sequence[ConfTransform], offered: list[WireTransform], with_keylen: bool) -> WireTransform | None:
+    """First configured transform that the peer also offered (configured order wins)."""
+    for c in conf:
+        for o in offered:
+            if o.id == c.id and (not with_keylen or (o.key_length or None) == (c.key_length or None)):
+                return o
+    return None
+
+
+def match(offered: WireProposal, conf: ConfProposal, *, ignore_ke: bool = False) -> Chosen | None:
+    """The combination of one offered proposal and one configured proposal, or None."""
+    if offered.protocol != _PROTO_IDS[conf.protocol]:
+        return None
+    got = _by_type(offered)
+    known = {int(t) for t in TransformType}
+    if any(t not in known for t in got):
+        return None  # a transform type we cannot honour
+    encr = prf = integ = ke = None
+    esn = False
+    if conf.protocol != "ah":
+        o = _pick(conf.encr, got.get(TransformType.ENCR, []), True)
+        if o is None:
+            return None
+        encr = (o.id, o.key_length)
+    if conf.protocol == "ike":
+        o = _pick(conf.prf, got.get(TransformType.PRF, []), False)
+        if o is None:
+            return None
+        prf = o.id
+    offered_integ = got.get(TransformType.INTEG, [])
+    if conf.integ:
+        o = _pick(conf.integ, offered_integ, False)
+        if o is None:
+            return None
+        integ = o.id
+    elif any(t.id != 0 for t in offered_integ):
+        return None  # AEAD configured, peer insists on integrity
+    if not ignore_ke:
+        offered_ke = got.get(TransformType.KE, [])
+        if conf.ke:
+            o = _pick(conf.ke, offered_ke, False)
+            if o is None:
+                return None
+            ke = o.id if o.id != 0 else None
+        elif offered_ke and all(t.id != 0 for t in offered_ke):
+            return None  # the peer wants PFS, we are configured without it
+    if conf.protocol != "ike":
+        offered_esn = {t.id for t in got.get(TransformType.ESN, [])} or {EsnId.NO_ESN}
+        wanted = [t.id for t in conf.esn] or [EsnId.NO_ESN]
+        common = [e for e in wanted if e in offered_esn]
+        if not common:
+            return None
+        esn = common[0] == EsnId.ESN
+    return Chosen(offered.protocol, offered.number, offered.spi, encr, prf, integ, ke, esn)
+
+
+def select(offered: Sequence[WireProposal], configured: Sequence[ConfProposal], *,
+           ignore_ke: bool = False) -> Chosen | None:
+    """Responder selection: configured order first, then the peer's order."""
+    for conf in configured:
+        for o in offered:
+            c = match(o, conf, ignore_ke=ignore_ke)
+            if c is not None:
+                return c
+    return None
+
+
+def accept_response(response: WireProposal, offered: Sequence[WireProposal], *,
+                    ignore_ke: bool = False) -> Chosen | None:
+    """Initiator side: the responder's single proposal must be one of ours, with
+    exactly one transform of each type drawn from what we offered."""
+    ours = next((p for p in offered if p.number == response.number and p.protocol == response.protocol), None)
+    if ours is None:
+        return None
+    got = _by_type(response)
+    mine = _by_type(ours)
+    for ttype, items in got.items():
+        if len(items) != 1:
+            return None
+        t = items[0]
+        if ignore_ke and ttype == TransformType.KE:
+            continue
+        if not any(m.id == t.id and (m.key_length or None) == (t.key_length or None) for m in mine.get(ttype, [])):
+            return None
+    need = {TransformType.ENCR} if response.protocol != ProtocolId.AH else {TransformType.INTEG}
+    if response.protocol == ProtocolId.IKE:
+        need = {TransformType.ENCR, TransformType.PRF, TransformType.KE}
+    if any(n not in got for n in need):
+        return None
+    e = got.get(TransformType.ENCR, [None])[0]
+    ke = got.get(TransformType.KE, [None])[0]
+    integ = got.get(TransformType.INTEG, [None])[0]
+    esn = got.get(TransformType.ESN, [None])[0]
+    return Chosen(
+        response.protocol,
+        response.number,
+        response.spi,
+        (e.id, e.key_length) if e else None,
+        got[TransformType.PRF][0].id if TransformType.PRF in got else None,
+        integ.id if integ and integ.id != 0 else None,
+        None if ignore_ke or ke is None or ke.id == 0 else ke.id,
+        bool(esn and esn.id == EsnId.ESN),
+    )
+
+
+def describe_offer(proposals: Sequence[WireProposal]) -> tuple[str, ...]:
+    """Each wire proposal in strongSwan's notation, all transforms listed."""
+    out = []
+    for p in proposals:
+        names = [transform_name(t.type, t.id, t.key_length) for t in p.transforms
+                 if not (t.type == TransformType.ESN and t.id == EsnId.NO_ESN)]
+        if p.protocol != ProtocolId.IKE and not any(t.type == TransformType.ESN and t.id == EsnId.ESN for t in p.transforms):
+            names.append("NO_EXT_SEQ")
+        out.append(f"{_PROTO_NAMES.get(p.protocol, p.protocol)}:{'/'.join(names)}")
+    return tuple(out)
+
+
+def describe_configured(proposals: Sequence[ConfProposal], spi: bytes = b"") -> tuple[str, ...]:
+    return describe_offer(to_wire(proposals, spi or b"\0" * 4))
+
+
+def first_ke_group(proposals: Sequence[ConfProposal]) -> int | None:
+    for p in proposals:
+        if p.ke:
+            return p.ke[0].id
+    return None
+
+
+def offers_ke_group(proposals: Sequence[ConfProposal], group: int) -> bool:
+    return any(t.id == group for p in proposals for t in p.ke)

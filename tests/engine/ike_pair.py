@@ -1,0 +1,150 @@
+"""Two IkeEndpoints joined by a fake link with explicit time: the sans-IO
+test bench for the IKE engine. Datagrams go through a queue; tests can drop,
+duplicate, reorder, inspect or mutate them."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import random
+from collections.abc import Callable
+
+from engine.events import Event
+from engine.ike.endpoint import Datagram, IkeEndpoint
+from engine.policy.identity import parse_identity
+from engine.policy.model import (
+    AuthConfig,
+    ChildConfig,
+    ConnectionConfig,
+    EngineConfig,
+    IkeSecret,
+    Policy,
+    Secrets,
+)
+from engine.policy.proposals import parse_proposal
+from engine.policy.ts import parse_ts
+from engine.secret import Secret
+from engine.wire.constants import NON_ESP_MARKER
+
+LEFT = "192.0.2.1"
+RIGHT = "192.0.2.2"
+PSK = "interop-psk-not-secret-0123456789"
+
+
+def child(name="lan", *, local_ts="198.51.100.1/32", remote_ts="198.51.100.129/32",
+          esp=("aes256gcm16",), **kw) -> ChildConfig:
+    return ChildConfig(
+        name=name,
+        local_ts=tuple(parse_ts(t) for t in local_ts.split(",")),
+        remote_ts=tuple(parse_ts(t) for t in remote_ts.split(",")),
+        proposals=tuple(parse_proposal(p, "esp") for p in esp),
+        **kw,
+    )
+
+
+def connection(name="tun", *, local=LEFT, remote=RIGHT, local_id="left.example", remote_id="right.example",
+               ike=("aes256gcm16-prfsha256-x25519",), children=None, **kw) -> ConnectionConfig:
+    return ConnectionConfig(
+        name=name,
+        local_addrs=(local,),
+        remote_addrs=(remote,) if remote else (),
+        proposals=tuple(parse_proposal(p, "ike") for p in ike),
+        local=AuthConfig("psk", parse_identity(local_id) if local_id else None),
+        remote=AuthConfig("psk", parse_identity(remote_id) if remote_id else None),
+        children=tuple(children if children is not None else (child(),)),
+        **kw,
+    )
+
+
+def policy(*connections: ConnectionConfig, psk: str = PSK, address: str = LEFT, **engine) -> Policy:
+    return Policy(
+        engine=EngineConfig(datapath="lab", listen=(address,), **engine),
+        connections=tuple(connections),
+        secrets=Secrets(ike=(IkeSecret("all", (), Secret(psk)),)),
+    )
+
+
+def mirror(conn: ConnectionConfig, **changes) -> ConnectionConfig:
+    """The peer's view of a connection: addresses, IDs and selectors swapped."""
+    kids = tuple(dataclasses.replace(c, local_ts=c.remote_ts, remote_ts=c.local_ts) for c in conn.children)
+    swapped = dataclasses.replace(conn, local_addrs=conn.remote_addrs, remote_addrs=conn.local_addrs,
+                                  local=conn.remote, remote=conn.local, children=kids)
+    return dataclasses.replace(swapped, **changes)
+
+
+class Pair:
+    """Endpoint ``a`` at LEFT and ``b`` at RIGHT."""
+
+    def __init__(self, pol_a: Policy, pol_b: Policy, *, seed: int = 1, nat_b: bool = False) -> None:
+        counter = itertools.count()
+        rnd = random.Random(seed)
+
+        def rng(n: int) -> bytes:
+            next(counter)
+            return rnd.randbytes(n)
+
+        self.a = IkeEndpoint(pol_a, rng=rng, seed=seed)
+        self.b = IkeEndpoint(pol_b, rng=rng, seed=seed + 1)
+        self.now = 1000.0
+        self.wire: list[tuple[str, Datagram]] = []
+        self.log: list[tuple[str, Datagram]] = []
+        self.events: dict[str, list[Event]] = {"a": [], "b": []}
+        self.filter: Callable[[str, Datagram], bool | bytes] | None = None
+        self.esp: list[tuple[str, Datagram]] = []
+
+    def ep(self, side: str) -> IkeEndpoint:
+        return self.a if side == "a" else self.b
+
+    def collect(self) -> None:
+        for side in ("a", "b"):
+            ep = self.ep(side)
+            for d in ep.datagrams_to_send():
+                self.wire.append((side, d))
+                self.log.append((side, d))
+            while (e := ep.next_event()) is not None:
+                self.events[side].append(e)
+
+    def deliver(self, max_steps: int = 200) -> None:
+        """Move datagrams until the link is quiet."""
+        for _ in range(max_steps):
+            self.collect()
+            if not self.wire:
+                return
+            side, d = self.wire.pop(0)
+            data = d.data
+            if self.filter is not None:
+                verdict = self.filter(side, d)
+                if verdict is False:
+                    continue
+                if isinstance(verdict, bytes):
+                    data = verdict
+            dst = self.b if side == "a" else self.a
+            if d.local[1] == dst.natt_port or d.remote[1] == dst.natt_port:
+                if data == b"\xff":
+                    continue
+                if not data.startswith(NON_ESP_MARKER):
+                    self.esp.append((side, d))
+                    continue
+                data = data[len(NON_ESP_MARKER):]
+            dst.receive_datagram(data, d.remote, d.local, self.now)
+        raise AssertionError("link never went quiet")
+
+    def advance(self, seconds: float, step: float | None = None) -> None:
+        """Let time pass, firing timers in order."""
+        end = self.now + seconds
+        while True:
+            self.deliver()
+            timers = [t for t in (self.a.get_timer(), self.b.get_timer()) if t is not None and t <= end]
+            if not timers:
+                break
+            t = min(timers)
+            self.now = max(self.now, t)
+            for ep in (self.a, self.b):
+                ept = ep.get_timer()
+                if ept is not None and ept <= self.now:
+                    ep.handle_timer(self.now)
+        self.now = end
+        self.deliver()
+
+    def of(self, side: str, cls) -> list:
+        return [e for e in self.events[side] if isinstance(e, cls)]
