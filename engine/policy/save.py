@@ -1,0 +1,81 @@
+"""Saving policies: validate first, then replace the file atomically, keeping a ``.bak``.
+
+A policy that does not validate is never written (:class:`PolicyError`). The
+write goes to a temporary file in the same folder, is fsync'ed, and renamed
+over the old file, whose previous content stays as ``PATH.bak``; the folder is
+fsync'ed so the rename survives a crash. On any failure the old file is left
+as it was and the temporary file is removed.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import tempfile
+from pathlib import Path
+
+from engine.policy.model import Policy
+from engine.policy.parse import parse_policy
+from engine.policy.serialize import policy_to_toml
+
+NEW_FILE_MODE = 0o644
+"""Mode of a newly created policy file (policies hold no secrets; an existing file keeps its mode)."""
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _backup(path: Path) -> None:
+    bak = path.with_name(path.name + ".bak")
+    try:
+        bak.unlink()
+    except FileNotFoundError:
+        pass
+    try:
+        os.link(path, bak)  # the old inode lives on as .bak once the new file is renamed in
+    except OSError:
+        bak.write_bytes(path.read_bytes())
+
+
+def atomic_write(path: str | os.PathLike, data: bytes, *, backup: bool = True) -> None:
+    """Replace ``path`` with ``data`` atomically (temp file, fsync, rename, fsync folder)."""
+    target = Path(path)
+    folder = target.parent if str(target.parent) else Path(".")
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if target.exists():
+            os.chmod(tmp, stat.S_IMODE(os.stat(target).st_mode))
+            if backup:
+                _backup(target)
+        else:
+            os.chmod(tmp, NEW_FILE_MODE)
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_dir(folder)
+
+
+def save_text(text: str, path: str | os.PathLike, *, load_secrets: bool = True) -> Policy:
+    """Validate ``text`` as the policy at ``path`` and write it exactly as typed. Returns the parsed policy.
+    Raises PolicyError (nothing written) when it does not validate."""
+    policy = parse_policy(text, path, load_secrets=load_secrets, strict_secrets_mode=False)
+    atomic_write(path, text.encode("utf-8"))
+    return policy
+
+
+def save_policy(policy: Policy, path: str | os.PathLike, *, load_secrets: bool = True) -> Policy:
+    """Serialize ``policy`` (tomli-w; secrets are never written), validate, and save it atomically."""
+    return save_text(policy_to_toml(policy), path, load_secrets=load_secrets)
