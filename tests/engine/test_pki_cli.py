@@ -1,0 +1,119 @@
+"""``ipsec-console pki`` through engine.pki.cli.main: a full round trip and its errors."""
+
+from __future__ import annotations
+
+import stat
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from engine.pki import load_certificate_file, load_crl_files, validate_chain
+from engine.pki.ca import list_certs
+from engine.pki.cli import main
+
+T0 = datetime(2031, 3, 1, 9, 30, tzinfo=timezone.utc)
+
+
+def test_round_trip_init_issue_revoke_crl_list(tmp_path, capsys):
+    d = str(tmp_path / "pki")
+    clock = lambda: T0  # noqa: E731
+
+    assert main(["--dir", d, "init-ca", "O=Interop Lab, CN=CLI CA", "--key-type", "ecdsa-p384", "--days", "100"], clock=clock) == 0
+    assert 'created CA "O=Interop Lab, CN=CLI CA"' in capsys.readouterr().out
+
+    assert main(["issue", "--dir", d, "left.example", "--san", "IP:192.0.2.1"], clock=clock) == 0
+    out = capsys.readouterr().out
+    assert "issued server certificate" in out and "DNS:left.example, IP:192.0.2.1" in out
+
+    assert main(["--dir", d, "issue", "alice@example.com", "--client", "--key-type", "rsa-2048", "--days", "30"], clock=clock) == 0
+    assert "issued client certificate" in capsys.readouterr().out
+
+    assert main(["--dir", d, "revoke", "alice@example.com", "--reason", "key-compromise"], clock=clock) == 0
+    assert "revoked" in capsys.readouterr().out
+
+    later = lambda: T0 + timedelta(days=2)  # noqa: E731
+    assert main(["--dir", d, "crl", "--days", "14"], clock=later) == 0
+    assert "CRL valid for 14 days" in capsys.readouterr().out
+
+    assert main(["--dir", d, "list"], clock=later) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("CA: O=Interop Lab, CN=CLI CA  (ecdsa-p384, until 2031-06-09)")
+    assert out[1].split()[:2] == ["NAME", "SERIAL"]
+    left_row = next(line for line in out if line.startswith("left.example"))
+    alice_row = next(line for line in out if line.startswith("alice@example.com"))
+    assert " valid " in left_row and "2031-06-09" in left_row  # clamped to the CA's end
+    assert "revoked 2031-03-01" in alice_row and "2031-03-31" in alice_row
+
+    # what the files say agrees with what the CLI said
+    entries = list_certs(d)
+    assert [e.name for e in entries] == ["left.example", "alice@example.com"]
+    assert stat.S_IMODE((tmp_path / "pki" / "private" / "alice@example.com.key").stat().st_mode) == 0o600
+    ca_cert = load_certificate_file(tmp_path / "pki" / "ca.crt")[0]
+    crl = load_crl_files([tmp_path / "pki" / "crl.pem"])
+    alice = load_certificate_file(tmp_path / "pki" / "certs" / "alice@example.com.crt")[0]
+    left = load_certificate_file(tmp_path / "pki" / "certs" / "left.example.crt")[0]
+    assert not validate_chain(alice, [], [ca_cert], crl, later()).ok
+    assert validate_chain(left, [], [ca_cert], crl, later()).ok
+
+    # later: alice's certificate has expired, the list says so
+    assert main(["--dir", d, "list"], clock=lambda: T0 + timedelta(days=60)) == 0
+    out = capsys.readouterr().out
+    assert "expired" not in next(line for line in out.splitlines() if line.startswith("alice"))  # revoked wins
+    assert main(["--dir", d, "issue", "bob.example", "--days", "1"], clock=clock) == 0
+    capsys.readouterr()
+    assert main(["--dir", d, "list"], clock=lambda: T0 + timedelta(days=3)) == 0
+    assert "expired" in next(line for line in capsys.readouterr().out.splitlines() if line.startswith("bob.example"))
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["init-ca", "--help"], ["issue", "--help"], ["revoke", "--help"], ["crl", "--help"],
+                                  ["list", "--help"]])
+def test_help_on_every_command(argv, capsys):
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: ipsec-console pki")
+    assert "--dir" in out
+
+
+def test_usage_errors_exit_2(capsys):
+    assert main([]) == 2
+    assert main(["frobnicate"]) == 2
+    assert main(["issue"]) == 2
+    assert main(["init-ca", "X", "--key-type", "dsa-1024"]) == 2
+    assert "invalid choice" in capsys.readouterr().err
+
+
+def test_errors_are_one_line_and_exit_1(tmp_path, capsys):
+    d = str(tmp_path / "pki")
+    assert main(["--dir", d, "list"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("ipsec-console pki: error: ") and "no CA here" in err
+
+    assert main(["--dir", d, "init-ca", "Test CA"]) == 0
+    assert main(["--dir", d, "init-ca", "Test CA"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "already exists (use --force" in err
+
+    assert main(["--dir", d, "issue", "gw.example", "--san", "IP:300.1.1.1"]) == 1
+    assert "not an IP address" in capsys.readouterr().err
+    assert main(["--dir", d, "revoke", "nobody.example"]) == 1
+    assert main(["--dir", d, "issue", "gw.example", "--ca-passphrase-file", str(tmp_path / "missing")]) == 1
+    assert "cannot read passphrase" in capsys.readouterr().err
+
+
+def test_passphrase_files(tmp_path, capsys):
+    d = str(tmp_path / "pki")
+    pw = tmp_path / "ca.pass"
+    pw.write_text("s3cret ca\n")
+    kp = tmp_path / "key.pass"
+    kp.write_text("key pass\n")
+    assert main(["--dir", d, "init-ca", "Enc CA", "--passphrase-file", str(pw)]) == 0
+    assert main(["--dir", d, "issue", "gw.example"]) == 1
+    assert "encrypted and no passphrase" in capsys.readouterr().err
+    assert main(["--dir", d, "issue", "gw.example", "--ca-passphrase-file", str(pw), "--key-passphrase-file", str(kp)]) == 0
+    key = (tmp_path / "pki" / "private" / "gw.example.key").read_bytes()
+    assert b"ENCRYPTED PRIVATE KEY" in key
+    out = capsys.readouterr().out
+    assert "s3cret" not in out and "key pass" not in out
+    (tmp_path / "empty").write_text("")
+    assert main(["--dir", d, "crl", "--ca-passphrase-file", str(tmp_path / "empty")]) == 1
+    assert "passphrase file is empty" in capsys.readouterr().err
