@@ -38,7 +38,7 @@ class ReplayWindow:
         """True when ``seq`` is new and not too old; does not change the window."""
         if seq > self.top:
             return True
-        if seq == 0:
+        if seq <= 0:
             return False  # sequence numbers start at 1 (RFC 4303 §3.3.3)
         diff = self.top - seq
         if diff >= self.size:
@@ -76,7 +76,7 @@ class DisabledWindow(ReplayWindow):
         self._mask = 0
 
     def check(self, seq: int) -> bool:
-        return seq != 0
+        return seq > 0
 
     def update(self, seq: int) -> None:
         if seq > self.top:

@@ -192,9 +192,12 @@ class OutboundSa(SaBase):
         self._seq_check = self._seq_soft
 
     def start_at(self, seq: int) -> None:
-        """Continue after sequence number ``seq`` (tests, or taking over an SA)."""
-        if not 0 <= seq <= self._seq_max:
-            raise ValueError(f"sequence number {seq} out of range")
+        """Continue after sequence number ``seq`` (tests, or taking over an SA).
+
+        Only forward: a number already used would repeat an AEAD nonce.
+        """
+        if not self.seq <= seq <= self._seq_max:
+            raise ValueError(f"sequence number {seq} is outside {self.seq}..{self._seq_max}")
         self.seq = seq
         self._seq_check = 0 if self.expired else (self._seq_soft if seq + 1 < self._seq_soft else 0)
 
