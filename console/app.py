@@ -1,0 +1,242 @@
+"""The Textual application and ``main``.
+
+``main(config=None, *, attach=None, runtime=None)`` chooses the runtime:
+an explicit ``runtime`` (tests, demos), ``attach`` (a daemon's control
+socket), ``config`` (engine embedded on that policy) or, with neither, the
+lab. A runtime that cannot start prints one line and returns 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable
+
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.screen import Screen
+
+from console.bridge import RuntimeBridge
+from console.commands import ConsoleCommands
+from console.messages import EventsArrived, RuntimeTrouble, StatusUpdated
+from console.runtime.base import Runtime, RuntimeProblem, RuntimeUnavailable
+from console.settings import DEFAULT_THEME, Settings
+from console.store import Store
+from console.theming import load_themes
+
+MODE_KEYS = (
+    ("1", "dashboard", "Dash"),
+    ("2", "negotiations", "Nego"),
+    ("3", "policies", "Policy"),
+    ("4", "logs", "Logs"),
+    ("5", "packets", "Pkts"),
+)
+# "6" is kept for the certificates screen (issue 6).
+
+
+def _mode_screens() -> dict:
+    from console.screens.dashboard import DashboardScreen
+    from console.screens.logs import LogsScreen
+    from console.screens.negotiations import NegotiationsScreen
+    from console.screens.packets import PacketsScreen
+    from console.screens.policies import PoliciesScreen
+
+    return {
+        "dashboard": DashboardScreen,
+        "negotiations": NegotiationsScreen,
+        "policies": PoliciesScreen,
+        "logs": LogsScreen,
+        "packets": PacketsScreen,
+    }
+
+
+class ConsoleApp(RuntimeBridge, App):
+    """ipsec-console. Screens read ``self.store``; the bridge fills it."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "ipsec-console"
+    BINDINGS = [
+        # Shown as the navigation strip of the top bar rather than in the footer (80 columns).
+        *(Binding(key, f"switch_mode('{mode}')", f"Go to {mode}", show=False) for key, mode, _ in MODE_KEYS),
+        Binding("q", "quit", "Quit"),
+    ]
+
+    def __init__(self, runtime: Runtime, *, settings_path=None, theme_dirs=None,
+                 poll_interval: float | None = None) -> None:
+        self.runtime = runtime
+        self.store = Store()
+        self._settings_path = settings_path
+        self._theme_dirs = theme_dirs
+        self._theme_colors: dict[str, str] | None = None
+        self.settings, settings_problem = Settings.load(settings_path)
+        if poll_interval is not None:
+            self.poll_interval = poll_interval
+        self._startup_problems: list[str] = [settings_problem] if settings_problem else []
+        super().__init__()
+        self._load_themes()
+
+    # ------------------------------------------------------------- setup
+    def _load_themes(self) -> None:
+        themes, problems = load_themes(self._theme_dirs)
+        for t in themes:
+            self.register_theme(t)
+        self._startup_problems.extend(problems)
+        wanted = self.settings.theme
+        if wanted not in self.available_themes:
+            if wanted != DEFAULT_THEME:
+                self._startup_problems.append(f"theme {wanted!r} not found, using {DEFAULT_THEME}")
+            wanted = DEFAULT_THEME if DEFAULT_THEME in self.available_themes else "textual-dark"
+        self.theme = wanted
+
+    def get_default_screen(self) -> Screen:
+        return _mode_screens()["dashboard"]()
+
+    async def on_mount(self) -> None:
+        for mode, screen in _mode_screens().items():
+            if mode != "dashboard":
+                self.add_mode(mode, screen)
+        self.theme_changed_signal.subscribe(self, self._on_theme_changed)
+        for problem in self._startup_problems:
+            self.notify(problem, title="Settings / themes", severity="warning", timeout=10)
+        try:
+            await self.start_bridge()
+        except RuntimeUnavailable as exc:
+            self.exit(return_code=2, message=f"ipsec-console: {exc}")
+        except RuntimeProblem as exc:
+            self.notify(str(exc), title="Runtime", severity="error", timeout=30)
+            self.store.add_alert("runtime", f"runtime: {exc}")
+
+    async def on_unmount(self) -> None:
+        await self.stop_bridge()
+
+    # ------------------------------------------------------------- themes
+    def theme_colors(self) -> dict[str, str]:
+        """The current theme's CSS variables (cached until the theme changes)."""
+        if self._theme_colors is None:
+            self._theme_colors = self.get_css_variables()
+        return self._theme_colors
+
+    def _on_theme_changed(self, theme) -> None:
+        self._theme_colors = None
+        if self.settings.theme != theme.name:
+            self.settings.theme = theme.name
+            try:
+                self.settings.save(self._settings_path)
+            except OSError as exc:
+                self.notify(f"could not remember the theme: {exc}", severity="warning")
+        from console.widgets.keyed_table import KeyedTable
+
+        for screen in self.screen_stack:
+            for table in screen.query(KeyedTable):
+                table.restyle()
+
+    # ------------------------------------------------------------- bridge messages
+    def _sync_screen(self, parts: frozenset[str]) -> None:
+        screen = self.screen
+        sync = getattr(screen, "sync", None)
+        # A screen still composing catches up in its own on_mount.
+        if sync is not None and getattr(screen, "ready", False):
+            sync(parts)
+
+    def on_status_updated(self, message: StatusUpdated) -> None:
+        try:
+            self.store.apply_status(message.snapshot)
+            self._sync_screen(frozenset({"status"}))
+        finally:
+            self.status_taken()
+
+    def on_events_arrived(self, message: EventsArrived) -> None:
+        parts = self.store.apply_events(message.events)
+        if parts:
+            self._sync_screen(frozenset(parts))
+
+    def on_runtime_trouble(self, message: RuntimeTrouble) -> None:
+        self.store.add_alert("runtime", f"{message.where}: {message.text}")
+        self.notify(message.text, title=f"Runtime ({message.where})", severity="error",
+                    timeout=30 if message.fatal else 8)
+        if message.fatal:
+            self.runtime_alive = False
+        self._sync_screen(frozenset({"alerts"}))
+
+    # ------------------------------------------------------------- navigation and actions
+    def open_detail(self, connection: str, ike_id: int | None = None, child_id: int | None = None) -> None:
+        from console.screens.sa_detail import SaDetailScreen
+
+        self.push_screen(SaDetailScreen(connection, ike_id, child_id))
+
+    def open_negotiations(self, ike_id: int | None = None, connection: str | None = None) -> None:
+        def focus() -> None:
+            screen = self.screen
+            if hasattr(screen, "focus_ike"):
+                screen.focus_ike(ike_id, connection)
+
+        self.switch_mode("negotiations")
+        self.call_after_refresh(focus)
+
+    def _confirm(self, title: str, body: str, description: str, call, *, danger: bool = False,
+                 yes: str = "Yes") -> None:
+        from console.screens.confirm import ConfirmScreen
+
+        def answered(ok: bool | None) -> None:
+            if ok:
+                self.run_command(description, call)
+
+        self.push_screen(ConfirmScreen(title, body, yes=yes, danger=danger), answered)
+
+    def confirm_initiate(self, name: str, child: str | None = None) -> None:
+        what = f"{name}" + (f" (CHILD {child})" if child else "")
+        self._confirm(f"Initiate {what}?", f"Start IKE negotiation for {what} now.", "initiate",
+                      lambda: self.runtime.initiate(name, child), yes="Initiate")
+
+    def confirm_rekey(self, name: str, *, ike: bool, unique_id: int | None = None) -> None:
+        if ike:
+            what = f"IKE SA #{unique_id} of {name}" if unique_id is not None else f"the IKE SA of {name}"
+            body = "A new IKE SA replaces it; its CHILD SAs move over and traffic keeps flowing."
+        else:
+            what = f"CHILD SA {{{unique_id}}} of {name}" if unique_id is not None else f"every CHILD SA of {name}"
+            body = "New SPIs and keys are negotiated; the old SA is deleted once the new one is in."
+        self._confirm(f"Rekey {what}?", body, "rekey",
+                      lambda: self.runtime.rekey(name, ike=ike, unique_id=unique_id), yes="Rekey")
+
+    def confirm_terminate(self, name: str, ike_id: int | None = None) -> None:
+        what = f"IKE SA #{ike_id} of {name}" if ike_id is not None else f"every IKE SA of {name}"
+        self._confirm(f"Terminate {what}?",
+                      "Its CHILD SAs are deleted and traffic they protect stops until the connection is "
+                      "initiated again.", "terminate",
+                      lambda: self.runtime.terminate(name, unique_id=ike_id), danger=True, yes="Terminate")
+
+    # ------------------------------------------------------------- command palette
+    COMMANDS = App.COMMANDS | {ConsoleCommands}
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+
+
+def _default_runtime(config: str | None, attach: str | None) -> Runtime:
+    """The real runtimes (embedded, lab, attached) once they exist in this build."""
+    if attach is not None:
+        try:
+            from console.runtime.attached import AttachedRuntime
+        except ImportError:
+            raise RuntimeUnavailable("attaching to a daemon is not available in this build yet") from None
+        return AttachedRuntime(attach)
+    try:
+        from console.runtime.embedded import EmbeddedRuntime
+    except ImportError:
+        what = "the lab" if config is None else "the embedded engine"
+        raise RuntimeUnavailable(f"{what} is not available in this build yet (the engine runtime is missing); "
+                                 "try: python3 -m console.demo") from None
+    if config is None:
+        return EmbeddedRuntime.lab()
+    return EmbeddedRuntime(config)
+
+
+def main(config: str | None = None, *, attach: str | None = None, runtime: Runtime | None = None) -> int:
+    """Run the console; returns the process exit code (never raises for a missing runtime)."""
+    try:
+        rt = runtime if runtime is not None else _default_runtime(config, attach)
+    except RuntimeProblem as exc:
+        print(f"ipsec-console: {exc}", file=sys.stderr)
+        return 2
+    app = ConsoleApp(rt)
+    app.run()
+    return app.return_code or 0

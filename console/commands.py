@@ -1,0 +1,64 @@
+"""The command palette: every action of the console and every connection.
+
+Actions come from the app's and the current screen's bindings (so the
+palette can never forget one the footer shows), plus per-connection
+commands (open, negotiations, initiate, rekey, terminate) and themes.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+
+
+class ConsoleCommands(Provider):
+    """Palette provider: actions, connections, themes."""
+
+    def _commands(self) -> list[tuple[str, object, str]]:
+        app = self.app
+        screen = self.screen
+        out: list[tuple[str, object, str]] = []
+        seen: set[str] = set()
+        # The screen the palette was opened from (not the palette itself).
+        target = screen
+        for node in (target, app):
+            for binding in node._bindings.key_to_bindings.values() if hasattr(node, "_bindings") else ():
+                for b in binding:
+                    if not b.description or b.action in seen:
+                        continue
+                    seen.add(b.action)
+                    out.append((f"{b.description}", partial(self._run_action, node, b.action),
+                                f"key {b.key} — {node.__class__.__name__.replace('Screen', '') or 'app'}"))
+        store = getattr(app, "store", None)
+        snap = store.snapshot if store is not None else None
+        if snap is not None:
+            for conn in snap.connections:
+                n = conn.name
+                out += [
+                    (f"{n}: open", partial(app.open_detail, n), f"connection {n} ({conn.state}): SA detail"),
+                    (f"{n}: negotiations", partial(app.open_negotiations, None, n), "exchanges and failures"),
+                    (f"{n}: initiate", partial(app.confirm_initiate, n), "bring it up (confirmed)"),
+                    (f"{n}: rekey CHILD SAs", partial(app.confirm_rekey, n, ike=False), "confirmed"),
+                    (f"{n}: rekey IKE SA", partial(app.confirm_rekey, n, ike=True), "confirmed"),
+                    (f"{n}: terminate", partial(app.confirm_terminate, n), "take it down (confirmed)"),
+                ]
+        for name in sorted(app.available_themes):
+            if name.startswith("ipsec-"):
+                out.append((f"Theme: {name}", partial(setattr, app, "theme", name), "switch and remember"))
+        return out
+
+    @staticmethod
+    async def _run_action(node, action: str) -> None:
+        await node.run_action(action)
+
+    async def discover(self) -> Hits:
+        for name, call, help_text in self._commands():
+            yield DiscoveryHit(name, call, help=help_text)
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for name, call, help_text in self._commands():
+            score = matcher.match(name)
+            if score > 0:
+                yield Hit(score, matcher.highlight(name), call, help=help_text)

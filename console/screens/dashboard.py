@@ -1,0 +1,134 @@
+"""The dashboard: connections, IKE SAs and CHILD SAs live, throughput, alerts."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.widgets import DataTable, Label, Sparkline
+
+from console import fmt
+from console.screens.base import ConsoleScreen
+from console.widgets.chrome import AlertStrip
+from console.widgets.sa_tables import ChildSaTable, ConnectionTable, IkeSaTable
+
+
+class DashboardScreen(ConsoleScreen):
+    """Default screen. Enter opens the selected SA; i/r/t act on the selected row (confirmed)."""
+
+    TITLE_TEXT = "Dashboard"
+    MODE = "dashboard"
+    BINDINGS = [
+        Binding("o", "open_detail", "Open"),
+        Binding("i", "initiate", "Initiate"),
+        Binding("r", "rekey", "Rekey"),
+        Binding("t", "terminate", "Terminate"),
+    ]
+
+    def body(self) -> ComposeResult:
+        yield AlertStrip(id="alerts")
+        with Vertical(id="tables"):
+            t = ConnectionTable(id="connections")
+            t.border_title = "Connections"
+            yield t
+            t = IkeSaTable(id="ike-sas")
+            t.border_title = "IKE SAs"
+            yield t
+            t = ChildSaTable(id="child-sas")
+            t.border_title = "CHILD SAs"
+            yield t
+        with Horizontal(classes="spark-row"):
+            yield Label("selected", id="spark-child-label", classes="spark-label")
+            yield Sparkline([], id="spark-child", classes="spark")
+            yield Label("–", id="spark-child-rate", classes="spark-rate")
+        with Horizontal(classes="spark-row"):
+            yield Label("all CHILD SAs", classes="spark-label")
+            yield Sparkline([], id="spark-total", classes="spark")
+            yield Label("–", id="spark-total-rate", classes="spark-rate")
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        self.sync_all()
+
+    # ------------------------------------------------------------- data
+    def sync(self, parts: frozenset[str]) -> None:
+        super().sync(parts)
+        store = self.app.store
+        if "status" in parts and store.snapshot is not None:
+            snap = store.snapshot
+            self.query_one(ConnectionTable).snapshot = snap
+            self.query_one(IkeSaTable).snapshot = snap
+            child = self.query_one(ChildSaTable)
+            child.set_reactive(ChildSaTable.rates, store.rates)
+            child.snapshot = snap
+            self._sync_sparklines()
+        if parts & {"alerts", "counters", "status"}:
+            strip = self.query_one(AlertStrip)
+            strip.set_reactive(AlertStrip.drops, store.drops())
+            strip.alerts = tuple(store.alerts)
+
+    def _sync_sparklines(self) -> None:
+        store = self.app.store
+        total = list(store.total_history)
+        self.query_one("#spark-total", Sparkline).data = total or [0.0]
+        self.query_one("#spark-total-rate", Label).update(fmt.rate(total[-1]) if total else "–")
+        key = self.query_one(ChildSaTable).selected_key
+        hist = list(store.rate_history.get(key, ())) if key else []
+        label = self.query_one(ChildSaTable).cell_text(key, "name").split(" ")[0] if key else "selected"
+        self.query_one("#spark-child-label", Label).update(label[:22])
+        self.query_one("#spark-child", Sparkline).data = hist or [0.0]
+        self.query_one("#spark-child-rate", Label).update(fmt.rate(hist[-1]) if hist else "–")
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.data_table.id == "child-sas":
+            self._sync_sparklines()
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        self.action_open_detail()
+
+    # ------------------------------------------------------------- targets
+    def _target(self) -> tuple[str | None, int | None, int | None]:
+        """(connection, IKE SA id, CHILD SA id) of the focused table's selected row."""
+        focused = self.focused
+        store = self.app.store
+        snap = store.snapshot
+        if isinstance(focused, IkeSaTable) and focused.selected_key:
+            ike = store.ike(int(focused.selected_key))
+            return (ike.name, ike.unique_id, None) if ike else (None, None, None)
+        if isinstance(focused, ChildSaTable) and focused.selected_key and snap is not None:
+            for ike in snap.ike_sas:
+                for ch in ike.children:
+                    if f"{ch.spi_in:08x}" == focused.selected_key:
+                        return ike.name, ike.unique_id, ch.unique_id
+            return None, None, None
+        conns = self.query_one(ConnectionTable)
+        return conns.selected_key, None, None
+
+    def action_open_detail(self) -> None:
+        name, ike_id, child_id = self._target()
+        if name is None:
+            self.notify("Select a connection, IKE SA or CHILD SA first", severity="warning")
+            return
+        self.app.open_detail(name, ike_id, child_id)
+
+    def action_initiate(self) -> None:
+        name, _, _ = self._target()
+        if name:
+            self.app.confirm_initiate(name)
+
+    def action_rekey(self) -> None:
+        name, ike_id, child_id = self._target()
+        if not name:
+            return
+        if child_id is not None:
+            self.app.confirm_rekey(name, ike=False, unique_id=child_id)
+        elif ike_id is not None:
+            self.app.confirm_rekey(name, ike=True, unique_id=ike_id)
+        else:
+            self.app.confirm_rekey(name, ike=False)
+
+    def action_terminate(self) -> None:
+        name, ike_id, _ = self._target()
+        if name:
+            self.app.confirm_terminate(name, ike_id)

@@ -1,0 +1,229 @@
+"""Negotiations: per IKE SA, the exchanges as a ladder, each message
+expandable into its decoded payloads, and failures explained with the fix."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.widgets import DataTable, Static, Tree
+
+from engine.events import ExchangeSent
+
+from console import fmt
+from console.explain import explain
+from console.screens.base import ConsoleScreen
+from console.store import Negotiation
+from console.widgets.keyed_table import KeyedTable
+
+LANE = 26
+SHORT_NOTIFY = {
+    "NO_PROPOSAL_CHOSEN": "NO_PROP",
+    "TS_UNACCEPTABLE": "TS_UNACCEPT",
+    "AUTHENTICATION_FAILED": "AUTH_FAILED",
+    "INVALID_KE_PAYLOAD": "INVAL_KE",
+    "TIMEOUT": "TIMEOUT",
+}
+
+
+def ladder_label(ev, t0: float, colors: dict[str, str]) -> Text:
+    """One rung: time, then ●──message──▶ (we sent) or ◀──message──● (we received)."""
+    m = ev.message
+    sent = isinstance(ev, ExchangeSent)
+    kind = "resp" if m.response else "req"
+    core = f" {m.exchange} {kind} {m.mid} "
+    if len(core) > LANE - 3:
+        core = core[: LANE - 4] + "… "
+    pad = LANE - 2 - len(core)
+    arrow = ("─" * (pad // 2)) + core + ("─" * (pad - pad // 2))
+    t = Text()
+    t.append(f"+{ev.time - t0:.3f}".rjust(8) + " ", style="dim")
+    err = colors.get("error", "red")
+    warn = colors.get("warning", "yellow")
+    failed = any(n.endswith(("_CHOSEN", "_FAILED", "UNACCEPTABLE", "INVALID_KE_PAYLOAD")) for n in m.notifies)
+    style = f"bold {err}" if failed else ""
+    t.append(("●" + arrow + "▶") if sent else ("◀" + arrow + "●"), style=style)
+    if m.retransmit:
+        t.append(f" ↻{m.retransmit}", style=f"bold {warn}")
+    if m.fragments > 1:
+        t.append(f" ⧉{m.fragments}", style="dim")
+    t.append(f" {' '.join(m.payloads)}", style=style or "dim")
+    return t
+
+
+NEGOTIATION_COLUMNS = (("id", "#", 2), ("name", "Connection", 11), ("state", "State", 11))
+
+
+class NegotiationsScreen(ConsoleScreen):
+    """Pick an IKE SA on the left; its ladder and any failure on the right."""
+
+    TITLE_TEXT = "Negotiations"
+    MODE = "negotiations"
+    BINDINGS = [
+        Binding("e", "expand_all", "Expand all"),
+        Binding("c", "collapse_all", "Collapse"),
+        Binding("f", "next_failure", "Next failure"),
+        Binding("o", "open_detail", "SA detail"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._shown: int | None = None
+        self._shown_count = -1
+        self._want: tuple[int | None, str | None] | None = None
+
+    def body(self) -> ComposeResult:
+        with Horizontal(id="nego"):
+            t = KeyedTable(NEGOTIATION_COLUMNS, id="nego-list", styler=self._style)
+            t.border_title = "IKE SAs"
+            yield t
+            with Vertical(id="nego-right"):
+                tree: Tree = Tree("exchanges", id="ladder")
+                tree.show_root = False
+                tree.border_title = "Exchanges (Enter expands payloads)"
+                yield tree
+                with VerticalScroll(id="explain-box"):
+                    yield Static(id="explain")
+
+    def _style(self, column: str, value: str):
+        from console.widgets.sa_tables import state_style
+
+        if column == "state":
+            if value.startswith("✗"):
+                color = self.app.theme_colors().get("error")
+                return Text(value, style=f"bold {color}") if color else value
+            return state_style(self.app, value)
+        return value
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        self.sync_all()
+
+    def focus_ike(self, ike_id: int | None, connection: str | None) -> None:
+        self._want = (ike_id, connection)
+        self._select_wanted()
+
+    def _select_wanted(self) -> None:
+        if self._want is None:
+            return
+        ike_id, connection = self._want
+        negs = self.app.store.negotiations
+        target = None
+        if ike_id is not None and ike_id in negs:
+            target = ike_id
+        elif connection is not None:
+            ids = [i for i, n in negs.items() if n.connection == connection]
+            target = ids[-1] if ids else None
+        if target is None:
+            return
+        table = self.query_one("#nego-list", KeyedTable)
+        if str(target) in table.row_keys:
+            table.move_cursor(row=table.get_row_index(str(target)))
+            self._want = None
+            self._show(target)
+
+    def sync(self, parts: frozenset[str]) -> None:
+        super().sync(parts)
+        if "negotiations" not in parts and "sas" not in parts:
+            return
+        negs = self.app.store.negotiations
+        rows = {}
+        for ike_id, n in negs.items():
+            state = f"✗ {SHORT_NOTIFY.get(n.failure.notify, n.failure.notify)[:9]}" if n.failure else n.state
+            rows[str(ike_id)] = (str(ike_id), n.connection, state)
+        table = self.query_one("#nego-list", KeyedTable)
+        table.sync(rows)
+        self._select_wanted()
+        key = table.selected_key
+        if key is not None:
+            self._show(int(key))
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.row_key is not None and event.row_key.value is not None:
+            self._show(int(event.row_key.value))
+
+    def _show(self, ike_id: int) -> None:
+        n: Negotiation | None = self.app.store.negotiations.get(ike_id)
+        if n is None:
+            return
+        count = len(n.exchanges) + (1 if n.failure else 0)
+        if self._shown == ike_id and self._shown_count == count:
+            return
+        colors = self.app.theme_colors()
+        tree = self.query_one("#ladder", Tree)
+        if self._shown == ike_id:
+            # Same SA, more rungs: append the new ones only.
+            known = len(tree.root.children)
+            new = list(n.exchanges)[known:]
+        else:
+            tree.clear()
+            new = list(n.exchanges)
+        t0 = n.exchanges[0].time if n.exchanges else 0.0
+        first = n.exchanges[0] if n.exchanges else None
+        if first is not None:
+            tree.border_title = (f"#{ike_id} {n.connection}: us {first.local[0]} (left) ⇄ "
+                                 f"peer {first.remote[0]} (right)")
+        else:
+            tree.border_title = f"#{ike_id} {n.connection}: no exchange seen"
+        for ev in new:
+            node = tree.root.add(ladder_label(ev, t0, colors), data=ev)
+            m = ev.message
+            head = node.add_leaf(Text(f"{fmt.clock_ms(ev.time)}  {m.exchange} "
+                                      f"{'response' if m.response else 'request'}  MID {m.mid}  "
+                                      f"{m.length} bytes  SPIs {m.spi_i:016x}/{m.spi_r:016x}", style="dim"))
+            del head
+            for d in m.details:
+                pnode = node.add(Text(d.name, style="bold"))
+                for label, value in d.fields:
+                    pnode.add_leaf(f"{label}: {value}")
+                if not d.fields:
+                    pnode.allow_expand = False
+            if not m.details:
+                for p in m.payloads:
+                    node.add_leaf(p)
+        self._shown = ike_id
+        self._shown_count = count
+        box = self.query_one("#explain", Static)
+        if n.failure is not None:
+            snap = self.app.store.snapshot
+            conn = next((c for c in snap.connections if c.name == n.connection), None) if snap else None
+            ids = (conn.local_id, conn.remote_id) if conn else ("", "")
+            box.update(explain(n.failure, tuple(n.exchanges), colors, configured_ids=ids))
+            self.query_one("#explain-box").display = True
+        else:
+            box.update("")
+            self.query_one("#explain-box").display = False
+
+    # ------------------------------------------------------------- actions
+    def action_expand_all(self) -> None:
+        self.query_one("#ladder", Tree).root.expand_all()
+
+    def action_collapse_all(self) -> None:
+        tree = self.query_one("#ladder", Tree)
+        for node in tree.root.children:
+            node.collapse_all()
+
+    def action_next_failure(self) -> None:
+        table = self.query_one("#nego-list", KeyedTable)
+        keys = table.row_keys
+        if not keys:
+            return
+        start = table.cursor_row
+        negs = self.app.store.negotiations
+        for step in range(1, len(keys) + 1):
+            k = keys[(start + step) % len(keys)]
+            n = negs.get(int(k))
+            if n is not None and n.failure is not None:
+                table.move_cursor(row=table.get_row_index(k))
+                return
+        self.notify("No failed negotiation", severity="information")
+
+    def action_open_detail(self) -> None:
+        key = self.query_one("#nego-list", KeyedTable).selected_key
+        if key is None:
+            return
+        n = self.app.store.negotiations.get(int(key))
+        if n is not None:
+            self.app.switch_mode("dashboard")
+            self.app.open_detail(n.connection, n.ike_sa)

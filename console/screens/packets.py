@@ -1,0 +1,135 @@
+"""Packets: what the datapath encrypts, decrypts and drops (by reason), and
+recent packets dissected outer (on the wire) beside inner (protected)."""
+
+from __future__ import annotations
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.widgets import DataTable, Static
+
+from engine.events import PacketSample
+
+from console import fmt
+from console.screens.base import ConsoleScreen
+from console.widgets.keyed_table import KeyedTable
+
+DROP_REASONS = ("replay", "icv", "no_sa", "policy_mismatch", "discard_rule", "malformed")
+COUNTER_COLUMNS = (("what", "Counter", 21), ("packets", "Packets", 8), ("bytes", "Bytes", 9))
+SAMPLE_COLUMNS = (("n", "#", 4), ("time", "Time", 8), ("dir", "Dir", 4), ("spi", "SPI", 8), ("seq", "Seq", 6),
+                  ("len", "Len", 5), ("verdict", "Verdict", 14))
+
+
+def counter_rows(totals: dict[str, int], drops: dict[str, int]) -> dict[str, tuple[str, ...]]:
+    rows = {
+        "encrypted": ("encrypted (out)", str(totals["packets_out"]), fmt.size(totals["bytes_out"])),
+        "decrypted": ("decrypted (in)", str(totals["packets_in"]), fmt.size(totals["bytes_in"])),
+    }
+    for reason in DROP_REASONS + tuple(r for r in sorted(drops) if r not in DROP_REASONS):
+        rows[f"drop-{reason}"] = (f"dropped: {reason}", str(drops.get(reason, 0)), "–")
+    return rows
+
+
+class PacketsScreen(ConsoleScreen):
+    """Counters top left, samples top right, dissection below. Space pauses the samples."""
+
+    TITLE_TEXT = "Packets"
+    MODE = "packets"
+    BINDINGS = [
+        Binding("space", "toggle_pause", "Pause samples"),
+        Binding("d", "dissect", "Dissect"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.paused = False
+        self._samples: dict[str, PacketSample] = {}
+        self._serial_shown = 0
+        self._dissected: str | None = None
+
+    def body(self) -> ComposeResult:
+        with Horizontal(id="pk-top"):
+            t = KeyedTable(COUNTER_COLUMNS, id="pk-counters", cursor_type="none")
+            t.border_title = "Datapath counters"
+            yield t
+            t = KeyedTable(SAMPLE_COLUMNS, id="pk-samples")
+            t.border_title = "Recent packets"
+            yield t
+        with Horizontal(id="pk-dissect"):
+            outer = Static("Select a packet", id="pk-outer", markup=False)
+            outer.border_title = "On the wire (outer)"
+            yield outer
+            inner = Static("", id="pk-inner", markup=False)
+            inner.border_title = "Protected (inner)"
+            yield inner
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        self.sync_all()
+
+    def sync(self, parts: frozenset[str]) -> None:
+        super().sync(parts)
+        store = self.app.store
+        if parts & {"status", "counters"}:
+            self.query_one("#pk-counters", KeyedTable).sync(counter_rows(store.totals(), store.drops()))
+        if "samples" in parts and not self.paused:
+            self._sync_samples()
+
+    def _sync_samples(self) -> None:
+        store = self.app.store
+        samples = list(store.samples)
+        first_serial = store.sample_serial - len(samples) + 1
+        rows = {}
+        self._samples = {}
+        for i, s in enumerate(samples):
+            n = str(first_serial + i)
+            self._samples[n] = s
+            verdict = s.verdict or ("encrypted" if s.direction == "out" else "decrypted")
+            rows[n] = (n, fmt.clock(s.time), s.direction, f"{s.spi:08x}", str(s.seq), str(len(s.outer)), verdict)
+        table = self.query_one("#pk-samples", KeyedTable)
+        at_end = table.cursor_row >= table.row_count - 1
+        table.sync(rows)
+        if at_end and table.row_count:
+            table.move_cursor(row=table.row_count - 1)
+        self._serial_shown = store.sample_serial
+        self.action_dissect()
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.data_table.id == "pk-samples":
+            self.action_dissect()
+
+    def action_toggle_pause(self) -> None:
+        self.paused = not self.paused
+        self.query_one("#pk-samples", KeyedTable).border_title = (
+            "Recent packets — paused (space resumes)" if self.paused else "Recent packets")
+        if not self.paused:
+            self._sync_samples()
+
+    def action_dissect(self) -> None:
+        key = self.query_one("#pk-samples", KeyedTable).selected_key
+        if key is None or key == self._dissected or key not in self._samples:
+            return
+        self._dissected = key
+        self._dissect(key, self._samples[key])
+
+    @work(thread=True, group="dissect", exclusive=True, exit_on_error=False)
+    def _dissect(self, key: str, sample: PacketSample) -> None:
+        from console.dissect import dissect
+
+        outer = dissect(sample.outer, encrypted_payload=True)
+        if sample.inner:
+            inner = dissect(sample.inner, encrypted_payload=False)
+        elif sample.direction == "drop":
+            inner = [f"dropped before decryption: {sample.verdict or 'unknown reason'}",
+                     "nothing protected is visible"]
+        else:
+            inner = ["(not sampled)"]
+        self.app.call_from_thread(self._show_dissection, key, sample, outer, inner)
+
+    def _show_dissection(self, key: str, sample: PacketSample, outer: list[str], inner: list[str]) -> None:
+        o = self.query_one("#pk-outer", Static)
+        i = self.query_one("#pk-inner", Static)
+        o.border_title = f"On the wire #{key}: SPI {sample.spi:08x} seq {sample.seq}"
+        o.update("\n".join(outer))
+        i.update("\n".join(inner))

@@ -1,0 +1,186 @@
+"""Live tables of connections, IKE SAs and CHILD SAs (keyed diffs)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from rich.text import Text
+from textual.reactive import reactive
+
+from engine.status import ChildSaInfo, IkeSaInfo, StatusSnapshot
+
+from console import fmt
+from console.widgets.keyed_table import KeyedTable
+
+GOOD = {"ESTABLISHED", "INSTALLED", "up"}
+BUSY = {"CONNECTING", "REKEYING", "REKEYED", "INSTALLING", "CREATED", "connecting", "DELETING"}
+BAD = {"failing", "DESTROYED", "DELETED"}
+
+
+def state_style(app, value: str) -> Text | str:
+    """A state word coloured from the current theme (never a hard-coded colour)."""
+    colors = app.theme_colors() if hasattr(app, "theme_colors") else {}
+    if value in GOOD:
+        color = colors.get("success")
+    elif value in BUSY:
+        color = colors.get("warning")
+    elif value in BAD:
+        color = colors.get("error")
+    else:
+        return value
+    return Text(value, style=f"bold {color}") if color else value
+
+
+CONNECTION_COLUMNS = (
+    ("name", "Connection", 14),
+    ("state", "State", 10),
+    ("remote", "Remote", 16),
+    ("ike", "IKE", 3),
+    ("child", "CHILD", 5),
+    ("ids", "Local ID ⇄ Remote ID", 40),
+)
+
+IKE_COLUMNS = (
+    ("id", "#", 4),
+    ("name", "Connection", 12),
+    ("state", "State", 11),
+    ("local", "Local", 18),
+    ("remote", "Remote", 18),
+    ("local_id", "Local ID", 18),
+    ("remote_id", "Remote ID", 20),
+    ("role", "Role", 4),
+    ("nat", "NAT", 6),
+    ("spis", "SPIs (i / r)", 34),
+    ("algs", "Algorithms", 44),
+    ("up", "Up", 6),
+    ("rekey", "Rekey in", 8),
+    ("expire", "Expires", 8),
+)
+
+CHILD_COLUMNS = (
+    ("name", "CHILD SA", 18),
+    ("state", "State", 10),
+    ("spi_in", "SPI in", 8),
+    ("spi_out", "SPI out", 8),
+    ("mode", "Mode", 9),
+    ("rate", "Rate", 11),
+    ("bytes_in", "Bytes in", 9),
+    ("bytes_out", "Bytes out", 9),
+    ("pkts_in", "Pkts in", 7),
+    ("pkts_out", "Pkts out", 8),
+    ("rekey", "Rekey in", 8),
+    ("expire", "Expires", 8),
+    ("algs", "Algorithms", 30),
+    ("local_ts", "Local TS", 22),
+    ("remote_ts", "Remote TS", 22),
+    ("drops", "Drops", 14),
+)
+
+
+def connection_rows(snap: StatusSnapshot) -> dict[str, tuple[str, ...]]:
+    counts: dict[str, list[int]] = {}
+    for ike in snap.ike_sas:
+        c = counts.setdefault(ike.name, [0, 0])
+        c[0] += 1
+        c[1] += len(ike.children)
+    rows = {}
+    for conn in snap.connections:
+        n = counts.get(conn.name, [0, 0])
+        rows[conn.name] = (
+            conn.name, conn.state, ", ".join(conn.remote_addrs) or "%any", str(n[0]), str(n[1]),
+            f"{conn.local_id or '%any'} ⇄ {conn.remote_id or '%any'}",
+        )
+    return rows
+
+
+def ike_row(ike: IkeSaInfo) -> tuple[str, ...]:
+    nat = "peer" if ike.nat_remote else ("us" if ike.nat_local else "no")
+    if ike.nat_local and ike.nat_remote:
+        nat = "both"
+    return (
+        str(ike.unique_id), ike.name, ike.state,
+        f"{ike.local_addr}:{ike.local_port}", f"{ike.remote_addr}:{ike.remote_port}",
+        ike.local_id, ike.remote_id, "init" if ike.initiator else "resp", nat,
+        f"{fmt.spi64(ike.spi_i)} {fmt.spi64(ike.spi_r)}",
+        fmt.algorithms(ike.encr, ike.integ, ike.ke, ike.prf),
+        fmt.duration(ike.established_ago), fmt.duration(ike.rekey_in), fmt.duration(ike.expire_in),
+    )
+
+
+def ike_rows(snap: StatusSnapshot) -> dict[str, tuple[str, ...]]:
+    return {str(i.unique_id): ike_row(i) for i in snap.ike_sas}
+
+
+def child_row(ike: IkeSaInfo, ch: ChildSaInfo, rate: float | None) -> tuple[str, ...]:
+    drops = ",".join(f"{r} {n}" for r, n in ch.drops if n)
+    return (
+        f"{ike.name}/{ch.name} {{{ch.unique_id}}}", ch.state, f"{ch.spi_in:08x}", f"{ch.spi_out:08x}",
+        ch.mode + ("+udp" if ch.encap else ""), fmt.rate(rate),
+        fmt.size(ch.bytes_in), fmt.size(ch.bytes_out), fmt.count(ch.packets_in), fmt.count(ch.packets_out),
+        fmt.duration(ch.rekey_in), fmt.duration(ch.expire_in),
+        fmt.algorithms(ch.encr, ch.integ, ch.ke), " ".join(ch.local_ts), " ".join(ch.remote_ts), drops or "–",
+    )
+
+
+def child_rows(snap: StatusSnapshot, rates: Mapping[str, float], ike_filter: int | None = None
+               ) -> dict[str, tuple[str, ...]]:
+    rows = {}
+    for ike in snap.ike_sas:
+        if ike_filter is not None and ike.unique_id != ike_filter:
+            continue
+        for ch in ike.children:
+            k = f"{ch.spi_in:08x}"
+            rows[k] = child_row(ike, ch, rates.get(k))
+    return rows
+
+
+class _StatusTable(KeyedTable):
+    snapshot: reactive[StatusSnapshot | None] = reactive(None, always_update=True, init=False)
+
+    def __init__(self, columns, **kwargs) -> None:
+        super().__init__(columns, styler=self._style, **kwargs)
+
+    def _style(self, column: str, value: str):
+        return state_style(self.app, value) if column == "state" else value
+
+
+class ConnectionTable(_StatusTable):
+    """Configured connections and their state."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(CONNECTION_COLUMNS, **kwargs)
+
+    def watch_snapshot(self, snap: StatusSnapshot | None) -> None:
+        if snap is not None:
+            self.sync(connection_rows(snap))
+
+
+class IkeSaTable(_StatusTable):
+    """IKE SAs, keyed by unique id."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(IKE_COLUMNS, **kwargs)
+
+    def watch_snapshot(self, snap: StatusSnapshot | None) -> None:
+        if snap is not None:
+            self.sync(ike_rows(snap))
+
+
+class ChildSaTable(_StatusTable):
+    """CHILD SAs, keyed by inbound SPI; optionally only one IKE SA's."""
+
+    rates: reactive[Mapping[str, float]] = reactive(dict, always_update=True, init=False)
+    ike_filter: reactive[int | None] = reactive(None, init=False)
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(CHILD_COLUMNS, sort_column="name", **kwargs)
+
+    def _resync(self) -> None:
+        if self.snapshot is not None:
+            self.sync(child_rows(self.snapshot, self.rates, self.ike_filter))
+
+    def watch_snapshot(self, snap: StatusSnapshot | None) -> None:
+        self._resync()
+
+    def watch_ike_filter(self, value: int | None) -> None:
+        self._resync()
