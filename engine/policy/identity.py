@@ -79,9 +79,9 @@ def _typed(kind: str, value: str, raw: str) -> Identity:
         try:
             addr = ipaddress.ip_address(value)
         except ValueError:
-            raise IdentityError(f"{raw!r}: not an IP{kind[-1]} address") from None
+            raise IdentityError(f"{raw!r}: not an IPv{kind[-1]} address") from None
         if f"ipv{addr.version}" != kind:
-            raise IdentityError(f"{raw!r}: not an IP{kind[-1]} address")
+            raise IdentityError(f"{raw!r}: not an IPv{kind[-1]} address")
         return Identity(kind, str(addr))
     if kind == "dn":
         if _split_dn(value) is None:

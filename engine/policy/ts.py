@@ -275,7 +275,16 @@ def _format_icmp(start: int, end: int) -> str | None:
 
 
 def parse_ts(text: str) -> TrafficSelector:
-    """Parse strongSwan traffic selector syntax; raises TsSyntaxError."""
+    """Parse strongSwan traffic selector syntax; raises TsSyntaxError naming the text."""
+    try:
+        return _parse_ts(text)
+    except TsSyntaxError as exc:
+        if repr(text) in str(exc):
+            raise
+        raise TsSyntaxError(f"{text!r}: {exc}") from None
+
+
+def _parse_ts(text: str) -> TrafficSelector:
     raw = text
     text = text.strip()
     proto, sport, eport = 0, 0, 65535
@@ -316,7 +325,7 @@ def parse_ts(text: str) -> TrafficSelector:
     except ValueError as exc:
         if isinstance(exc, TsSyntaxError):
             raise
-        raise TsSyntaxError(f"{raw!r}: not an address, network or range ({exc})") from None
+        raise TsSyntaxError(f"{raw!r}: not an address, network or range") from None
     return TrafficSelector(net.network_address, net.broadcast_address, proto, sport, eport)
 
 
