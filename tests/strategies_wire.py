@@ -217,12 +217,12 @@ def payload_lists(draw, max_size: int = 8) -> list:
 
 
 @st.composite
-def message_args(draw) -> tuple:
+def message_args(draw, max_payloads: int = 8) -> tuple:
     """(exchange, mid, spi_i, spi_r, flags, payloads) for encode_message."""
-    return (draw(exchanges), draw(u32), draw(spis), draw(spis), draw(flags), draw(payload_lists()))
+    return (draw(exchanges), draw(u32), draw(spis), draw(spis), draw(flags), draw(payload_lists(max_payloads)))
 
 
 @st.composite
-def encoded_messages(draw) -> bytes:
-    """A valid encoded IKE message."""
-    return encode_message(*draw(message_args()))
+def encoded_messages(draw, max_payloads: int = 8) -> bytes:
+    """A valid encoded IKE message of up to ``max_payloads`` plain payloads (and maybe SK/SKF)."""
+    return encode_message(*draw(message_args(max_payloads)))
