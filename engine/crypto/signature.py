@@ -22,6 +22,7 @@ read (`engine.pki.keys` reads files and enforces their mode).
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Literal, Union
@@ -454,6 +455,11 @@ def _check_usable(key: object, where: str) -> None:
     raise PrivateKeyError(f"{where}: {type(key).__name__} keys cannot sign IKE AUTH (RSA, ECDSA, Ed25519, Ed448)")
 
 
+_PEM_PRIVATE_KEY = re.compile(
+    rb"-----BEGIN ((?:RSA |EC |DSA |ENCRYPTED )?PRIVATE KEY)-----\r?\n.+?-----END \1-----", re.S
+)
+
+
 def load_private_key(data: bytes, passphrase: Secret | None = None, *, source: str = "private key") -> PrivateKey:
     """Load a private key from PEM (PKCS#8 or traditional RSA/EC, encrypted or
     not) or DER bytes. `source` (e.g. the file name) prefixes error messages.
@@ -461,18 +467,18 @@ def load_private_key(data: bytes, passphrase: Secret | None = None, *, source: s
     A passphrase given for an unencrypted key is ignored (strongSwan does the
     same); a missing or wrong one for an encrypted key is a PrivateKeyError.
     """
-    stripped = data.lstrip()
     password = passphrase.reveal() if passphrase is not None else None
-    if stripped.startswith(b"-----BEGIN"):
-        header = stripped.split(b"\n", 1)[0].strip()
-        if b"OPENSSH PRIVATE KEY" in header:
-            raise PrivateKeyError(f"{source}: OpenSSH key format; convert it with `ssh-keygen -p -m PKCS8 -f FILE`")
-        if b"CERTIFICATE" in header or b"PUBLIC KEY" in header:
+    if b"-----BEGIN" in data:
+        # The key block may follow other text or blocks (a certificate, openssl's "Bag Attributes").
+        block = _PEM_PRIVATE_KEY.search(data)
+        if block is None:
+            header = data[data.index(b"-----BEGIN") :].split(b"\n", 1)[0].strip()
             what = header.decode("ascii", "replace").strip("- ").removeprefix("BEGIN ").lower()
+            if "openssh private key" in what:
+                raise PrivateKeyError(f"{source}: OpenSSH key format; convert it with `ssh-keygen -p -m PKCS8 -f FILE`")
             raise PrivateKeyError(f"{source}: contains a {what}, not a private key")
-        if b"PRIVATE KEY" not in header:
-            raise PrivateKeyError(f"{source}: PEM block {header.decode('ascii', 'replace')!r} is not a private key")
-        encrypted = b"ENCRYPTED" in header or b"Proc-Type: 4,ENCRYPTED" in stripped[:400]
+        data = block.group(0)
+        encrypted = b"ENCRYPTED" in block.group(1) or b"Proc-Type: 4,ENCRYPTED" in data[:400]
         loader = serialization.load_pem_private_key
     else:
         encrypted = None  # DER: cannot tell before trying

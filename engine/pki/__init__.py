@@ -2,7 +2,8 @@
 
 Modules: certs (loading, identity matching, CERTREQ key hashes, expiry),
 validate (chain, dates, constraints, CRLs), dn (strongSwan-style DNs, DER
-ID payloads), keys (private key files, 0600 enforced), ca (init-ca, issue,
+ID payloads), keys (private key files, 0600 enforced), files (no-overwrite
+writes with final modes), ca (init-ca, issue,
 revoke, crl, list), cli (``ipsec-console pki``). Only this package and
 engine.crypto import `cryptography`.
 """

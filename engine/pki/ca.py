@@ -28,7 +28,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-import secrets
 import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -47,6 +46,7 @@ from engine.secret import Secret
 from .certs import load_certificate_file, san_strings
 from .dn import dn_to_name, format_name, parse_dn
 from .errors import PkiError
+from .files import make_dir, refuse_existing, write_file
 from .keys import load_private_key_file
 
 KeyType = Literal["ecdsa-p256", "ecdsa-p384", "rsa-2048", "rsa-3072", "ed25519"]
@@ -130,64 +130,6 @@ class CaInfo:
         return self.dir / "private" / "ca.key"
 
 
-# --- files -------------------------------------------------------------------
-
-
-def _fsync_dir(d: Path) -> None:
-    fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write(path: Path, data: bytes, mode: int, *, replace: bool) -> None:
-    """Write data to path via a temp file created with `mode`. Without `replace`
-    an existing file is an error (checked atomically with link())."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        if replace:
-            os.replace(tmp, path)
-        else:
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                raise PkiError(f"{path} already exists (use --force to replace it)") from None
-            finally:
-                os.unlink(tmp)
-    except BaseException:
-        if tmp.exists():
-            tmp.unlink()
-        raise
-    _fsync_dir(path.parent)
-
-
-def _refuse_existing(paths: Sequence[Path], force: bool) -> None:
-    if force:
-        return
-    for p in paths:
-        if p.exists():
-            raise PkiError(f"{p} already exists (use --force to replace it)")
-
-
-def _mkdir(path: Path, mode: int) -> None:
-    try:
-        os.mkdir(path, mode)
-    except FileExistsError:
-        if not path.is_dir():
-            raise PkiError(f"{path} exists and is not a folder") from None
-    except OSError as exc:
-        raise PkiError(f"{path}: cannot create folder ({exc.strerror})") from None
-
-
 # --- keys --------------------------------------------------------------------
 
 
@@ -246,7 +188,7 @@ def _load_index(d: Path) -> dict:
 
 
 def _save_index(d: Path, index: dict) -> None:
-    _write(_index_path(d), tomli_w.dumps(index).encode(), 0o644, replace=True)
+    write_file(_index_path(d), tomli_w.dumps(index).encode(), 0o644, replace=True)
 
 
 def _entry(raw: dict, where: str) -> CertEntry:
@@ -303,7 +245,7 @@ def init_ca(
         raise PkiError(f"--days must be at least 1 (got {days})")
     subject = _ca_subject(name)
     key_path, cert_path = d / "private" / "ca.key", d / "ca.crt"
-    _refuse_existing([cert_path, key_path, _index_path(d)], force)
+    refuse_existing([cert_path, key_path, _index_path(d)], force)
     key = generate_key(key_type)
     now = _now(clock)
     not_after = now + timedelta(days=days)
@@ -326,11 +268,11 @@ def init_ca(
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
     )
     cert = builder.sign(key, _sign_hash(key))
-    _mkdir(d, 0o755)
-    _mkdir(d / "private", 0o700)
-    _mkdir(d / "certs", 0o755)
-    _write(key_path, _key_pem(key, passphrase), 0o600, replace=force)
-    _write(cert_path, _pem(cert), 0o644, replace=force)
+    make_dir(d, 0o755)
+    make_dir(d / "private", 0o700)
+    make_dir(d / "certs", 0o755)
+    write_file(key_path, _key_pem(key, passphrase), 0o600, replace=force)
+    write_file(cert_path, _pem(cert), 0o644, replace=force)
     ca = {"subject": format_name(subject), "key_type": key_type, "crl_number": 0, "crl_days": DEFAULT_CRL_DAYS}
     if crl_uri:
         ca["crl_uri"] = crl_uri
@@ -450,7 +392,7 @@ def issue(
     if key_type not in KEY_TYPES:
         raise PkiError(f"unknown key type {key_type!r} (one of {', '.join(KEY_TYPES)})")
     cert_path, key_path = d / "certs" / f"{name}.crt", d / "private" / f"{name}.key"
-    _refuse_existing([cert_path, key_path], force)
+    refuse_existing([cert_path, key_path], force)
 
     if subject is not None:
         subject_name = dn_to_name(subject)
@@ -520,11 +462,11 @@ def issue(
     created: list[Path] = []
     try:
         existed = key_path.exists()
-        _write(key_path, _key_pem(key, key_passphrase), 0o600, replace=force)
+        write_file(key_path, _key_pem(key, key_passphrase), 0o600, replace=force)
         if not existed:
             created.append(key_path)
         existed = cert_path.exists()
-        _write(cert_path, _pem(cert), 0o644, replace=force)
+        write_file(cert_path, _pem(cert), 0o644, replace=force)
         if not existed:
             created.append(cert_path)
         entry = CertEntry(
@@ -637,7 +579,7 @@ def _publish_crl(d: Path, index: dict, ca_cert: x509.Certificate, ca_key, days: 
     # Index first: a crash between the two leaves a CRL number that is skipped, never reused.
     index["ca"]["crl_number"] = number
     _save_index(d, index)
-    _write(path, _pem(signed), 0o644, replace=True)
+    write_file(path, _pem(signed), 0o644, replace=True)
     return path
 
 

@@ -129,3 +129,15 @@ def test_openssl_encrypted_traditional_and_pkcs8(tmp_path):
         assert _same_key(load_private_key(f.read_bytes(), Secret("s3cret")), ref)
         with pytest.raises(PrivateKeyError, match="wrong passphrase"):
             load_private_key(f.read_bytes(), Secret("S3cret"))
+
+
+def test_key_block_after_other_text_and_blocks(ec_key):
+    """openssl pkcs12 output ("Bag Attributes") and a certificate+key bundle."""
+    key_pem = _pem(ec_key, serialization.PrivateFormat.PKCS8)
+    cert_block = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    bundle = b"Bag Attributes\n    localKeyID: 01 02\n" + cert_block + key_pem
+    assert _same_key(load_private_key(bundle), ec_key)
+    enc = _pem(ec_key, serialization.PrivateFormat.TraditionalOpenSSL, PASS.reveal())
+    assert _same_key(load_private_key(cert_block + enc, PASS), ec_key)
+    with pytest.raises(PrivateKeyError, match="encrypted and no passphrase"):
+        load_private_key(cert_block + enc)
