@@ -3,9 +3,9 @@
 Modules: certs (loading, identity matching, CERTREQ key hashes, expiry),
 validate (chain, dates, constraints, CRLs), dn (strongSwan-style DNs, DER
 ID payloads), keys (private key files, 0600 enforced), files (no-overwrite
-writes with final modes), ca (init-ca, issue,
-revoke, crl, list), cli (``ipsec-console pki``). Only this package and
-engine.crypto import `cryptography`.
+writes with final modes), ca (init-ca, issue, revoke, crl, list), cli
+(``ipsec-console pki``). Only this package and engine.crypto import
+`cryptography`.
 """
 
 from .certs import (
