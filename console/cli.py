@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", metavar="CONFIG", help="policy TOML file")
     _add_control(p)
     p.add_argument("-v", "--verbose", action="count", default=0, help="more log detail (repeat for debug)")
+    p.add_argument("--datapath", choices=("kernel", "userspace", "lab", "none"),
+                   help="override the policy's datapath; 'none' negotiates SAs without protecting traffic")
 
     p = sub.add_parser("sas", help="list IKE and CHILD SAs (like swanctl --list-sas)",
                        description="List the daemon's IKE and CHILD SAs.")
@@ -131,11 +133,15 @@ def _cmd_check(args) -> int:
 
 
 def _cmd_daemon(args) -> int:
-    return _not_yet("the daemon")
+    from engine.runtime.daemon import main as daemon_main
+
+    return daemon_main(args.config, args.control, args.verbose, args.datapath)
 
 
 def _cmd_control(args) -> int:
-    return _not_yet(f"'{args.command}'")
+    from console.cli_control import run
+
+    return run(args)
 
 
 def _cmd_attach(args) -> int:

@@ -302,8 +302,7 @@ class IkeEndpoint:
         for conn in self.policy.connections:
             kids = [c.name for c in conn.children if c.start_action == "start"]
             if kids and conn.remote_addrs and conn.remote_addrs[0] not in ("%any", "%any6"):
-                sa = self.initiate(conn.name, now)
-                del sa  # children all come up in IKE_AUTH + CREATE_CHILD_SA
+                self.initiate(conn.name, now)
 
     def _conn(self, name: str) -> ConnectionConfig:
         try:
@@ -418,8 +417,6 @@ class IkeEndpoint:
         if header.exchange == ExchangeType.IKE_SA_INIT and not header.response:
             if header.spi_r == b"\0" * 8:
                 self._init_request(data, header, local, remote, now)
-            return
-        if header.response == bool(header.flags & 0) and False:
             return
         # Our SPI: the responder's if the peer is the original initiator.
         ours = header.spi_r if header.initiator else header.spi_i

@@ -15,16 +15,15 @@ from dataclasses import dataclass
 from engine.crypto.transforms import (
     EsnId,
     TransformType,
-    transform_name,
 )
 from engine.policy.model import Proposal as ConfProposal
 from engine.policy.model import Transform as ConfTransform
 from engine.wire.constants import ProtocolId
+from engine.wire.summary import proposal_text
 from engine.wire.payloads import Proposal as WireProposal
 from engine.wire.payloads import Transform as WireTransform
 
 _ORDER = (TransformType.ENCR, TransformType.PRF, TransformType.INTEG, TransformType.KE, TransformType.ESN)
-_PROTO_NAMES = {ProtocolId.IKE: "IKE", ProtocolId.ESP: "ESP", ProtocolId.AH: "AH"}
 _PROTO_IDS = {"ike": ProtocolId.IKE, "esp": ProtocolId.ESP, "ah": ProtocolId.AH}
 
 
@@ -65,18 +64,7 @@ class Chosen:
 
     def describe(self) -> str:
         """strongSwan's notation: IKE:AES_GCM_16_256/PRF_HMAC_SHA2_256/CURVE_25519."""
-        parts = []
-        if self.encr is not None:
-            parts.append(transform_name(TransformType.ENCR, self.encr[0], self.encr[1]))
-        if self.integ:
-            parts.append(transform_name(TransformType.INTEG, self.integ))
-        if self.prf is not None:
-            parts.append(transform_name(TransformType.PRF, self.prf))
-        if self.ke:
-            parts.append(transform_name(TransformType.KE, self.ke))
-        if self.protocol != ProtocolId.IKE:
-            parts.append("ESN" if self.esn else "NO_EXT_SEQ")
-        return f"{_PROTO_NAMES.get(self.protocol, self.protocol)}:{'/'.join(parts)}"
+        return proposal_text(self.to_wire())
 
 
 def protocol_id(name: str) -> int:
@@ -243,14 +231,7 @@ def accept_response(response: WireProposal, offered: Sequence[WireProposal], *,
 
 def describe_offer(proposals: Sequence[WireProposal]) -> tuple[str, ...]:
     """Each wire proposal in strongSwan's notation, all transforms listed."""
-    out = []
-    for p in proposals:
-        names = [transform_name(t.type, t.id, t.key_length) for t in p.transforms
-                 if not (t.type == TransformType.ESN and t.id == EsnId.NO_ESN)]
-        if p.protocol != ProtocolId.IKE and not any(t.type == TransformType.ESN and t.id == EsnId.ESN for t in p.transforms):
-            names.append("NO_EXT_SEQ")
-        out.append(f"{_PROTO_NAMES.get(p.protocol, p.protocol)}:{'/'.join(names)}")
-    return tuple(out)
+    return tuple(proposal_text(p) for p in proposals)
 
 
 def describe_configured(proposals: Sequence[ConfProposal], spi: bytes = b"") -> tuple[str, ...]:

@@ -3,10 +3,11 @@ and the console. Datapath counters are merged in by the runtime."""
 
 from __future__ import annotations
 
-from engine.crypto.transforms import TransformType, transform_name
+from engine.crypto.transforms import TransformType
 from engine.events import ChildState
 from engine.ike.child import ChildSa
 from engine.status import ChildSaInfo, IkeSaInfo
+from engine.wire.summary import strongswan_transform_name
 
 
 def _in(t: float | None, now: float) -> float | None:
@@ -16,7 +17,7 @@ def _in(t: float | None, now: float) -> float | None:
 def _name(ttype: int, tid: int | None, bits: int | None = None) -> str:
     if not tid:
         return ""
-    return transform_name(ttype, tid, bits)
+    return strongswan_transform_name(ttype, tid, bits)
 
 
 def child_info(c: ChildSa, now: float) -> ChildSaInfo:

@@ -9,7 +9,7 @@ from engine.crypto.errors import InvalidKeyExchange
 from engine.crypto.ke import KeyExchange
 from engine.events import ChildState, IkeState
 from engine.ike import proposals as props
-from engine.ike.auth import find_psk, octets, psk_auth, psk_verify
+from engine.ike.auth import octets
 from engine.ike.child import ChildSa, derive_child_keys
 from engine.ike.errors import RemoteError
 from engine.ike.identity import identity_from_wire, identity_to_wire, matches
@@ -24,7 +24,7 @@ from engine.ike.init import (
 from engine.ike.sa import IkeSa, Task, error_notifies, find, notify
 from engine.policy.model import ChildConfig
 from engine.policy.ts import TrafficSelector
-from engine.wire.constants import AuthMethod, ExchangeType, NotifyType, ProtocolId
+from engine.wire.constants import ExchangeType, NotifyType, ProtocolId
 from engine.wire.payloads import (
     AuthPayload,
     DeletePayload,

@@ -1,0 +1,107 @@
+"""Client side of the control socket (see engine.runtime.control for the
+protocol): used by the CLI commands and by the console's attached runtime."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from collections.abc import AsyncIterator
+
+from engine.events import Event, from_dict as event_from_dict
+
+DEFAULT_CONTROL = "/run/ipsec-console/control.sock"
+
+
+class ControlError(Exception):
+    """The daemon refused a command (``findings`` lists validation errors)."""
+
+    def __init__(self, message: str, findings: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.findings = findings or []
+
+
+class ControlClient:
+    def __init__(self, path: str | None = None) -> None:
+        self.path = path or DEFAULT_CONTROL
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future] = {}
+        self._events: asyncio.Queue | None = None
+        self._pump: asyncio.Task | None = None
+
+    async def connect(self) -> None:
+        try:
+            self._reader, self._writer = await asyncio.open_unix_connection(self.path, limit=64 * 1024 * 1024)
+        except FileNotFoundError:
+            raise ControlError(f"no daemon at {self.path} (start one with: ipsec-console daemon CONFIG)") from None
+        except PermissionError:
+            raise ControlError(f"permission denied on {self.path} (the control socket is root-only: use sudo)") from None
+        except OSError as exc:
+            raise ControlError(f"cannot connect to {self.path}: {exc.strerror or exc}") from None
+        self._pump = asyncio.create_task(self._read())
+
+    async def close(self) -> None:
+        if self._pump is not None:
+            self._pump.cancel()
+        if self._writer is not None:
+            self._writer.close()
+            try:
+                await self._writer.wait_closed()
+            except Exception:
+                pass
+        self._writer = None
+
+    async def _read(self) -> None:
+        try:
+            while True:
+                line = await self._reader.readline()
+                if not line:
+                    break
+                msg = json.loads(line)
+                if "event" in msg:
+                    if self._events is not None:
+                        self._events.put_nowait(msg["event"])
+                    continue
+                fut = self._pending.pop(msg.get("id"), None)
+                if fut is not None and not fut.done():
+                    fut.set_result(msg)
+        except (asyncio.CancelledError, ConnectionError, ValueError):
+            pass
+        finally:
+            for fut in self._pending.values():
+                if not fut.done():
+                    fut.set_exception(ControlError("the daemon closed the connection"))
+            if self._events is not None:
+                self._events.put_nowait(None)
+
+    async def call(self, cmd: str, **args):
+        if self._writer is None:
+            await self.connect()
+        rid = next(self._ids)
+        fut = asyncio.get_running_loop().create_future()
+        self._pending[rid] = fut
+        self._writer.write(json.dumps({"id": rid, "cmd": cmd, **args}).encode() + b"\n")
+        await self._writer.drain()
+        msg = await fut
+        if not msg.get("ok"):
+            raise ControlError(msg.get("error", "failed"), msg.get("findings"))
+        return msg.get("result")
+
+    async def events_raw(self) -> AsyncIterator[dict]:
+        """Event objects as the daemon sends them (JSON dicts)."""
+        self._events = asyncio.Queue()
+        await self.call("subscribe")
+        while True:
+            e = await self._events.get()
+            if e is None:
+                return
+            yield e
+
+    async def events(self) -> AsyncIterator[Event]:
+        async for e in self.events_raw():
+            try:
+                yield event_from_dict(e)
+            except (KeyError, TypeError, ValueError):
+                continue  # an event type from a newer daemon

@@ -1,0 +1,204 @@
+"""The control socket: a unix stream socket (mode 0600) speaking JSON lines.
+
+Protocol (version 1), documented in README.md ("Control protocol"):
+
+- A request is one JSON object on one line: ``{"id": 7, "cmd": "list-sas"}``,
+  with the command's arguments as further keys.
+- Each request gets exactly one response line with the same ``id``:
+  ``{"id": 7, "ok": true, "result": ...}`` or
+  ``{"id": 7, "ok": false, "error": "what went wrong", "findings": [...]}``.
+- After ``subscribe``, the connection also carries event lines
+  ``{"event": {"type": "ChildSaInstalled", ...}}`` (engine.events.to_dict;
+  keys never appear) until the client disconnects. Requests still work on
+  a subscribed connection; clients tell lines apart by the ``event`` key.
+
+Commands: version, status, list-sas, list-conns, initiate {name, child?},
+terminate {name}, rekey {name, ike?, unique_id?}, get-policy,
+apply-policy {text}, counters, subscribe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import stat
+from pathlib import Path
+
+from engine.events import to_dict as event_to_dict
+from engine.ike.errors import LocalError
+from engine.status import to_dict as status_to_dict
+
+log = logging.getLogger("engine.control")
+
+PROTOCOL_VERSION = 1
+MAX_LINE = 4 * 1024 * 1024
+
+
+class ControlServer:
+    def __init__(self, runtime, path: str) -> None:
+        self.runtime = runtime
+        self.path = Path(path)
+        self._server: asyncio.AbstractServer | None = None
+        self._clients: set[asyncio.Task] = set()
+
+    async def start(self) -> None:
+        folder = self.path.parent
+        if not folder.exists():
+            folder.mkdir(mode=0o700, parents=True)
+        if self.path.exists() or self.path.is_symlink():
+            if not stat.S_ISSOCK(self.path.lstat().st_mode):
+                raise OSError(f"{self.path} exists and is not a socket; refusing to replace it")
+            if await _alive(self.path):
+                raise OSError(f"another daemon is serving {self.path}")
+            self.path.unlink()  # stale socket of a crashed daemon
+        old_umask = os.umask(0o177)  # the socket is born 0600: no window where others can connect
+        try:
+            self._server = await asyncio.start_unix_server(self._client, path=str(self.path), limit=MAX_LINE)
+        finally:
+            os.umask(old_umask)
+        os.chmod(self.path, 0o600)
+        log.info("control socket %s", self.path)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for t in list(self._clients):
+                t.cancel()
+            try:
+                await asyncio.wait_for(self._server.wait_closed(), 1.0)
+            except (asyncio.TimeoutError, Exception):
+                pass
+            self._server = None
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        self._clients.add(task)
+        sub_task: asyncio.Task | None = None
+        lock = asyncio.Lock()
+
+        async def send(obj) -> None:
+            async with lock:
+                writer.write(json.dumps(obj, separators=(",", ":")).encode() + b"\n")
+                await writer.drain()
+
+        try:
+            while True:
+                try:
+                    line = await reader.readline()
+                except (asyncio.LimitOverrunError, ValueError):
+                    await send({"id": None, "ok": False, "error": "request line too long"})
+                    break
+                if not line:
+                    break
+                try:
+                    req = json.loads(line)
+                    if not isinstance(req, dict) or not isinstance(req.get("cmd"), str):
+                        raise ValueError("a request is a JSON object with a string 'cmd'")
+                except ValueError as exc:
+                    await send({"id": None, "ok": False, "error": f"bad request: {exc}"})
+                    continue
+                rid = req.get("id")
+                if req["cmd"] == "subscribe":
+                    if sub_task is None:
+                        sub_task = asyncio.create_task(self._pump(send))
+                    await send({"id": rid, "ok": True, "result": "subscribed"})
+                    continue
+                try:
+                    result = self.handle(req)
+                    await send({"id": rid, "ok": True, "result": result})
+                except _Failure as exc:
+                    await send({"id": rid, "ok": False, "error": str(exc), "findings": exc.findings})
+                except (LocalError, KeyError, ValueError) as exc:
+                    await send({"id": rid, "ok": False, "error": str(exc).strip("'\"")})
+                except Exception as exc:  # a bug must not take the daemon down
+                    log.exception("control command %r failed", req.get("cmd"))
+                    await send({"id": rid, "ok": False, "error": f"internal error: {exc}"})
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            if sub_task is not None:
+                sub_task.cancel()
+            self._clients.discard(task)
+            writer.close()
+
+    async def _pump(self, send) -> None:
+        q = self.runtime.subscribe()
+        try:
+            while True:
+                event = await q.get()
+                await send({"event": event_to_dict(event)})
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            self.runtime.unsubscribe(q)
+
+    def handle(self, req: dict):
+        rt = self.runtime
+        cmd = req["cmd"]
+        if cmd == "version":
+            return {"protocol": PROTOCOL_VERSION, "engine": "ipsec-console"}
+        if cmd == "status":
+            return status_to_dict(rt.status())
+        if cmd == "list-sas":
+            s = rt.status()
+            return {"time": s.time, "ike_sas": [status_to_dict(i) for i in s.ike_sas]}
+        if cmd == "list-conns":
+            return {"connections": [status_to_dict(c) for c in rt.connections()]}
+        if cmd == "initiate":
+            rt.initiate(_name(req), req.get("child"))
+            return {"initiated": _name(req)}
+        if cmd == "terminate":
+            return {"deleted": rt.terminate(_name(req))}
+        if cmd == "rekey":
+            return {"rekeyed": rt.rekey(_name(req), ike=bool(req.get("ike")), unique_id=req.get("unique_id"))}
+        if cmd == "get-policy":
+            return {"path": rt.policy.path, "text": rt.policy_text}
+        if cmd == "apply-policy":
+            return self._apply(req)
+        if cmd == "counters":
+            sas, drops = rt.datapath.counters()
+            return {"sas": [status_to_dict(c) for c in sas], "drops": drops, "ike": dict(rt.endpoint.stats)}
+        raise ValueError(f"unknown command {cmd!r}")
+
+    def _apply(self, req: dict):
+        from engine.policy.findings import PolicyError
+        from engine.policy.parse import parse_policy
+
+        text = req.get("text")
+        if not isinstance(text, str):
+            raise ValueError("apply-policy needs 'text'")
+        try:
+            policy = parse_policy(text, self.runtime.policy.path)
+        except PolicyError as exc:
+            raise _Failure("the policy does not validate; nothing was changed",
+                           [f.format() for f in exc.findings]) from None
+        applied = self.runtime.apply_policy(policy, text)
+        return event_to_dict(applied)
+
+
+class _Failure(Exception):
+    def __init__(self, message: str, findings: list[str]) -> None:
+        super().__init__(message)
+        self.findings = findings
+
+
+def _name(req: dict) -> str:
+    name = req.get("name")
+    if not isinstance(name, str) or not name:
+        raise ValueError("this command needs 'name'")
+    return name
+
+
+async def _alive(path: Path) -> bool:
+    try:
+        _, w = await asyncio.wait_for(asyncio.open_unix_connection(str(path)), 0.5)
+    except (OSError, asyncio.TimeoutError):
+        return False
+    w.close()
+    return True

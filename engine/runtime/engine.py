@@ -1,0 +1,282 @@
+"""The asyncio runtime: sockets, the one timer, the datapath and the
+subscribers around one sans-IO IkeEndpoint.
+
+One loop per event, as in aioquic's asyncio protocol: receive -> drain
+events -> transmit -> re-arm a single ``loop.call_at`` timer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from engine.datapath.base import Datapath, NullDatapath
+from engine.events import (
+    AcquireRequested,
+    ChildSaDeleted,
+    ChildSaInstalled,
+    CountersSnapshot,
+    Event,
+    LogMessage,
+    PolicyApplied,
+    RekeyRequested,
+    SaCounters,
+)
+from engine.ike.endpoint import IkeEndpoint
+from engine.policy.model import Policy
+from engine.runtime.udp import UdpSockets
+from engine.status import ChildSaInfo, ConnectionInfo, IkeSaInfo, StatusSnapshot
+from engine.wire.natt import classify_natt
+
+log = logging.getLogger("engine.runtime")
+
+COUNTERS_INTERVAL = 1.0
+SHUTDOWN_GRACE = 2.0
+
+
+class EngineRuntime:
+    """Runs an IkeEndpoint for one policy. Commands are plain methods; their
+    results arrive as events to subscribers."""
+
+    def __init__(self, policy: Policy, *, datapath: Datapath | None = None, policy_text: str | None = None,
+                 fragment_size: int | None = None) -> None:
+        self.policy = policy
+        self.policy_text = policy_text
+        self.endpoint = IkeEndpoint(policy, fragment_size=fragment_size)
+        self.datapath: Datapath = datapath or NullDatapath()
+        self.sockets = UdpSockets(self._on_datagram)
+        self._subscribers: list[asyncio.Queue] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._counters_task: asyncio.Task | None = None
+        self._log_handler: _EventLogHandler | None = None
+        self.started_at = time.time()
+        self._counters: dict[tuple[int, str], SaCounters] = {}
+
+    # ------------------------------------------------------------ lifecycle
+    def now(self) -> float:
+        return self._loop.time()
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._log_handler = _EventLogHandler(self)
+        logging.getLogger("engine").addHandler(self._log_handler)
+        await self.datapath.start(self)
+        prepare = getattr(self.datapath, "prepare_socket", None)
+        if prepare is not None:
+            self.sockets.prepare = prepare
+        e = self.policy.engine
+        addresses = list(e.listen) or self._addresses_from_connections() or ["0.0.0.0"]
+        self.sockets.open(addresses, sorted({e.ike_port, e.natt_port}))
+        self.datapath.apply_policy(self.policy)
+        self.endpoint.start(self.now())
+        self._after()
+        self._counters_task = asyncio.create_task(self._counters_loop(), name="counters")
+
+    def _addresses_from_connections(self) -> list[str]:
+        out: list[str] = []
+        for c in self.policy.connections:
+            for a in c.local_addrs:
+                if a not in out and a not in ("%any", "%any6") and "/" not in a:
+                    out.append(a)
+        return out
+
+    async def stop(self, *, delete: bool = True) -> None:
+        """Delete our SAs (INFORMATIONAL) when asked, then release everything."""
+        if self._loop is None:
+            return
+        if delete:
+            self.endpoint.shutdown(self.now())
+            self._after()
+            deadline = self.now() + SHUTDOWN_GRACE
+            while any(sa.outstanding is not None for sa in self.endpoint.sas) and self.now() < deadline:
+                await asyncio.sleep(0.05)
+            for sa in self.endpoint.sas:
+                sa.destroy(self.now(), "shutting down")
+            self._after()
+        if self._counters_task is not None:
+            self._counters_task.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
+        self.sockets.close()
+        await self.datapath.stop()
+        if self._log_handler is not None:
+            logging.getLogger("engine").removeHandler(self._log_handler)
+        self._loop = None
+
+    # ------------------------------------------------------------ the loop
+    def _on_datagram(self, data: bytes, local, remote) -> None:
+        now = self.now()
+        if local[1] == self.policy.engine.natt_port:
+            kind = classify_natt(data)
+            if kind == "ike":
+                self.endpoint.receive_datagram(data[4:], local, remote, now)
+            elif kind == "esp":
+                self.datapath.receive_esp(data, local, remote, now)
+                self._drain_datapath()
+                return
+            else:
+                return  # keepalive or junk
+        else:
+            self.endpoint.receive_datagram(data, local, remote, now)
+        self._after()
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self.endpoint.handle_timer(self.now())
+        self._after()
+
+    def _after(self) -> None:
+        """Drain events -> transmit -> re-arm the timer."""
+        ep = self.endpoint
+        while (event := ep.next_event()) is not None:
+            self._dispatch(event)
+        for d in ep.datagrams_to_send():
+            self.sockets.send(d.data, d.local, d.remote)
+        when = ep.get_timer()
+        if self._timer is not None and (when is None or self._timer.when() != when):
+            self._timer.cancel()
+            self._timer = None
+        if when is not None and self._timer is None and self._loop is not None:
+            self._timer = self._loop.call_at(when, self._on_timer)
+
+    def _dispatch(self, event: Event) -> None:
+        try:
+            if isinstance(event, ChildSaInstalled):
+                self.datapath.install(event)
+            elif isinstance(event, ChildSaDeleted):
+                self.datapath.remove(event)
+        except Exception:
+            log.exception("datapath failed to apply %s", type(event).__name__)
+        self.publish(event)
+
+    def datapath_event(self, event: Event) -> None:
+        """Events coming from the datapath (lifetimes, acquires, packet samples)."""
+        now = self.now()
+        if isinstance(event, RekeyRequested):
+            self.endpoint.rekey_child_spi(event.spi_in, now, hard=event.hard)
+            self._after()
+        elif isinstance(event, AcquireRequested):
+            self.endpoint.acquire(event.reqid, now)
+            self._after()
+        self.publish(event)
+
+    def _drain_datapath(self) -> None:
+        drain = getattr(self.datapath, "drain_events", None)
+        if drain is not None:
+            for ev in drain():
+                self.datapath_event(ev)
+
+    def publish(self, event: Event) -> None:
+        for q in list(self._subscribers):
+            try:
+                q.put_nowait(event)
+            except asyncio.QueueFull:
+                pass  # a slow subscriber loses events rather than stalling the engine
+
+    def subscribe(self, maxsize: int = 10000) -> asyncio.Queue:
+        q: asyncio.Queue = asyncio.Queue(maxsize)
+        self._subscribers.append(q)
+        return q
+
+    def unsubscribe(self, q: asyncio.Queue) -> None:
+        if q in self._subscribers:
+            self._subscribers.remove(q)
+
+    async def _counters_loop(self) -> None:
+        while True:
+            await asyncio.sleep(COUNTERS_INTERVAL)
+            try:
+                sas, drops = self.datapath.counters()
+            except Exception:
+                log.exception("reading datapath counters failed")
+                continue
+            self._counters = {(c.spi, c.direction): c for c in sas}
+            self._drain_datapath()
+            self.publish(CountersSnapshot(time.time(), tuple(sas), tuple(sorted(drops.items()))))
+
+    # ------------------------------------------------------------ commands
+    def initiate(self, name: str, child: str | None = None) -> None:
+        self.endpoint.initiate(name, self.now(), child)
+        self._after()
+
+    def terminate(self, name: str) -> int:
+        n = self.endpoint.terminate(name, self.now())
+        self._after()
+        return n
+
+    def rekey(self, name: str, *, ike: bool = False, unique_id: int | None = None) -> int:
+        n = self.endpoint.rekey(name, self.now(), ike=ike, unique_id=unique_id)
+        self._after()
+        return n
+
+    def apply_policy(self, policy: Policy, text: str | None = None) -> PolicyApplied:
+        """Switch to a validated policy; unrelated SAs stay up."""
+        e_old, e_new = self.policy.engine, policy.engine
+        if (e_old.listen, e_old.ike_port, e_old.natt_port, e_old.datapath) != \
+                (e_new.listen, e_new.ike_port, e_new.natt_port, e_new.datapath):
+            raise ValueError("changing [engine] listen, ports or datapath needs a restart")
+        result = self.endpoint.apply_policy(policy, self.now())
+        self.policy = policy
+        self.policy_text = text
+        self.datapath.apply_policy(policy)
+        self._after()
+        return result
+
+    # ------------------------------------------------------------ status
+    def status(self) -> StatusSnapshot:
+        now = self.now()
+        sas = [self._with_counters(i, now) for i in self.endpoint.status(now)]
+        return StatusSnapshot(time.time(), tuple(sas), tuple(self.connections()))
+
+    def _with_counters(self, info: IkeSaInfo, now: float) -> IkeSaInfo:
+        if not self._counters:
+            return info
+        kids = []
+        for c in info.children:
+            cin = self._counters.get((c.spi_in, "in"))
+            cout = self._counters.get((c.spi_out, "out"))
+            kids.append(ChildSaInfo(**{
+                **c.__dict__,
+                "bytes_in": cin.bytes if cin else 0, "packets_in": cin.packets if cin else 0,
+                "bytes_out": cout.bytes if cout else 0, "packets_out": cout.packets if cout else 0,
+                "drops": cin.drops if cin else (),
+            }))
+        return IkeSaInfo(**{**info.__dict__, "children": tuple(kids)})
+
+    def connections(self) -> list[ConnectionInfo]:
+        from engine.status import ChildConfigInfo
+
+        up = {sa.name: sa.state for sa in self.endpoint.status(self.now())}
+        out = []
+        for c in self.policy.connections:
+            state = {"ESTABLISHED": "up", "REKEYING": "up", "CONNECTING": "connecting"}.get(up.get(c.name, ""), "down")
+            out.append(ConnectionInfo(
+                name=c.name, local_addrs=c.local_addrs, remote_addrs=c.remote_addrs,
+                local_auth=c.local.auth, remote_auth=c.remote.auth,
+                local_id=str(c.local.id) if c.local.id else "", remote_id=str(c.remote.id) if c.remote.id else "",
+                proposals=tuple(p.text for p in c.proposals),
+                children=tuple(ChildConfigInfo(k.name, k.mode, k.protocol, tuple(map(str, k.local_ts)),
+                                               tuple(map(str, k.remote_ts)), tuple(p.text for p in k.proposals),
+                                               k.start_action, k.dpd_action) for k in c.children),
+                state=state))
+        return out
+
+
+class _EventLogHandler(logging.Handler):
+    """Engine log records as LogMessage events for the console and `events`."""
+
+    def __init__(self, runtime: EngineRuntime) -> None:
+        super().__init__(logging.DEBUG)
+        self.runtime = runtime
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.runtime._subscribers:
+            return
+        try:
+            text = record.getMessage()
+        except Exception:  # a broken format string must not break the engine
+            text = str(record.msg)
+        self.runtime.publish(LogMessage(record.created, record.levelname, record.name, text,
+                                        getattr(record, "connection", "")))

@@ -1,0 +1,377 @@
+"""Interop lab: two network namespaces joined by veth, a private strongSwan
+charon on one side, our daemon on the other (same layout as the shared
+harness in ../shared/interop, rewritten here so the suite is self-contained).
+
+    NAME-l  veth0 192.0.2.1/24  <-- veth -->  NAME-r  veth0 192.0.2.2/24
+            lo    198.51.100.1/32                     lo    198.51.100.129/32
+
+Nothing is created in the root namespace. Every namespace and process is
+removed by the context managers, also when a test fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REQUIRE_ALL  # noqa: F401  (skips become failures in CI)
+
+CHARON = "/usr/lib/ipsec/charon"
+APT_STRONGSWAN = ("apt-get install -y strongswan-swanctl strongswan-charon libcharon-extra-plugins "
+                  "libstrongswan-extra-plugins iproute2 iputils-ping nftables iperf3")
+PSK = "interop-psk-not-secret-0123456789"
+ROOT = Path(__file__).resolve().parents[2]
+SIDES = {
+    "left": dict(addr="192.0.2.1", inner="198.51.100.1", id="left.example"),
+    "right": dict(addr="192.0.2.2", inner="198.51.100.129", id="right.example"),
+}
+_names = itertools.count()
+
+
+def require_lab() -> None:
+    """Skip (a failure under IPSEC_CONSOLE_REQUIRE_ALL=1) unless root with strongSwan."""
+    if os.geteuid() != 0:
+        pytest.skip("interop tests need root (network namespaces): run as root")
+    for tool in ("ip", "swanctl", "nft"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"'{tool}' is missing: {APT_STRONGSWAN}")
+    if not os.path.exists(CHARON):
+        pytest.skip(f"strongSwan's charon is missing: {APT_STRONGSWAN}")
+
+
+def sh(*args: str, check: bool = True, timeout: float = 30, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(args, check=check, capture_output=True, text=True, timeout=timeout, **kw)
+
+
+class Lab:
+    def __init__(self) -> None:
+        self.name = f"ipc{os.getpid() % 100000}x{next(_names)}"
+        self.ns = {"left": f"{self.name}-l", "right": f"{self.name}-r"}
+
+    def up(self) -> "Lab":
+        l, r = self.ns["left"], self.ns["right"]
+        try:
+            sh("ip", "netns", "add", l)
+            sh("ip", "netns", "add", r)
+            sh("ip", "-n", l, "link", "add", "veth0", "type", "veth", "peer", "name", "veth0", "netns", r)
+            for side, ns in self.ns.items():
+                s = SIDES[side]
+                sh("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1",
+                   "net.ipv6.conf.default.disable_ipv6=1")
+                sh("ip", "-n", ns, "link", "set", "lo", "up")
+                sh("ip", "-n", ns, "addr", "add", f"{s['addr']}/24", "dev", "veth0")
+                sh("ip", "-n", ns, "link", "set", "veth0", "up")
+                sh("ip", "-n", ns, "addr", "add", f"{s['inner']}/32", "dev", "lo")
+            for _ in range(50):
+                states = [sh("ip", "netns", "exec", ns, "cat", "/sys/class/net/veth0/operstate").stdout.strip()
+                          for ns in self.ns.values()]
+                if states == ["up", "up"]:
+                    break
+                time.sleep(0.1)
+        except BaseException:
+            self.down()
+            raise
+        return self
+
+    def down(self) -> None:
+        for ns in self.ns.values():
+            out = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True)
+            for pid in out.stdout.split():
+                # Only ever processes inside our own namespaces.
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(pid), signal.SIGKILL)
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+    def exec(self, side: str, *cmd: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
+        return sh("ip", "netns", "exec", self.ns[side], *cmd, check=check, timeout=timeout)
+
+    def loss(self, percent: int) -> None:
+        """Drop PERCENT% of packets arriving on each veth end (nftables numgen)."""
+        for ns in self.ns.values():
+            subprocess.run(["ip", "netns", "exec", ns, "nft", "delete", "table", "inet", "ipc_loss"],
+                           capture_output=True)
+            if percent:
+                rules = (f"table inet ipc_loss {{ chain input {{ type filter hook input priority -300; "
+                         f"policy accept; iifname \"veth0\" numgen random mod 100 < {percent} counter drop }} }}")
+                sh("ip", "netns", "exec", ns, "nft", "-f", "-", input=rules)
+
+    def ping(self, side: str, dst: str, count: int = 3, interval: float = 0.2, timeout: float = 30,
+             check: bool = True) -> subprocess.CompletedProcess:
+        src = SIDES[side]["inner"]
+        return self.exec(side, "ping", "-n", "-q", "-c", str(count), "-i", str(interval), "-W", "2",
+                         "-I", src, dst, check=check, timeout=timeout)
+
+
+@contextlib.contextmanager
+def lab():
+    require_lab()
+    lab = Lab().up()
+    try:
+        yield lab
+    finally:
+        lab.down()
+
+
+SWANCTL_CONF = """\
+connections {{
+  psk-tunnel {{
+    version = 2
+    local_addrs = {local_addr}
+    remote_addrs = {remote_addr}
+    proposals = {proposals}
+    encap = {encap}
+    dpd_delay = {dpd_delay}
+    rekey_time = {rekey_time}
+    local {{
+      auth = psk
+      id = {local_id}
+    }}
+    remote {{
+      auth = psk
+      id = {remote_id}
+    }}
+    children {{
+      psk-tunnel {{
+        mode = {mode}
+        local_ts = {local_ts}
+        remote_ts = {remote_ts}
+        esp_proposals = {esp_proposals}
+        rekey_time = {child_rekey_time}
+        start_action = {start_action}
+        dpd_action = {dpd_action}
+      }}
+    }}
+  }}
+}}
+secrets {{
+  ike-interop {{
+    id-left = left.example
+    id-right = right.example
+    secret = "{psk}"
+  }}
+}}
+"""
+
+
+class Charon:
+    """A private charon in a namespace: its own strongswan.conf, swanctl dir,
+    vici socket and /run (bind-mounted in a private mount namespace)."""
+
+    def __init__(self, lab: Lab, side: str, workdir: Path, *, proposals="aes256gcm16-prfsha256-x25519",
+                 esp_proposals="aes256gcm16", encap="no", dpd_delay="0s", rekey_time="4h",
+                 child_rekey_time="1h", mode="tunnel", start_action="none", dpd_action="clear",
+                 debug_keys: bool = False, extra: str = "", retransmit: str = "") -> None:
+        self.lab = lab
+        self.side = side
+        self.dir = workdir / f"charon-{side}"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        me = SIDES[side]
+        peer = SIDES["right" if side == "left" else "left"]
+        self.conf = SWANCTL_CONF.format(
+            local_addr=me["addr"], remote_addr=peer["addr"], proposals=proposals, encap=encap,
+            dpd_delay=dpd_delay, rekey_time=rekey_time, local_id=me["id"], remote_id=peer["id"],
+            mode=mode, local_ts=f"{me['inner']}/32", remote_ts=f"{peer['inner']}/32",
+            esp_proposals=esp_proposals, child_rekey_time=child_rekey_time, start_action=start_action,
+            dpd_action=dpd_action, psk=PSK)
+        levels = "ike = 4\n      chd = 4" if debug_keys else "ike = 2"
+        self.strongswan_conf = textwrap.dedent(f"""\
+            charon {{
+              load_modular = no
+              load = random nonce drbg aes sha1 sha2 md5 hmac gcm chapoly cmac xcbc ctr kdf curve25519 gmp openssl pem pkcs1 pkcs8 x509 pubkey revocation constraints kernel-libipsec kernel-netlink socket-default vici
+              install_routes = yes
+              {retransmit}
+              filelog {{
+                charon-log {{
+                  path = {self.dir}/charon.log
+                  append = no
+                  flush_line = yes
+                  time_format = %H:%M:%S
+                  ike_name = yes
+                  default = 1
+                  {levels}
+                  enc = 1
+                  net = 1
+                  cfg = 2
+                  knl = 1
+                }}
+              }}
+              plugins {{
+                vici {{ socket = unix://{self.dir}/charon.vici }}
+              }}
+            }}
+            swanctl {{
+              load = pem pkcs1 pkcs8 x509 revocation constraints pubkey openssl random
+            }}
+            {extra}
+            """)
+        self.proc: subprocess.Popen | None = None
+
+    def env(self) -> dict:
+        return {**os.environ, "STRONGSWAN_CONF": str(self.dir / "strongswan.conf"),
+                "SWANCTL_DIR": str(self.dir / "swanctl")}
+
+    def start(self) -> "Charon":
+        (self.dir / "run").mkdir(exist_ok=True)
+        sw = self.dir / "swanctl"
+        for sub in ("x509", "x509ca", "x509crl", "private", "conf.d"):
+            (sw / sub).mkdir(parents=True, exist_ok=True)
+        (sw / "swanctl.conf").write_text(self.conf)
+        (self.dir / "strongswan.conf").write_text(self.strongswan_conf)
+        vici = self.dir / "charon.vici"
+        vici.unlink(missing_ok=True)
+        # charon 5.9.8 hard-codes /var/run/charon.pid: give it a private /run.
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", self.lab.ns[self.side], "unshare", "--mount", "--propagation", "private",
+             "sh", "-c", 'mount --bind "$1" /run && exec "$2"', "sh", str(self.dir / "run"), CHARON],
+            env=self.env(), stdin=subprocess.DEVNULL, stdout=open(self.dir / "charon.out", "wb"),
+            stderr=subprocess.STDOUT, start_new_session=True)
+        for _ in range(100):
+            if vici.exists():
+                break
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"charon exited: {(self.dir / 'charon.out').read_text()}")
+            time.sleep(0.05)
+        else:
+            raise RuntimeError("charon's vici socket never appeared")
+        self.swanctl("--load-all", "--file", str(sw / "swanctl.conf"))
+        return self
+
+    def swanctl(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
+        return subprocess.run(["swanctl", *args, "--uri", f"unix://{self.dir}/charon.vici"], env=self.env(),
+                              capture_output=True, text=True, check=check, timeout=timeout)
+
+    def list_sas(self) -> str:
+        return self.swanctl("--list-sas").stdout
+
+    def log(self) -> str:
+        try:
+            return (self.dir / "charon.log").read_text()
+        except FileNotFoundError:
+            return ""
+
+    def stop(self, sig=signal.SIGTERM) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.kill(self.proc.pid, sig)
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+
+def our_policy(side: str, *, proposals=("aes256gcm16-prfsha256-x25519",), esp=("aes256gcm16",),
+               datapath="userspace", encap=False, dpd_delay="0s", start_action="none", dpd_action="clear",
+               rekey_time="4h", child_rekey_time="1h", mode="tunnel", extra_engine="", extra_conn="") -> str:
+    me = SIDES[side]
+    peer = SIDES["right" if side == "left" else "left"]
+    quote = lambda xs: "[" + ", ".join(f'"{x}"' for x in xs) + "]"  # noqa: E731
+    return textwrap.dedent(f"""\
+        [engine]
+        datapath = "{datapath}"
+        listen = ["{me['addr']}"]
+        secrets = "secrets.toml"
+        {extra_engine}
+
+        [connections.psk-tunnel]
+        local_addrs = ["{me['addr']}"]
+        remote_addrs = ["{peer['addr']}"]
+        proposals = {quote(proposals)}
+        local = {{ auth = "psk", id = "{me['id']}" }}
+        remote = {{ auth = "psk", id = "{peer['id']}" }}
+        encap = {str(encap).lower()}
+        dpd_delay = "{dpd_delay}"
+        rekey_time = "{rekey_time}"
+        {extra_conn}
+
+        [connections.psk-tunnel.children.lan]
+        mode = "{mode}"
+        local_ts = ["{me['inner']}/32"]
+        remote_ts = ["{peer['inner']}/32"]
+        esp_proposals = {quote(esp)}
+        rekey_time = "{child_rekey_time}"
+        start_action = "{start_action}"
+        dpd_action = "{dpd_action}"
+        """)
+
+
+class Ours:
+    """Our daemon in a namespace, with its control socket in the work dir."""
+
+    def __init__(self, lab: Lab, side: str, workdir: Path, policy_text: str) -> None:
+        self.lab = lab
+        self.side = side
+        self.dir = workdir / f"ours-{side}"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.config = self.dir / "policy.toml"
+        self.config.write_text(policy_text)
+        secrets = self.dir / "secrets.toml"
+        secrets.write_text(f'[ike.interop]\nids = ["left.example", "right.example"]\nsecret = "{PSK}"\n')
+        secrets.chmod(0o600)
+        self.control = self.dir / "control.sock"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, *args: str) -> "Ours":
+        if "--datapath" not in args and '"lab"' in self.config.read_text():
+            args = ("--datapath", "none", *args)
+        self.stderr = open(self.dir / "daemon.log", "wb")
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", self.lab.ns[self.side], sys.executable, "-m", "console", "daemon",
+             str(self.config), "--control", str(self.control), "-v", *args],
+            cwd=ROOT, stdin=subprocess.DEVNULL, stdout=self.stderr, stderr=subprocess.STDOUT,
+            start_new_session=True)
+        for _ in range(200):
+            if self.control.exists():
+                return self
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"our daemon exited: {self.log()}")
+            time.sleep(0.05)
+        raise RuntimeError(f"our daemon never opened its control socket: {self.log()}")
+
+    def cli(self, *args: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "console", *args, "--control", str(self.control)],
+                              cwd=ROOT, capture_output=True, text=True, check=check, timeout=timeout)
+
+    def sas(self) -> list[dict]:
+        return json.loads(self.cli("sas", "--json").stdout)["ike_sas"]
+
+    def log(self) -> str:
+        try:
+            return (self.dir / "daemon.log").read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def stop(self) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        os.kill(self.proc.pid, signal.SIGTERM)
+        try:
+            return self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            return self.proc.wait(5)
+
+
+def wait_for(predicate, timeout: float = 20.0, interval: float = 0.2, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
