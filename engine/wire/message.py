@@ -18,7 +18,7 @@ import struct
 from dataclasses import dataclass
 from typing import Iterable
 
-from engine.wire.codec import DECODERS, ENCODERS, _bad, decode_skf_fields
+from engine.wire.codec import DECODERS, ENCODERS, decode_skf_fields, malformed_at
 from engine.wire.constants import (
     CRITICAL_BIT,
     FLAG_INITIATOR,
@@ -130,14 +130,14 @@ def _walk(first_type: int, data: bytes, pos: int, end: int, offset_base: int, ke
     while ptype:
         here = offset_base + pos
         if end - pos < GENERIC_HEADER_SIZE:
-            raise _bad(ptype, here, f"generic header truncated ({end - pos} bytes left)")
+            raise malformed_at(ptype, here, f"generic header truncated ({end - pos} bytes left)")
         nxt, flags, plen = unpack(data, pos)
         if plen < GENERIC_HEADER_SIZE or pos + plen > end:
-            raise _bad(ptype, here, f"payload length {plen} does not fit ({end - pos} bytes left)")
+            raise malformed_at(ptype, here, f"payload length {plen} does not fit ({end - pos} bytes left)")
         critical = bool(flags & CRITICAL_BIT)
         if ptype == _SK or ptype == _SKF:
             if pos + plen != end:
-                raise _bad(ptype, here, f"{end - pos - plen} bytes follow the encrypted payload (it must be last)")
+                raise malformed_at(ptype, here, f"{end - pos - plen} bytes follow the encrypted payload (it must be last)")
             body_at = pos + GENERIC_HEADER_SIZE
             if ptype == _SK:
                 payloads.append(SkPayload(nxt, data[body_at:end], critical))
