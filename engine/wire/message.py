@@ -168,7 +168,9 @@ def decode_payloads(first_type: int, data: bytes, offset_base: int = 0, *, keep_
     Non-critical unknown payloads are skipped (RFC 7296 §2.5), or kept as
     UnknownPayload with ``keep_unknown``; a critical unknown one raises
     UnsupportedCriticalPayload. ``offset_base`` is added to offsets in errors
-    (e.g. where the decrypted SK body sat in the message).
+    (e.g. where the decrypted SK body sat in the message). An SK/SKF payload
+    ends the chain wherever it appears; inside a decrypted SK body it is the
+    IKE layer's to refuse.
     """
     return _walk(first_type, data, 0, len(data), offset_base, keep_unknown)[0]
 
