@@ -13,7 +13,10 @@ def demo_runtime(children: int = 0) -> FakeRuntime:
     if children:
         return FakeRuntime(kind="fake", label=f"DEMO — {children} scripted CHILD SAs", scale_children=children,
                            live=True, active_fraction=0.1, counters_events=False)
-    return FakeRuntime(kind="lab", label="LAB — scripted demo peers (no engine)", live=True)
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="ipsec-console-demo-")
+    return FakeRuntime.in_folder(folder, kind="lab", label="LAB — scripted demo peers (no engine)", live=True)
 
 
 if __name__ == "__main__":

@@ -194,6 +194,13 @@ class FakeRuntime(Runtime):
             if scenario == "demo":
                 self._build_demo()
 
+    @classmethod
+    def in_folder(cls, folder, **kwargs) -> "FakeRuntime":
+        """The demo scenario with its policy and secrets written to ``folder`` (so the
+        Policies screen validates and saves real files)."""
+        path = fake_data.write_demo_files(folder)
+        return cls(policy=fake_data.demo_policy(path), policy_text=fake_data.DEMO_POLICY_TEXT, **kwargs)
+
     # ------------------------------------------------------------------ helpers
     def _record(self, command: str, **args) -> None:
         self.commands.append((command, args))

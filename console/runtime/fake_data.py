@@ -5,6 +5,8 @@ in instructive ways. Addresses stay inside 192.0.2.0/24 and 198.51.100.0/24.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from engine.crypto.transforms import EncrId, EsnId, IntegId, KeId, PrfId, TransformType
 from engine.policy.model import (
     AuthConfig,
@@ -108,10 +110,13 @@ def demo_policy(path: str | None = "/etc/ipsec-console/gateway.toml") -> Policy:
         RuleConfig(name="dns", action="bypass", remote_ts=_ts("0.0.0.0/0[udp/53]")),
         RuleConfig(name="no-telnet", action="discard", remote_ts=_ts("0.0.0.0/0[tcp/23]")),
     )
+    hq = Identity("fqdn", "hq.example.org")
     secrets = Secrets(
-        ike=(IkeSecret("branch", (Identity("fqdn", "branch.example.org"),), Secret(DEMO_PSK)),),
+        ike=(IkeSecret("branch", (hq, Identity("fqdn", "branch.example.org")), Secret(DEMO_PSK)),
+             *(IkeSecret(peer.split(".")[0], (hq, Identity("fqdn", peer)), Secret(psk))
+               for peer, psk in OTHER_PSKS.items())),
         private=(PrivateKeySecret("gateway", "gateway.key.pem", Secret(DEMO_KEY_PASSPHRASE)),),
-        path="/etc/ipsec-console/gateway.secrets.toml",
+        path=str(Path(path).with_name("gateway.secrets.toml")) if path else None,
     )
     return Policy(
         engine=EngineConfig(datapath="userspace", listen=("192.0.2.1",), secrets="gateway.secrets.toml"),
@@ -210,6 +215,46 @@ remote_ts = ["0.0.0.0/0[udp/53]"]
 action = "discard"
 remote_ts = ["0.0.0.0/0[tcp/23]"]
 '''
+
+
+OTHER_PSKS = {
+    "laptop.example.org": "laptops-share-this-one-Rw81mQ",
+    "legacy.example.org": "legacy-box-psk-Pz0u4Lk2",
+    "partner.example.net": "partner-psk-Yh7d3Nn5Vb",
+    "vendor.example.com": "vendor-psk-Qa9s8Dd7Ff",
+}
+
+
+def secrets_text() -> str:
+    """The demo secrets file (mode 0600 on disk): one PSK per peer, and a key passphrase."""
+    out = ["# Demo secrets: one PSK per peer. Never shown by the console.",
+           "[ike.branch]", 'ids = ["hq.example.org", "branch.example.org"]', f'secret = "{DEMO_PSK}"', ""]
+    for peer, psk in OTHER_PSKS.items():
+        name = peer.split(".")[0]
+        out += [f"[ike.{name}]", f'ids = ["hq.example.org", "{peer}"]', f'secret = "{psk}"', ""]
+    out += ["[private.gateway]", 'file = "gateway.key.pem"', f'passphrase = "{DEMO_KEY_PASSPHRASE}"', ""]
+    return "\n".join(out)
+
+
+def all_secret_strings() -> tuple[str, ...]:
+    return (DEMO_PSK, DEMO_KEY_PASSPHRASE, *OTHER_PSKS.values())
+
+
+def write_demo_files(folder) -> str:
+    """Write gateway.toml and gateway.secrets.toml (0600) into ``folder``; returns the policy path."""
+    import os
+    from pathlib import Path
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    policy = folder / "gateway.toml"
+    policy.write_text(DEMO_POLICY_TEXT, encoding="utf-8")
+    secrets = folder / "gateway.secrets.toml"
+    fd = os.open(secrets, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(secrets_text())
+    os.chmod(secrets, 0o600)
+    return str(policy)
 
 
 def scale_policy(connections: int, children_per_connection: int) -> Policy:

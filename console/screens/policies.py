@@ -17,6 +17,7 @@ from pathlib import Path
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
+from textual.suggester import SuggestFromList
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import (Button, Input, Label, Select, Static, Switch, TabbedContent, TabPane, TextArea,
@@ -116,6 +117,7 @@ class PoliciesScreen(ConsoleScreen):
         self._loading_editor = False
         self._filling_form = False
         self._validate_timer = None
+        self._pending_cursor: tuple | None = None
 
     # ------------------------------------------------------------- layout
     def body(self) -> ComposeResult:
@@ -158,7 +160,10 @@ class PoliciesScreen(ConsoleScreen):
         self.running_text = text
         self._set_editor(text)
         self._form_consent = False
+        first = ("connection", policy.connections[0].name) if policy.connections else ("engine",)
+        self._pending_cursor = first
         self._validate_now()
+        self.query_one("#pol-tree", Tree).focus()
 
     def sync(self, parts: frozenset[str]) -> None:
         super().sync(parts)
@@ -234,6 +239,8 @@ class PoliciesScreen(ConsoleScreen):
             return
         name = Path(policy.path).name if policy.path else "policy"
         cursor = tree.cursor_node.data if tree.cursor_node is not None else None
+        if self._pending_cursor is not None:
+            cursor, self._pending_cursor = self._pending_cursor, None
         tree.clear()
         tree.root.set_label(name)
         tree.root.data = ("engine",)
@@ -254,6 +261,8 @@ class PoliciesScreen(ConsoleScreen):
             for node in _walk(tree.root):
                 if node.data == cursor:
                     tree.move_cursor(node)
+                    if self._form_node != cursor:
+                        self._build_form(cursor)
                     break
 
     def on_tree_node_highlighted(self, event: Tree.NodeHighlighted) -> None:
@@ -279,9 +288,10 @@ class PoliciesScreen(ConsoleScreen):
                 if field.kind == "bool":
                     widgets.append(Switch(bool(value), id=fid))
                 elif field.kind == "choice":
-                    options = [(c, c) for c in field.choices]
-                    widgets.append(Select(options, value=value if value in field.choices else Select.NULL,
-                                          allow_blank=True, id=fid, compact=True))
+                    # An Input with suggestions, not a Select: typed fast, and validated like any text.
+                    widgets.append(Input(pf.display(value, field), id=fid, compact=True,
+                                         placeholder=" | ".join(field.choices),
+                                         suggester=SuggestFromList(field.choices, case_sensitive=False)))
                 else:
                     widgets.append(Input(pf.display(value, field), id=fid, compact=True))
                 widgets.append(Static("", id=fid + "-msg", classes="form-msg"))
@@ -312,8 +322,6 @@ class PoliciesScreen(ConsoleScreen):
             return
         node = self._form_node
         value = raw if field.kind == "bool" else pf.parse_input(raw if raw is not None else "", field)
-        if field.kind == "choice":
-            value = raw if isinstance(raw, str) else None
         if pf.get_value(doc, node, field) == value:
             return
         if not self._form_consent and pf.is_hand_written(text):
@@ -341,11 +349,6 @@ class PoliciesScreen(ConsoleScreen):
         event.stop()
         self._form_edit(event.input.id, event.value)
 
-    @on(Select.Changed, "#pol-form Select")
-    def _select_changed(self, event: Select.Changed) -> None:
-        event.stop()
-        self._form_edit(event.select.id, event.value if event.value is not Select.NULL else None)
-
     @on(Switch.Changed, "#pol-form Switch")
     def _switch_changed(self, event: Switch.Changed) -> None:
         event.stop()
@@ -372,6 +375,7 @@ class PoliciesScreen(ConsoleScreen):
                 out.append(("✗ " if sev == "error" else "⚠ ") + f.message,
                            style=colors.get("error" if sev == "error" else "warning", ""))
             box.update(out)
+            box.set_class(bool(msgs), "-shown")
 
     # ------------------------------------------------------------- diff
     def _refresh_diff(self) -> None:

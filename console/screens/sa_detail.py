@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.table import Table
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
@@ -24,13 +25,14 @@ def _kv(rows: list[tuple[str, str]], columns: int = 2) -> Table:
     for i in range(0, len(rows), columns):
         cells: list[str] = []
         for k, v in rows[i:i + columns]:
-            cells += [k, v]
+            cells += [Text(k), Text(v)]  # data, never markup: IDs look like [tags]
         t.add_row(*cells)
     return t
 
 
 def ike_facts(ike: IkeSaInfo) -> list[tuple[str, str]]:
     return [
+        ("connection", ike.name),
         ("IKE SA", f"#{ike.unique_id} {ike.state}"),
         ("role", "initiator" if ike.initiator else "responder"),
         ("local", f"{ike.local_addr}:{ike.local_port} [{ike.local_id}]"),

@@ -42,10 +42,10 @@ class TopBar(Static):
             else:
                 nav.append(f"[$accent]{key}[/][dim]{label}[/]")
         parts = ["[b]ipsec-console[/b]", " ".join(nav)]
-        if self.kind != "lab" or wide:  # the lab banner already says it, louder
-            parts.append(f"[dim]│[/] {_esc(self.runtime_label)}")
         if self.screen_title and not self.mode:
             parts.append(f"[dim]│[/] [b $primary]{_esc(self.screen_title)}[/]")
+        if self.kind != "lab" or wide:  # the lab banner already says it, louder
+            parts.append(f"[dim]│[/] {_esc(self.runtime_label)}")
         if snap is not None:
             states = [c.state for c in snap.connections]
             up, failing = states.count("up"), states.count("failing")

@@ -1,0 +1,156 @@
+"""Dashboard and SA detail: what is shown, keyed live updates, confirmed actions."""
+
+from __future__ import annotations
+
+from console.runtime.fake import FakeRuntime
+from console.screens.confirm import ConfirmScreen
+from console.screens.sa_detail import SaDetailScreen
+from console.widgets.sa_tables import ChildSaTable, ConnectionTable, IkeSaTable
+
+from .conftest import make_app, ready, screen_text, wait_for
+
+
+async def test_dashboard_shows_connections_sas_and_alerts():
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        text = screen_text(app)
+        for name in ("branch", "roadwarrior", "legacy", "partner", "vendor"):
+            assert name in text
+        assert "ESTABLISHED" in text and "INSTALLED" in text
+        assert "NO_PROPOSAL_CHOSEN" in text and "DPD timeout" in text
+        assert "LAB" not in text  # a fake is not a lab
+        child = app.screen.query_one(ChildSaTable)
+        snap = app.store.snapshot
+        assert sorted(child.row_keys) == sorted(f"{c.spi_in:08x}" for i in snap.ike_sas for c in i.children)
+
+
+async def test_lab_banner_when_kind_is_lab():
+    app = make_app(FakeRuntime(kind="lab"))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        assert "LAB — simulated peers on loopback" in screen_text(app)
+
+
+async def test_live_update_is_a_keyed_diff_not_a_refill():
+    rt = FakeRuntime()
+    app = make_app(rt)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await ready(pilot)
+        table = app.screen.query_one(ChildSaTable)
+        keys = table.row_keys
+        row_objects = {k: table.rows[k] for k in keys} if False else dict(table.rows)
+        serial = app.store.snapshot.time
+        rt.advance(1.0)
+        app.poll_soon()
+        await wait_for(pilot, lambda: app.store.snapshot.time > serial, what="next snapshot")
+        await pilot.pause()
+        assert table.row_keys == keys
+        added, removed, updated = table.sync_stats
+        assert (added, removed) == (0, 0) and updated > 0
+        assert dict(table.rows) == row_objects  # same Row objects: nothing was cleared
+        k = keys[0]
+        assert table.cell_text(k, "rate").endswith("/s") and table.cell_text(k, "rate") != "–"
+
+
+async def test_rekey_child_from_dashboard_is_confirmed_and_shows_new_spi():
+    rt = FakeRuntime()
+    app = make_app(rt)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        table = app.screen.query_one(ChildSaTable)
+        table.focus()
+        await pilot.pause()
+        old_key = table.selected_key
+        await pilot.press("r")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="confirmation")
+        assert "Rekey CHILD SA" in screen_text(app)
+        await pilot.press("y")
+        await wait_for(pilot, lambda: rt.commands, what="rekey command")
+        assert rt.commands[0][0] == "rekey" and rt.commands[0][1]["ike"] is False
+        await wait_for(pilot, lambda: old_key not in table.row_keys, what="new SPI")
+        assert len(table.row_keys) == 3
+
+
+async def test_cancelled_confirmation_sends_nothing():
+    rt = FakeRuntime()
+    app = make_app(rt)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        app.screen.query_one(ConnectionTable).focus()
+        await pilot.press("t")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="confirmation")
+        await pilot.press("n")
+        await pilot.pause(0.1)
+        assert rt.commands == []
+        assert not isinstance(app.screen, ConfirmScreen)
+
+
+async def test_initiate_and_terminate_from_dashboard():
+    rt = FakeRuntime()
+    app = make_app(rt)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        conns = app.screen.query_one(ConnectionTable)
+        conns.focus()
+        await pilot.press("t", "y")
+        await wait_for(pilot, lambda: rt.commands, what="terminate")
+        assert rt.commands[-1] == ("terminate", {"name": "branch", "unique_id": None})
+        await wait_for(pilot, lambda: "branch" not in {i.name for i in app.store.snapshot.ike_sas},
+                       what="branch down")
+        await pilot.press("i", "y")
+        await wait_for(pilot, lambda: len(rt.commands) == 2, what="initiate")
+        assert rt.commands[-1] == ("initiate", {"name": "branch", "child": None})
+        await wait_for(pilot, lambda: "branch" in {i.name for i in app.store.snapshot.ike_sas}, what="branch up")
+
+
+async def test_sa_detail_actions_are_confirmed():
+    rt = FakeRuntime()
+    app = make_app(rt)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        app.screen.query_one(IkeSaTable).focus()
+        await pilot.press("o")
+        await wait_for(pilot, lambda: isinstance(app.screen, SaDetailScreen), what="detail")
+        text = screen_text(app)
+        assert "branch" in text and "hq.example.org" in text and "initiator" in text
+        ike_id = app.screen.ike_id
+        # Rekey IKE
+        await pilot.press("R")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="confirm")
+        await pilot.press("y")
+        await wait_for(pilot, lambda: rt.commands, what="rekey ike")
+        assert rt.commands[-1] == ("rekey", {"name": "branch", "ike": True, "unique_id": ike_id})
+        await wait_for(pilot, lambda: isinstance(app.screen, SaDetailScreen) and app.screen.ike_id != ike_id,
+                       what="detail follows the new IKE SA")
+        # Rekey the selected CHILD
+        child = app.screen.query_one(ChildSaTable)
+        await wait_for(pilot, lambda: child.row_keys, what="children")
+        await pilot.press("r", "y")
+        await wait_for(pilot, lambda: len(rt.commands) == 2, what="rekey child")
+        assert rt.commands[-1][1]["ike"] is False and rt.commands[-1][1]["unique_id"] is not None
+        # Terminate, then initiate
+        await pilot.press("t", "y")
+        await wait_for(pilot, lambda: len(rt.commands) == 3, what="terminate")
+        assert rt.commands[-1][0] == "terminate"
+        await wait_for(pilot, lambda: "has no IKE SA" in screen_text(app), what="gone")
+        await pilot.press("i", "y")
+        await wait_for(pilot, lambda: len(rt.commands) == 4, what="initiate")
+        assert rt.commands[-1] == ("initiate", {"name": "branch", "child": None})
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not isinstance(app.screen, SaDetailScreen), what="back")
+
+
+async def test_command_refusal_is_a_notification_not_a_crash():
+    rt = FakeRuntime()
+    app = make_app(rt)
+    async with app.run_test(size=(80, 24), notifications=True) as pilot:
+        await ready(pilot)
+        conns = app.screen.query_one(ConnectionTable)
+        conns.focus()
+        conns.move_cursor(row=2)  # legacy: nothing established
+        await pilot.press("r", "y")
+        await wait_for(pilot, lambda: rt.commands, what="rekey")
+        await wait_for(pilot, lambda: any("nothing to rekey" in n.message for n in app._notifications),
+                       what="notification")
+        assert app.is_running
