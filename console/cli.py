@@ -149,7 +149,9 @@ def _cmd_attach(args) -> int:
 
 
 def _cmd_pki(args) -> int:
-    return _not_yet("pki")
+    from engine.pki.cli import main as pki_main
+
+    return pki_main(args.pki_args)
 
 
 if __name__ == "__main__":
