@@ -313,7 +313,7 @@ class _PolicyParser:
         if rekey_time and life_time and life_time <= rekey_time:
             r.error(key_path(path, "life_time"), f"must be longer than rekey_time ({rekey_time:g}s) so the "
                     "CHILD SA is rekeyed before it expires")
-        if rekey_time and rand_time >= rekey_time:
+        if "rand_time" in t and rekey_time and rand_time >= rekey_time:
             r.error(key_path(path, "rand_time"), f"must be shorter than rekey_time ({rekey_time:g}s)")
         rekey_bytes = r.size(t, "rekey_bytes", path, 0)
         life_bytes = r.size(t, "life_bytes", path, child_life_count(rekey_bytes))
@@ -349,7 +349,7 @@ class _PolicyParser:
         rekey_time = r.duration(t, "rekey_time", path, d.rekey_time)
         over_time = r.duration(t, "over_time", path, ike_over_time(rekey_time))
         rand_time = r.duration(t, "rand_time", path, over_time)
-        if rekey_time and rand_time >= rekey_time:
+        if "rand_time" in t and rekey_time and rand_time >= rekey_time:
             r.error(key_path(path, "rand_time"), f"must be shorter than rekey_time ({rekey_time:g}s)")
         children: list[ChildConfig] = []
         ct = r.table(t, "children", path) or {}

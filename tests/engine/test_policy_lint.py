@@ -1,0 +1,186 @@
+"""Every lint rule: one policy where it fires, one where it does not."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from engine.policy import lint, load_policy, parse_policy
+from engine.policy.lint import RULES
+
+PUBKEY = 'local = { auth = "pubkey", certs = ["gw.crt"] }\nremote = { auth = "pubkey" }\n'
+
+
+def conn(proposals: str = '"aes256gcm16-prfsha384-x25519"', esp: str = '"aes256gcm16"',
+         local_ts: str = '"198.51.100.0/25"', remote_ts: str = '"198.51.100.128/25"', extra: str = "") -> str:
+    return f"""[connections.c]
+local_addrs = ["192.0.2.1"]
+remote_addrs = ["192.0.2.2"]
+proposals = [{proposals}]
+{PUBKEY}
+[connections.c.children.x]
+local_ts = [{local_ts}]
+remote_ts = [{remote_ts}]
+esp_proposals = [{esp}]
+{extra}"""
+
+
+def rules_of(text: str) -> list[tuple[str, str]]:
+    return [(f.rule, f.key_path) for f in lint(parse_policy(text))]
+
+
+CASES = {
+    # rule: (policy that fires, expected key path, policy that does not)
+    "weak-encryption": (conn(proposals='"3des-sha256-x25519"'), "connections.c.proposals", conn()),
+    "null-encryption": (conn(esp='"null-sha256"'), "connections.c.children.x.esp_proposals", conn(esp='"aes256-sha256"')),
+    "weak-integrity": (conn(esp='"aes256-md5"'), "connections.c.children.x.esp_proposals", conn(esp='"aes256-sha512"')),
+    "no-integrity": (conn(esp='"aes256"'), "connections.c.children.x.esp_proposals", conn(esp='"chacha20poly1305"')),
+    "weak-prf": (conn(proposals='"aes256gcm16-prfsha1-x25519"'), "connections.c.proposals",
+                 conn(proposals='"aes256gcm16-prfsha512-x25519"')),
+    "weak-dh": (conn(esp='"aes256gcm16-modp1536"'), "connections.c.children.x.esp_proposals",
+                conn(esp='"aes256gcm16-modp2048"')),
+    "short-icv": (conn(esp='"aes256gcm8"'), "connections.c.children.x.esp_proposals", conn(esp='"aes256gcm12"')),
+    "catch-all-protect": (conn(local_ts='"0.0.0.0/0"', remote_ts='"0.0.0.0/0"'), "connections.c.children.x",
+                          conn(local_ts='"0.0.0.0/0"', remote_ts='"198.51.100.0/24"')),
+    "no-children": ('[connections.c]\nremote_addrs = ["192.0.2.2"]\n' + PUBKEY, "connections.c", conn()),
+    "shadowed": (conn() + '[rules.all]\naction = "discard"\nlocal_ts = ["198.51.100.0/24"]\nremote_ts = ["198.51.100.0/24"]\npriority = 5\n',
+                 "connections.c.children.x",
+                 conn() + '[rules.all]\naction = "discard"\nlocal_ts = ["198.51.100.0/24"]\nremote_ts = ["198.51.100.0/24"]\n'),
+}
+
+
+@pytest.mark.parametrize("rule", sorted(CASES))
+def test_rule_fires_and_does_not(rule):
+    bad, path, good = CASES[rule]
+    found = rules_of(bad)
+    assert (rule, path) in found, found
+    assert rule not in {r for r, _ in rules_of(good)}
+
+
+def test_messages_carry_the_rule_id_and_say_what_to_do():
+    [f] = [f for f in lint(parse_policy(conn(proposals='"3des-sha256-x25519"'))) if f.rule == "weak-encryption"]
+    assert f.severity == "warning" and f.message.endswith("[weak-encryption]")
+    assert "3DES" in f.message and "use aes256gcm16" in f.message
+    assert f.format() == f"<string>: connections.c.proposals: warning: {f.message}"
+
+
+def test_default_proposals_are_not_linted():
+    text = conn().replace('proposals = ["aes256gcm16-prfsha384-x25519"]\n', "").replace('esp_proposals = ["aes256gcm16"]\n', "")
+    assert rules_of(text) == []
+
+
+def test_weak_dh_covers_groups_1_2_5_22():
+    for group in ("modp768", "modp1024", "modp1536", "modp1024s160"):
+        assert ("weak-dh", "connections.c.proposals") in rules_of(conn(proposals=f'"aes256-sha256-{group}"'))
+    for group in ("modp2048", "modp3072", "ecp256", "x25519", "x448"):
+        assert rules_of(conn(proposals=f'"aes256-sha256-{group}"')) == []
+
+
+def test_shadowed_rule_by_more_specific_or_earlier_entries():
+    text = ('[rules.dns]\naction = "bypass"\nremote_ts = ["0.0.0.0/0[udp/53]"]\n'
+            '[rules.dns-google]\naction = "discard"\nremote_ts = ["0.0.0.0/0[udp/53]"]\n')
+    # Same selectors: discard is decided first (safer action), so the bypass rule never matches.
+    assert rules_of(text) == [("shadowed", "rules.dns")]
+    # An explicit priority makes the bypass win instead.
+    assert rules_of(text.replace('action = "bypass"\n', 'action = "bypass"\npriority = 10\n')) == \
+        [("shadowed", "rules.dns-google")]
+    # Partly overlapping rules are fine.
+    assert rules_of(text.replace('["0.0.0.0/0[udp/53]"]\n[rules.dns-google]', '["192.0.2.0/24[udp/53]"]\n[rules.dns-google]')) == []
+
+
+def test_rule_shadowed_by_the_implicit_ike_bypass():
+    found = lint(parse_policy('[rules.ike]\naction = "bypass"\nlocal_ts = ["0.0.0.0/0[udp/500]"]\n'))
+    assert [(f.rule, f.key_path) for f in found] == [("shadowed", "rules.ike")]
+    assert "the engine's IKE traffic" in found[0].message
+
+
+def _psk_policy(tmp_path: Path, secrets: str, conns: str, mode: int = 0o600, datapath: str = "kernel") -> Path:
+    s = tmp_path / "p.secrets.toml"
+    s.write_text(secrets)
+    s.chmod(mode)
+    listen = 'listen = ["127.0.0.1"]\n' if datapath == "lab" else ""
+    p = tmp_path / "p.toml"
+    p.write_text(f'[engine]\ndatapath = "{datapath}"\n{listen}secrets = "p.secrets.toml"\n{conns}')
+    return p
+
+
+def _psk_conn(name: str, remote_id: str, remote_addr: str = "192.0.2.2", local_addr: str = "192.0.2.1",
+              remote_ts: str = "198.51.100.128/26") -> str:
+    return f"""[connections.{name}]
+local_addrs = ["{local_addr}"]
+remote_addrs = ["{remote_addr}"]
+local = {{ auth = "psk", id = "hq.example.org" }}
+remote = {{ auth = "psk", id = "{remote_id}" }}
+[connections.{name}.children.{name}-lan]
+local_ts = ["198.51.100.0/25"]
+remote_ts = ["{remote_ts}"]
+"""
+
+
+GOOD_PSK = "Vq3#Lk8!pZ2@xR7$wN4&"
+
+
+def lint_file(path: Path) -> list[tuple[str, str, str]]:
+    return [(f.rule, f.key_path, Path(f.file).name) for f in lint(load_policy(path, strict_secrets_mode=False))]
+
+
+@pytest.mark.parametrize("secret,rule", [
+    ("Ab1#Ab1#Ab1#", "short-psk"),
+    ("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "weak-psk"),   # one distinct character
+    ("correcthorsebatterystaplexyz", "weak-psk"),       # lower case letters only
+    ("12345678901234567890123", "weak-psk"),            # digits only
+])
+def test_psk_quality(tmp_path: Path, secret, rule):
+    p = _psk_policy(tmp_path, f'[ike.b]\nids = ["branch.example.org"]\nsecret = "{secret}"\n', _psk_conn("b", "branch.example.org"))
+    found = lint_file(p)
+    assert (rule, "ike.b.secret", "p.secrets.toml") in found
+    assert all(secret not in f.format() for f in lint(load_policy(p, strict_secrets_mode=False)))
+
+
+def test_good_psk_gives_no_warning(tmp_path: Path):
+    p = _psk_policy(tmp_path, f'[ike.b]\nids = ["branch.example.org"]\nsecret = "{GOOD_PSK}"\n', _psk_conn("b", "branch.example.org"))
+    assert lint_file(p) == []
+
+
+def test_one_psk_for_several_peers(tmp_path: Path):
+    secrets = (f'[ike.b]\nids = ["branch.example.org"]\nsecret = "{GOOD_PSK}"\n'
+               f'[ike.c]\nids = ["cafe.example.org"]\nsecret = "{GOOD_PSK}"\n')
+    conns = _psk_conn("b", "branch.example.org") + _psk_conn("c", "cafe.example.org", "192.0.2.3", remote_ts="198.51.100.192/26")
+    assert ("shared-psk", "ike.c.secret", "p.secrets.toml") in lint_file(_psk_policy(tmp_path, secrets, conns))
+    # One entry whose ids name both peers serves two connections: shared as well.
+    secrets = f'[ike.both]\nids = ["branch.example.org", "cafe.example.org"]\nsecret = "{GOOD_PSK}"\n'
+    assert ("shared-psk", "ike.both.ids", "p.secrets.toml") in lint_file(_psk_policy(tmp_path, secrets, conns))
+    # Separate PSKs: fine.
+    secrets = (f'[ike.b]\nids = ["branch.example.org"]\nsecret = "{GOOD_PSK}"\n'
+               f'[ike.c]\nids = ["cafe.example.org"]\nsecret = "{GOOD_PSK[::-1]}"\n')
+    assert lint_file(_psk_policy(tmp_path, secrets, conns)) == []
+
+
+def test_psk_road_warrior_suggests_certificates(tmp_path: Path):
+    secrets = f'[ike.rw]\nids = ["*@example.org"]\nsecret = "{GOOD_PSK}"\n'
+    p = _psk_policy(tmp_path, secrets, _psk_conn("rw", "*@example.org", "%any"))
+    found = lint(load_policy(p, strict_secrets_mode=False))
+    assert [(f.rule, f.key_path) for f in found] == [("psk-roadwarrior", "connections.rw.remote.auth")]
+    assert 'auth = "pubkey"' in found[0].message
+    # A mobile peer with its own identity is one peer: no warning.
+    p = _psk_policy(tmp_path, f'[ike.rw]\nids = ["alice@example.org"]\nsecret = "{GOOD_PSK}"\n',
+                    _psk_conn("rw", "alice@example.org", "%any"))
+    assert lint_file(p) == []
+
+
+def test_secrets_file_readable_by_others(tmp_path: Path):
+    secrets = f'[ike.b]\nids = ["branch.example.org"]\nsecret = "{GOOD_PSK}"\n'
+    p = _psk_policy(tmp_path, secrets, _psk_conn("b", "branch.example.org"), mode=0o644)
+    assert lint_file(p) == [("secrets-readable", "engine.secrets", "p.toml")]
+    p = _psk_policy(tmp_path, secrets, _psk_conn("b", "branch.example.org"), mode=0o600)
+    assert lint_file(p) == []
+    # A lab's PSKs are published examples: no warning at 0644.
+    p = _psk_policy(tmp_path, secrets, _psk_conn("b", "branch.example.org", "127.0.0.2", "127.0.0.1"),
+                    mode=0o644, datapath="lab")
+    assert lint_file(p) == []
+
+
+def test_every_rule_has_a_test():
+    tested = set(CASES) | {"short-psk", "weak-psk", "shared-psk", "psk-roadwarrior", "secrets-readable"}
+    assert tested == set(RULES)
