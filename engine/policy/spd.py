@@ -27,6 +27,7 @@ integer tuples once, and decisions are cached per 5-tuple.
 from __future__ import annotations
 
 import ipaddress
+import math
 import socket
 from dataclasses import dataclass
 from typing import Iterable, Literal, NamedTuple
@@ -41,7 +42,7 @@ Direction = Literal["out", "in"]
 
 PRIORITY_BASE = PRIORITY_MAX + 1
 """Computed priorities start here; explicit ones are below."""
-_MAX_SPEC = 256 * 1024 + 512 + 32 * 8
+_MAX_SPEC = 256 * 1024 + 512 + 2 * 128
 _ACTION_RANK = {"discard": 0, "bypass": 1, "protect": 2}
 IKE_RULE = "%ike"
 """Rule name of the implicit IKE bypass entries."""
@@ -54,17 +55,21 @@ def _prefix_equivalent(ts: TrafficSelector) -> int:
 
 
 def _port_specificity(ts: TrafficSelector) -> int:
+    """0 (any port) to 128 (one port): eighths of a bit of how much the range narrows the 16-bit space."""
     if ts.opaque_ports:
-        return 16
-    return 16 - (ts.end_port - ts.start_port).bit_length()
+        return 128
+    return 128 - int(math.log2(ts.end_port - ts.start_port + 1) * 8)
 
 
 def computed_priority(local: TrafficSelector, remote: TrafficSelector) -> int:
-    """strongSwan-like priority from selector sizes: more specific -> lower number."""
+    """strongSwan-like priority from selector sizes: more specific -> lower number.
+
+    Longer (equivalent) prefixes weigh most, then a named protocol, then narrower port ranges.
+    """
     spec = (_prefix_equivalent(local) + _prefix_equivalent(remote)) * 1024
     if local.protocol or remote.protocol:
         spec += 512
-    spec += (_port_specificity(local) + _port_specificity(remote)) * 8
+    spec += _port_specificity(local) + _port_specificity(remote)
     return PRIORITY_BASE + _MAX_SPEC - spec
 
 
