@@ -1,0 +1,261 @@
+"""The TUN device of the userspace datapath and the routing that feeds it.
+
+`open_tun` opens ``/dev/net/tun`` (IFF_TUN | IFF_NO_PI, optionally
+IFF_VNET_HDR with TCP segmentation offload); `TunNetwork` uses pyroute2 to
+bring the device up, add its addresses, and route the remote traffic
+selectors of installed CHILD SAs into it, the way charon's kernel-libipsec
+does with ``ipsec0``:
+
+    <priority>: not from all fwmark <mark> lookup <table>
+    table <table>: 198.51.100.129 dev ipsecc0 proto static src 198.51.100.1
+
+Numbers (chosen not to clash with charon, which uses table 220 and rule
+priority 220): table 4533 and rule priority 4533, after charon's rule and
+before ``main`` (32766), so our routes win over a default route. Our own
+IKE/NAT-T and raw ESP sockets carry fwmark 0x4533 (SO_MARK): the rule skips
+them, so the outer packets of a tunnel whose remote selector covers the
+peer's address never loop back into the TUN.
+
+The device is not persistent: the kernel removes it (and the routes through
+it) when the process holding the fd dies. The rule and our table are left
+behind by a crash: `TunNetwork.remove_stale` deletes them (found by table
+number) on the next start, and a leftover device of the same name too.
+Every call here blocks briefly (netlink); they run at start, stop and on
+SA install/remove, never per packet.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import ipaddress
+import logging
+import os
+import socket
+import struct
+from collections import Counter
+
+log = logging.getLogger("engine.datapath.userspace")
+
+DEFAULT_DEVICE = "ipsecc0"
+ROUTE_TABLE = 4533
+RULE_PRIORITY = 4533
+FWMARK = 0x4533
+"""Mark of the engine's own sockets; packets with it skip our routing table."""
+DEFAULT_MTU = 1400
+"""Like charon's ipsec0: room for outer IPv4 + UDP + ESP (IV, padding, ICV) under a 1500 link MTU."""
+
+TUNSETIFF = 0x400454CA
+TUNSETOFFLOAD = 0x400454D0
+TUNSETVNETHDRSZ = 0x400454D8
+IFF_TUN = 0x0001
+IFF_NO_PI = 0x1000
+IFF_VNET_HDR = 0x4000
+TUN_F_CSUM = 0x01
+TUN_F_TSO4 = 0x02
+TUN_F_TSO6 = 0x04
+TUN_F_TSO_ECN = 0x08
+VNET_HDR_SIZE = 10
+"""struct virtio_net_hdr (no num_buffers)."""
+SO_MARK = getattr(socket, "SO_MARK", 36)
+FIB_RULE_INVERT = 0x2
+
+
+class TunError(OSError):
+    """The TUN device or its routing could not be set up; the message says what and why."""
+
+
+def open_tun(name: str = DEFAULT_DEVICE, *, vnet_hdr: bool = False) -> tuple[int, str]:
+    """Open a TUN device; returns (non-blocking fd, device name).
+
+    With ``vnet_hdr`` every read and write starts with a 10-byte
+    virtio_net_hdr and the device accepts checksum offload and TSO, so the
+    kernel hands over TCP super-packets of up to 64 KiB.
+    """
+    if len(name.encode()) > 15:
+        raise TunError(errno.EINVAL, f"TUN device name {name!r} is longer than 15 bytes")
+    try:
+        fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise TunError(exc.errno, f"cannot open /dev/net/tun: {exc.strerror} (the userspace datapath needs "
+                                  "root or CAP_NET_ADMIN and the tun driver)") from None
+    try:
+        flags = IFF_TUN | IFF_NO_PI | (IFF_VNET_HDR if vnet_hdr else 0)
+        ifr = fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), flags))
+        actual = ifr[:16].rstrip(b"\0").decode()
+        if vnet_hdr:
+            fcntl.ioctl(fd, TUNSETVNETHDRSZ, struct.pack("i", VNET_HDR_SIZE))
+            fcntl.ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)
+    except OSError as exc:
+        os.close(fd)
+        raise TunError(exc.errno, f"cannot create TUN device {name!r}: {exc.strerror}") from None
+    return fd, actual
+
+
+def mark_socket(sock: socket.socket, mark: int = FWMARK) -> None:
+    """Tag one of the engine's sockets so its packets bypass the tunnel routes."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_MARK, mark)
+    except OSError as exc:  # without CAP_NET_ADMIN: the userspace datapath cannot run anyway
+        log.warning("cannot mark socket for the tunnel bypass: %s", exc)
+
+
+def ranges_to_networks(start, end) -> list:
+    """The CIDR blocks exactly covering an address range (selectors are ranges, routes are prefixes)."""
+    return list(ipaddress.summarize_address_range(start, end))
+
+
+class TunNetwork:
+    """Addresses, routes and the policy rule of one TUN device (pyroute2, blocking)."""
+
+    def __init__(self, device: str, *, table: int = ROUTE_TABLE, priority: int = RULE_PRIORITY,
+                 fwmark: int = FWMARK) -> None:
+        from pyroute2 import IPRoute  # imported here: the lab datapath never needs it
+
+        self.device = device
+        self.table = table
+        self.priority = priority
+        self.fwmark = fwmark
+        self.ipr = IPRoute()
+        self.index: int | None = None
+        self._routes: Counter = Counter()
+        """(network, prefsrc or None, kind) -> how many users; a route goes when its last user does."""
+        self._rules: list[int] = []
+
+    # ------------------------------------------------------------ lifecycle
+    def remove_stale(self) -> int:
+        """Remove what a crashed run left: our rules, our table's routes, a device of our name.
+
+        Returns how many objects were removed.
+        """
+        n = 0
+        for family in (socket.AF_INET, socket.AF_INET6):
+            try:
+                rules = self.ipr.get_rules(family=family)
+            except Exception:  # noqa: BLE001  (IPv6 disabled in the namespace)
+                continue
+            for r in rules:
+                if r.get_attr("FRA_TABLE") == self.table:
+                    try:
+                        self.ipr.rule("del", family=family, table=self.table,
+                                      priority=r.get_attr("FRA_PRIORITY"),
+                                      fwmark=r.get_attr("FRA_FWMARK"), fwmask=r.get_attr("FRA_FWMASK"),
+                                      flags=r["flags"])
+                        n += 1
+                    except Exception as exc:  # noqa: BLE001
+                        log.warning("cannot remove stale rule to table %d: %s", self.table, exc)
+            try:
+                routes = self.ipr.get_routes(family=family, table=self.table)
+            except Exception:  # noqa: BLE001
+                continue
+            for rt in routes:
+                if rt.get_attr("RTA_TABLE") != self.table:
+                    continue
+                try:
+                    self.ipr.route("del", family=family, table=self.table, dst=rt.get_attr("RTA_DST"),
+                                   dst_len=rt["dst_len"], type=rt["type"])
+                    n += 1
+                except Exception as exc:  # noqa: BLE001
+                    log.debug("stale route: %s", exc)
+        for idx in self.ipr.link_lookup(ifname=self.device):
+            try:
+                self.ipr.link("del", index=idx)
+                n += 1
+            except Exception as exc:  # noqa: BLE001
+                raise TunError(errno.EBUSY, f"a device named {self.device} exists and cannot be removed "
+                                            f"({exc}): is another ipsec-console running here?") from None
+        if n:
+            log.info("removed %d stale routing objects of an earlier run (table %d, device %s)",
+                     n, self.table, self.device)
+        return n
+
+    def setup(self, mtu: int, addresses: tuple[str, ...] = ()) -> None:
+        """Bring the device up with its MTU and addresses, and add the policy rule(s)."""
+        found = self.ipr.link_lookup(ifname=self.device)
+        if not found:
+            raise TunError(errno.ENODEV, f"TUN device {self.device} vanished")
+        self.index = found[0]
+        self.ipr.link("set", index=self.index, mtu=mtu, state="up")
+        for a in addresses:
+            iface = ipaddress.ip_interface(a)
+            self.ipr.addr("add", index=self.index, address=str(iface.ip), prefixlen=iface.network.prefixlen)
+        for family in (socket.AF_INET, socket.AF_INET6):
+            try:
+                self.ipr.rule("add", family=family, table=self.table, priority=self.priority,
+                              fwmark=self.fwmark, fwmask=0xFFFFFFFF, flags=FIB_RULE_INVERT)
+                self._rules.append(family)
+            except Exception as exc:  # noqa: BLE001
+                if family == socket.AF_INET:
+                    raise TunError(errno.EIO, f"cannot add the routing rule to table {self.table}: {exc}") from None
+                log.debug("no IPv6 rule (IPv6 disabled?): %s", exc)
+
+    def close(self) -> None:
+        """Remove our rule(s) and routes; the device itself goes when its fd is closed."""
+        for (net, src, kind), _n in list(self._routes.items()):
+            self._route("del", net, src, kind)
+        self._routes.clear()
+        for family in self._rules:
+            try:
+                self.ipr.rule("del", family=family, table=self.table, priority=self.priority,
+                              fwmark=self.fwmark, fwmask=0xFFFFFFFF, flags=FIB_RULE_INVERT)
+            except Exception as exc:  # noqa: BLE001
+                log.warning("cannot remove routing rule: %s", exc)
+        self._rules.clear()
+        self.ipr.close()
+
+    # ------------------------------------------------------------ routes
+    def local_address_in(self, networks: list) -> str | None:
+        """One of this host's addresses inside ``networks`` (the ``src`` of a tunnel route)."""
+        try:
+            addrs = self.ipr.get_addr()
+        except Exception:  # noqa: BLE001
+            return None
+        for a in addrs:
+            text = a.get_attr("IFA_LOCAL") or a.get_attr("IFA_ADDRESS")
+            if not text:
+                continue
+            ip = ipaddress.ip_address(text)
+            if any(ip.version == n.version and ip in n for n in networks):
+                return text
+        return None
+
+    def add_routes(self, networks: list, src: str | None, kind: str = "unicast") -> None:
+        """Route ``networks`` into the device (``kind`` ``throw`` sends them back to ``main``)."""
+        for net in networks:
+            key = (net, src, kind)
+            self._routes[key] += 1
+            if self._routes[key] == 1:
+                self._route("add", net, src, kind)
+
+    def remove_routes(self, networks: list, src: str | None, kind: str = "unicast") -> None:
+        for net in networks:
+            key = (net, src, kind)
+            if self._routes[key] <= 0:
+                continue
+            self._routes[key] -= 1
+            if self._routes[key] == 0:
+                del self._routes[key]
+                self._route("del", net, src, kind)
+
+    def _route(self, cmd: str, net, src: str | None, kind: str) -> None:
+        kw = dict(dst=str(net.network_address), dst_len=net.prefixlen, table=self.table,
+                  family=socket.AF_INET if net.version == 4 else socket.AF_INET6)
+        if kind == "unicast":
+            kw.update(oif=self.index, proto="static")
+            if src is not None:
+                kw["prefsrc"] = src
+        else:
+            kw["type"] = kind
+        try:
+            self.ipr.route(cmd, **kw)
+        except Exception as exc:  # noqa: BLE001
+            level = logging.DEBUG if cmd == "del" or net.version == 6 else logging.WARNING
+            log.log(level, "route %s %s%s via %s (table %d) failed: %s", cmd, net,
+                    f" src {src}" if src else "", self.device if kind == "unicast" else kind, self.table, exc)
+        else:
+            log.debug("route %s %s%s %s table %d", cmd, net, f" src {src}" if src else "",
+                      self.device if kind == "unicast" else kind, self.table)
+
+    def routes(self) -> list[tuple[str, str | None, str]]:
+        """What we installed: (network, src, kind)."""
+        return [(str(n), s, k) for (n, s, k) in self._routes]
