@@ -116,6 +116,7 @@ class EspOutboundSa(_EspCrypto, OutboundSa):
         return bytes(buf)
 
     def protect(self, packet: bytes, now: float) -> bytes:
+        """Protect one IP packet (bytes or bytearray); see `OutboundSa`."""
         seq = self.seq + 1
         if seq >= self._seq_check:
             self._next_seq(seq)
@@ -123,11 +124,22 @@ class EspOutboundSa(_EspCrypto, OutboundSa):
         if self.tunnel:
             v = packet[0] >> 4 if n >= 20 else 0
             if v == 4:
-                out = self._seal(packet, 4, seq)
+                nh = 4
             elif v == 6 and n >= 40:
-                out = self._seal(packet, 41, seq)
+                nh = 41
             else:
                 raise ValueError(f"not an IPv4/IPv6 packet ({n} bytes)")
+            if self._aead:
+                # The common case, inlined: tunnel mode with an AEAD (see _seal).
+                trailers = self._trailers.get(nh) or self._make_trailers(nh)
+                spi = self.spi
+                seq_lo = seq & 0xFFFFFFFF
+                hdr = _HDR.pack(spi, seq_lo)
+                iv = _IV64.pack(seq)
+                out = b"".join((hdr, iv, self._enc(iv, packet + trailers[n % self._align],
+                                                   _AAD_ESN.pack(spi, seq >> 32, seq_lo) if self.esn else hdr)))
+            else:
+                out = self._seal(packet, nh, seq)
         else:
             out = self._transport(packet, seq)
         self.seq = seq
@@ -203,24 +215,24 @@ class EspInboundSa(_EspCrypto, InboundSa):
         seq = w.infer(seq_lo) if self.esn else seq_lo
         if not w.check(seq):
             raise self._drop("replay", f"sequence number {seq} replayed or too old", data, now, seq)
-        mv = memoryview(data)
+        # Slices copy, but for packet-sized data a copy costs less than making memoryviews.
         if self._aead:
             iv_at = off + 8
-            aad = _AAD_ESN.pack(spi, seq >> 32, seq_lo) if self.esn else mv[off:iv_at]
+            aad = _AAD_ESN.pack(spi, seq >> 32, seq_lo) if self.esn else data[off:iv_at]
             try:
-                plain = self._dec(mv[iv_at:iv_at + 8], mv[iv_at + 8:end], aad)
+                plain = self._dec(data[iv_at:iv_at + 8], data[iv_at + 8:end], aad)
             except IntegrityError:
                 raise self._drop("icv", "authentication tag mismatch", data, now, seq) from None
         else:
             icv_at = end - self._icvs
             verify = self._verify
             if verify is not None:
-                signed = (bytes(mv[off:icv_at]) + _SEQ_HI.pack(seq >> 32)) if self.esn else mv[off:icv_at]
-                if not verify(signed, mv[icv_at:end]):
+                signed = data[off:icv_at] + _SEQ_HI.pack(seq >> 32) if self.esn else data[off:icv_at]
+                if not verify(signed, data[icv_at:end]):
                     raise self._drop("icv", "ICV mismatch", data, now, seq)
             iv_at = off + 8
             try:
-                plain = self._dec(bytes(mv[iv_at:iv_at + self._ivs]), mv[iv_at + self._ivs:icv_at])
+                plain = self._dec(data[iv_at:iv_at + self._ivs], data[iv_at + self._ivs:icv_at])
             except IntegrityError as exc:  # a length the cipher cannot take
                 w.update(seq)
                 raise self._drop("malformed", str(exc), data, now, seq) from None
@@ -241,7 +253,31 @@ class EspInboundSa(_EspCrypto, InboundSa):
             raise self._drop("no_sa", f"SA {self.spi:08x} has expired", data, now)
         if not self.tunnel:
             return self._unprotect_transport(data, now)
-        plain, length, nh, seq = self._open(data, 0, len(data), now)
+        if self._aead:
+            # The common case, inlined: tunnel mode with an AEAD (same steps as _open).
+            if len(data) < self._min_len:
+                raise self._drop("malformed", f"ESP packet of {len(data)} bytes is too short", data, now)
+            spi, seq_lo = _HDR.unpack_from(data)
+            if spi != self.spi:
+                raise self._drop("no_sa", f"SPI {spi:08x} is not this SA's", data, now)
+            w = self.window
+            seq = w.infer(seq_lo) if self.esn else seq_lo
+            if not w.check(seq):
+                raise self._drop("replay", f"sequence number {seq} replayed or too old", data, now, seq)
+            try:
+                plain = self._dec(data[8:16], data[16:], _AAD_ESN.pack(spi, seq >> 32, seq_lo) if self.esn
+                                  else data[:8])
+            except IntegrityError:
+                raise self._drop("icv", "authentication tag mismatch", data, now, seq) from None
+            w.update(seq)
+            n = len(plain)
+            pad = plain[-2] if n >= 2 else 255
+            length = n - 2 - pad
+            if length < 0 or pad and plain[length:n - 2] != _PADS[pad]:
+                raise self._drop("malformed", "bad ESP padding or pad length", data, now, seq)
+            nh = plain[-1]
+        else:
+            plain, length, nh, seq = self._open(data, 0, len(data), now)
         if nh == 4:
             if length < 20 or plain[0] >> 4 != 4:
                 raise self._drop("malformed", "next header 4 but no IPv4 packet inside", data, now, seq)
