@@ -131,10 +131,12 @@ class ConsoleApp(RuntimeBridge, App):
 
     # ------------------------------------------------------------- bridge messages
     def _sync_screen(self, parts: frozenset[str]) -> None:
+        if self._exit or self._closing:
+            return  # shutting down: screens are being taken apart
         screen = self.screen
         sync = getattr(screen, "sync", None)
-        # A screen still composing catches up in its own on_mount.
-        if sync is not None and getattr(screen, "ready", False):
+        # A screen still composing catches up in its own on_mount; one being removed is skipped.
+        if sync is not None and getattr(screen, "ready", False) and not screen._closing:
             sync(parts)
 
     def on_status_updated(self, message: StatusUpdated) -> None:

@@ -108,7 +108,8 @@ def _ts_table(f: NegotiationFailed) -> Table:
     table = Table(expand=True, box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
     table.add_column("Our side (local_ts → TSi)", ratio=1)
     table.add_column("Peer's side (remote_ts → TSr)", ratio=1)
-    table.add_row("\n".join(f.local_ts) or "(none)", "\n".join(f.remote_ts) or "(none)")
+    # Text, not str: Rich would read "[tcp/443]" as markup.
+    table.add_row(Text("\n".join(f.local_ts) or "(none)"), Text("\n".join(f.remote_ts) or "(none)"))
     return table
 
 
@@ -179,10 +180,10 @@ def explain(f: NegotiationFailed, exchanges=(), colors: dict[str, str] | None = 
         ids = Table.grid(padding=(0, 2))
         ids.add_column(style="bold")
         ids.add_column()
-        ids.add_row("our ID", (ours + " (sent)") if ours else
-                    (configured_ids[0] or "our address") + f" (connections.{f.connection}.local.id)")
-        ids.add_row("peer's ID", (theirs + " (received)") if theirs else
-                    (configured_ids[1] or "the peer's address") + f" (expected: connections.{f.connection}.remote.id)")
+        ids.add_row(Text("our ID"), Text((ours + " (sent)") if ours else
+                    (configured_ids[0] or "our address") + f" (connections.{f.connection}.local.id)"))
+        ids.add_row(Text("peer's ID"), Text((theirs + " (received)") if theirs else
+                    (configured_ids[1] or "the peer's address") + f" (expected: connections.{f.connection}.remote.id)"))
         parts.append(ids)
         if f.sent_by_peer:
             fix.append(f"the peer could not verify us. Check that the peer expects our ID as shown above "

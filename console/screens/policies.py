@@ -118,6 +118,7 @@ class PoliciesScreen(ConsoleScreen):
         self._filling_form = False
         self._validate_timer = None
         self._pending_cursor: tuple | None = None
+        self._restoring = False
 
     # ------------------------------------------------------------- layout
     def body(self) -> ComposeResult:
@@ -258,14 +259,18 @@ class PoliciesScreen(ConsoleScreen):
             rules.add_leaf(f"{r.name}: {r.action} {ts}", data=("rule", r.name))
         tree.root.expand()
         if cursor is not None:
-            for node in _walk(tree.root):
+            # Everything is expanded, so a node's line is its depth-first position; new
+            # nodes only learn their line numbers at the next render.
+            for line, node in enumerate(_walk(tree.root)):
                 if node.data == cursor:
-                    tree.move_cursor(node)
+                    tree.cursor_line = line
                     if self._form_node != cursor:
                         self._build_form(cursor)
                     break
 
     def on_tree_node_highlighted(self, event: Tree.NodeHighlighted) -> None:
+        if event.node is not event.control.cursor_node:
+            return  # a stale highlight from rebuilding the tree
         data = event.node.data
         if data is not None and data != self._form_node:
             self._build_form(data)
@@ -302,7 +307,11 @@ class PoliciesScreen(ConsoleScreen):
 
     def _build_form(self, node: tuple) -> None:
         self._form_node = node
-        self.run_worker(self._rebuild_form(node), group="form", exclusive=True, exit_on_error=False)
+        self._form_worker(node)
+
+    @work(group="form", exclusive=True, exit_on_error=False)
+    async def _form_worker(self, node: tuple) -> None:
+        await self._rebuild_form(node)
 
     def _field_for(self, widget_id: str | None) -> pf.Field | None:
         if self._form_node is None or not widget_id:
