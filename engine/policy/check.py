@@ -7,7 +7,6 @@ command validates the whole lab.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from engine.policy.findings import Finding, PolicyError, sort_findings
 from engine.policy.lint import lint
@@ -31,8 +30,7 @@ def run_check(path: str | os.PathLike) -> list[Finding]:
     resolved = resolve_policy_path(path)
     policy, findings = check_file(resolved)
     if policy is not None and policy.lab is not None:
-        base = Path(resolved).parent
         for peer in policy.lab.peers:
-            _, more = check_file(os.path.join(os.path.dirname(resolved), peer) if base else peer)
+            _, more = check_file(os.path.join(os.path.dirname(resolved), peer))
             findings.extend(more)
     return sort_findings(findings)

@@ -23,12 +23,22 @@ import os
 import re
 import tomllib
 from pathlib import Path
+
 from engine.policy import secrets as secrets_mod
 from engine.policy._reader import Reader, key_path
 from engine.policy.findings import Finding, PolicyError, syntax_finding
 from engine.policy.identity import IdentityError, identity_for_address, parse_identity
-from engine.policy.model import (AuthConfig, ChildConfig, ConnectionConfig, EngineConfig, LabConfig, Policy,
-                                 Proposal, RuleConfig, Secrets)
+from engine.policy.model import (
+    AuthConfig,
+    ChildConfig,
+    ConnectionConfig,
+    EngineConfig,
+    LabConfig,
+    Policy,
+    Proposal,
+    RuleConfig,
+    Secrets,
+)
 from engine.policy.proposals import ProposalError, default_proposals, parse_proposal
 from engine.policy.ts import TrafficSelector, TsSyntaxError, parse_ts
 

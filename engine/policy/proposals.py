@@ -22,9 +22,18 @@ strongSwan's (``proposal_create_from_string`` / ``check_proposal``):
 from __future__ import annotations
 
 import difflib
-from typing import Iterable, Literal
+from collections.abc import Iterable
+from typing import Literal
 
-from engine.crypto.transforms import AEAD_ENCR, EncrId, EsnId, IntegId, KeId, PrfId, TransformType
+from engine.crypto.transforms import (
+    AEAD_ENCR,
+    EncrId,
+    EsnId,
+    IntegId,
+    KeId,
+    PrfId,
+    TransformType,
+)
 from engine.policy.model import Proposal, Transform
 
 ProtocolName = Literal["ike", "esp", "ah"]

@@ -25,8 +25,14 @@ from pathlib import Path
 
 from engine.policy._reader import Reader, key_path
 from engine.policy.findings import Finding, syntax_finding
-from engine.policy.identity import (MATCH_ANY, MATCH_NONE, IdentityError, identity_matches, match_level,
-                                    parse_identity)
+from engine.policy.identity import (
+    MATCH_ANY,
+    MATCH_NONE,
+    IdentityError,
+    identity_matches,
+    match_level,
+    parse_identity,
+)
 from engine.policy.model import Identity, IkeSecret, PrivateKeySecret, Secrets
 from engine.secret import Secret
 

@@ -14,9 +14,22 @@ import tomli_w
 
 from engine.policy._reader import format_duration, format_size
 from engine.policy.identity import format_identity
-from engine.policy.model import (AuthConfig, ChildConfig, ConnectionConfig, EngineConfig, LabConfig, Policy,
-                                 Proposal, RuleConfig)
-from engine.policy.parse import child_life_count, child_life_time, default_ts, ike_over_time
+from engine.policy.model import (
+    AuthConfig,
+    ChildConfig,
+    ConnectionConfig,
+    EngineConfig,
+    LabConfig,
+    Policy,
+    Proposal,
+    RuleConfig,
+)
+from engine.policy.parse import (
+    child_life_count,
+    child_life_time,
+    default_ts,
+    ike_over_time,
+)
 from engine.policy.proposals import default_proposals, proposal_texts
 
 HEADER = "# Written by ipsec-console: comments are not kept when a form saves this file.\n\n"

@@ -29,8 +29,9 @@ from __future__ import annotations
 import ipaddress
 import math
 import socket
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable, Literal, NamedTuple
+from typing import Literal, NamedTuple
 
 from engine.policy.model import Policy
 from engine.policy.parse import PRIORITY_MAX, single_host
@@ -211,7 +212,7 @@ class Spd:
         self._init(entries, templates)
 
     @classmethod
-    def from_entries(cls, entries: Iterable[SpdEntry]) -> "Spd":
+    def from_entries(cls, entries: Iterable[SpdEntry]) -> Spd:
         """An SPD of given entries (e.g. narrowed ones of established CHILD SAs)."""
         spd = cls.__new__(cls)
         spd._init(list(entries), [])

@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 
 from engine.crypto.transforms import EncrId
-from engine.policy import PolicyError, load_policy, lookup_psk, parse_identity, parse_policy
+from engine.policy import (
+    PolicyError,
+    load_policy,
+    lookup_psk,
+    parse_identity,
+    parse_policy,
+)
 from engine.policy._reader import format_duration, parse_duration, parse_size
 from engine.policy.model import ChildConfig, ConnectionConfig, EngineConfig, Secrets
 from engine.policy.proposals import default_proposals

@@ -6,12 +6,32 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.crypto.transforms import AEAD_ENCR, EncrId, EsnId, IntegId, KeId, PrfId, TransformType
-from engine.policy.identity import (IdentityError, format_identity, identity_matches, is_wildcard,
-                                    parse_identity)
+from engine.crypto.transforms import (
+    AEAD_ENCR,
+    EncrId,
+    EsnId,
+    IntegId,
+    KeId,
+    PrfId,
+    TransformType,
+)
+from engine.policy.identity import (
+    IdentityError,
+    format_identity,
+    identity_matches,
+    is_wildcard,
+    parse_identity,
+)
 from engine.policy.model import Identity, Transform
-from engine.policy.proposals import (KEYWORDS, ProposalError, default_proposals, format_proposal,
-                                     parse_proposal, parse_proposals, proposal_texts)
+from engine.policy.proposals import (
+    KEYWORDS,
+    ProposalError,
+    default_proposals,
+    format_proposal,
+    parse_proposal,
+    parse_proposals,
+    proposal_texts,
+)
 
 ENCR, PRF, INTEG, KE, ESN = (TransformType.ENCR, TransformType.PRF, TransformType.INTEG, TransformType.KE,
                              TransformType.ESN)
@@ -158,7 +178,7 @@ def _words(protocol: str):
     integ = [k for k, t in KEYWORDS.items() if t.type == INTEG]
     prf = [k for k, t in KEYWORDS.items() if t.type == PRF]
     ke = [k for k, t in KEYWORDS.items() if t.type == KE and t.id != KeId.NONE]
-    some = lambda xs: st.lists(st.sampled_from(xs), min_size=1, max_size=3)  # noqa: E731
+    some = lambda xs: st.lists(st.sampled_from(xs), min_size=1, max_size=3)
     if protocol == "ike":
         return st.one_of(
             st.tuples(some(classic), some(integ), st.lists(st.sampled_from(prf), max_size=2), some(ke)),

@@ -71,7 +71,7 @@ def test_the_lab():
     assert lookup_psk(hq.secrets, hq.connection("branch").local.id, hq.connection("branch").remote.id).secret == \
         lookup_psk(peers["lab-branch.toml"].secrets, branch.local.id, branch.remote.id).secret
     # The road warrior offers no encryption algorithm hq accepts: NO_PROPOSAL_CHOSEN.
-    encr = lambda conn: {t for t in transforms(conn) if t[0] == 1}  # noqa: E731
+    encr = lambda conn: {t for t in transforms(conn) if t[0] == 1}
     assert encr(rw) and not encr(rw) & encr(hq.connection("roadwarrior"))
     assert "NO_PROPOSAL_CHOSEN" in sample_path("lab-roadwarrior.toml").read_text()
     # The checker names the deliberate weakness.

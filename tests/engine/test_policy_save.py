@@ -11,10 +11,28 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.policy import (PolicyError, diff_policies, load_policy, parse_identity, parse_policy, parse_proposal,
-                           parse_proposals, parse_ts, policy_to_toml, sample_path, save_policy, save_text)
-from engine.policy.model import (AuthConfig, ChildConfig, ConnectionConfig, EngineConfig, Policy, RuleConfig,
-                                 Secrets)
+from engine.policy import (
+    PolicyError,
+    diff_policies,
+    load_policy,
+    parse_identity,
+    parse_policy,
+    parse_proposals,
+    parse_ts,
+    policy_to_toml,
+    sample_path,
+    save_policy,
+    save_text,
+)
+from engine.policy.model import (
+    AuthConfig,
+    ChildConfig,
+    ConnectionConfig,
+    EngineConfig,
+    Policy,
+    RuleConfig,
+    Secrets,
+)
 from engine.policy.parse import child_life_time, ike_over_time
 from engine.policy.samples import sample_names
 

@@ -170,7 +170,7 @@ def test_entries_are_in_evaluation_order_and_templates_are_apart(spd: Spd):
 
 
 def test_computed_priority_prefers_smaller_ranges_then_protocol_then_ports():
-    p = lambda l, r: computed_priority(parse_ts(l), parse_ts(r))  # noqa: E731
+    p = lambda l, r: computed_priority(parse_ts(l), parse_ts(r))
     assert p("10.0.0.0/24", "10.1.0.0/24") < p("10.0.0.0/16", "10.1.0.0/24")
     assert p("10.0.0.0/24", "10.1.0.0/24[tcp]") < p("10.0.0.0/24", "10.1.0.0/24")
     assert p("10.0.0.0/24", "10.1.0.0/24[tcp/443]") < p("10.0.0.0/24", "10.1.0.0/24[tcp/1024-65535]") \
