@@ -16,7 +16,8 @@ from engine.crypto.encr import encr_keymat_size, make_cipher
 from engine.crypto.errors import CryptoError
 from engine.crypto.integ import Integ, integ_key_size
 from engine.crypto.transforms import EncrId, IntegId
-from engine.events import ChildSaInstalled, CountersSnapshot, Event, SaCounters
+from engine.events import ChildSaDeleted, ChildSaInstalled, CountersSnapshot, Event, SaCounters
+from engine.esp import ip
 from engine.esp.ah import AhInboundSa, AhOutboundSa
 from engine.esp.errors import DROP_REASONS, EspDrop
 from engine.esp.esp import EspInboundSa, EspOutboundSa
@@ -134,6 +135,10 @@ class Sad:
             self._by_reqid.pop(inbound.reqid, None)
         return inbound, outbound
 
+    def remove_event(self, ev: ChildSaDeleted) -> tuple[InboundSa, OutboundSa] | None:
+        """Remove the pair a ChildSaDeleted names (None if it was not installed)."""
+        return self.remove(ev.spi_in)
+
     # ---------------------------------------------------------- lookup
 
     def inbound(self, spi: int) -> InboundSa | None:
@@ -164,15 +169,52 @@ class Sad:
     # --------------------------------------------------------- packets
 
     def unprotect_esp(self, data: bytes, now: float) -> bytes | None:
-        """Dispatch an ESP payload (SPI..ICV, tunnel-mode SAs) by its SPI; raises EspDrop."""
+        """Dispatch an ESP payload (SPI..ICV, e.g. from a UDP-encap socket) by its SPI; raises EspDrop.
+
+        A transport-mode SA gets the payload behind an IP header rebuilt from the
+        SA's addresses (remote -> local), since a UDP socket does not show the original.
+        """
         if len(data) < 8:
             self.drops["malformed"] += 1
             raise EspDrop("malformed", f"ESP packet of {len(data)} bytes")
         sa = self._inbound.get(int.from_bytes(data[:4], "big"))
-        if sa is None:
+        if sa is None or sa.protocol != "esp":
             self.drops["no_sa"] += 1
             raise EspDrop("no_sa", f"no SA with SPI {data[:4].hex()}")
+        if sa.full_ip:
+            data = ip.ip_header(sa.remote, sa.local, ip.IPPROTO_ESP, len(data)) + data
         return sa.unprotect(data, now)
+
+    def unprotect_ip(self, packet: bytes, now: float) -> bytes | None:
+        """Dispatch a whole received IP packet carrying ESP, ESP-in-UDP or AH by its SPI.
+
+        For raw sockets and captures: tunnel-mode ESP SAs get the ESP payload,
+        the others (AH, transport mode) the whole packet. Raises EspDrop.
+        """
+        try:
+            v = ip.ip_version(packet)
+            end = ip.packet_length(packet)
+            if v == 4:
+                off, proto = ip.ipv4_header_length(packet), packet[9]
+            else:
+                off, proto = 40, packet[6]
+                while proto in (ip.IPPROTO_HOPOPTS, ip.IPPROTO_ROUTING, ip.IPPROTO_DSTOPTS):
+                    if off + 8 > end:
+                        raise ip.IpError("IPv6 extension headers run past the packet")
+                    proto, off = packet[off], off + (packet[off + 1] + 1) * 8
+            esp_at = off + 8 if proto == ip.IPPROTO_UDP else off
+            spi_at = off + 4 if proto == ip.IPPROTO_AH else esp_at
+            if proto not in (ip.IPPROTO_ESP, ip.IPPROTO_AH, ip.IPPROTO_UDP) or spi_at + 4 > end:
+                raise ip.IpError(f"no ESP or AH header (protocol {proto})")
+        except ip.IpError as exc:
+            self.drops["malformed"] += 1
+            raise EspDrop("malformed", str(exc)) from None
+        spi = int.from_bytes(packet[spi_at:spi_at + 4], "big")
+        sa = self._inbound.get(spi)
+        if sa is None or sa.protocol != ("ah" if proto == ip.IPPROTO_AH else "esp"):
+            self.drops["no_sa"] += 1
+            raise EspDrop("no_sa", f"no SA with SPI {spi:08x}")
+        return sa.unprotect(packet if sa.full_ip else packet[esp_at:end], now)
 
     def count_drop(self, reason: str) -> None:
         """Count a drop tied to no SA (e.g. ``discard_rule`` from the SPD)."""

@@ -12,6 +12,7 @@ from engine.crypto.encr import encr_keymat_size
 from engine.crypto.integ import integ_key_size
 from engine.crypto.transforms import EncrId, IntegId
 from engine.events import ChildKeys, ChildSaInstalled, CountersSnapshot, RekeyRequested
+from engine.esp import ip as ipmod
 from engine.esp import (AhInboundSa, AhOutboundSa, EspDrop, EspInboundSa, EspOutboundSa, Sad, SaConfigError,
                         sa_pair_from_event)
 from engine.policy.ts import parse_ts
@@ -35,9 +36,10 @@ def events(encr=EncrId.AES_GCM_16, bits=256, integ=None, protocol="esp", **kw):
     common = dict(ike_sa=1, connection="site", child="net", protocol=protocol, mode=kw.pop("mode", "tunnel"),
                   encr_id=encr, encr_key_length=bits, integ_id=integ, esn=kw.pop("esn", False))
     spi_a, spi_b = kw.pop("spis", (0xC1000001, 0xC2000001))
+    ts = ("dynamic", "dynamic") if common["mode"] == "transport" else ("198.51.100.0/25", "198.51.100.128/25")
     a = ChildSaInstalled(unique_id=1, reqid=kw.pop("reqid", 1), spi_in=spi_a, spi_out=spi_b,
                          local_addr="192.0.2.1", remote_addr="192.0.2.2",
-                         local_ts=(parse_ts("198.51.100.0/25"),), remote_ts=(parse_ts("198.51.100.128/25"),),
+                         local_ts=(parse_ts(ts[0]),), remote_ts=(parse_ts(ts[1]),),
                          keys=ka, **common, **kw)
     b = ChildSaInstalled(unique_id=1, reqid=1, spi_in=spi_b, spi_out=spi_a,
                          local_addr="192.0.2.2", remote_addr="192.0.2.1",
@@ -208,3 +210,50 @@ def test_ipv6_outer_addresses():
     assert IPv6(full).src == "2001:db8::1" and IPv6(full).nh == 50 and full[40:] == body
     assert in_b.unprotect(body, 0.0) == inner
     assert ipaddress.ip_address(full[8:24]) == ipaddress.ip_address("2001:db8::1")
+
+
+@pytest.mark.parametrize("protocol,mode,encap", [
+    ("esp", "tunnel", False), ("esp", "tunnel", True), ("esp", "transport", False), ("esp", "transport", True),
+    ("ah", "tunnel", False), ("ah", "transport", False),
+])
+def test_unprotect_whole_ip_packets_by_spi(protocol, mode, encap):
+    """What a raw socket or a capture sees: the SAD finds ESP, ESP-in-UDP or AH and its SA."""
+    if protocol == "ah":
+        ev_a, ev_b = events(None, None, IntegId.HMAC_SHA2_256_128, protocol="ah", mode=mode)
+    else:
+        ev_a, ev_b = events(mode=mode, encap=encap, local_port=4500, remote_port=4500)
+    sad_b = Sad()
+    sad_b.install_event(ev_b)
+    _, out_a = sa_pair_from_event(ev_a)
+    inner = PING if mode == "tunnel" else raw(IP(src="192.0.2.1", dst="192.0.2.2") / UDP(dport=7) / Raw(b"t"))
+    wire = out_a.protect(inner, 0.0)
+    if not out_a.full_ip:
+        wire = out_a.build_outer_ip(wire)
+    assert sad_b.unprotect_ip(wire, 0.0) == inner
+    esp_at = 28 if encap else 20
+    if protocol == "esp":  # the same through a UDP socket's eyes: the ESP payload alone
+        wire2 = out_a.protect(inner, 0.0)
+        wire2 = wire2 if out_a.full_ip else out_a.build_outer_ip(wire2)
+        got = sad_b.unprotect_esp(wire2[esp_at:], 0.0)
+        if mode == "tunnel":
+            assert got == inner
+        else:  # the header is rebuilt from the SA: same addresses and payload, its own IP id
+            assert got[12:] == inner[12:] and ipmod.checksum(got[:20]) == 0
+    spi_at = 24 if protocol == "ah" else esp_at
+    with pytest.raises(EspDrop) as exc:
+        sad_b.unprotect_ip(wire[:spi_at] + b"\x00\x00\x00\x01" + wire[spi_at + 4:], 0.0)
+    assert exc.value.reason == "no_sa"
+    with pytest.raises(EspDrop) as exc:
+        sad_b.unprotect_ip(raw(IP(src="192.0.2.1", dst="192.0.2.2", proto=6) / Raw(bytes(30))), 0.0)
+    assert exc.value.reason == "malformed"
+    assert sad_b.drops["no_sa"] == 1 and sad_b.drops["malformed"] == 1
+
+
+def test_remove_event():
+    from engine.events import ChildSaDeleted
+    sad = Sad()
+    ev, _ = events()
+    sad.install_event(ev)
+    gone = sad.remove_event(ChildSaDeleted(ike_sa=1, connection="site", child="net", unique_id=1, reqid=1,
+                                           protocol="esp", spi_in=ev.spi_in, spi_out=ev.spi_out))
+    assert gone is not None and len(sad) == 0 and sad.outbound(1) is None

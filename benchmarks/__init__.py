@@ -1,0 +1,1 @@
+"""Benchmarks, each side by side with a reference (see the issue for the goals)."""
