@@ -20,7 +20,15 @@ from dataclasses import dataclass
 from engine.crypto.auth import cookie_value
 from engine.crypto.errors import InvalidKeyExchange
 from engine.crypto.ke import KeyExchange
-from engine.events import ChildState, Event, IkeState, NegotiationFailed, PolicyApplied
+from engine.events import (
+    ChildState,
+    Event,
+    ExchangeReceived,
+    ExchangeSent,
+    IkeState,
+    NegotiationFailed,
+    PolicyApplied,
+)
 from engine.ike import proposals as props
 from engine.ike.auth import find_psk, psk_auth, psk_verify
 from engine.ike.child import ChildSa
@@ -33,7 +41,9 @@ from engine.ike.tasks import CreateChild, IkeInit, RekeyChild, RekeyIke
 from engine.policy.model import ChildConfig, ConnectionConfig, Identity, Policy
 from engine.wire.constants import AuthMethod, ExchangeType, NotifyType
 from engine.wire.errors import WireError
-from engine.wire.message import decode_header, decode_message
+from engine.wire.constants import FLAG_RESPONSE
+from engine.wire.message import decode_header, decode_message, encode_message
+from engine.wire.summary import summarize
 from engine.wire.payloads import AuthPayload, KePayload, NoncePayload, NotifyPayload, SaPayload
 
 log = logging.getLogger("engine.ike")
@@ -458,11 +468,14 @@ class IkeEndpoint:
     def _half_open_count(self) -> int:
         return sum(1 for sa in self._half_open.values() if sa.state == IkeState.CONNECTING)
 
-    def _stateless_reply(self, header, payloads: list, local: Addr, remote: Addr) -> None:
-        from engine.wire.message import encode_message
-        from engine.wire.constants import FLAG_RESPONSE
-
+    def _stateless_reply(self, header, payloads: list, local: Addr, remote: Addr, *, now: float = 0.0,
+                         request=None, name: str = "") -> None:
+        """An IKE_SA_INIT answer without creating state (COOKIE, INVALID_KE_PAYLOAD,
+        NO_PROPOSAL_CHOSEN). Both messages still reach the negotiation view."""
         data = encode_message(ExchangeType.IKE_SA_INIT, 0, header.spi_i, b"\0" * 8, FLAG_RESPONSE, payloads)
+        if request is not None:
+            self.emit(ExchangeReceived(0, name, summarize(header, request.payloads), now, local, remote))
+            self.emit(ExchangeSent(0, name, summarize(decode_header(data), payloads), now, local, remote))
         self.transmit(data, local, remote)
 
     def _init_request(self, data: bytes, header, local: Addr, remote: Addr, now: float) -> None:
@@ -485,7 +498,8 @@ class IkeEndpoint:
         nonce = next((p for p in payloads if isinstance(p, NoncePayload)), None)
         if sa_p is None or ke is None or nonce is None or not 16 <= len(nonce.data) <= 256:
             self.count("malformed")
-            self._stateless_reply(header, [NotifyPayload(NotifyType.INVALID_SYNTAX)], local, remote)
+            self._stateless_reply(header, [NotifyPayload(NotifyType.INVALID_SYNTAX)], local, remote,
+                                  now=now, request=message)
             return
         if now - self._cookie_secret[1] > COOKIE_SECRET_LIFETIME:
             self._old_cookie_secret = self._cookie_secret[0] if self._cookie_secret[1] > -1e17 else None
@@ -494,7 +508,8 @@ class IkeEndpoint:
                 not self._cookie_ok(payloads, nonce.data, remote, header.spi_i, now):
             self.count("cookies_sent")
             cookie = cookie_value(self._cookie_secret[0], nonce.data, remote[0], header.spi_i)
-            self._stateless_reply(header, [NotifyPayload(NotifyType.COOKIE, data=cookie)], local, remote)
+            self._stateless_reply(header, [NotifyPayload(NotifyType.COOKIE, data=cookie)], local, remote,
+                                  now=now, request=message)
             return
         candidates = self._candidates(local, remote)
         chosen = None
@@ -508,7 +523,9 @@ class IkeEndpoint:
                     accepted.append(conn)
         unique_id = self.next_ike_id()
         if chosen is None:
-            self._stateless_reply(header, [NotifyPayload(NotifyType.NO_PROPOSAL_CHOSEN)], local, remote)
+            name = candidates[0].name if len(candidates) == 1 else ""
+            self._stateless_reply(header, [NotifyPayload(NotifyType.NO_PROPOSAL_CHOSEN)], local, remote,
+                                  now=now, request=message, name=name)
             offered = props.describe_offer(sa_p.proposals)
             if not candidates:
                 reason = (f"no connection is configured for {remote[0]} -> {local[0]}: add one whose "
@@ -524,16 +541,20 @@ class IkeEndpoint:
             log.warning("%s: %s", name or remote[0], reason, extra={"connection": name})
             return
         if ke.group != chosen.ke:
+            log.info("%s: peer sent a KE for group %d, asking for %d (INVALID_KE_PAYLOAD)",
+                     remote[0], ke.group, chosen.ke)
             self.count("invalid_ke_sent")
             self._stateless_reply(header, [NotifyPayload(NotifyType.INVALID_KE_PAYLOAD,
-                                                         data=chosen.ke.to_bytes(2, "big"))], local, remote)
+                                                         data=chosen.ke.to_bytes(2, "big"))], local, remote,
+                                  now=now, request=message, name=accepted[0].name)
             return
         mine = KeyExchange(chosen.ke)
         try:
             shared = mine.compute_shared(ke.data)
         except InvalidKeyExchange as exc:
             self.count("malformed")
-            self._stateless_reply(header, [NotifyPayload(NotifyType.INVALID_SYNTAX)], local, remote)
+            self._stateless_reply(header, [NotifyPayload(NotifyType.INVALID_SYNTAX)], local, remote,
+                                  now=now, request=message, name=accepted[0].name)
             log.info("invalid KE from %s: %s", remote[0], exc)
             return
         conn = accepted[0]

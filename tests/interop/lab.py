@@ -102,8 +102,9 @@ class Lab:
             subprocess.run(["ip", "netns", "exec", ns, "nft", "delete", "table", "inet", "ipc_loss"],
                            capture_output=True)
             if percent:
-                rules = (f"table inet ipc_loss {{ chain input {{ type filter hook input priority -300; "
-                         f"policy accept; iifname \"veth0\" numgen random mod 100 < {percent} counter drop }} }}")
+                rules = ("table inet ipc_loss {\n  chain input {\n"
+                         "    type filter hook input priority -300; policy accept;\n"
+                         f"    iifname \"veth0\" numgen random mod 100 < {percent} counter drop\n  }}\n}}\n")
                 sh("ip", "netns", "exec", ns, "nft", "-f", "-", input=rules)
 
     def ping(self, side: str, dst: str, count: int = 3, interval: float = 0.2, timeout: float = 30,
@@ -349,6 +350,29 @@ class Ours:
     def sas(self) -> list[dict]:
         return json.loads(self.cli("sas", "--json").stdout)["ike_sas"]
 
+    def watch_events(self) -> None:
+        """Start `ipsec-console events` into a file; read with events()."""
+        self._events_file = open(self.dir / "events.jsonl", "wb")
+        self._events = subprocess.Popen(
+            [sys.executable, "-m", "console", "events", "--control", str(self.control)], cwd=ROOT,
+            stdout=self._events_file, stderr=subprocess.DEVNULL, start_new_session=True)
+        time.sleep(0.5)  # let it subscribe
+
+    def events(self, type_: str | None = None) -> list[dict]:
+        try:
+            lines = (self.dir / "events.jsonl").read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        out = []
+        for line in lines:
+            try:
+                e = json.loads(line)
+            except ValueError:
+                continue
+            if type_ is None or e.get("type") == type_:
+                out.append(e)
+        return out
+
     def log(self) -> str:
         try:
             return (self.dir / "daemon.log").read_text(errors="replace")
@@ -356,6 +380,10 @@ class Ours:
             return ""
 
     def stop(self) -> int | None:
+        ev = getattr(self, "_events", None)
+        if ev is not None and ev.poll() is None:
+            ev.terminate()
+            ev.wait(5)
         if self.proc is None or self.proc.poll() is not None:
             return self.proc.returncode if self.proc else None
         os.kill(self.proc.pid, signal.SIGTERM)
