@@ -169,12 +169,20 @@ class TunNetwork:
                      n, self.table, self.device)
         return n
 
-    def setup(self, mtu: int, addresses: tuple[str, ...] = ()) -> None:
-        """Bring the device up with its MTU and addresses, and add the policy rule(s)."""
+    def setup(self, mtu: int, addresses: tuple[str, ...] = (), *, gso_max_size: int | None = None) -> None:
+        """Bring the device up with its MTU and addresses, and add the policy rule(s).
+
+        ``gso_max_size`` caps the TCP super-packets the kernel builds (TSO on the TUN).
+        """
         found = self.ipr.link_lookup(ifname=self.device)
         if not found:
             raise TunError(errno.ENODEV, f"TUN device {self.device} vanished")
         self.index = found[0]
+        if gso_max_size is not None:
+            try:
+                self.ipr.link("set", index=self.index, gso_max_size=gso_max_size)
+            except Exception as exc:  # noqa: BLE001
+                raise TunError(errno.EINVAL, f"cannot set gso_max_size on {self.device}: {exc}") from None
         self.ipr.link("set", index=self.index, mtu=mtu, state="up")
         for a in addresses:
             iface = ipaddress.ip_interface(a)

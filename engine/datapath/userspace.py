@@ -58,6 +58,8 @@ SAMPLE_EVERY = 100
 """One PacketSample per this many packets of an SA (for the console's Packets screen)."""
 READ_BATCH = 512
 """Packets handled per readiness callback before letting IKE and timers run."""
+REKEYED_INBOUND_LINGER = 5.0
+"""Seconds a rekeyed inbound SA still accepts packets in flight (charon's delete_rekeyed_delay)."""
 IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
 
 
@@ -69,10 +71,12 @@ class UserspaceDatapath:
     def __init__(self, policy: Policy, *, device: str = DEFAULT_DEVICE, mtu: int = DEFAULT_MTU,
                  addresses: tuple[str, ...] = (), table: int = ROUTE_TABLE, priority: int = RULE_PRIORITY,
                  fwmark: int = FWMARK, sample_every: int = SAMPLE_EVERY, raw_esp: bool = True,
-                 gso: bool = False) -> None:
+                 gso: bool = False, jumbo: bool = False) -> None:
         """``device``/``mtu``/``addresses``: the TUN device; ``table``/``priority``/``fwmark``: its
         routing (see engine.datapath.tun); ``raw_esp``: open a raw IP-protocol-50 socket for SAs
-        without UDP encapsulation; ``gso``: TCP super-packets through the TUN (both ends ours)."""
+        without UDP encapsulation; ``gso``: TCP super-packets through the TUN, segmented here for
+        the peer unless ``jumbo`` (every peer is ipsec-console: super-packets go whole, see
+        engine.datapath.userspace_gso)."""
         self.policy = policy
         self.device = device
         self.mtu = mtu
@@ -81,7 +85,8 @@ class UserspaceDatapath:
         self.priority = priority
         self.fwmark = fwmark
         self.raw_esp = raw_esp
-        self.gso = gso
+        self.gso = gso or jumbo
+        self.jumbo = jumbo
         self.path = SaPath(policy, sample_every=sample_every)
         self.runtime = None
         self.net: TunNetwork | None = None
@@ -112,21 +117,26 @@ class UserspaceDatapath:
             self.net = await self._net(self._make_network)
             await self._net(self.net.remove_stale)
             self._fd, self.device = open_tun(self.device, vnet_hdr=self.gso)
-            await self._net(self.net.setup, self.mtu, self.addresses)
+            if self.gso:
+                from engine.datapath.userspace_gso import GSO_MAX_SIZE
+
+                await self._net(lambda: self.net.setup(self.mtu, self.addresses, gso_max_size=GSO_MAX_SIZE))
+            else:
+                await self._net(self.net.setup, self.mtu, self.addresses)
         except BaseException:
             await self.stop()
             raise
         if self.gso:
             from engine.datapath.userspace_gso import GsoTun
 
-            self._gso = GsoTun(self, self._fd)
+            self._gso = GsoTun(self, self._fd, jumbo=self.jumbo)
             self._loop.add_reader(self._fd, self._gso.readable)
         else:
             self._loop.add_reader(self._fd, self._tun_readable)
         if self.raw_esp:
             self._open_raw()
         log.info("userspace datapath on %s (mtu %d, table %d, rule priority %d%s)", self.device, self.mtu,
-                 self.table, self.priority, ", TCP segmentation offload" if self.gso else "")
+                 self.table, self.priority, (", TCP super-packets" + (" sent whole" if self.jumbo else " segmented")) if self.gso else "")
 
     def _make_network(self) -> TunNetwork:
         # Created on the worker thread: pyroute2's sync API cannot run inside the asyncio loop's thread.
@@ -225,7 +235,10 @@ class UserspaceDatapath:
         return raw.sendto, (ev.remote_addr, 0)
 
     def remove(self, ev: ChildSaDeleted) -> None:
-        pair = self.path.remove(ev.spi_in)
+        linger = ev.reason.startswith("rekeyed") and self._loop is not None
+        pair = self.path.remove(ev.spi_in, linger=linger)
+        if linger:
+            self._loop.call_later(REKEYED_INBOUND_LINGER, self.path.forget, ev.spi_in)
         if pair is not None and self._gso is not None:
             self._gso.removed(pair)
         self._net_bg(self._del_sa_routes, ev.spi_in)

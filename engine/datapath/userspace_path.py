@@ -76,6 +76,8 @@ class SaPath:
         """Inbound SPI -> pair whose outbound SA waits for the peer (rekey responder)."""
         self.flows: dict = {}
         """Flow key -> Pair or a drop reason (str)."""
+        self.lingering: set[int] = set()
+        """Inbound SPIs of removed (rekeyed) pairs still accepting packets in flight."""
         self.addr_only = True
         """Whether the flow key may be the addresses alone (no selector or rule looks at ports)."""
         self._drop_samples = 0
@@ -88,6 +90,8 @@ class SaPath:
     # ------------------------------------------------------------ install / remove
     def install(self, ev: ChildSaInstalled, send: Sender, dest: tuple) -> Pair:
         """Build and install the pair of ``ev``; raises SaConfigError (nothing installed then)."""
+        if ev.spi_in in self.lingering:
+            self.forget(ev.spi_in)
         inbound, outbound = self.sad.install_event(ev)
         pair = Pair(ev, inbound, outbound, send, dest)
         old = self.pairs.get(ev.rekeyed_from) if ev.rekeyed_from is not None else None
@@ -100,13 +104,18 @@ class SaPath:
         self._rebuild()
         return pair
 
-    def remove(self, spi_in: int) -> Pair | None:
-        """Remove a pair; a new pair waiting for this one takes over its traffic."""
+    def remove(self, spi_in: int, *, linger: bool = False) -> Pair | None:
+        """Remove a pair; a new pair waiting for this one takes over its traffic.
+
+        With ``linger`` (a rekeyed SA) the inbound half keeps accepting packets
+        still in flight until `forget` (charon's delete_rekeyed_delay); it no
+        longer carries outbound traffic either way.
+        """
         pair = self.pairs.pop(spi_in, None)
         if pair is None:
+            if not linger:
+                self.forget(spi_in)
             return None
-        self.sad.remove(spi_in)
-        self.inbound.pop(spi_in, None)
         self.pending.pop(spi_in, None)
         kids = self.by_child.get(pair.child_key, [])
         if pair in kids:
@@ -116,8 +125,20 @@ class SaPath:
         for waiting in list(self.pending.values()):
             if waiting.ev.rekeyed_from == spi_in:
                 self.activate(waiting)
+        if linger:
+            self.lingering.add(spi_in)
+        else:
+            self.sad.remove(spi_in)
+            self.inbound.pop(spi_in, None)
         self._rebuild()
         return pair
+
+    def forget(self, spi_in: int) -> None:
+        """Drop what `remove(linger=True)` kept."""
+        if spi_in in self.lingering and spi_in not in self.pairs:
+            self.lingering.discard(spi_in)
+            self.sad.remove(spi_in)
+            self.inbound.pop(spi_in, None)
 
     def activate(self, pair: Pair) -> None:
         """The peer has the new SA: send on it from now on."""

@@ -28,7 +28,17 @@ def setup_logging(verbose: int) -> None:
 
 
 def make_datapath(policy, kind: str | None = None):
-    """The datapath the policy asks for (or ``kind``, from --datapath)."""
+    """The datapath the policy asks for (or ``kind``, from --datapath).
+
+    Userspace tuning without a policy field (yet), from the environment:
+    ``IPSEC_CONSOLE_TUN_GSO=1`` takes TCP super-packets from the TUN device
+    (segmented in Python for the peer), ``IPSEC_CONSOLE_TUN_GSO=jumbo``
+    also sends them whole as one ESP packet: only when every peer is
+    ipsec-console (see engine.datapath.userspace_gso).
+    ``IPSEC_CONSOLE_TUN_DEVICE`` names the TUN device (default ipsecc0).
+    """
+    import os
+
     kind = kind or policy.engine.datapath
     if kind == "none":
         from engine.datapath.base import NullDatapath
@@ -39,13 +49,18 @@ def make_datapath(policy, kind: str | None = None):
 
         return KernelDatapath.for_runtime(policy)
     if kind == "userspace":
+        from engine.datapath.tun import DEFAULT_DEVICE
         from engine.datapath.userspace import UserspaceDatapath
 
-        return UserspaceDatapath(policy)
+        gso = os.environ.get("IPSEC_CONSOLE_TUN_GSO", "").strip().lower()
+        if gso not in ("", "0", "1", "jumbo"):
+            raise ValueError(f"IPSEC_CONSOLE_TUN_GSO must be 0, 1 or jumbo, not {gso!r}")
+        return UserspaceDatapath(policy, device=os.environ.get("IPSEC_CONSOLE_TUN_DEVICE") or DEFAULT_DEVICE,
+                                 gso=gso in ("1", "jumbo"), jumbo=gso == "jumbo")
     if kind == "lab":
-        from engine.datapath.base import NullDatapath
+        from engine.datapath.lab import LabDatapath
 
-        return NullDatapath()
+        return LabDatapath(policy)
     raise ValueError(f"unknown datapath {kind!r}")
 
 
