@@ -16,7 +16,7 @@ from engine.crypto.encr import encr_keymat_size, make_cipher
 from engine.crypto.errors import CryptoError
 from engine.crypto.integ import Integ, integ_key_size
 from engine.crypto.transforms import EncrId, IntegId
-from engine.events import ChildSaDeleted, ChildSaInstalled, CountersSnapshot, Event, SaCounters
+from engine.events import ChildSaDeleted, ChildSaInstalled, CountersSnapshot, Event, RekeyRequested, SaCounters
 from engine.esp import ip
 from engine.esp.ah import AhInboundSa, AhOutboundSa
 from engine.esp.errors import DROP_REASONS, EspDrop
@@ -99,6 +99,8 @@ class Sad:
         self.drops = dict.fromkeys(DROP_REASONS, 0)
         """Drops tied to no SA (unknown SPI, discard rules)."""
         self._sample_every = 0
+        self._requested: set[tuple[int, bool]] = set()
+        """(spi_in, hard) of the rekey requests already reported."""
 
     # --------------------------------------------------------- install
 
@@ -128,6 +130,8 @@ class Sad:
         if inbound is None:
             return None
         outbound = self._outbound.pop(spi_in)
+        self._requested.discard((spi_in, False))
+        self._requested.discard((spi_in, True))
         spis = self._by_reqid.get(inbound.reqid, [])
         if spi_in in spis:
             spis.remove(spi_in)
@@ -230,9 +234,19 @@ class Sad:
     # ------------------------------------------------- events, counters
 
     def next_event(self) -> Event | None:
-        """The oldest event not yet drained (RekeyRequested, PacketSample), or None."""
+        """The oldest event not yet drained (RekeyRequested, PacketSample), or None.
+
+        Both directions of a pair may hit a limit; a pair's soft and hard
+        requests are each reported once.
+        """
         if self._events:
-            self._queue.extend(self._events)
+            for ev in self._events:
+                if isinstance(ev, RekeyRequested):
+                    key = (ev.spi_in, ev.hard)
+                    if key in self._requested:
+                        continue
+                    self._requested.add(key)
+                self._queue.append(ev)
             self._events.clear()
         return self._queue.popleft() if self._queue else None
 

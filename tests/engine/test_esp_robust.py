@@ -3,6 +3,7 @@ authentic packet or raises EspDrop with a known reason, never anything else."""
 
 from __future__ import annotations
 
+import functools
 import os
 
 import pytest
@@ -40,6 +41,7 @@ def _sas(kind: str, version: int, mode: str):
 CASES = [(k, v, m) for k in ("gcm", "cbc", "ah") for v in (4, 6) for m in ("tunnel", "transport")]
 
 
+@functools.lru_cache(maxsize=None)
 def _sample(version: int, mode: str) -> bytes:
     if mode == "transport":
         src, dst = ("192.0.2.1", "192.0.2.2") if version == 4 else ("2001:db8::1", "2001:db8::2")

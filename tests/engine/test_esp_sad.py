@@ -168,13 +168,21 @@ def test_events_and_counters():
         sad_b.unprotect_esp(w, 5.0)
     with pytest.raises(EspDrop):
         sad_b.unprotect_esp(wires[0], 6.0)
+    # B's outbound SA reaches its limits too: the pair's requests are still reported once each.
+    out_b = sad_b.outbound(1)
+    for _ in range(3):
+        out_b.protect(PING_BACK, 6.0)
+    reqs = []
+    while (e := sad_b.next_event()) is not None:
+        reqs.append((e.spi_in, e.hard))
+    assert reqs == [(ev_b.spi_in, False), (ev_b.spi_in, True)]
     snap = sad_b.snapshot(7.0)
     assert isinstance(snap, CountersSnapshot) and snap.time == 7.0
     by_dir = {c.direction: c for c in snap.sas}
     assert by_dir["in"].packets == 3 and by_dir["in"].bytes == 3 * len(PING)
     assert by_dir["in"].spi == ev_b.spi_in and by_dir["in"].last_used == 5.0
     assert dict(by_dir["in"].drops) == {"no_sa": 1}  # hard-expired after 3 packets
-    assert by_dir["out"].packets == 0 and by_dir["out"].last_used is None
+    assert by_dir["out"].packets == 3 and by_dir["out"].last_used == 6.0
     sad_b.count_drop("discard_rule")
     assert dict(sad_b.snapshot(8.0).drops) == {"discard_rule": 1}
 
