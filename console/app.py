@@ -16,6 +16,11 @@ from textual.binding import Binding
 from textual.screen import Screen
 
 from console.bridge import RuntimeBridge
+from console.screens.dashboard import DashboardScreen
+from console.screens.logs import LogsScreen
+from console.screens.negotiations import NegotiationsScreen
+from console.screens.packets import PacketsScreen
+from console.screens.policies import PoliciesScreen
 from console.commands import ConsoleCommands
 from console.messages import EventsArrived, RuntimeTrouble, StatusUpdated
 from console.runtime.base import Runtime, RuntimeProblem, RuntimeUnavailable
@@ -33,26 +38,20 @@ MODE_KEYS = (
 # "6" is kept for the certificates screen (issue 6).
 
 
-def _mode_screens() -> dict:
-    from console.screens.dashboard import DashboardScreen
-    from console.screens.logs import LogsScreen
-    from console.screens.negotiations import NegotiationsScreen
-    from console.screens.packets import PacketsScreen
-    from console.screens.policies import PoliciesScreen
-
-    return {
-        "dashboard": DashboardScreen,
-        "negotiations": NegotiationsScreen,
-        "policies": PoliciesScreen,
-        "logs": LogsScreen,
-        "packets": PacketsScreen,
-    }
 
 
 class ConsoleApp(RuntimeBridge, App):
     """ipsec-console. Screens read ``self.store``; the bridge fills it."""
 
     CSS_PATH = "app.tcss"
+    MODES = {
+        "dashboard": DashboardScreen,
+        "negotiations": NegotiationsScreen,
+        "policies": PoliciesScreen,
+        "logs": LogsScreen,
+        "packets": PacketsScreen,
+    }
+    DEFAULT_MODE = "dashboard"
     TITLE = "ipsec-console"
     BINDINGS = [
         # Shown as the navigation strip of the top bar rather than in the footer (80 columns).
@@ -87,13 +86,7 @@ class ConsoleApp(RuntimeBridge, App):
             wanted = DEFAULT_THEME if DEFAULT_THEME in self.available_themes else "textual-dark"
         self.theme = wanted
 
-    def get_default_screen(self) -> Screen:
-        return _mode_screens()["dashboard"]()
-
     async def on_mount(self) -> None:
-        for mode, screen in _mode_screens().items():
-            if mode != "dashboard":
-                self.add_mode(mode, screen)
         self.theme_changed_signal.subscribe(self, self._on_theme_changed)
         for problem in self._startup_problems:
             self.notify(problem, title="Settings / themes", severity="warning", timeout=10)

@@ -115,7 +115,6 @@ class PoliciesScreen(ConsoleScreen):
         self._form_node: tuple | None = None
         self._form_consent = False
         self._loading_editor = False
-        self._filling_form = False
         self._validate_timer = None
         self._pending_cursor: tuple | None = None
         self._restoring = False
@@ -300,9 +299,9 @@ class PoliciesScreen(ConsoleScreen):
                 else:
                     widgets.append(Input(pf.display(value, field), id=fid, compact=True))
                 widgets.append(Static("", id=fid + "-msg", classes="form-msg"))
-        self._filling_form = True
+        for w in widgets:
+            w.form_node = node  # edits count only for the form they belong to
         await form.mount_all(widgets)
-        self._filling_form = False
         self._refresh_form_findings()
 
     def _build_form(self, node: tuple) -> None:
@@ -321,9 +320,14 @@ class PoliciesScreen(ConsoleScreen):
                 return field
         return None
 
-    def _form_edit(self, widget_id: str | None, raw) -> None:
+    def _form_edit(self, widget, raw, *, confirmed: bool = False) -> None:
+        # Only a person typing in the current form edits: not the Changed events that
+        # widgets post when mounted, nor late ones from a form already replaced.
+        if not confirmed and (not widget.has_focus or getattr(widget, "form_node", None) != self._form_node):
+            return
+        widget_id = widget.id
         field = self._field_for(widget_id)
-        if field is None or self._filling_form or self._form_node is None:
+        if field is None or self._form_node is None:
             return
         text = self._text()
         doc = pf.load_doc(text)
@@ -339,7 +343,8 @@ class PoliciesScreen(ConsoleScreen):
             def answered(ok: bool | None) -> None:
                 if ok:
                     self._form_consent = True
-                    self._form_edit(widget_id, raw)
+                    self._form_edit(widget, raw, confirmed=True)
+                    widget.focus()
                 else:
                     self._build_form(node)  # put the old value back
 
@@ -356,12 +361,12 @@ class PoliciesScreen(ConsoleScreen):
     @on(Input.Changed, "#pol-form Input")
     def _input_changed(self, event: Input.Changed) -> None:
         event.stop()
-        self._form_edit(event.input.id, event.value)
+        self._form_edit(event.input, event.value)
 
     @on(Switch.Changed, "#pol-form Switch")
     def _switch_changed(self, event: Switch.Changed) -> None:
         event.stop()
-        self._form_edit(event.switch.id, event.value)
+        self._form_edit(event.switch, event.value)
 
     def _refresh_form_findings(self) -> None:
         node = self._form_node

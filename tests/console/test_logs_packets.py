@@ -1,0 +1,88 @@
+"""Logs (filters, follow) and Packets (counters by reason, outer beside inner)."""
+
+from __future__ import annotations
+
+from textual.widgets import Input, RichLog
+
+from console.runtime.fake import FakeRuntime
+from console.widgets.keyed_table import KeyedTable
+
+from .conftest import make_app, ready, screen_text, wait_for
+
+
+def _log_lines(app) -> list[str]:
+    return [strip.text for strip in app.screen.query_one(RichLog).lines]
+
+
+async def test_logs_filter_by_level_connection_and_text_and_follow():
+    rt = FakeRuntime()
+    app = make_app(rt)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await ready(pilot)
+        await pilot.press("4")
+        await wait_for(pilot, lambda: app.screen.query("#log") and _log_lines(app), what="log lines")
+        lines = _log_lines(app)
+        assert any("engine started" in l for l in lines)
+        assert not any("sending IKE_SA_INIT" in l for l in lines)  # debug hidden at level info
+        await pilot.press("l", "l")  # info -> warning -> error
+        await pilot.pause()
+        lines = _log_lines(app)
+        assert lines and all("ERRO" in l for l in lines)
+        await pilot.press("l")  # back to debug
+        await pilot.pause()
+        assert any("sending IKE_SA_INIT" in l for l in _log_lines(app))
+        app.screen.query_one("#log-conn").value = "legacy"
+        await pilot.pause()
+        assert _log_lines(app) and all("[legacy]" in l for l in _log_lines(app))
+        app.screen.query_one("#log-conn").value = "__all__"
+        await pilot.press("slash")
+        await pilot.press(*"dpd")
+        await pilot.pause()
+        lines = _log_lines(app)
+        assert lines and all("dpd" in l.lower() for l in lines)
+        # New lines arrive while following; paused, the view stays where it is.
+        log = app.screen.query_one(RichLog)
+        app.screen.query_one(Input).value = ""
+        log.focus()
+        await pilot.press("f")
+        assert log.auto_scroll is False and "paused" in screen_text(app)
+        n = len(_log_lines(app))
+        await rt.rekey("branch")
+        await wait_for(pilot, lambda: len(_log_lines(app)) > n, what="new lines")
+        await pilot.press("f")
+        assert log.auto_scroll is True and app.settings.log_follow is True
+
+
+async def test_packets_counters_and_dissection():
+    rt = FakeRuntime()
+    app = make_app(rt)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await ready(pilot)
+        for _ in range(4):
+            rt.advance(1.0)
+        await pilot.press("5")
+        await wait_for(pilot, lambda: app.screen.query("#pk-samples"), what="packets screen")
+        counters = app.screen.query_one("#pk-counters", KeyedTable)
+        await wait_for(pilot, lambda: "drop-replay" in counters.row_keys, what="counters")
+        for reason in ("replay", "icv", "no_sa", "policy_mismatch", "discard_rule", "malformed"):
+            assert f"drop-{reason}" in counters.row_keys
+        assert int(counters.cell_text("drop-discard_rule", "packets")) >= 12
+        assert int(counters.cell_text("encrypted", "packets")) > 0
+        samples = app.screen.query_one("#pk-samples", KeyedTable)
+        await wait_for(pilot, lambda: samples.row_count >= 4, what="samples")
+        out_key = next(k for k in samples.row_keys if samples.cell_text(k, "dir") == "out")
+        samples.focus()
+        samples.move_cursor(row=samples.get_row_index(out_key))
+        await wait_for(pilot, lambda: "GET / HTTP/1.1" in screen_text(app), what="dissection")
+        text = screen_text(app)
+        assert "ESP" in text and "spi=0x" in text  # outer: only SPI and sequence readable
+        assert "TCP" in text and "dport=https" in text and "GET / HTTP/1.1" in text  # inner
+        drop_key = next(k for k in samples.row_keys if samples.cell_text(k, "dir") == "drop")
+        samples.move_cursor(row=samples.get_row_index(drop_key))
+        await wait_for(pilot, lambda: "dropped before decryption: replay" in screen_text(app), what="drop")
+        # Paused samples do not move under the reader's cursor.
+        await pilot.press("space")
+        before = samples.row_keys
+        rt.advance(1.0)
+        await pilot.pause(0.1)
+        assert samples.row_keys == before
