@@ -166,7 +166,11 @@ class EspOutboundSa(_EspCrypto, OutboundSa):
         body = self._seal(memoryview(packet)[off:total], nh, seq)
         hdr = bytearray(packet[:off])
         if self.encap:
-            extra = ip.UDP_HEADER.pack(self.local_port, self.remote_port, 8 + len(body), 0)
+            if v == 4:
+                src, dst = packet[12:16], packet[16:20]
+            else:
+                src, dst = packet[8:24], packet[24:40]
+            extra = ip.udp_header(src, dst, self.local_port, self.remote_port, body)
             hdr[nh_off] = ip.IPPROTO_UDP
         else:
             extra = b""

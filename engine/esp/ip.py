@@ -245,6 +245,16 @@ def flow(packet: bytes | bytearray | memoryview) -> tuple[bytes, bytes, int, int
 # ------------------------------------------------------ transport checksums
 
 
+def udp_header(src: bytes, dst: bytes, sport: int, dport: int, payload) -> bytes:
+    """UDP header for ESP-in-UDP (RFC 3948 §2.1): checksum 0 over IPv4; over IPv6,
+    where a zero UDP checksum is not allowed (RFC 8200 §8.1), a computed one."""
+    length = 8 + len(payload)
+    if len(src) == 4:
+        return UDP_HEADER.pack(sport, dport, length, 0)
+    c = checksum(payload, pseudo_header_sum(src, dst, IPPROTO_UDP, length) + sport + dport + length)
+    return UDP_HEADER.pack(sport, dport, length, c or 0xFFFF)
+
+
 def fix_transport_checksum(packet: bytearray, offset: int, proto: int) -> None:
     """Recompute the TCP/UDP checksum at ``offset`` from the packet's own addresses.
 

@@ -230,11 +230,11 @@ class OutboundSa(SaBase):
     def build_outer_ip(self, body: bytes, *, ttl: int = 64, tos: int = 0, ident: int = 0) -> bytes:
         """Prefix an outer IPv4/IPv6 header (local -> remote) to a tunnel-mode ESP body.
 
-        With UDP encapsulation a UDP header (zero checksum, RFC 3948 §2.1) is
-        inserted too, so the result is what a raw socket would send.
+        With UDP encapsulation a UDP header (`ip.udp_header`) is inserted too,
+        so the result is what a raw socket would send.
         """
         if self.encap:
-            udp = ip.UDP_HEADER.pack(self.local_port, self.remote_port, 8 + len(body), 0)
+            udp = ip.udp_header(self.local, self.remote, self.local_port, self.remote_port, body)
             return b"".join((ip.ip_header(self.local, self.remote, ip.IPPROTO_UDP, 8 + len(body),
                                           ttl=ttl, tos=tos, ident=ident), udp, body))
         return ip.ip_header(self.local, self.remote, self._ip_proto, len(body), ttl=ttl, tos=tos,
