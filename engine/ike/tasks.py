@@ -60,9 +60,18 @@ def ts_payload(initiator: bool, selectors) -> TsPayload:
 
 
 def ts_from_payload(p: TsPayload | None) -> tuple[TrafficSelector, ...]:
+    """The selectors of a TS payload; unknown TS types are skipped (§3.13.1),
+    ranges that run backwards are a syntax error."""
     if p is None:
         return ()
-    return tuple(s.to_ts() for s in p.selectors if isinstance(s, WireTs))
+    out = []
+    for s in p.selectors:
+        if not isinstance(s, WireTs):
+            continue
+        if s.start_addr > s.end_addr:
+            raise RemoteError(NotifyType.INVALID_SYNTAX, "a traffic selector's address range runs backwards")
+        out.append(s.to_ts())
+    return tuple(out)
 
 
 # ====================================================================== IKE_SA_INIT
