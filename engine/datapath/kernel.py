@@ -182,7 +182,13 @@ class KernelDatapath:
     def __init__(self, netns: str | None = None) -> None:
         self.netns = netns
         self._nl = XfrmSocket(netns)
-        self._events: XfrmSocket | None = None
+        try:
+            # subscribed from the start, so no ACQUIRE or EXPIRE is missed
+            groups = (1 << (XFRMNLGRP_ACQUIRE - 1)) | (1 << (XFRMNLGRP_EXPIRE - 1))
+            self._events = XfrmSocket(netns, groups=groups)
+        except BaseException:
+            self._nl.close()
+            raise
         self._lock = threading.RLock()
         self._policies: dict[tuple[int, Selector], _Policy] = {}
         self._children: dict[int, _Child] = {}
@@ -199,8 +205,7 @@ class KernelDatapath:
                 self.flush_ours()
         finally:
             self._nl.close()
-            if self._events is not None:
-                self._events.close()
+            self._events.close()
 
     def __enter__(self) -> "KernelDatapath":
         return self
@@ -228,8 +233,9 @@ class KernelDatapath:
             raise KernelDatapathError(f"child {ev.child!r} {{{ev.unique_id}}}: {exc}") from None
         family = family_of(ev.local_addr)
         proto = PROTOCOLS[ev.protocol]
-        sa_in = _SaRef(ev.local_addr, ev.spi_in, proto, family)
-        sa_out = _SaRef(ev.remote_addr, ev.spi_out, proto, family)
+        # canonical text, as address_text() gives it back from the kernel
+        sa_in = _SaRef(str(_ip(ev.local_addr)), ev.spi_in, proto, family)
+        sa_out = _SaRef(str(_ip(ev.remote_addr)), ev.spi_out, proto, family)
         holder: Holder = ("child", ev.spi_in, kreqid)
         what = f"child {ev.child!r} {{{ev.unique_id}}}"
         with self._lock:
@@ -275,8 +281,8 @@ class KernelDatapath:
                         family = family_of(ev.local_addr)
                     except SaConfigError as exc:
                         raise KernelDatapathError(f"{what}: {exc}") from None
-                    refs = [_SaRef(ev.local_addr, ev.spi_in, proto, family),
-                            _SaRef(ev.remote_addr, ev.spi_out, proto, family)]
+                    refs = [_SaRef(str(_ip(ev.local_addr)), ev.spi_in, proto, family),
+                            _SaRef(str(_ip(ev.remote_addr)), ev.spi_out, proto, family)]
             for ref in refs:
                 self._sa_index.pop((ref.spi, ref.daddr, ref.proto), None)
                 try:
@@ -391,7 +397,7 @@ class KernelDatapath:
     # ------------------------------------------------------------ events
     def events_fileno(self) -> int:
         """The event socket's descriptor, for ``loop.add_reader``."""
-        return self._event_socket().fileno()
+        return self._events.fileno()
 
     def read_events(self, timeout: float | None = 0.0) -> list[Event]:
         """ACQUIRE and EXPIRE messages for our policies and SAs, as engine events.
@@ -403,7 +409,7 @@ class KernelDatapath:
         ``RekeyRequested(hard=True)`` (the kernel has then deleted the SA),
         each at most once per CHILD SA.
         """
-        replies, overrun = self._event_socket().read(timeout)
+        replies, overrun = self._events.read(timeout)
         events: list[Event] = []
         if overrun:
             events.append(LogMessage(time=time.time(), level="warning", source=__name__,
@@ -413,7 +419,7 @@ class KernelDatapath:
             if msg is None:
                 continue
             if reply.type == XFRM_MSG_ACQUIRE:
-                ev = self._acquire_event(msg)
+                ev = acquire_event(msg)
             elif reply.type == XFRM_MSG_EXPIRE:
                 ev = self._expire_event(msg)
             else:
@@ -421,23 +427,6 @@ class KernelDatapath:
             if ev is not None:
                 events.append(ev)
         return events
-
-    def _event_socket(self) -> XfrmSocket:
-        with self._lock:
-            if self._events is None:
-                groups = (1 << (XFRMNLGRP_ACQUIRE - 1)) | (1 << (XFRMNLGRP_EXPIRE - 1))
-                self._events = XfrmSocket(self.netns, groups=groups)
-            return self._events
-
-    def _acquire_event(self, msg) -> AcquireRequested | None:
-        tmpls = msg.get_attr("XFRMA_TMPL") or []
-        if not tmpls or not is_our_reqid(tmpls[0]["reqid"]):
-            return None
-        tmpl = tmpls[0]
-        family = tmpl["family"] or msg["sel"]["family"]
-        return AcquireRequested(reqid=engine_reqid(tmpl["reqid"]),
-                                local_addr=address_text(msg["saddr"], family),
-                                remote_addr=address_text(msg["id"]["daddr"], family))
 
     def _expire_event(self, msg) -> RekeyRequested | None:
         state = msg["state"]
@@ -616,8 +605,6 @@ class KernelDatapath:
             self._policies[spec.key] = _Policy(spec, {holder})
             undo.append(lambda: self._drop_entry(spec.key, what))
             return
-        if holder in entry.holders:
-            return
         if entry.spec != spec:
             if not _may_replace(entry, holder):
                 users = ", ".join(_holder_text(h) for h in sorted(entry.holders, key=str))
@@ -628,8 +615,9 @@ class KernelDatapath:
             self._update_policy(spec, what)
             entry.spec = spec
             undo.append(lambda: self._restore_spec(entry, old, what))
-        entry.holders.add(holder)
-        undo.append(lambda: entry.holders.discard(holder))
+        if holder not in entry.holders:
+            entry.holders.add(holder)
+            undo.append(lambda: entry.holders.discard(holder))
 
     def _restore_spec(self, entry: _Policy, old: PolicySpec, what: str) -> None:
         self._update_policy(old, what)
@@ -665,6 +653,18 @@ def _ip(addr: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
         return ipaddress.ip_address(addr)
     except ValueError:
         raise KernelDatapathError(f"{addr!r} is not an IP address") from None
+
+
+def acquire_event(msg) -> AcquireRequested | None:
+    """The engine event for a decoded ``xfrm_user_acquire``, if the policy is ours."""
+    tmpls = msg.get_attr("XFRMA_TMPL") or []
+    if not tmpls or not is_our_reqid(tmpls[0]["reqid"]):
+        return None
+    tmpl = tmpls[0]
+    family = tmpl["family"] or msg["sel"]["family"]
+    return AcquireRequested(reqid=engine_reqid(tmpl["reqid"]),
+                            local_addr=address_text(msg["saddr"], family),
+                            remote_addr=address_text(msg["id"]["daddr"], family))
 
 
 def _policy_is_ours(msg) -> bool:

@@ -706,6 +706,12 @@ class xfrm_msg(nlmsg):
     mark = struct_nla(xfrm_mark)
     address = _address_nla
 
+    def decode(self) -> None:
+        super().decode()
+        for name, _ in self.fields:
+            if name[0] == "_":  # explicit padding: no value to show
+                self.pop(name, None)
+
 
 class xfrm_usersa_info(xfrm_msg):
     """struct xfrm_usersa_info: NEWSA / UPDSA requests, GETSA replies and dumps."""
