@@ -6,6 +6,7 @@ from __future__ import annotations
 import hmac
 
 from engine.crypto.auth import psk_auth_data, signed_octets
+from engine.policy.identity import identity_matches
 from engine.policy.model import Identity, Secrets
 from engine.secret import Secret
 from engine.wire.payloads import IdPayload
@@ -30,13 +31,7 @@ def psk_verify(prf_id: int, psk: Secret, signed: bytes, received: bytes) -> bool
 
 
 def _id_matches(pattern: Identity, value: Identity | None) -> bool:
-    if value is None:
-        return False
-    try:
-        from engine.policy.identity import identity_matches
-    except ImportError:
-        return pattern.kind == value.kind and pattern.value.lower() == value.value.lower()
-    return identity_matches(pattern, value)
+    return value is not None and identity_matches(pattern, value)
 
 
 def find_psk(secrets: Secrets, local: Identity | None, remote: Identity | None) -> Secret | None:

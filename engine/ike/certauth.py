@@ -1,21 +1,106 @@
 """Certificate (public key) authentication in IKE_AUTH: RFC 7427 signatures,
-CERT and CERTREQ payloads. Wired to engine.pki and engine.crypto.signature."""
+CERT and CERTREQ payloads, chain and revocation checks (engine.pki), the
+identity bound to the certificate. Credentials are loaded by the runtime;
+nothing here reads a file."""
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
+from engine.crypto.signature import (
+    SUPPORTED_HASH_ALGORITHMS,
+    SignatureError,
+)
+from engine.crypto.signature import sign_auth as _sign
+from engine.crypto.signature import verify_auth as _verify
 from engine.ike.errors import LocalError
+from engine.pki.certs import (
+    cert_from_payload,
+    cert_matches_identity,
+    cert_payload_data,
+    certreq_data,
+    describe,
+    identity_from_cert,
+)
+from engine.pki.dn import dn_to_der
+from engine.pki.errors import PkiError
+from engine.pki.validate import validate_chain
+from engine.wire.constants import CertEncoding, IdType
+from engine.wire.payloads import AuthPayload, CertPayload, CertReqPayload, IdPayload
+
+
+def _creds(ep):
+    creds = getattr(ep, "credentials", None)
+    if creds is None:
+        raise LocalError("certificate authentication needs credentials: none were loaded")
+    return creds
 
 
 def certreq_payloads(ep, connections) -> list:
-    """CERTREQ payloads naming the CAs we trust for these connections."""
-    if not any(c.remote.auth == "pubkey" for c in connections):
+    """CERTREQ naming the CAs we trust for these connections (RFC 7296 §3.7)."""
+    conns = [c for c in connections if c.remote.auth == "pubkey"]
+    if not conns:
         return []
-    raise LocalError("certificate authentication is not wired yet")
+    creds = _creds(ep)
+    cas = []
+    for c in conns:
+        cas += creds.cacerts.get(c.name, [])
+    return [CertReqPayload(CertEncoding.X509_SIGNATURE, certreq_data(cas))] if cas else []
 
 
-def sign_auth(ep, sa, conn, signed: bytes):
-    raise LocalError(f"connection '{conn.name}': certificate authentication is not wired yet")
+def cert_payloads(ep, conn) -> list:
+    """Our end certificate and intermediates."""
+    if conn.local.auth != "pubkey":
+        return []
+    local = _creds(ep).local.get(conn.name)
+    if local is None:
+        raise LocalError(f"connection '{conn.name}': no certificate loaded")
+    return [CertPayload(CertEncoding.X509_SIGNATURE, cert_payload_data(c)) for c in local.certs]
 
 
-def verify_auth(ep, sa, conn, auth, signed: bytes, payloads, peer):
-    return False, f"connection '{conn.name}': certificate authentication is not wired yet"
+def local_id_payload(ep, conn, initiator: bool, ike_addr: str) -> IdPayload | None:
+    """With certificates and no configured ID, we are our certificate's subject DN."""
+    if conn.local.auth != "pubkey" or conn.local.id is not None:
+        return None
+    local = _creds(ep).local[conn.name]
+    return IdPayload(initiator, IdType.DER_ASN1_DN, dn_to_der(identity_from_cert(local.certs[0]).value))
+
+
+def sign_auth(ep, sa, conn, signed: bytes) -> AuthPayload:
+    local = _creds(ep).local.get(conn.name)
+    if local is None:
+        raise LocalError(f"connection '{conn.name}': no private key loaded for certificate authentication")
+    try:
+        method, data = _sign(local.key, signed, sa.peer_hash_algorithms or None)
+    except SignatureError as exc:
+        raise LocalError(f"connection '{conn.name}': cannot sign AUTH: {exc}") from None
+    return AuthPayload(method, data)
+
+
+def verify_auth(ep, sa, conn, auth, signed: bytes, payloads, peer) -> tuple[bool, str]:
+    """Chain, revocation, identity binding, then the signature itself."""
+    creds = _creds(ep)
+    certs = []
+    for p in payloads:
+        if isinstance(p, CertPayload):
+            try:
+                certs.append(cert_from_payload(p.encoding, p.data))
+            except PkiError as exc:
+                return False, f"the peer's certificate cannot be read: {exc}"
+    if not certs:
+        return False, "the peer sent no certificate (CERT payload) for certificate authentication"
+    end, rest = certs[0], certs[1:]
+    wall = datetime.fromtimestamp(ep.wall_time(sa.last_received), timezone.utc)
+    result = validate_chain(end, rest, creds.cacerts.get(conn.name, []), creds.crls, wall)
+    if not result.ok:
+        return False, f"the peer's certificate is not acceptable: {result.reason}"
+    if not cert_matches_identity(end, peer):
+        return False, (f"the peer's certificate {describe(end)} does not contain its identity "
+                       f"'{peer.value}': fix the peer's ID or its certificate's subjectAltName")
+    try:
+        ok = _verify(end.public_key(), auth.method, auth.data, signed, allowed_hashes=SUPPORTED_HASH_ALGORITHMS)
+    except SignatureError as exc:
+        return False, f"the peer's AUTH signature cannot be checked: {exc}"
+    if not ok:
+        return False, f"the peer's AUTH signature does not verify with the key of {describe(end)}"
+    return True, ""

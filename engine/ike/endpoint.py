@@ -64,8 +64,13 @@ class IkeEndpoint:
     """All IKE SAs of one host."""
 
     def __init__(self, policy: Policy, *, rng: Callable[[int], bytes] = os.urandom,
-                 seed: int | None = None, fragment_size: int | None = None) -> None:
+                 seed: int | None = None, fragment_size: int | None = None, credentials=None,
+                 wall_offset: float = 0.0) -> None:
         self.policy = policy
+        self.credentials = credentials
+        """engine.pki.credentials.Credentials for certificate authentication (loaded by the runtime)."""
+        self.wall_offset = wall_offset
+        """Unix time minus ``now``: certificates are valid between wall-clock dates."""
         self.rng = rng
         self.random = random.Random(seed)
         self.fragment_size = fragment_size
@@ -288,7 +293,10 @@ class IkeEndpoint:
             else:
                 sa.destroy(now, "shutting down")
 
-    def apply_policy(self, policy: Policy, now: float) -> PolicyApplied:
+    def wall_time(self, now: float) -> float:
+        return now + self.wall_offset
+
+    def apply_policy(self, policy: Policy, now: float, credentials=None) -> PolicyApplied:
         """Switch to ``policy``: SAs of removed or changed connections go, new and
         changed connections with start_action = start come up; others stay."""
         old = {c.name: c for c in self.policy.connections}
@@ -299,6 +307,8 @@ class IkeEndpoint:
         for n in removed + changed:
             self.terminate(n, now)
         self.policy = policy
+        if credentials is not None:
+            self.credentials = credentials
         for n in added + changed:
             conn = new[n]
             if any(c.start_action == "start" for c in conn.children) and conn.remote_addrs:
@@ -407,10 +417,10 @@ class IkeEndpoint:
     def select_for_auth(self, sa: IkeSa, peer: Identity, wanted: Identity | None) -> tuple[ConnectionConfig | None, str]:
         """Responder: the connection for this peer identity among those IKE_SA_INIT allowed."""
         for conn in sa.candidates:
-            if not matches(conn.remote.id, peer, sa.remote[0]):
+            if not matches(conn.remote.id, peer):
                 continue
             if wanted is not None and conn.local.id is not None and conn.local.id.kind != "any" \
-                    and not matches(conn.local.id, wanted, sa.local[0]):
+                    and not matches(conn.local.id, wanted):
                 continue
             return conn, ""
         names = ", ".join(f"{c.name} (remote.id = {c.remote.id or '%any'})" for c in sa.candidates)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 
+from engine.policy.identity import identity_matches
 from engine.policy.model import Identity
 from engine.wire.constants import IdType
 
@@ -28,7 +29,7 @@ def identity_to_wire(identity: Identity | None, ike_addr: str) -> tuple[int, byt
             return IdType.KEY_ID, bytes.fromhex(value[1:])
         return IdType.KEY_ID, value.encode()
     if kind == "dn":
-        from engine.pki.names import dn_to_der  # x509 lives in engine.pki
+        from engine.pki.dn import dn_to_der  # x509 lives in engine.pki
 
         return IdType.DER_ASN1_DN, dn_to_der(identity.value)
     raise ValueError(f"cannot send an identity of kind {kind!r}")
@@ -46,7 +47,7 @@ def identity_from_wire(id_type: int, data: bytes) -> Identity:
         if id_type == IdType.IPV6_ADDR and len(data) == 16:
             return Identity("ipv6", str(ipaddress.IPv6Address(data)))
         if id_type == IdType.DER_ASN1_DN:
-            from engine.pki.names import der_to_dn
+            from engine.pki.dn import dn_from_der as der_to_dn
 
             return Identity("dn", der_to_dn(data))
     except (UnicodeDecodeError, ValueError):
@@ -60,19 +61,9 @@ def identity_text(identity: Identity | None, ike_addr: str) -> str:
     return identity.value
 
 
-def matches(pattern: Identity | None, peer: Identity, peer_addr: str) -> bool:
-    """Whether the peer's identity satisfies the configured remote identity.
-
-    No configured ID means the peer must identify with its IKE address (as charon
-    does for an empty remote id it accepts %any; we are stricter only when an ID
-    is configured). Wildcards follow swanctl: ``*@example.org``, ``*.example.org``.
-    """
+def matches(pattern: Identity | None, peer: Identity) -> bool:
+    """Whether the peer's identity satisfies the configured one (None or %any: anyone).
+    Wildcards follow swanctl: ``*@example.org``, ``*.example.org``."""
     if pattern is None or pattern.kind == "any":
         return True
-    try:
-        from engine.policy.identity import identity_matches
-    except ImportError:  # policy layer not there: exact comparison
-        identity_matches = None
-    if identity_matches is not None:
-        return identity_matches(pattern, peer)
-    return pattern.kind == peer.kind and pattern.value.lower() == peer.value.lower()
+    return identity_matches(pattern, peer)

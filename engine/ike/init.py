@@ -5,13 +5,12 @@ from __future__ import annotations
 
 from engine.crypto.auth import nat_detection_hash
 from engine.crypto.keys import derive_ike_keys
+from engine.crypto.signature import hash_algorithms_notify_data, parse_hash_algorithms
 from engine.ike.protection import SkCodec
 from engine.wire.constants import NotifyType
 from engine.wire.payloads import NotifyPayload
 
 NONCE_SIZE = 32
-# RFC 7427 §4 hash algorithm identifiers we can verify with.
-OUR_HASH_ALGORITHMS = (2, 3, 4, 5)  # SHA2-256, SHA2-384, SHA2-512, Identity
 
 
 def nat_notifies(spi_i: bytes, spi_r: bytes, local: tuple[str, int], remote: tuple[str, int],
@@ -45,8 +44,7 @@ def capability_notifies(conn, *, want_hash_algorithms: bool) -> list[NotifyPaylo
     if conn is None or conn.fragmentation:
         out.append(NotifyPayload(NotifyType.IKEV2_FRAGMENTATION_SUPPORTED))
     if want_hash_algorithms:
-        out.append(NotifyPayload(NotifyType.SIGNATURE_HASH_ALGORITHMS,
-                                 data=b"".join(h.to_bytes(2, "big") for h in OUR_HASH_ALGORITHMS)))
+        out.append(NotifyPayload(NotifyType.SIGNATURE_HASH_ALGORITHMS, data=hash_algorithms_notify_data()))
     return out
 
 
@@ -57,7 +55,7 @@ def read_capabilities(sa, payloads) -> None:
         if p.type == NotifyType.IKEV2_FRAGMENTATION_SUPPORTED:
             sa.peer_fragmentation = True
         elif p.type == NotifyType.SIGNATURE_HASH_ALGORITHMS:
-            sa.peer_hash_algorithms = {int.from_bytes(p.data[i:i + 2], "big") for i in range(0, len(p.data) - 1, 2)}
+            sa.peer_hash_algorithms = set(parse_hash_algorithms(p.data))
 
 
 def install_ike_keys(sa, shared: bytes, *, old_sk_d: bytes | None = None, old_prf: int | None = None) -> None:

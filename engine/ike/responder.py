@@ -11,6 +11,7 @@ from engine.crypto.ke import KeyExchange
 from engine.events import ChildState, IkeState
 from engine.ike import proposals as props
 from engine.ike.auth import octets
+from engine.ike.certauth import cert_payloads, local_id_payload
 from engine.ike.child import ChildSa, derive_child_keys
 from engine.ike.errors import RemoteError
 from engine.ike.identity import identity_from_wire, identity_to_wire
@@ -148,11 +149,13 @@ def ike_auth(sa: IkeSa, mid: int, payloads: list, now: float) -> None:
         _auth_failed(sa, mid, now, why)
         return
     sa.remote_id = peer
-    id_type, id_data = identity_to_wire(conn.local.id, sa.local[0])
-    idr = IdPayload(False, id_type, id_data)
-    sa.local_id = identity_from_wire(id_type, id_data)
+    idr = local_id_payload(ep, conn, False, sa.local[0])
+    if idr is None:
+        id_type, id_data = identity_to_wire(conn.local.id, sa.local[0])
+        idr = IdPayload(False, id_type, id_data)
+    sa.local_id = identity_from_wire(idr.id_type, idr.data)
     signed_r = octets(sa.init_response, sa.nonce_i, sa.chosen.prf, sa.keys.sk_pr.reveal(), idr)
-    response: list = [idr, ep.auth_payload(sa, conn, signed_r, local=True)]
+    response: list = [idr, *cert_payloads(ep, conn), ep.auth_payload(sa, conn, signed_r, local=True)]
     child = None
     if find(payloads, SaPayload) is not None:
         try:

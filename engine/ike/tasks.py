@@ -10,6 +10,7 @@ from engine.crypto.ke import KeyExchange
 from engine.events import ChildState, IkeState
 from engine.ike import proposals as props
 from engine.ike.auth import octets
+from engine.ike.certauth import cert_payloads, certreq_payloads, local_id_payload
 from engine.ike.child import ChildSa, derive_child_keys
 from engine.ike.errors import RemoteError
 from engine.ike.identity import identity_from_wire, identity_to_wire, matches
@@ -190,9 +191,11 @@ class IkeAuth(Task):
 
     def build(self, sa: IkeSa, now: float) -> list:
         conn = sa.conn
-        id_type, id_data = identity_to_wire(conn.local.id, sa.local[0])
-        self.idi = IdPayload(True, id_type, id_data)
-        payloads: list = [self.idi]
+        self.idi = local_id_payload(sa.ep, conn, True, sa.local[0])
+        if self.idi is None:
+            id_type, id_data = identity_to_wire(conn.local.id, sa.local[0])
+            self.idi = IdPayload(True, id_type, id_data)
+        payloads: list = [self.idi, *cert_payloads(sa.ep, conn), *certreq_payloads(sa.ep, [conn])]
         if sa.ep.initial_contact(sa):
             payloads.append(NotifyPayload(NotifyType.INITIAL_CONTACT))
         if conn.remote.id is not None and conn.remote.id.kind not in ("any",) and "*" not in conn.remote.id.value:
@@ -225,7 +228,7 @@ class IkeAuth(Task):
             sa.ep.connection_failed(sa, now)
             return
         peer = identity_from_wire(idr.id_type, idr.data)
-        if not matches(conn.remote.id, peer, sa.remote[0]):
+        if not matches(conn.remote.id, peer):
             self._auth_error(sa, now, f"the peer identified as '{peer.value}' but we expect "
                              f"'{conn.remote.id}': fix 'remote.id' or the peer's local ID")
             return

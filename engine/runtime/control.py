@@ -167,6 +167,7 @@ class ControlServer:
         raise ValueError(f"unknown command {cmd!r}")
 
     def _apply(self, req: dict):
+        from engine.pki.errors import PkiError
         from engine.policy.findings import PolicyError
         from engine.policy.parse import parse_policy
 
@@ -178,7 +179,10 @@ class ControlServer:
         except PolicyError as exc:
             raise _Failure("the policy does not validate; nothing was changed",
                            [f.format() for f in exc.findings]) from None
-        applied = self.runtime.apply_policy(policy, text)
+        try:
+            applied = self.runtime.apply_policy(policy, text)
+        except PkiError as exc:
+            raise _Failure(f"credentials could not be loaded; nothing was changed: {exc}", []) from None
         return event_to_dict(applied)
 
 

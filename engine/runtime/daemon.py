@@ -65,6 +65,7 @@ def make_datapath(policy, kind: str | None = None):
 
 
 async def serve(config: str, control: str | None, *, datapath: str | None = None, ready=None) -> int:
+    from engine.pki.errors import PkiError
     from engine.policy.findings import PolicyError
     from engine.policy.parse import load_policy
     from engine.runtime.control import ControlServer
@@ -85,7 +86,11 @@ async def serve(config: str, control: str | None, *, datapath: str | None = None
     except (ImportError, ValueError, OSError) as exc:
         print(f"ipsec-console: datapath {policy.engine.datapath!r} unavailable: {exc}", file=sys.stderr)
         return 1
-    runtime = EngineRuntime(policy, datapath=dp, policy_text=text)
+    try:
+        runtime = EngineRuntime(policy, datapath=dp, policy_text=text)
+    except PkiError as exc:
+        print(f"ipsec-console: {config}: {exc}", file=sys.stderr)
+        return 1
     server = ControlServer(runtime, control or policy.engine.control or DEFAULT_CONTROL)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

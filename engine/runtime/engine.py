@@ -43,7 +43,7 @@ class EngineRuntime:
                  fragment_size: int | None = None) -> None:
         self.policy = policy
         self.policy_text = policy_text
-        self.endpoint = IkeEndpoint(policy, fragment_size=fragment_size)
+        self.endpoint = IkeEndpoint(policy, fragment_size=fragment_size, credentials=_credentials(policy))
         self.datapath: Datapath = datapath or NullDatapath()
         self.sockets = UdpSockets(self._on_datagram)
         self._subscribers: list[asyncio.Queue] = []
@@ -60,6 +60,7 @@ class EngineRuntime:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self.endpoint.wall_offset = time.time() - self._loop.time()
         self._log_handler = _EventLogHandler(self)
         logging.getLogger("engine").addHandler(self._log_handler)
         await self.datapath.start(self)
@@ -217,7 +218,7 @@ class EngineRuntime:
         if (e_old.listen, e_old.ike_port, e_old.natt_port, e_old.datapath) != \
                 (e_new.listen, e_new.ike_port, e_new.natt_port, e_new.datapath):
             raise ValueError("changing [engine] listen, ports or datapath needs a restart")
-        result = self.endpoint.apply_policy(policy, self.now())
+        result = self.endpoint.apply_policy(policy, self.now(), _credentials(policy))
         self.policy = policy
         self.policy_text = text
         self.datapath.apply_policy(policy)
@@ -262,6 +263,16 @@ class EngineRuntime:
                                                k.start_action, k.dpd_action) for k in c.children),
                 state=state))
         return out
+
+
+def _credentials(policy: Policy):
+    """Certificates and keys for pubkey connections (None when no connection uses them).
+    Raises engine.pki.errors.PkiError with the connection and file at fault."""
+    if not any(c.local.auth == "pubkey" or c.remote.auth == "pubkey" for c in policy.connections):
+        return None
+    from engine.pki.credentials import load_credentials
+
+    return load_credentials(policy)
 
 
 class _EventLogHandler(logging.Handler):

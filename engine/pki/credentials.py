@@ -1,0 +1,85 @@
+"""Credentials a policy needs for certificate authentication, loaded once
+(files are read here, not in the sans-IO IKE engine): our certificates and
+private keys, the CAs we trust per connection, and the CRLs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from engine.pki.certs import load_certificate_file
+from engine.pki.errors import PkiError
+from engine.pki.keys import load_private_key_secret
+from engine.pki.validate import load_crl_files
+from engine.policy.model import Policy
+
+
+def _spki(obj) -> bytes:
+    return obj.public_key().public_bytes(serialization.Encoding.DER,
+                                         serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+@dataclass
+class LocalCredentials:
+    certs: list[x509.Certificate]
+    """End certificate first, then intermediates (sent as CERT payloads)."""
+    key: object = field(repr=False)
+    """The private key matching certs[0] (never shown)."""
+
+
+@dataclass
+class Credentials:
+    local: dict[str, LocalCredentials] = field(default_factory=dict)
+    """By connection name."""
+    cacerts: dict[str, list[x509.Certificate]] = field(default_factory=dict)
+    """Trusted CAs by connection name."""
+    crls: list = field(default_factory=list)
+
+    def all_cas(self) -> list[x509.Certificate]:
+        seen: dict[bytes, x509.Certificate] = {}
+        for cas in self.cacerts.values():
+            for ca in cas:
+                seen.setdefault(_spki(ca), ca)
+        return list(seen.values())
+
+
+def _resolve(base: Path, name: str) -> Path:
+    p = Path(name)
+    return p if p.is_absolute() else base / p
+
+
+def load_credentials(policy: Policy) -> Credentials:
+    """Read every certificate, key and CRL the policy names. Raises PkiError
+    naming the connection and file when something is missing or wrong."""
+    base = Path(policy.path).parent if policy.path else Path.cwd()
+    secrets_base = Path(policy.secrets.path).parent if policy.secrets.path else base
+    creds = Credentials()
+    keys = None
+    for conn in policy.connections:
+        if conn.local.auth == "pubkey":
+            if not conn.local.certs:
+                raise PkiError(f"connection '{conn.name}': local.auth = \"pubkey\" needs local.certs")
+            chain: list[x509.Certificate] = []
+            for name in conn.local.certs:
+                chain += load_certificate_file(_resolve(base, name))
+            if keys is None:
+                keys = [(entry, load_private_key_secret(entry, secrets_base)) for entry in policy.secrets.private]
+            want = _spki(chain[0])
+            match = [k for _, k in keys if _spki(k) == want]
+            if not match:
+                raise PkiError(f"connection '{conn.name}': no [private.*] key in the secrets file matches "
+                               f"the certificate {conn.local.certs[0]}")
+            creds.local[conn.name] = LocalCredentials(chain, match[0])
+        if conn.remote.auth == "pubkey":
+            if not conn.remote.cacerts:
+                raise PkiError(f"connection '{conn.name}': remote.auth = \"pubkey\" needs remote.cacerts")
+            cas: list[x509.Certificate] = []
+            for name in conn.remote.cacerts:
+                cas += load_certificate_file(_resolve(base, name))
+            creds.cacerts[conn.name] = cas
+    if policy.engine.crls:
+        creds.crls = load_crl_files([_resolve(base, c) for c in policy.engine.crls])
+    return creds
