@@ -1,0 +1,173 @@
+"""Our daemon with the userspace (TUN) datapath against strongSwan's charon
+(kernel-libipsec: always ESP-in-UDP here) and against itself, in two network
+namespaces (tests/interop/lab.py). Needs root, strongSwan, iperf3, tcpdump.
+
+Addresses: 192.0.2.1/.2 on the veth, 198.51.100.1 and .129 inside the tunnel.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from tests.interop.lab import SIDES, lab
+from tests.interop.lab_esp import (
+    SUITES,
+    Stopper,
+    background_ping,
+    capture_esp,
+    charon_counters,
+    esp_spi,
+    finish_ping,
+    inject,
+    installed,
+    iperf,
+    our_counters,
+    our_policy,
+    read_pcap,
+    wait_child,
+    wait_for,
+)
+
+pytestmark = pytest.mark.interop
+
+LEFT_IN, RIGHT_IN = SIDES["left"]["inner"], SIDES["right"]["inner"]
+
+
+def _counters_settled(ours, expect_packets: int):
+    """Our counters once the 1 s counters loop caught up with ``expect_packets`` each way."""
+    def ready():
+        kids = installed(ours)
+        return kids and kids[0]["packets_in"] >= expect_packets and kids[0]["packets_out"] >= expect_packets \
+            and kids[0]
+    return wait_for(ready, 5, 0.2, f"{expect_packets} packets each way in our counters")
+
+
+@pytest.mark.parametrize("suite", list(SUITES))
+def test_ping_both_ways_and_counters_match_charon(suite, tmp_path):
+    ike, esp = SUITES[suite]
+    with lab() as net, Stopper() as st:
+        charon = st.charon(net, "right", tmp_path, proposals=ike, esp_proposals=esp)
+        ours = st.ours(net, "left", tmp_path, our_policy("left", proposals=(ike,), esp=(esp,),
+                                                         start_action="start"))
+        child = wait_child(ours)
+        assert child["encap"]  # charon's libipsec fakes a NAT: ESP-in-UDP
+        net.ping("left", RIGHT_IN, count=3, interval=0.1)
+        net.ping("right", LEFT_IN, count=3, interval=0.1)
+        child = _counters_settled(ours, 6)
+        theirs = charon_counters(charon.list_sas())
+        mine = our_counters(ours)
+        assert mine[("out", child["spi_out"])] == theirs[("in", child["spi_out"])] == (6 * 84, 6)
+        assert mine[("in", child["spi_in"])] == theirs[("out", child["spi_in"])] == (6 * 84, 6)
+        assert not child["drops"]
+        routes = net.exec("left", "ip", "route", "show", "table", "4533").stdout
+        assert f"{RIGHT_IN} dev ipsecc0 proto static src {LEFT_IN}" in routes
+
+
+def test_iperf3_tcp_through_the_tunnel(tmp_path):
+    with lab() as net, Stopper() as st:
+        st.charon(net, "right", tmp_path)
+        ours = st.ours(net, "left", tmp_path, our_policy("left", start_action="start"))
+        wait_child(ours)
+        result = iperf(st, net, 10)
+        end = result["end"]
+        assert end["sum_received"]["bytes"] > 1_000_000
+        assert end["sum_sent"]["seconds"] >= 9.5
+        child = installed(ours)[0]
+        assert not child["drops"]
+
+
+@pytest.mark.parametrize("by", ["ours", "charon"])
+def test_child_rekey_under_ping_loses_nothing(by, tmp_path):
+    with lab() as net, Stopper() as st:
+        charon = st.charon(net, "right", tmp_path)
+        ours = st.ours(net, "left", tmp_path, our_policy("left", start_action="start"))
+        old = wait_child(ours)
+        ping = background_ping(st, net, "left", RIGHT_IN, count=600)
+        time.sleep(1.0)
+        if by == "ours":
+            ours.cli("rekey", "psk-tunnel")
+        else:
+            charon.swanctl("--rekey", "--child", "psk-tunnel")
+        new = wait_for(lambda: (k := installed(ours)) and len(k) == 1 and k[0]["spi_in"] != old["spi_in"] and k[0],
+                       15, 0.1, "the rekeyed CHILD SA alone")
+        assert ping.poll() is None, "the rekey took longer than the pings"
+        sent, received = finish_ping(ping)
+        assert sent == 600 and received == sent, f"lost {sent - received} of {sent} pings"
+        old_spis = {old["spi_in"], old["spi_out"]}
+        wait_for(lambda: not {spi for _d, spi in charon_counters(charon.list_sas())} & old_spis, 10, 0.2,
+                 "the old SA gone from charon")
+        assert not {c["spi_in"] for c in installed(ours)} & old_spis
+        assert {spi for _d, spi in charon_counters(charon.list_sas())} == {new["spi_in"], new["spi_out"]}
+        child = _counters_settled(ours, 1)
+        assert not child["drops"]
+
+
+def test_replayed_esp_packet_is_dropped_and_counted(tmp_path):
+    with lab() as net, Stopper() as st:
+        st.charon(net, "right", tmp_path)
+        ours = st.ours(net, "left", tmp_path, our_policy("left", start_action="start"))
+        child = wait_child(ours)
+        pcap = tmp_path / "esp.pcap"
+        dump = capture_esp(st, net, "left", pcap)
+        net.ping("left", RIGHT_IN, count=3, interval=0.1)
+        time.sleep(0.3)
+        os.killpg(dump.pid, signal.SIGTERM)
+        dump.wait(5)
+        theirs = [p for p in read_pcap(pcap) if p[12:16] == bytes([192, 0, 2, 2])]
+        assert len(theirs) == 3 and {esp_spi(p) for p in theirs} == {child["spi_in"]}
+        inject(net, "right", theirs[1])
+        inject(net, "right", theirs[1])
+        wait_for(lambda: dict(map(tuple, installed(ours)[0]["drops"])).get("replay") == 2, 5, 0.2,
+                 "two replay drops in sas --json")
+        kid = installed(ours)[0]
+        assert kid["packets_in"] == 3  # the copies were not delivered
+        net.ping("left", RIGHT_IN, count=2, interval=0.1)  # the SA still works
+
+
+@pytest.mark.parametrize("encap", [False, True], ids=["raw-esp", "esp-in-udp"])
+def test_ours_against_ours(encap, tmp_path):
+    with lab() as net, Stopper() as st:
+        right = st.ours(net, "right", tmp_path, our_policy("right", encap=encap))
+        left = st.ours(net, "left", tmp_path, our_policy("left", start_action="start", encap=encap))
+        old = wait_child(left)
+        assert old["encap"] is encap
+        net.ping("left", RIGHT_IN, count=3, interval=0.1)
+        net.ping("right", LEFT_IN, count=3, interval=0.1)
+        lc = _counters_settled(left, 6)
+        rc = _counters_settled(right, 6)
+        assert (lc["bytes_out"], lc["packets_out"]) == (rc["bytes_in"], rc["packets_in"]) == (6 * 84, 6)
+        assert (lc["bytes_in"], lc["packets_in"]) == (rc["bytes_out"], rc["packets_out"]) == (6 * 84, 6)
+        # A rekey by the responder under load loses nothing either.
+        ping = background_ping(st, net, "left", RIGHT_IN, count=300)
+        time.sleep(0.5)
+        right.cli("rekey", "psk-tunnel")
+        wait_for(lambda: (k := installed(left)) and len(k) == 1 and k[0]["spi_in"] != old["spi_in"], 15, 0.1,
+                 "the rekeyed CHILD SA")
+        assert ping.poll() is None, "the rekey took longer than the pings"
+        sent, received = finish_ping(ping)
+        assert sent == 300 and received == sent, f"lost {sent - received} of {sent} pings"
+
+
+def test_stale_routing_after_a_crash_is_removed_on_next_start(tmp_path):
+    with lab() as net, Stopper() as st:
+        st.charon(net, "right", tmp_path)
+        ours = st.ours(net, "left", tmp_path, our_policy("left", start_action="start"))
+        wait_child(ours)
+        assert "lookup 4533" in net.exec("left", "ip", "rule").stdout
+        os.kill(ours.proc.pid, signal.SIGKILL)
+        ours.proc.wait(5)
+        assert "lookup 4533" in net.exec("left", "ip", "rule").stdout  # left behind by the crash
+        ours.control.unlink(missing_ok=True)
+        ours.start()
+        wait_child(ours)
+        rules = [r for r in net.exec("left", "ip", "rule").stdout.splitlines() if "lookup 4533" in r]
+        assert rules == ["4533:\tnot from all fwmark 0x4533 lookup 4533"]
+        net.ping("left", RIGHT_IN, count=2, interval=0.1)
+        assert ours.stop() == 0
+        assert "4533" not in net.exec("left", "ip", "rule").stdout
+        assert net.exec("left", "ip", "route", "show", "table", "4533").stdout.strip() == ""
+        assert "ipsecc0" not in net.exec("left", "ip", "link").stdout
