@@ -135,11 +135,11 @@ connections {{
     dpd_delay = {dpd_delay}
     rekey_time = {rekey_time}
     local {{
-      auth = psk
-      id = {local_id}
+      auth = {auth}
+      id = {local_id}{local_certs}
     }}
     remote {{
-      auth = psk
+      auth = {auth}
       id = {remote_id}
     }}
     children {{
@@ -172,7 +172,8 @@ class Charon:
     def __init__(self, lab: Lab, side: str, workdir: Path, *, proposals="aes256gcm16-prfsha256-x25519",
                  esp_proposals="aes256gcm16", encap="no", dpd_delay="0s", rekey_time="4h",
                  child_rekey_time="1h", mode="tunnel", start_action="none", dpd_action="clear",
-                 debug_keys: bool = False, extra: str = "", retransmit: str = "") -> None:
+                 debug_keys: bool = False, extra: str = "", retransmit: str = "",
+                 certs: dict[str, Path] | None = None) -> None:
         self.lab = lab
         self.side = side
         self.dir = workdir / f"charon-{side}"
@@ -184,7 +185,9 @@ class Charon:
             dpd_delay=dpd_delay, rekey_time=rekey_time, local_id=me["id"], remote_id=peer["id"],
             mode=mode, local_ts=f"{me['inner']}/32", remote_ts=f"{peer['inner']}/32",
             esp_proposals=esp_proposals, child_rekey_time=child_rekey_time, start_action=start_action,
-            dpd_action=dpd_action, psk=PSK)
+            dpd_action=dpd_action, psk=PSK, auth="pubkey" if certs else "psk",
+            local_certs=f"\n      certs = {certs['cert'].name}" if certs else "")
+        self.certs = certs or {}
         levels = "ike = 4\n      chd = 4" if debug_keys else "ike = 2"
         self.strongswan_conf = textwrap.dedent(f"""\
             charon {{
@@ -228,6 +231,12 @@ class Charon:
         for sub in ("x509", "x509ca", "x509crl", "private", "conf.d"):
             (sw / sub).mkdir(parents=True, exist_ok=True)
         (sw / "swanctl.conf").write_text(self.conf)
+        for kind, sub in (("ca", "x509ca"), ("cert", "x509"), ("key", "private"), ("crl", "x509crl")):
+            if kind in self.certs:
+                target = sw / sub / self.certs[kind].name
+                target.write_bytes(self.certs[kind].read_bytes())
+                if kind == "key":
+                    target.chmod(0o600)
         (self.dir / "strongswan.conf").write_text(self.strongswan_conf)
         vici = self.dir / "charon.vici"
         vici.unlink(missing_ok=True)
@@ -277,10 +286,21 @@ class Charon:
 
 def our_policy(side: str, *, proposals=("aes256gcm16-prfsha256-x25519",), esp=("aes256gcm16",),
                datapath="userspace", encap=False, dpd_delay="0s", start_action="none", dpd_action="clear",
-               rekey_time="4h", child_rekey_time="1h", mode="tunnel", extra_engine="", extra_conn="") -> str:
+               rekey_time="4h", child_rekey_time="1h", mode="tunnel", extra_engine="", extra_conn="",
+               certs: dict[str, Path] | None = None) -> str:
+    """Our policy for one side of the lab. ``certs`` ({"cert", "ca", "crl"?}) switches to
+    certificate authentication; Ours(key=...) puts the private key in the secrets file."""
     me = SIDES[side]
     peer = SIDES["right" if side == "left" else "left"]
     quote = lambda xs: "[" + ", ".join(f'"{x}"' for x in xs) + "]"  # noqa: E731
+    if certs:
+        local = f'{{ auth = "pubkey", id = "{me["id"]}", certs = ["{certs["cert"]}"] }}'
+        remote = f'{{ auth = "pubkey", id = "{peer["id"]}", cacerts = ["{certs["ca"]}"] }}'
+        if "crl" in certs:
+            extra_engine += f'\ncrls = ["{certs["crl"]}"]'
+    else:
+        local = f'{{ auth = "psk", id = "{me["id"]}" }}'
+        remote = f'{{ auth = "psk", id = "{peer["id"]}" }}'
     return textwrap.dedent(f"""\
         [engine]
         datapath = "{datapath}"
@@ -292,8 +312,8 @@ def our_policy(side: str, *, proposals=("aes256gcm16-prfsha256-x25519",), esp=("
         local_addrs = ["{me['addr']}"]
         remote_addrs = ["{peer['addr']}"]
         proposals = {quote(proposals)}
-        local = {{ auth = "psk", id = "{me['id']}" }}
-        remote = {{ auth = "psk", id = "{peer['id']}" }}
+        local = {local}
+        remote = {remote}
         encap = {str(encap).lower()}
         dpd_delay = "{dpd_delay}"
         rekey_time = "{rekey_time}"
@@ -313,7 +333,7 @@ def our_policy(side: str, *, proposals=("aes256gcm16-prfsha256-x25519",), esp=("
 class Ours:
     """Our daemon in a namespace, with its control socket in the work dir."""
 
-    def __init__(self, lab: Lab, side: str, workdir: Path, policy_text: str) -> None:
+    def __init__(self, lab: Lab, side: str, workdir: Path, policy_text: str, key: Path | None = None) -> None:
         self.lab = lab
         self.side = side
         self.dir = workdir / f"ours-{side}"
@@ -321,7 +341,10 @@ class Ours:
         self.config = self.dir / "policy.toml"
         self.config.write_text(policy_text)
         secrets = self.dir / "secrets.toml"
-        secrets.write_text(f'[ike.interop]\nids = ["left.example", "right.example"]\nsecret = "{PSK}"\n')
+        text = f'[ike.interop]\nids = ["left.example", "right.example"]\nsecret = "{PSK}"\n'
+        if key is not None:
+            text += f'\n[private.mine]\nfile = "{key}"\n'
+        secrets.write_text(text)
         secrets.chmod(0o600)
         self.control = self.dir / "control.sock"
         self.proc: subprocess.Popen | None = None
