@@ -46,7 +46,8 @@ TOP_KEYS = ("engine", "lab", "connections", "rules")
 ENGINE_KEYS = ("datapath", "listen", "ike_port", "natt_port", "secrets", "control", "retransmit_timeout",
                "retransmit_base", "retransmit_tries", "half_open_threshold", "keepalive", "crls")
 LAB_KEYS = ("peers", "rate", "flows")
-CONNECTION_KEYS = ("local_addrs", "remote_addrs", "local_port", "remote_port", "proposals", "local", "remote",
+CONNECTION_KEYS = ("local_addrs", "remote_addrs", "local_port", "remote_port", "remote_natt_port", "proposals",
+                   "local", "remote",
                    "encap", "dpd_delay", "rekey_time", "over_time", "rand_time", "fragmentation", "mobike",
                    "send_certreq", "keyingtries", "children")
 AUTH_KEYS = ("auth", "id", "certs", "cacerts")
@@ -377,6 +378,7 @@ class _PolicyParser:
             remote_addrs=self.addrs(t, "remote_addrs", path),
             local_port=local_port,
             remote_port=r.int_(t, "remote_port", path, d.remote_port, lo=1, hi=65535),
+            remote_natt_port=r.int_(t, "remote_natt_port", path, d.remote_natt_port, lo=1, hi=65535),
             proposals=self.proposals(t, "proposals", path, "ike"),
             local=self.auth(t, "local", path),
             remote=self.auth(t, "remote", path),

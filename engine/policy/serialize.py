@@ -121,6 +121,8 @@ def _connection(c: ConnectionConfig, engine: EngineConfig) -> dict[str, Any]:
         out["local_port"] = c.local_port
     if c.remote_port != d.remote_port:
         out["remote_port"] = c.remote_port
+    if c.remote_natt_port != d.remote_natt_port:
+        out["remote_natt_port"] = c.remote_natt_port
     _proposals(out, "proposals", c.proposals, "ike")
     if c.local != d.local:
         out["local"] = _auth(c.local)

@@ -67,6 +67,9 @@ def test_the_lab():
     # hq and branch point at each other's ports and share an IKE algorithm set and a PSK.
     assert hq.connection("branch").remote_port == peers["lab-branch.toml"].engine.ike_port
     assert branch.remote_port == hq.engine.ike_port == rw.remote_port
+    assert branch.remote_natt_port == hq.engine.natt_port == rw.remote_natt_port
+    assert hq.connection("branch").remote_natt_port == peers["lab-branch.toml"].engine.natt_port
+    assert hq.connection("roadwarrior").remote_natt_port == peers["lab-roadwarrior.toml"].engine.natt_port
     assert transforms(branch) <= transforms(hq.connection("branch"))
     assert lookup_psk(hq.secrets, hq.connection("branch").local.id, hq.connection("branch").remote.id).secret == \
         lookup_psk(peers["lab-branch.toml"].secrets, branch.local.id, branch.remote.id).secret

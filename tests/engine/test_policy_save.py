@@ -109,6 +109,7 @@ def connection(draw, index: int, engine: EngineConfig):
         remote_addrs=tuple(draw(st.lists(st.sampled_from(ADDRS), max_size=2, unique=True))),
         local_port=draw(st.sampled_from([engine.ike_port, engine.natt_port])),
         remote_port=draw(st.sampled_from([500, 4500, 15500])),
+        remote_natt_port=draw(st.sampled_from([4500, 15501])),
         proposals=draw(_texts(IKE_PROPOSALS, "ike")),
         local=draw(auth(True)), remote=draw(auth(False)),
         encap=draw(st.booleans()), dpd_delay=draw(st.sampled_from([0.0, 30.0, 1.5])),
