@@ -7,7 +7,8 @@ write carries a 10-byte ``struct virtio_net_hdr``.
 
 Outbound, per packet:
 
-- a super-packet to a peer known to be ours (``jumbo``): protected as ONE
+- a super-packet on a pair whose peer is known to be ours (``Pair.jumbo``,
+  today set for every pair by ``UserspaceDatapath(jumbo=True)``): protected as ONE
   ESP packet, which IP fragments on the wire and the peer's kernel
   reassembles; the inner checksum stays partial, and the peer (this same
   code) hands the packet to its kernel as a GSO packet whose checksum is
@@ -45,7 +46,7 @@ GSO_TCPV4 = 1
 GSO_TCPV6 = 4
 GSO_ECN = 0x80
 ZERO_HDR = bytes(10)
-GSO_MAX_SIZE = 62000
+GSO_MAX_SIZE = 65000
 """Largest super-packet we let the kernel build: its ESP packet (+ IV, padding, ICV, outer IP and UDP
 headers) must still fit in one 65535-byte IP datagram."""
 _U16 = struct.Struct("!H")
@@ -120,13 +121,14 @@ class GsoTun:
         self.dp = dp
         self.fd = fd
         self.jumbo = jumbo
-        """The peers are ours: send super-packets whole (see the module docstring)."""
+        """Every peer is ours: mark every pair jumbo (see the module docstring)."""
         self.mtu = dp.mtu
         self.super_out = 0
         self.segmented = 0
 
     def installed(self, pair) -> None:
-        pass
+        if self.jumbo:
+            pair.jumbo = True
 
     def removed(self, pair) -> None:
         pass
@@ -169,13 +171,15 @@ class GsoTun:
             if hdr != ZERO_HDR:
                 flags, gso_type, _hl, gso_size, cstart, coff = unpack(hdr)
                 gso_type &= ~GSO_ECN
-                if gso_type and self.jumbo:
-                    self.super_out += 1  # whole, checksum left partial: the peer is ours
-                elif gso_type in (GSO_TCPV4, GSO_TCPV6):
-                    self.segmented += 1
-                    for seg in segment_tcp(pkt, gso_size):
-                        self._send(pair, seg, now)
-                    continue
+                if gso_type and len(pkt) > self.mtu:
+                    if not pair.jumbo:
+                        self.segmented += 1
+                        for seg in segment_tcp(pkt, gso_size):
+                            self._send(pair, seg, now)
+                        continue
+                    # Whole, checksum left partial: the peer (ours) knows a packet above
+                    # the MTU is a super-packet.
+                    self.super_out += 1
                 elif flags & NEEDS_CSUM:
                     b = bytearray(pkt)
                     complete_checksum(b, cstart, coff)

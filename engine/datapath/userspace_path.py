@@ -42,7 +42,7 @@ Sender = Callable[[bytes, tuple], object]
 class Pair:
     """One installed CHILD SA pair and how its outbound packets leave."""
 
-    __slots__ = ("ev", "inbound", "outbound", "active", "send", "dest", "child_key")
+    __slots__ = ("ev", "inbound", "outbound", "active", "send", "dest", "child_key", "jumbo")
 
     def __init__(self, ev: ChildSaInstalled, inbound: InboundSa, outbound: OutboundSa,
                  send: Sender, dest: tuple) -> None:
@@ -55,6 +55,8 @@ class Pair:
         """``send(wire_bytes, dest)``: a socket's sendto, or the lab's loopback sender."""
         self.dest = dest
         self.child_key = (ev.connection, ev.child)
+        self.jumbo = False
+        """The peer takes whole TCP super-packets in one ESP packet (see engine.datapath.userspace_gso)."""
 
 
 class SaPath:

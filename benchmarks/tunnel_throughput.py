@@ -1,0 +1,196 @@
+"""iperf3 TCP through an IPsec tunnel: our userspace datapath on both ends
+against strongSwan's kernel-libipsec on both ends, in the same lab and the
+same run, with plain veth as the reference.
+
+Two network namespaces joined by veth (tests/interop/lab.py: 192.0.2.1/.2
+outside, 198.51.100.1/.129 inside the tunnel). Each configuration brings up
+its tunnel, runs one iperf3 TCP stream from left to right for --seconds, and
+tears down; configurations take turns round after round (in a rotating
+order), so a busy machine slows them alike, and the table shows medians.
+
+    sudo python3 benchmarks/tunnel_throughput.py                 # 5 rounds of 5 s
+    sudo python3 benchmarks/tunnel_throughput.py --rounds 3 --seconds 10 --suite aes128-sha256
+    sudo python3 benchmarks/tunnel_throughput.py --profile       # py-spy of both daemons (ours-jumbo)
+
+Configurations:
+  veth        no tunnel: iperf3 between the veth addresses
+  strongswan  charon on both ends, kernel-libipsec (ESP in charon, ESP-in-UDP), bench-charon.conf
+  ours        our daemon on both ends, userspace datapath, packet by packet (the default; what
+              interoperates with any peer); raw ESP, as no NAT is seen
+  ours-jumbo  the same with IPSEC_CONSOLE_TUN_GSO=jumbo: TCP super-packets from the TUN device are
+              protected whole and IP-fragmented (valid only when both ends are ipsec-console)
+  mixed       ours on the left, charon on the right (not in the default set)
+
+Needs root, strongSwan (charon, swanctl), iperf3 and, for --profile, py-spy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.interop.lab import CHARON, SIDES, Charon, Lab, Ours, our_policy, wait_for  # noqa: E402
+from tests.interop.lab_esp import BENCH_CHARON, SUITES, Stopper, environ, installed  # noqa: E402
+
+CONFIGS = ("veth", "strongswan", "ours", "ours-jumbo")
+ALL_CONFIGS = CONFIGS + ("mixed",)
+
+
+def bench_extra() -> str:
+    if BENCH_CHARON.is_file():
+        return BENCH_CHARON.read_text()
+    # The shared snippet's content, for a checkout without ../shared.
+    return ("charon {\n  load = aesni aes sha2 sha1 md5 rdrand random nonce x509 revocation constraints pubkey "
+            "pkcs1 pem openssl pkcs8 gmp curve25519 chapoly xcbc cmac hmac kdf ctr gcm drbg kernel-libipsec "
+            "kernel-netlink socket-default vici\n  dos_protection = no\n"
+            "  filelog { charon-log { default = 0\n ike = 0\n enc = 0\n net = 0\n cfg = 0\n knl = 0 } }\n}\n")
+
+
+@contextlib.contextmanager
+def tunnel(config: str, lab: Lab, work: Path, suite: str):
+    """Bring up ``config``'s tunnel; yields (source, destination, daemon pids for profiling)."""
+    ike, esp = SUITES[suite]
+    with Stopper() as st:
+        if config == "veth":
+            yield SIDES["left"]["addr"], SIDES["right"]["addr"], {}
+            return
+        pids = {}
+        if config in ("strongswan", "mixed"):
+            right = st.charon(lab, "right", work, proposals=ike, esp_proposals=esp, extra=bench_extra())
+            pids["right"] = right.proc.pid
+        else:
+            env = {"IPSEC_CONSOLE_TUN_GSO": "jumbo" if config == "ours-jumbo" else "0"}
+            with environ(**env):
+                right = st.ours(lab, "right", work, our_policy("right", proposals=(ike,), esp=(esp,)))
+            pids["right"] = right.proc.pid
+        if config == "strongswan":
+            left = st.charon(lab, "left", work, proposals=ike, esp_proposals=esp, extra=bench_extra(),
+                             start_action="start")
+            wait_for(lambda: "INSTALLED" in left.list_sas(), 20, 0.1, "charon's CHILD SA")
+        else:
+            env = {"IPSEC_CONSOLE_TUN_GSO": "jumbo" if config == "ours-jumbo" else "0"}
+            with environ(**env):
+                left = st.ours(lab, "left", work, our_policy("left", proposals=(ike,), esp=(esp,),
+                                                             start_action="start"))
+            wait_for(lambda: installed(left), 20, 0.1, "our CHILD SA")
+        pids["left"] = left.proc.pid
+        time.sleep(0.3)
+        yield SIDES["left"]["inner"], SIDES["right"]["inner"], pids
+
+
+def iperf_once(lab: Lab, src: str, dst: str, seconds: int, profile: dict | None = None,
+               tag: str = "") -> float:
+    """One iperf3 TCP stream; received Mbit/s."""
+    server = subprocess.Popen(["ip", "netns", "exec", lab.ns["right"], "iperf3", "-s", "-1", "-B", dst],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    spies = []
+    try:
+        wait_for(lambda: ":5201" in lab.exec("right", "ss", "-ltn").stdout, 10, 0.05, "iperf3 server")
+        for side, pid in (profile or {}).items():
+            out = Path(tempfile.gettempdir()) / f"tunnel-profile-{tag}-{side}.txt"
+            spies.append((side, out, subprocess.Popen(
+                ["py-spy", "record", "-p", str(pid), "-d", str(seconds), "-r", "250", "-f", "raw", "-o", str(out),
+                 "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)))
+        res = lab.exec("left", "iperf3", "-c", dst, "-B", src, "-t", str(seconds), "-J", check=False,
+                       timeout=seconds + 30)
+        data = json.loads(res.stdout)
+        if "error" in data:
+            raise RuntimeError(f"iperf3: {data['error']}")
+        return data["end"]["sum_received"]["bits_per_second"] / 1e6
+    finally:
+        for _side, _out, spy in spies:
+            spy.wait(30)
+        with contextlib.suppress(ProcessLookupError):
+            server.kill()
+        server.wait(5)
+        for side, out, _spy in spies:
+            print_profile(f"{tag} {side}", out)
+
+
+def print_profile(title: str, path: Path, top: int = 12) -> None:
+    """Where the daemon's time went: share of samples per innermost frame (py-spy raw format)."""
+    if not path.is_file():
+        print(f"  (no profile for {title})")
+        return
+    leaf: collections.Counter = collections.Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        stack, n = line.rsplit(" ", 1)
+        total += int(n)
+        leaf[stack.split(";")[-1]] += int(n)
+    print(f"  profile {title}: {total} samples (wall clock; select = idle)")
+    for frame, n in leaf.most_common(top):
+        print(f"    {100 * n / total:5.1f}%  {frame[:110]}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=int, default=5, help="iperf3 duration per run (default 5)")
+    ap.add_argument("--rounds", type=int, default=5, help="runs per configuration; medians shown (default 5)")
+    ap.add_argument("--suite", choices=list(SUITES), default="aes256gcm16", help="ESP suite (default aes256gcm16)")
+    ap.add_argument("--configs", default=",".join(CONFIGS),
+                    help=f"comma-separated, from {', '.join(ALL_CONFIGS)} (default: {','.join(CONFIGS)})")
+    ap.add_argument("--profile", action="store_true", help="py-spy both daemons of ours-jumbo and ours, one run each")
+    args = ap.parse_args(argv)
+    configs = [c.strip() for c in args.configs.split(",") if c.strip()]
+    bad = [c for c in configs if c not in ALL_CONFIGS]
+    if bad:
+        ap.error(f"unknown configuration(s): {', '.join(bad)}")
+    if os.geteuid() != 0:
+        print("tunnel_throughput: needs root (network namespaces)", file=sys.stderr)
+        return 2
+    for tool in ("iperf3", "swanctl", "ip") + (("py-spy",) if args.profile else ()):
+        if subprocess.run(["which", tool], capture_output=True).returncode:
+            print(f"tunnel_throughput: '{tool}' is missing", file=sys.stderr)
+            return 2
+    if not os.path.exists(CHARON) and ("strongswan" in configs or "mixed" in configs):
+        print(f"tunnel_throughput: {CHARON} is missing (strongSwan)", file=sys.stderr)
+        return 2
+    results: dict[str, list[float]] = {c: [] for c in configs}
+    lab = Lab().up()
+    try:
+        with tempfile.TemporaryDirectory(prefix="tunnel-bench-") as tmp:
+            if args.profile:
+                for config in ("ours-jumbo", "ours"):
+                    with tunnel(config, lab, Path(tmp) / f"p-{config}", args.suite) as (src, dst, pids):
+                        mbit = iperf_once(lab, src, dst, args.seconds, pids, config)
+                        print(f"  {config}: {mbit:.0f} Mbit/s while profiled")
+                return 0
+            for r in range(args.rounds):
+                order = configs[r % len(configs):] + configs[:r % len(configs)]
+                for config in order:
+                    with tunnel(config, lab, Path(tmp) / f"{r}-{config}", args.suite) as (src, dst, _pids):
+                        mbit = iperf_once(lab, src, dst, args.seconds)
+                    results[config].append(mbit)
+                    print(f"round {r + 1}/{args.rounds}  {config:<11} {mbit:9.1f} Mbit/s", flush=True)
+    finally:
+        lab.down()
+    print()
+    print(f"iperf3 TCP, 1 stream, {args.seconds} s, ESP {args.suite}, median of {args.rounds} "
+          f"(2 namespaces, veth; {os.cpu_count()} CPUs)")
+    base = statistics.median(results["strongswan"]) if results.get("strongswan") else None
+    print(f"{'configuration':<14}{'median Mbit/s':>14}{'min':>9}{'max':>9}{'vs strongswan':>15}")
+    for config in configs:
+        xs = results[config]
+        med = statistics.median(xs)
+        ratio = f"{med / base:14.2f}x" if base else f"{'':>15}"
+        print(f"{config:<14}{med:>14.1f}{min(xs):>9.1f}{max(xs):>9.1f}{ratio}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
