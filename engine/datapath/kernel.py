@@ -41,7 +41,6 @@ from engine.datapath.kernel_policy import (
     kernel_reqid,
     protect_policies,
     rule_policies,
-    selector_from_kernel,
 )
 from engine.datapath.kernel_sa import SaConfigError, build_sa, family_of, sa_id
 from engine.datapath.kernel_socket import (
@@ -85,16 +84,16 @@ from engine.events import (
     RekeyRequested,
     SaCounters,
 )
-from engine.policy.model import ChildConfig, RuleConfig
+from engine.policy.model import ChildConfig, Policy, RuleConfig
 
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "FlushResult",
     "KernelDatapath",
     "KernelDatapathError",
-    "FlushResult",
-    "socket_bypass",
     "enable_udp_encap",
+    "socket_bypass",
 ]
 
 
@@ -207,7 +206,14 @@ class KernelDatapath:
             self._nl.close()
             self._events.close()
 
-    def __enter__(self) -> "KernelDatapath":
+    @classmethod
+    def for_runtime(cls, policy: Policy, netns: str | None = None):
+        """The runtime's view of this datapath (engine.datapath.base.Datapath)."""
+        from engine.datapath.kernel_runtime import KernelRuntimeDatapath
+
+        return KernelRuntimeDatapath(policy, netns)
+
+    def __enter__(self) -> KernelDatapath:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -1,14 +1,15 @@
 """A NETLINK_XFRM socket for blocking requests from any thread, or for events.
 
-The socket is created by pyroute2's ``NetlinkSocket`` (it knows how to open
-it inside a named network namespace), but requests and replies go through
-the raw socket here. Why: pyroute2 0.9's sync API keeps one kernel socket and
-one asyncio loop *per calling thread*, and the runtime calls the datapath
-from whichever worker thread is free. A multicast subscription bound in one
-thread would be invisible to a read in another, and every new thread would
-fork to open another socket in the namespace. One socket, one lock, and our
-own ACK/dump loop avoid all that (and the per-call event-loop cost, which
-matters under emulation).
+pyroute2's ``NetlinkSocket`` opens the socket (it knows how to do that inside
+a named network namespace); we then keep a duplicate of its descriptor and
+close pyroute2's wrapper, so requests, replies and multicast reads go through
+a plain socket here. Why: pyroute2 0.9's sync API keeps one kernel socket and
+one asyncio loop *per calling thread* and cannot even be constructed on a
+thread whose event loop is running (the runtime's, Textual's), while the
+runtime calls the datapath from its loop or from whichever worker is free.
+A multicast subscription bound in one thread would be invisible to a read in
+another. One socket, one lock and our own ACK/dump loop avoid all that (and
+the per-call event-loop cost, which matters under emulation).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import errno
 import itertools
 import os
 import select
+import socket
 import threading
 import time
 
@@ -46,6 +48,34 @@ RECV_BUFFER = 256 * 1024
 sizes them from what we read, capped at 32 KiB)."""
 
 
+def _open_xfrm_socket(netns: str | None) -> socket.socket:
+    """A NETLINK_XFRM socket (in ``netns``), opened by pyroute2 on a thread of
+    its own: its constructor runs an asyncio loop, which a thread with a
+    running loop cannot."""
+    result: list = []
+
+    def work() -> None:
+        try:
+            from pyroute2.netlink.nlsocket import NetlinkSocket
+
+            nl = NetlinkSocket(family=NETLINK_XFRM, netns=netns, rcvbuf=4 * 1024 * 1024)
+            try:
+                # pyroute2's socket property is per thread: this thread's is the one
+                fd = os.dup(nl.asyncore.socket.fileno())
+            finally:
+                nl.close()
+            result.append(socket.socket(fileno=fd))
+        except BaseException as exc:  # handed to the caller's thread
+            result.append(exc)
+
+    thread = threading.Thread(target=work, name="xfrm-socket-open", daemon=True)
+    thread.start()
+    thread.join()
+    if isinstance(result[0], BaseException):
+        raise result[0]
+    return result[0]
+
+
 class NetlinkRequestError(OSError):
     """The kernel refused a request: ``errno``, and its extended-ACK text if any."""
 
@@ -66,14 +96,10 @@ class XfrmSocket:
     """
 
     def __init__(self, netns: str | None = None, groups: int = 0, timeout: float = 10.0) -> None:
-        from pyroute2.netlink.nlsocket import NetlinkSocket
-
         self.netns = netns
         self.timeout = timeout
-        self._nl = NetlinkSocket(family=NETLINK_XFRM, netns=netns, rcvbuf=4 * 1024 * 1024)
+        sock = _open_xfrm_socket(netns)
         try:
-            # pyroute2's property is thread-local: take the socket once, here.
-            sock = self._nl.asyncore.socket
             for opt in (NETLINK_EXT_ACK, NETLINK_CAP_ACK):
                 try:
                     sock.setsockopt(SOL_NETLINK, opt, 1)
@@ -82,7 +108,7 @@ class XfrmSocket:
             sock.bind((0, groups))
             sock.setblocking(False)
         except BaseException:
-            self._nl.close()
+            sock.close()
             raise
         self._sock = sock
         self._buf = bytearray(RECV_BUFFER)
@@ -96,7 +122,7 @@ class XfrmSocket:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            self._nl.close()
+            self._sock.close()
 
     # ------------------------------------------------------------ requests
     def request(self, msg: xfrm_msg, msg_type: int, flags: int = NLM_F_ACK) -> list[NetlinkReply]:

@@ -32,35 +32,35 @@ from typing import Any, ClassVar
 from pyroute2.netlink import NETLINK_XFRM, nla, nlmsg
 
 __all__ = [
+    "MESSAGE_CLASSES",
     "NETLINK_XFRM",
     "CStruct",
+    "NetlinkReply",
+    "address_bytes",
+    "address_text",
+    "parse_error",
+    "parse_messages",
+    "userpolicy_info_body",
+    "usersa_info_body",
     "xfrm_address",
-    "xfrm_selector",
+    "xfrm_encap_tmpl",
     "xfrm_id",
     "xfrm_lifetime_cfg",
     "xfrm_lifetime_cur",
-    "xfrm_stats",
-    "xfrm_user_tmpl",
-    "xfrm_encap_tmpl",
     "xfrm_mark",
-    "xfrm_replay_state",
-    "xfrm_userpolicy_type",
-    "usersa_info_body",
-    "userpolicy_info_body",
     "xfrm_msg",
-    "xfrm_usersa_info",
-    "xfrm_usersa_id",
-    "xfrm_userpolicy_info",
-    "xfrm_userpolicy_id",
+    "xfrm_replay_state",
+    "xfrm_selector",
+    "xfrm_stats",
     "xfrm_user_acquire",
     "xfrm_user_expire",
     "xfrm_user_polexpire",
-    "MESSAGE_CLASSES",
-    "address_bytes",
-    "address_text",
-    "parse_messages",
-    "parse_error",
-    "NetlinkReply",
+    "xfrm_user_tmpl",
+    "xfrm_userpolicy_id",
+    "xfrm_userpolicy_info",
+    "xfrm_userpolicy_type",
+    "xfrm_usersa_id",
+    "xfrm_usersa_info",
 ]
 
 # ---------------------------------------------------------------- constants
@@ -828,7 +828,7 @@ def encode_request(msg: xfrm_msg, msg_type: int, flags: int, seq: int) -> bytes:
 class NetlinkReply:
     """One message of a netlink datagram, before or after decoding."""
 
-    __slots__ = ("type", "flags", "seq", "pid", "error", "error_text", "msg")
+    __slots__ = ("error", "error_text", "flags", "msg", "pid", "seq", "type")
 
     def __init__(self, mtype: int, flags: int, seq: int, pid: int) -> None:
         self.type = mtype

@@ -16,7 +16,13 @@ import uuid
 
 import pytest
 
-from engine.datapath.kernel import FlushResult, KernelDatapath, KernelDatapathError, enable_udp_encap, socket_bypass
+from engine.datapath.kernel import (
+    FlushResult,
+    KernelDatapath,
+    KernelDatapathError,
+    enable_udp_encap,
+    socket_bypass,
+)
 from engine.datapath.kernel_policy import PRIORITY_BASE
 from engine.events import ChildKeys, ChildSaInstalled
 from engine.policy.model import ChildConfig, RuleConfig

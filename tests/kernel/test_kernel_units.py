@@ -29,7 +29,6 @@ from engine.events import ChildKeys, ChildSaInstalled
 from engine.policy.ts import TrafficSelector, parse_ts
 from engine.secret import Secret
 
-
 # ---------------------------------------------------------------- selectors
 
 @given(st.integers(0, 0xFFFF), st.integers(0, 0xFFFF))

@@ -12,7 +12,16 @@ from engine.events import AcquireRequested, ChildSaDeleted
 from engine.policy.model import ChildConfig, RuleConfig
 from engine.policy.ts import TrafficSelector, parse_ts
 
-from .lab import GCM256, LEFT_INNER, LEFT_OUTER, RIGHT_INNER, RIGHT_OUTER, by_spi, child_pair, sh
+from .lab import (
+    GCM256,
+    LEFT_INNER,
+    LEFT_OUTER,
+    RIGHT_INNER,
+    RIGHT_OUTER,
+    by_spi,
+    child_pair,
+    sh,
+)
 
 
 def rules_for(local: str, remote: str, bypass_icmp: bool) -> list[RuleConfig]:

@@ -1,0 +1,244 @@
+"""The kernel datapath as the runtime sees it (engine.datapath.base.Datapath).
+
+Calls into :class:`KernelDatapath` are synchronous netlink round trips of
+well under a millisecond, so they run on the event loop: the runtime
+dispatches ``ChildSaInstalled`` before it transmits the IKE message that
+completes the exchange, and a synchronous install keeps the SA in the
+kernel before the peer can send on it (charon's order too). Only start and
+stop (flushes, socket setup) go to a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import socket
+from dataclasses import dataclass
+
+from engine.datapath.kernel import (
+    KernelDatapath,
+    KernelDatapathError,
+    enable_udp_encap,
+    socket_bypass,
+)
+from engine.events import ChildSaDeleted, ChildSaInstalled, SaCounters
+from engine.policy.model import ChildConfig, ConnectionConfig, Policy
+
+log = logging.getLogger(__name__)
+
+XFRM_STAT = "/proc/net/xfrm_stat"
+# Kernel-wide drop counters (/proc/net/xfrm_stat) that belong to no SA.
+GLOBAL_DROPS = {
+    "no_sa": ("XfrmInNoStates", "XfrmOutNoStates"),
+    "discard_rule": ("XfrmInPolBlock", "XfrmOutPolBlock"),
+    "policy_mismatch": ("XfrmInTmplMismatch", "XfrmInNoPols", "XfrmInStateMismatch"),
+    "malformed": ("XfrmInHdrError", "XfrmFwdHdrError"),
+}
+
+
+@dataclass(frozen=True)
+class _Trap:
+    reqid: int
+    child: ChildConfig
+    local: str
+    remote: str
+
+
+def read_xfrm_stat(path: str = XFRM_STAT) -> dict[str, int]:
+    """Drops by reason from the kernel's XFRM MIB (empty without CONFIG_XFRM_STATISTICS)."""
+    try:
+        with open(path) as f:
+            mib = {k: int(v) for k, v in (line.split() for line in f if line.strip())}
+    except (OSError, ValueError):
+        return {}
+    return {reason: sum(mib.get(n, 0) for n in names) for reason, names in GLOBAL_DROPS.items()}
+
+
+class KernelRuntimeDatapath:
+    """Adapter from the runtime's Datapath protocol to :class:`KernelDatapath`."""
+
+    name = "kernel"
+
+    def __init__(self, policy: Policy, netns: str | None = None) -> None:
+        self.policy = policy
+        self.netns = netns
+        self.kernel: KernelDatapath | None = None
+        self.runtime = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._traps: dict[tuple[str, str], _Trap] = {}
+        self._encap_fds: set[int] = set()
+        self._userspace_esp = 0
+
+    # ------------------------------------------------------------ lifecycle
+    async def start(self, runtime) -> None:
+        self.runtime = runtime
+        self._loop = asyncio.get_running_loop()
+        self.kernel = await asyncio.to_thread(KernelDatapath, self.netns)
+        try:
+            flushed = await asyncio.to_thread(self.kernel.flush_ours)
+            if flushed.policies or flushed.sas:
+                log.info("removed %d policies and %d SAs left by an earlier run", flushed.policies, flushed.sas)
+            self._loop.add_reader(self.kernel.events_fileno(), self._on_kernel_events)
+        except BaseException:
+            self.kernel.close(flush=False)
+            self.kernel = None
+            raise
+
+    async def stop(self) -> None:
+        kernel, self.kernel = self.kernel, None
+        if kernel is None:
+            return
+        if self._loop is not None:
+            self._loop.remove_reader(kernel.events_fileno())
+        self._traps.clear()
+        await asyncio.to_thread(kernel.close)
+
+    def prepare_socket(self, sock: socket.socket) -> None:
+        """IKE must pass whatever the SPD says: a per-socket bypass, as charon's."""
+        socket_bypass(sock)
+
+    # ------------------------------------------------------------ SAs
+    def install(self, ev: ChildSaInstalled) -> None:
+        self._enable_udp_encap()
+        try:
+            self._kernel().install_child(ev, priority=self._child_priority(ev.connection, ev.child))
+        except KernelDatapathError as exc:
+            self._report("error", f"cannot install CHILD SA {ev.child}{{{ev.unique_id}}}: {exc}", ev.connection)
+
+    def remove(self, ev: ChildSaDeleted) -> None:
+        try:
+            self._kernel().remove_child(ev)
+        except KernelDatapathError as exc:
+            self._report("error", f"cannot remove CHILD SA {ev.child}{{{ev.unique_id}}}: {exc}", ev.connection)
+
+    def receive_esp(self, data: bytes, local, remote, now: float) -> None:
+        # The kernel decapsulates ESP-in-UDP on the NAT-T socket; what still
+        # reaches us had no SA (or came before the socket was switched).
+        self._userspace_esp += 1
+
+    def counters(self) -> tuple[list[SaCounters], dict[str, int]]:
+        sas = self._kernel().counters()
+        drops = read_xfrm_stat() if self.netns is None else {}
+        if self._userspace_esp:
+            drops["no_sa"] = drops.get("no_sa", 0) + self._userspace_esp
+        return sas, {k: v for k, v in drops.items() if v}
+
+    # ------------------------------------------------------------ policy
+    def apply_policy(self, policy: Policy) -> None:
+        """Rules become bypass/discard policies; ``start_action = "trap"``
+        children become trap policies. On failure the previous rules stay."""
+        self.policy = policy
+        self._enable_udp_encap()
+        kernel = self._kernel()
+        try:
+            kernel.install_rules(policy.rules)
+        except KernelDatapathError as exc:
+            self._report("error", f"bypass/discard rules not applied: {exc}")
+        wanted: dict[tuple[str, str], _Trap] = {}
+        for conn in policy.connections:
+            for child in conn.children:
+                if child.start_action == "trap":
+                    trap = self._trap_for(conn, child)
+                    if trap is not None:
+                        wanted[(conn.name, child.name)] = trap
+        for key, trap in list(self._traps.items()):
+            if wanted.get(key) != trap:
+                kernel.remove_trap(trap.reqid)
+                del self._traps[key]
+        for key, trap in wanted.items():
+            if key in self._traps:
+                continue
+            try:
+                kernel.install_trap(trap.reqid, trap.child, trap.local, trap.remote)
+                self._traps[key] = trap
+            except KernelDatapathError as exc:
+                self._report("error", f"trap for {key[0]}/{key[1]} not installed: {exc}", key[0])
+
+    def _trap_for(self, conn: ConnectionConfig, child: ChildConfig) -> _Trap | None:
+        remote = next((a for a in conn.remote_addrs if _is_host(a)), None)
+        if remote is None:
+            self._report("warning", f"trap {conn.name}/{child.name}: needs a concrete remote address", conn.name)
+            return None
+        version = ipaddress.ip_address(remote).version
+        candidates = list(conn.local_addrs) + list(self.policy.engine.listen)
+        local = next((a for a in candidates if _is_host(a) and ipaddress.ip_address(a).version == version), None)
+        if local is None:
+            self._report("warning", f"trap {conn.name}/{child.name}: needs local_addrs or [engine] listen "
+                                    f"with an IPv{version} address", conn.name)
+            return None
+        reqid = self._engine_reqid(conn, child)
+        if reqid is None:
+            return None
+        return _Trap(reqid, child, local, remote)
+
+    def _engine_reqid(self, conn: ConnectionConfig, child: ChildConfig) -> int | None:
+        """The reqid the engine will give this child's SAs, so that the
+        ACQUIRE of the trap finds it (IkeEndpoint.acquire)."""
+        endpoint = getattr(self.runtime, "endpoint", None)
+        by_config = getattr(endpoint, "reqid_for_config", None)
+        if by_config is not None:
+            return by_config(conn.name, child.name)
+        by_sa = getattr(endpoint, "reqid_for", None)
+        if by_sa is not None:
+            # reqid_for keys reqids by (IKE SA's connection name, child name)
+            return by_sa(_ConnectionRef(conn.name), child, None)
+        self._report("warning", f"trap {conn.name}/{child.name}: the engine cannot name its reqid", conn.name)
+        return None
+
+    def _child_priority(self, connection: str, child: str) -> int | None:
+        try:
+            return self.policy.connection(connection).child(child).priority
+        except KeyError:
+            return None
+
+    # ------------------------------------------------------------ plumbing
+    def _kernel(self) -> KernelDatapath:
+        if self.kernel is None:
+            raise RuntimeError("the kernel datapath is not started")
+        return self.kernel
+
+    def _enable_udp_encap(self) -> None:
+        """UDP_ENCAP on the NAT-T sockets (only those: on port 500 the kernel
+        would take IKE for ESP, as IKE there has no non-ESP marker)."""
+        sockets = getattr(self.runtime, "sockets", None)
+        natt = self.policy.engine.natt_port
+        for ep in getattr(sockets, "endpoints", ()):
+            fd = ep.sock.fileno()
+            if ep.port == natt and fd not in self._encap_fds:
+                enable_udp_encap(ep.sock)
+                self._encap_fds.add(fd)
+
+    def _on_kernel_events(self) -> None:
+        kernel = self.kernel
+        if kernel is None:
+            return
+        try:
+            events = kernel.read_events(0)
+        except OSError as exc:
+            log.warning("reading XFRM events failed: %s", exc)
+            return
+        for ev in events:
+            self.runtime.datapath_event(ev)
+
+    @staticmethod
+    def _report(level: str, text: str, connection: str = "") -> None:
+        # the runtime turns engine.* log records into LogMessage events
+        getattr(log, level)("%s", text, extra={"connection": connection})
+
+
+@dataclass(frozen=True)
+class _ConnectionRef:
+    """What IkeEndpoint.reqid_for reads of an IKE SA: its connection name."""
+
+    name: str
+
+
+def _is_host(addr: str) -> bool:
+    if addr in ("%any", "%any6") or "/" in addr or "-" in addr:
+        return False
+    try:
+        ip = ipaddress.ip_address(addr)
+    except ValueError:
+        return False
+    return not ip.is_unspecified
