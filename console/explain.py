@@ -84,15 +84,15 @@ def keyword_proposal(text: str) -> str:
 def _proposal_table(ours: tuple[str, ...], theirs: tuple[str, ...], ok: str, bad: str) -> Table:
     mo, mt = mark_proposals(ours, theirs)
     table = Table(expand=True, box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
-    table.add_column("Ours (✗: the peer has none)", ratio=1)
-    table.add_column("The peer's (✗: we accept none)", ratio=1)
+    table.add_column("Our proposals", ratio=1)
+    table.add_column("The peer's proposals", ratio=1)
 
     def cell(props: list[list[MarkedTransform]]) -> Text:
         t = Text()
         for i, p in enumerate(props):
             if i:
                 t.append("\n")
-            t.append(f"#{i + 1}", style="bold")
+            t.append(f"#{i + 1} ", style="bold")
             for tr in p:
                 mark, style = ("✓", ok) if tr.matched else ("✗", bad)
                 t.append(f" {mark}{tr.name}", style=style)
@@ -161,6 +161,7 @@ def explain(f: NegotiationFailed, exchanges=(), colors: dict[str, str] | None = 
     if notify == "NO_PROPOSAL_CHOSEN":
         ike = f.exchange == "IKE_SA_INIT"
         key = f"connections.{f.connection}.proposals" if ike else f"{_child_key(f)}.esp_proposals"
+        parts.append(Text("✗ marks a transform the other side does not offer:", style="dim"))
         parts.append(_proposal_table(f.local_proposals, f.remote_proposals, ok, bad))
         fix.append("the two lists share no complete proposal (every ✗ has no counterpart). ")
         if f.remote_proposals:

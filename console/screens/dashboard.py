@@ -70,13 +70,14 @@ class DashboardScreen(ConsoleScreen):
     def _sync_sparklines(self) -> None:
         store = self.app.store
         total = list(store.total_history)
-        self.query_one("#spark-total", Sparkline).data = total or [0.0]
+        # Padded to the full window so a young history grows from the right, not fills the bar.
+        self.query_one("#spark-total", Sparkline).data = _padded(total)
         self.query_one("#spark-total-rate", Label).update(fmt.rate(total[-1]) if total else "–")
         key = self.query_one(ChildSaTable).selected_key
         hist = list(store.rate_history.get(key, ())) if key else []
         label = self.query_one(ChildSaTable).cell_text(key, "name").split(" ")[0] if key else "selected"
         self.query_one("#spark-child-label", Label).update(label[:22])
-        self.query_one("#spark-child", Sparkline).data = hist or [0.0]
+        self.query_one("#spark-child", Sparkline).data = _padded(hist)
         self.query_one("#spark-child-rate", Label).update(fmt.rate(hist[-1]) if hist else "–")
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
@@ -132,3 +133,9 @@ class DashboardScreen(ConsoleScreen):
         name, ike_id, _ = self._target()
         if name:
             self.app.confirm_terminate(name, ike_id)
+
+
+def _padded(values: list[float]) -> list[float]:
+    from console.store import HISTORY
+
+    return [0.0] * (HISTORY - len(values)) + values

@@ -34,7 +34,7 @@ class TopBar(Static):
 
     def render(self) -> str:
         snap = self.snapshot
-        wide = self.size.width >= 110
+        wide = self.size.width >= 120
         nav = []
         for key, mode, label in self.NAV:
             if mode == self.mode:
@@ -44,7 +44,7 @@ class TopBar(Static):
         parts = ["[b]ipsec-console[/b]", " ".join(nav)]
         if self.screen_title and not self.mode:
             parts.append(f"[dim]│[/] [b $primary]{_esc(self.screen_title)}[/]")
-        if self.kind != "lab" or wide:  # the lab banner already says it, louder
+        if self.kind != "lab":  # the lab banner already says it, louder
             parts.append(f"[dim]│[/] {_esc(self.runtime_label)}")
         if snap is not None:
             states = [c.state for c in snap.connections]
@@ -86,8 +86,7 @@ class AlertStrip(Static):
             if len(items) >= 4:
                 break
         drops = {k: v for k, v in self.drops.items() if v}
+        lines = ["  ".join(items)] if items else ["[$success]✓ no failed negotiation, no DPD timeout[/]"]
         if drops:
-            items.append("[$warning]drops[/] " + " ".join(f"{k} {v}" for k, v in sorted(drops.items())))
-        if not items:
-            return "[$success]✓ no alerts[/]"
-        return "  ".join(items)
+            lines.append("[$warning]drops:[/] " + "  ".join(f"{k} {v}" for k, v in sorted(drops.items())))
+        return "\n".join(lines)

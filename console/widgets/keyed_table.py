@@ -48,13 +48,20 @@ class KeyedTable(DataTable):
             self._add_columns()
 
     def _cell(self, column: str, value: str):
-        return self.styler(column, value) if self.styler is not None else value
+        if self.styler is not None:
+            styled = self.styler(column, value)
+            if not isinstance(styled, str):
+                return styled
+        # Plain Text, not str: DataTable would parse a str as markup (slow, and data
+        # such as "[tcp/443]" is not markup).
+        return Text(value, no_wrap=True, end="")
 
     def sync(self, rows: Mapping[str, tuple[str, ...]]) -> None:
         """Make the table show exactly ``rows`` (key -> cell texts, in column order)."""
         if not self.columns:
             self._add_columns()
         cache = self._cache
+        had_rows = bool(cache)
         removed = [k for k in cache if k not in rows]
         for k in removed:
             self.remove_row(k)
@@ -77,8 +84,8 @@ class KeyedTable(DataTable):
             else:
                 continue
             cache[k] = row
-        if added and self.sort_column:
-            self.sort(self.sort_column)
+        if added and had_rows and self.sort_column:  # a first fill arrives in order already
+            self.sort(self.sort_column, key=lambda v: v.plain if isinstance(v, Text) else str(v))
         if added or removed:
             self.refresh(layout=True)
         self.sync_stats = (added, len(removed), updated)

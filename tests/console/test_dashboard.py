@@ -12,7 +12,7 @@ from .conftest import make_app, ready, screen_text, wait_for
 
 async def test_dashboard_shows_connections_sas_and_alerts():
     app = make_app()
-    async with app.run_test(size=(80, 24)) as pilot:
+    async with app.run_test(size=(120, 40)) as pilot:
         await ready(pilot)
         text = screen_text(app)
         for name in ("branch", "roadwarrior", "legacy", "partner", "vendor"):

@@ -1,0 +1,93 @@
+"""Snapshot tests of the main screens at 80x24 and 120x40.
+
+The FakeRuntime is frozen (virtual time only moves when a test says so) and
+clocks render in UTC, so these pictures are deterministic. Regenerate after a
+deliberate UI change with ``pytest tests/console/test_snapshots.py --snapshot-update``
+and look at the SVGs before committing them.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from console.app import ConsoleApp
+from console.runtime.fake import FakeRuntime
+
+from .conftest import ready, wait_for
+
+SIZES = [(80, 24), (120, 40)]
+
+
+def _app(tmp_path=None, *, lab: bool = True) -> ConsoleApp:
+    kind = "lab" if lab else "fake"
+    if tmp_path is not None:
+        rt = FakeRuntime.in_folder(tmp_path, kind=kind)
+    else:
+        rt = FakeRuntime(kind=kind)
+    return ConsoleApp(rt)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=["80x24", "120x40"])
+def test_dashboard(snap_compare, size):
+    async def run_before(pilot):
+        await ready(pilot)
+        rt = pilot.app.runtime
+        rt.advance(1.0)
+        pilot.app.poll_soon()
+        await wait_for(pilot, lambda: pilot.app.store.snapshot.time == rt.now, what="second snapshot")
+        await pilot.pause()
+
+    assert snap_compare(_app(), terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=["80x24", "120x40"])
+def test_negotiation_failure(snap_compare, size):
+    async def run_before(pilot):
+        await ready(pilot)
+        await pilot.press("2")
+        await wait_for(pilot, lambda: pilot.app.screen.query("#nego-list"), what="negotiations")
+        await pilot.press("f")
+        await pilot.pause()
+
+    assert snap_compare(_app(), terminal_size=size, run_before=run_before)
+
+
+def test_policies(snap_compare, tmp_path):
+    async def run_before(pilot):
+        await ready(pilot)
+        await pilot.press("3")
+        await wait_for(pilot, lambda: getattr(pilot.app.screen, "validation", None) is not None
+                       and pilot.app.screen.query("#f-dpd_delay"), what="policies")
+        await pilot.pause()
+
+    assert snap_compare(_app(tmp_path, lab=False), terminal_size=(80, 24), run_before=run_before)
+
+
+def test_logs(snap_compare):
+    async def run_before(pilot):
+        await ready(pilot)
+        await pilot.press("4")
+        await wait_for(pilot, lambda: pilot.app.screen.query("#log"), what="logs")
+        await pilot.pause()
+
+    assert snap_compare(_app(lab=False), terminal_size=(80, 24), run_before=run_before)
+
+
+def test_packets(snap_compare):
+    async def run_before(pilot):
+        await ready(pilot)
+        rt = pilot.app.runtime
+        for _ in range(4):
+            rt.advance(1.0)
+        await pilot.press("5")
+        # The newest sample (a replay drop) is dissected first, in a thread.
+        await wait_for(pilot, lambda: "dropped before decryption" in _text(pilot.app), what="dissection")
+        await pilot.pause(0.2)
+
+    assert snap_compare(_app(lab=False), terminal_size=(120, 40), run_before=run_before)
+
+
+def _text(app) -> str:
+    from .conftest import screen_text
+
+    return screen_text(app)
