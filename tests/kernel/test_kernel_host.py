@@ -9,10 +9,7 @@ cleanly, leaving nothing behind. The full datapath runs in the qemu guest
 from __future__ import annotations
 
 import os
-import shutil
 import socket
-import subprocess
-import uuid
 
 import pytest
 
@@ -29,27 +26,7 @@ from engine.policy.model import ChildConfig, RuleConfig
 from engine.policy.ts import TrafficSelector, parse_ts
 from engine.secret import Secret
 
-
-def _ip(*args: str, check: bool = True) -> str:
-    proc = subprocess.run(["ip", *args], capture_output=True, text=True)
-    if check and proc.returncode:
-        raise AssertionError(f"ip {' '.join(args)}: {proc.stderr}")
-    return proc.stdout
-
-
-@pytest.fixture
-def netns():
-    if os.geteuid() != 0:
-        pytest.skip("needs root to create a network namespace: run pytest as root")
-    if shutil.which("ip") is None:
-        pytest.skip("ip missing: apt-get install iproute2")
-    name = f"ipsc-host-{uuid.uuid4().hex[:8]}"
-    _ip("netns", "add", name)
-    try:
-        _ip("-n", name, "link", "set", "lo", "up")
-        yield name
-    finally:
-        _ip("netns", "del", name, check=False)
+from .hostns import ip, our_policies
 
 
 @pytest.fixture
@@ -57,11 +34,6 @@ def dp(netns):
     d = KernelDatapath(netns=netns)
     yield d
     d.close()
-
-
-def our_policies(ns: str) -> list[str]:
-    out = _ip("-n", ns, "xfrm", "policy")
-    return [line for line in out.splitlines() if "priority 3670" in line or "priority 3671" in line]
 
 
 RULES = [
@@ -72,29 +44,29 @@ RULES = [
 
 
 def test_rules_install_replace_and_flush(netns, dp):
-    _ip("-n", netns, "xfrm", "policy", "add", "src", "198.51.100.64/26", "dst", "198.51.100.192/26",
+    ip("-n", netns, "xfrm", "policy", "add", "src", "198.51.100.64/26", "dst", "198.51.100.192/26",
         "dir", "out", "priority", "1000")
     dp.install_rules(RULES)
     # dns: out, in, 2 fwd; ssh: the same; rest: out, in, one fwd (both ways are one selector)
     assert len(our_policies(netns)) == 11
-    policies = _ip("-n", netns, "xfrm", "policy")
+    policies = ip("-n", netns, "xfrm", "policy")
     assert "proto udp dport 53" in policies and "proto tcp sport 22" in policies and "action block" in policies
 
     dp.install_rules(RULES[1:])  # dns gone
     assert len(our_policies(netns)) == 7
-    assert "dport 53" not in _ip("-n", netns, "xfrm", "policy")
+    assert "dport 53" not in ip("-n", netns, "xfrm", "policy")
 
     # changing an action in place keeps the entry count and flips the kernel's action
     dp.install_rules([RULES[1], RuleConfig("rest", "bypass")])
     assert len(our_policies(netns)) == 7
-    assert "action block" not in _ip("-n", netns, "xfrm", "policy")
+    assert "action block" not in ip("-n", netns, "xfrm", "policy")
 
     # an explicit priority lands at the start of our band
     dp.install_rules([RuleConfig("first", "discard", local_ts=(parse_ts("198.51.100.7"),), priority=3)])
-    assert f"priority {PRIORITY_BASE + 3}" in _ip("-n", netns, "xfrm", "policy")
+    assert f"priority {PRIORITY_BASE + 3}" in ip("-n", netns, "xfrm", "policy")
 
     assert dp.flush_ours() == FlushResult(policies=4, sas=0)
-    remaining = _ip("-n", netns, "xfrm", "policy")
+    remaining = ip("-n", netns, "xfrm", "policy")
     assert "src 198.51.100.64/26 dst 198.51.100.192/26" in remaining and "priority 1000" in remaining
     assert our_policies(netns) == []
 
@@ -103,7 +75,7 @@ def test_flush_after_a_crash_finds_our_policies_by_their_tag(netns, dp):
     dp.install_rules(RULES)
     child = ChildConfig("trap", local_ts=(parse_ts("198.51.100.1"),), remote_ts=(parse_ts("198.51.100.129"),))
     dp.install_trap(3, child, "192.0.2.1", "192.0.2.2")
-    assert "reqid 367001603" in _ip("-n", netns, "xfrm", "policy")
+    assert "reqid 367001603" in ip("-n", netns, "xfrm", "policy")
     fresh = KernelDatapath(netns=netns)  # knows nothing of dp's memory
     try:
         assert fresh.flush_ours() == FlushResult(policies=11 + 4, sas=0)
@@ -115,18 +87,18 @@ def test_flush_after_a_crash_finds_our_policies_by_their_tag(netns, dp):
 def test_trap_and_rule_conflicts_are_refused(netns, dp):
     child = ChildConfig("trap", local_ts=(TrafficSelector.any(),), remote_ts=(TrafficSelector.any(),))
     dp.install_rules([RuleConfig("rest", "discard")])
-    before = _ip("-n", netns, "xfrm", "policy")
+    before = ip("-n", netns, "xfrm", "policy")
     with pytest.raises(KernelDatapathError, match="conflicts with .* of rule 'rest'"):
         dp.install_trap(3, child, "192.0.2.1", "192.0.2.2")
-    assert _ip("-n", netns, "xfrm", "policy") == before  # the trap's other policies were rolled back
+    assert ip("-n", netns, "xfrm", "policy") == before  # the trap's other policies were rolled back
 
     # a policy someone else owns is never replaced
-    _ip("-n", netns, "xfrm", "policy", "add", "src", "198.51.100.129/32", "dst", "198.51.100.1/32",
+    ip("-n", netns, "xfrm", "policy", "add", "src", "198.51.100.129/32", "dst", "198.51.100.1/32",
         "dir", "in", "priority", "50")
     narrow = ChildConfig("t2", local_ts=(parse_ts("198.51.100.1"),), remote_ts=(parse_ts("198.51.100.129"),))
     with pytest.raises(KernelDatapathError, match="did not install .priority 50."):
         dp.install_trap(4, narrow, "192.0.2.1", "192.0.2.2")
-    assert "reqid 367001604" not in _ip("-n", netns, "xfrm", "policy")
+    assert "reqid 367001604" not in ip("-n", netns, "xfrm", "policy")
 
 
 def test_install_child_without_kernel_esp_leaves_nothing(netns, dp):
@@ -142,11 +114,11 @@ def test_install_child_without_kernel_esp_leaves_nothing(netns, dp):
         # this kernel has no ESP (or no GCM): a clear error, and nothing half-installed
         assert "NEWSA esp spi 0xc0de0001 dst 192.0.2.1" in str(exc)
         assert "lacks ESP/AH or the algorithm" in str(exc)
-        assert _ip("-n", netns, "xfrm", "state") == ""
+        assert ip("-n", netns, "xfrm", "state") == ""
         assert our_policies(netns) == []
     else:
         # a kernel with ESP: both SAs and the policies are there, and go with flush
-        assert "spi 0xc0de1001" in _ip("-n", netns, "xfrm", "state")
+        assert "spi 0xc0de1001" in ip("-n", netns, "xfrm", "state")
         assert len(our_policies(netns)) == 4
         assert dp.flush_ours() == FlushResult(policies=4, sas=2)
 

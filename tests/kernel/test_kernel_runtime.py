@@ -7,18 +7,22 @@ from __future__ import annotations
 import asyncio
 import socket
 
-import pytest
-
 from engine.datapath.kernel import KernelDatapath
 from engine.datapath.kernel_policy import kernel_reqid
 from engine.datapath.kernel_runtime import KernelRuntimeDatapath, read_xfrm_stat
 from engine.events import ChildKeys, ChildSaInstalled
-from engine.policy.model import ChildConfig, ConnectionConfig, EngineConfig, Policy, RuleConfig
+from engine.policy.model import (
+    ChildConfig,
+    ConnectionConfig,
+    EngineConfig,
+    Policy,
+    RuleConfig,
+)
 from engine.policy.ts import parse_ts
 from engine.runtime.engine import EngineRuntime
 from engine.secret import Secret
 
-from .test_kernel_host import _ip, netns, our_policies  # noqa: F401  (netns is a fixture)
+from .hostns import ip, our_policies
 
 
 def _policy(trap: bool = True) -> Policy:
@@ -29,7 +33,7 @@ def _policy(trap: bool = True) -> Policy:
                   rules=(RuleConfig("rest", "discard"),))
 
 
-async def test_adapter_applies_rules_and_traps_and_cleans_up(netns, caplog):  # noqa: F811
+async def test_adapter_applies_rules_and_traps_and_cleans_up(netns, caplog):
     # a leftover of a crashed run: removed when the datapath starts
     crashed = KernelDatapath(netns=netns)
     crashed.install_rules([RuleConfig("old", "bypass", remote_ts=(parse_ts("0.0.0.0/0[udp/53]"),))])
@@ -44,7 +48,7 @@ async def test_adapter_applies_rules_and_traps_and_cleans_up(netns, caplog):  # 
     try:
         assert our_policies(netns) == []
         dp.apply_policy(policy)
-        policies = _ip("-n", netns, "xfrm", "policy")
+        policies = ip("-n", netns, "xfrm", "policy")
         # the trap carries the reqid the engine gives that child, so an ACQUIRE finds it
         engine_reqid = runtime.endpoint.reqid_for(type("Ref", (), {"name": "branch"})(),
                                                   policy.connections[0].children[0], None)
@@ -66,7 +70,7 @@ async def test_adapter_applies_rules_and_traps_and_cleans_up(netns, caplog):  # 
         dp.install(ev)
         sas, drops = dp.counters()
         if "cannot install CHILD SA" in caplog.text:
-            assert sas == [] and _ip("-n", netns, "xfrm", "state") == ""
+            assert sas == [] and ip("-n", netns, "xfrm", "state") == ""
         else:  # a kernel with ESP
             assert {c.spi for c in sas} == {0xC0DE0001, 0xC0DE1001}
         assert all(v > 0 for v in drops.values())
@@ -76,7 +80,7 @@ async def test_adapter_applies_rules_and_traps_and_cleans_up(netns, caplog):  # 
     finally:
         await dp.stop()
     assert our_policies(netns) == []
-    assert _ip("-n", netns, "xfrm", "state") == ""
+    assert ip("-n", netns, "xfrm", "state") == ""
 
 
 def test_xfrm_stat_reading(tmp_path):
