@@ -184,3 +184,31 @@ async def test_rekey_keeps_traffic_flowing_without_loss(lab, by):
         assert replies == back["received_icmp_reply"] + back["received_udp_response"] + back["received_tcp_ack"]
         assert sent > 50
     assert all_drops(lab) == {}
+
+
+async def test_soft_packet_lifetime_rekeys_through_the_datapath(lab_config):
+    # The datapath counts packets; at rekey_packets it asks the engine (RekeyRequested) for a new SA.
+    text = lab_config.read_text().replace('esp_proposals = ["aes256gcm16-x25519", "aes128gcm16"]',
+                                          'esp_proposals = ["aes256gcm16-x25519", "aes128gcm16"]\nrekey_packets = 60')
+    assert "rekey_packets = 60" in text
+    lab_config.write_text(text)
+    lab = LabRuntime(lab_config, rate=200)
+    q = None
+    await lab.start()
+    try:
+        q = lab.subscribe()
+        first = await wait_until(lambda: child(lab, "branch"), what="first SA")
+        seen = []
+
+        async def rekeyed():
+            while True:
+                ev = await q.get()
+                seen.append(ev)
+                if isinstance(ev, ChildSaInstalled) and ev.rekeyed_from == first.spi_in:
+                    return ev
+        new = await asyncio.wait_for(rekeyed(), 5)
+        req = [e for e in seen if type(e).__name__ == "RekeyRequested"]
+        assert req and req[0].spi_in == first.spi_in and not req[0].hard and "soft packets" in req[0].reason
+        assert new.spi_in != first.spi_in  # (hq or branch, whichever counted 60 first, rekeyed)
+    finally:
+        await lab.stop()
