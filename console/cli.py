@@ -114,13 +114,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _not_yet(what: str) -> int:
-    print(f"ipsec-console: {what} is not available in this build yet", file=sys.stderr)
-    return 2
-
-
 def run_console(config: str | None) -> int:
-    return _not_yet("the console")
+    from console.app import main as console_main
+
+    return console_main(config)
 
 
 def _cmd_check(args) -> int:
@@ -145,7 +142,9 @@ def _cmd_control(args) -> int:
 
 
 def _cmd_attach(args) -> int:
-    return _not_yet("attach")
+    from console.app import main as console_main
+
+    return console_main(attach=args.control or DEFAULT_CONTROL)
 
 
 def _cmd_pki(args) -> int:

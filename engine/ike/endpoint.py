@@ -236,11 +236,13 @@ class IkeEndpoint:
         sa.queue(IkeInit(children), now)
         return sa
 
-    def terminate(self, name: str, now: float) -> int:
-        """Delete every IKE SA of a connection; returns how many."""
+    def terminate(self, name: str, now: float, *, unique_id: int | None = None) -> int:
+        """Delete the IKE SAs of a connection (or only IKE SA ``unique_id``); returns how many."""
         self._conn(name)
         n = 0
         for sa in list(self._sas.values()):
+            if unique_id is not None and sa.unique_id != unique_id:
+                continue
             if sa.name == name and sa.state != IkeState.DESTROYED:
                 sa.delete(now, "terminated by admin")
                 n += 1

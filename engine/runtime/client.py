@@ -89,18 +89,19 @@ class ControlClient:
             raise ControlError(msg.get("error", "failed"), msg.get("findings"))
         return msg.get("result")
 
-    async def events_raw(self) -> AsyncIterator[dict]:
-        """Event objects as the daemon sends them (JSON dicts)."""
+    async def events_raw(self, *, replay: bool = False) -> AsyncIterator[dict]:
+        """Event objects as the daemon sends them (JSON dicts); ``replay`` first
+        delivers the daemon's recent negotiation history."""
         self._events = asyncio.Queue()
-        await self.call("subscribe")
+        await self.call("subscribe", replay=replay)
         while True:
             e = await self._events.get()
             if e is None:
                 return
             yield e
 
-    async def events(self) -> AsyncIterator[Event]:
-        async for e in self.events_raw():
+    async def events(self, *, replay: bool = False) -> AsyncIterator[Event]:
+        async for e in self.events_raw(replay=replay):
             try:
                 yield event_from_dict(e)
             except (KeyError, TypeError, ValueError):

@@ -13,8 +13,8 @@ Protocol (version 1), documented in README.md ("Control protocol"):
   a subscribed connection; clients tell lines apart by the ``event`` key.
 
 Commands: version, status, list-sas, list-conns, initiate {name, child?},
-terminate {name}, rekey {name, ike?, unique_id?}, get-policy,
-apply-policy {text}, counters, subscribe.
+terminate {name, unique_id?}, rekey {name, ike?, unique_id?}, get-policy,
+apply-policy {text}, counters, subscribe {replay?}.
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ class ControlServer:
                 rid = req.get("id")
                 if req["cmd"] == "subscribe":
                     if sub_task is None:
-                        sub_task = asyncio.create_task(self._pump(send))
+                        sub_task = asyncio.create_task(self._pump(send, bool(req.get("replay"))))
                     await send({"id": rid, "ok": True, "result": "subscribed"})
                     continue
                 try:
@@ -127,8 +127,8 @@ class ControlServer:
             self._clients.discard(task)
             writer.close()
 
-    async def _pump(self, send) -> None:
-        q = self.runtime.subscribe()
+    async def _pump(self, send, replay: bool) -> None:
+        q = self.runtime.subscribe(replay=replay)
         try:
             while True:
                 event = await q.get()
@@ -154,7 +154,7 @@ class ControlServer:
             rt.initiate(_name(req), req.get("child"))
             return {"initiated": _name(req)}
         if cmd == "terminate":
-            return {"deleted": rt.terminate(_name(req))}
+            return {"deleted": rt.terminate(_name(req), unique_id=req.get("unique_id"))}
         if cmd == "rekey":
             return {"rekeyed": rt.rekey(_name(req), ike=bool(req.get("ike")), unique_id=req.get("unique_id"))}
         if cmd == "get-policy":

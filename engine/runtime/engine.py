@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 
 from engine.datapath.base import Datapath, NullDatapath
 from engine.events import (
@@ -17,8 +18,13 @@ from engine.events import (
     ChildSaDeleted,
     ChildSaInstalled,
     CountersSnapshot,
+    DpdTimeout,
     Event,
+    ExchangeReceived,
+    ExchangeSent,
+    IkeSaStateChanged,
     LogMessage,
+    NegotiationFailed,
     PolicyApplied,
     RekeyRequested,
     SaCounters,
@@ -33,6 +39,10 @@ log = logging.getLogger("engine.runtime")
 
 COUNTERS_INTERVAL = 1.0
 SHUTDOWN_GRACE = 2.0
+HISTORY = 1000
+_REPLAYED = (IkeSaStateChanged, ExchangeSent, ExchangeReceived, ChildSaInstalled, ChildSaDeleted,
+             NegotiationFailed, DpdTimeout, PolicyApplied, LogMessage)
+_LOUD = ("WARNING", "ERROR", "CRITICAL")
 
 
 class EngineRuntime:
@@ -53,6 +63,8 @@ class EngineRuntime:
         self._log_handler: _EventLogHandler | None = None
         self.started_at = time.time()
         self._counters: dict[tuple[int, str], SaCounters] = {}
+        self.history: deque[Event] = deque(maxlen=HISTORY)
+        """Recent negotiation events, replayed to late subscribers (the attached console)."""
 
     # ------------------------------------------------------------ lifecycle
     def now(self) -> float:
@@ -170,14 +182,21 @@ class EngineRuntime:
                 self.datapath_event(ev)
 
     def publish(self, event: Event) -> None:
+        if isinstance(event, _REPLAYED) and (not isinstance(event, LogMessage) or event.level in _LOUD):
+            self.history.append(event)
         for q in list(self._subscribers):
             try:
                 q.put_nowait(event)
             except asyncio.QueueFull:
                 pass  # a slow subscriber loses events rather than stalling the engine
 
-    def subscribe(self, maxsize: int = 10000) -> asyncio.Queue:
+    def subscribe(self, maxsize: int = 10000, *, replay: bool = False) -> asyncio.Queue:
+        """A queue of every event from now on; with ``replay`` it starts with the
+        recent negotiation history, so a late viewer understands the current state."""
         q: asyncio.Queue = asyncio.Queue(maxsize)
+        if replay:
+            for event in list(self.history)[-(maxsize // 2):]:
+                q.put_nowait(event)
         self._subscribers.append(q)
         return q
 
@@ -202,8 +221,8 @@ class EngineRuntime:
         self.endpoint.initiate(name, self.now(), child)
         self._after()
 
-    def terminate(self, name: str) -> int:
-        n = self.endpoint.terminate(name, self.now())
+    def terminate(self, name: str, *, unique_id: int | None = None) -> int:
+        n = self.endpoint.terminate(name, self.now(), unique_id=unique_id)
         self._after()
         return n
 

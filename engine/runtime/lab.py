@@ -146,7 +146,7 @@ class LabRuntime:
         for ep in list(self.endpoints):
             try:
                 await asyncio.get_running_loop().create_task(ep.runtime.stop(delete=True), context=ep.context)
-            except Exception:  # noqa: BLE001  (stop the others anyway)
+            except Exception:
                 log.exception("stopping lab endpoint %s failed", ep.name)
         self.endpoints.clear()
         if self._recorder is not None:
@@ -199,8 +199,9 @@ class LabRuntime:
     def initiate(self, name: str, child: str | None = None) -> None:
         self._hq().initiate(name, child)
 
-    def terminate(self, name: str) -> int:
-        return self._hq().terminate(name)
+    def terminate(self, name: str, **kw) -> int:
+        """Like EngineRuntime.terminate (keyword options passed through)."""
+        return self._hq().terminate(name, **kw)
 
     def rekey(self, name: str, *, ike: bool = False, unique_id: int | None = None) -> int:
         return self._hq().rekey(name, ike=ike, unique_id=unique_id)
@@ -208,8 +209,9 @@ class LabRuntime:
     def apply_policy(self, policy: Policy, text: str | None = None) -> PolicyApplied:
         return self._hq().apply_policy(policy, text)
 
-    def subscribe(self, maxsize: int = 10000) -> asyncio.Queue:
-        return self._hq().subscribe(maxsize)
+    def subscribe(self, maxsize: int = 10000, **kw) -> asyncio.Queue:
+        """Like EngineRuntime.subscribe (keyword options, e.g. replay, passed through)."""
+        return self._hq().subscribe(maxsize, **kw)
 
     def unsubscribe(self, q: asyncio.Queue) -> None:
         if self.local is not None:
