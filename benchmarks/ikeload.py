@@ -214,6 +214,16 @@ def _proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _core_busy(core: int) -> float:
+    """Busy seconds of one CPU since boot (all processes), from /proc/stat."""
+    with open("/proc/stat", "rb") as f:
+        for line in f:
+            if line.startswith(b"cpu%d " % core):
+                v = [int(x) for x in line.split()[1:]]
+                return (sum(v[:8]) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")  # minus idle and iowait
+    return 0.0
+
+
 def _self_cpu() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
@@ -491,7 +501,8 @@ class LoadGenerator:
                 data = data[4:]
             on_message(data, now)
 
-    def run(self, duration: float, warmup: float = 2.0, drain: float = 3.0, cpu_pid: int | None = None) -> dict:
+    def run(self, duration: float, warmup: float = 2.0, drain: float = 3.0, cpu_pid: int | None = None,
+            core: int | None = None) -> dict:
         """Run for warmup + duration seconds; count what completes in the window."""
         self.s_ike = _udp(self.source, self.port)
         self.s_natt = _udp(self.source, self.natt_port)
@@ -512,11 +523,12 @@ class LoadGenerator:
                 if not self.measuring and window is None and now >= t_measure:
                     self.measuring = True
                     marks = dict(t=now, cpu=_self_cpu(), rcpu=_proc_cpu(cpu_pid) if cpu_pid else 0.0,
-                                 started=self.started)
+                                 core=_core_busy(core) if core is not None else 0.0, started=self.started)
                 if self.measuring and now >= t_end:
                     self.measuring = False
                     window = dict(t=now - marks["t"], cpu=_self_cpu() - marks["cpu"],
                                   rcpu=(_proc_cpu(cpu_pid) - marks["rcpu"]) if cpu_pid else None,
+                                  core=(_core_busy(core) - marks["core"]) if core is not None else None,
                                   started=self.started - marks["started"])
                     launching = False
                 if launching:
@@ -538,7 +550,7 @@ class LoadGenerator:
 
     def _result(self, window: dict | None, duration: float) -> dict:
         if window is None:
-            window = dict(t=duration, cpu=0.0, rcpu=None, started=0)
+            window = dict(t=duration, cpu=0.0, rcpu=None, core=None, started=0)
         lat = sorted(self.latencies)
         ms = lambda q: round(1000 * lat[min(len(lat) - 1, int(q * len(lat)))], 2) if lat else None  # noqa: E731
         t = window["t"]
@@ -552,6 +564,7 @@ class LoadGenerator:
             responder_cpu=round(window["rcpu"] / t, 3) if t and window["rcpu"] is not None else None,
             responder_us_per_hs=round(1e6 * window["rcpu"] / self.ok, 1)
             if self.ok and window["rcpu"] is not None else None,
+            core_busy=round(window["core"] / t, 3) if t and window["core"] is not None else None,
             concurrency=self.concurrency, fake_nat=self.fake_nat)
 
 
@@ -710,6 +723,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--psk", default=PSK.decode())
     r.add_argument("--no-fake-nat", action="store_true", help="real NAT-D hashes; float only if the responder says so")
     r.add_argument("--cpu-pid", type=int, help="also report this process's CPU use over the window")
+    r.add_argument("--core", type=int, help="also report how busy this CPU was over the window (all processes)")
     r.add_argument("--json", action="store_true", help="one JSON object on stdout")
     n = sub.add_parser("null", help="serve as the null responder until SIGTERM")
     n.add_argument("--listen", default="192.0.2.2")
@@ -725,7 +739,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     gen = LoadGenerator(args.source, args.target, concurrency=args.concurrency, psk=args.psk.encode(),
                         timeout=args.timeout, retries=args.retries, fake_nat=not args.no_fake_nat)
-    res = gen.run(args.duration, args.warmup, cpu_pid=args.cpu_pid)
+    res = gen.run(args.duration, args.warmup, cpu_pid=args.cpu_pid, core=args.core)
     if args.json:
         print(json.dumps(res))
     else:
