@@ -6,7 +6,7 @@ insertions, deletions, truncations). Anything that decodes must also
 summarize and re-encode to the same payloads.
 
 Example counts come from one hypothesis profile: ``IPSEC_CONSOLE_FUZZ_EXAMPLES``
-examples per fuzz test (default 2,500; five tests, so 12,500 in all), e.g.
+examples per fuzz test (default 2,000; five tests, so 10,000 in all), e.g.
 ``IPSEC_CONSOLE_FUZZ_EXAMPLES=100000 pytest tests/fuzz/test_wire_fuzz.py``.
 """
 
@@ -25,7 +25,7 @@ from engine.wire.natt import classify_natt, strip_marker
 from engine.wire.summary import summarize
 from tests import strategies_wire as sw
 
-EXAMPLES = int(os.environ.get("IPSEC_CONSOLE_FUZZ_EXAMPLES", "2500"))
+EXAMPLES = int(os.environ.get("IPSEC_CONSOLE_FUZZ_EXAMPLES", "2000"))
 
 settings.register_profile(
     "wire-fuzz",
