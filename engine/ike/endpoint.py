@@ -198,7 +198,12 @@ class IkeEndpoint:
     def reqid_for(self, sa: IkeSa, cfg: ChildConfig, rekey: ChildSa | None) -> int:
         if rekey is not None:
             return rekey.reqid
-        key = (sa.name, cfg.name)
+        return self.reqid_for_config(sa.name, cfg.name)
+
+    def reqid_for_config(self, connection: str, child: str) -> int:
+        """The reqid of a CHILD config, stable for the engine's life: the kernel's
+        policies (and trap policies, before any IKE SA exists) are tied to it."""
+        key = (connection, child)
         if key not in self._reqids:
             self._reqids[key] = self._next_reqid
             self._next_reqid += 1

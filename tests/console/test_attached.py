@@ -1,0 +1,127 @@
+"""The console attached to real daemons through the control socket (no root:
+the lab's loopback policies, one daemon per endpoint). Closing the console
+leaves the tunnels up."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from console.app import ConsoleApp
+from console.runtime.attached import AttachedRuntime
+from console.screens.confirm import ConfirmScreen
+from console.widgets.sa_tables import ChildSaTable
+from engine.policy.samples import sample_path
+
+from tests.console.conftest import screen_text, wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _cli(*args, control):
+    return subprocess.run([sys.executable, "-m", "console", *args, "--control", str(control)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=30)
+
+
+@pytest.fixture
+def daemons(tmp_path):
+    src = sample_path("lab.toml").parent
+    for name in ("lab.toml", "lab-branch.toml", "lab-roadwarrior.toml", "lab.secrets.toml"):
+        shutil.copy(src / name, tmp_path / name)
+    procs = {}
+    try:
+        for name in ("branch", "hq"):
+            cfg = tmp_path / ("lab.toml" if name == "hq" else "lab-branch.toml")
+            sock = tmp_path / f"{name}.sock"
+            log = open(tmp_path / f"{name}.log", "wb")
+            procs[name] = (subprocess.Popen([sys.executable, "-m", "console", "daemon", str(cfg), "--control",
+                                             str(sock), "--datapath", "none"], cwd=ROOT, stdout=log,
+                                            stderr=subprocess.STDOUT, start_new_session=True), sock)
+            for _ in range(200):
+                if sock.exists():
+                    break
+                time.sleep(0.05)
+            assert sock.exists(), (tmp_path / f"{name}.log").read_text()
+        yield {n: s for n, (p, s) in procs.items()}, tmp_path
+    finally:
+        for p, _ in procs.values():
+            if p.poll() is None:
+                os.kill(p.pid, signal.SIGTERM)
+                try:
+                    p.wait(10)
+                except subprocess.TimeoutExpired:
+                    os.kill(p.pid, signal.SIGKILL)
+
+
+def _sas(control) -> list[dict]:
+    r = _cli("sas", "--json", control=control)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)["ike_sas"]
+
+
+async def test_attached_console_shows_and_rekeys_and_leaves_tunnels_up(daemons):
+    socks, tmp = daemons
+    hq = socks["hq"]
+    deadline = time.monotonic() + 20
+    while not [sa for sa in _sas(hq) if sa["children"]]:
+        assert time.monotonic() < deadline, (tmp / "hq.log").read_text()[-3000:]
+        time.sleep(0.2)
+    before = _sas(hq)[0]["children"][0]["spi_in"]
+    app = ConsoleApp(AttachedRuntime(str(hq)))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: app.store.snapshot is not None, timeout=10, what="first status")
+        table = app.screen.query_one(ChildSaTable)
+        await wait_for(pilot, lambda: table.row_keys, timeout=10, what="CHILD SA row")
+        text = screen_text(app)
+        assert "attached" in text.lower() and f"{before:08x}" in text
+        # the negotiation happened before we attached: the replayed history shows it
+        await wait_for(pilot, lambda: app.store.negotiations, timeout=10, what="replayed negotiation")
+        table.focus()
+        await pilot.pause()
+        await pilot.press("r")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="confirmation")
+        await pilot.press("y")
+        await wait_for(pilot, lambda: table.row_keys and f"{before:08x}" not in screen_text(app), timeout=10,
+                       what="the new SPI")
+    # the console is gone; the daemon and its tunnel are not
+    after = _sas(hq)
+    assert after and after[0]["state"] == "ESTABLISHED" and after[0]["children"][0]["spi_in"] != before
+
+
+def test_sas_json_schema_and_control_commands(daemons):
+    socks, tmp = daemons
+    hq = socks["hq"]
+    deadline = time.monotonic() + 20
+    while not [sa for sa in _sas(hq) if sa["children"]]:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    sa = _sas(hq)[0]
+    for key in ("name", "unique_id", "state", "initiator", "spi_i", "spi_r", "local_addr", "local_port",
+                "remote_addr", "remote_port", "local_id", "remote_id", "encr", "integ", "prf", "ke",
+                "nat_local", "nat_remote", "established_ago", "rekey_in", "expire_in", "children"):
+        assert key in sa, key
+    child = sa["children"][0]
+    for key in ("name", "unique_id", "reqid", "state", "protocol", "mode", "encap", "spi_in", "spi_out", "encr",
+                "integ", "esn", "local_ts", "remote_ts", "bytes_in", "packets_in", "bytes_out", "packets_out",
+                "installed_ago", "rekey_in", "expire_in", "drops"):
+        assert key in child, key
+    assert sa["name"] == "branch" and sa["local_id"] == "hq.lab.example"
+    text = _cli("sas", control=hq).stdout
+    assert f"{child['spi_in']:08x}" in text and "ESTABLISHED" in text
+    conns = json.loads(_cli("conns", "--json", control=hq).stdout)["connections"]
+    assert {c["name"] for c in conns} == {"branch", "roadwarrior"}
+    assert _cli("rekey", "nosuch", control=hq).returncode == 1
+    r = _cli("terminate", "branch", control=hq)
+    assert r.returncode == 0 and "1 IKE SA" in r.stdout
+    deadline = time.monotonic() + 10
+    while _sas(hq):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
