@@ -486,15 +486,30 @@ def profile_daemon(lab, args, workdir: Path) -> dict:
 
 
 # ====================================================================== sans-IO
-def _sansio_pair():
+def _sansio_pair(held: int = 0):
+    """Initiator ``a`` and responder ``b``; with ``held``, that many more IKE SAs
+    (each with its own initiator ID) stay established on both while measuring."""
+    import dataclasses
+
     from engine.ike.endpoint import IkeEndpoint
+    from engine.policy.identity import parse_identity
     from tests.engine.ike_pair import child, connection, mirror, policy
 
     conn = connection("bench", local=LEFT, remote=RIGHT, local_id="left.example", remote_id="right.example",
                       children=(child(local_ts=LOCAL_TS, remote_ts=REMOTE_TS),))
-    a = IkeEndpoint(policy(conn, psk=PSK.decode(), address=LEFT))
-    b = IkeEndpoint(policy(mirror(conn), psk=PSK.decode(),
-                           address=RIGHT, half_open_threshold=10 ** 6))
+    extra = [dataclasses.replace(conn, name=f"held{i}",
+                                 local=dataclasses.replace(conn.local, id=parse_identity(f"held{i}.example")))
+             for i in range(held)]
+    a = IkeEndpoint(policy(conn, *extra, psk=PSK.decode(), address=LEFT))
+    mine = mirror(conn)
+    b = IkeEndpoint(policy(dataclasses.replace(mine, remote=dataclasses.replace(mine.remote, id=None)),
+                           psk=PSK.decode(), address=RIGHT, half_open_threshold=10 ** 6))
+    clock = _Clock()
+    for c in extra:
+        a.initiate(c.name, 1000.0)
+        _pump(a, b, 1000.0, clock)
+    if held and sum(sa.established for sa in b.sas) != held:
+        raise RuntimeError(f"only {sum(sa.established for sa in b.sas)} of {held} held SAs came up")
     return a, b
 
 
@@ -593,6 +608,10 @@ PROBES: list[tuple[str, str, list[tuple[str, str | None, str]]]] = [
     ("state changes (set_state: check, log, event)", "top", [("engine.ike.sa", "IkeSa", "set_state")]),
     ("CHILD install/remove (event, log)", "top",
      [("engine.ike.sa", "IkeSa", "install_child"), ("engine.ike.sa", "IkeSa", "remove_child")]),
+    ("scans over all SAs (half-open count, forget, INITIAL_CONTACT)", "top",
+     [("engine.ike.endpoint", "IkeEndpoint", "_half_open_count"), ("engine.ike.endpoint", "IkeEndpoint", "forget"),
+      ("engine.ike.endpoint", "IkeEndpoint", "initial_contact"),
+      ("engine.ike.endpoint", "IkeEndpoint", "initial_contact_received")]),
     ("logging calls (Logger.info/warning/debug)", "cross",
      [("logging", "Logger", "info"), ("logging", "Logger", "warning"), ("logging", "Logger", "debug")]),
     ("timer re-arm after each event (get_timer, outside receive)", "cross",
@@ -632,8 +651,8 @@ def probes(side: list[str], acc: dict[str, dict[str, float]]):
             setattr(target, attr, original)
 
 
-def measure_sansio(seconds: float, top: int) -> dict:
-    a, b = _sansio_pair()
+def measure_sansio(seconds: float, top: int, held: int = 0) -> dict:
+    a, b = _sansio_pair(held)
     clock = _Clock()
     _sansio_handshakes(a, b, 50, clock)  # warm up
     clock.responder = 0.0
@@ -643,7 +662,7 @@ def measure_sansio(seconds: float, top: int) -> dict:
         ok += _sansio_handshakes(a, b, 50, clock)
         n += 50
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    left = len(a.sas) + len(b.sas)
+    left = len(a.sas) + len(b.sas) - 2 * held
     # Where the time goes, per side: inclusive probes...
     side = ["initiator"]
     acc: dict[str, dict[str, float]] = {"initiator": {}, "responder": {}}
@@ -798,6 +817,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", action="store_true", help="also py-spy our daemon under load")
     ap.add_argument("--sansio-only", action="store_true", help="only the in-process rate (no root needed)")
     ap.add_argument("--sansio-seconds", type=float, default=5.0)
+    ap.add_argument("--sansio-held", type=int, default=0, metavar="N",
+                    help="keep N more IKE SAs established on both endpoints while measuring (cost of held state)")
     ap.add_argument("--no-sansio", action="store_true")
     ap.add_argument("--top", type=int, default=20, help="lines of the cProfile top list")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, configs)")
@@ -822,8 +843,8 @@ def main(argv: list[str] | None = None) -> int:
           "lowers every rate, the CPU µs per handshake much less")
     if not args.no_sansio:
         print(f"\n== in-process sans-IO: two IkeEndpoints, datagrams handed over directly "
-              f"({args.sansio_seconds:.0f} s)")
-        s = measure_sansio(args.sansio_seconds, args.top)
+              f"({args.sansio_seconds:.0f} s{f', {args.sansio_held} more IKE SAs held' if args.sansio_held else ''})")
+        s = measure_sansio(args.sansio_seconds, args.top, args.sansio_held)
         report["sansio"] = {k: v for k, v in s.items() if k != "profile_top"}
         print(f"{s['ok']} of {s['handshakes']} handshakes (+ delete) in {s['wall']:.2f} s wall, {s['cpu']:.2f} s CPU: "
               f"{s['rate_wall']:.0f} hs/s wall, {s['rate_cpu']:.0f} hs/s per CPU-second "
