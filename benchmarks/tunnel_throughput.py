@@ -41,8 +41,8 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.interop.lab import CHARON, SIDES, Charon, Lab, Ours, our_policy, wait_for  # noqa: E402
-from tests.interop.lab_esp import BENCH_CHARON, SUITES, Stopper, environ, installed  # noqa: E402
+from tests.interop.lab import CHARON, SIDES, Lab, our_policy, wait_for
+from tests.interop.lab_esp import BENCH_CHARON, SUITES, Stopper, environ, installed
 
 CONFIGS = ("veth", "strongswan", "ours", "ours-jumbo")
 ALL_CONFIGS = CONFIGS + ("mixed",)
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         print("tunnel_throughput: needs root (network namespaces)", file=sys.stderr)
         return 2
     for tool in ("iperf3", "swanctl", "ip") + (("py-spy",) if args.profile else ()):
-        if subprocess.run(["which", tool], capture_output=True).returncode:
+        if subprocess.run(["which", tool], capture_output=True, check=False).returncode:
             print(f"tunnel_throughput: '{tool}' is missing", file=sys.stderr)
             return 2
     if not os.path.exists(CHARON) and ("strongswan" in configs or "mixed" in configs):

@@ -23,8 +23,7 @@ import struct
 from collections import Counter
 
 from engine.datapath.userspace_path import Pair, SaPath
-from engine.esp import SaConfigError
-from engine.esp import ip
+from engine.esp import SaConfigError, ip
 from engine.events import ChildSaDeleted, ChildSaInstalled, SaCounters
 from engine.policy.model import Policy
 from engine.policy.ts import TrafficSelector

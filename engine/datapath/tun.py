@@ -132,7 +132,8 @@ class TunNetwork:
         for family in (socket.AF_INET, socket.AF_INET6):
             try:
                 rules = self.ipr.get_rules(family=family)
-            except Exception:  # noqa: BLE001  (IPv6 disabled in the namespace)
+            except Exception as exc:  # noqa: BLE001  (IPv6 disabled in the namespace)
+                log.debug("no rules of family %d: %s", family, exc)
                 continue
             for r in rules:
                 if r.get_attr("FRA_TABLE") == self.table:
@@ -146,7 +147,8 @@ class TunNetwork:
                         log.warning("cannot remove stale rule to table %d: %s", self.table, exc)
             try:
                 routes = self.ipr.get_routes(family=family, table=self.table)
-            except Exception:  # noqa: BLE001
+            except Exception as exc:  # noqa: BLE001
+                log.debug("no routes of family %d: %s", family, exc)
                 continue
             for rt in routes:
                 if rt.get_attr("RTA_TABLE") != self.table:
@@ -246,8 +248,8 @@ class TunNetwork:
                 self._route("del", net, src, kind)
 
     def _route(self, cmd: str, net, src: str | None, kind: str) -> None:
-        kw = dict(dst=str(net.network_address), dst_len=net.prefixlen, table=self.table,
-                  family=socket.AF_INET if net.version == 4 else socket.AF_INET6)
+        kw = {"dst": str(net.network_address), "dst_len": net.prefixlen, "table": self.table,
+              "family": socket.AF_INET if net.version == 4 else socket.AF_INET6}
         if kind == "unicast":
             kw.update(oif=self.index, proto="static")
             if src is not None:

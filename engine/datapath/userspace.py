@@ -62,6 +62,8 @@ READ_BATCH = 512
 REKEYED_INBOUND_LINGER = 5.0
 """Seconds a rekeyed inbound SA still accepts packets in flight (charon's delete_rekeyed_delay)."""
 IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
+SOCKET_BUFFER = 4 << 20
+"""Bytes of send/receive buffer asked for on the ESP sockets (a 64 KiB super-packet fills the default)."""
 
 
 class UserspaceDatapath:
@@ -139,8 +141,11 @@ class UserspaceDatapath:
         # Everything allocated so far (modules, the policy) lives as long as the process: keep it
         # out of the collector's way, which otherwise walks it now and then under packet load.
         gc.freeze()
+        gso = ""
+        if self.gso:
+            gso = ", TCP super-packets " + ("sent whole" if self.jumbo else "segmented")
         log.info("userspace datapath on %s (mtu %d, table %d, rule priority %d%s)", self.device, self.mtu,
-                 self.table, self.priority, (", TCP super-packets" + (" sent whole" if self.jumbo else " segmented")) if self.gso else "")
+                 self.table, self.priority, gso)
 
     def _make_network(self) -> TunNetwork:
         # Created on the worker thread: pyroute2's sync API cannot run inside the asyncio loop's thread.
@@ -156,8 +161,7 @@ class UserspaceDatapath:
                 continue
             s.setblocking(False)
             mark_socket(s, self.fwmark)
-            with _suppress_oserror():
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+            _big_buffers(s)
             self._raw[family] = s
             self._loop.add_reader(s.fileno(), self._raw_readable, s, family)
 
@@ -185,8 +189,10 @@ class UserspaceDatapath:
         self._loop = None
 
     def prepare_socket(self, sock: socket.socket) -> None:
-        """The runtime's IKE/NAT-T sockets: marked so their packets skip the tunnel routes."""
+        """The runtime's IKE/NAT-T sockets: marked so their packets skip the tunnel routes, and with
+        room for bursts of ESP-in-UDP (the kernel caps the size at net.core.[rw]mem_max)."""
         mark_socket(sock, self.fwmark)
+        _big_buffers(sock)
 
     # ------------------------------------------------------------ SAs
     def install(self, ev: ChildSaInstalled) -> None:
@@ -307,10 +313,8 @@ class UserspaceDatapath:
                 pair.send(wire, pair.dest)
             except (SaExpired, ValueError):
                 path.output(pkt, now)  # the slow path sorts out expiry and malformed packets
-            except (BlockingIOError, InterruptedError):
-                pass  # socket buffer full: lost like on a busy link
             except OSError as exc:
-                log.debug("sending ESP to %s: %s", pair.dest, exc)
+                path.send_error(exc, pair)
         self._flush_events()
 
     def _flush_events(self) -> None:
@@ -379,12 +383,12 @@ def _log_failure(fut) -> None:
         log.error("routing change failed: %s", exc)
 
 
-class _suppress_oserror:
-    def __enter__(self):
-        return self
+def _big_buffers(sock: socket.socket) -> None:
+    for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
+        except OSError as exc:
+            log.debug("socket buffer: %s", exc)
 
-    def __exit__(self, et, ev, tb):
-        return et is not None and issubclass(et, OSError)
 
-
-__all__ = ["UserspaceDatapath", "Pair", "TunError"]
+__all__ = ["Pair", "TunError", "UserspaceDatapath"]

@@ -192,10 +192,8 @@ class GsoTun:
             pair.send(pair.outbound.protect(pkt, now), pair.dest)
         except (SaExpired, ValueError):
             self.dp.path.output(pkt, now)
-        except (BlockingIOError, InterruptedError):
-            pass
         except OSError as exc:
-            log.debug("sending ESP to %s: %s", pair.dest, exc)
+            self.dp.path.send_error(exc, pair)
 
     # ------------------------------------------------------------ inbound
     def deliver(self, inner: bytes) -> None:

@@ -28,9 +28,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from engine.esp import EspDrop, InboundSa, OutboundSa, Sad, SaExpired, ip
 from engine.events import ChildSaInstalled, Event, PacketSample
-from engine.esp import EspDrop, InboundSa, OutboundSa, Sad, SaExpired
-from engine.esp import ip
 from engine.policy.model import Policy
 from engine.policy.spd import Spd, SpdEntry, computed_priority
 
@@ -42,7 +41,7 @@ Sender = Callable[[bytes, tuple], object]
 class Pair:
     """One installed CHILD SA pair and how its outbound packets leave."""
 
-    __slots__ = ("ev", "inbound", "outbound", "active", "send", "dest", "child_key", "jumbo")
+    __slots__ = ("active", "child_key", "dest", "ev", "inbound", "jumbo", "outbound", "send")
 
     def __init__(self, ev: ChildSaInstalled, inbound: InboundSa, outbound: OutboundSa,
                  send: Sender, dest: tuple) -> None:
@@ -83,6 +82,9 @@ class SaPath:
         self.addr_only = True
         """Whether the flow key may be the addresses alone (no selector or rule looks at ports)."""
         self._drop_samples = 0
+        self.send_failed = 0
+        """Protected packets the socket refused (buffer full, no route): lost like on a busy link."""
+        self._send_errors: dict[int, int] = {}
         self._events: list[Event] = []
         """Drop samples of packets that never reached an SA (the SAs' own events live in the Sad)."""
         self.policy = policy
@@ -144,6 +146,8 @@ class SaPath:
 
     def activate(self, pair: Pair) -> None:
         """The peer has the new SA: send on it from now on."""
+        log.debug("CHILD SA %s{%d}: sending on the rekeyed SA %08x from now on", pair.ev.child, pair.ev.unique_id,
+                  pair.ev.spi_out)
         pair.active = True
         self.pending.pop(pair.ev.spi_in, None)
         self.flows.clear()
@@ -251,12 +255,17 @@ class SaPath:
             return False
         try:
             pair.send(wire, pair.dest)
-        except (BlockingIOError, InterruptedError):
-            return False  # like a full NIC queue: the packet is lost, TCP will resend
         except OSError as exc:
-            log.debug("sending ESP to %s failed: %s", pair.dest, exc)
+            self.send_error(exc, pair)
             return False
         return True
+
+    def send_error(self, exc: OSError, pair: Pair) -> None:
+        """Count a refused send (the packet is lost, as on a full NIC queue); log each kind once."""
+        self.send_failed += 1
+        n = self._send_errors[exc.errno] = self._send_errors.get(exc.errno, 0) + 1
+        if n == 1 or n % 10000 == 0:
+            log.warning("sending ESP to %s failed (%d times so far): %s", pair.dest[0], n, exc)
 
     # ------------------------------------------------------------ inbound
     def input(self, data, now: float) -> bytes | None:
@@ -312,4 +321,7 @@ class SaPath:
         return out
 
     def counters(self):
-        return list(self.sad.counters()), {r: n for r, n in self.drops.items() if n}
+        drops = {r: n for r, n in self.drops.items() if n}
+        if self.send_failed:
+            drops["send_failed"] = self.send_failed
+        return list(self.sad.counters()), drops

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import re
-import shutil
 import time
 
 import pytest
 
-from engine.events import ChildSaDeleted, ChildSaInstalled, NegotiationFailed, PacketSample
+from engine.events import (
+    ChildSaDeleted,
+    ChildSaInstalled,
+    NegotiationFailed,
+    PacketSample,
+)
 from engine.policy.samples import sample_dir, sample_path
 from engine.runtime.lab import LabRuntime
 

@@ -12,7 +12,13 @@ from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6
 
 from engine.crypto.transforms import EncrId
-from engine.datapath.lab import HostStack, TrafficGenerator, icmp_echo, tcp_packet, udp_packet
+from engine.datapath.lab import (
+    HostStack,
+    TrafficGenerator,
+    icmp_echo,
+    tcp_packet,
+    udp_packet,
+)
 from engine.datapath.userspace_gso import complete_checksum, segment_tcp
 from engine.datapath.userspace_path import SaPath
 from engine.esp import ip

@@ -23,7 +23,7 @@ SUITES = {
 }
 BENCH_CHARON = Path(__file__).resolve().parents[3] / "shared" / "interop" / "bench-charon.conf"
 
-_SA_LINE = re.compile(r"^\s+(in|out)\s+([0-9a-f]{8})(?:\s*\(-\|0x[0-9a-f]+\))?,\s+(\d+) bytes,\s+(\d+) packets", re.M)
+_SA_LINE = re.compile(r"^\s+(in|out)\s+([0-9a-f]{8})(?:\s*\(-\|0x[0-9a-f]+\))?,\s+(\d+) bytes,\s+(\d+) packets", re.MULTILINE)
 
 
 def charon_counters(list_sas: str) -> dict[tuple[str, int], tuple[int, int]]:
@@ -49,6 +49,20 @@ def installed(ours: Ours) -> list[dict]:
 
 def wait_child(ours: Ours, timeout: float = 20) -> dict:
     return wait_for(lambda: (k := installed(ours)) and k[0], timeout, what="our CHILD SA")
+
+
+def diagnose(*daemons: Ours) -> str:
+    """What to print when a datapath test fails: each daemon's warnings and counters."""
+    out = []
+    for d in daemons:
+        lines = [line for line in d.log().splitlines() if " WARNING " in line or " ERROR " in line]
+        out.append(f"--- {d.side}: " + "\n".join(lines[-20:]))
+        try:
+            out.append(json.dumps([{k: c[k] for k in ("spi_in", "spi_out", "packets_in", "packets_out", "drops")}
+                                   for c in our_children(d)]))
+        except Exception as exc:  # noqa: BLE001  (the daemon may be gone)
+            out.append(f"(no counters: {exc})")
+    return "\n".join(out)
 
 
 @contextlib.contextmanager
@@ -185,6 +199,24 @@ def iperf(stop: Stopper, lab: Lab, seconds: int, *, client: str = "left", server
     return data
 
 
-__all__ = ["SUITES", "BENCH_CHARON", "charon_counters", "our_counters", "installed", "wait_child", "environ",
-           "Stopper", "background_ping", "finish_ping", "capture_esp", "read_pcap", "inject", "esp_spi", "iperf",
-           "our_policy", "wait_for", "ping_stats"]
+__all__ = [
+    "BENCH_CHARON",
+    "SUITES",
+    "Stopper",
+    "background_ping",
+    "capture_esp",
+    "charon_counters",
+    "diagnose",
+    "environ",
+    "esp_spi",
+    "finish_ping",
+    "inject",
+    "installed",
+    "iperf",
+    "our_counters",
+    "our_policy",
+    "ping_stats",
+    "read_pcap",
+    "wait_child",
+    "wait_for",
+]
