@@ -79,6 +79,11 @@ def test_packets(snap_compare):
         rt = pilot.app.runtime
         for _ in range(4):
             rt.advance(1.0)
+        # every counter the screen shows must come from the last virtual second
+        pilot.app.poll_soon()
+        await wait_for(pilot, lambda: pilot.app.store.snapshot.time == rt.now, what="latest snapshot")
+        await wait_for(pilot, lambda: pilot.app.store.counters is not None
+                       and pilot.app.store.counters.time == rt.now, what="latest counters")
         await pilot.press("5")
         # The newest sample (a replay drop) is dissected first, in a thread.
         await wait_for(pilot, lambda: "dropped before decryption" in _text(pilot.app), what="dissection")
