@@ -187,7 +187,7 @@ class _TruncatedGcm(Cipher):
 class _CbcCipher(Cipher):
     """AES-CBC (RFC 3602): the caller pads to 16 bytes and sends a random IV."""
 
-    __slots__ = ("_algo",)
+    __slots__ = ("_algo", "_enc_stream", "_dec_stream")
 
     def __init__(self, key_bits: int, key: bytes) -> None:
         self.encr_id = EncrId.AES_CBC
@@ -197,6 +197,35 @@ class _CbcCipher(Cipher):
         self.block_size = 16
         self.icv_size = 0
         self._algo = algorithms.AES(key)
+        # Building a cipher context costs more than encrypting a packet, so the
+        # per-packet paths keep one open context per direction (see below).
+        self._enc_stream = _RawCipher(self._algo, modes.CBC(bytes(16))).encryptor()
+        self._dec_stream = _RawCipher(self._algo, modes.CBC(bytes(16))).decryptor()
+
+    def encrypt_random_iv(self, plaintext: bytes, rng: Callable[[int], bytes] = os.urandom) -> bytes:
+        """IV | ciphertext with a fresh unpredictable IV, on the open context.
+
+        A random block R is encrypted first: its output E(R xor C_prev) is
+        unpredictable and becomes the IV, and the context's chaining makes
+        the rest exactly CBC under that IV. Not thread-safe: one SA direction,
+        one thread.
+        """
+        if len(plaintext) % 16:
+            raise ValueError(
+                f"AES_CBC plaintext must be padded to 16 bytes, got {len(plaintext)}"
+            )
+        return self._enc_stream.update(rng(16) + plaintext)
+
+    def decrypt_stream(self, iv: bytes, ciphertext: bytes) -> bytes:
+        """decrypt() on the open context: block 0 (the IV) decrypts to garbage
+        that is dropped, and chains the IV into the real first block."""
+        if len(iv) != 16:
+            raise IntegrityError(f"AES_CBC: IV of {len(iv)} bytes, expected 16")
+        if len(ciphertext) % 16:
+            raise IntegrityError(
+                f"AES_CBC: ciphertext of {len(ciphertext)} bytes is not a multiple of 16"
+            )
+        return self._dec_stream.update(iv + ciphertext)[16:]
 
     def encrypt(self, iv: bytes, plaintext: bytes, aad: bytes = b"") -> bytes:
         self._check_iv(iv)

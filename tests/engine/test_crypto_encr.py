@@ -307,3 +307,32 @@ def test_accepts_memoryview_slices(encr_id, bits):
     sealed = c.encrypt(iv, plain, memoryview(b"aad"))
     assert sealed == c.encrypt(bytes(iv), bytes(plain), b"aad")
     assert c.decrypt(iv, memoryview(sealed), memoryview(b"aad")) == bytes(plain)
+
+
+def test_cbc_open_context_paths_interoperate_with_plain_cbc():
+    """encrypt_random_iv/decrypt_stream keep one cipher context open per direction;
+    every packet must still be exactly CBC under the IV it carries."""
+    import os as _os
+
+    from engine.crypto.encr import make_cipher
+    from engine.crypto.transforms import EncrId
+
+    key = _os.urandom(32)
+    a = make_cipher(EncrId.AES_CBC, 256, key)
+    b = make_cipher(EncrId.AES_CBC, 256, key)
+    ivs = set()
+    for n in (16, 32, 1408, 16, 64):
+        plain = _os.urandom(n)
+        out = a.encrypt_random_iv(plain)
+        iv, ct = out[:16], out[16:]
+        ivs.add(iv)
+        assert b.decrypt(iv, ct) == plain          # a fresh context agrees
+        assert b.decrypt_stream(iv, ct) == plain   # and so does the open one
+        assert a.encrypt(iv, plain) == ct
+    assert len(ivs) == 5
+    import pytest as _pytest
+
+    from engine.crypto.errors import IntegrityError as _Ie
+
+    with _pytest.raises(_Ie):
+        b.decrypt_stream(b"\0" * 16, b"\0" * 15)
