@@ -205,6 +205,9 @@ class EngineConfig:
     """NAT-T keepalive interval when behind a NAT."""
     crls: tuple[str, ...] = ()
     """CRL files used to check peer certificates."""
+    pki_dir: str | None = None
+    """The CA folder of ``ipsec-console pki`` (TOML ``pki``), relative to the policy file's folder;
+    None means ``pki/`` next to the policy file. The console's PKI screen and expiry warnings use it."""
 
 
 LabFlow = Literal["icmp", "udp", "tcp"]

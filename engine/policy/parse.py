@@ -44,7 +44,7 @@ from engine.policy.ts import TrafficSelector, TsSyntaxError, parse_ts
 
 TOP_KEYS = ("engine", "lab", "connections", "rules")
 ENGINE_KEYS = ("datapath", "listen", "ike_port", "natt_port", "secrets", "control", "retransmit_timeout",
-               "retransmit_base", "retransmit_tries", "half_open_threshold", "keepalive", "crls")
+               "retransmit_base", "retransmit_tries", "half_open_threshold", "keepalive", "crls", "pki")
 LAB_KEYS = ("peers", "rate", "flows")
 CONNECTION_KEYS = ("local_addrs", "remote_addrs", "local_port", "remote_port", "remote_natt_port", "proposals",
                    "local", "remote",
@@ -169,6 +169,11 @@ class _PolicyParser:
             r.error(key_path(P, "secrets"), "empty path: remove the key or name the secrets file")
             secrets = None
         control = r.str_(t, "control", P)
+        pki_dir = r.str_(t, "pki", P)
+        if pki_dir is not None and not pki_dir.strip():
+            r.error(key_path(P, "pki"), "empty path: remove the key (the CA folder is then pki/ next to this "
+                    "file) or name the CA folder")
+            pki_dir = None
         return EngineConfig(
             datapath=r.str_(t, "datapath", P, d.datapath, choices=("kernel", "userspace", "lab")),
             listen=tuple(a.strip() for a in listen),
@@ -182,6 +187,7 @@ class _PolicyParser:
             half_open_threshold=r.int_(t, "half_open_threshold", P, d.half_open_threshold, lo=0),
             keepalive=r.duration(t, "keepalive", P, d.keepalive),
             crls=tuple(r.str_list(t, "crls", P, [])),
+            pki_dir=pki_dir,
         )
 
     def _positive(self, t: dict, key: str, path: str, default: float) -> float:

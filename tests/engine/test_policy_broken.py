@@ -135,6 +135,9 @@ EXPECTED: dict[str, list[tuple[str, str]]] = {
     "lab-without-listen.toml": [
         ("engine.listen", 'a lab listens on loopback only: set listen = ["127.0.0.1"]'),
     ],
+    "bad-pki.toml": [
+        ("engine.pki", "empty path: remove the key (the CA folder is then pki/ next to this file)"),
+    ],
     "lab-section-not-lab.toml": [
         ("lab", 'a [lab] section needs datapath = "lab" in [engine] (it is "kernel")'),
     ],
