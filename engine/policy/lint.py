@@ -5,7 +5,12 @@ message, and ``Finding.rule``) and says what to do instead.
 
 Rules: weak-encryption, null-encryption, weak-integrity, no-integrity,
 weak-prf, weak-dh, short-icv, short-psk, weak-psk, shared-psk,
-psk-roadwarrior, secrets-readable, catch-all-protect, shadowed, no-children.
+psk-roadwarrior, psk-many-peers, secrets-readable, ca-without-crl,
+catch-all-protect, shadowed, no-children.
+
+Lint reads files only where a rule cannot be decided otherwise (the secrets
+file's mode, the CA and CRL files of ``ca-without-crl``), and never fails on
+them: a missing or unreadable file is an error of loading, reported there.
 """
 
 from __future__ import annotations
@@ -24,11 +29,13 @@ from engine.policy.secrets import lookup_psk, permission_problem
 from engine.policy.spd import Spd, SpdEntry
 
 RULES = ("weak-encryption", "null-encryption", "weak-integrity", "no-integrity", "weak-prf", "weak-dh",
-         "short-icv", "short-psk", "weak-psk", "shared-psk", "psk-roadwarrior", "secrets-readable",
-         "catch-all-protect", "shadowed", "no-children")
+         "short-icv", "short-psk", "weak-psk", "shared-psk", "psk-roadwarrior", "psk-many-peers",
+         "secrets-readable", "ca-without-crl", "catch-all-protect", "shadowed", "no-children")
 
 MIN_PSK_LENGTH = 20
 MIN_PSK_DISTINCT = 8
+MAX_PSK_PEERS = 3
+"""A PSK connection open to more peers than this should use certificates."""
 
 _WEAK_ENCR = {EncrId.DES: "DES (56-bit key, broken)", EncrId.TRIPLE_DES: "3DES (64-bit blocks, deprecated by RFC 8221)",
               EncrId.DES_IV64: "DES", EncrId.DES_IV32: "DES"}
@@ -148,6 +155,63 @@ class _Linter:
                       "any peer may connect and all share one PSK, so each could impersonate the gateway to the "
                       'others; use certificates (auth = "pubkey", see ipsec-console pki) or one id and PSK per peer')
 
+    def psk_many_peers(self, c: ConnectionConfig) -> None:
+        """Several enumerated peers behind one PSK connection (open ones are psk-roadwarrior's)."""
+        if c.remote.auth != "psk" or (c.remote.id is not None and not is_wildcard(c.remote.id)):
+            return  # one pinned identity is one peer, however many addresses it has
+        kinds = [address_kind(a) for a in c.remote_addrs]
+        if not kinds or any(k in ("any", "network", "range") for k in kinds):
+            return
+        if len(c.remote_addrs) > MAX_PSK_PEERS:
+            self.warn(key_path(key_path(key_path("connections", c.name), "remote"), "auth"), "psk-many-peers",
+                      f"{len(c.remote_addrs)} peers authenticate with a PSK on this connection; a PSK does not "
+                      "scale and cannot be revoked for one peer: use certificates (auth = \"pubkey\", "
+                      "ipsec-console pki issue per peer), or one connection, id and PSK per peer")
+
+    def ca_without_crl(self) -> None:
+        """A trusted CA none of the [engine] crls comes from: its revocations would go unnoticed."""
+        # Imported here: engine.pki imports engine.policy.model, so a top-level import would be circular.
+        from engine.pki.certs import load_certificate_file
+        from engine.pki.errors import PkiError
+        from engine.pki.validate import load_crl_files
+
+        base = Path(self.policy.path).parent if self.policy.path else Path.cwd()
+        crl_files = self.policy.engine.crls
+        crls: list = []
+        unreadable: list[str] = []
+        for name in crl_files:
+            try:
+                crls += load_crl_files([base / name])
+            except (PkiError, OSError):
+                unreadable.append(name)
+        cas: dict[str, list] = {}  # file -> its certificates, read once for every connection naming it
+        for c in self.policy.connections:
+            if c.remote.auth != "pubkey":
+                continue
+            for name in c.remote.cacerts:
+                if name not in cas:
+                    try:
+                        cas[name] = load_certificate_file(base / name)
+                    except (PkiError, OSError):
+                        cas[name] = []  # loading the policy's credentials reports it
+                for ca in cas[name]:
+                    if any(_crl_of(crl, ca) for crl in crls):
+                        continue
+                    why = ("[engine] crls lists no CRL" if not crl_files else
+                           f"none of the CRLs in [engine] crls ({', '.join(crl_files)}) is signed by it"
+                           + (f"; unreadable: {', '.join(unreadable)}" if unreadable else ""))
+                    if Path(name).name == "ca.crt":  # a CA folder of ipsec-console pki: name its CRL file
+                        folder = str(Path(name).parent)
+                        todo = (f"publish its CRL (ipsec-console pki crl --dir {folder}) and add "
+                                f"\"{Path(folder, 'crl.pem')}\" to [engine] crls")
+                    else:
+                        todo = "publish its CRL (ipsec-console pki crl) and add the file to [engine] crls"
+                    self.warn(key_path(key_path(key_path("connections", c.name), "remote"), "cacerts"),
+                              "ca-without-crl",
+                              f"CA {name!r} is trusted but {why}, so a certificate it revoked would still be "
+                              f"accepted; {todo}")
+                    break  # one warning per file
+
     def secrets_file(self) -> None:
         eng = self.policy.engine
         if eng.secrets is None or eng.datapath == "lab":
@@ -206,16 +270,26 @@ class _Linter:
                 self.warn(cpath, "no-children", "this connection has no children, so its IKE SA would carry no "
                           f"traffic; add [{cpath}.children.NAME] with local_ts and remote_ts")
             self.roadwarrior(c)
+            self.psk_many_peers(c)
             self.catch_all(c)
         self.psks()
         self.shared_by_connections()
         self.secrets_file()
+        self.ca_without_crl()
         self.shadowed()
         return sort_findings(self.findings)
 
 
 def _owner(e: SpdEntry) -> tuple:
     return ("rule", e.rule) if e.rule else ("child", e.connection, e.child)
+
+
+def _crl_of(crl, ca) -> bool:
+    """Is this CRL issued and signed by this CA certificate?"""
+    try:
+        return crl.issuer == ca.subject and crl.is_signature_valid(ca.public_key())
+    except Exception:  # an odd key type or a damaged CRL: not a CRL of this CA
+        return False
 
 
 def _one_class(raw: bytes) -> bool:

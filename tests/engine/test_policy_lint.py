@@ -181,6 +181,85 @@ def test_secrets_file_readable_by_others(tmp_path: Path):
     assert lint_file(p) == []
 
 
+def _psk_multi(name: str, addrs: list[str], remote_id: str | None) -> str:
+    rid = f', id = "{remote_id}"' if remote_id else ""
+    return f"""[connections.{name}]
+local_addrs = ["192.0.2.1"]
+remote_addrs = {addrs!r}
+local = {{ auth = "psk", id = "hq.example.org" }}
+remote = {{ auth = "psk"{rid} }}
+[connections.{name}.children.{name}-lan]
+local_ts = ["198.51.100.0/25"]
+remote_ts = ["198.51.100.128/26"]
+""".replace("'", '"')
+
+
+def test_psk_with_more_than_a_few_peers_suggests_certificates(tmp_path: Path):
+    secrets = f'[ike.shops]\nids = ["*.shops.example.org"]\nsecret = "{GOOD_PSK}"\n'
+    five = [f"192.0.2.{i}" for i in range(10, 15)]
+    p = _psk_policy(tmp_path, secrets, _psk_multi("shops", five, "*.shops.example.org"))
+    found = lint(load_policy(p, strict_secrets_mode=False))
+    assert [(f.rule, f.key_path) for f in found] == [("psk-many-peers", "connections.shops.remote.auth")]
+    assert "5 peers" in found[0].message and 'auth = "pubkey"' in found[0].message
+    assert "ipsec-console pki issue" in found[0].message
+    # A few peers (three) are fine; so are many addresses of one pinned identity (one peer, failover).
+    assert lint_file(_psk_policy(tmp_path, secrets, _psk_multi("shops", five[:3], "*.shops.example.org"))) == []
+    secrets = f'[ike.hq2]\nids = ["hq2.example.org"]\nsecret = "{GOOD_PSK}"\n'
+    assert lint_file(_psk_policy(tmp_path, secrets, _psk_multi("hq2", five, "hq2.example.org"))) == []
+
+
+# -- ca-without-crl: real CA and CRL files made with engine.pki.ca ---------------------------------
+def _pubkey_policy(tmp_path: Path, crls: list[str], cacerts: str = "pki/ca.crt") -> Path:
+    p = tmp_path / "p.toml"
+    p.write_text(f"""[engine]
+datapath = "kernel"
+crls = {crls!r}
+[connections.rw]
+local_addrs = ["192.0.2.1"]
+remote_addrs = ["%any"]
+local = {{ auth = "pubkey", certs = ["pki/certs/gw.example.org.crt"] }}
+remote = {{ auth = "pubkey", id = "*@example.org", cacerts = ["{cacerts}"] }}
+[connections.rw.children.office]
+local_ts = ["198.51.100.0/24"]
+remote_ts = ["dynamic"]
+""".replace("'", '"'))
+    return p
+
+
+@pytest.fixture
+def two_cas(tmp_path: Path) -> Path:
+    from engine.pki import ca
+
+    ca.init_ca(tmp_path / "pki", "O=Lint, CN=Lint CA")
+    ca.crl(tmp_path / "pki")
+    ca.init_ca(tmp_path / "other", "O=Lint, CN=Other CA")
+    ca.crl(tmp_path / "other")
+    return tmp_path
+
+
+def test_ca_without_crl_is_flagged(two_cas: Path):
+    found = lint(load_policy(_pubkey_policy(two_cas, []), load_secrets=False))
+    assert [(f.rule, f.key_path) for f in found] == [("ca-without-crl", "connections.rw.remote.cacerts")]
+    assert 'ipsec-console pki crl --dir pki) and add "pki/crl.pem" to [engine] crls' in found[0].message
+    # A CRL, but of another CA: still flagged, and the message says which CRLs were looked at.
+    [f] = lint(load_policy(_pubkey_policy(two_cas, ["other/crl.pem"]), load_secrets=False))
+    assert f.rule == "ca-without-crl" and "other/crl.pem" in f.message
+
+
+def test_ca_with_its_crl_is_not_flagged(two_cas: Path):
+    assert lint(load_policy(_pubkey_policy(two_cas, ["other/crl.pem", "pki/crl.pem"]), load_secrets=False)) == []
+
+
+def test_ca_without_crl_is_robust_to_missing_and_broken_files(two_cas: Path):
+    # A CA file that is not there is a loading error elsewhere: no warning, no exception here.
+    assert lint(load_policy(_pubkey_policy(two_cas, [], cacerts="pki/nope.crt"), load_secrets=False)) == []
+    # A CRL file that cannot be read does not count, and is named.
+    (two_cas / "garbage.pem").write_text("not a CRL")
+    [f] = lint(load_policy(_pubkey_policy(two_cas, ["garbage.pem", "gone.pem"]), load_secrets=False))
+    assert f.rule == "ca-without-crl" and "unreadable: garbage.pem, gone.pem" in f.message
+
+
 def test_every_rule_has_a_test():
-    tested = set(CASES) | {"short-psk", "weak-psk", "shared-psk", "psk-roadwarrior", "secrets-readable"}
+    tested = set(CASES) | {"short-psk", "weak-psk", "shared-psk", "psk-roadwarrior", "secrets-readable",
+                           "psk-many-peers", "ca-without-crl"}
     assert tested == set(RULES)
