@@ -55,8 +55,9 @@ from engine.policy.model import Policy
 
 log = logging.getLogger("engine.datapath.userspace")
 
-SAMPLE_EVERY = 100
-"""One PacketSample per this many packets of an SA (for the console's Packets screen)."""
+SAMPLE_PERIOD = 0.5
+"""Seconds between PacketSamples of each SA direction (for the console's Packets screen), whatever
+the packet rate: the next packet after each period is sampled."""
 READ_BATCH = 512
 """Packets handled per readiness callback before letting IKE and timers run."""
 REKEYED_INBOUND_LINGER = 5.0
@@ -73,7 +74,7 @@ class UserspaceDatapath:
 
     def __init__(self, policy: Policy, *, device: str = DEFAULT_DEVICE, mtu: int = DEFAULT_MTU,
                  addresses: tuple[str, ...] = (), table: int = ROUTE_TABLE, priority: int = RULE_PRIORITY,
-                 fwmark: int = FWMARK, sample_every: int = SAMPLE_EVERY, raw_esp: bool = True,
+                 fwmark: int = FWMARK, sample_period: float = SAMPLE_PERIOD, raw_esp: bool = True,
                  gso: bool = False, jumbo: bool = False) -> None:
         """``device``/``mtu``/``addresses``: the TUN device; ``table``/``priority``/``fwmark``: its
         routing (see engine.datapath.tun); ``raw_esp``: open a raw IP-protocol-50 socket for SAs
@@ -90,7 +91,9 @@ class UserspaceDatapath:
         self.raw_esp = raw_esp
         self.gso = gso or jumbo
         self.jumbo = jumbo
-        self.path = SaPath(policy, sample_every=sample_every)
+        self.path = SaPath(policy)
+        self.sample_period = sample_period
+        self._sampler: asyncio.TimerHandle | None = None
         self.runtime = None
         self.net: TunNetwork | None = None
         self._fd = -1
@@ -138,6 +141,8 @@ class UserspaceDatapath:
             self._loop.add_reader(self._fd, self._tun_readable)
         if self.raw_esp:
             self._open_raw()
+        if self.sample_period:
+            self._arm_samples()
         # Everything allocated so far (modules, the policy) lives as long as the process: keep it
         # out of the collector's way, which otherwise walks it now and then under packet load.
         gc.freeze()
@@ -146,6 +151,10 @@ class UserspaceDatapath:
             gso = ", TCP super-packets " + ("sent whole" if self.jumbo else "segmented")
         log.info("userspace datapath on %s (mtu %d, table %d, rule priority %d%s)", self.device, self.mtu,
                  self.table, self.priority, gso)
+
+    def _arm_samples(self) -> None:
+        self.path.arm_samples()
+        self._sampler = self._loop.call_later(self.sample_period, self._arm_samples)
 
     def _make_network(self) -> TunNetwork:
         # Created on the worker thread: pyroute2's sync API cannot run inside the asyncio loop's thread.
@@ -169,6 +178,9 @@ class UserspaceDatapath:
         loop = self._loop
         if loop is None:
             return
+        if self._sampler is not None:
+            self._sampler.cancel()
+            self._sampler = None
         if self._fd >= 0:
             loop.remove_reader(self._fd)
             os.close(self._fd)

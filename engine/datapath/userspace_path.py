@@ -62,6 +62,8 @@ class SaPath:
     """Installed pairs, the outbound decision and the inbound dispatch (see the module docstring)."""
 
     def __init__(self, policy: Policy, *, sample_every: int = 0) -> None:
+        """``sample_every``: a PacketSample per that many packets of an SA; 0 leaves sampling to
+        `arm_samples` (time-based) or off."""
         self.sad = Sad()
         self.sad.set_sampling(sample_every)
         self.sample_every = sample_every
@@ -82,6 +84,7 @@ class SaPath:
         self.addr_only = True
         """Whether the flow key may be the addresses alone (no selector or rule looks at ports)."""
         self._drop_samples = 0
+        self._drop_armed = False
         self.send_failed = 0
         """Protected packets the socket refused (buffer full, no route): lost like on a busy link."""
         self._send_errors: dict[int, int] = {}
@@ -226,9 +229,22 @@ class SaPath:
         every = self.sample_every
         if every:
             self._drop_samples += 1
-            if self._drop_samples % every == 1 or every == 1:
-                self._events.append(PacketSample(time=now, direction="drop", spi=0, seq=0, outer=bytes(pkt),
-                                                     inner=bytes(pkt), verdict=reason))
+            take = self._drop_samples % every == 1 or every == 1
+        else:
+            take = self._drop_armed
+        if take:
+            self._drop_armed = False
+            self._events.append(PacketSample(time=now, direction="drop", spi=0, seq=0, outer=bytes(pkt),
+                                             inner=bytes(pkt), verdict=reason))
+
+    def arm_samples(self) -> None:
+        """Time-based sampling (with ``sample_every=0``): the next packet of each SA direction, and
+        the next drop, become a PacketSample. A datapath calls this periodically, so samples keep
+        coming at a few per second whatever the packet rate."""
+        for pair in self.pairs.values():
+            _sample_once(pair.inbound)
+            _sample_once(pair.outbound)
+        self._drop_armed = True
 
     def output(self, pkt, now: float) -> bool:
         """Protect and send one outbound IP packet; False when it was dropped (and counted)."""
@@ -325,3 +341,9 @@ class SaPath:
         if self.send_failed:
             drops["send_failed"] = self.send_failed
         return list(self.sad.counters()), drops
+
+
+def _sample_once(sa) -> None:
+    """Make the SA's next packet a PacketSample, and none after it (until armed again)."""
+    sa.set_sampling(1)  # the next packet crosses the sample threshold...
+    sa.sample_every = 1 << 62  # ...which then moves out of reach

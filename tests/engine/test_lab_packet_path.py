@@ -22,7 +22,7 @@ from engine.datapath.lab import (
 from engine.datapath.userspace_gso import complete_checksum, segment_tcp
 from engine.datapath.userspace_path import SaPath
 from engine.esp import ip
-from engine.events import ChildKeys, ChildSaInstalled, RekeyRequested
+from engine.events import ChildKeys, ChildSaInstalled, PacketSample, RekeyRequested
 from engine.policy.parse import parse_policy
 from engine.policy.ts import parse_ts
 from engine.secret import Secret
@@ -258,3 +258,19 @@ def test_partial_checksum_completion():
     pkt[26:28] = s.to_bytes(2, "big")
     complete_checksum(pkt, 20, 6)
     assert bytes(pkt) == good
+
+
+def test_time_based_sampling_takes_one_packet_per_arming():
+    link = Link()
+    link.install(0xA1, 0xB1)
+    for _round in range(2):
+        link.a.arm_samples()
+        for i in range(20):
+            link.a.output(icmp_echo(A, B, 1, i, b""), 1.0)
+        samples = [e for e in link.a.drain() if isinstance(e, PacketSample)]
+        assert [(s.direction, s.spi) for s in samples] == [("out", 0xB1)]
+        assert samples[0].inner[20] == 8 and int.from_bytes(samples[0].outer[:4], "big") == 0xB1
+    link.a.arm_samples()
+    link.a.output(icmp_echo(A, bytes([203, 0, 113, 1]), 1, 1, b""), 2.0)
+    link.a.output(icmp_echo(A, bytes([203, 0, 113, 1]), 1, 1, b""), 2.0)
+    assert [(e.direction, e.verdict) for e in link.a.drain()] == [("drop", "no_sa")]
