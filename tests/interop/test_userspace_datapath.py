@@ -7,13 +7,16 @@ Addresses: 192.0.2.1/.2 on the veth, 198.51.100.1 and .129 inside the tunnel.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
 
-from tests.interop.lab import SIDES, lab
+from tests.interop.lab import ROOT, SIDES, lab
 from tests.interop.lab_esp import (
     SUITES,
     Stopper,
@@ -57,8 +60,20 @@ def test_ping_both_ways_and_counters_match_charon(suite, tmp_path):
                                                          start_action="start"))
         child = wait_child(ours)
         assert child["encap"]  # charon's libipsec fakes a NAT: ESP-in-UDP
+        events = st.popen(sys.executable, "-m", "console", "events", "--control", str(ours.control),
+                          cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        time.sleep(0.5)
         net.ping("left", RIGHT_IN, count=3, interval=0.1)
         net.ping("right", LEFT_IN, count=3, interval=0.1)
+        time.sleep(0.6)
+        events.terminate()
+        samples = [e for e in map(json.loads, events.communicate(timeout=10)[0].splitlines())
+                   if e["type"] == "PacketSample"]
+        # The Packets screen's food: ESP on the wire beside the ICMP it carried, both ways.
+        assert {(e["direction"], e["spi"]) for e in samples} >= {("out", child["spi_out"]), ("in", child["spi_in"])}
+        for e in samples:
+            inner, outer = bytes.fromhex(e["inner"]), bytes.fromhex(e["outer"])
+            assert inner[9] == 1 and int.from_bytes(outer[:4], "big") == e["spi"] and inner not in outer
         child = _counters_settled(ours, 6)
         theirs = charon_counters(charon.list_sas())
         mine = our_counters(ours)
