@@ -19,6 +19,7 @@ from engine.datapath.xfrm_netlink import (
     XFRM_INF,
     XFRM_MODE_TUNNEL,
     XFRM_STATE_AF_UNSPEC,
+    XFRM_STATE_ALIGN4,
     XFRM_STATE_ESN,
     XFRMA_REPLAY_ESN_MAX,
     xfrm_usersa_id,
@@ -179,6 +180,12 @@ def build_sa(ev: ChildSaInstalled, inbound: bool, kreqid: int) -> xfrm_usersa_in
     if mode == XFRM_MODE_TUNNEL:
         # the SA carries both inner families (IPv4 in IPv6 and back), like charon's
         flags |= XFRM_STATE_AF_UNSPEC
+    if ev.protocol == "ah" and family == socket.AF_INET:
+        # RFC 4302 §3.3.3.2.1: over IPv4 the AH header is padded to 32 bits.
+        # Linux pads to 64 unless told (for ICVs like HMAC-SHA2-256-128 the
+        # two differ), and charon and pluto tell it: without this flag no
+        # AH packet passes between us and them.
+        flags |= XFRM_STATE_ALIGN4
 
     if ev.encap:
         if ev.protocol != "esp":
