@@ -63,6 +63,8 @@ READ_BATCH = 512
 REKEYED_INBOUND_LINGER = 5.0
 """Seconds a rekeyed inbound SA still accepts packets in flight (charon's delete_rekeyed_delay)."""
 IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
+IPV6_HDRINCL = 36
+IPPROTO_AH = 51
 SOCKET_BUFFER = 4 << 20
 """Bytes of send/receive buffer asked for on the ESP sockets (a 64 KiB super-packet fills the default)."""
 
@@ -99,8 +101,8 @@ class UserspaceDatapath:
         self._fd = -1
         self._loop: asyncio.AbstractEventLoop | None = None
         self._exec: ThreadPoolExecutor | None = None
-        self._raw: dict[int, socket.socket] = {}
-        """Address family -> raw ESP socket."""
+        self._raw: dict[tuple[int, int], socket.socket] = {}
+        """(address family, IP protocol) -> raw socket (IPPROTO_RAW: header included, send only)."""
         self._routes: dict[int, tuple[list, str | None]] = {}
         """Inbound SPI -> (networks, src) routed for that pair."""
         self._rule_routes: list[tuple[list, str]] = []
@@ -161,18 +163,33 @@ class UserspaceDatapath:
         return TunNetwork(self.device, table=self.table, priority=self.priority, fwmark=self.fwmark)
 
     def _open_raw(self) -> None:
-        for family in (socket.AF_INET, socket.AF_INET6):
+        """Raw sockets: ESP (and IPv4 AH) in, whole IP packets (AH, transport mode) out."""
+        for family, proto in ((socket.AF_INET, socket.IPPROTO_ESP), (socket.AF_INET6, socket.IPPROTO_ESP),
+                              (socket.AF_INET, IPPROTO_AH)):
             try:
-                s = socket.socket(family, socket.SOCK_RAW, socket.IPPROTO_ESP)
+                s = socket.socket(family, socket.SOCK_RAW, proto)
             except OSError as exc:
                 if family == socket.AF_INET:
-                    log.warning("no raw ESP socket (%s): only UDP-encapsulated SAs will pass traffic", exc)
+                    log.warning("no raw socket for IP protocol %d (%s): only UDP-encapsulated SAs will pass "
+                                "traffic", proto, exc)
                 continue
             s.setblocking(False)
             mark_socket(s, self.fwmark)
             _big_buffers(s)
-            self._raw[family] = s
+            self._raw[(family, proto)] = s
             self._loop.add_reader(s.fileno(), self._raw_readable, s, family)
+        for family in (socket.AF_INET, socket.AF_INET6):
+            try:
+                s = socket.socket(family, socket.SOCK_RAW, socket.IPPROTO_RAW)
+                if family == socket.AF_INET6:
+                    s.setsockopt(socket.IPPROTO_IPV6, IPV6_HDRINCL, 1)
+            except OSError as exc:
+                log.debug("no header-including raw socket for family %d: %s", family, exc)
+                continue
+            s.setblocking(False)
+            mark_socket(s, self.fwmark)
+            _big_buffers(s)
+            self._raw[(family, socket.IPPROTO_RAW)] = s
 
     async def stop(self) -> None:
         loop = self._loop
@@ -236,13 +253,19 @@ class UserspaceDatapath:
             self.net.remove_routes(*entry)
 
     def _sender(self, ev: ChildSaInstalled):
+        family = socket.AF_INET6 if ":" in ev.remote_addr else socket.AF_INET
+        if ev.protocol == "ah" or ev.mode == "transport":
+            # protect() returns the whole IP packet (AH covers the header; transport mode keeps it).
+            raw = self._raw.get((family, socket.IPPROTO_RAW))
+            if raw is None:
+                raise OSError(errno.EPROTONOSUPPORT, "no header-including raw socket for AH or transport mode")
+            return raw.sendto, (ev.remote_addr, 0)
         if ev.encap:
             sock = self.runtime.sockets.socket_for((ev.local_addr, ev.local_port))
             if sock is None:
                 raise OSError(errno.ENOENT, f"no NAT-T socket on {ev.local_addr} port {ev.local_port}")
             return sock.sendto, (ev.remote_addr, ev.remote_port)
-        family = socket.AF_INET6 if ":" in ev.remote_addr else socket.AF_INET
-        raw = self._raw.get(family)
+        raw = self._raw.get((family, socket.IPPROTO_ESP))
         if raw is None:
             raise OSError(errno.EPROTONOSUPPORT, "the SA is not UDP-encapsulated and there is no raw ESP socket "
                                                  "(set encap = true on the connection)")
@@ -366,7 +389,8 @@ class UserspaceDatapath:
                 # IPv4 raw sockets hand over the IP header too. Inlined SaPath.input_full for
                 # the common case: tunnel-mode ESP on a known SPI.
                 hl = (data[0] & 15) * 4
-                sa = inbound.get(int.from_bytes(data[hl:hl + 4], "big")) if len(data) >= hl + 8 else None
+                sa = inbound.get(int.from_bytes(data[hl:hl + 4], "big")) \
+                    if len(data) >= hl + 8 and data[9] == 50 else None
                 if sa is None or sa.full_ip or path.pending:
                     inner = path.input_full(data, now)
                 else:

@@ -285,17 +285,19 @@ class SaPath:
 
     # ------------------------------------------------------------ inbound
     def input(self, data, now: float) -> bytes | None:
-        """Check and decapsulate one ESP packet (SPI..ICV); the inner packet, or None (dropped and counted)."""
+        """Check and decapsulate one ESP payload (SPI..ICV, e.g. from the NAT-T socket); the inner
+        packet, or None (dropped and counted). Transport-mode SAs are served too (the SAD rebuilds
+        the IP header a UDP socket does not show)."""
         if len(data) < 8:
             self.drops["malformed"] += 1
             return None
         spi = int.from_bytes(data[:4], "big")
         sa = self.inbound.get(spi)
-        if sa is None:
-            self.drops["no_sa"] += 1
-            return None
         try:
-            inner = sa.unprotect(data, now)
+            if sa is not None and not sa.full_ip:
+                inner = sa.unprotect(data, now)
+            else:
+                inner = self.sad.unprotect_esp(data, now)  # counts no_sa itself
         except EspDrop:
             return None
         if self.pending and spi in self.pending:
@@ -303,28 +305,15 @@ class SaPath:
         return inner
 
     def input_full(self, packet, now: float) -> bytes | None:
-        """A whole IP packet carrying ESP or AH (raw sockets, transport mode)."""
+        """A whole IP packet carrying ESP, ESP-in-UDP or AH (raw sockets); None when dropped."""
         try:
-            v = ip.ip_version(packet)
-            hl = ip.ipv4_header_length(packet) if v == 4 else 40
-            proto = packet[9] if v == 4 else packet[6]
-        except ip.IpError:
-            self.drops["malformed"] += 1
-            return None
-        if len(packet) < hl + 8:
-            self.drops["malformed"] += 1
-            return None
-        spi = int.from_bytes(packet[hl:hl + 4], "big")
-        sa = self.inbound.get(spi)
-        if sa is None or sa.protocol != ("ah" if proto == ip.IPPROTO_AH else "esp"):
-            self.drops["no_sa"] += 1
-            return None
-        try:
-            inner = sa.unprotect(packet if sa.full_ip else packet[hl:], now)
+            inner = self.sad.unprotect_ip(packet, now)  # counts malformed and no_sa itself
         except EspDrop:
             return None
-        if self.pending and spi in self.pending:
-            self.activate(self.pending[spi])
+        if self.pending:
+            for spi in list(self.pending):
+                if self.pending[spi].inbound.packets:
+                    self.activate(self.pending[spi])
         return inner
 
     # ------------------------------------------------------------ events, counters

@@ -224,3 +224,36 @@ def test_tcp_super_packets_go_whole_between_ours(tmp_path):
         lc, rc = wait_for(both, 5, 0.3, "equal counters on both ends")  # each side reads them once a second
         assert lc["bytes_out"] / lc["packets_out"] > 10_000  # super-packets, not 1400-byte ones
         assert not lc["drops"] and not rc["drops"]
+
+
+def _variant(side: str, *, transport: bool = False, ah: bool = False, encap: bool = False, **kw) -> str:
+    text = our_policy(side, mode="transport" if transport else "tunnel", encap=encap, **kw)
+    if transport:  # host to host: the selectors are the IKE addresses
+        me, peer = SIDES[side], SIDES["right" if side == "left" else "left"]
+        text = text.replace(f'local_ts = ["{me["inner"]}/32"]', f'local_ts = ["{me["addr"]}/32"]')
+        text = text.replace(f'remote_ts = ["{peer["inner"]}/32"]', f'remote_ts = ["{peer["addr"]}/32"]')
+    if ah:
+        text = text.replace('esp_proposals = ["aes256gcm16"]', 'protocol = "ah"\nah_proposals = ["sha256"]')
+    return text
+
+
+@pytest.mark.parametrize("variant", ["transport", "transport-udp", "ah-tunnel", "ah-transport"])
+def test_ours_against_ours_transport_mode_and_ah(variant, tmp_path):
+    """What charon's libipsec cannot do here (tunnel-mode ESP only): transport mode and AH, ours on both ends."""
+    kw = {"transport": "transport" in variant,
+          "ah": variant.startswith("ah"), "encap": variant == "transport-udp"}
+    with lab() as net, Stopper() as st:
+        right = st.ours(net, "right", tmp_path, _variant("right", **kw))
+        left = st.ours(net, "left", tmp_path, _variant("left", start_action="start", **kw))
+        child = wait_child(left)
+        assert (child["mode"], child["protocol"], child["encap"]) == (
+            "transport" if kw["transport"] else "tunnel", "ah" if kw["ah"] else "esp", kw["encap"])
+        if kw["transport"]:
+            src, dst = SIDES["left"]["addr"], SIDES["right"]["addr"]
+        else:
+            src, dst = LEFT_IN, RIGHT_IN
+        net.exec("left", "ping", "-n", "-q", "-c", "3", "-i", "0.1", "-W", "2", "-I", src, dst)
+        lc = _counters_settled(left, 3)
+        rc = _counters_settled(right, 3)
+        assert (lc["packets_out"], lc["bytes_out"]) == (rc["packets_in"], rc["bytes_in"]) == (3, 3 * 84)
+        assert not lc["drops"] and not rc["drops"]
