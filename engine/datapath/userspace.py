@@ -1,4 +1,4 @@
-"""The userspace datapath: a TUN device and ESP in Python (crypto in `cryptography`).
+"""The userspace datapath: a TUN device and ESP/AH in Python (crypto in `cryptography`).
 
 Works where the kernel has no ESP (this VM, containers). Like charon's
 kernel-libipsec:
@@ -9,19 +9,30 @@ kernel-libipsec:
   (`engine.datapath.userspace_path`), and leaves as ESP-in-UDP on the
   runtime's NAT-T socket (RFC 3948: no non-ESP marker, which is how the
   peer tells it from IKE) or as raw ESP (IP protocol 50) when the SA is not
-  encapsulated. A packet the SPD does not protect is dropped and counted
-  (``no_sa``, ``discard_rule``): bypassed traffic is never routed here.
-- inbound: ESP-in-UDP from the runtime (`receive_esp`) and raw ESP from our
-  raw socket are checked (replay window, ICV, selectors) by the SA and the
-  inner packet is written to the TUN device.
+  encapsulated; AH and transport mode leave as whole IP packets on a
+  header-including raw socket. A packet the SPD does not protect is dropped
+  and counted (``no_sa``, ``discard_rule``): bypassed traffic is never
+  routed here.
+- inbound: ESP-in-UDP from the runtime (`receive_esp`) and raw ESP/AH from
+  our raw sockets are checked (replay window, ICV, selectors) by the SA and
+  the inner packet is written to the TUN device.
 
 Speed: the hot loops are flat (no per-packet objects beyond the bytes),
-read until EAGAIN, and flow decisions are cached. With ``gso=True`` the TUN
-device takes TCP super-packets (IFF_VNET_HDR + TSO): see
-`engine.datapath.userspace_gso`.
+read until EAGAIN, and flow decisions are cached. Per packet, the kernel
+(TUN read/write, sendmsg with the peer's receive path) takes most of the
+time and Python the rest; crypto is a few percent (see
+benchmarks/tunnel_throughput.py --profile). With ``gso=True`` the TUN device
+takes TCP super-packets (IFF_VNET_HDR + TSO), and with ``jumbo`` they are
+protected whole: see `engine.datapath.userspace_gso`.
 
-Netlink (pyroute2) calls block, so they run on one worker thread, in order;
-packets never wait for them. Everything else runs on the asyncio loop.
+Threads: none for packets. Everything runs on the asyncio loop, so the SAD
+(`engine.esp.Sad`, not thread-safe) is only ever touched from that thread.
+A TUN reader thread was measured and rejected: `cryptography` keeps the GIL
+during an AEAD call (two threads encrypting 62 KB buffers take as long as
+one), and the thread variant ran about 20 % slower than the loop here.
+The only other thread is the netlink worker: pyroute2's sync API cannot run
+inside the loop's thread, and its calls (routes, rules) are ordered on that
+one worker; packets never wait for them.
 """
 
 from __future__ import annotations
