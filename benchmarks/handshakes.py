@@ -343,6 +343,8 @@ def generator_cmd(lab, args, cpu_pid: int | None) -> list[str]:
            "benchmarks.ikeload", "run", "--json", "--source", LEFT, "--target", RIGHT,
            "--concurrency", str(args.concurrency), "--warmup", str(args.warmup), "--duration", str(args.duration)]
     cmd += ["--core", str(RESP_CPU)]
+    if args.hold:
+        cmd += ["--hold", str(args.hold)]
     if cpu_pid is not None:
         cmd += ["--cpu-pid", str(cpu_pid)]
     return cmd
@@ -496,11 +498,11 @@ def _short(path: str) -> str:
 
 
 def profile_daemon(lab, args, workdir: Path) -> dict:
-    """py-spy on our daemon (as shipped) while the generator drives it."""
+    """py-spy on our daemon (as shipped, or --profile-responder) while the generator drives it."""
     py_spy = shutil.which("py-spy")
     if py_spy is None:
         return dict(error="py-spy is not installed (pip install py-spy)")
-    responder = OurDaemon(lab, workdir).start()
+    responder = KINDS[args.profile_responder](lab, workdir).start()
     out = workdir / "pyspy.txt"
     spy = None
     try:
@@ -524,7 +526,8 @@ def profile_daemon(lab, args, workdir: Path) -> dict:
         return dict(error=f"py-spy wrote nothing: {spy.stderr.read() if spy and spy.stderr else ''}")
     components, leaves, generated, total = summarize_pyspy(out.read_text())
     return dict(result=res, components=dict(components), leaves=dict(leaves.most_common(25)), samples=total,
-                generated=dict(generated.most_common(10)), command=quote(spy_cmd), raw=str(out))
+                generated=dict(generated.most_common(10)), command=quote(spy_cmd), raw=str(out),
+                kind=args.profile_responder)
 
 
 # ====================================================================== sans-IO
@@ -823,6 +826,12 @@ def print_table(results: dict[str, list[dict]], args) -> None:
         print(f"  {kind}: {ok} handshakes in the windows, {child} with a CHILD SA; latency p50 "
               f"{_median(lat)} ms; retransmits {extra['retransmits']}, late {extra['late']}; "
               f"failures {dict(fails) or 'none'}")
+        per_sa = [(r["responder_rss_kib"]["held"] - r["responder_rss_kib"]["start"]) / r["held"]
+                  for r in runs if r.get("held") and r["responder_rss_kib"].get("held") is not None
+                  and r["responder_rss_kib"].get("start") is not None]
+        if per_sa:
+            print(f"    held {runs[0]['held']} IKE SAs (+ CHILD SAs) during the window: resident memory grew by "
+                  f"{_median(per_sa):.1f} KiB per held SA (median over runs)")
     for kind in args.responders:
         for r in results.get(kind) or []:
             if (r["generator_cpu"] or 0) > 0.9 and kind != "null":
@@ -838,7 +847,7 @@ def print_profile(prof: dict) -> None:
         return
     res = prof["result"]
     us = res.get("responder_us_per_hs")
-    print(f"py-spy on our daemon: {prof['samples']} samples while it ran {res['rate']:.0f} hs/s at CPU "
+    print(f"py-spy on {prof.get('kind', 'our daemon')}: {prof['samples']} samples while it ran {res['rate']:.0f} hs/s at CPU "
           f"{res['responder_cpu']}, {us} µs CPU per handshake")
     print(f"  command: {prof['command']}")
     total = prof["samples"] or 1
@@ -907,13 +916,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=float, default=15.0, help="measured seconds per run")
     ap.add_argument("--warmup", type=float, default=2.0)
     ap.add_argument("--concurrency", type=int, default=32, help="handshakes in flight")
+    ap.add_argument("--hold", type=int, default=0, metavar="N",
+                    help="each run first brings up N IKE SAs and keeps them while measuring (cost of held state; "
+                         "also reports the responder's memory per held SA)")
     ap.add_argument("--responders", default=",".join(RESPONDERS),
                     help=f"comma-separated, from {', '.join(RESPONDERS)}")
     ap.add_argument("--profile", action="store_true", help="also py-spy our daemon under load")
+    ap.add_argument("--profile-responder", default="ours", choices=tuple(k for k in RESPONDERS if k.startswith("ours")),
+                    help="which of our responders --profile samples")
     ap.add_argument("--sansio-only", action="store_true", help="only the in-process rate (no root needed)")
     ap.add_argument("--sansio-seconds", type=float, default=5.0)
-    ap.add_argument("--sansio-held", type=int, default=0, metavar="N",
-                    help="keep N more IKE SAs established on both endpoints while measuring (cost of held state)")
+    ap.add_argument("--sansio-held", type=int, default=None, metavar="N",
+                    help="keep N more IKE SAs established on both endpoints while measuring (default: --hold)")
     ap.add_argument("--no-sansio", action="store_true")
     ap.add_argument("--top", type=int, default=20, help="lines of the cProfile top list")
     ap.add_argument("--nice", type=int, default=-15,
@@ -925,6 +939,8 @@ def main(argv: list[str] | None = None) -> int:
     args.responders = [r.strip() for r in args.responders.split(",") if r.strip()]
     global NICE
     NICE = args.nice
+    if args.sansio_held is None:
+        args.sansio_held = args.hold
     unknown = [r for r in args.responders if r not in KINDS]
     if unknown:
         ap.error(f"unknown responder(s) {', '.join(unknown)}; choose from {', '.join(RESPONDERS)}")

@@ -189,7 +189,7 @@ def _natd(spi_i: bytes, spi_r: bytes, addr: str, port: int) -> bytes:
 class _Hs:
     """One handshake in flight."""
 
-    __slots__ = ("n", "spi_i", "ni", "init_req", "state", "msg", "natt", "sent", "tries", "t0", "dec", "enc", "spi_r")
+    __slots__ = ("n", "spi_i", "ni", "init_req", "state", "msg", "natt", "sent", "tries", "t0", "dec", "enc", "spi_r", "keep")
 
     def __init__(self, n: int, spi_i: bytes, ni: bytes, init_req: bytes, now: float) -> None:
         self.n = n
@@ -205,6 +205,7 @@ class _Hs:
         self.dec = None
         self.spi_r = ZERO8
         self.enc = None
+        self.keep = False
 
 
 def _proc_cpu(pid: int) -> float:
@@ -222,6 +223,18 @@ def _core_busy(core: int) -> float:
                 v = [int(x) for x in line.split()[1:]]
                 return (sum(v[:8]) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")  # minus idle and iowait
     return 0.0
+
+
+def _proc_rss(pid: int) -> int | None:
+    """Resident memory of a process in KiB."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
 
 
 def _self_cpu() -> float:
@@ -249,8 +262,10 @@ class LoadGenerator:
     def __init__(self, source: str, target: str, *, concurrency: int = 32, psk: bytes = PSK,
                  local_ts: str = "198.51.100.1/32", remote_ts: str = "198.51.100.129/32",
                  timeout: float = 2.0, retries: int = 3, fake_nat: bool = True, port: int = 500,
-                 natt_port: int = 4500) -> None:
+                 natt_port: int = 4500, hold: int = 0) -> None:
         self.source, self.target = source, target
+        self.hold = hold
+        self.held = self.hold_started = self.hold_failed = 0
         self.concurrency = concurrency
         self.timeout, self.retries = timeout, retries
         self.fake_nat = fake_nat
@@ -329,6 +344,9 @@ class LoadGenerator:
         a = self.init_dst_at
         msg[a:a + 20] = hashlib.sha1(spi + ZERO8 + self.dst_tail).digest()
         hs = _Hs(self.next_n, spi, ni, bytes(msg), now)
+        if self.hold_started < self.hold:
+            hs.keep = True
+            self.hold_started += 1
         self.next_n += 1
         self.started += 1
         self.inflight[spi] = hs
@@ -340,6 +358,8 @@ class LoadGenerator:
 
     def _fail(self, hs: _Hs, why: str) -> None:
         self.inflight.pop(hs.spi_i, None)
+        if hs.keep:
+            self.hold_failed += 1
         if self.measuring:
             self._count(why)
 
@@ -452,6 +472,10 @@ class LoadGenerator:
             return self._fail(hs, "malformed IKE_AUTH response")
         if not has_auth:
             return self._fail(hs, f"IKE_AUTH: {error or 'no AUTH payload'}")
+        if hs.keep:  # established and left up: the responder holds it from now on
+            self.inflight.pop(hs.spi_i, None)
+            self.held += 1
+            return
         if self.measuring:
             self.ok += 1
             self.latencies.append(now - hs.t0)
@@ -517,10 +541,17 @@ class LoadGenerator:
         marks: dict[str, float] = {}
         next_scan = t0 + 0.05
         launching = True
+        holding = self.hold > 0
+        self.rss = dict(start=_proc_rss(cpu_pid) if cpu_pid else None)
         try:
             while True:
                 now = clock()
-                if not self.measuring and window is None and now >= t_measure:
+                if holding and self.held + self.hold_failed >= self.hold:
+                    # The SAs to hold are up: the warm-up and the window start now.
+                    holding = False
+                    self.rss["held"] = _proc_rss(cpu_pid) if cpu_pid else None
+                    t_measure, t_end = now + warmup, now + warmup + duration
+                if not holding and not self.measuring and window is None and now >= t_measure:
                     self.measuring = True
                     marks = dict(t=now, cpu=_self_cpu(), rcpu=_proc_cpu(cpu_pid) if cpu_pid else 0.0,
                                  core=_core_busy(core) if core is not None else 0.0, started=self.started)
@@ -530,6 +561,7 @@ class LoadGenerator:
                                   rcpu=(_proc_cpu(cpu_pid) - marks["rcpu"]) if cpu_pid else None,
                                   core=(_core_busy(core) - marks["core"]) if core is not None else None,
                                   started=self.started - marks["started"])
+                    self.rss["end"] = _proc_rss(cpu_pid) if cpu_pid else None
                     launching = False
                 if launching:
                     while len(self.inflight) < self.concurrency:
@@ -565,6 +597,7 @@ class LoadGenerator:
             responder_us_per_hs=round(1e6 * window["rcpu"] / self.ok, 1)
             if self.ok and window["rcpu"] is not None else None,
             core_busy=round(window["core"] / t, 3) if t and window["core"] is not None else None,
+            held=self.held, hold_failed=self.hold_failed, responder_rss_kib=self.rss,
             concurrency=self.concurrency, fake_nat=self.fake_nat)
 
 
@@ -720,6 +753,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--duration", type=float, default=15.0)
     r.add_argument("--timeout", type=float, default=2.0, help="first retransmission after this many seconds")
     r.add_argument("--retries", type=int, default=3)
+    r.add_argument("--hold", type=int, default=0, metavar="N",
+                   help="first bring up N IKE SAs (own IDs) and leave them up, then measure with them held")
     r.add_argument("--psk", default=PSK.decode())
     r.add_argument("--no-fake-nat", action="store_true", help="real NAT-D hashes; float only if the responder says so")
     r.add_argument("--cpu-pid", type=int, help="also report this process's CPU use over the window")
@@ -738,7 +773,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(nr.counts), file=sys.stderr)
         return 0
     gen = LoadGenerator(args.source, args.target, concurrency=args.concurrency, psk=args.psk.encode(),
-                        timeout=args.timeout, retries=args.retries, fake_nat=not args.no_fake_nat)
+                        timeout=args.timeout, retries=args.retries, fake_nat=not args.no_fake_nat, hold=args.hold)
     res = gen.run(args.duration, args.warmup, cpu_pid=args.cpu_pid, core=args.core)
     if args.json:
         print(json.dumps(res))
