@@ -23,6 +23,9 @@ from console.messages import EventsArrived, RuntimeTrouble, StatusUpdated
 from console.runtime.base import CommandError, Runtime, RuntimeDisconnected
 
 POLL_INTERVAL = 1.0
+WORKER_GROUPS = {"runtime": "events", "status": "status", "commands": "command",
+                 "cert-expiry": "certificate expiry"}
+"""App worker groups whose failures end here, and how the alert names them."""
 
 
 class RuntimeBridge:
@@ -126,12 +129,12 @@ class RuntimeBridge:
     # --------------------------------------------------------------- failures
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         worker = event.worker
-        if worker.group not in ("runtime", "status", "commands"):
+        if worker.group not in WORKER_GROUPS:
             return
         if event.state == WorkerState.ERROR:
             err = worker.error
             fatal = isinstance(err, RuntimeDisconnected) or worker.group in ("runtime", "status")
-            where = {"runtime": "events", "status": "status", "commands": "command"}[worker.group]
+            where = WORKER_GROUPS[worker.group]
             self.post_message(RuntimeTrouble(where, f"{type(err).__name__}: {err}", fatal=fatal))
         elif event.state == WorkerState.SUCCESS and worker.group == "runtime" and self.runtime_alive:
             self.post_message(RuntimeTrouble("events", "the runtime closed its event stream", fatal=True))

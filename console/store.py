@@ -42,7 +42,7 @@ class Alert:
 
     time: float
     kind: str
-    """failure, dpd, drops, runtime."""
+    """failure, dpd, drops, runtime, cert (a certificate expiring, keyed by serial in ``connection``)."""
     connection: str
     text: str
     ike_sa: int | None = None
@@ -90,6 +90,8 @@ class Store:
         self.installed: dict[int, ChildSaInstalled] = {}
         """Latest ChildSaInstalled per CHILD unique id (static SA facts)."""
         self.last_applied: PolicyApplied | None = None
+        self.pki_dir: str | None = None
+        """The CA folder the admin chose on the PKI screen (None: the policy's)."""
         self._prev_bytes: dict[str, int] = {}
         self._prev_time: float | None = None
 
@@ -190,6 +192,22 @@ class Store:
 
     def add_alert(self, kind: str, text: str, connection: str = "") -> None:
         self.alerts.append(Alert(self._now(), kind, connection, text))
+
+    def replace_alerts(self, kind: str, texts: dict[str, str]) -> bool:
+        """Make the alerts of ``kind`` exactly ``texts`` (key -> text; the key goes in ``connection``).
+
+        Unchanged ones keep their place, so a recomputation does not push newer alerts aside.
+        Returns whether anything changed.
+        """
+        current = {a.connection: a.text for a in self.alerts if a.kind == kind}
+        if current == texts:
+            return False
+        kept = [a for a in self.alerts if a.kind != kind or texts.get(a.connection) == a.text]
+        now = self._now()
+        new = [Alert(now, kind, key, text) for key, text in texts.items() if current.get(key) != text]
+        self.alerts.clear()
+        self.alerts.extend(kept + new)
+        return True
 
     def _now(self) -> float:
         return self.snapshot.time if self.snapshot is not None else 0.0
