@@ -9,7 +9,8 @@ lab. A runtime that cannot start prints one line and returns 2.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from datetime import datetime
 
 from textual.app import App, SystemCommand
 from textual.binding import Binding
@@ -20,6 +21,7 @@ from console.screens.dashboard import DashboardScreen
 from console.screens.logs import LogsScreen
 from console.screens.negotiations import NegotiationsScreen
 from console.screens.packets import PacketsScreen
+from console.screens.pki import PkiScreen
 from console.screens.policies import PoliciesScreen
 from console.commands import ConsoleCommands
 from console.messages import EventsArrived, RuntimeTrouble, StatusUpdated
@@ -27,6 +29,8 @@ from console.runtime.base import Runtime, RuntimeProblem, RuntimeUnavailable
 from console.settings import DEFAULT_THEME, Settings
 from console.store import Store
 from console.theming import load_themes
+from console.widgets.pki_expiry import CertExpiryWatch
+from engine.pki.ca import utc_now
 
 MODE_KEYS = (
     ("1", "dashboard", "Dash"),
@@ -34,13 +38,13 @@ MODE_KEYS = (
     ("3", "policies", "Policy"),
     ("4", "logs", "Logs"),
     ("5", "packets", "Pkts"),
+    ("6", "pki", "PKI"),
 )
-# "6" is kept for the certificates screen (issue 6).
 
 
 
 
-class ConsoleApp(RuntimeBridge, App):
+class ConsoleApp(CertExpiryWatch, RuntimeBridge, App):
     """ipsec-console. Screens read ``self.store``; the bridge fills it."""
 
     CSS_PATH = "app.tcss"
@@ -50,6 +54,7 @@ class ConsoleApp(RuntimeBridge, App):
         "policies": PoliciesScreen,
         "logs": LogsScreen,
         "packets": PacketsScreen,
+        "pki": PkiScreen,
     }
     DEFAULT_MODE = "dashboard"
     TITLE = "ipsec-console"
@@ -60,8 +65,10 @@ class ConsoleApp(RuntimeBridge, App):
     ]
 
     def __init__(self, runtime: Runtime, *, settings_path=None, theme_dirs=None,
-                 poll_interval: float | None = None) -> None:
+                 poll_interval: float | None = None, clock: Callable[[], datetime] | None = None) -> None:
         self.runtime = runtime
+        self.clock = clock or utc_now
+        """Wall clock for certificate dates (the PKI screen, expiry warnings); tests freeze it."""
         self.store = Store()
         self._settings_path = settings_path
         self._theme_dirs = theme_dirs
@@ -97,6 +104,8 @@ class ConsoleApp(RuntimeBridge, App):
         except RuntimeProblem as exc:
             self.notify(str(exc), title="Runtime", severity="error", timeout=30)
             self.store.add_alert("runtime", f"runtime: {exc}")
+        else:
+            self.start_expiry_watch()
 
     async def on_unmount(self) -> None:
         await self.stop_bridge()
@@ -143,6 +152,8 @@ class ConsoleApp(RuntimeBridge, App):
         parts = self.store.apply_events(message.events)
         if parts:
             self._sync_screen(frozenset(parts))
+        if "policy" in parts:
+            self.check_cert_expiry()
 
     def on_runtime_trouble(self, message: RuntimeTrouble) -> None:
         self.store.add_alert("runtime", f"{message.where}: {message.text}")
@@ -166,6 +177,16 @@ class ConsoleApp(RuntimeBridge, App):
 
         self.switch_mode("negotiations")
         self.call_after_refresh(focus)
+
+    def open_pki(self, action: str | None = None) -> None:
+        """The PKI screen, then one of its actions (issue, revoke, crl, init_ca, folder)."""
+        def run() -> None:
+            request = getattr(self.screen, "request", None)
+            if action and request is not None:
+                request(action)
+
+        self.switch_mode("pki")
+        self.call_after_refresh(run)
 
     def _confirm(self, title: str, body: str, description: str, call, *, danger: bool = False,
                  yes: str = "Yes") -> None:

@@ -2,7 +2,9 @@
 
 Actions come from the app's and the current screen's bindings (so the
 palette can never forget one the footer shows), plus per-connection
-commands (open, negotiations, initiate, rekey, terminate) and themes.
+commands (open, negotiations, initiate, rekey, terminate), the PKI actions
+(from any screen) and themes. An action the screen refuses right now
+(``check_action`` False, e.g. revoke with no CA) is not offered.
 """
 
 from __future__ import annotations
@@ -10,6 +12,14 @@ from __future__ import annotations
 from functools import partial
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
+
+PKI_COMMANDS = (
+    ("PKI: issue a certificate", "issue", "server or client certificate from the CA folder (key 6, i)"),
+    ("PKI: revoke the selected certificate", "revoke", "confirmed; the CRL is re-signed (key 6, r)"),
+    ("PKI: re-sign the CRL", "crl", "a fresh crl.pem for peers to load (key 6, c)"),
+    ("PKI: initialize a CA", "init_ca", "when the folder holds none yet (key 6, n)"),
+    ("PKI: open another CA folder", "folder", "for this session (key 6, f)"),
+)
 
 
 class ConsoleCommands(Provider):
@@ -27,6 +37,8 @@ class ConsoleCommands(Provider):
                 for b in binding:
                     if not b.description or b.action in seen:
                         continue
+                    if b.action.isidentifier() and node.check_action(b.action, ()) is False:
+                        continue
                     seen.add(b.action)
                     out.append((f"{b.description}", partial(self._run_action, node, b.action),
                                 f"key {b.key} — {node.__class__.__name__.replace('Screen', '') or 'app'}"))
@@ -43,6 +55,8 @@ class ConsoleCommands(Provider):
                     (f"{n}: rekey IKE SA", partial(app.confirm_rekey, n, ike=True), "confirmed"),
                     (f"{n}: terminate", partial(app.confirm_terminate, n), "take it down (confirmed)"),
                 ]
+        if hasattr(app, "open_pki"):  # on every screen, so "PKI" finds them all
+            out += [(label, partial(app.open_pki, action), help_text) for label, action, help_text in PKI_COMMANDS]
         for name in sorted(app.available_themes):
             if name.startswith("ipsec-"):
                 out.append((f"Theme: {name}", partial(setattr, app, "theme", name), "switch and remember"))
