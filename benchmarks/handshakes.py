@@ -649,7 +649,7 @@ PROBES: list[tuple[str, str, list[tuple[str, str | None, str]]]] = [
     ("decode_payloads (inner, after SK)", "top", [("engine.ike.sa", None, "decode_payloads")]),
     ("encode_message (IKE_SA_INIT)", "top", [("engine.ike.sa", None, "encode_message")]),
     ("message summary events (_summary_event)", "top", [("engine.ike.sa", "IkeSa", "_summary_event")]),
-    ("  of which summarize()", "of", [("engine.ike.sa", None, "summarize")]),
+    ("  of which summaries read (lazy)", "of", [("engine.wire.summary", "LazySummary", "_get")]),
     ("state changes (set_state: check, log, event)", "top", [("engine.ike.sa", "IkeSa", "set_state")]),
     ("CHILD install/remove (event, log)", "top",
      [("engine.ike.sa", "IkeSa", "install_child"), ("engine.ike.sa", "IkeSa", "remove_child")]),

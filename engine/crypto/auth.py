@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac as _hmac
+import functools
 import ipaddress
 from typing import Mapping
 
@@ -38,7 +39,9 @@ def psk_auth_data(prf_id: int, psk: bytes | Secret, signed: bytes) -> bytes:
     return prf(prf(_reveal(psk), _KEY_PAD), signed)
 
 
+@functools.lru_cache(maxsize=1024)
 def _packed_address(addr: str) -> bytes:
+    # Cached: the same few addresses are hashed for every NAT-D payload.
     try:
         return ipaddress.ip_address(addr).packed
     except ValueError:

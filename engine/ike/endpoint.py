@@ -43,7 +43,7 @@ from engine.wire.constants import AuthMethod, ExchangeType, NotifyType
 from engine.wire.errors import WireError
 from engine.wire.constants import FLAG_RESPONSE
 from engine.wire.message import decode_header, decode_message, encode_message
-from engine.wire.summary import summarize
+from engine.wire.summary import summarize_lazy
 from engine.wire.payloads import AuthPayload, KePayload, NoncePayload, NotifyPayload, SaPayload
 
 log = logging.getLogger("engine.ike")
@@ -491,8 +491,8 @@ class IkeEndpoint:
         NO_PROPOSAL_CHOSEN). Both messages still reach the negotiation view."""
         data = encode_message(ExchangeType.IKE_SA_INIT, 0, header.spi_i, b"\0" * 8, FLAG_RESPONSE, payloads)
         if request is not None:
-            self.emit(ExchangeReceived(0, name, summarize(header, request.payloads), now, local, remote))
-            self.emit(ExchangeSent(0, name, summarize(decode_header(data), payloads), now, local, remote))
+            self.emit(ExchangeReceived(0, name, summarize_lazy(header, request.payloads), now, local, remote))
+            self.emit(ExchangeSent(0, name, summarize_lazy(decode_header(data), payloads), now, local, remote))
         self.transmit(data, local, remote)
 
     def _init_request(self, data: bytes, header, local: Addr, remote: Addr, now: float) -> None:

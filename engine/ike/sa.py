@@ -41,7 +41,7 @@ from engine.wire.constants import (
 from engine.wire.errors import MalformedMessage, UnsupportedCriticalPayload, WireError
 from engine.wire.message import IkeHeader, Message, decode_payloads, encode_message
 from engine.wire.payloads import NotifyPayload, SkfPayload, SkPayload
-from engine.wire.summary import summarize
+from engine.wire.summary import summarize_lazy
 
 log = logging.getLogger("engine.ike")
 
@@ -217,11 +217,12 @@ class IkeSa:
         initiator = self.original_initiator if sent else not self.original_initiator
         flags = (FLAG_INITIATOR if initiator else 0) | (FLAG_RESPONSE if response else 0)
         header = IkeHeader(self.spi_i, self.spi_r, 0, 2, 0, exchange, flags, mid, length)
-        summary = summarize(header, payloads, length=length, retransmit=retransmit, fragments=fragments)
+        summary = summarize_lazy(header, payloads, length=length, retransmit=retransmit, fragments=fragments)
         cls = ExchangeSent if sent else ExchangeReceived
         self.ep.emit(cls(self.unique_id, self.name, summary, now, self.local, self.remote))
-        log.info("%s[%d]: %s %s", self.name, self.unique_id, "sending" if sent else "received",
-                 summary.brief(), extra={"connection": self.name})
+        if log.isEnabledFor(logging.INFO):
+            log.info("%s[%d]: %s %s", self.name, self.unique_id, "sending" if sent else "received",
+                     summary.brief(), extra={"connection": self.name})
 
     def queue(self, task: Task, now: float, *, front: bool = False) -> None:
         if front:

@@ -8,6 +8,7 @@ SPD and the datapaths' inbound check. Text uses strongSwan's syntax:
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
 from dataclasses import dataclass
@@ -172,6 +173,9 @@ class TrafficSelector:
         return f"{self.start}-{self.end}"
 
     def __str__(self) -> str:
+        return _ts_text(self)
+
+    def _text(self) -> str:
         text = self.address_text()
         if self.any_protocol and self.any_port:
             return text
@@ -188,6 +192,12 @@ class TrafficSelector:
         else:
             port = f"{self.start_port}-{self.end_port}"
         return f"{text}[{proto}/{port}]"
+
+
+@functools.lru_cache(maxsize=4096)
+def _ts_text(ts: TrafficSelector) -> str:
+    # Cached: logs, events and status snapshots format the same selectors again and again.
+    return ts._text()
 
 
 def _parse_port(text: str) -> tuple[int, int]:

@@ -11,6 +11,8 @@ values their length only, EAP its code and type only.
 
 from __future__ import annotations
 
+import dataclasses
+
 import ipaddress
 from typing import Iterable
 
@@ -348,3 +350,72 @@ def summarize(message_or_header: Message | IkeHeader, payloads: Iterable[Payload
         retransmit=retransmit,
         fragments=fragments,
     )
+
+
+class LazySummary(MessageSummary):
+    """A MessageSummary computed when first read: the engine describes every
+    message, but most of them are never looked at (no console attached, a
+    benchmark), and formatting costs more than the rest of the exchange.
+
+    The payload names come first (cheap; log lines use them); the decoded
+    details only when ``details`` itself is read (the negotiation view, JSON).
+    Equality, hashing, repr, pickling and dataclasses.fields() behave as for
+    MessageSummary.
+    """
+
+    def __init__(self, header: IkeHeader, payloads, *, length: int | None = None, retransmit: int = 0,
+                 fragments: int = 1) -> None:  # noqa: D107  (no dataclass __init__: fields are filled lazily)
+        object.__setattr__(self, "_src", (header, tuple(payloads), length, retransmit, fragments))
+        object.__setattr__(self, "_done", {})
+
+    def _get(self, name: str):
+        done = self._done
+        if name in done:
+            return done[name]
+        header, items, length, retransmit, fragments = self._src
+        if name == "details":
+            done["details"] = tuple(payload_detail(p) for p in items)
+        elif "payloads" not in done:
+            done.update(
+                exchange=exchange_name(header.exchange),
+                mid=header.mid,
+                response=header.response,
+                initiator_flag=header.initiator,
+                spi_i=int.from_bytes(header.spi_i, "big"),
+                spi_r=int.from_bytes(header.spi_r, "big"),
+                length=header.length if length is None else length,
+                payloads=tuple(payload_name(p) for p in items),
+                notifies=tuple(notify_name(p.type) for p in items if isinstance(p, NotifyPayload)),
+                retransmit=retransmit,
+                fragments=fragments,
+            )
+        return done[name]
+
+    def _values(self) -> tuple:
+        return tuple(self._get(f.name) for f in dataclasses.fields(MessageSummary))
+
+    def __eq__(self, other):
+        if not isinstance(other, MessageSummary):
+            return NotImplemented
+        return self._values() == tuple(getattr(other, f.name) for f in dataclasses.fields(MessageSummary))
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        return repr(MessageSummary(*self._values()))
+
+    def __reduce__(self):
+        return (MessageSummary, self._values())
+
+
+for _f in dataclasses.fields(MessageSummary):
+    # Properties shadow the dataclass defaults, so every field read goes through _get.
+    setattr(LazySummary, _f.name, property(lambda self, _n=_f.name: self._get(_n)))
+del _f
+
+
+def summarize_lazy(header: IkeHeader, payloads: Iterable[Payload], *, length: int | None = None,
+                   retransmit: int = 0, fragments: int = 1) -> MessageSummary:
+    """Like summarize(header, payloads, ...) but paid for only when read."""
+    return LazySummary(header, payloads, length=length, retransmit=retransmit, fragments=fragments)
