@@ -20,11 +20,12 @@ from console.runtime.fake import FakeRuntime
 from console.screens.confirm import ConfirmScreen
 from console.screens.pki import PkiScreen
 from console.widgets.pki_folder import expiry_alerts, pki_dir_for
-from console.widgets.pki_forms import InitCaForm, IssueForm
+from console.widgets.pki_forms import InitCaForm, IssueForm, PassphraseForm
 from console.widgets.pki_table import CertTable
 from engine.pki import ca
 from engine.pki.validate import load_crl_files
 from engine.policy import parse_policy
+from engine.secret import Secret
 
 from .conftest import ready, screen_text, wait_for
 
@@ -63,6 +64,11 @@ def rows(screen: PkiScreen) -> dict[str, str]:
     """serial -> status, as the table shows them."""
     table = screen.query_one(CertTable)
     return {k: table.cell_text(k, "status") for k in table.row_keys}
+
+
+def form_error(app) -> str:
+    """The inline error of the form on top."""
+    return str(app.screen.query_one("#pki-form-error").render())
 
 
 def record_syncs(table: CertTable) -> list[tuple[int, int, int]]:
@@ -108,13 +114,18 @@ async def test_issue_through_the_form_writes_the_files_and_adds_one_row(tmp_path
         syncs = record_syncs(screen.query_one(CertTable))
         await pilot.press("i")
         await wait_for(pilot, lambda: isinstance(app.screen, IssueForm), what="the issue form")
-        await pilot.press(*"vpn2.example.org")
         form = app.screen
+        form.query_one("#pki-cn").value = "my gateway"  # the CN also names the files
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, IssueForm) and form_error(app).startswith("CN: it also names the files")
+        form.query_one("#pki-cn").value = ""
+        await pilot.press(*"vpn2.example.org")
         form.query_one("#pki-sans").value = "IP:192.0.2.7, not a name!"
         await pilot.press("enter")
         await pilot.pause()
         assert isinstance(app.screen, IssueForm), "a bad SAN keeps the form open"
-        assert "SANs:" in screen_text(app)
+        assert form_error(app).startswith("SANs: subjectAltName 'not a name!'")
         form.query_one("#pki-sans").value = "IP:192.0.2.7"
         form.query_one("#pki-days").value = "90"
         await pilot.press("enter")
@@ -133,7 +144,7 @@ async def test_issue_through_the_form_writes_the_files_and_adds_one_row(tmp_path
         await wait_for(pilot, lambda: isinstance(app.screen, IssueForm), what="the issue form")
         app.screen.query_one("#pki-cn").value = "vpn2.example.org"
         await pilot.press("enter")
-        await wait_for(pilot, lambda: isinstance(app.screen, IssueForm) and "already exists" in screen_text(app),
+        await wait_for(pilot, lambda: isinstance(app.screen, IssueForm) and "already exists" in form_error(app),
                        what="the refusal")
         assert len(ca.list_certs(d)) == len(before) + 1
 
@@ -184,6 +195,27 @@ async def test_no_folder_offers_to_create_a_ca(tmp_path):
         assert stat.S_IMODE((tmp_path / "pki" / "private" / "ca.key").stat().st_mode) == 0o600
         assert screen.query_one(CertTable).display and rows(screen) == {}
         assert "CN=Test CA" in screen_text(app)
+
+
+async def test_an_encrypted_ca_key_asks_for_its_passphrase(tmp_path):
+    d = tmp_path / "pki"
+    ca.init_ca(d, "CN=Locked CA", passphrase=Secret("open-sesame-Q7x"), clock=clock)
+    app = make_app(tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_pki(pilot)
+        await pilot.press("c")
+        await wait_for(pilot, lambda: isinstance(app.screen, PassphraseForm), what="the passphrase form")
+        assert "encrypted and no passphrase" in form_error(app)
+        await pilot.press(*"wrong-one")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, PassphraseForm) and "wrong passphrase" in
+                       form_error(app), what="asked again")
+        await pilot.press(*"open-sesame-Q7x")
+        shown = screen_text(app)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: screen.view.crl_next_update is not None, what="the CRL")
+        assert "open-sesame" not in shown and "open-sesame" not in screen_text(app)
+    assert (d / "crl.pem").exists()
 
 
 @pytest.mark.parametrize("damage", ["bad-index", "file", "permission"])
