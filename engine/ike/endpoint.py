@@ -9,6 +9,7 @@ by the caller: ``datagrams_to_send()``, ``get_timer()``, ``next_event()``.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import os
@@ -610,6 +611,7 @@ class IkeEndpoint:
         return [ike_sa_info(sa, now) for sa in self._sas.values() if sa.state != IkeState.DESTROYED]
 
 
+@functools.lru_cache(maxsize=4096)
 def _addr_match(pattern: str, addr: str) -> bool:
     if pattern in ("%any", "%any4", "%any6", "0.0.0.0", "::"):
         return True

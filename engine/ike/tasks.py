@@ -3,6 +3,8 @@ CHILD rekey, IKE rekey), INFORMATIONAL (delete, liveness)."""
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import logging
 
 from engine.crypto.errors import InvalidKeyExchange
@@ -49,10 +51,16 @@ def _notify_name(t: int) -> str:
         return str(t)
 
 
-def resolve_ts(selectors, addr: str) -> tuple[TrafficSelector, ...]:
-    import ipaddress
+@functools.lru_cache(maxsize=1024)
+def _ip(addr: str):
+    return ipaddress.ip_address(addr)
 
-    a = ipaddress.ip_address(addr)
+
+def resolve_ts(selectors, addr: str) -> tuple[TrafficSelector, ...]:
+    """Selectors with ``dynamic`` replaced by our (or the peer's) IKE address."""
+    if not any(ts.dynamic for ts in selectors):
+        return tuple(selectors)
+    a = _ip(addr)
     return tuple(ts.resolve(a) for ts in selectors)
 
 
