@@ -19,6 +19,7 @@ import asyncio
 import errno
 import ipaddress
 import logging
+import socket
 import struct
 from collections import Counter
 
@@ -35,6 +36,10 @@ SAMPLE_EVERY = 5
 TICK = 0.05
 """Generator period in seconds."""
 REKEYED_INBOUND_LINGER = 5.0
+MAX_BURST = 0.2
+"""Seconds of traffic the generator sends at once at most."""
+SOCKET_BUFFER = 1 << 20
+"""Receive/send buffer asked for on the lab's sockets (bursts of generated packets; capped by the kernel)."""
 TCP_SEGMENTS_PER_FLOW = 40
 UDP_SERVICE_PORT = 53
 TCP_SERVICE_PORT = 443
@@ -193,7 +198,9 @@ class TrafficGenerator:
 
     def tick(self, dt: float, now: float) -> int:
         """Send this tick's share of packets; returns how many were sent."""
-        self._credit = min(self._credit + self.rate * dt, max(1.0, self.rate))  # no burst after a stall
+        # After a stall (a busy machine), catch up at most MAX_BURST seconds' worth: a bigger burst
+        # would only overflow the loopback sockets' buffers.
+        self._credit = min(self._credit + self.rate * dt, max(1.0, self.rate * MAX_BURST))
         n = int(self._credit)
         if n <= 0:
             return 0
@@ -260,6 +267,14 @@ class LabDatapath:
         self._task: asyncio.Task | None = None
         self.paused = False
         """While True the generator sends nothing (replies still go out)."""
+
+    def prepare_socket(self, sock) -> None:
+        """Room for bursts on the loopback sockets (a stalled loop must not drop what the peer sent)."""
+        for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
+            except OSError as exc:
+                log.debug("socket buffer: %s", exc)
 
     async def start(self, runtime) -> None:
         self.runtime = runtime

@@ -182,7 +182,8 @@ async def test_rekey_keeps_traffic_flowing_without_loss(lab, by):
     for a, b in ((lab.endpoints[0], peer), (peer, lab.endpoints[0])):
         sent = a.datapath.generator.stats["sent"]
         got = b.datapath.host.stats
-        assert sent == got["received_icmp_request"] + got["received_udp_request"] + got["received_tcp"]
+        assert sent == got["received_icmp_request"] + got["received_udp_request"] + got["received_tcp"], \
+            f"{a.name} -> {b.name}: {dict(got)}; drops {all_drops(lab)}"
         replies = got["replied_icmp"] + got["replied_udp"] + got["replied_tcp"]
         back = a.datapath.host.stats
         assert replies == back["received_icmp_reply"] + back["received_udp_response"] + back["received_tcp_ack"]

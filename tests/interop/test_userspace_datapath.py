@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -62,12 +63,14 @@ def test_ping_both_ways_and_counters_match_charon(suite, tmp_path):
         assert child["encap"]  # charon's libipsec fakes a NAT: ESP-in-UDP
         events = st.popen(sys.executable, "-m", "console", "events", "--control", str(ours.control),
                           cwd=ROOT, stdout=subprocess.PIPE, text=True)
-        time.sleep(0.5)
+        # Subscribed once the first event (a counters snapshot, every second) comes through.
+        assert select.select([events.stdout], [], [], 15)[0], "no event from 'ipsec-console events'"
+        first = events.stdout.readline()
         net.ping("left", RIGHT_IN, count=3, interval=0.1)
         net.ping("right", LEFT_IN, count=3, interval=0.1)
         time.sleep(0.6)
         events.terminate()
-        samples = [e for e in map(json.loads, events.communicate(timeout=10)[0].splitlines())
+        samples = [e for e in map(json.loads, [first, *events.communicate(timeout=10)[0].splitlines()])
                    if e["type"] == "PacketSample"]
         # The Packets screen's food: ESP on the wire beside the ICMP it carried, both ways.
         assert {(e["direction"], e["spi"]) for e in samples} >= {("out", child["spi_out"]), ("in", child["spi_in"])}
