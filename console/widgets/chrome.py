@@ -30,7 +30,7 @@ class TopBar(Static):
     mode: reactive[str] = reactive("")
 
     NAV = (("1", "dashboard", "Dash"), ("2", "negotiations", "Nego"), ("3", "policies", "Policy"),
-           ("4", "logs", "Logs"), ("5", "packets", "Pkts"))
+           ("4", "logs", "Logs"), ("5", "packets", "Pkts"), ("6", "pki", "PKI"))
 
     def render(self) -> str:
         snap = self.snapshot

@@ -50,6 +50,8 @@ def _engine(e: EngineConfig) -> dict[str, Any]:
             out[key] = format_duration(getattr(e, key))
     if e.crls:
         out["crls"] = list(e.crls)
+    if e.pki_dir:
+        out["pki"] = e.pki_dir
     return out
 
 
