@@ -286,6 +286,20 @@ class IkeEndpoint:
             elif c.state == ChildState.INSTALLED:
                 sa.queue(RekeyChild(c), now)
 
+    def child_install_failed(self, spi_in: int, now: float, reason: str) -> None:
+        """The datapath could not install a CHILD SA: tell the admin and delete it with the peer."""
+        from engine.ike.tasks import DeleteChild
+
+        spi = spi_in.to_bytes(4, "big")
+        for sa in self._sas.values():
+            c = sa.children.get(spi)
+            if c is None:
+                continue
+            sa.fail(ExchangeType.CREATE_CHILD_SA, "DATAPATH", f"CHILD SA '{c.config.name}' could not be "
+                    f"installed ({reason}); deleting it so the peer stops sending into it", now,
+                    child=c.config.name)
+            sa.queue(DeleteChild(c, "datapath refused it"), now)
+
     def acquire(self, reqid: int, now: float) -> None:
         """Traffic hit a trap policy: bring up the child with that reqid."""
         for (conn, child), r in self._reqids.items():

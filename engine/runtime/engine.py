@@ -160,8 +160,12 @@ class EngineRuntime:
                 self.datapath.install(event)
             elif isinstance(event, ChildSaDeleted):
                 self.datapath.remove(event)
-        except Exception:
+        except Exception as exc:
             log.exception("datapath failed to apply %s", type(event).__name__)
+            if isinstance(event, ChildSaInstalled):
+                # An SA the datapath refused would swallow the peer's traffic: delete it
+                # with the peer (the failure shows in the console as a NegotiationFailed).
+                self.endpoint.child_install_failed(event.spi_in, self.now(), f"datapath refused it: {exc}")
         self.publish(event)
 
     def datapath_event(self, event: Event) -> None:

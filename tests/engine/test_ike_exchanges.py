@@ -386,3 +386,15 @@ def test_engine_config_retransmit_settings_are_used():
     assert sends[:3] == [0.0, 1.0, 3.0]
     failed = p.of("a", NegotiationFailed)
     assert failed and failed[0].notify == "TIMEOUT"
+
+
+def test_a_child_the_datapath_refuses_is_deleted_with_the_peer():
+    p = pair()
+    up(p)
+    kid = children(p, "a")[0]
+    p.a.child_install_failed(int.from_bytes(kid.spi_in, "big"), p.now, "policy conflict")
+    p.advance(1)
+    assert not children(p, "a") and not children(p, "b")
+    failed = p.of("a", NegotiationFailed)
+    assert failed and failed[-1].notify == "DATAPATH" and "policy conflict" in failed[-1].reason
+    assert established(p, "a")  # the IKE SA stays
