@@ -260,3 +260,29 @@ def test_ours_against_ours_transport_mode_and_ah(variant, tmp_path):
         rc = _counters_settled(right, 3)
         assert (lc["packets_out"], lc["bytes_out"]) == (rc["packets_in"], rc["bytes_in"]) == (3, 3 * 84)
         assert not lc["drops"] and not rc["drops"]
+
+
+def test_bypass_and_discard_rules(tmp_path):
+    """A discard rule's traffic is routed into the TUN device, dropped and counted (discard_rule); a
+    bypass rule gets a throw route, so its traffic never reaches the TUN device."""
+    rules = (
+        '[rules.block-printer]\naction = "discard"\nremote_ts = ["198.51.100.200/32"]\n\n'
+        '[rules.lan-in-clear]\naction = "bypass"\nremote_ts = ["198.51.100.160/27"]\npriority = 10\n'
+    )
+    with lab() as net, Stopper() as st:
+        st.charon(net, "right", tmp_path)
+        ours = st.ours(net, "left", tmp_path, our_policy("left", start_action="start") + "\n" + rules)
+        wait_child(ours)
+        routes = net.exec("left", "ip", "route", "show", "table", "4533").stdout
+        assert "198.51.100.200 dev ipsecc0" in routes and "throw 198.51.100.160/27" in routes
+        events = st.popen(sys.executable, "-m", "console", "events", "--control", str(ours.control),
+                          cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        r = net.exec("left", "ping", "-n", "-q", "-c", "3", "-i", "0.1", "-W", "1", "198.51.100.200", check=False)
+        assert " 0 received" in r.stdout
+
+        def discarded():
+            line = events.stdout.readline()
+            e = json.loads(line) if line else {}
+            return e.get("type") == "CountersSnapshot" and dict(map(tuple, e["drops"])).get("discard_rule") == 3
+        wait_for(discarded, 10, 0, "discard_rule 3 in a counters snapshot")
+        net.ping("left", RIGHT_IN, count=2, interval=0.1)  # the tunnel is unaffected
