@@ -221,7 +221,11 @@ def test_generator_spreads_packets_over_flow_kinds():
     link = Link()
     link.install(0xA1, 0xB1)
     gen = TrafficGenerator(link.a, link.a.output, rate=90, flows=("icmp", "udp", "tcp"))
-    assert gen.tick(1.0, 1.0) == 90
+    assert sum(gen.tick(0.2, 1.0 + i * 0.2) for i in range(5)) == 90
+    assert gen.tick(10.0, 12.0) == 18  # after a stall: at most 0.2 s of traffic at once
+    link.deliver()
+    gen.stats.clear()
+    assert sum(gen.tick(0.2, 13.0 + i * 0.2) for i in range(5)) == 90
     assert gen.stats["sent_icmp"] == gen.stats["sent_udp"] == gen.stats["sent_tcp"] == 30
     inner = [IP(x) for _w, _s, x in link.deliver()]
     assert {p.dst for p in inner} == {"198.51.100.65", "198.51.100.66", "198.51.100.67"}
