@@ -174,6 +174,9 @@ class ChildSaInstalled(Event):
     """spi_in of the SA this one replaces, when it comes from a rekey."""
     initiator: bool = True
     """Whether we initiated the exchange that created it."""
+    peer_is_ours: bool = False
+    """The peer announced itself as ipsec-console (Vendor ID): it accepts whole TCP
+    super-packets in one ESP packet (the userspace datapath's offload)."""
 
 
 @dataclass(frozen=True)

@@ -127,7 +127,9 @@ class GsoTun:
         self.segmented = 0
 
     def installed(self, pair) -> None:
-        if self.jumbo:
+        # Whole super-packets only to peers that take them: ipsec-console (its
+        # Vendor ID) or, with jumbo everywhere, every peer by the admin's word.
+        if self.jumbo or pair.ev.peer_is_ours:
             pair.jumbo = True
 
     def removed(self, pair) -> None:

@@ -77,7 +77,7 @@ def derive_child_keys(prf_id: int, sk_d: bytes, chosen: Chosen, nonce_i: bytes, 
 
 
 def installed_event(child: ChildSa, *, ike_sa: int, connection: str, local: tuple[str, int],
-                    remote: tuple[str, int], encap: bool) -> ChildSaInstalled:
+                    remote: tuple[str, int], encap: bool, peer_is_ours: bool = False) -> ChildSaInstalled:
     c = child.config
     return ChildSaInstalled(
         ike_sa=ike_sa,
@@ -108,6 +108,7 @@ def installed_event(child: ChildSa, *, ike_sa: int, connection: str, local: tupl
         hard_packets=c.life_packets,
         rekeyed_from=int.from_bytes(child.rekeyed_from, "big") if child.rekeyed_from else None,
         initiator=child.initiator,
+        peer_is_ours=peer_is_ours,
     )
 
 

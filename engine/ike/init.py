@@ -8,7 +8,7 @@ from engine.crypto.keys import derive_ike_keys
 from engine.crypto.signature import hash_algorithms_notify_data, parse_hash_algorithms
 from engine.ike.protection import SkCodec
 from engine.wire.constants import NotifyType
-from engine.wire.payloads import NotifyPayload
+from engine.wire.payloads import NotifyPayload, VendorIdPayload
 
 NONCE_SIZE = 32
 
@@ -39,8 +39,12 @@ def check_nat(payloads, spi_i: bytes, spi_r: bytes, local: tuple[str, int],
     return local_behind, remote_behind
 
 
-def capability_notifies(conn, *, want_hash_algorithms: bool) -> list[NotifyPayload]:
-    out = []
+# Our Vendor ID: lets two ipsec-console peers find each other (jumbo ESP offload).
+VENDOR_ID = b"ipsec-console 1\0"
+
+
+def capability_notifies(conn, *, want_hash_algorithms: bool) -> list:
+    out: list = [VendorIdPayload(VENDOR_ID)]
     if conn is None or conn.fragmentation:
         out.append(NotifyPayload(NotifyType.IKEV2_FRAGMENTATION_SUPPORTED))
     if want_hash_algorithms:
@@ -50,6 +54,8 @@ def capability_notifies(conn, *, want_hash_algorithms: bool) -> list[NotifyPaylo
 
 def read_capabilities(sa, payloads) -> None:
     for p in payloads:
+        if isinstance(p, VendorIdPayload) and p.data == VENDOR_ID:
+            sa.peer_is_ours = True
         if not isinstance(p, NotifyPayload):
             continue
         if p.type == NotifyType.IKEV2_FRAGMENTATION_SUPPORTED:

@@ -21,6 +21,7 @@ def make_rekeyed_sa(old: IkeSa, *, initiator: bool, spi_i: bytes, spi_r: bytes, 
     new.nat = old.nat
     new.floated = old.floated
     new.peer_fragmentation = old.peer_fragmentation
+    new.peer_is_ours = old.peer_is_ours
     new.peer_hash_algorithms = old.peer_hash_algorithms
     new.local_id, new.remote_id = old.local_id, old.remote_id
     new.candidates = old.candidates

@@ -133,6 +133,8 @@ class IkeSa:
         self.floated = False
         """IKE moved to the NAT-T port (messages carry the non-ESP marker)."""
         self.peer_fragmentation = False
+        self.peer_is_ours = False
+        """The peer sent our Vendor ID."""
         self.peer_hash_algorithms: set[int] = set()
         self.peer_certreqs: list[bytes] = []
         self.local_id: Identity | None = None
@@ -511,7 +513,8 @@ class IkeSa:
                  child.spi_out.hex(), " ".join(map(str, child.local_ts)), " ".join(map(str, child.remote_ts)),
                  extra={"connection": self.name})
         self.ep.emit(installed_event(child, ike_sa=self.unique_id, connection=self.name,
-                                     local=self.local, remote=self.remote, encap=self.encap))
+                                     local=self.local, remote=self.remote, encap=self.encap,
+                                     peer_is_ours=self.peer_is_ours))
 
     def remove_child(self, child: ChildSa, now: float, reason: str) -> None:
         if child.state == ChildState.DELETED:

@@ -208,6 +208,13 @@ class EngineConfig:
     pki_dir: str | None = None
     """The CA folder of ``ipsec-console pki`` (TOML ``pki``), relative to the policy file's folder;
     None means ``pki/`` next to the policy file. The console's PKI screen and expiry warnings use it."""
+    tun_device: str = "ipsecc0"
+    """Userspace datapath: the TUN device's name."""
+    tun_mtu: int = 1400
+    """Userspace datapath: the TUN device's MTU (room for ESP and UDP headers on a 1500-byte path)."""
+    tun_offload: str = "off"
+    """Userspace datapath: ``off`` (packet by packet, any peer), ``auto`` (TCP super-packets from the
+    kernel, sent whole to ipsec-console peers and split for others), ``jumbo`` (every peer is ours)."""
 
 
 LabFlow = Literal["icmp", "udp", "tcp"]

@@ -44,7 +44,8 @@ from engine.policy.ts import TrafficSelector, TsSyntaxError, parse_ts
 
 TOP_KEYS = ("engine", "lab", "connections", "rules")
 ENGINE_KEYS = ("datapath", "listen", "ike_port", "natt_port", "secrets", "control", "retransmit_timeout",
-               "retransmit_base", "retransmit_tries", "half_open_threshold", "keepalive", "crls", "pki")
+               "retransmit_base", "retransmit_tries", "half_open_threshold", "keepalive", "crls", "pki",
+               "tun_device", "tun_mtu", "tun_offload")
 LAB_KEYS = ("peers", "rate", "flows")
 CONNECTION_KEYS = ("local_addrs", "remote_addrs", "local_port", "remote_port", "remote_natt_port", "proposals",
                    "local", "remote",
@@ -188,7 +189,18 @@ class _PolicyParser:
             keepalive=r.duration(t, "keepalive", P, d.keepalive),
             crls=tuple(r.str_list(t, "crls", P, [])),
             pki_dir=pki_dir,
+            tun_device=self._tun_device(t, P, d.tun_device),
+            tun_mtu=r.int_(t, "tun_mtu", P, d.tun_mtu, lo=576, hi=65535),
+            tun_offload=r.str_(t, "tun_offload", P, d.tun_offload, choices=("off", "auto", "jumbo")),
         )
+
+    def _tun_device(self, t: dict, path: str, default: str) -> str:
+        name = self.r.str_(t, "tun_device", path, default)
+        if not name or len(name) > 15 or "/" in name or any(c.isspace() for c in name):
+            self.r.error(key_path(path, "tun_device"), f"{name!r} is not a usable interface name "
+                         "(1-15 characters, no '/' or spaces)")
+            return default
+        return name
 
     def _positive(self, t: dict, key: str, path: str, default: float) -> float:
         v = self.r.duration(t, key, path, default)

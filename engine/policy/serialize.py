@@ -52,6 +52,9 @@ def _engine(e: EngineConfig) -> dict[str, Any]:
         out["crls"] = list(e.crls)
     if e.pki_dir:
         out["pki"] = e.pki_dir
+    for key in ("tun_device", "tun_mtu", "tun_offload"):
+        if getattr(e, key) != getattr(d, key):
+            out[key] = getattr(e, key)
     return out
 
 

@@ -52,11 +52,15 @@ def make_datapath(policy, kind: str | None = None):
         from engine.datapath.tun import DEFAULT_DEVICE
         from engine.datapath.userspace import UserspaceDatapath
 
+        e = policy.engine
+        # The environment overrides the policy (benchmarks compare modes on one policy).
         gso = os.environ.get("IPSEC_CONSOLE_TUN_GSO", "").strip().lower()
         if gso not in ("", "0", "1", "jumbo"):
             raise ValueError(f"IPSEC_CONSOLE_TUN_GSO must be 0, 1 or jumbo, not {gso!r}")
-        return UserspaceDatapath(policy, device=os.environ.get("IPSEC_CONSOLE_TUN_DEVICE") or DEFAULT_DEVICE,
-                                 gso=gso in ("1", "jumbo"), jumbo=gso == "jumbo")
+        offload = {"0": "off", "1": "auto", "jumbo": "jumbo"}.get(gso, e.tun_offload)
+        device = os.environ.get("IPSEC_CONSOLE_TUN_DEVICE") or e.tun_device or DEFAULT_DEVICE
+        return UserspaceDatapath(policy, device=device, mtu=e.tun_mtu,
+                                 gso=offload in ("auto", "jumbo"), jumbo=offload == "jumbo")
     if kind == "lab":
         from engine.datapath.lab import LabDatapath
 

@@ -28,3 +28,12 @@ def test_psk_handshake_installs_matching_child_sas():
     assert [e.new for e in p.of("a", IkeSaStateChanged)] == [IkeState.CONNECTING, IkeState.ESTABLISHED]
     assert p.a.status(p.now)[0].state == "ESTABLISHED"
     assert p.b.status(p.now)[0].remote_id == "left.example"
+
+
+def test_two_ipsec_consoles_recognise_each_other():
+    """Our Vendor ID: the datapath may send whole TCP super-packets to its own kind."""
+    p = make_pair()
+    p.a.initiate("tun", p.now)
+    p.advance(1)
+    assert p.of("a", ChildSaInstalled)[0].peer_is_ours
+    assert p.of("b", ChildSaInstalled)[0].peer_is_ours

@@ -93,6 +93,8 @@ def test_psk_tunnel(env, direction, ike, esp, expect_ike, expect_esp):
     assert sa["initiator"] == (direction == "we_initiate")
     assert sa["nat_remote"] and sa["remote_port"] == 4500  # libipsec fakes a NAT: we must float
     assert sa["children"][0]["encap"]
+    installed = o.events("ChildSaInstalled")
+    assert installed and not installed[0]["peer_is_ours"]  # charon sends no ipsec-console Vendor ID
 
 
 @pytest.mark.parametrize("direction", DIRECTIONS)

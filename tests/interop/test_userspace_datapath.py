@@ -195,12 +195,12 @@ def test_stale_routing_after_a_crash_is_removed_on_next_start(tmp_path):
 
 
 def test_tcp_super_packets_are_segmented_for_strongswan(tmp_path):
-    """IPSEC_CONSOLE_TUN_GSO=1: the TUN device hands over TCP super-packets; each leaves as MTU-sized
-    ESP packets with complete checksums, which charon accepts."""
+    """tun_offload = "auto": the TUN device hands over TCP super-packets; charon is not ipsec-console
+    (no Vendor ID), so each leaves as MTU-sized ESP packets with complete checksums, which it accepts."""
     with lab() as net, Stopper() as st:
         st.charon(net, "right", tmp_path)
-        with environ(IPSEC_CONSOLE_TUN_GSO="1"):
-            ours = st.ours(net, "left", tmp_path, our_policy("left", start_action="start"))
+        ours = st.ours(net, "left", tmp_path, our_policy("left", start_action="start",
+                                                         extra_engine='tun_offload = "auto"'))
         wait_child(ours)
         assert "TCP super-packets segmented" in ours.log()
         result = iperf(st, net, 3)
@@ -212,10 +212,12 @@ def test_tcp_super_packets_are_segmented_for_strongswan(tmp_path):
 
 
 def test_tcp_super_packets_go_whole_between_ours(tmp_path):
-    """IPSEC_CONSOLE_TUN_GSO=jumbo on both ends: one ESP packet per TCP super-packet (IP-fragmented)."""
-    with lab() as net, Stopper() as st, environ(IPSEC_CONSOLE_TUN_GSO="jumbo"):
-        right = st.ours(net, "right", tmp_path, our_policy("right"))
-        left = st.ours(net, "left", tmp_path, our_policy("left", start_action="start"))
+    """tun_offload = "auto" on both ends: they recognise each other by Vendor ID and send one ESP
+    packet per TCP super-packet (IP-fragmented)."""
+    with lab() as net, Stopper() as st:
+        right = st.ours(net, "right", tmp_path, our_policy("right", extra_engine='tun_offload = "auto"'))
+        left = st.ours(net, "left", tmp_path, our_policy("left", start_action="start",
+                                                         extra_engine='tun_offload = "auto"'))
         wait_child(left)
         result = iperf(st, net, 3)
         assert result["end"]["sum_received"]["bytes"] > 1_000_000
