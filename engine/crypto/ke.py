@@ -13,7 +13,6 @@ the all-zero X25519/X448 result).
 
 from __future__ import annotations
 
-import os
 from typing import Callable
 
 from cryptography.hazmat.primitives.asymmetric import dh, ec, x448, x25519

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine.events import ChildSaInstalled, IkeSaStateChanged, IkeState, NegotiationFailed
+from engine.events import ChildSaInstalled, IkeSaStateChanged, IkeState
 
 from tests.engine.ike_pair import LEFT, RIGHT, Pair, connection, mirror, policy
 

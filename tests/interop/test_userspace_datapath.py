@@ -25,7 +25,6 @@ from tests.interop.lab_esp import (
     capture_esp,
     charon_counters,
     diagnose,
-    environ,
     esp_spi,
     finish_ping,
     inject,
