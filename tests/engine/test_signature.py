@@ -17,7 +17,6 @@ from hypothesis import strategies as st
 
 from engine.crypto.signature import (
     ALGORITHM_IDENTIFIERS,
-    HashAlgorithmId,
     IkeAuthMethod,
     SignatureError,
     SignatureScheme,
