@@ -17,8 +17,9 @@ Configurations:
   strongswan  charon on both ends, kernel-libipsec (ESP in charon, ESP-in-UDP), bench-charon.conf
   ours        our daemon on both ends, userspace datapath, packet by packet (the default; what
               interoperates with any peer); raw ESP, as no NAT is seen
-  ours-jumbo  the same with IPSEC_CONSOLE_TUN_GSO=jumbo: TCP super-packets from the TUN device are
-              protected whole and IP-fragmented (valid only when both ends are ipsec-console)
+  ours-jumbo  the same with [engine] tun_offload = "auto": the two daemons recognise each other
+              (Vendor ID), so TCP super-packets from the TUN device are protected whole and
+              IP-fragmented; a non-ipsec-console peer would get them split
   mixed       ours on the left, charon on the right (not in the default set)
 
 Needs root, strongSwan (charon, swanctl), iperf3 and, for --profile, py-spy.
@@ -42,7 +43,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.interop.lab import CHARON, SIDES, Lab, our_policy, wait_for
-from tests.interop.lab_esp import BENCH_CHARON, SUITES, Stopper, environ, installed
+from tests.interop.lab_esp import BENCH_CHARON, SUITES, Stopper, installed
 
 CONFIGS = ("veth", "strongswan", "ours", "ours-jumbo")
 ALL_CONFIGS = CONFIGS + ("mixed",)
@@ -71,19 +72,18 @@ def tunnel(config: str, lab: Lab, work: Path, suite: str):
             right = st.charon(lab, "right", work, proposals=ike, esp_proposals=esp, extra=bench_extra())
             pids["right"] = right.proc.pid
         else:
-            env = {"IPSEC_CONSOLE_TUN_GSO": "jumbo" if config == "ours-jumbo" else "0"}
-            with environ(**env):
-                right = st.ours(lab, "right", work, our_policy("right", proposals=(ike,), esp=(esp,)))
+            offload = f'tun_offload = "{"auto" if config == "ours-jumbo" else "off"}"'
+            right = st.ours(lab, "right", work, our_policy("right", proposals=(ike,), esp=(esp,),
+                                                           extra_engine=offload))
             pids["right"] = right.proc.pid
         if config == "strongswan":
             left = st.charon(lab, "left", work, proposals=ike, esp_proposals=esp, extra=bench_extra(),
                              start_action="start")
             wait_for(lambda: "INSTALLED" in left.list_sas(), 20, 0.1, "charon's CHILD SA")
         else:
-            env = {"IPSEC_CONSOLE_TUN_GSO": "jumbo" if config == "ours-jumbo" else "0"}
-            with environ(**env):
-                left = st.ours(lab, "left", work, our_policy("left", proposals=(ike,), esp=(esp,),
-                                                             start_action="start"))
+            offload = f'tun_offload = "{"auto" if config == "ours-jumbo" else "off"}"'
+            left = st.ours(lab, "left", work, our_policy("left", proposals=(ike,), esp=(esp,),
+                                                         start_action="start", extra_engine=offload))
             wait_for(lambda: installed(left), 20, 0.1, "our CHILD SA")
         pids["left"] = left.proc.pid
         time.sleep(0.3)
