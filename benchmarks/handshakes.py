@@ -104,9 +104,11 @@ charon {
       knl = 0
     }
   }
-  load = aesni aes sha2 sha1 md5 rdrand random nonce x509 revocation constraints pubkey pkcs1 pem openssl pkcs8 gmp curve25519 chapoly xcbc cmac hmac kdf ctr gcm drbg kernel-libipsec kernel-netlink socket-default vici
+  load = %s
 }
-"""
+""" % " ".join((
+    "aesni aes sha2 sha1 md5 rdrand random nonce x509 revocation constraints pubkey pkcs1 pem openssl pkcs8 gmp",
+    "curve25519 chapoly xcbc cmac hmac kdf ctr gcm drbg kernel-libipsec kernel-netlink socket-default vici"))
 
 CHARON_SWANCTL = f"""\
 connections {{
@@ -852,7 +854,8 @@ def print_table(results: dict[str, list[dict]], args) -> None:
     for kind in args.responders:
         for r in results.get(kind) or []:
             if (r["generator_cpu"] or 0) > 0.9 and kind != "null":
-                print(f"  WARNING: generator CPU {r['generator_cpu']:.2f} against {kind}: that run may be generator-bound")
+                print(f"  WARNING: generator CPU {r['generator_cpu']:.2f} against {kind}: "
+                      "that run may be generator-bound")
             if _others(r) > 0.15:
                 print(f"  WARNING: other work took {_others(r):.2f} of the responder's core in a {kind} run: "
                       "its rate is too low (CPU µs/hs is the fairer figure)")
@@ -864,7 +867,8 @@ def print_profile(prof: dict) -> None:
         return
     res = prof["result"]
     us = res.get("responder_us_per_hs")
-    print(f"py-spy on {prof.get('kind', 'our daemon')}: {prof['samples']} samples while it ran {res['rate']:.0f} hs/s at CPU "
+    print(f"py-spy on {prof.get('kind', 'our daemon')}: {prof['samples']} samples while it ran "
+          f"{res['rate']:.0f} hs/s at CPU "
           f"{res['responder_cpu']}, {us} µs CPU per handshake")
     print(f"  command: {prof['command']}")
     total = prof["samples"] or 1

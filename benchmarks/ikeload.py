@@ -56,7 +56,6 @@ import resource
 import select
 import signal
 import socket
-import statistics
 import struct
 import sys
 import time
@@ -189,7 +188,8 @@ def _natd(spi_i: bytes, spi_r: bytes, addr: str, port: int) -> bytes:
 class _Hs:
     """One handshake in flight."""
 
-    __slots__ = ("n", "spi_i", "ni", "init_req", "state", "msg", "natt", "sent", "tries", "t0", "dec", "enc", "spi_r", "keep")
+    __slots__ = ("n", "spi_i", "ni", "init_req", "state", "msg", "natt", "sent", "tries", "t0", "dec", "enc", "spi_r",
+                 "keep")
 
     def __init__(self, n: int, spi_i: bytes, ni: bytes, init_req: bytes, now: float) -> None:
         self.n = n
