@@ -51,6 +51,20 @@ class Prf:
             raise UnsupportedTransform(f"PRF transform {prf_id} is not supported")
         self.id = PrfId(prf_id)
 
+    def keyed(self, key: bytes):
+        """data -> prf(key, data) for one key used many times (prf+): HMAC keys
+        once and copies the keyed state per call."""
+        if self._aes is not None:
+            return lambda data: self._aes(key, data)
+        base = hmac.HMAC(key, self._hash())
+
+        def mac(data: bytes) -> bytes:
+            h = base.copy()
+            h.update(data)
+            return h.finalize()
+
+        return mac
+
     def __call__(self, key: bytes, data: bytes) -> bytes:
         if self._aes is not None:
             return self._aes(key, data)
@@ -77,8 +91,9 @@ def prf_plus(prf: Prf, key: bytes, seed: bytes, length: int) -> bytes:
     out = bytearray()
     t = b""
     n = 1
+    keyed = prf.keyed(key)
     while len(out) < length:
-        t = prf(key, t + seed + bytes((n,)))
+        t = keyed(t + seed + bytes((n,)))
         out += t
         n += 1
     return bytes(out[:length])

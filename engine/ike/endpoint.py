@@ -10,7 +10,9 @@ by the caller: ``datagrams_to_send()``, ``get_timer()``, ``next_event()``.
 from __future__ import annotations
 
 import functools
+import heapq
 import ipaddress
+import itertools
 import logging
 import os
 import random
@@ -91,6 +93,14 @@ class IkeEndpoint:
         self._cookie_secret = (self.rng(32), -1e18)
         self._old_cookie_secret: bytes | None = None
         self.stats: dict[str, int] = {}
+        self._heap: list[tuple[float, int, IkeSa]] = []
+        self._heap_seq = itertools.count()
+        self._dirty: set[IkeSa] = set()
+        self._half_open_sas: set[IkeSa] = set()
+        self._by_addr: dict[tuple[str, str], set[IkeSa]] = {}
+        """IKE SAs by (connection, peer address): the INITIAL_CONTACT decision."""
+        self._by_identity: dict[tuple[str, str], set[IkeSa]] = {}
+        """Established IKE SAs by (connection, peer identity): what an INITIAL_CONTACT replaces."""
 
     # ------------------------------------------------------------ config
     @property
@@ -130,12 +140,30 @@ class IkeEndpoint:
     def count(self, what: str) -> None:
         self.stats[what] = self.stats.get(what, 0) + 1
 
+    # Timers: one heap entry per SA, refreshed only for SAs touched since the last
+    # look ("dirty"), so an event costs the same with 10 SAs as with 10,000. An
+    # entry is stale when the SA's recorded heap time moved on; stale entries are
+    # dropped when they reach the top.
+    def touch(self, sa: IkeSa) -> None:
+        """``sa`` handled something: its timers may have moved."""
+        self._dirty.add(sa)
+
+    def _refresh_timers(self) -> None:
+        heap = self._heap
+        for sa in self._dirty:
+            t = None if sa.state == IkeState.DESTROYED else sa.next_timer()
+            if t is not None and t != sa.heap_time:
+                heapq.heappush(heap, (t, next(self._heap_seq), sa))
+            sa.heap_time = t
+        self._dirty.clear()
+        while heap and heap[0][2].heap_time != heap[0][0]:
+            heapq.heappop(heap)
+
     def get_timer(self) -> float | None:
+        self._refresh_timers()
         times = [t for t, _ in self._timers]
-        for sa in self._sas.values():
-            t = sa.next_timer()
-            if t is not None:
-                times.append(t)
+        if self._heap:
+            times.append(self._heap[0][0])
         return min(times) if times else None
 
     def handle_timer(self, now: float) -> None:
@@ -143,10 +171,18 @@ class IkeEndpoint:
         self._timers = [t for t in self._timers if t[0] > now]
         for _, fn in due:
             fn(now)
-        for sa in list(self._sas.values()):
-            t = sa.next_timer()
-            if t is not None and t <= now:
+        self._refresh_timers()
+        heap = self._heap
+        ready: list[IkeSa] = []
+        while heap and heap[0][0] <= now:
+            t, _, sa = heapq.heappop(heap)
+            if sa.heap_time == t:
+                sa.heap_time = None
+                ready.append(sa)
+        for sa in ready:
+            if sa.state != IkeState.DESTROYED:
                 sa.handle_timer(now)
+                self.touch(sa)
 
     def call_at(self, when: float, fn: Callable[[float], None]) -> None:
         self._timers.append((when, fn))
@@ -158,13 +194,29 @@ class IkeEndpoint:
 
     def register(self, sa: IkeSa) -> None:
         self._sas[sa.our_spi] = sa
+        sa.addr_key = (sa.name, sa.remote[0])  # kept: the name and address may change later
+        self._by_addr.setdefault(sa.addr_key, set()).add(sa)
+        self.touch(sa)
 
     def forget(self, sa: IkeSa) -> None:
         if self._sas.get(sa.our_spi) is sa:
             del self._sas[sa.our_spi]
-        for k, v in list(self._half_open.items()):
-            if v is sa:
-                del self._half_open[k]
+        key = getattr(sa, "half_open_key", None)
+        if key is not None and self._half_open.get(key) is sa:
+            del self._half_open[key]
+        self._half_open_sas.discard(sa)
+        for index, key in ((self._by_addr, sa.addr_key), (self._by_identity, sa.identity_key)):
+            group = index.get(key)
+            if group is not None:
+                group.discard(sa)
+                if not group:
+                    del index[key]
+        self._dirty.discard(sa)
+        sa.heap_time = None
+
+    def state_changed(self, sa: IkeSa, old: IkeState, new: IkeState) -> None:
+        if old == IkeState.CONNECTING:
+            self._half_open_sas.discard(sa)
 
     def next_ike_id(self) -> int:
         n = self._next_ike
@@ -233,6 +285,7 @@ class IkeEndpoint:
             for cfg in children:
                 if cfg.name not in have:
                     existing.queue(CreateChild(cfg), now)
+            self.touch(existing)
             return existing
         remote = (conn.remote_addrs[0], conn.remote_port)
         local = (self._local_addr(conn, remote[0]), conn.local_port or self.ike_port)
@@ -251,6 +304,7 @@ class IkeEndpoint:
                 continue
             if sa.name == name and sa.state != IkeState.DESTROYED:
                 sa.delete(now, "terminated by admin")
+                self.touch(sa)
                 n += 1
         self._attempts.pop(name, None)
         return n
@@ -264,11 +318,13 @@ class IkeEndpoint:
             if ike:
                 if unique_id is None or sa.unique_id == unique_id:
                     sa.queue(RekeyIke(), now)
+                    self.touch(sa)
                     n += 1
                 continue
             for c in list(sa.children.values()):
                 if c.state == ChildState.INSTALLED and (unique_id is None or c.unique_id == unique_id):
                     sa.queue(RekeyChild(c), now)
+                    self.touch(sa)
                     n += 1
         return n
 
@@ -285,6 +341,7 @@ class IkeEndpoint:
                 sa.queue(DeleteChild(c, "hard lifetime reached"), now)
             elif c.state == ChildState.INSTALLED:
                 sa.queue(RekeyChild(c), now)
+            self.touch(sa)
 
     def child_install_failed(self, spi_in: int, now: float, reason: str) -> None:
         """The datapath could not install a CHILD SA: tell the admin and delete it with the peer."""
@@ -299,6 +356,7 @@ class IkeEndpoint:
                     f"installed ({reason}); deleting it so the peer stops sending into it", now,
                     child=c.config.name)
             sa.queue(DeleteChild(c, "datapath refused it"), now)
+            self.touch(sa)
 
     def acquire(self, reqid: int, now: float) -> None:
         """Traffic hit a trap policy: bring up the child with that reqid."""
@@ -312,6 +370,7 @@ class IkeEndpoint:
         for sa in list(self._sas.values()):
             if sa.established:
                 sa.delete(now, "shutting down")
+                self.touch(sa)
             else:
                 sa.destroy(now, "shutting down")
 
@@ -366,17 +425,19 @@ class IkeEndpoint:
         sa.floated = True
 
     def initial_contact(self, sa: IkeSa) -> bool:
-        return not any(o is not sa and o.name == sa.name and o.remote[0] == sa.remote[0] and o.established
-                       for o in self._sas.values())
+        """No other IKE SA of this connection is up with that peer address."""
+        return not any(o is not sa and o.established for o in self._by_addr.get((sa.name, sa.remote[0]), ()))
 
     def initial_contact_received(self, sa: IkeSa, now: float) -> None:
         """The peer lost its state: drop our older SAs with it (§2.4)."""
-        for o in list(self._sas.values()):
-            if o is not sa and o.name == sa.name and o.remote_id == sa.remote_id and o.established:
+        for o in list(self._by_identity.get(sa.identity_key, ())):
+            if o is not sa and o.established:
                 o.destroy(now, "peer sent INITIAL_CONTACT")
 
     def ike_established(self, sa: IkeSa, now: float) -> None:
         self._attempts.pop(sa.name, None)
+        sa.identity_key = (sa.name, str(sa.remote_id))
+        self._by_identity.setdefault(sa.identity_key, set()).add(sa)
 
     def connection_failed(self, sa: IkeSa, now: float) -> None:
         """keyingtries: try again, with a growing pause, until the budget is spent."""
@@ -405,6 +466,7 @@ class IkeEndpoint:
         def again(t: float, sa=sa, task=task) -> None:
             if sa.state == IkeState.ESTABLISHED:
                 sa.queue(task, t)
+                self.touch(sa)
 
         self.call_at(now + self.random.uniform(1.0, 3.0), again)
 
@@ -476,6 +538,7 @@ class IkeEndpoint:
             log.debug("malformed message from %s:%d: %s", remote[0], remote[1], exc)
             return
         sa.receive(message, local, remote, now)
+        self.touch(sa)
 
     def _candidates(self, local: Addr, remote: Addr) -> list[ConnectionConfig]:
         out = []
@@ -498,7 +561,7 @@ class IkeEndpoint:
             first.data == cookie_value(self._old_cookie_secret, nonce, remote[0], spi_i)
 
     def _half_open_count(self) -> int:
-        return sum(1 for sa in self._half_open.values() if sa.state == IkeState.CONNECTING)
+        return len(self._half_open_sas)
 
     def _stateless_reply(self, header, payloads: list, local: Addr, remote: Addr, *, now: float = 0.0,
                          request=None, name: str = "") -> None:
@@ -605,7 +668,9 @@ class IkeEndpoint:
         install_ike_keys(sa, shared)
         self.register(sa)
         self._half_open[key] = sa
+        sa.half_open_key = key
         sa.set_state(IkeState.CONNECTING)
+        self._half_open_sas.add(sa)
         sa.half_open_deadline = now + HALF_OPEN_TIMEOUT
         sa._summary_event(False, ExchangeType.IKE_SA_INIT, 0, False, payloads, len(data), now)
         fake = self.rng(20) if conn.encap else None

@@ -9,6 +9,7 @@ proposals first and takes the first offered proposal that fits.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -49,6 +50,9 @@ class Chosen:
         return Chosen(self.protocol, self.number, spi, self.encr, self.prf, self.integ, self.ke, self.esn)
 
     def to_wire(self) -> WireProposal:
+        return _chosen_to_wire(self)
+
+    def _to_wire(self) -> WireProposal:
         ts: list[WireTransform] = []
         if self.encr is not None:
             ts.append(WireTransform(TransformType.ENCR, self.encr[0], self.encr[1]))
@@ -65,6 +69,12 @@ class Chosen:
     def describe(self) -> str:
         """strongSwan's notation: IKE:AES_GCM_16_256/PRF_HMAC_SHA2_256/CURVE_25519."""
         return proposal_text(self.to_wire())
+
+
+@functools.lru_cache(maxsize=1024)
+def _chosen_to_wire(chosen: Chosen) -> WireProposal:
+    # Cached: a responder answers with the same few proposals all day.
+    return chosen._to_wire()
 
 
 def protocol_id(name: str) -> int:
@@ -183,11 +193,23 @@ def match(offered: WireProposal, conf: ConfProposal, *, ignore_ke: bool = False)
 def select(offered: Sequence[WireProposal], configured: Sequence[ConfProposal], *,
            ignore_ke: bool = False) -> Chosen | None:
     """Responder selection: configured order first, then the peer's order."""
+    # Peers offer the same proposals again and again, with a new SPI each time:
+    # the choice is cached on the offer without its SPIs, then given the SPI back.
+    shape = tuple((o.number, o.protocol, o.transforms) for o in offered)
+    found = _select(shape, tuple(configured), ignore_ke)
+    if found is None:
+        return None
+    index, chosen = found
+    return chosen.with_spi(offered[index].spi)
+
+
+@functools.lru_cache(maxsize=4096)
+def _select(shape, configured: tuple[ConfProposal, ...], ignore_ke: bool):
     for conf in configured:
-        for o in offered:
-            c = match(o, conf, ignore_ke=ignore_ke)
+        for i, (number, protocol, transforms) in enumerate(shape):
+            c = match(WireProposal(number, protocol, b"", transforms), conf, ignore_ke=ignore_ke)
             if c is not None:
-                return c
+                return i, c
     return None
 
 

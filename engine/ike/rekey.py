@@ -38,3 +38,6 @@ def move_children(old: IkeSa, new: IkeSa) -> None:
         new.children[spi] = child
     old.children.clear()
     old.deleting_children.clear()
+    # The children's rekey and expiry timers now belong to the new SA.
+    old.ep.touch(old)
+    old.ep.touch(new)

@@ -39,7 +39,7 @@ from engine.wire.constants import (
     PayloadType,
 )
 from engine.wire.errors import MalformedMessage, UnsupportedCriticalPayload, WireError
-from engine.wire.message import IkeHeader, Message, decode_payloads, encode_message
+from engine.wire.message import Message, decode_payloads, encode_message
 from engine.wire.payloads import NotifyPayload, SkfPayload, SkPayload
 from engine.wire.summary import summarize_lazy
 
@@ -155,6 +155,12 @@ class IkeSa:
         self.deleting_children: set[bytes] = set()
         self.rekeyed_by: IkeSa | None = None
         self.delete_reason = ""
+        self.heap_time: float | None = None
+        """The time of this SA's entry in the endpoint's timer heap (see IkeEndpoint.touch)."""
+        self.half_open_key: tuple | None = None
+        self.addr_key: tuple[str, str] | None = None
+        self.identity_key: tuple[str, str] | None = None
+        """Keys of this SA in the endpoint's indexes (see IkeEndpoint.register)."""
 
     # ------------------------------------------------------------ basics
     @property
@@ -179,8 +185,12 @@ class IkeSa:
             return
         check_ike(self.state, new)
         old, self.state = self.state, new
-        log.info("%s[%d]: %s -> %s%s", self.name, self.unique_id, old.value, new.value,
-                 f" ({reason})" if reason else "", extra={"connection": self.name})
+        self.ep.state_changed(self, old, new)
+        # State steps are DEBUG: the INFO log carries one line per CHILD SA established
+        # and the failures, so a busy gateway does not pay for a log line per message.
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s[%d]: %s -> %s%s", self.name, self.unique_id, old.value, new.value,
+                      f" ({reason})" if reason else "", extra={"connection": self.name})
         self.ep.emit(IkeSaStateChanged(self.unique_id, self.name, old, new, reason))
 
     def fail(self, exchange: int, notify: str, reason: str, now: float, *, sent_by_peer: bool = False,
@@ -218,13 +228,13 @@ class IkeSa:
                        now: float, retransmit: int = 0, fragments: int = 1) -> None:
         initiator = self.original_initiator if sent else not self.original_initiator
         flags = (FLAG_INITIATOR if initiator else 0) | (FLAG_RESPONSE if response else 0)
-        header = IkeHeader(self.spi_i, self.spi_r, 0, 2, 0, exchange, flags, mid, length)
-        summary = summarize_lazy(header, payloads, length=length, retransmit=retransmit, fragments=fragments)
+        summary = summarize_lazy((self.spi_i, self.spi_r, exchange, flags, mid), payloads, length=length,
+                                 retransmit=retransmit, fragments=fragments)
         cls = ExchangeSent if sent else ExchangeReceived
         self.ep.emit(cls(self.unique_id, self.name, summary, now, self.local, self.remote))
-        if log.isEnabledFor(logging.INFO):
-            log.info("%s[%d]: %s %s", self.name, self.unique_id, "sending" if sent else "received",
-                     summary.brief(), extra={"connection": self.name})
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s[%d]: %s %s", self.name, self.unique_id, "sending" if sent else "received",
+                      summary.brief(), extra={"connection": self.name})
 
     def queue(self, task: Task, now: float, *, front: bool = False) -> None:
         if front:
@@ -508,10 +518,11 @@ class IkeSa:
         self.children[child.spi_in] = child
         child.set_state(ChildState.INSTALLED)
         self.child_lifetimes(child, now)
-        log.info("%s[%d]: CHILD_SA %s{%d} established with SPIs %s_i %s_o and TS %s === %s",
-                 self.name, self.unique_id, child.config.name, child.unique_id, child.spi_in.hex(),
-                 child.spi_out.hex(), " ".join(map(str, child.local_ts)), " ".join(map(str, child.remote_ts)),
-                 extra={"connection": self.name})
+        if log.isEnabledFor(logging.INFO):
+            log.info("%s[%d]: CHILD_SA %s{%d} established with SPIs %s_i %s_o and TS %s === %s (%s@%s)",
+                     self.name, self.unique_id, child.config.name, child.unique_id, child.spi_in.hex(),
+                     child.spi_out.hex(), " ".join(map(str, child.local_ts)), " ".join(map(str, child.remote_ts)),
+                     self.remote_id, self.remote[0], extra={"connection": self.name})
         self.ep.emit(installed_event(child, ike_sa=self.unique_id, connection=self.name,
                                      local=self.local, remote=self.remote, encap=self.encap,
                                      peer_is_ours=self.peer_is_ours))

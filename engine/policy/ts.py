@@ -341,6 +341,13 @@ def _parse_ts(text: str) -> TrafficSelector:
 
 def narrow(proposed: tuple[TrafficSelector, ...] | list[TrafficSelector],
            configured: tuple[TrafficSelector, ...] | list[TrafficSelector]) -> list[TrafficSelector]:
+    """See _narrow; cached, as the same selectors come back with every negotiation."""
+    return list(_narrow(tuple(proposed), tuple(configured)))
+
+
+@functools.lru_cache(maxsize=4096)
+def _narrow(proposed: tuple[TrafficSelector, ...],
+            configured: tuple[TrafficSelector, ...]) -> tuple[TrafficSelector, ...]:
     """Responder-side narrowing (RFC 7296 §2.9): every non-empty intersection of
     what the peer proposed with what we allow, without duplicates or selectors
     already covered by another result."""
@@ -350,4 +357,4 @@ def narrow(proposed: tuple[TrafficSelector, ...] | list[TrafficSelector],
             i = c.intersect(p)
             if i is not None and i not in out:
                 out.append(i)
-    return [t for t in out if not any(o is not t and o != t and o.covers(t) for o in out)]
+    return tuple(t for t in out if not any(o is not t and o != t and o.covers(t) for o in out))

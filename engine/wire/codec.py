@@ -15,6 +15,8 @@ pull_* call per field on this per-message path.
 
 from __future__ import annotations
 
+import functools
+
 import struct
 from typing import Callable
 
@@ -106,7 +108,13 @@ def _encode_attributes(t: Transform) -> bytes:
     return b"".join(parts)
 
 
+@functools.lru_cache(maxsize=1024)
 def encode_sa(p: SaPayload) -> bytes:
+    # Cached: the same proposals are encoded for every handshake (payloads are frozen).
+    return _encode_sa(p)
+
+
+def _encode_sa(p: SaPayload) -> bytes:
     out = []
     count = len(p.proposals)
     for i, prop in enumerate(p.proposals):

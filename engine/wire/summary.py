@@ -20,6 +20,8 @@ from engine.crypto.transforms import TransformType, transform_name
 from engine.events import MessageSummary, PayloadDetail
 from engine.policy.ts import TrafficSelector
 from engine.wire.constants import (
+    FLAG_INITIATOR,
+    FLAG_RESPONSE,
     CFG_ATTR_SHORT,
     PAYLOAD_SHORT,
     AuthMethod,
@@ -363,8 +365,9 @@ class LazySummary(MessageSummary):
     MessageSummary.
     """
 
-    def __init__(self, header: IkeHeader, payloads, *, length: int | None = None, retransmit: int = 0,
+    def __init__(self, header, payloads, *, length: int | None = None, retransmit: int = 0,
                  fragments: int = 1) -> None:  # noqa: D107  (no dataclass __init__: fields are filled lazily)
+        # ``header``: an IkeHeader, or (spi_i, spi_r, exchange, flags, mid) to spare building one.
         object.__setattr__(self, "_src", (header, tuple(payloads), length, retransmit, fragments))
         object.__setattr__(self, "_done", {})
 
@@ -376,14 +379,20 @@ class LazySummary(MessageSummary):
         if name == "details":
             done["details"] = tuple(payload_detail(p) for p in items)
         elif "payloads" not in done:
+            if isinstance(header, IkeHeader):
+                spi_i, spi_r, exchange, flags, mid = (header.spi_i, header.spi_r, header.exchange,
+                                                      header.flags, header.mid)
+                length = header.length if length is None else length
+            else:
+                spi_i, spi_r, exchange, flags, mid = header
             done.update(
-                exchange=exchange_name(header.exchange),
-                mid=header.mid,
-                response=header.response,
-                initiator_flag=header.initiator,
-                spi_i=int.from_bytes(header.spi_i, "big"),
-                spi_r=int.from_bytes(header.spi_r, "big"),
-                length=header.length if length is None else length,
+                exchange=exchange_name(exchange),
+                mid=mid,
+                response=bool(flags & FLAG_RESPONSE),
+                initiator_flag=bool(flags & FLAG_INITIATOR),
+                spi_i=int.from_bytes(spi_i, "big"),
+                spi_r=int.from_bytes(spi_r, "big"),
+                length=length or 0,
                 payloads=tuple(payload_name(p) for p in items),
                 notifies=tuple(notify_name(p.type) for p in items if isinstance(p, NotifyPayload)),
                 retransmit=retransmit,
