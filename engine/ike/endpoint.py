@@ -18,7 +18,7 @@ import os
 import random
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from engine.crypto.auth import cookie_value
 from engine.crypto.errors import InvalidKeyExchange
@@ -56,8 +56,9 @@ HALF_OPEN_TIMEOUT = 30.0  # charon's half_open_timeout
 COOKIE_SECRET_LIFETIME = 120.0
 
 
-@dataclass(frozen=True)
-class Datagram:
+class Datagram(NamedTuple):
+    """A datagram to send (a tuple: built for every message on the hot path)."""
+
     data: bytes
     local: Addr
     remote: Addr
