@@ -22,6 +22,13 @@ from engine.status import StatusSnapshot
 _STOP = object()
 
 
+def _message(exc: Exception) -> str:
+    """A readable error: KeyError's str() is the repr of its key."""
+    if isinstance(exc, KeyError) and exc.args:
+        return str(exc.args[0])
+    return str(exc)
+
+
 class EmbeddedRuntime(Runtime):
     def __init__(self, config: str | os.PathLike | None, *, lab: bool = False) -> None:
         self.config = Path(config) if config is not None else None
@@ -119,14 +126,14 @@ class EmbeddedRuntime(Runtime):
         try:
             self._runtime().initiate(name, child)
         except (LocalError, KeyError) as exc:
-            raise CommandError(str(exc).strip("'\"")) from None
+            raise CommandError(_message(exc)) from None
 
     async def terminate(self, name: str, *, unique_id: int | None = None) -> None:
         try:
             n = self._runtime().terminate(name, unique_id=unique_id) if self.kind != "lab" \
                 else self._runtime().terminate(name)
         except (LocalError, KeyError) as exc:
-            raise CommandError(str(exc).strip("'\"")) from None
+            raise CommandError(_message(exc)) from None
         if n == 0:
             raise CommandError(f"'{name}' has no IKE SA to terminate")
 
@@ -134,7 +141,7 @@ class EmbeddedRuntime(Runtime):
         try:
             n = self._runtime().rekey(name, ike=ike, unique_id=unique_id)
         except (LocalError, KeyError) as exc:
-            raise CommandError(str(exc).strip("'\"")) from None
+            raise CommandError(_message(exc)) from None
         if n == 0:
             what = "IKE SA" if ike else "CHILD SA"
             raise CommandError(f"'{name}' has no established {what} to rekey")

@@ -115,7 +115,7 @@ class ControlServer:
                 except _Failure as exc:
                     await send({"id": rid, "ok": False, "error": str(exc), "findings": exc.findings})
                 except (LocalError, KeyError, ValueError) as exc:
-                    await send({"id": rid, "ok": False, "error": str(exc).strip("'\"")})
+                    await send({"id": rid, "ok": False, "error": _message(exc)})
                 except Exception as exc:  # a bug must not take the daemon down
                     log.exception("control command %r failed", req.get("cmd"))
                     await send({"id": rid, "ok": False, "error": f"internal error: {exc}"})
@@ -190,6 +190,13 @@ class _Failure(Exception):
     def __init__(self, message: str, findings: list[str]) -> None:
         super().__init__(message)
         self.findings = findings
+
+
+def _message(exc: Exception) -> str:
+    """A readable error: KeyError's str() is the repr of its key."""
+    if isinstance(exc, KeyError) and exc.args:
+        return str(exc.args[0])
+    return str(exc)
 
 
 def _name(req: dict) -> str:
