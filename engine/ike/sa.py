@@ -550,7 +550,8 @@ class IkeSa:
 
         if self.state in (IkeState.DELETING, IkeState.DESTROYED):
             return
-        if self.sk is None or self.state in (IkeState.CREATED, IkeState.CONNECTING) and self.original_initiator and not self.keys:
+        if self.state in (IkeState.CREATED, IkeState.CONNECTING):
+            # Nobody is authenticated yet: there is nothing to delete with the peer.
             self.destroy(now, reason)
             return
         self.delete_reason = reason
