@@ -236,6 +236,7 @@ class SaCounters:
     drops: tuple[tuple[str, int], ...] = ()
     """(reason, count): replay, icv, malformed, no_sa, policy_mismatch, discard_rule."""
     last_used: float | None = None
+    """When a packet last used the SA, on the engine's clock (the runtime's ``now``)."""
 
 
 @dataclass(frozen=True)

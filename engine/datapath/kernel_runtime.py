@@ -11,9 +11,11 @@ stop (flushes, socket setup) go to a thread.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import logging
 import socket
+import time
 from dataclasses import dataclass
 
 from engine.datapath.kernel import (
@@ -119,6 +121,10 @@ class KernelRuntimeDatapath:
 
     def counters(self) -> tuple[list[SaCounters], dict[str, int]]:
         sas = self._kernel().counters()
+        if self.runtime is not None:
+            # The kernel stamps last use in Unix time; the engine counts on its own clock.
+            shift = time.time() - self.runtime.now()
+            sas = [dataclasses.replace(c, last_used=c.last_used - shift) if c.last_used else c for c in sas]
         drops = read_xfrm_stat() if self.netns is None else {}
         if self._userspace_esp:
             drops["no_sa"] = drops.get("no_sa", 0) + self._userspace_esp

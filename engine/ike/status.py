@@ -3,6 +3,8 @@ and the console. Datapath counters are merged in by the runtime."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from engine.crypto.transforms import TransformType
 from engine.events import ChildState
 from engine.ike.child import ChildSa
@@ -47,10 +49,7 @@ def child_info(c: ChildSa, now: float) -> ChildSaInfo:
 def ike_sa_info(sa, now: float) -> IkeSaInfo:
     ch = sa.chosen
     encap = sa.encap
-    children = []
-    for c in sa.children.values():
-        info = child_info(c, now)
-        children.append(info.__class__(**{**info.__dict__, "encap": encap}))
+    children = [dataclasses.replace(child_info(c, now), encap=encap) for c in sa.children.values()]
     return IkeSaInfo(
         name=sa.name,
         unique_id=sa.unique_id,

@@ -8,6 +8,7 @@ events -> transmit -> re-arm a single ``loop.call_at`` timer.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections import deque
@@ -32,7 +33,7 @@ from engine.events import (
 from engine.ike.endpoint import IkeEndpoint
 from engine.policy.model import Policy
 from engine.runtime.udp import UdpSockets
-from engine.status import ChildSaInfo, ConnectionInfo, IkeSaInfo, StatusSnapshot
+from engine.status import ConnectionInfo, IkeSaInfo, StatusSnapshot
 from engine.wire.natt import classify_natt
 
 log = logging.getLogger("engine.runtime")
@@ -68,7 +69,8 @@ class EngineRuntime:
 
     # ------------------------------------------------------------ lifecycle
     def now(self) -> float:
-        return self._loop.time()
+        # asyncio's clock is time.monotonic(): the same numbers before the loop runs.
+        return self._loop.time() if self._loop is not None else time.monotonic()
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -261,13 +263,15 @@ class EngineRuntime:
         for c in info.children:
             cin = self._counters.get((c.spi_in, "in"))
             cout = self._counters.get((c.spi_out, "out"))
-            kids.append(ChildSaInfo(**{
-                **c.__dict__,
-                "bytes_in": cin.bytes if cin else 0, "packets_in": cin.packets if cin else 0,
-                "bytes_out": cout.bytes if cout else 0, "packets_out": cout.packets if cout else 0,
-                "drops": cin.drops if cin else (),
-            }))
-        return IkeSaInfo(**{**info.__dict__, "children": tuple(kids)})
+            kids.append(dataclasses.replace(
+                c,
+                bytes_in=cin.bytes if cin else 0, packets_in=cin.packets if cin else 0,
+                bytes_out=cout.bytes if cout else 0, packets_out=cout.packets if cout else 0,
+                last_in_ago=None if cin is None or cin.last_used is None else max(0.0, now - cin.last_used),
+                last_out_ago=None if cout is None or cout.last_used is None else max(0.0, now - cout.last_used),
+                drops=cin.drops if cin else (),
+            ))
+        return dataclasses.replace(info, children=tuple(kids))
 
     def connections(self) -> list[ConnectionInfo]:
         from engine.status import ChildConfigInfo
