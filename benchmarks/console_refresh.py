@@ -3,7 +3,8 @@
 Measures, for the console's keyed-diff tables and for a baseline that
 rebuilds the same table with clear() + add_row() on every refresh:
 
-* time to first frame: app start until the dashboard shows every CHILD SA;
+* time to first rows on screen (the table fills 1,000 rows per frame) and
+  until the dashboard holds every CHILD SA;
 * CPU time per refresh (median over N refreshes): folding a new status
   snapshot into the store, diffing the tables and rendering the frame.
 
@@ -43,7 +44,7 @@ def clear_and_refill(self: KeyedTable, rows) -> None:
     self.sync_stats = (len(rows), len(rows), 0)
 
 
-async def measure(children: int, refreshes: int, baseline: bool) -> tuple[float, list[float], tuple]:
+async def measure(children: int, refreshes: int, baseline: bool) -> tuple[tuple[float, float], list[float], tuple]:
     rt = FakeRuntime(scale_children=children, active_fraction=0.1, counters_events=False, packet_samples=False)
     snaps = []
     for _ in range(refreshes + 1):
@@ -57,6 +58,9 @@ async def measure(children: int, refreshes: int, baseline: bool) -> tuple[float,
         app = ConsoleApp(rt, poll_interval=1e6)  # the benchmark feeds snapshots itself
         async with app.run_test(size=(120, 40)) as pilot:
             table = app.screen.query_one(ChildSaTable)
+            while table.row_count == 0:
+                await asyncio.sleep(0.005)
+            first_rows = time.perf_counter() - t0
             while table.row_count < children:
                 await asyncio.sleep(0.005)
             await pilot.pause()
@@ -74,7 +78,7 @@ async def measure(children: int, refreshes: int, baseline: bool) -> tuple[float,
             assert table.row_count == children
     finally:
         KeyedTable.sync = original
-    return first_frame, cpu[1:], stats  # the first one also sees the rates appear
+    return (first_rows, first_frame), cpu[1:], stats  # the first refresh also sees the rates appear
 
 
 def main() -> int:
@@ -87,8 +91,9 @@ def main() -> int:
     k, b = statistics.median(keyed_cpu), statistics.median(base_cpu)
     print(f"console refresh, {args.children} CHILD SAs, 120x40, headless (CPU time per refresh, median)")
     print(f"{'':28}{'keyed diff':>14}{'clear+refill':>16}{'ratio':>9}")
-    print(f"{'time to first frame':28}{keyed_first * 1000:>11.0f} ms{base_first * 1000:>13.0f} ms"
-          f"{base_first / keyed_first:>8.1f}x")
+    for label, i in (("time to first rows on screen", 0), ("time until all rows are in", 1)):
+        print(f"{label:28}{keyed_first[i] * 1000:>11.0f} ms{base_first[i] * 1000:>13.0f} ms"
+              f"{base_first[i] / keyed_first[i]:>8.1f}x")
     print(f"{'CPU per refresh':28}{k * 1000:>11.1f} ms{b * 1000:>13.1f} ms{b / k:>8.1f}x")
     print(f"keyed: last refresh added {keyed_stats[0]}, removed {keyed_stats[1]}, updated {keyed_stats[2]} cells "
           f"(n={len(keyed_cpu)} keyed, {len(base_cpu)} baseline refreshes)")

@@ -36,6 +36,7 @@ class KeyedTable(DataTable):
         self.styler = styler
         self.sync_stats = (0, 0, 0)
         """(added, removed, cells updated) of the last sync, for tests and the benchmark."""
+        self._pending: Mapping[str, tuple[str, ...]] | None = None
 
     def _add_columns(self) -> None:
         for spec in self._column_spec:
@@ -56,10 +57,17 @@ class KeyedTable(DataTable):
         # such as "[tcp/443]" is not markup).
         return Text(value, no_wrap=True, end="")
 
-    def sync(self, rows: Mapping[str, tuple[str, ...]]) -> None:
+    ADD_BATCH = 1000
+    """Rows added per frame: a first fill of 10,000 CHILD SAs shows its first page at
+    once and the rest over the next frames, instead of one long freeze."""
+
+    def sync(self, rows: Mapping[str, tuple[str, ...]], *, _continued: bool = False) -> None:
         """Make the table show exactly ``rows`` (key -> cell texts, in column order)."""
         if not self.columns:
             self._add_columns()
+        if _continued and rows is not self._pending:
+            return  # a newer sync took over
+        self._pending = None
         cache = self._cache
         had_rows = bool(cache)
         removed = [k for k in cache if k not in rows]
@@ -67,11 +75,15 @@ class KeyedTable(DataTable):
             self.remove_row(k)
             del cache[k]
         added = updated = 0
+        more = False
         keys = self._column_keys
         cell = self._cell
         for k, row in rows.items():
             old = cache.get(k)
             if old is None:
+                if added >= self.ADD_BATCH:
+                    more = True
+                    continue
                 self.add_row(*(cell(c, v) for c, v in zip(keys, row)), key=k)
                 added += 1
             elif old != row:
@@ -84,11 +96,14 @@ class KeyedTable(DataTable):
             else:
                 continue
             cache[k] = row
-        if added and had_rows and self.sort_column:  # a first fill arrives in order already
+        if added and had_rows and self.sort_column and not _continued:  # a first fill arrives in order
             self.sort(self.sort_column, key=lambda v: v.plain if isinstance(v, Text) else str(v))
         if added or removed:
             self.refresh(layout=True)
         self.sync_stats = (added, len(removed), updated)
+        if more:
+            self._pending = rows
+            self.call_after_refresh(self.sync, rows, _continued=True)
 
     def restyle(self) -> None:
         """Re-apply the styler to every cell (after a theme change)."""
