@@ -224,11 +224,11 @@ def parse_hash_algorithms(data: bytes) -> frozenset[int]:
 
 
 def _tlv(data: bytes, pos: int, where: str) -> tuple[int, int, int]:
-    """(tag, value start, value end) of the DER element at pos."""
+    """(der_type, value start, value end) of the DER element at pos."""
     if pos + 2 > len(data):
         raise SignatureError(f"{where}: truncated DER element")
-    tag = data[pos]
-    if tag & 0x1F == 0x1F:
+    der_type = data[pos]
+    if der_type & 0x1F == 0x1F:
         raise SignatureError(f"{where}: multi-byte DER tags are not expected here")
     first = data[pos + 1]
     pos += 2
@@ -242,7 +242,7 @@ def _tlv(data: bytes, pos: int, where: str) -> tuple[int, int, int]:
         pos += count
     if pos + length > len(data):
         raise SignatureError(f"{where}: DER element runs past the end ({length} bytes announced)")
-    return tag, pos, pos + length
+    return der_type, pos, pos + length
 
 
 def _oid_text(body: bytes) -> str:
@@ -264,11 +264,11 @@ _SEQUENCE, _OID, _NULL, _INTEGER = 0x30, 0x06, 0x05, 0x02
 
 def _algorithm(der: bytes, where: str) -> tuple[str, bytes | None, int]:
     """Parse AlgorithmIdentifier at the start of der: (OID text, params DER or None, end)."""
-    tag, start, end = _tlv(der, 0, where)
-    if tag != _SEQUENCE:
+    der_type, start, end = _tlv(der, 0, where)
+    if der_type != _SEQUENCE:
         raise SignatureError(f"{where}: AlgorithmIdentifier is not a SEQUENCE")
-    tag, ostart, oend = _tlv(der, start, where)
-    if tag != _OID:
+    der_type, ostart, oend = _tlv(der, start, where)
+    if der_type != _OID:
         raise SignatureError(f"{where}: AlgorithmIdentifier does not start with an OID")
     oid = _oid_text(der[ostart:oend])
     params = None
@@ -346,19 +346,19 @@ def _parse_pss_params(params: bytes | None) -> tuple[HashAlgorithmId, HashAlgori
     hash_id, mgf_hash, salt = HashAlgorithmId.SHA1, HashAlgorithmId.SHA1, 20  # RFC 4055 defaults
     if params is None or params == b"\x05\x00":
         return hash_id, mgf_hash, salt
-    tag, start, end = _tlv(params, 0, "RSASSA-PSS parameters")
-    if tag != _SEQUENCE or end != len(params):
+    der_type, start, end = _tlv(params, 0, "RSASSA-PSS parameters")
+    if der_type != _SEQUENCE or end != len(params):
         raise SignatureError("RSASSA-PSS parameters are not one SEQUENCE")
-    pos, last_tag = start, -1
+    pos, last_type = start, -1
     while pos < end:
-        tag, vstart, vend = _tlv(params, pos, "RSASSA-PSS parameters")
-        if tag not in (0xA0, 0xA1, 0xA2, 0xA3) or tag <= last_tag:
-            raise SignatureError(f"RSASSA-PSS parameters: unexpected field tag 0x{tag:02x}")
-        last_tag = tag
+        der_type, vstart, vend = _tlv(params, pos, "RSASSA-PSS parameters")
+        if der_type not in (0xA0, 0xA1, 0xA2, 0xA3) or der_type <= last_type:
+            raise SignatureError(f"RSASSA-PSS parameters: unexpected field der_type 0x{der_type:02x}")
+        last_type = der_type
         inner = params[vstart:vend]
-        if tag == 0xA0:
+        if der_type == 0xA0:
             hash_id = _hash_from_algorithm(inner, "RSASSA-PSS hashAlgorithm")
-        elif tag == 0xA1:
+        elif der_type == 0xA1:
             oid, mgf_params, mend = _algorithm(inner, "RSASSA-PSS maskGenAlgorithm")
             if oid != _OID_MGF1 or mgf_params is None or mend != len(inner):
                 raise UnsupportedSignatureAlgorithm(f"RSASSA-PSS mask generation {oid} is not MGF1")
@@ -368,7 +368,7 @@ def _parse_pss_params(params: bytes | None) -> tuple[HashAlgorithmId, HashAlgori
             if itag != _INTEGER or iend != len(inner) or iend - istart > 4 or inner[istart] & 0x80:
                 raise SignatureError("RSASSA-PSS parameters: bad INTEGER")
             value = int.from_bytes(inner[istart:iend], "big")
-            if tag == 0xA2:
+            if der_type == 0xA2:
                 salt = value
             elif value != 1:
                 raise UnsupportedSignatureAlgorithm(f"RSASSA-PSS trailerField {value} (only 1 exists)")
