@@ -180,7 +180,7 @@ _STRING_DECODERS = {
 def _tlv(data: bytes, pos: int, end: int) -> tuple[int, int, int]:
     if pos + 2 > end:
         raise PkiError("DN: truncated DER")
-    tag, first = data[pos], data[pos + 1]
+    der_type, first = data[pos], data[pos + 1]
     pos += 2
     if first < 0x80:
         length = first
@@ -192,7 +192,7 @@ def _tlv(data: bytes, pos: int, end: int) -> tuple[int, int, int]:
         pos += n
     if pos + length > end:
         raise PkiError("DN: DER element runs past its container")
-    return tag, pos, pos + length
+    return der_type, pos, pos + length
 
 
 def _oid(body: bytes) -> str:
@@ -210,17 +210,17 @@ def _oid(body: bytes) -> str:
 
 def der_rdns(der: bytes) -> list[Rdn]:
     """The attributes of a DER Name (an ID_DER_ASN1_DN payload's data)."""
-    tag, pos, end = _tlv(der, 0, len(der))
-    if tag != 0x30 or end != len(der):
+    der_type, pos, end = _tlv(der, 0, len(der))
+    if der_type != 0x30 or end != len(der):
         raise PkiError("DN: not a single DER SEQUENCE")
     out: list[Rdn] = []
     while pos < end:
-        tag, spos, send = _tlv(der, pos, end)
-        if tag != 0x31:
+        der_type, spos, send = _tlv(der, pos, end)
+        if der_type != 0x31:
             raise PkiError("DN: RDN is not a SET")
         while spos < send:
-            tag, apos, aend = _tlv(der, spos, send)
-            if tag != 0x30:
+            der_type, apos, aend = _tlv(der, spos, send)
+            if der_type != 0x30:
                 raise PkiError("DN: attribute is not a SEQUENCE")
             otag, ostart, oend = _tlv(der, apos, aend)
             if otag != 0x06:
