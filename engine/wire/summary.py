@@ -138,8 +138,8 @@ _DN_ATTRS = {
 
 
 def _der(data: bytes, pos: int) -> tuple[int, int, int]:
-    """(tag, start of value, end of value) of the DER element at pos."""
-    tag = data[pos]
+    """(der_type, start of value, end of value) of the DER element at pos."""
+    der_type = data[pos]
     length = data[pos + 1]
     pos += 2
     if length & 0x80:
@@ -150,7 +150,7 @@ def _der(data: bytes, pos: int) -> tuple[int, int, int]:
         pos += n
     if pos + length > len(data):
         raise ValueError("DER overrun")
-    return tag, pos, pos + length
+    return der_type, pos, pos + length
 
 
 def _oid(data: bytes) -> str:
@@ -168,19 +168,19 @@ def _oid(data: bytes) -> str:
 
 def dn_text(der: bytes) -> str:
     """``C=CH, O=strongSwan, CN=moon`` from a DER Name (as charon prints ASN.1 DN IDs)."""
-    tag, pos, end = _der(der, 0)
-    if tag != 0x30 or end != len(der):
+    der_type, pos, end = _der(der, 0)
+    if der_type != 0x30 or end != len(der):
         raise ValueError("not a DER SEQUENCE")
     rdns = []
     while pos < end:
-        tag, spos, send = _der(der, pos)  # SET
-        if tag != 0x31:
+        der_type, spos, send = _der(der, pos)  # SET
+        if der_type != 0x31:
             raise ValueError("not a SET")
         while spos < send:
-            tag, apos, aend = _der(der, spos)  # SEQUENCE { OID, value }
-            otag, opos, oend = _der(der, apos)
+            der_type, apos, aend = _der(der, spos)  # SEQUENCE { OID, value }
+            oid_type, opos, oend = _der(der, apos)
             vtag, vpos, vend = _der(der, oend)
-            if tag != 0x30 or otag != 0x06:
+            if der_type != 0x30 or oid_type != 0x06:
                 raise ValueError("not an AttributeTypeAndValue")
             oid = _oid(der[opos:oend])
             rdns.append(f"{_DN_ATTRS.get(oid, oid)}={der[vpos:vend].decode('utf-8')}")
