@@ -6,8 +6,8 @@ from __future__ import annotations
 import hmac
 
 from engine.crypto.auth import psk_auth_data, signed_octets
-from engine.policy.identity import identity_matches
 from engine.policy.model import Identity, Secrets
+from engine.policy.secrets import lookup_psk
 from engine.secret import Secret
 from engine.wire.payloads import IdPayload
 
@@ -30,24 +30,7 @@ def psk_verify(prf_id: int, psk: Secret, signed: bytes, received: bytes) -> bool
     return hmac.compare_digest(psk_auth(prf_id, psk, signed), received)
 
 
-def _id_matches(pattern: Identity, value: Identity | None) -> bool:
-    return value is not None and identity_matches(pattern, value)
-
-
 def find_psk(secrets: Secrets, local: Identity | None, remote: Identity | None) -> Secret | None:
-    """The shared key for this pair of identities, chosen like charon does:
-    an entry naming both IDs beats one naming one of them, which beats an
-    entry with no IDs (a default key)."""
-    best: tuple[int, Secret] | None = None
-    for entry in secrets.ike:
-        if not entry.ids:
-            score = 1
-        else:
-            hits = sum(1 for i in entry.ids if _id_matches(i, remote)) * 2
-            hits += sum(1 for i in entry.ids if _id_matches(i, local))
-            if hits == 0:
-                continue
-            score = 1 + hits
-        if best is None or score > best[0]:
-            best = (score, entry.secret)
-    return best[1] if best else None
+    """The shared key for this pair of identities, chosen as charon does (engine.policy.secrets)."""
+    entry = lookup_psk(secrets, local, remote)
+    return entry.secret if entry is not None else None
