@@ -9,6 +9,7 @@ datapath itself. Stopping the console stops the engine, which deletes its SAs.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -51,6 +52,12 @@ class EmbeddedRuntime(Runtime):
     async def start(self) -> None:
         from engine.pki.errors import PkiError
         from engine.policy.findings import PolicyError
+
+        # The Logs screen shows the engine's whole log, every message included (it
+        # filters by level itself); records only exist at or above the logger's level.
+        engine_log = logging.getLogger("engine")
+        self._old_level = engine_log.level
+        engine_log.setLevel(logging.DEBUG)
 
         try:
             if self.kind == "lab":
@@ -97,6 +104,7 @@ class EmbeddedRuntime(Runtime):
             self._queue.put_nowait(_STOP)
         if rt is not None:
             await rt.stop(delete=True) if self.kind != "lab" else await rt.stop()
+        logging.getLogger("engine").setLevel(getattr(self, "_old_level", logging.NOTSET))
 
     def _runtime(self):
         if self._rt is None:

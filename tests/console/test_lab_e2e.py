@@ -39,3 +39,11 @@ async def test_lab_negotiates_and_a_rekey_from_the_ui_shows_a_new_spi():
         # traffic keeps flowing through the new SA
         await wait_for(pilot, lambda: any(c.packets_in for sa in app.store.snapshot.ike_sas for c in sa.children
                                           if c.spi_in == new.spi_in), timeout=10, what="traffic on the new SA")
+
+
+async def test_the_logs_screen_shows_the_engines_messages():
+    app = ConsoleApp(EmbeddedRuntime.lab())
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: any("CHILD_SA" in m.text for m in app.store.logs), timeout=10,
+                       what="the CHILD SA log line")
+        assert any("IKE_AUTH" in m.text and m.level == "DEBUG" for m in app.store.logs)
