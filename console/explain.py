@@ -153,7 +153,8 @@ def explain(f: NegotiationFailed, exchanges=(), colors: dict[str, str] | None = 
     head.append(f"✗ {f.notify}", style=bad)
     head.append(f" in {f.exchange} — {who}.\n")
     if f.reason:
-        head.append(f.reason[0].upper() + f.reason[1:] + ".\n")
+        text = f.reason[0].upper() + f.reason[1:]
+        head.append(text + ("\n" if text.endswith((".", "!", "?")) else ".\n"))
     parts: list[RenderableType] = [head]
     fix = Text()
     fix.append("Fix: ", style="bold")

@@ -98,6 +98,8 @@ class IkeEndpoint:
         self._heap_seq = itertools.count()
         self._dirty: set[IkeSa] = set()
         self._half_open_sas: set[IkeSa] = set()
+        self._init_ids: dict[tuple[bytes, str, int], int] = {}
+        """Recent IKE_SA_INIT requests by (SPIi, peer address, port): their IKE SA number."""
         self._by_addr: dict[tuple[str, str], set[IkeSa]] = {}
         """IKE SAs by (connection, peer address): the INITIAL_CONTACT decision."""
         self._by_identity: dict[tuple[str, str], set[IkeSa]] = {}
@@ -561,6 +563,18 @@ class IkeEndpoint:
         return self._old_cookie_secret is not None and \
             first.data == cookie_value(self._old_cookie_secret, nonce, remote[0], spi_i)
 
+    def _init_id(self, spi_i: bytes, remote: Addr) -> int:
+        """The IKE SA number for an initiator's IKE_SA_INIT: the same across its retries
+        (COOKIE, INVALID_KE_PAYLOAD), so a stateless answer and the SA that follows
+        appear as one negotiation."""
+        key = (spi_i, remote[0], remote[1])
+        uid = self._init_ids.get(key)
+        if uid is None:
+            uid = self._init_ids[key] = self.next_ike_id()
+            if len(self._init_ids) > 4096:
+                self._init_ids.pop(next(iter(self._init_ids)))
+        return uid
+
     def _half_open_count(self) -> int:
         return len(self._half_open_sas)
 
@@ -570,8 +584,9 @@ class IkeEndpoint:
         NO_PROPOSAL_CHOSEN). Both messages still reach the negotiation view."""
         data = encode_message(ExchangeType.IKE_SA_INIT, 0, header.spi_i, b"\0" * 8, FLAG_RESPONSE, payloads)
         if request is not None:
-            self.emit(ExchangeReceived(0, name, summarize_lazy(header, request.payloads), now, local, remote))
-            self.emit(ExchangeSent(0, name, summarize_lazy(decode_header(data), payloads), now, local, remote))
+            uid = self._init_id(header.spi_i, remote)
+            self.emit(ExchangeReceived(uid, name, summarize_lazy(header, request.payloads), now, local, remote))
+            self.emit(ExchangeSent(uid, name, summarize_lazy(decode_header(data), payloads), now, local, remote))
         self.transmit(data, local, remote)
 
     def _init_request(self, data: bytes, header, local: Addr, remote: Addr, now: float) -> None:
@@ -617,7 +632,7 @@ class IkeEndpoint:
                     chosen = c
                 if c == chosen or (c.encr, c.prf, c.integ, c.ke) == (chosen.encr, chosen.prf, chosen.integ, chosen.ke):
                     accepted.append(conn)
-        unique_id = self.next_ike_id()
+        unique_id = self._init_id(header.spi_i, remote)
         if chosen is None:
             name = candidates[0].name if len(candidates) == 1 else ""
             self._stateless_reply(header, [NotifyPayload(NotifyType.NO_PROPOSAL_CHOSEN)], local, remote,

@@ -398,3 +398,19 @@ def test_a_child_the_datapath_refuses_is_deleted_with_the_peer():
     failed = p.of("a", NegotiationFailed)
     assert failed and failed[-1].notify == "DATAPATH" and "policy conflict" in failed[-1].reason
     assert established(p, "a")  # the IKE SA stays
+
+
+def test_stateless_answers_and_the_sa_that_follows_are_one_negotiation():
+    """COOKIE / INVALID_KE_PAYLOAD / NO_PROPOSAL_CHOSEN are answered without state, but
+    the negotiation view must see them under the same IKE SA number as what follows."""
+    a = connection(ike=("aes256gcm16-prfsha256-x25519-ecp256",))
+    b = mirror(a, proposals=connection(ike=("aes256gcm16-prfsha256-ecp256",)).proposals)
+    p = Pair(policy(a, address=LEFT), policy(b, address=RIGHT))
+    up(p)
+    ids = {e.ike_sa for e in p.of("b", ExchangeReceived) + p.of("b", ExchangeSent)}
+    assert ids == {p.b.sas[0].unique_id}
+
+    p = pair(b_kw={"proposals": connection(ike=("aes128-sha256-modp2048",)).proposals})
+    up(p, 2)
+    failed = p.of("b", NegotiationFailed)[0]
+    assert {e.ike_sa for e in p.of("b", ExchangeReceived)} == {failed.ike_sa}
