@@ -81,13 +81,16 @@ def protocol_id(name: str) -> int:
     return _PROTO_IDS[name]
 
 
-def _conf_transforms(p: ConfProposal, with_ke: bool) -> list[WireTransform]:
+def _conf_transforms(p: ConfProposal, with_ke: bool, first_ke: int | None = None) -> list[WireTransform]:
     out: list[WireTransform] = []
+    kes = p.ke if with_ke else ()
+    if first_ke is not None:
+        kes = sorted(kes, key=lambda t: t.id != first_ke)  # stable: the others keep their order
     groups = {
         TransformType.ENCR: p.encr,
         TransformType.PRF: p.prf,
         TransformType.INTEG: p.integ,
-        TransformType.KE: p.ke if with_ke else (),
+        TransformType.KE: kes,
         TransformType.ESN: p.esn,
     }
     for ttype in _ORDER:
@@ -107,24 +110,8 @@ def to_wire(proposals: Sequence[ConfProposal], spi: bytes, *, with_ke: bool = Tr
     ``first_ke`` moves that group to the front of every proposal's KE list, so
     the proposals agree with the KE payload we send (after INVALID_KE_PAYLOAD).
     """
-    out = []
-    for i, p in enumerate(proposals, 1):
-        ts = _conf_transforms(p, with_ke)
-        if first_ke is not None:
-            kes = [t for t in ts if t.type == TransformType.KE]
-            if any(t.id == first_ke for t in kes):
-                others = [t for t in ts if t.type != TransformType.KE]
-                kes.sort(key=lambda t: t.id != first_ke)
-                ts = _reorder(others, kes)
-        out.append(WireProposal(i, _PROTO_IDS[p.protocol], spi, tuple(ts)))
-    return tuple(out)
-
-
-def _reorder(others: list[WireTransform], kes: list[WireTransform]) -> list[WireTransform]:
-    rank = {t: i for i, t in enumerate(_ORDER)}
-    merged = others + kes
-    merged.sort(key=lambda t: rank.get(TransformType(t.type), 9) if t.type in rank else 9)
-    return merged
+    return tuple(WireProposal(i, _PROTO_IDS[p.protocol], spi, tuple(_conf_transforms(p, with_ke, first_ke)))
+                 for i, p in enumerate(proposals, 1))
 
 
 def _by_type(p: WireProposal) -> dict[int, list[WireTransform]]:

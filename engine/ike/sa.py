@@ -36,9 +36,8 @@ from engine.wire.constants import (
     NON_ESP_MARKER,
     ExchangeType,
     NotifyType,
-    PayloadType,
 )
-from engine.wire.errors import MalformedMessage, UnsupportedCriticalPayload, WireError
+from engine.wire.errors import UnsupportedCriticalPayload, WireError
 from engine.wire.message import Message, decode_payloads, encode_message
 from engine.wire.payloads import NotifyPayload, SkfPayload, SkPayload
 from engine.wire.summary import summarize_lazy
@@ -606,5 +605,3 @@ def notify(payloads, ntype: int) -> NotifyPayload | None:
 def error_notifies(payloads) -> list[NotifyPayload]:
     return [p for p in payloads if isinstance(p, NotifyPayload) and p.type < 16384]
 
-
-__all__ = ["IkeSa", "Task", "find", "notify", "error_notifies", "MalformedMessage", "PayloadType"]

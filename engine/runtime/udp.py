@@ -8,7 +8,6 @@ import asyncio
 import ipaddress
 import logging
 import socket
-import struct
 from collections.abc import Callable
 
 log = logging.getLogger("engine.runtime")
@@ -133,5 +132,3 @@ def _pktinfo_dst(anc, family) -> str | None:
             return socket.inet_ntop(socket.AF_INET6, data[:16])
     return None
 
-
-__all__ = ["UdpSockets", "struct"]
