@@ -23,3 +23,15 @@ def pytest_runtest_makereport(item, call):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         report.outcome = "failed"
         report.longrepr = f"skipped under IPSEC_CONSOLE_REQUIRE_ALL=1: {reason}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    # A module-level skip (pytest.skip(allow_module_level=True), importorskip) is a
+    # collection report, not a test report: without this it would hide a whole file.
+    outcome = yield
+    report = outcome.get_result()
+    if REQUIRE_ALL and report.skipped:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"module skipped under IPSEC_CONSOLE_REQUIRE_ALL=1: {reason}"

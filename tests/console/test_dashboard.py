@@ -39,7 +39,7 @@ async def test_live_update_is_a_keyed_diff_not_a_refill():
         await ready(pilot)
         table = app.screen.query_one(ChildSaTable)
         keys = table.row_keys
-        row_objects = {k: table.rows[k] for k in keys} if False else dict(table.rows)
+        row_objects = dict(table.rows)
         serial = app.store.snapshot.time
         rt.advance(1.0)
         app.poll_soon()

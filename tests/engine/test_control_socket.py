@@ -83,9 +83,39 @@ async def test_subscribers_get_events_and_replayed_history(server):
         events = c.events_raw(replay=True)
         first = await asyncio.wait_for(events.__anext__(), 5)
         assert first["type"] in ("IkeSaStateChanged", "ExchangeSent")
-        assert "keys" not in json.dumps(first)
     finally:
         await c.close()
+
+
+async def test_installed_events_reach_subscribers_without_their_keys(server):
+    rt = server.runtime
+    key = bytes(range(0x40, 0x60))
+    rt.publish(_installed(key))
+    c = ControlClient(str(server.path))
+    try:
+        events = c.events_raw(replay=True)
+        for _ in range(50):
+            ev = await asyncio.wait_for(events.__anext__(), 5)
+            if ev["type"] == "ChildSaInstalled":
+                break
+        else:
+            raise AssertionError("the ChildSaInstalled event was not replayed")
+        line = json.dumps(ev)
+        assert ev["spi_in"] == 0x1001 and "keys" not in ev
+        assert key.hex() not in line and key[:8].hex() not in line
+    finally:
+        await c.close()
+
+
+def _installed(key: bytes):
+    from engine.events import ChildKeys, ChildSaInstalled
+    from engine.secret import Secret
+
+    k = Secret(key)
+    return ChildSaInstalled(ike_sa=1, connection="tun", child="lan", unique_id=1, reqid=1, protocol="esp",
+                            mode="tunnel", spi_in=0x1001, spi_out=0x2002, local_addr="127.0.0.1",
+                            remote_addr="127.0.0.9", local_ts=(), remote_ts=(), encr_id=20,
+                            encr_key_length=256, integ_id=None, esn=False, keys=ChildKeys(k, k, k, k))
 
 
 async def test_a_stale_socket_is_replaced_but_a_live_one_or_a_file_is_not(tmp_path, server):
