@@ -241,7 +241,7 @@ def test_virtual_ip_request_is_refused_per_rfc(peers):
 
 
 # ------------------------------------------------------------------ 5. DPD only when idle
-DPD_DELAY = 2
+DPD_DELAY = 3  # our view of ESP arrival may lag by the 1 s counters loop: headroom for a 1/s ping
 
 
 def _dpd_setup(peers):
@@ -268,14 +268,14 @@ def test_dpd_probes_once_per_delay_when_idle(peers):
 
 @pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
     "issue 16: DPD ignores ESP traffic — IkeSa only looks at last_received (IKE messages), so a probe "
-    "goes out every dpd_delay (4 in 8 s here) while a 1/s ping flows through the tunnel — fixed by the "
+    "goes out every dpd_delay (2 in 9 s here) while a 1/s ping flows through the tunnel — fixed by the "
     "IKE follow-up"))
 def test_no_dpd_probe_while_a_ping_flows(peers):
     c, o = _dpd_setup(peers)
     before, theirs = len(dpd_probes(o)), _charon_dpd_requests(c)
     # ESP from charon arrives every second, below dpd_delay: nothing to probe (RFC 7296 §2.4).
-    r = peers.lab.ping("right", INNER["left"], count=4 * DPD_DELAY, interval=1, timeout=30)
+    r = peers.lab.ping("right", INNER["left"], count=3 * DPD_DELAY, interval=1, timeout=30)
     assert " 0% packet loss" in r.stdout, r.stdout
     probes = len(dpd_probes(o)) - before
-    assert probes == 0, f"{probes} DPD probes during {4 * DPD_DELAY} s of 1/s ping (charon got " \
+    assert probes == 0, f"{probes} DPD probes during {3 * DPD_DELAY} s of 1/s ping (charon got " \
                         f"{_charon_dpd_requests(c) - theirs}); {problems(o)}"

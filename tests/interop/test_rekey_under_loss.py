@@ -49,7 +49,7 @@ from tests.interop.peers import (
     with_children,
 )
 
-pytestmark = pytest.mark.interop
+pytestmark = [pytest.mark.interop, pytest.mark.slow]
 
 SOAK_SECONDS = float(os.environ.get("IPSEC_CONSOLE_SOAK_SECONDS", "60"))
 PING_TAIL = 15  # the ping runs on after the last rekey, still under loss

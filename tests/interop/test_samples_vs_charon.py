@@ -39,6 +39,7 @@ from tests.interop.peers import (
     module_lab,  # noqa: F401  (fixture)
     peers,  # noqa: F401  (fixture)
     psk_secret,
+    sent,
     wait_or_explain,
     with_children,
 )
@@ -69,7 +70,7 @@ def load_sample(name: str, moves: dict[str, str]) -> dict:
     doc = tomllib.loads(text)
     assert doc["engine"]["datapath"] == "kernel"
     doc["engine"]["datapath"] = "userspace"
-    doc["engine"].update(FAST_OURS)
+    doc["engine"].update(FAST_OURS)  # short retransmissions: a failure shows in seconds, not minutes
     return doc
 
 
@@ -90,9 +91,11 @@ def make_certs(workdir: Path, server: tuple[str, str], client: tuple[str, str]) 
             "key": workdir / "private" / f"{client[1]}.key"}
 
 
-def start_ours(peers, side: str, doc: dict, secrets: str | None, certs_from: Path | None = None):
+def start_ours(peers, side: str, doc: dict, secrets: str | None, certs_from: Path | None = None,
+               key: str | None = None):
     """Our daemon running the moved sample. The policy's relative paths (secrets, certs) resolve in
-    the daemon's folder, so the sample's layout is recreated there."""
+    the daemon's folder, so the sample's layout is recreated there (certs/ and our own private key
+    ``key``, not the CA's)."""
     def prepare(folder: Path) -> None:
         if secrets is not None:
             target = folder / doc["engine"]["secrets"]
@@ -100,7 +103,8 @@ def start_ours(peers, side: str, doc: dict, secrets: str | None, certs_from: Pat
             target.chmod(0o600)
         if certs_from is not None:
             shutil.copytree(certs_from / "certs", folder / "certs")
-            shutil.copytree(certs_from / "private", folder / "private")
+            (folder / "private").mkdir(mode=0o700)
+            shutil.copy(certs_from / "private" / key, folder / "private" / key)
     return peers.ours(side, tomli_w.dumps(doc), None, prepare=prepare)
 
 
@@ -114,8 +118,8 @@ def charon_log_child(c) -> list[str]:
     pytest.param("trap_on_our_side", marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
         "not an IKE defect: the userspace datapath (the only one without kernel ESP) never installs trap "
         "policies — only engine/datapath/kernel_runtime.py calls install_trap — so start_action = \"trap\" "
-        "does nothing: our first packets are routed nowhere, no IKE_SA_INIT is sent, and `check` says "
-        "nothing. Reported to the lead (owner: engine/datapath)"))),
+        "does nothing: ping sends its 3 packets, no IKE_SA_INIT is ever sent, and `check` on the moved sample "
+        "is silent. Reported to the lead (owner: engine/datapath)"))),
     "we_initiate", "charon_initiates"])
 def test_site_to_site(peers, direction):
     """hq (us, 192.0.2.1, LAN 198.51.100.0/25) and branch (charon, 192.0.2.2, 198.51.100.128/25),
@@ -135,8 +139,10 @@ def test_site_to_site(peers, direction):
     o = start_ours(peers, "left", doc, secrets)
     if direction == "trap_on_our_side":
         # The first packets are held or dropped while IKE runs; the later ones must pass.
-        peers.lab.exec("left", "ping", "-n", "-q", "-c", "3", "-i", "0.5", "-W", "1", "-I", INNER["left"],
-                       INNER["right"], check=False)
+        out = peers.lab.exec("left", "ping", "-n", "-q", "-c", "3", "-i", "0.5", "-W", "1", "-I", INNER["left"],
+                             INNER["right"], check=False)
+        wait_or_explain(lambda: sent(o, "IKE_SA_INIT"), f"an IKE_SA_INIT started by our first packet (ping: "
+                        f"{(out.stdout + out.stderr).strip()[-200:]})", o, timeout=5)
     elif direction == "we_initiate":
         o.cli("initiate", "branch")
     else:
@@ -170,7 +176,7 @@ def test_road_warrior_server(peers):
         "remote": {"auth": "pubkey", "id": "gw.example.org"},
         "children": {"office": {"local_ts": "dynamic", "remote_ts": "198.51.100.0/24",
                                 "esp_proposals": "aes256gcm16"}}}}}, certs=certs)
-    o = start_ours(peers, "left", doc, '[private.gw]\nfile = "private/gw.key"\n', certs_from=ca_dir)
+    o = start_ours(peers, "left", doc, '[private.gw]\nfile = "private/gw.key"\n', certs_from=ca_dir, key="gw.key")
     r = c.swanctl("--initiate", "--child", "office", "--timeout", "10", check=False)
     assert r.returncode == 0, r.stdout[-2500:]
     wait_or_explain(lambda: with_children(o), "the road-warrior tunnel", o)
@@ -182,10 +188,8 @@ def test_road_warrior_server(peers):
     out = peers.lab.exec("right", "ping", "-n", "-q", "-c", "3", "-i", "0.2", "-W", "2", "-I", ADDR["right"],
                          INNER["left"], check=False)
     assert " 0% packet loss" in out.stdout, out.stdout + "\n" + c.list_sas()
-    kids = with_children(o)[0]["children"]
     wait_or_explain(lambda: with_children(o)[0]["children"][0]["packets_in"] >= 3, "3 ESP packets counted", o,
-                    timeout=5)
-    assert kids
+                    timeout=5)  # our counters are read once a second
 
 
 # ------------------------------------------------------------------ host-to-host-transport.toml
@@ -251,7 +255,8 @@ def test_server_least_privilege(peers):
         "children": {"services": {"mode": "transport", "local_ts": "dynamic[tcp]",
                                   "remote_ts": f"{ADDR['left']}/32[tcp/443], {ADDR['left']}/32[tcp/22]",
                                   "esp_proposals": "aes256gcm16"}}}}}, certs=certs)
-    o = start_ours(peers, "left", doc, '[private.server]\nfile = "private/server.key"\n', certs_from=ca_dir)
+    o = start_ours(peers, "left", doc, '[private.server]\nfile = "private/server.key"\n', certs_from=ca_dir,
+                   key="server.key")
     c.swanctl("--initiate", "--child", "services", "--timeout", "10", check=False)
     child = wait_or_explain(lambda: o.events("ChildSaInstalled"), "our transport CHILD SA", o)[0]
     sa = established(o)[0]
