@@ -40,3 +40,14 @@ def test_strongswan6_answers_our_classic_ike_sa_init(tmp_path):
             o.stop()
             c.stop()
             print(f"===== charon 6.1 log (tail)\n{c.log()[-4000:]}\n===== ours\n{o.log()[-4000:]}")
+
+
+def test_our_key_derivation_matches_a_fresh_charon_6_1_pair(tmp_path):
+    """Two charon 6.1 (hybrid x25519 + ML-KEM-768 + ML-KEM-1024, required PPK, CHILD and IKE
+    rekeys): every key they log is recomputed by engine.crypto from their logged inputs."""
+    root = require_strongswan6()
+    from tests.engine.test_pq_strongswan_vectors import verify
+    from tests.interop.strongswan6_vectors import extract, run
+
+    log, spis = run(tmp_path, root)
+    verify(extract(log, spis))
