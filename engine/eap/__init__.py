@@ -22,7 +22,6 @@ Our client mirrors it with ``EapPeer(...).receive(payload)``.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from datetime import datetime
 
 from engine.crypto.tls import TlsCredentials
