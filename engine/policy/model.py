@@ -92,9 +92,10 @@ class AuthConfig:
     """Local: our certificate files (end entity first, then intermediates)."""
     cacerts: tuple[str, ...] = ()
     """Remote: CA certificates trusted to authenticate the peer."""
-    eap_id: Identity | None = None
-    """EAP identity (swanctl's eap_id): remote ``%any`` or a pattern makes the gateway ask it with
-    EAP-Identity; local, the name our client gives (default: its IKE identity)."""
+    eap_id: str | None = None
+    """EAP identity (swanctl's eap_id), free text (``DOMAIN\\user`` is common): remote ``%any`` or a
+    pattern with ``*`` makes the gateway ask it with EAP-Identity; local, the name our client gives
+    (default: its IKE identity)."""
 
     @property
     def is_eap(self) -> bool:
@@ -305,8 +306,8 @@ class EapSecret:
     """An ``[eap.NAME]`` entry: an EAP user's password (swanctl's secrets.eap)."""
 
     name: str
-    ids: tuple[Identity, ...]
-    """The EAP identities it is for (``id``, or several in ``ids``)."""
+    ids: tuple[str, ...]
+    """The EAP identities it is for (``id``: one name or a list), free text compared without case."""
     secret: Secret
 
 
