@@ -468,7 +468,10 @@ class _PolicyParser:
         if problem:
             r.error(key_path(path, "ppk_id" if "ppk_id" in t else "ppk_required"), problem)
         for key, message in roadwarrior.connection_problems(conn):
-            r.error(key_path(path, key), message)
+            where = path
+            for part in key.split("."):
+                where = key_path(where, part)
+            r.error(where, message)
         return conn
 
     def pool(self, name: str, t: dict, path: str) -> PoolConfig | None:
