@@ -16,7 +16,7 @@ import dataclasses
 import ipaddress
 from typing import Iterable
 
-from engine.crypto.transforms import TransformType, transform_name
+from engine.crypto.transforms import AdditionalKeType, TransformType, additional_ke_number, transform_name
 from engine.events import MessageSummary, PayloadDetail
 from engine.pki.dn import dn_from_der as dn_text  # the policy reads back what the screen shows
 from engine.policy.ts import TrafficSelector
@@ -38,6 +38,7 @@ from engine.wire.constants import (
     notify_name,
     short_name,
 )
+from engine.wire.errors import WireError
 from engine.wire.message import IkeHeader, Message
 from engine.wire.payloads import (
     AuthPayload,
@@ -60,15 +61,16 @@ from engine.wire.payloads import (
     VendorIdPayload,
     WireTs,
 )
+from engine.wire.ppk import decode_ppk_identity
 
 _HEX_LIMIT = 64  # bytes of notify/vendor data shown before eliding
 _CP_PREFIX = {CfgType.CFG_REQUEST: "RQ", CfgType.CFG_REPLY: "RP", CfgType.CFG_SET: "S", CfgType.CFG_ACK: "A"}
 _EAP_CODE = {1: "REQ", 2: "RES", 3: "SUCC", 4: "FAIL"}
 _EAP_TYPE = {1: "ID", 2: "NTF", 3: "NAK", 4: "MD5", 5: "OTP", 6: "GTC", 13: "TLS", 18: "SIM", 21: "TTLS",
              23: "AKA", 25: "PEAP", 26: "MSCHAPV2", 33: "MSTLV", 38: "TNC", 254: "EXP"}
-# strongSwan's order inside a proposal string: ENCR, INTEG, PRF, KE, ESN.
+# strongSwan's order inside a proposal string: ENCR, INTEG, PRF, KE, ESN, KE1..KE7 (RFC 9370).
 _TRANSFORM_ORDER = {TransformType.ENCR: 0, TransformType.INTEG: 1, TransformType.PRF: 2,
-                    TransformType.KE: 3, TransformType.ESN: 4}
+                    TransformType.KE: 3, TransformType.ESN: 4, **{t: int(t) - 1 for t in AdditionalKeType}}
 _STRONGSWAN_NAMES = {"CURVE25519": "CURVE_25519", "CURVE448": "CURVE_448", "NO_ESN": "NO_EXT_SEQ", "ESN": "EXT_SEQ"}
 
 
@@ -86,7 +88,11 @@ def _hex(data: bytes) -> str:
 
 
 def strongswan_transform_name(ttype: int, tid: int, key_length: int | None = None) -> str:
-    """A transform as strongSwan names it: AES_GCM_16_256, PRF_HMAC_SHA2_256, CURVE_25519, NO_EXT_SEQ."""
+    """A transform as strongSwan names it: AES_GCM_16_256, PRF_HMAC_SHA2_256, CURVE_25519, NO_EXT_SEQ,
+    KE1_ML_KEM_768 (an RFC 9370 additional key exchange)."""
+    number = additional_ke_number(ttype)
+    if number is not None:
+        return f"KE{number}_{group_name(tid)}"
     name = transform_name(ttype, tid, key_length)
     name = _STRONGSWAN_NAMES.get(name, name)
     if ttype == TransformType.PRF and ":" not in name:
@@ -183,7 +189,17 @@ def _notify_data(p: NotifyPayload) -> str | None:
         return f"CPI {data[:2].hex()} transform {data[2]}"
     if t == NotifyType.NO_PPK_AUTH:
         return f"{len(data)} bytes"  # an AUTH value: never shown
+    if t == NotifyType.PPK_IDENTITY:
+        try:
+            ident = decode_ppk_identity(data)
+        except WireError:
+            return f"malformed ({len(data)} bytes)"
+        return f"{ident.id_type.name} {_bounded(str(ident))}"
     return _hex(data)
+
+
+def _bounded(text: str) -> str:
+    return text if len(text) <= _HEX_LIMIT else f"{text[:_HEX_LIMIT]}... ({len(text)} characters)"
 
 
 def _cp_value(attr: int, value: bytes) -> str:
