@@ -18,6 +18,7 @@ from typing import Iterable
 
 from engine.crypto.transforms import AdditionalKeType, TransformType, additional_ke_number, transform_name
 from engine.events import MessageSummary, PayloadDetail
+from engine.pki.dn import dn_from_der as dn_text  # the policy reads back what the screen shows
 from engine.policy.ts import TrafficSelector
 from engine.wire.constants import (
     FLAG_INITIATOR,
@@ -134,65 +135,6 @@ def payload_name(p: Payload) -> str:
 
 
 # ---------------------------------------------------------------- ID values
-
-_DN_ATTRS = {
-    "2.5.4.3": "CN", "2.5.4.4": "SN", "2.5.4.5": "serialNumber", "2.5.4.6": "C", "2.5.4.7": "L",
-    "2.5.4.8": "ST", "2.5.4.9": "street", "2.5.4.10": "O", "2.5.4.11": "OU", "2.5.4.12": "title",
-    "2.5.4.42": "G", "0.9.2342.19200300.100.1.25": "DC", "0.9.2342.19200300.100.1.1": "UID",
-    "1.2.840.113549.1.9.1": "E",
-}
-
-
-def _der(data: bytes, pos: int) -> tuple[int, int, int]:
-    """(der_type, start of value, end of value) of the DER element at pos."""
-    der_type = data[pos]
-    length = data[pos + 1]
-    pos += 2
-    if length & 0x80:
-        n = length & 0x7F
-        if not 1 <= n <= 3:
-            raise ValueError("DER length")
-        length = int.from_bytes(data[pos:pos + n], "big")
-        pos += n
-    if pos + length > len(data):
-        raise ValueError("DER overrun")
-    return der_type, pos, pos + length
-
-
-def _oid(data: bytes) -> str:
-    if not data:
-        raise ValueError("empty OID")
-    parts = [str(min(data[0] // 40, 2)), str(data[0] - 40 * min(data[0] // 40, 2))]
-    value = 0
-    for b in data[1:]:
-        value = (value << 7) | (b & 0x7F)
-        if not b & 0x80:
-            parts.append(str(value))
-            value = 0
-    return ".".join(parts)
-
-
-def dn_text(der: bytes) -> str:
-    """``C=CH, O=strongSwan, CN=moon`` from a DER Name (as charon prints ASN.1 DN IDs)."""
-    der_type, pos, end = _der(der, 0)
-    if der_type != 0x30 or end != len(der):
-        raise ValueError("not a DER SEQUENCE")
-    rdns = []
-    while pos < end:
-        der_type, spos, send = _der(der, pos)  # SET
-        if der_type != 0x31:
-            raise ValueError("not a SET")
-        while spos < send:
-            der_type, apos, aend = _der(der, spos)  # SEQUENCE { OID, value }
-            oid_type, opos, oend = _der(der, apos)
-            vtag, vpos, vend = _der(der, oend)
-            if der_type != 0x30 or oid_type != 0x06:
-                raise ValueError("not an AttributeTypeAndValue")
-            oid = _oid(der[opos:oend])
-            rdns.append(f"{_DN_ATTRS.get(oid, oid)}={der[vpos:vend].decode('utf-8')}")
-            spos = aend
-        pos = send
-    return ", ".join(rdns)
 
 
 def id_text(id_type: int, data: bytes) -> str:
