@@ -158,6 +158,18 @@ class Peers(contextlib.ExitStack):
             o.watch_events()
         return o
 
+    def route_ike_around_libipsec(self, side: str) -> str:
+        """Let charon on ``side`` hold a remote selector with the peer's IKE address (a host or
+        road-warrior selector): kernel-libipsec refuses it unless allow_peer_ts is set, and then
+        routes everything to the peer into its TUN, its own IKE and ESP-in-UDP packets too. Rules
+        (removed again when the block ends) send UDP from ports 500/4500 by the main table;
+        returns the strongswan.conf snippet for ``extra``."""
+        for port in ("500", "4500"):
+            rule = ("priority", "100", "ipproto", "udp", "sport", port, "lookup", "main")
+            self.lab.exec(side, "ip", "rule", "add", *rule)
+            self.callback(self.lab.exec, side, "ip", "rule", "del", *rule, check=False)
+        return "charon {\n  plugins {\n    kernel-libipsec {\n      allow_peer_ts = yes\n    }\n  }\n}\n"
+
     def popen(self, *args: str) -> subprocess.Popen:
         """A helper process (text stdout, stderr merged), killed by its PID when the block ends."""
         p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

@@ -13,7 +13,9 @@ charon here is kernel-libipsec (no kernel ESP on this VM): tunnel mode only. For
 the transport-mode samples the IKE SA and the transport CHILD SA are negotiated
 with charon and we install ours; charon then cannot install its half
 ('unsupported mode'), so no packet can flow to it: the test checks everything
-up to that point and says so.
+up to that point and says so. Where charon's remote selector holds our IKE
+address (road warriors without virtual IPs), Peers.route_ike_around_libipsec
+lets libipsec carry it.
 """
 
 from __future__ import annotations
@@ -51,8 +53,8 @@ EXCLUDED = {
     "lab-branch.toml": "a peer of the in-process lab (loopback, datapath 'lab')",
     "lab-roadwarrior.toml": "a deliberately misconfigured peer of the in-process lab (loopback, datapath 'lab')",
 }
-TESTED = ["site-to-site.toml", "road-warrior-server.toml", "host-to-host-transport.toml",
-          "server-least-privilege.toml"]
+TESTED = ["site-to-site.toml", "road-warrior-server.toml", "road-warrior-client.toml",
+          "host-to-host-transport.toml", "server-least-privilege.toml"]
 
 
 def test_every_sample_is_tested_or_excluded_with_a_reason():
@@ -63,12 +65,13 @@ def test_every_sample_is_tested_or_excluded_with_a_reason():
 # ------------------------------------------------------------------ moving a sample into the lab
 def load_sample(name: str, moves: dict[str, str]) -> dict:
     """The sample's TOML with its addresses moved (exact string values only) and the kernel
-    datapath, which this VM lacks, replaced by the userspace one."""
+    datapath, which this VM lacks, replaced by the userspace one. The "#rw: " lines stay
+    comments: they wait for the road-warrior engine work."""
     text = (sample_dir() / name).read_text()
     for old, new in moves.items():
         text = text.replace(f'"{old}"', f'"{new}"')
     doc = tomllib.loads(text)
-    assert doc["engine"]["datapath"] == "kernel"
+    assert doc["engine"]["datapath"] in ("kernel", "userspace")
     doc["engine"]["datapath"] = "userspace"
     doc["engine"].update(FAST_OURS)  # short retransmissions: a failure shows in seconds, not minutes
     return doc
@@ -160,12 +163,17 @@ def test_site_to_site(peers, direction):
 
 
 # ------------------------------------------------------------------ road-warrior-server.toml
+def sample_secrets(name: str, private: str) -> str:
+    """The sample's own secrets file (its "#rw: " EAP users stay comments) plus our certificate's
+    private key, which certificate authentication needs (the sample no longer says where it goes)."""
+    return (sample_dir() / name).read_text() + f'\n[private.me]\nfile = "private/{private}"\n'
+
+
 def test_road_warrior_server(peers):
     """The gateway (us, 192.0.2.1, remote_addrs %any: it only responds) and a laptop (charon,
     192.0.2.2) with a certificate alice@example.org from our CA; the laptop reaches the office
-    network 198.51.100.0/24 from its own address (remote_ts dynamic)."""
+    network 198.51.100.0/25 from its own address (remote_ts dynamic)."""
     doc = load_sample("road-warrior-server.toml", {})
-    doc["engine"]["secrets"] = "secrets.toml"  # as the sample's comment says: [private.gw]
     ca_dir = peers.workdir / "ca"
     ca_dir.mkdir()
     certs = make_certs(ca_dir, ("gw.example.org", "gw"), ("alice@example.org", "alice"))
@@ -174,22 +182,60 @@ def test_road_warrior_server(peers):
         "proposals": "aes256gcm16-prfsha256-x25519",
         "local": {"auth": "pubkey", "id": "alice@example.org", "certs": "alice.crt"},
         "remote": {"auth": "pubkey", "id": "gw.example.org"},
-        "children": {"office": {"local_ts": "dynamic", "remote_ts": "198.51.100.0/24",
+        "children": {"office": {"local_ts": "dynamic", "remote_ts": "198.51.100.0/25",
                                 "esp_proposals": "aes256gcm16"}}}}}, certs=certs)
-    o = start_ours(peers, "left", doc, '[private.gw]\nfile = "private/gw.key"\n', certs_from=ca_dir, key="gw.key")
+    o = start_ours(peers, "left", doc, sample_secrets("road-warrior-server.secrets.toml", "gw.key"),
+                   certs_from=ca_dir, key="gw.key")
     r = c.swanctl("--initiate", "--child", "office", "--timeout", "10", check=False)
     assert r.returncode == 0, r.stdout[-2500:]
     wait_or_explain(lambda: with_children(o), "the road-warrior tunnel", o)
     sa = established(o)[0]
     assert (sa["local_id"], sa["remote_id"]) == ("gw.example.org", "alice@example.org")
     child = sa["children"][0]
-    assert (child["local_ts"], child["remote_ts"]) == (["198.51.100.0/24"], [f"{ADDR['right']}/32"])
+    assert (child["local_ts"], child["remote_ts"]) == (["198.51.100.0/25"], [f"{ADDR['right']}/32"])
     # the laptop reaches the office from its own address, through the tunnel
     out = peers.lab.exec("right", "ping", "-n", "-q", "-c", "3", "-i", "0.2", "-W", "2", "-I", ADDR["right"],
                          INNER["left"], check=False)
     assert " 0% packet loss" in out.stdout, out.stdout + "\n" + c.list_sas()
     wait_or_explain(lambda: with_children(o)[0]["children"][0]["packets_in"] >= 3, "3 ESP packets counted", o,
                     timeout=5)  # our counters are read once a second
+
+
+# ------------------------------------------------------------------ road-warrior-client.toml
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "not in issue 16's list, an engine/ike defect for the IKE follow-up (reported to the lead): the sample "
+    "gives no local_addrs and no listen (a laptop's address changes), so IkeEndpoint._local_addr returns "
+    "0.0.0.0 and `dynamic` goes out as TSi 0.0.0.0/32; our log: 'the peer does not accept our traffic "
+    "selectors for 'office-lan': we proposed 0.0.0.0/32 === 198.51.100.0/25', charon answers TS_UNACCEPTABLE "
+    "(with local_addrs = [\"192.0.2.2\"] added, this test passes)"))
+def test_road_warrior_client(peers):
+    """The laptop (us, 192.0.2.2, start_action start) dials the gateway (charon, 192.0.2.1,
+    gw.example.org, office 198.51.100.0/25) with the certificate alice@example.org; our own
+    address is the selector (remote_ts dynamic on the gateway)."""
+    doc = load_sample("road-warrior-client.toml", {})
+    ca_dir = peers.workdir / "ca"
+    ca_dir.mkdir()
+    certs = make_certs(ca_dir, ("alice@example.org", "alice"), ("gw.example.org", "gw"))
+    c = peers.charon("left", {"connections": {"roadwarriors": {
+        "version": 2, "local_addrs": ADDR["left"], "remote_addrs": "%any",
+        "proposals": "aes256gcm16-prfsha256-x25519",
+        "local": {"auth": "pubkey", "id": "gw.example.org", "certs": "gw.crt"},
+        "remote": {"auth": "pubkey", "id": "*@example.org"},
+        "children": {"office": {"local_ts": "198.51.100.0/25", "remote_ts": "dynamic",
+                                "esp_proposals": "aes256gcm16"}}}}}, certs=certs,
+        extra=peers.route_ike_around_libipsec("left"))
+    o = start_ours(peers, "right", doc, sample_secrets("road-warrior-client.secrets.toml", "alice.key"),
+                   certs_from=ca_dir, key="alice.key")
+    wait_or_explain(lambda: with_children(o), "the laptop's tunnel (start_action = start)", o)
+    sa = established(o)[0]
+    assert sa["initiator"] and (sa["local_id"], sa["remote_id"]) == ("alice@example.org", "gw.example.org")
+    child = sa["children"][0]
+    assert (child["local_ts"], child["remote_ts"]) == ([f"{ADDR['right']}/32"], ["198.51.100.0/25"])
+    out = peers.lab.exec("right", "ping", "-n", "-q", "-c", "3", "-i", "0.2", "-W", "2", "-I", ADDR["right"],
+                         INNER["left"], check=False)
+    assert " 0% packet loss" in out.stdout, out.stdout + "\n" + c.list_sas()
+    wait_or_explain(lambda: with_children(o)[0]["children"][0]["packets_in"] >= 3, "3 ESP packets counted", o,
+                    timeout=5)
 
 
 # ------------------------------------------------------------------ host-to-host-transport.toml
