@@ -591,7 +591,8 @@ def measure(kind: str, args, workdir: Path) -> dict:
         right_after, counters_after = _proc_rss(responder.pid), responder.counters()
         time.sleep(HALF_OPEN_WAIT)
         length, written, head = longest_line(responder.log_path, offset)
-        res["hostile"] = dict(generator=hostile, responder_cpu_s=round(cpu, 2), rss_before=before, rss_after=right_after,
+        res["hostile"] = dict(generator=hostile, responder_cpu_s=round(cpu, 2), rss_before=before,
+                              rss_after=right_after,
                               rss_settled=_proc_rss(responder.pid), counters_after=counters_after,
                               counters_settled=responder.counters(), longest_line=length, log_bytes=written,
                               longest_line_head=head)
@@ -635,7 +636,8 @@ def print_table(results: dict[str, dict]) -> None:
     row("hostile: datagrams", lambda r: json.dumps(r[h]["generator"]["sent"]))
     row("hostile: keyed half-open SAs", lambda r: r[h]["generator"]["keyed_half_open"])
     row("hostile: RSS MiB before / after 4 SAs x 63 fragments",
-        lambda r: " / ".join(mib(r[h]["generator"]["responder_rss"][k]) for k in ("before", "after_buffered_fragments")))
+        lambda r: " / ".join(mib(r[h]["generator"]["responder_rss"][k])
+                             for k in ("before", "after_buffered_fragments")))
     row("hostile: responder's UDP counters", lambda r: json.dumps(r[h]["generator"]["responder_udp"]))
     row("hostile: seconds / responder CPU s", lambda r: f"{r[h]['generator']['seconds']} / {r[h]['responder_cpu_s']}")
     row("hostile: longest log line (bytes)", lambda r: f"{r[h]['longest_line']:,}")
@@ -678,7 +680,8 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print("flood.py needs: " + "; ".join(missing), file=sys.stderr)
         return 2
-    print(f"flood benchmark, engine {engine_version()}: {args.duration:.0f} s flood, legit every {args.interval:.0f} s, "
+    print(f"flood benchmark, engine {engine_version()}: {args.duration:.0f} s flood, "
+          f"legit every {args.interval:.0f} s, "
           f"{args.hostile:,} hostile datagrams", flush=True)
     results = {}
     for kind in args.responders.split(","):

@@ -28,6 +28,7 @@ from tests.interop.peers import (
     charon_ike_sas,
     dpd_probes,
     established,
+    known_defect,
     module_lab,  # noqa: F401  (fixture)
     our_child_spis,
     our_conn,
@@ -49,7 +50,7 @@ CLOUD_IKE, CLOUD_ESP = "aes128-sha1-modp2048", "aes128-sha1-modp2048"
 
 
 @pytest.mark.parametrize("direction", [
-    pytest.param("we_initiate", marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    pytest.param("we_initiate", marks=known_defect((
         "issue 16: with no `id` configured, IkeAuth.build asks for the PSK before local_id/remote_id are "
         "set and raises LocalError \"no pre-shared key for connection 't' in the secrets file\" inside "
         "the datagram handler (traceback in the daemon log); no IKE_AUTH is sent, no NegotiationFailed, "
@@ -93,12 +94,12 @@ def test_cloud_site_to_site_with_ip_identities(peers, direction):
 
 # ------------------------------------------------------------------ 2. INITIAL_CONTACT
 @pytest.mark.parametrize("first_initiator", [
-    pytest.param("ours", marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    pytest.param("ours", marks=known_defect((
         "issue 16: INITIAL_CONTACT ignored when we respond — responder.ike_auth calls "
         "initial_contact_received before ike_established sets identity_key, so the old IKE SA "
         "(we had initiated it) is never found: two ESTABLISHED IKE SAs stay with the restarted charon "
         "— fixed by the IKE follow-up"))),
-    pytest.param("charon", marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    pytest.param("charon", marks=known_defect((
         "issue 16: INITIAL_CONTACT ignored when we respond — the old IKE SA is looked up by "
         "identity_key before it is set; charon's new SA (N(INIT_CONTACT) in its IKE_AUTH) joins the "
         "stale one: two ESTABLISHED IKE SAs — fixed by the IKE follow-up"))),
@@ -149,7 +150,7 @@ def test_our_restart_with_initial_contact_leaves_one_ike_sa_on_charon(peers):
 
 
 # ------------------------------------------------------------------ 3. port rules after an address change
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+@known_defect((
     "issue 16: after NAT-T moved the SA to 4500, charon's DELETE from its new address arrives on our "
     "port 500 and we answer from 4500 (with the non-ESP marker) to its port 500; charon cannot parse "
     "it ('received invalid IKE header' or 'unsupported IKE version', by the shifted bytes), retransmits and "
@@ -190,7 +191,7 @@ def test_request_on_port_500_after_address_change_is_answered_from_500(tmp_path)
 
 
 # ------------------------------------------------------------------ 4. EAP and virtual-IP requests
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+@known_defect((
     "issue 16: an IKE_AUTH without AUTH (the client wants EAP) is answered N(INVALID_SYNTAX) with the "
     "reason 'IKE_AUTH request without IDi or AUTH' and our IKE SA stays CONNECTING until the half-open "
     "timeout — fixed by the IKE follow-up"))
@@ -214,7 +215,7 @@ def test_eap_client_is_refused_with_authentication_failed(peers):
     wait_or_explain(lambda: not o.sas(), "no IKE SA left behind", o, timeout=5)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+@known_defect((
     "issue 16: CP(CFG_REQUEST) for a virtual IP is ignored silently — our IKE_AUTH answer is "
     "[IDr AUTH SA TSi TSr] with no notify, we install a CHILD SA and charon believes it has a tunnel "
     "(no NegotiationFailed, no reason) — fixed by the IKE follow-up"))
@@ -266,7 +267,7 @@ def test_dpd_probes_once_per_delay_when_idle(peers):
     assert with_children(o)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+@known_defect((
     "issue 16: DPD ignores ESP traffic — IkeSa only looks at last_received (IKE messages), so a probe "
     "goes out every dpd_delay (2 in 9 s here) while a 1/s ping flows through the tunnel — fixed by the "
     "IKE follow-up"))
