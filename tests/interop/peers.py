@@ -166,7 +166,7 @@ class Peers(contextlib.ExitStack):
         self.started.append(o)
         o.start(*args)
         if events:
-            o.watch_events()
+            subscribe(o)
         return o
 
     def route_ike_around_libipsec(self, side: str) -> str:
@@ -191,6 +191,13 @@ class Peers(contextlib.ExitStack):
     @staticmethod
     def _show(x) -> None:
         print(f"===== {x.dir} ({type(x).__name__} {x.side}) log, tail\n{x.log()[-5000:]}")
+
+
+def subscribe(o: Ours) -> None:
+    """`ipsec-console events` into o's events file, returning once it is subscribed: the first
+    counters snapshot (one a second) is in the file. Events before that would be missed."""
+    o.watch_events()
+    wait_for(lambda: (o.dir / "events.jsonl").stat().st_size > 0, 15, 0.1, "our event stream")
 
 
 def _kill(p: subprocess.Popen) -> None:

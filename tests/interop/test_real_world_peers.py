@@ -39,6 +39,7 @@ from tests.interop.peers import (
     received,
     sent,
     sides,
+    subscribe,
     wait_or_explain,
     with_children,
 )
@@ -139,7 +140,7 @@ def test_our_restart_with_initial_contact_leaves_one_ike_sa_on_charon(peers):
     o.proc.wait(5)
     o.control.unlink(missing_ok=True)
     o.start("--datapath", "none")
-    o.watch_events()
+    subscribe(o)
     o.cli("initiate", "t")
     wait_or_explain(lambda: with_children(o), "our new IKE and CHILD SA", o)
     new = f"{o.sas()[0]['spi_i']:016x}"
