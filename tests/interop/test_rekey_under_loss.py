@@ -141,8 +141,8 @@ def both_ends(o, c) -> str:
 
 
 @known_defect((
-    "issue 9: under 20 % loss with simultaneous rekeys the ends fall apart (all 8 runs of this schedule here "
-    "failed, 7 x 60 s and 1 x 600 s): after an IKE rekey collision our engine answers charon's CREATE_CHILD_SA "
+    "issue 9: under 20 % loss with simultaneous rekeys the ends fall apart (every run of this schedule here "
+    "failed: 11 x 60 s, 1 x 600 s): after an IKE rekey collision our engine answers charon's CREATE_CHILD_SA "
     "on the new IKE SA with N(INVALID_SYNTAX) ('CREATE_CHILD_SA before the IKE SA is up') and charon destroys "
     "it, leaving no SA on either end; or older IKE SAs never answer charon's DELETE ('giving up after 10 "
     "retransmits') and the lists differ; or a CHILD SA stays REKEYING; or pings are lost beyond the "
