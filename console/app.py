@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Iterable
 from datetime import datetime
 
+from textual import events, on
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
@@ -24,6 +25,7 @@ from console.screens.packets import PacketsScreen
 from console.screens.pki import PkiScreen
 from console.screens.policies import PoliciesScreen
 from console.commands import ConsoleCommands
+from console.export import EXPORT_NAMES, export_dir
 from console.messages import EventsArrived, RuntimeTrouble, StatusUpdated
 from console.runtime.base import Runtime, RuntimeProblem, RuntimeUnavailable
 from console.settings import DEFAULT_THEME, Settings
@@ -219,6 +221,23 @@ class ConsoleApp(CertExpiryWatch, RuntimeBridge, App):
                       "Its CHILD SAs are deleted and traffic they protect stops until the connection is "
                       "initiated again.", "terminate",
                       lambda: self.runtime.terminate(name, unique_id=ike_id), danger=True, yes="Terminate")
+
+    # ------------------------------------------------------------- exports
+    def deliver_screenshot(self, filename: str | None = None, path: str | None = None,
+                           time_format: str | None = None) -> str | None:
+        # Textual's default folder is ~/Downloads, which a server usually lacks.
+        return super().deliver_screenshot(filename, path or str(export_dir(self.settings.export_dir)), time_format)
+
+    @on(events.DeliveryComplete)
+    def _export_done(self, event: events.DeliveryComplete) -> None:
+        if event.name in EXPORT_NAMES and event.name != "screenshot":  # Textual reports screenshots itself
+            where = f" to {event.path}" if event.path is not None else ""
+            self.notify(f"saved{where}", title=EXPORT_NAMES[event.name])
+
+    @on(events.DeliveryFailed)
+    def _export_failed(self, event: events.DeliveryFailed) -> None:
+        if event.name in EXPORT_NAMES and event.name != "screenshot":
+            self.notify(str(event.exception), title=f"{EXPORT_NAMES[event.name]} not saved", severity="error")
 
     # ------------------------------------------------------------- command palette
     COMMANDS = App.COMMANDS | {ConsoleCommands}

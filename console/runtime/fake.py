@@ -215,7 +215,9 @@ class FakeRuntime(Runtime):
             self._pending.append(event)
 
     def _log(self, level: str, source: str, text: str, connection: str = "") -> None:
-        self._emit(LogMessage(time=self.now, level=level, source=source, text=text, connection=connection))
+        # Upper-case like the engine's LogMessage (logging's levelname).
+        self._emit(LogMessage(time=self.now, level=level.upper(), source=source, text=text,
+                              connection=connection))
 
     def _spi32(self) -> int:
         return self._rng.randrange(0xC0000000, 0xCFFFFFFF)

@@ -19,6 +19,8 @@ async def test_logs_filter_by_level_connection_and_text_and_follow():
     app = make_app(rt)
     async with app.run_test(size=(100, 30)) as pilot:
         await ready(pilot)
+        # The engine names levels like logging does (upper case); the filter must still work.
+        assert {m.level for m in app.store.logs} <= {"DEBUG", "INFO", "WARNING", "ERROR"}
         await pilot.press("4")
         await wait_for(pilot, lambda: app.screen.query("#log") and _log_lines(app), what="log lines")
         lines = _log_lines(app)
@@ -31,12 +33,21 @@ async def test_logs_filter_by_level_connection_and_text_and_follow():
         await pilot.press("l")  # back to debug
         await pilot.pause()
         assert any("sending IKE_SA_INIT" in l for l in _log_lines(app))
+        await pilot.press("d")  # debug off: one key
+        await pilot.pause()
+        assert not any("sending IKE_SA_INIT" in l for l in _log_lines(app))
         app.screen.query_one("#log-conn").value = "legacy"
         await pilot.pause()
         assert _log_lines(app) and all("[legacy]" in l for l in _log_lines(app))
         app.screen.query_one("#log-conn").value = "__all__"
         await pilot.press("slash")
         await pilot.press(*"dpd")
+        await pilot.pause()
+        await pilot.press("m")  # typed into the search box, not a key for the screen
+        assert app.screen.query_one(Input).value == "dpdm"
+        await pilot.press("backspace", "escape")
+        app.screen.query_one(RichLog).focus()
+        await pilot.press("m")  # only matching lines
         await pilot.pause()
         lines = _log_lines(app)
         assert lines and all("dpd" in l.lower() for l in lines)
@@ -51,6 +62,37 @@ async def test_logs_filter_by_level_connection_and_text_and_follow():
         await wait_for(pilot, lambda: len(_log_lines(app)) > n, what="new lines")
         await pilot.press("f")
         assert log.auto_scroll is True and app.settings.log_follow is True
+
+
+async def test_logs_search_highlights_wraps_copies_and_exports(tmp_path):
+    rt = FakeRuntime()
+    app = make_app(rt)
+    long_text = "a very long line " + "x" * 150 + " END-OF-LONG-LINE"
+    rt._log("info", "engine.test", long_text, "branch")
+    async with app.run_test(size=(80, 24), notifications=True) as pilot:
+        app.settings.export_dir = str(tmp_path)
+        await ready(pilot)
+        await pilot.press("4")
+        await wait_for(pilot, lambda: app.screen.query("#log") and _log_lines(app), what="log lines")
+        assert "END-OF-LONG-LINE" not in screen_text(app)  # cut at the edge
+        await pilot.press("w")
+        await pilot.pause()
+        assert "END-OF-LONG-LINE" in screen_text(app)  # wrapped onto the next line
+        await pilot.press("slash", *"established", "enter")
+        await pilot.pause()
+        log = app.screen.query_one(RichLog)
+        hit = next(strip for strip in log.lines if "established" in strip.text)
+        styled = [seg for seg in hit if seg.text.lower() == "established"]
+        assert styled and styled[0].style is not None and styled[0].style.reverse  # highlighted
+        assert "match 1/" in str(log.border_subtitle)
+        log.focus()
+        await pilot.press("y")
+        assert "established" in app.clipboard
+        await pilot.press("x")
+        await wait_for(pilot, lambda: list(tmp_path.glob("ipsec-console-log-*.txt")), what="export")
+        exported = next(tmp_path.glob("ipsec-console-log-*.txt")).read_text()
+        assert "END-OF-LONG-LINE" in exported and "engine started" in exported
+        assert "sending IKE_SA_INIT" not in exported  # what is shown: INFO and up
 
 
 async def test_packets_counters_and_dissection():
