@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 import time
+import uuid
 from pathlib import Path
+
+from textual import events
 
 EXPORT_NAMES = {"log": "Log", "pcap": "Packet capture", "ladder": "Exchanges", "screenshot": "Screenshot"}
 """Delivery names the app reports on (DeliveryComplete / DeliveryFailed)."""
@@ -42,6 +46,21 @@ def deliver(app, data: bytes | str, filename: str, name: str, mime_type: str = "
     if isinstance(data, str):
         app.deliver_text(io.StringIO(data), save_directory=folder, save_filename=filename,
                          open_method="download", mime_type=mime_type, name=name)
-    else:
+    elif app.is_web:
         app.deliver_binary(io.BytesIO(data), save_directory=folder, save_filename=filename,
                            open_method="download", mime_type=mime_type, name=name)
+    else:
+        # Textual's local driver opens the file in text mode for a BytesIO (its isinstance test
+        # against typing.BinaryIO fails), so binary files are written here, off the UI thread.
+        threading.Thread(target=_write, args=(app, folder / filename, data, name), daemon=True).start()
+
+
+def _write(app, path: Path, data: bytes, name: str) -> None:
+    key = uuid.uuid4().hex
+    try:
+        with open(path, "wb") as f:
+            f.write(data)
+    except OSError as exc:
+        app.call_from_thread(app.post_message, events.DeliveryFailed(key=key, exception=exc, name=name))
+    else:
+        app.call_from_thread(app.post_message, events.DeliveryComplete(key=key, path=path, name=name))

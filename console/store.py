@@ -34,6 +34,7 @@ MAX_EXCHANGES_PER_SA = 200
 MAX_SAS_WITH_HISTORY = 500
 MAX_ALERTS = 100
 MAX_SAMPLES = 50
+MAX_INSTALLED = 20_000
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,9 @@ class Store:
         self.sample_serial = 0
         self.installed: dict[int, ChildSaInstalled] = {}
         """Latest ChildSaInstalled per CHILD unique id (static SA facts)."""
+        self.sa_by_spi: dict[int, ChildSaInstalled] = {}
+        """ChildSaInstalled by inbound and outbound SPI, kept after the SA goes (older packet
+        samples still name it); bounded."""
         self.last_applied: PolicyApplied | None = None
         self.pki_dir: str | None = None
         """The CA folder the admin chose on the PKI screen (None: the policy's)."""
@@ -172,8 +176,11 @@ class Store:
                 parts.add("alerts")
             elif isinstance(ev, ChildSaInstalled):
                 self.installed[ev.unique_id] = ev
-                if len(self.installed) > 20_000:
+                if len(self.installed) > MAX_INSTALLED:
                     del self.installed[next(iter(self.installed))]
+                self.sa_by_spi[ev.spi_in] = self.sa_by_spi[ev.spi_out] = ev
+                while len(self.sa_by_spi) > 2 * MAX_INSTALLED:
+                    del self.sa_by_spi[next(iter(self.sa_by_spi))]
                 parts.add("sas")
             elif isinstance(ev, ChildSaDeleted):
                 self.installed.pop(ev.unique_id, None)

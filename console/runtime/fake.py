@@ -556,12 +556,9 @@ class FakeRuntime(Runtime):
         inner_payload = tcp_segment(40000 + self.step % 1000, 443, 1000 + self.step, b"GET / HTTP/1.1\r\n\r\n")
         inner = ipv4_packet("198.51.100.10", "198.51.100.130", 6, inner_payload, ident=self.step)
         body = bytes(self._rng.getrandbits(8) for _ in range(len(inner) + 24))
+        # Like the engine's datapaths: tunnel-mode ESP is sampled from the SPI on (what the socket sends).
         esp = struct.pack("!II", ch.spi_out, seq) + body
-        if ch.encap:
-            outer = ipv4_packet(LOCAL_ADDR, ike.remote_addr, 17, udp_datagram(4500, ike.remote_port, esp))
-        else:
-            outer = ipv4_packet(LOCAL_ADDR, ike.remote_addr, 50, esp)
-        self._emit(PacketSample(time=self.now, direction="out", spi=ch.spi_out, seq=seq, outer=outer, inner=inner))
+        self._emit(PacketSample(time=self.now, direction="out", spi=ch.spi_out, seq=seq, outer=esp, inner=inner))
         if self.step % 4 == 0:
             bad = struct.pack("!II", ch.spi_in, max(1, ch.packets_in - 40)) + bytes(48)
             outer_in = ipv4_packet(ike.remote_addr, LOCAL_ADDR, 50, bad)
