@@ -3,6 +3,8 @@ dashboard shows the SA, a rekey from the UI shows a new SPI."""
 
 from __future__ import annotations
 
+import time
+
 from console.app import ConsoleApp
 from console.runtime.embedded import EmbeddedRuntime
 from console.screens.confirm import ConfirmScreen
@@ -47,6 +49,18 @@ async def test_the_logs_screen_shows_the_engines_messages():
         await wait_for(pilot, lambda: any("CHILD_SA" in m.text for m in app.store.logs), timeout=10,
                        what="the CHILD SA log line")
         assert any("IKE_AUTH" in m.text and m.level == "DEBUG" for m in app.store.logs)
+        await wait_for(pilot, lambda: app.store.samples, timeout=10, what="a packet sample")
+        # One wall clock: exchanges, packet samples and logs all carry Unix time (not seconds since boot).
+        now = time.time()
+        exchanges = [e for n in app.store.negotiations.values() for e in n.exchanges]
+        assert exchanges and all(abs(e.time - now) < 60 for e in exchanges)
+        # The first negotiation happened while the lab started: its ladder is whole nonetheless.
+        first = app.store.negotiations[min(app.store.negotiations)]
+        rungs = [(e.message.exchange, e.message.response) for e in first.exchanges]
+        assert rungs[:4] == [("IKE_SA_INIT", False), ("IKE_SA_INIT", True), ("IKE_AUTH", False),
+                             ("IKE_AUTH", True)], rungs
+        assert all(abs(s.time - now) < 60 for s in app.store.samples)
+        assert all(abs(m.time - now) < 60 for m in app.store.logs)
 
 
 async def test_the_lab_packet_view_shows_the_esp_header_and_exports_a_pcap(tmp_path):
