@@ -8,7 +8,9 @@ lab. A runtime that cannot start prints one line and returns 2.
 
 from __future__ import annotations
 
+import os
 import sys
+import tomllib
 from collections.abc import Callable, Iterable
 from datetime import datetime
 
@@ -79,6 +81,8 @@ class ConsoleApp(CertExpiryWatch, RuntimeBridge, App):
         if poll_interval is not None:
             self.poll_interval = poll_interval
         self._startup_problems: list[str] = [settings_problem] if settings_problem else []
+        self.policy_editor = None
+        """The Policies screen once it was opened (the quit guard asks it what is unsaved)."""
         super().__init__()
         self._load_themes()
 
@@ -108,6 +112,8 @@ class ConsoleApp(CertExpiryWatch, RuntimeBridge, App):
             self.store.add_alert("runtime", f"runtime: {exc}")
         else:
             self.start_expiry_watch()
+            if self.runtime.kind == "draft":  # a new file: nothing runs, author it
+                self.switch_mode("policies")
 
     async def on_unmount(self) -> None:
         await self.stop_bridge()
@@ -222,6 +228,31 @@ class ConsoleApp(CertExpiryWatch, RuntimeBridge, App):
                       "initiated again.", "terminate",
                       lambda: self.runtime.terminate(name, unique_id=ike_id), danger=True, yes="Terminate")
 
+    # ------------------------------------------------------------- quitting
+    def pending_work(self) -> list[str]:
+        """What quitting now would lose: unsaved edits, an applied policy not saved, edits not applied."""
+        editor = self.policy_editor
+        if editor is None or not editor.is_mounted:
+            return []
+        return editor.standing().problems()
+
+    async def action_quit(self) -> None:
+        from console.screens.confirm import ConfirmScreen
+
+        problems = self.pending_work()
+        if not problems:
+            self.exit()
+            return
+        if isinstance(self.screen, ConfirmScreen) and self.screen.title_text.startswith("Quit"):
+            return  # already asking
+
+        def answered(ok: bool | None) -> None:
+            if ok:
+                self.exit()
+
+        self.push_screen(ConfirmScreen("Quit and lose this?", "\n".join(f"• {p}" for p in problems),
+                                       yes="Quit anyway", danger=True), answered)
+
     # ------------------------------------------------------------- exports
     def deliver_screenshot(self, filename: str | None = None, path: str | None = None,
                            time_format: str | None = None) -> str | None:
@@ -246,6 +277,17 @@ class ConsoleApp(CertExpiryWatch, RuntimeBridge, App):
         yield from super().get_system_commands(screen)
 
 
+def _is_lab_policy(config: str) -> bool:
+    """A lab policy (datapath "lab" with a [lab] section) runs the whole lab, its peers too."""
+    try:
+        with open(config, "rb") as f:
+            doc = tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError):
+        return False  # the runtime reports what is wrong with it
+    engine = doc.get("engine")
+    return isinstance(engine, dict) and engine.get("datapath") == "lab" and isinstance(doc.get("lab"), dict)
+
+
 def _default_runtime(config: str | None, attach: str | None) -> Runtime:
     """The real runtimes (embedded, lab, attached) once they exist in this build."""
     if attach is not None:
@@ -262,6 +304,12 @@ def _default_runtime(config: str | None, attach: str | None) -> Runtime:
                                  "try: python3 -m console.demo") from None
     if config is None:
         return EmbeddedRuntime.lab()
+    if not os.path.exists(config):
+        from console.runtime.draft import DraftRuntime
+
+        return DraftRuntime(config)
+    if _is_lab_policy(config):
+        return EmbeddedRuntime.lab(config)
     return EmbeddedRuntime(config)
 
 

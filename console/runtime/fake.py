@@ -40,11 +40,11 @@ from engine.events import (
     PolicyApplied,
     SaCounters,
 )
+from engine.policy.diff import diff_policies
 from engine.policy.model import ConnectionConfig, Policy
 from engine.secret import Secret
 from engine.status import ChildConfigInfo, ChildSaInfo, ConnectionInfo, IkeSaInfo, StatusSnapshot
 
-from console import policy_api
 from console.runtime import fake_data
 from console.runtime.base import Capabilities, CommandError, Runtime, RuntimeKind
 
@@ -756,7 +756,7 @@ class FakeRuntime(Runtime):
 
     async def apply_policy(self, policy: Policy, text: str | None = None) -> PolicyApplied:
         self._record("apply_policy", policy=policy, text=text)
-        d = policy_api.diff(self._policy, policy)
+        d = diff_policies(self._policy, policy)
         for name in d.removed + d.changed:
             for ike in [i for i in self._ikes.values() if i.connection == name]:
                 for ch in ike.children:

@@ -11,15 +11,13 @@ from pathlib import Path
 import pytest
 from textual.widgets import Input, TabbedContent, TextArea
 
-from console import policy_api
+from engine.policy.findings import Finding, PolicyError
 from console.runtime.fake import FakeRuntime
 from console.screens.confirm import ConfirmScreen
 from console.screens.policies import PoliciesScreen
 
 from .conftest import make_app, ready, screen_text, wait_for
 
-pytestmark = pytest.mark.skipif(policy_api.get("parse_policy") is None,
-                                reason="needs engine.policy.parse_policy (the policy layer, issue 2)")
 
 
 async def _open(pilot) -> PoliciesScreen:
@@ -139,9 +137,7 @@ async def test_valid_edit_shows_diff_applies_changed_connection_only_and_saves(t
 
 async def test_engine_refusal_changes_nothing(tmp_path):
     rt = FakeRuntime.in_folder(tmp_path)
-    error_type = policy_api.policy_error_type()
-    Finding = policy_api.require("Finding")
-    rt.fail_next["apply_policy"] = error_type([Finding("gateway.toml", "connections.branch", "error",
+    rt.fail_next["apply_policy"] = PolicyError([Finding("gateway.toml", "connections.branch", "error",
                                                        "the engine cannot do this")])
     app = make_app(rt)
     async with app.run_test(size=(100, 30), notifications=True) as pilot:
@@ -159,27 +155,54 @@ async def test_engine_refusal_changes_nothing(tmp_path):
         assert screen.running_text != editor.text  # still pending
 
 
-async def test_form_edit_warns_before_rewriting_a_hand_written_file(tmp_path):
+async def test_form_edits_keep_comments_and_never_stack_questions(tmp_path):
+    """Typing or pasting into a field of a hand-written file: no dialog (let alone one per
+    keystroke), every character lands in the field, comments and layout stay."""
     rt = FakeRuntime.in_folder(tmp_path)
     app = make_app(rt)
+    asked = []
     async with app.run_test(size=(100, 30)) as pilot:
+        app.screen_stack_changed = None
         screen = await _open(pilot)
-        await wait_for(pilot, lambda: screen.query("#f-dpd_delay"), what="form for branch")
-        field = screen.query_one("#f-dpd_delay", Input)
-        assert field.value == "30s"
+        await wait_for(pilot, lambda: screen.query("#f-remote-id"), what="form for branch")
+        field = screen.query_one("#f-remote-id", Input)
+        assert field.value == "branch.example.org"
         field.focus()
-        field.cursor_position = len(field.value)
-        await pilot.press("backspace")
-        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="comments warning")
-        assert "comments" in screen_text(app)
-        await pilot.press("y")
-        await wait_for(pilot, lambda: not isinstance(app.screen, ConfirmScreen), what="back to the form")
-        await pilot.press("backspace", "backspace", "4", "5", "s")
+        field.value = ""
+        await pilot.press(*"13")  # digits typed into a field stay in the field (no screen switch)
+        asked.append(isinstance(app.screen, ConfirmScreen))
+        field.insert_text_at_cursor(".example.net")  # a paste
+        await pilot.press("backspace", "t")
+        asked.append(isinstance(app.screen, ConfirmScreen))
+        assert app.current_mode == "policies" and field.value == "13.example.net"
         editor = screen.query_one("#pol-editor", TextArea)
-        await wait_for(pilot, lambda: 'dpd_delay = "45s"' in editor.text, what="form edit in the text")
-        assert "# Head office gateway" not in editor.text  # re-serialized, as warned
-        await wait_for(pilot, lambda: screen.validation.text == editor.text and screen.validation.ok,
-                       what="valid")
+        await wait_for(pilot, lambda: 'id = "13.example.net"' in editor.text, what="form edit in the text")
+        assert "# Head office gateway" in editor.text  # comments kept
+        assert "[connections.roadwarrior]       # laptops, usually behind a NAT" in editor.text
+        assert editor.text.replace('"13.example.net"', '"branch.example.org"') == rt._text  # nothing else moved
+        await pilot.press("escape")  # back to the tree; now digits navigate
+        await pilot.press("1")
+        assert app.current_mode == "dashboard"
+    assert asked == [False, False]
+
+
+async def test_ctrl_t_cycles_every_tab_from_the_tree_and_from_a_form_field(tmp_path):
+    rt = FakeRuntime.in_folder(tmp_path)
+    app = make_app(rt)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await _open(pilot)
+        tabs = screen.query_one(TabbedContent)
+        seen = []
+        for _ in range(4):
+            await pilot.press("ctrl+t")
+            await pilot.pause(0.1)
+            seen.append(tabs.active)
+        assert seen == ["pol-toml-tab", "pol-diff-tab", "pol-spd-tab", "pol-tree-tab"]
+        await wait_for(pilot, lambda: screen.query("#f-dpd_delay"), what="form")
+        screen.query_one("#f-dpd_delay", Input).focus()
+        await pilot.press("ctrl+t")
+        await pilot.pause(0.1)
+        assert tabs.active == "pol-toml-tab"
 
 
 async def test_form_shows_inline_errors(tmp_path):
