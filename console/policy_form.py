@@ -171,8 +171,8 @@ def _table(doc, path: tuple[str, ...], create: bool):
             if not create:
                 return None
             # A table that only holds named tables is a super table: [connections.x], not [connections].
-            holder = i < len(path) - 1 and part in ("connections", "children", "rules", "pools")
-            cur[part] = tomlkit.table(is_super_table=holder) if not _inline_parent(path, i) else tomlkit.inline_table()
+            holder = part in ("connections", "children", "rules", "pools") and (i == 0 or part == "children")
+            cur[part] = _inline({}) if _inline_parent(path, i) else tomlkit.table(is_super_table=holder)
         cur = cur[part]
     return cur if hasattr(cur, "get") else None
 
@@ -223,10 +223,15 @@ def _set_inline(doc, path: tuple[str, ...], key: str, value: Any) -> None:
         values.pop(key, None)
     else:
         values[key] = value
-    body = ", ".join(f"{k} = {tomlkit.item(v).as_string()}" for k, v in values.items())
-    new = tomlkit.parse(f"x = {{ {body} }}" if body else "x = {}")["x"]
+    new = _inline(values)
     new._trivia = copy.copy(old.trivia)
     parent[path[-1]] = new
+
+
+def _inline(values: dict):
+    """An inline table written like the samples: ``{ auth = "psk", id = "hq.example.org" }``."""
+    body = ", ".join(f"{k} = {tomlkit.item(v).as_string()}" for k, v in values.items())
+    return tomlkit.parse(f"x = {{ {body} }}" if body else "x = {}")["x"]
 
 
 def display(value: Any, field: Field) -> str:
@@ -323,9 +328,7 @@ def _new_table(values: dict):
     t = tomlkit.table()
     for k, v in values.items():
         if isinstance(v, dict):
-            inline = tomlkit.inline_table()
-            inline.update(v)
-            t[k] = inline
+            t[k] = _inline(v)
         else:
             t[k] = v
     return t

@@ -19,10 +19,12 @@ class DashboardScreen(ConsoleScreen):
     TITLE_TEXT = "Dashboard"
     MODE = "dashboard"
     BINDINGS = [
-        Binding("o", "open_detail", "Open"),
-        Binding("i", "initiate", "Initiate"),
-        Binding("r", "rekey", "Rekey"),
-        Binding("t", "terminate", "Terminate"),
+        Binding("o", "open_detail", "Open", id="dashboard.open"),
+        Binding("i", "initiate", "Initiate", id="dashboard.initiate"),
+        Binding("r", "rekey", "Rekey", id="dashboard.rekey"),
+        Binding("t", "terminate", "Terminate", id="dashboard.terminate"),
+        Binding("x", "dismiss", "Dismiss", id="dashboard.dismiss"),
+        Binding("X", "dismiss(True)", "Dismiss all alerts", show=False, id="dashboard.dismiss_all"),
     ]
 
     def body(self) -> ComposeResult:
@@ -65,7 +67,8 @@ class DashboardScreen(ConsoleScreen):
         if parts & {"alerts", "counters", "status"}:
             strip = self.query_one(AlertStrip)
             strip.set_reactive(AlertStrip.drops, store.drops())
-            strip.alerts = tuple(store.alerts)
+            strip.now = store._now()
+            strip.alerts = tuple(store.shown_alerts())
 
     def _sync_sparklines(self) -> None:
         store = self.app.store
@@ -128,6 +131,17 @@ class DashboardScreen(ConsoleScreen):
             self.app.confirm_rekey(name, ike=True, unique_id=ike_id)
         else:
             self.app.confirm_rekey(name, ike=False)
+
+    def action_dismiss(self, everything: bool = False) -> None:
+        store = self.app.store
+        shown = store.shown_alerts()
+        if not shown:
+            self.notify("No alert to dismiss", severity="information")
+            return
+        gone = list(store.alerts) if everything else [a for a in store.alerts
+                                                       if (a.kind, a.connection) == (shown[0].kind, shown[0].connection)]
+        store.dismiss(gone)
+        self.sync(frozenset({"alerts"}))
 
     def action_terminate(self) -> None:
         name, ike_id, _ = self._target()

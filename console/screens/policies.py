@@ -81,6 +81,7 @@ class PoliciesScreen(ConsoleScreen):
         self._validate_timer = None
         self._pending_cursor: tuple | None = None
         self._loaded_once = False
+        self._seen_applied = None
 
     # ------------------------------------------------------------- layout
     def body(self) -> ComposeResult:
@@ -122,6 +123,7 @@ class PoliciesScreen(ConsoleScreen):
 
     def _loaded(self, result: tuple[Policy, str]) -> None:
         policy, text = result
+        self._seen_applied = self.app.store.last_applied
         self.running = policy
         self.running_text = text
         self.file_path = os.path.abspath(policy.path) if policy.path else None
@@ -141,8 +143,11 @@ class PoliciesScreen(ConsoleScreen):
 
     def sync(self, parts: frozenset[str]) -> None:
         super().sync(parts)
-        if "policy" in parts and not self._dirty_engine():
-            self._load()  # applied from elsewhere (another console, the CLI): follow it
+        applied = self.app.store.last_applied
+        if "policy" in parts and applied is not self._seen_applied:
+            self._seen_applied = applied
+            if self.running is not None and self._text() == self.running_text:
+                self._load()  # applied from elsewhere (another console, the CLI): follow it
 
     # ------------------------------------------------------------- text and where it stands
     def _text(self) -> str:
