@@ -118,7 +118,7 @@ async def test_the_road_warrior_fixed_by_keyboard_saved_and_applied(tmp_path):
     config = _lab_copy(tmp_path)
     app = ConsoleApp(_default_runtime(str(config), None))  # a lab policy: the whole lab runs
     async with app.run_test(size=(80, 24), notifications=True) as pilot:
-        await wait_for(pilot, lambda: "roadwarrior NO_PROPOSAL_CHOSEN" in screen_text(app), timeout=15,
+        await wait_for(pilot, lambda: "roadwarrior NO_PROP" in screen_text(app), timeout=15,
                        what="the road warrior failing")
         await pilot.press("3")
         await wait_for(pilot, lambda: isinstance(app.screen, PoliciesScreen) and app.screen.validation,
@@ -147,6 +147,6 @@ async def test_the_road_warrior_fixed_by_keyboard_saved_and_applied(tmp_path):
                                           for c in app.store.snapshot.connections), timeout=20,
                        what="the road warrior up")
         await pilot.press("1")
-        await wait_for(pilot, lambda: "NO_PROPOSAL_CHOSEN" not in screen_text(app), what="the alert cleared")
+        await wait_for(pilot, lambda: "NO_PROP" not in screen_text(app), what="the alert cleared")
         assert app.pending_work() == []
     assert os.path.exists(str(config) + ".bak")
