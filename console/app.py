@@ -64,8 +64,11 @@ class ConsoleApp(CertExpiryWatch, RuntimeBridge, App):
     TITLE = "ipsec-console"
     BINDINGS = [
         # Shown as the navigation strip of the top bar rather than in the footer (80 columns).
-        *(Binding(key, f"switch_mode('{mode}')", f"Go to {mode}", show=False) for key, mode, _ in MODE_KEYS),
-        Binding("q", "quit", "Quit"),
+        *(Binding(key, f"switch_mode('{mode}')", f"Go to {mode}", show=False, id=f"app.{mode}")
+          for key, mode, _ in MODE_KEYS),
+        Binding("question_mark", "help", "Help", id="app.help"),
+        Binding("f1", "help", "Help", show=False, id="app.help_f1"),
+        Binding("q", "quit", "Quit", id="app.quit"),
     ]
 
     def __init__(self, runtime: Runtime, *, settings_path=None, theme_dirs=None,
@@ -85,6 +88,7 @@ class ConsoleApp(CertExpiryWatch, RuntimeBridge, App):
         """The Policies screen once it was opened (the quit guard asks it what is unsaved)."""
         super().__init__()
         self._load_themes()
+        self._load_keymap()
 
     # ------------------------------------------------------------- setup
     def _load_themes(self) -> None:
@@ -98,6 +102,21 @@ class ConsoleApp(CertExpiryWatch, RuntimeBridge, App):
                 self._startup_problems.append(f"theme {wanted!r} not found, using {DEFAULT_THEME}")
             wanted = DEFAULT_THEME if DEFAULT_THEME in self.available_themes else "textual-dark"
         self.theme = wanted
+
+    def _load_keymap(self) -> None:
+        keymap = self.settings.keymap
+        good = {k: v for k, v in keymap.items() if isinstance(k, str) and isinstance(v, str) and v.strip()}
+        if len(good) != len(keymap):
+            self._startup_problems.append("settings.toml [keymap]: values must be key strings, e.g. "
+                                          '"dashboard.initiate" = "I"; the others are ignored')
+        if good:
+            self.set_keymap(good)
+
+    def action_help(self) -> None:
+        from console.screens.help import HelpScreen
+
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen(self.screen))
 
     async def on_mount(self) -> None:
         self.theme_changed_signal.subscribe(self, self._on_theme_changed)

@@ -25,6 +25,7 @@ class DashboardScreen(ConsoleScreen):
         Binding("t", "terminate", "Terminate", id="dashboard.terminate"),
         Binding("x", "dismiss", "Dismiss", id="dashboard.dismiss"),
         Binding("X", "dismiss(True)", "Dismiss all alerts", show=False, id="dashboard.dismiss_all"),
+        Binding("y", "copy", "Copy", id="dashboard.copy"),
     ]
 
     def body(self) -> ComposeResult:
@@ -131,6 +132,30 @@ class DashboardScreen(ConsoleScreen):
             self.app.confirm_rekey(name, ike=True, unique_id=ike_id)
         else:
             self.app.confirm_rekey(name, ike=False)
+
+    def action_copy(self) -> None:
+        """The selected row's identifiers: a CHILD SA's SPIs, an IKE SA's SPIs, a connection's remote ID."""
+        focused = self.focused
+        store = self.app.store
+        text = ""
+        if isinstance(focused, ChildSaTable) and focused.selected_key and store.snapshot is not None:
+            for ike in store.snapshot.ike_sas:
+                for ch in ike.children:
+                    if f"{ch.spi_in:08x}" == focused.selected_key:
+                        text = f"{ch.spi_in:08x}_i {ch.spi_out:08x}_o"
+        elif isinstance(focused, IkeSaTable) and focused.selected_key:
+            ike = store.ike(int(focused.selected_key))
+            if ike is not None:
+                text = f"{ike.spi_i:016x}_i {ike.spi_r:016x}_r"
+        else:
+            name = self.query_one(ConnectionTable).selected_key
+            conn = next((c for c in store.snapshot.connections if c.name == name), None) if store.snapshot else None
+            text = (conn.remote_id or name) if conn is not None else ""
+        if not text:
+            self.notify("Select a row first", severity="warning")
+            return
+        self.app.copy_to_clipboard(text)
+        self.notify(text, title="Copied")
 
     def action_dismiss(self, everything: bool = False) -> None:
         store = self.app.store

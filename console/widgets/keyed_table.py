@@ -10,16 +10,44 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
+import re
+
 from rich.text import Text
+from textual.binding import Binding
 from textual.widgets import DataTable
+
+_UNITS = {"B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12, "k": 1e3, "M": 1e6}
+_SIZE = re.compile(r"^(-?\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|k|M)?(?:/s)?$")
+_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+
+
+def sort_key(text: str) -> tuple:
+    """Numbers, sizes (1.5 KB), rates and durations (2h05m) by value; anything else by text.
+    Numbers sort before text, and "–" (none) last."""
+    t = text.strip()
+    if t in ("–", "-", ""):
+        return (2, 0.0, "")
+    m = _SIZE.match(t)
+    if m:
+        return (0, float(m.group(1)) * _UNITS.get(m.group(2) or "B", 1), "")
+    m = _DURATION.match(t)
+    if m and any(m.groups()):
+        d, h, mi, sec = (int(g) if g else 0 for g in m.groups())
+        return (0, float(((d * 24 + h) * 60 + mi) * 60 + sec), "")
+    return (1, 0.0, t.lower())
 
 
 class KeyedTable(DataTable):
-    """DataTable with ``sync(rows)``; see the module docstring."""
+    """DataTable with ``sync(rows)``; see the module docstring. ``s`` sorts by the next column
+    (``S`` reverses), a click on a header sorts by it."""
 
     DEFAULT_CSS = """
     KeyedTable { height: 1fr; }
     """
+    BINDINGS = [
+        Binding("s", "cycle_sort", "Sort", show=False, id="table.sort"),
+        Binding("S", "reverse_sort", "Reverse sort", show=False, id="table.reverse_sort"),
+    ]
 
     def __init__(self, columns: Sequence[tuple], *, styler: Callable[[str, str], Text | str] | None = None,
                  sort_column: str | None = None, **kwargs) -> None:
@@ -32,6 +60,9 @@ class KeyedTable(DataTable):
         self._column_spec = tuple(columns)
         self._column_keys = tuple(c[0] for c in columns)
         self.sort_column = sort_column
+        self.sort_reverse = False
+        self.user_sorted = False
+        """The admin chose the order: keep it while cells change (not only when rows arrive)."""
         self._cache: dict[str, tuple[str, ...]] = {}
         self.styler = styler
         self.sync_stats = (0, 0, 0)
@@ -75,6 +106,7 @@ class KeyedTable(DataTable):
             self.remove_row(k)
             del cache[k]
         added = updated = 0
+        sorted_changed = False
         more = False
         keys = self._column_keys
         cell = self._cell
@@ -93,17 +125,49 @@ class KeyedTable(DataTable):
                         # on every counter tick would re-measure the whole table.
                         self.update_cell(k, c, cell(c, b))
                         updated += 1
+                        sorted_changed = sorted_changed or c == self.sort_column
             else:
                 continue
             cache[k] = row
-        if added and had_rows and self.sort_column and not _continued:  # a first fill arrives in order
-            self.sort(self.sort_column, key=lambda v: v.plain if isinstance(v, Text) else str(v))
+        if self.sort_column and not _continued and (
+                (added and (had_rows or self.user_sorted)) or (self.user_sorted and sorted_changed)):
+            self._apply_sort()  # a first fill arrives in order; a chosen order is kept
         if added or removed:
             self.refresh(layout=True)
         self.sync_stats = (added, len(removed), updated)
         if more:
             self._pending = rows
             self.call_after_refresh(self.sync, rows, _continued=True)
+
+    def _apply_sort(self) -> None:
+        selected = self.selected_key
+        # By the cell's text, numbers by value (1.5 KB before 12 KB), not by styled Text objects.
+        self.sort(self.sort_column, key=lambda v: sort_key(v.plain if isinstance(v, Text) else str(v)),
+                  reverse=self.sort_reverse)
+        if selected is not None:
+            self.move_cursor(row=self.get_row_index(selected))
+
+    def sort_by(self, column: str, reverse: bool = False) -> None:
+        """Order rows by ``column`` from now on (numbers by value)."""
+        self.sort_column = column
+        self.sort_reverse = reverse
+        self.user_sorted = True
+        self._apply_sort()
+        label = dict((c[0], c[1]) for c in self._column_spec).get(column, column)
+        self.border_subtitle = f"sorted by {label}{' ↓' if reverse else ''}"
+
+    def action_cycle_sort(self) -> None:
+        keys = self._column_keys
+        nxt = keys[(keys.index(self.sort_column) + 1) % len(keys)] if self.sort_column in keys else keys[0]
+        self.sort_by(nxt, False)
+
+    def action_reverse_sort(self) -> None:
+        self.sort_by(self.sort_column or self._column_keys[0], not self.sort_reverse)
+
+    def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
+        event.stop()
+        column = event.column_key.value
+        self.sort_by(column, not self.sort_reverse if column == self.sort_column and self.user_sorted else False)
 
     def restyle(self) -> None:
         """Re-apply the styler to every cell (after a theme change)."""

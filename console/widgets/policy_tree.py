@@ -24,7 +24,8 @@ class PolicyTree(Tree):
     BINDINGS = [
         Binding("a", "act('add')", "Add", id="policy.add"),
         Binding("c", "act('duplicate')", "Copy", id="policy.duplicate"),
-        Binding("x,delete", "act('delete')", "Delete", id="policy.delete"),
+        Binding("x", "act('delete')", "Delete", id="policy.delete"),
+        Binding("delete", "act('delete')", "Delete", show=False, id="policy.delete_key"),
         Binding("k", "act('psk')", "PSK", id="policy.psk"),
         Binding("enter", "act('edit')", "Edit", show=False, id="policy.edit"),
     ]
