@@ -164,7 +164,7 @@ def wire_lines(sample: PacketSample, sa: ChildSaInstalled | None) -> list[str]:
     if view.packet:
         lines += _outer_headers(view.packet)
         if view.rebuilt:
-            lines.append("(outer IP/UDP rebuilt from the SA: the sample starts at the SPI)")
+            lines.append("  (outer header rebuilt from the SA)")
     else:
         lines.append("outer header unknown (the SA is not known to the console)")
     esp = view.esp
@@ -172,14 +172,15 @@ def wire_lines(sample: PacketSample, sa: ChildSaInstalled | None) -> list[str]:
         return lines + dissect(view.packet, encrypted_payload=True)
     spi = int.from_bytes(esp[:4], "big")
     seq = int.from_bytes(esp[4:8], "big")
-    lines.append(f"ESP   SPI 0x{spi:08x}  seq {seq}  {len(esp)} bytes")
+    lines.append(f"ESP   SPI 0x{spi:08x}  seq {seq}")
     sizes = esp_sizes(sa)
     if sizes is not None and len(esp) >= 8 + sizes.iv + sizes.icv:
         ct = esp[8 + sizes.iv:len(esp) - sizes.icv]
-        lines.append(f"      IV {sizes.iv}  ciphertext {len(ct)}  ICV {sizes.icv}  ({sizes.algorithm})")
+        lines.append(f"  {len(esp)} bytes: IV {sizes.iv}  ciphertext {len(ct)}  ICV {sizes.icv}")
+        lines.append(f"  {sizes.algorithm}")
     else:
         ct = esp[8:]
-        lines.append(f"      payload {len(ct)} bytes (IV, ciphertext, ICV; algorithm unknown here)")
+        lines.append(f"  {len(esp)} bytes: IV, ciphertext, ICV (algorithm unknown)")
     lines += evidence_lines(ct, sample.inner, null_cipher=sa is not None and sa.encr_id == EncrId.NULL)
     return lines
 
@@ -191,17 +192,17 @@ def evidence_lines(ciphertext: bytes, inner: bytes, *, null_cipher: bool = False
     printable = longest_printable(ciphertext)
     leaks = plaintext_leaks(bytes(inner), ciphertext) if inner else 0
     random_looking = top > 0 and e >= RANDOM_ENTROPY * top
-    measure = f"entropy {e:.2f} of {top:.2f} bits/byte, longest printable run {printable}"
+    measure = [f"  entropy {e:.2f} of {top:.2f} bits/byte", f"  longest printable run {printable} bytes"]
     if null_cipher or leaks:
-        why = "ENCR_NULL: integrity only" if null_cipher else f"{leaks} pieces of the inner packet on the wire"
-        return [f"✗ PLAINTEXT on the wire ({why})", f"  {measure}"]
+        why = "ENCR_NULL: integrity only" if null_cipher else f"{leaks} pieces of the inner packet seen"
+        return ["✗ PLAINTEXT on the wire", f"  {why}", *measure]
     if inner:
-        verdict = "✓ no plaintext: no 8-byte piece of the inner packet is on the wire"
+        verdict = ["✓ no plaintext on the wire", "  no 8-byte piece of the inner packet"]
     else:
-        verdict = "✓ looks encrypted (inner packet not shared, so no byte comparison)"
+        verdict = ["✓ looks encrypted", "  (inner packet not shared: no comparison)"]
     if not random_looking:
-        verdict = "? " + verdict[2:] + "; entropy lower than random (short packet?)"
-    return [verdict, f"  {measure}"]
+        verdict = ["? " + verdict[0][2:] + ", but entropy is low", *verdict[1:]]
+    return [*verdict, *measure]
 
 
 def _outer_headers(packet: bytes) -> list[str]:
@@ -212,13 +213,15 @@ def _outer_headers(packet: bytes) -> list[str]:
         return [f"malformed outer packet ({exc})"]
     lines = []
     if pkt.name == "IPv6":
-        lines.append(f"IPv6  {pkt.src} → {pkt.dst}  next {pkt.nh}  hlim {pkt.hlim}  {len(packet)} bytes")
+        lines.append(f"IPv6  {pkt.src} → {pkt.dst}")
+        lines.append(f"  next header {pkt.nh}, hlim {pkt.hlim}, {len(packet)} bytes")
     else:
         proto = {50: "ESP (50)", 51: "AH (51)", 17: "UDP (17)"}.get(pkt.proto, str(pkt.proto))
-        lines.append(f"IPv4  {pkt.src} → {pkt.dst}  proto {proto}  ttl {pkt.ttl}  {len(packet)} bytes")
+        lines.append(f"IPv4  {pkt.src} → {pkt.dst}")
+        lines.append(f"  proto {proto}, ttl {pkt.ttl}, {len(packet)} bytes")
     udp = pkt.getlayer(UDP)
     if udp is not None:
-        lines.append(f"UDP   {udp.sport} → {udp.dport}  NAT-T encapsulation (RFC 3948)")
+        lines.append(f"UDP   {udp.sport} → {udp.dport}  (NAT-T, RFC 3948)")
     return lines
 
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.widgets import DataTable, Label, Sparkline
+from textual.widgets import DataTable, Label, Sparkline, Static
 
 from console import fmt
 from console.screens.base import ConsoleScreen
 from console.widgets.chrome import AlertStrip
-from console.widgets.sa_tables import ChildSaTable, ConnectionTable, IkeSaTable
+from console.widgets.sa_tables import (CHILD_NARROW, CONNECTION_NARROW, IKE_NARROW, NARROW_WIDTH, ChildSaTable,
+                                      ConnectionTable, IkeSaTable)
 
 
 class DashboardScreen(ConsoleScreen):
@@ -40,6 +41,7 @@ class DashboardScreen(ConsoleScreen):
             t = ChildSaTable(id="child-sas")
             t.border_title = "CHILD SAs"
             yield t
+        yield Static("", id="dash-detail", markup=False)
         with Horizontal(classes="spark-row"):
             yield Label("selected", id="spark-child-label", classes="spark-label")
             yield Sparkline([], id="spark-child", classes="spark")
@@ -51,7 +53,56 @@ class DashboardScreen(ConsoleScreen):
 
     def on_mount(self) -> None:
         super().on_mount()
+        self._layout(self.size.width)
         self.sync_all()
+
+    def on_resize(self, event) -> None:
+        self._layout(event.size.width)
+
+    def _layout(self, width: int) -> None:
+        """Narrow terminals get fewer columns and a detail line for the selected row (no cut cells)."""
+        narrow = 0 < width < NARROW_WIDTH
+        self.query_one(ConnectionTable).show_columns(CONNECTION_NARROW if narrow else None)
+        self.query_one(IkeSaTable).show_columns(IKE_NARROW if narrow else None)
+        self.query_one(ChildSaTable).show_columns(CHILD_NARROW if narrow else None)
+        self.query_one("#dash-detail").display = narrow
+        self._sync_detail()
+
+    def _sync_detail(self) -> None:
+        box = self.query_one("#dash-detail", Static)
+        if not box.display:
+            return
+        box.update(self._detail_text())
+
+    def _detail_text(self) -> str:
+        store = self.app.store
+        snap = store.snapshot
+        if snap is None:
+            return ""
+        focused = self.focused
+        if isinstance(focused, IkeSaTable) and focused.selected_key:
+            ike = store.ike(int(focused.selected_key))
+            if ike is not None:
+                return (f"#{ike.unique_id} {ike.name}: {ike.local_addr}:{ike.local_port} ⇄ "
+                        f"{ike.remote_addr}:{ike.remote_port}, {ike.local_id} ⇄ {ike.remote_id}\n"
+                        f"{fmt.algorithms(ike.encr, ike.integ, ike.ke, ike.prf, sep=' ')}, rekey in "
+                        f"{fmt.duration(ike.rekey_in)}, expires in {fmt.duration(ike.expire_in)}")
+        if isinstance(focused, ChildSaTable) and focused.selected_key:
+            for ike in snap.ike_sas:
+                for ch in ike.children:
+                    if f"{ch.spi_in:08x}" == focused.selected_key:
+                        return (f"{ike.name}/{ch.name} {{{ch.unique_id}}}: {' '.join(ch.local_ts)} ⇄ "
+                                f"{' '.join(ch.remote_ts)}, {ch.mode}{' +udp' if ch.encap else ''}\n"
+                                f"in {fmt.size(ch.bytes_in)}/{ch.packets_in} out {fmt.size(ch.bytes_out)}/"
+                                f"{ch.packets_out}, {fmt.algorithms(ch.encr, ch.integ, ch.ke, sep=' ')}, rekey in "
+                                f"{fmt.duration(ch.rekey_in)}")
+        name = self.query_one(ConnectionTable).selected_key
+        conn = next((c for c in snap.connections if c.name == name), None)
+        if conn is None:
+            return ""
+        return (f"{conn.name}: {conn.local_id or '%any'} ⇄ {conn.remote_id or '%any'}\n"
+                f"{', '.join(conn.local_addrs) or '%any'} ⇄ {', '.join(conn.remote_addrs) or '%any'}, "
+                f"{conn.state}")
 
     # ------------------------------------------------------------- data
     def sync(self, parts: frozenset[str]) -> None:
@@ -65,6 +116,7 @@ class DashboardScreen(ConsoleScreen):
             child.set_reactive(ChildSaTable.rates, store.rates)
             child.snapshot = snap
             self._sync_sparklines()
+            self._sync_detail()
         if parts & {"alerts", "counters", "status"}:
             strip = self.query_one(AlertStrip)
             strip.set_reactive(AlertStrip.drops, store.drops())
@@ -87,6 +139,10 @@ class DashboardScreen(ConsoleScreen):
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         if event.data_table.id == "child-sas":
             self._sync_sparklines()
+        self._sync_detail()
+
+    def on_descendant_focus(self, event) -> None:
+        self._sync_detail()
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         event.stop()

@@ -20,7 +20,9 @@ from console.screens.base import ConsoleScreen
 from console.widgets.keyed_table import KeyedTable
 
 DROP_REASONS = ("replay", "icv", "no_sa", "policy_mismatch", "discard_rule", "malformed")
-COUNTER_COLUMNS = (("what", "Counter", 21), ("packets", "Packets", 8), ("bytes", "Bytes", 9))
+COUNTER_COLUMNS = (("what", "Counter", 20), ("packets", "Packets", 8), ("bytes", "Bytes", 9))
+NARROW_WIDTH = 110
+SAMPLE_NARROW = ("n", "dir", "spi", "seq", "len", "verdict")
 SAMPLE_COLUMNS = (("n", "#", 6), ("time", "Time", 8), ("dir", "Dir", 4), ("spi", "SPI", 8), ("seq", "Seq", 6),
                   ("len", "Len", 5), ("verdict", "Verdict", 14))
 
@@ -31,7 +33,7 @@ def counter_rows(totals: dict[str, int], drops: dict[str, int]) -> dict[str, tup
         "decrypted": ("decrypted (in)", str(totals["packets_in"]), fmt.size(totals["bytes_in"])),
     }
     for reason in DROP_REASONS + tuple(r for r in sorted(drops) if r not in DROP_REASONS):
-        rows[f"drop-{reason}"] = (f"dropped: {reason}", str(drops.get(reason, 0)), "–")
+        rows[f"drop-{reason}"] = (f"drop {reason}", str(drops.get(reason, 0)), "–")
     return rows
 
 
@@ -72,7 +74,17 @@ class PacketsScreen(ConsoleScreen):
 
     def on_mount(self) -> None:
         super().on_mount()
+        self._layout(self.size.width)
         self.sync_all()
+
+    def on_resize(self, event) -> None:
+        self._layout(event.size.width)
+
+    def _layout(self, width: int) -> None:
+        narrow = 0 < width < NARROW_WIDTH
+        self.query_one("#pk-samples", KeyedTable).show_columns(SAMPLE_NARROW if narrow else None)
+        self.query_one("#pk-counters", KeyedTable).show_columns(("what", "packets") if narrow else None)
+        self.set_class(narrow, "-narrow")
 
     def sync(self, parts: frozenset[str]) -> None:
         super().sync(parts)

@@ -267,6 +267,8 @@ class PoliciesScreen(ConsoleScreen):
                                          suggester=SuggestFromList(field.choices, case_sensitive=False)))
                 else:
                     widgets.append(Input(shown, id=fid, compact=True))
+                if isinstance(widgets[-1], Input):
+                    widgets[-1].cursor_position = 0  # a long value shows its start, not an empty tail
                 widgets.append(Static(shown if len(shown) > LONG_VALUE else "", id=fid + "-full",
                                       classes="form-full" + (" -shown" if len(shown) > LONG_VALUE else ""),
                                       markup=False))

@@ -39,7 +39,7 @@ def ike_facts(ike: IkeSaInfo) -> list[tuple[str, str]]:
         ("remote", f"{ike.remote_addr}:{ike.remote_port} [{ike.remote_id}]"),
         ("SPI i", fmt.spi64(ike.spi_i)),
         ("SPI r", fmt.spi64(ike.spi_r)),
-        ("algorithms", fmt.algorithms(ike.encr, ike.integ, ike.ke, ike.prf) or "–"),
+        ("algorithms", fmt.algorithms(ike.encr, ike.integ, ike.ke, ike.prf, sep=" ") or "–"),
         ("NAT", ("we are behind a NAT " if ike.nat_local else "") + ("peer behind a NAT" if ike.nat_remote else "")
          or "none detected"),
         ("established", fmt.duration(ike.established_ago) + " ago" if ike.established_ago is not None else "–"),
@@ -54,7 +54,7 @@ def child_facts(ch: ChildSaInfo, rate: float | None) -> list[tuple[str, str]]:
         ("CHILD SA", f"{ch.name} {{{ch.unique_id}}} reqid {ch.reqid} {ch.state}"),
         ("mode", f"{ch.protocol.upper()} {ch.mode}" + (", UDP-encapsulated" if ch.encap else "")),
         ("SPI in / out", f"{ch.spi_in:08x} / {ch.spi_out:08x}"),
-        ("algorithms", fmt.algorithms(ch.encr, ch.integ, ch.ke) + (" ESN" if ch.esn else "")),
+        ("algorithms", fmt.algorithms(ch.encr, ch.integ, ch.ke, sep=" ") + (" ESN" if ch.esn else "")),
         ("local TS", " ".join(ch.local_ts)),
         ("remote TS", " ".join(ch.remote_ts)),
         ("in", f"{fmt.size(ch.bytes_in)}, {ch.packets_in} packets, last {fmt.duration(ch.last_in_ago)} ago"),

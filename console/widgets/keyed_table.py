@@ -59,6 +59,9 @@ class KeyedTable(DataTable):
         super().__init__(**kwargs)
         self._column_spec = tuple(columns)
         self._column_keys = tuple(c[0] for c in columns)
+        self._visible: tuple[tuple[int, str], ...] = tuple(enumerate(self._column_keys))
+        """(index in a row, column key) of the columns shown (narrow layouts show fewer)."""
+        self._last_rows: Mapping[str, tuple[str, ...]] = {}
         self.sort_column = sort_column
         self.sort_reverse = False
         self.user_sorted = False
@@ -70,10 +73,34 @@ class KeyedTable(DataTable):
         self._pending: Mapping[str, tuple[str, ...]] | None = None
 
     def _add_columns(self) -> None:
+        shown = {c for _, c in self._visible}
         for spec in self._column_spec:
             key, label = spec[0], spec[1]
+            if key not in shown:
+                continue
             width = spec[2] if len(spec) > 2 else None
             self.add_column(label, key=key, width=width)
+
+    def show_columns(self, keys: tuple[str, ...] | None) -> None:
+        """Show only these columns (None: all); rows keep every value (``cell_text`` still answers)."""
+        wanted = tuple((i, c) for i, c in enumerate(self._column_keys) if keys is None or c in keys)
+        if wanted == self._visible:
+            return
+        self._visible = wanted
+        if not self.is_mounted:
+            return
+        selected = self.selected_key
+        self.clear(columns=True)
+        self._cache = {}
+        self._add_columns()
+        if self._last_rows:
+            self.sync(self._last_rows)
+        if selected is not None and selected in self._cache:
+            self.move_cursor(row=self.get_row_index(selected))
+
+    @property
+    def visible_columns(self) -> tuple[str, ...]:
+        return tuple(c for _, c in self._visible)
 
     def on_mount(self) -> None:
         if not self.columns:
@@ -99,6 +126,7 @@ class KeyedTable(DataTable):
         if _continued and rows is not self._pending:
             return  # a newer sync took over
         self._pending = None
+        self._last_rows = rows
         cache = self._cache
         had_rows = bool(cache)
         removed = [k for k in cache if k not in rows]
@@ -108,7 +136,7 @@ class KeyedTable(DataTable):
         added = updated = 0
         sorted_changed = False
         more = False
-        keys = self._column_keys
+        visible = self._visible
         cell = self._cell
         for k, row in rows.items():
             old = cache.get(k)
@@ -116,10 +144,11 @@ class KeyedTable(DataTable):
                 if added >= self.ADD_BATCH:
                     more = True
                     continue
-                self.add_row(*(cell(c, v) for c, v in zip(keys, row)), key=k)
+                self.add_row(*(cell(c, row[i]) for i, c in visible), key=k)
                 added += 1
             elif old != row:
-                for c, a, b in zip(keys, old, row):
+                for i, c in visible:
+                    a, b = old[i], row[i]
                     if a != b:
                         # Width fixed at first sight of a column's widest text: resizing
                         # on every counter tick would re-measure the whole table.
@@ -129,7 +158,7 @@ class KeyedTable(DataTable):
             else:
                 continue
             cache[k] = row
-        if self.sort_column and not _continued and (
+        if self.sort_column in self.visible_columns and not _continued and (
                 (added and (had_rows or self.user_sorted)) or (self.user_sorted and sorted_changed)):
             self._apply_sort()  # a first fill arrives in order; a chosen order is kept
         if added or removed:
@@ -157,12 +186,13 @@ class KeyedTable(DataTable):
         self.border_subtitle = f"sorted by {label}{' ↓' if reverse else ''}"
 
     def action_cycle_sort(self) -> None:
-        keys = self._column_keys
+        keys = self.visible_columns
         nxt = keys[(keys.index(self.sort_column) + 1) % len(keys)] if self.sort_column in keys else keys[0]
         self.sort_by(nxt, False)
 
     def action_reverse_sort(self) -> None:
-        self.sort_by(self.sort_column or self._column_keys[0], not self.sort_reverse)
+        column = self.sort_column if self.sort_column in self.visible_columns else self.visible_columns[0]
+        self.sort_by(column, not self.sort_reverse)
 
     def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
         event.stop()
@@ -174,8 +204,8 @@ class KeyedTable(DataTable):
         if self.styler is None:
             return
         for k, row in self._cache.items():
-            for c, v in zip(self._column_keys, row):
-                styled = self.styler(c, v)
+            for i, c in self._visible:
+                styled = self.styler(c, row[i])
                 if not isinstance(styled, str):
                     self.update_cell(k, c, styled)
 

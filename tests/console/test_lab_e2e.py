@@ -82,8 +82,8 @@ async def test_the_lab_packet_view_shows_the_esp_header_and_exports_a_pcap(tmp_p
         await wait_for(pilot, lambda: f"ESP   SPI 0x{sample.spi:08x}  seq {sample.seq}" in screen_text(app),
                        what="the ESP header")
         text = screen_text(app)
-        assert "IPv4  127.0.0.1 → 127.0.0.2  proto ESP (50)" in text
-        assert "ICV 16" in text and "✓ no plaintext" in text
+        assert "IPv4  127.0.0.1 → 127.0.0.2" in text and "proto ESP (50)" in text
+        assert "ICV 16" in text and "✓ no plaintext on the wire" in text
         await pilot.press("x")
         await wait_for(pilot, lambda: list(tmp_path.glob("*.pcap")), what="pcap")
         await wait_for(pilot, lambda: any("Packet capture" in (n.title or "") for n in app._notifications),
