@@ -176,8 +176,8 @@ def wire_lines(sample: PacketSample, sa: ChildSaInstalled | None) -> list[str]:
     sizes = esp_sizes(sa)
     if sizes is not None and len(esp) >= 8 + sizes.iv + sizes.icv:
         ct = esp[8 + sizes.iv:len(esp) - sizes.icv]
-        lines.append(f"  {len(esp)} bytes: IV {sizes.iv}  ciphertext {len(ct)}  ICV {sizes.icv}")
-        lines.append(f"  {sizes.algorithm}")
+        lines.append(f"  {len(esp)} bytes: ciphertext {len(ct)}")
+        lines.append(f"  IV {sizes.iv}  ICV {sizes.icv}  {sizes.algorithm}")
     else:
         ct = esp[8:]
         lines.append(f"  {len(esp)} bytes: IV, ciphertext, ICV (algorithm unknown)")

@@ -22,7 +22,7 @@ from console.widgets.keyed_table import KeyedTable
 DROP_REASONS = ("replay", "icv", "no_sa", "policy_mismatch", "discard_rule", "malformed")
 COUNTER_COLUMNS = (("what", "Counter", 20), ("packets", "Packets", 8), ("bytes", "Bytes", 9))
 NARROW_WIDTH = 110
-SAMPLE_NARROW = ("n", "dir", "spi", "seq", "len", "verdict")
+SAMPLE_NARROW = ("n", "dir", "spi", "seq", "verdict")
 SAMPLE_COLUMNS = (("n", "#", 6), ("time", "Time", 8), ("dir", "Dir", 4), ("spi", "SPI", 8), ("seq", "Seq", 6),
                   ("len", "Len", 5), ("verdict", "Verdict", 14))
 

@@ -256,8 +256,8 @@ class PoliciesScreen(ConsoleScreen):
             for field in pf.fields_for(node, pools=self.pools):
                 value = pf.get_value(doc, node, field)
                 fid = pf.field_id(field)
-                widgets.append(Label(field.label + (f"  [dim]{field.help}[/dim]" if field.help else ""),
-                                     classes="form-label"))
+                widgets.append(Static(field.label + (f"  [dim]{field.help}[/dim]" if field.help else ""),
+                                      classes="form-label"))
                 shown = pf.display(value, field)
                 if field.kind == "bool":
                     widgets.append(Switch(bool(value), id=fid))

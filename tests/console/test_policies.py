@@ -242,3 +242,18 @@ async def test_spd_question_is_answered(tmp_path):
         await pilot.press("enter")
         await pilot.pause()
         assert "DISCARD" in screen_text(app) and "no-telnet" in screen_text(app)
+
+
+async def test_long_form_values_stay_visible_at_80x24(tmp_path):
+    rt = FakeRuntime.in_folder(tmp_path)
+    app = make_app(rt)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await _open(pilot)
+        await wait_for(pilot, lambda: screen.query("#f-proposals"), what="form")
+        await pilot.pause(0.2)
+        field = screen.query_one("#f-proposals", Input)
+        assert len(field.value) > field.size.width  # wider than the field
+        row = screen_text(app).splitlines()[field.region.y]
+        assert "aes256gcm16-prfsha384-x25519, aes256" in row  # its start, not a blank line
+        # the whole value, wrapped, right under the field
+        assert "aes256-sha384-ecp384" in screen_text(app).splitlines()[field.region.y + 2]
