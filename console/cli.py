@@ -39,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_control(p)
     p.add_argument("-v", "--verbose", action="count", default=0, help="more log detail (repeat for debug)")
     p.add_argument("--datapath", choices=("kernel", "userspace", "lab", "none"),
-                   help="override the policy's datapath; 'none' negotiates SAs without protecting traffic")
+                   help="override the policy's datapath; 'none' negotiates SAs without protecting traffic; "
+                   "'lab' runs a lab policy whole, its simulated peers too")
 
     p = sub.add_parser("sas", help="list IKE and CHILD SAs (like swanctl --list-sas)",
                        description="List the daemon's IKE and CHILD SAs.")
@@ -51,9 +52,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_control(p)
     p.add_argument("--json", action="store_true", help="JSON output")
 
-    p = sub.add_parser("initiate", help="bring a connection up", description="Initiate a connection.")
+    p = sub.add_parser("initiate", help="bring a connection up (waits for the outcome, like swanctl)",
+                       description="Initiate a connection and wait for the outcome. Exit 0 when its CHILD SAs "
+                       "are up (or already were), 1 when the negotiation failed or the daemon refused, 124 when "
+                       "nothing was decided within --timeout.")
     p.add_argument("name", metavar="NAME", help="connection name")
     p.add_argument("--child", help="only this CHILD SA config")
+    p.add_argument("--wait", dest="wait", action="store_true", default=True,
+                   help="wait for the CHILD SAs to be up or the negotiation to fail (the default)")
+    p.add_argument("--no-wait", dest="wait", action="store_false",
+                   help="return once the daemon accepted the command")
+    p.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
+                   help="give up waiting after this long (default 30)")
     _add_control(p)
 
     p = sub.add_parser("terminate", help="take a connection down", description="Delete a connection's IKE SAs (and their CHILD SAs).")
@@ -67,8 +77,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_control(p)
 
     p = sub.add_parser("events", help="stream engine events as JSON lines",
-                       description="Subscribe to the daemon's events and print one JSON object per line.")
+                       description="Subscribe to the daemon's events and print one JSON object per line. "
+                       "Times are Unix time. PacketSample events leave out the decrypted inner packet unless "
+                       "--plaintext is given.")
     _add_control(p)
+    p.add_argument("--type", dest="types", action="append", metavar="TYPE",
+                   help="only events of this type (repeat, or comma-separate), e.g. "
+                   "--type NegotiationFailed,ChildSaInstalled")
+    p.add_argument("--plaintext", action="store_true",
+                   help="include the decrypted inner packet of PacketSample events (off by default: "
+                   "events often end up in logs)")
 
     p = sub.add_parser("attach", help="open the console on a running daemon",
                        description="Open the console on a daemon through its control socket; closing it leaves the tunnels up.")

@@ -69,7 +69,7 @@ class AttachedRuntime(Runtime):
         self._events = ControlClient(self.path)
         try:
             await self._events.connect()
-            async for raw in self._events.events_raw(replay=True):
+            async for raw in self._events.events_raw(replay=True, plaintext=True):  # the admin's own view
                 try:
                     yield event_from_dict(raw)
                 except (KeyError, TypeError, ValueError):
