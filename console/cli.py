@@ -11,7 +11,8 @@ import sys
 
 DEFAULT_CONTROL = "/run/ipsec-console/control.sock"
 
-SUBCOMMANDS = ("check", "daemon", "sas", "conns", "initiate", "terminate", "rekey", "events", "attach", "pki")
+SUBCOMMANDS = ("check", "daemon", "sas", "conns", "initiate", "terminate", "rekey", "events", "attach", "pki",
+               "serve")
 
 
 def _add_control(p: argparse.ArgumentParser) -> None:
@@ -92,6 +93,17 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Open the console on a daemon through its control socket; closing it leaves the tunnels up.")
     _add_control(p)
 
+    p = sub.add_parser("serve", help="the console in a web browser (textual-serve)",
+                       description="Serve the console to web browsers: each browser session runs one console "
+                       "(--attach: on the daemon, else on CONFIG or the lab). Listens on 127.0.0.1 and answers "
+                       "only requests carrying the token printed in the URL at start.")
+    p.add_argument("config", metavar="CONFIG", nargs="?", help="policy TOML file (default: the lab)")
+    p.add_argument("--attach", action="store_true", help="each session attaches to the daemon")
+    _add_control(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8022, help="TCP port (default 8022)")
+    p.add_argument("--token", help="the access token (default: a random one, printed in the URL)")
+
     p = sub.add_parser("pki", help="a small CA: init-ca, issue, revoke, crl, list",
                        description="Certificate authority for IKE certificates.")
     p.add_argument("pki_args", nargs=argparse.REMAINDER, help="pki subcommand and its arguments")
@@ -125,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         "events": _cmd_control,
         "attach": _cmd_attach,
         "pki": _cmd_pki,
+        "serve": _cmd_serve,
     }[args.command]
     try:
         return handler(args)
@@ -163,6 +176,16 @@ def _cmd_attach(args) -> int:
     from console.app import main as console_main
 
     return console_main(attach=args.control or DEFAULT_CONTROL)
+
+
+def _cmd_serve(args) -> int:
+    from console.serve import serve
+
+    if args.attach and args.config:
+        print("ipsec-console: serve takes CONFIG or --attach, not both", file=sys.stderr)
+        return 2
+    return serve(args.config, attach=args.attach, control=args.control, host=args.host, port=args.port,
+                 token=args.token)
 
 
 def _cmd_pki(args) -> int:

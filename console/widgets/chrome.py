@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich.style import Style
 from rich.text import Text
 from textual.reactive import reactive
 from textual.widgets import Static
@@ -54,11 +55,12 @@ class TopBar(Static):
         for key, mode, label in self.NAV:
             if nav:
                 nav.append(" ")
+            click = Style.from_meta({"@click": f"app.switch_mode('{mode}')"})  # a mouse (or browser) too
             if mode == self.mode:
-                nav.append(f" {key} {label} ", style=f"reverse {primary}")
+                nav.append(f" {key} {label} ", style=Style.parse(f"reverse {primary}") + click)
             else:
-                nav.append(key, style=accent)
-                nav.append(label, style="dim")
+                nav.append(key, style=Style.parse(accent) + click)
+                nav.append(label, style=Style.parse("dim") + click)
         if self.screen_title and not self.mode:
             nav.append(" │ ", style="dim")
             nav.append(self.screen_title, style=f"bold {primary}")

@@ -13,8 +13,9 @@ from console.runtime.fake import FakeRuntime
 
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path, monkeypatch):
-    """No test reads or writes the real ~/.config; clocks render in UTC."""
+    """No test reads or writes the real ~/.config or ~/.local/share; clocks render in UTC."""
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     monkeypatch.setenv("TZ", "UTC")
     time.tzset()
     yield

@@ -357,3 +357,39 @@ def test_snapshot_80x24(snap_compare, tmp_path, monkeypatch):
         await pilot.pause(0.2)
 
     assert snap_compare(make_app(tmp_path), terminal_size=(80, 24), run_before=run_before)
+
+
+def test_the_shipped_lab_keeps_its_ca_in_the_users_data_folder(tmp_path):
+    from engine.policy.parse import load_policy
+    from engine.policy.samples import sample_dir, sample_path
+
+    from console.widgets.pki_folder import pki_dir_for
+
+    lab = load_policy(sample_path("lab.toml"))
+    d = pki_dir_for(lab)
+    assert d == tmp_path / "data" / "ipsec-console" / "lab-pki"  # XDG_DATA_HOME (conftest)
+    assert sample_dir().resolve() not in d.resolve().parents
+    copy = tmp_path / "mine" / "lab.toml"  # a lab of one's own keeps pki/ beside it
+    copy.parent.mkdir()
+    copy.write_text(sample_path("lab.toml").read_text())
+    for name in ("lab-branch.toml", "lab-roadwarrior.toml", "lab.secrets.toml"):
+        (copy.parent / name).write_text(sample_path(name).read_text())
+    assert pki_dir_for(load_policy(copy)) == copy.parent / "pki"
+
+
+async def test_screenshot_from_the_palette_works_without_a_downloads_folder(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    home.mkdir()
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    from .conftest import make_app as plain_app
+
+    app = plain_app()
+    async with app.run_test(size=(80, 24), notifications=True) as pilot:
+        await ready(pilot)
+        app.action_screenshot()
+        await wait_for(pilot, lambda: list(work.glob("*.svg")), what="screenshot file")
+        await wait_for(pilot, lambda: any("Saved screenshot" in n.message for n in app._notifications),
+                       what="notice")
