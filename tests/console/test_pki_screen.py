@@ -393,3 +393,20 @@ async def test_screenshot_from_the_palette_works_without_a_downloads_folder(tmp_
         await wait_for(pilot, lambda: list(work.glob("*.svg")), what="screenshot file")
         await wait_for(pilot, lambda: any("Saved screenshot" in n.message for n in app._notifications),
                        what="notice")
+
+
+@pytest.mark.parametrize("dialog", ["issue", "init_ca", "folder"])
+def test_dialog_snapshots_80x24(snap_compare, tmp_path, dialog):
+    if dialog != "init_ca":
+        make_ca(tmp_path)
+
+    async def run_before(pilot):
+        await open_pki(pilot)
+        await pilot.press({"issue": "i", "init_ca": "n", "folder": "f"}[dialog])
+        await wait_for(pilot, lambda: len(pilot.app.screen_stack) > 1, what="the form")
+        for inp in pilot.app.screen.query("Input"):
+            if str(tmp_path) in inp.value:  # the test's folder is random: show a fixed one
+                inp.value = inp.value.replace(str(tmp_path), "/srv/vpn")
+        await pilot.pause(0.3)
+
+    assert snap_compare(make_app(tmp_path), terminal_size=(80, 24), run_before=run_before)
