@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 
 from textual import events, on
-from textual.app import App, SystemCommand
+from textual.app import App, ScreenStackError, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
 
@@ -162,7 +162,10 @@ class ConsoleApp(CertExpiryWatch, RuntimeBridge, App):
     def _sync_screen(self, parts: frozenset[str]) -> None:
         if self._exit or self._closing:
             return  # shutting down: screens are being taken apart
-        screen = self.screen
+        try:
+            screen = self.screen
+        except ScreenStackError:
+            return  # between screens (or at the very end): the next screen catches up on mount
         sync = getattr(screen, "sync", None)
         # A screen still composing catches up in its own on_mount; one being removed is skipped.
         if sync is not None and getattr(screen, "ready", False) and not screen._closing:

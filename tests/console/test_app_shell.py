@@ -201,22 +201,27 @@ async def test_every_screens_footer_keys_are_visible_at_80x24(tmp_path):
     async with app.run_test(size=(80, 24)) as pilot:
         await ready(pilot)
 
-        def footer_ok(where: str) -> None:
+        def missing() -> list[str]:
             last = screen_text(app).splitlines()[-1]
             shown = [b.binding.description for b in app.screen.active_bindings.values()
                      if b.binding.show and b.binding.description]
-            assert shown, where
-            missing = [d for d in shown if d not in last]
-            assert not missing, f"{where}: {missing} not in footer {last!r}"
+            return [d for d in shown if d not in last] if shown else ["(no binding shown)"]
+
+        async def footer_ok(where: str) -> None:
+            try:
+                await wait_for(pilot, lambda: not missing(), timeout=3, what=where)
+            except AssertionError:
+                raise AssertionError(f"{where}: {missing()} not in the footer "
+                                     f"{screen_text(app).splitlines()[-1]!r}") from None
 
         for mode in ("dashboard", "negotiations", "policies", "logs", "packets", "pki"):
             await app.switch_mode(mode)
-            await pilot.pause(0.3)
-            footer_ok(mode)
+            await pilot.pause(0.1)
+            await footer_ok(mode)
         await app.switch_mode("dashboard")
         app.open_detail("branch")
-        await pilot.pause(0.3)
-        footer_ok("SA detail")
+        await pilot.pause(0.1)
+        await footer_ok("SA detail")
         await pilot.press("question_mark")
         await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen), what="help")
         text = screen_text(app)

@@ -27,7 +27,7 @@ from engine.pki.validate import load_crl_files
 from engine.policy import parse_policy
 from engine.secret import Secret
 
-from .conftest import ready, screen_text, wait_for
+from .conftest import ready, steady_cursors, screen_text, wait_for
 
 T0 = datetime(2031, 3, 1, 9, 30, tzinfo=timezone.utc)
 PEM_KEY_MARKER = "PRIVATE KEY"
@@ -354,6 +354,7 @@ def test_snapshot_80x24(snap_compare, tmp_path, monkeypatch):
 
     async def run_before(pilot):
         await open_pki(pilot)
+        steady_cursors(pilot.app)
         await pilot.pause(0.2)
 
     assert snap_compare(make_app(tmp_path), terminal_size=(80, 24), run_before=run_before)
@@ -407,6 +408,7 @@ def test_dialog_snapshots_80x24(snap_compare, tmp_path, dialog):
         for inp in pilot.app.screen.query("Input"):
             if str(tmp_path) in inp.value:  # the test's folder is random: show a fixed one
                 inp.value = inp.value.replace(str(tmp_path), "/srv/vpn")
+        steady_cursors(pilot.app)
         await pilot.pause(0.3)
 
     assert snap_compare(make_app(tmp_path), terminal_size=(80, 24), run_before=run_before)

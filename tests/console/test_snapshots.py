@@ -13,7 +13,7 @@ import pytest
 from console.app import ConsoleApp
 from console.runtime.fake import FakeRuntime
 
-from .conftest import ready, wait_for
+from .conftest import ready, steady_cursors, wait_for
 
 SIZES = [(80, 24), (120, 40)]
 
@@ -87,6 +87,7 @@ def test_packets(snap_compare):
         await pilot.press("5")
         # The newest sample (a replay drop) is dissected first, in a thread.
         await wait_for(pilot, lambda: "dropped before decryption" in _text(pilot.app), what="dissection")
+        steady_cursors(pilot.app)
         await pilot.pause(0.2)
 
     assert snap_compare(_app(lab=False), terminal_size=(120, 40), run_before=run_before)
@@ -115,6 +116,7 @@ def test_packets_80x24(snap_compare):
         samples.focus()
         samples.move_cursor(row=samples.get_row_index(key))
         await wait_for(pilot, lambda: "no plaintext" in _text(pilot.app), what="dissection")
+        steady_cursors(pilot.app)
         await pilot.pause(0.2)
 
     assert snap_compare(_app(lab=False), terminal_size=(80, 24), run_before=run_before)
@@ -125,6 +127,7 @@ def test_sa_detail_80x24(snap_compare):
         await ready(pilot)
         pilot.app.open_detail("branch")
         await wait_for(pilot, lambda: "SA detail" in _text(pilot.app), what="detail")
+        steady_cursors(pilot.app)
         await pilot.pause(0.2)
 
     assert snap_compare(_app(), terminal_size=(80, 24), run_before=run_before)
@@ -135,6 +138,7 @@ def test_help_80x24(snap_compare):
         await ready(pilot)
         await pilot.press("question_mark")
         await wait_for(pilot, lambda: "Keys (Escape closes)" in _text(pilot.app), what="help")
+        steady_cursors(pilot.app)
         await pilot.pause(0.2)
 
     assert snap_compare(_app(), terminal_size=(80, 24), run_before=run_before)
@@ -147,6 +151,7 @@ def test_confirm_80x24(snap_compare):
         await pilot.press("t")
         await wait_for(pilot, lambda: "Terminate" in _text(pilot.app) and "Cancel" in _text(pilot.app),
                        what="confirmation")
+        steady_cursors(pilot.app)
         await pilot.pause(0.2)
 
     assert snap_compare(_app(), terminal_size=(80, 24), run_before=run_before)
@@ -173,6 +178,7 @@ def test_policy_tabs_80x24(snap_compare, tmp_path, tab):
             await pilot.press("ctrl+t")
         if tab == "spd":
             await pilot.press(*"198.51.100.5", "tab", *"198.51.100.130", "tab", "tab", "tab", *"443", "enter")
+        steady_cursors(pilot.app)
         await pilot.pause(0.3)
 
     assert snap_compare(_app(tmp_path, lab=False), terminal_size=(80, 24), run_before=run_before)
@@ -199,6 +205,7 @@ def test_policy_dialogs_80x24(snap_compare, tmp_path, dialog):
             await pilot.pause(0.1)
             await pilot.press("q")
         await wait_for(pilot, lambda: len(app.screen_stack) > 1, what="the dialog")
+        steady_cursors(pilot.app)
         await pilot.pause(0.3)
 
     assert snap_compare(_app(tmp_path, lab=False), terminal_size=(80, 24), run_before=run_before)
