@@ -156,7 +156,8 @@ async def test_no_secret_is_ever_drawn(tmp_path):
         for line in range(len(list(_walk(tree.root)))):
             tree.cursor_line = line
             await pilot.pause(0.05)
-            look()
+            seen.append(screen_text(app))  # every form; one full screenshot below is enough
+        look()
         for tab in ("pol-toml-tab", "pol-diff-tab", "pol-spd-tab"):
             screen.query_one(TabbedContent).active = tab
             await pilot.pause()

@@ -257,3 +257,127 @@ async def test_long_form_values_stay_visible_at_80x24(tmp_path):
         assert "aes256gcm16-prfsha384-x25519, aes256" in row  # its start, not a blank line
         # the whole value, wrapped, right under the field
         assert "aes256-sha384-ecp384" in screen_text(app).splitlines()[field.region.y + 2]
+
+
+async def _wait_node(pilot, screen, node, present=True):
+    from console.widgets.policy_tree import PolicyTree
+
+    tree = screen.query_one(PolicyTree)
+    await wait_for(pilot, lambda: (node in tree.nodes()) == present, what=f"{node} {'in' if present else 'gone'}")
+    return tree
+
+
+async def test_new_sections_show_in_the_tree_before_the_policy_validates(tmp_path):
+    rt = FakeRuntime.in_folder(tmp_path)
+    app = make_app(rt)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await _open(pilot)
+        await _type_at_end(pilot, screen, "\n[connections.new-site]\nremote_addrs = [\"192.0.2.99\"]\n"
+                                          "[connections.new-site.children.net]\n")
+        assert not screen.validation.ok  # no auth, no selectors yet...
+        await _wait_node(pilot, screen, ("connection", "new-site"))  # ...and yet it shows
+        await _wait_node(pilot, screen, ("child", "new-site", "net"))
+
+
+async def test_add_copy_and_delete_from_the_tree(tmp_path):
+    from console.screens.dialogs import AddDialog, TextPrompt
+
+    rt = FakeRuntime.in_folder(tmp_path)
+    app = make_app(rt)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await _open(pilot)
+        editor = screen.query_one("#pol-editor", TextArea)
+        tree = await _wait_node(pilot, screen, ("connection", "branch"))
+        tree.focus()
+        tree.select(("rule", "dns"))
+        await pilot.press("a")  # on a rule, a rule comes first
+        await wait_for(pilot, lambda: isinstance(app.screen, AddDialog), what="add dialog")
+        assert app.screen.choices[0][1] == ("rule",)
+        assert not any(p == ("pool",) for _, p in app.screen.choices)  # the policy layer has no pools yet
+        await pilot.press("tab", "ctrl+a", "ctrl+k", *"ntp", "enter")
+        await _wait_node(pilot, screen, ("rule", "ntp"))
+        assert "[rules.ntp]" in editor.text
+        tree.select(("connection", "branch"))
+        await pilot.press("c")
+        await wait_for(pilot, lambda: isinstance(app.screen, TextPrompt), what="copy prompt")
+        await pilot.press("ctrl+a", "ctrl+k", *"branch2", "enter")
+        await _wait_node(pilot, screen, ("child", "branch2", "voice"))  # with its children
+        tree.select(("child", "branch2", "voice"))
+        await pilot.press("x")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="delete confirmation")
+        await pilot.press("y")
+        await _wait_node(pilot, screen, ("child", "branch2", "voice"), present=False)
+        assert ("child", "branch2", "lan") in tree.nodes()
+        tree.select(("connection", "branch2"))
+        await pilot.press("x", "y")
+        await _wait_node(pilot, screen, ("connection", "branch2"), present=False)
+        assert "branch2" not in editor.text and "# Head office gateway" in editor.text
+        await wait_for(pilot, lambda: screen.validation.text == editor.text and screen.validation.ok, what="valid")
+
+
+async def test_new_file_from_a_template_save_as_and_the_shipped_lab_is_never_overwritten(tmp_path, monkeypatch):
+    from console.screens.dialogs import NewFileDialog
+    from engine.policy.samples import sample_path
+
+    monkeypatch.chdir(tmp_path)
+    rt = FakeRuntime.in_folder(tmp_path)
+    app = make_app(rt)
+    async with app.run_test(size=(100, 30), notifications=True) as pilot:
+        screen = await _open(pilot)
+        await pilot.press("ctrl+n")
+        await wait_for(pilot, lambda: isinstance(app.screen, NewFileDialog), what="new file dialog")
+        target = tmp_path / "gw2.toml"
+        await pilot.press("ctrl+a", "ctrl+k", *str(target), "tab", "down", "enter")  # the first sample
+        editor = screen.query_one("#pol-editor", TextArea)
+        first_sample = [n for n in __import__("engine.policy.samples", fromlist=["x"]).sample_names()
+                        if n != "lab.toml" and not n.startswith("lab-")][0]
+        await wait_for(pilot, lambda: editor.text == sample_path(first_sample).read_text(), what="template")
+        assert screen.file_path == str(target) and not target.exists()
+        assert any("edits not saved" in p for p in app.pending_work())
+        # Save as somewhere else (its secrets file beside it): the text goes there, and so do later saves.
+        secrets_name = first_sample.replace(".toml", ".secrets.toml")
+        (tmp_path / secrets_name).write_text(sample_path(secrets_name).read_text())
+        (tmp_path / secrets_name).chmod(0o600)
+        await pilot.press("ctrl+o")
+        await wait_for(pilot, lambda: isinstance(app.screen, NewFileDialog), what="save as dialog")
+        other = tmp_path / "gw3.toml"
+        await pilot.press("ctrl+a", "ctrl+k", *str(other), "enter")
+        await wait_for(pilot, lambda: other.exists(), what="saved as")
+        assert other.read_text() == sample_path(first_sample).read_text() and screen.file_path == str(other)
+        await _type_at_end(pilot, screen, "# mine\n")
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: other.read_text().endswith("# mine\n"), what="saved again")
+        assert not target.exists()
+        # The shipped lab is never written over: Save turns into Save as.
+        lab = sample_path("lab.toml")
+        before = lab.read_text()
+        screen.file_path = str(lab)
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: isinstance(app.screen, NewFileDialog), what="save as instead")
+        await pilot.press("escape")
+        assert lab.read_text() == before
+
+
+async def test_quit_asks_and_names_what_would_be_lost(tmp_path):
+    rt = FakeRuntime.in_folder(tmp_path)
+    app = make_app(rt)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await _open(pilot)
+        editor = screen.query_one("#pol-editor", TextArea)
+        editor.load_text(editor.text.replace('dpd_delay = "30s"', 'dpd_delay = "45s"'))
+        await _type_at_end(pilot, screen, "\n")
+        await pilot.press("ctrl+g")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="confirm apply")
+        await pilot.press("y")
+        await wait_for(pilot, lambda: screen.running_text == editor.text, what="applied")
+        screen.query_one("#pol-tree").focus()
+        await pilot.press("q")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="quit guard")
+        text = screen_text(app)
+        assert "edits not saved" in text and "lost at the next start" in text and "gateway.toml" in text
+        await pilot.press("n")
+        assert app.is_running
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: not app.pending_work(), what="saved")
+        await pilot.press("q")
+        await wait_for(pilot, lambda: not app.is_running, what="quit without asking")
