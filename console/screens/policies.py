@@ -361,6 +361,9 @@ class PoliciesScreen(ConsoleScreen):
 
     # ------------------------------------------------------------- the tree's actions
     def on_policy_tree_act(self, event: PolicyTree.Act) -> None:
+        self.tree_act(event)
+
+    def tree_act(self, event: PolicyTree.Act) -> None:
         node = event.node
         if event.what == "edit":
             if _editable(node):

@@ -39,7 +39,13 @@ class PolicyTree(Tree):
 
     def action_act(self, what: str) -> None:
         node = self.cursor_node.data if self.cursor_node is not None else None
-        self.post_message(self.Act(what, node))
+        act = getattr(self.screen, "tree_act", None)
+        if act is not None:
+            # At once, not as a message: keys typed right after (Enter, Tab, text) must find the
+            # focus where this action put it.
+            act(self.Act(what, node))
+        else:
+            self.post_message(self.Act(what, node))
 
     def show(self, file_label: str, sections: dict[str, list[TreeEntry]], datapath: str, *,
              pools: bool, problem: str = "") -> None:
