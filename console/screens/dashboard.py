@@ -65,14 +65,10 @@ class DashboardScreen(ConsoleScreen):
         self.query_one(ConnectionTable).show_columns(CONNECTION_NARROW if narrow else None)
         self.query_one(IkeSaTable).show_columns(IKE_NARROW if narrow else None)
         self.query_one(ChildSaTable).show_columns(CHILD_NARROW if narrow else None)
-        self.query_one("#dash-detail").display = narrow
-        self._sync_detail()
+        self._sync_detail()  # shown at every width: wide tables still scroll sideways
 
     def _sync_detail(self) -> None:
-        box = self.query_one("#dash-detail", Static)
-        if not box.display:
-            return
-        box.update(self._detail_text())
+        self.query_one("#dash-detail", Static).update(self._detail_text())
 
     def _detail_text(self) -> str:
         store = self.app.store

@@ -180,3 +180,13 @@ async def test_alerts_show_their_age_clear_when_the_tunnel_is_up_and_can_be_dism
         await pilot.press("X")
         await pilot.pause()
         assert not app.store.alerts and "✓ no failed negotiation" in screen_text(app)
+
+
+async def test_the_attached_top_bar_keeps_count_and_clock_at_80_columns():
+    rt = FakeRuntime(kind="attached", label="attached to the daemon at /run/ipsec-console/control.sock")
+    app = make_app(rt)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        top = screen_text(app).splitlines()[0]
+        assert "2 up 3 failing" in top and "22:13:20" in top, top
+        assert "1" in top and "6PKI" in top

@@ -176,3 +176,19 @@ async def test_packet_samples_export_as_a_pcap_tshark_reads(tmp_path):
     pcap = next(tmp_path.glob("*.pcap"))
     listed = _tshark_spis(pcap)
     assert listed and set(listed) == spis
+
+
+async def test_the_sample_number_column_shows_five_digits():
+    rt = FakeRuntime()
+    app = make_app(rt)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        app.store.sample_serial = 10_000  # a console open for a while
+        rt.advance(1.0)
+        await pilot.press("5")
+        samples = app.screen.query_one("#pk-samples", KeyedTable)
+        await wait_for(pilot, lambda: samples.row_count >= 1, what="samples")
+        await pilot.pause(0.1)
+        assert "10001" in samples.row_keys[-1] or "10002" in samples.row_keys[-1]
+        assert any(line.split()[0:1] == [samples.row_keys[-1]] or f" {samples.row_keys[-1]} " in line
+                   for line in screen_text(app).splitlines())
