@@ -21,6 +21,8 @@ import tomlkit
 from tomlkit.exceptions import TOMLKitError
 from tomlkit.items import InlineTable, Item
 
+from engine.policy.parse import AUTH_METHODS
+
 
 @dataclass(frozen=True)
 class Field:
@@ -39,9 +41,9 @@ CONNECTION_FIELDS = (
     Field("local_addrs", "Local addresses", "list", help="our IKE addresses"),
     Field("remote_addrs", "Remote addresses", "list", help="the peer's; empty: any (responder)"),
     Field("proposals", "IKE proposals", "list", help="e.g. aes256gcm16-prfsha384-x25519"),
-    Field("local.auth", "Local auth", "choice", ("psk", "pubkey")),
+    Field("local.auth", "Local auth", "choice", AUTH_METHODS),
     Field("local.id", "Local ID", "text"),
-    Field("remote.auth", "Remote auth", "choice", ("psk", "pubkey")),
+    Field("remote.auth", "Remote auth", "choice", AUTH_METHODS),
     Field("remote.id", "Remote ID", "text"),
     Field("encap", "Force UDP encap", "bool"),
     Field("dpd_delay", "DPD delay", "duration", help="e.g. 30s; 0 disables"),

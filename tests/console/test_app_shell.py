@@ -215,7 +215,7 @@ async def test_every_screens_footer_keys_are_visible_at_80x24(tmp_path):
                 raise AssertionError(f"{where}: {missing()} not in the footer "
                                      f"{screen_text(app).splitlines()[-1]!r}") from None
 
-        for mode in ("dashboard", "negotiations", "policies", "logs", "packets", "pki"):
+        for mode in ("dashboard", "negotiations", "policies", "logs", "packets", "pki", "clients"):
             await app.switch_mode(mode)
             await pilot.pause(0.1)
             await footer_ok(mode)

@@ -13,6 +13,7 @@ from textual.widgets import Input, TabbedContent, TextArea
 
 from engine.policy.findings import Finding, PolicyError
 from console.runtime.fake import FakeRuntime
+from console.policy_state import pools_supported
 from console.screens.confirm import ConfirmScreen
 from console.screens.policies import PoliciesScreen
 
@@ -293,10 +294,18 @@ async def test_add_copy_and_delete_from_the_tree(tmp_path):
         await pilot.press("a")  # on a rule, a rule comes first
         await wait_for(pilot, lambda: isinstance(app.screen, AddDialog), what="add dialog")
         assert app.screen.choices[0][1] == ("rule",)
-        assert not any(p == ("pool",) for _, p in app.screen.choices)  # the policy layer has no pools yet
+        # pools are offered once the policy layer reads [pools] (road warriors)
+        assert any(p == ("pool",) for _, p in app.screen.choices) == pools_supported()
         await pilot.press("tab", "ctrl+a", "ctrl+k", *"ntp", "enter")
         await _wait_node(pilot, screen, ("rule", "ntp"))
         assert "[rules.ntp]" in editor.text
+        if pools_supported():
+            await pilot.press("a")
+            await wait_for(pilot, lambda: isinstance(app.screen, AddDialog), what="add dialog")
+            index = [p for _, p in app.screen.choices].index(("pool",))
+            await pilot.press(*["down"] * index, "tab", "ctrl+a", "ctrl+k", *"clients", "enter")
+            await _wait_node(pilot, screen, ("pool", "clients"))
+            assert '[pools.clients]\naddrs = "198.51.100.128/25"' in editor.text
         tree.select(("connection", "branch"))
         await pilot.press("c")
         await wait_for(pilot, lambda: isinstance(app.screen, TextPrompt), what="copy prompt")

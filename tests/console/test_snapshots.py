@@ -73,18 +73,23 @@ def test_logs(snap_compare):
     assert snap_compare(_app(lab=False), terminal_size=(80, 24), run_before=run_before)
 
 
+async def _packets(pilot) -> None:
+    """Four virtual seconds of traffic, then the Packets screen."""
+    await ready(pilot)
+    rt = pilot.app.runtime
+    for _ in range(4):
+        rt.advance(1.0)
+    # every counter the screen shows must come from the last virtual second
+    pilot.app.poll_soon()
+    await wait_for(pilot, lambda: pilot.app.store.snapshot.time == rt.now, what="latest snapshot")
+    await wait_for(pilot, lambda: pilot.app.store.counters is not None
+                   and pilot.app.store.counters.time == rt.now, what="latest counters")
+    await pilot.press("5")
+
+
 def test_packets(snap_compare):
     async def run_before(pilot):
-        await ready(pilot)
-        rt = pilot.app.runtime
-        for _ in range(4):
-            rt.advance(1.0)
-        # every counter the screen shows must come from the last virtual second
-        pilot.app.poll_soon()
-        await wait_for(pilot, lambda: pilot.app.store.snapshot.time == rt.now, what="latest snapshot")
-        await wait_for(pilot, lambda: pilot.app.store.counters is not None
-                       and pilot.app.store.counters.time == rt.now, what="latest counters")
-        await pilot.press("5")
+        await _packets(pilot)
         # The newest sample (a replay drop) is dissected first, in a thread.
         await wait_for(pilot, lambda: "dropped before decryption" in _text(pilot.app), what="dissection")
         steady_cursors(pilot.app)
@@ -101,15 +106,7 @@ def _text(app) -> str:
 
 def test_packets_80x24(snap_compare):
     async def run_before(pilot):
-        await ready(pilot)
-        rt = pilot.app.runtime
-        for _ in range(4):
-            rt.advance(1.0)
-        pilot.app.poll_soon()
-        await wait_for(pilot, lambda: pilot.app.store.snapshot.time == rt.now, what="latest snapshot")
-        await wait_for(pilot, lambda: pilot.app.store.counters is not None
-                       and pilot.app.store.counters.time == rt.now, what="latest counters")
-        await pilot.press("5")
+        await _packets(pilot)
         samples = pilot.app.screen.query_one("#pk-samples")
         await wait_for(pilot, lambda: samples.row_count >= 4, what="samples")
         key = next(k for k in samples.row_keys if samples.cell_text(k, "dir") == "out")
