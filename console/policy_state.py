@@ -37,10 +37,12 @@ class Validation:
         return self.policy is not None and not self.errors
 
 
-def validate_text(text: str, path: str | None) -> Validation:
-    """Parse and lint ``text`` as the policy at ``path`` (safe to call from a thread)."""
+def validate_text(text: str, path: str | None, *, load_secrets: bool = True) -> Validation:
+    """Parse and lint ``text`` as the policy at ``path`` (safe to call from a thread).
+    ``load_secrets=False`` when the secrets file belongs to a daemon (root, 0600): the daemon
+    checks the PSKs when the policy is applied."""
     try:
-        policy = parse_policy(text, path, strict_secrets_mode=False)
+        policy = parse_policy(text, path, load_secrets=load_secrets, strict_secrets_mode=False)
     except PolicyError as exc:
         return Validation(text, None, list(exc.findings))
     return Validation(text, policy, list(lint(policy)))

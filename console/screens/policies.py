@@ -153,6 +153,10 @@ class PoliciesScreen(ConsoleScreen):
     def _text(self) -> str:
         return self.query_one("#pol-editor", TextArea).text
 
+    def _own_secrets(self) -> bool:
+        """The secrets file is ours to read (not a daemon's, root-only): PSKs are checked here too."""
+        return self.app.runtime.kind != "attached"
+
     def _can_apply(self) -> bool:
         return self.app.runtime.capabilities.apply_policy
 
@@ -187,7 +191,7 @@ class PoliciesScreen(ConsoleScreen):
 
     @work(thread=True, group="validate", exclusive=True, exit_on_error=False)
     def _validate(self, text: str, path: str | None) -> None:
-        result = validate_text(text, path)
+        result = validate_text(text, path, load_secrets=self._own_secrets())
         self.app.call_from_thread(self._show_validation, result)
 
     def _show_validation(self, v: Validation) -> None:
@@ -558,7 +562,8 @@ class PoliciesScreen(ConsoleScreen):
 
     @work(thread=True, group="policy-action", exclusive=True, exit_on_error=False)
     def _apply_checked(self, text: str, path: str | None) -> None:
-        self.app.call_from_thread(self._apply_validated, validate_text(text, path))
+        self.app.call_from_thread(self._apply_validated,
+                                  validate_text(text, path, load_secrets=self._own_secrets()))
 
     def _apply_validated(self, v: Validation) -> None:
         self._show_validation(v)
@@ -625,12 +630,12 @@ class PoliciesScreen(ConsoleScreen):
 
     @work(thread=True, group="policy-action", exclusive=True, exit_on_error=False)
     def _save_checked(self, text: str, path: str) -> None:
-        v = validate_text(text, path)
+        v = validate_text(text, path, load_secrets=self._own_secrets())
         if not v.ok:
             self.app.call_from_thread(self._save_refused, v)
             return
         try:
-            save_text(text, path)
+            save_text(text, path, load_secrets=self._own_secrets())
         except PolicyError as exc:
             self.app.call_from_thread(self._save_refused, Validation(text, None, list(exc.findings)))
             return

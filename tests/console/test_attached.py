@@ -224,6 +224,8 @@ async def test_attach_from_another_folder_shows_the_policy_and_no_false_alert(la
         await wait_for(pilot, lambda: app.store.snapshot is not None, timeout=10, what="status")
         policy, _ = await app.runtime.policy()
         assert policy.path == str(tmp / "lab.toml")
+        # The secrets file is the daemon's (root, 0600 in real life): the console never needs it.
+        (tmp / "lab.secrets.toml").rename(tmp / "kept-by-the-daemon.toml")
         await pilot.press("3")
         await wait_for(pilot, lambda: isinstance(app.screen, PoliciesScreen) and app.screen.validation,
                        timeout=10, what="policies")
