@@ -172,6 +172,7 @@ def _events(control, *args, count: int, timeout: float = 15) -> list[dict]:
     return out
 
 
+@pytest.mark.slow
 def test_daemon_runs_the_whole_lab_and_initiate_returns_the_outcome(lab_daemon):
     sock, tmp = lab_daemon
     deadline = time.monotonic() + 20

@@ -13,6 +13,7 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
 from textual.widgets import Input
 
 from console.app import ConsoleApp, _default_runtime
@@ -59,6 +60,7 @@ async def _add(pilot, screen: PoliciesScreen, choice: str, name: str) -> None:
     await wait_for(pilot, lambda: pilot.app.screen is screen, what="dialog closed")
 
 
+@pytest.mark.slow
 async def test_a_new_site_to_site_policy_authored_with_forms_only_passes_check(tmp_path):
     path = tmp_path / "gw.toml"
     rt = _default_runtime(str(path), None)
@@ -114,6 +116,7 @@ def _lab_copy(tmp_path: Path) -> Path:
     return tmp_path / "lab.toml"
 
 
+@pytest.mark.slow
 async def test_the_road_warrior_fixed_by_keyboard_saved_and_applied(tmp_path):
     config = _lab_copy(tmp_path)
     app = ConsoleApp(_default_runtime(str(config), None))  # a lab policy: the whole lab runs

@@ -188,6 +188,7 @@ def browser(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
 
 
+@pytest.mark.slow
 async def test_the_web_view_needs_its_token_switches_screens_and_shows_the_dashboard(served, browser):
     url, token = served
     async with aiohttp.ClientSession() as http:
