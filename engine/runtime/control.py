@@ -165,7 +165,8 @@ class ControlServer:
             return {"rekeyed": rt.rekey(_name(req), ike=bool(req.get("ike")), unique_id=req.get("unique_id"))}
         if cmd == "get-policy":
             path = rt.policy.path
-            return {"path": os.path.abspath(path) if path else path, "text": rt.policy_text}
+            return {"path": os.path.abspath(path) if path else path, "text": rt.policy_text,
+                    "files": public_files(rt.policy)}
         if cmd == "apply-policy":
             return self._apply(req)
         if cmd == "counters":
@@ -191,6 +192,33 @@ class ControlServer:
         except PkiError as exc:
             raise _Failure(f"credentials could not be loaded; nothing was changed: {exc}", []) from None
         return event_to_dict(applied)
+
+
+MAX_SERVED_FILE = 256 * 1024
+
+
+def public_files(policy) -> dict[str, str]:
+    """The text of the files a policy names that a console needs to read it from elsewhere (lab peer
+    policies, certificates, CA certificates, CRLs), by the name the policy uses. Never the secrets
+    file nor a private key: those are not named here. Unreadable, large or binary files are left out."""
+    base = Path(policy.path).parent if policy.path else Path.cwd()
+    names: list[str] = list(policy.lab.peers) if policy.lab is not None else []
+    names += list(policy.engine.crls)
+    for c in policy.connections:
+        names += list(c.local.certs) + list(c.remote.cacerts)
+    out: dict[str, str] = {}
+    for name in dict.fromkeys(names):
+        target = Path(name) if os.path.isabs(name) else base / name
+        try:
+            if target.stat().st_size > MAX_SERVED_FILE:
+                continue
+            text = target.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        if "PRIVATE KEY" in text:
+            continue  # a key file named where a certificate belongs is never sent
+        out[name] = text
+    return out
 
 
 class _Failure(Exception):

@@ -235,3 +235,43 @@ async def test_attach_from_another_folder_shows_the_policy_and_no_false_alert(la
         assert app.screen.validation.ok, [f.format() for f in app.screen.validation.errors]
         await pilot.pause(0.5)
         assert not [a for a in app.store.alerts if a.kind in ("cert", "runtime")]
+
+
+async def test_the_attached_console_reads_the_files_the_daemon_served(tmp_path):
+    """A console that cannot read the daemon's folder parses its lab policy from the peer files the
+    daemon serves with get-policy; the copies go when the console does."""
+    from engine.runtime.control import public_files
+    from engine.policy.parse import load_policy
+
+    src = sample_path("lab.toml").parent
+    for name in ("lab.toml", "lab-branch.toml", "lab-roadwarrior.toml", "lab.secrets.toml"):
+        shutil.copy(src / name, tmp_path / name)
+    served = public_files(load_policy(tmp_path / "lab.toml"))
+    assert set(served) == {"lab-branch.toml", "lab-roadwarrior.toml"}  # never the secrets file
+    rt = AttachedRuntime(str(tmp_path / "none.sock"))
+    elsewhere = "/srv/not-readable-here/lab.toml"
+
+    async def call(cmd, **args):
+        assert cmd == "get-policy"
+        return {"path": elsewhere, "text": (tmp_path / "lab.toml").read_text(), "files": served}
+
+    rt._call = call
+    policy, text = await rt.policy()
+    assert policy.path == elsewhere and [c.name for c in policy.connections] == ["branch", "roadwarrior"]
+    assert (rt.files_dir / "lab-branch.toml").read_text() == served["lab-branch.toml"]
+    mirror = rt.files_dir
+    await rt.stop()
+    assert not mirror.exists()
+
+
+def test_served_files_never_include_a_private_key(tmp_path):
+    from engine.runtime.control import public_files
+
+    (tmp_path / "gw.crt").write_text("-----BEGIN PRIVATE KEY-----\nnot a certificate\n-----END PRIVATE KEY-----\n")
+    (tmp_path / "ca.crt").write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    from engine.policy.model import AuthConfig, ConnectionConfig, Policy
+
+    policy = Policy(path=str(tmp_path / "gw.toml"), connections=(ConnectionConfig(
+        name="c", local=AuthConfig(auth="pubkey", certs=("gw.crt",)),
+        remote=AuthConfig(auth="pubkey", cacerts=("ca.crt",))),))
+    assert set(public_files(policy)) == {"ca.crt"}
