@@ -106,6 +106,10 @@ class Store:
     def apply_status(self, snap: StatusSnapshot) -> None:
         prev_t = self._prev_time
         dt = (snap.time - prev_t) if prev_t is not None else 0.0
+        if prev_t is not None and dt <= 0:
+            # No time passed (a frozen or repeated clock): nothing to measure, the last rates stand.
+            self.snapshot = snap
+            return
         prev = self._prev_bytes
         new_prev: dict[str, int] = {}
         rates: dict[str, float] = {}
