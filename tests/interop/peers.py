@@ -307,7 +307,7 @@ def wait_or_explain(predicate, what: str, *daemons: Ours, timeout: float = 10.0,
 def bring_up(direction: str, c: Charon, o: Ours, *, timeout: float = 10.0) -> None:
     """Connection "t" up on both ends, started by us (we_initiate) or by charon."""
     if direction == "we_initiate":
-        o.cli("initiate", "t")
+        o.cli("initiate", "t", "--no-wait")  # our own wait says why when it fails
     else:
         c.swanctl("--initiate", "--child", "t", "--timeout", "10", check=False)
     wait_or_explain(lambda: with_children(o), "our IKE and CHILD SA", o, timeout=timeout)

@@ -141,7 +141,7 @@ def test_our_restart_with_initial_contact_leaves_one_ike_sa_on_charon(peers):
     o.control.unlink(missing_ok=True)
     o.start("--datapath", "none")
     subscribe(o)
-    o.cli("initiate", "t")
+    o.cli("initiate", "t", "--no-wait")
     wait_or_explain(lambda: with_children(o), "our new IKE and CHILD SA", o)
     new = f"{o.sas()[0]['spi_i']:016x}"
     wait_or_explain(lambda: [s[2] for s in charon_ike_sas(c.list_sas())] == [new],

@@ -159,7 +159,7 @@ def test_site_to_site(peers, direction):
         wait_or_explain(lambda: sent(o, "IKE_SA_INIT"), f"an IKE_SA_INIT started by our first packet (ping: "
                         f"{(out.stdout + out.stderr).strip()[-200:]})", o, timeout=5)
     elif direction == "we_initiate":
-        o.cli("initiate", "branch")
+        o.cli("initiate", "branch", "--no-wait")
     else:
         r = c.swanctl("--initiate", "--child", "lan", "--timeout", "10", check=False)
         assert r.returncode == 0, r.stdout[-2000:]
