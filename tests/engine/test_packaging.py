@@ -58,4 +58,4 @@ def test_installed_wheel_checks_its_samples_from_another_folder(tmp_path: Path):
     bad.write_text('[engine]\ndatapath = "xfrm"\n')
     run = subprocess.run([str(cli), "check", "bad.toml"], cwd=elsewhere, env=env, capture_output=True, text=True,
                          timeout=60)
-    assert run.returncode == 1 and run.stdout.startswith("bad.toml: engine.datapath: error:")
+    assert run.returncode == 1 and run.stdout.startswith("bad.toml:2:1: engine.datapath: error:")
