@@ -1,18 +1,18 @@
 """Form editing of a policy as a TOML document (pure functions).
 
-The form edits the document the admin's file parses to (``tomllib``), never
-the frozen model: the result is serialized with ``tomli_w`` and validated by
-the policy layer like any hand-typed text. That loses comments and layout,
-so the screen asks first when the file was written by a person.
+The form edits the document the admin's file parses to, never the frozen
+model: a comment-keeping document (engine.policy.serialize.load_document,
+tomlkit), so a form edit changes one line and every comment and blank line of
+a hand-written file stays. The result is validated by the policy layer like
+any hand-typed text.
 """
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from typing import Any
 
-import tomli_w
+from engine.policy.serialize import dump_document, load_document
 
 
 @dataclass(frozen=True)
@@ -159,14 +159,11 @@ def set_value(doc: dict, node: tuple, field: Field, value: Any) -> None:
 
 
 def load_doc(text: str) -> dict | None:
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError:
-        return None
+    return load_document(text)
 
 
 def dump_doc(doc: dict) -> str:
-    return tomli_w.dumps(doc)
+    return dump_document(doc)
 
 
 def is_hand_written(text: str) -> bool:

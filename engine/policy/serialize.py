@@ -194,6 +194,8 @@ def policy_to_toml(policy: Policy, *, header: bool = True) -> str:
 
 # -- keeping an admin's file: comments, layout, and the way each value was written ------------------
 _INLINE = ("local", "remote")
+_DERIVED = ("local_port", "over_time", "rand_time", "life_time", "life_bytes", "life_packets")
+"""Keys whose default is computed from another key (engine.policy.parse)."""
 """Sub-tables written inline (``local = { auth = "psk", id = "..." }``), as the samples do."""
 
 
@@ -223,8 +225,8 @@ def _merge(item, old: dict[str, Any], new: dict[str, Any], strict: bool) -> None
     """Make ``item`` (a tomlkit table) mean ``new`` where its normalized form ``old`` differs.
 
     Keys whose normalized values agree are left exactly as written (an explicit default,
-    ``"1h"`` written as ``3600``, their comments). ``strict`` also drops keys that the new
-    normalized form leaves out (explicit defaults that might now contradict a changed key)."""
+    ``"1h"`` written as ``3600``, their comments). ``strict`` also drops the derived defaults the
+    new normalized form leaves out (an explicit ``over_time`` that a new ``rekey_time`` contradicts)."""
     for key, value in new.items():
         if key in old and old[key] == value:
             continue
@@ -236,7 +238,7 @@ def _merge(item, old: dict[str, Any], new: dict[str, Any], strict: bool) -> None
     for key in list(item.keys()):
         if key in new:
             continue
-        if key in old or strict:
+        if key in old or (strict and key in _DERIVED):
             del item[key]
 
 

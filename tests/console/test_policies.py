@@ -159,25 +159,24 @@ async def test_engine_refusal_changes_nothing(tmp_path):
         assert screen.running_text != editor.text  # still pending
 
 
-async def test_form_edit_warns_before_rewriting_a_hand_written_file(tmp_path):
+async def test_form_edit_keeps_the_comments_of_a_hand_written_file(tmp_path):
     rt = FakeRuntime.in_folder(tmp_path)
     app = make_app(rt)
     async with app.run_test(size=(100, 30)) as pilot:
         screen = await _open(pilot)
         await wait_for(pilot, lambda: screen.query("#f-dpd_delay"), what="form for branch")
+        editor = screen.query_one("#pol-editor", TextArea)
+        before = editor.text
         field = screen.query_one("#f-dpd_delay", Input)
         assert field.value == "30s"
         field.focus()
         field.cursor_position = len(field.value)
-        await pilot.press("backspace")
-        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="comments warning")
-        assert "comments" in screen_text(app)
-        await pilot.press("y")
-        await wait_for(pilot, lambda: not isinstance(app.screen, ConfirmScreen), what="back to the form")
-        await pilot.press("backspace", "backspace", "4", "5", "s")
-        editor = screen.query_one("#pol-editor", TextArea)
+        await pilot.press("backspace", "backspace", "backspace", "4", "5", "s")
         await wait_for(pilot, lambda: 'dpd_delay = "45s"' in editor.text, what="form edit in the text")
-        assert "# Head office gateway" not in editor.text  # re-serialized, as warned
+        assert not isinstance(app.screen, ConfirmScreen)  # nothing to warn about: comments stay
+        assert "# Head office gateway" in editor.text
+        changed = [ln for ln in editor.text.splitlines() if ln not in before.splitlines()]
+        assert len(changed) == 1 and changed[0].startswith('dpd_delay = "45s"'), changed
         await wait_for(pilot, lambda: screen.validation.text == editor.text and screen.validation.ok,
                        what="valid")
 
