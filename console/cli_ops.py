@@ -214,8 +214,9 @@ def cmd_import(args) -> int:
     policy_path = args.output or (src.stem if src.suffix == ".conf" else src.name) + ".toml"
     secrets_path = args.secrets or str(Path(policy_path).with_name(Path(policy_path).stem + ".secrets.toml"))
     try:
-        result = import_file(src, secrets_name=os.path.relpath(secrets_path, Path(policy_path).parent or "."),
-                             datapath=args.datapath)
+        out_dir = Path(policy_path).resolve().parent
+        result = import_file(src, secrets_name=os.path.relpath(Path(secrets_path).resolve(), out_dir),
+                             datapath=args.datapath, out_dir=out_dir)
     except SwanctlError as exc:
         print(f"ipsec-console: {exc}", file=sys.stderr)
         return 1
@@ -227,10 +228,13 @@ def cmd_import(args) -> int:
     except (FileExistsError, OSError) as exc:
         print(f"ipsec-console: {exc}", file=sys.stderr)
         return 1
+    for e in result.errors:
+        print(e, file=sys.stderr)
     print(f"wrote {policy_path} ({result.counts}) and {secrets_path} (mode 0600); "
-          f"{len(result.warnings)} warning{'s' if len(result.warnings) != 1 else ''}; "
-          f"next: ipsec-console check {policy_path}")
-    return 0
+          f"{len(result.warnings)} warning{'s' if len(result.warnings) != 1 else ''}"
+          + (f", {len(result.errors)} errors to fix" if result.errors else "")
+          + f"; next: ipsec-console check {policy_path}")
+    return 1 if result.errors else 0
 
 
 def cmd_export(args) -> int:

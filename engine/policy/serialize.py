@@ -264,6 +264,18 @@ def update_toml(old_text: str, policy: Policy, path: str | None = None) -> str:
     return policy_to_toml(policy)
 
 
+def document_text(data: dict[str, Any]) -> str:
+    """Plain TOML data as compact text: arrays on one line, ``local``/``remote`` inline, a blank line
+    between tables (for files written from scratch: imports)."""
+    doc = tomlkit.document()
+    for key, value in data.items():
+        doc[key] = _new_item(key, value)
+    text = tomlkit.dumps(doc)
+    while "\n\n\n" in text:  # nested new tables each end with a blank line: one is enough
+        text = text.replace("\n\n\n", "\n\n")
+    return text.rstrip("\n") + "\n"
+
+
 # -- the console's form: one key at a time ----------------------------------------------------------
 def load_document(text: str) -> tomlkit.TOMLDocument | None:
     """A TOML document that remembers comments and layout (dict-like), or None if it does not parse."""
