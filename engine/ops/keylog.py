@@ -29,6 +29,7 @@ from pathlib import Path
 
 from engine.crypto.transforms import EncrId, IntegId
 from engine.events import ChildSaInstalled, IkeSaStateChanged, IkeState
+from engine.ops.stats import ike_endpoint
 
 log = logging.getLogger("engine.keylog")
 
@@ -157,7 +158,7 @@ class KeyLog:
         if isinstance(event, ChildSaInstalled):
             self._append(folder, ESP_TABLE, esp_lines(event))
         elif isinstance(event, IkeSaStateChanged) and event.new == IkeState.ESTABLISHED:
-            endpoint = getattr(self.runtime, "endpoint", None)
+            endpoint = ike_endpoint(self.runtime)
             found = endpoint.ike_keys(event.ike_sa) if endpoint is not None else None
             if found is None or (found["spi_i"], found["spi_r"]) in self._ike_done:
                 return

@@ -19,6 +19,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from engine.events import DpdTimeout, Event, IkeSaStateChanged, IkeState, NegotiationFailed
+from engine.ops.stats import ike_endpoint
 from engine.ops.version import engine_version
 
 PREFIX = "ipsec_console"
@@ -190,7 +191,7 @@ class Metrics:
             fam["failures"].add(n, connection=name, notify=notify)
         for reason, n in sorted(drops.items()):
             fam["drops"].add(n, reason=reason)
-        endpoint = getattr(runtime, "endpoint", None)
+        endpoint = ike_endpoint(runtime)
         for what, n in sorted((endpoint.stats if endpoint is not None else {}).items()):
             fam["ike_counters"].add(n, event=what)
         return "".join(f.text() for f in fam.values())

@@ -12,6 +12,15 @@ import time
 from engine.ops.version import engine_version
 
 
+def ike_endpoint(runtime):
+    """The IkeEndpoint behind a runtime: an EngineRuntime's own, or the local endpoint's of a lab
+    (LabRuntime.endpoint is a method that finds a lab endpoint by name); None if there is none."""
+    ep = getattr(runtime, "endpoint", None)
+    if hasattr(ep, "stats"):
+        return ep
+    return getattr(getattr(runtime, "local", None), "endpoint", None)
+
+
 def _rss_bytes() -> int | None:
     try:
         for line in open("/proc/self/status", encoding="ascii"):
@@ -39,7 +48,7 @@ def collect(runtime) -> dict:
     except Exception:  # a datapath that cannot count must not break stats
         drops = {}
     started = getattr(runtime, "started_at", None) or time.time()
-    endpoint = getattr(runtime, "endpoint", None)
+    endpoint = ike_endpoint(runtime)
     return {
         "version": engine_version(),
         "pid": os.getpid(),
