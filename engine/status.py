@@ -10,9 +10,24 @@ in the future, None when not scheduled), plus the snapshot's wall-clock time.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from engine.jsonable import dataclass_from_dict, to_jsonable
+
+QUANTUM_SAFE_KE_NAMES = frozenset({"ML_KEM_512", "ML_KEM_768", "ML_KEM_1024"})
+"""strongSwan's names of the key exchange methods that resist a quantum computer."""
+
+
+def is_quantum_safe(ke: str = "", additional_ke: Iterable[str] = (), ppk: bool = False,
+                    parent_quantum_safe: bool = False) -> bool:
+    """Whether an SA's keys resist a quantum computer: a PPK went into them (RFC 8784), one of
+    their key exchanges was ML-KEM (``ke`` or an RFC 9370 additional one, e.g.
+    ``KE1_ML_KEM_768``), or they derive from a quantum-safe IKE SA's SK_d
+    (``parent_quantum_safe``, for CHILD SAs and rekeyed IKE SAs)."""
+    if ppk or parent_quantum_safe or ke in QUANTUM_SAFE_KE_NAMES:
+        return True
+    return any(name.partition("_")[2] in QUANTUM_SAFE_KE_NAMES for name in additional_ke)
 
 
 @dataclass(frozen=True)
@@ -51,6 +66,10 @@ class ChildSaInfo:
     expire_in: float | None = None
     drops: tuple[tuple[str, int], ...] = ()
     """Inbound drops by reason (replay, icv, malformed, policy_mismatch)."""
+    additional_ke: tuple[str, ...] = ()
+    """RFC 9370 additional key exchanges of the last rekey, strongSwan names (KE1_ML_KEM_768)."""
+    quantum_safe: bool = False
+    """Keys from a quantum-safe IKE SA's SK_d or from an ML-KEM exchange of its own (is_quantum_safe)."""
 
 
 @dataclass(frozen=True)
@@ -83,6 +102,13 @@ class IkeSaInfo:
     reauth_in: float | None = None
     expire_in: float | None = None
     children: tuple[ChildSaInfo, ...] = ()
+    additional_ke: tuple[str, ...] = ()
+    """RFC 9370 additional key exchanges, strongSwan names (KE1_ML_KEM_768, KE2_ML_KEM_1024)."""
+    ppk: bool = False
+    """An RFC 8784 Postquantum Preshared Key went into the keys."""
+    quantum_safe: bool = False
+    """ML-KEM (primary or additional) or a PPK protects the keys, or they derive from such an
+    SA (a rekey); see is_quantum_safe."""
 
 
 @dataclass(frozen=True)

@@ -37,12 +37,25 @@ Block = tuple
 
 # -- facts -----------------------------------------------------------------------------------------------
 def _strengths(p: Proposal) -> dict[str, list[Strength]]:
-    out: dict[str, list[Strength]] = {"encr": [], "integ": [], "prf": [], "ke": []}
+    out: dict[str, list[Strength]] = {"encr": [], "integ": [], "prf": [], "ke": [], "additional_ke": []}
     for key, ttype in (("encr", TransformType.ENCR), ("integ", TransformType.INTEG), ("prf", TransformType.PRF),
                        ("ke", TransformType.KE)):
         for t in getattr(p, key):
             out[key].append(strength(ttype, t.id, t.key_length))
+    # RFC 9370: every additional key exchange is done on top of the first one.
+    for t in getattr(p, "additional_ke", ()):
+        out["additional_ke"].append(strength(TransformType.KE, t.id))
     return out
+
+
+def _suite(s: dict[str, list[Strength]]) -> tuple[int, str]:
+    """Weakest link and quantum verdict; a post-quantum additional KE protects even a classical first KE."""
+    extra = s["additional_ke"]
+    bits, quantum = suite_strength(s["encr"] + s["integ"] + s["prf"] + s["ke"] + extra)
+    if quantum == "no" and any(x.quantum == "yes" for x in extra):
+        others = [x.quantum for x in s["encr"] + s["integ"] + s["prf"]]
+        quantum = "weakened" if "weakened" in others else "yes"
+    return bits, quantum
 
 
 def _names(items: list[Strength]) -> str:
@@ -51,12 +64,14 @@ def _names(items: list[Strength]) -> str:
 
 def proposal_row(p: Proposal, *, ike: bool) -> list[str]:
     s = _strengths(p)
-    every = s["encr"] + s["integ"] + s["prf"] + s["ke"]
-    bits, quantum = suite_strength(every)
+    bits, quantum = _suite(s)
     row = [p.text, _names(s["encr"]), _names(s["integ"]) if s["integ"] else ("(AEAD)" if s["encr"] else "-")]
     if ike:
         row.append(_names(s["prf"]))
-    row.append(_names(s["ke"]) if s["ke"] else ("-" if ike else "none (no PFS)"))
+    ke = _names(s["ke"]) if s["ke"] else ("-" if ike else "none (no PFS)")
+    if s["additional_ke"]:
+        ke += " + " + " + ".join(_names([x]) for x in s["additional_ke"])
+    row.append(ke)
     row += [str(bits), quantum]
     return row
 
@@ -133,6 +148,16 @@ def _psk_source(policy: Policy, c: ConnectionConfig) -> str:
     return "PSK from " + ", ".join(f"`[ike.{e.name}]`" for e in entries) + f" in `{where}` (the value is not shown)"
 
 
+def _ppk(policy: Policy, c: ConnectionConfig) -> str | None:
+    ppk_id = getattr(c, "ppk_id", None)
+    if not ppk_id:
+        return None
+    names = [p.name for p in getattr(policy.secrets, "ppk", ()) if p.id == ppk_id]
+    where = ", ".join(f"`[ppk.{n}]`" for n in names) or "no matching `[ppk.*]` entry"
+    need = "required" if getattr(c, "ppk_required", False) else "used when the peer has it"
+    return f"Postquantum Preshared Key `{ppk_id}` (RFC 8784, {need}) from {where}"
+
+
 def _auth_rows(policy: Policy, c: ConnectionConfig) -> list[list[str]]:
     rows = []
     for side, a in (("this host", c.local), ("peer", c.remote)):
@@ -183,9 +208,9 @@ def document(policy: Policy, findings: list[Finding], *, now: datetime | None = 
     blocks.append(("diagram", policy))
     summary = []
     for c in policy.connections:
-        suites = [suite_strength(sum(_strengths(p).values(), [])) for p in c.proposals]
+        suites = [_suite(_strengths(p)) for p in c.proposals]
         for k in c.children:
-            suites += [suite_strength(sum(_strengths(p).values(), [])) for p in k.proposals]
+            suites += [_suite(_strengths(p)) for p in k.proposals]
         weakest = min((b for b, _ in suites), default=0)
         quantum = "broken" if any(q == "broken" for _, q in suites) else "no" if any(q == "no" for _, q in suites) \
             else "weakened" if any(q == "weakened" for _, q in suites) else "yes"
@@ -229,6 +254,9 @@ def _connection(policy: Policy, c: ConnectionConfig) -> list[Block]:
              "no dead peer detection",
              "UDP encapsulation forced" if c.encap else "UDP encapsulation when a NAT is detected",
              f"MOBIKE {'offered' if c.mobike else 'off'}, IKE fragmentation {'on' if c.fragmentation else 'off'}"]
+    ppk = _ppk(policy, c)
+    if ppk:
+        facts.append(ppk)
     out.append(("list", facts))
     out.append(("h3", "Children (what is protected)"))
     if c.children:

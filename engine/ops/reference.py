@@ -28,6 +28,7 @@ from engine.policy.model import (
     EngineConfig,
     IkeSecret,
     LabConfig,
+    PpkSecret,
     PrivateKeySecret,
     RuleConfig,
 )
@@ -92,6 +93,8 @@ EXTRA_MEANINGS = {
                                "characters.",
     ("secrets-private", "file"): "A private key file (PEM or DER), relative to the secrets file.",
     ("secrets-private", "passphrase"): "The passphrase of an encrypted key file.",
+    ("secrets-ppk", "secret"): "The Postquantum Preshared Key (RFC 8784): ``0x`` hex or ``0s`` base64, at least "
+                               "32 random bytes.",
 }
 
 _ALIASES = {("engine", "pki"): "pki_dir", ("child", "esp_proposals"): "proposals",
@@ -105,6 +108,7 @@ _SECTIONS = {
     "rule": ("[rules.NAME]", RuleConfig, P.RULE_KEYS),
     "secrets-ike": ("[ike.NAME] (secrets file)", IkeSecret, ("ids", "secret")),
     "secrets-private": ("[private.NAME] (secrets file)", PrivateKeySecret, ("file", "passphrase")),
+    "secrets-ppk": ("[ppk.NAME] (secrets file)", PpkSecret, ("id", "secret")),
 }
 # What the parser reads each key as (engine.policy._reader getters), where the model's type does not say it.
 _DURATIONS = {"retransmit_timeout", "keepalive", "dpd_delay", "rekey_time", "over_time", "rand_time", "life_time",
@@ -125,7 +129,8 @@ _DERIVED = {"over_time": "10% of rekey_time", "rand_time": "over_time (IKE) / li
             "proposals": "strongSwan's default", "esp_proposals": "strongSwan's default",
             "ah_proposals": "strongSwan's default", "local_ts": "dynamic (our IKE address)",
             "remote_ts": "dynamic (the peer's IKE address)", "pki": "pki/ next to the policy"}
-_REQUIRED = {"rule": ("action",), "secrets-ike": ("secret",), "secrets-private": ("file",)}
+_REQUIRED = {"rule": ("action",), "secrets-ike": ("secret",), "secrets-private": ("file",),
+             "secrets-ppk": ("id", "secret")}
 
 
 def _literal(annotation: Any) -> list[str] | None:
@@ -202,6 +207,8 @@ def _kind_and_schema(section: str, key: str, f) -> tuple[str, dict]:
     if annotation is float:
         schema = {"type": "number", "minimum": 1.0 if key == "retransmit_base" else 0.0}
         return "number", schema
+    if key == "id" and section == "secrets-ppk":
+        return "string (the PPK_ID)", {"type": "string", "minLength": 1}
     if key == "id":
         return "identity (FQDN, user@FQDN, IP address, DN, %any, @#hex)", {"type": "string"}
     return "string", {"type": "string"}
@@ -305,6 +312,7 @@ def secrets_schema() -> dict:
         "properties": {
             "ike": {"type": "object", "additionalProperties": ike},
             "private": {"type": "object", "additionalProperties": _object("secrets-private", by_section)},
+            "ppk": {"type": "object", "additionalProperties": _object("secrets-ppk", by_section)},
         },
     }
 

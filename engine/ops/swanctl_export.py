@@ -119,6 +119,9 @@ class _Exporter:
             # Like our engine: a new IKE SA from the same peer does not replace the old one, no reauth.
             "unique": "no", "reauth_time": "0",
         })
+        if getattr(c, "ppk_id", None):
+            out["ppk_id"] = c.ppk_id
+            out["ppk_required"] = _yes(c.ppk_required)
         out["local"] = self.auth("local", c)
         out["remote"] = self.auth("remote", c)
         if c.children:
@@ -142,6 +145,8 @@ class _Exporter:
             # 0x... keeps any byte sequence exact (swanctl's own encoding).
             entry["secret"] = "0x" + raw.hex()
             out[f"ike-{s.name}"] = entry
+        for k in getattr(self.policy.secrets, "ppk", ()):
+            out[f"ppk-{k.name}"] = {"id": k.id, "secret": "0x" + k.secret.reveal().hex()}
         folder = Path(self.policy.secrets.path).parent if self.policy.secrets.path else self.base
         for p in self.policy.secrets.private:
             entry = {"file": str(p.file if os.path.isabs(p.file) else (folder / p.file).resolve())}
@@ -171,7 +176,7 @@ def export_policy(policy: Policy, *, secrets_include: str | None = None) -> Expo
                            "charon.port_nat_t in strongswan.conf (swanctl.conf has no place for them)")
     text = "\n".join(header) + "\n\n" + (render({"connections": conns}) if conns else "")
     result = ExportResult(conf=text, warnings=ex.warnings)
-    has_secrets = bool(policy.secrets.ike or policy.secrets.private)
+    has_secrets = bool(policy.secrets.ike or policy.secrets.private or getattr(policy.secrets, "ppk", ()))
     if secrets_include:
         result.secrets_conf = ("# Secrets for the swanctl.conf of ipsec-console export. Keep this file mode 0600.\n\n"
                                + render(ex.secrets()))

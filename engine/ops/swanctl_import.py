@@ -43,7 +43,7 @@ CONN_DIRECT = {
     "local_addrs": "addrs", "remote_addrs": "addrs", "local_port": "port", "remote_port": "port",
     "proposals": "ike_proposals", "encap": "bool", "mobike": "bool", "dpd_delay": "duration",
     "rekey_time": "duration", "over_time": "duration", "rand_time": "duration", "send_certreq": "bool",
-    "keyingtries": "int", "fragmentation": "fragmentation",
+    "keyingtries": "int", "fragmentation": "fragmentation", "ppk_id": "string", "ppk_required": "bool",
 }
 CONN_IGNORED = {
     "version": None,  # checked separately
@@ -125,6 +125,8 @@ class _Importer:
                     else:
                         out.append(a)
                 return out or None
+            if kind == "string":
+                return v
             if kind == "port":
                 return int(v)
             if kind == "int":
@@ -389,6 +391,16 @@ class _Importer:
                         self.warn(f"{setting.file}:{setting.line}", f"{path}.{key}", "not implemented")
                 doc["ike"][_secret_name(name, doc["ike"])] = {"ids": ids, "secret": secret}
                 self.result.secrets += 1
+            elif name.startswith("ppk"):
+                secret = entry.value("secret")
+                ids = [s for k, s in entry.settings.items() if k.startswith("id")]
+                if not secret or not ids:
+                    self.warn(entry.where(), path, "a PPK needs a secret and an id")
+                    continue
+                for extra in ids[1:]:
+                    self.warn(f"{extra.file}:{extra.line}", path, "one PPK_ID per key here: the first is kept")
+                doc["ppk"][_secret_name(name, doc["ppk"])] = {"id": ids[0].value, "secret": secret}
+                self.result.secrets += 1
             elif name.startswith(("private", "rsa", "ecdsa", "pkcs8")):
                 f = entry.value("file")
                 if not f:
@@ -407,7 +419,7 @@ class _Importer:
 
     def run(self, datapath: str, secrets_name: str) -> tuple[dict, dict]:
         doc: dict = {"engine": {"datapath": datapath, "secrets": secrets_name}, "connections": {}, "rules": {}}
-        secrets: dict = {"ike": {}, "private": {}}
+        secrets: dict = {"ike": {}, "private": {}, "ppk": {}}
         for name, sec in self.root.sections.items():
             if name == "connections":
                 for cname, conn in sec.sections.items():
@@ -439,7 +451,7 @@ class _Importer:
         for k in ("connections", "rules"):
             if not doc[k]:
                 del doc[k]
-        for k in ("ike", "private"):
+        for k in ("ike", "private", "ppk"):
             if not secrets[k]:
                 del secrets[k]
         return doc, secrets

@@ -31,7 +31,7 @@ class Transform:
     """One transform of a proposal."""
 
     type: TransformType
-    """ENCR, PRF, INTEG, KE or ESN."""
+    """ENCR, PRF, INTEG, KE or ESN; or ADDITIONAL_KEY_EXCHANGE_1..7 (an AdditionalKeType, RFC 9370)."""
     id: int
     """IANA transform ID (see engine.crypto.transforms)."""
     key_length: int | None = None
@@ -59,9 +59,12 @@ class Proposal:
     """Extended sequence numbers (ESP/AH); empty means NO_ESN only."""
     text: str = ""
     """The proposal string as the admin wrote it."""
+    additional_ke: tuple[Transform, ...] = ()
+    """RFC 9370 additional key exchanges (``ke1_mlkem768``): each Transform's type is its
+    ADDITIONAL_KEY_EXCHANGE_n, several per n are alternatives, KeId.NONE makes that n optional."""
 
     def transforms(self) -> tuple[Transform, ...]:
-        return self.encr + self.prf + self.integ + self.ke + self.esn
+        return self.encr + self.prf + self.integ + self.ke + self.esn + self.additional_ke
 
 
 @dataclass(frozen=True)
@@ -160,6 +163,10 @@ class ConnectionConfig:
     keyingtries: int = 1
     """How many times to try establishing; 0 = forever."""
     children: tuple[ChildConfig, ...] = ()
+    ppk_id: str | None = None
+    """RFC 8784 Postquantum Preshared Key to use (the id of a ``[ppk.NAME]`` secret), as swanctl's ppk_id."""
+    ppk_required: bool = False
+    """Refuse the IKE SA unless a PPK went into its keys (swanctl's ppk_required)."""
 
     def child(self, name: str) -> ChildConfig:
         for c in self.children:
@@ -265,6 +272,16 @@ class PrivateKeySecret:
 
 
 @dataclass(frozen=True)
+class PpkSecret:
+    """A ``[ppk.<name>]`` entry: an RFC 8784 Postquantum Preshared Key (swanctl's secrets.ppk)."""
+
+    name: str
+    id: str
+    """The PPK_ID that names this key on the wire (PPK_IDENTITY notify)."""
+    secret: Secret
+
+
+@dataclass(frozen=True)
 class Secrets:
     """The secrets file's content. Never drawn, logged or exported."""
 
@@ -272,6 +289,7 @@ class Secrets:
     private: tuple[PrivateKeySecret, ...] = ()
     path: str | None = None
     """Where they were read from."""
+    ppk: tuple[PpkSecret, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ from engine.policy.model import (
     RuleConfig,
     Secrets,
 )
+from engine.policy import pq
 from engine.policy.proposals import ProposalError, default_proposals, parse_proposal
 from engine.policy.ts import TrafficSelector, TsSyntaxError, parse_ts
 
@@ -51,7 +52,7 @@ LAB_KEYS = ("peers", "rate", "flows")
 CONNECTION_KEYS = ("local_addrs", "remote_addrs", "local_port", "remote_port", "remote_natt_port", "proposals",
                    "local", "remote",
                    "encap", "dpd_delay", "rekey_time", "over_time", "rand_time", "fragmentation", "mobike",
-                   "send_certreq", "keyingtries", "children")
+                   "send_certreq", "keyingtries", "children", "ppk_id", "ppk_required")
 AUTH_KEYS = ("auth", "id", "certs", "cacerts")
 CHILD_KEYS = ("mode", "protocol", "local_ts", "remote_ts", "esp_proposals", "ah_proposals", "rekey_time",
               "life_time", "rand_time", "rekey_bytes", "life_bytes", "rekey_packets", "life_packets",
@@ -292,7 +293,12 @@ class _PolicyParser:
                 if text.strip().lower() == "default":
                     out.extend(default_proposals(protocol))  # type: ignore[arg-type]
                 else:
-                    out.append(parse_proposal(text, protocol))  # type: ignore[arg-type]
+                    proposal = parse_proposal(text, protocol)  # type: ignore[arg-type]
+                    problems = pq.proposal_problems(proposal)
+                    for problem in problems:
+                        r.error(p, problem)
+                    if not problems:
+                        out.append(proposal)
             except ProposalError as exc:
                 r.error(p, str(exc))
         return tuple(out) or default_proposals(protocol)  # type: ignore[arg-type]
@@ -428,7 +434,14 @@ class _PolicyParser:
                 r.error(cpath, f"expected a table [{cpath}], got a value")
                 continue
             children.append(self.child(cname, ctable, cpath))
-        return ConnectionConfig(
+        ppk_id = r.str_(t, "ppk_id", path)
+        if ppk_id is not None and (not ppk_id.strip() or len(ppk_id.encode()) > secrets_mod.PPK_ID_MAX
+                                   or not ppk_id.isprintable()):
+            r.error(key_path(path, "ppk_id"), f"a PPK_ID is 1 to {secrets_mod.PPK_ID_MAX} bytes of printable text "
+                    "(the id of a [ppk.NAME] entry in the secrets file)")
+            ppk_id = None
+        ppk_required = r.bool_(t, "ppk_required", path, False)
+        conn = ConnectionConfig(
             name=name,
             local_addrs=self.addrs(t, "local_addrs", path),
             remote_addrs=self.addrs(t, "remote_addrs", path),
@@ -448,7 +461,13 @@ class _PolicyParser:
             send_certreq=r.bool_(t, "send_certreq", path, d.send_certreq),
             keyingtries=r.int_(t, "keyingtries", path, d.keyingtries, lo=0),
             children=tuple(children),
+            ppk_id=ppk_id,
+            ppk_required=ppk_required,
         )
+        problem = pq.ppk_problem(conn)
+        if problem:
+            r.error(key_path(path, "ppk_id" if "ppk_id" in t else "ppk_required"), problem)
+        return conn
 
     def rule(self, name: str, t: dict, path: str) -> RuleConfig | None:
         r = self.r
@@ -507,6 +526,7 @@ class _PolicyParser:
         if self.load_secrets and secrets is not None:
             for c in connections:
                 self.psk(c, engine, secrets)
+                self.ppk(c, engine, secrets)
         path = None if self.file == "<string>" else self.file
         return Policy(engine=engine, connections=tuple(connections), rules=tuple(rules),
                       secrets=secrets or Secrets(), path=path, lab=lab)
@@ -581,6 +601,16 @@ class _PolicyParser:
             who = f"local id {local or '(our address)'}, remote id {remote or '(the peer address)'}"
             self.r.error(path, f"no [ike.*] secret in {engine.secrets} matches this connection ({who}): "
                          "add one whose ids name these identities")
+
+
+    def ppk(self, c: ConnectionConfig, engine: EngineConfig, secrets: Secrets) -> None:
+        if c.ppk_id is None or pq.ppk_problem(c):
+            return
+        if secrets_mod.lookup_ppk(secrets, c.ppk_id) is None:
+            where = engine.secrets or "a secrets file ([engine] secrets)"
+            self.r.error(key_path(key_path("connections", c.name), "ppk_id"),
+                         f"no [ppk.*] entry with id = \"{c.ppk_id}\" in {where}: add one with a random secret "
+                         "of at least 32 bytes (e.g. secret = \"0x\" followed by 'openssl rand -hex 32')")
 
 
 def parse_policy(text: str, path: str | os.PathLike | None = None, *, load_secrets: bool = True,

@@ -159,6 +159,10 @@ def _connection(c: ConnectionConfig, engine: EngineConfig) -> dict[str, Any]:
         out["over_time"] = format_duration(c.over_time)
     if c.rand_time != c.over_time:
         out["rand_time"] = format_duration(c.rand_time)
+    if c.ppk_id is not None:
+        out["ppk_id"] = c.ppk_id
+    if c.ppk_required:
+        out["ppk_required"] = True
     if c.children:
         out["children"] = {ch.name: _child(ch) for ch in c.children}
     return out

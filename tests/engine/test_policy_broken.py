@@ -72,7 +72,7 @@ EXPECTED: dict[str, list[tuple[str, str]]] = {
         ("rules.dyn.remote_ts", "dynamic is only for children"),
     ],
     "bad-ids.toml": [
-        ("connections.branch.local.id", "looks like a distinguished name but is not one"),
+        ("connections.branch.local.id", "distinguished name 'CN=': CN has an empty value"),
         ("connections.branch.remote.id", "address ranges are not supported as identities"),
         ("connections.other.local.id", "%any is only for the remote side"),
         ("connections.other.remote.id", "not an IPv4 address"),
