@@ -26,6 +26,7 @@ from pathlib import Path
 
 from engine.ops.state import state_dir
 from engine.policy.model import Policy
+from engine.policy.serialize import policy_to_toml
 
 JOURNAL = "journal.jsonl"
 MAX_DIFF = 256 * 1024
@@ -136,3 +137,13 @@ def read(folder: Path) -> list[dict]:
         if isinstance(entry, dict):
             out.append(entry)
     return out
+
+
+def record_applied(policy: Policy, applied, *, old_text: str | None, new_text: str | None, via: str,
+                   who: Who | None = None) -> Path | None:
+    """:func:`record` for a policy a runtime just applied (``applied``: its PolicyApplied event)."""
+    if new_text is None:
+        new_text = policy_to_toml(policy)
+    return record(policy, action="apply", via=via, old_text=old_text, new_text=new_text, who=who,
+                  result={"added": list(applied.added), "removed": list(applied.removed),
+                          "changed": list(applied.changed)})

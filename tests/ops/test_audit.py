@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import subprocess
 import sys
 import time
@@ -16,9 +15,9 @@ from pathlib import Path
 from engine.ops import usage
 from engine.ops.audit import AuditOptions, audit_file, weak_parts
 from engine.ops.sdnotify import Notifier
-from engine.policy.samples import sample_dir
 from engine.runtime.daemon import Services
 from engine.runtime.lab import LabRuntime
+from tests.ops.labcopy import lab_copy
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = """
@@ -34,21 +33,6 @@ remote_ts = ["198.51.100.200/32"]
 """
 
 
-def _lab(tmp_path: Path, port_shift: int) -> Path:
-    folder = tmp_path / "lab"
-    if not folder.exists():
-        shutil.copytree(sample_dir(), folder, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
-        for name in ("lab.toml", "lab-branch.toml", "lab-roadwarrior.toml"):
-            text = (folder / name).read_text()
-            for port in (15500, 15501, 15510, 15511, 15520, 15521):  # ports of our own: tests run in parallel
-                text = text.replace(str(port), str(port + port_shift))
-            (folder / name).write_text(text)
-        hq = folder / "lab.toml"
-        hq.write_text(hq.read_text().replace('secrets = "lab.secrets.toml"',
-                                             'secrets = "lab.secrets.toml"\nstate_dir = "state"') + RULES)
-    return folder / "lab.toml"
-
-
 async def _run_lab(config: Path, seconds: float) -> None:
     lab = LabRuntime(config, rate=60)
     await lab.start()
@@ -62,7 +46,7 @@ async def _run_lab(config: Path, seconds: float) -> None:
 
 
 def test_audit_names_the_rule_no_traffic_matched(tmp_path):
-    config = _lab(tmp_path, port_shift=1000 + (hash(str(tmp_path)) % 200) * 30)
+    config = lab_copy(tmp_path, engine='state_dir = "state"', tail=RULES)
     asyncio.run(_run_lab(config, 6.0))
     data = usage.load(config.parent / "state")
     assert data["rules"]["drop-https-to-65"]["flows"] > 0, data["rules"]

@@ -129,3 +129,22 @@ def test_version_and_pki_help():
     assert run.returncode == 0
     for sub in ("init-ca", "issue", "revoke", "crl", "list"):
         assert sub in run.stdout
+
+
+async def test_an_apply_from_the_embedded_console_is_journaled(tmp_path):
+    from console.runtime.embedded import EmbeddedRuntime
+    from tests.ops.labcopy import lab_copy
+
+    config = lab_copy(tmp_path, engine='state_dir = "state"')
+    rt = EmbeddedRuntime.lab(config)
+    await rt.start()
+    try:
+        text = config.read_text().replace('dpd_delay = "10s"', 'dpd_delay = "20s"', 1)
+        from engine.policy.parse import parse_policy
+
+        await rt.apply_policy(parse_policy(text, config), text)
+    finally:
+        await rt.stop()
+    [entry] = journal.read(config.parent / "state")
+    assert entry["via"] == "console" and '+dpd_delay = "20s"' in entry["diff"]
+    assert entry["result"]["changed"] == ["branch"]

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import shutil
 import socket
 import urllib.error
 import urllib.request
@@ -17,10 +16,10 @@ import pytest
 from engine.ops.metrics import Metrics, TrafficTotals
 from engine.ops.sdnotify import Notifier
 from engine.policy.parse import parse_policy
-from engine.policy.samples import sample_dir
 from engine.runtime.daemon import Services
 from engine.runtime.lab import LabRuntime
 from engine.status import ChildSaInfo, IkeSaInfo, StatusSnapshot
+from tests.ops.labcopy import lab_copy
 
 SAMPLE = re.compile(r'^[a-z_:][a-z0-9_:]*(\{([a-z_]+="([^"\\]|\\.)*",?)*\})? -?[0-9.e+-]+$')
 
@@ -51,21 +50,10 @@ def _valid_exposition(text: str) -> dict[str, float]:
 
 
 def _lab(tmp_path: Path, port: int) -> Path:
-    folder = tmp_path / "lab"
-    shutil.copytree(sample_dir(), folder, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
-    shift = 2000 + port % 300 * 30
-    for name in ("lab.toml", "lab-branch.toml", "lab-roadwarrior.toml"):
-        text = (folder / name).read_text()
-        for p in (15500, 15501, 15510, 15511, 15520, 15521):
-            text = text.replace(str(p), str(p + shift))
-        (folder / name).write_text(text)
-    hq = folder / "lab.toml"
-    hq.write_text(hq.read_text().replace('secrets = "lab.secrets.toml"', 'secrets = "lab.secrets.toml"\n'
-                                         f'metrics_listen = "127.0.0.1:{port}"\nmetrics_textfile = "lab.prom"\n'
-                                         'metrics_interval = "1s"')
-                  + '\n[rules.drop-https]\naction = "discard"\nlocal_ts = ["198.51.100.0/26"]\n'
-                    'remote_ts = ["198.51.100.65/32[tcp/443]"]\n')
-    return hq
+    return lab_copy(tmp_path, engine=f'metrics_listen = "127.0.0.1:{port}"\nmetrics_textfile = "lab.prom"\n'
+                    'metrics_interval = "1s"',
+                    tail='\n[rules.drop-https]\naction = "discard"\nlocal_ts = ["198.51.100.0/26"]\n'
+                         'remote_ts = ["198.51.100.65/32[tcp/443]"]\n')
 
 
 def _get(url: str, method: str = "GET") -> tuple[int, str, str]:
