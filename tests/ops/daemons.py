@@ -19,6 +19,8 @@ import textwrap
 import time
 from pathlib import Path
 
+from tests.interop.lab import wait_for  # noqa: F401  (re-exported for the ops tests)
+
 ROOT = Path(__file__).resolve().parents[2]
 PSK = "ops-test-psk-not-secret-0123456789"
 _pairs = itertools.count(1)
@@ -158,14 +160,3 @@ class NotifySocket:
 
     def close(self) -> None:
         self.sock.close()
-
-
-def wait_for(predicate, timeout: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")

@@ -121,7 +121,8 @@ def test_a_model_save_keeps_comments_and_untouched_lines(tmp_path):
     old = path.read_text()
     policy = parse_policy(old, path)
     c = policy.connections[0]
-    changed = dataclasses.replace(policy, connections=(dataclasses.replace(c, dpd_delay=45.0),) + policy.connections[1:])
+    changed = dataclasses.replace(policy, connections=(dataclasses.replace(c, dpd_delay=45.0),)
+                                  + policy.connections[1:])
     save_policy(changed, path)
     new = path.read_text()
     assert parse_policy(new, path).connections[0].dpd_delay == 45.0

@@ -63,7 +63,7 @@ def test_ready_after_sockets_then_sighup_applies_the_changed_file_only(tmp_path,
         assert "running" in ready["STATUS"] and right.control.exists()  # ready means the socket serves
         left.start("-v")
         notify.wait_for("READY")
-        before = {s["name"]: s for s in wait_for(lambda: _established(left, {"one", "two"}), 30, "both IKE SAs")}
+        before = {s["name"]: s for s in wait_for(lambda: _established(left, {"one", "two"}), 30, what="both IKE SAs")}
 
         # Change only connection "two": its ESP proposal.
         text = left.config.read_text()
@@ -74,8 +74,8 @@ def test_ready_after_sockets_then_sighup_applies_the_changed_file_only(tmp_path,
         notify.wait_for("RELOADING")
         notify.wait_for("READY")
         assert left.alive(), "SIGHUP must not kill the daemon"
-        assert "reloaded" in wait_for(lambda: "reloaded" in left.log() and left.log(), 10, "the reload log line")
-        after = {s["name"]: s for s in wait_for(lambda: _established(left, {"one", "two"}), 30, "both again")}
+        assert "reloaded" in wait_for(lambda: "reloaded" in left.log() and left.log(), 10, what="the reload log line")
+        after = {s["name"]: s for s in wait_for(lambda: _established(left, {"one", "two"}), 30, what="both again")}
         one_b, one_a = before["one"], after["one"]
         assert (one_a["unique_id"], one_a["spi_i"], one_a["spi_r"]) == (one_b["unique_id"], one_b["spi_i"],
                                                                         one_b["spi_r"])
@@ -101,7 +101,7 @@ def test_minus_v_turns_on_debug_and_the_default_does_not(tmp_path, notify):
     try:
         right.start()
         left.start("-v")
-        wait_for(lambda: _established(left, {"one"}), 30, "the IKE SA")
+        wait_for(lambda: _established(left, {"one"}), 30, what="the IKE SA")
         assert " DEBUG " in left.log() and "CONNECTING" in left.log()
         assert " DEBUG " not in right.log() and " INFO " in right.log()
     finally:
@@ -115,7 +115,7 @@ def test_under_journald_lines_carry_a_priority_and_no_timestamp(tmp_path):
                env={"INVOCATION_ID": "0123456789abcdef0123456789abcdef"})
     try:
         d.start()
-        wait_for(lambda: "daemon running" in d.log(), 10, "the start line")
+        wait_for(lambda: "daemon running" in d.log(), 10, what="the start line")
     finally:
         d.stop()
     lines = [ln for ln in d.log().splitlines() if ln.strip()]

@@ -70,7 +70,8 @@ def test_the_schema_rejects_what_the_parser_rejects():
 
 
 def _psk_policy(tmp_path: Path) -> Path:
-    (tmp_path / "gw.secrets.toml").write_text('[ike.branch]\nids = ["hq.example.org"]\nsecret = "Sup3r-Secret-PSK-value-xyz"\n')
+    (tmp_path / "gw.secrets.toml").write_text('[ike.branch]\nids = ["hq.example.org"]\n'
+                                              'secret = "Sup3r-Secret-PSK-value-xyz"\n')
     (tmp_path / "gw.secrets.toml").chmod(0o600)
     path = tmp_path / "gw.toml"
     path.write_text((sample_dir() / "site-to-site.toml").read_text().replace("site-to-site.secrets.toml",

@@ -150,7 +150,8 @@ def test_label_values_are_escaped_and_totals_survive_rekeys():
 
     text = Metrics().render(Rt())
     m = _valid_exposition(text)
-    assert m['ipsec_console_child_sa_packets_total{connection="c",child="k\\"\\\\x",unique_id="20",direction="in"}'] == 4
+    series = 'ipsec_console_child_sa_packets_total{connection="c",child="k\\"\\\\x",unique_id="20",direction="in"}'
+    assert m[series] == 4
     assert m['ipsec_console_drops_total{reason="no_sa"}'] == 3
 
 

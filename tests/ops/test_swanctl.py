@@ -173,7 +173,8 @@ def test_import_warns_once_per_key_it_cannot_carry_over(tmp_path):
     assert (r.connections, r.rules, r.skipped) == (1, 1, 2)
     policy = parse_policy(r.policy_toml, tmp_path / "p.toml", load_secrets=False)
     c = policy.connection("rw-base")
-    assert c.local.certs == ("swanctl/x509/moonCert.pem",) and c.remote.cacerts == ("swanctl/x509ca/strongswanCert.pem",)
+    assert c.local.certs == ("swanctl/x509/moonCert.pem",)
+    assert c.remote.cacerts == ("swanctl/x509ca/strongswanCert.pem",)
     assert policy.rules[0].name == "local-bypass" and policy.rules[0].action == "bypass"
     assert "swanctl/ecdsa/moonKey.pem" in r.secrets_toml
 
