@@ -109,6 +109,18 @@ class IkeSaInfo:
     quantum_safe: bool = False
     """ML-KEM (primary or additional) or a PPK protects the keys, or they derive from such an
     SA (a rekey); see is_quantum_safe."""
+    virtual_ips: tuple[str, ...] = ()
+    """Virtual IPs of the peer (leased from our pools, RFC 7296 §3.15), or ours when we asked for one."""
+    eap_identity: str = ""
+    """The EAP identity the peer authenticated as (EAP-MSCHAPv2 user name), empty without EAP."""
+    eap_method: str = ""
+    """EAP-MSCHAPv2, EAP-TLS, ... (empty without EAP)."""
+    cert_subject: str = ""
+    """Subject DN of the peer's certificate (IKE or EAP-TLS), empty without one."""
+    mobike_moves: int = 0
+    """How many times MOBIKE moved the SA to a new address (RFC 4555)."""
+    pool: str = ""
+    """The pool its virtual IP came from."""
 
 
 @dataclass(frozen=True)
@@ -141,11 +153,26 @@ class ConnectionInfo:
 
 
 @dataclass(frozen=True)
+class PoolInfo:
+    """Usage of one ``[pools.NAME]`` (engine.pools.PoolUsage)."""
+
+    name: str
+    addrs: str
+    size: int
+    used: int
+    """Addresses held by connected clients."""
+    remembered: int = 0
+    """Released addresses kept for their last client."""
+
+
+@dataclass(frozen=True)
 class StatusSnapshot:
     time: float
     """Wall-clock time of the snapshot (Unix seconds)."""
     ike_sas: tuple[IkeSaInfo, ...] = ()
     connections: tuple[ConnectionInfo, ...] = ()
+    pools: tuple[PoolInfo, ...] = ()
+    """Virtual IP pools and their usage."""
 
 
 def to_dict(obj) -> dict:
@@ -158,3 +185,7 @@ def ike_sa_from_dict(data: dict) -> IkeSaInfo:
 
 def connection_from_dict(data: dict) -> ConnectionInfo:
     return dataclass_from_dict(ConnectionInfo, data)
+
+
+def pool_from_dict(data: dict) -> PoolInfo:
+    return dataclass_from_dict(PoolInfo, data)

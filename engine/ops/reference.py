@@ -26,8 +26,10 @@ from engine.policy.model import (
     ChildConfig,
     ConnectionConfig,
     EngineConfig,
+    EapSecret,
     IkeSecret,
     LabConfig,
+    PoolConfig,
     PpkSecret,
     PrivateKeySecret,
     RuleConfig,
@@ -93,12 +95,14 @@ EXTRA_MEANINGS = {
                                "characters.",
     ("secrets-private", "file"): "A private key file (PEM or DER), relative to the secrets file.",
     ("secrets-private", "passphrase"): "The passphrase of an encrypted key file.",
+    ("secrets-eap", "id"): "The EAP identity or identities (one name or a list) this password is for.",
+    ("secrets-eap", "secret"): "The EAP user's password (EAP-MSCHAPv2).",
     ("secrets-ppk", "secret"): "The Postquantum Preshared Key (RFC 8784): ``0x`` hex or ``0s`` base64, at least "
                                "32 random bytes.",
 }
 
 _ALIASES = {("engine", "pki"): "pki_dir", ("child", "esp_proposals"): "proposals",
-            ("child", "ah_proposals"): "proposals"}
+            ("child", "ah_proposals"): "proposals", ("secrets-eap", "id"): "ids"}
 _SECTIONS = {
     "engine": ("[engine]", EngineConfig, P.ENGINE_KEYS),
     "lab": ("[lab]", LabConfig, P.LAB_KEYS),
@@ -106,9 +110,11 @@ _SECTIONS = {
     "auth": ("local = { ... } / remote = { ... }", AuthConfig, P.AUTH_KEYS),
     "child": ("[connections.NAME.children.CHILD]", ChildConfig, P.CHILD_KEYS),
     "rule": ("[rules.NAME]", RuleConfig, P.RULE_KEYS),
+    "pool": ("[pools.NAME]", PoolConfig, P.POOL_KEYS),
     "secrets-ike": ("[ike.NAME] (secrets file)", IkeSecret, ("ids", "secret")),
     "secrets-private": ("[private.NAME] (secrets file)", PrivateKeySecret, ("file", "passphrase")),
     "secrets-ppk": ("[ppk.NAME] (secrets file)", PpkSecret, ("id", "secret")),
+    "secrets-eap": ("[eap.NAME] (secrets file)", EapSecret, ("id", "secret")),
 }
 # What the parser reads each key as (engine.policy._reader getters), where the model's type does not say it.
 _DURATIONS = {"retransmit_timeout", "keepalive", "dpd_delay", "rekey_time", "over_time", "rand_time", "life_time",
@@ -122,7 +128,9 @@ _LISTS = {"listen": "IP addresses", "crls": "file paths", "peers": "policy files
           "remote_addrs": "addresses, networks, ranges, DNS names or %any", "proposals": "proposals",
           "esp_proposals": "ESP proposals", "ah_proposals": "AH proposals", "local_ts": "traffic selectors",
           "remote_ts": "traffic selectors", "certs": "certificate files", "cacerts": "CA certificate files",
-          "ids": "identities", "flows": "icmp, udp, tcp"}
+          "ids": "identities", "flows": "icmp, udp, tcp", "pools": "[pools.NAME] names",
+          "vips": "virtual IPs (0.0.0.0 or :: for any)", "dns": "DNS server addresses",
+          "split_include": "networks", "split_exclude": "networks"}
 _DERIVED = {"over_time": "10% of rekey_time", "rand_time": "over_time (IKE) / life_time - rekey_time (child)",
             "life_time": "110% of rekey_time", "life_bytes": "110% of rekey_bytes",
             "life_packets": "110% of rekey_packets", "local_port": "[engine] ike_port",
@@ -130,7 +138,7 @@ _DERIVED = {"over_time": "10% of rekey_time", "rand_time": "over_time (IKE) / li
             "ah_proposals": "strongSwan's default", "local_ts": "dynamic (our IKE address)",
             "remote_ts": "dynamic (the peer's IKE address)", "pki": "pki/ next to the policy"}
 _REQUIRED = {"rule": ("action",), "secrets-ike": ("secret",), "secrets-private": ("file",),
-             "secrets-ppk": ("id", "secret")}
+             "secrets-ppk": ("id", "secret"), "secrets-eap": ("id", "secret"), "pool": ("addrs",)}
 
 
 def _literal(annotation: Any) -> list[str] | None:
@@ -190,7 +198,7 @@ def _kind_and_schema(section: str, key: str, f) -> tuple[str, dict]:
     if key == "tun_offload":
         choices = ["off", "auto", "jumbo"]
     if key == "auth":
-        choices = ["psk", "pubkey"]
+        choices = list(getattr(P, "AUTH_METHODS", ("psk", "pubkey")))
     if choices:
         return "one of " + ", ".join(f'"{c}"' for c in choices), {"type": "string", "enum": choices}
     if annotation is bool:
@@ -207,6 +215,8 @@ def _kind_and_schema(section: str, key: str, f) -> tuple[str, dict]:
     if annotation is float:
         schema = {"type": "number", "minimum": 1.0 if key == "retransmit_base" else 0.0}
         return "number", schema
+    if key == "id" and section == "secrets-eap":
+        return "EAP identity or list of them", {"$ref": "#/$defs/strings"}
     if key == "id" and section == "secrets-ppk":
         return "string (the PPK_ID)", {"type": "string", "minLength": 1}
     if key == "id":
@@ -290,6 +300,7 @@ def json_schema() -> dict:
             "lab": _object("lab", by_section),
             "connections": {"type": "object", "additionalProperties": _object("connection", by_section)},
             "rules": {"type": "object", "additionalProperties": _object("rule", by_section)},
+            "pools": {"type": "object", "additionalProperties": _object("pool", by_section)},
         },
         "$defs": defs,
     }
@@ -313,6 +324,7 @@ def secrets_schema() -> dict:
             "ike": {"type": "object", "additionalProperties": ike},
             "private": {"type": "object", "additionalProperties": _object("secrets-private", by_section)},
             "ppk": {"type": "object", "additionalProperties": _object("secrets-ppk", by_section)},
+            "eap": {"type": "object", "additionalProperties": _object("secrets-eap", by_section)},
         },
     }
 

@@ -77,6 +77,8 @@ class _Exporter:
         out: dict = {"auth": a.auth}
         if a.id is not None:
             out["id"] = format_identity(a.id)
+        if getattr(a, "eap_id", None):
+            out["eap_id"] = a.eap_id
         if a.certs:
             out["certs"] = [self.path(x) for x in a.certs]
         if a.cacerts:
@@ -119,6 +121,10 @@ class _Exporter:
             # Like our engine: a new IKE SA from the same peer does not replace the old one, no reauth.
             "unique": "no", "reauth_time": "0",
         })
+        if getattr(c, "pools", ()):
+            out["pools"] = list(c.pools)
+        if getattr(c, "vips", ()):
+            out["vips"] = list(c.vips)
         if getattr(c, "ppk_id", None):
             out["ppk_id"] = c.ppk_id
             out["ppk_required"] = _yes(c.ppk_required)
@@ -145,6 +151,10 @@ class _Exporter:
             # 0x... keeps any byte sequence exact (swanctl's own encoding).
             entry["secret"] = "0x" + raw.hex()
             out[f"ike-{s.name}"] = entry
+        for k in getattr(self.policy.secrets, "eap", ()):
+            entry = {f"id-{n}": ident for n, ident in enumerate(k.ids, 1)}
+            entry["secret"] = "0x" + k.secret.reveal().hex()
+            out[f"eap-{k.name}"] = entry
         for k in getattr(self.policy.secrets, "ppk", ()):
             out[f"ppk-{k.name}"] = {"id": k.id, "secret": "0x" + k.secret.reveal().hex()}
         folder = Path(self.policy.secrets.path).parent if self.policy.secrets.path else self.base
@@ -162,6 +172,16 @@ def export_policy(policy: Policy, *, secrets_include: str | None = None) -> Expo
     ex = _Exporter(policy)
     e = policy.engine
     conns = {c.name: ex.connection(c, e) for c in policy.connections}
+    pools = {}
+    for pool in getattr(policy, "pools", ()):
+        entry: dict = {"addrs": pool.addrs}
+        if pool.dns:
+            entry["dns"] = list(pool.dns)
+        if pool.split_include:
+            entry["subnet"] = list(pool.split_include)  # INTERNAL_IP4/6_SUBNET
+        if pool.split_exclude:
+            entry["split_exclude"] = list(pool.split_exclude)
+        pools[pool.name] = entry
     if policy.rules:
         name = SHUNTS
         while name in conns:
@@ -175,8 +195,11 @@ def export_policy(policy: Policy, *, secrets_include: str | None = None) -> Expo
         ex.warnings.append(f"[engine] ike_port/natt_port {e.ike_port}/{e.natt_port}: set charon.port and "
                            "charon.port_nat_t in strongswan.conf (swanctl.conf has no place for them)")
     text = "\n".join(header) + "\n\n" + (render({"connections": conns}) if conns else "")
+    if pools:
+        text += "\n" + render({"pools": pools})
     result = ExportResult(conf=text, warnings=ex.warnings)
-    has_secrets = bool(policy.secrets.ike or policy.secrets.private or getattr(policy.secrets, "ppk", ()))
+    has_secrets = bool(policy.secrets.ike or policy.secrets.private or getattr(policy.secrets, "ppk", ())
+                       or getattr(policy.secrets, "eap", ()))
     if secrets_include:
         result.secrets_conf = ("# Secrets for the swanctl.conf of ipsec-console export. Keep this file mode 0600.\n\n"
                                + render(ex.secrets()))

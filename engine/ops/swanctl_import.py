@@ -45,13 +45,16 @@ CONN_DIRECT = {
     "rekey_time": "duration", "over_time": "duration", "rand_time": "duration", "send_certreq": "bool",
     "keyingtries": "int", "fragmentation": "fragmentation", "ppk_id": "string", "ppk_required": "bool",
 }
+POOL_KEYS = {"addrs": "string", "dns": "names", "subnet": "names", "split_exclude": "names"}
+"""swanctl pool attributes we keep: ``subnet`` (INTERNAL_IP4/6_SUBNET) is our ``split_include``."""
 CONN_IGNORED = {
     "version": None,  # checked separately
     "dpd_timeout": "IKEv1 only",
     "unique": "duplicate-SA policy (ipsec-console keeps every IKE SA)",
     "reauth_time": "reauthentication is not implemented (rekeying is)",
-    "vips": "virtual IPs are not implemented",
-    "pools": "address pools are not implemented",
+    "vips": "requesting a virtual IP (configuration payloads) is not negotiated by this engine yet",
+    "pools": "handing out virtual IPs (configuration payloads) is not negotiated by this engine yet; the "
+             "[pools] sections are imported",
     "aggressive": "IKEv1 only",
     "pull": "IKEv1 mode config only",
     "send_cert": "certificates are always sent when authenticating with one",
@@ -127,6 +130,8 @@ class _Importer:
                 return out or None
             if kind == "string":
                 return v
+            if kind == "names":
+                return self.split(v) or None
             if kind == "port":
                 return int(v)
             if kind == "int":
@@ -221,7 +226,7 @@ class _Importer:
         p = f"{cpath}.{first.name}"
         auth = (first.value("auth") or "pubkey").lower()
         if auth.startswith(("eap", "xauth")):
-            return None, f"{side} authentication {auth!r} (EAP/XAuth is not implemented)"
+            return None, f"{side} authentication {auth!r} (EAP/XAuth is not negotiated by this engine yet)"
         if auth in ("psk", "secret"):
             out["auth"] = "psk"
         elif auth.startswith(("pubkey", "rsa", "ecdsa", "ed25519", "ed448", "bliss")):
@@ -371,6 +376,23 @@ class _Importer:
         children[ours] = out
         self.result.children += 1
 
+    def pool(self, name: str, pool: Section, doc: dict) -> None:
+        path = f"pools.{name}"
+        out: dict = {}
+        for key, setting in pool.settings.items():
+            where = f"{setting.file}:{setting.line}"
+            kind = POOL_KEYS.get(key)
+            if kind is None:
+                self.warn(where, f"{path}.{key}", "not implemented (addrs, dns, subnet and split_exclude are)")
+                continue
+            value = self.convert(kind, setting.value, where, f"{path}.{key}")
+            if value is not None:
+                out["split_include" if key == "subnet" else key] = value
+        if "addrs" not in out:
+            self.warn(pool.where(), path, "a pool without addrs (a single address list or DHCP) is not implemented")
+            return
+        doc["pools"][name] = out
+
     def secrets(self, sec: Section, doc: dict) -> None:
         for name, entry in sec.sections.items():
             path = f"secrets.{name}"
@@ -418,7 +440,8 @@ class _Importer:
                 self.warn(entry.where(), path, f"{kind.group(0) if kind else name} secrets are not implemented")
 
     def run(self, datapath: str, secrets_name: str) -> tuple[dict, dict]:
-        doc: dict = {"engine": {"datapath": datapath, "secrets": secrets_name}, "connections": {}, "rules": {}}
+        doc: dict = {"engine": {"datapath": datapath, "secrets": secrets_name}, "pools": {}, "connections": {},
+                     "rules": {}}
         secrets: dict = {"ike": {}, "private": {}, "ppk": {}}
         for name, sec in self.root.sections.items():
             if name == "connections":
@@ -428,12 +451,13 @@ class _Importer:
                     self.warn(sec.where(key), f"connections.{key}", "a setting outside any connection")
             elif name == "secrets":
                 self.secrets(sec, secrets)
-            elif name in ("pools", "authorities"):
+            elif name == "pools":
+                for pname, pool in sec.sections.items():
+                    self.pool(pname, pool, doc)
+            elif name == "authorities":
                 for sub in sec.sections:
-                    self.warn(sec.sections[sub].where(), f"{name}.{sub}",
-                              "address pools are not implemented" if name == "pools"
-                              else "authorities (CRL/OCSP URIs) are not implemented: list CRL files in "
-                              "[engine] crls")
+                    self.warn(sec.sections[sub].where(), f"{name}.{sub}", "authorities (CRL/OCSP URIs) are not "
+                              "implemented: list CRL files in [engine] crls")
             else:
                 self.warn(sec.where(), name, "not a swanctl.conf section")
         for key in self.root.settings:
@@ -448,7 +472,7 @@ class _Importer:
                 if other != port:
                     for where, path in places:
                         self.warn(where, path, f"connections share [engine] ike_port ({port}) here")
-        for k in ("connections", "rules"):
+        for k in ("pools", "connections", "rules"):
             if not doc[k]:
                 del doc[k]
         for k in ("ike", "private", "ppk"):

@@ -6,7 +6,9 @@ message, and ``Finding.rule``) and says what to do instead.
 Rules: weak-encryption, null-encryption, weak-integrity, no-integrity,
 weak-prf, weak-dh, short-icv, short-psk, weak-psk, shared-psk,
 psk-roadwarrior, psk-many-peers, secrets-readable, ca-without-crl,
-catch-all-protect, shadowed, no-children, not-quantum-safe, short-ppk, save-keys.
+catch-all-protect, shadowed, no-children, not-quantum-safe, short-ppk, save-keys; and from
+``engine.policy.rwlint``: pool-overlap, pool-too-small, eap-without-certificate,
+windows-weak-proposals.
 
 Lint reads files only where a rule cannot be decided otherwise (the secrets
 file's mode, the CA and CRL files of ``ca-without-crl``), and never fails on
@@ -24,7 +26,7 @@ from engine.policy._reader import key_path
 from engine.policy.findings import Finding, sort_findings
 from engine.policy.identity import identity_for_address, is_wildcard
 from engine.policy.model import ConnectionConfig, Policy, Proposal
-from engine.policy import pq
+from engine.policy import pq, rwlint
 from engine.policy.parse import address_kind, single_host
 from engine.policy.secrets import lookup_psk, permission_problem
 from engine.policy.spd import Spd, SpdEntry
@@ -32,7 +34,7 @@ from engine.policy.spd import Spd, SpdEntry
 RULES = ("weak-encryption", "null-encryption", "weak-integrity", "no-integrity", "weak-prf", "weak-dh",
          "short-icv", "short-psk", "weak-psk", "shared-psk", "psk-roadwarrior", "psk-many-peers",
          "secrets-readable", "ca-without-crl", "catch-all-protect", "shadowed", "no-children",
-         "not-quantum-safe", "short-ppk", "save-keys")
+         "not-quantum-safe", "short-ppk", "save-keys") + rwlint.RULES
 
 MIN_PSK_LENGTH = 20
 MIN_PSK_DISTINCT = 8
@@ -313,6 +315,9 @@ class _Linter:
             self.psk_many_peers(c)
             self.catch_all(c)
             self.quantum_safe(c)
+            rwlint.eap_without_certificate(c, self.warn)
+            rwlint.windows_weak_proposals(c, self.warn)
+        rwlint.pools(self.policy, self.warn)
         self.psks()
         self.ppks()
         self.shared_by_connections()

@@ -42,7 +42,8 @@ def test_every_key_the_parser_reads_has_a_type_a_default_and_a_meaning():
         assert k.kind and k.default
         by_section.setdefault(k.section, set()).add(k.name)
     expected = {"[engine]": P.ENGINE_KEYS, "[lab]": P.LAB_KEYS, "[connections.NAME]": P.CONNECTION_KEYS,
-                "[connections.NAME.children.CHILD]": P.CHILD_KEYS, "[rules.NAME]": P.RULE_KEYS}
+                "[connections.NAME.children.CHILD]": P.CHILD_KEYS, "[rules.NAME]": P.RULE_KEYS,
+                "[pools.NAME]": P.POOL_KEYS}
     for section, names in expected.items():
         assert by_section[section] == set(names), section
 
@@ -59,7 +60,7 @@ def test_every_sample_and_its_secrets_validate_against_the_schemas(name):
 def test_the_schema_rejects_what_the_parser_rejects():
     schema = json_schema()
     bad = [{"engine": {"datapath": "warp"}}, {"engine": {"ike_port": "500"}}, {"engine": {"nonsense": 1}},
-           {"connections": {"c": {"dpd_delay": "soon"}}}, {"connections": {"c": {"local": {"auth": "eap"}}}},
+           {"connections": {"c": {"dpd_delay": "soon"}}}, {"connections": {"c": {"local": {"auth": "xauth"}}}},
            {"connections": {"c": {"children": {"k": {"mode": "beet"}}}}}, {"rules": {"r": {"local_ts": "x"}}},
            {"connections": {"c": {"children": {"k": {"replay_window": 5000}}}}}]
     for doc in bad:

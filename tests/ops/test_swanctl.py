@@ -165,14 +165,15 @@ def test_import_of_a_psk_tunnel_keeps_everything(tmp_path):
 def test_import_warns_once_per_key_it_cannot_carry_over(tmp_path):
     r = import_text(ROADWARRIOR_GW, source="gw.conf", conf_dir=tmp_path / "swanctl", out_dir=tmp_path)
     text = "\n".join(r.warnings)
-    for key, why in (("connections.rw-base.pools", "pools"), ("connections.rw-base.remote.revocation", ""),
-                     ("connections.rw-base.children.net.updown", ""), ("pools.rw_pool", "pools"),
+    for key, why in (("connections.rw-base.pools", "not negotiated"), ("connections.rw-base.remote.revocation", ""),
+                     ("connections.rw-base.children.net.updown", ""),
                      ("secrets.eap-carol", "eap"), ("connections.old", "IKEv1"), ("connections.rw-eap", "eap-md5")):
         assert any(f": {key}: not imported: " in w and why in w for w in r.warnings), (key, text)
     assert all(w.startswith("gw.conf:") for w in r.warnings)
     assert (r.connections, r.rules, r.skipped) == (1, 1, 2)
     policy = parse_policy(r.policy_toml, tmp_path / "p.toml", load_secrets=False)
     c = policy.connection("rw-base")
+    assert policy.pools[0].name == "rw_pool" and policy.pools[0].addrs == "198.51.100.192/26"
     assert c.local.certs == ("swanctl/x509/moonCert.pem",)
     assert c.remote.cacerts == ("swanctl/x509ca/strongswanCert.pem",)
     assert policy.rules[0].name == "local-bypass" and policy.rules[0].action == "bypass"
