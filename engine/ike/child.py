@@ -43,6 +43,8 @@ class ChildSa:
     ke_group: int | None = None
     state: ChildState = ChildState.CREATED
     rekeyed_from: bytes | None = None
+    deadline: float | None = None
+    """REKEYED: the peer should have deleted it by then (we delete it ourselves after)."""
 
     @property
     def protocol(self) -> str:

@@ -1,23 +1,23 @@
-"""The IKE SA: one state machine per IKE SA (RFC 7296), sans-IO.
+"""The IKE SA, sans-IO (RFC 7296): what every exchange on it shares.
 
-This module holds the machinery every exchange shares: message IDs and the
-window of one (§2.3), retransmission with exponential backoff (§2.1), the
-responder's cache of its last response, SK protection and fragmentation,
-timers (rekey, expiry, DPD, NAT-T keepalives) and the queue of exchanges we
-want to start. The exchanges themselves live in ``tasks`` (what we initiate)
-and ``responder`` (what we answer).
+Message IDs and the window of one (§2.3), retransmission with exponential
+backoff (§2.1), the cache of our last response, SK protection and fragments
+(RFC 7383), timers (rekey, expiry, DPD, NAT-T keepalives, deadlines) and the
+queue of exchanges we want to start. The exchanges themselves, both roles,
+live in ``engine.ike.exchanges``, one module per exchange; the endpoint is
+reached only through ``engine.ike.host.Host``.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from engine.crypto.keys import IkeKeys
 from engine.events import (
     ChildState,
+    DpdTimeout,
     ExchangeReceived,
     ExchangeSent,
     IkeSaStateChanged,
@@ -25,10 +25,13 @@ from engine.events import (
     NegotiationFailed,
 )
 from engine.ike.child import ChildSa, deleted_event, installed_event
-from engine.ike.errors import RemoteError
+from engine.ike.errors import IllegalTransition, LocalError, RemoteError
+from engine.ike.exchanges.base import Initiator, Request, Responder
+from engine.ike.host import Addr, Ended, Host
 from engine.ike.proposals import Chosen
 from engine.ike.protection import DEFAULT_FRAGMENT_SIZE, MAX_FRAGMENTS, Reassembly, SkCodec
 from engine.ike.state import check_ike
+from engine.ike.text import exchange_name, notify_name
 from engine.policy.model import ConnectionConfig, Identity
 from engine.wire.constants import (
     FLAG_INITIATOR,
@@ -44,14 +47,15 @@ from engine.wire.summary import summarize_lazy
 
 log = logging.getLogger("engine.ike")
 
-Addr = tuple[str, int]
+ZERO_SPI = b"\0" * 8
+HALF_OPEN_TIMEOUT = 30.0  # charon's half_open_timeout
 
 
 @dataclass
 class Outstanding:
     """Our request in flight (the window is one message)."""
 
-    task: "Task"
+    initiator: Initiator
     mid: int
     exchange: int
     datagrams: list[bytes]
@@ -64,23 +68,6 @@ class Outstanding:
 class CachedResponse:
     mid: int
     datagrams: list[bytes]
-
-
-class Task:
-    """An exchange we initiate. Subclasses build the request and handle the response."""
-
-    exchange: int = ExchangeType.INFORMATIONAL
-    name = "task"
-
-    def build(self, sa: "IkeSa", now: float) -> list | None:
-        """The request payloads, or None when the task has become pointless."""
-        raise NotImplementedError
-
-    def on_response(self, sa: "IkeSa", payloads: list, now: float) -> None:
-        raise NotImplementedError
-
-    def on_timeout(self, sa: "IkeSa", now: float) -> None:
-        """The peer never answered: the IKE SA is dead (handled by IkeSa)."""
 
 
 @dataclass
@@ -96,11 +83,11 @@ class NatState:
 
 
 class IkeSa:
-    """One IKE SA. Created by the endpoint, which feeds it messages and timers."""
+    """One IKE SA. Created by the endpoint (or a rekey), fed messages and timers."""
 
-    def __init__(self, ep, conn: ConnectionConfig | None, *, initiator: bool, unique_id: int,
-                 local: Addr, remote: Addr, spi_i: bytes, spi_r: bytes = b"\0" * 8, now: float) -> None:
-        self.ep = ep
+    def __init__(self, host: Host, conn: ConnectionConfig | None, *, initiator: bool, unique_id: int,
+                 local: Addr, remote: Addr, spi_i: bytes, spi_r: bytes = ZERO_SPI, now: float) -> None:
+        self.host = host
         self.conn = conn
         self.original_initiator = initiator
         self.unique_id = unique_id
@@ -118,6 +105,11 @@ class IkeSa:
         self.keepalive_at: float | None = None
         self.dpd_at: float | None = None
         self.half_open_deadline: float | None = None
+        self.deadline: float | None = None
+        """REKEYED: the peer should have deleted this SA by then; it is dropped after."""
+        self.pending = False
+        """A new IKE SA from the peer's rekey that collided with ours, not yet resolved:
+        registered (its SPI is taken) but deaf until the collision is decided."""
 
         # Negotiated.
         self.chosen: Chosen | None = None
@@ -135,31 +127,33 @@ class IkeSa:
         self.peer_is_ours = False
         """The peer sent our Vendor ID."""
         self.peer_hash_algorithms: set[int] = set()
-        self.peer_certreqs: list[bytes] = []
         self.local_id: Identity | None = None
         self.remote_id: Identity | None = None
         self.candidates: tuple[ConnectionConfig, ...] = ()
         """Responder: connections that matched addresses and IKE proposals in IKE_SA_INIT."""
 
-        # Message IDs (§2.3).
+        # Message IDs (§2.3) and exchanges.
         self.mid_out = 0
         self.mid_in = 0
         self.outstanding: Outstanding | None = None
-        self.tasks: deque[Task] = deque()
+        self.active: Initiator | None = None
+        """The exchange we started and that has not finished (it owns ``outstanding``)."""
+        self.queue: deque[Initiator] = deque()
+        self.deferred: list[tuple[float, Initiator]] = []
+        """Exchanges to start later (retries after TEMPORARY_FAILURE)."""
+        self.responding: Responder | None = None
+        """A multi-round exchange the peer started and has not finished."""
         self.cached: CachedResponse | None = None
         self.reassembly: dict[tuple[bool, int], Reassembly] = {}
 
         self.children: dict[bytes, ChildSa] = {}
         """By our inbound SPI."""
-        self.deleting_children: set[bytes] = set()
-        self.rekeyed_by: IkeSa | None = None
         self.delete_reason = ""
-        self.heap_time: float | None = None
-        """The time of this SA's entry in the endpoint's timer heap (see IkeEndpoint.touch)."""
+        # Keys of this SA in the endpoint's indexes and timer heap.
+        self.timer_key = 0
         self.half_open_key: tuple | None = None
         self.addr_key: tuple[str, str] | None = None
         self.identity_key: tuple[str, str] | None = None
-        """Keys of this SA in the endpoint's indexes (see IkeEndpoint.register)."""
 
     # ------------------------------------------------------------ basics
     @property
@@ -175,6 +169,10 @@ class IkeSa:
         return self.state in (IkeState.ESTABLISHED, IkeState.REKEYING)
 
     @property
+    def alive(self) -> bool:
+        return self.state != IkeState.DESTROYED
+
+    @property
     def encap(self) -> bool:
         """ESP must be UDP-encapsulated: a NAT was seen or encap is forced."""
         return self.nat.any or bool(self.conn and self.conn.encap)
@@ -184,20 +182,21 @@ class IkeSa:
             return
         check_ike(self.state, new)
         old, self.state = self.state, new
-        self.ep.state_changed(self, old, new)
         # State steps are DEBUG: the INFO log carries one line per CHILD SA established
         # and the failures, so a busy gateway does not pay for a log line per message.
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s[%d]: %s -> %s%s", self.name, self.unique_id, old.value, new.value,
                       f" ({reason})" if reason else "", extra={"connection": self.name})
-        self.ep.emit(IkeSaStateChanged(self.unique_id, self.name, old, new, reason))
+        self.host.emit(IkeSaStateChanged(self.unique_id, self.name, old, new, reason))
+        self.host.changed(self)
 
     def fail(self, exchange: int, notify: str, reason: str, now: float, *, sent_by_peer: bool = False,
-             child: str | None = None, local_proposals=(), remote_proposals=(), local_ts=(), remote_ts=()) -> None:
-        log.warning("%s[%d]: %s failed: %s", self.name, self.unique_id, _ex_name(exchange), reason,
-                    extra={"connection": self.name})
-        self.ep.emit(NegotiationFailed(
-            self.unique_id, self.name, _ex_name(exchange), notify, reason, child, sent_by_peer,
+             child: str | None = None, local_proposals=(), remote_proposals=(), local_ts=(), remote_ts=(),
+             level: int = logging.WARNING) -> None:
+        log.log(level, "%s[%d]: %s failed: %s", self.name, self.unique_id, exchange_name(exchange), reason,
+                extra={"connection": self.name})
+        self.host.emit(NegotiationFailed(
+            self.unique_id, self.name, exchange_name(exchange), notify, reason, child, sent_by_peer,
             tuple(local_proposals), tuple(remote_proposals), tuple(local_ts), tuple(remote_ts)))
 
     # ------------------------------------------------------------ sending
@@ -212,7 +211,7 @@ class IkeSa:
         assert self.sk is not None
         frag = None
         if self.peer_fragmentation and self.conn is not None and self.conn.fragmentation:
-            frag = self.ep.fragment_size or DEFAULT_FRAGMENT_SIZE
+            frag = self.host.fragment_size or DEFAULT_FRAGMENT_SIZE
         version = 6 if ":" in self.remote[0] else 4
         return self.sk.seal(exchange, mid, self.spi_i, self.spi_r, flags, payloads,
                             fragment_size=frag, ip_version=version,
@@ -220,7 +219,7 @@ class IkeSa:
 
     def transmit(self, datagrams: list[bytes], now: float) -> None:
         for d in datagrams:
-            self.ep.transmit(NON_ESP_MARKER + d if self.floated else d, self.local, self.remote)
+            self.host.send(NON_ESP_MARKER + d if self.floated else d, self.local, self.remote)
         self.last_sent = now
 
     def _summary_event(self, sent: bool, exchange: int, mid: int, response: bool, payloads, length: int,
@@ -230,45 +229,27 @@ class IkeSa:
         summary = summarize_lazy((self.spi_i, self.spi_r, exchange, flags, mid), payloads, length=length,
                                  retransmit=retransmit, fragments=fragments)
         cls = ExchangeSent if sent else ExchangeReceived
-        self.ep.emit(cls(self.unique_id, self.name, summary, now, self.local, self.remote))
+        self.host.emit(cls(self.unique_id, self.name, summary, now, self.local, self.remote))
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s[%d]: %s %s", self.name, self.unique_id, "sending" if sent else "received",
                       summary.brief(), extra={"connection": self.name})
 
-    def queue(self, task: Task, now: float, *, front: bool = False) -> None:
-        if front:
-            self.tasks.appendleft(task)
-        else:
-            self.tasks.append(task)
-        self.kick(now)
-
-    def kick(self, now: float) -> None:
-        """Start the next queued exchange if the window is free."""
-        while self.outstanding is None and self.tasks and self.state not in (IkeState.DESTROYED,):
-            task = self.tasks.popleft()
-            payloads = task.build(self, now)
-            if payloads is None:
-                continue
-            self.send_request(task, payloads, now)
-
-    def send_request(self, task: Task, payloads: list, now: float) -> None:
+    def _send_request(self, ex: Initiator, req: Request, now: float) -> None:
         mid = self.mid_out
         self.mid_out += 1
-        datagrams = self.encode(task.exchange, mid, payloads, response=False)
-        if task.exchange == ExchangeType.IKE_SA_INIT:
+        datagrams = self.encode(req.exchange, mid, req.payloads, response=False)
+        if req.exchange == ExchangeType.IKE_SA_INIT:
             self.init_request = datagrams[0]
-        self.outstanding = Outstanding(task, mid, task.exchange, datagrams, tuple(payloads),
-                                       now + self.ep.retransmit_timeout(0))
-        self._summary_event(True, task.exchange, mid, False, payloads, sum(map(len, datagrams)), now,
+        self.outstanding = Outstanding(ex, mid, req.exchange, datagrams, tuple(req.payloads),
+                                       now + self.retransmit_timeout(0))
+        self._summary_event(True, req.exchange, mid, False, req.payloads, sum(map(len, datagrams)), now,
                             fragments=len(datagrams))
         self.transmit(datagrams, now)
 
-    def resend_init(self, task: Task, payloads: list, now: float) -> None:
-        """IKE_SA_INIT again with MID 0 (after COOKIE or INVALID_KE_PAYLOAD)."""
-        self.outstanding = None
-        self.spi_r = b"\0" * 8
+    def restart_init(self) -> None:
+        """IKE_SA_INIT again from MID 0 (after COOKIE or INVALID_KE_PAYLOAD, §2.6, §1.2)."""
+        self.spi_r = ZERO_SPI
         self.mid_out = 0
-        self.send_request(task, payloads, now)
 
     def send_response(self, exchange: int, mid: int, payloads: list, now: float) -> None:
         datagrams = self.encode(exchange, mid, payloads, response=True)
@@ -279,86 +260,183 @@ class IkeSa:
                             fragments=len(datagrams))
         self.transmit(datagrams, now)
 
+    def retransmit_timeout(self, n: int) -> float:
+        e = self.host.engine
+        return e.retransmit_timeout * (e.retransmit_base ** n)
+
+    def retransmit_budget(self) -> float:
+        """How long a request is retried before the peer counts as gone."""
+        return sum(self.retransmit_timeout(n) for n in range(self.host.engine.retransmit_tries + 1))
+
+    # ------------------------------------------------------------ exchanges we start
+    def start(self, ex: Initiator, now: float, *, front: bool = False) -> None:
+        if not self.alive:
+            ex.abort(now)
+            return
+        if front:
+            self.queue.appendleft(ex)
+        else:
+            self.queue.append(ex)
+        self.kick(now)
+
+    def defer(self, ex: Initiator, at: float) -> None:
+        """Start ``ex`` at ``at`` (a retry), unless this SA is gone by then."""
+        self.deferred.append((at, ex))
+        self.host.changed(self)
+
+    def kick(self, now: float) -> None:
+        """Send the next request if the window is free."""
+        while self.outstanding is None and self.alive:
+            ex = self.active
+            if ex is None:
+                if not self.queue:
+                    return
+                ex = self.queue.popleft()
+                self.active = ex
+            try:
+                req = ex.request(now)
+            except LocalError as exc:
+                if isinstance(exc, IllegalTransition):
+                    raise
+                self._local_failure(ex, str(exc), now)
+                continue
+            if not self.alive:
+                return
+            if req is None:
+                if self.active is ex:
+                    self.active = None
+                continue
+            self._send_request(ex, req, now)
+
+    def _local_failure(self, ex: Initiator, reason: str, now: float) -> None:
+        """Our own configuration stopped an exchange (a missing key, certificate...)."""
+        if self.active is ex:
+            self.active = None
+        self.fail(ExchangeType.IKE_AUTH if self.state == IkeState.CONNECTING else ExchangeType.CREATE_CHILD_SA,
+                  "LOCAL", f"{reason} (local configuration)", now)
+        ex.abort(now)
+        if self.state in (IkeState.CREATED, IkeState.CONNECTING):
+            self.destroy(now, reason, Ended("failed", reason))
+
+    def holds_child(self, child: ChildSa) -> bool:
+        """An exchange of ours is creating, rekeying or deleting ``child``."""
+        return self.active is not None and self.active.holds_child(child)
+
     # ------------------------------------------------------------ receiving
     def receive(self, message: Message, local: Addr, remote: Addr, now: float) -> None:
         """An IKE message for this SA (header already matched by the endpoint)."""
         h = message.header
+        if self.pending:
+            # Our rekey collision is undecided: the peer retransmits until it is.
+            self.host.count("pending_sa")
+            return
         response = h.response
         if response:
             out = self.outstanding
             if out is None or h.mid != out.mid or h.exchange != out.exchange:
-                self.ep.count("unexpected_response")
+                self.host.count("unexpected_response")
                 return
         else:
             if self.cached is not None and h.mid == self.cached.mid:
                 # A retransmitted request: replay our response (§2.1), all fragments,
                 # but only once per fragment set (the first fragment triggers it).
-                if self._is_first_fragment(message):
-                    self.ep.count("retransmitted_request")
+                if _is_first_fragment(message):
+                    self.host.count("retransmitted_request")
                     self.transmit(self.cached.datagrams, now)
                 return
             if h.mid != self.mid_in:
-                self.ep.count("invalid_mid")
+                self.host.count("invalid_mid")
                 return
         try:
-            payloads, length, nfrag = self._open(message, now)
+            payloads, length, nfrag = self._open(message)
         except RemoteError as exc:
-            self.ep.count("integrity" if "integrity" in exc.reason else "malformed")
+            # Not authenticated (or not ours): dropped, Message IDs untouched.
+            self.host.count("integrity" if "integrity" in exc.reason else "malformed")
             log.debug("%s[%d]: dropped: %s", self.name, self.unique_id, exc.reason)
             return
-        except UnsupportedCriticalPayload as exc:
-            if not response:
-                self._reject_request(h.exchange, h.mid,
-                                     NotifyPayload(NotifyType.UNSUPPORTED_CRITICAL_PAYLOAD,
-                                                   data=bytes([exc.payload_type & 0xFF])), now)
-            self.ep.count("malformed")
-            return
         except WireError as exc:
-            if not response and h.exchange != ExchangeType.IKE_SA_INIT:
-                self._reject_request(h.exchange, h.mid, NotifyPayload(NotifyType.INVALID_SYNTAX), now)
-            self.ep.count("malformed")
-            log.debug("%s[%d]: malformed %s: %s", self.name, self.unique_id, _ex_name(h.exchange), exc)
+            # Authenticated but undecodable: a request is still answered, with the
+            # error, as that exchange's response (§2.21.2, §3.2), so the Message ID
+            # moves on and a retransmission gets the same answer.
+            self.host.count("malformed")
+            log.debug("%s[%d]: malformed %s: %s", self.name, self.unique_id, exchange_name(h.exchange), exc)
+            if isinstance(exc, UnsupportedCriticalPayload):
+                error = NotifyPayload(NotifyType.UNSUPPORTED_CRITICAL_PAYLOAD, data=bytes([exc.payload_type & 0xFF]))
+            else:
+                error = NotifyPayload(NotifyType.INVALID_SYNTAX)
+            if response:
+                self._response_failed(f"undecodable {exchange_name(h.exchange)} response: {exc}", now)
+            elif self.sk is not None:
+                self.mid_in = h.mid + 1
+                self.send_response(h.exchange, h.mid, [error], now)
             return
         if payloads is None:
             return  # waiting for more fragments
         self.last_received = now
         self._arm_dpd(now)
-        self._update_remote(local, remote, message, now)
+        self._update_remote(local, remote)
         self._summary_event(False, h.exchange, h.mid, response, payloads, length, now, fragments=nfrag)
         if response:
-            out = self.outstanding
-            self.outstanding = None
             if h.exchange == ExchangeType.IKE_SA_INIT:
                 self.spi_r = h.spi_r  # the responder's SPI arrives with its answer
                 self.init_response = message.raw  # the responder's AUTH signs it
-            try:
-                out.task.on_response(self, payloads, now)
-            except RemoteError as exc:
-                self.fail(out.exchange, _notify_name(exc.notify), exc.reason, now)
-                self.destroy(now, exc.reason)
-            self.kick(now)
+            self._response(h.exchange, payloads, now)
         else:
-            from engine.ike import responder
+            self._request(h.exchange, h.mid, payloads, now)
 
-            self.mid_in = h.mid + 1
-            try:
-                responder.handle_request(self, h.exchange, h.mid, payloads, now)
-            except RemoteError as exc:
-                if exc.notify is not None:
-                    self._reject_request(h.exchange, h.mid, NotifyPayload(exc.notify, data=exc.data), now)
-                self.fail(h.exchange, _notify_name(exc.notify), exc.reason, now)
+    def _response(self, exchange: int, payloads: list, now: float) -> None:
+        out = self.outstanding
+        self.outstanding = None
+        self._drop_reassembly(True)
+        ex = out.initiator
+        try:
+            ex.response(exchange, payloads, now)
+        except RemoteError as exc:
+            self.fail(exchange, notify_name(exc.notify), exc.reason, now, **exc.details)
+            ex.failed(now, exc.reason)
+        except LocalError as exc:
+            if isinstance(exc, IllegalTransition):
+                raise
+            self._local_failure(ex, str(exc), now)
+        self.kick(now)
+
+    def _response_failed(self, reason: str, now: float) -> None:
+        out = self.outstanding
+        self.outstanding = None
+        self._drop_reassembly(True)
+        self.fail(out.exchange, "INVALID_SYNTAX", reason, now)
+        out.initiator.failed(now, reason)
+        self.kick(now)
+
+    def _request(self, exchange: int, mid: int, payloads: list, now: float) -> None:
+        self.mid_in = mid + 1
+        self._drop_reassembly(False)
+        r = self.responding if self.responding is not None and self.responding.accepts(exchange) else None
+        try:
+            if r is None:
+                r = self.host.exchanges.responder(self, exchange, payloads)
+            answer = r.respond(exchange, payloads, now)
+        except RemoteError as exc:
+            n = exc.notify if exc.notify is not None else NotifyType.INVALID_SYNTAX
+            self.send_response(exchange, mid, [NotifyPayload(n, data=exc.data)], now)
+            self.fail(exchange, notify_name(n), exc.reason, now, **exc.details)
             self.kick(now)
-
-    def _is_first_fragment(self, message: Message) -> bool:
-        last = message.payloads[-1] if message.payloads else None
-        return not isinstance(last, SkfPayload) or last.fragment_number == 1
-
-    def _reject_request(self, exchange: int, mid: int, notify: NotifyPayload, now: float) -> None:
-        if self.sk is None and exchange != ExchangeType.IKE_SA_INIT:
             return
-        self.send_response(exchange, mid, [notify], now)
+        except LocalError as exc:
+            if isinstance(exc, IllegalTransition):
+                raise
+            n = NotifyType.AUTHENTICATION_FAILED if exchange == ExchangeType.IKE_AUTH else NotifyType.NO_PROPOSAL_CHOSEN
+            self.send_response(exchange, mid, [NotifyPayload(n)], now)
+            self.fail(exchange, "LOCAL", f"{exc} (local configuration)", now)
+            if self.state == IkeState.CONNECTING:
+                self.destroy(now, str(exc))
+            return
+        self.send_response(exchange, mid, answer, now)
+        self.responding = None if r.finished else r
+        r.responded(now)
+        self.kick(now)
 
-    def _open(self, message: Message, now: float) -> tuple[list | None, int, int]:
+    def _open(self, message: Message) -> tuple[list | None, int, int]:
         """Decrypt (SK) or reassemble (SKF); returns (payloads or None, wire length, fragments)."""
         h = message.header
         last = message.payloads[-1] if message.payloads else None
@@ -378,23 +456,38 @@ class IkeSa:
             if r is None:
                 r = self.reassembly[key] = Reassembly(h.mid, skf.total_fragments)
             if not r.add(skf, plaintext, len(message.raw)):
+                if r.size() > self.host.engine.max_packet:
+                    # Reassembled messages obey the same limit as datagrams.
+                    del self.reassembly[key]
+                    raise RemoteError(None, f"fragments exceed max_packet ({self.host.engine.max_packet} bytes)")
                 return None, 0, 0
             del self.reassembly[key]
             first, inner = r.assemble()
+            if len(inner) > self.host.engine.max_packet:
+                raise RemoteError(None, f"reassembled message exceeds max_packet ({self.host.engine.max_packet} bytes)")
             return decode_payloads(first, inner), r.length, r.total
-        if h.exchange == ExchangeType.INFORMATIONAL and not message.payloads and self.sk is not None:
-            raise RemoteError(None, "unprotected INFORMATIONAL")
-        raise RemoteError(None, f"unprotected {_ex_name(h.exchange)}")
+        raise RemoteError(None, f"unprotected {exchange_name(h.exchange)}")
 
-    def _update_remote(self, local: Addr, remote: Addr, message: Message, now: float) -> None:
+    def _drop_reassembly(self, response: bool) -> None:
+        """Fragments of messages that can no longer be the one we expect."""
+        for key in [k for k in self.reassembly if k[0] == response]:
+            del self.reassembly[key]
+
+    def _update_remote(self, local: Addr, remote: Addr) -> None:
         """Follow the peer's NAT mapping on authenticated messages (§2.23)."""
         if remote != self.remote and self.sk is not None and (self.nat.remote_behind or remote[1] != self.remote[1]):
             log.info("%s[%d]: peer moved from %s:%d to %s:%d", self.name, self.unique_id,
                      *self.remote, *remote, extra={"connection": self.name})
             self.remote = remote
-        if local[1] == self.ep.natt_port and not self.floated:
+        if local[1] == self.host.engine.natt_port and not self.floated:
             self.floated = True
             self.local = local
+
+    def float_ports(self) -> None:
+        """Move IKE to the NAT-T ports after IKE_SA_INIT (§2.23)."""
+        self.local = (self.local[0], self.host.engine.natt_port)
+        self.remote = (self.remote[0], self.conn.remote_natt_port)
+        self.floated = True
 
     # ------------------------------------------------------------ timers
     def _arm_dpd(self, now: float) -> None:
@@ -402,93 +495,114 @@ class IkeSa:
             self.dpd_at = now + self.conn.dpd_delay
 
     def next_timer(self) -> float | None:
-        times = [self.rekey_at, self.expire_at, self.dpd_at, self.keepalive_at, self.half_open_deadline]
+        times = [self.rekey_at, self.expire_at, self.dpd_at, self.keepalive_at, self.half_open_deadline,
+                 self.deadline]
         if self.outstanding is not None:
             times.append(self.outstanding.next_at)
+        for at, _ in self.deferred:
+            times.append(at)
         for c in self.children.values():
-            times.append(c.rekey_at)
-            times.append(c.expire_at)
+            times += (c.rekey_at, c.expire_at, c.deadline)
         times = [t for t in times if t is not None]
         return min(times) if times else None
 
     def handle_timer(self, now: float) -> None:
-        from engine.ike import tasks
-
-        if self.state == IkeState.DESTROYED:
+        if not self.alive:
             return
         out = self.outstanding
         if out is not None and now >= out.next_at:
-            if out.retransmits >= self.ep.retransmit_tries:
+            if out.retransmits >= self.host.engine.retransmit_tries:
                 self.outstanding = None
                 self._peer_gone(out, now)
                 return
             out.retransmits += 1
-            out.next_at = now + self.ep.retransmit_timeout(out.retransmits)
-            self.ep.count("retransmits")
+            out.next_at = now + self.retransmit_timeout(out.retransmits)
+            self.host.count("retransmits")
             self._summary_event(True, out.exchange, out.mid, False, out.payloads, sum(map(len, out.datagrams)),
                                 now, retransmit=out.retransmits, fragments=len(out.datagrams))
             self.transmit(out.datagrams, now)
         if self.half_open_deadline is not None and now >= self.half_open_deadline:
             self.half_open_deadline = None
             if self.state == IkeState.CONNECTING:
+                # Under a flood these come by thousands: counted, and DEBUG only.
+                self.host.count("half_open_timeouts")
                 self.fail(ExchangeType.IKE_AUTH, "TIMEOUT",
-                          "the peer never completed IKE_AUTH (half-open SA timed out)", now)
+                          "the peer never completed IKE_AUTH (half-open SA timed out)", now, level=logging.DEBUG)
                 self.destroy(now, "half-open timeout")
                 return
+        if self.deadline is not None and now >= self.deadline:
+            # A rekeyed IKE SA the peer never deleted: it carries nothing any more.
+            self.destroy(now, "rekeyed (the peer never deleted the old IKE SA)")
+            return
         if self.expire_at is not None and now >= self.expire_at:
             self.expire_at = None
             self.delete(now, reason="IKE SA lifetime expired")
             return
+        ex = self.host.exchanges
         if self.rekey_at is not None and now >= self.rekey_at:
             self.rekey_at = None
             if self.state == IkeState.ESTABLISHED:
-                self.queue(tasks.RekeyIke(), now)
+                self.start(ex.ike_rekey(self), now)
         if self.dpd_at is not None and now >= self.dpd_at:
             self.dpd_at = None
-            if self.state == IkeState.ESTABLISHED and self.outstanding is None and not self.tasks:
+            if self.state == IkeState.ESTABLISHED and self.outstanding is None and not self.queue:
                 if now - self.last_received >= self.conn.dpd_delay:
-                    self.queue(tasks.Dpd(), now)
+                    self.start(ex.dpd(self), now)
                 else:
                     self.dpd_at = self.last_received + self.conn.dpd_delay
         if self.keepalive_at is not None and now >= self.keepalive_at:
             if self.nat.local_behind and self.floated and self.established:
-                self.ep.transmit(b"\xff", self.local, self.remote)
-            self.keepalive_at = now + self.ep.keepalive_interval
+                self.host.send(b"\xff", self.local, self.remote)
+            self.keepalive_at = now + self.host.engine.keepalive
+        if self.deferred:
+            due = [d for d in self.deferred if d[0] <= now]
+            self.deferred = [d for d in self.deferred if d[0] > now]
+            for _, later in due:
+                self.start(later, now)
         for child in list(self.children.values()):
-            if child.expire_at is not None and now >= child.expire_at:
-                child.expire_at = None
-                child.rekey_at = None
-                if child.state in (ChildState.REKEYED,):
-                    self.remove_child(child, now, "rekeyed (old SA expired)")
-                else:
-                    self.queue(tasks.DeleteChild(child, "lifetime expired"), now)
-            elif child.rekey_at is not None and now >= child.rekey_at:
-                child.rekey_at = None
-                if child.state == ChildState.INSTALLED and self.established:
-                    self.queue(tasks.RekeyChild(child), now)
+            if not self.alive:
+                return
+            self._child_timers(child, now)
+
+    def _child_timers(self, child: ChildSa, now: float) -> None:
+        ex = self.host.exchanges
+        if child.expire_at is not None and now >= child.expire_at:
+            child.expire_at = child.rekey_at = child.deadline = None
+            if child.state == ChildState.REKEYED:
+                self.remove_child(child, now, "rekeyed (old SA expired)")
+            else:
+                self.start(ex.child_delete(self, child, "lifetime expired"), now)
+        elif child.deadline is not None and now >= child.deadline:
+            # Superseded but never deleted by the peer (it lost track of it):
+            # delete it ourselves so both ends converge.
+            child.deadline = None
+            if child.state == ChildState.REKEYED:
+                self.start(ex.child_delete(self, child, "rekeyed (the peer never deleted it)"), now)
+        elif child.rekey_at is not None and now >= child.rekey_at:
+            child.rekey_at = None
+            if child.state == ChildState.INSTALLED and self.established:
+                self.start(ex.child_rekey(self, child), now)
 
     def _peer_gone(self, out: Outstanding, now: float) -> None:
         """Retransmissions exhausted (§2.4): the IKE SA and its children are dead."""
-        from engine.events import DpdTimeout
-
-        reason = f"no response to {_ex_name(out.exchange)} after {out.retransmits} retransmissions"
-        if self.state == IkeState.CONNECTING:
+        reason = f"no response to {exchange_name(out.exchange)} after {out.retransmits} retransmissions"
+        if self.active is out.initiator:
+            self.active = None
+        out.initiator.abort(now)
+        if self.state in (IkeState.CREATED, IkeState.CONNECTING):
             self.fail(out.exchange, "TIMEOUT", f"{reason}: is the peer reachable and listening "
                       f"on {self.remote[0]}:{self.remote[1]}?", now)
-            self.destroy(now, reason)
-            self.ep.connection_failed(self, now)
+            self.destroy(now, reason, Ended("failed", reason))
             return
-        action = "clear"
-        if self.conn is not None:
-            for c in self.children.values():
-                if c.config.dpd_action != "clear":
-                    action = c.config.dpd_action
-                    break
-        self.ep.emit(DpdTimeout(self.unique_id, self.name, action))
-        out.task.on_timeout(self, now)
-        children = [c.config for c in self.children.values() if c.state != ChildState.DELETED]
-        self.destroy(now, f"peer gone: {reason}")
-        self.ep.peer_gone(self, children, action, now)
+        if self.state in (IkeState.DELETING, IkeState.REKEYED):
+            # Nothing to detect: the SA was going away anyway.
+            self.destroy(now, f"{self.delete_reason or 'deleted'} ({reason})")
+            return
+        action = next((c.config.dpd_action for c in self.children.values() if c.config.dpd_action != "clear"),
+                      "clear")
+        self.host.emit(DpdTimeout(self.unique_id, self.name, action))
+        children = tuple(c.config for c in self.children.values() if c.state != ChildState.DELETED)
+        self.destroy(now, f"peer gone: {reason}", Ended("peer_gone", reason, action, children))
 
     # ------------------------------------------------------------ lifetimes
     def schedule_lifetimes(self, now: float) -> None:
@@ -496,21 +610,29 @@ class IkeSa:
         if c is None:
             return
         if c.rekey_time > 0:
-            jitter = self.ep.random.uniform(0, min(c.rand_time, c.rekey_time / 2)) if c.rand_time else 0.0
+            jitter = self.host.random.uniform(0, min(c.rand_time, c.rekey_time / 2)) if c.rand_time else 0.0
             self.rekey_at = now + c.rekey_time - jitter
             self.expire_at = now + c.rekey_time + c.over_time
         self._arm_dpd(now)
         if self.nat.local_behind:
-            self.keepalive_at = now + self.ep.keepalive_interval
+            self.keepalive_at = now + self.host.engine.keepalive
 
     def child_lifetimes(self, child: ChildSa, now: float) -> None:
         cfg = child.config
         if cfg.rekey_time > 0:
-            jitter = self.ep.random.uniform(0, min(cfg.rand_time, cfg.rekey_time / 2)) if cfg.rand_time else 0.0
+            jitter = self.host.random.uniform(0, min(cfg.rand_time, cfg.rekey_time / 2)) if cfg.rand_time else 0.0
             child.rekey_at = now + cfg.rekey_time - jitter
         else:
             child.rekey_at = None
         child.expire_at = now + cfg.life_time if cfg.life_time > 0 else None
+
+    def superseded(self, child: ChildSa, now: float) -> None:
+        """``child`` was replaced and the peer deletes it: wait, but not for ever.
+        Twice the retransmission budget covers the peer retrying its rekey and then its delete."""
+        child.set_state(ChildState.REKEYED)
+        child.rekey_at = None
+        child.deadline = now + 2 * self.retransmit_budget()
+        self.host.changed(self)
 
     # ------------------------------------------------------------ children
     def install_child(self, child: ChildSa, now: float) -> None:
@@ -522,19 +644,21 @@ class IkeSa:
                      self.name, self.unique_id, child.config.name, child.unique_id, child.spi_in.hex(),
                      child.spi_out.hex(), " ".join(map(str, child.local_ts)), " ".join(map(str, child.remote_ts)),
                      self.remote_id, self.remote[0], extra={"connection": self.name})
-        self.ep.emit(installed_event(child, ike_sa=self.unique_id, connection=self.name,
-                                     local=self.local, remote=self.remote, encap=self.encap,
-                                     peer_is_ours=self.peer_is_ours))
+        self.host.emit(installed_event(child, ike_sa=self.unique_id, connection=self.name,
+                                       local=self.local, remote=self.remote, encap=self.encap,
+                                       peer_is_ours=self.peer_is_ours))
+        self.host.changed(self)
 
     def remove_child(self, child: ChildSa, now: float, reason: str) -> None:
         if child.state == ChildState.DELETED:
             return
         child.set_state(ChildState.DELETED)
-        self.children.pop(child.spi_in, None)
-        self.deleting_children.discard(child.spi_in)
-        self.ep.release_spi(child.spi_in)
-        self.ep.emit(deleted_event(child, ike_sa=self.unique_id, connection=self.name,
-                                   local=self.local, remote=self.remote, reason=reason))
+        child.rekey_at = child.expire_at = child.deadline = None
+        if self.children.get(child.spi_in) is child:
+            del self.children[child.spi_in]
+        self.host.ids.release_spi(child.spi_in)
+        self.host.emit(deleted_event(child, ike_sa=self.unique_id, connection=self.name,
+                                     local=self.local, remote=self.remote, reason=reason))
 
     def child_by_spi_out(self, spi: bytes) -> ChildSa | None:
         for c in self.children.values():
@@ -542,66 +666,75 @@ class IkeSa:
                 return c
         return None
 
+    def hand_over(self, new: IkeSa, now: float) -> None:
+        """A rekey replaced this IKE SA by ``new``: children and the exchanges we
+        had not started yet move there (§2.18)."""
+        new.children.update(self.children)
+        self.children.clear()
+        for ex in self.queue:
+            if ex.migrate(new):
+                new.queue.append(ex)
+            else:
+                ex.abort(now)
+        self.queue.clear()
+        for at, ex in self.deferred:
+            if ex.migrate(new):
+                new.deferred.append((at, ex))
+        self.deferred.clear()
+        self.rekey_at = self.expire_at = self.dpd_at = self.keepalive_at = None
+        self.host.changed(self)
+        self.host.changed(new)
+        new.kick(now)
+
     # ------------------------------------------------------------ commands
     def delete(self, now: float, reason: str = "terminated") -> None:
         """Delete the IKE SA (and its children) with an INFORMATIONAL."""
-        from engine.ike import tasks
-
         if self.state in (IkeState.DELETING, IkeState.DESTROYED):
             return
-        if self.state in (IkeState.CREATED, IkeState.CONNECTING):
+        if self.state in (IkeState.CREATED, IkeState.CONNECTING) or self.pending:
             # Nobody is authenticated yet: there is nothing to delete with the peer.
             self.destroy(now, reason)
             return
         self.delete_reason = reason
-        self.tasks.clear()
-        self.outstanding = None  # the delete supersedes anything in flight
+        for ex in self.queue:
+            ex.abort(now)
+        self.queue.clear()
+        self.deferred.clear()
         self.set_state(IkeState.DELETING, reason)
-        self.queue(tasks.DeleteIke(reason), now)
+        active = self.active
+        if active is not None and not active.survives_delete():
+            # The delete supersedes what is in flight; its answer is ignored.
+            self.active = None
+            self.outstanding = None
+            active.abort(now)
+        self.start(self.host.exchanges.ike_delete(self, reason), now)
 
-    def destroy(self, now: float, reason: str) -> None:
+    def destroy(self, now: float, reason: str, ended: Ended | None = None) -> None:
         """Drop the IKE SA without talking to the peer."""
         if self.state == IkeState.DESTROYED:
             return
+        active, self.active = self.active, None
+        self.outstanding = None
+        if active is not None:
+            active.abort(now)
+        for ex in self.queue:
+            ex.abort(now)
+        self.queue.clear()
+        self.deferred.clear()
+        self.responding = None
         for child in list(self.children.values()):
             self.remove_child(child, now, f"IKE SA gone: {reason}")
-        self.outstanding = None
-        self.tasks.clear()
-        self.rekey_at = self.expire_at = self.dpd_at = self.keepalive_at = self.half_open_deadline = None
+        self.rekey_at = self.expire_at = self.dpd_at = self.keepalive_at = None
+        self.half_open_deadline = self.deadline = None
         self.set_state(IkeState.DESTROYED, reason)
-        self.ep.forget(self)
+        # What is dead holds no keys, even if something still refers to the object.
+        self.keys = None
+        self.sk = None
+        self.cached = None
+        self.reassembly.clear()
+        self.host.ended(self, ended or Ended("deleted", reason), now)
 
 
-def _ex_name(exchange: int) -> str:
-    try:
-        return ExchangeType(exchange).name
-    except ValueError:
-        return str(exchange)
-
-
-def _notify_name(notify: int | None) -> str:
-    if notify is None:
-        return "NONE"
-    try:
-        return NotifyType(notify).name
-    except ValueError:
-        return str(notify)
-
-
-def find(payloads, cls, pred: Callable | None = None):
-    for p in payloads:
-        if isinstance(p, cls) and (pred is None or pred(p)):
-            return p
-    return None
-
-
-def notify(payloads, ntype: int) -> NotifyPayload | None:
-    for p in payloads:
-        if isinstance(p, NotifyPayload) and p.type == ntype:
-            return p
-    return None
-
-
-def error_notifies(payloads) -> list[NotifyPayload]:
-    return [p for p in payloads if isinstance(p, NotifyPayload) and p.type < 16384]
-
+def _is_first_fragment(message: Message) -> bool:
+    last = message.payloads[-1] if message.payloads else None
+    return not isinstance(last, SkfPayload) or last.fragment_number == 1

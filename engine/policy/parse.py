@@ -45,7 +45,8 @@ from engine.policy.ts import TrafficSelector, TsSyntaxError, parse_ts
 TOP_KEYS = ("engine", "lab", "connections", "rules")
 ENGINE_KEYS = ("datapath", "listen", "ike_port", "natt_port", "secrets", "control", "retransmit_timeout",
                "retransmit_base", "retransmit_tries", "half_open_threshold", "keepalive", "crls", "pki",
-               "tun_device", "tun_mtu", "tun_offload")
+               "tun_device", "tun_mtu", "tun_offload", "max_packet", "cookie_threshold_ip", "block_threshold",
+               "init_limit_half_open")
 LAB_KEYS = ("peers", "rate", "flows")
 CONNECTION_KEYS = ("local_addrs", "remote_addrs", "local_port", "remote_port", "remote_natt_port", "proposals",
                    "local", "remote",
@@ -192,6 +193,11 @@ class _PolicyParser:
             tun_device=self._tun_device(t, P, d.tun_device),
             tun_mtu=r.int_(t, "tun_mtu", P, d.tun_mtu, lo=576, hi=65535),
             tun_offload=r.str_(t, "tun_offload", P, d.tun_offload, choices=("off", "auto", "jumbo")),
+            # RFC 7296 §2: every implementation takes 1280-byte messages; 65535 is the UDP limit.
+            max_packet=r.int_(t, "max_packet", P, d.max_packet, lo=1280, hi=65535),
+            cookie_threshold_ip=r.int_(t, "cookie_threshold_ip", P, d.cookie_threshold_ip, lo=1),
+            block_threshold=r.int_(t, "block_threshold", P, d.block_threshold, lo=1),
+            init_limit_half_open=r.int_(t, "init_limit_half_open", P, d.init_limit_half_open, lo=0),
         )
 
     def _tun_device(self, t: dict, path: str, default: str) -> str:
