@@ -45,6 +45,9 @@ class ChildSa:
     rekeyed_from: bytes | None = None
     deadline: float | None = None
     """REKEYED: the peer should have deleted it by then (we delete it ourselves after)."""
+    unconfirmed_mid: int | None = None
+    """We created it answering the peer's request with this Message ID: until the peer's
+    next request shows it has our answer, the peer may not know this SA yet."""
 
     @property
     def protocol(self) -> str:

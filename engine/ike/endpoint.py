@@ -273,7 +273,8 @@ class IkeEndpoint:
         for sa in self.registry:
             if unique_id is not None and sa.unique_id != unique_id:
                 continue
-            if sa.name == name and sa.alive:
+            # An undecided IKE SA from a rekey collision goes with the rekey that holds it.
+            if sa.name == name and sa.alive and not sa.pending:
                 sa.delete(now, "terminated by admin")
                 self.scheduler.touch(sa)
                 n += 1
@@ -339,6 +340,8 @@ class IkeEndpoint:
     def shutdown(self, now: float) -> None:
         """Delete every SA (INFORMATIONAL); the runtime flushes and stops."""
         for sa in self.registry:
+            if sa.pending:
+                continue  # it goes with the rekey that holds it
             if sa.established:
                 sa.delete(now, "shutting down")
                 self.scheduler.touch(sa)

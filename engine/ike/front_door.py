@@ -28,7 +28,7 @@ import logging
 from engine.crypto.auth import cookie_value, verify_cookie
 from engine.events import ExchangeReceived, ExchangeSent
 from engine.ike.exchanges import ike_sa_init
-from engine.ike.exchanges.base import find
+from engine.ike.exchange import find
 from engine.ike.host import Addr, Host
 from engine.ike.registry import ZERO_SPI, Registry
 from engine.ike.sa import IkeSa

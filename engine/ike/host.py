@@ -20,7 +20,7 @@ from engine.policy.model import ChildConfig, EngineConfig
 if TYPE_CHECKING:
     from engine.ike.authenticator import Authenticator
     from engine.ike.child import ChildSa
-    from engine.ike.exchanges.base import Initiator, Responder
+    from engine.ike.exchange import Initiator, Responder
     from engine.ike.sa import IkeSa
 
 Addr = tuple[str, int]

@@ -26,7 +26,7 @@ from engine.events import (
 )
 from engine.ike.child import ChildSa, deleted_event, installed_event
 from engine.ike.errors import IllegalTransition, LocalError, RemoteError
-from engine.ike.exchanges.base import Initiator, Request, Responder
+from engine.ike.exchange import Initiator, Request, Responder
 from engine.ike.host import Addr, Ended, Host
 from engine.ike.proposals import Chosen
 from engine.ike.protection import DEFAULT_FRAGMENT_SIZE, MAX_FRAGMENTS, Reassembly, SkCodec
@@ -135,6 +135,8 @@ class IkeSa:
         # Message IDs (§2.3) and exchanges.
         self.mid_out = 0
         self.mid_in = 0
+        self.peer_mid = -1
+        """The highest Message ID of a request the peer sent us: it holds our answers to all before."""
         self.outstanding: Outstanding | None = None
         self.active: Initiator | None = None
         """The exchange we started and that has not finished (it owns ``outstanding``)."""
@@ -410,6 +412,7 @@ class IkeSa:
 
     def _request(self, exchange: int, mid: int, payloads: list, now: float) -> None:
         self.mid_in = mid + 1
+        self.peer_mid = mid
         self._drop_reassembly(False)
         r = self.responding if self.responding is not None and self.responding.accepts(exchange) else None
         try:
@@ -546,10 +549,11 @@ class IkeSa:
         if self.dpd_at is not None and now >= self.dpd_at:
             self.dpd_at = None
             if self.state == IkeState.ESTABLISHED and self.outstanding is None and not self.queue:
-                if now - self.last_received >= self.conn.dpd_delay:
+                due = self.last_received + self.conn.dpd_delay  # the same sum as _arm_dpd: no rounding loop
+                if now >= due:
                     self.start(ex.dpd(self), now)
                 else:
-                    self.dpd_at = self.last_received + self.conn.dpd_delay
+                    self.dpd_at = due
         if self.keepalive_at is not None and now >= self.keepalive_at:
             if self.nat.local_behind and self.floated and self.established:
                 self.host.send(b"\xff", self.local, self.remote)
@@ -660,6 +664,13 @@ class IkeSa:
         self.host.emit(deleted_event(child, ike_sa=self.unique_id, connection=self.name,
                                      local=self.local, remote=self.remote, reason=reason))
 
+    def confirmed(self, child: ChildSa) -> bool:
+        """The peer knows ``child``: we created it as initiator, or the peer has sent
+        a request since our answer that created it (§2.3: a window of one)."""
+        if child.unconfirmed_mid is not None and self.peer_mid > child.unconfirmed_mid:
+            child.unconfirmed_mid = None
+        return child.unconfirmed_mid is None
+
     def child_by_spi_out(self, spi: bytes) -> ChildSa | None:
         for c in self.children.values():
             if c.spi_out == spi:
@@ -669,6 +680,10 @@ class IkeSa:
     def hand_over(self, new: IkeSa, now: float) -> None:
         """A rekey replaced this IKE SA by ``new``: children and the exchanges we
         had not started yet move there (§2.18)."""
+        for child in self.children.values():
+            # The peer started or answered this rekey after every answer of ours:
+            # it knows all these CHILD SAs (and Message IDs start again on ``new``).
+            child.unconfirmed_mid = None
         new.children.update(self.children)
         self.children.clear()
         for ex in self.queue:

@@ -1,6 +1,7 @@
 """IKEv2 exchanges as explicit state machines, one module per exchange, each
 holding both roles and one declared table (in the spirit of h11's
-``_state.py``):
+``_state.py``). What they share, the table and the two roles' interfaces,
+is ``engine.ike.exchange``.
 
 - ``ike_sa_init``    IKE_SA_INIT (COOKIE and INVALID_KE_PAYLOAD retries; the
                      responder behind the front door, ``engine.ike.front_door``)
@@ -10,7 +11,6 @@ holding both roles and one declared table (in the spirit of h11's
 - ``ike_rekey``      CREATE_CHILD_SA rekeying the IKE SA, with its collisions
 - ``informational``  INFORMATIONAL: deletes, DPD, error notifies
 - ``child_sa``       the CHILD SA payloads the three CHILD-making exchanges share
-- ``base``           the table and the two roles' interfaces
 
 Each module's docstring lists its rules in words; its ``TABLE`` maps
 (state, input) to (next state, action). Inputs caused by the peer are declared
@@ -50,7 +50,7 @@ IKE_FOLLOWUP_KE after CREATE_CHILD_SA):
    stays (``finished`` False, ``accepts(IKE_AUTH)``). IKE_FOLLOWUP_KE makes
    ``child_rekey``/``ike_rekey`` return further requests of that type, and
    their responders stay until the last key exchange.
-3. Collisions: override the ``peer_*`` hooks of ``base.Initiator`` and map
+3. Collisions: override the ``peer_*`` hooks of ``engine.ike.exchange.Initiator`` and map
    them to inputs with ``maybe`` (ignored where the table has no rule).
 4. Dispatch: route the exchange type (and payloads) in ``Catalog.responder``.
 5. A test of the table in tests/engine/test_ike_tables.py (every action
@@ -63,7 +63,7 @@ from engine.events import IkeState
 from engine.ike.child import ChildSa
 from engine.ike.errors import RemoteError
 from engine.ike.exchanges import child_rekey, create_child, ike_auth, ike_rekey, ike_sa_init, informational
-from engine.ike.exchanges.base import Initiator, Responder, find, notify
+from engine.ike.exchange import Initiator, Responder, find, notify
 from engine.ike.sa import IkeSa
 from engine.policy.model import ChildConfig
 from engine.wire.constants import ExchangeType, NotifyType, ProtocolId

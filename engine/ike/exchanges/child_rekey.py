@@ -21,6 +21,9 @@ old SA while ours was in flight):
   CHILD_SA_NOT_FOUND: the peer lost the SA; old goes and a new CHILD SA is
   created in its place. Other refusals: old stays, retried later (its hard
   lifetime still applies).
+- An SA we created answering the peer is not rekeyed before the peer shows it
+  has our answer (its next request): until then it would not know the SA and
+  answer CHILD_SA_NOT_FOUND. The rekey waits a few seconds instead.
 - A replaced SA waiting for the peer's delete is not kept for ever: after
   twice the retransmission budget we delete it ourselves (sa.superseded), so
   both ends converge even when the peer lost track of it.
@@ -43,7 +46,7 @@ from engine.events import ChildState, IkeState
 from engine.ike.child import ChildSa
 from engine.ike.errors import ChildRefused, RemoteError
 from engine.ike.exchanges import child_sa
-from engine.ike.exchanges.base import Initiator, Request, Responder, Table, find, notify
+from engine.ike.exchange import Initiator, Request, Responder, Table, find, notify
 from engine.ike.exchanges.create_child import RETRY, CreateChild
 from engine.ike.exchanges.informational import DeleteChild
 from engine.ike.init import NONCE_SIZE
@@ -72,6 +75,7 @@ class S(enum.Enum):
 class I(enum.Enum):  # noqa: E742
     START = "start"
     START_STALE = "start, but the SA is gone, busy or the IKE SA is not up"
+    START_UNCONFIRMED = "start, but the peer may not have our answer that created the SA yet"
     RESP_OK = "answer with the new SA"
     RESP_TEMP_FAIL = "TEMPORARY_FAILURE"
     RESP_NOT_FOUND = "CHILD_SA_NOT_FOUND"
@@ -95,6 +99,7 @@ _FAILED = (I.RESP_TEMP_FAIL, I.RESP_NOT_FOUND, I.RESP_REFUSED, I.RESP_INVALID_KE
 TABLE = Table("CREATE_CHILD_SA (CHILD rekey)", {
     (S.IDLE, I.START): (S.SENT, "send"),
     (S.IDLE, I.START_STALE): (S.DONE, None),
+    (S.IDLE, I.START_UNCONFIRMED): (S.DONE, "retry_soon"),
     (S.IDLE, I.ABORT): (S.DONE, None),
     # no collision
     (S.SENT, I.RESP_OK): (S.DONE, "replace_old"),
@@ -164,7 +169,10 @@ class ChildRekey(Initiator):
             sa, old = self.sa, self.old
             ready = sa.state == IkeState.ESTABLISHED and old.state == ChildState.INSTALLED \
                 and sa.children.get(old.spi_in) is old
-            self.fire(I.START if ready else I.START_STALE, now)
+            if not ready:
+                self.fire(I.START_STALE, now)
+            else:
+                self.fire(I.START if sa.confirmed(old) else I.START_UNCONFIRMED, now)
         out, self.to_send = self.to_send, None
         return Request(CREATE_CHILD_SA, out) if out is not None else None
 

@@ -13,7 +13,7 @@ from engine.crypto.ke import KeyExchange
 from engine.ike import proposals as props
 from engine.ike.child import ChildSa, derive_child_keys
 from engine.ike.errors import ChildRefused, RemoteError
-from engine.ike.exchanges.base import error_notifies, find, notify
+from engine.ike.exchange import error_notifies, find, notify
 from engine.ike.init import NONCE_SIZE
 from engine.ike.text import capped, notify_name, short
 from engine.policy.model import ChildConfig
@@ -263,7 +263,8 @@ def build(sa: IkeSa, choice: ChildChoice, nonce_i: bytes, nonce_r: bytes, shared
         config=choice.cfg, unique_id=ids.next_child_id(), reqid=reqid, chosen=choice.chosen, spi_in=spi_in,
         spi_out=choice.chosen.spi, mode=choice.mode, local_ts=choice.local_ts, remote_ts=choice.remote_ts,
         keys=keys, initiator=False, installed_at=now, rekey_at=None, expire_at=None, nonces=(nonce_i, nonce_r),
-        ke_group=choice.chosen.ke, rekeyed_from=rekey.spi_in if rekey is not None else None)
+        ke_group=choice.chosen.ke, rekeyed_from=rekey.spi_in if rekey is not None else None,
+        unconfirmed_mid=sa.peer_mid)
     response: list = []
     if choice.mode == "transport":
         response.append(NotifyPayload(NotifyType.USE_TRANSPORT_MODE))

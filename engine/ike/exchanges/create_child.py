@@ -22,7 +22,7 @@ import enum
 from engine.events import IkeState
 from engine.ike.errors import ChildRefused, RemoteError
 from engine.ike.exchanges import child_sa
-from engine.ike.exchanges.base import Initiator, Request, Responder, Table, find, notify
+from engine.ike.exchange import Initiator, Request, Responder, Table, find, notify
 from engine.ike.init import NONCE_SIZE
 from engine.policy.model import ChildConfig
 from engine.wire.constants import ExchangeType, NotifyType

@@ -28,7 +28,7 @@ from engine.events import IkeState
 from engine.ike.auth import octets
 from engine.ike.errors import ChildRefused, RemoteError
 from engine.ike.exchanges import child_sa
-from engine.ike.exchanges.base import Initiator, Request, Responder, Table, error_notifies, find, notify
+from engine.ike.exchange import Initiator, Request, Responder, Table, error_notifies, find, notify
 from engine.ike.exchanges.create_child import CreateChild
 from engine.ike.exchanges.informational import Notify
 from engine.ike.host import Ended
@@ -205,7 +205,7 @@ class IkeAuthResponder(Responder):
 
     def respond(self, exchange: int, payloads: list, now: float) -> list:
         self.answer: list = []
-        self.after = None
+        self.after: str | None = None
         idi = find(payloads, IdPayload, lambda p: p.initiator)
         auth = find(payloads, AuthPayload)
         if idi is None:
@@ -240,7 +240,7 @@ class IkeAuthResponder(Responder):
 
     def authentication_failed(self, now: float) -> None:
         self.answer = [NotifyPayload(NotifyType.AUTHENTICATION_FAILED)]
-        self.after = self._drop
+        self.after = "_drop"
 
     def _drop(self, now: float) -> None:
         sa = self.sa
@@ -265,7 +265,7 @@ class IkeAuthResponder(Responder):
                 answer += extra + child_sa.ts_reply(choice)
         self.initial_contact = notify(payloads, NotifyType.INITIAL_CONTACT) is not None
         self.answer = answer
-        self.after = self._establish
+        self.after = "_establish"
 
     def _establish(self, now: float) -> None:
         sa = self.sa
@@ -279,4 +279,4 @@ class IkeAuthResponder(Responder):
 
     def responded(self, now: float) -> None:
         if self.after is not None:
-            self.after(now)
+            getattr(self, self.after)(now)

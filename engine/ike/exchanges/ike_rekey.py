@@ -46,7 +46,7 @@ from engine.crypto.ke import KeyExchange
 from engine.events import ChildState, IkeState
 from engine.ike import proposals as props
 from engine.ike.errors import RemoteError
-from engine.ike.exchanges.base import Initiator, Request, Responder, Table, error_notifies, find, notify
+from engine.ike.exchange import Initiator, Request, Responder, Table, error_notifies, find, notify
 from engine.ike.exchanges.create_child import RETRY
 from engine.ike.init import NONCE_SIZE, install_ike_keys
 from engine.ike.proposals import Chosen
@@ -286,16 +286,22 @@ class IkeRekey(Initiator):
     def keep_theirs(self, now: float, theirs: IkeSa) -> None:
         self.theirs = theirs
 
+    def _theirs(self) -> IkeSa | None:
+        """Theirs, unless something (a shutdown) destroyed it meanwhile."""
+        theirs = self.theirs
+        return theirs if theirs is not None and theirs.alive else None
+
     def make_ours(self, now: float, **answer) -> I:
-        ours = self._make_ours(now, **answer)
-        return I.LOST if lowest_nonce_is_ours(ours, self.theirs) else I.WON
+        ours, theirs = self._make_ours(now, **answer), self._theirs()
+        return I.LOST if theirs is not None and lowest_nonce_is_ours(ours, theirs) else I.WON
 
     def won(self, now: float) -> None:
-        sa, ours, theirs = self.sa, self.ours, self.theirs
-        log.info("%s[%d]: IKE rekey collision won, waiting for the peer to delete its IKE SA [%d]",
-                 sa.name, sa.unique_id, theirs.unique_id, extra={"connection": sa.name})
+        sa, ours, theirs = self.sa, self.ours, self._theirs()
+        if theirs is not None:
+            log.info("%s[%d]: IKE rekey collision won, waiting for the peer to delete its IKE SA [%d]",
+                     sa.name, sa.unique_id, theirs.unique_id, extra={"connection": sa.name})
+            wait_for_peer_delete(theirs, now)
         establish(ours, now)
-        wait_for_peer_delete(theirs, now)
         sa.set_state(IkeState.REKEYED)
         sa.hand_over(ours, now)
         sa.delete(now, "rekeyed")
@@ -312,8 +318,11 @@ class IkeRekey(Initiator):
 
     def adopt_theirs(self, now: float, **_) -> None:
         """Our rekey failed but the peer's succeeded (it did not see the collision)."""
-        sa, theirs = self.sa, self.theirs
+        sa, theirs = self.sa, self._theirs()
         self.release(now, keep_theirs=True)
+        if theirs is None:
+            self._restore()
+            return
         establish(theirs, now)
         sa.hand_over(theirs, now)
         if sa.state == IkeState.REKEYING:
@@ -342,9 +351,9 @@ class IkeRekey(Initiator):
             self.sa.set_state(IkeState.ESTABLISHED)
 
     def close_ours(self, now: float, **answer) -> None:
+        # The CHILD SAs stay with old and go with its delete (queued behind us).
         ours = self._make_ours(now, **answer)
         establish(ours, now)
-        self.sa.hand_over(ours, now)
         ours.delete(now, self.sa.delete_reason or "terminated")
 
     def close_both(self, now: float, **answer) -> None:
@@ -352,8 +361,10 @@ class IkeRekey(Initiator):
         self.close_theirs(now)
 
     def close_theirs(self, now: float, **_) -> None:
-        theirs = self.theirs
+        theirs = self._theirs()
         self.release(now, keep_theirs=True)
+        if theirs is None:
+            return
         establish(theirs, now)
         theirs.delete(now, self.sa.delete_reason or "terminated")
 

@@ -32,7 +32,7 @@ from engine.crypto.ke import KeyExchange
 from engine.events import IkeState, NegotiationFailed
 from engine.ike import proposals as props
 from engine.ike.errors import RemoteError
-from engine.ike.exchanges.base import Initiator, Request, Responder, Table, error_notifies, find, notify
+from engine.ike.exchange import Initiator, Request, Responder, Table, error_notifies, find, notify
 from engine.ike.host import Addr, Ended, Host
 from engine.ike.init import NONCE_SIZE, capability_notifies, check_nat, install_ike_keys, nat_notifies, \
     read_capabilities

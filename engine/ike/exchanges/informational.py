@@ -3,7 +3,9 @@ liveness checks (DPD, an empty request), and error notifies.
 
 Rules (initiator):
 - DELETE of a CHILD SA: it is DELETING until the answer; a CHILD SA that is
-  already gone when the exchange starts is not deleted twice.
+  already gone when the exchange starts is not deleted twice; one we created
+  answering the peer waits until the peer shows it has that answer (its next
+  request), or the peer would install it after our delete.
 - DELETE of the IKE SA: destroyed when the peer answers (or when the
   retransmissions run out: nothing is left to detect).
 - DPD: an empty request while the IKE SA is up; no answer after every
@@ -27,13 +29,15 @@ import logging
 from engine.events import ChildState, IkeState
 from engine.ike import proposals as props
 from engine.ike.child import ChildSa
-from engine.ike.exchanges.base import Initiator, Request, Responder, Table, notify
+from engine.ike.exchange import Initiator, Request, Responder, Table, notify
 from engine.ike.host import Ended
 from engine.wire.constants import ExchangeType, NotifyType, ProtocolId
 from engine.wire.payloads import DeletePayload, NotifyPayload
 
 log = logging.getLogger("engine.ike")
 INFORMATIONAL = ExchangeType.INFORMATIONAL
+RETRY = (2.0, 10.0)
+"""Seconds before a deferred delete is tried again (random in this range)."""
 
 
 class S(enum.Enum):
@@ -45,6 +49,7 @@ class S(enum.Enum):
 class I(enum.Enum):  # noqa: E742 (the table reads best with short names)
     START = "start"
     START_STALE = "start, but there is nothing left to do"
+    START_UNCONFIRMED = "start, but the peer may not have our answer that created the CHILD SA yet"
     RESPONSE = "response"
     ABORT = "abort"
     # requests we answer
@@ -59,6 +64,7 @@ TABLE = Table("INFORMATIONAL", {
     # initiator: one request, one answer (DELETE CHILD, DELETE IKE, DPD, a notify)
     (S.IDLE, I.START): (S.SENT, "send"),
     (S.IDLE, I.START_STALE): (S.DONE, None),
+    (S.IDLE, I.START_UNCONFIRMED): (S.DONE, "retry_soon"),
     (S.IDLE, I.ABORT): (S.DONE, None),
     (S.SENT, I.RESPONSE): (S.DONE, "done"),
     (S.SENT, I.ABORT): (S.DONE, None),
@@ -80,11 +86,11 @@ class _Informational(Initiator):
     def request(self, now: float) -> Request | None:
         if self.state != S.IDLE:
             return None
-        self.fire(I.START if self.ready() else I.START_STALE, now)
+        self.fire(self.start_input(), now)
         return Request(INFORMATIONAL, self.payloads) if self.state == S.SENT else None
 
-    def ready(self) -> bool:
-        return True
+    def start_input(self) -> I:
+        return I.START
 
     def send(self, now: float) -> None:
         self.payloads = self.build(now)
@@ -113,9 +119,15 @@ class DeleteChild(_Informational):
         self.child = child
         self.reason = reason
 
-    def ready(self) -> bool:
-        c = self.child
-        return c.state not in (ChildState.DELETED, ChildState.DELETING) and self.sa.children.get(c.spi_in) is c
+    def start_input(self) -> I:
+        c, sa = self.child, self.sa
+        if c.state in (ChildState.DELETED, ChildState.DELETING) or sa.children.get(c.spi_in) is not c:
+            return I.START_STALE
+        # Deleting an SA the peer does not know yet would leave it installed there.
+        return I.START if sa.confirmed(c) else I.START_UNCONFIRMED
+
+    def retry_soon(self, now: float) -> None:
+        self.sa.defer(DeleteChild(self.sa, self.child, self.reason), now + self.sa.host.random.uniform(*RETRY))
 
     def build(self, now: float) -> list:
         c = self.child
@@ -153,8 +165,8 @@ class Dpd(_Informational):
 
     name = "INFORMATIONAL (DPD)"
 
-    def ready(self) -> bool:
-        return self.sa.state == IkeState.ESTABLISHED
+    def start_input(self) -> I:
+        return I.START if self.sa.state == IkeState.ESTABLISHED else I.START_STALE
 
 
 class Notify(_Informational):
@@ -178,7 +190,7 @@ class InformationalResponder(Responder):
 
     def respond(self, exchange: int, payloads: list, now: float) -> list:
         self.answer: list = []
-        self.after = None
+        self.after: str | None = None
         deletes = [p for p in payloads if isinstance(p, DeletePayload)]
         if any(d.protocol == ProtocolId.IKE for d in deletes):
             inp = I.REQ_DELETE_IKE
@@ -195,13 +207,13 @@ class InformationalResponder(Responder):
 
     def responded(self, now: float) -> None:
         if self.after is not None:
-            self.after(now)
+            getattr(self, self.after)(now)
 
     def answer_empty(self, now: float, **_) -> None:
         pass
 
     def answer_delete_ike(self, now: float, **_) -> None:
-        self.after = self._destroy
+        self.after = "_destroy"
 
     def _destroy(self, now: float) -> None:
         sa = self.sa
@@ -223,7 +235,7 @@ class InformationalResponder(Responder):
                     ours.setdefault(d.protocol, []).append(child.spi_in)
                 self.removed.append(child)
         self.answer = [DeletePayload(proto, tuple(spis)) for proto, spis in ours.items()]
-        self.after = self._remove_children
+        self.after = "_remove_children"
 
     def _remove_children(self, now: float) -> None:
         sa = self.sa
@@ -233,7 +245,7 @@ class InformationalResponder(Responder):
                 sa.active.peer_deleted_child(child, now)
 
     def answer_auth_failed(self, now: float, **_) -> None:
-        self.after = self._auth_failed
+        self.after = "_auth_failed"
 
     def _auth_failed(self, now: float) -> None:
         sa = self.sa

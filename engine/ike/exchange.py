@@ -1,5 +1,5 @@
 """What every exchange shares: its declared transition table and the two
-roles' interfaces (see the package docstring for how an exchange is added).
+roles' interfaces (engine.ike.exchanges' docstring says how an exchange is added).
 
 A table maps (state, input) to (next state, action). The action is a method
 of the exchange; it may return another input, fired at once (a decision the
