@@ -48,6 +48,9 @@ class ChildSa:
     unconfirmed_mid: int | None = None
     """We created it answering the peer's request with this Message ID: until the peer's
     next request shows it has our answer, the peer may not know this SA yet."""
+    unconfirmed_until: float = 0.0
+    """...or until this time (a retransmission budget later): by then the peer has our
+    answer or has given up on the IKE SA."""
 
     @property
     def protocol(self) -> str:

@@ -664,10 +664,12 @@ class IkeSa:
         self.host.emit(deleted_event(child, ike_sa=self.unique_id, connection=self.name,
                                      local=self.local, remote=self.remote, reason=reason))
 
-    def confirmed(self, child: ChildSa) -> bool:
+    def confirmed(self, child: ChildSa, now: float) -> bool:
         """The peer knows ``child``: we created it as initiator, or the peer has sent
-        a request since our answer that created it (§2.3: a window of one)."""
-        if child.unconfirmed_mid is not None and self.peer_mid > child.unconfirmed_mid:
+        a request since our answer that created it (§2.3: a window of one), or it
+        has had a whole retransmission budget to get that answer."""
+        if child.unconfirmed_mid is not None and (self.peer_mid > child.unconfirmed_mid
+                                                  or now >= child.unconfirmed_until):
             child.unconfirmed_mid = None
         return child.unconfirmed_mid is None
 

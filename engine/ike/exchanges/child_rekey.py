@@ -21,9 +21,9 @@ old SA while ours was in flight):
   CHILD_SA_NOT_FOUND: the peer lost the SA; old goes and a new CHILD SA is
   created in its place. Other refusals: old stays, retried later (its hard
   lifetime still applies).
-- An SA we created answering the peer is not rekeyed before the peer shows it
-  has our answer (its next request): until then it would not know the SA and
-  answer CHILD_SA_NOT_FOUND. The rekey waits a few seconds instead.
+- CHILD_SA_NOT_FOUND for an SA we created answering the peer, before the peer
+  showed it has that answer (its next request, or a retransmission budget):
+  it does not know the SA yet; try again in a few seconds.
 - A replaced SA waiting for the peer's delete is not kept for ever: after
   twice the retransmission budget we delete it ourselves (sa.superseded), so
   both ends converge even when the peer lost track of it.
@@ -75,10 +75,10 @@ class S(enum.Enum):
 class I(enum.Enum):  # noqa: E742
     START = "start"
     START_STALE = "start, but the SA is gone, busy or the IKE SA is not up"
-    START_UNCONFIRMED = "start, but the peer may not have our answer that created the SA yet"
     RESP_OK = "answer with the new SA"
     RESP_TEMP_FAIL = "TEMPORARY_FAILURE"
     RESP_NOT_FOUND = "CHILD_SA_NOT_FOUND"
+    RESP_NOT_FOUND_YET = "CHILD_SA_NOT_FOUND for an SA the peer may not have our answer for yet"
     RESP_INVALID_KE = "INVALID_KE_PAYLOAD naming a group we offer"
     RESP_REFUSED = "refused or unusable answer"
     PEER_REKEYED = "we answered the peer's rekey of the same SA"
@@ -99,7 +99,6 @@ _FAILED = (I.RESP_TEMP_FAIL, I.RESP_NOT_FOUND, I.RESP_REFUSED, I.RESP_INVALID_KE
 TABLE = Table("CREATE_CHILD_SA (CHILD rekey)", {
     (S.IDLE, I.START): (S.SENT, "send"),
     (S.IDLE, I.START_STALE): (S.DONE, None),
-    (S.IDLE, I.START_UNCONFIRMED): (S.DONE, "retry_soon"),
     (S.IDLE, I.ABORT): (S.DONE, None),
     # no collision
     (S.SENT, I.RESP_OK): (S.DONE, "replace_old"),
@@ -107,6 +106,7 @@ TABLE = Table("CREATE_CHILD_SA (CHILD rekey)", {
     (S.SENT, I.RESP_INVALID_KE): (S.SENT, "resend_with_group"),
     (S.SENT, I.RESP_REFUSED): (S.DONE, "retry_later"),
     (S.SENT, I.RESP_NOT_FOUND): (S.DONE, "recreate"),
+    (S.SENT, I.RESP_NOT_FOUND_YET): (S.DONE, "retry_soon"),
     (S.SENT, I.PEER_REKEYED): (S.SENT_COLLIDED, "keep_theirs"),
     (S.SENT, I.PEER_DELETED_OLD): (S.SENT_OLD_GONE, None),
     (S.SENT, I.ABORT): (S.DONE, "release"),
@@ -135,7 +135,7 @@ TABLE = Table("CREATE_CHILD_SA (CHILD rekey)", {
     (S.IDLE, I.REQ_OLD_BUSY): (S.ANSWERED, "temporary_failure"),
     (S.IDLE, I.REQ_OLD_INSTALLED): (S.ANSWERED, "rekey"),
     (S.IDLE, I.REQ_COLLISION): (S.ANSWERED, "rekey_collided"),
-}, remote={I.RESP_OK, I.RESP_TEMP_FAIL, I.RESP_NOT_FOUND, I.RESP_INVALID_KE, I.RESP_REFUSED, I.PEER_REKEYED,
+}, remote={I.RESP_OK, I.RESP_TEMP_FAIL, I.RESP_NOT_FOUND, I.RESP_NOT_FOUND_YET, I.RESP_INVALID_KE, I.RESP_REFUSED, I.PEER_REKEYED,
            I.PEER_DELETED_OLD, I.PEER_DELETED_THEIRS, I.REQ_IKE_BUSY, I.REQ_OLD_UNKNOWN, I.REQ_OLD_BUSY,
            I.REQ_OLD_INSTALLED, I.REQ_COLLISION},
     final={S.DONE, S.ANSWERED})
@@ -169,14 +169,14 @@ class ChildRekey(Initiator):
             sa, old = self.sa, self.old
             ready = sa.state == IkeState.ESTABLISHED and old.state == ChildState.INSTALLED \
                 and sa.children.get(old.spi_in) is old
-            if not ready:
-                self.fire(I.START_STALE, now)
-            else:
-                self.fire(I.START if sa.confirmed(old) else I.START_UNCONFIRMED, now)
+            self.fire(I.START if ready else I.START_STALE, now)
         out, self.to_send = self.to_send, None
         return Request(CREATE_CHILD_SA, out) if out is not None else None
 
     def send(self, now: float, group: int | None = None) -> None:
+        # Whether the peer could have answered CHILD_SA_NOT_FOUND only because our
+        # answer that created old had not reached it yet (judged when we ask).
+        self.old_unconfirmed = not self.sa.confirmed(self.old, now)
         if self.old.state == ChildState.INSTALLED:
             self.old.set_state(ChildState.REKEYING)
         self.offer = child_sa.ChildOffer(self.sa, self.old.config, with_ke=True, rekey=self.old, group=group)
@@ -187,8 +187,11 @@ class ChildRekey(Initiator):
             self.fire(I.RESP_TEMP_FAIL, now)
             return
         if notify(payloads, NotifyType.CHILD_SA_NOT_FOUND) is not None:
-            self.fire(I.RESP_NOT_FOUND, now)
+            yet = self.state == S.SENT and self.old_unconfirmed
+            self.fire(I.RESP_NOT_FOUND_YET if yet else I.RESP_NOT_FOUND, now)
             return
+        # The peer did not answer CHILD_SA_NOT_FOUND: it knows old.
+        self.old.unconfirmed_mid = None
         group = self.offer.wanted_group(payloads)
         if group is not None and not self.retried_group:
             self.retried_group = True
@@ -353,6 +356,7 @@ class ChildRekeyResponder(Responder):
 
     def rekey(self, now: float, payloads: list, **_) -> None:
         sa, old = self.sa, self.old
+        old.unconfirmed_mid = None  # the peer names it: it knows it
         nonce = find(payloads, NoncePayload)
         if nonce is None or find(payloads, SaPayload) is None:
             raise RemoteError(NotifyType.INVALID_SYNTAX, "CREATE_CHILD_SA without SA or Nonce")

@@ -264,7 +264,7 @@ def build(sa: IkeSa, choice: ChildChoice, nonce_i: bytes, nonce_r: bytes, shared
         spi_out=choice.chosen.spi, mode=choice.mode, local_ts=choice.local_ts, remote_ts=choice.remote_ts,
         keys=keys, initiator=False, installed_at=now, rekey_at=None, expire_at=None, nonces=(nonce_i, nonce_r),
         ke_group=choice.chosen.ke, rekeyed_from=rekey.spi_in if rekey is not None else None,
-        unconfirmed_mid=sa.peer_mid)
+        unconfirmed_mid=sa.peer_mid, unconfirmed_until=now + sa.retransmit_budget())
     response: list = []
     if choice.mode == "transport":
         response.append(NotifyPayload(NotifyType.USE_TRANSPORT_MODE))

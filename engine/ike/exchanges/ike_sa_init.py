@@ -354,8 +354,8 @@ class IkeSaInitResponder(Responder):
         if nat is not None:
             sa.nat.local_behind, sa.nat.remote_behind = nat
         install_ike_keys(sa, shared)
-        door.admit(sa, now)
         sa.set_state(IkeState.CONNECTING)
+        door.admit(sa, now)
         sa.half_open_deadline = now + HALF_OPEN_TIMEOUT
         sa._summary_event(False, IKE_SA_INIT, 0, False, payloads, len(self.message.raw), now)
         fake = host.rng(20) if conn.encap else None

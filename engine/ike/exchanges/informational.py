@@ -86,6 +86,7 @@ class _Informational(Initiator):
     def request(self, now: float) -> Request | None:
         if self.state != S.IDLE:
             return None
+        self.now = now
         self.fire(self.start_input(), now)
         return Request(INFORMATIONAL, self.payloads) if self.state == S.SENT else None
 
@@ -124,7 +125,7 @@ class DeleteChild(_Informational):
         if c.state in (ChildState.DELETED, ChildState.DELETING) or sa.children.get(c.spi_in) is not c:
             return I.START_STALE
         # Deleting an SA the peer does not know yet would leave it installed there.
-        return I.START if sa.confirmed(c) else I.START_UNCONFIRMED
+        return I.START if sa.confirmed(c, self.now) else I.START_UNCONFIRMED
 
     def retry_soon(self, now: float) -> None:
         self.sa.defer(DeleteChild(self.sa, self.child, self.reason), now + self.sa.host.random.uniform(*RETRY))
