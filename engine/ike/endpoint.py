@@ -21,6 +21,7 @@ import ipaddress
 import logging
 import os
 import random
+import struct
 from collections import deque
 from collections.abc import Callable
 from typing import NamedTuple
@@ -38,11 +39,13 @@ from engine.ike.scheduler import Scheduler
 from engine.ike.front_door import FrontDoor
 from engine.ike.status import ike_sa_info
 from engine.policy.model import ChildConfig, ConnectionConfig, EngineConfig, Policy
-from engine.wire.constants import ExchangeType
+from engine.wire.constants import FLAG_INITIATOR, FLAG_RESPONSE, IKE_HEADER_SIZE, ExchangeType
 from engine.wire.errors import WireError
 from engine.wire.message import decode_header, decode_message
 
 log = logging.getLogger("engine.ike")
+_ROUTE = struct.Struct("!8s8sBBBBII")
+"""The IKE header (RFC 7296 §3.1): SPIs, next payload, version, exchange, flags, MID, length."""
 
 
 class Datagram(NamedTuple):
@@ -60,6 +63,8 @@ class IkeEndpoint:
                  seed: int | None = None, fragment_size: int | None = None, credentials=None,
                  wall_offset: float = 0.0) -> None:
         self._policy = policy
+        self.engine: EngineConfig = policy.engine
+        """The [engine] section (kept with ``policy``; read on every message)."""
         self.rng = rng
         self.random = random.Random(seed)
         self.fragment_size = fragment_size
@@ -73,6 +78,8 @@ class IkeEndpoint:
         self.front_door = FrontDoor(self, self.registry, policy)
         self._out: list[Datagram] = []
         self._events: deque[Event] = deque()
+        self.emit: Callable[[Event], None] = self._events.append
+        """Queue an event for ``next_event`` (a bound deque.append: dozens per handshake)."""
         self._attempts: dict[str, int] = {}
 
     # ------------------------------------------------------------ config
@@ -83,12 +90,9 @@ class IkeEndpoint:
     @policy.setter
     def policy(self, policy: Policy) -> None:
         self._policy = policy
+        self.engine = policy.engine
         self.front_door.policy = policy
         self.auth.policy = policy
-
-    @property
-    def engine(self) -> EngineConfig:
-        return self.policy.engine
 
     @property
     def natt_port(self) -> int:
@@ -128,9 +132,6 @@ class IkeEndpoint:
     def datagrams_to_send(self) -> list[Datagram]:
         out, self._out = self._out, []
         return out
-
-    def emit(self, event: Event) -> None:
-        self._events.append(event)
 
     def next_event(self) -> Event | None:
         return self._events.popleft() if self._events else None
@@ -378,24 +379,30 @@ class IkeEndpoint:
 
     # ------------------------------------------------------------ input
     def receive_datagram(self, data: bytes, local: Addr, remote: Addr, now: float) -> None:
-        if len(data) > self.policy.engine.max_packet:
+        if len(data) > self.engine.max_packet:
             self.count("oversize")
             return
-        try:
-            header = decode_header(data)
-        except WireError:
+        if len(data) < IKE_HEADER_SIZE:
             self.count("malformed")
             return
-        if header.exchange == ExchangeType.IKE_SA_INIT and not header.response:
+        # The fields that route the datagram, read without building a header
+        # (decode_message builds the one the SA uses).
+        spi_i, spi_r, _, _, exchange, flags, _, _ = _ROUTE.unpack_from(data)
+        if exchange == ExchangeType.IKE_SA_INIT and not flags & FLAG_RESPONSE:
+            try:
+                header = decode_header(data)
+            except WireError:
+                self.count("malformed")
+                return
             self.front_door.receive(data, header, local, remote, now)
             return
         # Our SPI: the responder's if the peer is the original initiator.
-        ours = header.spi_r if header.initiator else header.spi_i
+        ours = spi_r if flags & FLAG_INITIATOR else spi_i
         sa = self.registry.get(ours) if ours != ZERO_SPI else None
         if sa is None:
             self.count("unknown_spi")
             return
-        if header.exchange != ExchangeType.IKE_SA_INIT and sa.spi_r != header.spi_r and sa.spi_i != header.spi_i:
+        if exchange != ExchangeType.IKE_SA_INIT and sa.spi_r != spi_r and sa.spi_i != spi_i:
             self.count("unknown_spi")
             return
         try:

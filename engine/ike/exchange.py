@@ -23,6 +23,13 @@ if TYPE_CHECKING:
     from engine.ike.sa import IkeSa
 
 
+class Label(enum.Enum):
+    """Base of exchange states and inputs: hashed by identity (members are
+    singletons), which spares a Python-level __hash__ on every table lookup."""
+
+    __hash__ = object.__hash__
+
+
 class Request(NamedTuple):
     """A request an initiator wants sent: its exchange type and payloads."""
 
@@ -79,8 +86,9 @@ class Exchange:
 
     def fire(self, inp: enum.Enum | None, now: float, **data) -> None:
         """Move along the table, running each step's action."""
+        rules = self.TABLE.rules
         while inp is not None:
-            step = self.TABLE.step(self.state, inp)
+            step = rules.get((self.state, inp)) or self.TABLE.step(self.state, inp)
             self.state = step.next
             inp = getattr(self, step.action)(now, **data) if step.action else None
             data = {}

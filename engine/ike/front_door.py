@@ -98,10 +98,12 @@ class FrontDoor:
                 host.count("retransmitted_request")
                 old.transmit(old.cached.datagrams, now)
             return
-        if registry.half_open_from(remote[0]) >= engine.block_threshold:
+        from_source = registry.half_open_by_ip.get(remote[0], 0)
+        if from_source >= engine.block_threshold:
             host.count("blocked")
             return
-        if engine.init_limit_half_open and registry.half_open_count() >= engine.init_limit_half_open:
+        total = registry.half_open_count()
+        if engine.init_limit_half_open and total >= engine.init_limit_half_open:
             host.count("half_open_refused")
             return
         try:
@@ -111,7 +113,7 @@ class FrontDoor:
             log.debug("malformed IKE_SA_INIT from %s: %s", remote[0], exc)
             return
         nonce = find(message.payloads, NoncePayload)
-        if nonce is not None and self._cookie_required(remote[0]):
+        if nonce is not None and (total >= engine.half_open_threshold or from_source >= engine.cookie_threshold_ip):
             self._rotate(now)
             first = message.payloads[0]
             echoed = first.data if isinstance(first, NotifyPayload) and first.type == NotifyType.COOKIE else b""
@@ -124,18 +126,14 @@ class FrontDoor:
                 return
         ike_sa_init.answer(self, message, local, remote, now)
 
-    def _cookie_required(self, addr: str) -> bool:
-        engine, registry = self.policy.engine, self.registry
-        return registry.half_open_count() >= engine.half_open_threshold or \
-            registry.half_open_from(addr) >= engine.cookie_threshold_ip
-
     def _rotate(self, now: float) -> None:
         if self._rotated_at is not None and now - self._rotated_at < COOKIE_SECRET_LIFETIME:
             return
         self._version = (self._version + 1) & 0xFF
         previous = self._secrets.get((self._version - 1) & 0xFF)
         self._secrets = {self._version: self.host.rng(32)}
-        if previous is not None and self._rotated_at is not None and now - self._rotated_at < 2 * COOKIE_SECRET_LIFETIME:
+        recent = self._rotated_at is not None and now - self._rotated_at < 2 * COOKIE_SECRET_LIFETIME
+        if previous is not None and recent:
             self._secrets[(self._version - 1) & 0xFF] = previous
         self._rotated_at = now
 

@@ -24,8 +24,14 @@ class Registry:
         self._rng = rng
         self._sas: dict[bytes, IkeSa] = {}
         """By our SPI."""
+        self.get: Callable[[bytes], IkeSa | None] = self._sas.get
+        """The IKE SA with this SPI of ours (a bound dict.get: it runs for every datagram)."""
         self._half_open: dict[HalfOpenKey, IkeSa] = {}
         self._half_open_by_ip: dict[str, int] = {}
+        self.half_open: Callable[[HalfOpenKey], IkeSa | None] = self._half_open.get
+        """The half-open IKE SA an IKE_SA_INIT came from (a bound dict.get: the front door asks per datagram)."""
+        self.half_open_by_ip: dict[str, int] = self._half_open_by_ip
+        """Half-open IKE SAs per peer address (read-only for the front door)."""
         self._by_addr: dict[tuple[str, str], set[IkeSa]] = {}
         """By (connection, peer address): whether our IKE_AUTH carries INITIAL_CONTACT."""
         self._by_identity: dict[tuple[str, str], set[IkeSa]] = {}
@@ -43,9 +49,6 @@ class Registry:
 
     def __len__(self) -> int:
         return len(self._sas)
-
-    def get(self, spi: bytes) -> IkeSa | None:
-        return self._sas.get(spi)
 
     def add(self, sa: IkeSa) -> None:
         self._sas[sa.our_spi] = sa
@@ -101,9 +104,6 @@ class Registry:
             self._half_open_by_ip[key[1]] = n
         else:
             self._half_open_by_ip.pop(key[1], None)
-
-    def half_open(self, key: HalfOpenKey) -> IkeSa | None:
-        return self._half_open.get(key)
 
     def half_open_count(self) -> int:
         return len(self._half_open)

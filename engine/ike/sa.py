@@ -10,6 +10,7 @@ reached only through ``engine.ike.host.Host``.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import deque
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from engine.ike.exchange import Initiator, Request, Responder
 from engine.ike.host import Addr, Ended, Host
 from engine.ike.proposals import Chosen
 from engine.ike.protection import DEFAULT_FRAGMENT_SIZE, MAX_FRAGMENTS, Reassembly, SkCodec
-from engine.ike.state import check_ike
+from engine.ike.state import IKE_TRANSITIONS, check_ike
 from engine.ike.text import exchange_name, notify_name
 from engine.policy.model import ConnectionConfig, Identity
 from engine.wire.constants import (
@@ -48,6 +49,7 @@ from engine.wire.summary import summarize_lazy
 log = logging.getLogger("engine.ike")
 
 ZERO_SPI = b"\0" * 8
+_UP = (IkeState.ESTABLISHED, IkeState.REKEYING)
 HALF_OPEN_TIMEOUT = 30.0  # charon's half_open_timeout
 
 
@@ -180,10 +182,12 @@ class IkeSa:
         return self.nat.any or bool(self.conn and self.conn.encap)
 
     def set_state(self, new: IkeState, reason: str = "") -> None:
-        if new == self.state:
+        old = self.state
+        if new == old:
             return
-        check_ike(self.state, new)
-        old, self.state = self.state, new
+        if new not in IKE_TRANSITIONS[old]:
+            check_ike(old, new)  # raises IllegalTransition
+        self.state = new
         # State steps are DEBUG: the INFO log carries one line per CHILD SA established
         # and the failures, so a busy gateway does not pay for a log line per message.
         if log.isEnabledFor(logging.DEBUG):
@@ -268,11 +272,12 @@ class IkeSa:
 
     def retransmit_budget(self) -> float:
         """How long a request is retried before the peer counts as gone."""
-        return sum(self.retransmit_timeout(n) for n in range(self.host.engine.retransmit_tries + 1))
+        e = self.host.engine
+        return retransmit_budget(e.retransmit_timeout, e.retransmit_base, e.retransmit_tries)
 
     # ------------------------------------------------------------ exchanges we start
     def start(self, ex: Initiator, now: float, *, front: bool = False) -> None:
-        if not self.alive:
+        if self.state == IkeState.DESTROYED:
             ex.abort(now)
             return
         if front:
@@ -288,7 +293,7 @@ class IkeSa:
 
     def kick(self, now: float) -> None:
         """Send the next request if the window is free."""
-        while self.outstanding is None and self.alive:
+        while self.outstanding is None and self.state != IkeState.DESTROYED:
             ex = self.active
             if ex is None:
                 if not self.queue:
@@ -302,7 +307,7 @@ class IkeSa:
                     raise
                 self._local_failure(ex, str(exc), now)
                 continue
-            if not self.alive:
+            if self.state == IkeState.DESTROYED:
                 return
             if req is None:
                 if self.active is ex:
@@ -375,8 +380,11 @@ class IkeSa:
         if payloads is None:
             return  # waiting for more fragments
         self.last_received = now
-        self._arm_dpd(now)
-        self._update_remote(local, remote)
+        conn = self.conn
+        if conn is not None and conn.dpd_delay > 0 and self.state in _UP:
+            self.dpd_at = now + conn.dpd_delay  # as _arm_dpd, inline: this runs for every message
+        if remote != self.remote or (not self.floated and local[1] == self.host.engine.natt_port):
+            self._update_remote(local, remote)
         self._summary_event(False, h.exchange, h.mid, response, payloads, length, now, fragments=nfrag)
         if response:
             if h.exchange == ExchangeType.IKE_SA_INIT:
@@ -389,7 +397,8 @@ class IkeSa:
     def _response(self, exchange: int, payloads: list, now: float) -> None:
         out = self.outstanding
         self.outstanding = None
-        self._drop_reassembly(True)
+        if self.reassembly:
+            self._drop_reassembly(True)
         ex = out.initiator
         try:
             ex.response(exchange, payloads, now)
@@ -413,7 +422,8 @@ class IkeSa:
     def _request(self, exchange: int, mid: int, payloads: list, now: float) -> None:
         self.mid_in = mid + 1
         self.peer_mid = mid
-        self._drop_reassembly(False)
+        if self.reassembly:
+            self._drop_reassembly(False)
         r = self.responding if self.responding is not None and self.responding.accepts(exchange) else None
         try:
             if r is None:
@@ -494,7 +504,7 @@ class IkeSa:
 
     # ------------------------------------------------------------ timers
     def _arm_dpd(self, now: float) -> None:
-        if self.conn is not None and self.conn.dpd_delay > 0 and self.established:
+        if self.conn is not None and self.conn.dpd_delay > 0 and self.state in _UP:
             self.dpd_at = now + self.conn.dpd_delay
 
     def next_timer(self) -> float | None:
@@ -750,6 +760,11 @@ class IkeSa:
         self.cached = None
         self.reassembly.clear()
         self.host.ended(self, ended or Ended("deleted", reason), now)
+
+
+@functools.lru_cache(maxsize=16)
+def retransmit_budget(timeout: float, base: float, tries: int) -> float:
+    return sum(timeout * base ** n for n in range(tries + 1))
 
 
 def _is_first_fragment(message: Message) -> bool:

@@ -31,14 +31,11 @@ class Scheduler:
         self._dirty: dict[int, IkeSa] = {}
         self._calls: list[tuple[float, int, Callable[[float], None]]] = []
 
-    def _key(self, sa: IkeSa) -> int:
-        if sa.timer_key == 0:
-            sa.timer_key = next(self._keys)
-        return sa.timer_key
-
     def touch(self, sa: IkeSa) -> None:
         """``sa`` handled something: its timers may have moved."""
-        key = self._key(sa)
+        key = sa.timer_key
+        if key == 0:
+            key = sa.timer_key = next(self._keys)
         self._dirty[key] = sa
 
     def forget(self, sa: IkeSa) -> None:

@@ -117,8 +117,9 @@ def echo_cookie(p: Pair, spi: bytes, src: str, nonce: bytes) -> None:
     """An attacker that owns ``src``: asks, reads the COOKIE, asks again with it."""
     send(p, init_request(spi, nonce=nonce), src)
     replies = answer(p)
-    if replies and isinstance(replies[0].payloads[0], NotifyPayload) and replies[0].payloads[0].type == NotifyType.COOKIE:
-        cookie = replies[0].payloads[0].data
+    first = replies[0].payloads[0] if replies else None
+    if isinstance(first, NotifyPayload) and first.type == NotifyType.COOKIE:
+        cookie = first.data
         send(p, init_request(spi, cookie=cookie, nonce=nonce), src)
         answer(p)
 

@@ -39,14 +39,13 @@ Rules (responder):
 
 from __future__ import annotations
 
-import enum
 import logging
 
 from engine.events import ChildState, IkeState
 from engine.ike.child import ChildSa
 from engine.ike.errors import ChildRefused, RemoteError
 from engine.ike.exchanges import child_sa
-from engine.ike.exchange import Initiator, Request, Responder, Table, find, notify
+from engine.ike.exchange import Initiator, Label, Request, Responder, Table, find, notify
 from engine.ike.exchanges.create_child import RETRY, CreateChild
 from engine.ike.exchanges.informational import DeleteChild
 from engine.ike.init import NONCE_SIZE
@@ -59,7 +58,7 @@ REFUSED_RETRY = 60.0
 """Seconds before another try after the peer refused a rekey outright."""
 
 
-class S(enum.Enum):
+class S(Label):
     IDLE = "idle"
     SENT = "request sent"
     SENT_COLLIDED = "request sent; we answered the peer's rekey of the same SA"
@@ -72,7 +71,7 @@ class S(enum.Enum):
     ANSWERED = "answered"
 
 
-class I(enum.Enum):  # noqa: E742
+class I(Label):  # noqa: E742
     START = "start"
     START_STALE = "start, but the SA is gone, busy or the IKE SA is not up"
     RESP_OK = "answer with the new SA"
@@ -135,7 +134,8 @@ TABLE = Table("CREATE_CHILD_SA (CHILD rekey)", {
     (S.IDLE, I.REQ_OLD_BUSY): (S.ANSWERED, "temporary_failure"),
     (S.IDLE, I.REQ_OLD_INSTALLED): (S.ANSWERED, "rekey"),
     (S.IDLE, I.REQ_COLLISION): (S.ANSWERED, "rekey_collided"),
-}, remote={I.RESP_OK, I.RESP_TEMP_FAIL, I.RESP_NOT_FOUND, I.RESP_NOT_FOUND_YET, I.RESP_INVALID_KE, I.RESP_REFUSED, I.PEER_REKEYED,
+}, remote={I.RESP_OK, I.RESP_TEMP_FAIL, I.RESP_NOT_FOUND, I.RESP_NOT_FOUND_YET, I.RESP_INVALID_KE, I.RESP_REFUSED,
+           I.PEER_REKEYED,
            I.PEER_DELETED_OLD, I.PEER_DELETED_THEIRS, I.REQ_IKE_BUSY, I.REQ_OLD_UNKNOWN, I.REQ_OLD_BUSY,
            I.REQ_OLD_INSTALLED, I.REQ_COLLISION},
     final={S.DONE, S.ANSWERED})

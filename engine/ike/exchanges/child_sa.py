@@ -154,9 +154,18 @@ class ChildOffer:
     def accept(self, sa: IkeSa, payloads, nonce_i: bytes, nonce_r: bytes, shared: bytes | None,
                now: float) -> ChildSa:
         """The CHILD SA the peer's answer gives us (not installed yet); raises ChildRefused."""
-        sa_p = find(payloads, SaPayload)
-        tsi = find(payloads, TsPayload, lambda p: p.initiator)
-        tsr = find(payloads, TsPayload, lambda p: not p.initiator)
+        sa_p = tsi = tsr = None
+        transport = False
+        for p in payloads:  # one pass instead of four searches
+            if isinstance(p, SaPayload):
+                sa_p = sa_p or p
+            elif isinstance(p, TsPayload):
+                if p.initiator:
+                    tsi = tsi or p
+                else:
+                    tsr = tsr or p
+            elif isinstance(p, NotifyPayload) and p.type == NotifyType.USE_TRANSPORT_MODE:
+                transport = True
         if sa_p is None or tsi is None or tsr is None or len(sa_p.proposals) != 1:
             raise self.refused(payloads)
         chosen = props.accept_response(sa_p.proposals[0], self.offered, ignore_ke=self.ke is None)
@@ -171,7 +180,6 @@ class ChildOffer:
         if not _within(local_ts, self.local_ts) or not _within(remote_ts, self.remote_ts):
             raise ChildRefused("TS_UNACCEPTABLE", "the peer answered with traffic selectors wider than "
                                "we proposed", self._details())
-        transport = notify(payloads, NotifyType.USE_TRANSPORT_MODE) is not None
         mode = "transport" if (transport and self.cfg.mode == "transport") else "tunnel"
         keys = derive_child_keys(sa.chosen.prf, sa.keys.sk_d.reveal(), chosen, nonce_i, nonce_r,
                                  initiator=True, shared=shared)
@@ -197,14 +205,22 @@ class ChildChoice:
 def choose(sa: IkeSa, children, payloads, *, ignore_ke: bool) -> ChildChoice:
     """The first child config whose selectors overlap the peer's and whose
     proposals match. Raises RemoteError(NO_PROPOSAL_CHOSEN | TS_UNACCEPTABLE)."""
-    sa_p = find(payloads, SaPayload)
-    tsi = find(payloads, TsPayload, lambda p: p.initiator)
-    tsr = find(payloads, TsPayload, lambda p: not p.initiator)
+    sa_p = tsi = tsr = None
+    transport = False
+    for p in payloads:  # one pass instead of four searches
+        if isinstance(p, SaPayload):
+            sa_p = sa_p or p
+        elif isinstance(p, TsPayload):
+            if p.initiator:
+                tsi = tsi or p
+            else:
+                tsr = tsr or p
+        elif isinstance(p, NotifyPayload) and p.type == NotifyType.USE_TRANSPORT_MODE:
+            transport = True
     if sa_p is None or tsi is None or tsr is None:
         raise RemoteError(NotifyType.INVALID_SYNTAX, "CHILD SA request without SA, TSi or TSr")
     peer_ts = ts_from_payload(tsi)  # the initiator's side: our remote
     our_ts = ts_from_payload(tsr)
-    transport = notify(payloads, NotifyType.USE_TRANSPORT_MODE) is not None
     ts_ok: list[ChildConfig] = []
     for cfg in children:
         remote = narrow(peer_ts, resolve_ts(cfg.remote_ts, sa.remote[0]))

@@ -17,12 +17,11 @@ Rules (responder):
 
 from __future__ import annotations
 
-import enum
 
 from engine.events import IkeState
 from engine.ike.errors import ChildRefused, RemoteError
 from engine.ike.exchanges import child_sa
-from engine.ike.exchange import Initiator, Request, Responder, Table, find, notify
+from engine.ike.exchange import Initiator, Label, Request, Responder, Table, find, notify
 from engine.ike.init import NONCE_SIZE
 from engine.policy.model import ChildConfig
 from engine.wire.constants import ExchangeType, NotifyType
@@ -34,13 +33,13 @@ RETRY = (2.0, 10.0)
 peers that collided do not collide again)."""
 
 
-class S(enum.Enum):
+class S(Label):
     IDLE = "idle"
     SENT = "sent"
     DONE = "done"
 
 
-class I(enum.Enum):  # noqa: E742
+class I(Label):  # noqa: E742
     START = "start"
     START_STALE = "start on an IKE SA that is not up"
     RESP_OK = "answer with the CHILD SA"

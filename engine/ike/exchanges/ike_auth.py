@@ -22,13 +22,12 @@ Rules (responder):
 
 from __future__ import annotations
 
-import enum
 
 from engine.events import IkeState
 from engine.ike.auth import octets
 from engine.ike.errors import ChildRefused, RemoteError
 from engine.ike.exchanges import child_sa
-from engine.ike.exchange import Initiator, Request, Responder, Table, error_notifies, find, notify
+from engine.ike.exchange import Initiator, Label, Request, Responder, Table, error_notifies
 from engine.ike.exchanges.create_child import CreateChild
 from engine.ike.exchanges.informational import Notify
 from engine.ike.host import Ended
@@ -41,7 +40,7 @@ from engine.wire.payloads import AuthPayload, IdPayload, NotifyPayload, SaPayloa
 IKE_AUTH = ExchangeType.IKE_AUTH
 
 
-class S(enum.Enum):
+class S(Label):
     IDLE = "idle"
     SENT = "request sent"
     DONE = "done"
@@ -50,7 +49,7 @@ class S(enum.Enum):
     ANSWERED = "answered"
 
 
-class I(enum.Enum):  # noqa: E742
+class I(Label):  # noqa: E742
     START = "start"
     RESP_REFUSED = "answer without IDr and AUTH, or AUTHENTICATION_FAILED"
     RESP_PEER_REJECTED = "the peer's identity or AUTH is not acceptable"
@@ -120,9 +119,16 @@ class IkeAuth(Initiator):
 
     def response(self, exchange: int, payloads: list, now: float) -> None:
         sa, conn = self.sa, self.sa.conn
-        idr = find(payloads, IdPayload, lambda p: not p.initiator)
-        auth = find(payloads, AuthPayload)
-        if notify(payloads, NotifyType.AUTHENTICATION_FAILED) is not None or auth is None or idr is None:
+        idr = auth = None
+        auth_failed = False
+        for p in payloads:  # one pass instead of three searches
+            if isinstance(p, IdPayload) and not p.initiator:
+                idr = idr or p
+            elif isinstance(p, AuthPayload):
+                auth = auth or p
+            elif isinstance(p, NotifyPayload) and p.type == NotifyType.AUTHENTICATION_FAILED:
+                auth_failed = True
+        if auth_failed or auth is None or idr is None:
             self.fire(I.RESP_REFUSED, now, payloads=payloads)
             return
         peer = identity_from_wire(idr.id_type, idr.data)
@@ -206,24 +212,36 @@ class IkeAuthResponder(Responder):
     def respond(self, exchange: int, payloads: list, now: float) -> list:
         self.answer: list = []
         self.after: str | None = None
-        idi = find(payloads, IdPayload, lambda p: p.initiator)
-        auth = find(payloads, AuthPayload)
+        idi = idr = auth = None
+        self.child_wanted = self.initial_contact = False
+        for p in payloads:  # one pass instead of five searches
+            if isinstance(p, IdPayload):
+                if p.initiator:
+                    idi = idi or p
+                else:
+                    idr = idr or p
+            elif isinstance(p, AuthPayload):
+                auth = auth or p
+            elif isinstance(p, SaPayload):
+                self.child_wanted = True
+            elif isinstance(p, NotifyPayload) and p.type == NotifyType.INITIAL_CONTACT:
+                self.initial_contact = True
         if idi is None:
             self.fire(I.REQ_NO_ID, now)
         elif auth is None:
             self.fire(I.REQ_NO_AUTH, now)
         else:
-            self.fire(I.REQ_AUTH, now, payloads=payloads, idi=idi, auth=auth)
+            self.fire(I.REQ_AUTH, now, payloads=payloads, idi=idi, idr=idr, auth=auth)
         return self.answer
 
     def invalid_syntax(self, now: float) -> None:
         raise RemoteError(NotifyType.INVALID_SYNTAX, "IKE_AUTH request without IDi or AUTH")
 
-    def authenticate(self, now: float, payloads: list, idi: IdPayload, auth: AuthPayload) -> I:
+    def authenticate(self, now: float, payloads: list, idi: IdPayload, idr: IdPayload | None,
+                     auth: AuthPayload) -> I:
         sa = self.sa
         peer = identity_from_wire(idi.id_type, idi.data)
-        idr_req = find(payloads, IdPayload, lambda p: not p.initiator)
-        wanted = identity_from_wire(idr_req.id_type, idr_req.data) if idr_req else None
+        wanted = identity_from_wire(idr.id_type, idr.data) if idr else None
         conn, why = sa.host.auth.select(sa.candidates, peer, wanted)
         self.reason = why
         if conn is None:
@@ -254,7 +272,7 @@ class IkeAuthResponder(Responder):
         signed_r = octets(sa.init_response, sa.nonce_i, sa.chosen.prf, sa.keys.sk_pr.reveal(), idr)
         answer: list = [idr, *auth.cert_payloads(conn), auth.auth_payload(sa, conn, signed_r)]
         self.child = None
-        if find(payloads, SaPayload) is not None:
+        if self.child_wanted:
             try:
                 choice = child_sa.choose(sa, conn.children, payloads, ignore_ke=True)
             except RemoteError as exc:
@@ -263,7 +281,6 @@ class IkeAuthResponder(Responder):
             else:
                 self.child, extra = child_sa.build(sa, choice, sa.nonce_i, sa.nonce_r, None, now, None)
                 answer += extra + child_sa.ts_reply(choice)
-        self.initial_contact = notify(payloads, NotifyType.INITIAL_CONTACT) is not None
         self.answer = answer
         self.after = "_establish"
 

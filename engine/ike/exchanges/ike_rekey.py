@@ -38,7 +38,6 @@ Rules (responder):
 
 from __future__ import annotations
 
-import enum
 import logging
 
 from engine.crypto.errors import InvalidKeyExchange
@@ -46,7 +45,7 @@ from engine.crypto.ke import KeyExchange
 from engine.events import ChildState, IkeState
 from engine.ike import proposals as props
 from engine.ike.errors import RemoteError
-from engine.ike.exchange import Initiator, Request, Responder, Table, error_notifies, find, notify
+from engine.ike.exchange import Initiator, Label, Request, Responder, Table, error_notifies, find, notify
 from engine.ike.exchanges.create_child import RETRY
 from engine.ike.init import NONCE_SIZE, install_ike_keys
 from engine.ike.proposals import Chosen
@@ -60,7 +59,7 @@ CREATE_CHILD_SA = ExchangeType.CREATE_CHILD_SA
 REFUSED_RETRY = 60.0
 
 
-class S(enum.Enum):
+class S(Label):
     IDLE = "idle"
     SENT = "request sent"
     SENT_COLLIDED = "request sent; we answered the peer's rekey"
@@ -71,7 +70,7 @@ class S(enum.Enum):
     ANSWERED = "answered"
 
 
-class I(enum.Enum):  # noqa: E742
+class I(Label):  # noqa: E742
     START = "start"
     START_STALE = "start on an IKE SA that is not ESTABLISHED"
     RESP_OK = "answer with the new IKE SA"

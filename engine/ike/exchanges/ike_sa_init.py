@@ -23,7 +23,6 @@ and cookies, front_door.py):
 
 from __future__ import annotations
 
-import enum
 import logging
 from typing import Protocol
 
@@ -32,7 +31,7 @@ from engine.crypto.ke import KeyExchange
 from engine.events import IkeState, NegotiationFailed
 from engine.ike import proposals as props
 from engine.ike.errors import RemoteError
-from engine.ike.exchange import Initiator, Request, Responder, Table, error_notifies, find, notify
+from engine.ike.exchange import Initiator, Label, Request, Responder, Table
 from engine.ike.host import Addr, Ended, Host
 from engine.ike.init import NONCE_SIZE, capability_notifies, check_nat, install_ike_keys, nat_notifies, \
     read_capabilities
@@ -48,14 +47,14 @@ IKE_SA_INIT = ExchangeType.IKE_SA_INIT
 MAX_INIT_RETRIES = 5
 
 
-class S(enum.Enum):
+class S(Label):
     IDLE = "idle"
     SENT = "request sent"
     DONE = "done"
     ANSWERED = "answered"
 
 
-class I(enum.Enum):  # noqa: E742
+class I(Label):  # noqa: E742
     START = "start"
     RESP_COOKIE = "COOKIE"
     RESP_INVALID_KE = "INVALID_KE_PAYLOAD naming a group we offer"
@@ -143,8 +142,21 @@ class IkeInit(Initiator):
         self.to_send = payloads
 
     def response(self, exchange: int, payloads: list, now: float) -> None:
-        cookie = notify(payloads, NotifyType.COOKIE)
-        bad_ke = notify(payloads, NotifyType.INVALID_KE_PAYLOAD)
+        cookie = bad_ke = error = sa_payload = ke = nonce = None
+        for p in payloads:  # one pass instead of six searches
+            if isinstance(p, NotifyPayload):
+                if p.type == NotifyType.COOKIE:
+                    cookie = cookie or p
+                elif p.type == NotifyType.INVALID_KE_PAYLOAD:
+                    bad_ke = bad_ke or p
+                elif p.type < 16384:
+                    error = error or p
+            elif isinstance(p, SaPayload):
+                sa_payload = sa_payload or p
+            elif isinstance(p, KePayload):
+                ke = ke or p
+            elif isinstance(p, NoncePayload):
+                nonce = nonce or p
         if cookie is not None or bad_ke is not None:
             self.retries += 1
             if self.retries > MAX_INIT_RETRIES:
@@ -161,14 +173,10 @@ class IkeInit(Initiator):
                 else:
                     self.fire(I.RESP_INVALID_KE, now, group=group)
             return
-        errors = error_notifies(payloads)
-        if errors:
-            self.fire(I.RESP_REFUSED, now, notify_type=errors[0].type)
+        if error is not None:
+            self.fire(I.RESP_REFUSED, now, notify_type=error.type)
             return
         sa = self.sa
-        sa_payload = find(payloads, SaPayload)
-        ke = find(payloads, KePayload)
-        nonce = find(payloads, NoncePayload)
         if sa_payload is None or ke is None or nonce is None or len(sa_payload.proposals) != 1:
             self.fire(I.RESP_MALFORMED, now, reason="IKE_SA_INIT response lacks SA, KE or Nonce")
             return
@@ -267,10 +275,14 @@ class IkeSaInitResponder(Responder):
 
     def answer(self, now: float) -> IkeSa | None:
         """Answer the request: statelessly, or with a new half-open IKE SA (returned)."""
-        payloads = list(self.message.payloads)
-        sa_p = find(payloads, SaPayload)
-        ke = find(payloads, KePayload)
-        nonce = find(payloads, NoncePayload)
+        sa_p = ke = nonce = None
+        for p in self.message.payloads:  # one pass: this runs for every unauthenticated request
+            if isinstance(p, SaPayload):
+                sa_p = sa_p or p
+            elif isinstance(p, KePayload):
+                ke = ke or p
+            elif isinstance(p, NoncePayload):
+                nonce = nonce or p
         if sa_p is None or ke is None or nonce is None or not 16 <= len(nonce.data) <= 256:
             self.fire(I.REQ_MALFORMED, now)
             return None

@@ -23,13 +23,12 @@ Rules (responder):
 
 from __future__ import annotations
 
-import enum
 import logging
 
 from engine.events import ChildState, IkeState
 from engine.ike import proposals as props
 from engine.ike.child import ChildSa
-from engine.ike.exchange import Initiator, Request, Responder, Table, notify
+from engine.ike.exchange import Initiator, Label, Request, Responder, Table, notify
 from engine.ike.host import Ended
 from engine.wire.constants import ExchangeType, NotifyType, ProtocolId
 from engine.wire.payloads import DeletePayload, NotifyPayload
@@ -40,13 +39,13 @@ RETRY = (2.0, 10.0)
 """Seconds before a deferred delete is tried again (random in this range)."""
 
 
-class S(enum.Enum):
+class S(Label):
     IDLE = "idle"
     SENT = "sent"
     DONE = "done"
 
 
-class I(enum.Enum):  # noqa: E742 (the table reads best with short names)
+class I(Label):  # noqa: E742 (the table reads best with short names)
     START = "start"
     START_STALE = "start, but there is nothing left to do"
     START_UNCONFIRMED = "start, but the peer may not have our answer that created the CHILD SA yet"
