@@ -11,7 +11,7 @@ time moves past every retransmission, deadline and DPD interval. After that:
 - at most one IKE SA and one CHILD SA per configured child;
 - no destroyed IKE SA or CHILD SA is reachable (weakref), no SPI is leaked.
 
-CI runs IPSEC_CONSOLE_SCHEDULES schedules (default 2,000); the long run is
+CI runs IPSEC_CONSOLE_SCHEDULES schedules (default 3,000); the long run is
 ``IPSEC_CONSOLE_SCHEDULES=100000 python3 -m pytest -q tests/engine/test_ike_schedule.py``.
 """
 
@@ -34,7 +34,7 @@ from engine.policy.model import EngineConfig
 
 from tests.engine.ike_pair import LEFT, RIGHT, Network, Pair, child, connection, mirror, policy
 
-SCHEDULES = int(os.environ.get("IPSEC_CONSOLE_SCHEDULES", "2000"))
+SCHEDULES = int(os.environ.get("IPSEC_CONSOLE_SCHEDULES", "3000"))
 FAST = dict(retransmit_timeout=1.0, retransmit_base=1.5, retransmit_tries=4)
 """Retransmissions over 13 s: long schedules in little simulated time."""
 DPD = 10.0
