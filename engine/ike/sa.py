@@ -1,11 +1,11 @@
 """The IKE SA, sans-IO (RFC 7296): what every exchange on it shares.
 
-Message IDs and the window of one (§2.3), retransmission with exponential
-backoff (§2.1), the cache of our last response, SK protection and fragments
-(RFC 7383), timers (rekey, expiry, DPD, NAT-T keepalives, deadlines) and the
-queue of exchanges we want to start. The exchanges themselves, both roles,
-live in ``engine.ike.exchanges``, one module per exchange; the endpoint is
-reached only through ``engine.ike.host.Host``.
+Message IDs and the window of one (§2.3), retransmission (§2.1), the cache
+of our last response, SK protection and fragments (RFC 7383), the queue of
+exchanges we want to start, the CHILD SAs and the SA's own lifecycle. What
+time does to it (timers, lifetimes, DPD, deadlines) is in ``sa_timers``; the
+exchanges themselves, both roles, in ``engine.ike.exchanges``, one module per
+exchange; the endpoint is reached only through ``engine.ike.host.Host``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from engine.crypto.keys import IkeKeys
 from engine.events import (
     ChildState,
-    DpdTimeout,
     ExchangeReceived,
     ExchangeSent,
     IkeSaStateChanged,
@@ -31,6 +30,7 @@ from engine.ike.exchange import Initiator, Request, Responder
 from engine.ike.host import Addr, Ended, Host
 from engine.ike.proposals import Chosen
 from engine.ike.protection import DEFAULT_FRAGMENT_SIZE, MAX_FRAGMENTS, Reassembly, SkCodec
+from engine.ike import sa_timers
 from engine.ike.state import IKE_TRANSITIONS, check_ike
 from engine.ike.text import exchange_name, notify_name
 from engine.policy.model import ConnectionConfig, Identity
@@ -49,7 +49,6 @@ from engine.wire.summary import summarize_lazy
 log = logging.getLogger("engine.ike")
 
 ZERO_SPI = b"\0" * 8
-_UP = (IkeState.ESTABLISHED, IkeState.REKEYING)
 HALF_OPEN_TIMEOUT = 30.0  # charon's half_open_timeout
 
 
@@ -170,7 +169,7 @@ class IkeSa:
 
     @property
     def established(self) -> bool:
-        return self.state in (IkeState.ESTABLISHED, IkeState.REKEYING)
+        return self.state in sa_timers.UP
 
     @property
     def alive(self) -> bool:
@@ -228,7 +227,7 @@ class IkeSa:
             self.host.send(NON_ESP_MARKER + d if self.floated else d, self.local, self.remote)
         self.last_sent = now
 
-    def _summary_event(self, sent: bool, exchange: int, mid: int, response: bool, payloads, length: int,
+    def summary_event(self, sent: bool, exchange: int, mid: int, response: bool, payloads, length: int,
                        now: float, retransmit: int = 0, fragments: int = 1) -> None:
         initiator = self.original_initiator if sent else not self.original_initiator
         flags = (FLAG_INITIATOR if initiator else 0) | (FLAG_RESPONSE if response else 0)
@@ -248,7 +247,7 @@ class IkeSa:
             self.init_request = datagrams[0]
         self.outstanding = Outstanding(ex, mid, req.exchange, datagrams, tuple(req.payloads),
                                        now + self.retransmit_timeout(0))
-        self._summary_event(True, req.exchange, mid, False, req.payloads, sum(map(len, datagrams)), now,
+        self.summary_event(True, req.exchange, mid, False, req.payloads, sum(map(len, datagrams)), now,
                             fragments=len(datagrams))
         self.transmit(datagrams, now)
 
@@ -262,7 +261,7 @@ class IkeSa:
         if exchange == ExchangeType.IKE_SA_INIT:
             self.init_response = datagrams[0]
         self.cached = CachedResponse(mid, datagrams)
-        self._summary_event(True, exchange, mid, True, payloads, sum(map(len, datagrams)), now,
+        self.summary_event(True, exchange, mid, True, payloads, sum(map(len, datagrams)), now,
                             fragments=len(datagrams))
         self.transmit(datagrams, now)
 
@@ -381,11 +380,11 @@ class IkeSa:
             return  # waiting for more fragments
         self.last_received = now
         conn = self.conn
-        if conn is not None and conn.dpd_delay > 0 and self.state in _UP:
-            self.dpd_at = now + conn.dpd_delay  # as _arm_dpd, inline: this runs for every message
+        if conn is not None and conn.dpd_delay > 0 and self.state in sa_timers.UP:
+            self.dpd_at = now + conn.dpd_delay  # as sa_timers.arm_dpd, inline: this runs for every message
         if remote != self.remote or (not self.floated and local[1] == self.host.engine.natt_port):
             self._update_remote(local, remote)
-        self._summary_event(False, h.exchange, h.mid, response, payloads, length, now, fragments=nfrag)
+        self.summary_event(False, h.exchange, h.mid, response, payloads, length, now, fragments=nfrag)
         if response:
             if h.exchange == ExchangeType.IKE_SA_INIT:
                 self.spi_r = h.spi_r  # the responder's SPI arrives with its answer
@@ -502,151 +501,22 @@ class IkeSa:
         self.remote = (self.remote[0], self.conn.remote_natt_port)
         self.floated = True
 
-    # ------------------------------------------------------------ timers
-    def _arm_dpd(self, now: float) -> None:
-        if self.conn is not None and self.conn.dpd_delay > 0 and self.state in _UP:
-            self.dpd_at = now + self.conn.dpd_delay
-
+    # ------------------------------------------------------------ timers (sa_timers.py)
     def next_timer(self) -> float | None:
-        times = [self.rekey_at, self.expire_at, self.dpd_at, self.keepalive_at, self.half_open_deadline,
-                 self.deadline]
-        if self.outstanding is not None:
-            times.append(self.outstanding.next_at)
-        for at, _ in self.deferred:
-            times.append(at)
-        for c in self.children.values():
-            times += (c.rekey_at, c.expire_at, c.deadline)
-        times = [t for t in times if t is not None]
-        return min(times) if times else None
+        return sa_timers.next_timer(self)
 
     def handle_timer(self, now: float) -> None:
-        if not self.alive:
-            return
-        out = self.outstanding
-        if out is not None and now >= out.next_at:
-            if out.retransmits >= self.host.engine.retransmit_tries:
-                self.outstanding = None
-                self._peer_gone(out, now)
-                return
-            out.retransmits += 1
-            out.next_at = now + self.retransmit_timeout(out.retransmits)
-            self.host.count("retransmits")
-            self._summary_event(True, out.exchange, out.mid, False, out.payloads, sum(map(len, out.datagrams)),
-                                now, retransmit=out.retransmits, fragments=len(out.datagrams))
-            self.transmit(out.datagrams, now)
-        if self.half_open_deadline is not None and now >= self.half_open_deadline:
-            self.half_open_deadline = None
-            if self.state == IkeState.CONNECTING:
-                # Under a flood these come by thousands: counted, and DEBUG only.
-                self.host.count("half_open_timeouts")
-                self.fail(ExchangeType.IKE_AUTH, "TIMEOUT",
-                          "the peer never completed IKE_AUTH (half-open SA timed out)", now, level=logging.DEBUG)
-                self.destroy(now, "half-open timeout")
-                return
-        if self.deadline is not None and now >= self.deadline:
-            # A rekeyed IKE SA the peer never deleted: it carries nothing any more.
-            self.destroy(now, "rekeyed (the peer never deleted the old IKE SA)")
-            return
-        if self.expire_at is not None and now >= self.expire_at:
-            self.expire_at = None
-            self.delete(now, reason="IKE SA lifetime expired")
-            return
-        ex = self.host.exchanges
-        if self.rekey_at is not None and now >= self.rekey_at:
-            self.rekey_at = None
-            if self.state == IkeState.ESTABLISHED:
-                self.start(ex.ike_rekey(self), now)
-        if self.dpd_at is not None and now >= self.dpd_at:
-            self.dpd_at = None
-            if self.state == IkeState.ESTABLISHED and self.outstanding is None and not self.queue:
-                due = self.last_received + self.conn.dpd_delay  # the same sum as _arm_dpd: no rounding loop
-                if now >= due:
-                    self.start(ex.dpd(self), now)
-                else:
-                    self.dpd_at = due
-        if self.keepalive_at is not None and now >= self.keepalive_at:
-            if self.nat.local_behind and self.floated and self.established:
-                self.host.send(b"\xff", self.local, self.remote)
-            self.keepalive_at = now + self.host.engine.keepalive
-        if self.deferred:
-            due = [d for d in self.deferred if d[0] <= now]
-            self.deferred = [d for d in self.deferred if d[0] > now]
-            for _, later in due:
-                self.start(later, now)
-        for child in list(self.children.values()):
-            if not self.alive:
-                return
-            self._child_timers(child, now)
+        sa_timers.handle(self, now)
 
-    def _child_timers(self, child: ChildSa, now: float) -> None:
-        ex = self.host.exchanges
-        if child.expire_at is not None and now >= child.expire_at:
-            child.expire_at = child.rekey_at = child.deadline = None
-            if child.state == ChildState.REKEYED:
-                self.remove_child(child, now, "rekeyed (old SA expired)")
-            else:
-                self.start(ex.child_delete(self, child, "lifetime expired"), now)
-        elif child.deadline is not None and now >= child.deadline:
-            # Superseded but never deleted by the peer (it lost track of it):
-            # delete it ourselves so both ends converge.
-            child.deadline = None
-            if child.state == ChildState.REKEYED:
-                self.start(ex.child_delete(self, child, "rekeyed (the peer never deleted it)"), now)
-        elif child.rekey_at is not None and now >= child.rekey_at:
-            child.rekey_at = None
-            if child.state == ChildState.INSTALLED and self.established:
-                self.start(ex.child_rekey(self, child), now)
-
-    def _peer_gone(self, out: Outstanding, now: float) -> None:
-        """Retransmissions exhausted (§2.4): the IKE SA and its children are dead."""
-        reason = f"no response to {exchange_name(out.exchange)} after {out.retransmits} retransmissions"
-        if self.active is out.initiator:
-            self.active = None
-        out.initiator.abort(now)
-        if self.state in (IkeState.CREATED, IkeState.CONNECTING):
-            self.fail(out.exchange, "TIMEOUT", f"{reason}: is the peer reachable and listening "
-                      f"on {self.remote[0]}:{self.remote[1]}?", now)
-            self.destroy(now, reason, Ended("failed", reason))
-            return
-        if self.state in (IkeState.DELETING, IkeState.REKEYED):
-            # Nothing to detect: the SA was going away anyway.
-            self.destroy(now, f"{self.delete_reason or 'deleted'} ({reason})")
-            return
-        action = next((c.config.dpd_action for c in self.children.values() if c.config.dpd_action != "clear"),
-                      "clear")
-        self.host.emit(DpdTimeout(self.unique_id, self.name, action))
-        children = tuple(c.config for c in self.children.values() if c.state != ChildState.DELETED)
-        self.destroy(now, f"peer gone: {reason}", Ended("peer_gone", reason, action, children))
-
-    # ------------------------------------------------------------ lifetimes
     def schedule_lifetimes(self, now: float) -> None:
-        c = self.conn
-        if c is None:
-            return
-        if c.rekey_time > 0:
-            jitter = self.host.random.uniform(0, min(c.rand_time, c.rekey_time / 2)) if c.rand_time else 0.0
-            self.rekey_at = now + c.rekey_time - jitter
-            self.expire_at = now + c.rekey_time + c.over_time
-        self._arm_dpd(now)
-        if self.nat.local_behind:
-            self.keepalive_at = now + self.host.engine.keepalive
+        sa_timers.schedule_lifetimes(self, now)
 
     def child_lifetimes(self, child: ChildSa, now: float) -> None:
-        cfg = child.config
-        if cfg.rekey_time > 0:
-            jitter = self.host.random.uniform(0, min(cfg.rand_time, cfg.rekey_time / 2)) if cfg.rand_time else 0.0
-            child.rekey_at = now + cfg.rekey_time - jitter
-        else:
-            child.rekey_at = None
-        child.expire_at = now + cfg.life_time if cfg.life_time > 0 else None
+        sa_timers.child_lifetimes(self, child, now)
 
     def superseded(self, child: ChildSa, now: float) -> None:
-        """``child`` was replaced and the peer deletes it: wait, but not for ever.
-        Twice the retransmission budget covers the peer retrying its rekey and then its delete."""
-        child.set_state(ChildState.REKEYED)
-        child.rekey_at = None
-        child.deadline = now + 2 * self.retransmit_budget()
-        self.host.changed(self)
+        """``child`` was replaced and the peer deletes it: wait, but not for ever."""
+        sa_timers.superseded(self, child, now)
 
     # ------------------------------------------------------------ children
     def install_child(self, child: ChildSa, now: float) -> None:

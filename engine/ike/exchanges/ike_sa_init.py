@@ -369,7 +369,7 @@ class IkeSaInitResponder(Responder):
         sa.set_state(IkeState.CONNECTING)
         door.admit(sa, now)
         sa.half_open_deadline = now + HALF_OPEN_TIMEOUT
-        sa._summary_event(False, IKE_SA_INIT, 0, False, payloads, len(self.message.raw), now)
+        sa.summary_event(False, IKE_SA_INIT, 0, False, payloads, len(self.message.raw), now)
         fake = host.rng(20) if conn.encap else None
         response = [SaPayload((chosen.to_wire(),)), KePayload(mine.group, mine.public_bytes()),
                     NoncePayload(sa.nonce_r)]
