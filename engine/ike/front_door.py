@@ -161,18 +161,19 @@ class FrontDoor:
         return uid
 
     def stateless(self, header: IkeHeader, payloads: list, local: Addr, remote: Addr, now: float, *,
-                  request: Message, name: str = "") -> None:
+                  request: Message, name: str = "") -> bool:
         """An IKE_SA_INIT answer without creating state (COOKIE, INVALID_KE_PAYLOAD,
         NO_PROPOSAL_CHOSEN, INVALID_SYNTAX). Both messages reach the negotiation
-        view, at a bounded rate."""
+        view, at a bounded rate; False when their events were left out (counted)."""
         data = encode_message(ExchangeType.IKE_SA_INIT, 0, header.spi_i, ZERO_SPI, FLAG_RESPONSE, payloads)
-        if self._events.allow(now):
-            uid = self.uid(header.spi_i, remote)
-            self.host.emit(ExchangeReceived(uid, name, summarize_lazy(header, request.payloads), now, local, remote))
-            self.host.emit(ExchangeSent(uid, name, summarize_lazy(decode_header(data), payloads), now, local, remote))
-        else:
-            self.host.count("events_suppressed")
         self.host.send(data, local, remote)
+        if not self._events.allow(now):
+            self.host.count("events_suppressed")
+            return False
+        uid = self.uid(header.spi_i, remote)
+        self.host.emit(ExchangeReceived(uid, name, summarize_lazy(header, request.payloads), now, local, remote))
+        self.host.emit(ExchangeSent(uid, name, summarize_lazy(decode_header(data), payloads), now, local, remote))
+        return True
 
     def admit(self, sa: IkeSa, now: float) -> None:
         self.registry.add(sa)

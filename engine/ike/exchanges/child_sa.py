@@ -114,7 +114,7 @@ class ChildOffer:
         sa.host.ids.release_spi(self.spi_in)
 
     def _details(self) -> dict:
-        return dict(child=self.cfg.name, local_proposals=capped(props.describe_offer(self.offered)),
+        return dict(child=self.cfg.name, local_proposals=props.describe_offer_short(self.offered),
                     local_ts=tuple(map(str, self.local_ts)) + ("===",) + tuple(map(str, self.remote_ts)))
 
     def refused(self, payloads) -> ChildRefused:
@@ -123,7 +123,7 @@ class ChildOffer:
         n = notify_name(errors[0].type) if errors else "NO_PROPOSAL_CHOSEN"
         if n == "NO_PROPOSAL_CHOSEN":
             reason = (f"the peer accepted none of our proposals for CHILD SA '{self.cfg.name}'. We offered: "
-                      + "; ".join(capped(props.describe_offer(self.offered)))
+                      + "; ".join(props.describe_offer_short(self.offered))
                       + ". Change 'esp_proposals' to one the peer accepts.")
         elif n == "TS_UNACCEPTABLE":
             reason = (f"the peer does not accept our traffic selectors for '{self.cfg.name}': we proposed "
@@ -233,7 +233,7 @@ def choose(sa: IkeSa, children, payloads, *, ignore_ke: bool) -> ChildChoice:
             continue
         mode = "transport" if transport and cfg.mode == "transport" else "tunnel"
         return ChildChoice(cfg, chosen, local, remote, mode)
-    offered = capped(props.describe_offer(sa_p.proposals))
+    offered = props.describe_offer_short(sa_p.proposals)
     if not ts_ok:
         mine = [f"{', '.join(map(str, c.local_ts))} === {', '.join(map(str, c.remote_ts))}" for c in children]
         reason = (f"no CHILD config matches the peer's traffic selectors {_ts_text(peer_ts)} === "

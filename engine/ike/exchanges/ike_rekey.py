@@ -50,7 +50,7 @@ from engine.ike.exchanges.create_child import RETRY
 from engine.ike.init import NONCE_SIZE, install_ike_keys
 from engine.ike.proposals import Chosen
 from engine.ike.sa import IkeSa
-from engine.ike.text import capped, notify_name
+from engine.ike.text import notify_name
 from engine.wire.constants import ExchangeType, NotifyType
 from engine.wire.payloads import KePayload, NoncePayload, NotifyPayload, SaPayload
 
@@ -336,7 +336,7 @@ class IkeRekey(Initiator):
         self.release(now)
         sa = self.sa
         sa.fail(CREATE_CHILD_SA, notify_type, reason, now, sent_by_peer=True,
-                local_proposals=capped(props.describe_offer(self.offered)))
+                local_proposals=props.describe_offer_short(self.offered))
         self._restore()
         sa.rekey_at = now + REFUSED_RETRY
         sa.host.changed(sa)
@@ -409,7 +409,7 @@ class IkeRekeyResponder(Responder):
             raise RemoteError(NotifyType.INVALID_SYNTAX, "IKE rekey without SA or Nonce")
         chosen = props.select(sa_p.proposals, sa.conn.proposals)
         if chosen is None:
-            offered = capped(props.describe_offer(sa_p.proposals))
+            offered = props.describe_offer_short(sa_p.proposals)
             raise RemoteError(NotifyType.NO_PROPOSAL_CHOSEN, "none of the peer's IKE rekey proposals is "
                               f"acceptable: it offered {'; '.join(offered)}",
                               details=dict(remote_proposals=offered,

@@ -36,7 +36,7 @@ from engine.ike.host import Addr, Ended, Host
 from engine.ike.init import NONCE_SIZE, capability_notifies, check_nat, install_ike_keys, nat_notifies, \
     read_capabilities
 from engine.ike.sa import HALF_OPEN_TIMEOUT, IkeSa
-from engine.ike.text import capped, notify_name
+from engine.ike.text import notify_name
 from engine.policy.model import ChildConfig, ConnectionConfig
 from engine.wire.constants import ExchangeType, NotifyType
 from engine.wire.message import IkeHeader, Message
@@ -215,7 +215,7 @@ class IkeInit(Initiator):
     def refused(self, now: float, notify_type: int) -> None:
         sa = self.sa
         n = notify_name(notify_type)
-        ours = capped(props.describe_offer(self.offered))
+        ours = props.describe_offer_short(self.offered)
         if n == "NO_PROPOSAL_CHOSEN":
             reason = ("the peer accepted none of our IKE proposals. We offered: " + "; ".join(ours)
                       + ". Add one the peer accepts to 'proposals' (its log names what it wants).")
@@ -255,7 +255,7 @@ class Door(Protocol):
 
     def candidates(self, local: Addr, remote: Addr) -> list[ConnectionConfig]: ...
     def stateless(self, header: IkeHeader, payloads: list, local: Addr, remote: Addr, now: float, *,
-                  request: Message, name: str = "") -> None: ...
+                  request: Message, name: str = "") -> bool: ...
     def uid(self, spi_i: bytes, remote: Addr) -> int: ...
     def admit(self, sa: IkeSa, now: float) -> None: ...
     def warn(self, now: float, message: str, name: str) -> None: ...
@@ -312,9 +312,9 @@ class IkeSaInitResponder(Responder):
         self.fire(I.REQ_OK, now, chosen=chosen, accepted=accepted, mine=mine, shared=shared, nonce_i=nonce.data)
         return self.sa
 
-    def _stateless(self, now: float, notify_payload: NotifyPayload, name: str = "") -> None:
-        self.door.stateless(self.message.header, [notify_payload], self.local, self.remote, now,
-                            request=self.message, name=name)
+    def _stateless(self, now: float, notify_payload: NotifyPayload, name: str = "") -> bool:
+        return self.door.stateless(self.message.header, [notify_payload], self.local, self.remote, now,
+                                   request=self.message, name=name)
 
     def invalid_syntax(self, now: float, name: str = "") -> None:
         self.door.host.count("malformed")
@@ -329,10 +329,12 @@ class IkeSaInitResponder(Responder):
     def no_proposal_chosen(self, now: float, candidates: list[ConnectionConfig], offer) -> None:
         door, remote = self.door, self.remote
         name = candidates[0].name if len(candidates) == 1 else ""
-        self._stateless(now, NotifyPayload(NotifyType.NO_PROPOSAL_CHOSEN), name)
+        shown = self._stateless(now, NotifyPayload(NotifyType.NO_PROPOSAL_CHOSEN), name)
         door.host.count("no_proposal_chosen")
+        if not shown:
+            return  # a flood: counted, not described
         # The offer is the peer's text: at most OFFERS proposals, with a count of the rest.
-        offered = capped(props.describe_offer(offer))
+        offered = props.describe_offer_short(offer)
         if not candidates:
             reason = (f"no connection is configured for {remote[0]} -> {self.local[0]}: add one whose "
                       "remote_addrs include the peer")
