@@ -188,6 +188,16 @@ def find(payloads, cls, pred=None):
     return None
 
 
+def first_of(payloads, *classes) -> tuple:
+    """The first payload of each class (None where there is none), in one pass."""
+    found = dict.fromkeys(classes)
+    for p in payloads:
+        cls = type(p)
+        if cls in found and found[cls] is None:
+            found[cls] = p
+    return tuple(found.values())
+
+
 def notify(payloads, ntype: int) -> NotifyPayload | None:
     for p in payloads:
         if isinstance(p, NotifyPayload) and p.type == ntype:

@@ -57,6 +57,23 @@ def ts_from_payload(p: TsPayload | None) -> tuple[TrafficSelector, ...]:
     return tuple(out)
 
 
+def child_parts(payloads) -> tuple[SaPayload | None, TsPayload | None, TsPayload | None, bool]:
+    """SA, TSi, TSr and whether USE_TRANSPORT_MODE is there, in one pass."""
+    sa_p = tsi = tsr = None
+    transport = False
+    for p in payloads:
+        if isinstance(p, SaPayload):
+            sa_p = sa_p or p
+        elif isinstance(p, TsPayload):
+            if p.initiator:
+                tsi = tsi or p
+            else:
+                tsr = tsr or p
+        elif isinstance(p, NotifyPayload) and p.type == NotifyType.USE_TRANSPORT_MODE:
+            transport = True
+    return sa_p, tsi, tsr, transport
+
+
 def _ts_text(selectors) -> str:
     return short(", ".join(map(str, selectors)))
 
@@ -154,18 +171,7 @@ class ChildOffer:
     def accept(self, sa: IkeSa, payloads, nonce_i: bytes, nonce_r: bytes, shared: bytes | None,
                now: float) -> ChildSa:
         """The CHILD SA the peer's answer gives us (not installed yet); raises ChildRefused."""
-        sa_p = tsi = tsr = None
-        transport = False
-        for p in payloads:  # one pass instead of four searches
-            if isinstance(p, SaPayload):
-                sa_p = sa_p or p
-            elif isinstance(p, TsPayload):
-                if p.initiator:
-                    tsi = tsi or p
-                else:
-                    tsr = tsr or p
-            elif isinstance(p, NotifyPayload) and p.type == NotifyType.USE_TRANSPORT_MODE:
-                transport = True
+        sa_p, tsi, tsr, transport = child_parts(payloads)
         if sa_p is None or tsi is None or tsr is None or len(sa_p.proposals) != 1:
             raise self.refused(payloads)
         chosen = props.accept_response(sa_p.proposals[0], self.offered, ignore_ke=self.ke is None)
@@ -205,18 +211,7 @@ class ChildChoice:
 def choose(sa: IkeSa, children, payloads, *, ignore_ke: bool) -> ChildChoice:
     """The first child config whose selectors overlap the peer's and whose
     proposals match. Raises RemoteError(NO_PROPOSAL_CHOSEN | TS_UNACCEPTABLE)."""
-    sa_p = tsi = tsr = None
-    transport = False
-    for p in payloads:  # one pass instead of four searches
-        if isinstance(p, SaPayload):
-            sa_p = sa_p or p
-        elif isinstance(p, TsPayload):
-            if p.initiator:
-                tsi = tsi or p
-            else:
-                tsr = tsr or p
-        elif isinstance(p, NotifyPayload) and p.type == NotifyType.USE_TRANSPORT_MODE:
-            transport = True
+    sa_p, tsi, tsr, transport = child_parts(payloads)
     if sa_p is None or tsi is None or tsr is None:
         raise RemoteError(NotifyType.INVALID_SYNTAX, "CHILD SA request without SA, TSi or TSr")
     peer_ts = ts_from_payload(tsi)  # the initiator's side: our remote

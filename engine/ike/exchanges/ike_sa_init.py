@@ -31,7 +31,7 @@ from engine.crypto.ke import KeyExchange
 from engine.events import IkeState, NegotiationFailed
 from engine.ike import proposals as props
 from engine.ike.errors import RemoteError
-from engine.ike.exchange import Initiator, Label, Request, Responder, Table
+from engine.ike.exchange import Initiator, Label, Request, Responder, Table, first_of
 from engine.ike.host import Addr, Ended, Host
 from engine.ike.init import NONCE_SIZE, capability_notifies, check_nat, install_ike_keys, nat_notifies, \
     read_capabilities
@@ -142,8 +142,9 @@ class IkeInit(Initiator):
         self.to_send = payloads
 
     def response(self, exchange: int, payloads: list, now: float) -> None:
-        cookie = bad_ke = error = sa_payload = ke = nonce = None
-        for p in payloads:  # one pass instead of six searches
+        sa_payload, ke, nonce = first_of(payloads, SaPayload, KePayload, NoncePayload)
+        cookie = bad_ke = error = None
+        for p in payloads:
             if isinstance(p, NotifyPayload):
                 if p.type == NotifyType.COOKIE:
                     cookie = cookie or p
@@ -151,12 +152,6 @@ class IkeInit(Initiator):
                     bad_ke = bad_ke or p
                 elif p.type < 16384:
                     error = error or p
-            elif isinstance(p, SaPayload):
-                sa_payload = sa_payload or p
-            elif isinstance(p, KePayload):
-                ke = ke or p
-            elif isinstance(p, NoncePayload):
-                nonce = nonce or p
         if cookie is not None or bad_ke is not None:
             self.retries += 1
             if self.retries > MAX_INIT_RETRIES:
@@ -275,14 +270,7 @@ class IkeSaInitResponder(Responder):
 
     def answer(self, now: float) -> IkeSa | None:
         """Answer the request: statelessly, or with a new half-open IKE SA (returned)."""
-        sa_p = ke = nonce = None
-        for p in self.message.payloads:  # one pass: this runs for every unauthenticated request
-            if isinstance(p, SaPayload):
-                sa_p = sa_p or p
-            elif isinstance(p, KePayload):
-                ke = ke or p
-            elif isinstance(p, NoncePayload):
-                nonce = nonce or p
+        sa_p, ke, nonce = first_of(self.message.payloads, SaPayload, KePayload, NoncePayload)
         if sa_p is None or ke is None or nonce is None or not 16 <= len(nonce.data) <= 256:
             self.fire(I.REQ_MALFORMED, now)
             return None
