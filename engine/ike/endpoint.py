@@ -143,7 +143,10 @@ class IkeEndpoint:
     def changed(self, sa: IkeSa) -> None:
         if sa.half_open_key is not None and sa.state != IkeState.CONNECTING:
             self.registry.leave_half_open(sa)
-        self.scheduler.touch(sa)
+        if sa.timer_key:
+            self.scheduler.dirty[sa.timer_key] = sa
+        else:
+            self.scheduler.touch(sa)
 
     def adopt(self, sa: IkeSa) -> None:
         self.registry.add(sa)

@@ -501,22 +501,12 @@ class IkeSa:
         self.remote = (self.remote[0], self.conn.remote_natt_port)
         self.floated = True
 
-    # ------------------------------------------------------------ timers (sa_timers.py)
-    def next_timer(self) -> float | None:
-        return sa_timers.next_timer(self)
-
-    def handle_timer(self, now: float) -> None:
-        sa_timers.handle(self, now)
-
-    def schedule_lifetimes(self, now: float) -> None:
-        sa_timers.schedule_lifetimes(self, now)
-
-    def child_lifetimes(self, child: ChildSa, now: float) -> None:
-        sa_timers.child_lifetimes(self, child, now)
-
-    def superseded(self, child: ChildSa, now: float) -> None:
-        """``child`` was replaced and the peer deletes it: wait, but not for ever."""
-        sa_timers.superseded(self, child, now)
+    # ------------------------------------------------------------ timers: sa_timers.py's functions as methods
+    next_timer = sa_timers.next_timer
+    handle_timer = sa_timers.handle
+    schedule_lifetimes = sa_timers.schedule_lifetimes
+    child_lifetimes = sa_timers.child_lifetimes
+    superseded = sa_timers.superseded
 
     # ------------------------------------------------------------ children
     def install_child(self, child: ChildSa, now: float) -> None:

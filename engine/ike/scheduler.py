@@ -28,7 +28,9 @@ class Scheduler:
         self._sas: dict[int, IkeSa] = {}
         self._time: dict[int, float] = {}
         """The time of each SA's live heap entry; others are stale."""
-        self._dirty: dict[int, IkeSa] = {}
+        self.dirty: dict[int, IkeSa] = {}
+        """SAs touched since the last look, by their key (``touch``; the endpoint marks
+        registered SAs here directly: it happens on every state change)."""
         self._calls: list[tuple[float, int, Callable[[float], None]]] = []
 
     def touch(self, sa: IkeSa) -> None:
@@ -36,13 +38,13 @@ class Scheduler:
         key = sa.timer_key
         if key == 0:
             key = sa.timer_key = next(self._keys)
-        self._dirty[key] = sa
+        self.dirty[key] = sa
 
     def forget(self, sa: IkeSa) -> None:
         key = sa.timer_key
         self._sas.pop(key, None)
         self._time.pop(key, None)
-        self._dirty.pop(key, None)
+        self.dirty.pop(key, None)
 
     def call_at(self, when: float, fn: Callable[[float], None]) -> None:
         """Run ``fn(now)`` at ``when`` (endpoint-level work; never capture an SA)."""
@@ -50,7 +52,7 @@ class Scheduler:
 
     def _refresh(self) -> None:
         heap = self._heap
-        for key, sa in self._dirty.items():
+        for key, sa in self.dirty.items():
             t = None if sa.state == IkeState.DESTROYED else sa.next_timer()
             if t is None:
                 self._sas.pop(key, None)
@@ -60,7 +62,7 @@ class Scheduler:
             if self._time.get(key) != t:
                 self._time[key] = t
                 heapq.heappush(heap, (t, next(self._seq), key))
-        self._dirty.clear()
+        self.dirty.clear()
         while heap and self._time.get(heap[0][2]) != heap[0][0]:
             heapq.heappop(heap)
 
