@@ -11,7 +11,8 @@ import sys
 
 DEFAULT_CONTROL = "/run/ipsec-console/control.sock"
 
-SUBCOMMANDS = ("check", "daemon", "sas", "conns", "initiate", "terminate", "rekey", "events", "attach", "pki")
+SUBCOMMANDS = ("check", "daemon", "sas", "conns", "initiate", "terminate", "rekey", "events", "attach", "pki",
+               "serve")
 
 
 def _add_control(p: argparse.ArgumentParser) -> None:
@@ -39,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_control(p)
     p.add_argument("-v", "--verbose", action="count", default=0, help="more log detail (repeat for debug)")
     p.add_argument("--datapath", choices=("kernel", "userspace", "lab", "none"),
-                   help="override the policy's datapath; 'none' negotiates SAs without protecting traffic")
+                   help="override the policy's datapath; 'none' negotiates SAs without protecting traffic; "
+                   "'lab' runs a lab policy whole, its simulated peers too")
 
     p = sub.add_parser("sas", help="list IKE and CHILD SAs (like swanctl --list-sas)",
                        description="List the daemon's IKE and CHILD SAs.")
@@ -51,9 +53,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_control(p)
     p.add_argument("--json", action="store_true", help="JSON output")
 
-    p = sub.add_parser("initiate", help="bring a connection up", description="Initiate a connection.")
+    p = sub.add_parser("initiate", help="bring a connection up (waits for the outcome, like swanctl)",
+                       description="Initiate a connection and wait for the outcome. Exit 0 when its CHILD SAs "
+                       "are up (or already were), 1 when the negotiation failed or the daemon refused, 124 when "
+                       "nothing was decided within --timeout.")
     p.add_argument("name", metavar="NAME", help="connection name")
     p.add_argument("--child", help="only this CHILD SA config")
+    p.add_argument("--wait", dest="wait", action="store_true", default=True,
+                   help="wait for the CHILD SAs to be up or the negotiation to fail (the default)")
+    p.add_argument("--no-wait", dest="wait", action="store_false",
+                   help="return once the daemon accepted the command")
+    p.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
+                   help="give up waiting after this long (default 30)")
     _add_control(p)
 
     p = sub.add_parser("terminate", help="take a connection down", description="Delete a connection's IKE SAs (and their CHILD SAs).")
@@ -67,12 +78,31 @@ def build_parser() -> argparse.ArgumentParser:
     _add_control(p)
 
     p = sub.add_parser("events", help="stream engine events as JSON lines",
-                       description="Subscribe to the daemon's events and print one JSON object per line.")
+                       description="Subscribe to the daemon's events and print one JSON object per line. "
+                       "Times are Unix time. PacketSample events leave out the decrypted inner packet unless "
+                       "--plaintext is given.")
     _add_control(p)
+    p.add_argument("--type", dest="types", action="append", metavar="TYPE",
+                   help="only events of this type (repeat, or comma-separate), e.g. "
+                   "--type NegotiationFailed,ChildSaInstalled")
+    p.add_argument("--plaintext", action="store_true",
+                   help="include the decrypted inner packet of PacketSample events (off by default: "
+                   "events often end up in logs)")
 
     p = sub.add_parser("attach", help="open the console on a running daemon",
                        description="Open the console on a daemon through its control socket; closing it leaves the tunnels up.")
     _add_control(p)
+
+    p = sub.add_parser("serve", help="the console in a web browser (textual-serve)",
+                       description="Serve the console to web browsers: each browser session runs one console "
+                       "(--attach: on the daemon, else on CONFIG or the lab). Listens on 127.0.0.1 and answers "
+                       "only requests carrying the token printed in the URL at start.")
+    p.add_argument("config", metavar="CONFIG", nargs="?", help="policy TOML file (default: the lab)")
+    p.add_argument("--attach", action="store_true", help="each session attaches to the daemon")
+    _add_control(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8022, help="TCP port (default 8022)")
+    p.add_argument("--token", help="the access token (default: a random one, printed in the URL)")
 
     p = sub.add_parser("pki", help="a small CA: init-ca, issue, revoke, crl, list",
                        description="Certificate authority for IKE certificates.")
@@ -107,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         "events": _cmd_control,
         "attach": _cmd_attach,
         "pki": _cmd_pki,
+        "serve": _cmd_serve,
     }[args.command]
     try:
         return handler(args)
@@ -145,6 +176,16 @@ def _cmd_attach(args) -> int:
     from console.app import main as console_main
 
     return console_main(attach=args.control or DEFAULT_CONTROL)
+
+
+def _cmd_serve(args) -> int:
+    from console.serve import serve
+
+    if args.attach and args.config:
+        print("ipsec-console: serve takes CONFIG or --attach, not both", file=sys.stderr)
+        return 2
+    return serve(args.config, attach=args.attach, control=args.control, host=args.host, port=args.port,
+                 token=args.token)
 
 
 def _cmd_pki(args) -> int:

@@ -14,19 +14,21 @@ Protocol (version 1), documented in README.md ("Control protocol"):
 
 Commands: version, status, list-sas, list-conns, initiate {name, child?},
 terminate {name, unique_id?}, rekey {name, ike?, unique_id?}, get-policy,
-apply-policy {text}, counters, subscribe {replay?}.
+apply-policy {text}, counters, subscribe {replay?, plaintext?}. PacketSample events
+carry the decrypted inner packet only to a subscriber that set ``plaintext``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
 import stat
 from pathlib import Path
 
-from engine.events import to_dict as event_to_dict
+from engine.events import PacketSample, to_dict as event_to_dict
 from engine.ike.errors import LocalError
 from engine.status import to_dict as status_to_dict
 
@@ -106,7 +108,8 @@ class ControlServer:
                 rid = req.get("id")
                 if req["cmd"] == "subscribe":
                     if sub_task is None:
-                        sub_task = asyncio.create_task(self._pump(send, bool(req.get("replay"))))
+                        sub_task = asyncio.create_task(self._pump(send, bool(req.get("replay")),
+                                                                  bool(req.get("plaintext"))))
                     await send({"id": rid, "ok": True, "result": "subscribed"})
                     continue
                 try:
@@ -127,11 +130,14 @@ class ControlServer:
             self._clients.discard(task)
             writer.close()
 
-    async def _pump(self, send, replay: bool) -> None:
+    async def _pump(self, send, replay: bool, plaintext: bool = False) -> None:
         q = self.runtime.subscribe(replay=replay)
         try:
             while True:
                 event = await q.get()
+                if not plaintext and isinstance(event, PacketSample) and event.inner:
+                    # Decrypted traffic leaves only for a subscriber that asked for it.
+                    event = dataclasses.replace(event, inner=b"")
                 await send({"event": event_to_dict(event)})
         except (ConnectionError, asyncio.CancelledError):
             pass
@@ -158,7 +164,9 @@ class ControlServer:
         if cmd == "rekey":
             return {"rekeyed": rt.rekey(_name(req), ike=bool(req.get("ike")), unique_id=req.get("unique_id"))}
         if cmd == "get-policy":
-            return {"path": rt.policy.path, "text": rt.policy_text}
+            path = rt.policy.path
+            return {"path": os.path.abspath(path) if path else path, "text": rt.policy_text,
+                    "files": public_files(rt.policy)}
         if cmd == "apply-policy":
             return self._apply(req)
         if cmd == "counters":
@@ -184,6 +192,33 @@ class ControlServer:
         except PkiError as exc:
             raise _Failure(f"credentials could not be loaded; nothing was changed: {exc}", []) from None
         return event_to_dict(applied)
+
+
+MAX_SERVED_FILE = 256 * 1024
+
+
+def public_files(policy) -> dict[str, str]:
+    """The text of the files a policy names that a console needs to read it from elsewhere (lab peer
+    policies, certificates, CA certificates, CRLs), by the name the policy uses. Never the secrets
+    file nor a private key: those are not named here. Unreadable, large or binary files are left out."""
+    base = Path(policy.path).parent if policy.path else Path.cwd()
+    names: list[str] = list(policy.lab.peers) if policy.lab is not None else []
+    names += list(policy.engine.crls)
+    for c in policy.connections:
+        names += list(c.local.certs) + list(c.remote.cacerts)
+    out: dict[str, str] = {}
+    for name in dict.fromkeys(names):
+        target = Path(name) if os.path.isabs(name) else base / name
+        try:
+            if target.stat().st_size > MAX_SERVED_FILE:
+                continue
+            text = target.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        if "PRIVATE KEY" in text:
+            continue  # a key file named where a certificate belongs is never sent
+        out[name] = text
+    return out
 
 
 class _Failure(Exception):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 
@@ -75,6 +76,9 @@ async def serve(config: str, control: str | None, *, datapath: str | None = None
     from engine.runtime.control import ControlServer
     from engine.runtime.engine import EngineRuntime
 
+    # Absolute from here on: the console attaches from anywhere and resolves the policy's
+    # relative paths (secrets, certificates, lab peers) against this file's folder.
+    config = os.path.abspath(config)
     try:
         policy = load_policy(config)
         text = open(config, encoding="utf-8").read()
@@ -85,6 +89,8 @@ async def serve(config: str, control: str | None, *, datapath: str | None = None
     except OSError as exc:
         print(f"ipsec-console: {config}: {exc.strerror}", file=sys.stderr)
         return 1
+    if (datapath or policy.engine.datapath) == "lab":
+        return await _serve_lab(config, policy, control, ready)
     try:
         dp = make_datapath(policy, datapath)
     except (ImportError, ValueError, OSError) as exc:
@@ -115,6 +121,49 @@ async def serve(config: str, control: str | None, *, datapath: str | None = None
         log.info("shutting down: deleting SAs")
         await server.stop()
         await runtime.stop(delete=True)
+        return 0
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+async def _serve_lab(config: str, policy, control: str | None, ready) -> int:
+    """The lab headless: hq and the peers its [lab] section lists, one process; the control
+    socket serves hq (what `ipsec-console` shows)."""
+    from engine.policy.findings import PolicyError
+    from engine.runtime.control import ControlServer
+    from engine.runtime.lab import LabRuntime
+
+    if policy.lab is None:
+        print(f"ipsec-console: {config}: --datapath lab runs a lab, and this policy has no [lab] section "
+              "naming its peers (see sample-configs/lab.toml). To negotiate without protecting traffic, use "
+              "--datapath none.", file=sys.stderr)
+        return 2
+    lab = LabRuntime(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        try:
+            await lab.start()
+        except (PolicyError, OSError, ValueError) as exc:
+            print(f"ipsec-console: {exc}", file=sys.stderr)
+            return 1
+        server = ControlServer(lab.local, control or policy.engine.control or DEFAULT_CONTROL)
+        try:
+            await server.start()
+        except OSError as exc:
+            print(f"ipsec-console: {exc}", file=sys.stderr)
+            await lab.stop()
+            return 1
+        log.info("daemon running the lab %s: %s", config, ", ".join(e.name for e in lab.endpoints))
+        if ready is not None:
+            ready.set()
+        await stop.wait()
+        log.info("shutting down: deleting SAs")
+        await server.stop()
+        await lab.stop()
         return 0
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -33,6 +33,7 @@ from engine.events import (
 from engine.ike.endpoint import IkeEndpoint
 from engine.policy.model import Policy
 from engine.runtime.udp import UdpSockets
+from engine.runtime.wallclock import to_wall_clock
 from engine.status import ConnectionInfo, IkeSaInfo, StatusSnapshot
 from engine.wire.natt import classify_natt
 
@@ -188,6 +189,7 @@ class EngineRuntime:
                 self.datapath_event(ev)
 
     def publish(self, event: Event) -> None:
+        event = to_wall_clock(event, time.time() - self.now())
         if isinstance(event, _REPLAYED) and (not isinstance(event, LogMessage) or event.level in _LOUD):
             self.history.append(event)
         for q in list(self._subscribers):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import site as pysite
 import subprocess
 import sys
 import venv
@@ -31,6 +32,13 @@ def test_installed_wheel_checks_its_samples_from_another_folder(tmp_path: Path):
     # No pip inside (ensurepip is slow): this interpreter's pip installs into the venv with --python.
     venv.EnvBuilder(system_site_packages=True, with_pip=False).create(env_dir)
     python = env_dir / "bin" / "python"
+    # system_site_packages means the *base* interpreter's site: when this test itself runs in a
+    # venv, the dependencies live in that venv instead. A .pth file adds this interpreter's site
+    # folders behind the new venv's own, so the installed copy still comes first.
+    nested_site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                 capture_output=True, text=True, timeout=60).stdout.strip()
+    outer = [p for p in (*pysite.getsitepackages(), pysite.getusersitepackages()) if os.path.isdir(p)]
+    Path(nested_site, "_outer_site.pth").write_text("".join(f"{p}\n" for p in outer))
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
     install = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet",
