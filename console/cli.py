@@ -9,10 +9,13 @@ from __future__ import annotations
 import argparse
 import sys
 
+from console import cli_ops
+
 DEFAULT_CONTROL = "/run/ipsec-console/control.sock"
 
 SUBCOMMANDS = ("check", "daemon", "sas", "conns", "initiate", "terminate", "rekey", "events", "attach", "pki",
                "serve")
+SUBCOMMANDS += cli_ops.SUBCOMMANDS
 
 
 def _add_control(p: argparse.ArgumentParser) -> None:
@@ -26,12 +29,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="Terminal administration console for IPsec (IKEv2 + ESP/AH). "
         "With no command, opens the console on CONFIG, or on the built-in lab when CONFIG is omitted.",
     )
+    cli_ops.add_version(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("check", help="validate and lint a policy file",
                        description="Validate and lint a policy. One line per finding: "
-                       "FILE: KEY.PATH: error|warning: message. Exit 0 when valid (warnings allowed), 1 on errors.")
+                       "FILE:LINE:COL: KEY.PATH: error|warning: message, then one summary line. "
+                       "Exit 0 when valid (warnings allowed unless --strict), 1 on errors.")
     p.add_argument("config", metavar="CONFIG", help="policy TOML file")
+    cli_ops.add_check_options(p)
 
     p = sub.add_parser("daemon", help="run the engine headless in the foreground",
                        description="Run the engine headless: logs to stderr, serves the control socket, "
@@ -107,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pki", help="a small CA: init-ca, issue, revoke, crl, list",
                        description="Certificate authority for IKE certificates.")
     p.add_argument("pki_args", nargs=argparse.REMAINDER, help="pki subcommand and its arguments")
+
+    cli_ops.add_parsers(sub, _add_control)
     return parser
 
 
@@ -117,11 +125,14 @@ def _console_parser() -> argparse.ArgumentParser:
         f"Commands: {', '.join(SUBCOMMANDS)} (ipsec-console COMMAND --help).",
     )
     p.add_argument("config", metavar="CONFIG", nargs="?", help="policy TOML file (default: the lab)")
+    cli_ops.add_version(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "pki":  # its own parser, so `pki --help` lists the pki subcommands
+        return _cmd_pki(argparse.Namespace(pki_args=argv[1:]))
     if not argv or argv[0] not in SUBCOMMANDS + ("-h", "--help"):
         args = _console_parser().parse_args(argv)
         return run_console(args.config)
@@ -138,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         "attach": _cmd_attach,
         "pki": _cmd_pki,
         "serve": _cmd_serve,
+        **cli_ops.HANDLERS,
     }[args.command]
     try:
         return handler(args)
@@ -152,12 +164,7 @@ def run_console(config: str | None) -> int:
 
 
 def _cmd_check(args) -> int:
-    from engine.policy.check import run_check
-
-    findings = run_check(args.config)
-    for f in findings:
-        print(f.format())
-    return 1 if any(f.severity == "error" for f in findings) else 0
+    return cli_ops.cmd_check(args)
 
 
 def _cmd_daemon(args) -> int:

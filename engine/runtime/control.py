@@ -14,8 +14,11 @@ Protocol (version 1), documented in README.md ("Control protocol"):
 
 Commands: version, status, list-sas, list-conns, initiate {name, child?},
 terminate {name, unique_id?}, rekey {name, ike?, unique_id?}, get-policy,
-apply-policy {text}, counters, subscribe {replay?, plaintext?}. PacketSample events
-carry the decrypted inner packet only to a subscriber that set ``plaintext``.
+apply-policy {text}, counters, subscribe {replay?, plaintext?}, reload (apply
+the policy file again), stats (engine.ops.stats). PacketSample events carry the
+decrypted inner packet only to a subscriber that set ``plaintext``. Every
+applied change is recorded in the change journal with the peer's user
+(SO_PEERCRED).
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from pathlib import Path
 
 from engine.events import PacketSample, to_dict as event_to_dict
 from engine.ike.errors import LocalError
+from engine.ops import journal
+from engine.ops import stats as ops_stats
 from engine.status import to_dict as status_to_dict
 
 log = logging.getLogger("engine.control")
@@ -81,6 +86,7 @@ class ControlServer:
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         self._clients.add(task)
+        peer = journal.peer_of(writer.get_extra_info("socket"))
         sub_task: asyncio.Task | None = None
         lock = asyncio.Lock()
 
@@ -113,7 +119,7 @@ class ControlServer:
                     await send({"id": rid, "ok": True, "result": "subscribed"})
                     continue
                 try:
-                    result = self.handle(req)
+                    result = self.handle(req, peer)
                     await send({"id": rid, "ok": True, "result": result})
                 except _Failure as exc:
                     await send({"id": rid, "ok": False, "error": str(exc), "findings": exc.findings})
@@ -144,7 +150,7 @@ class ControlServer:
         finally:
             self.runtime.unsubscribe(q)
 
-    def handle(self, req: dict):
+    def handle(self, req: dict, peer: journal.Who | None = None):
         rt = self.runtime
         cmd = req["cmd"]
         if cmd == "version":
@@ -168,13 +174,17 @@ class ControlServer:
             return {"path": os.path.abspath(path) if path else path, "text": rt.policy_text,
                     "files": public_files(rt.policy)}
         if cmd == "apply-policy":
-            return self._apply(req)
+            return self._apply(req, peer)
         if cmd == "counters":
             sas, drops = rt.datapath.counters()
             return {"sas": [status_to_dict(c) for c in sas], "drops": drops, "ike": dict(rt.endpoint.stats)}
+        if cmd == "stats":
+            return ops_stats.collect(rt)
+        if cmd == "reload":
+            return self._reload(peer)
         raise ValueError(f"unknown command {cmd!r}")
 
-    def _apply(self, req: dict):
+    def _apply(self, req: dict, peer: journal.Who | None = None):
         from engine.pki.errors import PkiError
         from engine.policy.findings import PolicyError
         from engine.policy.parse import parse_policy
@@ -187,10 +197,23 @@ class ControlServer:
         except PolicyError as exc:
             raise _Failure("the policy does not validate; nothing was changed",
                            [f.format() for f in exc.findings]) from None
+        old_text = self.runtime.policy_text
         try:
             applied = self.runtime.apply_policy(policy, text)
         except PkiError as exc:
             raise _Failure(f"credentials could not be loaded; nothing was changed: {exc}", []) from None
+        journal.record(policy, action="apply", via="control", old_text=old_text, new_text=text, who=peer,
+                       result={"added": list(applied.added), "removed": list(applied.removed),
+                               "changed": list(applied.changed)})
+        return event_to_dict(applied)
+
+    def _reload(self, peer: journal.Who | None):
+        from engine.ops.reload import ReloadError, reload_from_file
+
+        try:
+            applied = reload_from_file(self.runtime, via="control", who=peer)
+        except ReloadError as exc:
+            raise _Failure(str(exc), [f.format() for f in exc.findings]) from None
         return event_to_dict(applied)
 
 
