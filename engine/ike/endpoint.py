@@ -426,7 +426,7 @@ class IkeEndpoint:
     def ike_keys(self, unique_id: int) -> dict | None:
         """SPIs, negotiated ENCR/INTEG and SK_e*/SK_a* of IKE SA #unique_id, for the opt-in Wireshark
         key export (``[engine] save_keys``) only; None until its keys exist. Never put these in an event."""
-        for sa in self._sas.values():
+        for sa in self.registry:
             if sa.unique_id == unique_id and sa.keys is not None and sa.chosen is not None:
                 return {"spi_i": sa.spi_i, "spi_r": sa.spi_r, "encr": sa.chosen.encr, "integ": sa.chosen.integ,
                         "keys": sa.keys}

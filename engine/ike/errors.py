@@ -13,6 +13,11 @@ class LocalError(IkeError):
     illegal state transition, missing secret). Never caused by a packet."""
 
 
+class PlanRefused(LocalError, ValueError):
+    """A policy change that cannot be applied whole; nothing was changed. A ValueError
+    too, as callers of apply_policy have always caught."""
+
+
 class IllegalTransition(LocalError):
     """A state machine was asked to move along an edge its table does not have."""
 

@@ -1,14 +1,14 @@
 """Applying a new policy to a running endpoint: first the whole change is
 planned and checked, then committed. A plan that cannot be carried out raises
-LocalError naming the connection, before anything changed (no SA terminated,
-no policy swapped, no event)."""
+PlanRefused (a LocalError) naming the connection, before anything changed (no
+SA terminated, no policy swapped, no event)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from engine.ike.authenticator import Authenticator
-from engine.ike.errors import LocalError
+from engine.ike.errors import PlanRefused
 from engine.policy.model import ConnectionConfig, EngineConfig, Policy
 
 RESTART_KEYS = ("listen", "ike_port", "natt_port", "datapath")
@@ -37,11 +37,11 @@ def initiable(conn: ConnectionConfig) -> bool:
 
 
 def plan(current: Policy, policy: Policy, credentials) -> PolicyPlan:
-    """Everything ``policy`` changes, checked. Raises LocalError (naming the
+    """Everything ``policy`` changes, checked. Raises PlanRefused (naming the
     connection or the [engine] key) when the change cannot be applied whole."""
     keys = restart_needed(current.engine, policy.engine)
     if keys:
-        raise LocalError(f"changing [engine] {', '.join(keys)} needs a restart of the engine")
+        raise PlanRefused(f"changing [engine] {', '.join(keys)} needs a restart")
     old = {c.name: c for c in current.connections}
     new = {c.name: c for c in policy.connections}
     added = tuple(n for n in new if n not in old)
@@ -53,11 +53,11 @@ def plan(current: Policy, policy: Policy, credentials) -> PolicyPlan:
         conn = new[name]
         why = auth.check(conn)
         if why is not None:
-            raise LocalError(why)
+            raise PlanRefused(why)
         wants_start = [c.name for c in conn.children if c.start_action == "start"]
         if wants_start:
             if not initiable(conn):
-                raise LocalError(f"connection '{name}': child '{wants_start[0]}' has start_action = \"start\" but "
+                raise PlanRefused(f"connection '{name}': child '{wants_start[0]}' has start_action = \"start\" but "
                                  "remote_addrs names no address to initiate to (it is %any); set remote_addrs "
                                  "or use start_action = \"none\" or \"trap\"")
             start.append(name)
