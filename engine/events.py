@@ -160,7 +160,8 @@ class ChildSaInstalled(Event):
     integ_id: int | None
     """INTEG transform ID (None or 0 with AEAD)."""
     esn: bool
-    keys: ChildKeys = field(repr=False)
+    keys: ChildKeys | None = field(repr=False)
+    """None in copies kept for history (``without_keys``)."""
     encap: bool = False
     """UDP encapsulation (RFC 3948)."""
     local_port: int = 0
@@ -178,6 +179,11 @@ class ChildSaInstalled(Event):
     peer_is_ours: bool = False
     """The peer announced itself as ipsec-console (Vendor ID): it accepts whole TCP
     super-packets in one ESP packet (the userspace datapath's offload)."""
+
+    def without_keys(self) -> ChildSaInstalled:
+        """This event for history and subscribers: everything but the keys
+        (only the datapath needs them)."""
+        return dataclasses.replace(self, keys=None)
 
 
 @dataclass(frozen=True)

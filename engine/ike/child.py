@@ -43,6 +43,14 @@ class ChildSa:
     ke_group: int | None = None
     state: ChildState = ChildState.CREATED
     rekeyed_from: bytes | None = None
+    deadline: float | None = None
+    """REKEYED: the peer should have deleted it by then (we delete it ourselves after)."""
+    unconfirmed_mid: int | None = None
+    """We created it answering the peer's request with this Message ID: until the peer's
+    next request shows it has our answer, the peer may not know this SA yet."""
+    unconfirmed_until: float = 0.0
+    """...or until this time (a retransmission budget later): by then the peer has our
+    answer or has given up on the IKE SA."""
 
     @property
     def protocol(self) -> str:

@@ -13,16 +13,34 @@ class LocalError(IkeError):
     illegal state transition, missing secret). Never caused by a packet."""
 
 
+class PlanRefused(LocalError, ValueError):
+    """A policy change that cannot be applied whole; nothing was changed. A ValueError
+    too, as callers of apply_policy have always caught."""
+
+
 class IllegalTransition(LocalError):
     """A state machine was asked to move along an edge its table does not have."""
 
 
 class RemoteError(IkeError):
     """The peer sent something we reject; ``notify`` is the Notify type to answer with
-    (None: drop silently)."""
+    (None: drop silently). ``details`` go into the NegotiationFailed event
+    (both sides' proposals or selectors)."""
 
-    def __init__(self, notify: int | None, reason: str, data: bytes = b"") -> None:
+    def __init__(self, notify: int | None, reason: str, data: bytes = b"", details: dict | None = None) -> None:
         super().__init__(reason)
         self.notify = notify
         self.reason = reason
         self.data = data
+        self.details = details or {}
+
+
+class ChildRefused(IkeError):
+    """The peer's answer did not give us the CHILD SA we asked for (it refused,
+    or answered with something we did not offer)."""
+
+    def __init__(self, notify: str, reason: str, details: dict | None = None) -> None:
+        super().__init__(reason)
+        self.notify = notify
+        self.reason = reason
+        self.details = details or {}

@@ -73,6 +73,6 @@ def install_ike_keys(sa, shared: bytes, *, old_sk_d: bytes | None = None, old_pr
     sa.keys = keys
     k = {n: getattr(keys, n).reveal() for n in ("sk_ei", "sk_er", "sk_ai", "sk_ar")}
     if sa.original_initiator:
-        sa.sk = SkCodec(encr_id, key_bits, c.integ, k["sk_ei"], k["sk_ai"], k["sk_er"], k["sk_ar"], sa.ep.rng)
+        sa.sk = SkCodec(encr_id, key_bits, c.integ, k["sk_ei"], k["sk_ai"], k["sk_er"], k["sk_ar"], sa.host.rng)
     else:
-        sa.sk = SkCodec(encr_id, key_bits, c.integ, k["sk_er"], k["sk_ar"], k["sk_ei"], k["sk_ai"], sa.ep.rng)
+        sa.sk = SkCodec(encr_id, key_bits, c.integ, k["sk_er"], k["sk_ar"], k["sk_ei"], k["sk_ai"], sa.host.rng)

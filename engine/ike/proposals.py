@@ -20,6 +20,7 @@ from engine.crypto.transforms import (
 from engine.policy.model import Proposal as ConfProposal
 from engine.policy.model import Transform as ConfTransform
 from engine.wire.constants import ProtocolId
+from engine.ike.text import OFFERS, capped
 from engine.wire.summary import proposal_text
 from engine.wire.payloads import Proposal as WireProposal
 from engine.wire.payloads import Transform as WireTransform
@@ -241,6 +242,16 @@ def accept_response(response: WireProposal, offered: Sequence[WireProposal], *,
 def describe_offer(proposals: Sequence[WireProposal]) -> tuple[str, ...]:
     """Each wire proposal in strongSwan's notation, all transforms listed."""
     return tuple(proposal_text(p) for p in proposals)
+
+
+def describe_offer_short(proposals: Sequence[WireProposal]) -> tuple[str, ...]:
+    """An offer for logs and events: the first few proposals, each cut short,
+    then how many were left out. Only those shown are formatted (a hostile offer
+    of 255 proposals costs no more than one of eight)."""
+    shown = capped(describe_offer(proposals[:OFFERS]))
+    if len(proposals) > OFFERS:
+        shown += (f"and {len(proposals) - OFFERS} more",)
+    return shown
 
 
 def describe_configured(proposals: Sequence[ConfProposal], spi: bytes = b"") -> tuple[str, ...]:

@@ -11,7 +11,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from engine.crypto.encr import CounterIv, encr_keymat_size, make_cipher
+from engine.crypto.encr import CounterIv, make_cipher
 from engine.crypto.errors import CryptoError, IntegrityError, NonceExhausted
 from engine.crypto.integ import Integ
 from engine.ike.errors import RemoteError
@@ -188,11 +188,11 @@ class Reassembly:
             self.first_type = skf.next_payload
         return len(self.parts) == self.total
 
+    def size(self) -> int:
+        """Plaintext bytes held."""
+        return sum(map(len, self.parts.values()))
+
     def assemble(self) -> tuple[int, bytes]:
         return self.first_type, b"".join(self.parts[i] for i in range(1, self.total + 1))
 
 
-def keymat_sizes(encr_id: int, key_bits: int | None, integ_id: int | None) -> tuple[int, int]:
-    from engine.crypto.integ import integ_key_size
-
-    return encr_keymat_size(encr_id, key_bits), (integ_key_size(integ_id) if integ_id else 0)

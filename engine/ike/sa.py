@@ -1,18 +1,18 @@
-"""The IKE SA: one state machine per IKE SA (RFC 7296), sans-IO.
+"""The IKE SA, sans-IO (RFC 7296): what every exchange on it shares.
 
-This module holds the machinery every exchange shares: message IDs and the
-window of one (§2.3), retransmission with exponential backoff (§2.1), the
-responder's cache of its last response, SK protection and fragmentation,
-timers (rekey, expiry, DPD, NAT-T keepalives) and the queue of exchanges we
-want to start. The exchanges themselves live in ``tasks`` (what we initiate)
-and ``responder`` (what we answer).
+Message IDs and the window of one (§2.3), retransmission (§2.1), the cache
+of our last response, SK protection and fragments (RFC 7383), the queue of
+exchanges we want to start, the CHILD SAs and the SA's own lifecycle. What
+time does to it (timers, lifetimes, DPD, deadlines) is in ``sa_timers``; the
+exchanges themselves, both roles, in ``engine.ike.exchanges``, one module per
+exchange; the endpoint is reached only through ``engine.ike.host.Host``.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from engine.crypto.keys import IkeKeys
@@ -25,10 +25,14 @@ from engine.events import (
     NegotiationFailed,
 )
 from engine.ike.child import ChildSa, deleted_event, installed_event
-from engine.ike.errors import RemoteError
+from engine.ike.errors import IllegalTransition, LocalError, RemoteError
+from engine.ike.exchange import Initiator, Request, Responder
+from engine.ike.host import Addr, Ended, Host
 from engine.ike.proposals import Chosen
 from engine.ike.protection import DEFAULT_FRAGMENT_SIZE, MAX_FRAGMENTS, Reassembly, SkCodec
-from engine.ike.state import check_ike
+from engine.ike import sa_timers
+from engine.ike.state import IKE_TRANSITIONS, check_ike
+from engine.ike.text import exchange_name, notify_name
 from engine.policy.model import ConnectionConfig, Identity
 from engine.wire.constants import (
     FLAG_INITIATOR,
@@ -44,14 +48,15 @@ from engine.wire.summary import summarize_lazy
 
 log = logging.getLogger("engine.ike")
 
-Addr = tuple[str, int]
+ZERO_SPI = b"\0" * 8
+HALF_OPEN_TIMEOUT = 30.0  # charon's half_open_timeout
 
 
 @dataclass
 class Outstanding:
     """Our request in flight (the window is one message)."""
 
-    task: "Task"
+    initiator: Initiator
     mid: int
     exchange: int
     datagrams: list[bytes]
@@ -64,23 +69,6 @@ class Outstanding:
 class CachedResponse:
     mid: int
     datagrams: list[bytes]
-
-
-class Task:
-    """An exchange we initiate. Subclasses build the request and handle the response."""
-
-    exchange: int = ExchangeType.INFORMATIONAL
-    name = "task"
-
-    def build(self, sa: "IkeSa", now: float) -> list | None:
-        """The request payloads, or None when the task has become pointless."""
-        raise NotImplementedError
-
-    def on_response(self, sa: "IkeSa", payloads: list, now: float) -> None:
-        raise NotImplementedError
-
-    def on_timeout(self, sa: "IkeSa", now: float) -> None:
-        """The peer never answered: the IKE SA is dead (handled by IkeSa)."""
 
 
 @dataclass
@@ -96,11 +84,11 @@ class NatState:
 
 
 class IkeSa:
-    """One IKE SA. Created by the endpoint, which feeds it messages and timers."""
+    """One IKE SA. Created by the endpoint (or a rekey), fed messages and timers."""
 
-    def __init__(self, ep, conn: ConnectionConfig | None, *, initiator: bool, unique_id: int,
-                 local: Addr, remote: Addr, spi_i: bytes, spi_r: bytes = b"\0" * 8, now: float) -> None:
-        self.ep = ep
+    def __init__(self, host: Host, conn: ConnectionConfig | None, *, initiator: bool, unique_id: int,
+                 local: Addr, remote: Addr, spi_i: bytes, spi_r: bytes = ZERO_SPI, now: float) -> None:
+        self.host = host
         self.conn = conn
         self.original_initiator = initiator
         self.unique_id = unique_id
@@ -118,6 +106,11 @@ class IkeSa:
         self.keepalive_at: float | None = None
         self.dpd_at: float | None = None
         self.half_open_deadline: float | None = None
+        self.deadline: float | None = None
+        """REKEYED: the peer should have deleted this SA by then; it is dropped after."""
+        self.pending = False
+        """A new IKE SA from the peer's rekey that collided with ours, not yet resolved:
+        registered (its SPI is taken) but deaf until the collision is decided."""
 
         # Negotiated.
         self.chosen: Chosen | None = None
@@ -135,31 +128,35 @@ class IkeSa:
         self.peer_is_ours = False
         """The peer sent our Vendor ID."""
         self.peer_hash_algorithms: set[int] = set()
-        self.peer_certreqs: list[bytes] = []
         self.local_id: Identity | None = None
         self.remote_id: Identity | None = None
         self.candidates: tuple[ConnectionConfig, ...] = ()
         """Responder: connections that matched addresses and IKE proposals in IKE_SA_INIT."""
 
-        # Message IDs (§2.3).
+        # Message IDs (§2.3) and exchanges.
         self.mid_out = 0
         self.mid_in = 0
+        self.peer_mid = -1
+        """The highest Message ID of a request the peer sent us: it holds our answers to all before."""
         self.outstanding: Outstanding | None = None
-        self.tasks: deque[Task] = deque()
+        self.active: Initiator | None = None
+        """The exchange we started and that has not finished (it owns ``outstanding``)."""
+        self.queue: deque[Initiator] = deque()
+        self.deferred: list[tuple[float, Initiator]] = []
+        """Exchanges to start later (retries after TEMPORARY_FAILURE)."""
+        self.responding: Responder | None = None
+        """A multi-round exchange the peer started and has not finished."""
         self.cached: CachedResponse | None = None
         self.reassembly: dict[tuple[bool, int], Reassembly] = {}
 
         self.children: dict[bytes, ChildSa] = {}
         """By our inbound SPI."""
-        self.deleting_children: set[bytes] = set()
-        self.rekeyed_by: IkeSa | None = None
         self.delete_reason = ""
-        self.heap_time: float | None = None
-        """The time of this SA's entry in the endpoint's timer heap (see IkeEndpoint.touch)."""
+        # Keys of this SA in the endpoint's indexes and timer heap.
+        self.timer_key = 0
         self.half_open_key: tuple | None = None
         self.addr_key: tuple[str, str] | None = None
         self.identity_key: tuple[str, str] | None = None
-        """Keys of this SA in the endpoint's indexes (see IkeEndpoint.register)."""
 
     # ------------------------------------------------------------ basics
     @property
@@ -172,7 +169,11 @@ class IkeSa:
 
     @property
     def established(self) -> bool:
-        return self.state in (IkeState.ESTABLISHED, IkeState.REKEYING)
+        return self.state in sa_timers.UP
+
+    @property
+    def alive(self) -> bool:
+        return self.state != IkeState.DESTROYED
 
     @property
     def encap(self) -> bool:
@@ -180,24 +181,27 @@ class IkeSa:
         return self.nat.any or bool(self.conn and self.conn.encap)
 
     def set_state(self, new: IkeState, reason: str = "") -> None:
-        if new == self.state:
+        old = self.state
+        if new == old:
             return
-        check_ike(self.state, new)
-        old, self.state = self.state, new
-        self.ep.state_changed(self, old, new)
+        if new not in IKE_TRANSITIONS[old]:
+            check_ike(old, new)  # raises IllegalTransition
+        self.state = new
         # State steps are DEBUG: the INFO log carries one line per CHILD SA established
         # and the failures, so a busy gateway does not pay for a log line per message.
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s[%d]: %s -> %s%s", self.name, self.unique_id, old.value, new.value,
                       f" ({reason})" if reason else "", extra={"connection": self.name})
-        self.ep.emit(IkeSaStateChanged(self.unique_id, self.name, old, new, reason))
+        self.host.emit(IkeSaStateChanged(self.unique_id, self.name, old, new, reason))
+        self.host.changed(self)
 
     def fail(self, exchange: int, notify: str, reason: str, now: float, *, sent_by_peer: bool = False,
-             child: str | None = None, local_proposals=(), remote_proposals=(), local_ts=(), remote_ts=()) -> None:
-        log.warning("%s[%d]: %s failed: %s", self.name, self.unique_id, _ex_name(exchange), reason,
-                    extra={"connection": self.name})
-        self.ep.emit(NegotiationFailed(
-            self.unique_id, self.name, _ex_name(exchange), notify, reason, child, sent_by_peer,
+             child: str | None = None, local_proposals=(), remote_proposals=(), local_ts=(), remote_ts=(),
+             level: int = logging.WARNING) -> None:
+        log.log(level, "%s[%d]: %s failed: %s", self.name, self.unique_id, exchange_name(exchange), reason,
+                extra={"connection": self.name})
+        self.host.emit(NegotiationFailed(
+            self.unique_id, self.name, exchange_name(exchange), notify, reason, child, sent_by_peer,
             tuple(local_proposals), tuple(remote_proposals), tuple(local_ts), tuple(remote_ts)))
 
     # ------------------------------------------------------------ sending
@@ -212,7 +216,7 @@ class IkeSa:
         assert self.sk is not None
         frag = None
         if self.peer_fragmentation and self.conn is not None and self.conn.fragmentation:
-            frag = self.ep.fragment_size or DEFAULT_FRAGMENT_SIZE
+            frag = self.host.fragment_size or DEFAULT_FRAGMENT_SIZE
         version = 6 if ":" in self.remote[0] else 4
         return self.sk.seal(exchange, mid, self.spi_i, self.spi_r, flags, payloads,
                             fragment_size=frag, ip_version=version,
@@ -220,145 +224,231 @@ class IkeSa:
 
     def transmit(self, datagrams: list[bytes], now: float) -> None:
         for d in datagrams:
-            self.ep.transmit(NON_ESP_MARKER + d if self.floated else d, self.local, self.remote)
+            self.host.send(NON_ESP_MARKER + d if self.floated else d, self.local, self.remote)
         self.last_sent = now
 
-    def _summary_event(self, sent: bool, exchange: int, mid: int, response: bool, payloads, length: int,
+    def summary_event(self, sent: bool, exchange: int, mid: int, response: bool, payloads, length: int,
                        now: float, retransmit: int = 0, fragments: int = 1) -> None:
         initiator = self.original_initiator if sent else not self.original_initiator
         flags = (FLAG_INITIATOR if initiator else 0) | (FLAG_RESPONSE if response else 0)
         summary = summarize_lazy((self.spi_i, self.spi_r, exchange, flags, mid), payloads, length=length,
                                  retransmit=retransmit, fragments=fragments)
         cls = ExchangeSent if sent else ExchangeReceived
-        self.ep.emit(cls(self.unique_id, self.name, summary, now, self.local, self.remote))
+        self.host.emit(cls(self.unique_id, self.name, summary, now, self.local, self.remote))
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s[%d]: %s %s", self.name, self.unique_id, "sending" if sent else "received",
                       summary.brief(), extra={"connection": self.name})
 
-    def queue(self, task: Task, now: float, *, front: bool = False) -> None:
-        if front:
-            self.tasks.appendleft(task)
-        else:
-            self.tasks.append(task)
-        self.kick(now)
-
-    def kick(self, now: float) -> None:
-        """Start the next queued exchange if the window is free."""
-        while self.outstanding is None and self.tasks and self.state not in (IkeState.DESTROYED,):
-            task = self.tasks.popleft()
-            payloads = task.build(self, now)
-            if payloads is None:
-                continue
-            self.send_request(task, payloads, now)
-
-    def send_request(self, task: Task, payloads: list, now: float) -> None:
+    def _send_request(self, ex: Initiator, req: Request, now: float) -> None:
         mid = self.mid_out
         self.mid_out += 1
-        datagrams = self.encode(task.exchange, mid, payloads, response=False)
-        if task.exchange == ExchangeType.IKE_SA_INIT:
+        datagrams = self.encode(req.exchange, mid, req.payloads, response=False)
+        if req.exchange == ExchangeType.IKE_SA_INIT:
             self.init_request = datagrams[0]
-        self.outstanding = Outstanding(task, mid, task.exchange, datagrams, tuple(payloads),
-                                       now + self.ep.retransmit_timeout(0))
-        self._summary_event(True, task.exchange, mid, False, payloads, sum(map(len, datagrams)), now,
+        self.outstanding = Outstanding(ex, mid, req.exchange, datagrams, tuple(req.payloads),
+                                       now + self.retransmit_timeout(0))
+        self.summary_event(True, req.exchange, mid, False, req.payloads, sum(map(len, datagrams)), now,
                             fragments=len(datagrams))
         self.transmit(datagrams, now)
 
-    def resend_init(self, task: Task, payloads: list, now: float) -> None:
-        """IKE_SA_INIT again with MID 0 (after COOKIE or INVALID_KE_PAYLOAD)."""
-        self.outstanding = None
-        self.spi_r = b"\0" * 8
+    def restart_init(self) -> None:
+        """IKE_SA_INIT again from MID 0 (after COOKIE or INVALID_KE_PAYLOAD, §2.6, §1.2)."""
+        self.spi_r = ZERO_SPI
         self.mid_out = 0
-        self.send_request(task, payloads, now)
 
     def send_response(self, exchange: int, mid: int, payloads: list, now: float) -> None:
         datagrams = self.encode(exchange, mid, payloads, response=True)
         if exchange == ExchangeType.IKE_SA_INIT:
             self.init_response = datagrams[0]
         self.cached = CachedResponse(mid, datagrams)
-        self._summary_event(True, exchange, mid, True, payloads, sum(map(len, datagrams)), now,
+        self.summary_event(True, exchange, mid, True, payloads, sum(map(len, datagrams)), now,
                             fragments=len(datagrams))
         self.transmit(datagrams, now)
+
+    def retransmit_timeout(self, n: int) -> float:
+        e = self.host.engine
+        return e.retransmit_timeout * (e.retransmit_base ** n)
+
+    def retransmit_budget(self) -> float:
+        """How long a request is retried before the peer counts as gone."""
+        e = self.host.engine
+        return retransmit_budget(e.retransmit_timeout, e.retransmit_base, e.retransmit_tries)
+
+    # ------------------------------------------------------------ exchanges we start
+    def start(self, ex: Initiator, now: float, *, front: bool = False) -> None:
+        if self.state == IkeState.DESTROYED:
+            ex.abort(now)
+            return
+        if front:
+            self.queue.appendleft(ex)
+        else:
+            self.queue.append(ex)
+        self.kick(now)
+
+    def defer(self, ex: Initiator, at: float) -> None:
+        """Start ``ex`` at ``at`` (a retry), unless this SA is gone by then."""
+        self.deferred.append((at, ex))
+        self.host.changed(self)
+
+    def kick(self, now: float) -> None:
+        """Send the next request if the window is free."""
+        while self.outstanding is None and self.state != IkeState.DESTROYED:
+            ex = self.active
+            if ex is None:
+                if not self.queue:
+                    return
+                ex = self.queue.popleft()
+                self.active = ex
+            try:
+                req = ex.request(now)
+            except LocalError as exc:
+                if isinstance(exc, IllegalTransition):
+                    raise
+                self._local_failure(ex, str(exc), now)
+                continue
+            if self.state == IkeState.DESTROYED:
+                return
+            if req is None:
+                if self.active is ex:
+                    self.active = None
+                continue
+            self._send_request(ex, req, now)
+
+    def _local_failure(self, ex: Initiator, reason: str, now: float) -> None:
+        """Our own configuration stopped an exchange (a missing key, certificate...)."""
+        if self.active is ex:
+            self.active = None
+        self.fail(ExchangeType.IKE_AUTH if self.state == IkeState.CONNECTING else ExchangeType.CREATE_CHILD_SA,
+                  "LOCAL", f"{reason} (local configuration)", now)
+        ex.abort(now)
+        if self.state in (IkeState.CREATED, IkeState.CONNECTING):
+            self.destroy(now, reason, Ended("failed", reason))
+
+    def holds_child(self, child: ChildSa) -> bool:
+        """An exchange of ours is creating, rekeying or deleting ``child``."""
+        return self.active is not None and self.active.holds_child(child)
 
     # ------------------------------------------------------------ receiving
     def receive(self, message: Message, local: Addr, remote: Addr, now: float) -> None:
         """An IKE message for this SA (header already matched by the endpoint)."""
         h = message.header
+        if self.pending:
+            # Our rekey collision is undecided: the peer retransmits until it is.
+            self.host.count("pending_sa")
+            return
         response = h.response
         if response:
             out = self.outstanding
             if out is None or h.mid != out.mid or h.exchange != out.exchange:
-                self.ep.count("unexpected_response")
+                self.host.count("unexpected_response")
                 return
         else:
             if self.cached is not None and h.mid == self.cached.mid:
                 # A retransmitted request: replay our response (§2.1), all fragments,
                 # but only once per fragment set (the first fragment triggers it).
-                if self._is_first_fragment(message):
-                    self.ep.count("retransmitted_request")
+                if _is_first_fragment(message):
+                    self.host.count("retransmitted_request")
                     self.transmit(self.cached.datagrams, now)
                 return
             if h.mid != self.mid_in:
-                self.ep.count("invalid_mid")
+                self.host.count("invalid_mid")
                 return
         try:
-            payloads, length, nfrag = self._open(message, now)
+            payloads, length, nfrag = self._open(message)
         except RemoteError as exc:
-            self.ep.count("integrity" if "integrity" in exc.reason else "malformed")
+            # Not authenticated (or not ours): dropped, Message IDs untouched.
+            self.host.count("integrity" if "integrity" in exc.reason else "malformed")
             log.debug("%s[%d]: dropped: %s", self.name, self.unique_id, exc.reason)
             return
-        except UnsupportedCriticalPayload as exc:
-            if not response:
-                self._reject_request(h.exchange, h.mid,
-                                     NotifyPayload(NotifyType.UNSUPPORTED_CRITICAL_PAYLOAD,
-                                                   data=bytes([exc.payload_type & 0xFF])), now)
-            self.ep.count("malformed")
-            return
         except WireError as exc:
-            if not response and h.exchange != ExchangeType.IKE_SA_INIT:
-                self._reject_request(h.exchange, h.mid, NotifyPayload(NotifyType.INVALID_SYNTAX), now)
-            self.ep.count("malformed")
-            log.debug("%s[%d]: malformed %s: %s", self.name, self.unique_id, _ex_name(h.exchange), exc)
+            # Authenticated but undecodable: a request is still answered, with the
+            # error, as that exchange's response (§2.21.2, §3.2), so the Message ID
+            # moves on and a retransmission gets the same answer.
+            self.host.count("malformed")
+            log.debug("%s[%d]: malformed %s: %s", self.name, self.unique_id, exchange_name(h.exchange), exc)
+            if isinstance(exc, UnsupportedCriticalPayload):
+                error = NotifyPayload(NotifyType.UNSUPPORTED_CRITICAL_PAYLOAD, data=bytes([exc.payload_type & 0xFF]))
+            else:
+                error = NotifyPayload(NotifyType.INVALID_SYNTAX)
+            if response:
+                self._response_failed(f"undecodable {exchange_name(h.exchange)} response: {exc}", now)
+            elif self.sk is not None:
+                self.mid_in = h.mid + 1
+                self.send_response(h.exchange, h.mid, [error], now)
             return
         if payloads is None:
             return  # waiting for more fragments
         self.last_received = now
-        self._arm_dpd(now)
-        self._update_remote(local, remote, message, now)
-        self._summary_event(False, h.exchange, h.mid, response, payloads, length, now, fragments=nfrag)
+        conn = self.conn
+        if conn is not None and conn.dpd_delay > 0 and self.state in sa_timers.UP:
+            self.dpd_at = now + conn.dpd_delay  # as sa_timers.arm_dpd, inline: this runs for every message
+        if remote != self.remote or (not self.floated and local[1] == self.host.engine.natt_port):
+            self._update_remote(local, remote)
+        self.summary_event(False, h.exchange, h.mid, response, payloads, length, now, fragments=nfrag)
         if response:
-            out = self.outstanding
-            self.outstanding = None
             if h.exchange == ExchangeType.IKE_SA_INIT:
                 self.spi_r = h.spi_r  # the responder's SPI arrives with its answer
                 self.init_response = message.raw  # the responder's AUTH signs it
-            try:
-                out.task.on_response(self, payloads, now)
-            except RemoteError as exc:
-                self.fail(out.exchange, _notify_name(exc.notify), exc.reason, now)
-                self.destroy(now, exc.reason)
-            self.kick(now)
+            self._response(h.exchange, payloads, now)
         else:
-            from engine.ike import responder
+            self._request(h.exchange, h.mid, payloads, now)
 
-            self.mid_in = h.mid + 1
-            try:
-                responder.handle_request(self, h.exchange, h.mid, payloads, now)
-            except RemoteError as exc:
-                if exc.notify is not None:
-                    self._reject_request(h.exchange, h.mid, NotifyPayload(exc.notify, data=exc.data), now)
-                self.fail(h.exchange, _notify_name(exc.notify), exc.reason, now)
+    def _response(self, exchange: int, payloads: list, now: float) -> None:
+        out = self.outstanding
+        self.outstanding = None
+        if self.reassembly:
+            self._drop_reassembly(True)
+        ex = out.initiator
+        try:
+            ex.response(exchange, payloads, now)
+        except RemoteError as exc:
+            self.fail(exchange, notify_name(exc.notify), exc.reason, now, **exc.details)
+            ex.failed(now, exc.reason)
+        except LocalError as exc:
+            if isinstance(exc, IllegalTransition):
+                raise
+            self._local_failure(ex, str(exc), now)
+        self.kick(now)
+
+    def _response_failed(self, reason: str, now: float) -> None:
+        out = self.outstanding
+        self.outstanding = None
+        self._drop_reassembly(True)
+        self.fail(out.exchange, "INVALID_SYNTAX", reason, now)
+        out.initiator.failed(now, reason)
+        self.kick(now)
+
+    def _request(self, exchange: int, mid: int, payloads: list, now: float) -> None:
+        self.mid_in = mid + 1
+        self.peer_mid = mid
+        if self.reassembly:
+            self._drop_reassembly(False)
+        r = self.responding if self.responding is not None and self.responding.accepts(exchange) else None
+        try:
+            if r is None:
+                r = self.host.exchanges.responder(self, exchange, payloads)
+            answer = r.respond(exchange, payloads, now)
+        except RemoteError as exc:
+            n = exc.notify if exc.notify is not None else NotifyType.INVALID_SYNTAX
+            self.send_response(exchange, mid, [NotifyPayload(n, data=exc.data)], now)
+            self.fail(exchange, notify_name(n), exc.reason, now, **exc.details)
             self.kick(now)
-
-    def _is_first_fragment(self, message: Message) -> bool:
-        last = message.payloads[-1] if message.payloads else None
-        return not isinstance(last, SkfPayload) or last.fragment_number == 1
-
-    def _reject_request(self, exchange: int, mid: int, notify: NotifyPayload, now: float) -> None:
-        if self.sk is None and exchange != ExchangeType.IKE_SA_INIT:
             return
-        self.send_response(exchange, mid, [notify], now)
+        except LocalError as exc:
+            if isinstance(exc, IllegalTransition):
+                raise
+            n = NotifyType.AUTHENTICATION_FAILED if exchange == ExchangeType.IKE_AUTH else NotifyType.NO_PROPOSAL_CHOSEN
+            self.send_response(exchange, mid, [NotifyPayload(n)], now)
+            self.fail(exchange, "LOCAL", f"{exc} (local configuration)", now)
+            if self.state == IkeState.CONNECTING:
+                self.destroy(now, str(exc))
+            return
+        self.send_response(exchange, mid, answer, now)
+        self.responding = None if r.finished else r
+        r.responded(now)
+        self.kick(now)
 
-    def _open(self, message: Message, now: float) -> tuple[list | None, int, int]:
+    def _open(self, message: Message) -> tuple[list | None, int, int]:
         """Decrypt (SK) or reassemble (SKF); returns (payloads or None, wire length, fragments)."""
         h = message.header
         last = message.payloads[-1] if message.payloads else None
@@ -378,139 +468,45 @@ class IkeSa:
             if r is None:
                 r = self.reassembly[key] = Reassembly(h.mid, skf.total_fragments)
             if not r.add(skf, plaintext, len(message.raw)):
+                if r.size() > self.host.engine.max_packet:
+                    # Reassembled messages obey the same limit as datagrams.
+                    del self.reassembly[key]
+                    raise RemoteError(None, f"fragments exceed max_packet ({self.host.engine.max_packet} bytes)")
                 return None, 0, 0
             del self.reassembly[key]
             first, inner = r.assemble()
+            if len(inner) > self.host.engine.max_packet:
+                raise RemoteError(None, f"reassembled message exceeds max_packet ({self.host.engine.max_packet} bytes)")
             return decode_payloads(first, inner), r.length, r.total
-        if h.exchange == ExchangeType.INFORMATIONAL and not message.payloads and self.sk is not None:
-            raise RemoteError(None, "unprotected INFORMATIONAL")
-        raise RemoteError(None, f"unprotected {_ex_name(h.exchange)}")
+        raise RemoteError(None, f"unprotected {exchange_name(h.exchange)}")
 
-    def _update_remote(self, local: Addr, remote: Addr, message: Message, now: float) -> None:
+    def _drop_reassembly(self, response: bool) -> None:
+        """Fragments of messages that can no longer be the one we expect."""
+        for key in [k for k in self.reassembly if k[0] == response]:
+            del self.reassembly[key]
+
+    def _update_remote(self, local: Addr, remote: Addr) -> None:
         """Follow the peer's NAT mapping on authenticated messages (§2.23)."""
         if remote != self.remote and self.sk is not None and (self.nat.remote_behind or remote[1] != self.remote[1]):
             log.info("%s[%d]: peer moved from %s:%d to %s:%d", self.name, self.unique_id,
                      *self.remote, *remote, extra={"connection": self.name})
             self.remote = remote
-        if local[1] == self.ep.natt_port and not self.floated:
+        if local[1] == self.host.engine.natt_port and not self.floated:
             self.floated = True
             self.local = local
 
-    # ------------------------------------------------------------ timers
-    def _arm_dpd(self, now: float) -> None:
-        if self.conn is not None and self.conn.dpd_delay > 0 and self.established:
-            self.dpd_at = now + self.conn.dpd_delay
+    def float_ports(self) -> None:
+        """Move IKE to the NAT-T ports after IKE_SA_INIT (§2.23)."""
+        self.local = (self.local[0], self.host.engine.natt_port)
+        self.remote = (self.remote[0], self.conn.remote_natt_port)
+        self.floated = True
 
-    def next_timer(self) -> float | None:
-        times = [self.rekey_at, self.expire_at, self.dpd_at, self.keepalive_at, self.half_open_deadline]
-        if self.outstanding is not None:
-            times.append(self.outstanding.next_at)
-        for c in self.children.values():
-            times.append(c.rekey_at)
-            times.append(c.expire_at)
-        times = [t for t in times if t is not None]
-        return min(times) if times else None
-
-    def handle_timer(self, now: float) -> None:
-        from engine.ike import tasks
-
-        if self.state == IkeState.DESTROYED:
-            return
-        out = self.outstanding
-        if out is not None and now >= out.next_at:
-            if out.retransmits >= self.ep.retransmit_tries:
-                self.outstanding = None
-                self._peer_gone(out, now)
-                return
-            out.retransmits += 1
-            out.next_at = now + self.ep.retransmit_timeout(out.retransmits)
-            self.ep.count("retransmits")
-            self._summary_event(True, out.exchange, out.mid, False, out.payloads, sum(map(len, out.datagrams)),
-                                now, retransmit=out.retransmits, fragments=len(out.datagrams))
-            self.transmit(out.datagrams, now)
-        if self.half_open_deadline is not None and now >= self.half_open_deadline:
-            self.half_open_deadline = None
-            if self.state == IkeState.CONNECTING:
-                self.fail(ExchangeType.IKE_AUTH, "TIMEOUT",
-                          "the peer never completed IKE_AUTH (half-open SA timed out)", now)
-                self.destroy(now, "half-open timeout")
-                return
-        if self.expire_at is not None and now >= self.expire_at:
-            self.expire_at = None
-            self.delete(now, reason="IKE SA lifetime expired")
-            return
-        if self.rekey_at is not None and now >= self.rekey_at:
-            self.rekey_at = None
-            if self.state == IkeState.ESTABLISHED:
-                self.queue(tasks.RekeyIke(), now)
-        if self.dpd_at is not None and now >= self.dpd_at:
-            self.dpd_at = None
-            if self.state == IkeState.ESTABLISHED and self.outstanding is None and not self.tasks:
-                if now - self.last_received >= self.conn.dpd_delay:
-                    self.queue(tasks.Dpd(), now)
-                else:
-                    self.dpd_at = self.last_received + self.conn.dpd_delay
-        if self.keepalive_at is not None and now >= self.keepalive_at:
-            if self.nat.local_behind and self.floated and self.established:
-                self.ep.transmit(b"\xff", self.local, self.remote)
-            self.keepalive_at = now + self.ep.keepalive_interval
-        for child in list(self.children.values()):
-            if child.expire_at is not None and now >= child.expire_at:
-                child.expire_at = None
-                child.rekey_at = None
-                if child.state in (ChildState.REKEYED,):
-                    self.remove_child(child, now, "rekeyed (old SA expired)")
-                else:
-                    self.queue(tasks.DeleteChild(child, "lifetime expired"), now)
-            elif child.rekey_at is not None and now >= child.rekey_at:
-                child.rekey_at = None
-                if child.state == ChildState.INSTALLED and self.established:
-                    self.queue(tasks.RekeyChild(child), now)
-
-    def _peer_gone(self, out: Outstanding, now: float) -> None:
-        """Retransmissions exhausted (§2.4): the IKE SA and its children are dead."""
-        from engine.events import DpdTimeout
-
-        reason = f"no response to {_ex_name(out.exchange)} after {out.retransmits} retransmissions"
-        if self.state == IkeState.CONNECTING:
-            self.fail(out.exchange, "TIMEOUT", f"{reason}: is the peer reachable and listening "
-                      f"on {self.remote[0]}:{self.remote[1]}?", now)
-            self.destroy(now, reason)
-            self.ep.connection_failed(self, now)
-            return
-        action = "clear"
-        if self.conn is not None:
-            for c in self.children.values():
-                if c.config.dpd_action != "clear":
-                    action = c.config.dpd_action
-                    break
-        self.ep.emit(DpdTimeout(self.unique_id, self.name, action))
-        out.task.on_timeout(self, now)
-        children = [c.config for c in self.children.values() if c.state != ChildState.DELETED]
-        self.destroy(now, f"peer gone: {reason}")
-        self.ep.peer_gone(self, children, action, now)
-
-    # ------------------------------------------------------------ lifetimes
-    def schedule_lifetimes(self, now: float) -> None:
-        c = self.conn
-        if c is None:
-            return
-        if c.rekey_time > 0:
-            jitter = self.ep.random.uniform(0, min(c.rand_time, c.rekey_time / 2)) if c.rand_time else 0.0
-            self.rekey_at = now + c.rekey_time - jitter
-            self.expire_at = now + c.rekey_time + c.over_time
-        self._arm_dpd(now)
-        if self.nat.local_behind:
-            self.keepalive_at = now + self.ep.keepalive_interval
-
-    def child_lifetimes(self, child: ChildSa, now: float) -> None:
-        cfg = child.config
-        if cfg.rekey_time > 0:
-            jitter = self.ep.random.uniform(0, min(cfg.rand_time, cfg.rekey_time / 2)) if cfg.rand_time else 0.0
-            child.rekey_at = now + cfg.rekey_time - jitter
-        else:
-            child.rekey_at = None
-        child.expire_at = now + cfg.life_time if cfg.life_time > 0 else None
+    # ------------------------------------------------------------ timers: sa_timers.py's functions as methods
+    next_timer = sa_timers.next_timer
+    handle_timer = sa_timers.handle
+    schedule_lifetimes = sa_timers.schedule_lifetimes
+    child_lifetimes = sa_timers.child_lifetimes
+    superseded = sa_timers.superseded
 
     # ------------------------------------------------------------ children
     def install_child(self, child: ChildSa, now: float) -> None:
@@ -522,19 +518,30 @@ class IkeSa:
                      self.name, self.unique_id, child.config.name, child.unique_id, child.spi_in.hex(),
                      child.spi_out.hex(), " ".join(map(str, child.local_ts)), " ".join(map(str, child.remote_ts)),
                      self.remote_id, self.remote[0], extra={"connection": self.name})
-        self.ep.emit(installed_event(child, ike_sa=self.unique_id, connection=self.name,
-                                     local=self.local, remote=self.remote, encap=self.encap,
-                                     peer_is_ours=self.peer_is_ours))
+        self.host.emit(installed_event(child, ike_sa=self.unique_id, connection=self.name,
+                                       local=self.local, remote=self.remote, encap=self.encap,
+                                       peer_is_ours=self.peer_is_ours))
+        self.host.changed(self)
 
     def remove_child(self, child: ChildSa, now: float, reason: str) -> None:
         if child.state == ChildState.DELETED:
             return
         child.set_state(ChildState.DELETED)
-        self.children.pop(child.spi_in, None)
-        self.deleting_children.discard(child.spi_in)
-        self.ep.release_spi(child.spi_in)
-        self.ep.emit(deleted_event(child, ike_sa=self.unique_id, connection=self.name,
-                                   local=self.local, remote=self.remote, reason=reason))
+        child.rekey_at = child.expire_at = child.deadline = None
+        if self.children.get(child.spi_in) is child:
+            del self.children[child.spi_in]
+        self.host.ids.release_spi(child.spi_in)
+        self.host.emit(deleted_event(child, ike_sa=self.unique_id, connection=self.name,
+                                     local=self.local, remote=self.remote, reason=reason))
+
+    def confirmed(self, child: ChildSa, now: float) -> bool:
+        """The peer knows ``child``: we created it as initiator, or the peer has sent
+        a request since our answer that created it (§2.3: a window of one), or it
+        has had a whole retransmission budget to get that answer."""
+        if child.unconfirmed_mid is not None and (self.peer_mid > child.unconfirmed_mid
+                                                  or now >= child.unconfirmed_until):
+            child.unconfirmed_mid = None
+        return child.unconfirmed_mid is None
 
     def child_by_spi_out(self, spi: bytes) -> ChildSa | None:
         for c in self.children.values():
@@ -542,66 +549,84 @@ class IkeSa:
                 return c
         return None
 
+    def hand_over(self, new: IkeSa, now: float) -> None:
+        """A rekey replaced this IKE SA by ``new``: children and the exchanges we
+        had not started yet move there (§2.18)."""
+        for child in self.children.values():
+            # The peer started or answered this rekey after every answer of ours:
+            # it knows all these CHILD SAs (and Message IDs start again on ``new``).
+            child.unconfirmed_mid = None
+        new.children.update(self.children)
+        self.children.clear()
+        for ex in self.queue:
+            if ex.migrate(new):
+                new.queue.append(ex)
+            else:
+                ex.abort(now)
+        self.queue.clear()
+        for at, ex in self.deferred:
+            if ex.migrate(new):
+                new.deferred.append((at, ex))
+        self.deferred.clear()
+        self.rekey_at = self.expire_at = self.dpd_at = self.keepalive_at = None
+        self.host.changed(self)
+        self.host.changed(new)
+        new.kick(now)
+
     # ------------------------------------------------------------ commands
     def delete(self, now: float, reason: str = "terminated") -> None:
         """Delete the IKE SA (and its children) with an INFORMATIONAL."""
-        from engine.ike import tasks
-
         if self.state in (IkeState.DELETING, IkeState.DESTROYED):
             return
-        if self.state in (IkeState.CREATED, IkeState.CONNECTING):
+        if self.state in (IkeState.CREATED, IkeState.CONNECTING) or self.pending:
             # Nobody is authenticated yet: there is nothing to delete with the peer.
             self.destroy(now, reason)
             return
         self.delete_reason = reason
-        self.tasks.clear()
-        self.outstanding = None  # the delete supersedes anything in flight
+        for ex in self.queue:
+            ex.abort(now)
+        self.queue.clear()
+        self.deferred.clear()
         self.set_state(IkeState.DELETING, reason)
-        self.queue(tasks.DeleteIke(reason), now)
+        active = self.active
+        if active is not None and not active.survives_delete():
+            # The delete supersedes what is in flight; its answer is ignored.
+            self.active = None
+            self.outstanding = None
+            active.abort(now)
+        self.start(self.host.exchanges.ike_delete(self, reason), now)
 
-    def destroy(self, now: float, reason: str) -> None:
+    def destroy(self, now: float, reason: str, ended: Ended | None = None) -> None:
         """Drop the IKE SA without talking to the peer."""
         if self.state == IkeState.DESTROYED:
             return
+        active, self.active = self.active, None
+        self.outstanding = None
+        if active is not None:
+            active.abort(now)
+        for ex in self.queue:
+            ex.abort(now)
+        self.queue.clear()
+        self.deferred.clear()
+        self.responding = None
         for child in list(self.children.values()):
             self.remove_child(child, now, f"IKE SA gone: {reason}")
-        self.outstanding = None
-        self.tasks.clear()
-        self.rekey_at = self.expire_at = self.dpd_at = self.keepalive_at = self.half_open_deadline = None
+        self.rekey_at = self.expire_at = self.dpd_at = self.keepalive_at = None
+        self.half_open_deadline = self.deadline = None
         self.set_state(IkeState.DESTROYED, reason)
-        self.ep.forget(self)
+        # What is dead holds no keys, even if something still refers to the object.
+        self.keys = None
+        self.sk = None
+        self.cached = None
+        self.reassembly.clear()
+        self.host.ended(self, ended or Ended("deleted", reason), now)
 
 
-def _ex_name(exchange: int) -> str:
-    try:
-        return ExchangeType(exchange).name
-    except ValueError:
-        return str(exchange)
+@functools.lru_cache(maxsize=16)
+def retransmit_budget(timeout: float, base: float, tries: int) -> float:
+    return sum(timeout * base ** n for n in range(tries + 1))
 
 
-def _notify_name(notify: int | None) -> str:
-    if notify is None:
-        return "NONE"
-    try:
-        return NotifyType(notify).name
-    except ValueError:
-        return str(notify)
-
-
-def find(payloads, cls, pred: Callable | None = None):
-    for p in payloads:
-        if isinstance(p, cls) and (pred is None or pred(p)):
-            return p
-    return None
-
-
-def notify(payloads, ntype: int) -> NotifyPayload | None:
-    for p in payloads:
-        if isinstance(p, NotifyPayload) and p.type == ntype:
-            return p
-    return None
-
-
-def error_notifies(payloads) -> list[NotifyPayload]:
-    return [p for p in payloads if isinstance(p, NotifyPayload) and p.type < 16384]
-
+def _is_first_fragment(message: Message) -> bool:
+    last = message.payloads[-1] if message.payloads else None
+    return not isinstance(last, SkfPayload) or last.fragment_number == 1

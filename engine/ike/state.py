@@ -1,5 +1,7 @@
-"""The state tables of the IKE SA and CHILD SA machines. One table per
-machine; a move that is not in the table raises IllegalTransition."""
+"""The lifecycle tables of the IKE SA and CHILD SA (the states the console
+shows). One table per machine; a move that is not in the table raises
+IllegalTransition. The exchanges that move SAs along them have their own
+tables, in engine.ike.exchanges."""
 
 from __future__ import annotations
 
@@ -8,8 +10,10 @@ from engine.ike.errors import IllegalTransition
 
 S = IkeState
 IKE_TRANSITIONS: dict[IkeState, frozenset[IkeState]] = {
-    # CREATED -> ESTABLISHED: an IKE SA born from a rekey is established at once.
-    S.CREATED: frozenset({S.CONNECTING, S.ESTABLISHED, S.DESTROYED}),
+    # CREATED -> ESTABLISHED: an IKE SA born from a rekey is established at once;
+    # CREATED -> REKEYED: one born from the peer's rekey that lost a collision
+    # (engine.ike.exchanges.ike_rekey) only waits for the peer's delete.
+    S.CREATED: frozenset({S.CONNECTING, S.ESTABLISHED, S.REKEYED, S.DESTROYED}),
     S.CONNECTING: frozenset({S.ESTABLISHED, S.DELETING, S.DESTROYED}),
     S.ESTABLISHED: frozenset({S.REKEYING, S.REKEYED, S.DELETING, S.DESTROYED}),
     # REKEYING -> ESTABLISHED: the rekey failed or lost a collision.

@@ -268,6 +268,14 @@ class EngineConfig:
     """Serve Prometheus metrics over HTTP on this loopback address, e.g. ``127.0.0.1:9814``."""
     metrics_interval: float = 15.0
     """Seconds between two writes of ``metrics_textfile``."""
+    max_packet: int = 10000
+    """Largest IKE datagram, and largest reassembled IKE message, accepted (bytes; charon's default)."""
+    cookie_threshold_ip: int = 3
+    """Half-open IKE SAs from one address above which a responder demands COOKIEs from it."""
+    block_threshold: int = 5
+    """Half-open IKE SAs one address may hold; its further IKE_SA_INIT requests are ignored."""
+    init_limit_half_open: int = 1000
+    """Half-open IKE SAs in all; further IKE_SA_INIT requests are ignored (0: no limit)."""
 
 
 LabFlow = Literal["icmp", "udp", "tcp"]

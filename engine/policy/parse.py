@@ -50,7 +50,8 @@ TOP_KEYS = ("engine", "lab", "connections", "rules", "pools")
 ENGINE_KEYS = ("datapath", "listen", "ike_port", "natt_port", "secrets", "control", "retransmit_timeout",
                "retransmit_base", "retransmit_tries", "half_open_threshold", "keepalive", "crls", "pki",
                "tun_device", "tun_mtu", "tun_offload", "state_dir", "save_keys", "metrics_textfile",
-               "metrics_listen", "metrics_interval")
+               "metrics_listen", "metrics_interval", "max_packet", "cookie_threshold_ip", "block_threshold",
+               "init_limit_half_open")
 LAB_KEYS = ("peers", "rate", "flows")
 CONNECTION_KEYS = ("local_addrs", "remote_addrs", "local_port", "remote_port", "remote_natt_port", "proposals",
                    "local", "remote",
@@ -214,6 +215,11 @@ class _PolicyParser:
             metrics_textfile=self._folder(t, "metrics_textfile", P),
             metrics_listen=self._metrics_listen(t, P),
             metrics_interval=self._positive(t, "metrics_interval", P, d.metrics_interval),
+            # RFC 7296 §2: every implementation takes 1280-byte messages; 65535 is the UDP limit.
+            max_packet=r.int_(t, "max_packet", P, d.max_packet, lo=1280, hi=65535),
+            cookie_threshold_ip=r.int_(t, "cookie_threshold_ip", P, d.cookie_threshold_ip, lo=1),
+            block_threshold=r.int_(t, "block_threshold", P, d.block_threshold, lo=1),
+            init_limit_half_open=r.int_(t, "init_limit_half_open", P, d.init_limit_half_open, lo=0),
         )
 
     def _folder(self, t: dict, key: str, path: str) -> str | None:

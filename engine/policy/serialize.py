@@ -63,7 +63,8 @@ def _engine(e: EngineConfig) -> dict[str, Any]:
         out["crls"] = list(e.crls)
     if e.pki_dir:
         out["pki"] = e.pki_dir
-    for key in ("tun_device", "tun_mtu", "tun_offload"):
+    for key in ("tun_device", "tun_mtu", "tun_offload", "max_packet", "cookie_threshold_ip", "block_threshold",
+                "init_limit_half_open"):
         if getattr(e, key) != getattr(d, key):
             out[key] = getattr(e, key)
     for key in ("state_dir", "save_keys", "metrics_textfile", "metrics_listen"):

@@ -240,15 +240,22 @@ class EngineRuntime:
         return n
 
     def apply_policy(self, policy: Policy, text: str | None = None) -> PolicyApplied:
-        """Switch to a validated policy; unrelated SAs stay up."""
-        e_old, e_new = self.policy.engine, policy.engine
-        if (e_old.listen, e_old.ike_port, e_old.natt_port, e_old.datapath) != \
-                (e_new.listen, e_new.ike_port, e_new.natt_port, e_new.datapath):
-            raise ValueError("changing [engine] listen, ports or datapath needs a restart")
-        result = self.endpoint.apply_policy(policy, self.now(), _credentials(policy))
+        """Switch to a validated policy; unrelated SAs stay up. The whole change is
+        planned first ([engine] keys that need a restart, credentials, each changed
+        connection, the datapath when it can tell): if any step would fail, it raises
+        (LocalError, PkiError or the datapath's error, naming the connection) and
+        nothing changed: same SAs, same policy, no event."""
+        credentials = _credentials(policy)
+        plan = self.endpoint.plan_policy(policy, credentials)
+        check = getattr(self.datapath, "check_policy", None)
+        if check is not None:
+            check(policy)
+        # The datapath first: it is the one step that may still refuse; the endpoint's
+        # commit cannot fail once planned.
+        self.datapath.apply_policy(policy)
+        result = self.endpoint.apply_policy(policy, self.now(), credentials, plan=plan)
         self.policy = policy
         self.policy_text = text
-        self.datapath.apply_policy(policy)
         self._after()
         return result
 

@@ -5,6 +5,7 @@ duplicate, reorder, inspect or mutate them."""
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import itertools
 import random
 from collections.abc import Callable
@@ -148,3 +149,82 @@ class Pair:
 
     def of(self, side: str, cls) -> list:
         return [e for e in self.events[side] if isinstance(e, cls)]
+
+
+class Network:
+    """A link with delays between the two endpoints of a Pair, for schedules:
+    each datagram takes the next fate (drop, duplicate, delay) from ``fates``;
+    once they run out the link is perfect. Time only moves through ``run_until``."""
+
+    def __init__(self, pair: Pair, fates=(), *, base_delay: float = 0.01) -> None:
+        self.p = pair
+        self.fates = list(fates)
+        self.base = base_delay
+        self.flight: list[tuple[float, int, str, Datagram]] = []
+        self.seq = itertools.count()
+        self.delivered = 0
+
+    def _launch(self, side: str, d: Datagram) -> None:
+        now = self.p.now
+        if self.fates:
+            kind, delay = self.fates.pop(0)
+            if kind == "drop":
+                return
+            heapq.heappush(self.flight, (now + self.base + delay, next(self.seq), side, d))
+            if kind == "dup":
+                heapq.heappush(self.flight, (now + self.base + 2 * delay + 0.5, next(self.seq), side, d))
+            return
+        heapq.heappush(self.flight, (now + self.base, next(self.seq), side, d))
+
+    def collect(self) -> None:
+        for side in ("a", "b"):
+            ep = self.p.ep(side)
+            for d in ep.datagrams_to_send():
+                self._launch(side, d)
+            while ep.next_event() is not None:
+                pass
+
+    def _deliver(self, side: str, d: Datagram) -> None:
+        dst = self.p.b if side == "a" else self.p.a
+        data = d.data
+        if d.local[1] == dst.natt_port or d.remote[1] == dst.natt_port:
+            if data == b"\xff" or not data.startswith(NON_ESP_MARKER):
+                return  # keepalive or ESP
+            data = data[len(NON_ESP_MARKER):]
+        self.delivered += 1
+        dst.receive_datagram(data, d.remote, d.local, self.p.now)
+
+    def next_time(self) -> float | None:
+        times = [t for t in (self.p.a.get_timer(), self.p.b.get_timer()) if t is not None]
+        if self.flight:
+            times.append(self.flight[0][0])
+        return min(times) if times else None
+
+    def run_until(self, end: float, max_steps: int = 100_000) -> None:
+        """Deliver datagrams and fire timers in time order up to ``end``."""
+        p = self.p
+        for _ in range(max_steps):
+            self.collect()
+            t = self.next_time()
+            if t is None or t > end:
+                p.now = max(p.now, end)
+                return
+            p.now = max(p.now, t)
+            if self.flight and self.flight[0][0] <= p.now:
+                _, _, side, d = heapq.heappop(self.flight)
+                self._deliver(side, d)
+                continue
+            for ep in (p.a, p.b):
+                et = ep.get_timer()
+                if et is not None and et <= p.now:
+                    ep.handle_timer(p.now)
+        raise AssertionError("the schedule never settled")
+
+    def settle(self, max_rounds: int = 10_000) -> None:
+        """Deliver whatever is in flight (time moves only as far as the last arrival)."""
+        for _ in range(max_rounds):
+            self.collect()
+            if not self.flight:
+                return
+            self.run_until(self.flight[0][0])
+        raise AssertionError("the link never went quiet")

@@ -23,6 +23,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine.events import ChildState, IkeState
+from engine.ike.exchanges.create_child import CreateChild
+from engine.ike.exchanges.informational import DeleteChild, Dpd
 from engine.ike.state import CHILD_TRANSITIONS, IKE_TRANSITIONS
 from engine.wire.constants import NON_ESP_MARKER, ExchangeType
 from engine.wire.message import encode_message
@@ -73,7 +75,7 @@ def check_consistent(p: Pair) -> None:
     for ep in (p.a, p.b):
         for sa in ep.sas:
             assert sa.state in IKE_TRANSITIONS and sa.state != IkeState.DESTROYED
-            assert sa.our_spi and ep._sas.get(sa.our_spi) is sa
+            assert sa.our_spi and ep.registry.get(sa.our_spi) is sa
             for spi, c in sa.children.items():
                 assert c.state in CHILD_TRANSITIONS and c.state != ChildState.DELETED
                 assert spi == c.spi_in and len(c.spi_in) == 4 and len(c.spi_out) == 4
@@ -168,21 +170,19 @@ REQUESTS = ["child_rekey", "ike_rekey", "new_child", "delete_child", "delete_ike
 
 def _valid_request(p: Pair, kind: str):
     """Let a build a real request, take it off the wire, return (exchange, mid, payloads)."""
-    from engine.ike.tasks import CreateChild, DeleteChild, Dpd
-
     sa = p.a.sas[0]
     if kind == "child_rekey":
         p.a.rekey("tun", p.now)
     elif kind == "ike_rekey":
         p.a.rekey("tun", p.now, ike=True)
     elif kind == "new_child":
-        sa.queue(CreateChild(sa.conn.children[0]), p.now)
+        sa.start(CreateChild(sa, sa.conn.children[0]), p.now)
     elif kind == "delete_child":
-        sa.queue(DeleteChild(next(iter(sa.children.values()))), p.now)
+        sa.start(DeleteChild(sa, next(iter(sa.children.values()))), p.now)
     elif kind == "delete_ike":
         p.a.terminate("tun", p.now)
     else:
-        sa.queue(Dpd(), p.now)
+        sa.start(Dpd(sa), p.now)
     p.collect()
     p.wire.clear()
     out = sa.outstanding

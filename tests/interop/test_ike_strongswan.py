@@ -216,7 +216,8 @@ def test_proposal_mismatch_names_both_lists(env, direction):
     c = charon(cs, proposals="aes128-sha256-modp2048")
     o = ours(us, proposals=("aes256gcm16-prfsha256-x25519",))
     if direction == "we_initiate":
-        o.cli("initiate", "psk-tunnel", "--no-wait")  # it fails: the events tell why
+        r = o.cli("initiate", "psk-tunnel", check=False)
+        assert r.returncode == 1, r.stdout + r.stderr  # initiate waits for the outcome: it failed
     else:
         c.swanctl("--initiate", "--child", "psk-tunnel", "--timeout", "10", check=False)
     failed = wait_for(lambda: o.events("NegotiationFailed"), what="NegotiationFailed")[0]
@@ -307,7 +308,8 @@ def test_libreswan_ike_sa(env, tmp_path, direction):
     try:
         o = ours(us)
         if direction == "we_initiate":
-            o.cli("initiate", "psk-tunnel", "--no-wait")  # the CHILD SA cannot come up
+            # --no-wait: initiate now waits for the CHILD SA, which pluto cannot install here
+            o.cli("initiate", "psk-tunnel", "--no-wait")
         else:
             p.whack("--initiate", "--name", "psk-tunnel", "--asynchronous")
         # Libreswan cannot install CHILD SAs without kernel ESP; the IKE SA must come up.

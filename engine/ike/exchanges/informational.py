@@ -1,0 +1,255 @@
+"""INFORMATIONAL (RFC 7296 §1.4, §1.5): deleting CHILD SAs and the IKE SA,
+liveness checks (DPD, an empty request), and error notifies.
+
+Rules (initiator):
+- DELETE of a CHILD SA: it is DELETING until the answer; a CHILD SA that is
+  already gone when the exchange starts is not deleted twice; one we created
+  answering the peer waits until the peer shows it has that answer (its next
+  request), or the peer would install it after our delete.
+- DELETE of the IKE SA: destroyed when the peer answers (or when the
+  retransmissions run out: nothing is left to detect).
+- DPD: an empty request while the IKE SA is up; no answer after every
+  retransmission means the peer is gone (sa.py, dpd_action).
+
+Rules (responder):
+- DELETE IKE: answered empty, then the IKE SA goes; a rekey we have in flight
+  hears of it first (it may adopt the peer's new IKE SA, ike_rekey.py).
+- DELETE CHILD: answered with our SPIs of those pairs, except pairs we are
+  deleting ourselves (§1.4.1: the two requests crossed); SPIs we do not know
+  are ignored. A CHILD rekey we have in flight hears of it (child_rekey.py).
+- AUTHENTICATION_FAILED: the peer could not verify us after all; the SA goes.
+- Empty: liveness, answered empty. Anything else: answered empty.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from engine.events import ChildState, IkeState
+from engine.ike import proposals as props
+from engine.ike.child import ChildSa
+from engine.ike.exchange import Initiator, Label, Request, Responder, Table, notify
+from engine.ike.host import Ended
+from engine.wire.constants import ExchangeType, NotifyType, ProtocolId
+from engine.wire.payloads import DeletePayload, NotifyPayload
+
+log = logging.getLogger("engine.ike")
+INFORMATIONAL = ExchangeType.INFORMATIONAL
+RETRY = (2.0, 10.0)
+"""Seconds before a deferred delete is tried again (random in this range)."""
+
+
+class S(Label):
+    IDLE = "idle"
+    SENT = "sent"
+    DONE = "done"
+
+
+class I(Label):  # noqa: E742 (the table reads best with short names)
+    START = "start"
+    START_STALE = "start, but there is nothing left to do"
+    START_UNCONFIRMED = "start, but the peer may not have our answer that created the CHILD SA yet"
+    RESPONSE = "response"
+    ABORT = "abort"
+    # requests we answer
+    REQ_DELETE_IKE = "delete of the IKE SA"
+    REQ_DELETE_CHILDREN = "delete of CHILD SAs"
+    REQ_AUTH_FAILED = "AUTHENTICATION_FAILED notify"
+    REQ_EMPTY = "empty (liveness)"
+    REQ_OTHER = "other notifies"
+
+
+TABLE = Table("INFORMATIONAL", {
+    # initiator: one request, one answer (DELETE CHILD, DELETE IKE, DPD, a notify)
+    (S.IDLE, I.START): (S.SENT, "send"),
+    (S.IDLE, I.START_STALE): (S.DONE, None),
+    (S.IDLE, I.START_UNCONFIRMED): (S.DONE, "retry_soon"),
+    (S.IDLE, I.ABORT): (S.DONE, None),
+    (S.SENT, I.RESPONSE): (S.DONE, "done"),
+    (S.SENT, I.ABORT): (S.DONE, None),
+    (S.DONE, I.ABORT): (S.DONE, None),
+    # responder
+    (S.IDLE, I.REQ_DELETE_IKE): (S.DONE, "answer_delete_ike"),
+    (S.IDLE, I.REQ_DELETE_CHILDREN): (S.DONE, "answer_delete_children"),
+    (S.IDLE, I.REQ_AUTH_FAILED): (S.DONE, "answer_auth_failed"),
+    (S.IDLE, I.REQ_EMPTY): (S.DONE, "answer_empty"),
+    (S.IDLE, I.REQ_OTHER): (S.DONE, "answer_empty"),
+}, remote={I.RESPONSE, I.REQ_DELETE_IKE, I.REQ_DELETE_CHILDREN, I.REQ_AUTH_FAILED, I.REQ_EMPTY, I.REQ_OTHER},
+    final={S.DONE})
+
+
+class _Informational(Initiator):
+    TABLE = TABLE
+    INITIAL = S.IDLE
+
+    def request(self, now: float) -> Request | None:
+        if self.state != S.IDLE:
+            return None
+        self.now = now
+        self.fire(self.start_input(), now)
+        return Request(INFORMATIONAL, self.payloads) if self.state == S.SENT else None
+
+    def start_input(self) -> I:
+        return I.START
+
+    def send(self, now: float) -> None:
+        self.payloads = self.build(now)
+
+    def build(self, now: float) -> list:
+        return []
+
+    def response(self, exchange: int, payloads: list, now: float) -> None:
+        self.fire(I.RESPONSE, now)
+
+    def done(self, now: float) -> None:
+        pass
+
+    def abort(self, now: float) -> None:
+        self.fire(I.ABORT, now)
+
+    def migrate(self, sa) -> bool:
+        return False
+
+
+class DeleteChild(_Informational):
+    name = "INFORMATIONAL (delete CHILD)"
+
+    def __init__(self, sa, child: ChildSa, reason: str = "terminated") -> None:
+        super().__init__(sa)
+        self.child = child
+        self.reason = reason
+
+    def start_input(self) -> I:
+        c, sa = self.child, self.sa
+        if c.state in (ChildState.DELETED, ChildState.DELETING) or sa.children.get(c.spi_in) is not c:
+            return I.START_STALE
+        # Deleting an SA the peer does not know yet would leave it installed there.
+        return I.START if sa.confirmed(c, self.now) else I.START_UNCONFIRMED
+
+    def retry_soon(self, now: float) -> None:
+        self.sa.defer(DeleteChild(self.sa, self.child, self.reason), now + self.sa.host.random.uniform(*RETRY))
+
+    def build(self, now: float) -> list:
+        c = self.child
+        c.set_state(ChildState.DELETING)
+        c.rekey_at = c.deadline = None
+        return [DeletePayload(props.protocol_id(c.protocol), (c.spi_in,))]
+
+    def done(self, now: float) -> None:
+        self.sa.remove_child(self.child, now, self.reason)
+
+    def holds_child(self, child: ChildSa) -> bool:
+        return child is self.child and self.state == S.SENT
+
+    def migrate(self, sa) -> bool:
+        self.sa = sa  # the CHILD SA moved with the IKE SA's rekey
+        return True
+
+
+class DeleteIke(_Informational):
+    name = "INFORMATIONAL (delete IKE)"
+
+    def __init__(self, sa, reason: str) -> None:
+        super().__init__(sa)
+        self.reason = reason
+
+    def build(self, now: float) -> list:
+        return [DeletePayload(ProtocolId.IKE, ())]
+
+    def done(self, now: float) -> None:
+        self.sa.destroy(now, self.reason)
+
+
+class Dpd(_Informational):
+    """An empty INFORMATIONAL: is the peer still there? (§1.4, liveness)."""
+
+    name = "INFORMATIONAL (DPD)"
+
+    def start_input(self) -> I:
+        return I.START if self.sa.state == IkeState.ESTABLISHED else I.START_STALE
+
+
+class Notify(_Informational):
+    """An error notify we send without waiting for anything (the IKE SA goes
+    right after, e.g. AUTHENTICATION_FAILED after IKE_AUTH, §2.21.2)."""
+
+    name = "INFORMATIONAL (notify)"
+
+    def __init__(self, sa, notify_type: int) -> None:
+        super().__init__(sa)
+        self.notify_type = notify_type
+
+    def build(self, now: float) -> list:
+        return [NotifyPayload(self.notify_type)]
+
+
+class InformationalResponder(Responder):
+    TABLE = TABLE
+    INITIAL = S.IDLE
+    name = "INFORMATIONAL"
+
+    def respond(self, exchange: int, payloads: list, now: float) -> list:
+        self.answer: list = []
+        self.after: str | None = None
+        deletes = [p for p in payloads if isinstance(p, DeletePayload)]
+        if any(d.protocol == ProtocolId.IKE for d in deletes):
+            inp = I.REQ_DELETE_IKE
+        elif deletes:
+            inp = I.REQ_DELETE_CHILDREN
+        elif notify(payloads, NotifyType.AUTHENTICATION_FAILED) is not None:
+            inp = I.REQ_AUTH_FAILED
+        elif not payloads:
+            inp = I.REQ_EMPTY
+        else:
+            inp = I.REQ_OTHER
+        self.fire(inp, now, deletes=deletes)
+        return self.answer
+
+    def responded(self, now: float) -> None:
+        if self.after is not None:
+            getattr(self, self.after)(now)
+
+    def answer_empty(self, now: float, **_) -> None:
+        pass
+
+    def answer_delete_ike(self, now: float, **_) -> None:
+        self.after = "_destroy"
+
+    def _destroy(self, now: float) -> None:
+        sa = self.sa
+        reason = "rekeyed" if sa.state == IkeState.REKEYED else "deleted by peer"
+        if sa.active is not None:
+            sa.active.peer_deleted_ike(now)
+        sa.destroy(now, reason)
+
+    def answer_delete_children(self, now: float, deletes: list) -> None:
+        sa = self.sa
+        ours: dict[int, list[bytes]] = {}
+        self.removed: list[ChildSa] = []
+        for d in deletes:
+            for spi in d.spis:
+                child = sa.child_by_spi_out(spi)
+                if child is None or child in self.removed:
+                    continue  # unknown or already gone: nothing to delete (§1.4.1)
+                if child.state != ChildState.DELETING:
+                    ours.setdefault(d.protocol, []).append(child.spi_in)
+                self.removed.append(child)
+        self.answer = [DeletePayload(proto, tuple(spis)) for proto, spis in ours.items()]
+        self.after = "_remove_children"
+
+    def _remove_children(self, now: float) -> None:
+        sa = self.sa
+        for child in self.removed:
+            sa.remove_child(child, now, "rekeyed" if child.state == ChildState.REKEYED else "deleted by peer")
+            if sa.active is not None:
+                sa.active.peer_deleted_child(child, now)
+
+    def answer_auth_failed(self, now: float, **_) -> None:
+        self.after = "_auth_failed"
+
+    def _auth_failed(self, now: float) -> None:
+        sa = self.sa
+        sa.fail(ExchangeType.IKE_AUTH, "AUTHENTICATION_FAILED",
+                "the peer could not verify our authentication: check the pre-shared key and IDs on both sides",
+                now, sent_by_peer=True)
+        sa.destroy(now, "peer rejected our AUTH", Ended("failed", "peer rejected our AUTH"))
