@@ -12,6 +12,7 @@ import logging
 import signal
 import sys
 
+from engine import logsafe
 from engine.runtime.client import DEFAULT_CONTROL
 
 log = logging.getLogger("engine.daemon")
@@ -24,7 +25,10 @@ def setup_logging(verbose: int) -> None:
     root = logging.getLogger("engine")
     root.setLevel(logging.DEBUG if verbose >= 2 else logging.INFO)
     handler.setLevel(level)
+    logsafe.protect(handler)  # escaped, capped, rate-limited (engine.logsafe)
     root.addHandler(handler)
+    # asyncio's own errors (an accept loop out of descriptors) go through the same limits.
+    logging.getLogger("asyncio").addHandler(handler)
 
 
 def make_datapath(policy, kind: str | None = None):
@@ -72,8 +76,10 @@ async def serve(config: str, control: str | None, *, datapath: str | None = None
     from engine.pki.errors import PkiError
     from engine.policy.findings import PolicyError
     from engine.policy.parse import load_policy
-    from engine.runtime.control import ControlServer
+    from engine.runtime.control import ControlServer, raise_open_files_limit
     from engine.runtime.engine import EngineRuntime
+
+    raise_open_files_limit()
 
     try:
         policy = load_policy(config)
