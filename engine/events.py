@@ -178,6 +178,11 @@ class ChildSaInstalled(Event):
     """The peer announced itself as ipsec-console (Vendor ID): it accepts whole TCP
     super-packets in one ESP packet (the userspace datapath's offload)."""
 
+    def without_keys(self) -> "ChildSaInstalled":
+        """A copy with empty keys, for anything kept after the datapath installed the SA."""
+        empty = Secret(b"")
+        return dataclasses.replace(self, keys=ChildKeys(empty, empty, empty, empty))
+
 
 @dataclass(frozen=True)
 class ChildSaDeleted(Event):
