@@ -154,8 +154,8 @@ class Reader:
         known = list(known)
         for key in table:
             if key not in known:
-                if self.full:
-                    self.left_out += 1
+                if self.full:  # counted only: no hint worth its cost
+                    self.error(key_path(path, key), f"unknown {what}")
                     continue
                 hint = difflib.get_close_matches(key[:100], known, n=1, cutoff=0.6)
                 more = f" (did you mean '{hint[0]}'?)" if hint else f" (known: {', '.join(known)})"
