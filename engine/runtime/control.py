@@ -205,6 +205,9 @@ class _Connection:
         async with self.lock:
             size = 0
             for piece in pieces:
+                if self.writer.transport.is_closing():
+                    # The client left: writing on would only make asyncio warn once per piece.
+                    raise ConnectionResetError("the client closed the connection")
                 self.writer.write(piece)
                 size += len(piece)
                 if size >= _WRITE_PIECE:

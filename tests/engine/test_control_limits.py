@@ -127,13 +127,14 @@ async def test_a_request_line_over_the_limit_is_answered_then_closed(server):
 
 async def test_a_client_that_leaves_before_reading_makes_no_traceback(server, caplog):
     caplog.set_level(logging.DEBUG, logger="engine")
+    caplog.set_level(logging.DEBUG, logger="asyncio")
     for cmd in (b"status", b"list-sas", b"version", b"counters", b"list-conns"):
         with socket.socket(socket.AF_UNIX) as s:
             s.connect(str(server.path))
             s.sendall(b'{"id": 1, "cmd": "%s"}\n' % cmd * 50)
     await asyncio.sleep(0.5)
-    bad = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
-    assert not bad, [r.getMessage() for r in bad]
+    bad = [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
+    assert not bad, [f"{r.name}: {r.getMessage()}" for r in bad]  # no traceback, nor asyncio's lost-write warnings
 
 
 class _SlowRuntime:
