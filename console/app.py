@@ -17,6 +17,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 
 from console.bridge import RuntimeBridge
+from console.screens.clients import ClientsScreen
 from console.screens.dashboard import DashboardScreen
 from console.screens.logs import LogsScreen
 from console.screens.negotiations import NegotiationsScreen
@@ -39,6 +40,7 @@ MODE_KEYS = (
     ("4", "logs", "Logs"),
     ("5", "packets", "Pkts"),
     ("6", "pki", "PKI"),
+    ("7", "clients", "Clients"),
 )
 
 
@@ -55,6 +57,7 @@ class ConsoleApp(CertExpiryWatch, RuntimeBridge, App):
         "logs": LogsScreen,
         "packets": PacketsScreen,
         "pki": PkiScreen,
+        "clients": ClientsScreen,
     }
     DEFAULT_MODE = "dashboard"
     TITLE = "ipsec-console"

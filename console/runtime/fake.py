@@ -152,6 +152,7 @@ class FakeRuntime(Runtime):
         seed: int = 7,
         counters_events: bool = True,
         packet_samples: bool = True,
+        road_warriors: bool = False,
     ) -> None:
         self.kind = kind
         self.label = label or {
@@ -193,6 +194,10 @@ class FakeRuntime(Runtime):
             self._text = policy_text if policy_text is not None else (fake_data.DEMO_POLICY_TEXT if policy is None else "")
             if scenario == "demo":
                 self._build_demo()
+        self._rw: dict[int, dict] = {}
+        """Road-warrior status fields by IKE SA unique id (fake_data.ROAD_WARRIORS)."""
+        if road_warriors and not scale_children:
+            self._build_road_warriors()
 
     @classmethod
     def in_folder(cls, folder, **kwargs) -> "FakeRuntime":
@@ -630,8 +635,19 @@ class FakeRuntime(Runtime):
                 rekey_in=None if est is None else est + conn.rekey_time - now,
                 expire_in=None if est is None else est + conn.rekey_time + conn.over_time - now,
                 children=children,
+                **self._rw.get(ike.unique_id, {}),
             ))
-        return StatusSnapshot(time=now, ike_sas=tuple(ikes), connections=self._connection_infos())
+        pools = fake_data.DEMO_POOLS if self._rw else ()
+        return StatusSnapshot(time=now, ike_sas=tuple(ikes), connections=self._connection_infos(), pools=pools)
+
+    def _build_road_warriors(self) -> None:
+        rw = self._policy.connection("roadwarrior")
+        for remote, port, remote_id, fields in fake_data.ROAD_WARRIORS:
+            ike = self._establish(rw, initiator=False, remote=remote, nat=port != 500)
+            ike.remote_port, ike.remote_id = port, remote_id
+            self._rw[ike.unique_id] = fields
+            for ch in ike.children:
+                ch.bytes_in, ch.bytes_out = 9_000 * ch.unique_id, 4_000 * ch.unique_id
 
     def _connection_infos(self) -> tuple[ConnectionInfo, ...]:
         up = {i.connection for i in self._ikes.values() if i.state == "ESTABLISHED"}

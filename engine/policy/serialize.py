@@ -21,6 +21,7 @@ from engine.policy.model import (
     EngineConfig,
     LabConfig,
     Policy,
+    PoolConfig,
     Proposal,
     RuleConfig,
 )
@@ -81,6 +82,8 @@ def _auth(a: AuthConfig) -> dict[str, Any]:
         out["certs"] = list(a.certs)
     if a.cacerts:
         out["cacerts"] = list(a.cacerts)
+    if a.eap_id is not None:
+        out["eap_id"] = a.eap_id
     return out
 
 
@@ -144,6 +147,17 @@ def _connection(c: ConnectionConfig, engine: EngineConfig) -> dict[str, Any]:
         out["over_time"] = format_duration(c.over_time)
     if c.rand_time != c.over_time:
         out["rand_time"] = format_duration(c.rand_time)
+    if c.ppk_id is not None:
+        out["ppk_id"] = c.ppk_id
+    if c.ppk_required:
+        out["ppk_required"] = True
+    for key in ("pools", "vips"):
+        if getattr(c, key):
+            out[key] = list(getattr(c, key))
+    if c.expected_clients:
+        out["expected_clients"] = c.expected_clients
+    if c.redirect_to is not None:
+        out["redirect_to"] = c.redirect_to
     if c.children:
         out["children"] = {ch.name: _child(ch) for ch in c.children}
     return out
@@ -160,6 +174,14 @@ def _rule(r: RuleConfig) -> dict[str, Any]:
     return out
 
 
+def _pool(p: PoolConfig) -> dict[str, Any]:
+    out: dict[str, Any] = {"addrs": p.addrs}
+    for key in ("dns", "split_include", "split_exclude"):
+        if getattr(p, key):
+            out[key] = list(getattr(p, key))
+    return out
+
+
 def policy_to_dict(policy: Policy) -> dict[str, Any]:
     """The TOML document as plain data (what tomli-w writes)."""
     doc: dict[str, Any] = {"engine": _engine(policy.engine)}
@@ -169,6 +191,8 @@ def policy_to_dict(policy: Policy) -> dict[str, Any]:
         doc["connections"] = {c.name: _connection(c, policy.engine) for c in policy.connections}
     if policy.rules:
         doc["rules"] = {r.name: _rule(r) for r in policy.rules}
+    if policy.pools:
+        doc["pools"] = {p.name: _pool(p) for p in policy.pools}
     return doc
 
 

@@ -13,7 +13,7 @@ from engine.policy import Spd, load_policy, lookup_psk, run_check, sample_path
 from engine.policy.samples import resolve_policy_path, sample_dir, sample_names
 
 REQUIRED = {"lab.toml", "lab-branch.toml", "lab-roadwarrior.toml", "site-to-site.toml", "road-warrior-server.toml",
-            "host-to-host-transport.toml", "server-least-privilege.toml"}
+            "host-to-host-transport.toml", "server-least-privilege.toml", "road-warrior-client.toml"}
 LINE = re.compile(r"^(?P<file>[^:]+)(: (?P<key>[^ ]+)|:(?P<line>\d+):(?P<col>\d+))?: (?P<sev>error|warning): (?P<msg>.+)$")
 
 
