@@ -265,14 +265,6 @@ def case_fragments(args) -> dict:
 def case_identity(args) -> dict:
     """Full handshakes with an identity holding a newline, an ANSI escape and a NUL (item 3): our
     engine as the initiator, its policy built in code (no parser would accept that identity)."""
-    from engine.datapath.base import NullDatapath
-    from engine.policy.model import AuthConfig, ChildConfig, ConnectionConfig, EngineConfig, Identity, \
-        IkeSecret, Policy, Secrets
-    from engine.policy.proposals import parse_proposal
-    from engine.policy.ts import parse_ts
-    from engine.runtime.engine import EngineRuntime
-    from engine.secret import Secret
-
     src = args.sources[0]
     conns = tuple(ConnectionConfig(
         name=f"evil{i}", local_addrs=(src,), remote_addrs=(args.target,),

@@ -317,6 +317,7 @@ def raise_open_files_limit() -> tuple[int, int]:
 def _info(info):
     return None if info is None else status_to_dict(info)
 
+
 class _Failure(Exception):
     def __init__(self, message: str, findings: list[str]) -> None:
         super().__init__(message)
