@@ -377,7 +377,10 @@ class Bench:
         with Watch(self) as w:
             self.attack("identity", "--sources", SPOOFED[-1], "--psk", PSK, "--count", "20")
         new = self.log_tail(w.log0).split(b"\n")
-        forged = [line for line in new if line and not TIMESTAMP.match(line) and not line.startswith(b"  ")]
+        # A forged line: one that starts a record of its own (the identity's "2026-01-01 ..." or a bare
+        # continuation); escaped, the identity stays inside the record that quotes it.
+        forged = [line for line in new if line and (line.startswith(b"2026-01-01 00:00:00,000")
+                                                    or not TIMESTAMP.match(line) and not line.startswith(b"  "))]
         longest = max((len(line) for line in new), default=0)
         bad = [c for c in (b"\x1b", b"\x00", b"\r") if c in b"\n".join(new)]
         self.row("identity", "3", "20 handshakes with IDi 'evil\\n<forged line>\\x1b[31m\\x00\\r'",
