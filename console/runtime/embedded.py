@@ -17,6 +17,7 @@ from pathlib import Path
 from console.runtime.base import Capabilities, CommandError, Runtime, RuntimeDisconnected, RuntimeUnavailable
 from engine.events import Event, PolicyApplied
 from engine.ike.errors import LocalError
+from engine.ops import journal
 from engine.policy.model import Policy
 from engine.status import StatusSnapshot
 
@@ -157,7 +158,11 @@ class EmbeddedRuntime(Runtime):
     async def apply_policy(self, policy: Policy, text: str | None = None) -> PolicyApplied:
         from engine.pki.errors import PkiError
 
+        runtime = self._runtime()
+        old_text = runtime.policy_text
         try:
-            return self._runtime().apply_policy(policy, text)
+            applied = runtime.apply_policy(policy, text)
         except (ValueError, PkiError, LocalError) as exc:
             raise CommandError(f"not applied: {exc}") from None
+        journal.record_applied(policy, applied, old_text=old_text, new_text=text, via="console")
+        return applied

@@ -83,8 +83,8 @@ class ClientsScreen(ConsoleScreen):
     TITLE_TEXT = "Clients"
     MODE = ""  # not in the top bar's numbered strip (key 7): the bar shows the title instead
     BINDINGS = [
-        Binding("o", "open_detail", "Open"),
-        Binding("d", "disconnect", "Disconnect"),
+        Binding("o", "open_detail", "Open", id="clients.open"),
+        Binding("d", "disconnect", "Disconnect", id="clients.disconnect"),
     ]
 
     def body(self) -> ComposeResult:

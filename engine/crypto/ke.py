@@ -18,6 +18,8 @@ CREATE_CHILD_SA as for the additional ones of RFC 9370.
 
 from __future__ import annotations
 
+import warnings
+
 from typing import Callable
 
 from cryptography.hazmat.primitives.asymmetric import dh, ec, x448, x25519
@@ -167,6 +169,12 @@ _MONTGOMERY: dict[int, int] = {KeId.CURVE25519: 32, KeId.CURVE448: 56}
 SUPPORTED_GROUPS = frozenset(MODP_PRIMES) | frozenset(_ECP_CURVES) | frozenset(_MONTGOMERY)
 # Still accepted (interop, lint tests) but below today's security floor.
 WEAK_GROUPS = frozenset({KeId.MODP_1024, KeId.MODP_1536})
+
+# cryptography (51+) deprecates finite-field DH as a whole. IKEv2 still negotiates the MODP
+# groups (RFC 8247: MODP_2048 SHOULD, peers such as Windows offer MODP_1024), so the engine keeps
+# them; the warning is silenced for the calls made in this module only, not for anyone else.
+warnings.filterwarnings("ignore", message=r"Diffie-Hellman over finite fields", category=UserWarning,
+                        module=r"engine\.crypto\.ke$")
 
 _PARAMS_CACHE: dict[int, dh.DHParameters] = {}
 

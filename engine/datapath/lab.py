@@ -356,5 +356,8 @@ class LabDatapath:
     def counters(self) -> tuple[list[SaCounters], dict[str, int]]:
         return self.path.counters()
 
+    def rule_counters(self) -> dict[str, int]:
+        return self.path.rule_counters()
+
     def pairs(self) -> list[Pair]:
         return list(self.path.pairs.values())

@@ -421,6 +421,9 @@ class UserspaceDatapath:
     def counters(self) -> tuple[list[SaCounters], dict[str, int]]:
         return self.path.counters()
 
+    def rule_counters(self) -> dict[str, int]:
+        return self.path.rule_counters()
+
 
 def _log_failure(fut) -> None:
     if fut.cancelled():

@@ -26,6 +26,7 @@ datapaths never touch a `SaPath` from elsewhere.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable
 
 from engine.esp import EspDrop, InboundSa, OutboundSa, Sad, SaExpired, ip
@@ -78,6 +79,9 @@ class SaPath:
         self.pending: dict[int, Pair] = {}
         """Inbound SPI -> pair whose outbound SA waits for the peer (rekey responder)."""
         self.flows: dict = {}
+        self.rule_flows: Counter = Counter()
+        """Flows each bypass/discard rule decided (for ``audit``'s unused rules); counted when a flow
+        is first decided, so a flow the cache keeps counts once until the next SA change."""
         """Flow key -> Pair or a drop reason (str)."""
         self.lingering: set[int] = set()
         """Inbound SPIs of removed (rekeyed) pairs still accepting packets in flight."""
@@ -203,6 +207,8 @@ class SaPath:
         if proto in (1, 58) and sport is not None:
             sport, dport = sport >> 8, sport & 0xFF
         d = self._spd.lookup(src, dst, proto, sport, dport)
+        if d.rule is not None and d.action in ("bypass", "discard"):
+            self.rule_flows[d.rule] += 1
         if d.action == "discard":
             return "discard_rule"
         if d.action != "protect":
@@ -324,6 +330,10 @@ class SaPath:
         while (ev := sad.next_event()) is not None:
             out.append(ev)
         return out
+
+    def rule_counters(self) -> dict[str, int]:
+        """Flows decided per rule name since start (see ``rule_flows``)."""
+        return dict(self.rule_flows)
 
     def counters(self):
         drops = {r: n for r, n in self.drops.items() if n}

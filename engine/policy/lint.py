@@ -6,7 +6,7 @@ message, and ``Finding.rule``) and says what to do instead.
 Rules: weak-encryption, null-encryption, weak-integrity, no-integrity,
 weak-prf, weak-dh, short-icv, short-psk, weak-psk, shared-psk,
 psk-roadwarrior, psk-many-peers, secrets-readable, ca-without-crl,
-catch-all-protect, shadowed, no-children, not-quantum-safe, short-ppk,
+catch-all-protect, shadowed, no-children, not-quantum-safe, short-ppk, save-keys,
 secrets-owner; and from ``engine.policy.rwlint``: pool-overlap, pool-too-small,
 eap-without-certificate, windows-weak-proposals.
 
@@ -34,7 +34,7 @@ from engine.policy.spd import Spd, SpdEntry
 RULES = ("weak-encryption", "null-encryption", "weak-integrity", "no-integrity", "weak-prf", "weak-dh",
          "short-icv", "short-psk", "weak-psk", "shared-psk", "psk-roadwarrior", "psk-many-peers",
          "secrets-readable", "ca-without-crl", "catch-all-protect", "shadowed", "no-children",
-         "not-quantum-safe", "short-ppk", "secrets-owner") + rwlint.RULES
+         "not-quantum-safe", "short-ppk", "save-keys", "secrets-owner") + rwlint.RULES
 
 MIN_PSK_LENGTH = 20
 MIN_PSK_DISTINCT = 8
@@ -299,6 +299,13 @@ class _Linter:
                           f"packet it selects first; narrow that one, give this {what} a lower priority "
                           "number, or remove it")
 
+    def save_keys(self) -> None:
+        folder = self.policy.engine.save_keys
+        if folder:
+            self.warn("engine.save_keys", "save-keys", f"every IKE and ESP key is written to {folder!r} (Wireshark "
+                      "decryption tables): whoever reads that folder decrypts all traffic; remove save_keys once "
+                      "the debugging is done, and delete the folder")
+
     def run(self) -> list[Finding]:
         for c in self.policy.connections:
             cpath = key_path("connections", c.name)
@@ -322,6 +329,7 @@ class _Linter:
         self.secrets_file()
         self.ca_without_crl()
         self.shadowed()
+        self.save_keys()
         return sort_findings(self.findings)
 
 

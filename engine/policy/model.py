@@ -255,6 +255,19 @@ class EngineConfig:
     tun_offload: str = "off"
     """Userspace datapath: ``off`` (packet by packet, any peer), ``auto`` (TCP super-packets from the
     kernel, sent whole to ipsec-console peers and split for others), ``jumbo`` (every peer is ours)."""
+    state_dir: str | None = None
+    """Folder for the change journal and the usage counters ``audit`` reads, relative to the policy
+    file's folder; None: ``$STATE_DIRECTORY`` (systemd) or /var/lib/ipsec-console if it exists."""
+    save_keys: str | None = None
+    """Debugging only: a folder where the engine writes every IKE and ESP key in Wireshark's
+    ``ikev2_decryption_table`` and ``esp_sa`` files (strongSwan's save-keys format). Off by default."""
+    metrics_textfile: str | None = None
+    """Prometheus metrics written to this file (for node_exporter's textfile collector) every
+    ``metrics_interval``; relative to the policy file's folder."""
+    metrics_listen: str | None = None
+    """Serve Prometheus metrics over HTTP on this loopback address, e.g. ``127.0.0.1:9814``."""
+    metrics_interval: float = 15.0
+    """Seconds between two writes of ``metrics_textfile``."""
 
 
 LabFlow = Literal["icmp", "udp", "tcp"]

@@ -49,7 +49,8 @@ from engine.policy.ts import TrafficSelector, TsSyntaxError, parse_ts
 TOP_KEYS = ("engine", "lab", "connections", "rules", "pools")
 ENGINE_KEYS = ("datapath", "listen", "ike_port", "natt_port", "secrets", "control", "retransmit_timeout",
                "retransmit_base", "retransmit_tries", "half_open_threshold", "keepalive", "crls", "pki",
-               "tun_device", "tun_mtu", "tun_offload")
+               "tun_device", "tun_mtu", "tun_offload", "state_dir", "save_keys", "metrics_textfile",
+               "metrics_listen", "metrics_interval")
 LAB_KEYS = ("peers", "rate", "flows")
 CONNECTION_KEYS = ("local_addrs", "remote_addrs", "local_port", "remote_port", "remote_natt_port", "proposals",
                    "local", "remote",
@@ -116,6 +117,15 @@ def address_kind(text: str) -> str | None:
     if _HOSTNAME.match(t) and not t.replace(".", "").isdigit():
         return "dns"
     return None
+
+
+def split_host_port(text: str) -> tuple[str | None, int | None]:
+    """``"127.0.0.1:9814"`` or ``"[::1]:9814"`` -> (address, port); (None, None) when malformed."""
+    host, sep, port = text.strip().rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        return None, None
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    return (host, int(port)) if _is_ip(host) else (None, None)
 
 
 def _is_ip(text: str) -> bool:
@@ -199,7 +209,35 @@ class _PolicyParser:
             tun_device=self._tun_device(t, P, d.tun_device),
             tun_mtu=r.int_(t, "tun_mtu", P, d.tun_mtu, lo=576, hi=65535),
             tun_offload=r.str_(t, "tun_offload", P, d.tun_offload, choices=("off", "auto", "jumbo")),
+            state_dir=self._folder(t, "state_dir", P),
+            save_keys=self._folder(t, "save_keys", P),
+            metrics_textfile=self._folder(t, "metrics_textfile", P),
+            metrics_listen=self._metrics_listen(t, P),
+            metrics_interval=self._positive(t, "metrics_interval", P, d.metrics_interval),
         )
+
+    def _folder(self, t: dict, key: str, path: str) -> str | None:
+        value = self.r.str_(t, key, path)
+        if value is not None and not value.strip():
+            self.r.error(key_path(path, key), "empty path: remove the key or name a path")
+            return None
+        return value
+
+    def _metrics_listen(self, t: dict, path: str) -> str | None:
+        value = self.r.str_(t, "metrics_listen", path)
+        if value is None:
+            return None
+        host, port = split_host_port(value)
+        if host is None or port is None:
+            self.r.error(key_path(path, "metrics_listen"), f"{value!r} is not ADDRESS:PORT "
+                         '(e.g. "127.0.0.1:9814" or "[::1]:9814")')
+            return None
+        if not ipaddress.ip_address(host).is_loopback:
+            self.r.error(key_path(path, "metrics_listen"), f"{host} is not a loopback address: the metrics "
+                         "endpoint has no authentication, so it listens on 127.0.0.1 or ::1 only (let "
+                         "node_exporter's textfile collector or a local proxy take them further)")
+            return None
+        return value
 
     def _tun_device(self, t: dict, path: str, default: str) -> str:
         name = self.r.str_(t, "tun_device", path, default)

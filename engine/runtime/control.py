@@ -17,7 +17,11 @@ Protocol (version 1), documented in README.md ("Control protocol"):
 
 Commands: version, status, list-sas, list-conns, initiate {name, child?},
 terminate {name, unique_id?}, rekey {name, ike?, unique_id?}, get-policy,
-apply-policy {text}, counters, subscribe {replay?}.
+apply-policy {text}, counters, subscribe {replay?, plaintext?}, reload (apply
+the policy file again), stats (engine.ops.stats). PacketSample events carry the
+decrypted inner packet only to a subscriber that set ``plaintext``. Every
+applied change is recorded in the change journal with the peer's user
+(SO_PEERCRED).
 
 Bounds (a local client can be buggy or stuck; none may stall the engine):
 at most MAX_CLIENTS connections (more get the line above and are closed);
@@ -32,6 +36,7 @@ it does not even take its last line within FINAL_LINE_GRACE seconds, cut.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import resource
@@ -39,8 +44,10 @@ import stat
 import time
 from pathlib import Path
 
-from engine.events import to_dict as event_to_dict
+from engine.events import PacketSample, to_dict as event_to_dict
 from engine.ike.errors import LocalError
+from engine.ops import journal
+from engine.ops import stats as ops_stats
 from engine.runtime.control_wire import (
     MAX_REQUEST,
     BadRequest,
@@ -119,13 +126,14 @@ class ControlServer:
             return
         task = asyncio.current_task()
         self._clients.add(task)
+        peer = journal.peer_of(writer.get_extra_info("socket"))
         try:
-            await _Connection(self, reader, writer).serve()
+            await _Connection(self, reader, writer, peer).serve()
         finally:
             self._clients.discard(task)
 
     # ------------------------------------------------------------ commands
-    def handle(self, req: dict):
+    def handle(self, req: dict, peer: journal.Who | None = None):
         rt = self.runtime
         cmd = req["cmd"]
         if cmd == "version":
@@ -141,7 +149,13 @@ class ControlServer:
         if cmd == "rekey":
             return {"rekeyed": rt.rekey(_name(req), ike=bool(req.get("ike")), unique_id=_unique_id(req))}
         if cmd == "get-policy":
-            return {"path": rt.policy.path, "text": rt.policy_text}
+            path = rt.policy.path
+            return {"path": os.path.abspath(path) if path else path, "text": rt.policy_text,
+                    "files": public_files(rt.policy)}
+        if cmd == "stats":
+            return ops_stats.collect(rt)
+        if cmd == "reload":
+            return self._reload(peer)
         raise ValueError(f"unknown command {cmd!r:.80}")
 
     async def listing(self, rid, cmd: str) -> list[bytes] | None:
@@ -169,7 +183,7 @@ class ControlServer:
         states = rt.connection_states()
         return await encode_sliced(rt.policy.connections, lambda c: status_to_dict(rt.connection_info(c, states)))
 
-    async def apply(self, req: dict):
+    async def apply(self, req: dict, peer: journal.Who | None = None):
         from engine.pki.errors import PkiError
         from engine.policy.findings import PolicyError
         from engine.policy.parse import parse_policy
@@ -183,20 +197,63 @@ class ControlServer:
         except PolicyError as exc:
             raise _Failure("the policy does not validate; nothing was changed",
                            [f.format() for f in exc.findings]) from None
+        old_text = self.runtime.policy_text
         try:
             applied = self.runtime.apply_policy(policy, text)
         except PkiError as exc:
             raise _Failure(f"credentials could not be loaded; nothing was changed: {exc}", []) from None
+        journal.record(policy, action="apply", via="control", old_text=old_text, new_text=text, who=peer,
+                       result={"added": list(applied.added), "removed": list(applied.removed),
+                               "changed": list(applied.changed)})
         return event_to_dict(applied)
+
+    def _reload(self, peer: journal.Who | None):
+        from engine.ops.reload import ReloadError, reload_from_file
+
+        try:
+            applied = reload_from_file(self.runtime, via="control", who=peer)
+        except ReloadError as exc:
+            raise _Failure(str(exc), [f.format() for f in exc.findings]) from None
+        return event_to_dict(applied)
+
+
+MAX_SERVED_FILE = 256 * 1024
+
+
+def public_files(policy) -> dict[str, str]:
+    """The text of the files a policy names that a console needs to read it from elsewhere (lab peer
+    policies, certificates, CA certificates, CRLs), by the name the policy uses. Never the secrets
+    file nor a private key: those are not named here. Unreadable, large or binary files are left out."""
+    base = Path(policy.path).parent if policy.path else Path.cwd()
+    names: list[str] = list(policy.lab.peers) if policy.lab is not None else []
+    names += list(policy.engine.crls)
+    for c in policy.connections:
+        names += list(c.local.certs) + list(c.remote.cacerts)
+    out: dict[str, str] = {}
+    for name in dict.fromkeys(names):
+        target = Path(name) if os.path.isabs(name) else base / name
+        try:
+            st = target.stat()
+            if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_SERVED_FILE:
+                continue  # a FIFO or a device would be read forever, on the event loop
+            text = target.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        if "PRIVATE KEY" in text:
+            continue  # a key file named where a certificate belongs is never sent
+        out[name] = text
+    return out
 
 
 class _Connection:
     """One client: requests in order, answers and event lines under one lock."""
 
-    def __init__(self, server: ControlServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, server: ControlServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 peer: journal.Who | None = None) -> None:
         self.server = server
         self.reader = reader
         self.writer = writer
+        self.peer = peer
         self.lock = asyncio.Lock()
         self.pump: asyncio.Task | None = None
         self._cut: asyncio.TimerHandle | None = None
@@ -249,13 +306,13 @@ class _Connection:
         server, rid, cmd = self.server, req.get("id"), req["cmd"]
         if cmd == "subscribe":
             if self.pump is None:
-                self.pump = asyncio.create_task(self._pump(bool(req.get("replay"))))
+                self.pump = asyncio.create_task(self._pump(bool(req.get("replay")), bool(req.get("plaintext"))))
             await self.reply({"id": rid, "ok": True, "result": "subscribed"})
             return
         try:
             pieces = await server.listing(rid, cmd)
             if pieces is None:
-                result = await server.apply(req) if cmd == "apply-policy" else server.handle(req)
+                result = await server.apply(req, self.peer) if cmd == "apply-policy" else server.handle(req, self.peer)
                 pieces = [line({"id": rid, "ok": True, "result": result})]
         except _Failure as exc:
             pieces = [line({"id": rid, "ok": False, "error": str(exc), "findings": exc.findings})]
@@ -266,13 +323,16 @@ class _Connection:
             pieces = [line({"id": rid, "ok": False, "error": f"internal error: {exc}"})]
         await self.send(pieces)
 
-    async def _pump(self, replay: bool) -> None:
+    async def _pump(self, replay: bool, plaintext: bool = False) -> None:
         rt = self.server.runtime
         q = rt.subscribe(replay=replay)
         q.on_drop = self._dropped
         try:
             while True:
                 event = await q.get()
+                if not plaintext and isinstance(event, PacketSample) and event.inner:
+                    # Decrypted traffic leaves only for a subscriber that asked for it.
+                    event = dataclasses.replace(event, inner=b"")
                 try:
                     pieces = await event_line(event)
                 except ValueError:

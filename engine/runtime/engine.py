@@ -36,6 +36,7 @@ from engine.ike.status import ike_sa_info
 from engine.policy.model import Policy
 from engine.runtime.retention import QUEUE_BYTES, QUEUE_EVENTS, EventHistory, Subscription, event_size, keyless
 from engine.runtime.udp import UdpSockets
+from engine.runtime.wallclock import to_wall_clock
 from engine.status import ConnectionInfo, IkeSaInfo, StatusSnapshot
 from engine.wire.natt import classify_natt
 
@@ -194,6 +195,7 @@ class EngineRuntime:
         replay = isinstance(event, _REPLAYED) and (not isinstance(event, LogMessage) or event.level in _LOUD)
         if not replay and not self._subscribers:
             return
+        event = to_wall_clock(event, time.time() - self.now())
         kept = keyless(event)  # the datapath had the keys; nothing kept from here on holds them
         size = event_size(kept)
         if replay:

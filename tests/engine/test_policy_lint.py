@@ -281,6 +281,7 @@ def test_every_rule_has_a_test():
     tested = set(CASES) | {"short-psk", "weak-psk", "shared-psk", "psk-roadwarrior", "secrets-readable",
                            "psk-many-peers", "ca-without-crl", "secrets-owner",
                            "not-quantum-safe", "short-ppk",  # tested in test_policy_pq.py
+                           "save-keys",  # tested in tests/ops/test_keylog.py
                            "pool-overlap", "pool-too-small", "eap-without-certificate",
                            "windows-weak-proposals"}  # tested in test_policy_roadwarrior.py
     assert tested == set(RULES)
