@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 
 from engine import logsafe
 from engine.datapath.base import Datapath, NullDatapath
@@ -67,6 +68,9 @@ class EngineRuntime:
         self._log_handler: _EventLogHandler | None = None
         self.started_at = time.time()
         self._counters: dict[tuple[int, str], SaCounters] = {}
+        self.key_sinks: list[Callable[[ChildSaInstalled], None]] = []
+        """Called with each ChildSaInstalled, keys included, right after the datapath got it
+        (``save_keys``): the only way keys leave the runtime, as history and queues hold none."""
         self.history = EventHistory()
         """Recent negotiation events, replayed to late subscribers (the attached console);
         bounded in count and bytes, without keys (engine.runtime.retention)."""
@@ -172,6 +176,12 @@ class EngineRuntime:
                 # An SA the datapath refused would swallow the peer's traffic: delete it
                 # with the peer (the failure shows in the console as a NegotiationFailed).
                 self.endpoint.child_install_failed(event.spi_in, self.now(), f"datapath refused it: {exc}")
+        if isinstance(event, ChildSaInstalled):
+            for sink in list(self.key_sinks):
+                try:
+                    sink(event)
+                except Exception:
+                    log.exception("a key sink failed on CHILD SA %d", event.unique_id)
         self.publish(event)
 
     def datapath_event(self, event: Event) -> None:

@@ -126,12 +126,15 @@ def test_history_and_queues_never_hold_keys():
                           mode="tunnel", spi_in=1, spi_out=2, local_addr="127.0.0.1", remote_addr="127.0.0.9",
                           local_ts=(), remote_ts=(), encr_id=20, encr_key_length=256, integ_id=None, esn=False,
                           keys=ChildKeys(key, key, key, key))
-    rt.publish(ev)
+    sunk = []
+    rt.key_sinks.append(sunk.append)  # save_keys: the one way keys leave the runtime
+    rt._dispatch(ev)  # as the engine's events go: the datapath, the key sinks, then the subscribers
     [kept] = [e for e in rt.history if isinstance(e, ChildSaInstalled)]
     queued = q.get_nowait()
     for e in (kept, queued):
         assert e.spi_in == 1 and all(k.reveal() == b"" for k in vars(e.keys).values())
-    assert ev.keys.encr_in.reveal() == bytes(range(32))  # the datapath's own event is untouched
+    assert rt.datapath.installed[1].keys.encr_in.reveal() == bytes(range(32))  # the datapath got the keys
+    assert sunk == [ev] and sunk[0].keys.encr_in.reveal() == bytes(range(32))
 
 
 async def test_a_subscriber_that_falls_behind_is_dropped_and_told_why():
