@@ -186,13 +186,23 @@ def test_no_traceback_on_any_input(tmp_path_factory, data):
         assert f.format()
 
 
-def test_check_on_a_fifo_exits_1_with_one_line(tmp_path: Path):
-    fifo = tmp_path / "policy.toml"
-    os.mkfifo(fifo)
-    r = subprocess.run([sys.executable, "-m", "console", "check", str(fifo)], cwd=ROOT, capture_output=True,
+@pytest.mark.parametrize("kind", ["fifo", "nested-arrays", "nested-inline-tables", "dotted-keys", "huge"])
+def test_check_command_on_hostile_files_exits_1_in_a_few_lines(tmp_path: Path, kind: str):
+    """The whole command, findings placed on lines for the output included (it reads the file too)."""
+    p = tmp_path / "policy.toml"
+    if kind == "fifo":
+        os.mkfifo(p)
+    elif kind == "huge":
+        with open(p, "wb") as f:
+            f.truncate(20_000_000)
+    else:
+        p.write_text({"nested-arrays": "x = " + "[" * 100_000 + "]" * 100_000 + "\n",
+                      "nested-inline-tables": "x = " + "{a = " * 50_000 + "1" + "}" * 50_000 + "\n",
+                      "dotted-keys": "a." * 100_000 + "b = 1\n"}[kind])
+    r = subprocess.run([sys.executable, "-m", "console", "check", str(p)], cwd=ROOT, capture_output=True,
                        text=True, timeout=30)
-    assert r.returncode == 1 and "not a regular file (a FIFO)" in r.stdout + r.stderr
-    assert "Traceback" not in r.stderr
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert len(r.stdout) + len(r.stderr) < 2048 and "error:" in r.stdout + r.stderr
 
 
 # -- the secrets file (item 7) ----------------------------------------------------------------------
