@@ -116,6 +116,7 @@ def _github_escape(text: str, prop: bool = False) -> str:
 
 def located_findings(findings) -> list[dict]:
     """Findings as dicts with a line and column each (from the key path when the finding has none)."""
+    from engine.policy import tomlfile
     from engine.policy.locate import key_positions, locate
 
     positions: dict[str, dict] = {}
@@ -124,9 +125,9 @@ def located_findings(findings) -> list[dict]:
         line, column = f.line, f.column
         if line is None:
             if f.file not in positions:
-                try:
-                    positions[f.file] = key_positions(Path(f.file).read_text(encoding="utf-8"))
-                except (OSError, UnicodeDecodeError):
+                try:  # a FIFO or /dev/zero named as the policy is never read (engine.policy.tomlfile)
+                    positions[f.file] = key_positions(tomlfile.read_text(f.file))
+                except tomlfile.FileProblem:
                     positions[f.file] = {}
             line, column = locate(positions[f.file], f.key_path)
         out.append({"file": f.file, "line": line, "column": column or 1, "key_path": f.key_path,

@@ -20,6 +20,14 @@ The device is not persistent: the kernel removes it (and the routes through
 it) when the process holding the fd dies. The rule and our table are left
 behind by a crash: `TunNetwork.remove_stale` deletes them (found by table
 number) on the next start, and a leftover device of the same name too.
+
+Fail closed: beside each route into the device, a ``blackhole`` route to the
+same network with metric BACKSTOP_METRIC (never used while the device's
+route, metric 0, is there). A crash takes the device's routes with it; the
+backstops stay, so the traffic the tunnels carried is dropped instead of
+leaving in clear through ``main``, until the next start removes them (or
+``ip route flush table 4533; ip rule del priority 4533``). A clean stop,
+and an SA deleted on purpose, remove them with their routes.
 Every call here blocks briefly (netlink); they run at start, stop and on
 SA install/remove, never per packet.
 """
@@ -42,6 +50,8 @@ ROUTE_TABLE = 4533
 RULE_PRIORITY = 4533
 FWMARK = 0x4533
 """Mark of the engine's own sockets; packets with it skip our routing table."""
+BACKSTOP_METRIC = 4533
+"""Metric of the blackhole route kept beside each route into the device (see the module docstring)."""
 DEFAULT_MTU = 1400
 """Like charon's ipsec0: room for outer IPv4 + UDP + ESP (IV, padding, ICV) under a 1500 link MTU."""
 
@@ -232,20 +242,20 @@ class TunNetwork:
     def add_routes(self, networks: list, src: str | None, kind: str = "unicast") -> None:
         """Route ``networks`` into the device (``kind`` ``throw`` sends them back to ``main``)."""
         for net in networks:
-            key = (net, src, kind)
-            self._routes[key] += 1
-            if self._routes[key] == 1:
-                self._route("add", net, src, kind)
+            for key in ((net, src, kind), (net, None, "blackhole")) if kind == "unicast" else ((net, src, kind),):
+                self._routes[key] += 1
+                if self._routes[key] == 1:
+                    self._route("add", *key)
 
     def remove_routes(self, networks: list, src: str | None, kind: str = "unicast") -> None:
         for net in networks:
-            key = (net, src, kind)
-            if self._routes[key] <= 0:
-                continue
-            self._routes[key] -= 1
-            if self._routes[key] == 0:
-                del self._routes[key]
-                self._route("del", net, src, kind)
+            for key in ((net, src, kind), (net, None, "blackhole")) if kind == "unicast" else ((net, src, kind),):
+                if self._routes[key] <= 0:
+                    continue
+                self._routes[key] -= 1
+                if self._routes[key] == 0:
+                    del self._routes[key]
+                    self._route("del", *key)
 
     def _route(self, cmd: str, net, src: str | None, kind: str) -> None:
         kw = {"dst": str(net.network_address), "dst_len": net.prefixlen, "table": self.table,
@@ -256,6 +266,8 @@ class TunNetwork:
                 kw["prefsrc"] = src
         else:
             kw["type"] = kind
+            if kind == "blackhole":
+                kw["priority"] = BACKSTOP_METRIC
         try:
             self.ipr.route(cmd, **kw)
         except Exception as exc:  # noqa: BLE001
@@ -267,5 +279,5 @@ class TunNetwork:
                       self.device if kind == "unicast" else kind, self.table)
 
     def routes(self) -> list[tuple[str, str | None, str]]:
-        """What we installed: (network, src, kind)."""
-        return [(str(n), s, k) for (n, s, k) in self._routes]
+        """What we installed: (network, src, kind), backstops left out."""
+        return [(str(n), s, k) for (n, s, k) in self._routes if k != "blackhole"]

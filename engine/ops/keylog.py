@@ -22,6 +22,7 @@ created 0700, the files 0600, ``check`` warns while it is on (lint rule
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import os
@@ -137,9 +138,14 @@ class KeyLog:
 
     def start(self) -> None:
         self._queue = self.runtime.subscribe()
+        # CHILD SA keys come straight from the runtime: its event queues never hold keys.
+        self.runtime.key_sinks.append(self.handle)
         self._task = asyncio.create_task(self._run(), name="save-keys")
 
     async def stop(self) -> None:
+        with contextlib.suppress(RuntimeError):  # a lab runtime already stopped has no sinks left
+            if self.handle in self.runtime.key_sinks:
+                self.runtime.key_sinks.remove(self.handle)
         if self._task is not None:
             self._task.cancel()
             self._task = None
@@ -149,7 +155,9 @@ class KeyLog:
 
     async def _run(self) -> None:
         while True:
-            self.handle(await self._queue.get())
+            event = await self._queue.get()
+            if not isinstance(event, ChildSaInstalled):  # those came with their keys through key_sinks
+                self.handle(event)
 
     def handle(self, event) -> None:
         folder = self.folder()

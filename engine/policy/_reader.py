@@ -9,10 +9,12 @@ from __future__ import annotations
 import difflib
 import math
 import re
+import reprlib
 from collections.abc import Iterable
 from typing import Any
 
 from engine.policy.findings import Finding
+from engine.printable import clean
 
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([smhd]?)\s*$", re.IGNORECASE)
@@ -21,6 +23,17 @@ _DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 
 _MISSING = object()
+MAX_FINDINGS = 200
+"""Findings listed per file; past that one more says how many were left out."""
+MAX_MESSAGE = 400
+"""Characters of one finding's message (file content quoted in it included)."""
+MAX_KEY_PATH = 200
+"""Characters of one finding's key path (a key can be as long as the file)."""
+# Values quoted in messages: short, and never a full walk of a deep or huge value.
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 60
+_REPR.maxlevel = 2
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = 4
 
 
 def key_path(parent: str, key: str) -> str:
@@ -101,13 +114,31 @@ class Reader:
         self.findings: list[Finding] = []
         self.quote_values = quote_values
         """False for the secrets file: values never appear in messages."""
+        self.left_out = 0
+        """Findings not listed (past MAX_FINDINGS)."""
 
     # -- reporting -------------------------------------------------------
     def error(self, path: str, message: str) -> None:
-        self.findings.append(Finding(self.file, path, "error", message))
+        self._add(path, "error", message)
 
     def warning(self, path: str, message: str, rule: str | None = None) -> None:
-        self.findings.append(Finding(self.file, path, "warning", message, rule=rule))
+        self._add(path, "warning", message, rule)
+
+    def _add(self, path: str, severity, message: str, rule: str | None = None) -> None:
+        # Paths and messages quote the file: escaped (no terminal sequence reaches the
+        # screen) and cut, so a 20 MB value or key is never echoed whole.
+        if len(self.findings) >= MAX_FINDINGS:
+            self.left_out += 1
+            if self.left_out == 1:
+                self.findings.append(Finding(self.file, "", "error" if severity == "error" else "warning",
+                                             f"more problems than the first {MAX_FINDINGS} listed here"))
+            return
+        self.findings.append(Finding(self.file, clean(path, MAX_KEY_PATH), severity, clean(message, MAX_MESSAGE),
+                                     rule=rule))
+
+    @property
+    def full(self) -> bool:
+        return len(self.findings) >= MAX_FINDINGS
 
     @property
     def has_errors(self) -> bool:
@@ -116,15 +147,17 @@ class Reader:
     def _show(self, value: Any) -> str:
         if not self.quote_values:
             return type_name(value)
-        text = repr(value)
-        return f"{type_name(value)} ({text if len(text) <= 60 else text[:57] + '...'})"
+        return f"{type_name(value)} ({_REPR.repr(value)})"
 
     # -- structure -----------------------------------------------------------
     def check_keys(self, table: dict, path: str, known: Iterable[str], what: str = "key") -> None:
         known = list(known)
         for key in table:
             if key not in known:
-                hint = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+                if self.full:  # counted only: no hint worth its cost
+                    self.error(key_path(path, key), f"unknown {what}")
+                    continue
+                hint = difflib.get_close_matches(key[:100], known, n=1, cutoff=0.6)
                 more = f" (did you mean '{hint[0]}'?)" if hint else f" (known: {', '.join(known)})"
                 self.error(key_path(path, key), f"unknown {what} '{key}'{more}")
 
@@ -149,7 +182,7 @@ class Reader:
         if choices is not None:
             choices = list(choices)
             if value not in choices:
-                self.error(p, f"must be one of {', '.join(repr(c) for c in choices)}, not {value!r}")
+                self.error(p, f"must be one of {', '.join(repr(c) for c in choices)}, not {_REPR.repr(value)}")
                 return default
         return value
 

@@ -6,9 +6,9 @@ message, and ``Finding.rule``) and says what to do instead.
 Rules: weak-encryption, null-encryption, weak-integrity, no-integrity,
 weak-prf, weak-dh, short-icv, short-psk, weak-psk, shared-psk,
 psk-roadwarrior, psk-many-peers, secrets-readable, ca-without-crl,
-catch-all-protect, shadowed, no-children, not-quantum-safe, short-ppk, save-keys; and from
-``engine.policy.rwlint``: pool-overlap, pool-too-small, eap-without-certificate,
-windows-weak-proposals.
+catch-all-protect, shadowed, no-children, not-quantum-safe, short-ppk, save-keys,
+secrets-owner; and from ``engine.policy.rwlint``: pool-overlap, pool-too-small,
+eap-without-certificate, windows-weak-proposals.
 
 Lint reads files only where a rule cannot be decided otherwise (the secrets
 file's mode, the CA and CRL files of ``ca-without-crl``), and never fails on
@@ -28,13 +28,13 @@ from engine.policy.identity import identity_for_address, is_wildcard
 from engine.policy.model import ConnectionConfig, Policy, Proposal
 from engine.policy import pq, rwlint
 from engine.policy.parse import address_kind, single_host
-from engine.policy.secrets import lookup_psk, permission_problem
+from engine.policy.secrets import lookup_psk, ownership_problem, permission_problem
 from engine.policy.spd import Spd, SpdEntry
 
 RULES = ("weak-encryption", "null-encryption", "weak-integrity", "no-integrity", "weak-prf", "weak-dh",
          "short-icv", "short-psk", "weak-psk", "shared-psk", "psk-roadwarrior", "psk-many-peers",
          "secrets-readable", "ca-without-crl", "catch-all-protect", "shadowed", "no-children",
-         "not-quantum-safe", "short-ppk", "save-keys") + rwlint.RULES
+         "not-quantum-safe", "short-ppk", "save-keys", "secrets-owner") + rwlint.RULES
 
 MIN_PSK_LENGTH = 20
 MIN_PSK_DISTINCT = 8
@@ -257,6 +257,11 @@ class _Linter:
             shown = os.path.join(os.path.dirname(self.policy.path or ""), eng.secrets)
             self.warn("engine.secrets", "secrets-readable", f"secrets file {shown!r}: {problem}; run: chmod 600 "
                       f"{shown} (the engine refuses to load it until then)")
+        problem = ownership_problem(base / eng.secrets)
+        if problem:
+            shown = os.path.join(os.path.dirname(self.policy.path or ""), eng.secrets)
+            self.warn("engine.secrets", "secrets-owner", f"secrets file {shown!r}: {problem.replace('FILE', shown)} "
+                      "(the engine refuses to load it until then)")
 
     # -- selectors ------------------------------------------------------------------------
     def catch_all(self, c: ConnectionConfig) -> None:

@@ -210,7 +210,7 @@ def key_positions(text: str) -> dict[str, tuple[int, int]]:
     scanner = _Scanner(text)
     try:
         scanner.document()
-    except (_Stop, IndexError):
+    except (_Stop, IndexError, RecursionError):  # nesting deep enough for a RecursionError is not a policy
         pass
     return scanner.found
 

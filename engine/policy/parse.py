@@ -21,12 +21,12 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-import tomllib
 from pathlib import Path
 
 from engine.policy import secrets as secrets_mod
+from engine.policy import tomlfile
 from engine.policy._reader import Reader, key_path
-from engine.policy.findings import Finding, PolicyError, syntax_finding
+from engine.policy.findings import Finding, PolicyError
 from engine.policy.identity import IdentityError, identity_for_address, parse_identity
 from engine.policy.model import (
     AuthConfig,
@@ -688,12 +688,17 @@ class _PolicyParser:
         if not target.is_file():
             self.r.error("engine.secrets", f"secrets file {display!r} not found (it is relative to this file)")
             return None
+        strict = self.strict_secrets_mode and engine.datapath != "lab"
         problem = secrets_mod.permission_problem(target)
-        if problem and self.strict_secrets_mode and engine.datapath != "lab":
+        if problem and strict:
             self.r.error("engine.secrets", f"refusing secrets file {display!r}: {problem}; "
                          f"run: chmod 600 {display}")
             return None
-        loaded, findings = secrets_mod.load_secrets(target, display)
+        problem = secrets_mod.ownership_problem(target)
+        if problem and strict:
+            self.r.error("engine.secrets", f"refusing secrets file {display!r}: {problem.replace('FILE', display)}")
+            return None
+        loaded, findings = secrets_mod.load_secrets(target, display, strict=strict)
         self.extra.extend(findings)
         if any(f.severity == "error" for f in findings):
             return None
@@ -740,10 +745,7 @@ def parse_policy(text: str, path: str | os.PathLike | None = None, *, load_secre
     """
     file = os.fspath(path) if path is not None else "<string>"
     base_dir = Path(file).parent if path is not None else Path.cwd()
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise PolicyError([syntax_finding(file, exc, text)]) from None
+    doc = tomlfile.loads(text, file)
     parser = _PolicyParser(file, base_dir, load_secrets, strict_secrets_mode)
     policy = parser.policy(doc)
     findings = parser.r.findings + parser.extra
@@ -756,10 +758,9 @@ def load_policy(path: str | os.PathLike, *, load_secrets: bool = True, strict_se
     """Read and validate a policy file (and its secrets file). Raises :class:`PolicyError`."""
     file = os.fspath(path)
     try:
-        text = Path(file).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise PolicyError([Finding(file, "", "error", f"cannot read the policy: {reason}")]) from None
+        text = tomlfile.read_text(file)
+    except tomlfile.FileProblem as exc:
+        raise PolicyError([Finding(file, "", "error", f"cannot read the policy: {exc}")]) from None
     return parse_policy(text, file, load_secrets=load_secrets, strict_secrets_mode=strict_secrets_mode)
 
 

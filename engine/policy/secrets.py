@@ -18,7 +18,8 @@ Shape (TOML)::
     id = "hq-ppk-2026"                # the PPK_ID; connections name it with ppk_id
     secret = "0x..."                  # at least 32 random bytes (hex or 0s base64)
 
-The engine refuses a secrets file that group or others may read (unless the
+The engine refuses a secrets file that group or others may read, a symbolic
+link, or a file owned by someone other than root or its own user (unless the
 policy is a lab), and nothing here ever puts a secret value into a message.
 """
 
@@ -28,11 +29,11 @@ import base64
 import binascii
 import os
 import stat
-import tomllib
 from pathlib import Path
 
+from engine.policy import tomlfile
 from engine.policy._reader import Reader, key_path
-from engine.policy.findings import Finding, syntax_finding
+from engine.policy.findings import Finding, PolicyError
 from engine.policy.identity import (
     MATCH_ANY,
     MATCH_NONE,
@@ -56,6 +57,26 @@ def permission_problem(path: str | os.PathLike) -> str | None:
     return None
 
 
+def ownership_problem(path: str | os.PathLike) -> str | None:
+    """Why the file may not hold secrets for this process, as ssh judges its keys: a
+    symbolic link, or owned by someone other than root or the user running the engine."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    if stat.S_ISLNK(st.st_mode):
+        return "it is a symbolic link (secrets are read from the file itself; name it instead)"
+    return _owner_problem(st)
+
+
+def _owner_problem(st: os.stat_result) -> str | None:
+    me = os.geteuid()
+    if st.st_uid not in (0, me):
+        return (f"it is owned by uid {st.st_uid}, not by root or by the user running the engine (uid {me}); "
+                f"run: chown {me} FILE")
+    return None
+
+
 def _secret_value(text: str) -> bytes:
     """swanctl encodings: ``0x`` hex, ``0s`` base64, else the UTF-8 text. Raises ValueError."""
     if text.startswith(("0x", "0X")):
@@ -68,9 +89,9 @@ def _secret_value(text: str) -> bytes:
 def parse_secrets(text: str, file: str, base_dir: Path) -> tuple[Secrets, list[Finding]]:
     """Read secrets TOML text. Findings name keys, never values."""
     try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        return Secrets(path=file), [syntax_finding(file, exc, text)]
+        doc = tomlfile.loads(text, file)
+    except PolicyError as exc:
+        return Secrets(path=file), list(exc.findings)
     r = Reader(file, quote_values=False)
     r.check_keys(doc, "", ("ike", "private", "ppk", "eap"), what="section")
     ike: list[IkeSecret] = []
@@ -219,13 +240,13 @@ def _parse_ppks(r: Reader, doc: dict) -> tuple[PpkSecret, ...]:
     return tuple(out)
 
 
-def load_secrets(path: Path, display: str) -> tuple[Secrets, list[Finding]]:
-    """Read and parse a secrets file (no permission check: the caller decides)."""
+def load_secrets(path: Path, display: str, *, strict: bool = False) -> tuple[Secrets, list[Finding]]:
+    """Read and parse a secrets file. ``strict``: refuse a symbolic link or a file of another
+    owner (see ownership_problem) on the file actually opened; the mode is the caller's check."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        return Secrets(path=display), [Finding(display, "", "error", f"cannot read the secrets file: {reason}")]
+        text = tomlfile.read_text(path, follow=not strict, check=_owner_problem if strict else None)
+    except tomlfile.FileProblem as exc:
+        return Secrets(path=display), [Finding(display, "", "error", f"cannot read the secrets file: {exc}")]
     return parse_secrets(text, display, path.parent)
 
 

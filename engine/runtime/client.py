@@ -30,6 +30,8 @@ class ControlClient:
         self._pending: dict[int, asyncio.Future] = {}
         self._events: asyncio.Queue | None = None
         self._pump: asyncio.Task | None = None
+        self.disconnected: str | None = None
+        """Why the daemon ended the connection, when it said so (its last line)."""
 
     async def connect(self) -> None:
         try:
@@ -60,19 +62,26 @@ class ControlClient:
                 if not line:
                     break
                 msg = json.loads(line)
+                if not isinstance(msg, dict):
+                    continue
                 if "event" in msg:
                     if self._events is not None:
                         self._events.put_nowait(msg["event"])
                     continue
+                if msg.get("disconnected"):
+                    self.disconnected = str(msg["disconnected"])
+                    break
                 fut = self._pending.pop(msg.get("id"), None)
                 if fut is not None and not fut.done():
                     fut.set_result(msg)
         except (asyncio.CancelledError, ConnectionError, ValueError):
             pass
         finally:
+            why = f"the daemon closed the connection: {self.disconnected}" if self.disconnected \
+                else "the daemon closed the connection"
             for fut in self._pending.values():
                 if not fut.done():
-                    fut.set_exception(ControlError("the daemon closed the connection"))
+                    fut.set_exception(ControlError(why))
             if self._events is not None:
                 self._events.put_nowait(None)
 
@@ -92,11 +101,15 @@ class ControlClient:
     async def events_raw(self, *, replay: bool = False, plaintext: bool = False) -> AsyncIterator[dict]:
         """Event objects as the daemon sends them (JSON dicts); ``replay`` first
         delivers the daemon's recent negotiation history; ``plaintext`` asks for the
-        decrypted inner packet of PacketSample events (left out otherwise)."""
+        decrypted inner packet of PacketSample events (left out otherwise). Raises
+        ControlError when the daemon ends the subscription with a reason (a reader
+        too slow)."""
         await self.subscribe(replay=replay, plaintext=plaintext)
         while True:
             e = await self.next_event()
             if e is None:
+                if self.disconnected:
+                    raise ControlError(f"the daemon ended the subscription: {self.disconnected}")
                 return
             yield e
 

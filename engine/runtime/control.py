@@ -11,6 +11,9 @@ Protocol (version 1), documented in README.md ("Control protocol"):
   ``{"event": {"type": "ChildSaInstalled", ...}}`` (engine.events.to_dict;
   keys never appear) until the client disconnects. Requests still work on
   a subscribed connection; clients tell lines apart by the ``event`` key.
+- When the daemon ends a connection itself, its last line says why:
+  ``{"id": null, "ok": false, "error": WHY, "disconnected": WHY}`` (too many
+  connections, a request line too long, a subscriber that fell behind).
 
 Commands: version, status, list-sas, list-conns, initiate {name, child?},
 terminate {name, unique_id?}, rekey {name, ike?, unique_id?}, get-policy,
@@ -19,34 +22,63 @@ the policy file again), stats (engine.ops.stats). PacketSample events carry the
 decrypted inner packet only to a subscriber that set ``plaintext``. Every
 applied change is recorded in the change journal with the peer's user
 (SO_PEERCRED).
+
+Bounds (a local client can be buggy or stuck; none may stall the engine):
+at most MAX_CLIENTS connections (more get the line above and are closed);
+request lines of at most MAX_REQUEST bytes and sane JSON
+(engine.runtime.control_wire); long listings built SA by SA in slices that
+let the event loop run (control_wire.SLICE); a policy sent with
+apply-policy parsed in a thread; a subscriber queue bounded in bytes
+(engine.runtime.retention): one that falls behind is disconnected, and if
+it does not even take its last line within FINAL_LINE_GRACE seconds, cut.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import logging
 import os
+import resource
 import stat
+import time
 from pathlib import Path
 
 from engine.events import PacketSample, to_dict as event_to_dict
 from engine.ike.errors import LocalError
 from engine.ops import journal
 from engine.ops import stats as ops_stats
+from engine.runtime.control_wire import (
+    MAX_REQUEST,
+    BadRequest,
+    encode_sliced,
+    event_line,
+    join_list,
+    line,
+    dumps,
+    object_pieces,
+    parse_request,
+)
+from engine.runtime.retention import SubscriberDropped
 from engine.status import to_dict as status_to_dict
 
 log = logging.getLogger("engine.control")
 
 PROTOCOL_VERSION = 1
-MAX_LINE = 4 * 1024 * 1024
+MAX_CLIENTS = 32
+"""Control connections served at once (the console uses two)."""
+FINAL_LINE_GRACE = 10.0
+"""Seconds a dropped subscriber has to take its last line before the connection is cut."""
+_WRITE_PIECE = 256 * 1024  # bytes written between two turns of the event loop
 
 
 class ControlServer:
-    def __init__(self, runtime, path: str) -> None:
+    def __init__(self, runtime, path: str, *, max_clients: int = MAX_CLIENTS) -> None:
         self.runtime = runtime
         self.path = Path(path)
+        self.max_clients = max_clients
+        self.refused = 0
+        """Connections refused because MAX_CLIENTS were open."""
         self._server: asyncio.AbstractServer | None = None
         self._clients: set[asyncio.Task] = set()
 
@@ -62,7 +94,7 @@ class ControlServer:
             self.path.unlink()  # stale socket of a crashed daemon
         old_umask = os.umask(0o177)  # the socket is born 0600: no window where others can connect
         try:
-            self._server = await asyncio.start_unix_server(self._client, path=str(self.path), limit=MAX_LINE)
+            self._server = await asyncio.start_unix_server(self._client, path=str(self.path), limit=MAX_REQUEST)
         finally:
             os.umask(old_umask)
         os.chmod(self.path, 0o600)
@@ -84,107 +116,74 @@ class ControlServer:
             pass
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self._clients) >= self.max_clients:
+            self.refused += 1
+            why = (f"too many control connections ({self.max_clients} open); close one "
+                   "(an idle console or `ipsec-console events`) and try again")
+            log.warning("control socket: refused a connection: %d open, the limit", self.max_clients)
+            writer.write(line({"id": None, "ok": False, "error": why, "disconnected": why}))
+            writer.close()  # no wait: this client may never read
+            return
         task = asyncio.current_task()
         self._clients.add(task)
         peer = journal.peer_of(writer.get_extra_info("socket"))
-        sub_task: asyncio.Task | None = None
-        lock = asyncio.Lock()
-
-        async def send(obj) -> None:
-            async with lock:
-                writer.write(json.dumps(obj, separators=(",", ":")).encode() + b"\n")
-                await writer.drain()
-
         try:
-            while True:
-                try:
-                    line = await reader.readline()
-                except (asyncio.LimitOverrunError, ValueError):
-                    await send({"id": None, "ok": False, "error": "request line too long"})
-                    break
-                if not line:
-                    break
-                try:
-                    req = json.loads(line)
-                    if not isinstance(req, dict) or not isinstance(req.get("cmd"), str):
-                        raise ValueError("a request is a JSON object with a string 'cmd'")
-                except ValueError as exc:
-                    await send({"id": None, "ok": False, "error": f"bad request: {exc}"})
-                    continue
-                rid = req.get("id")
-                if req["cmd"] == "subscribe":
-                    if sub_task is None:
-                        sub_task = asyncio.create_task(self._pump(send, bool(req.get("replay")),
-                                                                  bool(req.get("plaintext"))))
-                    await send({"id": rid, "ok": True, "result": "subscribed"})
-                    continue
-                try:
-                    result = self.handle(req, peer)
-                    await send({"id": rid, "ok": True, "result": result})
-                except _Failure as exc:
-                    await send({"id": rid, "ok": False, "error": str(exc), "findings": exc.findings})
-                except (LocalError, KeyError, ValueError) as exc:
-                    await send({"id": rid, "ok": False, "error": _message(exc)})
-                except Exception as exc:  # a bug must not take the daemon down
-                    log.exception("control command %r failed", req.get("cmd"))
-                    await send({"id": rid, "ok": False, "error": f"internal error: {exc}"})
-        except (ConnectionError, asyncio.CancelledError):
-            pass
+            await _Connection(self, reader, writer, peer).serve()
         finally:
-            if sub_task is not None:
-                sub_task.cancel()
             self._clients.discard(task)
-            writer.close()
 
-    async def _pump(self, send, replay: bool, plaintext: bool = False) -> None:
-        q = self.runtime.subscribe(replay=replay)
-        try:
-            while True:
-                event = await q.get()
-                if not plaintext and isinstance(event, PacketSample) and event.inner:
-                    # Decrypted traffic leaves only for a subscriber that asked for it.
-                    event = dataclasses.replace(event, inner=b"")
-                await send({"event": event_to_dict(event)})
-        except (ConnectionError, asyncio.CancelledError):
-            pass
-        finally:
-            self.runtime.unsubscribe(q)
-
+    # ------------------------------------------------------------ commands
     def handle(self, req: dict, peer: journal.Who | None = None):
         rt = self.runtime
         cmd = req["cmd"]
         if cmd == "version":
             return {"protocol": PROTOCOL_VERSION, "engine": "ipsec-console"}
-        if cmd == "status":
-            return status_to_dict(rt.status())
-        if cmd == "list-sas":
-            s = rt.status()
-            return {"time": s.time, "ike_sas": [status_to_dict(i) for i in s.ike_sas]}
-        if cmd == "list-conns":
-            return {"connections": [status_to_dict(c) for c in rt.connections()]}
         if cmd == "initiate":
-            rt.initiate(_name(req), req.get("child"))
+            child = req.get("child")
+            if child is not None and not isinstance(child, str):
+                raise ValueError("'child' must be a string")
+            rt.initiate(_name(req), child)
             return {"initiated": _name(req)}
         if cmd == "terminate":
-            return {"deleted": rt.terminate(_name(req), unique_id=req.get("unique_id"))}
+            return {"deleted": rt.terminate(_name(req), unique_id=_unique_id(req))}
         if cmd == "rekey":
-            return {"rekeyed": rt.rekey(_name(req), ike=bool(req.get("ike")), unique_id=req.get("unique_id"))}
+            return {"rekeyed": rt.rekey(_name(req), ike=bool(req.get("ike")), unique_id=_unique_id(req))}
         if cmd == "get-policy":
             path = rt.policy.path
             return {"path": os.path.abspath(path) if path else path, "text": rt.policy_text,
                     "files": public_files(rt.policy)}
-        if cmd == "apply-policy":
-            return self._apply(req, peer)
-        if cmd == "counters":
-            sas, drops = rt.datapath.counters()
-            return {"sas": [status_to_dict(c) for c in sas], "drops": drops, "ike": dict(rt.endpoint.stats)}
         if cmd == "stats":
             return ops_stats.collect(rt)
         if cmd == "reload":
             return self._reload(peer)
-        raise ValueError(f"unknown command {cmd!r}")
+        raise ValueError(f"unknown command {cmd!r:.80}")
 
-    def _apply(self, req: dict, peer: journal.Who | None = None):
+    async def listing(self, rid, cmd: str) -> list[bytes] | None:
+        """The pieces of the answer line of a listing command, built in slices; None for another command."""
+        rt = self.runtime
+        if cmd in ("status", "list-sas"):
+            now, wall = rt.now(), time.time()
+            sas = await encode_sliced(rt.endpoint.sas, lambda sa: _info(rt.sa_status(sa, now)))
+            fields = [("time", [dumps(wall)]), ("ike_sas", join_list(sas))]
+            if cmd == "status":
+                fields.append(("connections", join_list(await self._connections())))
+        elif cmd == "list-conns":
+            fields = [("connections", join_list(await self._connections()))]
+        elif cmd == "counters":
+            counters, drops = rt.datapath.counters()
+            encoded = await encode_sliced(counters, status_to_dict)
+            fields = [("sas", join_list(encoded)), ("drops", [dumps(drops)]), ("ike", [dumps(dict(rt.endpoint.stats))])]
+        else:
+            return None
+        head = b'{"id":' + dumps(rid) + b',"ok":true,"result":'
+        return [head, *object_pieces(fields), b"}\n"]
+
+    async def _connections(self) -> list[bytes]:
+        rt = self.runtime
+        states = rt.connection_states()
+        return await encode_sliced(rt.policy.connections, lambda c: status_to_dict(rt.connection_info(c, states)))
+
+    async def apply(self, req: dict, peer: journal.Who | None = None):
         from engine.pki.errors import PkiError
         from engine.policy.findings import PolicyError
         from engine.policy.parse import parse_policy
@@ -193,7 +192,8 @@ class ControlServer:
         if not isinstance(text, str):
             raise ValueError("apply-policy needs 'text'")
         try:
-            policy = parse_policy(text, self.runtime.policy.path)
+            # Parsing is pure but can take a second on a large policy: off the event loop.
+            policy = await asyncio.to_thread(parse_policy, text, self.runtime.policy.path)
         except PolicyError as exc:
             raise _Failure("the policy does not validate; nothing was changed",
                            [f.format() for f in exc.findings]) from None
@@ -233,8 +233,9 @@ def public_files(policy) -> dict[str, str]:
     for name in dict.fromkeys(names):
         target = Path(name) if os.path.isabs(name) else base / name
         try:
-            if target.stat().st_size > MAX_SERVED_FILE:
-                continue
+            st = target.stat()
+            if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_SERVED_FILE:
+                continue  # a FIFO or a device would be read forever, on the event loop
             text = target.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError):
             continue
@@ -242,6 +243,139 @@ def public_files(policy) -> dict[str, str]:
             continue  # a key file named where a certificate belongs is never sent
         out[name] = text
     return out
+
+
+class _Connection:
+    """One client: requests in order, answers and event lines under one lock."""
+
+    def __init__(self, server: ControlServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 peer: journal.Who | None = None) -> None:
+        self.server = server
+        self.reader = reader
+        self.writer = writer
+        self.peer = peer
+        self.lock = asyncio.Lock()
+        self.pump: asyncio.Task | None = None
+        self._cut: asyncio.TimerHandle | None = None
+
+    async def send(self, pieces: list[bytes]) -> None:
+        async with self.lock:
+            size = 0
+            for piece in pieces:
+                if self.writer.transport.is_closing():
+                    # The client left: writing on would only make asyncio warn once per piece.
+                    raise ConnectionResetError("the client closed the connection")
+                self.writer.write(piece)
+                size += len(piece)
+                if size >= _WRITE_PIECE:
+                    size = 0
+                    await self.writer.drain()
+                    await asyncio.sleep(0)  # drain() does not yield while the buffer is low
+            await self.writer.drain()
+
+    async def reply(self, obj) -> None:
+        await self.send([line(obj)])
+
+    async def serve(self) -> None:
+        try:
+            while True:
+                try:
+                    raw = await self.reader.readline()
+                except ValueError:  # longer than MAX_REQUEST: the rest of it would read as garbage
+                    why = f"request line longer than {MAX_REQUEST} bytes"
+                    await self.reply({"id": None, "ok": False, "error": why, "disconnected": why})
+                    break
+                if not raw:
+                    break
+                try:
+                    req = parse_request(raw)
+                except BadRequest as exc:
+                    await self.reply({"id": None, "ok": False, "error": f"bad request: {exc}"})
+                    continue
+                await self.dispatch(req)
+        except (ConnectionError, asyncio.CancelledError):
+            pass  # the client went away (or the server stops): nothing to answer
+        finally:
+            if self.pump is not None:
+                self.pump.cancel()
+            if self._cut is not None:
+                self._cut.cancel()
+            self.writer.close()
+
+    async def dispatch(self, req: dict) -> None:
+        server, rid, cmd = self.server, req.get("id"), req["cmd"]
+        if cmd == "subscribe":
+            if self.pump is None:
+                self.pump = asyncio.create_task(self._pump(bool(req.get("replay")), bool(req.get("plaintext"))))
+            await self.reply({"id": rid, "ok": True, "result": "subscribed"})
+            return
+        try:
+            pieces = await server.listing(rid, cmd)
+            if pieces is None:
+                result = await server.apply(req, self.peer) if cmd == "apply-policy" else server.handle(req, self.peer)
+                pieces = [line({"id": rid, "ok": True, "result": result})]
+        except _Failure as exc:
+            pieces = [line({"id": rid, "ok": False, "error": str(exc), "findings": exc.findings})]
+        except (LocalError, KeyError, ValueError, TypeError) as exc:
+            pieces = [line({"id": rid, "ok": False, "error": _message(exc)})]
+        except Exception as exc:  # a bug must not take the daemon down, nor go unanswered
+            log.exception("control command %r failed", cmd[:80])
+            pieces = [line({"id": rid, "ok": False, "error": f"internal error: {exc}"})]
+        await self.send(pieces)
+
+    async def _pump(self, replay: bool, plaintext: bool = False) -> None:
+        rt = self.server.runtime
+        q = rt.subscribe(replay=replay)
+        q.on_drop = self._dropped
+        try:
+            while True:
+                event = await q.get()
+                if not plaintext and isinstance(event, PacketSample) and event.inner:
+                    # Decrypted traffic leaves only for a subscriber that asked for it.
+                    event = dataclasses.replace(event, inner=b"")
+                try:
+                    pieces = await event_line(event)
+                except ValueError:
+                    log.exception("event %s could not be encoded", type(event).__name__)
+                    continue
+                await self.send(pieces)
+        except SubscriberDropped as exc:
+            why = f"subscription ended: {exc}"
+            await self.reply({"id": None, "ok": False, "error": why, "disconnected": why})
+            self.writer.close()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            rt.unsubscribe(q)
+
+    def _dropped(self, reason: str) -> None:
+        # The pump may be stuck writing to a client that does not read: cut it if it
+        # has not taken its last line in time.
+        self._cut = asyncio.get_running_loop().call_later(FINAL_LINE_GRACE, self._abort)
+
+    def _abort(self) -> None:
+        transport = self.writer.transport
+        if not transport.is_closing() or transport.get_write_buffer_size():
+            log.warning("control socket: cut a subscriber that did not read its last line in %.0fs",
+                        FINAL_LINE_GRACE)
+            transport.abort()
+
+
+def raise_open_files_limit() -> tuple[int, int]:
+    """Raise this process's soft limit of open files to its hard limit, where allowed
+    (connections, SAs and sockets then run out long after 1024). Returns (soft, hard)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError) as exc:
+            log.info("could not raise the open files limit from %d to %d: %s", soft, hard, exc)
+    return soft, hard
+
+
+def _info(info):
+    return None if info is None else status_to_dict(info)
 
 
 class _Failure(Exception):
@@ -255,6 +389,13 @@ def _message(exc: Exception) -> str:
     if isinstance(exc, KeyError) and exc.args:
         return str(exc.args[0])
     return str(exc)
+
+
+def _unique_id(req: dict) -> int | None:
+    value = req.get("unique_id")
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ValueError("'unique_id' must be an integer")
+    return value
 
 
 def _name(req: dict) -> str:

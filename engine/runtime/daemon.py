@@ -26,6 +26,7 @@ import stat
 import sys
 from collections.abc import Mapping
 
+from engine import logsafe
 from engine.ops.sdnotify import Notifier
 from engine.runtime.client import DEFAULT_CONTROL
 
@@ -79,7 +80,11 @@ def setup_logging(verbose: int, env: Mapping[str, str] | None = None, stream=Non
     target = logging.getLogger() if verbose >= 2 else logging.getLogger("engine")
     if verbose >= 2:
         target.setLevel(logging.DEBUG)
+    logsafe.protect(handler)  # escaped, capped, rate-limited (engine.logsafe)
     target.addHandler(handler)
+    if target is not logging.getLogger():
+        # asyncio's own errors (an accept loop out of descriptors) go through the same limits.
+        logging.getLogger("asyncio").addHandler(handler)
     return handler
 
 
@@ -198,8 +203,10 @@ async def serve(config: str, control: str | None, *, datapath: str | None = None
     from engine.pki.errors import PkiError
     from engine.policy.findings import PolicyError
     from engine.policy.parse import load_policy
-    from engine.runtime.control import ControlServer
+    from engine.runtime.control import ControlServer, raise_open_files_limit
     from engine.runtime.engine import EngineRuntime
+
+    raise_open_files_limit()
 
     # Absolute from here on: the console attaches from anywhere and resolves the policy's
     # relative paths (secrets, certificates, lab peers) against this file's folder.

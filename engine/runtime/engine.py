@@ -11,8 +11,9 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections import deque
+from collections.abc import Callable
 
+from engine import logsafe
 from engine.datapath.base import Datapath, NullDatapath
 from engine.events import (
     AcquireRequested,
@@ -24,6 +25,7 @@ from engine.events import (
     ExchangeReceived,
     ExchangeSent,
     IkeSaStateChanged,
+    IkeState,
     LogMessage,
     NegotiationFailed,
     PolicyApplied,
@@ -31,7 +33,9 @@ from engine.events import (
     SaCounters,
 )
 from engine.ike.endpoint import IkeEndpoint
+from engine.ike.status import ike_sa_info
 from engine.policy.model import Policy
+from engine.runtime.retention import QUEUE_BYTES, QUEUE_EVENTS, EventHistory, Subscription, event_size, keyless
 from engine.runtime.udp import UdpSockets
 from engine.runtime.wallclock import to_wall_clock
 from engine.status import ConnectionInfo, IkeSaInfo, StatusSnapshot
@@ -41,7 +45,6 @@ log = logging.getLogger("engine.runtime")
 
 COUNTERS_INTERVAL = 1.0
 SHUTDOWN_GRACE = 2.0
-HISTORY = 1000
 _REPLAYED = (IkeSaStateChanged, ExchangeSent, ExchangeReceived, ChildSaInstalled, ChildSaDeleted,
              NegotiationFailed, DpdTimeout, PolicyApplied, LogMessage)
 _LOUD = ("WARNING", "ERROR", "CRITICAL")
@@ -58,15 +61,19 @@ class EngineRuntime:
         self.endpoint = IkeEndpoint(policy, fragment_size=fragment_size, credentials=_credentials(policy))
         self.datapath: Datapath = datapath or NullDatapath()
         self.sockets = UdpSockets(self._on_datagram)
-        self._subscribers: list[asyncio.Queue] = []
+        self._subscribers: list[Subscription] = []
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._counters_task: asyncio.Task | None = None
         self._log_handler: _EventLogHandler | None = None
         self.started_at = time.time()
         self._counters: dict[tuple[int, str], SaCounters] = {}
-        self.history: deque[Event] = deque(maxlen=HISTORY)
-        """Recent negotiation events, replayed to late subscribers (the attached console)."""
+        self.key_sinks: list[Callable[[ChildSaInstalled], None]] = []
+        """Called with each ChildSaInstalled, keys included, right after the datapath got it
+        (``save_keys``): the only way keys leave the runtime, as history and queues hold none."""
+        self.history = EventHistory()
+        """Recent negotiation events, replayed to late subscribers (the attached console);
+        bounded in count and bytes, without keys (engine.runtime.retention)."""
 
     # ------------------------------------------------------------ lifecycle
     def now(self) -> float:
@@ -169,6 +176,12 @@ class EngineRuntime:
                 # An SA the datapath refused would swallow the peer's traffic: delete it
                 # with the peer (the failure shows in the console as a NegotiationFailed).
                 self.endpoint.child_install_failed(event.spi_in, self.now(), f"datapath refused it: {exc}")
+        if isinstance(event, ChildSaInstalled):
+            for sink in list(self.key_sinks):
+                try:
+                    sink(event)
+                except Exception:
+                    log.exception("a key sink failed on CHILD SA %d", event.unique_id)
         self.publish(event)
 
     def datapath_event(self, event: Event) -> None:
@@ -189,26 +202,41 @@ class EngineRuntime:
                 self.datapath_event(ev)
 
     def publish(self, event: Event) -> None:
+        replay = isinstance(event, _REPLAYED) and (not isinstance(event, LogMessage) or event.level in _LOUD)
+        if not replay and not self._subscribers:
+            return
         event = to_wall_clock(event, time.time() - self.now())
-        if isinstance(event, _REPLAYED) and (not isinstance(event, LogMessage) or event.level in _LOUD):
-            self.history.append(event)
-        for q in list(self._subscribers):
-            try:
-                q.put_nowait(event)
-            except asyncio.QueueFull:
-                pass  # a slow subscriber loses events rather than stalling the engine
-
-    def subscribe(self, maxsize: int = 10000, *, replay: bool = False) -> asyncio.Queue:
-        """A queue of every event from now on; with ``replay`` it starts with the
-        recent negotiation history, so a late viewer understands the current state."""
-        q: asyncio.Queue = asyncio.Queue(maxsize)
+        kept = keyless(event)  # the datapath had the keys; nothing kept from here on holds them
+        size = event_size(kept)
         if replay:
-            for event in list(self.history)[-(maxsize // 2):]:
-                q.put_nowait(event)
+            self.history.append(kept, size)
+        for sub in list(self._subscribers):
+            if not sub.offer(kept, size):
+                # A slow subscriber is dropped, never waited for: the engine runs on.
+                self.unsubscribe(sub)
+                log.warning("event subscriber disconnected: %s", sub.dropped)
+
+    def subscribe(self, maxsize: int = QUEUE_EVENTS, *, replay: bool = False,
+                  max_bytes: int = QUEUE_BYTES) -> Subscription:
+        """A queue of every event from now on, bounded in count and bytes (a reader
+        that falls behind is dropped: its ``get()`` raises SubscriberDropped).
+        With ``replay`` it starts with the recent negotiation history (as much as
+        fits in half its bounds), so a late viewer understands the current state."""
+        q = Subscription(maxsize, max_bytes)
+        if replay:
+            recent: list = []
+            budget = max_bytes // 2
+            for event, size in reversed(self.history.sized()):
+                if len(recent) >= maxsize // 2 or size > budget:
+                    break
+                budget -= size
+                recent.append((event, size))
+            for event, size in reversed(recent):
+                q.offer(event, size)
         self._subscribers.append(q)
         return q
 
-    def unsubscribe(self, q: asyncio.Queue) -> None:
+    def unsubscribe(self, q: Subscription) -> None:
         if q in self._subscribers:
             self._subscribers.remove(q)
 
@@ -221,6 +249,7 @@ class EngineRuntime:
                 log.exception("reading datapath counters failed")
                 continue
             self._counters = {(c.spi, c.direction): c for c in sas}
+            logsafe.flush()  # summaries of rate-limited warnings, even when the flood has stopped
             self._drain_datapath()
             self.publish(CountersSnapshot(time.time(), tuple(sas), tuple(sorted(drops.items()))))
 
@@ -283,22 +312,33 @@ class EngineRuntime:
         return dataclasses.replace(info, children=tuple(kids))
 
     def connections(self) -> list[ConnectionInfo]:
+        states = self.connection_states()
+        return [self.connection_info(c, states) for c in self.policy.connections]
+
+    def connection_states(self) -> dict[str, str]:
+        """Connection name -> state of its (last listed) IKE SA; cheap, no status built."""
+        return {sa.name: sa.state.value for sa in self.endpoint.sas if sa.state != IkeState.DESTROYED}
+
+    def connection_info(self, c, states: dict[str, str]) -> ConnectionInfo:
         from engine.status import ChildConfigInfo
 
-        up = {sa.name: sa.state for sa in self.endpoint.status(self.now())}
-        out = []
-        for c in self.policy.connections:
-            state = {"ESTABLISHED": "up", "REKEYING": "up", "CONNECTING": "connecting"}.get(up.get(c.name, ""), "down")
-            out.append(ConnectionInfo(
-                name=c.name, local_addrs=c.local_addrs, remote_addrs=c.remote_addrs,
-                local_auth=c.local.auth, remote_auth=c.remote.auth,
-                local_id=str(c.local.id) if c.local.id else "", remote_id=str(c.remote.id) if c.remote.id else "",
-                proposals=tuple(p.text for p in c.proposals),
-                children=tuple(ChildConfigInfo(k.name, k.mode, k.protocol, tuple(map(str, k.local_ts)),
-                                               tuple(map(str, k.remote_ts)), tuple(p.text for p in k.proposals),
-                                               k.start_action, k.dpd_action) for k in c.children),
-                state=state))
-        return out
+        state = {"ESTABLISHED": "up", "REKEYING": "up", "CONNECTING": "connecting"}.get(states.get(c.name, ""), "down")
+        return ConnectionInfo(
+            name=c.name, local_addrs=c.local_addrs, remote_addrs=c.remote_addrs,
+            local_auth=c.local.auth, remote_auth=c.remote.auth,
+            local_id=str(c.local.id) if c.local.id else "", remote_id=str(c.remote.id) if c.remote.id else "",
+            proposals=tuple(p.text for p in c.proposals),
+            children=tuple(ChildConfigInfo(k.name, k.mode, k.protocol, tuple(map(str, k.local_ts)),
+                                           tuple(map(str, k.remote_ts)), tuple(p.text for p in k.proposals),
+                                           k.start_action, k.dpd_action) for k in c.children),
+            state=state)
+
+    def sa_status(self, sa, now: float) -> IkeSaInfo | None:
+        """One IKE SA's status with its counters (None once destroyed): what status() lists,
+        SA by SA, so the control socket can build a long listing in slices."""
+        if sa.state == IkeState.DESTROYED:
+            return None
+        return self._with_counters(ike_sa_info(sa, now), now)
 
 
 def _credentials(policy: Policy):
@@ -317,6 +357,7 @@ class _EventLogHandler(logging.Handler):
     def __init__(self, runtime: EngineRuntime) -> None:
         super().__init__(logging.DEBUG)
         self.runtime = runtime
+        logsafe.protect(self)  # LogMessage text is escaped, capped and rate-limited like stderr
 
     def emit(self, record: logging.LogRecord) -> None:
         if not self.runtime._subscribers:

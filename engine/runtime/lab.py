@@ -189,6 +189,11 @@ class LabRuntime:
         return self._hq().policy_text
 
     @property
+    def key_sinks(self) -> list:
+        """hq's (see EngineRuntime.key_sinks)."""
+        return self._hq().key_sinks
+
+    @property
     def datapath(self) -> LabDatapath:
         return self.endpoints[0].datapath
 

@@ -7,6 +7,15 @@ selectors as ``198.51.100.0/24[tcp/80]``.
 
 Nothing secret reaches a summary: AUTH shows its method only, nonces and KE
 values their length only, EAP its code and type only.
+
+Bounded: a hostile message (255 proposals, 16,000 Vendor IDs, a 60 KB
+identity) is described in bounded bytes. At most MAX_PAYLOADS payloads,
+MAX_PROPOSALS proposals of MAX_TRANSFORMS transforms, MAX_ITEMS selectors,
+CP attributes or SPIs per payload, and MAX_VALUE characters per value
+(non-printable characters escaped, engine.printable) are kept; what is left
+out is counted where it was (``+N more``). A lazy summary keeps at most
+about MAX_RETAINED bytes of decoded payloads for later formatting; beyond
+that, payloads are described at once and dropped.
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ from typing import Iterable
 from engine.crypto.transforms import AdditionalKeType, TransformType, additional_ke_number, transform_name
 from engine.events import MessageSummary, PayloadDetail
 from engine.pki.dn import dn_from_der as dn_text  # the policy reads back what the screen shows
+from engine.printable import clean
 from engine.policy.ts import TrafficSelector
 from engine.wire.constants import (
     FLAG_INITIATOR,
@@ -64,6 +74,21 @@ from engine.wire.payloads import (
 from engine.wire.ppk import decode_ppk_identity
 
 _HEX_LIMIT = 64  # bytes of notify/vendor data shown before eliding
+MAX_PAYLOADS = 48
+"""Payloads named and described per message; a normal one has fewer than 20."""
+MAX_PROPOSALS = 16
+"""Proposals described per SA payload (charon sends one to four)."""
+MAX_TRANSFORMS = 64
+"""Transforms listed per proposal (charon's default IKE proposal has about 30)."""
+MAX_ITEMS = 32
+"""Selectors, CP attributes or SPIs described per payload."""
+MAX_VALUE = 1024
+"""Characters of one described value (an identity, a Vendor ID...)."""
+MAX_RETAINED = 32 * 1024
+"""Estimated bytes of decoded payloads one lazy summary may keep for later formatting."""
+_LARGE_PAYLOAD = 8 * 1024  # estimated bytes above which a payload is described at once
+_PAYLOAD_BYTES = 160  # estimated bytes of one decoded payload object, without its data
+_DETAIL_BYTES = 450  # estimated bytes of one payload's description, once it is formatted
 _CP_PREFIX = {CfgType.CFG_REQUEST: "RQ", CfgType.CFG_REPLY: "RP", CfgType.CFG_SET: "S", CfgType.CFG_ACK: "A"}
 _EAP_CODE = {1: "REQ", 2: "RES", 3: "SUCC", 4: "FAIL"}
 _EAP_TYPE = {1: "ID", 2: "NTF", 3: "NAK", 4: "MD5", 5: "OTP", 6: "GTC", 13: "TLS", 18: "SIM", 21: "TTLS",
@@ -122,7 +147,9 @@ def payload_name(p: Payload) -> str:
     if isinstance(p, SkfPayload):
         return f"EF({p.fragment_number}/{p.total_fragments})"
     if isinstance(p, CpPayload):
-        attrs = " ".join(CFG_ATTR_SHORT.get(t, str(t)) for t, _ in p.attributes)
+        attrs = " ".join(CFG_ATTR_SHORT.get(t, str(t)) for t, _ in p.attributes[:MAX_ITEMS])
+        if len(p.attributes) > MAX_ITEMS:
+            attrs += f" +{len(p.attributes) - MAX_ITEMS}"
         return f"CP{_CP_PREFIX.get(p.cfg_type, '')}({attrs})" if attrs else "CP"  # type: ignore[call-overload]
     if isinstance(p, EapPayload):
         name = f"EAP/{_EAP_CODE.get(p.code, str(p.code))}"
@@ -177,7 +204,7 @@ def _notify_data(p: NotifyPayload) -> str | None:
     if t == NotifyType.INVALID_KE_PAYLOAD and len(data) == 2:
         return group_name(int.from_bytes(data, "big"))
     if t == NotifyType.SIGNATURE_HASH_ALGORITHMS:
-        algs = [int.from_bytes(data[i:i + 2], "big") for i in range(0, len(data) - 1, 2)]
+        algs = [int.from_bytes(data[i:i + 2], "big") for i in range(0, min(len(data), 2 * MAX_ITEMS) - 1, 2)]
         return " ".join(_enum_name(HashAlgorithm, a) for a in algs)
     if t == NotifyType.UNSUPPORTED_CRITICAL_PAYLOAD and len(data) == 1:
         return f"payload type {data[0]}"
@@ -226,10 +253,11 @@ def payload_detail(p: Payload) -> PayloadDetail:
     """(label, value) pairs for one payload, without secrets."""
     f: list[tuple[str, str]] = []
     if isinstance(p, SaPayload):
-        for prop in p.proposals:
-            f.append((f"proposal {prop.number}", proposal_text(prop)))
+        for prop in p.proposals[:MAX_PROPOSALS]:
+            f.append((f"proposal {prop.number}", _capped_proposal_text(prop)))
             if prop.spi:
-                f.append((f"proposal {prop.number} SPI", prop.spi.hex()))
+                f.append((f"proposal {prop.number} SPI", _hex(prop.spi)))
+        _left_out(f, len(p.proposals), MAX_PROPOSALS, "proposals")
     elif isinstance(p, KePayload):
         f += [("group", group_name(p.group)), ("length", f"{len(p.data)} bytes")]
     elif isinstance(p, IdPayload):
@@ -256,15 +284,18 @@ def payload_detail(p: Payload) -> PayloadDetail:
     elif isinstance(p, DeletePayload):
         f.append(("protocol", _enum_name(ProtocolId, p.protocol)))
         if p.spis:
-            f.append(("SPIs", " ".join(s.hex() for s in p.spis)))
+            f.append(("SPIs", " ".join(_hex(s) for s in p.spis[:MAX_ITEMS])))
+        _left_out(f, len(p.spis), MAX_ITEMS, "SPIs")
     elif isinstance(p, VendorIdPayload):
         text = p.data.decode("ascii", "replace") if p.data.isascii() and p.data.decode("ascii").isprintable() else None
         f.append(("id", text if text else _hex(p.data)))
     elif isinstance(p, TsPayload):
-        f += [("selector", ts_text(s)) for s in p.selectors]
+        f += [("selector", ts_text(s)) for s in p.selectors[:MAX_ITEMS]]
+        _left_out(f, len(p.selectors), MAX_ITEMS, "selectors")
     elif isinstance(p, CpPayload):
         f.append(("type", _enum_name(CfgType, p.cfg_type)))
-        f += [(_enum_name(CfgAttr, t), _cp_value(t, v)) for t, v in p.attributes]
+        f += [(_enum_name(CfgAttr, t), _cp_value(t, v)) for t, v in p.attributes[:MAX_ITEMS]]
+        _left_out(f, len(p.attributes), MAX_ITEMS, "attributes")
     elif isinstance(p, EapPayload):
         f += [("code", _enum_name(EapCode, p.code)), ("identifier", str(p.identifier))]
         if p.code in (1, 2) and p.data:
@@ -278,7 +309,20 @@ def payload_detail(p: Payload) -> PayloadDetail:
         f += [("type", str(p.type)), ("length", f"{len(p.data)} bytes")]
     if getattr(p, "critical", False):
         f.append(("critical", "yes"))
-    return PayloadDetail(payload_name(p), tuple(f))
+    return PayloadDetail(payload_name(p), tuple((label, clean(value, MAX_VALUE)) for label, value in f))
+
+
+def _capped_proposal_text(prop: Proposal) -> str:
+    more = len(prop.transforms) - MAX_TRANSFORMS
+    if more <= 0:
+        return proposal_text(prop)
+    short = dataclasses.replace(prop, transforms=prop.transforms[:MAX_TRANSFORMS])
+    return f"{proposal_text(short)}/(+{more} more transforms)"
+
+
+def _left_out(f: list[tuple[str, str]], count: int, kept: int, what: str) -> None:
+    if count > kept:
+        f.append(("left out", f"{count - kept} more {what}"))
 
 
 def summarize(message_or_header: Message | IkeHeader, payloads: Iterable[Payload] | None = None, *,
@@ -292,10 +336,11 @@ def summarize(message_or_header: Message | IkeHeader, payloads: Iterable[Payload
     """
     if isinstance(message_or_header, Message):
         header = message_or_header.header
-        items = list(message_or_header.payloads if payloads is None else payloads)
+        items = message_or_header.payloads if payloads is None else payloads
     else:
         header = message_or_header
-        items = list(payloads or ())
+        items = payloads or ()
+    kept, omitted, _ = _keep(items)
     return MessageSummary(
         exchange=exchange_name(header.exchange),
         mid=header.mid,
@@ -304,12 +349,77 @@ def summarize(message_or_header: Message | IkeHeader, payloads: Iterable[Payload
         spi_i=int.from_bytes(header.spi_i, "big"),
         spi_r=int.from_bytes(header.spi_r, "big"),
         length=header.length if length is None else length,
-        payloads=tuple(payload_name(p) for p in items),
-        notifies=tuple(notify_name(p.type) for p in items if isinstance(p, NotifyPayload)),
-        details=tuple(payload_detail(p) for p in items),
+        payloads=_names(kept, omitted),
+        notifies=_notifies(kept),
+        details=_details(kept, omitted),
         retransmit=retransmit,
         fragments=fragments,
     )
+
+
+def _estimate(p: Payload) -> int:
+    """Bytes a decoded payload object keeps alive (a cheap upper estimate); more
+    than MAX_RETAINED when it holds more items than a description shows."""
+    too_many = MAX_RETAINED + 1
+    if isinstance(p, SaPayload):
+        if len(p.proposals) > MAX_PROPOSALS:
+            return too_many
+        n = sum(len(prop.transforms) for prop in p.proposals)
+        return _PAYLOAD_BYTES * (1 + len(p.proposals)) + 120 * n
+    if isinstance(p, TsPayload):
+        return too_many if len(p.selectors) > MAX_ITEMS else _PAYLOAD_BYTES + 250 * len(p.selectors)
+    if isinstance(p, CpPayload):
+        if len(p.attributes) > MAX_ITEMS:
+            return too_many
+        return _PAYLOAD_BYTES + sum(90 + len(v) for _, v in p.attributes)
+    if isinstance(p, DeletePayload):
+        return too_many if len(p.spis) > MAX_ITEMS else _PAYLOAD_BYTES + 45 * len(p.spis)
+    return _PAYLOAD_BYTES + len(getattr(p, "data", b""))
+
+
+def _detail_bytes(d: PayloadDetail) -> int:
+    return 200 + sum(130 + len(label) + len(value) for label, value in d.fields)
+
+
+def _keep(payloads: Iterable[Payload]) -> tuple[tuple, int, int]:
+    """(what a summary keeps, payloads left out, estimated bytes kept).
+
+    Kept items are payloads, for formatting later, or PayloadDetails made at
+    once for payloads too large to keep (see MAX_RETAINED)."""
+    items = payloads if isinstance(payloads, (tuple, list)) else tuple(payloads)
+    omitted = max(0, len(items) - MAX_PAYLOADS)
+    kept = []
+    retained = 0
+    for p in items[:MAX_PAYLOADS]:
+        size = _estimate(p)
+        if size > _LARGE_PAYLOAD or retained + size > MAX_RETAINED:
+            p = payload_detail(p)
+            size = _detail_bytes(p)
+        retained += size
+        kept.append(p)
+    return tuple(kept), omitted, retained
+
+
+def _names(kept: tuple, omitted: int) -> tuple[str, ...]:
+    names = tuple(p.name if isinstance(p, PayloadDetail) else payload_name(p) for p in kept)
+    return names + (f"+{omitted} more",) if omitted else names
+
+
+def _notifies(kept: tuple) -> tuple[str, ...]:
+    out = []
+    for p in kept:
+        if isinstance(p, NotifyPayload):
+            out.append(notify_name(p.type))
+        elif isinstance(p, PayloadDetail) and p.name.startswith("N("):
+            out.append(dict(p.fields).get("type", p.name[2:-1]))
+    return tuple(out)
+
+
+def _details(kept: tuple, omitted: int) -> tuple[PayloadDetail, ...]:
+    details = tuple(p if isinstance(p, PayloadDetail) else payload_detail(p) for p in kept)
+    if omitted:
+        details += (PayloadDetail(f"+{omitted} more", (("left out", f"{omitted} more payloads"),)),)
+    return details
 
 
 class LazySummary(MessageSummary):
@@ -326,16 +436,19 @@ class LazySummary(MessageSummary):
     def __init__(self, header, payloads, *, length: int | None = None, retransmit: int = 0,
                  fragments: int = 1) -> None:  # noqa: D107  (no dataclass __init__: fields are filled lazily)
         # ``header``: an IkeHeader, or (spi_i, spi_r, exchange, flags, mid) to spare building one.
-        object.__setattr__(self, "_src", (header, tuple(payloads), length, retransmit, fragments))
+        kept, omitted, retained = _keep(payloads)
+        object.__setattr__(self, "_src", (header, kept, omitted, length, retransmit, fragments))
         object.__setattr__(self, "_done", {})
+        object.__setattr__(self, "retained", retained + _DETAIL_BYTES * len(kept) + 1000)
+        """Estimated bytes this summary keeps alive (the runtime bounds its history by it)."""
 
     def _get(self, name: str):
         done = self._done
         if name in done:
             return done[name]
-        header, items, length, retransmit, fragments = self._src
+        header, items, omitted, length, retransmit, fragments = self._src
         if name == "details":
-            done["details"] = tuple(payload_detail(p) for p in items)
+            done["details"] = _details(items, omitted)
         elif "payloads" not in done:
             if isinstance(header, IkeHeader):
                 spi_i, spi_r, exchange, flags, mid = (header.spi_i, header.spi_r, header.exchange,
@@ -351,8 +464,8 @@ class LazySummary(MessageSummary):
                 spi_i=int.from_bytes(spi_i, "big"),
                 spi_r=int.from_bytes(spi_r, "big"),
                 length=length or 0,
-                payloads=tuple(payload_name(p) for p in items),
-                notifies=tuple(notify_name(p.type) for p in items if isinstance(p, NotifyPayload)),
+                payloads=_names(items, omitted),
+                notifies=_notifies(items),
                 retransmit=retransmit,
                 fragments=fragments,
             )

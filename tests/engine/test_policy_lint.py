@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -181,6 +182,23 @@ def test_secrets_file_readable_by_others(tmp_path: Path):
     assert lint_file(p) == []
 
 
+def test_secrets_file_that_is_a_link_or_owned_by_another_user(tmp_path: Path):
+    secrets = f'[ike.b]\nids = ["branch.example.org"]\nsecret = "{GOOD_PSK}"\n'
+    p = _psk_policy(tmp_path, secrets, _psk_conn("b", "branch.example.org"))
+    real = tmp_path / "real.secrets.toml"
+    (tmp_path / "p.secrets.toml").rename(real)
+    (tmp_path / "p.secrets.toml").symlink_to(real)
+    assert lint_file(p) == [("secrets-owner", "engine.secrets", "p.toml")]
+    (tmp_path / "p.secrets.toml").unlink()
+    real.rename(tmp_path / "p.secrets.toml")
+    assert lint_file(p) == []
+    if os.geteuid() != 0:
+        return  # only root can give a file away; CI runs as root
+    os.chown(tmp_path / "p.secrets.toml", 4242, 4242)
+    [finding] = lint(load_policy(p, strict_secrets_mode=False))
+    assert finding.rule == "secrets-owner" and "uid 4242" in finding.message
+
+
 def _psk_multi(name: str, addrs: list[str], remote_id: str | None) -> str:
     rid = f', id = "{remote_id}"' if remote_id else ""
     return f"""[connections.{name}]
@@ -261,7 +279,7 @@ def test_ca_without_crl_is_robust_to_missing_and_broken_files(two_cas: Path):
 
 def test_every_rule_has_a_test():
     tested = set(CASES) | {"short-psk", "weak-psk", "shared-psk", "psk-roadwarrior", "secrets-readable",
-                           "psk-many-peers", "ca-without-crl",
+                           "psk-many-peers", "ca-without-crl", "secrets-owner",
                            "not-quantum-safe", "short-ppk",  # tested in test_policy_pq.py
                            "save-keys",  # tested in tests/ops/test_keylog.py
                            "pool-overlap", "pool-too-small", "eap-without-certificate",

@@ -1,0 +1,220 @@
+"""What the runtime keeps of its events: the replay history and one queue per
+subscriber, both bounded in bytes as well as in count.
+
+Sizes are estimates, cheap enough for every event (no deep walk of large
+events): :func:`event_size`. A subscriber whose queue would pass its bound
+is dropped (its queue emptied at once, its reader told why by
+:class:`SubscriberDropped`): the engine never waits for a reader and never
+holds more than the bound for one.
+
+Nothing kept here holds keys: a ChildSaInstalled is stored without them
+(the datapath got the keyed event before).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from engine.events import ChildSaInstalled, CountersSnapshot, Event, ExchangeReceived, ExchangeSent, LogMessage, \
+    PacketSample
+
+HISTORY_EVENTS = 1000
+"""Events in the replay history at most."""
+HISTORY_BYTES = 8 << 20
+"""Estimated bytes of the replay history at most."""
+QUEUE_EVENTS = 10000
+"""Events waiting for one subscriber at most (the default; subscribe() may ask for another)."""
+QUEUE_BYTES = 16 << 20
+"""Estimated bytes waiting for one subscriber at most."""
+
+_OBJECT = 120  # a small frozen dataclass instance and its __dict__
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def event_size(event: Event) -> int:
+    """Estimated bytes an event keeps alive. Cheap: large events are sized from
+    their lengths, not walked (a CountersSnapshot of 64,000 SAs is one multiply)."""
+    if isinstance(event, (ExchangeReceived, ExchangeSent)):
+        m = event.message
+        retained = getattr(m, "retained", None)  # a lazy summary knows; reading fields would format it
+        return 400 + (retained if retained is not None else _size(m, 0))
+    if isinstance(event, LogMessage):
+        return 400 + len(event.text) + len(event.source) + len(event.connection)
+    if isinstance(event, CountersSnapshot):
+        return 300 + 260 * len(event.sas) + 120 * len(event.drops)
+    if isinstance(event, PacketSample):
+        return 350 + len(event.outer) + len(event.inner) + len(event.verdict)
+    return _size(event, 0)
+
+
+def _size(value: Any, depth: int) -> int:
+    if value is None or isinstance(value, (bool, int, float)):
+        return 8  # a pointer; small ints and singletons are shared
+    if isinstance(value, (str, bytes)):
+        return 50 + len(value)
+    if isinstance(value, (tuple, list)):
+        if depth > 6:
+            return 56 + 100 * len(value)
+        return 56 + sum(8 + _size(v, depth + 1) for v in value)
+    if dataclasses.is_dataclass(value):
+        names = _FIELDS.get(type(value))
+        if names is None:
+            names = _FIELDS[type(value)] = tuple(f.name for f in dataclasses.fields(value))
+        if depth > 6:
+            return _OBJECT + 60 * len(names)
+        return _OBJECT + sum(40 + _size(getattr(value, n), depth + 1) for n in names)
+    return 100
+
+
+def keyless(event: Event) -> Event:
+    """The event as it may be kept: ChildSaInstalled without its keys."""
+    if isinstance(event, ChildSaInstalled):
+        return event.without_keys()
+    return event
+
+
+class EventHistory:
+    """The most recent events, at most ``max_events`` and ``max_bytes`` (estimated):
+    the oldest go first."""
+
+    def __init__(self, max_events: int = HISTORY_EVENTS, max_bytes: int = HISTORY_BYTES) -> None:
+        self.max_events = max_events
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._items: deque[tuple[Event, int]] = deque()
+
+    def append(self, event: Event, size: int | None = None) -> None:
+        size = event_size(event) if size is None else size
+        if size > self.max_bytes:
+            return  # cannot happen with bounded summaries; never let one event empty the history
+        self._items.append((keyless(event), size))
+        self.bytes += size
+        while len(self._items) > self.max_events or self.bytes > self.max_bytes:
+            _, old = self._items.popleft()
+            self.bytes -= old
+
+    def __iter__(self):
+        return (e for e, _ in list(self._items))
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def sized(self) -> list[tuple[Event, int]]:
+        return list(self._items)
+
+
+class SubscriberDropped(Exception):
+    """The subscriber did not keep up and was disconnected; the message says why."""
+
+
+class Subscription:
+    """One subscriber's queue of events, bounded in count and estimated bytes.
+
+    The engine side calls :meth:`offer` (never blocks). When an event would
+    pass a bound, the subscription is dropped: its queue is emptied, and
+    :meth:`get` raises :class:`SubscriberDropped` once what was put with
+    ``put_nowait`` (sentinels) is taken. ``get``/``put_nowait``/``qsize``
+    behave as asyncio.Queue's for the readers written against one.
+
+    Counters snapshots are totals, so a newer one makes a waiting one
+    useless: at most one waits per subscriber (the older is removed from the
+    queue), and it is not counted in the byte bound, its objects being the
+    runtime's current counters (a snapshot of 32,000 CHILD SAs alone is
+    estimated at 16 MB).
+    """
+
+    def __init__(self, max_events: int = QUEUE_EVENTS, max_bytes: int = QUEUE_BYTES) -> None:
+        self.max_events = max_events
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self.dropped: str | None = None
+        """Why the subscription was dropped (None while it is live)."""
+        self._items: deque[list] = deque()  # [item, size]; a replaced snapshot's entry becomes _GONE
+        self._counters: list | None = None  # the entry of the waiting CountersSnapshot
+        self._waiter: asyncio.Future | None = None
+        self.on_drop: Callable[[str], None] | None = None
+        """Called with the reason when the subscription is dropped (its reader may be stuck)."""
+
+    # -- engine side -------------------------------------------------------------
+    def offer(self, event: Event, size: int) -> bool:
+        """Queue ``event``; False when the subscription is (now) dropped."""
+        if self.dropped is not None:
+            return False
+        if isinstance(event, CountersSnapshot):
+            if self._counters is not None:
+                self._counters[0] = _GONE
+            self._counters = [event, 0]
+            self._items.append(self._counters)
+            self._wake()
+            return True
+        if len(self._items) >= self.max_events or self.bytes + size > self.max_bytes:
+            self.drop(f"events were not read fast enough: {len(self._items)} events "
+                      f"({_mib(self.bytes)}) waiting, the limit is {self.max_events} events or "
+                      f"{_mib(self.max_bytes)}; subscribe again to resume")
+            return False
+        self._items.append([keyless(event), size])
+        self.bytes += size
+        self._wake()
+        return True
+
+    def drop(self, reason: str) -> None:
+        self.dropped = reason
+        self._items.clear()
+        self._counters = None
+        self.bytes = 0
+        self._wake()
+        if self.on_drop is not None:
+            self.on_drop(reason)
+
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    # -- reader side (asyncio.Queue-like) -----------------------------------------
+    def put_nowait(self, item: Any) -> None:
+        """Add an item outside the bounds (a replayed event, a stop sentinel)."""
+        self._items.append([keyless(item) if isinstance(item, Event) else item, 0])
+        self._wake()
+
+    def get_nowait(self) -> Any:
+        while self._items:
+            entry = self._items.popleft()
+            item, size = entry
+            self.bytes -= size
+            if entry is self._counters:
+                self._counters = None
+            if item is not _GONE:
+                return item
+        if self.dropped is not None:
+            raise SubscriberDropped(self.dropped)
+        raise asyncio.QueueEmpty
+
+    async def get(self) -> Any:
+        while True:
+            try:
+                return self.get_nowait()
+            except asyncio.QueueEmpty:
+                pass
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+    def empty(self) -> bool:
+        return not self._items
+
+
+_GONE = object()
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MiB"
