@@ -6,7 +6,7 @@ message, and ``Finding.rule``) and says what to do instead.
 Rules: weak-encryption, null-encryption, weak-integrity, no-integrity,
 weak-prf, weak-dh, short-icv, short-psk, weak-psk, shared-psk,
 psk-roadwarrior, psk-many-peers, secrets-readable, ca-without-crl,
-catch-all-protect, shadowed, no-children.
+catch-all-protect, shadowed, no-children, deprecated-key.
 
 Lint reads files only where a rule cannot be decided otherwise (the secrets
 file's mode, the CA and CRL files of ``ca-without-crl``), and never fails on
@@ -30,7 +30,7 @@ from engine.policy.spd import Spd, SpdEntry
 
 RULES = ("weak-encryption", "null-encryption", "weak-integrity", "no-integrity", "weak-prf", "weak-dh",
          "short-icv", "short-psk", "weak-psk", "shared-psk", "psk-roadwarrior", "psk-many-peers",
-         "secrets-readable", "ca-without-crl", "catch-all-protect", "shadowed", "no-children")
+         "secrets-readable", "ca-without-crl", "catch-all-protect", "shadowed", "no-children", "deprecated-key")
 
 MIN_PSK_LENGTH = 20
 MIN_PSK_DISTINCT = 8
@@ -259,7 +259,17 @@ class _Linter:
                           f"packet it selects first; narrow that one, give this {what} a lower priority "
                           "number, or remove it")
 
+    def deprecated(self) -> None:
+        offload = self.policy.engine.tun_offload
+        if offload in ("auto", "jumbo"):
+            # The old modes sent whole 64 KiB TCP super-packets as one (IP-fragmented) ESP packet to
+            # ipsec-console peers; they now mean "on", which cuts them into standard packets for any peer.
+            self.warn(key_path("engine", "tun_offload"), "deprecated-key",
+                      f"tun_offload = \"{offload}\" is deprecated and now means \"on\" (super-packets are cut "
+                      "into standard ESP packets for every peer); write \"on\" (the default) or remove the key")
+
     def run(self) -> list[Finding]:
+        self.deprecated()
         for c in self.policy.connections:
             cpath = key_path("connections", c.name)
             self.proposals(c.proposals, key_path(cpath, "proposals"))
