@@ -275,7 +275,7 @@ class LoadGenerator:
                  local_ts: str = "198.51.100.1/32", remote_ts: str = "198.51.100.129/32",
                  timeout: float = 2.0, retries: int = 3, fake_nat: bool = True, port: int = 500,
                  natt_port: int = 4500, hold: int = 0, distinct_ts: bool = False, curve: int = 0,
-                 curve_step: int = 1000) -> None:
+                 curve_step: int = 1000, rate: float = 0.0) -> None:
         self.source, self.target = source, target
         self.hold = hold
         self.distinct_ts = distinct_ts
@@ -285,6 +285,8 @@ class LoadGenerator:
         self.curve_step = curve_step
         self.curve_marks: list[tuple[int, float]] = []
         """(SAs held, monotonic time) at every curve_step-th established SA of a --curve run."""
+        self.rate = rate
+        """Handshakes started per second at most (0: as many as the concurrency allows)."""
         self.held = self.hold_started = self.hold_failed = 0
         self.concurrency = concurrency
         self.timeout, self.retries = timeout, retries
@@ -614,7 +616,8 @@ class LoadGenerator:
                     self.rss["end"] = _proc_rss(cpu_pid) if cpu_pid else None
                     launching = False
                 if launching:
-                    while len(self.inflight) < self.concurrency:
+                    while len(self.inflight) < self.concurrency and \
+                            (not self.rate or self.started < self.rate * (now - t0) + 1):
                         self._start(now)
                 elif not self.inflight or now >= t_end + drain:
                     break
@@ -822,6 +825,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--curve", type=int, default=0, metavar="N",
                    help="hold every SA (no delete) until N are up; report the rate of new SAs per --curve-step")
     r.add_argument("--curve-step", type=int, default=1000)
+    r.add_argument("--rate", type=float, default=0.0, help="start at most this many handshakes per second")
     r.add_argument("--psk", default=PSK.decode())
     r.add_argument("--no-fake-nat", action="store_true", help="real NAT-D hashes; float only if the responder says so")
     r.add_argument("--cpu-pid", type=int, help="also report this process's CPU use over the window")
@@ -841,7 +845,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     gen = LoadGenerator(args.source, args.target, concurrency=args.concurrency, psk=args.psk.encode(),
                         timeout=args.timeout, retries=args.retries, fake_nat=not args.no_fake_nat, hold=args.hold,
-                        distinct_ts=args.distinct_ts, curve=args.curve, curve_step=args.curve_step)
+                        distinct_ts=args.distinct_ts, curve=args.curve, curve_step=args.curve_step, rate=args.rate)
     res = gen.run(args.duration, args.warmup, cpu_pid=args.cpu_pid, core=args.core)
     if args.json:
         print(json.dumps(res))

@@ -356,5 +356,8 @@ class LabDatapath:
     def counters(self) -> tuple[list[SaCounters], dict[str, int]]:
         return self.path.counters()
 
+    async def counters_async(self) -> tuple[list[SaCounters], dict[str, int]]:
+        return await self.path.counters_async()
+
     def pairs(self) -> list[Pair]:
         return list(self.path.pairs.values())

@@ -443,6 +443,9 @@ class UserspaceDatapath:
     def counters(self) -> tuple[list[SaCounters], dict[str, int]]:
         return self.path.counters()
 
+    async def counters_async(self) -> tuple[list[SaCounters], dict[str, int]]:
+        return await self.path.counters_async()
+
 
 def _immediate(sender):
     """``send(data, dest)`` for SaPath's slow path: straight out, without batching."""

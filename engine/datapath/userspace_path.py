@@ -37,6 +37,7 @@ datapaths never touch a `SaPath` from elsewhere.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import itertools
 import logging
@@ -56,6 +57,8 @@ FLOW_CACHE_MAX = 65536
 destinations must not grow memory without bound)."""
 _PROTECT_RANK = 2
 """SpdEntry's action rank of ``protect`` (discard 0, bypass 1): ties go to the safer action."""
+COUNTERS_CHUNK = 500
+"""SA pairs per slice of `SaPath.counters_async` (a millisecond or two)."""
 _SA_ORDER = 10_000_000
 """Installed pairs' entries come after every policy entry of the same priority (as before the
 index: they were appended to the policy's entries), in install order among themselves."""
@@ -184,7 +187,7 @@ class SaPath:
         """Drop samples of packets that never reached an SA (the SAs' own events live in the Sad)."""
         self.policy = policy
         self._prio: dict[tuple[str, str], int | None] = {}
-        self._spd = Spd()
+        self._spd: Spd | None = None
         self.apply_policy(policy)
 
     # ------------------------------------------------------------ install / remove
@@ -229,6 +232,7 @@ class SaPath:
             if not kids:
                 del self.by_child[pair.child_key]
         self._unindex(pair)
+        pair.entries = []  # they point back at the pair: no cycle left for the collector
         for waiting in self._waiting_for.pop(spi_in, ()):
             if waiting.ev.spi_in in self.pending:
                 self.activate(waiting)
@@ -517,6 +521,21 @@ class SaPath:
         if self.send_failed:
             drops["send_failed"] = self.send_failed
         return list(self.sad.counters()), drops
+
+    async def counters_async(self, chunk: int = COUNTERS_CHUNK):
+        """`counters`, ``chunk`` SA pairs at a time with the loop free in between (thousands of SAs)."""
+        pairs = self.sad.pairs()
+        out: list = []
+        for i in range(0, len(pairs), chunk):
+            if i:
+                await asyncio.sleep(0)
+            for inbound, outbound in pairs[i:i + chunk]:
+                out.append(inbound.counters())
+                out.append(outbound.counters())
+        drops = {r: n for r, n in self.drops.items() if n}
+        if self.send_failed:
+            drops["send_failed"] = self.send_failed
+        return out, drops
 
 
 def _sample_once(sa) -> None:

@@ -52,7 +52,7 @@ class SaBase:
         "encap", "local_port", "remote_port", "local_ts", "remote_ts", "lifetime",
         "bytes", "packets", "drops", "last_used", "events", "expired",
         "reqid", "unique_id", "sample_every", "sampled",
-        "_soft_done", "_bytes_next", "_pkts_next", "_next_sample", "_ndrops", "_snapshot",
+        "_soft_done", "_bytes_next", "_pkts_next", "_next_sample", "_ndrops", "_snapshot", "_snap_drops",
     )
 
     protocol = ""
@@ -105,6 +105,7 @@ class SaBase:
         self._next_sample = NEVER
         self._ndrops = 0
         self._snapshot: SaCounters | None = None
+        self._snap_drops = 0
         self._rearm()
 
     # ---------------------------------------------------------- counters
@@ -158,9 +159,10 @@ class SaBase:
         """A snapshot of this direction's counters (the previous one again while the SA is idle:
         a gateway with thousands of idle SAs snapshots them every second)."""
         snap = self._snapshot
-        if snap is not None and snap.packets == self.packets and snap.bytes == self.bytes \
-                and snap.last_used == self.last_used and self._ndrops == sum(n for _r, n in snap.drops):
+        if snap is not None and snap.packets == self.packets and self._snap_drops == self._ndrops \
+                and snap.last_used == self.last_used and snap.bytes == self.bytes:
             return snap
+        self._snap_drops = self._ndrops
         snap = self._snapshot = SaCounters(
             spi=self.spi, direction=self.direction, bytes=self.bytes, packets=self.packets,
             drops=tuple((r, n) for r, n in self.drops.items() if n), last_used=self.last_used)

@@ -30,7 +30,9 @@ from engine.events import (
     RekeyRequested,
     SaCounters,
 )
+from engine.events import IkeState
 from engine.ike.endpoint import IkeEndpoint
+from engine.ike.status import ike_sa_info
 from engine.policy.model import Policy
 from engine.runtime.udp import UdpSockets
 from engine.status import ConnectionInfo, IkeSaInfo, StatusSnapshot
@@ -40,6 +42,10 @@ log = logging.getLogger("engine.runtime")
 
 COUNTERS_INTERVAL = 1.0
 SHUTDOWN_GRACE = 2.0
+STATUS_CHUNK = 100
+"""IKE SAs per slice of `EngineRuntime.status_async` (a few milliseconds of work)."""
+COUNTERS_CHUNK = 5000
+"""Counters per slice when the runtime indexes a datapath's counters."""
 HISTORY = 1000
 _REPLAYED = (IkeSaStateChanged, ExchangeSent, ExchangeReceived, ChildSaInstalled, ChildSaDeleted,
              NegotiationFailed, DpdTimeout, PolicyApplied, LogMessage)
@@ -214,11 +220,19 @@ class EngineRuntime:
         while True:
             await asyncio.sleep(COUNTERS_INTERVAL)
             try:
-                sas, drops = self.datapath.counters()
+                # A datapath with thousands of SAs reads them a slice at a time (packets go on between).
+                read = getattr(self.datapath, "counters_async", None)
+                sas, drops = await read() if read is not None else self.datapath.counters()
             except Exception:
                 log.exception("reading datapath counters failed")
                 continue
-            self._counters = {(c.spi, c.direction): c for c in sas}
+            counters = {}
+            for i in range(0, len(sas), COUNTERS_CHUNK):
+                if i:
+                    await asyncio.sleep(0)
+                for c in sas[i:i + COUNTERS_CHUNK]:
+                    counters[(c.spi, c.direction)] = c
+            self._counters = counters
             self._drain_datapath()
             self.publish(CountersSnapshot(time.time(), tuple(sas), tuple(sorted(drops.items()))))
 
@@ -256,6 +270,22 @@ class EngineRuntime:
         sas = [self._with_counters(i, now) for i in self.endpoint.status(now)]
         return StatusSnapshot(time.time(), tuple(sas), tuple(self.connections()))
 
+    async def status_async(self, chunk: int = STATUS_CHUNK) -> StatusSnapshot:
+        """`status`, built ``chunk`` IKE SAs at a time with the loop free in between, for a viewer on
+        another thread (the embedded console): a snapshot of 10,000 SAs then never holds packets and
+        timers up for its whole length."""
+        now = self.now()
+        sas = self.endpoint.sas
+        infos = []
+        for i in range(0, len(sas), chunk):
+            if i:
+                await asyncio.sleep(0)
+            for sa in sas[i:i + chunk]:
+                if sa.state != IkeState.DESTROYED:
+                    infos.append(self._with_counters(ike_sa_info(sa, now), now))
+        up = {info.name: info.state for info in infos}
+        return StatusSnapshot(time.time(), tuple(infos), tuple(self.connections(up)))
+
     def _with_counters(self, info: IkeSaInfo, now: float) -> IkeSaInfo:
         if not self._counters:
             return info
@@ -273,10 +303,12 @@ class EngineRuntime:
             ))
         return dataclasses.replace(info, children=tuple(kids))
 
-    def connections(self) -> list[ConnectionInfo]:
+    def connections(self, up: dict[str, str] | None = None) -> list[ConnectionInfo]:
+        """``up``: connection name -> IKE SA state, when the caller has it (saves a status of every SA)."""
         from engine.status import ChildConfigInfo
 
-        up = {sa.name: sa.state for sa in self.endpoint.status(self.now())}
+        if up is None:
+            up = {sa.name: sa.state for sa in self.endpoint.status(self.now())}
         out = []
         for c in self.policy.connections:
             state = {"ESTABLISHED": "up", "REKEYING": "up", "CONNECTING": "connecting"}.get(up.get(c.name, ""), "down")
