@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from textual import work
+from textual.message import Message
 from textual.worker import Worker, WorkerState
 
 from console.messages import EventsArrived, RuntimeTrouble, StatusUpdated
@@ -31,6 +32,10 @@ EVENTS_PER_MESSAGE = 500
 WORKER_GROUPS = {"runtime": "events", "status": "status", "commands": "command",
                  "cert-expiry": "certificate expiry"}
 """App worker groups whose failures end here, and how the alert names them."""
+
+
+class EventsTaken(Message):
+    """Posted behind each EventsArrived: when the app gets here, it has handled that batch."""
 
 
 class RuntimeBridge:
@@ -81,8 +86,9 @@ class RuntimeBridge:
                 if not self._awaiting_app:
                     self._flush_events()
                 await self._events_taken.wait()
-        self._awaiting_app = False
-        self._flush_events()
+        while self._event_buffer:  # the stream ended: hand over the rest
+            self._awaiting_app = False
+            self._flush_events()
 
     def _flush_events(self) -> None:
         self._flush_scheduled = False
@@ -90,12 +96,13 @@ class RuntimeBridge:
             batch = tuple(self._event_buffer[:EVENTS_PER_MESSAGE])
             del self._event_buffer[:EVENTS_PER_MESSAGE]
             self.post_message(EventsArrived(batch))
-            # Called once the app has handled the message above (call_next queues behind it).
+            # The app handles its messages in order: this one arrives once the batch above is done.
+            self.post_message(EventsTaken())
             self._awaiting_app = True
             self._events_taken.clear()
-            self.call_next(self._app_took_events)
 
-    def _app_took_events(self) -> None:
+    def on_events_taken(self, message: EventsTaken) -> None:
+        message.stop()
         self._awaiting_app = False
         self._events_taken.set()
         if self._event_buffer:
