@@ -45,9 +45,7 @@ import collections
 import contextlib
 import json
 import os
-import signal
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
@@ -58,7 +56,15 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.interop.lab import CHARON, SIDES, Lab, our_policy, wait_for
-from tests.interop.lab_esp import BENCH_CHARON, SUITES, Stopper, installed
+from tests.interop.lab_esp import (
+    BENCH_CHARON,
+    SUITES,
+    Stopper,
+    capturing_wire,
+    installed,
+    pcap_ip_packets,
+    wire_sizes,
+)
 
 CONFIGS = ("ours", "ours-udp", "strongswan", "ours-strongswan", "strongswan-ours")
 ALL_CONFIGS = CONFIGS + ("ours-off", "veth")
@@ -163,83 +169,16 @@ def print_profile(title: str, path: Path, top: int = 14) -> None:
 
 # ------------------------------------------------------------------ the capture check
 
-CAPTURE_FILTER = "ip proto 50 or (udp port 4500 and udp[8:4] != 0) or (ip[6:2] & 0x3fff != 0)"
-"""ESP, ESP-in-UDP (not IKE: its first four payload bytes, the non-ESP marker, are zero) and every
-IP fragment whatever it carries."""
-
-
-def pcap_ip_packets(path: Path):
-    """(IP total length, is a fragment) of each IPv4 packet of an Ethernet pcap (any snap length)."""
-    data = path.read_bytes()
-    if len(data) < 24:
-        return
-    magic = struct.unpack_from("<I", data)[0]
-    endian = "<" if magic in (0xA1B2C3D4, 0xA1B23C4D) else ">"
-    rec = struct.Struct(endian + "IIII")
-    off = 24
-    while off + 16 <= len(data):
-        _s, _us, incl, _orig = rec.unpack_from(data, off)
-        off += 16
-        frame = data[off:off + incl]
-        off += incl
-        if len(frame) >= 34 and frame[12:14] == b"\x08\x00":
-            ip = frame[14:]
-            total = (ip[2] << 8) | ip[3]
-            frag = ((ip[6] & 0x3F) << 8 | ip[7]) != 0
-            yield total, frag
-
-
-@contextlib.contextmanager
-def capturing(lab: Lab, work: Path, tag: str):
-    """tcpdump on both veth ends (with GSO batches cut before the tap); yields the pcap paths."""
-    pcaps = []
-    procs = []
-    try:
-        for side in ("left", "right"):
-            lab.exec(side, "ip", "link", "set", "veth0", "gso_max_segs", "1")
-            pcap = work / f"capture-{tag}-{side}.pcap"
-            pcaps.append(pcap)
-            p = subprocess.Popen(["ip", "netns", "exec", lab.ns[side], "tcpdump", "-Z", "root", "-n", "-s", "64",
-                                  "-B", "16384", "-i", "veth0", "-w", str(pcap), CAPTURE_FILTER],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
-            procs.append(p)
-            deadline = time.monotonic() + 10
-            line = ""
-            while time.monotonic() < deadline and "listening" not in line:
-                line = p.stderr.readline()
-                if not line and p.poll() is not None:
-                    raise RuntimeError("tcpdump exited")
-        yield pcaps
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(p.pid, signal.SIGINT)
-                try:
-                    p.wait(10)
-                except subprocess.TimeoutExpired:
-                    os.killpg(p.pid, signal.SIGKILL)
-                    p.wait(5)
-        for side in ("left", "right"):
-            lab.exec(side, "ip", "link", "set", "veth0", "gso_max_segs", "65535", check=False)
-
 
 def capture_check(lab: Lab, work: Path, config: str, suite: str, seconds: int) -> dict:
+    """One more run with tcpdump on both veth ends (tests/interop/lab_esp.capturing_wire)."""
     with tunnel(config, lab, work / f"capture-{config}", suite) as (src, dst, _pids):
-        with capturing(lab, work, config) as pcaps:
+        with capturing_wire(lab, [("left", "veth0"), ("right", "veth0")], work, config) as pcaps:
             mbit = iperf_once(lab, src, dst, seconds)
             time.sleep(0.5)
-    sizes = collections.Counter()
-    frags = 0
-    n = 0
-    for pcap in pcaps:
-        for total, frag in pcap_ip_packets(pcap):
-            n += 1
-            frags += frag
-            sizes[total] += 1
-    biggest = max(sizes) if sizes else 0
-    return dict(packets=n, largest=biggest, fragments=frags, over_mtu=sum(c for s, c in sizes.items() if s > PATH_MTU),
-                mbit=mbit)
+    over = sum(1 for pcap in pcaps for total, _frag in pcap_ip_packets(pcap) if total > PATH_MTU)
+    n, largest, frags = wire_sizes(pcaps)
+    return dict(packets=n, largest=largest, fragments=frags, over_mtu=over, mbit=mbit)
 
 
 def main(argv: list[str] | None = None) -> int:

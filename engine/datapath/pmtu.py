@@ -35,6 +35,9 @@ IPV6_PMTUDISC_WANT = 1
 IPV6_PMTUDISC_DO = 2
 REPROBE = 60.0
 """Seconds after which a reduced path MTU is asked for again."""
+MAX_OVERHEAD = 40 + 8 + 8 + 16 + 16 + 15 + 2
+"""Most an ESP packet adds to its inner packet here: IPv6 header, UDP, SPI + sequence number, IV,
+ICV, padding, trailer: paths at least this much above the TUN MTU need no sizing."""
 MIN_INNER = 576
 """Smallest inner packet limit we apply (the IPv4 minimum datagram every host must take)."""
 

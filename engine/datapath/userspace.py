@@ -265,8 +265,8 @@ class UserspaceDatapath:
             return
         pair.sender = sender
         sender.pairs.add(pair)
-        if sender.pmtu and ev.mode == "tunnel" and ev.protocol == "esp":
-            pair.max_inner = pmtu.inner_limit(sender.pmtu, pair.outbound, ev.encap)
+        if sender.pmtu:
+            self._size_pair(pair, sender.pmtu)
         if ev.mode == "transport":
             nets = (ipaddress.ip_network(ev.remote_addr),)
         else:
@@ -313,7 +313,16 @@ class UserspaceDatapath:
         if sender is None:
             sender = self._senders[key] = make()
             sender.key = key
+            # What the kernel already knows of the path (a smaller local link, an earlier ICMP): one
+            # question per new peer, so the first packets are sized right too.
+            mtu = pmtu.probe(sender.dest[0], sender.dest[1], self.fwmark)
+            if mtu is not None and self._limits(mtu):
+                self._size_pairs(sender, mtu)
         return sender
+
+    def _limits(self, mtu: int) -> bool:
+        """Whether a path of ``mtu`` is narrower than what the TUN device's packets need after ESP."""
+        return mtu < self.mtu + pmtu.MAX_OVERHEAD
 
     def remove(self, ev: ChildSaDeleted) -> None:
         linger = ev.reason.startswith("rekeyed") and self.loop is not None
@@ -357,7 +366,7 @@ class UserspaceDatapath:
     def learn_pmtu(self, sender) -> bool:
         """The kernel refused a packet as too big for the path: size the peer's SAs to the path MTU."""
         mtu = pmtu.probe(sender.dest[0], sender.dest[1], self.fwmark)
-        if mtu is None or (sender.pmtu and mtu >= sender.pmtu):
+        if mtu is None or (sender.pmtu and mtu >= sender.pmtu) or not self._limits(mtu):
             return False
         log.info("path MTU to %s is %d: inner packets above what fits are fragmented (IPv4 without DF) or "
                  "answered with ICMP too-big", sender.dest[0], mtu)
@@ -369,9 +378,15 @@ class UserspaceDatapath:
         sender.pmtu_at = self.loop.time() if self.loop is not None else 0.0
         self._reduced.add(sender)
         for pair in sender.pairs:
-            ev = pair.ev
-            if ev.mode == "tunnel" and ev.protocol == "esp":
-                pair.max_inner = pmtu.inner_limit(mtu, pair.outbound, ev.encap)
+            self._size_pair(pair, mtu)
+
+    def _size_pair(self, pair: Pair, mtu: int) -> None:
+        """The pair's inner packet limit for a path of ``mtu``; 0 (no check) when every packet of the
+        TUN device fits anyway. Tunnel-mode ESP only (AH and transport mode keep the kernel's limits)."""
+        ev = pair.ev
+        if ev.mode == "tunnel" and ev.protocol == "esp":
+            limit = pmtu.inner_limit(mtu, pair.outbound, ev.encap)
+            pair.max_inner = limit if limit < self.mtu else 0
 
     def _reprobe(self) -> None:
         """Ask again for path MTUs learned a while ago: the kernel forgets them after 10 minutes."""
@@ -383,6 +398,9 @@ class UserspaceDatapath:
                 continue
             mtu = pmtu.probe(sender.dest[0], sender.dest[1], self.fwmark)
             if mtu is None or mtu > sender.pmtu:
+                if mtu is not None and self._limits(mtu):
+                    self._size_pairs(sender, mtu)  # larger again, still not all of it
+                    continue
                 self._reduced.discard(sender)
                 sender.pmtu = 0
                 for pair in sender.pairs:
