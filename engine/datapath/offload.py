@@ -60,6 +60,7 @@ MAX_SEGMENTS = 64
 """Segments merged into one super-packet at most (the kernel's GRO limit per packet, roughly)."""
 
 _U16 = struct.Struct("!H")
+_U16U16 = struct.Struct("!HH")
 _U32 = struct.Struct("!I")
 _TCP_FIN, _TCP_PSH, _TCP_ACK, _TCP_CWR = 0x01, 0x08, 0x10, 0x80
 
@@ -123,18 +124,18 @@ def _csum(total: int) -> int:
 
 def _segment_tcp(pkt: bytes, ihl: int, thl: int, mss: int, v4: bool) -> list[bytearray]:
     hlen = ihl + thl
-    payload = memoryview(pkt)[hlen:]
-    total = len(payload)
-    seq0 = _U32.unpack_from(pkt, ihl + 4)[0]
-    flags = pkt[ihl + 13]
+    total = len(pkt) - hlen
+    t = ihl
+    seq0 = _U32.unpack_from(pkt, t + 4)[0]
+    flags = pkt[t + 13]
     ident0 = _U16.unpack_from(pkt, 4)[0] if v4 else 0
     head = bytearray(pkt[:hlen])
-    t = ihl
-    # Zero what changes per segment; the sums of the rest are taken once.
+    # Zero what changes per segment; the sums of the rest are taken once. The loop is flat and
+    # inlined on purpose: it runs once per packet of every TCP stream through the tunnel.
     if v4:
         head[2:6] = bytes(4)  # total length, ID
         head[10:12] = bytes(2)
-        ip_base = int.from_bytes(head[:ihl], "big")
+        ip_base = int.from_bytes(head[:ihl], "big") + hlen
     else:
         head[4:6] = bytes(2)
         ip_base = 0
@@ -142,41 +143,48 @@ def _segment_tcp(pkt: bytes, ihl: int, thl: int, mss: int, v4: bool) -> list[byt
     head[t + 13] = 0
     head[t + 16:t + 18] = bytes(2)
     tcp_base = int.from_bytes(head[t:hlen], "big") + _pseudo(pkt, v4, 6) + thl
+    not_last = flags & ~(_TCP_FIN | _TCP_PSH)  # FIN and PSH only on the last segment
+    later = ~_TCP_CWR  # CWR only on the first
+    pack_len_id = _U16U16.pack_into
     pack16 = _U16.pack_into
     pack32 = _U32.pack_into
     from_bytes = int.from_bytes
     out = []
-    i = off = 0
+    append = out.append
+    i = 0
+    off = hlen
+    end = len(pkt)
     while True:
-        chunk = payload[off:off + mss]
-        size = len(chunk)
-        last = off + size >= total
+        nxt = off + mss
+        if nxt >= end:
+            nxt = end
+        chunk = pkt[off:nxt]
+        size = nxt - off
         seg = bytearray(head)
         seg += chunk
         if v4:
             ident = (ident0 + i) & 0xFFFF
-            pack16(seg, 2, hlen + size)
-            pack16(seg, 4, ident)
-            pack16(seg, 10, _csum(ip_base + hlen + size + ident))
+            pack_len_id(seg, 2, hlen + size, ident)
+            r = (ip_base + size + ident) % 0xFFFF
+            pack16(seg, 10, 0xFFFF - r if r else 0)
         else:
             pack16(seg, 4, thl + size)
-        seq = (seq0 + off) & 0xFFFFFFFF
+        seq = (seq0 + off - hlen) & 0xFFFFFFFF
         pack32(seg, t + 4, seq)
-        f = flags
-        if not last:
-            f &= ~(_TCP_FIN | _TCP_PSH)  # only on the last segment
+        f = flags if nxt == end else not_last
         if i:
-            f &= ~_TCP_CWR  # only on the first
+            f &= later
         seg[t + 13] = f
         data = from_bytes(chunk, "big")
         if size & 1:
             data <<= 8  # an odd last byte is the high half of a word
-        pack16(seg, t + 16, _csum(tcp_base + size + seq + f + data))
-        out.append(seg)
-        i += 1
-        off += size
-        if last:
+        r = (tcp_base + size + seq + f + data) % 0xFFFF
+        pack16(seg, t + 16, 0xFFFF - r if r else 0)
+        append(seg)
+        if nxt == end:
             return out
+        i += 1
+        off = nxt
 
 
 def _segment_udp(pkt: bytes, ihl: int, size: int, v4: bool) -> list[bytearray]:

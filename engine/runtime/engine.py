@@ -87,6 +87,10 @@ class EngineRuntime:
         prepare = getattr(self.datapath, "prepare_socket", None)
         if prepare is not None:
             self.sockets.prepare = prepare
+        esp_batch = getattr(self.datapath, "receive_esp_batch", None)
+        if esp_batch is not None:
+            self.sockets.esp_sink = esp_batch
+            self.sockets.natt_port = self.policy.engine.natt_port
         e = self.policy.engine
         addresses = list(e.listen) or self._addresses_from_connections() or ["0.0.0.0"]
         self.sockets.open(addresses, sorted({e.ike_port, e.natt_port}))

@@ -51,6 +51,10 @@ class UdpSockets:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.prepare: Callable[[socket.socket], None] | None = None
         """Called on each new socket (the kernel datapath adds its IPsec bypass)."""
+        self.esp_sink: Callable[[list, Addr, Addr], None] | None = None
+        """Takes the ESP-in-UDP datagrams of one read on the NAT-T port at once (a datapath that
+        decrypts in userspace); without it each goes through ``on_datagram``."""
+        self.natt_port = 0
 
     def open(self, addresses: list[str], ports: list[int]) -> None:
         self._loop = asyncio.get_running_loop()
@@ -111,10 +115,27 @@ class UdpSockets:
             try:
                 if size and len(data) > size:
                     # Several datagrams joined by GRO: each on its own, in order.
-                    for off in range(0, len(data), size):
-                        on_datagram(data[off:off + size], where, peer)
+                    datagrams = [data[off:off + size] for off in range(0, len(data), size)]
                 else:
-                    on_datagram(data, where, peer)
+                    datagrams = (data,)
+                sink = self.esp_sink
+                if sink is not None and ep.port == self.natt_port:
+                    # ESP (a non-zero SPI where IKE has its zero marker) goes to the datapath in one
+                    # call, still in order with any IKE between.
+                    esp = []
+                    for d in datagrams:
+                        if len(d) >= 16 and d[0] | d[1] | d[2]:
+                            esp.append(d)
+                            continue
+                        if esp:
+                            sink(esp, where, peer)
+                            esp = []
+                        on_datagram(d, where, peer)
+                    if esp:
+                        sink(esp, where, peer)
+                else:
+                    for d in datagrams:
+                        on_datagram(d, where, peer)
             except Exception:  # one bad datagram must never kill the socket reader
                 log.exception("error handling a datagram from %s:%d", src[0], src[1])
 
