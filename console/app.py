@@ -8,15 +8,19 @@ lab. A runtime that cannot start prints one line and returns 2.
 
 from __future__ import annotations
 
+import os
 import sys
+import tomllib
 from collections.abc import Callable, Iterable
 from datetime import datetime
 
-from textual.app import App, SystemCommand
+from textual import events, on
+from textual.app import App, ScreenStackError, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
 
 from console.bridge import RuntimeBridge
+from console.screens.clients import ClientsScreen
 from console.screens.dashboard import DashboardScreen
 from console.screens.logs import LogsScreen
 from console.screens.negotiations import NegotiationsScreen
@@ -24,6 +28,7 @@ from console.screens.packets import PacketsScreen
 from console.screens.pki import PkiScreen
 from console.screens.policies import PoliciesScreen
 from console.commands import ConsoleCommands
+from console.export import EXPORT_NAMES, export_dir
 from console.messages import EventsArrived, RuntimeTrouble, StatusUpdated
 from console.runtime.base import Runtime, RuntimeProblem, RuntimeUnavailable
 from console.settings import DEFAULT_THEME, Settings
@@ -39,6 +44,7 @@ MODE_KEYS = (
     ("4", "logs", "Logs"),
     ("5", "packets", "Pkts"),
     ("6", "pki", "PKI"),
+    ("7", "clients", "Clients"),
 )
 
 
@@ -55,13 +61,17 @@ class ConsoleApp(CertExpiryWatch, RuntimeBridge, App):
         "logs": LogsScreen,
         "packets": PacketsScreen,
         "pki": PkiScreen,
+        "clients": ClientsScreen,
     }
     DEFAULT_MODE = "dashboard"
     TITLE = "ipsec-console"
     BINDINGS = [
         # Shown as the navigation strip of the top bar rather than in the footer (80 columns).
-        *(Binding(key, f"switch_mode('{mode}')", f"Go to {mode}", show=False) for key, mode, _ in MODE_KEYS),
-        Binding("q", "quit", "Quit"),
+        *(Binding(key, f"switch_mode('{mode}')", f"Go to {mode}", show=False, id=f"app.{mode}")
+          for key, mode, _ in MODE_KEYS),
+        Binding("question_mark", "help", "Help", id="app.help"),
+        Binding("f1", "help", "Help", show=False, id="app.help_f1"),
+        Binding("q", "quit", "Quit", id="app.quit"),
     ]
 
     def __init__(self, runtime: Runtime, *, settings_path=None, theme_dirs=None,
@@ -77,8 +87,11 @@ class ConsoleApp(CertExpiryWatch, RuntimeBridge, App):
         if poll_interval is not None:
             self.poll_interval = poll_interval
         self._startup_problems: list[str] = [settings_problem] if settings_problem else []
+        self.policy_editor = None
+        """The Policies screen once it was opened (the quit guard asks it what is unsaved)."""
         super().__init__()
         self._load_themes()
+        self._load_keymap()
 
     # ------------------------------------------------------------- setup
     def _load_themes(self) -> None:
@@ -93,6 +106,21 @@ class ConsoleApp(CertExpiryWatch, RuntimeBridge, App):
             wanted = DEFAULT_THEME if DEFAULT_THEME in self.available_themes else "textual-dark"
         self.theme = wanted
 
+    def _load_keymap(self) -> None:
+        keymap = self.settings.keymap
+        good = {k: v for k, v in keymap.items() if isinstance(k, str) and isinstance(v, str) and v.strip()}
+        if len(good) != len(keymap):
+            self._startup_problems.append("settings.toml [keymap]: values must be key strings, e.g. "
+                                          '"dashboard.initiate" = "I"; the others are ignored')
+        if good:
+            self.set_keymap(good)
+
+    def action_help(self) -> None:
+        from console.screens.help import HelpScreen
+
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen(self.screen))
+
     async def on_mount(self) -> None:
         self.theme_changed_signal.subscribe(self, self._on_theme_changed)
         for problem in self._startup_problems:
@@ -106,6 +134,8 @@ class ConsoleApp(CertExpiryWatch, RuntimeBridge, App):
             self.store.add_alert("runtime", f"runtime: {exc}")
         else:
             self.start_expiry_watch()
+            if self.runtime.kind == "draft":  # a new file: nothing runs, author it
+                self.switch_mode("policies")
 
     async def on_unmount(self) -> None:
         await self.stop_bridge()
@@ -135,7 +165,10 @@ class ConsoleApp(CertExpiryWatch, RuntimeBridge, App):
     def _sync_screen(self, parts: frozenset[str]) -> None:
         if self._exit or self._closing:
             return  # shutting down: screens are being taken apart
-        screen = self.screen
+        try:
+            screen = self.screen
+        except ScreenStackError:
+            return  # between screens (or at the very end): the next screen catches up on mount
         sync = getattr(screen, "sync", None)
         # A screen still composing catches up in its own on_mount; one being removed is skipped.
         if sync is not None and getattr(screen, "ready", False) and not screen._closing:
@@ -220,11 +253,64 @@ class ConsoleApp(CertExpiryWatch, RuntimeBridge, App):
                       "initiated again.", "terminate",
                       lambda: self.runtime.terminate(name, unique_id=ike_id), danger=True, yes="Terminate")
 
+    # ------------------------------------------------------------- quitting
+    def pending_work(self) -> list[str]:
+        """What quitting now would lose: unsaved edits, an applied policy not saved, edits not applied."""
+        editor = self.policy_editor
+        if editor is None or not editor.is_mounted:
+            return []
+        return editor.standing().problems()
+
+    async def action_quit(self) -> None:
+        from console.screens.confirm import ConfirmScreen
+
+        problems = self.pending_work()
+        if not problems:
+            self.exit()
+            return
+        if isinstance(self.screen, ConfirmScreen) and self.screen.title_text.startswith("Quit"):
+            return  # already asking
+
+        def answered(ok: bool | None) -> None:
+            if ok:
+                self.exit()
+
+        self.push_screen(ConfirmScreen("Quit and lose this?", "\n".join(f"• {p}" for p in problems),
+                                       yes="Quit anyway", danger=True), answered)
+
+    # ------------------------------------------------------------- exports
+    def deliver_screenshot(self, filename: str | None = None, path: str | None = None,
+                           time_format: str | None = None) -> str | None:
+        # Textual's default folder is ~/Downloads, which a server usually lacks.
+        return super().deliver_screenshot(filename, path or str(export_dir(self.settings.export_dir)), time_format)
+
+    @on(events.DeliveryComplete)
+    def _export_done(self, event: events.DeliveryComplete) -> None:
+        if event.name in EXPORT_NAMES and event.name != "screenshot":  # Textual reports screenshots itself
+            where = f" to {event.path}" if event.path is not None else ""
+            self.notify(f"saved{where}", title=EXPORT_NAMES[event.name])
+
+    @on(events.DeliveryFailed)
+    def _export_failed(self, event: events.DeliveryFailed) -> None:
+        if event.name in EXPORT_NAMES and event.name != "screenshot":
+            self.notify(str(event.exception), title=f"{EXPORT_NAMES[event.name]} not saved", severity="error")
+
     # ------------------------------------------------------------- command palette
     COMMANDS = App.COMMANDS | {ConsoleCommands}
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
+
+
+def _is_lab_policy(config: str) -> bool:
+    """A lab policy (datapath "lab" with a [lab] section) runs the whole lab, its peers too."""
+    try:
+        with open(config, "rb") as f:
+            doc = tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError):
+        return False  # the runtime reports what is wrong with it
+    engine = doc.get("engine")
+    return isinstance(engine, dict) and engine.get("datapath") == "lab" and isinstance(doc.get("lab"), dict)
 
 
 def _default_runtime(config: str | None, attach: str | None) -> Runtime:
@@ -243,6 +329,12 @@ def _default_runtime(config: str | None, attach: str | None) -> Runtime:
                                  "try: python3 -m console.demo") from None
     if config is None:
         return EmbeddedRuntime.lab()
+    if not os.path.exists(config):
+        from console.runtime.draft import DraftRuntime
+
+        return DraftRuntime(config)
+    if _is_lab_policy(config):
+        return EmbeddedRuntime.lab(config)
     return EmbeddedRuntime(config)
 
 

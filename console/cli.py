@@ -9,9 +9,13 @@ from __future__ import annotations
 import argparse
 import sys
 
+from console import cli_ops
+
 DEFAULT_CONTROL = "/run/ipsec-console/control.sock"
 
-SUBCOMMANDS = ("check", "daemon", "sas", "conns", "initiate", "terminate", "rekey", "events", "attach", "pki")
+SUBCOMMANDS = ("check", "daemon", "sas", "conns", "initiate", "terminate", "rekey", "events", "attach", "pki",
+               "serve")
+SUBCOMMANDS += cli_ops.SUBCOMMANDS
 
 
 def _add_control(p: argparse.ArgumentParser) -> None:
@@ -25,12 +29,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="Terminal administration console for IPsec (IKEv2 + ESP/AH). "
         "With no command, opens the console on CONFIG, or on the built-in lab when CONFIG is omitted.",
     )
+    cli_ops.add_version(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("check", help="validate and lint a policy file",
                        description="Validate and lint a policy. One line per finding: "
-                       "FILE: KEY.PATH: error|warning: message. Exit 0 when valid (warnings allowed), 1 on errors.")
+                       "FILE:LINE:COL: KEY.PATH: error|warning: message, then one summary line. "
+                       "Exit 0 when valid (warnings allowed unless --strict), 1 on errors.")
     p.add_argument("config", metavar="CONFIG", help="policy TOML file")
+    cli_ops.add_check_options(p)
 
     p = sub.add_parser("daemon", help="run the engine headless in the foreground",
                        description="Run the engine headless: logs to stderr, serves the control socket, "
@@ -39,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_control(p)
     p.add_argument("-v", "--verbose", action="count", default=0, help="more log detail (repeat for debug)")
     p.add_argument("--datapath", choices=("kernel", "userspace", "lab", "none"),
-                   help="override the policy's datapath; 'none' negotiates SAs without protecting traffic")
+                   help="override the policy's datapath; 'none' negotiates SAs without protecting traffic; "
+                   "'lab' runs a lab policy whole, its simulated peers too")
 
     p = sub.add_parser("sas", help="list IKE and CHILD SAs (like swanctl --list-sas)",
                        description="List the daemon's IKE and CHILD SAs.")
@@ -51,9 +59,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_control(p)
     p.add_argument("--json", action="store_true", help="JSON output")
 
-    p = sub.add_parser("initiate", help="bring a connection up", description="Initiate a connection.")
+    p = sub.add_parser("initiate", help="bring a connection up (waits for the outcome, like swanctl)",
+                       description="Initiate a connection and wait for the outcome. Exit 0 when its CHILD SAs "
+                       "are up (or already were), 1 when the negotiation failed or the daemon refused, 124 when "
+                       "nothing was decided within --timeout.")
     p.add_argument("name", metavar="NAME", help="connection name")
     p.add_argument("--child", help="only this CHILD SA config")
+    p.add_argument("--wait", dest="wait", action="store_true", default=True,
+                   help="wait for the CHILD SAs to be up or the negotiation to fail (the default)")
+    p.add_argument("--no-wait", dest="wait", action="store_false",
+                   help="return once the daemon accepted the command")
+    p.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
+                   help="give up waiting after this long (default 30)")
     _add_control(p)
 
     p = sub.add_parser("terminate", help="take a connection down", description="Delete a connection's IKE SAs (and their CHILD SAs).")
@@ -67,16 +84,37 @@ def build_parser() -> argparse.ArgumentParser:
     _add_control(p)
 
     p = sub.add_parser("events", help="stream engine events as JSON lines",
-                       description="Subscribe to the daemon's events and print one JSON object per line.")
+                       description="Subscribe to the daemon's events and print one JSON object per line. "
+                       "Times are Unix time. PacketSample events leave out the decrypted inner packet unless "
+                       "--plaintext is given.")
     _add_control(p)
+    p.add_argument("--type", dest="types", action="append", metavar="TYPE",
+                   help="only events of this type (repeat, or comma-separate), e.g. "
+                   "--type NegotiationFailed,ChildSaInstalled")
+    p.add_argument("--plaintext", action="store_true",
+                   help="include the decrypted inner packet of PacketSample events (off by default: "
+                   "events often end up in logs)")
 
     p = sub.add_parser("attach", help="open the console on a running daemon",
                        description="Open the console on a daemon through its control socket; closing it leaves the tunnels up.")
     _add_control(p)
 
+    p = sub.add_parser("serve", help="the console in a web browser (textual-serve)",
+                       description="Serve the console to web browsers: each browser session runs one console "
+                       "(--attach: on the daemon, else on CONFIG or the lab). Listens on 127.0.0.1 and answers "
+                       "only requests carrying the token printed in the URL at start.")
+    p.add_argument("config", metavar="CONFIG", nargs="?", help="policy TOML file (default: the lab)")
+    p.add_argument("--attach", action="store_true", help="each session attaches to the daemon")
+    _add_control(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8022, help="TCP port (default 8022)")
+    p.add_argument("--token", help="the access token (default: a random one, printed in the URL)")
+
     p = sub.add_parser("pki", help="a small CA: init-ca, issue, revoke, crl, list",
                        description="Certificate authority for IKE certificates.")
     p.add_argument("pki_args", nargs=argparse.REMAINDER, help="pki subcommand and its arguments")
+
+    cli_ops.add_parsers(sub, _add_control)
     return parser
 
 
@@ -87,11 +125,14 @@ def _console_parser() -> argparse.ArgumentParser:
         f"Commands: {', '.join(SUBCOMMANDS)} (ipsec-console COMMAND --help).",
     )
     p.add_argument("config", metavar="CONFIG", nargs="?", help="policy TOML file (default: the lab)")
+    cli_ops.add_version(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "pki":  # its own parser, so `pki --help` lists the pki subcommands
+        return _cmd_pki(argparse.Namespace(pki_args=argv[1:]))
     if not argv or argv[0] not in SUBCOMMANDS + ("-h", "--help"):
         args = _console_parser().parse_args(argv)
         return run_console(args.config)
@@ -107,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         "events": _cmd_control,
         "attach": _cmd_attach,
         "pki": _cmd_pki,
+        "serve": _cmd_serve,
+        **cli_ops.HANDLERS,
     }[args.command]
     try:
         return handler(args)
@@ -121,12 +164,7 @@ def run_console(config: str | None) -> int:
 
 
 def _cmd_check(args) -> int:
-    from engine.policy.check import run_check
-
-    findings = run_check(args.config)
-    for f in findings:
-        print(f.format())
-    return 1 if any(f.severity == "error" for f in findings) else 0
+    return cli_ops.cmd_check(args)
 
 
 def _cmd_daemon(args) -> int:
@@ -145,6 +183,16 @@ def _cmd_attach(args) -> int:
     from console.app import main as console_main
 
     return console_main(attach=args.control or DEFAULT_CONTROL)
+
+
+def _cmd_serve(args) -> int:
+    from console.serve import serve
+
+    if args.attach and args.config:
+        print("ipsec-console: serve takes CONFIG or --attach, not both", file=sys.stderr)
+        return 2
+    return serve(args.config, attach=args.attach, control=args.control, host=args.host, port=args.port,
+                 token=args.token)
 
 
 def _cmd_pki(args) -> int:

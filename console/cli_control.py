@@ -96,8 +96,11 @@ async def _run(args) -> int:
             res = await client.call("list-conns")
             print(json.dumps(res, indent=2) if args.json else format_conns(res["connections"]))
         elif cmd == "initiate":
-            await client.call("initiate", name=args.name, child=args.child)
-            print(f"initiating '{args.name}'")
+            if not getattr(args, "wait", False):
+                await client.call("initiate", name=args.name, child=args.child)
+                print(f"initiating '{args.name}'")
+                return 0
+            return await initiate_and_wait(client, args.control, args.name, args.child, args.timeout)
         elif cmd == "terminate":
             res = await client.call("terminate", name=args.name)
             print(f"deleting {res['deleted']} IKE SA(s) of '{args.name}'")
@@ -108,8 +111,10 @@ async def _run(args) -> int:
             if res["rekeyed"] == 0:
                 return 1
         elif cmd == "events":
-            async for e in client.events_raw():
-                print(json.dumps(e), flush=True)
+            types = event_types(args.types)
+            async for e in client.events_raw(plaintext=args.plaintext):
+                if types is None or e.get("type") in types:
+                    print(json.dumps(e), flush=True)
         return 0
     except ControlError as exc:
         print(f"ipsec-console: {exc}", file=sys.stderr)
@@ -118,6 +123,79 @@ async def _run(args) -> int:
         return 1
     finally:
         await client.close()
+
+
+def event_types(values: list[str] | None) -> set[str] | None:
+    """The --type filter (None: every event); an unknown name is an error naming the known ones."""
+    from engine.events import EVENT_TYPES
+
+    if not values:
+        return None
+    wanted = {t.strip() for v in values for t in v.split(",") if t.strip()}
+    unknown = sorted(wanted - set(EVENT_TYPES))
+    if unknown:
+        raise ControlError(f"unknown event type {', '.join(unknown)} (known: {', '.join(sorted(EVENT_TYPES))})")
+    return wanted
+
+
+def _up(sas: list[dict], name: str, children: set[str]) -> bool:
+    for sa in sas:
+        if sa["name"] == name and sa["state"] == "ESTABLISHED":
+            have = {c["name"] for c in sa["children"] if c["state"] == "INSTALLED"}
+            if children <= have:
+                return True
+    return False
+
+
+async def initiate_and_wait(client: ControlClient, control: str | None, name: str, child: str | None,
+                            timeout: float) -> int:
+    """Initiate and wait for the outcome, like swanctl --initiate: 0 up, 1 failed, 124 undecided."""
+    conns = {c["name"]: c for c in (await client.call("list-conns"))["connections"]}
+    if name not in conns:
+        raise ControlError(f"no connection named '{name}'")
+    wanted = {child} if child else {k["name"] for k in conns[name]["children"]}
+    if _up((await client.call("list-sas"))["ike_sas"], name, wanted):
+        print(f"'{name}' is already up")
+        return 0
+    watcher = ControlClient(control or client.path)
+    try:
+        await watcher.subscribe()  # before initiating: no outcome can slip by unseen
+        await client.call("initiate", name=name, child=child)
+        print(f"initiating '{name}'", flush=True)
+        up: set[str] = set()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            try:
+                e = await asyncio.wait_for(watcher.next_event(), left)
+            except asyncio.TimeoutError:
+                break
+            if e is None:
+                raise ControlError("the daemon closed the connection")
+            if e.get("connection") != name:
+                continue
+            kind = e.get("type")
+            if kind == "ChildSaInstalled" and (not wanted or e.get("child") in wanted):
+                up.add(e["child"])
+                print(f"CHILD_SA {e['child']}{{{e['unique_id']}}} established with SPIs {e['spi_in']:08x}_i "
+                      f"{e['spi_out']:08x}_o")
+                if up >= wanted:
+                    print(f"connection '{name}' established successfully")
+                    return 0
+            elif kind == "IkeSaStateChanged" and e.get("new") == "ESTABLISHED" and not wanted:
+                print(f"connection '{name}' established successfully")
+                return 0
+            elif kind == "NegotiationFailed":
+                print(f"initiating '{name}' failed: {e.get('notify')}: {e.get('reason')}", file=sys.stderr)
+                return 1
+        print(f"initiating '{name}': no outcome within {timeout:g}s (it may still come up: "
+              f"ipsec-console sas)", file=sys.stderr)
+        return 124
+    finally:
+        await watcher.close()
 
 
 def run(args) -> int:

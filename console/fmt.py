@@ -65,5 +65,6 @@ def clock_ms(t: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(t)) + f".{int((t % 1) * 1000):03d}"
 
 
-def algorithms(encr: str, integ: str = "", ke: str = "", prf: str = "") -> str:
-    return "/".join(x for x in (encr, integ, prf, ke) if x)
+def algorithms(encr: str, integ: str = "", ke: str = "", prf: str = "", sep: str = "/") -> str:
+    """Names joined by ``sep``: " " lets a narrow column wrap between names, never inside one."""
+    return sep.join(x for x in (encr, integ, prf, ke) if x)

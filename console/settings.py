@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import tempfile
 import tomllib
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import tomli_w
@@ -23,6 +23,10 @@ def config_dir() -> Path:
 class Settings:
     theme: str = DEFAULT_THEME
     log_follow: bool = True
+    export_dir: str = ""
+    """Where exports and screenshots go ("" : ~/Downloads if it exists, else here; see console.export)."""
+    keymap: dict = field(default_factory=dict)
+    """Binding id -> keys, e.g. {"dashboard.initiate" = "I"}: remaps the console's keys (the help screen lists ids)."""
 
     @classmethod
     def load(cls, path: Path | None = None) -> tuple["Settings", str | None]:

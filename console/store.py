@@ -8,6 +8,7 @@ Everything is bounded: a console left open for weeks must not grow.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -34,6 +35,7 @@ MAX_EXCHANGES_PER_SA = 200
 MAX_SAS_WITH_HISTORY = 500
 MAX_ALERTS = 100
 MAX_SAMPLES = 50
+MAX_INSTALLED = 20_000
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,8 @@ class Store:
         self.total_history: deque = deque(maxlen=HISTORY)
         self.negotiations: dict[int, Negotiation] = {}
         self.alerts: deque[Alert] = deque(maxlen=MAX_ALERTS)
+        self.dismissed: deque[tuple[str, str, str]] = deque(maxlen=MAX_ALERTS)
+        """(kind, key, text) of alerts the admin dismissed."""
         self.logs: deque[LogMessage] = deque(maxlen=MAX_LOGS)
         self.log_serial = 0
         """Count of logs ever received (the log screen appends what is new)."""
@@ -89,6 +93,9 @@ class Store:
         self.sample_serial = 0
         self.installed: dict[int, ChildSaInstalled] = {}
         """Latest ChildSaInstalled per CHILD unique id (static SA facts)."""
+        self.sa_by_spi: dict[int, ChildSaInstalled] = {}
+        """ChildSaInstalled by inbound and outbound SPI, kept after the SA goes (older packet
+        samples still name it); bounded."""
         self.last_applied: PolicyApplied | None = None
         self.pki_dir: str | None = None
         """The CA folder the admin chose on the PKI screen (None: the policy's)."""
@@ -99,6 +106,10 @@ class Store:
     def apply_status(self, snap: StatusSnapshot) -> None:
         prev_t = self._prev_time
         dt = (snap.time - prev_t) if prev_t is not None else 0.0
+        if prev_t is not None and dt <= 0:
+            # No time passed (a frozen or repeated clock): nothing to measure, the last rates stand.
+            self.snapshot = snap
+            return
         prev = self._prev_bytes
         new_prev: dict[str, int] = {}
         rates: dict[str, float] = {}
@@ -171,9 +182,15 @@ class Store:
                                          f"{ev.connection} DPD timeout ({ev.action})", ev.ike_sa))
                 parts.add("alerts")
             elif isinstance(ev, ChildSaInstalled):
+                # The tunnel is up: its earlier failures and DPD timeouts are history.
+                if self.clear_alerts(ev.connection, ("failure", "dpd")):
+                    parts.add("alerts")
                 self.installed[ev.unique_id] = ev
-                if len(self.installed) > 20_000:
+                if len(self.installed) > MAX_INSTALLED:
                     del self.installed[next(iter(self.installed))]
+                self.sa_by_spi[ev.spi_in] = self.sa_by_spi[ev.spi_out] = ev
+                while len(self.sa_by_spi) > 2 * MAX_INSTALLED:
+                    del self.sa_by_spi[next(iter(self.sa_by_spi))]
                 parts.add("sas")
             elif isinstance(ev, ChildSaDeleted):
                 self.installed.pop(ev.unique_id, None)
@@ -193,6 +210,38 @@ class Store:
     def add_alert(self, kind: str, text: str, connection: str = "") -> None:
         self.alerts.append(Alert(self._now(), kind, connection, text))
 
+    def clear_alerts(self, connection: str, kinds: tuple[str, ...]) -> bool:
+        """Forget ``connection``'s alerts of these kinds (the condition is gone). Returns whether any went."""
+        kept = [a for a in self.alerts if not (a.connection == connection and a.kind in kinds)]
+        if len(kept) == len(self.alerts):
+            return False
+        self.alerts.clear()
+        self.alerts.extend(kept)
+        return True
+
+    def dismiss(self, alerts: list[Alert]) -> None:
+        """The admin has seen these: they go, and a recomputation (certificates) does not bring them back."""
+        gone = set(map(id, alerts))
+        for a in alerts:
+            self.dismissed.append((a.kind, a.connection, a.text))
+        kept = [a for a in self.alerts if id(a) not in gone]
+        self.alerts.clear()
+        self.alerts.extend(kept)
+
+    def shown_alerts(self, limit: int = 4) -> list[Alert]:
+        """Newest first, one per (kind, connection): what the alert strip shows."""
+        out: list[Alert] = []
+        seen = set()
+        for a in reversed(self.alerts):
+            key = (a.kind, a.connection)
+            if key in seen:
+                continue
+            seen.add(key)
+            out.append(a)
+            if len(out) >= limit:
+                break
+        return out
+
     def replace_alerts(self, kind: str, texts: dict[str, str]) -> bool:
         """Make the alerts of ``kind`` exactly ``texts`` (key -> text; the key goes in ``connection``).
 
@@ -204,13 +253,15 @@ class Store:
             return False
         kept = [a for a in self.alerts if a.kind != kind or texts.get(a.connection) == a.text]
         now = self._now()
-        new = [Alert(now, kind, key, text) for key, text in texts.items() if current.get(key) != text]
+        new = [Alert(now, kind, key, text) for key, text in texts.items()
+               if current.get(key) != text and (kind, key, text) not in self.dismissed]
         self.alerts.clear()
         self.alerts.extend(kept + new)
         return True
 
     def _now(self) -> float:
-        return self.snapshot.time if self.snapshot is not None else 0.0
+        # The runtime's clock (a fake runtime's is virtual), so ages agree with what it reports.
+        return self.snapshot.time if self.snapshot is not None else time.time()
 
     # ------------------------------------------------------------ derived
     def drops(self) -> dict[str, int]:

@@ -102,7 +102,8 @@ class ExchangeSent(Event):
     connection: str
     message: MessageSummary
     time: float
-    """The engine's ``now`` when sent."""
+    """When it was sent: the engine's ``now`` inside the engine, Unix time once published
+    (engine.runtime.wallclock)."""
     local: tuple[str, int] = ("", 0)
     remote: tuple[str, int] = ("", 0)
 
@@ -236,7 +237,8 @@ class SaCounters:
     drops: tuple[tuple[str, int], ...] = ()
     """(reason, count): replay, icv, malformed, no_sa, policy_mismatch, discard_rule."""
     last_used: float | None = None
-    """When a packet last used the SA, on the engine's clock (the runtime's ``now``)."""
+    """When a packet last used the SA: the engine's clock (the runtime's ``now``) inside the engine,
+    Unix time in published events (engine.runtime.wallclock)."""
 
 
 @dataclass(frozen=True)

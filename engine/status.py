@@ -10,9 +10,24 @@ in the future, None when not scheduled), plus the snapshot's wall-clock time.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from engine.jsonable import dataclass_from_dict, to_jsonable
+
+QUANTUM_SAFE_KE_NAMES = frozenset({"ML_KEM_512", "ML_KEM_768", "ML_KEM_1024"})
+"""strongSwan's names of the key exchange methods that resist a quantum computer."""
+
+
+def is_quantum_safe(ke: str = "", additional_ke: Iterable[str] = (), ppk: bool = False,
+                    parent_quantum_safe: bool = False) -> bool:
+    """Whether an SA's keys resist a quantum computer: a PPK went into them (RFC 8784), one of
+    their key exchanges was ML-KEM (``ke`` or an RFC 9370 additional one, e.g.
+    ``KE1_ML_KEM_768``), or they derive from a quantum-safe IKE SA's SK_d
+    (``parent_quantum_safe``, for CHILD SAs and rekeyed IKE SAs)."""
+    if ppk or parent_quantum_safe or ke in QUANTUM_SAFE_KE_NAMES:
+        return True
+    return any(name.partition("_")[2] in QUANTUM_SAFE_KE_NAMES for name in additional_ke)
 
 
 @dataclass(frozen=True)
@@ -51,6 +66,10 @@ class ChildSaInfo:
     expire_in: float | None = None
     drops: tuple[tuple[str, int], ...] = ()
     """Inbound drops by reason (replay, icv, malformed, policy_mismatch)."""
+    additional_ke: tuple[str, ...] = ()
+    """RFC 9370 additional key exchanges of the last rekey, strongSwan names (KE1_ML_KEM_768)."""
+    quantum_safe: bool = False
+    """Keys from a quantum-safe IKE SA's SK_d or from an ML-KEM exchange of its own (is_quantum_safe)."""
 
 
 @dataclass(frozen=True)
@@ -83,6 +102,25 @@ class IkeSaInfo:
     reauth_in: float | None = None
     expire_in: float | None = None
     children: tuple[ChildSaInfo, ...] = ()
+    additional_ke: tuple[str, ...] = ()
+    """RFC 9370 additional key exchanges, strongSwan names (KE1_ML_KEM_768, KE2_ML_KEM_1024)."""
+    ppk: bool = False
+    """An RFC 8784 Postquantum Preshared Key went into the keys."""
+    quantum_safe: bool = False
+    """ML-KEM (primary or additional) or a PPK protects the keys, or they derive from such an
+    SA (a rekey); see is_quantum_safe."""
+    virtual_ips: tuple[str, ...] = ()
+    """Virtual IPs of the peer (leased from our pools, RFC 7296 §3.15), or ours when we asked for one."""
+    eap_identity: str = ""
+    """The EAP identity the peer authenticated as (EAP-MSCHAPv2 user name), empty without EAP."""
+    eap_method: str = ""
+    """EAP-MSCHAPv2, EAP-TLS, ... (empty without EAP)."""
+    cert_subject: str = ""
+    """Subject DN of the peer's certificate (IKE or EAP-TLS), empty without one."""
+    mobike_moves: int = 0
+    """How many times MOBIKE moved the SA to a new address (RFC 4555)."""
+    pool: str = ""
+    """The pool its virtual IP came from."""
 
 
 @dataclass(frozen=True)
@@ -115,11 +153,26 @@ class ConnectionInfo:
 
 
 @dataclass(frozen=True)
+class PoolInfo:
+    """Usage of one ``[pools.NAME]`` (engine.pools.PoolUsage)."""
+
+    name: str
+    addrs: str
+    size: int
+    used: int
+    """Addresses held by connected clients."""
+    remembered: int = 0
+    """Released addresses kept for their last client."""
+
+
+@dataclass(frozen=True)
 class StatusSnapshot:
     time: float
     """Wall-clock time of the snapshot (Unix seconds)."""
     ike_sas: tuple[IkeSaInfo, ...] = ()
     connections: tuple[ConnectionInfo, ...] = ()
+    pools: tuple[PoolInfo, ...] = ()
+    """Virtual IP pools and their usage."""
 
 
 def to_dict(obj) -> dict:
@@ -132,3 +185,7 @@ def ike_sa_from_dict(data: dict) -> IkeSaInfo:
 
 def connection_from_dict(data: dict) -> ConnectionInfo:
     return dataclass_from_dict(ConnectionInfo, data)
+
+
+def pool_from_dict(data: dict) -> PoolInfo:
+    return dataclass_from_dict(PoolInfo, data)

@@ -4,8 +4,12 @@ disconnects: the daemon and its tunnels stay up."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import shutil
+import tempfile
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from console.runtime.base import Capabilities, CommandError, Runtime, RuntimeDisconnected, RuntimeUnavailable
 from engine.events import Event, PolicyApplied, from_dict as event_from_dict
@@ -45,6 +49,9 @@ class AttachedRuntime(Runtime):
             if c is not None:
                 await c.close()
         self._client = self._events = None
+        if self.files_dir is not None:
+            shutil.rmtree(self.files_dir, ignore_errors=True)
+            self.files_dir = None
 
     async def _call(self, cmd: str, **args):
         if self._client is None:
@@ -69,7 +76,7 @@ class AttachedRuntime(Runtime):
         self._events = ControlClient(self.path)
         try:
             await self._events.connect()
-            async for raw in self._events.events_raw(replay=True):
+            async for raw in self._events.events_raw(replay=True, plaintext=True):  # the admin's own view
                 try:
                     yield event_from_dict(raw)
                 except (KeyError, TypeError, ValueError):
@@ -80,12 +87,45 @@ class AttachedRuntime(Runtime):
             raise RuntimeDisconnected(f"the daemon at {self.path} went away")
 
     async def policy(self) -> tuple[Policy, str]:
+        from engine.policy.findings import PolicyError
         from engine.policy.parse import parse_policy
 
         res = await self._call("get-policy")
         text = res.get("text") or ""
+        path = res.get("path")
         # The secrets file belongs to the daemon (root, 0600): the console edits the policy only.
-        return parse_policy(text, res.get("path"), load_secrets=False), text
+        try:
+            return parse_policy(text, path, load_secrets=False), text
+        except PolicyError:
+            if not res.get("files"):
+                raise
+        # The daemon's folder is not readable here: read the files it served instead.
+        mirror = self.mirror(path, res["files"])
+        policy = parse_policy(text, str(mirror / os.path.basename(path)), load_secrets=False)
+        return dataclasses.replace(policy, path=path), text
+
+    files_dir: Path | None = None
+    """Where the files the daemon served are kept for this session (None: read its folder directly)."""
+
+    def mirror(self, path: str, files: dict[str, str]) -> Path:
+        """Lay the served files out as in the daemon's folder (relative names only), privately."""
+        if self.files_dir is None:
+            self.files_dir = Path(tempfile.mkdtemp(prefix="ipsec-console-attach-"))
+        for name, content in files.items():
+            rel = Path(name)
+            if rel.is_absolute() or ".." in rel.parts:
+                continue  # absolute names are read where they are
+            target = self.files_dir / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(content, encoding="utf-8")
+        return self.files_dir
+
+    async def policy_for_files(self) -> Policy:
+        """The policy with its path inside the served files when there are any (certificate checks)."""
+        policy, _ = await self.policy()
+        if self.files_dir is None or not policy.path:
+            return policy
+        return dataclasses.replace(policy, path=str(self.files_dir / os.path.basename(policy.path)))
 
     async def initiate(self, name: str, child: str | None = None) -> None:
         await self._call("initiate", name=name, child=child)

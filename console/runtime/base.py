@@ -41,7 +41,7 @@ from engine.events import Event, PolicyApplied
 from engine.policy.model import Policy
 from engine.status import StatusSnapshot
 
-RuntimeKind = Literal["lab", "embedded", "attached", "fake"]
+RuntimeKind = Literal["lab", "embedded", "attached", "fake", "draft"]
 
 
 class RuntimeProblem(Exception):

@@ -73,6 +73,7 @@ from engine.events import (
     PacketSample,
     PolicyApplied,
 )
+from engine.ops import journal
 from engine.policy.model import Policy
 from engine.status import StatusSnapshot
 
@@ -444,11 +445,13 @@ class EmbeddedRuntime(Runtime):
             from engine.policy.serialize import policy_to_toml
 
             text = policy_to_toml(policy)
+        old_text = self._text
         try:
             result = await self._request("apply_policy", text, policy.path)
         except _RemoteError as exc:
             raise CommandError(f"not applied: {exc.text}") from None
         self._policy, self._text = policy, text
+        journal.record_applied(policy, result, old_text=old_text, new_text=text, via="console")
         return result
 
 

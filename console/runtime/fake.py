@@ -40,11 +40,11 @@ from engine.events import (
     PolicyApplied,
     SaCounters,
 )
+from engine.policy.diff import diff_policies
 from engine.policy.model import ConnectionConfig, Policy
 from engine.secret import Secret
 from engine.status import ChildConfigInfo, ChildSaInfo, ConnectionInfo, IkeSaInfo, StatusSnapshot
 
-from console import policy_api
 from console.runtime import fake_data
 from console.runtime.base import Capabilities, CommandError, Runtime, RuntimeKind
 
@@ -152,6 +152,7 @@ class FakeRuntime(Runtime):
         seed: int = 7,
         counters_events: bool = True,
         packet_samples: bool = True,
+        road_warriors: bool = False,
     ) -> None:
         self.kind = kind
         self.label = label or {
@@ -193,6 +194,10 @@ class FakeRuntime(Runtime):
             self._text = policy_text if policy_text is not None else (fake_data.DEMO_POLICY_TEXT if policy is None else "")
             if scenario == "demo":
                 self._build_demo()
+        self._rw: dict[int, dict] = {}
+        """Road-warrior status fields by IKE SA unique id (fake_data.ROAD_WARRIORS)."""
+        if road_warriors and not scale_children:
+            self._build_road_warriors()
 
     @classmethod
     def in_folder(cls, folder, **kwargs) -> "FakeRuntime":
@@ -215,7 +220,9 @@ class FakeRuntime(Runtime):
             self._pending.append(event)
 
     def _log(self, level: str, source: str, text: str, connection: str = "") -> None:
-        self._emit(LogMessage(time=self.now, level=level, source=source, text=text, connection=connection))
+        # Upper-case like the engine's LogMessage (logging's levelname).
+        self._emit(LogMessage(time=self.now, level=level.upper(), source=source, text=text,
+                              connection=connection))
 
     def _spi32(self) -> int:
         return self._rng.randrange(0xC0000000, 0xCFFFFFFF)
@@ -554,12 +561,9 @@ class FakeRuntime(Runtime):
         inner_payload = tcp_segment(40000 + self.step % 1000, 443, 1000 + self.step, b"GET / HTTP/1.1\r\n\r\n")
         inner = ipv4_packet("198.51.100.10", "198.51.100.130", 6, inner_payload, ident=self.step)
         body = bytes(self._rng.getrandbits(8) for _ in range(len(inner) + 24))
+        # Like the engine's datapaths: tunnel-mode ESP is sampled from the SPI on (what the socket sends).
         esp = struct.pack("!II", ch.spi_out, seq) + body
-        if ch.encap:
-            outer = ipv4_packet(LOCAL_ADDR, ike.remote_addr, 17, udp_datagram(4500, ike.remote_port, esp))
-        else:
-            outer = ipv4_packet(LOCAL_ADDR, ike.remote_addr, 50, esp)
-        self._emit(PacketSample(time=self.now, direction="out", spi=ch.spi_out, seq=seq, outer=outer, inner=inner))
+        self._emit(PacketSample(time=self.now, direction="out", spi=ch.spi_out, seq=seq, outer=esp, inner=inner))
         if self.step % 4 == 0:
             bad = struct.pack("!II", ch.spi_in, max(1, ch.packets_in - 40)) + bytes(48)
             outer_in = ipv4_packet(ike.remote_addr, LOCAL_ADDR, 50, bad)
@@ -630,8 +634,19 @@ class FakeRuntime(Runtime):
                 rekey_in=None if est is None else est + conn.rekey_time - now,
                 expire_in=None if est is None else est + conn.rekey_time + conn.over_time - now,
                 children=children,
+                **self._rw.get(ike.unique_id, {}),
             ))
-        return StatusSnapshot(time=now, ike_sas=tuple(ikes), connections=self._connection_infos())
+        pools = fake_data.DEMO_POOLS if self._rw else ()
+        return StatusSnapshot(time=now, ike_sas=tuple(ikes), connections=self._connection_infos(), pools=pools)
+
+    def _build_road_warriors(self) -> None:
+        rw = self._policy.connection("roadwarrior")
+        for remote, port, remote_id, fields in fake_data.ROAD_WARRIORS:
+            ike = self._establish(rw, initiator=False, remote=remote, nat=port != 500)
+            ike.remote_port, ike.remote_id = port, remote_id
+            self._rw[ike.unique_id] = fields
+            for ch in ike.children:
+                ch.bytes_in, ch.bytes_out = 9_000 * ch.unique_id, 4_000 * ch.unique_id
 
     def _connection_infos(self) -> tuple[ConnectionInfo, ...]:
         up = {i.connection for i in self._ikes.values() if i.state == "ESTABLISHED"}
@@ -757,7 +772,7 @@ class FakeRuntime(Runtime):
 
     async def apply_policy(self, policy: Policy, text: str | None = None) -> PolicyApplied:
         self._record("apply_policy", policy=policy, text=text)
-        d = policy_api.diff(self._policy, policy)
+        d = diff_policies(self._policy, policy)
         for name in d.removed + d.changed:
             for ike in [i for i in self._ikes.values() if i.connection == name]:
                 for ch in ike.children:

@@ -24,6 +24,7 @@ from engine.policy.model import (
 )
 from engine.policy.ts import parse_ts
 from engine.secret import Secret
+from engine.status import PoolInfo
 
 # Known text the no-secret-on-screen test looks for: it must never be drawn.
 DEMO_PSK = "correct-horse-battery-staple-7Qz"
@@ -269,3 +270,19 @@ def scale_policy(connections: int, children_per_connection: int) -> Policy:
             ])
         )
     return Policy(engine=EngineConfig(datapath="userspace"), connections=tuple(conns), path=None)
+
+
+# Road-warrior clients of the "roadwarrior" connection (FakeRuntime(road_warriors=True)):
+# (outer address, outer port, IKE identity, status fields).
+ROAD_WARRIORS = (
+    ("192.0.2.101", 4500, "alice@example.org",
+     {"virtual_ips": ("198.51.100.130",), "pool": "rw", "eap_identity": "alice@example.org",
+      "eap_method": "EAP-MSCHAPv2", "cert_subject": "", "mobike_moves": 2}),
+    ("192.0.2.102", 61044, "EXAMPLE\\bob",
+     {"virtual_ips": ("198.51.100.131",), "pool": "rw", "eap_identity": "EXAMPLE\\bob",
+      "eap_method": "EAP-MSCHAPv2", "cert_subject": "", "mobike_moves": 0}),
+    ("192.0.2.103", 4500, "C=CH, O=Example, CN=carol-laptop",
+     {"virtual_ips": ("198.51.100.132",), "pool": "rw", "eap_identity": "", "eap_method": "",
+      "cert_subject": "C=CH, O=Example, CN=carol-laptop", "mobike_moves": 1}),
+)
+DEMO_POOLS = (PoolInfo("rw", "198.51.100.128/25", 126, 3, 1),)

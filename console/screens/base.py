@@ -25,7 +25,7 @@ class ConsoleScreen(Screen):
         if app.runtime.kind == "lab":
             yield LabBanner(app.runtime.label, id="lab-banner")
         yield from self.body()
-        yield Footer(compact=True)
+        yield Footer(compact=True, show_command_palette=False)
 
     def body(self) -> ComposeResult:
         yield from ()

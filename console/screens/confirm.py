@@ -13,8 +13,8 @@ class ConfirmScreen(ModalScreen[bool]):
     """Ask before acting. ``y``/Enter on Yes confirms, ``n``/Escape cancels."""
 
     BINDINGS = [
-        Binding("y", "answer(True)", "Yes"),
-        Binding("n,escape", "answer(False)", "No"),
+        Binding("y", "answer(True)", "Yes", id="confirm.yes"),
+        Binding("n,escape", "answer(False)", "No", id="confirm.no"),
     ]
 
     def __init__(self, title: str, body: str, *, yes: str = "Yes", danger: bool = False) -> None:

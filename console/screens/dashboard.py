@@ -5,12 +5,13 @@ from __future__ import annotations
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.widgets import DataTable, Label, Sparkline
+from textual.widgets import DataTable, Label, Sparkline, Static
 
 from console import fmt
 from console.screens.base import ConsoleScreen
 from console.widgets.chrome import AlertStrip
-from console.widgets.sa_tables import ChildSaTable, ConnectionTable, IkeSaTable
+from console.widgets.sa_tables import (CHILD_NARROW, CONNECTION_NARROW, IKE_NARROW, NARROW_WIDTH, ChildSaTable,
+                                      ConnectionTable, IkeSaTable)
 
 
 class DashboardScreen(ConsoleScreen):
@@ -19,10 +20,13 @@ class DashboardScreen(ConsoleScreen):
     TITLE_TEXT = "Dashboard"
     MODE = "dashboard"
     BINDINGS = [
-        Binding("o", "open_detail", "Open"),
-        Binding("i", "initiate", "Initiate"),
-        Binding("r", "rekey", "Rekey"),
-        Binding("t", "terminate", "Terminate"),
+        Binding("o", "open_detail", "Open", id="dashboard.open"),
+        Binding("i", "initiate", "Initiate", id="dashboard.initiate"),
+        Binding("r", "rekey", "Rekey", id="dashboard.rekey"),
+        Binding("t", "terminate", "Terminate", id="dashboard.terminate"),
+        Binding("x", "dismiss", "Dismiss", id="dashboard.dismiss"),
+        Binding("X", "dismiss(True)", "Dismiss all alerts", show=False, id="dashboard.dismiss_all"),
+        Binding("y", "copy", "Copy", id="dashboard.copy"),
     ]
 
     def body(self) -> ComposeResult:
@@ -37,6 +41,7 @@ class DashboardScreen(ConsoleScreen):
             t = ChildSaTable(id="child-sas")
             t.border_title = "CHILD SAs"
             yield t
+        yield Static("", id="dash-detail", markup=False)
         with Horizontal(classes="spark-row"):
             yield Label("selected", id="spark-child-label", classes="spark-label")
             yield Sparkline([], id="spark-child", classes="spark")
@@ -48,7 +53,52 @@ class DashboardScreen(ConsoleScreen):
 
     def on_mount(self) -> None:
         super().on_mount()
+        self._layout(self.size.width)
         self.sync_all()
+
+    def on_resize(self, event) -> None:
+        self._layout(event.size.width)
+
+    def _layout(self, width: int) -> None:
+        """Narrow terminals get fewer columns and a detail line for the selected row (no cut cells)."""
+        narrow = 0 < width < NARROW_WIDTH
+        self.query_one(ConnectionTable).show_columns(CONNECTION_NARROW if narrow else None)
+        self.query_one(IkeSaTable).show_columns(IKE_NARROW if narrow else None)
+        self.query_one(ChildSaTable).show_columns(CHILD_NARROW if narrow else None)
+        self._sync_detail()  # shown at every width: wide tables still scroll sideways
+
+    def _sync_detail(self) -> None:
+        self.query_one("#dash-detail", Static).update(self._detail_text())
+
+    def _detail_text(self) -> str:
+        store = self.app.store
+        snap = store.snapshot
+        if snap is None:
+            return ""
+        focused = self.focused
+        if isinstance(focused, IkeSaTable) and focused.selected_key:
+            ike = store.ike(int(focused.selected_key))
+            if ike is not None:
+                return (f"#{ike.unique_id} {ike.name}: {ike.local_addr}:{ike.local_port} ⇄ "
+                        f"{ike.remote_addr}:{ike.remote_port}, {ike.local_id} ⇄ {ike.remote_id}\n"
+                        f"{fmt.algorithms(ike.encr, ike.integ, ike.ke, ike.prf, sep=' ')}, rekey in "
+                        f"{fmt.duration(ike.rekey_in)}, expires in {fmt.duration(ike.expire_in)}")
+        if isinstance(focused, ChildSaTable) and focused.selected_key:
+            for ike in snap.ike_sas:
+                for ch in ike.children:
+                    if f"{ch.spi_in:08x}" == focused.selected_key:
+                        return (f"{ike.name}/{ch.name} {{{ch.unique_id}}}: {' '.join(ch.local_ts)} ⇄ "
+                                f"{' '.join(ch.remote_ts)}, {ch.mode}{' +udp' if ch.encap else ''}\n"
+                                f"in {fmt.size(ch.bytes_in)}/{ch.packets_in} out {fmt.size(ch.bytes_out)}/"
+                                f"{ch.packets_out}, {fmt.algorithms(ch.encr, ch.integ, ch.ke, sep=' ')}, rekey in "
+                                f"{fmt.duration(ch.rekey_in)}")
+        name = self.query_one(ConnectionTable).selected_key
+        conn = next((c for c in snap.connections if c.name == name), None)
+        if conn is None:
+            return ""
+        return (f"{conn.name}: {conn.local_id or '%any'} ⇄ {conn.remote_id or '%any'}\n"
+                f"{', '.join(conn.local_addrs) or '%any'} ⇄ {', '.join(conn.remote_addrs) or '%any'}, "
+                f"{conn.state}")
 
     # ------------------------------------------------------------- data
     def sync(self, parts: frozenset[str]) -> None:
@@ -62,10 +112,12 @@ class DashboardScreen(ConsoleScreen):
             child.set_reactive(ChildSaTable.rates, store.rates)
             child.snapshot = snap
             self._sync_sparklines()
+            self._sync_detail()
         if parts & {"alerts", "counters", "status"}:
             strip = self.query_one(AlertStrip)
             strip.set_reactive(AlertStrip.drops, store.drops())
-            strip.alerts = tuple(store.alerts)
+            strip.now = store._now()
+            strip.alerts = tuple(store.shown_alerts())
 
     def _sync_sparklines(self) -> None:
         store = self.app.store
@@ -83,6 +135,10 @@ class DashboardScreen(ConsoleScreen):
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         if event.data_table.id == "child-sas":
             self._sync_sparklines()
+        self._sync_detail()
+
+    def on_descendant_focus(self, event) -> None:
+        self._sync_detail()
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         event.stop()
@@ -128,6 +184,41 @@ class DashboardScreen(ConsoleScreen):
             self.app.confirm_rekey(name, ike=True, unique_id=ike_id)
         else:
             self.app.confirm_rekey(name, ike=False)
+
+    def action_copy(self) -> None:
+        """The selected row's identifiers: a CHILD SA's SPIs, an IKE SA's SPIs, a connection's remote ID."""
+        focused = self.focused
+        store = self.app.store
+        text = ""
+        if isinstance(focused, ChildSaTable) and focused.selected_key and store.snapshot is not None:
+            for ike in store.snapshot.ike_sas:
+                for ch in ike.children:
+                    if f"{ch.spi_in:08x}" == focused.selected_key:
+                        text = f"{ch.spi_in:08x}_i {ch.spi_out:08x}_o"
+        elif isinstance(focused, IkeSaTable) and focused.selected_key:
+            ike = store.ike(int(focused.selected_key))
+            if ike is not None:
+                text = f"{ike.spi_i:016x}_i {ike.spi_r:016x}_r"
+        else:
+            name = self.query_one(ConnectionTable).selected_key
+            conn = next((c for c in store.snapshot.connections if c.name == name), None) if store.snapshot else None
+            text = (conn.remote_id or name) if conn is not None else ""
+        if not text:
+            self.notify("Select a row first", severity="warning")
+            return
+        self.app.copy_to_clipboard(text)
+        self.notify(text, title="Copied")
+
+    def action_dismiss(self, everything: bool = False) -> None:
+        store = self.app.store
+        shown = store.shown_alerts()
+        if not shown:
+            self.notify("No alert to dismiss", severity="information")
+            return
+        gone = list(store.alerts) if everything else [a for a in store.alerts
+                                                       if (a.kind, a.connection) == (shown[0].kind, shown[0].connection)]
+        store.dismiss(gone)
+        self.sync(frozenset({"alerts"}))
 
     def action_terminate(self) -> None:
         name, ike_id, _ = self._target()

@@ -9,10 +9,11 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import DataTable, Static, Tree
 
-from engine.events import ExchangeSent
+from engine.events import ExchangeReceived, ExchangeSent
 
 from console import fmt
 from console.explain import explain
+from console.export import deliver, stamped
 from console.screens.base import ConsoleScreen
 from console.store import Negotiation
 from console.widgets.keyed_table import KeyedTable
@@ -61,10 +62,12 @@ class NegotiationsScreen(ConsoleScreen):
     TITLE_TEXT = "Negotiations"
     MODE = "negotiations"
     BINDINGS = [
-        Binding("e", "expand_all", "Expand all"),
-        Binding("c", "collapse_all", "Collapse"),
-        Binding("f", "next_failure", "Next failure"),
-        Binding("o", "open_detail", "SA detail"),
+        Binding("e", "expand_all", "Expand", id="negotiations.expand"),
+        Binding("c", "collapse_all", "Collapse", id="negotiations.collapse"),
+        Binding("f", "next_failure", "Next failure", id="negotiations.next_failure"),
+        Binding("o", "open_detail", "Detail", id="negotiations.detail"),
+        Binding("y", "copy", "Copy", id="negotiations.copy"),
+        Binding("x", "export", "Export", id="negotiations.export"),
     ]
 
     def __init__(self) -> None:
@@ -218,6 +221,51 @@ class NegotiationsScreen(ConsoleScreen):
                 table.move_cursor(row=table.get_row_index(k))
                 return
         self.notify("No failed negotiation", severity="information")
+
+    def _ladder_text(self, ike_id: int) -> str:
+        n = self.app.store.negotiations.get(ike_id)
+        if n is None:
+            return ""
+        lines = [f"IKE SA #{ike_id} {n.connection} ({n.state})"]
+        for ev in n.exchanges:
+            arrow = "->" if isinstance(ev, ExchangeSent) else "<-"
+            lines.append(f"{fmt.clock_ms(ev.time)} {arrow} {ev.remote[0]}:{ev.remote[1]} {ev.message.brief()}")
+            for d in ev.message.details:
+                for label, value in d.fields:
+                    lines.append(f"      {d.name} {label}: {value}")
+        if n.failure is not None:
+            f = n.failure
+            lines.append(f"FAILED {f.exchange} {f.notify}: {f.reason}")
+        return "\n".join(lines) + "\n"
+
+    def action_copy(self) -> None:
+        """The highlighted message (time, direction, summary), or the IKE SA's SPIs."""
+        tree = self.query_one("#ladder", Tree)
+        node = tree.cursor_node
+        while node is not None and node.parent is not None and node.parent is not tree.root:
+            node = node.parent
+        ev = node.data if node is not None else None
+        if isinstance(ev, (ExchangeSent, ExchangeReceived)):
+            arrow = "->" if isinstance(ev, ExchangeSent) else "<-"
+            text = f"{fmt.clock_ms(ev.time)} {arrow} {ev.remote[0]} {ev.message.brief()}"
+        else:
+            key = self.query_one("#nego-list", KeyedTable).selected_key
+            ike = self.app.store.ike(int(key)) if key else None
+            if ike is None:
+                self.notify("Select an exchange first", severity="warning")
+                return
+            text = f"{ike.spi_i:016x}_i {ike.spi_r:016x}_r"
+        self.app.copy_to_clipboard(text)
+        self.notify(text, title="Copied")
+
+    def action_export(self) -> None:
+        key = self.query_one("#nego-list", KeyedTable).selected_key
+        if key is None:
+            self.notify("No negotiation to export", severity="warning")
+            return
+        n = self.app.store.negotiations.get(int(key))
+        deliver(self.app, self._ladder_text(int(key)), stamped(f"ipsec-console-{n.connection}-{key}", ".txt"),
+                "ladder")
 
     def action_open_detail(self) -> None:
         key = self.query_one("#nego-list", KeyedTable).selected_key

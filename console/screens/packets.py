@@ -1,5 +1,8 @@
 """Packets: what the datapath encrypts, decrypts and drops (by reason), and
-recent packets dissected outer (on the wire) beside inner (protected)."""
+recent packets dissected: the ESP packet on the wire (outer IP/UDP, SPI,
+sequence, IV/ciphertext/ICV lengths, a check that nothing protected is
+readable) beside the decrypted inner packet. ``x`` exports the samples as a
+pcap that Wireshark and tshark open."""
 
 from __future__ import annotations
 
@@ -12,12 +15,15 @@ from textual.widgets import DataTable, Static
 from engine.events import PacketSample
 
 from console import fmt
+from console.export import deliver, stamped
 from console.screens.base import ConsoleScreen
 from console.widgets.keyed_table import KeyedTable
 
 DROP_REASONS = ("replay", "icv", "no_sa", "policy_mismatch", "discard_rule", "malformed")
-COUNTER_COLUMNS = (("what", "Counter", 21), ("packets", "Packets", 8), ("bytes", "Bytes", 9))
-SAMPLE_COLUMNS = (("n", "#", 4), ("time", "Time", 8), ("dir", "Dir", 4), ("spi", "SPI", 8), ("seq", "Seq", 6),
+COUNTER_COLUMNS = (("what", "Counter", 20), ("packets", "Packets", 8), ("bytes", "Bytes", 9))
+NARROW_WIDTH = 110
+SAMPLE_NARROW = ("n", "dir", "spi", "seq", "verdict")
+SAMPLE_COLUMNS = (("n", "#", 6), ("time", "Time", 8), ("dir", "Dir", 4), ("spi", "SPI", 8), ("seq", "Seq", 6),
                   ("len", "Len", 5), ("verdict", "Verdict", 14))
 
 
@@ -27,7 +33,7 @@ def counter_rows(totals: dict[str, int], drops: dict[str, int]) -> dict[str, tup
         "decrypted": ("decrypted (in)", str(totals["packets_in"]), fmt.size(totals["bytes_in"])),
     }
     for reason in DROP_REASONS + tuple(r for r in sorted(drops) if r not in DROP_REASONS):
-        rows[f"drop-{reason}"] = (f"dropped: {reason}", str(drops.get(reason, 0)), "–")
+        rows[f"drop-{reason}"] = (f"drop {reason}", str(drops.get(reason, 0)), "–")
     return rows
 
 
@@ -37,8 +43,10 @@ class PacketsScreen(ConsoleScreen):
     TITLE_TEXT = "Packets"
     MODE = "packets"
     BINDINGS = [
-        Binding("space", "toggle_pause", "Pause samples"),
-        Binding("d", "dissect", "Dissect"),
+        Binding("space", "toggle_pause", "Pause", id="packets.pause"),
+        Binding("y", "copy_spi", "Copy SPI", id="packets.copy"),
+        Binding("x", "export", "Export pcap", id="packets.export"),
+        Binding("d", "dissect", "Dissect", show=False, id="packets.dissect"),
     ]
 
     def __init__(self) -> None:
@@ -66,7 +74,17 @@ class PacketsScreen(ConsoleScreen):
 
     def on_mount(self) -> None:
         super().on_mount()
+        self._layout(self.size.width)
         self.sync_all()
+
+    def on_resize(self, event) -> None:
+        self._layout(event.size.width)
+
+    def _layout(self, width: int) -> None:
+        narrow = 0 < width < NARROW_WIDTH
+        self.query_one("#pk-samples", KeyedTable).show_columns(SAMPLE_NARROW if narrow else None)
+        self.query_one("#pk-counters", KeyedTable).show_columns(("what", "packets") if narrow else None)
+        self.set_class(narrow, "-narrow")
 
     def sync(self, parts: frozenset[str]) -> None:
         super().sync(parts)
@@ -115,14 +133,17 @@ class PacketsScreen(ConsoleScreen):
 
     @work(thread=True, group="dissect", exclusive=True, exit_on_error=False)
     def _dissect(self, key: str, sample: PacketSample) -> None:
-        from console.dissect import dissect
+        from console.dissect import dissect, wire_lines
 
-        outer = dissect(sample.outer, encrypted_payload=True)
+        outer = wire_lines(sample, self.app.store.sa_by_spi.get(sample.spi))
         if sample.inner:
             inner = dissect(sample.inner, encrypted_payload=False)
         elif sample.direction == "drop":
             inner = [f"dropped before decryption: {sample.verdict or 'unknown reason'}",
                      "nothing protected is visible"]
+        elif sample.direction == "in" or sample.direction == "out":
+            inner = ["(the inner packet was not shared: a daemon sends it only to a subscriber that asks "
+                     "for plaintext)"]
         else:
             inner = ["(not sampled)"]
         self.app.call_from_thread(self._show_dissection, key, sample, outer, inner)
@@ -130,6 +151,38 @@ class PacketsScreen(ConsoleScreen):
     def _show_dissection(self, key: str, sample: PacketSample, outer: list[str], inner: list[str]) -> None:
         o = self.query_one("#pk-outer", Static)
         i = self.query_one("#pk-inner", Static)
-        o.border_title = f"On the wire #{key}: SPI {sample.spi:08x} seq {sample.seq}"
+        o.border_title = f"On the wire #{key}: {sample.direction}"
         o.update("\n".join(outer))
         i.update("\n".join(inner))
+
+    # ------------------------------------------------------------- copy / export
+    def _selected(self) -> PacketSample | None:
+        key = self.query_one("#pk-samples", KeyedTable).selected_key
+        return self._samples.get(key) if key is not None else None
+
+    def action_copy_spi(self) -> None:
+        sample = self._selected()
+        if sample is None:
+            return
+        text = f"{sample.spi:08x}"
+        self.app.copy_to_clipboard(text)
+        self.notify(text, title="Copied SPI")
+
+    def action_export(self) -> None:
+        samples = list(self.app.store.samples)
+        if not samples:
+            self.notify("No packet sample yet", severity="warning")
+            return
+        self._export(samples)
+
+    @work(thread=True, group="pcap", exclusive=True, exit_on_error=False)
+    def _export(self, samples: list[PacketSample]) -> None:
+        from console.dissect import pcap_bytes
+
+        by_spi = self.app.store.sa_by_spi
+        data, n = pcap_bytes([(s, by_spi.get(s.spi)) for s in samples])
+        if not n:
+            self.app.call_from_thread(self.notify, "No ESP sample to export", severity="warning")
+            return
+        self.app.call_from_thread(deliver, self.app, data, stamped("ipsec-console-packets", ".pcap"), "pcap",
+                                  "application/vnd.tcpdump.pcap")

@@ -99,12 +99,12 @@ class PkiScreen(ConsoleScreen):
     MODE = "pki" if any(mode == "pki" for _, mode, _ in TopBar.NAV) else ""
     DEFAULT_CSS = PKI_CSS
     BINDINGS = [
-        Binding("i", "issue", "Issue"),
-        Binding("r", "revoke", "Revoke"),
-        Binding("c", "crl", "CRL"),
-        Binding("n", "init_ca", "Init CA"),
-        Binding("f", "folder", "Folder"),
-        Binding("l", "reload", "Reload"),
+        Binding("i", "issue", "Issue", id="pki.issue"),
+        Binding("r", "revoke", "Revoke", id="pki.revoke"),
+        Binding("c", "crl", "CRL", id="pki.crl"),
+        Binding("n", "init_ca", "Init CA", id="pki.init_ca"),
+        Binding("f", "folder", "Folder", id="pki.folder"),
+        Binding("l", "reload", "Reload", id="pki.reload"),
     ]
 
     def __init__(self, clock: Clock | None = None) -> None:

@@ -39,7 +39,7 @@ def ike_facts(ike: IkeSaInfo) -> list[tuple[str, str]]:
         ("remote", f"{ike.remote_addr}:{ike.remote_port} [{ike.remote_id}]"),
         ("SPI i", fmt.spi64(ike.spi_i)),
         ("SPI r", fmt.spi64(ike.spi_r)),
-        ("algorithms", fmt.algorithms(ike.encr, ike.integ, ike.ke, ike.prf) or "–"),
+        ("algorithms", fmt.algorithms(ike.encr, ike.integ, ike.ke, ike.prf, sep=" ") or "–"),
         ("NAT", ("we are behind a NAT " if ike.nat_local else "") + ("peer behind a NAT" if ike.nat_remote else "")
          or "none detected"),
         ("established", fmt.duration(ike.established_ago) + " ago" if ike.established_ago is not None else "–"),
@@ -54,7 +54,7 @@ def child_facts(ch: ChildSaInfo, rate: float | None) -> list[tuple[str, str]]:
         ("CHILD SA", f"{ch.name} {{{ch.unique_id}}} reqid {ch.reqid} {ch.state}"),
         ("mode", f"{ch.protocol.upper()} {ch.mode}" + (", UDP-encapsulated" if ch.encap else "")),
         ("SPI in / out", f"{ch.spi_in:08x} / {ch.spi_out:08x}"),
-        ("algorithms", fmt.algorithms(ch.encr, ch.integ, ch.ke) + (" ESN" if ch.esn else "")),
+        ("algorithms", fmt.algorithms(ch.encr, ch.integ, ch.ke, sep=" ") + (" ESN" if ch.esn else "")),
         ("local TS", " ".join(ch.local_ts)),
         ("remote TS", " ".join(ch.remote_ts)),
         ("in", f"{fmt.size(ch.bytes_in)}, {ch.packets_in} packets, last {fmt.duration(ch.last_in_ago)} ago"),
@@ -70,12 +70,13 @@ class SaDetailScreen(Screen):
     """Everything about one connection's IKE SA and CHILD SAs. Esc goes back."""
 
     BINDINGS = [
-        Binding("escape", "app.pop_screen", "Back"),
-        Binding("i", "initiate", "Initiate"),
-        Binding("R", "rekey_ike", "Rekey IKE"),
-        Binding("r", "rekey_child", "Rekey CHILD"),
-        Binding("t", "terminate", "Terminate"),
-        Binding("n", "negotiations", "Exchanges"),
+        Binding("escape", "app.pop_screen", "Back", id="detail.back"),
+        Binding("r", "rekey_child", "Rekey", id="detail.rekey_child"),
+        Binding("R", "rekey_ike", "Rekey IKE", id="detail.rekey_ike"),
+        Binding("t", "terminate", "Terminate", id="detail.terminate"),
+        Binding("n", "negotiations", "Exchanges", id="detail.negotiations"),
+        Binding("y", "copy", "Copy", id="detail.copy"),
+        Binding("i", "initiate", "Initiate", show=False, id="detail.initiate"),
     ]
 
     def __init__(self, connection: str, ike_id: int | None = None, child_id: int | None = None) -> None:
@@ -92,7 +93,7 @@ class SaDetailScreen(Screen):
             t.border_title = "CHILD SAs"
             yield t
             yield Static(id="child-facts")
-        yield Footer(compact=True)
+        yield Footer(compact=True, show_command_palette=False)
 
     ready = False
 
@@ -184,6 +185,18 @@ class SaDetailScreen(Screen):
     def action_terminate(self) -> None:
         ike = self._ike()
         self.app.confirm_terminate(self.connection, ike.unique_id if ike else None)
+
+    def action_copy(self) -> None:
+        ch = self._selected_child()
+        ike = self._ike()
+        if ch is not None:
+            text = f"{ch.spi_in:08x}_i {ch.spi_out:08x}_o"
+        elif ike is not None:
+            text = f"{ike.spi_i:016x}_i {ike.spi_r:016x}_r"
+        else:
+            return
+        self.app.copy_to_clipboard(text)
+        self.notify(text, title="Copied")
 
     def action_negotiations(self) -> None:
         ike = self._ike()

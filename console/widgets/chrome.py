@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from rich.style import Style
+from rich.text import Text
 from textual.reactive import reactive
 from textual.widgets import Static
 
@@ -9,6 +11,15 @@ from engine.status import StatusSnapshot
 
 from console import fmt
 from console.store import Alert
+
+
+SHORT_NOTIFY = {
+    "NO_PROPOSAL_CHOSEN": "NO_PROP",
+    "TS_UNACCEPTABLE": "TS_UNACCEPT",
+    "AUTHENTICATION_FAILED": "AUTH_FAILED",
+    "INVALID_KE_PAYLOAD": "INVALID_KE",
+}
+"""Notify names as the narrow layouts show them (the full name is in the Negotiations screen)."""
 
 
 def _esc(text: str) -> str:
@@ -32,31 +43,58 @@ class TopBar(Static):
     NAV = (("1", "dashboard", "Dash"), ("2", "negotiations", "Nego"), ("3", "policies", "Policy"),
            ("4", "logs", "Logs"), ("5", "packets", "Pkts"), ("6", "pki", "PKI"))
 
-    def render(self) -> str:
+    def render(self) -> Text:
+        """Brand, navigation, what it runs on, summary, clock. The summary and the clock always show:
+        at narrow widths the runtime label is shortened first, then the brand."""
         snap = self.snapshot
-        wide = self.size.width >= 120
-        nav = []
+        width = (self.size.width or 122) - 2
+        wide = width >= 118
+        colors = self.app.theme_colors() if hasattr(self.app, "theme_colors") else {}
+        primary, accent = colors.get("primary", ""), colors.get("accent", "")
+        nav = Text()
         for key, mode, label in self.NAV:
+            if nav:
+                nav.append(" ")
+            click = Style.from_meta({"@click": f"app.switch_mode('{mode}')"})  # a mouse (or browser) too
             if mode == self.mode:
-                nav.append(f"[reverse $primary] {key} {label} [/]")
+                nav.append(f" {key} {label} ", style=Style.parse(f"reverse {primary}") + click)
             else:
-                nav.append(f"[$accent]{key}[/][dim]{label}[/]")
-        parts = ["[b]ipsec-console[/b]", " ".join(nav)]
+                nav.append(key, style=Style.parse(accent) + click)
+                nav.append(label, style=Style.parse("dim") + click)
         if self.screen_title and not self.mode:
-            parts.append(f"[dim]│[/] [b $primary]{_esc(self.screen_title)}[/]")
-        if self.kind != "lab":  # the lab banner already says it, louder
-            parts.append(f"[dim]│[/] {_esc(self.runtime_label)}")
+            nav.append(" │ ", style="dim")
+            nav.append(self.screen_title, style=f"bold {primary}")
+        right = Text()
         if snap is not None:
             states = [c.state for c in snap.connections]
             up, failing = states.count("up"), states.count("failing")
             children = sum(len(i.children) for i in snap.ike_sas)
-            summary = f"[$success]{up} up[/]"
+            right.append(" │ ", style="dim")
+            right.append(f"{up} up", style=colors.get("success", ""))
             if failing:
-                summary += f" [$error]{failing} failing[/]"
+                right.append(f" {failing} failing", style=colors.get("error", ""))
             if wide:
-                summary += f" [dim]· {len(snap.ike_sas)} IKE · {children} CHILD[/]"
-            parts.append(f"[dim]│[/] {summary} [dim]│[/] {fmt.clock(snap.time)}")
-        return " ".join(parts)
+                right.append(f" · {len(snap.ike_sas)} IKE · {children} CHILD", style="dim")
+            right.append(" │ ", style="dim")
+            right.append(fmt.clock(snap.time))
+        room = width - nav.cell_len - right.cell_len
+        brand = Text("")
+        for name in ("ipsec-console ", "ipsec "):
+            if room >= len(name):
+                brand = Text(name, style="bold")
+                break
+        room -= brand.cell_len
+        label = Text()
+        if self.kind != "lab" and room > 10:  # the lab banner already says it, louder
+            label.append(" │ ", style="dim")
+            label.append(self.runtime_label if len(self.runtime_label) <= room - 3
+                         else self.runtime_label[: room - 4] + "…")
+        out = Text(no_wrap=True, overflow="ellipsis")
+        out.append_text(brand)
+        out.append_text(nav)
+        out.append_text(label)
+        out.append_text(right)
+        return out
 
 
 class LabBanner(Static):
@@ -68,23 +106,26 @@ class LabBanner(Static):
 
 
 class AlertStrip(Static):
-    """Failed negotiations, DPD timeouts and drops by reason, newest first."""
+    """Failed negotiations, DPD timeouts, runtime trouble and expiring certificates, newest first,
+    each with its age; drops by reason below. The dashboard dismisses them (x, X)."""
 
     alerts: reactive[tuple[Alert, ...]] = reactive((), always_update=True)
     drops: reactive[dict] = reactive(dict, always_update=True)
+    now: float = 0.0
 
     def render(self) -> str:
         items = []
-        seen = set()
-        for a in reversed(self.alerts):
-            key = (a.kind, a.connection)
-            if key in seen:
-                continue
-            seen.add(key)
+        narrow = self.size.width < 100
+        for a in self.alerts:
             color = "$error" if a.kind in ("failure", "runtime") else "$warning"
-            items.append(f"[{color}]✗ {_esc(a.text)}[/]" if a.kind != "dpd" else f"[{color}]⏱ {_esc(a.text)}[/]")
-            if len(items) >= 4:
-                break
+            mark = "⏱" if a.kind == "dpd" else "✗"
+            seconds = self.now - a.time if self.now else 0.0
+            age = fmt.duration(seconds) if seconds >= 1 else ""
+            text = a.text
+            if narrow:
+                for long, short in SHORT_NOTIFY.items():
+                    text = text.replace(long, short)
+            items.append(f"[{color}]{mark} {_esc(text)}[/]" + (f" [dim]{age}[/]" if age else ""))
         drops = {k: v for k, v in self.drops.items() if v}
         lines = ["  ".join(items)] if items else ["[$success]✓ no failed negotiation, no DPD timeout[/]"]
         if drops:

@@ -10,16 +10,44 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
+import re
+
 from rich.text import Text
+from textual.binding import Binding
 from textual.widgets import DataTable
+
+_UNITS = {"B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12, "k": 1e3, "M": 1e6}
+_SIZE = re.compile(r"^(-?\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|k|M)?(?:/s)?$")
+_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+
+
+def sort_key(text: str) -> tuple:
+    """Numbers, sizes (1.5 KB), rates and durations (2h05m) by value; anything else by text.
+    Numbers sort before text, and "–" (none) last."""
+    t = text.strip()
+    if t in ("–", "-", ""):
+        return (2, 0.0, "")
+    m = _SIZE.match(t)
+    if m:
+        return (0, float(m.group(1)) * _UNITS.get(m.group(2) or "B", 1), "")
+    m = _DURATION.match(t)
+    if m and any(m.groups()):
+        d, h, mi, sec = (int(g) if g else 0 for g in m.groups())
+        return (0, float(((d * 24 + h) * 60 + mi) * 60 + sec), "")
+    return (1, 0.0, t.lower())
 
 
 class KeyedTable(DataTable):
-    """DataTable with ``sync(rows)``; see the module docstring."""
+    """DataTable with ``sync(rows)``; see the module docstring. ``s`` sorts by the next column
+    (``S`` reverses), a click on a header sorts by it."""
 
     DEFAULT_CSS = """
     KeyedTable { height: 1fr; }
     """
+    BINDINGS = [
+        Binding("s", "cycle_sort", "Sort", show=False, id="table.sort"),
+        Binding("S", "reverse_sort", "Reverse sort", show=False, id="table.reverse_sort"),
+    ]
 
     def __init__(self, columns: Sequence[tuple], *, styler: Callable[[str, str], Text | str] | None = None,
                  sort_column: str | None = None, **kwargs) -> None:
@@ -31,7 +59,13 @@ class KeyedTable(DataTable):
         super().__init__(**kwargs)
         self._column_spec = tuple(columns)
         self._column_keys = tuple(c[0] for c in columns)
+        self._visible: tuple[tuple[int, str], ...] = tuple(enumerate(self._column_keys))
+        """(index in a row, column key) of the columns shown (narrow layouts show fewer)."""
+        self._last_rows: Mapping[str, tuple[str, ...]] = {}
         self.sort_column = sort_column
+        self.sort_reverse = False
+        self.user_sorted = False
+        """The admin chose the order: keep it while cells change (not only when rows arrive)."""
         self._cache: dict[str, tuple[str, ...]] = {}
         self.styler = styler
         self.sync_stats = (0, 0, 0)
@@ -39,10 +73,34 @@ class KeyedTable(DataTable):
         self._pending: Mapping[str, tuple[str, ...]] | None = None
 
     def _add_columns(self) -> None:
+        shown = {c for _, c in self._visible}
         for spec in self._column_spec:
             key, label = spec[0], spec[1]
+            if key not in shown:
+                continue
             width = spec[2] if len(spec) > 2 else None
             self.add_column(label, key=key, width=width)
+
+    def show_columns(self, keys: tuple[str, ...] | None) -> None:
+        """Show only these columns (None: all); rows keep every value (``cell_text`` still answers)."""
+        wanted = tuple((i, c) for i, c in enumerate(self._column_keys) if keys is None or c in keys)
+        if wanted == self._visible:
+            return
+        self._visible = wanted
+        if not self.is_mounted:
+            return
+        selected = self.selected_key
+        self.clear(columns=True)
+        self._cache = {}
+        self._add_columns()
+        if self._last_rows:
+            self.sync(self._last_rows)
+        if selected is not None and selected in self._cache:
+            self.move_cursor(row=self.get_row_index(selected))
+
+    @property
+    def visible_columns(self) -> tuple[str, ...]:
+        return tuple(c for _, c in self._visible)
 
     def on_mount(self) -> None:
         if not self.columns:
@@ -68,6 +126,7 @@ class KeyedTable(DataTable):
         if _continued and rows is not self._pending:
             return  # a newer sync took over
         self._pending = None
+        self._last_rows = rows
         cache = self._cache
         had_rows = bool(cache)
         removed = [k for k in cache if k not in rows]
@@ -75,8 +134,9 @@ class KeyedTable(DataTable):
             self.remove_row(k)
             del cache[k]
         added = updated = 0
+        sorted_changed = False
         more = False
-        keys = self._column_keys
+        visible = self._visible
         cell = self._cell
         for k, row in rows.items():
             old = cache.get(k)
@@ -84,20 +144,23 @@ class KeyedTable(DataTable):
                 if added >= self.ADD_BATCH:
                     more = True
                     continue
-                self.add_row(*(cell(c, v) for c, v in zip(keys, row)), key=k)
+                self.add_row(*(cell(c, row[i]) for i, c in visible), key=k)
                 added += 1
             elif old != row:
-                for c, a, b in zip(keys, old, row):
+                for i, c in visible:
+                    a, b = old[i], row[i]
                     if a != b:
                         # Width fixed at first sight of a column's widest text: resizing
                         # on every counter tick would re-measure the whole table.
                         self.update_cell(k, c, cell(c, b))
                         updated += 1
+                        sorted_changed = sorted_changed or c == self.sort_column
             else:
                 continue
             cache[k] = row
-        if added and had_rows and self.sort_column and not _continued:  # a first fill arrives in order
-            self.sort(self.sort_column, key=lambda v: v.plain if isinstance(v, Text) else str(v))
+        if self.sort_column in self.visible_columns and not _continued and (
+                (added and (had_rows or self.user_sorted)) or (self.user_sorted and sorted_changed)):
+            self._apply_sort()  # a first fill arrives in order; a chosen order is kept
         if added or removed:
             self.refresh(layout=True)
         self.sync_stats = (added, len(removed), updated)
@@ -105,13 +168,44 @@ class KeyedTable(DataTable):
             self._pending = rows
             self.call_after_refresh(self.sync, rows, _continued=True)
 
+    def _apply_sort(self) -> None:
+        selected = self.selected_key
+        # By the cell's text, numbers by value (1.5 KB before 12 KB), not by styled Text objects.
+        self.sort(self.sort_column, key=lambda v: sort_key(v.plain if isinstance(v, Text) else str(v)),
+                  reverse=self.sort_reverse)
+        if selected is not None:
+            self.move_cursor(row=self.get_row_index(selected))
+
+    def sort_by(self, column: str, reverse: bool = False) -> None:
+        """Order rows by ``column`` from now on (numbers by value)."""
+        self.sort_column = column
+        self.sort_reverse = reverse
+        self.user_sorted = True
+        self._apply_sort()
+        label = dict((c[0], c[1]) for c in self._column_spec).get(column, column)
+        self.border_subtitle = f"sorted by {label}{' ↓' if reverse else ''}"
+
+    def action_cycle_sort(self) -> None:
+        keys = self.visible_columns
+        nxt = keys[(keys.index(self.sort_column) + 1) % len(keys)] if self.sort_column in keys else keys[0]
+        self.sort_by(nxt, False)
+
+    def action_reverse_sort(self) -> None:
+        column = self.sort_column if self.sort_column in self.visible_columns else self.visible_columns[0]
+        self.sort_by(column, not self.sort_reverse)
+
+    def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
+        event.stop()
+        column = event.column_key.value
+        self.sort_by(column, not self.sort_reverse if column == self.sort_column and self.user_sorted else False)
+
     def restyle(self) -> None:
         """Re-apply the styler to every cell (after a theme change)."""
         if self.styler is None:
             return
         for k, row in self._cache.items():
-            for c, v in zip(self._column_keys, row):
-                styled = self.styler(c, v)
+            for i, c in self._visible:
+                styled = self.styler(c, row[i])
                 if not isinstance(styled, str):
                     self.update_cell(k, c, styled)
 

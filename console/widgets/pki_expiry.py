@@ -30,7 +30,8 @@ class CertExpiryWatch:
     @work(group="cert-expiry", exclusive=True, exit_on_error=False, name="certificate expiry")
     async def check_cert_expiry(self) -> None:
         """Recompute the expiry alerts (failures end in the bridge's one handler)."""
-        policy, _ = await self.runtime.policy()
+        served = getattr(self.runtime, "policy_for_files", None)  # attached: the files the daemon served
+        policy = await served() if served is not None else (await self.runtime.policy())[0]
         d = pki_dir_for(policy, self.store.pki_dir)
         alerts = await asyncio.to_thread(expiry_alerts, policy, d, self.clock())
         if self.store.replace_alerts(ALERT_KIND, {a.key: a.text for a in alerts}):

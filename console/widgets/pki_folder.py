@@ -29,6 +29,7 @@ from engine.pki.dn import format_name, parse_dn
 from engine.pki.errors import PkiError
 from engine.pki.validate import load_crl_files
 from engine.policy.model import Policy
+from engine.policy.samples import sample_dir
 from engine.secret import Secret
 
 Clock = Callable[[], datetime]
@@ -42,15 +43,31 @@ _CN_OID = "2.5.4.3"
 # --- where the folder is ---------------------------------------------------------------------
 
 
+def lab_pki_dir() -> Path:
+    """The CA folder of the shipped lab: the user's data folder, never the installed samples."""
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "ipsec-console" / "lab-pki"
+
+
 def pki_dir_for(policy: Policy | None, override: str | None = None) -> Path:
-    """The CA folder: the admin's choice, else ``[engine] pki``, else ``pki/`` next to the policy file."""
+    """The CA folder: the admin's choice, else ``[engine] pki``, else ``pki/`` next to the policy file
+    (for a policy shipped with ipsec-console, the lab's folder in the user's data folder)."""
     if override:
         return Path(override).expanduser()
+    if policy is not None and policy.path and not policy.engine.pki_dir and _shipped(policy.path):
+        return lab_pki_dir()
     base = Path(policy.path).parent if policy is not None and policy.path else Path.cwd()
     if policy is not None and policy.engine.pki_dir:
         p = Path(policy.engine.pki_dir).expanduser()
         return p if p.is_absolute() else base / p
     return base / "pki"
+
+
+def _shipped(path: str) -> bool:
+    try:
+        return Path(path).resolve().parent == sample_dir().resolve()
+    except OSError:
+        return False
 
 
 def crl_in_policy(d: Path, policy: Policy | None) -> bool | None:

@@ -63,7 +63,7 @@ class PkiForm(ModalScreen):
     """Base of the forms: title, rows of label + field, an inline error, OK / Cancel."""
 
     DEFAULT_CSS = FORM_CSS
-    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+    BINDINGS = [Binding("escape", "cancel", "Cancel", id="pki_form.cancel")]
     FORM_TITLE = ""
     OK = "OK"
     HINT = ""

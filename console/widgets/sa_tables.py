@@ -77,6 +77,13 @@ CHILD_COLUMNS = (
 )
 
 
+NARROW_WIDTH = 110
+"""Below this many columns the dashboard's tables show NARROW_* columns and a detail line."""
+CONNECTION_NARROW = ("name", "state", "remote", "ike", "child")
+IKE_NARROW = ("id", "name", "state", "remote", "role", "nat", "up")
+CHILD_NARROW = ("name", "state", "spi_in", "spi_out", "rate", "bytes_in")
+
+
 def connection_rows(snap: StatusSnapshot) -> dict[str, tuple[str, ...]]:
     counts: dict[str, list[int]] = {}
     for ike in snap.ike_sas:

@@ -1,8 +1,8 @@
 """Cryptographic primitives for IKEv2 and ESP: the only package importing `cryptography`.
 
 Modules: transforms (IANA IDs), prf (PRFs, prf+), integ (ICVs), encr (ciphers,
-IVs), ke (key exchange), keys (SKEYSEED, IKE/CHILD SA keys), auth (AUTH data,
-NAT detection, cookies), errors. Each module names the RFCs it follows.
+IVs), ke (key exchange), kem (ML-KEM), keys (SKEYSEED, IKE/CHILD SA keys), auth
+(AUTH data, NAT detection, cookies), errors. Each module names the RFCs it follows.
 """
 
 from .auth import cookie_value, nat_detection_hash, psk_auth_data, signed_octets, verify_cookie

@@ -20,16 +20,20 @@ def _reveal(value: bytes | Secret) -> bytes:
 
 
 def signed_octets(
-    real_message: bytes, peer_nonce: bytes, prf_id: int, sk_p: bytes | Secret, id_payload_body: bytes
+    real_message: bytes, peer_nonce: bytes, prf_id: int, sk_p: bytes | Secret, id_payload_body: bytes,
+    int_auth: bytes = b"",
 ) -> bytes:
     """InitiatorSignedOctets / ResponderSignedOctets (§2.15):
-    RealMessage | NonceData | prf(SK_p, RestOfIDPayload).
+    RealMessage | NonceData | prf(SK_p, RestOfIDPayload) [| IntAuth].
 
     `real_message` is our IKE_SA_INIT message as sent, `peer_nonce` the other
     side's Nonce data, `sk_p` our SK_pi/SK_pr, and `id_payload_body` our ID
     payload without its 4-byte generic header (ID type, reserved, data).
+    `int_auth` is RFC 9242's IntAuth_iN | IntAuth_rN | IKE_AUTH_MID after
+    IKE_INTERMEDIATE exchanges (engine.crypto.intauth.IntAuthChain.int_auth).
+    With a PPK (RFC 8784) `sk_p` is SK_pi'/SK_pr' (engine.crypto.ppk).
     """
-    return real_message + peer_nonce + Prf(prf_id)(_reveal(sk_p), id_payload_body)
+    return real_message + peer_nonce + Prf(prf_id)(_reveal(sk_p), id_payload_body) + int_auth
 
 
 def psk_auth_data(prf_id: int, psk: bytes | Secret, signed: bytes) -> bytes:

@@ -9,9 +9,16 @@ Wire formats in the KE payload:
 
 Peer values are validated before use (RFC 6989 for MODP/ECP, RFC 8031 §2 for
 the all-zero X25519/X448 result).
+
+ML-KEM (engine.crypto.kem) is a KEM, not a Diffie-Hellman group: initiator and
+responder send different data. `new_key_exchange` / `respond` below hide the
+difference from the IKE layer, for the primary KE of IKE_SA_INIT and
+CREATE_CHILD_SA as for the additional ones of RFC 9370.
 """
 
 from __future__ import annotations
+
+import warnings
 
 from typing import Callable
 
@@ -19,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import dh, ec, x448, x25519
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from .errors import InvalidKeyExchange, UnsupportedTransform
+from .kem import MLKEM_PARAMS, MlKemExchange, is_kem, mlkem_encapsulate
 from .transforms import KeId
 
 # RFC 2409 §6.2 (group 2) and RFC 3526 (groups 5, 14-18), generator 2.
@@ -161,6 +169,12 @@ _MONTGOMERY: dict[int, int] = {KeId.CURVE25519: 32, KeId.CURVE448: 56}
 SUPPORTED_GROUPS = frozenset(MODP_PRIMES) | frozenset(_ECP_CURVES) | frozenset(_MONTGOMERY)
 # Still accepted (interop, lint tests) but below today's security floor.
 WEAK_GROUPS = frozenset({KeId.MODP_1024, KeId.MODP_1536})
+
+# cryptography (51+) deprecates finite-field DH as a whole. IKEv2 still negotiates the MODP
+# groups (RFC 8247: MODP_2048 SHOULD, peers such as Windows offer MODP_1024), so the engine keeps
+# them; the warning is silenced for the calls made in this module only, not for anyone else.
+warnings.filterwarnings("ignore", message=r"Diffie-Hellman over finite fields", category=UserWarning,
+                        module=r"engine\.crypto\.ke$")
 
 _PARAMS_CACHE: dict[int, dh.DHParameters] = {}
 
@@ -322,3 +336,34 @@ def _take(rng: Callable[[int], bytes], n: int) -> bytes:
     if len(out) != n:
         raise ValueError(f"rng returned {len(out)} bytes, asked for {n}")
     return out
+
+
+def ke_data_size(group: int, *, initiator: bool) -> int:
+    """Length of the KE payload data the initiator (or the responder) sends for ``group``."""
+    params = MLKEM_PARAMS.get(group)
+    if params is not None:
+        return params.ek_size if initiator else params.ciphertext_size
+    return ke_public_size(group)
+
+
+def new_key_exchange(group: int) -> KeyExchange | MlKemExchange:
+    """The initiator's side of a key exchange (DH or KEM): send ``public_bytes()``,
+    then ``compute_shared(responder's KE data)``. Raises UnsupportedTransform
+    (MlKemUnavailable for an ML-KEM the installed cryptography lacks)."""
+    if is_kem(group):
+        return MlKemExchange(group)
+    return KeyExchange(group)
+
+
+def respond(group: int, peer_data: bytes) -> tuple[bytes, bytes]:
+    """The responder's side: (our KE data, shared secret) for the initiator's KE data.
+
+    DH: a fresh key, its public value and g^ir. KEM: the encapsulation to the
+    initiator's key, i.e. (ciphertext, shared secret). Raises InvalidKeyExchange
+    for unusable peer data (answer INVALID_SYNTAX for a KEM, as for DH).
+    """
+    if is_kem(group):
+        enc = mlkem_encapsulate(group, peer_data)
+        return enc.ciphertext, enc.shared_secret.reveal()
+    mine = KeyExchange(group)
+    return mine.public_bytes(), mine.compute_shared(peer_data)

@@ -79,21 +79,26 @@ def derive_ike_keys(
     spi_r: bytes,
     old_sk_d: bytes | None = None,
     old_prf_id: int | None = None,
+    additional_secrets: bytes = b"",
 ) -> tuple[bytes, IkeKeys]:
     """SKEYSEED and the seven keys of a new IKE SA.
 
     `integ_id` is None (or 0) for AEAD ciphers. With `old_sk_d` this is the
     rekey form of §2.18: SKEYSEED = prf_old(SK_d_old, g^ir(new) | Ni | Nr),
     where prf_old is `old_prf_id` (default: `prf_id`). SPIs are the new SA's.
+    `additional_secrets` (rekey form only) is SK(1) | ... | SK(n) of RFC 9370
+    §2.2.4, appended after the nonces; engine.crypto.multi_ke builds it.
     """
     if len(spi_i) != 8 or len(spi_r) != 8:
         raise ValueError(f"IKE SPIs must be 8 bytes, got {len(spi_i)} and {len(spi_r)}")
     prf = Prf(prf_id)
     if old_sk_d is None:
+        if additional_secrets:
+            raise ValueError("IKE_SA_INIT has a single key exchange: additional secrets need the rekey form")
         skeyseed = prf(_skeyseed_key(prf, nonce_i, nonce_r), shared_secret)
     else:
         old_prf = prf if old_prf_id is None else Prf(old_prf_id)
-        skeyseed = old_prf(old_sk_d, shared_secret + nonce_i + nonce_r)
+        skeyseed = old_prf(old_sk_d, shared_secret + nonce_i + nonce_r + additional_secrets)
     e_len, a_len = child_key_sizes(encr_id, encr_key_bits, integ_id)
     p_len = prf.key_size
     sizes = (p_len, a_len, a_len, e_len, e_len, p_len, p_len)
@@ -113,10 +118,15 @@ def child_keymat(
     nonce_r: bytes,
     length: int,
     shared_secret: bytes | None = None,
+    additional_secrets: bytes = b"",
 ) -> bytes:
-    """KEYMAT = prf+(SK_d, [g^ir(new) |] Ni | Nr) (§2.17); Ni/Nr are this exchange's nonces."""
+    """KEYMAT = prf+(SK_d, [g^ir(new) |] Ni | Nr) (§2.17); Ni/Nr are this exchange's nonces.
+
+    `additional_secrets` is SK(1) | ... | SK(n) of RFC 9370 §2.2.4 (after the nonces)."""
+    if additional_secrets and shared_secret is None:
+        raise ValueError("additional key exchange secrets need the primary one (RFC 9370 §2.2.4)")
     seed = nonce_i + nonce_r if shared_secret is None else shared_secret + nonce_i + nonce_r
-    return prf_plus(Prf(prf_id), sk_d, seed, length)
+    return prf_plus(Prf(prf_id), sk_d, seed + additional_secrets, length)
 
 
 def split_child_keymat(

@@ -96,6 +96,50 @@ class KeId(enum.IntEnum):
     BRAINPOOL_512 = 30
     CURVE25519 = 31
     CURVE448 = 32
+    GOST3410_256 = 33  # RFC 9385
+    GOST3410_512 = 34
+    ML_KEM_512 = 35  # RFC 9370 registry, draft-ietf-ipsecme-ikev2-mlkem
+    ML_KEM_768 = 36
+    ML_KEM_1024 = 37
+
+
+class AdditionalKeType(enum.IntEnum):
+    """RFC 9370 §3.2: Transform Types 6-12, ADDITIONAL_KEY_EXCHANGE_1..7 (IDs from KeId).
+
+    Kept apart from TransformType on purpose: engine.ike's proposal matching
+    treats every TransformType member as understood, and an offer whose
+    additional key exchanges were silently dropped would lose its quantum safety.
+    """
+
+    ADDITIONAL_KEY_EXCHANGE_1 = 6
+    ADDITIONAL_KEY_EXCHANGE_2 = 7
+    ADDITIONAL_KEY_EXCHANGE_3 = 8
+    ADDITIONAL_KEY_EXCHANGE_4 = 9
+    ADDITIONAL_KEY_EXCHANGE_5 = 10
+    ADDITIONAL_KEY_EXCHANGE_6 = 11
+    ADDITIONAL_KEY_EXCHANGE_7 = 12
+
+
+MAX_ADDITIONAL_KE = 7
+
+
+def additional_ke_type(n: int) -> AdditionalKeType:
+    """ADDITIONAL_KEY_EXCHANGE_n (n = 1..7) as a transform type."""
+    if not 1 <= n <= MAX_ADDITIONAL_KE:
+        raise ValueError(f"additional key exchanges are numbered 1 to {MAX_ADDITIONAL_KE}, not {n}")
+    return AdditionalKeType(TransformType.ESN + n)
+
+
+def additional_ke_number(ttype: int) -> int | None:
+    """n for ADDITIONAL_KEY_EXCHANGE_n, None for any other transform type."""
+    try:
+        return AdditionalKeType(ttype) - TransformType.ESN
+    except ValueError:
+        return None
+
+
+# Key exchange methods believed to resist a quantum computer (the ML-KEM family).
+QUANTUM_SAFE_KE = frozenset({KeId.ML_KEM_512, KeId.ML_KEM_768, KeId.ML_KEM_1024})
 
 
 class EsnId(enum.IntEnum):
@@ -145,7 +189,14 @@ VARIABLE_KEY_ENCR = frozenset(
 
 
 def transform_name(ttype: int, tid: int, key_length: int | None = None) -> str:
-    """Readable name like the one strongSwan logs: AES_GCM_16_256, HMAC_SHA2_256_128."""
+    """Readable name like the one strongSwan logs: AES_GCM_16_256, HMAC_SHA2_256_128,
+    and KE1_ML_KEM_768 for ADDITIONAL_KEY_EXCHANGE_1 (strongSwan's proposal notation)."""
+    number = additional_ke_number(ttype)
+    if number is not None:
+        try:
+            return f"KE{number}_{KeId(tid).name}"
+        except ValueError:
+            return f"KE{number}_{tid}"
     try:
         enum_cls = _ID_ENUMS[TransformType(ttype)]
         name = enum_cls(tid).name

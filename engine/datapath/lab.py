@@ -359,5 +359,8 @@ class LabDatapath:
     async def counters_async(self) -> tuple[list[SaCounters], dict[str, int]]:
         return await self.path.counters_async()
 
+    def rule_counters(self) -> dict[str, int]:
+        return self.path.rule_counters()
+
     def pairs(self) -> list[Pair]:
         return list(self.path.pairs.values())

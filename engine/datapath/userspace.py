@@ -484,6 +484,9 @@ class UserspaceDatapath:
     async def counters_async(self) -> tuple[list[SaCounters], dict[str, int]]:
         return await self.path.counters_async()
 
+    def rule_counters(self) -> dict[str, int]:
+        return self.path.rule_counters()
+
 
 def _immediate(sender):
     """``send(data, dest)`` for SaPath's slow path: straight out, without batching."""

@@ -41,6 +41,7 @@ import asyncio
 import ipaddress
 import itertools
 import logging
+from collections import Counter
 from collections.abc import Callable
 
 from engine.esp import EspDrop, InboundSa, OutboundSa, Sad, SaExpired, ip
@@ -159,6 +160,9 @@ class SaPath:
         """Old inbound SPI -> pending pairs that take over when it goes."""
         self.flows: dict = {}
         """Flow key -> Pair or a drop reason (str)."""
+        self.rule_flows: Counter = Counter()
+        """Flows each bypass/discard rule decided (for ``audit``'s unused rules); counted when a flow
+        is decided, so a flow the cache keeps counts once until a change towards its destination."""
         self._flows_by_dst: dict[tuple[int, int], set] = {}
         """(IP version, destination) -> flow keys cached towards it (for invalidation)."""
         self._flows_by_pair: dict[int, set] = {}
@@ -382,10 +386,14 @@ class SaPath:
         decision = self._spd.lookup(src, dst, proto, sport, dport)
         best = decision.entry.sort_key() if decision.entry is not None else None
         child = (decision.connection, decision.child) if decision.action == "protect" else None
+        by_pair = False
         for e in matching:
             if e[12] and (best is None or e[11] < best):
                 best = e[11]
                 child = e[13].child_key
+                by_pair = True
+        if not by_pair and decision.rule is not None and decision.action in ("bypass", "discard"):
+            self.rule_flows[decision.rule] += 1
         if child is None:
             return "discard_rule" if decision.action == "discard" else "no_sa"
         chosen = None
@@ -515,6 +523,10 @@ class SaPath:
         while (ev := sad.next_event()) is not None:
             out.append(ev)
         return out
+
+    def rule_counters(self) -> dict[str, int]:
+        """Flows decided per rule name since start (see ``rule_flows``)."""
+        return dict(self.rule_flows)
 
     def counters(self):
         drops = {r: n for r, n in self.drops.items() if n}

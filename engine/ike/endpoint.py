@@ -705,6 +705,16 @@ class IkeEndpoint:
         """IkeSaInfo snapshots of every SA (counters are added by the runtime)."""
         return [ike_sa_info(sa, now) for sa in self._sas.values() if sa.state != IkeState.DESTROYED]
 
+    # ------------------------------------------------------------ key export (engine.ops.keylog)
+    def ike_keys(self, unique_id: int) -> dict | None:
+        """SPIs, negotiated ENCR/INTEG and SK_e*/SK_a* of IKE SA #unique_id, for the opt-in Wireshark
+        key export (``[engine] save_keys``) only; None until its keys exist. Never put these in an event."""
+        for sa in self._sas.values():
+            if sa.unique_id == unique_id and sa.keys is not None and sa.chosen is not None:
+                return {"spi_i": sa.spi_i, "spi_r": sa.spi_r, "encr": sa.chosen.encr, "integ": sa.chosen.integ,
+                        "keys": sa.keys}
+        return None
+
 
 @functools.lru_cache(maxsize=4096)
 def _addr_match(pattern: str, addr: str) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 
+from engine.pki.dn import dn_from_der, dn_to_der
 from engine.policy.identity import identity_matches
 from engine.policy.model import Identity
 from engine.wire.constants import IdType
@@ -29,8 +30,6 @@ def identity_to_wire(identity: Identity | None, ike_addr: str) -> tuple[int, byt
             return IdType.KEY_ID, bytes.fromhex(value[1:])
         return IdType.KEY_ID, value.encode()
     if kind == "dn":
-        from engine.pki.dn import dn_to_der  # x509 lives in engine.pki
-
         return IdType.DER_ASN1_DN, dn_to_der(identity.value)
     raise ValueError(f"cannot send an identity of kind {kind!r}")
 
@@ -47,9 +46,7 @@ def identity_from_wire(id_type: int, data: bytes) -> Identity:
         if id_type == IdType.IPV6_ADDR and len(data) == 16:
             return Identity("ipv6", str(ipaddress.IPv6Address(data)))
         if id_type == IdType.DER_ASN1_DN:
-            from engine.pki.dn import dn_from_der as der_to_dn
-
-            return Identity("dn", der_to_dn(data))
+            return Identity("dn", dn_from_der(data))
     except (UnicodeDecodeError, ValueError):
         pass
     return Identity("key_id", "#" + data.hex())

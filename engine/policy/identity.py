@@ -14,6 +14,10 @@ Matching (``identity_matches``) allows the wildcards strongSwan allows in
 configured remote identities: ``%any``, a leading ``*`` in FQDNs and e-mail
 addresses (``*.example.org``, ``*@example.org``) and ``*`` as an RDN value in
 DNs (``C=CH, O=Org, CN=*``).
+
+DNs are read, printed and compared by engine.pki.dn, the same code that reads
+the peer's ID payload and prints it on the Negotiations screen; the value keeps
+the text as written and is compared as a DN (``emailAddress=`` is ``E=``).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import ipaddress
 import re
 
+from engine.pki.dn import Dn, DnError
 from engine.policy.model import Identity
 
 # Match levels, as strongSwan's id_match_t: a perfect match beats a wildcard beats %any.
@@ -31,7 +36,6 @@ _PREFIXES = {
     "ipv4:": "ipv4", "ipv6:": "ipv6", "dn:": "dn", "asn1dn:": "dn", "keyid:": "key_id",
 }
 _HOSTNAME = re.compile(r"^(\*|\*?[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})?)?(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})?)*\.?$")
-_RDN = re.compile(r"^\s*([A-Za-z][A-Za-z0-9-]*|\d+(?:\.\d+)+)\s*=\s*(.*?)\s*$")
 _HEX = re.compile(r"^(0x)?[0-9A-Fa-f]+$")
 
 ANY = Identity("any", "%any")
@@ -39,37 +43,6 @@ ANY = Identity("any", "%any")
 
 class IdentityError(ValueError):
     """An identity string that cannot be read; the message says why."""
-
-
-def _split_dn(text: str) -> list[tuple[str, str]] | None:
-    """RDNs of ``C=CH, O=Org, CN=x`` or ``/C=CH/O=Org/CN=x``; None if it is not a DN."""
-    text = text.strip()
-    parts = text[1:].split("/") if text.startswith("/") else _split_commas(text)
-    rdns: list[tuple[str, str]] = []
-    for part in parts:
-        m = _RDN.match(part)
-        if not m or not m.group(2):
-            return None
-        rdns.append((m.group(1).upper(), m.group(2)))
-    return rdns or None
-
-
-def _split_commas(text: str) -> list[str]:
-    # A backslash escapes a comma inside a value (RFC 4514).
-    parts, cur, esc = [], [], False
-    for ch in text:
-        if esc:
-            cur.append(ch)
-            esc = False
-        elif ch == "\\":
-            esc = True
-        elif ch == ",":
-            parts.append("".join(cur))
-            cur = []
-        else:
-            cur.append(ch)
-    parts.append("".join(cur))
-    return parts
 
 
 def _typed(kind: str, value: str, raw: str) -> Identity:
@@ -84,8 +57,10 @@ def _typed(kind: str, value: str, raw: str) -> Identity:
             raise IdentityError(f"{raw!r}: not an IPv{kind[-1]} address")
         return Identity(kind, str(addr))
     if kind == "dn":
-        if _split_dn(value) is None:
-            raise IdentityError(f"{raw!r}: not a distinguished name like 'C=CH, O=Example, CN=gw'")
+        try:
+            Dn.from_text(value)
+        except DnError as exc:
+            raise IdentityError(str(exc)) from None
         return Identity("dn", value)
     if kind == "key_id":
         if not _HEX.match(value):
@@ -116,10 +91,7 @@ def parse_identity(text: str) -> Identity:
         if low.startswith(prefix):
             return _typed(kind, text[len(prefix):].strip(), raw)
     if "=" in text:
-        if _split_dn(text) is not None:
-            return Identity("dn", text)
-        raise IdentityError(f"{raw!r}: looks like a distinguished name but is not one "
-                            "(write 'C=CH, O=Example, CN=gw')")
+        return _typed("dn", text, raw)
     try:
         addr = ipaddress.ip_address(text)
     except ValueError:
@@ -165,19 +137,13 @@ def match_level(pattern: Identity, other: Identity) -> int:
         return MATCH_PERFECT if ipaddress.ip_address(pattern.value) == ipaddress.ip_address(other.value) else MATCH_NONE
     if pattern.kind == "key_id":
         return MATCH_PERFECT if pattern.value.lower() == other.value.lower() else MATCH_NONE
-    # DN: strongSwan's "strict" RDN matching: same number, types and order; '*' values match anything.
-    prdn, ordn = _split_dn(pattern.value), _split_dn(other.value)
-    if prdn is None or ordn is None or len(prdn) != len(ordn):
+    try:
+        wildcards = Dn.from_text(pattern.value).match(Dn.from_text(other.value))
+    except DnError:
         return MATCH_NONE
-    level = MATCH_PERFECT
-    for (pt, pv), (ot, ov) in zip(prdn, ordn):
-        if pt != ot:
-            return MATCH_NONE
-        if pv == "*":
-            level = MATCH_WILDCARD
-        elif pv != ov:
-            return MATCH_NONE
-    return level
+    if wildcards is None:
+        return MATCH_NONE
+    return MATCH_PERFECT if wildcards == 0 else MATCH_WILDCARD
 
 
 def identity_matches(pattern: Identity, other: Identity) -> bool:
@@ -192,7 +158,10 @@ def is_wildcard(identity: Identity) -> bool:
     if identity.kind in ("fqdn", "rfc822"):
         return identity.value.startswith("*")
     if identity.kind == "dn":
-        return any(v == "*" for _, v in (_split_dn(identity.value) or []))
+        try:
+            return Dn.from_text(identity.value).has_wildcards
+        except DnError:
+            return False
     return False
 
 

@@ -6,7 +6,9 @@ message, and ``Finding.rule``) and says what to do instead.
 Rules: weak-encryption, null-encryption, weak-integrity, no-integrity,
 weak-prf, weak-dh, short-icv, short-psk, weak-psk, shared-psk,
 psk-roadwarrior, psk-many-peers, secrets-readable, ca-without-crl,
-catch-all-protect, shadowed, no-children, deprecated-key.
+catch-all-protect, shadowed, no-children, not-quantum-safe, short-ppk, save-keys, deprecated-key;
+and from ``engine.policy.rwlint``: pool-overlap, pool-too-small, eap-without-certificate,
+windows-weak-proposals.
 
 Lint reads files only where a rule cannot be decided otherwise (the secrets
 file's mode, the CA and CRL files of ``ca-without-crl``), and never fails on
@@ -24,16 +26,20 @@ from engine.policy._reader import key_path
 from engine.policy.findings import Finding, sort_findings
 from engine.policy.identity import identity_for_address, is_wildcard
 from engine.policy.model import ConnectionConfig, Policy, Proposal
+from engine.policy import pq, rwlint
 from engine.policy.parse import address_kind, single_host
 from engine.policy.secrets import lookup_psk, permission_problem
 from engine.policy.spd import Spd, SpdEntry
 
 RULES = ("weak-encryption", "null-encryption", "weak-integrity", "no-integrity", "weak-prf", "weak-dh",
          "short-icv", "short-psk", "weak-psk", "shared-psk", "psk-roadwarrior", "psk-many-peers",
-         "secrets-readable", "ca-without-crl", "catch-all-protect", "shadowed", "no-children", "deprecated-key")
+         "secrets-readable", "ca-without-crl", "catch-all-protect", "shadowed", "no-children",
+         "not-quantum-safe", "short-ppk", "save-keys", "deprecated-key") + rwlint.RULES
 
 MIN_PSK_LENGTH = 20
 MIN_PSK_DISTINCT = 8
+MIN_PPK_LENGTH = 32
+"""RFC 8784 §5: a PPK should have at least 256 bits of entropy."""
 MAX_PSK_PEERS = 3
 """A PSK connection open to more peers than this should use certificates."""
 
@@ -168,6 +174,35 @@ class _Linter:
                       "scale and cannot be revoked for one peer: use certificates (auth = \"pubkey\", "
                       "ipsec-console pki issue per peer), or one connection, id and PSK per peer")
 
+    def quantum_safe(self, c: ConnectionConfig) -> None:
+        """Keys a future quantum computer could recover from recorded traffic (issue 11)."""
+        features = pq.NEGOTIATED
+        if not features & {"kem", "additional_ke", "ppk"} or pq.connection_is_quantum_safe(c):
+            return  # no advice the engine could not follow yet
+        ways = []
+        if "additional_ke" in features:
+            ways.append(f'a hybrid proposal first, e.g. proposals = ["{pq.HYBRID_EXAMPLE}", ...] '
+                        "(strongSwan 6.1 and Libreswan 5 peers negotiate it)")
+        if "ppk" in features:
+            ways.append("a Postquantum Preshared Key: ppk_id and ppk_required = true with a [ppk.NAME] entry "
+                        "in the secrets file")
+        path = key_path(key_path("connections", c.name), "proposals")
+        what = ("none of its IKE proposals includes ML-KEM" if not any(pq.proposal_is_quantum_safe(p)
+                                                                       for p in c.proposals)
+                else "a peer may pick one of its IKE proposals without ML-KEM")
+        self.warn(path, "not-quantum-safe", f"{what} and no PPK is required, so traffic recorded today can be "
+                  f"decrypted once a large quantum computer exists; use {' or '.join(ways)}")
+
+    def ppks(self) -> None:
+        file = self.policy.secrets.path or self.file
+        for entry in self.policy.secrets.ppk:
+            n = len(entry.secret.reveal())
+            if n < MIN_PPK_LENGTH:
+                self.warn(key_path(key_path("ppk", entry.name), "secret"), "short-ppk",
+                          f"the PPK of [ppk.{entry.name}] has {n} bytes; RFC 8784 asks for at least 256 bits of "
+                          f"entropy: use {MIN_PPK_LENGTH} random bytes (secret = \"0x\" + 'openssl rand -hex 32')",
+                          file)
+
     def ca_without_crl(self) -> None:
         """A trusted CA none of the [engine] crls comes from: its revocations would go unnoticed."""
         # Imported here: engine.pki imports engine.policy.model, so a top-level import would be circular.
@@ -259,6 +294,13 @@ class _Linter:
                           f"packet it selects first; narrow that one, give this {what} a lower priority "
                           "number, or remove it")
 
+    def save_keys(self) -> None:
+        folder = self.policy.engine.save_keys
+        if folder:
+            self.warn("engine.save_keys", "save-keys", f"every IKE and ESP key is written to {folder!r} (Wireshark "
+                      "decryption tables): whoever reads that folder decrypts all traffic; remove save_keys once "
+                      "the debugging is done, and delete the folder")
+
     def deprecated(self) -> None:
         offload = self.policy.engine.tun_offload
         if offload in ("auto", "jumbo"):
@@ -282,11 +324,17 @@ class _Linter:
             self.roadwarrior(c)
             self.psk_many_peers(c)
             self.catch_all(c)
+            self.quantum_safe(c)
+            rwlint.eap_without_certificate(c, self.warn)
+            rwlint.windows_weak_proposals(c, self.warn)
+        rwlint.pools(self.policy, self.warn)
         self.psks()
+        self.ppks()
         self.shared_by_connections()
         self.secrets_file()
         self.ca_without_crl()
         self.shadowed()
+        self.save_keys()
         return sort_findings(self.findings)
 
 

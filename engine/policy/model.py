@@ -17,7 +17,7 @@ from engine.policy.ts import TrafficSelector
 from engine.secret import Secret
 
 Datapath = Literal["kernel", "userspace", "lab"]
-AuthMethod = Literal["psk", "pubkey"]
+AuthMethod = Literal["psk", "pubkey", "eap-mschapv2", "eap-tls", "eap"]
 Mode = Literal["tunnel", "transport"]
 IpsecProtocol = Literal["esp", "ah"]
 StartAction = Literal["none", "trap", "start"]
@@ -31,7 +31,7 @@ class Transform:
     """One transform of a proposal."""
 
     type: TransformType
-    """ENCR, PRF, INTEG, KE or ESN."""
+    """ENCR, PRF, INTEG, KE or ESN; or ADDITIONAL_KEY_EXCHANGE_1..7 (an AdditionalKeType, RFC 9370)."""
     id: int
     """IANA transform ID (see engine.crypto.transforms)."""
     key_length: int | None = None
@@ -59,9 +59,12 @@ class Proposal:
     """Extended sequence numbers (ESP/AH); empty means NO_ESN only."""
     text: str = ""
     """The proposal string as the admin wrote it."""
+    additional_ke: tuple[Transform, ...] = ()
+    """RFC 9370 additional key exchanges (``ke1_mlkem768``): each Transform's type is its
+    ADDITIONAL_KEY_EXCHANGE_n, several per n are alternatives, KeId.NONE makes that n optional."""
 
     def transforms(self) -> tuple[Transform, ...]:
-        return self.encr + self.prf + self.integ + self.ke + self.esn
+        return self.encr + self.prf + self.integ + self.ke + self.esn + self.additional_ke
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,15 @@ class AuthConfig:
     """Local: our certificate files (end entity first, then intermediates)."""
     cacerts: tuple[str, ...] = ()
     """Remote: CA certificates trusted to authenticate the peer."""
+    eap_id: str | None = None
+    """EAP identity (swanctl's eap_id), free text (``DOMAIN\\user`` is common): remote ``%any`` or a
+    pattern with ``*`` makes the gateway ask it with EAP-Identity; local, the name our client gives
+    (default: its IKE identity)."""
+
+    @property
+    def is_eap(self) -> bool:
+        """``auth`` is an EAP method (``eap``, ``eap-mschapv2``, ``eap-tls``)."""
+        return self.auth == "eap" or self.auth.startswith("eap-")
 
 
 @dataclass(frozen=True)
@@ -160,6 +172,18 @@ class ConnectionConfig:
     keyingtries: int = 1
     """How many times to try establishing; 0 = forever."""
     children: tuple[ChildConfig, ...] = ()
+    ppk_id: str | None = None
+    """RFC 8784 Postquantum Preshared Key to use (the id of a ``[ppk.NAME]`` secret), as swanctl's ppk_id."""
+    ppk_required: bool = False
+    """Refuse the IKE SA unless a PPK went into its keys (swanctl's ppk_required)."""
+    pools: tuple[str, ...] = ()
+    """Responder: names of ``[pools.NAME]`` to lease clients' virtual IPs from (swanctl's pools)."""
+    vips: tuple[str, ...] = ()
+    """Initiator: virtual IPs to request, ``0.0.0.0`` / ``::`` for any (swanctl's vips)."""
+    expected_clients: int = 0
+    """Hint: how many clients this connection should hold at once (lint checks the pools hold them); 0: none."""
+    redirect_to: str | None = None
+    """Responder (RFC 5685): a gateway (address or name) new clients are sent to instead of being served."""
 
     def child(self, name: str) -> ChildConfig:
         for c in self.children:
@@ -178,6 +202,22 @@ class RuleConfig:
     remote_ts: tuple[TrafficSelector, ...] = (TrafficSelector.any(),)
     priority: int | None = None
     """Explicit SPD priority (lower wins); None: by specificity."""
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    """A ``[pools.NAME]`` section: virtual IPs and the settings clients get with them (swanctl's pools)."""
+
+    name: str
+    addrs: str
+    """As written: a range ``198.51.100.130-198.51.100.250`` or a network ``198.51.100.128/25``
+    (a network's first and last addresses are not handed out, as strongSwan does)."""
+    dns: tuple[str, ...] = ()
+    """DNS servers sent in the configuration reply."""
+    split_include: tuple[str, ...] = ()
+    """Networks the clients route into the tunnel (INTERNAL_IP4/6_SUBNET); empty: everything."""
+    split_exclude: tuple[str, ...] = ()
+    """Networks the clients keep out of the tunnel (sent where a client understands it)."""
 
 
 @dataclass(frozen=True)
@@ -216,6 +256,19 @@ class EngineConfig:
     """Userspace datapath: ``on`` (the TUN device hands over TCP/UDP super-packets, cut here into
     standard packets, one ESP packet each, for any peer) or ``off`` (packet by packet). The old
     super-packet modes ``auto``/``jumbo`` still load and mean ``on`` (lint: deprecated-key)."""
+    state_dir: str | None = None
+    """Folder for the change journal and the usage counters ``audit`` reads, relative to the policy
+    file's folder; None: ``$STATE_DIRECTORY`` (systemd) or /var/lib/ipsec-console if it exists."""
+    save_keys: str | None = None
+    """Debugging only: a folder where the engine writes every IKE and ESP key in Wireshark's
+    ``ikev2_decryption_table`` and ``esp_sa`` files (strongSwan's save-keys format). Off by default."""
+    metrics_textfile: str | None = None
+    """Prometheus metrics written to this file (for node_exporter's textfile collector) every
+    ``metrics_interval``; relative to the policy file's folder."""
+    metrics_listen: str | None = None
+    """Serve Prometheus metrics over HTTP on this loopback address, e.g. ``127.0.0.1:9814``."""
+    metrics_interval: float = 15.0
+    """Seconds between two writes of ``metrics_textfile``."""
 
 
 LabFlow = Literal["icmp", "udp", "tcp"]
@@ -253,6 +306,26 @@ class PrivateKeySecret:
 
 
 @dataclass(frozen=True)
+class PpkSecret:
+    """A ``[ppk.<name>]`` entry: an RFC 8784 Postquantum Preshared Key (swanctl's secrets.ppk)."""
+
+    name: str
+    id: str
+    """The PPK_ID that names this key on the wire (PPK_IDENTITY notify)."""
+    secret: Secret
+
+
+@dataclass(frozen=True)
+class EapSecret:
+    """An ``[eap.NAME]`` entry: an EAP user's password (swanctl's secrets.eap)."""
+
+    name: str
+    ids: tuple[str, ...]
+    """The EAP identities it is for (``id``: one name or a list), free text compared without case."""
+    secret: Secret
+
+
+@dataclass(frozen=True)
 class Secrets:
     """The secrets file's content. Never drawn, logged or exported."""
 
@@ -260,6 +333,8 @@ class Secrets:
     private: tuple[PrivateKeySecret, ...] = ()
     path: str | None = None
     """Where they were read from."""
+    ppk: tuple[PpkSecret, ...] = ()
+    eap: tuple[EapSecret, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -274,6 +349,14 @@ class Policy:
     """The TOML file this policy came from, if any."""
     lab: LabConfig | None = None
     """The ``[lab]`` section; only with ``datapath = "lab"``."""
+    pools: tuple[PoolConfig, ...] = ()
+    """``[pools.NAME]`` sections: virtual IP pools for road warriors."""
+
+    def pool(self, name: str) -> PoolConfig:
+        for p in self.pools:
+            if p.name == name:
+                return p
+        raise KeyError(name)
 
     def connection(self, name: str) -> ConnectionConfig:
         for c in self.connections:

@@ -35,23 +35,31 @@ from engine.policy.model import (
     EngineConfig,
     LabConfig,
     Policy,
+    PoolConfig,
     Proposal,
     RuleConfig,
     Secrets,
 )
+from engine.policy import pq
+from engine.policy import roadwarrior
+from engine.pools import pool_range
 from engine.policy.proposals import ProposalError, default_proposals, parse_proposal
 from engine.policy.ts import TrafficSelector, TsSyntaxError, parse_ts
 
-TOP_KEYS = ("engine", "lab", "connections", "rules")
+TOP_KEYS = ("engine", "lab", "connections", "rules", "pools")
 ENGINE_KEYS = ("datapath", "listen", "ike_port", "natt_port", "secrets", "control", "retransmit_timeout",
                "retransmit_base", "retransmit_tries", "half_open_threshold", "keepalive", "crls", "pki",
-               "tun_device", "tun_mtu", "tun_offload")
+               "tun_device", "tun_mtu", "tun_offload", "state_dir", "save_keys", "metrics_textfile",
+               "metrics_listen", "metrics_interval")
 LAB_KEYS = ("peers", "rate", "flows")
 CONNECTION_KEYS = ("local_addrs", "remote_addrs", "local_port", "remote_port", "remote_natt_port", "proposals",
                    "local", "remote",
                    "encap", "dpd_delay", "rekey_time", "over_time", "rand_time", "fragmentation", "mobike",
-                   "send_certreq", "keyingtries", "children")
-AUTH_KEYS = ("auth", "id", "certs", "cacerts")
+                   "send_certreq", "keyingtries", "children", "ppk_id", "ppk_required", "pools", "vips",
+                   "expected_clients", "redirect_to")
+AUTH_KEYS = ("auth", "id", "certs", "cacerts", "eap_id")
+POOL_KEYS = ("addrs", "dns", "split_include", "split_exclude")
+AUTH_METHODS = ("psk", "pubkey", "eap-mschapv2", "eap-tls", "eap")
 CHILD_KEYS = ("mode", "protocol", "local_ts", "remote_ts", "esp_proposals", "ah_proposals", "rekey_time",
               "life_time", "rand_time", "rekey_bytes", "life_bytes", "rekey_packets", "life_packets",
               "start_action", "dpd_action", "close_action", "replay_window", "priority")
@@ -109,6 +117,15 @@ def address_kind(text: str) -> str | None:
     if _HOSTNAME.match(t) and not t.replace(".", "").isdigit():
         return "dns"
     return None
+
+
+def split_host_port(text: str) -> tuple[str | None, int | None]:
+    """``"127.0.0.1:9814"`` or ``"[::1]:9814"`` -> (address, port); (None, None) when malformed."""
+    host, sep, port = text.strip().rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        return None, None
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    return (host, int(port)) if _is_ip(host) else (None, None)
 
 
 def _is_ip(text: str) -> bool:
@@ -192,7 +209,35 @@ class _PolicyParser:
             tun_device=self._tun_device(t, P, d.tun_device),
             tun_mtu=r.int_(t, "tun_mtu", P, d.tun_mtu, lo=576, hi=65535),
             tun_offload=r.str_(t, "tun_offload", P, d.tun_offload, choices=("on", "off", "auto", "jumbo")),
+            state_dir=self._folder(t, "state_dir", P),
+            save_keys=self._folder(t, "save_keys", P),
+            metrics_textfile=self._folder(t, "metrics_textfile", P),
+            metrics_listen=self._metrics_listen(t, P),
+            metrics_interval=self._positive(t, "metrics_interval", P, d.metrics_interval),
         )
+
+    def _folder(self, t: dict, key: str, path: str) -> str | None:
+        value = self.r.str_(t, key, path)
+        if value is not None and not value.strip():
+            self.r.error(key_path(path, key), "empty path: remove the key or name a path")
+            return None
+        return value
+
+    def _metrics_listen(self, t: dict, path: str) -> str | None:
+        value = self.r.str_(t, "metrics_listen", path)
+        if value is None:
+            return None
+        host, port = split_host_port(value)
+        if host is None or port is None:
+            self.r.error(key_path(path, "metrics_listen"), f"{value!r} is not ADDRESS:PORT "
+                         '(e.g. "127.0.0.1:9814" or "[::1]:9814")')
+            return None
+        if not ipaddress.ip_address(host).is_loopback:
+            self.r.error(key_path(path, "metrics_listen"), f"{host} is not a loopback address: the metrics "
+                         "endpoint has no authentication, so it listens on 127.0.0.1 or ::1 only (let "
+                         "node_exporter's textfile collector or a local proxy take them further)")
+            return None
+        return value
 
     def _tun_device(self, t: dict, path: str, default: str) -> str:
         name = self.r.str_(t, "tun_device", path, default)
@@ -254,7 +299,12 @@ class _PolicyParser:
                 if text.strip().lower() == "default":
                     out.extend(default_proposals(protocol))  # type: ignore[arg-type]
                 else:
-                    out.append(parse_proposal(text, protocol))  # type: ignore[arg-type]
+                    proposal = parse_proposal(text, protocol)  # type: ignore[arg-type]
+                    problems = pq.proposal_problems(proposal)
+                    for problem in problems:
+                        r.error(p, problem)
+                    if not problems:
+                        out.append(proposal)
             except ProposalError as exc:
                 r.error(p, str(exc))
         return tuple(out) or default_proposals(protocol)  # type: ignore[arg-type]
@@ -277,10 +327,16 @@ class _PolicyParser:
             return AuthConfig()
         r.check_keys(a, p, AUTH_KEYS)
         method = a.get("auth")
-        if isinstance(method, str) and method not in ("psk", "pubkey"):
-            hint = {"eap": "EAP is not implemented", "rsa": 'use "pubkey"', "ecdsa": 'use "pubkey"',
-                    "secret": 'use "psk"'}.get(method.split("-")[0], "")
-            r.error(key_path(p, "auth"), f'must be "psk" or "pubkey", not {method!r}' + (f" ({hint})" if hint else ""))
+        if method == "eap-identity":
+            r.error(key_path(p, "auth"), 'EAP-Identity authenticates nobody (it only asks a name): use '
+                    '"eap-mschapv2" or "eap-tls", with eap_id = "%any" to have the gateway ask the name first')
+            method = "psk"
+        elif isinstance(method, str) and method not in AUTH_METHODS:
+            hint = {"eap": 'the EAP methods here are "eap-mschapv2", "eap-tls" and "eap" (either)',
+                    "rsa": 'use "pubkey"', "ecdsa": 'use "pubkey"', "secret": 'use "psk"',
+                    "xauth": "IKEv1 XAuth does not exist in IKEv2: use EAP"}.get(method.split("-")[0], "")
+            r.error(key_path(p, "auth"), 'must be "psk", "pubkey", "eap-mschapv2", "eap-tls" or "eap", not '
+                    f"{method!r}" + (f" ({hint})" if hint else ""))
             method = "psk"
         else:
             method = r.str_(a, "auth", p, "psk")
@@ -297,7 +353,21 @@ class _PolicyParser:
             r.error(key_path(p, "certs"), 'auth = "pubkey" needs our certificate: certs = ["gw.crt"]')
         if side == "local" and ident is not None and ident.kind == "any":
             r.error(key_path(p, "id"), "%any is only for the remote side: our own identity must be concrete")
-        return AuthConfig(auth=method, id=ident, certs=certs, cacerts=cacerts)
+        eap_id = None
+        raw_eap_id = r.str_(a, "eap_id", p)
+        if raw_eap_id is not None:
+            if not (method == "eap" or method.startswith("eap-")):
+                r.error(key_path(p, "eap_id"), f'eap_id needs an EAP auth (auth is "{method}")')
+            eap_id = raw_eap_id.strip()
+            if not eap_id or len(eap_id.encode()) > 253 or not eap_id.isprintable():
+                r.error(key_path(p, "eap_id"), "an EAP identity is 1 to 253 bytes of printable text")
+                eap_id = None
+            elif side == "local" and ("*" in eap_id or eap_id.startswith("%")):
+                r.error(key_path(p, "eap_id"), "%any and patterns are only for the remote side: our EAP name "
+                        "must be concrete")
+        if side == "local" and method == "eap-tls" and not certs:
+            r.error(key_path(p, "certs"), 'auth = "eap-tls" needs our client certificate: certs = ["me.crt"]')
+        return AuthConfig(auth=method, id=ident, certs=certs, cacerts=cacerts, eap_id=eap_id)
 
     def ts_list(self, t: dict, key: str, path: str) -> tuple[TrafficSelector, ...] | None:
         values = self.r.str_list(t, key, path)
@@ -390,7 +460,22 @@ class _PolicyParser:
                 r.error(cpath, f"expected a table [{cpath}], got a value")
                 continue
             children.append(self.child(cname, ctable, cpath))
-        return ConnectionConfig(
+        ppk_id = r.str_(t, "ppk_id", path)
+        if ppk_id is not None and (not ppk_id.strip() or len(ppk_id.encode()) > secrets_mod.PPK_ID_MAX
+                                   or not ppk_id.isprintable()):
+            r.error(key_path(path, "ppk_id"), f"a PPK_ID is 1 to {secrets_mod.PPK_ID_MAX} bytes of printable text "
+                    "(the id of a [ppk.NAME] entry in the secrets file)")
+            ppk_id = None
+        ppk_required = r.bool_(t, "ppk_required", path, False)
+        vips = tuple(r.str_list(t, "vips", path, []))
+        for v in vips:
+            if not _is_ip(v):
+                r.error(key_path(path, "vips"), f'{v!r} is not an address: "0.0.0.0" asks for any IPv4 address, '
+                        '"::" for any IPv6 address')
+        redirect_to = r.str_(t, "redirect_to", path)
+        if redirect_to is not None and address_kind(redirect_to) not in ("ip", "dns"):
+            r.error(key_path(path, "redirect_to"), f"{redirect_to!r} is not a gateway address or host name")
+        conn = ConnectionConfig(
             name=name,
             local_addrs=self.addrs(t, "local_addrs", path),
             remote_addrs=self.addrs(t, "remote_addrs", path),
@@ -410,7 +495,54 @@ class _PolicyParser:
             send_certreq=r.bool_(t, "send_certreq", path, d.send_certreq),
             keyingtries=r.int_(t, "keyingtries", path, d.keyingtries, lo=0),
             children=tuple(children),
+            ppk_id=ppk_id,
+            ppk_required=ppk_required,
+            pools=tuple(r.str_list(t, "pools", path, [])),
+            vips=tuple(v.strip() for v in vips if _is_ip(v)),
+            expected_clients=r.int_(t, "expected_clients", path, 0, lo=0),
+            redirect_to=redirect_to,
         )
+        problem = pq.ppk_problem(conn)
+        if problem:
+            r.error(key_path(path, "ppk_id" if "ppk_id" in t else "ppk_required"), problem)
+        for key, message in roadwarrior.connection_problems(conn):
+            where = path
+            for part in key.split("."):
+                where = key_path(where, part)
+            r.error(where, message)
+        return conn
+
+    def pool(self, name: str, t: dict, path: str) -> PoolConfig | None:
+        r = self.r
+        r.check_keys(t, path, POOL_KEYS)
+        addrs = t.get("addrs")
+        if addrs is None:
+            r.error(key_path(path, "addrs"), 'missing: the addresses to lease, a network ("198.51.100.128/25") '
+                    'or a range ("198.51.100.130-198.51.100.250")')
+            return None
+        addrs = r.str_(t, "addrs", path)
+        if addrs is None:
+            return None
+        try:
+            first, _ = pool_range(addrs)
+        except ValueError as exc:
+            r.error(key_path(path, "addrs"), str(exc))
+            return None
+        dns = r.str_list(t, "dns", path, [])
+        for d in dns:
+            if not _is_ip(d):
+                r.error(key_path(path, "dns"), f"{d!r} is not an IP address")
+        nets = {}
+        for key in ("split_include", "split_exclude"):
+            nets[key] = r.str_list(t, key, path, [])
+            for n in nets[key]:
+                try:
+                    ipaddress.ip_network(n.strip(), strict=False)
+                except ValueError:
+                    r.error(key_path(path, key), f"{n!r} is not a network (CIDR, e.g. 198.51.100.0/24)")
+        return PoolConfig(name=name, addrs=addrs.strip(), dns=tuple(d.strip() for d in dns),
+                          split_include=tuple(n.strip() for n in nets["split_include"]),
+                          split_exclude=tuple(n.strip() for n in nets["split_exclude"]))
 
     def rule(self, name: str, t: dict, path: str) -> RuleConfig | None:
         r = self.r
@@ -462,6 +594,18 @@ class _PolicyParser:
             rule = self.rule(name, t, path)
             if rule is not None:
                 rules.append(rule)
+        pools: list[PoolConfig] = []
+        for name, t in (r.table(doc, "pools", "") or {}).items():
+            path = key_path("pools", name)
+            if not _NAME.match(name):
+                r.error(path, "a pool name is 1 to 64 characters without spaces")
+            if not isinstance(t, dict):
+                r.error(path, f"expected a table [{path}], got a value")
+                continue
+            pool = self.pool(name, t, path)
+            if pool is not None:
+                pools.append(pool)
+        self.pool_references(connections, pools, doc)
         self.names(connections, rules)
         if engine.datapath == "lab":
             self.lab_addresses(engine, connections)
@@ -469,9 +613,34 @@ class _PolicyParser:
         if self.load_secrets and secrets is not None:
             for c in connections:
                 self.psk(c, engine, secrets)
+                self.ppk(c, engine, secrets)
+                self.eap_secrets(c, engine, secrets)
         path = None if self.file == "<string>" else self.file
         return Policy(engine=engine, connections=tuple(connections), rules=tuple(rules),
-                      secrets=secrets or Secrets(), path=path, lab=lab)
+                      secrets=secrets or Secrets(), path=path, lab=lab, pools=tuple(pools))
+
+    def pool_references(self, connections: list[ConnectionConfig], pools: list[PoolConfig], doc: dict) -> None:
+        names = {p.name for p in pools}
+        declared = set((doc.get("pools") or {}) if isinstance(doc.get("pools"), dict) else ())
+        for c in connections:
+            for name in c.pools:
+                if name not in declared:
+                    self.r.error(key_path(key_path("connections", c.name), "pools"),
+                                 f"no [pools.{name}] section" + (f" (pools: {', '.join(sorted(names))})" if names else ""))
+
+    def eap_secrets(self, c: ConnectionConfig, engine: EngineConfig, secrets: Secrets) -> None:
+        cpath = key_path("connections", c.name)
+        if c.local.auth in ("eap-mschapv2", "eap"):
+            name = c.local.eap_id or c.local.id
+            if name is None or secrets_mod.lookup_eap(secrets, str(name)) is None:
+                where = engine.secrets or "a secrets file ([engine] secrets)"
+                self.r.error(key_path(key_path(cpath, "local"), "auth"),
+                             f"no [eap.*] entry with id = \"{name or '(our IKE identity)'}\" in {where}: our client "
+                             "needs its EAP password there")
+        if c.remote.auth in ("eap-mschapv2",) and not secrets.eap:
+            where = engine.secrets or "a secrets file ([engine] secrets)"
+            self.r.error(key_path(key_path(cpath, "remote"), "auth"),
+                         f"no [eap.*] users in {where}: add one entry per user (id and secret)")
 
     def names(self, connections: list[ConnectionConfig], rules: list[RuleConfig]) -> None:
         owner: dict[str, str] = {}
@@ -543,6 +712,16 @@ class _PolicyParser:
             who = f"local id {local or '(our address)'}, remote id {remote or '(the peer address)'}"
             self.r.error(path, f"no [ike.*] secret in {engine.secrets} matches this connection ({who}): "
                          "add one whose ids name these identities")
+
+
+    def ppk(self, c: ConnectionConfig, engine: EngineConfig, secrets: Secrets) -> None:
+        if c.ppk_id is None or pq.ppk_problem(c):
+            return
+        if secrets_mod.lookup_ppk(secrets, c.ppk_id) is None:
+            where = engine.secrets or "a secrets file ([engine] secrets)"
+            self.r.error(key_path(key_path("connections", c.name), "ppk_id"),
+                         f"no [ppk.*] entry with id = \"{c.ppk_id}\" in {where}: add one with a random secret "
+                         "of at least 32 bytes (e.g. secret = \"0x\" followed by 'openssl rand -hex 32')")
 
 
 def parse_policy(text: str, path: str | os.PathLike | None = None, *, load_secrets: bool = True,

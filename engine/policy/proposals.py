@@ -17,6 +17,10 @@ strongSwan's (``proposal_create_from_string`` / ``check_proposal``):
   method use no PFS.
 * ``default`` expands to strongSwan's default proposals (see
   :func:`default_proposals`), only in lists (:func:`parse_proposals`).
+* ``ke1_<method>`` .. ``ke7_<method>`` are RFC 9370 additional key
+  exchanges (strongSwan 6's syntax): ``aes256gcm16-prfsha384-x25519-ke1_mlkem768``
+  is hybrid x25519 + ML-KEM-768; ``ke1_none`` makes that exchange optional.
+  They need a primary key exchange method in the same proposal.
 """
 
 from __future__ import annotations
@@ -27,12 +31,15 @@ from typing import Literal
 
 from engine.crypto.transforms import (
     AEAD_ENCR,
+    MAX_ADDITIONAL_KE,
     EncrId,
     EsnId,
     IntegId,
     KeId,
     PrfId,
     TransformType,
+    additional_ke_number,
+    additional_ke_type,
 )
 from engine.policy.model import Proposal, Transform
 
@@ -118,6 +125,8 @@ def _build_keywords() -> dict[str, Transform]:
         "x25519": Transform(KE, KeId.CURVE25519),
         "curve448": Transform(KE, KeId.CURVE448),
         "x448": Transform(KE, KeId.CURVE448),
+        "mlkem768": Transform(KE, KeId.ML_KEM_768),
+        "mlkem1024": Transform(KE, KeId.ML_KEM_1024),
         "noesn": Transform(ESN, EsnId.NO_ESN),
         "esn": Transform(ESN, EsnId.ESN),
     })
@@ -134,7 +143,7 @@ UNSUPPORTED_KEYWORDS = frozenset({
     "serpent192", "serpent256", "twofish", "twofish128", "twofish192", "twofish256",
     "chacha20poly1305compat", "camelliaxcbc", "prfcamelliaxcbc", "sha256_96", "sha2_256_96",
     "modpnull", "ntru112", "ntru128", "ntru192", "ntru256", "kyber1", "kyber3", "kyber5",
-    "mlkem512", "mlkem768", "mlkem1024",
+    "mlkem512",
     *(f"camellia{b}{m}" for b in (128, 192, 256) for m in ("ctr", "ccm8", "ccm64", "ccm12", "ccm96", "ccm16", "ccm128")),
 })
 
@@ -181,6 +190,16 @@ def _suggest(word: str) -> str | None:
     return close[0] if close else None
 
 
+def _additional_ke(word: str) -> Transform | None:
+    """``ke<n>_<method>`` (strongSwan 6: key_exchange.c additional_key_exchange_parser)."""
+    if len(word) < 5 or not word.startswith("ke") or not word[2].isdigit() or word[3] != "_":
+        return None
+    base = KEYWORDS.get(word[4:])
+    if base is None or base.type != KE:
+        return None
+    return Transform(additional_ke_type(int(word[2])) if 1 <= int(word[2]) <= MAX_ADDITIONAL_KE else KE, base.id)
+
+
 def _dedup(ts: Iterable[Transform]) -> tuple[Transform, ...]:
     out: list[Transform] = []
     for t in ts:
@@ -205,12 +224,27 @@ def parse_proposal(text: str, protocol: ProtocolName) -> Proposal:
     prf: list[Transform] = []
     ke: list[Transform] = []
     esn: list[Transform] = []
+    additional: list[Transform] = []
     lists = {ENCR: encr, INTEG: integ, PRF: prf, KE: ke, ESN: esn}
     for w in words:
         t = KEYWORDS.get(w)
+        if t is None and w.startswith("ke") and "_" in w:
+            t = _additional_ke(w)
+            if t is None or t.type == KE:
+                n, _, base = w[2:].partition("_")
+                if n.isdigit() and not 1 <= int(n) <= MAX_ADDITIONAL_KE:
+                    raise ProposalError(f"{text!r}: '{w}': additional key exchanges are ke1_ to "
+                                        f"ke{MAX_ADDITIONAL_KE}_ (RFC 9370)", keyword=w)
+                hint = _suggest(base)
+                more = f" (did you mean 'ke{n}_{hint}'?)" if hint and KEYWORDS[hint].type == KE else ""
+                raise ProposalError(f"{text!r}: '{w}': after ke{n}_ comes a key exchange method such as "
+                                    f"mlkem768 or x25519{more}", keyword=w)
+            additional.append(t)
+            continue
         if t is None:
             if w in UNSUPPORTED_KEYWORDS:
-                raise ProposalError(f"{text!r}: '{w}' is a strongSwan keyword this engine does not implement",
+                why = " (the cryptography package offers ML-KEM-768 and ML-KEM-1024 only)" if w == "mlkem512" else ""
+                raise ProposalError(f"{text!r}: '{w}' is a strongSwan keyword this engine does not implement{why}",
                                     keyword=w)
             hint = _suggest(w)
             more = f" (did you mean '{hint}'?)" if hint else ""
@@ -265,9 +299,14 @@ def parse_proposal(text: str, protocol: ProtocolName) -> Proposal:
 
     if protocol in ("esp", "ah") and not esn:
         esn = [Transform(ESN, EsnId.NO_ESN)]
+    if additional and not [t for t in ke if t.id != KeId.NONE]:
+        first = next(w for w in words if w.startswith("ke") and "_" in w)
+        raise ProposalError(f"{text!r}: '{first}' adds to a primary key exchange: name one too, e.g. "
+                            f"'x25519-{first}' (RFC 9370)", keyword=first)
 
     return Proposal(protocol=protocol, encr=_dedup(encr), integ=_dedup(integ), prf=_dedup(prf),
-                    ke=_dedup(ke), esn=_dedup(esn), text=text.strip())
+                    ke=_dedup(ke), esn=_dedup(esn), text=text.strip(),
+                    additional_ke=tuple(sorted(_dedup(additional), key=lambda t: t.type)))
 
 
 def _t(ttype: TransformType, tid: int, key_length: int | None = None) -> Transform:
@@ -340,7 +379,10 @@ def proposal_texts(proposals: Iterable[Proposal]) -> list[str]:
 
 
 def keyword_for(t: Transform) -> str:
-    """The keyword format_proposal writes for a transform."""
+    """The keyword format_proposal writes for a transform (``ke1_mlkem768`` for an additional KE)."""
+    number = additional_ke_number(t.type)
+    if number is not None:
+        return f"ke{number}_{keyword_for(Transform(KE, t.id))}"
     name = _CANONICAL.get((t.type, t.id, t.key_length))
     if name is None:
         raise ProposalError(f"transform {t.type.name}:{t.id} (key length {t.key_length}) has no strongSwan keyword")
@@ -348,8 +390,10 @@ def keyword_for(t: Transform) -> str:
 
 
 def format_proposal(p: Proposal) -> str:
-    """Keywords for ``p``: ciphers, integrity, PRFs, key exchange, ESN (NO_ESN alone is left out)."""
+    """Keywords for ``p``: ciphers, integrity, PRFs, key exchange, ESN (NO_ESN alone is left out),
+    additional key exchanges."""
     ts = list(p.encr) + list(p.integ) + list(p.prf) + list(p.ke)
     if p.protocol != "ike" and tuple(p.esn) != (Transform(ESN, EsnId.NO_ESN),):
         ts += list(p.esn)
+    ts += list(p.additional_ke)
     return "-".join(keyword_for(t) for t in ts)

@@ -5,6 +5,10 @@ write goes to a temporary file in the same folder, is fsync'ed, and renamed
 over the old file, whose previous content stays as ``PATH.bak``; the folder is
 fsync'ed so the rename survives a crash. On any failure the old file is left
 as it was and the temporary file is removed.
+
+Every save that changes a file is recorded in the change journal (who, when,
+the diff: engine.ops.journal) when the policy has a state folder.
+:func:`save_policy` keeps an existing file's comments and layout.
 """
 
 from __future__ import annotations
@@ -14,9 +18,10 @@ import stat
 import tempfile
 from pathlib import Path
 
+from engine.ops import journal
 from engine.policy.model import Policy
 from engine.policy.parse import parse_policy
-from engine.policy.serialize import policy_to_toml
+from engine.policy.serialize import policy_to_toml, update_toml
 
 NEW_FILE_MODE = 0o644
 """Mode of a newly created policy file (policies hold no secrets; an existing file keeps its mode)."""
@@ -68,14 +73,29 @@ def atomic_write(path: str | os.PathLike, data: bytes, *, backup: bool = True) -
     _fsync_dir(folder)
 
 
-def save_text(text: str, path: str | os.PathLike, *, load_secrets: bool = True) -> Policy:
+def _read(path: str | os.PathLike) -> str | None:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def save_text(text: str, path: str | os.PathLike, *, load_secrets: bool = True, via: str = "console",
+              who: journal.Who | None = None) -> Policy:
     """Validate ``text`` as the policy at ``path`` and write it exactly as typed. Returns the parsed policy.
-    Raises PolicyError (nothing written) when it does not validate."""
+    Raises PolicyError (nothing written) when it does not validate. ``via`` and ``who`` go into the
+    change journal (default: this process's user)."""
     policy = parse_policy(text, path, load_secrets=load_secrets, strict_secrets_mode=False)
+    old = _read(path)
     atomic_write(path, text.encode("utf-8"))
+    journal.record(policy, action="save", via=via, old_text=old, new_text=text, who=who)
     return policy
 
 
-def save_policy(policy: Policy, path: str | os.PathLike, *, load_secrets: bool = True) -> Policy:
-    """Serialize ``policy`` (tomli-w; secrets are never written), validate, and save it atomically."""
-    return save_text(policy_to_toml(policy), path, load_secrets=load_secrets)
+def save_policy(policy: Policy, path: str | os.PathLike, *, load_secrets: bool = True, via: str = "console",
+                who: journal.Who | None = None) -> Policy:
+    """Serialize ``policy`` (secrets are never written), validate, and save it atomically. An existing
+    file keeps its comments and layout where the meaning did not change."""
+    old = _read(path)
+    text = policy_to_toml(policy) if old is None else update_toml(old, policy, os.fspath(path))
+    return save_text(text, path, load_secrets=load_secrets, via=via, who=who)

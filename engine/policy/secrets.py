@@ -10,6 +10,14 @@ Shape (TOML)::
     file = "private/gw.key"           # relative to the secrets file
     passphrase = "..."                # optional
 
+    [eap.alice]                       # an EAP user (EAP-MSCHAPv2), swanctl's secrets.eap
+    id = "alice@example.org"          # the EAP identity (or a list of them)
+    secret = "her password"
+
+    [ppk.hq]                          # RFC 8784 Postquantum Preshared Key (swanctl secrets.ppk)
+    id = "hq-ppk-2026"                # the PPK_ID; connections name it with ppk_id
+    secret = "0x..."                  # at least 32 random bytes (hex or 0s base64)
+
 The engine refuses a secrets file that group or others may read (unless the
 policy is a lab), and nothing here ever puts a secret value into a message.
 """
@@ -33,7 +41,7 @@ from engine.policy.identity import (
     match_level,
     parse_identity,
 )
-from engine.policy.model import Identity, IkeSecret, PrivateKeySecret, Secrets
+from engine.policy.model import EapSecret, Identity, IkeSecret, PpkSecret, PrivateKeySecret, Secrets
 from engine.secret import Secret
 
 
@@ -64,7 +72,7 @@ def parse_secrets(text: str, file: str, base_dir: Path) -> tuple[Secrets, list[F
     except tomllib.TOMLDecodeError as exc:
         return Secrets(path=file), [syntax_finding(file, exc, text)]
     r = Reader(file, quote_values=False)
-    r.check_keys(doc, "", ("ike", "private"), what="section")
+    r.check_keys(doc, "", ("ike", "private", "ppk", "eap"), what="section")
     ike: list[IkeSecret] = []
     seen_ids: dict[tuple[Identity, ...], str] = {}
     for name, entry in (r.table(doc, "ike", "") or {}).items():
@@ -125,7 +133,90 @@ def parse_secrets(text: str, file: str, base_dir: Path) -> tuple[Secrets, list[F
             r.error(key_path(path, "passphrase"), f"expected a string, got {r._show(pw)}")
             pw = None
         private.append(PrivateKeySecret(name=name, file=f, passphrase=Secret(pw) if pw else None))
-    return Secrets(ike=tuple(ike), private=tuple(private), path=file), r.findings
+    ppk = _parse_ppks(r, doc)
+    eap = _parse_eap(r, doc)
+    return Secrets(ike=tuple(ike), private=tuple(private), path=file, ppk=ppk, eap=eap), r.findings
+
+
+def _parse_eap(r: Reader, doc: dict) -> tuple[EapSecret, ...]:
+    out: list[EapSecret] = []
+    owner: dict[str, str] = {}
+    for name, entry in (r.table(doc, "eap", "") or {}).items():
+        path = key_path("eap", name)
+        if not isinstance(entry, dict):
+            r.error(path, f"expected a table [eap.{name}] with id and secret")
+            continue
+        r.check_keys(entry, path, ("id", "secret"))
+        raw = entry.get("id")
+        raw_ids = [raw] if isinstance(raw, str) else raw
+        if not isinstance(raw_ids, list) or not raw_ids or not all(isinstance(i, str) and i.strip() for i in raw_ids):
+            r.error(key_path(path, "id"), 'missing: the EAP identity this password is for, e.g. id = "alice@example.org"')
+            continue
+        ids: list[str] = []
+        for text in raw_ids:
+            ident = text.strip()
+            if len(ident.encode()) > 253 or not ident.isprintable():
+                r.error(key_path(path, "id"), "an EAP identity is 1 to 253 bytes of printable text")
+                continue
+            key = ident.lower()
+            if key in owner:
+                r.error(key_path(path, "id"), f"[eap.{owner[key]}] is for the same identity: which password "
+                        "applies would be ambiguous")
+                continue
+            owner[key] = name
+            ids.append(ident)
+        value = entry.get("secret")
+        if not isinstance(value, str):
+            r.error(key_path(path, "secret"), "missing: every [eap.*] entry needs secret = \"...\"")
+            continue
+        if not value:
+            r.error(key_path(path, "secret"), "empty secret")
+            continue
+        if ids:
+            # EAP passwords are text (MS-CHAPv2 hashes their UTF-16 form): no 0x/0s decoding.
+            out.append(EapSecret(name=name, ids=tuple(ids), secret=Secret(value)))
+    return tuple(out)
+
+
+PPK_ID_MAX = 255
+"""Bytes of a PPK_ID (UTF-8); engine.wire.ppk refuses longer ones."""
+
+
+def _parse_ppks(r: Reader, doc: dict) -> tuple[PpkSecret, ...]:
+    out: list[PpkSecret] = []
+    owner: dict[str, str] = {}
+    for name, entry in (r.table(doc, "ppk", "") or {}).items():
+        path = key_path("ppk", name)
+        if not isinstance(entry, dict):
+            r.error(path, f"expected a table [ppk.{name}] with id and secret")
+            continue
+        r.check_keys(entry, path, ("id", "secret"))
+        ppk_id = entry.get("id")
+        if not isinstance(ppk_id, str) or not ppk_id.strip():
+            r.error(key_path(path, "id"), "missing: the PPK_ID that names this key, e.g. id = \"hq-ppk-2026\"")
+            continue
+        if len(ppk_id.encode()) > PPK_ID_MAX or not ppk_id.isprintable():
+            r.error(key_path(path, "id"), f"a PPK_ID is 1 to {PPK_ID_MAX} bytes of printable text")
+            continue
+        if ppk_id in owner:
+            r.error(key_path(path, "id"), f"[ppk.{owner[ppk_id]}] has the same id: which key applies would be "
+                    "ambiguous")
+            continue
+        value = entry.get("secret")
+        if not isinstance(value, str):
+            r.error(key_path(path, "secret"), "missing: every [ppk.*] entry needs secret = \"0x...\"")
+            continue
+        try:
+            data = _secret_value(value)
+        except (ValueError, binascii.Error):
+            r.error(key_path(path, "secret"), "a value starting with 0x must be hex, with 0s base64")
+            continue
+        if not data:
+            r.error(key_path(path, "secret"), "empty secret")
+            continue
+        owner[ppk_id] = name
+        out.append(PpkSecret(name=name, id=ppk_id, secret=Secret(data)))
+    return tuple(out)
 
 
 def load_secrets(path: Path, display: str) -> tuple[Secrets, list[Finding]]:
@@ -181,3 +272,19 @@ def secrets_for(secrets: Secrets, local: Identity | None, remote_pattern: Identi
                 identity_matches(remote_pattern, i) or identity_matches(i, remote_pattern) for i in entry.ids):
             out.append(entry)
     return out
+
+
+def lookup_ppk(secrets: Secrets, ppk_id: str) -> PpkSecret | None:
+    """The PPK named ``ppk_id`` (exact match, as strongSwan compares PPK_IDs), or None."""
+    return next((p for p in secrets.ppk if p.id == ppk_id), None)
+
+
+def lookup_eap(secrets: Secrets, identity: str | bytes) -> EapSecret | None:
+    """The [eap.*] entry for an EAP identity (exact, case-insensitive as strongSwan's shared keys),
+    or None. ``identity`` is what the client sent (bytes) or a configured eap_id."""
+    text = identity.decode("utf-8", "replace") if isinstance(identity, bytes) else str(identity)
+    want = text.strip().lower()
+    for entry in secrets.eap:
+        if any(i.lower() == want for i in entry.ids):
+            return entry
+    return None

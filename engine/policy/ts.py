@@ -4,39 +4,88 @@ The value type shared by the policy, the IKE narrowing (RFC 7296 §2.9), the
 SPD and the datapaths' inbound check. Text uses strongSwan's syntax:
 ``198.51.100.0/25``, ``192.0.2.1-192.0.2.9``, ``0.0.0.0/0[udp/53]``,
 ``10.0.0.0/8[tcp/1024-65535]``, ``dynamic`` (the IKE address at run time).
+
+Protocol and port names come from the system's protocols and services
+databases (``/etc/protocols``, ``/etc/services`` through libc), as swanctl's
+do: ``[tcp/smtp]``, ``[udp/ntp]``, ``[ospf]``. A port name is looked up for the
+selector's protocol, then for any protocol (swanctl asks for any). Names the
+system does not know, or every name when those files are missing (minimal
+containers), are looked up in the small built-in tables below (IANA numbers
+of the common names), so policies that use them load anywhere. Found names
+are cached for the life of the process; a miss is asked again next time, so
+a name added to /etc/services is seen at the next policy load. Names are
+resolved while a policy is parsed: selectors hold numbers, and the IKE and
+ESP code never looks a name up.
 """
 
 from __future__ import annotations
 
 import functools
 import ipaddress
+import re
 import socket
 from dataclasses import dataclass
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
+# Built-in protocol names (IANA numbers), for printing and when the system database lacks a name.
 PROTOCOL_NAMES = {
     "icmp": socket.IPPROTO_ICMP,
+    "igmp": 2,
+    "ipencap": 4,
     "tcp": socket.IPPROTO_TCP,
     "udp": socket.IPPROTO_UDP,
+    "dccp": 33,
+    "ipv6": 41,
+    "rsvp": 46,
     "gre": 47,
     "esp": 50,
     "ah": 51,
     "ipv6-icmp": 58,
     "icmpv6": 58,
+    "ospf": 89,
+    "pim": 103,
+    "vrrp": 112,
+    "l2tp": 115,
     "sctp": 132,
+    "udplite": 136,
 }
 PROTOCOL_NUMBERS = {
     1: "icmp",
+    2: "igmp",
+    4: "ipencap",
     6: "tcp",
     17: "udp",
+    33: "dccp",
+    41: "ipv6",
+    46: "rsvp",
     47: "gre",
     50: "esp",
     51: "ah",
     58: "ipv6-icmp",
+    89: "ospf",
+    103: "pim",
+    112: "vrrp",
+    115: "l2tp",
     132: "sctp",
+    136: "udplite",
 }
-PORT_NAMES = {"ssh": 22, "domain": 53, "dns": 53, "http": 80, "https": 443, "isakmp": 500, "ipsec-nat-t": 4500}
+# Built-in service names (IANA ports, as Debian's /etc/services names them), used only when the
+# system database does not know a name; "dns" is an alias swanctl users write.
+PORT_NAMES = {
+    "ftp-data": 20, "ftp": 21, "ssh": 22, "telnet": 23, "smtp": 25, "domain": 53, "dns": 53, "bootps": 67,
+    "bootpc": 68, "tftp": 69, "http": 80, "www": 80, "kerberos": 88, "pop3": 110, "sunrpc": 111, "ntp": 123,
+    "netbios-ns": 137, "netbios-dgm": 138, "netbios-ssn": 139, "imap2": 143, "imap": 143, "snmp": 161,
+    "snmp-trap": 162, "bgp": 179, "ldap": 389, "https": 443, "microsoft-ds": 445, "isakmp": 500, "syslog": 514,
+    "submission": 587, "ldaps": 636, "imaps": 993, "pop3s": 995, "openvpn": 1194, "l2tp": 1701, "radius": 1812,
+    "radius-acct": 1813, "nfs": 2049, "mysql": 3306, "ms-wbt-server": 3389, "ipsec-nat-t": 4500, "sip": 5060,
+    "sip-tls": 5061, "postgresql": 5432,
+}
+# Protocols whose ports /etc/services lists per protocol.
+_SERVICE_PROTOCOLS = ("tcp", "udp", "sctp", "dccp")
+# What a protocol or service name can look like (ipv6-icmp, ax.25, x11-ssh-offset); anything else is
+# not looked up, so odd text never reaches libc and a long one costs nothing.
+_DB_NAME = re.compile(r"[A-Za-z][A-Za-z0-9._+-]{0,63}")
 
 ANY_V4 = (ipaddress.IPv4Address("0.0.0.0"), ipaddress.IPv4Address("255.255.255.255"))
 ANY_V6 = (ipaddress.IPv6Address("::"), ipaddress.IPv6Address("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"))
@@ -200,48 +249,95 @@ def _ts_text(ts: TrafficSelector) -> str:
     return ts._text()
 
 
-def _parse_port(text: str) -> tuple[int, int]:
-    text = text.strip().lower()
-    if text in ("", "%any", "any"):
-        return 0, 65535
-    if text == "%opaque":
-        return 65535, 0
-    if "-" in text:
-        lo, hi = text.split("-", 1)
-        a, b = _port_number(lo), _port_number(hi)
-        if a > b:
-            raise TsSyntaxError(f"port range {text!r} runs backwards")
-        return a, b
-    p = _port_number(text)
-    return p, p
+def clear_name_cache() -> None:
+    """Forget the names looked up so far (tests, or after /etc/services changed)."""
+    _system_port.cache_clear()
+    _system_protocol.cache_clear()
 
 
-def _port_number(text: str) -> int:
-    text = text.strip()
-    if text in PORT_NAMES:
-        return PORT_NAMES[text]
+@functools.lru_cache(maxsize=512)
+def _system_port(name: str, protocol: str | None) -> int:
+    # KeyError is not cached: a name the system lacks today is asked again at the next load.
     try:
+        return socket.getservbyname(name, protocol) if protocol else socket.getservbyname(name)
+    except OSError:  # not in the database, or no database at all
+        raise KeyError(name) from None
+
+
+@functools.lru_cache(maxsize=256)
+def _system_protocol(name: str) -> int:
+    try:
+        return socket.getprotobyname(name)
+    except OSError:
+        raise KeyError(name) from None
+
+
+def _service(text: str, protocol: int) -> int | None:
+    """A service name's port: the system database for this protocol, then for any
+    protocol (as swanctl asks), then PORT_NAMES; None if nobody knows it."""
+    if not _DB_NAME.fullmatch(text):
+        return None
+    proto = PROTOCOL_NUMBERS.get(protocol)
+    protocols = (proto, None) if proto in _SERVICE_PROTOCOLS else (None,)
+    for name in dict.fromkeys((text, text.lower())):  # the database is case-sensitive; try as written first
+        for p in protocols:
+            try:
+                return _system_port(name, p)
+            except KeyError:
+                pass
+    return PORT_NAMES.get(text.lower())
+
+
+def _port_number(text: str, protocol: int) -> int | None:
+    """A port from a number or a service name; None for an unknown name."""
+    text = text.strip()
+    if text.isascii() and text.isdigit():
         p = int(text)
-    except ValueError:
-        raise TsSyntaxError(f"unknown port {text!r}") from None
-    if not 0 <= p <= 65535:
-        raise TsSyntaxError(f"port {p} is outside 0-65535")
-    return p
+        if not 0 <= p <= 65535:
+            raise TsSyntaxError(f"port {p} is outside 0-65535")
+        return p
+    return _service(text, protocol) if text else None
+
+
+def _parse_port(text: str, protocol: int) -> tuple[int, int]:
+    text = text.strip()
+    if text.lower() in ("", "%any", "any"):
+        return 0, 65535
+    if text.lower() in ("%opaque", "opaque"):
+        return 65535, 0
+    single = _port_number(text, protocol)
+    if single is not None:
+        return single, single
+    # A range: the dash that leaves a port on both sides (names may hold dashes: ipsec-nat-t).
+    for i in (i for i, ch in enumerate(text) if ch == "-"):
+        lo, hi = _port_number(text[:i], protocol), _port_number(text[i + 1:], protocol)
+        if lo is not None and hi is not None:
+            if lo > hi:
+                raise TsSyntaxError(f"port range {text!r} runs backwards")
+            return lo, hi
+    proto = PROTOCOL_NUMBERS.get(protocol, str(protocol))
+    raise TsSyntaxError(f"unknown service {text!r} for {proto}: not in the services database (/etc/services), "
+                        "not a port number 0-65535 or a range like 1024-65535")
 
 
 def _parse_protocol(text: str) -> int:
-    text = text.strip().lower()
-    if text in ("", "%any", "any"):
+    text = text.strip()
+    if text.lower() in ("", "%any", "any"):
         return 0
-    if text in PROTOCOL_NAMES:
-        return PROTOCOL_NAMES[text]
-    try:
+    if text.isascii() and text.isdigit():
         p = int(text)
-    except ValueError:
-        raise TsSyntaxError(f"unknown protocol {text!r} (use tcp, udp, icmp, ... or a number)") from None
-    if not 0 <= p <= 255:
-        raise TsSyntaxError(f"protocol {p} is outside 0-255")
-    return p
+        if not 0 <= p <= 255:
+            raise TsSyntaxError(f"protocol {p} is outside 0-255")
+        return p
+    for name in dict.fromkeys((text, text.lower())) if _DB_NAME.fullmatch(text) else ():
+        try:
+            return _system_protocol(name)
+        except KeyError:
+            pass
+    if text.lower() in PROTOCOL_NAMES:
+        return PROTOCOL_NAMES[text.lower()]
+    raise TsSyntaxError(f"unknown protocol {text!r}: not in the protocols database (/etc/protocols) "
+                        "and not a number 0-255 (e.g. tcp, udp, icmp, ospf)")
 
 
 def _icmp_type(text: str, raw: str) -> int:
@@ -310,7 +406,7 @@ def _parse_ts(text: str) -> TrafficSelector:
         if proto in (1, 58):
             sport, eport = _parse_icmp(port, raw)
         else:
-            sport, eport = _parse_port(port)
+            sport, eport = _parse_port(port, proto)
         if (sport, eport) != (0, 65535) and proto == 0:
             raise TsSyntaxError(f"{raw!r}: a port needs a protocol, e.g. [tcp/{port}]")
         text = text.strip()

@@ -89,19 +89,28 @@ class ControlClient:
             raise ControlError(msg.get("error", "failed"), msg.get("findings"))
         return msg.get("result")
 
-    async def events_raw(self, *, replay: bool = False) -> AsyncIterator[dict]:
+    async def events_raw(self, *, replay: bool = False, plaintext: bool = False) -> AsyncIterator[dict]:
         """Event objects as the daemon sends them (JSON dicts); ``replay`` first
-        delivers the daemon's recent negotiation history."""
-        self._events = asyncio.Queue()
-        await self.call("subscribe", replay=replay)
+        delivers the daemon's recent negotiation history; ``plaintext`` asks for the
+        decrypted inner packet of PacketSample events (left out otherwise)."""
+        await self.subscribe(replay=replay, plaintext=plaintext)
         while True:
-            e = await self._events.get()
+            e = await self.next_event()
             if e is None:
                 return
             yield e
 
-    async def events(self, *, replay: bool = False) -> AsyncIterator[Event]:
-        async for e in self.events_raw(replay=replay):
+    async def subscribe(self, *, replay: bool = False, plaintext: bool = False) -> None:
+        """Start receiving events (see events_raw); returns once the daemon confirmed."""
+        self._events = asyncio.Queue()
+        await self.call("subscribe", replay=replay, plaintext=plaintext)
+
+    async def next_event(self) -> dict | None:
+        """The next event after subscribe(), or None once the daemon closed the connection."""
+        return await self._events.get()
+
+    async def events(self, *, replay: bool = False, plaintext: bool = False) -> AsyncIterator[Event]:
+        async for e in self.events_raw(replay=replay, plaintext=plaintext):
             try:
                 yield event_from_dict(e)
             except (KeyError, TypeError, ValueError):

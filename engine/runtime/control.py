@@ -14,20 +14,27 @@ Protocol (version 1), documented in README.md ("Control protocol"):
 
 Commands: version, status, list-sas, list-conns, initiate {name, child?},
 terminate {name, unique_id?}, rekey {name, ike?, unique_id?}, get-policy,
-apply-policy {text}, counters, subscribe {replay?}.
+apply-policy {text}, counters, subscribe {replay?, plaintext?}, reload (apply
+the policy file again), stats (engine.ops.stats). PacketSample events carry the
+decrypted inner packet only to a subscriber that set ``plaintext``. Every
+applied change is recorded in the change journal with the peer's user
+(SO_PEERCRED).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
 import stat
 from pathlib import Path
 
-from engine.events import to_dict as event_to_dict
+from engine.events import PacketSample, to_dict as event_to_dict
 from engine.ike.errors import LocalError
+from engine.ops import journal
+from engine.ops import stats as ops_stats
 from engine.status import to_dict as status_to_dict
 
 log = logging.getLogger("engine.control")
@@ -79,6 +86,7 @@ class ControlServer:
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         self._clients.add(task)
+        peer = journal.peer_of(writer.get_extra_info("socket"))
         sub_task: asyncio.Task | None = None
         lock = asyncio.Lock()
 
@@ -106,11 +114,12 @@ class ControlServer:
                 rid = req.get("id")
                 if req["cmd"] == "subscribe":
                     if sub_task is None:
-                        sub_task = asyncio.create_task(self._pump(send, bool(req.get("replay"))))
+                        sub_task = asyncio.create_task(self._pump(send, bool(req.get("replay")),
+                                                                  bool(req.get("plaintext"))))
                     await send({"id": rid, "ok": True, "result": "subscribed"})
                     continue
                 try:
-                    result = self.handle(req)
+                    result = self.handle(req, peer)
                     await send({"id": rid, "ok": True, "result": result})
                 except _Failure as exc:
                     await send({"id": rid, "ok": False, "error": str(exc), "findings": exc.findings})
@@ -127,18 +136,21 @@ class ControlServer:
             self._clients.discard(task)
             writer.close()
 
-    async def _pump(self, send, replay: bool) -> None:
+    async def _pump(self, send, replay: bool, plaintext: bool = False) -> None:
         q = self.runtime.subscribe(replay=replay)
         try:
             while True:
                 event = await q.get()
+                if not plaintext and isinstance(event, PacketSample) and event.inner:
+                    # Decrypted traffic leaves only for a subscriber that asked for it.
+                    event = dataclasses.replace(event, inner=b"")
                 await send({"event": event_to_dict(event)})
         except (ConnectionError, asyncio.CancelledError):
             pass
         finally:
             self.runtime.unsubscribe(q)
 
-    def handle(self, req: dict):
+    def handle(self, req: dict, peer: journal.Who | None = None):
         rt = self.runtime
         cmd = req["cmd"]
         if cmd == "version":
@@ -158,15 +170,21 @@ class ControlServer:
         if cmd == "rekey":
             return {"rekeyed": rt.rekey(_name(req), ike=bool(req.get("ike")), unique_id=req.get("unique_id"))}
         if cmd == "get-policy":
-            return {"path": rt.policy.path, "text": rt.policy_text}
+            path = rt.policy.path
+            return {"path": os.path.abspath(path) if path else path, "text": rt.policy_text,
+                    "files": public_files(rt.policy)}
         if cmd == "apply-policy":
-            return self._apply(req)
+            return self._apply(req, peer)
         if cmd == "counters":
             sas, drops = rt.datapath.counters()
             return {"sas": [status_to_dict(c) for c in sas], "drops": drops, "ike": dict(rt.endpoint.stats)}
+        if cmd == "stats":
+            return ops_stats.collect(rt)
+        if cmd == "reload":
+            return self._reload(peer)
         raise ValueError(f"unknown command {cmd!r}")
 
-    def _apply(self, req: dict):
+    def _apply(self, req: dict, peer: journal.Who | None = None):
         from engine.pki.errors import PkiError
         from engine.policy.findings import PolicyError
         from engine.policy.parse import parse_policy
@@ -179,11 +197,51 @@ class ControlServer:
         except PolicyError as exc:
             raise _Failure("the policy does not validate; nothing was changed",
                            [f.format() for f in exc.findings]) from None
+        old_text = self.runtime.policy_text
         try:
             applied = self.runtime.apply_policy(policy, text)
         except PkiError as exc:
             raise _Failure(f"credentials could not be loaded; nothing was changed: {exc}", []) from None
+        journal.record(policy, action="apply", via="control", old_text=old_text, new_text=text, who=peer,
+                       result={"added": list(applied.added), "removed": list(applied.removed),
+                               "changed": list(applied.changed)})
         return event_to_dict(applied)
+
+    def _reload(self, peer: journal.Who | None):
+        from engine.ops.reload import ReloadError, reload_from_file
+
+        try:
+            applied = reload_from_file(self.runtime, via="control", who=peer)
+        except ReloadError as exc:
+            raise _Failure(str(exc), [f.format() for f in exc.findings]) from None
+        return event_to_dict(applied)
+
+
+MAX_SERVED_FILE = 256 * 1024
+
+
+def public_files(policy) -> dict[str, str]:
+    """The text of the files a policy names that a console needs to read it from elsewhere (lab peer
+    policies, certificates, CA certificates, CRLs), by the name the policy uses. Never the secrets
+    file nor a private key: those are not named here. Unreadable, large or binary files are left out."""
+    base = Path(policy.path).parent if policy.path else Path.cwd()
+    names: list[str] = list(policy.lab.peers) if policy.lab is not None else []
+    names += list(policy.engine.crls)
+    for c in policy.connections:
+        names += list(c.local.certs) + list(c.remote.cacerts)
+    out: dict[str, str] = {}
+    for name in dict.fromkeys(names):
+        target = Path(name) if os.path.isabs(name) else base / name
+        try:
+            if target.stat().st_size > MAX_SERVED_FILE:
+                continue
+            text = target.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        if "PRIVATE KEY" in text:
+            continue  # a key file named where a certificate belongs is never sent
+        out[name] = text
+    return out
 
 
 class _Failure(Exception):

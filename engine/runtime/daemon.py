@@ -1,30 +1,86 @@
 """``ipsec-console daemon CONFIG``: the engine headless in the foreground.
 
-Logs to stderr, serves the control socket, and on SIGTERM (or SIGINT)
-deletes its SAs with INFORMATIONAL exchanges, removes what the datapath
-installed, and exits 0.
+Logs to stderr (journald-friendly under systemd: a priority prefix and no
+timestamp of its own, journald adds one), serves the control socket, and:
+
+- tells systemd when it is ready (``Type=notify``: ``READY=1`` once the IKE
+  sockets, the datapath and the control socket are up) and pings its watchdog;
+- on SIGHUP reads the policy file again and applies it through the
+  transactional ``apply_policy`` (unchanged connections keep their SAs; a file
+  that does not validate changes nothing and the daemon keeps running);
+- on SIGTERM (or SIGINT) deletes its SAs with INFORMATIONAL exchanges, removes
+  what the datapath installed, and exits 0.
+
+Opt-in extras from ``[engine]``: Prometheus metrics (``metrics_textfile``,
+``metrics_listen``), Wireshark keys (``save_keys``); with a state folder
+(engine.ops.state) the usage counters ``audit`` reads.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import stat
 import sys
+from collections.abc import Mapping
 
+from engine.ops.sdnotify import Notifier
 from engine.runtime.client import DEFAULT_CONTROL
 
 log = logging.getLogger("engine.daemon")
 
+# sd-daemon(3) priority prefixes, which journald turns into the entry's priority.
+_SYSLOG_PRIORITY = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6, logging.DEBUG: 7}
 
-def setup_logging(verbose: int) -> None:
-    level = logging.DEBUG if verbose >= 2 else logging.INFO if verbose >= 0 else logging.WARNING
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
-    root = logging.getLogger("engine")
-    root.setLevel(logging.DEBUG if verbose >= 2 else logging.INFO)
-    handler.setLevel(level)
-    root.addHandler(handler)
+
+class JournalFormatter(logging.Formatter):
+    """``<6>engine.ike: message``: journald stores the priority and adds the time itself."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        level = max((lv for lv in _SYSLOG_PRIORITY if lv <= record.levelno), default=logging.DEBUG)
+        text = super().format(record)
+        # Every line of a multi-line record (a traceback) gets the prefix, or journald files it as INFO.
+        return "\n".join(f"<{_SYSLOG_PRIORITY[level]}>{line}" for line in text.split("\n"))
+
+
+def under_journald(env: Mapping[str, str] | None = None, stream=None) -> bool:
+    """Whether stderr goes to journald: ``$JOURNAL_STREAM`` names stderr's device and inode (systemd
+    sets it when it connects stderr to the journal), or the process runs as a systemd unit
+    (``$INVOCATION_ID``) with stderr not a terminal."""
+    env = os.environ if env is None else env
+    stream = sys.stderr if stream is None else stream
+    try:
+        st = os.fstat(stream.fileno())
+    except (OSError, ValueError, AttributeError):
+        st = None
+    journal = env.get("JOURNAL_STREAM", "")
+    if journal and st is not None:
+        dev, _, ino = journal.partition(":")
+        if dev.isdigit() and ino.isdigit() and (st.st_dev, st.st_ino) == (int(dev), int(ino)):
+            return True
+    if env.get("INVOCATION_ID"):
+        return st is None or not (stat.S_ISCHR(st.st_mode) and os.isatty(stream.fileno()))
+    return False
+
+
+def setup_logging(verbose: int, env: Mapping[str, str] | None = None, stream=None) -> logging.Handler:
+    """Engine logs to stderr: INFO by default, DEBUG with ``-v``, and with ``-vv`` also the DEBUG of the
+    libraries underneath (asyncio, pyroute2). Returns the handler (tests remove it)."""
+    stream = sys.stderr if stream is None else stream
+    handler = logging.StreamHandler(stream)
+    if under_journald(env, stream):
+        handler.setFormatter(JournalFormatter("%(name)s: %(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    logging.getLogger("engine").setLevel(logging.DEBUG if verbose >= 1 else logging.INFO)
+    # -vv: everything through the root logger (the engine's records propagate there); else only the engine.
+    target = logging.getLogger() if verbose >= 2 else logging.getLogger("engine")
+    if verbose >= 2:
+        target.setLevel(logging.DEBUG)
+    target.addHandler(handler)
+    return handler
 
 
 def make_datapath(policy, kind: str | None = None):
@@ -33,8 +89,6 @@ def make_datapath(policy, kind: str | None = None):
     ``IPSEC_CONSOLE_TUN_DEVICE`` names the userspace datapath's TUN device
     (default: ``[engine] tun_device``, else ipsecc0).
     """
-    import os
-
     kind = kind or policy.engine.datapath
     if kind == "none":
         from engine.datapath.base import NullDatapath
@@ -58,13 +112,89 @@ def make_datapath(policy, kind: str | None = None):
     raise ValueError(f"unknown datapath {kind!r}")
 
 
-async def serve(config: str, control: str | None, *, datapath: str | None = None, ready=None) -> int:
+class Services:
+    """What runs beside the engine in the daemon: reload on SIGHUP, systemd notifications and
+    watchdog, metrics, key export, usage counters. Built after the runtime started; stopped
+    before it stops."""
+
+    def __init__(self, runtime, notifier: Notifier) -> None:
+        from engine.ops.keylog import KeyLog
+        from engine.ops.metrics_export import MetricsExporter
+        from engine.ops.usage import UsageTracker
+
+        self.runtime = runtime
+        self.notifier = notifier
+        self.metrics = MetricsExporter(runtime)
+        self.keylog = KeyLog(runtime)
+        self.usage = UsageTracker(runtime)
+        self._reloading: asyncio.Task | None = None
+        self._watchdog: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        self.keylog.start()
+        await self.metrics.start()
+        self.usage.start()
+        if self.notifier.watchdog_interval:
+            self._watchdog = asyncio.create_task(self._ping(), name="watchdog")
+
+    async def stop(self) -> None:
+        for task in (self._watchdog, self._reloading):
+            if task is not None:
+                task.cancel()
+        await self.usage.stop()
+        await self.metrics.stop()
+        await self.keylog.stop()
+
+    async def _ping(self) -> None:
+        while True:
+            self.notifier.watchdog()
+            await asyncio.sleep(self.notifier.watchdog_interval)
+
+    def sighup(self) -> None:
+        if self._reloading is None or self._reloading.done():
+            self._reloading = asyncio.get_running_loop().create_task(self.reload(), name="reload")
+
+    async def reload(self) -> None:
+        """The SIGHUP reload; errors are logged, the running policy stays."""
+        from engine.ops.journal import Who
+        from engine.ops.reload import ReloadError, reload_from_file
+
+        self.notifier.reloading()
+        try:
+            applied = reload_from_file(self.runtime, via="sighup", who=Who(user="SIGHUP"))
+        except ReloadError as exc:
+            log.error("reload of %s failed: %s", self.runtime.policy.path, exc)
+            for f in exc.findings:
+                log.error("%s", f.format())
+            self.notifier.ready(f"reload failed, still running the previous policy: {exc}")
+            return
+        except Exception:  # a bug must not take the daemon down
+            log.exception("reload of %s failed", self.runtime.policy.path)
+            self.notifier.ready("reload failed, still running the previous policy")
+            return
+        log.info("reloaded %s: added %s, removed %s, changed %s", self.runtime.policy.path,
+                 ", ".join(applied.added) or "none", ", ".join(applied.removed) or "none",
+                 ", ".join(applied.changed) or "none")
+        self.notifier.ready(_status_line(self.runtime))
+
+
+def _status_line(runtime) -> str:
+    n = len(runtime.policy.connections)
+    return f"running {runtime.policy.path} ({n} connection{'s' if n != 1 else ''}, datapath {runtime.datapath.name})"
+
+
+async def serve(config: str, control: str | None, *, datapath: str | None = None, ready=None,
+                env: Mapping[str, str] | None = None) -> int:
     from engine.pki.errors import PkiError
     from engine.policy.findings import PolicyError
     from engine.policy.parse import load_policy
     from engine.runtime.control import ControlServer
     from engine.runtime.engine import EngineRuntime
 
+    # Absolute from here on: the console attaches from anywhere and resolves the policy's
+    # relative paths (secrets, certificates, lab peers) against this file's folder.
+    config = os.path.abspath(config)
+    notifier = Notifier(env)
     try:
         policy = load_policy(config)
         text = open(config, encoding="utf-8").read()
@@ -75,6 +205,8 @@ async def serve(config: str, control: str | None, *, datapath: str | None = None
     except OSError as exc:
         print(f"ipsec-console: {config}: {exc.strerror}", file=sys.stderr)
         return 1
+    if (datapath or policy.engine.datapath) == "lab":
+        return await _serve_lab(config, policy, control, ready)
     try:
         dp = make_datapath(policy, datapath)
     except (ImportError, ValueError, OSError) as exc:
@@ -86,25 +218,77 @@ async def serve(config: str, control: str | None, *, datapath: str | None = None
         print(f"ipsec-console: {config}: {exc}", file=sys.stderr)
         return 1
     server = ControlServer(runtime, control or policy.engine.control or DEFAULT_CONTROL)
+    services = Services(runtime, notifier)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    # SIGHUP's default action kills the process: from here on it reloads instead.
+    loop.add_signal_handler(signal.SIGHUP, services.sighup)
+    try:
+        try:
+            await runtime.start()
+            await server.start()
+            await services.start()
+        except OSError as exc:
+            print(f"ipsec-console: {exc}", file=sys.stderr)
+            await services.stop()
+            await server.stop()
+            await runtime.stop(delete=False)
+            return 1
+        log.info("daemon running with %s (datapath %s)", config, dp.name)
+        notifier.ready(_status_line(runtime))
+        if ready is not None:
+            ready.set()
+        await stop.wait()
+        log.info("shutting down: deleting SAs")
+        notifier.stopping()
+        await services.stop()
+        await server.stop()
+        await runtime.stop(delete=True)
+        return 0
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+
+
+async def _serve_lab(config: str, policy, control: str | None, ready) -> int:
+    """The lab headless: hq and the peers its [lab] section lists, one process; the control
+    socket serves hq (what `ipsec-console` shows)."""
+    from engine.policy.findings import PolicyError
+    from engine.runtime.control import ControlServer
+    from engine.runtime.lab import LabRuntime
+
+    if policy.lab is None:
+        print(f"ipsec-console: {config}: --datapath lab runs a lab, and this policy has no [lab] section "
+              "naming its peers (see sample-configs/lab.toml). To negotiate without protecting traffic, use "
+              "--datapath none.", file=sys.stderr)
+        return 2
+    lab = LabRuntime(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
         try:
-            await runtime.start()
+            await lab.start()
+        except (PolicyError, OSError, ValueError) as exc:
+            print(f"ipsec-console: {exc}", file=sys.stderr)
+            return 1
+        server = ControlServer(lab.local, control or policy.engine.control or DEFAULT_CONTROL)
+        try:
             await server.start()
         except OSError as exc:
             print(f"ipsec-console: {exc}", file=sys.stderr)
-            await runtime.stop(delete=False)
+            await lab.stop()
             return 1
-        log.info("daemon running with %s (datapath %s)", config, dp.name)
+        log.info("daemon running the lab %s: %s", config, ", ".join(e.name for e in lab.endpoints))
         if ready is not None:
             ready.set()
         await stop.wait()
         log.info("shutting down: deleting SAs")
         await server.stop()
-        await runtime.stop(delete=True)
+        await lab.stop()
         return 0
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -35,6 +35,7 @@ from engine.ike.endpoint import IkeEndpoint
 from engine.ike.status import ike_sa_info
 from engine.policy.model import Policy
 from engine.runtime.udp import UdpSockets
+from engine.runtime.wallclock import to_wall_clock
 from engine.status import ConnectionInfo, IkeSaInfo, StatusSnapshot
 from engine.wire.natt import classify_natt
 
@@ -198,6 +199,7 @@ class EngineRuntime:
                 self.datapath_event(ev)
 
     def publish(self, event: Event) -> None:
+        event = to_wall_clock(event, time.time() - self.now())
         if isinstance(event, _REPLAYED) and (not isinstance(event, LogMessage) or event.level in _LOUD):
             self.history.append(event)
         for q in list(self._subscribers):

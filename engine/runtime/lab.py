@@ -154,16 +154,24 @@ class LabRuntime:
             self._recorder = None
         self.local = None
 
+    _KEEP = (NegotiationFailed, IkeSaStateChanged, ChildSaInstalled, ChildSaDeleted, ExchangeSent,
+             ExchangeReceived, PolicyApplied)
+
     async def _record(self) -> None:
-        keep = (NegotiationFailed, IkeSaStateChanged, ChildSaInstalled, ChildSaDeleted, ExchangeSent,
-                ExchangeReceived, PolicyApplied)
         while True:
             ev = await self._queue.get()
-            if isinstance(ev, keep):
+            if isinstance(ev, self._KEEP):
                 self._history.append(ev)
 
     def recent_events(self) -> list[Event]:
         """hq's recent negotiation events, oldest first (a late subscriber replays these)."""
+        # Events published since the recorder task last ran are still in its queue: the first
+        # negotiation happens while the lab starts, and its ladder lost messages without this.
+        if self._queue is not None:
+            while not self._queue.empty():
+                ev = self._queue.get_nowait()
+                if isinstance(ev, self._KEEP):
+                    self._history.append(ev)
         return list(self._history)
 
     # ------------------------------------------------------------ the local endpoint's surface

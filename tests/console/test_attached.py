@@ -125,3 +125,153 @@ def test_sas_json_schema_and_control_commands(daemons):
     while _sas(hq):
         assert time.monotonic() < deadline
         time.sleep(0.1)
+
+
+@pytest.fixture
+def lab_daemon(tmp_path):
+    """`ipsec-console daemon lab.toml --datapath lab`, started from the lab's folder with a relative path."""
+    src = sample_path("lab.toml").parent
+    for name in ("lab.toml", "lab-branch.toml", "lab-roadwarrior.toml", "lab.secrets.toml"):
+        shutil.copy(src / name, tmp_path / name)
+    sock = tmp_path / "hq.sock"
+    log = open(tmp_path / "daemon.log", "wb")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "console", "daemon", "lab.toml", "--datapath", "lab",
+                             "--control", str(sock)], cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True, env=env)
+    try:
+        for _ in range(200):
+            if sock.exists():
+                break
+            time.sleep(0.05)
+        assert sock.exists(), (tmp_path / "daemon.log").read_text()
+        yield sock, tmp_path
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+
+
+def _events(control, *args, count: int, timeout: float = 15) -> list[dict]:
+    proc = subprocess.Popen([sys.executable, "-m", "console", "events", "--control", str(control), *args],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(out) < count and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            out.append(json.loads(line))
+    finally:
+        proc.kill()
+        proc.wait(5)
+    return out
+
+
+@pytest.mark.slow
+def test_daemon_runs_the_whole_lab_and_initiate_returns_the_outcome(lab_daemon):
+    sock, tmp = lab_daemon
+    deadline = time.monotonic() + 20
+    while not [sa for sa in _sas(sock) if sa["children"]]:  # the branch peer runs in the daemon too
+        assert time.monotonic() < deadline, (tmp / "daemon.log").read_text()[-3000:]
+        time.sleep(0.2)
+    assert abs(json.loads(_cli("sas", "--json", control=sock).stdout)["time"] - time.time()) < 60
+    r = _cli("initiate", "branch", control=sock)
+    assert r.returncode == 0 and "already up" in r.stdout
+    r = _cli("initiate", "roadwarrior", "--timeout", "20", control=sock)
+    assert r.returncode == 1 and "NO_PROPOSAL_CHOSEN" in r.stderr, r.stdout + r.stderr
+    assert _cli("terminate", "branch", control=sock).returncode == 0
+    deadline = time.monotonic() + 10
+    while [sa for sa in _sas(sock) if sa["name"] == "branch"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    r = _cli("initiate", "branch", "--timeout", "20", control=sock)
+    assert r.returncode == 0 and "established successfully" in r.stdout, r.stdout + r.stderr
+    assert _cli("initiate", "nosuch", control=sock).returncode == 1
+    # events: --type filters; PacketSample carries no decrypted packet unless asked for
+    samples = _events(sock, "--type", "PacketSample", count=4)
+    assert len(samples) == 4 and {e["type"] for e in samples} == {"PacketSample"}
+    assert all(not e["inner"] for e in samples)
+    assert all(abs(e["time"] - time.time()) < 60 for e in samples)  # wall clock
+    plain = _events(sock, "--type", "PacketSample", "--plaintext", count=6)
+    assert any(e["inner"] for e in plain if e["direction"] in ("in", "out"))
+    bad = subprocess.run([sys.executable, "-m", "console", "events", "--type", "Nope", "--control", str(sock)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 1 and "unknown event type Nope" in bad.stderr
+
+
+def test_daemon_refuses_the_lab_datapath_without_a_lab(tmp_path):
+    src = sample_path("site-to-site.toml").parent
+    for name in ("site-to-site.toml", "site-to-site.secrets.toml"):
+        shutil.copy(src / name, tmp_path / name)
+    os.chmod(tmp_path / "site-to-site.secrets.toml", 0o600)
+    r = subprocess.run([sys.executable, "-m", "console", "daemon", str(tmp_path / "site-to-site.toml"),
+                        "--datapath", "lab", "--control", str(tmp_path / "x.sock")], cwd=ROOT,
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "no [lab] section" in r.stderr and "--datapath none" in r.stderr
+
+
+async def test_attach_from_another_folder_shows_the_policy_and_no_false_alert(lab_daemon):
+    from console.screens.policies import PoliciesScreen
+    from console.widgets.policy_tree import PolicyTree
+
+    sock, tmp = lab_daemon  # the daemon was given "lab.toml", relative to its own folder
+    app = ConsoleApp(AttachedRuntime(str(sock)))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: app.store.snapshot is not None, timeout=10, what="status")
+        policy, _ = await app.runtime.policy()
+        assert policy.path == str(tmp / "lab.toml")
+        # The secrets file is the daemon's (root, 0600 in real life): the console never needs it.
+        (tmp / "lab.secrets.toml").rename(tmp / "kept-by-the-daemon.toml")
+        await pilot.press("3")
+        await wait_for(pilot, lambda: isinstance(app.screen, PoliciesScreen) and app.screen.validation,
+                       timeout=10, what="policies")
+        nodes = app.screen.query_one(PolicyTree).nodes()
+        assert ("connection", "branch") in nodes and ("connection", "roadwarrior") in nodes
+        assert app.screen.validation.ok, [f.format() for f in app.screen.validation.errors]
+        await pilot.pause(0.5)
+        assert not [a for a in app.store.alerts if a.kind in ("cert", "runtime")]
+
+
+async def test_the_attached_console_reads_the_files_the_daemon_served(tmp_path):
+    """A console that cannot read the daemon's folder parses its lab policy from the peer files the
+    daemon serves with get-policy; the copies go when the console does."""
+    from engine.runtime.control import public_files
+    from engine.policy.parse import load_policy
+
+    src = sample_path("lab.toml").parent
+    for name in ("lab.toml", "lab-branch.toml", "lab-roadwarrior.toml", "lab.secrets.toml"):
+        shutil.copy(src / name, tmp_path / name)
+    served = public_files(load_policy(tmp_path / "lab.toml"))
+    assert set(served) == {"lab-branch.toml", "lab-roadwarrior.toml"}  # never the secrets file
+    rt = AttachedRuntime(str(tmp_path / "none.sock"))
+    elsewhere = "/srv/not-readable-here/lab.toml"
+
+    async def call(cmd, **args):
+        assert cmd == "get-policy"
+        return {"path": elsewhere, "text": (tmp_path / "lab.toml").read_text(), "files": served}
+
+    rt._call = call
+    policy, text = await rt.policy()
+    assert policy.path == elsewhere and [c.name for c in policy.connections] == ["branch", "roadwarrior"]
+    assert (rt.files_dir / "lab-branch.toml").read_text() == served["lab-branch.toml"]
+    mirror = rt.files_dir
+    await rt.stop()
+    assert not mirror.exists()
+
+
+def test_served_files_never_include_a_private_key(tmp_path):
+    from engine.runtime.control import public_files
+
+    (tmp_path / "gw.crt").write_text("-----BEGIN PRIVATE KEY-----\nnot a certificate\n-----END PRIVATE KEY-----\n")
+    (tmp_path / "ca.crt").write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    from engine.policy.model import AuthConfig, ConnectionConfig, Policy
+
+    policy = Policy(path=str(tmp_path / "gw.toml"), connections=(ConnectionConfig(
+        name="c", local=AuthConfig(auth="pubkey", certs=("gw.crt",)),
+        remote=AuthConfig(auth="pubkey", cacerts=("ca.crt",))),))
+    assert set(public_files(policy)) == {"ca.crt"}

@@ -18,7 +18,9 @@ async def test_dashboard_shows_connections_sas_and_alerts():
         for name in ("branch", "roadwarrior", "legacy", "partner", "vendor"):
             assert name in text
         assert "ESTABLISHED" in text and "INSTALLED" in text
-        assert "NO_PROPOSAL_CHOSEN" in text and "DPD timeout" in text
+        assert "NO_PROPOSAL_CHOSEN" in text
+        # The road warrior's DPD timeout cleared itself: a new IKE SA of it came up since.
+        assert "DPD timeout" not in text and not [a for a in app.store.alerts if a.kind == "dpd"]
         assert "LAB" not in text  # a fake is not a lab
         child = app.screen.query_one(ChildSaTable)
         snap = app.store.snapshot
@@ -154,3 +156,37 @@ async def test_command_refusal_is_a_notification_not_a_crash():
         await wait_for(pilot, lambda: any("nothing to rekey" in n.message for n in app._notifications),
                        what="notification")
         assert app.is_running
+
+
+async def test_alerts_show_their_age_clear_when_the_tunnel_is_up_and_can_be_dismissed():
+    rt = FakeRuntime()
+    app = make_app(rt)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await ready(pilot)
+        assert "legacy NO_PROPOSAL_CHOSEN" in screen_text(app)
+        rt.advance(150.0)
+        app.poll_soon()
+        await wait_for(pilot, lambda: "legacy NO_PROPOSAL_CHOSEN 2m30s" in screen_text(app), what="age")
+        # The legacy peer gets fixed: its tunnel comes up, the alert goes by itself.
+        rt._failing.discard("legacy")
+        rt._establish(rt._conn("legacy"))
+        await wait_for(pilot, lambda: "legacy NO_PROPOSAL_CHOSEN" not in screen_text(app), what="auto-clear")
+        assert "partner TS_UNACCEPTABLE" in screen_text(app)
+        # Dismissed by hand: the newest first, then everything.
+        newest = app.store.shown_alerts()[0]
+        await pilot.press("x")
+        await pilot.pause()
+        assert newest.text not in screen_text(app)
+        await pilot.press("X")
+        await pilot.pause()
+        assert not app.store.alerts and "✓ no failed negotiation" in screen_text(app)
+
+
+async def test_the_attached_top_bar_keeps_count_and_clock_at_80_columns():
+    rt = FakeRuntime(kind="attached", label="attached to the daemon at /run/ipsec-console/control.sock")
+    app = make_app(rt)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        top = screen_text(app).splitlines()[0]
+        assert "2 up 3 failing" in top and "22:13:20" in top, top
+        assert "1" in top and "6PKI" in top

@@ -27,7 +27,7 @@ from engine.pki.validate import load_crl_files
 from engine.policy import parse_policy
 from engine.secret import Secret
 
-from .conftest import ready, screen_text, wait_for
+from .conftest import ready, steady_cursors, screen_text, wait_for
 
 T0 = datetime(2031, 3, 1, 9, 30, tzinfo=timezone.utc)
 PEM_KEY_MARKER = "PRIVATE KEY"
@@ -354,6 +354,61 @@ def test_snapshot_80x24(snap_compare, tmp_path, monkeypatch):
 
     async def run_before(pilot):
         await open_pki(pilot)
+        steady_cursors(pilot.app)
         await pilot.pause(0.2)
+
+    assert snap_compare(make_app(tmp_path), terminal_size=(80, 24), run_before=run_before)
+
+
+def test_the_shipped_lab_keeps_its_ca_in_the_users_data_folder(tmp_path):
+    from engine.policy.parse import load_policy
+    from engine.policy.samples import sample_dir, sample_path
+
+    from console.widgets.pki_folder import pki_dir_for
+
+    lab = load_policy(sample_path("lab.toml"))
+    d = pki_dir_for(lab)
+    assert d == tmp_path / "data" / "ipsec-console" / "lab-pki"  # XDG_DATA_HOME (conftest)
+    assert sample_dir().resolve() not in d.resolve().parents
+    copy = tmp_path / "mine" / "lab.toml"  # a lab of one's own keeps pki/ beside it
+    copy.parent.mkdir()
+    copy.write_text(sample_path("lab.toml").read_text())
+    for name in ("lab-branch.toml", "lab-roadwarrior.toml", "lab.secrets.toml"):
+        (copy.parent / name).write_text(sample_path(name).read_text())
+    assert pki_dir_for(load_policy(copy)) == copy.parent / "pki"
+
+
+async def test_screenshot_from_the_palette_works_without_a_downloads_folder(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    home.mkdir()
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    from .conftest import make_app as plain_app
+
+    app = plain_app()
+    async with app.run_test(size=(80, 24), notifications=True) as pilot:
+        await ready(pilot)
+        app.action_screenshot()
+        await wait_for(pilot, lambda: list(work.glob("*.svg")), what="screenshot file")
+        await wait_for(pilot, lambda: any("Saved screenshot" in n.message for n in app._notifications),
+                       what="notice")
+
+
+@pytest.mark.parametrize("dialog", ["issue", "init_ca", "folder"])
+def test_dialog_snapshots_80x24(snap_compare, tmp_path, dialog):
+    if dialog != "init_ca":
+        make_ca(tmp_path)
+
+    async def run_before(pilot):
+        await open_pki(pilot)
+        await pilot.press({"issue": "i", "init_ca": "n", "folder": "f"}[dialog])
+        await wait_for(pilot, lambda: len(pilot.app.screen_stack) > 1, what="the form")
+        for inp in pilot.app.screen.query("Input"):
+            if str(tmp_path) in inp.value:  # the test's folder is random: show a fixed one
+                inp.value = inp.value.replace(str(tmp_path), "/srv/vpn")
+        steady_cursors(pilot.app)
+        await pilot.pause(0.3)
 
     assert snap_compare(make_app(tmp_path), terminal_size=(80, 24), run_before=run_before)

@@ -11,15 +11,14 @@ from pathlib import Path
 import pytest
 from textual.widgets import Input, TabbedContent, TextArea
 
-from console import policy_api
+from engine.policy.findings import Finding, PolicyError
 from console.runtime.fake import FakeRuntime
+from console.policy_state import pools_supported
 from console.screens.confirm import ConfirmScreen
 from console.screens.policies import PoliciesScreen
 
 from .conftest import make_app, ready, screen_text, wait_for
 
-pytestmark = pytest.mark.skipif(policy_api.get("parse_policy") is None,
-                                reason="needs engine.policy.parse_policy (the policy layer, issue 2)")
 
 
 async def _open(pilot) -> PoliciesScreen:
@@ -139,9 +138,7 @@ async def test_valid_edit_shows_diff_applies_changed_connection_only_and_saves(t
 
 async def test_engine_refusal_changes_nothing(tmp_path):
     rt = FakeRuntime.in_folder(tmp_path)
-    error_type = policy_api.policy_error_type()
-    Finding = policy_api.require("Finding")
-    rt.fail_next["apply_policy"] = error_type([Finding("gateway.toml", "connections.branch", "error",
+    rt.fail_next["apply_policy"] = PolicyError([Finding("gateway.toml", "connections.branch", "error",
                                                        "the engine cannot do this")])
     app = make_app(rt)
     async with app.run_test(size=(100, 30), notifications=True) as pilot:
@@ -159,27 +156,54 @@ async def test_engine_refusal_changes_nothing(tmp_path):
         assert screen.running_text != editor.text  # still pending
 
 
-async def test_form_edit_warns_before_rewriting_a_hand_written_file(tmp_path):
+async def test_form_edits_keep_comments_and_never_stack_questions(tmp_path):
+    """Typing or pasting into a field of a hand-written file: no dialog (let alone one per
+    keystroke), every character lands in the field, comments and layout stay."""
     rt = FakeRuntime.in_folder(tmp_path)
     app = make_app(rt)
+    asked = []
     async with app.run_test(size=(100, 30)) as pilot:
+        app.screen_stack_changed = None
         screen = await _open(pilot)
-        await wait_for(pilot, lambda: screen.query("#f-dpd_delay"), what="form for branch")
-        field = screen.query_one("#f-dpd_delay", Input)
-        assert field.value == "30s"
+        await wait_for(pilot, lambda: screen.query("#f-remote-id"), what="form for branch")
+        field = screen.query_one("#f-remote-id", Input)
+        assert field.value == "branch.example.org"
         field.focus()
-        field.cursor_position = len(field.value)
-        await pilot.press("backspace")
-        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="comments warning")
-        assert "comments" in screen_text(app)
-        await pilot.press("y")
-        await wait_for(pilot, lambda: not isinstance(app.screen, ConfirmScreen), what="back to the form")
-        await pilot.press("backspace", "backspace", "4", "5", "s")
+        field.value = ""
+        await pilot.press(*"13")  # digits typed into a field stay in the field (no screen switch)
+        asked.append(isinstance(app.screen, ConfirmScreen))
+        field.insert_text_at_cursor(".example.net")  # a paste
+        await pilot.press("backspace", "t")
+        asked.append(isinstance(app.screen, ConfirmScreen))
+        assert app.current_mode == "policies" and field.value == "13.example.net"
         editor = screen.query_one("#pol-editor", TextArea)
-        await wait_for(pilot, lambda: 'dpd_delay = "45s"' in editor.text, what="form edit in the text")
-        assert "# Head office gateway" not in editor.text  # re-serialized, as warned
-        await wait_for(pilot, lambda: screen.validation.text == editor.text and screen.validation.ok,
-                       what="valid")
+        await wait_for(pilot, lambda: 'id = "13.example.net"' in editor.text, what="form edit in the text")
+        assert "# Head office gateway" in editor.text  # comments kept
+        assert "[connections.roadwarrior]       # laptops, usually behind a NAT" in editor.text
+        assert editor.text.replace('"13.example.net"', '"branch.example.org"') == rt._text  # nothing else moved
+        await pilot.press("escape")  # back to the tree; now digits navigate
+        await pilot.press("1")
+        assert app.current_mode == "dashboard"
+    assert asked == [False, False]
+
+
+async def test_ctrl_t_cycles_every_tab_from_the_tree_and_from_a_form_field(tmp_path):
+    rt = FakeRuntime.in_folder(tmp_path)
+    app = make_app(rt)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await _open(pilot)
+        tabs = screen.query_one(TabbedContent)
+        seen = []
+        for _ in range(4):
+            await pilot.press("ctrl+t")
+            await pilot.pause(0.1)
+            seen.append(tabs.active)
+        assert seen == ["pol-toml-tab", "pol-diff-tab", "pol-spd-tab", "pol-tree-tab"]
+        await wait_for(pilot, lambda: screen.query("#f-dpd_delay"), what="form")
+        screen.query_one("#f-dpd_delay", Input).focus()
+        await pilot.press("ctrl+t")
+        await pilot.pause(0.1)
+        assert tabs.active == "pol-toml-tab"
 
 
 async def test_form_shows_inline_errors(tmp_path):
@@ -219,3 +243,150 @@ async def test_spd_question_is_answered(tmp_path):
         await pilot.press("enter")
         await pilot.pause()
         assert "DISCARD" in screen_text(app) and "no-telnet" in screen_text(app)
+
+
+async def test_long_form_values_stay_visible_at_80x24(tmp_path):
+    rt = FakeRuntime.in_folder(tmp_path)
+    app = make_app(rt)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await _open(pilot)
+        await wait_for(pilot, lambda: screen.query("#f-proposals"), what="form")
+        await pilot.pause(0.2)
+        field = screen.query_one("#f-proposals", Input)
+        assert len(field.value) > field.size.width  # wider than the field
+        row = screen_text(app).splitlines()[field.region.y]
+        assert "aes256gcm16-prfsha384-x25519, aes256" in row  # its start, not a blank line
+        # the whole value, wrapped, right under the field
+        assert "aes256-sha384-ecp384" in screen_text(app).splitlines()[field.region.y + 2]
+
+
+async def _wait_node(pilot, screen, node, present=True):
+    from console.widgets.policy_tree import PolicyTree
+
+    tree = screen.query_one(PolicyTree)
+    await wait_for(pilot, lambda: (node in tree.nodes()) == present, what=f"{node} {'in' if present else 'gone'}")
+    return tree
+
+
+async def test_new_sections_show_in_the_tree_before_the_policy_validates(tmp_path):
+    rt = FakeRuntime.in_folder(tmp_path)
+    app = make_app(rt)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await _open(pilot)
+        await _type_at_end(pilot, screen, "\n[connections.new-site]\nremote_addrs = [\"192.0.2.99\"]\n"
+                                          "[connections.new-site.children.net]\n")
+        assert not screen.validation.ok  # no auth, no selectors yet...
+        await _wait_node(pilot, screen, ("connection", "new-site"))  # ...and yet it shows
+        await _wait_node(pilot, screen, ("child", "new-site", "net"))
+
+
+async def test_add_copy_and_delete_from_the_tree(tmp_path):
+    from console.screens.dialogs import AddDialog, TextPrompt
+
+    rt = FakeRuntime.in_folder(tmp_path)
+    app = make_app(rt)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await _open(pilot)
+        editor = screen.query_one("#pol-editor", TextArea)
+        tree = await _wait_node(pilot, screen, ("connection", "branch"))
+        tree.focus()
+        tree.select(("rule", "dns"))
+        await pilot.press("a")  # on a rule, a rule comes first
+        await wait_for(pilot, lambda: isinstance(app.screen, AddDialog), what="add dialog")
+        assert app.screen.choices[0][1] == ("rule",)
+        # pools are offered once the policy layer reads [pools] (road warriors)
+        assert any(p == ("pool",) for _, p in app.screen.choices) == pools_supported()
+        await pilot.press("tab", "ctrl+a", "ctrl+k", *"ntp", "enter")
+        await _wait_node(pilot, screen, ("rule", "ntp"))
+        assert "[rules.ntp]" in editor.text
+        if pools_supported():
+            await pilot.press("a")
+            await wait_for(pilot, lambda: isinstance(app.screen, AddDialog), what="add dialog")
+            index = [p for _, p in app.screen.choices].index(("pool",))
+            await pilot.press(*["down"] * index, "tab", "ctrl+a", "ctrl+k", *"clients", "enter")
+            await _wait_node(pilot, screen, ("pool", "clients"))
+            assert '[pools.clients]\naddrs = "198.51.100.128/25"' in editor.text
+        tree.select(("connection", "branch"))
+        await pilot.press("c")
+        await wait_for(pilot, lambda: isinstance(app.screen, TextPrompt), what="copy prompt")
+        await pilot.press("ctrl+a", "ctrl+k", *"branch2", "enter")
+        await _wait_node(pilot, screen, ("child", "branch2", "voice"))  # with its children
+        tree.select(("child", "branch2", "voice"))
+        await pilot.press("x")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="delete confirmation")
+        await pilot.press("y")
+        await _wait_node(pilot, screen, ("child", "branch2", "voice"), present=False)
+        assert ("child", "branch2", "lan") in tree.nodes()
+        tree.select(("connection", "branch2"))
+        await pilot.press("x", "y")
+        await _wait_node(pilot, screen, ("connection", "branch2"), present=False)
+        assert "branch2" not in editor.text and "# Head office gateway" in editor.text
+        await wait_for(pilot, lambda: screen.validation.text == editor.text and screen.validation.ok, what="valid")
+
+
+async def test_new_file_from_a_template_save_as_and_the_shipped_lab_is_never_overwritten(tmp_path, monkeypatch):
+    from console.screens.dialogs import NewFileDialog
+    from engine.policy.samples import sample_path
+
+    monkeypatch.chdir(tmp_path)
+    rt = FakeRuntime.in_folder(tmp_path)
+    app = make_app(rt)
+    async with app.run_test(size=(100, 30), notifications=True) as pilot:
+        screen = await _open(pilot)
+        await pilot.press("ctrl+n")
+        await wait_for(pilot, lambda: isinstance(app.screen, NewFileDialog), what="new file dialog")
+        target = tmp_path / "gw2.toml"
+        await pilot.press("ctrl+a", "ctrl+k", *str(target), "tab", "down", "enter")  # the first sample
+        editor = screen.query_one("#pol-editor", TextArea)
+        first_sample = [n for n in __import__("engine.policy.samples", fromlist=["x"]).sample_names()
+                        if n != "lab.toml" and not n.startswith("lab-")][0]
+        await wait_for(pilot, lambda: editor.text == sample_path(first_sample).read_text(), what="template")
+        assert screen.file_path == str(target) and not target.exists()
+        assert any("edits not saved" in p for p in app.pending_work())
+        # Save as somewhere else (its secrets file beside it): the text goes there, and so do later saves.
+        secrets_name = first_sample.replace(".toml", ".secrets.toml")
+        (tmp_path / secrets_name).write_text(sample_path(secrets_name).read_text())
+        (tmp_path / secrets_name).chmod(0o600)
+        await pilot.press("ctrl+o")
+        await wait_for(pilot, lambda: isinstance(app.screen, NewFileDialog), what="save as dialog")
+        other = tmp_path / "gw3.toml"
+        await pilot.press("ctrl+a", "ctrl+k", *str(other), "enter")
+        await wait_for(pilot, lambda: other.exists(), what="saved as")
+        assert other.read_text() == sample_path(first_sample).read_text() and screen.file_path == str(other)
+        await _type_at_end(pilot, screen, "# mine\n")
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: other.read_text().endswith("# mine\n"), what="saved again")
+        assert not target.exists()
+        # The shipped lab is never written over: Save turns into Save as.
+        lab = sample_path("lab.toml")
+        before = lab.read_text()
+        screen.file_path = str(lab)
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: isinstance(app.screen, NewFileDialog), what="save as instead")
+        await pilot.press("escape")
+        assert lab.read_text() == before
+
+
+async def test_quit_asks_and_names_what_would_be_lost(tmp_path):
+    rt = FakeRuntime.in_folder(tmp_path)
+    app = make_app(rt)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await _open(pilot)
+        editor = screen.query_one("#pol-editor", TextArea)
+        editor.load_text(editor.text.replace('dpd_delay = "30s"', 'dpd_delay = "45s"'))
+        await _type_at_end(pilot, screen, "\n")
+        await pilot.press("ctrl+g")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="confirm apply")
+        await pilot.press("y")
+        await wait_for(pilot, lambda: screen.running_text == editor.text, what="applied")
+        screen.query_one("#pol-tree").focus()
+        await pilot.press("q")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="quit guard")
+        text = screen_text(app)
+        assert "edits not saved" in text and "lost at the next start" in text and "gateway.toml" in text
+        await pilot.press("n")
+        assert app.is_running
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: not app.pending_work(), what="saved")
+        await pilot.press("q")
+        await wait_for(pilot, lambda: not app.is_running, what="quit without asking")

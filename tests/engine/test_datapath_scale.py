@@ -59,13 +59,14 @@ def to(n: int, sport: int = 1000, dport: int = 53) -> bytes:
 
 
 def new_path(monkeypatch) -> tuple[SaPath, list]:
+    """An SA path on POLICY, and the list of the SPDs it builds from a policy."""
     built = []
-    real = up.Spd
 
-    def counting(*a, **kw):
-        built.append(a)
-        return real(*a, **kw)
-    monkeypatch.setattr(up, "Spd", counting)
+    class Counting(up.Spd):
+        def __init__(self, *a, **kw):
+            built.append(a)
+            super().__init__(*a, **kw)
+    monkeypatch.setattr(up, "Spd", Counting)
     return SaPath(parse_policy(POLICY, load_secrets=False)), built
 
 

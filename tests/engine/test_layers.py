@@ -7,7 +7,7 @@ import pathlib
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 ENGINE = ROOT / "engine"
-SANS_IO = ("ike", "esp", "wire", "crypto")
+SANS_IO = ("ike", "esp", "wire", "crypto", "eap")
 FORBIDDEN_IN_CORE = {"socket", "asyncio", "threading", "time", "pyroute2", "select", "subprocess", "selectors"}
 
 

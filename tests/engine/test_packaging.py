@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 import venv
 from pathlib import Path
 
@@ -27,10 +28,15 @@ def test_installed_wheel_checks_its_samples_from_another_folder(tmp_path: Path):
         else:
             shutil.copy2(path, src / name)
     env_dir = tmp_path / "venv"
-    # Dependencies (textual, cryptography, ...) come from the system site; only our package is installed.
-    # No pip inside (ensurepip is slow): this interpreter's pip installs into the venv with --python.
-    venv.EnvBuilder(system_site_packages=True, with_pip=False).create(env_dir)
+    # Dependencies (textual, cryptography, ...) come from this interpreter's site-packages (a venv's, in
+    # CI: system_site_packages would mean Debian's bare python3), listed in a .pth file; only our package
+    # is installed. No pip inside (ensurepip is slow): this interpreter's pip installs with --python.
+    venv.EnvBuilder(with_pip=False).create(env_dir)
     python = env_dir / "bin" / "python"
+    site_dir = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+    ours = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
+    Path(site_dir, "_test_dependencies.pth").write_text("\n".join(sorted(ours)) + "\n")
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
     install = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet",
@@ -58,4 +64,4 @@ def test_installed_wheel_checks_its_samples_from_another_folder(tmp_path: Path):
     bad.write_text('[engine]\ndatapath = "xfrm"\n')
     run = subprocess.run([str(cli), "check", "bad.toml"], cwd=elsewhere, env=env, capture_output=True, text=True,
                          timeout=60)
-    assert run.returncode == 1 and run.stdout.startswith("bad.toml: engine.datapath: error:")
+    assert run.returncode == 1 and run.stdout.startswith("bad.toml:2:1: engine.datapath: error:")

@@ -72,13 +72,13 @@ EXPECTED: dict[str, list[tuple[str, str]]] = {
         ("rules.dyn.remote_ts", "dynamic is only for children"),
     ],
     "bad-ids.toml": [
-        ("connections.branch.local.id", "looks like a distinguished name but is not one"),
+        ("connections.branch.local.id", "distinguished name 'CN=': CN has an empty value"),
         ("connections.branch.remote.id", "address ranges are not supported as identities"),
         ("connections.other.local.id", "%any is only for the remote side"),
         ("connections.other.remote.id", "not an IPv4 address"),
         ("connections.third.local.id", "not a DNS name"),
         ("connections.third.remote.id", "not an e-mail address"),
-        ("connections.third.remote.auth", "must be \"psk\" or \"pubkey\", not 'eap-mschapv2' (EAP is not implemented)"),
+        ("connections.third.remote.auth", "EAP inside IKE_AUTH (RFC 7296 §2.16) is not negotiated by this engine yet"),
     ],
     "missing-secret.toml": [
         ("connections.other.local.auth", "no [ike.*] secret in missing-secret.secrets.toml matches this connection "

@@ -263,5 +263,9 @@ def test_ca_without_crl_is_robust_to_missing_and_broken_files(two_cas: Path):
 
 def test_every_rule_has_a_test():
     tested = set(CASES) | {"short-psk", "weak-psk", "shared-psk", "psk-roadwarrior", "secrets-readable",
-                           "psk-many-peers", "ca-without-crl"}
+                           "psk-many-peers", "ca-without-crl",
+                           "not-quantum-safe", "short-ppk",  # tested in test_policy_pq.py
+                           "save-keys",  # tested in tests/ops/test_keylog.py
+                           "pool-overlap", "pool-too-small", "eap-without-certificate",
+                           "windows-weak-proposals"}  # tested in test_policy_roadwarrior.py
     assert tested == set(RULES)

@@ -13,8 +13,9 @@ from engine.policy import Spd, load_policy, lookup_psk, run_check, sample_path
 from engine.policy.samples import resolve_policy_path, sample_dir, sample_names
 
 REQUIRED = {"lab.toml", "lab-branch.toml", "lab-roadwarrior.toml", "site-to-site.toml", "road-warrior-server.toml",
-            "host-to-host-transport.toml", "server-least-privilege.toml"}
-LINE = re.compile(r"^(?P<file>[^:]+)(: (?P<key>[^ ]+)|:(?P<line>\d+):(?P<col>\d+))?: (?P<sev>error|warning): (?P<msg>.+)$")
+            "host-to-host-transport.toml", "server-least-privilege.toml", "road-warrior-client.toml"}
+LINE = re.compile(r"^(?P<file>[^:]+):(?P<line>\d+):(?P<col>\d+)(: (?P<key>[^ ]+))?: (?P<sev>error|warning): "
+                  r"(?P<msg>.+)$")
 
 
 def test_the_required_samples_exist():
@@ -99,10 +100,13 @@ def test_server_least_privilege_allows_only_https_and_ssh_over_ipsec():
 
 # -- the command ------------------------------------------------------------------------------
 def test_check_command_exit_0_for_samples(capsys):
-    assert main(["check", str(sample_path("server-least-privilege.toml"))]) == 0
-    assert capsys.readouterr().out == ""
+    path = str(sample_path("server-least-privilege.toml"))
+    assert main(["check", path]) == 0
+    assert capsys.readouterr().out == f"{path}: valid\n"  # one quiet line
     assert main(["check", str(sample_path("site-to-site.toml"))]) == 0  # warnings allowed
-    for line in capsys.readouterr().out.splitlines():
+    *lines, summary = capsys.readouterr().out.splitlines()
+    assert summary.endswith(("valid", "warning", "warnings"))
+    for line in lines:
         m = LINE.match(line)
         assert m and m["sev"] == "warning", line
 
@@ -111,13 +115,14 @@ def test_check_command_exit_1_and_one_line_per_finding(tmp_path: Path, monkeypat
     monkeypatch.chdir(tmp_path)
     Path("bad.toml").write_text('[engine]\nike_port = "500"\n[connections.c]\nencap = 1\n')
     assert main(["check", "bad.toml"]) == 1
-    lines = capsys.readouterr().out.splitlines()
-    assert "bad.toml: engine.ike_port: error: expected an integer, got a string ('500')" in lines
-    assert "bad.toml: connections.c.encap: error: expected true or false, got an integer (1)" in lines
+    *lines, summary = capsys.readouterr().out.splitlines()
+    assert "bad.toml:2:1: engine.ike_port: error: expected an integer, got a string ('500')" in lines
+    assert "bad.toml:4:1: connections.c.encap: error: expected true or false, got an integer (1)" in lines
     assert all(LINE.match(line) for line in lines)
+    assert summary.startswith("bad.toml: invalid: ") and summary.endswith(" errors, 0 warnings")
     Path("syntax.toml").write_text("[engine\n")
     assert main(["check", "syntax.toml"]) == 1
-    [line] = capsys.readouterr().out.splitlines()
+    [line, _summary] = capsys.readouterr().out.splitlines()
     m = LINE.match(line)
     assert m and m["line"] == "1" and m["sev"] == "error" and line.startswith("syntax.toml:1:")
 
@@ -130,6 +135,6 @@ def test_check_accepts_a_bare_sample_name_from_any_folder(tmp_path: Path, monkey
     Path("lab.toml").write_text("[engine]\ndatapath = 5\n")
     capsys.readouterr()
     assert main(["check", "lab.toml"]) == 1
-    assert capsys.readouterr().out.startswith("lab.toml: engine.datapath: error:")
+    assert capsys.readouterr().out.startswith("lab.toml:2:1: engine.datapath: error:")
     assert resolve_policy_path("no-such.toml") == "no-such.toml"
     assert resolve_policy_path("sub/lab.toml") == "sub/lab.toml"

@@ -28,6 +28,8 @@ import pytest
 from tests.conftest import REQUIRE_ALL  # noqa: F401  (skips become failures in CI)
 
 CHARON = "/usr/lib/ipsec/charon"
+STRONGSWAN6_ROOT = Path(os.environ.get("IPSEC_CONSOLE_STRONGSWAN6_ROOT", "/var/tmp/strongswan6"))
+"""A Debian root with strongSwan 6.1 (ML-KEM, PPK), made by .ci/strongswan6-root."""
 APT_STRONGSWAN = ("apt-get install -y strongswan-swanctl strongswan-charon libcharon-extra-plugins "
                   "libstrongswan-extra-plugins iproute2 iputils-ping nftables iperf3")
 PSK = "interop-psk-not-secret-0123456789"
@@ -48,6 +50,14 @@ def require_lab() -> None:
             pytest.skip(f"'{tool}' is missing: {APT_STRONGSWAN}")
     if not os.path.exists(CHARON):
         pytest.skip(f"strongSwan's charon is missing: {APT_STRONGSWAN}")
+
+
+def require_strongswan6(root: Path = STRONGSWAN6_ROOT) -> Path:
+    """Skip (a failure in CI) unless ``root`` holds strongSwan 6's charon."""
+    require_lab()
+    if not (root / "usr/lib/ipsec/charon").exists():
+        pytest.skip(f"no strongSwan 6.1 root at {root}: run .ci/strongswan6-root {root}")
+    return root
 
 
 def sh(*args: str, check: bool = True, timeout: float = 30, **kw) -> subprocess.CompletedProcess:
@@ -141,7 +151,7 @@ connections {{
     remote {{
       auth = {auth}
       id = {remote_id}
-    }}
+    }}{conn_extra}
     children {{
       psk-tunnel {{
         mode = {mode}
@@ -160,7 +170,7 @@ secrets {{
     id-left = left.example
     id-right = right.example
     secret = "{psk}"
-  }}
+  }}{secrets_extra}
 }}
 """
 
@@ -173,8 +183,14 @@ class Charon:
                  esp_proposals="aes256gcm16", encap="no", dpd_delay="0s", rekey_time="4h",
                  child_rekey_time="1h", mode="tunnel", start_action="none", dpd_action="clear",
                  debug_keys: bool = False, extra: str = "", retransmit: str = "",
-                 certs: dict[str, Path] | None = None) -> None:
+                 certs: dict[str, Path] | None = None, root: Path | None = None, conn_extra: str = "",
+                 secrets_extra: str = "") -> None:
+        """``root``: run that root's charon (e.g. strongSwan 6.1 from .ci/strongswan6-root) in a
+        chroot, as ../shared/interop/strongswan-peer --root does. ``conn_extra`` and
+        ``secrets_extra`` are swanctl.conf lines added to the connection and the secrets
+        sections (e.g. ``ppk_id = ...`` and a ``ppk-x { ... }`` block)."""
         self.lab = lab
+        self.root = root
         self.side = side
         self.dir = workdir / f"charon-{side}"
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -186,7 +202,9 @@ class Charon:
             mode=mode, local_ts=f"{me['inner']}/32", remote_ts=f"{peer['inner']}/32",
             esp_proposals=esp_proposals, child_rekey_time=child_rekey_time, start_action=start_action,
             dpd_action=dpd_action, psk=PSK, auth="pubkey" if certs else "psk",
-            local_certs=f"\n      certs = {certs['cert'].name}" if certs else "")
+            local_certs=f"\n      certs = {certs['cert'].name}" if certs else "",
+            conn_extra=textwrap.indent("\n" + conn_extra.strip(), " " * 4) if conn_extra.strip() else "",
+            secrets_extra=textwrap.indent("\n" + secrets_extra.strip(), " " * 2) if secrets_extra.strip() else "")
         self.certs = certs or {}
         levels = "ike = 4\n      chd = 4" if debug_keys else "ike = 2"
         self.strongswan_conf = textwrap.dedent(f"""\
@@ -241,9 +259,20 @@ class Charon:
         vici = self.dir / "charon.vici"
         vici.unlink(missing_ok=True)
         # charon 5.9.8 hard-codes /var/run/charon.pid: give it a private /run.
+        if self.root is None:
+            cmd = ["sh", "-c", 'mount --bind "$1" /run && exec "$2"', "sh", str(self.dir / "run"), CHARON]
+        else:
+            # The work dir appears inside the root at the same path, so every path in the
+            # configs stays valid; the mounts live in charon's private mount namespace only.
+            root = str(self.root)
+            for sub in (str(self.dir).lstrip("/"), "run", "proc", "dev"):
+                (self.root / sub).mkdir(parents=True, exist_ok=True)
+            cmd = ["sh", "-c", 'mount --bind "$1" "$3$1" && mount --bind "$1/run" "$3/run" && '
+                   'mount -t proc proc "$3/proc" && mount --bind /dev "$3/dev" && '
+                   'exec chroot "$3" /usr/lib/ipsec/charon', "sh", str(self.dir), "unused", root]
         self.proc = subprocess.Popen(
             ["ip", "netns", "exec", self.lab.ns[self.side], "unshare", "--mount", "--propagation", "private",
-             "sh", "-c", 'mount --bind "$1" /run && exec "$2"', "sh", str(self.dir / "run"), CHARON],
+             *cmd],
             env=self.env(), stdin=subprocess.DEVNULL, stdout=open(self.dir / "charon.out", "wb"),
             stderr=subprocess.STDOUT, start_new_session=True)
         for _ in range(100):

@@ -1,0 +1,115 @@
+"""The help screen (``?`` or F1): every key of the screen it was opened from,
+of the focused widget and of the whole console, with the binding ids a
+``[keymap]`` in settings.toml remaps."""
+
+from __future__ import annotations
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen, Screen
+from textual.widgets import Static
+
+from console.settings import config_dir
+
+NAV = "1 Dashboard · 2 Negotiations · 3 Policies · 4 Logs · 5 Packets · 6 PKI"
+
+
+def _key_display(app, key: str) -> str:
+    return ", ".join(app.get_key_display(Binding(k, "")) for k in key.split(","))
+
+
+def binding_rows(screen: Screen) -> list[tuple[str, list[tuple[str, str, str]]]]:
+    """(group title, [(keys, description, binding id)]) for ``screen``, keymap applied."""
+    app = screen.app
+    groups: list[tuple[str, list[tuple[str, str, str]]]] = []
+    seen: set[tuple[str, str]] = set()
+    chain = screen._binding_chain
+    if not any(node is screen for node, _ in chain):
+        chain = [(screen, screen._bindings)] + chain
+    for node, bindings_map in chain:
+        rows: list[tuple[str, str, str]] = []
+        by_action: dict[tuple[str, str], list[str]] = {}
+        info: dict[tuple[str, str], Binding] = {}
+        for key, bindings in bindings_map.key_to_bindings.items():
+            for b in bindings:
+                # Ours carry ids (remappable); Textual's own widget keys (cursor moves) are left out.
+                if not b.description or b.system or not b.id:
+                    continue
+                ident = (b.action, b.description)
+                by_action.setdefault(ident, []).append(key)
+                info[ident] = b
+        for ident, keys in by_action.items():
+            if ident in seen:
+                continue
+            seen.add(ident)
+            b = info[ident]
+            rows.append((", ".join(_key_display(app, k) for k in keys), b.description, b.id or ""))
+        if not rows:
+            continue
+        if node is app:
+            title = "Everywhere"
+        elif node is screen:
+            title = f"This screen ({getattr(screen, 'TITLE_TEXT', '') or type(screen).__name__})"
+        else:
+            title = f"In the focused {type(node).__name__}"
+        groups.append((title, rows))
+    order = {"This": 0, "In": 1, "Everywhere": 2}
+    return sorted(groups, key=lambda g: order.get(g[0].split()[0], 1))
+
+
+class HelpScreen(ModalScreen[None]):
+    """See the module docstring. Escape, q or ? closes it."""
+
+    DEFAULT_CSS = """
+    HelpScreen {
+        align: center middle;
+        background: $background 60%;
+    }
+    HelpScreen #help-box {
+        width: 90;
+        max-width: 98%;
+        height: 90%;
+        border: thick $primary;
+        background: $surface;
+        padding: 0 1;
+    }
+    """
+    BINDINGS = [Binding("escape,q,question_mark,f1", "dismiss", "Close", id="help.close")]
+
+    def __init__(self, target: Screen) -> None:
+        super().__init__()
+        self.target = target
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="help-box") as box:
+            box.border_title = "Keys (Escape closes)"
+            yield Static(self._content(), id="help-text")
+
+    def _content(self) -> Group:
+        parts: list = []
+        for title, rows in binding_rows(self.target) + [("Screens and text fields", [
+                ("1-6", NAV, ""),
+                ("Escape", "leave a text field (then 1-6 and the other keys work again)", ""),
+                ("ctrl+p", "every action and connection, searchable", "")])]:
+            parts.append(Text(title, style="bold underline"))
+            table = Table.grid(padding=(0, 2))
+            table.add_column(style="bold", no_wrap=True, min_width=10)
+            table.add_column(ratio=1)
+            table.add_column(style="dim", no_wrap=True)
+            for keys, description, ident in rows:
+                table.add_row(keys, description, ident)
+            parts += [table, Text("")]
+        parts.append(Text("Remap keys", style="bold underline"))
+        parts.append(Text(f"In {config_dir() / 'settings.toml'}, binding id = keys:\n"
+                          '[keymap]\n"dashboard.initiate" = "I"\n"logs.export" = "e,ctrl+e"'))
+        return Group(*parts)
+
+    def on_mount(self) -> None:
+        self.query_one("#help-box").focus()  # arrows and page keys scroll
+
+    def action_dismiss(self, result=None) -> None:
+        self.dismiss(None)

@@ -1,0 +1,91 @@
+"""``ipsec-console serve``: the same console in a web browser (textual-serve).
+
+Each browser session runs one console process: ``--attach`` (the way to
+share a daemon's tunnels between the terminal and the browser) or the
+console on CONFIG / the lab. The server listens on 127.0.0.1 by default and
+answers nothing without a token: a random one is printed in the URL at start
+(or given with ``--token``). The first request with ``?token=`` sets a
+same-site, HTTP-only cookie that the page's websocket then carries.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+import shlex
+import sys
+
+import aiohttp_jinja2
+import jinja2
+from aiohttp import web
+from textual_serve.server import Server
+
+COOKIE = "ipsec_console_token"
+
+
+def console_command(config: str | None, attach: bool, control: str | None) -> str:
+    """The shell command textual-serve starts per browser session (this interpreter, this package)."""
+    args = [sys.executable, "-m", "console"]
+    if attach:
+        args.append("attach")
+        if control:
+            args += ["--control", control]
+    elif config:
+        args.append(config)
+    return shlex.join(args)
+
+
+class TokenServer(Server):
+    """textual-serve's server, refusing every request that lacks the token."""
+
+    def __init__(self, command: str, *, host: str, port: int, token: str) -> None:
+        super().__init__(command, host=host, port=port, title="ipsec-console")
+        self.token = token
+
+    @property
+    def url(self) -> str:
+        return f"{self.public_url}/?token={self.token}"
+
+    async def _make_app(self) -> web.Application:
+        app = await super()._make_app()
+        app.middlewares.append(self._check_token)
+        # The stock page loads a web font from a third party: a gateway's console asks no one else.
+        aiohttp_jinja2.setup(app, loader=jinja2.FunctionLoader(self._template))
+        return app
+
+    def _template(self, name: str) -> str | None:
+        path = self.templates_path / name
+        if not path.is_file():
+            return None
+        return "".join(line for line in path.read_text(encoding="utf-8").splitlines(keepends=True)
+                       if "fonts.googleapis.com" not in line)
+
+    @web.middleware
+    async def _check_token(self, request: web.Request, handler):
+        given = request.query.get("token") or request.cookies.get(COOKIE, "")
+        if not hmac.compare_digest(given.encode(), self.token.encode()):
+            raise web.HTTPForbidden(text="ipsec-console serve: open the URL with its token "
+                                         "(printed when the server started)\n")
+        response = await handler(request)
+        if "token" in request.query and isinstance(response, web.Response):
+            response.set_cookie(COOKIE, self.token, httponly=True, samesite="Strict", path="/")
+        return response
+
+    async def on_startup(self, app: web.Application) -> None:
+        print(f"ipsec-console: serving {self.command} on {self.url}", flush=True)
+        if self.host not in ("127.0.0.1", "::1", "localhost"):
+            print(f"ipsec-console: listening on {self.host}: anyone who can reach it and has the token "
+                  "controls the console (put TLS in front, e.g. a reverse proxy)", flush=True)
+        print("ipsec-console: Ctrl+C stops the server", flush=True)
+
+
+def serve(config: str | None, *, attach: bool, control: str | None, host: str, port: int,
+          token: str | None) -> int:
+    token = token or secrets.token_urlsafe(24)
+    server = TokenServer(console_command(config, attach, control), host=host, port=port, token=token)
+    if not attach:
+        print("ipsec-console: each browser session runs its own console and engine; to share a "
+              "daemon's tunnels, run `ipsec-console daemon CONFIG` and `ipsec-console serve --attach`",
+              flush=True)
+    server.serve()
+    return 0

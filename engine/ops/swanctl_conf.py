@@ -1,0 +1,315 @@
+"""strongSwan's settings syntax (swanctl.conf, strongswan.conf): read and write.
+
+The grammar follows strongSwan's settings lexer and parser
+(src/libstrongswan/settings/settings_lexer.l, settings_parser.y):
+
+- a section is ``NAME {`` ... ``}``, or ``NAME : REF[, REF] {`` ... ``}`` to
+  inherit the settings and subsections of the referenced sections (dotted
+  paths from the top, e.g. ``connections.base``);
+- a setting is ``NAME = VALUE`` to the end of the line, ``#`` or ``}``; the
+  value's parts are joined by one space, a ``"quoted string"`` keeps its
+  spaces and knows ``\\n``, ``\\t``, ``\\"`` and line continuation;
+- ``include PATTERN`` reads the files the glob names (relative to the
+  including file), ``#`` starts a comment; a NAME is any run of characters
+  but ``# { } : . , = "`` and blanks;
+- a setting or section given twice: the later setting wins, sections merge.
+
+:func:`parse` returns a :class:`Section` tree that remembers each item's
+file and line for messages; :func:`quote` and :func:`render` write the syntax.
+Input is bounded (MAX_SIZE per file, MAX_INCLUDES files, MAX_DEPTH nesting).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MAX_SIZE = 4 * 1024 * 1024
+MAX_INCLUDES = 256
+MAX_DEPTH = 64
+_SPECIAL = set('#{}:.,="\r\n\t ')
+_VALUE_END = set("#}\n")
+
+
+class SettingsError(ValueError):
+    """The text is not in strongSwan's settings syntax: ``file:line: what``."""
+
+
+@dataclass
+class Setting:
+    value: str
+    file: str
+    line: int
+
+
+@dataclass
+class Section:
+    name: str
+    file: str = ""
+    line: int = 0
+    settings: dict[str, Setting] = field(default_factory=dict)
+    sections: dict[str, "Section"] = field(default_factory=dict)
+    refs: list[str] = field(default_factory=list)
+
+    def section(self, name: str) -> "Section | None":
+        return self.sections.get(name)
+
+    def value(self, key: str) -> str | None:
+        s = self.settings.get(key)
+        return None if s is None else s.value
+
+    def where(self, key: str | None = None) -> str:
+        item = self.settings.get(key) if key else None
+        if item is not None:
+            return f"{item.file}:{item.line}"
+        return f"{self.file}:{self.line}" if self.file else "<string>"
+
+
+class _Parser:
+    def __init__(self, root: Section) -> None:
+        self.root = root
+        self.files = 0
+
+    def parse_file(self, path: Path, stack: list[Section]) -> None:
+        self.files += 1
+        if self.files > MAX_INCLUDES:
+            raise SettingsError(f"{path}: more than {MAX_INCLUDES} files included")
+        try:
+            if path.stat().st_size > MAX_SIZE:
+                raise SettingsError(f"{path}: larger than {MAX_SIZE} bytes")
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except OSError as exc:
+            raise SettingsError(f"{path}: {exc.strerror or exc}") from None
+        self.parse_text(text, str(path), stack, path.parent)
+
+    def parse_text(self, text: str, file: str, stack: list[Section], folder: Path | None) -> None:
+        s, i, n, line = text, 0, len(text), 1
+        depth0 = len(stack)
+
+        def error(msg: str) -> SettingsError:
+            return SettingsError(f"{file}:{line}: {msg}")
+
+        def skip_blanks(newlines: bool = True) -> None:
+            nonlocal i, line
+            while i < n:
+                ch = s[i]
+                if ch == "\n":
+                    if not newlines:
+                        return
+                    line += 1
+                    i += 1
+                elif ch in " \t\r":
+                    i += 1
+                elif ch == "#":
+                    while i < n and s[i] != "\n":
+                        i += 1
+                else:
+                    return
+
+        def name() -> str:
+            nonlocal i
+            start = i
+            while i < n and s[i] not in _SPECIAL:
+                i += 1
+            if i == start:
+                raise error(f"unexpected {s[i]!r}" if i < n else "unexpected end of file")
+            return s[start:i]
+
+        def quoted() -> str:
+            nonlocal i, line
+            i += 1  # the opening quote
+            out: list[str] = []
+            while i < n:
+                ch = s[i]
+                if ch == '"':
+                    i += 1
+                    return "".join(out)
+                if ch == "\\" and i + 1 < n:
+                    nxt = s[i + 1]
+                    if nxt == "\n" or (nxt == "\r" and s[i + 2:i + 3] == "\n"):
+                        i += 2 if nxt == "\n" else 3
+                        line += 1
+                        continue
+                    out.append({"n": "\n", "r": "\r", "t": "\t"}.get(nxt, nxt))
+                    i += 2
+                    continue
+                if ch == "\n":
+                    line += 1
+                if ch != "\r":
+                    out.append(ch)
+                i += 1
+            raise error("unterminated string")
+
+        def include_name() -> str:
+            nonlocal i
+            out: list[str] = []
+            while i < n and s[i] not in "#}\n\t ":
+                if s[i] == "\\" and i + 1 < n:  # blanks, # and } can be escaped
+                    out.append(s[i + 1])
+                    i += 2
+                    continue
+                if s[i] != "\r":
+                    out.append(s[i])
+                i += 1
+            return "".join(out)
+
+        def value() -> str:
+            nonlocal i
+            parts: list[str] = []
+            while i < n:
+                ch = s[i]
+                if ch in " \t\r":
+                    i += 1
+                elif ch in _VALUE_END:
+                    break
+                elif ch == '"':
+                    parts.append(quoted())
+                else:
+                    start = i
+                    while i < n and s[i] not in '#}"\r\n\t ':
+                        i += 1
+                    parts.append(s[start:i])
+            return " ".join(parts)
+
+        while True:
+            skip_blanks()
+            if i >= n:
+                break
+            ch = s[i]
+            if ch == "}":
+                if len(stack) <= depth0:
+                    raise error("'}' without a section to close")
+                stack.pop()
+                i += 1
+                continue
+            at = line
+            if s.startswith("include", i) and i + 7 < n and s[i + 7] in " \t":
+                # "include" followed by blanks and no "=": an include statement
+                j = i + 7
+                while j < n and s[j] in " \t":
+                    j += 1
+                if j < n and s[j] != "=":
+                    i = j
+                    pattern = quoted() if s[i] == '"' else include_name()
+                    self.include(pattern, folder, stack, file, at)
+                    continue
+            key = name()
+            skip_blanks(newlines=False)
+            if i < n and s[i] == "=":
+                i += 1
+                stack[-1].settings[key] = Setting(value(), file, at)
+                continue
+            refs: list[str] = []
+            if i < n and s[i] == ":":
+                i += 1
+                while True:
+                    skip_blanks()
+                    start = i
+                    while i < n and (s[i] not in _SPECIAL or s[i] == "."):
+                        i += 1
+                    if i == start:
+                        raise error("a reference names a section")
+                    refs.append(s[start:i])
+                    skip_blanks()
+                    if i < n and s[i] == ",":
+                        i += 1
+                        continue
+                    break
+            skip_blanks()
+            if i >= n or s[i] != "{":
+                raise error(f"expected '=' or '{{' after {key!r}")
+            i += 1
+            if len(stack) >= MAX_DEPTH:
+                raise error(f"sections nested deeper than {MAX_DEPTH}")
+            parent = stack[-1]
+            sec = parent.sections.get(key)
+            if sec is None:
+                sec = parent.sections[key] = Section(key, file, at)
+            sec.refs.extend(refs)
+            stack.append(sec)
+
+        if len(stack) != depth0:
+            raise error(f"section {stack[-1].name!r} is not closed")
+
+    def include(self, pattern: str, folder: Path | None, stack: list[Section], file: str, line: int) -> None:
+        pattern = os.path.expanduser(pattern)
+        if not os.path.isabs(pattern):
+            if folder is None:
+                raise SettingsError(f"{file}:{line}: a relative include needs a file to be relative to")
+            pattern = str(folder / pattern)
+        for match in sorted(glob.glob(pattern)):
+            self.parse_file(Path(match), stack)
+
+
+def parse(text: str, file: str = "<string>", folder: Path | None = None) -> Section:
+    """The settings tree of ``text`` (includes resolved against ``folder``). Raises SettingsError."""
+    root = Section("", file, 1)
+    p = _Parser(root)
+    p.parse_text(text, file, [root], folder)
+    resolve_references(root)
+    return root
+
+
+def parse_file(path: str | os.PathLike) -> Section:
+    path = Path(path)
+    root = Section("", str(path), 1)
+    p = _Parser(root)
+    p.parse_file(path, [root])
+    resolve_references(root)
+    return root
+
+
+def _find(root: Section, dotted: str) -> Section | None:
+    sec: Section | None = root
+    for part in dotted.split("."):
+        sec = sec.sections.get(part) if sec is not None else None
+    return sec
+
+
+def _inherit(target: Section, source: Section) -> None:
+    for k, v in source.settings.items():
+        target.settings.setdefault(k, v)
+    for k, sub in source.sections.items():
+        mine = target.sections.get(k)
+        if mine is None:
+            mine = target.sections[k] = Section(k, sub.file, sub.line)
+        _inherit(mine, sub)
+
+
+def resolve_references(root: Section) -> None:
+    """Copy into every section what its ``: REF`` sections define and it does not (the section's own
+    settings win, as in strongSwan)."""
+    def walk(sec: Section, depth: int) -> None:
+        for sub in list(sec.sections.values()):
+            walk(sub, depth + 1)
+        for ref in sec.refs:
+            source = _find(root, ref)
+            if source is not None and source is not sec:
+                _inherit(sec, source)
+
+    walk(root, 0)
+
+
+# -- writing --------------------------------------------------------------------------------------
+def quote(value: str) -> str:
+    """``value`` as a settings value: bare when the lexer would read it back unchanged, else quoted."""
+    if value and not any(ch in value for ch in '#}"\\\n\r\t') and value == " ".join(value.split()):
+        return value
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t") + '"'
+
+
+def render(tree: dict, indent: int = 0) -> str:
+    """Nested dicts (sections) and str/list values (settings) as settings text; lists are comma-joined."""
+    pad = "  " * indent
+    out: list[str] = []
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.append(f"{pad}{key} {{")
+            out.append(render(value, indent + 1).rstrip("\n"))
+            out.append(f"{pad}}}")
+        elif value is not None:
+            text = ", ".join(value) if isinstance(value, (list, tuple)) else str(value)
+            out.append(f"{pad}{key} = {quote(text)}")
+    return "\n".join(x for x in out if x != "") + "\n"

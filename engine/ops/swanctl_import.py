@@ -1,0 +1,541 @@
+"""``ipsec-console import swanctl.conf``: a strongSwan configuration as a policy
+and a secrets file.
+
+What carries over: connections (addresses, ports, IKE proposals, local/remote
+authentication with ``psk`` or public keys, identities, certificates and CA
+certificates, DPD, encapsulation, MOBIKE, fragmentation, lifetimes,
+keyingtries), their children (mode, traffic selectors, ESP/AH proposals,
+lifetimes, actions, replay window, priority), ``mode = pass|drop`` children
+as bypass/discard rules, and the ``ike``/``private`` secrets. Everything else
+(pools and virtual IPs, EAP and XAuth, IKEv1, marks, interfaces, updown
+scripts, ...) has no equivalent here: each such key gets one warning
+``FILE:LINE: KEY.PATH: not imported: why``, and a connection that cannot work
+without it (EAP authentication, IKEv1) is left out whole, with a warning.
+
+Certificate file names are resolved as swanctl does (``x509/``, ``x509ca/``,
+``private/`` beside the swanctl.conf unless absolute) and written relative to
+the new policy's folder. The result is validated with the policy parser.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine.ops.swanctl_conf import Section, SettingsError, parse, parse_file
+from engine.policy._reader import parse_duration, parse_size
+from engine.policy.findings import PolicyError
+from engine.policy.identity import IdentityError, parse_identity
+from engine.policy.parse import address_kind, parse_policy
+from engine.policy.serialize import document_text
+from engine.policy.proposals import ProposalError, parse_proposal
+from engine.policy.ts import TsSyntaxError, parse_ts
+
+
+class SwanctlError(Exception):
+    """The file could not be read or is not in swanctl.conf's syntax."""
+
+
+CONN_DIRECT = {
+    "local_addrs": "addrs", "remote_addrs": "addrs", "local_port": "port", "remote_port": "port",
+    "proposals": "ike_proposals", "encap": "bool", "mobike": "bool", "dpd_delay": "duration",
+    "rekey_time": "duration", "over_time": "duration", "rand_time": "duration", "send_certreq": "bool",
+    "keyingtries": "int", "fragmentation": "fragmentation", "ppk_id": "string", "ppk_required": "bool",
+}
+POOL_KEYS = {"addrs": "string", "dns": "names", "subnet": "names", "split_exclude": "names"}
+"""swanctl pool attributes we keep: ``subnet`` (INTERNAL_IP4/6_SUBNET) is our ``split_include``."""
+CONN_IGNORED = {
+    "version": None,  # checked separately
+    "dpd_timeout": "IKEv1 only",
+    "unique": "duplicate-SA policy (ipsec-console keeps every IKE SA)",
+    "reauth_time": "reauthentication is not implemented (rekeying is)",
+    "vips": "requesting a virtual IP (configuration payloads) is not negotiated by this engine yet",
+    "pools": "handing out virtual IPs (configuration payloads) is not negotiated by this engine yet; the "
+             "[pools] sections are imported",
+    "aggressive": "IKEv1 only",
+    "pull": "IKEv1 mode config only",
+    "send_cert": "certificates are always sent when authenticating with one",
+}
+CONN_SAME = {("unique", "no"), ("unique", "never"), ("reauth_time", "0"), ("reauth_time", "0s"), ("version", "2")}
+"""Settings whose value is this engine's behaviour: nothing to warn about."""
+CHILD_DIRECT = {
+    "local_ts": "ts", "remote_ts": "ts", "esp_proposals": "esp_proposals", "ah_proposals": "ah_proposals",
+    "rekey_time": "duration", "life_time": "duration", "rand_time": "duration", "rekey_bytes": "size",
+    "life_bytes": "size", "rekey_packets": "size", "life_packets": "size", "start_action": "start_action",
+    "dpd_action": "dpd_action", "close_action": "close_action", "replay_window": "int", "priority": "priority",
+}
+AUTH_DIRECT = {"auth": "auth", "id": "id", "certs": "certs", "cacerts": "cacerts"}
+_TRUE = ("yes", "true", "enabled", "1", "on")
+_FALSE = ("no", "false", "disabled", "0", "off")
+_NAME = re.compile(r"^[^\s\x00-\x1f\x7f]{1,64}$")
+
+
+@dataclass
+class ImportResult:
+    policy_toml: str
+    secrets_toml: str
+    warnings: list[str] = field(default_factory=list)
+    connections: int = 0
+    children: int = 0
+    rules: int = 0
+    secrets: int = 0
+    skipped: int = 0
+    """Connections left out (IKEv1, EAP, ...)."""
+    errors: list[str] = field(default_factory=list)
+    """Findings of validating the result (empty: the policy loads)."""
+
+    @property
+    def counts(self) -> str:
+        return (f"{self.connections} connections, {self.children} children, {self.rules} rules, "
+                f"{self.secrets} secrets" + (f", {self.skipped} connections left out" if self.skipped else ""))
+
+
+class _Importer:
+    def __init__(self, root: Section, conf_dir: Path, out_dir: Path) -> None:
+        self.root = root
+        self.conf_dir = conf_dir
+        self.out_dir = out_dir
+        self.warnings: list[str] = []
+        self.used_names: set[str] = set()
+        self.ports: dict[int, list[tuple[str, str]]] = {}
+        """local_port values other than 500, and where: one of them becomes [engine] ike_port."""
+        self.result = ImportResult("", "")
+
+    def warn(self, where: str, path: str, why: str) -> None:
+        self.warnings.append(f"{where}: {path}: not imported: {why}")
+
+    # -- values ---------------------------------------------------------------------------------
+    @staticmethod
+    def split(value: str) -> list[str]:
+        return [v.strip() for v in value.split(",") if v.strip()]
+
+    def file_ref(self, name: str, folder: str) -> str:
+        path = Path(name) if os.path.isabs(name) else self.conf_dir / folder / name
+        return os.path.relpath(path, self.out_dir)
+
+    def convert(self, kind: str, value: str, where: str, path: str):
+        """Our TOML value for a swanctl value of ``kind``; None (with a warning) when it has none."""
+        v = value.strip()
+        try:
+            if kind == "addrs":
+                out = []
+                for a in self.split(v):
+                    if address_kind(a) is None:
+                        self.warn(where, path, f"{a!r} is not an address, network, range or name we support")
+                    else:
+                        out.append(a)
+                return out or None
+            if kind == "string":
+                return v
+            if kind == "names":
+                return self.split(v) or None
+            if kind == "port":
+                return int(v)
+            if kind == "int":
+                return int(v)
+            if kind == "bool":
+                if v.lower() in _TRUE:
+                    return True
+                if v.lower() in _FALSE:
+                    return False
+                raise ValueError
+            if kind == "fragmentation":
+                if v.lower() == "force":
+                    self.warn(where, path, "'force' (fragment IKE_SA_INIT too): imported as yes")
+                return v.lower() in _TRUE + ("accept", "force")
+            if kind == "duration":
+                parse_duration(v)
+                return v if not v.isdigit() else int(v)
+            if kind == "size":
+                parse_size(v.lower() if v[-1:] in "KMG" else v)
+                return v if not v.isdigit() else int(v)
+            if kind == "priority":
+                n = int(v)
+                if n == 0:
+                    return None  # swanctl's default: computed
+                return n
+            if kind in ("ike_proposals", "esp_proposals", "ah_proposals"):
+                protocol = kind.split("_")[0]
+                out = []
+                for p in self.split(v):
+                    if p.lower() == "default":
+                        out.append("default")
+                        continue
+                    try:
+                        parse_proposal(p, protocol)  # type: ignore[arg-type]
+                        out.append(p)
+                    except ProposalError as exc:
+                        self.warn(where, path, f"proposal {p!r}: {exc}")
+                return out or None
+            if kind == "ts":
+                out = []
+                for t in self.split(v):
+                    try:
+                        parse_ts(t)
+                        out.append(t)
+                    except TsSyntaxError as exc:
+                        self.warn(where, path, f"traffic selector {t!r}: {exc}")
+                return out or None
+            if kind in ("start_action", "close_action"):
+                actions = [a.strip() for a in v.split("|")]
+                if len(actions) > 1:
+                    self.warn(where, path, f"{v!r}: one action only here; imported as {actions[-1]!r}")
+                a = {"route": "trap", "hold": "trap", "restart": "start", "clear": "none"}.get(actions[-1],
+                                                                                             actions[-1])
+                if a not in ("none", "trap", "start"):
+                    raise ValueError
+                return a
+            if kind == "dpd_action":
+                a = {"hold": "trap", "route": "trap", "none": "clear"}.get(v, v)
+                if a not in ("clear", "trap", "restart"):
+                    raise ValueError
+                return a
+        except (ValueError, IndexError):
+            self.warn(where, path, f"value {v!r} is not understood")
+            return None
+        raise AssertionError(kind)
+
+    # -- sections -------------------------------------------------------------------------------
+    def unique_name(self, name: str, fallback: str, where: str, path: str) -> str:
+        candidate = name if _NAME.match(name) else re.sub(r"\s+", "-", name)[:64] or fallback
+        if candidate in self.used_names:
+            renamed = fallback
+            n = 2
+            while renamed in self.used_names:
+                renamed = f"{fallback}-{n}"
+                n += 1
+            self.warnings.append(f"{where}: {path}: renamed to {renamed!r} (names of connections, children and "
+                                 "rules must be unique here)")
+            candidate = renamed
+        self.used_names.add(candidate)
+        return candidate
+
+    def auth_round(self, conn: Section, side: str, cpath: str) -> tuple[dict | None, str | None]:
+        """Our local/remote table from the first ``local*``/``remote*`` round; (None, reason) if unusable."""
+        rounds = sorted((s for n, s in conn.sections.items() if n == side or n.startswith(side)),
+                        key=lambda s: (int(s.value("round") or 0), s.name))
+        if not rounds:
+            return {}, None
+        first, rest = rounds[0], rounds[1:]
+        for extra in rest:
+            self.warn(extra.where(), f"{cpath}.{extra.name}", "a second authentication round is not implemented")
+        out: dict = {}
+        p = f"{cpath}.{first.name}"
+        auth = (first.value("auth") or "pubkey").lower()
+        if auth.startswith(("eap", "xauth")):
+            return None, f"{side} authentication {auth!r} (EAP/XAuth is not negotiated by this engine yet)"
+        if auth in ("psk", "secret"):
+            out["auth"] = "psk"
+        elif auth.startswith(("pubkey", "rsa", "ecdsa", "ed25519", "ed448", "bliss")):
+            out["auth"] = "pubkey"
+            if auth not in ("pubkey",):
+                self.warn(first.where("auth"), f"{p}.auth", f"{auth!r}: imported as 'pubkey' (any key type and "
+                          "signature scheme the certificate allows)")
+        else:
+            return None, f"{side} authentication {auth!r} is not implemented"
+        ident = first.value("id")
+        if ident is not None:
+            try:
+                parsed = parse_identity(ident)
+                if side == "local" and parsed.kind == "any":
+                    self.warn(first.where("id"), f"{p}.id", "%any as our own identity: left out (our address is "
+                              "used)")
+                else:
+                    out["id"] = ident
+            except IdentityError as exc:
+                self.warn(first.where("id"), f"{p}.id", f"{ident!r}: {exc}")
+        if first.value("certs"):
+            out["certs"] = [self.file_ref(c, "x509") for c in self.split(first.value("certs"))]
+        if first.value("cacerts"):
+            out["cacerts"] = [self.file_ref(c, "x509ca") for c in self.split(first.value("cacerts"))]
+        for name, sub in first.sections.items():  # cert<suffix> { file = ... } / cacert<suffix>
+            f = sub.value("file")
+            if name.startswith("cacert") and f:
+                out.setdefault("cacerts", []).append(self.file_ref(f, "x509ca"))
+            elif name.startswith("cert") and f:
+                out.setdefault("certs", []).append(self.file_ref(f, "x509"))
+            else:
+                self.warn(sub.where(), f"{p}.{name}", "only cert/cacert sections with a file are imported")
+        for key in first.settings:
+            if key not in AUTH_DIRECT and key != "round":
+                self.warn(first.where(key), f"{p}.{key}", "not implemented")
+        if out["auth"] == "pubkey" and side == "local" and not out.get("certs"):
+            return None, "public key authentication without local certs (a raw public key is not supported)"
+        return out, None
+
+    def connection(self, name: str, conn: Section, doc: dict) -> None:
+        cpath = f"connections.{name}"
+        version = conn.value("version") or "0"
+        if version == "1":
+            self.warn(conn.where("version"), cpath, "IKEv1 is not implemented: connection left out")
+            self.result.skipped += 1
+            return
+        if version not in ("0", "2"):
+            self.warn(conn.where("version"), f"{cpath}.version", f"{version!r} is not an IKE version")
+        kids = conn.section("children").sections if conn.section("children") else {}
+        if kids and all((k.value("mode") or "").lower() in ("pass", "drop") for k in kids.values()):
+            # Only shunts (strongSwan installs them without any IKE): they become rules, no connection.
+            addrs = {k: self.convert("addrs", conn.value(k), conn.where(k), f"{cpath}.{k}")
+                     for k in ("local_addrs", "remote_addrs") if conn.value(k)}
+            for kname, child in kids.items():
+                self.child(name, addrs, kname, child, f"{cpath}.children.{kname}", {}, doc)
+            return
+        local, why = self.auth_round(conn, "local", cpath)
+        remote, why2 = self.auth_round(conn, "remote", cpath) if why is None else (None, None)
+        if why or why2:
+            self.warn(conn.where(), cpath, f"{why or why2}: connection left out")
+            self.result.skipped += 1
+            return
+        ours = self.unique_name(name, f"conn-{len(doc['connections']) + 1}", conn.where(), cpath)
+        out: dict = {}
+        for key, setting in conn.settings.items():
+            kind = CONN_DIRECT.get(key)
+            if kind is not None:
+                value = self.convert(kind, setting.value, f"{setting.file}:{setting.line}", f"{cpath}.{key}")
+                if value is not None:
+                    out[key] = value
+            elif key in CONN_IGNORED:
+                if (key, setting.value.strip().lower()) in CONN_SAME:
+                    continue  # what ipsec-console does anyway
+                if CONN_IGNORED[key]:
+                    self.warn(f"{setting.file}:{setting.line}", f"{cpath}.{key}", CONN_IGNORED[key])
+            else:
+                self.warn(f"{setting.file}:{setting.line}", f"{cpath}.{key}", "not implemented")
+        port = out.pop("local_port", 500)
+        if port != 500:
+            ports = self.ports.setdefault(port, [])
+            ports.append((conn.where("local_port"), f"{cpath}.local_port"))
+        local.setdefault("auth", "pubkey")
+        remote.setdefault("auth", "pubkey")
+        out["local"], out["remote"] = local, remote
+        for sname, sub in conn.sections.items():
+            if sname.startswith(("local", "remote")):
+                continue
+            if sname != "children":
+                self.warn(sub.where(), f"{cpath}.{sname}", "not implemented")
+        children: dict = {}
+        for kname, child in (conn.section("children").sections.items() if conn.section("children") else ()):
+            self.child(ours, out, kname, child, f"{cpath}.children.{kname}", children, doc)
+        if children:
+            out["children"] = children
+        doc["connections"][ours] = out
+        self.result.connections += 1
+
+    def child(self, conn_name: str, conn: dict, name: str, child: Section, kpath: str, children: dict,
+              doc: dict) -> None:
+        mode = (child.value("mode") or "tunnel").lower()
+        out: dict = {}
+        for key, setting in child.settings.items():
+            where = f"{setting.file}:{setting.line}"
+            if key == "mode":
+                if mode not in ("tunnel", "transport", "pass", "drop"):
+                    self.warn(where, f"{kpath}.mode", f"{mode!r} is not implemented; imported as tunnel")
+                    mode = "tunnel"
+                continue
+            kind = CHILD_DIRECT.get(key)
+            if kind is None:
+                self.warn(where, f"{kpath}.{key}", "not implemented")
+                continue
+            value = self.convert(kind, setting.value, where, f"{kpath}.{key}")
+            if value is not None:
+                out[key] = value
+        for sname, sub in child.sections.items():
+            self.warn(sub.where(), f"{kpath}.{sname}", "not implemented")
+        if mode in ("pass", "drop"):
+            rule: dict = {"action": "bypass" if mode == "pass" else "discard"}
+            for side in ("local_ts", "remote_ts"):
+                ts = [t for t in out.get(side, []) if not t.startswith("dynamic")]
+                if len(ts) != len(out.get(side, [])):
+                    addrs = conn.get("local_addrs" if side == "local_ts" else "remote_addrs") or []
+                    if len(addrs) == 1 and address_kind(addrs[0]) == "ip":
+                        ts.append(addrs[0])
+                    else:
+                        self.warn(child.where(side), f"{kpath}.{side}", "'dynamic' in a shunt needs one address "
+                                  "in the connection's addrs; left out")
+                if ts:
+                    rule[side] = ts
+            if "priority" in out:
+                rule["priority"] = out["priority"]
+            ours = self.unique_name(name, f"{conn_name}-{name}", child.where(), kpath)
+            doc["rules"][ours] = rule
+            self.result.rules += 1
+            return
+        if mode == "transport":
+            out["mode"] = "transport"
+        if "ah_proposals" in out and "esp_proposals" not in out:
+            out["protocol"] = "ah"
+        elif "ah_proposals" in out:
+            self.warn(child.where("ah_proposals"), f"{kpath}.ah_proposals", "AH together with ESP is not "
+                      "implemented: ESP only")
+            out.pop("ah_proposals")
+        ours = self.unique_name(name, f"{name}-child" if name == conn_name else f"{conn_name}-{name}", child.where(),
+                                kpath)
+        children[ours] = out
+        self.result.children += 1
+
+    def pool(self, name: str, pool: Section, doc: dict) -> None:
+        path = f"pools.{name}"
+        out: dict = {}
+        for key, setting in pool.settings.items():
+            where = f"{setting.file}:{setting.line}"
+            kind = POOL_KEYS.get(key)
+            if kind is None:
+                self.warn(where, f"{path}.{key}", "not implemented (addrs, dns, subnet and split_exclude are)")
+                continue
+            value = self.convert(kind, setting.value, where, f"{path}.{key}")
+            if value is not None:
+                out["split_include" if key == "subnet" else key] = value
+        if "addrs" not in out:
+            self.warn(pool.where(), path, "a pool without addrs (a single address list or DHCP) is not implemented")
+            return
+        doc["pools"][name] = out
+
+    def secrets(self, sec: Section, doc: dict) -> None:
+        for name, entry in sec.sections.items():
+            path = f"secrets.{name}"
+            if name.startswith("ike"):
+                secret = entry.value("secret")
+                if not secret:
+                    self.warn(entry.where(), path, "no secret")
+                    continue
+                ids = []
+                for key, setting in entry.settings.items():
+                    if key.startswith("id"):
+                        try:
+                            parse_identity(setting.value)
+                            ids.append(setting.value)
+                        except IdentityError as exc:
+                            self.warn(f"{setting.file}:{setting.line}", f"{path}.{key}", str(exc))
+                    elif key != "secret":
+                        self.warn(f"{setting.file}:{setting.line}", f"{path}.{key}", "not implemented")
+                doc["ike"][_secret_name(name, doc["ike"])] = {"ids": ids, "secret": secret}
+                self.result.secrets += 1
+            elif name.startswith("ppk"):
+                secret = entry.value("secret")
+                ids = [s for k, s in entry.settings.items() if k.startswith("id")]
+                if not secret or not ids:
+                    self.warn(entry.where(), path, "a PPK needs a secret and an id")
+                    continue
+                for extra in ids[1:]:
+                    self.warn(f"{extra.file}:{extra.line}", path, "one PPK_ID per key here: the first is kept")
+                doc["ppk"][_secret_name(name, doc["ppk"])] = {"id": ids[0].value, "secret": secret}
+                self.result.secrets += 1
+            elif name.startswith(("private", "rsa", "ecdsa", "pkcs8")):
+                f = entry.value("file")
+                if not f:
+                    self.warn(entry.where(), path, "no file")
+                    continue
+                kind = re.match(r"private|pkcs8|rsa|ecdsa", name).group(0)
+                folder = "private" if kind == "pkcs8" else kind
+                item = {"file": self.file_ref(f, folder)}
+                if entry.value("secret"):
+                    item["passphrase"] = entry.value("secret")
+                doc["private"][_secret_name(name, doc["private"])] = item
+                self.result.secrets += 1
+            else:
+                kind = re.match(r"[a-z]+", name)
+                self.warn(entry.where(), path, f"{kind.group(0) if kind else name} secrets are not implemented")
+
+    def run(self, datapath: str, secrets_name: str) -> tuple[dict, dict]:
+        doc: dict = {"engine": {"datapath": datapath, "secrets": secrets_name}, "pools": {}, "connections": {},
+                     "rules": {}}
+        secrets: dict = {"ike": {}, "private": {}, "ppk": {}}
+        for name, sec in self.root.sections.items():
+            if name == "connections":
+                for cname, conn in sec.sections.items():
+                    self.connection(cname, conn, doc)
+                for key in sec.settings:
+                    self.warn(sec.where(key), f"connections.{key}", "a setting outside any connection")
+            elif name == "secrets":
+                self.secrets(sec, secrets)
+            elif name == "pools":
+                for pname, pool in sec.sections.items():
+                    self.pool(pname, pool, doc)
+            elif name == "authorities":
+                for sub in sec.sections:
+                    self.warn(sec.sections[sub].where(), f"{name}.{sub}", "authorities (CRL/OCSP URIs) are not "
+                              "implemented: list CRL files in [engine] crls")
+            else:
+                self.warn(sec.where(), name, "not a swanctl.conf section")
+        for key in self.root.settings:
+            self.warn(self.root.where(key), key, "a setting outside any section")
+        if self.ports:
+            # Connections share the engine's ports here: the most used local_port becomes ike_port.
+            port = max(self.ports, key=lambda p: len(self.ports[p]))
+            doc["engine"]["ike_port"] = port
+            if port == 4500:
+                doc["engine"]["natt_port"] = 4501
+            for other, places in self.ports.items():
+                if other != port:
+                    for where, path in places:
+                        self.warn(where, path, f"connections share [engine] ike_port ({port}) here")
+        for k in ("pools", "connections", "rules"):
+            if not doc[k]:
+                del doc[k]
+        for k in ("ike", "private", "ppk"):
+            if not secrets[k]:
+                del secrets[k]
+        return doc, secrets
+
+
+def _secret_name(name: str, taken: dict) -> str:
+    base = re.sub(r"[^A-Za-z0-9_-]", "-", name) or "secret"
+    out, n = base, 2
+    while out in taken:
+        out, n = f"{base}-{n}", n + 1
+    return out
+
+
+HEADER = "# Imported by ipsec-console from {src}: check it with `ipsec-console check`.\n\n"
+SECRETS_HEADER = "# Secrets imported by ipsec-console from {src}. Keep this file mode 0600.\n\n"
+
+
+def import_tree(root: Section, *, source: str, conf_dir: Path, out_dir: Path | None = None,
+                secrets_name: str = "secrets.toml", datapath: str = "kernel") -> ImportResult:
+    """Convert a parsed swanctl.conf; the result is validated (``errors``) but nothing is written."""
+    out_dir = out_dir or Path.cwd()
+    imp = _Importer(root, conf_dir, out_dir)
+    doc, secrets = imp.run(datapath, secrets_name)
+    result = imp.result
+    result.warnings = imp.warnings
+    result.policy_toml = HEADER.format(src=source) + document_text(doc)
+    result.secrets_toml = SECRETS_HEADER.format(src=source) + document_text(secrets)
+    result.errors = validate(result, out_dir, secrets_name)
+    return result
+
+
+def validate(result: ImportResult, out_dir: Path, secrets_name: str) -> list[str]:
+    """Load the policy with its secrets, as the engine would, from a scratch folder."""
+    with tempfile.TemporaryDirectory() as tmp:
+        scratch = Path(tmp) / "policy"
+        scratch.mkdir()
+        secrets = scratch / secrets_name
+        secrets.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(secrets, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(result.secrets_toml)
+        try:
+            parse_policy(result.policy_toml, scratch / "imported.toml", strict_secrets_mode=True)
+        except PolicyError as exc:
+            return [f.format().replace(str(scratch) + "/", "") for f in exc.errors]
+    return []
+
+
+def import_text(text: str, *, source: str = "<string>", conf_dir: Path | None = None, **kw) -> ImportResult:
+    try:
+        root = parse(text, source, conf_dir)
+    except SettingsError as exc:
+        raise SwanctlError(str(exc)) from None
+    return import_tree(root, source=source, conf_dir=conf_dir or Path.cwd(), **kw)
+
+
+def import_file(path: str | os.PathLike, **kw) -> ImportResult:
+    path = Path(path)
+    try:
+        root = parse_file(path)
+    except SettingsError as exc:
+        raise SwanctlError(str(exc)) from None
+    return import_tree(root, source=str(path), conf_dir=path.resolve().parent, **kw)

@@ -1,0 +1,210 @@
+"""Usage counters the audit reads, kept across restarts in ``STATE_DIR/usage.json``.
+
+While the daemon runs, :class:`UsageTracker` samples the runtime every
+SAMPLE_INTERVAL seconds (and once at shutdown) and records, per item of the
+policy:
+
+- connections: first seen, last time one of its IKE SAs was up;
+- children: first seen, last time traffic went through one of its CHILD SAs,
+  bytes and packets in total (across rekeys and restarts);
+- rules: first seen, last time the rule decided a flow, flows in total (when
+  the datapath counts them: userspace and lab do, the kernel's does not yet);
+- negotiated suites: per connection and peer, the IKE and ESP/AH algorithms
+  actually negotiated, first and last seen;
+- PSKs: when each ``[ike.NAME]`` secret was first seen with its current value
+  (a keyed digest tells a changed value from the same one without storing it;
+  the key is ``STATE_DIR/usage.key``, mode 0600).
+
+The file is rewritten atomically (mode 0600). :func:`load` reads it back for
+``audit``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+from engine.ops.metrics import TrafficTotals
+from engine.ops.state import state_dir, write_private
+
+log = logging.getLogger("engine.usage")
+
+USAGE = "usage.json"
+DIGEST_KEY = "usage.key"
+SAMPLE_INTERVAL = 30.0
+VERSION = 1
+
+
+def empty() -> dict:
+    return {"version": VERSION, "connections": {}, "children": {}, "rules": {}, "suites": {}, "psks": {},
+            "samples": 0, "first_sample": None, "last_sample": None}
+
+
+def load(folder: Path) -> dict:
+    """The usage file of a state folder (an empty record when there is none or it is damaged)."""
+    try:
+        data = json.loads((folder / USAGE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return empty()
+    if not isinstance(data, dict) or data.get("version") != VERSION:
+        return empty()
+    base = empty()
+    base.update({k: v for k, v in data.items() if k in base})
+    return base
+
+
+def _digest_key(folder: Path) -> bytes:
+    path = folder / DIGEST_KEY
+    try:
+        key = path.read_bytes()
+        if len(key) == 32:
+            return key
+    except OSError:
+        pass
+    key = os.urandom(32)
+    write_private(path, key)
+    return key
+
+
+def child_key(connection: str, child: str) -> str:
+    return f"{connection}/{child}"
+
+
+class UsageTracker:
+    """Samples one runtime into its state folder's usage file (see the module docstring)."""
+
+    def __init__(self, runtime, folder: Path | None = None) -> None:
+        self.runtime = runtime
+        self.folder = folder if folder is not None else state_dir(runtime.policy, create=True)
+        self.data = load(self.folder) if self.folder else empty()
+        self.traffic = TrafficTotals()
+        self._rule_counts: dict[str, int] = {}
+        self._task: asyncio.Task | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.folder is not None
+
+    def start(self) -> None:
+        if self.enabled:
+            self._task = asyncio.create_task(self._run(), name="usage")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        if self.enabled:
+            self.sample()
+
+    async def _run(self) -> None:
+        while True:
+            self.sample()
+            await asyncio.sleep(SAMPLE_INTERVAL)
+
+    # ------------------------------------------------------------ one sample
+    def sample(self, now: float | None = None) -> None:
+        """Record what the runtime shows now, and save."""
+        now = time.time() if now is None else now
+        d = self.data
+        policy = self.runtime.policy
+        d["samples"] += 1
+        d["first_sample"] = d["first_sample"] or now
+        d["last_sample"] = now
+        for c in policy.connections:
+            d["connections"].setdefault(c.name, {"first_seen": now, "last_up": None})
+            for k in c.children:
+                d["children"].setdefault(child_key(c.name, k.name), {
+                    "first_seen": now, "last_traffic": None, "bytes": 0, "packets": 0})
+        for r in policy.rules:
+            d["rules"].setdefault(r.name, {"first_seen": now, "last_matched": None, "flows": 0,
+                                           "counted": False})
+        try:
+            status = self.runtime.status()
+        except Exception:  # a runtime that is stopping: keep what we have
+            log.exception("usage: reading the status failed")
+            status = None
+        if status is not None:
+            self._sas(status, now)
+        self._rules(now)
+        self._psks(now)
+        self.save()
+
+    def _sas(self, status, now: float) -> None:
+        d = self.data
+        before = {k: dict(v) for k, v in self.traffic.totals.items()}
+        self.traffic.update(status)
+        for (conn, child), totals in self.traffic.totals.items():
+            old = before.get((conn, child), {})
+            grew_bytes = totals["bytes_in"] + totals["bytes_out"] - old.get("bytes_in", 0) - old.get("bytes_out", 0)
+            grew_packets = (totals["packets_in"] + totals["packets_out"] - old.get("packets_in", 0)
+                            - old.get("packets_out", 0))
+            entry = d["children"].setdefault(child_key(conn, child), {
+                "first_seen": now, "last_traffic": None, "bytes": 0, "packets": 0})
+            if grew_packets > 0:
+                entry["bytes"] += grew_bytes
+                entry["packets"] += grew_packets
+                entry["last_traffic"] = now
+        for sa in status.ike_sas:
+            if sa.state in ("ESTABLISHED", "REKEYING", "REKEYED"):
+                conn = d["connections"].setdefault(sa.name, {"first_seen": now, "last_up": None})
+                conn["last_up"] = now
+                self._suite(sa, now)
+
+    def _suite(self, sa, now: float) -> None:
+        peer = sa.remote_id or sa.remote_addr
+        key = f"{sa.name}|{peer}"
+        entry = self.data["suites"].setdefault(key, {"connection": sa.name, "peer": peer,
+                                                     "remote_addr": sa.remote_addr, "ike": {}, "child": {}})
+        entry["remote_addr"] = sa.remote_addr
+        ike = "/".join(a for a in (sa.encr, sa.integ, sa.prf, sa.ke) if a)
+        if ike:
+            seen = entry["ike"].setdefault(ike, {"first_seen": now, "last_seen": now})
+            seen["last_seen"] = now
+        for c in sa.children:
+            child = "/".join(a for a in (c.protocol.upper(), c.encr, c.integ, c.ke) if a)
+            seen = entry["child"].setdefault(child, {"first_seen": now, "last_seen": now})
+            seen["last_seen"] = now
+
+    def _rules(self, now: float) -> None:
+        counters = getattr(self.runtime.datapath, "rule_counters", None)
+        if counters is None:
+            return
+        try:
+            counts = counters()
+        except Exception:
+            log.exception("usage: reading the rule counters failed")
+            return
+        for name in {r.name for r in self.runtime.policy.rules}:
+            entry = self.data["rules"][name]
+            entry["counted"] = True
+            n = counts.get(name, 0)
+            grew = n - self._rule_counts.get(name, 0)
+            if grew > 0:
+                entry["flows"] += grew
+                entry["last_matched"] = now
+            self._rule_counts[name] = max(n, self._rule_counts.get(name, 0))
+
+    def _psks(self, now: float) -> None:
+        secrets = self.runtime.policy.secrets
+        if not secrets.ike or self.folder is None:
+            return
+        key = _digest_key(self.folder)
+        for entry in secrets.ike:
+            digest = hmac.new(key, entry.secret.reveal(), hashlib.sha256).hexdigest()[:32]
+            known = self.data["psks"].get(entry.name)
+            if known is None or not hmac.compare_digest(known.get("digest", ""), digest):
+                self.data["psks"][entry.name] = {"digest": digest, "since": now}
+
+    def save(self) -> None:
+        if self.folder is None:
+            return
+        try:
+            write_private(self.folder / USAGE, json.dumps(self.data, indent=1, sort_keys=True).encode())
+        except OSError as exc:
+            log.warning("usage: cannot write %s: %s", self.folder / USAGE, exc.strerror or exc)

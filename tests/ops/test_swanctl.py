@@ -1,0 +1,258 @@
+"""swanctl.conf import and export: the settings syntax, what carries over and what
+is named in a warning, round trips through every sample, and (in network
+namespaces, tests/interop/lab.py) an exported file that charon loads and uses
+to negotiate with our daemon.
+
+The swanctl.conf inputs are written here, in the style of the interop
+harness's and strongSwan's own test configs (none of those is copied);
+benchmarks/swanctl_corpus.py imports the real ones in bulk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from engine.ops.swanctl_conf import SettingsError, parse, quote, render
+from engine.ops.swanctl_export import export_policy
+from engine.ops.swanctl_import import SwanctlError, import_text
+from engine.policy.parse import load_policy, parse_policy
+from engine.policy.samples import sample_names, sample_path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+PSK_TUNNEL = """\
+# A site-to-site tunnel with a PSK, as in the interop harness
+connections {
+
+  psk-tunnel {
+    version = 2
+    local_addrs = 192.0.2.1
+    remote_addrs = 192.0.2.2
+    proposals = aes256gcm16-prfsha256-x25519, aes128-sha256-modp2048
+    dpd_delay = 30s
+    local {
+      auth = psk
+      id = left.example
+    }
+    remote {
+      auth = psk
+      id = right.example
+    }
+    children {
+      net {
+        mode = tunnel
+        local_ts = 198.51.100.1/32
+        remote_ts = 198.51.100.129/32
+        esp_proposals = aes256gcm16, aes128-sha256
+        start_action = trap
+        dpd_action = restart
+      }
+    }
+  }
+}
+
+secrets {
+  ike-interop {
+    id-left = left.example
+    id-right = right.example
+    secret = "interop-psk-not-secret-0123456789"
+  }
+}
+"""
+
+ROADWARRIOR_GW = """\
+connections {
+  rw-base {
+    local_addrs = 192.0.2.1
+    proposals = aes256-sha256-ecp256
+    pools = rw_pool
+    local {
+      auth = pubkey
+      certs = moonCert.pem
+      id = moon.example.org
+    }
+    remote {
+      auth = pubkey
+      cacerts = strongswanCert.pem
+      revocation = strict
+    }
+    children {
+      net {
+        local_ts = 198.51.100.0/24
+        updown = /usr/local/libexec/ipsec/_updown iptables
+        esp_proposals = aes128gcm16
+      }
+      local-bypass {
+        mode = pass
+        local_ts = 198.51.100.0/24
+        remote_ts = 198.51.100.0/24
+      }
+    }
+  }
+  rw-eap : connections.rw-base {
+    remote {
+      auth = eap-md5
+    }
+  }
+  old {
+    version = 1
+    remote_addrs = 192.0.2.9
+  }
+}
+pools {
+  rw_pool {
+    addrs = 198.51.100.192/26
+  }
+}
+secrets {
+  eap-carol {
+    id = carol
+    secret = Ar3etTnp
+  }
+  ecdsa-moon {
+    file = moonKey.pem
+  }
+}
+"""
+
+
+def test_settings_syntax():
+    root = parse('a { x = one two   three # comment\n  y = "q\\"uo  ted" z\n  sub { k = v }}\n'
+                 'b : a { x = 2 }\n# c\nempty =\n')
+    a = root.section("a")
+    assert a.value("x") == "one two three" and a.value("y") == 'q"uo  ted z' and a.section("sub").value("k") == "v"
+    assert root.section("b").value("x") == "2" and root.section("b").value("y") == 'q"uo  ted z'  # inherited
+    assert root.value("empty") == "" and a.settings["y"].line == 2
+    for bad in ("a { x = 1", "a = 1 }", "a b c", "a { x = \"open }"):
+        with pytest.raises(SettingsError):
+            parse(bad)
+    assert parse(render({"s": {"k": ["a", "b"], "t": 'we"ird # x', "u": "two  spaces"}})).section("s").settings[
+        "t"].value == 'we"ird # x'
+    assert quote("plain") == "plain" and quote("a  b").startswith('"')
+
+
+def test_includes_are_resolved_relative_to_the_file(tmp_path):
+    (tmp_path / "conf.d").mkdir()
+    (tmp_path / "conf.d" / "a.conf").write_text("connections { a { version = 2 } }\n")
+    (tmp_path / "conf.d" / "b.conf").write_text("secrets { ike-b { secret = x } }\n")
+    root = parse("include conf.d/*.conf\n", str(tmp_path / "swanctl.conf"), tmp_path)
+    assert root.section("connections").section("a").value("version") == "2"
+    assert root.section("secrets").section("ike-b").value("secret") == "x"
+
+
+def test_import_of_a_psk_tunnel_keeps_everything(tmp_path):
+    r = import_text(PSK_TUNNEL, source="psk.conf", conf_dir=tmp_path, out_dir=tmp_path)
+    assert r.errors == [] and (r.connections, r.children, r.secrets) == (1, 1, 1)
+    assert r.warnings == []
+    (tmp_path / "secrets.toml").write_text(r.secrets_toml)
+    (tmp_path / "secrets.toml").chmod(0o600)
+    (tmp_path / "p.toml").write_text(r.policy_toml)
+    p = load_policy(tmp_path / "p.toml")
+    c = p.connection("psk-tunnel")
+    assert [x.text for x in c.proposals] == ["aes256gcm16-prfsha256-x25519", "aes128-sha256-modp2048"]
+    assert str(c.local.id) == "left.example" and c.dpd_delay == 30.0
+    k = c.child("net")
+    assert [str(t) for t in k.remote_ts] == ["198.51.100.129/32"] and k.start_action == "trap"
+    assert k.dpd_action == "restart" and [x.text for x in k.proposals] == ["aes256gcm16", "aes128-sha256"]
+    assert p.secrets.ike[0].secret.reveal() == b"interop-psk-not-secret-0123456789"
+
+
+def test_import_warns_once_per_key_it_cannot_carry_over(tmp_path):
+    r = import_text(ROADWARRIOR_GW, source="gw.conf", conf_dir=tmp_path / "swanctl", out_dir=tmp_path)
+    text = "\n".join(r.warnings)
+    for key, why in (("connections.rw-base.pools", "not negotiated"), ("connections.rw-base.remote.revocation", ""),
+                     ("connections.rw-base.children.net.updown", ""),
+                     ("secrets.eap-carol", "eap"), ("connections.old", "IKEv1"), ("connections.rw-eap", "eap-md5")):
+        assert any(f": {key}: not imported: " in w and why in w for w in r.warnings), (key, text)
+    assert all(w.startswith("gw.conf:") for w in r.warnings)
+    assert (r.connections, r.rules, r.skipped) == (1, 1, 2)
+    policy = parse_policy(r.policy_toml, tmp_path / "p.toml", load_secrets=False)
+    c = policy.connection("rw-base")
+    assert policy.pools[0].name == "rw_pool" and policy.pools[0].addrs == "198.51.100.192/26"
+    assert c.local.certs == ("swanctl/x509/moonCert.pem",)
+    assert c.remote.cacerts == ("swanctl/x509ca/strongswanCert.pem",)
+    assert policy.rules[0].name == "local-bypass" and policy.rules[0].action == "bypass"
+    assert "swanctl/ecdsa/moonKey.pem" in r.secrets_toml
+
+
+def test_import_cli_writes_a_0600_secrets_file(tmp_path):
+    conf = tmp_path / "swanctl.conf"
+    conf.write_text(PSK_TUNNEL)
+    run = subprocess.run([sys.executable, "-m", "console", "import", str(conf), "-o", str(tmp_path / "gw.toml")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "gw.secrets.toml").stat().st_mode & 0o777 == 0o600
+    check = subprocess.run([sys.executable, "-m", "console", "check", str(tmp_path / "gw.toml")], cwd=ROOT,
+                           capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0 and check.stdout.strip().endswith("valid"), check.stdout
+    again = subprocess.run([sys.executable, "-m", "console", "import", str(conf), "-o", str(tmp_path / "gw.toml")],
+                           cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 1 and "exists" in again.stderr
+    with pytest.raises(SwanctlError):
+        import_text("connections { broken")
+
+
+def _comparable(policy):
+    # swanctl.conf has no place for the peer's NAT-T port (the export warns about it).
+    conns = tuple(dataclasses.replace(c, remote_natt_port=4500) for c in policy.connections)
+    return dataclasses.replace(policy, engine=None, path=None, secrets=None, lab=None, connections=conns)
+
+
+@pytest.mark.parametrize("name", [n for n in sample_names()])
+def test_export_then_import_gives_the_same_policy(name, tmp_path):
+    policy = load_policy(sample_path(name), strict_secrets_mode=False)
+    out = export_policy(policy, secrets_include=str(tmp_path / "secrets.conf"))
+    (tmp_path / "secrets.conf").write_text(out.secrets_conf)
+    back = import_text(out.conf, source="exported.conf", conf_dir=tmp_path, out_dir=sample_path(name).parent)
+    again = parse_policy(back.policy_toml, sample_path(name), load_secrets=False)
+    assert _comparable(again) == _comparable(policy), back.warnings
+    secrets_back = import_text(out.secrets_conf, conf_dir=tmp_path).secrets_toml
+    for s in policy.secrets.ike:
+        assert f"0x{s.secret.reveal().hex()}" in secrets_back
+    assert not [w for w in back.warnings if "renamed" not in w]
+    assert all("remote_natt_port" in w or "ike_port" in w for w in out.warnings), out.warnings
+
+
+def test_export_keeps_secrets_out_unless_asked():
+    policy = load_policy(sample_path("site-to-site.toml"), strict_secrets_mode=False)
+    out = export_policy(policy)
+    raw = policy.secrets.ike[0].secret.reveal()
+    assert raw.decode() not in out.conf and raw.hex() not in out.conf and "--secrets FILE" in out.conf
+
+
+# -- charon loads it and negotiates with us ---------------------------------------------------------------
+@pytest.mark.interop
+def test_exported_conf_loads_in_charon_and_negotiates_with_our_daemon(tmp_path):
+    from tests.interop.lab import Charon, lab, our_policy
+    from tests.interop.lab_esp import Stopper, wait_child
+
+    right = tmp_path / "right-policy"
+    right.mkdir()
+    (right / "policy.toml").write_text(our_policy("right", proposals=("aes256gcm16-prfsha256-x25519",),
+                                                  esp=("aes256gcm16",)))
+    from tests.interop.lab import PSK
+
+    (right / "secrets.toml").write_text(f'[ike.interop]\nids = ["left.example", "right.example"]\nsecret = "{PSK}"\n')
+    (right / "secrets.toml").chmod(0o600)
+    with lab() as net, Stopper() as st:
+        charon = Charon(net, "right", tmp_path)
+        secrets = charon.dir / "swanctl" / "exported-secrets.conf"
+        secrets.parent.mkdir(parents=True, exist_ok=True)
+        run = subprocess.run([sys.executable, "-m", "console", "export", str(right / "policy.toml"), "--secrets",
+                              str(secrets)], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert run.returncode == 0, run.stderr
+        charon.conf = run.stdout  # Charon.start writes it as swanctl.conf and runs swanctl --load-all
+        st.callback(charon.stop)
+        charon.start()
+        conns = charon.swanctl("--list-conns").stdout
+        assert "psk-tunnel: IKEv2" in conns and "lan: TUNNEL" in conns
+        ours = st.ours(net, "left", tmp_path, our_policy("left", start_action="start"))
+        child = wait_child(ours, 30)
+        assert child["name"] == "lan"
+        net.ping("left", "198.51.100.129", count=3, interval=0.2)
+        assert "ESTABLISHED" in charon.list_sas() and "INSTALLED" in charon.list_sas()
