@@ -408,7 +408,14 @@ class Ours:
         self._events = subprocess.Popen(
             [sys.executable, "-m", "console", "events", "--control", str(self.control)], cwd=ROOT,
             stdout=self._events_file, stderr=subprocess.DEVNULL, start_new_session=True)
-        time.sleep(0.5)  # let it subscribe
+        # Subscribed once something came through: the daemon publishes a counters snapshot every
+        # second, so an idle daemon still proves the subscription within a second or two.
+        path = self.dir / "events.jsonl"
+        deadline = time.monotonic() + 15
+        while path.stat().st_size == 0:
+            if time.monotonic() > deadline or self._events.poll() is not None:
+                raise RuntimeError(f"'ipsec-console events' never subscribed: {self.log()[-2000:]}")
+            time.sleep(0.05)
 
     def events(self, type_: str | None = None) -> list[dict]:
         try:

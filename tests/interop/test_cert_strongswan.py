@@ -86,7 +86,7 @@ def run_pair(L, work, started, d: Path, direction: str, *, crl: bool = False):
     o.watch_events()
     started.append(o)
     if direction == "we_initiate":
-        o.cli("initiate", "psk-tunnel")
+        o.cli("initiate", "psk-tunnel", "--no-wait")  # the tests wait for what they expect
     else:
         c.swanctl("--initiate", "--child", "psk-tunnel", "--timeout", "20", check=False)
     return c, o

@@ -216,7 +216,7 @@ def test_proposal_mismatch_names_both_lists(env, direction):
     c = charon(cs, proposals="aes128-sha256-modp2048")
     o = ours(us, proposals=("aes256gcm16-prfsha256-x25519",))
     if direction == "we_initiate":
-        o.cli("initiate", "psk-tunnel")
+        o.cli("initiate", "psk-tunnel", "--no-wait")  # it fails: the events tell why
     else:
         c.swanctl("--initiate", "--child", "psk-tunnel", "--timeout", "10", check=False)
     failed = wait_for(lambda: o.events("NegotiationFailed"), what="NegotiationFailed")[0]
@@ -291,7 +291,7 @@ def test_sa_comes_up_through_30_percent_loss(env):
     c = charon("right", retransmit="retransmit_timeout = 1\nretransmit_base = 1.4")
     o = ours("left", extra_engine="retransmit_timeout = 1\nretransmit_base = 1.4\nretransmit_tries = 8")
     L.loss(30)
-    o.cli("initiate", "psk-tunnel")
+    o.cli("initiate", "psk-tunnel", "--no-wait")  # may take longer than initiate's own timeout
     wait_for(lambda: established(o), timeout=60, what="SA through loss")
     assert "ESTABLISHED" in c.list_sas()
 
@@ -307,7 +307,7 @@ def test_libreswan_ike_sa(env, tmp_path, direction):
     try:
         o = ours(us)
         if direction == "we_initiate":
-            o.cli("initiate", "psk-tunnel")
+            o.cli("initiate", "psk-tunnel", "--no-wait")  # the CHILD SA cannot come up
         else:
             p.whack("--initiate", "--name", "psk-tunnel", "--asynchronous")
         # Libreswan cannot install CHILD SAs without kernel ESP; the IKE SA must come up.

@@ -62,8 +62,8 @@ def test_ping_both_ways_and_counters_match_charon(suite, tmp_path):
                                                          start_action="start"))
         child = wait_child(ours)
         assert child["encap"]  # charon's libipsec fakes a NAT: ESP-in-UDP
-        events = st.popen(sys.executable, "-m", "console", "events", "--plaintext", "--control", str(ours.control),
-                          cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        events = st.popen(sys.executable, "-m", "console", "events", "--plaintext", "--control",
+                          str(ours.control), cwd=ROOT, stdout=subprocess.PIPE, text=True)
         # Subscribed once the first event (a counters snapshot, every second) comes through.
         assert select.select([events.stdout], [], [], 15)[0], "no event from 'ipsec-console events'"
         first = events.stdout.readline()

@@ -1,0 +1,192 @@
+"""Issue 9: rekeying under loss against charon 5.9.8, with traffic.
+
+20 % of the packets arriving on each veth end are dropped (nftables, as
+`netns-lab loss`), both ends rekey CHILD and IKE SAs in a loop — some at the
+same moment, so RFC 7296 §2.8.1 collisions happen with lost messages — while a
+ping runs through the tunnel. Afterwards, with the loss removed and both ends
+quiet:
+
+- both ends list the same IKE SA and the same CHILD SA (`ipsec-console sas
+  --json` against `swanctl --list-sas`), one of each: nothing leaked; our
+  datapath holds exactly the SPIs of that CHILD SA; no exception in our log;
+- every lost ping is explained by the configured loss: each ESP packet nft drops
+  is counted in its own chain, and a lost ping is one dropped ESP packet
+  (request or reply). Any other lost ping was lost by an implementation.
+
+The CI run lasts IPSEC_CONSOLE_SOAK_SECONDS (default 60 s of rekeying); set it
+to 600 for the ten minutes issue 9 asks for. The rekey schedule is random with a
+printed seed (IPSEC_CONSOLE_SOAK_SEED replays a schedule; the loss itself is
+the kernel's random).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import subprocess
+import threading
+import time
+
+import pytest
+
+from tests.interop.lab import Lab, lab
+from tests.interop.lab_esp import ping_stats
+from tests.interop.peers import (
+    FQDN_SECRETS,
+    INNER,
+    Peers,
+    charon_child_spis,
+    charon_conn,
+    charon_ike_sas,
+    control,
+    known_defect,
+    our_child_spis,
+    our_conn,
+    our_ike_spis,
+    our_policy_text,
+    problems,
+    wait_or_explain,
+    with_children,
+)
+
+pytestmark = [pytest.mark.interop, pytest.mark.slow]
+
+SOAK_SECONDS = float(os.environ.get("IPSEC_CONSOLE_SOAK_SECONDS", "60"))
+PING_TAIL = 15  # the ping runs on after the last rekey, still under loss
+LOSS = 20
+PING_INTERVAL = 0.2
+# Patient retransmissions on both ends: an exchange survives 20 % loss each way with
+# probability 1 - 0.36**11 (about 1 in 90,000 fails); all of them take about 32 s.
+CHARON_RETRANSMIT = "retransmit_timeout = 1\n              retransmit_base = 1.2\n              retransmit_tries = 10"
+OUR_RETRANSMIT = {"retransmit_timeout": 1.0, "retransmit_base": 1.2, "retransmit_tries": 10}
+
+ACTIONS = ["ours_child", "charon_child", "ours_ike", "charon_ike", "both_child", "both_ike"]
+WEIGHTS = [1, 1, 1, 1, 2, 2]  # collisions are where the RFC's hard cases are
+
+
+def loss_counting_esp(L: Lab, percent: int) -> None:
+    """Like Lab.loss, but ESP-in-UDP (port 4500, non-zero SPI) is dropped in a chain of its own,
+    so its drops can be read apart from IKE's."""
+    rules = (
+        "table inet ipc_loss {\n"
+        "  chain input {\n"
+        "    type filter hook input priority -300; policy accept;\n"
+        '    iifname "veth0" udp dport 4500 @th,64,32 != 0 jump esp_in\n'
+        f'    iifname "veth0" numgen random mod 100 < {percent} counter drop\n'
+        "  }\n"
+        "  chain esp_in {\n"
+        f"    numgen random mod 100 < {percent} counter drop\n"
+        "    accept\n"
+        "  }\n"
+        "}\n")
+    for side in ("left", "right"):
+        L.exec(side, "nft", "delete", "table", "inet", "ipc_loss", check=False)
+        subprocess.run(["ip", "netns", "exec", L.ns[side], "nft", "-f", "-"], input=rules, text=True, check=True)
+
+
+def dropped(L: Lab) -> dict[str, int]:
+    """Packets nft dropped so far, both namespaces together: {"esp": n, "other": n}."""
+    out = {"esp": 0, "other": 0}
+    for side in ("left", "right"):
+        text = L.exec(side, "nft", "list", "table", "inet", "ipc_loss").stdout
+        esp_chain = text.split("chain esp_in", 1)[1]
+        out["esp"] += sum(int(n) for n in re.findall(r"counter packets (\d+)", esp_chain))
+        out["other"] += sum(int(n) for n in re.findall(r"counter packets (\d+)", text.split("chain esp_in", 1)[0]))
+    return out
+
+
+def rekey(action: str, o, c) -> None:
+    """One step of the schedule; "both_*" fire both ends at the same moment (a collision)."""
+    ours = lambda ike: o.cli("rekey", "t", *(["--ike"] if ike else []), check=False)  # noqa: E731
+    theirs = lambda ike: c.swanctl("--rekey", "--ike" if ike else "--child", "t", check=False)  # noqa: E731
+    ike = action.endswith("_ike")
+    if action.startswith("ours"):
+        ours(ike)
+    elif action.startswith("charon"):
+        theirs(ike)
+    else:
+        t = threading.Thread(target=theirs, args=(ike,))
+        t.start()
+        ours(ike)
+        t.join()
+
+
+def agreement(o, c):
+    """Both ends' SAs when they agree on exactly one IKE SA and one CHILD SA pair, else None."""
+    try:
+        sas = o.sas()
+    except subprocess.CalledProcessError:
+        return None
+    listing = c.list_sas()
+    theirs = charon_ike_sas(listing)
+    if len(sas) != 1 or sas[0]["state"] != "ESTABLISHED" or [s[1] for s in theirs] != ["ESTABLISHED"]:
+        return None
+    kids = sas[0]["children"]
+    if len(kids) != 1 or kids[0]["state"] != "INSTALLED" or "REKEYING" in listing or "DELETING" in listing:
+        return None
+    ours_ike = our_ike_spis(o)
+    if ours_ike != {(s[2], s[3]) for s in theirs} or our_child_spis(o) != charon_child_spis(listing):
+        return None
+    return sas[0], listing
+
+
+def both_ends(o, c) -> str:
+    """What each end holds, for the record (our daemon may be gone)."""
+    try:
+        ours = [(sa["state"], [k["state"] for k in sa["children"]]) for sa in o.sas()]
+    except subprocess.CalledProcessError as exc:
+        ours = f"no answer ({exc.stderr.strip()[-200:]})"
+    return f"ours: {ours}\ncharon:\n{c.list_sas()}"
+
+
+@known_defect((
+    "issue 9: under 20 % loss with simultaneous rekeys the ends fall apart (every run of this schedule here "
+    "failed: 11 x 60 s, 1 x 600 s): after an IKE rekey collision our engine answers charon's CREATE_CHILD_SA "
+    "on the new IKE SA with N(INVALID_SYNTAX) ('CREATE_CHILD_SA before the IKE SA is up') and charon destroys "
+    "it, leaving no SA on either end; or older IKE SAs never answer charon's DELETE ('giving up after 10 "
+    "retransmits') and the lists differ; or a CHILD SA stays REKEYING; or pings are lost beyond the "
+    "configured loss — fixed by the `ike` branch's per-exchange state machines"))
+def test_rekey_loop_under_loss_keeps_both_ends_in_agreement(tmp_path):
+    seed = int(os.environ.get("IPSEC_CONSOLE_SOAK_SEED", random.randrange(1 << 30)))
+    rng = random.Random(seed)
+    print(f"soak: {SOAK_SECONDS:.0f} s, seed {seed} (IPSEC_CONSOLE_SOAK_SEED={seed} replays the schedule)")
+    with lab() as L, Peers(L, tmp_path) as p:
+        c = p.charon("right", charon_conn("right", esp="aes256gcm16-x25519"), retransmit=CHARON_RETRANSMIT)
+        o = p.ours("left", our_policy_text("left", our_conn("left", esp="aes256gcm16-x25519",
+                                                            children={"start_action": "start"}),
+                                           engine=OUR_RETRANSMIT), FQDN_SECRETS)
+        wait_or_explain(lambda: with_children(o) and "INSTALLED" in c.list_sas(), "the tunnel", o)
+        loss_counting_esp(L, LOSS)
+        count = int((SOAK_SECONDS + PING_TAIL) / PING_INTERVAL)
+        ping = p.popen("ip", "netns", "exec", L.ns["left"], "ping", "-n", "-q", "-c", str(count),
+                       "-i", str(PING_INTERVAL), "-W", "2", "-I", INNER["left"], INNER["right"])
+        done: list[str] = []
+        end = time.monotonic() + SOAK_SECONDS
+        while time.monotonic() < end:
+            action = rng.choices(ACTIONS, WEIGHTS)[0]
+            rekey(action, o, c)
+            done.append(action)
+            time.sleep(rng.uniform(0.5, 2.5))
+        print(f"soak: {len(done)} rekeys: " + ", ".join(f"{a} {done.count(a)}" for a in ACTIONS))
+        # The loss stays until the ping is over, so every lost ping has a counted drop to explain it.
+        out, _ = ping.communicate(timeout=SOAK_SECONDS + 60)
+        sent, received = ping_stats(out)
+        drops = dropped(L)
+        L.loss(0)
+        settled = None
+        try:
+            settled = wait_or_explain(lambda: agreement(o, c), "both ends to agree on one IKE and one CHILD SA", o,
+                                      timeout=30, interval=1)
+        finally:
+            print(f"soak: ping {received}/{sent}, nft dropped {drops['esp']} ESP and {drops['other']} other "
+                  f"packets\n{both_ends(o, c)}")
+        sa, listing = settled
+        kid = sa["children"][0]
+        datapath = {(x["spi"], x["direction"]) for x in control(o, "counters")["sas"]}
+        assert datapath == {(kid["spi_in"], "in"), (kid["spi_out"], "out")}, "our datapath holds other SAs"
+        assert "Traceback" not in o.log(), problems(o)
+        lost = sent - received
+        assert lost == drops["esp"], (
+            f"{lost} pings lost, {drops['esp']} ESP packets dropped by the configured loss: "
+            f"{lost - drops['esp']} lost by the implementations")
