@@ -52,8 +52,9 @@ GSO_MAX_SEGMENTS = 64
 """Datagrams per UDP GSO send (the kernel's UDP_MAX_SEGMENTS on older kernels)."""
 GSO_MAX_BYTES = 65000
 """UDP payload bytes per GSO send: one send is one (super-)datagram of at most 64 KiB."""
-READ_BATCH = 256
-"""TUN reads per readiness callback before letting IKE, timers and the other direction run."""
+READ_BATCH = 64
+"""TUN reads per readiness callback before letting IKE, timers and the other direction run (64
+super-packets are already 4 MB)."""
 READ_SIZE = 65535 + 64
 ICMP_BURST = 50
 ICMP_RATE = 100.0
@@ -81,9 +82,14 @@ class UdpSender:
         self.key = None
 
     def add(self, data) -> None:
-        if not self.pending:
+        pending = self.pending
+        if not pending:
             self.io.dirty.append(self)
-        self.pending.append(data)
+        pending.append(data)
+        if len(pending) >= 2 * GSO_MAX_SEGMENTS:
+            # Two full batches go now: bursts at the peer stay short (a peer without GRO, like
+            # charon, takes them into a socket buffer of its default size).
+            self.flush()
 
     def flush(self) -> None:
         pkts = self.pending
