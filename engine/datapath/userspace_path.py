@@ -104,15 +104,14 @@ def _entries(pair: Pair, prio: int | None, seq: int) -> list[tuple]:
     part in pair selection only, not in SPD decisions (a policy template decides those).
     """
     ev = pair.ev
-    local_addr = ipaddress.ip_address(ev.local_addr)
-    remote_addr = ipaddress.ip_address(ev.remote_addr)
-    locals_ = ev.local_ts or (TrafficSelector.any(local_addr.version),)
-    remotes = ev.remote_ts or (TrafficSelector.any(remote_addr.version),)
+    version = pair.inbound.version
+    locals_ = ev.local_ts or (TrafficSelector.any(version),)
+    remotes = ev.remote_ts or (TrafficSelector.any(version),)
     out = []
     for l0 in locals_:
-        l = l0.resolve(local_addr) if l0.dynamic else l0
+        l = l0.resolve(ipaddress.ip_address(ev.local_addr)) if l0.dynamic else l0
         for r0 in remotes:
-            r = r0.resolve(remote_addr) if r0.dynamic else r0
+            r = r0.resolve(ipaddress.ip_address(ev.remote_addr)) if r0.dynamic else r0
             if l.version != r.version:
                 continue
             in_spd = bool(ev.local_ts and ev.remote_ts) and not (l0.dynamic or r0.dynamic)
