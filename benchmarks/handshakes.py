@@ -4,26 +4,31 @@ in-process sans-IO rate of two IkeEndpoints and where the time goes.
 
 A handshake: IKE_SA_INIT + IKE_AUTH, PSK, x25519, AES-GCM-256 with
 PRF_HMAC_SHA2_256, one ESP AES-GCM-256 CHILD SA (tunnel, 198.51.100.1/32 ===
-198.51.100.129/32), then an INFORMATIONAL deleting the IKE SA. Every
-handshake uses its own initiator ID (charon scans a per-identity list); both
-responders accept any ID with one PSK.
+198.51.100.129/32, or with --distinct-ts one selector per handshake), then an
+INFORMATIONAL deleting the IKE SA. Every handshake uses its own initiator ID
+(charon scans a per-identity list); both responders accept any ID with one
+PSK, and any initiator selector inside 198.51.100.0/25 (narrowed).
 
 Lab (root, strongSwan): two namespaces joined by veth, 192.0.2.1 (left,
 the generator benchmarks/ikeload.py, pinned to CPU 0) -> 192.0.2.2 (right,
-the responder, pinned to CPU 1 with all its threads). Responders:
+the responder, pinned to CPU 1 with all its threads). Responders, the
+shipped configuration first:
 
-  ours        our daemon as shipped: `python -m console daemon CONFIG
-              --datapath none` (logs INFO to stderr, here to a file)
-  ours-nolog  the same daemon without its stderr log handler (what a
-              --quiet flag would give): engine.runtime.daemon.serve()
-  charon      charon 5.9.8 at its best: the settings of
-              ../shared/interop/bench-charon.conf (stock plugin order with
-              aesni and openssl, large IKE SA table, no DoS protection or
-              half-open limit, no logging), kernel-libipsec backend (this
-              kernel has no ESP), and install_routes = no: our daemon with
-              --datapath none installs nothing either, so charon is spared
-              its per-CHILD-SA route work too (it still installs SAs and
-              policies in libipsec)
+  ours        our daemon as shipped: `python -m console daemon CONFIG` with
+              the userspace datapath (TUN device, a route per CHILD SA's
+              remote selector, the SAs in the userspace SAD): what a user
+              gets on a kernel without ESP, like this one. Logs INFO to
+              stderr (here a file).
+  charon      charon 5.9.8 with ../shared/interop/bench-charon.conf (stock
+              plugin order with aesni and openssl, large IKE SA table, no
+              DoS protection or half-open limit, no logging), the
+              kernel-libipsec backend (this kernel has no ESP) with its
+              defaults: SAs and policies in libipsec, routes into ipsec0.
+              The counterpart of `ours`.
+  ours-nolog  `ours` without its stderr log handler (what a --quiet flag
+              would give): engine.runtime.daemon.serve()
+  ours-none   diagnostic: `ours` with --datapath none (negotiates, installs
+              nothing): the IKE engine alone
   null        benchmarks/ikeload.py's null responder (cached DH, no AUTH
               check): the generator's own ceiling
 
@@ -42,8 +47,17 @@ median rate, every run, the responder's CPU use over the window (fraction
 of its core) and its CPU time per handshake (steadier than the rate on a
 busy machine), and the ratios to charon.
 
-    sudo python3 benchmarks/handshakes.py                   # everything
+Held state: --hold N first brings up N SAs per run and keeps them while
+measuring; --curve N instead holds every SA (no delete) up to N and reports
+the rate of new SAs per --curve-step held, the road-warrior server's
+"clients per second as clients accumulate". Both with --distinct-ts give
+every CHILD SA its own selectors (198.51.100.1-126 x UDP ports: distinct
+SPD entries; the routes are per address, so 126 of them).
+
+    sudo python3 benchmarks/handshakes.py                   # ours, charon, ours-none; 3 runs x 15 s
     sudo python3 benchmarks/handshakes.py --runs 5 --duration 20 --concurrency 32
+    sudo python3 benchmarks/handshakes.py --hold 10000 --distinct-ts --runs 1 --responders ours,charon
+    sudo python3 benchmarks/handshakes.py --curve 10000 --distinct-ts --responders ours,charon
     sudo python3 benchmarks/handshakes.py --profile         # + py-spy of our daemon under load
     python3 benchmarks/handshakes.py --sansio-only          # no root needed
 
@@ -82,9 +96,13 @@ LEFT, RIGHT = "192.0.2.1", "192.0.2.2"
 LOCAL_TS, REMOTE_TS = "198.51.100.1/32", "198.51.100.129/32"  # as the initiator sees them
 CHARON = "/usr/lib/ipsec/charon"
 GEN_CPU, RESP_CPU = 0, 1
-RESPONDERS = ("ours", "ours-nolog", "charon", "null")
+RESPONDERS = ("ours", "charon", "ours-nolog", "ours-none", "null")
+DEFAULT_RESPONDERS = ("ours", "charon", "ours-none")
+CLIENT_TS = "198.51.100.0/25"
+"""What both responders accept as the initiator's selector (narrowed to what it proposes)."""
 
-# ../shared/interop/bench-charon.conf, plus install_routes = no (see the docstring).
+# ../shared/interop/bench-charon.conf (as tests/interop/lab_esp.py uses it), inlined so
+# that a checkout without ../shared runs the same settings.
 BENCH_CHARON_CONF = """\
 charon {
   ikesa_table_size = 32768
@@ -93,7 +111,6 @@ charon {
   cookie_threshold = 1000000
   block_threshold = 1000000
   init_limit_half_open = 0
-  install_routes = no
   filelog {
     charon-log {
       default = 0
@@ -128,7 +145,7 @@ connections {{
       bench {{
         mode = tunnel
         local_ts = {REMOTE_TS}
-        remote_ts = {LOCAL_TS}
+        remote_ts = {CLIENT_TS}
         esp_proposals = aes256gcm16
       }}
     }}
@@ -143,7 +160,7 @@ secrets {{
 
 OUR_POLICY = f"""\
 [engine]
-datapath = "userspace"   # overridden: the daemon runs with --datapath none
+datapath = "userspace"   # ours-none overrides it with --datapath none
 listen = ["{RIGHT}"]
 secrets = "secrets.toml"
 half_open_threshold = 1000000   # no COOKIEs: charon's bench settings turn them off too
@@ -158,7 +175,7 @@ remote = {{ auth = "psk", id = "%any" }}
 [connections.bench.children.lan]
 mode = "tunnel"
 local_ts = ["{REMOTE_TS}"]
-remote_ts = ["{LOCAL_TS}"]
+remote_ts = ["{CLIENT_TS}"]
 esp_proposals = ["aes256gcm16"]
 """
 
@@ -167,7 +184,7 @@ OUR_SECRETS = f'[ike.any]\nsecret = "{PSK.decode()}"\n'
 # The daemon without setup_logging(): the "engine" logger keeps the default
 # WARNING level, so log.info() returns at once.
 NOLOG_DAEMON = ("import asyncio, sys; from engine.runtime.daemon import serve; "
-                "sys.exit(asyncio.run(serve(sys.argv[1], sys.argv[2], datapath='none')))")
+                "sys.exit(asyncio.run(serve(sys.argv[1], sys.argv[2])))")
 
 
 # ====================================================================== helpers
@@ -280,8 +297,7 @@ class OurDaemon(Responder):
         secrets.chmod(0o600)
 
     def daemon_cmd(self, control: Path) -> list[str]:
-        return [sys.executable, "-m", "console", "daemon", str(self.dir / "policy.toml"), "--control", str(control),
-                "--datapath", "none"]
+        return [sys.executable, "-m", "console", "daemon", str(self.dir / "policy.toml"), "--control", str(control)]
 
     def start(self, prefix: tuple[str, ...] = ()) -> "OurDaemon":
         self._write_config()
@@ -311,6 +327,13 @@ class OurDaemonNoLog(OurDaemon):
 
     def daemon_cmd(self, control: Path) -> list[str]:
         return [sys.executable, "-c", NOLOG_DAEMON, str(self.dir / "policy.toml"), str(control)]
+
+
+class OurDaemonNoDatapath(OurDaemon):
+    kind = "ours-none"
+
+    def daemon_cmd(self, control: Path) -> list[str]:
+        return super().daemon_cmd(control) + ["--datapath", "none"]
 
 
 class CharonResponder(Responder):
@@ -346,7 +369,7 @@ class NullResponder(Responder):
         return self
 
 
-KINDS = {c.kind: c for c in (OurDaemon, OurDaemonNoLog, CharonResponder, NullResponder)}
+KINDS = {c.kind: c for c in (OurDaemon, OurDaemonNoLog, OurDaemonNoDatapath, CharonResponder, NullResponder)}
 
 
 # ====================================================================== the generator
@@ -357,6 +380,10 @@ def generator_cmd(lab, args, cpu_pid: int | None) -> list[str]:
     cmd += ["--core", str(RESP_CPU)]
     if args.hold:
         cmd += ["--hold", str(args.hold)]
+    if args.distinct_ts:
+        cmd += ["--distinct-ts"]
+    if args.curve:
+        cmd += ["--curve", str(args.curve), "--curve-step", str(args.curve_step)]
     if cpu_pid is not None:
         cmd += ["--cpu-pid", str(cpu_pid)]
     return cmd
@@ -400,6 +427,11 @@ def measure_lab(args) -> tuple[dict[str, list[dict]], dict[str, str]]:
                 responder.stop()
                 responder = None
                 results[kind].append(res)
+                if args.curve:
+                    steps = " ".join(f"{c['rate']:.0f}" if c["rate"] else "-" for c in res["curve"])
+                    print(f"  run {run + 1}/{args.runs} {kind:10} held {res['held']} (failed {res['hold_failed']}), "
+                          f"new SAs/s per {args.curve_step}: {steps}", flush=True)
+                    continue
                 print(f"  run {run + 1}/{args.runs} {kind:10} {res['rate']:8.0f} hs/s  "
                       f"responder CPU {res['responder_cpu'] or 0:.2f}  others on its core {_others(res):.2f}  "
                       f"generator CPU {res['generator_cpu']:.2f}  "
@@ -795,7 +827,44 @@ def _others(res: dict) -> float:
     return max(0.0, res["core_busy"] - res["responder_cpu"])
 
 
+def print_curve(results: dict[str, list[dict]], args) -> None:
+    """New SAs per second at each step of held SAs, per responder (median over runs), beside charon."""
+    kinds = [k for k in args.responders if results.get(k)]
+    steps = max(len(r["curve"]) for k in kinds for r in results[k]) if kinds else 0
+    head = ["SAs held"] + [f"{k} SAs/s" for k in kinds] + [f"{k}/charon" for k in kinds if k != "charon"
+                                                         and "charon" in kinds]
+    rows = []
+    for i in range(steps):
+        rates = {}
+        span = ""
+        for k in kinds:
+            xs = [r["curve"][i]["rate"] for r in results[k] if len(r["curve"]) > i and r["curve"][i]["rate"]]
+            rates[k] = _median(xs)
+            for r in results[k]:
+                if len(r["curve"]) > i:
+                    span = f"{r['curve'][i]['held_from']}-{r['curve'][i]['held_to']}"
+        row = [span] + [f"{rates[k]:.0f}" if rates[k] else "-" for k in kinds]
+        if "charon" in kinds:
+            row += [f"{rates[k] / rates['charon']:.2f}" if rates[k] and rates["charon"] else "-"
+                    for k in kinds if k != "charon"]
+        rows.append(row)
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(head)]
+    line = "  ".join(h.ljust(w) for h, w in zip(head, widths))
+    print(line)
+    print("-" * len(line))
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)))
+    for k in kinds:
+        for r in results[k]:
+            rss = r.get("responder_rss_kib")
+            print(f"  {k}: {r['held']} held, {r['hold_failed']} failed, {r['retransmits']} retransmits, "
+                  f"failures {r['failures'] or 'none'}" + (f"; resident {rss / 1024:.0f} MiB at the end" if rss else ""))
+
+
 def print_table(results: dict[str, list[dict]], args) -> None:
+    if args.curve:
+        print_curve(results, args)
+        return
     rows = []
     charon = _median([r["rate"] for r in results.get("charon", [])])
     charon_us = _median([r["responder_us_per_hs"] for r in results.get("charon", [])])
@@ -942,7 +1011,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hold", type=int, default=0, metavar="N",
                     help="each run first brings up N IKE SAs and keeps them while measuring (cost of held state; "
                          "also reports the responder's memory per held SA)")
-    ap.add_argument("--responders", default=",".join(RESPONDERS),
+    ap.add_argument("--distinct-ts", action="store_true",
+                    help="every handshake proposes its own initiator selector (no two CHILD SAs share selectors)")
+    ap.add_argument("--curve", type=int, default=0, metavar="N",
+                    help="hold every SA up to N and report new SAs/s per --curve-step held (replaces the window; "
+                         "--duration caps the run)")
+    ap.add_argument("--curve-step", type=int, default=1000)
+    ap.add_argument("--responders", default=",".join(DEFAULT_RESPONDERS),
                     help=f"comma-separated, from {', '.join(RESPONDERS)}")
     ap.add_argument("--profile", action="store_true", help="also py-spy our daemon under load")
     ap.add_argument("--profile-responder", default="ours", choices=tuple(k for k in RESPONDERS if k.startswith("ours")),

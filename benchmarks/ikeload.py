@@ -181,6 +181,18 @@ def _walk(data: bytes, pos: int, end: int, first: int):
         ptype = nxt
 
 
+DISTINCT_TS_PLACEHOLDER = "198.51.100.126/32[udp/48879]"
+_PLACEHOLDER_TS_TAIL = b"\xbe\xef\xbe\xef" + bytes([198, 51, 100, 126]) * 2
+DISTINCT_ADDRS = 126
+"""Initiator-side selectors of --distinct-ts: 198.51.100.1-126 (inside the test range) times UDP ports."""
+
+
+def distinct_selector(n: int) -> tuple[int, bytes]:
+    """(port, address) of handshake ``n``'s own TSi: 198.51.100.1/32[udp/1024] onwards; the address
+    changes first, so 10,000 handshakes use all 126 addresses with 80 ports each."""
+    return 1024 + n // DISTINCT_ADDRS, bytes([198, 51, 100, 1 + n % DISTINCT_ADDRS])
+
+
 def _natd(spi_i: bytes, spi_r: bytes, addr: str, port: int) -> bytes:
     return hashlib.sha1(spi_i + spi_r + socket.inet_aton(addr) + port.to_bytes(2, "big")).digest()
 
@@ -262,9 +274,19 @@ class LoadGenerator:
     def __init__(self, source: str, target: str, *, concurrency: int = 32, psk: bytes = PSK,
                  local_ts: str = "198.51.100.1/32", remote_ts: str = "198.51.100.129/32",
                  timeout: float = 2.0, retries: int = 3, fake_nat: bool = True, port: int = 500,
-                 natt_port: int = 4500, hold: int = 0) -> None:
+                 natt_port: int = 4500, hold: int = 0, distinct_ts: bool = False, curve: int = 0,
+                 curve_step: int = 1000, rate: float = 0.0) -> None:
         self.source, self.target = source, target
         self.hold = hold
+        self.distinct_ts = distinct_ts
+        """Each handshake proposes its own TSi (see `distinct_selector`), as road-warrior clients with
+        their own virtual IPs do: no two CHILD SAs share selectors on the responder."""
+        self.curve = curve
+        self.curve_step = curve_step
+        self.curve_marks: list[tuple[int, float]] = []
+        """(SAs held, monotonic time) at every curve_step-th established SA of a --curve run."""
+        self.rate = rate
+        """Handshakes started per second at most (0: as many as the concurrency allows)."""
         self.held = self.hold_started = self.hold_failed = 0
         self.concurrency = concurrency
         self.timeout, self.retries = timeout, retries
@@ -299,14 +321,17 @@ class LoadGenerator:
         self.id_len = len(self._identity(0))
         idp = IdPayload(True, IdType.FQDN, b"\xd1" * self.id_len)
         auth, spi = b"\xd8" * 32, b"\xe9\xe9\xe9\xe9"
+        tsi = _ts_payload(True, DISTINCT_TS_PLACEHOLDER if self.distinct_ts else local_ts)
         first, inner = encode_payloads([
             idp, AuthPayload(AuthMethod.PSK, auth), SaPayload((_esp_proposal(spi),)),
-            _ts_payload(True, local_ts), _ts_payload(False, remote_ts)])
+            tsi, _ts_payload(False, remote_ts)])
         self.auth_first = first
         self.auth_plain = inner + b"\0"  # pad length 0 (AEAD: no block alignment, RFC 5282 §3)
         self.auth_id_at = _offset(self.auth_plain, idp.data)
         self.auth_auth_at = _offset(self.auth_plain, auth)
         self.auth_spi_at = _offset(self.auth_plain, spi)
+        # The selector's protocol byte, then length, ports and addresses (RFC 7296 §3.13.1).
+        self.auth_ts_at = _offset(self.auth_plain, _PLACEHOLDER_TS_TAIL) - 4 if self.distinct_ts else -1
         self.id_body_prefix = bytes([IdType.FQDN]) + b"\0\0\0"
 
         first, inner = encode_payloads([DeletePayload(ProtocolId.IKE, ())])
@@ -344,7 +369,7 @@ class LoadGenerator:
         a = self.init_dst_at
         msg[a:a + 20] = hashlib.sha1(spi + ZERO8 + self.dst_tail).digest()
         hs = _Hs(self.next_n, spi, ni, bytes(msg), now)
-        if self.hold_started < self.hold:
+        if self.hold_started < self.hold or self.curve:
             hs.keep = True
             self.hold_started += 1
         self.next_n += 1
@@ -431,6 +456,10 @@ class LoadGenerator:
         plain[a:a + 32] = prf(self.psk_pad, signed)
         a = self.auth_spi_at
         plain[a:a + 4] = (0x100 + (hs.n & 0x7FFFFFFF)).to_bytes(4, "big")
+        if self.auth_ts_at >= 0:
+            port, addr = distinct_selector(hs.n)
+            a = self.auth_ts_at
+            plain[a + 4:a + 16] = struct.pack("!HH4s4s", port, port, addr, addr)
         hs.init_req = b""
         hs.enc = _gcm(sk_ei)
         hs.msg = self._sk_message(hs, _IKE_AUTH, 1, self.auth_first, bytes(plain), hs.enc)
@@ -475,6 +504,8 @@ class LoadGenerator:
         if hs.keep:  # established and left up: the responder holds it from now on
             self.inflight.pop(hs.spi_i, None)
             self.held += 1
+            if self.curve and self.held % self.curve_step == 0:
+                self.curve_marks.append((self.held, now))
             return
         if self.measuring:
             self.ok += 1
@@ -527,7 +558,11 @@ class LoadGenerator:
 
     def run(self, duration: float, warmup: float = 2.0, drain: float = 3.0, cpu_pid: int | None = None,
             core: int | None = None) -> dict:
-        """Run for warmup + duration seconds; count what completes in the window."""
+        """Run for warmup + duration seconds; count what completes in the window.
+
+        With ``curve``: no window; every SA stays up until ``curve`` are held or ``duration`` ran out.
+        """
+        self._cpu_pid = cpu_pid
         self.s_ike = _udp(self.source, self.port)
         self.s_natt = _udp(self.source, self.natt_port)
         poller = select.epoll()
@@ -543,9 +578,26 @@ class LoadGenerator:
         launching = True
         holding = self.hold > 0
         self.rss = dict(start=_proc_rss(cpu_pid) if cpu_pid else None)
+        if self.curve:
+            self.curve_marks.append((0, t0))
         try:
             while True:
                 now = clock()
+                if self.curve:
+                    # A curve run: every handshake stays up; it ends at `curve` SAs held (or
+                    # when the duration runs out), and the result is the rate per step.
+                    if self.held >= self.curve or now >= t0 + duration:
+                        break
+                    while len(self.inflight) < self.concurrency and \
+                            self.hold_started - self.hold_failed < self.curve:
+                        self._start(now)
+                    for fd, _ in poller.poll(0.01):
+                        sock, natt = socks[fd]
+                        self._drain(sock, natt, now)
+                    if now >= next_scan:
+                        self._expire(now)
+                        next_scan = now + 0.05
+                    continue
                 if holding and self.held + self.hold_failed >= self.hold:
                     # The SAs to hold are up: the warm-up and the window start now.
                     holding = False
@@ -564,7 +616,8 @@ class LoadGenerator:
                     self.rss["end"] = _proc_rss(cpu_pid) if cpu_pid else None
                     launching = False
                 if launching:
-                    while len(self.inflight) < self.concurrency:
+                    while len(self.inflight) < self.concurrency and \
+                            (not self.rate or self.started < self.rate * (now - t0) + 1):
                         self._start(now)
                 elif not self.inflight or now >= t_end + drain:
                     break
@@ -580,7 +633,18 @@ class LoadGenerator:
             self.s_natt.close()
         return self._result(window, duration)
 
+    def curve_result(self, cpu_pid: int | None = None) -> dict:
+        """Rate of new SAs per step of held SAs (a --curve run)."""
+        steps = []
+        for (n0, t0), (n1, t1) in zip(self.curve_marks, self.curve_marks[1:]):
+            steps.append(dict(held_from=n0, held_to=n1, rate=round((n1 - n0) / (t1 - t0), 1) if t1 > t0 else None))
+        return dict(curve=steps, held=self.held, hold_failed=self.hold_failed, retransmits=self.retransmits,
+                    failures=dict(sorted(self.failures.items())), step=self.curve_step,
+                    responder_rss_kib=_proc_rss(cpu_pid) if cpu_pid else None)
+
     def _result(self, window: dict | None, duration: float) -> dict:
+        if self.curve:
+            return self.curve_result(self._cpu_pid)
         if window is None:
             window = dict(t=duration, cpu=0.0, rcpu=None, core=None, started=0)
         lat = sorted(self.latencies)
@@ -755,6 +819,13 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--retries", type=int, default=3)
     r.add_argument("--hold", type=int, default=0, metavar="N",
                    help="first bring up N IKE SAs (own IDs) and leave them up, then measure with them held")
+    r.add_argument("--distinct-ts", action="store_true",
+                   help="every handshake proposes its own TSi (198.51.100.1-126/32, one UDP port each): no two "
+                        "CHILD SAs share selectors (the responder must accept 198.51.100.0/25)")
+    r.add_argument("--curve", type=int, default=0, metavar="N",
+                   help="hold every SA (no delete) until N are up; report the rate of new SAs per --curve-step")
+    r.add_argument("--curve-step", type=int, default=1000)
+    r.add_argument("--rate", type=float, default=0.0, help="start at most this many handshakes per second")
     r.add_argument("--psk", default=PSK.decode())
     r.add_argument("--no-fake-nat", action="store_true", help="real NAT-D hashes; float only if the responder says so")
     r.add_argument("--cpu-pid", type=int, help="also report this process's CPU use over the window")
@@ -773,7 +844,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(nr.counts), file=sys.stderr)
         return 0
     gen = LoadGenerator(args.source, args.target, concurrency=args.concurrency, psk=args.psk.encode(),
-                        timeout=args.timeout, retries=args.retries, fake_nat=not args.no_fake_nat, hold=args.hold)
+                        timeout=args.timeout, retries=args.retries, fake_nat=not args.no_fake_nat, hold=args.hold,
+                        distinct_ts=args.distinct_ts, curve=args.curve, curve_step=args.curve_step, rate=args.rate)
     res = gen.run(args.duration, args.warmup, cpu_pid=args.cpu_pid, core=args.core)
     if args.json:
         print(json.dumps(res))

@@ -1,11 +1,14 @@
 """The bridge between a runtime and the app.
 
 One labelled worker consumes the runtime's events and posts them, coalesced
-per burst, as ``EventsArrived``; a second one polls ``status()`` and re-arms
-only after the UI has taken the previous snapshot, so polls never overlap
-nor pile up. Commands from screens run in a third group. Every worker
-failure ends in ``on_worker_state_changed`` here: an alert and a
-notification, never a crash.
+per burst, as ``EventsArrived`` of at most `EVENTS_PER_MESSAGE` events, one
+message in flight at a time: the next goes once the app has handled the
+previous, so a flood of engine events never piles up in the app's message
+queue (it waits in the runtime, which bounds it); a second worker polls
+``status()`` and re-arms only after the UI has taken the previous snapshot,
+so polls never overlap nor pile up. Commands from screens run in a third
+group. Every worker failure ends in ``on_worker_state_changed`` here: an
+alert and a notification, never a crash.
 
 The mixin goes on the App: ``class ConsoleApp(RuntimeBridge, App)``.
 """
@@ -17,15 +20,22 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from textual import work
+from textual.message import Message
 from textual.worker import Worker, WorkerState
 
 from console.messages import EventsArrived, RuntimeTrouble, StatusUpdated
 from console.runtime.base import CommandError, Runtime, RuntimeDisconnected
 
 POLL_INTERVAL = 1.0
+EVENTS_PER_MESSAGE = 500
+"""Events in one EventsArrived at most: the app's work per message stays bounded."""
 WORKER_GROUPS = {"runtime": "events", "status": "status", "commands": "command",
                  "cert-expiry": "certificate expiry"}
 """App worker groups whose failures end here, and how the alert names them."""
+
+
+class EventsTaken(Message):
+    """Posted behind each EventsArrived: when the app gets here, it has handled that batch."""
 
 
 class RuntimeBridge:
@@ -39,6 +49,9 @@ class RuntimeBridge:
         self._poll_now = asyncio.Event()
         self._event_buffer: list = []
         self._flush_scheduled = False
+        self._awaiting_app = False
+        self._events_taken = asyncio.Event()
+        self._events_taken.set()
         self.runtime_alive = False
 
     # --------------------------------------------------------------- start/stop
@@ -67,14 +80,33 @@ class RuntimeBridge:
                 # Events already queued arrive without suspending; one message per burst.
                 self._flush_scheduled = True
                 loop.call_soon(self._flush_events)
-        self._flush_events()
+            while len(self._event_buffer) >= EVENTS_PER_MESSAGE:
+                # Stop taking until the app has handled what it was given (which posts the next
+                # batch): the rest waits upstream, where the runtime bounds it.
+                if not self._awaiting_app:
+                    self._flush_events()
+                await self._events_taken.wait()
+        while self._event_buffer:  # the stream ended: hand over the rest
+            self._awaiting_app = False
+            self._flush_events()
 
     def _flush_events(self) -> None:
         self._flush_scheduled = False
-        if self._event_buffer:
-            batch = tuple(self._event_buffer)
-            self._event_buffer.clear()
+        if self._event_buffer and not self._awaiting_app:
+            batch = tuple(self._event_buffer[:EVENTS_PER_MESSAGE])
+            del self._event_buffer[:EVENTS_PER_MESSAGE]
             self.post_message(EventsArrived(batch))
+            # The app handles its messages in order: this one arrives once the batch above is done.
+            self.post_message(EventsTaken())
+            self._awaiting_app = True
+            self._events_taken.clear()
+
+    def on_events_taken(self, message: EventsTaken) -> None:
+        message.stop()
+        self._awaiting_app = False
+        self._events_taken.set()
+        if self._event_buffer:
+            self._flush_events()
 
     @work(group="status", exclusive=True, exit_on_error=False, name="status poll")
     async def _poll_status(self) -> None:

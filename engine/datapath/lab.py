@@ -183,7 +183,7 @@ class TrafficGenerator:
         """(child key, source, destination) for every child with a usable pair."""
         out = []
         for key, pairs in self.path.by_child.items():
-            pair = next((p for p in reversed(pairs) if p.active), None)
+            pair = next((p for p in reversed(pairs.values()) if p.active), None)
             if pair is None or not pair.ev.local_ts or not pair.ev.remote_ts:
                 continue
             lts = next((t for t in pair.ev.local_ts if not t.dynamic), None)
@@ -355,6 +355,9 @@ class LabDatapath:
 
     def counters(self) -> tuple[list[SaCounters], dict[str, int]]:
         return self.path.counters()
+
+    async def counters_async(self) -> tuple[list[SaCounters], dict[str, int]]:
+        return await self.path.counters_async()
 
     def rule_counters(self) -> dict[str, int]:
         return self.path.rule_counters()

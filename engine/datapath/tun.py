@@ -1,9 +1,11 @@
 """The TUN device of the userspace datapath and the routing that feeds it.
 
-`open_tun` opens ``/dev/net/tun`` (IFF_TUN | IFF_NO_PI, optionally
-IFF_VNET_HDR with TCP segmentation offload); `TunNetwork` uses pyroute2 to
-bring the device up, add its addresses, and route the remote traffic
-selectors of installed CHILD SAs into it, the way charon's kernel-libipsec
+`open_tun` opens ``/dev/net/tun`` (IFF_TUN | IFF_NO_PI, with IFF_VNET_HDR
+and TCP/UDP segmentation offloads when asked: see
+`engine.datapath.offload`); `TunNetwork` uses pyroute2 to bring the device
+up, add its addresses and the policy rule; `RouteTable` routes the remote
+traffic selectors of installed CHILD SAs into it (through
+`engine.datapath.rtnl`, without waiting), the way charon's kernel-libipsec
 does with ``ipsec0``:
 
     <priority>: not from all fwmark <mark> lookup <table>
@@ -28,14 +30,16 @@ backstops stay, so the traffic the tunnels carried is dropped instead of
 leaving in clear through ``main``, until the next start removes them (or
 ``ip route flush table 4533; ip rule del priority 4533``). A clean stop,
 and an SA deleted on purpose, remove them with their routes.
-Every call here blocks briefly (netlink); they run at start, stop and on
-SA install/remove, never per packet.
+`TunNetwork`'s calls block briefly (pyroute2) and run at start and stop
+only; per SA, `RouteTable` counts users of each route (and of its
+backstop) and queues a netlink request only for the first and the last.
 """
 
 from __future__ import annotations
 
 import errno
 import fcntl
+import functools
 import ipaddress
 import logging
 import os
@@ -65,6 +69,8 @@ TUN_F_CSUM = 0x01
 TUN_F_TSO4 = 0x02
 TUN_F_TSO6 = 0x04
 TUN_F_TSO_ECN = 0x08
+TUN_F_USO4 = 0x20
+TUN_F_USO6 = 0x40
 VNET_HDR_SIZE = 10
 """struct virtio_net_hdr (no num_buffers)."""
 SO_MARK = getattr(socket, "SO_MARK", 36)
@@ -75,12 +81,14 @@ class TunError(OSError):
     """The TUN device or its routing could not be set up; the message says what and why."""
 
 
-def open_tun(name: str = DEFAULT_DEVICE, *, vnet_hdr: bool = False) -> tuple[int, str]:
-    """Open a TUN device; returns (non-blocking fd, device name).
+def open_tun(name: str = DEFAULT_DEVICE, *, vnet_hdr: bool = False) -> tuple[int, str, int]:
+    """Open a TUN device; returns (non-blocking fd, device name, offload flags the device took).
 
     With ``vnet_hdr`` every read and write starts with a 10-byte
-    virtio_net_hdr and the device accepts checksum offload and TSO, so the
-    kernel hands over TCP super-packets of up to 64 KiB.
+    virtio_net_hdr and the device takes checksum offload and TSO (and UDP
+    segmentation offload where the kernel has it, Linux 6.2+), so the kernel
+    hands over TCP/UDP super-packets of up to 64 KiB. A kernel without
+    IFF_VNET_HDR gets a plain device (offload flags 0).
     """
     if len(name.encode()) > 15:
         raise TunError(errno.EINVAL, f"TUN device name {name!r} is longer than 15 bytes")
@@ -89,17 +97,31 @@ def open_tun(name: str = DEFAULT_DEVICE, *, vnet_hdr: bool = False) -> tuple[int
     except OSError as exc:
         raise TunError(exc.errno, f"cannot open /dev/net/tun: {exc.strerror} (the userspace datapath needs "
                                   "root or CAP_NET_ADMIN and the tun driver)") from None
+    offloads = 0
     try:
         flags = IFF_TUN | IFF_NO_PI | (IFF_VNET_HDR if vnet_hdr else 0)
-        ifr = fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), flags))
+        try:
+            ifr = fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), flags))
+        except OSError as exc:
+            if not vnet_hdr or exc.errno != errno.EINVAL:
+                raise
+            vnet_hdr = False  # an old kernel: packet by packet
+            ifr = fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), IFF_TUN | IFF_NO_PI))
         actual = ifr[:16].rstrip(b"\0").decode()
         if vnet_hdr:
             fcntl.ioctl(fd, TUNSETVNETHDRSZ, struct.pack("i", VNET_HDR_SIZE))
-            fcntl.ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)
+            for offloads in (TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_USO4 | TUN_F_USO6,
+                             TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6):
+                try:
+                    fcntl.ioctl(fd, TUNSETOFFLOAD, offloads)
+                    break
+                except OSError as exc:
+                    if exc.errno != errno.EINVAL:
+                        raise
     except OSError as exc:
         os.close(fd)
         raise TunError(exc.errno, f"cannot create TUN device {name!r}: {exc.strerror}") from None
-    return fd, actual
+    return fd, actual, offloads
 
 
 def mark_socket(sock: socket.socket, mark: int = FWMARK) -> None:
@@ -110,13 +132,15 @@ def mark_socket(sock: socket.socket, mark: int = FWMARK) -> None:
         log.warning("cannot mark socket for the tunnel bypass: %s", exc)
 
 
-def ranges_to_networks(start, end) -> list:
-    """The CIDR blocks exactly covering an address range (selectors are ranges, routes are prefixes)."""
-    return list(ipaddress.summarize_address_range(start, end))
+@functools.lru_cache(maxsize=4096)
+def ranges_to_networks(start, end) -> tuple:
+    """The CIDR blocks exactly covering an address range (selectors are ranges, routes are prefixes);
+    cached: many CHILD SAs name the same selectors."""
+    return tuple(ipaddress.summarize_address_range(start, end))
 
 
 class TunNetwork:
-    """Addresses, routes and the policy rule of one TUN device (pyroute2, blocking)."""
+    """Link state, addresses and the policy rule of one TUN device (pyroute2, blocking: start/stop only)."""
 
     def __init__(self, device: str, *, table: int = ROUTE_TABLE, priority: int = RULE_PRIORITY,
                  fwmark: int = FWMARK) -> None:
@@ -128,8 +152,6 @@ class TunNetwork:
         self.fwmark = fwmark
         self.ipr = IPRoute()
         self.index: int | None = None
-        self._routes: Counter = Counter()
-        """(network, prefsrc or None, kind) -> how many users; a route goes when its last user does."""
         self._rules: list[int] = []
 
     # ------------------------------------------------------------ lifecycle
@@ -210,10 +232,7 @@ class TunNetwork:
                 log.debug("no IPv6 rule (IPv6 disabled?): %s", exc)
 
     def close(self) -> None:
-        """Remove our rule(s) and routes; the device itself goes when its fd is closed."""
-        for (net, src, kind), _n in list(self._routes.items()):
-            self._route("del", net, src, kind)
-        self._routes.clear()
+        """Remove our rule(s); the device (and the routes through it) goes when its fd is closed."""
         for family in self._rules:
             try:
                 self.ipr.rule("del", family=family, table=self.table, priority=self.priority,
@@ -223,61 +242,61 @@ class TunNetwork:
         self._rules.clear()
         self.ipr.close()
 
-    # ------------------------------------------------------------ routes
-    def local_address_in(self, networks: list) -> str | None:
-        """One of this host's addresses inside ``networks`` (the ``src`` of a tunnel route)."""
-        try:
-            addrs = self.ipr.get_addr()
-        except Exception:  # noqa: BLE001
-            return None
-        for a in addrs:
-            text = a.get_attr("IFA_LOCAL") or a.get_attr("IFA_ADDRESS")
-            if not text:
-                continue
-            ip = ipaddress.ip_address(text)
-            if any(ip.version == n.version and ip in n for n in networks):
-                return text
-        return None
 
-    def add_routes(self, networks: list, src: str | None, kind: str = "unicast") -> None:
-        """Route ``networks`` into the device (``kind`` ``throw`` sends them back to ``main``)."""
-        for net in networks:
-            for key in ((net, src, kind), (net, None, "blackhole")) if kind == "unicast" else ((net, src, kind),):
-                self._routes[key] += 1
-                if self._routes[key] == 1:
-                    self._route("add", *key)
+class RouteTable:
+    """Routes into the TUN device (and ``throw`` routes of bypass rules), counted per user.
 
-    def remove_routes(self, networks: list, src: str | None, kind: str = "unicast") -> None:
+    A route is requested when its first user comes and removed when its last
+    one goes; in between, more CHILD SAs with the same remote selector cost a
+    counter increment. Requests go out through an `engine.datapath.rtnl.RouteWriter`
+    (batched, no waiting).
+    """
+
+    def __init__(self, writer, oif: int) -> None:
+        self.writer = writer
+        self.oif = oif
+        self._routes: Counter = Counter()
+        """(network, prefsrc or None, kind) -> how many users; a route goes when its last user does."""
+
+    def add(self, networks, src: str | None, kind: str = "unicast") -> None:
+        routes = self._routes
         for net in networks:
-            for key in ((net, src, kind), (net, None, "blackhole")) if kind == "unicast" else ((net, src, kind),):
-                if self._routes[key] <= 0:
+            for key in _with_backstop(net, src, kind):
+                n = routes[key] = routes[key] + 1
+                if n == 1:
+                    self._send(True, key)
+
+    def remove(self, networks, src: str | None, kind: str = "unicast") -> None:
+        routes = self._routes
+        for net in networks:
+            for key in _with_backstop(net, src, kind):
+                n = routes.get(key, 0)
+                if n <= 0:
                     continue
-                self._routes[key] -= 1
-                if self._routes[key] == 0:
-                    del self._routes[key]
-                    self._route("del", *key)
+                if n == 1:
+                    del routes[key]
+                    self._send(False, key)
+                else:
+                    routes[key] = n - 1
 
-    def _route(self, cmd: str, net, src: str | None, kind: str) -> None:
-        kw = {"dst": str(net.network_address), "dst_len": net.prefixlen, "table": self.table,
-              "family": socket.AF_INET if net.version == 4 else socket.AF_INET6}
-        if kind == "unicast":
-            kw.update(oif=self.index, proto="static")
-            if src is not None:
-                kw["prefsrc"] = src
-        else:
-            kw["type"] = kind
-            if kind == "blackhole":
-                kw["priority"] = BACKSTOP_METRIC
-        try:
-            self.ipr.route(cmd, **kw)
-        except Exception as exc:  # noqa: BLE001
-            level = logging.DEBUG if cmd == "del" or net.version == 6 else logging.WARNING
-            log.log(level, "route %s %s%s via %s (table %d) failed: %s", cmd, net,
-                    f" src {src}" if src else "", self.device if kind == "unicast" else kind, self.table, exc)
-        else:
-            log.debug("route %s %s%s %s table %d", cmd, net, f" src {src}" if src else "",
-                      self.device if kind == "unicast" else kind, self.table)
+    def _send(self, add: bool, key) -> None:
+        net, src, kind = key
+        self.writer.route(add, net, oif=self.oif, src=src, kind=kind,
+                          metric=BACKSTOP_METRIC if kind == "blackhole" else None)
+
+    def clear(self) -> None:
+        """Remove every route, backstops included (a clean stop: throw routes outlive the device)."""
+        for key in list(self._routes):
+            self._send(False, key)
+        self._routes.clear()
 
     def routes(self) -> list[tuple[str, str | None, str]]:
-        """What we installed: (network, src, kind), backstops left out."""
+        """What is installed: (network, src, kind), backstops left out."""
         return [(str(n), s, k) for (n, s, k) in self._routes if k != "blackhole"]
+
+
+def _with_backstop(net, src, kind):
+    """The route itself and, for a route into the device, its blackhole backstop."""
+    if kind == "unicast":
+        return ((net, src, kind), (net, None, "blackhole"))
+    return ((net, src, kind),)

@@ -17,22 +17,26 @@ kernel-libipsec:
   our raw sockets are checked (replay window, ICV, selectors) by the SA and
   the inner packet is written to the TUN device.
 
-Speed: the hot loops are flat (no per-packet objects beyond the bytes),
-read until EAGAIN, and flow decisions are cached. Per packet, the kernel
-(TUN read/write, sendmsg with the peer's receive path) takes most of the
-time and Python the rest; crypto is a few percent (see
-benchmarks/tunnel_throughput.py --profile). With ``gso=True`` the TUN device
-takes TCP super-packets (IFF_VNET_HDR + TSO), and with ``jumbo`` they are
-protected whole: see `engine.datapath.userspace_gso`.
+Speed, with any peer (`engine.datapath.userspace_io`): the TUN device runs
+with offloads (IFF_VNET_HDR, TSO/USO), so the kernel hands over TCP/UDP
+super-packets, which are cut into standard packets here (one ESP packet
+each, never above the path MTU: `engine.datapath.pmtu`); ESP-in-UDP leaves
+in UDP GSO batches and arrives in UDP GRO batches; decrypted segments are
+joined again for one TUN write (`engine.datapath.offload`). ``[engine]
+tun_offload = "off"`` turns the TUN offloads off (packet by packet).
+
+Installing or removing a CHILD SA costs O(1) whatever the number of SAs:
+the SA index and flow cache of `SaPath`, and routes counted per user and
+requested on the loop without waiting (`engine.datapath.rtnl`): no netlink
+round trip, no worker thread, no table rebuilt.
 
 Threads: none for packets. Everything runs on the asyncio loop, so the SAD
 (`engine.esp.Sad`, not thread-safe) is only ever touched from that thread.
 A TUN reader thread was measured and rejected: `cryptography` keeps the GIL
 during an AEAD call (two threads encrypting 62 KB buffers take as long as
 one), and the thread variant ran about 20 % slower than the loop here.
-The only other thread is the netlink worker: pyroute2's sync API cannot run
-inside the loop's thread, and its calls (routes, rules) are ordered on that
-one worker; packets never wait for them.
+pyroute2 runs on a worker thread at start and stop only (its sync API
+cannot run inside the loop's thread).
 """
 
 from __future__ import annotations
@@ -47,20 +51,25 @@ import socket
 import struct
 from concurrent.futures import ThreadPoolExecutor
 
+from engine.datapath import pmtu
+from engine.datapath.rtnl import AddressBook, RouteWriter
 from engine.datapath.tun import (
     DEFAULT_DEVICE,
     DEFAULT_MTU,
     FWMARK,
     ROUTE_TABLE,
     RULE_PRIORITY,
+    TUN_F_USO4,
+    RouteTable,
     TunError,
     TunNetwork,
     mark_socket,
     open_tun,
     ranges_to_networks,
 )
+from engine.datapath.userspace_io import READ_BATCH, RawSender, TunIO, UdpSender
 from engine.datapath.userspace_path import Pair, SaPath
-from engine.esp import EspDrop, SaConfigError, SaExpired
+from engine.esp import EspDrop, SaConfigError
 from engine.events import ChildSaDeleted, ChildSaInstalled, SaCounters
 from engine.policy.model import Policy
 
@@ -69,15 +78,13 @@ log = logging.getLogger("engine.datapath.userspace")
 SAMPLE_PERIOD = 0.5
 """Seconds between PacketSamples of each SA direction (for the console's Packets screen), whatever
 the packet rate: the next packet after each period is sampled."""
-READ_BATCH = 512
-"""Packets handled per readiness callback before letting IKE and timers run."""
 REKEYED_INBOUND_LINGER = 5.0
 """Seconds a rekeyed inbound SA still accepts packets in flight (charon's delete_rekeyed_delay)."""
 IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
 IPV6_HDRINCL = 36
 IPPROTO_AH = 51
 SOCKET_BUFFER = 4 << 20
-"""Bytes of send/receive buffer asked for on the ESP sockets (a 64 KiB super-packet fills the default)."""
+"""Bytes of send/receive buffer asked for on the ESP sockets (bursts of a GSO batch fill the default)."""
 
 
 class UserspaceDatapath:
@@ -88,12 +95,10 @@ class UserspaceDatapath:
     def __init__(self, policy: Policy, *, device: str = DEFAULT_DEVICE, mtu: int = DEFAULT_MTU,
                  addresses: tuple[str, ...] = (), table: int = ROUTE_TABLE, priority: int = RULE_PRIORITY,
                  fwmark: int = FWMARK, sample_period: float = SAMPLE_PERIOD, raw_esp: bool = True,
-                 gso: bool = False, jumbo: bool = False) -> None:
+                 offload: bool = True) -> None:
         """``device``/``mtu``/``addresses``: the TUN device; ``table``/``priority``/``fwmark``: its
         routing (see engine.datapath.tun); ``raw_esp``: open a raw IP-protocol-50 socket for SAs
-        without UDP encapsulation; ``gso``: TCP super-packets through the TUN, segmented here for
-        the peer unless ``jumbo`` (every peer is ipsec-console: super-packets go whole, see
-        engine.datapath.userspace_gso)."""
+        without UDP encapsulation; ``offload``: TUN offloads (super-packets segmented here)."""
         self.policy = policy
         self.device = device
         self.mtu = mtu
@@ -102,72 +107,74 @@ class UserspaceDatapath:
         self.priority = priority
         self.fwmark = fwmark
         self.raw_esp = raw_esp
-        self.gso = gso or jumbo
-        self.jumbo = jumbo
+        self.offload = offload
         self.path = SaPath(policy)
         self.sample_period = sample_period
         self._sampler: asyncio.TimerHandle | None = None
         self.runtime = None
         self.net: TunNetwork | None = None
+        self.io: TunIO | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
         self._fd = -1
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._exec: ThreadPoolExecutor | None = None
+        self._writer: RouteWriter | None = None
+        self._addrs: AddressBook | None = None
+        self.routes: RouteTable | None = None
         self._raw: dict[tuple[int, int], socket.socket] = {}
         """(address family, IP protocol) -> raw socket (IPPROTO_RAW: header included, send only)."""
-        self._routes: dict[int, tuple[list, str | None]] = {}
+        self._sa_routes: dict[int, tuple[tuple, str | None]] = {}
         """Inbound SPI -> (networks, src) routed for that pair."""
-        self._rule_routes: list[tuple[list, str]] = []
-        self._gso = None
+        self._rule_routes: list[tuple[tuple, str]] = []
+        self._senders: dict[tuple, object] = {}
+        """(socket or raw kind, peer endpoint) -> the sender its pairs share."""
+        self._reduced: set = set()
+        """Senders whose path MTU was learned smaller (asked again after pmtu.REPROBE)."""
 
     # ------------------------------------------------------------ lifecycle
     def _net(self, fn, *args):
-        """Run a netlink call on the worker thread (in order); returns a future."""
-        return self._loop.run_in_executor(self._exec, fn, *args)
-
-    def _net_bg(self, fn, *args) -> None:
-        fut = self._net(fn, *args)
-        fut.add_done_callback(_log_failure)
+        """Run a pyroute2 call on the worker thread (in order); returns a future."""
+        return self.loop.run_in_executor(self._exec, fn, *args)
 
     async def start(self, runtime) -> None:
         self.runtime = runtime
-        self._loop = asyncio.get_running_loop()
+        self.loop = asyncio.get_running_loop()
         self._exec = ThreadPoolExecutor(1, thread_name_prefix="tun-netlink")
+        offloads = 0
         try:
             self.net = await self._net(self._make_network)
             await self._net(self.net.remove_stale)
-            self._fd, self.device = open_tun(self.device, vnet_hdr=self.gso)
-            if self.gso:
-                from engine.datapath.userspace_gso import GSO_MAX_SIZE
-
-                await self._net(lambda: self.net.setup(self.mtu, self.addresses, gso_max_size=GSO_MAX_SIZE))
-            else:
-                await self._net(self.net.setup, self.mtu, self.addresses)
+            self._fd, self.device, offloads = open_tun(self.device, vnet_hdr=self.offload)
+            await self._net(self.net.setup, self.mtu, self.addresses)
+            self._writer = RouteWriter(self.loop, table=self.table)
+            self._addrs = AddressBook(self.loop)
+            self.routes = RouteTable(self._writer, self.net.index)
         except BaseException:
             await self.stop()
             raise
-        if self.gso:
-            from engine.datapath.userspace_gso import GsoTun
-
-            self._gso = GsoTun(self, self._fd, jumbo=self.jumbo)
-            self._loop.add_reader(self._fd, self._gso.readable)
-        else:
-            self._loop.add_reader(self._fd, self._tun_readable)
+        # Not needed again until stop: no idle thread while packets flow.
+        self._exec.shutdown(wait=True)
+        self._exec = None
+        self.io = TunIO(self, self._fd, vnet=bool(offloads), udp_gro=bool(offloads & TUN_F_USO4),
+                        local=self._addrs.packed)
+        self.loop.add_reader(self._fd, self.io.readable)
         if self.raw_esp:
             self._open_raw()
         if self.sample_period:
             self._arm_samples()
+        self._apply_rule_routes()
         # Everything allocated so far (modules, the policy) lives as long as the process: keep it
         # out of the collector's way, which otherwise walks it now and then under packet load.
         gc.freeze()
-        gso = ""
-        if self.gso:
-            gso = ", TCP super-packets " + ("sent whole" if self.jumbo else "segmented")
-        log.info("userspace datapath on %s (mtu %d, table %d, rule priority %d%s)", self.device, self.mtu,
-                 self.table, self.priority, gso)
+        how = "packet by packet"
+        if offloads:
+            how = "TCP" + ("/UDP" if offloads & TUN_F_USO4 else "") + " super-packets cut into standard ESP packets"
+        log.info("userspace datapath on %s (mtu %d, table %d, rule priority %d, %s)", self.device, self.mtu,
+                 self.table, self.priority, how)
 
     def _arm_samples(self) -> None:
         self.path.arm_samples()
-        self._sampler = self._loop.call_later(self.sample_period, self._arm_samples)
+        self._reprobe()
+        self._sampler = self.loop.call_later(self.sample_period, self._arm_samples)
 
     def _make_network(self) -> TunNetwork:
         # Created on the worker thread: pyroute2's sync API cannot run inside the asyncio loop's thread.
@@ -187,8 +194,9 @@ class UserspaceDatapath:
             s.setblocking(False)
             mark_socket(s, self.fwmark)
             _big_buffers(s)
+            _df(s)
             self._raw[(family, proto)] = s
-            self._loop.add_reader(s.fileno(), self._raw_readable, s, family)
+            self.loop.add_reader(s.fileno(), self._raw_readable, s, family)
         for family in (socket.AF_INET, socket.AF_INET6):
             try:
                 s = socket.socket(family, socket.SOCK_RAW, socket.IPPROTO_RAW)
@@ -203,12 +211,20 @@ class UserspaceDatapath:
             self._raw[(family, socket.IPPROTO_RAW)] = s
 
     async def stop(self) -> None:
-        loop = self._loop
+        loop = self.loop
         if loop is None:
             return
         if self._sampler is not None:
             self._sampler.cancel()
             self._sampler = None
+        if self.routes is not None:
+            self.routes.clear()  # throw routes outlive the device
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        if self._addrs is not None:
+            self._addrs.close()
+            self._addrs = None
         if self._fd >= 0:
             loop.remove_reader(self._fd)
             os.close(self._fd)
@@ -217,51 +233,49 @@ class UserspaceDatapath:
             loop.remove_reader(s.fileno())
             s.close()
         self._raw.clear()
+        if self.net is not None:
+            if self._exec is None:
+                self._exec = ThreadPoolExecutor(1, thread_name_prefix="tun-netlink")
+            try:
+                await self._net(self.net.close)
+            except Exception as exc:  # noqa: BLE001
+                log.warning("removing the routing rule of %s failed: %s", self.device, exc)
+            self.net = None
         if self._exec is not None:
-            if self.net is not None:
-                try:
-                    await self._net(self.net.close)
-                except Exception as exc:  # noqa: BLE001
-                    log.warning("removing routes of %s failed: %s", self.device, exc)
-                self.net = None
             self._exec.shutdown(wait=True)
             self._exec = None
-        self._loop = None
+        self.loop = None
 
     def prepare_socket(self, sock: socket.socket) -> None:
-        """The runtime's IKE/NAT-T sockets: marked so their packets skip the tunnel routes, and with
-        room for bursts of ESP-in-UDP (the kernel caps the size at net.core.[rw]mem_max)."""
+        """The runtime's IKE/NAT-T sockets: marked so their packets skip the tunnel routes, with room
+        for bursts of ESP-in-UDP (the kernel caps the size at net.core.[rw]mem_max), and with DF on
+        every datagram (ESP is never fragmented; the runtime retries a too-large IKE message with
+        fragmentation allowed)."""
         mark_socket(sock, self.fwmark)
         _big_buffers(sock)
+        _df(sock)
 
     # ------------------------------------------------------------ SAs
     def install(self, ev: ChildSaInstalled) -> None:
         try:
-            send, dest = self._sender(ev)
-            pair = self.path.install(ev, send, dest)
+            sender = self._sender(ev)
+            pair = self.path.install(ev, _immediate(sender), sender.dest)
         except (SaConfigError, OSError) as exc:
             log.error("cannot install CHILD SA %s{%d}: %s", ev.child, ev.unique_id, exc)
             return
-        if self._gso is not None:
-            self._gso.installed(pair)
-        nets = [n for ts in ev.remote_ts if not ts.dynamic for n in ranges_to_networks(ts.start, ts.end)]
+        pair.sender = sender
+        sender.pairs.add(pair)
+        if sender.pmtu:
+            self._size_pair(pair, sender.pmtu)
         if ev.mode == "transport":
-            nets = [ipaddress.ip_network(ev.remote_addr)]
-        local_nets = [n for ts in ev.local_ts if not ts.dynamic for n in ranges_to_networks(ts.start, ts.end)]
-        self._net_bg(self._add_sa_routes, ev.spi_in, nets, local_nets)
-
-    def _add_sa_routes(self, spi_in: int, nets: list, local_nets: list) -> None:
-        net = self.net
-        if net is None:
-            return
-        src = net.local_address_in(local_nets) if local_nets else None
-        net.add_routes(nets, src)
-        self._routes[spi_in] = (nets, src)
-
-    def _del_sa_routes(self, spi_in: int) -> None:
-        entry = self._routes.pop(spi_in, None)
-        if entry is not None and self.net is not None:
-            self.net.remove_routes(*entry)
+            nets = (ipaddress.ip_network(ev.remote_addr),)
+        else:
+            nets = tuple(n for ts in ev.remote_ts if not ts.dynamic for n in ranges_to_networks(ts.start, ts.end))
+        local_nets = tuple(n for ts in ev.local_ts if not ts.dynamic for n in ranges_to_networks(ts.start, ts.end))
+        if self.routes is not None:
+            src = self._addrs.address_in(local_nets) if local_nets else None
+            self.routes.add(nets, src)
+            self._sa_routes[ev.spi_in] = (nets, src)
 
     def _sender(self, ev: ChildSaInstalled):
         family = socket.AF_INET6 if ":" in ev.remote_addr else socket.AF_INET
@@ -270,12 +284,14 @@ class UserspaceDatapath:
             raw = self._raw.get((family, socket.IPPROTO_RAW))
             if raw is None:
                 raise OSError(errno.EPROTONOSUPPORT, "no header-including raw socket for AH or transport mode")
-            return raw.sendto, (ev.remote_addr, 0)
+            return self._shared(("hdrincl", family, ev.remote_addr),
+                                lambda: RawSender(self.io, raw.sendto, (ev.remote_addr, 0)))
         if ev.encap:
             sock = self.runtime.sockets.socket_for((ev.local_addr, ev.local_port))
             if sock is None:
                 raise OSError(errno.ENOENT, f"no NAT-T socket on {ev.local_addr} port {ev.local_port}")
-            return sock.sendto, (ev.remote_addr, ev.remote_port)
+            dest = (ev.remote_addr, ev.remote_port)
+            return self._shared((sock.fileno(), dest), lambda: UdpSender(self.io, sock, dest))
         raw = self._raw.get((family, socket.IPPROTO_ESP))
         if raw is None:
             raise OSError(errno.EPROTONOSUPPORT, "the SA is not UDP-encapsulated and there is no raw ESP socket "
@@ -287,83 +303,115 @@ class UserspaceDatapath:
 
             def send(data, dest, _s=raw, _c=cmsg):
                 return _s.sendmsg((data,), _c, 0, dest)
-            return send, (ev.remote_addr, 0)
-        return raw.sendto, (ev.remote_addr, 0)
+        else:
+            send = raw.sendto
+        return self._shared(("esp", ev.local_addr, ev.remote_addr),
+                            lambda: RawSender(self.io, send, (ev.remote_addr, 0)))
+
+    def _shared(self, key, make):
+        sender = self._senders.get(key)
+        if sender is None:
+            sender = self._senders[key] = make()
+            sender.key = key
+            # What the kernel already knows of the path (a smaller local link, an earlier ICMP): one
+            # question per new peer, so the first packets are sized right too.
+            mtu = pmtu.probe(sender.dest[0], sender.dest[1], self.fwmark)
+            if mtu is not None and self._limits(mtu):
+                self._size_pairs(sender, mtu)
+        return sender
+
+    def _limits(self, mtu: int) -> bool:
+        """Whether a path of ``mtu`` is narrower than what the TUN device's packets need after ESP."""
+        return mtu < self.mtu + pmtu.MAX_OVERHEAD
 
     def remove(self, ev: ChildSaDeleted) -> None:
-        linger = ev.reason.startswith("rekeyed") and self._loop is not None
+        linger = ev.reason.startswith("rekeyed") and self.loop is not None
         pair = self.path.remove(ev.spi_in, linger=linger)
         if linger:
-            self._loop.call_later(REKEYED_INBOUND_LINGER, self.path.forget, ev.spi_in)
-        if pair is not None and self._gso is not None:
-            self._gso.removed(pair)
-        self._net_bg(self._del_sa_routes, ev.spi_in)
+            self.loop.call_later(REKEYED_INBOUND_LINGER, self.path.forget, ev.spi_in)
+        if pair is not None and pair.sender is not None:
+            sender = pair.sender
+            sender.pairs.discard(pair)
+            if not sender.pairs:
+                # Nobody sends to that peer any more: forget it (its queue was flushed with its batch).
+                self._reduced.discard(sender)
+                if self._senders.get(sender.key) is sender:
+                    del self._senders[sender.key]
+        entry = self._sa_routes.pop(ev.spi_in, None)
+        if entry is not None and self.routes is not None:
+            self.routes.remove(*entry)
 
     def apply_policy(self, policy: Policy) -> None:
         """SPD from the new policy; bypass rules get ``throw`` routes (back to main), discard rules
         are routed into the TUN so their drops are counted."""
         self.policy = policy
         self.path.apply_policy(policy)
-        wanted: list[tuple[list, str]] = []
-        for rule in policy.rules:
+        if self.routes is not None:
+            self._apply_rule_routes()
+
+    def _apply_rule_routes(self) -> None:
+        wanted: list[tuple[tuple, str]] = []
+        for rule in self.policy.rules:
             if rule.action == "bypass" and not all(ts.is_catch_all for ts in rule.local_ts):
                 continue  # a route cannot look at the source: leave such bypasses to the SPD
-            nets = [n for ts in rule.remote_ts if not ts.dynamic for n in ranges_to_networks(ts.start, ts.end)]
+            nets = tuple(n for ts in rule.remote_ts if not ts.dynamic for n in ranges_to_networks(ts.start, ts.end))
             wanted.append((nets, "throw" if rule.action == "bypass" else "unicast"))
         old, self._rule_routes = self._rule_routes, wanted
-        if self.net is not None or self._exec is not None:
-            self._net_bg(self._swap_rule_routes, old, wanted)
-
-    def _swap_rule_routes(self, old, new) -> None:
-        if self.net is None:
-            return
-        for nets, kind in new:
-            self.net.add_routes(nets, None, kind)
+        for nets, kind in wanted:
+            self.routes.add(nets, None, kind)
         for nets, kind in old:
-            self.net.remove_routes(nets, None, kind)
+            self.routes.remove(nets, None, kind)
+
+    # ------------------------------------------------------------ path MTU
+    def learn_pmtu(self, sender) -> bool:
+        """The kernel refused a packet as too big for the path: size the peer's SAs to the path MTU."""
+        mtu = pmtu.probe(sender.dest[0], sender.dest[1], self.fwmark)
+        if mtu is None or (sender.pmtu and mtu >= sender.pmtu) or not self._limits(mtu):
+            return False
+        log.info("path MTU to %s is %d: inner packets above what fits are fragmented (IPv4 without DF) or "
+                 "answered with ICMP too-big", sender.dest[0], mtu)
+        self._size_pairs(sender, mtu)
+        return True
+
+    def _size_pairs(self, sender, mtu: int) -> None:
+        sender.pmtu = mtu
+        sender.pmtu_at = self.loop.time() if self.loop is not None else 0.0
+        self._reduced.add(sender)
+        for pair in sender.pairs:
+            self._size_pair(pair, mtu)
+
+    def _size_pair(self, pair: Pair, mtu: int) -> None:
+        """The pair's inner packet limit for a path of ``mtu``; 0 (no check) when every packet of the
+        TUN device fits anyway. Tunnel-mode ESP only (AH and transport mode keep the kernel's limits)."""
+        ev = pair.ev
+        if ev.mode == "tunnel" and ev.protocol == "esp":
+            limit = pmtu.inner_limit(mtu, pair.outbound, ev.encap)
+            pair.max_inner = limit if limit < self.mtu else 0
+
+    def _reprobe(self) -> None:
+        """Ask again for path MTUs learned a while ago: the kernel forgets them after 10 minutes."""
+        if not self._reduced:
+            return
+        now = self.loop.time()
+        for sender in list(self._reduced):
+            if now - sender.pmtu_at < pmtu.REPROBE:
+                continue
+            mtu = pmtu.probe(sender.dest[0], sender.dest[1], self.fwmark)
+            if mtu is None or mtu > sender.pmtu:
+                if mtu is not None and self._limits(mtu):
+                    self._size_pairs(sender, mtu)  # larger again, still not all of it
+                    continue
+                self._reduced.discard(sender)
+                sender.pmtu = 0
+                for pair in sender.pairs:
+                    pair.max_inner = 0
+                if mtu is not None:
+                    log.info("path MTU to %s is back to %d", sender.dest[0], mtu)
+            else:
+                sender.pmtu_at = now
 
     # ------------------------------------------------------------ packets
-    def _tun_readable(self) -> None:
-        """Outbound: packets the kernel routed into the TUN device."""
-        fd = self._fd
-        read = os.read
-        path = self.path
-        flows = path.flows
-        now = self.runtime.now()
-        for _ in range(READ_BATCH):
-            try:
-                pkt = read(fd, 65535)
-            except BlockingIOError:
-                break
-            except OSError as exc:
-                log.debug("TUN read: %s", exc)
-                break
-            # Inlined SaPath.output for the common case (a cached flow with a usable SA).
-            v = pkt[0] >> 4
-            if path.addr_only:
-                key = pkt[12:20] if v == 4 else pkt[8:40]
-            else:
-                try:
-                    key = path.flow_key(pkt)
-                except IndexError:
-                    path.drop("malformed", pkt, now)
-                    continue
-            pair = flows.get(key)
-            if pair is None:
-                pair = flows[key] = path.decide(pkt)
-            if pair.__class__ is str:
-                path.drop(pair, pkt, now)
-                continue
-            try:
-                wire = pair.outbound.protect(pkt, now)
-                pair.send(wire, pair.dest)
-            except (SaExpired, ValueError):
-                path.output(pkt, now)  # the slow path sorts out expiry and malformed packets
-            except OSError as exc:
-                path.send_error(exc, pair)
-        self._flush_events()
-
-    def _flush_events(self) -> None:
+    def flush_events(self) -> None:
         for ev in self.path.drain():
             self.runtime.datapath_event(ev)
 
@@ -371,16 +419,27 @@ class UserspaceDatapath:
         """Inbound ESP-in-UDP from the runtime's NAT-T socket."""
         inner = self.path.input(data, now)
         if inner is not None:
-            self._deliver(inner)
+            self.io.deliver(inner)
 
-    def _deliver(self, inner: bytes) -> None:
-        if self._gso is not None:
-            self._gso.deliver(inner)
-            return
-        try:
-            os.write(self._fd, inner)
-        except OSError as exc:
-            log.debug("TUN write: %s", exc)
+    def receive_esp_batch(self, datagrams: list, local, remote) -> None:
+        """The ESP-in-UDP datagrams of one read of the NAT-T socket (a UDP GRO batch), in order."""
+        path = self.path
+        inbound = path.inbound
+        deliver = self.io.deliver
+        now = self.runtime.now()
+        for data in datagrams:
+            # Inlined SaPath.input for the common case: tunnel-mode ESP on a known SPI.
+            sa = inbound.get(int.from_bytes(data[:4], "big"))
+            if sa is None or sa.full_ip or path.pending:
+                inner = path.input(data, now)
+            else:
+                try:
+                    inner = sa.unprotect(data, now)
+                except EspDrop:
+                    continue
+            if inner is not None:
+                deliver(inner)
+        self.flush_events()
 
     def _raw_readable(self, sock: socket.socket, family: int) -> None:
         path = self.path
@@ -388,6 +447,7 @@ class UserspaceDatapath:
         now = self.runtime.now()
         recv = sock.recv
         v4 = family == socket.AF_INET
+        deliver = self.io.deliver
         for _ in range(READ_BATCH):
             try:
                 data = recv(65535)
@@ -412,8 +472,8 @@ class UserspaceDatapath:
             else:
                 inner = path.input(data, now)
             if inner is not None:
-                self._deliver(inner)
-        self._flush_events()
+                deliver(inner)
+        self.flush_events()
 
     def drain_events(self):
         return self.path.drain()
@@ -421,16 +481,25 @@ class UserspaceDatapath:
     def counters(self) -> tuple[list[SaCounters], dict[str, int]]:
         return self.path.counters()
 
+    async def counters_async(self) -> tuple[list[SaCounters], dict[str, int]]:
+        return await self.path.counters_async()
+
     def rule_counters(self) -> dict[str, int]:
         return self.path.rule_counters()
 
 
-def _log_failure(fut) -> None:
-    if fut.cancelled():
-        return
-    exc = fut.exception()
-    if exc is not None:
-        log.error("routing change failed: %s", exc)
+def _immediate(sender):
+    """``send(data, dest)`` for SaPath's slow path: straight out, without batching."""
+    if isinstance(sender, UdpSender):
+        return lambda data, dest, _s=sender.sock: _s.sendto(data, dest)
+    return lambda data, dest, _s=sender: _s.send(data, dest)
+
+
+def _df(sock: socket.socket) -> None:
+    try:
+        pmtu.set_df(sock, True)
+    except OSError as exc:
+        log.debug("DF on socket: %s", exc)
 
 
 def _big_buffers(sock: socket.socket) -> None:

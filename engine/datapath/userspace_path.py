@@ -6,10 +6,22 @@ also owns counters, lifetimes and packet samples), decides what happens to
 an outbound packet (SPD lookup, then the newest usable pair of the deciding
 child), and dispatches inbound ESP by SPI.
 
-Per-packet cost is kept to a dict lookup: the decision for a flow is cached
-(key: the address bytes of the packet, or addresses + protocol + ports when
-some selector or rule looks at ports) and the cache is dropped whenever an
-SA or the policy changes.
+Cost: installing or removing a pair is O(1) amortised, whatever the number
+of pairs (a gateway holding thousands of road warriors):
+
+- The policy's own SPD entries (rules, configured children) are built once
+  per policy. The concrete selectors of installed pairs live in an index:
+  by remote address when the remote selector is one host (road warriors,
+  host-to-host), in a short list otherwise (site-to-site subnets). A
+  decision looks at the policy's entries (a handful) and at the pairs
+  indexed under the packet's destination, never at all pairs.
+- Outbound decisions are cached per flow (key: the address bytes of the
+  packet, or addresses + protocol + ports when some selector or rule looks
+  at ports). A new pair invalidates only the cached flows towards the hosts
+  its remote selector names (all flows only for a subnet selector); a
+  removed pair only the flows that used it.
+- Time-based packet sampling re-arms only the SA directions whose sample
+  was taken, and counter snapshots of idle SAs are reused.
 
 Make-before-break on rekey (RFC 7296 §2.8): the initiator of a rekey uses
 the new outbound SA as soon as it is installed (the responder already has
@@ -25,6 +37,9 @@ datapaths never touch a `SaPath` from elsewhere.
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
+import itertools
 import logging
 from collections import Counter
 from collections.abc import Callable
@@ -32,17 +47,29 @@ from collections.abc import Callable
 from engine.esp import EspDrop, InboundSa, OutboundSa, Sad, SaExpired, ip
 from engine.events import ChildSaInstalled, Event, PacketSample
 from engine.policy.model import Policy
-from engine.policy.spd import Spd, SpdEntry, computed_priority
+from engine.policy.spd import Spd, computed_priority
+from engine.policy.ts import TrafficSelector
 
 log = logging.getLogger("engine.datapath")
 
 Sender = Callable[[bytes, tuple], object]
+FLOW_CACHE_MAX = 65536
+"""Cached flow decisions kept at most; past it the cache starts over (a scan of many
+destinations must not grow memory without bound)."""
+_PROTECT_RANK = 2
+"""SpdEntry's action rank of ``protect`` (discard 0, bypass 1): ties go to the safer action."""
+COUNTERS_CHUNK = 500
+"""SA pairs per slice of `SaPath.counters_async` (a millisecond or two)."""
+_SA_ORDER = 10_000_000
+"""Installed pairs' entries come after every policy entry of the same priority (as before the
+index: they were appended to the policy's entries), in install order among themselves."""
 
 
 class Pair:
     """One installed CHILD SA pair and how its outbound packets leave."""
 
-    __slots__ = ("active", "child_key", "dest", "ev", "inbound", "jumbo", "outbound", "send")
+    __slots__ = ("active", "child_key", "dest", "entries", "ev", "inbound", "max_inner", "outbound", "send",
+                 "seq", "sender")
 
     def __init__(self, ev: ChildSaInstalled, inbound: InboundSa, outbound: OutboundSa,
                  send: Sender, dest: tuple) -> None:
@@ -55,8 +82,58 @@ class Pair:
         """``send(wire_bytes, dest)``: a socket's sendto, or the lab's loopback sender."""
         self.dest = dest
         self.child_key = (ev.connection, ev.child)
-        self.jumbo = False
-        """The peer takes whole TCP super-packets in one ESP packet (see engine.datapath.userspace_gso)."""
+        self.entries: list[tuple] = []
+        """This pair's selector entries in the SaPath's index (see `_entries`)."""
+        self.seq = 0
+        """Install order (newer pairs have larger numbers)."""
+        self.max_inner = 0
+        """Largest inner packet whose ESP packet fits the path MTU to the peer; 0 = not limited (yet)."""
+        self.sender = None
+        """The datapath's batching sender for this pair's peer, if it has one."""
+
+
+def _int(addr) -> int:
+    return int(addr)
+
+
+def _entries(pair: Pair, prio: int | None, seq: int) -> list[tuple]:
+    """Index entries of a pair: one per local x remote selector of the same IP version.
+
+    (llo, lhi, rlo, rhi, proto, l_any, lsp, lep, r_any, rsp, rep, sort key, in SPD, pair, IP version). A
+    ``dynamic`` selector resolves to the SA's own address (as the SA's packet check does) and takes
+    part in pair selection only, not in SPD decisions (a policy template decides those).
+    """
+    ev = pair.ev
+    version = pair.inbound.version
+    locals_ = ev.local_ts or (TrafficSelector.any(version),)
+    remotes = ev.remote_ts or (TrafficSelector.any(version),)
+    out = []
+    for l0 in locals_:
+        l = l0.resolve(ipaddress.ip_address(ev.local_addr)) if l0.dynamic else l0
+        for r0 in remotes:
+            r = r0.resolve(ipaddress.ip_address(ev.remote_addr)) if r0.dynamic else r0
+            if l.version != r.version:
+                continue
+            in_spd = bool(ev.local_ts and ev.remote_ts) and not (l0.dynamic or r0.dynamic)
+            priority = prio if prio is not None else computed_priority(l, r)
+            proto = l.protocol or r.protocol
+            out.append((_int(l.start), _int(l.end), _int(r.start), _int(r.end), proto,
+                        l.any_port, l.start_port, l.end_port, r.any_port, r.start_port, r.end_port,
+                        (priority, _PROTECT_RANK, _SA_ORDER + seq), in_spd, pair, l.version))
+    return out
+
+
+def _port_ok(any_port: bool, lo: int, hi: int, port: int | None) -> bool:
+    if any_port:
+        return True
+    if port is None:
+        return lo == 65535 and hi == 0  # OPAQUE: packets whose ports are unknown
+    return lo <= port <= hi
+
+
+def _matches(e: tuple, s: int, d: int, proto: int, sport, dport) -> bool:
+    return (e[0] <= s <= e[1] and e[2] <= d <= e[3] and (not e[4] or e[4] == proto)
+            and _port_ok(e[5], e[6], e[7], sport) and _port_ok(e[8], e[9], e[10], dport))
 
 
 class SaPath:
@@ -74,29 +151,47 @@ class SaPath:
         """Inbound SAs by SPI: the receive path's one lookup."""
         self.pairs: dict[int, Pair] = {}
         """Pairs by inbound SPI."""
-        self.by_child: dict[tuple[str, str], list[Pair]] = {}
-        """(connection, child) -> its pairs, oldest first."""
+        self.by_child: dict[tuple[str, str], dict[int, Pair]] = {}
+        """(connection, child) -> its pairs by inbound SPI, oldest first."""
         self.pending: dict[int, Pair] = {}
         """Inbound SPI -> pair whose outbound SA waits for the peer (rekey responder)."""
+        self._waiting_for: dict[int, list[Pair]] = {}
+        """Old inbound SPI -> pending pairs that take over when it goes."""
         self.flows: dict = {}
+        """Flow key -> Pair or a drop reason (str)."""
         self.rule_flows: Counter = Counter()
         """Flows each bypass/discard rule decided (for ``audit``'s unused rules); counted when a flow
-        is first decided, so a flow the cache keeps counts once until the next SA change."""
-        """Flow key -> Pair or a drop reason (str)."""
+        is decided, so a flow the cache keeps counts once until a change towards its destination."""
+        self._flows_by_dst: dict[tuple[int, int], set] = {}
+        """(IP version, destination) -> flow keys cached towards it (for invalidation)."""
+        self._flows_by_pair: dict[int, set] = {}
+        """Inbound SPI -> flow keys cached to that pair."""
         self.lingering: set[int] = set()
         """Inbound SPIs of removed (rekeyed) pairs still accepting packets in flight."""
         self.addr_only = True
         """Whether the flow key may be the addresses alone (no selector or rule looks at ports)."""
+        self._port_entries = 0
+        """Installed entries that look at protocol or ports."""
+        self._policy_ports = False
+        self._by_host: dict[tuple[int, int], dict[int, tuple]] = {}
+        """(IP version, remote address) -> {entry id: entry} of single-host remote selectors."""
+        self._wide: dict[int, dict[int, tuple]] = {4: {}, 6: {}}
+        """IP version -> {entry id: entry} of remote selectors spanning several addresses."""
+        self._seq = itertools.count(1)
         self._drop_samples = 0
         self._drop_armed = False
+        self._time_sampling = False
+        self._fired: list = []
+        """SA directions whose time-based sample was taken since the last `arm_samples`."""
         self.send_failed = 0
         """Protected packets the socket refused (buffer full, no route): lost like on a busy link."""
         self._send_errors: dict[int, int] = {}
         self._events: list[Event] = []
         """Drop samples of packets that never reached an SA (the SAs' own events live in the Sad)."""
         self.policy = policy
-        self._spd = Spd()
-        self._rebuild()
+        self._prio: dict[tuple[str, str], int | None] = {}
+        self._spd: Spd | None = None
+        self.apply_policy(policy)
 
     # ------------------------------------------------------------ install / remove
     def install(self, ev: ChildSaInstalled, send: Sender, dest: tuple) -> Pair:
@@ -105,14 +200,20 @@ class SaPath:
             self.forget(ev.spi_in)
         inbound, outbound = self.sad.install_event(ev)
         pair = Pair(ev, inbound, outbound, send, dest)
+        pair.seq = next(self._seq)
         old = self.pairs.get(ev.rekeyed_from) if ev.rekeyed_from is not None else None
         if old is not None and not ev.initiator:
             pair.active = False
             self.pending[ev.spi_in] = pair
+            self._waiting_for.setdefault(ev.rekeyed_from, []).append(pair)
         self.inbound[ev.spi_in] = inbound
         self.pairs[ev.spi_in] = pair
-        self.by_child.setdefault(pair.child_key, []).append(pair)
-        self._rebuild()
+        self.by_child.setdefault(pair.child_key, {})[ev.spi_in] = pair
+        if self._time_sampling:
+            for sa in (inbound, outbound):
+                sa.sampled = self._fired
+                _sample_once(sa)
+        self._index(pair)
         return pair
 
     def remove(self, spi_in: int, *, linger: bool = False) -> Pair | None:
@@ -128,20 +229,25 @@ class SaPath:
                 self.forget(spi_in)
             return None
         self.pending.pop(spi_in, None)
-        kids = self.by_child.get(pair.child_key, [])
-        if pair in kids:
-            kids.remove(pair)
-        if not kids:
-            self.by_child.pop(pair.child_key, None)
-        for waiting in list(self.pending.values()):
-            if waiting.ev.rekeyed_from == spi_in:
+        kids = self.by_child.get(pair.child_key)
+        if kids is not None:
+            kids.pop(spi_in, None)
+            if not kids:
+                del self.by_child[pair.child_key]
+        self._unindex(pair)
+        pair.entries = []  # they point back at the pair: no cycle left for the collector
+        for waiting in self._waiting_for.pop(spi_in, ()):
+            if waiting.ev.spi_in in self.pending:
                 self.activate(waiting)
+        if pair.ev.rekeyed_from is not None:
+            others = self._waiting_for.get(pair.ev.rekeyed_from)
+            if others and pair in others:
+                others.remove(pair)
         if linger:
             self.lingering.add(spi_in)
         else:
             self.sad.remove(spi_in)
             self.inbound.pop(spi_in, None)
-        self._rebuild()
         return pair
 
     def forget(self, spi_in: int) -> None:
@@ -157,33 +263,79 @@ class SaPath:
                   pair.ev.spi_out)
         pair.active = True
         self.pending.pop(pair.ev.spi_in, None)
-        self.flows.clear()
+        self._invalidate_for(pair)
 
     def apply_policy(self, policy: Policy) -> None:
+        """New policy SPD; the installed pairs' entries take the new child priorities."""
         self.policy = policy
-        self._rebuild()
+        self._prio = {(c.name, k.name): k.priority for c in policy.connections for k in c.children}
+        self._spd = Spd(policy, include_ike_bypass=False)
+        self._policy_ports = any(e.local.protocol or e.remote.protocol or not e.local.any_port
+                                 or not e.remote.any_port for e in self._spd.entries())
+        for pair in list(self.pairs.values()):
+            self._unindex(pair, invalidate=False)
+            self._index(pair, invalidate=False)
+        self._clear_flows()
 
-    def _rebuild(self) -> None:
-        """New SPD (the policy's entries plus the concrete selectors of installed SAs), empty flow cache."""
-        entries: list[SpdEntry] = list(Spd(self.policy, include_ike_bypass=False).entries())
-        for pair in self.pairs.values():
-            ev = pair.ev
-            try:
-                prio = self.policy.connection(ev.connection).child(ev.child).priority
-            except KeyError:
-                prio = None
-            for l in ev.local_ts:
-                for r in ev.remote_ts:
-                    if l.version != r.version or l.dynamic or r.dynamic:
-                        continue
-                    entries.append(SpdEntry("protect", l, r, prio if prio is not None else computed_priority(l, r),
-                                            connection=ev.connection, child=ev.child, mode=ev.mode,
-                                            ipsec_protocol=ev.protocol, explicit_priority=prio is not None,
-                                            order=10_000_000))
-        self._spd = Spd.from_entries(entries)
-        self.addr_only = all(not (e.local.protocol or e.remote.protocol) and e.local.any_port
-                             and e.remote.any_port for e in entries)
+    def _index(self, pair: Pair, *, invalidate: bool = True) -> None:
+        pair.entries = _entries(pair, self._prio.get(pair.child_key), pair.seq)
+        wide = False
+        for e in pair.entries:
+            v = e[14]
+            if e[2] == e[3]:
+                self._by_host.setdefault((v, e[2]), {})[id(e)] = e
+            else:
+                self._wide[v][id(e)] = e
+                wide = True
+            if e[4] or not e[5] or not e[8]:
+                self._port_entries += 1
+        self._update_addr_only()
+        if invalidate:
+            if wide:
+                self._clear_flows()
+            else:
+                self._invalidate_for(pair)
+
+    def _unindex(self, pair: Pair, *, invalidate: bool = True) -> None:
+        for e in pair.entries:
+            v = e[14]
+            if e[2] == e[3]:
+                bucket = self._by_host.get((v, e[2]))
+                if bucket is not None:
+                    bucket.pop(id(e), None)
+                    if not bucket:
+                        del self._by_host[(v, e[2])]
+            else:
+                self._wide[v].pop(id(e), None)
+            if e[4] or not e[5] or not e[8]:
+                self._port_entries -= 1
+        if invalidate:
+            for key in self._flows_by_pair.pop(pair.ev.spi_in, ()):
+                self.flows.pop(key, None)
+            self._update_addr_only()
+
+    def _update_addr_only(self) -> None:
+        addr_only = not (self._policy_ports or self._port_entries)
+        if addr_only != self.addr_only:
+            self.addr_only = addr_only
+            self._clear_flows()  # the keys change shape
+
+    def _invalidate_for(self, pair: Pair) -> None:
+        """Forget cached decisions a change of ``pair`` may alter: flows towards its remote hosts."""
+        flows = self.flows
+        for e in pair.entries:
+            if e[2] != e[3]:
+                self._clear_flows()
+                return
+            for key in self._flows_by_dst.pop((e[14], e[2]), ()):
+                flows.pop(key, None)
+        for key in self._flows_by_pair.pop(pair.ev.spi_in, ()):
+            flows.pop(key, None)
+
+    def _clear_flows(self) -> None:
         self.flows.clear()
+        self._flows_by_dst.clear()
+        self._flows_by_pair.clear()
 
     # ------------------------------------------------------------ outbound
     def flow_key(self, pkt) -> object:
@@ -198,25 +350,58 @@ class SaPath:
             return pkt[8:40]
         return pkt[8:40], pkt[6], pkt[40:44]
 
+    def miss(self, key, pkt) -> Pair | str:
+        """Decide for a packet whose flow is not cached, and cache the decision under ``key``."""
+        hit = self.decide(pkt)
+        flows = self.flows
+        if len(flows) >= FLOW_CACHE_MAX:
+            self._clear_flows()
+        flows[key] = hit
+        v = pkt[0] >> 4
+        dst = int.from_bytes(pkt[16:20] if v == 4 else pkt[24:40], "big")
+        self._flows_by_dst.setdefault((v, dst), set()).add(key)
+        if hit.__class__ is Pair:
+            self._flows_by_pair.setdefault(hit.ev.spi_in, set()).add(key)
+        return hit
+
     def decide(self, pkt) -> Pair | str:
         """The pair that protects ``pkt``, or the drop reason (``no_sa``, ``discard_rule``, ``malformed``)."""
         try:
             src, dst, proto, sport, dport = ip.flow(pkt)
         except ip.IpError:
             return "malformed"
+        v = 4 if len(src) == 4 else 6
+        s, d = int.from_bytes(src, "big"), int.from_bytes(dst, "big")
+        # Installed pairs whose selectors take the packet (the SA's own check, ICMP type/code as ports).
+        matching = []
+        bucket = self._by_host.get((v, d))
+        if bucket:
+            matching.extend(e for e in bucket.values() if _matches(e, s, d, proto, sport, dport))
+        wide = self._wide[v]
+        if wide:
+            matching.extend(e for e in wide.values() if _matches(e, s, d, proto, sport, dport))
         if proto in (1, 58) and sport is not None:
             sport, dport = sport >> 8, sport & 0xFF
-        d = self._spd.lookup(src, dst, proto, sport, dport)
-        if d.rule is not None and d.action in ("bypass", "discard"):
-            self.rule_flows[d.rule] += 1
-        if d.action == "discard":
-            return "discard_rule"
-        if d.action != "protect":
-            return "no_sa"
-        for pair in reversed(self.by_child.get((d.connection, d.child), ())):
-            if pair.active and not pair.outbound.expired and pair.outbound.matches_packet(pkt):
-                return pair
-        return "no_sa"
+        decision = self._spd.lookup(src, dst, proto, sport, dport)
+        best = decision.entry.sort_key() if decision.entry is not None else None
+        child = (decision.connection, decision.child) if decision.action == "protect" else None
+        by_pair = False
+        for e in matching:
+            if e[12] and (best is None or e[11] < best):
+                best = e[11]
+                child = e[13].child_key
+                by_pair = True
+        if not by_pair and decision.rule is not None and decision.action in ("bypass", "discard"):
+            self.rule_flows[decision.rule] += 1
+        if child is None:
+            return "discard_rule" if decision.action == "discard" else "no_sa"
+        chosen = None
+        for e in matching:
+            pair = e[13]
+            if (pair.child_key == child and pair.active and not pair.outbound.expired
+                    and (chosen is None or pair.seq > chosen.seq)):
+                chosen = pair
+        return chosen if chosen is not None else "no_sa"
 
     def lookup(self, pkt) -> Pair | str:
         """`decide`, cached per flow."""
@@ -226,7 +411,7 @@ class SaPath:
             return "malformed"
         hit = self.flows.get(key)
         if hit is None:
-            hit = self.flows[key] = self.decide(pkt)
+            hit = self.miss(key, pkt)
         return hit
 
     def drop(self, reason: str, pkt, now: float) -> None:
@@ -246,10 +431,17 @@ class SaPath:
     def arm_samples(self) -> None:
         """Time-based sampling (with ``sample_every=0``): the next packet of each SA direction, and
         the next drop, become a PacketSample. A datapath calls this periodically, so samples keep
-        coming at a few per second whatever the packet rate."""
-        for pair in self.pairs.values():
-            _sample_once(pair.inbound)
-            _sample_once(pair.outbound)
+        coming at a few per second whatever the packet rate. Only the directions whose sample was
+        taken need arming again: the others are still armed."""
+        if not self._time_sampling:
+            self._time_sampling = True
+            for pair in self.pairs.values():
+                for sa in (pair.inbound, pair.outbound):
+                    sa.sampled = self._fired
+                    _sample_once(sa)
+        fired, self._fired[:] = list(self._fired), []
+        for sa in fired:
+            _sample_once(sa)
         self._drop_armed = True
 
     def output(self, pkt, now: float) -> bool:
@@ -262,7 +454,7 @@ class SaPath:
             wire = pair.outbound.protect(pkt, now)
         except SaExpired:
             # The pair just ran out (hard limit): a rekeyed pair may take over, else no SA.
-            self.flows.clear()
+            self._invalidate_for(pair)
             pair = self.lookup(pkt)
             if pair.__class__ is str:
                 self.drop(pair, pkt, now)
@@ -340,6 +532,21 @@ class SaPath:
         if self.send_failed:
             drops["send_failed"] = self.send_failed
         return list(self.sad.counters()), drops
+
+    async def counters_async(self, chunk: int = COUNTERS_CHUNK):
+        """`counters`, ``chunk`` SA pairs at a time with the loop free in between (thousands of SAs)."""
+        pairs = self.sad.pairs()
+        out: list = []
+        for i in range(0, len(pairs), chunk):
+            if i:
+                await asyncio.sleep(0)
+            for inbound, outbound in pairs[i:i + chunk]:
+                out.append(inbound.counters())
+                out.append(outbound.counters())
+        drops = {r: n for r, n in self.drops.items() if n}
+        if self.send_failed:
+            drops["send_failed"] = self.send_failed
+        return out, drops
 
 
 def _sample_once(sa) -> None:

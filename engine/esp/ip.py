@@ -8,6 +8,7 @@ strings compare like the integers they encode, so selector checks need no
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import struct
 
@@ -115,8 +116,14 @@ def address_bytes(addr: str | ipaddress.IPv4Address | ipaddress.IPv6Address | by
             raise IpError(f"an address is 4 or 16 bytes, got {len(addr)}")
         return bytes(addr)
     if isinstance(addr, str):
-        addr = ipaddress.ip_address(addr)
+        return _text_address(addr)
     return addr.packed
+
+
+@functools.lru_cache(maxsize=4096)
+def _text_address(text: str) -> bytes:
+    # Every SA names its two addresses as text: parsed once per address, not per SA.
+    return ipaddress.ip_address(text).packed
 
 
 def ip_version(packet: bytes | bytearray | memoryview) -> int:

@@ -51,8 +51,8 @@ class SaBase:
         "spi", "pair_spi", "mode", "tunnel", "esn", "local", "remote", "version",
         "encap", "local_port", "remote_port", "local_ts", "remote_ts", "lifetime",
         "bytes", "packets", "drops", "last_used", "events", "expired",
-        "reqid", "unique_id", "sample_every",
-        "_soft_done", "_bytes_next", "_pkts_next", "_next_sample",
+        "reqid", "unique_id", "sample_every", "sampled",
+        "_soft_done", "_bytes_next", "_pkts_next", "_next_sample", "_ndrops", "_snapshot", "_snap_drops",
     )
 
     protocol = ""
@@ -99,8 +99,13 @@ class SaBase:
         self.reqid = reqid
         self.unique_id = unique_id
         self.sample_every = 0
+        self.sampled: list | None = None
+        """Where this SA puts itself when it takes a sample (time-based sampling re-arms only those)."""
         self._soft_done = False
         self._next_sample = NEVER
+        self._ndrops = 0
+        self._snapshot: SaCounters | None = None
+        self._snap_drops = 0
         self._rearm()
 
     # ---------------------------------------------------------- counters
@@ -131,6 +136,8 @@ class SaBase:
             self._next_sample = self.packets + self.sample_every
             self.events.append(PacketSample(time=now, direction=self.direction, spi=self.spi, seq=seq,
                                             outer=bytes(outer), inner=bytes(inner)))
+            if self.sampled is not None:
+                self.sampled.append(self)
         if not self._soft_done and (lt.soft_bytes and self.bytes >= lt.soft_bytes
                                     or lt.soft_packets and self.packets >= lt.soft_packets):
             self._soft_done = True
@@ -149,14 +156,23 @@ class SaBase:
         self.events.append(RekeyRequested(spi_in=self.pair_spi, hard=True, reason=reason))
 
     def counters(self) -> SaCounters:
-        """A snapshot of this direction's counters."""
-        return SaCounters(spi=self.spi, direction=self.direction, bytes=self.bytes, packets=self.packets,
-                          drops=tuple((r, n) for r, n in self.drops.items() if n), last_used=self.last_used)
+        """A snapshot of this direction's counters (the previous one again while the SA is idle:
+        a gateway with thousands of idle SAs snapshots them every second)."""
+        snap = self._snapshot
+        if snap is not None and snap.packets == self.packets and self._snap_drops == self._ndrops \
+                and snap.last_used == self.last_used and snap.bytes == self.bytes:
+            return snap
+        self._snap_drops = self._ndrops
+        snap = self._snapshot = SaCounters(
+            spi=self.spi, direction=self.direction, bytes=self.bytes, packets=self.packets,
+            drops=tuple((r, n) for r, n in self.drops.items() if n), last_used=self.last_used)
+        return snap
 
     def _drop(self, reason: str, detail: str, data, now: float, seq: int = 0) -> EspDrop:
         """Count a drop (and maybe sample it); returns the exception to raise."""
         drops = self.drops
         n = drops[reason] = drops[reason] + 1
+        self._ndrops += 1
         if self.sample_every and (n - 1) % self.sample_every == 0:
             self.events.append(PacketSample(time=now, direction="drop", spi=self.spi, seq=seq,
                                             outer=bytes(data), verdict=reason))
@@ -262,7 +278,7 @@ class InboundSa(SaBase):
     (an empty list places no limit on that side).
     """
 
-    __slots__ = ("window", "_ts_any")
+    __slots__ = ("window", "_ts_any", "_addr_only")
 
     direction = "in"
     full_ip = False
@@ -275,6 +291,9 @@ class InboundSa(SaBase):
         self._ts_any = {v: (not self.remote_ts or covers_everything(self.remote_ts, v))
                         and (not self.local_ts or covers_everything(self.local_ts, v))
                         for v in (4, 6)}
+        # Selectors that look at addresses only: the check reads the two addresses, not the whole header.
+        self._addr_only = all(not proto and any_port for _lo, _hi, proto, _s, _e, any_port
+                              in self.remote_ts + self.local_ts)
 
     def unprotect(self, data: bytes, now: float) -> bytes | None:
         """Check and decapsulate one packet; raises EspDrop."""
@@ -285,6 +304,14 @@ class InboundSa(SaBase):
         v = inner[0] >> 4
         if self._ts_any[v]:
             return
+        if self._addr_only and len(inner) >= 40:
+            src, dst = (inner[12:16], inner[16:20]) if v == 4 else (inner[8:24], inner[24:40])
+            n = len(src)
+            if ((not self.remote_ts or any(len(t[0]) == n and t[0] <= src <= t[1] for t in self.remote_ts))
+                    and (not self.local_ts or any(len(t[0]) == n and t[0] <= dst <= t[1] for t in self.local_ts))):
+                return
+            raise self._drop("policy_mismatch", "inner packet outside the SA's traffic selectors",
+                             data, now, seq)
         try:
             src, dst, proto, sport, dport = ip.flow(inner)
         except ip.IpError as exc:

@@ -196,7 +196,7 @@ def _kind_and_schema(section: str, key: str, f) -> tuple[str, dict]:
     if key == "mode" and section == "child":
         choices = ["tunnel", "transport"]
     if key == "tun_offload":
-        choices = ["off", "auto", "jumbo"]
+        choices = ["on", "off", "auto", "jumbo"]
     if key == "auth":
         choices = list(getattr(P, "AUTH_METHODS", ("psk", "pubkey")))
     if choices:

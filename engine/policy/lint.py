@@ -7,8 +7,8 @@ Rules: weak-encryption, null-encryption, weak-integrity, no-integrity,
 weak-prf, weak-dh, short-icv, short-psk, weak-psk, shared-psk,
 psk-roadwarrior, psk-many-peers, secrets-readable, ca-without-crl,
 catch-all-protect, shadowed, no-children, not-quantum-safe, short-ppk, save-keys,
-secrets-owner; and from ``engine.policy.rwlint``: pool-overlap, pool-too-small,
-eap-without-certificate, windows-weak-proposals.
+secrets-owner, deprecated-key; and from ``engine.policy.rwlint``: pool-overlap,
+pool-too-small, eap-without-certificate, windows-weak-proposals.
 
 Lint reads files only where a rule cannot be decided otherwise (the secrets
 file's mode, the CA and CRL files of ``ca-without-crl``), and never fails on
@@ -34,7 +34,7 @@ from engine.policy.spd import Spd, SpdEntry
 RULES = ("weak-encryption", "null-encryption", "weak-integrity", "no-integrity", "weak-prf", "weak-dh",
          "short-icv", "short-psk", "weak-psk", "shared-psk", "psk-roadwarrior", "psk-many-peers",
          "secrets-readable", "ca-without-crl", "catch-all-protect", "shadowed", "no-children",
-         "not-quantum-safe", "short-ppk", "save-keys", "secrets-owner") + rwlint.RULES
+         "not-quantum-safe", "short-ppk", "save-keys", "secrets-owner", "deprecated-key") + rwlint.RULES
 
 MIN_PSK_LENGTH = 20
 MIN_PSK_DISTINCT = 8
@@ -306,7 +306,17 @@ class _Linter:
                       "decryption tables): whoever reads that folder decrypts all traffic; remove save_keys once "
                       "the debugging is done, and delete the folder")
 
+    def deprecated(self) -> None:
+        offload = self.policy.engine.tun_offload
+        if offload in ("auto", "jumbo"):
+            # The old modes sent whole 64 KiB TCP super-packets as one (IP-fragmented) ESP packet to
+            # ipsec-console peers; they now mean "on", which cuts them into standard packets for any peer.
+            self.warn(key_path("engine", "tun_offload"), "deprecated-key",
+                      f"tun_offload = \"{offload}\" is deprecated and now means \"on\" (super-packets are cut "
+                      "into standard ESP packets for every peer); write \"on\" (the default) or remove the key")
+
     def run(self) -> list[Finding]:
+        self.deprecated()
         for c in self.policy.connections:
             cpath = key_path("connections", c.name)
             self.proposals(c.proposals, key_path(cpath, "proposals"))

@@ -252,9 +252,10 @@ class EngineConfig:
     """Userspace datapath: the TUN device's name."""
     tun_mtu: int = 1400
     """Userspace datapath: the TUN device's MTU (room for ESP and UDP headers on a 1500-byte path)."""
-    tun_offload: str = "off"
-    """Userspace datapath: ``off`` (packet by packet, any peer), ``auto`` (TCP super-packets from the
-    kernel, sent whole to ipsec-console peers and split for others), ``jumbo`` (every peer is ours)."""
+    tun_offload: str = "on"
+    """Userspace datapath: ``on`` (the TUN device hands over TCP/UDP super-packets, cut here into
+    standard packets, one ESP packet each, for any peer) or ``off`` (packet by packet). The old
+    super-packet modes ``auto``/``jumbo`` still load and mean ``on`` (lint: deprecated-key)."""
     state_dir: str | None = None
     """Folder for the change journal and the usage counters ``audit`` reads, relative to the policy
     file's folder; None: ``$STATE_DIRECTORY`` (systemd) or /var/lib/ipsec-console if it exists."""

@@ -209,7 +209,7 @@ class _PolicyParser:
             pki_dir=pki_dir,
             tun_device=self._tun_device(t, P, d.tun_device),
             tun_mtu=r.int_(t, "tun_mtu", P, d.tun_mtu, lo=576, hi=65535),
-            tun_offload=r.str_(t, "tun_offload", P, d.tun_offload, choices=("off", "auto", "jumbo")),
+            tun_offload=r.str_(t, "tun_offload", P, d.tun_offload, choices=("on", "off", "auto", "jumbo")),
             state_dir=self._folder(t, "state_dir", P),
             save_keys=self._folder(t, "save_keys", P),
             metrics_textfile=self._folder(t, "metrics_textfile", P),

@@ -91,12 +91,8 @@ def setup_logging(verbose: int, env: Mapping[str, str] | None = None, stream=Non
 def make_datapath(policy, kind: str | None = None):
     """The datapath the policy asks for (or ``kind``, from --datapath).
 
-    Userspace tuning without a policy field (yet), from the environment:
-    ``IPSEC_CONSOLE_TUN_GSO=1`` takes TCP super-packets from the TUN device
-    (segmented in Python for the peer), ``IPSEC_CONSOLE_TUN_GSO=jumbo``
-    also sends them whole as one ESP packet: only when every peer is
-    ipsec-console (see engine.datapath.userspace_gso).
-    ``IPSEC_CONSOLE_TUN_DEVICE`` names the TUN device (default ipsecc0).
+    ``IPSEC_CONSOLE_TUN_DEVICE`` names the userspace datapath's TUN device
+    (default: ``[engine] tun_device``, else ipsecc0).
     """
     kind = kind or policy.engine.datapath
     if kind == "none":
@@ -112,14 +108,8 @@ def make_datapath(policy, kind: str | None = None):
         from engine.datapath.userspace import UserspaceDatapath
 
         e = policy.engine
-        # The environment overrides the policy (benchmarks compare modes on one policy).
-        gso = os.environ.get("IPSEC_CONSOLE_TUN_GSO", "").strip().lower()
-        if gso not in ("", "0", "1", "jumbo"):
-            raise ValueError(f"IPSEC_CONSOLE_TUN_GSO must be 0, 1 or jumbo, not {gso!r}")
-        offload = {"0": "off", "1": "auto", "jumbo": "jumbo"}.get(gso, e.tun_offload)
         device = os.environ.get("IPSEC_CONSOLE_TUN_DEVICE") or e.tun_device or DEFAULT_DEVICE
-        return UserspaceDatapath(policy, device=device, mtu=e.tun_mtu,
-                                 gso=offload in ("auto", "jumbo"), jumbo=offload == "jumbo")
+        return UserspaceDatapath(policy, device=device, mtu=e.tun_mtu, offload=e.tun_offload != "off")
     if kind == "lab":
         from engine.datapath.lab import LabDatapath
 

@@ -45,6 +45,10 @@ log = logging.getLogger("engine.runtime")
 
 COUNTERS_INTERVAL = 1.0
 SHUTDOWN_GRACE = 2.0
+STATUS_CHUNK = 100
+"""IKE SAs per slice of `EngineRuntime.status_async` (a few milliseconds of work)."""
+COUNTERS_CHUNK = 5000
+"""Counters per slice when the runtime indexes a datapath's counters."""
 _REPLAYED = (IkeSaStateChanged, ExchangeSent, ExchangeReceived, ChildSaInstalled, ChildSaDeleted,
              NegotiationFailed, DpdTimeout, PolicyApplied, LogMessage)
 _LOUD = ("WARNING", "ERROR", "CRITICAL")
@@ -89,6 +93,10 @@ class EngineRuntime:
         prepare = getattr(self.datapath, "prepare_socket", None)
         if prepare is not None:
             self.sockets.prepare = prepare
+        esp_batch = getattr(self.datapath, "receive_esp_batch", None)
+        if esp_batch is not None:
+            self.sockets.esp_sink = esp_batch
+            self.sockets.natt_port = self.policy.engine.natt_port
         e = self.policy.engine
         addresses = list(e.listen) or self._addresses_from_connections() or ["0.0.0.0"]
         self.sockets.open(addresses, sorted({e.ike_port, e.natt_port}))
@@ -244,11 +252,19 @@ class EngineRuntime:
         while True:
             await asyncio.sleep(COUNTERS_INTERVAL)
             try:
-                sas, drops = self.datapath.counters()
+                # A datapath with thousands of SAs reads them a slice at a time (packets go on between).
+                read = getattr(self.datapath, "counters_async", None)
+                sas, drops = await read() if read is not None else self.datapath.counters()
             except Exception:
                 log.exception("reading datapath counters failed")
                 continue
-            self._counters = {(c.spi, c.direction): c for c in sas}
+            counters = {}
+            for i in range(0, len(sas), COUNTERS_CHUNK):
+                if i:
+                    await asyncio.sleep(0)
+                for c in sas[i:i + COUNTERS_CHUNK]:
+                    counters[(c.spi, c.direction)] = c
+            self._counters = counters
             logsafe.flush()  # summaries of rate-limited warnings, even when the flood has stopped
             self._drain_datapath()
             self.publish(CountersSnapshot(time.time(), tuple(sas), tuple(sorted(drops.items()))))
@@ -294,6 +310,22 @@ class EngineRuntime:
         sas = [self._with_counters(i, now) for i in self.endpoint.status(now)]
         return StatusSnapshot(time.time(), tuple(sas), tuple(self.connections()))
 
+    async def status_async(self, chunk: int = STATUS_CHUNK) -> StatusSnapshot:
+        """`status`, built ``chunk`` IKE SAs at a time with the loop free in between, for a viewer on
+        another thread (the embedded console): a snapshot of 10,000 SAs then never holds packets and
+        timers up for its whole length."""
+        now = self.now()
+        sas = self.endpoint.sas
+        infos = []
+        for i in range(0, len(sas), chunk):
+            if i:
+                await asyncio.sleep(0)
+            for sa in sas[i:i + chunk]:
+                if sa.state != IkeState.DESTROYED:
+                    infos.append(self._with_counters(ike_sa_info(sa, now), now))
+        up = {info.name: info.state for info in infos}
+        return StatusSnapshot(time.time(), tuple(infos), tuple(self.connections(up)))
+
     def _with_counters(self, info: IkeSaInfo, now: float) -> IkeSaInfo:
         if not self._counters:
             return info
@@ -311,8 +343,10 @@ class EngineRuntime:
             ))
         return dataclasses.replace(info, children=tuple(kids))
 
-    def connections(self) -> list[ConnectionInfo]:
-        states = self.connection_states()
+    def connections(self, states: dict[str, str] | None = None) -> list[ConnectionInfo]:
+        """``states``: `connection_states`, when the caller has it already."""
+        if states is None:
+            states = self.connection_states()
         return [self.connection_info(c, states) for c in self.policy.connections]
 
     def connection_states(self) -> dict[str, str]:

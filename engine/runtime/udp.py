@@ -1,13 +1,22 @@
 """UDP sockets for IKE (ike_port) and NAT-T (natt_port) on each listen
 address, read with loop.add_reader. Wildcard sockets learn the local
-address of each datagram from IP_PKTINFO, which NAT detection needs."""
+address of each datagram from IP_PKTINFO, which NAT detection needs.
+
+The sockets read with UDP_GRO (Linux 5.0+): a burst of equal-sized
+datagrams from one peer (ESP-in-UDP under load) comes up in one read and is
+split here, each datagram handled on its own as before. A datapath may ask
+for DF on every datagram (``prepare``); an IKE message larger than the path
+then fails with EMSGSIZE and is sent again once with fragmentation allowed,
+as it would have been without DF."""
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import logging
 import socket
+import sys
 from collections.abc import Callable
 
 log = logging.getLogger("engine.runtime")
@@ -17,6 +26,11 @@ IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
 IPV6_RECVPKTINFO = getattr(socket, "IPV6_RECVPKTINFO", 49)
 IPV6_PKTINFO = getattr(socket, "IPV6_PKTINFO", 50)
 MAX_DATAGRAM = 65535
+SOL_UDP = 17
+UDP_GRO = 104
+IP_MTU_DISCOVER = getattr(socket, "IP_MTU_DISCOVER", 10)
+IPV6_MTU_DISCOVER = getattr(socket, "IPV6_MTU_DISCOVER", 23)
+PMTUDISC_DONT = 0
 
 
 class UdpEndpoint:
@@ -37,6 +51,10 @@ class UdpSockets:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.prepare: Callable[[socket.socket], None] | None = None
         """Called on each new socket (the kernel datapath adds its IPsec bypass)."""
+        self.esp_sink: Callable[[list, Addr, Addr], None] | None = None
+        """Takes the ESP-in-UDP datagrams of one read on the NAT-T port at once (a datapath that
+        decrypts in userspace); without it each goes through ``on_datagram``."""
+        self.natt_port = 0
 
     def open(self, addresses: list[str], ports: list[int]) -> None:
         self._loop = asyncio.get_running_loop()
@@ -59,6 +77,10 @@ class UdpSockets:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
                 sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
             sock.setblocking(False)
+            try:
+                sock.setsockopt(SOL_UDP, UDP_GRO, 1)
+            except OSError as exc:  # a kernel before 5.0: one datagram per read
+                log.debug("no UDP_GRO on %s port %d: %s", addr, port, exc)
             if self.prepare is not None:
                 self.prepare(sock)
             sock.bind((addr, port))
@@ -71,19 +93,49 @@ class UdpSockets:
         log.info("listening on %s port %d", addr, ep.port)
 
     def _readable(self, ep: UdpEndpoint) -> None:
+        recvmsg = ep.sock.recvmsg
+        on_datagram = self.on_datagram
         for _ in range(64):  # bounded: let other work run under a flood
             try:
-                data, anc, _flags, src = ep.sock.recvmsg(MAX_DATAGRAM, 64)
+                data, anc, _flags, src = recvmsg(MAX_DATAGRAM, 96)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
                 log.debug("recv on %s:%d: %s", ep.addr, ep.port, exc)
                 return
             local = ep.addr
-            if ep.wildcard:
-                local = _pktinfo_dst(anc, ep.family) or ep.addr
+            size = 0
+            for level, ctype, cdata in anc:
+                if level == SOL_UDP and ctype == UDP_GRO and len(cdata) >= 4:
+                    size = int.from_bytes(cdata[:4], sys.byteorder)
+                elif ep.wildcard:
+                    local = _pktinfo_dst(((level, ctype, cdata),), ep.family) or local
+            where = (local, ep.port)
+            peer = (src[0], src[1])
             try:
-                self.on_datagram(data, (local, ep.port), (src[0], src[1]))
+                if size and len(data) > size:
+                    # Several datagrams joined by GRO: each on its own, in order.
+                    datagrams = [data[off:off + size] for off in range(0, len(data), size)]
+                else:
+                    datagrams = (data,)
+                sink = self.esp_sink
+                if sink is not None and ep.port == self.natt_port:
+                    # ESP (a non-zero SPI where IKE has its zero marker) goes to the datapath in one
+                    # call, still in order with any IKE between.
+                    esp = []
+                    for d in datagrams:
+                        if len(d) >= 16 and d[0] | d[1] | d[2]:
+                            esp.append(d)
+                            continue
+                        if esp:
+                            sink(esp, where, peer)
+                            esp = []
+                        on_datagram(d, where, peer)
+                    if esp:
+                        sink(esp, where, peer)
+                else:
+                    for d in datagrams:
+                        on_datagram(d, where, peer)
             except Exception:  # one bad datagram must never kill the socket reader
                 log.exception("error handling a datagram from %s:%d", src[0], src[1])
 
@@ -97,7 +149,27 @@ class UdpSockets:
         except (BlockingIOError, InterruptedError):
             log.debug("send buffer full, dropped a datagram to %s:%d", *remote)
         except OSError as exc:
+            if exc.errno == errno.EMSGSIZE and self._send_fragmentable(ep, data, remote):
+                return
             log.warning("send to %s:%d failed: %s", remote[0], remote[1], exc)
+
+    @staticmethod
+    def _send_fragmentable(ep: UdpEndpoint, data: bytes, remote: Addr) -> bool:
+        """Send one datagram with IP fragmentation allowed, on a socket that otherwise sets DF
+        (an IKE message larger than the path); True when it went out."""
+        level, opt = (socket.IPPROTO_IPV6, IPV6_MTU_DISCOVER) if ep.family == socket.AF_INET6 \
+            else (socket.IPPROTO_IP, IP_MTU_DISCOVER)
+        try:
+            before = ep.sock.getsockopt(level, opt)
+            ep.sock.setsockopt(level, opt, PMTUDISC_DONT)
+            try:
+                ep.sock.sendto(data, remote)
+            finally:
+                ep.sock.setsockopt(level, opt, before)
+        except OSError as exc:
+            log.warning("send to %s:%d failed: %s", remote[0], remote[1], exc)
+            return True
+        return True
 
     def _pick(self, local: Addr, remote: Addr) -> UdpEndpoint | None:
         family = socket.AF_INET6 if ":" in remote[0] else socket.AF_INET

@@ -1,7 +1,7 @@
 """The per-packet pieces under the lab and userspace datapaths, without sockets:
 SaPath (SPD + SA selection, drops, make-before-break rekey), the lab's packet
-builders and host stack (checked with scapy), and the TUN super-packet
-helpers (software TSO, checksum completion)."""
+builders and host stack (checked with scapy). The TUN super-packet helpers
+(segmentation, coalescing) are tested in test_offload.py."""
 
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ from engine.datapath.lab import (
     tcp_packet,
     udp_packet,
 )
-from engine.datapath.userspace_gso import complete_checksum, segment_tcp
 from engine.datapath.userspace_path import SaPath
 from engine.esp import ip
 from engine.events import ChildKeys, ChildSaInstalled, PacketSample, RekeyRequested
@@ -230,38 +229,6 @@ def test_generator_spreads_packets_over_flow_kinds():
     inner = [IP(x) for _w, _s, x in link.deliver()]
     assert {p.dst for p in inner} == {"198.51.100.65", "198.51.100.66", "198.51.100.67"}
     assert len(inner) == 90 and all(p.src == "198.51.100.1" and p.dst.startswith("198.51.100.6") for p in inner)
-
-
-@pytest.mark.parametrize("v6", [False, True])
-def test_software_tso_gives_valid_segments(v6):
-    src, dst = (A, B) if not v6 else (bytes(15) + b"\1", bytes(15) + b"\2")
-    payload = os.urandom(5000)
-    big = tcp_packet(src, dst, 1234, 80, 1000, 77, 0x19, payload)  # FIN|PSH|ACK
-    segs = segment_tcp(big, 1400)
-    assert [len(s) - (60 if v6 else 40) for s in segs] == [1400, 1400, 1400, 800]
-    layer = IPv6 if v6 else IP
-    parsed = [layer(s) for s in segs]
-    assert b"".join(bytes(p[TCP].payload) for p in parsed) == payload
-    assert [p[TCP].seq for p in parsed] == [1000, 2400, 3800, 5200]
-    assert [str(p[TCP].flags) for p in parsed] == ["A", "A", "A", "FPA"]
-    for p, raw in zip(parsed, segs):
-        clean = p.copy()
-        del clean[TCP].chksum
-        if not v6:
-            del clean[IP].chksum
-        assert bytes(clean) == raw
-
-
-def test_partial_checksum_completion():
-    pkt = bytearray(udp_packet(A, B, 1, 2, b"abcdefg"))
-    good = bytes(pkt)
-    # What the kernel hands over with CHECKSUM_PARTIAL: the folded pseudo-header sum only.
-    s = ip.pseudo_header_sum(A, B, 17, len(pkt) - 20)
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    pkt[26:28] = s.to_bytes(2, "big")
-    complete_checksum(pkt, 20, 6)
-    assert bytes(pkt) == good
 
 
 def test_time_based_sampling_takes_one_packet_per_arming():

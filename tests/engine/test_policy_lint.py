@@ -45,6 +45,8 @@ CASES = {
     "catch-all-protect": (conn(local_ts='"0.0.0.0/0"', remote_ts='"0.0.0.0/0"'), "connections.c.children.x",
                           conn(local_ts='"0.0.0.0/0"', remote_ts='"198.51.100.0/24"')),
     "no-children": ('[connections.c]\nremote_addrs = ["192.0.2.2"]\n' + PUBKEY, "connections.c", conn()),
+    "deprecated-key": ('[engine]\ntun_offload = "jumbo"\n' + conn(), "engine.tun_offload",
+                       '[engine]\ntun_offload = "off"\n' + conn()),
     "shadowed": (conn() + '[rules.all]\naction = "discard"\nlocal_ts = ["198.51.100.0/24"]\nremote_ts = ["198.51.100.0/24"]\npriority = 5\n',
                  "connections.c.children.x",
                  conn() + '[rules.all]\naction = "discard"\nlocal_ts = ["198.51.100.0/24"]\nremote_ts = ["198.51.100.0/24"]\n'),

@@ -9,6 +9,7 @@ import json
 import os
 import re
 import signal
+import struct
 import subprocess
 import time
 from pathlib import Path
@@ -153,6 +154,80 @@ def capture_esp(stop: Stopper, lab: Lab, side: str, pcap: Path) -> subprocess.Po
     return p
 
 
+CAPTURE_ESP_AND_FRAGMENTS = "ip proto 50 or (udp port 4500 and udp[8:4] != 0) or (ip[6:2] & 0x3fff != 0)"
+"""ESP, ESP-in-UDP (not IKE: its non-ESP marker is four zero bytes) and every IP fragment."""
+
+
+def pcap_ip_packets(pcap: Path):
+    """(IP total length, is a fragment) of each IPv4 packet of an Ethernet pcap, any snap length
+    (read with struct: a run of iperf3 is too many packets for scapy)."""
+    data = pcap.read_bytes()
+    if len(data) < 24:
+        return
+    magic = int.from_bytes(data[:4], "little")
+    endian = "<" if magic in (0xA1B2C3D4, 0xA1B23C4D) else ">"
+    rec = struct.Struct(endian + "IIII")
+    off = 24
+    while off + 16 <= len(data):
+        _s, _us, incl, _orig = rec.unpack_from(data, off)
+        off += 16
+        frame = data[off:off + incl]
+        off += incl
+        if len(frame) >= 34 and frame[12:14] == b"\x08\x00":
+            ip = frame[14:]
+            yield (ip[2] << 8) | ip[3], ((ip[6] & 0x3F) << 8 | ip[7]) != 0
+
+
+@contextlib.contextmanager
+def capturing_wire(lab: Lab, where: list[tuple[str, str]], work: Path, tag: str = "wire",
+                   senders: list[tuple[str, str]] = ()):
+    """tcpdump (headers only) of ESP, ESP-in-UDP and IP fragments on each (side, device); yields the
+    pcap paths. The devices, and the ``senders`` that feed them, hand over no GSO batches meanwhile
+    (``gso_max_segs 1``): a veth otherwise carries a UDP GSO batch as one "packet", which a real NIC
+    cuts into datagrams before the wire."""
+    pcaps, procs = [], []
+    cut = list(where) + list(senders)
+    try:
+        for side, dev in cut:
+            lab.exec(side, "ip", "link", "set", dev, "gso_max_segs", "1")
+        for side, dev in where:
+            pcap = work / f"{tag}-{side}-{dev}.pcap"
+            pcaps.append(pcap)
+            p = subprocess.Popen(["ip", "netns", "exec", lab.ns[side], "tcpdump", "-Z", "root", "-n", "-s", "64",
+                                  "-B", "16384", "-i", dev, "-w", str(pcap), CAPTURE_ESP_AND_FRAGMENTS],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+            procs.append(p)
+            deadline = time.monotonic() + 10
+            line = ""
+            while time.monotonic() < deadline and "listening" not in line:
+                line = p.stderr.readline()
+                if not line and p.poll() is not None:
+                    raise RuntimeError("tcpdump exited")
+        yield pcaps
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(p.pid, signal.SIGINT)
+                try:
+                    p.wait(10)
+                except subprocess.TimeoutExpired:
+                    _kill(p)
+        for side, dev in cut:
+            lab.exec(side, "ip", "link", "set", dev, "gso_max_segs", "65535", check=False)
+
+
+def wire_sizes(pcaps: list[Path]) -> tuple[int, int, int]:
+    """(packets, largest IP packet, IP fragments) over captures of `capturing_wire`."""
+    n = largest = frags = 0
+    for pcap in pcaps:
+        for total, frag in pcap_ip_packets(pcap):
+            n += 1
+            largest = max(largest, total)
+            frags += frag
+    return n, largest, frags
+
+
 def read_pcap(pcap: Path) -> list[bytes]:
     """The IP packets of a pcap (Ethernet link type), with scapy."""
     from scapy.layers.inet import IP
@@ -201,10 +276,12 @@ def iperf(stop: Stopper, lab: Lab, seconds: int, *, client: str = "left", server
 
 __all__ = [
     "BENCH_CHARON",
+    "CAPTURE_ESP_AND_FRAGMENTS",
     "SUITES",
     "Stopper",
     "background_ping",
     "capture_esp",
+    "capturing_wire",
     "charon_counters",
     "diagnose",
     "environ",
@@ -215,8 +292,10 @@ __all__ = [
     "iperf",
     "our_counters",
     "our_policy",
+    "pcap_ip_packets",
     "ping_stats",
     "read_pcap",
     "wait_child",
     "wait_for",
+    "wire_sizes",
 ]

@@ -23,6 +23,7 @@ from tests.interop.lab_esp import (
     Stopper,
     background_ping,
     capture_esp,
+    capturing_wire,
     charon_counters,
     diagnose,
     esp_spi,
@@ -35,6 +36,7 @@ from tests.interop.lab_esp import (
     read_pcap,
     wait_child,
     wait_for,
+    wire_sizes,
 )
 
 pytestmark = pytest.mark.interop
@@ -193,40 +195,52 @@ def test_stale_routing_after_a_crash_is_removed_on_next_start(tmp_path):
         assert "ipsecc0" not in net.exec("left", "ip", "link").stdout
 
 
-def test_tcp_super_packets_are_segmented_for_strongswan(tmp_path):
-    """tun_offload = "auto": the TUN device hands over TCP super-packets; charon is not ipsec-console
-    (no Vendor ID), so each leaves as MTU-sized ESP packets with complete checksums, which it accepts."""
+def test_iperf3_with_charon_sends_standard_sized_esp_only(tmp_path):
+    """The shipped configuration (TUN offloads on) against charon, under iperf3 both ways: TCP
+    super-packets from the kernel leave as standard packets, one ESP packet each; the capture on both
+    veth ends shows no ESP packet above the path MTU (1500) and no IP fragment."""
     with lab() as net, Stopper() as st:
         st.charon(net, "right", tmp_path)
-        ours = st.ours(net, "left", tmp_path, our_policy("left", start_action="start",
-                                                         extra_engine='tun_offload = "auto"'))
+        ours = st.ours(net, "left", tmp_path, our_policy("left", start_action="start"))
         wait_child(ours)
-        assert "TCP super-packets segmented" in ours.log()
-        result = iperf(st, net, 3)
-        assert result["end"]["sum_received"]["bytes"] > 1_000_000
-        net.ping("left", RIGHT_IN, count=2, interval=0.1)
-        net.exec("left", "ping", "-n", "-q", "-c", "2", "-i", "0.1", "-s", "3000", "-I", LEFT_IN, RIGHT_IN)
+        assert "super-packets cut into standard ESP packets" in ours.log()
+        with capturing_wire(net, [("left", "veth0"), ("right", "veth0")], tmp_path) as pcaps:
+            up = iperf(st, net, 3)
+            down = iperf(st, net, 3, client="right", server="left")
+            net.exec("left", "ping", "-n", "-q", "-c", "2", "-i", "0.1", "-s", "3000", "-I", LEFT_IN, RIGHT_IN)
+        for result in (up, down):
+            assert result["end"]["sum_received"]["bytes"] > 1_000_000
+        n, largest, fragments = wire_sizes(pcaps)
+        assert n > 1000 and largest <= 1500 and fragments == 0, (n, largest, fragments)
         child = _counters_settled(ours, 2)
-        assert child["bytes_out"] / child["packets_out"] <= 1400  # nothing bigger than the MTU went out
+        assert not child["drops"]
+        assert child["bytes_out"] / child["packets_out"] <= 1400  # per ESP packet: standard packets only
 
 
-def test_tcp_super_packets_go_whole_between_ours(tmp_path):
-    """tun_offload = "auto" on both ends: they recognise each other by Vendor ID and send one ESP
-    packet per TCP super-packet (IP-fragmented)."""
+@pytest.mark.parametrize("encap", [False, True], ids=["raw-esp", "esp-in-udp"])
+def test_ours_against_ours_under_iperf3_standard_sized_and_counted_alike(encap, tmp_path):
+    """Both ends ours (offloads on): segmented on the way out, joined again for the TUN write on the
+    way in; every ESP packet on the wire is a standard one, and both ends count the same packets.
+    The policies still say tun_offload = "auto", the old super-packet mode (whole 64 KiB ESP packets
+    between two ipsec-console): it loads, and now means the same as "on"."""
+    old_mode = 'tun_offload = "auto"'
     with lab() as net, Stopper() as st:
-        right = st.ours(net, "right", tmp_path, our_policy("right", extra_engine='tun_offload = "auto"'))
-        left = st.ours(net, "left", tmp_path, our_policy("left", start_action="start",
-                                                         extra_engine='tun_offload = "auto"'))
+        right = st.ours(net, "right", tmp_path, our_policy("right", encap=encap, extra_engine=old_mode))
+        left = st.ours(net, "left", tmp_path, our_policy("left", start_action="start", encap=encap,
+                                                         extra_engine=old_mode))
         wait_child(left)
-        result = iperf(st, net, 3)
+        assert "super-packets cut into standard ESP packets" in left.log()
+        with capturing_wire(net, [("left", "veth0")], tmp_path) as pcaps:
+            result = iperf(st, net, 3)
         assert result["end"]["sum_received"]["bytes"] > 1_000_000
-        net.ping("left", RIGHT_IN, count=2, interval=0.1)
-        net.ping("right", LEFT_IN, count=2, interval=0.1)
+        n, largest, fragments = wire_sizes(pcaps)
+        assert n > 1000 and largest <= 1500 and fragments == 0, (n, largest, fragments)
+
         def both():
             lc, rc = installed(left)[0], installed(right)[0]
             return (lc["bytes_out"], lc["packets_out"]) == (rc["bytes_in"], rc["packets_in"]) and (lc, rc)
         lc, rc = wait_for(both, 5, 0.3, "equal counters on both ends")  # each side reads them once a second
-        assert lc["bytes_out"] / lc["packets_out"] > 10_000  # super-packets, not 1400-byte ones
+        assert lc["bytes_out"] / lc["packets_out"] <= 1400
         assert not lc["drops"] and not rc["drops"]
 
 

@@ -1,0 +1,492 @@
+"""Segmentation and coalescing for a TUN device with offloads
+(IFF_VNET_HDR + TSO/USO), the way wireguard-go and Tailscale run theirs.
+
+With offloads on, one read from the TUN device can be a TCP or UDP
+*super-packet* of up to 64 KiB, preceded by a 10-byte ``virtio_net_hdr``
+telling how it is to be cut (``gso_size``) and where its transport
+checksum, left partial, goes. Nothing of that size ever leaves as one ESP
+packet: `segment` cuts it here into ordinary packets of at most the
+device's MTU, with the headers a NIC would write (IPv4 ID + 1 per segment,
+total length, TCP sequence numbers, FIN/PSH only on the last segment, CWR
+only on the first, full TCP/UDP and IPv4 header checksums), so each ESP
+packet carries one standard packet, whatever the peer.
+
+Inbound, `Coalescer` does the reverse of the receiving NIC's GRO: decrypted
+TCP segments (and UDP datagrams, when the device takes UDP GSO) of the same
+flow that follow each other are joined into one super-packet, written with
+a GSO header; the kernel then treats it as the segments it came from (one
+write and one pass through its stack instead of dozens, and the receiving
+TCP acknowledges per super-packet). The rules are the kernel's GRO rules:
+same headers but for the length fields, consecutive sequence numbers, equal
+segment sizes with a shorter one only last, nothing after PSH. No segment
+may lose its checksum check on the way:
+
+- TCP to this host: the super-packet carries the checksum of the whole,
+  derived from the segments' own checksum fields (no payload byte read
+  here), and no "checksum done" flag: the kernel verifies all of it in C,
+  and drops it all if any segment was damaged;
+- anything the kernel will forward (and UDP): each segment's checksum is
+  verified here before it joins (a bad one is written as it came, for the
+  receiver to drop), since a forwarded super-packet is cut again with fresh
+  checksums that would hide damage.
+
+Path MTU: `fragment_ipv4` and `too_big` serve the datapath when the path to
+a peer carries less than the device's MTU: a packet that may be fragmented
+(IPv4 without DF) is cut into IP fragments before encryption, one that may
+not gets the ICMP "fragmentation needed" / ICMPv6 "packet too big" a router
+would send, so its sender lowers its packet size.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from engine.esp.ip import checksum
+
+VNET = struct.Struct("<BBHHHH")
+"""virtio_net_hdr: flags, gso_type, hdr_len, gso_size, csum_start, csum_offset (little-endian: TUN
+uses the host's order for a non-virtio device, and the tun driver is little-endian on x86/arm)."""
+VNET_SIZE = VNET.size
+NEEDS_CSUM = 1
+DATA_VALID = 2
+GSO_NONE = 0
+GSO_TCPV4 = 1
+GSO_UDP = 3
+GSO_TCPV6 = 4
+GSO_UDP_L4 = 5
+GSO_ECN = 0x80
+ZERO_HDR = bytes(VNET_SIZE)
+MAX_SEGMENTS = 64
+"""Segments merged into one super-packet at most (the kernel's GRO limit per packet, roughly)."""
+
+_U16 = struct.Struct("!H")
+_U16U16 = struct.Struct("!HH")
+_U32 = struct.Struct("!I")
+_TCP_FIN, _TCP_PSH, _TCP_ACK, _TCP_CWR = 0x01, 0x08, 0x10, 0x80
+
+
+class OffloadError(ValueError):
+    """A super-packet whose offload header does not describe it; the message says what."""
+
+
+def fold(s: int) -> int:
+    """One's-complement fold of a partial sum to 16 bits (not complemented)."""
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return s
+
+
+def complete_checksum(pkt: bytearray, start: int, offset: int) -> None:
+    """Finish a partial TCP/UDP checksum: what a NIC does for CHECKSUM_PARTIAL. The field holds the
+    pseudo-header sum; the result covers it and everything from ``start``."""
+    pos = start + offset
+    c = checksum(memoryview(pkt)[start:])
+    if c == 0 and offset == 6:
+        c = 0xFFFF  # UDP sends a computed zero as all ones (RFC 768)
+    _U16.pack_into(pkt, pos, c)
+
+
+def _pseudo(pkt, v4: bool, proto: int) -> int:
+    if v4:
+        return int.from_bytes(pkt[12:16], "big") + int.from_bytes(pkt[16:20], "big") + proto
+    return int.from_bytes(pkt[8:24], "big") + int.from_bytes(pkt[24:40], "big") + proto
+
+
+def segment(pkt: bytes, gso_type: int, gso_size: int, csum_start: int) -> list[bytearray]:
+    """Software GSO: a TCP (TSO) or UDP (USO) super-packet -> packets of ``gso_size`` payload bytes.
+
+    ``csum_start`` is where the transport header starts (the IP header's length, extension
+    headers included). Raises OffloadError for a header that does not fit the packet.
+    """
+    gso_type &= ~GSO_ECN
+    v4 = pkt[0] >> 4 == 4
+    ihl = csum_start
+    n = len(pkt)
+    if gso_size <= 0 or n < ihl + 8:
+        raise OffloadError(f"GSO packet of {n} bytes with segment size {gso_size}")
+    if gso_type in (GSO_TCPV4, GSO_TCPV6):
+        if n < ihl + 20:
+            raise OffloadError("TCP super-packet shorter than its headers")
+        thl = (pkt[ihl + 12] >> 4) * 4
+        if thl < 20 or n < ihl + thl:
+            raise OffloadError(f"TCP header length {thl} does not fit")
+        return _segment_tcp(pkt, ihl, thl, gso_size, v4)
+    if gso_type in (GSO_UDP_L4, GSO_UDP):
+        return _segment_udp(pkt, ihl, gso_size, v4)
+    raise OffloadError(f"GSO type {gso_type} is not TCP or UDP")
+
+
+def _csum(total: int) -> int:
+    """The complemented one's-complement checksum of a sum (as ``engine.esp.ip.checksum`` gives it)."""
+    r = total % 0xFFFF
+    return 0xFFFF - r if r else 0
+
+
+def _segment_tcp(pkt: bytes, ihl: int, thl: int, mss: int, v4: bool) -> list[bytearray]:
+    hlen = ihl + thl
+    total = len(pkt) - hlen
+    t = ihl
+    seq0 = _U32.unpack_from(pkt, t + 4)[0]
+    flags = pkt[t + 13]
+    ident0 = _U16.unpack_from(pkt, 4)[0] if v4 else 0
+    head = bytearray(pkt[:hlen])
+    # Zero what changes per segment; the sums of the rest are taken once. The loop is flat and
+    # inlined on purpose: it runs once per packet of every TCP stream through the tunnel.
+    if v4:
+        head[2:6] = bytes(4)  # total length, ID
+        head[10:12] = bytes(2)
+        ip_base = int.from_bytes(head[:ihl], "big") + hlen
+    else:
+        head[4:6] = bytes(2)
+        ip_base = 0
+    head[t + 4:t + 8] = bytes(4)
+    head[t + 13] = 0
+    head[t + 16:t + 18] = bytes(2)
+    tcp_base = int.from_bytes(head[t:hlen], "big") + _pseudo(pkt, v4, 6) + thl
+    not_last = flags & ~(_TCP_FIN | _TCP_PSH)  # FIN and PSH only on the last segment
+    later = ~_TCP_CWR  # CWR only on the first
+    pack_len_id = _U16U16.pack_into
+    pack16 = _U16.pack_into
+    pack32 = _U32.pack_into
+    from_bytes = int.from_bytes
+    out = []
+    append = out.append
+    i = 0
+    off = hlen
+    end = len(pkt)
+    while True:
+        nxt = off + mss
+        if nxt >= end:
+            nxt = end
+        chunk = pkt[off:nxt]
+        size = nxt - off
+        seg = bytearray(head)
+        seg += chunk
+        if v4:
+            ident = (ident0 + i) & 0xFFFF
+            pack_len_id(seg, 2, hlen + size, ident)
+            r = (ip_base + size + ident) % 0xFFFF
+            pack16(seg, 10, 0xFFFF - r if r else 0)
+        else:
+            pack16(seg, 4, thl + size)
+        seq = (seq0 + off - hlen) & 0xFFFFFFFF
+        pack32(seg, t + 4, seq)
+        f = flags if nxt == end else not_last
+        if i:
+            f &= later
+        seg[t + 13] = f
+        data = from_bytes(chunk, "big")
+        if size & 1:
+            data <<= 8  # an odd last byte is the high half of a word
+        r = (tcp_base + size + seq + f + data) % 0xFFFF
+        pack16(seg, t + 16, 0xFFFF - r if r else 0)
+        append(seg)
+        if nxt == end:
+            return out
+        i += 1
+        off = nxt
+
+
+def _segment_udp(pkt: bytes, ihl: int, size: int, v4: bool) -> list[bytearray]:
+    hlen = ihl + 8
+    payload = memoryview(pkt)[hlen:]
+    total = len(payload)
+    ident0 = _U16.unpack_from(pkt, 4)[0] if v4 else 0
+    base = _pseudo(pkt, v4, 17)
+    head = bytearray(pkt[:hlen])
+    head[ihl + 6] = head[ihl + 7] = 0
+    if v4:
+        head[10] = head[11] = 0
+    pack16 = _U16.pack_into
+    out = []
+    i = off = 0
+    while off < total or i == 0:
+        chunk = payload[off:off + size]
+        n = len(chunk)
+        seg = bytearray(head)
+        if v4:
+            pack16(seg, 2, hlen + n)
+            pack16(seg, 4, (ident0 + i) & 0xFFFF)
+            pack16(seg, 10, checksum(memoryview(seg)[:ihl]))
+        else:
+            pack16(seg, 4, 8 + n)
+        pack16(seg, ihl + 4, 8 + n)
+        seg += chunk
+        c = checksum(memoryview(seg)[ihl:], base + 8 + n)
+        pack16(seg, ihl + 6, c or 0xFFFF)
+        out.append(seg)
+        i += 1
+        off += n
+        if n == 0:
+            break
+    return out
+
+
+# ------------------------------------------------------------------ path MTU
+
+
+def fragment_ipv4(pkt, mtu: int) -> list[bytearray]:
+    """IPv4 fragments of at most ``mtu`` bytes (RFC 791), for a packet without DF; fragments of a
+    fragment keep their place (offsets and MF carry over)."""
+    ihl = (pkt[0] & 15) * 4
+    total = (pkt[2] << 8) | pkt[3]
+    data = memoryview(pkt)[ihl:total]
+    step = (mtu - ihl) & ~7
+    if step <= 0:
+        raise OffloadError(f"MTU {mtu} leaves no room after a {ihl}-byte header")
+    frag0 = _U16.unpack_from(pkt, 6)[0]
+    base_off = frag0 & 0x1FFF
+    more = frag0 & 0x2000
+    out = []
+    off = 0
+    while off < len(data):
+        chunk = data[off:off + step]
+        last = off + len(chunk) >= len(data)
+        h = bytearray(pkt[:ihl])
+        _U16.pack_into(h, 2, ihl + len(chunk))
+        _U16.pack_into(h, 6, ((base_off + off // 8) & 0x1FFF) | (0x2000 if (not last or more) else 0))
+        h[10] = h[11] = 0
+        _U16.pack_into(h, 10, checksum(h))
+        h += chunk
+        out.append(h)
+        off += len(chunk)
+    return out
+
+
+def too_big(pkt, mtu: int) -> bytes | None:
+    """The ICMP a router sends for ``pkt`` that does not fit ``mtu`` and may not be fragmented:
+    IPv4 type 3 code 4 with the next-hop MTU (RFC 1191), ICMPv6 Packet Too Big (RFC 8201), as
+    much of the packet as the RFCs allow. From the packet's destination (the host behind the
+    tunnel, on whose behalf we answer) to its source. None for packets that get no ICMP (ICMP
+    errors themselves, non-first fragments, too short)."""
+    v = pkt[0] >> 4
+    if v == 4:
+        ihl = (pkt[0] & 15) * 4
+        if len(pkt) < ihl + 8 or (_U16.unpack_from(pkt, 6)[0] & 0x1FFF):
+            return None
+        if pkt[9] == 1 and pkt[ihl] not in (0, 8, 13, 15, 17):  # only queries get errors (RFC 1812)
+            return None
+        quoted = bytes(pkt[:min(len(pkt), 576 - 28)])
+        icmp = bytearray(struct.pack("!BBHHH", 3, 4, 0, 0, min(mtu, 0xFFFF))) + quoted
+        _U16.pack_into(icmp, 2, checksum(icmp))
+        hdr = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(icmp), 0, 0, 64, 1, 0,
+                                    bytes(pkt[16:20]), bytes(pkt[12:16])))
+        _U16.pack_into(hdr, 10, checksum(hdr))
+        return bytes(hdr + icmp)
+    if v == 6:
+        if len(pkt) < 48:
+            return None
+        if pkt[6] == 58 and pkt[40] < 128:  # an ICMPv6 error
+            return None
+        quoted = bytes(pkt[:min(len(pkt), 1280 - 48)])
+        src, dst = bytes(pkt[24:40]), bytes(pkt[8:24])
+        body = bytearray(struct.pack("!BBHI", 2, 0, 0, max(1280, mtu))) + quoted
+        c = checksum(body, int.from_bytes(src, "big") + int.from_bytes(dst, "big") + 58 + len(body))
+        _U16.pack_into(body, 2, c)
+        return struct.pack("!IHBB16s16s", 6 << 28, len(body), 58, 64, src, dst) + bytes(body)
+    return None
+
+
+# ------------------------------------------------------------------ coalescing
+
+
+class _Run:
+    """Segments of one flow being joined: the first packet's headers, then payloads."""
+
+    __slots__ = ("head", "parts", "hlen", "ihl", "size", "next_seq", "count", "length", "closed", "tcp", "v4",
+                 "key", "local", "psum")
+
+    def __init__(self, pkt, hlen: int, ihl: int, size: int, next_seq: int, tcp: bool, v4: bool, key) -> None:
+        self.head = pkt
+        self.parts: list = []
+        self.hlen = hlen
+        self.ihl = ihl
+        self.size = size
+        self.next_seq = next_seq
+        self.count = 1
+        self.length = len(pkt)
+        self.closed = False
+        """A shorter segment (or PSH) ended it: nothing may follow."""
+        self.tcp = tcp
+        self.v4 = v4
+        self.key = key
+        self.local = False
+        """For this host: checksums left to the kernel (see the module docstring)."""
+        self.psum = 0
+        """Local runs: the payloads' sum (mod 0xFFFF) as their segments' checksum fields claim it."""
+
+
+def _claimed_payload_sum(pkt, ihl: int, hlen: int, v4: bool) -> int:
+    """The one's-complement sum (mod 0xFFFF) of a TCP segment's payload, as its checksum field claims:
+    header + payload + pseudo-header sum to zero for a correct checksum."""
+    h = int.from_bytes(pkt[ihl:hlen], "big") + _pseudo(pkt, v4, 6) + len(pkt) - ihl
+    return -h % 0xFFFF
+
+
+def _sum_ok(pkt, ihl: int, v4: bool, proto: int) -> bool:
+    """Whether the TCP/UDP checksum of a whole packet verifies (an IPv4 UDP checksum of 0: none sent)."""
+    if proto == 17 and v4 and pkt[ihl + 6] == 0 and pkt[ihl + 7] == 0:
+        return True
+    # Summed with a correct checksum field, the one's-complement sum is all ones: its complement 0.
+    return checksum(memoryview(pkt)[ihl:], _pseudo(pkt, v4, proto) + len(pkt) - ihl) == 0
+
+
+class Coalescer:
+    """Joins decrypted packets into super-packets for one TUN write each (see the module docstring).
+
+    `add` packets as they are decrypted, then `flush` once per batch: packets come out in the
+    order they went in (a run at the place of its first segment).
+    """
+
+    def __init__(self, *, udp: bool = False, local: set | frozenset = frozenset()) -> None:
+        self.udp = udp
+        """Join UDP datagrams too (the device takes UDP GSO: USO offload)."""
+        self.local = local
+        """This host's addresses (packed): TCP to them gets its checksums verified by the kernel."""
+        self._out: list = []
+        self._runs: dict = {}
+        self.merged = 0
+        """Segments that went out inside a super-packet (statistics)."""
+
+    def __len__(self) -> int:
+        return len(self._out)
+
+    def add(self, pkt) -> None:
+        n = len(pkt)
+        if n < 28:
+            self._out.append(pkt)
+            return
+        b0 = pkt[0]
+        if b0 == 0x45:
+            proto = pkt[9]
+            if (proto != 6 and (proto != 17 or not self.udp)) or pkt[6] & 0x3F or pkt[7] \
+                    or (pkt[2] << 8 | pkt[3]) != n:
+                self._out.append(pkt)  # options, fragments, padding or another protocol: as is
+                return
+            ihl, v4 = 20, True
+            ports = pkt[20:24]
+            ipkey = (pkt[12:20], pkt[1], pkt[6] & 0xE0, pkt[8])
+        elif b0 >> 4 == 6 and n >= 48:
+            proto = pkt[6]
+            if (proto != 6 and (proto != 17 or not self.udp)) or 40 + (pkt[4] << 8 | pkt[5]) != n:
+                self._out.append(pkt)
+                return
+            ihl, v4 = 40, False
+            ports = pkt[40:44]
+            ipkey = (pkt[8:40], pkt[0:4], pkt[7])
+        else:
+            self._out.append(pkt)
+            return
+        if proto == 6:
+            self._tcp(pkt, n, ihl, v4, ports, ipkey)
+        else:
+            self._udp(pkt, n, ihl, v4, ports, ipkey)
+
+    def _tcp(self, pkt, n: int, ihl: int, v4: bool, ports, ipkey) -> None:
+        thl = (pkt[ihl + 12] >> 4) * 4
+        hlen = ihl + thl
+        flags = pkt[ihl + 13]
+        size = n - hlen
+        if thl < 20 or size <= 0 or flags & ~_TCP_PSH != _TCP_ACK:
+            self._out.append(pkt)  # SYN, FIN, RST, URG, CWR/ECE or a pure ACK: never joined
+            return
+        seq = _U32.unpack_from(pkt, ihl + 4)[0]
+        # Same flow, same ACK, same window and options: the kernel's GRO conditions.
+        key = (6, ipkey, ports, pkt[ihl + 8:ihl + 12], pkt[ihl + 14:ihl + 16], pkt[ihl + 20:hlen])
+        run = self._runs.get(key)
+        if run is not None and not run.closed and seq == run.next_seq and size <= run.size \
+                and run.count < MAX_SEGMENTS and run.length + size <= 0xFFFF \
+                and (run.local or _sum_ok(pkt, ihl, v4, 6)):
+            if run.local:
+                d = _claimed_payload_sum(pkt, ihl, hlen, v4)
+                if (run.length - run.hlen) & 1:
+                    d = d * 256 % 0xFFFF  # starts at an odd offset: its bytes swap places in the words
+                run.psum += d
+            run.parts.append(memoryview(pkt)[hlen:])
+            run.count += 1
+            run.length += size
+            run.next_seq = (seq + size) & 0xFFFFFFFF
+            if size < run.size or flags & _TCP_PSH:
+                run.closed = True
+                if flags & _TCP_PSH:
+                    run.head = bytearray(run.head)
+                    run.head[ihl + 13] |= _TCP_PSH
+            return
+        local = (pkt[16:20] if v4 else pkt[24:40]) in self.local
+        if not local and not _sum_ok(pkt, ihl, v4, 6):
+            self._out.append(pkt)  # let the kernel drop it
+            return
+        run = _Run(pkt, hlen, ihl, size, (seq + size) & 0xFFFFFFFF, True, v4, key)
+        run.closed = bool(flags & _TCP_PSH)
+        if local:
+            run.local = True
+            run.psum = _claimed_payload_sum(pkt, ihl, hlen, v4)
+        self._runs[key] = run
+        self._out.append(run)
+
+    def _udp(self, pkt, n: int, ihl: int, v4: bool, ports, ipkey) -> None:
+        size = n - ihl - 8
+        if size <= 0:
+            self._out.append(pkt)
+            return
+        key = (17, ipkey, ports)
+        run = self._runs.get(key)
+        if run is not None and not run.closed and size <= run.size and run.count < MAX_SEGMENTS \
+                and run.length + size <= 0xFFFF and _sum_ok(pkt, ihl, v4, 17):
+            run.parts.append(memoryview(pkt)[ihl + 8:])
+            run.count += 1
+            run.length += size
+            if size < run.size:
+                run.closed = True
+            return
+        if not _sum_ok(pkt, ihl, v4, 17):
+            self._out.append(pkt)
+            self._runs.pop(key, None)  # nothing may be joined across it (order)
+            return
+        run = _Run(pkt, ihl + 8, ihl, size, 0, False, v4, key)
+        self._runs[key] = run
+        self._out.append(run)
+
+    def flush(self) -> list[tuple]:
+        """The batch as (virtio_net_hdr, buffers...) tuples, one per TUN write, in order; resets."""
+        out = []
+        for item in self._out:
+            if item.__class__ is not _Run:
+                out.append((ZERO_HDR, item))
+            elif item.count == 1:
+                out.append((ZERO_HDR, item.head))
+            else:
+                out.append(self._super(item))
+                self.merged += item.count
+        self._out = []
+        self._runs = {}
+        return out
+
+    @staticmethod
+    def _super(run: _Run) -> tuple:
+        head = bytearray(run.head[:run.hlen])
+        ihl = run.ihl
+        total = run.length
+        v4 = run.v4
+        if v4:
+            _U16.pack_into(head, 2, total)
+            head[10] = head[11] = 0
+            _U16.pack_into(head, 10, checksum(memoryview(head)[:ihl]))
+        else:
+            _U16.pack_into(head, 4, total - 40)
+        proto = 6 if run.tcp else 17
+        gso = (GSO_TCPV4 if v4 else GSO_TCPV6) if run.tcp else GSO_UDP_L4
+        if run.local:
+            # The whole super-packet's checksum, for the kernel to verify (no NEEDS_CSUM, no DATA_VALID).
+            head[ihl + 16] = head[ihl + 17] = 0
+            s = (_pseudo(head, v4, 6) + total - ihl + int.from_bytes(head[ihl:run.hlen], "big") + run.psum) % 0xFFFF
+            _U16.pack_into(head, ihl + 16, ~(s or 0xFFFF) & 0xFFFF)
+            hdr = VNET.pack(0, gso, run.hlen, run.size, 0, 0)
+        else:
+            if not run.tcp:
+                _U16.pack_into(head, ihl + 4, total - ihl)
+            # The transport checksum field holds the pseudo-header sum (CHECKSUM_PARTIAL).
+            _U16.pack_into(head, ihl + (16 if run.tcp else 6), fold(_pseudo(head, v4, proto) + total - ihl))
+            hdr = VNET.pack(NEEDS_CSUM, gso, run.hlen, run.size, ihl, 16 if run.tcp else 6)
+        first = memoryview(run.head)[run.hlen:]
+        return (hdr, head, first, *run.parts)

@@ -1,0 +1,85 @@
+"""Path MTU towards a peer, for the userspace datapath.
+
+Outer ESP packets always leave with DF set (``IP_PMTUDISC_DO`` on the
+engine's NAT-T and raw ESP sockets), so none is ever fragmented on the
+wire. When the path carries less than the packets we send (a router
+answered "fragmentation needed", or the local link is smaller), the kernel
+refuses the next send with EMSGSIZE (EINVAL for a UDP GSO batch); the
+datapath then asks the kernel what the path MTU to that peer now is
+(`probe`: ``IP_MTU`` of a connected UDP socket carrying the engine's
+fwmark, so it sees the same route as the ESP) and limits each SA to the
+inner packet size that still fits (`inner_limit`). Larger inner packets
+are then fragmented before encryption when they may be (IPv4 without DF)
+or answered with ICMP "too big" (see engine.datapath.offload).
+
+The kernel forgets a learned path MTU after ``net.ipv4.route.mtu_expires``
+(10 minutes); `REPROBE` seconds after learning one, the datapath asks again
+so a path that grew back is used in full.
+"""
+
+from __future__ import annotations
+
+import socket
+
+from engine.datapath.tun import SO_MARK
+
+IP_MTU_DISCOVER = getattr(socket, "IP_MTU_DISCOVER", 10)
+IP_PMTUDISC_DONT = 0
+IP_PMTUDISC_WANT = 1
+IP_PMTUDISC_DO = 2
+IP_MTU = getattr(socket, "IP_MTU", 14)
+IPV6_MTU_DISCOVER = getattr(socket, "IPV6_MTU_DISCOVER", 23)
+IPV6_MTU = getattr(socket, "IPV6_MTU", 24)
+IPV6_PMTUDISC_DONT = 0
+IPV6_PMTUDISC_WANT = 1
+IPV6_PMTUDISC_DO = 2
+REPROBE = 60.0
+"""Seconds after which a reduced path MTU is asked for again."""
+MAX_OVERHEAD = 40 + 8 + 8 + 16 + 16 + 15 + 2
+"""Most an ESP packet adds to its inner packet here: IPv6 header, UDP, SPI + sequence number, IV,
+ICV, padding, trailer: paths at least this much above the TUN MTU need no sizing."""
+MIN_INNER = 576
+"""Smallest inner packet limit we apply (the IPv4 minimum datagram every host must take)."""
+
+
+def set_df(sock: socket.socket, on: bool = True) -> None:
+    """Outer packets of ``sock`` with DF and no local fragmentation (on), or the kernel's default."""
+    if sock.family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, IPV6_MTU_DISCOVER, IPV6_PMTUDISC_DO if on else IPV6_PMTUDISC_WANT)
+    else:
+        sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO if on else IP_PMTUDISC_WANT)
+
+
+def probe(remote: str, port: int, fwmark: int) -> int | None:
+    """The kernel's current path MTU towards ``remote`` (as the engine's marked sockets route), or None."""
+    family = socket.AF_INET6 if ":" in remote else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as s:
+            try:
+                s.setsockopt(socket.SOL_SOCKET, SO_MARK, fwmark)
+            except OSError:
+                pass
+            s.connect((remote, port or 4500))
+            if family == socket.AF_INET6:
+                return s.getsockopt(socket.IPPROTO_IPV6, IPV6_MTU)
+            return s.getsockopt(socket.IPPROTO_IP, IP_MTU)
+    except OSError:
+        return None
+
+
+def esp_overhead(sa, encap: bool) -> tuple[int, int]:
+    """(bytes added around the inner packet, block alignment) of an outbound ESP SA: outer IP
+    header, UDP header when encapsulated, SPI + sequence number, IV, ICV, and the 2-byte trailer;
+    the padding then rounds payload + trailer up to the alignment."""
+    outer = 40 if sa.version == 6 else 20
+    ivs = getattr(sa, "_ivs", 0)
+    icvs = getattr(sa, "_icvs", 0)
+    align = getattr(sa, "_align", 4)
+    return outer + (8 if encap else 0) + 8 + ivs + icvs, align
+
+
+def inner_limit(path_mtu: int, sa, encap: bool) -> int:
+    """The largest inner packet whose ESP packet fits ``path_mtu``."""
+    fixed, align = esp_overhead(sa, encap)
+    room = path_mtu - fixed
+    return max(MIN_INNER, (room // align) * align - 2)

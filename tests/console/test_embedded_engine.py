@@ -1,0 +1,148 @@
+"""The embedded engine in a process of its own (console.runtime.embedded) and
+the bridge's pacing of events (console.bridge): the engine keeps running its
+timers while the console's loop is blocked, no key crosses to the console,
+events are bounded and budgeted, and the app gets at most one EventsArrived
+of at most EVENTS_PER_MESSAGE events at a time."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pickle
+import time
+from types import SimpleNamespace
+
+import pytest
+
+import console.runtime.embedded as embedded
+from console.bridge import EVENTS_PER_MESSAGE
+from console.messages import EventsArrived
+from console.runtime.base import CommandError
+from console.runtime.embedded import EmbeddedRuntime, Inbox, _EngineProcess, _frame
+from engine.events import ChildKeys, ChildSaInstalled, CountersSnapshot, IkeSaStateChanged, IkeState, LogMessage
+from engine.policy.ts import parse_ts
+from engine.secret import Secret
+
+from tests.console.conftest import make_app, wait_for
+from console.runtime.fake import FakeRuntime
+
+
+async def test_the_lab_engine_runs_in_a_process_of_its_own_and_stops_with_the_console():
+    rt = EmbeddedRuntime.lab()
+    await rt.start()
+    try:
+        pid = rt._proc.pid
+        assert pid != os.getpid() and os.path.exists(f"/proc/{pid}")
+        snap = await rt.status()
+        assert any(c.name == "branch" for c in snap.connections)
+        policy, text = await rt.policy()
+        assert policy.engine.datapath == "lab" and "[lab]" in text
+        with pytest.raises(CommandError, match="nosuch"):
+            await rt.initiate("nosuch")
+    finally:
+        await rt.stop()
+    assert rt._proc is None
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+async def test_the_engine_keeps_its_timers_while_the_console_is_blocked():
+    rt = EmbeddedRuntime.lab()
+    await rt.start()
+    try:
+        await rt.diagnostics(True)
+        t0 = time.monotonic()
+        time.sleep(0.5)  # the console's loop does nothing else meanwhile (a long refresh)
+        t1 = time.monotonic()
+        diag = await rt.diagnostics(False)
+    finally:
+        await rt.stop()
+    during = [due for due, _late in diag["lags"] if t0 <= due <= t1]
+    # On the console's loop no engine timer could have run in that half second; in its own process
+    # the engine went on (its 5 ms timer fired there many times).
+    assert len(during) > 10
+    assert diag["garbage_total"] == 0  # the engine left no reference cycles behind
+
+
+def _child_sa(secret: bytes) -> ChildSaInstalled:
+    k = Secret(secret)
+    return ChildSaInstalled(
+        ike_sa=1, connection="c", child="k", unique_id=1, reqid=1, protocol="esp", mode="tunnel", spi_in=1,
+        spi_out=2, local_addr="192.0.2.1", remote_addr="192.0.2.2", local_ts=(parse_ts("198.51.100.0/25"),),
+        remote_ts=(parse_ts("198.51.100.128/25"),), encr_id=20, encr_key_length=256, integ_id=None, esn=False,
+        keys=ChildKeys(k, Secret(b""), k, Secret(b"")))
+
+
+async def _take(queue: asyncio.Queue) -> _EngineProcess:
+    """An engine process's event intake fed from ``queue`` until it is empty."""
+    proc = _EngineProcess(SimpleNamespace(lab=True, fd=-1, config=None))
+    task = asyncio.create_task(proc._take_events(queue))
+    while not queue.empty():
+        await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    task.cancel()
+    return proc
+
+
+async def test_keys_never_cross_to_the_console():
+    secret = b"\x5a" * 32 + b"not-for-the-console"
+    q: asyncio.Queue = asyncio.Queue()
+    q.put_nowait(_child_sa(secret))
+    proc = await _take(q)
+    [ev] = proc._events
+    assert ev.keys is None and ev.spi_in == 1
+    assert secret not in _frame(("events", [ev], 0))
+    with pytest.raises(TypeError):
+        pickle.dumps(_child_sa(secret))  # what would have happened with the keys still in
+
+
+async def test_chatty_events_have_a_budget_state_changes_do_not(monkeypatch):
+    monkeypatch.setattr(embedded, "CHATTY_RATE", 0.0)
+    monkeypatch.setattr(embedded, "CHATTY_BURST", 100)
+    q: asyncio.Queue = asyncio.Queue()
+    for i in range(1000):
+        q.put_nowait(LogMessage(float(i), "DEBUG", "engine.ike", f"line {i}"))
+        if i % 100 == 0:
+            q.put_nowait(IkeSaStateChanged(ike_sa=i, connection="c", old=IkeState.CONNECTING,
+                                           new=IkeState.ESTABLISHED))
+    proc = await _take(q)
+    logs = [e for e in proc._events if isinstance(e, LogMessage)]
+    states = [e for e in proc._events if isinstance(e, IkeSaStateChanged)]
+    assert len(logs) == 100 and logs[0].text == "line 0" and len(states) == 10
+    assert proc._dropped == 900
+
+
+def test_inbox_is_bounded_keeps_order_and_coalesces_counters():
+    inbox = Inbox(size=100)
+    inbox.put_many([LogMessage(float(i), "INFO", "x", str(i)) for i in range(150)])
+    inbox.put_many([CountersSnapshot(1.0), CountersSnapshot(2.0)], dropped=7)
+    batch, dropped = inbox.take(1000)
+    assert dropped == 50 + 7
+    assert [e.text for e in batch[:-1]] == [str(i) for i in range(50, 150)]
+    assert isinstance(batch[-1], CountersSnapshot) and batch[-1].time == 2.0  # only the newest
+    assert inbox.take(10) == ([], 0) and not inbox.ready.is_set()
+
+
+async def test_the_app_gets_one_bounded_message_at_a_time():
+    rt = FakeRuntime()
+    app = make_app(rt)
+    sizes: list[int] = []
+    in_flight = []
+    original = type(app).on_events_arrived
+
+    def counting(self, message: EventsArrived) -> None:
+        sizes.append(len(message.events))
+        in_flight.append(self._awaiting_app)
+        original(self, message)
+    type(app).on_events_arrived = counting
+    try:
+        async with app.run_test() as pilot:
+            await wait_for(pilot, lambda: app.store.snapshot is not None, what="first status")
+            sizes.clear()
+            for i in range(3 * EVENTS_PER_MESSAGE + 17):
+                rt._emit(LogMessage(float(i), "INFO", "engine.test", f"burst {i}"))
+            await wait_for(pilot, lambda: sum(sizes) >= 3 * EVENTS_PER_MESSAGE + 17, what="the burst")
+    finally:
+        type(app).on_events_arrived = original
+    assert max(sizes) <= EVENTS_PER_MESSAGE and len(sizes) >= 4
+    assert all(in_flight)  # each was the one message in flight when the app handled it
