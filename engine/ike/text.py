@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from engine.printable import escape
 from engine.wire.constants import ExchangeType, NotifyType
 
 PEER_TEXT = 128
@@ -33,13 +34,11 @@ def notify_name(notify: int | None) -> str:
 
 
 def short(text: str, limit: int = PEER_TEXT) -> str:
-    """``text`` with non-printable characters as ``?`` (as charon prints them)
-    and cut to ``limit`` characters with a note of how many were left out."""
+    """``text`` cut to ``limit`` characters with a note of how many were left
+    out, non-printable characters escaped (engine.printable, as the log does)."""
     if len(text) > limit:
         text = f"{text[:limit]}... ({len(text) - limit} more characters)"
-    if not text.isprintable():
-        text = "".join(c if c.isprintable() else "?" for c in text)
-    return text
+    return escape(text)
 
 
 def capped(items: Sequence[str], limit: int = OFFERS, width: int = OFFER_TEXT) -> tuple[str, ...]:

@@ -16,7 +16,7 @@ from pyroute2.netlink.rtnl.rtmsg import rtmsg
 import engine.datapath.userspace_path as up
 from engine.datapath.lab import icmp_echo, udp_packet
 from engine.datapath.rtnl import RTM_DELROUTE, RTM_NEWROUTE, route_message
-from engine.datapath.tun import RouteTable
+from engine.datapath.tun import BACKSTOP_METRIC, RouteTable
 from engine.datapath.userspace_path import SaPath
 from engine.events import ChildKeys, ChildSaInstalled
 from engine.policy.parse import parse_policy
@@ -174,6 +174,7 @@ class _Writer:
 
     def route(self, add, net, **kw):
         self.sent.append((add, str(net), kw.get("kind", "unicast")))
+        self.metrics = getattr(self, "metrics", []) + [kw.get("metric")]
 
 
 def test_routes_are_counted_per_user():
@@ -182,12 +183,14 @@ def test_routes_are_counted_per_user():
     nets = (ipaddress.ip_network("198.51.100.129/32"),)
     for _ in range(1000):
         table.add(nets, "198.51.100.1")
-    assert w.sent == [(True, "198.51.100.129/32", "unicast")]
+    # the route into the device and its fail-closed backstop (tun.py), once each
+    assert w.sent == [(True, "198.51.100.129/32", "unicast"), (True, "198.51.100.129/32", "blackhole")]
+    assert w.metrics == [None, BACKSTOP_METRIC]
     for _ in range(999):
         table.remove(nets, "198.51.100.1")
-    assert len(w.sent) == 1
+    assert len(w.sent) == 2
     table.remove(nets, "198.51.100.1")
-    assert w.sent[-1] == (False, "198.51.100.129/32", "unicast")
+    assert w.sent[-2:] == [(False, "198.51.100.129/32", "unicast"), (False, "198.51.100.129/32", "blackhole")]
     table.add((ipaddress.ip_network("198.51.100.160/27"),), None, "throw")
     table.clear()
     assert w.sent[-1] == (False, "198.51.100.160/27", "throw") and table.routes() == []
@@ -203,6 +206,10 @@ def test_route_messages_decode_as_pyroute2_reads_them(add):
     assert (m["family"], m["dst_len"], m["type"], m["proto"]) == (2, 25, 1, 4)
     assert (m.get_attr("RTA_DST"), m.get_attr("RTA_OIF"), m.get_attr("RTA_TABLE")) == ("198.51.100.128", 7, 4533)
     assert m.get_attr("RTA_PREFSRC") == ("198.51.100.1" if add else None)
+    b = rtmsg(route_message(add, ipaddress.ip_network("198.51.100.128/25"), table=4533, kind="blackhole",
+                            metric=BACKSTOP_METRIC))
+    b.decode()
+    assert (b["type"], b.get_attr("RTA_PRIORITY"), b.get_attr("RTA_OIF")) == (6, BACKSTOP_METRIC, None)
     t = rtmsg(route_message(True, ipaddress.ip_network("2001:db8::/64"), table=100, kind="throw"))
     t.decode()
     assert (t["family"], t["type"], t["table"], t.get_attr("RTA_DST"), t.get_attr("RTA_OIF")) == \

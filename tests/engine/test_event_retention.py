@@ -132,7 +132,7 @@ def test_history_and_queues_never_hold_keys():
     [kept] = [e for e in rt.history if isinstance(e, ChildSaInstalled)]
     queued = q.get_nowait()
     for e in (kept, queued):
-        assert e.spi_in == 1 and all(k.reveal() == b"" for k in vars(e.keys).values())
+        assert e.spi_in == 1 and e.keys is None
     assert rt.datapath.installed[1].keys.encr_in.reveal() == bytes(range(32))  # the datapath got the keys
     assert sunk == [ev] and sunk[0].keys.encr_in.reveal() == bytes(range(32))
 
