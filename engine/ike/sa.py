@@ -132,6 +132,16 @@ class IkeSa:
         self.remote_id: Identity | None = None
         self.candidates: tuple[ConnectionConfig, ...] = ()
         """Responder: connections that matched addresses and IKE proposals in IKE_SA_INIT."""
+        # Virtual IPs (RFC 7296 §3.15, engine.ike.config_payload).
+        self.remote_vips: tuple[str, ...] = ()
+        """Addresses we leased to the peer from our pools."""
+        self.vip_holders: tuple = ()
+        """Our leases' holder keys (engine.pools.Leases), released when this SA ends."""
+        self.vip_pool = ""
+        self.local_vips: tuple[str, ...] = ()
+        """Addresses the peer (a gateway) assigned to us."""
+        self.vip_dns: tuple[str, ...] = ()
+        self.vip_subnets: tuple[str, ...] = ()
 
         # Message IDs (§2.3) and exchanges.
         self.mid_out = 0
@@ -558,6 +568,7 @@ class IkeSa:
             child.unconfirmed_mid = None
         new.children.update(self.children)
         self.children.clear()
+        self.host.vips.move(self, new, now)
         for ex in self.queue:
             if ex.migrate(new):
                 new.queue.append(ex)

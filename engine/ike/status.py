@@ -73,4 +73,6 @@ def ike_sa_info(sa, now: float) -> IkeSaInfo:
         rekey_in=_in(sa.rekey_at, now),
         expire_in=_in(sa.expire_at, now),
         children=tuple(sorted(children, key=lambda c: c.unique_id)),
+        virtual_ips=sa.remote_vips or sa.local_vips,
+        pool=sa.vip_pool,
     )

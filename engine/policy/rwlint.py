@@ -1,6 +1,6 @@
 """Lint rules for road-warrior gateways (issue 10): pools, EAP, and what Windows clients offer.
 
-Rules: pool-overlap, pool-too-small, eap-without-certificate, windows-weak-proposals.
+Rules: pool-overlap, pool-too-small, eap-without-certificate, windows-weak-proposals, mobike-unsupported.
 ``engine.policy.lint`` runs them with its ``warn``.
 """
 
@@ -17,7 +17,10 @@ from engine.pools import pool_range, pool_size
 Warn = Callable[[str, str, str], None]
 """warn(key path, rule, message)."""
 
-RULES = ("pool-overlap", "pool-too-small", "eap-without-certificate", "windows-weak-proposals")
+RULES = ("pool-overlap", "pool-too-small", "eap-without-certificate", "windows-weak-proposals", "mobike-unsupported")
+
+MOBIKE_NEGOTIATED = False
+"""Whether engine.ike negotiates MOBIKE (RFC 4555); until it does, ``mobike = true`` is not honoured."""
 
 WINDOWS_POWERSHELL = ("Set-VpnConnectionIPsecConfiguration -ConnectionName <name> -EncryptionMethod AES256 "
                       "-IntegrityCheckMethod SHA256 -DHGroup ECP384 -CipherTransformConstants GCMAES256 "
@@ -119,3 +122,17 @@ def windows_weak_proposals(c: ConnectionConfig, warn: Warn) -> None:
          f"accepts {'/'.join(hits)}, which is what Windows' built-in client offers by default; rather than "
          f"weaken the gateway, tell the clients to use stronger algorithms ({WINDOWS_POWERSHELL}) and accept "
          f"those: {', '.join(WINDOWS_PROPOSALS)} (per child)")
+
+
+def _roams(c: ConnectionConfig) -> bool:
+    """A road-warrior connection (a gateway for clients or a client of one): where MOBIKE matters."""
+    return bool(c.pools or c.vips or c.local.is_eap or c.remote.is_eap)
+
+
+def mobike_unsupported(c: ConnectionConfig, warn: Warn) -> None:
+    if c.mobike and not MOBIKE_NEGOTIATED and _roams(c):
+        warn(key_path(key_path("connections", c.name), "mobike"), "mobike-unsupported",
+             "mobike = true (the default) is not honoured: this engine does not negotiate MOBIKE (RFC 4555) "
+             "yet and sends no MOBIKE_SUPPORTED, so a client that changes networks comes back with a new IKE "
+             "SA (after DPD or its own retry) instead of moving its SAs; write mobike = false to make that "
+             "explicit")

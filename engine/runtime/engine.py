@@ -38,7 +38,7 @@ from engine.policy.model import Policy
 from engine.runtime.retention import QUEUE_BYTES, QUEUE_EVENTS, EventHistory, Subscription, event_size, keyless
 from engine.runtime.udp import UdpSockets
 from engine.runtime.wallclock import to_wall_clock
-from engine.status import ConnectionInfo, IkeSaInfo, StatusSnapshot
+from engine.status import ConnectionInfo, IkeSaInfo, PoolInfo, StatusSnapshot
 from engine.wire.natt import classify_natt
 
 log = logging.getLogger("engine.runtime")
@@ -308,7 +308,7 @@ class EngineRuntime:
     def status(self) -> StatusSnapshot:
         now = self.now()
         sas = [self._with_counters(i, now) for i in self.endpoint.status(now)]
-        return StatusSnapshot(time.time(), tuple(sas), tuple(self.connections()))
+        return StatusSnapshot(time.time(), tuple(sas), tuple(self.connections()), self.pools())
 
     async def status_async(self, chunk: int = STATUS_CHUNK) -> StatusSnapshot:
         """`status`, built ``chunk`` IKE SAs at a time with the loop free in between, for a viewer on
@@ -324,7 +324,12 @@ class EngineRuntime:
                 if sa.state != IkeState.DESTROYED:
                     infos.append(self._with_counters(ike_sa_info(sa, now), now))
         up = {info.name: info.state for info in infos}
-        return StatusSnapshot(time.time(), tuple(infos), tuple(self.connections(up)))
+        return StatusSnapshot(time.time(), tuple(infos), tuple(self.connections(up)), self.pools())
+
+    def pools(self) -> tuple[PoolInfo, ...]:
+        """Usage of the virtual IP pools (road-warrior gateways)."""
+        return tuple(PoolInfo(u.name, u.addrs, u.size, u.used, u.remembered)
+                     for u in self.endpoint.vips.leases.usage())
 
     def _with_counters(self, info: IkeSaInfo, now: float) -> IkeSaInfo:
         if not self._counters:

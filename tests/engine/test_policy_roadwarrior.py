@@ -182,6 +182,15 @@ def test_windows_weak_proposals_names_the_powershell_fix(tmp_path, live):
     assert "windows-weak-proposals" not in {r for r, _ in lint_rules(tmp_path, GATEWAY)}
 
 
+def test_mobike_is_not_claimed_on_road_warrior_connections(tmp_path, live):
+    """Issue 16 item 4: mobike = true (the default) cannot be honoured yet; check says so where it matters."""
+    found = [f for f in lint(load_policy(write(tmp_path, GATEWAY, USERS))) if f.rule == "mobike-unsupported"]
+    assert [f.key_path for f in found] == ["connections.rw.mobike"]
+    assert "does not negotiate MOBIKE" in found[0].message and "mobike = false" in found[0].message
+    off = GATEWAY.replace('pools = ["rw"]', 'pools = ["rw"]\nmobike = false')
+    assert "mobike-unsupported" not in {r for r, _ in lint_rules(tmp_path, off)}
+
+
 # -- samples -----------------------------------------------------------------------------------------
 
 def _live_copy(tmp_path: Path) -> Path:

@@ -26,6 +26,7 @@ from __future__ import annotations
 from engine.events import IkeState
 from engine.ike.auth import octets
 from engine.ike.errors import ChildRefused, RemoteError
+from engine.ike import config_payload
 from engine.ike.exchanges import child_sa
 from engine.ike.exchange import Initiator, Label, Request, Responder, Table, error_notifies
 from engine.ike.exchanges.create_child import CreateChild
@@ -73,7 +74,7 @@ TABLE = Table("IKE_AUTH", {
     (S.DONE, I.ABORT): (S.DONE, None),
     # responder
     (S.IDLE, I.REQ_NO_ID): (S.ANSWERED, "invalid_syntax"),
-    (S.IDLE, I.REQ_NO_AUTH): (S.ANSWERED, "invalid_syntax"),
+    (S.IDLE, I.REQ_NO_AUTH): (S.ANSWERED, "refuse_eap"),
     (S.IDLE, I.REQ_AUTH): (S.AUTHENTICATING, "authenticate"),
     (S.AUTHENTICATING, I.PEER_UNKNOWN): (S.ANSWERED, "authentication_failed"),
     (S.AUTHENTICATING, I.PEER_REJECTED): (S.ANSWERED, "authentication_failed"),
@@ -112,6 +113,9 @@ class IkeAuth(Initiator):
             payloads.append(IdPayload(False, t, d))
         signed = octets(sa.init_request, sa.nonce_r, sa.chosen.prf, sa.keys.sk_pi.reveal(), self.idi)
         payloads.append(auth.auth_payload(sa, conn, signed))
+        cp = config_payload.request(conn)
+        if cp is not None:
+            payloads.append(cp)
         if self.child_cfg is not None:
             self.offer = child_sa.ChildOffer(sa, self.child_cfg, with_ke=False, nonce=False)
             payloads += self.offer.payloads(nonce=False)
@@ -173,6 +177,8 @@ class IkeAuth(Initiator):
         sa.established_at = now
         sa.schedule_lifetimes(now)
         sa.host.established(sa, now, initial_contact=False)
+        if not self._virtual_ips(now, payloads):
+            return
         if self.offer is not None:
             try:
                 child = self.offer.accept(sa, payloads, sa.nonce_i, sa.nonce_r, None, now)
@@ -184,6 +190,17 @@ class IkeAuth(Initiator):
                 sa.install_child(child, now)
         for cfg in self.children[1:]:
             sa.start(CreateChild(sa, cfg), now)
+
+    def _virtual_ips(self, now: float, payloads: list) -> bool:
+        """The addresses we asked for (vips); without them the SA goes (§3.15.4)."""
+        sa = self.sa
+        why = config_payload.accept_reply(sa, sa.conn, payloads)
+        if why is None:
+            return True
+        self.release(now)
+        sa.fail(IKE_AUTH, "INTERNAL_ADDRESS_FAILURE", why, now, sent_by_peer=True)
+        sa.delete(now, why)
+        return False
 
     def failed(self, now: float, reason: str) -> None:
         self.release(now)
@@ -229,10 +246,20 @@ class IkeAuthResponder(Responder):
         if idi is None:
             self.fire(I.REQ_NO_ID, now)
         elif auth is None:
+            self.idi = idi
             self.fire(I.REQ_NO_AUTH, now)
         else:
             self.fire(I.REQ_AUTH, now, payloads=payloads, idi=idi, idr=idr, auth=auth)
         return self.answer
+
+    def refuse_eap(self, now: float) -> None:
+        """An IKE_AUTH without AUTH: the client wants EAP (§2.16), which no connection offers."""
+        peer = identity_from_wire(self.idi.id_type, self.idi.data)
+        self.reason = (f"the peer '{short(peer.value)}' wants EAP (its IKE_AUTH has no AUTH payload, "
+                       "RFC 7296 §2.16), but no connection of ours authenticates clients with EAP; set "
+                       "remote.auth = \"eap-mschapv2\" (or \"eap-tls\") on its connection, or configure the "
+                       "client for a pre-shared key or a certificate")
+        self.authentication_failed(now)
 
     def invalid_syntax(self, now: float) -> None:
         raise RemoteError(NotifyType.INVALID_SYNTAX, "IKE_AUTH request without IDi or AUTH")
@@ -272,7 +299,12 @@ class IkeAuthResponder(Responder):
         signed_r = octets(sa.init_response, sa.nonce_i, sa.chosen.prf, sa.keys.sk_pr.reveal(), idr)
         answer: list = [idr, *auth.cert_payloads(conn), auth.auth_payload(sa, conn, signed_r)]
         self.child = None
-        if self.child_wanted:
+        cp = config_payload.respond(sa, conn, payloads, str(sa.remote_id), now)
+        answer += cp.payloads
+        if cp.refusal is not None:
+            answer.append(NotifyPayload(cp.refusal))
+            sa.fail(IKE_AUTH, notify_name(cp.refusal), cp.reason, now)
+        elif self.child_wanted:
             try:
                 choice = child_sa.choose(sa, conn.children, payloads, ignore_ke=True)
             except RemoteError as exc:

@@ -1,0 +1,100 @@
+"""Road warriors on the two-endpoint bench: configuration payloads (virtual IPs from pools,
+RFC 7296 §3.15) in IKE_AUTH, both roles; refusals in plain words."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from engine.events import ChildSaInstalled, NegotiationFailed
+from engine.policy.model import PoolConfig
+
+from tests.engine.ike_pair import LEFT, RIGHT, Pair, child, connection, mirror, policy
+
+POOL = PoolConfig("rw", "198.51.100.192/28", dns=("198.51.100.53",), split_include=("198.51.100.0/25",))
+
+
+def rw_pair(*, pools=("rw",), pool_cfgs=(POOL,), vips=("0.0.0.0",)):
+    """a: a client asking for a virtual IP (dynamic === office LAN); b: the gateway leasing it."""
+    client = connection(children=(child(local_ts="dynamic", remote_ts="198.51.100.0/25"),), vips=vips)
+    gw = mirror(client, remote_addrs=(), vips=(), pools=pools)
+    return Pair(policy(client, address=LEFT), dataclasses.replace(policy(gw, address=RIGHT), pools=pool_cfgs))
+
+
+def test_client_gets_a_virtual_ip_from_the_pool_and_its_selectors_follow():
+    p = rw_pair()
+    p.a.initiate("tun", p.now)
+    p.advance(1)
+    ia, ib = p.of("a", ChildSaInstalled), p.of("b", ChildSaInstalled)
+    assert len(ia) == 1 and len(ib) == 1
+    # the first address of the pool (a network's first address is not handed out)
+    assert [str(t) for t in ia[0].local_ts] == ["198.51.100.193/32"]
+    assert [str(t) for t in ib[0].remote_ts] == ["198.51.100.193/32"]
+    sa_a, sa_b = p.a.sas[0], p.b.sas[0]
+    assert sa_a.local_vips == ("198.51.100.193",) and sa_b.remote_vips == ("198.51.100.193",)
+    assert sa_a.vip_dns == ("198.51.100.53",) and sa_a.vip_subnets == ("198.51.100.0/25",)
+    assert p.a.status(p.now)[0].virtual_ips == ("198.51.100.193",)
+    info = p.b.status(p.now)[0]
+    assert (info.virtual_ips, info.pool) == (("198.51.100.193",), "rw")
+    assert [(u.used, u.size) for u in p.b.vips.leases.usage()] == [(1, 14)]
+
+
+def test_lease_is_released_on_delete_and_the_same_identity_gets_it_back():
+    p = rw_pair()
+    p.a.initiate("tun", p.now)
+    p.advance(1)
+    p.a.terminate("tun", p.now)
+    p.advance(1)
+    assert not p.b.sas
+    assert [(u.used, u.remembered) for u in p.b.vips.leases.usage()] == [(0, 1)]
+    p.a.initiate("tun", p.now)
+    p.advance(1)
+    assert p.b.sas[0].remote_vips == ("198.51.100.193",)
+    assert [u.used for u in p.b.vips.leases.usage()] == [1]
+
+
+def test_lease_follows_an_ike_rekey():
+    p = rw_pair()
+    p.a.initiate("tun", p.now)
+    p.advance(1)
+    p.a.rekey("tun", p.now, ike=True)
+    p.advance(5)
+    (sa_b,) = p.b.sas
+    assert sa_b.remote_vips == ("198.51.100.193",)
+    assert p.b.vips.leases.lease_of((sa_b.unique_id, "rw")) is not None
+    assert [u.used for u in p.b.vips.leases.usage()] == [1]
+    p.a.terminate("tun", p.now)
+    p.advance(1)
+    assert [u.used for u in p.b.vips.leases.usage()] == [0]
+
+
+def test_virtual_ip_request_without_a_pool_is_refused_per_rfc():
+    """RFC 7296 §3.15.4: INTERNAL_ADDRESS_FAILURE, no CHILD SA, a reason in plain words on both sides."""
+    p = rw_pair(pools=(), pool_cfgs=())
+    p.a.initiate("tun", p.now)
+    p.advance(1)
+    assert not p.of("a", ChildSaInstalled) and not p.of("b", ChildSaInstalled)
+    (gw,) = p.of("b", NegotiationFailed)
+    assert gw.notify == "INTERNAL_ADDRESS_FAILURE" and "no pools" in gw.reason and "virtual IP" in gw.reason
+    (client,) = p.of("a", NegotiationFailed)
+    assert client.notify == "INTERNAL_ADDRESS_FAILURE" and "assigned none" in client.reason
+    p.advance(5)
+    assert not p.a.sas and not p.b.sas  # the client deletes the IKE SA it cannot use
+
+
+def test_exhausted_pool_is_refused_with_internal_address_failure():
+    tiny = PoolConfig("rw", "198.51.100.200-198.51.100.200")
+    p = rw_pair(pool_cfgs=(tiny,))
+    p.b.vips.leases.acquire("rw", "someone-else", "other", p.now)
+    p.a.initiate("tun", p.now)
+    p.advance(1)
+    (gw,) = p.of("b", NegotiationFailed)
+    assert gw.notify == "INTERNAL_ADDRESS_FAILURE" and "no free address" in gw.reason
+
+
+def test_without_vips_no_configuration_payload_is_sent():
+    p = rw_pair(vips=())
+    p.a.initiate("tun", p.now)
+    p.advance(1)
+    assert not p.b.sas[0].remote_vips
+    # the client's own address stands for dynamic, as before
+    assert [str(t) for t in p.of("a", ChildSaInstalled)[0].local_ts] == [f"{LEFT}/32"]
