@@ -70,7 +70,7 @@ from engine.datapath.tun import (
 from engine.datapath.userspace_io import READ_BATCH, RawSender, TunIO, UdpSender
 from engine.datapath.userspace_path import Pair, SaPath
 from engine.esp import EspDrop, SaConfigError
-from engine.events import ChildSaDeleted, ChildSaInstalled, SaCounters
+from engine.events import ChildSaDeleted, ChildSaInstalled, SaCounters, VirtualIpsChanged
 from engine.policy.model import Policy
 
 log = logging.getLogger("engine.datapath.userspace")
@@ -276,6 +276,17 @@ class UserspaceDatapath:
             src = self._addrs.address_in(local_nets) if local_nets else None
             self.routes.add(nets, src)
             self._sa_routes[ev.spi_in] = (nets, src)
+
+    def virtual_ips(self, ev: VirtualIpsChanged) -> None:
+        """Addresses a gateway assigned us go on the TUN device (host routes: the tunnel's routes
+        into the device then take them as source), and come off with their IKE SA."""
+        if self._writer is None or self.net is None or self.net.index is None:
+            return
+        for addr in ev.addresses:
+            bits = 32 if ":" not in addr else 128
+            self._writer.address(ev.assigned, addr, bits, self.net.index)
+        log.info("virtual IP%s %s %s %s", "s" if len(ev.addresses) > 1 else "", " ".join(ev.addresses),
+                 "on" if ev.assigned else "removed from", self.device)
 
     def _sender(self, ev: ChildSaInstalled):
         family = socket.AF_INET6 if ":" in ev.remote_addr else socket.AF_INET

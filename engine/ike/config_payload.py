@@ -24,6 +24,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from engine.events import VirtualIpsChanged
 from engine.policy.model import ConnectionConfig, PoolConfig
 from engine.policy.ts import TrafficSelector
 from engine.pools import Leases, PoolExhausted, pool_range
@@ -51,6 +52,9 @@ class VirtualIps:
         for holder in sa.vip_holders:
             self.leases.release(holder, now)
         sa.vip_holders = ()
+        if sa.local_vips:
+            sa.host.emit(VirtualIpsChanged(sa.unique_id, sa.name, sa.local_vips, False))
+            sa.local_vips = ()
 
     def move(self, old: IkeSa, new: IkeSa, now: float) -> None:
         """An IKE rekey: ``new`` takes over ``old``'s addresses (the same identity keeps them)."""
@@ -63,6 +67,7 @@ class VirtualIps:
             holder = (new.unique_id, pool)
             self.leases.acquire(pool, lease.identity, holder, now, requested=addr)
             holders.append(holder)
+        old.local_vips = ()  # they stay on the device: the new SA holds them now
         self.release(old, now)
         new.vip_holders = tuple(holders)
 
@@ -173,6 +178,7 @@ def accept_reply(sa: IkeSa, conn: ConnectionConfig, payloads) -> str | None:
     sa.local_vips = tuple(addrs)
     sa.vip_dns = tuple(map(str, config.dns)) if config is not None else ()
     sa.vip_subnets = tuple(map(str, config.subnets)) if config is not None else ()
+    sa.host.emit(VirtualIpsChanged(sa.unique_id, sa.name, sa.local_vips, True, sa.vip_dns, sa.vip_subnets))
     return None
 
 

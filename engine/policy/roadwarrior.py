@@ -1,7 +1,8 @@
 """Road-warrior policy rules (issue 10): what a policy may ask for before engine.ike negotiates it.
 
 The pieces exist (engine.eap, engine.pools, engine.wire.cp and .mobility);
-the IKE_AUTH rounds that use them come with the exchange wiring. Until then a
+configuration payloads are negotiated (engine.ike.config_payload); for the
+rest, until the IKE_AUTH rounds that use them come, a
 connection that asks for virtual IPs, EAP or redirects is refused with an
 error saying so, never loaded into a tunnel that would behave otherwise
 (a client refused its address, an EAP client answered with
@@ -16,7 +17,7 @@ from collections.abc import Iterable
 
 from engine.policy.model import ConnectionConfig
 
-NEGOTIATED: frozenset[str] = frozenset()
+NEGOTIATED: frozenset[str] = frozenset({"cp"})
 """Road-warrior features engine.ike negotiates: "cp" (pools on a responder, vips on an
 initiator: RFC 7296 §3.15), "eap" (RFC 7296 §2.16), "redirect" (RFC 5685)."""
 

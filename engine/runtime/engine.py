@@ -31,6 +31,7 @@ from engine.events import (
     PolicyApplied,
     RekeyRequested,
     SaCounters,
+    VirtualIpsChanged,
 )
 from engine.ike.endpoint import IkeEndpoint
 from engine.ike.status import ike_sa_info
@@ -50,7 +51,7 @@ STATUS_CHUNK = 100
 COUNTERS_CHUNK = 5000
 """Counters per slice when the runtime indexes a datapath's counters."""
 _REPLAYED = (IkeSaStateChanged, ExchangeSent, ExchangeReceived, ChildSaInstalled, ChildSaDeleted,
-             NegotiationFailed, DpdTimeout, PolicyApplied, LogMessage)
+             NegotiationFailed, DpdTimeout, PolicyApplied, LogMessage, VirtualIpsChanged)
 _LOUD = ("WARNING", "ERROR", "CRITICAL")
 
 
@@ -178,6 +179,8 @@ class EngineRuntime:
                 self.datapath.install(event)
             elif isinstance(event, ChildSaDeleted):
                 self.datapath.remove(event)
+            elif isinstance(event, VirtualIpsChanged) and hasattr(self.datapath, "virtual_ips"):
+                self.datapath.virtual_ips(event)
         except Exception as exc:
             log.exception("datapath failed to apply %s", type(event).__name__)
             if isinstance(event, ChildSaInstalled):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from engine.events import ChildSaInstalled, NegotiationFailed
+from engine.events import ChildSaInstalled, NegotiationFailed, VirtualIpsChanged
 from engine.policy.model import PoolConfig
 
 from tests.engine.ike_pair import LEFT, RIGHT, Pair, child, connection, mirror, policy
@@ -98,3 +98,24 @@ def test_without_vips_no_configuration_payload_is_sent():
     assert not p.b.sas[0].remote_vips
     # the client's own address stands for dynamic, as before
     assert [str(t) for t in p.of("a", ChildSaInstalled)[0].local_ts] == [f"{LEFT}/32"]
+
+
+def test_client_is_told_to_install_and_remove_its_virtual_ip():
+    """VirtualIpsChanged: the datapath puts the address on the tunnel device before the CHILD SA, and
+    takes it off when the IKE SA goes; an IKE rekey keeps it there (no removal)."""
+    p = rw_pair()
+    p.a.initiate("tun", p.now)
+    p.advance(1)
+    (on,) = p.of("a", VirtualIpsChanged)
+    assert (on.addresses, on.assigned, on.dns, on.subnets) == (("198.51.100.193",), True, ("198.51.100.53",),
+                                                               ("198.51.100.0/25",))
+    kinds = [type(e) for e in p.events["a"] if isinstance(e, (VirtualIpsChanged, ChildSaInstalled))]
+    assert kinds == [VirtualIpsChanged, ChildSaInstalled]
+    p.a.rekey("tun", p.now, ike=True)
+    p.advance(5)
+    assert len(p.of("a", VirtualIpsChanged)) == 1 and p.a.sas[0].local_vips == ("198.51.100.193",)
+    p.a.terminate("tun", p.now)
+    p.advance(1)
+    off = p.of("a", VirtualIpsChanged)[-1]
+    assert (off.addresses, off.assigned) == (("198.51.100.193",), False)
+    assert not p.of("b", VirtualIpsChanged)  # the gateway installs nothing for its clients' addresses

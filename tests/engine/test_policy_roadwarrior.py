@@ -70,9 +70,10 @@ def test_gateway_parses_with_pools_eap_and_users(tmp_path, live):
     assert "a long passphrase" not in repr(p.secrets)
 
 
-def test_until_the_integration_the_gate_refuses_with_reasons(tmp_path):
+def test_until_the_integration_the_gate_refuses_with_reasons(tmp_path, monkeypatch):
     path = write(tmp_path, GATEWAY + '[connections.c]\nremote_addrs = ["192.0.2.1"]\nvips = ["0.0.0.0"]\n'
                  'redirect_to = "gw2.example.org"\n' + GW + 'remote = { auth = "pubkey" }\n', USERS)
+    monkeypatch.setattr(roadwarrior, "NEGOTIATED", frozenset())
     with pytest.raises(PolicyError) as exc:
         load_policy(path)
     got = {f.key_path: f.message for f in exc.value.errors}
@@ -80,7 +81,17 @@ def test_until_the_integration_the_gate_refuses_with_reasons(tmp_path):
     assert "EAP inside IKE_AUTH (RFC 7296 §2.16) is not negotiated" in got["connections.rw.remote.auth"]
     assert "remove vips for now" in got["connections.c.vips"]
     assert "RFC 5685" in got["connections.c.redirect_to"]
-    assert roadwarrior.NEGOTIATED == frozenset()  # the integration changes this
+
+
+def test_the_gate_lets_through_what_the_engine_negotiates(tmp_path):
+    """Configuration payloads are negotiated (engine.ike.config_payload): pools and vips load."""
+    assert "cp" in roadwarrior.NEGOTIATED
+    path = write(tmp_path, GATEWAY.replace('remote = {{ auth = "eap-mschapv2", eap_id = "%any" }}', '')
+                 .replace('remote = { auth = "eap-mschapv2", eap_id = "%any" }\n', 'remote = { auth = "pubkey" }\n')
+                 + '[connections.c]\nremote_addrs = ["192.0.2.1"]\nvips = ["0.0.0.0"]\n' + GW
+                 + 'remote = { auth = "pubkey" }\n', USERS)
+    p = load_policy(path)
+    assert p.connection("rw").pools == ("rw",) and p.connection("c").vips == ("0.0.0.0",)
 
 
 @pytest.mark.parametrize("snippet, key, words", [
