@@ -142,6 +142,9 @@ class IkeSa:
         """Addresses the peer (a gateway) assigned to us."""
         self.vip_dns: tuple[str, ...] = ()
         self.vip_subnets: tuple[str, ...] = ()
+        self.eap_identity = ""
+        """The EAP identity authenticated in IKE_AUTH (engine.ike.exchanges.eap_auth), empty without EAP."""
+        self.eap_method = ""
 
         # Message IDs (§2.3) and exchanges.
         self.mid_out = 0

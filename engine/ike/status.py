@@ -75,4 +75,6 @@ def ike_sa_info(sa, now: float) -> IkeSaInfo:
         children=tuple(sorted(children, key=lambda c: c.unique_id)),
         virtual_ips=sa.remote_vips or sa.local_vips,
         pool=sa.vip_pool,
+        eap_identity=sa.eap_identity,
+        eap_method=sa.eap_method,
     )

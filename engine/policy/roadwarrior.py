@@ -1,8 +1,8 @@
 """Road-warrior policy rules (issue 10): what a policy may ask for before engine.ike negotiates it.
 
 The pieces exist (engine.eap, engine.pools, engine.wire.cp and .mobility);
-configuration payloads are negotiated (engine.ike.config_payload); for the
-rest, until the IKE_AUTH rounds that use them come, a
+configuration payloads (engine.ike.config_payload) and EAP in IKE_AUTH
+(engine.ike.exchanges.eap_auth) are negotiated; for the rest (redirects), a
 connection that asks for virtual IPs, EAP or redirects is refused with an
 error saying so, never loaded into a tunnel that would behave otherwise
 (a client refused its address, an EAP client answered with
@@ -17,7 +17,7 @@ from collections.abc import Iterable
 
 from engine.policy.model import ConnectionConfig
 
-NEGOTIATED: frozenset[str] = frozenset({"cp"})
+NEGOTIATED: frozenset[str] = frozenset({"cp", "eap"})
 """Road-warrior features engine.ike negotiates: "cp" (pools on a responder, vips on an
 initiator: RFC 7296 §3.15), "eap" (RFC 7296 §2.16), "redirect" (RFC 5685)."""
 

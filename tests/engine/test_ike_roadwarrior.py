@@ -6,7 +6,8 @@ from __future__ import annotations
 import dataclasses
 
 from engine.events import ChildSaInstalled, NegotiationFailed, VirtualIpsChanged
-from engine.policy.model import PoolConfig
+from engine.policy.model import AuthConfig, EapSecret, PoolConfig
+from engine.secret import Secret
 
 from tests.engine.ike_pair import LEFT, RIGHT, Pair, child, connection, mirror, policy
 
@@ -119,3 +120,71 @@ def test_client_is_told_to_install_and_remove_its_virtual_ip():
     off = p.of("a", VirtualIpsChanged)[-1]
     assert (off.addresses, off.assigned) == (("198.51.100.193",), False)
     assert not p.of("b", VirtualIpsChanged)  # the gateway installs nothing for its clients' addresses
+
+
+# ---------------------------------------------------------------- EAP (RFC 7296 §2.16)
+def eap_pair(*, client_password="alice-password-0123", gw_auth="eap-mschapv2", eap_id="%any", pools=("rw",)):
+    """a: an EAP-MSCHAPv2 client (alice) asking for a virtual IP; b: the gateway (its own AUTH is
+    PSK here: the bench has no certificates; the interop test uses one)."""
+    client = connection(children=(child(local_ts="dynamic", remote_ts="198.51.100.0/25"),), vips=("0.0.0.0",))
+    client = dataclasses.replace(client, local=AuthConfig("eap-mschapv2", client.local.id, eap_id="alice"))
+    gw = mirror(client, remote_addrs=(), vips=(), pools=pools)
+    gw = dataclasses.replace(gw, remote=AuthConfig(gw_auth, None, eap_id=eap_id) if gw_auth
+                             else AuthConfig("psk", client.local.id))
+    pa, pb = policy(client, address=LEFT), dataclasses.replace(policy(gw, address=RIGHT), pools=(POOL,))
+    pa = dataclasses.replace(pa, secrets=dataclasses.replace(
+        pa.secrets, eap=(EapSecret("me", ("alice",), Secret(client_password)),)))
+    pb = dataclasses.replace(pb, secrets=dataclasses.replace(
+        pb.secrets, eap=(EapSecret("alice", ("alice",), Secret("alice-password-0123")),)))
+    return Pair(pa, pb)
+
+
+def test_eap_mschapv2_client_and_gateway_with_msk_auth_both_ways():
+    p = eap_pair()
+    p.a.initiate("tun", p.now)
+    p.advance(1)
+    assert not p.of("a", NegotiationFailed) and not p.of("b", NegotiationFailed)
+    ia, ib = p.of("a", ChildSaInstalled), p.of("b", ChildSaInstalled)
+    assert len(ia) == 1 and len(ib) == 1 and ia[0].spi_in == ib[0].spi_out
+    info = p.b.status(p.now)[0]
+    assert (info.eap_identity, info.eap_method) == ("alice", "EAP-MSCHAPv2")
+    assert info.virtual_ips == ("198.51.100.193",) and info.remote_id == "left.example"
+    assert p.a.status(p.now)[0].eap_method == "EAP-MSCHAPv2"
+    # rounds: IKE_AUTH without AUTH, EAP-Identity, the MS-CHAPv2 challenge/response/success, AUTH
+    auths = [e for e in p.events["a"] if type(e).__name__ == "ExchangeSent" and e.message.exchange == "IKE_AUTH"]
+    assert "AUTH" not in auths[0].message.payloads and auths[1].message.payloads == ("EAP/RES/ID",)
+    assert [a.message.payloads for a in auths[2:]] == [("EAP/RES/MSCHAPV2",)] * 2 + [("AUTH",)]
+
+
+def test_wrong_eap_password_fails_in_plain_words_on_both_sides():
+    p = eap_pair(client_password="not-alice-password")
+    p.a.initiate("tun", p.now)
+    p.advance(5)
+    assert not p.of("a", ChildSaInstalled) and not p.of("b", ChildSaInstalled)
+    (gw,) = p.of("b", NegotiationFailed)
+    assert gw.notify == "AUTHENTICATION_FAILED" and "EAP-MSCHAPv2" in gw.reason and "alice" in gw.reason
+    (client,) = p.of("a", NegotiationFailed)
+    assert client.notify == "AUTHENTICATION_FAILED" and "EAP-MSCHAPv2" in client.reason
+    assert not p.a.sas and not p.b.sas
+    assert [u.used for u in p.b.vips.leases.usage()] == [0]
+
+
+def test_eap_client_refused_when_the_gateway_has_no_eap_connection():
+    """Issue 16 item 5: AUTHENTICATION_FAILED and 'the peer wants EAP' (was INVALID_SYNTAX)."""
+    p = eap_pair(gw_auth="")
+    p.a.initiate("tun", p.now)
+    p.advance(5)
+    (gw,) = p.of("b", NegotiationFailed)
+    assert gw.notify == "AUTHENTICATION_FAILED" and "wants EAP" in gw.reason
+    (client,) = p.of("a", NegotiationFailed)
+    assert client.notify == "AUTHENTICATION_FAILED" and client.sent_by_peer
+    assert not p.a.sas and not p.b.sas
+
+
+def test_eap_identity_not_allowed_by_eap_id_is_refused():
+    p = eap_pair(eap_id="bob")
+    p.a.initiate("tun", p.now)
+    p.advance(5)
+    (gw,) = p.of("b", NegotiationFailed)
+    assert "'alice' is not allowed by this connection's eap_id" in gw.reason
+    assert not p.b.sas

@@ -5,6 +5,7 @@ lease released on disconnect and the same address given back to the same identit
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 import tomli_w
@@ -22,6 +23,8 @@ from tests.interop.peers import (
     wait_or_explain,
     with_children,
 )
+
+from tests.interop.test_samples_vs_charon import make_certs, start_ours
 
 pytestmark = pytest.mark.interop
 
@@ -101,3 +104,80 @@ def test_our_client_gets_and_installs_a_virtual_ip_from_charon(peers):
     o.cli("terminate", "t")
     wait_or_explain(lambda: POOL_FIRST not in peers.lab.exec("left", "ip", "-o", "addr").stdout,
                     "the address taken off our TUN", o)
+
+
+# ------------------------------------------------------------------ EAP-MSCHAPv2 (RFC 7296 §2.16)
+EAP_PASSWORD = "alice-eap-not-secret-0123"
+
+
+def _eap_gateway(peers, side: str, *, password: str = EAP_PASSWORD):
+    """Our gateway: its certificate gw.example.org (our CA), EAP-MSCHAPv2 users, the pool."""
+    ca_dir = peers.workdir / "ca"
+    certs = make_certs(ca_dir, ("gw.example.org", "gw"), ("alice@example.org", "alice"))
+    doc = {"engine": {"datapath": "userspace", "listen": [ADDR[side]], "secrets": "secrets.toml", **FAST_OURS},
+           "pools": {"rw": {"addrs": f"{POOL_FIRST}-{POOL_LAST}", "dns": [DNS]}},
+           "connections": {"t": {
+               "local_addrs": [ADDR[side]], "remote_addrs": ["%any"], "proposals": ["aes256gcm16-prfsha256-x25519"],
+               "local": {"auth": "pubkey", "id": "gw.example.org", "certs": ["certs/gw.crt"]},
+               "remote": {"auth": "eap-mschapv2", "eap_id": "%any"}, "pools": ["rw"], "mobike": False,
+               "children": {"net": {"local_ts": [f"{INNER[side]}/32"], "remote_ts": ["dynamic"],
+                                    "esp_proposals": ["aes256gcm16"]}}}}}
+    secrets = tomli_w.dumps({"eap": {"alice": {"id": "alice", "secret": password}},
+                             "private": {"me": {"file": "private/gw.key"}}})
+    o = start_ours(peers, side, doc, secrets, certs_from=ca_dir, key="gw.key")
+    return o, certs  # charon's files: our CA (it checks our certificate), and alice's unused ones
+
+
+def _eap_client(peers, side: str, certs: dict[str, Path], password: str = EAP_PASSWORD):
+    gw_side = "right" if side == "left" else "left"
+    conf = {"connections": {"t": {
+        "version": 2, "local_addrs": ADDR[side], "remote_addrs": ADDR[gw_side],
+        "proposals": "aes256gcm16-prfsha256-x25519", "vips": "0.0.0.0",
+        "local": {"auth": "eap-mschapv2", "id": "alice@example.org", "eap_id": "alice"},
+        "remote": {"auth": "pubkey", "id": "gw.example.org"},
+        "children": {"t": {"local_ts": "dynamic", "remote_ts": f"{INNER[gw_side]}/32", "esp_proposals": "aes256gcm16"}}}},
+        "secrets": {"eap-alice": {"id": "alice", "secret": f'"{password}"'}}}
+    return peers.charon(side, conf, plugins=("eap-identity", "eap-mschapv2"), certs=certs)
+
+
+def test_charon_eap_mschapv2_client_against_our_certificate_gateway(peers):
+    """charon (auth = eap-mschapv2, checks our certificate) logs in as alice, gets a virtual IP and
+    DNS, pings the host behind us; MSK-based AUTH verified both ways; same address after reconnect."""
+    o, ca = _eap_gateway(peers, "right")
+    c = _eap_client(peers, "left", ca)
+    r = c.swanctl("--initiate", "--child", "t", "--timeout", "15", check=False)
+    assert r.returncode == 0, r.stdout[-3000:]
+    sas = wait_or_explain(lambda: with_children(o), "our IKE and CHILD SA", o)
+    sa = sas[0]
+    assert (sa["eap_identity"], sa["eap_method"], sa["remote_id"]) == ("alice", "EAP-MSCHAPv2", "alice@example.org")
+    assert sa["virtual_ips"] == [POOL_FIRST]
+    log = c.log()
+    assert "authentication of 'gw.example.org' with ECDSA" in log or \
+        re.search(r"authentication of 'gw.example.org' with \S+ .*successful", log), log[-3000:]
+    assert "EAP method EAP_MSCHAPV2 succeeded, MSK established" in log, log[-3000:]
+    assert "authentication of 'gw.example.org' with EAP successful" in log, log[-3000:]
+    assert f"installing new virtual IP {POOL_FIRST}" in log
+    peers.lab.exec("left", "ping", "-n", "-q", "-c", "3", "-i", "0.2", "-W", "2", "-I", POOL_FIRST,
+                   INNER["right"], timeout=30)
+    c.swanctl("--terminate", "--ike", "t", "--timeout", "10", check=False)
+    wait_or_explain(lambda: not o.sas() and _pool_used(o) == 0, "our SA gone and the lease released", o)
+    c.swanctl("--initiate", "--child", "t", "--timeout", "15", check=False)
+    sas = wait_or_explain(lambda: with_children(o), "our IKE and CHILD SA again", o)
+    assert sas[0]["virtual_ips"] == [POOL_FIRST]
+
+
+def test_wrong_eap_password_is_refused_in_plain_words(peers):
+    o, ca = _eap_gateway(peers, "right")
+    c = _eap_client(peers, "left", ca, password="not-alice-password")
+    r = c.swanctl("--initiate", "--child", "t", "--timeout", "15", check=False)
+    assert r.returncode != 0
+    failed = wait_or_explain(lambda: o.events("NegotiationFailed"), "NegotiationFailed", o)[0]
+    assert failed["notify"] == "AUTHENTICATION_FAILED"
+    assert "EAP-MSCHAPv2" in failed["reason"] and "alice" in failed["reason"] and "password" in failed["reason"], \
+        failed["reason"]
+    log = c.log()
+    assert "EAP-MS-CHAPv2 failed with error ERROR_AUTHENTICATION_FAILURE" in log, log[-3000:]
+    # charon gives up with INFORMATIONAL N(AUTH_FAILED) (§2.21.2); we answer it and drop the half-open SA
+    assert re.search(r"generating INFORMATIONAL request \d+ \[ N\(AUTH_FAILED\) \]", log), log[-3000:]
+    assert "received INVALID_SYNTAX" not in log and "the client gave up" in failed["reason"], failed["reason"]
+    wait_or_explain(lambda: not o.sas() and _pool_used(o) == 0, "no SA and no lease left behind", o, timeout=5)

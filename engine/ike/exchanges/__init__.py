@@ -6,6 +6,7 @@ is ``engine.ike.exchange``.
 - ``ike_sa_init``    IKE_SA_INIT (COOKIE and INVALID_KE_PAYLOAD retries; the
                      responder behind the front door, ``engine.ike.front_door``)
 - ``ike_auth``       IKE_AUTH (identities, AUTH, the first CHILD SA)
+- ``eap_auth``       IKE_AUTH with EAP rounds (§2.16), both roles
 - ``create_child``   CREATE_CHILD_SA for a new CHILD SA
 - ``child_rekey``    CREATE_CHILD_SA rekeying a CHILD SA, with its collisions
 - ``ike_rekey``      CREATE_CHILD_SA rekeying the IKE SA, with its collisions
@@ -62,14 +63,14 @@ from __future__ import annotations
 from engine.events import IkeState
 from engine.ike.child import ChildSa
 from engine.ike.errors import RemoteError
-from engine.ike.exchanges import child_rekey, create_child, ike_auth, ike_rekey, ike_sa_init, informational
+from engine.ike.exchanges import child_rekey, create_child, eap_auth, ike_auth, ike_rekey, ike_sa_init, informational
 from engine.ike.exchange import Initiator, Responder, find, notify
 from engine.ike.sa import IkeSa
 from engine.policy.model import ChildConfig
 from engine.wire.constants import ExchangeType, NotifyType, ProtocolId
-from engine.wire.payloads import SaPayload
+from engine.wire.payloads import AuthPayload, IdPayload, SaPayload
 
-MODULES = (ike_sa_init, ike_auth, create_child, child_rekey, ike_rekey, informational)
+MODULES = (ike_sa_init, ike_auth, eap_auth, create_child, child_rekey, ike_rekey, informational)
 """Every exchange module (each has a TABLE)."""
 
 
@@ -80,6 +81,8 @@ class Catalog:
         if exchange == ExchangeType.IKE_AUTH:
             if sa.state != IkeState.CONNECTING or sa.original_initiator:
                 raise RemoteError(NotifyType.INVALID_SYNTAX, "IKE_AUTH request on an established IKE SA")
+            if find(payloads, IdPayload) is not None and find(payloads, AuthPayload) is None:
+                return eap_auth.EapAuthResponder(sa)  # no AUTH: the client wants EAP (§2.16)
             return ike_auth.IkeAuthResponder(sa)
         if sa.state in (IkeState.CREATED, IkeState.CONNECTING):
             raise RemoteError(NotifyType.INVALID_SYNTAX, "a request before IKE_AUTH completed")
@@ -95,7 +98,7 @@ class Catalog:
         raise RemoteError(NotifyType.INVALID_SYNTAX, f"unexpected exchange type {exchange}")
 
     def ike_init(self, sa: IkeSa, children: list[ChildConfig]) -> Initiator:
-        return ike_sa_init.IkeInit(sa, children, ike_auth.IkeAuth)
+        return ike_sa_init.IkeInit(sa, children, eap_auth.ike_auth_for)
 
     def ike_rekey(self, sa: IkeSa) -> Initiator:
         return ike_rekey.IkeRekey(sa)

@@ -112,7 +112,8 @@ class IkeAuth(Initiator):
             t, d = identity_to_wire(conn.remote.id, sa.remote[0])
             payloads.append(IdPayload(False, t, d))
         signed = octets(sa.init_request, sa.nonce_r, sa.chosen.prf, sa.keys.sk_pi.reveal(), self.idi)
-        payloads.append(auth.auth_payload(sa, conn, signed))
+        if not conn.local.is_eap:  # with EAP our AUTH follows the EAP rounds (exchanges.eap_auth)
+            payloads.append(auth.auth_payload(sa, conn, signed))
         cp = config_payload.request(conn)
         if cp is not None:
             payloads.append(cp)
@@ -298,9 +299,15 @@ class IkeAuthResponder(Responder):
         sa.local_id = identity_from_wire(idr.id_type, idr.data)
         signed_r = octets(sa.init_response, sa.nonce_i, sa.chosen.prf, sa.keys.sk_pr.reveal(), idr)
         answer: list = [idr, *auth.cert_payloads(conn), auth.auth_payload(sa, conn, signed_r)]
+        self.answer = answer + self.child_part(now, payloads, str(sa.remote_id))
+        self.after = "_establish"
+
+    def child_part(self, now: float, payloads: list, identity: str) -> list:
+        """The configuration reply and the first CHILD SA of our answer (``identity`` holds the lease)."""
+        sa, conn = self.sa, self.sa.conn
         self.child = None
-        cp = config_payload.respond(sa, conn, payloads, str(sa.remote_id), now)
-        answer += cp.payloads
+        cp = config_payload.respond(sa, conn, payloads, identity, now)
+        answer = list(cp.payloads)
         if cp.refusal is not None:
             answer.append(NotifyPayload(cp.refusal))
             sa.fail(IKE_AUTH, notify_name(cp.refusal), cp.reason, now)
@@ -313,8 +320,7 @@ class IkeAuthResponder(Responder):
             else:
                 self.child, extra = child_sa.build(sa, choice, sa.nonce_i, sa.nonce_r, None, now, None)
                 answer += extra + child_sa.ts_reply(choice)
-        self.answer = answer
-        self.after = "_establish"
+        return answer
 
     def _establish(self, now: float) -> None:
         sa = self.sa
