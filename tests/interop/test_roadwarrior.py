@@ -181,3 +181,39 @@ def test_wrong_eap_password_is_refused_in_plain_words(peers):
     assert re.search(r"generating INFORMATIONAL request \d+ \[ N\(AUTH_FAILED\) \]", log), log[-3000:]
     assert "received INVALID_SYNTAX" not in log and "the client gave up" in failed["reason"], failed["reason"]
     wait_or_explain(lambda: not o.sas() and _pool_used(o) == 0, "no SA and no lease left behind", o, timeout=5)
+
+
+def test_our_eap_mschapv2_client_against_a_charon_gateway(peers):
+    """Our daemon (local.auth = eap-mschapv2, vips) dials a charon gateway (certificate, EAP-MSCHAPv2
+    users, a pool): we check its certificate, log in, get and install the address, ping through."""
+    ca_dir = peers.workdir / "ca"
+    certs = make_certs(ca_dir, ("alice@example.org", "alice"), ("gw.example.org", "gw"))
+    gw = {"connections": {"t": {
+        "version": 2, "local_addrs": ADDR["right"], "remote_addrs": "%any", "pools": "rw",
+        "proposals": "aes256gcm16-prfsha256-x25519",
+        "local": {"auth": "pubkey", "id": "gw.example.org", "certs": "gw.crt"},
+        "remote": {"auth": "eap-mschapv2", "eap_id": "%any"},
+        "children": {"t": {"local_ts": f"{INNER['right']}/32", "remote_ts": "dynamic", "esp_proposals": "aes256gcm16"}}}},
+        "pools": {"rw": {"addrs": f"{POOL_FIRST}-{POOL_LAST}", "dns": DNS}},
+        "secrets": {"eap-alice": {"id": "alice", "secret": f'"{EAP_PASSWORD}"'}}}
+    c = peers.charon("right", gw, plugins=("eap-identity", "eap-mschapv2"), certs=certs)
+    doc = {"engine": {"datapath": "userspace", "listen": [ADDR["left"]], "secrets": "secrets.toml", **FAST_OURS},
+           "connections": {"t": {
+               "local_addrs": [ADDR["left"]], "remote_addrs": [ADDR["right"]], "vips": ["0.0.0.0"], "mobike": False,
+               "proposals": ["aes256gcm16-prfsha256-x25519"],
+               "local": {"auth": "eap-mschapv2", "id": "alice@example.org", "eap_id": "alice"},
+               "remote": {"auth": "pubkey", "id": "gw.example.org", "cacerts": ["certs/ca.crt"]},
+               "children": {"net": {"local_ts": ["dynamic"], "remote_ts": [f"{INNER['right']}/32"],
+                                    "esp_proposals": ["aes256gcm16"]}}}}}
+    secrets = tomli_w.dumps({"eap": {"me": {"id": "alice", "secret": EAP_PASSWORD}}})
+    o = start_ours(peers, "left", doc, secrets, certs_from=ca_dir, key="alice.key")
+    o.cli("initiate", "t", "--no-wait")
+    sas = wait_or_explain(lambda: with_children(o), "our IKE and CHILD SA", o, timeout=15)
+    sa = sas[0]
+    assert (sa["eap_method"], sa["remote_id"], sa["virtual_ips"]) == ("EAP-MSCHAPv2", "gw.example.org", [POOL_FIRST])
+    log = c.log()
+    assert "EAP method EAP_MSCHAPV2 succeeded, MSK established" in log, log[-3000:]
+    assert "authentication of 'alice@example.org' with EAP successful" in log, log[-3000:]
+    wait_or_explain(lambda: POOL_FIRST in peers.lab.exec("left", "ip", "-o", "addr").stdout, "the address on our TUN", o)
+    peers.lab.exec("left", "ping", "-n", "-q", "-c", "3", "-i", "0.2", "-W", "2", "-I", POOL_FIRST,
+                   INNER["right"], timeout=30)
