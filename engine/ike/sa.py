@@ -145,6 +145,8 @@ class IkeSa:
         self.eap_identity = ""
         """The EAP identity authenticated in IKE_AUTH (engine.ike.exchanges.eap_auth), empty without EAP."""
         self.eap_method = ""
+        self.cert_subject = ""
+        """Subject of the certificate the peer authenticated with inside EAP-TLS."""
 
         # Message IDs (§2.3) and exchanges.
         self.mid_out = 0

@@ -77,4 +77,5 @@ def ike_sa_info(sa, now: float) -> IkeSaInfo:
         pool=sa.vip_pool,
         eap_identity=sa.eap_identity,
         eap_method=sa.eap_method,
+        cert_subject=sa.cert_subject,
     )

@@ -110,7 +110,7 @@ def test_our_client_gets_and_installs_a_virtual_ip_from_charon(peers):
 EAP_PASSWORD = "alice-eap-not-secret-0123"
 
 
-def _eap_gateway(peers, side: str, *, password: str = EAP_PASSWORD):
+def _eap_gateway(peers, side: str, *, password: str = EAP_PASSWORD, remote: dict | None = None):
     """Our gateway: its certificate gw.example.org (our CA), EAP-MSCHAPv2 users, the pool."""
     ca_dir = peers.workdir / "ca"
     certs = make_certs(ca_dir, ("gw.example.org", "gw"), ("alice@example.org", "alice"))
@@ -119,7 +119,7 @@ def _eap_gateway(peers, side: str, *, password: str = EAP_PASSWORD):
            "connections": {"t": {
                "local_addrs": [ADDR[side]], "remote_addrs": ["%any"], "proposals": ["aes256gcm16-prfsha256-x25519"],
                "local": {"auth": "pubkey", "id": "gw.example.org", "certs": ["certs/gw.crt"]},
-               "remote": {"auth": "eap-mschapv2", "eap_id": "%any"}, "pools": ["rw"], "mobike": False,
+               "remote": remote or {"auth": "eap-mschapv2", "eap_id": "%any"}, "pools": ["rw"], "mobike": False,
                "children": {"net": {"local_ts": [f"{INNER[side]}/32"], "remote_ts": ["dynamic"],
                                     "esp_proposals": ["aes256gcm16"]}}}}}
     secrets = tomli_w.dumps({"eap": {"alice": {"id": "alice", "secret": password}},
@@ -215,5 +215,29 @@ def test_our_eap_mschapv2_client_against_a_charon_gateway(peers):
     assert "EAP method EAP_MSCHAPV2 succeeded, MSK established" in log, log[-3000:]
     assert "authentication of 'alice@example.org' with EAP successful" in log, log[-3000:]
     wait_or_explain(lambda: POOL_FIRST in peers.lab.exec("left", "ip", "-o", "addr").stdout, "the address on our TUN", o)
+    peers.lab.exec("left", "ping", "-n", "-q", "-c", "3", "-i", "0.2", "-W", "2", "-I", POOL_FIRST,
+                   INNER["right"], timeout=30)
+
+
+def test_charon_eap_tls_client_against_our_gateway(peers):
+    """charon (auth = eap-tls with its certificate alice@example.org) against our gateway
+    (remote.auth = eap-tls, our CA): TLS inside EAP, the MSK from the TLS exporter in both AUTHs,
+    a virtual IP and a ping from it."""
+    o, certs = _eap_gateway(peers, "right", remote={"auth": "eap-tls", "cacerts": ["certs/ca.crt"]})
+    conf = {"connections": {"t": {
+        "version": 2, "local_addrs": ADDR["left"], "remote_addrs": ADDR["right"],
+        "proposals": "aes256gcm16-prfsha256-x25519", "vips": "0.0.0.0",
+        "local": {"auth": "eap-tls", "id": "alice@example.org", "certs": "alice.crt"},
+        "remote": {"auth": "pubkey", "id": "gw.example.org"},
+        "children": {"t": {"local_ts": "dynamic", "remote_ts": f"{INNER['right']}/32", "esp_proposals": "aes256gcm16"}}}}}
+    c = peers.charon("left", conf, plugins=("eap-identity", "eap-tls"), certs=certs)
+    r = c.swanctl("--initiate", "--child", "t", "--timeout", "15", check=False)
+    assert r.returncode == 0, r.stdout[-3000:]
+    sa = wait_or_explain(lambda: with_children(o), "our IKE and CHILD SA", o)[0]
+    assert (sa["eap_method"], sa["remote_id"], sa["virtual_ips"]) == ("EAP-TLS", "alice@example.org", [POOL_FIRST])
+    assert "alice@example.org" in sa["cert_subject"], sa["cert_subject"]
+    log = c.log()
+    assert "EAP method EAP_TLS succeeded, MSK established" in log, log[-3000:]
+    assert "authentication of 'gw.example.org' with EAP successful" in log, log[-3000:]
     peers.lab.exec("left", "ping", "-n", "-q", "-c", "3", "-i", "0.2", "-W", "2", "-I", POOL_FIRST,
                    INNER["right"], timeout=30)

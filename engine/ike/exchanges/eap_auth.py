@@ -30,7 +30,7 @@ import hmac
 from datetime import datetime, timezone
 
 from engine.crypto.auth import psk_auth_data
-from engine.eap import EapPeer, EapServer, methods_for, peer_methods, server_methods
+from engine.eap import EapPeer, EapServer, TlsCredentials, methods_for, peer_methods, server_methods
 from engine.ike.auth import octets
 from engine.ike.exchange import Label, Request, Table
 from engine.ike.exchanges.ike_auth import IkeAuth, IkeAuthResponder
@@ -144,11 +144,19 @@ class EapAuth(IkeAuth):
         conn = sa.conn
         ident = (conn.local.eap_id or (str(conn.local.id) if conn.local.id else sa.local[0])).encode()
         secret = lookup_eap(sa.host.auth.policy.secrets, ident)
+        auth = sa.host.auth
         self.peer = EapPeer(ident, methods_for(conn.local.auth),
-                            peer_methods(ident, password=secret.secret if secret else None))
+                            peer_methods(ident, password=secret.secret if secret else None,
+                                         tls=tls_credentials(auth, conn), now=self._wall(sa),
+                                         server_identity=conn.remote.id))
         self.idr: IdPayload | None = None
         self.failing: str | None = None
         """Why EAP failed, while the acknowledgement of the failure is in flight."""
+
+    @staticmethod
+    def _wall(sa) -> datetime:
+        # EAP-TLS checks the gateway's chain at the time the conversation starts (no clock here).
+        return datetime.fromtimestamp(sa.host.auth.wall_time(sa.last_received), timezone.utc)
 
     def request(self, now: float) -> Request | None:
         if self.state == S.IDLE:
@@ -332,7 +340,8 @@ class EapAuthResponder(IkeAuthResponder):
             entry = lookup_eap(secrets, identity)
             return entry.secret if entry is not None else None
 
-        methods = server_methods(passwords=password, now=datetime.fromtimestamp(auth.wall_time(now), timezone.utc),
+        methods = server_methods(passwords=password, tls=tls_credentials(auth, conn),
+                                 now=datetime.fromtimestamp(auth.wall_time(now), timezone.utc),
                                  peer_identity=self.peer_id, random=sa.host.rng)
         self.server = EapServer(methods_for(conn.remote.auth), methods, ask_identity=eap_id is not None,
                                 ike_identity=str(self.peer_id).encode(),
@@ -391,11 +400,22 @@ class EapAuthResponder(IkeAuthResponder):
         sa.remote_id = self.peer_id
         sa.eap_identity = _eap_text(self.server.identity)
         sa.eap_method = self.server.method_name
+        sa.cert_subject = getattr(self.server.method, "subject", "")
         signed_r = octets(sa.init_response, sa.nonce_i, sa.chosen.prf, sa.keys.sk_pr.reveal(), self.idr)
         answer: list = [AuthPayload(AuthMethod.PSK, msk_auth(sa, self.server.msk, False, signed_r))]
         self.answer = answer + self.child_part(now, self.first, sa.eap_identity or str(sa.remote_id))
         self.first = []
         self.after = "_establish"
+
+
+def tls_credentials(auth, conn) -> TlsCredentials | None:
+    """EAP-TLS credentials of a connection: our certificate and key, the CAs that sign the other side's
+    (None when the connection has no certificate loaded: the method is then not offered)."""
+    creds = auth.credentials
+    if creds is None or conn.name not in creds.local:
+        return None
+    local = creds.local[conn.name]
+    return TlsCredentials(tuple(local.certs), local.key, tuple(creds.cacerts.get(conn.name, ())), tuple(creds.crls))
 
 
 def ike_auth_for(sa, children) -> IkeAuth:
