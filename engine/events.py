@@ -329,6 +329,23 @@ class VirtualIpsChanged(Event):
     """Networks the gateway said are behind it (INTERNAL_IP4/6_SUBNET)."""
 
 
+@dataclass(frozen=True)
+class ChildSaMoved(Event):
+    """MOBIKE (RFC 4555): the peer moved; a CHILD SA pair keeps its SPIs, keys and sequence
+    numbers and now goes between these outer addresses."""
+
+    ike_sa: int
+    connection: str
+    child: str
+    spi_in: int
+    spi_out: int
+    local_addr: str
+    remote_addr: str
+    local_port: int = 0
+    remote_port: int = 0
+    encap: bool = False
+
+
 # ---------------------------------------------------------------- JSON form
 
 EVENT_TYPES: dict[str, type[Event]] = {}

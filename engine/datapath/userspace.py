@@ -42,6 +42,7 @@ cannot run inside the loop's thread).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import gc
 import ipaddress
@@ -70,7 +71,7 @@ from engine.datapath.tun import (
 from engine.datapath.userspace_io import READ_BATCH, RawSender, TunIO, UdpSender
 from engine.datapath.userspace_path import Pair, SaPath
 from engine.esp import EspDrop, SaConfigError
-from engine.events import ChildSaDeleted, ChildSaInstalled, SaCounters, VirtualIpsChanged
+from engine.events import ChildSaDeleted, ChildSaInstalled, ChildSaMoved, SaCounters, VirtualIpsChanged
 from engine.policy.model import Policy
 
 log = logging.getLogger("engine.datapath.userspace")
@@ -287,6 +288,31 @@ class UserspaceDatapath:
             self._writer.address(ev.assigned, addr, bits, self.net.index)
         log.info("virtual IP%s %s %s %s", "s" if len(ev.addresses) > 1 else "", " ".join(ev.addresses),
                  "on" if ev.assigned else "removed from", self.device)
+
+    def move(self, ev: ChildSaMoved) -> None:
+        """MOBIKE: the pair keeps its SAs (keys, sequence numbers, counters) and sends to the
+        peer's new address from now on."""
+        pair = self.path.pairs.get(ev.spi_in)
+        if pair is None:
+            return
+        moved = dataclasses.replace(pair.ev, local_addr=ev.local_addr, remote_addr=ev.remote_addr,
+                                    local_port=ev.local_port, remote_port=ev.remote_port, encap=ev.encap)
+        try:
+            sender = self._sender(moved)
+        except OSError as exc:
+            log.error("cannot move CHILD SA %s to %s: %s", ev.child, ev.remote_addr, exc)
+            return
+        old = pair.sender
+        if old is not None:
+            old.pairs.discard(pair)
+            if not old.pairs and self._senders.get(old.key) is old:
+                self._reduced.discard(old)
+                del self._senders[old.key]
+        pair.ev = moved
+        pair.send = _immediate(sender)
+        pair.dest = sender.dest
+        pair.sender = sender
+        sender.pairs.add(pair)
 
     def _sender(self, ev: ChildSaInstalled):
         family = socket.AF_INET6 if ":" in ev.remote_addr else socket.AF_INET

@@ -146,6 +146,14 @@ class IkeSa:
         """The EAP identity authenticated in IKE_AUTH (engine.ike.exchanges.eap_auth), empty without EAP."""
         self.eap_method = ""
         self.cert_subject = ""
+        # MOBIKE (RFC 4555, engine.ike.exchanges.mobike).
+        self.mobike = False
+        """The peer and we agreed on MOBIKE in IKE_AUTH: it may move the SA (UPDATE_SA_ADDRESSES)."""
+        self.mobike_addrs: tuple | None = None
+        """(local, remote) the CHILD SAs were last put on by MOBIKE (or IKE_AUTH)."""
+        self.mobike_moves = 0
+        self.received_on: tuple[Addr, Addr] = (local, remote)
+        """(local, remote) of the last authenticated request: MOBIKE moves the SA there."""
         """Subject of the certificate the peer authenticated with inside EAP-TLS."""
 
         # Message IDs (§2.3) and exchanges.
@@ -400,6 +408,7 @@ class IkeSa:
         if remote != self.remote or (not self.floated and local[1] == self.host.engine.natt_port):
             self._update_remote(local, remote)
         self.summary_event(False, h.exchange, h.mid, response, payloads, length, now, fragments=nfrag)
+        self.received_on = (local, remote)
         if response:
             if h.exchange == ExchangeType.IKE_SA_INIT:
                 self.spi_r = h.spi_r  # the responder's SPI arrives with its answer

@@ -78,4 +78,5 @@ def ike_sa_info(sa, now: float) -> IkeSaInfo:
         eap_identity=sa.eap_identity,
         eap_method=sa.eap_method,
         cert_subject=sa.cert_subject,
+        mobike_moves=sa.mobike_moves,
     )

@@ -19,8 +19,9 @@ Warn = Callable[[str, str, str], None]
 
 RULES = ("pool-overlap", "pool-too-small", "eap-without-certificate", "windows-weak-proposals", "mobike-unsupported")
 
-MOBIKE_NEGOTIATED = False
-"""Whether engine.ike negotiates MOBIKE (RFC 4555); until it does, ``mobike = true`` is not honoured."""
+MOBIKE_AS_INITIATOR = False
+"""engine.ike answers MOBIKE (RFC 4555) as a responder (a gateway follows its clients' moves), but
+does not move its own SAs when our address changes: on a client ``mobike = true`` is not honoured."""
 
 WINDOWS_POWERSHELL = ("Set-VpnConnectionIPsecConfiguration -ConnectionName <name> -EncryptionMethod AES256 "
                       "-IntegrityCheckMethod SHA256 -DHGroup ECP384 -CipherTransformConstants GCMAES256 "
@@ -124,15 +125,15 @@ def windows_weak_proposals(c: ConnectionConfig, warn: Warn) -> None:
          f"those: {', '.join(WINDOWS_PROPOSALS)} (per child)")
 
 
-def _roams(c: ConnectionConfig) -> bool:
-    """A road-warrior connection (a gateway for clients or a client of one): where MOBIKE matters."""
-    return bool(c.pools or c.vips or c.local.is_eap or c.remote.is_eap)
+def _roaming_client(c: ConnectionConfig) -> bool:
+    """A road-warrior client (it asks for an address or logs in with EAP): the side that moves."""
+    return bool(c.vips or c.local.is_eap)
 
 
 def mobike_unsupported(c: ConnectionConfig, warn: Warn) -> None:
-    if c.mobike and not MOBIKE_NEGOTIATED and _roams(c):
+    if c.mobike and not MOBIKE_AS_INITIATOR and _roaming_client(c):
         warn(key_path(key_path("connections", c.name), "mobike"), "mobike-unsupported",
-             "mobike = true (the default) is not honoured: this engine does not negotiate MOBIKE (RFC 4555) "
-             "yet and sends no MOBIKE_SUPPORTED, so a client that changes networks comes back with a new IKE "
-             "SA (after DPD or its own retry) instead of moving its SAs; write mobike = false to make that "
-             "explicit")
+             "mobike = true (the default) is not honoured on a client: this engine answers MOBIKE (RFC 4555) "
+             "as a gateway but does not follow its own address changes, and sends no MOBIKE_SUPPORTED as "
+             "initiator, so after a network change this client comes back with a new IKE SA (after DPD or "
+             "its own retry); write mobike = false to make that explicit")

@@ -19,6 +19,7 @@ from engine.events import (
     AcquireRequested,
     ChildSaDeleted,
     ChildSaInstalled,
+    ChildSaMoved,
     CountersSnapshot,
     DpdTimeout,
     Event,
@@ -51,7 +52,7 @@ STATUS_CHUNK = 100
 COUNTERS_CHUNK = 5000
 """Counters per slice when the runtime indexes a datapath's counters."""
 _REPLAYED = (IkeSaStateChanged, ExchangeSent, ExchangeReceived, ChildSaInstalled, ChildSaDeleted,
-             NegotiationFailed, DpdTimeout, PolicyApplied, LogMessage, VirtualIpsChanged)
+             NegotiationFailed, DpdTimeout, PolicyApplied, LogMessage, VirtualIpsChanged, ChildSaMoved)
 _LOUD = ("WARNING", "ERROR", "CRITICAL")
 
 
@@ -181,6 +182,8 @@ class EngineRuntime:
                 self.datapath.remove(event)
             elif isinstance(event, VirtualIpsChanged) and hasattr(self.datapath, "virtual_ips"):
                 self.datapath.virtual_ips(event)
+            elif isinstance(event, ChildSaMoved) and hasattr(self.datapath, "move"):
+                self.datapath.move(event)
         except Exception as exc:
             log.exception("datapath failed to apply %s", type(event).__name__)
             if isinstance(event, ChildSaInstalled):

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 
-from engine.events import ChildSaInstalled, NegotiationFailed, VirtualIpsChanged
+from engine.events import ChildSaInstalled, ChildSaMoved, NegotiationFailed, VirtualIpsChanged
+from engine.ike.exchanges.informational import Notify
 from engine.policy.model import AuthConfig, EapSecret, PoolConfig
 from engine.secret import Secret
+from engine.wire.constants import NotifyType
 
 from tests.engine.ike_pair import LEFT, RIGHT, Pair, child, connection, mirror, policy
 
@@ -188,3 +190,28 @@ def test_eap_identity_not_allowed_by_eap_id_is_refused():
     (gw,) = p.of("b", NegotiationFailed)
     assert "'alice' is not allowed by this connection's eap_id" in gw.reason
     assert not p.b.sas
+
+
+# ---------------------------------------------------------------- MOBIKE (RFC 4555), as responder
+def test_mobike_update_moves_the_ike_and_child_sas_to_the_new_address():
+    """UPDATE_SA_ADDRESSES from a new address: the IKE SA answers there, every CHILD SA follows
+    (ChildSaMoved, same SPIs), the move is counted; without MOBIKE agreed nothing moves."""
+    p = rw_pair()
+    p.a.initiate("tun", p.now)
+    p.advance(1)
+    client, gw = p.a.sas[0], p.b.sas[0]
+    assert not gw.mobike  # our client does not offer MOBIKE: nothing agreed
+    gw.mobike, gw.mobike_addrs = True, (gw.local, gw.remote)  # as if the client had offered it
+    client.start(Notify(client, NotifyType.UPDATE_SA_ADDRESSES), p.now)
+    (d,) = p.a.datagrams_to_send()
+    p.b.receive_datagram(d.data, d.remote, ("192.0.2.3", 500), p.now)
+    answers = p.b.datagrams_to_send()
+    assert [a.remote for a in answers] == [("192.0.2.3", 500)]
+    events = []
+    while (e := p.b.next_event()) is not None:
+        events.append(e)
+    moved = [e for e in events if isinstance(e, ChildSaMoved)]
+    (child,) = gw.children.values()
+    assert [(m.spi_in, m.remote_addr, m.remote_port) for m in moved] == [(child.spi_in_int, "192.0.2.3", 500)]
+    assert gw.remote == ("192.0.2.3", 500) and p.b.status(p.now)[0].mobike_moves == 1
+    assert gw.state.value == "ESTABLISHED" and len(gw.children) == 1  # no rekey, no new SA

@@ -193,12 +193,25 @@ def test_windows_weak_proposals_names_the_powershell_fix(tmp_path, live):
     assert "windows-weak-proposals" not in {r for r, _ in lint_rules(tmp_path, GATEWAY)}
 
 
-def test_mobike_is_not_claimed_on_road_warrior_connections(tmp_path, live):
-    """Issue 16 item 4: mobike = true (the default) cannot be honoured yet; check says so where it matters."""
-    found = [f for f in lint(load_policy(write(tmp_path, GATEWAY, USERS))) if f.rule == "mobike-unsupported"]
-    assert [f.key_path for f in found] == ["connections.rw.mobike"]
-    assert "does not negotiate MOBIKE" in found[0].message and "mobike = false" in found[0].message
-    off = GATEWAY.replace('pools = ["rw"]', 'pools = ["rw"]\nmobike = false')
+CLIENT = """
+[connections.office]
+remote_addrs = ["192.0.2.1"]
+local = { auth = "eap-mschapv2", id = "alice@example.org", eap_id = "alice@example.org" }
+remote = { auth = "pubkey", id = "gw.example.org", cacerts = ["ca.crt"] }
+vips = ["0.0.0.0"]
+[connections.office.children.lan]
+remote_ts = ["198.51.100.0/25"]
+"""
+
+
+def test_mobike_is_not_claimed_on_road_warrior_clients(tmp_path, live):
+    """Issue 16 item 4: a gateway answers MOBIKE (no warning); a client cannot follow its own moves,
+    so mobike = true (the default) is not honoured there and check says so."""
+    assert "mobike-unsupported" not in {r for r, _ in lint_rules(tmp_path, GATEWAY)}
+    found = [f for f in lint(load_policy(write(tmp_path, CLIENT, USERS))) if f.rule == "mobike-unsupported"]
+    assert [f.key_path for f in found] == ["connections.office.mobike"]
+    assert "does not follow its own address changes" in found[0].message and "mobike = false" in found[0].message
+    off = CLIENT.replace('vips = ["0.0.0.0"]', 'vips = ["0.0.0.0"]\nmobike = false')
     assert "mobike-unsupported" not in {r for r, _ in lint_rules(tmp_path, off)}
 
 

@@ -164,7 +164,8 @@ def test_request_on_port_500_after_address_change_is_answered_from_500(tmp_path)
     (Only this direction applies: as responder charon does not reauthenticate on its own.)"""
     with lab() as L, Peers(L, tmp_path) as p:  # its own namespaces: the test moves an address
         c = p.charon("left", charon_conn("left", local_addrs="%any"))
-        o = p.ours("right", our_policy_text("right", our_conn("right", remote_addrs=["192.0.2.0/24"]),
+        # mobike = false: with MOBIKE charon would move the SA instead of reauthenticating
+        o = p.ours("right", our_policy_text("right", our_conn("right", remote_addrs=["192.0.2.0/24"], mobike=False),
                                             engine=FAST_OURS), FQDN_SECRETS, "--datapath", "none")
         bring_up("charon_initiates", c, o)
         (_, _, old_spi_i, _), = charon_ike_sas(c.list_sas())

@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 import tomli_w
 
+from tests.interop.lab import lab
 from tests.interop.peers import (
     ADDR,
+    Peers,
     FAST_OURS,
     FQDN_SECRETS,
     INNER,
@@ -241,3 +243,40 @@ def test_charon_eap_tls_client_against_our_gateway(peers):
     assert "authentication of 'gw.example.org' with EAP successful" in log, log[-3000:]
     peers.lab.exec("left", "ping", "-n", "-q", "-c", "3", "-i", "0.2", "-W", "2", "-I", POOL_FIRST,
                    INNER["right"], timeout=30)
+
+
+# ------------------------------------------------------------------ MOBIKE (RFC 4555)
+def test_charon_client_moves_with_mobike_and_the_tunnel_keeps_working(tmp_path):
+    """charon (mobike = yes, vips) against our gateway; it loses its address and gets another one in
+    192.0.2.0/24: it sends UPDATE_SA_ADDRESSES from there, we move the IKE and CHILD SAs without a new
+    IKE SA or rekey, and a ping from its virtual IP keeps going (the ESP counters continue)."""
+    with lab() as L, Peers(L, tmp_path) as peers:  # its own namespaces: the test moves an address
+        c = peers.charon("left", charon_conn("left", local_addrs="%any", vips="0.0.0.0",
+                                            children={"local_ts": "dynamic"}))
+        policy = _gateway_policy("right").replace("mobike = false", "mobike = true")
+        o = peers.ours("right", policy, FQDN_SECRETS)
+        c.swanctl("--initiate", "--child", "t", "--timeout", "10", check=False)
+        sa = wait_or_explain(lambda: with_children(o), "our IKE and CHILD SA", o)[0]
+        assert "N(MOBIKE_SUP)" in c.log() and re.search(r"parsed IKE_AUTH response 1 \[.*N\(MOBIKE_SUP\)", c.log())
+        L.exec("left", "ping", "-n", "-q", "-c", "2", "-i", "0.2", "-W", "2", "-I", POOL_FIRST, INNER["right"], timeout=30)
+        before = wait_or_explain(lambda: (n := with_children(o)[0]["children"][0]["packets_in"]) >= 2 and n,
+                                 "2 ESP packets counted", o, timeout=5)
+        L.exec("left", "sysctl", "-qw", "net.ipv4.conf.veth0.promote_secondaries=1")
+        L.exec("left", "ip", "addr", "add", "192.0.2.3/24", "dev", "veth0")
+        L.exec("left", "ip", "addr", "del", f"{ADDR['left']}/24", "dev", "veth0")
+        moved = wait_or_explain(lambda: (s := with_children(o)) and s[0]["remote_addr"] == "192.0.2.3" and s[0],
+                                "our SA moved to 192.0.2.3", o, timeout=20)
+        assert moved["mobike_moves"] == 1
+        assert (moved["spi_i"], moved["spi_r"]) == (sa["spi_i"], sa["spi_r"])  # the same IKE SA
+        log = c.log()
+        assert re.search(r"generating INFORMATIONAL request \d+ \[ N\(UPD_SA_ADDR\) N\(NATD_S_IP\) N\(NATD_D_IP\) "
+                         r"N\(COOKIE2\)", log), log[-3000:]
+        assert re.search(r"parsed INFORMATIONAL response \d+ \[ N\(NATD_S_IP\) N\(NATD_D_IP\) N\(COOKIE2\) \]", log)
+        # our CHILD SA followed the move with its SPIs (its counters go on in the datapath)...
+        (ev,) = o.events("ChildSaMoved")
+        assert (ev["spi_in"], ev["remote_addr"]) == (sa["children"][0]["spi_in"], "192.0.2.3")
+        # ...and charon, whose kernel-libipsec cannot update an SA in place, then rekeys it (its
+        # CHILD_REKEY task right after IKE_MOBIKE): a CHILD rekey, no new IKE SA.
+        L.exec("left", "ping", "-n", "-q", "-c", "3", "-i", "0.2", "-W", "2", "-I", POOL_FIRST, INNER["right"],
+               timeout=30)
+        assert len(o.sas()) == 1 and before

@@ -11,6 +11,7 @@ is ``engine.ike.exchange``.
 - ``child_rekey``    CREATE_CHILD_SA rekeying a CHILD SA, with its collisions
 - ``ike_rekey``      CREATE_CHILD_SA rekeying the IKE SA, with its collisions
 - ``informational``  INFORMATIONAL: deletes, DPD, error notifies
+- ``mobike``         INFORMATIONAL with UPDATE_SA_ADDRESSES (RFC 4555), as responder
 - ``child_sa``       the CHILD SA payloads the three CHILD-making exchanges share
 
 Each module's docstring lists its rules in words; its ``TABLE`` maps
@@ -63,14 +64,23 @@ from __future__ import annotations
 from engine.events import IkeState
 from engine.ike.child import ChildSa
 from engine.ike.errors import RemoteError
-from engine.ike.exchanges import child_rekey, create_child, eap_auth, ike_auth, ike_rekey, ike_sa_init, informational
+from engine.ike.exchanges import (
+    child_rekey,
+    create_child,
+    eap_auth,
+    ike_auth,
+    ike_rekey,
+    ike_sa_init,
+    informational,
+    mobike,
+)
 from engine.ike.exchange import Initiator, Responder, find, notify
 from engine.ike.sa import IkeSa
 from engine.policy.model import ChildConfig
 from engine.wire.constants import ExchangeType, NotifyType, ProtocolId
 from engine.wire.payloads import AuthPayload, IdPayload, SaPayload
 
-MODULES = (ike_sa_init, ike_auth, eap_auth, create_child, child_rekey, ike_rekey, informational)
+MODULES = (ike_sa_init, ike_auth, eap_auth, create_child, child_rekey, ike_rekey, informational, mobike)
 """Every exchange module (each has a TABLE)."""
 
 
@@ -94,6 +104,8 @@ class Catalog:
                 return child_rekey.ChildRekeyResponder(sa)
             return create_child.CreateChildResponder(sa)
         if exchange == ExchangeType.INFORMATIONAL:
+            if mobike.wants_update(sa, payloads):
+                return mobike.UpdateResponder(sa)
             return informational.InformationalResponder(sa)
         raise RemoteError(NotifyType.INVALID_SYNTAX, f"unexpected exchange type {exchange}")
 

@@ -33,6 +33,7 @@ from engine.crypto.auth import psk_auth_data
 from engine.eap import EapPeer, EapServer, TlsCredentials, methods_for, peer_methods, server_methods
 from engine.ike.auth import octets
 from engine.ike.exchange import Label, Request, Table
+from engine.ike.exchanges import mobike
 from engine.ike.exchanges.ike_auth import IkeAuth, IkeAuthResponder
 from engine.ike.host import Ended
 from engine.ike.identity import identity_from_wire, matches
@@ -402,7 +403,8 @@ class EapAuthResponder(IkeAuthResponder):
         sa.eap_method = self.server.method_name
         sa.cert_subject = getattr(self.server.method, "subject", "")
         signed_r = octets(sa.init_response, sa.nonce_i, sa.chosen.prf, sa.keys.sk_pr.reveal(), self.idr)
-        answer: list = [AuthPayload(AuthMethod.PSK, msk_auth(sa, self.server.msk, False, signed_r))]
+        answer: list = [AuthPayload(AuthMethod.PSK, msk_auth(sa, self.server.msk, False, signed_r)),
+                        *mobike.auth_notifies(sa, sa.conn, self.first)]
         self.answer = answer + self.child_part(now, self.first, sa.eap_identity or str(sa.remote_id))
         self.first = []
         self.after = "_establish"

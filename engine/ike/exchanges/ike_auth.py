@@ -27,7 +27,7 @@ from engine.events import IkeState
 from engine.ike.auth import octets
 from engine.ike.errors import ChildRefused, RemoteError
 from engine.ike import config_payload
-from engine.ike.exchanges import child_sa
+from engine.ike.exchanges import child_sa, mobike
 from engine.ike.exchange import Initiator, Label, Request, Responder, Table, error_notifies
 from engine.ike.exchanges.create_child import CreateChild
 from engine.ike.exchanges.informational import Notify
@@ -299,6 +299,7 @@ class IkeAuthResponder(Responder):
         sa.local_id = identity_from_wire(idr.id_type, idr.data)
         signed_r = octets(sa.init_response, sa.nonce_i, sa.chosen.prf, sa.keys.sk_pr.reveal(), idr)
         answer: list = [idr, *auth.cert_payloads(conn), auth.auth_payload(sa, conn, signed_r)]
+        answer += mobike.auth_notifies(sa, conn, payloads)
         self.answer = answer + self.child_part(now, payloads, str(sa.remote_id))
         self.after = "_establish"
 
