@@ -182,8 +182,13 @@ class EngineRuntime:
                 self.datapath.remove(event)
             elif isinstance(event, VirtualIpsChanged) and hasattr(self.datapath, "virtual_ips"):
                 self.datapath.virtual_ips(event)
-            elif isinstance(event, ChildSaMoved) and hasattr(self.datapath, "move"):
-                self.datapath.move(event)
+            elif isinstance(event, ChildSaMoved):
+                if hasattr(self.datapath, "move"):
+                    self.datapath.move(event)
+                else:
+                    # A datapath that cannot re-point an SA (the kernel one, for now): a rekey puts
+                    # the CHILD SA on the new addresses, as charon does with kernel-libipsec.
+                    self.endpoint.rekey_child_spi(event.spi_in, self.now())
         except Exception as exc:
             log.exception("datapath failed to apply %s", type(event).__name__)
             if isinstance(event, ChildSaInstalled):

@@ -6,8 +6,10 @@ from __future__ import annotations
 import dataclasses
 
 from engine.events import ChildSaInstalled, ChildSaMoved, NegotiationFailed, VirtualIpsChanged
+from engine.datapath.base import NullDatapath
 from engine.ike.exchanges.informational import Notify
 from engine.policy.model import AuthConfig, EapSecret, PoolConfig
+from engine.runtime.engine import EngineRuntime
 from engine.secret import Secret
 from engine.wire.constants import NotifyType
 
@@ -215,3 +217,30 @@ def test_mobike_update_moves_the_ike_and_child_sas_to_the_new_address():
     assert [(m.spi_in, m.remote_addr, m.remote_port) for m in moved] == [(child.spi_in_int, "192.0.2.3", 500)]
     assert gw.remote == ("192.0.2.3", 500) and p.b.status(p.now)[0].mobike_moves == 1
     assert gw.state.value == "ESTABLISHED" and len(gw.children) == 1  # no rekey, no new SA
+
+
+class _NoMove:
+    """A datapath that cannot re-point an SA (as the kernel one, for now)."""
+
+    def __init__(self) -> None:
+        self.installed = {}
+
+    def install(self, ev) -> None:
+        self.installed[ev.spi_in] = ev
+
+    def remove(self, ev) -> None:
+        self.installed.pop(ev.spi_in, None)
+
+
+def test_a_datapath_that_cannot_move_an_sa_gets_it_rekeyed_onto_the_new_address():
+    p = rw_pair()
+    p.a.initiate("tun", p.now)
+    p.advance(1)
+    gw = p.b.sas[0]
+    (child,) = gw.children.values()
+    rt = EngineRuntime(p.b.policy, datapath=_NoMove())
+    rt.endpoint = p.b
+    rt._dispatch(ChildSaMoved(gw.unique_id, gw.name, child.config.name, child.spi_in_int, child.spi_out_int,
+                              RIGHT, "192.0.2.3", 500, 500, False))
+    assert type(gw.active).__name__ == "ChildRekey"  # the rekey is under way
+    NullDatapath().move(ChildSaMoved(1, "x", "y", 1, 2, RIGHT, "192.0.2.3"))  # nothing installed: no error
