@@ -60,6 +60,8 @@ def read_capabilities(sa, payloads) -> None:
             continue
         if p.type == NotifyType.IKEV2_FRAGMENTATION_SUPPORTED:
             sa.peer_fragmentation = True
+        elif p.type == NotifyType.REDIRECT_SUPPORTED:
+            sa.peer_redirect_supported = True
         elif p.type == NotifyType.SIGNATURE_HASH_ALGORITHMS:
             sa.peer_hash_algorithms = set(parse_hash_algorithms(p.data))
 

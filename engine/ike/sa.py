@@ -126,6 +126,8 @@ class IkeSa:
         """IKE moved to the NAT-T port (messages carry the non-ESP marker)."""
         self.peer_fragmentation = False
         self.peer_is_ours = False
+        self.peer_redirect_supported = False
+        """The peer announced REDIRECT_SUPPORTED in IKE_SA_INIT (RFC 5685)."""
         """The peer sent our Vendor ID."""
         self.peer_hash_algorithms: set[int] = set()
         self.local_id: Identity | None = None

@@ -22,6 +22,7 @@ from tests.interop.peers import (
     module_lab,  # noqa: F401  (fixture)
     our_conn,
     peers,  # noqa: F401  (fixture)
+    sent,
     wait_or_explain,
     with_children,
 )
@@ -34,9 +35,9 @@ POOL_FIRST, POOL_LAST = "198.51.100.200", "198.51.100.210"
 DNS = "198.51.100.53"
 
 
-def _gateway_policy(side: str) -> str:
-    conns = our_conn(side, remote_addrs=["%any"], pools=["rw"], mobike=False,
-                     children={"remote_ts": ["dynamic"]})
+def _gateway_policy(side: str, **conn) -> str:
+    conns = our_conn(side, **{"remote_addrs": ["%any"], "pools": ["rw"], "mobike": False,
+                              "children": {"remote_ts": ["dynamic"]}, **conn})
     doc = {"engine": {"datapath": "userspace", "listen": [ADDR[side]], "secrets": "secrets.toml", **FAST_OURS},
            "pools": {"rw": {"addrs": f"{POOL_FIRST}-{POOL_LAST}", "dns": [DNS],
                             "split_include": [f"{INNER[side]}/32"]}},
@@ -253,7 +254,7 @@ def test_charon_client_moves_with_mobike_and_the_tunnel_keeps_working(tmp_path):
     with lab() as L, Peers(L, tmp_path) as peers:  # its own namespaces: the test moves an address
         c = peers.charon("left", charon_conn("left", local_addrs="%any", vips="0.0.0.0",
                                             children={"local_ts": "dynamic"}))
-        policy = _gateway_policy("right").replace("mobike = false", "mobike = true")
+        policy = _gateway_policy("right", mobike=True)
         o = peers.ours("right", policy, FQDN_SECRETS)
         c.swanctl("--initiate", "--child", "t", "--timeout", "10", check=False)
         sa = wait_or_explain(lambda: with_children(o), "our IKE and CHILD SA", o)[0]
@@ -280,3 +281,21 @@ def test_charon_client_moves_with_mobike_and_the_tunnel_keeps_working(tmp_path):
         L.exec("left", "ping", "-n", "-q", "-c", "3", "-i", "0.2", "-W", "2", "-I", POOL_FIRST, INNER["right"],
                timeout=30)
         assert len(o.sas()) == 1 and before
+
+
+# ------------------------------------------------------------------ REDIRECT (RFC 5685)
+def test_gateway_redirects_charon_to_another_gateway(peers):
+    """Our gateway with redirect_to: charon (which announces REDIRECT_SUPPORTED) is authenticated,
+    gets N(REDIRECT) instead of a CHILD SA, deletes the IKE SA and dials the other gateway."""
+    policy = _gateway_policy("right", redirect_to="192.0.2.4")
+    c = peers.charon("left", charon_conn("left", vips="0.0.0.0", children={"local_ts": "dynamic"}))
+    o = peers.ours("right", policy, FQDN_SECRETS)
+    c.swanctl("--initiate", "--child", "t", "--timeout", "5", check=False)
+    log = wait_or_explain(lambda: "redirected" in c.log() and c.log(), "charon redirected", o, timeout=15)
+    assert re.search(r"parsed IKE_SA_INIT request|generating IKE_SA_INIT request 0 \[.*N\(REDIR_SUP\)", log)
+    assert re.search(r"parsed IKE_AUTH response 1 \[ IDr AUTH N\(REDIR\) \]", log), log[-3000:]
+    assert "192.0.2.4" in log.split("parsed IKE_AUTH response 1", 1)[1], log[-3000:]
+    answers = sent(o, "IKE_AUTH", response=True)
+    assert answers and "N(REDIR)" in answers[0]["message"]["payloads"], answers
+    wait_or_explain(lambda: not o.sas() and _pool_used(o) == 0, "the redirected client's SA gone, no lease", o,
+                    timeout=3)

@@ -33,7 +33,7 @@ from engine.crypto.auth import psk_auth_data
 from engine.eap import EapPeer, EapServer, TlsCredentials, methods_for, peer_methods, server_methods
 from engine.ike.auth import octets
 from engine.ike.exchange import Label, Request, Table
-from engine.ike.exchanges import mobike
+from engine.ike.exchanges import mobike, redirect
 from engine.ike.exchanges.ike_auth import IkeAuth, IkeAuthResponder
 from engine.ike.host import Ended
 from engine.ike.identity import identity_from_wire, matches
@@ -118,8 +118,8 @@ TABLE = Table("IKE_AUTH (EAP)", {
     (S.CHECKING_AUTH, I.PEER_OK): (S.ANSWERED, "accept_eap"),
     (S.CHECKING_AUTH, I.PEER_REJECTED): (S.ANSWERED, "authentication_failed"),
 }, remote={I.RESP_REFUSED, I.RESP_PEER_REJECTED, I.RESP_EAP, I.RESP_EAP_SUCCESS, I.RESP_EAP_FAILED, I.RESP_OK,
-           I.REQ_FIRST, I.NO_EAP_CONN, I.EAP_CONN, I.REQ_EAP, I.REQ_AUTH, I.REQ_OTHER, I.REQ_GIVE_UP, I.EAP_MORE, I.EAP_OK,
-           I.EAP_BAD, I.PEER_OK, I.PEER_REJECTED},
+           I.REQ_FIRST, I.NO_EAP_CONN, I.EAP_CONN, I.REQ_EAP, I.REQ_AUTH, I.REQ_OTHER, I.REQ_GIVE_UP,
+           I.EAP_MORE, I.EAP_OK, I.EAP_BAD, I.PEER_OK, I.PEER_REJECTED},
     final={S.DONE, S.ANSWERED})
 
 
@@ -403,10 +403,15 @@ class EapAuthResponder(IkeAuthResponder):
         sa.eap_method = self.server.method_name
         sa.cert_subject = getattr(self.server.method, "subject", "")
         signed_r = octets(sa.init_response, sa.nonce_i, sa.chosen.prf, sa.keys.sk_pr.reveal(), self.idr)
-        answer: list = [AuthPayload(AuthMethod.PSK, msk_auth(sa, self.server.msk, False, signed_r)),
-                        *mobike.auth_notifies(sa, sa.conn, self.first)]
-        self.answer = answer + self.child_part(now, self.first, sa.eap_identity or str(sa.remote_id))
-        self.first = []
+        answer: list = [AuthPayload(AuthMethod.PSK, msk_auth(sa, self.server.msk, False, signed_r))]
+        elsewhere = redirect.auth_redirect(sa, sa.conn)
+        self.first, first = [], self.first
+        if elsewhere is not None:
+            self.answer = answer + elsewhere
+            self.after = "_redirected"
+            return
+        answer += mobike.auth_notifies(sa, sa.conn, first)
+        self.answer = answer + self.child_part(now, first, sa.eap_identity or str(sa.remote_id))
         self.after = "_establish"
 
 

@@ -27,7 +27,7 @@ from engine.events import IkeState
 from engine.ike.auth import octets
 from engine.ike.errors import ChildRefused, RemoteError
 from engine.ike import config_payload
-from engine.ike.exchanges import child_sa, mobike
+from engine.ike.exchanges import child_sa, mobike, redirect
 from engine.ike.exchange import Initiator, Label, Request, Responder, Table, error_notifies
 from engine.ike.exchanges.create_child import CreateChild
 from engine.ike.exchanges.informational import Notify
@@ -178,6 +178,9 @@ class IkeAuth(Initiator):
         sa.established_at = now
         sa.schedule_lifetimes(now)
         sa.host.established(sa, now, initial_contact=False)
+        if redirect.redirected(sa, payloads, now):
+            self.release(now)
+            return
         if not self._virtual_ips(now, payloads):
             return
         if self.offer is not None:
@@ -299,6 +302,11 @@ class IkeAuthResponder(Responder):
         sa.local_id = identity_from_wire(idr.id_type, idr.data)
         signed_r = octets(sa.init_response, sa.nonce_i, sa.chosen.prf, sa.keys.sk_pr.reveal(), idr)
         answer: list = [idr, *auth.cert_payloads(conn), auth.auth_payload(sa, conn, signed_r)]
+        elsewhere = redirect.auth_redirect(sa, conn)
+        if elsewhere is not None:  # RFC 5685 §6: no SA, TS or CP; the client goes elsewhere
+            self.answer = answer + elsewhere
+            self.after = "_redirected"
+            return
         answer += mobike.auth_notifies(sa, conn, payloads)
         self.answer = answer + self.child_part(now, payloads, str(sa.remote_id))
         self.after = "_establish"
@@ -332,6 +340,9 @@ class IkeAuthResponder(Responder):
         sa.host.established(sa, now, initial_contact=self.initial_contact)
         if self.child is not None and sa.alive:
             sa.install_child(self.child, now)
+
+    def _redirected(self, now: float) -> None:
+        redirect.drop(self.sa, now)
 
     def responded(self, now: float) -> None:
         if self.after is not None:
