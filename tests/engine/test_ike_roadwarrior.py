@@ -274,3 +274,13 @@ def test_gateway_serves_a_client_that_cannot_follow_a_redirect():
     p.a.initiate("tun", p.now)
     p.advance(1)
     assert len(p.of("b", ChildSaInstalled)) == 1
+
+
+def test_status_snapshot_carries_pool_usage():
+    p = rw_pair()
+    p.a.initiate("tun", p.now)
+    p.advance(1)
+    rt = EngineRuntime(p.b.policy)
+    rt.endpoint = p.b
+    (pool,) = rt.status().pools
+    assert (pool.name, pool.addrs, pool.size, pool.used) == ("rw", "198.51.100.192/28", 14, 1)

@@ -1,5 +1,5 @@
-"""IKE_AUTH (RFC 7296 §1.2, §2.15, §2.16 not yet): identities, AUTH, the
-first CHILD SA.
+"""IKE_AUTH (RFC 7296 §1.2, §2.15; §2.16 EAP in exchanges.eap_auth): identities,
+AUTH, the first CHILD SA.
 
 Rules (initiator):
 - The answer must carry IDr and AUTH, else it is a refusal (the peer's error
@@ -10,9 +10,13 @@ Rules (initiator):
   other configured children follow with CREATE_CHILD_SA.
 
 Rules (responder):
-- Without IDi: INVALID_SYNTAX. Without AUTH (the peer wants EAP, §2.16):
-  INVALID_SYNTAX for now (see REQ_NO_AUTH; EAP rounds will keep this
-  responder across several requests, ``accepts``).
+- Without IDi: INVALID_SYNTAX. Without AUTH the peer wants EAP (§2.16): the
+  catalog hands such a request to exchanges.eap_auth; REQ_NO_AUTH here answers
+  AUTHENTICATION_FAILED saying so (no connection of ours offers EAP).
+- A CP(CFG_REQUEST) is answered from the connection's pools
+  (engine.ike.config_payload); none to lease from: INTERNAL_ADDRESS_FAILURE
+  and no CHILD SA (§3.15.4). MOBIKE_SUPPORTED is answered (exchanges.mobike);
+  redirect_to sends the client elsewhere instead (exchanges.redirect).
 - The connection is chosen among those IKE_SA_INIT allowed, by the peer's
   identity (and the IDr it asks for); none, or an AUTH that does not verify:
   AUTHENTICATION_FAILED and the half-open SA goes.
