@@ -585,6 +585,10 @@ class IkeSa:
         new.children.update(self.children)
         self.children.clear()
         self.host.vips.move(self, new, now)
+        # What IKE_AUTH established stays with the SA that replaces this one.
+        new.mobike, new.mobike_addrs, new.mobike_moves = self.mobike, self.mobike_addrs, self.mobike_moves
+        new.eap_identity, new.eap_method, new.cert_subject = self.eap_identity, self.eap_method, self.cert_subject
+        new.vip_dns, new.vip_subnets = self.vip_dns, self.vip_subnets
         for ex in self.queue:
             if ex.migrate(new):
                 new.queue.append(ex)

@@ -284,3 +284,25 @@ def test_status_snapshot_carries_pool_usage():
     rt.endpoint = p.b
     (pool,) = rt.status().pools
     assert (pool.name, pool.addrs, pool.size, pool.used) == ("rw", "198.51.100.192/28", 14, 1)
+
+
+def test_eap_identity_and_virtual_ip_stay_with_the_sa_after_an_ike_rekey():
+    p = eap_pair()
+    p.a.initiate("tun", p.now)
+    p.advance(1)
+    old = p.b.sas[0].unique_id
+    p.a.rekey("tun", p.now, ike=True)
+    p.advance(5)
+    (info,) = p.b.status(p.now)
+    assert info.unique_id != old
+    assert (info.eap_identity, info.eap_method, info.virtual_ips) == ("alice", "EAP-MSCHAPv2", ("198.51.100.193",))
+
+
+def test_eap_method_that_cannot_start_fails_with_a_reason():
+    """EAP-TLS on a gateway without a certificate loaded: EAP-Failure at once, said in plain words."""
+    p = eap_pair(gw_auth="eap-tls", eap_id=None)
+    p.a.initiate("tun", p.now)
+    p.advance(5)
+    (gw,) = p.of("b", NegotiationFailed)
+    assert gw.notify == "AUTHENTICATION_FAILED" and "could not start" in gw.reason and "EAP-TLS" in gw.reason
+    assert not p.b.sas and not p.a.sas

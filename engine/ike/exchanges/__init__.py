@@ -91,7 +91,7 @@ class Catalog:
         if exchange == ExchangeType.IKE_AUTH:
             if sa.state != IkeState.CONNECTING or sa.original_initiator:
                 raise RemoteError(NotifyType.INVALID_SYNTAX, "IKE_AUTH request on an established IKE SA")
-            if find(payloads, IdPayload) is not None and find(payloads, AuthPayload) is None:
+            if find(payloads, IdPayload, lambda p: p.initiator) is not None and find(payloads, AuthPayload) is None:
                 return eap_auth.EapAuthResponder(sa)  # no AUTH: the client wants EAP (§2.16)
             return ike_auth.IkeAuthResponder(sa)
         if sa.state in (IkeState.CREATED, IkeState.CONNECTING):

@@ -105,6 +105,7 @@ TABLE = Table("IKE_AUTH (EAP)", {
     (S.IDLE, I.REQ_FIRST): (S.CHOOSING, "choose"),
     (S.CHOOSING, I.NO_EAP_CONN): (S.ANSWERED, "refuse_eap"),
     (S.CHOOSING, I.EAP_CONN): (S.EAP, "begin"),
+    (S.EAP, I.EAP_BAD): (S.ANSWERED, "eap_refused"),
     (S.EAP, I.REQ_EAP): (S.CHECKING, "eap_round"),
     (S.EAP, I.REQ_OTHER): (S.ANSWERED, "out_of_order"),
     (S.CHECKING, I.EAP_MORE): (S.EAP, None),
@@ -328,7 +329,7 @@ class EapAuthResponder(IkeAuthResponder):
             return
         super().refuse_eap(now)
 
-    def begin(self, now: float) -> None:
+    def begin(self, now: float) -> I | None:
         """IDr, CERT and our AUTH (the gateway proves itself first), and the first EAP request."""
         sa, conn, auth = self.sa, self.sa.conn, self.sa.host.auth
         self.idr = auth.id_payload(conn, False, sa.local[0])
@@ -351,6 +352,10 @@ class EapAuthResponder(IkeAuthResponder):
         self.answer = [self.idr, *auth.cert_payloads(conn), auth.auth_payload(sa, conn, signed_r)]
         if step.payload is not None:
             self.answer.append(step.payload)
+        if step.state == "failure":  # e.g. EAP-TLS without a gateway certificate loaded
+            self.reason = f"EAP for '{short(str(self.peer_id))}' could not start: {step.reason}"
+            return I.EAP_BAD
+        return None
 
     def eap_round(self, now: float, eap: EapPayload) -> I:
         step = self.server.receive(eap)
