@@ -299,3 +299,36 @@ def test_gateway_redirects_charon_to_another_gateway(peers):
     assert answers and "N(REDIR)" in answers[0]["message"]["payloads"], answers
     wait_or_explain(lambda: not o.sas() and _pool_used(o) == 0, "the redirected client's SA gone, no lease", o,
                     timeout=3)
+
+
+def test_our_eap_tls_client_against_a_charon_gateway(peers):
+    """Our daemon (local.auth = eap-tls with alice's certificate, vips) against a charon gateway
+    (remote auth = eap-tls, its certificate from the same CA): TLS inside EAP both ways."""
+    ca_dir = peers.workdir / "ca"
+    certs = make_certs(ca_dir, ("alice@example.org", "alice"), ("gw.example.org", "gw"))
+    gw = {"connections": {"t": {
+        "version": 2, "local_addrs": ADDR["right"], "remote_addrs": "%any", "pools": "rw",
+        "proposals": "aes256gcm16-prfsha256-x25519",
+        "local": {"auth": "pubkey", "id": "gw.example.org", "certs": "gw.crt"},
+        "remote": {"auth": "eap-tls", "id": "alice@example.org"},
+        "children": {"t": {"local_ts": f"{INNER['right']}/32", "remote_ts": "dynamic", "esp_proposals": "aes256gcm16"}}}},
+        "pools": {"rw": {"addrs": f"{POOL_FIRST}-{POOL_LAST}"}}}
+    c = peers.charon("right", gw, plugins=("eap-identity", "eap-tls"), certs=certs)
+    doc = {"engine": {"datapath": "userspace", "listen": [ADDR["left"]], "secrets": "secrets.toml", **FAST_OURS},
+           "connections": {"t": {
+               "local_addrs": [ADDR["left"]], "remote_addrs": [ADDR["right"]], "vips": ["0.0.0.0"], "mobike": False,
+               "proposals": ["aes256gcm16-prfsha256-x25519"],
+               "local": {"auth": "eap-tls", "id": "alice@example.org", "certs": ["certs/alice.crt"]},
+               "remote": {"auth": "pubkey", "id": "gw.example.org", "cacerts": ["certs/ca.crt"]},
+               "children": {"net": {"local_ts": ["dynamic"], "remote_ts": [f"{INNER['right']}/32"],
+                                    "esp_proposals": ["aes256gcm16"]}}}}}
+    secrets = tomli_w.dumps({"private": {"me": {"file": "private/alice.key"}}})
+    o = start_ours(peers, "left", doc, secrets, certs_from=ca_dir, key="alice.key")
+    o.cli("initiate", "t", "--no-wait")
+    sa = wait_or_explain(lambda: with_children(o), "our IKE and CHILD SA", o, timeout=15)[0]
+    assert (sa["eap_method"], sa["virtual_ips"]) == ("EAP-TLS", [POOL_FIRST])
+    log = c.log()
+    assert "EAP method EAP_TLS succeeded, MSK established" in log, log[-3000:]
+    wait_or_explain(lambda: POOL_FIRST in peers.lab.exec("left", "ip", "-o", "addr").stdout, "the address on our TUN", o)
+    peers.lab.exec("left", "ping", "-n", "-q", "-c", "3", "-i", "0.2", "-W", "2", "-I", POOL_FIRST,
+                   INNER["right"], timeout=30)
