@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import tomli_w
 
-from tests.interop.lab import lab
+from tests.interop.lab import lab, require_charon_plugins
 from tests.interop.peers import (
     ADDR,
     Peers,
@@ -132,6 +132,7 @@ def _eap_gateway(peers, side: str, *, password: str = EAP_PASSWORD, remote: dict
 
 
 def _eap_client(peers, side: str, certs: dict[str, Path], password: str = EAP_PASSWORD):
+    require_charon_plugins("eap-identity", "eap-mschapv2")
     gw_side = "right" if side == "left" else "left"
     conf = {"connections": {"t": {
         "version": 2, "local_addrs": ADDR[side], "remote_addrs": ADDR[gw_side],
@@ -189,6 +190,7 @@ def test_wrong_eap_password_is_refused_in_plain_words(peers):
 def test_our_eap_mschapv2_client_against_a_charon_gateway(peers):
     """Our daemon (local.auth = eap-mschapv2, vips) dials a charon gateway (certificate, EAP-MSCHAPv2
     users, a pool): we check its certificate, log in, get and install the address, ping through."""
+    require_charon_plugins("eap-identity", "eap-mschapv2")
     ca_dir = peers.workdir / "ca"
     certs = make_certs(ca_dir, ("alice@example.org", "alice"), ("gw.example.org", "gw"))
     gw = {"connections": {"t": {

@@ -31,7 +31,7 @@ import pytest
 import tomli_w
 
 from engine.policy.samples import sample_dir, sample_names
-from tests.interop.lab import ROOT
+from tests.interop.lab import ROOT, require_charon_plugins
 from tests.interop.peers import (
     ADDR,
     FAST_OURS,
@@ -190,6 +190,7 @@ def test_road_warrior_server(peers):
     EAP-MSCHAPv2 users, pool 198.51.100.128/25) and a laptop (charon, 192.0.2.2) logging in as
     alice@example.org with vips = 0.0.0.0: it gets the pool's first address and reaches the office
     network 198.51.100.0/25 from it."""
+    require_charon_plugins("eap-identity", "eap-mschapv2")
     doc = load_sample("road-warrior-server.toml", {})
     ca_dir = peers.workdir / "ca"
     certs = make_certs(ca_dir, ("gw.example.org", "gw"), ("alice@example.org", "alice"))
@@ -226,6 +227,7 @@ def test_road_warrior_client(peers):
     """The laptop (us, 192.0.2.2, start_action start, EAP-MSCHAPv2 as alice@example.org, vips) dials
     the gateway (charon, 192.0.2.1, certificate gw.example.org, office 198.51.100.0/25, a pool):
     we check its certificate, get an address, put it on our TUN device and reach the office from it."""
+    require_charon_plugins("eap-identity", "eap-mschapv2")
     doc = load_sample("road-warrior-client.toml", {})
     ca_dir = peers.workdir / "ca"
     certs = make_certs(ca_dir, ("alice@example.org", "alice"), ("gw.example.org", "gw"))
