@@ -97,7 +97,9 @@ class ChildOffer:
         self.remote_ts = resolve_ts(cfg.remote_ts, sa.remote[0])
         if with_ke and group is None:
             group = props.first_ke_group(cfg.proposals)
-        self.offered = props.to_wire(cfg.proposals, self.spi_in, with_ke=with_ke, first_ke=group)
+        # Additional key exchanges need IKE_FOLLOWUP_KE rounds (RFC 9370 §2.2.4), not run yet.
+        self.offered = props.to_wire(cfg.proposals, self.spi_in, with_ke=with_ke, first_ke=group,
+                                     with_additional=False)
         self.ke = KeyExchange(group) if with_ke and group else None
         self.nonce = sa.host.rng(NONCE_SIZE) if nonce else b""
 
@@ -223,7 +225,7 @@ def choose(sa: IkeSa, children, payloads, *, ignore_ke: bool) -> ChildChoice:
         if not remote or not local:
             continue
         ts_ok.append(cfg)
-        chosen = props.select(sa_p.proposals, cfg.proposals, ignore_ke=ignore_ke)
+        chosen = props.select(sa_p.proposals, cfg.proposals, ignore_ke=ignore_ke, with_additional=False)
         if chosen is None:
             continue
         mode = "transport" if transport and cfg.mode == "transport" else "tunnel"

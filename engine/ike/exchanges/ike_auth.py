@@ -32,6 +32,7 @@ from engine.ike.exchanges.create_child import CreateChild
 from engine.ike.exchanges.informational import Notify
 from engine.ike.host import Ended
 from engine.ike.identity import identity_from_wire, identity_to_wire, matches
+from engine.ike.intermediate import int_auth
 from engine.ike.text import notify_name, short
 from engine.policy.model import ChildConfig
 from engine.wire.constants import ExchangeType, NotifyType
@@ -110,7 +111,8 @@ class IkeAuth(Initiator):
         if conn.remote.id is not None and conn.remote.id.kind not in ("any",) and "*" not in conn.remote.id.value:
             t, d = identity_to_wire(conn.remote.id, sa.remote[0])
             payloads.append(IdPayload(False, t, d))
-        signed = octets(sa.init_request, sa.nonce_r, sa.chosen.prf, sa.keys.sk_pi.reveal(), self.idi)
+        signed = octets(sa.init_request, sa.nonce_r, sa.chosen.prf, sa.keys.sk_pi.reveal(), self.idi) \
+            + int_auth(sa, sa.mid_out)
         payloads.append(auth.auth_payload(sa, conn, signed))
         if self.child_cfg is not None:
             self.offer = child_sa.ChildOffer(sa, self.child_cfg, with_ke=False, nonce=False)
@@ -138,7 +140,8 @@ class IkeAuth(Initiator):
             return
         sa.local_id = identity_from_wire(self.idi.id_type, self.idi.data)
         sa.remote_id = peer
-        signed = octets(sa.init_response, sa.nonce_i, sa.chosen.prf, sa.keys.sk_pr.reveal(), idr)
+        signed = octets(sa.init_response, sa.nonce_i, sa.chosen.prf, sa.keys.sk_pr.reveal(), idr) \
+            + int_auth(sa, sa.mid_out - 1)
         ok, why = sa.host.auth.verify(sa, conn, auth, signed, payloads, peer)
         if not ok:
             self.fire(I.RESP_PEER_REJECTED, now, reason=why)
@@ -247,7 +250,8 @@ class IkeAuthResponder(Responder):
         if conn is None:
             return I.PEER_UNKNOWN
         sa.conn = conn
-        signed = octets(sa.init_request, sa.nonce_r, sa.chosen.prf, sa.keys.sk_pi.reveal(), idi)
+        signed = octets(sa.init_request, sa.nonce_r, sa.chosen.prf, sa.keys.sk_pi.reveal(), idi) \
+            + int_auth(sa, sa.peer_mid)
         ok, why = sa.host.auth.verify(sa, conn, auth, signed, payloads, peer)
         if not ok:
             self.reason = why
@@ -269,7 +273,8 @@ class IkeAuthResponder(Responder):
         sa, conn, auth, payloads = self.sa, self.sa.conn, self.sa.host.auth, self.payloads
         idr = auth.id_payload(conn, False, sa.local[0])
         sa.local_id = identity_from_wire(idr.id_type, idr.data)
-        signed_r = octets(sa.init_response, sa.nonce_i, sa.chosen.prf, sa.keys.sk_pr.reveal(), idr)
+        signed_r = octets(sa.init_response, sa.nonce_i, sa.chosen.prf, sa.keys.sk_pr.reveal(), idr) \
+            + int_auth(sa, sa.peer_mid)
         answer: list = [idr, *auth.cert_payloads(conn), auth.auth_payload(sa, conn, signed_r)]
         self.child = None
         if self.child_wanted:

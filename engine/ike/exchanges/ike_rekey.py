@@ -206,7 +206,8 @@ class IkeRekey(Initiator):
         group = self.group or sa.chosen.ke
         self.ke = KeyExchange(group)
         self.nonce = sa.host.rng(NONCE_SIZE)
-        self.offered = props.to_wire(sa.conn.proposals, self.spi, first_ke=group)
+        # Additional key exchanges need IKE_FOLLOWUP_KE rounds (RFC 9370 §2.2.4), not run yet.
+        self.offered = props.to_wire(sa.conn.proposals, self.spi, first_ke=group, with_additional=False)
         self.to_send = [SaPayload(self.offered), NoncePayload(self.nonce), KePayload(group, self.ke.public_bytes())]
 
     def response(self, exchange: int, payloads: list, now: float) -> None:
@@ -407,7 +408,7 @@ class IkeRekeyResponder(Responder):
         nonce = find(payloads, NoncePayload)
         if sa_p is None or nonce is None or not 16 <= len(nonce.data) <= 256:
             raise RemoteError(NotifyType.INVALID_SYNTAX, "IKE rekey without SA or Nonce")
-        chosen = props.select(sa_p.proposals, sa.conn.proposals)
+        chosen = props.select(sa_p.proposals, sa.conn.proposals, with_additional=False)
         if chosen is None:
             offered = props.describe_offer_short(sa_p.proposals)
             raise RemoteError(NotifyType.NO_PROPOSAL_CHOSEN, "none of the peer's IKE rekey proposals is "

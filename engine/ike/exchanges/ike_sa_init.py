@@ -29,6 +29,7 @@ from typing import Protocol
 from engine.crypto.errors import InvalidKeyExchange
 from engine.crypto.ke import KeyExchange
 from engine.events import IkeState, NegotiationFailed
+from engine.ike import intermediate
 from engine.ike import proposals as props
 from engine.ike.errors import RemoteError
 from engine.ike.exchange import Initiator, Label, Request, Responder, Table, first_of
@@ -136,6 +137,8 @@ class IkeInit(Initiator):
         fake = sa.host.rng(20) if conn.encap else None
         payloads += nat_notifies(sa.spi_i, b"\0" * 8, sa.local, sa.remote, fake)
         payloads += capability_notifies(conn, want_hash_algorithms=uses_certs(conn))
+        if any(p.additional_ke for p in conn.proposals):
+            payloads.append(NotifyPayload(NotifyType.INTERMEDIATE_EXCHANGE_SUPPORTED))
         if sa.state == IkeState.CREATED:
             sa.set_state(IkeState.CONNECTING)
         sa.restart_init()
@@ -182,6 +185,10 @@ class IkeInit(Initiator):
             self.fire(I.RESP_MALFORMED, now, reason=f"peer's KE group {ke.group} does not match the chosen proposal")
         elif not 16 <= len(nonce.data) <= 256:
             self.fire(I.RESP_MALFORMED, now, reason=f"peer nonce of {len(nonce.data)} bytes")
+        elif chosen.additional_rounds and not any(isinstance(p, NotifyPayload) and p.type ==
+                                                  NotifyType.INTERMEDIATE_EXCHANGE_SUPPORTED for p in payloads):
+            self.fire(I.RESP_MALFORMED, now, reason="the peer chose additional key exchanges without "
+                      "INTERMEDIATE_EXCHANGE_SUPPORTED (RFC 9370 §2.2.1)")
         elif sa.spi_r == b"\0" * 8:
             self.fire(I.RESP_MALFORMED, now, reason="the peer answered without a responder SPI")
         else:
@@ -277,12 +284,16 @@ class IkeSaInitResponder(Responder):
         candidates = self.door.candidates(self.local, self.remote)
         chosen = None
         accepted: list[ConnectionConfig] = []
+        # Additional key exchanges run in IKE_INTERMEDIATE: only with a peer that has it (RFC 9370 §2.2.1).
+        self.intermediate = any(isinstance(p, NotifyPayload) and p.type == NotifyType.INTERMEDIATE_EXCHANGE_SUPPORTED
+                                for p in self.message.payloads)
         for conn in candidates:
-            c = props.select(sa_p.proposals, conn.proposals)
+            c = props.select(sa_p.proposals, conn.proposals, with_additional=self.intermediate)
             if c is not None:
                 if chosen is None:
                     chosen = c
-                if c == chosen or (c.encr, c.prf, c.integ, c.ke) == (chosen.encr, chosen.prf, chosen.integ, chosen.ke):
+                if c == chosen or (c.encr, c.prf, c.integ, c.ke, c.additional) == (
+                        chosen.encr, chosen.prf, chosen.integ, chosen.ke, chosen.additional):
                     accepted.append(conn)
         if chosen is None:
             self.fire(I.REQ_NO_PROPOSAL, now, candidates=candidates, offer=sa_p.proposals)
@@ -356,6 +367,7 @@ class IkeSaInitResponder(Responder):
         if nat is not None:
             sa.nat.local_behind, sa.nat.remote_behind = nat
         install_ike_keys(sa, shared)
+        intermediate.begin(sa)
         sa.set_state(IkeState.CONNECTING)
         door.admit(sa, now)
         sa.half_open_deadline = now + HALF_OPEN_TIMEOUT
@@ -365,6 +377,8 @@ class IkeSaInitResponder(Responder):
                     NoncePayload(sa.nonce_r)]
         response += nat_notifies(sa.spi_i, sa.spi_r, self.local, self.remote, fake)
         response += capability_notifies(conn, want_hash_algorithms=any(uses_certs(c) for c in accepted))
+        if self.intermediate:
+            response.append(NotifyPayload(NotifyType.INTERMEDIATE_EXCHANGE_SUPPORTED))
         response += host.auth.certreq_payloads(accepted)
         sa.send_response(IKE_SA_INIT, 0, response, now)
 
