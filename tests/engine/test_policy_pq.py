@@ -15,7 +15,7 @@ from engine.policy.proposals import ProposalError, format_proposal, parse_propos
 from engine.policy.secrets import lookup_ppk, parse_secrets
 from engine.policy.serialize import policy_to_toml
 
-ALL = frozenset({"kem", "additional_ke", "ppk"})
+ALL = frozenset({"kem", "additional_ke", "followup_ke", "ppk"})
 HYBRID = "aes256gcm16-prfsha384-x25519-ke1_mlkem768"
 PPK = "0x" + "5a" * 32
 
@@ -24,6 +24,7 @@ PPK = "0x" + "5a" * 32
 def negotiated(monkeypatch):
     """What engine.ike will negotiate after the issue 11 integration."""
     monkeypatch.setattr(pq, "NEGOTIATED", ALL)
+    monkeypatch.setattr(pq, "ADVISED", ALL)
 
 
 def need_mlkem():
@@ -119,15 +120,18 @@ def test_quantum_safe_classification():
 # ---- what the engine cannot do yet is refused, never weakened
 
 
-def test_hybrid_and_ppk_are_refused_until_the_engine_negotiates_them(tmp_path):
-    assert pq.NEGOTIATED == frozenset()  # the issue 11 integration changes this
+def test_what_the_engine_does_not_negotiate_yet_is_refused(tmp_path):
+    assert pq.NEGOTIATED == frozenset({"additional_ke"})  # IKE_INTERMEDIATE: hybrid IKE SAs
     found = errors(policy(tmp_path, proposals=(HYBRID, "aes256gcm16-prfsha256-mlkem768"),
                           conn_extra='ppk_id = "hq-ppk"\nppk_required = true'))
     text = "\n".join(found)
-    assert "connections.branch.proposals: '" + HYBRID + "': additional key exchanges (ke1_mlkem768)" in text
-    assert "IKE_INTERMEDIATE" in text and "mlkem768 as the primary key exchange" in text
-    assert "connections.branch.children.lan.esp_proposals" in text
+    assert "connections.branch.proposals: '" + HYBRID not in text  # hybrid IKE proposals load
+    assert "mlkem768 as the primary key exchange" in text
+    assert "connections.branch.children.lan.esp_proposals" in text and "IKE_FOLLOWUP_KE" in text
     assert "connections.branch.ppk_id: PPKs (RFC 8784) are not negotiated" in text
+    # before the integration, hybrid IKE proposals were refused too
+    refused = pq.proposal_problems(parse_proposal(HYBRID, "ike"), negotiated=())
+    assert refused and "IKE_INTERMEDIATE" in refused[0]
     # ke1_none alone adds nothing to refuse
     p = parse_proposal("aes256gcm16-prfsha256-x25519-ke1_none", "ike")
     assert pq.proposal_problems(p) == []
