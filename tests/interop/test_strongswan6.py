@@ -4,9 +4,12 @@ a classic proposal. Hybrid proposals need the IKE_INTERMEDIATE exchange (issue 1
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
-from tests.interop.lab import Charon, Ours, lab, our_policy, require_strongswan6, wait_for
+from tests.interop.lab import SIDES, Charon, Ours, lab, our_policy, require_strongswan6, wait_for
 
 pytestmark = pytest.mark.interop
 
@@ -51,3 +54,66 @@ def test_our_key_derivation_matches_a_fresh_charon_6_1_pair(tmp_path):
 
     log, spis = run(tmp_path, root)
     verify(extract(log, spis))
+
+
+# ---------------------------------------------------------------- hybrid IKE SAs (issue 11)
+DIRECTIONS = ["we_initiate", "charon_initiates"]
+HYBRIDS = {
+    "x25519+mlkem768": ("aes256gcm16-prfsha384-x25519-ke1_mlkem768", ["KE1_ML_KEM_768"]),
+    "ecp384+mlkem1024": ("aes256gcm16-prfsha384-ecp384-ke1_mlkem1024", ["KE1_ML_KEM_1024"]),
+    "x25519+mlkem768+mlkem1024": ("aes256gcm16-prfsha256-x25519-ke1_mlkem768-ke2_mlkem1024",
+                                  ["KE1_ML_KEM_768", "KE2_ML_KEM_1024"]),
+}
+
+
+def _our_esp_keys(save_dir: Path) -> dict[str, str]:
+    """SPI (hex) -> encryption key (hex) from our save_keys esp_sa table."""
+    out = {}
+    for line in (save_dir / "esp_sa").read_text().splitlines():
+        fields = [f.strip('"') for f in line.split(",")]
+        out[fields[3][2:].lower().zfill(8)] = fields[5][2:].lower()
+    return out
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+@pytest.mark.parametrize("name", list(HYBRIDS))
+def test_hybrid_ike_sa_with_charon_6_1(tmp_path, direction, name):
+    """IKE_SA_INIT + one IKE_INTERMEDIATE per additional ML-KEM + IKE_AUTH with IntAuth, both
+    ways; pings through the tunnel; the CHILD SA keys (from the updated SK_d) equal charon's."""
+    from tests.interop.test_ike_strongswan import charon_keys
+
+    root = require_strongswan6()
+    proposal, names = HYBRIDS[name]
+    cs, us = ("right", "left") if direction == "we_initiate" else ("left", "right")
+    save = tmp_path / "keys"
+    with lab() as L:
+        c = Charon(L, cs, tmp_path, root=root, proposals=proposal, esp_proposals="aes256gcm16",
+                   debug_keys=True).start()
+        o = Ours(L, us, tmp_path, our_policy(us, proposals=(proposal,), esp=("aes256gcm16",),
+                                             extra_engine=f'save_keys = "{save}"'))
+        try:
+            o.start()
+            if direction == "we_initiate":
+                o.cli("initiate", "psk-tunnel")
+            else:
+                r = c.swanctl("--initiate", "--child", "psk-tunnel", "--timeout", "20", check=False)
+                assert r.returncode == 0, r.stdout + r.stderr
+            sa = wait_for(lambda: [s for s in o.sas() if s["state"] == "ESTABLISHED" and s["children"]],
+                          what="our IKE and CHILD SA")[0]
+            wait_for(lambda: "INSTALLED" in c.list_sas(), what="charon's CHILD SA")
+            log = c.log()
+            assert re.search(r"selected proposal: IKE:\S*/" + "/".join(names) + r"\n", log), log[-3000:]
+            assert len(re.findall(r"(?:parsed|generating) IKE_INTERMEDIATE request \d+ \[ KE \]", log)) == len(names)
+            peer_inner = SIDES[cs]["inner"]
+            L.ping(us, peer_inner, count=3, interval=0.1)
+            L.ping(cs, SIDES[us]["inner"], count=3, interval=0.1)
+            logged = charon_keys(log)
+            child = sa["children"][0]
+            ours = wait_for(lambda: (save / "esp_sa").exists() and _our_esp_keys(save), what="our saved keys")
+            ini, res = ("out", "in") if sa["initiator"] else ("in", "out")
+            assert logged["encryption initiator key"] == ours[f"{child[f'spi_{ini}']:08x}"]
+            assert logged["encryption responder key"] == ours[f"{child[f'spi_{res}']:08x}"]
+        finally:
+            o.stop()
+            c.stop()
+            print(f"===== charon 6.1 log (tail)\n{c.log()[-5000:]}\n===== ours\n{o.log()[-5000:]}")
