@@ -9,6 +9,7 @@ proposals first and takes the first offered proposal that fits.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from engine.policy.model import Proposal as ConfProposal
 from engine.policy.model import Transform as ConfTransform
 from engine.wire.constants import ProtocolId
 from engine.ike.text import OFFERS, capped
-from engine.wire.summary import proposal_text
+from engine.wire.summary import proposal_text, strongswan_transform_name
 from engine.wire.payloads import Proposal as WireProposal
 from engine.wire.payloads import Transform as WireTransform
 
@@ -323,3 +324,29 @@ def first_ke_group(proposals: Sequence[ConfProposal]) -> int | None:
 
 def offers_ke_group(proposals: Sequence[ConfProposal], group: int) -> bool:
     return any(t.id == group for p in proposals for t in p.ke)
+
+
+def additional_ke_mismatch(offered: Sequence[WireProposal], configured: Sequence[ConfProposal]) -> str | None:
+    """When proposals fail only on their RFC 9370 additional key exchanges, which
+    ADDITIONAL_KEY_EXCHANGE_n slots differ, both sides named (None otherwise).
+    Looks at no more than OFFERS offered proposals (the offer is the peer's)."""
+    for conf in configured:
+        bare = dataclasses.replace(conf, additional_ke=())
+        for o in offered[:OFFERS]:
+            if match(WireProposal(o.number, o.protocol, b"", tuple(t for t in o.transforms
+                                                                  if int(t.type) not in _ADDITIONAL)), bare) is None:
+                continue
+            got = _by_type(o)
+            slots = []
+            for ttype in _ADDITIONAL:
+                theirs = sorted({t.id for t in got.get(ttype, [])}) or [KeId.NONE]
+                ours = sorted({t.id for t in conf.additional_ke if int(t.type) == ttype}) or [KeId.NONE]
+                if not set(theirs) & set(ours):
+                    slots.append(f"peer {_names(ttype, theirs)} <> ours {_names(ttype, ours)}")
+            if slots:
+                return "mismatch in the additional key exchanges (RFC 9370): " + "; ".join(slots)
+    return None
+
+
+def _names(ttype: int, ids) -> str:
+    return "|".join(strongswan_transform_name(ttype, i) for i in ids)

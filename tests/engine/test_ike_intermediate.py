@@ -181,3 +181,4 @@ def test_kem_mismatch_is_no_proposal_chosen_naming_both_lists():
     assert fail.notify == "NO_PROPOSAL_CHOSEN"
     assert any("KE1_ML_KEM_768" in x for x in fail.remote_proposals), fail
     assert any("KE1_ML_KEM_1024" in x for x in fail.local_proposals), fail
+    assert "peer KE1_ML_KEM_768 <> ours KE1_ML_KEM_1024" in fail.reason, fail.reason

@@ -342,6 +342,9 @@ class IkeSaInitResponder(Responder):
             ours = tuple(x for c in candidates for x in props.describe_configured(c.proposals))
             reason = (f"none of the IKE proposals from {remote[0]} is acceptable. The peer offered: "
                       f"{'; '.join(offered)}. We accept: {'; '.join(ours)}.")
+            kem = props.additional_ke_mismatch(offer, [p for c in candidates for p in c.proposals])
+            if kem is not None:
+                reason += f" The {kem}."
         uid = door.uid(self.message.header.spi_i, remote)
         door.host.emit(NegotiationFailed(uid, name, "IKE_SA_INIT", "NO_PROPOSAL_CHOSEN", reason, None, False,
                                          ours, offered))
