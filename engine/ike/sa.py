@@ -136,6 +136,10 @@ class IkeSa:
         """The peer sent INTERMEDIATE_EXCHANGE_SUPPORTED (RFC 9242)."""
         self.intermediate = None
         """engine.ike.intermediate.Intermediate: RFC 9370 rounds before IKE_AUTH, or None."""
+        self.use_ppk = False
+        """Both sides sent USE_PPK (RFC 8784)."""
+        self.ppk_used = False
+        """A PPK went into this SA's SK_d, SK_pi, SK_pr (engine.ike.ppk_auth)."""
         self.intermediate_plain: tuple[int, bytes] | None = None
         """(first inner payload type, inner plaintext) of the IKE_INTERMEDIATE message just
         received: its IntAuth covers them (RFC 9242 §3.3.2)."""

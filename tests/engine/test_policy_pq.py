@@ -3,6 +3,7 @@ ppk_id/ppk_required, the refusal of what the engine cannot do yet, lint advice."
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from engine.policy.findings import PolicyError
 from engine.policy.proposals import ProposalError, format_proposal, parse_proposal
 from engine.policy.secrets import lookup_ppk, parse_secrets
 from engine.policy.serialize import policy_to_toml
+from tests.engine.ike_pair import connection
 
 ALL = frozenset({"kem", "additional_ke", "followup_ke", "ppk"})
 HYBRID = "aes256gcm16-prfsha384-x25519-ke1_mlkem768"
@@ -121,14 +123,16 @@ def test_quantum_safe_classification():
 
 
 def test_what_the_engine_does_not_negotiate_yet_is_refused(tmp_path):
-    assert pq.NEGOTIATED == frozenset({"additional_ke"})  # IKE_INTERMEDIATE: hybrid IKE SAs
+    assert pq.NEGOTIATED == frozenset({"additional_ke", "ppk"})  # IKE_INTERMEDIATE and RFC 8784
     found = errors(policy(tmp_path, proposals=(HYBRID, "aes256gcm16-prfsha256-mlkem768"),
                           conn_extra='ppk_id = "hq-ppk"\nppk_required = true'))
     text = "\n".join(found)
     assert "connections.branch.proposals: '" + HYBRID not in text  # hybrid IKE proposals load
     assert "mlkem768 as the primary key exchange" in text
     assert "connections.branch.children.lan.esp_proposals" in text and "IKE_FOLLOWUP_KE" in text
-    assert "connections.branch.ppk_id: PPKs (RFC 8784) are not negotiated" in text
+    assert "PPKs (RFC 8784) are not negotiated" not in text
+    assert "PPKs (RFC 8784) are not negotiated" in pq.ppk_problem(
+        dataclasses.replace(connection(), ppk_id="hq-ppk", ppk_required=True), negotiated=())
     # before the integration, hybrid IKE proposals were refused too
     refused = pq.proposal_problems(parse_proposal(HYBRID, "ike"), negotiated=())
     assert refused and "IKE_INTERMEDIATE" in refused[0]

@@ -30,6 +30,7 @@ from engine.crypto.errors import InvalidKeyExchange
 from engine.crypto.ke import KeyExchange
 from engine.events import IkeState, NegotiationFailed
 from engine.ike import intermediate
+from engine.ike import ppk_auth
 from engine.ike import proposals as props
 from engine.ike.errors import RemoteError
 from engine.ike.exchange import Initiator, Label, Request, Responder, Table, first_of
@@ -139,6 +140,7 @@ class IkeInit(Initiator):
         payloads += capability_notifies(conn, want_hash_algorithms=uses_certs(conn))
         if any(p.additional_ke for p in conn.proposals):
             payloads.append(NotifyPayload(NotifyType.INTERMEDIATE_EXCHANGE_SUPPORTED))
+        payloads += ppk_auth.init_notifies(conn)
         if sa.state == IkeState.CREATED:
             sa.set_state(IkeState.CONNECTING)
         sa.restart_init()
@@ -382,6 +384,9 @@ class IkeSaInitResponder(Responder):
         response += capability_notifies(conn, want_hash_algorithms=any(uses_certs(c) for c in accepted))
         if self.intermediate:
             response.append(NotifyPayload(NotifyType.INTERMEDIATE_EXCHANGE_SUPPORTED))
+        sa.use_ppk = sa.use_ppk and any(ppk_auth.wants_ppk(c) for c in accepted)
+        if sa.use_ppk:
+            response.append(ppk_auth.use_ppk())
         response += host.auth.certreq_payloads(accepted)
         sa.send_response(IKE_SA_INIT, 0, response, now)
 
