@@ -140,6 +140,8 @@ class IkeSa:
         """Both sides sent USE_PPK (RFC 8784)."""
         self.ppk_used = False
         """A PPK went into this SA's SK_d, SK_pi, SK_pr (engine.ike.ppk_auth)."""
+        self.quantum_parent = False
+        """Rekeyed from a quantum-safe IKE SA: its keys derive from that SA's SK_d."""
         self.intermediate_plain: tuple[int, bytes] | None = None
         """(first inner payload type, inner plaintext) of the IKE_INTERMEDIATE message just
         received: its IntAuth covers them (RFC 9242 §3.3.2)."""

@@ -86,6 +86,10 @@ def test_hybrid_handshake_runs_one_intermediate_round_per_additional_ke(ike):
     sa_a, sa_b = p.a.sas[0], p.b.sas[0]
     assert sa_a.state == IkeState.ESTABLISHED and sa_a.intermediate.done == rounds
     assert sa_a.keys.sk_d.reveal() == sa_b.keys.sk_d.reveal()
+    for ep in (p.a, p.b):
+        [info] = ep.status(p.now)
+        assert info.quantum_safe == ("mlkem" in ike) and info.children[0].quantum_safe == info.quantum_safe
+        assert len(info.additional_ke) == rounds and info.additional_ke[0].startswith("KE1_")
 
 
 @needs_mlkem

@@ -50,6 +50,8 @@ def test_required_ppk_goes_into_the_keys():
     p = pair(req, req)
     with_ppk = keys(p)
     assert p.a.sas[0].ppk_used and p.b.sas[0].ppk_used
+    [info] = p.a.status(p.now)
+    assert info.ppk and info.quantum_safe and info.children[0].quantum_safe
     assert "USE_PPK" in sent_notifies(p, "a", "IKE_SA_INIT") and "USE_PPK" in sent_notifies(p, "b", "IKE_SA_INIT")
     assert "PPK_IDENTITY" in sent_notifies(p, "a", "IKE_AUTH") and "NO_PPK_AUTH" not in sent_notifies(p, "a", "IKE_AUTH")
     assert "PPK_IDENTITY" in sent_notifies(p, "b", "IKE_AUTH")
@@ -71,6 +73,7 @@ def test_optional_ppk_responder_without_it_uses_no_ppk_auth():
     keys(p)
     assert "NO_PPK_AUTH" in sent_notifies(p, "a", "IKE_AUTH") and "PPK_IDENTITY" not in sent_notifies(p, "b", "IKE_AUTH")
     assert not p.a.sas[0].ppk_used and not p.b.sas[0].ppk_used
+    assert not p.a.status(p.now)[0].quantum_safe
 
 
 def test_optional_ppk_used_when_both_have_it():

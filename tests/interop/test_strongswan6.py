@@ -117,3 +117,60 @@ def test_hybrid_ike_sa_with_charon_6_1(tmp_path, direction, name):
             o.stop()
             c.stop()
             print(f"===== charon 6.1 log (tail)\n{c.log()[-5000:]}\n===== ours\n{o.log()[-5000:]}")
+
+
+# ---------------------------------------------------------------- PPK (RFC 8784)
+PPK_ID = "pqc-ppk-1"
+PPK_HEX = "5a" * 32
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+@pytest.mark.parametrize("mode", ["required", "optional", "optional_charon_without_ppk"])
+def test_ppk_with_charon_6_1(tmp_path, direction, mode):
+    """USE_PPK, PPK_IDENTITY (+ NO_PPK_AUTH when optional), SK_d/SK_pi/SK_pr with the PPK: CHILD
+    keys equal charon's, pings through; an optional PPK that charon lacks falls back to NO_PPK_AUTH."""
+    from tests.interop.test_ike_strongswan import charon_keys
+
+    root = require_strongswan6()
+    cs, us = ("right", "left") if direction == "we_initiate" else ("left", "right")
+    required = mode == "required"
+    save = tmp_path / "keys"
+    proposal = "aes256gcm16-prfsha384-x25519-ke1_mlkem768"
+    charon_has_ppk = mode != "optional_charon_without_ppk"
+    with lab() as L:
+        c = Charon(L, cs, tmp_path, root=root, proposals=proposal, debug_keys=True,
+                   conn_extra=f"ppk_id = {PPK_ID}\nppk_required = {'yes' if required else 'no'}"
+                   if charon_has_ppk else "",
+                   secrets_extra=f"ppk-1 {{\n  id = {PPK_ID}\n  secret = 0x{PPK_HEX}\n}}" if charon_has_ppk
+                   else "").start()
+        o = Ours(L, us, tmp_path, our_policy(us, proposals=(proposal,), esp=("aes256gcm16",),
+                                             extra_engine=f'save_keys = "{save}"',
+                                             extra_conn=f'ppk_id = "{PPK_ID}"\nppk_required = {str(required).lower()}'))
+        with open(o.dir / "secrets.toml", "a") as f:
+            f.write(f'\n[ppk.one]\nid = "{PPK_ID}"\nsecret = "0x{PPK_HEX}"\n')
+        try:
+            o.start()
+            if direction == "we_initiate":
+                o.cli("initiate", "psk-tunnel")
+            else:
+                r = c.swanctl("--initiate", "--child", "psk-tunnel", "--timeout", "20", check=False)
+                assert r.returncode == 0, r.stdout + r.stderr
+            sa = wait_for(lambda: [s for s in o.sas() if s["state"] == "ESTABLISHED" and s["children"]],
+                          what="our IKE and CHILD SA")[0]
+            wait_for(lambda: "INSTALLED" in c.list_sas(), what="charon's CHILD SA")
+            log = c.log()
+            used = f"using PPK for PPK_ID '{PPK_ID}'" in log
+            assert used == charon_has_ppk, log[-4000:]
+            assert sa["ppk"] == charon_has_ppk and sa["quantum_safe"]
+            L.ping(us, SIDES[cs]["inner"], count=3, interval=0.1)
+            L.ping(cs, SIDES[us]["inner"], count=3, interval=0.1)
+            logged = charon_keys(log)
+            child = sa["children"][0]
+            ours = wait_for(lambda: (save / "esp_sa").exists() and _our_esp_keys(save), what="our saved keys")
+            ini, res = ("out", "in") if sa["initiator"] else ("in", "out")
+            assert logged["encryption initiator key"] == ours[f"{child[f'spi_{ini}']:08x}"]
+            assert logged["encryption responder key"] == ours[f"{child[f'spi_{res}']:08x}"]
+        finally:
+            o.stop()
+            c.stop()
+            print(f"===== charon 6.1 log (tail)\n{c.log()[-5000:]}\n===== ours\n{o.log()[-5000:]}")

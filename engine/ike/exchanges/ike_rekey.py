@@ -50,6 +50,7 @@ from engine.ike.exchanges.create_child import RETRY
 from engine.ike.init import NONCE_SIZE, install_ike_keys
 from engine.ike.proposals import Chosen
 from engine.ike.sa import IkeSa
+from engine.ike.status import ike_quantum_safe
 from engine.ike.text import notify_name
 from engine.wire.constants import ExchangeType, NotifyType
 from engine.wire.payloads import KePayload, NoncePayload, NotifyPayload, SaPayload
@@ -150,6 +151,7 @@ def make_rekeyed_sa(old: IkeSa, *, initiator: bool, spi_i: bytes, spi_r: bytes, 
     new.peer_hash_algorithms = old.peer_hash_algorithms
     new.local_id, new.remote_id = old.local_id, old.remote_id
     new.candidates = old.candidates
+    new.quantum_parent = ike_quantum_safe(old)
     new.last_received = now
     host.adopt(new)
     return new
