@@ -68,12 +68,15 @@ def read_capabilities(sa, payloads) -> None:
             sa.peer_hash_algorithms = set(parse_hash_algorithms(p.data))
 
 
-def install_ike_keys(sa, shared: bytes, *, old_sk_d: bytes | None = None, old_prf: int | None = None) -> None:
-    """Derive SKEYSEED and the seven keys; set up SK protection for our role."""
+def install_ike_keys(sa, shared: bytes, *, old_sk_d: bytes | None = None, old_prf: int | None = None,
+                     additional: bytes = b"") -> None:
+    """Derive SKEYSEED and the seven keys; set up SK protection for our role.
+    ``additional``: SK(1) | ... | SK(n) of a rekey's IKE_FOLLOWUP_KE rounds (RFC 9370 §2.2.4)."""
     c = sa.chosen
     encr_id, key_bits = c.encr
     _, keys = derive_ike_keys(c.prf, encr_id, key_bits, c.integ, sa.nonce_i, sa.nonce_r, shared,
-                              sa.spi_i, sa.spi_r, old_sk_d=old_sk_d, old_prf_id=old_prf)
+                              sa.spi_i, sa.spi_r, old_sk_d=old_sk_d, old_prf_id=old_prf,
+                              additional_secrets=additional)
     set_ike_keys(sa, keys)
 
 

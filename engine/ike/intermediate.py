@@ -102,3 +102,10 @@ def int_auth(sa, mid: int) -> bytes:
     if st.auth_mid is None:
         st.auth_mid = mid
     return st.chain.int_auth(st.auth_mid)
+
+
+def record_followup(sa) -> None:
+    """A rekeyed IKE SA whose keys took RFC 9370 IKE_FOLLOWUP_KE secrets: what its
+    status names as additional key exchanges (no IKE_INTERMEDIATE ran on it)."""
+    rounds = sa.chosen.additional_rounds
+    sa.intermediate = Intermediate(rounds, IntAuthChain(sa.chosen.prf), done=len(rounds))

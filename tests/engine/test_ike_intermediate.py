@@ -186,3 +186,53 @@ def test_kem_mismatch_is_no_proposal_chosen_naming_both_lists():
     assert any("KE1_ML_KEM_768" in x for x in fail.remote_proposals), fail
     assert any("KE1_ML_KEM_1024" in x for x in fail.local_proposals), fail
     assert "peer KE1_ML_KEM_768 <> ours KE1_ML_KEM_1024" in fail.reason, fail.reason
+
+
+# ---------------------------------------------------------------- IKE rekey with IKE_FOLLOWUP_KE
+@needs_mlkem
+@pytest.mark.parametrize("side", ["a", "b"])
+@pytest.mark.parametrize("ike", [HYBRID, "aes256gcm16-prfsha256-x25519-ke1_mlkem768-ke2_mlkem1024"])
+def test_ike_rekey_runs_followup_rounds_by_either_side(side, ike):
+    p = make_pair((ike,))
+    up(p)
+    old_a, old_b = p.a.sas[0].keys.sk_d.reveal(), p.b.sas[0].keys.sk_d.reveal()
+    p.ep(side).rekey("tun", p.now, ike=True)
+    p.advance(5)
+    rounds = ike.count("-ke")
+    sent = [x for x, resp in exchanges(p, side) if not resp]
+    assert sent.count("CREATE_CHILD_SA") == 1 and sent.count("IKE_FOLLOWUP_KE") == rounds
+    [sa_a], [sa_b] = p.a.sas, p.b.sas
+    assert sa_a.state == IkeState.ESTABLISHED and sa_b.state == IkeState.ESTABLISHED
+    assert sa_a.keys.sk_d.reveal() == sa_b.keys.sk_d.reveal() != old_a == old_b
+    for ep in (p.a, p.b):
+        [info] = ep.status(p.now)
+        assert len(info.additional_ke) == rounds and info.quantum_safe and info.children
+    # The new IKE SA works: a CHILD SA comes up on it.
+    p.a.rekey("tun", p.now)
+    p.advance(5)
+    assert len(p.of("a", ChildSaInstalled)) == 2 and len(p.of("b", ChildSaInstalled)) == 2
+
+
+@needs_mlkem
+def test_followup_with_wrong_link_is_state_not_found():
+    from engine.ike.errors import RemoteError
+    from engine.ike.followup import FollowupResponder
+    from engine.wire.payloads import KePayload
+    from engine.wire.ppk import additional_key_exchange
+
+    r = FollowupResponder(((6, KeId.ML_KEM_768),), b"s" * 32, lambda n: b"L" * n)
+    with pytest.raises(RemoteError) as exc:
+        r.answer([additional_key_exchange(b"x" * 8), KePayload(KeId.ML_KEM_768, b"\0" * 1184)])
+    assert exc.value.notify == 47  # STATE_NOT_FOUND
+
+
+@needs_mlkem
+def test_ike_rekey_keeps_an_optional_additional_ke():
+    """ke1_mlkem768-ke1_none on both sides: the rekey chooses ML-KEM again (configured order)."""
+    optional = "aes256gcm16-prfsha384-x25519-ke1_mlkem768-ke1_none"
+    p = make_pair((optional,), (optional,))
+    up(p)
+    assert p.a.sas[0].intermediate.done == 1
+    p.a.rekey("tun", p.now, ike=True)
+    p.advance(5)
+    assert [x for x, r in exchanges(p, "a") if not r].count("IKE_FOLLOWUP_KE") == 1

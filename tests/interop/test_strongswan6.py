@@ -174,3 +174,67 @@ def test_ppk_with_charon_6_1(tmp_path, direction, mode):
             o.stop()
             c.stop()
             print(f"===== charon 6.1 log (tail)\n{c.log()[-5000:]}\n===== ours\n{o.log()[-5000:]}")
+
+
+# ---------------------------------------------------------------- rekeys with IKE_FOLLOWUP_KE
+@pytest.mark.parametrize("who", ["we_rekey", "charon_rekeys"])
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_hybrid_ike_rekey_with_charon_6_1(tmp_path, direction, who):
+    """An IKE rekey with two additional KEs (CREATE_CHILD_SA + 2 IKE_FOLLOWUP_KE) by either side;
+    the new IKE SA carries a CHILD rekey whose keys equal charon's; pings through."""
+    from tests.interop.test_ike_strongswan import charon_keys
+
+    root = require_strongswan6()
+    proposal = HYBRIDS["x25519+mlkem768+mlkem1024"][0]
+    cs, us = ("right", "left") if direction == "we_initiate" else ("left", "right")
+    save = tmp_path / "keys"
+    with lab() as L:
+        c = Charon(L, cs, tmp_path, root=root, proposals=proposal, debug_keys=True).start()
+        o = Ours(L, us, tmp_path, our_policy(us, proposals=(proposal,), esp=("aes256gcm16",),
+                                             extra_engine=f'save_keys = "{save}"'))
+        try:
+            o.start()
+            if direction == "we_initiate":
+                o.cli("initiate", "psk-tunnel")
+            else:
+                r = c.swanctl("--initiate", "--child", "psk-tunnel", "--timeout", "20", check=False)
+                assert r.returncode == 0, r.stdout + r.stderr
+            old = wait_for(lambda: [s for s in o.sas() if s["state"] == "ESTABLISHED" and s["children"]],
+                           what="our IKE and CHILD SA")[0]
+            if who == "we_rekey":
+                o.cli("rekey", "psk-tunnel", "--ike")
+            else:
+                c.swanctl("--rekey", "--ike", "psk-tunnel")
+
+            def rekeyed():
+                sas = o.sas()
+                return len(sas) == 1 and sas[0]["spi_i"] != old["spi_i"] and sas[0]["state"] == "ESTABLISHED" \
+                    and sas[0]
+
+            new = wait_for(rekeyed, what="one new IKE SA")
+            wait_for(lambda: f"{new['spi_i']:016x}" in c.list_sas() and c.list_sas().count("IKEv2") == 1,
+                     what="charon to list the new IKE SA only")
+            log = c.log()
+            followups = r"(?:parsed|generating) IKE_FOLLOWUP_KE request \d+ \[ (?:N\(ADD_KE\) KE|KE N\(ADD_KE\)) \]"
+            assert len(re.findall(followups, log)) == 2, log[-4000:]
+            assert new["additional_ke"] == ["KE1_ML_KEM_768", "KE2_ML_KEM_1024"] and new["quantum_safe"]
+            o.cli("rekey", "psk-tunnel")  # a CHILD rekey on the new IKE SA: keys from its SK_d
+
+            def child_rekeyed():
+                sas = o.sas()
+                kids = sas[0]["children"] if sas else []
+                return len(kids) == 1 and kids[0]["spi_in"] != old["children"][0]["spi_in"] and kids[0]
+
+            child = wait_for(child_rekeyed, what="the CHILD rekey")
+            wait_for(lambda: f"{child['spi_in']:08x}" in c.list_sas(), what="charon's new CHILD SA")
+            L.ping(us, SIDES[cs]["inner"], count=3, interval=0.1)
+            L.ping(cs, SIDES[us]["inner"], count=3, interval=0.1)
+            logged = charon_keys(c.log())
+            ours = wait_for(lambda: (save / "esp_sa").exists() and f"{child['spi_in']:08x}" in _our_esp_keys(save)
+                            and _our_esp_keys(save), what="our saved keys")
+            keys = {ours[f"{child['spi_in']:08x}"], ours[f"{child['spi_out']:08x}"]}
+            assert {logged["encryption initiator key"], logged["encryption responder key"]} == keys
+        finally:
+            o.stop()
+            c.stop()
+            print(f"===== charon 6.1 log (tail)\n{c.log()[-6000:]}\n===== ours\n{o.log()[-5000:]}")

@@ -102,6 +102,9 @@ class Catalog:
             return create_child.CreateChildResponder(sa)
         if exchange == ExchangeType.INFORMATIONAL:
             return informational.InformationalResponder(sa)
+        if exchange == ExchangeType.IKE_FOLLOWUP_KE:
+            # No CREATE_CHILD_SA of the peer waits for this round (RFC 9370 §2.2.4).
+            raise RemoteError(NotifyType.STATE_NOT_FOUND, "IKE_FOLLOWUP_KE without a CREATE_CHILD_SA in progress")
         raise RemoteError(NotifyType.INVALID_SYNTAX, f"unexpected exchange type {exchange}")
 
     def ike_init(self, sa: IkeSa, children: list[ChildConfig]) -> Initiator:
