@@ -236,3 +236,40 @@ def test_ike_rekey_keeps_an_optional_additional_ke():
     p.a.rekey("tun", p.now, ike=True)
     p.advance(5)
     assert [x for x, r in exchanges(p, "a") if not r].count("IKE_FOLLOWUP_KE") == 1
+
+
+# ---------------------------------------------------------------- CHILD rekey with IKE_FOLLOWUP_KE
+@needs_mlkem
+@pytest.mark.parametrize("side", ["a", "b"])
+@pytest.mark.parametrize("esp", ["aes256gcm16-x25519-ke1_mlkem768", "aes256gcm16-ecp384-ke1_mlkem768-ke2_mlkem1024"])
+def test_child_rekey_runs_followup_rounds_by_either_side(side, esp):
+    from tests.engine.ike_pair import child
+
+    p = make_pair((HYBRID,), children=(child(esp=(esp,)),))
+    up(p)
+    first = p.of("a", ChildSaInstalled)[0]
+    p.ep(side).rekey("tun", p.now)
+    p.advance(5)
+    rounds = esp.count("-ke")
+    sent = [x for x, resp in exchanges(p, side) if not resp]
+    assert sent.count("IKE_FOLLOWUP_KE") == rounds and sent.count("CREATE_CHILD_SA") == 1
+    ia, ib = p.of("a", ChildSaInstalled), p.of("b", ChildSaInstalled)
+    assert len(ia) == 2 and len(ib) == 2
+    assert ia[1].keys.encr_out == ib[1].keys.encr_in and ia[1].keys.encr_in == ib[1].keys.encr_out
+    assert ia[1].keys.encr_out != first.keys.encr_out and ia[1].rekeyed_from == first.spi_in
+    for ep in (p.a, p.b):
+        [info] = ep.status(p.now)
+        assert len(info.children) == 1 and info.children[0].quantum_safe
+
+
+@needs_mlkem
+def test_child_followup_keys_use_every_secret():
+    """Two endpoints that agree but drop the last secret would derive other keys: the
+    KEYMAT really takes SK(1)..SK(n) (recomputed here from the CHILD's own derivation)."""
+    from engine.ike.child import derive_child_keys
+    from engine.ike.proposals import Chosen
+
+    chosen = Chosen(3, 1, b"\0" * 4, (20, 256))
+    one = derive_child_keys(5, b"d" * 32, chosen, b"i" * 32, b"r" * 32, True, [b"a" * 32])
+    two = derive_child_keys(5, b"d" * 32, chosen, b"i" * 32, b"r" * 32, True, [b"a" * 32, b"b" * 32])
+    assert one.encr_out.reveal() != two.encr_out.reveal()

@@ -123,13 +123,15 @@ def test_quantum_safe_classification():
 
 
 def test_what_the_engine_does_not_negotiate_yet_is_refused(tmp_path):
-    assert pq.NEGOTIATED == frozenset({"additional_ke", "ppk"})  # IKE_INTERMEDIATE and RFC 8784
+    assert pq.NEGOTIATED == frozenset({"additional_ke", "followup_ke", "ppk"})
     found = errors(policy(tmp_path, proposals=(HYBRID, "aes256gcm16-prfsha256-mlkem768"),
                           conn_extra='ppk_id = "hq-ppk"\nppk_required = true'))
     text = "\n".join(found)
     assert "connections.branch.proposals: '" + HYBRID not in text  # hybrid IKE proposals load
     assert "mlkem768 as the primary key exchange" in text
-    assert "connections.branch.children.lan.esp_proposals" in text and "IKE_FOLLOWUP_KE" in text
+    assert "esp_proposals" not in text  # ESP additional KEs run in IKE_FOLLOWUP_KE
+    assert "IKE_FOLLOWUP_KE" in pq.proposal_problems(parse_proposal("aes256gcm16-x25519-ke1_mlkem768", "esp"),
+                                                     negotiated={"additional_ke"})[0]
     assert "PPKs (RFC 8784) are not negotiated" not in text
     assert "PPKs (RFC 8784) are not negotiated" in pq.ppk_problem(
         dataclasses.replace(connection(), ppk_id="hq-ppk", ppk_required=True), negotiated=())

@@ -238,3 +238,57 @@ def test_hybrid_ike_rekey_with_charon_6_1(tmp_path, direction, who):
             o.stop()
             c.stop()
             print(f"===== charon 6.1 log (tail)\n{c.log()[-6000:]}\n===== ours\n{o.log()[-5000:]}")
+
+
+@pytest.mark.parametrize("who", ["we_rekey", "charon_rekeys"])
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_hybrid_child_rekey_with_charon_6_1(tmp_path, direction, who):
+    """A CHILD rekey with PFS x25519 + ML-KEM-768 (CREATE_CHILD_SA + IKE_FOLLOWUP_KE) by either
+    side: the new CHILD SA's keys equal charon's, pings through it."""
+    from tests.interop.test_ike_strongswan import charon_keys
+
+    root = require_strongswan6()
+    proposal, esp = HYBRIDS["x25519+mlkem768"][0], "aes256gcm16-x25519-ke1_mlkem768"
+    cs, us = ("right", "left") if direction == "we_initiate" else ("left", "right")
+    save = tmp_path / "keys"
+    with lab() as L:
+        c = Charon(L, cs, tmp_path, root=root, proposals=proposal, esp_proposals=esp, debug_keys=True).start()
+        o = Ours(L, us, tmp_path, our_policy(us, proposals=(proposal,), esp=(esp,),
+                                             extra_engine=f'save_keys = "{save}"'))
+        try:
+            o.start()
+            if direction == "we_initiate":
+                o.cli("initiate", "psk-tunnel")
+            else:
+                r = c.swanctl("--initiate", "--child", "psk-tunnel", "--timeout", "20", check=False)
+                assert r.returncode == 0, r.stdout + r.stderr
+            old = wait_for(lambda: [s for s in o.sas() if s["state"] == "ESTABLISHED" and s["children"]],
+                           what="our IKE and CHILD SA")[0]["children"][0]
+            if who == "we_rekey":
+                o.cli("rekey", "psk-tunnel")
+            else:
+                c.swanctl("--rekey", "--child", "psk-tunnel")
+
+            def child_rekeyed():
+                sas = o.sas()
+                kids = sas[0]["children"] if sas else []
+                return len(kids) == 1 and kids[0]["spi_in"] != old["spi_in"] and kids[0]
+
+            child = wait_for(child_rekeyed, what="the CHILD rekey")
+            wait_for(lambda: f"{child['spi_in']:08x}" in c.list_sas() and f"{old['spi_in']:08x}" not in c.list_sas(),
+                     what="charon's new CHILD SA only")
+            log = c.log()
+            assert len(re.findall(r"(?:parsed|generating) IKE_FOLLOWUP_KE request", log)) >= 1, log[-4000:]
+            assert re.search(r"selected proposal: ESP:\S*/CURVE_25519/\S*KE1_ML_KEM_768", log), log[-4000:]
+            assert child["quantum_safe"]
+            L.ping(us, SIDES[cs]["inner"], count=3, interval=0.1)
+            L.ping(cs, SIDES[us]["inner"], count=3, interval=0.1)
+            logged = charon_keys(c.log())
+            ours = wait_for(lambda: (save / "esp_sa").exists() and f"{child['spi_in']:08x}" in _our_esp_keys(save)
+                            and _our_esp_keys(save), what="our saved keys")
+            keys = {ours[f"{child['spi_in']:08x}"], ours[f"{child['spi_out']:08x}"]}
+            assert {logged["encryption initiator key"], logged["encryption responder key"]} == keys
+        finally:
+            o.stop()
+            c.stop()
+            print(f"===== charon 6.1 log (tail)\n{c.log()[-6000:]}\n===== ours\n{o.log()[-5000:]}")

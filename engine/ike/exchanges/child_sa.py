@@ -87,8 +87,10 @@ class ChildOffer:
     """The CHILD SA we ask for: SPI, proposals, selectors, PFS KE, nonce."""
 
     def __init__(self, sa: IkeSa, cfg: ChildConfig, *, with_ke: bool, rekey: ChildSa | None = None,
-                 nonce: bool = True, group: int | None = None) -> None:
-        """``group``: the PFS group to send first (the peer asked for it with INVALID_KE_PAYLOAD)."""
+                 nonce: bool = True, group: int | None = None, with_additional: bool = False) -> None:
+        """``group``: the PFS group to send first (the peer asked for it with INVALID_KE_PAYLOAD).
+        ``with_additional``: offer the RFC 9370 additional key exchanges (the exchange runs
+        IKE_FOLLOWUP_KE rounds)."""
         ids = sa.host.ids
         self.cfg = cfg
         self.rekey = rekey
@@ -97,9 +99,8 @@ class ChildOffer:
         self.remote_ts = resolve_ts(cfg.remote_ts, sa.remote[0])
         if with_ke and group is None:
             group = props.first_ke_group(cfg.proposals)
-        # Additional key exchanges need IKE_FOLLOWUP_KE rounds (RFC 9370 §2.2.4), not run yet.
         self.offered = props.to_wire(cfg.proposals, self.spi_in, with_ke=with_ke, first_ke=group,
-                                     with_additional=False)
+                                     with_additional=with_additional)
         self.ke = KeyExchange(group) if with_ke and group else None
         self.nonce = sa.host.rng(NONCE_SIZE) if nonce else b""
 
@@ -170,7 +171,14 @@ class ChildOffer:
             raise ChildRefused("INVALID_KE_PAYLOAD", f"invalid PFS key exchange data: {exc}",
                                self._details()) from None
 
-    def accept(self, sa: IkeSa, payloads, nonce_i: bytes, nonce_r: bytes, shared: bytes | None,
+    def chosen(self, payloads) -> props.Chosen | None:
+        """The proposal the peer's answer chose, if it is one we offered."""
+        sa_p = find(payloads, SaPayload)
+        if sa_p is None or len(sa_p.proposals) != 1:
+            return None
+        return props.accept_response(sa_p.proposals[0], self.offered, ignore_ke=self.ke is None)
+
+    def accept(self, sa: IkeSa, payloads, nonce_i: bytes, nonce_r: bytes, shared: bytes | list[bytes] | None,
                now: float) -> ChildSa:
         """The CHILD SA the peer's answer gives us (not installed yet); raises ChildRefused."""
         sa_p, tsi, tsr, transport = child_parts(payloads)
@@ -210,7 +218,7 @@ class ChildChoice:
         self.mode = mode
 
 
-def choose(sa: IkeSa, children, payloads, *, ignore_ke: bool) -> ChildChoice:
+def choose(sa: IkeSa, children, payloads, *, ignore_ke: bool, with_additional: bool = False) -> ChildChoice:
     """The first child config whose selectors overlap the peer's and whose
     proposals match. Raises RemoteError(NO_PROPOSAL_CHOSEN | TS_UNACCEPTABLE)."""
     sa_p, tsi, tsr, transport = child_parts(payloads)
@@ -225,7 +233,7 @@ def choose(sa: IkeSa, children, payloads, *, ignore_ke: bool) -> ChildChoice:
         if not remote or not local:
             continue
         ts_ok.append(cfg)
-        chosen = props.select(sa_p.proposals, cfg.proposals, ignore_ke=ignore_ke, with_additional=False)
+        chosen = props.select(sa_p.proposals, cfg.proposals, ignore_ke=ignore_ke, with_additional=with_additional)
         if chosen is None:
             continue
         mode = "transport" if transport and cfg.mode == "transport" else "tunnel"
@@ -265,10 +273,11 @@ def responder_ke(choice: ChildChoice, payloads) -> tuple[bytes | None, list]:
 
 
 def build(sa: IkeSa, choice: ChildChoice, nonce_i: bytes, nonce_r: bytes, shared, now: float,
-          rekey: ChildSa | None) -> tuple[ChildSa, list]:
-    """Our CHILD SA for the peer's request, and the SA/TS payloads of our answer."""
+          rekey: ChildSa | None, spi_in: bytes | None = None) -> tuple[ChildSa, list]:
+    """Our CHILD SA for the peer's request, and the SA/TS payloads of our answer. ``spi_in``:
+    allocated already (an answer sent before IKE_FOLLOWUP_KE rounds named it)."""
     ids = sa.host.ids
-    spi_in = ids.allocate_spi()
+    spi_in = spi_in or ids.allocate_spi()
     keys = derive_child_keys(sa.chosen.prf, sa.keys.sk_d.reveal(), choice.chosen, nonce_i, nonce_r,
                              initiator=False, shared=shared)
     reqid = rekey.reqid if rekey is not None else ids.reqid(sa.name, choice.cfg.name)
