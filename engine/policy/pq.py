@@ -94,3 +94,11 @@ def ppk_problem(c: ConnectionConfig, negotiated: Iterable[str] | None = None) ->
         return ("PPKs (RFC 8784) are not negotiated by this engine yet: a tunnel would come up without one; "
                 "remove ppk_id and ppk_required for now")
     return None
+
+
+def default_ike_proposals() -> list[str]:
+    """The IKE proposals a new connection starts with: the hybrid one once this engine
+    negotiates additional key exchanges and the installed cryptography has ML-KEM-768."""
+    if "additional_ke" in NEGOTIATED and mlkem_unavailable_reason(KeId.ML_KEM_768) is None:
+        return [HYBRID_EXAMPLE]
+    return ["aes256gcm16-prfsha384-x25519"]
