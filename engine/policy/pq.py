@@ -24,7 +24,7 @@ from engine.crypto.transforms import QUANTUM_SAFE_KE, KeId
 from engine.policy.model import ConnectionConfig, Proposal
 from engine.policy.proposals import keyword_for
 
-NEGOTIATED: frozenset[str] = frozenset({"additional_ke", "followup_ke", "ppk"})
+NEGOTIATED: frozenset[str] = frozenset({"kem", "additional_ke", "followup_ke", "ppk"})
 """Post-quantum features engine.ike negotiates: "kem" (ML-KEM as the primary key exchange of
 IKE_SA_INIT or CREATE_CHILD_SA), "additional_ke" (RFC 9370 in IKE_INTERMEDIATE, IKE SA setup),
 "followup_ke" (RFC 9370 IKE_FOLLOWUP_KE: additional key exchanges in CREATE_CHILD_SA, so in

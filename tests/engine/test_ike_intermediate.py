@@ -273,3 +273,26 @@ def test_child_followup_keys_use_every_secret():
     one = derive_child_keys(5, b"d" * 32, chosen, b"i" * 32, b"r" * 32, True, [b"a" * 32])
     two = derive_child_keys(5, b"d" * 32, chosen, b"i" * 32, b"r" * 32, True, [b"a" * 32, b"b" * 32])
     assert one.encr_out.reveal() != two.encr_out.reveal()
+
+
+# ---------------------------------------------------------------- ML-KEM as the only key exchange
+@needs_mlkem
+@pytest.mark.parametrize("ike", ["aes256gcm16-prfsha256-mlkem768", "aes256gcm16-prfsha384-mlkem1024"])
+def test_ml_kem_as_the_primary_key_exchange(ike):
+    """IKE_SA_INIT carries the encapsulation key and the ciphertext; rekeys and PFS too."""
+    from tests.engine.ike_pair import child
+
+    p = make_pair((ike,), children=(child(esp=("aes256gcm16-mlkem768",)),))
+    up(p)
+    assert "IKE_INTERMEDIATE" not in [x for x, _ in exchanges(p, "a")]
+    [info] = p.a.status(p.now)
+    assert info.ke.startswith("ML_KEM") and info.quantum_safe
+    p.b.rekey("tun", p.now, ike=True)
+    p.advance(5)
+    p.a.rekey("tun", p.now)
+    p.advance(5)
+    ia, ib = p.of("a", ChildSaInstalled), p.of("b", ChildSaInstalled)
+    assert len(ia) == 2 and ia[1].keys.encr_out == ib[1].keys.encr_in
+    assert p.a.sas[0].keys.sk_d.reveal() == p.b.sas[0].keys.sk_d.reveal()
+    assert p.a.status(p.now)[0].children[0].quantum_safe
+

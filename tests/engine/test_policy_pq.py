@@ -122,22 +122,23 @@ def test_quantum_safe_classification():
 # ---- what the engine cannot do yet is refused, never weakened
 
 
-def test_what_the_engine_does_not_negotiate_yet_is_refused(tmp_path):
-    assert pq.NEGOTIATED == frozenset({"additional_ke", "followup_ke", "ppk"})
-    found = errors(policy(tmp_path, proposals=(HYBRID, "aes256gcm16-prfsha256-mlkem768"),
-                          conn_extra='ppk_id = "hq-ppk"\nppk_required = true'))
-    text = "\n".join(found)
-    assert "connections.branch.proposals: '" + HYBRID not in text  # hybrid IKE proposals load
-    assert "mlkem768 as the primary key exchange" in text
-    assert "esp_proposals" not in text  # ESP additional KEs run in IKE_FOLLOWUP_KE
+def test_every_post_quantum_feature_is_negotiated_now(tmp_path):
+    need_mlkem()
+    assert pq.NEGOTIATED == frozenset({"kem", "additional_ke", "followup_ke", "ppk"})
+    path = policy(tmp_path, proposals=(HYBRID, "aes256gcm16-prfsha256-mlkem768"),
+                  conn_extra='ppk_id = "hq-ppk"\nppk_required = true',
+                  secrets=f'[ppk.hq]\nid = "hq-ppk"\nsecret = "{PPK}"\n')
+    c = parse_policy(path.read_text(), path).connections[0]
+    assert c.ppk_required and c.children[0].proposals[0].additional_ke
+    # Before the integration each one was refused, never weakened in silence:
+    nothing = ()
+    assert "IKE_INTERMEDIATE" in pq.proposal_problems(parse_proposal(HYBRID, "ike"), negotiated=nothing)[0]
+    assert "primary key exchange" in pq.proposal_problems(
+        parse_proposal("aes256gcm16-prfsha256-mlkem768", "ike"), negotiated=nothing)[0]
     assert "IKE_FOLLOWUP_KE" in pq.proposal_problems(parse_proposal("aes256gcm16-x25519-ke1_mlkem768", "esp"),
                                                      negotiated={"additional_ke"})[0]
-    assert "PPKs (RFC 8784) are not negotiated" not in text
     assert "PPKs (RFC 8784) are not negotiated" in pq.ppk_problem(
-        dataclasses.replace(connection(), ppk_id="hq-ppk", ppk_required=True), negotiated=())
-    # before the integration, hybrid IKE proposals were refused too
-    refused = pq.proposal_problems(parse_proposal(HYBRID, "ike"), negotiated=())
-    assert refused and "IKE_INTERMEDIATE" in refused[0]
+        dataclasses.replace(connection(), ppk_id="hq-ppk", ppk_required=True), negotiated=nothing)
     # ke1_none alone adds nothing to refuse
     p = parse_proposal("aes256gcm16-prfsha256-x25519-ke1_none", "ike")
     assert pq.proposal_problems(p) == []

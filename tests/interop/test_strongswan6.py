@@ -63,6 +63,7 @@ HYBRIDS = {
     "ecp384+mlkem1024": ("aes256gcm16-prfsha384-ecp384-ke1_mlkem1024", ["KE1_ML_KEM_1024"]),
     "x25519+mlkem768+mlkem1024": ("aes256gcm16-prfsha256-x25519-ke1_mlkem768-ke2_mlkem1024",
                                   ["KE1_ML_KEM_768", "KE2_ML_KEM_1024"]),
+    "mlkem768-alone": ("aes256gcm16-prfsha256-mlkem768", ["ML_KEM_768"]),
 }
 
 
@@ -103,7 +104,8 @@ def test_hybrid_ike_sa_with_charon_6_1(tmp_path, direction, name):
             wait_for(lambda: "INSTALLED" in c.list_sas(), what="charon's CHILD SA")
             log = c.log()
             assert re.search(r"selected proposal: IKE:\S*/" + "/".join(names) + r"\n", log), log[-3000:]
-            assert len(re.findall(r"(?:parsed|generating) IKE_INTERMEDIATE request \d+ \[ KE \]", log)) == len(names)
+            rounds = sum(n.startswith("KE") for n in names)
+            assert len(re.findall(r"(?:parsed|generating) IKE_INTERMEDIATE request \d+ \[ KE \]", log)) == rounds
             peer_inner = SIDES[cs]["inner"]
             L.ping(us, peer_inner, count=3, interval=0.1)
             L.ping(cs, SIDES[us]["inner"], count=3, interval=0.1)
@@ -292,3 +294,27 @@ def test_hybrid_child_rekey_with_charon_6_1(tmp_path, direction, who):
             o.stop()
             c.stop()
             print(f"===== charon 6.1 log (tail)\n{c.log()[-6000:]}\n===== ours\n{o.log()[-5000:]}")
+
+
+def test_kem_mismatch_names_both_lists_with_the_mismatch_marked(tmp_path):
+    """charon 6.1 offers x25519 + ML-KEM-1024, we accept x25519 + ML-KEM-768: our NO_PROPOSAL_CHOSEN
+    names both lists and the differing KE1 slot; charon's log has our refusal."""
+    root = require_strongswan6()
+    with lab() as L:
+        c = Charon(L, "left", tmp_path, root=root, proposals=HYBRIDS["ecp384+mlkem1024"][0].replace("ecp384", "x25519"))
+        c.start()
+        o = Ours(L, "right", tmp_path, our_policy("right", proposals=(HYBRIDS["x25519+mlkem768"][0],)))
+        try:
+            o.start("--datapath", "none")
+            o.watch_events()
+            c.swanctl("--initiate", "--child", "psk-tunnel", "--timeout", "5", check=False)
+            failed = wait_for(lambda: o.events("NegotiationFailed"), what="our NegotiationFailed")[0]
+            assert failed["notify"] == "NO_PROPOSAL_CHOSEN"
+            assert any("KE1_ML_KEM_1024" in p for p in failed["remote_proposals"]), failed
+            assert any("KE1_ML_KEM_768" in p for p in failed["local_proposals"]), failed
+            assert "peer KE1_ML_KEM_1024 <> ours KE1_ML_KEM_768" in failed["reason"], failed["reason"]
+            assert "NO_PROPOSAL_CHOSEN" in c.log()
+        finally:
+            o.stop()
+            c.stop()
+            print(f"===== charon 6.1 log (tail)\n{c.log()[-3000:]}\n===== ours\n{o.log()[-3000:]}")

@@ -9,7 +9,7 @@ import ipaddress
 from typing import TYPE_CHECKING
 
 from engine.crypto.errors import InvalidKeyExchange
-from engine.crypto.ke import KeyExchange
+from engine.crypto.ke import new_key_exchange, respond
 from engine.ike import proposals as props
 from engine.ike.child import ChildSa, derive_child_keys
 from engine.ike.errors import ChildRefused, RemoteError
@@ -101,7 +101,7 @@ class ChildOffer:
             group = props.first_ke_group(cfg.proposals)
         self.offered = props.to_wire(cfg.proposals, self.spi_in, with_ke=with_ke, first_ke=group,
                                      with_additional=with_additional)
-        self.ke = KeyExchange(group) if with_ke and group else None
+        self.ke = new_key_exchange(group) if with_ke and group else None
         self.nonce = sa.host.rng(NONCE_SIZE) if nonce else b""
 
     def payloads(self, *, nonce: bool) -> list:
@@ -264,12 +264,11 @@ def responder_ke(choice: ChildChoice, payloads) -> tuple[bytes | None, list]:
     if ke is None or ke.group != choice.chosen.ke:
         raise RemoteError(NotifyType.INVALID_KE_PAYLOAD, "the peer's KE is not for the chosen group",
                           data=choice.chosen.ke.to_bytes(2, "big"))
-    mine = KeyExchange(choice.chosen.ke)
     try:
-        shared = mine.compute_shared(ke.data)
+        reply, shared = respond(choice.chosen.ke, ke.data)
     except InvalidKeyExchange as exc:
         raise RemoteError(NotifyType.INVALID_SYNTAX, f"invalid PFS KE: {exc}") from None
-    return shared, [KePayload(mine.group, mine.public_bytes())]
+    return shared, [KePayload(choice.chosen.ke, reply)]
 
 
 def build(sa: IkeSa, choice: ChildChoice, nonce_i: bytes, nonce_r: bytes, shared, now: float,

@@ -47,7 +47,7 @@ from __future__ import annotations
 import logging
 
 from engine.crypto.errors import InvalidKeyExchange
-from engine.crypto.ke import KeyExchange
+from engine.crypto.ke import new_key_exchange, respond
 from engine.events import ChildState, IkeState
 from engine.ike import proposals as props
 from engine.ike.errors import RemoteError
@@ -247,7 +247,7 @@ class IkeRekey(Initiator):
         if self.spi is None:
             self.spi = sa.host.ids.new_ike_spi()
         group = self.group or sa.chosen.ke
-        self.ke = KeyExchange(group)
+        self.ke = new_key_exchange(group)
         self.nonce = sa.host.rng(NONCE_SIZE)
         self.offered = props.to_wire(sa.conn.proposals, self.spi, first_ke=group)
         self.to_send = [SaPayload(self.offered), NoncePayload(self.nonce), KePayload(group, self.ke.public_bytes())]
@@ -523,9 +523,8 @@ class IkeRekeyResponder(Responder):
                               data=(chosen.ke or 0).to_bytes(2, "big"))
         if len(chosen.spi) != 8 or chosen.spi == b"\0" * 8:
             raise RemoteError(NotifyType.INVALID_SYNTAX, "IKE rekey proposal without a valid 8-byte SPI")
-        mine = KeyExchange(chosen.ke)
         try:
-            shared = mine.compute_shared(ke.data)
+            reply, shared = respond(chosen.ke, ke.data)
         except InvalidKeyExchange as exc:
             raise RemoteError(NotifyType.INVALID_SYNTAX, f"invalid KE in IKE rekey: {exc}") from None
         if chosen.additional_rounds and self.collision:
@@ -538,13 +537,13 @@ class IkeRekeyResponder(Responder):
             self.followup = FollowupResponder(chosen.additional_rounds, shared, sa.host.rng)
             self.pending_new = dict(chosen=chosen, spi_r=spi_r, nonce_i=nonce.data, nonce_r=nonce_r)
             self.answer = [SaPayload((chosen.with_spi(spi_r).to_wire(),)), NoncePayload(nonce_r),
-                           KePayload(mine.group, mine.public_bytes()), self.followup.link_notify()]
+                           KePayload(chosen.ke, reply), self.followup.link_notify()]
             return I.ROUNDS_FOLLOW
         self.new = make_rekeyed_sa(sa, initiator=False, spi_i=chosen.spi, spi_r=spi_r, chosen=chosen,
                                    nonce_i=nonce.data, nonce_r=nonce_r, shared=shared, now=now)
         self.new.pending = True  # until responded: a collision keeps it so
         self.answer = [SaPayload((chosen.with_spi(spi_r).to_wire(),)), NoncePayload(nonce_r),
-                       KePayload(mine.group, mine.public_bytes())]
+                       KePayload(chosen.ke, reply)]
         return I.ANSWER_ONLY
 
     def responded(self, now: float) -> None:

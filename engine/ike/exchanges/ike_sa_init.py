@@ -27,7 +27,8 @@ import logging
 from typing import Protocol
 
 from engine.crypto.errors import InvalidKeyExchange
-from engine.crypto.ke import KeyExchange
+from engine.crypto.kem import MlKemExchange
+from engine.crypto.ke import KeyExchange, new_key_exchange, respond
 from engine.events import IkeState, NegotiationFailed
 from engine.ike import intermediate
 from engine.ike import ppk_auth
@@ -111,7 +112,7 @@ class IkeInit(Initiator):
         self.next_exchange = next_exchange
         self.cookie: bytes | None = None
         self.group: int | None = None
-        self.ke: KeyExchange | None = None
+        self.ke: KeyExchange | MlKemExchange | None = None
         self.retries = 0
         self.to_send: list | None = None
 
@@ -126,7 +127,7 @@ class IkeInit(Initiator):
         if self.group is None:
             self.group = props.first_ke_group(conn.proposals)
         if self.ke is None or self.ke.group != self.group:
-            self.ke = KeyExchange(self.group)
+            self.ke = new_key_exchange(self.group)  # DH, or ML-KEM as the only key exchange
         if not sa.nonce_i:
             sa.nonce_i = sa.host.rng(NONCE_SIZE)
         self.offered = props.to_wire(conn.proposals, b"", first_ke=self.group)
@@ -303,14 +304,13 @@ class IkeSaInitResponder(Responder):
         if ke.group != chosen.ke:
             self.fire(I.REQ_WRONG_GROUP, now, chosen=chosen, name=accepted[0].name)
             return None
-        mine = KeyExchange(chosen.ke)
         try:
-            shared = mine.compute_shared(ke.data)
+            reply, shared = respond(chosen.ke, ke.data)
         except InvalidKeyExchange as exc:
             log.info("invalid KE from %s: %s", self.remote[0], exc)
             self.fire(I.REQ_BAD_KE, now, name=accepted[0].name)
             return None
-        self.fire(I.REQ_OK, now, chosen=chosen, accepted=accepted, mine=mine, shared=shared, nonce_i=nonce.data)
+        self.fire(I.REQ_OK, now, chosen=chosen, accepted=accepted, reply=reply, shared=shared, nonce_i=nonce.data)
         return self.sa
 
     def _stateless(self, now: float, notify_payload: NotifyPayload, name: str = "") -> bool:
@@ -352,7 +352,7 @@ class IkeSaInitResponder(Responder):
                                          ours, offered))
         door.warn(now, f"{name or remote[0]}: {reason}", name)
 
-    def create_sa(self, now: float, chosen, accepted: list[ConnectionConfig], mine: KeyExchange, shared: bytes,
+    def create_sa(self, now: float, chosen, accepted: list[ConnectionConfig], reply: bytes, shared: bytes,
                   nonce_i: bytes) -> None:
         door, host = self.door, self.door.host
         header = self.message.header
@@ -378,7 +378,7 @@ class IkeSaInitResponder(Responder):
         sa.half_open_deadline = now + HALF_OPEN_TIMEOUT
         sa.summary_event(False, IKE_SA_INIT, 0, False, payloads, len(self.message.raw), now)
         fake = host.rng(20) if conn.encap else None
-        response = [SaPayload((chosen.to_wire(),)), KePayload(mine.group, mine.public_bytes()),
+        response = [SaPayload((chosen.to_wire(),)), KePayload(chosen.ke, reply),
                     NoncePayload(sa.nonce_r)]
         response += nat_notifies(sa.spi_i, sa.spi_r, self.local, self.remote, fake)
         response += capability_notifies(conn, want_hash_algorithms=any(uses_certs(c) for c in accepted))
