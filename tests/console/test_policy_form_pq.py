@@ -41,3 +41,17 @@ def test_the_ladder_draws_intermediate_and_followup_rounds_whole():
     got = ladder_label(ExchangeReceived(1, "c", msg("IKE_FOLLOWUP_KE", 12, True), 10.5), 10.0, {}).plain
     assert "INTERMEDIATE req 1 " in sent and "⧉2" in sent and sent.split()[1].startswith("●")
     assert "FOLLOWUP_KE resp 12 " in got and "…" not in got
+
+
+def test_sa_detail_names_what_makes_an_sa_quantum_safe():
+    import dataclasses
+
+    from console.screens.sa_detail import child_facts, ike_facts
+    from engine.status import ChildSaInfo, IkeSaInfo
+
+    ike = IkeSaInfo("c", 1, "ESTABLISHED", True, 1, 2, "192.0.2.1", 500, "192.0.2.2", 500)
+    assert "quantum-safe" not in dict(ike_facts(ike))
+    hybrid = dataclasses.replace(ike, additional_ke=("KE1_ML_KEM_768",), ppk=True, quantum_safe=True)
+    assert dict(ike_facts(hybrid))["quantum-safe"] == "yes (KE1_ML_KEM_768, PPK)"
+    child = ChildSaInfo("lan", 1, 1, "INSTALLED", "esp", "tunnel", False, 1, 2, quantum_safe=True)
+    assert dict(child_facts(child, None))["quantum-safe"].startswith("yes")
