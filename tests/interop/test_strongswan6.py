@@ -1,9 +1,12 @@
 """strongSwan 6.1 (ML-KEM through OpenSSL 3.5) in a namespace, from the root that
-.ci/strongswan6-root builds: it runs, offers ML-KEM, and answers our daemon with
-a classic proposal. Hybrid proposals need the IKE_INTERMEDIATE exchange (issue 11)."""
+.ci/strongswan6-root builds, against our daemon (issue 11): classic, hybrid
+(RFC 9370 + RFC 9242) and ML-KEM-only IKE SAs, PPKs (RFC 8784), IKE and CHILD
+rekeys with IKE_FOLLOWUP_KE, each by either side, pings through every tunnel and
+the CHILD SA keys compared with those charon logs."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 from pathlib import Path
 
@@ -65,6 +68,8 @@ HYBRIDS = {
                                   ["KE1_ML_KEM_768", "KE2_ML_KEM_1024"]),
     "mlkem768-alone": ("aes256gcm16-prfsha256-mlkem768", ["ML_KEM_768"]),
 }
+PPK_ID = "pqc-ppk-1"
+PPK_HEX = "5a" * 32
 
 
 def _our_esp_keys(save_dir: Path) -> dict[str, str]:
@@ -76,22 +81,21 @@ def _our_esp_keys(save_dir: Path) -> dict[str, str]:
     return out
 
 
-@pytest.mark.parametrize("direction", DIRECTIONS)
-@pytest.mark.parametrize("name", list(HYBRIDS))
-def test_hybrid_ike_sa_with_charon_6_1(tmp_path, direction, name):
-    """IKE_SA_INIT + one IKE_INTERMEDIATE per additional ML-KEM + IKE_AUTH with IntAuth, both
-    ways; pings through the tunnel; the CHILD SA keys (from the updated SK_d) equal charon's."""
-    from tests.interop.test_ike_strongswan import charon_keys
-
+@contextlib.contextmanager
+def tunnel(tmp_path: Path, direction: str, proposal: str, *, esp: str = "aes256gcm16", charon_extra: dict | None = None,
+           our_conn: str = "", our_secrets: str = ""):
+    """charon 6.1 (keys logged) and our daemon (keys saved), the tunnel brought up by the side
+    ``direction`` names; yields (lab, charon, ours, our IKE SA as `sas --json` shows it)."""
     root = require_strongswan6()
-    proposal, names = HYBRIDS[name]
     cs, us = ("right", "left") if direction == "we_initiate" else ("left", "right")
-    save = tmp_path / "keys"
     with lab() as L:
-        c = Charon(L, cs, tmp_path, root=root, proposals=proposal, esp_proposals="aes256gcm16",
-                   debug_keys=True).start()
-        o = Ours(L, us, tmp_path, our_policy(us, proposals=(proposal,), esp=("aes256gcm16",),
-                                             extra_engine=f'save_keys = "{save}"'))
+        c = Charon(L, cs, tmp_path, root=root, proposals=proposal, esp_proposals=esp, debug_keys=True,
+                   **(charon_extra or {})).start()
+        o = Ours(L, us, tmp_path, our_policy(us, proposals=(proposal,), esp=(esp,),
+                                             extra_engine=f'save_keys = "{tmp_path / "keys"}"', extra_conn=our_conn))
+        if our_secrets:
+            with open(o.dir / "secrets.toml", "a") as f:
+                f.write(our_secrets)
         try:
             o.start()
             if direction == "we_initiate":
@@ -102,144 +106,103 @@ def test_hybrid_ike_sa_with_charon_6_1(tmp_path, direction, name):
             sa = wait_for(lambda: [s for s in o.sas() if s["state"] == "ESTABLISHED" and s["children"]],
                           what="our IKE and CHILD SA")[0]
             wait_for(lambda: "INSTALLED" in c.list_sas(), what="charon's CHILD SA")
-            log = c.log()
-            assert re.search(r"selected proposal: IKE:\S*/" + "/".join(names) + r"\n", log), log[-3000:]
-            rounds = sum(n.startswith("KE") for n in names)
-            assert len(re.findall(r"(?:parsed|generating) IKE_INTERMEDIATE request \d+ \[ KE \]", log)) == rounds
-            peer_inner = SIDES[cs]["inner"]
-            L.ping(us, peer_inner, count=3, interval=0.1)
-            L.ping(cs, SIDES[us]["inner"], count=3, interval=0.1)
-            logged = charon_keys(log)
-            child = sa["children"][0]
-            ours = wait_for(lambda: (save / "esp_sa").exists() and _our_esp_keys(save), what="our saved keys")
-            ini, res = ("out", "in") if sa["initiator"] else ("in", "out")
-            assert logged["encryption initiator key"] == ours[f"{child[f'spi_{ini}']:08x}"]
-            assert logged["encryption responder key"] == ours[f"{child[f'spi_{res}']:08x}"]
+            yield L, c, o, sa
         finally:
             o.stop()
             c.stop()
-            print(f"===== charon 6.1 log (tail)\n{c.log()[-5000:]}\n===== ours\n{o.log()[-5000:]}")
+            print(f"===== charon 6.1 log (tail)\n{c.log()[-6000:]}\n===== ours\n{o.log()[-5000:]}")
+
+
+def ping_both_ways(L, c: Charon, o: Ours) -> None:
+    L.ping(o.side, SIDES[c.side]["inner"], count=3, interval=0.1)
+    L.ping(c.side, SIDES[o.side]["inner"], count=3, interval=0.1)
+
+
+def assert_child_keys_equal_charons(c: Charon, tmp_path: Path, child: dict) -> None:
+    """The encryption keys of ``child`` (our save_keys) are the last pair charon logged."""
+    from tests.interop.test_ike_strongswan import charon_keys
+
+    save = tmp_path / "keys"
+    ours = wait_for(lambda: (save / "esp_sa").exists() and f"{child['spi_in']:08x}" in _our_esp_keys(save)
+                    and _our_esp_keys(save), what="our saved keys")
+    logged = charon_keys(c.log())
+    assert {logged["encryption initiator key"], logged["encryption responder key"]} == \
+        {ours[f"{child['spi_in']:08x}"], ours[f"{child['spi_out']:08x}"]}
+
+
+def rekeyed(o: Ours, old: dict, key: str):
+    """Our one IKE SA once ``key`` (spi_i, or a child's spi_in) differs from ``old``'s."""
+    def check():
+        sas = o.sas()
+        if len(sas) != 1 or sas[0]["state"] != "ESTABLISHED" or len(sas[0]["children"]) != 1:
+            return None
+        new = sas[0] if key == "spi_i" else sas[0]["children"][0]
+        return new if new[key] != old[key] else None
+    return wait_for(check, what=f"the rekey ({key})")
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+@pytest.mark.parametrize("name", list(HYBRIDS))
+def test_hybrid_ike_sa_with_charon_6_1(tmp_path, direction, name):
+    """IKE_SA_INIT + one IKE_INTERMEDIATE per additional ML-KEM + IKE_AUTH with IntAuth, both
+    ways (ML-KEM alone: in IKE_SA_INIT); pings through the tunnel; the CHILD SA keys (from the
+    updated SK_d) equal charon's."""
+    proposal, names = HYBRIDS[name]
+    with tunnel(tmp_path, direction, proposal) as (L, c, o, sa):
+        log = c.log()
+        assert re.search(r"selected proposal: IKE:\S*/" + "/".join(names) + r"\n", log), log[-3000:]
+        rounds = sum(n.startswith("KE") for n in names)
+        assert len(re.findall(r"(?:parsed|generating) IKE_INTERMEDIATE request \d+ \[ KE \]", log)) == rounds
+        assert sa["quantum_safe"] and sa["additional_ke"] == [n for n in names if n.startswith("KE")]
+        ping_both_ways(L, c, o)
+        assert_child_keys_equal_charons(c, tmp_path, sa["children"][0])
 
 
 # ---------------------------------------------------------------- PPK (RFC 8784)
-PPK_ID = "pqc-ppk-1"
-PPK_HEX = "5a" * 32
-
-
 @pytest.mark.parametrize("direction", DIRECTIONS)
 @pytest.mark.parametrize("mode", ["required", "optional", "optional_charon_without_ppk"])
 def test_ppk_with_charon_6_1(tmp_path, direction, mode):
     """USE_PPK, PPK_IDENTITY (+ NO_PPK_AUTH when optional), SK_d/SK_pi/SK_pr with the PPK: CHILD
     keys equal charon's, pings through; an optional PPK that charon lacks falls back to NO_PPK_AUTH."""
-    from tests.interop.test_ike_strongswan import charon_keys
-
-    root = require_strongswan6()
-    cs, us = ("right", "left") if direction == "we_initiate" else ("left", "right")
     required = mode == "required"
-    save = tmp_path / "keys"
-    proposal = "aes256gcm16-prfsha384-x25519-ke1_mlkem768"
     charon_has_ppk = mode != "optional_charon_without_ppk"
-    with lab() as L:
-        c = Charon(L, cs, tmp_path, root=root, proposals=proposal, debug_keys=True,
-                   conn_extra=f"ppk_id = {PPK_ID}\nppk_required = {'yes' if required else 'no'}"
-                   if charon_has_ppk else "",
-                   secrets_extra=f"ppk-1 {{\n  id = {PPK_ID}\n  secret = 0x{PPK_HEX}\n}}" if charon_has_ppk
-                   else "").start()
-        o = Ours(L, us, tmp_path, our_policy(us, proposals=(proposal,), esp=("aes256gcm16",),
-                                             extra_engine=f'save_keys = "{save}"',
-                                             extra_conn=f'ppk_id = "{PPK_ID}"\nppk_required = {str(required).lower()}'))
-        with open(o.dir / "secrets.toml", "a") as f:
-            f.write(f'\n[ppk.one]\nid = "{PPK_ID}"\nsecret = "0x{PPK_HEX}"\n')
-        try:
-            o.start()
-            if direction == "we_initiate":
-                o.cli("initiate", "psk-tunnel")
-            else:
-                r = c.swanctl("--initiate", "--child", "psk-tunnel", "--timeout", "20", check=False)
-                assert r.returncode == 0, r.stdout + r.stderr
-            sa = wait_for(lambda: [s for s in o.sas() if s["state"] == "ESTABLISHED" and s["children"]],
-                          what="our IKE and CHILD SA")[0]
-            wait_for(lambda: "INSTALLED" in c.list_sas(), what="charon's CHILD SA")
-            log = c.log()
-            used = f"using PPK for PPK_ID '{PPK_ID}'" in log
-            assert used == charon_has_ppk, log[-4000:]
-            assert sa["ppk"] == charon_has_ppk and sa["quantum_safe"]
-            L.ping(us, SIDES[cs]["inner"], count=3, interval=0.1)
-            L.ping(cs, SIDES[us]["inner"], count=3, interval=0.1)
-            logged = charon_keys(log)
-            child = sa["children"][0]
-            ours = wait_for(lambda: (save / "esp_sa").exists() and _our_esp_keys(save), what="our saved keys")
-            ini, res = ("out", "in") if sa["initiator"] else ("in", "out")
-            assert logged["encryption initiator key"] == ours[f"{child[f'spi_{ini}']:08x}"]
-            assert logged["encryption responder key"] == ours[f"{child[f'spi_{res}']:08x}"]
-        finally:
-            o.stop()
-            c.stop()
-            print(f"===== charon 6.1 log (tail)\n{c.log()[-5000:]}\n===== ours\n{o.log()[-5000:]}")
+    charon_extra = dict(conn_extra=f"ppk_id = {PPK_ID}\nppk_required = {'yes' if required else 'no'}",
+                        secrets_extra=f"ppk-1 {{\n  id = {PPK_ID}\n  secret = 0x{PPK_HEX}\n}}") \
+        if charon_has_ppk else {}
+    with tunnel(tmp_path, direction, HYBRIDS["x25519+mlkem768"][0], charon_extra=charon_extra,
+                our_conn=f'ppk_id = "{PPK_ID}"\nppk_required = {str(required).lower()}',
+                our_secrets=f'\n[ppk.one]\nid = "{PPK_ID}"\nsecret = "0x{PPK_HEX}"\n') as (L, c, o, sa):
+        used = f"using PPK for PPK_ID '{PPK_ID}'" in c.log()
+        assert used == charon_has_ppk, c.log()[-4000:]
+        assert sa["ppk"] == charon_has_ppk and sa["quantum_safe"]
+        ping_both_ways(L, c, o)
+        assert_child_keys_equal_charons(c, tmp_path, sa["children"][0])
 
 
 # ---------------------------------------------------------------- rekeys with IKE_FOLLOWUP_KE
+FOLLOWUPS = r"(?:parsed|generating) IKE_FOLLOWUP_KE request \d+ \[ (?:N\(ADD_KE\) KE|KE N\(ADD_KE\)) \]"
+
+
 @pytest.mark.parametrize("who", ["we_rekey", "charon_rekeys"])
 @pytest.mark.parametrize("direction", DIRECTIONS)
 def test_hybrid_ike_rekey_with_charon_6_1(tmp_path, direction, who):
     """An IKE rekey with two additional KEs (CREATE_CHILD_SA + 2 IKE_FOLLOWUP_KE) by either side;
     the new IKE SA carries a CHILD rekey whose keys equal charon's; pings through."""
-    from tests.interop.test_ike_strongswan import charon_keys
-
-    root = require_strongswan6()
-    proposal = HYBRIDS["x25519+mlkem768+mlkem1024"][0]
-    cs, us = ("right", "left") if direction == "we_initiate" else ("left", "right")
-    save = tmp_path / "keys"
-    with lab() as L:
-        c = Charon(L, cs, tmp_path, root=root, proposals=proposal, debug_keys=True).start()
-        o = Ours(L, us, tmp_path, our_policy(us, proposals=(proposal,), esp=("aes256gcm16",),
-                                             extra_engine=f'save_keys = "{save}"'))
-        try:
-            o.start()
-            if direction == "we_initiate":
-                o.cli("initiate", "psk-tunnel")
-            else:
-                r = c.swanctl("--initiate", "--child", "psk-tunnel", "--timeout", "20", check=False)
-                assert r.returncode == 0, r.stdout + r.stderr
-            old = wait_for(lambda: [s for s in o.sas() if s["state"] == "ESTABLISHED" and s["children"]],
-                           what="our IKE and CHILD SA")[0]
-            if who == "we_rekey":
-                o.cli("rekey", "psk-tunnel", "--ike")
-            else:
-                c.swanctl("--rekey", "--ike", "psk-tunnel")
-
-            def rekeyed():
-                sas = o.sas()
-                return len(sas) == 1 and sas[0]["spi_i"] != old["spi_i"] and sas[0]["state"] == "ESTABLISHED" \
-                    and sas[0]
-
-            new = wait_for(rekeyed, what="one new IKE SA")
-            wait_for(lambda: f"{new['spi_i']:016x}" in c.list_sas() and c.list_sas().count("IKEv2") == 1,
-                     what="charon to list the new IKE SA only")
-            log = c.log()
-            followups = r"(?:parsed|generating) IKE_FOLLOWUP_KE request \d+ \[ (?:N\(ADD_KE\) KE|KE N\(ADD_KE\)) \]"
-            assert len(re.findall(followups, log)) == 2, log[-4000:]
-            assert new["additional_ke"] == ["KE1_ML_KEM_768", "KE2_ML_KEM_1024"] and new["quantum_safe"]
-            o.cli("rekey", "psk-tunnel")  # a CHILD rekey on the new IKE SA: keys from its SK_d
-
-            def child_rekeyed():
-                sas = o.sas()
-                kids = sas[0]["children"] if sas else []
-                return len(kids) == 1 and kids[0]["spi_in"] != old["children"][0]["spi_in"] and kids[0]
-
-            child = wait_for(child_rekeyed, what="the CHILD rekey")
-            wait_for(lambda: f"{child['spi_in']:08x}" in c.list_sas(), what="charon's new CHILD SA")
-            L.ping(us, SIDES[cs]["inner"], count=3, interval=0.1)
-            L.ping(cs, SIDES[us]["inner"], count=3, interval=0.1)
-            logged = charon_keys(c.log())
-            ours = wait_for(lambda: (save / "esp_sa").exists() and f"{child['spi_in']:08x}" in _our_esp_keys(save)
-                            and _our_esp_keys(save), what="our saved keys")
-            keys = {ours[f"{child['spi_in']:08x}"], ours[f"{child['spi_out']:08x}"]}
-            assert {logged["encryption initiator key"], logged["encryption responder key"]} == keys
-        finally:
-            o.stop()
-            c.stop()
-            print(f"===== charon 6.1 log (tail)\n{c.log()[-6000:]}\n===== ours\n{o.log()[-5000:]}")
+    with tunnel(tmp_path, direction, HYBRIDS["x25519+mlkem768+mlkem1024"][0]) as (L, c, o, old):
+        if who == "we_rekey":
+            o.cli("rekey", "psk-tunnel", "--ike")
+        else:
+            c.swanctl("--rekey", "--ike", "psk-tunnel")
+        new = rekeyed(o, old, "spi_i")
+        wait_for(lambda: f"{new['spi_i']:016x}" in c.list_sas() and c.list_sas().count("IKEv2") == 1,
+                 what="charon to list the new IKE SA only")
+        assert len(re.findall(FOLLOWUPS, c.log())) == 2, c.log()[-4000:]
+        assert new["additional_ke"] == ["KE1_ML_KEM_768", "KE2_ML_KEM_1024"] and new["quantum_safe"]
+        o.cli("rekey", "psk-tunnel")  # a CHILD rekey on the new IKE SA: keys from its SK_d
+        child = rekeyed(o, old["children"][0], "spi_in")
+        wait_for(lambda: f"{child['spi_in']:08x}" in c.list_sas(), what="charon's new CHILD SA")
+        ping_both_ways(L, c, o)
+        assert_child_keys_equal_charons(c, tmp_path, child)
 
 
 @pytest.mark.parametrize("who", ["we_rekey", "charon_rekeys"])
@@ -247,53 +210,22 @@ def test_hybrid_ike_rekey_with_charon_6_1(tmp_path, direction, who):
 def test_hybrid_child_rekey_with_charon_6_1(tmp_path, direction, who):
     """A CHILD rekey with PFS x25519 + ML-KEM-768 (CREATE_CHILD_SA + IKE_FOLLOWUP_KE) by either
     side: the new CHILD SA's keys equal charon's, pings through it."""
-    from tests.interop.test_ike_strongswan import charon_keys
-
-    root = require_strongswan6()
-    proposal, esp = HYBRIDS["x25519+mlkem768"][0], "aes256gcm16-x25519-ke1_mlkem768"
-    cs, us = ("right", "left") if direction == "we_initiate" else ("left", "right")
-    save = tmp_path / "keys"
-    with lab() as L:
-        c = Charon(L, cs, tmp_path, root=root, proposals=proposal, esp_proposals=esp, debug_keys=True).start()
-        o = Ours(L, us, tmp_path, our_policy(us, proposals=(proposal,), esp=(esp,),
-                                             extra_engine=f'save_keys = "{save}"'))
-        try:
-            o.start()
-            if direction == "we_initiate":
-                o.cli("initiate", "psk-tunnel")
-            else:
-                r = c.swanctl("--initiate", "--child", "psk-tunnel", "--timeout", "20", check=False)
-                assert r.returncode == 0, r.stdout + r.stderr
-            old = wait_for(lambda: [s for s in o.sas() if s["state"] == "ESTABLISHED" and s["children"]],
-                           what="our IKE and CHILD SA")[0]["children"][0]
-            if who == "we_rekey":
-                o.cli("rekey", "psk-tunnel")
-            else:
-                c.swanctl("--rekey", "--child", "psk-tunnel")
-
-            def child_rekeyed():
-                sas = o.sas()
-                kids = sas[0]["children"] if sas else []
-                return len(kids) == 1 and kids[0]["spi_in"] != old["spi_in"] and kids[0]
-
-            child = wait_for(child_rekeyed, what="the CHILD rekey")
-            wait_for(lambda: f"{child['spi_in']:08x}" in c.list_sas() and f"{old['spi_in']:08x}" not in c.list_sas(),
-                     what="charon's new CHILD SA only")
-            log = c.log()
-            assert len(re.findall(r"(?:parsed|generating) IKE_FOLLOWUP_KE request", log)) >= 1, log[-4000:]
-            assert re.search(r"selected proposal: ESP:\S*/CURVE_25519/\S*KE1_ML_KEM_768", log), log[-4000:]
-            assert child["quantum_safe"]
-            L.ping(us, SIDES[cs]["inner"], count=3, interval=0.1)
-            L.ping(cs, SIDES[us]["inner"], count=3, interval=0.1)
-            logged = charon_keys(c.log())
-            ours = wait_for(lambda: (save / "esp_sa").exists() and f"{child['spi_in']:08x}" in _our_esp_keys(save)
-                            and _our_esp_keys(save), what="our saved keys")
-            keys = {ours[f"{child['spi_in']:08x}"], ours[f"{child['spi_out']:08x}"]}
-            assert {logged["encryption initiator key"], logged["encryption responder key"]} == keys
-        finally:
-            o.stop()
-            c.stop()
-            print(f"===== charon 6.1 log (tail)\n{c.log()[-6000:]}\n===== ours\n{o.log()[-5000:]}")
+    esp = "aes256gcm16-x25519-ke1_mlkem768"
+    with tunnel(tmp_path, direction, HYBRIDS["x25519+mlkem768"][0], esp=esp) as (L, c, o, sa):
+        old = sa["children"][0]
+        if who == "we_rekey":
+            o.cli("rekey", "psk-tunnel")
+        else:
+            c.swanctl("--rekey", "--child", "psk-tunnel")
+        child = rekeyed(o, old, "spi_in")
+        wait_for(lambda: f"{child['spi_in']:08x}" in c.list_sas() and f"{old['spi_in']:08x}" not in c.list_sas(),
+                 what="charon's new CHILD SA only")
+        log = c.log()
+        assert len(re.findall(FOLLOWUPS, log)) == 1, log[-4000:]
+        assert re.search(r"selected proposal: ESP:\S*/CURVE_25519/\S*KE1_ML_KEM_768", log), log[-4000:]
+        assert child["quantum_safe"]
+        ping_both_ways(L, c, o)
+        assert_child_keys_equal_charons(c, tmp_path, child)
 
 
 def test_kem_mismatch_names_both_lists_with_the_mismatch_marked(tmp_path):
@@ -301,8 +233,7 @@ def test_kem_mismatch_names_both_lists_with_the_mismatch_marked(tmp_path):
     names both lists and the differing KE1 slot; charon's log has our refusal."""
     root = require_strongswan6()
     with lab() as L:
-        c = Charon(L, "left", tmp_path, root=root, proposals=HYBRIDS["ecp384+mlkem1024"][0].replace("ecp384", "x25519"))
-        c.start()
+        c = Charon(L, "left", tmp_path, root=root, proposals="aes256gcm16-prfsha384-x25519-ke1_mlkem1024").start()
         o = Ours(L, "right", tmp_path, our_policy("right", proposals=(HYBRIDS["x25519+mlkem768"][0],)))
         try:
             o.start("--datapath", "none")
