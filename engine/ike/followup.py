@@ -17,6 +17,7 @@ What runs the rounds (ike_rekey, child_rekey) keeps one of these per exchange.
 from __future__ import annotations
 
 import hmac
+from typing import ClassVar
 
 from engine.crypto.errors import CryptoError, InvalidKeyExchange
 from engine.crypto.ke import new_key_exchange, respond
@@ -114,3 +115,33 @@ def _link(payloads: list, what: str) -> bytes:
         return additional_key_exchange_link(n)
     except MalformedMessage as exc:
         raise RemoteError(NotifyType.INVALID_SYNTAX, str(exc)) from None
+
+
+class RespondsToRounds:
+    """What the CREATE_CHILD_SA responders that wait for IKE_FOLLOWUP_KE rounds share
+    (ike_rekey, child_rekey). The exchange class names its table's ROUNDS state and its
+    REQ_ROUND / REQ_BAD_ROUND / LAST_ROUND inputs; ``followup`` is a FollowupResponder."""
+
+    ROUNDS: ClassVar
+    REQ_ROUND: ClassVar
+    REQ_BAD_ROUND: ClassVar
+    LAST_ROUND: ClassVar
+    followup: FollowupResponder | None = None
+
+    def answer_followup(self, payloads: list, now: float) -> list:
+        """Our answer to one IKE_FOLLOWUP_KE request (an error notify when it does not fit)."""
+        self.answer = []
+        try:
+            answer = self.followup.answer(payloads)
+        except RemoteError as exc:
+            self.fire(self.REQ_BAD_ROUND, now, error=exc)
+        else:
+            self.fire(self.REQ_ROUND, now, answer=answer)
+        return self.answer
+
+    def accepts(self, exchange: int) -> bool:
+        return exchange == IKE_FOLLOWUP_KE and self.state == self.ROUNDS
+
+    def answer_round(self, now: float, answer: list):
+        self.answer = answer
+        return self.LAST_ROUND if self.followup.done else None

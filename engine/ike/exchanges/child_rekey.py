@@ -56,7 +56,7 @@ from engine.ike.exchanges import child_sa
 from engine.ike.exchange import Initiator, Label, Request, Responder, Table, error_notifies, find, notify
 from engine.ike.exchanges.create_child import RETRY, CreateChild
 from engine.ike.exchanges.informational import DeleteChild
-from engine.ike.followup import IKE_FOLLOWUP_KE, FollowupInitiator, FollowupResponder
+from engine.ike.followup import IKE_FOLLOWUP_KE, FollowupInitiator, FollowupResponder, RespondsToRounds
 from engine.ike.init import NONCE_SIZE
 from engine.ike.text import notify_name
 from engine.wire.constants import ExchangeType, NotifyType
@@ -408,22 +408,17 @@ class ChildRekey(Initiator):
         return True
 
 
-class ChildRekeyResponder(Responder):
+class ChildRekeyResponder(RespondsToRounds, Responder):
     TABLE = TABLE
     INITIAL = S.IDLE
+    ROUNDS, REQ_ROUND, REQ_BAD_ROUND, LAST_ROUND = S.ROUNDS, I.REQ_ROUND, I.REQ_BAD_ROUND, I.LAST_ROUND
     name = "CREATE_CHILD_SA (rekey)"
 
     def respond(self, exchange: int, payloads: list, now: float) -> list:
         sa = self.sa
         self.answer: list = []
         if self.state == S.ROUNDS:
-            try:
-                answer = self.followup.answer(payloads)
-            except RemoteError as exc:
-                self.fire(I.REQ_BAD_ROUND, now, error=exc)
-            else:
-                self.fire(I.REQ_ROUND, now, answer=answer)
-            return self.answer
+            return self.answer_followup(payloads, now)
         self.new: ChildSa | None = None
         self.collided = False
         rekey = notify(payloads, NotifyType.REKEY_SA)
@@ -447,9 +442,6 @@ class ChildRekeyResponder(Responder):
 
     def not_found(self, now: float, rekey, **_) -> None:
         self.answer = [NotifyPayload(NotifyType.CHILD_SA_NOT_FOUND, protocol=rekey.protocol, spi=rekey.spi)]
-
-    def accepts(self, exchange: int) -> bool:
-        return exchange == IKE_FOLLOWUP_KE and self.state == S.ROUNDS
 
     def rekey(self, now: float, payloads: list, **_) -> I:
         sa, old = self.sa, self.old
@@ -487,10 +479,6 @@ class ChildRekeyResponder(Responder):
     def rekey_collided(self, now: float, **data) -> I:
         self.collided = True
         return self.rekey(now, **data)
-
-    def answer_round(self, now: float, answer: list) -> I | None:
-        self.answer = answer
-        return I.LAST_ROUND if self.followup.done else None
 
     def refuse_round(self, now: float, error: RemoteError) -> None:
         self.sa.host.ids.release_spi(self.pending[3])

@@ -54,7 +54,7 @@ from engine.ike.errors import RemoteError
 from engine.ike.exchange import Initiator, Label, Request, Responder, Table, error_notifies, find, notify
 from engine.ike import intermediate
 from engine.ike.exchanges.create_child import RETRY
-from engine.ike.followup import IKE_FOLLOWUP_KE, FollowupInitiator, FollowupResponder
+from engine.ike.followup import IKE_FOLLOWUP_KE, FollowupInitiator, FollowupResponder, RespondsToRounds
 from engine.ike.init import NONCE_SIZE, install_ike_keys
 from engine.ike.proposals import Chosen
 from engine.ike.sa import IkeSa
@@ -453,22 +453,17 @@ class IkeRekey(Initiator):
             theirs.destroy(now, "the IKE rekey it came from was abandoned")
 
 
-class IkeRekeyResponder(Responder):
+class IkeRekeyResponder(RespondsToRounds, Responder):
     TABLE = TABLE
     INITIAL = S.IDLE
+    ROUNDS, REQ_ROUND, REQ_BAD_ROUND, LAST_ROUND = S.ROUNDS, I.REQ_ROUND, I.REQ_BAD_ROUND, I.LAST_ROUND
     name = "CREATE_CHILD_SA (IKE rekey)"
 
     def respond(self, exchange: int, payloads: list, now: float) -> list:
         sa = self.sa
         self.answer: list = []
         if self.state == S.ROUNDS:
-            try:
-                answer = self.followup.answer(payloads)
-            except RemoteError as exc:
-                self.fire(I.REQ_BAD_ROUND, now, error=exc)
-            else:
-                self.fire(I.REQ_ROUND, now, answer=answer)
-            return self.answer
+            return self.answer_followup(payloads, now)
         self.new: IkeSa | None = None
         active = sa.active
         if sa.state in (IkeState.DELETING, IkeState.REKEYED) or sa.pending:
@@ -482,13 +477,6 @@ class IkeRekeyResponder(Responder):
         self.collision = inp == I.REQ_COLLISION
         self.fire(inp, now, payloads=payloads)
         return self.answer
-
-    def accepts(self, exchange: int) -> bool:
-        return exchange == IKE_FOLLOWUP_KE and self.state == S.ROUNDS
-
-    def answer_round(self, now: float, answer: list) -> I | None:
-        self.answer = answer
-        return I.LAST_ROUND if self.followup.done else None
 
     def refuse_round(self, now: float, error: RemoteError) -> None:
         self.followup = None
