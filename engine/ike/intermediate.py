@@ -92,6 +92,14 @@ def update_keys(sa, shared: bytes) -> None:
     st.done += 1
 
 
+def note_auth_mid(sa, mid: int) -> None:
+    """The first IKE_AUTH request's Message ID (IKE_AUTH_MID), kept for every later AUTH:
+    with EAP the AUTH payloads come in later IKE_AUTH rounds."""
+    st = sa.intermediate
+    if st is not None and st.auth_mid is None:
+        st.auth_mid = mid
+
+
 def int_auth(sa, mid: int) -> bytes:
     """What RFC 9242 §3.3.2 appends to the AUTH octets (b"" without IKE_INTERMEDIATE).
     ``mid`` is the Message ID of the IKE_AUTH request being sent or answered;
@@ -99,8 +107,7 @@ def int_auth(sa, mid: int) -> bytes:
     st = sa.intermediate
     if st is None:
         return b""
-    if st.auth_mid is None:
-        st.auth_mid = mid
+    note_auth_mid(sa, mid)
     return st.chain.int_auth(st.auth_mid)
 
 

@@ -296,3 +296,24 @@ def test_ml_kem_as_the_primary_key_exchange(ike):
     assert p.a.sas[0].keys.sk_d.reveal() == p.b.sas[0].keys.sk_d.reveal()
     assert p.a.status(p.now)[0].children[0].quantum_safe
 
+
+
+@needs_mlkem
+def test_ike_auth_before_the_intermediate_rounds_is_refused_and_auth_mid_is_the_first():
+    from engine.ike.errors import RemoteError
+    from engine.ike.exchanges import CATALOG
+    from engine.ike import intermediate
+
+    p = make_pair()
+    p.a.initiate("tun", p.now)
+    for _ in range(2):  # IKE_SA_INIT there and back only
+        p.collect()
+        side, d = p.wire.pop(0)
+        (p.b if side == "a" else p.a).receive_datagram(d.data, d.remote, d.local, p.now)
+    sa_b = p.b.sas[0]
+    assert intermediate.pending(sa_b)
+    with pytest.raises(RemoteError) as exc:
+        CATALOG.responder(sa_b, 35, [])  # IKE_AUTH
+    assert exc.value.notify == 7  # INVALID_SYNTAX: a skipped ML-KEM round is never accepted
+    p.advance(1)
+    assert p.b.sas[0].intermediate.auth_mid == 2 == p.a.sas[0].intermediate.auth_mid

@@ -86,6 +86,7 @@ class Catalog:
                 # Skipping a negotiated additional key exchange would drop its protection.
                 raise RemoteError(NotifyType.INVALID_SYNTAX, "IKE_AUTH before the negotiated IKE_INTERMEDIATE "
                                   "key exchanges")
+            intermediate.note_auth_mid(sa, sa.peer_mid)
             return ike_auth.IkeAuthResponder(sa)
         if exchange == ExchangeType.IKE_INTERMEDIATE:
             if sa.state != IkeState.CONNECTING or sa.original_initiator or not intermediate.pending(sa):
