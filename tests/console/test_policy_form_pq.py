@@ -55,3 +55,17 @@ def test_sa_detail_names_what_makes_an_sa_quantum_safe():
     assert dict(ike_facts(hybrid))["quantum-safe"] == "yes (KE1_ML_KEM_768, PPK)"
     child = ChildSaInfo("lan", 1, 1, "INSTALLED", "esp", "tunnel", False, 1, 2, quantum_safe=True)
     assert dict(child_facts(child, None))["quantum-safe"].startswith("yes")
+
+
+def test_dashboard_rows_mark_quantum_safe_sas():
+    import dataclasses
+
+    from console.widgets.sa_tables import child_row, ike_row
+    from engine.status import ChildSaInfo, IkeSaInfo
+
+    ike = IkeSaInfo("c", 1, "ESTABLISHED", True, 1, 2, "192.0.2.1", 500, "192.0.2.2", 500, ke="CURVE_25519")
+    child = ChildSaInfo("lan", 1, 1, "INSTALLED", "esp", "tunnel", False, 1, 2)
+    assert not any("+PQ" in cell for cell in ike_row(ike) + child_row(ike, child, None))
+    safe = dataclasses.replace(ike, quantum_safe=True, additional_ke=("KE1_ML_KEM_768",))
+    assert any(cell.endswith("+PQ") for cell in ike_row(safe))
+    assert any(cell.endswith("+PQ") for cell in child_row(safe, dataclasses.replace(child, quantum_safe=True), None))
