@@ -116,7 +116,7 @@ class IkeAuth(Initiator):
         self.ppk = InitiatorPpk(sa, conn)
         mid = sa.mid_out
 
-        def auth_data(sk_pi: bytes) -> bytes:
+        def auth_data(sk_pi: bytes) -> AuthPayload:
             signed = octets(sa.init_request, sa.nonce_r, sa.chosen.prf, sk_pi, self.idi) + int_auth(sa, mid)
             return auth.auth_payload(sa, conn, signed)
 
