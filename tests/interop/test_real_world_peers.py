@@ -51,11 +51,7 @@ CLOUD_IKE, CLOUD_ESP = "aes128-sha1-modp2048", "aes128-sha1-modp2048"
 
 
 @pytest.mark.parametrize("direction", [
-    pytest.param("we_initiate", marks=known_defect((
-        "issue 16: with no `id` configured, IkeAuth.build asks for the PSK before local_id/remote_id are "
-        "set and raises LocalError \"no pre-shared key for connection 't' in the secrets file\" inside "
-        "the datagram handler (traceback in the daemon log); no IKE_AUTH is sent, no NegotiationFailed, "
-        "the SA stays CONNECTING — fixed by the IKE follow-up"))),
+    "we_initiate",
     "charon_initiates",
 ])
 def test_cloud_site_to_site_with_ip_identities(peers, direction):

@@ -244,11 +244,7 @@ def test_road_warrior_client(peers):
 
 # ------------------------------------------------------------------ host-to-host-transport.toml
 @pytest.mark.parametrize("direction", [
-    pytest.param("we_initiate", marks=known_defect((
-        "issue 16: the sample identifies both hosts by IP address (no `id`); as initiator (start_action = "
-        "\"start\") IkeAuth.build raises LocalError \"no pre-shared key for connection 'peer' in the "
-        "secrets file\" inside the datagram handler: no IKE_AUTH, the SA stays CONNECTING — fixed by the "
-        "IKE follow-up"))),
+    "we_initiate",
     "charon_initiates",
 ])
 def test_host_to_host_transport(peers, direction):
