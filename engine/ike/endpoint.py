@@ -157,11 +157,18 @@ class IkeEndpoint:
     def established(self, sa: IkeSa, now: float, *, initial_contact: bool) -> None:
         self._attempts.pop(sa.name, None)
         self.registry.index_identity(sa)
-        if initial_contact:
-            # The peer lost its state: our older SAs with it are dead (§2.4).
-            for old in self.registry.same_identity(sa):
-                if old.established:
-                    old.destroy(now, "peer sent INITIAL_CONTACT")
+        unique = sa.conn.unique if sa.conn is not None else "no"
+        if unique == "never" or not (initial_contact or unique == "replace"):
+            return
+        for old in self.registry.same_identity(sa):
+            if not old.established:
+                continue
+            if initial_contact:
+                # The peer lost its state: our older SAs with it are dead (§2.4).
+                old.destroy(now, "peer sent INITIAL_CONTACT")
+            else:
+                # The peer may still hold it (or dropped it silently, as Libreswan does): tell it.
+                old.delete(now, "replaced by a new IKE SA with the same peer (unique = replace)")
 
     def initial_contact(self, sa: IkeSa) -> bool:
         """No other IKE SA of this connection is up with that peer address."""

@@ -23,6 +23,7 @@ IpsecProtocol = Literal["esp", "ah"]
 StartAction = Literal["none", "trap", "start"]
 DpdAction = Literal["clear", "trap", "restart"]
 CloseAction = Literal["none", "trap", "start"]
+UniquePolicy = Literal["no", "never", "replace"]
 RuleAction = Literal["bypass", "discard"]
 
 
@@ -171,6 +172,10 @@ class ConnectionConfig:
     send_certreq: bool = True
     keyingtries: int = 1
     """How many times to try establishing; 0 = forever."""
+    unique: UniquePolicy = "no"
+    """Older IKE SAs with the same peer identity, as swanctl's unique: ``no`` (they go only when the peer's
+    IKE_AUTH carries INITIAL_CONTACT), ``replace`` (a new IKE SA always replaces them), ``never`` (kept,
+    even on INITIAL_CONTACT)."""
     children: tuple[ChildConfig, ...] = ()
     ppk_id: str | None = None
     """RFC 8784 Postquantum Preshared Key to use (the id of a ``[ppk.NAME]`` secret), as swanctl's ppk_id."""

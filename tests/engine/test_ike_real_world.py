@@ -4,8 +4,13 @@ routers, rebooting peers) hit on day one."""
 from __future__ import annotations
 
 import dataclasses
+import random
+
+import pytest
 
 from engine.events import ChildSaInstalled, IkeState, NegotiationFailed
+from engine.ike.endpoint import IkeEndpoint
+from engine.ike.sa import IkeSa
 from engine.policy.identity import parse_identity
 from engine.policy.model import IkeSecret, Secrets
 from engine.secret import Secret
@@ -46,3 +51,59 @@ def test_missing_psk_as_initiator_is_a_failure_not_a_stuck_sa():
     assert failed and "no pre-shared key" in failed[0].reason
     assert sa.state == IkeState.DESTROYED
     assert not p.a.status(p.now)
+
+
+# ------------------------------------------------------------------ 2. INITIAL_CONTACT and unique
+def reboot(p: Pair, side: str = "a", *, initial_contact: bool = True) -> IkeEndpoint:
+    """``side`` loses all state (a crash: no DELETE) and comes back with the same policy."""
+    old = p.ep(side)
+    rnd = random.Random(99)
+    new = IkeEndpoint(old.policy, rng=rnd.randbytes, seed=99)
+    if not initial_contact:
+        new.initial_contact = lambda sa: False  # a peer that does not send it (Libreswan re-initiating)
+    setattr(p, side, new)
+    return new
+
+
+def up(p: Pair, side: str) -> list:
+    return [sa for sa in p.ep(side).sas if sa.established]
+
+
+def restart_pair(unique: str = "no", *, initial_contact: bool = True, first: str = "a") -> tuple[Pair, IkeSa]:
+    a = connection(unique=unique)
+    p = Pair(policy(a, address=LEFT), policy(mirror(a), address=RIGHT))
+    p.ep(first).initiate("tun", p.now)
+    p.advance(1)
+    (old,) = up(p, "b")
+    a2 = reboot(p, "a", initial_contact=initial_contact)
+    a2.initiate("tun", p.now)
+    p.advance(1)
+    return p, old
+
+
+@pytest.mark.parametrize("first", ["a", "b"])
+def test_initial_contact_as_responder_replaces_the_old_ike_sa(first):
+    p, old = restart_pair(first=first)
+    (new,) = up(p, "b")
+    assert new is not old and old.state == IkeState.DESTROYED
+    assert len(p.of("b", ChildSaInstalled)) == 2
+    assert len([sa for sa in p.b.sas if sa.children]) == 1
+
+
+def test_without_initial_contact_unique_no_keeps_both():
+    p, old = restart_pair("no", initial_contact=False)
+    assert len(up(p, "b")) == 2
+
+
+def test_unique_never_ignores_initial_contact():
+    p, old = restart_pair("never")
+    assert len(up(p, "b")) == 2
+
+
+def test_unique_replace_deletes_the_orphan_without_initial_contact():
+    p, old = restart_pair("replace", initial_contact=False)
+    (new,) = up(p, "b")
+    assert new is not old and old.state in (IkeState.DELETING, IkeState.DESTROYED)
+    p.advance(200)  # the rebooted peer never answers the DELETE: gone after the retransmissions
+    assert old.state == IkeState.DESTROYED
+    assert up(p, "b") == [new] and new.state == IkeState.ESTABLISHED

@@ -91,15 +91,8 @@ def test_cloud_site_to_site_with_ip_identities(peers, direction):
 
 # ------------------------------------------------------------------ 2. INITIAL_CONTACT
 @pytest.mark.parametrize("first_initiator", [
-    pytest.param("ours", marks=known_defect((
-        "issue 16: INITIAL_CONTACT ignored when we respond — responder.ike_auth calls "
-        "initial_contact_received before ike_established sets identity_key, so the old IKE SA "
-        "(we had initiated it) is never found: two ESTABLISHED IKE SAs stay with the restarted charon "
-        "— fixed by the IKE follow-up"))),
-    pytest.param("charon", marks=known_defect((
-        "issue 16: INITIAL_CONTACT ignored when we respond — the old IKE SA is looked up by "
-        "identity_key before it is set; charon's new SA (N(INIT_CONTACT) in its IKE_AUTH) joins the "
-        "stale one: two ESTABLISHED IKE SAs — fixed by the IKE follow-up"))),
+    "ours",
+    "charon",
 ])
 def test_restarted_charon_with_initial_contact_leaves_one_ike_sa(peers, first_initiator):
     """charon crashes (SIGKILL: no DELETE), comes back and connects with INITIAL_CONTACT: within
