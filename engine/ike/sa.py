@@ -148,6 +148,8 @@ class IkeSa:
         """A multi-round exchange the peer started and has not finished."""
         self.cached: CachedResponse | None = None
         self.reassembly: dict[tuple[bool, int], Reassembly] = {}
+        self.request_via: tuple[Addr, Addr] | None = None
+        """Where the peer's current request came from (local, remote): its answer goes back there."""
 
         self.children: dict[bytes, ChildSa] = {}
         """By our inbound SPI."""
@@ -222,9 +224,17 @@ class IkeSa:
                             fragment_size=frag, ip_version=version,
                             marker_len=len(NON_ESP_MARKER) if self.floated else 0)
 
-    def transmit(self, datagrams: list[bytes], now: float) -> None:
+    def transmit(self, datagrams: list[bytes], now: float, via: tuple[Addr, Addr] | None = None) -> None:
+        """Send to the peer; ``via`` (local, remote): where a request came from, which its
+        answer must use, whatever the SA's ports (RFC 7296 §2.11; RFC 3948: the non-ESP
+        marker only on the NAT-T port)."""
+        if via is None:
+            local, remote, marker = self.local, self.remote, self.floated
+        else:
+            local, remote = via
+            marker = local[1] == self.host.engine.natt_port
         for d in datagrams:
-            self.host.send(NON_ESP_MARKER + d if self.floated else d, self.local, self.remote)
+            self.host.send(NON_ESP_MARKER + d if marker else d, local, remote)
         self.last_sent = now
 
     def summary_event(self, sent: bool, exchange: int, mid: int, response: bool, payloads, length: int,
@@ -263,7 +273,7 @@ class IkeSa:
         self.cached = CachedResponse(mid, datagrams)
         self.summary_event(True, exchange, mid, True, payloads, sum(map(len, datagrams)), now,
                             fragments=len(datagrams))
-        self.transmit(datagrams, now)
+        self.transmit(datagrams, now, self.request_via)
 
     def retransmit_timeout(self, n: int) -> float:
         e = self.host.engine
@@ -348,11 +358,12 @@ class IkeSa:
                 # but only once per fragment set (the first fragment triggers it).
                 if _is_first_fragment(message):
                     self.host.count("retransmitted_request")
-                    self.transmit(self.cached.datagrams, now)
+                    self.transmit(self.cached.datagrams, now, (local, remote))
                 return
             if h.mid != self.mid_in:
                 self.host.count("invalid_mid")
                 return
+            self.request_via = (local, remote)
         try:
             payloads, length, nfrag = self._open(message)
         except RemoteError as exc:
@@ -487,11 +498,15 @@ class IkeSa:
 
     def _update_remote(self, local: Addr, remote: Addr) -> None:
         """Follow the peer's NAT mapping on authenticated messages (§2.23)."""
-        if remote != self.remote and self.sk is not None and (self.nat.remote_behind or remote[1] != self.remote[1]):
+        # Once on the NAT-T port, a message on the IKE port (a peer starting over from a new
+        # address) is answered where it came from but does not move the SA back.
+        on_natt = local[1] == self.host.engine.natt_port
+        if remote != self.remote and self.sk is not None and (on_natt or not self.floated) \
+                and (self.nat.remote_behind or remote[1] != self.remote[1]):
             log.info("%s[%d]: peer moved from %s:%d to %s:%d", self.name, self.unique_id,
                      *self.remote, *remote, extra={"connection": self.name})
             self.remote = remote
-        if local[1] == self.host.engine.natt_port and not self.floated:
+        if on_natt and not self.floated:
             self.floated = True
             self.local = local
 

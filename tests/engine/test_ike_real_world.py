@@ -15,6 +15,8 @@ from engine.policy.identity import parse_identity
 from engine.policy.model import IkeSecret, Secrets
 from engine.secret import Secret
 
+from engine.wire.constants import NON_ESP_MARKER
+
 from tests.engine.ike_pair import LEFT, PSK, RIGHT, Pair, connection, mirror, policy
 
 
@@ -107,3 +109,30 @@ def test_unique_replace_deletes_the_orphan_without_initial_contact():
     p.advance(200)  # the rebooted peer never answers the DELETE: gone after the retransmissions
     assert old.state == IkeState.DESTROYED
     assert up(p, "b") == [new] and new.state == IkeState.ESTABLISHED
+
+
+# ------------------------------------------------------------------ 3. port rules (RFC 7296 §2.11)
+def test_request_on_port_500_after_float_is_answered_from_500():
+    """The peer, moved to a new address, sends a request to our IKE port after NAT-T had moved
+    the SA to 4500: the answer goes from 500 to where the request came from, without the
+    non-ESP marker, and the SA stays on its NAT-T ports."""
+    a = connection(encap=True)
+    p = Pair(policy(a, address=LEFT), policy(mirror(a), address=RIGHT))
+    p.a.initiate("tun", p.now)
+    p.advance(1)
+    (sa_b,) = up(p, "b")
+    assert sa_b.floated and sa_b.local[1] == 4500
+    (sa_a,) = up(p, "a")
+    sa_a.start(p.a.exchanges.dpd(sa_a), p.now)
+    (request,) = p.a.datagrams_to_send()
+    assert request.data.startswith(NON_ESP_MARKER)
+    moved = ("192.0.2.3", 500)
+    p.b.receive_datagram(request.data[len(NON_ESP_MARKER):], (RIGHT, 500), moved, p.now)
+    (answer,) = p.b.datagrams_to_send()
+    assert (answer.local, answer.remote) == ((RIGHT, 500), moved)
+    assert not answer.data.startswith(NON_ESP_MARKER) and answer.data[17] == 0x20  # IKEv2 header
+    assert (sa_b.local, sa_b.remote) == ((RIGHT, 4500), (LEFT, 4500))
+    # a retransmission of that request gets the cached answer the same way
+    p.b.receive_datagram(request.data[len(NON_ESP_MARKER):], (RIGHT, 500), moved, p.now)
+    (again,) = p.b.datagrams_to_send()
+    assert (again.local, again.remote, again.data) == ((RIGHT, 500), moved, answer.data)

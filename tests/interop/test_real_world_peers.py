@@ -140,12 +140,6 @@ def test_our_restart_with_initial_contact_leaves_one_ike_sa_on_charon(peers):
 
 
 # ------------------------------------------------------------------ 3. port rules after an address change
-@known_defect((
-    "issue 16: after NAT-T moved the SA to 4500, charon's DELETE from its new address arrives on our "
-    "port 500 and we answer from 4500 (with the non-ESP marker) to its port 500; charon cannot parse "
-    "it ('received invalid IKE header' or 'unsupported IKE version', by the shifted bytes), retransmits and "
-    "logs 'giving up after 3 retransmits' / 'delete during reauthentication failed' — "
-    "fixed by the IKE follow-up"))
 def test_request_on_port_500_after_address_change_is_answered_from_500(tmp_path):
     """charon (the original initiator) loses its address and gets another one in 192.0.2.0/24;
     without MOBIKE it reauthenticates: its DELETE for the old IKE SA goes from the new address to
