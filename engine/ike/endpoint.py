@@ -23,7 +23,7 @@ import os
 import random
 import struct
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 from engine.events import ChildState, Event, IkeState, PolicyApplied
@@ -330,6 +330,16 @@ class IkeEndpoint:
         elif c.state == ChildState.INSTALLED:
             sa.start(CATALOG.child_rekey(sa, c), now)
         self.scheduler.touch(sa)
+
+    def child_activity(self, spis_in: Iterable[int], now: float) -> None:
+        """The datapath received ESP/AH on these inbound SPIs since it last said so: their peers are
+        alive, so DPD waits (an input like a datagram; the runtime feeds it from its counters)."""
+        wanted = {spi.to_bytes(4, "big") for spi in spis_in}
+        if not wanted:
+            return
+        for sa in self.registry:
+            if sa.last_esp_in < now and not wanted.isdisjoint(sa.children):
+                sa.last_esp_in = now
 
     def child_install_failed(self, spi_in: int, now: float, reason: str) -> None:
         """The datapath could not install a CHILD SA: tell the admin and delete it with the peer."""

@@ -103,6 +103,9 @@ class IkeSa:
         self.expire_at: float | None = None
         self.last_received = now
         self.last_sent = now
+        self.last_esp_in = float("-inf")
+        """When the datapath last reported inbound ESP/AH on a CHILD SA of ours (``child_activity``):
+        traffic proves the peer alive as well as an IKE message does (DPD waits for both)."""
         self.keepalive_at: float | None = None
         self.dpd_at: float | None = None
         self.half_open_deadline: float | None = None

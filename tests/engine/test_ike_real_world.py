@@ -14,7 +14,6 @@ from engine.ike.sa import IkeSa
 from engine.policy.identity import parse_identity
 from engine.policy.model import IkeSecret, Secrets
 from engine.secret import Secret
-
 from engine.wire.constants import NON_ESP_MARKER
 
 from tests.engine.ike_pair import LEFT, PSK, RIGHT, Pair, connection, mirror, policy
@@ -136,3 +135,42 @@ def test_request_on_port_500_after_float_is_answered_from_500():
     p.b.receive_datagram(request.data[len(NON_ESP_MARKER):], (RIGHT, 500), moved, p.now)
     (again,) = p.b.datagrams_to_send()
     assert (again.local, again.remote, again.data) == ((RIGHT, 500), moved, answer.data)
+
+
+# ------------------------------------------------------------------ 4. DPD only when idle
+def dpd_pair() -> Pair:
+    a = connection(dpd_delay=10.0)
+    p = Pair(policy(a, address=LEFT), policy(mirror(a, dpd_delay=0.0), address=RIGHT))
+    p.a.initiate("tun", p.now)
+    p.advance(1)
+    return p
+
+
+def dpd_probes(p: Pair) -> int:
+    """DPD requests a sent: INFORMATIONAL requests (exchange 37, no response flag) from a."""
+    return sum(1 for side, d in p.log if side == "a" and d.data[18] == 37 and not d.data[19] & 0x20)
+
+
+def test_dpd_probes_once_per_delay_when_idle():
+    p = dpd_pair()
+    p.advance(35)
+    assert dpd_probes(p) == 3
+
+
+def test_no_dpd_probe_while_esp_arrives():
+    p = dpd_pair()
+    (child,) = p.of("a", ChildSaInstalled)
+    spi_in = child.spi_in  # the event carries it as an integer, as the datapath counters do
+    for _ in range(35):  # one packet a second, reported as the runtime's counters loop does
+        p.advance(1)
+        p.a.child_activity([spi_in], p.now)
+    assert dpd_probes(p) == 0
+    p.advance(10.5)  # traffic stops: a probe after dpd_delay
+    assert dpd_probes(p) == 1
+
+
+def test_activity_of_unknown_spis_changes_nothing():
+    p = dpd_pair()
+    p.a.child_activity([12345], p.now + 5)
+    p.advance(10.5)
+    assert dpd_probes(p) == 1

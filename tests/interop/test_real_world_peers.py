@@ -251,10 +251,6 @@ def test_dpd_probes_once_per_delay_when_idle(peers):
     assert with_children(o)
 
 
-@known_defect((
-    "issue 16: DPD ignores ESP traffic — IkeSa only looks at last_received (IKE messages), so a probe "
-    "goes out every dpd_delay (2 in 9 s here) while a 1/s ping flows through the tunnel — fixed by the "
-    "IKE follow-up"))
 def test_no_dpd_probe_while_a_ping_flows(peers):
     c, o = _dpd_setup(peers)
     before, theirs = len(dpd_probes(o)), _charon_dpd_requests(c)
