@@ -407,7 +407,7 @@ class IkeEndpoint:
             return
         # The fields that route the datagram, read without building a header
         # (decode_message builds the one the SA uses).
-        spi_i, spi_r, _, _, exchange, flags, _, _ = _ROUTE.unpack_from(data)
+        spi_i, spi_r, _, version, exchange, flags, mid, _ = _ROUTE.unpack_from(data)
         if exchange == ExchangeType.IKE_SA_INIT and not flags & FLAG_RESPONSE:
             try:
                 header = decode_header(data)
@@ -420,7 +420,10 @@ class IkeEndpoint:
         ours = spi_r if flags & FLAG_INITIATOR else spi_i
         sa = self.registry.get(ours) if ours != ZERO_SPI else None
         if sa is None:
-            self.count("unknown_spi")
+            if version >> 4 == 2:
+                self.front_door.unknown_spi((spi_i, spi_r), exchange, flags, mid, local, remote, now)
+            else:
+                self.count("unknown_spi")
             return
         if exchange != ExchangeType.IKE_SA_INIT and sa.spi_r != spi_r and sa.spi_i != spi_i:
             self.count("unknown_spi")

@@ -4,6 +4,7 @@ routers, rebooting peers) hit on day one."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 import random
 
 import pytest
@@ -14,7 +15,9 @@ from engine.ike.sa import IkeSa
 from engine.policy.identity import parse_identity
 from engine.policy.model import IkeSecret, Secrets
 from engine.secret import Secret
-from engine.wire.constants import NON_ESP_MARKER
+from engine.wire.constants import FLAG_INITIATOR, FLAG_RESPONSE, NON_ESP_MARKER, ExchangeType, NotifyType
+from engine.wire.message import decode_message, encode_message
+from engine.wire.payloads import NotifyPayload
 
 from tests.engine.ike_pair import LEFT, PSK, RIGHT, Pair, connection, mirror, policy
 
@@ -174,3 +177,41 @@ def test_activity_of_unknown_spis_changes_nothing():
     p.a.child_activity([12345], p.now + 5)
     p.advance(10.5)
     assert dpd_probes(p) == 1
+
+
+# ------------------------------------------------------------------ 5. requests for IKE SAs we do not know
+def stale(exchange=ExchangeType.INFORMATIONAL, flags=FLAG_INITIATOR, mid=7) -> bytes:
+    """What a peer that still holds an IKE SA we lost sends (the SK payload is never read)."""
+    return encode_message(exchange, mid, b"\x11" * 8, b"\x22" * 8, flags, [])
+
+
+def test_unknown_spi_request_is_answered_invalid_ike_spi(caplog):
+    p = Pair(policy(connection(), address=LEFT), policy(mirror(connection()), address=RIGHT))
+    src = ("192.0.2.9", 4500)
+    with caplog.at_level(logging.INFO, logger="engine.ike"):
+        p.b.receive_datagram(stale(), (RIGHT, 4500), src, p.now)
+    (out,) = p.b.datagrams_to_send()
+    assert (out.local, out.remote) == ((RIGHT, 4500), src) and out.data.startswith(NON_ESP_MARKER)
+    m = decode_message(out.data[len(NON_ESP_MARKER):])
+    h = m.header
+    assert (h.spi_i, h.spi_r, h.mid, h.exchange) == (b"\x11" * 8, b"\x22" * 8, 7, ExchangeType.INFORMATIONAL)
+    assert h.response and not h.initiator
+    assert [(type(x), x.type) for x in m.payloads] == [(NotifyPayload, NotifyType.INVALID_IKE_SPI)]
+    assert p.b.stats["unknown_spi"] == 1 and p.b.stats["invalid_spi_sent"] == 1
+    assert "unknown IKE SAs" in caplog.text
+
+
+def test_unknown_spi_response_is_never_answered():
+    p = Pair(policy(connection(), address=LEFT), policy(mirror(connection()), address=RIGHT))
+    p.b.receive_datagram(stale(flags=FLAG_RESPONSE), (RIGHT, 500), ("192.0.2.9", 500), p.now)
+    assert not p.b.datagrams_to_send() and p.b.stats["unknown_spi"] == 1
+
+
+def test_unknown_spi_answers_and_log_lines_are_bounded(caplog):
+    p = Pair(policy(connection(), address=LEFT), policy(mirror(connection()), address=RIGHT))
+    with caplog.at_level(logging.INFO, logger="engine.ike"):
+        for i in range(1000):
+            p.b.receive_datagram(stale(mid=i), (RIGHT, 500), ("192.0.2.9", 500), p.now + i * 0.001)
+    sent = len(p.b.datagrams_to_send())
+    assert 20 <= sent <= 40 and p.b.stats["unknown_spi"] == 1000
+    assert len([r for r in caplog.records if "unknown IKE SAs" in r.getMessage()]) == 1
