@@ -130,11 +130,7 @@ def charon_log_child(c) -> list[str]:
 
 # ------------------------------------------------------------------ site-to-site.toml
 @pytest.mark.parametrize("direction", [
-    pytest.param("trap_on_our_side", marks=known_defect((
-        "not an IKE defect: the userspace datapath (the only one without kernel ESP) never installs trap "
-        "policies — only engine/datapath/kernel_runtime.py calls install_trap — so start_action = \"trap\" "
-        "does nothing: ping sends its 3 packets, no IKE_SA_INIT is ever sent, and `check` on the moved sample "
-        "is silent. Reported to the lead (owner: engine/datapath)"))),
+    "trap_on_our_side",
     "we_initiate", "charon_initiates"])
 def test_site_to_site(peers, direction):
     """hq (us, 192.0.2.1, LAN 198.51.100.0/25) and branch (charon, 192.0.2.2, 198.51.100.128/25),
