@@ -49,6 +49,8 @@ from engine.wire.summary import summarize_lazy
 log = logging.getLogger("engine.ike")
 
 ZERO_SPI = b"\0" * 8
+UNSPECIFIED = ("0.0.0.0", "::")
+"""Our address when we initiate without knowing it: the kernel picks the source, the answer tells us."""
 HALF_OPEN_TIMEOUT = 30.0  # charon's half_open_timeout
 
 
@@ -396,7 +398,8 @@ class IkeSa:
         conn = self.conn
         if conn is not None and conn.dpd_delay > 0 and self.state in sa_timers.UP:
             self.dpd_at = now + conn.dpd_delay  # as sa_timers.arm_dpd, inline: this runs for every message
-        if remote != self.remote or (not self.floated and local[1] == self.host.engine.natt_port):
+        if remote != self.remote or (not self.floated and local[1] == self.host.engine.natt_port) \
+                or self.local[0] in UNSPECIFIED:
             self._update_remote(local, remote)
         self.summary_event(False, h.exchange, h.mid, response, payloads, length, now, fragments=nfrag)
         if response:
@@ -500,7 +503,10 @@ class IkeSa:
             del self.reassembly[key]
 
     def _update_remote(self, local: Addr, remote: Addr) -> None:
-        """Follow the peer's NAT mapping on authenticated messages (§2.23)."""
+        """Follow the peer's NAT mapping on authenticated messages (§2.23), and learn our own
+        address when we initiated from an unspecified one (no local_addrs, no listen: a laptop)."""
+        if self.local[0] in UNSPECIFIED and local[0] not in UNSPECIFIED:
+            self.local = (local[0], self.local[1])
         # Once on the NAT-T port, a message on the IKE port (a peer starting over from a new
         # address) is answered where it came from but does not move the SA back.
         on_natt = local[1] == self.host.engine.natt_port

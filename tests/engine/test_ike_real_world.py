@@ -19,7 +19,7 @@ from engine.wire.constants import FLAG_INITIATOR, FLAG_RESPONSE, NON_ESP_MARKER,
 from engine.wire.message import decode_message, encode_message
 from engine.wire.payloads import NotifyPayload
 
-from tests.engine.ike_pair import LEFT, PSK, RIGHT, Pair, connection, mirror, policy
+from tests.engine.ike_pair import LEFT, PSK, RIGHT, Pair, child, connection, mirror, policy
 
 
 def ip_secrets(psk: str = PSK) -> Secrets:
@@ -215,3 +215,27 @@ def test_unknown_spi_answers_and_log_lines_are_bounded(caplog):
     sent = len(p.b.datagrams_to_send())
     assert 20 <= sent <= 40 and p.b.stats["unknown_spi"] == 1000
     assert len([r for r in caplog.records if "unknown IKE SAs" in r.getMessage()]) == 1
+
+
+# ------------------------------------------------------------------ our address unknown (a laptop)
+def test_dynamic_selector_takes_the_address_we_actually_use():
+    """No local_addrs and no listen: we initiate from 0.0.0.0 (the kernel picks the source); the
+    peer's answer arrives on our real address, which `dynamic` and our ID then use."""
+    a = connection(local_id=None, children=(child(local_ts="dynamic", remote_ts="198.51.100.0/25"),))
+    a = dataclasses.replace(a, local_addrs=())
+    b = mirror(a, remote_addrs=("192.0.2.0/24",))
+    pa = dataclasses.replace(policy(a), engine=dataclasses.replace(policy(a).engine, listen=()))
+    pb = dataclasses.replace(policy(b, address=RIGHT), secrets=Secrets(ike=(IkeSecret("all", (), Secret(PSK)),)))
+    p = Pair(pa, pb)
+    send = p.a.send
+
+    def kernel_source(data, local, remote):  # what the kernel does for a wildcard socket
+        send(data, (LEFT, local[1]) if local[0] == "0.0.0.0" else local, remote)
+    p.a.send = p.a.transmit = kernel_source
+    sa = p.a.initiate("tun", p.now)
+    assert sa.local[0] == "0.0.0.0"
+    p.advance(1)
+    (installed,) = p.of("a", ChildSaInstalled)
+    assert [str(t) for t in installed.local_ts] == [f"{LEFT}/32"]
+    assert installed.local_addr == LEFT and sa.local == (LEFT, 500)
+    assert p.b.status(p.now)[0].remote_id == LEFT

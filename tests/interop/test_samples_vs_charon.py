@@ -38,7 +38,6 @@ from tests.interop.peers import (
     INNER,
     charon_ike_sas,
     established,
-    known_defect,
     module_lab,  # noqa: F401  (fixture)
     other,
     peers,  # noqa: F401  (fixture)
@@ -206,12 +205,6 @@ def test_road_warrior_server(peers):
 
 
 # ------------------------------------------------------------------ road-warrior-client.toml
-@known_defect((
-    "not in issue 16's list, an engine/ike defect for the IKE follow-up (reported to the lead): the sample "
-    "gives no local_addrs and no listen (a laptop's address changes), so IkeEndpoint._local_addr returns "
-    "0.0.0.0 and `dynamic` goes out as TSi 0.0.0.0/32; our log: 'the peer does not accept our traffic "
-    "selectors for 'office-lan': we proposed 0.0.0.0/32 === 198.51.100.0/25', charon answers TS_UNACCEPTABLE "
-    "(with local_addrs = [\"192.0.2.2\"] added, this test passes)"))
 def test_road_warrior_client(peers):
     """The laptop (us, 192.0.2.2, start_action start) dials the gateway (charon, 192.0.2.1,
     gw.example.org, office 198.51.100.0/25) with the certificate alice@example.org; our own
