@@ -117,6 +117,37 @@ def test_restarted_charon_with_initial_contact_leaves_one_ike_sa(peers, first_in
     assert not old & {sa["spi_i"] for sa in o.sas()}
 
 
+@pytest.mark.parametrize("unique", ["replace", "no"])
+def test_peer_returning_without_initial_contact_and_unique(peers, unique):
+    """charon with unique = never sends no INITIAL_CONTACT (as Libreswan re-initiating after
+    dropping its IKE SA silently): with our unique = "replace" the orphan goes at once; with
+    the default "no" both stay (until DPD), as with swanctl."""
+    conf = charon_conn("left", unique="never")
+    c = peers.charon("left", conf)
+    o = peers.ours("right", our_policy_text("right", our_conn("right", unique=unique), engine=FAST_OURS),
+                   FQDN_SECRETS, "--datapath", "none")
+    bring_up("charon_initiates", c, o)
+    old = {sa["spi_i"] for sa in o.sas()}
+    c.kill()
+    c2 = peers.charon("left", conf)
+    r = c2.swanctl("--initiate", "--child", "t", "--timeout", "10", check=False)
+    assert r.returncode == 0, r.stdout[-2000:]
+    assert "N(INIT_CONTACT)" not in c2.log()
+    (_name, _state, spi_i, _spi_r), = charon_ike_sas(c2.list_sas())
+    if unique == "replace":
+        # As charon's replace: the old IKE SA is deleted with an INFORMATIONAL (retransmitted
+        # to a peer that forgot it, DELETING meanwhile), the new one is the only one up.
+        def only_the_new_one():
+            sas = o.sas()
+            up = [sa for sa in sas if sa["state"] == "ESTABLISHED"]
+            going = [sa["state"] for sa in sas if sa["spi_i"] in old]
+            return len(up) == 1 and f"{up[0]['spi_i']:016x}" == spi_i and going in ([], ["DELETING"]) and sas
+        wait_or_explain(only_the_new_one, "only charon's new IKE SA up with us, the orphan going", o, timeout=5)
+    else:
+        wait_or_explain(lambda: len(established(o)) == 2, "both IKE SAs (unique = no)", o, timeout=5)
+        assert old < {sa["spi_i"] for sa in o.sas()}
+
+
 def test_our_restart_with_initial_contact_leaves_one_ike_sa_on_charon(peers):
     """The other direction: our daemon crashes, comes back and initiates; our INITIAL_CONTACT makes
     charon drop the stale IKE SA."""
