@@ -56,6 +56,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import traceback
 import threading
 import time
 from collections import deque
@@ -111,14 +112,13 @@ def _message(exc: Exception) -> str:
 def _lazy_summary(summary):
     # Its decoded payloads cross as they are, and the console formats them only if it reads them
     # (LazySummary's own pickling would format every field here, on the engine's time).
-    header, payloads, length, retransmit, fragments = summary._src
-    return _unpickle_summary, (header, payloads, length, retransmit, fragments)
+    return _unpickle_summary, summary.parts()
 
 
-def _unpickle_summary(header, payloads, length, retransmit, fragments):
+def _unpickle_summary(src, retained):
     from engine.wire.summary import LazySummary
 
-    return LazySummary(header, payloads, length=length, retransmit=retransmit, fragments=fragments)
+    return LazySummary.from_parts(src, retained)
 
 
 def _frame(obj) -> bytes:
@@ -504,7 +504,7 @@ class _EngineProcess:
         if not await self._start():
             return 1
         _quiet_collector()
-        tasks = [asyncio.create_task(self._send_events()), asyncio.create_task(self._freeze())]
+        tasks = [self._watched(self._send_events()), self._watched(self._freeze())]
         try:
             while True:
                 msg = await _read_frame(reader)
@@ -553,7 +553,7 @@ class _EngineProcess:
                 queue.put_nowait(event)
         else:
             queue = rt.subscribe(20000, replay=True)
-        asyncio.create_task(self._take_events(queue))
+        self._taker = self._watched(self._take_events(queue))
         path = str(self.args.config) if self.args.config else None
         if self.kind == "lab" and path is None:
             from engine.policy.samples import sample_path
@@ -669,9 +669,24 @@ class _EngineProcess:
         except Exception:  # noqa: BLE001
             logging.getLogger("engine").exception("stopping the engine failed")
 
-    async def _stop_and_exit(self) -> None:
+    async def _stop_and_exit(self, code: int = 0) -> None:
         await self._stop()
-        os._exit(0)
+        os._exit(code)
+
+    def _watched(self, coro) -> asyncio.Task:
+        """A task whose failure ends the engine process loudly (its traceback on stderr, which the
+        console shows as the engine's last words) instead of leaving a console that sees nothing."""
+        task = asyncio.create_task(coro)
+
+        def ended(t: asyncio.Task) -> None:
+            if t.cancelled() or t.exception() is None:
+                return
+            traceback.print_exception(t.exception(), file=sys.stderr)
+            sys.stderr.flush()
+            asyncio.ensure_future(self._stop_and_exit(70))
+
+        task.add_done_callback(ended)
+        return task
 
 
 def _quiet_collector() -> None:

@@ -172,19 +172,18 @@ class NegotiationsScreen(ConsoleScreen):
         for ev in new:
             node = tree.root.add(ladder_label(ev, t0, colors), data=ev)
             m = ev.message
-            head = node.add_leaf(Text(f"{fmt.clock_ms(ev.time)}  {m.exchange} "
-                                      f"{'response' if m.response else 'request'}  MID {m.mid}  "
-                                      f"{m.length} bytes  SPIs {m.spi_i:016x}/{m.spi_r:016x}", style="dim"))
-            del head
+            node.add_leaf(Text(f"{fmt.clock_ms(ev.time)}  {m.exchange} "
+                               f"{'response' if m.response else 'request'}  MID {m.mid}  "
+                               f"{m.length} bytes  SPIs {m.spi_i:016x}/{m.spi_r:016x}", style="dim"))
             for d in m.details:
                 pnode = node.add(Text(d.name, style="bold"))
                 for label, value in d.fields:
-                    pnode.add_leaf(f"{label}: {value}")
+                    pnode.add_leaf(Text(f"{label}: {value}"))  # peer text: never markup
                 if not d.fields:
                     pnode.allow_expand = False
             if not m.details:
                 for p in m.payloads:
-                    node.add_leaf(p)
+                    node.add_leaf(Text(p))
         self._shown = ike_id
         self._shown_count = count
         box = self.query_one("#explain", Static)

@@ -488,6 +488,19 @@ class LazySummary(MessageSummary):
     def __reduce__(self):
         return (MessageSummary, self._values())
 
+    def parts(self) -> tuple:
+        """What `from_parts` needs to rebuild this summary still unformatted (the embedded
+        console's engine process sends these, so formatting stays on the console's side)."""
+        return self._src, self.retained
+
+    @classmethod
+    def from_parts(cls, src: tuple, retained: int) -> LazySummary:
+        obj = cls.__new__(cls)
+        object.__setattr__(obj, "_src", src)
+        object.__setattr__(obj, "_done", {})
+        object.__setattr__(obj, "retained", retained)
+        return obj
+
 
 for _f in dataclasses.fields(MessageSummary):
     # Properties shadow the dataclass defaults, so every field read goes through _get.

@@ -46,6 +46,30 @@ async def test_the_lab_engine_runs_in_a_process_of_its_own_and_stops_with_the_co
         os.kill(pid, 0)
 
 
+async def test_the_lab_engines_events_cross_to_the_console():
+    """Message summaries cross unformatted (LazySummary parts): a change of their inner layout once
+    made every events frame fail in the engine process, and the console saw no event at all."""
+    rt = EmbeddedRuntime.lab()
+    await rt.start()
+    seen = []
+
+    async def take():
+        async for ev in rt.events():
+            seen.append(ev)
+
+    task = asyncio.create_task(take())
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not any(type(e).__name__ == "ExchangeSent" for e in seen):
+            await asyncio.sleep(0.1)
+        sent = [e for e in seen if type(e).__name__ == "ExchangeSent"]
+        assert sent, [type(e).__name__ for e in seen]
+        assert sent[0].message.exchange == "IKE_SA_INIT" and sent[0].message.payloads
+    finally:
+        task.cancel()
+        await rt.stop()
+
+
 async def test_the_engine_keeps_its_timers_while_the_console_is_blocked():
     rt = EmbeddedRuntime.lab()
     await rt.start()

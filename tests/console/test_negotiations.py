@@ -42,6 +42,28 @@ async def test_ladder_lists_exchanges_and_expands_payloads():
         assert "proposal 1: IKE:AES_GCM_16_256/PRF_HMAC_SHA2_384/CURVE_25519" in screen_text(app)
 
 
+async def test_peer_text_in_payload_details_is_shown_as_sent_never_as_markup(monkeypatch):
+    from console.runtime.fake import FakeRuntime
+
+    auth_pair = FakeRuntime._auth_pair
+
+    def with_markup_id(self, ike, *args, **kw):
+        ike.local_id = "gw[bold]x[/bold]"  # a DN or FQDN a peer chose, with Rich markup in it
+        return auth_pair(self, ike, *args, **kw)
+
+    monkeypatch.setattr(FakeRuntime, "_auth_pair", with_markup_id)
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await ready(pilot)
+        await pilot.press("2")
+        await wait_for(pilot, lambda: app.screen.query("#ladder"), what="negotiations screen")
+        _select(app, "branch")
+        await pilot.pause()
+        tree = app.screen.query_one("#ladder", Tree)
+        leaves = [str(leaf.label) for n in tree.root.children for p in n.children for leaf in p.children]
+        assert "id: gw[bold]x[/bold]" in leaves, leaves
+
+
 async def test_no_proposal_chosen_shows_both_lists_with_mismatch_marked():
     app = make_app()
     async with app.run_test(size=(120, 40)) as pilot:

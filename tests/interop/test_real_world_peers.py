@@ -90,10 +90,7 @@ def test_cloud_site_to_site_with_ip_identities(peers, direction):
 
 
 # ------------------------------------------------------------------ 2. INITIAL_CONTACT
-@pytest.mark.parametrize("first_initiator", [
-    "ours",
-    "charon",
-])
+@pytest.mark.parametrize("first_initiator", ["ours", "charon"])
 def test_restarted_charon_with_initial_contact_leaves_one_ike_sa(peers, first_initiator):
     """charon crashes (SIGKILL: no DELETE), comes back and connects with INITIAL_CONTACT: within
     seconds we hold exactly its new IKE SA (RFC 7296 §2.4), whoever had initiated the old one."""
