@@ -61,7 +61,10 @@ POLICY = f"""\
 datapath = "userspace"
 listen = ["{RIGHT}"]
 secrets = "secrets.toml"
-half_open_threshold = 1000000
+half_open_threshold = 1000000   # as charon's bench settings: no COOKIEs, no per-source limits
+cookie_threshold_ip = 1000000
+block_threshold = 1000000
+init_limit_half_open = 0
 
 [connections.bench]
 local_addrs = ["{RIGHT}"]

@@ -163,7 +163,10 @@ OUR_POLICY = f"""\
 datapath = "userspace"   # ours-none overrides it with --datapath none
 listen = ["{RIGHT}"]
 secrets = "secrets.toml"
-half_open_threshold = 1000000   # no COOKIEs: charon's bench settings turn them off too
+half_open_threshold = 1000000   # no COOKIEs, no per-source limits: charon's bench settings turn them off too
+cookie_threshold_ip = 1000000
+block_threshold = 1000000
+init_limit_half_open = 0
 
 [connections.bench]
 local_addrs = ["{RIGHT}"]
@@ -592,7 +595,8 @@ def _sansio_pair(held: int = 0):
     a = IkeEndpoint(policy(conn, *extra, psk=PSK.decode(), address=LEFT))
     mine = mirror(conn)
     b = IkeEndpoint(policy(dataclasses.replace(mine, remote=dataclasses.replace(mine.remote, id=None)),
-                           psk=PSK.decode(), address=RIGHT, half_open_threshold=10 ** 6))
+                           psk=PSK.decode(), address=RIGHT, half_open_threshold=10 ** 6,
+                           cookie_threshold_ip=10 ** 6, block_threshold=10 ** 6, init_limit_half_open=0))
     clock = _Clock()
     for c in extra:
         a.initiate(c.name, 1000.0)

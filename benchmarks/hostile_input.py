@@ -470,7 +470,8 @@ class Bench:
         n = self.args.hold
         with Watch(self) as w:
             r = subprocess.run(["ip", "netns", "exec", self.atk, sys.executable, "-m", "benchmarks.ikeload", "run",
-                                "--source", GEN, "--target", OURS_ADDR, "--concurrency", "8", "--hold", str(n),
+                                # 3 in flight: one address stays under cookie_threshold_ip / block_threshold
+                                "--source", GEN, "--target", OURS_ADDR, "--concurrency", "3", "--hold", str(n),
                                 "--warmup", "0", "--duration", "1", "--psk", PSK, "--json"],
                                capture_output=True, text=True, timeout=3600, cwd=ROOT)
         held = json.loads(r.stdout.strip().splitlines()[-1]).get("held", 0) if r.returncode == 0 else 0
