@@ -158,7 +158,8 @@ class ConnectionConfig:
     encap: bool = False
     """Force UDP encapsulation (ESP-in-UDP on natt_port) even without a NAT."""
     dpd_delay: float = 0.0
-    """Send a liveness check after this much silence; 0 disables DPD."""
+    """Send a liveness check after this much silence (no IKE message and no ESP packet from the peer);
+    0 disables DPD."""
     rekey_time: float = 14400.0
     """IKE SA soft lifetime (seconds)."""
     over_time: float = 1440.0
