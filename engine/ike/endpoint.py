@@ -81,6 +81,10 @@ class IkeEndpoint:
         self.emit: Callable[[Event], None] = self._events.append
         """Queue an event for ``next_event`` (a bound deque.append: dozens per handshake)."""
         self._attempts: dict[str, int] = {}
+        self.source_address: Callable[[str], str | None] | None = None
+        """The runtime's route lookup: the address the host sends from towards a peer (None: unknown).
+        Used only when neither local_addrs nor listen names ours (a laptop), so NAT detection
+        hashes our real address; injected like ``rng``, the endpoint itself never asks the kernel."""
 
     # ------------------------------------------------------------ config
     @property
@@ -250,6 +254,10 @@ class IkeEndpoint:
         for a in self.policy.engine.listen:
             if ipaddress.ip_address(a).version == version:
                 return a
+        found = self.source_address(remote) if self.source_address is not None else None
+        if found:
+            return found
+        # The kernel picks the source; the SA learns it from the answer (IkeSa._update_remote).
         return "0.0.0.0" if version == 4 else "::"
 
     def initiate(self, name: str, now: float, child: str | None = None) -> IkeSa:

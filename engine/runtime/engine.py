@@ -93,6 +93,7 @@ class EngineRuntime:
         prepare = getattr(self.datapath, "prepare_socket", None)
         if prepare is not None:
             self.sockets.prepare = prepare
+        self.endpoint.source_address = self.sockets.source_for
         esp_batch = getattr(self.datapath, "receive_esp_batch", None)
         if esp_batch is not None:
             self.sockets.esp_sink = esp_batch

@@ -14,6 +14,7 @@ from engine.ike.endpoint import IkeEndpoint
 from engine.ike.sa import IkeSa
 from engine.policy.identity import parse_identity
 from engine.policy.model import IkeSecret, Secrets
+from engine.runtime.udp import UdpSockets
 from engine.secret import Secret
 from engine.wire.constants import FLAG_INITIATOR, FLAG_RESPONSE, NON_ESP_MARKER, ExchangeType, NotifyType
 from engine.wire.message import decode_message, encode_message
@@ -239,3 +240,25 @@ def test_dynamic_selector_takes_the_address_we_actually_use():
     assert [str(t) for t in installed.local_ts] == [f"{LEFT}/32"]
     assert installed.local_addr == LEFT and sa.local == (LEFT, 500)
     assert p.b.status(p.now)[0].remote_id == LEFT
+
+
+def test_route_lookup_gives_the_source_address_before_the_first_answer():
+    """With the runtime's route lookup injected, the SA starts from our real address: NAT
+    detection hashes it, so no NAT is seen where there is none."""
+    a = connection(local_id=None, children=(child(local_ts="dynamic", remote_ts="198.51.100.0/25"),))
+    a = dataclasses.replace(a, local_addrs=())
+    b = mirror(a, remote_addrs=("192.0.2.0/24",))
+    pa = dataclasses.replace(policy(a), engine=dataclasses.replace(policy(a).engine, listen=()))
+    p = Pair(pa, policy(b, address=RIGHT))
+    asked = []
+    p.a.source_address = lambda remote: asked.append(remote) or LEFT
+    sa = p.a.initiate("tun", p.now)
+    assert asked == [RIGHT] and sa.local == (LEFT, 500)
+    p.advance(1)
+    (installed,) = p.of("a", ChildSaInstalled)
+    assert [str(t) for t in installed.local_ts] == [f"{LEFT}/32"]
+    assert not sa.nat.any and not sa.floated
+
+
+def test_runtime_route_lookup_on_loopback():
+    assert UdpSockets(lambda *a: None).source_for("127.0.0.1") == "127.0.0.1"
