@@ -110,6 +110,8 @@ class IkeAuth(Initiator):
         if conn.remote.id is not None and conn.remote.id.kind not in ("any",) and "*" not in conn.remote.id.value:
             t, d = identity_to_wire(conn.remote.id, sa.remote[0])
             payloads.append(IdPayload(False, t, d))
+        # Our identity is known now (the configured ID or our address): the PSK lookup needs it.
+        sa.local_id = identity_from_wire(self.idi.id_type, self.idi.data)
         signed = octets(sa.init_request, sa.nonce_r, sa.chosen.prf, sa.keys.sk_pi.reveal(), self.idi)
         payloads.append(auth.auth_payload(sa, conn, signed))
         if self.child_cfg is not None:
