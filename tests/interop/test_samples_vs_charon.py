@@ -38,7 +38,6 @@ from tests.interop.peers import (
     INNER,
     charon_ike_sas,
     established,
-    known_defect,
     module_lab,  # noqa: F401  (fixture)
     other,
     peers,  # noqa: F401  (fixture)
@@ -130,11 +129,7 @@ def charon_log_child(c) -> list[str]:
 
 # ------------------------------------------------------------------ site-to-site.toml
 @pytest.mark.parametrize("direction", [
-    pytest.param("trap_on_our_side", marks=known_defect((
-        "not an IKE defect: the userspace datapath (the only one without kernel ESP) never installs trap "
-        "policies — only engine/datapath/kernel_runtime.py calls install_trap — so start_action = \"trap\" "
-        "does nothing: ping sends its 3 packets, no IKE_SA_INIT is ever sent, and `check` on the moved sample "
-        "is silent. Reported to the lead (owner: engine/datapath)"))),
+    "trap_on_our_side",
     "we_initiate", "charon_initiates"])
 def test_site_to_site(peers, direction):
     """hq (us, 192.0.2.1, LAN 198.51.100.0/25) and branch (charon, 192.0.2.2, 198.51.100.128/25),
@@ -210,12 +205,6 @@ def test_road_warrior_server(peers):
 
 
 # ------------------------------------------------------------------ road-warrior-client.toml
-@known_defect((
-    "not in issue 16's list, an engine/ike defect for the IKE follow-up (reported to the lead): the sample "
-    "gives no local_addrs and no listen (a laptop's address changes), so IkeEndpoint._local_addr returns "
-    "0.0.0.0 and `dynamic` goes out as TSi 0.0.0.0/32; our log: 'the peer does not accept our traffic "
-    "selectors for 'office-lan': we proposed 0.0.0.0/32 === 198.51.100.0/25', charon answers TS_UNACCEPTABLE "
-    "(with local_addrs = [\"192.0.2.2\"] added, this test passes)"))
 def test_road_warrior_client(peers):
     """The laptop (us, 192.0.2.2, start_action start) dials the gateway (charon, 192.0.2.1,
     gw.example.org, office 198.51.100.0/25) with the certificate alice@example.org; our own
@@ -244,11 +233,7 @@ def test_road_warrior_client(peers):
 
 # ------------------------------------------------------------------ host-to-host-transport.toml
 @pytest.mark.parametrize("direction", [
-    pytest.param("we_initiate", marks=known_defect((
-        "issue 16: the sample identifies both hosts by IP address (no `id`); as initiator (start_action = "
-        "\"start\") IkeAuth.build raises LocalError \"no pre-shared key for connection 'peer' in the "
-        "secrets file\" inside the datagram handler: no IKE_AUTH, the SA stays CONNECTING — fixed by the "
-        "IKE follow-up"))),
+    "we_initiate",
     "charon_initiates",
 ])
 def test_host_to_host_transport(peers, direction):

@@ -113,6 +113,8 @@ class IkeAuth(Initiator):
         if conn.remote.id is not None and conn.remote.id.kind not in ("any",) and "*" not in conn.remote.id.value:
             t, d = identity_to_wire(conn.remote.id, sa.remote[0])
             payloads.append(IdPayload(False, t, d))
+        # Our identity is known now (the configured ID or our address): the PSK lookup needs it.
+        sa.local_id = identity_from_wire(self.idi.id_type, self.idi.data)
         self.ppk = InitiatorPpk(sa, conn)
         mid = sa.mid_out
 
