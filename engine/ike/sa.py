@@ -137,6 +137,19 @@ class IkeSa:
         self.remote_id: Identity | None = None
         self.candidates: tuple[ConnectionConfig, ...] = ()
         """Responder: connections that matched addresses and IKE proposals in IKE_SA_INIT."""
+        self.peer_intermediate = False
+        """The peer sent INTERMEDIATE_EXCHANGE_SUPPORTED (RFC 9242)."""
+        self.intermediate = None
+        """engine.ike.intermediate.Intermediate: RFC 9370 rounds before IKE_AUTH, or None."""
+        self.use_ppk = False
+        """Both sides sent USE_PPK (RFC 8784)."""
+        self.ppk_used = False
+        """A PPK went into this SA's SK_d, SK_pi, SK_pr (engine.ike.ppk_auth)."""
+        self.quantum_parent = False
+        """Rekeyed from a quantum-safe IKE SA: its keys derive from that SA's SK_d."""
+        self.intermediate_plain: tuple[int, bytes] | None = None
+        """(first inner payload type, inner plaintext) of the IKE_INTERMEDIATE message just
+        received: its IntAuth covers them (RFC 9242 §3.3.2)."""
 
         # Message IDs (§2.3) and exchanges.
         self.mid_out = 0
@@ -475,6 +488,8 @@ class IkeSa:
             raise RemoteError(None, "encrypted message before keys exist")
         if isinstance(last, SkPayload):
             first, inner = self.sk.open(message)
+            if h.exchange == ExchangeType.IKE_INTERMEDIATE:
+                self.intermediate_plain = (first, inner)
             return decode_payloads(first, inner), len(message.raw), 1
         if isinstance(last, SkfPayload):
             if not (1 <= last.fragment_number <= last.total_fragments <= MAX_FRAGMENTS):
@@ -494,6 +509,8 @@ class IkeSa:
             first, inner = r.assemble()
             if len(inner) > self.host.engine.max_packet:
                 raise RemoteError(None, f"reassembled message exceeds max_packet ({self.host.engine.max_packet} bytes)")
+            if h.exchange == ExchangeType.IKE_INTERMEDIATE:
+                self.intermediate_plain = (first, inner)
             return decode_payloads(first, inner), r.length, r.total
         raise RemoteError(None, f"unprotected {exchange_name(h.exchange)}")
 

@@ -62,14 +62,16 @@ from __future__ import annotations
 from engine.events import IkeState
 from engine.ike.child import ChildSa
 from engine.ike.errors import RemoteError
-from engine.ike.exchanges import child_rekey, create_child, ike_auth, ike_rekey, ike_sa_init, informational
+from engine.ike import intermediate
+from engine.ike.exchanges import child_rekey, create_child, ike_auth, ike_intermediate, ike_rekey, ike_sa_init, \
+    informational
 from engine.ike.exchange import Initiator, Responder, find, notify
 from engine.ike.sa import IkeSa
 from engine.policy.model import ChildConfig
 from engine.wire.constants import ExchangeType, NotifyType, ProtocolId
 from engine.wire.payloads import SaPayload
 
-MODULES = (ike_sa_init, ike_auth, create_child, child_rekey, ike_rekey, informational)
+MODULES = (ike_sa_init, ike_intermediate, ike_auth, create_child, child_rekey, ike_rekey, informational)
 """Every exchange module (each has a TABLE)."""
 
 
@@ -80,7 +82,16 @@ class Catalog:
         if exchange == ExchangeType.IKE_AUTH:
             if sa.state != IkeState.CONNECTING or sa.original_initiator:
                 raise RemoteError(NotifyType.INVALID_SYNTAX, "IKE_AUTH request on an established IKE SA")
+            if intermediate.pending(sa):
+                # Skipping a negotiated additional key exchange would drop its protection.
+                raise RemoteError(NotifyType.INVALID_SYNTAX, "IKE_AUTH before the negotiated IKE_INTERMEDIATE "
+                                  "key exchanges")
+            intermediate.note_auth_mid(sa, sa.peer_mid)
             return ike_auth.IkeAuthResponder(sa)
+        if exchange == ExchangeType.IKE_INTERMEDIATE:
+            if sa.state != IkeState.CONNECTING or sa.original_initiator or not intermediate.pending(sa):
+                raise RemoteError(NotifyType.INVALID_SYNTAX, "IKE_INTERMEDIATE request that was not negotiated")
+            return ike_intermediate.IkeIntermediateResponder(sa)
         if sa.state in (IkeState.CREATED, IkeState.CONNECTING):
             raise RemoteError(NotifyType.INVALID_SYNTAX, "a request before IKE_AUTH completed")
         if exchange == ExchangeType.CREATE_CHILD_SA:
@@ -92,10 +103,13 @@ class Catalog:
             return create_child.CreateChildResponder(sa)
         if exchange == ExchangeType.INFORMATIONAL:
             return informational.InformationalResponder(sa)
+        if exchange == ExchangeType.IKE_FOLLOWUP_KE:
+            # No CREATE_CHILD_SA of the peer waits for this round (RFC 9370 §2.2.4).
+            raise RemoteError(NotifyType.STATE_NOT_FOUND, "IKE_FOLLOWUP_KE without a CREATE_CHILD_SA in progress")
         raise RemoteError(NotifyType.INVALID_SYNTAX, f"unexpected exchange type {exchange}")
 
     def ike_init(self, sa: IkeSa, children: list[ChildConfig]) -> Initiator:
-        return ike_sa_init.IkeInit(sa, children, ike_auth.IkeAuth)
+        return ike_sa_init.IkeInit(sa, children, ike_intermediate.before(ike_auth.IkeAuth))
 
     def ike_rekey(self, sa: IkeSa) -> Initiator:
         return ike_rekey.IkeRekey(sa)

@@ -32,6 +32,9 @@ from engine.ike.exchanges.create_child import CreateChild
 from engine.ike.exchanges.informational import Notify
 from engine.ike.host import Ended
 from engine.ike.identity import identity_from_wire, identity_to_wire, matches
+from engine.ike import ppk_auth
+from engine.ike.intermediate import int_auth
+from engine.ike.ppk_auth import InitiatorPpk
 from engine.ike.text import notify_name, short
 from engine.policy.model import ChildConfig
 from engine.wire.constants import ExchangeType, NotifyType
@@ -112,8 +115,15 @@ class IkeAuth(Initiator):
             payloads.append(IdPayload(False, t, d))
         # Our identity is known now (the configured ID or our address): the PSK lookup needs it.
         sa.local_id = identity_from_wire(self.idi.id_type, self.idi.data)
-        signed = octets(sa.init_request, sa.nonce_r, sa.chosen.prf, sa.keys.sk_pi.reveal(), self.idi)
-        payloads.append(auth.auth_payload(sa, conn, signed))
+        self.ppk = InitiatorPpk(sa, conn)
+        mid = sa.mid_out
+
+        def auth_data(sk_pi: bytes) -> AuthPayload:
+            signed = octets(sa.init_request, sa.nonce_r, sa.chosen.prf, sk_pi, self.idi) + int_auth(sa, mid)
+            return auth.auth_payload(sa, conn, signed)
+
+        payloads.append(auth_data(sa.keys.sk_pi.reveal()))
+        payloads += self.ppk.notifies(lambda sk_pi: auth_data(sk_pi).data)
         if self.child_cfg is not None:
             self.offer = child_sa.ChildOffer(sa, self.child_cfg, with_ke=False, nonce=False)
             payloads += self.offer.payloads(nonce=False)
@@ -140,7 +150,12 @@ class IkeAuth(Initiator):
             return
         sa.local_id = identity_from_wire(self.idi.id_type, self.idi.data)
         sa.remote_id = peer
-        signed = octets(sa.init_response, sa.nonce_i, sa.chosen.prf, sa.keys.sk_pr.reveal(), idr)
+        why = self.ppk.answer(sa, payloads)
+        if why is not None:
+            self.fire(I.RESP_PEER_REJECTED, now, reason=why)
+            return
+        signed = octets(sa.init_response, sa.nonce_i, sa.chosen.prf, sa.keys.sk_pr.reveal(), idr) \
+            + int_auth(sa, sa.mid_out - 1)
         ok, why = sa.host.auth.verify(sa, conn, auth, signed, payloads, peer)
         if not ok:
             self.fire(I.RESP_PEER_REJECTED, now, reason=why)
@@ -249,7 +264,12 @@ class IkeAuthResponder(Responder):
         if conn is None:
             return I.PEER_UNKNOWN
         sa.conn = conn
-        signed = octets(sa.init_request, sa.nonce_r, sa.chosen.prf, sa.keys.sk_pi.reveal(), idi)
+        auth, why = ppk_auth.responder(sa, conn, payloads, auth)
+        if auth is None:
+            self.reason = why
+            return I.PEER_REJECTED
+        signed = octets(sa.init_request, sa.nonce_r, sa.chosen.prf, sa.keys.sk_pi.reveal(), idi) \
+            + int_auth(sa, sa.peer_mid)
         ok, why = sa.host.auth.verify(sa, conn, auth, signed, payloads, peer)
         if not ok:
             self.reason = why
@@ -271,8 +291,10 @@ class IkeAuthResponder(Responder):
         sa, conn, auth, payloads = self.sa, self.sa.conn, self.sa.host.auth, self.payloads
         idr = auth.id_payload(conn, False, sa.local[0])
         sa.local_id = identity_from_wire(idr.id_type, idr.data)
-        signed_r = octets(sa.init_response, sa.nonce_i, sa.chosen.prf, sa.keys.sk_pr.reveal(), idr)
-        answer: list = [idr, *auth.cert_payloads(conn), auth.auth_payload(sa, conn, signed_r)]
+        signed_r = octets(sa.init_response, sa.nonce_i, sa.chosen.prf, sa.keys.sk_pr.reveal(), idr) \
+            + int_auth(sa, sa.peer_mid)
+        answer: list = [idr, *auth.cert_payloads(conn), auth.auth_payload(sa, conn, signed_r),
+                        *ppk_auth.responder_notifies(sa)]
         self.child = None
         if self.child_wanted:
             try:
