@@ -3,9 +3,8 @@
 Each operation is timed through our engine.crypto wrappers (what the IKE layer
 calls) and as the bare `cryptography` call, in the same run, interleaved run by
 run; the figure is the median of --runs runs of --n operations each, in
-microseconds per operation, with the ratio ours/raw. The hybrid handshake row
-(x25519 + ML-KEM against charon 6.1) belongs to handshakes.py once the
-IKE_INTERMEDIATE exchange exists (issue 11).
+microseconds per operation, with the ratio ours/raw. Whole hybrid handshakes
+(x25519 + ML-KEM, ours and charon 6.1 side by side): benchmarks/hybrid_handshake.py.
 
     python3 benchmarks/kem.py [--runs 7] [--n 300] [--json out.json]
 

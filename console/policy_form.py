@@ -21,6 +21,7 @@ import tomlkit
 from tomlkit.exceptions import TOMLKitError
 from tomlkit.items import InlineTable, Item
 
+from engine.policy import pq
 from engine.policy.parse import AUTH_METHODS
 
 
@@ -95,6 +96,14 @@ NEW_CONNECTION = {
     "remote": {"auth": "psk"},
     "dpd_delay": "30s",
 }
+
+
+def new_connection() -> dict:
+    """A new connection's defaults: hybrid post-quantum IKE proposals when the engine
+    negotiates them (engine.policy.pq), classic otherwise."""
+    return {**NEW_CONNECTION, "proposals": pq.default_ike_proposals()}
+
+
 NEW_CHILD = {"local_ts": ["0.0.0.0/0"], "remote_ts": ["0.0.0.0/0"], "esp_proposals": ["aes256gcm16-x25519"],
              "start_action": "none"}
 NEW_RULE = {"action": "bypass", "remote_ts": ["0.0.0.0/0[udp/53]"]}
@@ -345,7 +354,7 @@ def add_node(doc, node: tuple) -> None:
         raise ValueError(f"there is already a {KIND_WORDS[node[0]]} named {name!r}")
     if node[0] == "child" and not exists(doc, ("connection", node[1])):
         raise ValueError(f"no connection named {node[1]!r}")
-    defaults = {"connection": NEW_CONNECTION, "child": NEW_CHILD, "rule": NEW_RULE, "pool": NEW_POOL}[node[0]]
+    defaults = {"connection": new_connection(), "child": NEW_CHILD, "rule": NEW_RULE, "pool": NEW_POOL}[node[0]]
     path = node_path(node)
     parent = _table(doc, path[:-1], create=True)
     parent[name] = _new_table(defaults)

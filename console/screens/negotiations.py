@@ -28,12 +28,16 @@ SHORT_NOTIFY = {
 }
 
 
+LADDER_EXCHANGE = {"IKE_INTERMEDIATE": "INTERMEDIATE", "IKE_FOLLOWUP_KE": "FOLLOWUP_KE"}
+"""Exchange names too long for a rung with its Message ID (RFC 9242, RFC 9370)."""
+
+
 def ladder_label(ev, t0: float, colors: dict[str, str]) -> Text:
     """One rung: time, then ●──message──▶ (we sent) or ◀──message──● (we received)."""
     m = ev.message
     sent = isinstance(ev, ExchangeSent)
     kind = "resp" if m.response else "req"
-    core = f" {m.exchange} {kind} {m.mid} "
+    core = f" {LADDER_EXCHANGE.get(m.exchange, m.exchange)} {kind} {m.mid} "
     if len(core) > LANE - 3:
         core = core[: LANE - 4] + "… "
     pad = LANE - 2 - len(core)

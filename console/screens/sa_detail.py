@@ -30,6 +30,15 @@ def _kv(rows: list[tuple[str, str]], columns: int = 2) -> Table:
     return t
 
 
+def quantum_fact(safe: bool, additional: tuple[str, ...] = (), ppk: bool = False) -> list[tuple[str, str]]:
+    """A 'quantum-safe' row for SAs whose keys resist a quantum computer (issue 11): what made
+    them so. Classic SAs get no row (the policy's lint and check say what to change)."""
+    if not safe:
+        return []
+    why = [*additional, *(["PPK"] if ppk else [])]
+    return [("quantum-safe", "yes" + (f" ({', '.join(why)})" if why else " (ML-KEM, or keys from a quantum-safe SA)"))]
+
+
 def ike_facts(ike: IkeSaInfo) -> list[tuple[str, str]]:
     return [
         ("connection", ike.name),
@@ -40,6 +49,7 @@ def ike_facts(ike: IkeSaInfo) -> list[tuple[str, str]]:
         ("SPI i", fmt.spi64(ike.spi_i)),
         ("SPI r", fmt.spi64(ike.spi_r)),
         ("algorithms", fmt.algorithms(ike.encr, ike.integ, ike.ke, ike.prf, sep=" ") or "–"),
+        *quantum_fact(ike.quantum_safe, ike.additional_ke, ike.ppk),
         ("NAT", ("we are behind a NAT " if ike.nat_local else "") + ("peer behind a NAT" if ike.nat_remote else "")
          or "none detected"),
         ("established", fmt.duration(ike.established_ago) + " ago" if ike.established_ago is not None else "–"),
@@ -55,6 +65,7 @@ def child_facts(ch: ChildSaInfo, rate: float | None) -> list[tuple[str, str]]:
         ("mode", f"{ch.protocol.upper()} {ch.mode}" + (", UDP-encapsulated" if ch.encap else "")),
         ("SPI in / out", f"{ch.spi_in:08x} / {ch.spi_out:08x}"),
         ("algorithms", fmt.algorithms(ch.encr, ch.integ, ch.ke, sep=" ") + (" ESN" if ch.esn else "")),
+        *quantum_fact(ch.quantum_safe, ch.additional_ke),
         ("local TS", " ".join(ch.local_ts)),
         ("remote TS", " ".join(ch.remote_ts)),
         ("in", f"{fmt.size(ch.bytes_in)}, {ch.packets_in} packets, last {fmt.duration(ch.last_in_ago)} ago"),

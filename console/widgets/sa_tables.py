@@ -100,6 +100,11 @@ def connection_rows(snap: StatusSnapshot) -> dict[str, tuple[str, ...]]:
     return rows
 
 
+def pq_mark(quantum_safe: bool) -> str:
+    """What the algorithms cell adds for an SA whose keys resist a quantum computer (issue 11)."""
+    return " +PQ" if quantum_safe else ""
+
+
 def ike_row(ike: IkeSaInfo) -> tuple[str, ...]:
     nat = "peer" if ike.nat_remote else ("us" if ike.nat_local else "no")
     if ike.nat_local and ike.nat_remote:
@@ -109,7 +114,7 @@ def ike_row(ike: IkeSaInfo) -> tuple[str, ...]:
         f"{ike.local_addr}:{ike.local_port}", f"{ike.remote_addr}:{ike.remote_port}",
         ike.local_id, ike.remote_id, "init" if ike.initiator else "resp", nat,
         f"{fmt.spi64(ike.spi_i)} {fmt.spi64(ike.spi_r)}",
-        fmt.algorithms(ike.encr, ike.integ, ike.ke, ike.prf),
+        fmt.algorithms(ike.encr, ike.integ, ike.ke, ike.prf) + pq_mark(ike.quantum_safe),
         fmt.duration(ike.established_ago), fmt.duration(ike.rekey_in), fmt.duration(ike.expire_in),
     )
 
@@ -125,7 +130,7 @@ def child_row(ike: IkeSaInfo, ch: ChildSaInfo, rate: float | None) -> tuple[str,
         ch.mode + ("+udp" if ch.encap else ""), fmt.rate(rate),
         fmt.size(ch.bytes_in), fmt.size(ch.bytes_out), fmt.count(ch.packets_in), fmt.count(ch.packets_out),
         fmt.duration(ch.rekey_in), fmt.duration(ch.expire_in),
-        fmt.algorithms(ch.encr, ch.integ, ch.ke), " ".join(ch.local_ts), " ".join(ch.remote_ts), drops or "–",
+        fmt.algorithms(ch.encr, ch.integ, ch.ke) + pq_mark(ch.quantum_safe), " ".join(ch.local_ts), " ".join(ch.remote_ts), drops or "–",
     )
 
 

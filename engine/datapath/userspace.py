@@ -71,7 +71,14 @@ from engine.datapath.tun import (
 from engine.datapath.userspace_io import READ_BATCH, RawSender, TunIO, UdpSender
 from engine.datapath.userspace_path import Pair, SaPath
 from engine.esp import EspDrop, SaConfigError
-from engine.events import ChildSaDeleted, ChildSaInstalled, ChildSaMoved, SaCounters, VirtualIpsChanged
+from engine.events import (
+    AcquireRequested,
+    ChildSaDeleted,
+    ChildSaInstalled,
+    ChildSaMoved,
+    SaCounters,
+    VirtualIpsChanged,
+)
 from engine.policy.model import Policy
 
 log = logging.getLogger("engine.datapath.userspace")
@@ -84,6 +91,8 @@ REKEYED_INBOUND_LINGER = 5.0
 IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
 IPV6_HDRINCL = 36
 IPPROTO_AH = 51
+ACQUIRE_HOLD = 2.0
+"""Seconds between two acquires of one trapped child (its packets keep coming while IKE runs)."""
 SOCKET_BUFFER = 4 << 20
 """Bytes of send/receive buffer asked for on the ESP sockets (bursts of a GSO batch fill the default)."""
 
@@ -126,6 +135,9 @@ class UserspaceDatapath:
         self._sa_routes: dict[int, tuple[tuple, str | None]] = {}
         """Inbound SPI -> (networks, src) routed for that pair."""
         self._rule_routes: list[tuple[tuple, str]] = []
+        self._trap_routes: dict[tuple[str, str], tuple[tuple, str | None]] = {}
+        """(connection, child) of a trap -> the networks (and source) routed into the device for it."""
+        self._acquired: dict[tuple[str, str], float] = {}
         self._senders: dict[tuple, object] = {}
         """(socket or raw kind, peer endpoint) -> the sender its pairs share."""
         self._reduced: set = set()
@@ -385,6 +397,41 @@ class UserspaceDatapath:
         self.path.apply_policy(policy)
         if self.routes is not None:
             self._apply_rule_routes()
+        self._apply_traps()
+
+    def _apply_traps(self) -> None:
+        """``start_action = "trap"``: the child's remote selectors are routed into the device, and
+        the first packet its policy protects without an SA starts the negotiation (what the
+        kernel's trap policy and ACQUIRE do for the kernel datapath)."""
+        wanted: dict[tuple[str, str], tuple[tuple, str | None]] = {}
+        for conn in self.policy.connections:
+            if not conn.remote_addrs or conn.remote_addrs[0] in ("%any", "%any6"):
+                continue  # nobody to initiate to
+            for child in conn.children:
+                if child.start_action != "trap":
+                    continue
+                if child.mode == "transport":
+                    try:
+                        nets = (ipaddress.ip_network(conn.remote_addrs[0]),)
+                    except ValueError:
+                        continue
+                else:
+                    nets = tuple(n for ts in child.remote_ts if not ts.dynamic
+                                 for n in ranges_to_networks(ts.start, ts.end))
+                local_nets = tuple(n for ts in child.local_ts if not ts.dynamic
+                                   for n in ranges_to_networks(ts.start, ts.end))
+                src = self._addrs.address_in(local_nets) if self._addrs is not None and local_nets else None
+                wanted[(conn.name, child.name)] = (nets, src)
+        self.path.traps = set(wanted)
+        if self.routes is None:
+            return
+        old, self._trap_routes = self._trap_routes, wanted
+        for key, route in wanted.items():
+            if old.get(key) != route:
+                self.routes.add(*route)
+        for key, route in old.items():
+            if wanted.get(key) != route:
+                self.routes.remove(*route)
 
     def _apply_rule_routes(self) -> None:
         wanted: list[tuple[tuple, str]] = []
@@ -451,6 +498,18 @@ class UserspaceDatapath:
     def flush_events(self) -> None:
         for ev in self.path.drain():
             self.runtime.datapath_event(ev)
+        if self.path.acquires:
+            self._acquire()
+
+    def _acquire(self) -> None:
+        now = self.runtime.now()
+        reqid_for = getattr(getattr(self.runtime, "endpoint", None), "reqid_for_config", None)
+        for key in self.path.take_acquires():
+            if reqid_for is None or now - self._acquired.get(key, float("-inf")) < ACQUIRE_HOLD:
+                continue
+            self._acquired[key] = now
+            log.info("traffic for trapped CHILD SA %s/%s: negotiating it", *key)
+            self.runtime.datapath_event(AcquireRequested(reqid=reqid_for(*key)))
 
     def receive_esp(self, data: bytes, local, remote, now: float) -> None:
         """Inbound ESP-in-UDP from the runtime's NAT-T socket."""

@@ -191,6 +191,13 @@ class SaPath:
         self.policy = policy
         self._prio: dict[tuple[str, str], int | None] = {}
         self._spd: Spd | None = None
+        self.traps: set[tuple[str, str]] = set()
+        """(connection, child) of ``start_action = "trap"`` children: a packet their policy protects
+        while they have no SA asks for one (`take_acquires`) instead of only being dropped."""
+        self.acquires: set[tuple[str, str]] = set()
+        self._trapped = False
+        """The last `decide` hit a trap: its "no_sa" is not cached, so the flow is decided again
+        (and passes) once the SA is up, and asks again if the negotiation failed."""
         self.apply_policy(policy)
 
     # ------------------------------------------------------------ install / remove
@@ -353,6 +360,9 @@ class SaPath:
     def miss(self, key, pkt) -> Pair | str:
         """Decide for a packet whose flow is not cached, and cache the decision under ``key``."""
         hit = self.decide(pkt)
+        if self._trapped:
+            self._trapped = False
+            return hit
         flows = self.flows
         if len(flows) >= FLOW_CACHE_MAX:
             self._clear_flows()
@@ -401,7 +411,15 @@ class SaPath:
             if (pair.child_key == child and pair.active and not pair.outbound.expired
                     and (chosen is None or pair.seq > chosen.seq)):
                 chosen = pair
+        if chosen is None and child in self.traps:
+            self.acquires.add(child)
+            self._trapped = True
         return chosen if chosen is not None else "no_sa"
+
+    def take_acquires(self) -> set[tuple[str, str]]:
+        """Trapped children that had traffic and no SA since the last call."""
+        out, self.acquires = self.acquires, set()
+        return out
 
     def lookup(self, pkt) -> Pair | str:
         """`decide`, cached per flow."""

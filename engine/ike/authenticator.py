@@ -11,6 +11,7 @@ from engine.ike.auth import find_psk, psk_auth, psk_verify
 from engine.ike.errors import LocalError
 from engine.ike.identity import identity_to_wire, matches
 from engine.ike.text import short
+from engine.policy.identity import identity_for_address
 from engine.policy.model import ConnectionConfig, Identity, Policy
 from engine.wire.constants import AuthMethod
 from engine.wire.payloads import AuthPayload, IdPayload
@@ -39,7 +40,8 @@ class Authenticator:
     def auth_payload(self, sa, conn: ConnectionConfig, signed: bytes) -> AuthPayload:
         """Raises LocalError when we hold no key for it (a configuration problem)."""
         if conn.local.auth == "psk":
-            psk = find_psk(self.policy.secrets, sa.local_id or conn.local.id, sa.remote_id or conn.remote.id)
+            local = sa.local_id or conn.local.id or identity_for_address(sa.local[0])
+            psk = find_psk(self.policy.secrets, local, sa.remote_id or expected_peer(conn, sa.remote[0]))
             if psk is None:
                 raise LocalError(f"no pre-shared key for connection '{conn.name}' in the secrets file")
             return AuthPayload(AuthMethod.PSK, psk_auth(sa.chosen.prf, psk, signed))
@@ -88,3 +90,16 @@ class Authenticator:
         asking = f" asking for {short(wanted.value)}" if wanted else ""
         return None, (f"no connection accepts the peer identity '{short(peer.value)}'{asking}; "
                       f"candidates: {names or 'none'}")
+
+
+def expected_peer(conn: ConnectionConfig, peer_addr: str) -> Identity | None:
+    """The identity we expect the peer to prove before it has sent one (our PSK
+    lookup as initiator): remote.id when it names one peer, else the peer's
+    address, as charon does when no id is configured (cloud gateways, routers)."""
+    remote = conn.remote.id
+    if remote is None or remote.kind == "any":
+        try:
+            return identity_for_address(peer_addr)
+        except ValueError:
+            return remote
+    return remote

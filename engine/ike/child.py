@@ -70,14 +70,19 @@ class ChildSa:
 
 
 def derive_child_keys(prf_id: int, sk_d: bytes, chosen: Chosen, nonce_i: bytes, nonce_r: bytes,
-                      initiator: bool, shared: bytes | None = None) -> ChildKeys:
-    """KEYMAT = prf+(SK_d, [g^ir |] Ni | Nr), split initiator->responder first."""
+                      initiator: bool, shared: bytes | list[bytes] | None = None) -> ChildKeys:
+    """KEYMAT = prf+(SK_d, [g^ir |] Ni | Nr [| SK(1) | ... | SK(n)]), split initiator->responder
+    first. ``shared`` lists several secrets after IKE_FOLLOWUP_KE rounds (RFC 9370 §2.2.4)."""
+    additional = b""
+    if isinstance(shared, list):
+        shared, additional = shared[0], b"".join(shared[1:])
     if chosen.encr is not None:
         encr_len = encr_keymat_size(chosen.encr[0], chosen.encr[1])
     else:
         encr_len = 0
     integ_len = integ_key_size(chosen.integ) if chosen.integ else 0
-    keymat = child_keymat(prf_id, sk_d, nonce_i, nonce_r, 2 * (encr_len + integ_len), shared)
+    keymat = child_keymat(prf_id, sk_d, nonce_i, nonce_r, 2 * (encr_len + integ_len), shared,
+                          additional_secrets=additional)
     ei, ai, er, ar = split_child_keymat(keymat, encr_len, integ_len)
     if initiator:
         return ChildKeys(encr_in=Secret(er), integ_in=Secret(ar), encr_out=Secret(ei), integ_out=Secret(ai))

@@ -23,7 +23,7 @@ import os
 import random
 import struct
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 from engine.events import ChildState, Event, IkeState, PolicyApplied
@@ -84,6 +84,10 @@ class IkeEndpoint:
         self.emit: Callable[[Event], None] = self._events.append
         """Queue an event for ``next_event`` (a bound deque.append: dozens per handshake)."""
         self._attempts: dict[str, int] = {}
+        self.source_address: Callable[[str], str | None] | None = None
+        """The runtime's route lookup: the address the host sends from towards a peer (None: unknown).
+        Used only when neither local_addrs nor listen names ours (a laptop), so NAT detection
+        hashes our real address; injected like ``rng``, the endpoint itself never asks the kernel."""
 
     # ------------------------------------------------------------ config
     @property
@@ -161,11 +165,18 @@ class IkeEndpoint:
     def established(self, sa: IkeSa, now: float, *, initial_contact: bool) -> None:
         self._attempts.pop(sa.name, None)
         self.registry.index_identity(sa)
-        if initial_contact:
-            # The peer lost its state: our older SAs with it are dead (§2.4).
-            for old in self.registry.same_identity(sa):
-                if old.established:
-                    old.destroy(now, "peer sent INITIAL_CONTACT")
+        unique = sa.conn.unique if sa.conn is not None else "no"
+        if unique == "never" or not (initial_contact or unique == "replace"):
+            return
+        for old in self.registry.same_identity(sa):
+            if not old.established:
+                continue
+            if initial_contact:
+                # The peer lost its state: our older SAs with it are dead (§2.4).
+                old.destroy(now, "peer sent INITIAL_CONTACT")
+            else:
+                # The peer may still hold it (or dropped it silently, as Libreswan does): tell it.
+                old.delete(now, "replaced by a new IKE SA with the same peer (unique = replace)")
 
     def initial_contact(self, sa: IkeSa) -> bool:
         """No other IKE SA of this connection is up with that peer address."""
@@ -248,6 +259,10 @@ class IkeEndpoint:
         for a in self.policy.engine.listen:
             if ipaddress.ip_address(a).version == version:
                 return a
+        found = self.source_address(remote) if self.source_address is not None else None
+        if found:
+            return found
+        # The kernel picks the source; the SA learns it from the answer (IkeSa._update_remote).
         return "0.0.0.0" if version == 4 else "::"
 
     def initiate(self, name: str, now: float, child: str | None = None) -> IkeSa:
@@ -329,6 +344,16 @@ class IkeEndpoint:
             sa.start(CATALOG.child_rekey(sa, c), now)
         self.scheduler.touch(sa)
 
+    def child_activity(self, spis_in: Iterable[int], now: float) -> None:
+        """The datapath received ESP/AH on these inbound SPIs since it last said so: their peers are
+        alive, so DPD waits (an input like a datagram; the runtime feeds it from its counters)."""
+        wanted = {spi.to_bytes(4, "big") for spi in spis_in}
+        if not wanted:
+            return
+        for sa in self.registry:
+            if sa.last_esp_in < now and not wanted.isdisjoint(sa.children):
+                sa.last_esp_in = now
+
     def child_install_failed(self, spi_in: int, now: float, reason: str) -> None:
         """The datapath could not install a CHILD SA: tell the admin and delete it with the peer."""
         found = self._child(spi_in)
@@ -395,7 +420,7 @@ class IkeEndpoint:
             return
         # The fields that route the datagram, read without building a header
         # (decode_message builds the one the SA uses).
-        spi_i, spi_r, _, _, exchange, flags, _, _ = _ROUTE.unpack_from(data)
+        spi_i, spi_r, _, version, exchange, flags, mid, _ = _ROUTE.unpack_from(data)
         if exchange == ExchangeType.IKE_SA_INIT and not flags & FLAG_RESPONSE:
             try:
                 header = decode_header(data)
@@ -408,7 +433,10 @@ class IkeEndpoint:
         ours = spi_r if flags & FLAG_INITIATOR else spi_i
         sa = self.registry.get(ours) if ours != ZERO_SPI else None
         if sa is None:
-            self.count("unknown_spi")
+            if version >> 4 == 2:
+                self.front_door.unknown_spi((spi_i, spi_r), exchange, flags, mid, local, remote, now)
+            else:
+                self.count("unknown_spi")
             return
         if exchange != ExchangeType.IKE_SA_INIT and sa.spi_r != spi_r and sa.spi_i != spi_i:
             self.count("unknown_spi")

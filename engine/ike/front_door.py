@@ -33,7 +33,7 @@ from engine.ike.host import Addr, Host
 from engine.ike.registry import ZERO_SPI, Registry
 from engine.ike.sa import IkeSa
 from engine.policy.model import ConnectionConfig, Policy
-from engine.wire.constants import FLAG_RESPONSE, ExchangeType, NotifyType
+from engine.wire.constants import FLAG_INITIATOR, FLAG_RESPONSE, NON_ESP_MARKER, ExchangeType, NotifyType
 from engine.wire.errors import WireError
 from engine.wire.message import IkeHeader, Message, decode_header, decode_message, encode_message
 from engine.wire.payloads import NoncePayload, NotifyPayload
@@ -45,6 +45,8 @@ COOKIE_SECRET_LIFETIME = 60.0
 """Seconds a cookie secret makes new cookies; cookies stay valid one lifetime more."""
 INIT_IDS = 4096
 """IKE SA numbers remembered for recent IKE_SA_INIT requests."""
+UNKNOWN_SPI_LOG_EVERY = 60.0
+"""Seconds between log lines about messages for IKE SAs we do not know (one line, with a count)."""
 
 
 class RateLimit:
@@ -80,6 +82,9 @@ class FrontDoor:
         self._init_ids: dict[tuple[bytes, str, int], int] = {}
         self._warnings = RateLimit(rate=5.0, burst=20.0)
         self._events = RateLimit(rate=50.0, burst=200.0)
+        self._invalid_spi = RateLimit(rate=10.0, burst=20.0)
+        self._unknown_logged_at: float | None = None
+        self._unknown_since_log = 0
 
     # ------------------------------------------------------------ the door
     def receive(self, data: bytes, header: IkeHeader, local: Addr, remote: Addr, now: float) -> None:
@@ -125,6 +130,29 @@ class FrontDoor:
                                request=message)
                 return
         ike_sa_init.answer(self, message, local, remote, now)
+
+    def unknown_spi(self, spis: tuple[bytes, bytes], exchange: int, flags: int, mid: int, local: Addr,
+                    remote: Addr, now: float) -> None:
+        """A message for an IKE SA we do not know (we restarted, or it was deleted). RFC 7296
+        §2.21.4: a response is never answered; a request may be, unprotected, with
+        INVALID_IKE_SPI, the SPIs and Message ID copied, from where it came (bounded: rate-limited).
+        The peer then knows our side is gone instead of retransmitting into the void."""
+        host = self.host
+        host.count("unknown_spi")
+        self._unknown_since_log += 1
+        if self._unknown_logged_at is None or now - self._unknown_logged_at >= UNKNOWN_SPI_LOG_EVERY:
+            self._unknown_logged_at = now
+            log.info("%d IKE message(s) for unknown IKE SAs (the last from %s:%d, SPIs %s/%s): requests are "
+                     "answered INVALID_IKE_SPI; the peer still holds an IKE SA we lost", self._unknown_since_log,
+                     remote[0], remote[1], spis[0].hex(), spis[1].hex())
+            self._unknown_since_log = 0
+        if flags & FLAG_RESPONSE or ZERO_SPI in spis or not self._invalid_spi.allow(now):
+            return
+        answer_flags = FLAG_RESPONSE | (0 if flags & FLAG_INITIATOR else FLAG_INITIATOR)
+        data = encode_message(exchange, mid, spis[0], spis[1], answer_flags,
+                              [NotifyPayload(NotifyType.INVALID_IKE_SPI)])
+        host.count("invalid_spi_sent")
+        host.send(NON_ESP_MARKER + data if local[1] == self.policy.engine.natt_port else data, local, remote)
 
     def _rotate(self, now: float) -> None:
         if self._rotated_at is not None and now - self._rotated_at < COOKIE_SECRET_LIFETIME:

@@ -62,16 +62,30 @@ def read_capabilities(sa, payloads) -> None:
             sa.peer_fragmentation = True
         elif p.type == NotifyType.REDIRECT_SUPPORTED:
             sa.peer_redirect_supported = True
+        elif p.type == NotifyType.USE_PPK:
+            sa.use_ppk = True
+        elif p.type == NotifyType.INTERMEDIATE_EXCHANGE_SUPPORTED:
+            sa.peer_intermediate = True
         elif p.type == NotifyType.SIGNATURE_HASH_ALGORITHMS:
             sa.peer_hash_algorithms = set(parse_hash_algorithms(p.data))
 
 
-def install_ike_keys(sa, shared: bytes, *, old_sk_d: bytes | None = None, old_prf: int | None = None) -> None:
-    """Derive SKEYSEED and the seven keys; set up SK protection for our role."""
+def install_ike_keys(sa, shared: bytes, *, old_sk_d: bytes | None = None, old_prf: int | None = None,
+                     additional: bytes = b"") -> None:
+    """Derive SKEYSEED and the seven keys; set up SK protection for our role.
+    ``additional``: SK(1) | ... | SK(n) of a rekey's IKE_FOLLOWUP_KE rounds (RFC 9370 §2.2.4)."""
     c = sa.chosen
     encr_id, key_bits = c.encr
     _, keys = derive_ike_keys(c.prf, encr_id, key_bits, c.integ, sa.nonce_i, sa.nonce_r, shared,
-                              sa.spi_i, sa.spi_r, old_sk_d=old_sk_d, old_prf_id=old_prf)
+                              sa.spi_i, sa.spi_r, old_sk_d=old_sk_d, old_prf_id=old_prf,
+                              additional_secrets=additional)
+    set_ike_keys(sa, keys)
+
+
+def set_ike_keys(sa, keys) -> None:
+    """Make ``keys`` the IKE SA's keys and SK protection (also after an RFC 9370 key update)."""
+    c = sa.chosen
+    encr_id, key_bits = c.encr
     sa.keys = keys
     k = {n: getattr(keys, n).reveal() for n in ("sk_ei", "sk_er", "sk_ai", "sk_ar")}
     if sa.original_initiator:

@@ -9,24 +9,29 @@ proposals first and takes the first offered proposal that fits.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from engine.crypto.transforms import (
+    AdditionalKeType,
     EsnId,
+    KeId,
     TransformType,
 )
 from engine.policy.model import Proposal as ConfProposal
 from engine.policy.model import Transform as ConfTransform
 from engine.wire.constants import ProtocolId
 from engine.ike.text import OFFERS, capped
-from engine.wire.summary import proposal_text
+from engine.wire.summary import proposal_text, strongswan_transform_name
 from engine.wire.payloads import Proposal as WireProposal
 from engine.wire.payloads import Transform as WireTransform
 
 _ORDER = (TransformType.ENCR, TransformType.PRF, TransformType.INTEG, TransformType.KE, TransformType.ESN)
 _PROTO_IDS = {"ike": ProtocolId.IKE, "esp": ProtocolId.ESP, "ah": ProtocolId.AH}
+_ADDITIONAL = tuple(int(t) for t in AdditionalKeType)
+_KNOWN_TYPES = frozenset(int(t) for t in TransformType) | frozenset(_ADDITIONAL)
 
 
 @dataclass(frozen=True)
@@ -46,9 +51,18 @@ class Chosen:
     ke: int | None = None
     """KE group, or None (no PFS for CHILD SAs)."""
     esn: bool = False
+    additional: tuple[tuple[int, int], ...] = ()
+    """RFC 9370 ADDITIONAL_KEY_EXCHANGE_n chosen: (transform type 6..12, KE id), NONE (0)
+    included when it was the choice, in type order."""
 
     def with_spi(self, spi: bytes) -> "Chosen":
-        return Chosen(self.protocol, self.number, spi, self.encr, self.prf, self.integ, self.ke, self.esn)
+        return Chosen(self.protocol, self.number, spi, self.encr, self.prf, self.integ, self.ke, self.esn,
+                      self.additional)
+
+    @property
+    def additional_rounds(self) -> tuple[tuple[int, int], ...]:
+        """The additional key exchanges to run: (transform type, KE id), NONE left out."""
+        return tuple((t, g) for t, g in self.additional if g != KeId.NONE)
 
     def to_wire(self) -> WireProposal:
         return _chosen_to_wire(self)
@@ -65,6 +79,7 @@ class Chosen:
             ts.append(WireTransform(TransformType.KE, self.ke))
         if self.protocol != ProtocolId.IKE:
             ts.append(WireTransform(TransformType.ESN, EsnId.ESN if self.esn else EsnId.NO_ESN))
+        ts += [WireTransform(ttype, group) for ttype, group in self.additional]
         return WireProposal(self.number, self.protocol, self.spi, tuple(ts))
 
     def describe(self) -> str:
@@ -82,7 +97,8 @@ def protocol_id(name: str) -> int:
     return _PROTO_IDS[name]
 
 
-def _conf_transforms(p: ConfProposal, with_ke: bool, first_ke: int | None = None) -> list[WireTransform]:
+def _conf_transforms(p: ConfProposal, with_ke: bool, first_ke: int | None = None,
+                     with_additional: bool = True) -> list[WireTransform]:
     out: list[WireTransform] = []
     kes = p.ke if with_ke else ()
     if first_ke is not None:
@@ -101,17 +117,22 @@ def _conf_transforms(p: ConfProposal, with_ke: bool, first_ke: int | None = None
             continue
         for t in items:
             out.append(WireTransform(int(ttype), t.id, t.key_length))
+    if with_ke and with_additional:
+        out += [WireTransform(int(t.type), t.id) for t in sorted(p.additional_ke, key=lambda t: int(t.type))]
     return out
 
 
 def to_wire(proposals: Sequence[ConfProposal], spi: bytes, *, with_ke: bool = True,
-            first_ke: int | None = None) -> tuple[WireProposal, ...]:
+            first_ke: int | None = None, with_additional: bool = True) -> tuple[WireProposal, ...]:
     """Configured proposals as wire proposals numbered from 1.
 
     ``first_ke`` moves that group to the front of every proposal's KE list, so
     the proposals agree with the KE payload we send (after INVALID_KE_PAYLOAD).
+    ``with_additional`` False leaves the RFC 9370 additional key exchanges out
+    (an exchange that cannot run them).
     """
-    return tuple(WireProposal(i, _PROTO_IDS[p.protocol], spi, tuple(_conf_transforms(p, with_ke, first_ke)))
+    return tuple(WireProposal(i, _PROTO_IDS[p.protocol], spi,
+                              tuple(_conf_transforms(p, with_ke, first_ke, with_additional)))
                  for i, p in enumerate(proposals, 1))
 
 
@@ -131,13 +152,38 @@ def _pick(conf: Sequence[ConfTransform], offered: list[WireTransform], with_keyl
     return None
 
 
-def match(offered: WireProposal, conf: ConfProposal, *, ignore_ke: bool = False) -> Chosen | None:
+def _pick_additional(conf: ConfProposal, got: dict[int, list[WireTransform]],
+                     with_additional: bool) -> tuple[tuple[int, int], ...] | None:
+    """One choice per ADDITIONAL_KEY_EXCHANGE_n type (RFC 9370 §2.2.1), None when
+    they cannot agree. A type absent from an offer means NONE; configured types
+    without NONE are then required. ``with_additional`` False: only NONE is
+    acceptable (the exchange cannot run additional key exchanges)."""
+    out: list[tuple[int, int]] = []
+    for ttype in _ADDITIONAL:
+        offered = got.get(ttype, [])
+        configured = [t for t in conf.additional_ke if int(t.type) == ttype] if with_additional else []
+        if configured:
+            if offered:
+                o = _pick(configured, offered, False)
+                if o is None:
+                    return None
+                out.append((ttype, o.id))
+            elif not any(t.id == KeId.NONE for t in configured):
+                return None  # we require this key exchange, the peer does not offer it
+        elif offered:
+            if not any(o.id == KeId.NONE for o in offered):
+                return None  # the peer requires a key exchange we are not configured for
+            out.append((ttype, KeId.NONE))
+    return tuple(out)
+
+
+def match(offered: WireProposal, conf: ConfProposal, *, ignore_ke: bool = False,
+          with_additional: bool = True) -> Chosen | None:
     """The combination of one offered proposal and one configured proposal, or None."""
     if offered.protocol != _PROTO_IDS[conf.protocol]:
         return None
     got = _by_type(offered)
-    known = {int(t) for t in TransformType}
-    if any(t not in known for t in got):
+    if any(t not in _KNOWN_TYPES for t in got):
         return None  # a transform type we cannot honour
     encr = prf = integ = ke = None
     esn = False
@@ -168,6 +214,12 @@ def match(offered: WireProposal, conf: ConfProposal, *, ignore_ke: bool = False)
             ke = o.id if o.id != 0 else None
         elif offered_ke and all(t.id != 0 for t in offered_ke):
             return None  # the peer wants PFS, we are configured without it
+    additional: tuple[tuple[int, int], ...] = ()
+    if not ignore_ke:
+        found = _pick_additional(conf, got, with_additional)
+        if found is None:
+            return None
+        additional = found
     if conf.protocol != "ike":
         offered_esn = {t.id for t in got.get(TransformType.ESN, [])} or {EsnId.NO_ESN}
         wanted = [t.id for t in conf.esn] or [EsnId.NO_ESN]
@@ -175,16 +227,16 @@ def match(offered: WireProposal, conf: ConfProposal, *, ignore_ke: bool = False)
         if not common:
             return None
         esn = common[0] == EsnId.ESN
-    return Chosen(offered.protocol, offered.number, offered.spi, encr, prf, integ, ke, esn)
+    return Chosen(offered.protocol, offered.number, offered.spi, encr, prf, integ, ke, esn, additional)
 
 
 def select(offered: Sequence[WireProposal], configured: Sequence[ConfProposal], *,
-           ignore_ke: bool = False) -> Chosen | None:
+           ignore_ke: bool = False, with_additional: bool = True) -> Chosen | None:
     """Responder selection: configured order first, then the peer's order."""
     # Peers offer the same proposals again and again, with a new SPI each time:
     # the choice is cached on the offer without its SPIs, then given the SPI back.
     shape = tuple((o.number, o.protocol, o.transforms) for o in offered)
-    found = _select(shape, tuple(configured), ignore_ke)
+    found = _select(shape, tuple(configured), ignore_ke, with_additional)
     if found is None:
         return None
     index, chosen = found
@@ -192,10 +244,11 @@ def select(offered: Sequence[WireProposal], configured: Sequence[ConfProposal], 
 
 
 @functools.lru_cache(maxsize=4096)
-def _select(shape, configured: tuple[ConfProposal, ...], ignore_ke: bool):
+def _select(shape, configured: tuple[ConfProposal, ...], ignore_ke: bool, with_additional: bool):
     for conf in configured:
         for i, (number, protocol, transforms) in enumerate(shape):
-            c = match(WireProposal(number, protocol, b"", transforms), conf, ignore_ke=ignore_ke)
+            c = match(WireProposal(number, protocol, b"", transforms), conf, ignore_ke=ignore_ke,
+                      with_additional=with_additional)
             if c is not None:
                 return i, c
     return None
@@ -214,7 +267,7 @@ def accept_response(response: WireProposal, offered: Sequence[WireProposal], *,
         if len(items) != 1:
             return None
         t = items[0]
-        if ignore_ke and ttype == TransformType.KE:
+        if ignore_ke and (ttype == TransformType.KE or ttype in _ADDITIONAL):
             continue
         if not any(m.id == t.id and (m.key_length or None) == (t.key_length or None) for m in mine.get(ttype, [])):
             return None
@@ -223,6 +276,9 @@ def accept_response(response: WireProposal, offered: Sequence[WireProposal], *,
         need = {TransformType.ENCR, TransformType.PRF, TransformType.KE}
     if any(n not in got for n in need):
         return None
+    if not ignore_ke and any(t in mine and t not in got for t in _ADDITIONAL):
+        return None  # an additional key exchange we offered was left unanswered (RFC 9370 §2.2.1)
+    additional = () if ignore_ke else tuple((t, got[t][0].id) for t in _ADDITIONAL if t in got)
     e = got.get(TransformType.ENCR, [None])[0]
     ke = got.get(TransformType.KE, [None])[0]
     integ = got.get(TransformType.INTEG, [None])[0]
@@ -236,6 +292,7 @@ def accept_response(response: WireProposal, offered: Sequence[WireProposal], *,
         integ.id if integ and integ.id != 0 else None,
         None if ignore_ke or ke is None or ke.id == 0 else ke.id,
         bool(esn and esn.id == EsnId.ESN),
+        additional,
     )
 
 
@@ -267,3 +324,29 @@ def first_ke_group(proposals: Sequence[ConfProposal]) -> int | None:
 
 def offers_ke_group(proposals: Sequence[ConfProposal], group: int) -> bool:
     return any(t.id == group for p in proposals for t in p.ke)
+
+
+def additional_ke_mismatch(offered: Sequence[WireProposal], configured: Sequence[ConfProposal]) -> str | None:
+    """When proposals fail only on their RFC 9370 additional key exchanges, which
+    ADDITIONAL_KEY_EXCHANGE_n slots differ, both sides named (None otherwise).
+    Looks at no more than OFFERS offered proposals (the offer is the peer's)."""
+    for conf in configured:
+        bare = dataclasses.replace(conf, additional_ke=())
+        for o in offered[:OFFERS]:
+            if match(WireProposal(o.number, o.protocol, b"", tuple(t for t in o.transforms
+                                                                  if int(t.type) not in _ADDITIONAL)), bare) is None:
+                continue
+            got = _by_type(o)
+            slots = []
+            for ttype in _ADDITIONAL:
+                theirs = sorted({t.id for t in got.get(ttype, [])}) or [KeId.NONE]
+                ours = sorted({t.id for t in conf.additional_ke if int(t.type) == ttype}) or [KeId.NONE]
+                if not set(theirs) & set(ours):
+                    slots.append(f"peer {_names(ttype, theirs)} <> ours {_names(ttype, ours)}")
+            if slots:
+                return "mismatch in the additional key exchanges (RFC 9370): " + "; ".join(slots)
+    return None
+
+
+def _names(ttype: int, ids) -> str:
+    return "|".join(strongswan_transform_name(ttype, i) for i in ids)

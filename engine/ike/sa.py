@@ -49,6 +49,8 @@ from engine.wire.summary import summarize_lazy
 log = logging.getLogger("engine.ike")
 
 ZERO_SPI = b"\0" * 8
+UNSPECIFIED = ("0.0.0.0", "::")
+"""Our address when we initiate without knowing it: the kernel picks the source, the answer tells us."""
 HALF_OPEN_TIMEOUT = 30.0  # charon's half_open_timeout
 
 
@@ -103,6 +105,9 @@ class IkeSa:
         self.expire_at: float | None = None
         self.last_received = now
         self.last_sent = now
+        self.last_esp_in = float("-inf")
+        """When the datapath last reported inbound ESP/AH on a CHILD SA of ours (``child_activity``):
+        traffic proves the peer alive as well as an IKE message does (DPD waits for both)."""
         self.keepalive_at: float | None = None
         self.dpd_at: float | None = None
         self.half_open_deadline: float | None = None
@@ -148,6 +153,7 @@ class IkeSa:
         """The EAP identity authenticated in IKE_AUTH (engine.ike.exchanges.eap_auth), empty without EAP."""
         self.eap_method = ""
         self.cert_subject = ""
+        """Subject of the certificate the peer authenticated with inside EAP-TLS."""
         # MOBIKE (RFC 4555, engine.ike.exchanges.mobike).
         self.mobike = False
         """The peer and we agreed on MOBIKE in IKE_AUTH: it may move the SA (UPDATE_SA_ADDRESSES)."""
@@ -156,7 +162,19 @@ class IkeSa:
         self.mobike_moves = 0
         self.received_on: tuple[Addr, Addr] = (local, remote)
         """(local, remote) of the last authenticated request: MOBIKE moves the SA there."""
-        """Subject of the certificate the peer authenticated with inside EAP-TLS."""
+        self.peer_intermediate = False
+        """The peer sent INTERMEDIATE_EXCHANGE_SUPPORTED (RFC 9242)."""
+        self.intermediate = None
+        """engine.ike.intermediate.Intermediate: RFC 9370 rounds before IKE_AUTH, or None."""
+        self.use_ppk = False
+        """Both sides sent USE_PPK (RFC 8784)."""
+        self.ppk_used = False
+        """A PPK went into this SA's SK_d, SK_pi, SK_pr (engine.ike.ppk_auth)."""
+        self.quantum_parent = False
+        """Rekeyed from a quantum-safe IKE SA: its keys derive from that SA's SK_d."""
+        self.intermediate_plain: tuple[int, bytes] | None = None
+        """(first inner payload type, inner plaintext) of the IKE_INTERMEDIATE message just
+        received: its IntAuth covers them (RFC 9242 §3.3.2)."""
 
         # Message IDs (§2.3) and exchanges.
         self.mid_out = 0
@@ -173,6 +191,8 @@ class IkeSa:
         """A multi-round exchange the peer started and has not finished."""
         self.cached: CachedResponse | None = None
         self.reassembly: dict[tuple[bool, int], Reassembly] = {}
+        self.request_via: tuple[Addr, Addr] | None = None
+        """Where the peer's current request came from (local, remote): its answer goes back there."""
 
         self.children: dict[bytes, ChildSa] = {}
         """By our inbound SPI."""
@@ -247,9 +267,17 @@ class IkeSa:
                             fragment_size=frag, ip_version=version,
                             marker_len=len(NON_ESP_MARKER) if self.floated else 0)
 
-    def transmit(self, datagrams: list[bytes], now: float) -> None:
+    def transmit(self, datagrams: list[bytes], now: float, via: tuple[Addr, Addr] | None = None) -> None:
+        """Send to the peer; ``via`` (local, remote): where a request came from, which its
+        answer must use, whatever the SA's ports (RFC 7296 §2.11; RFC 3948: the non-ESP
+        marker only on the NAT-T port)."""
+        if via is None:
+            local, remote, marker = self.local, self.remote, self.floated
+        else:
+            local, remote = via
+            marker = local[1] == self.host.engine.natt_port
         for d in datagrams:
-            self.host.send(NON_ESP_MARKER + d if self.floated else d, self.local, self.remote)
+            self.host.send(NON_ESP_MARKER + d if marker else d, local, remote)
         self.last_sent = now
 
     def summary_event(self, sent: bool, exchange: int, mid: int, response: bool, payloads, length: int,
@@ -288,7 +316,7 @@ class IkeSa:
         self.cached = CachedResponse(mid, datagrams)
         self.summary_event(True, exchange, mid, True, payloads, sum(map(len, datagrams)), now,
                             fragments=len(datagrams))
-        self.transmit(datagrams, now)
+        self.transmit(datagrams, now, self.request_via)
 
     def retransmit_timeout(self, n: int) -> float:
         e = self.host.engine
@@ -373,11 +401,12 @@ class IkeSa:
                 # but only once per fragment set (the first fragment triggers it).
                 if _is_first_fragment(message):
                     self.host.count("retransmitted_request")
-                    self.transmit(self.cached.datagrams, now)
+                    self.transmit(self.cached.datagrams, now, (local, remote))
                 return
             if h.mid != self.mid_in:
                 self.host.count("invalid_mid")
                 return
+            self.request_via = (local, remote)
         try:
             payloads, length, nfrag = self._open(message)
         except RemoteError as exc:
@@ -407,7 +436,8 @@ class IkeSa:
         conn = self.conn
         if conn is not None and conn.dpd_delay > 0 and self.state in sa_timers.UP:
             self.dpd_at = now + conn.dpd_delay  # as sa_timers.arm_dpd, inline: this runs for every message
-        if remote != self.remote or (not self.floated and local[1] == self.host.engine.natt_port):
+        if remote != self.remote or (not self.floated and local[1] == self.host.engine.natt_port) \
+                or self.local[0] in UNSPECIFIED:
             self._update_remote(local, remote)
         self.summary_event(False, h.exchange, h.mid, response, payloads, length, now, fragments=nfrag)
         self.received_on = (local, remote)
@@ -484,6 +514,8 @@ class IkeSa:
             raise RemoteError(None, "encrypted message before keys exist")
         if isinstance(last, SkPayload):
             first, inner = self.sk.open(message)
+            if h.exchange == ExchangeType.IKE_INTERMEDIATE:
+                self.intermediate_plain = (first, inner)
             return decode_payloads(first, inner), len(message.raw), 1
         if isinstance(last, SkfPayload):
             if not (1 <= last.fragment_number <= last.total_fragments <= MAX_FRAGMENTS):
@@ -503,6 +535,8 @@ class IkeSa:
             first, inner = r.assemble()
             if len(inner) > self.host.engine.max_packet:
                 raise RemoteError(None, f"reassembled message exceeds max_packet ({self.host.engine.max_packet} bytes)")
+            if h.exchange == ExchangeType.IKE_INTERMEDIATE:
+                self.intermediate_plain = (first, inner)
             return decode_payloads(first, inner), r.length, r.total
         raise RemoteError(None, f"unprotected {exchange_name(h.exchange)}")
 
@@ -512,12 +546,19 @@ class IkeSa:
             del self.reassembly[key]
 
     def _update_remote(self, local: Addr, remote: Addr) -> None:
-        """Follow the peer's NAT mapping on authenticated messages (§2.23)."""
-        if remote != self.remote and self.sk is not None and (self.nat.remote_behind or remote[1] != self.remote[1]):
+        """Follow the peer's NAT mapping on authenticated messages (§2.23), and learn our own
+        address when we initiated from an unspecified one (no local_addrs, no listen: a laptop)."""
+        if self.local[0] in UNSPECIFIED and local[0] not in UNSPECIFIED:
+            self.local = (local[0], self.local[1])
+        # Once on the NAT-T port, a message on the IKE port (a peer starting over from a new
+        # address) is answered where it came from but does not move the SA back.
+        on_natt = local[1] == self.host.engine.natt_port
+        if remote != self.remote and self.sk is not None and (on_natt or not self.floated) \
+                and (self.nat.remote_behind or remote[1] != self.remote[1]):
             log.info("%s[%d]: peer moved from %s:%d to %s:%d", self.name, self.unique_id,
                      *self.remote, *remote, extra={"connection": self.name})
             self.remote = remote
-        if local[1] == self.host.engine.natt_port and not self.floated:
+        if on_natt and not self.floated:
             self.floated = True
             self.local = local
 

@@ -83,7 +83,8 @@ def handle(sa: IkeSa, now: float) -> None:
     if sa.dpd_at is not None and now >= sa.dpd_at:
         sa.dpd_at = None
         if sa.state == IkeState.ESTABLISHED and sa.outstanding is None and not sa.queue:
-            due = sa.last_received + sa.conn.dpd_delay  # the same sum as arm_dpd: no rounding loop
+            # Only after dpd_delay without IKE messages and without inbound ESP (charon's rule, RFC 7296 §2.4).
+            due = max(sa.last_received, sa.last_esp_in) + sa.conn.dpd_delay  # as arm_dpd: no rounding loop
             if now >= due:
                 sa.start(ex.dpd(sa), now)
             else:

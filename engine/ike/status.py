@@ -8,7 +8,7 @@ import dataclasses
 from engine.crypto.transforms import TransformType
 from engine.events import ChildState
 from engine.ike.child import ChildSa
-from engine.status import ChildSaInfo, IkeSaInfo
+from engine.status import ChildSaInfo, IkeSaInfo, is_quantum_safe
 from engine.wire.summary import strongswan_transform_name
 
 
@@ -46,10 +46,28 @@ def child_info(c: ChildSa, now: float) -> ChildSaInfo:
     )
 
 
+def additional_ke_names(sa) -> tuple[str, ...]:
+    """The RFC 9370 additional key exchanges that went into this IKE SA's keys."""
+    st = sa.intermediate
+    if st is None:
+        return ()
+    return tuple(strongswan_transform_name(t, g) for t, g in st.rounds[:st.done])
+
+
+def ike_quantum_safe(sa) -> bool:
+    ch = sa.chosen
+    return is_quantum_safe(_name(TransformType.KE, ch.ke) if ch else "", additional_ke_names(sa), sa.ppk_used,
+                           sa.quantum_parent)
+
+
 def ike_sa_info(sa, now: float) -> IkeSaInfo:
     ch = sa.chosen
     encap = sa.encap
-    children = [dataclasses.replace(child_info(c, now), encap=encap) for c in sa.children.values()]
+    safe = ike_quantum_safe(sa)
+    children = [dataclasses.replace(child_info(c, now), encap=encap,
+                                    quantum_safe=is_quantum_safe(_name(TransformType.KE, c.ke_group),
+                                                                 parent_quantum_safe=safe))
+                for c in sa.children.values()]
     return IkeSaInfo(
         name=sa.name,
         unique_id=sa.unique_id,
@@ -79,4 +97,7 @@ def ike_sa_info(sa, now: float) -> IkeSaInfo:
         eap_method=sa.eap_method,
         cert_subject=sa.cert_subject,
         mobike_moves=sa.mobike_moves,
+        additional_ke=additional_ke_names(sa),
+        ppk=sa.ppk_used,
+        quantum_safe=safe,
     )

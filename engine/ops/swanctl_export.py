@@ -118,8 +118,8 @@ class _Exporter:
             "send_certreq": _yes(c.send_certreq), "keyingtries": str(c.keyingtries),
             "dpd_delay": _dur(c.dpd_delay), "rekey_time": _dur(c.rekey_time), "over_time": _dur(c.over_time),
             "rand_time": _dur(c.rand_time),
-            # Like our engine: a new IKE SA from the same peer does not replace the old one, no reauth.
-            "unique": "no", "reauth_time": "0",
+            # Like our engine: no reauth.
+            "unique": c.unique, "reauth_time": "0",
         })
         if getattr(c, "pools", ()):
             out["pools"] = list(c.pools)

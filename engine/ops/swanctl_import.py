@@ -52,13 +52,13 @@ POOL_KEYS = {"addrs": "string", "dns": "names", "subnet": "names", "split_exclud
 CONN_IGNORED = {
     "version": None,  # checked separately
     "dpd_timeout": "IKEv1 only",
-    "unique": "duplicate-SA policy (ipsec-console keeps every IKE SA)",
+    "unique": "unique = keep is not supported (a new IKE SA is never refused): left at \"no\"",
     "reauth_time": "reauthentication is not implemented (rekeying is)",
     "aggressive": "IKEv1 only",
     "pull": "IKEv1 mode config only",
     "send_cert": "certificates are always sent when authenticating with one",
 }
-CONN_SAME = {("unique", "no"), ("unique", "never"), ("reauth_time", "0"), ("reauth_time", "0s"), ("version", "2")}
+CONN_SAME = {("unique", "no"), ("reauth_time", "0"), ("reauth_time", "0s"), ("version", "2")}
 """Settings whose value is this engine's behaviour: nothing to warn about."""
 CHILD_DIRECT = {
     "local_ts": "ts", "remote_ts": "ts", "esp_proposals": "esp_proposals", "ah_proposals": "ah_proposals",
@@ -298,6 +298,9 @@ class _Importer:
         ours = self.unique_name(name, f"conn-{len(doc['connections']) + 1}", conn.where(), cpath)
         out: dict = {}
         for key, setting in conn.settings.items():
+            if key == "unique" and setting.value.strip().lower() in ("never", "replace"):
+                out[key] = setting.value.strip().lower()
+                continue
             kind = CONN_DIRECT.get(key)
             if kind is not None:
                 value = self.convert(kind, setting.value, f"{setting.file}:{setting.line}", f"{cpath}.{key}")

@@ -176,7 +176,7 @@ class _Linter:
 
     def quantum_safe(self, c: ConnectionConfig) -> None:
         """Keys a future quantum computer could recover from recorded traffic (issue 11)."""
-        features = pq.NEGOTIATED
+        features = pq.NEGOTIATED & pq.ADVISED
         if not features & {"kem", "additional_ke", "ppk"} or pq.connection_is_quantum_safe(c):
             return  # no advice the engine could not follow yet
         ways = []

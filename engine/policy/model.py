@@ -23,6 +23,7 @@ IpsecProtocol = Literal["esp", "ah"]
 StartAction = Literal["none", "trap", "start"]
 DpdAction = Literal["clear", "trap", "restart"]
 CloseAction = Literal["none", "trap", "start"]
+UniquePolicy = Literal["no", "never", "replace"]
 RuleAction = Literal["bypass", "discard"]
 
 
@@ -157,7 +158,8 @@ class ConnectionConfig:
     encap: bool = False
     """Force UDP encapsulation (ESP-in-UDP on natt_port) even without a NAT."""
     dpd_delay: float = 0.0
-    """Send a liveness check after this much silence; 0 disables DPD."""
+    """Send a liveness check after this much silence (no IKE message and no ESP packet from the peer);
+    0 disables DPD."""
     rekey_time: float = 14400.0
     """IKE SA soft lifetime (seconds)."""
     over_time: float = 1440.0
@@ -173,6 +175,10 @@ class ConnectionConfig:
     send_certreq: bool = True
     keyingtries: int = 1
     """How many times to try establishing; 0 = forever."""
+    unique: UniquePolicy = "no"
+    """Older IKE SAs with the same peer identity, as swanctl's unique: ``no`` (they go only when the peer's
+    IKE_AUTH carries INITIAL_CONTACT), ``replace`` (a new IKE SA always replaces them), ``never`` (kept,
+    even on INITIAL_CONTACT)."""
     children: tuple[ChildConfig, ...] = ()
     ppk_id: str | None = None
     """RFC 8784 Postquantum Preshared Key to use (the id of a ``[ppk.NAME]`` secret), as swanctl's ppk_id."""

@@ -56,7 +56,7 @@ LAB_KEYS = ("peers", "rate", "flows")
 CONNECTION_KEYS = ("local_addrs", "remote_addrs", "local_port", "remote_port", "remote_natt_port", "proposals",
                    "local", "remote",
                    "encap", "dpd_delay", "rekey_time", "over_time", "rand_time", "fragmentation", "mobike",
-                   "send_certreq", "keyingtries", "children", "ppk_id", "ppk_required", "pools", "vips",
+                   "send_certreq", "keyingtries", "unique", "children", "ppk_id", "ppk_required", "pools", "vips",
                    "expected_clients", "redirect_to")
 AUTH_KEYS = ("auth", "id", "certs", "cacerts", "eap_id")
 POOL_KEYS = ("addrs", "dns", "split_include", "split_exclude")
@@ -500,6 +500,7 @@ class _PolicyParser:
             mobike=r.bool_(t, "mobike", path, d.mobike),
             send_certreq=r.bool_(t, "send_certreq", path, d.send_certreq),
             keyingtries=r.int_(t, "keyingtries", path, d.keyingtries, lo=0),
+            unique=r.str_(t, "unique", path, d.unique, choices=("no", "never", "replace")),
             children=tuple(children),
             ppk_id=ppk_id,
             ppk_required=ppk_required,

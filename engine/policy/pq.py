@@ -24,9 +24,16 @@ from engine.crypto.transforms import QUANTUM_SAFE_KE, KeId
 from engine.policy.model import ConnectionConfig, Proposal
 from engine.policy.proposals import keyword_for
 
-NEGOTIATED: frozenset[str] = frozenset()
+NEGOTIATED: frozenset[str] = frozenset({"kem", "additional_ke", "followup_ke", "ppk"})
 """Post-quantum features engine.ike negotiates: "kem" (ML-KEM as the primary key exchange of
-IKE_SA_INIT or CREATE_CHILD_SA), "additional_ke" (RFC 9370), "ppk" (RFC 8784)."""
+IKE_SA_INIT or CREATE_CHILD_SA), "additional_ke" (RFC 9370 in IKE_INTERMEDIATE, IKE SA setup),
+"followup_ke" (RFC 9370 IKE_FOLLOWUP_KE: additional key exchanges in CREATE_CHILD_SA, so in
+ESP/AH proposals), "ppk" (RFC 8784)."""
+
+ADVISED: frozenset[str] = frozenset()
+"""The features lint recommends to connections that are not quantum-safe (rule not-quantum-safe).
+Held back while the sample configs and the classic-peer tests (strongSwan 5.9.8, Libreswan 4)
+cannot use them: lint would warn on every classic connection."""
 
 HYBRID_EXAMPLE = "aes256gcm16-prfsha384-x25519-ke1_mlkem768"
 """The hybrid proposal we suggest: strongSwan 6.1's and Libreswan 5's common ground."""
@@ -72,6 +79,11 @@ def proposal_problems(p: Proposal, negotiated: Iterable[str] | None = None) -> l
         out.append(f"'{p.text}': additional key exchanges ({words}) need the IKE_INTERMEDIATE and "
                    "IKE_FOLLOWUP_KE exchanges (RFC 9242, RFC 9370), which this engine does not negotiate yet; "
                    "remove them for now")
+    if real_additional and p.protocol != "ike" and "additional_ke" in features and "followup_ke" not in features:
+        words = " ".join(keyword_for(t) for t in real_additional)
+        out.append(f"'{p.text}': additional key exchanges for CHILD SAs ({words}) need IKE_FOLLOWUP_KE "
+                   "(RFC 9370 §2.2.4), which this engine does not negotiate yet; keep them in the IKE "
+                   "proposals (CHILD SA keys derive from the IKE SA's) and remove them here")
     return out
 
 
@@ -82,3 +94,11 @@ def ppk_problem(c: ConnectionConfig, negotiated: Iterable[str] | None = None) ->
         return ("PPKs (RFC 8784) are not negotiated by this engine yet: a tunnel would come up without one; "
                 "remove ppk_id and ppk_required for now")
     return None
+
+
+def default_ike_proposals() -> list[str]:
+    """The IKE proposals a new connection starts with: the hybrid one once this engine
+    negotiates additional key exchanges and the installed cryptography has ML-KEM-768."""
+    if "additional_ke" in NEGOTIATED and mlkem_unavailable_reason(KeId.ML_KEM_768) is None:
+        return [HYBRID_EXAMPLE]
+    return ["aes256gcm16-prfsha384-x25519"]

@@ -152,7 +152,7 @@ def _connection(c: ConnectionConfig, engine: EngineConfig) -> dict[str, Any]:
         out["local"] = _auth(c.local)
     if c.remote != d.remote:
         out["remote"] = _auth(c.remote)
-    for key in ("encap", "fragmentation", "mobike", "send_certreq", "keyingtries"):
+    for key in ("encap", "fragmentation", "mobike", "send_certreq", "keyingtries", "unique"):
         if getattr(c, key) != getattr(d, key):
             out[key] = getattr(c, key)
     if c.dpd_delay != d.dpd_delay:

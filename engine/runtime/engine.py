@@ -95,6 +95,7 @@ class EngineRuntime:
         prepare = getattr(self.datapath, "prepare_socket", None)
         if prepare is not None:
             self.sockets.prepare = prepare
+        self.endpoint.source_address = self.sockets.source_for
         esp_batch = getattr(self.datapath, "receive_esp_batch", None)
         if esp_batch is not None:
             self.sockets.esp_sink = esp_batch
@@ -275,10 +276,22 @@ class EngineRuntime:
                     await asyncio.sleep(0)
                 for c in sas[i:i + COUNTERS_CHUNK]:
                     counters[(c.spi, c.direction)] = c
+            self._report_activity(self._counters, counters)
             self._counters = counters
             logsafe.flush()  # summaries of rate-limited warnings, even when the flood has stopped
             self._drain_datapath()
             self.publish(CountersSnapshot(time.time(), tuple(sas), tuple(sorted(drops.items()))))
+
+    def _report_activity(self, before: dict, after: dict) -> None:
+        """Inbound SAs whose packet count grew since the last read: their peers are alive (DPD waits)."""
+        active = []
+        for (spi, direction), c in after.items():
+            if direction == "in" and c.packets:
+                prev = before.get((spi, direction))
+                if prev is None or c.packets > prev.packets:
+                    active.append(spi)
+        if active:
+            self.endpoint.child_activity(active, self.now())
 
     # ------------------------------------------------------------ commands
     def initiate(self, name: str, child: str | None = None) -> None:

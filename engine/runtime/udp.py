@@ -183,6 +183,20 @@ class UdpSockets:
                 fallback = ep
         return fallback
 
+    def source_for(self, remote: str) -> str | None:
+        """The address the kernel would send from towards ``remote``: a route lookup on a socket
+        prepared as ours (marks, bypass), by connect() on UDP, which sends nothing."""
+        family = socket.AF_INET6 if ":" in remote else socket.AF_INET
+        try:
+            with socket.socket(family, socket.SOCK_DGRAM) as s:
+                if self.prepare is not None:
+                    self.prepare(s)
+                s.connect((remote, 9))
+                return s.getsockname()[0]
+        except OSError as exc:
+            log.debug("no route to %s for a source address: %s", remote, exc)
+            return None
+
     def socket_for(self, local: Addr) -> socket.socket | None:
         ep = self._pick(local, ("::" if ":" in local[0] else "0.0.0.0", 0))
         return ep.sock if ep else None

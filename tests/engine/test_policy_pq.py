@@ -3,6 +3,7 @@ ppk_id/ppk_required, the refusal of what the engine cannot do yet, lint advice."
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -14,8 +15,9 @@ from engine.policy.findings import PolicyError
 from engine.policy.proposals import ProposalError, format_proposal, parse_proposal
 from engine.policy.secrets import lookup_ppk, parse_secrets
 from engine.policy.serialize import policy_to_toml
+from tests.engine.ike_pair import connection
 
-ALL = frozenset({"kem", "additional_ke", "ppk"})
+ALL = frozenset({"kem", "additional_ke", "followup_ke", "ppk"})
 HYBRID = "aes256gcm16-prfsha384-x25519-ke1_mlkem768"
 PPK = "0x" + "5a" * 32
 
@@ -24,6 +26,7 @@ PPK = "0x" + "5a" * 32
 def negotiated(monkeypatch):
     """What engine.ike will negotiate after the issue 11 integration."""
     monkeypatch.setattr(pq, "NEGOTIATED", ALL)
+    monkeypatch.setattr(pq, "ADVISED", ALL)
 
 
 def need_mlkem():
@@ -119,15 +122,23 @@ def test_quantum_safe_classification():
 # ---- what the engine cannot do yet is refused, never weakened
 
 
-def test_hybrid_and_ppk_are_refused_until_the_engine_negotiates_them(tmp_path):
-    assert pq.NEGOTIATED == frozenset()  # the issue 11 integration changes this
-    found = errors(policy(tmp_path, proposals=(HYBRID, "aes256gcm16-prfsha256-mlkem768"),
-                          conn_extra='ppk_id = "hq-ppk"\nppk_required = true'))
-    text = "\n".join(found)
-    assert "connections.branch.proposals: '" + HYBRID + "': additional key exchanges (ke1_mlkem768)" in text
-    assert "IKE_INTERMEDIATE" in text and "mlkem768 as the primary key exchange" in text
-    assert "connections.branch.children.lan.esp_proposals" in text
-    assert "connections.branch.ppk_id: PPKs (RFC 8784) are not negotiated" in text
+def test_every_post_quantum_feature_is_negotiated_now(tmp_path):
+    need_mlkem()
+    assert pq.NEGOTIATED == frozenset({"kem", "additional_ke", "followup_ke", "ppk"})
+    path = policy(tmp_path, proposals=(HYBRID, "aes256gcm16-prfsha256-mlkem768"),
+                  conn_extra='ppk_id = "hq-ppk"\nppk_required = true',
+                  secrets=f'[ppk.hq]\nid = "hq-ppk"\nsecret = "{PPK}"\n')
+    c = parse_policy(path.read_text(), path).connections[0]
+    assert c.ppk_required and c.children[0].proposals[0].additional_ke
+    # Before the integration each one was refused, never weakened in silence:
+    nothing = ()
+    assert "IKE_INTERMEDIATE" in pq.proposal_problems(parse_proposal(HYBRID, "ike"), negotiated=nothing)[0]
+    assert "primary key exchange" in pq.proposal_problems(
+        parse_proposal("aes256gcm16-prfsha256-mlkem768", "ike"), negotiated=nothing)[0]
+    assert "IKE_FOLLOWUP_KE" in pq.proposal_problems(parse_proposal("aes256gcm16-x25519-ke1_mlkem768", "esp"),
+                                                     negotiated={"additional_ke"})[0]
+    assert "PPKs (RFC 8784) are not negotiated" in pq.ppk_problem(
+        dataclasses.replace(connection(), ppk_id="hq-ppk", ppk_required=True), negotiated=nothing)
     # ke1_none alone adds nothing to refuse
     p = parse_proposal("aes256gcm16-prfsha256-x25519-ke1_none", "ike")
     assert pq.proposal_problems(p) == []

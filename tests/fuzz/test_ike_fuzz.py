@@ -217,3 +217,45 @@ def test_mutated_valid_requests(kind, data):
     for d in datagrams:
         deliver(p, "b", d)
     check_consistent(p)
+
+
+HYBRID = "aes256gcm16-prfsha256-x25519-ke1_mlkem768-ke2_mlkem1024"
+
+
+@FUZZ
+@given(sw.payload_lists(max_size=6),
+       st.sampled_from([ExchangeType.IKE_INTERMEDIATE, ExchangeType.IKE_FOLLOWUP_KE, ExchangeType.IKE_AUTH]),
+       st.sampled_from(["after_init", "after_round", "established"]), st.booleans())
+def test_authenticated_garbage_in_the_post_quantum_exchanges(payloads, exchange, phase, as_response):
+    """Well-encrypted nonsense while IKE_INTERMEDIATE rounds run (RFC 9242/9370), or an
+    IKE_FOLLOWUP_KE nobody started: a notify or a drop, never an exception or a half state."""
+    a = connection(ike=(HYBRID,))
+    p = Pair(policy(a, address=LEFT), policy(mirror(a), address=RIGHT), seed=7)
+    p.a.initiate("tun", p.now)
+    steps = {"after_init": 2, "after_round": 4, "established": 200}[phase]
+    for _ in range(steps):
+        p.collect()
+        if not p.wire:
+            break
+        side, d = p.wire.pop(0)
+        dst = p.b if side == "a" else p.a
+        data = d.data[4:] if d.data.startswith(NON_ESP_MARKER) else d.data
+        dst.receive_datagram(data, d.remote, d.local, p.now)
+    p.collect()
+    p.wire.clear()
+    if not p.a.sas or not p.b.sas or p.a.sas[0].sk is None or p.b.sas[0].sk is None:
+        return
+    a_sa, b_sa = p.a.sas[0], p.b.sas[0]
+    if as_response and a_sa.outstanding is not None:
+        # b answers a's request in flight with garbage, under the right Message ID and type
+        datagrams = b_sa.encode(a_sa.outstanding.exchange, a_sa.outstanding.mid, payloads, response=True)
+        target = "a"
+    else:
+        try:
+            datagrams = a_sa.encode(int(exchange), b_sa.mid_in, payloads, response=False)
+        except (ValueError, OverflowError):
+            return
+        target = "b"
+    for d in datagrams:
+        deliver(p, target, d)
+    check_consistent(p)

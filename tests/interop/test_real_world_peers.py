@@ -51,11 +51,7 @@ CLOUD_IKE, CLOUD_ESP = "aes128-sha1-modp2048", "aes128-sha1-modp2048"
 
 
 @pytest.mark.parametrize("direction", [
-    pytest.param("we_initiate", marks=known_defect((
-        "issue 16: with no `id` configured, IkeAuth.build asks for the PSK before local_id/remote_id are "
-        "set and raises LocalError \"no pre-shared key for connection 't' in the secrets file\" inside "
-        "the datagram handler (traceback in the daemon log); no IKE_AUTH is sent, no NegotiationFailed, "
-        "the SA stays CONNECTING — fixed by the IKE follow-up"))),
+    "we_initiate",
     "charon_initiates",
 ])
 def test_cloud_site_to_site_with_ip_identities(peers, direction):
@@ -118,6 +114,37 @@ def test_restarted_charon_with_initial_contact_leaves_one_ike_sa(peers, first_in
     assert not old & {sa["spi_i"] for sa in o.sas()}
 
 
+@pytest.mark.parametrize("unique", ["replace", "no"])
+def test_peer_returning_without_initial_contact_and_unique(peers, unique):
+    """charon with unique = never sends no INITIAL_CONTACT (as Libreswan re-initiating after
+    dropping its IKE SA silently): with our unique = "replace" the orphan goes at once; with
+    the default "no" both stay (until DPD), as with swanctl."""
+    conf = charon_conn("left", unique="never")
+    c = peers.charon("left", conf)
+    o = peers.ours("right", our_policy_text("right", our_conn("right", unique=unique), engine=FAST_OURS),
+                   FQDN_SECRETS, "--datapath", "none")
+    bring_up("charon_initiates", c, o)
+    old = {sa["spi_i"] for sa in o.sas()}
+    c.kill()
+    c2 = peers.charon("left", conf)
+    r = c2.swanctl("--initiate", "--child", "t", "--timeout", "10", check=False)
+    assert r.returncode == 0, r.stdout[-2000:]
+    assert "N(INIT_CONTACT)" not in c2.log()
+    (_name, _state, spi_i, _spi_r), = charon_ike_sas(c2.list_sas())
+    if unique == "replace":
+        # As charon's replace: the old IKE SA is deleted with an INFORMATIONAL (retransmitted
+        # to a peer that forgot it, DELETING meanwhile), the new one is the only one up.
+        def only_the_new_one():
+            sas = o.sas()
+            up = [sa for sa in sas if sa["state"] == "ESTABLISHED"]
+            going = [sa["state"] for sa in sas if sa["spi_i"] in old]
+            return len(up) == 1 and f"{up[0]['spi_i']:016x}" == spi_i and going in ([], ["DELETING"]) and sas
+        wait_or_explain(only_the_new_one, "only charon's new IKE SA up with us, the orphan going", o, timeout=5)
+    else:
+        wait_or_explain(lambda: len(established(o)) == 2, "both IKE SAs (unique = no)", o, timeout=5)
+        assert old < {sa["spi_i"] for sa in o.sas()}
+
+
 def test_our_restart_with_initial_contact_leaves_one_ike_sa_on_charon(peers):
     """The other direction: our daemon crashes, comes back and initiates; our INITIAL_CONTACT makes
     charon drop the stale IKE SA."""
@@ -141,12 +168,6 @@ def test_our_restart_with_initial_contact_leaves_one_ike_sa_on_charon(peers):
 
 
 # ------------------------------------------------------------------ 3. port rules after an address change
-@known_defect((
-    "issue 16: after NAT-T moved the SA to 4500, charon's DELETE from its new address arrives on our "
-    "port 500 and we answer from 4500 (with the non-ESP marker) to its port 500; charon cannot parse "
-    "it ('received invalid IKE header' or 'unsupported IKE version', by the shifted bytes), retransmits and "
-    "logs 'giving up after 3 retransmits' / 'delete during reauthentication failed' — "
-    "fixed by the IKE follow-up"))
 def test_request_on_port_500_after_address_change_is_answered_from_500(tmp_path):
     """charon (the original initiator) loses its address and gets another one in 192.0.2.0/24;
     without MOBIKE it reauthenticates: its DELETE for the old IKE SA goes from the new address to
@@ -251,10 +272,6 @@ def test_dpd_probes_once_per_delay_when_idle(peers):
     assert with_children(o)
 
 
-@known_defect((
-    "issue 16: DPD ignores ESP traffic — IkeSa only looks at last_received (IKE messages), so a probe "
-    "goes out every dpd_delay (2 in 9 s here) while a 1/s ping flows through the tunnel — fixed by the "
-    "IKE follow-up"))
 def test_no_dpd_probe_while_a_ping_flows(peers):
     c, o = _dpd_setup(peers)
     before, theirs = len(dpd_probes(o)), _charon_dpd_requests(c)

@@ -40,7 +40,6 @@ from tests.interop.peers import (
     charon_conn,
     charon_ike_sas,
     control,
-    known_defect,
     our_child_spis,
     our_conn,
     our_ike_spis,
@@ -140,13 +139,6 @@ def both_ends(o, c) -> str:
     return f"ours: {ours}\ncharon:\n{c.list_sas()}"
 
 
-@known_defect((
-    "issue 9: under 20 % loss with simultaneous rekeys the ends fall apart (every run of this schedule here "
-    "failed: 11 x 60 s, 1 x 600 s): after an IKE rekey collision our engine answers charon's CREATE_CHILD_SA "
-    "on the new IKE SA with N(INVALID_SYNTAX) ('CREATE_CHILD_SA before the IKE SA is up') and charon destroys "
-    "it, leaving no SA on either end; or older IKE SAs never answer charon's DELETE ('giving up after 10 "
-    "retransmits') and the lists differ; or a CHILD SA stays REKEYING; or pings are lost beyond the "
-    "configured loss — fixed by the `ike` branch's per-exchange state machines"))
 def test_rekey_loop_under_loss_keeps_both_ends_in_agreement(tmp_path):
     seed = int(os.environ.get("IPSEC_CONSOLE_SOAK_SEED", random.randrange(1 << 30)))
     rng = random.Random(seed)

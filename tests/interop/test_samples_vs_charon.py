@@ -38,7 +38,6 @@ from tests.interop.peers import (
     INNER,
     charon_ike_sas,
     established,
-    known_defect,
     module_lab,  # noqa: F401  (fixture)
     other,
     peers,  # noqa: F401  (fixture)
@@ -129,11 +128,7 @@ def charon_log_child(c) -> list[str]:
 
 # ------------------------------------------------------------------ site-to-site.toml
 @pytest.mark.parametrize("direction", [
-    pytest.param("trap_on_our_side", marks=known_defect((
-        "not an IKE defect: the userspace datapath (the only one without kernel ESP) never installs trap "
-        "policies — only engine/datapath/kernel_runtime.py calls install_trap — so start_action = \"trap\" "
-        "does nothing: ping sends its 3 packets, no IKE_SA_INIT is ever sent, and `check` on the moved sample "
-        "is silent. Reported to the lead (owner: engine/datapath)"))),
+    "trap_on_our_side",
     "we_initiate", "charon_initiates"])
 def test_site_to_site(peers, direction):
     """hq (us, 192.0.2.1, LAN 198.51.100.0/25) and branch (charon, 192.0.2.2, 198.51.100.128/25),
@@ -260,11 +255,7 @@ def test_road_warrior_client(peers):
 
 # ------------------------------------------------------------------ host-to-host-transport.toml
 @pytest.mark.parametrize("direction", [
-    pytest.param("we_initiate", marks=known_defect((
-        "issue 16: the sample identifies both hosts by IP address (no `id`); as initiator (start_action = "
-        "\"start\") IkeAuth.build raises LocalError \"no pre-shared key for connection 'peer' in the "
-        "secrets file\" inside the datagram handler: no IKE_AUTH, the SA stays CONNECTING — fixed by the "
-        "IKE follow-up"))),
+    "we_initiate",
     "charon_initiates",
 ])
 def test_host_to_host_transport(peers, direction):

@@ -64,11 +64,13 @@ from __future__ import annotations
 from engine.events import IkeState
 from engine.ike.child import ChildSa
 from engine.ike.errors import RemoteError
+from engine.ike import intermediate
 from engine.ike.exchanges import (
     child_rekey,
     create_child,
     eap_auth,
     ike_auth,
+    ike_intermediate,
     ike_rekey,
     ike_sa_init,
     informational,
@@ -80,7 +82,8 @@ from engine.policy.model import ChildConfig
 from engine.wire.constants import ExchangeType, NotifyType, ProtocolId
 from engine.wire.payloads import AuthPayload, IdPayload, SaPayload
 
-MODULES = (ike_sa_init, ike_auth, eap_auth, create_child, child_rekey, ike_rekey, informational, mobike)
+MODULES = (ike_sa_init, ike_intermediate, ike_auth, eap_auth, create_child, child_rekey, ike_rekey, informational,
+           mobike)
 """Every exchange module (each has a TABLE)."""
 
 
@@ -91,9 +94,18 @@ class Catalog:
         if exchange == ExchangeType.IKE_AUTH:
             if sa.state != IkeState.CONNECTING or sa.original_initiator:
                 raise RemoteError(NotifyType.INVALID_SYNTAX, "IKE_AUTH request on an established IKE SA")
+            if intermediate.pending(sa):
+                # Skipping a negotiated additional key exchange would drop its protection.
+                raise RemoteError(NotifyType.INVALID_SYNTAX, "IKE_AUTH before the negotiated IKE_INTERMEDIATE "
+                                  "key exchanges")
+            intermediate.note_auth_mid(sa, sa.peer_mid)
             if find(payloads, IdPayload, lambda p: p.initiator) is not None and find(payloads, AuthPayload) is None:
                 return eap_auth.EapAuthResponder(sa)  # no AUTH: the client wants EAP (§2.16)
             return ike_auth.IkeAuthResponder(sa)
+        if exchange == ExchangeType.IKE_INTERMEDIATE:
+            if sa.state != IkeState.CONNECTING or sa.original_initiator or not intermediate.pending(sa):
+                raise RemoteError(NotifyType.INVALID_SYNTAX, "IKE_INTERMEDIATE request that was not negotiated")
+            return ike_intermediate.IkeIntermediateResponder(sa)
         if sa.state in (IkeState.CREATED, IkeState.CONNECTING):
             raise RemoteError(NotifyType.INVALID_SYNTAX, "a request before IKE_AUTH completed")
         if exchange == ExchangeType.CREATE_CHILD_SA:
@@ -107,10 +119,13 @@ class Catalog:
             if mobike.wants_update(sa, payloads):
                 return mobike.UpdateResponder(sa)
             return informational.InformationalResponder(sa)
+        if exchange == ExchangeType.IKE_FOLLOWUP_KE:
+            # No CREATE_CHILD_SA of the peer waits for this round (RFC 9370 §2.2.4).
+            raise RemoteError(NotifyType.STATE_NOT_FOUND, "IKE_FOLLOWUP_KE without a CREATE_CHILD_SA in progress")
         raise RemoteError(NotifyType.INVALID_SYNTAX, f"unexpected exchange type {exchange}")
 
     def ike_init(self, sa: IkeSa, children: list[ChildConfig]) -> Initiator:
-        return ike_sa_init.IkeInit(sa, children, eap_auth.ike_auth_for)
+        return ike_sa_init.IkeInit(sa, children, ike_intermediate.before(eap_auth.ike_auth_for))
 
     def ike_rekey(self, sa: IkeSa) -> Initiator:
         return ike_rekey.IkeRekey(sa)

@@ -28,6 +28,11 @@ old SA while ours was in flight):
   twice the retransmission budget we delete it ourselves (sa.superseded), so
   both ends converge even when the peer lost track of it.
 
+- Additional key exchanges chosen (RFC 9370 §2.2.4): one IKE_FOLLOWUP_KE round
+  each (engine.ike.followup), then ours is made from all the secrets. Meanwhile
+  the peer's rekey of old gets TEMPORARY_FAILURE; the peer deleting old
+  abandons ours.
+
 Rules (responder):
 - While the IKE SA is being rekeyed or deleted: TEMPORARY_FAILURE (§2.25.2).
 - Unknown SA: CHILD_SA_NOT_FOUND. An SA we are deleting or that was already
@@ -35,6 +40,9 @@ Rules (responder):
 - An SA we are rekeying ourselves: answered; our exchange resolves the
   collision when its answer comes (above). Otherwise answered, and old
   waits for the peer's delete.
+- Additional key exchanges chosen: the answer carries the SPI and the link for
+  IKE_FOLLOWUP_KE; the new SA is made after the last round (in a collision:
+  TEMPORARY_FAILURE instead, no rounds interleaved with ours).
 """
 
 from __future__ import annotations
@@ -45,10 +53,12 @@ from engine.events import ChildState, IkeState
 from engine.ike.child import ChildSa
 from engine.ike.errors import ChildRefused, RemoteError
 from engine.ike.exchanges import child_sa
-from engine.ike.exchange import Initiator, Label, Request, Responder, Table, find, notify
+from engine.ike.exchange import Initiator, Label, Request, Responder, Table, error_notifies, find, notify
 from engine.ike.exchanges.create_child import RETRY, CreateChild
 from engine.ike.exchanges.informational import DeleteChild
+from engine.ike.followup import IKE_FOLLOWUP_KE, FollowupInitiator, FollowupResponder, RespondsToRounds
 from engine.ike.init import NONCE_SIZE
+from engine.ike.text import notify_name
 from engine.wire.constants import ExchangeType, NotifyType
 from engine.wire.payloads import NoncePayload, NotifyPayload, SaPayload
 
@@ -66,8 +76,11 @@ class S(Label):
     SENT_COLLIDED_OLD_GONE = "request sent; collision, and the peer deleted the old SA"
     RESOLVING = "our SA installed, collision to decide"
     RESOLVING_OLD_GONE = "our SA installed, collision to decide, old SA gone"
+    FOLLOWUP = "IKE_FOLLOWUP_KE round sent"
     DONE = "done"
     # responder
+    DECIDING = "request being answered"
+    ROUNDS = "answered; IKE_FOLLOWUP_KE rounds to come"
     ANSWERED = "answered"
 
 
@@ -75,6 +88,8 @@ class I(Label):  # noqa: E742
     START = "start"
     START_STALE = "start, but the SA is gone, busy or the IKE SA is not up"
     RESP_OK = "answer with the new SA"
+    RESP_ROUNDS = "answer that needs IKE_FOLLOWUP_KE rounds"
+    RESP_ROUND = "IKE_FOLLOWUP_KE answer, more rounds to come"
     RESP_TEMP_FAIL = "TEMPORARY_FAILURE"
     RESP_NOT_FOUND = "CHILD_SA_NOT_FOUND"
     RESP_NOT_FOUND_YET = "CHILD_SA_NOT_FOUND for an SA the peer may not have our answer for yet"
@@ -91,6 +106,11 @@ class I(Label):  # noqa: E742
     REQ_OLD_BUSY = "request for an SA being deleted or already replaced"
     REQ_OLD_INSTALLED = "request"
     REQ_COLLISION = "request for the SA we are rekeying"
+    ANSWER_ONLY = "our answer completes the rekey (or refuses it)"
+    ROUNDS_FOLLOW = "our answer needs IKE_FOLLOWUP_KE rounds"
+    REQ_ROUND = "IKE_FOLLOWUP_KE request"
+    REQ_BAD_ROUND = "IKE_FOLLOWUP_KE request that does not fit"
+    LAST_ROUND = "the last IKE_FOLLOWUP_KE round"
 
 
 _FAILED = (I.RESP_TEMP_FAIL, I.RESP_NOT_FOUND, I.RESP_REFUSED, I.RESP_INVALID_KE)
@@ -101,6 +121,17 @@ TABLE = Table("CREATE_CHILD_SA (CHILD rekey)", {
     (S.IDLE, I.ABORT): (S.DONE, None),
     # no collision
     (S.SENT, I.RESP_OK): (S.DONE, "replace_old"),
+    (S.SENT, I.RESP_ROUNDS): (S.FOLLOWUP, "send_round"),
+    (S.FOLLOWUP, I.RESP_ROUND): (S.FOLLOWUP, "send_round"),
+    (S.FOLLOWUP, I.RESP_OK): (S.DONE, "replace_old"),
+    (S.FOLLOWUP, I.RESP_TEMP_FAIL): (S.DONE, "retry_soon"),
+    (S.FOLLOWUP, I.RESP_REFUSED): (S.DONE, "retry_later"),
+    (S.FOLLOWUP, I.RESP_NOT_FOUND): (S.DONE, "retry_later_unknown"),
+    (S.FOLLOWUP, I.PEER_DELETED_OLD): (S.DONE, "release"),
+    (S.FOLLOWUP, I.ABORT): (S.DONE, "release"),
+    (S.SENT_COLLIDED, I.RESP_ROUNDS): (S.DONE, "adopt_theirs"),
+    (S.SENT_OLD_GONE, I.RESP_ROUNDS): (S.DONE, "release"),
+    (S.SENT_COLLIDED_OLD_GONE, I.RESP_ROUNDS): (S.DONE, "release"),
     (S.SENT, I.RESP_TEMP_FAIL): (S.DONE, "retry_soon"),
     (S.SENT, I.RESP_INVALID_KE): (S.SENT, "resend_with_group"),
     (S.SENT, I.RESP_REFUSED): (S.DONE, "retry_later"),
@@ -132,12 +163,17 @@ TABLE = Table("CREATE_CHILD_SA (CHILD rekey)", {
     (S.IDLE, I.REQ_IKE_BUSY): (S.ANSWERED, "temporary_failure"),
     (S.IDLE, I.REQ_OLD_UNKNOWN): (S.ANSWERED, "not_found"),
     (S.IDLE, I.REQ_OLD_BUSY): (S.ANSWERED, "temporary_failure"),
-    (S.IDLE, I.REQ_OLD_INSTALLED): (S.ANSWERED, "rekey"),
-    (S.IDLE, I.REQ_COLLISION): (S.ANSWERED, "rekey_collided"),
+    (S.IDLE, I.REQ_OLD_INSTALLED): (S.DECIDING, "rekey"),
+    (S.IDLE, I.REQ_COLLISION): (S.DECIDING, "rekey_collided"),
+    (S.DECIDING, I.ANSWER_ONLY): (S.ANSWERED, None),
+    (S.DECIDING, I.ROUNDS_FOLLOW): (S.ROUNDS, None),
+    (S.ROUNDS, I.REQ_ROUND): (S.ROUNDS, "answer_round"),
+    (S.ROUNDS, I.REQ_BAD_ROUND): (S.ANSWERED, "refuse_round"),
+    (S.ROUNDS, I.LAST_ROUND): (S.ANSWERED, "make_new"),
 }, remote={I.RESP_OK, I.RESP_TEMP_FAIL, I.RESP_NOT_FOUND, I.RESP_NOT_FOUND_YET, I.RESP_INVALID_KE, I.RESP_REFUSED,
            I.PEER_REKEYED,
            I.PEER_DELETED_OLD, I.PEER_DELETED_THEIRS, I.REQ_IKE_BUSY, I.REQ_OLD_UNKNOWN, I.REQ_OLD_BUSY,
-           I.REQ_OLD_INSTALLED, I.REQ_COLLISION},
+           I.REQ_OLD_INSTALLED, I.REQ_COLLISION, I.RESP_ROUNDS, I.RESP_ROUND, I.REQ_ROUND, I.REQ_BAD_ROUND},
     final={S.DONE, S.ANSWERED})
 
 _WAITING = (S.SENT, S.SENT_COLLIDED, S.SENT_OLD_GONE, S.SENT_COLLIDED_OLD_GONE)
@@ -161,7 +197,9 @@ class ChildRekey(Initiator):
         self.ours: ChildSa | None = None
         self.theirs: ChildSa | None = None
         self.to_send: list | None = None
+        self.exchange = CREATE_CHILD_SA
         self.retried_group = False
+        self.followup: FollowupInitiator | None = None
 
     # ------------------------------------------------------------ requests and answers
     def request(self, now: float) -> Request | None:
@@ -171,7 +209,7 @@ class ChildRekey(Initiator):
                 and sa.children.get(old.spi_in) is old
             self.fire(I.START if ready else I.START_STALE, now)
         out, self.to_send = self.to_send, None
-        return Request(CREATE_CHILD_SA, out) if out is not None else None
+        return Request(self.exchange, out) if out is not None else None
 
     def send(self, now: float, group: int | None = None) -> None:
         # Whether the peer could have answered CHILD_SA_NOT_FOUND only because our
@@ -179,12 +217,18 @@ class ChildRekey(Initiator):
         self.old_unconfirmed = not self.sa.confirmed(self.old, now)
         if self.old.state == ChildState.INSTALLED:
             self.old.set_state(ChildState.REKEYING)
-        self.offer = child_sa.ChildOffer(self.sa, self.old.config, with_ke=True, rekey=self.old, group=group)
+        self.offer = child_sa.ChildOffer(self.sa, self.old.config, with_ke=True, rekey=self.old, group=group,
+                                         with_additional=True)
         self.to_send = self.offer.payloads(nonce=True)
 
     def response(self, exchange: int, payloads: list, now: float) -> None:
+        if self.state == S.DONE:
+            return  # a round's answer after we abandoned the rounds
         if notify(payloads, NotifyType.TEMPORARY_FAILURE) is not None:
             self.fire(I.RESP_TEMP_FAIL, now)
+            return
+        if self.state == S.FOLLOWUP:
+            self.round_answer(payloads, now)
             return
         if notify(payloads, NotifyType.CHILD_SA_NOT_FOUND) is not None:
             yet = self.state == S.SENT and self.old_unconfirmed
@@ -202,11 +246,52 @@ class ChildRekey(Initiator):
             nonce = find(payloads, NoncePayload)
             if nonce is None:
                 raise self.offer.refused(payloads)
+            chosen = self.offer.chosen(payloads)
+            if chosen is not None and chosen.additional_rounds:
+                try:
+                    followup = FollowupInitiator(chosen.additional_rounds, shared, payloads)
+                except RemoteError as exc:
+                    raise ChildRefused("INVALID_SYNTAX", exc.reason) from None
+                self.fire(I.RESP_ROUNDS, now, answer=(payloads, nonce.data), followup=followup)
+                return
             ours = self.offer.accept(self.sa, payloads, self.offer.nonce, nonce.data, shared, now)
         except ChildRefused as exc:
             self.fire(I.RESP_REFUSED, now, refusal=exc)
             return
         self.fire(I.RESP_OK, now, ours=ours)
+
+    def round_answer(self, payloads: list, now: float) -> None:
+        errors = error_notifies(payloads)
+        try:
+            if errors:
+                n = notify_name(errors[0].type)
+                raise ChildRefused(n, f"the peer refused IKE_FOLLOWUP_KE with {n}")
+            try:
+                self.followup.response(payloads)
+            except RemoteError as exc:
+                raise ChildRefused("INVALID_SYNTAX", exc.reason) from None
+            if not self.followup.done:
+                self.fire(I.RESP_ROUND, now)
+                return
+            first, nonce_r = self.answer
+            ours = self.offer.accept(self.sa, first, self.offer.nonce, nonce_r, self.followup.secrets, now)
+        except ChildRefused as exc:
+            if exc.notify == "STATE_NOT_FOUND":
+                self.fire(I.RESP_NOT_FOUND, now)
+            else:
+                self.fire(I.RESP_REFUSED, now, refusal=exc)
+            return
+        self.followup = None
+        self.fire(I.RESP_OK, now, ours=ours)
+
+    def send_round(self, now: float, answer=None, followup: FollowupInitiator | None = None) -> None:
+        if followup is not None:
+            self.answer, self.followup = answer, followup
+        self.exchange = IKE_FOLLOWUP_KE
+        self.to_send = self.followup.request()
+
+    def retry_later_unknown(self, now: float) -> None:
+        self.retry_later(now, ChildRefused("STATE_NOT_FOUND", "the peer lost the IKE_FOLLOWUP_KE rounds of our rekey"))
 
     def abort(self, now: float) -> None:
         self.fire(I.ABORT, now)
@@ -313,6 +398,7 @@ class ChildRekey(Initiator):
         sa.start(CreateChild(sa, self.old.config), now, front=True)
 
     def release(self, now: float, **_) -> None:
+        self.followup = None
         if self.offer is not None and self.ours is None:
             self.offer.release(self.sa)
         self.offer = None
@@ -322,14 +408,17 @@ class ChildRekey(Initiator):
         return True
 
 
-class ChildRekeyResponder(Responder):
+class ChildRekeyResponder(RespondsToRounds, Responder):
     TABLE = TABLE
     INITIAL = S.IDLE
+    ROUNDS, REQ_ROUND, REQ_BAD_ROUND, LAST_ROUND = S.ROUNDS, I.REQ_ROUND, I.REQ_BAD_ROUND, I.LAST_ROUND
     name = "CREATE_CHILD_SA (rekey)"
 
     def respond(self, exchange: int, payloads: list, now: float) -> list:
         sa = self.sa
         self.answer: list = []
+        if self.state == S.ROUNDS:
+            return self.answer_followup(payloads, now)
         self.new: ChildSa | None = None
         self.collided = False
         rekey = notify(payloads, NotifyType.REKEY_SA)
@@ -354,25 +443,53 @@ class ChildRekeyResponder(Responder):
     def not_found(self, now: float, rekey, **_) -> None:
         self.answer = [NotifyPayload(NotifyType.CHILD_SA_NOT_FOUND, protocol=rekey.protocol, spi=rekey.spi)]
 
-    def rekey(self, now: float, payloads: list, **_) -> None:
+    def rekey(self, now: float, payloads: list, **_) -> I:
         sa, old = self.sa, self.old
         old.unconfirmed_mid = None  # the peer names it: it knows it
         nonce = find(payloads, NoncePayload)
         if nonce is None or find(payloads, SaPayload) is None:
             raise RemoteError(NotifyType.INVALID_SYNTAX, "CREATE_CHILD_SA without SA or Nonce")
         try:
-            choice = child_sa.choose(sa, [old.config], payloads, ignore_ke=False)
+            choice = child_sa.choose(sa, [old.config], payloads, ignore_ke=False, with_additional=True)
         except RemoteError as exc:
             exc.details.setdefault("child", old.config.name)
             raise
         shared, ke_reply = child_sa.responder_ke(choice, payloads)
         nonce_r = sa.host.rng(NONCE_SIZE)
+        rounds = choice.chosen.additional_rounds
+        if rounds:
+            if shared is None:
+                raise RemoteError(NotifyType.NO_PROPOSAL_CHOSEN, "additional key exchanges without a KE")
+            if self.collided:
+                # Our own rekey of old is in flight: no IKE_FOLLOWUP_KE rounds interleaved with it.
+                self.answer = [NotifyPayload(NotifyType.TEMPORARY_FAILURE)]
+                return I.ANSWER_ONLY
+            self.followup = FollowupResponder(rounds, shared, sa.host.rng)
+            spi_in = sa.host.ids.allocate_spi()
+            self.pending = (choice, nonce.data, nonce_r, spi_in)
+            self.answer = [SaPayload((choice.chosen.with_spi(spi_in).to_wire(),)), NoncePayload(nonce_r),
+                           *ke_reply, self.followup.link_notify(), *child_sa.ts_reply(choice)]
+            if choice.mode == "transport":
+                self.answer.insert(0, NotifyPayload(NotifyType.USE_TRANSPORT_MODE))
+            return I.ROUNDS_FOLLOW
         self.new, answer = child_sa.build(sa, choice, nonce.data, nonce_r, shared, now, old)
         self.answer = answer + [NoncePayload(nonce_r), *ke_reply, *child_sa.ts_reply(choice)]
+        return I.ANSWER_ONLY
 
-    def rekey_collided(self, now: float, **data) -> None:
-        self.rekey(now, **data)
+    def rekey_collided(self, now: float, **data) -> I:
         self.collided = True
+        return self.rekey(now, **data)
+
+    def refuse_round(self, now: float, error: RemoteError) -> None:
+        self.sa.host.ids.release_spi(self.pending[3])
+        self.followup = self.pending = None
+        raise error
+
+    def make_new(self, now: float) -> None:
+        choice, nonce_i, nonce_r, spi_in = self.pending
+        self.new, _ = child_sa.build(self.sa, choice, nonce_i, nonce_r, self.followup.secrets, now, self.old,
+                                     spi_in=spi_in)
+        self.followup = self.pending = None
 
     def responded(self, now: float) -> None:
         sa, new = self.sa, self.new

@@ -9,7 +9,7 @@ import ipaddress
 from typing import TYPE_CHECKING
 
 from engine.crypto.errors import InvalidKeyExchange
-from engine.crypto.ke import KeyExchange
+from engine.crypto.ke import new_key_exchange, respond
 from engine.ike import config_payload
 from engine.ike import proposals as props
 from engine.ike.child import ChildSa, derive_child_keys
@@ -88,8 +88,10 @@ class ChildOffer:
     """The CHILD SA we ask for: SPI, proposals, selectors, PFS KE, nonce."""
 
     def __init__(self, sa: IkeSa, cfg: ChildConfig, *, with_ke: bool, rekey: ChildSa | None = None,
-                 nonce: bool = True, group: int | None = None) -> None:
-        """``group``: the PFS group to send first (the peer asked for it with INVALID_KE_PAYLOAD)."""
+                 nonce: bool = True, group: int | None = None, with_additional: bool = False) -> None:
+        """``group``: the PFS group to send first (the peer asked for it with INVALID_KE_PAYLOAD).
+        ``with_additional``: offer the RFC 9370 additional key exchanges (the exchange runs
+        IKE_FOLLOWUP_KE rounds)."""
         ids = sa.host.ids
         self.cfg = cfg
         self.rekey = rekey
@@ -98,8 +100,9 @@ class ChildOffer:
         self.remote_ts = resolve_ts(cfg.remote_ts, sa.remote[0])
         if with_ke and group is None:
             group = props.first_ke_group(cfg.proposals)
-        self.offered = props.to_wire(cfg.proposals, self.spi_in, with_ke=with_ke, first_ke=group)
-        self.ke = KeyExchange(group) if with_ke and group else None
+        self.offered = props.to_wire(cfg.proposals, self.spi_in, with_ke=with_ke, first_ke=group,
+                                     with_additional=with_additional)
+        self.ke = new_key_exchange(group) if with_ke and group else None
         self.nonce = sa.host.rng(NONCE_SIZE) if nonce else b""
 
     def payloads(self, *, nonce: bool) -> list:
@@ -169,7 +172,14 @@ class ChildOffer:
             raise ChildRefused("INVALID_KE_PAYLOAD", f"invalid PFS key exchange data: {exc}",
                                self._details()) from None
 
-    def accept(self, sa: IkeSa, payloads, nonce_i: bytes, nonce_r: bytes, shared: bytes | None,
+    def chosen(self, payloads) -> props.Chosen | None:
+        """The proposal the peer's answer chose, if it is one we offered."""
+        sa_p = find(payloads, SaPayload)
+        if sa_p is None or len(sa_p.proposals) != 1:
+            return None
+        return props.accept_response(sa_p.proposals[0], self.offered, ignore_ke=self.ke is None)
+
+    def accept(self, sa: IkeSa, payloads, nonce_i: bytes, nonce_r: bytes, shared: bytes | list[bytes] | None,
                now: float) -> ChildSa:
         """The CHILD SA the peer's answer gives us (not installed yet); raises ChildRefused."""
         sa_p, tsi, tsr, transport = child_parts(payloads)
@@ -209,7 +219,7 @@ class ChildChoice:
         self.mode = mode
 
 
-def choose(sa: IkeSa, children, payloads, *, ignore_ke: bool) -> ChildChoice:
+def choose(sa: IkeSa, children, payloads, *, ignore_ke: bool, with_additional: bool = False) -> ChildChoice:
     """The first child config whose selectors overlap the peer's and whose
     proposals match. Raises RemoteError(NO_PROPOSAL_CHOSEN | TS_UNACCEPTABLE)."""
     sa_p, tsi, tsr, transport = child_parts(payloads)
@@ -226,7 +236,7 @@ def choose(sa: IkeSa, children, payloads, *, ignore_ke: bool) -> ChildChoice:
         if not remote or not local:
             continue
         ts_ok.append(cfg)
-        chosen = props.select(sa_p.proposals, cfg.proposals, ignore_ke=ignore_ke)
+        chosen = props.select(sa_p.proposals, cfg.proposals, ignore_ke=ignore_ke, with_additional=with_additional)
         if chosen is None:
             continue
         mode = "transport" if transport and cfg.mode == "transport" else "tunnel"
@@ -257,19 +267,19 @@ def responder_ke(choice: ChildChoice, payloads) -> tuple[bytes | None, list]:
     if ke is None or ke.group != choice.chosen.ke:
         raise RemoteError(NotifyType.INVALID_KE_PAYLOAD, "the peer's KE is not for the chosen group",
                           data=choice.chosen.ke.to_bytes(2, "big"))
-    mine = KeyExchange(choice.chosen.ke)
     try:
-        shared = mine.compute_shared(ke.data)
+        reply, shared = respond(choice.chosen.ke, ke.data)
     except InvalidKeyExchange as exc:
         raise RemoteError(NotifyType.INVALID_SYNTAX, f"invalid PFS KE: {exc}") from None
-    return shared, [KePayload(mine.group, mine.public_bytes())]
+    return shared, [KePayload(choice.chosen.ke, reply)]
 
 
 def build(sa: IkeSa, choice: ChildChoice, nonce_i: bytes, nonce_r: bytes, shared, now: float,
-          rekey: ChildSa | None) -> tuple[ChildSa, list]:
-    """Our CHILD SA for the peer's request, and the SA/TS payloads of our answer."""
+          rekey: ChildSa | None, spi_in: bytes | None = None) -> tuple[ChildSa, list]:
+    """Our CHILD SA for the peer's request, and the SA/TS payloads of our answer. ``spi_in``:
+    allocated already (an answer sent before IKE_FOLLOWUP_KE rounds named it)."""
     ids = sa.host.ids
-    spi_in = ids.allocate_spi()
+    spi_in = spi_in or ids.allocate_spi()
     keys = derive_child_keys(sa.chosen.prf, sa.keys.sk_d.reveal(), choice.chosen, nonce_i, nonce_r,
                              initiator=False, shared=shared)
     reqid = rekey.reqid if rekey is not None else ids.reqid(sa.name, choice.cfg.name)

@@ -37,6 +37,7 @@ from engine.ike.exchanges import mobike, redirect
 from engine.ike.exchanges.ike_auth import IkeAuth, IkeAuthResponder
 from engine.ike.host import Ended
 from engine.ike.identity import identity_from_wire, matches
+from engine.ike.intermediate import int_auth
 from engine.ike.text import notify_name, short
 from engine.policy.roadwarrior import eap_id_matches
 from engine.policy.secrets import lookup_eap
@@ -212,7 +213,8 @@ class EapAuth(IkeAuth):
             self.fire(I.RESP_REFUSED, now, payloads=payloads)
             return
         sa = self.sa
-        signed = octets(sa.init_response, sa.nonce_i, sa.chosen.prf, sa.keys.sk_pr.reveal(), self.idr)
+        signed = octets(sa.init_response, sa.nonce_i, sa.chosen.prf, sa.keys.sk_pr.reveal(), self.idr) \
+            + int_auth(sa, self.auth_mid)
         if auth.method != AuthMethod.PSK or not hmac.compare_digest(
                 msk_auth(sa, self.peer.msk, False, signed), auth.data):
             self.fire(I.RESP_PEER_REJECTED, now, reason="the gateway's AUTH made with the EAP key (MSK) does "
@@ -228,7 +230,8 @@ class EapAuth(IkeAuth):
                     "'remote.id' or the gateway's local ID")
         sa.local_id = identity_from_wire(self.idi.id_type, self.idi.data)
         sa.remote_id = peer
-        signed = octets(sa.init_response, sa.nonce_i, sa.chosen.prf, sa.keys.sk_pr.reveal(), idr)
+        signed = octets(sa.init_response, sa.nonce_i, sa.chosen.prf, sa.keys.sk_pr.reveal(), idr) \
+            + int_auth(sa, self.auth_mid)
         ok, why = sa.host.auth.verify(sa, conn, auth, signed, payloads, peer)
         return "" if ok else why
 
@@ -237,7 +240,8 @@ class EapAuth(IkeAuth):
 
     def send_msk_auth(self, now: float) -> None:
         sa = self.sa
-        signed = octets(sa.init_request, sa.nonce_r, sa.chosen.prf, sa.keys.sk_pi.reveal(), self.idi)
+        signed = octets(sa.init_request, sa.nonce_r, sa.chosen.prf, sa.keys.sk_pi.reveal(), self.idi) \
+            + int_auth(sa, self.auth_mid)
         self.to_send = [AuthPayload(AuthMethod.PSK, msk_auth(sa, self.peer.msk, True, signed))]
         sa.eap_identity = _eap_text(self.peer.identity)
         sa.eap_method = self.peer.method_name
@@ -289,6 +293,7 @@ class EapAuthResponder(IkeAuthResponder):
                 elif isinstance(p, NotifyPayload) and p.type == NotifyType.INITIAL_CONTACT:
                     self.initial_contact = True
             self.first = payloads  # SA, TSi, TSr and CP are answered after EAP
+            self.auth_mid = self.sa.peer_mid  # every AUTH covers IntAuth with this round's MID (RFC 9242)
             self.fire(I.REQ_FIRST, now)
             return self.answer
         if exchange == ExchangeType.INFORMATIONAL:
@@ -334,7 +339,8 @@ class EapAuthResponder(IkeAuthResponder):
         sa, conn, auth = self.sa, self.sa.conn, self.sa.host.auth
         self.idr = auth.id_payload(conn, False, sa.local[0])
         sa.local_id = identity_from_wire(self.idr.id_type, self.idr.data)
-        signed_r = octets(sa.init_response, sa.nonce_i, sa.chosen.prf, sa.keys.sk_pr.reveal(), self.idr)
+        signed_r = octets(sa.init_response, sa.nonce_i, sa.chosen.prf, sa.keys.sk_pr.reveal(), self.idr) \
+            + int_auth(sa, self.auth_mid)
         secrets = auth.policy.secrets
         eap_id = conn.remote.eap_id
 
@@ -393,7 +399,8 @@ class EapAuthResponder(IkeAuthResponder):
 
     def check_msk_auth(self, now: float, auth: AuthPayload) -> I:
         sa = self.sa
-        signed = octets(sa.init_request, sa.nonce_r, sa.chosen.prf, sa.keys.sk_pi.reveal(), self.idi)
+        signed = octets(sa.init_request, sa.nonce_r, sa.chosen.prf, sa.keys.sk_pi.reveal(), self.idi) \
+            + int_auth(sa, self.auth_mid)
         if auth.method == AuthMethod.PSK and hmac.compare_digest(
                 msk_auth(sa, self.server.msk, True, signed), auth.data):
             return I.PEER_OK
@@ -407,7 +414,8 @@ class EapAuthResponder(IkeAuthResponder):
         sa.eap_identity = _eap_text(self.server.identity)
         sa.eap_method = self.server.method_name
         sa.cert_subject = getattr(self.server.method, "subject", "")
-        signed_r = octets(sa.init_response, sa.nonce_i, sa.chosen.prf, sa.keys.sk_pr.reveal(), self.idr)
+        signed_r = octets(sa.init_response, sa.nonce_i, sa.chosen.prf, sa.keys.sk_pr.reveal(), self.idr) \
+            + int_auth(sa, self.auth_mid)
         answer: list = [AuthPayload(AuthMethod.PSK, msk_auth(sa, self.server.msk, False, signed_r))]
         elsewhere = redirect.auth_redirect(sa, sa.conn)
         self.first, first = [], self.first

@@ -37,6 +37,9 @@ from engine.ike.exchanges.create_child import CreateChild
 from engine.ike.exchanges.informational import Notify
 from engine.ike.host import Ended
 from engine.ike.identity import identity_from_wire, identity_to_wire, matches
+from engine.ike import ppk_auth
+from engine.ike.intermediate import int_auth
+from engine.ike.ppk_auth import InitiatorPpk
 from engine.ike.text import notify_name, short
 from engine.policy.model import ChildConfig
 from engine.wire.constants import ExchangeType, NotifyType
@@ -115,9 +118,18 @@ class IkeAuth(Initiator):
         if conn.remote.id is not None and conn.remote.id.kind not in ("any",) and "*" not in conn.remote.id.value:
             t, d = identity_to_wire(conn.remote.id, sa.remote[0])
             payloads.append(IdPayload(False, t, d))
-        signed = octets(sa.init_request, sa.nonce_r, sa.chosen.prf, sa.keys.sk_pi.reveal(), self.idi)
+        # Our identity is known now (the configured ID or our address): the PSK lookup needs it.
+        sa.local_id = identity_from_wire(self.idi.id_type, self.idi.data)
+        self.ppk = InitiatorPpk(sa, conn)
+        mid = self.auth_mid = sa.mid_out
+
+        def auth_data(sk_pi: bytes) -> AuthPayload:
+            signed = octets(sa.init_request, sa.nonce_r, sa.chosen.prf, sk_pi, self.idi) + int_auth(sa, mid)
+            return auth.auth_payload(sa, conn, signed)
+
         if not conn.local.is_eap:  # with EAP our AUTH follows the EAP rounds (exchanges.eap_auth)
-            payloads.append(auth.auth_payload(sa, conn, signed))
+            payloads.append(auth_data(sa.keys.sk_pi.reveal()))
+            payloads += self.ppk.notifies(lambda sk_pi: auth_data(sk_pi).data)
         cp = config_payload.request(conn)
         if cp is not None:
             payloads.append(cp)
@@ -147,7 +159,12 @@ class IkeAuth(Initiator):
             return
         sa.local_id = identity_from_wire(self.idi.id_type, self.idi.data)
         sa.remote_id = peer
-        signed = octets(sa.init_response, sa.nonce_i, sa.chosen.prf, sa.keys.sk_pr.reveal(), idr)
+        why = self.ppk.answer(sa, payloads)
+        if why is not None:
+            self.fire(I.RESP_PEER_REJECTED, now, reason=why)
+            return
+        signed = octets(sa.init_response, sa.nonce_i, sa.chosen.prf, sa.keys.sk_pr.reveal(), idr) \
+            + int_auth(sa, sa.mid_out - 1)
         ok, why = sa.host.auth.verify(sa, conn, auth, signed, payloads, peer)
         if not ok:
             self.fire(I.RESP_PEER_REJECTED, now, reason=why)
@@ -282,7 +299,12 @@ class IkeAuthResponder(Responder):
         if conn is None:
             return I.PEER_UNKNOWN
         sa.conn = conn
-        signed = octets(sa.init_request, sa.nonce_r, sa.chosen.prf, sa.keys.sk_pi.reveal(), idi)
+        auth, why = ppk_auth.responder(sa, conn, payloads, auth)
+        if auth is None:
+            self.reason = why
+            return I.PEER_REJECTED
+        signed = octets(sa.init_request, sa.nonce_r, sa.chosen.prf, sa.keys.sk_pi.reveal(), idi) \
+            + int_auth(sa, sa.peer_mid)
         ok, why = sa.host.auth.verify(sa, conn, auth, signed, payloads, peer)
         if not ok:
             self.reason = why
@@ -304,8 +326,10 @@ class IkeAuthResponder(Responder):
         sa, conn, auth, payloads = self.sa, self.sa.conn, self.sa.host.auth, self.payloads
         idr = auth.id_payload(conn, False, sa.local[0])
         sa.local_id = identity_from_wire(idr.id_type, idr.data)
-        signed_r = octets(sa.init_response, sa.nonce_i, sa.chosen.prf, sa.keys.sk_pr.reveal(), idr)
-        answer: list = [idr, *auth.cert_payloads(conn), auth.auth_payload(sa, conn, signed_r)]
+        signed_r = octets(sa.init_response, sa.nonce_i, sa.chosen.prf, sa.keys.sk_pr.reveal(), idr) \
+            + int_auth(sa, sa.peer_mid)
+        answer: list = [idr, *auth.cert_payloads(conn), auth.auth_payload(sa, conn, signed_r),
+                        *ppk_auth.responder_notifies(sa)]
         elsewhere = redirect.auth_redirect(sa, conn)
         if elsewhere is not None:  # RFC 5685 §6: no SA, TS or CP; the client goes elsewhere
             self.answer = answer + elsewhere

@@ -20,6 +20,10 @@ Rules (initiator):
   (§2.25.2) and old goes with its CHILD SAs.
 - We start deleting old while our rekey is in flight: when the answer comes,
   the new IKE SA(s) the peer now holds are deleted too.
+- Additional key exchanges chosen (RFC 9370): one IKE_FOLLOWUP_KE round each
+  (engine.ike.followup) before the new IKE SA is made from all the secrets;
+  meanwhile the peer's rekeys get TEMPORARY_FAILURE. An answer that needs
+  rounds while we are deleting old or after a collision is abandoned.
 - TEMPORARY_FAILURE: try again in a few seconds; INVALID_KE_PAYLOAD naming a
   group we offer: once more with it; other refusals: try again later.
 - An IKE SA waiting for the peer's delete (old after a rekey we answered,
@@ -33,7 +37,9 @@ Rules (responder):
   peer's exchanges we still wait on): TEMPORARY_FAILURE (§2.25.2).
 - While we rekey old ourselves: answered, and theirs waits for our answer.
 - Otherwise answered: the new IKE SA takes the CHILD SAs at once; old waits
-  for the peer's delete.
+  for the peer's delete. With additional key exchanges the answer carries the
+  link for IKE_FOLLOWUP_KE and the new IKE SA is made after the last round
+  (a rekey colliding with ours that needs them: TEMPORARY_FAILURE).
 """
 
 from __future__ import annotations
@@ -41,15 +47,18 @@ from __future__ import annotations
 import logging
 
 from engine.crypto.errors import InvalidKeyExchange
-from engine.crypto.ke import KeyExchange
+from engine.crypto.ke import new_key_exchange, respond
 from engine.events import ChildState, IkeState
 from engine.ike import proposals as props
 from engine.ike.errors import RemoteError
 from engine.ike.exchange import Initiator, Label, Request, Responder, Table, error_notifies, find, notify
+from engine.ike import intermediate
 from engine.ike.exchanges.create_child import RETRY
+from engine.ike.followup import IKE_FOLLOWUP_KE, FollowupInitiator, FollowupResponder, RespondsToRounds
 from engine.ike.init import NONCE_SIZE, install_ike_keys
 from engine.ike.proposals import Chosen
 from engine.ike.sa import IkeSa
+from engine.ike.status import ike_quantum_safe
 from engine.ike.text import notify_name
 from engine.wire.constants import ExchangeType, NotifyType
 from engine.wire.payloads import KePayload, NoncePayload, NotifyPayload, SaPayload
@@ -65,6 +74,9 @@ class S(Label):
     SENT_COLLIDED = "request sent; we answered the peer's rekey"
     SENT_CLOSING = "request sent; we are deleting the old IKE SA"
     SENT_COLLIDED_CLOSING = "request sent; collision; we are deleting the old IKE SA"
+    FOLLOWUP = "IKE_FOLLOWUP_KE round sent"
+    DECIDING = "request being answered"
+    ROUNDS = "answered; IKE_FOLLOWUP_KE rounds to come"
     RESOLVING = "our IKE SA made, collision to decide"
     DONE = "done"
     ANSWERED = "answered"
@@ -74,6 +86,8 @@ class I(Label):  # noqa: E742
     START = "start"
     START_STALE = "start on an IKE SA that is not ESTABLISHED"
     RESP_OK = "answer with the new IKE SA"
+    RESP_ROUNDS = "answer that needs IKE_FOLLOWUP_KE rounds"
+    RESP_ROUND = "IKE_FOLLOWUP_KE answer, more rounds to come"
     RESP_TEMP_FAIL = "TEMPORARY_FAILURE"
     RESP_INVALID_KE = "INVALID_KE_PAYLOAD naming a group we offer"
     RESP_REFUSED = "refused or unusable answer"
@@ -87,6 +101,11 @@ class I(Label):  # noqa: E742
     REQ_BUSY = "request while CHILD SAs or our own rekey are in flux"
     REQ_OK = "request"
     REQ_COLLISION = "request while we rekey the IKE SA"
+    ANSWER_ONLY = "our answer completes the rekey (or refuses it)"
+    ROUNDS_FOLLOW = "our answer needs IKE_FOLLOWUP_KE rounds"
+    REQ_ROUND = "IKE_FOLLOWUP_KE request"
+    REQ_BAD_ROUND = "IKE_FOLLOWUP_KE request that does not fit"
+    LAST_ROUND = "the last IKE_FOLLOWUP_KE round"
 
 
 _FAILED = (I.RESP_TEMP_FAIL, I.RESP_REFUSED, I.RESP_INVALID_KE)
@@ -97,6 +116,16 @@ TABLE = Table("CREATE_CHILD_SA (IKE rekey)", {
     (S.IDLE, I.ABORT): (S.DONE, None),
     # no collision
     (S.SENT, I.RESP_OK): (S.DONE, "replace_old"),
+    (S.SENT, I.RESP_ROUNDS): (S.FOLLOWUP, "send_round"),
+    (S.FOLLOWUP, I.RESP_ROUND): (S.FOLLOWUP, "send_round"),
+    (S.FOLLOWUP, I.RESP_OK): (S.DONE, "replace_old"),
+    (S.FOLLOWUP, I.RESP_TEMP_FAIL): (S.DONE, "retry_soon"),
+    (S.FOLLOWUP, I.RESP_REFUSED): (S.DONE, "retry_later"),
+    (S.FOLLOWUP, I.PEER_DELETED_IKE): (S.DONE, "release"),
+    (S.FOLLOWUP, I.ABORT): (S.DONE, "release"),
+    (S.SENT_COLLIDED, I.RESP_ROUNDS): (S.DONE, "adopt_theirs"),
+    (S.SENT_CLOSING, I.RESP_ROUNDS): (S.DONE, "release"),
+    (S.SENT_COLLIDED_CLOSING, I.RESP_ROUNDS): (S.DONE, "close_theirs"),
     (S.SENT, I.RESP_TEMP_FAIL): (S.DONE, "retry_soon"),
     (S.SENT, I.RESP_INVALID_KE): (S.SENT, "resend_with_group"),
     (S.SENT, I.RESP_REFUSED): (S.DONE, "retry_later"),
@@ -125,24 +154,35 @@ TABLE = Table("CREATE_CHILD_SA (IKE rekey)", {
     # responder
     (S.IDLE, I.REQ_CLOSING): (S.ANSWERED, "temporary_failure"),
     (S.IDLE, I.REQ_BUSY): (S.ANSWERED, "temporary_failure"),
-    (S.IDLE, I.REQ_OK): (S.ANSWERED, "rekey"),
-    (S.IDLE, I.REQ_COLLISION): (S.ANSWERED, "rekey"),
+    (S.IDLE, I.REQ_OK): (S.DECIDING, "rekey"),
+    (S.IDLE, I.REQ_COLLISION): (S.DECIDING, "rekey"),
+    (S.DECIDING, I.ANSWER_ONLY): (S.ANSWERED, None),
+    (S.DECIDING, I.ROUNDS_FOLLOW): (S.ROUNDS, None),
+    (S.ROUNDS, I.REQ_ROUND): (S.ROUNDS, "answer_round"),
+    (S.ROUNDS, I.REQ_BAD_ROUND): (S.ANSWERED, "refuse_round"),
+    (S.ROUNDS, I.LAST_ROUND): (S.ANSWERED, "make_new"),
 }, remote={I.RESP_OK, I.RESP_TEMP_FAIL, I.RESP_INVALID_KE, I.RESP_REFUSED, I.PEER_REKEYED, I.PEER_DELETED_IKE,
-           I.REQ_CLOSING, I.REQ_BUSY, I.REQ_OK, I.REQ_COLLISION},
+           I.REQ_CLOSING, I.REQ_BUSY, I.REQ_OK, I.REQ_COLLISION, I.RESP_ROUNDS, I.RESP_ROUND, I.REQ_ROUND,
+           I.REQ_BAD_ROUND},
     final={S.DONE, S.ANSWERED})
 
 
 def make_rekeyed_sa(old: IkeSa, *, initiator: bool, spi_i: bytes, spi_r: bytes, chosen: Chosen,
-                    nonce_i: bytes, nonce_r: bytes, shared: bytes, now: float) -> IkeSa:
+                    nonce_i: bytes, nonce_r: bytes, shared: bytes | list[bytes], now: float) -> IkeSa:
     """The new IKE SA, registered but not yet established. The initiator of the
     rekey becomes its original initiator (§2.18); SKEYSEED = prf(SK_d (old),
-    g^ir (new) | Ni | Nr)."""
+    g^ir (new) | Ni | Nr), with the IKE_FOLLOWUP_KE secrets after the nonces
+    when ``shared`` lists several (RFC 9370 §2.2.4)."""
     host = old.host
     new = IkeSa(host, old.conn, initiator=initiator, unique_id=host.ids.next_ike_id(), local=old.local,
                 remote=old.remote, spi_i=spi_i, spi_r=spi_r, now=now)
     new.chosen = chosen.with_spi(b"")
     new.nonce_i, new.nonce_r = nonce_i, nonce_r
-    install_ike_keys(new, shared, old_sk_d=old.keys.sk_d.reveal(), old_prf=old.chosen.prf)
+    secrets = [shared] if isinstance(shared, bytes) else shared
+    install_ike_keys(new, secrets[0], old_sk_d=old.keys.sk_d.reveal(), old_prf=old.chosen.prf,
+                     additional=b"".join(secrets[1:]))
+    if len(secrets) > 1:
+        intermediate.record_followup(new)
     new.nat = old.nat
     new.floated = old.floated
     new.peer_fragmentation = old.peer_fragmentation
@@ -150,6 +190,7 @@ def make_rekeyed_sa(old: IkeSa, *, initiator: bool, spi_i: bytes, spi_r: bytes, 
     new.peer_hash_algorithms = old.peer_hash_algorithms
     new.local_id, new.remote_id = old.local_id, old.remote_id
     new.candidates = old.candidates
+    new.quantum_parent = ike_quantum_safe(old)
     new.last_received = now
     host.adopt(new)
     return new
@@ -189,13 +230,15 @@ class IkeRekey(Initiator):
         self.ours: IkeSa | None = None
         self.theirs: IkeSa | None = None
         self.to_send: list | None = None
+        self.exchange = CREATE_CHILD_SA
         self.retried_group = False
+        self.followup: FollowupInitiator | None = None
 
     def request(self, now: float) -> Request | None:
         if self.state == S.IDLE:
             self.fire(I.START if self.sa.state == IkeState.ESTABLISHED else I.START_STALE, now)
         out, self.to_send = self.to_send, None
-        return Request(CREATE_CHILD_SA, out) if out is not None else None
+        return Request(self.exchange, out) if out is not None else None
 
     def send(self, now: float) -> None:
         sa = self.sa
@@ -204,7 +247,7 @@ class IkeRekey(Initiator):
         if self.spi is None:
             self.spi = sa.host.ids.new_ike_spi()
         group = self.group or sa.chosen.ke
-        self.ke = KeyExchange(group)
+        self.ke = new_key_exchange(group)
         self.nonce = sa.host.rng(NONCE_SIZE)
         self.offered = props.to_wire(sa.conn.proposals, self.spi, first_ke=group)
         self.to_send = [SaPayload(self.offered), NoncePayload(self.nonce), KePayload(group, self.ke.public_bytes())]
@@ -212,6 +255,9 @@ class IkeRekey(Initiator):
     def response(self, exchange: int, payloads: list, now: float) -> None:
         if notify(payloads, NotifyType.TEMPORARY_FAILURE) is not None:
             self.fire(I.RESP_TEMP_FAIL, now)
+            return
+        if self.state == S.FOLLOWUP:
+            self.round_answer(payloads, now)
             return
         bad_ke = notify(payloads, NotifyType.INVALID_KE_PAYLOAD)
         if bad_ke is not None and len(bad_ke.data) >= 2 and not self.retried_group:
@@ -241,7 +287,37 @@ class IkeRekey(Initiator):
             self.fire(I.RESP_REFUSED, now, reason=f"invalid KE in the IKE rekey answer: {exc}",
                       notify_type="INVALID_KE_PAYLOAD")
             return
+        if chosen.additional_rounds:
+            try:
+                followup = FollowupInitiator(chosen.additional_rounds, shared, payloads)
+            except RemoteError as exc:
+                self.fire(I.RESP_REFUSED, now, reason=exc.reason, notify_type="INVALID_SYNTAX")
+                return
+            self.fire(I.RESP_ROUNDS, now, answer=dict(chosen=chosen, nonce_r=nonce.data), followup=followup)
+            return
         self.fire(I.RESP_OK, now, chosen=chosen, nonce_r=nonce.data, shared=shared)
+
+    def round_answer(self, payloads: list, now: float) -> None:
+        errors = error_notifies(payloads)
+        if errors:
+            n = notify_name(errors[0].type)
+            self.fire(I.RESP_REFUSED, now, reason=f"the peer refused IKE_FOLLOWUP_KE with {n}", notify_type=n)
+            return
+        try:
+            self.followup.response(payloads)
+        except RemoteError as exc:
+            self.fire(I.RESP_REFUSED, now, reason=exc.reason, notify_type="INVALID_SYNTAX")
+            return
+        if self.followup.done:
+            self.fire(I.RESP_OK, now, **self.answer, shared=self.followup.secrets)
+        else:
+            self.fire(I.RESP_ROUND, now)
+
+    def send_round(self, now: float, answer: dict | None = None, followup: FollowupInitiator | None = None) -> None:
+        if followup is not None:
+            self.answer, self.followup = answer, followup
+        self.exchange = IKE_FOLLOWUP_KE
+        self.to_send = self.followup.request()
 
     def abort(self, now: float) -> None:
         self.fire(I.ABORT, now)
@@ -368,6 +444,7 @@ class IkeRekey(Initiator):
         theirs.delete(now, self.sa.delete_reason or "terminated")
 
     def release(self, now: float, keep_theirs: bool = False, **_) -> None:
+        self.followup = None
         if self.spi is not None:
             self.sa.host.ids.release_ike_spi(self.spi)
             self.spi = None
@@ -376,14 +453,17 @@ class IkeRekey(Initiator):
             theirs.destroy(now, "the IKE rekey it came from was abandoned")
 
 
-class IkeRekeyResponder(Responder):
+class IkeRekeyResponder(RespondsToRounds, Responder):
     TABLE = TABLE
     INITIAL = S.IDLE
+    ROUNDS, REQ_ROUND, REQ_BAD_ROUND, LAST_ROUND = S.ROUNDS, I.REQ_ROUND, I.REQ_BAD_ROUND, I.LAST_ROUND
     name = "CREATE_CHILD_SA (IKE rekey)"
 
     def respond(self, exchange: int, payloads: list, now: float) -> list:
         sa = self.sa
         self.answer: list = []
+        if self.state == S.ROUNDS:
+            return self.answer_followup(payloads, now)
         self.new: IkeSa | None = None
         active = sa.active
         if sa.state in (IkeState.DELETING, IkeState.REKEYED) or sa.pending:
@@ -398,10 +478,21 @@ class IkeRekeyResponder(Responder):
         self.fire(inp, now, payloads=payloads)
         return self.answer
 
+    def refuse_round(self, now: float, error: RemoteError) -> None:
+        self.followup = None
+        raise error
+
+    def make_new(self, now: float) -> None:
+        sa, p = self.sa, self.pending_new
+        self.new = make_rekeyed_sa(sa, initiator=False, spi_i=p["chosen"].spi, spi_r=p["spi_r"], chosen=p["chosen"],
+                                   nonce_i=p["nonce_i"], nonce_r=p["nonce_r"], shared=self.followup.secrets, now=now)
+        self.new.pending = True
+        self.followup = self.pending_new = None
+
     def temporary_failure(self, now: float, **_) -> None:
         self.answer = [NotifyPayload(NotifyType.TEMPORARY_FAILURE)]
 
-    def rekey(self, now: float, payloads: list) -> None:
+    def rekey(self, now: float, payloads: list) -> I:
         sa = self.sa
         sa_p = find(payloads, SaPayload)
         nonce = find(payloads, NoncePayload)
@@ -420,18 +511,28 @@ class IkeRekeyResponder(Responder):
                               data=(chosen.ke or 0).to_bytes(2, "big"))
         if len(chosen.spi) != 8 or chosen.spi == b"\0" * 8:
             raise RemoteError(NotifyType.INVALID_SYNTAX, "IKE rekey proposal without a valid 8-byte SPI")
-        mine = KeyExchange(chosen.ke)
         try:
-            shared = mine.compute_shared(ke.data)
+            reply, shared = respond(chosen.ke, ke.data)
         except InvalidKeyExchange as exc:
             raise RemoteError(NotifyType.INVALID_SYNTAX, f"invalid KE in IKE rekey: {exc}") from None
+        if chosen.additional_rounds and self.collision:
+            # Our own rekey is in flight: no IKE_FOLLOWUP_KE rounds interleaved with it.
+            self.answer = [NotifyPayload(NotifyType.TEMPORARY_FAILURE)]
+            return I.ANSWER_ONLY
         spi_r = sa.host.ids.new_ike_spi()
         nonce_r = sa.host.rng(NONCE_SIZE)
+        if chosen.additional_rounds:
+            self.followup = FollowupResponder(chosen.additional_rounds, shared, sa.host.rng)
+            self.pending_new = dict(chosen=chosen, spi_r=spi_r, nonce_i=nonce.data, nonce_r=nonce_r)
+            self.answer = [SaPayload((chosen.with_spi(spi_r).to_wire(),)), NoncePayload(nonce_r),
+                           KePayload(chosen.ke, reply), self.followup.link_notify()]
+            return I.ROUNDS_FOLLOW
         self.new = make_rekeyed_sa(sa, initiator=False, spi_i=chosen.spi, spi_r=spi_r, chosen=chosen,
                                    nonce_i=nonce.data, nonce_r=nonce_r, shared=shared, now=now)
         self.new.pending = True  # until responded: a collision keeps it so
         self.answer = [SaPayload((chosen.with_spi(spi_r).to_wire(),)), NoncePayload(nonce_r),
-                       KePayload(mine.group, mine.public_bytes())]
+                       KePayload(chosen.ke, reply)]
+        return I.ANSWER_ONLY
 
     def responded(self, now: float) -> None:
         sa, new = self.sa, self.new

@@ -27,8 +27,11 @@ import logging
 from typing import Protocol
 
 from engine.crypto.errors import InvalidKeyExchange
-from engine.crypto.ke import KeyExchange
+from engine.crypto.kem import MlKemExchange
+from engine.crypto.ke import KeyExchange, new_key_exchange, respond
 from engine.events import IkeState, NegotiationFailed
+from engine.ike import intermediate
+from engine.ike import ppk_auth
 from engine.ike import proposals as props
 from engine.ike.errors import RemoteError
 from engine.ike.exchange import Initiator, Label, Request, Responder, Table, first_of
@@ -109,7 +112,7 @@ class IkeInit(Initiator):
         self.next_exchange = next_exchange
         self.cookie: bytes | None = None
         self.group: int | None = None
-        self.ke: KeyExchange | None = None
+        self.ke: KeyExchange | MlKemExchange | None = None
         self.retries = 0
         self.to_send: list | None = None
 
@@ -124,7 +127,7 @@ class IkeInit(Initiator):
         if self.group is None:
             self.group = props.first_ke_group(conn.proposals)
         if self.ke is None or self.ke.group != self.group:
-            self.ke = KeyExchange(self.group)
+            self.ke = new_key_exchange(self.group)  # DH, or ML-KEM as the only key exchange
         if not sa.nonce_i:
             sa.nonce_i = sa.host.rng(NONCE_SIZE)
         self.offered = props.to_wire(conn.proposals, b"", first_ke=self.group)
@@ -136,6 +139,9 @@ class IkeInit(Initiator):
         fake = sa.host.rng(20) if conn.encap else None
         payloads += nat_notifies(sa.spi_i, b"\0" * 8, sa.local, sa.remote, fake)
         payloads += capability_notifies(conn, want_hash_algorithms=uses_certs(conn))
+        if any(p.additional_ke for p in conn.proposals):
+            payloads.append(NotifyPayload(NotifyType.INTERMEDIATE_EXCHANGE_SUPPORTED))
+        payloads += ppk_auth.init_notifies(conn)
         if sa.state == IkeState.CREATED:
             sa.set_state(IkeState.CONNECTING)
         sa.restart_init()
@@ -182,6 +188,10 @@ class IkeInit(Initiator):
             self.fire(I.RESP_MALFORMED, now, reason=f"peer's KE group {ke.group} does not match the chosen proposal")
         elif not 16 <= len(nonce.data) <= 256:
             self.fire(I.RESP_MALFORMED, now, reason=f"peer nonce of {len(nonce.data)} bytes")
+        elif chosen.additional_rounds and not any(isinstance(p, NotifyPayload) and p.type ==
+                                                  NotifyType.INTERMEDIATE_EXCHANGE_SUPPORTED for p in payloads):
+            self.fire(I.RESP_MALFORMED, now, reason="the peer chose additional key exchanges without "
+                      "INTERMEDIATE_EXCHANGE_SUPPORTED (RFC 9370 §2.2.1)")
         elif sa.spi_r == b"\0" * 8:
             self.fire(I.RESP_MALFORMED, now, reason="the peer answered without a responder SPI")
         else:
@@ -277,12 +287,16 @@ class IkeSaInitResponder(Responder):
         candidates = self.door.candidates(self.local, self.remote)
         chosen = None
         accepted: list[ConnectionConfig] = []
+        # Additional key exchanges run in IKE_INTERMEDIATE: only with a peer that has it (RFC 9370 §2.2.1).
+        self.intermediate = any(isinstance(p, NotifyPayload) and p.type == NotifyType.INTERMEDIATE_EXCHANGE_SUPPORTED
+                                for p in self.message.payloads)
         for conn in candidates:
-            c = props.select(sa_p.proposals, conn.proposals)
+            c = props.select(sa_p.proposals, conn.proposals, with_additional=self.intermediate)
             if c is not None:
                 if chosen is None:
                     chosen = c
-                if c == chosen or (c.encr, c.prf, c.integ, c.ke) == (chosen.encr, chosen.prf, chosen.integ, chosen.ke):
+                if c == chosen or (c.encr, c.prf, c.integ, c.ke, c.additional) == (
+                        chosen.encr, chosen.prf, chosen.integ, chosen.ke, chosen.additional):
                     accepted.append(conn)
         if chosen is None:
             self.fire(I.REQ_NO_PROPOSAL, now, candidates=candidates, offer=sa_p.proposals)
@@ -290,14 +304,13 @@ class IkeSaInitResponder(Responder):
         if ke.group != chosen.ke:
             self.fire(I.REQ_WRONG_GROUP, now, chosen=chosen, name=accepted[0].name)
             return None
-        mine = KeyExchange(chosen.ke)
         try:
-            shared = mine.compute_shared(ke.data)
+            reply, shared = respond(chosen.ke, ke.data)
         except InvalidKeyExchange as exc:
             log.info("invalid KE from %s: %s", self.remote[0], exc)
             self.fire(I.REQ_BAD_KE, now, name=accepted[0].name)
             return None
-        self.fire(I.REQ_OK, now, chosen=chosen, accepted=accepted, mine=mine, shared=shared, nonce_i=nonce.data)
+        self.fire(I.REQ_OK, now, chosen=chosen, accepted=accepted, reply=reply, shared=shared, nonce_i=nonce.data)
         return self.sa
 
     def _stateless(self, now: float, notify_payload: NotifyPayload, name: str = "") -> bool:
@@ -331,12 +344,15 @@ class IkeSaInitResponder(Responder):
             ours = tuple(x for c in candidates for x in props.describe_configured(c.proposals))
             reason = (f"none of the IKE proposals from {remote[0]} is acceptable. The peer offered: "
                       f"{'; '.join(offered)}. We accept: {'; '.join(ours)}.")
+            kem = props.additional_ke_mismatch(offer, [p for c in candidates for p in c.proposals])
+            if kem is not None:
+                reason += f" The {kem}."
         uid = door.uid(self.message.header.spi_i, remote)
         door.host.emit(NegotiationFailed(uid, name, "IKE_SA_INIT", "NO_PROPOSAL_CHOSEN", reason, None, False,
                                          ours, offered))
         door.warn(now, f"{name or remote[0]}: {reason}", name)
 
-    def create_sa(self, now: float, chosen, accepted: list[ConnectionConfig], mine: KeyExchange, shared: bytes,
+    def create_sa(self, now: float, chosen, accepted: list[ConnectionConfig], reply: bytes, shared: bytes,
                   nonce_i: bytes) -> None:
         door, host = self.door, self.door.host
         header = self.message.header
@@ -356,15 +372,21 @@ class IkeSaInitResponder(Responder):
         if nat is not None:
             sa.nat.local_behind, sa.nat.remote_behind = nat
         install_ike_keys(sa, shared)
+        intermediate.begin(sa)
         sa.set_state(IkeState.CONNECTING)
         door.admit(sa, now)
         sa.half_open_deadline = now + HALF_OPEN_TIMEOUT
         sa.summary_event(False, IKE_SA_INIT, 0, False, payloads, len(self.message.raw), now)
         fake = host.rng(20) if conn.encap else None
-        response = [SaPayload((chosen.to_wire(),)), KePayload(mine.group, mine.public_bytes()),
+        response = [SaPayload((chosen.to_wire(),)), KePayload(chosen.ke, reply),
                     NoncePayload(sa.nonce_r)]
         response += nat_notifies(sa.spi_i, sa.spi_r, self.local, self.remote, fake)
         response += capability_notifies(conn, want_hash_algorithms=any(uses_certs(c) for c in accepted))
+        if self.intermediate:
+            response.append(NotifyPayload(NotifyType.INTERMEDIATE_EXCHANGE_SUPPORTED))
+        sa.use_ppk = sa.use_ppk and any(ppk_auth.wants_ppk(c) for c in accepted)
+        if sa.use_ppk:
+            response.append(ppk_auth.use_ppk())
         response += host.auth.certreq_payloads(accepted)
         sa.send_response(IKE_SA_INIT, 0, response, now)
 

@@ -1,0 +1,147 @@
+"""IKE_FOLLOWUP_KE rounds (RFC 9370 §2.2.4): the additional key exchanges of a
+CREATE_CHILD_SA, one IKE_FOLLOWUP_KE exchange each, on the IKE SA the
+CREATE_CHILD_SA ran on.
+
+    CREATE_CHILD_SA  request:  SA, Ni, KEi(0) [, N(REKEY_SA), TS]
+                     response: SA, Nr, KEr(0), N(ADDITIONAL_KEY_EXCHANGE)(link1)
+    IKE_FOLLOWUP_KE  request:  N(ADDITIONAL_KEY_EXCHANGE)(link1), KEi(1)
+                     response: KEr(1) [, N(ADDITIONAL_KEY_EXCHANGE)(link2) when more follow]
+    ...
+
+The keys are computed once, after the last round, from all shared secrets in
+exchange order (engine.crypto.multi_ke). The responder names each next round
+with fresh link data; a request with other link data gets STATE_NOT_FOUND.
+What runs the rounds (ike_rekey, child_rekey) keeps one of these per exchange.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import ClassVar
+
+from engine.crypto.errors import CryptoError, InvalidKeyExchange
+from engine.crypto.ke import new_key_exchange, respond
+from engine.ike.errors import RemoteError
+from engine.ike.exchange import find, notify
+from engine.wire.constants import ExchangeType, NotifyType
+from engine.wire.errors import MalformedMessage
+from engine.wire.payloads import KePayload
+from engine.wire.ppk import additional_key_exchange, additional_key_exchange_link
+from engine.wire.summary import group_name
+
+IKE_FOLLOWUP_KE = ExchangeType.IKE_FOLLOWUP_KE
+LINK_SIZE = 8
+
+
+class FollowupInitiator:
+    """Our side of the rounds after our CREATE_CHILD_SA was answered."""
+
+    def __init__(self, rounds: tuple[tuple[int, int], ...], first_secret: bytes, response: list) -> None:
+        """``response``: the CREATE_CHILD_SA answer (its link). Raises RemoteError without one."""
+        self.rounds = rounds
+        self.secrets = [first_secret]
+        self.link = _link(response, "the CREATE_CHILD_SA answer chose additional key exchanges")
+        self.ke = None
+
+    @property
+    def done(self) -> bool:
+        return len(self.secrets) == len(self.rounds) + 1
+
+    def request(self) -> list:
+        group = self.rounds[len(self.secrets) - 1][1]
+        self.ke = new_key_exchange(group)
+        return [additional_key_exchange(self.link), KePayload(self.ke.group, self.ke.public_bytes())]
+
+    def response(self, payloads: list) -> None:
+        """Take one IKE_FOLLOWUP_KE answer; RemoteError (the notify to report) when unusable."""
+        group = self.ke.group
+        ke = find(payloads, KePayload)
+        if ke is None or ke.group != group:
+            raise RemoteError(NotifyType.INVALID_SYNTAX, f"IKE_FOLLOWUP_KE answer without a KE for "
+                              f"{group_name(group)}")
+        try:
+            self.secrets.append(self.ke.compute_shared(ke.data))
+        except (InvalidKeyExchange, CryptoError) as exc:
+            raise RemoteError(NotifyType.INVALID_SYNTAX, f"invalid KE in IKE_FOLLOWUP_KE: {exc}") from None
+        self.ke = None
+        if not self.done:
+            self.link = _link(payloads, "an IKE_FOLLOWUP_KE answer before the last")
+
+
+class FollowupResponder:
+    """The peer's rounds after we answered its CREATE_CHILD_SA."""
+
+    def __init__(self, rounds: tuple[tuple[int, int], ...], first_secret: bytes, rng) -> None:
+        self.rounds = rounds
+        self.secrets = [first_secret]
+        self.rng = rng
+        self.link = rng(LINK_SIZE)
+
+    @property
+    def done(self) -> bool:
+        return len(self.secrets) == len(self.rounds) + 1
+
+    def link_notify(self):
+        return additional_key_exchange(self.link)
+
+    def answer(self, payloads: list) -> list:
+        """Our answer to one IKE_FOLLOWUP_KE request (RemoteError: the notify to answer with)."""
+        n = notify(payloads, NotifyType.ADDITIONAL_KEY_EXCHANGE)
+        if n is None or not hmac.compare_digest(n.data, self.link):
+            raise RemoteError(NotifyType.STATE_NOT_FOUND, "IKE_FOLLOWUP_KE with unknown link data")
+        group = self.rounds[len(self.secrets) - 1][1]
+        ke = find(payloads, KePayload)
+        if ke is None or ke.group != group:
+            raise RemoteError(NotifyType.INVALID_SYNTAX, f"additional key exchange {len(self.secrets)} is "
+                              f"{group_name(group)}, the peer sent "
+                              f"{'no KE' if ke is None else group_name(ke.group)}")
+        try:
+            data, shared = respond(group, ke.data)
+        except (InvalidKeyExchange, CryptoError) as exc:
+            raise RemoteError(NotifyType.INVALID_SYNTAX, f"invalid KE in IKE_FOLLOWUP_KE: {exc}") from None
+        self.secrets.append(shared)
+        out: list = [KePayload(group, data)]
+        if not self.done:
+            self.link = self.rng(LINK_SIZE)
+            out.append(self.link_notify())
+        return out
+
+
+def _link(payloads: list, what: str) -> bytes:
+    n = notify(payloads, NotifyType.ADDITIONAL_KEY_EXCHANGE)
+    if n is None:
+        raise RemoteError(NotifyType.INVALID_SYNTAX, f"{what} without ADDITIONAL_KEY_EXCHANGE")
+    try:
+        return additional_key_exchange_link(n)
+    except MalformedMessage as exc:
+        raise RemoteError(NotifyType.INVALID_SYNTAX, str(exc)) from None
+
+
+class RespondsToRounds:
+    """What the CREATE_CHILD_SA responders that wait for IKE_FOLLOWUP_KE rounds share
+    (ike_rekey, child_rekey). The exchange class names its table's ROUNDS state and its
+    REQ_ROUND / REQ_BAD_ROUND / LAST_ROUND inputs; ``followup`` is a FollowupResponder."""
+
+    ROUNDS: ClassVar
+    REQ_ROUND: ClassVar
+    REQ_BAD_ROUND: ClassVar
+    LAST_ROUND: ClassVar
+    followup: FollowupResponder | None = None
+
+    def answer_followup(self, payloads: list, now: float) -> list:
+        """Our answer to one IKE_FOLLOWUP_KE request (an error notify when it does not fit)."""
+        self.answer = []
+        try:
+            answer = self.followup.answer(payloads)
+        except RemoteError as exc:
+            self.fire(self.REQ_BAD_ROUND, now, error=exc)
+        else:
+            self.fire(self.REQ_ROUND, now, answer=answer)
+        return self.answer
+
+    def accepts(self, exchange: int) -> bool:
+        return exchange == IKE_FOLLOWUP_KE and self.state == self.ROUNDS
+
+    def answer_round(self, now: float, answer: list):
+        self.answer = answer
+        return self.LAST_ROUND if self.followup.done else None

@@ -1,0 +1,112 @@
+"""start_action = "trap" on the userspace datapath (issue 16): the trapped child's remote
+selectors are routed into the TUN device, and the first packet its policy protects without an
+SA asks the engine for one (AcquireRequested with the child's reqid), at a bounded rate; once
+the SA is up the flow uses it."""
+
+from __future__ import annotations
+
+from engine.datapath.lab import udp_packet
+from engine.datapath.userspace import ACQUIRE_HOLD, UserspaceDatapath
+from engine.events import AcquireRequested
+from engine.ike.endpoint import IkeEndpoint
+from engine.policy.parse import parse_policy
+
+from tests.engine.test_datapath_scale import client
+
+POLICY = """
+[engine]
+datapath = "lab"
+listen = ["127.0.0.1"]
+
+[connections.rw]
+local_addrs = ["127.0.0.1"]
+remote_addrs = ["127.0.0.2"]
+local = { auth = "psk", id = "gw.example" }
+remote = { auth = "psk" }
+
+[connections.rw.children.lan]
+local_ts = ["198.51.100.0/25"]
+remote_ts = ["198.51.100.128/25"]
+start_action = "trap"
+"""
+
+
+class FakeRoutes:
+    def __init__(self) -> None:
+        self.routes: list = []
+
+    def add(self, nets, src, kind="unicast") -> None:
+        self.routes.append((tuple(map(str, nets)), src, kind))
+
+    def remove(self, nets, src, kind="unicast") -> None:
+        self.routes.remove((tuple(map(str, nets)), src, kind))
+
+
+class FakeRuntime:
+    def __init__(self, policy) -> None:
+        self.endpoint = IkeEndpoint(policy)
+        self.t = 100.0
+        self.events: list = []
+
+    def now(self) -> float:
+        return self.t
+
+    def datapath_event(self, ev) -> None:
+        self.events.append(ev)
+
+
+def setup():
+    policy = parse_policy(POLICY, load_secrets=False)
+    dp = UserspaceDatapath(policy)
+    dp.runtime = FakeRuntime(policy)
+    dp.routes = FakeRoutes()
+    dp.apply_policy(policy)
+    return dp
+
+
+def packet() -> bytes:
+    return udp_packet(bytes([198, 51, 100, 1]), bytes([198, 51, 100, 130]), 1000, 53, b"q")
+
+
+def send(dp, pkt: bytes):
+    key = dp.path.flow_key(pkt)
+    hit = dp.path.flows.get(key) or dp.path.miss(key, pkt)
+    dp.flush_events()
+    return hit
+
+
+def test_trap_routes_the_remote_selectors_into_the_device():
+    dp = setup()
+    assert dp.routes.routes == [(("198.51.100.128/25",), None, "unicast")]
+    dp.apply_policy(parse_policy(POLICY.replace('start_action = "trap"', ""), load_secrets=False))
+    assert dp.routes.routes == []
+
+
+def test_first_packet_acquires_the_trapped_child_at_a_bounded_rate():
+    dp = setup()
+    rt = dp.runtime
+    assert send(dp, packet()) == "no_sa"
+    (ev,) = rt.events
+    assert isinstance(ev, AcquireRequested)
+    assert rt.endpoint.registry.reqid_owner(ev.reqid) == ("rw", "lan")
+    for _ in range(50):  # more packets while IKE runs: no new acquire within the hold time
+        assert send(dp, packet()) == "no_sa"
+    assert len(rt.events) == 1
+    rt.t += ACQUIRE_HOLD + 0.1  # the negotiation failed: the next packet asks again
+    send(dp, packet())
+    assert len(rt.events) == 2
+
+
+def test_once_the_sa_is_up_the_flow_uses_it():
+    dp = setup()
+    send(dp, packet())
+    pair = dp.path.install(client(2), lambda d, a: None, None)
+    assert send(dp, packet()) is pair
+
+
+def test_without_trap_nothing_is_acquired():
+    policy = parse_policy(POLICY.replace('start_action = "trap"', ""), load_secrets=False)
+    dp = UserspaceDatapath(policy)
+    dp.runtime = FakeRuntime(policy)
+    dp.apply_policy(policy)
+    assert send(dp, packet()) == "no_sa" and not dp.runtime.events
