@@ -314,6 +314,38 @@ class PolicyApplied(Event):
     changed: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class VirtualIpsChanged(Event):
+    """A gateway assigned us virtual IPs (RFC 7296 §3.15), or they went with the IKE SA:
+    the datapath puts them on (or takes them off) the tunnel device."""
+
+    ike_sa: int
+    connection: str
+    addresses: tuple[str, ...]
+    assigned: bool
+    """True: assigned now; False: released (the IKE SA ended)."""
+    dns: tuple[str, ...] = ()
+    subnets: tuple[str, ...] = ()
+    """Networks the gateway said are behind it (INTERNAL_IP4/6_SUBNET)."""
+
+
+@dataclass(frozen=True)
+class ChildSaMoved(Event):
+    """MOBIKE (RFC 4555): the peer moved; a CHILD SA pair keeps its SPIs, keys and sequence
+    numbers and now goes between these outer addresses."""
+
+    ike_sa: int
+    connection: str
+    child: str
+    spi_in: int
+    spi_out: int
+    local_addr: str
+    remote_addr: str
+    local_port: int = 0
+    remote_port: int = 0
+    encap: bool = False
+
+
 # ---------------------------------------------------------------- JSON form
 
 EVENT_TYPES: dict[str, type[Event]] = {}

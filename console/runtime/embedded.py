@@ -381,12 +381,12 @@ class EmbeddedRuntime(Runtime):
     async def status(self) -> StatusSnapshot:
         rid = next(self._ids)
         try:
-            when, connections = await self._request("status", rid=rid)
+            when, connections, pools = await self._request("status", rid=rid)
         except _RemoteError as exc:
             raise RuntimeDisconnected(f"status failed in the engine: {exc}") from None
         finally:
             parts = self._parts.pop(rid, ())
-        return StatusSnapshot(when, tuple(parts), connections)
+        return StatusSnapshot(when, tuple(parts), connections, pools)
 
     async def diagnostics(self, start: bool) -> dict | None:
         """Start measuring the engine loop's lateness and garbage collector passes (``start``), or stop
@@ -646,7 +646,7 @@ class _EngineProcess:
         for i in range(0, len(sas), STATUS_SLICE):
             await self._send(("status_part", rid, sas[i:i + STATUS_SLICE]))
             await asyncio.sleep(0)  # packets and timers between slices
-        await self._reply(rid, True, (snap.time, snap.connections))
+        await self._reply(rid, True, (snap.time, snap.connections, snap.pools))
 
     async def _reply(self, rid: int, ok: bool, payload) -> None:
         await self._send(("reply", rid, ok, payload))

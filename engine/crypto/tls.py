@@ -71,6 +71,11 @@ class TlsSession:
         ctx.set_min_proto_version(_VERSIONS[creds.min_version])
         ctx.set_max_proto_version(_VERSIONS[creds.max_version])
         ctx.set_options(SSL.OP_NO_COMPRESSION | SSL.OP_NO_RENEGOTIATION)
+        if not server:
+            # strongSwan's own TLS stack (charon's eap-tls) sends no RFC 5746 renegotiation_info;
+            # OpenSSL 3 refuses such servers unless told otherwise. Safe here: renegotiation, the
+            # only thing RFC 5746 protects, is disabled on our side (OP_NO_RENEGOTIATION).
+            ctx.set_options(SSL.OP_LEGACY_SERVER_CONNECT)
         if not creds.certs:
             raise ValueError("EAP-TLS needs a certificate on both sides")
         _call(ctx.use_certificate, creds.certs[0], crypto.X509.from_cryptography)

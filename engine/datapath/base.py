@@ -8,6 +8,7 @@ counters. A datapath reports back through ``runtime.datapath_event(event)``
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Protocol
 
 from engine.events import ChildSaDeleted, ChildSaInstalled, SaCounters
@@ -58,6 +59,14 @@ class NullDatapath:
 
     def remove(self, ev: ChildSaDeleted) -> None:
         self.installed.pop(ev.spi_in, None)
+
+    def move(self, ev) -> None:
+        """MOBIKE moved a pair (engine.events.ChildSaMoved): nothing is installed to re-point."""
+        old = self.installed.get(ev.spi_in)
+        if old is not None:
+            self.installed[ev.spi_in] = dataclasses.replace(old, local_addr=ev.local_addr, remote_addr=ev.remote_addr,
+                                                            local_port=ev.local_port, remote_port=ev.remote_port,
+                                                            encap=ev.encap)
 
     def apply_policy(self, policy: Policy) -> None:
         pass

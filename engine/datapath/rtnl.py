@@ -97,6 +97,15 @@ def route_message(add: bool, net, *, table: int, oif: int | None = None, src: st
     return _NLMSGHDR.pack(16 + len(body), RTM_NEWROUTE if add else RTM_DELROUTE, flags, seq, 0) + body
 
 
+def address_message(add: bool, address: str, prefixlen: int, index: int, *, seq: int = 0) -> bytes:
+    """One RTM_NEWADDR / RTM_DELADDR of ``address``/``prefixlen`` on interface ``index`` (``ip addr``)."""
+    ip = ipaddress.ip_address(address)
+    family = socket.AF_INET if ip.version == 4 else socket.AF_INET6
+    body = _IFADDRMSG.pack(family, prefixlen, 0, 0, index) + _attr(IFA_LOCAL, ip.packed) + _attr(IFA_ADDRESS, ip.packed)
+    flags = NLM_F_REQUEST | (NLM_F_CREATE | NLM_F_REPLACE if add else 0)
+    return _NLMSGHDR.pack(16 + len(body), RTM_NEWADDR if add else RTM_DELADDR, flags, seq, 0) + body
+
+
 def parse_messages(data: bytes):
     """(type, seq, body) of each netlink message in a datagram; stops at a malformed length."""
     off = 0
@@ -162,6 +171,15 @@ class RouteWriter:
                            f"{'into the TUN device' if kind == 'unicast' else kind} (table {self.table})")
         if len(self._what) > KEEP_DESCRIPTIONS:
             self._what.popitem(last=False)
+        if not self._flush_scheduled and not self._writer:
+            self._flush_scheduled = True
+            self.loop.call_soon(self.flush)
+
+    def address(self, add: bool, address: str, prefixlen: int, index: int) -> None:
+        """Queue an address change on a device (a virtual IP on the TUN device), in order with the routes."""
+        self._seq = (self._seq + 1) & 0xFFFFFFFF
+        self._queue.append(address_message(add, address, prefixlen, index, seq=self._seq))
+        self._what[self._seq] = f"address {'add' if add else 'del'} {address}/{prefixlen} (interface {index})"
         if not self._flush_scheduled and not self._writer:
             self._flush_scheduled = True
             self.loop.call_soon(self.flush)

@@ -42,6 +42,7 @@ cannot run inside the loop's thread).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import gc
 import ipaddress
@@ -70,7 +71,14 @@ from engine.datapath.tun import (
 from engine.datapath.userspace_io import READ_BATCH, RawSender, TunIO, UdpSender
 from engine.datapath.userspace_path import Pair, SaPath
 from engine.esp import EspDrop, SaConfigError
-from engine.events import AcquireRequested, ChildSaDeleted, ChildSaInstalled, SaCounters
+from engine.events import (
+    AcquireRequested,
+    ChildSaDeleted,
+    ChildSaInstalled,
+    ChildSaMoved,
+    SaCounters,
+    VirtualIpsChanged,
+)
 from engine.policy.model import Policy
 
 log = logging.getLogger("engine.datapath.userspace")
@@ -281,6 +289,42 @@ class UserspaceDatapath:
             src = self._addrs.address_in(local_nets) if local_nets else None
             self.routes.add(nets, src)
             self._sa_routes[ev.spi_in] = (nets, src)
+
+    def virtual_ips(self, ev: VirtualIpsChanged) -> None:
+        """Addresses a gateway assigned us go on the TUN device (host routes: the tunnel's routes
+        into the device then take them as source), and come off with their IKE SA."""
+        if self._writer is None or self.net is None or self.net.index is None:
+            return
+        for addr in ev.addresses:
+            bits = 32 if ":" not in addr else 128
+            self._writer.address(ev.assigned, addr, bits, self.net.index)
+        log.info("virtual IP%s %s %s %s", "s" if len(ev.addresses) > 1 else "", " ".join(ev.addresses),
+                 "on" if ev.assigned else "removed from", self.device)
+
+    def move(self, ev: ChildSaMoved) -> None:
+        """MOBIKE: the pair keeps its SAs (keys, sequence numbers, counters) and sends to the
+        peer's new address from now on."""
+        pair = self.path.pairs.get(ev.spi_in)
+        if pair is None:
+            return
+        moved = dataclasses.replace(pair.ev, local_addr=ev.local_addr, remote_addr=ev.remote_addr,
+                                    local_port=ev.local_port, remote_port=ev.remote_port, encap=ev.encap)
+        try:
+            sender = self._sender(moved)
+        except OSError as exc:
+            log.error("cannot move CHILD SA %s to %s: %s", ev.child, ev.remote_addr, exc)
+            return
+        old = pair.sender
+        if old is not None:
+            old.pairs.discard(pair)
+            if not old.pairs and self._senders.get(old.key) is old:
+                self._reduced.discard(old)
+                del self._senders[old.key]
+        pair.ev = moved
+        pair.send = _immediate(sender)
+        pair.dest = sender.dest
+        pair.sender = sender
+        sender.pairs.add(pair)
 
     def _sender(self, ev: ChildSaInstalled):
         family = socket.AF_INET6 if ":" in ev.remote_addr else socket.AF_INET

@@ -30,6 +30,7 @@ from engine.events import ChildState, Event, IkeState, PolicyApplied
 from engine.ike import policy_change
 from engine.ike.authenticator import Authenticator
 from engine.ike.child import ChildSa
+from engine.ike.config_payload import VirtualIps
 from engine.ike.errors import IllegalTransition, LocalError
 from engine.ike.exchanges import CATALOG
 from engine.ike.host import Addr, Ended
@@ -76,6 +77,8 @@ class IkeEndpoint:
         self.auth = Authenticator(policy, credentials, wall_offset)
         self.exchanges = CATALOG
         self.front_door = FrontDoor(self, self.registry, policy)
+        self.vips = VirtualIps(policy.pools)
+        """Virtual IP pools and their leases (road-warrior gateways)."""
         self._out: list[Datagram] = []
         self._events: deque[Event] = deque()
         self.emit: Callable[[Event], None] = self._events.append
@@ -97,6 +100,7 @@ class IkeEndpoint:
         self.engine = policy.engine
         self.front_door.policy = policy
         self.auth.policy = policy
+        self.vips.reload(policy.pools)
 
     @property
     def natt_port(self) -> int:
@@ -180,6 +184,7 @@ class IkeEndpoint:
 
     def ended(self, sa: IkeSa, ended: Ended, now: float) -> None:
         self.registry.remove(sa)
+        self.vips.release(sa, now)
         self.scheduler.forget(sa)
         if ended.kind == "failed":
             self._connection_failed(sa, now)

@@ -19,6 +19,7 @@ from engine.policy.model import ChildConfig, EngineConfig
 
 if TYPE_CHECKING:
     from engine.ike.authenticator import Authenticator
+    from engine.ike.config_payload import VirtualIps
     from engine.ike.child import ChildSa
     from engine.ike.exchange import Initiator, Responder
     from engine.ike.sa import IkeSa
@@ -74,6 +75,7 @@ class Host(Protocol):
     ids: Ids
     auth: Authenticator
     exchanges: Catalog
+    vips: VirtualIps
 
     @property
     def engine(self) -> EngineConfig: ...

@@ -60,6 +60,8 @@ def read_capabilities(sa, payloads) -> None:
             continue
         if p.type == NotifyType.IKEV2_FRAGMENTATION_SUPPORTED:
             sa.peer_fragmentation = True
+        elif p.type == NotifyType.REDIRECT_SUPPORTED:
+            sa.peer_redirect_supported = True
         elif p.type == NotifyType.USE_PPK:
             sa.use_ppk = True
         elif p.type == NotifyType.INTERMEDIATE_EXCHANGE_SUPPORTED:

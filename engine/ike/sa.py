@@ -131,12 +131,37 @@ class IkeSa:
         """IKE moved to the NAT-T port (messages carry the non-ESP marker)."""
         self.peer_fragmentation = False
         self.peer_is_ours = False
+        self.peer_redirect_supported = False
+        """The peer announced REDIRECT_SUPPORTED in IKE_SA_INIT (RFC 5685)."""
         """The peer sent our Vendor ID."""
         self.peer_hash_algorithms: set[int] = set()
         self.local_id: Identity | None = None
         self.remote_id: Identity | None = None
         self.candidates: tuple[ConnectionConfig, ...] = ()
         """Responder: connections that matched addresses and IKE proposals in IKE_SA_INIT."""
+        # Virtual IPs (RFC 7296 §3.15, engine.ike.config_payload).
+        self.remote_vips: tuple[str, ...] = ()
+        """Addresses we leased to the peer from our pools."""
+        self.vip_holders: tuple = ()
+        """Our leases' holder keys (engine.pools.Leases), released when this SA ends."""
+        self.vip_pool = ""
+        self.local_vips: tuple[str, ...] = ()
+        """Addresses the peer (a gateway) assigned to us."""
+        self.vip_dns: tuple[str, ...] = ()
+        self.vip_subnets: tuple[str, ...] = ()
+        self.eap_identity = ""
+        """The EAP identity authenticated in IKE_AUTH (engine.ike.exchanges.eap_auth), empty without EAP."""
+        self.eap_method = ""
+        self.cert_subject = ""
+        """Subject of the certificate the peer authenticated with inside EAP-TLS."""
+        # MOBIKE (RFC 4555, engine.ike.exchanges.mobike).
+        self.mobike = False
+        """The peer and we agreed on MOBIKE in IKE_AUTH: it may move the SA (UPDATE_SA_ADDRESSES)."""
+        self.mobike_addrs: tuple | None = None
+        """(local, remote) the CHILD SAs were last put on by MOBIKE (or IKE_AUTH)."""
+        self.mobike_moves = 0
+        self.received_on: tuple[Addr, Addr] = (local, remote)
+        """(local, remote) of the last authenticated request: MOBIKE moves the SA there."""
         self.peer_intermediate = False
         """The peer sent INTERMEDIATE_EXCHANGE_SUPPORTED (RFC 9242)."""
         self.intermediate = None
@@ -415,6 +440,7 @@ class IkeSa:
                 or self.local[0] in UNSPECIFIED:
             self._update_remote(local, remote)
         self.summary_event(False, h.exchange, h.mid, response, payloads, length, now, fragments=nfrag)
+        self.received_on = (local, remote)
         if response:
             if h.exchange == ExchangeType.IKE_SA_INIT:
                 self.spi_r = h.spi_r  # the responder's SPI arrives with its answer
@@ -599,6 +625,11 @@ class IkeSa:
             child.unconfirmed_mid = None
         new.children.update(self.children)
         self.children.clear()
+        self.host.vips.move(self, new, now)
+        # What IKE_AUTH established stays with the SA that replaces this one.
+        new.mobike, new.mobike_addrs, new.mobike_moves = self.mobike, self.mobike_addrs, self.mobike_moves
+        new.eap_identity, new.eap_method, new.cert_subject = self.eap_identity, self.eap_method, self.cert_subject
+        new.vip_dns, new.vip_subnets = self.vip_dns, self.vip_subnets
         for ex in self.queue:
             if ex.migrate(new):
                 new.queue.append(ex)

@@ -326,6 +326,7 @@ def secrets_schema() -> dict:
             "ppk": {"type": "object", "additionalProperties": _object("secrets-ppk", by_section)},
             "eap": {"type": "object", "additionalProperties": _object("secrets-eap", by_section)},
         },
+        "$defs": {"strings": strings},  # [eap.NAME] id: one name or a list
     }
 
 

@@ -2,15 +2,16 @@
 and a secrets file.
 
 What carries over: connections (addresses, ports, IKE proposals, local/remote
-authentication with ``psk`` or public keys, identities, certificates and CA
-certificates, DPD, encapsulation, MOBIKE, fragmentation, lifetimes,
-keyingtries), their children (mode, traffic selectors, ESP/AH proposals,
-lifetimes, actions, replay window, priority), ``mode = pass|drop`` children
-as bypass/discard rules, and the ``ike``/``private`` secrets. Everything else
-(pools and virtual IPs, EAP and XAuth, IKEv1, marks, interfaces, updown
-scripts, ...) has no equivalent here: each such key gets one warning
-``FILE:LINE: KEY.PATH: not imported: why``, and a connection that cannot work
-without it (EAP authentication, IKEv1) is left out whole, with a warning.
+authentication with ``psk``, public keys, EAP-MSCHAPv2, EAP-TLS or ``eap`` and
+``eap_id``, identities, certificates and CA certificates, DPD, encapsulation,
+MOBIKE, fragmentation, lifetimes, keyingtries, pools and vips), their children
+(mode, traffic selectors, ESP/AH proposals, lifetimes, actions, replay window,
+priority), ``mode = pass|drop`` children as bypass/discard rules, pools, and the
+``ike``/``private``/``ppk``/``eap`` secrets. Everything else (other EAP methods,
+XAuth, IKEv1, marks, interfaces, updown scripts, ...) has no equivalent here:
+each such key gets one warning ``FILE:LINE: KEY.PATH: not imported: why``, and a
+connection that cannot work without it (EAP-MD5, IKEv1) is left out whole, with
+a warning.
 
 Certificate file names are resolved as swanctl does (``x509/``, ``x509ca/``,
 ``private/`` beside the swanctl.conf unless absolute) and written relative to
@@ -44,6 +45,7 @@ CONN_DIRECT = {
     "proposals": "ike_proposals", "encap": "bool", "mobike": "bool", "dpd_delay": "duration",
     "rekey_time": "duration", "over_time": "duration", "rand_time": "duration", "send_certreq": "bool",
     "keyingtries": "int", "fragmentation": "fragmentation", "ppk_id": "string", "ppk_required": "bool",
+    "vips": "names", "pools": "names",
 }
 POOL_KEYS = {"addrs": "string", "dns": "names", "subnet": "names", "split_exclude": "names"}
 """swanctl pool attributes we keep: ``subnet`` (INTERNAL_IP4/6_SUBNET) is our ``split_include``."""
@@ -52,9 +54,6 @@ CONN_IGNORED = {
     "dpd_timeout": "IKEv1 only",
     "unique": "unique = keep is not supported (a new IKE SA is never refused): left at \"no\"",
     "reauth_time": "reauthentication is not implemented (rekeying is)",
-    "vips": "requesting a virtual IP (configuration payloads) is not negotiated by this engine yet",
-    "pools": "handing out virtual IPs (configuration payloads) is not negotiated by this engine yet; the "
-             "[pools] sections are imported",
     "aggressive": "IKEv1 only",
     "pull": "IKEv1 mode config only",
     "send_cert": "certificates are always sent when authenticating with one",
@@ -67,7 +66,9 @@ CHILD_DIRECT = {
     "life_bytes": "size", "rekey_packets": "size", "life_packets": "size", "start_action": "start_action",
     "dpd_action": "dpd_action", "close_action": "close_action", "replay_window": "int", "priority": "priority",
 }
-AUTH_DIRECT = {"auth": "auth", "id": "id", "certs": "certs", "cacerts": "cacerts"}
+AUTH_DIRECT = {"auth": "auth", "id": "id", "certs": "certs", "cacerts": "cacerts", "eap_id": "eap_id"}
+EAP_AUTH = ("eap-mschapv2", "eap-tls", "eap")
+"""The EAP methods engine.ike negotiates (swanctl's names)."""
 _TRUE = ("yes", "true", "enabled", "1", "on")
 _FALSE = ("no", "false", "disabled", "0", "off")
 _NAME = re.compile(r"^[^\s\x00-\x1f\x7f]{1,64}$")
@@ -225,9 +226,14 @@ class _Importer:
         out: dict = {}
         p = f"{cpath}.{first.name}"
         auth = (first.value("auth") or "pubkey").lower()
-        if auth.startswith(("eap", "xauth")):
-            return None, f"{side} authentication {auth!r} (EAP/XAuth is not negotiated by this engine yet)"
-        if auth in ("psk", "secret"):
+        if auth in EAP_AUTH:
+            out["auth"] = auth
+            if first.value("eap_id") is not None:
+                out["eap_id"] = first.value("eap_id")
+        elif auth.startswith(("eap", "xauth")):
+            return None, (f"{side} authentication {auth!r} is not implemented (EAP-MSCHAPv2, EAP-TLS and "
+                          "\"eap\" are)")
+        elif auth in ("psk", "secret"):
             out["auth"] = "psk"
         elif auth.startswith(("pubkey", "rsa", "ecdsa", "ed25519", "ed448", "bliss")):
             out["auth"] = "pubkey"
@@ -426,6 +432,14 @@ class _Importer:
                     self.warn(f"{extra.file}:{extra.line}", path, "one PPK_ID per key here: the first is kept")
                 doc["ppk"][_secret_name(name, doc["ppk"])] = {"id": ids[0].value, "secret": secret}
                 self.result.secrets += 1
+            elif name.startswith("eap"):
+                secret = entry.value("secret")
+                ids = [s.value for k, s in entry.settings.items() if k.startswith("id")]
+                if not secret or not ids:
+                    self.warn(entry.where(), path, "an EAP secret needs a secret and an id")
+                    continue
+                doc["eap"][_secret_name(name, doc["eap"])] = {"id": ids if len(ids) > 1 else ids[0], "secret": secret}
+                self.result.secrets += 1
             elif name.startswith(("private", "rsa", "ecdsa", "pkcs8")):
                 f = entry.value("file")
                 if not f:
@@ -445,7 +459,7 @@ class _Importer:
     def run(self, datapath: str, secrets_name: str) -> tuple[dict, dict]:
         doc: dict = {"engine": {"datapath": datapath, "secrets": secrets_name}, "pools": {}, "connections": {},
                      "rules": {}}
-        secrets: dict = {"ike": {}, "private": {}, "ppk": {}}
+        secrets: dict = {"ike": {}, "private": {}, "ppk": {}, "eap": {}}
         for name, sec in self.root.sections.items():
             if name == "connections":
                 for cname, conn in sec.sections.items():
@@ -478,7 +492,7 @@ class _Importer:
         for k in ("pools", "connections", "rules"):
             if not doc[k]:
                 del doc[k]
-        for k in ("ike", "private", "ppk"):
+        for k in ("ike", "private", "ppk", "eap"):
             if not secrets[k]:
                 del secrets[k]
         return doc, secrets

@@ -59,9 +59,9 @@ def load_credentials(policy: Policy) -> Credentials:
     creds = Credentials()
     keys = None
     for conn in policy.connections:
-        if conn.local.auth == "pubkey":
+        if conn.local.auth in ("pubkey", "eap-tls"):  # EAP-TLS: our client certificate
             if not conn.local.certs:
-                raise PkiError(f"connection '{conn.name}': local.auth = \"pubkey\" needs local.certs")
+                raise PkiError(f"connection '{conn.name}': local.auth = \"{conn.local.auth}\" needs local.certs")
             chain: list[x509.Certificate] = []
             for name in conn.local.certs:
                 chain += load_certificate_file(_resolve(base, name))
@@ -73,9 +73,10 @@ def load_credentials(policy: Policy) -> Credentials:
                 raise PkiError(f"connection '{conn.name}': no [private.*] key in the secrets file matches "
                                f"the certificate {conn.local.certs[0]}")
             creds.local[conn.name] = LocalCredentials(chain, match[0])
-        if conn.remote.auth == "pubkey":
+        if conn.remote.auth in ("pubkey", "eap-tls") or (conn.remote.auth == "eap" and conn.remote.cacerts):
             if not conn.remote.cacerts:
-                raise PkiError(f"connection '{conn.name}': remote.auth = \"pubkey\" needs remote.cacerts")
+                raise PkiError(f"connection '{conn.name}': remote.auth = \"{conn.remote.auth}\" needs "
+                               "remote.cacerts")
             cas: list[x509.Certificate] = []
             for name in conn.remote.cacerts:
                 cas += load_certificate_file(_resolve(base, name))

@@ -1,13 +1,12 @@
 """Road-warrior policy rules (issue 10): what a policy may ask for before engine.ike negotiates it.
 
-The pieces exist (engine.eap, engine.pools, engine.wire.cp and .mobility);
-the IKE_AUTH rounds that use them come with the exchange wiring. Until then a
-connection that asks for virtual IPs, EAP or redirects is refused with an
-error saying so, never loaded into a tunnel that would behave otherwise
-(a client refused its address, an EAP client answered with
-AUTHENTICATION_FAILED). The integration adds "cp", "eap" and "redirect" to
-``NEGOTIATED`` in the change that teaches engine.ike CP, EAP rounds and
-REDIRECT; the samples' commented lines then become live.
+Configuration payloads (engine.ike.config_payload), EAP in IKE_AUTH
+(engine.ike.exchanges.eap_auth) and redirects in IKE_AUTH
+(engine.ike.exchanges.redirect) are negotiated: all three are in ``NEGOTIATED``.
+The gate stays for what a future engine change may take out again: a
+connection that asks for a feature not in ``NEGOTIATED`` is refused with an
+error saying so, never loaded into a tunnel that would behave otherwise (a
+client refused its address, an EAP client answered with AUTHENTICATION_FAILED).
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ from collections.abc import Iterable
 
 from engine.policy.model import ConnectionConfig
 
-NEGOTIATED: frozenset[str] = frozenset()
+NEGOTIATED: frozenset[str] = frozenset({"cp", "eap", "redirect"})
 """Road-warrior features engine.ike negotiates: "cp" (pools on a responder, vips on an
 initiator: RFC 7296 §3.15), "eap" (RFC 7296 §2.16), "redirect" (RFC 5685)."""
 

@@ -167,6 +167,7 @@ class ControlServer:
             fields = [("time", [dumps(wall)]), ("ike_sas", join_list(sas))]
             if cmd == "status":
                 fields.append(("connections", join_list(await self._connections())))
+                fields.append(("pools", [dumps([status_to_dict(p) for p in rt.pools()])]))
         elif cmd == "list-conns":
             fields = [("connections", join_list(await self._connections()))]
         elif cmd == "counters":

@@ -19,6 +19,7 @@ from engine.events import (
     AcquireRequested,
     ChildSaDeleted,
     ChildSaInstalled,
+    ChildSaMoved,
     CountersSnapshot,
     DpdTimeout,
     Event,
@@ -31,6 +32,7 @@ from engine.events import (
     PolicyApplied,
     RekeyRequested,
     SaCounters,
+    VirtualIpsChanged,
 )
 from engine.ike.endpoint import IkeEndpoint
 from engine.ike.status import ike_sa_info
@@ -38,7 +40,7 @@ from engine.policy.model import Policy
 from engine.runtime.retention import QUEUE_BYTES, QUEUE_EVENTS, EventHistory, Subscription, event_size, keyless
 from engine.runtime.udp import UdpSockets
 from engine.runtime.wallclock import to_wall_clock
-from engine.status import ConnectionInfo, IkeSaInfo, StatusSnapshot
+from engine.status import ConnectionInfo, IkeSaInfo, PoolInfo, StatusSnapshot
 from engine.wire.natt import classify_natt
 
 log = logging.getLogger("engine.runtime")
@@ -50,7 +52,7 @@ STATUS_CHUNK = 100
 COUNTERS_CHUNK = 5000
 """Counters per slice when the runtime indexes a datapath's counters."""
 _REPLAYED = (IkeSaStateChanged, ExchangeSent, ExchangeReceived, ChildSaInstalled, ChildSaDeleted,
-             NegotiationFailed, DpdTimeout, PolicyApplied, LogMessage)
+             NegotiationFailed, DpdTimeout, PolicyApplied, LogMessage, VirtualIpsChanged, ChildSaMoved)
 _LOUD = ("WARNING", "ERROR", "CRITICAL")
 
 
@@ -179,6 +181,15 @@ class EngineRuntime:
                 self.datapath.install(event)
             elif isinstance(event, ChildSaDeleted):
                 self.datapath.remove(event)
+            elif isinstance(event, VirtualIpsChanged) and hasattr(self.datapath, "virtual_ips"):
+                self.datapath.virtual_ips(event)
+            elif isinstance(event, ChildSaMoved):
+                if hasattr(self.datapath, "move"):
+                    self.datapath.move(event)
+                else:
+                    # A datapath that cannot re-point an SA (the kernel one, for now): a rekey puts
+                    # the CHILD SA on the new addresses, as charon does with kernel-libipsec.
+                    self.endpoint.rekey_child_spi(event.spi_in, self.now())
         except Exception as exc:
             log.exception("datapath failed to apply %s", type(event).__name__)
             if isinstance(event, ChildSaInstalled):
@@ -321,7 +332,7 @@ class EngineRuntime:
     def status(self) -> StatusSnapshot:
         now = self.now()
         sas = [self._with_counters(i, now) for i in self.endpoint.status(now)]
-        return StatusSnapshot(time.time(), tuple(sas), tuple(self.connections()))
+        return StatusSnapshot(time.time(), tuple(sas), tuple(self.connections()), self.pools())
 
     async def status_async(self, chunk: int = STATUS_CHUNK) -> StatusSnapshot:
         """`status`, built ``chunk`` IKE SAs at a time with the loop free in between, for a viewer on
@@ -337,7 +348,12 @@ class EngineRuntime:
                 if sa.state != IkeState.DESTROYED:
                     infos.append(self._with_counters(ike_sa_info(sa, now), now))
         up = {info.name: info.state for info in infos}
-        return StatusSnapshot(time.time(), tuple(infos), tuple(self.connections(up)))
+        return StatusSnapshot(time.time(), tuple(infos), tuple(self.connections(up)), self.pools())
+
+    def pools(self) -> tuple[PoolInfo, ...]:
+        """Usage of the virtual IP pools (road-warrior gateways)."""
+        return tuple(PoolInfo(u.name, u.addrs, u.size, u.used, u.remembered)
+                     for u in self.endpoint.vips.leases.usage())
 
     def _with_counters(self, info: IkeSaInfo, now: float) -> IkeSaInfo:
         if not self._counters:

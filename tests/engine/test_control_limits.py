@@ -168,6 +168,9 @@ class _SlowRuntime:
     def connections(self) -> list:
         return []
 
+    def pools(self) -> tuple:
+        return ()
+
 
 def _longest_run(values: list[int]) -> int:
     """The most SAs described one after the other with no other task run in between."""

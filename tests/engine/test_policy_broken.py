@@ -78,7 +78,7 @@ EXPECTED: dict[str, list[tuple[str, str]]] = {
         ("connections.other.remote.id", "not an IPv4 address"),
         ("connections.third.local.id", "not a DNS name"),
         ("connections.third.remote.id", "not an e-mail address"),
-        ("connections.third.remote.auth", "EAP inside IKE_AUTH (RFC 7296 §2.16) is not negotiated by this engine yet"),
+        ("connections.third.remote.auth", "no [eap.*] users in a secrets file"),
     ],
     "missing-secret.toml": [
         ("connections.other.local.auth", "no [ike.*] secret in missing-secret.secrets.toml matches this connection "

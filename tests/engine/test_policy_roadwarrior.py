@@ -70,9 +70,10 @@ def test_gateway_parses_with_pools_eap_and_users(tmp_path, live):
     assert "a long passphrase" not in repr(p.secrets)
 
 
-def test_until_the_integration_the_gate_refuses_with_reasons(tmp_path):
+def test_until_the_integration_the_gate_refuses_with_reasons(tmp_path, monkeypatch):
     path = write(tmp_path, GATEWAY + '[connections.c]\nremote_addrs = ["192.0.2.1"]\nvips = ["0.0.0.0"]\n'
                  'redirect_to = "gw2.example.org"\n' + GW + 'remote = { auth = "pubkey" }\n', USERS)
+    monkeypatch.setattr(roadwarrior, "NEGOTIATED", frozenset())
     with pytest.raises(PolicyError) as exc:
         load_policy(path)
     got = {f.key_path: f.message for f in exc.value.errors}
@@ -80,7 +81,17 @@ def test_until_the_integration_the_gate_refuses_with_reasons(tmp_path):
     assert "EAP inside IKE_AUTH (RFC 7296 §2.16) is not negotiated" in got["connections.rw.remote.auth"]
     assert "remove vips for now" in got["connections.c.vips"]
     assert "RFC 5685" in got["connections.c.redirect_to"]
-    assert roadwarrior.NEGOTIATED == frozenset()  # the integration changes this
+
+
+def test_the_gate_lets_through_what_the_engine_negotiates(tmp_path):
+    """Configuration payloads are negotiated (engine.ike.config_payload): pools and vips load."""
+    assert "cp" in roadwarrior.NEGOTIATED
+    path = write(tmp_path, GATEWAY.replace('remote = {{ auth = "eap-mschapv2", eap_id = "%any" }}', '')
+                 .replace('remote = { auth = "eap-mschapv2", eap_id = "%any" }\n', 'remote = { auth = "pubkey" }\n')
+                 + '[connections.c]\nremote_addrs = ["192.0.2.1"]\nvips = ["0.0.0.0"]\n' + GW
+                 + 'remote = { auth = "pubkey" }\n', USERS)
+    p = load_policy(path)
+    assert p.connection("rw").pools == ("rw",) and p.connection("c").vips == ("0.0.0.0",)
 
 
 @pytest.mark.parametrize("snippet, key, words", [
@@ -180,6 +191,28 @@ def test_windows_weak_proposals_names_the_powershell_fix(tmp_path, live):
     assert "Set-VpnConnectionIPsecConfiguration" in found[0].message and "-DHGroup ECP384" in found[0].message
     assert "3DES/SHA-1/MODP-1024" in found[0].message
     assert "windows-weak-proposals" not in {r for r, _ in lint_rules(tmp_path, GATEWAY)}
+
+
+CLIENT = """
+[connections.office]
+remote_addrs = ["192.0.2.1"]
+local = { auth = "eap-mschapv2", id = "alice@example.org", eap_id = "alice@example.org" }
+remote = { auth = "pubkey", id = "gw.example.org", cacerts = ["ca.crt"] }
+vips = ["0.0.0.0"]
+[connections.office.children.lan]
+remote_ts = ["198.51.100.0/25"]
+"""
+
+
+def test_mobike_is_not_claimed_on_road_warrior_clients(tmp_path, live):
+    """Issue 16 item 4: a gateway answers MOBIKE (no warning); a client cannot follow its own moves,
+    so mobike = true (the default) is not honoured there and check says so."""
+    assert "mobike-unsupported" not in {r for r, _ in lint_rules(tmp_path, GATEWAY)}
+    found = [f for f in lint(load_policy(write(tmp_path, CLIENT, USERS))) if f.rule == "mobike-unsupported"]
+    assert [f.key_path for f in found] == ["connections.office.mobike"]
+    assert "does not follow its own address changes" in found[0].message and "mobike = false" in found[0].message
+    off = CLIENT.replace('vips = ["0.0.0.0"]', 'vips = ["0.0.0.0"]\nmobike = false')
+    assert "mobike-unsupported" not in {r for r, _ in lint_rules(tmp_path, off)}
 
 
 # -- samples -----------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ CHARON = "/usr/lib/ipsec/charon"
 STRONGSWAN6_ROOT = Path(os.environ.get("IPSEC_CONSOLE_STRONGSWAN6_ROOT", "/var/tmp/strongswan6"))
 """A Debian root with strongSwan 6.1 (ML-KEM, PPK), made by .ci/strongswan6-root."""
 APT_STRONGSWAN = ("apt-get install -y strongswan-swanctl strongswan-charon libcharon-extra-plugins "
+                  "libcharon-extauth-plugins "
                   "libstrongswan-extra-plugins iproute2 iputils-ping nftables iperf3")
 PSK = "interop-psk-not-secret-0123456789"
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,6 +51,15 @@ def require_lab() -> None:
             pytest.skip(f"'{tool}' is missing: {APT_STRONGSWAN}")
     if not os.path.exists(CHARON):
         pytest.skip(f"strongSwan's charon is missing: {APT_STRONGSWAN}")
+
+
+def require_charon_plugins(*names: str) -> None:
+    """Skip (a failure under IPSEC_CONSOLE_REQUIRE_ALL=1) unless charon has these plugins (eap-mschapv2
+    comes with libcharon-extauth-plugins, not with the packages the other tests need)."""
+    require_lab()
+    for name in names:
+        if not os.path.exists(f"/usr/lib/ipsec/plugins/libstrongswan-{name}.so"):
+            pytest.skip(f"charon's {name} plugin is missing: {APT_STRONGSWAN}")
 
 
 def require_strongswan6(root: Path = STRONGSWAN6_ROOT) -> Path:

@@ -175,7 +175,8 @@ def test_request_on_port_500_after_address_change_is_answered_from_500(tmp_path)
     (Only this direction applies: as responder charon does not reauthenticate on its own.)"""
     with lab() as L, Peers(L, tmp_path) as p:  # its own namespaces: the test moves an address
         c = p.charon("left", charon_conn("left", local_addrs="%any"))
-        o = p.ours("right", our_policy_text("right", our_conn("right", remote_addrs=["192.0.2.0/24"]),
+        # mobike = false: with MOBIKE charon would move the SA instead of reauthenticating
+        o = p.ours("right", our_policy_text("right", our_conn("right", remote_addrs=["192.0.2.0/24"], mobike=False),
                                             engine=FAST_OURS), FQDN_SECRETS, "--datapath", "none")
         bring_up("charon_initiates", c, o)
         (_, _, old_spi_i, _), = charon_ike_sas(c.list_sas())
@@ -203,10 +204,6 @@ def test_request_on_port_500_after_address_change_is_answered_from_500(tmp_path)
 
 
 # ------------------------------------------------------------------ 4. EAP and virtual-IP requests
-@known_defect((
-    "issue 16: an IKE_AUTH without AUTH (the client wants EAP) is answered N(INVALID_SYNTAX) with the "
-    "reason 'IKE_AUTH request without IDi or AUTH' and our IKE SA stays CONNECTING until the half-open "
-    "timeout — fixed by the IKE follow-up"))
 def test_eap_client_is_refused_with_authentication_failed(peers):
     local = {"auth": "eap-md5", "id": FQDN["left"], "eap_id": "alice"}
     conf = charon_conn("left", local=local)
@@ -227,10 +224,6 @@ def test_eap_client_is_refused_with_authentication_failed(peers):
     wait_or_explain(lambda: not o.sas(), "no IKE SA left behind", o, timeout=5)
 
 
-@known_defect((
-    "issue 16: CP(CFG_REQUEST) for a virtual IP is ignored silently — our IKE_AUTH answer is "
-    "[IDr AUTH SA TSi TSr] with no notify, we install a CHILD SA and charon believes it has a tunnel "
-    "(no NegotiationFailed, no reason) — fixed by the IKE follow-up"))
 def test_virtual_ip_request_is_refused_per_rfc(peers):
     """charon asks for a virtual IP (vips = 0.0.0.0); we assign none: RFC 7296 §3.15.4 answer
     (INTERNAL_ADDRESS_FAILURE, or FAILED_CP_REQUIRED), no CHILD SA, and a reason in plain words."""

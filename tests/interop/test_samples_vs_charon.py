@@ -31,7 +31,7 @@ import pytest
 import tomli_w
 
 from engine.policy.samples import sample_dir, sample_names
-from tests.interop.lab import ROOT
+from tests.interop.lab import ROOT, require_charon_plugins
 from tests.interop.peers import (
     ADDR,
     FAST_OURS,
@@ -66,8 +66,7 @@ def test_every_sample_is_tested_or_excluded_with_a_reason():
 # ------------------------------------------------------------------ moving a sample into the lab
 def load_sample(name: str, moves: dict[str, str]) -> dict:
     """The sample's TOML with its addresses moved (exact string values only) and the kernel
-    datapath, which this VM lacks, replaced by the userspace one. The "#rw: " lines stay
-    comments: they wait for the road-warrior engine work."""
+    datapath, which this VM lacks, replaced by the userspace one."""
     text = (sample_dir() / name).read_text()
     for old, new in moves.items():
         text = text.replace(f'"{old}"', f'"{new}"')
@@ -170,34 +169,48 @@ def test_site_to_site(peers, direction):
 
 
 # ------------------------------------------------------------------ road-warrior-server.toml
-def sample_secrets(name: str, private: str) -> str:
-    """The sample's own secrets file (its "#rw: " EAP users stay comments) plus our certificate's
-    private key, which certificate authentication needs (the sample no longer says where it goes)."""
-    return (sample_dir() / name).read_text() + f'\n[private.me]\nfile = "private/{private}"\n'
+SAMPLE_EAP_PASSWORD = "Example-only: a long passphrase, not this one"
+"""alice@example.org's password in the road-warrior samples' secrets files."""
+
+
+def sample_secrets(name: str, private: str | None = None) -> str:
+    """The sample's own secrets file (its EAP users), plus our certificate's private key where
+    certificate authentication needs it (the sample does not say where it goes)."""
+    text = (sample_dir() / name).read_text()
+    return text + (f'\n[private.me]\nfile = "private/{private}"\n' if private else "")
 
 
 def test_road_warrior_server(peers):
-    """The gateway (us, 192.0.2.1, remote_addrs %any: it only responds) and a laptop (charon,
-    192.0.2.2) with a certificate alice@example.org from our CA; the laptop reaches the office
-    network 198.51.100.0/25 from its own address (remote_ts dynamic)."""
+    """The gateway (us, 192.0.2.1, remote_addrs %any: it only responds, certificate gw.example.org,
+    EAP-MSCHAPv2 users, pool 198.51.100.128/25) and a laptop (charon, 192.0.2.2) logging in as
+    alice@example.org with vips = 0.0.0.0: it gets the pool's first address and reaches the office
+    network 198.51.100.0/25 from it."""
+    require_charon_plugins("eap-identity", "eap-mschapv2")
     doc = load_sample("road-warrior-server.toml", {})
     ca_dir = peers.workdir / "ca"
     certs = make_certs(ca_dir, ("gw.example.org", "gw"), ("alice@example.org", "alice"))
-    c = peers.charon("right", pubkey_charon("right", "office", ("alice@example.org", "alice.crt"), "gw.example.org",
-                                            "aes256gcm16-prfsha256-x25519",
-                                            {"local_ts": "dynamic", "remote_ts": "198.51.100.0/25",
-                                             "esp_proposals": "aes256gcm16"}), certs=certs)
+    conf = {"connections": {"office": {
+        "version": 2, "local_addrs": ADDR["right"], "remote_addrs": ADDR["left"], "vips": "0.0.0.0",
+        "proposals": "aes256gcm16-prfsha256-x25519",
+        "local": {"auth": "eap-mschapv2", "id": "alice@example.org", "eap_id": "alice@example.org"},
+        "remote": {"auth": "pubkey", "id": "gw.example.org"},
+        "children": {"office": {"local_ts": "dynamic", "remote_ts": "198.51.100.0/25", "esp_proposals": "aes256gcm16"}}}},
+        "secrets": {"eap-alice": {"id": "alice@example.org", "secret": f'"{SAMPLE_EAP_PASSWORD}"'}}}
+    c = peers.charon("right", conf, plugins=("eap-identity", "eap-mschapv2"), certs=certs)
     o = start_ours(peers, "left", doc, sample_secrets("road-warrior-server.secrets.toml", "gw.key"),
                    certs_from=ca_dir, key="gw.key")
-    r = c.swanctl("--initiate", "--child", "office", "--timeout", "10", check=False)
+    r = c.swanctl("--initiate", "--child", "office", "--timeout", "15", check=False)
     assert r.returncode == 0, r.stdout[-2500:]
     wait_or_explain(lambda: with_children(o), "the road-warrior tunnel", o)
     sa = established(o)[0]
-    assert (sa["local_id"], sa["remote_id"]) == ("gw.example.org", "alice@example.org")
+    assert (sa["local_id"], sa["remote_id"], sa["eap_identity"]) == ("gw.example.org", "alice@example.org",
+                                                                     "alice@example.org")
+    vip = sa["virtual_ips"][0]
+    assert vip == "198.51.100.129"  # the first address of the pool 198.51.100.128/25
     child = sa["children"][0]
-    assert (child["local_ts"], child["remote_ts"]) == (["198.51.100.0/25"], [f"{ADDR['right']}/32"])
-    # the laptop reaches the office from its own address, through the tunnel
-    out = peers.lab.exec("right", "ping", "-n", "-q", "-c", "3", "-i", "0.2", "-W", "2", "-I", ADDR["right"],
+    assert (child["local_ts"], child["remote_ts"]) == (["198.51.100.0/25"], [f"{vip}/32"])
+    # the laptop reaches the office from its virtual IP, through the tunnel
+    out = peers.lab.exec("right", "ping", "-n", "-q", "-c", "3", "-i", "0.2", "-W", "2", "-I", vip,
                          INNER["left"], check=False)
     assert " 0% packet loss" in out.stdout, out.stdout + "\n" + c.list_sas()
     wait_or_explain(lambda: with_children(o)[0]["children"][0]["packets_in"] >= 3, "3 ESP packets counted", o,
@@ -206,25 +219,34 @@ def test_road_warrior_server(peers):
 
 # ------------------------------------------------------------------ road-warrior-client.toml
 def test_road_warrior_client(peers):
-    """The laptop (us, 192.0.2.2, start_action start) dials the gateway (charon, 192.0.2.1,
-    gw.example.org, office 198.51.100.0/25) with the certificate alice@example.org; our own
-    address is the selector (remote_ts dynamic on the gateway)."""
+    """The laptop (us, 192.0.2.2, start_action start, EAP-MSCHAPv2 as alice@example.org, vips) dials
+    the gateway (charon, 192.0.2.1, certificate gw.example.org, office 198.51.100.0/25, a pool):
+    we check its certificate, get an address, put it on our TUN device and reach the office from it."""
+    require_charon_plugins("eap-identity", "eap-mschapv2")
     doc = load_sample("road-warrior-client.toml", {})
     ca_dir = peers.workdir / "ca"
     certs = make_certs(ca_dir, ("alice@example.org", "alice"), ("gw.example.org", "gw"))
-    c = peers.charon("left", pubkey_charon("left", "office", ("gw.example.org", "gw.crt"), "*@example.org",
-                                           "aes256gcm16-prfsha256-x25519",
-                                           {"local_ts": "198.51.100.0/25", "remote_ts": "dynamic",
-                                            "esp_proposals": "aes256gcm16"}, remote_addrs="%any"),
-                     certs=certs, extra=peers.route_ike_around_libipsec("left"))
-    o = start_ours(peers, "right", doc, sample_secrets("road-warrior-client.secrets.toml", "alice.key"),
+    gw = pubkey_charon("left", "office", ("gw.example.org", "gw.crt"), "alice@example.org",
+                       "aes256gcm16-prfsha256-x25519",
+                       {"local_ts": "198.51.100.0/25", "remote_ts": "dynamic", "esp_proposals": "aes256gcm16"},
+                       remote_addrs="%any")
+    office = gw["connections"]["office"]
+    office["remote"] = {"auth": "eap-mschapv2", "eap_id": "%any"}
+    office["pools"] = "rw"
+    gw["pools"] = {"rw": {"addrs": "198.51.100.200-198.51.100.210"}}
+    gw["secrets"] = {"eap-alice": {"id": "alice@example.org", "secret": f'"{SAMPLE_EAP_PASSWORD}"'}}
+    c = peers.charon("left", gw, plugins=("eap-identity", "eap-mschapv2"), certs=certs)
+    o = start_ours(peers, "right", doc, sample_secrets("road-warrior-client.secrets.toml"),
                    certs_from=ca_dir, key="alice.key")
-    wait_or_explain(lambda: with_children(o), "the laptop's tunnel (start_action = start)", o)
+    wait_or_explain(lambda: with_children(o), "the laptop's tunnel (start_action = start)", o, timeout=15)
     sa = established(o)[0]
     assert sa["initiator"] and (sa["local_id"], sa["remote_id"]) == ("alice@example.org", "gw.example.org")
+    assert sa["virtual_ips"] == ["198.51.100.200"] and sa["eap_method"] == "EAP-MSCHAPv2"
     child = sa["children"][0]
-    assert (child["local_ts"], child["remote_ts"]) == ([f"{ADDR['right']}/32"], ["198.51.100.0/25"])
-    out = peers.lab.exec("right", "ping", "-n", "-q", "-c", "3", "-i", "0.2", "-W", "2", "-I", ADDR["right"],
+    assert (child["local_ts"], child["remote_ts"]) == (["198.51.100.200/32"], ["198.51.100.0/25"])
+    wait_or_explain(lambda: "198.51.100.200" in peers.lab.exec("right", "ip", "-o", "addr").stdout,
+                    "the virtual IP on our TUN device", o)
+    out = peers.lab.exec("right", "ping", "-n", "-q", "-c", "3", "-i", "0.2", "-W", "2", "-I", "198.51.100.200",
                          INNER["left"], check=False)
     assert " 0% packet loss" in out.stdout, out.stdout + "\n" + c.list_sas()
     wait_or_explain(lambda: with_children(o)[0]["children"][0]["packets_in"] >= 3, "3 ESP packets counted", o,

@@ -165,19 +165,21 @@ def test_import_of_a_psk_tunnel_keeps_everything(tmp_path):
 def test_import_warns_once_per_key_it_cannot_carry_over(tmp_path):
     r = import_text(ROADWARRIOR_GW, source="gw.conf", conf_dir=tmp_path / "swanctl", out_dir=tmp_path)
     text = "\n".join(r.warnings)
-    for key, why in (("connections.rw-base.pools", "not negotiated"), ("connections.rw-base.remote.revocation", ""),
+    for key, why in (("connections.rw-base.remote.revocation", ""),
                      ("connections.rw-base.children.net.updown", ""),
-                     ("secrets.eap-carol", "eap"), ("connections.old", "IKEv1"), ("connections.rw-eap", "eap-md5")):
+                     ("connections.old", "IKEv1"), ("connections.rw-eap", "eap-md5")):
         assert any(f": {key}: not imported: " in w and why in w for w in r.warnings), (key, text)
     assert all(w.startswith("gw.conf:") for w in r.warnings)
     assert (r.connections, r.rules, r.skipped) == (1, 1, 2)
     policy = parse_policy(r.policy_toml, tmp_path / "p.toml", load_secrets=False)
     c = policy.connection("rw-base")
     assert policy.pools[0].name == "rw_pool" and policy.pools[0].addrs == "198.51.100.192/26"
+    assert c.pools == ("rw_pool",)  # configuration payloads are negotiated: the connection keeps its pool
     assert c.local.certs == ("swanctl/x509/moonCert.pem",)
     assert c.remote.cacerts == ("swanctl/x509ca/strongswanCert.pem",)
     assert policy.rules[0].name == "local-bypass" and policy.rules[0].action == "bypass"
     assert "swanctl/ecdsa/moonKey.pem" in r.secrets_toml
+    assert "[eap.eap-carol]" in r.secrets_toml and 'id = "carol"' in r.secrets_toml  # EAP users are imported
 
 
 def test_import_cli_writes_a_0600_secrets_file(tmp_path):
@@ -198,8 +200,9 @@ def test_import_cli_writes_a_0600_secrets_file(tmp_path):
 
 
 def _comparable(policy):
-    # swanctl.conf has no place for the peer's NAT-T port (the export warns about it).
-    conns = tuple(dataclasses.replace(c, remote_natt_port=4500) for c in policy.connections)
+    # swanctl.conf has no place for the peer's NAT-T port (the export warns about it), nor for our
+    # expected_clients hint (a lint input only).
+    conns = tuple(dataclasses.replace(c, remote_natt_port=4500, expected_clients=0) for c in policy.connections)
     return dataclasses.replace(policy, engine=None, path=None, secrets=None, lab=None, connections=conns)
 
 

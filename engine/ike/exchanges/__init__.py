@@ -6,10 +6,12 @@ is ``engine.ike.exchange``.
 - ``ike_sa_init``    IKE_SA_INIT (COOKIE and INVALID_KE_PAYLOAD retries; the
                      responder behind the front door, ``engine.ike.front_door``)
 - ``ike_auth``       IKE_AUTH (identities, AUTH, the first CHILD SA)
+- ``eap_auth``       IKE_AUTH with EAP rounds (§2.16), both roles
 - ``create_child``   CREATE_CHILD_SA for a new CHILD SA
 - ``child_rekey``    CREATE_CHILD_SA rekeying a CHILD SA, with its collisions
 - ``ike_rekey``      CREATE_CHILD_SA rekeying the IKE SA, with its collisions
 - ``informational``  INFORMATIONAL: deletes, DPD, error notifies
+- ``mobike``         INFORMATIONAL with UPDATE_SA_ADDRESSES (RFC 4555), as responder
 - ``child_sa``       the CHILD SA payloads the three CHILD-making exchanges share
 
 Each module's docstring lists its rules in words; its ``TABLE`` maps
@@ -63,15 +65,25 @@ from engine.events import IkeState
 from engine.ike.child import ChildSa
 from engine.ike.errors import RemoteError
 from engine.ike import intermediate
-from engine.ike.exchanges import child_rekey, create_child, ike_auth, ike_intermediate, ike_rekey, ike_sa_init, \
-    informational
+from engine.ike.exchanges import (
+    child_rekey,
+    create_child,
+    eap_auth,
+    ike_auth,
+    ike_intermediate,
+    ike_rekey,
+    ike_sa_init,
+    informational,
+    mobike,
+)
 from engine.ike.exchange import Initiator, Responder, find, notify
 from engine.ike.sa import IkeSa
 from engine.policy.model import ChildConfig
 from engine.wire.constants import ExchangeType, NotifyType, ProtocolId
-from engine.wire.payloads import SaPayload
+from engine.wire.payloads import AuthPayload, IdPayload, SaPayload
 
-MODULES = (ike_sa_init, ike_intermediate, ike_auth, create_child, child_rekey, ike_rekey, informational)
+MODULES = (ike_sa_init, ike_intermediate, ike_auth, eap_auth, create_child, child_rekey, ike_rekey, informational,
+           mobike)
 """Every exchange module (each has a TABLE)."""
 
 
@@ -87,6 +99,8 @@ class Catalog:
                 raise RemoteError(NotifyType.INVALID_SYNTAX, "IKE_AUTH before the negotiated IKE_INTERMEDIATE "
                                   "key exchanges")
             intermediate.note_auth_mid(sa, sa.peer_mid)
+            if find(payloads, IdPayload, lambda p: p.initiator) is not None and find(payloads, AuthPayload) is None:
+                return eap_auth.EapAuthResponder(sa)  # no AUTH: the client wants EAP (§2.16)
             return ike_auth.IkeAuthResponder(sa)
         if exchange == ExchangeType.IKE_INTERMEDIATE:
             if sa.state != IkeState.CONNECTING or sa.original_initiator or not intermediate.pending(sa):
@@ -102,6 +116,8 @@ class Catalog:
                 return child_rekey.ChildRekeyResponder(sa)
             return create_child.CreateChildResponder(sa)
         if exchange == ExchangeType.INFORMATIONAL:
+            if mobike.wants_update(sa, payloads):
+                return mobike.UpdateResponder(sa)
             return informational.InformationalResponder(sa)
         if exchange == ExchangeType.IKE_FOLLOWUP_KE:
             # No CREATE_CHILD_SA of the peer waits for this round (RFC 9370 §2.2.4).
@@ -109,7 +125,7 @@ class Catalog:
         raise RemoteError(NotifyType.INVALID_SYNTAX, f"unexpected exchange type {exchange}")
 
     def ike_init(self, sa: IkeSa, children: list[ChildConfig]) -> Initiator:
-        return ike_sa_init.IkeInit(sa, children, ike_intermediate.before(ike_auth.IkeAuth))
+        return ike_sa_init.IkeInit(sa, children, ike_intermediate.before(eap_auth.ike_auth_for))
 
     def ike_rekey(self, sa: IkeSa) -> Initiator:
         return ike_rekey.IkeRekey(sa)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from engine.crypto.errors import InvalidKeyExchange
 from engine.crypto.ke import new_key_exchange, respond
+from engine.ike import config_payload
 from engine.ike import proposals as props
 from engine.ike.child import ChildSa, derive_child_keys
 from engine.ike.errors import ChildRefused, RemoteError
@@ -95,7 +96,7 @@ class ChildOffer:
         self.cfg = cfg
         self.rekey = rekey
         self.spi_in = ids.allocate_spi()
-        self.local_ts = resolve_ts(cfg.local_ts, sa.local[0])
+        self.local_ts = config_payload.local_selectors(sa, cfg.local_ts) or resolve_ts(cfg.local_ts, sa.local[0])
         self.remote_ts = resolve_ts(cfg.remote_ts, sa.remote[0])
         if with_ke and group is None:
             group = props.first_ke_group(cfg.proposals)
@@ -228,8 +229,10 @@ def choose(sa: IkeSa, children, payloads, *, ignore_ke: bool, with_additional: b
     our_ts = ts_from_payload(tsr)
     ts_ok: list[ChildConfig] = []
     for cfg in children:
-        remote = narrow(peer_ts, resolve_ts(cfg.remote_ts, sa.remote[0]))
-        local = narrow(our_ts, resolve_ts(cfg.local_ts, sa.local[0]))
+        remote = narrow(peer_ts, config_payload.remote_selectors(sa, cfg.remote_ts)
+                        or resolve_ts(cfg.remote_ts, sa.remote[0]))
+        local = narrow(our_ts, config_payload.local_selectors(sa, cfg.local_ts)
+                       or resolve_ts(cfg.local_ts, sa.local[0]))
         if not remote or not local:
             continue
         ts_ok.append(cfg)

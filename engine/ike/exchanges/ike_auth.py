@@ -1,5 +1,5 @@
-"""IKE_AUTH (RFC 7296 §1.2, §2.15, §2.16 not yet): identities, AUTH, the
-first CHILD SA.
+"""IKE_AUTH (RFC 7296 §1.2, §2.15; §2.16 EAP in exchanges.eap_auth): identities,
+AUTH, the first CHILD SA.
 
 Rules (initiator):
 - The answer must carry IDr and AUTH, else it is a refusal (the peer's error
@@ -10,9 +10,13 @@ Rules (initiator):
   other configured children follow with CREATE_CHILD_SA.
 
 Rules (responder):
-- Without IDi: INVALID_SYNTAX. Without AUTH (the peer wants EAP, §2.16):
-  INVALID_SYNTAX for now (see REQ_NO_AUTH; EAP rounds will keep this
-  responder across several requests, ``accepts``).
+- Without IDi: INVALID_SYNTAX. Without AUTH the peer wants EAP (§2.16): the
+  catalog hands such a request to exchanges.eap_auth; REQ_NO_AUTH here answers
+  AUTHENTICATION_FAILED saying so (no connection of ours offers EAP).
+- A CP(CFG_REQUEST) is answered from the connection's pools
+  (engine.ike.config_payload); none to lease from: INTERNAL_ADDRESS_FAILURE
+  and no CHILD SA (§3.15.4). MOBIKE_SUPPORTED is answered (exchanges.mobike);
+  redirect_to sends the client elsewhere instead (exchanges.redirect).
 - The connection is chosen among those IKE_SA_INIT allowed, by the peer's
   identity (and the IDr it asks for); none, or an AUTH that does not verify:
   AUTHENTICATION_FAILED and the half-open SA goes.
@@ -26,7 +30,8 @@ from __future__ import annotations
 from engine.events import IkeState
 from engine.ike.auth import octets
 from engine.ike.errors import ChildRefused, RemoteError
-from engine.ike.exchanges import child_sa
+from engine.ike import config_payload
+from engine.ike.exchanges import child_sa, mobike, redirect
 from engine.ike.exchange import Initiator, Label, Request, Responder, Table, error_notifies
 from engine.ike.exchanges.create_child import CreateChild
 from engine.ike.exchanges.informational import Notify
@@ -76,7 +81,7 @@ TABLE = Table("IKE_AUTH", {
     (S.DONE, I.ABORT): (S.DONE, None),
     # responder
     (S.IDLE, I.REQ_NO_ID): (S.ANSWERED, "invalid_syntax"),
-    (S.IDLE, I.REQ_NO_AUTH): (S.ANSWERED, "invalid_syntax"),
+    (S.IDLE, I.REQ_NO_AUTH): (S.ANSWERED, "refuse_eap"),
     (S.IDLE, I.REQ_AUTH): (S.AUTHENTICATING, "authenticate"),
     (S.AUTHENTICATING, I.PEER_UNKNOWN): (S.ANSWERED, "authentication_failed"),
     (S.AUTHENTICATING, I.PEER_REJECTED): (S.ANSWERED, "authentication_failed"),
@@ -116,14 +121,18 @@ class IkeAuth(Initiator):
         # Our identity is known now (the configured ID or our address): the PSK lookup needs it.
         sa.local_id = identity_from_wire(self.idi.id_type, self.idi.data)
         self.ppk = InitiatorPpk(sa, conn)
-        mid = sa.mid_out
+        mid = self.auth_mid = sa.mid_out
 
         def auth_data(sk_pi: bytes) -> AuthPayload:
             signed = octets(sa.init_request, sa.nonce_r, sa.chosen.prf, sk_pi, self.idi) + int_auth(sa, mid)
             return auth.auth_payload(sa, conn, signed)
 
-        payloads.append(auth_data(sa.keys.sk_pi.reveal()))
-        payloads += self.ppk.notifies(lambda sk_pi: auth_data(sk_pi).data)
+        if not conn.local.is_eap:  # with EAP our AUTH follows the EAP rounds (exchanges.eap_auth)
+            payloads.append(auth_data(sa.keys.sk_pi.reveal()))
+            payloads += self.ppk.notifies(lambda sk_pi: auth_data(sk_pi).data)
+        cp = config_payload.request(conn)
+        if cp is not None:
+            payloads.append(cp)
         if self.child_cfg is not None:
             self.offer = child_sa.ChildOffer(sa, self.child_cfg, with_ke=False, nonce=False)
             payloads += self.offer.payloads(nonce=False)
@@ -190,6 +199,11 @@ class IkeAuth(Initiator):
         sa.established_at = now
         sa.schedule_lifetimes(now)
         sa.host.established(sa, now, initial_contact=False)
+        if redirect.redirected(sa, payloads, now):
+            self.release(now)
+            return
+        if not self._virtual_ips(now, payloads):
+            return
         if self.offer is not None:
             try:
                 child = self.offer.accept(sa, payloads, sa.nonce_i, sa.nonce_r, None, now)
@@ -201,6 +215,17 @@ class IkeAuth(Initiator):
                 sa.install_child(child, now)
         for cfg in self.children[1:]:
             sa.start(CreateChild(sa, cfg), now)
+
+    def _virtual_ips(self, now: float, payloads: list) -> bool:
+        """The addresses we asked for (vips); without them the SA goes (§3.15.4)."""
+        sa = self.sa
+        why = config_payload.accept_reply(sa, sa.conn, payloads)
+        if why is None:
+            return True
+        self.release(now)
+        sa.fail(IKE_AUTH, "INTERNAL_ADDRESS_FAILURE", why, now, sent_by_peer=True)
+        sa.delete(now, why)
+        return False
 
     def failed(self, now: float, reason: str) -> None:
         self.release(now)
@@ -246,10 +271,20 @@ class IkeAuthResponder(Responder):
         if idi is None:
             self.fire(I.REQ_NO_ID, now)
         elif auth is None:
+            self.idi = idi
             self.fire(I.REQ_NO_AUTH, now)
         else:
             self.fire(I.REQ_AUTH, now, payloads=payloads, idi=idi, idr=idr, auth=auth)
         return self.answer
+
+    def refuse_eap(self, now: float) -> None:
+        """An IKE_AUTH without AUTH: the client wants EAP (§2.16), which no connection offers."""
+        peer = identity_from_wire(self.idi.id_type, self.idi.data)
+        self.reason = (f"the peer '{short(peer.value)}' wants EAP (its IKE_AUTH has no AUTH payload, "
+                       "RFC 7296 §2.16), but no connection of ours authenticates clients with EAP; set "
+                       "remote.auth = \"eap-mschapv2\" (or \"eap-tls\") on its connection, or configure the "
+                       "client for a pre-shared key or a certificate")
+        self.authentication_failed(now)
 
     def invalid_syntax(self, now: float) -> None:
         raise RemoteError(NotifyType.INVALID_SYNTAX, "IKE_AUTH request without IDi or AUTH")
@@ -295,8 +330,25 @@ class IkeAuthResponder(Responder):
             + int_auth(sa, sa.peer_mid)
         answer: list = [idr, *auth.cert_payloads(conn), auth.auth_payload(sa, conn, signed_r),
                         *ppk_auth.responder_notifies(sa)]
+        elsewhere = redirect.auth_redirect(sa, conn)
+        if elsewhere is not None:  # RFC 5685 §6: no SA, TS or CP; the client goes elsewhere
+            self.answer = answer + elsewhere
+            self.after = "_redirected"
+            return
+        answer += mobike.auth_notifies(sa, conn, payloads)
+        self.answer = answer + self.child_part(now, payloads, str(sa.remote_id))
+        self.after = "_establish"
+
+    def child_part(self, now: float, payloads: list, identity: str) -> list:
+        """The configuration reply and the first CHILD SA of our answer (``identity`` holds the lease)."""
+        sa, conn = self.sa, self.sa.conn
         self.child = None
-        if self.child_wanted:
+        cp = config_payload.respond(sa, conn, payloads, identity, now)
+        answer = list(cp.payloads)
+        if cp.refusal is not None:
+            answer.append(NotifyPayload(cp.refusal))
+            sa.fail(IKE_AUTH, notify_name(cp.refusal), cp.reason, now)
+        elif self.child_wanted:
             try:
                 choice = child_sa.choose(sa, conn.children, payloads, ignore_ke=True)
             except RemoteError as exc:
@@ -305,8 +357,7 @@ class IkeAuthResponder(Responder):
             else:
                 self.child, extra = child_sa.build(sa, choice, sa.nonce_i, sa.nonce_r, None, now, None)
                 answer += extra + child_sa.ts_reply(choice)
-        self.answer = answer
-        self.after = "_establish"
+        return answer
 
     def _establish(self, now: float) -> None:
         sa = self.sa
@@ -317,6 +368,9 @@ class IkeAuthResponder(Responder):
         sa.host.established(sa, now, initial_contact=self.initial_contact)
         if self.child is not None and sa.alive:
             sa.install_child(self.child, now)
+
+    def _redirected(self, now: float) -> None:
+        redirect.drop(self.sa, now)
 
     def responded(self, now: float) -> None:
         if self.after is not None:
