@@ -14,11 +14,13 @@ from types import SimpleNamespace
 
 import pytest
 
-import console.runtime.embedded as embedded
+import console.runtime.engine_process as engine_process
 from console.bridge import EVENTS_PER_MESSAGE
 from console.messages import EventsArrived
 from console.runtime.base import CommandError
-from console.runtime.embedded import EmbeddedRuntime, Inbox, _EngineProcess, _frame
+from console.runtime.embedded import EmbeddedRuntime, Inbox
+from console.runtime.engine_link import frame
+from console.runtime.engine_process import _EngineProcess
 from engine.events import ChildKeys, ChildSaInstalled, CountersSnapshot, IkeSaStateChanged, IkeState, LogMessage
 from engine.policy.ts import parse_ts
 from engine.secret import Secret
@@ -115,14 +117,14 @@ async def test_keys_never_cross_to_the_console():
     proc = await _take(q)
     [ev] = proc._events
     assert ev.keys is None and ev.spi_in == 1
-    assert secret not in _frame(("events", [ev], 0))
+    assert secret not in frame(("events", [ev], 0))
     with pytest.raises(TypeError):
         pickle.dumps(_child_sa(secret))  # what would have happened with the keys still in
 
 
 async def test_chatty_events_have_a_budget_state_changes_do_not(monkeypatch):
-    monkeypatch.setattr(embedded, "CHATTY_RATE", 0.0)
-    monkeypatch.setattr(embedded, "CHATTY_BURST", 100)
+    monkeypatch.setattr(engine_process, "CHATTY_RATE", 0.0)
+    monkeypatch.setattr(engine_process, "CHATTY_BURST", 100)
     q: asyncio.Queue = asyncio.Queue()
     for i in range(1000):
         q.put_nowait(LogMessage(float(i), "DEBUG", "engine.ike", f"line {i}"))

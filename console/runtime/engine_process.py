@@ -1,0 +1,336 @@
+"""The engine's side of the embedded console (see console.runtime.embedded for
+why it runs in a process of its own): one runtime (the lab or an
+EngineRuntime) served over the socket pair, its events sent in budgeted
+batches, its status in slices, its long-lived heap frozen."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import gc
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+import traceback
+from collections import deque
+from pathlib import Path
+
+from console.runtime.engine_link import (
+    INBOX,
+    error_text,
+    frame,
+    policy_problem,
+    read_frame,
+    register_lazy_summary,
+    without_keys,
+)
+from engine.events import CountersSnapshot, ExchangeReceived, ExchangeSent, LogMessage, PacketSample
+
+SEND_BATCH = 500
+"""Events per frame from the engine process."""
+STATUS_SLICE = 100
+"""IKE SAs per status frame (pickled one slice at a time on the engine's loop)."""
+CHATTY_RATE = 2000.0
+CHATTY_BURST = 5000
+"""Log lines, message summaries and packet samples sent to the console: this many a second (after a
+burst of CHATTY_BURST); the rest are dropped and counted. State changes are never dropped."""
+FREEZE_PERIOD = 30.0
+"""Seconds between moves of the engine's long-lived objects out of the collector's way."""
+_CHATTY = (LogMessage, ExchangeSent, ExchangeReceived, PacketSample)
+
+
+class _EngineProcess:
+    """The child: one runtime (the lab or an EngineRuntime), served over the socket."""
+
+    def __init__(self, args) -> None:
+        self.args = args
+        self.kind = "lab" if args.lab else "embedded"
+        self.rt = None
+        self.writer: asyncio.StreamWriter | None = None
+        self._events: deque = deque()
+        self._counters: CountersSnapshot | None = None
+        self._dropped = 0
+        self._have_events = asyncio.Event()
+        self._stopping = False
+
+    async def main(self) -> int:
+        sock = socket.socket(fileno=self.args.fd)
+        reader, self.writer = await asyncio.open_unix_connection(sock=sock)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.add_signal_handler(sig, lambda: asyncio.ensure_future(self._stop_and_exit()))
+        # The Logs screen shows the engine's whole log, every message included (it filters by level
+        # itself); records only exist at or above the logger's level.
+        logging.getLogger("engine").setLevel(logging.DEBUG)
+        if not await self._start():
+            return 1
+        _quiet_collector()
+        tasks = [self._watched(self._send_events()), self._watched(self._freeze())]
+        try:
+            while True:
+                msg = await read_frame(reader)
+                if msg is None:
+                    break  # the console is gone: delete our SAs and go
+                if msg[0] == "stop":
+                    await self._stop()
+                    await self._reply(msg[1], True, None)
+                    return 0
+                asyncio.create_task(self._serve(msg))
+        finally:
+            for t in tasks:
+                t.cancel()
+            await self._stop()
+        return 0
+
+    async def _start(self) -> bool:
+        from engine.pki.errors import PkiError
+        from engine.policy.findings import PolicyError
+
+        try:
+            if self.kind == "lab":
+                from engine.runtime.lab import LabRuntime
+
+                rt = LabRuntime(self.args.config)
+            else:
+                from engine.policy.parse import load_policy
+                from engine.runtime.daemon import make_datapath
+                from engine.runtime.engine import EngineRuntime
+
+                config = Path(self.args.config)
+                policy = load_policy(config)
+                rt = EngineRuntime(policy, datapath=make_datapath(policy),
+                                   policy_text=config.read_text(encoding="utf-8"))
+            await rt.start()
+        except PolicyError as exc:
+            await self._send(("failed", policy_problem(exc)))
+            return False
+        except (PkiError, OSError, ValueError) as exc:
+            await self._send(("failed", str(exc)))
+            return False
+        self.rt = rt
+        if self.kind == "lab":
+            queue = rt.subscribe(maxsize=20000)
+            for event in rt.recent_events():
+                queue.put_nowait(event)
+        else:
+            queue = rt.subscribe(20000, replay=True)
+        self._taker = self._watched(self._take_events(queue))
+        path = str(self.args.config) if self.args.config else None
+        if self.kind == "lab" and path is None:
+            from engine.policy.samples import sample_path
+
+            path = str(sample_path("lab.toml"))
+        await self._send(("started", {"policy_text": rt.policy_text, "policy_path": path}))
+        return True
+
+    async def _take_events(self, queue: asyncio.Queue) -> None:
+        """Runtime queue -> our bounded buffer (the sender may wait on the socket; the engine never).
+
+        Chatty events (log lines, message summaries, packet samples) have a budget of
+        `CHATTY_RATE` a second: under a flood of handshakes a console cannot show them all, and
+        keeping them all costs it frames. State changes always go."""
+        loop = asyncio.get_running_loop()
+        tokens, last = float(CHATTY_BURST), loop.time()
+        while True:
+            ev = await queue.get()
+            if isinstance(ev, CountersSnapshot):
+                self._counters = ev
+            else:
+                if isinstance(ev, _CHATTY):
+                    now = loop.time()
+                    tokens = min(float(CHATTY_BURST), tokens + (now - last) * CHATTY_RATE)
+                    last = now
+                    if tokens < 1:
+                        self._dropped += 1
+                        continue
+                    tokens -= 1
+                self._events.append(without_keys(ev))
+                if len(self._events) > INBOX:
+                    self._events.popleft()
+                    self._dropped += 1
+            self._have_events.set()
+
+    async def _send_events(self) -> None:
+        while True:
+            await self._have_events.wait()
+            self._have_events.clear()
+            while self._events or self._counters is not None:
+                batch = [self._events.popleft() for _ in range(min(SEND_BATCH, len(self._events)))]
+                if self._counters is not None and len(batch) < SEND_BATCH:
+                    batch.append(self._counters)
+                    self._counters = None
+                dropped, self._dropped = self._dropped, 0
+                await self._send(("events", batch, dropped))
+                await asyncio.sleep(0)
+
+    async def _freeze(self) -> None:
+        while True:
+            await asyncio.sleep(FREEZE_PERIOD)
+            gc.collect(1)
+            gc.freeze()
+
+
+    async def _serve(self, msg) -> None:
+        kind, rid = msg[0], msg[1]
+        try:
+            if kind == "status":
+                await self._status(rid)
+                return
+            if kind == "diag":
+                result = self._diag(msg[2])
+            elif kind == "apply_policy":
+                from engine.policy.parse import parse_policy
+
+                policy = parse_policy(msg[2], msg[3])
+                result = self.rt.apply_policy(policy, msg[2])
+            elif kind == "call":
+                result = getattr(self.rt, msg[2])(*msg[3], **msg[4])
+            else:
+                raise ValueError(f"unknown request {kind!r}")
+        except Exception as exc:  # noqa: BLE001  (every failure goes back to the console, as text)
+            await self._reply(rid, False, (type(exc).__name__, error_text(exc)))
+            return
+        await self._reply(rid, True, result)
+
+    def _diag(self, start: bool) -> dict | None:
+        if start:
+            self._probe = _Diagnostics(asyncio.get_running_loop())
+            return None
+        probe, self._probe = getattr(self, "_probe", None), None
+        return probe.finish() if probe is not None else None
+
+    async def _status(self, rid: int) -> None:
+        rt = self.rt
+        build = getattr(rt, "status_async", None)
+        snap = await build() if build is not None else rt.status()
+        sas = snap.ike_sas
+        for i in range(0, len(sas), STATUS_SLICE):
+            await self._send(("status_part", rid, sas[i:i + STATUS_SLICE]))
+            await asyncio.sleep(0)  # packets and timers between slices
+        await self._reply(rid, True, (snap.time, snap.connections, snap.pools))
+
+    async def _reply(self, rid: int, ok: bool, payload) -> None:
+        await self._send(("reply", rid, ok, payload))
+
+    async def _send(self, msg) -> None:
+        if self.writer is None or self.writer.is_closing():
+            return
+        self.writer.write(frame(msg))
+        try:
+            await self.writer.drain()
+        except ConnectionError:
+            pass
+
+    async def _stop(self) -> None:
+        if self._stopping or self.rt is None:
+            return
+        self._stopping = True
+        try:
+            await (self.rt.stop(delete=True) if self.kind != "lab" else self.rt.stop())
+        except Exception:  # noqa: BLE001
+            logging.getLogger("engine").exception("stopping the engine failed")
+
+    async def _stop_and_exit(self, code: int = 0) -> None:
+        await self._stop()
+        os._exit(code)
+
+    def _watched(self, coro) -> asyncio.Task:
+        """A task whose failure ends the engine process loudly (its traceback on stderr, which the
+        console shows as the engine's last words) instead of leaving a console that sees nothing."""
+        task = asyncio.create_task(coro)
+
+        def ended(t: asyncio.Task) -> None:
+            if t.cancelled() or t.exception() is None:
+                return
+            traceback.print_exception(t.exception(), file=sys.stderr)
+            sys.stderr.flush()
+            asyncio.ensure_future(self._stop_and_exit(70))
+
+        task.add_done_callback(ended)
+        return task
+
+
+def _quiet_collector() -> None:
+    """The engine's garbage collector policy (see the module docstring): what lives now (modules, the
+    policy, the SAs) is frozen; young generations are collected as usual (they are small); a full
+    pass never runs by itself, since what the engine lets go is freed by reference counting (it makes
+    no reference cycles: see tests/engine/test_datapath_scale.py and the diagnostics' ``garbage``)."""
+    gc.collect()
+    gc.freeze()
+    threshold0, threshold1, _ = gc.get_threshold()
+    gc.set_threshold(threshold0, threshold1, 1 << 30)
+
+
+class _Diagnostics:
+    """How late the engine loop runs a timer armed every 5 ms, and how long the garbage collector's
+    passes take, between start and `finish` (for benchmarks/console_engine.py)."""
+
+    PERIOD = 0.005
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.lags: list[tuple[float, float]] = []
+        """(when due, how late) of each timer, on the monotonic clock."""
+        self.gc: list[tuple[int, float, float]] = []
+        """(generation, start, end) of each collector pass."""
+        self._gc_t0 = 0.0
+        gc.callbacks.append(self._gc)
+        gc.collect(1)
+        self.due = loop.time() + self.PERIOD
+        self.handle = loop.call_at(self.due, self._tick)
+
+    def _tick(self) -> None:
+        now = self.loop.time()
+        self.lags.append((self.due, max(0.0, now - self.due)))
+        self.due = now + self.PERIOD
+        self.handle = self.loop.call_at(self.due, self._tick)
+
+    def _gc(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._gc_t0 = time.monotonic()
+        else:
+            self.gc.append((info["generation"], self._gc_t0, time.monotonic()))
+
+    def finish(self) -> dict:
+        self.handle.cancel()
+        gc.callbacks.remove(self._gc)
+        tracked = len(gc.get_objects())
+        # Reference cycles left behind since start (what only a full pass would free): expected none.
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        try:
+            gc.collect()
+            garbage = collections.Counter(type(o).__qualname__ for o in gc.garbage)
+            gc.garbage.clear()
+        finally:
+            gc.set_debug(0)
+        return {"lags": self.lags, "gc": self.gc, "gc_objects": tracked, "garbage": dict(garbage.most_common(10)),
+                "garbage_total": sum(garbage.values())}
+
+
+def _die_with_parent() -> None:
+    """SIGTERM to this process when the console dies (Linux prctl), so its SAs are deleted."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() == 1:  # the console died before that took effect
+        sys.exit(0)
+
+
+def child_main(argv: list[str] | None = None) -> None:
+    """Entry point of the engine process (see the module docstring)."""
+    ap = argparse.ArgumentParser(prog="ipsec-console engine")
+    ap.add_argument("--fd", type=int, required=True)
+    ap.add_argument("--lab", action="store_true")
+    ap.add_argument("--config")
+    args = ap.parse_args(argv)
+    _die_with_parent()
+    register_lazy_summary()
+    sys.exit(asyncio.run(_EngineProcess(args).main()))
