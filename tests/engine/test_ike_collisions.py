@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from engine.events import IkeState
+from engine.events import ChildState, ExchangeSent, IkeState
+from engine.ike.exchanges.create_child import CreateChild
 from engine.wire.constants import NON_ESP_MARKER, ExchangeType
 from engine.wire.message import decode_header
 
@@ -102,5 +103,49 @@ def test_ike_rekey_collision_with_a_lost_delete(seed, lossy):
     p.filter = drop_first(lossy, ExchangeType.INFORMATIONAL, False, count=2)
     p.a.rekey("tun", p.now, ike=True)
     p.b.rekey("tun", p.now, ike=True)
+    p.advance(400)
+    assert_agree(p)
+
+
+def sent_notifies(p: Pair, side: str) -> list[str]:
+    return [n for e in p.of(side, ExchangeSent) for n in e.message.notifies]
+
+
+@pytest.mark.parametrize("seed", range(1, 5))
+def test_peer_rekeys_the_sa_our_unanswered_rekey_created(seed):
+    """The soak of 2026-12-06 (charon): a's rekey is answered but the answer is lost;
+    before a's retransmission b rekeys the SA that answer created. a cannot know
+    its SPI yet: CHILD_SA_NOT_FOUND would make charon drop the SA silently while
+    a installs it when the answer comes, an orphan. a must say TEMPORARY_FAILURE."""
+    p = make(seed)
+    first = next(iter(live(p, "a")[0].children.values()))
+    p.filter = drop_first("b", ExchangeType.CREATE_CHILD_SA, True)
+    p.a.rekey("tun", p.now, unique_id=first.unique_id)
+    p.advance(0.1)
+    sb = live(p, "b")[0]
+    new_b = [c for c in sb.children.values() if c.state == ChildState.INSTALLED]
+    assert len(new_b) == 1 and new_b[0].rekeyed_from is not None, sb.children
+    p.b.rekey("tun", p.now, unique_id=new_b[0].unique_id)
+    p.advance(400)
+    assert "CHILD_SA_NOT_FOUND" not in sent_notifies(p, "a")
+    assert_agree(p)
+
+
+@pytest.mark.parametrize("seed", range(1, 5))
+def test_rekey_of_an_sa_the_peer_lost_beside_another_pair_for_the_child(seed):
+    """The soak of 2026-12-06 (charon): a holds two pairs for one configured child,
+    one of them unknown to b. a's rekey of that one gets CHILD_SA_NOT_FOUND: a
+    drops it and must not create a new pair, since the other one still carries
+    the child (else both ends keep two pairs for ever)."""
+    p = make(seed)
+    sa = live(p, "a")[0]
+    orphan = next(iter(sa.children.values()))
+    sa.start(CreateChild(sa, orphan.config), p.now)
+    p.a.scheduler.touch(sa)
+    p.advance(1)
+    assert len(pairs(p, "a")) == 2 and len(pairs(p, "b")) == 2
+    sb = live(p, "b")[0]
+    sb.remove_child(sb.child_by_spi_out(orphan.spi_in), p.now, "lost by the peer (test)")
+    p.a.rekey("tun", p.now, unique_id=orphan.unique_id)
     p.advance(400)
     assert_agree(p)

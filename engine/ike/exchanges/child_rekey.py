@@ -19,7 +19,9 @@ old SA while ours was in flight):
   there is no collision any more.
 - TEMPORARY_FAILURE without a collision: try again in a few seconds.
   CHILD_SA_NOT_FOUND: the peer lost the SA; old goes and a new CHILD SA is
-  created in its place. Other refusals: old stays, retried later (its hard
+  created in its place, unless another CHILD SA with the same config and
+  selectors is up (a new one would stay a redundant pair on both ends).
+  Other refusals: old stays, retried later (its hard
   lifetime still applies).
 - CHILD_SA_NOT_FOUND for an SA we created answering the peer, before the peer
   showed it has that answer (its next request, or a retransmission budget):
@@ -36,7 +38,10 @@ old SA while ours was in flight):
 Rules (responder):
 - While the IKE SA is being rekeyed or deleted: TEMPORARY_FAILURE (§2.25.2).
 - Unknown SA: CHILD_SA_NOT_FOUND. An SA we are deleting or that was already
-  replaced: TEMPORARY_FAILURE (§2.25.1).
+  replaced: TEMPORARY_FAILURE (§2.25.1). An unknown SA while our own
+  CREATE_CHILD_SA waits for its answer: TEMPORARY_FAILURE, since it may be
+  the SA that answer brings (lost on the way); a peer told CHILD_SA_NOT_FOUND
+  drops it (charon does, silently) and we would install it alone.
 - An SA we are rekeying ourselves: answered; our exchange resolves the
   collision when its answer comes (above). Otherwise answered, and old
   waits for the peer's delete.
@@ -103,6 +108,7 @@ class I(Label):  # noqa: E742
     ABORT = "abort"
     REQ_IKE_BUSY = "request while the IKE SA is rekeyed or deleted"
     REQ_OLD_UNKNOWN = "request for an SA we do not have"
+    REQ_OLD_MAYBE_COMING = "request for an SA we do not have while our CREATE_CHILD_SA waits for its answer"
     REQ_OLD_BUSY = "request for an SA being deleted or already replaced"
     REQ_OLD_INSTALLED = "request"
     REQ_COLLISION = "request for the SA we are rekeying"
@@ -162,6 +168,7 @@ TABLE = Table("CREATE_CHILD_SA (CHILD rekey)", {
     # responder
     (S.IDLE, I.REQ_IKE_BUSY): (S.ANSWERED, "temporary_failure"),
     (S.IDLE, I.REQ_OLD_UNKNOWN): (S.ANSWERED, "not_found"),
+    (S.IDLE, I.REQ_OLD_MAYBE_COMING): (S.ANSWERED, "temporary_failure"),
     (S.IDLE, I.REQ_OLD_BUSY): (S.ANSWERED, "temporary_failure"),
     (S.IDLE, I.REQ_OLD_INSTALLED): (S.DECIDING, "rekey"),
     (S.IDLE, I.REQ_COLLISION): (S.DECIDING, "rekey_collided"),
@@ -173,10 +180,19 @@ TABLE = Table("CREATE_CHILD_SA (CHILD rekey)", {
 }, remote={I.RESP_OK, I.RESP_TEMP_FAIL, I.RESP_NOT_FOUND, I.RESP_NOT_FOUND_YET, I.RESP_INVALID_KE, I.RESP_REFUSED,
            I.PEER_REKEYED,
            I.PEER_DELETED_OLD, I.PEER_DELETED_THEIRS, I.REQ_IKE_BUSY, I.REQ_OLD_UNKNOWN, I.REQ_OLD_BUSY,
+           I.REQ_OLD_MAYBE_COMING,
            I.REQ_OLD_INSTALLED, I.REQ_COLLISION, I.RESP_ROUNDS, I.RESP_ROUND, I.REQ_ROUND, I.REQ_BAD_ROUND},
     final={S.DONE, S.ANSWERED})
 
 _WAITING = (S.SENT, S.SENT_COLLIDED, S.SENT_OLD_GONE, S.SENT_COLLIDED_OLD_GONE)
+
+
+def awaits_new_child(active) -> bool:
+    """``active`` (our exchange in flight) is a CREATE_CHILD_SA waiting for the answer
+    that makes a CHILD SA: the peer may already hold that SA and name its SPI."""
+    if isinstance(active, ChildRekey):
+        return active.state in _WAITING
+    return isinstance(active, CreateChild) and active.creates() is not None
 
 
 def lowest_nonce_is_ours(ours: tuple[bytes, bytes], theirs: tuple[bytes, bytes]) -> bool:
@@ -389,13 +405,22 @@ class ChildRekey(Initiator):
         self.send(now, group)
 
     def recreate(self, now: float) -> None:
-        """The peer does not know the SA (it lost its state): replace it with a new one."""
-        sa = self.sa
+        """The peer does not know the SA (it lost its state): replace it with a new one,
+        unless another pair already carries the same child (as charon checks too)."""
+        sa, old = self.sa, self.old
         self.release(now)
+        sa.remove_child(old, now, "the peer does not know it")
+        twin = next((c for c in sa.children.values() if c.state in (ChildState.INSTALLED, ChildState.REKEYING)
+                     and c.config.name == old.config.name and c.local_ts == old.local_ts
+                     and c.remote_ts == old.remote_ts), None)
+        if twin is not None:
+            log.info("%s[%d]: the peer does not know CHILD SA %s; %s{%d} still carries it, no new one",
+                     sa.name, sa.unique_id, old.spi_in.hex(), twin.config.name, twin.unique_id,
+                     extra={"connection": sa.name})
+            return
         log.info("%s[%d]: the peer does not know CHILD SA %s, creating it anew", sa.name, sa.unique_id,
-                 self.old.spi_in.hex(), extra={"connection": sa.name})
-        sa.remove_child(self.old, now, "the peer does not know it")
-        sa.start(CreateChild(sa, self.old.config), now, front=True)
+                 old.spi_in.hex(), extra={"connection": sa.name})
+        sa.start(CreateChild(sa, old.config), now, front=True)
 
     def release(self, now: float, **_) -> None:
         self.followup = None
@@ -426,6 +451,8 @@ class ChildRekeyResponder(RespondsToRounds, Responder):
         active = sa.active
         if sa.state != IkeState.ESTABLISHED:
             inp = I.REQ_IKE_BUSY
+        elif old is None and awaits_new_child(active):
+            inp = I.REQ_OLD_MAYBE_COMING
         elif old is None or old.state == ChildState.DELETED:
             inp = I.REQ_OLD_UNKNOWN
         elif old.state == ChildState.INSTALLED and not sa.holds_child(old):
