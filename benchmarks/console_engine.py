@@ -51,34 +51,14 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.handshakes import OUR_POLICY  # noqa: E402
 from benchmarks.ikeload import PSK as _PSK  # noqa: E402
 
 LEFT, RIGHT = "192.0.2.1", "192.0.2.2"
 PSK = _PSK.decode()
 
-POLICY = f"""\
-[engine]
-datapath = "userspace"
-listen = ["{RIGHT}"]
-secrets = "secrets.toml"
-half_open_threshold = 1000000   # as charon's bench settings: no COOKIEs, no per-source limits
-cookie_threshold_ip = 1000000
-block_threshold = 1000000
-init_limit_half_open = 0
-
-[connections.bench]
-local_addrs = ["{RIGHT}"]
-remote_addrs = ["{LEFT}"]
-proposals = ["aes256gcm16-prfsha256-x25519"]
-local = {{ auth = "psk", id = "right.example" }}
-remote = {{ auth = "psk", id = "%any" }}
-
-[connections.bench.children.lan]
-mode = "tunnel"
-local_ts = ["198.51.100.129/32"]
-remote_ts = ["198.51.100.0/25"]
-esp_proposals = ["aes256gcm16"]
-"""
+POLICY = OUR_POLICY
+"""The responder of the handshake benchmark, as shipped (userspace datapath, no DoS limits as charon's bench)."""
 
 
 def _stats(xs: list[float]) -> dict:
