@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import copyreg
-import dataclasses
 import io
 import pickle
 import struct
 
-from engine.events import ChildSaInstalled, Event
 
 INBOX = 50_000
 """Events waiting on either side at most; past it the oldest go (counted)."""
@@ -61,10 +59,6 @@ def register_lazy_summary() -> None:
     from engine.wire.summary import LazySummary
 
     _DISPATCH[LazySummary] = _lazy_summary
-
-
-def without_keys(ev: Event) -> Event:
-    return dataclasses.replace(ev, keys=None) if isinstance(ev, ChildSaInstalled) else ev
 
 
 def policy_problem(exc) -> str:

@@ -26,9 +26,9 @@ from console.runtime.engine_link import (
     policy_problem,
     read_frame,
     register_lazy_summary,
-    without_keys,
 )
 from engine.events import CountersSnapshot, ExchangeReceived, ExchangeSent, LogMessage, PacketSample
+from engine.runtime.retention import keyless
 
 SEND_BATCH = 500
 """Events per frame from the engine process."""
@@ -148,7 +148,7 @@ class _EngineProcess:
                         self._dropped += 1
                         continue
                     tokens -= 1
-                self._events.append(without_keys(ev))
+                self._events.append(keyless(ev))  # queues hold none already; never let one cross
                 if len(self._events) > INBOX:
                     self._events.popleft()
                     self._dropped += 1
