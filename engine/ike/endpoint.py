@@ -32,7 +32,7 @@ from engine.ike.authenticator import Authenticator
 from engine.ike.child import ChildSa
 from engine.ike.config_payload import VirtualIps
 from engine.ike.errors import IllegalTransition, LocalError
-from engine.ike.exchanges import CATALOG
+from engine.ike.exchanges import CATALOG, mobike
 from engine.ike.host import Addr, Ended
 from engine.ike.registry import ZERO_SPI, Registry
 from engine.ike.sa import IkeSa
@@ -370,6 +370,25 @@ class IkeEndpoint:
         owner = self.registry.reqid_owner(reqid)
         if owner is not None:
             self.initiate(owner[0], now, owner[1])
+
+    def roam(self, now: float, *, name: str | None = None, address: str | None = None) -> int:
+        """Our address may have changed (the runtime saw addresses come and go, or the admin
+        names ``address``): each IKE SA we initiated with MOBIKE (of connection ``name``, or all)
+        moves to ``address`` or, without it, to the source the host now uses towards its peer
+        (``source_address``), and tells the peer (RFC 4555 §3.5). Returns how many move."""
+        if name is not None:
+            self._conn(name)
+        n = 0
+        for sa in self.registry:
+            if not (sa.mobike and sa.original_initiator) or (name is not None and sa.name != name):
+                continue
+            target = address
+            if target is None and self.source_address is not None:
+                target = self.source_address(sa.remote[0])
+            if target and mobike.roam(sa, target, now):
+                self.scheduler.touch(sa)
+                n += 1
+        return n
 
     def shutdown(self, now: float) -> None:
         """Delete every SA (INFORMATIONAL); the runtime flushes and stops."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import ipaddress
 import logging
 import time
 from collections.abc import Callable
@@ -46,6 +47,8 @@ from engine.wire.natt import classify_natt
 log = logging.getLogger("engine.runtime")
 
 COUNTERS_INTERVAL = 1.0
+ROAM_INTERVAL = 1.0
+"""Seconds between looks at our source addresses (MOBIKE clients follow a change within this)."""
 SHUTDOWN_GRACE = 2.0
 STATUS_CHUNK = 100
 """IKE SAs per slice of `EngineRuntime.status_async` (a few milliseconds of work)."""
@@ -71,6 +74,7 @@ class EngineRuntime:
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._counters_task: asyncio.Task | None = None
+        self._roam_task: asyncio.Task | None = None
         self._log_handler: _EventLogHandler | None = None
         self.started_at = time.time()
         self._counters: dict[tuple[int, str], SaCounters] = {}
@@ -107,6 +111,7 @@ class EngineRuntime:
         self.endpoint.start(self.now())
         self._after()
         self._counters_task = asyncio.create_task(self._counters_loop(), name="counters")
+        self._roam_task = asyncio.create_task(self._roam_loop(), name="roam")
 
     def _addresses_from_connections(self) -> list[str]:
         out: list[str] = []
@@ -131,6 +136,8 @@ class EngineRuntime:
             self._after()
         if self._counters_task is not None:
             self._counters_task.cancel()
+        if self._roam_task is not None:
+            self._roam_task.cancel()
         if self._timer is not None:
             self._timer.cancel()
         self.sockets.close()
@@ -282,6 +289,19 @@ class EngineRuntime:
             self._drain_datapath()
             self.publish(CountersSnapshot(time.time(), tuple(sas), tuple(sorted(drops.items()))))
 
+    async def _roam_loop(self) -> None:
+        """MOBIKE as a client: once a second, IKE SAs we initiated with MOBIKE look up the source
+        address towards their peer; one that changed (an address went away, a new route) is moved
+        there (engine.ike.exchanges.mobike). A gateway has no such SA and pays one pass over its SAs."""
+        while True:
+            await asyncio.sleep(ROAM_INTERVAL)
+            try:
+                if any(sa.mobike and sa.original_initiator for sa in self.endpoint.sas):
+                    if self.endpoint.roam(self.now()):
+                        self._after()
+            except Exception:
+                log.exception("checking our addresses for MOBIKE failed")
+
     def _report_activity(self, before: dict, after: dict) -> None:
         """Inbound SAs whose packet count grew since the last read: their peers are alive (DPD waits)."""
         active = []
@@ -305,6 +325,15 @@ class EngineRuntime:
 
     def rekey(self, name: str, *, ike: bool = False, unique_id: int | None = None) -> int:
         n = self.endpoint.rekey(name, self.now(), ike=ike, unique_id=unique_id)
+        self._after()
+        return n
+
+    def roam(self, name: str | None = None, address: str | None = None) -> int:
+        """MOBIKE: move our IKE SAs (of connection ``name``, or all that may move) to ``address``, or
+        to the source address the host now uses towards each peer; returns how many move."""
+        if address is not None:
+            ipaddress.ip_address(address)  # ValueError names it
+        n = self.endpoint.roam(self.now(), name=name, address=address)
         self._after()
         return n
 

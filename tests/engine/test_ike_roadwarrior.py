@@ -202,8 +202,7 @@ def test_mobike_update_moves_the_ike_and_child_sas_to_the_new_address():
     p.a.initiate("tun", p.now)
     p.advance(1)
     client, gw = p.a.sas[0], p.b.sas[0]
-    assert not gw.mobike  # our client does not offer MOBIKE: nothing agreed
-    gw.mobike, gw.mobike_addrs = True, (gw.local, gw.remote)  # as if the client had offered it
+    assert gw.mobike and client.mobike  # our client offered MOBIKE, the gateway agreed
     client.start(Notify(client, NotifyType.UPDATE_SA_ADDRESSES), p.now)
     (d,) = p.a.datagrams_to_send()
     p.b.receive_datagram(d.data, d.remote, ("192.0.2.3", 500), p.now)

@@ -15,6 +15,7 @@ from tests.interop.peers import (
     ADDR,
     Peers,
     FAST_OURS,
+    charon_ike_sas,
     FQDN_SECRETS,
     INNER,
     charon_conn,
@@ -283,6 +284,52 @@ def test_charon_client_moves_with_mobike_and_the_tunnel_keeps_working(tmp_path):
         L.exec("left", "ping", "-n", "-q", "-c", "3", "-i", "0.2", "-W", "2", "-I", POOL_FIRST, INNER["right"],
                timeout=30)
         assert len(o.sas()) == 1 and before
+
+
+def test_our_client_moves_with_mobike_and_keeps_its_ike_sa(tmp_path):
+    """Our daemon (mobike = true, local_addrs = %any, encap = true) against charon (mobike = yes):
+    our address 192.0.2.1 goes away and 192.0.2.3 comes; within a second we send
+    UPDATE_SA_ADDRESSES (NAT-D, COOKIE2) from there, charon moves the IKE SA, our CHILD SA
+    follows with its SPIs (ChildSaMoved, no rekey of ours) and a ping keeps going.
+
+    charon 5.9.8 with kernel-libipsec (the only kernel interface here: this kernel has no ESP)
+    cannot update an SA in place, so it then rekeys the CHILD SA itself (CHILD_REKEY after
+    IKE_MOBIKE, as it logs); with XFRM it would keep it. The IKE SA stays the same either way."""
+    with lab() as L, Peers(L, tmp_path) as peers:  # its own namespaces: the test moves an address
+        c = peers.charon("right", charon_conn("right", remote_addrs="%any"))
+        policy = tomli_w.dumps({
+            "engine": {"datapath": "userspace", "secrets": "secrets.toml", **FAST_OURS},
+            "connections": our_conn("left", local_addrs=["%any"], encap=True)})
+        o = peers.ours("left", policy, FQDN_SECRETS)
+        o.cli("initiate", "t", "--no-wait")
+        sa = wait_or_explain(lambda: with_children(o), "our IKE and CHILD SA", o)[0]
+        assert re.search(r"parsed IKE_AUTH request 1 \[.*N\(MOBIKE_SUP\)", c.log()), c.log()[-3000:]
+        L.ping("left", INNER["right"], count=2)
+        child = sa["children"][0]
+        ike_before = charon_ike_sas(c.list_sas())
+        L.exec("left", "sysctl", "-qw", "net.ipv4.conf.veth0.promote_secondaries=1")
+        L.exec("left", "ip", "addr", "add", "192.0.2.3/24", "dev", "veth0")
+        L.exec("left", "ip", "addr", "del", f"{ADDR['left']}/24", "dev", "veth0")
+        moved = wait_or_explain(lambda: (s := with_children(o)) and s[0]["mobike_moves"] == 1 and s[0],
+                                "our SA moved to 192.0.2.3", o, timeout=20)
+        assert moved["local_addr"] == "192.0.2.3"
+        assert (moved["spi_i"], moved["spi_r"]) == (sa["spi_i"], sa["spi_r"])  # the same IKE SA
+        log = c.log()
+        assert re.search(r"parsed INFORMATIONAL request \d+ \[ N\(UPD_SA_ADDR\) N\(NATD_S_IP\) N\(NATD_D_IP\) "
+                         r"N\(COOKIE2\) \]", log), log[-3000:]
+        assert re.search(r"generating INFORMATIONAL response \d+ \[ N\(NATD_S_IP\) N\(NATD_D_IP\) N\(COOKIE2\) \]",
+                         log), log[-3000:]
+        assert "remote endpoint changed from 192.0.2.1[4500] to 192.0.2.3[4500]" in log, log[-3000:]
+        (ev,) = o.events("ChildSaMoved")  # our CHILD SA followed, keys and SPIs kept
+        assert (ev["spi_in"], ev["spi_out"], ev["local_addr"], ev["remote_addr"], ev["encap"]) == \
+            (child["spi_in"], child["spi_out"], "192.0.2.3", ADDR["right"], True)
+        assert not [e for e in o.events("ExchangeSent") if e["message"]["exchange"] == "CREATE_CHILD_SA"
+                    and not e["message"]["response"]]  # no rekey or new CHILD SA of ours
+        L.ping("left", INNER["right"], count=3)
+        listing = c.list_sas()
+        assert charon_ike_sas(listing) == ike_before, listing  # the same IKE SA at charon
+        assert "left.example' @ 192.0.2.3[4500]" in listing, listing
+        assert len(o.sas()) == 1 and len(with_children(o)[0]["children"]) == 1
 
 
 # ------------------------------------------------------------------ REDIRECT (RFC 5685)

@@ -115,6 +115,7 @@ class IkeAuth(Initiator):
         payloads: list = [self.idi, *auth.cert_payloads(conn), *auth.certreq_payloads([conn])]
         if sa.host.initial_contact(sa):
             payloads.append(NotifyPayload(NotifyType.INITIAL_CONTACT))
+        payloads += mobike.offer_notifies(sa, conn)
         if conn.remote.id is not None and conn.remote.id.kind not in ("any",) and "*" not in conn.remote.id.value:
             t, d = identity_to_wire(conn.remote.id, sa.remote[0])
             payloads.append(IdPayload(False, t, d))
@@ -199,6 +200,7 @@ class IkeAuth(Initiator):
         sa.established_at = now
         sa.schedule_lifetimes(now)
         sa.host.established(sa, now, initial_contact=False)
+        mobike.accepted(sa, payloads)
         if redirect.redirected(sa, payloads, now):
             self.release(now)
             return
