@@ -32,7 +32,7 @@ from engine.ike.authenticator import Authenticator
 from engine.ike.child import ChildSa
 from engine.ike.config_payload import VirtualIps
 from engine.ike.errors import IllegalTransition, LocalError
-from engine.ike.exchanges import CATALOG, mobike
+from engine.ike.exchanges import CATALOG, mobike, redirect
 from engine.ike.host import Addr, Ended
 from engine.ike.registry import ZERO_SPI, Registry
 from engine.ike.sa import IkeSa
@@ -165,6 +165,9 @@ class IkeEndpoint:
     def established(self, sa: IkeSa, now: float, *, initial_contact: bool) -> None:
         self._attempts.pop(sa.name, None)
         self.registry.index_identity(sa)
+        if sa.replaces is not None:
+            # After IKE_AUTH completes (its virtual IPs known): the SA that was redirected goes.
+            self.scheduler.call_at(now, lambda t: self._redirect_done(sa, t))
         unique = sa.conn.unique if sa.conn is not None else "no"
         if unique == "never" or not (initial_contact or unique == "replace"):
             return
@@ -179,7 +182,10 @@ class IkeEndpoint:
                 old.delete(now, "replaced by a new IKE SA with the same peer (unique = replace)")
 
     def initial_contact(self, sa: IkeSa) -> bool:
-        """No other IKE SA of this connection is up with that peer address."""
+        """No other IKE SA of this connection is up with that peer address (nor one this SA
+        replaces after a redirect: it still holds our CHILD SAs at the other gateway)."""
+        if sa.replaces is not None:
+            return False
         return not any(o.established for o in self.registry.same_address(sa))
 
     def ended(self, sa: IkeSa, ended: Ended, now: float) -> None:
@@ -389,6 +395,48 @@ class IkeEndpoint:
                 self.scheduler.touch(sa)
                 n += 1
         return n
+
+    def redirect(self, sa: IkeSa, gateway: str, children, now: float) -> str | None:
+        """RFC 5685 as a client: a new IKE SA of ``sa``'s connection to ``gateway``, bringing up
+        ``children`` (CHILD configs; those ``sa`` has when empty), whose IKE_SA_INIT names where we
+        come from. An established ``sa`` is deleted once the new one is up. Returns why not."""
+        conn = sa.conn
+        if conn is None or not sa.original_initiator:
+            return "only the original initiator follows a redirect"
+        try:
+            version = ipaddress.ip_address(gateway).version
+        except ValueError:
+            return "it is a host name, and this engine resolves none: put its address in remote_addrs"
+        if version != ipaddress.ip_address(sa.remote[0]).version:
+            return "it is of the other address family"
+        recent = tuple(t for t in sa.redirected_at if now - t < redirect.REDIRECT_PERIOD)
+        if len(recent) >= redirect.MAX_REDIRECTS:
+            return (f"only {redirect.MAX_REDIRECTS} redirects are allowed within {redirect.REDIRECT_PERIOD:.0f} s "
+                    "(a redirect loop?)")
+        if not children:
+            names = {c.config.name for c in sa.children.values()}
+            children = [c for c in conn.children if c.name in names] or list(conn.children)
+        new = IkeSa(self, conn, initiator=True, unique_id=self.registry.next_ike_id(),
+                    local=(self._local_addr(conn, gateway), conn.local_port or self.ike_port),
+                    remote=(gateway, conn.remote_port), spi_i=self.registry.new_ike_spi(), now=now)
+        new.redirected_from = sa.remote[0]
+        new.redirected_at = (*recent, now)
+        if sa.established:
+            new.replaces = sa
+        self.registry.add(new)
+        new.start(CATALOG.ike_init(new, list(children)), now)
+        self.scheduler.touch(new)
+        return None
+
+    def _redirect_done(self, new: IkeSa, now: float) -> None:
+        """The IKE SA that followed an established one's redirect is up: the old one goes; virtual
+        IPs the new one got again stay on the device."""
+        old, new.replaces = new.replaces, None
+        if old is None or not old.alive:
+            return
+        old.local_vips = tuple(a for a in old.local_vips if a not in new.local_vips)
+        old.delete(now, f"redirected to {new.remote[0]}")
+        self.scheduler.touch(old)
 
     def shutdown(self, now: float) -> None:
         """Delete every SA (INFORMATIONAL); the runtime flushes and stops."""

@@ -60,7 +60,8 @@ def read_capabilities(sa, payloads) -> None:
             continue
         if p.type == NotifyType.IKEV2_FRAGMENTATION_SUPPORTED:
             sa.peer_fragmentation = True
-        elif p.type == NotifyType.REDIRECT_SUPPORTED:
+        elif p.type in (NotifyType.REDIRECT_SUPPORTED, NotifyType.REDIRECTED_FROM):
+            # A client that was redirected says so instead, and can follow again (RFC 5685 §5).
             sa.peer_redirect_supported = True
         elif p.type == NotifyType.USE_PPK:
             sa.use_ppk = True

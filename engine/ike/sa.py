@@ -88,6 +88,15 @@ class NatState:
 class IkeSa:
     """One IKE SA. Created by the endpoint (or a rekey), fed messages and timers."""
 
+    # RFC 5685 as a client (engine.ike.exchanges.redirect): class defaults, set on the few SAs
+    # that follow a redirect, so the thousands of others carry nothing for it.
+    redirected_from: str | None = None
+    """The gateway that redirected us here (REDIRECTED_FROM in our IKE_SA_INIT)."""
+    redirected_at: tuple[float, ...] = ()
+    """When the redirects that led here happened (loop detection)."""
+    replaces: IkeSa | None = None
+    """The established IKE SA this one follows from a redirect: deleted once this one is up."""
+
     def __init__(self, host: Host, conn: ConnectionConfig | None, *, initiator: bool, unique_id: int,
                  local: Addr, remote: Addr, spi_i: bytes, spi_r: bytes = ZERO_SPI, now: float) -> None:
         self.host = host

@@ -245,36 +245,6 @@ def test_a_datapath_that_cannot_move_an_sa_gets_it_rekeyed_onto_the_new_address(
     NullDatapath().move(ChildSaMoved(1, "x", "y", 1, 2, RIGHT, "192.0.2.3"))  # nothing installed: no error
 
 
-# ---------------------------------------------------------------- REDIRECT (RFC 5685) in IKE_AUTH
-def test_gateway_redirects_a_client_that_supports_it_and_forgets_the_sa():
-    client = connection(children=(child(local_ts="dynamic", remote_ts="198.51.100.0/25"),), vips=("0.0.0.0",))
-    gw = mirror(client, remote_addrs=(), vips=(), pools=("rw",), redirect_to="192.0.2.4")
-    p = Pair(policy(client, address=LEFT), dataclasses.replace(policy(gw, address=RIGHT), pools=(POOL,)))
-
-    def as_if_announced(side, d):  # our client does not announce REDIRECT_SUPPORTED: pretend it did
-        for sa in p.b.sas:
-            sa.peer_redirect_supported = True
-        return True
-
-    p.filter = as_if_announced
-    p.a.initiate("tun", p.now)
-    p.advance(1)
-    assert not p.of("a", ChildSaInstalled) and not p.of("b", ChildSaInstalled)
-    assert not p.b.sas and [u.used for u in p.b.vips.leases.usage()] == [0]  # no SA kept, no lease
-    (failed,) = p.of("a", NegotiationFailed)
-    assert failed.notify == "REDIRECT" and "redirects us to 192.0.2.4" in failed.reason
-    assert not p.a.sas
-
-
-def test_gateway_serves_a_client_that_cannot_follow_a_redirect():
-    client = connection()
-    gw = mirror(client, redirect_to="192.0.2.4")
-    p = Pair(policy(client, address=LEFT), policy(gw, address=RIGHT))
-    p.a.initiate("tun", p.now)
-    p.advance(1)
-    assert len(p.of("b", ChildSaInstalled)) == 1
-
-
 def test_status_snapshot_carries_pool_usage():
     p = rw_pair()
     p.a.initiate("tun", p.now)

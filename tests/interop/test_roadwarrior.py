@@ -350,6 +350,38 @@ def test_gateway_redirects_charon_to_another_gateway(peers):
                     timeout=3)
 
 
+def test_our_client_follows_charons_redirect_to_another_gateway(peers):
+    """charon 5.9.8 has no redirect provider in Debian (no redirect in IKE_SA_INIT or IKE_AUTH;
+    our client follows those against our own gateway in tests/engine/test_ike_redirect.py), but
+    `swanctl --redirect` sends an established client N(REDIRECT) in an INFORMATIONAL (RFC 5685
+    §5): our client starts over at 192.0.2.4 (the same charon, second address) with
+    REDIRECTED_FROM, brings its CHILD SA up there and only then deletes the old IKE SA."""
+    peers.lab.exec("right", "ip", "addr", "add", "192.0.2.4/24", "dev", "veth0")
+    peers.callback(peers.lab.exec, "right", "ip", "addr", "del", "192.0.2.4/24", "dev", "veth0", check=False)
+    c = peers.charon("right", charon_conn("right", remote_addrs="%any", local_addrs="%any"))
+    policy = tomli_w.dumps({
+        "engine": {"datapath": "userspace", "listen": [ADDR["left"]], "secrets": "secrets.toml", **FAST_OURS},
+        "connections": our_conn("left")})
+    o = peers.ours("left", policy, FQDN_SECRETS)
+    o.cli("initiate", "t", "--no-wait")
+    first = wait_or_explain(lambda: with_children(o), "our IKE and CHILD SA", o)[0]
+    assert re.search(r"parsed IKE_SA_INIT request 0 \[.*N\(REDIR_SUP\)", c.log()), c.log()[-3000:]
+    peers.lab.ping("left", INNER["right"], count=2)
+    r = c.swanctl("--redirect", "--ike", "t", "--gateway", "192.0.2.4", check=False)
+    assert r.returncode == 0, r.stdout
+    new = wait_or_explain(lambda: (s := with_children(o)) and len(s) == 1 and s[0]["remote_addr"] == "192.0.2.4"
+                          and s[0], "our SA at 192.0.2.4, the old one deleted", o, timeout=20)
+    assert new["unique_id"] != first["unique_id"]
+    log = c.log()
+    assert re.search(r"generating INFORMATIONAL request \d+ \[ N\(REDIR\) \]", log), log[-3000:]
+    assert "client got redirected from 192.0.2.2" in log, log[-3000:]
+    assert re.search(r"parsed IKE_SA_INIT request 0 \[.*N\(REDIR_FROM\)", log), log[-3000:]
+    deleted = o.events("ChildSaDeleted")
+    assert deleted and "redirected to 192.0.2.4" in deleted[0]["reason"], deleted
+    peers.lab.ping("left", INNER["right"], count=3)
+    assert len(charon_ike_sas(c.list_sas())) == 1, c.list_sas()  # the old IKE SA is gone at charon too
+
+
 def test_our_eap_tls_client_against_a_charon_gateway(peers):
     """Our daemon (local.auth = eap-tls with alice's certificate, vips) against a charon gateway
     (remote auth = eap-tls, its certificate from the same CA): TLS inside EAP both ways."""

@@ -196,14 +196,15 @@ class IkeAuth(Initiator):
 
     def establish(self, now: float, payloads: list) -> None:
         sa = self.sa
+        if redirect.redirected(sa, payloads, now, self.children):
+            # The gateway is authenticated and sends us elsewhere instead (RFC 5685 §6).
+            self.release(now)
+            return
         sa.set_state(IkeState.ESTABLISHED)
         sa.established_at = now
         sa.schedule_lifetimes(now)
         sa.host.established(sa, now, initial_contact=False)
         mobike.accepted(sa, payloads)
-        if redirect.redirected(sa, payloads, now):
-            self.release(now)
-            return
         if not self._virtual_ips(now, payloads):
             return
         if self.offer is not None:
