@@ -465,6 +465,7 @@ class IkeEndpoint:
             self.terminate(name, now)
         self.policy = policy
         self.auth.credentials = plan.credentials
+        self.vips.end_stale(list(self.registry), now)  # clients whose address left its pool
         for name in plan.start:
             self.initiate(name, now)
         event = PolicyApplied(plan.added, plan.removed, plan.changed)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from engine.events import ChildSaInstalled, ChildSaMoved, NegotiationFailed, VirtualIpsChanged
+from engine.events import ChildSaDeleted, ChildSaInstalled, ChildSaMoved, NegotiationFailed, VirtualIpsChanged
 from engine.datapath.base import NullDatapath
 from engine.ike.exchanges.informational import Notify
 from engine.policy.model import AuthConfig, EapSecret, PoolConfig
@@ -70,6 +70,32 @@ def test_lease_follows_an_ike_rekey():
     p.a.terminate("tun", p.now)
     p.advance(1)
     assert [u.used for u in p.b.vips.leases.usage()] == [0]
+
+
+def test_a_pool_reload_ends_only_the_clients_whose_address_left_the_pool():
+    """Leases inside the new range move with the pool; a client whose address is no longer in it
+    is deleted (with the reason) instead of keeping an address the pool does not have, and comes
+    back with one of the new pool."""
+    p = rw_pair()
+    p.a.initiate("tun", p.now)
+    p.advance(1)
+    (gw,) = p.b.sas
+    assert gw.remote_vips == ("198.51.100.193",)
+    wider = dataclasses.replace(POOL, addrs="198.51.100.128/25")
+    p.b.apply_policy(dataclasses.replace(p.b.policy, pools=(wider,)), p.now)
+    p.advance(1)
+    assert p.b.sas == [gw] and gw.established
+    assert [(u.used, u.stale) for u in p.b.vips.leases.usage()] == [(1, 0)]
+    narrow = dataclasses.replace(POOL, addrs="198.51.100.200-198.51.100.210")
+    p.b.apply_policy(dataclasses.replace(p.b.policy, pools=(narrow,)), p.now)
+    p.advance(2)
+    assert not p.b.sas and not p.a.sas
+    assert [(u.used, u.stale) for u in p.b.vips.leases.usage()] == [(0, 0)] and not p.b.vips.leases.stale()
+    (gone,) = p.of("b", ChildSaDeleted)
+    assert "198.51.100.193 is no longer in pool 'rw'" in gone.reason, gone.reason
+    p.a.initiate("tun", p.now)
+    p.advance(1)
+    assert p.b.sas[0].remote_vips == ("198.51.100.200",)
 
 
 def test_virtual_ip_request_without_a_pool_is_refused_per_rfc():
