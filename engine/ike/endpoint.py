@@ -164,6 +164,9 @@ class IkeEndpoint:
 
     def established(self, sa: IkeSa, now: float, *, initial_contact: bool) -> None:
         self._attempts.pop(sa.name, None)
+        # AUTH is done: the IKE_SA_INIT messages it signed are not needed any more (a held client
+        # costs their bytes otherwise, ~600 per SA).
+        sa.init_request = sa.init_response = b""
         self.registry.index_identity(sa)
         if sa.replaces is not None:
             # After IKE_AUTH completes (its virtual IPs known): the SA that was redirected goes.

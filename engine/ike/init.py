@@ -68,7 +68,7 @@ def read_capabilities(sa, payloads) -> None:
         elif p.type == NotifyType.INTERMEDIATE_EXCHANGE_SUPPORTED:
             sa.peer_intermediate = True
         elif p.type == NotifyType.SIGNATURE_HASH_ALGORITHMS:
-            sa.peer_hash_algorithms = set(parse_hash_algorithms(p.data))
+            sa.peer_hash_algorithms = frozenset(parse_hash_algorithms(p.data))
 
 
 def install_ike_keys(sa, shared: bytes, *, old_sk_d: bytes | None = None, old_prf: int | None = None,

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections import deque
 from dataclasses import dataclass
 
 from engine.crypto.keys import IkeKeys
@@ -52,6 +51,8 @@ ZERO_SPI = b"\0" * 8
 UNSPECIFIED = ("0.0.0.0", "::")
 """Our address when we initiate without knowing it: the kernel picks the source, the answer tells us."""
 HALF_OPEN_TIMEOUT = 30.0  # charon's half_open_timeout
+NO_HASH_ALGORITHMS: frozenset[int] = frozenset()
+"""Shared by every SA whose peer sent no SIGNATURE_HASH_ALGORITHMS (each empty set costs 216 bytes)."""
 
 
 @dataclass
@@ -143,7 +144,7 @@ class IkeSa:
         self.peer_redirect_supported = False
         """The peer announced REDIRECT_SUPPORTED in IKE_SA_INIT (RFC 5685)."""
         """The peer sent our Vendor ID."""
-        self.peer_hash_algorithms: set[int] = set()
+        self.peer_hash_algorithms: frozenset[int] = NO_HASH_ALGORITHMS
         self.local_id: Identity | None = None
         self.remote_id: Identity | None = None
         self.candidates: tuple[ConnectionConfig, ...] = ()
@@ -193,7 +194,8 @@ class IkeSa:
         self.outstanding: Outstanding | None = None
         self.active: Initiator | None = None
         """The exchange we started and that has not finished (it owns ``outstanding``)."""
-        self.queue: deque[Initiator] = deque()
+        self.queue: list[Initiator] = []
+        """Exchanges to start, in order (a list: a few at most, and 570 bytes less per SA than a deque)."""
         self.deferred: list[tuple[float, Initiator]] = []
         """Exchanges to start later (retries after TEMPORARY_FAILURE)."""
         self.responding: Responder | None = None
@@ -342,7 +344,7 @@ class IkeSa:
             ex.abort(now)
             return
         if front:
-            self.queue.appendleft(ex)
+            self.queue.insert(0, ex)
         else:
             self.queue.append(ex)
         self.kick(now)
@@ -359,7 +361,7 @@ class IkeSa:
             if ex is None:
                 if not self.queue:
                     return
-                ex = self.queue.popleft()
+                ex = self.queue.pop(0)
                 self.active = ex
             try:
                 req = ex.request(now)
