@@ -114,14 +114,15 @@ def test_our_client_gets_and_installs_a_virtual_ip_from_charon(peers):
 EAP_PASSWORD = "alice-eap-not-secret-0123"
 
 
-def _eap_gateway(peers, side: str, *, password: str = EAP_PASSWORD, remote: dict | None = None):
+def _eap_gateway(peers, side: str, *, password: str = EAP_PASSWORD, remote: dict | None = None,
+                 proposal: str = "aes256gcm16-prfsha256-x25519"):
     """Our gateway: its certificate gw.example.org (our CA), EAP-MSCHAPv2 users, the pool."""
     ca_dir = peers.workdir / "ca"
     certs = make_certs(ca_dir, ("gw.example.org", "gw"), ("alice@example.org", "alice"))
     doc = {"engine": {"datapath": "userspace", "listen": [ADDR[side]], "secrets": "secrets.toml", **FAST_OURS},
            "pools": {"rw": {"addrs": f"{POOL_FIRST}-{POOL_LAST}", "dns": [DNS]}},
            "connections": {"t": {
-               "local_addrs": [ADDR[side]], "remote_addrs": ["%any"], "proposals": ["aes256gcm16-prfsha256-x25519"],
+               "local_addrs": [ADDR[side]], "remote_addrs": ["%any"], "proposals": [proposal],
                "local": {"auth": "pubkey", "id": "gw.example.org", "certs": ["certs/gw.crt"]},
                "remote": remote or {"auth": "eap-mschapv2", "eap_id": "%any"}, "pools": ["rw"], "mobike": False,
                "children": {"net": {"local_ts": [f"{INNER[side]}/32"], "remote_ts": ["dynamic"],
