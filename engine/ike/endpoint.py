@@ -388,12 +388,16 @@ class IkeEndpoint:
         if name is not None:
             self._conn(name)
         n = 0
-        for sa in self.registry:
+        looked_up: dict[str, str | None] = {}  # one route lookup per peer address and pass
+        for sa in list(self.registry):
             if not (sa.mobike and sa.original_initiator) or (name is not None and sa.name != name):
                 continue
             target = address
             if target is None and self.source_address is not None:
-                target = self.source_address(sa.remote[0])
+                peer = sa.remote[0]
+                if peer not in looked_up:
+                    looked_up[peer] = self.source_address(peer)
+                target = looked_up[peer]
             if target and mobike.roam(sa, target, now):
                 self.scheduler.touch(sa)
                 n += 1

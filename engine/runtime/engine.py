@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import ipaddress
 import logging
 import time
 from collections.abc import Callable
@@ -328,12 +327,11 @@ class EngineRuntime:
         self._after()
         return n
 
-    def roam(self, name: str | None = None, address: str | None = None) -> int:
-        """MOBIKE: move our IKE SAs (of connection ``name``, or all that may move) to ``address``, or
-        to the source address the host now uses towards each peer; returns how many move."""
-        if address is not None:
-            ipaddress.ip_address(address)  # ValueError names it
-        n = self.endpoint.roam(self.now(), name=name, address=address)
+    def roam(self, name: str | None = None) -> int:
+        """MOBIKE: look at our addresses now (the roam loop does once a second): IKE SAs we initiated
+        (of connection ``name``, or all) move to the source address the host now uses towards each
+        peer; returns how many move."""
+        n = self.endpoint.roam(self.now(), name=name)
         self._after()
         return n
 

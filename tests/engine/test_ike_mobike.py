@@ -8,8 +8,11 @@ import dataclasses
 
 import pytest
 
-from engine.events import ChildSaInstalled, ChildSaMoved, NegotiationFailed
+from engine.events import ChildSaInstalled, ChildSaMoved, ExchangeSent, NegotiationFailed
+from engine.ike.endpoint import Datagram
+from engine.ike.errors import LocalError
 from engine.ike.exchanges import mobike
+from engine.runtime.engine import EngineRuntime
 from engine.wire.constants import NotifyType
 from engine.wire.payloads import NotifyPayload
 
@@ -30,8 +33,7 @@ def pair(*, client_mobike=True, gw_mobike=True, **client_kw):
 
 
 def sent_notifies(p, side, since):
-    """Notify types of the decoded IKE messages ``side`` sent after ``since`` events."""
-    from engine.events import ExchangeSent
+    """Summaries of the IKE messages ``side`` sent after its first ``since`` events."""
     out = []
     for e in p.events[side][since:]:
         if isinstance(e, ExchangeSent):
@@ -151,3 +153,19 @@ def test_a_nat_on_the_new_path_moves_ike_to_the_natt_port_and_updates_again():
     moves = p.of("a", ChildSaMoved)
     assert [(m.local_addr, m.local_port, m.encap) for m in moves] == [(MOVED, 4500, True)]
     assert client.mobike_moves == 1 and p.a.sas == [client]
+    assert gw.remote == ("198.51.100.7", 4500) and gw.nat.remote_behind  # the gateway sees the NAT too
+
+
+def test_the_runtime_roam_command_moves_what_the_route_lookup_says():
+    """`ipsec-console roam` (control command roam): the runtime asks the endpoint to look now."""
+    p = pair()
+    rt = EngineRuntime(p.a.policy)
+    rt.endpoint = p.a
+    rt.sockets.send = lambda data, local, remote: p.wire.append(("a", Datagram(data, local, remote)))
+    p.a.source_address = lambda remote: MOVED
+    assert rt.roam("tun") == 1
+    p.advance(1)
+    assert p.b.sas[0].remote == (MOVED, 500)
+    assert rt.roam("tun") == 0  # already there
+    with pytest.raises(LocalError):
+        rt.roam("nosuch")
