@@ -88,6 +88,10 @@ class IkeEndpoint:
         """The runtime's route lookup: the address the host sends from towards a peer (None: unknown).
         Used only when neither local_addrs nor listen names ours (a laptop), so NAT detection
         hashes our real address; injected like ``rng``, the endpoint itself never asks the kernel."""
+        self.path_usable: Callable[[str, str], bool] | None = None
+        """The runtime's check that our address still exists and reaches a peer (local, remote): a
+        MOBIKE SA whose path still works stays on it (as charon keeps a valid path), whatever
+        source a fresh route lookup would pick."""
 
     # ------------------------------------------------------------ config
     @property
@@ -383,8 +387,9 @@ class IkeEndpoint:
     def roam(self, now: float, *, name: str | None = None, address: str | None = None) -> int:
         """Our address may have changed (the runtime saw addresses come and go, or the admin
         names ``address``): each IKE SA we initiated with MOBIKE (of connection ``name``, or all)
-        moves to ``address`` or, without it, to the source the host now uses towards its peer
-        (``source_address``), and tells the peer (RFC 4555 §3.5). Returns how many move."""
+        moves to ``address`` or, without it and once its path no longer works (``path_usable``),
+        to the source the host now uses towards its peer (``source_address``), and tells the peer
+        (RFC 4555 §3.5). Returns how many move."""
         if name is not None:
             self._conn(name)
         n = 0
@@ -393,6 +398,8 @@ class IkeEndpoint:
             if not (sa.mobike and sa.original_initiator) or (name is not None and sa.name != name):
                 continue
             target = address
+            if target is None and self.path_usable is not None and self.path_usable(sa.local[0], sa.remote[0]):
+                continue  # our address is still there and reaches the peer: keep the path
             if target is None and self.source_address is not None:
                 peer = sa.remote[0]
                 if peer not in looked_up:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import socket
 import time
 from collections.abc import Callable
 
@@ -99,6 +100,7 @@ class EngineRuntime:
         if prepare is not None:
             self.sockets.prepare = prepare
         self.endpoint.source_address = self.sockets.source_for
+        self.endpoint.path_usable = path_usable
         esp_batch = getattr(self.datapath, "receive_esp_batch", None)
         if esp_batch is not None:
             self.sockets.esp_sink = esp_batch
@@ -429,6 +431,21 @@ class EngineRuntime:
         if sa.state == IkeState.DESTROYED:
             return None
         return self._with_counters(ike_sa_info(sa, now), now)
+
+
+def path_usable(local: str, remote: str) -> bool:
+    """Whether ``local`` is still one of our addresses and has a route to ``remote`` (MOBIKE keeps
+    such a path): bind and connect a UDP socket, which sends nothing."""
+    family = socket.AF_INET6 if ":" in remote else socket.AF_INET
+    if (":" in local) != (family == socket.AF_INET6):
+        return False
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as s:
+            s.bind((local, 0))
+            s.connect((remote, 9))
+        return True
+    except OSError:
+        return False
 
 
 def _credentials(policy: Policy):

@@ -12,7 +12,7 @@ from engine.events import ChildSaInstalled, ChildSaMoved, ExchangeSent, Negotiat
 from engine.ike.endpoint import Datagram
 from engine.ike.errors import LocalError
 from engine.ike.exchanges import mobike
-from engine.runtime.engine import EngineRuntime
+from engine.runtime.engine import EngineRuntime, path_usable
 from engine.wire.constants import NotifyType
 from engine.wire.payloads import NotifyPayload
 
@@ -169,3 +169,21 @@ def test_the_runtime_roam_command_moves_what_the_route_lookup_says():
     assert rt.roam("tun") == 0  # already there
     with pytest.raises(LocalError):
         rt.roam("nosuch")
+
+
+def test_a_path_that_still_works_is_kept_whatever_a_fresh_lookup_says():
+    """As charon keeps a valid path: our address still exists and reaches the peer, so a route
+    lookup naming another source (a second address, a lab on 127.0.0.x) moves nothing."""
+    p = pair()
+    p.a.source_address = lambda remote: MOVED
+    p.a.path_usable = lambda local, remote: True
+    assert p.a.roam(p.now) == 0 and p.a.sas[0].local[0] == LEFT
+    p.a.path_usable = lambda local, remote: local != LEFT  # our address went away
+    assert p.a.roam(p.now) == 1
+    assert p.a.roam(p.now, address=LEFT) == 1  # a named address is taken as told
+
+
+def test_the_runtimes_path_check_binds_to_our_address():
+    assert path_usable("127.0.0.1", "127.0.0.2")
+    assert not path_usable("192.0.2.251", "127.0.0.2")  # not an address of this host
+    assert not path_usable("::1", "127.0.0.2")  # never across families
