@@ -24,7 +24,8 @@ from engine.datapath.kernel import (
     enable_udp_encap,
     socket_bypass,
 )
-from engine.events import ChildSaDeleted, ChildSaInstalled, SaCounters
+from engine.datapath.rtnl import RouteWriter
+from engine.events import ChildSaDeleted, ChildSaInstalled, SaCounters, VirtualIpsChanged
 from engine.policy.model import ChildConfig, ConnectionConfig, Policy
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,9 @@ class KernelRuntimeDatapath:
         self._traps: dict[tuple[str, str], _Trap] = {}
         self._encap_fds: set[int] = set()
         self._userspace_esp = 0
+        self._rtnl: RouteWriter | None = None
+        self._vips: set[str] = set()
+        """Virtual IPs we put on the loopback device (and only those come off again)."""
 
     # ------------------------------------------------------------ lifecycle
     async def start(self, runtime) -> None:
@@ -91,6 +95,12 @@ class KernelRuntimeDatapath:
         kernel, self.kernel = self.kernel, None
         if kernel is None:
             return
+        if self._rtnl is not None:
+            for addr in sorted(self._vips):
+                self._rtnl.address(False, addr, _bits(addr), socket.if_nametoindex("lo"))
+            self._vips.clear()
+            self._rtnl.close()
+            self._rtnl = None
         if self._loop is not None:
             self._loop.remove_reader(kernel.events_fileno())
         self._traps.clear()
@@ -113,6 +123,26 @@ class KernelRuntimeDatapath:
             self._kernel().remove_child(ev)
         except KernelDatapathError as exc:
             self._report("error", f"cannot remove CHILD SA {ev.child}{{{ev.unique_id}}}: {exc}", ev.connection)
+
+    def virtual_ips(self, ev: VirtualIpsChanged) -> None:
+        """Addresses a gateway assigned us go on the loopback device (charon too puts them on a
+        device): the CHILD SAs' selectors name them, so what is sent from them goes through the
+        tunnel. They come off with their IKE SA; an address the host had before is left alone.
+        (No routes with that source yet: an application picks the address by binding to it.)"""
+        if self.netns is not None or self._loop is None:
+            return  # a namespace of the tests (the runtime's own process is elsewhere), or not started
+        if self._rtnl is None:
+            self._rtnl = RouteWriter(self._loop, table=254)
+        lo = socket.if_nametoindex("lo")
+        for addr in ev.addresses:
+            if ev.assigned and addr not in self._vips and not _is_local(addr):
+                self._vips.add(addr)
+                self._rtnl.address(True, addr, _bits(addr), lo)
+            elif not ev.assigned and addr in self._vips:
+                self._vips.discard(addr)
+                self._rtnl.address(False, addr, _bits(addr), lo)
+        log.info("virtual IP%s %s %s lo", "s" if len(ev.addresses) > 1 else "", " ".join(ev.addresses),
+                 "on" if ev.assigned else "removed from", extra={"connection": ev.connection})
 
     def receive_esp(self, data: bytes, local, remote, now: float) -> None:
         # The kernel decapsulates ESP-in-UDP on the NAT-T socket; what still
@@ -238,6 +268,21 @@ class _ConnectionRef:
     """What IkeEndpoint.reqid_for reads of an IKE SA: its connection name."""
 
     name: str
+
+
+def _bits(addr: str) -> int:
+    return 128 if ":" in addr else 32
+
+
+def _is_local(addr: str) -> bool:
+    """The host has ``addr`` already (a socket can bind to it)."""
+    family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as s:
+            s.bind((addr, 0))
+        return True
+    except OSError:
+        return False
 
 
 def _is_host(addr: str) -> bool:
