@@ -345,8 +345,9 @@ def test_gateway_redirects_charon_to_another_gateway(peers):
     assert re.search(r"parsed IKE_SA_INIT request|generating IKE_SA_INIT request 0 \[.*N\(REDIR_SUP\)", log)
     assert re.search(r"parsed IKE_AUTH response 1 \[ IDr AUTH N\(REDIR\) \]", log), log[-3000:]
     assert "192.0.2.4" in log.split("parsed IKE_AUTH response 1", 1)[1], log[-3000:]
-    answers = sent(o, "IKE_AUTH", response=True)
-    assert answers and "N(REDIR)" in answers[0]["message"]["payloads"], answers
+    answers = wait_or_explain(lambda: sent(o, "IKE_AUTH", response=True), "our IKE_AUTH answer in the events", o,
+                              timeout=5)  # the event stream is written by another process
+    assert "N(REDIR)" in answers[0]["message"]["payloads"], answers
     wait_or_explain(lambda: not o.sas() and _pool_used(o) == 0, "the redirected client's SA gone, no lease", o,
                     timeout=3)
 
