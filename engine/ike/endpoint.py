@@ -394,12 +394,17 @@ class IkeEndpoint:
             self._conn(name)
         n = 0
         looked_up: dict[str, str | None] = {}  # one route lookup per peer address and pass
+        usable: dict[tuple[str, str], bool] = {}  # one path check per (our address, peer) and pass
         for sa in list(self.registry):
             if not (sa.mobike and sa.original_initiator) or (name is not None and sa.name != name):
                 continue
             target = address
-            if target is None and self.path_usable is not None and self.path_usable(sa.local[0], sa.remote[0]):
-                continue  # our address is still there and reaches the peer: keep the path
+            if target is None and self.path_usable is not None:
+                path = (sa.local[0], sa.remote[0])
+                if path not in usable:
+                    usable[path] = self.path_usable(*path)
+                if usable[path]:
+                    continue  # our address is still there and reaches the peer: keep the path
             if target is None and self.source_address is not None:
                 peer = sa.remote[0]
                 if peer not in looked_up:
