@@ -14,7 +14,7 @@ from engine.wire.message import decode_message, encode_message
 from engine.wire.mobility import redirect as redirect_notify
 
 from tests.engine.ike_pair import LEFT, RIGHT, Pair, child, connection, mirror, policy
-from tests.engine.test_ike_roadwarrior import POOL
+from tests.engine.test_ike_roadwarrior import POOL, eap_pair
 
 OTHER = "192.0.2.4"
 
@@ -141,3 +141,19 @@ def test_an_established_gateway_redirects_with_an_informational_and_the_old_sa_g
     changes = [(e.ike_sa, e.assigned) for e in p.of("a", VirtualIpsChanged)]
     assert (old.unique_id, False) not in changes, changes
     assert [s.name for s in p.b.sas] == ["tun2"]
+
+
+def test_an_eap_client_follows_a_redirect_sent_after_its_eap_rounds():
+    """The gateway redirects once the EAP conversation authenticated the client (its last IKE_AUTH
+    answer); our EAP client logs in again at the other gateway."""
+    p = eap_pair()
+    (gw,) = p.b.policy.connections
+    first = dataclasses.replace(gw, redirect_to=OTHER)
+    second = dataclasses.replace(gw, name="tun2", local_addrs=(OTHER,))
+    p.b.policy = dataclasses.replace(p.b.policy, connections=(first, second))
+    p.a.initiate("tun", p.now)
+    p.advance(3)
+    (sa,) = p.a.sas
+    assert sa.remote[0] == OTHER and sa.established and sa.eap_method == "EAP-MSCHAPv2"
+    assert [s.name for s in p.b.sas] == ["tun2"] and p.b.sas[0].eap_identity == "alice"
+    assert len(p.of("a", ChildSaInstalled)) == 1 and not p.of("a", NegotiationFailed)
