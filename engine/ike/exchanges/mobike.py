@@ -14,14 +14,16 @@ Rules (responder):
 Rules (initiator; RFC 4555 lets only the original initiator move the SA, §3.5):
 - IKE_AUTH: with mobike = true our first IKE_AUTH request carries MOBIKE_SUPPORTED
   (``offer_notifies``); the gateway's last IKE_AUTH answer carrying it agrees (``accepted``).
-- Our address changed (``roam``: the runtime saw the route to the peer take another source,
-  or the admin named one): the IKE SA sends from the new address at once, and an
+- Our address changed (``roam``: once a second the runtime checks that our address still exists
+  and reaches the peer, as charon keeps a valid path; when it does not, the source a route
+  lookup now picks is the new address): the IKE SA sends from the new address at once, and an
   INFORMATIONAL with UPDATE_SA_ADDRESSES, NAT_DETECTION_SOURCE/DESTINATION_IP (hashed over
   the new address; faked with encap = true, as in IKE_SA_INIT) and a fresh COOKIE2 (§3.5)
   goes first in the queue. Its retransmissions follow later moves.
 - The answer must echo our COOKIE2 (§3.8, compared in constant time) and carry no error
   (UNACCEPTABLE_ADDRESSES...): otherwise the IKE SA is deleted, as charon does. Then the
-  CHILD SAs follow the new addresses without a rekey (ChildSaMoved, as on the responder),
+  CHILD SAs follow the new addresses without a rekey (ChildSaMoved, as on the responder: the
+  userspace datapath re-points the pair; the kernel one, which cannot yet, rekeys it instead),
   after the peer proved it can be reached from there (the return routability check).
 - A NAT seen in the answer while IKE is still on port 500 moves IKE to the NAT-T port, and
   the update is sent again from there; a move while the update is in flight (or queued)
