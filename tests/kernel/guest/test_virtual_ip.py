@@ -1,13 +1,15 @@
 """A virtual IP with the kernel datapath: our daemon (datapath = "kernel", vips = 0.0.0.0) as the
 road-warrior client of charon (kernel-netlink) with a pool, in the guest's namespaces. The
 address the gateway assigns goes on our loopback device while the IKE SA lives; a ping from it
-to the host behind charon goes through the CHILD SA (its kernel counters count it); it comes
-off when the SA is deleted."""
+to the host behind charon goes through the CHILD SA (its kernel counters count it), and so does
+one that does not bind to it (our source route); address and route go with the SA."""
 
 from __future__ import annotations
 
 import re
 import textwrap
+
+from engine.datapath.kernel_vip import VIP_TABLE
 
 from .lab import LEFT_OUTER, RIGHT_INNER, RIGHT_OUTER, sh
 from .peers import PSK, Charon, Ours, wait_for, xfrm_states
@@ -98,9 +100,16 @@ def test_virtual_ip_from_charon_goes_on_loopback_and_carries_traffic(lab, tmp_pa
         assert lab.ping(lab.left, RIGHT_INNER, src=VIP) == 3, (ours.log()[-4000:], charon.log()[-4000:])
         states = xfrm_states(lab.left)
         assert states[rec["spi_out"]].packets >= 3 and states[rec["spi_in"]].packets >= 3, states
+        # our source route: an application that does not bind to the address takes it too
+        routes = sh("ip", "-n", lab.left, "route", "show", "table", str(VIP_TABLE)).stdout
+        assert re.search(rf"{re.escape(RIGHT_INNER)} dev v0 proto static .*src {re.escape(VIP)}", routes), routes
+        assert lab.ping(lab.left, RIGHT_INNER) == 3
+        assert xfrm_states(lab.left)[rec["spi_out"]].packets >= 6
         assert "installing new virtual IP" not in charon.log()  # charon is the gateway here
         ours.control("terminate", name="vip")
         wait_for(lambda: VIP not in _lo_addrs(lab.left), 30, f"{VIP} off our loopback")
+        wait_for(lambda: not sh("ip", "-n", lab.left, "route", "show", "table", str(VIP_TABLE)).stdout.strip(),
+                 30, "our source route gone")
     finally:
         print(f"--- ours:\n{ours.log()[-6000:]}\n--- charon:\n{charon.log()[-6000:]}")
         assert ours.stop() in (0, None)
@@ -110,3 +119,4 @@ def test_virtual_ip_from_charon_goes_on_loopback_and_carries_traffic(lab, tmp_pa
             sh("ip", "-n", ns, "xfrm", "state", "flush", check=False)
             sh("ip", "-n", ns, "xfrm", "policy", "flush", check=False)
     assert VIP not in _lo_addrs(lab.left)  # and none left behind after the daemon stopped
+    assert f"lookup {VIP_TABLE}" not in sh("ip", "-n", lab.left, "rule").stdout
