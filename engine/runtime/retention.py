@@ -21,6 +21,7 @@ from typing import Any
 
 from engine.events import ChildSaInstalled, CountersSnapshot, Event, ExchangeReceived, ExchangeSent, LogMessage, \
     PacketSample
+from engine.runtime.evolve import evolve
 
 HISTORY_EVENTS = 1000
 """Events in the replay history at most."""
@@ -72,8 +73,9 @@ def _size(value: Any, depth: int) -> int:
 
 def keyless(event: Event) -> Event:
     """The event as it may be kept: ChildSaInstalled without its keys."""
-    if isinstance(event, ChildSaInstalled):
-        return event.without_keys()
+    if isinstance(event, ChildSaInstalled) and event.keys is not None:
+        # As event.without_keys(), without rebuilding the event through its __init__.
+        return evolve(event, keys=None)
     return event
 
 
