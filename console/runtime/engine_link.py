@@ -5,11 +5,15 @@ SA keys never sent."""
 
 from __future__ import annotations
 
+import array
 import asyncio
 import copyreg
 import io
+import math
 import pickle
 import struct
+
+from engine.events import CountersSnapshot, SaCounters
 
 
 INBOX = 50_000
@@ -35,6 +39,42 @@ def _unpickle_summary(src, retained):
     from engine.wire.summary import LazySummary
 
     return LazySummary.from_parts(src, retained)
+
+
+def _counters_snapshot(snap: CountersSnapshot):
+    # Counters of every SA each second (20,000 with 10,000 CHILD SAs): as columns of machine numbers
+    # they pickle in a few milliseconds, where 20,000 dataclass instances held the engine's loop for
+    # 10-25 ms and the console's for longer.
+    sas = snap.sas
+    if not sas or type(sas) is not tuple or any(type(c) is not SaCounters or c.direction not in _DIRECTIONS
+                                                  or not 0 <= c.spi < 1 << 64 for c in sas):
+        return CountersSnapshot, (snap.time, sas, snap.drops)
+    try:
+        columns = (
+            array.array("Q", [c.spi for c in sas]),
+            bytes(c.direction == "in" for c in sas),
+            array.array("Q", [c.bytes for c in sas]),
+            array.array("Q", [c.packets for c in sas]),
+            array.array("d", [math.nan if c.last_used is None else c.last_used for c in sas]),
+            {i: c.drops for i, c in enumerate(sas) if c.drops},
+        )
+    except (OverflowError, TypeError):  # a counter that is no machine number: as it is
+        return CountersSnapshot, (snap.time, sas, snap.drops)
+    return _unpickle_counters, (snap.time, columns, snap.drops)
+
+
+_DIRECTIONS = ("in", "out")
+
+
+def _unpickle_counters(when: float, columns, drops) -> CountersSnapshot:
+    spis, inbound, nbytes, packets, last_used, sa_drops = columns
+    sas = tuple(SaCounters(spis[i], "in" if inbound[i] else "out", nbytes[i], packets[i], sa_drops.get(i, ()),
+                           None if math.isnan(last_used[i]) else last_used[i])
+                for i in range(len(spis)))
+    return CountersSnapshot(when, sas, drops)
+
+
+_DISPATCH[CountersSnapshot] = _counters_snapshot
 
 
 def frame(obj) -> bytes:
