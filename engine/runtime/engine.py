@@ -37,6 +37,7 @@ from engine.events import (
 from engine.ike.endpoint import IkeEndpoint
 from engine.ike.status import ike_sa_info
 from engine.policy.model import Policy
+from engine.runtime.evolve import evolve
 from engine.runtime.retention import QUEUE_BYTES, QUEUE_EVENTS, EventHistory, Subscription, event_size, keyless
 from engine.runtime.udp import UdpSockets
 from engine.runtime.wallclock import to_wall_clock
@@ -49,8 +50,12 @@ COUNTERS_INTERVAL = 1.0
 SHUTDOWN_GRACE = 2.0
 STATUS_CHUNK = 100
 """IKE SAs per slice of `EngineRuntime.status_async` (a few milliseconds of work)."""
+STATUS_SLICE_SECONDS = 0.002
+"""...and at most about this long per slice (the engine's timers and packets wait that long at most)."""
 COUNTERS_CHUNK = 5000
 """Counters per slice when the runtime indexes a datapath's counters."""
+WALL_CLOCK_CHUNK = 2000
+"""Counters per slice when the runtime moves their times to the wall clock."""
 _REPLAYED = (IkeSaStateChanged, ExchangeSent, ExchangeReceived, ChildSaInstalled, ChildSaDeleted,
              NegotiationFailed, DpdTimeout, PolicyApplied, LogMessage, VirtualIpsChanged, ChildSaMoved)
 _LOUD = ("WARNING", "ERROR", "CRITICAL")
@@ -221,11 +226,14 @@ class EngineRuntime:
             for ev in drain():
                 self.datapath_event(ev)
 
-    def publish(self, event: Event) -> None:
+    def publish(self, event: Event, *, wall_clock: bool = False) -> None:
+        """To the history and every subscriber, its times on the wall clock (``wall_clock``: they
+        are already)."""
         replay = isinstance(event, _REPLAYED) and (not isinstance(event, LogMessage) or event.level in _LOUD)
         if not replay and not self._subscribers:
             return
-        event = to_wall_clock(event, time.time() - self.now())
+        if not wall_clock:
+            event = to_wall_clock(event, time.time() - self.now())
         kept = keyless(event)  # the datapath had the keys; nothing kept from here on holds them
         size = event_size(kept)
         if replay:
@@ -280,7 +288,19 @@ class EngineRuntime:
             self._counters = counters
             logsafe.flush()  # summaries of rate-limited warnings, even when the flood has stopped
             self._drain_datapath()
-            self.publish(CountersSnapshot(time.time(), tuple(sas), tuple(sorted(drops.items()))))
+            if not self._subscribers:
+                continue  # nobody to tell (CountersSnapshot is not kept in the history)
+            # Their times on the wall clock a slice at a time (a copy per SA that carried traffic:
+            # 20,000 of them in one go held the loop for 10-30 ms).
+            offset = time.time() - self.now()
+            wall: list[SaCounters] = []
+            for i in range(0, len(sas), WALL_CLOCK_CHUNK):
+                if i:
+                    await asyncio.sleep(0)
+                wall.extend(c if c.last_used is None else evolve(c, last_used=c.last_used + offset)
+                            for c in sas[i:i + WALL_CLOCK_CHUNK])
+            self.publish(CountersSnapshot(time.time(), tuple(wall), tuple(sorted(drops.items()))),
+                         wall_clock=True)
 
     def _report_activity(self, before: dict, after: dict) -> None:
         """Inbound SAs whose packet count grew since the last read: their peers are alive (DPD waits)."""
@@ -339,14 +359,21 @@ class EngineRuntime:
         another thread (the embedded console): a snapshot of 10,000 SAs then never holds packets and
         timers up for its whole length."""
         now = self.now()
-        sas = self.endpoint.sas
+        sas = self.endpoint.sas  # a copy: as they were when asked
         infos = []
+        clock = time.perf_counter
         for i in range(0, len(sas), chunk):
             if i:
                 await asyncio.sleep(0)
+            # At most ``chunk`` SAs and about STATUS_SLICE_SECONDS per slice, whichever comes first:
+            # on a busy machine a fixed count alone can hold the loop for tens of milliseconds.
+            until = clock() + STATUS_SLICE_SECONDS
             for sa in sas[i:i + chunk]:
                 if sa.state != IkeState.DESTROYED:
                     infos.append(self._with_counters(ike_sa_info(sa, now), now))
+                if clock() > until:
+                    await asyncio.sleep(0)
+                    until = clock() + STATUS_SLICE_SECONDS
         up = {info.name: info.state for info in infos}
         return StatusSnapshot(time.time(), tuple(infos), tuple(self.connections(up)), self.pools())
 
