@@ -228,6 +228,7 @@ async def _measure(args, rt, app, ui, loop, out) -> None:
             spans.append((a, b))
     out["engine_gc"] = engine_gc.summary()
     out["engine_gc_objects"] = diag["gc_objects"]
+    out["engine_slow_callbacks"] = diag.get("slow")  # (what, times, total ms, longest ms) over 5 ms
     out["engine_cyclic_garbage"] = (diag["garbage_total"], diag["garbage"])
     out["engine_lag_ms"] = _stats([lag for _due, lag in diag["lags"]])
     # Lateness of timers whose wait did not overlap one of the engine's collector passes of over 2 ms.

@@ -266,10 +266,13 @@ def _quiet_collector() -> None:
 
 
 class _Diagnostics:
-    """How late the engine loop runs a timer armed every 5 ms, and how long the garbage collector's
-    passes take, between start and `finish` (for benchmarks/console_engine.py)."""
+    """How late the engine loop runs a timer armed every 5 ms, how long the garbage collector's
+    passes take, and which loop callbacks ran longest, between start and `finish` (for
+    benchmarks/console_engine.py)."""
 
     PERIOD = 0.005
+    SLOW = 0.005
+    """Callbacks that hold the loop this long (seconds) are named in ``slow``."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -280,6 +283,10 @@ class _Diagnostics:
         self._gc_t0 = 0.0
         gc.callbacks.append(self._gc)
         gc.collect(1)
+        self._slow: dict[str, list] = {}
+        """What held the loop over SLOW -> [times, total seconds, longest seconds]."""
+        self._handle_run = asyncio.events.Handle._run
+        asyncio.events.Handle._run = self._timed(self._handle_run)
         self.due = loop.time() + self.PERIOD
         self.handle = loop.call_at(self.due, self._tick)
 
@@ -295,8 +302,24 @@ class _Diagnostics:
         else:
             self.gc.append((info["generation"], self._gc_t0, time.monotonic()))
 
+    def _timed(self, run):
+        slow, threshold = self._slow, self.SLOW
+
+        def timed_run(handle) -> None:
+            t0 = time.perf_counter()
+            run(handle)
+            took = time.perf_counter() - t0
+            if took >= threshold:
+                what = _callback_name(handle)
+                entry = slow.setdefault(what, [0, 0.0, 0.0])
+                entry[0] += 1
+                entry[1] += took
+                entry[2] = max(entry[2], took)
+        return timed_run
+
     def finish(self) -> dict:
         self.handle.cancel()
+        asyncio.events.Handle._run = self._handle_run
         gc.callbacks.remove(self._gc)
         tracked = len(gc.get_objects())
         # Reference cycles left behind since start (what only a full pass would free): expected none.
@@ -307,8 +330,21 @@ class _Diagnostics:
             gc.garbage.clear()
         finally:
             gc.set_debug(0)
+        slowest = sorted(self._slow.items(), key=lambda kv: -kv[1][2])[:10]
         return {"lags": self.lags, "gc": self.gc, "gc_objects": tracked, "garbage": dict(garbage.most_common(10)),
-                "garbage_total": sum(garbage.values())}
+                "garbage_total": sum(garbage.values()),
+                "slow": [(what, n, round(total * 1e3, 1), round(longest * 1e3, 1))
+                         for what, (n, total, longest) in slowest]}
+
+
+def _callback_name(handle) -> str:
+    """A loop callback as a short name: the task's coroutine, or the function."""
+    cb = getattr(handle, "_callback", None)
+    task = getattr(cb, "__self__", None)
+    if isinstance(task, asyncio.Task):
+        coro = task.get_coro()
+        return f"task {getattr(coro, '__qualname__', type(coro).__name__)}"
+    return getattr(cb, "__qualname__", repr(cb))
 
 
 def _die_with_parent() -> None:
