@@ -230,7 +230,9 @@ class EngineRuntime:
         """To the history and every subscriber, its times on the wall clock (``wall_clock``: they
         are already)."""
         replay = isinstance(event, _REPLAYED) and (not isinstance(event, LogMessage) or event.level in _LOUD)
-        if not replay and not self._subscribers:
+        cls = type(event)
+        takers = [sub for sub in self._subscribers if sub.kinds is None or issubclass(cls, sub.kinds)]
+        if not replay and not takers:
             return
         if not wall_clock:
             event = to_wall_clock(event, time.time() - self.now())
@@ -238,23 +240,28 @@ class EngineRuntime:
         size = event_size(kept)
         if replay:
             self.history.append(kept, size)
-        for sub in list(self._subscribers):
+        for sub in takers:
             if not sub.offer(kept, size):
                 # A slow subscriber is dropped, never waited for: the engine runs on.
                 self.unsubscribe(sub)
                 log.warning("event subscriber disconnected: %s", sub.dropped)
 
     def subscribe(self, maxsize: int = QUEUE_EVENTS, *, replay: bool = False,
-                  max_bytes: int = QUEUE_BYTES) -> Subscription:
+                  max_bytes: int = QUEUE_BYTES, kinds: tuple[type, ...] | None = None) -> Subscription:
         """A queue of every event from now on, bounded in count and bytes (a reader
         that falls behind is dropped: its ``get()`` raises SubscriberDropped).
         With ``replay`` it starts with the recent negotiation history (as much as
-        fits in half its bounds), so a late viewer understands the current state."""
+        fits in half its bounds), so a late viewer understands the current state.
+        With ``kinds`` only events of those classes (replayed ones too): a service that
+        reads a few kinds costs the engine nothing for the others."""
         q = Subscription(maxsize, max_bytes)
+        q.kinds = kinds
         if replay:
             recent: list = []
             budget = max_bytes // 2
             for event, size in reversed(self.history.sized()):
+                if kinds is not None and not isinstance(event, kinds):
+                    continue
                 if len(recent) >= maxsize // 2 or size > budget:
                     break
                 budget -= size
@@ -450,8 +457,11 @@ class _EventLogHandler(logging.Handler):
         logsafe.protect(self)  # LogMessage text is escaped, capped and rate-limited like stderr
 
     def emit(self, record: logging.LogRecord) -> None:
-        if not self.runtime._subscribers:
+        subs = self.runtime._subscribers
+        if not subs:
             return
+        if record.levelname not in _LOUD and not any(sub.wants(LogMessage) for sub in subs):
+            return  # neither kept in the history nor read by anyone
         try:
             text = record.getMessage()
         except Exception:  # a broken format string must not break the engine

@@ -12,6 +12,7 @@ import pytest
 
 from engine.datapath.base import NullDatapath
 from engine.events import ChildKeys, ChildSaInstalled, CountersSnapshot, ExchangeReceived, LogMessage, SaCounters
+import engine.runtime.engine as engine_runtime
 from engine.runtime.engine import EngineRuntime
 from engine.runtime.retention import HISTORY_BYTES, SubscriberDropped, event_size
 from engine.secret import Secret
@@ -165,3 +166,31 @@ def test_counters_snapshots_replace_each_other_in_a_waiting_queue():
         items.append(q.get_nowait())
     assert [e.time for e in items if isinstance(e, CountersSnapshot)] == [29.0]  # only the newest
     assert len([e for e in items if isinstance(e, LogMessage)]) == 30  # the rest in order, all there
+
+
+def test_a_subscriber_of_some_kinds_gets_those_only_and_the_history_is_unchanged():
+    import logging
+
+    from engine.events import IkeSaStateChanged, IkeState
+
+    rt = _runtime()
+    rt._log_handler = handler = engine_runtime._EventLogHandler(rt)
+    narrow = rt.subscribe(kinds=(IkeSaStateChanged,))
+    up = IkeSaStateChanged(1, "tun", IkeState.CONNECTING, IkeState.ESTABLISHED)
+    rt.publish(_received([VendorIdPayload(bytes(16))]))
+    rt.publish(up)
+    rt.publish(CountersSnapshot(1.0, (SaCounters(1, "in", 5),)))
+    for level in (logging.INFO, logging.WARNING):
+        handler.emit(logging.LogRecord("engine.test", level, __file__, 1, "line %d", (level,), None))
+    got = []
+    while not narrow.empty():
+        got.append(narrow.get_nowait())
+    assert got == [up]
+    # The history keeps what it kept before: the negotiation events and the loud log line.
+    kinds = [type(e).__name__ for e in rt.history]
+    assert kinds == ["ExchangeReceived", "IkeSaStateChanged", "LogMessage"]
+    [warning] = [e for e in rt.history if isinstance(e, LogMessage)]
+    assert warning.level == "WARNING" and warning.text == "line 30"
+    everything = rt.subscribe(replay=True)
+    narrow_late = rt.subscribe(replay=True, kinds=(IkeSaStateChanged,))
+    assert everything.qsize() == 3 and narrow_late.qsize() == 1
