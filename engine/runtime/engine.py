@@ -73,6 +73,7 @@ class EngineRuntime:
         self.datapath: Datapath = datapath or NullDatapath()
         self.sockets = UdpSockets(self._on_datagram)
         self._subscribers: list[Subscription] = []
+        self._log_read: bool | None = None  # see log_read()
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._counters_task: asyncio.Task | None = None
@@ -256,6 +257,7 @@ class EngineRuntime:
         reads a few kinds costs the engine nothing for the others."""
         q = Subscription(maxsize, max_bytes)
         q.kinds = kinds
+        self._log_read = None
         if replay:
             recent: list = []
             budget = max_bytes // 2
@@ -274,6 +276,13 @@ class EngineRuntime:
     def unsubscribe(self, q: Subscription) -> None:
         if q in self._subscribers:
             self._subscribers.remove(q)
+        self._log_read = None
+
+    def log_read(self) -> bool:
+        """Whether a subscriber reads LogMessage events (cached until the subscribers change)."""
+        if self._log_read is None:
+            self._log_read = any(sub.wants(LogMessage) for sub in self._subscribers)
+        return self._log_read
 
     async def _counters_loop(self) -> None:
         while True:
@@ -460,7 +469,8 @@ class _EventLogHandler(logging.Handler):
         subs = self.runtime._subscribers
         if not subs:
             return
-        if record.levelname not in _LOUD and not any(sub.wants(LogMessage) for sub in subs):
+        read = getattr(self.runtime, "log_read", None)  # a stand-in runtime may not tell
+        if record.levelname not in _LOUD and read is not None and not read():
             return  # neither kept in the history nor read by anyone
         try:
             text = record.getMessage()
