@@ -229,6 +229,10 @@ async def _measure(args, rt, app, ui, loop, out) -> None:
     out["engine_gc"] = engine_gc.summary()
     out["engine_gc_objects"] = diag["gc_objects"]
     out["engine_slow_callbacks"] = diag.get("slow")  # (what, times, total ms, longest ms) over 5 ms
+    # The 5 worst lags (when due, ms late) beside the longest callbacks (start, ms, what).
+    out["engine_worst_lags"] = sorted(((round(due, 4), round(lag * 1e3, 1)) for due, lag in diag["lags"]),
+                                      key=lambda x: -x[1])[:5]
+    out["engine_worst_callbacks"] = (diag.get("worst") or [])[:8]
     out["engine_cyclic_garbage"] = (diag["garbage_total"], diag["garbage"])
     out["engine_lag_ms"] = _stats([lag for _due, lag in diag["lags"]])
     # Lateness of timers whose wait did not overlap one of the engine's collector passes of over 2 ms.

@@ -41,26 +41,55 @@ def _unpickle_summary(src, retained):
     return LazySummary.from_parts(src, retained)
 
 
+class PackedCounters:
+    """A CountersSnapshot as columns of machine numbers, filled a slice at a time (`pack`): it
+    crosses as one pickle of a few arrays and arrives as the CountersSnapshot it was. Counters of
+    every SA cross each second (20,000 with 10,000 CHILD SAs): as 20,000 pickled dataclass
+    instances they held the engine's loop for 10-25 ms, and the console's for longer."""
+
+    __slots__ = ("time", "drops", "spis", "inbound", "nbytes", "packets", "last_used", "sa_drops")
+
+    def __init__(self, snap: CountersSnapshot) -> None:
+        self.time = snap.time
+        self.drops = snap.drops
+        self.spis = array.array("Q")
+        self.inbound = bytearray()
+        self.nbytes = array.array("Q")
+        self.packets = array.array("Q")
+        self.last_used = array.array("d")
+        self.sa_drops: dict[int, tuple] = {}
+
+    def pack(self, sas) -> bool:
+        """Append ``sas``; False (nothing appended) when one does not fit the columns."""
+        if any(type(c) is not SaCounters or c.direction not in _DIRECTIONS or type(c.spi) is not int
+               or type(c.bytes) is not int or type(c.packets) is not int for c in sas):
+            return False
+        try:
+            spis = array.array("Q", [c.spi for c in sas])
+            nbytes = array.array("Q", [c.bytes for c in sas])
+            packets = array.array("Q", [c.packets for c in sas])
+            last_used = array.array("d", [math.nan if c.last_used is None else c.last_used for c in sas])
+        except (OverflowError, TypeError):
+            return False
+        base = len(self.spis)
+        self.spis += spis
+        self.nbytes += nbytes
+        self.packets += packets
+        self.last_used += last_used
+        self.inbound += bytes(c.direction == "in" for c in sas)
+        self.sa_drops.update((base + i, c.drops) for i, c in enumerate(sas) if c.drops)
+        return True
+
+    def __reduce__(self):
+        return _unpickle_counters, (self.time, (self.spis, bytes(self.inbound), self.nbytes, self.packets,
+                                                self.last_used, self.sa_drops), self.drops)
+
+
 def _counters_snapshot(snap: CountersSnapshot):
-    # Counters of every SA each second (20,000 with 10,000 CHILD SAs): as columns of machine numbers
-    # they pickle in a few milliseconds, where 20,000 dataclass instances held the engine's loop for
-    # 10-25 ms and the console's for longer.
-    sas = snap.sas
-    if not sas or type(sas) is not tuple or any(type(c) is not SaCounters or c.direction not in _DIRECTIONS
-                                                  or not 0 <= c.spi < 1 << 64 for c in sas):
-        return CountersSnapshot, (snap.time, sas, snap.drops)
-    try:
-        columns = (
-            array.array("Q", [c.spi for c in sas]),
-            bytes(c.direction == "in" for c in sas),
-            array.array("Q", [c.bytes for c in sas]),
-            array.array("Q", [c.packets for c in sas]),
-            array.array("d", [math.nan if c.last_used is None else c.last_used for c in sas]),
-            {i: c.drops for i, c in enumerate(sas) if c.drops},
-        )
-    except (OverflowError, TypeError):  # a counter that is no machine number: as it is
-        return CountersSnapshot, (snap.time, sas, snap.drops)
-    return _unpickle_counters, (snap.time, columns, snap.drops)
+    packed = PackedCounters(snap)
+    if snap.sas and type(snap.sas) is tuple and packed.pack(snap.sas):
+        return packed.__reduce__()
+    return CountersSnapshot, (snap.time, snap.sas, snap.drops)
 
 
 _DIRECTIONS = ("in", "out")

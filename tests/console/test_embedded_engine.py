@@ -192,3 +192,16 @@ def test_counter_snapshots_cross_as_columns_and_come_back_equal():
                 CountersSnapshot(1.0, (SaCounters(1, "in", 1 << 70),)),
                 CountersSnapshot(1.0, (SaCounters(1, "in", last_used=float("inf")),))):
         assert pickle.loads(frame(odd)[4:]) == odd
+
+
+async def test_counter_snapshots_are_packed_a_slice_at_a_time_and_arrive_whole():
+    from engine.events import SaCounters
+
+    sas = tuple(SaCounters(i + 1, "in" if i % 2 else "out", i, i, (("icv", 1),) if i == 7777 else (),
+                           None if i % 4 else 1.7e9 + i) for i in range(12_345))
+    snap = CountersSnapshot(1.7e9, sas, (("no_sa", 2),))
+    packed = await engine_process._packed(snap)
+    assert isinstance(packed, engine_process.PackedCounters) and len(packed.spis) == len(sas)
+    assert pickle.loads(frame(("events", [packed], 0))[4:])[1][0] == snap
+    odd = CountersSnapshot(1.0, sas[:10] + (SaCounters(1, "in", 1 << 70),))
+    assert await engine_process._packed(odd) is odd
