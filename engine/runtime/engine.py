@@ -52,7 +52,7 @@ STATUS_CHUNK = 100
 """IKE SAs per slice of `EngineRuntime.status_async` (a few milliseconds of work)."""
 STATUS_SLICE_SECONDS = 0.002
 """...and at most about this long per slice (the engine's timers and packets wait that long at most)."""
-COUNTERS_CHUNK = 5000
+COUNTERS_CHUNK = 2000
 """Counters per slice when the runtime indexes a datapath's counters."""
 WALL_CLOCK_CHUNK = 2000
 """Counters per slice when the runtime moves their times to the wall clock."""
@@ -294,13 +294,23 @@ class EngineRuntime:
             except Exception:
                 log.exception("reading datapath counters failed")
                 continue
+            # Indexed, and compared with the last read (inbound SAs whose packet count grew: their
+            # peers are alive, DPD waits), a slice at a time.
             counters = {}
+            before = self._counters
+            active = []
             for i in range(0, len(sas), COUNTERS_CHUNK):
                 if i:
                     await asyncio.sleep(0)
                 for c in sas[i:i + COUNTERS_CHUNK]:
-                    counters[(c.spi, c.direction)] = c
-            self._report_activity(self._counters, counters)
+                    key = (c.spi, c.direction)
+                    counters[key] = c
+                    if c.packets and c.direction == "in":
+                        prev = before.get(key)
+                        if prev is None or c.packets > prev.packets:
+                            active.append(c.spi)
+            if active:
+                self.endpoint.child_activity(active, self.now())
             self._counters = counters
             logsafe.flush()  # summaries of rate-limited warnings, even when the flood has stopped
             self._drain_datapath()
@@ -317,17 +327,6 @@ class EngineRuntime:
                             for c in sas[i:i + WALL_CLOCK_CHUNK])
             self.publish(CountersSnapshot(time.time(), tuple(wall), tuple(sorted(drops.items()))),
                          wall_clock=True)
-
-    def _report_activity(self, before: dict, after: dict) -> None:
-        """Inbound SAs whose packet count grew since the last read: their peers are alive (DPD waits)."""
-        active = []
-        for (spi, direction), c in after.items():
-            if direction == "in" and c.packets:
-                prev = before.get((spi, direction))
-                if prev is None or c.packets > prev.packets:
-                    active.append(spi)
-        if active:
-            self.endpoint.child_activity(active, self.now())
 
     # ------------------------------------------------------------ commands
     def initiate(self, name: str, child: str | None = None) -> None:
