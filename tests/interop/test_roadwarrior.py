@@ -295,7 +295,8 @@ def test_our_client_moves_with_mobike_and_keeps_its_ike_sa(tmp_path):
 
     charon 5.9.8 with kernel-libipsec (the only kernel interface here: this kernel has no ESP)
     cannot update an SA in place, so it then rekeys the CHILD SA itself (CHILD_REKEY after
-    IKE_MOBIKE, as it logs); with XFRM it would keep it. The IKE SA stays the same either way."""
+    IKE_MOBIKE, as it logs); with XFRM it keeps it: tests/kernel/guest/test_mobike_initiator.py
+    shows the same SPIs on both sides under qemu. The IKE SA stays the same either way."""
     with lab() as L, Peers(L, tmp_path) as peers:  # its own namespaces: the test moves an address
         c = peers.charon("right", charon_conn("right", remote_addrs="%any"))
         policy = tomli_w.dumps({
