@@ -30,10 +30,10 @@ IKE_SA_INIT or CREATE_CHILD_SA), "additional_ke" (RFC 9370 in IKE_INTERMEDIATE, 
 "followup_ke" (RFC 9370 IKE_FOLLOWUP_KE: additional key exchanges in CREATE_CHILD_SA, so in
 ESP/AH proposals), "ppk" (RFC 8784)."""
 
-ADVISED: frozenset[str] = frozenset()
-"""The features lint recommends to connections that are not quantum-safe (rule not-quantum-safe).
-Held back while the sample configs and the classic-peer tests (strongSwan 5.9.8, Libreswan 4)
-cannot use them: lint would warn on every classic connection."""
+ADVISED: frozenset[str] = NEGOTIATED
+"""The features lint recommends to connections that are not quantum-safe (rule not-quantum-safe,
+severity info: a classic connection may have to talk to peers that cannot do better, so the advice
+never fails ``check``, not even with --strict)."""
 
 HYBRID_EXAMPLE = "aes256gcm16-prfsha384-x25519-ke1_mlkem768"
 """The hybrid proposal we suggest: strongSwan 6.1's and Libreswan 5's common ground."""
