@@ -179,6 +179,9 @@ class Responder(Exchange):
         """Whether a further request belongs to this (multi-round) responder."""
         return False
 
+    def abandon(self, now: float) -> None:
+        """The rest of this (multi-round) exchange will not come: release what it holds."""
+
 
 # ---------------------------------------------------------------- payload helpers
 def find(payloads, cls, pred=None):
