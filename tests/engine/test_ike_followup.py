@@ -82,6 +82,26 @@ def test_new_child_sa_runs_followup_rounds_by_either_side(side, esp):
 
 
 @needs_mlkem
+@pytest.mark.parametrize("side", ["a", "b"])
+def test_a_narrow_second_child_sa_is_not_taken_by_a_wide_first_config(side):
+    """'voice' (UDP 5555 between the same hosts) inside 'lan' (everything): the responder takes
+    the config whose selectors are exactly the request's, as charon 6.1 does (found against it)."""
+    kids = [child("lan", esp=(ONE_KE,)),
+            child("voice", local_ts="198.51.100.1/32[udp/5555]", remote_ts="198.51.100.129/32[udp/5555]",
+                  esp=(ONE_KE,))]
+    a = connection(ike=(HYBRID,), children=kids)
+    p = Pair(policy(a, address=LEFT), policy(mirror(a), address=RIGHT))
+    p.a.initiate("tun", p.now, child="lan")
+    p.advance(1)
+    p.ep(side).initiate("tun", p.now, child="voice")
+    p.advance(5)
+    for s in ("a", "b"):
+        assert [e.child for e in p.of(s, ChildSaInstalled)] == ["lan", "voice"], s
+    [voice] = [c for c in live_children(p, "a") if c.config.name == "voice"]
+    assert [str(t) for t in voice.local_ts] == ["198.51.100.1/32[udp/5555]"]
+
+
+@needs_mlkem
 def test_new_child_sa_keys_take_the_followup_secret(monkeypatch):
     """The CHILD SA's keys come from the IKE_FOLLOWUP_KE round's secret too: a responder that
     took another secret for that round ends with keys its peer does not have."""
