@@ -166,10 +166,18 @@ class RespondsToRounds:
     def release_reserved(self, now: float) -> None:
         raise NotImplementedError
 
+    def rounds_wanted(self) -> bool:
+        """Whether what these rounds make is still wanted (child_rekey: the old SA still exists)."""
+        return True
+
     def answer_followup(self, payloads: list, now: float) -> list:
         """Our answer to one IKE_FOLLOWUP_KE request (an error notify when it does not fit)."""
         self.answer = []
         try:
+            if not self.rounds_wanted():
+                # What the rounds would make could only be an orphan the initiator drops.
+                raise RemoteError(NotifyType.STATE_NOT_FOUND, "IKE_FOLLOWUP_KE for a rekey of an SA that is "
+                                  "being deleted or gone")
             answer = self.followup.answer(payloads)
         except RemoteError as exc:
             self.fire(self.REQ_BAD_ROUND, now, error=exc)

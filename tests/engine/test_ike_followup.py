@@ -228,3 +228,26 @@ def test_peer_rekey_during_our_followup_rounds_gets_temporary_failure_and_both_c
     assert sa_a.keys.sk_d.reveal() == sa_b.keys.sk_d.reveal()
     assert all(info.quantum_safe for ep in (p.a, p.b) for info in ep.status(p.now))
     assert_no_spi_leak(p)
+
+
+@needs_mlkem
+@pytest.mark.parametrize("seed", range(1, 4))
+def test_old_sa_deleted_during_the_rekey_rounds_leaves_no_orphan(seed):
+    """a rekeys 'lan' with an additional KE; its IKE_FOLLOWUP_KE round is lost once, and b deletes
+    the old SA (its hard lifetime) before the retransmission comes: a gives its rekey up (the peer
+    deleted old) and b refuses the late round with STATE_NOT_FOUND instead of making a CHILD SA
+    a does not have. Both ends agree, nothing stays reserved."""
+    p = make(seed=seed, second=False)
+    p.filter = hold_first_round("a")
+    p.a.rekey("tun", p.now)
+    p.advance(0.2)
+    assert requests(p, "a")[-1] == "IKE_FOLLOWUP_KE"
+    [old_b] = live_children(p, "b")
+    p.b.rekey_child_spi(int.from_bytes(old_b.spi_in, "big"), p.now, hard=True)
+    p.advance(60)
+    ca = {(c.spi_in, c.spi_out) for c in live_children(p, "a")}
+    cb = {(c.spi_out, c.spi_in) for c in live_children(p, "b")}
+    assert ca == cb, (ca, cb)
+    assert old_b.state == ChildState.DELETED
+    assert "STATE_NOT_FOUND" in [n for e in p.of("b", ExchangeSent) for n in e.message.notifies]
+    assert_no_spi_leak(p)

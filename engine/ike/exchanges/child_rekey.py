@@ -514,6 +514,10 @@ class ChildRekeyResponder(RespondsToChildRounds, Responder):
         self.release_reserved(now)
         raise error
 
+    def rounds_wanted(self) -> bool:
+        """A rekey of an SA deleted meanwhile (by either side) makes no SA: its peer gave it up."""
+        return self.old.state not in (ChildState.DELETING, ChildState.DELETED)
+
     def make_new(self, now: float) -> None:
         choice, nonce_i, nonce_r, spi_in = self.pending
         self.new, _ = child_sa.build(self.sa, choice, nonce_i, nonce_r, self.followup.secrets, now, self.old,
