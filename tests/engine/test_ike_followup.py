@@ -251,3 +251,24 @@ def test_old_sa_deleted_during_the_rekey_rounds_leaves_no_orphan(seed):
     assert old_b.state == ChildState.DELETED
     assert "STATE_NOT_FOUND" in [n for e in p.of("b", ExchangeSent) for n in e.message.notifies]
     assert_no_spi_leak(p)
+
+
+@needs_mlkem
+@pytest.mark.parametrize("seed", range(1, 5))
+@pytest.mark.parametrize("kind", ["child", "ike"])
+def test_simultaneous_multi_ke_rekeys_converge(seed, kind):
+    """Both ends rekey the same SA with an additional KE at once: each answers the other's
+    CREATE_CHILD_SA with TEMPORARY_FAILURE (no rounds interleaved with its own), both retry after
+    a random pause, and they end with one IKE SA, one CHILD pair, equal keys, nothing reserved."""
+    p = make(seed=seed, second=False)
+    p.a.rekey("tun", p.now, ike=kind == "ike")
+    p.b.rekey("tun", p.now, ike=kind == "ike")
+    p.advance(120)
+    ike_a = {(sa.spi_i, sa.spi_r) for sa in p.a.sas if sa.state == IkeState.ESTABLISHED}
+    ike_b = {(sa.spi_i, sa.spi_r) for sa in p.b.sas if sa.state == IkeState.ESTABLISHED}
+    assert ike_a == ike_b and len(ike_a) == 1
+    [ca], [cb] = live_children(p, "a"), live_children(p, "b")
+    assert (ca.spi_in, ca.spi_out) == (cb.spi_out, cb.spi_in)
+    assert ca.keys.encr_out.reveal() == cb.keys.encr_in.reveal()
+    assert requests(p, "a").count("IKE_FOLLOWUP_KE") + requests(p, "b").count("IKE_FOLLOWUP_KE") >= 1
+    assert_no_spi_leak(p)
