@@ -8,11 +8,12 @@ requires an RFC 8784 PPK. CHILD SAs inherit this through SK_d.
 Two reasons refuse a policy instead of weakening it in silence:
 
 * the installed ``cryptography`` lacks ML-KEM (engine.crypto.kem says why);
-* engine.ike does not negotiate the feature yet. `NEGOTIATED` lists what it
-  does; the issue 11 integration adds "kem", "additional_ke" and "ppk" in the
-  same change that teaches engine.ike IKE_INTERMEDIATE, IKE_FOLLOWUP_KE and the
-  PPK notifies. Until then a hybrid proposal or a ppk_id is an error, never a
-  tunnel that looks quantum-safe and is not.
+* engine.ike does not negotiate the feature. `NEGOTIATED` lists what it does
+  (today: all of them); a feature missing there makes a hybrid proposal or a
+  ppk_id an error, never a tunnel that looks quantum-safe and is not.
+
+Lint advises (rule not-quantum-safe, severity info) on connections that are
+not quantum-safe, with what `ADVISED` allows it to recommend.
 """
 
 from __future__ import annotations
