@@ -332,20 +332,26 @@ def test_host_to_host_transport(peers, direction):
 
 
 # ------------------------------------------------------------------ server-least-privilege.toml
-def test_server_least_privilege(peers):
+@pytest.mark.parametrize("client", ["charon", "strongswan6"])
+def test_server_least_privilege(peers, client):
     """The server (us, 192.0.2.1) and a client (charon, 192.0.2.2 in 192.0.2.0/24) with a certificate
     laptop.clients.example.org from our CA; transport mode for HTTPS and SSH only. The selectors with
     ports are narrowed to the client and the IKE SA and CHILD SA are negotiated; charon (libipsec)
-    cannot install transport mode."""
+    cannot install transport mode. A strongSwan 6.1 client offering the sample's proposals gets the
+    hybrid one, charon 5.9.8 (given the classic one) the fallback."""
+    six = client == "strongswan6"
     doc = load_sample("server-least-privilege.toml", {})
     doc["engine"]["secrets"] = "secrets.toml"
     ca_dir = peers.workdir / "ca"
     certs = make_certs(ca_dir, ("server.example.org", "server"), ("laptop.clients.example.org", "laptop"))
+    proposals = doc["connections"]["clients"]["proposals"]
+    # Protocols by number: the strongSwan 6.1 root has no /etc/protocols.
     c = peers.charon("right", pubkey_charon(
         "right", "services", ("laptop.clients.example.org", "laptop.crt"), "server.example.org",
-        "aes256gcm16-prfsha384-x25519",
-        {"mode": "transport", "local_ts": "dynamic[tcp]", "esp_proposals": "aes256gcm16",
-         "remote_ts": f"{ADDR['left']}/32[tcp/443], {ADDR['left']}/32[tcp/22]"}), certs=certs)
+        ", ".join(proposals) if six else classic(proposals),
+        {"mode": "transport", "local_ts": "dynamic[6]", "esp_proposals": "aes256gcm16",
+         "remote_ts": f"{ADDR['left']}/32[6/443], {ADDR['left']}/32[6/22]"}), certs=certs,
+        root=require_strongswan6() if six else None)
     o = start_ours(peers, "left", doc, '[private.server]\nfile = "private/server.key"\n', certs_from=ca_dir,
                    key="server.key")
     c.swanctl("--initiate", "--child", "services", "--timeout", "10", check=False)
@@ -356,3 +362,4 @@ def test_server_least_privilege(peers):
     assert sorted(child["local_ts"]) == sorted([f"{ADDR['left']}/32[tcp/443]", f"{ADDR['left']}/32[tcp/22]"])
     assert child["remote_ts"] == [f"{ADDR['right']}/32[tcp]"]
     assert "unsupported mode" in c.log(), charon_log_child(c)  # libipsec's limit, not ours
+    assert quantum_safe(sa) == ((True, ["KE1_ML_KEM_768"]) if six else (False, [])), sa
