@@ -182,6 +182,9 @@ class Responder(Exchange):
     def abandon(self, now: float) -> None:
         """The rest of this (multi-round) exchange will not come: release what it holds."""
 
+    def waiting(self, now: float) -> None:
+        """Kept for its next round after an answer went out (engine.ike.followup arms a timeout)."""
+
 
 # ---------------------------------------------------------------- payload helpers
 def find(payloads, cls, pred=None):

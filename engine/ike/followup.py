@@ -22,7 +22,7 @@ from typing import ClassVar
 from engine.crypto.errors import CryptoError, InvalidKeyExchange
 from engine.crypto.ke import new_key_exchange, respond
 from engine.ike.errors import ChildRefused, RemoteError
-from engine.ike.exchange import error_notifies, find, notify
+from engine.ike.exchange import Initiator, Label, Table, error_notifies, find, notify
 from engine.ike.text import notify_name
 from engine.wire.constants import ExchangeType, NotifyType
 from engine.wire.errors import MalformedMessage
@@ -32,6 +32,10 @@ from engine.wire.summary import group_name
 
 IKE_FOLLOWUP_KE = ExchangeType.IKE_FOLLOWUP_KE
 LINK_SIZE = 8
+ROUNDS_TIMEOUT = 20.0
+"""RFC 9370 §2.2.4: a responder gives up rounds the initiator stopped after "some reasonable
+period" (5-20 s). At least this long, and at least one retransmission budget, so a lost round
+retransmitted by the peer is still answered."""
 
 
 class FollowupInitiator:
@@ -158,10 +162,16 @@ class RespondsToRounds:
     followup: FollowupResponder | None = None
 
     def abandon(self, now: float) -> None:
-        """The peer will not continue these rounds (it started another multi-round request, or
-        the IKE SA is gone): release what the answer reserved."""
+        """The peer will not continue these rounds (it started another multi-round request, they
+        timed out, or the IKE SA is gone): release what the answer reserved."""
         if self.state == self.ROUNDS:
             self.fire(self.ABANDON, now)
+
+    def waiting(self, now: float) -> None:
+        """Our answer went out and the next round is due: give the rounds up if it never comes."""
+        if self.state == self.ROUNDS and self.followup is not None:
+            at = now + max(ROUNDS_TIMEOUT, self.sa.retransmit_budget())
+            self.sa.defer(RoundsTimeout(self.sa, self, len(self.followup.secrets)), at)
 
     def release_reserved(self, now: float) -> None:
         raise NotImplementedError
@@ -219,3 +229,49 @@ class RespondsToChildRounds(RespondsToRounds):
         if self.pending is not None:
             self.sa.host.ids.release_spi(self.pending[3])
         self.followup = self.pending = None
+
+
+class _T(Label):
+    WAITING = "waiting for the next round"
+    DONE = "done"
+
+
+class _In(Label):
+    DUE = "the time for the next round is up"
+    ABORT = "abort"
+
+
+TIMEOUT_TABLE = Table("IKE_FOLLOWUP_KE rounds timeout (sends nothing)", {
+    (_T.WAITING, _In.DUE): (_T.DONE, "give_up"),
+    (_T.WAITING, _In.ABORT): (_T.DONE, None),
+    (_T.DONE, _In.ABORT): (_T.DONE, None),
+}, remote=(), final={_T.DONE})
+
+
+class RoundsTimeout(Initiator):
+    """Gives up a peer's IKE_FOLLOWUP_KE rounds that stopped coming, releasing the SPI our answer
+    reserved. A deferred job of the IKE SA (sa.defer), not an exchange: it sends nothing."""
+
+    TABLE = TIMEOUT_TABLE
+    INITIAL = _T.WAITING
+    name = "IKE_FOLLOWUP_KE rounds timeout"
+
+    def __init__(self, sa, responder: RespondsToRounds, rounds_done: int) -> None:
+        super().__init__(sa)
+        self.responder = responder
+        self.rounds_done = rounds_done
+
+    def request(self, now: float):
+        self.maybe(_In.DUE, now)
+        return None
+
+    def give_up(self, now: float) -> None:
+        r = self.responder
+        if r.state == r.ROUNDS and r.followup is not None and len(r.followup.secrets) == self.rounds_done:
+            r.abandon(now)  # no round came since this timeout was armed
+
+    def abort(self, now: float) -> None:
+        self.maybe(_In.ABORT, now)
+
+    def migrate(self, sa) -> bool:
+        return False  # the rounds belong to the IKE SA that answered them

@@ -519,6 +519,8 @@ class IkeSa:
             if old is not None:
                 old.abandon(now)
             self.responding = r
+        if self.responding is r:
+            r.waiting(now)
 
     def _open(self, message: Message) -> tuple[list | None, int, int]:
         """Decrypt (SK) or reassemble (SKF); returns (payloads or None, wire length, fragments)."""

@@ -272,3 +272,25 @@ def test_simultaneous_multi_ke_rekeys_converge(seed, kind):
     assert ca.keys.encr_out.reveal() == cb.keys.encr_in.reveal()
     assert requests(p, "a").count("IKE_FOLLOWUP_KE") + requests(p, "b").count("IKE_FOLLOWUP_KE") >= 1
     assert_no_spi_leak(p)
+
+
+@needs_mlkem
+@pytest.mark.parametrize("kind", ["new_child", "child_rekey", "ike_rekey"])
+def test_rounds_that_never_come_time_out_and_release_their_spi(kind):
+    """RFC 9370 §2.2.4: the responder deletes the state of rounds the initiator does not continue.
+    Every IKE_FOLLOWUP_KE request of a is lost until a gives its IKE SA up; b, still up, frees the
+    SPI its CREATE_CHILD_SA answer reserved once a retransmission budget (at least 20 s) passed
+    without a round."""
+    p = make()
+    p.filter = drop_first("a", FOLLOWUP, False, count=1000)
+    if kind == "new_child":
+        p.a.initiate("tun", p.now, child="voice")
+    else:
+        p.a.rekey("tun", p.now, ike=kind == "ike_rekey")
+    p.advance(0.5)
+    [sa_b] = [sa for sa in p.b.sas if sa.state == IkeState.ESTABLISHED]
+    assert sa_b.responding is not None and sa_b.responding.state.name == "ROUNDS"
+    p.advance(max(20.0, sa_b.retransmit_budget()) + 1)
+    assert sa_b.state == IkeState.ESTABLISHED and (sa_b.responding is None or sa_b.responding.finished)
+    reg = p.b.registry
+    assert reg._spis == {c.spi_in for c in sa_b.children.values()} and not reg._reserved_ike
