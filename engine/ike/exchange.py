@@ -179,6 +179,12 @@ class Responder(Exchange):
         """Whether a further request belongs to this (multi-round) responder."""
         return False
 
+    def abandon(self, now: float) -> None:
+        """The rest of this (multi-round) exchange will not come: release what it holds."""
+
+    def waiting(self, now: float) -> None:
+        """Kept for its next round after an answer went out (engine.ike.followup arms a timeout)."""
+
 
 # ---------------------------------------------------------------- payload helpers
 def find(payloads, cls, pred=None):

@@ -479,7 +479,8 @@ class IkeSa:
         self.peer_mid = mid
         if self.reassembly:
             self._drop_reassembly(False)
-        r = self.responding if self.responding is not None and self.responding.accepts(exchange) else None
+        waiting = self.responding if self.responding is not None and not self.responding.finished else None
+        r = waiting if waiting is not None and waiting.accepts(exchange) else None
         try:
             if r is None:
                 r = self.host.exchanges.responder(self, exchange, payloads)
@@ -500,9 +501,26 @@ class IkeSa:
                 self.destroy(now, str(exc))
             return
         self.send_response(exchange, mid, answer, now)
-        self.responding = None if r.finished else r
+        self._keep_responding(r, now)
         r.responded(now)
         self.kick(now)
+
+    def _keep_responding(self, r: Responder, now: float) -> None:
+        """Remember the responder that waits for more rounds. A one-round exchange (a DPD) in
+        between leaves it waiting; another multi-round one replaces it, and the rounds it gave
+        up release what they reserved."""
+        old = self.responding
+        if old is not None and old.finished:  # it finished in its ``responded`` after the last round
+            old = self.responding = None
+        if r is old:
+            if r.finished:
+                self.responding = None
+        elif not r.finished:
+            if old is not None:
+                old.abandon(now)
+            self.responding = r
+        if self.responding is r:
+            r.waiting(now)
 
     def _open(self, message: Message) -> tuple[list | None, int, int]:
         """Decrypt (SK) or reassemble (SKF); returns (payloads or None, wire length, fragments)."""
@@ -680,6 +698,8 @@ class IkeSa:
             ex.abort(now)
         self.queue.clear()
         self.deferred.clear()
+        if self.responding is not None:
+            self.responding.abandon(now)
         self.responding = None
         for child in list(self.children.values()):
             self.remove_child(child, now, f"IKE SA gone: {reason}")

@@ -138,9 +138,12 @@ class Peers(contextlib.ExitStack):
         return d
 
     def charon(self, side: str, conf: dict, *, plugins: tuple[str, ...] = (), retransmit: str = FAST_CHARON,
-               extra: str = "", certs: dict[str, Path] | None = None, start: bool = True) -> Charon:
-        """A private charon whose swanctl.conf is ``conf`` (a dict with connections/secrets)."""
-        c = Charon(self.lab, side, self._subdir("charon"), retransmit=retransmit, extra=extra, certs=certs)
+               extra: str = "", certs: dict[str, Path] | None = None, start: bool = True,
+               root: Path | None = None) -> Charon:
+        """A private charon whose swanctl.conf is ``conf`` (a dict with connections/secrets);
+        ``root``: that root's charon (strongSwan 6.1, lab.require_strongswan6) instead of 5.9.8."""
+        c = Charon(self.lab, side, self._subdir("charon"), retransmit=retransmit, extra=extra, certs=certs,
+                   root=root)
         c.conf = swanctl(conf)
         if plugins:
             c.strongswan_conf = re.sub(r"(\n\s*load = [^\n]*vici)", r"\1 " + " ".join(plugins), c.strongswan_conf,

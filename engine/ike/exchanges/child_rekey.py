@@ -61,7 +61,7 @@ from engine.ike.exchanges import child_sa
 from engine.ike.exchange import Initiator, Label, Request, Responder, Table, error_notifies, find, notify
 from engine.ike.exchanges.create_child import RETRY, CreateChild
 from engine.ike.exchanges.informational import DeleteChild
-from engine.ike.followup import IKE_FOLLOWUP_KE, FollowupInitiator, FollowupResponder, RespondsToRounds
+from engine.ike.followup import IKE_FOLLOWUP_KE, FollowupInitiator, FollowupResponder, RespondsToChildRounds
 from engine.ike.init import NONCE_SIZE
 from engine.ike.text import notify_name
 from engine.wire.constants import ExchangeType, NotifyType
@@ -117,6 +117,7 @@ class I(Label):  # noqa: E742
     REQ_ROUND = "IKE_FOLLOWUP_KE request"
     REQ_BAD_ROUND = "IKE_FOLLOWUP_KE request that does not fit"
     LAST_ROUND = "the last IKE_FOLLOWUP_KE round"
+    ABANDON = "the peer's rounds will not come (another request, old deleted, the IKE SA gone)"
 
 
 _FAILED = (I.RESP_TEMP_FAIL, I.RESP_NOT_FOUND, I.RESP_REFUSED, I.RESP_INVALID_KE)
@@ -177,6 +178,7 @@ TABLE = Table("CREATE_CHILD_SA (CHILD rekey)", {
     (S.ROUNDS, I.REQ_ROUND): (S.ROUNDS, "answer_round"),
     (S.ROUNDS, I.REQ_BAD_ROUND): (S.ANSWERED, "refuse_round"),
     (S.ROUNDS, I.LAST_ROUND): (S.ANSWERED, "make_new"),
+    (S.ROUNDS, I.ABANDON): (S.ANSWERED, "release_reserved"),
 }, remote={I.RESP_OK, I.RESP_TEMP_FAIL, I.RESP_NOT_FOUND, I.RESP_NOT_FOUND_YET, I.RESP_INVALID_KE, I.RESP_REFUSED,
            I.PEER_REKEYED,
            I.PEER_DELETED_OLD, I.PEER_DELETED_THEIRS, I.REQ_IKE_BUSY, I.REQ_OLD_UNKNOWN, I.REQ_OLD_BUSY,
@@ -433,10 +435,11 @@ class ChildRekey(Initiator):
         return True
 
 
-class ChildRekeyResponder(RespondsToRounds, Responder):
+class ChildRekeyResponder(RespondsToChildRounds, Responder):
     TABLE = TABLE
     INITIAL = S.IDLE
     ROUNDS, REQ_ROUND, REQ_BAD_ROUND, LAST_ROUND = S.ROUNDS, I.REQ_ROUND, I.REQ_BAD_ROUND, I.LAST_ROUND
+    ABANDON = I.ABANDON
     name = "CREATE_CHILD_SA (rekey)"
 
     def respond(self, exchange: int, payloads: list, now: float) -> list:
@@ -508,9 +511,12 @@ class ChildRekeyResponder(RespondsToRounds, Responder):
         return self.rekey(now, **data)
 
     def refuse_round(self, now: float, error: RemoteError) -> None:
-        self.sa.host.ids.release_spi(self.pending[3])
-        self.followup = self.pending = None
+        self.release_reserved(now)
         raise error
+
+    def rounds_wanted(self) -> bool:
+        """A rekey of an SA deleted meanwhile (by either side) makes no SA: its peer gave it up."""
+        return self.old.state not in (ChildState.DELETING, ChildState.DELETED)
 
     def make_new(self, now: float) -> None:
         choice, nonce_i, nonce_r, spi_in = self.pending

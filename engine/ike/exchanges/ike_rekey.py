@@ -103,6 +103,7 @@ class I(Label):  # noqa: E742
     REQ_COLLISION = "request while we rekey the IKE SA"
     ANSWER_ONLY = "our answer completes the rekey (or refuses it)"
     ROUNDS_FOLLOW = "our answer needs IKE_FOLLOWUP_KE rounds"
+    ABANDON = "the peer's rounds will not come (another request, the IKE SA gone)"
     REQ_ROUND = "IKE_FOLLOWUP_KE request"
     REQ_BAD_ROUND = "IKE_FOLLOWUP_KE request that does not fit"
     LAST_ROUND = "the last IKE_FOLLOWUP_KE round"
@@ -161,6 +162,7 @@ TABLE = Table("CREATE_CHILD_SA (IKE rekey)", {
     (S.ROUNDS, I.REQ_ROUND): (S.ROUNDS, "answer_round"),
     (S.ROUNDS, I.REQ_BAD_ROUND): (S.ANSWERED, "refuse_round"),
     (S.ROUNDS, I.LAST_ROUND): (S.ANSWERED, "make_new"),
+    (S.ROUNDS, I.ABANDON): (S.ANSWERED, "release_reserved"),
 }, remote={I.RESP_OK, I.RESP_TEMP_FAIL, I.RESP_INVALID_KE, I.RESP_REFUSED, I.PEER_REKEYED, I.PEER_DELETED_IKE,
            I.REQ_CLOSING, I.REQ_BUSY, I.REQ_OK, I.REQ_COLLISION, I.RESP_ROUNDS, I.RESP_ROUND, I.REQ_ROUND,
            I.REQ_BAD_ROUND},
@@ -457,6 +459,8 @@ class IkeRekeyResponder(RespondsToRounds, Responder):
     TABLE = TABLE
     INITIAL = S.IDLE
     ROUNDS, REQ_ROUND, REQ_BAD_ROUND, LAST_ROUND = S.ROUNDS, I.REQ_ROUND, I.REQ_BAD_ROUND, I.LAST_ROUND
+    ABANDON = I.ABANDON
+    pending_new: dict | None = None
     name = "CREATE_CHILD_SA (IKE rekey)"
 
     def respond(self, exchange: int, payloads: list, now: float) -> list:
@@ -479,8 +483,14 @@ class IkeRekeyResponder(RespondsToRounds, Responder):
         return self.answer
 
     def refuse_round(self, now: float, error: RemoteError) -> None:
-        self.followup = None
+        self.release_reserved(now)
         raise error
+
+    def release_reserved(self, now: float) -> None:
+        """No new IKE SA after all: the IKE SPI our answer named is free again."""
+        if self.pending_new is not None:
+            self.sa.host.ids.release_ike_spi(self.pending_new["spi_r"])
+        self.followup = self.pending_new = None
 
     def make_new(self, now: float) -> None:
         sa, p = self.sa, self.pending_new
