@@ -169,7 +169,8 @@ class Responder(Exchange):
     must follow the answer on the wire (installing, destroying) goes in
     ``responded``. A multi-round responder stays until ``finished``."""
 
-    def respond(self, exchange: int, payloads: list, now: float) -> list:
+    def respond(self, exchange: int, payloads: list, now: float) -> list | None:
+        """Our answer; None holds the request unanswered (the peer retransmits it)."""
         raise NotImplementedError
 
     def responded(self, now: float) -> None:

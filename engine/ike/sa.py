@@ -499,6 +499,12 @@ class IkeSa:
             if self.state == IkeState.CONNECTING:
                 self.destroy(now, str(exc))
             return
+        if answer is None:
+            # Not answered yet (the responder waits for an exchange of ours to finish):
+            # the peer retransmits, and the request is taken again then.
+            self.mid_in = mid
+            self.host.count("held_requests")
+            return
         self.send_response(exchange, mid, answer, now)
         self.responding = None if r.finished else r
         r.responded(now)

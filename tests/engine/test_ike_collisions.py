@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from engine.events import ChildState, ExchangeSent, IkeState
+from engine.ike.exchanges import child_rekey
 from engine.ike.exchanges.create_child import CreateChild
 from engine.wire.constants import NON_ESP_MARKER, ExchangeType
 from engine.wire.message import decode_header
@@ -148,4 +149,49 @@ def test_rekey_of_an_sa_the_peer_lost_beside_another_pair_for_the_child(seed):
     sb.remove_child(sb.child_by_spi_out(orphan.spi_in), p.now, "lost by the peer (test)")
     p.a.rekey("tun", p.now, unique_id=orphan.unique_id)
     p.advance(400)
+    assert_agree(p)
+
+
+def charon_598_dead_ends(monkeypatch) -> list[tuple[str, str]]:
+    """Steps charon 5.9.8 cannot complete, recorded as they happen on either end.
+
+    charon's child_rekey.c, when its rekey collided with the peer's rekey of the
+    same SA (collision = the peer's rekey, which it answered) and its own answer
+    carries no SA (TEMPORARY_FAILURE, CHILD_SA_NOT_FOUND ...): on TEMPORARY_FAILURE
+    it schedules a retry and sets the old SA back to INSTALLED, so the peer's
+    DELETE of the old SA no longer installs the outbound half of the SA the peer's
+    rekey created (child_delete.c installs it only for a REKEYED SA); on
+    CHILD_SA_NOT_FOUND it drops the old SA and creates a new CHILD SA. Either way
+    traffic is lost until a later rekey. Our ChildRekey is in SENT_COLLIDED
+    exactly there."""
+    seen: list[tuple[str, str]] = []
+    fire = child_rekey.ChildRekey.fire
+
+    def recording(self, inp, now, **data):
+        if self.state == child_rekey.S.SENT_COLLIDED and inp in child_rekey._FAILED:
+            seen.append((self.state.name, inp.name))
+        return fire(self, inp, now, **data)
+
+    monkeypatch.setattr(child_rekey.ChildRekey, "fire", recording)
+    return seen
+
+
+@pytest.mark.parametrize("seed", range(1, 5))
+@pytest.mark.parametrize("lossy", ["a", "b"])
+def test_peer_rekey_of_an_sa_whose_delete_is_lost(seed, lossy, monkeypatch):
+    """The 60 s soak (charon 5.9.8): both rekey X. The peer answers ours while its own
+    is in flight (a collision on its side), but its request reaches us only after our
+    rekey finished: X is replaced here and our DELETE of X is lost (twice). Answering the
+    peer's rekey of X before the peer has our DELETE is a dead end for charon
+    (charon_598_dead_ends); once it has the DELETE, any answer is fine."""
+    dead_ends = charon_598_dead_ends(monkeypatch)
+    p = make(seed)
+    quiet = "b" if lossy == "a" else "a"
+    drop_peer_request = drop_first(quiet, ExchangeType.CREATE_CHILD_SA, False)
+    drop_our_delete = drop_first(lossy, ExchangeType.INFORMATIONAL, False, count=2)
+    p.filter = lambda s, d: drop_peer_request(s, d) and drop_our_delete(s, d)
+    p.ep(lossy).rekey("tun", p.now)
+    p.ep(quiet).rekey("tun", p.now)
+    p.advance(400)
+    assert dead_ends == []
     assert_agree(p)
