@@ -36,13 +36,15 @@ old SA while ours was in flight):
   abandons ours.
 
 Rules (responder):
-- An SA our own DELETE is about to remove (queued, in flight or deferred):
-  not answered until that DELETE is answered; the peer retransmits, and then
-  learns the SA is gone. The peer may have answered our rekey of it while its
-  own was in flight; charon 5.9.8, told TEMPORARY_FAILURE before our DELETE
-  arrives, sets the SA back to INSTALLED, and our DELETE then no longer
-  installs the outbound half of the SA our rekey created (traffic lost until a
-  later rekey). With our DELETE first, its rekey ends on that DELETE.
+- An SA our own DELETE (in flight) removes: not answered until that DELETE
+  is answered; the peer retransmits, and then learns the SA is gone. The
+  peer may have answered our rekey of it while its own was in flight;
+  charon 5.9.8, told TEMPORARY_FAILURE before our DELETE arrives, sets the SA
+  back to INSTALLED, and our DELETE then no longer installs the outbound half
+  of the SA our rekey created (traffic lost until a later rekey). With our
+  DELETE first, its rekey ends on that DELETE. Only a DELETE already sent:
+  the peer answers it whatever we hold, so no two requests wait on each
+  other (a queued one could wait behind a request of ours the peer holds).
 - While the IKE SA is being rekeyed or deleted: TEMPORARY_FAILURE (§2.25.2).
 - Unknown SA: CHILD_SA_NOT_FOUND. An SA we are deleting or that was already
   replaced: TEMPORARY_FAILURE (§2.25.1). An unknown SA while our own
@@ -115,7 +117,7 @@ class I(Label):  # noqa: E742
     LOST = "the lowest nonce is in our exchange"
     ABORT = "abort"
     REQ_IKE_BUSY = "request while the IKE SA is rekeyed or deleted"
-    REQ_OLD_OUR_DELETE_PENDING = "request for an SA our unanswered DELETE removes"
+    REQ_OLD_OUR_DELETE_PENDING = "request for an SA our DELETE in flight removes"
     REQ_OLD_UNKNOWN = "request for an SA we do not have"
     REQ_OLD_MAYBE_COMING = "request for an SA we do not have while our CREATE_CHILD_SA waits for its answer"
     REQ_OLD_BUSY = "request for an SA being deleted or already replaced"
@@ -206,9 +208,8 @@ def awaits_new_child(active) -> bool:
 
 
 def deleting(sa, child: ChildSa) -> bool:
-    """A DELETE of ``child`` by us is in flight, queued or deferred on ``sa``."""
-    return any(isinstance(ex, DeleteChild) and ex.child is child and not ex.finished
-               for ex in (sa.active, *sa.queue, *(later for _, later in sa.deferred)))
+    """Our DELETE of ``child`` is in flight on ``sa`` (sent, not yet answered)."""
+    return isinstance(sa.active, DeleteChild) and sa.active.holds_child(child)
 
 
 def lowest_nonce_is_ours(ours: tuple[bytes, bytes], theirs: tuple[bytes, bytes]) -> bool:
@@ -465,7 +466,7 @@ class ChildRekeyResponder(RespondsToRounds, Responder):
         rekey = notify(payloads, NotifyType.REKEY_SA)
         self.old = old = sa.child_by_spi_out(rekey.spi) if rekey is not None else None
         active = sa.active
-        if old is not None and old.state in (ChildState.REKEYED, ChildState.DELETING) and deleting(sa, old):
+        if old is not None and old.state == ChildState.DELETING and deleting(sa, old):
             inp = I.REQ_OLD_OUR_DELETE_PENDING
         elif sa.state != IkeState.ESTABLISHED:
             inp = I.REQ_IKE_BUSY
