@@ -484,6 +484,12 @@ class IkeSa:
             if r is None:
                 r = self.host.exchanges.responder(self, exchange, payloads)
             answer = r.respond(exchange, payloads, now)
+            if answer is None:
+                # Not answered yet (the responder waits for an exchange of ours to finish):
+                # the peer retransmits, and the request is taken again then.
+                self.mid_in = mid
+                self.host.count("held_requests")
+                return
         except RemoteError as exc:
             n = exc.notify if exc.notify is not None else NotifyType.INVALID_SYNTAX
             self.send_response(exchange, mid, [NotifyPayload(n, data=exc.data)], now)
@@ -498,12 +504,6 @@ class IkeSa:
             self.fail(exchange, "LOCAL", f"{exc} (local configuration)", now)
             if self.state == IkeState.CONNECTING:
                 self.destroy(now, str(exc))
-            return
-        if answer is None:
-            # Not answered yet (the responder waits for an exchange of ours to finish):
-            # the peer retransmits, and the request is taken again then.
-            self.mid_in = mid
-            self.host.count("held_requests")
             return
         self.send_response(exchange, mid, answer, now)
         self.responding = None if r.finished else r

@@ -152,8 +152,9 @@ def test_rekey_of_an_sa_the_peer_lost_beside_another_pair_for_the_child(seed):
     assert_agree(p)
 
 
-def charon_598_dead_ends(monkeypatch) -> list[tuple[str, str]]:
-    """Steps charon 5.9.8 cannot complete, recorded as they happen on either end.
+def charon_598_dead_ends(monkeypatch) -> tuple[list[tuple[str, str]], list[str]]:
+    """Steps charon 5.9.8 cannot complete, recorded as they happen on either end
+    (and the inputs that met a collided rekey, to show the case came up).
 
     charon's child_rekey.c, when its rekey collided with the peer's rekey of the
     same SA (collision = the peer's rekey, which it answered) and its own answer
@@ -165,15 +166,18 @@ def charon_598_dead_ends(monkeypatch) -> list[tuple[str, str]]:
     traffic is lost until a later rekey. Our ChildRekey is in SENT_COLLIDED
     exactly there."""
     seen: list[tuple[str, str]] = []
+    collided: list[str] = []
     fire = child_rekey.ChildRekey.fire
 
     def recording(self, inp, now, **data):
-        if self.state == child_rekey.S.SENT_COLLIDED and inp in child_rekey._FAILED:
-            seen.append((self.state.name, inp.name))
+        if self.state == child_rekey.S.SENT_COLLIDED:
+            collided.append(inp.name)
+            if inp in child_rekey._FAILED:
+                seen.append((self.state.name, inp.name))
         return fire(self, inp, now, **data)
 
     monkeypatch.setattr(child_rekey.ChildRekey, "fire", recording)
-    return seen
+    return seen, collided
 
 
 @pytest.mark.parametrize("seed", range(1, 5))
@@ -184,7 +188,7 @@ def test_peer_rekey_of_an_sa_whose_delete_is_lost(seed, lossy, monkeypatch):
     rekey finished: X is replaced here and our DELETE of X is lost (twice). Answering the
     peer's rekey of X before the peer has our DELETE is a dead end for charon
     (charon_598_dead_ends); once it has the DELETE, any answer is fine."""
-    dead_ends = charon_598_dead_ends(monkeypatch)
+    dead_ends, collided = charon_598_dead_ends(monkeypatch)
     p = make(seed)
     quiet = "b" if lossy == "a" else "a"
     drop_peer_request = drop_first(quiet, ExchangeType.CREATE_CHILD_SA, False)
@@ -193,5 +197,6 @@ def test_peer_rekey_of_an_sa_whose_delete_is_lost(seed, lossy, monkeypatch):
     p.ep(lossy).rekey("tun", p.now)
     p.ep(quiet).rekey("tun", p.now)
     p.advance(400)
+    assert collided, "the peer's rekey never met ours"
     assert dead_ends == []
     assert_agree(p)
