@@ -163,6 +163,11 @@ class Initiator(Exchange):
     def peer_deleted_ike(self, now: float) -> None:
         """The peer deleted this IKE SA (it is destroyed right after)."""
 
+    def holds_peer_delete(self) -> bool:
+        """The peer's DELETE of this IKE SA must wait for this exchange's answer
+        (left unanswered, the peer retransmits it)."""
+        return False
+
 
 class Responder(Exchange):
     """An exchange the peer started: ``respond`` builds our answer; whatever

@@ -200,3 +200,21 @@ def test_peer_rekey_of_an_sa_whose_delete_is_lost(seed, lossy, monkeypatch):
     assert collided, "the peer's rekey never met ours"
     assert dead_ends == []
     assert_agree(p)
+
+
+@pytest.mark.parametrize("seed", range(1, 9))
+@pytest.mark.parametrize("lossy", ["a", "b"])
+def test_ike_rekey_collision_with_a_lost_response_leaves_no_redundant_ike_sa(seed, lossy):
+    """The 60 s soak (charon 5.9.8): both rekey the IKE SA; the winner answers the
+    loser's rekey, but that answer is lost, and the winner deletes the old IKE SA.
+    If the loser takes that DELETE before its retransmission brings the answer, the
+    old SA and its keys are gone, and the winner keeps the IKE SA made for the loser
+    until a timeout (ours: twice the retransmission budget, 330 s here; charon: 30 s,
+    then a DELETE the loser cannot read, retransmitted for its whole budget; the
+    soak's final check sees two IKE SAs). Both ends must agree well before that."""
+    p = make(seed)
+    p.filter = drop_first(lossy, ExchangeType.CREATE_CHILD_SA, True)
+    p.a.rekey("tun", p.now, ike=True)
+    p.b.rekey("tun", p.now, ike=True)
+    p.advance(60)
+    assert_agree(p)

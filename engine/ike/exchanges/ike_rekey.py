@@ -20,6 +20,13 @@ Rules (initiator):
   (§2.25.2) and old goes with its CHILD SAs.
 - We start deleting old while our rekey is in flight: when the answer comes,
   the new IKE SA(s) the peer now holds are deleted too.
+- The peer deletes old after we answered its rekey, while ours waits for its
+  answer: that DELETE is left unanswered until our answer comes (the peer
+  retransmits it, and answers our retransmissions meanwhile). The peer may
+  have answered ours with an IKE SA it keeps for us to delete (it won); had
+  we taken the DELETE first, old and its keys would be gone before that
+  answer, and the peer would keep that SA until its own timeout (charon:
+  30 s, then a DELETE we cannot read, retransmitted for its whole budget).
 - Additional key exchanges chosen (RFC 9370): one IKE_FOLLOWUP_KE round each
   (engine.ike.followup) before the new IKE SA is made from all the secrets;
   meanwhile the peer's rekeys get TEMPORARY_FAILURE. An answer that needs
@@ -340,6 +347,9 @@ class IkeRekey(Initiator):
 
     def accepts_collision(self) -> bool:
         return self.state == S.SENT
+
+    def holds_peer_delete(self) -> bool:
+        return self.state == S.SENT_COLLIDED
 
     # ------------------------------------------------------------ actions
     def _make_ours(self, now: float, chosen: Chosen, nonce_r: bytes, shared: bytes) -> IkeSa:
