@@ -388,12 +388,14 @@ class Ours:
         self.control = self.dir / "control.sock"
         self.proc: subprocess.Popen | None = None
 
-    def start(self, *args: str) -> "Ours":
+    def start(self, *args: str, entry: tuple[str, ...] = ("console", "daemon")) -> "Ours":
+        """``entry``: the module (and its first arguments) run with ``python -m``; tests may
+        name a test-only wrapper of the daemon (e.g. tests.interop.tamper_daemon)."""
         if "--datapath" not in args and '"lab"' in self.config.read_text():
             args = ("--datapath", "none", *args)
         self.stderr = open(self.dir / "daemon.log", "wb")
         self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", self.lab.ns[self.side], sys.executable, "-m", "console", "daemon",
+            ["ip", "netns", "exec", self.lab.ns[self.side], sys.executable, "-m", *entry,
              str(self.config), "--control", str(self.control), "-v", *args],
             cwd=ROOT, stdin=subprocess.DEVNULL, stdout=self.stderr, stderr=subprocess.STDOUT,
             start_new_session=True)
