@@ -165,7 +165,7 @@ class Initiator(Exchange):
 
     def holds_peer_delete(self) -> bool:
         """The peer's DELETE of this IKE SA must wait for this exchange's answer
-        (left unanswered, the peer retransmits it)."""
+        (left unanswered, the peer retransmits it). Asked once per DELETE received."""
         return False
 
 

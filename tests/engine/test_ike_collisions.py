@@ -218,3 +218,45 @@ def test_ike_rekey_collision_with_a_lost_response_leaves_no_redundant_ike_sa(see
     p.b.rekey("tun", p.now, ike=True)
     p.advance(60)
     assert_agree(p)
+
+
+def _ike_rekey_winner(seed: int) -> str:
+    """The side that wins both ends' IKE rekey collision on a clean link (it deletes the old SA)."""
+    p = make(seed)
+    old = (live(p, "a")[0].spi_i, live(p, "a")[0].spi_r)
+    first: list[str] = []
+
+    def watch(side, d):
+        h = header(d.data) if d.data != b"\xff" else None
+        if h is not None and h.exchange == ExchangeType.INFORMATIONAL and not h.response \
+                and (h.spi_i, h.spi_r) == old and not first:
+            first.append(side)
+        return True
+
+    p.filter = watch
+    p.a.rekey("tun", p.now, ike=True)
+    p.b.rekey("tun", p.now, ike=True)
+    p.advance(10)
+    return first[0]
+
+
+@pytest.mark.parametrize("seed", range(1, 5))
+def test_ike_rekey_collision_the_peer_never_answers_ours(seed):
+    """As above, but the winner never answers the loser's rekey on the old IKE SA (every
+    answer lost, or a peer that drops it): the loser holds the winner's DELETE only a few
+    times, then answers it and takes the winner's new IKE SA, rather than waiting until its
+    own retransmissions run out and losing the old IKE SA with all its CHILD SAs."""
+    winner = _ike_rekey_winner(seed)
+    p = make(seed)
+    old = (live(p, "a")[0].spi_i, live(p, "a")[0].spi_r)
+
+    def drop_winners_answers_on_old(side, d):
+        h = header(d.data) if d.data != b"\xff" else None
+        return not (side == winner and h is not None and h.response and (h.spi_i, h.spi_r) == old
+                    and h.exchange == ExchangeType.CREATE_CHILD_SA)
+
+    p.filter = drop_winners_answers_on_old
+    p.a.rekey("tun", p.now, ike=True)
+    p.b.rekey("tun", p.now, ike=True)
+    p.advance(400)
+    assert_agree(p)

@@ -27,6 +27,8 @@ Rules (initiator):
   we taken the DELETE first, old and its keys would be gone before that
   answer, and the peer would keep that SA until its own timeout (charon:
   30 s, then a DELETE we cannot read, retransmitted for its whole budget).
+  At most HELD_DELETES times: a peer that does not answer us meanwhile gets
+  its answer, and theirs takes the CHILD SAs as before.
 - Additional key exchanges chosen (RFC 9370): one IKE_FOLLOWUP_KE round each
   (engine.ike.followup) before the new IKE SA is made from all the secrets;
   meanwhile the peer's rekeys get TEMPORARY_FAILURE. An answer that needs
@@ -73,6 +75,8 @@ from engine.wire.payloads import KePayload, NoncePayload, NotifyPayload, SaPaylo
 log = logging.getLogger("engine.ike")
 CREATE_CHILD_SA = ExchangeType.CREATE_CHILD_SA
 REFUSED_RETRY = 60.0
+HELD_DELETES = 3
+"""How many times the peer's DELETE of old waits for our colliding rekey's answer."""
 
 
 class S(Label):
@@ -240,6 +244,7 @@ class IkeRekey(Initiator):
         self.exchange = CREATE_CHILD_SA
         self.retried_group = False
         self.followup: FollowupInitiator | None = None
+        self.held_deletes = 0
 
     def request(self, now: float) -> Request | None:
         if self.state == S.IDLE:
@@ -349,7 +354,10 @@ class IkeRekey(Initiator):
         return self.state == S.SENT
 
     def holds_peer_delete(self) -> bool:
-        return self.state == S.SENT_COLLIDED
+        if self.state != S.SENT_COLLIDED or self.held_deletes >= HELD_DELETES:
+            return False
+        self.held_deletes += 1
+        return True
 
     # ------------------------------------------------------------ actions
     def _make_ours(self, now: float, chosen: Chosen, nonce_r: bytes, shared: bytes) -> IkeSa:
