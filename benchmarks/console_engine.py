@@ -189,6 +189,23 @@ async def _measure(args, rt, app, ui, loop, out) -> None:
         engine.start()
     ui_lag = LagProbe(loop, 0.010)
     ui_lag.start()
+    flow = {"frames_in": 0, "events_in": 0, "takes": 0, "events_taken": 0}
+    inbox = getattr(rt, "_inbox", None)
+    if inbox is not None:
+        # How the engine's events reach the console: frames read, events in them, batches the app took.
+        put_many, take = inbox.put_many, inbox.take
+
+        def counted_put(batch, dropped=0):
+            flow["frames_in"] += 1
+            flow["events_in"] += len(batch)
+            return put_many(batch, dropped)
+
+        def counted_take(n):
+            got = take(n)
+            flow["takes"] += 1
+            flow["events_taken"] += len(got[0])
+            return got
+        inbox.put_many, inbox.take = counted_put, counted_take
     polls = 0
     if app is not None:
         orig_apply = app.store.apply_status
@@ -228,6 +245,11 @@ async def _measure(args, rt, app, ui, loop, out) -> None:
             spans.append((a, b))
     out["engine_gc"] = engine_gc.summary()
     out["engine_gc_objects"] = diag["gc_objects"]
+    out["engine_slow_callbacks"] = diag.get("slow")  # (what, times, total ms, longest ms) over 5 ms
+    # The 5 worst lags (when due, ms late) beside the longest callbacks (start, ms, what).
+    out["engine_worst_lags"] = sorted(((round(due, 4), round(lag * 1e3, 1)) for due, lag in diag["lags"]),
+                                      key=lambda x: -x[1])[:5]
+    out["engine_worst_callbacks"] = (diag.get("worst") or [])[:8]
     out["engine_cyclic_garbage"] = (diag["garbage_total"], diag["garbage"])
     out["engine_lag_ms"] = _stats([lag for _due, lag in diag["lags"]])
     # Lateness of timers whose wait did not overlap one of the engine's collector passes of over 2 ms.
@@ -257,6 +279,7 @@ async def _measure(args, rt, app, ui, loop, out) -> None:
         out["frame_ms"] = _stats(ui[1])
         inbox = getattr(rt, "_inbox", None)
         out["events_dropped"] = getattr(inbox, "dropped_total", None)
+        out["event_flow"] = flow
         out["rows_end"] = ui[0].row_count
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from console.runtime.engine_link import (
     INBOX,
+    PackedCounters,
     error_text,
     frame,
     policy_problem,
@@ -38,6 +39,8 @@ CHATTY_RATE = 2000.0
 CHATTY_BURST = 5000
 """Log lines, message summaries and packet samples sent to the console: this many a second (after a
 burst of CHATTY_BURST); the rest are dropped and counted. State changes are never dropped."""
+PACK_SLICE = 5000
+"""SA counters packed into columns per step of the loop (about a millisecond)."""
 FREEZE_PERIOD = 30.0
 """Seconds between moves of the engine's long-lived objects out of the collector's way."""
 _CHATTY = (LogMessage, ExchangeSent, ExchangeReceived, PacketSample)
@@ -161,8 +164,8 @@ class _EngineProcess:
             while self._events or self._counters is not None:
                 batch = [self._events.popleft() for _ in range(min(SEND_BATCH, len(self._events)))]
                 if self._counters is not None and len(batch) < SEND_BATCH:
-                    batch.append(self._counters)
-                    self._counters = None
+                    counters, self._counters = self._counters, None
+                    batch.append(await _packed(counters))
                 dropped, self._dropped = self._dropped, 0
                 await self._send(("events", batch, dropped))
                 await asyncio.sleep(0)
@@ -207,11 +210,17 @@ class _EngineProcess:
         rt = self.rt
         build = getattr(rt, "status_async", None)
         snap = await build() if build is not None else rt.status()
-        sas = snap.ike_sas
-        for i in range(0, len(sas), STATUS_SLICE):
-            await self._send(("status_part", rid, sas[i:i + STATUS_SLICE]))
+        sas = list(snap.ike_sas)
+        when, connections, pools = snap.time, snap.connections, snap.pools
+        del snap  # the slices below are the last references: each is freed once sent
+        while sas:
+            part = tuple(sas[:STATUS_SLICE])
+            del sas[:STATUS_SLICE]
+            await self._send(("status_part", rid, part))
+            # Freeing 10,000 IkeSaInfo at once at the end held the loop for up to 20 ms; a slice at a time.
+            del part
             await asyncio.sleep(0)  # packets and timers between slices
-        await self._reply(rid, True, (snap.time, snap.connections, snap.pools))
+        await self._reply(rid, True, (when, connections, pools))
 
     async def _reply(self, rid: int, ok: bool, payload) -> None:
         await self._send(("reply", rid, ok, payload))
@@ -254,6 +263,19 @@ class _EngineProcess:
         return task
 
 
+async def _packed(snap: CountersSnapshot):
+    """``snap`` as PackedCounters, PACK_SLICE SAs at a time with the loop free in between (or as it
+    is, when its values do not fit the columns)."""
+    packed = PackedCounters(snap)
+    sas = snap.sas
+    for i in range(0, len(sas), PACK_SLICE):
+        if i:
+            await asyncio.sleep(0)
+        if not packed.pack(sas[i:i + PACK_SLICE]):
+            return snap
+    return packed
+
+
 def _quiet_collector() -> None:
     """The engine's garbage collector policy (see the module docstring): what lives now (modules, the
     policy, the SAs) is frozen; young generations are collected as usual (they are small); a full
@@ -266,10 +288,13 @@ def _quiet_collector() -> None:
 
 
 class _Diagnostics:
-    """How late the engine loop runs a timer armed every 5 ms, and how long the garbage collector's
-    passes take, between start and `finish` (for benchmarks/console_engine.py)."""
+    """How late the engine loop runs a timer armed every 5 ms, how long the garbage collector's
+    passes take, and which loop callbacks ran longest, between start and `finish` (for
+    benchmarks/console_engine.py)."""
 
     PERIOD = 0.005
+    SLOW = 0.005
+    """Callbacks that hold the loop this long (seconds) are named in ``slow``."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -280,6 +305,12 @@ class _Diagnostics:
         self._gc_t0 = 0.0
         gc.callbacks.append(self._gc)
         gc.collect(1)
+        self._slow: dict[str, list] = {}
+        """What held the loop over SLOW -> [times, total seconds, longest seconds]."""
+        self._worst: list[tuple[float, float, str]] = []
+        """The 20 longest callbacks: (seconds, start on the perf_counter clock, what)."""
+        self._handle_run = asyncio.events.Handle._run
+        asyncio.events.Handle._run = self._timed(self._handle_run)
         self.due = loop.time() + self.PERIOD
         self.handle = loop.call_at(self.due, self._tick)
 
@@ -295,8 +326,31 @@ class _Diagnostics:
         else:
             self.gc.append((info["generation"], self._gc_t0, time.monotonic()))
 
+    def _timed(self, run):
+        slow, threshold, worst = self._slow, self.SLOW, self._worst
+
+        def timed_run(handle) -> None:
+            task = getattr(getattr(handle, "_callback", None), "__self__", None)
+            before = _suspended_at(task) if isinstance(task, asyncio.Task) else ""
+            t0 = time.perf_counter()
+            run(handle)
+            took = time.perf_counter() - t0
+            if took >= threshold:
+                what = _callback_name(handle)
+                if before:
+                    what += f" from {before} to {_suspended_at(task) or 'its end'}"
+                entry = slow.setdefault(what, [0, 0.0, 0.0])
+                entry[0] += 1
+                entry[1] += took
+                entry[2] = max(entry[2], took)
+                worst.append((took, t0, what))
+                if len(worst) > 20:
+                    worst.remove(min(worst))
+        return timed_run
+
     def finish(self) -> dict:
         self.handle.cancel()
+        asyncio.events.Handle._run = self._handle_run
         gc.callbacks.remove(self._gc)
         tracked = len(gc.get_objects())
         # Reference cycles left behind since start (what only a full pass would free): expected none.
@@ -307,8 +361,33 @@ class _Diagnostics:
             gc.garbage.clear()
         finally:
             gc.set_debug(0)
+        slowest = sorted(self._slow.items(), key=lambda kv: -kv[1][2])[:10]
         return {"lags": self.lags, "gc": self.gc, "gc_objects": tracked, "garbage": dict(garbage.most_common(10)),
-                "garbage_total": sum(garbage.values())}
+                "garbage_total": sum(garbage.values()),
+                "slow": [(what, n, round(total * 1e3, 1), round(longest * 1e3, 1))
+                         for what, (n, total, longest) in slowest],
+                # On the loop's clock (time.monotonic, as the lags), to line them up with the worst lags.
+                "worst": [(round(t0 - time.perf_counter() + time.monotonic(), 4), round(took * 1e3, 1), what)
+                          for took, t0, what in sorted(self._worst, reverse=True)]}
+
+
+def _suspended_at(task: asyncio.Task) -> str:
+    """Where a task waits: the innermost coroutine of its await chain, as function:line."""
+    coro = task.get_coro()
+    while getattr(coro, "cr_await", None) is not None and hasattr(coro.cr_await, "cr_frame"):
+        coro = coro.cr_await
+    frame = getattr(coro, "cr_frame", None)
+    return f"{frame.f_code.co_name}:{frame.f_lineno}" if frame is not None else ""
+
+
+def _callback_name(handle) -> str:
+    """A loop callback as a short name: the task's coroutine, or the function."""
+    cb = getattr(handle, "_callback", None)
+    task = getattr(cb, "__self__", None)
+    if isinstance(task, asyncio.Task):
+        coro = task.get_coro()
+        return f"task {getattr(coro, '__qualname__', type(coro).__name__)}"
+    return getattr(cb, "__qualname__", repr(cb))
 
 
 def _die_with_parent() -> None:

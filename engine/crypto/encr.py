@@ -14,6 +14,7 @@ AEAD primitive is keyed in the constructor.
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Callable
 
@@ -58,6 +59,7 @@ def _key_bytes(encr_id: int, key_bits: int | None) -> int:
     raise UnsupportedTransform(f"encryption transform {name} is not supported")
 
 
+@functools.lru_cache(maxsize=64)  # a few (id, bits) pairs; enum hashing made it a visible cost per SA
 def encr_keymat_size(encr_id: int, key_bits: int | None) -> int:
     """Bytes of keying material the cipher takes, including the 4-byte salt/nonce
     of AES-GCM (RFC 4106 §8.1), AES-CTR (RFC 3686 §5.1) and ChaCha20-Poly1305 (RFC 7634 §4)."""

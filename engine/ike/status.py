@@ -4,6 +4,7 @@ and the console. Datapath counters are merged in by the runtime."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 from engine.crypto.transforms import TransformType
 from engine.events import ChildState
@@ -16,6 +17,7 @@ def _in(t: float | None, now: float) -> float | None:
     return None if t is None else max(0.0, t - now)
 
 
+@functools.lru_cache(maxsize=512)  # a handful of (type, id, bits); a listing asks each SA for five
 def _name(ttype: int, tid: int | None, bits: int | None = None) -> str:
     if not tid:
         return ""

@@ -137,8 +137,9 @@ class KeyLog:
         return base / name
 
     def start(self) -> None:
-        self._queue = self.runtime.subscribe()
-        # CHILD SA keys come straight from the runtime: its event queues never hold keys.
+        # CHILD SA keys come straight from the runtime (its event queues never hold keys); from the
+        # queue only the IKE SAs that came up.
+        self._queue = self.runtime.subscribe(kinds=(IkeSaStateChanged,))
         self.runtime.key_sinks.append(self.handle)
         self._task = asyncio.create_task(self._run(), name="save-keys")
 

@@ -89,6 +89,10 @@ class TrafficTotals:
                 del self._seen[key]
 
 
+OBSERVED = (NegotiationFailed, DpdTimeout, IkeSaStateChanged)
+"""The events `Metrics.observe` counts (what the exporter subscribes to)."""
+
+
 class Metrics:
     """Collects events between scrapes and renders the exposition text on demand."""
 

@@ -19,7 +19,7 @@ import logging
 import os
 from pathlib import Path
 
-from engine.ops.metrics import Metrics
+from engine.ops.metrics import OBSERVED, Metrics
 from engine.policy.parse import split_host_port
 
 log = logging.getLogger("engine.metrics")
@@ -68,7 +68,7 @@ class MetricsExporter:
         return base / name
 
     async def start(self) -> None:
-        self._queue = self.runtime.subscribe()
+        self._queue = self.runtime.subscribe(kinds=OBSERVED)
         self._tasks.append(asyncio.create_task(self._observe(), name="metrics-events"))
         self._tasks.append(asyncio.create_task(self._textfile_loop(), name="metrics-textfile"))
         if self.engine.metrics_listen:

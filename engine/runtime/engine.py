@@ -37,6 +37,7 @@ from engine.events import (
 from engine.ike.endpoint import IkeEndpoint
 from engine.ike.status import ike_sa_info
 from engine.policy.model import Policy
+from engine.runtime.evolve import evolve
 from engine.runtime.retention import QUEUE_BYTES, QUEUE_EVENTS, EventHistory, Subscription, event_size, keyless
 from engine.runtime.udp import UdpSockets
 from engine.runtime.wallclock import to_wall_clock
@@ -49,8 +50,12 @@ COUNTERS_INTERVAL = 1.0
 SHUTDOWN_GRACE = 2.0
 STATUS_CHUNK = 100
 """IKE SAs per slice of `EngineRuntime.status_async` (a few milliseconds of work)."""
-COUNTERS_CHUNK = 5000
+STATUS_SLICE_SECONDS = 0.002
+"""...and at most about this long per slice (the engine's timers and packets wait that long at most)."""
+COUNTERS_CHUNK = 2000
 """Counters per slice when the runtime indexes a datapath's counters."""
+WALL_CLOCK_CHUNK = 2000
+"""Counters per slice when the runtime moves their times to the wall clock."""
 _REPLAYED = (IkeSaStateChanged, ExchangeSent, ExchangeReceived, ChildSaInstalled, ChildSaDeleted,
              NegotiationFailed, DpdTimeout, PolicyApplied, LogMessage, VirtualIpsChanged, ChildSaMoved)
 _LOUD = ("WARNING", "ERROR", "CRITICAL")
@@ -68,6 +73,7 @@ class EngineRuntime:
         self.datapath: Datapath = datapath or NullDatapath()
         self.sockets = UdpSockets(self._on_datagram)
         self._subscribers: list[Subscription] = []
+        self._log_read: bool | None = None  # see log_read()
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._counters_task: asyncio.Task | None = None
@@ -221,32 +227,43 @@ class EngineRuntime:
             for ev in drain():
                 self.datapath_event(ev)
 
-    def publish(self, event: Event) -> None:
+    def publish(self, event: Event, *, wall_clock: bool = False) -> None:
+        """To the history and every subscriber, its times on the wall clock (``wall_clock``: they
+        are already)."""
         replay = isinstance(event, _REPLAYED) and (not isinstance(event, LogMessage) or event.level in _LOUD)
-        if not replay and not self._subscribers:
+        cls = type(event)
+        takers = [sub for sub in self._subscribers if sub.kinds is None or issubclass(cls, sub.kinds)]
+        if not replay and not takers:
             return
-        event = to_wall_clock(event, time.time() - self.now())
+        if not wall_clock:
+            event = to_wall_clock(event, time.time() - self.now())
         kept = keyless(event)  # the datapath had the keys; nothing kept from here on holds them
         size = event_size(kept)
         if replay:
             self.history.append(kept, size)
-        for sub in list(self._subscribers):
+        for sub in takers:
             if not sub.offer(kept, size):
                 # A slow subscriber is dropped, never waited for: the engine runs on.
                 self.unsubscribe(sub)
                 log.warning("event subscriber disconnected: %s", sub.dropped)
 
     def subscribe(self, maxsize: int = QUEUE_EVENTS, *, replay: bool = False,
-                  max_bytes: int = QUEUE_BYTES) -> Subscription:
+                  max_bytes: int = QUEUE_BYTES, kinds: tuple[type, ...] | None = None) -> Subscription:
         """A queue of every event from now on, bounded in count and bytes (a reader
         that falls behind is dropped: its ``get()`` raises SubscriberDropped).
         With ``replay`` it starts with the recent negotiation history (as much as
-        fits in half its bounds), so a late viewer understands the current state."""
+        fits in half its bounds), so a late viewer understands the current state.
+        With ``kinds`` only events of those classes (replayed ones too): a service that
+        reads a few kinds costs the engine nothing for the others."""
         q = Subscription(maxsize, max_bytes)
+        q.kinds = kinds
+        self._log_read = None
         if replay:
             recent: list = []
             budget = max_bytes // 2
             for event, size in reversed(self.history.sized()):
+                if kinds is not None and not isinstance(event, kinds):
+                    continue
                 if len(recent) >= maxsize // 2 or size > budget:
                     break
                 budget -= size
@@ -259,6 +276,13 @@ class EngineRuntime:
     def unsubscribe(self, q: Subscription) -> None:
         if q in self._subscribers:
             self._subscribers.remove(q)
+        self._log_read = None
+
+    def log_read(self) -> bool:
+        """Whether a subscriber reads LogMessage events (cached until the subscribers change)."""
+        if self._log_read is None:
+            self._log_read = any(sub.wants(LogMessage) for sub in self._subscribers)
+        return self._log_read
 
     async def _counters_loop(self) -> None:
         while True:
@@ -270,28 +294,39 @@ class EngineRuntime:
             except Exception:
                 log.exception("reading datapath counters failed")
                 continue
+            # Indexed, and compared with the last read (inbound SAs whose packet count grew: their
+            # peers are alive, DPD waits), a slice at a time.
             counters = {}
+            before = self._counters
+            active = []
             for i in range(0, len(sas), COUNTERS_CHUNK):
                 if i:
                     await asyncio.sleep(0)
                 for c in sas[i:i + COUNTERS_CHUNK]:
-                    counters[(c.spi, c.direction)] = c
-            self._report_activity(self._counters, counters)
+                    key = (c.spi, c.direction)
+                    counters[key] = c
+                    if c.packets and c.direction == "in":
+                        prev = before.get(key)
+                        if prev is None or c.packets > prev.packets:
+                            active.append(c.spi)
+            if active:
+                self.endpoint.child_activity(active, self.now())
             self._counters = counters
             logsafe.flush()  # summaries of rate-limited warnings, even when the flood has stopped
             self._drain_datapath()
-            self.publish(CountersSnapshot(time.time(), tuple(sas), tuple(sorted(drops.items()))))
-
-    def _report_activity(self, before: dict, after: dict) -> None:
-        """Inbound SAs whose packet count grew since the last read: their peers are alive (DPD waits)."""
-        active = []
-        for (spi, direction), c in after.items():
-            if direction == "in" and c.packets:
-                prev = before.get((spi, direction))
-                if prev is None or c.packets > prev.packets:
-                    active.append(spi)
-        if active:
-            self.endpoint.child_activity(active, self.now())
+            if not self._subscribers:
+                continue  # nobody to tell (CountersSnapshot is not kept in the history)
+            # Their times on the wall clock a slice at a time (a copy per SA that carried traffic:
+            # 20,000 of them in one go held the loop for 10-30 ms).
+            offset = time.time() - self.now()
+            wall: list[SaCounters] = []
+            for i in range(0, len(sas), WALL_CLOCK_CHUNK):
+                if i:
+                    await asyncio.sleep(0)
+                wall.extend(c if c.last_used is None else evolve(c, last_used=c.last_used + offset)
+                            for c in sas[i:i + WALL_CLOCK_CHUNK])
+            self.publish(CountersSnapshot(time.time(), tuple(wall), tuple(sorted(drops.items()))),
+                         wall_clock=True)
 
     # ------------------------------------------------------------ commands
     def initiate(self, name: str, child: str | None = None) -> None:
@@ -339,14 +374,21 @@ class EngineRuntime:
         another thread (the embedded console): a snapshot of 10,000 SAs then never holds packets and
         timers up for its whole length."""
         now = self.now()
-        sas = self.endpoint.sas
+        sas = self.endpoint.sas  # a copy: as they were when asked
         infos = []
+        clock = time.perf_counter
         for i in range(0, len(sas), chunk):
             if i:
                 await asyncio.sleep(0)
+            # At most ``chunk`` SAs and about STATUS_SLICE_SECONDS per slice, whichever comes first:
+            # on a busy machine a fixed count alone can hold the loop for tens of milliseconds.
+            until = clock() + STATUS_SLICE_SECONDS
             for sa in sas[i:i + chunk]:
                 if sa.state != IkeState.DESTROYED:
                     infos.append(self._with_counters(ike_sa_info(sa, now), now))
+                if clock() > until:
+                    await asyncio.sleep(0)
+                    until = clock() + STATUS_SLICE_SECONDS
         up = {info.name: info.state for info in infos}
         return StatusSnapshot(time.time(), tuple(infos), tuple(self.connections(up)), self.pools())
 
@@ -423,8 +465,12 @@ class _EventLogHandler(logging.Handler):
         logsafe.protect(self)  # LogMessage text is escaped, capped and rate-limited like stderr
 
     def emit(self, record: logging.LogRecord) -> None:
-        if not self.runtime._subscribers:
+        subs = self.runtime._subscribers
+        if not subs:
             return
+        read = getattr(self.runtime, "log_read", None)  # a stand-in runtime may not tell
+        if record.levelname not in _LOUD and read is not None and not read():
+            return  # neither kept in the history nor read by anyone
         try:
             text = record.getMessage()
         except Exception:  # a broken format string must not break the engine

@@ -21,6 +21,7 @@ from typing import Any
 
 from engine.events import ChildSaInstalled, CountersSnapshot, Event, ExchangeReceived, ExchangeSent, LogMessage, \
     PacketSample
+from engine.runtime.evolve import evolve
 
 HISTORY_EVENTS = 1000
 """Events in the replay history at most."""
@@ -52,28 +53,59 @@ def event_size(event: Event) -> int:
 
 
 def _size(value: Any, depth: int) -> int:
-    if value is None or isinstance(value, (bool, int, float)):
+    # The same estimate as walking with isinstance() checks, dispatched on the exact type first:
+    # this runs for every event of every handshake.
+    t = type(value)
+    kind = _KINDS.get(t)
+    if kind is None:
+        kind = _kind(value)
+        if t is not type:  # a class as a value: is it a dataclass? depends on the class, not its type
+            _KINDS[t] = kind
+    if kind is _SCALAR:
         return 8  # a pointer; small ints and singletons are shared
-    if isinstance(value, (str, bytes)):
+    if kind is _TEXT:
         return 50 + len(value)
-    if isinstance(value, (tuple, list)):
+    if kind is _SEQUENCE:
         if depth > 6:
             return 56 + 100 * len(value)
-        return 56 + sum(8 + _size(v, depth + 1) for v in value)
+        total = 56
+        for v in value:
+            total += 8 + _size(v, depth + 1)
+        return total
+    if kind is _OTHER:
+        return 100
+    names = _FIELDS.get(t)
+    if names is None:
+        names = _FIELDS[t] = tuple(f.name for f in dataclasses.fields(value))
+    if depth > 6:
+        return _OBJECT + 60 * len(names)
+    total = _OBJECT
+    for n in names:
+        total += 40 + _size(getattr(value, n), depth + 1)
+    return total
+
+
+_SCALAR, _TEXT, _SEQUENCE, _DATACLASS, _OTHER = "scalar", "text", "sequence", "dataclass", "other"
+_KINDS: dict[type, str] = {}
+
+
+def _kind(value: Any) -> str:
+    if value is None or isinstance(value, (bool, int, float)):
+        return _SCALAR
+    if isinstance(value, (str, bytes)):
+        return _TEXT
+    if isinstance(value, (tuple, list)):
+        return _SEQUENCE
     if dataclasses.is_dataclass(value):
-        names = _FIELDS.get(type(value))
-        if names is None:
-            names = _FIELDS[type(value)] = tuple(f.name for f in dataclasses.fields(value))
-        if depth > 6:
-            return _OBJECT + 60 * len(names)
-        return _OBJECT + sum(40 + _size(getattr(value, n), depth + 1) for n in names)
-    return 100
+        return _DATACLASS
+    return _OTHER
 
 
 def keyless(event: Event) -> Event:
     """The event as it may be kept: ChildSaInstalled without its keys."""
-    if isinstance(event, ChildSaInstalled):
-        return event.without_keys()
+    if isinstance(event, ChildSaInstalled) and event.keys is not None:
+        # As event.without_keys(), without rebuilding the event through its __init__.
+        return evolve(event, keys=None)
     return event
 
 
@@ -138,6 +170,12 @@ class Subscription:
         self._waiter: asyncio.Future | None = None
         self.on_drop: Callable[[str], None] | None = None
         """Called with the reason when the subscription is dropped (its reader may be stuck)."""
+        self.kinds: tuple[type, ...] | None = None
+        """The event classes this subscriber reads (None: every event); the runtime offers no other."""
+
+    def wants(self, cls: type) -> bool:
+        """Whether events of class ``cls`` are offered to this subscriber."""
+        return self.kinds is None or issubclass(cls, self.kinds)
 
     # -- engine side -------------------------------------------------------------
     def offer(self, event: Event, size: int) -> bool:

@@ -17,6 +17,7 @@ import ipaddress
 import logging
 import socket
 import sys
+import time
 from collections.abc import Callable
 
 log = logging.getLogger("engine.runtime")
@@ -26,6 +27,8 @@ IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
 IPV6_RECVPKTINFO = getattr(socket, "IPV6_RECVPKTINFO", 49)
 IPV6_PKTINFO = getattr(socket, "IPV6_PKTINFO", 50)
 MAX_DATAGRAM = 65535
+READ_BATCH_SECONDS = 0.004
+"""A readable socket is read for about this long at most per turn of the loop."""
 SOL_UDP = 17
 UDP_GRO = 104
 IP_MTU_DISCOVER = getattr(socket, "IP_MTU_DISCOVER", 10)
@@ -95,7 +98,13 @@ class UdpSockets:
     def _readable(self, ep: UdpEndpoint) -> None:
         recvmsg = ep.sock.recvmsg
         on_datagram = self.on_datagram
+        clock = time.perf_counter
+        until = clock() + READ_BATCH_SECONDS
         for _ in range(64):  # bounded: let other work run under a flood
+            # ...in time too: 64 handshake messages are tens of milliseconds of work, which every
+            # timer (and the other socket) would wait for. What is left is read on the next turn.
+            if clock() > until:
+                return
             try:
                 data, anc, _flags, src = recvmsg(MAX_DATAGRAM, 96)
             except (BlockingIOError, InterruptedError):

@@ -8,9 +8,8 @@ socket) carries Unix time, so it lines up with journalctl and a peer's log.
 
 from __future__ import annotations
 
-import dataclasses
-
 from engine.events import CountersSnapshot, Event, ExchangeReceived, ExchangeSent, PacketSample, SaCounters
+from engine.runtime.evolve import evolve
 
 _ON_ENGINE_CLOCK = (ExchangeSent, ExchangeReceived, PacketSample)
 
@@ -18,10 +17,10 @@ _ON_ENGINE_CLOCK = (ExchangeSent, ExchangeReceived, PacketSample)
 def to_wall_clock(event: Event, offset: float) -> Event:
     """``event`` with its engine-clock times moved by ``offset`` (wall clock minus engine clock)."""
     if isinstance(event, _ON_ENGINE_CLOCK):
-        return dataclasses.replace(event, time=event.time + offset)
+        return evolve(event, time=event.time + offset)
     if isinstance(event, CountersSnapshot) and event.sas:
         sas = tuple(c if c.last_used is None else
                     SaCounters(c.spi, c.direction, c.bytes, c.packets, c.drops, c.last_used + offset)
                     for c in event.sas)
-        return dataclasses.replace(event, sas=sas)
+        return evolve(event, sas=sas)
     return event

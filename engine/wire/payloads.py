@@ -12,6 +12,7 @@ the IntEnums of ``engine.wire.constants`` and ``engine.crypto.transforms``.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass
 from typing import ClassVar, Union
@@ -262,13 +263,15 @@ class WireTs:
         n = _ADDR_LEN.get(self.ts_type)  # type: ignore[call-overload]
         if n is None or len(self.start_addr) != n or len(self.end_addr) != n:
             raise ValueError(f"traffic selector type {self.ts_type} has no address range form")
-        return TrafficSelector(
-            ipaddress.ip_address(self.start_addr),
-            ipaddress.ip_address(self.end_addr),
-            self.ip_protocol,
-            self.start_port,
-            self.end_port,
-        )
+        return _traffic_selector(self.start_addr, self.end_addr, self.ip_protocol, self.start_port, self.end_port)
+
+
+@functools.lru_cache(maxsize=4096)
+def _traffic_selector(start: bytes, end: bytes, protocol: int, start_port: int, end_port: int) -> TrafficSelector:
+    # Selectors repeat from message to message (every client of a gateway proposes the same ones), and
+    # parsing two addresses was a visible share of a handshake; a TrafficSelector is immutable, so one
+    # may be shared. Bounded: a peer that varies them only recycles the cache.
+    return TrafficSelector(ipaddress.ip_address(start), ipaddress.ip_address(end), protocol, start_port, end_port)
 
 
 @dataclass(frozen=True)

@@ -172,3 +172,36 @@ async def test_the_app_gets_one_bounded_message_at_a_time():
         type(app).on_events_arrived = original
     assert max(sizes) <= EVENTS_PER_MESSAGE and len(sizes) >= 4
     assert all(in_flight)  # each was the one message in flight when the app handled it
+
+
+def test_counter_snapshots_cross_as_columns_and_come_back_equal():
+    """Counters of every SA cross each second: as columns, not one pickled dataclass per SA
+    (which held the engine's loop for tens of milliseconds with 10,000 CHILD SAs)."""
+    from engine.events import SaCounters
+
+    sas = tuple(SaCounters(i * 7 + 0x1000, "in" if i % 2 else "out", 1000 + i, i,
+                           (("replay", 3),) if i % 5 == 0 else (), 1.7e9 + i if i % 3 else None)
+                for i in range(20000))
+    snap = CountersSnapshot(1.7e9, sas, (("no_sa", 4),))
+    data = frame(("events", [snap], 0))
+    back = pickle.loads(data[4:])[1][0]
+    assert back == snap and type(back.sas[0].spi) is int
+    assert len(data) < 36 * len(sas)  # one pickled SaCounters is over 40 bytes
+    # What does not fit the columns crosses as it is.
+    for odd in (CountersSnapshot(1.0), CountersSnapshot(1.0, (SaCounters(1, "fwd"),)),
+                CountersSnapshot(1.0, (SaCounters(1, "in", 1 << 70),)),
+                CountersSnapshot(1.0, (SaCounters(1, "in", last_used=float("inf")),))):
+        assert pickle.loads(frame(odd)[4:]) == odd
+
+
+async def test_counter_snapshots_are_packed_a_slice_at_a_time_and_arrive_whole():
+    from engine.events import SaCounters
+
+    sas = tuple(SaCounters(i + 1, "in" if i % 2 else "out", i, i, (("icv", 1),) if i == 7777 else (),
+                           None if i % 4 else 1.7e9 + i) for i in range(12_345))
+    snap = CountersSnapshot(1.7e9, sas, (("no_sa", 2),))
+    packed = await engine_process._packed(snap)
+    assert isinstance(packed, engine_process.PackedCounters) and len(packed.spis) == len(sas)
+    assert pickle.loads(frame(("events", [packed], 0))[4:])[1][0] == snap
+    odd = CountersSnapshot(1.0, sas[:10] + (SaCounters(1, "in", 1 << 70),))
+    assert await engine_process._packed(odd) is odd

@@ -12,6 +12,7 @@ import pytest
 
 from engine.datapath.base import NullDatapath
 from engine.events import ChildKeys, ChildSaInstalled, CountersSnapshot, ExchangeReceived, LogMessage, SaCounters
+import engine.runtime.engine as engine_runtime
 from engine.runtime.engine import EngineRuntime
 from engine.runtime.retention import HISTORY_BYTES, SubscriberDropped, event_size
 from engine.secret import Secret
@@ -165,3 +166,69 @@ def test_counters_snapshots_replace_each_other_in_a_waiting_queue():
         items.append(q.get_nowait())
     assert [e.time for e in items if isinstance(e, CountersSnapshot)] == [29.0]  # only the newest
     assert len([e for e in items if isinstance(e, LogMessage)]) == 30  # the rest in order, all there
+
+
+def test_a_subscriber_of_some_kinds_gets_those_only_and_the_history_is_unchanged():
+    import logging
+
+    from engine.events import IkeSaStateChanged, IkeState
+
+    rt = _runtime()
+    rt._log_handler = handler = engine_runtime._EventLogHandler(rt)
+    narrow = rt.subscribe(kinds=(IkeSaStateChanged,))
+    up = IkeSaStateChanged(1, "tun", IkeState.CONNECTING, IkeState.ESTABLISHED)
+    rt.publish(_received([VendorIdPayload(bytes(16))]))
+    rt.publish(up)
+    rt.publish(CountersSnapshot(1.0, (SaCounters(1, "in", 5),)))
+    for level in (logging.INFO, logging.WARNING):
+        handler.emit(logging.LogRecord("engine.test", level, __file__, 1, "line %d", (level,), None))
+    got = []
+    while not narrow.empty():
+        got.append(narrow.get_nowait())
+    assert got == [up]
+    # The history keeps what it kept before: the negotiation events and the loud log line.
+    kinds = [type(e).__name__ for e in rt.history]
+    assert kinds == ["ExchangeReceived", "IkeSaStateChanged", "LogMessage"]
+    [warning] = [e for e in rt.history if isinstance(e, LogMessage)]
+    assert warning.level == "WARNING" and warning.text == "line 30"
+    everything = rt.subscribe(replay=True)
+    narrow_late = rt.subscribe(replay=True, kinds=(IkeSaStateChanged,))
+    assert everything.qsize() == 3 and narrow_late.qsize() == 1
+
+
+async def test_the_counters_loop_reports_grown_inbound_sas_and_publishes_on_the_wall_clock(monkeypatch):
+    """Guards the sliced counters loop (COUNTERS_CHUNK, WALL_CLOCK_CHUNK): the SAs whose inbound packet
+    count grew reach the endpoint (DPD waits for them); subscribers get Unix times."""
+    import time
+
+    monkeypatch.setattr(engine_runtime, "COUNTERS_INTERVAL", 0.01)
+    monkeypatch.setattr(engine_runtime, "COUNTERS_CHUNK", 7)
+    monkeypatch.setattr(engine_runtime, "WALL_CLOCK_CHUNK", 5)
+    rt = _runtime()
+    reads = [[SaCounters(i, d, 0, 1 if i % 3 == 0 else 0, (), 50.0 if d == "in" else None)
+              for i in range(1, 41) for d in ("in", "out")]]
+    reads.append([SaCounters(c.spi, c.direction, 0, c.packets + (1 if c.spi % 2 else 0), (), c.last_used)
+                  for c in reads[0]])
+
+    class Datapath(NullDatapath):
+        async def counters_async(self):
+            return list(reads[0] if len(seen) == 0 else reads[1]), {"no_sa": 3}
+
+    rt.datapath = Datapath()
+    seen: list[list[int]] = []
+    monkeypatch.setattr(rt.endpoint, "child_activity", lambda spis, now: seen.append(sorted(spis)))
+    q = rt.subscribe(kinds=(CountersSnapshot,))
+    rt._loop = asyncio.get_running_loop()
+    task = asyncio.create_task(rt._counters_loop())
+    try:
+        while len(seen) < 2:
+            await asyncio.sleep(0.005)
+    finally:
+        task.cancel()
+    assert seen[0] == [i for i in range(1, 41) if i % 3 == 0]  # first read: every inbound SA that counted
+    assert seen[1] == [i for i in range(1, 41) if i % 2]  # then the ones that grew
+    snap = q.get_nowait()
+    assert len(snap.sas) == 80 and snap.drops == (("no_sa", 3),)
+    walls = [c.last_used for c in snap.sas if c.last_used is not None]
+    assert len(walls) == 40 and all(abs(w - (time.time() - rt.now() + 50.0)) < 5 for w in walls)
+    assert rt._counters[(3, "in")].last_used == 50.0  # the runtime keeps its own clock

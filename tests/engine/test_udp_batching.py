@@ -114,3 +114,38 @@ def test_runs_are_cut_to_what_one_send_may_carry(n):
         # 64 segments and ~65,000 bytes at most per send: 46 of 1400 bytes.
         assert tx.sendmsgs + tx.sendtos == -(-n // 46)
         assert [rx.recv(65535) for _ in sent] == sent
+
+
+async def test_a_readable_socket_yields_to_the_loop_once_its_time_is_up(monkeypatch):
+    """A burst of IKE messages is read for READ_BATCH_SECONDS per turn of the loop, not 64 messages
+    (tens of milliseconds that every timer waited for); the rest comes on the next turns, in order."""
+    import engine.runtime.udp as udp_module
+
+    class Clock:  # each reading is one millisecond later: a datagram that costs 1 ms to handle
+        t = 0.0
+
+        def perf_counter(self):
+            self.t += 0.001
+            return self.t
+
+    monkeypatch.setattr(udp_module, "time", Clock(), raising=False)
+    got: list[bytes] = []
+    udp = UdpSockets(lambda data, local, remote: got.append(data))
+    udp.open([LO], [0])
+    ep = udp.endpoints[0]
+    asyncio.get_running_loop().remove_reader(ep.sock.fileno())  # this test turns the loop itself
+    sent = [bytes([i]) * 100 for i in range(20)]
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+            for p in sent:
+                tx.sendto(p, (LO, ep.port))
+        udp._readable(ep)
+        first = len(got)
+        assert 0 < first <= round(getattr(udp_module, "READ_BATCH_SECONDS", 0.004) * 1000) + 1
+        for _ in range(40):
+            if len(got) == len(sent):
+                break
+            udp._readable(ep)
+    finally:
+        udp.close()
+    assert got == sent
