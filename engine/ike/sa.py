@@ -485,6 +485,12 @@ class IkeSa:
             if r is None:
                 r = self.host.exchanges.responder(self, exchange, payloads)
             answer = r.respond(exchange, payloads, now)
+            if answer is None:
+                # Not answered yet (the responder waits for an exchange of ours to finish):
+                # the peer retransmits, and the request is taken again then.
+                self.mid_in = mid
+                self.host.count("held_requests")
+                return
         except RemoteError as exc:
             n = exc.notify if exc.notify is not None else NotifyType.INVALID_SYNTAX
             self.send_response(exchange, mid, [NotifyPayload(n, data=exc.data)], now)

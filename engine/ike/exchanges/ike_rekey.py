@@ -20,6 +20,15 @@ Rules (initiator):
   (§2.25.2) and old goes with its CHILD SAs.
 - We start deleting old while our rekey is in flight: when the answer comes,
   the new IKE SA(s) the peer now holds are deleted too.
+- The peer deletes old after we answered its rekey, while ours waits for its
+  answer: that DELETE is left unanswered until our answer comes (the peer
+  retransmits it, and answers our retransmissions meanwhile). The peer may
+  have answered ours with an IKE SA it keeps for us to delete (it won); had
+  we taken the DELETE first, old and its keys would be gone before that
+  answer, and the peer would keep that SA until its own timeout (charon:
+  30 s, then a DELETE we cannot read, retransmitted for its whole budget).
+  At most HELD_DELETES times: a peer that does not answer us meanwhile gets
+  its answer, and theirs takes the CHILD SAs as before.
 - Additional key exchanges chosen (RFC 9370): one IKE_FOLLOWUP_KE round each
   (engine.ike.followup) before the new IKE SA is made from all the secrets;
   meanwhile the peer's rekeys get TEMPORARY_FAILURE. An answer that needs
@@ -66,6 +75,8 @@ from engine.wire.payloads import KePayload, NoncePayload, NotifyPayload, SaPaylo
 log = logging.getLogger("engine.ike")
 CREATE_CHILD_SA = ExchangeType.CREATE_CHILD_SA
 REFUSED_RETRY = 60.0
+HELD_DELETES = 3
+"""How many times the peer's DELETE of old waits for our colliding rekey's answer."""
 
 
 class S(Label):
@@ -235,6 +246,7 @@ class IkeRekey(Initiator):
         self.exchange = CREATE_CHILD_SA
         self.retried_group = False
         self.followup: FollowupInitiator | None = None
+        self.held_deletes = 0
 
     def request(self, now: float) -> Request | None:
         if self.state == S.IDLE:
@@ -342,6 +354,12 @@ class IkeRekey(Initiator):
 
     def accepts_collision(self) -> bool:
         return self.state == S.SENT
+
+    def holds_peer_delete(self) -> bool:
+        if self.state != S.SENT_COLLIDED or self.held_deletes >= HELD_DELETES:
+            return False
+        self.held_deletes += 1
+        return True
 
     # ------------------------------------------------------------ actions
     def _make_ours(self, now: float, chosen: Chosen, nonce_r: bytes, shared: bytes) -> IkeSa:
