@@ -34,8 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check", help="validate and lint a policy file",
                        description="Validate and lint a policy. One line per finding: "
-                       "FILE:LINE:COL: KEY.PATH: error|warning: message, then one summary line. "
-                       "Exit 0 when valid (warnings allowed unless --strict), 1 on errors.")
+                       "FILE:LINE:COL: KEY.PATH: error|warning|info: message, then one summary line. "
+                       "Exit 0 when valid (warnings allowed unless --strict, advice (info) always), 1 on errors.")
     p.add_argument("config", metavar="CONFIG", help="policy TOML file")
     cli_ops.add_check_options(p)
 

@@ -46,7 +46,7 @@ def add_check_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", choices=("text", "json", "github"), default="text",
                    help="text: FILE:LINE:COL: KEY.PATH: severity: message (default); json: one object; "
                    "github: workflow annotations (::error file=...,line=...)")
-    p.add_argument("--strict", action="store_true", help="exit 1 on warnings too")
+    p.add_argument("--strict", action="store_true", help="exit 1 on warnings too (never on advice: info)")
 
 
 def add_parsers(sub, add_control) -> None:
@@ -141,17 +141,19 @@ def cmd_check(args) -> int:
 
     findings = located_findings(run_check(args.config))
     errors = sum(1 for f in findings if f["severity"] == "error")
-    warnings = len(findings) - errors
+    infos = sum(1 for f in findings if f["severity"] == "info")
+    warnings = len(findings) - errors - infos
     shown = resolve_policy_path(args.config)
-    failed = errors > 0 or (args.strict and warnings > 0)
+    failed = errors > 0 or (args.strict and warnings > 0)  # advice (info) never fails
     if args.format == "json":
         print(json.dumps({"file": shown, "valid": errors == 0, "errors": errors, "warnings": warnings,
-                          "findings": findings}, indent=2))
+                          "findings": findings, "infos": infos}, indent=2))
         return 1 if failed else 0
     for f in findings:
         if args.format == "github":
             title = "ipsec-console check" + (f" [{f['rule']}]" if f["rule"] else "")
-            print(f"::{f['severity']} file={_github_escape(f['file'], True)},line={f['line']},col={f['column']},"
+            level = "notice" if f["severity"] == "info" else f["severity"]  # GitHub's name for advice
+            print(f"::{level} file={_github_escape(f['file'], True)},line={f['line']},col={f['column']},"
                   f"title={_github_escape(title, True)}::"
                   + _github_escape((f"{f['key_path']}: " if f["key_path"] else "") + f["message"]))
         else:
@@ -159,12 +161,13 @@ def cmd_check(args) -> int:
             print(f"{where}: {f['key_path']}: {f['severity']}: {f['message']}" if f["key_path"]
                   else f"{where}: {f['severity']}: {f['message']}")
     plural = lambda n, w: f"{n} {w}{'s' if n != 1 else ''}"  # noqa: E731
+    advice = f", {plural(infos, 'note')}" if infos else ""  # info findings: advice, never a failure
     if errors:
-        print(f"{shown}: invalid: {plural(errors, 'error')}, {plural(warnings, 'warning')}")
+        print(f"{shown}: invalid: {plural(errors, 'error')}, {plural(warnings, 'warning')}{advice}")
     elif warnings:
-        print(f"{shown}: valid, {plural(warnings, 'warning')}" + (" (--strict: failing)" if args.strict else ""))
+        print(f"{shown}: valid, {plural(warnings, 'warning')}{advice}" + (" (--strict: failing)" if args.strict else ""))
     else:
-        print(f"{shown}: valid")
+        print(f"{shown}: valid{advice}")
     return 1 if failed else 0
 
 

@@ -41,7 +41,7 @@ class Field:
 CONNECTION_FIELDS = (
     Field("local_addrs", "Local addresses", "list", help="our IKE addresses"),
     Field("remote_addrs", "Remote addresses", "list", help="the peer's; empty: any (responder)"),
-    Field("proposals", "IKE proposals", "list", help="e.g. aes256gcm16-prfsha384-x25519"),
+    Field("proposals", "IKE proposals", "list", help=f"e.g. {pq.HYBRID_EXAMPLE}"),
     Field("local.auth", "Local auth", "choice", AUTH_METHODS),
     Field("local.id", "Local ID", "text"),
     Field("remote.auth", "Remote auth", "choice", AUTH_METHODS),

@@ -33,6 +33,11 @@ class Validation:
         return [f for f in self.findings if f.severity == "warning"]
 
     @property
+    def infos(self) -> list[Finding]:
+        """Advice (severity info, e.g. not-quantum-safe): shown, never blocking."""
+        return [f for f in self.findings if f.severity == "info"]
+
+    @property
     def ok(self) -> bool:
         return self.policy is not None and not self.errors
 

@@ -49,6 +49,24 @@ def _toml_language() -> str | None:
     return "toml"
 
 
+def _finding_style(colors: dict, f) -> str:
+    """Errors red, warnings yellow, advice (info) in the theme's primary colour: seen, not alarming."""
+    return colors.get({"error": "error", "info": "primary"}.get(f.severity, "warning"), "")
+
+
+def advice_lines(infos) -> list[str]:
+    """Advice (severity info) in one line per rule, naming where: the findings panel stays small
+    for the errors and warnings, and each field's form shows the advice in full."""
+    where: dict[str, list[str]] = {}
+    for f in infos:
+        kp = f.key_path
+        name = kp.split(".")[1] if kp.startswith("connections.") and kp.count(".") >= 1 else kp or f.file
+        if name not in where.setdefault(f.rule or "advice", []):
+            where[f.rule or "advice"].append(name)
+    return [f"ℹ [{rule}] {', '.join(names)}: advice, read in full at the field (or ipsec-console check)"
+            for rule, names in where.items()]
+
+
 class PoliciesScreen(TreeEdits, FileEdits, ConsoleScreen):
     """See the module docstring. The tree's own keys (a, c, x, k, Enter) act on its selection."""
 
@@ -200,6 +218,8 @@ class PoliciesScreen(TreeEdits, FileEdits, ConsoleScreen):
         if v.ok:
             out.append("✓ valid", style=f"bold {colors.get('success', '')}")
             out.append(f" — {len(v.warnings)} lint warning(s)" if v.warnings else " — no lint warnings")
+            if v.infos:
+                out.append(f", {len(v.infos)} note(s)")
         else:
             out.append(f"✗ {len(v.errors)} error(s): not applicable, not savable",
                        style=f"bold {colors.get('error', '')}")
@@ -208,7 +228,10 @@ class PoliciesScreen(TreeEdits, FileEdits, ConsoleScreen):
                    "  (saved, same as running)", style="dim")
         for f in v.errors + v.warnings:
             out.append("\n")
-            out.append(f.format(), style=colors.get("error" if f.severity == "error" else "warning", ""))
+            out.append(f.format(), style=_finding_style(colors, f))
+        for line in advice_lines(v.infos):
+            out.append("\n")
+            out.append(line, style=colors.get("primary", ""))
         self.query_one("#pol-findings", Static).update(out)
         self._refresh_tree()
         self._refresh_form_findings()
@@ -352,8 +375,8 @@ class PoliciesScreen(TreeEdits, FileEdits, ConsoleScreen):
             for f in msgs:
                 if len(out):
                     out.append("\n")
-                out.append(("✗ " if f.severity == "error" else "⚠ ") + f.message,
-                           style=colors.get("error" if f.severity == "error" else "warning", ""))
+                out.append({"error": "✗ ", "info": "ℹ "}.get(f.severity, "⚠ ") + f.message,
+                           style=_finding_style(colors, f))
             boxes.first().update(out)
             boxes.first().set_class(bool(msgs), "-shown")
 

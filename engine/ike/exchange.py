@@ -163,13 +163,19 @@ class Initiator(Exchange):
     def peer_deleted_ike(self, now: float) -> None:
         """The peer deleted this IKE SA (it is destroyed right after)."""
 
+    def holds_peer_delete(self) -> bool:
+        """The peer's DELETE of this IKE SA must wait for this exchange's answer
+        (left unanswered, the peer retransmits it). Asked once per DELETE received."""
+        return False
+
 
 class Responder(Exchange):
     """An exchange the peer started: ``respond`` builds our answer; whatever
     must follow the answer on the wire (installing, destroying) goes in
     ``responded``. A multi-round responder stays until ``finished``."""
 
-    def respond(self, exchange: int, payloads: list, now: float) -> list:
+    def respond(self, exchange: int, payloads: list, now: float) -> list | None:
+        """Our answer; None holds the request unanswered (the peer retransmits it)."""
         raise NotImplementedError
 
     def responded(self, now: float) -> None:
@@ -178,6 +184,12 @@ class Responder(Exchange):
     def accepts(self, exchange: int) -> bool:
         """Whether a further request belongs to this (multi-round) responder."""
         return False
+
+    def abandon(self, now: float) -> None:
+        """The rest of this (multi-round) exchange will not come: release what it holds."""
+
+    def waiting(self, now: float) -> None:
+        """Kept for its next round after an answer went out (engine.ike.followup arms a timeout)."""
 
 
 # ---------------------------------------------------------------- payload helpers

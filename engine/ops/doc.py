@@ -48,10 +48,14 @@ def _strengths(p: Proposal) -> dict[str, list[Strength]]:
     return out
 
 
-def _suite(s: dict[str, list[Strength]]) -> tuple[int, str]:
-    """Weakest link and quantum verdict; a post-quantum additional KE protects even a classical first KE."""
+def _suite(s: dict[str, list[Strength]], ike: bool = True) -> tuple[int, str]:
+    """Weakest link and quantum verdict; a post-quantum additional KE protects even a classical first KE.
+    A CHILD SA's keys come from the IKE SA's SK_d (judged in the IKE proposals): its PFS group only
+    adds a secret, so a classical one does not make its verdict "no"."""
     extra = s["additional_ke"]
     bits, quantum = suite_strength(s["encr"] + s["integ"] + s["prf"] + s["ke"] + extra)
+    if not ike and quantum == "no" and s["encr"]:
+        _, quantum = suite_strength(s["encr"] + s["integ"] + extra)
     if quantum == "no" and any(x.quantum == "yes" for x in extra):
         others = [x.quantum for x in s["encr"] + s["integ"] + s["prf"]]
         quantum = "weakened" if "weakened" in others else "yes"
@@ -64,7 +68,7 @@ def _names(items: list[Strength]) -> str:
 
 def proposal_row(p: Proposal, *, ike: bool) -> list[str]:
     s = _strengths(p)
-    bits, quantum = _suite(s)
+    bits, quantum = _suite(s, ike)
     row = [p.text, _names(s["encr"]), _names(s["integ"]) if s["integ"] else ("(AEAD)" if s["encr"] else "-")]
     if ike:
         row.append(_names(s["prf"]))
@@ -210,7 +214,7 @@ def document(policy: Policy, findings: list[Finding], *, now: datetime | None = 
     for c in policy.connections:
         suites = [_suite(_strengths(p)) for p in c.proposals]
         for k in c.children:
-            suites += [_suite(_strengths(p)) for p in k.proposals]
+            suites += [_suite(_strengths(p), ike=False) for p in k.proposals]
         weakest = min((b for b, _ in suites), default=0)
         quantum = "broken" if any(q == "broken" for _, q in suites) else "no" if any(q == "no" for _, q in suites) \
             else "weakened" if any(q == "weakened" for _, q in suites) else "yes"

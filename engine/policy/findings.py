@@ -2,7 +2,7 @@
 
 ``ipsec-console check`` prints one line per finding::
 
-    FILE: KEY.PATH: error|warning: message
+    FILE: KEY.PATH: error|warning|info: message
     FILE:LINE:COL: error: message          (TOML syntax errors)
 
 Messages never contain secret values.
@@ -15,11 +15,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-Severity = Literal["error", "warning"]
+Severity = Literal["error", "warning", "info"]
 
 # tomllib reports positions as "... (at line 3, column 7)" or "... (at end of document)".
 _TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)\s*$")
 _TOML_AT_END = re.compile(r"\s*\(at end of document\)\s*$")
+
+
+_RANK = {"error": 0, "warning": 1, "info": 2}
 
 
 @dataclass(frozen=True)
@@ -31,7 +34,9 @@ class Finding:
     key_path: str
     """Dotted TOML key path, e.g. ``connections.branch.children.lan.local_ts``; empty for file-level problems."""
     severity: Severity
-    """``error`` stops the policy from loading; ``warning`` does not."""
+    """``error`` stops the policy from loading; ``warning`` does not (``check --strict`` fails on it);
+    ``info`` is advice a demanding admin wants to see, never a failure (e.g. not-quantum-safe: a
+    classic connection may have to talk to peers that cannot do better)."""
     message: str
     """What is wrong and, for warnings, what to do instead."""
     line: int | None = None
@@ -52,7 +57,7 @@ class Finding:
         return f"{where}: {self.severity}: {self.message}"
 
     def sort_key(self) -> tuple:
-        return (self.file, self.line or 0, self.key_path, self.severity != "error", self.message)
+        return (self.file, self.line or 0, self.key_path, _RANK.get(self.severity, 1), self.message)
 
     def __str__(self) -> str:
         return self.format()

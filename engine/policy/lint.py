@@ -1,7 +1,10 @@
 """Lint: warnings about a policy that loads but is weaker or stranger than it should be.
 
 Every warning carries a rule id (``[weak-encryption]`` at the end of its
-message, and ``Finding.rule``) and says what to do instead.
+message, and ``Finding.rule``) and says what to do instead. A rule whose
+advice a sound policy may have to ignore (not-quantum-safe: the peer may only
+speak classic IKEv2) reports with severity ``info``, which ``check --strict``
+does not fail on.
 
 Rules: weak-encryption, null-encryption, weak-integrity, no-integrity,
 weak-prf, weak-dh, short-icv, short-psk, weak-psk, shared-psk,
@@ -63,6 +66,9 @@ class _Linter:
 
     def warn(self, path: str, rule: str, message: str, file: str | None = None) -> None:
         self.findings.append(Finding(file or self.file, path, "warning", f"{message} [{rule}]", rule=rule))
+
+    def advise(self, path: str, rule: str, message: str) -> None:
+        self.findings.append(Finding(self.file, path, "info", f"{message} [{rule}]", rule=rule))
 
     # -- algorithms ----------------------------------------------------------------
     def proposals(self, proposals: tuple[Proposal, ...], path: str) -> None:
@@ -179,19 +185,22 @@ class _Linter:
         features = pq.NEGOTIATED & pq.ADVISED
         if not features & {"kem", "additional_ke", "ppk"} or pq.connection_is_quantum_safe(c):
             return  # no advice the engine could not follow yet
+        classic = [p.text for p in c.proposals if not pq.proposal_is_quantum_safe(p)]
+        hybrid_first = len(classic) < len(c.proposals)
         ways = []
-        if "additional_ke" in features:
-            ways.append(f'a hybrid proposal first, e.g. proposals = ["{pq.HYBRID_EXAMPLE}", ...] '
+        if hybrid_first:
+            ways.append(f"remove {', '.join(repr(t) for t in classic)} once every peer negotiates ML-KEM")
+        elif "additional_ke" in features:
+            ways.append(f'use a hybrid proposal first, e.g. proposals = ["{pq.HYBRID_EXAMPLE}", ...] '
                         "(strongSwan 6.1 and Libreswan 5 peers negotiate it)")
         if "ppk" in features:
-            ways.append("a Postquantum Preshared Key: ppk_id and ppk_required = true with a [ppk.NAME] entry "
-                        "in the secrets file")
+            ways.append("require a Postquantum Preshared Key (ppk_id and ppk_required = true with a [ppk.NAME] "
+                        "entry in the secrets file)")
         path = key_path(key_path("connections", c.name), "proposals")
-        what = ("none of its IKE proposals includes ML-KEM" if not any(pq.proposal_is_quantum_safe(p)
-                                                                       for p in c.proposals)
-                else "a peer may pick one of its IKE proposals without ML-KEM")
-        self.warn(path, "not-quantum-safe", f"{what} and no PPK is required, so traffic recorded today can be "
-                  f"decrypted once a large quantum computer exists; use {' or '.join(ways)}")
+        what = ("a peer may pick one of its IKE proposals without ML-KEM" if hybrid_first
+                else "none of its IKE proposals includes ML-KEM")
+        self.advise(path, "not-quantum-safe", f"{what} and no PPK is required, so traffic recorded today can be "
+                    f"decrypted once a large quantum computer exists; {', or '.join(ways)}")
 
     def ppks(self) -> None:
         file = self.policy.secrets.path or self.file

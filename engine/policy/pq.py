@@ -8,11 +8,12 @@ requires an RFC 8784 PPK. CHILD SAs inherit this through SK_d.
 Two reasons refuse a policy instead of weakening it in silence:
 
 * the installed ``cryptography`` lacks ML-KEM (engine.crypto.kem says why);
-* engine.ike does not negotiate the feature yet. `NEGOTIATED` lists what it
-  does; the issue 11 integration adds "kem", "additional_ke" and "ppk" in the
-  same change that teaches engine.ike IKE_INTERMEDIATE, IKE_FOLLOWUP_KE and the
-  PPK notifies. Until then a hybrid proposal or a ppk_id is an error, never a
-  tunnel that looks quantum-safe and is not.
+* engine.ike does not negotiate the feature. `NEGOTIATED` lists what it does
+  (today: all of them); a feature missing there makes a hybrid proposal or a
+  ppk_id an error, never a tunnel that looks quantum-safe and is not.
+
+Lint advises (rule not-quantum-safe, severity info) on connections that are
+not quantum-safe, with what `ADVISED` allows it to recommend.
 """
 
 from __future__ import annotations
@@ -30,10 +31,10 @@ IKE_SA_INIT or CREATE_CHILD_SA), "additional_ke" (RFC 9370 in IKE_INTERMEDIATE, 
 "followup_ke" (RFC 9370 IKE_FOLLOWUP_KE: additional key exchanges in CREATE_CHILD_SA, so in
 ESP/AH proposals), "ppk" (RFC 8784)."""
 
-ADVISED: frozenset[str] = frozenset()
-"""The features lint recommends to connections that are not quantum-safe (rule not-quantum-safe).
-Held back while the sample configs and the classic-peer tests (strongSwan 5.9.8, Libreswan 4)
-cannot use them: lint would warn on every classic connection."""
+ADVISED: frozenset[str] = NEGOTIATED
+"""The features lint recommends to connections that are not quantum-safe (rule not-quantum-safe,
+severity info: a classic connection may have to talk to peers that cannot do better, so the advice
+never fails ``check``, not even with --strict)."""
 
 HYBRID_EXAMPLE = "aes256gcm16-prfsha384-x25519-ke1_mlkem768"
 """The hybrid proposal we suggest: strongSwan 6.1's and Libreswan 5's common ground."""

@@ -139,7 +139,7 @@ async def test_the_road_warrior_fixed_by_keyboard_saved_and_applied(tmp_path):
                           "escape")
         await wait_for(pilot, lambda: screen.validation.ok and "aes128-sha1-modp1024" in screen.validation.text
                        and 'start_action = "start"' in screen.validation.text, what="valid fix")
-        assert "# hq accepts only modern algorithms" in screen.validation.text  # comments kept
+        assert "# hq accepts only modern, quantum-safe algorithms" in screen.validation.text  # comments kept
         await pilot.press("ctrl+s")
         await wait_for(pilot, lambda: "aes128-sha1-modp1024" in config.read_text(), what="saved")
         await pilot.press("ctrl+g")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from engine.events import ChildState, ExchangeSent, IkeState
+from engine.ike.exchanges import child_rekey
 from engine.ike.exchanges.create_child import CreateChild
 from engine.wire.constants import NON_ESP_MARKER, ExchangeType
 from engine.wire.message import decode_header
@@ -147,5 +148,115 @@ def test_rekey_of_an_sa_the_peer_lost_beside_another_pair_for_the_child(seed):
     sb = live(p, "b")[0]
     sb.remove_child(sb.child_by_spi_out(orphan.spi_in), p.now, "lost by the peer (test)")
     p.a.rekey("tun", p.now, unique_id=orphan.unique_id)
+    p.advance(400)
+    assert_agree(p)
+
+
+def charon_598_dead_ends(monkeypatch) -> tuple[list[tuple[str, str]], list[str]]:
+    """Steps charon 5.9.8 cannot complete, recorded as they happen on either end
+    (and the inputs that met a collided rekey, to show the case came up).
+
+    charon's child_rekey.c, when its rekey collided with the peer's rekey of the
+    same SA (collision = the peer's rekey, which it answered) and its own answer
+    carries no SA (TEMPORARY_FAILURE, CHILD_SA_NOT_FOUND ...): on TEMPORARY_FAILURE
+    it schedules a retry and sets the old SA back to INSTALLED, so the peer's
+    DELETE of the old SA no longer installs the outbound half of the SA the peer's
+    rekey created (child_delete.c installs it only for a REKEYED SA); on
+    CHILD_SA_NOT_FOUND it drops the old SA and creates a new CHILD SA. Either way
+    traffic is lost until a later rekey. Our ChildRekey is in SENT_COLLIDED
+    exactly there."""
+    seen: list[tuple[str, str]] = []
+    collided: list[str] = []
+    fire = child_rekey.ChildRekey.fire
+
+    def recording(self, inp, now, **data):
+        if self.state == child_rekey.S.SENT_COLLIDED:
+            collided.append(inp.name)
+            if inp in child_rekey._FAILED:
+                seen.append((self.state.name, inp.name))
+        return fire(self, inp, now, **data)
+
+    monkeypatch.setattr(child_rekey.ChildRekey, "fire", recording)
+    return seen, collided
+
+
+@pytest.mark.parametrize("seed", range(1, 5))
+@pytest.mark.parametrize("lossy", ["a", "b"])
+def test_peer_rekey_of_an_sa_whose_delete_is_lost(seed, lossy, monkeypatch):
+    """The 60 s soak (charon 5.9.8): both rekey X. The peer answers ours while its own
+    is in flight (a collision on its side), but its request reaches us only after our
+    rekey finished: X is replaced here and our DELETE of X is lost (twice). Answering the
+    peer's rekey of X before the peer has our DELETE is a dead end for charon
+    (charon_598_dead_ends); once it has the DELETE, any answer is fine."""
+    dead_ends, collided = charon_598_dead_ends(monkeypatch)
+    p = make(seed)
+    quiet = "b" if lossy == "a" else "a"
+    drop_peer_request = drop_first(quiet, ExchangeType.CREATE_CHILD_SA, False)
+    drop_our_delete = drop_first(lossy, ExchangeType.INFORMATIONAL, False, count=2)
+    p.filter = lambda s, d: drop_peer_request(s, d) and drop_our_delete(s, d)
+    p.ep(lossy).rekey("tun", p.now)
+    p.ep(quiet).rekey("tun", p.now)
+    p.advance(400)
+    assert collided, "the peer's rekey never met ours"
+    assert dead_ends == []
+    assert_agree(p)
+
+
+@pytest.mark.parametrize("seed", range(1, 9))
+@pytest.mark.parametrize("lossy", ["a", "b"])
+def test_ike_rekey_collision_with_a_lost_response_leaves_no_redundant_ike_sa(seed, lossy):
+    """The 60 s soak (charon 5.9.8): both rekey the IKE SA; the winner answers the
+    loser's rekey, but that answer is lost, and the winner deletes the old IKE SA.
+    If the loser takes that DELETE before its retransmission brings the answer, the
+    old SA and its keys are gone, and the winner keeps the IKE SA made for the loser
+    until a timeout (ours: twice the retransmission budget, 330 s here; charon: 30 s,
+    then a DELETE the loser cannot read, retransmitted for its whole budget; the
+    soak's final check sees two IKE SAs). Both ends must agree well before that."""
+    p = make(seed)
+    p.filter = drop_first(lossy, ExchangeType.CREATE_CHILD_SA, True)
+    p.a.rekey("tun", p.now, ike=True)
+    p.b.rekey("tun", p.now, ike=True)
+    p.advance(60)
+    assert_agree(p)
+
+
+def _ike_rekey_winner(seed: int) -> str:
+    """The side that wins both ends' IKE rekey collision on a clean link (it deletes the old SA)."""
+    p = make(seed)
+    old = (live(p, "a")[0].spi_i, live(p, "a")[0].spi_r)
+    first: list[str] = []
+
+    def watch(side, d):
+        h = header(d.data) if d.data != b"\xff" else None
+        if h is not None and h.exchange == ExchangeType.INFORMATIONAL and not h.response \
+                and (h.spi_i, h.spi_r) == old and not first:
+            first.append(side)
+        return True
+
+    p.filter = watch
+    p.a.rekey("tun", p.now, ike=True)
+    p.b.rekey("tun", p.now, ike=True)
+    p.advance(10)
+    return first[0]
+
+
+@pytest.mark.parametrize("seed", range(1, 5))
+def test_ike_rekey_collision_the_peer_never_answers_ours(seed):
+    """As above, but the winner never answers the loser's rekey on the old IKE SA (every
+    answer lost, or a peer that drops it): the loser holds the winner's DELETE only a few
+    times, then answers it and takes the winner's new IKE SA, rather than waiting until its
+    own retransmissions run out and losing the old IKE SA with all its CHILD SAs."""
+    winner = _ike_rekey_winner(seed)
+    p = make(seed)
+    old = (live(p, "a")[0].spi_i, live(p, "a")[0].spi_r)
+
+    def drop_winners_answers_on_old(side, d):
+        h = header(d.data) if d.data != b"\xff" else None
+        return not (side == winner and h is not None and h.response and (h.spi_i, h.spi_r) == old
+                    and h.exchange == ExchangeType.CREATE_CHILD_SA)
+
+    p.filter = drop_winners_answers_on_old
+    p.a.rekey("tun", p.now, ike=True)
+    p.b.rekey("tun", p.now, ike=True)
     p.advance(400)
     assert_agree(p)

@@ -224,7 +224,7 @@ def test_a_secrets_file_that_is_a_symbolic_link_is_refused(tmp_path: Path):
     with pytest.raises(PolicyError, match="symbolic link"):
         load_policy(p)
     # `check` loads it and warns (lint rule secrets-owner).
-    assert [f.rule for f in run_check(p)] == ["secrets-owner"]
+    assert [f.rule for f in run_check(p) if f.severity != "info"] == ["secrets-owner"]
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a file to another user; CI runs as root")

@@ -27,8 +27,14 @@ esp_proposals = [{esp}]
 {extra}"""
 
 
+def warnings_of(policy) -> list:
+    """Lint's warnings. The classic proposals here also get the not-quantum-safe advice
+    (severity info), which test_policy_pq.py tests; each test here is about its own rule."""
+    return [f for f in lint(policy) if f.severity != "info"]
+
+
 def rules_of(text: str) -> list[tuple[str, str]]:
-    return [(f.rule, f.key_path) for f in lint(parse_policy(text))]
+    return [(f.rule, f.key_path) for f in warnings_of(parse_policy(text))]
 
 
 CASES = {
@@ -125,7 +131,7 @@ GOOD_PSK = "Vq3#Lk8!pZ2@xR7$wN4&"
 
 
 def lint_file(path: Path) -> list[tuple[str, str, str]]:
-    return [(f.rule, f.key_path, Path(f.file).name) for f in lint(load_policy(path, strict_secrets_mode=False))]
+    return [(f.rule, f.key_path, Path(f.file).name) for f in warnings_of(load_policy(path, strict_secrets_mode=False))]
 
 
 @pytest.mark.parametrize("secret,rule", [
@@ -138,7 +144,7 @@ def test_psk_quality(tmp_path: Path, secret, rule):
     p = _psk_policy(tmp_path, f'[ike.b]\nids = ["branch.example.org"]\nsecret = "{secret}"\n', _psk_conn("b", "branch.example.org"))
     found = lint_file(p)
     assert (rule, "ike.b.secret", "p.secrets.toml") in found
-    assert all(secret not in f.format() for f in lint(load_policy(p, strict_secrets_mode=False)))
+    assert all(secret not in f.format() for f in warnings_of(load_policy(p, strict_secrets_mode=False)))
 
 
 def test_good_psk_gives_no_warning(tmp_path: Path):
@@ -163,7 +169,7 @@ def test_one_psk_for_several_peers(tmp_path: Path):
 def test_psk_road_warrior_suggests_certificates(tmp_path: Path):
     secrets = f'[ike.rw]\nids = ["*@example.org"]\nsecret = "{GOOD_PSK}"\n'
     p = _psk_policy(tmp_path, secrets, _psk_conn("rw", "*@example.org", "%any"))
-    found = lint(load_policy(p, strict_secrets_mode=False))
+    found = warnings_of(load_policy(p, strict_secrets_mode=False))
     assert [(f.rule, f.key_path) for f in found] == [("psk-roadwarrior", "connections.rw.remote.auth")]
     assert 'auth = "pubkey"' in found[0].message
     # A mobile peer with its own identity is one peer: no warning.
@@ -197,7 +203,7 @@ def test_secrets_file_that_is_a_link_or_owned_by_another_user(tmp_path: Path):
     if os.geteuid() != 0:
         return  # only root can give a file away; CI runs as root
     os.chown(tmp_path / "p.secrets.toml", 4242, 4242)
-    [finding] = lint(load_policy(p, strict_secrets_mode=False))
+    [finding] = warnings_of(load_policy(p, strict_secrets_mode=False))
     assert finding.rule == "secrets-owner" and "uid 4242" in finding.message
 
 
@@ -218,7 +224,7 @@ def test_psk_with_more_than_a_few_peers_suggests_certificates(tmp_path: Path):
     secrets = f'[ike.shops]\nids = ["*.shops.example.org"]\nsecret = "{GOOD_PSK}"\n'
     five = [f"192.0.2.{i}" for i in range(10, 15)]
     p = _psk_policy(tmp_path, secrets, _psk_multi("shops", five, "*.shops.example.org"))
-    found = lint(load_policy(p, strict_secrets_mode=False))
+    found = warnings_of(load_policy(p, strict_secrets_mode=False))
     assert [(f.rule, f.key_path) for f in found] == [("psk-many-peers", "connections.shops.remote.auth")]
     assert "5 peers" in found[0].message and 'auth = "pubkey"' in found[0].message
     assert "ipsec-console pki issue" in found[0].message
@@ -258,24 +264,24 @@ def two_cas(tmp_path: Path) -> Path:
 
 
 def test_ca_without_crl_is_flagged(two_cas: Path):
-    found = lint(load_policy(_pubkey_policy(two_cas, []), load_secrets=False))
+    found = warnings_of(load_policy(_pubkey_policy(two_cas, []), load_secrets=False))
     assert [(f.rule, f.key_path) for f in found] == [("ca-without-crl", "connections.rw.remote.cacerts")]
     assert 'ipsec-console pki crl --dir pki) and add "pki/crl.pem" to [engine] crls' in found[0].message
     # A CRL, but of another CA: still flagged, and the message says which CRLs were looked at.
-    [f] = lint(load_policy(_pubkey_policy(two_cas, ["other/crl.pem"]), load_secrets=False))
+    [f] = warnings_of(load_policy(_pubkey_policy(two_cas, ["other/crl.pem"]), load_secrets=False))
     assert f.rule == "ca-without-crl" and "other/crl.pem" in f.message
 
 
 def test_ca_with_its_crl_is_not_flagged(two_cas: Path):
-    assert lint(load_policy(_pubkey_policy(two_cas, ["other/crl.pem", "pki/crl.pem"]), load_secrets=False)) == []
+    assert warnings_of(load_policy(_pubkey_policy(two_cas, ["other/crl.pem", "pki/crl.pem"]), load_secrets=False)) == []
 
 
 def test_ca_without_crl_is_robust_to_missing_and_broken_files(two_cas: Path):
     # A CA file that is not there is a loading error elsewhere: no warning, no exception here.
-    assert lint(load_policy(_pubkey_policy(two_cas, [], cacerts="pki/nope.crt"), load_secrets=False)) == []
+    assert warnings_of(load_policy(_pubkey_policy(two_cas, [], cacerts="pki/nope.crt"), load_secrets=False)) == []
     # A CRL file that cannot be read does not count, and is named.
     (two_cas / "garbage.pem").write_text("not a CRL")
-    [f] = lint(load_policy(_pubkey_policy(two_cas, ["garbage.pem", "gone.pem"]), load_secrets=False))
+    [f] = warnings_of(load_policy(_pubkey_policy(two_cas, ["garbage.pem", "gone.pem"]), load_secrets=False))
     assert f.rule == "ca-without-crl" and "unreadable: garbage.pem, gone.pem" in f.message
 
 

@@ -213,10 +213,27 @@ def test_not_quantum_safe_advice(tmp_path, negotiated):
     assert "not-quantum-safe" not in {f.rule for f in lint(parse_policy(with_ppk.read_text(), with_ppk))}
 
 
-def test_no_quantum_advice_the_engine_cannot_follow(tmp_path):
+def test_no_quantum_advice_the_engine_cannot_follow(tmp_path, monkeypatch):
     classic = policy(tmp_path, proposals=("aes256gcm16-prfsha384-x25519",)).read_text()
     classic = classic.replace("aes256gcm16-x25519-ke1_mlkem768", "aes256gcm16")
+    monkeypatch.setattr(pq, "NEGOTIATED", frozenset())
     assert "not-quantum-safe" not in {f.rule for f in lint(parse_policy(classic, tmp_path / "p.toml"))}
+
+
+def test_the_advice_is_on_and_never_fails_check(tmp_path, capsys):
+    """What this engine negotiates is advised (no monkeypatch): as info, so `check` and even
+    `check --strict` pass a classic connection that must talk to an old peer."""
+    from console.cli import main
+
+    need_mlkem()
+    classic = policy(tmp_path, proposals=("aes256gcm16-prfsha384-x25519",))
+    classic.write_text(classic.read_text().replace("aes256gcm16-x25519-ke1_mlkem768", "aes256gcm16"))
+    [f] = [f for f in lint(parse_policy(classic.read_text(), classic)) if f.rule == "not-quantum-safe"]
+    assert f.severity == "info" and f.format().endswith("[not-quantum-safe]") and ": info: " in f.format()
+    assert main(["check", "--strict", str(classic)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].endswith("valid, 1 note")
+    assert main(["check", "--strict", "--format", "github", str(classic)]) == 0
+    assert capsys.readouterr().out.startswith("::notice file=")
 
 
 def test_short_ppk(tmp_path):

@@ -14,8 +14,14 @@ from engine.policy.samples import resolve_policy_path, sample_dir, sample_names
 
 REQUIRED = {"lab.toml", "lab-branch.toml", "lab-roadwarrior.toml", "site-to-site.toml", "road-warrior-server.toml",
             "host-to-host-transport.toml", "server-least-privilege.toml", "road-warrior-client.toml"}
-LINE = re.compile(r"^(?P<file>[^:]+):(?P<line>\d+):(?P<col>\d+)(: (?P<key>[^ ]+))?: (?P<sev>error|warning): "
+LINE = re.compile(r"^(?P<file>[^:]+):(?P<line>\d+):(?P<col>\d+)(: (?P<key>[^ ]+))?: (?P<sev>error|warning|info): "
                   r"(?P<msg>.+)$")
+
+
+CLASSIC_FALLBACK = {"site-to-site.toml", "road-warrior-server.toml", "road-warrior-client.toml",
+                    "server-least-privilege.toml"}
+"""Samples whose peers may be older (strongSwan 5.x, the OS clients): a classic proposal follows
+the hybrid one, and lint advises (info, rule not-quantum-safe). The others are quantum-safe only."""
 
 
 def test_the_required_samples_exist():
@@ -35,7 +41,21 @@ def test_every_sample_loads_strictly_once_its_secrets_are_0600(tmp_path: Path, n
         s.chmod(0o600)
     policy = load_policy(tmp_path / name)
     assert policy.connections
-    assert run_check(tmp_path / name) == [] or name in ("lab.toml", "lab-roadwarrior.toml")
+    if name in ("lab.toml", "lab-roadwarrior.toml"):
+        return  # the deliberately misconfigured road warrior draws warnings
+    findings = run_check(tmp_path / name)
+    assert [(f.severity, f.rule) for f in findings] == ([("info", "not-quantum-safe")] if name in CLASSIC_FALLBACK
+                                                        else []), [f.format() for f in findings]
+
+
+@pytest.mark.parametrize("name", sorted(REQUIRED - {"lab-roadwarrior.toml"}))
+def test_every_sample_prefers_a_quantum_safe_proposal(name: str):
+    """Each connection's first IKE proposal adds ML-KEM (the deliberately broken lab peer aside)."""
+    from engine.policy import pq
+
+    for c in load_policy(sample_path(name), strict_secrets_mode=False).connections:
+        assert pq.proposal_is_quantum_safe(c.proposals[0]), (name, c.name, c.proposals[0].text)
+        assert pq.connection_is_quantum_safe(c) == (name not in CLASSIC_FALLBACK), (name, c.name)
 
 
 @pytest.mark.parametrize("name", sorted(REQUIRED))
@@ -100,15 +120,20 @@ def test_server_least_privilege_allows_only_https_and_ssh_over_ipsec():
 
 # -- the command ------------------------------------------------------------------------------
 def test_check_command_exit_0_for_samples(capsys):
-    path = str(sample_path("server-least-privilege.toml"))
+    path = str(sample_path("lab-branch.toml"))
     assert main(["check", path]) == 0
     assert capsys.readouterr().out == f"{path}: valid\n"  # one quiet line
+    path = str(sample_path("server-least-privilege.toml"))
+    assert main(["check", "--strict", path]) == 0  # advice never fails, not even --strict
+    [line, summary] = capsys.readouterr().out.splitlines()
+    assert LINE.match(line)["sev"] == "info" and line.endswith("[not-quantum-safe]")
+    assert summary == f"{path}: valid, 1 note"
     assert main(["check", str(sample_path("site-to-site.toml"))]) == 0  # warnings allowed
     *lines, summary = capsys.readouterr().out.splitlines()
-    assert summary.endswith(("valid", "warning", "warnings"))
+    assert summary.endswith(("valid", "warning", "warnings", "note", "notes"))
     for line in lines:
         m = LINE.match(line)
-        assert m and m["sev"] == "warning", line
+        assert m and m["sev"] in ("warning", "info"), line
 
 
 def test_check_command_exit_1_and_one_line_per_finding(tmp_path: Path, monkeypatch, capsys):

@@ -141,7 +141,7 @@ class Peers(contextlib.ExitStack):
                extra: str = "", certs: dict[str, Path] | None = None, start: bool = True,
                root: Path | None = None) -> Charon:
         """A private charon whose swanctl.conf is ``conf`` (a dict with connections/secrets);
-        ``root``: strongSwan 6.1's root (tests.interop.lab.require_strongswan6) instead of 5.9.8."""
+        ``root``: that root's charon (strongSwan 6.1, lab.require_strongswan6) instead of 5.9.8."""
         c = Charon(self.lab, side, self._subdir("charon"), retransmit=retransmit, extra=extra, certs=certs,
                    root=root)
         c.conf = swanctl(conf)

@@ -5,6 +5,15 @@ file (or certificates made with `ipsec-console pki`, as its comments say), the
 datapath switched to "userspace" because this kernel has no ESP, and charon set
 up as the mirror image the sample's comments describe.
 
+Quantum-safe samples (issue 11): each sample offers the hybrid proposal
+(x25519 + ML-KEM-768, RFC 9370) first. Where its peer may be older, a classic
+proposal follows, and charon 5.9.8 (which cannot even parse `ke1_`) is given
+the sample's classic proposals only and must pick one of ours that it knows
+(RFC 7296 §3.3.6: a proposal with an unknown transform type is skipped);
+strongSwan 6.1 (from .ci/strongswan6-root) gets the whole list and must choose
+the hybrid one. host-to-host-transport.toml is hybrid only (both hosts run it):
+it is tested against strongSwan 6.1.
+
 The lab samples (lab*.toml) are left out: they describe the in-process lab on
 loopback (datapath "lab", peers that are other ipsec-console endpoints on
 127.0.0.x with unprivileged ports), there is no charon in that picture.
@@ -31,7 +40,7 @@ import pytest
 import tomli_w
 
 from engine.policy.samples import sample_dir, sample_names
-from tests.interop.lab import ROOT, require_charon_plugins
+from tests.interop.lab import ROOT, require_charon_plugins, require_strongswan6
 from tests.interop.peers import (
     ADDR,
     FAST_OURS,
@@ -75,6 +84,17 @@ def load_sample(name: str, moves: dict[str, str]) -> dict:
     doc["engine"]["datapath"] = "userspace"
     doc["engine"].update(FAST_OURS)  # short retransmissions: a failure shows in seconds, not minutes
     return doc
+
+
+def classic(proposals: list[str]) -> str:
+    """The proposals charon 5.9.8 can parse (no RFC 9370 ``keN_`` transforms), as its config wants them."""
+    kept = [p for p in proposals if not re.search(r"-ke[1-7]_", p)]
+    assert kept, f"no classic fallback in {proposals}"
+    return ", ".join(kept)
+
+
+def quantum_safe(sa: dict) -> tuple[bool, list[str]]:
+    return sa["quantum_safe"], sa["additional_ke"]
 
 
 def pki(workdir: Path, *args: str) -> None:
@@ -129,22 +149,27 @@ def charon_log_child(c) -> list[str]:
 # ------------------------------------------------------------------ site-to-site.toml
 @pytest.mark.parametrize("direction", [
     "trap_on_our_side",
-    "we_initiate", "charon_initiates"])
+    "we_initiate", "charon_initiates",
+    "we_initiate_to_strongswan6", "strongswan6_initiates"])
 def test_site_to_site(peers, direction):
     """hq (us, 192.0.2.1, LAN 198.51.100.0/25) and branch (charon, 192.0.2.2, 198.51.100.128/25),
     FQDN ids, PSK from the sample's secrets file, start_action = "trap": our first packet to the
-    branch LAN brings the tunnel up."""
+    branch LAN brings the tunnel up. A branch on charon 5.9.8 negotiates the classic fallback,
+    one on strongSwan 6.1 the hybrid first proposal."""
+    six = "strongswan6" in direction
     doc = load_sample("site-to-site.toml", {})
     secrets = (sample_dir() / "site-to-site.secrets.toml").read_text()
     psk = tomllib.loads(secrets)["ike"]["branch"]["secret"]
     conn = doc["connections"]["branch"]
     c = peers.charon("right", {"connections": {"hq": {
         "version": 2, "local_addrs": ADDR["right"], "remote_addrs": ADDR["left"],
-        "proposals": ", ".join(conn["proposals"]), "dpd_delay": "30s", "rekey_time": "4h",
+        "proposals": ", ".join(conn["proposals"]) if six else classic(conn["proposals"]),
+        "dpd_delay": "30s", "rekey_time": "4h",
         "local": {"auth": "psk", "id": "branch.example.org"}, "remote": {"auth": "psk", "id": "hq.example.org"},
         "children": {"lan": {"local_ts": "198.51.100.128/25", "remote_ts": "198.51.100.0/25",
                              "esp_proposals": "aes256gcm16-x25519", "rekey_time": "1h"}}}},
-        "secrets": {"ike-branch": psk_secret("branch.example.org", "hq.example.org", secret=psk)}})
+        "secrets": {"ike-branch": psk_secret("branch.example.org", "hq.example.org", secret=psk)}},
+        root=require_strongswan6() if six else None)
     o = start_ours(peers, "left", doc, secrets)
     if direction == "trap_on_our_side":
         # The first packets are held or dropped while IKE runs; the later ones must pass.
@@ -152,7 +177,7 @@ def test_site_to_site(peers, direction):
                              INNER["right"], check=False)
         wait_or_explain(lambda: sent(o, "IKE_SA_INIT"), f"an IKE_SA_INIT started by our first packet (ping: "
                         f"{(out.stdout + out.stderr).strip()[-200:]})", o, timeout=5)
-    elif direction == "we_initiate":
+    elif direction.startswith("we_initiate"):
         o.cli("initiate", "branch", "--no-wait")
     else:
         r = c.swanctl("--initiate", "--child", "lan", "--timeout", "10", check=False)
@@ -160,10 +185,16 @@ def test_site_to_site(peers, direction):
     wait_or_explain(lambda: with_children(o), "the site-to-site tunnel", o)
     sa = established(o)[0]
     assert (sa["local_id"], sa["remote_id"]) == ("hq.example.org", "branch.example.org")
-    assert sa["initiator"] == (direction != "charon_initiates")
+    assert sa["initiator"] == direction.startswith(("we_initiate", "trap"))
     child = sa["children"][0]
     assert (child["local_ts"], child["remote_ts"]) == (["198.51.100.0/25"], ["198.51.100.128/25"])
-    assert "AES_GCM_16-256/PRF_HMAC_SHA2_384/CURVE_25519" in c.list_sas()
+    listing = c.list_sas()
+    assert "AES_GCM_16-256/PRF_HMAC_SHA2_384/CURVE_25519" in listing
+    if six:  # (the host's swanctl 5.9.8 lists no KEn: charon's log names the choice)
+        assert quantum_safe(sa) == (True, ["KE1_ML_KEM_768"]) and child["quantum_safe"], sa
+        assert re.search(r"selected proposal: IKE:\S*/CURVE_25519/KE1_ML_KEM_768\n", c.log()), c.log()[-3000:]
+    else:
+        assert quantum_safe(sa) == (False, []), sa
     peers.lab.ping("left", INNER["right"], count=3, interval=0.2)
     peers.lab.ping("right", INNER["left"], count=3, interval=0.2)
 
@@ -241,6 +272,9 @@ def test_road_warrior_client(peers):
     wait_or_explain(lambda: with_children(o), "the laptop's tunnel (start_action = start)", o, timeout=15)
     sa = established(o)[0]
     assert sa["initiator"] and (sa["local_id"], sa["remote_id"]) == ("alice@example.org", "gw.example.org")
+    # We offered the hybrid proposal first: charon 5.9.8 skipped it (an unknown transform type)
+    # and took the classic one after it.
+    assert quantum_safe(sa) == (False, []) and sa["prf"] == "PRF_HMAC_SHA2_256", sa
     assert sa["virtual_ips"] == ["198.51.100.200"] and sa["eap_method"] == "EAP-MSCHAPv2"
     child = sa["children"][0]
     assert (child["local_ts"], child["remote_ts"]) == (["198.51.100.200/32"], ["198.51.100.0/25"])
@@ -259,10 +293,11 @@ def test_road_warrior_client(peers):
     "charon_initiates",
 ])
 def test_host_to_host_transport(peers, direction):
-    """192.0.2.10/.20 moved to 192.0.2.1 (us) / 192.0.2.2 (charon); IP-address identities, transport
-    mode with dynamic selectors, PSK from the sample's secrets file. charon (libipsec) cannot install
-    transport mode: the IKE SA and the transport CHILD SA are negotiated, our half is installed, and
-    charon's refusal is its kernel's, seen in its log."""
+    """192.0.2.10/.20 moved to 192.0.2.1 (us) / 192.0.2.2 (strongSwan 6.1: the sample is hybrid
+    only, x25519 + ML-KEM-768); IP-address identities, transport mode with dynamic selectors, PSK
+    from the sample's secrets file. charon (libipsec) cannot install transport mode: the IKE SA and
+    the transport CHILD SA are negotiated, our half is installed, and charon's refusal is its
+    kernel's, seen in its log."""
     moves = {"192.0.2.10": ADDR["left"], "192.0.2.20": ADDR["right"]}
     doc = load_sample("host-to-host-transport.toml", moves)
     secrets = (sample_dir() / "host-to-host-transport.secrets.toml").read_text()
@@ -271,11 +306,13 @@ def test_host_to_host_transport(peers, direction):
     if direction == "charon_initiates":
         doc["connections"]["peer"]["children"]["hosts"]["start_action"] = "none"
     psk = tomllib.loads(secrets)["ike"]["peer"]["secret"]
+    conn = doc["connections"]["peer"]
     c = peers.charon("right", {"connections": {"peer": {
         "version": 2, "local_addrs": ADDR["right"], "remote_addrs": ADDR["left"],
-        "proposals": "aes256gcm16-prfsha256-x25519", "local": {"auth": "psk"}, "remote": {"auth": "psk"},
+        "proposals": ", ".join(conn["proposals"]), "local": {"auth": "psk"}, "remote": {"auth": "psk"},
         "children": {"hosts": {"mode": "transport", "esp_proposals": "aes256gcm16-x25519"}}}},
-        "secrets": {"ike-peer": psk_secret(ADDR["left"], ADDR["right"], secret=f"{psk}")}})
+        "secrets": {"ike-peer": psk_secret(ADDR["left"], ADDR["right"], secret=f"{psk}")}},
+        root=require_strongswan6())
     o = start_ours(peers, "left", doc, secrets)
     if direction == "charon_initiates":
         c.swanctl("--initiate", "--child", "hosts", "--timeout", "10", check=False)
@@ -290,24 +327,31 @@ def test_host_to_host_transport(peers, direction):
     assert re.search(r"selected proposal: ESP:AES_GCM_16_256", c.log()), charon_log_child(c)
     sa = established(o)[0]
     assert (sa["local_id"], sa["remote_id"]) == (ADDR["left"], ADDR["right"])
+    assert quantum_safe(sa) == (True, ["KE1_ML_KEM_768"]), sa
     assert [s[1] for s in charon_ike_sas(c.list_sas())] == ["ESTABLISHED"]
 
 
 # ------------------------------------------------------------------ server-least-privilege.toml
-def test_server_least_privilege(peers):
+@pytest.mark.parametrize("client", ["charon", "strongswan6"])
+def test_server_least_privilege(peers, client):
     """The server (us, 192.0.2.1) and a client (charon, 192.0.2.2 in 192.0.2.0/24) with a certificate
     laptop.clients.example.org from our CA; transport mode for HTTPS and SSH only. The selectors with
     ports are narrowed to the client and the IKE SA and CHILD SA are negotiated; charon (libipsec)
-    cannot install transport mode."""
+    cannot install transport mode. A strongSwan 6.1 client offering the sample's proposals gets the
+    hybrid one, charon 5.9.8 (given the classic one) the fallback."""
+    six = client == "strongswan6"
     doc = load_sample("server-least-privilege.toml", {})
     doc["engine"]["secrets"] = "secrets.toml"
     ca_dir = peers.workdir / "ca"
     certs = make_certs(ca_dir, ("server.example.org", "server"), ("laptop.clients.example.org", "laptop"))
+    proposals = doc["connections"]["clients"]["proposals"]
+    # Protocols by number: the strongSwan 6.1 root has no /etc/protocols.
     c = peers.charon("right", pubkey_charon(
         "right", "services", ("laptop.clients.example.org", "laptop.crt"), "server.example.org",
-        "aes256gcm16-prfsha384-x25519",
-        {"mode": "transport", "local_ts": "dynamic[tcp]", "esp_proposals": "aes256gcm16",
-         "remote_ts": f"{ADDR['left']}/32[tcp/443], {ADDR['left']}/32[tcp/22]"}), certs=certs)
+        ", ".join(proposals) if six else classic(proposals),
+        {"mode": "transport", "local_ts": "dynamic[6]", "esp_proposals": "aes256gcm16",
+         "remote_ts": f"{ADDR['left']}/32[6/443], {ADDR['left']}/32[6/22]"}), certs=certs,
+        root=require_strongswan6() if six else None)
     o = start_ours(peers, "left", doc, '[private.server]\nfile = "private/server.key"\n', certs_from=ca_dir,
                    key="server.key")
     c.swanctl("--initiate", "--child", "services", "--timeout", "10", check=False)
@@ -318,3 +362,4 @@ def test_server_least_privilege(peers):
     assert sorted(child["local_ts"]) == sorted([f"{ADDR['left']}/32[tcp/443]", f"{ADDR['left']}/32[tcp/22]"])
     assert child["remote_ts"] == [f"{ADDR['right']}/32[tcp]"]
     assert "unsupported mode" in c.log(), charon_log_child(c)  # libipsec's limit, not ours
+    assert quantum_safe(sa) == ((True, ["KE1_ML_KEM_768"]) if six else (False, [])), sa

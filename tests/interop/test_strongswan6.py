@@ -81,25 +81,50 @@ def _our_esp_keys(save_dir: Path) -> dict[str, str]:
     return out
 
 
+SECOND_PORT = 5555
+"""The second CHILD SA (test_second_child_sa_...) carries UDP between the inner addresses on this port."""
+
+
+def second_child(side: str, esp: str) -> tuple[str, str]:
+    """A second CHILD SA config 'second' for UDP port SECOND_PORT both ways: (our TOML for ``side``,
+    charon's swanctl.conf child block for the other side)."""
+    me, peer = SIDES[side]["inner"], SIDES["right" if side == "left" else "left"]["inner"]
+    ours = (f'\n[connections.psk-tunnel.children.second]\nlocal_ts = ["{me}/32[udp/{SECOND_PORT}]"]\n'
+            f'remote_ts = ["{peer}/32[udp/{SECOND_PORT}]"]\nesp_proposals = ["{esp}"]\n')
+    # Protocol 17 by number: the strongSwan 6.1 root has no /etc/protocols for "udp".
+    theirs = (f"      second {{\n        local_ts = {peer}/32[17/{SECOND_PORT}]\n"
+              f"        remote_ts = {me}/32[17/{SECOND_PORT}]\n        esp_proposals = {esp}\n      }}\n")
+    return ours, theirs
+
+
 @contextlib.contextmanager
 def tunnel(tmp_path: Path, direction: str, proposal: str, *, esp: str = "aes256gcm16", charon_extra: dict | None = None,
-           our_conn: str = "", our_secrets: str = ""):
+           our_conn: str = "", our_secrets: str = "", second: bool = False):
     """charon 6.1 (keys logged) and our daemon (keys saved), the tunnel brought up by the side
-    ``direction`` names; yields (lab, charon, ours, our IKE SA as `sas --json` shows it)."""
+    ``direction`` names; yields (lab, charon, ours, our IKE SA as `sas --json` shows it).
+    ``second``: both ends also know CHILD SA config 'second' (second_child), not started."""
     root = require_strongswan6()
     cs, us = ("right", "left") if direction == "we_initiate" else ("left", "right")
     with lab() as L:
         c = Charon(L, cs, tmp_path, root=root, proposals=proposal, esp_proposals=esp, debug_keys=True,
-                   **(charon_extra or {})).start()
-        o = Ours(L, us, tmp_path, our_policy(us, proposals=(proposal,), esp=(esp,),
-                                             extra_engine=f'save_keys = "{tmp_path / "keys"}"', extra_conn=our_conn))
+                   **(charon_extra or {}))
+        policy = our_policy(us, proposals=(proposal,), esp=(esp,), extra_engine=f'save_keys = "{tmp_path / "keys"}"',
+                            extra_conn=our_conn)
+        if second:
+            ours_second, charons_second = second_child(us, esp)
+            policy += ours_second
+            first_end = "\n      }\n    }\n  }\n}\nsecrets"
+            assert c.conf.count(first_end) == 1, c.conf
+            c.conf = c.conf.replace(first_end, "\n      }\n" + charons_second + "    }\n  }\n}\nsecrets")
+        c.start()
+        o = Ours(L, us, tmp_path, policy)
         if our_secrets:
             with open(o.dir / "secrets.toml", "a") as f:
                 f.write(our_secrets)
         try:
             o.start()
             if direction == "we_initiate":
-                o.cli("initiate", "psk-tunnel")
+                o.cli("initiate", "psk-tunnel", "--child", "lan")
             else:
                 r = c.swanctl("--initiate", "--child", "psk-tunnel", "--timeout", "20", check=False)
                 assert r.returncode == 0, r.stdout + r.stderr
@@ -226,6 +251,47 @@ def test_hybrid_child_rekey_with_charon_6_1(tmp_path, direction, who):
         assert child["quantum_safe"]
         ping_both_ways(L, c, o)
         assert_child_keys_equal_charons(c, tmp_path, child)
+
+
+def _udp_through_second(L, o: Ours, c: Charon, count: int = 3) -> None:
+    """Datagrams from our inner address to charon's on SECOND_PORT, both ports SECOND_PORT: the
+    second CHILD SA's selectors, narrower than the first's, carry them."""
+    me, peer = SIDES[o.side]["inner"], SIDES[c.side]["inner"]
+    code = ("import socket,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n"
+            f"s.bind(('{me}',{SECOND_PORT}))\n"
+            f"for _ in range({count}):\n s.sendto(b'second',('{peer}',{SECOND_PORT}))\n time.sleep(0.1)\n")
+    L.exec(o.side, "python3", "-c", code)
+
+
+@pytest.mark.parametrize("who", ["we_create", "charon_creates"])
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_second_child_sa_with_additional_ke_with_charon_6_1(tmp_path, direction, who):
+    """A second CHILD SA on the hybrid IKE SA, made with CREATE_CHILD_SA by either side with PFS
+    x25519 + ML-KEM-768 (RFC 9370 §2.2.4: one IKE_FOLLOWUP_KE round): charon 6.1 selects the KE1
+    transform, the keys equal charon's, UDP for its selectors goes through it."""
+    esp = "aes256gcm16-x25519-ke1_mlkem768"
+    with tunnel(tmp_path, direction, HYBRIDS["x25519+mlkem768"][0], esp=esp, second=True) as (L, c, o, sa):
+        assert [k["name"] for k in sa["children"]] == ["lan"]
+        if who == "we_create":
+            o.cli("initiate", "psk-tunnel", "--child", "second")
+        else:
+            r = c.swanctl("--initiate", "--child", "second", "--timeout", "20", check=False)
+            assert r.returncode == 0, r.stdout + r.stderr
+        kids = wait_for(lambda: (k := {x["name"]: x for x in o.sas()[0]["children"]}) and len(k) == 2 and k,
+                        what="our second CHILD SA")
+        second = kids["second"]
+        assert second["quantum_safe"] and second["local_ts"] == [f"{SIDES[o.side]['inner']}/32[udp/{SECOND_PORT}]"]
+        wait_for(lambda: f"{second['spi_in']:08x}" in c.list_sas(), what="charon's second CHILD SA")
+        log = c.log()
+        assert len(re.findall(FOLLOWUPS, log)) == 1, log[-4000:]
+        assert re.search(r"selected proposal: ESP:\S*/CURVE_25519/\S*KE1_ML_KEM_768", log), log[-4000:]
+        assert_child_keys_equal_charons(c, tmp_path, second)
+        _udp_through_second(L, o, c)
+        wait_for(lambda: {x["name"]: x for x in o.sas()[0]["children"]}["second"]["packets_out"] >= 3,
+                 what="3 UDP datagrams out through the second CHILD SA")
+        charon_in = re.search(rf"in\s+{second['spi_out']:08x},\s+\d+ bytes,\s+(\d+) packets", c.list_sas())
+        assert charon_in and int(charon_in[1]) >= 3, c.list_sas()
+        ping_both_ways(L, c, o)  # the first CHILD SA still carries the rest
 
 
 def test_kem_mismatch_names_both_lists_with_the_mismatch_marked(tmp_path):

@@ -90,6 +90,19 @@ def test_doc_names_who_what_how_strong_and_never_the_psk(tmp_path):
     assert "Sup3r-Secret" not in text and "Sup3r-Secret".encode().hex() not in text
 
 
+def test_a_classic_pfs_group_does_not_make_a_child_sa_of_a_hybrid_ike_sa_unsafe():
+    """CHILD keys come from SK_d; PFS only adds a secret: x25519 PFS under a hybrid IKE SA is
+    quantum-safe in the child rows and the summary (lab.toml's branch, AES-128 aside)."""
+    from engine.ops.doc import proposal_row
+    from engine.policy.proposals import parse_proposal
+
+    assert proposal_row(parse_proposal("aes256gcm16-x25519", "esp"), ike=False)[-1] == "yes"
+    assert proposal_row(parse_proposal("aes128gcm16-x25519", "esp"), ike=False)[-1] == "weakened"
+    assert proposal_row(parse_proposal("aes256gcm16-prfsha384-x25519", "ike"), ike=True)[-1] == "no"
+    text = document_file(sample_dir() / "host-to-host-transport.toml")
+    assert "at 192.0.2.20 | `hosts` | 128 bits | yes |" in text
+
+
 def test_doc_shows_certificates_with_their_expiry_and_key(tmp_path):
     pki = tmp_path / "pki"
     ca.init_ca(pki, "O=Example, CN=Example CA", key_type="ecdsa-p256", days=3650)

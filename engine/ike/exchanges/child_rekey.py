@@ -36,6 +36,15 @@ old SA while ours was in flight):
   abandons ours.
 
 Rules (responder):
+- An SA our own DELETE (in flight) removes: not answered until that DELETE
+  is answered; the peer retransmits, and then learns the SA is gone. The
+  peer may have answered our rekey of it while its own was in flight;
+  charon 5.9.8, told TEMPORARY_FAILURE before our DELETE arrives, sets the SA
+  back to INSTALLED, and our DELETE then no longer installs the outbound half
+  of the SA our rekey created (traffic lost until a later rekey). With our
+  DELETE first, its rekey ends on that DELETE. Only a DELETE already sent:
+  the peer answers it whatever we hold, so no two requests wait on each
+  other (a queued one could wait behind a request of ours the peer holds).
 - While the IKE SA is being rekeyed or deleted: TEMPORARY_FAILURE (§2.25.2).
 - Unknown SA: CHILD_SA_NOT_FOUND. An SA we are deleting or that was already
   replaced: TEMPORARY_FAILURE (§2.25.1). An unknown SA while our own
@@ -61,7 +70,7 @@ from engine.ike.exchanges import child_sa
 from engine.ike.exchange import Initiator, Label, Request, Responder, Table, error_notifies, find, notify
 from engine.ike.exchanges.create_child import RETRY, CreateChild
 from engine.ike.exchanges.informational import DeleteChild
-from engine.ike.followup import IKE_FOLLOWUP_KE, FollowupInitiator, FollowupResponder, RespondsToRounds
+from engine.ike.followup import IKE_FOLLOWUP_KE, FollowupInitiator, FollowupResponder, RespondsToChildRounds
 from engine.ike.init import NONCE_SIZE
 from engine.ike.text import notify_name
 from engine.wire.constants import ExchangeType, NotifyType
@@ -87,6 +96,7 @@ class S(Label):
     DECIDING = "request being answered"
     ROUNDS = "answered; IKE_FOLLOWUP_KE rounds to come"
     ANSWERED = "answered"
+    HELD = "not answered: our DELETE of the SA goes first"
 
 
 class I(Label):  # noqa: E742
@@ -107,6 +117,7 @@ class I(Label):  # noqa: E742
     LOST = "the lowest nonce is in our exchange"
     ABORT = "abort"
     REQ_IKE_BUSY = "request while the IKE SA is rekeyed or deleted"
+    REQ_OLD_OUR_DELETE_PENDING = "request for an SA our DELETE in flight removes"
     REQ_OLD_UNKNOWN = "request for an SA we do not have"
     REQ_OLD_MAYBE_COMING = "request for an SA we do not have while our CREATE_CHILD_SA waits for its answer"
     REQ_OLD_BUSY = "request for an SA being deleted or already replaced"
@@ -117,6 +128,7 @@ class I(Label):  # noqa: E742
     REQ_ROUND = "IKE_FOLLOWUP_KE request"
     REQ_BAD_ROUND = "IKE_FOLLOWUP_KE request that does not fit"
     LAST_ROUND = "the last IKE_FOLLOWUP_KE round"
+    ABANDON = "the peer's rounds will not come (another request, old deleted, the IKE SA gone)"
 
 
 _FAILED = (I.RESP_TEMP_FAIL, I.RESP_NOT_FOUND, I.RESP_REFUSED, I.RESP_INVALID_KE)
@@ -166,6 +178,7 @@ TABLE = Table("CREATE_CHILD_SA (CHILD rekey)", {
     (S.SENT_COLLIDED_OLD_GONE, I.ABORT): (S.DONE, "release"),
     (S.DONE, I.ABORT): (S.DONE, None),
     # responder
+    (S.IDLE, I.REQ_OLD_OUR_DELETE_PENDING): (S.HELD, "hold"),
     (S.IDLE, I.REQ_IKE_BUSY): (S.ANSWERED, "temporary_failure"),
     (S.IDLE, I.REQ_OLD_UNKNOWN): (S.ANSWERED, "not_found"),
     (S.IDLE, I.REQ_OLD_MAYBE_COMING): (S.ANSWERED, "temporary_failure"),
@@ -177,12 +190,13 @@ TABLE = Table("CREATE_CHILD_SA (CHILD rekey)", {
     (S.ROUNDS, I.REQ_ROUND): (S.ROUNDS, "answer_round"),
     (S.ROUNDS, I.REQ_BAD_ROUND): (S.ANSWERED, "refuse_round"),
     (S.ROUNDS, I.LAST_ROUND): (S.ANSWERED, "make_new"),
+    (S.ROUNDS, I.ABANDON): (S.ANSWERED, "release_reserved"),
 }, remote={I.RESP_OK, I.RESP_TEMP_FAIL, I.RESP_NOT_FOUND, I.RESP_NOT_FOUND_YET, I.RESP_INVALID_KE, I.RESP_REFUSED,
            I.PEER_REKEYED,
            I.PEER_DELETED_OLD, I.PEER_DELETED_THEIRS, I.REQ_IKE_BUSY, I.REQ_OLD_UNKNOWN, I.REQ_OLD_BUSY,
-           I.REQ_OLD_MAYBE_COMING,
+           I.REQ_OLD_MAYBE_COMING, I.REQ_OLD_OUR_DELETE_PENDING,
            I.REQ_OLD_INSTALLED, I.REQ_COLLISION, I.RESP_ROUNDS, I.RESP_ROUND, I.REQ_ROUND, I.REQ_BAD_ROUND},
-    final={S.DONE, S.ANSWERED})
+    final={S.DONE, S.ANSWERED, S.HELD})
 
 _WAITING = (S.SENT, S.SENT_COLLIDED, S.SENT_OLD_GONE, S.SENT_COLLIDED_OLD_GONE)
 
@@ -193,6 +207,11 @@ def awaits_new_child(active) -> bool:
     if isinstance(active, ChildRekey):
         return active.state in _WAITING
     return isinstance(active, CreateChild) and active.creates() is not None
+
+
+def deleting(sa, child: ChildSa) -> bool:
+    """Our DELETE of ``child`` is in flight on ``sa`` (sent, not yet answered)."""
+    return isinstance(sa.active, DeleteChild) and sa.active.holds_child(child)
 
 
 def lowest_nonce_is_ours(ours: tuple[bytes, bytes], theirs: tuple[bytes, bytes]) -> bool:
@@ -433,15 +452,16 @@ class ChildRekey(Initiator):
         return True
 
 
-class ChildRekeyResponder(RespondsToRounds, Responder):
+class ChildRekeyResponder(RespondsToChildRounds, Responder):
     TABLE = TABLE
     INITIAL = S.IDLE
     ROUNDS, REQ_ROUND, REQ_BAD_ROUND, LAST_ROUND = S.ROUNDS, I.REQ_ROUND, I.REQ_BAD_ROUND, I.LAST_ROUND
+    ABANDON = I.ABANDON
     name = "CREATE_CHILD_SA (rekey)"
 
-    def respond(self, exchange: int, payloads: list, now: float) -> list:
+    def respond(self, exchange: int, payloads: list, now: float) -> list | None:
         sa = self.sa
-        self.answer: list = []
+        self.answer: list | None = []
         if self.state == S.ROUNDS:
             return self.answer_followup(payloads, now)
         self.new: ChildSa | None = None
@@ -449,7 +469,9 @@ class ChildRekeyResponder(RespondsToRounds, Responder):
         rekey = notify(payloads, NotifyType.REKEY_SA)
         self.old = old = sa.child_by_spi_out(rekey.spi) if rekey is not None else None
         active = sa.active
-        if sa.state != IkeState.ESTABLISHED:
+        if old is not None and old.state == ChildState.DELETING and deleting(sa, old):
+            inp = I.REQ_OLD_OUR_DELETE_PENDING
+        elif sa.state != IkeState.ESTABLISHED:
             inp = I.REQ_IKE_BUSY
         elif old is None and awaits_new_child(active):
             inp = I.REQ_OLD_MAYBE_COMING
@@ -466,6 +488,11 @@ class ChildRekeyResponder(RespondsToRounds, Responder):
 
     def temporary_failure(self, now: float, **_) -> None:
         self.answer = [NotifyPayload(NotifyType.TEMPORARY_FAILURE)]
+
+    def hold(self, now: float, **_) -> None:
+        log.debug("%s[%d]: the peer rekeys CHILD SA %s, which our DELETE removes: answered after it",
+                  self.sa.name, self.sa.unique_id, self.old.spi_in.hex(), extra={"connection": self.sa.name})
+        self.answer = None
 
     def not_found(self, now: float, rekey, **_) -> None:
         self.answer = [NotifyPayload(NotifyType.CHILD_SA_NOT_FOUND, protocol=rekey.protocol, spi=rekey.spi)]
@@ -508,9 +535,12 @@ class ChildRekeyResponder(RespondsToRounds, Responder):
         return self.rekey(now, **data)
 
     def refuse_round(self, now: float, error: RemoteError) -> None:
-        self.sa.host.ids.release_spi(self.pending[3])
-        self.followup = self.pending = None
+        self.release_reserved(now)
         raise error
+
+    def rounds_wanted(self) -> bool:
+        """A rekey of an SA deleted meanwhile (by either side) makes no SA: its peer gave it up."""
+        return self.old.state not in (ChildState.DELETING, ChildState.DELETED)
 
     def make_new(self, now: float) -> None:
         choice, nonce_i, nonce_r, spi_in = self.pending

@@ -220,19 +220,22 @@ class ChildChoice:
 
 
 def choose(sa: IkeSa, children, payloads, *, ignore_ke: bool, with_additional: bool = False) -> ChildChoice:
-    """The first child config whose selectors overlap the peer's and whose
-    proposals match. Raises RemoteError(NO_PROPOSAL_CHOSEN | TS_UNACCEPTABLE)."""
+    """The child config whose selectors overlap the peer's and whose proposals match: the
+    first whose selectors are exactly the peer's, else the first that covers them (as charon
+    ranks an exact match above a narrowed one: a request for a narrow second CHILD SA is not
+    taken by a wide first one). Raises RemoteError(NO_PROPOSAL_CHOSEN | TS_UNACCEPTABLE)."""
     sa_p, tsi, tsr, transport = child_parts(payloads)
     if sa_p is None or tsi is None or tsr is None:
         raise RemoteError(NotifyType.INVALID_SYNTAX, "CHILD SA request without SA, TSi or TSr")
     peer_ts = ts_from_payload(tsi)  # the initiator's side: our remote
     our_ts = ts_from_payload(tsr)
     ts_ok: list[ChildConfig] = []
+    covering: ChildChoice | None = None
     for cfg in children:
-        remote = narrow(peer_ts, config_payload.remote_selectors(sa, cfg.remote_ts)
-                        or resolve_ts(cfg.remote_ts, sa.remote[0]))
-        local = narrow(our_ts, config_payload.local_selectors(sa, cfg.local_ts)
-                       or resolve_ts(cfg.local_ts, sa.local[0]))
+        cfg_remote = config_payload.remote_selectors(sa, cfg.remote_ts) or resolve_ts(cfg.remote_ts, sa.remote[0])
+        cfg_local = config_payload.local_selectors(sa, cfg.local_ts) or resolve_ts(cfg.local_ts, sa.local[0])
+        remote = narrow(peer_ts, cfg_remote)
+        local = narrow(our_ts, cfg_local)
         if not remote or not local:
             continue
         ts_ok.append(cfg)
@@ -240,7 +243,12 @@ def choose(sa: IkeSa, children, payloads, *, ignore_ke: bool, with_additional: b
         if chosen is None:
             continue
         mode = "transport" if transport and cfg.mode == "transport" else "tunnel"
-        return ChildChoice(cfg, chosen, local, remote, mode)
+        choice = ChildChoice(cfg, chosen, local, remote, mode)
+        if set(cfg_remote) == set(peer_ts) and set(cfg_local) == set(our_ts):
+            return choice
+        covering = covering or choice
+    if covering is not None:
+        return covering
     offered = props.describe_offer_short(sa_p.proposals)
     if not ts_ok:
         mine = [f"{', '.join(map(str, c.local_ts))} === {', '.join(map(str, c.remote_ts))}" for c in children]

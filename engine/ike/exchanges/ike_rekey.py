@@ -20,6 +20,15 @@ Rules (initiator):
   (§2.25.2) and old goes with its CHILD SAs.
 - We start deleting old while our rekey is in flight: when the answer comes,
   the new IKE SA(s) the peer now holds are deleted too.
+- The peer deletes old after we answered its rekey, while ours waits for its
+  answer: that DELETE is left unanswered until our answer comes (the peer
+  retransmits it, and answers our retransmissions meanwhile). The peer may
+  have answered ours with an IKE SA it keeps for us to delete (it won); had
+  we taken the DELETE first, old and its keys would be gone before that
+  answer, and the peer would keep that SA until its own timeout (charon:
+  30 s, then a DELETE we cannot read, retransmitted for its whole budget).
+  At most HELD_DELETES times: a peer that does not answer us meanwhile gets
+  its answer, and theirs takes the CHILD SAs as before.
 - Additional key exchanges chosen (RFC 9370): one IKE_FOLLOWUP_KE round each
   (engine.ike.followup) before the new IKE SA is made from all the secrets;
   meanwhile the peer's rekeys get TEMPORARY_FAILURE. An answer that needs
@@ -66,6 +75,8 @@ from engine.wire.payloads import KePayload, NoncePayload, NotifyPayload, SaPaylo
 log = logging.getLogger("engine.ike")
 CREATE_CHILD_SA = ExchangeType.CREATE_CHILD_SA
 REFUSED_RETRY = 60.0
+HELD_DELETES = 3
+"""How many times the peer's DELETE of old waits for our colliding rekey's answer."""
 
 
 class S(Label):
@@ -103,6 +114,7 @@ class I(Label):  # noqa: E742
     REQ_COLLISION = "request while we rekey the IKE SA"
     ANSWER_ONLY = "our answer completes the rekey (or refuses it)"
     ROUNDS_FOLLOW = "our answer needs IKE_FOLLOWUP_KE rounds"
+    ABANDON = "the peer's rounds will not come (another request, the IKE SA gone)"
     REQ_ROUND = "IKE_FOLLOWUP_KE request"
     REQ_BAD_ROUND = "IKE_FOLLOWUP_KE request that does not fit"
     LAST_ROUND = "the last IKE_FOLLOWUP_KE round"
@@ -161,6 +173,7 @@ TABLE = Table("CREATE_CHILD_SA (IKE rekey)", {
     (S.ROUNDS, I.REQ_ROUND): (S.ROUNDS, "answer_round"),
     (S.ROUNDS, I.REQ_BAD_ROUND): (S.ANSWERED, "refuse_round"),
     (S.ROUNDS, I.LAST_ROUND): (S.ANSWERED, "make_new"),
+    (S.ROUNDS, I.ABANDON): (S.ANSWERED, "release_reserved"),
 }, remote={I.RESP_OK, I.RESP_TEMP_FAIL, I.RESP_INVALID_KE, I.RESP_REFUSED, I.PEER_REKEYED, I.PEER_DELETED_IKE,
            I.REQ_CLOSING, I.REQ_BUSY, I.REQ_OK, I.REQ_COLLISION, I.RESP_ROUNDS, I.RESP_ROUND, I.REQ_ROUND,
            I.REQ_BAD_ROUND},
@@ -233,6 +246,7 @@ class IkeRekey(Initiator):
         self.exchange = CREATE_CHILD_SA
         self.retried_group = False
         self.followup: FollowupInitiator | None = None
+        self.held_deletes = 0
 
     def request(self, now: float) -> Request | None:
         if self.state == S.IDLE:
@@ -340,6 +354,12 @@ class IkeRekey(Initiator):
 
     def accepts_collision(self) -> bool:
         return self.state == S.SENT
+
+    def holds_peer_delete(self) -> bool:
+        if self.state != S.SENT_COLLIDED or self.held_deletes >= HELD_DELETES:
+            return False
+        self.held_deletes += 1
+        return True
 
     # ------------------------------------------------------------ actions
     def _make_ours(self, now: float, chosen: Chosen, nonce_r: bytes, shared: bytes) -> IkeSa:
@@ -457,6 +477,8 @@ class IkeRekeyResponder(RespondsToRounds, Responder):
     TABLE = TABLE
     INITIAL = S.IDLE
     ROUNDS, REQ_ROUND, REQ_BAD_ROUND, LAST_ROUND = S.ROUNDS, I.REQ_ROUND, I.REQ_BAD_ROUND, I.LAST_ROUND
+    ABANDON = I.ABANDON
+    pending_new: dict | None = None
     name = "CREATE_CHILD_SA (IKE rekey)"
 
     def respond(self, exchange: int, payloads: list, now: float) -> list:
@@ -479,8 +501,14 @@ class IkeRekeyResponder(RespondsToRounds, Responder):
         return self.answer
 
     def refuse_round(self, now: float, error: RemoteError) -> None:
-        self.followup = None
+        self.release_reserved(now)
         raise error
+
+    def release_reserved(self, now: float) -> None:
+        """No new IKE SA after all: the IKE SPI our answer named is free again."""
+        if self.pending_new is not None:
+            self.sa.host.ids.release_ike_spi(self.pending_new["spi_r"])
+        self.followup = self.pending_new = None
 
     def make_new(self, now: float) -> None:
         sa, p = self.sa, self.pending_new

@@ -13,7 +13,9 @@ Rules (initiator):
 
 Rules (responder):
 - DELETE IKE: answered empty, then the IKE SA goes; a rekey we have in flight
-  hears of it first (it may adopt the peer's new IKE SA, ike_rekey.py).
+  hears of it first (it may adopt the peer's new IKE SA, ike_rekey.py). Not
+  answered yet when that rekey waits for the answer that decides a collision
+  (ike_rekey.py: holds_peer_delete).
 - DELETE CHILD: answered with our SPIs of those pairs, except pairs we are
   deleting ourselves (§1.4.1: the two requests crossed); SPIs we do not know
   are ignored. A CHILD rekey we have in flight hears of it (child_rekey.py).
@@ -56,6 +58,7 @@ class I(Label):  # noqa: E742 (the table reads best with short names)
     ABORT = "abort"
     # requests we answer
     REQ_DELETE_IKE = "delete of the IKE SA"
+    REQ_DELETE_IKE_WAIT = "delete of the IKE SA while our rekey of it waits for its answer"
     REQ_DELETE_CHILDREN = "delete of CHILD SAs"
     REQ_AUTH_FAILED = "AUTHENTICATION_FAILED notify"
     REQ_REDIRECT = "REDIRECT notify from our gateway"
@@ -74,13 +77,14 @@ TABLE = Table("INFORMATIONAL", {
     (S.DONE, I.ABORT): (S.DONE, None),
     # responder
     (S.IDLE, I.REQ_DELETE_IKE): (S.DONE, "answer_delete_ike"),
+    (S.IDLE, I.REQ_DELETE_IKE_WAIT): (S.DONE, "hold"),
     (S.IDLE, I.REQ_DELETE_CHILDREN): (S.DONE, "answer_delete_children"),
     (S.IDLE, I.REQ_AUTH_FAILED): (S.DONE, "answer_auth_failed"),
     (S.IDLE, I.REQ_REDIRECT): (S.DONE, "answer_redirect"),
     (S.IDLE, I.REQ_EMPTY): (S.DONE, "answer_empty"),
     (S.IDLE, I.REQ_OTHER): (S.DONE, "answer_empty"),
-}, remote={I.RESPONSE, I.REQ_DELETE_IKE, I.REQ_DELETE_CHILDREN, I.REQ_AUTH_FAILED, I.REQ_EMPTY, I.REQ_OTHER,
-           I.REQ_REDIRECT},
+}, remote={I.RESPONSE, I.REQ_DELETE_IKE, I.REQ_DELETE_IKE_WAIT, I.REQ_DELETE_CHILDREN, I.REQ_AUTH_FAILED, I.REQ_EMPTY,
+           I.REQ_OTHER, I.REQ_REDIRECT},
     final={S.DONE})
 
 
@@ -194,12 +198,13 @@ class InformationalResponder(Responder):
     INITIAL = S.IDLE
     name = "INFORMATIONAL"
 
-    def respond(self, exchange: int, payloads: list, now: float) -> list:
-        self.answer: list = []
+    def respond(self, exchange: int, payloads: list, now: float) -> list | None:
+        self.answer: list | None = []
         self.after: str | None = None
         deletes = [p for p in payloads if isinstance(p, DeletePayload)]
         if any(d.protocol == ProtocolId.IKE for d in deletes):
-            inp = I.REQ_DELETE_IKE
+            active = self.sa.active
+            inp = I.REQ_DELETE_IKE_WAIT if active is not None and active.holds_peer_delete() else I.REQ_DELETE_IKE
         elif deletes:
             inp = I.REQ_DELETE_CHILDREN
         elif notify(payloads, NotifyType.AUTHENTICATION_FAILED) is not None:
@@ -222,6 +227,9 @@ class InformationalResponder(Responder):
 
     def answer_delete_ike(self, now: float, **_) -> None:
         self.after = "_destroy"
+
+    def hold(self, now: float, **_) -> None:
+        self.answer = None
 
     def _destroy(self, now: float) -> None:
         sa = self.sa
