@@ -47,6 +47,18 @@ def live_children(p: Pair, side: str) -> list:
             if c.state != ChildState.DELETED]
 
 
+def start_with_lost_rounds(kind: str, lost: int) -> Pair:
+    """a starts ``kind`` (new_child, child_rekey, ike_rekey) with multi-KE rounds whose first
+    ``lost`` IKE_FOLLOWUP_KE requests are lost."""
+    p = make()
+    p.filter = drop_first("a", FOLLOWUP, False, count=lost)
+    if kind == "new_child":
+        p.a.initiate("tun", p.now, child="voice")
+    else:
+        p.a.rekey("tun", p.now, ike=kind == "ike_rekey")
+    return p
+
+
 def assert_no_spi_leak(p: Pair) -> None:
     """Every inbound SPI still reserved belongs to a CHILD SA that exists, every reserved IKE SPI
     to an IKE SA: nothing is held for rounds that ended."""
@@ -146,12 +158,7 @@ def test_rounds_abandoned_by_the_ike_sa_going_away_release_their_spi(kind):
     """a's IKE_FOLLOWUP_KE never arrives and the IKE SA is deleted (by b, whose window waits for
     that round): b, which answered the CREATE_CHILD_SA and reserved an SPI (ESP, or IKE for an
     IKE rekey) for the rounds, frees it; a frees the one of its offer."""
-    p = make()
-    p.filter = drop_first("a", FOLLOWUP, False, count=100)
-    if kind == "new_child":
-        p.a.initiate("tun", p.now, child="voice")
-    else:
-        p.a.rekey("tun", p.now, ike=kind == "ike_rekey")
+    p = start_with_lost_rounds(kind, lost=100)
     p.advance(0.5)
     assert requests(p, "a")[-1] == "IKE_FOLLOWUP_KE"
     p.b.terminate("tun", p.now)
@@ -281,12 +288,7 @@ def test_rounds_that_never_come_time_out_and_release_their_spi(kind):
     Every IKE_FOLLOWUP_KE request of a is lost until a gives its IKE SA up; b, still up, frees the
     SPI its CREATE_CHILD_SA answer reserved once a retransmission budget (at least 20 s) passed
     without a round."""
-    p = make()
-    p.filter = drop_first("a", FOLLOWUP, False, count=1000)
-    if kind == "new_child":
-        p.a.initiate("tun", p.now, child="voice")
-    else:
-        p.a.rekey("tun", p.now, ike=kind == "ike_rekey")
+    p = start_with_lost_rounds(kind, lost=1000)
     p.advance(0.5)
     [sa_b] = [sa for sa in p.b.sas if sa.state == IkeState.ESTABLISHED]
     assert sa_b.responding is not None and sa_b.responding.state.name == "ROUNDS"
