@@ -2,10 +2,13 @@
 
 Message IDs and the window of one (§2.3), retransmission (§2.1), the cache
 of our last response, SK protection and fragments (RFC 7383), the queue of
-exchanges we want to start, the CHILD SAs and the SA's own lifecycle. What
-time does to it (timers, lifetimes, DPD, deadlines) is in ``sa_timers``; the
-exchanges themselves, both roles, in ``engine.ike.exchanges``, one module per
-exchange; the endpoint is reached only through ``engine.ike.host.Host``.
+exchanges we want to start and the SA's own lifecycle. Functions of the SA
+along the protocol's seams live beside it and are bound here as methods: what
+time does to it (timers, lifetimes, DPD, deadlines) in ``sa_timers``, its CHILD
+SAs in ``sa_children``, NAT and addresses in ``sa_nat``, SK decryption and
+fragment reassembly in ``sa_fragments``. The exchanges themselves, both roles,
+are in ``engine.ike.exchanges``, one module per exchange; the endpoint is
+reached only through ``engine.ike.host.Host``.
 """
 
 from __future__ import annotations
@@ -17,20 +20,20 @@ from dataclasses import dataclass
 
 from engine.crypto.keys import IkeKeys
 from engine.events import (
-    ChildState,
     ExchangeReceived,
     ExchangeSent,
     IkeSaStateChanged,
     IkeState,
     NegotiationFailed,
 )
-from engine.ike.child import ChildSa, deleted_event, installed_event
+from engine.ike.child import ChildSa
 from engine.ike.errors import IllegalTransition, LocalError, RemoteError
 from engine.ike.exchange import Initiator, Request, Responder
 from engine.ike.host import Addr, Ended, Host
 from engine.ike.proposals import Chosen
-from engine.ike.protection import DEFAULT_FRAGMENT_SIZE, MAX_FRAGMENTS, Reassembly, SkCodec
-from engine.ike import sa_timers
+from engine.ike.protection import DEFAULT_FRAGMENT_SIZE, Reassembly, SkCodec
+from engine.ike import sa_children, sa_fragments, sa_nat, sa_timers
+from engine.ike.sa_nat import UNSPECIFIED, NatState
 from engine.ike.state import IKE_TRANSITIONS, check_ike
 from engine.ike.text import exchange_name, notify_name
 from engine.policy.model import ConnectionConfig, Identity
@@ -42,15 +45,13 @@ from engine.wire.constants import (
     NotifyType,
 )
 from engine.wire.errors import UnsupportedCriticalPayload, WireError
-from engine.wire.message import Message, decode_payloads, encode_message
-from engine.wire.payloads import NotifyPayload, SkfPayload, SkPayload
+from engine.wire.message import Message, encode_message
+from engine.wire.payloads import NotifyPayload, SkfPayload
 from engine.wire.summary import summarize_lazy
 
 log = logging.getLogger("engine.ike")
 
 ZERO_SPI = b"\0" * 8
-UNSPECIFIED = ("0.0.0.0", "::")
-"""Our address when we initiate without knowing it: the kernel picks the source, the answer tells us."""
 HALF_OPEN_TIMEOUT = 30.0  # charon's half_open_timeout
 
 
@@ -71,18 +72,6 @@ class Outstanding:
 class CachedResponse:
     mid: int
     datagrams: list[bytes]
-
-
-@dataclass
-class NatState:
-    local_behind: bool = False
-    """Our NAT_DETECTION_DESTINATION_IP did not match: we are behind a NAT."""
-    remote_behind: bool = False
-    """The peer's NAT_DETECTION_SOURCE_IP did not match its address (or it fakes a NAT)."""
-
-    @property
-    def any(self) -> bool:
-        return self.local_behind or self.remote_behind
 
 
 class IkeSa:
@@ -528,69 +517,13 @@ class IkeSa:
         if self.responding is r:
             r.waiting(now)
 
-    def _open(self, message: Message) -> tuple[list | None, int, int]:
-        """Decrypt (SK) or reassemble (SKF); returns (payloads or None, wire length, fragments)."""
-        h = message.header
-        last = message.payloads[-1] if message.payloads else None
-        if h.exchange == ExchangeType.IKE_SA_INIT and not isinstance(last, (SkPayload, SkfPayload)):
-            return list(message.payloads), len(message.raw), 1
-        if self.sk is None:
-            raise RemoteError(None, "encrypted message before keys exist")
-        if isinstance(last, SkPayload):
-            first, inner = self.sk.open(message)
-            if h.exchange == ExchangeType.IKE_INTERMEDIATE:
-                self.intermediate_plain = (first, inner)
-            return decode_payloads(first, inner), len(message.raw), 1
-        if isinstance(last, SkfPayload):
-            if not (1 <= last.fragment_number <= last.total_fragments <= MAX_FRAGMENTS):
-                raise RemoteError(None, "bad fragment numbering")
-            skf, plaintext = self.sk.open_fragment(message)
-            key = (h.response, h.mid)
-            r = self.reassembly.get(key)
-            if r is None:
-                r = self.reassembly[key] = Reassembly(h.mid, skf.total_fragments)
-            if not r.add(skf, plaintext, len(message.raw)):
-                if r.size() > self.host.engine.max_packet:
-                    # Reassembled messages obey the same limit as datagrams.
-                    del self.reassembly[key]
-                    raise RemoteError(None, f"fragments exceed max_packet ({self.host.engine.max_packet} bytes)")
-                return None, 0, 0
-            del self.reassembly[key]
-            first, inner = r.assemble()
-            if len(inner) > self.host.engine.max_packet:
-                raise RemoteError(None, f"reassembled message exceeds max_packet ({self.host.engine.max_packet} bytes)")
-            if h.exchange == ExchangeType.IKE_INTERMEDIATE:
-                self.intermediate_plain = (first, inner)
-            return decode_payloads(first, inner), r.length, r.total
-        raise RemoteError(None, f"unprotected {exchange_name(h.exchange)}")
+    # ------------------------------------------------------------ the peer's NAT and address (§2.23): sa_nat.py
+    _update_remote = sa_nat.update_remote
+    float_ports = sa_nat.float_ports
 
-    def _drop_reassembly(self, response: bool) -> None:
-        """Fragments of messages that can no longer be the one we expect."""
-        for key in [k for k in self.reassembly if k[0] == response]:
-            del self.reassembly[key]
-
-    def _update_remote(self, local: Addr, remote: Addr) -> None:
-        """Follow the peer's NAT mapping on authenticated messages (§2.23), and learn our own
-        address when we initiated from an unspecified one (no local_addrs, no listen: a laptop)."""
-        if self.local[0] in UNSPECIFIED and local[0] not in UNSPECIFIED:
-            self.local = (local[0], self.local[1])
-        # Once on the NAT-T port, a message on the IKE port (a peer starting over from a new
-        # address) is answered where it came from but does not move the SA back.
-        on_natt = local[1] == self.host.engine.natt_port
-        if remote != self.remote and self.sk is not None and (on_natt or not self.floated) \
-                and (self.nat.remote_behind or remote[1] != self.remote[1]):
-            log.info("%s[%d]: peer moved from %s:%d to %s:%d", self.name, self.unique_id,
-                     *self.remote, *remote, extra={"connection": self.name})
-            self.remote = remote
-        if on_natt and not self.floated:
-            self.floated = True
-            self.local = local
-
-    def float_ports(self) -> None:
-        """Move IKE to the NAT-T ports after IKE_SA_INIT (§2.23)."""
-        self.local = (self.local[0], self.host.engine.natt_port)
-        self.remote = (self.remote[0], self.conn.remote_natt_port)
-        self.floated = True
+    # ------------------------------------------------------------ protection and fragments (RFC 7383): sa_fragments.py
+    _open = sa_fragments.open_message
+    _drop_reassembly = sa_fragments.drop_reassembly
 
     # ------------------------------------------------------------ timers: sa_timers.py's functions as methods
     next_timer = sa_timers.next_timer
@@ -599,75 +532,13 @@ class IkeSa:
     child_lifetimes = sa_timers.child_lifetimes
     superseded = sa_timers.superseded
 
-    # ------------------------------------------------------------ children
-    def install_child(self, child: ChildSa, now: float) -> None:
-        self.children[child.spi_in] = child
-        child.set_state(ChildState.INSTALLED)
-        self.child_lifetimes(child, now)
-        if log.isEnabledFor(logging.INFO):
-            log.info("%s[%d]: CHILD_SA %s{%d} established with SPIs %s_i %s_o and TS %s === %s (%s@%s)",
-                     self.name, self.unique_id, child.config.name, child.unique_id, child.spi_in.hex(),
-                     child.spi_out.hex(), " ".join(map(str, child.local_ts)), " ".join(map(str, child.remote_ts)),
-                     self.remote_id, self.remote[0], extra={"connection": self.name})
-        self.host.emit(installed_event(child, ike_sa=self.unique_id, connection=self.name,
-                                       local=self.local, remote=self.remote, encap=self.encap,
-                                       peer_is_ours=self.peer_is_ours))
-        self.host.changed(self)
+    # ------------------------------------------------------------ children: sa_children.py's functions as methods
+    install_child = sa_children.install_child
+    remove_child = sa_children.remove_child
+    confirmed = sa_children.confirmed
+    child_by_spi_out = sa_children.child_by_spi_out
+    hand_over = sa_children.hand_over
 
-    def remove_child(self, child: ChildSa, now: float, reason: str) -> None:
-        if child.state == ChildState.DELETED:
-            return
-        child.set_state(ChildState.DELETED)
-        child.rekey_at = child.expire_at = child.deadline = None
-        if self.children.get(child.spi_in) is child:
-            del self.children[child.spi_in]
-        self.host.ids.release_spi(child.spi_in)
-        self.host.emit(deleted_event(child, ike_sa=self.unique_id, connection=self.name,
-                                     local=self.local, remote=self.remote, reason=reason))
-
-    def confirmed(self, child: ChildSa, now: float) -> bool:
-        """The peer knows ``child``: we created it as initiator, or the peer has sent
-        a request since our answer that created it (§2.3: a window of one), or it
-        has had a whole retransmission budget to get that answer."""
-        if child.unconfirmed_mid is not None and (self.peer_mid > child.unconfirmed_mid
-                                                  or now >= child.unconfirmed_until):
-            child.unconfirmed_mid = None
-        return child.unconfirmed_mid is None
-
-    def child_by_spi_out(self, spi: bytes) -> ChildSa | None:
-        for c in self.children.values():
-            if c.spi_out == spi:
-                return c
-        return None
-
-    def hand_over(self, new: IkeSa, now: float) -> None:
-        """A rekey replaced this IKE SA by ``new``: children and the exchanges we
-        had not started yet move there (§2.18)."""
-        for child in self.children.values():
-            # The peer started or answered this rekey after every answer of ours:
-            # it knows all these CHILD SAs (and Message IDs start again on ``new``).
-            child.unconfirmed_mid = None
-        new.children.update(self.children)
-        self.children.clear()
-        self.host.vips.move(self, new, now)
-        # What IKE_AUTH established stays with the SA that replaces this one.
-        new.mobike, new.mobike_addrs, new.mobike_moves = self.mobike, self.mobike_addrs, self.mobike_moves
-        new.eap_identity, new.eap_method, new.cert_subject = self.eap_identity, self.eap_method, self.cert_subject
-        new.vip_dns, new.vip_subnets = self.vip_dns, self.vip_subnets
-        for ex in self.queue:
-            if ex.migrate(new):
-                new.queue.append(ex)
-            else:
-                ex.abort(now)
-        self.queue.clear()
-        for at, ex in self.deferred:
-            if ex.migrate(new):
-                new.deferred.append((at, ex))
-        self.deferred.clear()
-        self.rekey_at = self.expire_at = self.dpd_at = self.keepalive_at = None
-        self.host.changed(self)
-        self.host.changed(new)
-        new.kick(now)
 
     # ------------------------------------------------------------ commands
     def delete(self, now: float, reason: str = "terminated") -> None:

@@ -1,0 +1,56 @@
+"""An IKE SA's addresses and NAT (RFC 7296 §2.23): what NAT detection found,
+following the peer's NAT mapping, learning our own address, and floating to
+the NAT-T ports. Functions of the IKE SA."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from engine.ike.host import Addr
+
+if TYPE_CHECKING:
+    from engine.ike.sa import IkeSa
+
+log = logging.getLogger("engine.ike")
+
+UNSPECIFIED = ("0.0.0.0", "::")
+"""Our address when we initiate without knowing it: the kernel picks the source, the answer tells us."""
+
+
+@dataclass
+class NatState:
+    local_behind: bool = False
+    """Our NAT_DETECTION_DESTINATION_IP did not match: we are behind a NAT."""
+    remote_behind: bool = False
+    """The peer's NAT_DETECTION_SOURCE_IP did not match its address (or it fakes a NAT)."""
+
+    @property
+    def any(self) -> bool:
+        return self.local_behind or self.remote_behind
+
+
+def update_remote(sa: IkeSa, local: Addr, remote: Addr) -> None:
+    """Follow the peer's NAT mapping on authenticated messages (§2.23), and learn our own
+    address when we initiated from an unspecified one (no local_addrs, no listen: a laptop)."""
+    if sa.local[0] in UNSPECIFIED and local[0] not in UNSPECIFIED:
+        sa.local = (local[0], sa.local[1])
+    # Once on the NAT-T port, a message on the IKE port (a peer starting over from a new
+    # address) is answered where it came from but does not move the SA back.
+    on_natt = local[1] == sa.host.engine.natt_port
+    if remote != sa.remote and sa.sk is not None and (on_natt or not sa.floated) \
+            and (sa.nat.remote_behind or remote[1] != sa.remote[1]):
+        log.info("%s[%d]: peer moved from %s:%d to %s:%d", sa.name, sa.unique_id,
+                 *sa.remote, *remote, extra={"connection": sa.name})
+        sa.remote = remote
+    if on_natt and not sa.floated:
+        sa.floated = True
+        sa.local = local
+
+
+def float_ports(sa: IkeSa) -> None:
+    """Move IKE to the NAT-T ports after IKE_SA_INIT (§2.23)."""
+    sa.local = (sa.local[0], sa.host.engine.natt_port)
+    sa.remote = (sa.remote[0], sa.conn.remote_natt_port)
+    sa.floated = True
