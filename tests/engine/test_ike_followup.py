@@ -59,6 +59,16 @@ def start_with_lost_rounds(kind: str, lost: int) -> Pair:
     return p
 
 
+def assert_one_pair_agreed(p: Pair) -> None:
+    """Both ends hold the same single IKE SA and one CHILD SA pair with matching SPIs and keys."""
+    ike_a = {(sa.spi_i, sa.spi_r) for sa in p.a.sas if sa.state == IkeState.ESTABLISHED}
+    ike_b = {(sa.spi_i, sa.spi_r) for sa in p.b.sas if sa.state == IkeState.ESTABLISHED}
+    assert ike_a == ike_b and len(ike_a) == 1
+    [ca], [cb] = live_children(p, "a"), live_children(p, "b")
+    assert (ca.spi_in, ca.spi_out) == (cb.spi_out, cb.spi_in)
+    assert ca.keys.encr_out.reveal() == cb.keys.encr_in.reveal()
+
+
 def assert_no_spi_leak(p: Pair) -> None:
     """Every inbound SPI still reserved belongs to a CHILD SA that exists, every reserved IKE SPI
     to an IKE SA: nothing is held for rounds that ended."""
@@ -224,12 +234,7 @@ def test_peer_rekey_during_our_followup_rounds_gets_temporary_failure_and_both_c
     assert answers and answers[0].notifies == ("TEMPORARY_FAILURE",), answers
     p.filter = None
     p.advance(120)
-    ike_a = {(sa.spi_i, sa.spi_r) for sa in p.a.sas if sa.state == IkeState.ESTABLISHED}
-    ike_b = {(sa.spi_i, sa.spi_r) for sa in p.b.sas if sa.state == IkeState.ESTABLISHED}
-    assert ike_a == ike_b and len(ike_a) == 1
-    [ca], [cb] = live_children(p, "a"), live_children(p, "b")
-    assert (ca.spi_in, ca.spi_out) == (cb.spi_out, cb.spi_in)
-    assert ca.keys.encr_out.reveal() == cb.keys.encr_in.reveal()
+    assert_one_pair_agreed(p)
     [sa_a] = [sa for sa in p.a.sas if sa.state == IkeState.ESTABLISHED]
     [sa_b] = [sa for sa in p.b.sas if sa.state == IkeState.ESTABLISHED]
     assert sa_a.keys.sk_d.reveal() == sa_b.keys.sk_d.reveal()
@@ -271,12 +276,7 @@ def test_simultaneous_multi_ke_rekeys_converge(seed, kind):
     p.a.rekey("tun", p.now, ike=kind == "ike")
     p.b.rekey("tun", p.now, ike=kind == "ike")
     p.advance(120)
-    ike_a = {(sa.spi_i, sa.spi_r) for sa in p.a.sas if sa.state == IkeState.ESTABLISHED}
-    ike_b = {(sa.spi_i, sa.spi_r) for sa in p.b.sas if sa.state == IkeState.ESTABLISHED}
-    assert ike_a == ike_b and len(ike_a) == 1
-    [ca], [cb] = live_children(p, "a"), live_children(p, "b")
-    assert (ca.spi_in, ca.spi_out) == (cb.spi_out, cb.spi_in)
-    assert ca.keys.encr_out.reveal() == cb.keys.encr_in.reveal()
+    assert_one_pair_agreed(p)
     assert requests(p, "a").count("IKE_FOLLOWUP_KE") + requests(p, "b").count("IKE_FOLLOWUP_KE") >= 1
     assert_no_spi_leak(p)
 
