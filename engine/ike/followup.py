@@ -22,7 +22,7 @@ from typing import ClassVar
 from engine.crypto.errors import CryptoError, InvalidKeyExchange
 from engine.crypto.ke import new_key_exchange, respond
 from engine.ike.errors import ChildRefused, RemoteError
-from engine.ike.exchange import Initiator, Label, Table, error_notifies, find, notify
+from engine.ike.exchange import Initiator, Label, Request, Table, error_notifies, find, notify
 from engine.ike.text import notify_name
 from engine.wire.constants import ExchangeType, NotifyType
 from engine.wire.errors import MalformedMessage
@@ -95,6 +95,41 @@ def take_child_round(followup: FollowupInitiator, payloads: list, child: str) ->
     except RemoteError as exc:
         raise ChildRefused("INVALID_SYNTAX", exc.reason) from None
     return followup.done
+
+
+class InitiatesRounds:
+    """What the CREATE_CHILD_SA initiators that may go on with IKE_FOLLOWUP_KE rounds share
+    (create_child, ike_rekey, child_rekey): the next request waits in ``to_send`` for
+    ``exchange``; ``followup`` is a FollowupInitiator while rounds run. The exchange class
+    names its table's ABORT input."""
+
+    ABORT: ClassVar
+    exchange: int
+    to_send: list | None = None
+    followup: FollowupInitiator | None = None
+
+    def queued_request(self) -> Request | None:
+        out, self.to_send = self.to_send, None
+        return Request(self.exchange, out) if out is not None else None
+
+    def send_round(self, now: float, answer=None, followup: FollowupInitiator | None = None) -> None:
+        """The next IKE_FOLLOWUP_KE request; the first one keeps ``answer`` (the CREATE_CHILD_SA
+        answer, what the SA is made from after the last round) and ``followup``."""
+        if followup is not None:
+            self.answer, self.followup = answer, followup
+        self.exchange = IKE_FOLLOWUP_KE
+        self.to_send = self.followup.request()
+
+    def abort(self, now: float) -> None:
+        self.fire(self.ABORT, now)
+
+
+class InitiatesChildRounds(InitiatesRounds):
+    """A CHILD SA initiator's rounds (create_child, child_rekey)."""
+
+    def resend_with_group(self, now: float, group: int) -> None:
+        self.release(now)
+        self.send(now, group)
 
 
 class FollowupResponder:
@@ -201,6 +236,13 @@ class RespondsToRounds:
     def answer_round(self, now: float, answer: list):
         self.answer = answer
         return self.LAST_ROUND if self.followup.done else None
+
+    def refuse_round(self, now: float, error: RemoteError) -> None:
+        self.release_reserved(now)
+        raise error
+
+    def temporary_failure(self, now: float, **_) -> None:
+        self.answer = [NotifyPayload(NotifyType.TEMPORARY_FAILURE)]
 
 
 class RespondsToChildRounds(RespondsToRounds):

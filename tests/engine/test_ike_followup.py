@@ -47,6 +47,28 @@ def live_children(p: Pair, side: str) -> list:
             if c.state != ChildState.DELETED]
 
 
+def start_with_lost_rounds(kind: str, lost: int) -> Pair:
+    """a starts ``kind`` (new_child, child_rekey, ike_rekey) with multi-KE rounds whose first
+    ``lost`` IKE_FOLLOWUP_KE requests are lost."""
+    p = make()
+    p.filter = drop_first("a", FOLLOWUP, False, count=lost)
+    if kind == "new_child":
+        p.a.initiate("tun", p.now, child="voice")
+    else:
+        p.a.rekey("tun", p.now, ike=kind == "ike_rekey")
+    return p
+
+
+def assert_one_pair_agreed(p: Pair) -> None:
+    """Both ends hold the same single IKE SA and one CHILD SA pair with matching SPIs and keys."""
+    ike_a = {(sa.spi_i, sa.spi_r) for sa in p.a.sas if sa.state == IkeState.ESTABLISHED}
+    ike_b = {(sa.spi_i, sa.spi_r) for sa in p.b.sas if sa.state == IkeState.ESTABLISHED}
+    assert ike_a == ike_b and len(ike_a) == 1
+    [ca], [cb] = live_children(p, "a"), live_children(p, "b")
+    assert (ca.spi_in, ca.spi_out) == (cb.spi_out, cb.spi_in)
+    assert ca.keys.encr_out.reveal() == cb.keys.encr_in.reveal()
+
+
 def assert_no_spi_leak(p: Pair) -> None:
     """Every inbound SPI still reserved belongs to a CHILD SA that exists, every reserved IKE SPI
     to an IKE SA: nothing is held for rounds that ended."""
@@ -146,12 +168,7 @@ def test_rounds_abandoned_by_the_ike_sa_going_away_release_their_spi(kind):
     """a's IKE_FOLLOWUP_KE never arrives and the IKE SA is deleted (by b, whose window waits for
     that round): b, which answered the CREATE_CHILD_SA and reserved an SPI (ESP, or IKE for an
     IKE rekey) for the rounds, frees it; a frees the one of its offer."""
-    p = make()
-    p.filter = drop_first("a", FOLLOWUP, False, count=100)
-    if kind == "new_child":
-        p.a.initiate("tun", p.now, child="voice")
-    else:
-        p.a.rekey("tun", p.now, ike=kind == "ike_rekey")
+    p = start_with_lost_rounds(kind, lost=100)
     p.advance(0.5)
     assert requests(p, "a")[-1] == "IKE_FOLLOWUP_KE"
     p.b.terminate("tun", p.now)
@@ -217,12 +234,7 @@ def test_peer_rekey_during_our_followup_rounds_gets_temporary_failure_and_both_c
     assert answers and answers[0].notifies == ("TEMPORARY_FAILURE",), answers
     p.filter = None
     p.advance(120)
-    ike_a = {(sa.spi_i, sa.spi_r) for sa in p.a.sas if sa.state == IkeState.ESTABLISHED}
-    ike_b = {(sa.spi_i, sa.spi_r) for sa in p.b.sas if sa.state == IkeState.ESTABLISHED}
-    assert ike_a == ike_b and len(ike_a) == 1
-    [ca], [cb] = live_children(p, "a"), live_children(p, "b")
-    assert (ca.spi_in, ca.spi_out) == (cb.spi_out, cb.spi_in)
-    assert ca.keys.encr_out.reveal() == cb.keys.encr_in.reveal()
+    assert_one_pair_agreed(p)
     [sa_a] = [sa for sa in p.a.sas if sa.state == IkeState.ESTABLISHED]
     [sa_b] = [sa for sa in p.b.sas if sa.state == IkeState.ESTABLISHED]
     assert sa_a.keys.sk_d.reveal() == sa_b.keys.sk_d.reveal()
@@ -264,12 +276,7 @@ def test_simultaneous_multi_ke_rekeys_converge(seed, kind):
     p.a.rekey("tun", p.now, ike=kind == "ike")
     p.b.rekey("tun", p.now, ike=kind == "ike")
     p.advance(120)
-    ike_a = {(sa.spi_i, sa.spi_r) for sa in p.a.sas if sa.state == IkeState.ESTABLISHED}
-    ike_b = {(sa.spi_i, sa.spi_r) for sa in p.b.sas if sa.state == IkeState.ESTABLISHED}
-    assert ike_a == ike_b and len(ike_a) == 1
-    [ca], [cb] = live_children(p, "a"), live_children(p, "b")
-    assert (ca.spi_in, ca.spi_out) == (cb.spi_out, cb.spi_in)
-    assert ca.keys.encr_out.reveal() == cb.keys.encr_in.reveal()
+    assert_one_pair_agreed(p)
     assert requests(p, "a").count("IKE_FOLLOWUP_KE") + requests(p, "b").count("IKE_FOLLOWUP_KE") >= 1
     assert_no_spi_leak(p)
 
@@ -281,12 +288,7 @@ def test_rounds_that_never_come_time_out_and_release_their_spi(kind):
     Every IKE_FOLLOWUP_KE request of a is lost until a gives its IKE SA up; b, still up, frees the
     SPI its CREATE_CHILD_SA answer reserved once a retransmission budget (at least 20 s) passed
     without a round."""
-    p = make()
-    p.filter = drop_first("a", FOLLOWUP, False, count=1000)
-    if kind == "new_child":
-        p.a.initiate("tun", p.now, child="voice")
-    else:
-        p.a.rekey("tun", p.now, ike=kind == "ike_rekey")
+    p = start_with_lost_rounds(kind, lost=1000)
     p.advance(0.5)
     [sa_b] = [sa for sa in p.b.sas if sa.state == IkeState.ESTABLISHED]
     assert sa_b.responding is not None and sa_b.responding.state.name == "ROUNDS"

@@ -70,7 +70,7 @@ from engine.ike.exchanges import child_sa
 from engine.ike.exchange import Initiator, Label, Request, Responder, Table, error_notifies, find, notify
 from engine.ike.exchanges.create_child import RETRY, CreateChild
 from engine.ike.exchanges.informational import DeleteChild
-from engine.ike.followup import IKE_FOLLOWUP_KE, FollowupInitiator, FollowupResponder, RespondsToChildRounds
+from engine.ike.followup import FollowupInitiator, InitiatesChildRounds, RespondsToChildRounds
 from engine.ike.init import NONCE_SIZE
 from engine.ike.text import notify_name
 from engine.wire.constants import ExchangeType, NotifyType
@@ -219,9 +219,10 @@ def lowest_nonce_is_ours(ours: tuple[bytes, bytes], theirs: tuple[bytes, bytes])
     return min(ours) < min(theirs)
 
 
-class ChildRekey(Initiator):
+class ChildRekey(InitiatesChildRounds, Initiator):
     TABLE = TABLE
     INITIAL = S.IDLE
+    ABORT = I.ABORT
     name = "CREATE_CHILD_SA (rekey)"
     affects_children = True
 
@@ -243,8 +244,7 @@ class ChildRekey(Initiator):
             ready = sa.state == IkeState.ESTABLISHED and old.state == ChildState.INSTALLED \
                 and sa.children.get(old.spi_in) is old
             self.fire(I.START if ready else I.START_STALE, now)
-        out, self.to_send = self.to_send, None
-        return Request(self.exchange, out) if out is not None else None
+        return self.queued_request()
 
     def send(self, now: float, group: int | None = None) -> None:
         # Whether the peer could have answered CHILD_SA_NOT_FOUND only because our
@@ -319,17 +319,8 @@ class ChildRekey(Initiator):
         self.followup = None
         self.fire(I.RESP_OK, now, ours=ours)
 
-    def send_round(self, now: float, answer=None, followup: FollowupInitiator | None = None) -> None:
-        if followup is not None:
-            self.answer, self.followup = answer, followup
-        self.exchange = IKE_FOLLOWUP_KE
-        self.to_send = self.followup.request()
-
     def retry_later_unknown(self, now: float) -> None:
         self.retry_later(now, ChildRefused("STATE_NOT_FOUND", "the peer lost the IKE_FOLLOWUP_KE rounds of our rekey"))
-
-    def abort(self, now: float) -> None:
-        self.fire(I.ABORT, now)
 
     # ------------------------------------------------------------ peer events
     def holds_child(self, child: ChildSa) -> bool:
@@ -419,10 +410,6 @@ class ChildRekey(Initiator):
         if self.old.state == ChildState.REKEYING:
             self.old.set_state(ChildState.INSTALLED)
 
-    def resend_with_group(self, now: float, group: int) -> None:
-        self.release(now)
-        self.send(now, group)
-
     def recreate(self, now: float) -> None:
         """The peer does not know the SA (it lost its state): replace it with a new one,
         unless another pair already carries the same child (as charon checks too)."""
@@ -486,9 +473,6 @@ class ChildRekeyResponder(RespondsToChildRounds, Responder):
         self.fire(inp, now, payloads=payloads, rekey=rekey)
         return self.answer
 
-    def temporary_failure(self, now: float, **_) -> None:
-        self.answer = [NotifyPayload(NotifyType.TEMPORARY_FAILURE)]
-
     def hold(self, now: float, **_) -> None:
         log.debug("%s[%d]: the peer rekeys CHILD SA %s, which our DELETE removes: answered after it",
                   self.sa.name, self.sa.unique_id, self.old.spi_in.hex(), extra={"connection": self.sa.name})
@@ -510,21 +494,14 @@ class ChildRekeyResponder(RespondsToChildRounds, Responder):
             raise
         shared, ke_reply = child_sa.responder_ke(choice, payloads)
         nonce_r = sa.host.rng(NONCE_SIZE)
-        rounds = choice.chosen.additional_rounds
-        if rounds:
+        if choice.chosen.additional_rounds:
             if shared is None:
                 raise RemoteError(NotifyType.NO_PROPOSAL_CHOSEN, "additional key exchanges without a KE")
             if self.collided:
                 # Our own rekey of old is in flight: no IKE_FOLLOWUP_KE rounds interleaved with it.
                 self.answer = [NotifyPayload(NotifyType.TEMPORARY_FAILURE)]
                 return I.ANSWER_ONLY
-            self.followup = FollowupResponder(rounds, shared, sa.host.rng)
-            spi_in = sa.host.ids.allocate_spi()
-            self.pending = (choice, nonce.data, nonce_r, spi_in)
-            self.answer = [SaPayload((choice.chosen.with_spi(spi_in).to_wire(),)), NoncePayload(nonce_r),
-                           *ke_reply, self.followup.link_notify(), *child_sa.ts_reply(choice)]
-            if choice.mode == "transport":
-                self.answer.insert(0, NotifyPayload(NotifyType.USE_TRANSPORT_MODE))
+            self.answer = self.start_rounds(choice, nonce.data, nonce_r, shared, ke_reply, child_sa.ts_reply(choice))
             return I.ROUNDS_FOLLOW
         self.new, answer = child_sa.build(sa, choice, nonce.data, nonce_r, shared, now, old)
         self.answer = answer + [NoncePayload(nonce_r), *ke_reply, *child_sa.ts_reply(choice)]
@@ -533,10 +510,6 @@ class ChildRekeyResponder(RespondsToChildRounds, Responder):
     def rekey_collided(self, now: float, **data) -> I:
         self.collided = True
         return self.rekey(now, **data)
-
-    def refuse_round(self, now: float, error: RemoteError) -> None:
-        self.release_reserved(now)
-        raise error
 
     def rounds_wanted(self) -> bool:
         """A rekey of an SA deleted meanwhile (by either side) makes no SA: its peer gave it up."""

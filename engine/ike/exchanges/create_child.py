@@ -29,12 +29,12 @@ from engine.events import IkeState
 from engine.ike.errors import ChildRefused, RemoteError
 from engine.ike.exchanges import child_sa
 from engine.ike.exchange import Initiator, Label, Request, Responder, Table, find, notify
-from engine.ike.followup import (IKE_FOLLOWUP_KE, FollowupInitiator, RespondsToChildRounds, child_rounds,
+from engine.ike.followup import (FollowupInitiator, InitiatesChildRounds, RespondsToChildRounds, child_rounds,
                                  take_child_round)
 from engine.ike.init import NONCE_SIZE
 from engine.policy.model import ChildConfig
 from engine.wire.constants import ExchangeType, NotifyType
-from engine.wire.payloads import NoncePayload, NotifyPayload, SaPayload
+from engine.wire.payloads import NoncePayload, SaPayload
 
 CREATE_CHILD_SA = ExchangeType.CREATE_CHILD_SA
 RETRY = (2.0, 10.0)
@@ -103,9 +103,10 @@ TABLE = Table("CREATE_CHILD_SA (new CHILD SA)", {
     final={S.DONE})
 
 
-class CreateChild(Initiator):
+class CreateChild(InitiatesChildRounds, Initiator):
     TABLE = TABLE
     INITIAL = S.IDLE
+    ABORT = I.ABORT
     name = "CREATE_CHILD_SA"
     affects_children = True
 
@@ -121,8 +122,7 @@ class CreateChild(Initiator):
     def request(self, now: float) -> Request | None:
         if self.state == S.IDLE:
             self.fire(I.START if self.sa.state == IkeState.ESTABLISHED else I.START_STALE, now)
-        out, self.to_send = self.to_send, None
-        return Request(self.exchange, out) if out is not None else None
+        return self.queued_request()
 
     def send(self, now: float, group: int | None = None) -> None:
         self.offer = child_sa.ChildOffer(self.sa, self.cfg, with_ke=True, group=group, with_additional=True)
@@ -171,22 +171,12 @@ class CreateChild(Initiator):
         self.followup = None
         self.fire(I.RESP_OK, now, child=child)
 
-    def send_round(self, now: float, answer=None, followup: FollowupInitiator | None = None) -> None:
-        if followup is not None:
-            self.answer, self.followup = answer, followup
-        self.exchange = IKE_FOLLOWUP_KE
-        self.to_send = self.followup.request()
-
     def install(self, now: float, child) -> None:
         self.sa.install_child(child, now)
 
     def retry_later(self, now: float) -> None:
         self.release(now)
         self.sa.defer(CreateChild(self.sa, self.cfg), now + self.sa.host.random.uniform(*RETRY))
-
-    def resend_with_group(self, now: float, group: int) -> None:
-        self.release(now)
-        self.send(now, group)
 
     def report(self, now: float, refusal: ChildRefused) -> None:
         self.release(now)
@@ -197,9 +187,6 @@ class CreateChild(Initiator):
         if self.offer is not None:
             self.offer.release(self.sa)
             self.offer = None
-
-    def abort(self, now: float) -> None:
-        self.fire(I.ABORT, now)
 
     def creates(self) -> str | None:
         return self.cfg.name if self.state != S.DONE else None
@@ -221,9 +208,6 @@ class CreateChildResponder(RespondsToChildRounds, Responder):
         self.fire(I.REQ_IKE_BUSY if busy else I.REQ_OK, now, payloads=payloads)
         return self.answer
 
-    def temporary_failure(self, now: float, **_) -> None:
-        self.answer = [NotifyPayload(NotifyType.TEMPORARY_FAILURE)]
-
     def create(self, now: float, payloads: list) -> I:
         sa = self.sa
         nonce = find(payloads, NoncePayload)
@@ -238,10 +222,6 @@ class CreateChildResponder(RespondsToChildRounds, Responder):
         self.child, answer = child_sa.build(sa, choice, nonce.data, nonce_r, shared, now, None)
         self.answer = answer + [NoncePayload(nonce_r), *ke_reply, *child_sa.ts_reply(choice)]
         return I.ANSWER_ONLY
-
-    def refuse_round(self, now: float, error: RemoteError) -> None:
-        self.release_reserved(now)
-        raise error
 
     def make_new(self, now: float) -> None:
         choice, nonce_i, nonce_r, spi_in = self.pending

@@ -63,7 +63,7 @@ from engine.ike.errors import RemoteError
 from engine.ike.exchange import Initiator, Label, Request, Responder, Table, error_notifies, find, notify
 from engine.ike import intermediate
 from engine.ike.exchanges.create_child import RETRY
-from engine.ike.followup import IKE_FOLLOWUP_KE, FollowupInitiator, FollowupResponder, RespondsToRounds
+from engine.ike.followup import FollowupInitiator, FollowupResponder, InitiatesRounds, RespondsToRounds
 from engine.ike.init import NONCE_SIZE, install_ike_keys
 from engine.ike.proposals import Chosen
 from engine.ike.sa import IkeSa
@@ -231,9 +231,10 @@ def lowest_nonce_is_ours(ours: IkeSa, theirs: IkeSa) -> bool:
     return min(ours.nonce_i, ours.nonce_r) < min(theirs.nonce_i, theirs.nonce_r)
 
 
-class IkeRekey(Initiator):
+class IkeRekey(InitiatesRounds, Initiator):
     TABLE = TABLE
     INITIAL = S.IDLE
+    ABORT = I.ABORT
     name = "CREATE_CHILD_SA (IKE rekey)"
 
     def __init__(self, sa: IkeSa, group: int | None = None) -> None:
@@ -251,8 +252,7 @@ class IkeRekey(Initiator):
     def request(self, now: float) -> Request | None:
         if self.state == S.IDLE:
             self.fire(I.START if self.sa.state == IkeState.ESTABLISHED else I.START_STALE, now)
-        out, self.to_send = self.to_send, None
-        return Request(self.exchange, out) if out is not None else None
+        return self.queued_request()
 
     def send(self, now: float) -> None:
         sa = self.sa
@@ -326,15 +326,6 @@ class IkeRekey(Initiator):
             self.fire(I.RESP_OK, now, **self.answer, shared=self.followup.secrets)
         else:
             self.fire(I.RESP_ROUND, now)
-
-    def send_round(self, now: float, answer: dict | None = None, followup: FollowupInitiator | None = None) -> None:
-        if followup is not None:
-            self.answer, self.followup = answer, followup
-        self.exchange = IKE_FOLLOWUP_KE
-        self.to_send = self.followup.request()
-
-    def abort(self, now: float) -> None:
-        self.fire(I.ABORT, now)
 
     def failed(self, now: float, reason: str) -> None:
         self.maybe(I.RESP_REFUSED, now, reason=reason, notify_type="INVALID_SYNTAX")
@@ -500,10 +491,6 @@ class IkeRekeyResponder(RespondsToRounds, Responder):
         self.fire(inp, now, payloads=payloads)
         return self.answer
 
-    def refuse_round(self, now: float, error: RemoteError) -> None:
-        self.release_reserved(now)
-        raise error
-
     def release_reserved(self, now: float) -> None:
         """No new IKE SA after all: the IKE SPI our answer named is free again."""
         if self.pending_new is not None:
@@ -516,9 +503,6 @@ class IkeRekeyResponder(RespondsToRounds, Responder):
                                    nonce_i=p["nonce_i"], nonce_r=p["nonce_r"], shared=self.followup.secrets, now=now)
         self.new.pending = True
         self.followup = self.pending_new = None
-
-    def temporary_failure(self, now: float, **_) -> None:
-        self.answer = [NotifyPayload(NotifyType.TEMPORARY_FAILURE)]
 
     def rekey(self, now: float, payloads: list) -> I:
         sa = self.sa
