@@ -13,7 +13,7 @@ from console import cli_ops
 
 DEFAULT_CONTROL = "/run/ipsec-console/control.sock"
 
-SUBCOMMANDS = ("check", "daemon", "sas", "conns", "initiate", "terminate", "rekey", "events", "attach", "pki",
+SUBCOMMANDS = ("check", "daemon", "sas", "conns", "initiate", "terminate", "rekey", "roam", "events", "attach", "pki",
                "serve")
 SUBCOMMANDS += cli_ops.SUBCOMMANDS
 
@@ -83,6 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ike", action="store_true", help="rekey the IKE SA instead of the CHILD SAs")
     _add_control(p)
 
+    p = sub.add_parser("roam", help="MOBIKE: move our SAs to our current address now",
+                       description="Look at our addresses now instead of within the next second: IKE SAs we "
+                       "initiated with MOBIKE move to the source address the host now uses towards their peer "
+                       "(UPDATE_SA_ADDRESSES, RFC 4555). Exit 1 when none moved.")
+    p.add_argument("name", metavar="NAME", nargs="?", help="only this connection")
+    _add_control(p)
+
     p = sub.add_parser("events", help="stream engine events as JSON lines",
                        description="Subscribe to the daemon's events and print one JSON object per line. "
                        "Times are Unix time. PacketSample events leave out the decrypted inner packet unless "
@@ -145,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         "initiate": _cmd_control,
         "terminate": _cmd_control,
         "rekey": _cmd_control,
+        "roam": _cmd_control,
         "events": _cmd_control,
         "attach": _cmd_attach,
         "pki": _cmd_pki,

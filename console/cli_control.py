@@ -1,5 +1,5 @@
 """CLI commands that talk to a daemon's control socket: sas, conns,
-initiate, terminate, rekey, events."""
+initiate, terminate, rekey, roam, events."""
 
 from __future__ import annotations
 
@@ -109,6 +109,11 @@ async def _run(args) -> int:
             what = "IKE SA(s)" if args.ike else "CHILD SA(s)"
             print(f"rekeying {res['rekeyed']} {what} of '{args.name}'")
             if res["rekeyed"] == 0:
+                return 1
+        elif cmd == "roam":
+            res = await client.call("roam", name=args.name)
+            print(f"{res['moved']} IKE SA(s) moved to a new address")
+            if res["moved"] == 0:
                 return 1
         elif cmd == "events":
             types = event_types(args.types)

@@ -279,6 +279,10 @@ class Leases:
             fresh.cursor = 0
         return flagged
 
+    def stale(self) -> list[Lease]:
+        """Leases a reload left outside every pool, still held (their IKE SAs are to end)."""
+        return list(self._stale.values())
+
     # -- reporting ------------------------------------------------------------------------------
     def usage(self) -> list[PoolUsage]:
         stale_by_pool: dict[str, int] = {}

@@ -16,6 +16,7 @@ import ipaddress
 import logging
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from engine.datapath.kernel import (
@@ -24,7 +25,8 @@ from engine.datapath.kernel import (
     enable_udp_encap,
     socket_bypass,
 )
-from engine.events import ChildSaDeleted, ChildSaInstalled, SaCounters
+from engine.datapath.kernel_vip import VirtualIps
+from engine.events import ChildSaDeleted, ChildSaInstalled, SaCounters, VirtualIpsChanged
 from engine.policy.model import ChildConfig, ConnectionConfig, Policy
 
 log = logging.getLogger(__name__)
@@ -71,6 +73,10 @@ class KernelRuntimeDatapath:
         self._traps: dict[tuple[str, str], _Trap] = {}
         self._encap_fds: set[int] = set()
         self._userspace_esp = 0
+        self._vips: VirtualIps | None = None
+        """Virtual IPs a gateway gave us, on lo, and their source routes (engine.datapath.kernel_vip)."""
+        self._vip_worker: ThreadPoolExecutor | None = None
+        """One thread for them, in order: pyroute2's blocking API cannot run on the event loop's thread."""
 
     # ------------------------------------------------------------ lifecycle
     async def start(self, runtime) -> None:
@@ -81,6 +87,8 @@ class KernelRuntimeDatapath:
             flushed = await asyncio.to_thread(self.kernel.flush_ours)
             if flushed.policies or flushed.sas:
                 log.info("removed %d policies and %d SAs left by an earlier run", flushed.policies, flushed.sas)
+            if self.netns is None and any(c.vips for c in self.policy.connections):
+                self._start_vips()
             self._loop.add_reader(self.kernel.events_fileno(), self._on_kernel_events)
         except BaseException:
             self.kernel.close(flush=False)
@@ -91,6 +99,15 @@ class KernelRuntimeDatapath:
         kernel, self.kernel = self.kernel, None
         if kernel is None:
             return
+        worker, self._vip_worker = self._vip_worker, None
+        if worker is not None:
+            vips, self._vips = self._vips, None
+            if vips is not None:
+                notes = worker.submit(vips.close)
+                await asyncio.to_thread(worker.shutdown, wait=True)
+                self._log_notes(notes)
+            else:
+                await asyncio.to_thread(worker.shutdown, wait=True)
         if self._loop is not None:
             self._loop.remove_reader(kernel.events_fileno())
         self._traps.clear()
@@ -107,12 +124,55 @@ class KernelRuntimeDatapath:
             self._kernel().install_child(ev, priority=self._child_priority(ev.connection, ev.child))
         except KernelDatapathError as exc:
             self._report("error", f"cannot install CHILD SA {ev.child}{{{ev.unique_id}}}: {exc}", ev.connection)
+            return
+        if self._vips is not None:
+            self._vip_call(self._vips.child_installed, ev)
 
     def remove(self, ev: ChildSaDeleted) -> None:
+        if self._vips is not None:
+            self._vip_call(self._vips.child_removed, ev)
         try:
             self._kernel().remove_child(ev)
         except KernelDatapathError as exc:
             self._report("error", f"cannot remove CHILD SA {ev.child}{{{ev.unique_id}}}: {exc}", ev.connection)
+
+    def virtual_ips(self, ev: VirtualIpsChanged) -> None:
+        """Addresses a gateway assigned us go on lo, with source routes for the CHILD SAs that use
+        them (engine.datapath.kernel_vip); they come off with their IKE SA."""
+        if self.netns is not None:
+            return  # a namespace of the tests: the runtime's own process is elsewhere
+        if self._vips is None:  # vips came with a policy applied later
+            self._start_vips()
+        self._vip_call(self._vips.assigned, ev.addresses, ev.assigned)
+        log.info("virtual IP%s %s %s lo", "s" if len(ev.addresses) > 1 else "", " ".join(ev.addresses),
+                 "on" if ev.assigned else "removed from", extra={"connection": ev.connection})
+
+    def _start_vips(self) -> None:
+        self._vip_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="virtual-ips")
+        self._vips = self._vip_worker.submit(VirtualIps).result()
+        self._vip_call(self._vips.remove_stale)
+
+    def _vip_call(self, fn, *args) -> None:
+        """Run ``fn`` on the virtual-IP thread (in order); its notes are logged on the loop's thread."""
+        loop = self._loop
+        future = self._vip_worker.submit(fn, *args)
+
+        def done(f) -> None:
+            try:
+                loop.call_soon_threadsafe(self._log_notes, f)
+            except RuntimeError:  # the loop closed meanwhile (stopping)
+                pass
+
+        future.add_done_callback(done)
+
+    def _log_notes(self, future) -> None:
+        try:
+            notes = future.result()
+        except Exception as exc:  # noqa: BLE001  (a bug of ours must not stop the datapath)
+            log.exception("virtual IP routing failed: %s", exc)
+            return
+        for level, text in notes:
+            self._report(level, text)
 
     def receive_esp(self, data: bytes, local, remote, now: float) -> None:
         # The kernel decapsulates ESP-in-UDP on the NAT-T socket; what still

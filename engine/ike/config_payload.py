@@ -48,6 +48,24 @@ class VirtualIps:
         self.configs = {p.name: p for p in pools}
         self.leases.reload(pools)
 
+    def end_stale(self, sas, now: float) -> int:
+        """After a reload: the IKE SAs holding an address their pool no longer has (it shrank,
+        changed or went) are deleted, so their clients come back for an address of the new pool;
+        leases still inside move with the pool. (charon refuses to replace a pool that has online
+        leases; we apply the new pool and end only the clients it no longer covers.) Returns how many."""
+        stale = {holder[0]: lease for lease in self.leases.stale() for holder in lease.holders}
+        if not stale:
+            return 0
+        n = 0
+        for sa in sas:
+            lease = stale.get(sa.unique_id)
+            if lease is None or not sa.alive:
+                continue
+            sa.delete(now, f"its virtual IP {lease.address} is no longer in pool '{lease.pool}' (policy "
+                      "reloaded): the client must reconnect for an address of the new pool")
+            n += 1
+        return n
+
     def release(self, sa: IkeSa, now: float) -> None:
         for holder in sa.vip_holders:
             self.leases.release(holder, now)

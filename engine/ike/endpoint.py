@@ -32,7 +32,7 @@ from engine.ike.authenticator import Authenticator
 from engine.ike.child import ChildSa
 from engine.ike.config_payload import VirtualIps
 from engine.ike.errors import IllegalTransition, LocalError
-from engine.ike.exchanges import CATALOG
+from engine.ike.exchanges import CATALOG, mobike, redirect
 from engine.ike.host import Addr, Ended
 from engine.ike.registry import ZERO_SPI, Registry
 from engine.ike.sa import IkeSa
@@ -88,6 +88,10 @@ class IkeEndpoint:
         """The runtime's route lookup: the address the host sends from towards a peer (None: unknown).
         Used only when neither local_addrs nor listen names ours (a laptop), so NAT detection
         hashes our real address; injected like ``rng``, the endpoint itself never asks the kernel."""
+        self.path_usable: Callable[[str, str], bool] | None = None
+        """The runtime's check that our address still exists and reaches a peer (local, remote): a
+        MOBIKE SA whose path still works stays on it (as charon keeps a valid path), whatever
+        source a fresh route lookup would pick."""
 
     # ------------------------------------------------------------ config
     @property
@@ -164,7 +168,13 @@ class IkeEndpoint:
 
     def established(self, sa: IkeSa, now: float, *, initial_contact: bool) -> None:
         self._attempts.pop(sa.name, None)
+        # AUTH is done: the IKE_SA_INIT messages it signed are not needed any more (a held client
+        # costs their bytes otherwise, ~600 per SA).
+        sa.init_request = sa.init_response = b""
         self.registry.index_identity(sa)
+        if sa.replaces is not None:
+            # After IKE_AUTH completes (its virtual IPs known): the SA that was redirected goes.
+            self.scheduler.call_at(now, lambda t: self._redirect_done(sa, t))
         unique = sa.conn.unique if sa.conn is not None else "no"
         if unique == "never" or not (initial_contact or unique == "replace"):
             return
@@ -179,7 +189,10 @@ class IkeEndpoint:
                 old.delete(now, "replaced by a new IKE SA with the same peer (unique = replace)")
 
     def initial_contact(self, sa: IkeSa) -> bool:
-        """No other IKE SA of this connection is up with that peer address."""
+        """No other IKE SA of this connection is up with that peer address (nor one this SA
+        replaces after a redirect: it still holds our CHILD SAs at the other gateway)."""
+        if sa.replaces is not None:
+            return False
         return not any(o.established for o in self.registry.same_address(sa))
 
     def ended(self, sa: IkeSa, ended: Ended, now: float) -> None:
@@ -371,6 +384,79 @@ class IkeEndpoint:
         if owner is not None:
             self.initiate(owner[0], now, owner[1])
 
+    def roam(self, now: float, *, name: str | None = None, address: str | None = None) -> int:
+        """Our address may have changed (the runtime saw addresses come and go, or the admin
+        names ``address``): each IKE SA we initiated with MOBIKE (of connection ``name``, or all)
+        moves to ``address`` or, without it and once its path no longer works (``path_usable``),
+        to the source the host now uses towards its peer (``source_address``), and tells the peer
+        (RFC 4555 §3.5). Returns how many move."""
+        if name is not None:
+            self._conn(name)
+        n = 0
+        looked_up: dict[str, str | None] = {}  # one route lookup per peer address and pass
+        usable: dict[tuple[str, str], bool] = {}  # one path check per (our address, peer) and pass
+        for sa in list(self.registry):
+            if not (sa.mobike and sa.original_initiator) or (name is not None and sa.name != name):
+                continue
+            target = address
+            if target is None and self.path_usable is not None:
+                path = (sa.local[0], sa.remote[0])
+                if path not in usable:
+                    usable[path] = self.path_usable(*path)
+                if usable[path]:
+                    continue  # our address is still there and reaches the peer: keep the path
+            if target is None and self.source_address is not None:
+                peer = sa.remote[0]
+                if peer not in looked_up:
+                    looked_up[peer] = self.source_address(peer)
+                target = looked_up[peer]
+            if target and mobike.roam(sa, target, now):
+                self.scheduler.touch(sa)
+                n += 1
+        return n
+
+    def redirect(self, sa: IkeSa, gateway: str, children, now: float) -> str | None:
+        """RFC 5685 as a client: a new IKE SA of ``sa``'s connection to ``gateway``, bringing up
+        ``children`` (CHILD configs; those ``sa`` has when empty), whose IKE_SA_INIT names where we
+        come from. An established ``sa`` is deleted once the new one is up. Returns why not."""
+        conn = sa.conn
+        if conn is None or not sa.original_initiator:
+            return "only the original initiator follows a redirect"
+        try:
+            version = ipaddress.ip_address(gateway).version
+        except ValueError:
+            return "it is a host name, and this engine resolves none: put its address in remote_addrs"
+        if version != ipaddress.ip_address(sa.remote[0]).version:
+            return "it is of the other address family"
+        recent = tuple(t for t in sa.redirected_at if now - t < redirect.REDIRECT_PERIOD)
+        if len(recent) >= redirect.MAX_REDIRECTS:
+            return (f"only {redirect.MAX_REDIRECTS} redirects are allowed within {redirect.REDIRECT_PERIOD:.0f} s "
+                    "(a redirect loop?)")
+        if not children:
+            names = {c.config.name for c in sa.children.values()}
+            children = [c for c in conn.children if c.name in names] or list(conn.children)
+        new = IkeSa(self, conn, initiator=True, unique_id=self.registry.next_ike_id(),
+                    local=(self._local_addr(conn, gateway), conn.local_port or self.ike_port),
+                    remote=(gateway, conn.remote_port), spi_i=self.registry.new_ike_spi(), now=now)
+        new.redirected_from = sa.remote[0]
+        new.redirected_at = (*recent, now)
+        if sa.established:
+            new.replaces = sa
+        self.registry.add(new)
+        new.start(CATALOG.ike_init(new, list(children)), now)
+        self.scheduler.touch(new)
+        return None
+
+    def _redirect_done(self, new: IkeSa, now: float) -> None:
+        """The IKE SA that followed an established one's redirect is up: the old one goes; virtual
+        IPs the new one got again stay on the device."""
+        old, new.replaces = new.replaces, None
+        if old is None or not old.alive:
+            return
+        old.local_vips = tuple(a for a in old.local_vips if a not in new.local_vips)
+        old.delete(now, f"redirected to {new.remote[0]}")
+        self.scheduler.touch(old)
+
     def shutdown(self, now: float) -> None:
         """Delete every SA (INFORMATIONAL); the runtime flushes and stops."""
         for sa in self.registry:
@@ -398,6 +484,7 @@ class IkeEndpoint:
             self.terminate(name, now)
         self.policy = policy
         self.auth.credentials = plan.credentials
+        self.vips.end_stale(list(self.registry), now)  # clients whose address left its pool
         for name in plan.start:
             self.initiate(name, now)
         event = PolicyApplied(plan.added, plan.removed, plan.changed)

@@ -98,3 +98,6 @@ class Host(Protocol):
 
     def ended(self, sa: IkeSa, ended: Ended, now: float) -> None:
         """``sa`` was destroyed: forget it and follow up."""
+
+    def redirect(self, sa: IkeSa, gateway: str, children, now: float) -> str | None:
+        """Start ``sa``'s connection over at ``gateway`` (RFC 5685); None, or why not."""

@@ -60,14 +60,15 @@ def read_capabilities(sa, payloads) -> None:
             continue
         if p.type == NotifyType.IKEV2_FRAGMENTATION_SUPPORTED:
             sa.peer_fragmentation = True
-        elif p.type == NotifyType.REDIRECT_SUPPORTED:
+        elif p.type in (NotifyType.REDIRECT_SUPPORTED, NotifyType.REDIRECTED_FROM):
+            # A client that was redirected says so instead, and can follow again (RFC 5685 §5).
             sa.peer_redirect_supported = True
         elif p.type == NotifyType.USE_PPK:
             sa.use_ppk = True
         elif p.type == NotifyType.INTERMEDIATE_EXCHANGE_SUPPORTED:
             sa.peer_intermediate = True
         elif p.type == NotifyType.SIGNATURE_HASH_ALGORITHMS:
-            sa.peer_hash_algorithms = set(parse_hash_algorithms(p.data))
+            sa.peer_hash_algorithms = frozenset(parse_hash_algorithms(p.data))
 
 
 def install_ike_keys(sa, shared: bytes, *, old_sk_d: bytes | None = None, old_prf: int | None = None,

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections import deque
 from dataclasses import dataclass
 
 from engine.crypto.keys import IkeKeys
@@ -53,6 +52,8 @@ log = logging.getLogger("engine.ike")
 
 ZERO_SPI = b"\0" * 8
 HALF_OPEN_TIMEOUT = 30.0  # charon's half_open_timeout
+NO_HASH_ALGORITHMS: frozenset[int] = frozenset()
+"""Shared by every SA whose peer sent no SIGNATURE_HASH_ALGORITHMS (each empty set costs 216 bytes)."""
 
 
 @dataclass
@@ -76,6 +77,15 @@ class CachedResponse:
 
 class IkeSa:
     """One IKE SA. Created by the endpoint (or a rekey), fed messages and timers."""
+
+    # RFC 5685 as a client (engine.ike.exchanges.redirect): class defaults, set on the few SAs
+    # that follow a redirect, so the thousands of others carry nothing for it.
+    redirected_from: str | None = None
+    """The gateway that redirected us here (REDIRECTED_FROM in our IKE_SA_INIT)."""
+    redirected_at: tuple[float, ...] = ()
+    """When the redirects that led here happened (loop detection)."""
+    replaces: IkeSa | None = None
+    """The established IKE SA this one follows from a redirect: deleted once this one is up."""
 
     def __init__(self, host: Host, conn: ConnectionConfig | None, *, initiator: bool, unique_id: int,
                  local: Addr, remote: Addr, spi_i: bytes, spi_r: bytes = ZERO_SPI, now: float) -> None:
@@ -123,7 +133,7 @@ class IkeSa:
         self.peer_redirect_supported = False
         """The peer announced REDIRECT_SUPPORTED in IKE_SA_INIT (RFC 5685)."""
         """The peer sent our Vendor ID."""
-        self.peer_hash_algorithms: set[int] = set()
+        self.peer_hash_algorithms: frozenset[int] = NO_HASH_ALGORITHMS
         self.local_id: Identity | None = None
         self.remote_id: Identity | None = None
         self.candidates: tuple[ConnectionConfig, ...] = ()
@@ -173,7 +183,8 @@ class IkeSa:
         self.outstanding: Outstanding | None = None
         self.active: Initiator | None = None
         """The exchange we started and that has not finished (it owns ``outstanding``)."""
-        self.queue: deque[Initiator] = deque()
+        self.queue: list[Initiator] = []
+        """Exchanges to start, in order (a list: a few at most, and 570 bytes less per SA than a deque)."""
         self.deferred: list[tuple[float, Initiator]] = []
         """Exchanges to start later (retries after TEMPORARY_FAILURE)."""
         self.responding: Responder | None = None
@@ -322,7 +333,7 @@ class IkeSa:
             ex.abort(now)
             return
         if front:
-            self.queue.appendleft(ex)
+            self.queue.insert(0, ex)
         else:
             self.queue.append(ex)
         self.kick(now)
@@ -339,7 +350,7 @@ class IkeSa:
             if ex is None:
                 if not self.queue:
                     return
-                ex = self.queue.popleft()
+                ex = self.queue.pop(0)
                 self.active = ex
             try:
                 req = ex.request(now)

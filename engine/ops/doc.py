@@ -257,7 +257,7 @@ def _connection(policy: Policy, c: ConnectionConfig) -> list[Block]:
              f"dead peer detection every {_duration(c.dpd_delay)} of silence" if c.dpd_delay else
              "no dead peer detection",
              "UDP encapsulation forced" if c.encap else "UDP encapsulation when a NAT is detected",
-             f"MOBIKE {'answered when we respond (not offered as initiator)' if c.mobike else 'off'}, IKE fragmentation {'on' if c.fragmentation else 'off'}"]
+             f"MOBIKE {'on (both roles: we follow our address changes and our peers)' if c.mobike else 'off'}, IKE fragmentation {'on' if c.fragmentation else 'off'}"]
     ppk = _ppk(policy, c)
     if ppk:
         facts.append(ppk)

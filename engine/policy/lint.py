@@ -11,7 +11,7 @@ weak-prf, weak-dh, short-icv, short-psk, weak-psk, shared-psk,
 psk-roadwarrior, psk-many-peers, secrets-readable, ca-without-crl,
 catch-all-protect, shadowed, no-children, not-quantum-safe, short-ppk, save-keys,
 secrets-owner, deprecated-key; and from ``engine.policy.rwlint``: pool-overlap,
-pool-too-small, eap-without-certificate, windows-weak-proposals, mobike-unsupported.
+pool-too-small, eap-without-certificate, windows-weak-proposals.
 
 Lint reads files only where a rule cannot be decided otherwise (the secrets
 file's mode, the CA and CRL files of ``ca-without-crl``), and never fails on
@@ -341,7 +341,6 @@ class _Linter:
             self.quantum_safe(c)
             rwlint.eap_without_certificate(c, self.warn)
             rwlint.windows_weak_proposals(c, self.warn)
-            rwlint.mobike_unsupported(c, self.warn)
         rwlint.pools(self.policy, self.warn)
         self.psks()
         self.ppks()

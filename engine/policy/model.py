@@ -169,9 +169,8 @@ class ConnectionConfig:
     fragmentation: bool = True
     """Offer and use IKE fragmentation (RFC 7383)."""
     mobike: bool = True
-    """Offer MOBIKE (RFC 4555); swanctl's default is yes. This engine answers it as a responder
-    (clients move their SAs to a new address); as initiator it does not offer it (``check``
-    warns on road-warrior clients: mobike-unsupported)."""
+    """Offer MOBIKE (RFC 4555); swanctl's default is yes. As a responder clients move their SAs to
+    a new address; as initiator we move ours when our address changes (engine.ike.exchanges.mobike)."""
     send_certreq: bool = True
     keyingtries: int = 1
     """How many times to try establishing; 0 = forever."""

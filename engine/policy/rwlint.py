@@ -1,6 +1,6 @@
 """Lint rules for road-warrior gateways (issue 10): pools, EAP, and what Windows clients offer.
 
-Rules: pool-overlap, pool-too-small, eap-without-certificate, windows-weak-proposals, mobike-unsupported.
+Rules: pool-overlap, pool-too-small, eap-without-certificate, windows-weak-proposals.
 ``engine.policy.lint`` runs them with its ``warn``.
 """
 
@@ -17,11 +17,7 @@ from engine.pools import pool_range, pool_size
 Warn = Callable[[str, str, str], None]
 """warn(key path, rule, message)."""
 
-RULES = ("pool-overlap", "pool-too-small", "eap-without-certificate", "windows-weak-proposals", "mobike-unsupported")
-
-MOBIKE_AS_INITIATOR = False
-"""engine.ike answers MOBIKE (RFC 4555) as a responder (a gateway follows its clients' moves), but
-does not move its own SAs when our address changes: on a client ``mobike = true`` is not honoured."""
+RULES = ("pool-overlap", "pool-too-small", "eap-without-certificate", "windows-weak-proposals")
 
 WINDOWS_POWERSHELL = ("Set-VpnConnectionIPsecConfiguration -ConnectionName <name> -EncryptionMethod AES256 "
                       "-IntegrityCheckMethod SHA256 -DHGroup ECP384 -CipherTransformConstants GCMAES256 "
@@ -123,17 +119,3 @@ def windows_weak_proposals(c: ConnectionConfig, warn: Warn) -> None:
          f"accepts {'/'.join(hits)}, which is what Windows' built-in client offers by default; rather than "
          f"weaken the gateway, tell the clients to use stronger algorithms ({WINDOWS_POWERSHELL}) and accept "
          f"those: {', '.join(WINDOWS_PROPOSALS)} (per child)")
-
-
-def _roaming_client(c: ConnectionConfig) -> bool:
-    """A road-warrior client (it asks for an address or logs in with EAP): the side that moves."""
-    return bool(c.vips or c.local.is_eap)
-
-
-def mobike_unsupported(c: ConnectionConfig, warn: Warn) -> None:
-    if c.mobike and not MOBIKE_AS_INITIATOR and _roaming_client(c):
-        warn(key_path(key_path("connections", c.name), "mobike"), "mobike-unsupported",
-             "mobike = true (the default) is not honoured on a client: this engine answers MOBIKE (RFC 4555) "
-             "as a gateway but does not follow its own address changes, and sends no MOBIKE_SUPPORTED as "
-             "initiator, so after a network change this client comes back with a new IKE SA (after DPD or "
-             "its own retry); write mobike = false to make that explicit")

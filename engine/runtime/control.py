@@ -16,7 +16,8 @@ Protocol (version 1), documented in README.md ("Control protocol"):
   connections, a request line too long, a subscriber that fell behind).
 
 Commands: version, status, list-sas, list-conns, initiate {name, child?},
-terminate {name, unique_id?}, rekey {name, ike?, unique_id?}, get-policy,
+terminate {name, unique_id?}, rekey {name, ike?, unique_id?}, roam {name?}
+(MOBIKE: our SAs move now to the source address the host uses towards their peers), get-policy,
 apply-policy {text}, counters, subscribe {replay?, plaintext?}, reload (apply
 the policy file again), stats (engine.ops.stats). PacketSample events carry the
 decrypted inner packet only to a subscriber that set ``plaintext``. Every
@@ -148,6 +149,11 @@ class ControlServer:
             return {"deleted": rt.terminate(_name(req), unique_id=_unique_id(req))}
         if cmd == "rekey":
             return {"rekeyed": rt.rekey(_name(req), ike=bool(req.get("ike")), unique_id=_unique_id(req))}
+        if cmd == "roam":
+            name = req.get("name")
+            if name is not None and not isinstance(name, str):
+                raise ValueError("'name' must be a string")
+            return {"moved": rt.roam(name)}
         if cmd == "get-policy":
             path = rt.policy.path
             return {"path": os.path.abspath(path) if path else path, "text": rt.policy_text,

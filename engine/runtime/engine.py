@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import socket
 import time
 from collections.abc import Callable
 
@@ -47,6 +48,8 @@ from engine.wire.natt import classify_natt
 log = logging.getLogger("engine.runtime")
 
 COUNTERS_INTERVAL = 1.0
+ROAM_INTERVAL = 1.0
+"""Seconds between looks at our source addresses (MOBIKE clients follow a change within this)."""
 SHUTDOWN_GRACE = 2.0
 STATUS_CHUNK = 100
 """IKE SAs per slice of `EngineRuntime.status_async` (a few milliseconds of work)."""
@@ -77,6 +80,7 @@ class EngineRuntime:
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._counters_task: asyncio.Task | None = None
+        self._roam_task: asyncio.Task | None = None
         self._log_handler: _EventLogHandler | None = None
         self.started_at = time.time()
         self._counters: dict[tuple[int, str], SaCounters] = {}
@@ -102,6 +106,7 @@ class EngineRuntime:
         if prepare is not None:
             self.sockets.prepare = prepare
         self.endpoint.source_address = self.sockets.source_for
+        self.endpoint.path_usable = path_usable
         esp_batch = getattr(self.datapath, "receive_esp_batch", None)
         if esp_batch is not None:
             self.sockets.esp_sink = esp_batch
@@ -113,6 +118,7 @@ class EngineRuntime:
         self.endpoint.start(self.now())
         self._after()
         self._counters_task = asyncio.create_task(self._counters_loop(), name="counters")
+        self._roam_task = asyncio.create_task(self._roam_loop(), name="roam")
 
     def _addresses_from_connections(self) -> list[str]:
         out: list[str] = []
@@ -137,6 +143,8 @@ class EngineRuntime:
             self._after()
         if self._counters_task is not None:
             self._counters_task.cancel()
+        if self._roam_task is not None:
+            self._roam_task.cancel()
         if self._timer is not None:
             self._timer.cancel()
         self.sockets.close()
@@ -328,6 +336,19 @@ class EngineRuntime:
             self.publish(CountersSnapshot(time.time(), tuple(wall), tuple(sorted(drops.items()))),
                          wall_clock=True)
 
+    async def _roam_loop(self) -> None:
+        """MOBIKE as a client: once a second, IKE SAs we initiated with MOBIKE check that our address
+        still exists and reaches their peer; one whose path broke moves to the source a route lookup
+        now gives (engine.ike.exchanges.mobike). A gateway has no such SA: one pass over its SAs."""
+        while True:
+            await asyncio.sleep(ROAM_INTERVAL)
+            try:
+                if any(sa.mobike and sa.original_initiator for sa in self.endpoint.registry):
+                    if self.endpoint.roam(self.now()):
+                        self._after()
+            except Exception:
+                log.exception("checking our addresses for MOBIKE failed")
+
     # ------------------------------------------------------------ commands
     def initiate(self, name: str, child: str | None = None) -> None:
         self.endpoint.initiate(name, self.now(), child)
@@ -340,6 +361,14 @@ class EngineRuntime:
 
     def rekey(self, name: str, *, ike: bool = False, unique_id: int | None = None) -> int:
         n = self.endpoint.rekey(name, self.now(), ike=ike, unique_id=unique_id)
+        self._after()
+        return n
+
+    def roam(self, name: str | None = None) -> int:
+        """MOBIKE: look at our addresses now (the roam loop does once a second): IKE SAs we initiated
+        (of connection ``name``, or all) move to the source address the host now uses towards each
+        peer; returns how many move."""
+        n = self.endpoint.roam(self.now(), name=name)
         self._after()
         return n
 
@@ -444,6 +473,21 @@ class EngineRuntime:
         if sa.state == IkeState.DESTROYED:
             return None
         return self._with_counters(ike_sa_info(sa, now), now)
+
+
+def path_usable(local: str, remote: str) -> bool:
+    """Whether ``local`` is still one of our addresses and has a route to ``remote`` (MOBIKE keeps
+    such a path): bind and connect a UDP socket, which sends nothing."""
+    family = socket.AF_INET6 if ":" in remote else socket.AF_INET
+    if (":" in local) != (family == socket.AF_INET6):
+        return False
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as s:
+            s.bind((local, 0))
+            s.connect((remote, 9))
+        return True
+    except OSError:
+        return False
 
 
 def _credentials(policy: Policy):

@@ -291,5 +291,5 @@ def test_every_rule_has_a_test():
                            "not-quantum-safe", "short-ppk",  # tested in test_policy_pq.py
                            "save-keys",  # tested in tests/ops/test_keylog.py
                            "pool-overlap", "pool-too-small", "eap-without-certificate",
-                           "windows-weak-proposals", "mobike-unsupported"}  # tested in test_policy_roadwarrior.py
+                           "windows-weak-proposals"}  # tested in test_policy_roadwarrior.py
     assert tested == set(RULES)

@@ -15,6 +15,7 @@ from tests.interop.peers import (
     ADDR,
     Peers,
     FAST_OURS,
+    charon_ike_sas,
     FQDN_SECRETS,
     INNER,
     charon_conn,
@@ -113,14 +114,15 @@ def test_our_client_gets_and_installs_a_virtual_ip_from_charon(peers):
 EAP_PASSWORD = "alice-eap-not-secret-0123"
 
 
-def _eap_gateway(peers, side: str, *, password: str = EAP_PASSWORD, remote: dict | None = None):
+def _eap_gateway(peers, side: str, *, password: str = EAP_PASSWORD, remote: dict | None = None,
+                 proposal: str = "aes256gcm16-prfsha256-x25519"):
     """Our gateway: its certificate gw.example.org (our CA), EAP-MSCHAPv2 users, the pool."""
     ca_dir = peers.workdir / "ca"
     certs = make_certs(ca_dir, ("gw.example.org", "gw"), ("alice@example.org", "alice"))
     doc = {"engine": {"datapath": "userspace", "listen": [ADDR[side]], "secrets": "secrets.toml", **FAST_OURS},
            "pools": {"rw": {"addrs": f"{POOL_FIRST}-{POOL_LAST}", "dns": [DNS]}},
            "connections": {"t": {
-               "local_addrs": [ADDR[side]], "remote_addrs": ["%any"], "proposals": ["aes256gcm16-prfsha256-x25519"],
+               "local_addrs": [ADDR[side]], "remote_addrs": ["%any"], "proposals": [proposal],
                "local": {"auth": "pubkey", "id": "gw.example.org", "certs": ["certs/gw.crt"]},
                "remote": remote or {"auth": "eap-mschapv2", "eap_id": "%any"}, "pools": ["rw"], "mobike": False,
                "children": {"net": {"local_ts": [f"{INNER[side]}/32"], "remote_ts": ["dynamic"],
@@ -285,6 +287,53 @@ def test_charon_client_moves_with_mobike_and_the_tunnel_keeps_working(tmp_path):
         assert len(o.sas()) == 1 and before
 
 
+def test_our_client_moves_with_mobike_and_keeps_its_ike_sa(tmp_path):
+    """Our daemon (mobike = true, local_addrs = %any, encap = true) against charon (mobike = yes):
+    our address 192.0.2.1 goes away and 192.0.2.3 comes; within a second we send
+    UPDATE_SA_ADDRESSES (NAT-D, COOKIE2) from there, charon moves the IKE SA, our CHILD SA
+    follows with its SPIs (ChildSaMoved, no rekey of ours) and a ping keeps going.
+
+    charon 5.9.8 with kernel-libipsec (the only kernel interface here: this kernel has no ESP)
+    cannot update an SA in place, so it then rekeys the CHILD SA itself (CHILD_REKEY after
+    IKE_MOBIKE, as it logs); with XFRM it keeps it: tests/kernel/guest/test_mobike_initiator.py
+    shows the same SPIs on both sides under qemu. The IKE SA stays the same either way."""
+    with lab() as L, Peers(L, tmp_path) as peers:  # its own namespaces: the test moves an address
+        c = peers.charon("right", charon_conn("right", remote_addrs="%any"))
+        policy = tomli_w.dumps({
+            "engine": {"datapath": "userspace", "secrets": "secrets.toml", **FAST_OURS},
+            "connections": our_conn("left", local_addrs=["%any"], encap=True)})
+        o = peers.ours("left", policy, FQDN_SECRETS)
+        o.cli("initiate", "t", "--no-wait")
+        sa = wait_or_explain(lambda: with_children(o), "our IKE and CHILD SA", o)[0]
+        assert re.search(r"parsed IKE_AUTH request 1 \[.*N\(MOBIKE_SUP\)", c.log()), c.log()[-3000:]
+        L.ping("left", INNER["right"], count=2)
+        child = sa["children"][0]
+        ike_before = charon_ike_sas(c.list_sas())
+        L.exec("left", "sysctl", "-qw", "net.ipv4.conf.veth0.promote_secondaries=1")
+        L.exec("left", "ip", "addr", "add", "192.0.2.3/24", "dev", "veth0")
+        L.exec("left", "ip", "addr", "del", f"{ADDR['left']}/24", "dev", "veth0")
+        moved = wait_or_explain(lambda: (s := with_children(o)) and s[0]["mobike_moves"] == 1 and s[0],
+                                "our SA moved to 192.0.2.3", o, timeout=20)
+        assert moved["local_addr"] == "192.0.2.3"
+        assert (moved["spi_i"], moved["spi_r"]) == (sa["spi_i"], sa["spi_r"])  # the same IKE SA
+        log = c.log()
+        assert re.search(r"parsed INFORMATIONAL request \d+ \[ N\(UPD_SA_ADDR\) N\(NATD_S_IP\) N\(NATD_D_IP\) "
+                         r"N\(COOKIE2\) \]", log), log[-3000:]
+        assert re.search(r"generating INFORMATIONAL response \d+ \[ N\(NATD_S_IP\) N\(NATD_D_IP\) N\(COOKIE2\) \]",
+                         log), log[-3000:]
+        assert "remote endpoint changed from 192.0.2.1[4500] to 192.0.2.3[4500]" in log, log[-3000:]
+        (ev,) = o.events("ChildSaMoved")  # our CHILD SA followed, keys and SPIs kept
+        assert (ev["spi_in"], ev["spi_out"], ev["local_addr"], ev["remote_addr"], ev["encap"]) == \
+            (child["spi_in"], child["spi_out"], "192.0.2.3", ADDR["right"], True)
+        assert not [e for e in o.events("ExchangeSent") if e["message"]["exchange"] == "CREATE_CHILD_SA"
+                    and not e["message"]["response"]]  # no rekey or new CHILD SA of ours
+        L.ping("left", INNER["right"], count=3)
+        listing = c.list_sas()
+        assert charon_ike_sas(listing) == ike_before, listing  # the same IKE SA at charon
+        assert "left.example' @ 192.0.2.3[4500]" in listing, listing
+        assert len(o.sas()) == 1 and len(with_children(o)[0]["children"]) == 1
+
+
 # ------------------------------------------------------------------ REDIRECT (RFC 5685)
 def test_gateway_redirects_charon_to_another_gateway(peers):
     """Our gateway with redirect_to: charon (which announces REDIRECT_SUPPORTED) is authenticated,
@@ -297,10 +346,43 @@ def test_gateway_redirects_charon_to_another_gateway(peers):
     assert re.search(r"parsed IKE_SA_INIT request|generating IKE_SA_INIT request 0 \[.*N\(REDIR_SUP\)", log)
     assert re.search(r"parsed IKE_AUTH response 1 \[ IDr AUTH N\(REDIR\) \]", log), log[-3000:]
     assert "192.0.2.4" in log.split("parsed IKE_AUTH response 1", 1)[1], log[-3000:]
-    answers = sent(o, "IKE_AUTH", response=True)
-    assert answers and "N(REDIR)" in answers[0]["message"]["payloads"], answers
+    answers = wait_or_explain(lambda: sent(o, "IKE_AUTH", response=True), "our IKE_AUTH answer in the events", o,
+                              timeout=5)  # the event stream is written by another process
+    assert "N(REDIR)" in answers[0]["message"]["payloads"], answers
     wait_or_explain(lambda: not o.sas() and _pool_used(o) == 0, "the redirected client's SA gone, no lease", o,
                     timeout=3)
+
+
+def test_our_client_follows_charons_redirect_to_another_gateway(peers):
+    """charon 5.9.8 has no redirect provider in Debian (no redirect in IKE_SA_INIT or IKE_AUTH;
+    our client follows those against our own gateway in tests/engine/test_ike_redirect.py), but
+    `swanctl --redirect` sends an established client N(REDIRECT) in an INFORMATIONAL (RFC 5685
+    §5): our client starts over at 192.0.2.4 (the same charon, second address) with
+    REDIRECTED_FROM, brings its CHILD SA up there and only then deletes the old IKE SA."""
+    peers.lab.exec("right", "ip", "addr", "add", "192.0.2.4/24", "dev", "veth0")
+    peers.callback(peers.lab.exec, "right", "ip", "addr", "del", "192.0.2.4/24", "dev", "veth0", check=False)
+    c = peers.charon("right", charon_conn("right", remote_addrs="%any", local_addrs="%any"))
+    policy = tomli_w.dumps({
+        "engine": {"datapath": "userspace", "listen": [ADDR["left"]], "secrets": "secrets.toml", **FAST_OURS},
+        "connections": our_conn("left")})
+    o = peers.ours("left", policy, FQDN_SECRETS)
+    o.cli("initiate", "t", "--no-wait")
+    first = wait_or_explain(lambda: with_children(o), "our IKE and CHILD SA", o)[0]
+    assert re.search(r"parsed IKE_SA_INIT request 0 \[.*N\(REDIR_SUP\)", c.log()), c.log()[-3000:]
+    peers.lab.ping("left", INNER["right"], count=2)
+    r = c.swanctl("--redirect", "--ike", "t", "--gateway", "192.0.2.4", check=False)
+    assert r.returncode == 0, r.stdout
+    new = wait_or_explain(lambda: (s := with_children(o)) and len(s) == 1 and s[0]["remote_addr"] == "192.0.2.4"
+                          and s[0], "our SA at 192.0.2.4, the old one deleted", o, timeout=20)
+    assert new["unique_id"] != first["unique_id"]
+    log = c.log()
+    assert re.search(r"generating INFORMATIONAL request \d+ \[ N\(REDIR\) \]", log), log[-3000:]
+    assert "client got redirected from 192.0.2.2" in log, log[-3000:]
+    assert re.search(r"parsed IKE_SA_INIT request 0 \[.*N\(REDIR_FROM\)", log), log[-3000:]
+    deleted = o.events("ChildSaDeleted")
+    assert deleted and "redirected to 192.0.2.4" in deleted[0]["reason"], deleted
+    peers.lab.ping("left", INNER["right"], count=3)
+    assert len(charon_ike_sas(c.list_sas())) == 1, c.list_sas()  # the old IKE SA is gone at charon too
 
 
 def test_our_eap_tls_client_against_a_charon_gateway(peers):

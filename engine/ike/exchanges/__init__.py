@@ -11,7 +11,8 @@ is ``engine.ike.exchange``.
 - ``child_rekey``    CREATE_CHILD_SA rekeying a CHILD SA, with its collisions
 - ``ike_rekey``      CREATE_CHILD_SA rekeying the IKE SA, with its collisions
 - ``informational``  INFORMATIONAL: deletes, DPD, error notifies
-- ``mobike``         INFORMATIONAL with UPDATE_SA_ADDRESSES (RFC 4555), as responder
+- ``mobike``         INFORMATIONAL with UPDATE_SA_ADDRESSES (RFC 4555), both roles
+- ``redirect``       REDIRECT (RFC 5685): sent by a gateway in IKE_AUTH, followed by a client
 - ``child_sa``       the CHILD SA payloads the three CHILD-making exchanges share
 
 Each module's docstring lists its rules in words; its ``TABLE`` maps

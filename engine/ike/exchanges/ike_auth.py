@@ -115,6 +115,7 @@ class IkeAuth(Initiator):
         payloads: list = [self.idi, *auth.cert_payloads(conn), *auth.certreq_payloads([conn])]
         if sa.host.initial_contact(sa):
             payloads.append(NotifyPayload(NotifyType.INITIAL_CONTACT))
+        payloads += mobike.offer_notifies(sa, conn)
         if conn.remote.id is not None and conn.remote.id.kind not in ("any",) and "*" not in conn.remote.id.value:
             t, d = identity_to_wire(conn.remote.id, sa.remote[0])
             payloads.append(IdPayload(False, t, d))
@@ -195,13 +196,15 @@ class IkeAuth(Initiator):
 
     def establish(self, now: float, payloads: list) -> None:
         sa = self.sa
+        if redirect.redirected(sa, payloads, now, self.children):
+            # The gateway is authenticated and sends us elsewhere instead (RFC 5685 §6).
+            self.release(now)
+            return
         sa.set_state(IkeState.ESTABLISHED)
         sa.established_at = now
         sa.schedule_lifetimes(now)
         sa.host.established(sa, now, initial_contact=False)
-        if redirect.redirected(sa, payloads, now):
-            self.release(now)
-            return
+        mobike.accepted(sa, payloads)
         if not self._virtual_ips(now, payloads):
             return
         if self.offer is not None:

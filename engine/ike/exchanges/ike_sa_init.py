@@ -8,6 +8,8 @@ Rules (initiator):
 - An error notify (NO_PROPOSAL_CHOSEN...): NegotiationFailed, the SA goes and
   keyingtries decides on another attempt. An answer that does not match our
   offer is treated the same way.
+- N(REDIRECT) carrying our nonce: the connection starts over at that gateway
+  (exchanges.redirect); one without it is a malformed answer.
 - Success: keys are derived, IKE moves to the NAT-T port when a NAT is seen
   or encapsulation is forced, and IKE_AUTH follows (ike_auth.py).
 
@@ -35,6 +37,7 @@ from engine.ike import ppk_auth
 from engine.ike import proposals as props
 from engine.ike.errors import RemoteError
 from engine.ike.exchange import Initiator, Label, Request, Responder, Table, first_of
+from engine.ike.exchanges import redirect
 from engine.ike.host import Addr, Ended, Host
 from engine.ike.init import NONCE_SIZE, capability_notifies, check_nat, install_ike_keys, nat_notifies, \
     read_capabilities
@@ -65,6 +68,7 @@ class I(Label):  # noqa: E742
     RESP_REFUSED = "an error notify"
     RESP_MALFORMED = "an answer that does not match our offer"
     RESP_OK = "answer"
+    RESP_REDIRECT = "REDIRECT with our nonce (RFC 5685 §4.2)"
     ABORT = "abort"
     REQ_MALFORMED = "request without SA, KE or a proper Nonce"
     REQ_NO_PROPOSAL = "no connection accepts the offer"
@@ -82,6 +86,7 @@ TABLE = Table("IKE_SA_INIT", {
     (S.SENT, I.RESP_REFUSED): (S.DONE, "refused"),
     (S.SENT, I.RESP_MALFORMED): (S.DONE, "give_up"),
     (S.SENT, I.RESP_OK): (S.DONE, "derive_keys"),
+    (S.SENT, I.RESP_REDIRECT): (S.DONE, "follow_redirect"),
     (S.SENT, I.ABORT): (S.DONE, None),
     (S.DONE, I.ABORT): (S.DONE, None),
     # responder (stateless answers carry no SA)
@@ -91,6 +96,7 @@ TABLE = Table("IKE_SA_INIT", {
     (S.IDLE, I.REQ_BAD_KE): (S.ANSWERED, "invalid_syntax"),
     (S.IDLE, I.REQ_OK): (S.ANSWERED, "create_sa"),
 }, remote={I.RESP_COOKIE, I.RESP_INVALID_KE, I.RESP_TOO_MANY_RETRIES, I.RESP_REFUSED, I.RESP_MALFORMED, I.RESP_OK,
+           I.RESP_REDIRECT,
            I.REQ_MALFORMED, I.REQ_NO_PROPOSAL, I.REQ_WRONG_GROUP, I.REQ_BAD_KE, I.REQ_OK},
     final={S.DONE, S.ANSWERED})
 
@@ -142,6 +148,7 @@ class IkeInit(Initiator):
         if any(p.additional_ke for p in conn.proposals):
             payloads.append(NotifyPayload(NotifyType.INTERMEDIATE_EXCHANGE_SUPPORTED))
         payloads += ppk_auth.init_notifies(conn)
+        payloads += redirect.init_notifies(sa)
         if sa.state == IkeState.CREATED:
             sa.set_state(IkeState.CONNECTING)
         sa.restart_init()
@@ -173,6 +180,13 @@ class IkeInit(Initiator):
                               f"do not offer (ours: {ours})")
                 else:
                     self.fire(I.RESP_INVALID_KE, now, group=group)
+            return
+        gateway, bad = redirect.gateway_of(payloads, self.sa.nonce_i)
+        if gateway is not None:
+            self.fire(I.RESP_REDIRECT, now, gateway=gateway)
+            return
+        if bad:
+            self.fire(I.RESP_MALFORMED, now, reason=f"the peer sent {bad}")
             return
         if error is not None:
             self.fire(I.RESP_REFUSED, now, notify_type=error.type)
@@ -228,6 +242,9 @@ class IkeInit(Initiator):
             reason = f"the peer refused IKE_SA_INIT with {n}"
         sa.fail(IKE_SA_INIT, n, reason, now, sent_by_peer=True, local_proposals=ours)
         sa.destroy(now, reason, Ended("failed", reason))
+
+    def follow_redirect(self, now: float, gateway: str) -> None:
+        redirect.follow(self.sa, gateway, IKE_SA_INIT, self.children, now)
 
     def derive_keys(self, now: float, chosen, nonce_r: bytes, shared: bytes, payloads: list) -> None:
         sa = self.sa

@@ -20,6 +20,8 @@ Rules (responder):
   deleting ourselves (§1.4.1: the two requests crossed); SPIs we do not know
   are ignored. A CHILD rekey we have in flight hears of it (child_rekey.py).
 - AUTHENTICATION_FAILED: the peer could not verify us after all; the SA goes.
+- REDIRECT to us as the original initiator (RFC 5685 §5): answered empty, then we
+  start over at that gateway (exchanges.redirect); this SA goes once that one is up.
 - Empty: liveness, answered empty. Anything else: answered empty.
 """
 
@@ -31,6 +33,7 @@ from engine.events import ChildState, IkeState
 from engine.ike import proposals as props
 from engine.ike.child import ChildSa
 from engine.ike.exchange import Initiator, Label, Request, Responder, Table, notify
+from engine.ike.exchanges import redirect
 from engine.ike.host import Ended
 from engine.wire.constants import ExchangeType, NotifyType, ProtocolId
 from engine.wire.payloads import DeletePayload, NotifyPayload
@@ -58,6 +61,7 @@ class I(Label):  # noqa: E742 (the table reads best with short names)
     REQ_DELETE_IKE_WAIT = "delete of the IKE SA while our rekey of it waits for its answer"
     REQ_DELETE_CHILDREN = "delete of CHILD SAs"
     REQ_AUTH_FAILED = "AUTHENTICATION_FAILED notify"
+    REQ_REDIRECT = "REDIRECT notify from our gateway"
     REQ_EMPTY = "empty (liveness)"
     REQ_OTHER = "other notifies"
 
@@ -76,9 +80,11 @@ TABLE = Table("INFORMATIONAL", {
     (S.IDLE, I.REQ_DELETE_IKE_WAIT): (S.DONE, "hold"),
     (S.IDLE, I.REQ_DELETE_CHILDREN): (S.DONE, "answer_delete_children"),
     (S.IDLE, I.REQ_AUTH_FAILED): (S.DONE, "answer_auth_failed"),
+    (S.IDLE, I.REQ_REDIRECT): (S.DONE, "answer_redirect"),
     (S.IDLE, I.REQ_EMPTY): (S.DONE, "answer_empty"),
     (S.IDLE, I.REQ_OTHER): (S.DONE, "answer_empty"),
-}, remote={I.RESPONSE, I.REQ_DELETE_IKE, I.REQ_DELETE_IKE_WAIT, I.REQ_DELETE_CHILDREN, I.REQ_AUTH_FAILED, I.REQ_EMPTY, I.REQ_OTHER},
+}, remote={I.RESPONSE, I.REQ_DELETE_IKE, I.REQ_DELETE_IKE_WAIT, I.REQ_DELETE_CHILDREN, I.REQ_AUTH_FAILED, I.REQ_EMPTY,
+           I.REQ_OTHER, I.REQ_REDIRECT},
     final={S.DONE})
 
 
@@ -203,11 +209,13 @@ class InformationalResponder(Responder):
             inp = I.REQ_DELETE_CHILDREN
         elif notify(payloads, NotifyType.AUTHENTICATION_FAILED) is not None:
             inp = I.REQ_AUTH_FAILED
+        elif self.sa.original_initiator and notify(payloads, NotifyType.REDIRECT) is not None:
+            inp = I.REQ_REDIRECT
         elif not payloads:
             inp = I.REQ_EMPTY
         else:
             inp = I.REQ_OTHER
-        self.fire(inp, now, deletes=deletes)
+        self.fire(inp, now, deletes=deletes, payloads=payloads)
         return self.answer
 
     def responded(self, now: float) -> None:
@@ -230,7 +238,7 @@ class InformationalResponder(Responder):
             sa.active.peer_deleted_ike(now)
         sa.destroy(now, reason)
 
-    def answer_delete_children(self, now: float, deletes: list) -> None:
+    def answer_delete_children(self, now: float, deletes: list, **_) -> None:
         sa = self.sa
         ours: dict[int, list[bytes]] = {}
         self.removed: list[ChildSa] = []
@@ -251,6 +259,18 @@ class InformationalResponder(Responder):
             sa.remove_child(child, now, "rekeyed" if child.state == ChildState.REKEYED else "deleted by peer")
             if sa.active is not None:
                 sa.active.peer_deleted_child(child, now)
+
+    def answer_redirect(self, now: float, payloads: list, **_) -> None:
+        self.redirect_payloads = payloads
+        self.after = "_follow_redirect"
+
+    def _follow_redirect(self, now: float) -> None:
+        sa = self.sa
+        gateway, bad = redirect.gateway_of(self.redirect_payloads)
+        if gateway is None:
+            log.info("%s[%d]: ignored %s", sa.name, sa.unique_id, bad, extra={"connection": sa.name})
+            return
+        redirect.follow(sa, gateway, INFORMATIONAL, (), now)
 
     def answer_auth_failed(self, now: float, **_) -> None:
         self.after = "_auth_failed"

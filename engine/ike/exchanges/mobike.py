@@ -1,10 +1,8 @@
-"""MOBIKE (RFC 4555) as the responder: a client that changes networks keeps its IKE and CHILD SAs.
+"""MOBIKE (RFC 4555): a client that changes networks keeps its IKE and CHILD SAs, both roles.
 
-Rules:
+Rules (responder):
 - IKE_AUTH: a peer that sends MOBIKE_SUPPORTED gets it back when its connection has
-  mobike = true (``auth_notifies``); the SA then accepts address updates. As initiator we
-  do not offer it: we do not follow our own address changes (RFC 4555 lets only the
-  original initiator move the SA).
+  mobike = true (``auth_notifies``); the SA then accepts address updates.
 - INFORMATIONAL with UPDATE_SA_ADDRESSES (§3.5), authenticated like any request: the IKE
   SA takes the addresses this request came from and went to; NAT detection is redone
   from its NAT_DETECTION notifies (our answer carries ours) and COOKIE2 is echoed (§3.8);
@@ -12,16 +10,38 @@ Rules:
   datapath keeps SPIs, keys and sequence numbers). The answer goes to the new address.
 - Without MOBIKE negotiated, an UPDATE_SA_ADDRESSES request is answered as an ordinary
   INFORMATIONAL (engine.ike.exchanges.informational), the SA staying where it was.
+
+Rules (initiator; RFC 4555 lets only the original initiator move the SA, §3.5):
+- IKE_AUTH: with mobike = true our first IKE_AUTH request carries MOBIKE_SUPPORTED
+  (``offer_notifies``); the gateway's last IKE_AUTH answer carrying it agrees (``accepted``).
+- Our address changed (``roam``: once a second the runtime checks that our address still exists
+  and reaches the peer, as charon keeps a valid path; when it does not, the source a route
+  lookup now picks is the new address): the IKE SA sends from the new address at once, and an
+  INFORMATIONAL with UPDATE_SA_ADDRESSES, NAT_DETECTION_SOURCE/DESTINATION_IP (hashed over
+  the new address; faked with encap = true, as in IKE_SA_INIT) and a fresh COOKIE2 (§3.5)
+  goes first in the queue. Its retransmissions follow later moves.
+- The answer must echo our COOKIE2 (§3.8, compared in constant time) and carry no error
+  (UNACCEPTABLE_ADDRESSES...): otherwise the IKE SA is deleted, as charon does. Then the
+  CHILD SAs follow the new addresses without a rekey (ChildSaMoved, as on the responder: the
+  userspace datapath re-points the pair; the kernel one, which cannot yet, rekeys it instead),
+  after the peer proved it can be reached from there (the return routability check).
+- A NAT seen in the answer while IKE is still on port 500 moves IKE to the NAT-T port, and
+  the update is sent again from there; a move while the update is in flight (or queued)
+  sends one more update when it completes (the last addresses win, §3.5).
 """
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import logging
 
-from engine.events import ChildSaMoved
-from engine.ike.exchange import Label, Responder, Table, notify
+from engine.events import ChildSaMoved, IkeState
+from engine.ike.exchange import Initiator, Label, Request, Responder, Table, error_notifies, notify
 from engine.ike.init import check_nat, nat_notifies
-from engine.wire.constants import NotifyType
+from engine.ike.text import notify_name
+from engine.wire.constants import ExchangeType, NotifyType
+from engine.wire.mobility import COOKIE2_MIN, cookie2
 from engine.wire.payloads import NotifyPayload
 
 log = logging.getLogger("engine.ike")
@@ -34,11 +54,34 @@ class S(Label):
 
 class I(Label):  # noqa: E742
     REQ_UPDATE = "INFORMATIONAL with UPDATE_SA_ADDRESSES"
+    # initiator
+    START = "start"
+    START_STALE = "start, but the SA is not up or already announced these addresses"
+    RESP_OK = "answer echoing our COOKIE2"
+    RESP_REFUSED = "answer with an error notify or without our COOKIE2"
+    ABORT = "abort"
+
+
+class SI(Label):
+    """Initiator states."""
+
+    IDLE = "idle"
+    SENT = "update sent"
+    DONE = "done"
 
 
 TABLE = Table("INFORMATIONAL (MOBIKE)", {
     (S.IDLE, I.REQ_UPDATE): (S.ANSWERED, "update"),
-}, remote={I.REQ_UPDATE}, final={S.ANSWERED})
+    # initiator
+    (SI.IDLE, I.START): (SI.SENT, "send"),
+    (SI.IDLE, I.START_STALE): (SI.DONE, None),
+    (SI.IDLE, I.ABORT): (SI.DONE, None),
+    (SI.SENT, I.RESP_OK): (SI.DONE, "moved"),
+    (SI.SENT, I.RESP_REFUSED): (SI.DONE, "refused"),
+    (SI.SENT, I.ABORT): (SI.DONE, None),
+    (SI.DONE, I.ABORT): (SI.DONE, None),
+}, remote={I.REQ_UPDATE, I.RESP_OK, I.RESP_REFUSED}, final={S.ANSWERED, SI.DONE})
+COOKIE2_SIZE = 16
 
 
 def auth_notifies(sa, conn, payloads) -> list:
@@ -48,6 +91,122 @@ def auth_notifies(sa, conn, payloads) -> list:
         sa.mobike_addrs = (sa.local, sa.remote)
         return [NotifyPayload(NotifyType.MOBIKE_SUPPORTED)]
     return []
+
+
+def offer_notifies(sa, conn) -> list:
+    """Our MOBIKE_SUPPORTED for the first IKE_AUTH request (we are the side that may move)."""
+    return [NotifyPayload(NotifyType.MOBIKE_SUPPORTED)] if conn.mobike and sa.original_initiator else []
+
+
+def accepted(sa, payloads) -> None:
+    """The gateway's last IKE_AUTH answer: MOBIKE is on when we offered it and it agreed."""
+    if sa.conn is not None and sa.conn.mobike and notify(payloads, NotifyType.MOBIKE_SUPPORTED) is not None:
+        sa.mobike = True
+        sa.mobike_addrs = (sa.local, sa.remote)
+
+
+def may_use(conn, address: str) -> bool:
+    """Whether ``address`` is one local_addrs allows (none, %any, the address or a prefix holding it)."""
+    allowed = [a for a in conn.local_addrs if a not in ("%any", "%any4", "%any6", "0.0.0.0", "::")]
+    if not allowed:
+        return True
+    try:
+        addr = ipaddress.ip_address(address)
+        return any(addr in ipaddress.ip_network(a, strict=False) for a in allowed if "-" not in a)
+    except ValueError:
+        return False
+
+
+def roam(sa, address: str, now: float) -> bool:
+    """Our address towards the peer is now ``address``: move the IKE SA there and tell the peer
+    (UPDATE_SA_ADDRESSES). False when this SA does not move (no MOBIKE, not ours to move, not up,
+    already there, or an address local_addrs does not allow)."""
+    if not (sa.mobike and sa.original_initiator and sa.state == IkeState.ESTABLISHED) or sa.conn is None:
+        return False
+    if address == sa.local[0] or not may_use(sa.conn, address) or \
+            (":" in address) != (":" in sa.remote[0]):
+        return False
+    log.info("%s[%d]: MOBIKE: our address changed from %s to %s, updating the SA", sa.name, sa.unique_id,
+             sa.local[0], address, extra={"connection": sa.name})
+    sa.local = (address, sa.local[1])
+    sa.host.changed(sa)
+    if not any(isinstance(ex, Update) and ex.state == SI.IDLE for ex in sa.queue):
+        # One in flight sends another when it completes (it announced the old address).
+        if not isinstance(sa.active, Update):
+            sa.start(Update(sa), now, front=True)
+    return True
+
+
+class Update(Initiator):
+    """INFORMATIONAL with UPDATE_SA_ADDRESSES from our new address (RFC 4555 §3.5)."""
+
+    TABLE = TABLE
+    INITIAL = SI.IDLE
+    name = "INFORMATIONAL (MOBIKE update)"
+
+    def request(self, now: float) -> Request | None:
+        if self.state != SI.IDLE:
+            return None
+        sa = self.sa
+        stale = sa.state != IkeState.ESTABLISHED or (sa.local, sa.remote) == sa.mobike_addrs
+        self.fire(I.START_STALE if stale else I.START, now)
+        return Request(ExchangeType.INFORMATIONAL, self.payloads) if self.state == SI.SENT else None
+
+    def send(self, now: float) -> None:
+        sa = self.sa
+        self.cookie = sa.host.rng(COOKIE2_SIZE)
+        self.announced = (sa.local, sa.remote)
+        self.before = set(sa.children)
+        """CHILD SAs on the old addresses: those made meanwhile (a peer's rekey) start on the new ones."""
+        fake = sa.host.rng(20) if sa.conn is not None and sa.conn.encap else None
+        self.payloads = [NotifyPayload(NotifyType.UPDATE_SA_ADDRESSES),
+                         *nat_notifies(sa.spi_i, sa.spi_r, sa.local, sa.remote, fake), cookie2(self.cookie)]
+
+    def response(self, exchange: int, payloads: list, now: float) -> None:
+        errors = error_notifies(payloads)
+        echo = notify(payloads, NotifyType.COOKIE2)
+        if errors:
+            why = f"the peer refused our address update with {notify_name(errors[0].type)}"
+        elif echo is None or len(echo.data) < COOKIE2_MIN or not hmac.compare_digest(echo.data, self.cookie):
+            why = "the peer's answer to our address update does not echo our COOKIE2 (RFC 4555 §3.8)"
+        else:
+            self.fire(I.RESP_OK, now, payloads=payloads)
+            return
+        self.fire(I.RESP_REFUSED, now, reason=why)
+
+    def moved(self, now: float, payloads: list) -> None:
+        sa = self.sa
+        local, remote = self.announced
+        nat = check_nat(payloads, sa.spi_i, sa.spi_r, local, remote)
+        if nat is not None:
+            sa.nat.local_behind, sa.nat.remote_behind = nat
+        if sa.nat.any and not sa.floated:
+            sa.float_ports()  # a NAT on the new path: IKE and ESP go to the NAT-T port (§3.5)
+        if (sa.local, sa.remote) != self.announced:
+            # We moved again (or floated) meanwhile: the CHILD SAs wait for the last addresses.
+            sa.start(Update(sa), now, front=True)
+            return
+        previous, sa.mobike_addrs = sa.mobike_addrs, self.announced
+        sa.mobike_moves += 1
+        log.info("%s[%d]: MOBIKE: moved from %s:%d to %s:%d", sa.name, sa.unique_id,
+                 *(previous[0] if previous else ("?", 0)), *local, extra={"connection": sa.name})
+        for spi, child in sa.children.items():
+            if spi in self.before:
+                sa.host.emit(ChildSaMoved(sa.unique_id, sa.name, child.config.name, child.spi_in_int,
+                                          child.spi_out_int, local[0], remote[0], local[1], remote[1], sa.encap))
+        sa.host.changed(sa)
+
+    def refused(self, now: float, reason: str) -> None:
+        sa = self.sa
+        sa.fail(ExchangeType.INFORMATIONAL, "UPDATE_SA_ADDRESSES", reason, now)
+        sa.delete(now, reason)
+
+    def abort(self, now: float) -> None:
+        self.fire(I.ABORT, now)
+
+    def migrate(self, sa) -> bool:
+        self.sa = sa  # an IKE rekey completed first: the new SA has the same addresses to announce
+        return True
 
 
 def wants_update(sa, payloads) -> bool:

@@ -1,6 +1,7 @@
-"""IKE redirect (RFC 5685) by the responder, in IKE_AUTH (§6): a loaded gateway sends clients elsewhere.
+"""IKE redirect (RFC 5685), both roles: a loaded gateway sends clients elsewhere, and our
+client follows.
 
-Rules:
+Rules (gateway), in IKE_AUTH (§6):
 - A connection with ``redirect_to`` answers an authenticated client that announced
   REDIRECT_SUPPORTED in IKE_SA_INIT with IDr, CERT, AUTH and N(REDIRECT, the gateway), without
   SA, TS or CP (no CHILD SA, no lease), and forgets the IKE SA once the answer is out (``drop``):
@@ -9,20 +10,36 @@ Rules:
 - A client that did not announce REDIRECT_SUPPORTED cannot follow: it is served as usual, and the
   log says why it was not redirected.
 The redirect in IKE_AUTH needs no nonce (that is only for IKE_SA_INIT answers, §4).
-- Our client does not announce REDIRECT_SUPPORTED (it cannot follow one yet); a gateway that
-  redirects it anyway drops the IKE SA with the reason and the gateway it names (``redirected``).
+
+Rules (client), as charon's ``follow_redirects = yes``:
+- Our first IKE_SA_INIT carries REDIRECT_SUPPORTED, or REDIRECTED_FROM (the gateway that sent
+  us) when this IKE SA follows a redirect (``init_notifies``, §4.2, §5).
+- N(REDIRECT) in the IKE_SA_INIT answer counts only with our nonce in it (§4.2, compared in
+  constant time; otherwise the answer is refused as malformed); in the IKE_AUTH answer once the
+  gateway is authenticated (§6); in an INFORMATIONAL request of an established gateway (§5:
+  answered empty). Then a new IKE SA starts at that gateway with the same CHILD configs (the
+  endpoint's ``redirect``): a connecting SA is dropped without a DELETE (nothing the gateway
+  keeps, as charon's reset), an established one is deleted once its successor is up.
+- A gateway named by a host name cannot be followed (no resolver in the engine), nor one of
+  the other address family; more than MAX_REDIRECTS within REDIRECT_PERIOD seconds is a loop
+  (charon's limits): the attempt fails with that reason instead.
 """
 
 from __future__ import annotations
 
+import hmac
 import logging
 
 from engine.ike.exchange import notify
 from engine.wire.constants import ExchangeType, NotifyType
 from engine.wire.errors import MalformedMessage
-from engine.wire.mobility import decode_redirect, redirect
+from engine.wire.mobility import decode_redirect, redirect, redirect_supported, redirected_from
 
 log = logging.getLogger("engine.ike")
+
+MAX_REDIRECTS = 5
+REDIRECT_PERIOD = 300.0
+"""charon's MAX_REDIRECTS and REDIRECT_LOOP_DETECT_PERIOD."""
 
 
 def auth_redirect(sa, conn) -> list | None:
@@ -44,19 +61,57 @@ def drop(sa, now: float) -> None:
     sa.destroy(now, f"redirected to {where}")
 
 
-def redirected(sa, payloads, now: float) -> bool:
-    """Our client got N(REDIRECT) in the IKE_AUTH answer: say where to, and delete the IKE SA."""
+# ---------------------------------------------------------------- the client
+def init_notifies(sa) -> list:
+    """REDIRECT_SUPPORTED, or REDIRECTED_FROM when this SA follows a redirect, for IKE_SA_INIT."""
+    if sa.redirected_from:
+        return [redirected_from(sa.redirected_from)]
+    return [redirect_supported()]
+
+
+def gateway_of(payloads, nonce: bytes | None = None) -> tuple[str | None, str]:
+    """(the gateway of an N(REDIRECT), "") or (None, why it is unusable); (None, "") without one.
+    ``nonce``: ours, which a REDIRECT answering IKE_SA_INIT must carry."""
     n = notify(payloads, NotifyType.REDIRECT)
     if n is None:
-        return False
+        return None, ""
     try:
-        where = decode_redirect(n).gateway
+        r = decode_redirect(n)
     except MalformedMessage as exc:
-        where = f"an unreadable gateway ({exc})"
-    reason = (f"the gateway redirects us to {where} (RFC 5685); this engine does not follow redirects: "
-              "set remote_addrs to that gateway")
-    sa.fail(ExchangeType.IKE_AUTH, "REDIRECT", reason, now, sent_by_peer=True)
-    # As charon does: the SA is dropped without a DELETE (the gateway forgot it already, see drop);
-    # not a failure to retry against the same gateway either.
-    sa.destroy(now, reason)
+        return None, f"an unreadable REDIRECT ({exc})"
+    if nonce is not None and not hmac.compare_digest(r.nonce, nonce):
+        return None, "a REDIRECT without our nonce (RFC 5685 §4.2: it does not answer our request)"
+    return r.gateway, ""
+
+
+def follow(sa, gateway: str, exchange: int, children, now: float) -> None:
+    """Start over at ``gateway`` (or fail saying why not); this IKE SA goes."""
+    why = sa.host.redirect(sa, gateway, children, now)
+    if why is None:
+        log.info("%s[%d]: redirected to %s (RFC 5685), connecting there", sa.name, sa.unique_id, gateway,
+                 extra={"connection": sa.name})
+        if sa.established:
+            return  # deleted once the new IKE SA is up (the endpoint's redirect)
+        sa.destroy(now, f"redirected to {gateway}")
+        return
+    reason = f"the gateway redirects us to {gateway} (RFC 5685), but {why}"
+    sa.fail(exchange, "REDIRECT", reason, now, sent_by_peer=True)
+    if sa.established:
+        sa.delete(now, reason)
+    else:
+        # As charon: no DELETE for an SA the gateway forgot already (see drop).
+        sa.destroy(now, reason)
+
+
+def redirected(sa, payloads, now: float, children=()) -> bool:
+    """Our client got N(REDIRECT) in the IKE_AUTH answer (the gateway is authenticated): follow it."""
+    gateway, bad = gateway_of(payloads)
+    if gateway is None and not bad:
+        return False
+    if gateway is None:
+        reason = f"the gateway sent {bad}"
+        sa.fail(ExchangeType.IKE_AUTH, "REDIRECT", reason, now, sent_by_peer=True)
+        sa.destroy(now, reason)
+        return True
+    follow(sa, gateway, ExchangeType.IKE_AUTH, children, now)
     return True
