@@ -238,3 +238,26 @@ def test_the_runtime_moves_in_the_kernel_and_rekeys_only_when_that_fails(fake, c
         dp.move(_moved(spi_in=0xC1000009))
     assert dp.runtime.endpoint.rekeyed == [0xC1000009]
     assert "rekeying it instead" in caplog.text and "not installed" in caplog.text
+
+
+def _outbound_state(esn: bool, oseq: int, oseq_hi: int = 0):
+    """A GETSA answer of an outbound SA that has sent up to ``oseq_hi:oseq``."""
+    msg = build_sa(_installed(esn=esn, replay_window=64), False, 0x15E00002)
+    attrs = [(n, v) for n, v in msg["attrs"] if n != "XFRMA_REPLAY_ESN_VAL"]
+    if esn:
+        attrs.append(("XFRMA_REPLAY_ESN_VAL", {"bmp_len": 1, "oseq": oseq, "seq": 0, "oseq_hi": oseq_hi,
+                                               "seq_hi": 0, "replay_window": 1}))
+    else:
+        attrs.append(("XFRMA_REPLAY_VAL", {"oseq": oseq, "seq": 0, "bitmap": 0}))
+    msg["attrs"] = attrs
+    msg["curlft"] = {"bytes": 1, "packets": 1, "add_time": 0, "use_time": 0}
+    return _decode(msg, XFRM_MSG_NEWSA).msg
+
+
+def test_esn_sequence_numbers_carry_into_the_high_half_and_32_bit_ones_do_not_wrap():
+    moved = _decode(moved_sa(_outbound_state(True, 0xFFFFFFF0, 2), False, _moved()), XFRM_MSG_NEWSA).msg
+    replay = moved.get_attr("XFRMA_REPLAY_ESN_VAL")
+    assert (replay["oseq_hi"], replay["oseq"]) == (3, (0xFFFFFFF0 + OSEQ_GAP) & 0xFFFFFFFF)
+    assert moved.get_attr("XFRMA_ALG_AEAD")["alg_key"] == KEY_OUT
+    with pytest.raises(SaMoveError, match="rekey is due"):
+        moved_sa(_outbound_state(False, 0xFFFFFFF0), False, _moved())
