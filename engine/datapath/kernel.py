@@ -21,6 +21,7 @@ Typical use by the runtime::
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import ipaddress
 import logging
@@ -42,6 +43,7 @@ from engine.datapath.kernel_policy import (
     protect_policies,
     rule_policies,
 )
+from engine.datapath.kernel_move import moved_sa
 from engine.datapath.kernel_sa import SaConfigError, build_sa, family_of, sa_id
 from engine.datapath.kernel_socket import (
     NLM_F_CREATE,
@@ -79,6 +81,7 @@ from engine.events import (
     AcquireRequested,
     ChildSaDeleted,
     ChildSaInstalled,
+    ChildSaMoved,
     Event,
     LogMessage,
     RekeyRequested,
@@ -258,7 +261,9 @@ class KernelDatapath:
             except BaseException:
                 self._rollback(undo)
                 raise
-            self._children[ev.spi_in] = _Child(ev, kreqid, sa_in, sa_out, holder, [s.key for s in specs])
+            # the keys are the kernel's now: none stay here (a move reads them back from it)
+            self._children[ev.spi_in] = _Child(ev.without_keys(), kreqid, sa_in, sa_out, holder,
+                                               [s.key for s in specs])
             self._sa_index[(sa_in.spi, sa_in.daddr, proto)] = (ev.spi_in, "in")
             self._sa_index[(sa_out.spi, sa_out.daddr, proto)] = (ev.spi_in, "out")
 
@@ -297,6 +302,85 @@ class KernelDatapath:
                     errors.append(exc)
             if errors:
                 raise errors[0]
+
+    def move_child(self, ev: ChildSaMoved) -> None:
+        """MOBIKE (RFC 4555): put the pair of ``ev.spi_in`` on new outer addresses
+        without a rekey, as charon's kernel-netlink ``update_sa``: each SA is read
+        back (keys, replay state, counters), deleted and added again on the new
+        addresses (engine.datapath.kernel_move), then the tunnel policies'
+        templates follow. On any failure what was changed is undone and the
+        pair stays where it was."""
+        what = f"child {ev.child!r} (inbound SPI 0x{ev.spi_in:08x})"
+        with self._lock:
+            child = self._children.get(ev.spi_in)
+            if child is None:
+                raise KernelDatapathError(f"{what}: not installed by this datapath")
+            if child.ev.mode != "tunnel":
+                # transport selectors are the outer addresses: only a new CHILD SA can follow them
+                raise KernelDatapathError(f"{what}: a transport mode SA cannot move")
+            try:
+                family = family_of(ev.local_addr)
+                if family_of(ev.remote_addr) != family or family != child.sa_in.family:
+                    raise SaConfigError(f"{ev.local_addr} and {ev.remote_addr}: not the SA's address family")
+            except SaConfigError as exc:
+                raise KernelDatapathError(f"{what}: {exc}") from None
+            sa_in = dataclasses.replace(child.sa_in, daddr=str(_ip(ev.local_addr)))
+            sa_out = dataclasses.replace(child.sa_out, daddr=str(_ip(ev.remote_addr)))
+            was = child.ev
+            back = dataclasses.replace(ev, local_addr=was.local_addr, remote_addr=was.remote_addr,
+                                       local_port=was.local_port, remote_port=was.remote_port, encap=was.encap)
+            undo: list[Callable[[], None]] = []
+            try:
+                self._move_sa(child.sa_in, sa_in, True, ev, back, undo, what)
+                self._move_sa(child.sa_out, sa_out, False, ev, back, undo, what)
+                for key in child.policy_keys:
+                    self._move_policy(key, ev, undo, what)
+            except BaseException:
+                self._rollback(undo)
+                raise
+            for old, new, direction in ((child.sa_in, sa_in, "in"), (child.sa_out, sa_out, "out")):
+                self._sa_index.pop((old.spi, old.daddr, old.proto), None)
+                self._sa_index[(new.spi, new.daddr, new.proto)] = (ev.spi_in, direction)
+            child.sa_in, child.sa_out = sa_in, sa_out
+            child.ev = dataclasses.replace(child.ev, local_addr=ev.local_addr, remote_addr=ev.remote_addr,
+                                           local_port=ev.local_port, remote_port=ev.remote_port, encap=ev.encap)
+
+    def _move_sa(self, old: _SaRef, new: _SaRef, inbound: bool, ev: ChildSaMoved, back: ChildSaMoved,
+                 undo: list[Callable[[], None]], what: str) -> None:
+        ident = sa_id(old.daddr, old.spi, old.proto, old.family)
+        replies = self._request(ident, XFRM_MSG_GETSA, 0, f"{what}: GETSA {_sa_text(old)}")
+        if not replies:
+            raise KernelDatapathError(f"{what}: GETSA {_sa_text(old)}: the kernel returned nothing")
+        current = replies[0].msg
+        if not is_our_reqid(current["reqid"]):
+            raise KernelDatapathError(f"{what}: SA {_sa_text(old)} belongs to someone else now")
+        try:
+            msg = moved_sa(current, inbound, ev)
+            # undo puts it back where it was, also past the sequence numbers sent meanwhile
+            restore = moved_sa(current, inbound, back)
+        except SaConfigError as exc:
+            raise KernelDatapathError(f"{what}: {exc}") from None
+        self._request(ident, XFRM_MSG_DELSA, 0, f"{what}: DELSA {_sa_text(old)}")
+        # the keys live on only in these closures, which end with this call
+        undo.append(lambda: self._request(restore, XFRM_MSG_NEWSA, NLM_F_CREATE | NLM_F_EXCL,
+                                          f"{what}: NEWSA {_sa_text(old)} (undo)"))
+        self._request(msg, XFRM_MSG_NEWSA, NLM_F_CREATE | NLM_F_EXCL, f"{what}: NEWSA {_sa_text(new)}")
+        undo.append(lambda: self._request(sa_id(new.daddr, new.spi, new.proto, new.family), XFRM_MSG_DELSA, 0,
+                                          f"{what}: DELSA {_sa_text(new)} (undo)"))
+
+    def _move_policy(self, key: tuple[int, Selector], ev: ChildSaMoved, undo: list[Callable[[], None]],
+                     what: str) -> None:
+        entry = self._policies.get(key)
+        if entry is None or entry.spec.tmpl is None:
+            return  # the allow-only fwd policy names no SA
+        src, dst = (ev.local_addr, ev.remote_addr) if key[0] == XFRM_POLICY_OUT else (ev.remote_addr, ev.local_addr)
+        spec = dataclasses.replace(entry.spec, tmpl=dataclasses.replace(entry.spec.tmpl, src=src, dst=dst))
+        if spec == entry.spec:
+            return
+        old = entry.spec
+        self._update_policy(spec, what)
+        entry.spec = spec
+        undo.append(lambda: self._restore_spec(entry, old, what))
 
     # ------------------------------------------------------------ traps
     def install_trap(self, reqid: int, child: ChildConfig, local_addr: str, remote_addr: str) -> None:

@@ -26,7 +26,7 @@ from engine.datapath.kernel import (
     socket_bypass,
 )
 from engine.datapath.kernel_vip import VirtualIps
-from engine.events import ChildSaDeleted, ChildSaInstalled, SaCounters, VirtualIpsChanged
+from engine.events import ChildSaDeleted, ChildSaInstalled, ChildSaMoved, SaCounters, VirtualIpsChanged
 from engine.policy.model import ChildConfig, ConnectionConfig, Policy
 
 log = logging.getLogger(__name__)
@@ -135,6 +135,22 @@ class KernelRuntimeDatapath:
             self._kernel().remove_child(ev)
         except KernelDatapathError as exc:
             self._report("error", f"cannot remove CHILD SA {ev.child}{{{ev.unique_id}}}: {exc}", ev.connection)
+
+    def move(self, ev: ChildSaMoved) -> None:
+        """MOBIKE moved a pair: its XFRM states and policy templates follow the new outer
+        addresses with the same SPIs, keys and sequence numbers (KernelDatapath.move_child),
+        synchronously like install (a few sub-millisecond round trips). If the kernel refuses,
+        the pair stays where it was and a CHILD rekey puts a new one on the new addresses."""
+        self._enable_udp_encap()
+        try:
+            self._kernel().move_child(ev)
+        except KernelDatapathError as exc:
+            self._report("warning", f"CHILD SA {ev.child} (inbound SPI 0x{ev.spi_in:08x}) not moved in the "
+                                    f"kernel, rekeying it instead: {exc}", ev.connection)
+            self.runtime.endpoint.rekey_child_spi(ev.spi_in, self.runtime.now())
+            return
+        log.info("CHILD SA %s (inbound SPI 0x%08x) moved to %s - %s", ev.child, ev.spi_in, ev.local_addr,
+                 ev.remote_addr, extra={"connection": ev.connection})
 
     def virtual_ips(self, ev: VirtualIpsChanged) -> None:
         """Addresses a gateway assigned us go on lo, with source routes for the CHILD SAs that use

@@ -201,7 +201,7 @@ class EngineRuntime:
                 if hasattr(self.datapath, "move"):
                     self.datapath.move(event)
                 else:
-                    # A datapath that cannot re-point an SA (the kernel one, for now): a rekey puts
+                    # A datapath that cannot re-point an SA: a rekey puts
                     # the CHILD SA on the new addresses, as charon does with kernel-libipsec.
                     self.endpoint.rekey_child_spi(event.spi_in, self.now())
         except Exception as exc:

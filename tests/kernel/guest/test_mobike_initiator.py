@@ -1,9 +1,10 @@
-"""MOBIKE as initiator with the SAs kept on both sides (RFC 4555): our daemon (userspace
-datapath, mobike = true) against charon with its kernel-netlink backend, which updates an XFRM
-SA in place (Debian's charon on this machine's kernel has only kernel-libipsec, which rekeys the
-CHILD SA after a move instead: tests/interop/test_roadwarrior.py). Our address 192.0.2.1 goes
-away and 192.0.2.3 comes: we send UPDATE_SA_ADDRESSES from there, charon moves its SAs to the
-new address with the same SPIs, and a ping goes on through the same CHILD SA."""
+"""MOBIKE as initiator with the SAs kept on both sides (RFC 4555): our daemon (mobike = true;
+userspace datapath, or the kernel one, which rebuilds its XFRM states on the new address with
+the same SPIs, keys and sequence numbers) against charon with its kernel-netlink backend, which
+updates an XFRM SA in place (Debian's charon on this machine's kernel has only kernel-libipsec,
+which rekeys the CHILD SA after a move instead: tests/interop/test_roadwarrior.py). Our address
+192.0.2.1 goes away and 192.0.2.3 comes: we send UPDATE_SA_ADDRESSES from there, charon moves its
+SAs to the new address with the same SPIs, and a ping goes on through the same CHILD SA."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import os
 import re
 import stat
 import textwrap
+
+import pytest
 
 from .lab import LEFT_INNER, LEFT_OUTER, RIGHT_INNER, RIGHT_OUTER, sh
 from .peers import PSK, Charon, Ours, wait_for, xfrm_states
@@ -53,7 +56,7 @@ CHARON_CONF = textwrap.dedent(f"""\
 
 OUR_POLICY = textwrap.dedent(f"""\
     [engine]
-    datapath = "userspace"
+    datapath = "{{datapath}}"
     secrets = "secrets.toml"
     retransmit_timeout = "2s"
 
@@ -84,10 +87,12 @@ def _tun_device() -> None:
         os.mknod("/dev/net/tun", 0o666 | stat.S_IFCHR, os.makedev(10, 200))
 
 
-def test_our_move_keeps_the_child_sa_spis_on_both_sides(lab, tmp_path):
-    _tun_device()
+@pytest.mark.parametrize("datapath", ["userspace", "kernel"])
+def test_our_move_keeps_the_child_sa_spis_on_both_sides(lab, tmp_path, datapath):
+    if datapath == "userspace":
+        _tun_device()
     ours = Ours(lab.left, tmp_path, "left", [])
-    ours.config.write_text(OUR_POLICY)
+    ours.config.write_text(OUR_POLICY.replace("{datapath}", datapath))
     (ours.dir / "secrets.toml").write_text(f'[ike.guest]\nids = ["mob.left.example", "gw.right.example"]\n'
                                            f'secret = "{PSK}"\n')
     charon = Charon(lab.right, tmp_path, CHARON_CONF)
@@ -120,6 +125,15 @@ def test_our_move_keeps_the_child_sa_spis_on_both_sides(lab, tmp_path):
         after = xfrm_states(lab.right)
         assert after[child["spi_in"]].packets >= before + 3, (before, after)  # the same SA carried them
         assert {k for k in after if k in spis} == spis
+        if datapath == "kernel":
+            # ours too: the same XFRM states, now on the new address, carried the ping (no rekey)
+            mine = xfrm_states(lab.left)
+            assert {k for k in mine if k in spis} == spis, mine
+            assert (mine[child["spi_out"]].src, mine[child["spi_out"]].dst) == (MOVED, RIGHT_OUTER), mine
+            assert (mine[child["spi_in"]].src, mine[child["spi_in"]].dst) == (RIGHT_OUTER, MOVED), mine
+            assert mine[child["spi_out"]].packets >= 6 and mine[child["spi_in"]].packets >= 6, mine
+            assert "rekeying it instead" not in ours.log() and "moved to" in ours.log(), ours.log()[-4000:]
+            assert "N(REKEY_SA)" not in ours.log(), ours.log()[-4000:]
     finally:
         print(f"--- ours:\n{ours.log()[-6000:]}\n--- charon:\n{charon.log()[-6000:]}")
         ours.stop()
