@@ -67,6 +67,8 @@ class _EngineProcess:
         self._stopping = False
         self._status_pace = Pace(STATUS_SLICE // 4, 5, STATUS_SLICE)
         """IKE SAs per status frame (from what the last frames took to pickle)."""
+        self._event_pace = Pace(SEND_BATCH // 5, 10, SEND_BATCH)
+        """Events per frame, likewise."""
 
     async def main(self) -> int:
         sock = socket.socket(fileno=self.args.fd)
@@ -175,7 +177,7 @@ class _EngineProcess:
             self._have_events.set()
 
     async def _send_events(self) -> None:
-        pace = Pace(SEND_BATCH // 5, 10, SEND_BATCH)
+        pace = self._event_pace
         clock = time.perf_counter
         while True:
             await self._have_events.wait()

@@ -205,3 +205,104 @@ async def test_counter_snapshots_are_packed_a_slice_at_a_time_and_arrive_whole()
     assert pickle.loads(frame(("events", [packed], 0))[4:])[1][0] == snap
     odd = CountersSnapshot(1.0, sas[:10] + (SaCounters(1, "in", 1 << 70),))
     assert await engine_process._packed(odd) is odd
+
+
+class _Wire:
+    """The engine process's end of the socket: the frames it wrote, decoded."""
+
+    def __init__(self) -> None:
+        self.frames: list = []
+
+    def write(self, data) -> None:
+        self.frames.append(pickle.loads(bytes(data)[4:]))
+
+    async def drain(self) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return False
+
+
+def _proc_on_wire() -> tuple[_EngineProcess, _Wire]:
+    proc = _EngineProcess(SimpleNamespace(lab=True, fd=-1, config=None))
+    proc.writer = wire = _Wire()
+    return proc, wire
+
+
+def _infos(n: int):
+    from engine.status import IkeSaInfo
+
+    return tuple(IkeSaInfo(name=f"c{i}", unique_id=i, state="ESTABLISHED", initiator=False, spi_i=i, spi_r=i,
+                           local_addr="192.0.2.2", local_port=4500, remote_addr="192.0.2.1", remote_port=4500,
+                           local_id="gw", remote_id=f"c{i}", encr="AES_GCM_16_256", integ="", prf="PRF_HMAC_SHA2_256",
+                           ke="CURVE25519", nat_local=False, nat_remote=False, established_ago=1.0, rekey_in=None,
+                           expire_in=None, children=()) for i in range(n))
+
+
+async def test_status_frames_shrink_when_pickling_runs_long_and_lose_no_sa():
+    """A loaded machine: each status frame took longer than a step may (the pace's budget is
+    tiny here), so the next frames carry few SAs; the console still gets every SA once, in order."""
+    from engine.slicing import Pace
+    from engine.status import StatusSnapshot
+
+    proc, wire = _proc_on_wire()
+    infos = _infos(300)
+
+    async def status_async():
+        return StatusSnapshot(1.0, infos, (), ())
+    proc.rt = SimpleNamespace(status_async=status_async)
+    proc._status_pace = Pace(25, 5, 100, seconds=1e-9)
+    await proc._status(7)
+    parts = [f[2] for f in wire.frames if f[0] == "status_part"]
+    assert [len(p) for p in parts[:3]] == [25, 5, 5]
+    assert [i.unique_id for p in parts for i in p] == list(range(300))
+    assert wire.frames[-1][:3] == ("reply", 7, True)
+
+
+async def test_event_frames_are_sized_by_the_pace_and_counters_go_in_their_own():
+    from engine.events import SaCounters
+    from engine.slicing import Pace
+
+    proc, wire = _proc_on_wire()
+    proc._event_pace = Pace(40, 10, 500, seconds=1e-9)
+    for i in range(200):
+        proc._events.append(LogMessage(float(i), "INFO", "engine.test", f"line {i}"))
+    proc._counters = CountersSnapshot(2.0, tuple(SaCounters(i + 1, "in", i, i) for i in range(50)))
+    proc._have_events.set()
+    task = asyncio.create_task(proc._send_events())
+    while proc._events or proc._counters is not None:
+        await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    task.cancel()
+    batches = [f[1] for f in wire.frames]
+    logs = [e for b in batches for e in b if isinstance(e, LogMessage)]
+    assert [e.text for e in logs] == [f"line {i}" for i in range(200)]
+    assert [len(b) for b in batches[:3]] == [40, 10, 10]
+    [counters] = [b for b in batches if any(isinstance(e, CountersSnapshot) for e in b)]
+    assert len(counters) == 1 and len(counters[0].sas) == 50  # alone in its frame
+
+
+async def test_a_burst_of_events_is_taken_a_step_at_a_time():
+    """queue.get() does not yield while the queue holds events: 2,000 of them were taken in one
+    step of the engine's loop."""
+    q: asyncio.Queue = asyncio.Queue()
+    for i in range(2000):
+        q.put_nowait(IkeSaStateChanged(ike_sa=i, connection="c", old=IkeState.CONNECTING, new=IkeState.ESTABLISHED))
+    proc = _EngineProcess(SimpleNamespace(lab=True, fd=-1, config=None))
+    turns = []
+
+    async def other():
+        while True:
+            turns.append(len(proc._events))
+            await asyncio.sleep(0)
+    t = asyncio.create_task(other())
+    await asyncio.sleep(0)
+    taker = asyncio.create_task(proc._take_events(q))
+    while not q.empty():
+        await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    taker.cancel()
+    t.cancel()
+    assert len(proc._events) == 2000
+    taken = sorted(set(turns))
+    assert max(b - a for a, b in zip(taken, taken[1:])) <= 500  # TAKE_CHUNK (200) a step
