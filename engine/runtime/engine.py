@@ -8,7 +8,6 @@ events -> transmit -> re-arm a single ``loop.call_at`` timer.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import socket
 import time
@@ -441,7 +440,7 @@ class EngineRuntime:
                     info = self._with_counters(ike_sa_info(sa, now), now)
                     if info.children:
                         if not children.isdisjoint(c.unique_id for c in info.children):
-                            info = dataclasses.replace(info, children=tuple(
+                            info = evolve(info, children=tuple(
                                 c for c in info.children if c.unique_id not in children))
                         children.update(c.unique_id for c in info.children)
                     listed.add(sa)
@@ -480,7 +479,8 @@ class EngineRuntime:
         for c in info.children:
             cin = self._counters.get((c.spi_in, "in"))
             cout = self._counters.get((c.spi_out, "out"))
-            kids.append(dataclasses.replace(
+            # evolve: a dict copy; dataclasses.replace's keyword call was a third of a listing.
+            kids.append(evolve(
                 c,
                 bytes_in=cin.bytes if cin else 0, packets_in=cin.packets if cin else 0,
                 bytes_out=cout.bytes if cout else 0, packets_out=cout.packets if cout else 0,
@@ -488,7 +488,7 @@ class EngineRuntime:
                 last_out_ago=None if cout is None or cout.last_used is None else max(0.0, now - cout.last_used),
                 drops=cin.drops if cin else (),
             ))
-        return dataclasses.replace(info, children=tuple(kids))
+        return evolve(info, children=tuple(kids))
 
     def connections(self, states: dict[str, str] | None = None) -> list[ConnectionInfo]:
         """``states``: `connection_states`, when the caller has it already."""
