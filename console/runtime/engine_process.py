@@ -389,13 +389,16 @@ class _Diagnostics:
         slow, threshold, worst = self._slow, self.SLOW, self._worst
 
         def timed_run(handle) -> None:
-            task = getattr(getattr(handle, "_callback", None), "__self__", None)
+            # The callback as it was before it ran: one that cancels its own handle (the engine's
+            # timer re-arming itself) has none after.
+            cb = getattr(handle, "_callback", None)
+            task = getattr(cb, "__self__", None)
             before = _suspended_at(task) if isinstance(task, asyncio.Task) else ""
             t0 = time.perf_counter()
             run(handle)
             took = time.perf_counter() - t0
             if took >= threshold:
-                what = _callback_name(handle)
+                what = _callback_name(cb)
                 if before:
                     what += f" from {before} to {_suspended_at(task) or 'its end'}"
                 entry = slow.setdefault(what, [0, 0.0, 0.0])
@@ -439,9 +442,8 @@ def _suspended_at(task: asyncio.Task) -> str:
     return f"{frame.f_code.co_name}:{frame.f_lineno}" if frame is not None else ""
 
 
-def _callback_name(handle) -> str:
+def _callback_name(cb) -> str:
     """A loop callback as a short name: the task's coroutine, or the function."""
-    cb = getattr(handle, "_callback", None)
     task = getattr(cb, "__self__", None)
     if isinstance(task, asyncio.Task):
         coro = task.get_coro()

@@ -198,3 +198,24 @@ async def test_datapath_counters_are_read_in_steps_and_miss_no_pair():
     t.cancel()
     assert sorted(c.spi for c in sas if c.direction == "in") == [0x1000 + n for n in range(30)]
     assert len(sas) == 60 and len(turns) >= 30 // 4
+
+
+async def test_control_listings_are_encoded_a_bounded_count_at_a_time_and_join_into_json():
+    import json
+
+    from engine.runtime import control_wire
+
+    turns = []
+
+    async def count_turns():
+        while True:
+            turns.append(1)
+            await asyncio.sleep(0)
+    t = asyncio.create_task(count_turns())
+    await asyncio.sleep(0)
+    parts = await control_wire.encode_sliced(range(1000), lambda i: {"n": i} if i % 7 else None)
+    t.cancel()
+    assert len(turns) >= 1000 // 200  # SLICE_ITEMS a step, even when each is quick
+    assert json.loads(b"".join(control_wire.join_list(parts))) == [{"n": i} for i in range(1000) if i % 7]
+    assert json.loads(b"".join(control_wire.join_list(parts[:1]))) == [{"n": 1}]
+    assert b"".join(control_wire.join_list([])) == b"[]"
