@@ -5,6 +5,7 @@ reqids and numbers handed out."""
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -70,8 +71,8 @@ class Registry:
         self._next_reqid = 1
         self._next_ike = 1
         self._next_child = 1
-        self._kept: dict[bytes, KeptAnswer] = {}
-        """By our SPI, oldest first."""
+        self._kept: OrderedDict[bytes, KeptAnswer] = OrderedDict()
+        """By our SPI, oldest first (an OrderedDict: the oldest goes in O(1))."""
 
     # ------------------------------------------------------------ SAs
     def __iter__(self) -> Iterator[IkeSa]:
@@ -121,7 +122,7 @@ class Registry:
         self._expire_kept(now)
         self._kept.pop(our_spi, None)
         while len(self._kept) >= KEPT_ANSWERS_MAX:
-            del self._kept[next(iter(self._kept))]
+            self._kept.popitem(last=False)
         self._kept[our_spi] = kept
 
     def kept_answer(self, our_spi: bytes, now: float) -> KeptAnswer | None:
@@ -136,7 +137,7 @@ class Registry:
             spi = next(iter(kept))
             if kept[spi].until > now:
                 return
-            del kept[spi]
+            kept.popitem(last=False)
 
     # ------------------------------------------------------------ half-open SAs
     def enter_half_open(self, sa: IkeSa, key: HalfOpenKey) -> None:

@@ -9,6 +9,7 @@ import pytest
 from engine.events import ChildState, ExchangeSent, IkeState
 from engine.ike.exchanges import child_rekey
 from engine.ike.exchanges.create_child import CreateChild
+from engine.ike.registry import KEPT_ANSWERS_MAX, KeptAnswer, Registry
 from engine.wire.constants import NON_ESP_MARKER, ExchangeType
 from engine.wire.message import decode_header
 
@@ -307,3 +308,13 @@ def test_a_replayed_delete_answer_needs_the_same_spis_message_id_and_peer():
     for _ in range(20):  # bounded: a captured request replays the answer a few times only
         p.b.receive_datagram(data, req.remote, req.local, p.now)
     assert 1 <= p.b.stats["retransmitted_request"] <= 8
+
+
+def test_kept_answers_are_bounded_in_number_and_time():
+    r = Registry(lambda n: b"\1" * n)
+    for i in range(KEPT_ANSWERS_MAX + 10):
+        r.keep_answer(i.to_bytes(8, "big"), KeptAnswer(b"i" * 8, b"r" * 8, "192.0.2.1", 3, [b"x"], 100.0 + i), 0.0)
+    assert r.kept_answer((0).to_bytes(8, "big"), 0.0) is None  # the oldest went first
+    assert r.kept_answer((KEPT_ANSWERS_MAX + 9).to_bytes(8, "big"), 0.0) is not None
+    assert r.kept_answer((20).to_bytes(8, "big"), 120.5) is None  # past its time
+    assert len(r._kept) == KEPT_ANSWERS_MAX + 10 - 21
