@@ -115,6 +115,15 @@ async def test_the_listing_matches_status_when_nothing_changes():
     assert _children(sliced) == _children(sync)
 
 
+def _count_turns(turns: list[int]) -> asyncio.Task:
+    """A task that notes each turn of the loop it gets (how many steps the work under test took)."""
+    async def run():
+        while True:
+            turns.append(1)
+            await asyncio.sleep(0)
+    return asyncio.create_task(run())
+
+
 class _Clock:
     """A clock that moves ``tick`` seconds each time it is read."""
 
@@ -186,13 +195,8 @@ async def test_datapath_counters_are_read_in_steps_and_miss_no_pair():
     path = SaPath(parse_policy(LAB_POLICY, load_secrets=False))
     for n in range(30):
         path.install(client(n), lambda d, a: None, None)
-    turns = []
-
-    async def count_turns():
-        while True:
-            turns.append(1)
-            await asyncio.sleep(0)
-    t = asyncio.create_task(count_turns())
+    turns: list[int] = []
+    t = _count_turns(turns)
     await asyncio.sleep(0)
     sas, _drops = await path.counters_async(chunk=4)
     t.cancel()
@@ -205,13 +209,8 @@ async def test_control_listings_are_encoded_a_bounded_count_at_a_time_and_join_i
 
     from engine.runtime import control_wire
 
-    turns = []
-
-    async def count_turns():
-        while True:
-            turns.append(1)
-            await asyncio.sleep(0)
-    t = asyncio.create_task(count_turns())
+    turns: list[int] = []
+    t = _count_turns(turns)
     await asyncio.sleep(0)
     parts = await control_wire.encode_sliced(range(1000), lambda i: {"n": i} if i % 7 else None)
     t.cancel()
