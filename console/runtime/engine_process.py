@@ -46,9 +46,9 @@ burst of CHATTY_BURST); the rest are dropped and counted. State changes are neve
 PACK_SLICE = 5000
 """SA counters packed into columns per step of the loop, at most (about a millisecond: `Pace`)."""
 FREEZE_PERIOD = 30.0
+"""Seconds between moves of the engine's long-lived objects out of the collector's way."""
 MIDDLE_PASSES = 3
 """Young collections between two collections of the middle generation (see `_quiet_collector`)."""
-"""Seconds between moves of the engine's long-lived objects out of the collector's way."""
 _CHATTY = (LogMessage, ExchangeSent, ExchangeReceived, PacketSample)
 
 
@@ -250,7 +250,7 @@ class _EngineProcess:
         pace = self._status_pace
         clock = time.perf_counter
         while sas:
-            # As many as pickle in about a millisecond (100 took 40 ms once on a loaded machine).
+            # As many as pickle in about a millisecond (a fixed 100 made steps of tens of ms on a loaded machine).
             n = min(pace.n, len(sas))
             part = sas[-n:]
             del sas[-n:]
