@@ -96,9 +96,10 @@ class ConsoleApp(CertExpiryWatch, RuntimeBridge, App):
             self.poll_interval = poll_interval
         self._startup_problems: list[str] = [settings_problem] if settings_problem else []
         self.policy_editor = None
-        self._sweeper = None
-        self._events_since_poll = 0
         """The Policies screen once it was opened (the quit guard asks it what is unsaved)."""
+        self._sweeper = None
+        """The interval of `_sweep`, once a poll froze what it brought."""
+        self._events_since_poll = 0
         super().__init__()
         self._load_themes()
         self._load_keymap()
