@@ -136,6 +136,11 @@ class _Clock:
         return self.t
 
 
+def _slow_steps(items, seconds=0.001):
+    """Steps on a loaded machine: every item seems to take a whole step's time."""
+    return Steps(items, seconds, clock=_Clock(seconds))
+
+
 async def test_a_step_ends_at_its_count_or_its_time_whichever_comes_first():
     quick = Steps(10, 1.0, clock=_Clock(0.001))
     slow = Steps(10, 1.0, clock=_Clock(0.3))
@@ -176,19 +181,16 @@ async def test_release_lets_go_a_slice_per_step():
 
 async def test_status_steps_end_on_the_clock_with_a_fixed_count_not_reached(monkeypatch):
     """A loaded machine: every SA seems to take a long time; each step then lists one SA, not 100."""
+    monkeypatch.setattr(engine_runtime, "Steps", _slow_steps, raising=False)
     p = _pair()
     rt = _runtime(p)
-    steps = []
-    real = engine_runtime.Steps
-
-    def slow_steps(items, seconds=0.001):
-        s = real(items, seconds, clock=_Clock(seconds))
-        steps.append(s)
-        return s
-    monkeypatch.setattr(engine_runtime, "Steps", slow_steps)
+    turns: list[int] = []
+    t = _count_turns(turns)
+    await asyncio.sleep(0)
     snap = await rt.status_async(chunk=100)
+    t.cancel()
     assert len(snap.ike_sas) == N
-    assert steps[0].steps >= N  # one SA per step
+    assert len(turns) >= N  # one SA a step
 
 
 async def test_datapath_counters_are_read_in_steps_and_miss_no_pair():
@@ -202,6 +204,46 @@ async def test_datapath_counters_are_read_in_steps_and_miss_no_pair():
     t.cancel()
     assert sorted(c.spi for c in sas if c.direction == "in") == [0x1000 + n for n in range(30)]
     assert len(sas) == 60 and len(turns) >= 30 // 4
+
+
+async def test_datapath_counters_steps_end_on_the_clock(monkeypatch):
+    import engine.datapath.userspace_path as up
+
+    monkeypatch.setattr(up, "Steps", _slow_steps, raising=False)
+    path = SaPath(parse_policy(LAB_POLICY, load_secrets=False))
+    for n in range(30):
+        path.install(client(n), lambda d, a: None, None)
+    turns: list[int] = []
+    t = _count_turns(turns)
+    await asyncio.sleep(0)
+    sas, _drops = await path.counters_async(chunk=1000)
+    t.cancel()
+    assert len(sas) == 60 and len(turns) >= 29  # a pair a step, not 1,000
+
+
+async def test_the_counters_loop_indexes_in_steps_that_end_on_the_clock(monkeypatch):
+    from engine.events import CountersSnapshot, SaCounters
+
+    monkeypatch.setattr(engine_runtime, "COUNTERS_INTERVAL", 0.0)
+    monkeypatch.setattr(engine_runtime, "Steps", _slow_steps, raising=False)
+    p = _pair()
+    rt = _runtime(p)
+    rt._loop = asyncio.get_running_loop()
+    read = [SaCounters(i, d, 0, 1, (), None) for i in range(1, 41) for d in ("in", "out")]
+
+    class Datapath(NullDatapath):
+        async def counters_async(self):
+            return list(read), {}
+    rt.datapath = Datapath()
+    q = rt.subscribe(kinds=(CountersSnapshot,))
+    turns: list[int] = []
+    t = _count_turns(turns)
+    task = asyncio.create_task(rt._counters_loop())
+    snap = await asyncio.wait_for(q.get(), 10)
+    task.cancel()
+    t.cancel()
+    assert len(snap.sas) == 80 and len(rt._counters) == 80
+    assert len(turns) >= 2 * 80  # indexing and the wall clock: one SA a step each
 
 
 async def test_control_listings_are_encoded_a_bounded_count_at_a_time_and_join_into_json():
