@@ -39,6 +39,8 @@ STATUS_SLICE = 100
 pickling ran long)."""
 TAKE_CHUNK = 200
 """Events taken from the runtime's queue per step of the loop, at most."""
+SCAN_CHUNK = 2000
+"""SA counters looked at per step when picking what the console reads (`_for_console`), at most."""
 CHATTY_RATE = 2000.0
 CHATTY_BURST = 5000
 """Log lines, message summaries and packet samples sent to the console: this many a second (after a
@@ -192,9 +194,10 @@ class _EngineProcess:
                     pace.took(len(batch), clock() - t0)
                     del batch
                 else:
-                    # The counters in a frame of their own: packed in steps, pickled as a few arrays.
+                    # The counters in a frame of their own: what the console reads of them, packed in
+                    # steps, pickled as a few arrays.
                     counters, self._counters = self._counters, None
-                    packed = await _packed(counters)
+                    packed = await _packed(await _for_console(counters))
                     del counters
                     dropped, self._dropped = self._dropped, 0
                     data = frame(("events", [packed], dropped))
@@ -307,6 +310,23 @@ class _EngineProcess:
 
         task.add_done_callback(ended)
         return task
+
+
+async def _for_console(snap: CountersSnapshot) -> CountersSnapshot:
+    """``snap`` with only the SAs that dropped packets: the console reads drops from counters
+    (`Store.drops`); bytes and packets come with each IKE SA of the status. With 10,000 idle CHILD
+    SAs that is none of 20,000, every second, instead of 660 KB packed, sent and rebuilt as
+    20,000 objects on the console's loop. Looked at a few thousand a step."""
+    kept = []
+    steps = Steps(SCAN_CHUNK)
+    for c in snap.sas:
+        if c.drops:
+            kept.append(c)
+        if steps.done():
+            await steps.next()
+    if len(kept) == len(snap.sas):
+        return snap
+    return CountersSnapshot(snap.time, tuple(kept), snap.drops)
 
 
 async def _packed(snap: CountersSnapshot, pace: Pace | None = None):

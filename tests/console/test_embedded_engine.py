@@ -267,7 +267,9 @@ async def test_event_frames_are_sized_by_the_pace_and_counters_go_in_their_own()
     proc._event_pace = Pace(40, 10, 500, seconds=1e-9)
     for i in range(200):
         proc._events.append(LogMessage(float(i), "INFO", "engine.test", f"line {i}"))
-    proc._counters = CountersSnapshot(2.0, tuple(SaCounters(i + 1, "in", i, i) for i in range(50)))
+    proc._counters = CountersSnapshot(2.0, tuple(SaCounters(i + 1, "in", i, i, (("replay", i),) if i % 10 == 3 else ())
+                                                 for i in range(50)), (("no_sa", 4),))
+    proc_counters = proc._counters
     proc._have_events.set()
     task = asyncio.create_task(proc._send_events())
     while proc._events or proc._counters is not None:
@@ -279,7 +281,14 @@ async def test_event_frames_are_sized_by_the_pace_and_counters_go_in_their_own()
     assert [e.text for e in logs] == [f"line {i}" for i in range(200)]
     assert [len(b) for b in batches[:3]] == [40, 10, 10]
     [counters] = [b for b in batches if any(isinstance(e, CountersSnapshot) for e in b)]
-    assert len(counters) == 1 and len(counters[0].sas) == 50  # alone in its frame
+    assert len(counters) == 1  # alone in its frame
+    # Only what the console reads of it: the drops (bytes and packets come with the status).
+    assert [c.spi for c in counters[0].sas] == [4, 14, 24, 34, 44] and counters[0].drops == (("no_sa", 4),)
+    from console.store import Store
+
+    mine, whole = Store(), Store()
+    mine.counters, whole.counters = counters[0], proc_counters
+    assert mine.drops() == whole.drops() == {"no_sa": 4, "replay": 3 + 13 + 23 + 33 + 43}
 
 
 async def test_a_burst_of_events_is_taken_a_step_at_a_time():
