@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import os
 import sys
+import time
 import tomllib
 from collections.abc import Callable, Iterable
 from datetime import datetime
@@ -224,12 +225,14 @@ class ConsoleApp(CertExpiryWatch, RuntimeBridge, App):
         gc.freeze()
 
     def on_events_arrived(self, message: EventsArrived) -> None:
+        t0 = time.perf_counter()
         self._events_since_poll += len(message.events)
         parts = self.store.apply_events(message.events)
         if parts:
             self._sync_screen(frozenset(parts))
         if "policy" in parts:
             self.check_cert_expiry()
+        self.events_handled(len(message.events), time.perf_counter() - t0)
 
     def on_runtime_trouble(self, message: RuntimeTrouble) -> None:
         self.store.add_alert("runtime", f"{message.where}: {message.text}")

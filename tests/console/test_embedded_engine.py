@@ -387,3 +387,30 @@ async def test_polls_after_a_flood_of_events_are_frozen_too(monkeypatch):
         await pilot.pause()
         assert not any(o is kept for o in gc.get_objects())
         del kept
+
+
+async def test_event_messages_shrink_when_the_app_takes_long_for_them():
+    """Under a flood each EventsArrived of 500 events cost the app tens of milliseconds, which every
+    frame waited for; the next messages are sized from what the last ones took."""
+    from engine.slicing import Pace
+
+    rt = FakeRuntime()
+    app = make_app(rt)
+    sizes: list[int] = []
+    original = type(app).on_events_arrived
+
+    def counting(self, message: EventsArrived) -> None:
+        sizes.append(len(message.events))
+        original(self, message)
+    type(app).on_events_arrived = counting
+    try:
+        async with app.run_test() as pilot:
+            await wait_for(pilot, lambda: app.store.snapshot is not None, what="first status")
+            app.event_pace = Pace(100, 20, 500, seconds=1e-9)  # every message took too long
+            sizes.clear()
+            for i in range(1000):
+                rt._emit(LogMessage(float(i), "INFO", "engine.test", f"burst {i}"))
+            await wait_for(pilot, lambda: sum(sizes) >= 1000, what="the burst")
+    finally:
+        type(app).on_events_arrived = original
+    assert max(sizes) <= 100 and sizes.count(20) >= 30  # at the floor after the first
