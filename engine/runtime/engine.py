@@ -76,6 +76,8 @@ class EngineRuntime:
         self.datapath: Datapath = datapath or NullDatapath()
         self.sockets = UdpSockets(self._on_datagram)
         self._subscribers: list[Subscription] = []
+        self._routes: dict[type, tuple[bool, bool, list[Subscription]]] = {}
+        """Event class -> (kept in the history, is a LogMessage, its subscribers): see publish()."""
         self._log_read: bool | None = None  # see log_read()
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -238,9 +240,17 @@ class EngineRuntime:
     def publish(self, event: Event, *, wall_clock: bool = False) -> None:
         """To the history and every subscriber, its times on the wall clock (``wall_clock``: they
         are already)."""
-        replay = isinstance(event, _REPLAYED) and (not isinstance(event, LogMessage) or event.level in _LOUD)
         cls = type(event)
-        takers = [sub for sub in self._subscribers if sub.kinds is None or issubclass(cls, sub.kinds)]
+        route = self._routes.get(cls)
+        if route is None:
+            # Who takes an event depends on its class alone (and, for a LogMessage, its level):
+            # decided once per class until the subscribers change, not for each event.
+            route = self._routes[cls] = (
+                issubclass(cls, _REPLAYED), issubclass(cls, LogMessage),
+                [sub for sub in self._subscribers if sub.kinds is None or issubclass(cls, sub.kinds)])
+        replay, is_log, takers = route
+        if is_log and replay:
+            replay = event.level in _LOUD
         if not replay and not takers:
             return
         if not wall_clock:
@@ -248,7 +258,7 @@ class EngineRuntime:
         kept = keyless(event)  # the datapath had the keys; nothing kept from here on holds them
         size = event_size(kept)
         if replay:
-            self.history.append(kept, size)
+            self.history.append(kept, size, kept=True)
         for sub in takers:
             if not sub.offer(kept, size):
                 # A slow subscriber is dropped, never waited for: the engine runs on.
@@ -279,11 +289,13 @@ class EngineRuntime:
             for event, size in reversed(recent):
                 q.offer(event, size)
         self._subscribers.append(q)
+        self._routes = {}
         return q
 
     def unsubscribe(self, q: Subscription) -> None:
         if q in self._subscribers:
             self._subscribers.remove(q)
+        self._routes = {}
         self._log_read = None
 
     def log_read(self) -> bool:
