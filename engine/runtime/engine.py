@@ -76,8 +76,9 @@ class EngineRuntime:
         self.datapath: Datapath = datapath or NullDatapath()
         self.sockets = UdpSockets(self._on_datagram)
         self._subscribers: list[Subscription] = []
-        self._routes: dict[type, tuple[bool, bool, list[Subscription]]] = {}
-        """Event class -> (kept in the history, is a LogMessage, its subscribers): see publish()."""
+        self._sinks: list[tuple[tuple[type, ...], Callable[[Event], None]]] = []
+        self._routes: dict[type, tuple[bool, bool, list[Subscription], list[Callable[[Event], None]]]] = {}
+        """Event class -> (kept in the history, is a LogMessage, its subscribers, its sinks): see publish()."""
         self._log_read: bool | None = None  # see log_read()
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -247,11 +248,12 @@ class EngineRuntime:
             # decided once per class until the subscribers change, not for each event.
             route = self._routes[cls] = (
                 issubclass(cls, _REPLAYED), issubclass(cls, LogMessage),
-                [sub for sub in self._subscribers if sub.kinds is None or issubclass(cls, sub.kinds)])
-        replay, is_log, takers = route
+                [sub for sub in self._subscribers if sub.kinds is None or issubclass(cls, sub.kinds)],
+                [fn for kinds, fn in self._sinks if issubclass(cls, kinds)])
+        replay, is_log, takers, sinks = route
         if is_log and replay:
             replay = event.level in _LOUD
-        if not replay and not takers:
+        if not replay and not takers and not sinks:
             return
         if not wall_clock:
             event = to_wall_clock(event, time.time() - self.now())
@@ -264,6 +266,11 @@ class EngineRuntime:
                 # A slow subscriber is dropped, never waited for: the engine runs on.
                 self.unsubscribe(sub)
                 log.warning("event subscriber disconnected: %s", sub.dropped)
+        for fn in sinks:
+            try:
+                fn(kept)
+            except Exception:
+                log.exception("an event sink failed on %s", cls.__name__)
 
     def subscribe(self, maxsize: int = QUEUE_EVENTS, *, replay: bool = False,
                   max_bytes: int = QUEUE_BYTES, kinds: tuple[type, ...] | None = None) -> Subscription:
@@ -291,6 +298,18 @@ class EngineRuntime:
         self._subscribers.append(q)
         self._routes = {}
         return q
+
+    def add_sink(self, kinds: tuple[type, ...], fn: Callable[[Event], None]) -> None:
+        """Call ``fn`` with each published event of ``kinds`` (keyless, on the wall clock, as a
+        subscriber gets it) at once, on the engine's loop: for a service whose handling is a few
+        counter updates (metrics, key export), a queue and a task woken per event cost more than
+        the handling. ``fn`` must be quick and not publish; an exception from it is logged."""
+        self._sinks.append((kinds, fn))
+        self._routes = {}
+
+    def remove_sink(self, fn: Callable[[Event], None]) -> None:
+        self._sinks = [(k, f) for k, f in self._sinks if f != fn]
+        self._routes = {}
 
     def unsubscribe(self, q: Subscription) -> None:
         if q in self._subscribers:

@@ -256,3 +256,28 @@ def test_who_takes_an_event_follows_the_subscribers_as_they_change():
     rt.publish(info)
     assert everything.get_nowait().text == "quiet"
     assert [e.text for e in rt.history if isinstance(e, LogMessage)] == ["loud", "loud"]
+
+
+def test_sinks_get_their_kinds_keyless_at_once_and_a_failing_one_is_only_logged(caplog):
+    rt = _runtime()
+    got, logs = [], []
+
+    def broken(event):
+        raise RuntimeError("sink bug")
+
+    rt.add_sink((ChildSaInstalled,), broken)
+    rt.add_sink((ChildSaInstalled,), got.append)
+    rt.add_sink((LogMessage,), logs.append)
+    key = Secret(bytes(range(32)))
+    ev = ChildSaInstalled(ike_sa=1, connection="tun", child="lan", unique_id=1, reqid=1, protocol="esp",
+                          mode="tunnel", spi_in=1, spi_out=2, local_addr="127.0.0.1", remote_addr="127.0.0.9",
+                          local_ts=(), remote_ts=(), encr_id=20, encr_key_length=256, integ_id=None, esn=False,
+                          keys=ChildKeys(key, key, key, key))
+    rt.publish(ev)
+    assert [e.spi_in for e in got] == [1] and got[0].keys is None  # keyless, as a subscriber gets it
+    assert "an event sink failed on ChildSaInstalled" in caplog.text
+    rt.publish(LogMessage(0.0, "INFO", "engine.test", "x"))
+    assert len(got) == 1 and [e.text for e in logs] == ["x"]
+    rt.remove_sink(got.append)
+    rt.publish(ev)
+    assert len(got) == 1
