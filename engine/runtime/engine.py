@@ -39,6 +39,7 @@ from engine.ike.endpoint import IkeEndpoint
 from engine.ike.status import ike_sa_info
 from engine.policy.model import Policy
 from engine.runtime.evolve import evolve
+from engine.runtime.randomness import RandomBytes
 from engine.runtime.retention import QUEUE_BYTES, QUEUE_EVENTS, EventHistory, Subscription, event_size, keyless
 from engine.runtime.udp import UdpSockets
 from engine.runtime.wallclock import to_wall_clock
@@ -72,7 +73,8 @@ class EngineRuntime:
                  fragment_size: int | None = None) -> None:
         self.policy = policy
         self.policy_text = policy_text
-        self.endpoint = IkeEndpoint(policy, fragment_size=fragment_size, credentials=_credentials(policy))
+        self.endpoint = IkeEndpoint(policy, fragment_size=fragment_size, credentials=_credentials(policy),
+                                    rng=RandomBytes())
         self.datapath: Datapath = datapath or NullDatapath()
         self.sockets = UdpSockets(self._on_datagram)
         self._subscribers: list[Subscription] = []
