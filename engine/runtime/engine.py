@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 
 from engine import logsafe
+from engine.crypto.keypool import KeyPool
 from engine.datapath.base import Datapath, NullDatapath
 from engine.events import (
     AcquireRequested,
@@ -60,6 +61,10 @@ COUNTERS_CHUNK = 2000
 """Counters per slice when the runtime indexes a datapath's counters."""
 WALL_CLOCK_CHUNK = 2000
 """Counters per slice when the runtime moves their times to the wall clock."""
+KEY_POOL_IDLE = 0.005
+"""Seconds without an IKE datagram after which the loop counts as idle and the key pool is filled."""
+KEY_POOL_STEP = 4
+"""Key pairs made per step of filling (X25519: ~0.1 ms; P-521: ~1 ms)."""
 _REPLAYED = (IkeSaStateChanged, ExchangeSent, ExchangeReceived, ChildSaInstalled, ChildSaDeleted,
              NegotiationFailed, DpdTimeout, PolicyApplied, LogMessage, VirtualIpsChanged, ChildSaMoved)
 _LOUD = ("WARNING", "ERROR", "CRITICAL")
@@ -92,6 +97,13 @@ class EngineRuntime:
         self.key_sinks: list[Callable[[ChildSaInstalled], None]] = []
         """Called with each ChildSaInstalled, keys included, right after the datapath got it
         (``save_keys``): the only way keys leave the runtime, as history and queues hold none."""
+        self.key_pool = KeyPool(_pooled_groups(policy))
+        """Key pairs for IKE_SA_INIT as responder, made while the loop is idle (see _fill_pool)."""
+        self.endpoint.key_pool = self.key_pool
+        self._datagrams = 0
+        """IKE datagrams received so far: the key pool is filled only when this stood still."""
+        self._pool_seen = 0
+        self._pool_timer: asyncio.TimerHandle | None = None
         self.history = EventHistory()
         """Recent negotiation events, replayed to late subscribers (the attached console);
         bounded in count and bytes, without keys (engine.runtime.retention)."""
@@ -152,6 +164,9 @@ class EngineRuntime:
             self._roam_task.cancel()
         if self._timer is not None:
             self._timer.cancel()
+        if self._pool_timer is not None:
+            self._pool_timer.cancel()
+            self._pool_timer = None
         self.sockets.close()
         await self.datapath.stop()
         if self._log_handler is not None:
@@ -161,6 +176,7 @@ class EngineRuntime:
     # ------------------------------------------------------------ the loop
     def _on_datagram(self, data: bytes, local, remote) -> None:
         now = self.now()
+        self._datagrams += 1
         if local[1] == self.policy.engine.natt_port:
             kind = classify_natt(data)
             if kind == "ike":
@@ -193,6 +209,25 @@ class EngineRuntime:
             self._timer = None
         if when is not None and self._timer is None and self._loop is not None:
             self._timer = self._loop.call_at(when, self._on_timer)
+        if self._pool_timer is None and self._loop is not None and self.key_pool.short:
+            self._pool_seen = self._datagrams
+            self._pool_timer = self._loop.call_later(KEY_POOL_IDLE, self._fill_pool)
+
+    def _fill_pool(self) -> None:
+        """Make a few key pairs if no IKE datagram came in since the last look (KEY_POOL_IDLE ago,
+        or the previous step): under a steady load the pool stays empty and costs nothing but
+        this look every KEY_POOL_IDLE; in a quiet moment it fills, a step at a time."""
+        self._pool_timer = None
+        if self._loop is None or not self.key_pool.short:
+            return
+        if self._datagrams != self._pool_seen:
+            self._pool_seen = self._datagrams
+            self._pool_timer = self._loop.call_later(KEY_POOL_IDLE, self._fill_pool)
+            return
+        self.key_pool.fill(KEY_POOL_STEP)
+        if self.key_pool.short:
+            # The next step after the loop has looked at its sockets again.
+            self._pool_timer = self._loop.call_soon(self._fill_pool)
 
     def _dispatch(self, event: Event) -> None:
         try:
@@ -420,6 +455,7 @@ class EngineRuntime:
         # commit cannot fail once planned.
         self.datapath.apply_policy(policy)
         result = self.endpoint.apply_policy(policy, self.now(), credentials, plan=plan)
+        self.key_pool.set_groups(_pooled_groups(policy))
         self.policy = policy
         self.policy_text = text
         self._after()
@@ -521,6 +557,11 @@ def path_usable(local: str, remote: str) -> bool:
         return True
     except OSError:
         return False
+
+
+def _pooled_groups(policy: Policy) -> list[int]:
+    """The key exchange an initiator most likely sends: the first of each IKE proposal's."""
+    return [p.ke[0].id for c in policy.connections for p in c.proposals if p.ke]
 
 
 def _credentials(policy: Policy):
