@@ -26,11 +26,11 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
+from engine.crypto.keypool import KeyPool
 from engine.events import ChildState, Event, IkeState, PolicyApplied
 from engine.ike import policy_change
 from engine.ike.authenticator import Authenticator
 from engine.ike.child import ChildSa
-from engine.crypto.keypool import KeyPool
 from engine.ike.config_payload import VirtualIps
 from engine.ike.errors import IllegalTransition, LocalError
 from engine.ike.exchanges import CATALOG, mobike, redirect
