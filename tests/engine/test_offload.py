@@ -307,3 +307,8 @@ def test_a_long_super_packet_takes_the_wide_sums_and_matches_scapy(v6, monkeypat
     layer = IPv6 if v6 else IP
     for raw in segs:
         assert _fresh(layer(bytes(raw))) == bytes(raw)
+
+
+def test_chunk_sums_hold_the_largest_chunk_without_overflow():
+    size = 65534  # the largest even chunk of an IP packet, every word 0xFFFF
+    assert offload.chunk_sums(b"\xff" * (size * 2), 0, size, 2) == [size // 2 * 0xFFFF] * 2
