@@ -9,8 +9,22 @@ the new request; nothing here keeps them.
 
 from __future__ import annotations
 
-from engine.datapath.kernel_sa import NATT_PORT, SaConfigError
-from engine.datapath.xfrm_netlink import UDP_ENCAP_ESPINUDP, XFRM_STATE_ESN, xfrm_usersa_info
+import dataclasses
+from collections.abc import Callable
+
+from engine.datapath.kernel_base import KernelDatapathError, SaRef, ip_of, sa_text
+from engine.datapath.kernel_policy import is_our_reqid
+from engine.datapath.kernel_sa import NATT_PORT, SaConfigError, family_of, sa_id
+from engine.datapath.kernel_socket import NLM_F_CREATE, NLM_F_EXCL
+from engine.datapath.kernel_spd import SpdTable
+from engine.datapath.xfrm_netlink import (
+    UDP_ENCAP_ESPINUDP,
+    XFRM_MSG_DELSA,
+    XFRM_MSG_GETSA,
+    XFRM_MSG_NEWSA,
+    XFRM_STATE_ESN,
+    xfrm_usersa_info,
+)
 from engine.events import ChildSaMoved
 
 OSEQ_GAP = 1 << 16
@@ -76,3 +90,72 @@ def _skip_sequence_numbers(replay: dict, esn: bool, name: str) -> None:
     elif oseq > 0xFFFFFFFF:
         raise SaMoveError("the outbound SA is too close to its last 32-bit sequence number: a rekey is due")
     replay["oseq"] = oseq & 0xFFFFFFFF
+
+
+class MovesChildren(SpdTable):
+    """The MOBIKE move of :class:`engine.datapath.kernel.KernelDatapath`'s installed pairs."""
+
+    def move_child(self, ev: ChildSaMoved) -> None:
+        """MOBIKE (RFC 4555): put the pair of ``ev.spi_in`` on new outer addresses
+        without a rekey, as charon's kernel-netlink ``update_sa``: each SA is read
+        back (keys, replay state, counters), deleted and added again on the new
+        addresses (engine.datapath.kernel_move), then the tunnel policies'
+        templates follow. On any failure what was changed is undone and the
+        pair stays where it was."""
+        what = f"child {ev.child!r} (inbound SPI 0x{ev.spi_in:08x})"
+        with self._lock:
+            child = self._children.get(ev.spi_in)
+            if child is None:
+                raise KernelDatapathError(f"{what}: not installed by this datapath")
+            if child.ev.mode != "tunnel":
+                # transport selectors are the outer addresses: only a new CHILD SA can follow them
+                raise KernelDatapathError(f"{what}: a transport mode SA cannot move")
+            try:
+                family = family_of(ev.local_addr)
+                if family_of(ev.remote_addr) != family or family != child.sa_in.family:
+                    raise SaConfigError(f"{ev.local_addr} and {ev.remote_addr}: not the SA's address family")
+            except SaConfigError as exc:
+                raise KernelDatapathError(f"{what}: {exc}") from None
+            sa_in = dataclasses.replace(child.sa_in, daddr=str(ip_of(ev.local_addr)))
+            sa_out = dataclasses.replace(child.sa_out, daddr=str(ip_of(ev.remote_addr)))
+            was = child.ev
+            back = dataclasses.replace(ev, local_addr=was.local_addr, remote_addr=was.remote_addr,
+                                       local_port=was.local_port, remote_port=was.remote_port, encap=was.encap)
+            undo: list[Callable[[], None]] = []
+            try:
+                self._move_sa(child.sa_in, sa_in, True, ev, back, undo, what)
+                self._move_sa(child.sa_out, sa_out, False, ev, back, undo, what)
+                for key in child.policy_keys:
+                    self.move_policy(key, ev, undo, what)
+            except BaseException:
+                self._rollback(undo)
+                raise
+            for old, new, direction in ((child.sa_in, sa_in, "in"), (child.sa_out, sa_out, "out")):
+                self._sa_index.pop((old.spi, old.daddr, old.proto), None)
+                self._sa_index[(new.spi, new.daddr, new.proto)] = (ev.spi_in, direction)
+            child.sa_in, child.sa_out = sa_in, sa_out
+            child.ev = dataclasses.replace(child.ev, local_addr=ev.local_addr, remote_addr=ev.remote_addr,
+                                           local_port=ev.local_port, remote_port=ev.remote_port, encap=ev.encap)
+
+    def _move_sa(self, old: SaRef, new: SaRef, inbound: bool, ev: ChildSaMoved, back: ChildSaMoved,
+                 undo: list[Callable[[], None]], what: str) -> None:
+        ident = sa_id(old.daddr, old.spi, old.proto, old.family)
+        replies = self._request(ident, XFRM_MSG_GETSA, 0, f"{what}: GETSA {sa_text(old)}")
+        if not replies:
+            raise KernelDatapathError(f"{what}: GETSA {sa_text(old)}: the kernel returned nothing")
+        current = replies[0].msg
+        if not is_our_reqid(current["reqid"]):
+            raise KernelDatapathError(f"{what}: SA {sa_text(old)} belongs to someone else now")
+        try:
+            msg = moved_sa(current, inbound, ev)
+            # undo puts it back where it was, also past the sequence numbers sent meanwhile
+            restore = moved_sa(current, inbound, back)
+        except SaConfigError as exc:
+            raise KernelDatapathError(f"{what}: {exc}") from None
+        self._request(ident, XFRM_MSG_DELSA, 0, f"{what}: DELSA {sa_text(old)}")
+        # the keys live on only in these closures, which end with this call
+        undo.append(lambda: self._request(restore, XFRM_MSG_NEWSA, NLM_F_CREATE | NLM_F_EXCL,
+                                          f"{what}: NEWSA {sa_text(old)} (undo)"))
+        self._request(msg, XFRM_MSG_NEWSA, NLM_F_CREATE | NLM_F_EXCL, f"{what}: NEWSA {sa_text(new)}")
+        undo.append(lambda: self._request(sa_id(new.daddr, new.spi, new.proto, new.family), XFRM_MSG_DELSA, 0,
+                                          f"{what}: DELSA {sa_text(new)} (undo)"))

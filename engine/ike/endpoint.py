@@ -34,13 +34,13 @@ from engine.ike.config_payload import VirtualIps
 from engine.ike.errors import IllegalTransition, LocalError
 from engine.ike.exchanges import CATALOG, mobike, redirect
 from engine.ike.host import Addr, Ended
-from engine.ike.registry import ZERO_SPI, Registry
+from engine.ike.registry import ZERO_SPI, KeptAnswer, Registry
 from engine.ike.sa import IkeSa
 from engine.ike.scheduler import Scheduler
 from engine.ike.front_door import FrontDoor
 from engine.ike.status import ike_sa_info
 from engine.policy.model import ChildConfig, ConnectionConfig, EngineConfig, Policy
-from engine.wire.constants import FLAG_INITIATOR, FLAG_RESPONSE, IKE_HEADER_SIZE, ExchangeType
+from engine.wire.constants import FLAG_INITIATOR, FLAG_RESPONSE, IKE_HEADER_SIZE, NON_ESP_MARKER, ExchangeType
 from engine.wire.errors import WireError
 from engine.wire.message import decode_header, decode_message
 
@@ -204,6 +204,14 @@ class IkeEndpoint:
         elif ended.kind == "peer_gone" and ended.action == "restart" and sa.conn is not None:
             name = sa.name
             self.scheduler.call_at(now, lambda t: self._initiate_quietly(name, t))
+
+    def keep_answer(self, sa: IkeSa, now: float) -> None:
+        cached = sa.cached
+        if cached is None:
+            return
+        # as long as the peer may retransmit (its schedule is like ours)
+        self.registry.keep_answer(sa.our_spi, KeptAnswer(sa.spi_i, sa.spi_r, sa.remote[0], cached.mid,
+                                                         cached.datagrams, now + sa.retransmit_budget()), now)
 
     def _connection_failed(self, sa: IkeSa, now: float) -> None:
         """keyingtries: try again, with a growing pause, until the budget is spent."""
@@ -520,6 +528,14 @@ class IkeEndpoint:
         ours = spi_r if flags & FLAG_INITIATOR else spi_i
         sa = self.registry.get(ours) if ours != ZERO_SPI else None
         if sa is None:
+            kept = self.registry.kept_answer(ours, now) if not flags & FLAG_RESPONSE else None
+            if kept is not None and kept.answers(spi_i, spi_r, mid, remote[0]):
+                kept.replays += 1
+                self.count("retransmitted_request")
+                marker = local[1] == self.engine.natt_port
+                for d in kept.datagrams:
+                    self.send(NON_ESP_MARKER + d if marker else d, local, remote)
+                return
             if version >> 4 == 2:
                 self.front_door.unknown_spi((spi_i, spi_r), exchange, flags, mid, local, remote, now)
             else:

@@ -99,5 +99,9 @@ class Host(Protocol):
     def ended(self, sa: IkeSa, ended: Ended, now: float) -> None:
         """``sa`` was destroyed: forget it and follow up."""
 
+    def keep_answer(self, sa: IkeSa, now: float) -> None:
+        """``sa`` answered the peer's DELETE of it and goes: replay that answer to a
+        retransmission of the DELETE for a while (the answer may be lost)."""
+
     def redirect(self, sa: IkeSa, gateway: str, children, now: float) -> str | None:
         """Start ``sa``'s connection over at ``gateway`` (RFC 5685); None, or why not."""

@@ -5,7 +5,9 @@ reqids and numbers handed out."""
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from engine.events import IkeState
@@ -17,6 +19,33 @@ HalfOpenKey = tuple[bytes, str, int]
 """(initiator SPI, peer address, peer port) of an IKE_SA_INIT."""
 
 ZERO_SPI = b"\0" * 8
+
+KEPT_ANSWERS_MAX = 4096
+"""Answers to IKE SA DELETEs kept at once (the oldest go first): ~200 bytes each."""
+
+KEPT_ANSWER_REPLAYS = 8
+"""Replays of one kept answer: a peer's whole retransmission schedule, no more."""
+
+
+@dataclass
+class KeptAnswer:
+    """Our answer to the peer's DELETE of an IKE SA we then destroyed (RFC 7296 §2.1:
+    a retransmitted request gets the same answer). If that answer is lost the peer
+    retransmits into an SA that is gone; without this it would retry for its whole
+    budget, then give up. Only an exact retransmission from the peer's address is
+    answered: same SPIs and Message ID, a bounded number of times."""
+
+    spi_i: bytes
+    spi_r: bytes
+    peer: str
+    mid: int
+    datagrams: list[bytes]
+    until: float
+    replays: int = 0
+
+    def answers(self, spi_i: bytes, spi_r: bytes, mid: int, peer: str) -> bool:
+        return (mid == self.mid and spi_i == self.spi_i and spi_r == self.spi_r and peer == self.peer
+                and self.replays < KEPT_ANSWER_REPLAYS)
 
 
 class Registry:
@@ -42,6 +71,8 @@ class Registry:
         self._next_reqid = 1
         self._next_ike = 1
         self._next_child = 1
+        self._kept: OrderedDict[bytes, KeptAnswer] = OrderedDict()
+        """By our SPI, oldest first (an OrderedDict: the oldest goes in O(1))."""
 
     # ------------------------------------------------------------ SAs
     def __iter__(self) -> Iterator[IkeSa]:
@@ -85,6 +116,28 @@ class Registry:
             if sa.name == name and sa.state in (IkeState.ESTABLISHED, IkeState.REKEYING, IkeState.CONNECTING):
                 return sa
         return None
+
+    # ------------------------------------------------------------ answers outliving their SA
+    def keep_answer(self, our_spi: bytes, kept: KeptAnswer, now: float) -> None:
+        self._expire_kept(now)
+        self._kept.pop(our_spi, None)
+        while len(self._kept) >= KEPT_ANSWERS_MAX:
+            self._kept.popitem(last=False)
+        self._kept[our_spi] = kept
+
+    def kept_answer(self, our_spi: bytes, now: float) -> KeptAnswer | None:
+        if not self._kept:
+            return None
+        self._expire_kept(now)
+        return self._kept.get(our_spi)
+
+    def _expire_kept(self, now: float) -> None:
+        kept = self._kept
+        while kept:
+            spi = next(iter(kept))
+            if kept[spi].until > now:
+                return
+            kept.popitem(last=False)
 
     # ------------------------------------------------------------ half-open SAs
     def enter_half_open(self, sa: IkeSa, key: HalfOpenKey) -> None:

@@ -9,6 +9,7 @@ import pytest
 from engine.events import ChildState, ExchangeSent, IkeState
 from engine.ike.exchanges import child_rekey
 from engine.ike.exchanges.create_child import CreateChild
+from engine.ike.registry import KEPT_ANSWERS_MAX, KeptAnswer, Registry
 from engine.wire.constants import NON_ESP_MARKER, ExchangeType
 from engine.wire.message import decode_header
 
@@ -260,3 +261,60 @@ def test_ike_rekey_collision_the_peer_never_answers_ours(seed):
     p.b.rekey("tun", p.now, ike=True)
     p.advance(400)
     assert_agree(p)
+
+
+# ------------------------------------------------------------------ a lost answer to an IKE SA DELETE
+@pytest.mark.parametrize("side", ["a", "b"])
+def test_lost_answer_to_ike_delete_is_replayed(side):
+    """The answer to a DELETE of the IKE SA is lost. The deleting end retransmits;
+    the other end already destroyed the SA but replays its answer (RFC 7296 §2.1),
+    so the deleting end finishes at its first retransmission instead of retrying
+    for its whole budget into an SA nobody holds."""
+    p = make(1)
+    assert live(p, "a") and live(p, "b")
+    other = "b" if side == "a" else "a"
+    p.filter = drop_first(other, ExchangeType.INFORMATIONAL, True)
+    p.ep(side).terminate("tun", p.now)
+    p.advance(0.5)
+    assert live(p, side) and not live(p, other)  # the answer was lost
+    p.advance(4.5)  # past the first retransmission (retransmit_timeout 4 s)
+    assert not live(p, side)
+    assert p.ep(other).stats["retransmitted_request"] == 1
+    assert p.ep(other).stats.get("invalid_spi_sent", 0) == 0
+
+
+def test_a_replayed_delete_answer_needs_the_same_spis_message_id_and_peer():
+    """The kept answer goes only to an exact retransmission: other Message IDs, or the
+    same header from another address, get what any unknown SPI gets."""
+    p = make(1)
+    p.filter = drop_first("b", ExchangeType.INFORMATIONAL, True)
+    sent = []
+    inner = p.filter
+    p.filter = lambda s, d: (sent.append((s, d)) or True) and inner(s, d)
+    p.a.terminate("tun", p.now)
+    p.advance(0.5)
+    (req,) = [d for s, d in sent if s == "a" and not header(d.data).response]
+    data = req.data[4:] if req.data.startswith(NON_ESP_MARKER) else req.data
+    h = header(req.data)
+    assert not live(p, "b")
+    stranger = ("198.51.100.77", req.local[1])
+    p.b.receive_datagram(data, req.remote, stranger, p.now)
+    other_mid = bytearray(data)
+    other_mid[20:24] = (h.mid + 1).to_bytes(4, "big")
+    p.b.receive_datagram(bytes(other_mid), req.remote, req.local, p.now)
+    assert p.b.stats.get("retransmitted_request", 0) == 0
+    assert p.b.stats["invalid_spi_sent"] == 2
+    p.b.datagrams_to_send()
+    for _ in range(20):  # bounded: a captured request replays the answer a few times only
+        p.b.receive_datagram(data, req.remote, req.local, p.now)
+    assert 1 <= p.b.stats["retransmitted_request"] <= 8
+
+
+def test_kept_answers_are_bounded_in_number_and_time():
+    r = Registry(lambda n: b"\1" * n)
+    for i in range(KEPT_ANSWERS_MAX + 10):
+        r.keep_answer(i.to_bytes(8, "big"), KeptAnswer(b"i" * 8, b"r" * 8, "192.0.2.1", 3, [b"x"], 100.0 + i), 0.0)
+    assert r.kept_answer((0).to_bytes(8, "big"), 0.0) is None  # the oldest went first
+    assert r.kept_answer((KEPT_ANSWERS_MAX + 9).to_bytes(8, "big"), 0.0) is not None
+    assert r.kept_answer((20).to_bytes(8, "big"), 120.5) is None  # past its time
+    assert len(r._kept) == KEPT_ANSWERS_MAX + 10 - 21

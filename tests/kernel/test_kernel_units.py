@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from engine.datapath import kernel_policy as kp
-from engine.datapath.kernel import _may_replace, _Policy, _policy_is_ours
+from engine.datapath.kernel_spd import PolicyEntry, may_replace, policy_is_ours
 from engine.datapath.kernel_sa import SaConfigError, build_sa
 from engine.datapath.xfrm_netlink import (
     XFRM_INF,
@@ -137,21 +137,21 @@ def _policy_msg(priority, reqids=()):
 
 
 def test_our_policies_are_recognised_by_band_and_reqid():
-    assert _policy_is_ours(_policy_msg(kp.PRIORITY_BASE + 5))
-    assert _policy_is_ours(_policy_msg(kp.PRIORITY_BASE + 0x10000, [0x15E00003]))
-    assert not _policy_is_ours(_policy_msg(375423, [0x15E00003]))          # charon's priority
-    assert not _policy_is_ours(_policy_msg(kp.PRIORITY_BASE + 5, [1]))      # someone else's reqid
-    assert not _policy_is_ours(_policy_msg(kp.PRIORITY_BASE + kp.PRIORITY_SPAN))
+    assert policy_is_ours(_policy_msg(kp.PRIORITY_BASE + 5))
+    assert policy_is_ours(_policy_msg(kp.PRIORITY_BASE + 0x10000, [0x15E00003]))
+    assert not policy_is_ours(_policy_msg(375423, [0x15E00003]))          # charon's priority
+    assert not policy_is_ours(_policy_msg(kp.PRIORITY_BASE + 5, [1]))      # someone else's reqid
+    assert not policy_is_ours(_policy_msg(kp.PRIORITY_BASE + kp.PRIORITY_SPAN))
 
 
 def test_who_may_change_a_shared_policy():
     spec = kp.rule_policies("discard", [TrafficSelector.any()], [TrafficSelector.any()])[0]
     child = ("child", 0x100, 0x15E00001)
-    assert _may_replace(_Policy(spec, {child}), ("child", 0x200, 0x15E00001))   # rekey, same reqid
-    assert _may_replace(_Policy(spec, {("trap", 1, 0x15E00001)}), child)
-    assert not _may_replace(_Policy(spec, {child}), ("child", 0x300, 0x15E00002))
-    assert not _may_replace(_Policy(spec, {child}), ("rule", "r", None))
-    assert _may_replace(_Policy(spec, {("rule", "old", None)}), ("rule", "new", None))
+    assert may_replace(PolicyEntry(spec, {child}), ("child", 0x200, 0x15E00001))   # rekey, same reqid
+    assert may_replace(PolicyEntry(spec, {("trap", 1, 0x15E00001)}), child)
+    assert not may_replace(PolicyEntry(spec, {child}), ("child", 0x300, 0x15E00002))
+    assert not may_replace(PolicyEntry(spec, {child}), ("rule", "r", None))
+    assert may_replace(PolicyEntry(spec, {("rule", "old", None)}), ("rule", "new", None))
 
 
 # ---------------------------------------------------------------- SAs

@@ -12,7 +12,8 @@ Rules (initiator):
   retransmission means the peer is gone (sa.py, dpd_action).
 
 Rules (responder):
-- DELETE IKE: answered empty, then the IKE SA goes; a rekey we have in flight
+- DELETE IKE: answered empty, then the IKE SA goes (the answer is kept a while
+  for a retransmitted DELETE: endpoint.keep_answer); a rekey we have in flight
   hears of it first (it may adopt the peer's new IKE SA, ike_rekey.py). Not
   answered yet when that rekey waits for the answer that decides a collision
   (ike_rekey.py: holds_peer_delete).
@@ -236,6 +237,7 @@ class InformationalResponder(Responder):
         reason = "rekeyed" if sa.state == IkeState.REKEYED else "deleted by peer"
         if sa.active is not None:
             sa.active.peer_deleted_ike(now)
+        sa.host.keep_answer(sa, now)
         sa.destroy(now, reason)
 
     def answer_delete_children(self, now: float, deletes: list, **_) -> None:
