@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import socket
 import struct
 from collections.abc import Callable, Sequence
@@ -83,10 +84,11 @@ class MmsgSender:
     """Datagrams to one address through one socket, up to `slots` per ``sendmmsg`` call (see the module
     docstring). The socket stays the caller's; `send` never raises for a refused datagram."""
 
-    def __init__(self, fd: int, name: bytes, control: bytes = b"", slot_size: int = _SLOT_ALIGN) -> None:
+    def __init__(self, sock: socket.socket, name: bytes, control: bytes = b"", slot_size: int = _SLOT_ALIGN) -> None:
         if not available:
             raise OSError("sendmmsg is not in this libc")
-        self.fd = fd
+        self.sock = sock
+        """Asked for its fd at each send: a closed socket's number may belong to another file by then."""
         self._name = ctypes.create_string_buffer(name, len(name))
         self._control = ctypes.create_string_buffer(control, len(control)) if control else None
         self.calls = 0
@@ -131,7 +133,11 @@ class MmsgSender:
         mv = self._mv
         iov_mv = self._iov_mv
         pack_len = _SIZE_T.pack_into
-        fd = self.fd
+        fd = self.sock.fileno()
+        if fd < 0:
+            for i in range(total):
+                failed(i, errno.EBADF)
+            return
         msgs_at = self._msgs_at
         msg_size = ctypes.sizeof(_Mmsghdr)
         start = 0

@@ -195,7 +195,7 @@ def raw_batch(sock: socket.socket, address: str, control: bytes = b"") -> MmsgSe
     """A `MmsgSender` to ``address`` through the raw socket ``sock`` (None without sendmmsg)."""
     if not mmsg.available:
         return None
-    return MmsgSender(sock.fileno(), mmsg.sockaddr(sock.family, address), control)
+    return MmsgSender(sock, mmsg.sockaddr(sock.family, address), control)
 
 
 class TunIO:

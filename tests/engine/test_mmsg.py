@@ -38,7 +38,7 @@ def _received(rx, n):
 def test_datagrams_arrive_in_order_with_their_sizes(pair):
     tx, rx = pair
     pkts = [bytes([i % 251]) * (1 + (i * 37) % 1500) for i in range(300)]
-    sender = MmsgSender(tx.fileno(), sockaddr(socket.AF_INET, "127.0.0.1", rx.getsockname()[1]))
+    sender = MmsgSender(tx, sockaddr(socket.AF_INET, "127.0.0.1", rx.getsockname()[1]))
     refused = []
     sender.send(pkts, lambda i, e: refused.append((i, e)))
     assert refused == []
@@ -50,7 +50,7 @@ def test_datagrams_arrive_in_order_with_their_sizes(pair):
 def test_a_refused_datagram_is_reported_and_the_rest_still_leave(pair):
     tx, rx = pair
     pkts = [b"a" * 100, b"b" * 200, bytes(66000), b"c" * 300, bytes(66000), b"d"]
-    sender = MmsgSender(tx.fileno(), sockaddr(socket.AF_INET, "127.0.0.1", rx.getsockname()[1]))
+    sender = MmsgSender(tx, sockaddr(socket.AF_INET, "127.0.0.1", rx.getsockname()[1]))
     refused = []
     sender.send(pkts, lambda i, e: refused.append((i, e)))
     assert refused == [(2, errno.EMSGSIZE), (4, errno.EMSGSIZE)]
@@ -61,7 +61,7 @@ def test_the_control_message_sets_the_source_address(pair):
     tx, rx = pair
     info = socket.inet_aton("0.0.0.0") + socket.inet_aton("127.0.0.9") + socket.inet_aton("127.0.0.9")
     info = bytes(4) + info[4:]  # ifindex 0, spec_dst, addr
-    sender = MmsgSender(tx.fileno(), sockaddr(socket.AF_INET, "127.0.0.1", rx.getsockname()[1]),
+    sender = MmsgSender(tx, sockaddr(socket.AF_INET, "127.0.0.1", rx.getsockname()[1]),
                         control_message(socket.IPPROTO_IP, IP_PKTINFO, info))
     sender.send([b"x", b"y"], lambda i, e: pytest.fail(f"datagram {i} refused: {e}"))
     assert [(d, a[0]) for d, a in _received(rx, 2)] == [(b"x", "127.0.0.9"), (b"y", "127.0.0.9")]
@@ -85,7 +85,7 @@ def test_ipv6_address():
         pytest.skip("no IPv6 loopback")
     rx.settimeout(2)
     with tx, rx:
-        sender = MmsgSender(tx.fileno(), sockaddr(socket.AF_INET6, "::1", rx.getsockname()[1]))
+        sender = MmsgSender(tx, sockaddr(socket.AF_INET6, "::1", rx.getsockname()[1]))
         sender.send([b"six"] * 3, lambda i, e: pytest.fail(f"datagram {i} refused: {e}"))
         assert [rx.recv(10) for _ in range(3)] == [b"six"] * 3
 
@@ -108,7 +108,7 @@ def test_raw_sender_batches_until_flush_and_handles_errors_per_packet(pair):
     tx, rx = pair
     io = _Io()
     port = rx.getsockname()[1]
-    batch = MmsgSender(tx.fileno(), sockaddr(socket.AF_INET, "127.0.0.1", port))
+    batch = MmsgSender(tx, sockaddr(socket.AF_INET, "127.0.0.1", port))
     sender = RawSender(io, None, ("127.0.0.1", port), batch)
     for p in (b"1", bytes(66000), b"3"):
         sender.add(p)
@@ -121,3 +121,12 @@ def test_raw_sender_batches_until_flush_and_handles_errors_per_packet(pair):
     for i in range(batch.slots):  # a full set of slots leaves at once
         sender.add(b"%d" % i)
     assert sender.pending == [] and batch.calls == calls + 1
+
+
+def test_a_closed_socket_refuses_every_datagram_instead_of_writing_to_its_old_fd(pair):
+    tx, rx = pair
+    sender = MmsgSender(tx, sockaddr(socket.AF_INET, "127.0.0.1", rx.getsockname()[1]))
+    tx.close()
+    refused = []
+    sender.send([b"a", b"b"], lambda i, e: refused.append((i, e)))
+    assert refused == [(0, errno.EBADF), (1, errno.EBADF)] and sender.calls == 0
