@@ -10,7 +10,7 @@ from typing import Mapping
 from cryptography.hazmat.primitives import hashes, hmac
 
 from ..secret import Secret
-from .prf import Prf
+from .prf import prf_for
 
 _KEY_PAD = b"Key Pad for IKEv2"
 
@@ -33,13 +33,13 @@ def signed_octets(
     IKE_INTERMEDIATE exchanges (engine.crypto.intauth.IntAuthChain.int_auth).
     With a PPK (RFC 8784) `sk_p` is SK_pi'/SK_pr' (engine.crypto.ppk).
     """
-    return real_message + peer_nonce + Prf(prf_id)(_reveal(sk_p), id_payload_body) + int_auth
+    return real_message + peer_nonce + prf_for(prf_id)(_reveal(sk_p), id_payload_body) + int_auth
 
 
 def psk_auth_data(prf_id: int, psk: bytes | Secret, signed: bytes) -> bytes:
     """AUTH for shared key MIC: prf(prf(PSK, "Key Pad for IKEv2"), SignedOctets).
     Compare a received value with hmac.compare_digest."""
-    prf = Prf(prf_id)
+    prf = prf_for(prf_id)
     return prf(prf(_reveal(psk), _KEY_PAD), signed)
 
 

@@ -298,6 +298,10 @@ class _NullCipher(Cipher):
         return bytes(ciphertext)
 
 
+_ENCR_IDS: dict[int, EncrId] = {int(e): e for e in EncrId}
+"""A dict lookup instead of the enum's call: a cipher is made for every SK message and CHILD SA."""
+
+
 def make_cipher(encr_id: int, key_bits: int | None, keymat: bytes) -> Cipher:
     """Key a cipher from `keymat` (exactly `encr_keymat_size` bytes, salt last)."""
     need = encr_keymat_size(encr_id, key_bits)
@@ -305,7 +309,7 @@ def make_cipher(encr_id: int, key_bits: int | None, keymat: bytes) -> Cipher:
         raise ValueError(
             f"{EncrId(encr_id).name}: keying material must be {need} bytes, got {len(keymat)}"
         )
-    eid = EncrId(encr_id)
+    eid = _ENCR_IDS.get(encr_id) or EncrId(encr_id)
     if eid == EncrId.NULL:
         return _NullCipher()
     if eid == EncrId.AES_CBC:

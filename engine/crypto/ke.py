@@ -355,15 +355,18 @@ def new_key_exchange(group: int) -> KeyExchange | MlKemExchange:
     return KeyExchange(group)
 
 
-def respond(group: int, peer_data: bytes) -> tuple[bytes, bytes]:
+def respond(group: int, peer_data: bytes, ready: KeyExchange | None = None) -> tuple[bytes, bytes]:
     """The responder's side: (our KE data, shared secret) for the initiator's KE data.
 
-    DH: a fresh key, its public value and g^ir. KEM: the encapsulation to the
-    initiator's key, i.e. (ciphertext, shared secret). Raises InvalidKeyExchange
-    for unusable peer data (answer INVALID_SYNTAX for a KEM, as for DH).
+    DH: a fresh key (or ``ready``, one made ahead for ``group`` and used only here: a
+    KeyPool's), its public value and g^ir. KEM: the encapsulation to the initiator's key,
+    i.e. (ciphertext, shared secret). Raises InvalidKeyExchange for unusable peer data
+    (answer INVALID_SYNTAX for a KEM, as for DH).
     """
     if is_kem(group):
         enc = mlkem_encapsulate(group, peer_data)
         return enc.ciphertext, enc.shared_secret.reveal()
-    mine = KeyExchange(group)
+    if ready is not None and ready.group != group:
+        raise ValueError(f"a ready key of {ready.group.name} offered for group {group}")
+    mine = ready if ready is not None else KeyExchange(group)
     return mine.public_bytes(), mine.compute_shared(peer_data)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from ..secret import Secret
 from .encr import encr_keymat_size
 from .integ import integ_key_size
-from .prf import Prf, prf_plus
+from .prf import Prf, prf_for, prf_plus
 from .transforms import AEAD_ENCR, IntegId
 
 
@@ -91,13 +91,13 @@ def derive_ike_keys(
     """
     if len(spi_i) != 8 or len(spi_r) != 8:
         raise ValueError(f"IKE SPIs must be 8 bytes, got {len(spi_i)} and {len(spi_r)}")
-    prf = Prf(prf_id)
+    prf = prf_for(prf_id)
     if old_sk_d is None:
         if additional_secrets:
             raise ValueError("IKE_SA_INIT has a single key exchange: additional secrets need the rekey form")
         skeyseed = prf(_skeyseed_key(prf, nonce_i, nonce_r), shared_secret)
     else:
-        old_prf = prf if old_prf_id is None else Prf(old_prf_id)
+        old_prf = prf if old_prf_id is None else prf_for(old_prf_id)
         skeyseed = old_prf(old_sk_d, shared_secret + nonce_i + nonce_r + additional_secrets)
     e_len, a_len = child_key_sizes(encr_id, encr_key_bits, integ_id)
     p_len = prf.key_size
@@ -126,7 +126,7 @@ def child_keymat(
     if additional_secrets and shared_secret is None:
         raise ValueError("additional key exchange secrets need the primary one (RFC 9370 §2.2.4)")
     seed = nonce_i + nonce_r if shared_secret is None else shared_secret + nonce_i + nonce_r
-    return prf_plus(Prf(prf_id), sk_d, seed + additional_secrets, length)
+    return prf_plus(prf_for(prf_id), sk_d, seed + additional_secrets, length)
 
 
 def split_child_keymat(

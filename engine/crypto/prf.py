@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from cryptography.hazmat.primitives import hashes, hmac
 
 from .errors import UnsupportedTransform
@@ -74,6 +76,13 @@ class Prf:
 
     def __repr__(self) -> str:
         return f"Prf({self.id.name})"
+
+
+@functools.lru_cache(maxsize=None)
+def prf_for(prf_id: int) -> Prf:
+    """The one Prf of a transform ID (a Prf holds no key: several calls per handshake share it).
+    Raises UnsupportedTransform as Prf() does."""
+    return Prf(prf_id)
 
 
 def prf_plus(prf: Prf, key: bytes, seed: bytes, length: int) -> bytes:

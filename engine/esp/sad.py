@@ -10,6 +10,7 @@ drops that belong to no SA (unknown SPI, discard rules).
 
 from __future__ import annotations
 
+import functools
 from collections import deque
 
 from engine.crypto.encr import encr_keymat_size, make_cipher
@@ -42,9 +43,8 @@ def sa_pair_from_event(ev: ChildSaInstalled, events: list[Event] | None = None) 
     the ``_out`` keys and ``spi_out``. Raises SaConfigError naming the CHILD
     SA and what is wrong; nothing is half-built.
     """
-    where = f"CHILD SA {ev.connection}/{ev.child} {{{ev.unique_id}}}"
     try:
-        lifetime = Lifetime(ev.soft_bytes, ev.hard_bytes, ev.soft_packets, ev.hard_packets)
+        lifetime = _lifetime(ev.soft_bytes, ev.hard_bytes, ev.soft_packets, ev.hard_packets)
         common = dict(local_addr=ev.local_addr, remote_addr=ev.remote_addr, mode=ev.mode, esn=ev.esn,
                       local_ts=ev.local_ts, remote_ts=ev.remote_ts, encap=ev.encap,
                       local_port=ev.local_port, remote_port=ev.remote_port, lifetime=lifetime,
@@ -80,9 +80,19 @@ def sa_pair_from_event(ev: ChildSaInstalled, events: list[Event] | None = None) 
         outbound = EspOutboundSa(ev.spi_out, cipher=cipher_out, integ=integ_out, **common)
         return inbound, outbound
     except SaConfigError as exc:
-        raise SaConfigError(f"{where}: {exc}") from None
+        raise SaConfigError(f"{_where(ev)}: {exc}") from None
     except (CryptoError, ValueError) as exc:
-        raise SaConfigError(f"{where}: {exc}") from exc
+        raise SaConfigError(f"{_where(ev)}: {exc}") from exc
+
+
+def _where(ev: ChildSaInstalled) -> str:
+    return f"CHILD SA {ev.connection}/{ev.child} {{{ev.unique_id}}}"
+
+
+@functools.lru_cache(maxsize=256)
+def _lifetime(soft_bytes: int, hard_bytes: int, soft_packets: int, hard_packets: int) -> Lifetime:
+    # Shared (frozen): the CHILD SAs of one connection all have the same limits.
+    return Lifetime(soft_bytes, hard_bytes, soft_packets, hard_packets)
 
 
 class Sad:

@@ -26,6 +26,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
+from engine.crypto.keypool import KeyPool
 from engine.events import ChildState, Event, IkeState, PolicyApplied
 from engine.ike import policy_change
 from engine.ike.authenticator import Authenticator
@@ -88,6 +89,9 @@ class IkeEndpoint:
         """The runtime's route lookup: the address the host sends from towards a peer (None: unknown).
         Used only when neither local_addrs nor listen names ours (a laptop), so NAT detection
         hashes our real address; injected like ``rng``, the endpoint itself never asks the kernel."""
+        self.key_pool: KeyPool | None = None
+        """Key pairs made ahead (engine.crypto.keypool), taken by IKE_SA_INIT as responder; the
+        runtime owns and fills it when idle (None: every key is made when needed)."""
         self.path_usable: Callable[[str, str], bool] | None = None
         """The runtime's check that our address still exists and reaches a peer (local, remote): a
         MOBIKE SA whose path still works stays on it (as charon keeps a valid path), whatever

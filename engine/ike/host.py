@@ -18,6 +18,7 @@ from engine.events import Event
 from engine.policy.model import ChildConfig, EngineConfig
 
 if TYPE_CHECKING:
+    from engine.crypto.keypool import KeyPool
     from engine.ike.authenticator import Authenticator
     from engine.ike.config_payload import VirtualIps
     from engine.ike.child import ChildSa
@@ -76,6 +77,8 @@ class Host(Protocol):
     auth: Authenticator
     exchanges: Catalog
     vips: VirtualIps
+    key_pool: KeyPool | None
+    """Key pairs made ahead for IKE_SA_INIT as responder (engine.crypto.keypool), or None."""
 
     @property
     def engine(self) -> EngineConfig: ...

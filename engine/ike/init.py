@@ -43,10 +43,15 @@ def check_nat(payloads, spi_i: bytes, spi_r: bytes, local: tuple[str, int],
 VENDOR_ID = b"ipsec-console 1\0"
 
 
+_OUR_VENDOR_ID = VendorIdPayload(VENDOR_ID)
+_FRAGMENTATION_SUPPORTED = NotifyPayload(NotifyType.IKEV2_FRAGMENTATION_SUPPORTED)
+"""Payloads are frozen values: every IKE_SA_INIT sends these same two."""
+
+
 def capability_notifies(conn, *, want_hash_algorithms: bool) -> list:
-    out: list = [VendorIdPayload(VENDOR_ID)]
+    out: list = [_OUR_VENDOR_ID]
     if conn is None or conn.fragmentation:
-        out.append(NotifyPayload(NotifyType.IKEV2_FRAGMENTATION_SUPPORTED))
+        out.append(_FRAGMENTATION_SUPPORTED)
     if want_hash_algorithms:
         out.append(NotifyPayload(NotifyType.SIGNATURE_HASH_ALGORITHMS, data=hash_algorithms_notify_data()))
     return out

@@ -65,7 +65,12 @@ class Chosen:
         return tuple((t, g) for t, g in self.additional if g != KeId.NONE)
 
     def to_wire(self) -> WireProposal:
-        return _chosen_to_wire(self)
+        if not self.spi:
+            return _chosen_to_wire(self)
+        # The transforms from the cache, keyed without the SPI: a CHILD SA's SPI is new every time,
+        # and keyed with it the cache missed for every CHILD SA (and kept 1,024 of them alive).
+        transforms = _chosen_to_wire(self.with_spi(b"")).transforms
+        return WireProposal(self.number, self.protocol, self.spi, transforms)
 
     def _to_wire(self) -> WireProposal:
         ts: list[WireTransform] = []

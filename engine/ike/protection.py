@@ -64,9 +64,11 @@ class SkCodec:
         self._rng = rng
         c = make_cipher(encr_id, key_bits, sk_e_out)  # checks the keys now; sizes for framing
         integ = Integ(integ_id, sk_a_out) if (integ_id and not c.aead) else None
-        make_cipher(encr_id, key_bits, sk_e_in)  # the peer's keys are checked now too
-        if integ is not None:
-            Integ(integ_id, sk_a_in)
+        # The peer's keys come out of the same prf+ with the same sizes: checking their lengths is
+        # what keying a second cipher (thrown away, each message keys its own) would check.
+        if len(sk_e_in) != len(sk_e_out) or len(sk_a_in) != len(sk_a_out):
+            raise ValueError(f"the two directions' keys differ in size ({len(sk_e_in)}/{len(sk_a_in)} "
+                             f"against {len(sk_e_out)}/{len(sk_a_out)} bytes)")
         self.out = Direction(encr_id, key_bits, integ_id, sk_e_out, sk_a_out, c.aead)
         self.inn = Direction(encr_id, key_bits, integ_id, sk_e_in, sk_a_in, c.aead)
         self.aead: bool = c.aead

@@ -41,8 +41,14 @@ def update_remote(sa: IkeSa, local: Addr, remote: Addr) -> None:
     on_natt = local[1] == sa.host.engine.natt_port
     if remote != sa.remote and sa.sk is not None and (on_natt or not sa.floated) \
             and (sa.nat.remote_behind or remote[1] != sa.remote[1]):
-        log.info("%s[%d]: peer moved from %s:%d to %s:%d", sa.name, sa.unique_id,
-                 *sa.remote, *remote, extra={"connection": sa.name})
+        if on_natt and not sa.floated and remote[0] == sa.remote[0]:
+            # The peer's first message on the NAT-T port, from the same address: the normal
+            # switch of §2.23 (its NAT may map port 4500 anew), once per IKE SA, not a move.
+            log.debug("%s[%d]: NAT-T port float: %s:%d -> %s:%d", sa.name, sa.unique_id,
+                      *sa.remote, *remote, extra={"connection": sa.name})
+        else:
+            log.info("%s[%d]: peer moved from %s:%d to %s:%d", sa.name, sa.unique_id,
+                     *sa.remote, *remote, extra={"connection": sa.name})
         sa.remote = remote
     if on_natt and not sa.floated:
         sa.floated = True

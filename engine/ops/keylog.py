@@ -21,7 +21,6 @@ created 0700, the files 0600, ``check`` warns while it is on (lint rule
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ipaddress
 import logging
@@ -124,8 +123,7 @@ class KeyLog:
 
     def __init__(self, runtime) -> None:
         self.runtime = runtime
-        self._queue: asyncio.Queue | None = None
-        self._task: asyncio.Task | None = None
+        self._sinking = False
         self._ike_done: set[tuple[bytes, bytes]] = set()
         self._warned: set[str] = set()
 
@@ -137,28 +135,20 @@ class KeyLog:
         return base / name
 
     def start(self) -> None:
-        # CHILD SA keys come straight from the runtime (its event queues never hold keys); from the
-        # queue only the IKE SAs that came up.
-        self._queue = self.runtime.subscribe(kinds=(IkeSaStateChanged,))
+        # CHILD SA keys come straight from the runtime (its event queues never hold keys); the IKE
+        # SAs that came up from a sink (called as they are published: no queue, no task to wake
+        # several times per handshake for a check of the folder setting).
         self.runtime.key_sinks.append(self.handle)
-        self._task = asyncio.create_task(self._run(), name="save-keys")
+        self.runtime.add_sink((IkeSaStateChanged,), self.handle)
+        self._sinking = True
 
     async def stop(self) -> None:
         with contextlib.suppress(RuntimeError):  # a lab runtime already stopped has no sinks left
             if self.handle in self.runtime.key_sinks:
                 self.runtime.key_sinks.remove(self.handle)
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
-        if self._queue is not None:
-            self.runtime.unsubscribe(self._queue)
-            self._queue = None
-
-    async def _run(self) -> None:
-        while True:
-            event = await self._queue.get()
-            if not isinstance(event, ChildSaInstalled):  # those came with their keys through key_sinks
-                self.handle(event)
+        if self._sinking:
+            self.runtime.remove_sink(self.handle)
+            self._sinking = False
 
     def handle(self, event) -> None:
         folder = self.folder()

@@ -51,7 +51,7 @@ class MetricsExporter:
         self.metrics = Metrics()
         self._tasks: list[asyncio.Task] = []
         self._server: asyncio.AbstractServer | None = None
-        self._queue: asyncio.Queue | None = None
+        self._sinking = False
         self._clients = 0
         self.address: tuple[str, int] | None = None
         """Where the HTTP endpoint listens (the port is the real one when 0 was asked for)."""
@@ -68,8 +68,9 @@ class MetricsExporter:
         return base / name
 
     async def start(self) -> None:
-        self._queue = self.runtime.subscribe(kinds=OBSERVED)
-        self._tasks.append(asyncio.create_task(self._observe(), name="metrics-events"))
+        # Counting is a dict update: done as the events are published (no queue, no task woken per event).
+        self.runtime.add_sink(OBSERVED, self.metrics.observe)
+        self._sinking = True
         self._tasks.append(asyncio.create_task(self._textfile_loop(), name="metrics-textfile"))
         if self.engine.metrics_listen:
             host, port = split_host_port(self.engine.metrics_listen)
@@ -82,9 +83,9 @@ class MetricsExporter:
         for t in self._tasks:
             t.cancel()
         self._tasks.clear()
-        if self._queue is not None:
-            self.runtime.unsubscribe(self._queue)
-            self._queue = None
+        if self._sinking:
+            self.runtime.remove_sink(self.metrics.observe)
+            self._sinking = False
         if self._server is not None:
             self._server.close()
             self._server = None
@@ -101,10 +102,6 @@ class MetricsExporter:
             write_textfile(path, self.render())
         except OSError as exc:
             log.warning("metrics textfile %s: %s", path, exc.strerror or exc)
-
-    async def _observe(self) -> None:
-        while True:
-            self.metrics.observe(await self._queue.get())
 
     async def _textfile_loop(self) -> None:
         while True:

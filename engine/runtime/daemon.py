@@ -19,6 +19,7 @@ Opt-in extras from ``[engine]``: Prometheus metrics (``metrics_textfile``,
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -305,7 +306,23 @@ async def _serve_lab(config: str, policy, control: str | None, ready) -> int:
 def main(config: str, control: str | None, verbose: int = 0, datapath: str | None = None) -> int:
     setup_logging(verbose)
     lean_log_records()
+    roomy_collector()
     return asyncio.run(serve(config, control, datapath=datapath))
+
+
+GC_YOUNG_THRESHOLD = 10_000
+"""Net container allocations between two passes over the young generation (CPython's default: 700)."""
+
+
+def roomy_collector() -> None:
+    """Collector passes over the young generation after 10,000 net allocations instead of 700.
+    What the engine lets go is freed by reference counting (it makes no reference cycles: see
+    tests/engine/test_datapath_scale.py), so a pass only walks survivors: the last handshakes'
+    SAs, events and summaries, again and again. Under a handshake load that was ~7 % of the
+    daemon's CPU (740 young passes in 10 s, 0.78 s); with this threshold 8 passes, 0.09 s.
+    The older generations keep their defaults: cycles, if any, are still collected."""
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
 
 
 def lean_log_records() -> None:

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 
 from engine import logsafe
+from engine.crypto.keypool import KeyPool
 from engine.datapath.base import Datapath, NullDatapath
 from engine.events import (
     AcquireRequested,
@@ -39,6 +40,7 @@ from engine.ike.endpoint import IkeEndpoint
 from engine.ike.status import ike_sa_info
 from engine.policy.model import Policy
 from engine.runtime.evolve import evolve
+from engine.runtime.randomness import RandomBytes
 from engine.runtime.retention import QUEUE_BYTES, QUEUE_EVENTS, EventHistory, Subscription, event_size, keyless
 from engine.runtime.udp import UdpSockets
 from engine.runtime.wallclock import to_wall_clock
@@ -59,6 +61,10 @@ COUNTERS_CHUNK = 2000
 """Counters per slice when the runtime indexes a datapath's counters."""
 WALL_CLOCK_CHUNK = 2000
 """Counters per slice when the runtime moves their times to the wall clock."""
+KEY_POOL_IDLE = 0.005
+"""Seconds without an IKE datagram after which the loop counts as idle and the key pool is filled."""
+KEY_POOL_STEP = 4
+"""Key pairs made per step of filling (X25519: ~0.1 ms; P-521: ~1 ms)."""
 _REPLAYED = (IkeSaStateChanged, ExchangeSent, ExchangeReceived, ChildSaInstalled, ChildSaDeleted,
              NegotiationFailed, DpdTimeout, PolicyApplied, LogMessage, VirtualIpsChanged, ChildSaMoved)
 _LOUD = ("WARNING", "ERROR", "CRITICAL")
@@ -72,10 +78,14 @@ class EngineRuntime:
                  fragment_size: int | None = None) -> None:
         self.policy = policy
         self.policy_text = policy_text
-        self.endpoint = IkeEndpoint(policy, fragment_size=fragment_size, credentials=_credentials(policy))
+        self.endpoint = IkeEndpoint(policy, fragment_size=fragment_size, credentials=_credentials(policy),
+                                    rng=RandomBytes())
         self.datapath: Datapath = datapath or NullDatapath()
         self.sockets = UdpSockets(self._on_datagram)
         self._subscribers: list[Subscription] = []
+        self._sinks: list[tuple[tuple[type, ...], Callable[[Event], None]]] = []
+        self._routes: dict[type, tuple[bool, bool, list[Subscription], list[Callable[[Event], None]]]] = {}
+        """Event class -> (kept in the history, is a LogMessage, its subscribers, its sinks): see publish()."""
         self._log_read: bool | None = None  # see log_read()
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -87,6 +97,13 @@ class EngineRuntime:
         self.key_sinks: list[Callable[[ChildSaInstalled], None]] = []
         """Called with each ChildSaInstalled, keys included, right after the datapath got it
         (``save_keys``): the only way keys leave the runtime, as history and queues hold none."""
+        self.key_pool = KeyPool(_pooled_groups(policy))
+        """Key pairs for IKE_SA_INIT as responder, made while the loop is idle (see _fill_pool)."""
+        self.endpoint.key_pool = self.key_pool
+        self._datagrams = 0
+        """IKE datagrams received so far: the key pool is filled only when this stood still."""
+        self._pool_seen = 0
+        self._pool_timer: asyncio.TimerHandle | None = None
         self.history = EventHistory()
         """Recent negotiation events, replayed to late subscribers (the attached console);
         bounded in count and bytes, without keys (engine.runtime.retention)."""
@@ -147,6 +164,9 @@ class EngineRuntime:
             self._roam_task.cancel()
         if self._timer is not None:
             self._timer.cancel()
+        if self._pool_timer is not None:
+            self._pool_timer.cancel()
+            self._pool_timer = None
         self.sockets.close()
         await self.datapath.stop()
         if self._log_handler is not None:
@@ -156,6 +176,7 @@ class EngineRuntime:
     # ------------------------------------------------------------ the loop
     def _on_datagram(self, data: bytes, local, remote) -> None:
         now = self.now()
+        self._datagrams += 1
         if local[1] == self.policy.engine.natt_port:
             kind = classify_natt(data)
             if kind == "ike":
@@ -188,6 +209,25 @@ class EngineRuntime:
             self._timer = None
         if when is not None and self._timer is None and self._loop is not None:
             self._timer = self._loop.call_at(when, self._on_timer)
+        if self._pool_timer is None and self._loop is not None and self.key_pool.short:
+            self._pool_seen = self._datagrams
+            self._pool_timer = self._loop.call_later(KEY_POOL_IDLE, self._fill_pool)
+
+    def _fill_pool(self) -> None:
+        """Make a few key pairs if no IKE datagram came in since the last look (KEY_POOL_IDLE ago,
+        or the previous step): under a steady load the pool stays empty and costs nothing but
+        this look every KEY_POOL_IDLE; in a quiet moment it fills, a step at a time."""
+        self._pool_timer = None
+        if self._loop is None or not self.key_pool.short:
+            return
+        if self._datagrams != self._pool_seen:
+            self._pool_seen = self._datagrams
+            self._pool_timer = self._loop.call_later(KEY_POOL_IDLE, self._fill_pool)
+            return
+        self.key_pool.fill(KEY_POOL_STEP)
+        if self.key_pool.short:
+            # The next step after the loop has looked at its sockets again.
+            self._pool_timer = self._loop.call_soon(self._fill_pool)
 
     def _dispatch(self, event: Event) -> None:
         try:
@@ -238,22 +278,36 @@ class EngineRuntime:
     def publish(self, event: Event, *, wall_clock: bool = False) -> None:
         """To the history and every subscriber, its times on the wall clock (``wall_clock``: they
         are already)."""
-        replay = isinstance(event, _REPLAYED) and (not isinstance(event, LogMessage) or event.level in _LOUD)
         cls = type(event)
-        takers = [sub for sub in self._subscribers if sub.kinds is None or issubclass(cls, sub.kinds)]
-        if not replay and not takers:
+        route = self._routes.get(cls)
+        if route is None:
+            # Who takes an event depends on its class alone (and, for a LogMessage, its level):
+            # decided once per class until the subscribers change, not for each event.
+            route = self._routes[cls] = (
+                issubclass(cls, _REPLAYED), issubclass(cls, LogMessage),
+                [sub for sub in self._subscribers if sub.kinds is None or issubclass(cls, sub.kinds)],
+                [fn for kinds, fn in self._sinks if issubclass(cls, kinds)])
+        replay, is_log, takers, sinks = route
+        if is_log and replay:
+            replay = event.level in _LOUD
+        if not replay and not takers and not sinks:
             return
         if not wall_clock:
             event = to_wall_clock(event, time.time() - self.now())
         kept = keyless(event)  # the datapath had the keys; nothing kept from here on holds them
         size = event_size(kept)
         if replay:
-            self.history.append(kept, size)
+            self.history.append(kept, size, kept=True)
         for sub in takers:
             if not sub.offer(kept, size):
                 # A slow subscriber is dropped, never waited for: the engine runs on.
                 self.unsubscribe(sub)
                 log.warning("event subscriber disconnected: %s", sub.dropped)
+        for fn in sinks:
+            try:
+                fn(kept)
+            except Exception:
+                log.exception("an event sink failed on %s", cls.__name__)
 
     def subscribe(self, maxsize: int = QUEUE_EVENTS, *, replay: bool = False,
                   max_bytes: int = QUEUE_BYTES, kinds: tuple[type, ...] | None = None) -> Subscription:
@@ -279,11 +333,25 @@ class EngineRuntime:
             for event, size in reversed(recent):
                 q.offer(event, size)
         self._subscribers.append(q)
+        self._routes = {}
         return q
+
+    def add_sink(self, kinds: tuple[type, ...], fn: Callable[[Event], None]) -> None:
+        """Call ``fn`` with each published event of ``kinds`` (keyless, on the wall clock, as a
+        subscriber gets it) at once, on the engine's loop: for a service whose handling is a few
+        counter updates (metrics, key export), a queue and a task woken per event cost more than
+        the handling. ``fn`` must be quick and not publish; an exception from it is logged."""
+        self._sinks.append((kinds, fn))
+        self._routes = {}
+
+    def remove_sink(self, fn: Callable[[Event], None]) -> None:
+        self._sinks = [(k, f) for k, f in self._sinks if f != fn]
+        self._routes = {}
 
     def unsubscribe(self, q: Subscription) -> None:
         if q in self._subscribers:
             self._subscribers.remove(q)
+        self._routes = {}
         self._log_read = None
 
     def log_read(self) -> bool:
@@ -387,6 +455,7 @@ class EngineRuntime:
         # commit cannot fail once planned.
         self.datapath.apply_policy(policy)
         result = self.endpoint.apply_policy(policy, self.now(), credentials, plan=plan)
+        self.key_pool.set_groups(_pooled_groups(policy))
         self.policy = policy
         self.policy_text = text
         self._after()
@@ -488,6 +557,11 @@ def path_usable(local: str, remote: str) -> bool:
         return True
     except OSError:
         return False
+
+
+def _pooled_groups(policy: Policy) -> list[int]:
+    """The key exchange an initiator most likely sends: the first of each IKE proposal's."""
+    return [p.ke[0].id for c in policy.connections for p in c.proposals if p.ke]
 
 
 def _credentials(policy: Policy):

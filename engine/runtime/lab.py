@@ -230,6 +230,14 @@ class LabRuntime:
         if self.local is not None:
             self.local.unsubscribe(q)
 
+    def add_sink(self, kinds: tuple[type, ...], fn) -> None:
+        """hq's (see EngineRuntime.add_sink)."""
+        self._hq().add_sink(kinds, fn)
+
+    def remove_sink(self, fn) -> None:
+        if self.local is not None:
+            self.local.remove_sink(fn)
+
     def now(self) -> float:
         return self._hq().now()
 

@@ -119,11 +119,13 @@ class EventHistory:
         self.bytes = 0
         self._items: deque[tuple[Event, int]] = deque()
 
-    def append(self, event: Event, size: int | None = None) -> None:
+    def append(self, event: Event, size: int | None = None, *, kept: bool = False) -> None:
+        """``kept``: the caller made ``event`` keyless already (the runtime, which offers the same
+        keyless event to its subscribers)."""
         size = event_size(event) if size is None else size
         if size > self.max_bytes:
             return  # cannot happen with bounded summaries; never let one event empty the history
-        self._items.append((keyless(event), size))
+        self._items.append((event if kept else keyless(event), size))
         self.bytes += size
         while len(self._items) > self.max_events or self.bytes > self.max_bytes:
             _, old = self._items.popleft()

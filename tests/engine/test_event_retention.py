@@ -232,3 +232,52 @@ async def test_the_counters_loop_reports_grown_inbound_sas_and_publishes_on_the_
     walls = [c.last_used for c in snap.sas if c.last_used is not None]
     assert len(walls) == 40 and all(abs(w - (time.time() - rt.now() + 50.0)) < 5 for w in walls)
     assert rt._counters[(3, "in")].last_used == 50.0  # the runtime keeps its own clock
+
+
+def test_who_takes_an_event_follows_the_subscribers_as_they_change():
+    """publish() decides once per event class who takes it: a later subscriber, a narrower one
+    and one that left are still served right, and quiet LogMessages stay out of the history."""
+    rt = _runtime()
+    info = LogMessage(0.0, "INFO", "engine.test", "quiet")
+    warn = LogMessage(0.0, "WARNING", "engine.test", "loud")
+    rt.publish(info)
+    rt.publish(warn)
+    assert [e.text for e in rt.history if isinstance(e, LogMessage)] == ["loud"]
+    logs = rt.subscribe(kinds=(LogMessage,))
+    rt.publish(info)
+    assert logs.get_nowait().text == "quiet"
+    counters = rt.subscribe(kinds=(CountersSnapshot,))
+    rt.publish(warn)
+    assert logs.get_nowait().text == "loud" and counters.empty()
+    rt.unsubscribe(logs)
+    rt.publish(info)
+    assert logs.empty() and counters.empty()
+    everything = rt.subscribe()
+    rt.publish(info)
+    assert everything.get_nowait().text == "quiet"
+    assert [e.text for e in rt.history if isinstance(e, LogMessage)] == ["loud", "loud"]
+
+
+def test_sinks_get_their_kinds_keyless_at_once_and_a_failing_one_is_only_logged(caplog):
+    rt = _runtime()
+    got, logs = [], []
+
+    def broken(event):
+        raise RuntimeError("sink bug")
+
+    rt.add_sink((ChildSaInstalled,), broken)
+    rt.add_sink((ChildSaInstalled,), got.append)
+    rt.add_sink((LogMessage,), logs.append)
+    key = Secret(bytes(range(32)))
+    ev = ChildSaInstalled(ike_sa=1, connection="tun", child="lan", unique_id=1, reqid=1, protocol="esp",
+                          mode="tunnel", spi_in=1, spi_out=2, local_addr="127.0.0.1", remote_addr="127.0.0.9",
+                          local_ts=(), remote_ts=(), encr_id=20, encr_key_length=256, integ_id=None, esn=False,
+                          keys=ChildKeys(key, key, key, key))
+    rt.publish(ev)
+    assert [e.spi_in for e in got] == [1] and got[0].keys is None  # keyless, as a subscriber gets it
+    assert "an event sink failed on ChildSaInstalled" in caplog.text
+    rt.publish(LogMessage(0.0, "INFO", "engine.test", "x"))
+    assert len(got) == 1 and [e.text for e in logs] == ["x"]
+    rt.remove_sink(got.append)
+    rt.publish(ev)
+    assert len(got) == 1

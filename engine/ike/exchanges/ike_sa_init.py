@@ -322,7 +322,8 @@ class IkeSaInitResponder(Responder):
             self.fire(I.REQ_WRONG_GROUP, now, chosen=chosen, name=accepted[0].name)
             return None
         try:
-            reply, shared = respond(chosen.ke, ke.data)
+            pool = self.door.host.key_pool
+            reply, shared = respond(chosen.ke, ke.data, pool.take(chosen.ke) if pool is not None else None)
         except InvalidKeyExchange as exc:
             log.info("invalid KE from %s: %s", self.remote[0], exc)
             self.fire(I.REQ_BAD_KE, now, name=accepted[0].name)
