@@ -41,6 +41,8 @@ from __future__ import annotations
 
 import struct
 
+import numpy
+
 from engine.esp.ip import checksum
 
 VNET = struct.Struct("<BBHHHH")
@@ -116,6 +118,23 @@ def segment(pkt: bytes, gso_type: int, gso_size: int, csum_start: int) -> list[b
     raise OffloadError(f"GSO type {gso_type} is not TCP or UDP")
 
 
+WIDE_MIN_SEGMENTS = 4
+"""Full segments from which `chunk_sums` takes a super-packet's payload in one numpy call: below, the
+call's fixed cost (~5 µs) is more than the per-segment big-int sums it saves (~2 µs each)."""
+_BE16 = numpy.dtype(">u2")
+_add_reduce = numpy.add.reduce
+
+
+def chunk_sums(pkt, start: int, size: int, count: int) -> list[int]:
+    """The sums (not folded) of the big-endian 16-bit words of ``count`` consecutive chunks of ``size``
+    bytes (even) from ``pkt[start]``: each one's TCP checksum contribution, all in one C pass
+    instead of one big-int conversion and division per chunk."""
+    words = numpy.frombuffer(pkt, dtype=_BE16, count=count * (size >> 1), offset=start)
+    # 32-bit sums hold any chunk of an IP packet (32,768 words of at most 0xFFFF), and the ufunc
+    # itself skips ndarray.sum's Python wrapper.
+    return _add_reduce(words.reshape(count, size >> 1), axis=1, dtype=numpy.uint32).tolist()
+
+
 def _csum(total: int) -> int:
     """The complemented one's-complement checksum of a sum (as ``engine.esp.ip.checksum`` gives it)."""
     r = total % 0xFFFF
@@ -154,6 +173,10 @@ def _segment_tcp(pkt: bytes, ihl: int, thl: int, mss: int, v4: bool) -> list[byt
     i = 0
     off = hlen
     end = len(pkt)
+    full = total // mss
+    # The payload sums of all full segments at once when there are enough of them (see chunk_sums).
+    sums = chunk_sums(pkt, hlen, mss, full) if full >= WIDE_MIN_SEGMENTS and not mss & 1 else ()
+    wide = len(sums)
     while True:
         nxt = off + mss
         if nxt >= end:
@@ -175,9 +198,12 @@ def _segment_tcp(pkt: bytes, ihl: int, thl: int, mss: int, v4: bool) -> list[byt
         if i:
             f &= later
         seg[t + 13] = f
-        data = from_bytes(chunk, "big")
-        if size & 1:
-            data <<= 8  # an odd last byte is the high half of a word
+        if i < wide:
+            data = sums[i]
+        else:
+            data = from_bytes(chunk, "big")
+            if size & 1:
+                data <<= 8  # an odd last byte is the high half of a word
         r = (tcp_base + size + seq + f + data) % 0xFFFF
         pack16(seg, t + 16, 0xFFFF - r if r else 0)
         append(seg)

@@ -53,6 +53,7 @@ import struct
 from concurrent.futures import ThreadPoolExecutor
 
 from engine.datapath import pmtu
+from engine.datapath.mmsg import control_message
 from engine.datapath.rtnl import AddressBook, RouteWriter
 from engine.datapath.tun import (
     DEFAULT_DEVICE,
@@ -68,7 +69,7 @@ from engine.datapath.tun import (
     open_tun,
     ranges_to_networks,
 )
-from engine.datapath.userspace_io import READ_BATCH, RawSender, TunIO, UdpSender
+from engine.datapath.userspace_io import READ_BATCH, RawSender, TunIO, UdpSender, raw_batch
 from engine.datapath.userspace_path import Pair, SaPath
 from engine.esp import EspDrop, SaConfigError
 from engine.events import (
@@ -334,7 +335,8 @@ class UserspaceDatapath:
             if raw is None:
                 raise OSError(errno.EPROTONOSUPPORT, "no header-including raw socket for AH or transport mode")
             return self._shared(("hdrincl", family, ev.remote_addr),
-                                lambda: RawSender(self.io, raw.sendto, (ev.remote_addr, 0)))
+                                lambda: RawSender(self.io, raw.sendto, (ev.remote_addr, 0),
+                                                  raw_batch(raw, ev.remote_addr)))
         if ev.encap:
             sock = self.runtime.sockets.socket_for((ev.local_addr, ev.local_port))
             if sock is None:
@@ -352,10 +354,13 @@ class UserspaceDatapath:
 
             def send(data, dest, _s=raw, _c=cmsg):
                 return _s.sendmsg((data,), _c, 0, dest)
+            control = control_message(socket.IPPROTO_IP, IP_PKTINFO, info)
         else:
             send = raw.sendto
+            control = b""
         return self._shared(("esp", ev.local_addr, ev.remote_addr),
-                            lambda: RawSender(self.io, send, (ev.remote_addr, 0)))
+                            lambda: RawSender(self.io, send, (ev.remote_addr, 0),
+                                              raw_batch(raw, ev.remote_addr, control)))
 
     def _shared(self, key, make):
         sender = self._senders.get(key)

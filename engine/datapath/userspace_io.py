@@ -12,7 +12,8 @@ After the read batch every sender flushes once:
   ``UDP_SEGMENT`` (UDP GSO, Linux 4.18+): the kernel, or the NIC, cuts them
   into datagrams. A peer sees ordinary ESP-in-UDP datagrams.
 - `RawSender` (ESP as IP protocol 50, and whole-packet AH/transport mode):
-  raw sockets have no GSO; packets go one ``sendmsg`` each.
+  raw sockets have no GSO; the packets of a batch leave in one ``sendmmsg``
+  (engine.datapath.mmsg), still one datagram each on the wire.
 
 Inbound (`TunIO.deliver`): decrypted packets gather in a
 `engine.datapath.offload.Coalescer` and are written once per batch, joined
@@ -42,6 +43,8 @@ from engine.datapath.offload import (
     segment,
     too_big,
 )
+from engine.datapath import mmsg
+from engine.datapath.mmsg import MmsgSender
 from engine.esp import SaExpired
 
 log = logging.getLogger("engine.datapath.userspace")
@@ -143,11 +146,12 @@ class UdpSender:
 
 
 class RawSender:
-    """Raw ESP (or a whole AH/transport-mode packet) to one peer: one sendmsg per packet."""
+    """Raw ESP (or a whole AH/transport-mode packet) to one peer: with a `MmsgSender` the packets of a
+    read batch leave in one ``sendmmsg`` per flush, else one ``sendmsg`` each."""
 
-    __slots__ = ("send", "dest", "io", "pmtu", "pmtu_at", "pairs", "pending", "key")
+    __slots__ = ("send", "dest", "io", "pmtu", "pmtu_at", "pairs", "pending", "key", "batch")
 
-    def __init__(self, io: TunIO, send, dest: tuple) -> None:
+    def __init__(self, io: TunIO, send, dest: tuple, batch: MmsgSender | None = None) -> None:
         self.io = io
         self.send = send
         self.dest = dest
@@ -156,17 +160,42 @@ class RawSender:
         self.pairs: set = set()
         self.pending: list = []
         self.key = None
+        self.batch = batch
 
     def add(self, data) -> None:
-        try:
-            self.send(data, self.dest)
-        except OSError as exc:
-            if exc.errno == errno.EMSGSIZE:
-                self.io.learn_pmtu(self)
-            self.io.send_failed(exc, self.dest, 1)
+        if self.batch is None:
+            try:
+                self.send(data, self.dest)
+            except OSError as exc:
+                self._failed_one(exc)
+            return
+        pending = self.pending
+        if not pending:
+            self.io.dirty.append(self)
+        pending.append(data)
+        if len(pending) >= self.batch.slots:
+            self.flush()
 
     def flush(self) -> None:
-        pass
+        pkts = self.pending
+        if pkts:
+            self.pending = []
+            self.batch.send(pkts, self._refused)
+
+    def _refused(self, _index: int, code: int) -> None:
+        self._failed_one(OSError(code, os.strerror(code)))
+
+    def _failed_one(self, exc: OSError) -> None:
+        if exc.errno == errno.EMSGSIZE:
+            self.io.learn_pmtu(self)
+        self.io.send_failed(exc, self.dest, 1)
+
+
+def raw_batch(sock: socket.socket, address: str, control: bytes = b"") -> MmsgSender | None:
+    """A `MmsgSender` to ``address`` through the raw socket ``sock`` (None without sendmmsg)."""
+    if not mmsg.available:
+        return None
+    return MmsgSender(sock, mmsg.sockaddr(sock.family, address), control)
 
 
 class TunIO:

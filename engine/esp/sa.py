@@ -278,7 +278,7 @@ class InboundSa(SaBase):
     (an empty list places no limit on that side).
     """
 
-    __slots__ = ("window", "_ts_any", "_addr_only")
+    __slots__ = ("window", "_ts_any", "_addr_only", "_passed")
 
     direction = "in"
     full_ip = False
@@ -294,6 +294,8 @@ class InboundSa(SaBase):
         # Selectors that look at addresses only: the check reads the two addresses, not the whole header.
         self._addr_only = all(not proto and any_port for _lo, _hi, proto, _s, _e, any_port
                               in self.remote_ts + self.local_ts)
+        self._passed = None
+        """Address-only selectors: the last inner source + destination (packed) that passed them."""
 
     def unprotect(self, data: bytes, now: float) -> bytes | None:
         """Check and decapsulate one packet; raises EspDrop."""
@@ -305,10 +307,14 @@ class InboundSa(SaBase):
         if self._ts_any[v]:
             return
         if self._addr_only and len(inner) >= 40:
+            pair = inner[12:20] if v == 4 else inner[8:40]
+            if pair == self._passed:
+                return  # the flow's packets share their addresses: one walk of the selectors per flow
             src, dst = (inner[12:16], inner[16:20]) if v == 4 else (inner[8:24], inner[24:40])
             n = len(src)
             if ((not self.remote_ts or any(len(t[0]) == n and t[0] <= src <= t[1] for t in self.remote_ts))
                     and (not self.local_ts or any(len(t[0]) == n and t[0] <= dst <= t[1] for t in self.local_ts))):
+                self._passed = pair
                 return
             raise self._drop("policy_mismatch", "inner packet outside the SA's traffic selectors",
                              data, now, seq)

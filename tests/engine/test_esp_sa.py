@@ -349,3 +349,21 @@ def test_packet_samples_every_n_packets_and_drops():
             inb.unprotect(wires[0], 2.0)
     got = [(e.direction, e.seq, e.verdict) for e in inb.events]
     assert got == [("in", 3, ""), ("in", 6, ""), ("drop", 1, "replay")]
+
+
+def test_address_selectors_remember_only_the_exact_pair_that_passed():
+    # The address-only check keeps the last address pair that passed (one flow's packets skip the
+    # selector walk); any other source or destination is walked again and dropped when outside.
+    out, inb, _ = make_pair(local_ts=(parse_ts("198.51.100.0/25"),), remote_ts=(parse_ts("198.51.100.128/25"),))
+    ok = raw(IP(src="198.51.100.1", dst="198.51.100.129") / UDP(sport=5, dport=6) / Raw(bytes(20)))
+    ok2 = raw(IP(src="198.51.100.2", dst="198.51.100.130") / TCP() / Raw(bytes(20)))
+    bad_src = raw(IP(src="198.51.100.200", dst="198.51.100.129") / UDP() / Raw(bytes(20)))
+    bad_dst = raw(IP(src="198.51.100.1", dst="198.51.100.5") / UDP() / Raw(bytes(20)))
+    swapped = raw(IP(src="198.51.100.129", dst="198.51.100.1") / UDP() / Raw(bytes(20)))
+    for pkt, want in ((ok, None), (ok, None), (bad_src, "policy_mismatch"), (ok, None), (bad_dst, "policy_mismatch"),
+                      (ok2, None), (swapped, "policy_mismatch"), (ok2, None), (bad_dst, "policy_mismatch")):
+        if want is None:
+            assert inb.unprotect(out.protect(pkt, 0.0), 0.0) == pkt
+        else:
+            assert drop_reason(inb, out.protect(pkt, 0.0)) == want
+    assert inb.drops["policy_mismatch"] == 4 and inb.packets == 5
