@@ -1,8 +1,9 @@
 """The bridge between a runtime and the app.
 
 One labelled worker consumes the runtime's events and posts them, coalesced
-per burst, as ``EventsArrived`` of at most `EVENTS_PER_MESSAGE` events, one
-message in flight at a time: the next goes once the app has handled the
+per burst, as ``EventsArrived`` of at most `EVENTS_PER_MESSAGE` events (fewer
+when the app took long for the last ones: `EVENTS_SECONDS`), one message in
+flight at a time: the next goes once the app has handled the
 previous, so a flood of engine events never piles up in the app's message
 queue (it waits in the runtime, which bounds it); a second worker polls
 ``status()`` and re-arms only after the UI has taken the previous snapshot,
@@ -25,10 +26,14 @@ from textual.worker import Worker, WorkerState
 
 from console.messages import EventsArrived, RuntimeTrouble, StatusUpdated
 from console.runtime.base import CommandError, Runtime, RuntimeDisconnected
+from engine.slicing import Pace
 
 POLL_INTERVAL = 1.0
 EVENTS_PER_MESSAGE = 500
 """Events in one EventsArrived at most: the app's work per message stays bounded."""
+EVENTS_SECONDS = 0.010
+"""...and about this much of the app's time per message: the next one is sized from what the app
+took for the last ones (`Pace`), so a frame never waits long for a batch under a flood of events."""
 WORKER_GROUPS = {"runtime": "events", "status": "status", "commands": "command",
                  "cert-expiry": "certificate expiry"}
 """App worker groups whose failures end here, and how the alert names them."""
@@ -52,6 +57,8 @@ class RuntimeBridge:
         self._awaiting_app = False
         self._events_taken = asyncio.Event()
         self._events_taken.set()
+        self.event_pace = Pace(EVENTS_PER_MESSAGE // 5, 20, EVENTS_PER_MESSAGE, EVENTS_SECONDS)
+        """Events per EventsArrived (the app reports what each took: `events_handled`)."""
         self.runtime_alive = False
 
     # --------------------------------------------------------------- start/stop
@@ -80,7 +87,7 @@ class RuntimeBridge:
                 # Events already queued arrive without suspending; one message per burst.
                 self._flush_scheduled = True
                 loop.call_soon(self._flush_events)
-            while len(self._event_buffer) >= EVENTS_PER_MESSAGE:
+            while len(self._event_buffer) >= self.event_pace.n:
                 # Stop taking until the app has handled what it was given (which posts the next
                 # batch): the rest waits upstream, where the runtime bounds it.
                 if not self._awaiting_app:
@@ -93,13 +100,20 @@ class RuntimeBridge:
     def _flush_events(self) -> None:
         self._flush_scheduled = False
         if self._event_buffer and not self._awaiting_app:
-            batch = tuple(self._event_buffer[:EVENTS_PER_MESSAGE])
-            del self._event_buffer[:EVENTS_PER_MESSAGE]
+            n = self.event_pace.n
+            batch = tuple(self._event_buffer[:n])
+            del self._event_buffer[:n]
             self.post_message(EventsArrived(batch))
             # The app handles its messages in order: this one arrives once the batch above is done.
             self.post_message(EventsTaken())
             self._awaiting_app = True
             self._events_taken.clear()
+
+    def events_handled(self, n: int, seconds: float) -> None:
+        """The app took ``seconds`` for an EventsArrived of ``n`` events (sizes the next ones)."""
+        pace = getattr(self, "event_pace", None)  # None: messages posted without the bridge (tests)
+        if pace is not None:
+            pace.took(n, seconds)
 
     def on_events_taken(self, message: EventsTaken) -> None:
         message.stop()

@@ -37,7 +37,6 @@ datapaths never touch a `SaPath` from elsewhere.
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import itertools
 import logging
@@ -49,6 +48,7 @@ from engine.events import ChildSaInstalled, Event, PacketSample
 from engine.policy.model import Policy
 from engine.policy.spd import Spd, computed_priority
 from engine.policy.ts import TrafficSelector
+from engine.slicing import Steps
 
 log = logging.getLogger("engine.datapath")
 
@@ -552,15 +552,18 @@ class SaPath:
         return list(self.sad.counters()), drops
 
     async def counters_async(self, chunk: int = COUNTERS_CHUNK):
-        """`counters`, ``chunk`` SA pairs at a time with the loop free in between (thousands of SAs)."""
-        pairs = self.sad.pairs()
+        """`counters`, at most ``chunk`` SA pairs and about a millisecond at a time with the loop free
+        in between (thousands of SAs; a pair removed meanwhile is left out)."""
+        sad = self.sad
         out: list = []
-        for i in range(0, len(pairs), chunk):
-            if i:
-                await asyncio.sleep(0)
-            for inbound, outbound in pairs[i:i + chunk]:
-                out.append(inbound.counters())
-                out.append(outbound.counters())
+        steps = Steps(chunk)
+        for spi in sad.spis():
+            pair = sad.pair(spi)
+            if pair is not None:
+                out.append(pair[0].counters())
+                out.append(pair[1].counters())
+            if steps.done():
+                await steps.next()
         drops = {r: n for r, n in self.drops.items() if n}
         if self.send_failed:
             drops["send_failed"] = self.send_failed

@@ -177,6 +177,14 @@ class Sad:
     def pairs(self) -> list[tuple[InboundSa, OutboundSa]]:
         return [(sa, self._outbound[spi]) for spi, sa in self._inbound.items()]
 
+    def spis(self) -> list[int]:
+        """The inbound SPIs of every pair (a copy: cheaper than `pairs` for a walk done in slices)."""
+        return list(self._inbound)
+
+    def pair(self, spi_in: int) -> tuple[InboundSa, OutboundSa] | None:
+        inbound = self._inbound.get(spi_in)
+        return None if inbound is None else (inbound, self._outbound[spi_in])
+
     def __len__(self) -> int:
         return len(self._inbound)
 

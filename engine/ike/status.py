@@ -3,7 +3,6 @@ and the console. Datapath counters are merged in by the runtime."""
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 
 from engine.crypto.transforms import TransformType
@@ -24,7 +23,7 @@ def _name(ttype: int, tid: int | None, bits: int | None = None) -> str:
     return strongswan_transform_name(ttype, tid, bits)
 
 
-def child_info(c: ChildSa, now: float) -> ChildSaInfo:
+def child_info(c: ChildSa, now: float, *, encap: bool = False, quantum_safe: bool = False) -> ChildSaInfo:
     ch = c.chosen
     return ChildSaInfo(
         name=c.config.name,
@@ -33,7 +32,7 @@ def child_info(c: ChildSa, now: float) -> ChildSaInfo:
         state=c.state.value,
         protocol=c.protocol,
         mode=c.mode,
-        encap=False,
+        encap=encap,
         spi_in=c.spi_in_int,
         spi_out=c.spi_out_int,
         encr=_name(TransformType.ENCR, ch.encr[0], ch.encr[1]) if ch.encr else "",
@@ -45,6 +44,7 @@ def child_info(c: ChildSa, now: float) -> ChildSaInfo:
         installed_ago=max(0.0, now - c.installed_at),
         rekey_in=_in(c.rekey_at, now) if c.state == ChildState.INSTALLED else None,
         expire_in=_in(c.expire_at, now),
+        quantum_safe=quantum_safe,
     )
 
 
@@ -66,9 +66,8 @@ def ike_sa_info(sa, now: float) -> IkeSaInfo:
     ch = sa.chosen
     encap = sa.encap
     safe = ike_quantum_safe(sa)
-    children = [dataclasses.replace(child_info(c, now), encap=encap,
-                                    quantum_safe=is_quantum_safe(_name(TransformType.KE, c.ke_group),
-                                                                 parent_quantum_safe=safe))
+    children = [child_info(c, now, encap=encap,
+                           quantum_safe=is_quantum_safe(_name(TransformType.KE, c.ke_group), parent_quantum_safe=safe))
                 for c in sa.children.values()]
     return IkeSaInfo(
         name=sa.name,

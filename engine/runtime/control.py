@@ -28,7 +28,7 @@ Bounds (a local client can be buggy or stuck; none may stall the engine):
 at most MAX_CLIENTS connections (more get the line above and are closed);
 request lines of at most MAX_REQUEST bytes and sane JSON
 (engine.runtime.control_wire); long listings built SA by SA in slices that
-let the event loop run (control_wire.SLICE); a policy sent with
+let the event loop run (control_wire.SLICE, SLICE_ITEMS); a policy sent with
 apply-policy parsed in a thread; a subscriber queue bounded in bytes
 (engine.runtime.retention): one that falls behind is disconnected, and if
 it does not even take its last line within FINAL_LINE_GRACE seconds, cut.
@@ -177,7 +177,8 @@ class ControlServer:
         elif cmd == "list-conns":
             fields = [("connections", join_list(await self._connections()))]
         elif cmd == "counters":
-            counters, drops = rt.datapath.counters()
+            read = getattr(rt.datapath, "counters_async", None)  # thousands of SAs: in steps
+            counters, drops = await read() if read is not None else rt.datapath.counters()
             encoded = await encode_sliced(counters, status_to_dict)
             fields = [("sas", join_list(encoded)), ("drops", [dumps(drops)]), ("ike", [dumps(dict(rt.endpoint.stats))])]
         else:

@@ -8,7 +8,6 @@ events -> transmit -> re-arm a single ``loop.call_at`` timer.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import socket
 import time
@@ -44,6 +43,7 @@ from engine.runtime.randomness import RandomBytes
 from engine.runtime.retention import QUEUE_BYTES, QUEUE_EVENTS, EventHistory, Subscription, event_size, keyless
 from engine.runtime.udp import UdpSockets
 from engine.runtime.wallclock import to_wall_clock
+from engine.slicing import Steps, release, release_dict
 from engine.status import ConnectionInfo, IkeSaInfo, PoolInfo, StatusSnapshot
 from engine.wire.natt import classify_natt
 
@@ -55,8 +55,14 @@ ROAM_INTERVAL = 1.0
 SHUTDOWN_GRACE = 2.0
 STATUS_CHUNK = 100
 """IKE SAs per slice of `EngineRuntime.status_async` (a few milliseconds of work)."""
-STATUS_SLICE_SECONDS = 0.002
+STATUS_SLICE_SECONDS = 0.001
 """...and at most about this long per slice (the engine's timers and packets wait that long at most)."""
+STATUS_ROUNDS = 3
+SCAN_CHUNK = 2000
+"""Passes of `EngineRuntime.status_async` over the IKE SAs that came while it was building, and
+how many SAs one step of a pass looks at (no listing built: a set lookup each)."""
+_UNLISTED = (IkeState.DESTROYED, IkeState.CREATED)
+"""What `status` leaves out: gone, or not yet negotiating."""
 COUNTERS_CHUNK = 2000
 """Counters per slice when the runtime indexes a datapath's counters."""
 WALL_CLOCK_CHUNK = 2000
@@ -361,8 +367,12 @@ class EngineRuntime:
         return self._log_read
 
     async def _counters_loop(self) -> None:
+        wall: list[SaCounters] = []
         while True:
             await asyncio.sleep(COUNTERS_INTERVAL)
+            # The last round's copies go now, a slice at a time (their snapshot has been sent since:
+            # this list is the last one to hold them).
+            await release(wall)
             try:
                 # A datapath with thousands of SAs reads them a slice at a time (packets go on between).
                 read = getattr(self.datapath, "counters_async", None)
@@ -371,49 +381,60 @@ class EngineRuntime:
                 log.exception("reading datapath counters failed")
                 continue
             # Indexed, and compared with the last read (inbound SAs whose packet count grew: their
-            # peers are alive, DPD waits), a slice at a time.
+            # peers are alive, DPD waits), a few at a time.
             counters = {}
             before = self._counters
             active = []
-            for i in range(0, len(sas), COUNTERS_CHUNK):
-                if i:
-                    await asyncio.sleep(0)
-                for c in sas[i:i + COUNTERS_CHUNK]:
-                    key = (c.spi, c.direction)
-                    counters[key] = c
-                    if c.packets and c.direction == "in":
-                        prev = before.get(key)
-                        if prev is None or c.packets > prev.packets:
-                            active.append(c.spi)
+            steps = Steps(COUNTERS_CHUNK)
+            for c in sas:
+                key = (c.spi, c.direction)
+                counters[key] = c
+                if c.packets and c.direction == "in":
+                    prev = before.get(key)
+                    if prev is None or c.packets > prev.packets:
+                        active.append(c.spi)
+                if steps.done():
+                    await steps.next()
             if active:
                 self.endpoint.child_activity(active, self.now())
             self._counters = counters
+            await release_dict(before)  # its 20,000 keys, a slice at a time
+            del before
             logsafe.flush()  # summaries of rate-limited warnings, even when the flood has stopped
             self._drain_datapath()
             if not self._subscribers:
                 continue  # nobody to tell (CountersSnapshot is not kept in the history)
-            # Their times on the wall clock a slice at a time (a copy per SA that carried traffic:
+            # Their times on the wall clock a few at a time (a copy per SA that carried traffic:
             # 20,000 of them in one go held the loop for 10-30 ms).
             offset = time.time() - self.now()
-            wall: list[SaCounters] = []
-            for i in range(0, len(sas), WALL_CLOCK_CHUNK):
-                if i:
-                    await asyncio.sleep(0)
-                wall.extend(c if c.last_used is None else evolve(c, last_used=c.last_used + offset)
-                            for c in sas[i:i + WALL_CLOCK_CHUNK])
+            wall = []
+            steps = Steps(WALL_CLOCK_CHUNK)
+            for c in sas:
+                wall.append(c if c.last_used is None else evolve(c, last_used=c.last_used + offset))
+                if steps.done():
+                    await steps.next()
+            del sas
             self.publish(CountersSnapshot(time.time(), tuple(wall), tuple(sorted(drops.items()))),
                          wall_clock=True)
 
     async def _roam_loop(self) -> None:
         """MOBIKE as a client: once a second, IKE SAs we initiated with MOBIKE check that our address
         still exists and reaches their peer; one whose path broke moves to the source a route lookup
-        now gives (engine.ike.exchanges.mobike). A gateway has no such SA: one pass over its SAs."""
+        now gives (engine.ike.exchanges.mobike). A gateway has no such SA: one pass over its SAs,
+        a few thousand at a time."""
         while True:
             await asyncio.sleep(ROAM_INTERVAL)
             try:
-                if any(sa.mobike and sa.original_initiator for sa in self.endpoint.registry):
-                    if self.endpoint.roam(self.now()):
-                        self._after()
+                mobike = False
+                steps = Steps(SCAN_CHUNK)
+                for sa in self.endpoint.registry:
+                    if sa.mobike and sa.original_initiator:
+                        mobike = True
+                        break
+                    if steps.done():
+                        await steps.next()
+                if mobike and self.endpoint.roam(self.now()):
+                    self._after()
             except Exception:
                 log.exception("checking our addresses for MOBIKE failed")
 
@@ -470,25 +491,50 @@ class EngineRuntime:
     async def status_async(self, chunk: int = STATUS_CHUNK) -> StatusSnapshot:
         """`status`, built ``chunk`` IKE SAs at a time with the loop free in between, for a viewer on
         another thread (the embedded console): a snapshot of 10,000 SAs then never holds packets and
-        timers up for its whole length."""
+        timers up for its whole length.
+
+        What changes between steps is listed once, as it was when reached: an IKE SA that went away
+        before it was reached is left out; one that came since is added at the end (a rekey moves
+        CHILD SAs to a new IKE SA: they are not lost), and no CHILD SA is listed twice."""
         now = self.now()
-        sas = self.endpoint.sas  # a copy: as they were when asked
-        infos = []
-        clock = time.perf_counter
-        for i in range(0, len(sas), chunk):
-            if i:
-                await asyncio.sleep(0)
-            # At most ``chunk`` SAs and about STATUS_SLICE_SECONDS per slice, whichever comes first:
-            # on a busy machine a fixed count alone can hold the loop for tens of milliseconds.
-            until = clock() + STATUS_SLICE_SECONDS
-            for sa in sas[i:i + chunk]:
-                if sa.state != IkeState.DESTROYED:
-                    infos.append(self._with_counters(ike_sa_info(sa, now), now))
-                if clock() > until:
-                    await asyncio.sleep(0)
-                    until = clock() + STATUS_SLICE_SECONDS
-        up = {info.name: info.state for info in infos}
-        return StatusSnapshot(time.time(), tuple(infos), tuple(self.connections(up)), self.pools())
+        steps = Steps(chunk, STATUS_SLICE_SECONDS)
+        infos: list[IkeSaInfo] = []
+        up: dict[str, str] = {}  # connection -> state of its last listed IKE SA (connection_states)
+        listed: set = set()
+        children: set[int] = set()
+        todo = self.endpoint.sas  # a copy: as they were when asked
+        for _ in range(STATUS_ROUNDS):
+            for sa in todo:
+                if sa not in listed and sa.state not in _UNLISTED:
+                    info = self._with_counters(ike_sa_info(sa, now), now)
+                    if info.children:
+                        if not children.isdisjoint(c.unique_id for c in info.children):
+                            info = evolve(info, children=tuple(
+                                c for c in info.children if c.unique_id not in children))
+                        children.update(c.unique_id for c in info.children)
+                    listed.add(sa)
+                    infos.append(info)
+                    up[info.name] = info.state
+                if steps.done():
+                    await steps.next()
+            # What came (or became usable) meanwhile: the registry is looked at again (a cheap test
+            # per SA, so more of them per step).
+            todo = []
+            look = Steps(SCAN_CHUNK, STATUS_SLICE_SECONDS)
+            for sa in self.endpoint.sas:
+                if sa not in listed and sa.state not in _UNLISTED:
+                    todo.append(sa)
+                if look.done():
+                    await look.next()
+            if not todo:
+                break
+        # The connections too (a hub with a thousand of them took 8 ms in one go).
+        connections = []
+        for c in self.policy.connections:
+            connections.append(self.connection_info(c, up))
+            if steps.done():
+                await steps.next()
+        return StatusSnapshot(time.time(), tuple(infos), tuple(connections), self.pools())
 
     def pools(self) -> tuple[PoolInfo, ...]:
         """Usage of the virtual IP pools (road-warrior gateways)."""
@@ -502,7 +548,8 @@ class EngineRuntime:
         for c in info.children:
             cin = self._counters.get((c.spi_in, "in"))
             cout = self._counters.get((c.spi_out, "out"))
-            kids.append(dataclasses.replace(
+            # evolve: a dict copy; dataclasses.replace's keyword call was a third of a listing.
+            kids.append(evolve(
                 c,
                 bytes_in=cin.bytes if cin else 0, packets_in=cin.packets if cin else 0,
                 bytes_out=cout.bytes if cout else 0, packets_out=cout.packets if cout else 0,
@@ -510,7 +557,7 @@ class EngineRuntime:
                 last_out_ago=None if cout is None or cout.last_used is None else max(0.0, now - cout.last_used),
                 drops=cin.drops if cin else (),
             ))
-        return dataclasses.replace(info, children=tuple(kids))
+        return evolve(info, children=tuple(kids))
 
     def connections(self, states: dict[str, str] | None = None) -> list[ConnectionInfo]:
         """``states``: `connection_states`, when the caller has it already."""

@@ -205,3 +205,212 @@ async def test_counter_snapshots_are_packed_a_slice_at_a_time_and_arrive_whole()
     assert pickle.loads(frame(("events", [packed], 0))[4:])[1][0] == snap
     odd = CountersSnapshot(1.0, sas[:10] + (SaCounters(1, "in", 1 << 70),))
     assert await engine_process._packed(odd) is odd
+
+
+class _Wire:
+    """The engine process's end of the socket: the frames it wrote, decoded."""
+
+    def __init__(self) -> None:
+        self.frames: list = []
+
+    def write(self, data) -> None:
+        self.frames.append(pickle.loads(bytes(data)[4:]))
+
+    async def drain(self) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return False
+
+
+def _proc_on_wire() -> tuple[_EngineProcess, _Wire]:
+    proc = _EngineProcess(SimpleNamespace(lab=True, fd=-1, config=None))
+    proc.writer = wire = _Wire()
+    return proc, wire
+
+
+def _infos(n: int):
+    from engine.status import IkeSaInfo
+
+    return tuple(IkeSaInfo(name=f"c{i}", unique_id=i, state="ESTABLISHED", initiator=False, spi_i=i, spi_r=i,
+                           local_addr="192.0.2.2", local_port=4500, remote_addr="192.0.2.1", remote_port=4500,
+                           local_id="gw", remote_id=f"c{i}", encr="AES_GCM_16_256", integ="", prf="PRF_HMAC_SHA2_256",
+                           ke="CURVE25519", nat_local=False, nat_remote=False, established_ago=1.0, rekey_in=None,
+                           expire_in=None, children=()) for i in range(n))
+
+
+async def test_status_frames_shrink_when_pickling_runs_long_and_lose_no_sa():
+    """A loaded machine: each status frame took longer than a step may (the pace's budget is
+    tiny here), so the next frames carry few SAs; the console still gets every SA once, in order."""
+    from engine.slicing import Pace
+    from engine.status import StatusSnapshot
+
+    proc, wire = _proc_on_wire()
+    infos = _infos(300)
+
+    async def status_async():
+        return StatusSnapshot(1.0, infos, (), ())
+    proc.rt = SimpleNamespace(status_async=status_async)
+    proc._status_pace = Pace(25, 5, 100, seconds=1e-9)
+    await proc._status(7)
+    parts = [f[2] for f in wire.frames if f[0] == "status_part"]
+    assert [len(p) for p in parts[:3]] == [25, 5, 5]
+    assert [i.unique_id for p in parts for i in p] == list(range(300))
+    assert wire.frames[-1][:3] == ("reply", 7, True)
+
+
+async def test_event_frames_are_sized_by_the_pace_and_counters_go_in_their_own():
+    from engine.events import SaCounters
+    from engine.slicing import Pace
+
+    proc, wire = _proc_on_wire()
+    proc._event_pace = Pace(40, 10, 500, seconds=1e-9)
+    for i in range(200):
+        proc._events.append(LogMessage(float(i), "INFO", "engine.test", f"line {i}"))
+    proc._counters = CountersSnapshot(2.0, tuple(SaCounters(i + 1, "in", i, i, (("replay", i),) if i % 10 == 3 else ())
+                                                 for i in range(50)), (("no_sa", 4),))
+    proc_counters = proc._counters
+    proc._have_events.set()
+    task = asyncio.create_task(proc._send_events())
+    while proc._events or proc._counters is not None:
+        await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    task.cancel()
+    batches = [f[1] for f in wire.frames]
+    logs = [e for b in batches for e in b if isinstance(e, LogMessage)]
+    assert [e.text for e in logs] == [f"line {i}" for i in range(200)]
+    assert [len(b) for b in batches[:3]] == [40, 10, 10]
+    [counters] = [b for b in batches if any(isinstance(e, CountersSnapshot) for e in b)]
+    assert len(counters) == 1  # alone in its frame
+    # Only what the console reads of it: the drops (bytes and packets come with the status).
+    assert [c.spi for c in counters[0].sas] == [4, 14, 24, 34, 44] and counters[0].drops == (("no_sa", 4),)
+    from console.store import Store
+
+    mine, whole = Store(), Store()
+    mine.counters, whole.counters = counters[0], proc_counters
+    assert mine.drops() == whole.drops() == {"no_sa": 4, "replay": 3 + 13 + 23 + 33 + 43}
+
+
+async def test_a_burst_of_events_is_taken_a_step_at_a_time():
+    """queue.get() does not yield while the queue holds events: 2,000 of them were taken in one
+    step of the engine's loop."""
+    q: asyncio.Queue = asyncio.Queue()
+    for i in range(2000):
+        q.put_nowait(IkeSaStateChanged(ike_sa=i, connection="c", old=IkeState.CONNECTING, new=IkeState.ESTABLISHED))
+    proc = _EngineProcess(SimpleNamespace(lab=True, fd=-1, config=None))
+    turns = []
+
+    async def other():
+        while True:
+            turns.append(len(proc._events))
+            await asyncio.sleep(0)
+    t = asyncio.create_task(other())
+    await asyncio.sleep(0)
+    taker = asyncio.create_task(proc._take_events(q))
+    while not q.empty():
+        await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    taker.cancel()
+    t.cancel()
+    assert len(proc._events) == 2000
+    taken = sorted(set(turns))
+    assert max(b - a for a, b in zip(taken, taken[1:])) <= 500  # TAKE_CHUNK (200) a step
+
+
+async def test_big_status_polls_are_frozen_and_a_sweep_frees_the_cycles_they_left(monkeypatch):
+    """With thousands of SAs a poll brings ~100,000 objects; the collector walked them all every few
+    seconds. Polls of at least FREEZE_FROM_SAS freeze them once applied; the periodic sweep still
+    finds reference cycles among what was frozen."""
+    import gc
+    import weakref
+
+    import console.app as console_app
+
+    monkeypatch.setattr(console_app, "FREEZE_FROM_SAS", 1, raising=False)  # the fake runtime lists a few SAs
+    app = make_app(FakeRuntime(), poll_interval=0.05)
+    async with app.run_test() as pilot:
+        await wait_for(pilot, lambda: app.store.snapshot is not None, what="first status")
+        kept = [object() for _ in range(100)]  # alive at the next poll: frozen by it
+        assert any(o is kept for o in gc.get_objects())  # get_objects() lists what is not frozen
+        polls = [0]
+        original = app.store.apply_status
+
+        def counting(snap):
+            polls[0] += 1
+            return original(snap)
+        app.store.apply_status = counting
+        await wait_for(pilot, lambda: polls[0] >= 2, what="two more polls")
+        await pilot.pause()
+        assert not any(o is kept for o in gc.get_objects())
+        assert app._sweeper is not None
+
+        class Node:
+            pass
+        node = Node()
+        node.me = node
+        ref = weakref.ref(node)
+        gc.freeze()
+        del node
+        gc.collect()
+        assert ref() is not None  # a frozen cycle: no ordinary pass looks at it
+        app._sweep()
+        assert ref() is None
+        del kept
+
+
+async def test_polls_after_a_flood_of_events_are_frozen_too(monkeypatch):
+    """Under 1,000 handshakes/s the stores hold ~190,000 objects from events: the collector walked
+    them every two seconds (100-240 ms). A poll after FREEZE_FROM_EVENTS events freezes too."""
+    import gc
+
+    import console.app as console_app
+
+    monkeypatch.setattr(console_app, "FREEZE_FROM_EVENTS", 50, raising=False)
+    app = make_app(FakeRuntime(), poll_interval=0.05)
+    async with app.run_test() as pilot:
+        await wait_for(pilot, lambda: app.store.snapshot is not None, what="first status")
+        polls = [0]
+        original = app.store.apply_status
+
+        def counting(snap):
+            polls[0] += 1
+            return original(snap)
+        app.store.apply_status = counting
+        await wait_for(pilot, lambda: polls[0] >= 2, what="two quiet polls")
+        kept = [object() for _ in range(10)]
+        await wait_for(pilot, lambda: polls[0] >= 4, what="two more quiet polls")
+        assert any(o is kept for o in gc.get_objects())  # a few SAs, few events: nothing frozen
+        for i in range(100):
+            app.runtime._emit(LogMessage(float(i), "INFO", "engine.test", f"flood {i}"))
+        seen = polls[0]
+        await wait_for(pilot, lambda: polls[0] >= seen + 2, what="polls after the flood")
+        await pilot.pause()
+        assert not any(o is kept for o in gc.get_objects())
+        del kept
+
+
+async def test_event_messages_shrink_when_the_app_takes_long_for_them():
+    """Under a flood each EventsArrived of 500 events cost the app tens of milliseconds, which every
+    frame waited for; the next messages are sized from what the last ones took."""
+    from engine.slicing import Pace
+
+    rt = FakeRuntime()
+    app = make_app(rt)
+    sizes: list[int] = []
+    original = type(app).on_events_arrived
+
+    def counting(self, message: EventsArrived) -> None:
+        sizes.append(len(message.events))
+        original(self, message)
+    type(app).on_events_arrived = counting
+    try:
+        async with app.run_test() as pilot:
+            await wait_for(pilot, lambda: app.store.snapshot is not None, what="first status")
+            app.event_pace = Pace(100, 20, 500, seconds=1e-9)  # every message took too long
+            sizes.clear()
+            for i in range(1000):
+                rt._emit(LogMessage(float(i), "INFO", "engine.test", f"burst {i}"))
+            await wait_for(pilot, lambda: sum(sizes) >= 1000, what="the burst")
+    finally:
+        type(app).on_events_arrived = original
+    assert max(sizes) <= 100 and sizes.count(20) >= 30  # at the floor after the first
