@@ -21,10 +21,11 @@ def make(**kw) -> Pair:
 
 def remember_ike_sas(p: Pair, seen: dict) -> None:
     """Weak references to every IKE SA, its keys and its SK codec (a function: a loop
-    variable of the test would keep the last one alive)."""
-    for ep in (p.a, p.b):
+    variable of the test would keep the last one alive). Keyed by endpoint and unique ID,
+    not id(): a freed SA's id() may be a new SA's."""
+    for side, ep in (("a", p.a), ("b", p.b)):
         for sa in ep.sas:
-            seen[id(sa)] = (weakref.ref(sa), weakref.ref(sa.keys), weakref.ref(sa.sk))
+            seen[(side, sa.unique_id)] = (weakref.ref(sa), weakref.ref(sa.keys), weakref.ref(sa.sk))
 
 
 def dead(refs) -> bool:
@@ -41,7 +42,7 @@ def test_ike_rekeys_keep_no_previous_ike_sa_or_its_keys():
         remember_ike_sas(p, seen)
         p.ep("ab"[n % 2]).rekey("tun", p.now, ike=True)
         p.advance(2)
-    current = {id(sa) for ep in (p.a, p.b) for sa in ep.sas}
+    current = {(side, sa.unique_id) for side, ep in (("a", p.a), ("b", p.b)) for sa in ep.sas}
     assert len(current) == 2
     gone = [refs for key, refs in seen.items() if key not in current]
     assert len(gone) == 12
