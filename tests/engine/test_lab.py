@@ -12,7 +12,6 @@ shared 127.0.0.61-63, the kernel handed one run's ESP to the other's sockets
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import time
 
@@ -27,9 +26,9 @@ from engine.events import (
 from engine.policy.samples import sample_dir, sample_path
 from engine.runtime.lab import LabRuntime
 
+from tests.loopback import NET
+
 SHIPPED = ("lab.toml", "lab-branch.toml", "lab-roadwarrior.toml", "lab.secrets.toml")
-NET = f"127.{100 + os.getpid() // 256 % 150}.{os.getpid() % 256}."
-"""This process's loopback /24 (never 127.0.0.x, where the shipped lab lives)."""
 HQ = NET + "1"
 
 
