@@ -13,6 +13,7 @@ import pytest
 from engine.datapath.base import NullDatapath
 from engine.events import ChildKeys, ChildSaInstalled, CountersSnapshot, ExchangeReceived, LogMessage, SaCounters
 import engine.runtime.engine as engine_runtime
+import engine.runtime.reporting as reporting
 from engine.runtime.engine import EngineRuntime
 from engine.runtime.retention import HISTORY_BYTES, SubscriberDropped, event_size
 from engine.secret import Secret
@@ -202,9 +203,9 @@ async def test_the_counters_loop_reports_grown_inbound_sas_and_publishes_on_the_
     count grew reach the endpoint (DPD waits for them); subscribers get Unix times."""
     import time
 
-    monkeypatch.setattr(engine_runtime, "COUNTERS_INTERVAL", 0.01)
-    monkeypatch.setattr(engine_runtime, "COUNTERS_CHUNK", 7)
-    monkeypatch.setattr(engine_runtime, "WALL_CLOCK_CHUNK", 5)
+    monkeypatch.setattr(reporting, "COUNTERS_INTERVAL", 0.01)
+    monkeypatch.setattr(reporting, "COUNTERS_CHUNK", 7)
+    monkeypatch.setattr(reporting, "WALL_CLOCK_CHUNK", 5)
     rt = _runtime()
     reads = [[SaCounters(i, d, 0, 1 if i % 3 == 0 else 0, (), 50.0 if d == "in" else None)
               for i in range(1, 41) for d in ("in", "out")]]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 
-import engine.runtime.engine as engine_runtime
+import engine.runtime.reporting as reporting
 from engine.datapath.base import NullDatapath
 from engine.datapath.userspace_path import SaPath
 from engine.events import IkeState
@@ -181,7 +181,7 @@ async def test_release_lets_go_a_slice_per_step():
 
 async def test_status_steps_end_on_the_clock_with_a_fixed_count_not_reached(monkeypatch):
     """A loaded machine: every SA seems to take a long time; each step then lists one SA, not 100."""
-    monkeypatch.setattr(engine_runtime, "Steps", _slow_steps, raising=False)
+    monkeypatch.setattr(reporting, "Steps", _slow_steps)
     p = _pair()
     rt = _runtime(p)
     turns: list[int] = []
@@ -224,8 +224,8 @@ async def test_datapath_counters_steps_end_on_the_clock(monkeypatch):
 async def test_the_counters_loop_indexes_in_steps_that_end_on_the_clock(monkeypatch):
     from engine.events import CountersSnapshot, SaCounters
 
-    monkeypatch.setattr(engine_runtime, "COUNTERS_INTERVAL", 0.0)
-    monkeypatch.setattr(engine_runtime, "Steps", _slow_steps, raising=False)
+    monkeypatch.setattr(reporting, "COUNTERS_INTERVAL", 0.0)
+    monkeypatch.setattr(reporting, "Steps", _slow_steps)
     p = _pair()
     rt = _runtime(p)
     rt._loop = asyncio.get_running_loop()
