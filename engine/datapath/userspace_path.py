@@ -253,16 +253,26 @@ class SaPath:
         if linger:
             self.lingering.add(spi_in)
         else:
-            self.sad.remove(spi_in)
-            self.inbound.pop(spi_in, None)
+            self._retire(spi_in)
         return pair
 
     def forget(self, spi_in: int) -> None:
         """Drop what `remove(linger=True)` kept."""
         if spi_in in self.lingering and spi_in not in self.pairs:
             self.lingering.discard(spi_in)
-            self.sad.remove(spi_in)
-            self.inbound.pop(spi_in, None)
+            self._retire(spi_in)
+
+    def _retire(self, spi_in: int) -> None:
+        """Take a pair out of the SAD; its drops stay counted in ``drops`` (the datapath's totals
+        must not shrink when an SA goes: a rekeyed SA's replay drops would otherwise vanish)."""
+        gone = self.sad.remove(spi_in)
+        self.inbound.pop(spi_in, None)
+        if gone is not None:
+            drops = self.drops
+            for sa in gone:
+                for reason, n in sa.drops.items():
+                    if n:
+                        drops[reason] = drops.get(reason, 0) + n
 
     def activate(self, pair: Pair) -> None:
         """The peer has the new SA: send on it from now on."""

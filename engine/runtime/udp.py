@@ -73,7 +73,9 @@ class UdpSockets:
         family = socket.AF_INET6 if ipaddress.ip_address(addr).version == 6 else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            # No SO_REUSEADDR: on UDP it lets a second process bind the same address and port, and
+            # the kernel then hands every datagram to the newest socket, so the first one silently
+            # stops receiving (ESP and IKE lost, no counter anywhere). A busy port must be an error.
             if family == socket.AF_INET:
                 sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
             else:

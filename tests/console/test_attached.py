@@ -22,6 +22,7 @@ from console.widgets.sa_tables import ChildSaTable
 from engine.policy.samples import sample_path
 
 from tests.console.conftest import screen_text, wait_for
+from tests.ops.labcopy import lab_copy
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -129,10 +130,9 @@ def test_sas_json_schema_and_control_commands(daemons):
 
 @pytest.fixture
 def lab_daemon(tmp_path):
-    """`ipsec-console daemon lab.toml --datapath lab`, started from the lab's folder with a relative path."""
-    src = sample_path("lab.toml").parent
-    for name in ("lab.toml", "lab-branch.toml", "lab-roadwarrior.toml", "lab.secrets.toml"):
-        shutil.copy(src / name, tmp_path / name)
+    """`ipsec-console daemon lab.toml --datapath lab`, started from the lab's folder with a relative path
+    (a copy of the shipped lab on ports of its own: another run's lab must not share its sockets)."""
+    tmp_path = lab_copy(tmp_path).parent
     sock = tmp_path / "hq.sock"
     log = open(tmp_path / "daemon.log", "wb")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

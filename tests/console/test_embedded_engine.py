@@ -26,11 +26,12 @@ from engine.policy.ts import parse_ts
 from engine.secret import Secret
 
 from tests.console.conftest import make_app, wait_for
+from tests.ops.labcopy import lab_copy
 from console.runtime.fake import FakeRuntime
 
 
-async def test_the_lab_engine_runs_in_a_process_of_its_own_and_stops_with_the_console():
-    rt = EmbeddedRuntime.lab()
+async def test_the_lab_engine_runs_in_a_process_of_its_own_and_stops_with_the_console(tmp_path):
+    rt = EmbeddedRuntime.lab(lab_copy(tmp_path))
     await rt.start()
     try:
         pid = rt._proc.pid
@@ -48,10 +49,10 @@ async def test_the_lab_engine_runs_in_a_process_of_its_own_and_stops_with_the_co
         os.kill(pid, 0)
 
 
-async def test_the_lab_engines_events_cross_to_the_console():
+async def test_the_lab_engines_events_cross_to_the_console(tmp_path):
     """Message summaries cross unformatted (LazySummary parts): a change of their inner layout once
     made every events frame fail in the engine process, and the console saw no event at all."""
-    rt = EmbeddedRuntime.lab()
+    rt = EmbeddedRuntime.lab(lab_copy(tmp_path))
     await rt.start()
     seen = []
 
@@ -72,8 +73,8 @@ async def test_the_lab_engines_events_cross_to_the_console():
         await rt.stop()
 
 
-async def test_the_engine_keeps_its_timers_while_the_console_is_blocked():
-    rt = EmbeddedRuntime.lab()
+async def test_the_engine_keeps_its_timers_while_the_console_is_blocked(tmp_path):
+    rt = EmbeddedRuntime.lab(lab_copy(tmp_path))
     await rt.start()
     try:
         await rt.diagnostics(True)

@@ -11,10 +11,11 @@ from console.screens.confirm import ConfirmScreen
 from console.widgets.sa_tables import ChildSaTable
 
 from tests.console.conftest import screen_text, wait_for
+from tests.ops.labcopy import lab_copy
 
 
-async def test_lab_negotiates_and_a_rekey_from_the_ui_shows_a_new_spi():
-    rt = EmbeddedRuntime.lab()
+async def test_lab_negotiates_and_a_rekey_from_the_ui_shows_a_new_spi(tmp_path):
+    rt = EmbeddedRuntime.lab(lab_copy(tmp_path))
     app = ConsoleApp(rt)
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_for(pilot, lambda: app.store.snapshot is not None, timeout=10, what="first status")
@@ -43,8 +44,8 @@ async def test_lab_negotiates_and_a_rekey_from_the_ui_shows_a_new_spi():
                                           if c.spi_in == new.spi_in), timeout=10, what="traffic on the new SA")
 
 
-async def test_the_logs_screen_shows_the_engines_messages():
-    app = ConsoleApp(EmbeddedRuntime.lab())
+async def test_the_logs_screen_shows_the_engines_messages(tmp_path):
+    app = ConsoleApp(EmbeddedRuntime.lab(lab_copy(tmp_path)))
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_for(pilot, lambda: any("CHILD_SA" in m.text for m in app.store.logs), timeout=10,
                        what="the CHILD SA log line")
@@ -69,7 +70,7 @@ async def test_the_lab_packet_view_shows_the_esp_header_and_exports_a_pcap(tmp_p
 
     from tests.console.test_logs_packets import _tshark_spis
 
-    app = ConsoleApp(EmbeddedRuntime.lab())
+    app = ConsoleApp(EmbeddedRuntime.lab(lab_copy(tmp_path)))
     async with app.run_test(size=(120, 40), notifications=True) as pilot:
         app.settings.export_dir = str(tmp_path)
         await wait_for(pilot, lambda: len(app.store.samples) >= 4, timeout=15, what="packet samples")

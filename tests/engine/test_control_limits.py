@@ -29,13 +29,14 @@ from engine.runtime.control_wire import MAX_REQUEST
 from engine.runtime.engine import EngineRuntime
 from engine.status import IkeSaInfo, StatusSnapshot
 from tests.engine.ike_pair import connection, policy
+from tests.loopback import addr
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _runtime() -> EngineRuntime:
-    conn = connection(local="127.0.0.1", remote="127.0.0.9", local_port=25800)
-    return EngineRuntime(policy(conn, address="127.0.0.1", ike_port=25800, natt_port=25801),
+    conn = connection(local=addr(1), remote="127.0.0.9", local_port=25800)
+    return EngineRuntime(policy(conn, address=addr(1), ike_port=25800, natt_port=25801),
                          datapath=NullDatapath(), policy_text="# text\n")
 
 
@@ -306,8 +307,8 @@ def test_a_daemon_flooded_with_connections_stays_quiet_and_answers(tmp_path):
     (tmp_path / "s.toml").write_text('[ike.x]\nsecret = "0123456789abcdef0123456789"\n')
     (tmp_path / "s.toml").chmod(0o600)
     (tmp_path / "p.toml").write_text(
-        '[engine]\ndatapath = "lab"\nlisten = ["127.0.0.1"]\nike_port = 25810\nnatt_port = 25811\n'
-        'secrets = "s.toml"\n[connections.tun]\nlocal_addrs = ["127.0.0.1"]\nremote_addrs = ["127.0.0.9"]\n'
+        f'[engine]\ndatapath = "lab"\nlisten = ["{addr(1)}"]\nike_port = 25810\nnatt_port = 25811\n'
+        f'secrets = "s.toml"\n[connections.tun]\nlocal_addrs = ["{addr(1)}"]\nremote_addrs = ["127.0.0.9"]\n'
         'local = { auth = "psk", id = "a.example" }\nremote = { auth = "psk", id = "b.example" }\n')
     sock = tmp_path / "c.sock"
     log = open(tmp_path / "daemon.log", "wb")

@@ -16,12 +16,13 @@ from engine.runtime.client import ControlClient, ControlError
 from engine.runtime.control import ControlServer
 from engine.runtime.engine import EngineRuntime
 from tests.engine.ike_pair import connection, policy
+from tests.loopback import addr
 
 
 def _policy():
     # Loopback on a port nobody listens on: commands work, nothing answers.
-    conn = connection(local="127.0.0.1", remote="127.0.0.9", local_port=25500)
-    return policy(conn, address="127.0.0.1", ike_port=25500, natt_port=25501)
+    conn = connection(local=addr(1), remote="127.0.0.9", local_port=25500)
+    return policy(conn, address=addr(1), ike_port=25500, natt_port=25501)
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ import engine.runtime.engine as engine_runtime
 from engine.runtime.engine import EngineRuntime
 
 from tests.engine.ike_pair import LEFT, RIGHT, Pair, connection, mirror, policy
+from tests.loopback import addr
 
 X25519 = int(KeId.CURVE25519)
 
@@ -101,8 +102,8 @@ class Loop:
 
 
 def test_the_runtime_fills_the_pool_only_while_no_datagram_comes_in():
-    conn = connection(local="127.0.0.1", remote="127.0.0.9", local_port=25710)
-    rt = EngineRuntime(policy(conn, address="127.0.0.1", ike_port=25710, natt_port=25711), datapath=NullDatapath())
+    conn = connection(local=addr(1), remote="127.0.0.9", local_port=25710)
+    rt = EngineRuntime(policy(conn, address=addr(1), ike_port=25710, natt_port=25711), datapath=NullDatapath())
     assert rt.endpoint.key_pool is rt.key_pool and rt.key_pool.groups == (X25519,)
     rt.key_pool.size = 2 * engine_runtime.KEY_POOL_STEP + 1
     loop = rt._loop = Loop()

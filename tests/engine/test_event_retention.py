@@ -31,6 +31,7 @@ from engine.wire.payloads import (
 )
 from engine.wire.summary import MAX_PAYLOADS, MAX_PROPOSALS, payload_detail, summarize_lazy
 from tests.engine.ike_pair import connection, policy
+from tests.loopback import addr
 
 
 def hostile_init(vids: int = 16_200, proposals: int = 255) -> list:
@@ -96,8 +97,8 @@ def test_values_are_capped_and_escaped():
 
 
 def _runtime() -> EngineRuntime:
-    conn = connection(local="127.0.0.1", remote="127.0.0.9", local_port=25700)
-    return EngineRuntime(policy(conn, address="127.0.0.1", ike_port=25700, natt_port=25701), datapath=NullDatapath())
+    conn = connection(local=addr(1), remote="127.0.0.9", local_port=25700)
+    return EngineRuntime(policy(conn, address=addr(1), ike_port=25700, natt_port=25701), datapath=NullDatapath())
 
 
 def _received(payloads) -> ExchangeReceived:

@@ -17,6 +17,7 @@ from engine.policy.model import AuthConfig
 from engine.runtime.engine import EngineRuntime
 
 from tests.engine.ike_pair import LEFT, RIGHT, Pair, child, connection, mirror, policy
+from tests.loopback import addr
 
 
 def up() -> Pair:
@@ -104,8 +105,8 @@ class RefusingDatapath(NullDatapath):
 
 
 def _runtime_policy(*extra):
-    conn = connection(local="127.0.0.1", remote="127.0.0.9", local_port=25510)
-    return policy(conn, *extra, address="127.0.0.1", ike_port=25510, natt_port=25511)
+    conn = connection(local=addr(1), remote="127.0.0.9", local_port=25510)
+    return policy(conn, *extra, address=addr(1), ike_port=25510, natt_port=25511)
 
 
 @pytest.fixture

@@ -2,8 +2,11 @@
 real IKEv2, real ESP SAs, a traffic generator. No root needed.
 
 Each test runs its own copy of the shipped lab policies with the addresses
-and ports moved (127.0.0.1-3 -> 127.0.0.61-63, 155xx -> 256xx), so a lab
-someone runs at the same time on this machine cannot interfere.
+and ports moved (127.0.0.1-3 -> three addresses of a 127.x.y.0/24 of this
+process, 155xx -> 256xx), so a lab someone runs at the same time on this
+machine (another test run, the shipped lab) cannot interfere: when two runs
+shared 127.0.0.61-63, the kernel handed one run's ESP to the other's sockets
+(the packets vanished from one, arrived as no_sa at the other).
 """
 
 from __future__ import annotations
@@ -23,14 +26,17 @@ from engine.events import (
 from engine.policy.samples import sample_dir, sample_path
 from engine.runtime.lab import LabRuntime
 
+from tests.loopback import NET
+
 SHIPPED = ("lab.toml", "lab-branch.toml", "lab-roadwarrior.toml", "lab.secrets.toml")
+HQ = NET + "1"
 
 
 @pytest.fixture
 def lab_config(tmp_path):
     for name in SHIPPED:
         text = (sample_dir() / name).read_text()
-        text = re.sub(r"127\.0\.0\.([123])\b", lambda m: f"127.0.0.6{m.group(1)}", text)
+        text = re.sub(r"127\.0\.0\.([123])\b", lambda m: NET + m.group(1), text)
         text = re.sub(r"\b155(\d\d)\b", r"256\1", text)
         (tmp_path / name).write_text(text)
     return tmp_path / "lab.toml"
@@ -65,11 +71,44 @@ def all_drops(lab: LabRuntime) -> dict[str, int]:
     return total
 
 
+def live(lab: LabRuntime) -> list:
+    """Every endpoint's datapath counters and host/generator stats, read now (not the runtimes' snapshots)."""
+    out = []
+    for ep in lab.endpoints:
+        sas, drops = ep.datapath.counters()
+        out.append((sorted((c.spi, c.direction, c.packets, c.bytes, c.drops) for c in sas), sorted(drops.items()),
+                    sorted(ep.datapath.host.stats.items()), sorted(ep.datapath.generator.stats.items())))
+    return out
+
+
+def snapshots_current(lab: LabRuntime) -> bool:
+    """Whether every runtime's status shows its datapath's counters as they are now."""
+    for ep in lab.endpoints:
+        sas, _drops = ep.datapath.counters()
+        now = {(c.spi, c.direction): (c.packets, c.bytes) for c in sas}
+        for sa in ep.runtime.status().ike_sas:
+            for c in sa.children:
+                for key, shown in (((c.spi_in, "in"), (c.packets_in, c.bytes_in)),
+                                   ((c.spi_out, "out"), (c.packets_out, c.bytes_out))):
+                    if key in now and now[key] != shown:
+                        return False
+    return True
+
+
 async def quiesce(lab: LabRuntime) -> None:
-    """Stop generating, let replies land, and wait for a fresh counters snapshot."""
+    """Stop generating, wait until nothing moves any more, then until the runtimes' counter
+    snapshots (read once a second) show that. Fixed sleeps were not enough on a loaded machine:
+    a late loop left packets in flight or a snapshot from before they landed."""
     lab.pause_traffic()
-    await asyncio.sleep(0.3)
-    await asyncio.sleep(1.1)  # the runtime reads datapath counters once a second
+    deadline = time.monotonic() + 15
+    before = None
+    # Settled: nothing changed between two looks (a socket with datagrams waiting is read on
+    # every turn of the loop, and these looks are turns of the same loop).
+    while (now := live(lab)) != before:
+        assert time.monotonic() < deadline, "the lab's traffic never settled"
+        before = now
+        await asyncio.sleep(0.2)
+    await wait_until(lambda: snapshots_current(lab), timeout=5, what="counter snapshots of the settled lab")
 
 
 @pytest.fixture
@@ -95,7 +134,7 @@ async def test_live_within_two_seconds(lab_config):
         c = await wait_until(lambda: (k := child(lab, "branch")) and k.packets_in and k.packets_out and k,
                              timeout=2.0 - (time.monotonic() - t0), what="SA with traffic")
         assert c.name == "hq-branch" and c.protocol == "esp" and c.mode == "tunnel"
-        assert lab.status().ike_sas[0].local_addr == "127.0.0.61"
+        assert lab.status().ike_sas[0].local_addr == HQ
         assert [x.state for x in lab.connections() if x.name == "branch"] == ["up"]
     finally:
         await lab.stop()

@@ -126,6 +126,22 @@ def test_outbound_drops_are_counted_by_reason():
     assert [e.verdict for e in link.a.drain()] == []  # sampling is off by default
 
 
+@pytest.mark.parametrize("linger", [False, True])
+def test_a_removed_sas_drops_stay_in_the_datapaths_drops(linger):
+    # A rekeyed SA lingers, then goes: the packets it dropped must still be counted somewhere.
+    link = Link()
+    link.install(0xA1, 0xB1)
+    assert link.a.output(icmp_echo(A, B, 1, 1, b"x"), 1.0)
+    name, data = link.wire.pop(0)
+    assert link.b.input(data, 1.0) is not None and link.b.input(data, 1.0) is None  # replayed
+    assert link.b.counters()[1] == {} and sum(n for c in link.b.counters()[0] for _r, n in c.drops) == 1
+    link.b.remove(0xB1, linger=linger)
+    if linger:
+        assert link.b.input(data, 1.0) is None  # still checked while it lingers
+        link.b.forget(0xB1)
+    assert link.b.counters() == ([], {"replay": 2 if linger else 1})
+
+
 def test_inbound_outside_the_selectors_is_a_policy_mismatch():
     link = Link()
     pa, _pb = link.install(0xA1, 0xB1)
