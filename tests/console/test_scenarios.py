@@ -6,7 +6,6 @@ the lab's road warrior fixed, saved and applied without typing any TOML."""
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 import subprocess
 import sys
@@ -14,7 +13,6 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from textual.widgets import Input
 
 from console.app import ConsoleApp, _default_runtime
 from console.runtime.draft import DraftRuntime
@@ -22,7 +20,7 @@ from console.screens.confirm import ConfirmScreen
 from console.screens.dialogs import AddDialog, PskDialog
 from console.screens.policies import PoliciesScreen
 from console.widgets.policy_tree import PolicyTree
-from engine.policy.samples import sample_path
+from tests.ops.labcopy import lab_copy
 
 from .conftest import screen_text, wait_for
 
@@ -110,15 +108,9 @@ async def test_a_new_site_to_site_policy_authored_with_forms_only_passes_check(t
     assert check.returncode == 0, check.stdout + check.stderr
 
 
-def _lab_copy(tmp_path: Path) -> Path:
-    for name in ("lab.toml", "lab-branch.toml", "lab-roadwarrior.toml", "lab.secrets.toml"):
-        shutil.copy(sample_path(name), tmp_path / name)
-    return tmp_path / "lab.toml"
-
-
 @pytest.mark.slow
 async def test_the_road_warrior_fixed_by_keyboard_saved_and_applied(tmp_path):
-    config = _lab_copy(tmp_path)
+    config = lab_copy(tmp_path)  # ports of its own: another run's lab must not hold them
     app = ConsoleApp(_default_runtime(str(config), None))  # a lab policy: the whole lab runs
     async with app.run_test(size=(80, 24), notifications=True) as pilot:
         await wait_for(pilot, lambda: "roadwarrior NO_PROP" in screen_text(app), timeout=15,
