@@ -15,7 +15,9 @@ After the read batch every sender flushes once:
   raw sockets have no GSO; the packets of a batch leave in one ``sendmmsg``
   (engine.datapath.mmsg), still one datagram each on the wire.
 
-Inbound (`TunIO.deliver`): decrypted packets gather in a
+Inbound: `RawReader` takes raw ESP (IP protocol 50) in batches of up to
+RAW_SLOTS datagrams per ``recvmmsg`` (engine.datapath.mmsg), each datagram
+still checked and dropped or delivered on its own. `TunIO.deliver`: decrypted packets gather in a
 `engine.datapath.offload.Coalescer` and are written once per batch, joined
 into super-packets where the kernel's GRO rules allow. The NAT-T socket
 reads with ``UDP_GRO`` (engine.runtime.udp), so a burst of ESP-in-UDP from
@@ -44,8 +46,8 @@ from engine.datapath.offload import (
     too_big,
 )
 from engine.datapath import mmsg
-from engine.datapath.mmsg import MmsgSender
-from engine.esp import SaExpired
+from engine.datapath.mmsg import RECV_SLOT, MmsgReceiver, MmsgSender
+from engine.esp import EspDrop, SaExpired
 
 log = logging.getLogger("engine.datapath.userspace")
 
@@ -59,6 +61,10 @@ READ_BATCH = 64
 """TUN reads per readiness callback before letting IKE, timers and the other direction run (64
 super-packets are already 4 MB)."""
 READ_SIZE = 65535 + 64
+RAW_SLOTS = 64
+"""Datagrams per recvmmsg call on a raw ESP socket."""
+RAW_CALLS = 2
+"""recvmmsg calls per readiness callback (128 datagrams), then IKE, timers and the TUN run."""
 ICMP_BURST = 50
 ICMP_RATE = 100.0
 """ICMP "too big" answers into the TUN device: a burst of this many, then this many per second."""
@@ -93,6 +99,10 @@ class UdpSender:
             # Two full batches go now: bursts at the peer stay short (a peer without GRO, like
             # charon, takes them into a socket buffer of its default size).
             self.flush()
+
+    def seal(self, sa, pkt, now: float) -> None:
+        """``sa.protect(pkt)`` queued (the same call as RawSender's)."""
+        self.add(sa.protect(pkt, now))
 
     def flush(self) -> None:
         pkts = self.pending
@@ -147,9 +157,10 @@ class UdpSender:
 
 class RawSender:
     """Raw ESP (or a whole AH/transport-mode packet) to one peer: with a `MmsgSender` the packets of a
-    read batch leave in one ``sendmmsg`` per flush, else one ``sendmsg`` each."""
+    read batch are queued in its slots (ESP encrypted straight into them, `seal`) and leave in one
+    ``sendmmsg`` per flush, else one ``sendmsg`` each."""
 
-    __slots__ = ("send", "dest", "io", "pmtu", "pmtu_at", "pairs", "pending", "key", "batch")
+    __slots__ = ("send", "dest", "io", "pmtu", "pmtu_at", "pairs", "key", "batch")
 
     def __init__(self, io: TunIO, send, dest: tuple, batch: MmsgSender | None = None) -> None:
         self.io = io
@@ -158,29 +169,40 @@ class RawSender:
         self.pmtu = 0
         self.pmtu_at = 0.0
         self.pairs: set = set()
-        self.pending: list = []
         self.key = None
         self.batch = batch
 
     def add(self, data) -> None:
-        if self.batch is None:
+        batch = self.batch
+        if batch is None:
             try:
                 self.send(data, self.dest)
             except OSError as exc:
                 self._failed_one(exc)
             return
-        pending = self.pending
-        if not pending:
+        if not batch.count:
             self.io.dirty.append(self)
-        pending.append(data)
-        if len(pending) >= self.batch.slots:
-            self.flush()
+        batch.put(data, self._refused)
+        if batch.full:
+            batch.flush(self._refused)
+
+    def seal(self, sa, pkt, now: float) -> None:
+        """``sa.protect(pkt)`` queued: written straight into the next send slot where the SA can
+        (`protect_into`: no ESP packet object, no copy into the slot)."""
+        batch = self.batch
+        if batch is not None:
+            n = sa.protect_into(pkt, now, batch.slot())
+            if n:
+                if not batch.count:
+                    self.io.dirty.append(self)
+                batch.commit(n)
+                if batch.full:
+                    batch.flush(self._refused)
+                return
+        self.add(sa.protect(pkt, now))
 
     def flush(self) -> None:
-        pkts = self.pending
-        if pkts:
-            self.pending = []
-            self.batch.send(pkts, self._refused)
+        self.batch.flush(self._refused)
 
     def _refused(self, _index: int, code: int) -> None:
         self._failed_one(OSError(code, os.strerror(code)))
@@ -189,6 +211,82 @@ class RawSender:
         if exc.errno == errno.EMSGSIZE:
             self.io.learn_pmtu(self)
         self.io.send_failed(exc, self.dest, 1)
+
+
+class RawReader:
+    """Raw ESP (or AH) from one raw socket of a UserspaceDatapath: up to RAW_SLOTS datagrams per
+    ``recvmmsg``, else one ``recv`` each (a libc without it); every datagram is checked, dropped
+    and counted or delivered on its own, in order."""
+
+    __slots__ = ("dp", "sock", "v4", "batch")
+
+    def __init__(self, dp, sock: socket.socket, family: int) -> None:
+        self.dp = dp
+        self.sock = sock
+        self.v4 = family == socket.AF_INET
+        """IPv4 raw sockets hand over the IP header too."""
+        self.batch = MmsgReceiver(sock, RAW_SLOTS) if mmsg.recv_available else None
+
+    def readable(self) -> None:
+        now = self.dp.runtime.now()
+        for _ in range(RAW_CALLS):
+            got = self._read()
+            if got:
+                self._handle(got, now)
+            if len(got) < RAW_SLOTS:
+                break
+        self.dp.flush_events()
+
+    def _read(self) -> list:
+        """The datagrams waiting (up to RAW_SLOTS): memoryviews into the receiver's slots, valid
+        until the next read, or bytes without recvmmsg."""
+        rx = self.batch
+        if rx is None:
+            out = []
+            recv = self.sock.recv
+            for _ in range(RAW_SLOTS):
+                try:
+                    out.append(recv(65535))
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError as exc:
+                    log.debug("raw ESP recv: %s", exc)
+                    break
+            return out
+        try:
+            count = rx.recv()
+        except OSError as exc:
+            log.debug("raw ESP recvmmsg: %s", exc)
+            return []
+        view = rx.view
+        return [view[i * RECV_SLOT:i * RECV_SLOT + n] for i, n in enumerate(rx.lengths(count))]
+
+    def _handle(self, datagrams: list, now: float) -> None:
+        dp = self.dp
+        path = dp.path
+        inbound = path.inbound
+        deliver = dp.io.deliver
+        v4 = self.v4
+        for data in datagrams:
+            # bytes() copies a slot's datagram out (the slot is read into again) and is the object
+            # itself for bytes already.
+            if v4:
+                # Inlined SaPath.input_full for the common case: tunnel-mode ESP on a known SPI.
+                n = len(data)
+                hl = (data[0] & 15) * 4 if n >= 20 else n
+                sa = inbound.get(int.from_bytes(data[hl:hl + 4], "big")) \
+                    if n >= hl + 8 and data[9] == 50 else None
+                if sa is None or sa.full_ip or path.pending:
+                    inner = path.input_full(bytes(data), now)
+                else:
+                    try:
+                        inner = sa.unprotect(bytes(data[hl:]), now)
+                    except EspDrop:
+                        continue
+            else:
+                inner = path.input(bytes(data), now)
+            if inner is not None:
+                deliver(inner)
 
 
 def raw_batch(sock: socket.socket, address: str, control: bytes = b"") -> MmsgSender | None:
@@ -277,7 +375,7 @@ class TunIO:
                 self._oversized(pair, pkt, limit, now)
                 continue
             try:
-                pair.sender.add(pair.outbound.protect(pkt, now))
+                pair.sender.seal(pair.outbound, pkt, now)
             except (SaExpired, ValueError):
                 path.output(pkt, now)  # the slow path sorts out expiry and malformed packets
         self.flush_senders()
@@ -300,11 +398,11 @@ class TunIO:
             self.path.drop("malformed", pkt, now)
             return
         self.segmented += 1
-        protect = pair.outbound.protect
-        add = pair.sender.add
+        sa = pair.outbound
+        seal = pair.sender.seal
         for seg in segs:
             try:
-                add(protect(seg, now))
+                seal(sa, seg, now)
             except (SaExpired, ValueError):
                 self.path.output(bytes(seg), now)
 
@@ -314,7 +412,7 @@ class TunIO:
             self.fragmented += 1
             for frag in fragment_ipv4(pkt, limit):
                 try:
-                    pair.sender.add(pair.outbound.protect(frag, now))
+                    pair.sender.seal(pair.outbound, frag, now)
                 except (SaExpired, ValueError):
                     self.path.output(bytes(frag), now)
             return

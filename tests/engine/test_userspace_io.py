@@ -33,6 +33,9 @@ class _Sender:
     def add(self, data):
         self.sent.append(bytes(data))
 
+    def seal(self, sa, pkt, now):
+        self.add(sa.protect(pkt, now))
+
     def flush(self):
         pass
 
