@@ -385,6 +385,9 @@ class Coalescer:
         b0 = pkt[0]
         if b0 == 0x45:
             proto = pkt[9]
+            if proto == 6 and not (pkt[6] & 0x3F or pkt[7]) and (pkt[2] << 8 | pkt[3]) == n:
+                self._tcp4(pkt, n)  # the common case: TCP over IPv4 without options
+                return
             if (proto != 6 and (proto != 17 or not self.udp)) or pkt[6] & 0x3F or pkt[7] \
                     or (pkt[2] << 8 | pkt[3]) != n:
                 self._out.append(pkt)  # options, fragments, padding or another protocol: as is
@@ -407,6 +410,41 @@ class Coalescer:
             self._tcp(pkt, n, ihl, v4, ports, ipkey)
         else:
             self._udp(pkt, n, ihl, v4, ports, ipkey)
+
+    def _tcp4(self, pkt, n: int) -> None:
+        """`_tcp` for IPv4 without options, flattened: it runs once per received TCP segment."""
+        thl = (pkt[32] >> 4) * 4
+        hlen = 20 + thl
+        flags = pkt[33]
+        size = n - hlen
+        if thl < 20 or size <= 0 or flags & ~_TCP_PSH != _TCP_ACK:
+            self._out.append(pkt)  # SYN, FIN, RST, URG, CWR/ECE or a pure ACK: never joined
+            return
+        seq = _U32.unpack_from(pkt, 24)[0]
+        # Same addresses and ports, ACK, window, options, TOS, DF and TTL: the kernel's GRO conditions.
+        key = (pkt[12:24], pkt[28:32], pkt[34:36], pkt[40:hlen], pkt[1], pkt[6] & 0xE0, pkt[8])
+        run = self._runs.get(key)
+        if run is not None and not run.closed and seq == run.next_seq and size <= run.size \
+                and run.count < MAX_SEGMENTS and run.length + size <= 0xFFFF \
+                and (run.local or _sum_ok(pkt, 20, True, 6)):
+            if run.local:
+                # _claimed_payload_sum with the pseudo-header's addresses summed in the same pass:
+                # 2**16 = 1 (mod 0xFFFF), so a run of big-endian words is its own word sum.
+                d = -(int.from_bytes(pkt[12:hlen], "big") + 6 + n - 20) % 0xFFFF
+                if (run.length - run.hlen) & 1:
+                    d = d * 256 % 0xFFFF  # starts at an odd offset: its bytes swap places in the words
+                run.psum += d
+            run.parts.append(memoryview(pkt)[hlen:])
+            run.count += 1
+            run.length += size
+            run.next_seq = (seq + size) & 0xFFFFFFFF
+            if size < run.size or flags & _TCP_PSH:
+                run.closed = True
+                if flags & _TCP_PSH:
+                    run.head = bytearray(run.head)
+                    run.head[33] |= _TCP_PSH
+            return
+        self._start_tcp(pkt, n, 20, hlen, True, seq, size, flags, key)
 
     def _tcp(self, pkt, n: int, ihl: int, v4: bool, ports, ipkey) -> None:
         thl = (pkt[ihl + 12] >> 4) * 4
@@ -438,6 +476,10 @@ class Coalescer:
                     run.head = bytearray(run.head)
                     run.head[ihl + 13] |= _TCP_PSH
             return
+        self._start_tcp(pkt, n, ihl, hlen, v4, seq, size, flags, key)
+
+    def _start_tcp(self, pkt, n: int, ihl: int, hlen: int, v4: bool, seq: int, size: int, flags: int, key) -> None:
+        """A TCP segment that joins no run: the start of one (or out as it is)."""
         local = (pkt[16:20] if v4 else pkt[24:40]) in self.local
         if not local and not _sum_ok(pkt, ihl, v4, 6):
             self._out.append(pkt)  # let the kernel drop it
