@@ -354,5 +354,13 @@ def parse_sockaddr(name: bytes) -> tuple[str, int] | None:
         if family == socket.AF_INET:
             return socket.inet_ntop(socket.AF_INET, name[4:8]), int.from_bytes(name[2:4], "big")
         if family == socket.AF_INET6 and len(name) >= 24:
-            return socket.inet_ntop(socket.AF_INET6, name[8:24]), int.from_bytes(name[2:4], "big")
+            host = socket.inet_ntop(socket.AF_INET6, name[8:24])
+            scope = int.from_bytes(name[24:28], sys.byteorder) if len(name) >= 28 else 0
+            if scope:
+                # A link-local peer: its interface, as socket.recvfrom names it.
+                try:
+                    host = f"{host}%{socket.if_indextoname(scope)}"
+                except OSError:
+                    host = f"{host}%{scope}"
+            return host, int.from_bytes(name[2:4], "big")
     return None
