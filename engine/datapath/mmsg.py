@@ -173,6 +173,11 @@ class MmsgSender:
     count = 0
     """Datagrams queued in the slots (slot, commit, put)."""
 
+    @property
+    def buffer(self) -> memoryview:
+        """All slots, slot i at i * `slot_size` (a new buffer after a `put` larger than the slots)."""
+        return self._mv
+
     def slot(self) -> memoryview:
         """The next free slot, `slot_size` writable bytes (call only while not `full`)."""
         at = self.count * self.slot_size

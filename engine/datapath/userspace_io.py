@@ -104,6 +104,18 @@ class UdpSender:
         """``sa.protect(pkt)`` queued (the same call as RawSender's)."""
         self.add(sa.protect(pkt, now))
 
+    def seal_all(self, sa, pkts, now: float, fallback) -> None:
+        """`seal` of each packet; one the SA refuses (SaExpired, ValueError) goes to ``fallback(pkt)``."""
+        add = self.add
+        protect = sa.protect
+        for pkt in pkts:
+            try:
+                add(protect(pkt, now))
+            except (SaExpired, ValueError):
+                if fallback is None:
+                    raise
+                fallback(pkt)
+
     def flush(self) -> None:
         pkts = self.pending
         self.pending = []
@@ -187,19 +199,53 @@ class RawSender:
             batch.flush(self._refused)
 
     def seal(self, sa, pkt, now: float) -> None:
-        """``sa.protect(pkt)`` queued: written straight into the next send slot where the SA can
-        (`protect_into`: no ESP packet object, no copy into the slot)."""
+        """``sa.protect(pkt)`` queued (`seal_all` of one packet)."""
+        self.seal_all(sa, (pkt,), now, None)
+
+    def seal_all(self, sa, pkts, now: float, fallback) -> None:
+        """``sa.protect`` of each packet queued, written straight into the next send slot where the SA
+        can (`protect_into`: no ESP packet object, no copy into the slot). A packet the SA refuses
+        (SaExpired, ValueError) goes to ``fallback(pkt)``, or raises without one."""
         batch = self.batch
-        if batch is not None:
-            n = sa.protect_into(pkt, now, batch.slot())
-            if n:
-                if not batch.count:
-                    self.io.dirty.append(self)
-                batch.commit(n)
-                if batch.full:
-                    batch.flush(self._refused)
-                return
-        self.add(sa.protect(pkt, now))
+        if batch is None:
+            for pkt in pkts:
+                try:
+                    self.add(sa.protect(pkt, now))
+                except (SaExpired, ValueError):
+                    if fallback is None:
+                        raise
+                    fallback(pkt)
+            return
+        into = sa.protect_into
+        refused = self._refused
+        dirty = self.io.dirty
+        mv = batch.buffer
+        size = batch.slot_size
+        slots = batch.slots
+        for pkt in pkts:
+            k = batch.count
+            if k >= slots:
+                batch.flush(refused)
+                k = 0
+            at = k * size
+            try:
+                n = into(pkt, now, mv, at, at + size)
+                if not n:
+                    self.add(sa.protect(pkt, now))
+                    mv = batch.buffer  # a larger packet may have made larger slots
+                    size = batch.slot_size
+                    slots = batch.slots
+                    continue
+            except (SaExpired, ValueError):
+                if fallback is None:
+                    raise
+                fallback(pkt)
+                continue
+            if not k:
+                dirty.append(self)
+            batch.commit(n)
+        if batch.count >= slots:
+            batch.flush(refused)
 
     def flush(self) -> None:
         self.batch.flush(self._refused)
@@ -398,13 +444,7 @@ class TunIO:
             self.path.drop("malformed", pkt, now)
             return
         self.segmented += 1
-        sa = pair.outbound
-        seal = pair.sender.seal
-        for seg in segs:
-            try:
-                seal(sa, seg, now)
-            except (SaExpired, ValueError):
-                self.path.output(bytes(seg), now)
+        pair.sender.seal_all(pair.outbound, segs, now, lambda seg: self.path.output(bytes(seg), now))
 
     def _oversized(self, pair, pkt, limit: int, now: float) -> None:
         """A packet larger than the path to the peer carries (after ESP)."""

@@ -32,6 +32,7 @@ from engine.esp.sa import InboundSa, OutboundSa
 _HDR = struct.Struct("!II")
 _AAD_ESN = struct.Struct("!III")
 _IV64 = struct.Struct("!Q")
+_HDR_IV = struct.Struct("!IIQ")
 _SEQ_HI = struct.Struct("!I")
 _U16 = struct.Struct("!H")
 _PADS = [bytes(range(1, n + 1)) for n in range(256)]
@@ -162,10 +163,10 @@ class EspOutboundSa(_EspCrypto, OutboundSa):
             self._limits(now, out, packet, seq)
         return out
 
-    def protect_into(self, packet, now: float, buf) -> int:
-        """`protect` writing the ESP packet into the writable buffer ``buf`` (from its start): its
-        length, or 0 when this SA cannot (not tunnel-mode AEAD) or it does not fit, and nothing was
-        used up then (call `protect`). Raises what `protect` raises."""
+    def protect_into(self, packet, now: float, buf, start: int = 0, end: int | None = None) -> int:
+        """`protect` writing the ESP packet into the writable buffer ``buf`` at ``start`` (and before
+        ``end``, default its end): its length, or 0 when this SA cannot (not tunnel-mode AEAD) or it
+        does not fit, and nothing was used up then (call `protect`). Raises what `protect` raises."""
         into = self._enc_into
         if into is None:
             return 0
@@ -179,23 +180,23 @@ class EspOutboundSa(_EspCrypto, OutboundSa):
             raise ValueError(f"not an IPv4/IPv6 packet ({n} bytes)")
         trailer = (self._trailers.get(nh) or self._make_trailers(nh))[n % self._align]
         total = 16 + n + len(trailer) + 16
-        if total > len(buf):
+        if start + total > (len(buf) if end is None else end):
             return 0
         seq = self.seq + 1
         if seq >= self._seq_check:
             self._next_seq(seq)
         spi = self.spi
         seq_lo = seq & 0xFFFFFFFF
-        _HDR.pack_into(buf, 0, spi, seq_lo)
+        _HDR_IV.pack_into(buf, start, spi, seq_lo, seq)
         iv = _IV64.pack(seq)
-        buf[8:16] = iv
-        into(iv, packet + trailer, _AAD_ESN.pack(spi, seq >> 32, seq_lo) if self.esn else buf[:8], buf[16:total])
+        into(iv, packet + trailer, _AAD_ESN.pack(spi, seq >> 32, seq_lo) if self.esn else _HDR.pack(spi, seq_lo),
+             buf[start + 16:start + total])
         self.seq = seq
         self.bytes += n
         self.packets += 1
         self.last_used = now
         if self.bytes >= self._bytes_next or self.packets >= self._pkts_next:
-            self._limits(now, buf[:total], packet, seq)
+            self._limits(now, buf[start:start + total], packet, seq)
         return total
 
     def _transport(self, packet: bytes, seq: int) -> bytes:

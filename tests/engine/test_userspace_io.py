@@ -36,6 +36,10 @@ class _Sender:
     def seal(self, sa, pkt, now):
         self.add(sa.protect(pkt, now))
 
+    def seal_all(self, sa, pkts, now, fallback):
+        for pkt in pkts:
+            self.seal(sa, pkt, now)
+
     def flush(self):
         pass
 
