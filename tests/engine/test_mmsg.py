@@ -155,3 +155,19 @@ def test_raw_sender_seals_straight_into_its_slots_the_same_datagrams(pair):
     expected = [twin.protect(p, 1.0) for p in pkts] + [b"plain", twin.protect(pkts[0], 1.0)]
     assert [d for d, _ in _received(rx, len(expected))] == expected
     assert sender in io.dirty and io.failed == []
+
+
+def test_seal_all_hands_what_the_sa_refuses_to_the_fallback_and_goes_on(pair):
+    tx, rx = pair
+    io = _Io()
+    port = rx.getsockname()[1]
+    sender = RawSender(io, None, ("127.0.0.1", port), MmsgSender(tx, sockaddr(socket.AF_INET, "127.0.0.1", port)))
+    out, inb, _keys = make_pair("aes256gcm16")
+    out.start_at((1 << 32) - 3)  # two sequence numbers left
+    pkts = [ping(size=i) for i in range(4)]
+    slow = []
+    sender.seal_all(out, pkts + [b"\x00" * 30], 1.0, slow.append)  # and one that is not IP
+    sender.flush()
+    assert slow == pkts[2:] + [b"\x00" * 30]
+    inb.window.top = (1 << 32) - 3
+    assert [inb.unprotect(d, 1.0) for d, _ in _received(rx, 2)] == pkts[:2]
