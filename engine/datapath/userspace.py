@@ -526,7 +526,8 @@ class UserspaceDatapath:
         """The ESP-in-UDP datagrams of one read of the NAT-T socket (a UDP GRO batch), in order."""
         path = self.path
         inbound = path.inbound
-        deliver = self.io.deliver
+        inners = []
+        deliver = inners.append
         now = self.runtime.now()
         for data in datagrams:
             # Inlined SaPath.input for the common case: tunnel-mode ESP on a known SPI.
@@ -540,6 +541,7 @@ class UserspaceDatapath:
                     continue
             if inner is not None:
                 deliver(inner)
+        self.io.deliver_all(inners)
         self.flush_events()
 
     def drain_events(self):

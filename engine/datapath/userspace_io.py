@@ -311,7 +311,8 @@ class RawReader:
         dp = self.dp
         path = dp.path
         inbound = path.inbound
-        deliver = dp.io.deliver
+        inners = []
+        deliver = inners.append
         v4 = self.v4
         for data in datagrams:
             # bytes() copies a slot's datagram out (the slot is read into again) and is the object
@@ -333,6 +334,7 @@ class RawReader:
                 inner = path.input(bytes(data), now)
             if inner is not None:
                 deliver(inner)
+        dp.io.deliver_all(inners)
 
 
 def raw_batch(sock: socket.socket, address: str, control: bytes = b"") -> MmsgSender | None:
@@ -486,6 +488,20 @@ class TunIO:
             return
         co.add(inner)
         if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.dp.loop.call_soon(self.flush_inbound)
+
+    def deliver_all(self, inners: list) -> None:
+        """`deliver` of each packet (a receive batch), written with the rest of the batch."""
+        co = self.co
+        if co is None:
+            for inner in inners:
+                self.write(inner)
+            return
+        add = co.add
+        for inner in inners:
+            add(inner)
+        if inners and not self._flush_scheduled:
             self._flush_scheduled = True
             self.dp.loop.call_soon(self.flush_inbound)
 

@@ -29,8 +29,8 @@ class _Io:
     def __init__(self):
         self.delivered = []
 
-    def deliver(self, inner):
-        self.delivered.append(bytes(inner))
+    def deliver_all(self, inners):
+        self.delivered.extend(bytes(inner) for inner in inners)
 
 
 class _Dp:
