@@ -142,13 +142,6 @@ class _AeadCipher(Cipher):
         except InvalidTag:
             raise IntegrityError(f"{self.encr_id.name}: authentication tag mismatch") from None
 
-    def encrypt_into(self, iv: bytes, plaintext, aad, out) -> None:
-        """`encrypt` written into ``out`` (exactly len(plaintext) + 16 writable bytes): no new object
-        (an ESP packet encrypted straight into its send slot)."""
-        if len(iv) != 8:
-            self._check_iv(iv)
-        self._aead.encrypt_into(self._salt + iv, plaintext, aad, out)
-
 
 class _TruncatedGcm(Cipher):
     """AES-GCM with an 8- or 12-byte tag (RFC 4106 ENCR_AES_GCM_8/_12).

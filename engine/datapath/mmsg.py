@@ -139,9 +139,7 @@ class MmsgSender:
         self._msgs_at = ctypes.addressof(self._msgs)
 
     def send(self, pkts: Sequence, failed: Callable[[int, int], None]) -> None:
-        """Send every datagram of ``pkts`` in order (after what `put` queued, which goes first with
-        its own indices); ``failed(index, errno)`` for each one refused."""
-        self.flush(failed)
+        """Send every datagram of ``pkts`` in order; ``failed(index, errno)`` for each one refused."""
         total = len(pkts)
         if not total:
             return
@@ -153,6 +151,13 @@ class MmsgSender:
         mv = self._mv
         iov_mv = self._iov_mv
         pack_len = _SIZE_T.pack_into
+        fd = self.sock.fileno()
+        if fd < 0:
+            for i in range(total):
+                failed(i, errno.EBADF)
+            return
+        msgs_at = self._msgs_at
+        msg_size = ctypes.sizeof(_Mmsghdr)
         start = 0
         while start < total:
             count = min(slots, total - start)
@@ -165,71 +170,17 @@ class MmsgSender:
                 pack_len(iov_mv, at, n)
                 off += slot
                 at += _IOV_SIZE
-            self._call(count, failed, start)
+            done = 0
+            while done < count:
+                self.calls += 1
+                r = _sendmmsg(fd, msgs_at + done * msg_size, count - done, 0)
+                if r <= 0:
+                    # The datagram at `done` was refused: report it, go on with the next.
+                    failed(start + done, ctypes.get_errno())
+                    done += 1
+                else:
+                    done += r
             start += count
-
-    # A queue in the slots themselves, for a caller that writes each datagram straight into its slot
-    # (engine.esp's protect_into): `slot`, write, `commit`; `flush` when `full` or done.
-    count = 0
-    """Datagrams queued in the slots (slot, commit, put)."""
-
-    @property
-    def buffer(self) -> memoryview:
-        """All slots, slot i at i * `slot_size` (a new buffer after a `put` larger than the slots)."""
-        return self._mv
-
-    def slot(self) -> memoryview:
-        """The next free slot, `slot_size` writable bytes (call only while not `full`)."""
-        at = self.count * self.slot_size
-        return self._mv[at:at + self.slot_size]
-
-    def commit(self, length: int) -> None:
-        """The next slot holds a datagram of ``length`` bytes now."""
-        _SIZE_T.pack_into(self._iov_mv, self.count * _IOV_SIZE + _IOV_LEN_AT, length)
-        self.count += 1
-
-    @property
-    def full(self) -> bool:
-        return self.count >= self.slots
-
-    def put(self, data, failed: Callable[[int, int], None]) -> None:
-        """Queue a copy of ``data``; what was queued goes first when the slots are full or too small."""
-        n = len(data)
-        if n > self.slot_size:
-            self.flush(failed)
-            self._build(n)
-        elif self.count >= self.slots:
-            self.flush(failed)
-        at = self.count * self.slot_size
-        self._mv[at:at + n] = data
-        self.commit(n)
-
-    def flush(self, failed: Callable[[int, int], None]) -> None:
-        """Send what is queued, in order; ``failed(index, errno)`` (index in the queue) for each one refused."""
-        count = self.count
-        if count:
-            self.count = 0
-            self._call(count, failed, 0)
-
-    def _call(self, count: int, failed: Callable[[int, int], None], base: int) -> None:
-        """sendmmsg of the first ``count`` slots; a refused one is reported as ``base`` + its slot."""
-        fd = self.sock.fileno()
-        if fd < 0:
-            for i in range(count):
-                failed(base + i, errno.EBADF)
-            return
-        msgs_at = self._msgs_at
-        msg_size = ctypes.sizeof(_Mmsghdr)
-        done = 0
-        while done < count:
-            self.calls += 1
-            r = _sendmmsg(fd, msgs_at + done * msg_size, count - done, 0)
-            if r <= 0:
-                # The datagram at `done` was refused: report it, go on with the next.
-                failed(base + done, ctypes.get_errno())
-                done += 1
-            else:
-                done += r
 
 
 RECV_SLOT = 1 << 16

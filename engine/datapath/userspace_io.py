@@ -100,22 +100,6 @@ class UdpSender:
             # charon, takes them into a socket buffer of its default size).
             self.flush()
 
-    def seal(self, sa, pkt, now: float) -> None:
-        """``sa.protect(pkt)`` queued (the same call as RawSender's)."""
-        self.add(sa.protect(pkt, now))
-
-    def seal_all(self, sa, pkts, now: float, fallback) -> None:
-        """`seal` of each packet; one the SA refuses (SaExpired, ValueError) goes to ``fallback(pkt)``."""
-        add = self.add
-        protect = sa.protect
-        for pkt in pkts:
-            try:
-                add(protect(pkt, now))
-            except (SaExpired, ValueError):
-                if fallback is None:
-                    raise
-                fallback(pkt)
-
     def flush(self) -> None:
         pkts = self.pending
         self.pending = []
@@ -169,10 +153,9 @@ class UdpSender:
 
 class RawSender:
     """Raw ESP (or a whole AH/transport-mode packet) to one peer: with a `MmsgSender` the packets of a
-    read batch are queued in its slots (ESP encrypted straight into them, `seal`) and leave in one
-    ``sendmmsg`` per flush, else one ``sendmsg`` each."""
+    read batch leave in one ``sendmmsg`` per flush, else one ``sendmsg`` each."""
 
-    __slots__ = ("send", "dest", "io", "pmtu", "pmtu_at", "pairs", "key", "batch")
+    __slots__ = ("send", "dest", "io", "pmtu", "pmtu_at", "pairs", "pending", "key", "batch")
 
     def __init__(self, io: TunIO, send, dest: tuple, batch: MmsgSender | None = None) -> None:
         self.io = io
@@ -181,74 +164,29 @@ class RawSender:
         self.pmtu = 0
         self.pmtu_at = 0.0
         self.pairs: set = set()
+        self.pending: list = []
         self.key = None
         self.batch = batch
 
     def add(self, data) -> None:
-        batch = self.batch
-        if batch is None:
+        if self.batch is None:
             try:
                 self.send(data, self.dest)
             except OSError as exc:
                 self._failed_one(exc)
             return
-        if not batch.count:
+        pending = self.pending
+        if not pending:
             self.io.dirty.append(self)
-        batch.put(data, self._refused)
-        if batch.full:
-            batch.flush(self._refused)
-
-    def seal(self, sa, pkt, now: float) -> None:
-        """``sa.protect(pkt)`` queued (`seal_all` of one packet)."""
-        self.seal_all(sa, (pkt,), now, None)
-
-    def seal_all(self, sa, pkts, now: float, fallback) -> None:
-        """``sa.protect`` of each packet queued, written straight into the next send slot where the SA
-        can (`protect_into`: no ESP packet object, no copy into the slot). A packet the SA refuses
-        (SaExpired, ValueError) goes to ``fallback(pkt)``, or raises without one."""
-        batch = self.batch
-        if batch is None:
-            for pkt in pkts:
-                try:
-                    self.add(sa.protect(pkt, now))
-                except (SaExpired, ValueError):
-                    if fallback is None:
-                        raise
-                    fallback(pkt)
-            return
-        into = sa.protect_into
-        refused = self._refused
-        dirty = self.io.dirty
-        mv = batch.buffer
-        size = batch.slot_size
-        slots = batch.slots
-        for pkt in pkts:
-            k = batch.count
-            if k >= slots:
-                batch.flush(refused)
-                k = 0
-            at = k * size
-            try:
-                n = into(pkt, now, mv, at, at + size)
-                if not n:
-                    self.add(sa.protect(pkt, now))
-                    mv = batch.buffer  # a larger packet may have made larger slots
-                    size = batch.slot_size
-                    slots = batch.slots
-                    continue
-            except (SaExpired, ValueError):
-                if fallback is None:
-                    raise
-                fallback(pkt)
-                continue
-            if not k:
-                dirty.append(self)
-            batch.commit(n)
-        if batch.count >= slots:
-            batch.flush(refused)
+        pending.append(data)
+        if len(pending) >= self.batch.slots:
+            self.flush()
 
     def flush(self) -> None:
-        self.batch.flush(self._refused)
+        pkts = self.pending
+        if pkts:
+            self.pending = []
+            self.batch.send(pkts, self._refused)
 
     def _refused(self, _index: int, code: int) -> None:
         self._failed_one(OSError(code, os.strerror(code)))
@@ -423,7 +361,7 @@ class TunIO:
                 self._oversized(pair, pkt, limit, now)
                 continue
             try:
-                pair.sender.seal(pair.outbound, pkt, now)
+                pair.sender.add(pair.outbound.protect(pkt, now))
             except (SaExpired, ValueError):
                 path.output(pkt, now)  # the slow path sorts out expiry and malformed packets
         self.flush_senders()
@@ -446,7 +384,13 @@ class TunIO:
             self.path.drop("malformed", pkt, now)
             return
         self.segmented += 1
-        pair.sender.seal_all(pair.outbound, segs, now, lambda seg: self.path.output(bytes(seg), now))
+        protect = pair.outbound.protect
+        add = pair.sender.add
+        for seg in segs:
+            try:
+                add(protect(seg, now))
+            except (SaExpired, ValueError):
+                self.path.output(bytes(seg), now)
 
     def _oversized(self, pair, pkt, limit: int, now: float) -> None:
         """A packet larger than the path to the peer carries (after ESP)."""
@@ -454,7 +398,7 @@ class TunIO:
             self.fragmented += 1
             for frag in fragment_ipv4(pkt, limit):
                 try:
-                    pair.sender.seal(pair.outbound, frag, now)
+                    pair.sender.add(pair.outbound.protect(frag, now))
                 except (SaExpired, ValueError):
                     self.path.output(bytes(frag), now)
             return

@@ -32,7 +32,6 @@ from engine.esp.sa import InboundSa, OutboundSa
 _HDR = struct.Struct("!II")
 _AAD_ESN = struct.Struct("!III")
 _IV64 = struct.Struct("!Q")
-_HDR_IV = struct.Struct("!IIQ")
 _SEQ_HI = struct.Struct("!I")
 _U16 = struct.Struct("!H")
 _PADS = [bytes(range(1, n + 1)) for n in range(256)]
@@ -62,7 +61,7 @@ class EspOutboundSa(_EspCrypto, OutboundSa):
     """Outbound ESP: see `OutboundSa` for what `protect` takes and returns."""
 
     __slots__ = ("cipher", "integ", "_aead", "_ivs", "_icvs", "_align", "_enc", "_mac", "_rng", "_trailers",
-                 "_enc_iv", "_enc_into")
+                 "_enc_iv")
 
     protocol = "esp"
 
@@ -80,10 +79,6 @@ class EspOutboundSa(_EspCrypto, OutboundSa):
         # (test vectors with fixed IVs) keeps the plain path.
         self._enc_iv = getattr(cipher, "encrypt_random_iv", None) if rng is None else None
         self._trailers: dict[int, list[bytes]] = {}
-        # Tunnel-mode AEAD with a 16-byte tag (AES-GCM-16, ChaCha20-Poly1305): protect_into can
-        # encrypt straight into a caller's buffer.
-        self._enc_into = getattr(cipher, "encrypt_into", None) if self.tunnel and cipher.aead \
-            and self._icvs == 16 else None
 
     @property
     def full_ip(self) -> bool:
@@ -162,42 +157,6 @@ class EspOutboundSa(_EspCrypto, OutboundSa):
         if self.bytes >= self._bytes_next or self.packets >= self._pkts_next:
             self._limits(now, out, packet, seq)
         return out
-
-    def protect_into(self, packet, now: float, buf, start: int = 0, end: int | None = None) -> int:
-        """`protect` writing the ESP packet into the writable buffer ``buf`` at ``start`` (and before
-        ``end``, default its end): its length, or 0 when this SA cannot (not tunnel-mode AEAD) or it
-        does not fit, and nothing was used up then (call `protect`). Raises what `protect` raises."""
-        into = self._enc_into
-        if into is None:
-            return 0
-        n = len(packet)
-        v = packet[0] >> 4 if n >= 20 else 0
-        if v == 4:
-            nh = 4
-        elif v == 6 and n >= 40:
-            nh = 41
-        else:
-            raise ValueError(f"not an IPv4/IPv6 packet ({n} bytes)")
-        trailer = (self._trailers.get(nh) or self._make_trailers(nh))[n % self._align]
-        total = 16 + n + len(trailer) + 16
-        if start + total > (len(buf) if end is None else end):
-            return 0
-        seq = self.seq + 1
-        if seq >= self._seq_check:
-            self._next_seq(seq)
-        spi = self.spi
-        seq_lo = seq & 0xFFFFFFFF
-        _HDR_IV.pack_into(buf, start, spi, seq_lo, seq)
-        iv = _IV64.pack(seq)
-        into(iv, packet + trailer, _AAD_ESN.pack(spi, seq >> 32, seq_lo) if self.esn else _HDR.pack(spi, seq_lo),
-             buf[start + 16:start + total])
-        self.seq = seq
-        self.bytes += n
-        self.packets += 1
-        self.last_used = now
-        if self.bytes >= self._bytes_next or self.packets >= self._pkts_next:
-            self._limits(now, buf[start:start + total], packet, seq)
-        return total
 
     def _transport(self, packet: bytes, seq: int) -> bytes:
         try:

@@ -33,13 +33,6 @@ class _Sender:
     def add(self, data):
         self.sent.append(bytes(data))
 
-    def seal(self, sa, pkt, now):
-        self.add(sa.protect(pkt, now))
-
-    def seal_all(self, sa, pkts, now, fallback):
-        for pkt in pkts:
-            self.seal(sa, pkt, now)
-
     def flush(self):
         pass
 
