@@ -62,7 +62,7 @@ class UdpSockets:
     def open(self, addresses: list[str], ports: list[int]) -> None:
         self._loop = asyncio.get_running_loop()
         try:
-            for addr in addresses:
+            for addr in bind_addresses(addresses):
                 for port in ports:
                     self._open_one(addr, port)
         except OSError:
@@ -218,6 +218,33 @@ class UdpSockets:
                 self._loop.remove_reader(ep.sock.fileno())
             ep.sock.close()
         self.endpoints.clear()
+
+
+def bind_addresses(addresses: list[str]) -> list[str]:
+    """The addresses to bind, in the order given: each once, and none that a wildcard of its family in
+    the list already covers. Without SO_REUSEADDR, 0.0.0.0 and 192.0.2.1 on one port cannot both be
+    bound (EADDRINUSE); the wildcard alone receives what is sent to 192.0.2.1 too and learns that
+    address from IP_PKTINFO, as charon's wildcard sockets do. IPv6 sockets are IPV6_V6ONLY, so ``::``
+    covers IPv6 addresses only and 0.0.0.0 IPv4 ones only. Says once, at INFO, what was left out."""
+    parsed = [(text, ipaddress.ip_address(text)) for text in addresses]
+    wildcards = {ip.version: str(ip) for _text, ip in parsed if ip.is_unspecified}
+    out: list[str] = []
+    seen: set = set()
+    covered: dict[str, list[str]] = {}
+    for text, ip in parsed:
+        if ip in seen:
+            continue
+        seen.add(ip)
+        if ip.is_unspecified:
+            out.append(str(ip))  # "::0" too is a wildcard (UdpEndpoint.wildcard, IPV6_PKTINFO)
+        elif ip.version in wildcards:
+            covered.setdefault(wildcards[ip.version], []).append(text)
+        else:
+            out.append(text)
+    for wildcard, texts in covered.items():
+        log.info("listen: %s already receives what is sent to %s; binding %s only for IPv%d", wildcard,
+                 ", ".join(texts), wildcard, 6 if ":" in wildcard else 4)
+    return out
 
 
 def _pktinfo_dst(anc, family) -> str | None:

@@ -1,0 +1,108 @@
+"""A `listen` list with a wildcard and addresses it covers (engine.runtime.udp.bind_addresses): the
+engine's sockets are exclusive (no SO_REUSEADDR), so 0.0.0.0 and 127.x.y.1 on one port cannot both be
+bound; the wildcard alone is bound for its family, says so once at INFO, and receives for the address
+it covers. IPv6 sockets are IPV6_V6ONLY: :: covers IPv6 only.
+
+The wildcard sockets listen on every address of this machine's root namespace for a moment, on a port
+the kernel just handed out; every datagram here goes over loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+
+import pytest
+
+from engine.runtime.udp import UdpSockets, bind_addresses
+
+from tests.loopback import addr
+
+
+def _free_port() -> int:
+    """A port free on both wildcards (so the sockets under test can take it on either family)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s4:
+            s4.bind(("0.0.0.0", 0))
+            port = s4.getsockname()[1]
+            with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s6:
+                s6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                try:
+                    s6.bind(("::", port))
+                except OSError:
+                    continue
+        return port
+    raise AssertionError("no UDP port free on both 0.0.0.0 and ::")
+
+
+async def _receive(udp: UdpSockets, got: list, dest: tuple[str, int]) -> None:
+    family = socket.AF_INET6 if ":" in dest[0] else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as tx:
+        tx.sendto(b"hello " + dest[0].encode(), dest)
+    for _ in range(200):
+        if got:
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"nothing arrived for {dest}")
+
+
+def _bound(udp: UdpSockets) -> list[tuple[str, int]]:
+    return [(ep.addr, ep.port) for ep in udp.endpoints]
+
+
+async def test_the_ipv4_wildcard_with_an_address_it_covers_binds_the_wildcard_only_and_says_so_once(caplog):
+    port = _free_port()
+    got = []
+    udp = UdpSockets(lambda data, local, remote: got.append((data, local)))
+    with caplog.at_level(logging.INFO, logger="engine.runtime"):
+        udp.open(["0.0.0.0", addr(1), addr(2)], [port])
+    try:
+        assert _bound(udp) == [("0.0.0.0", port)]
+        said = [r.getMessage() for r in caplog.records if "already receives" in r.getMessage()]
+        assert said == [f"listen: 0.0.0.0 already receives what is sent to {addr(1)}, {addr(2)}; "
+                        f"binding 0.0.0.0 only for IPv4"]
+        await _receive(udp, got, (addr(2), port))
+        assert got == [(b"hello " + addr(2).encode(), (addr(2), port))]  # its address, from IP_PKTINFO
+    finally:
+        udp.close()
+
+
+async def test_ipv6_wildcard_covers_ipv6_only_v6only():
+    """:: and ::1 on one port: :: only. An IPv4 address next to :: is bound on its own (IPV6_V6ONLY:
+    the IPv6 wildcard never receives IPv4), and its datagrams reach its own socket."""
+    port = _free_port()
+    got = []
+    udp = UdpSockets(lambda data, local, remote: got.append((data, local)))
+    udp.open(["::", "::1", addr(1)], [port])
+    try:
+        assert _bound(udp) == [("::", port), (addr(1), port)]
+        await _receive(udp, got, ("::1", port))
+        assert got == [(b"hello ::1", ("::1", port))]
+        got.clear()
+        await _receive(udp, got, (addr(1), port))
+        assert got == [(b"hello " + addr(1).encode(), (addr(1), port))]
+        v6 = udp.endpoints[0].sock
+        assert v6.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 1
+    finally:
+        udp.close()
+
+
+async def test_an_address_listed_twice_is_bound_once():
+    port = _free_port()
+    udp = UdpSockets(lambda *a: None)
+    udp.open([addr(1), addr(1), "::1", "0:0::1"], [port])
+    try:
+        assert _bound(udp) == [(addr(1), port), ("::1", port)]
+    finally:
+        udp.close()
+
+
+@pytest.mark.parametrize(("given", "bound"), [
+    (["0.0.0.0", "192.0.2.1", "::", "2001:db8::1"], ["0.0.0.0", "::"]),
+    (["192.0.2.1", "::0", "0.0.0.0"], ["::", "0.0.0.0"]),  # a wildcard later in the list covers earlier ones
+    (["::", "192.0.2.1", "198.51.100.1"], ["::", "192.0.2.1", "198.51.100.1"]),
+    (["0.0.0.0", "::1"], ["0.0.0.0", "::1"]),
+    (["0.0.0.0", "0.0.0.0"], ["0.0.0.0"]),
+])
+def test_bind_addresses(given, bound):
+    assert bind_addresses(given) == bound
