@@ -58,6 +58,8 @@ class UdpSockets:
         """Takes the ESP-in-UDP datagrams of one read on the NAT-T port at once (a datapath that
         decrypts in userspace); without it each goes through ``on_datagram``."""
         self.natt_port = 0
+        self._sources: dict[str, list] = {}
+        """Source address -> the IP_PKTINFO ancillary data that sends from it on a wildcard socket."""
 
     def open(self, addresses: list[str], ports: list[int]) -> None:
         self._loop = asyncio.get_running_loop()
@@ -156,16 +158,31 @@ class UdpSockets:
             log.warning("no socket for %s:%d -> %s:%d", local[0], local[1], remote[0], remote[1])
             return
         try:
-            ep.sock.sendto(data, remote)
+            self._sendto(ep, data, local[0], remote)
         except (BlockingIOError, InterruptedError):
             log.debug("send buffer full, dropped a datagram to %s:%d", *remote)
         except OSError as exc:
-            if exc.errno == errno.EMSGSIZE and self._send_fragmentable(ep, data, remote):
+            if exc.errno == errno.EMSGSIZE and self._send_fragmentable(ep, data, local[0], remote):
                 return
             log.warning("send to %s:%d failed: %s", remote[0], remote[1], exc)
 
-    @staticmethod
-    def _send_fragmentable(ep: UdpEndpoint, data: bytes, remote: Addr) -> bool:
+    def _sendto(self, ep: UdpEndpoint, data: bytes, source: str, remote: Addr) -> None:
+        """Send from ``source``: on a wildcard socket the kernel would pick the source from the route
+        (on loopback 127.0.0.1 for any 127.x.y.z), so an answer to a request sent to one of our
+        addresses names that address in IP_PKTINFO, as charon's wildcard sockets do."""
+        if ep.wildcard and source != ep.addr:
+            anc = self._sources.get(source)
+            if anc is None:
+                anc = _pktinfo_src(source, ep.family)
+                if len(self._sources) >= 256:  # our own addresses: a few; bounded all the same
+                    self._sources.clear()
+                self._sources[source] = anc
+            if anc:
+                ep.sock.sendmsg([data], anc, 0, remote)
+                return
+        ep.sock.sendto(data, remote)
+
+    def _send_fragmentable(self, ep: UdpEndpoint, data: bytes, source: str, remote: Addr) -> bool:
         """Send one datagram with IP fragmentation allowed, on a socket that otherwise sets DF
         (an IKE message larger than the path); True when it went out."""
         level, opt = (socket.IPPROTO_IPV6, IPV6_MTU_DISCOVER) if ep.family == socket.AF_INET6 \
@@ -174,7 +191,7 @@ class UdpSockets:
             before = ep.sock.getsockopt(level, opt)
             ep.sock.setsockopt(level, opt, PMTUDISC_DONT)
             try:
-                ep.sock.sendto(data, remote)
+                self._sendto(ep, data, source, remote)
             finally:
                 ep.sock.setsockopt(level, opt, before)
         except OSError as exc:
@@ -245,6 +262,25 @@ def bind_addresses(addresses: list[str]) -> list[str]:
         log.info("listen: %s already receives what is sent to %s; binding %s only for IPv%d", wildcard,
                  ", ".join(texts), wildcard, 6 if ":" in wildcard else 4)
     return out
+
+
+def _pktinfo_src(source: str, family: int) -> list:
+    """sendmsg ancillary data that makes ``source`` the source address ([] for a wildcard or an address
+    of the other family: the kernel picks)."""
+    try:
+        if family == socket.AF_INET:
+            packed = socket.inet_pton(socket.AF_INET, source)
+            if packed == bytes(4):
+                return []
+            # struct in_pktinfo { int ifindex; in_addr spec_dst (the source); in_addr addr; }
+            return [(socket.IPPROTO_IP, IP_PKTINFO, bytes(4) + packed + bytes(4))]
+        packed = socket.inet_pton(socket.AF_INET6, source)
+        if packed == bytes(16):
+            return []
+        # struct in6_pktinfo { in6_addr addr (the source); unsigned int ifindex; }
+        return [(socket.IPPROTO_IPV6, IPV6_PKTINFO, packed + bytes(4))]
+    except OSError:
+        return []
 
 
 def _pktinfo_dst(anc, family) -> str | None:

@@ -97,6 +97,33 @@ async def test_an_address_listed_twice_is_bound_once():
         udp.close()
 
 
+async def test_an_answer_on_the_wildcard_leaves_from_the_address_the_request_came_to():
+    """Bound as 0.0.0.0 only, the engine still answers from 127.x.y.2 what came to 127.x.y.2 (before,
+    that address had a socket of its own); left to the route the source would be 127.0.0.1."""
+    port = _free_port()
+    got = []
+    udp = UdpSockets(lambda data, local, remote: got.append((local, remote)))
+    udp.open(["0.0.0.0", addr(2)], [port])
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+            peer.bind((addr(5), 0))
+            peer.settimeout(2)
+            peer.sendto(b"request", (addr(2), port))
+            for _ in range(200):
+                if got:
+                    break
+                await asyncio.sleep(0.005)
+            [(local, remote)] = got
+            assert local == (addr(2), port) and remote == peer.getsockname()
+            udp.send(b"answer", local, remote)
+            data, src = peer.recvfrom(100)
+            assert (data, src) == (b"answer", (addr(2), port))
+            udp.send(b"from the route", ("0.0.0.0", port), remote)  # no address asked: the kernel picks
+            assert peer.recvfrom(100) == (b"from the route", ("127.0.0.1", port))
+    finally:
+        udp.close()
+
+
 @pytest.mark.parametrize(("given", "bound"), [
     (["0.0.0.0", "192.0.2.1", "::", "2001:db8::1"], ["0.0.0.0", "::"]),
     (["192.0.2.1", "::0", "0.0.0.0"], ["::", "0.0.0.0"]),  # a wildcard later in the list covers earlier ones
