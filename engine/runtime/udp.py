@@ -20,6 +20,8 @@ import sys
 import time
 from collections.abc import Callable
 
+from engine.ike.front_door import RateLimit
+
 log = logging.getLogger("engine.runtime")
 
 Addr = tuple[str, int]
@@ -34,6 +36,11 @@ UDP_GRO = 104
 IP_MTU_DISCOVER = getattr(socket, "IP_MTU_DISCOVER", 10)
 IPV6_MTU_DISCOVER = getattr(socket, "IPV6_MTU_DISCOVER", 23)
 PMTUDISC_DONT = 0
+DATAGRAM_ERRORS = "datagram_errors"
+"""The IKE counter (stats, counters, metrics ``ike_messages_total``) of datagrams whose handling raised."""
+ERROR_LOG_RATE = 0.1
+ERROR_LOG_BURST = 5.0
+"""Datagram handling errors logged (with a traceback): a burst of 5, then one every 10 s at most."""
 
 
 class UdpEndpoint:
@@ -58,6 +65,13 @@ class UdpSockets:
         """Takes the ESP-in-UDP datagrams of one read on the NAT-T port at once (a datapath that
         decrypts in userspace); without it each goes through ``on_datagram``."""
         self.natt_port = 0
+        self.handler_errors = 0
+        """Datagrams whose handling raised (an engine bug; the reader goes on)."""
+        self.count: Callable[[str], None] | None = None
+        """Also counts them where the status and metrics show counters (the runtime points it at the
+        IKE endpoint's: ``datagram_errors``)."""
+        self._error_log = RateLimit(rate=ERROR_LOG_RATE, burst=ERROR_LOG_BURST)
+        self._errors_unlogged = 0
         self._sources: dict[str, list] = {}
         """Source address -> the IP_PKTINFO ancillary data that sends from it on a wildcard socket."""
 
@@ -150,7 +164,20 @@ class UdpSockets:
                     for d in datagrams:
                         on_datagram(d, where, peer)
             except Exception:  # one bad datagram must never kill the socket reader
-                log.exception("error handling a datagram from %s:%d", src[0], src[1])
+                self._handler_error(src)
+
+    def _handler_error(self, src) -> None:
+        """Count a datagram whose handling raised, and log it with its traceback, rate-limited: a peer
+        that found an input the engine chokes on must not fill the log (the count says how many)."""
+        self.handler_errors += 1
+        if self.count is not None:
+            self.count(DATAGRAM_ERRORS)
+        if not self._error_log.allow(time.monotonic()):
+            self._errors_unlogged += 1
+            return
+        unlogged, self._errors_unlogged = self._errors_unlogged, 0
+        log.exception("error handling a datagram from %s:%d (%d more since the last one logged, %d in all)",
+                      src[0], src[1], unlogged, self.handler_errors)
 
     def send(self, data: bytes, local: Addr, remote: Addr) -> None:
         ep = self._pick(local, remote)
