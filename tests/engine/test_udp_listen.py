@@ -9,13 +9,17 @@ the kernel just handed out; every datagram here goes over loopback."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import socket
 
 import pytest
 
+from engine.datapath.base import NullDatapath
+from engine.runtime.engine import EngineRuntime
 from engine.runtime.udp import UdpSockets, bind_addresses
 
+from tests.engine.ike_pair import connection, mirror, policy
 from tests.loopback import addr
 
 
@@ -122,6 +126,42 @@ async def test_an_answer_on_the_wildcard_leaves_from_the_address_the_request_cam
             assert peer.recvfrom(100) == (b"from the route", ("127.0.0.1", port))
     finally:
         udp.close()
+
+
+async def test_a_peer_negotiates_with_a_gateway_whose_listen_has_the_wildcard_and_its_address():
+    """listen = ["0.0.0.0", "127.x.y.1"] (worked with SO_REUSEADDR, then failed to start): the gateway
+    starts, the peer's requests to 127.x.y.1 are answered from 127.x.y.1, and neither side sees a NAT."""
+    ike, natt = _free_port(), _free_port()
+    peer_conn = connection(local=addr(2), remote=addr(1), local_port=25731, remote_port=ike, remote_natt_port=natt)
+    gw_conn = mirror(peer_conn, local_port=ike, remote_port=25731, remote_natt_port=25732)
+    gw_policy = policy(gw_conn, address=addr(1), ike_port=ike, natt_port=natt)
+    gw_policy = dataclasses.replace(gw_policy, engine=dataclasses.replace(gw_policy.engine,
+                                                                          listen=("0.0.0.0", addr(1))))
+    gw = EngineRuntime(gw_policy, datapath=NullDatapath())
+    peer = EngineRuntime(policy(peer_conn, address=addr(2), ike_port=25731, natt_port=25732),
+                         datapath=NullDatapath())
+    heard_from = []
+    receive = peer.sockets.on_datagram
+    peer.sockets.on_datagram = lambda data, local, remote: (heard_from.append(remote), receive(data, local, remote))
+    await gw.start()
+    await peer.start()
+    try:
+        assert [(ep.addr, ep.port) for ep in gw.sockets.endpoints] == [("0.0.0.0", min(ike, natt)),
+                                                                      ("0.0.0.0", max(ike, natt))]
+        peer.initiate("tun")
+        for _ in range(400):
+            if [sa for sa in peer.endpoint.sas if sa.state.name == "ESTABLISHED"]:
+                break
+            await asyncio.sleep(0.01)
+        [sa] = peer.endpoint.sas
+        [gw_sa] = gw.endpoint.sas
+        assert sa.state.name == gw_sa.state.name == "ESTABLISHED"
+        assert sa.remote == (addr(1), ike) and gw_sa.local == (addr(1), ike)
+        assert not sa.nat.any and not gw_sa.nat.any
+        assert heard_from and set(heard_from) <= {(addr(1), ike), (addr(1), natt)}  # never the route's 127.0.0.1
+    finally:
+        await peer.stop(delete=False)
+        await gw.stop(delete=False)
 
 
 @pytest.mark.parametrize(("given", "bound"), [
