@@ -87,6 +87,12 @@ async def test_ipv6_wildcard_covers_ipv6_only_v6only():
         assert got == [(b"hello " + addr(1).encode(), (addr(1), port))]
         v6 = udp.endpoints[0].sock
         assert v6.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 1
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as peer:  # an answer names ::1 (IPV6_PKTINFO)
+            peer.bind(("::1", 0))
+            peer.settimeout(2)
+            udp.send(b"answer", ("::1", port), peer.getsockname()[:2])
+            data, src = peer.recvfrom(100)
+            assert (data, src[:2]) == (b"answer", ("::1", port))
     finally:
         udp.close()
 
