@@ -158,7 +158,8 @@ def both_ends(o, c) -> str:
 
 def lost_by_charon(c) -> dict[str, object]:
     """What charon's libipsec dropped (esp = 2 in its log): inbound ESP for an SPI it holds no SA
-    for (by SPI), and outbound packets that found no SA or no policy."""
+    for (by SPI), replayed, not authentic or outside the SA's selectors, and outbound packets
+    that found no SA or no policy."""
     text = (c.dir / "charon.log").read_text(errors="replace")
     unknown: dict[str, int] = {}
     spi = None
@@ -171,6 +172,9 @@ def lost_by_charon(c) -> dict[str, object]:
     return {"inbound, no SA": unknown,
             "outbound, no SA": text.count("could not find an outbound IPsec SA"),
             "outbound, no policy": text.count("no matching outbound IPsec policy"),
+            "replayed": text.count("sequence number verification failed"),
+            "not authentic": text.count("decryption or ICV verification failed"),
+            "inbound, outside the policy": text.count("discarding inbound IP packet"),
             "SAD entries not created": text.count("failed to create SAD entry")}
 
 
