@@ -120,3 +120,30 @@ def test_only_the_natt_socket_of_an_esp_sink_reads_in_batches():
         udp.close()
     finally:
         loop.close()
+
+
+async def test_a_handler_that_raises_is_counted_and_the_rest_still_handled():
+    seen: list = []
+
+    def on_ike(data, local, remote):
+        if data == _ike(2):
+            raise RuntimeError("an engine bug")
+        seen.append(data)
+
+    udp = UdpSockets(on_ike)
+    udp.esp_sink = lambda datagrams, local, remote: seen.extend(datagrams)
+    udp.natt_port = NATT
+    here = addr(17)
+    udp.open([here], [NATT])
+    [ep] = udp.endpoints
+    asyncio.get_running_loop().remove_reader(ep.sock.fileno())
+    plan = [_esp(1), _ike(1), _esp(2), _ike(2), _esp(3), _ike(3)]
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+            for d in plan:
+                tx.sendto(d, (here, NATT))
+        udp._readable_batch(ep)
+    finally:
+        udp.close()
+    assert seen == [d for d in plan if d != _ike(2)]
+    assert udp.handler_errors == 1
