@@ -386,7 +386,7 @@ class Coalescer:
         if b0 == 0x45:
             proto = pkt[9]
             if proto == 6 and not (pkt[6] & 0x3F or pkt[7]) and (pkt[2] << 8 | pkt[3]) == n:
-                self._tcp4(pkt, n)  # the common case: TCP over IPv4 without options
+                self._tcp(pkt, n, 20, True)  # the common case: TCP over IPv4 without options
                 return
             if (proto != 6 and (proto != 17 or not self.udp)) or pkt[6] & 0x3F or pkt[7] \
                     or (pkt[2] << 8 | pkt[3]) != n:
@@ -407,46 +407,13 @@ class Coalescer:
             self._out.append(pkt)
             return
         if proto == 6:
-            self._tcp(pkt, n, ihl, v4, ports, ipkey)
+            self._tcp(pkt, n, ihl, v4)
         else:
             self._udp(pkt, n, ihl, v4, ports, ipkey)
 
-    def _tcp4(self, pkt, n: int) -> None:
-        """`_tcp` for IPv4 without options, flattened: it runs once per received TCP segment."""
-        thl = (pkt[32] >> 4) * 4
-        hlen = 20 + thl
-        flags = pkt[33]
-        size = n - hlen
-        if thl < 20 or size <= 0 or flags & ~_TCP_PSH != _TCP_ACK:
-            self._out.append(pkt)  # SYN, FIN, RST, URG, CWR/ECE or a pure ACK: never joined
-            return
-        seq = _U32.unpack_from(pkt, 24)[0]
-        # Same addresses and ports, ACK, window, options, TOS, DF and TTL: the kernel's GRO conditions.
-        key = (pkt[12:24], pkt[28:32], pkt[34:36], pkt[40:hlen], pkt[1], pkt[6] & 0xE0, pkt[8])
-        run = self._runs.get(key)
-        if run is not None and not run.closed and seq == run.next_seq and size <= run.size \
-                and run.count < MAX_SEGMENTS and run.length + size <= 0xFFFF \
-                and (run.local or _sum_ok(pkt, 20, True, 6)):
-            if run.local:
-                # _claimed_payload_sum with the pseudo-header's addresses summed in the same pass:
-                # 2**16 = 1 (mod 0xFFFF), so a run of big-endian words is its own word sum.
-                d = -(int.from_bytes(pkt[12:hlen], "big") + 6 + n - 20) % 0xFFFF
-                if (run.length - run.hlen) & 1:
-                    d = d * 256 % 0xFFFF  # starts at an odd offset: its bytes swap places in the words
-                run.psum += d
-            run.parts.append(memoryview(pkt)[hlen:])
-            run.count += 1
-            run.length += size
-            run.next_seq = (seq + size) & 0xFFFFFFFF
-            if size < run.size or flags & _TCP_PSH:
-                run.closed = True
-                if flags & _TCP_PSH:
-                    run.head = bytearray(run.head)
-                    run.head[33] |= _TCP_PSH
-            return
-        self._start_tcp(pkt, n, 20, hlen, True, seq, size, flags, key)
-
-    def _tcp(self, pkt, n: int, ihl: int, v4: bool, ports, ipkey) -> None:
+    def _tcp(self, pkt, n: int, ihl: int, v4: bool) -> None:
+        """A TCP segment (IPv4 without options, or IPv6): joins its flow's run or starts one. Flat on
+        purpose: it runs once per received TCP segment."""
         thl = (pkt[ihl + 12] >> 4) * 4
         hlen = ihl + thl
         flags = pkt[ihl + 13]
@@ -455,14 +422,22 @@ class Coalescer:
             self._out.append(pkt)  # SYN, FIN, RST, URG, CWR/ECE or a pure ACK: never joined
             return
         seq = _U32.unpack_from(pkt, ihl + 4)[0]
-        # Same flow, same ACK, same window and options: the kernel's GRO conditions.
-        key = (6, ipkey, ports, pkt[ihl + 8:ihl + 12], pkt[ihl + 14:ihl + 16], pkt[ihl + 20:hlen])
+        # Same addresses and ports, ACK, window, options and IP header fields but the lengths and
+        # IDs: the kernel's GRO conditions. The addresses and ports are one run of bytes.
+        if v4:
+            addrs = 12
+            key = (pkt[12:24], pkt[28:32], pkt[34:36], pkt[40:hlen], pkt[1], pkt[6] & 0xE0, pkt[8])
+        else:
+            addrs = 8
+            key = (pkt[8:44], pkt[48:52], pkt[54:56], pkt[60:hlen], pkt[0:4], pkt[7])
         run = self._runs.get(key)
         if run is not None and not run.closed and seq == run.next_seq and size <= run.size \
                 and run.count < MAX_SEGMENTS and run.length + size <= 0xFFFF \
                 and (run.local or _sum_ok(pkt, ihl, v4, 6)):
             if run.local:
-                d = _claimed_payload_sum(pkt, ihl, hlen, v4)
+                # _claimed_payload_sum with the pseudo-header's addresses summed in the same pass:
+                # 2**16 = 1 (mod 0xFFFF), so a run of big-endian words is its own word sum.
+                d = -(int.from_bytes(pkt[addrs:hlen], "big") + 6 + n - ihl) % 0xFFFF
                 if (run.length - run.hlen) & 1:
                     d = d * 256 % 0xFFFF  # starts at an odd offset: its bytes swap places in the words
                 run.psum += d
