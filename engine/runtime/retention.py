@@ -41,9 +41,7 @@ def event_size(event: Event) -> int:
     """Estimated bytes an event keeps alive. Cheap: large events are sized from
     their lengths, not walked (a CountersSnapshot of 64,000 SAs is one multiply)."""
     if isinstance(event, (ExchangeReceived, ExchangeSent)):
-        m = event.message
-        retained = getattr(m, "retained", None)  # a lazy summary knows; reading fields would format it
-        return 400 + (retained if retained is not None else _size(m, 0))
+        return summary_size(event)
     if isinstance(event, LogMessage):
         return 400 + len(event.text) + len(event.source) + len(event.connection)
     if isinstance(event, CountersSnapshot):
@@ -51,6 +49,13 @@ def event_size(event: Event) -> int:
     if isinstance(event, PacketSample):
         return 350 + len(event.outer) + len(event.inner) + len(event.verdict)
     return _size(event, 0)
+
+
+def summary_size(event: ExchangeReceived | ExchangeSent) -> int:
+    """event_size() of an ExchangeSent or ExchangeReceived."""
+    m = event.message
+    retained = getattr(m, "retained", None)  # a lazy summary knows; reading fields would format it
+    return 400 + (retained if retained is not None else _size(m, 0))
 
 
 def _size(value: Any, depth: int) -> int:
