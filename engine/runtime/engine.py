@@ -58,6 +58,7 @@ _REPLAYED = (IkeSaStateChanged, ExchangeSent, ExchangeReceived, ChildSaInstalled
              NegotiationFailed, DpdTimeout, PolicyApplied, LogMessage, VirtualIpsChanged, ChildSaMoved)
 _LOUD = ("WARNING", "ERROR", "CRITICAL")
 _SUMMARIES = (ExchangeSent, ExchangeReceived)
+_NOT_FOR_DATAPATH = frozenset({ExchangeSent, ExchangeReceived, IkeSaStateChanged})
 
 
 class EngineRuntime(Reporting):
@@ -220,6 +221,9 @@ class EngineRuntime(Reporting):
             self._pool_timer = self._loop.call_soon(self._fill_pool)
 
     def _dispatch(self, event: Event) -> None:
+        if type(event) in _NOT_FOR_DATAPATH:
+            self.publish(event)  # nine of a handshake's eleven events: no datapath or key sink takes them
+            return
         try:
             if isinstance(event, ChildSaInstalled):
                 self.datapath.install(event)
