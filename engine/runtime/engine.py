@@ -119,6 +119,7 @@ class EngineRuntime(Reporting):
         if esp_batch is not None:
             self.sockets.esp_sink = esp_batch
             self.sockets.natt_port = self.policy.engine.natt_port
+        self.sockets.count = lambda what: self.endpoint.count(what)  # with the IKE counters (stats, metrics)
         e = self.policy.engine
         addresses = list(e.listen) or self._addresses_from_connections() or ["0.0.0.0"]
         self.sockets.open(addresses, sorted({e.ike_port, e.natt_port}))

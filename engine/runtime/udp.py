@@ -20,6 +20,8 @@ import sys
 import time
 from collections.abc import Callable
 
+from engine.ike.front_door import RateLimit
+
 log = logging.getLogger("engine.runtime")
 
 Addr = tuple[str, int]
@@ -34,6 +36,11 @@ UDP_GRO = 104
 IP_MTU_DISCOVER = getattr(socket, "IP_MTU_DISCOVER", 10)
 IPV6_MTU_DISCOVER = getattr(socket, "IPV6_MTU_DISCOVER", 23)
 PMTUDISC_DONT = 0
+DATAGRAM_ERRORS = "datagram_errors"
+"""The IKE counter (stats, counters, metrics ``ike_messages_total``) of datagrams whose handling raised."""
+ERROR_LOG_RATE = 0.1
+ERROR_LOG_BURST = 5.0
+"""Datagram handling errors logged (with a traceback): a burst of 5, then one every 10 s at most."""
 
 
 class UdpEndpoint:
@@ -58,11 +65,20 @@ class UdpSockets:
         """Takes the ESP-in-UDP datagrams of one read on the NAT-T port at once (a datapath that
         decrypts in userspace); without it each goes through ``on_datagram``."""
         self.natt_port = 0
+        self.handler_errors = 0
+        """Datagrams whose handling raised (an engine bug; the reader goes on)."""
+        self.count: Callable[[str], None] | None = None
+        """Also counts them where the status and metrics show counters (the runtime points it at the
+        IKE endpoint's: ``datagram_errors``)."""
+        self._error_log = RateLimit(rate=ERROR_LOG_RATE, burst=ERROR_LOG_BURST)
+        self._errors_unlogged = 0
+        self._sources: dict[str, list] = {}
+        """Source address -> the IP_PKTINFO ancillary data that sends from it on a wildcard socket."""
 
     def open(self, addresses: list[str], ports: list[int]) -> None:
         self._loop = asyncio.get_running_loop()
         try:
-            for addr in addresses:
+            for addr in bind_addresses(addresses):
                 for port in ports:
                     self._open_one(addr, port)
         except OSError:
@@ -148,7 +164,20 @@ class UdpSockets:
                     for d in datagrams:
                         on_datagram(d, where, peer)
             except Exception:  # one bad datagram must never kill the socket reader
-                log.exception("error handling a datagram from %s:%d", src[0], src[1])
+                self._handler_error(src)
+
+    def _handler_error(self, src) -> None:
+        """Count a datagram whose handling raised, and log it with its traceback, rate-limited: a peer
+        that found an input the engine chokes on must not fill the log (the count says how many)."""
+        self.handler_errors += 1
+        if self.count is not None:
+            self.count(DATAGRAM_ERRORS)
+        if not self._error_log.allow(time.monotonic()):
+            self._errors_unlogged += 1
+            return
+        unlogged, self._errors_unlogged = self._errors_unlogged, 0
+        log.exception("error handling a datagram from %s:%d (%d more since the last one logged, %d in all)",
+                      src[0], src[1], unlogged, self.handler_errors)
 
     def send(self, data: bytes, local: Addr, remote: Addr) -> None:
         ep = self._pick(local, remote)
@@ -156,16 +185,31 @@ class UdpSockets:
             log.warning("no socket for %s:%d -> %s:%d", local[0], local[1], remote[0], remote[1])
             return
         try:
-            ep.sock.sendto(data, remote)
+            self._sendto(ep, data, local[0], remote)
         except (BlockingIOError, InterruptedError):
             log.debug("send buffer full, dropped a datagram to %s:%d", *remote)
         except OSError as exc:
-            if exc.errno == errno.EMSGSIZE and self._send_fragmentable(ep, data, remote):
+            if exc.errno == errno.EMSGSIZE and self._send_fragmentable(ep, data, local[0], remote):
                 return
             log.warning("send to %s:%d failed: %s", remote[0], remote[1], exc)
 
-    @staticmethod
-    def _send_fragmentable(ep: UdpEndpoint, data: bytes, remote: Addr) -> bool:
+    def _sendto(self, ep: UdpEndpoint, data: bytes, source: str, remote: Addr) -> None:
+        """Send from ``source``: on a wildcard socket the kernel would pick the source from the route
+        (on loopback 127.0.0.1 for any 127.x.y.z), so an answer to a request sent to one of our
+        addresses names that address in IP_PKTINFO, as charon's wildcard sockets do."""
+        if ep.wildcard and source != ep.addr:
+            anc = self._sources.get(source)
+            if anc is None:
+                anc = _pktinfo_src(source, ep.family)
+                if len(self._sources) >= 256:  # our own addresses: a few; bounded all the same
+                    self._sources.clear()
+                self._sources[source] = anc
+            if anc:
+                ep.sock.sendmsg([data], anc, 0, remote)
+                return
+        ep.sock.sendto(data, remote)
+
+    def _send_fragmentable(self, ep: UdpEndpoint, data: bytes, source: str, remote: Addr) -> bool:
         """Send one datagram with IP fragmentation allowed, on a socket that otherwise sets DF
         (an IKE message larger than the path); True when it went out."""
         level, opt = (socket.IPPROTO_IPV6, IPV6_MTU_DISCOVER) if ep.family == socket.AF_INET6 \
@@ -174,7 +218,7 @@ class UdpSockets:
             before = ep.sock.getsockopt(level, opt)
             ep.sock.setsockopt(level, opt, PMTUDISC_DONT)
             try:
-                ep.sock.sendto(data, remote)
+                self._sendto(ep, data, source, remote)
             finally:
                 ep.sock.setsockopt(level, opt, before)
         except OSError as exc:
@@ -218,6 +262,52 @@ class UdpSockets:
                 self._loop.remove_reader(ep.sock.fileno())
             ep.sock.close()
         self.endpoints.clear()
+
+
+def bind_addresses(addresses: list[str]) -> list[str]:
+    """The addresses to bind, in the order given: each once, and none that a wildcard of its family in
+    the list already covers. Without SO_REUSEADDR, 0.0.0.0 and 192.0.2.1 on one port cannot both be
+    bound (EADDRINUSE); the wildcard alone receives what is sent to 192.0.2.1 too and learns that
+    address from IP_PKTINFO, as charon's wildcard sockets do. IPv6 sockets are IPV6_V6ONLY, so ``::``
+    covers IPv6 addresses only and 0.0.0.0 IPv4 ones only. Says once, at INFO, what was left out."""
+    parsed = [(text, ipaddress.ip_address(text)) for text in addresses]
+    wildcards = {ip.version: str(ip) for _text, ip in parsed if ip.is_unspecified}
+    out: list[str] = []
+    seen: set = set()
+    covered: dict[str, list[str]] = {}
+    for text, ip in parsed:
+        if ip in seen:
+            continue
+        seen.add(ip)
+        if ip.is_unspecified:
+            out.append(str(ip))  # "::0" too is a wildcard (UdpEndpoint.wildcard, IPV6_PKTINFO)
+        elif ip.version in wildcards:
+            covered.setdefault(wildcards[ip.version], []).append(text)
+        else:
+            out.append(text)
+    for wildcard, texts in covered.items():
+        log.info("listen: %s already receives what is sent to %s; binding %s only for IPv%d", wildcard,
+                 ", ".join(texts), wildcard, 6 if ":" in wildcard else 4)
+    return out
+
+
+def _pktinfo_src(source: str, family: int) -> list:
+    """sendmsg ancillary data that makes ``source`` the source address ([] for a wildcard or an address
+    of the other family: the kernel picks)."""
+    try:
+        if family == socket.AF_INET:
+            packed = socket.inet_pton(socket.AF_INET, source)
+            if packed == bytes(4):
+                return []
+            # struct in_pktinfo { int ifindex; in_addr spec_dst (the source); in_addr addr; }
+            return [(socket.IPPROTO_IP, IP_PKTINFO, bytes(4) + packed + bytes(4))]
+        packed = socket.inet_pton(socket.AF_INET6, source)
+        if packed == bytes(16):
+            return []
+        # struct in6_pktinfo { in6_addr addr (the source); unsigned int ifindex; }
+        return [(socket.IPPROTO_IPV6, IPV6_PKTINFO, packed + bytes(4))]
+    except OSError:
+        return []
 
 
 def _pktinfo_dst(anc, family) -> str | None:

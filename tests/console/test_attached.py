@@ -34,9 +34,9 @@ def _cli(*args, control):
 
 @pytest.fixture
 def daemons(tmp_path):
-    src = sample_path("lab.toml").parent
-    for name in ("lab.toml", "lab-branch.toml", "lab-roadwarrior.toml", "lab.secrets.toml"):
-        shutil.copy(src / name, tmp_path / name)
+    # A copy of the lab on addresses and ports of this process: the shipped lab's 127.0.0.1 port 15500 is
+    # anyone's (another test run, someone's lab), and the engine refuses a busy address and port.
+    tmp_path = lab_copy(tmp_path).parent
     procs = {}
     try:
         for name in ("branch", "hq"):

@@ -11,7 +11,7 @@ from console.screens.confirm import ConfirmScreen
 from console.widgets.sa_tables import ChildSaTable
 
 from tests.console.conftest import screen_text, wait_for
-from tests.ops.labcopy import lab_copy
+from tests.ops.labcopy import lab_address, lab_copy
 
 
 async def test_lab_negotiates_and_a_rekey_from_the_ui_shows_a_new_spi(tmp_path):
@@ -84,7 +84,7 @@ async def test_the_lab_packet_view_shows_the_esp_header_and_exports_a_pcap(tmp_p
         await wait_for(pilot, lambda: f"ESP   SPI 0x{sample.spi:08x}  seq {sample.seq}" in screen_text(app),
                        what="the ESP header")
         text = screen_text(app)
-        assert "IPv4  127.0.0.1 → 127.0.0.2" in text and "proto ESP (50)" in text
+        assert f"IPv4  {lab_address('hq')} → {lab_address('branch')}" in text and "proto ESP (50)" in text
         assert "ICV 16" in text and "✓ no plaintext on the wire" in text
         await pilot.press("x")
         await wait_for(pilot, lambda: list(tmp_path.glob("*.pcap")), what="pcap")

@@ -26,6 +26,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from tests.ops.labcopy import lab_copy
+
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -143,7 +145,11 @@ def served(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "XDG_CONFIG_HOME": str(tmp_path / "config"),
            "XDG_DATA_HOME": str(tmp_path / "data")}
     log = open(tmp_path / "serve.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "console", "serve", "--port", str(port), "--token", token],
+    # The browser's console runs a copy of the lab on this process's addresses and ports: the shipped lab's
+    # 127.0.0.1 port 15500 is anyone's (another test run), and the engine refuses a busy address and port.
+    lab = lab_copy(tmp_path)
+    proc = subprocess.Popen([sys.executable, "-m", "console", "serve", str(lab), "--port", str(port), "--token",
+                             token],
                             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 20

@@ -414,3 +414,25 @@ def test_stateless_answers_and_the_sa_that_follows_are_one_negotiation():
     up(p, 2)
     failed = p.of("b", NegotiationFailed)[0]
     assert {e.ike_sa for e in p.of("b", ExchangeReceived)} == {failed.ike_sa}
+
+
+def test_initiator_checks_nat_detection_against_the_answers_source():
+    """RFC 7296 §2.23: NAT_DETECTION_SOURCE_IP is compared with the source in the IP header of
+    the packet that carries it. An IKE_SA_INIT answer from another address than the one we sent
+    to (a NAT rewrote it, or a multi-homed peer answered from another address) means the peer is
+    behind a NAT; comparing with the address we sent to saw none."""
+    p = pair()
+    p.a.initiate("tun", p.now)
+    p.collect()
+    side, req = p.wire.pop(0)
+    assert side == "a"
+    p.b.receive_datagram(req.data, req.remote, req.local, p.now)
+    p.collect()
+    side, answer = p.wire.pop(0)
+    assert side == "b"
+    p.wire.clear()
+    p.a.receive_datagram(answer.data, answer.remote, ("192.0.2.9", answer.local[1]), p.now)
+    sa = p.a.sas[0]
+    assert sa.spi_r != b"\0" * 8, "the answer was not taken"
+    assert sa.nat.remote_behind is True and sa.nat.local_behind is False
+    assert sa.floated  # so IKE_AUTH goes to the NAT-T port

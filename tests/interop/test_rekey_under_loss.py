@@ -156,19 +156,63 @@ def both_ends(o, c) -> str:
     return f"ours: {ours}\nour datapath: {datapath}\ncharon:\n{c.list_sas()}"
 
 
+def unanswered(ping_output: str, count: int) -> str:
+    """The pings without an answer, each with the time it was sent (from its neighbours' replies,
+    ping -D): runs of them are where to look in both logs."""
+    answered = {int(m.group(2)): float(m.group(1))
+                for m in re.finditer(r"\[(\d+\.\d+)\].*icmp_seq=(\d+) ", ping_output)}
+    gone = [seq for seq in range(1, count + 1) if seq not in answered]
+    errors = [line for line in ping_output.splitlines() if "ping:" in line or "rror" in line][:5]
+
+    def when(seq: int) -> str:
+        near = min(answered, key=lambda s: abs(s - seq), default=None)
+        if near is None:
+            return "?"
+        t = answered[near] + (seq - near) * PING_INTERVAL
+        return time.strftime("%H:%M:%S", time.localtime(t)) + f".{int(t * 1000) % 1000:03d}"
+    return ", ".join(f"{seq} (~{when(seq)})" for seq in gone) + (f"; ping said {errors}" if errors else "")
+
+
+def lost_by_charon(c) -> dict[str, object]:
+    """What charon's libipsec dropped (esp = 2 in its log): inbound ESP for an SPI it holds no SA
+    for (by SPI), replayed, not authentic or outside the SA's selectors, and outbound packets
+    that found no SA or no policy."""
+    text = (c.dir / "charon.log").read_text(errors="replace")
+    unknown: dict[str, int] = {}
+    spi = None
+    for line in text.splitlines():
+        m = re.search(r"parsed ESP header with SPI ([0-9a-f]{8})", line)
+        if m:
+            spi = m.group(1)
+        elif "does not belong to an installed SA" in line:
+            unknown[spi or "?"] = unknown.get(spi or "?", 0) + 1
+    return {"inbound, no SA": unknown,
+            "outbound, no SA": text.count("could not find an outbound IPsec SA"),
+            "outbound, no policy": text.count("no matching outbound IPsec policy"),
+            "replayed": text.count("sequence number verification failed"),
+            "not authentic": text.count("decryption or ICV verification failed"),
+            "inbound, outside the policy": text.count("discarding inbound IP packet"),
+            "SAD entries not created": text.count("failed to create SAD entry")}
+
+
 def test_rekey_loop_under_loss_keeps_both_ends_in_agreement(tmp_path):
     seed = int(os.environ.get("IPSEC_CONSOLE_SOAK_SEED", random.randrange(1 << 30)))
     rng = random.Random(seed)
     print(f"soak: {SOAK_SECONDS:.0f} s, seed {seed} (IPSEC_CONSOLE_SOAK_SEED={seed} replays the schedule)")
     with lab() as L, Peers(L, tmp_path) as p:
-        c = p.charon("right", charon_conn("right", esp="aes256gcm16-x25519"), retransmit=CHARON_RETRANSMIT)
+        c = p.charon("right", charon_conn("right", esp="aes256gcm16-x25519"), retransmit=CHARON_RETRANSMIT,
+                     start=False)
+        # libipsec says at level 2 which ESP packets it dropped and why (see lost_by_charon).
+        c.strongswan_conf = c.strongswan_conf.replace("net = 1", "net = 1\n      esp = 2", 1)
+        c.start()
         o = p.ours("left", our_policy_text("left", our_conn("left", esp="aes256gcm16-x25519",
                                                             children={"start_action": "start"}),
                                            engine=OUR_RETRANSMIT), FQDN_SECRETS)
         wait_or_explain(lambda: with_children(o) and "INSTALLED" in c.list_sas(), "the tunnel", o)
         loss_counting_esp(L, LOSS)
         count = int((SOAK_SECONDS + PING_TAIL) / PING_INTERVAL)
-        ping = p.popen("ip", "netns", "exec", L.ns["left"], "ping", "-n", "-q", "-c", str(count),
+        # Every line, time-stamped (-D): the pings the loss does not explain can be found in the logs.
+        ping = p.popen("ip", "netns", "exec", L.ns["left"], "ping", "-n", "-D", "-c", str(count),
                        "-i", str(PING_INTERVAL), "-W", "2", "-I", INNER["left"], INNER["right"])
         done: list[str] = []
         end = time.monotonic() + SOAK_SECONDS
@@ -180,8 +224,11 @@ def test_rekey_loop_under_loss_keeps_both_ends_in_agreement(tmp_path):
         print(f"soak: {len(done)} rekeys: " + ", ".join(f"{a} {done.count(a)}" for a in ACTIONS))
         # The loss stays until the ping is over, so every lost ping has a counted drop to explain it.
         out, _ = ping.communicate(timeout=SOAK_SECONDS + 60)
+        (tmp_path / "ping.txt").write_text(out)
         sent, received = ping_stats(out)
         drops = dropped(L)
+        print(f"soak: charon's libipsec dropped {lost_by_charon(c)}; our datapath dropped "
+              f"{control(o, 'counters').get('drops')}")
         L.loss(0)
         settled = None
         try:
@@ -198,4 +245,6 @@ def test_rekey_loop_under_loss_keeps_both_ends_in_agreement(tmp_path):
         lost = sent - received
         assert lost == drops["esp"], (
             f"{lost} pings lost, {drops['esp']} ESP packets dropped by the configured loss: "
-            f"{lost - drops['esp']} lost by the implementations")
+            f"{lost - drops['esp']} lost by the implementations; charon's libipsec dropped "
+            f"{lost_by_charon(c)}; our datapath dropped {control(o, 'counters').get('drops')}; "
+            f"pings without an answer: {unanswered(out, count)}")

@@ -1,7 +1,8 @@
 """Two of our daemons on loopback, for the ops tests (no root, no namespaces).
 
-Each pair gets its own 127.x.y.1 / 127.x.y.2 addresses (derived from the
-process id and a counter), so tests that run in parallel never share a port.
+Each pair gets two addresses of this process's loopback /24 (tests/loopback.py)
+picked by a counter, so neither another test run at the same time nor an
+earlier pair of this run (a daemon slow to exit) shares its address and port.
 Both daemons run ``--datapath none`` unless told otherwise: IKE and CHILD SAs
 are negotiated, nothing is installed.
 """
@@ -20,16 +21,18 @@ import time
 from pathlib import Path
 
 from tests.interop.lab import wait_for  # noqa: F401  (re-exported for the ops tests)
+from tests.loopback import addr
 
 ROOT = Path(__file__).resolve().parents[2]
 PSK = "ops-test-psk-not-secret-0123456789"
-_pairs = itertools.count(1)
+_pairs = itertools.count()
+PAIR_HOSTS = range(101, 255)
+"""Hosts of the process's /24 the pairs take in turn (1-100 are other tests' single endpoints)."""
 
 
 def addresses() -> tuple[str, str]:
-    n = next(_pairs)
-    net = f"127.{100 + os.getpid() % 100}.{(os.getpid() // 100 * 7 + n) % 250 + 1}"
-    return f"{net}.1", f"{net}.2"
+    n = next(_pairs) * 2 % (len(PAIR_HOSTS) - 1)
+    return addr(PAIR_HOSTS[n]), addr(PAIR_HOSTS[n + 1])
 
 
 def policy(me: str, peer: str, conns: dict[str, str], *, initiate: bool, extra_engine: str = "") -> str:

@@ -20,7 +20,11 @@ from engine.runtime.client import ControlClient, ControlError
 from engine.runtime.control import ControlServer
 from engine.runtime.engine import EngineRuntime
 
+from tests.loopback import addr
+
 ROOT = Path(__file__).resolve().parents[2]
+# On this process's own loopback address (tests/loopback.py): another test run at the same time listens on
+# the same ports, and the engine refuses a busy address and port.
 POLICY = """\
 # the admin's note: keep this comment
 [engine]
@@ -40,7 +44,7 @@ remote = { auth = "psk", id = "b.example" }
 [connections.tun.children.lan]
 local_ts = ["198.51.100.0/25"]
 remote_ts = ["198.51.100.128/25"]
-"""
+""".replace("127.0.0.1", addr(1))
 
 
 @pytest.fixture

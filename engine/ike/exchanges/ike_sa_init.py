@@ -251,7 +251,9 @@ class IkeInit(Initiator):
         sa.chosen = chosen
         sa.nonce_r = nonce_r
         read_capabilities(sa, payloads)
-        nat = check_nat(payloads, sa.spi_i, sa.spi_r, sa.local, sa.remote)
+        # §2.23: against the addresses of the packet that brought the answer, not where we sent.
+        local, remote = sa.received_on or (sa.local, sa.remote)
+        nat = check_nat(payloads, sa.spi_i, sa.spi_r, local, remote)
         if nat is not None:
             sa.nat.local_behind, sa.nat.remote_behind = nat
         install_ike_keys(sa, shared)
