@@ -75,8 +75,9 @@ class EngineRuntime(Reporting):
         self.sockets = UdpSockets(self._on_datagram)
         self._subscribers: list[Subscription] = []
         self._sinks: list[tuple[tuple[type, ...], Callable[[Event], None]]] = []
-        self._routes: dict[type, tuple[bool, bool, list[Subscription], list[Callable[[Event], None]]]] = {}
-        """Event class -> (kept in the history, is a LogMessage, its subscribers, its sinks): see publish()."""
+        self._routes: dict[type, tuple[bool, bool, list[Subscription], list[Callable[[Event], None]], bool]] = {}
+        """Event class -> (kept in the history, is a LogMessage, its subscribers, its sinks, is a message
+        summary): see publish()."""
         self._log_read: bool | None = None  # see log_read()
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
