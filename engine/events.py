@@ -13,6 +13,7 @@ import enum
 import typing
 from dataclasses import dataclass, field
 
+from engine.frozen import fast_init_module
 from engine.jsonable import from_jsonable, to_jsonable
 from engine.policy.ts import TrafficSelector
 from engine.secret import Secret
@@ -382,3 +383,6 @@ def from_dict(data: dict) -> Event:
 
 
 _register()
+
+
+fast_init_module(globals())  # built per message: see engine.frozen

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..frozen import fast_init_module
 from ..secret import Secret
 from .encr import encr_keymat_size
 from .integ import integ_key_size
@@ -144,3 +145,6 @@ def split_child_keymat(
         keymat[e + a : 2 * e + a],
         keymat[2 * e + a :],
     )
+
+
+fast_init_module(globals())  # built per message: see engine.frozen

@@ -14,6 +14,7 @@ import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from engine.frozen import fast_init_module
 from engine.crypto.transforms import (
     AdditionalKeType,
     EsnId,
@@ -355,3 +356,6 @@ def additional_ke_mismatch(offered: Sequence[WireProposal], configured: Sequence
 
 def _names(ttype: int, ids) -> str:
     return "|".join(strongswan_transform_name(ttype, i) for i in ids)
+
+
+fast_init_module(globals())  # built per message: see engine.frozen

@@ -37,7 +37,9 @@ from engine.ike.endpoint import IkeEndpoint
 from engine.policy.model import Policy
 from engine.runtime.randomness import RandomBytes
 from engine.runtime.reporting import SCAN_CHUNK, Reporting
-from engine.runtime.retention import QUEUE_BYTES, QUEUE_EVENTS, EventHistory, Subscription, event_size, keyless
+from engine.runtime.evolve import evolve
+from engine.runtime.retention import QUEUE_BYTES, QUEUE_EVENTS, EventHistory, Subscription, event_size, keyless, \
+    summary_size
 from engine.runtime.udp import UdpSockets
 from engine.runtime.wallclock import to_wall_clock
 from engine.slicing import Steps
@@ -55,6 +57,8 @@ KEY_POOL_STEP = 4
 _REPLAYED = (IkeSaStateChanged, ExchangeSent, ExchangeReceived, ChildSaInstalled, ChildSaDeleted,
              NegotiationFailed, DpdTimeout, PolicyApplied, LogMessage, VirtualIpsChanged, ChildSaMoved)
 _LOUD = ("WARNING", "ERROR", "CRITICAL")
+_SUMMARIES = (ExchangeSent, ExchangeReceived)
+_NOT_FOR_DATAPATH = frozenset({ExchangeSent, ExchangeReceived, IkeSaStateChanged})
 
 
 class EngineRuntime(Reporting):
@@ -71,8 +75,9 @@ class EngineRuntime(Reporting):
         self.sockets = UdpSockets(self._on_datagram)
         self._subscribers: list[Subscription] = []
         self._sinks: list[tuple[tuple[type, ...], Callable[[Event], None]]] = []
-        self._routes: dict[type, tuple[bool, bool, list[Subscription], list[Callable[[Event], None]]]] = {}
-        """Event class -> (kept in the history, is a LogMessage, its subscribers, its sinks): see publish()."""
+        self._routes: dict[type, tuple[bool, bool, list[Subscription], list[Callable[[Event], None]], bool]] = {}
+        """Event class -> (kept in the history, is a LogMessage, its subscribers, its sinks, is a message
+        summary): see publish()."""
         self._log_read: bool | None = None  # see log_read()
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -218,6 +223,9 @@ class EngineRuntime(Reporting):
             self._pool_timer = self._loop.call_soon(self._fill_pool)
 
     def _dispatch(self, event: Event) -> None:
+        if type(event) in _NOT_FOR_DATAPATH:
+            self.publish(event)  # nine of a handshake's eleven events: no datapath or key sink takes them
+            return
         try:
             if isinstance(event, ChildSaInstalled):
                 self.datapath.install(event)
@@ -274,16 +282,25 @@ class EngineRuntime(Reporting):
             route = self._routes[cls] = (
                 issubclass(cls, _REPLAYED), issubclass(cls, LogMessage),
                 [sub for sub in self._subscribers if sub.kinds is None or issubclass(cls, sub.kinds)],
-                [fn for kinds, fn in self._sinks if issubclass(cls, kinds)])
-        replay, is_log, takers, sinks = route
+                [fn for kinds, fn in self._sinks if issubclass(cls, kinds)],
+                cls in _SUMMARIES)
+        replay, is_log, takers, sinks, summary = route
         if is_log and replay:
             replay = event.level in _LOUD
         if not replay and not takers and not sinks:
             return
-        if not wall_clock:
-            event = to_wall_clock(event, time.time() - self.now())
-        kept = keyless(event)  # the datapath had the keys; nothing kept from here on holds them
-        size = event_size(kept)
+        if summary:
+            # A message summary (six per handshake): what to_wall_clock, keyless and event_size
+            # would do to one, without asking each what the event is.
+            if not wall_clock:
+                event = evolve(event, time=event.time + time.time() - self.now())
+            kept = event
+            size = summary_size(event)
+        else:
+            if not wall_clock:
+                event = to_wall_clock(event, time.time() - self.now())
+            kept = keyless(event)  # the datapath had the keys; nothing kept from here on holds them
+            size = event_size(kept)
         if replay:
             self.history.append(kept, size, kept=True)
         for sub in takers:

@@ -21,6 +21,7 @@ from typing import Any
 
 from engine.events import ChildSaInstalled, CountersSnapshot, Event, ExchangeReceived, ExchangeSent, LogMessage, \
     PacketSample
+from engine.policy.ts import TrafficSelector
 from engine.runtime.evolve import evolve
 
 HISTORY_EVENTS = 1000
@@ -33,16 +34,14 @@ QUEUE_BYTES = 16 << 20
 """Estimated bytes waiting for one subscriber at most."""
 
 _OBJECT = 120  # a small frozen dataclass instance and its __dict__
-_FIELDS: dict[type, tuple[str, ...]] = {}
+_FIELDS: dict[type, tuple[tuple[str, ...], bool]] = {}
 
 
 def event_size(event: Event) -> int:
     """Estimated bytes an event keeps alive. Cheap: large events are sized from
     their lengths, not walked (a CountersSnapshot of 64,000 SAs is one multiply)."""
     if isinstance(event, (ExchangeReceived, ExchangeSent)):
-        m = event.message
-        retained = getattr(m, "retained", None)  # a lazy summary knows; reading fields would format it
-        return 400 + (retained if retained is not None else _size(m, 0))
+        return summary_size(event)
     if isinstance(event, LogMessage):
         return 400 + len(event.text) + len(event.source) + len(event.connection)
     if isinstance(event, CountersSnapshot):
@@ -50,6 +49,13 @@ def event_size(event: Event) -> int:
     if isinstance(event, PacketSample):
         return 350 + len(event.outer) + len(event.inner) + len(event.verdict)
     return _size(event, 0)
+
+
+def summary_size(event: ExchangeReceived | ExchangeSent) -> int:
+    """event_size() of an ExchangeSent or ExchangeReceived."""
+    m = event.message
+    retained = getattr(m, "retained", None)  # a lazy summary knows; reading fields would format it
+    return 400 + (retained if retained is not None else _size(m, 0))
 
 
 def _size(value: Any, depth: int) -> int:
@@ -74,19 +80,54 @@ def _size(value: Any, depth: int) -> int:
         return total
     if kind is _OTHER:
         return 100
-    names = _FIELDS.get(t)
-    if names is None:
-        names = _FIELDS[t] = tuple(f.name for f in dataclasses.fields(value))
+    fixed = _FIXED_SIZE.get(t)
+    if fixed is not None and depth <= 6:
+        if fixed:
+            return fixed
+        fixed = _FIXED_SIZE[t] = _fields_size(value, t, depth)
+        return fixed
+    return _fields_size(value, t, depth)
+
+
+def _fields_size(value: Any, t: type, depth: int) -> int:
+    shape = _FIELDS.get(t)
+    if shape is None:
+        shape = _FIELDS[t] = _shape(t)
+    names, in_dict = shape
     if depth > 6:
         return _OBJECT + 60 * len(names)
     total = _OBJECT
+    # Plain fields inline (an event is mostly ints and short strings): a call per field was most
+    # of the cost of sizing a ChildSaInstalled.
+    fields = value.__dict__ if in_dict else None
+    kinds = _KINDS
     for n in names:
-        total += 40 + _size(getattr(value, n), depth + 1)
+        v = fields[n] if in_dict else getattr(value, n)
+        kind = kinds.get(type(v))
+        if kind is _SCALAR:
+            total += 48
+        elif kind is _TEXT:
+            total += 90 + len(v)
+        else:
+            total += 40 + _size(v, depth + 1)
     return total
+
+
+def _shape(t: type) -> tuple[tuple[str, ...], bool]:
+    """A dataclass's field names, and whether its instances keep them all in ``__dict__`` (not a
+    class with slots, nor one whose fields are properties, as a lazy summary's)."""
+    names = tuple(f.name for f in dataclasses.fields(t))
+    in_dict = "__slots__" not in t.__dict__ and not any(
+        isinstance(getattr(t, n, None), property) for n in names) and all(
+        "__slots__" not in k.__dict__ for k in t.__mro__[1:-1])
+    return names, in_dict
 
 
 _SCALAR, _TEXT, _SEQUENCE, _DATACLASS, _OTHER = "scalar", "text", "sequence", "dataclass", "other"
 _KINDS: dict[type, str] = {}
+_FIXED_SIZE: dict[type, int] = {TrafficSelector: 0}
+"""Dataclasses whose fields are all scalars or addresses, so every instance has the estimate of the
+first one (0 until it is known): a CHILD SA's selectors are walked once, not per event."""
 
 
 def _kind(value: Any) -> str:

@@ -86,13 +86,18 @@ class UdpSockets:
         IKE endpoint's: ``datagram_errors``)."""
         self._error_log = RateLimit(rate=ERROR_LOG_RATE, burst=ERROR_LOG_BURST)
         self._errors_unlogged = 0
-        self._sources: dict[str, list] = {}
-        """Source address -> the IP_PKTINFO ancillary data that sends from it on a wildcard socket."""
+        self._sources: dict[tuple[str, int], list] = {}
+        """(source address, socket family) -> the IP_PKTINFO ancillary data that sends from it on a
+        wildcard socket of that family."""
 
     def open(self, addresses: list[str], ports: list[int]) -> None:
         self._loop = asyncio.get_running_loop()
+        bound = bind_addresses(addresses)
+        for addr in dict.fromkeys(addresses):
+            if addr not in bound and not ipaddress.ip_address(addr).is_unspecified:
+                _must_be_local(addr)  # a wildcard covers it only if the machine has it
         try:
-            for addr in bind_addresses(addresses):
+            for addr in bound:
                 for port in ports:
                     self._open_one(addr, port)
         except OSError:
@@ -294,12 +299,13 @@ class UdpSockets:
         (on loopback 127.0.0.1 for any 127.x.y.z), so an answer to a request sent to one of our
         addresses names that address in IP_PKTINFO, as charon's wildcard sockets do."""
         if ep.wildcard and source != ep.addr:
-            anc = self._sources.get(source)
+            key = (source, ep.family)  # the same address on the other family's wildcard gives []
+            anc = self._sources.get(key)
             if anc is None:
                 anc = _pktinfo_src(source, ep.family)
                 if len(self._sources) >= 256:  # our own addresses: a few; bounded all the same
                     self._sources.clear()
-                self._sources[source] = anc
+                self._sources[key] = anc
             if anc:
                 ep.sock.sendmsg([data], anc, 0, remote)
                 return
@@ -385,6 +391,17 @@ def bind_addresses(addresses: list[str]) -> list[str]:
         log.info("listen: %s already receives what is sent to %s; binding %s only for IPv%d", wildcard,
                  ", ".join(texts), wildcard, 6 if ":" in wildcard else 4)
     return out
+
+
+def _must_be_local(addr: str) -> None:
+    """Raise the error binding ``addr`` alone would give (EADDRNOTAVAIL when the machine does not have
+    it): listed beside a wildcard it is not bound, and answers from it would fail at each send."""
+    family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind((addr, 0))
+        except OSError as exc:
+            raise OSError(exc.errno, f"cannot listen on {addr}: {exc.strerror}") from None
 
 
 def _pktinfo_src(source: str, family: int) -> list:

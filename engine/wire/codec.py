@@ -108,9 +108,18 @@ def _encode_attributes(t: Transform) -> bytes:
     return b"".join(parts)
 
 
-@functools.lru_cache(maxsize=1024)
 def encode_sa(p: SaPayload) -> bytes:
-    # Cached: the same proposals are encoded for every handshake (payloads are frozen).
+    for prop in p.proposals:
+        if prop.spi:
+            # A CHILD SA's (or an IKE rekey's) SPI is new every time: cached, it would miss every
+            # time, after hashing every transform, and keep 1,024 dead payloads alive.
+            return _encode_sa(p)
+    return _encode_sa_cached(p)
+
+
+@functools.lru_cache(maxsize=1024)
+def _encode_sa_cached(p: SaPayload) -> bytes:
+    # Cached: the same IKE_SA_INIT proposals are encoded for every handshake (payloads are frozen).
     return _encode_sa(p)
 
 

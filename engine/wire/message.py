@@ -18,6 +18,7 @@ import struct
 from dataclasses import dataclass
 from typing import Iterable
 
+from engine.frozen import fast_init_module
 from engine.wire.codec import DECODERS, ENCODERS, decode_skf_fields, malformed_at
 from engine.wire.constants import (
     CRITICAL_BIT,
@@ -273,3 +274,6 @@ def encode_skf_prefix(exchange: int, mid: int, spi_i: bytes, spi_r: bytes, flags
     length = IKE_HEADER_SIZE + skf_len
     return (_HEADER.pack(spi_i, spi_r, _SKF, IKE_VERSION, exchange, flags, mid, length)
             + _GENERIC.pack(nxt, 0, skf_len) + _SKF_FIELDS.pack(fragment_number, total_fragments))
+
+
+fast_init_module(globals())  # built per message: see engine.frozen

@@ -17,6 +17,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import ClassVar, Union
 
+from engine.frozen import fast_init_module
 from engine.policy.ts import TrafficSelector
 from engine.wire.constants import PayloadType, TsType
 
@@ -419,3 +420,6 @@ Payload = Union[
     SkPayload, SkfPayload, UnknownPayload,
 ]
 """Any payload the codec encodes or decodes."""
+
+
+fast_init_module(globals())  # built per message: see engine.frozen

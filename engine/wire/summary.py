@@ -416,10 +416,27 @@ def _keep(payloads: Iterable[Payload]) -> tuple[tuple, int, int]:
     Kept items are payloads, for formatting later, or PayloadDetails made at
     once for payloads too large to keep (see MAX_RETAINED)."""
     items = payloads if isinstance(payloads, (tuple, list)) else tuple(payloads)
-    omitted = max(0, len(items) - MAX_PAYLOADS)
+    omitted = len(items) - MAX_PAYLOADS
+    if omitted > 0:
+        items = items[:MAX_PAYLOADS]
+    else:
+        omitted = 0
+    retained = 0
+    estimators = _ESTIMATORS
+    large = False
+    for p in items:
+        # _estimate() inline: six messages of about six payloads per handshake come through here.
+        size = estimators.get(type(p))
+        size = size(p) if size is not None else _estimate(p)
+        retained += size
+        if size > _LARGE_PAYLOAD or retained > MAX_RETAINED:
+            large = True
+            break
+    if not large:
+        return tuple(items), omitted, retained
     kept = []
     retained = 0
-    for p in items[:MAX_PAYLOADS]:
+    for p in items:
         size = _estimate(p)
         if size > _LARGE_PAYLOAD or retained + size > MAX_RETAINED:
             p = payload_detail(p)

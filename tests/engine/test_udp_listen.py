@@ -137,7 +137,9 @@ async def test_an_answer_on_the_wildcard_leaves_from_the_address_the_request_cam
 async def test_a_peer_negotiates_with_a_gateway_whose_listen_has_the_wildcard_and_its_address():
     """listen = ["0.0.0.0", "127.x.y.1"] (worked with SO_REUSEADDR, then failed to start): the gateway
     starts, the peer's requests to 127.x.y.1 are answered from 127.x.y.1, and neither side sees a NAT."""
-    ike, natt = _free_port(), _free_port()
+    ike = natt = _free_port()
+    while natt == ike:  # the first is not held while the second is drawn
+        natt = _free_port()
     peer_conn = connection(local=addr(2), remote=addr(1), local_port=25731, remote_port=ike, remote_natt_port=natt)
     gw_conn = mirror(peer_conn, local_port=ike, remote_port=25731, remote_natt_port=25732)
     gw_policy = policy(gw_conn, address=addr(1), ike_port=ike, natt_port=natt)
@@ -179,3 +181,32 @@ async def test_a_peer_negotiates_with_a_gateway_whose_listen_has_the_wildcard_an
 ])
 def test_bind_addresses(given, bound):
     assert bind_addresses(given) == bound
+
+
+async def test_an_address_the_machine_lacks_beside_the_wildcard_is_refused():
+    """Alone it fails to bind (EADDRNOTAVAIL); beside 0.0.0.0 it is not bound, but the engine must not
+    start saying the wildcard receives for it and then fail every answer from it."""
+    udp = UdpSockets(lambda *a: None)
+    with pytest.raises(OSError, match="cannot listen on 192.0.2.77"):
+        udp.open(["0.0.0.0", "192.0.2.77"], [_free_port()])
+    assert udp.endpoints == []
+
+
+async def test_the_source_of_an_answer_is_kept_per_family():
+    """One address asked on the IPv6 wildcard (no IPv6 source to name: the kernel picks) must not stop
+    the IPv4 wildcard from naming it."""
+    port = _free_port()
+    udp = UdpSockets(lambda *a: None)
+    udp.open(["0.0.0.0", "::"], [port])
+    try:
+        ep4, ep6 = (next(ep for ep in udp.endpoints if ep.family == f) for f in (socket.AF_INET, socket.AF_INET6))
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sink6, \
+                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+            sink6.bind(("::1", 0))
+            udp._sendto(ep6, b"v6", addr(2), sink6.getsockname()[:2])
+            peer.bind((addr(5), 0))
+            peer.settimeout(2)
+            udp._sendto(ep4, b"v4", addr(2), peer.getsockname())
+            assert peer.recvfrom(100) == (b"v4", (addr(2), port))
+    finally:
+        udp.close()

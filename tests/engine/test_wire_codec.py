@@ -320,3 +320,22 @@ def test_notify_and_ke_and_id_values():
     ]
     raw = encode_message(36, 2, SPI_I, SPI_R, FLAG_INITIATOR, payloads)
     assert decode_message(raw).payloads == tuple(payloads)
+
+
+def test_sa_payloads_with_spis_are_encoded_without_the_cache():
+    # A CHILD SA's SPI is new every time: caching its SA payload missed every time and kept 1,024
+    # dead payloads alive. IKE_SA_INIT's (no SPI) stays cached. The bytes are the same either way.
+    from engine.wire import codec
+    from engine.wire.payloads import Proposal, SaPayload, Transform
+
+    transforms = (Transform(1, 20, 256), Transform(5, 0))
+    init = SaPayload((Proposal(1, 1, b"", (Transform(1, 20, 256), Transform(2, 5), Transform(4, 31))),))
+    codec.encode_sa(init)
+    before = codec._encode_sa_cached.cache_info().currsize
+    for spi in range(1, 50):
+        child = SaPayload((Proposal(1, 3, spi.to_bytes(4, "big"), transforms),))
+        assert codec.encode_sa(child) == codec._encode_sa(child)
+    assert codec._encode_sa_cached.cache_info().currsize == before
+    hits = codec._encode_sa_cached.cache_info().hits
+    assert codec.encode_sa(init) == codec._encode_sa(init)
+    assert codec._encode_sa_cached.cache_info().hits == hits + 1

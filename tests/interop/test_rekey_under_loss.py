@@ -83,6 +83,7 @@ def loss_counting_esp(L: Lab, percent: int) -> None:
         f'    iifname "veth0" numgen random mod 100 < {percent} counter drop\n'
         "  }\n"
         "  chain esp_in {\n"
+        "    counter\n"
         f"    numgen random mod 100 < {percent} counter drop\n"
         "    accept\n"
         "  }\n"
@@ -93,14 +94,25 @@ def loss_counting_esp(L: Lab, percent: int) -> None:
 
 
 def dropped(L: Lab) -> dict[str, int]:
-    """Packets nft dropped so far, both namespaces together: {"esp": n, "other": n}."""
+    """Packets nft dropped so far, both namespaces together: {"esp": n, "other": n}; and per side the
+    ESP packets that arrived there ("esp arrived left") and those dropped ("esp dropped left")."""
     out = {"esp": 0, "other": 0}
     for side in ("left", "right"):
         text = L.exec(side, "nft", "list", "table", "inet", "ipc_loss").stdout
-        esp_chain = text.split("chain esp_in", 1)[1]
-        out["esp"] += sum(int(n) for n in re.findall(r"counter packets (\d+)", esp_chain))
+        arrived, esp = (int(n) for n in re.findall(r"counter packets (\d+)", text.split("chain esp_in", 1)[1]))
+        out["esp"] += esp
+        out[f"esp arrived {side}"], out[f"esp dropped {side}"] = arrived, esp
         out["other"] += sum(int(n) for n in re.findall(r"counter packets (\d+)", text.split("chain esp_in", 1)[0]))
     return out
+
+
+def stages(sent: int, received: int, drops: dict[str, int], charon: dict[str, object]) -> str:
+    """Where the pings went, stage by stage (ours at left pings charon's side at right): a stage that
+    passes on fewer than it was given, beyond the configured loss, is where the implementation lost."""
+    return (f"{sent} pings sent; {drops['esp arrived right']} ESP requests reached the right end "
+            f"(nft dropped {drops['esp dropped right']}); charon's libipsec parsed {charon['parsed']}; "
+            f"{drops['esp arrived left']} ESP replies reached the left end (nft dropped "
+            f"{drops['esp dropped left']}); {received} answers came back to ping")
 
 
 def rekey(action: str, o, c) -> None:
@@ -192,7 +204,8 @@ def lost_by_charon(c) -> dict[str, object]:
             "replayed": text.count("sequence number verification failed"),
             "not authentic": text.count("decryption or ICV verification failed"),
             "inbound, outside the policy": text.count("discarding inbound IP packet"),
-            "SAD entries not created": text.count("failed to create SAD entry")}
+            "SAD entries not created": text.count("failed to create SAD entry"),
+            "parsed": text.count("parsed ESP header")}
 
 
 def test_rekey_loop_under_loss_keeps_both_ends_in_agreement(tmp_path):
@@ -229,6 +242,7 @@ def test_rekey_loop_under_loss_keeps_both_ends_in_agreement(tmp_path):
         drops = dropped(L)
         print(f"soak: charon's libipsec dropped {lost_by_charon(c)}; our datapath dropped "
               f"{control(o, 'counters').get('drops')}")
+        print(f"soak: {stages(sent, received, drops, lost_by_charon(c))}")
         L.loss(0)
         settled = None
         try:
@@ -247,4 +261,5 @@ def test_rekey_loop_under_loss_keeps_both_ends_in_agreement(tmp_path):
             f"{lost} pings lost, {drops['esp']} ESP packets dropped by the configured loss: "
             f"{lost - drops['esp']} lost by the implementations; charon's libipsec dropped "
             f"{lost_by_charon(c)}; our datapath dropped {control(o, 'counters').get('drops')}; "
+            f"{stages(sent, received, drops, lost_by_charon(c))}; "
             f"pings without an answer: {unanswered(out, count)}")
