@@ -385,6 +385,9 @@ class Coalescer:
         b0 = pkt[0]
         if b0 == 0x45:
             proto = pkt[9]
+            if proto == 6 and not (pkt[6] & 0x3F or pkt[7]) and (pkt[2] << 8 | pkt[3]) == n:
+                self._tcp(pkt, n, 20, True)  # the common case: TCP over IPv4 without options
+                return
             if (proto != 6 and (proto != 17 or not self.udp)) or pkt[6] & 0x3F or pkt[7] \
                     or (pkt[2] << 8 | pkt[3]) != n:
                 self._out.append(pkt)  # options, fragments, padding or another protocol: as is
@@ -404,11 +407,13 @@ class Coalescer:
             self._out.append(pkt)
             return
         if proto == 6:
-            self._tcp(pkt, n, ihl, v4, ports, ipkey)
+            self._tcp(pkt, n, ihl, v4)
         else:
             self._udp(pkt, n, ihl, v4, ports, ipkey)
 
-    def _tcp(self, pkt, n: int, ihl: int, v4: bool, ports, ipkey) -> None:
+    def _tcp(self, pkt, n: int, ihl: int, v4: bool) -> None:
+        """A TCP segment (IPv4 without options, or IPv6): joins its flow's run or starts one. Flat on
+        purpose: it runs once per received TCP segment."""
         thl = (pkt[ihl + 12] >> 4) * 4
         hlen = ihl + thl
         flags = pkt[ihl + 13]
@@ -417,14 +422,22 @@ class Coalescer:
             self._out.append(pkt)  # SYN, FIN, RST, URG, CWR/ECE or a pure ACK: never joined
             return
         seq = _U32.unpack_from(pkt, ihl + 4)[0]
-        # Same flow, same ACK, same window and options: the kernel's GRO conditions.
-        key = (6, ipkey, ports, pkt[ihl + 8:ihl + 12], pkt[ihl + 14:ihl + 16], pkt[ihl + 20:hlen])
+        # Same addresses and ports, ACK, window, options and IP header fields but the lengths and
+        # IDs: the kernel's GRO conditions. The addresses and ports are one run of bytes.
+        if v4:
+            addrs = 12
+            key = (pkt[12:24], pkt[28:32], pkt[34:36], pkt[40:hlen], pkt[1], pkt[6] & 0xE0, pkt[8])
+        else:
+            addrs = 8
+            key = (pkt[8:44], pkt[48:52], pkt[54:56], pkt[60:hlen], pkt[0:4], pkt[7])
         run = self._runs.get(key)
         if run is not None and not run.closed and seq == run.next_seq and size <= run.size \
                 and run.count < MAX_SEGMENTS and run.length + size <= 0xFFFF \
                 and (run.local or _sum_ok(pkt, ihl, v4, 6)):
             if run.local:
-                d = _claimed_payload_sum(pkt, ihl, hlen, v4)
+                # _claimed_payload_sum with the pseudo-header's addresses summed in the same pass:
+                # 2**16 = 1 (mod 0xFFFF), so a run of big-endian words is its own word sum.
+                d = -(int.from_bytes(pkt[addrs:hlen], "big") + 6 + n - ihl) % 0xFFFF
                 if (run.length - run.hlen) & 1:
                     d = d * 256 % 0xFFFF  # starts at an odd offset: its bytes swap places in the words
                 run.psum += d
@@ -438,6 +451,10 @@ class Coalescer:
                     run.head = bytearray(run.head)
                     run.head[ihl + 13] |= _TCP_PSH
             return
+        self._start_tcp(pkt, n, ihl, hlen, v4, seq, size, flags, key)
+
+    def _start_tcp(self, pkt, n: int, ihl: int, hlen: int, v4: bool, seq: int, size: int, flags: int, key) -> None:
+        """A TCP segment that joins no run: the start of one (or out as it is)."""
         local = (pkt[16:20] if v4 else pkt[24:40]) in self.local
         if not local and not _sum_ok(pkt, ihl, v4, 6):
             self._out.append(pkt)  # let the kernel drop it

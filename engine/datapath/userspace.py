@@ -69,7 +69,7 @@ from engine.datapath.tun import (
     open_tun,
     ranges_to_networks,
 )
-from engine.datapath.userspace_io import READ_BATCH, RawSender, TunIO, UdpSender, raw_batch
+from engine.datapath.userspace_io import RawReader, RawSender, TunIO, UdpSender, raw_batch
 from engine.datapath.userspace_path import Pair, SaPath
 from engine.esp import EspDrop, SaConfigError
 from engine.events import (
@@ -210,7 +210,7 @@ class UserspaceDatapath:
             _big_buffers(s)
             _df(s)
             self._raw[(family, proto)] = s
-            self.loop.add_reader(s.fileno(), self._raw_readable, s, family)
+            self.loop.add_reader(s.fileno(), RawReader(self, s, family).readable)
         for family in (socket.AF_INET, socket.AF_INET6):
             try:
                 s = socket.socket(family, socket.SOCK_RAW, socket.IPPROTO_RAW)
@@ -526,7 +526,8 @@ class UserspaceDatapath:
         """The ESP-in-UDP datagrams of one read of the NAT-T socket (a UDP GRO batch), in order."""
         path = self.path
         inbound = path.inbound
-        deliver = self.io.deliver
+        inners = []
+        deliver = inners.append
         now = self.runtime.now()
         for data in datagrams:
             # Inlined SaPath.input for the common case: tunnel-mode ESP on a known SPI.
@@ -540,40 +541,7 @@ class UserspaceDatapath:
                     continue
             if inner is not None:
                 deliver(inner)
-        self.flush_events()
-
-    def _raw_readable(self, sock: socket.socket, family: int) -> None:
-        path = self.path
-        inbound = path.inbound
-        now = self.runtime.now()
-        recv = sock.recv
-        v4 = family == socket.AF_INET
-        deliver = self.io.deliver
-        for _ in range(READ_BATCH):
-            try:
-                data = recv(65535)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError as exc:
-                log.debug("raw ESP recv: %s", exc)
-                break
-            if v4:
-                # IPv4 raw sockets hand over the IP header too. Inlined SaPath.input_full for
-                # the common case: tunnel-mode ESP on a known SPI.
-                hl = (data[0] & 15) * 4
-                sa = inbound.get(int.from_bytes(data[hl:hl + 4], "big")) \
-                    if len(data) >= hl + 8 and data[9] == 50 else None
-                if sa is None or sa.full_ip or path.pending:
-                    inner = path.input_full(data, now)
-                else:
-                    try:
-                        inner = sa.unprotect(data[hl:], now)
-                    except EspDrop:
-                        continue
-            else:
-                inner = path.input(data, now)
-            if inner is not None:
-                deliver(inner)
+        self.io.deliver_all(inners)
         self.flush_events()
 
     def drain_events(self):

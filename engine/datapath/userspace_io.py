@@ -15,7 +15,9 @@ After the read batch every sender flushes once:
   raw sockets have no GSO; the packets of a batch leave in one ``sendmmsg``
   (engine.datapath.mmsg), still one datagram each on the wire.
 
-Inbound (`TunIO.deliver`): decrypted packets gather in a
+Inbound: `RawReader` takes raw ESP (IP protocol 50) in batches of up to
+RAW_SLOTS datagrams per ``recvmmsg`` (engine.datapath.mmsg), each datagram
+still checked and dropped or delivered on its own. `TunIO.deliver`: decrypted packets gather in a
 `engine.datapath.offload.Coalescer` and are written once per batch, joined
 into super-packets where the kernel's GRO rules allow. The NAT-T socket
 reads with ``UDP_GRO`` (engine.runtime.udp), so a burst of ESP-in-UDP from
@@ -44,8 +46,8 @@ from engine.datapath.offload import (
     too_big,
 )
 from engine.datapath import mmsg
-from engine.datapath.mmsg import MmsgSender
-from engine.esp import SaExpired
+from engine.datapath.mmsg import RECV_SLOT, MmsgReceiver, MmsgSender
+from engine.esp import EspDrop, SaExpired
 
 log = logging.getLogger("engine.datapath.userspace")
 
@@ -59,6 +61,10 @@ READ_BATCH = 64
 """TUN reads per readiness callback before letting IKE, timers and the other direction run (64
 super-packets are already 4 MB)."""
 READ_SIZE = 65535 + 64
+RAW_SLOTS = 64
+"""Datagrams per recvmmsg call on a raw ESP socket."""
+RAW_CALLS = 2
+"""recvmmsg calls per readiness callback (128 datagrams), then IKE, timers and the TUN run."""
 ICMP_BURST = 50
 ICMP_RATE = 100.0
 """ICMP "too big" answers into the TUN device: a burst of this many, then this many per second."""
@@ -189,6 +195,84 @@ class RawSender:
         if exc.errno == errno.EMSGSIZE:
             self.io.learn_pmtu(self)
         self.io.send_failed(exc, self.dest, 1)
+
+
+class RawReader:
+    """Raw ESP (or AH) from one raw socket of a UserspaceDatapath: up to RAW_SLOTS datagrams per
+    ``recvmmsg``, else one ``recv`` each (a libc without it); every datagram is checked, dropped
+    and counted or delivered on its own, in order."""
+
+    __slots__ = ("dp", "sock", "v4", "batch")
+
+    def __init__(self, dp, sock: socket.socket, family: int) -> None:
+        self.dp = dp
+        self.sock = sock
+        self.v4 = family == socket.AF_INET
+        """IPv4 raw sockets hand over the IP header too."""
+        self.batch = MmsgReceiver(sock, RAW_SLOTS) if mmsg.recv_available else None
+
+    def readable(self) -> None:
+        now = self.dp.runtime.now()
+        for _ in range(RAW_CALLS):
+            got = self._read()
+            if got:
+                self._handle(got, now)
+            if len(got) < RAW_SLOTS:
+                break
+        self.dp.flush_events()
+
+    def _read(self) -> list:
+        """The datagrams waiting (up to RAW_SLOTS): memoryviews into the receiver's slots, valid
+        until the next read, or bytes without recvmmsg."""
+        rx = self.batch
+        if rx is None:
+            out = []
+            recv = self.sock.recv
+            for _ in range(RAW_SLOTS):
+                try:
+                    out.append(recv(65535))
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError as exc:
+                    log.debug("raw ESP recv: %s", exc)
+                    break
+            return out
+        try:
+            count = rx.recv()
+        except OSError as exc:
+            log.debug("raw ESP recvmmsg: %s", exc)
+            return []
+        view = rx.view
+        return [view[i * RECV_SLOT:i * RECV_SLOT + n] for i, n in enumerate(rx.lengths(count))]
+
+    def _handle(self, datagrams: list, now: float) -> None:
+        dp = self.dp
+        path = dp.path
+        inbound = path.inbound
+        inners = []
+        deliver = inners.append
+        v4 = self.v4
+        for data in datagrams:
+            # bytes() copies a slot's datagram out (the slot is read into again) and is the object
+            # itself for bytes already.
+            if v4:
+                # Inlined SaPath.input_full for the common case: tunnel-mode ESP on a known SPI.
+                n = len(data)
+                hl = (data[0] & 15) * 4 if n >= 20 else n
+                sa = inbound.get(int.from_bytes(data[hl:hl + 4], "big")) \
+                    if n >= hl + 8 and data[9] == 50 else None
+                if sa is None or sa.full_ip or path.pending:
+                    inner = path.input_full(bytes(data), now)
+                else:
+                    try:
+                        inner = sa.unprotect(bytes(data[hl:]), now)
+                    except EspDrop:
+                        continue
+            else:
+                inner = path.input(bytes(data), now)
+            if inner is not None:
+                deliver(inner)
+        dp.io.deliver_all(inners)
 
 
 def raw_batch(sock: socket.socket, address: str, control: bytes = b"") -> MmsgSender | None:
@@ -348,6 +432,20 @@ class TunIO:
             return
         co.add(inner)
         if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.dp.loop.call_soon(self.flush_inbound)
+
+    def deliver_all(self, inners: list) -> None:
+        """`deliver` of each packet (a receive batch), written with the rest of the batch."""
+        co = self.co
+        if co is None:
+            for inner in inners:
+                self.write(inner)
+            return
+        add = co.add
+        for inner in inners:
+            add(inner)
+        if inners and not self._flush_scheduled:
             self._flush_scheduled = True
             self.dp.loop.call_soon(self.flush_inbound)
 

@@ -196,7 +196,7 @@ class EspInboundSa(_EspCrypto, InboundSa):
     """Inbound ESP: tunnel mode takes the ESP payload (SPI..ICV), transport mode
     the whole IP packet (with the UDP header still in it when encapsulated)."""
 
-    __slots__ = ("cipher", "integ", "_aead", "_ivs", "_icvs", "_align", "_dec", "_verify", "_min_len")
+    __slots__ = ("cipher", "integ", "_aead", "_ivs", "_icvs", "_align", "_dec", "_verify", "_min_len", "full_ip")
 
     protocol = "esp"
 
@@ -207,10 +207,8 @@ class EspInboundSa(_EspCrypto, InboundSa):
         self._dec = getattr(cipher, "decrypt_stream", None) or cipher.decrypt
         self._verify = integ.verify if integ is not None else None
         self._min_len = 8 + self._ivs + 2 + self._icvs
-
-    @property
-    def full_ip(self) -> bool:
-        return not self.tunnel
+        self.full_ip = not self.tunnel
+        """Transport mode takes the whole IP packet (an attribute: the receive path asks per packet)."""
 
     def _open(self, data, off: int, end: int, now: float) -> tuple[bytes, int, int, int]:
         """Verify and decrypt the ESP packet at data[off:end].

@@ -4,7 +4,12 @@ address of each datagram from IP_PKTINFO, which NAT detection needs.
 
 The sockets read with UDP_GRO (Linux 5.0+): a burst of equal-sized
 datagrams from one peer (ESP-in-UDP under load) comes up in one read and is
-split here, each datagram handled on its own as before. A datapath may ask
+split here, each datagram handled on its own as before. The NAT-T socket of a
+datapath that takes ESP-in-UDP itself (``esp_sink``) reads with ``recvmmsg``
+(engine.datapath.mmsg), up to UDP_SLOTS datagrams (or GRO batches) per
+system call: what a peer without UDP GSO (charon) sends arrives one
+datagram at a time, and one ``recvmsg`` each was a system call per
+datagram. A datapath may ask
 for DF on every datagram (``prepare``); an IKE message larger than the path
 then fails with EMSGSIZE and is sent again once with fragmentation allowed,
 as it would have been without DF."""
@@ -20,6 +25,7 @@ import sys
 import time
 from collections.abc import Callable
 
+from engine.datapath import mmsg
 from engine.ike.front_door import RateLimit
 
 log = logging.getLogger("engine.runtime")
@@ -41,6 +47,12 @@ DATAGRAM_ERRORS = "datagram_errors"
 ERROR_LOG_RATE = 0.1
 ERROR_LOG_BURST = 5.0
 """Datagram handling errors logged (with a traceback): a burst of 5, then one every 10 s at most."""
+UDP_SLOTS = 32
+"""Datagrams (or GRO batches) per recvmmsg call on a NAT-T socket."""
+UDP_CALLS = 4
+"""recvmmsg calls per readiness callback at most (and READ_BATCH_SECONDS)."""
+CONTROL_SIZE = 96
+"""Bytes of control messages per datagram: IP(V6)_PKTINFO and UDP_GRO's segment size."""
 
 
 class UdpEndpoint:
@@ -52,6 +64,8 @@ class UdpEndpoint:
         self.port = port
         self.wildcard = addr in ("0.0.0.0", "::")
         self.family = sock.family
+        self.batch: mmsg.MmsgReceiver | None = None
+        """recvmmsg reader of the NAT-T socket when a datapath takes ESP-in-UDP itself."""
 
 
 class UdpSockets:
@@ -115,7 +129,11 @@ class UdpSockets:
             raise OSError(exc.errno, f"cannot listen on {addr} port {port}: {exc.strerror}") from None
         ep = UdpEndpoint(sock, addr, sock.getsockname()[1])
         self.endpoints.append(ep)
-        self._loop.add_reader(sock.fileno(), self._readable, ep)
+        if self.esp_sink is not None and port == self.natt_port and port and mmsg.recv_available:
+            ep.batch = mmsg.MmsgReceiver(sock, UDP_SLOTS, names=True, control=CONTROL_SIZE)
+            self._loop.add_reader(sock.fileno(), self._readable_batch, ep)
+        else:
+            self._loop.add_reader(sock.fileno(), self._readable, ep)
         log.info("listening on %s port %d", addr, ep.port)
 
     def _readable(self, ep: UdpEndpoint) -> None:
@@ -183,6 +201,84 @@ class UdpSockets:
         unlogged, self._errors_unlogged = self._errors_unlogged, 0
         log.exception("error handling a datagram from %s:%d (%d more since the last one logged, %d in all)",
                       src[0], src[1], unlogged, self.handler_errors)
+
+    def _readable_batch(self, ep: UdpEndpoint) -> None:
+        """`_readable` with recvmmsg (the NAT-T socket of a datapath with an ``esp_sink``)."""
+        rx = ep.batch
+        clock = time.perf_counter
+        until = clock() + READ_BATCH_SECONDS
+        for _ in range(UDP_CALLS):
+            if clock() > until:
+                return
+            try:
+                count = rx.recv()
+            except OSError as exc:
+                log.debug("recvmmsg on %s:%d: %s", ep.addr, ep.port, exc)
+                return
+            if count:
+                self._handle_batch(ep, rx, count)
+            if count < rx.slots:
+                return
+
+    def _handle_batch(self, ep: UdpEndpoint, rx: mmsg.MmsgReceiver, count: int) -> None:
+        """The datagrams of one recvmmsg, in order: ESP to the sink in runs from one peer to one
+        local address, anything else (IKE) one by one through ``on_datagram``."""
+        sink = self.esp_sink
+        on_datagram = self.on_datagram
+        port = ep.port
+        view = rx.view
+        esp: list = []
+        esp_at = None
+        last_name = last_control = None
+        peer = where = None
+        size = 0
+        for i, n in enumerate(rx.lengths(count)):
+            try:
+                name = rx.name(i)
+                if name != last_name:
+                    last_name = name
+                    peer = mmsg.parse_sockaddr(name)
+                control = rx.control(i)
+                if control != last_control:
+                    # The same local address and GRO size as the previous datagram's, mostly.
+                    last_control = control
+                    local = ep.addr
+                    size = 0
+                    for level, ctype, cdata in mmsg.cmsgs(control):
+                        if level == SOL_UDP and ctype == UDP_GRO and len(cdata) >= 4:
+                            size = int.from_bytes(cdata[:4], sys.byteorder)
+                        elif ep.wildcard:
+                            local = _pktinfo_dst(((level, ctype, cdata),), ep.family) or local
+                    where = (local, port)
+                if peer is None:
+                    continue  # not an IPv4/IPv6 source: not for us
+                at = i * mmsg.RECV_SLOT
+                if size and n > size:
+                    # Several datagrams joined by GRO: each on its own, in order.
+                    datagrams = [bytes(view[at + off:at + min(off + size, n)]) for off in range(0, n, size)]
+                else:
+                    datagrams = (bytes(view[at:at + n]),)
+                for d in datagrams:
+                    if len(d) >= 16 and d[0] | d[1] | d[2]:
+                        # ESP (a non-zero SPI where IKE has its zero marker): to the datapath in runs.
+                        if esp and esp_at != (where, peer):
+                            sink(esp, *esp_at)
+                            esp = []
+                        esp.append(d)
+                        esp_at = (where, peer)
+                        continue
+                    if esp:
+                        sink(esp, *esp_at)
+                        esp = []
+                    on_datagram(d, where, peer)
+            except Exception:  # one bad datagram must never kill the socket reader
+                esp = []
+                self._handler_error(peer or ("?", 0))
+        if esp:
+            try:
+                sink(esp, *esp_at)
+            except Exception:  # noqa: BLE001 - as above
+                self._handler_error(esp_at[1])
 
     def send(self, data: bytes, local: Addr, remote: Addr) -> None:
         ep = self._pick(local, remote)
