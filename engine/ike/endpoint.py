@@ -28,7 +28,7 @@ from typing import NamedTuple
 
 from engine.crypto.keypool import KeyPool
 from engine.events import ChildState, Event, IkeState, PolicyApplied
-from engine.ike import policy_change
+from engine.ike import policy_change, sa_timers
 from engine.ike.authenticator import Authenticator
 from engine.ike.child import ChildSa
 from engine.ike.config_payload import VirtualIps
@@ -532,6 +532,12 @@ class IkeEndpoint:
         ours = spi_r if flags & FLAG_INITIATOR else spi_i
         sa = self.registry.get(ours) if ours != ZERO_SPI else None
         if sa is None:
+            rekeyed = self.registry.rekeying_to(ours) if not flags & FLAG_RESPONSE else None
+            if rekeyed is not None:
+                # A request on the IKE SA our rekey creates: the peer has it, our answer was lost.
+                self.count("request_before_rekey_answer")
+                sa_timers.hurry(rekeyed, now)
+                return
             kept = self.registry.kept_answer(ours, now) if not flags & FLAG_RESPONSE else None
             if kept is not None and kept.answers(spi_i, spi_r, mid, remote[0]):
                 kept.replays += 1

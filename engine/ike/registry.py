@@ -66,7 +66,9 @@ class Registry:
         self._by_identity: dict[tuple[str, str], set[IkeSa]] = {}
         """Authenticated IKE SAs by (connection, peer identity): what an INITIAL_CONTACT replaces."""
         self._spis: set[bytes] = set()
-        self._reserved_ike: set[bytes] = set()
+        self._reserved_ike: dict[bytes, IkeSa | None] = {}
+        """Our SPIs handed out and not registered yet -> the IKE SA whose rekey offers it (None for
+        the other uses)."""
         self._reqids: dict[tuple[str, str], int] = {}
         self._next_reqid = 1
         self._next_ike = 1
@@ -83,7 +85,7 @@ class Registry:
 
     def add(self, sa: IkeSa) -> None:
         self._sas[sa.our_spi] = sa
-        self._reserved_ike.discard(sa.our_spi)
+        self._reserved_ike.pop(sa.our_spi, None)
         sa.addr_key = (sa.name, sa.remote[0])  # kept: the name and address may change later
         self._by_addr.setdefault(sa.addr_key, set()).add(sa)
 
@@ -165,16 +167,21 @@ class Registry:
         return self._half_open_by_ip.get(addr, 0)
 
     # ------------------------------------------------------------ identifiers (host.Ids)
-    def new_ike_spi(self) -> bytes:
-        """A fresh IKE SPI of ours, reserved until an SA registers it or it is released."""
+    def new_ike_spi(self, rekeyed: IkeSa | None = None) -> bytes:
+        """A fresh IKE SPI of ours, reserved until an SA registers it or it is released;
+        ``rekeyed``: the IKE SA whose rekey (ours) offers it for the new SA."""
         while True:
             spi = self._rng(8)
             if spi != ZERO_SPI and spi not in self._sas and spi not in self._reserved_ike:
-                self._reserved_ike.add(spi)
+                self._reserved_ike[spi] = rekeyed
                 return spi
 
     def release_ike_spi(self, spi: bytes) -> None:
-        self._reserved_ike.discard(spi)
+        self._reserved_ike.pop(spi, None)
+
+    def rekeying_to(self, spi: bytes) -> IkeSa | None:
+        """The IKE SA whose rekey, in flight, offers ``spi`` (ours) for the new IKE SA."""
+        return self._reserved_ike.get(spi)
 
     def allocate_spi(self) -> bytes:
         """A fresh inbound ESP/AH SPI (0-255 are reserved, RFC 4303 §2.1)."""

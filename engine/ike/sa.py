@@ -67,6 +67,8 @@ class Outstanding:
     payloads: tuple
     next_at: float
     retransmits: int = 0
+    hurried_at: float | None = None
+    """When sa_timers.hurry last sent it ahead of its schedule."""
 
 
 @dataclass

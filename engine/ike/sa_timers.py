@@ -42,6 +42,28 @@ def next_timer(sa: IkeSa) -> float | None:
     return min(times) if times else None
 
 
+HURRY_GAP = 0.5
+"""At most one early retransmission per request in this long, whatever arrives (see hurry)."""
+
+
+def hurry(sa: IkeSa, now: float) -> bool:
+    """The peer sent a request on the IKE SA our rekey of ``sa`` creates: it has answered that
+    rekey, and the answer was lost. Send our request again now instead of at its next timeout
+    (which grows to seconds), so the peer's request finds the new IKE SA before its own
+    retransmissions run out (charon 5.9.8 starts rekeying CHILD SAs on a new IKE SA at once).
+    The schedule and the count of tries stay as they were: the message that asks this cannot be
+    authenticated yet, so it may make us send at most one extra copy per HURRY_GAP."""
+    out = sa.outstanding
+    if out is None or (out.hurried_at is not None and now - out.hurried_at < HURRY_GAP):
+        return False
+    out.hurried_at = now
+    sa.host.count("retransmits_hurried")
+    sa.summary_event(True, out.exchange, out.mid, False, out.payloads, sum(map(len, out.datagrams)),
+                     now, retransmit=out.retransmits, fragments=len(out.datagrams))
+    sa.transmit(out.datagrams, now)
+    return True
+
+
 def handle(sa: IkeSa, now: float) -> None:
     """Whatever is due at ``now``."""
     if not sa.alive:

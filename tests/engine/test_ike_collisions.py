@@ -318,3 +318,35 @@ def test_kept_answers_are_bounded_in_number_and_time():
     assert r.kept_answer((KEPT_ANSWERS_MAX + 9).to_bytes(8, "big"), 0.0) is not None
     assert r.kept_answer((20).to_bytes(8, "big"), 120.5) is None  # past its time
     assert len(r._kept) == KEPT_ANSWERS_MAX + 10 - 21
+
+
+def test_a_request_on_the_ike_sa_our_lost_rekey_answer_made_hurries_our_retransmission():
+    """The soak of 2026-12-06 (charon): a rekeys the IKE SA, b answers and at once rekeys a CHILD SA
+    on the new IKE SA (charon 5.9.8 does); a's answer is lost. Before, a answered b's requests
+    INVALID_IKE_SPI (unprotected: charon ignores it) and waited for its own growing timeouts while
+    b's retransmissions ran out (charon then tore down the IKE SA and every CHILD SA). Now b's
+    request makes a send its rekey request again at once (one extra copy per HURRY_GAP at most,
+    its schedule and tries untouched), so b's request finds the new IKE SA."""
+    p = make(3)
+    p.filter = drop_first("b", ExchangeType.CREATE_CHILD_SA, True)
+    p.a.rekey("tun", p.now, ike=True)
+    p.deliver()  # a's request reaches b; b's answer is lost
+    assert len(live(p, "b")) == 2 and len(live(p, "a")) == 1
+    [old_a] = live(p, "a")
+    first = old_a.outstanding.next_at
+    p.now += 0.3
+    new_b = next(sa for sa in live(p, "b") if sa.children)  # the CHILD SAs moved to the new IKE SA
+    kid = next(iter(new_b.children.values()))
+    p.b.rekey_child_spi(int.from_bytes(kid.spi_in, "big"), p.now)
+    p.collect()
+    b_requests = [d for side, d in p.wire if side == "b" and not header(d.data).response]
+    assert b_requests and header(b_requests[0].data).spi_i == old_a.outstanding.initiator.spi
+    p.filter = None
+    sent_before = len([e for e in p.of("a", ExchangeSent) if e.message.exchange == "CREATE_CHILD_SA"])
+    p.deliver()  # b's request reaches a: a sends its rekey again now, b replays its answer
+    sent = [e for e in p.of("a", ExchangeSent) if e.message.exchange == "CREATE_CHILD_SA"]
+    assert len(sent) == sent_before + 1 and p.now < first, "a waited for its timeout"
+    assert p.a.stats["retransmits_hurried"] == 1 and p.a.stats.get("invalid_spi_sent", 0) == 0
+    p.advance(60)
+    assert_agree(p)
+    assert p.a.stats["retransmits_hurried"] <= 2

@@ -259,7 +259,7 @@ class IkeRekey(InitiatesRounds, Initiator):
         if sa.state == IkeState.ESTABLISHED:
             sa.set_state(IkeState.REKEYING)
         if self.spi is None:
-            self.spi = sa.host.ids.new_ike_spi()
+            self.spi = sa.host.ids.new_ike_spi(rekeyed=sa)  # see sa_timers.hurry
         group = self.group or sa.chosen.ke
         self.ke = new_key_exchange(group)
         self.nonce = sa.host.rng(NONCE_SIZE)
