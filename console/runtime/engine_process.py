@@ -29,7 +29,7 @@ from console.runtime.engine_link import (
     register_lazy_summary,
 )
 from engine.events import CountersSnapshot, ExchangeReceived, ExchangeSent, LogMessage, PacketSample
-from engine.runtime.retention import keyless
+from engine.runtime.retention import SubscriberDropped, keyless
 from engine.slicing import Pace, Steps
 
 SEND_BATCH = 500
@@ -152,15 +152,25 @@ class _EngineProcess:
         tokens, last = float(CHATTY_BURST), loop.time()
         steps = Steps(TAKE_CHUNK)
         while True:
-            if queue.empty():
-                ev = await queue.get()
-                steps.reset()  # it waited: a new step of the loop
-            else:
-                # get() does not yield while the queue holds events: a burst of thousands is taken
-                # a step at a time.
-                if steps.done():
-                    await steps.next()
-                ev = queue.get_nowait()
+            try:
+                if queue.empty():
+                    ev = await queue.get()
+                    steps.reset()  # it waited: a new step of the loop
+                else:
+                    # get() does not yield while the queue holds events: a burst of thousands is
+                    # taken a step at a time.
+                    if steps.done():
+                        await steps.next()
+                    ev = queue.get_nowait()
+            except SubscriberDropped:
+                # The engine ran ahead of this loop (a burst of handshakes while the machine was
+                # saturated) and dropped our queue. What it held is counted as dropped for the
+                # console, and we read on from a new one: the status polls bring the state back,
+                # only the negotiation view has a gap. Before, the engine process ended here.
+                self._dropped += getattr(queue, "lost", 0)
+                queue = self.rt.subscribe(20000)
+                self._have_events.set()
+                continue
             if isinstance(ev, CountersSnapshot):
                 self._counters = ev
             else:

@@ -208,6 +208,8 @@ class Subscription:
         self.bytes = 0
         self.dropped: str | None = None
         """Why the subscription was dropped (None while it is live)."""
+        self.lost = 0
+        """Events it held when it was dropped (gone with it)."""
         self._items: deque[list] = deque()  # [item, size]; a replaced snapshot's entry becomes _GONE
         self._counters: list | None = None  # the entry of the waiting CountersSnapshot
         self._waiter: asyncio.Future | None = None
@@ -244,6 +246,7 @@ class Subscription:
 
     def drop(self, reason: str) -> None:
         self.dropped = reason
+        self.lost = len(self._items)
         self._items.clear()
         self._counters = None
         self.bytes = 0
