@@ -57,11 +57,16 @@ def hurry(sa: IkeSa, now: float) -> bool:
     if out is None or (out.hurried_at is not None and now - out.hurried_at < HURRY_GAP):
         return False
     out.hurried_at = now
-    sa.host.count("retransmits_hurried")
+    _send_again(sa, out, now, "retransmits_hurried")
+    return True
+
+
+def _send_again(sa: IkeSa, out: Outstanding, now: float, counter: str) -> None:
+    """Our outstanding request once more: counted, shown as a retransmission, sent."""
+    sa.host.count(counter)
     sa.summary_event(True, out.exchange, out.mid, False, out.payloads, sum(map(len, out.datagrams)),
                      now, retransmit=out.retransmits, fragments=len(out.datagrams))
     sa.transmit(out.datagrams, now)
-    return True
 
 
 def handle(sa: IkeSa, now: float) -> None:
@@ -76,10 +81,7 @@ def handle(sa: IkeSa, now: float) -> None:
             return
         out.retransmits += 1
         out.next_at = now + sa.retransmit_timeout(out.retransmits)
-        sa.host.count("retransmits")
-        sa.summary_event(True, out.exchange, out.mid, False, out.payloads, sum(map(len, out.datagrams)),
-                         now, retransmit=out.retransmits, fragments=len(out.datagrams))
-        sa.transmit(out.datagrams, now)
+        _send_again(sa, out, now, "retransmits")
     if sa.half_open_deadline is not None and now >= sa.half_open_deadline:
         sa.half_open_deadline = None
         if sa.state == IkeState.CONNECTING:
