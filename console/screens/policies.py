@@ -93,6 +93,8 @@ class PoliciesScreen(TreeEdits, FileEdits, ConsoleScreen):
         self.validation: Validation | None = None
         self.pools = pools_supported()
         self._form_node: tuple | None = None
+        self._form_asked = self._form_built = 0  # form rebuilds asked for and done
+        self._form_building = False
         self._validate_timer = None
         self._pending_cursor: tuple | None = None
         self._loaded_once = False
@@ -314,11 +316,23 @@ class PoliciesScreen(TreeEdits, FileEdits, ConsoleScreen):
 
     def _build_form(self, node: tuple) -> None:
         self._form_node = node
-        self._form_worker(node)
+        self._form_asked += 1
+        if not self._form_building:
+            self._form_building = True
+            self._form_worker()
 
-    @work(group="form", exclusive=True, exit_on_error=False)
-    async def _form_worker(self, node: tuple) -> None:
-        await self._rebuild_form(node)
+    @work(group="form", exit_on_error=False)
+    async def _form_worker(self) -> None:
+        # One rebuild at a time, each to its end, then the latest one asked for meanwhile: a rebuild
+        # cancelled half way (its removal awaits the fields' own tasks, and cancelling that cancels
+        # them) could leave dead fields in the form, shown and never processing a message.
+        try:
+            while self._form_built != self._form_asked:
+                asked = self._form_asked
+                await self._rebuild_form(self._form_node)
+                self._form_built = asked
+        finally:
+            self._form_building = False
 
     def _field_for(self, widget_id: str | None) -> pf.Field | None:
         if self._form_node is None or not widget_id:

@@ -6,6 +6,7 @@ applied nor saved.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from console.runtime.fake import FakeRuntime
 from console.policy_state import pools_supported
 from console.screens.confirm import ConfirmScreen
 from console.screens.policies import PoliciesScreen
+from console.screens.policy_edits import editable
 
 from .conftest import make_app, ready, screen_text, wait_for
 
@@ -390,3 +392,43 @@ async def test_quit_asks_and_names_what_would_be_lost(tmp_path):
         await wait_for(pilot, lambda: not app.pending_work(), what="saved")
         await pilot.press("q")
         await wait_for(pilot, lambda: not app.is_running, what="quit without asking")
+
+
+
+async def test_moving_through_the_tree_never_cancels_a_form_half_built(tmp_path):
+    """Holding an arrow key in the tree asks for a new form while the last one is still being
+    removed or mounted. Cancelling that work half way (it awaits the fields' own tasks, and a
+    cancelled gather cancels them) can leave fields in the form that no longer process anything:
+    stale fields on screen, and a screen whose messages never drain (a Pilot pause timed out
+    after 30 s in CI). Every rebuild runs to its end; the last form asked for is the one shown."""
+    rt = FakeRuntime.in_folder(tmp_path)
+    app = make_app(rt)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await _open(pilot)
+        await wait_for(pilot, lambda: screen.query("#f-remote-id"), what="form for branch")
+        rebuild = screen._rebuild_form
+        cancelled = []
+
+        async def watched(node):
+            try:
+                await rebuild(node)
+            except asyncio.CancelledError:
+                cancelled.append(node)
+                raise
+
+        screen._rebuild_form = watched
+        form = screen.query_one("#pol-form")
+        tree = screen.query_one("#pol-tree")
+        lines = [line for line in range(tree.last_line + 1) if tree.get_node_at_line(line) is not None]
+        for step in range(40):
+            tree.cursor_line = lines[(step * 7) % len(lines)]
+            await asyncio.sleep(0.002 * (step % 5))  # catch rebuilds at every stage
+        last = tree.cursor_node.data
+        await wait_for(pilot, lambda: form.children and all(getattr(w, "form_node", None) == screen._form_node
+                                                            for w in form.children),
+                       timeout=10, what="only the last form's fields")
+        assert not cancelled, f"{len(cancelled)} form rebuilds cancelled half way"
+        if editable(last):
+            assert screen._form_node == last
+        ids = [w.id for w in form.children if w.id]
+        assert len(ids) == len(set(ids))
