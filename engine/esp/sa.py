@@ -13,6 +13,7 @@ only stored (last use, event times).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from engine.events import Event, PacketSample, RekeyRequested, SaCounters
@@ -73,21 +74,28 @@ class SaCommon:
         self.encap = encap
         self.local_port = local_port
         self.remote_port = remote_port
-        self.local_ts: tuple[CompiledTs, ...] = compile_selectors(local_ts, self.local)
-        self.remote_ts: tuple[CompiledTs, ...] = compile_selectors(remote_ts, self.remote)
+        self.local_ts, self.remote_ts, self.ts_any, self.addr_only = _compiled(
+            tuple(local_ts), tuple(remote_ts), self.local, self.remote)
         self.lifetime = lifetime
         self.pair_spi = pair_spi
         self.reqid = reqid
         self.unique_id = unique_id
         self.events = events
-        # The inbound packet check (InboundSa._policy_check). An empty selector list places no limit
-        # on that side (SAs built by hand in tests/tools).
-        self.ts_any = {v: (not self.remote_ts or covers_everything(self.remote_ts, v))
-                       and (not self.local_ts or covers_everything(self.local_ts, v))
-                       for v in (4, 6)}
-        # Selectors that look at addresses only: the check reads the two addresses, not the whole header.
-        self.addr_only = all(not proto and any_port for _lo, _hi, proto, _s, _e, any_port
-                             in self.remote_ts + self.local_ts)
+
+
+@functools.lru_cache(maxsize=1024)
+def _compiled(local_ts: tuple[TrafficSelector, ...], remote_ts: tuple[TrafficSelector, ...], local: bytes,
+              remote: bytes) -> tuple[tuple[CompiledTs, ...], tuple[CompiledTs, ...], dict[int, bool], bool]:
+    """The selectors compiled for the packet check, and what that check derives from them (read
+    only, shared: the CHILD SAs of a connection mostly have the same selectors and addresses)."""
+    local_cts = compile_selectors(local_ts, local)
+    remote_cts = compile_selectors(remote_ts, remote)
+    # An empty selector list places no limit on that side (SAs built by hand in tests/tools).
+    ts_any = {v: (not remote_cts or covers_everything(remote_cts, v))
+              and (not local_cts or covers_everything(local_cts, v)) for v in (4, 6)}
+    # Selectors that look at addresses only: the check reads the two addresses, not the whole header.
+    addr_only = all(not proto and any_port for _lo, _hi, proto, _s, _e, any_port in remote_cts + local_cts)
+    return local_cts, remote_cts, ts_any, addr_only
 
 
 class SaBase:
@@ -213,6 +221,11 @@ class SaBase:
             spi=self.spi, direction=self.direction, bytes=self.bytes, packets=self.packets,
             drops=tuple((r, n) for r, n in self.drops.items() if n), last_used=self.last_used)
         return snap
+
+    @property
+    def dropped(self) -> int:
+        """Packets dropped so far, all reasons (the sum of ``drops``)."""
+        return self._ndrops
 
     def _drop(self, reason: str, detail: str, data, now: float, seq: int = 0) -> EspDrop:
         """Count a drop (and maybe sample it); returns the exception to raise."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import gc
 
 import pytest
+from scapy.all import ICMP, IP, raw
 
 import engine.crypto.encr as encr
 from engine.crypto.encr import Cipher
@@ -15,6 +16,8 @@ from engine.crypto.integ import Integ
 from engine.crypto.transforms import EncrId, IntegId
 from engine.esp import EspDrop, EspInboundSa, EspOutboundSa, Sad, sa_pair_from_event
 from engine.esp.sa import SEQ_SOFT_32
+from engine.events import ChildSaInstalled
+from engine.policy.ts import parse_ts
 
 from tests.engine.test_esp_sad import PING, PING_BACK, events
 
@@ -147,3 +150,24 @@ def test_deferred_sas_show_no_key_and_make_no_reference_cycle():
     in_b.unprotect(out_a.protect(PING, 0.0), 0.0)
     del in_a, out_a, in_b, out_b
     assert gc.collect() == 0
+
+
+def test_pairs_sharing_compiled_selectors_keep_their_own_checks_and_counters():
+    """Selectors compiled once are shared by pairs that name the same ones; a pair with other
+    selectors over the same addresses gets its own check."""
+    ev_a, ev_b = events()
+    narrow = ChildSaInstalled(**{**{f: getattr(ev_b, f) for f in ev_b.__dataclass_fields__},
+                                 "remote_ts": (parse_ts("198.51.100.0/26"),)})
+    _in_a, out_a = sa_pair_from_event(ev_a)
+    in_b, _ = sa_pair_from_event(ev_b)
+    in_b2, _ = sa_pair_from_event(ev_b)
+    in_n, _ = sa_pair_from_event(narrow)
+    assert in_b.remote_ts is in_b2.remote_ts and in_n.remote_ts != in_b.remote_ts
+    for sa in (in_b, in_b2):
+        assert sa.unprotect(out_a.protect(PING, 0.0), 0.0) == PING  # 198.51.100.1 is in /25 and /26
+    far = raw(IP(src="198.51.100.100", dst="198.51.100.129") / ICMP())
+    assert in_b.unprotect(out_a.protect(far, 0.0), 0.0) == far
+    with pytest.raises(EspDrop) as exc:
+        in_n.unprotect(out_a.protect(far, 0.0), 0.0)  # .100 is outside the /26
+    assert exc.value.reason == "policy_mismatch"
+    assert (in_b.packets, in_b2.packets, in_n.packets, in_n.dropped) == (2, 1, 0, 1)
