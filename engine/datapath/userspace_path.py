@@ -597,5 +597,4 @@ class SaPath:
 
 def _sample_once(sa) -> None:
     """Make the SA's next packet a PacketSample, and none after it (until armed again)."""
-    sa.set_sampling(1)  # the next packet crosses the sample threshold...
-    sa.sample_every = 1 << 62  # ...which then moves out of reach
+    sa.sample_next()

@@ -170,6 +170,15 @@ class SaBase:
         self._next_sample = self.packets + every if every else NEVER
         self._rearm()
 
+    def sample_next(self) -> None:
+        """Make the next packet a PacketSample, and none after it until asked again (time-based
+        sampling: a datapath asks a few times per second). What ``set_sampling(1)`` then a far
+        period would do, without recomputing the limits: the next sample is nearer than any."""
+        self.sample_every = 1 << 62
+        nxt = self._next_sample = self.packets + 1
+        if nxt < self._pkts_next:
+            self._pkts_next = nxt
+
     def _rearm(self) -> None:
         lt = self.lifetime
         b = [lt.hard_bytes] if lt.hard_bytes else []
