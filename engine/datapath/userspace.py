@@ -342,7 +342,10 @@ class UserspaceDatapath:
             if sock is None:
                 raise OSError(errno.ENOENT, f"no NAT-T socket on {ev.local_addr} port {ev.local_port}")
             dest = (ev.remote_addr, ev.remote_port)
-            return self._shared((sock.fileno(), dest), lambda: UdpSender(self.io, sock, dest))
+            # On a wildcard socket the SA's address is named in each send; one sender per source, so
+            # a GSO batch never mixes two.
+            control = self.runtime.sockets.source_control((ev.local_addr, ev.local_port))
+            return self._shared((sock.fileno(), ev.local_addr, dest), lambda: UdpSender(self.io, sock, dest, control))
         raw = self._raw.get((family, socket.IPPROTO_ESP))
         if raw is None:
             raise OSError(errno.EPROTONOSUPPORT, "the SA is not UDP-encapsulated and there is no raw ESP socket "
@@ -560,6 +563,8 @@ class UserspaceDatapath:
 def _immediate(sender):
     """``send(data, dest)`` for SaPath's slow path: straight out, without batching."""
     if isinstance(sender, UdpSender):
+        if sender.control:
+            return sender.send_one
         return lambda data, dest, _s=sender.sock: _s.sendto(data, dest)
     return lambda data, dest, _s=sender: _s.send(data, dest)
 

@@ -10,7 +10,12 @@ After the read batch every sender flushes once:
 - `UdpSender` (ESP-in-UDP, RFC 3948): runs of equal-sized ESP packets (the
   last of a run may be shorter) leave in one ``sendmsg`` with
   ``UDP_SEGMENT`` (UDP GSO, Linux 4.18+): the kernel, or the NIC, cuts them
-  into datagrams. A peer sees ordinary ESP-in-UDP datagrams.
+  into datagrams. A peer sees ordinary ESP-in-UDP datagrams. On a wildcard
+  NAT-T socket every send also names the SA's local address (IP_PKTINFO /
+  IPV6_PKTINFO): a peer matches ESP-in-UDP to its SA by address and port, and
+  the route alone may pick another of our addresses. A sender has one source
+  (the datapath keys senders by it), so one control message serves a whole
+  GSO batch; a socket bound to the address gets none.
 - `RawSender` (ESP as IP protocol 50, and whole-packet AH/transport mode):
   raw sockets have no GSO; the packets of a batch leave in one ``sendmmsg``
   (engine.datapath.mmsg), still one datagram each on the wire.
@@ -77,12 +82,14 @@ class UdpSender:
     gso_works = True
     """Cleared for every sender the first time the kernel refuses UDP_SEGMENT (a kernel before 4.18)."""
 
-    __slots__ = ("sock", "dest", "pending", "io", "pmtu", "pmtu_at", "pairs", "key")
+    __slots__ = ("sock", "dest", "pending", "io", "pmtu", "pmtu_at", "pairs", "key", "control")
 
-    def __init__(self, io: TunIO, sock: socket.socket, dest: tuple) -> None:
+    def __init__(self, io: TunIO, sock: socket.socket, dest: tuple, control: list = ()) -> None:
         self.io = io
         self.sock = sock
         self.dest = dest
+        self.control = list(control)
+        """Ancillary data naming the source address (a wildcard socket), else empty: plain sends."""
         self.pending: list = []
         self.pmtu = 0
         """Path MTU learned for this peer (0: the link's, nothing learned)."""
@@ -106,6 +113,7 @@ class UdpSender:
         n = len(pkts)
         sock = self.sock
         dest = self.dest
+        control = self.control
         i = 0
         while i < n:
             size = len(pkts[i])
@@ -122,7 +130,12 @@ class UdpSender:
                         break  # a shorter datagram ends a GSO run
             try:
                 if j - i == 1:
-                    sock.sendto(pkts[i], dest)
+                    if control:
+                        sock.sendmsg((pkts[i],), control, 0, dest)
+                    else:
+                        sock.sendto(pkts[i], dest)
+                elif control:
+                    sock.sendmsg(pkts[i:j], [(SOL_UDP, UDP_SEGMENT, _GSO_SIZE.pack(size)), *control], 0, dest)
                 else:
                     sock.sendmsg(pkts[i:j], [(SOL_UDP, UDP_SEGMENT, _GSO_SIZE.pack(size))], 0, dest)
             except (BlockingIOError, InterruptedError) as exc:
@@ -141,10 +154,17 @@ class UdpSender:
                     self.io.send_failed(exc, dest, j - i)
             i = j
 
+    def send_one(self, data, dest) -> None:
+        """One datagram now, from the sender's source (the slow path's send)."""
+        if self.control:
+            self.sock.sendmsg((data,), self.control, 0, dest)
+        else:
+            self.sock.sendto(data, dest)
+
     def _one_by_one(self, pkts) -> None:
         for p in pkts:
             try:
-                self.sock.sendto(p, self.dest)
+                self.send_one(p, self.dest)
             except OSError as exc:
                 if exc.errno == errno.EMSGSIZE:
                     self.io.learn_pmtu(self)
