@@ -12,8 +12,8 @@ After the read batch every sender flushes once:
   ``UDP_SEGMENT`` (UDP GSO, Linux 4.18+): the kernel, or the NIC, cuts them
   into datagrams. A peer sees ordinary ESP-in-UDP datagrams. On a wildcard
   NAT-T socket every send also names the SA's local address (IP_PKTINFO /
-  IPV6_PKTINFO): a peer matches ESP-in-UDP to its SA by address and port, and
-  the route alone may pick another of our addresses. A sender has one source
+  IPV6_PKTINFO): the route alone may pick another of our addresses, which a
+  NAT in front of the peer does not let in. A sender has one source
   (the datapath keys senders by it), so one control message serves a whole
   GSO batch; a socket bound to the address gets none.
 - `RawSender` (ESP as IP protocol 50, and whole-packet AH/transport mode):

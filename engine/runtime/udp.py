@@ -365,8 +365,9 @@ class UdpSockets:
     def source_control(self, local: Addr) -> list:
         """The ancillary data that makes a datagram sent on `socket_for` ``local``'s socket leave from
         ``local``'s address, as `send` does for IKE: IP_PKTINFO / IPV6_PKTINFO on a wildcard socket
-        (the route would pick the source, and a peer matches ESP-in-UDP to its SA by address and
-        port); [] on a socket bound to that address, whose datagrams need no control message."""
+        (the route would pick the source, and a NAT in front of the peer lets in only what comes from
+        the address the peer sent to); [] on a socket bound to that address, whose datagrams need no
+        control message."""
         ep = self._pick(local, ("::" if ":" in local[0] else "0.0.0.0", 0))
         if ep is None or not ep.wildcard or local[0] == ep.addr:
             return []
