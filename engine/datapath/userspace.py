@@ -69,7 +69,7 @@ from engine.datapath.tun import (
     open_tun,
     ranges_to_networks,
 )
-from engine.datapath.userspace_io import RawReader, RawSender, TunIO, UdpSender, raw_batch
+from engine.datapath.userspace_io import RawReader, RawSender, SourcedSocket, TunIO, UdpSender, raw_batch
 from engine.datapath.userspace_path import Pair, SaPath
 from engine.esp import EspDrop, SaConfigError
 from engine.events import (
@@ -345,7 +345,8 @@ class UserspaceDatapath:
             # On a wildcard socket the SA's address is named in each send; one sender per source, so
             # a GSO batch never mixes two.
             control = self.runtime.sockets.source_control((ev.local_addr, ev.local_port))
-            return self._shared((sock.fileno(), ev.local_addr, dest), lambda: UdpSender(self.io, sock, dest, control))
+            out = SourcedSocket(sock, control) if control else sock
+            return self._shared((sock.fileno(), ev.local_addr, dest), lambda: UdpSender(self.io, out, dest))
         raw = self._raw.get((family, socket.IPPROTO_ESP))
         if raw is None:
             raise OSError(errno.EPROTONOSUPPORT, "the SA is not UDP-encapsulated and there is no raw ESP socket "
@@ -563,8 +564,6 @@ class UserspaceDatapath:
 def _immediate(sender):
     """``send(data, dest)`` for SaPath's slow path: straight out, without batching."""
     if isinstance(sender, UdpSender):
-        if sender.control:
-            return sender.send_one
         return lambda data, dest, _s=sender.sock: _s.sendto(data, dest)
     return lambda data, dest, _s=sender: _s.send(data, dest)
 

@@ -11,11 +11,11 @@ After the read batch every sender flushes once:
   last of a run may be shorter) leave in one ``sendmsg`` with
   ``UDP_SEGMENT`` (UDP GSO, Linux 4.18+): the kernel, or the NIC, cuts them
   into datagrams. A peer sees ordinary ESP-in-UDP datagrams. On a wildcard
-  NAT-T socket every send also names the SA's local address (IP_PKTINFO /
-  IPV6_PKTINFO): the route alone may pick another of our addresses, which a
-  NAT in front of the peer does not let in. A sender has one source
+  NAT-T socket it sends through a `SourcedSocket`, which names the SA's local
+  address in every send (the route alone may pick another of our addresses,
+  which a NAT in front of the peer does not let in): a sender has one source
   (the datapath keys senders by it), so one control message serves a whole
-  GSO batch; a socket bound to the address gets none.
+  GSO batch. A socket bound to the address is used as it is.
 - `RawSender` (ESP as IP protocol 50, and whole-packet AH/transport mode):
   raw sockets have no GSO; the packets of a batch leave in one ``sendmmsg``
   (engine.datapath.mmsg), still one datagram each on the wire.
@@ -82,14 +82,12 @@ class UdpSender:
     gso_works = True
     """Cleared for every sender the first time the kernel refuses UDP_SEGMENT (a kernel before 4.18)."""
 
-    __slots__ = ("sock", "dest", "pending", "io", "pmtu", "pmtu_at", "pairs", "key", "control")
+    __slots__ = ("sock", "dest", "pending", "io", "pmtu", "pmtu_at", "pairs", "key")
 
-    def __init__(self, io: TunIO, sock: socket.socket, dest: tuple, control: list = ()) -> None:
+    def __init__(self, io: TunIO, sock: socket.socket, dest: tuple) -> None:
         self.io = io
         self.sock = sock
         self.dest = dest
-        self.control = list(control)
-        """Ancillary data naming the source address (a wildcard socket), else empty: plain sends."""
         self.pending: list = []
         self.pmtu = 0
         """Path MTU learned for this peer (0: the link's, nothing learned)."""
@@ -113,7 +111,6 @@ class UdpSender:
         n = len(pkts)
         sock = self.sock
         dest = self.dest
-        control = self.control
         i = 0
         while i < n:
             size = len(pkts[i])
@@ -130,12 +127,7 @@ class UdpSender:
                         break  # a shorter datagram ends a GSO run
             try:
                 if j - i == 1:
-                    if control:
-                        sock.sendmsg((pkts[i],), control, 0, dest)
-                    else:
-                        sock.sendto(pkts[i], dest)
-                elif control:
-                    sock.sendmsg(pkts[i:j], [(SOL_UDP, UDP_SEGMENT, _GSO_SIZE.pack(size)), *control], 0, dest)
+                    sock.sendto(pkts[i], dest)
                 else:
                     sock.sendmsg(pkts[i:j], [(SOL_UDP, UDP_SEGMENT, _GSO_SIZE.pack(size))], 0, dest)
             except (BlockingIOError, InterruptedError) as exc:
@@ -154,21 +146,37 @@ class UdpSender:
                     self.io.send_failed(exc, dest, j - i)
             i = j
 
-    def send_one(self, data, dest) -> None:
-        """One datagram now, from the sender's source (the slow path's send)."""
-        if self.control:
-            self.sock.sendmsg((data,), self.control, 0, dest)
-        else:
-            self.sock.sendto(data, dest)
-
     def _one_by_one(self, pkts) -> None:
         for p in pkts:
             try:
-                self.send_one(p, self.dest)
+                self.sock.sendto(p, self.dest)
             except OSError as exc:
                 if exc.errno == errno.EMSGSIZE:
                     self.io.learn_pmtu(self)
                 self.io.send_failed(exc, self.dest, 1)
+
+
+class SourcedSocket:
+    """A wildcard NAT-T socket as seen from one of our addresses: each ``sendto``/``sendmsg`` carries
+    IP_PKTINFO or IPV6_PKTINFO naming it, beside the caller's own control messages (UDP_SEGMENT),
+    so ESP-in-UDP leaves from the SA's address as IKE does (engine.runtime.udp). Senders on a socket
+    bound to the address get the socket itself: their sends stay exactly what they were."""
+
+    __slots__ = ("sock", "control")
+
+    def __init__(self, sock: socket.socket, control: list) -> None:
+        self.sock = sock
+        self.control = control
+        """From UdpSockets.source_control."""
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def sendto(self, data, dest) -> int:
+        return self.sock.sendmsg((data,), self.control, 0, dest)
+
+    def sendmsg(self, buffers, ancdata, flags, dest) -> int:
+        return self.sock.sendmsg(buffers, [*ancdata, *self.control], flags, dest)
 
 
 class RawSender:

@@ -18,7 +18,7 @@ import pytest
 
 from engine.datapath import userspace as userspace_module
 from engine.datapath.userspace import UserspaceDatapath
-from engine.datapath.userspace_io import SOL_UDP, UDP_SEGMENT, UdpSender
+from engine.datapath.userspace_io import SOL_UDP, UDP_SEGMENT, SourcedSocket, UdpSender
 from engine.policy.parse import parse_policy
 from engine.runtime.udp import IP_PKTINFO, IPV6_PKTINFO, UdpSockets
 
@@ -62,6 +62,13 @@ class _Recording:
         bufs = list(bufs)
         self.calls.append(("sendmsg", len(bufs), [(level, kind) for level, kind, _ in anc]))
         return self.sock.sendmsg(bufs, anc, flags, dest)
+
+
+def _record(sender: UdpSender) -> _Recording:
+    """Record the system calls on the sender's real socket (inside its SourcedSocket, if any)."""
+    holder = sender.sock if isinstance(sender.sock, SourcedSocket) else sender
+    rec = holder.sock = _Recording(holder.sock)
+    return rec
 
 
 def _datapath(udp: UdpSockets) -> UserspaceDatapath:
@@ -109,7 +116,7 @@ async def test_esp_on_a_wildcard_socket_leaves_from_the_sas_address_batched_or_n
     try:
         dp = _datapath(udp)
         sender = dp._sender(_sa(addr(2), port, peer.getsockname()))
-        rec = sender.sock = _Recording(sender.sock)
+        rec = _record(sender)
         batch = _packets(20, 1400, last=700)  # one GSO run
         single = _packets(1, 300)
         _send(sender, batch)
@@ -172,13 +179,15 @@ async def test_a_socket_bound_to_the_sas_address_sends_without_a_control_message
         port = udp.endpoints[0].port
         assert udp.source_control((addr(2), port)) == []
         sender = _datapath(udp)._sender(_sa(addr(2), port, peer.getsockname()))
-        rec = sender.sock = _Recording(sender.sock)
+        assert not isinstance(sender.sock, SourcedSocket)
+        rec = _record(sender)
         batch, single = _packets(10, 1400), _packets(1, 200)
         _send(sender, batch)
         _send(sender, single)
         assert _received(peer, 11) == [(p, (addr(2), port)) for p in batch + single]
-        assert rec.calls == [("sendmsg", 10, [(SOL_UDP, UDP_SEGMENT)]), ("sendto", 1, None)]
-        assert userspace_module._immediate(sender) is not sender.send_one  # the plain sendto lambda
+        userspace_module._immediate(sender)(b"\x01slow path", sender.dest)
+        assert _received(peer, 1) == [(b"\x01slow path", (addr(2), port))]
+        assert rec.calls == [("sendmsg", 10, [(SOL_UDP, UDP_SEGMENT)]), ("sendto", 1, None), ("sendto", 1, None)]
     finally:
         udp.close()
 
@@ -198,7 +207,7 @@ async def test_ipv6_wildcard_names_the_source_with_ipv6_pktinfo():
             peer6.bind(("::1", 0))
             peer6.settimeout(2)
             sender = _datapath(udp)._sender(_sa("::1", port, peer6.getsockname()[:2]))
-            rec = sender.sock = _Recording(sender.sock)
+            rec = _record(sender)
             pkts = _packets(5, 1200, last=100)
             _send(sender, pkts)
             assert _received(peer6, 6) == [(p, ("::1", port)) for p in pkts]
