@@ -18,7 +18,7 @@ import pytest
 
 from engine.datapath import userspace as userspace_module
 from engine.datapath.userspace import UserspaceDatapath
-from engine.datapath.userspace_io import SOL_UDP, UDP_SEGMENT, SourcedSocket, UdpSender
+from engine.datapath.userspace_io import SOL_UDP, UDP_SEGMENT, UdpSender
 from engine.policy.parse import parse_policy
 from engine.runtime.udp import IP_PKTINFO, IPV6_PKTINFO, UdpSockets
 
@@ -66,7 +66,7 @@ class _Recording:
 
 def _record(sender: UdpSender) -> _Recording:
     """Record the system calls on the sender's real socket (inside its SourcedSocket, if any)."""
-    holder = sender.sock if isinstance(sender.sock, SourcedSocket) else sender
+    holder = sender if isinstance(sender.sock, socket.socket) else sender.sock
     rec = holder.sock = _Recording(holder.sock)
     return rec
 
@@ -179,7 +179,7 @@ async def test_a_socket_bound_to_the_sas_address_sends_without_a_control_message
         port = udp.endpoints[0].port
         assert udp.source_control((addr(2), port)) == []
         sender = _datapath(udp)._sender(_sa(addr(2), port, peer.getsockname()))
-        assert not isinstance(sender.sock, SourcedSocket)
+        assert isinstance(sender.sock, socket.socket)  # the socket itself, no wrapper
         rec = _record(sender)
         batch, single = _packets(10, 1400), _packets(1, 200)
         _send(sender, batch)
