@@ -7,6 +7,7 @@ applied nor saved.
 from __future__ import annotations
 
 import asyncio
+import random
 from pathlib import Path
 
 import pytest
@@ -420,14 +421,17 @@ async def test_moving_through_the_tree_never_cancels_a_form_half_built(tmp_path)
         form = screen.query_one("#pol-form")
         tree = screen.query_one("#pol-tree")
         lines = [line for line in range(tree.last_line + 1) if tree.get_node_at_line(line) is not None]
-        for step in range(40):
-            tree.cursor_line = lines[(step * 7) % len(lines)]
-            await asyncio.sleep(0.002 * (step % 5))  # catch rebuilds at every stage
+        rng = random.Random(7)
+        for _step in range(120):
+            tree.cursor_line = rng.choice(lines)
+            await asyncio.sleep(rng.random() * 0.012)  # catch rebuilds at every stage
         last = tree.cursor_node.data
         await wait_for(pilot, lambda: form.children and all(getattr(w, "form_node", None) == screen._form_node
                                                             for w in form.children),
                        timeout=10, what="only the last form's fields")
         assert not cancelled, f"{len(cancelled)} form rebuilds cancelled half way"
+        dead = [w for w in screen.walk_children() if not w.is_running]
+        assert not dead, f"{len(dead)} widgets on the screen process no messages: {dead[:3]}"
         if editable(last):
             assert screen._form_node == last
         ids = [w.id for w in form.children if w.id]
