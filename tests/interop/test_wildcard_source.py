@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import struct
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -75,8 +76,10 @@ def test_esp_in_udp_from_a_wildcard_socket_leaves_from_the_address_the_peer_talk
         dump = st.popen("ip", "netns", "exec", net.ns["right"], "tcpdump", "-Z", "root", "-U", "--immediate-mode",
                         "-n", "-s", "64", "-i", "veth0", "-w", str(pcap), "udp port 4500",
                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 10
         line = ""
-        while "listening" not in line:
+        while "listening" not in line:  # tcpdump says so once the capture runs
+            assert time.monotonic() < deadline, "tcpdump never started capturing"
             line = dump.stderr.readline()
             assert line or dump.poll() is None, "tcpdump exited"
         charon.swanctl("--initiate", "--child", "psk-tunnel", "--timeout", "20")
