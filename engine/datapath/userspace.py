@@ -70,7 +70,7 @@ from engine.datapath.tun import (
     open_tun,
     ranges_to_networks,
 )
-from engine.datapath.userspace_io import RawReader, RawSender, TunIO, UdpSender, raw_batch
+from engine.datapath.userspace_io import RawReader, RawSender, SourcedSocket, TunIO, UdpSender, raw_batch
 from engine.datapath.userspace_path import Pair, SaPath
 from engine.esp import EspDrop, SaConfigError
 from engine.events import (
@@ -340,7 +340,11 @@ class UserspaceDatapath:
             if sock is None:
                 raise OSError(errno.ENOENT, f"no NAT-T socket on {ev.local_addr} port {ev.local_port}")
             dest = (ev.remote_addr, ev.remote_port)
-            return self._shared((sock.fileno(), dest), lambda: UdpSender(self.io, sock, dest))
+            # On a wildcard socket the SA's address is named in each send; one sender per source, so
+            # a GSO batch never mixes two.
+            control = self.runtime.sockets.source_control((ev.local_addr, ev.local_port))
+            out = SourcedSocket(sock, control) if control else sock
+            return self._shared((sock.fileno(), ev.local_addr, dest), lambda: UdpSender(self.io, out, dest))
         raw = self._raw.get((family, socket.IPPROTO_ESP))
         if raw is None:
             raise OSError(errno.EPROTONOSUPPORT, "the SA is not UDP-encapsulated and there is no raw ESP socket "

@@ -10,7 +10,12 @@ After the read batch every sender flushes once:
 - `UdpSender` (ESP-in-UDP, RFC 3948): runs of equal-sized ESP packets (the
   last of a run may be shorter) leave in one ``sendmsg`` with
   ``UDP_SEGMENT`` (UDP GSO, Linux 4.18+): the kernel, or the NIC, cuts them
-  into datagrams. A peer sees ordinary ESP-in-UDP datagrams.
+  into datagrams. A peer sees ordinary ESP-in-UDP datagrams. On a wildcard
+  NAT-T socket it sends through a `SourcedSocket`, which names the SA's local
+  address in every send (the route alone may pick another of our addresses,
+  which a NAT in front of the peer does not let in): a sender has one source
+  (the datapath keys senders by it), so one control message serves a whole
+  GSO batch. A socket bound to the address is used as it is.
 - `RawSender` (ESP as IP protocol 50, and whole-packet AH/transport mode):
   raw sockets have no GSO; the packets of a batch leave in one ``sendmmsg``
   (engine.datapath.mmsg), still one datagram each on the wire.
@@ -149,6 +154,29 @@ class UdpSender:
                 if exc.errno == errno.EMSGSIZE:
                     self.io.learn_pmtu(self)
                 self.io.send_failed(exc, self.dest, 1)
+
+
+class SourcedSocket:
+    """A wildcard NAT-T socket as seen from one of our addresses: each ``sendto``/``sendmsg`` carries
+    IP_PKTINFO or IPV6_PKTINFO naming it, beside the caller's own control messages (UDP_SEGMENT),
+    so ESP-in-UDP leaves from the SA's address as IKE does (engine.runtime.udp). Senders on a socket
+    bound to the address get the socket itself: their sends stay exactly what they were."""
+
+    __slots__ = ("sock", "control")
+
+    def __init__(self, sock: socket.socket, control: list) -> None:
+        self.sock = sock
+        self.control = control
+        """From UdpSockets.source_control."""
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def sendto(self, data, dest) -> int:
+        return self.sock.sendmsg((data,), self.control, 0, dest)
+
+    def sendmsg(self, buffers, ancdata, flags, dest) -> int:
+        return self.sock.sendmsg(buffers, [*ancdata, *self.control], flags, dest)
 
 
 class RawSender:

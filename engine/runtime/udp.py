@@ -299,17 +299,21 @@ class UdpSockets:
         (on loopback 127.0.0.1 for any 127.x.y.z), so an answer to a request sent to one of our
         addresses names that address in IP_PKTINFO, as charon's wildcard sockets do."""
         if ep.wildcard and source != ep.addr:
-            key = (source, ep.family)  # the same address on the other family's wildcard gives []
-            anc = self._sources.get(key)
-            if anc is None:
-                anc = _pktinfo_src(source, ep.family)
-                if len(self._sources) >= 256:  # our own addresses: a few; bounded all the same
-                    self._sources.clear()
-                self._sources[key] = anc
+            anc = self._source_anc(ep, source)
             if anc:
                 ep.sock.sendmsg([data], anc, 0, remote)
                 return
         ep.sock.sendto(data, remote)
+
+    def _source_anc(self, ep: UdpEndpoint, source: str) -> list:
+        key = (source, ep.family)  # the same address on the other family's wildcard gives []
+        anc = self._sources.get(key)
+        if anc is None:
+            anc = _pktinfo_src(source, ep.family)
+            if len(self._sources) >= 256:  # our own addresses: a few; bounded all the same
+                self._sources.clear()
+            self._sources[key] = anc
+        return anc
 
     def _send_fragmentable(self, ep: UdpEndpoint, data: bytes, source: str, remote: Addr) -> bool:
         """Send one datagram with IP fragmentation allowed, on a socket that otherwise sets DF
@@ -357,6 +361,17 @@ class UdpSockets:
     def socket_for(self, local: Addr) -> socket.socket | None:
         ep = self._pick(local, ("::" if ":" in local[0] else "0.0.0.0", 0))
         return ep.sock if ep else None
+
+    def source_control(self, local: Addr) -> list:
+        """The ancillary data that makes a datagram sent on `socket_for` ``local``'s socket leave from
+        ``local``'s address, as `send` does for IKE: IP_PKTINFO / IPV6_PKTINFO on a wildcard socket
+        (the route would pick the source, and a NAT in front of the peer lets in only what comes from
+        the address the peer sent to); [] on a socket bound to that address, whose datagrams need no
+        control message."""
+        ep = self._pick(local, ("::" if ":" in local[0] else "0.0.0.0", 0))
+        if ep is None or not ep.wildcard or local[0] == ep.addr:
+            return []
+        return list(self._source_anc(ep, local[0]))
 
     def close(self) -> None:
         for ep in self.endpoints:
