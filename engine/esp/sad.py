@@ -1,7 +1,8 @@
 """The Security Association Database (RFC 4301 §4.4.2) of a userspace datapath.
 
 `sa_pair_from_event` turns a `ChildSaInstalled` into an inbound and an
-outbound SA with keyed transforms; `Sad` holds the installed pairs: inbound
+outbound SA whose transforms are keyed by each one's first packet (an SA
+deleted unused never builds a cipher); `Sad` holds the installed pairs: inbound
 by SPI, outbound by reqid (the newest pair of a reqid carries the traffic
 after a rekey) or by the packet's selectors. It also collects what the SAs
 report (RekeyRequested, PacketSample) for the runtime to drain, and counts
