@@ -44,6 +44,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import errno
+import functools
 import gc
 import ipaddress
 import logging
@@ -281,12 +282,9 @@ class UserspaceDatapath:
         sender.pairs.add(pair)
         if sender.pmtu:
             self._size_pair(pair, sender.pmtu)
-        if ev.mode == "transport":
-            nets = (ipaddress.ip_network(ev.remote_addr),)
-        else:
-            nets = tuple(n for ts in ev.remote_ts if not ts.dynamic for n in ranges_to_networks(ts.start, ts.end))
-        local_nets = tuple(n for ts in ev.local_ts if not ts.dynamic for n in ranges_to_networks(ts.start, ts.end))
         if self.routes is not None:
+            nets = (ipaddress.ip_network(ev.remote_addr),) if ev.mode == "transport" else _networks(tuple(ev.remote_ts))
+            local_nets = _networks(tuple(ev.local_ts))
             src = self._addrs.address_in(local_nets) if local_nets else None
             self.routes.add(nets, src)
             self._sa_routes[ev.spi_in] = (nets, src)
@@ -559,6 +557,13 @@ class UserspaceDatapath:
 
     def rule_counters(self) -> dict[str, int]:
         return self.path.rule_counters()
+
+
+@functools.lru_cache(maxsize=1024)
+def _networks(selectors: tuple) -> tuple:
+    """The CIDR blocks a tuple of selectors covers (``dynamic`` ones left out); cached: the CHILD SAs
+    of a connection mostly name the same selectors."""
+    return tuple(n for ts in selectors if not ts.dynamic for n in ranges_to_networks(ts.start, ts.end))
 
 
 def _immediate(sender):

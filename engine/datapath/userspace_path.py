@@ -37,6 +37,7 @@ datapaths never touch a `SaPath` from elsewhere.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import itertools
 import logging
@@ -104,23 +105,36 @@ def _entries(pair: Pair, prio: int | None, seq: int) -> list[tuple]:
     part in pair selection only, not in SPD decisions (a policy template decides those).
     """
     ev = pair.ev
-    version = pair.inbound.version
-    locals_ = ev.local_ts or (TrafficSelector.any(version),)
-    remotes = ev.remote_ts or (TrafficSelector.any(version),)
+    order = _SA_ORDER + seq
+    return [(llo, lhi, rlo, rhi, proto, l_any, lsp, lep, r_any, rsp, rep, (priority, _PROTECT_RANK, order), in_spd,
+             pair, version)
+            for llo, lhi, rlo, rhi, proto, l_any, lsp, lep, r_any, rsp, rep, priority, in_spd, version
+            in _entry_shapes(tuple(ev.local_ts), tuple(ev.remote_ts), ev.local_addr, ev.remote_addr,
+                               pair.inbound.version, prio)]
+
+
+@functools.lru_cache(maxsize=1024)
+def _entry_shapes(local_ts: tuple, remote_ts: tuple, local_addr: str, remote_addr: str, version: int,
+                  prio: int | None) -> tuple[tuple, ...]:
+    """What `_entries` makes of a pair's selectors, without the pair (the CHILD SAs of a connection
+    mostly share their selectors and addresses): the entries less sort key and pair, the priority
+    in their place."""
+    locals_ = local_ts or (TrafficSelector.any(version),)
+    remotes = remote_ts or (TrafficSelector.any(version),)
     out = []
     for l0 in locals_:
-        l = l0.resolve(ipaddress.ip_address(ev.local_addr)) if l0.dynamic else l0
+        l = l0.resolve(ipaddress.ip_address(local_addr)) if l0.dynamic else l0
         for r0 in remotes:
-            r = r0.resolve(ipaddress.ip_address(ev.remote_addr)) if r0.dynamic else r0
+            r = r0.resolve(ipaddress.ip_address(remote_addr)) if r0.dynamic else r0
             if l.version != r.version:
                 continue
-            in_spd = bool(ev.local_ts and ev.remote_ts) and not (l0.dynamic or r0.dynamic)
+            in_spd = bool(local_ts and remote_ts) and not (l0.dynamic or r0.dynamic)
             priority = prio if prio is not None else computed_priority(l, r)
             proto = l.protocol or r.protocol
             out.append((_int(l.start), _int(l.end), _int(r.start), _int(r.end), proto,
                         l.any_port, l.start_port, l.end_port, r.any_port, r.start_port, r.end_port,
-                        (priority, _PROTECT_RANK, _SA_ORDER + seq), in_spd, pair, l.version))
-    return out
+                        priority, in_spd, l.version))
+    return tuple(out)
 
 
 def _port_ok(any_port: bool, lo: int, hi: int, port: int | None) -> bool:
@@ -270,9 +284,10 @@ class SaPath:
         if gone is not None:
             drops = self.drops
             for sa in gone:
-                for reason, n in sa.drops.items():
-                    if n:
-                        drops[reason] = drops.get(reason, 0) + n
+                if sa.dropped:
+                    for reason, n in sa.drops.items():
+                        if n:
+                            drops[reason] = drops.get(reason, 0) + n
 
     def activate(self, pair: Pair) -> None:
         """The peer has the new SA: send on it from now on."""
@@ -582,5 +597,4 @@ class SaPath:
 
 def _sample_once(sa) -> None:
     """Make the SA's next packet a PacketSample, and none after it (until armed again)."""
-    sa.set_sampling(1)  # the next packet crosses the sample threshold...
-    sa.sample_every = 1 << 62  # ...which then moves out of reach
+    sa.sample_next()

@@ -20,14 +20,17 @@ selectors are checked. Nothing is delivered before the ICV verified.
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Callable
 
-from engine.crypto.encr import Cipher, random_iv
+from engine.crypto.encr import Cipher, encr_keymat_size, make_cipher, random_iv
 from engine.crypto.errors import IntegrityError
-from engine.crypto.integ import Integ
+from engine.crypto.integ import Integ, integ_icv_size
+from engine.crypto.transforms import EncrId
 from engine.esp import ip
-from engine.esp.sa import InboundSa, OutboundSa
+from engine.esp.sa import InboundSa, OutboundSa, SaCommon
+from engine.secret import Secret
 
 _HDR = struct.Struct("!II")
 _AAD_ESN = struct.Struct("!III")
@@ -38,30 +41,105 @@ _PADS = [bytes(range(1, n + 1)) for n in range(256)]
 """Self-describing padding (RFC 4303 §2.4): 1, 2, 3, ..."""
 
 
+@functools.lru_cache(maxsize=64)
+def _shape(encr_id: int, key_bits: int | None) -> tuple[bool, int, int, int]:
+    """(aead, IV size, block size, ICV size) of a transform, without its key: read once per transform
+    from a cipher keyed with zeros, which is dropped at once (only the sizes leave this function)."""
+    c = make_cipher(encr_id, key_bits, bytes(encr_keymat_size(encr_id, key_bits)))
+    return c.aead, c.iv_size, c.block_size, c.icv_size
+
+
+class DeferredKeys:
+    """What keys an ESP SA on its first packet (`EspOutboundSa.deferred`, `EspInboundSa.deferred`):
+    the transform IDs and the keys, still wrapped (`Secret`, never in a repr)."""
+
+    __slots__ = ("encr_id", "key_bits", "encr_key", "integ_id", "integ_key")
+
+    def __init__(self, encr_id: int, key_bits: int | None, encr_key: Secret, integ_id: int = 0,
+                 integ_key: Secret | None = None) -> None:
+        self.encr_id = encr_id
+        self.key_bits = key_bits
+        self.encr_key = encr_key
+        self.integ_id = integ_id
+        self.integ_key = integ_key
+
+    def cipher(self) -> Cipher:
+        return make_cipher(self.encr_id, self.key_bits, self.encr_key.reveal())
+
+    def integ(self) -> Integ | None:
+        return Integ(self.integ_id, self.integ_key.reveal()) if self.integ_id else None
+
+    def __repr__(self) -> str:
+        return f"<DeferredKeys encr {self.encr_id} integ {self.integ_id}>"
+
+
+def _describe(cipher: Cipher | None, keys: DeferredKeys | None) -> str:
+    if keys is None:
+        return repr(cipher)
+    try:
+        name = EncrId(keys.encr_id).name
+    except ValueError:
+        name = str(keys.encr_id)
+    return f"Cipher({name}{f'_{keys.key_bits}' if keys.key_bits else ''})"
+
+
 class _EspCrypto:
-    """Mixin: the keyed transforms and the sizes both directions need."""
+    """Mixin: the keyed transforms and the sizes both directions need.
+
+    An SA built with `deferred` keys knows its sizes at once but keys its cipher (and MAC) only
+    when its first packet needs them: a CHILD SA that is installed and deleted unused (a
+    handshake benchmark, a gateway holding idle road warriors) never builds them. Keying happens
+    on the thread that runs the SA's packets (SAs are used from one thread only)."""
 
     __slots__ = ()
 
-    def _setup_crypto(self, cipher: Cipher, integ: Integ | None, allow_unauthenticated: bool) -> None:
-        if cipher.aead:
-            if integ is not None:
-                raise ValueError(f"{cipher!r} is an AEAD: ESP takes no separate integrity transform with it")
-        elif integ is None and not allow_unauthenticated:
-            raise ValueError(f"ESP with {cipher!r} needs an integrity transform")
-        self.cipher = cipher
-        self.integ = integ
-        self._aead = cipher.aead
-        self._ivs = cipher.iv_size
-        self._icvs = cipher.icv_size if cipher.aead else (integ.icv_size if integ else 0)
-        self._align = max(cipher.block_size, 4)
+    def _setup_crypto(self, cipher: Cipher | None, integ: Integ | None, allow_unauthenticated: bool,
+                      keys: DeferredKeys | None = None) -> None:
+        if keys is not None:
+            aead, ivs, block, icvs = _shape(keys.encr_id, keys.key_bits)
+            integ_icvs = integ_icv_size(keys.integ_id) if keys.integ_id else None
+        else:
+            aead, ivs, block, icvs = cipher.aead, cipher.iv_size, cipher.block_size, cipher.icv_size
+            integ_icvs = integ.icv_size if integ is not None else None
+        if aead:
+            if integ_icvs is not None:
+                raise ValueError(f"{_describe(cipher, keys)} is an AEAD: ESP takes no separate integrity "
+                                 "transform with it")
+        elif integ_icvs is None and not allow_unauthenticated:
+            raise ValueError(f"ESP with {_describe(cipher, keys)} needs an integrity transform")
+        self._cipher = cipher
+        self._integ = integ
+        self._keys = keys
+        self._aead = aead
+        self._ivs = ivs
+        self._icvs = icvs if aead else (integ_icvs or 0)
+        self._align = max(block, 4)
+
+    @property
+    def cipher(self) -> Cipher:
+        """The keyed cipher (keyed now if the SA was built with deferred keys)."""
+        if self._keys is not None:
+            self._key()
+        return self._cipher
+
+    @property
+    def integ(self) -> Integ | None:
+        if self._keys is not None:
+            self._key()
+        return self._integ
+
+    def _key(self) -> None:
+        keys, self._keys = self._keys, None
+        self._cipher = keys.cipher()
+        self._integ = keys.integ()
+        self._bind()
 
 
 class EspOutboundSa(_EspCrypto, OutboundSa):
     """Outbound ESP: see `OutboundSa` for what `protect` takes and returns."""
 
-    __slots__ = ("cipher", "integ", "_aead", "_ivs", "_icvs", "_align", "_enc", "_mac", "_rng", "_trailers",
-                 "_enc_iv")
+    __slots__ = ("_cipher", "_integ", "_keys", "_aead", "_ivs", "_icvs", "_align", "_enc", "_mac", "_rng",
+                 "_trailers", "_enc_iv")
 
     protocol = "esp"
 
@@ -71,14 +149,34 @@ class EspOutboundSa(_EspCrypto, OutboundSa):
         permits encryption without integrity, for reading old test vectors only."""
         super().__init__(spi, **kw)
         self._setup_crypto(cipher, integ, allow_unauthenticated)
+        self._rng = rng if rng is not None else random_iv
+        self._trailers: dict[int, list[bytes]] = {}
+        self._bind()
+
+    @classmethod
+    def deferred(cls, spi: int, common: SaCommon, keys: DeferredKeys) -> EspOutboundSa:
+        """An SA keyed on its first packet (see `_EspCrypto`); ``common`` is shared with its pair."""
+        self = cls.__new__(cls)
+        self._start(spi, common)
+        self._start_out()
+        self._setup_crypto(None, None, False, keys)
+        self._rng = random_iv
+        self._trailers = {}
+        self._enc = self._mac = self._enc_iv = None
+        self._unkeyed = True
+        self._seq_check = 0  # the first packet takes the slow path, which keys the SA
+        return self
+
+    def _bind(self) -> None:
+        cipher, integ = self._cipher, self._integ
         self._enc = cipher.encrypt
         self._mac = integ.compute if integ is not None else None
-        self._rng = rng if rng is not None else random_iv
         # CBC with our own IVs: the cipher's open context makes the IV itself (a
         # fresh context per packet costs more than the encryption). A given rng
         # (test vectors with fixed IVs) keeps the plain path.
-        self._enc_iv = getattr(cipher, "encrypt_random_iv", None) if rng is None else None
-        self._trailers: dict[int, list[bytes]] = {}
+        self._enc_iv = getattr(cipher, "encrypt_random_iv", None) if self._rng is random_iv else None
+        if self._unkeyed:
+            self._keyed()
 
     @property
     def full_ip(self) -> bool:
@@ -196,7 +294,8 @@ class EspInboundSa(_EspCrypto, InboundSa):
     """Inbound ESP: tunnel mode takes the ESP payload (SPI..ICV), transport mode
     the whole IP packet (with the UDP header still in it when encapsulated)."""
 
-    __slots__ = ("cipher", "integ", "_aead", "_ivs", "_icvs", "_align", "_dec", "_verify", "_min_len", "full_ip")
+    __slots__ = ("_cipher", "_integ", "_keys", "_aead", "_ivs", "_icvs", "_align", "_dec", "_verify", "_min_len",
+                 "full_ip")
 
     protocol = "esp"
 
@@ -204,11 +303,30 @@ class EspInboundSa(_EspCrypto, InboundSa):
                  allow_unauthenticated: bool = False, **kw) -> None:
         super().__init__(spi, **kw)
         self._setup_crypto(cipher, integ, allow_unauthenticated)
-        self._dec = getattr(cipher, "decrypt_stream", None) or cipher.decrypt
-        self._verify = integ.verify if integ is not None else None
+        self._start_esp()
+        self._bind()
+
+    @classmethod
+    def deferred(cls, spi: int, common: SaCommon, keys: DeferredKeys, replay_window: int = 64) -> EspInboundSa:
+        """An SA keyed by the first packet that reaches its ICV check (see `_EspCrypto`): the replay
+        check comes first, as for any packet; ``common`` is shared with its pair."""
+        self = _UnkeyedEspInboundSa.__new__(_UnkeyedEspInboundSa)
+        self._start(spi, common)
+        self._start_in(replay_window, common)
+        self._setup_crypto(None, None, False, keys)
+        self._start_esp()
+        self._dec = self._verify = None
+        return self
+
+    def _start_esp(self) -> None:
         self._min_len = 8 + self._ivs + 2 + self._icvs
         self.full_ip = not self.tunnel
         """Transport mode takes the whole IP packet (an attribute: the receive path asks per packet)."""
+
+    def _bind(self) -> None:
+        cipher, integ = self._cipher, self._integ
+        self._dec = getattr(cipher, "decrypt_stream", None) or cipher.decrypt
+        self._verify = integ.verify if integ is not None else None
 
     def _open(self, data, off: int, end: int, now: float) -> tuple[bytes, int, int, int]:
         """Verify and decrypt the ESP packet at data[off:end].
@@ -360,3 +478,20 @@ class EspInboundSa(_EspCrypto, InboundSa):
         if self.bytes >= self._bytes_next or self.packets >= self._pkts_next:
             self._limits(now, data, inner, seq)
         return inner
+
+
+class _UnkeyedEspInboundSa(EspInboundSa):
+    """An `EspInboundSa.deferred` until its first packet, which keys it and makes it a plain
+    EspInboundSa: no check is left on the per-packet path, and no bound method stored on the SA
+    makes a reference cycle (the collector would have to free every SA)."""
+
+    __slots__ = ()
+
+    def _key(self) -> None:
+        super()._key()
+        self.__class__ = EspInboundSa
+
+    def unprotect(self, data: bytes, now: float) -> bytes | None:
+        if not self.expired:
+            self._key()
+        return EspInboundSa.unprotect(self, data, now)

@@ -13,6 +13,7 @@ only stored (last use, event times).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from engine.events import Event, PacketSample, RekeyRequested, SaCounters
@@ -44,6 +45,59 @@ class Lifetime:
     hard_packets: int = 0
 
 
+class SaCommon:
+    """What both directions of a pair share, validated and compiled once per pair: the
+    addresses as bytes, the selectors compiled for the packet check (`engine.esp.selector`),
+    and what the inbound check derives from them."""
+
+    __slots__ = ("mode", "tunnel", "esn", "local", "remote", "version", "encap", "local_port", "remote_port",
+                 "local_ts", "remote_ts", "lifetime", "pair_spi", "reqid", "unique_id", "events",
+                 "ts_any", "addr_only")
+
+    def __init__(self, *, local_addr, remote_addr, mode: str = "tunnel", esn: bool = False,
+                 local_ts: tuple[TrafficSelector, ...] = (), remote_ts: tuple[TrafficSelector, ...] = (),
+                 encap: bool = False, local_port: int = 0, remote_port: int = 0,
+                 lifetime: Lifetime = Lifetime(), pair_spi: int | None = None,
+                 reqid: int = 0, unique_id: int = 0, events: list[Event] | None = None) -> None:
+        """``pair_spi``: the pair's inbound SPI (None: each SA's own); ``events``: the list both SAs
+        report to (None: a list of its own per SA)."""
+        if mode not in ("tunnel", "transport"):
+            raise ValueError(f"mode must be 'tunnel' or 'transport', got {mode!r}")
+        self.mode = mode
+        self.tunnel = mode == "tunnel"
+        self.esn = esn
+        self.local = ip.address_bytes(local_addr)
+        self.remote = ip.address_bytes(remote_addr)
+        if len(self.local) != len(self.remote):
+            raise ValueError("local and remote addresses mix IPv4 and IPv6")
+        self.version = 4 if len(self.local) == 4 else 6
+        self.encap = encap
+        self.local_port = local_port
+        self.remote_port = remote_port
+        self.local_ts, self.remote_ts, self.ts_any, self.addr_only = _compiled(
+            tuple(local_ts), tuple(remote_ts), self.local, self.remote)
+        self.lifetime = lifetime
+        self.pair_spi = pair_spi
+        self.reqid = reqid
+        self.unique_id = unique_id
+        self.events = events
+
+
+@functools.lru_cache(maxsize=1024)
+def _compiled(local_ts: tuple[TrafficSelector, ...], remote_ts: tuple[TrafficSelector, ...], local: bytes,
+              remote: bytes) -> tuple[tuple[CompiledTs, ...], tuple[CompiledTs, ...], dict[int, bool], bool]:
+    """The selectors compiled for the packet check, and what that check derives from them (read
+    only, shared: the CHILD SAs of a connection mostly have the same selectors and addresses)."""
+    local_cts = compile_selectors(local_ts, local)
+    remote_cts = compile_selectors(remote_ts, remote)
+    # An empty selector list places no limit on that side (SAs built by hand in tests/tools).
+    ts_any = {v: (not remote_cts or covers_everything(remote_cts, v))
+              and (not local_cts or covers_everything(local_cts, v)) for v in (4, 6)}
+    # Selectors that look at addresses only: the check reads the two addresses, not the whole header.
+    addr_only = all(not proto and any_port for _lo, _hi, proto, _s, _e, any_port in remote_cts + local_cts)
+    return local_cts, remote_cts, ts_any, addr_only
+
+
 class SaBase:
     """State shared by both directions of ESP and AH SAs (see the module docstring)."""
 
@@ -60,53 +114,53 @@ class SaBase:
     direction = ""
     """``in`` or ``out`` (class attribute)."""
 
-    def __init__(self, spi: int, *, local_addr, remote_addr, mode: str = "tunnel", esn: bool = False,
-                 local_ts: tuple[TrafficSelector, ...] = (), remote_ts: tuple[TrafficSelector, ...] = (),
-                 encap: bool = False, local_port: int = 0, remote_port: int = 0,
-                 lifetime: Lifetime = Lifetime(), pair_spi: int | None = None,
-                 reqid: int = 0, unique_id: int = 0, events: list[Event] | None = None) -> None:
+    def __init__(self, spi: int, **kw) -> None:
+        """``kw``: the settings of `SaCommon` (addresses, mode, selectors, lifetime, ...)."""
+        self._start(spi, SaCommon(**kw))
+
+    def _start(self, spi: int, common: SaCommon) -> None:
+        """Take the pair's shared settings (validated and compiled once, see `SaCommon`)."""
         if not 0 < spi <= 0xFFFFFFFF:
             raise ValueError(f"SPI must be 1..0xffffffff, got {spi:#x}")
-        if mode not in ("tunnel", "transport"):
-            raise ValueError(f"mode must be 'tunnel' or 'transport', got {mode!r}")
         self.spi = spi
         """This SA's SPI (in the packets it protects or accepts)."""
-        self.pair_spi = spi if pair_spi is None else pair_spi
+        self.pair_spi = spi if common.pair_spi is None else common.pair_spi
         """The inbound SPI of the pair: what RekeyRequested names."""
-        self.mode = mode
-        self.tunnel = mode == "tunnel"
-        self.esn = esn
-        self.local = ip.address_bytes(local_addr)
-        self.remote = ip.address_bytes(remote_addr)
-        if len(self.local) != len(self.remote):
-            raise ValueError("local and remote addresses mix IPv4 and IPv6")
-        self.version = 4 if len(self.local) == 4 else 6
-        self.encap = encap
-        self.local_port = local_port
-        self.remote_port = remote_port
-        self.local_ts: tuple[CompiledTs, ...] = compile_selectors(local_ts, self.local)
-        self.remote_ts: tuple[CompiledTs, ...] = compile_selectors(remote_ts, self.remote)
-        self.lifetime = lifetime
+        self.mode = common.mode
+        self.tunnel = common.tunnel
+        self.esn = common.esn
+        self.local = common.local
+        self.remote = common.remote
+        self.version = common.version
+        self.encap = common.encap
+        self.local_port = common.local_port
+        self.remote_port = common.remote_port
+        self.local_ts = common.local_ts
+        self.remote_ts = common.remote_ts
+        self.lifetime = lt = common.lifetime
         self.bytes = 0
         """Inner (plaintext) IP bytes protected or delivered."""
         self.packets = 0
         self.drops = dict.fromkeys(DROP_REASONS, 0)
-        self.last_used: float | None = None
-        self.events: list[Event] = events if events is not None else []
+        self.last_used = None
+        self.events = common.events if common.events is not None else []
         """Where RekeyRequested and PacketSample go; a Sad shares one list across its SAs."""
         self.expired = False
         """Hard limit reached: the SA no longer protects or accepts packets."""
-        self.reqid = reqid
-        self.unique_id = unique_id
+        self.reqid = common.reqid
+        self.unique_id = common.unique_id
         self.sample_every = 0
-        self.sampled: list | None = None
+        self.sampled = None
         """Where this SA puts itself when it takes a sample (time-based sampling re-arms only those)."""
         self._soft_done = False
         self._next_sample = NEVER
         self._ndrops = 0
-        self._snapshot: SaCounters | None = None
+        self._snapshot = None
         self._snap_drops = 0
-        self._rearm()
+        if not (lt.hard_bytes or lt.hard_packets or lt.soft_bytes or lt.soft_packets):
+            self._bytes_next = self._pkts_next = NEVER  # what _rearm gives without limits, without its lists
+        else:
+            self._rearm()
 
     # ---------------------------------------------------------- counters
 
@@ -115,6 +169,15 @@ class SaBase:
         self.sample_every = every
         self._next_sample = self.packets + every if every else NEVER
         self._rearm()
+
+    def sample_next(self) -> None:
+        """Make the next packet a PacketSample, and none after it until asked again (time-based
+        sampling: a datapath asks a few times per second). What ``set_sampling(1)`` then a far
+        period would do, without recomputing the limits: the next sample is nearer than any."""
+        self.sample_every = 1 << 62
+        nxt = self._next_sample = self.packets + 1
+        if nxt < self._pkts_next:
+            self._pkts_next = nxt
 
     def _rearm(self) -> None:
         lt = self.lifetime
@@ -168,6 +231,11 @@ class SaBase:
             drops=tuple((r, n) for r, n in self.drops.items() if n), last_used=self.last_used)
         return snap
 
+    @property
+    def dropped(self) -> int:
+        """Packets dropped so far, all reasons (the sum of ``drops``)."""
+        return self._ndrops
+
     def _drop(self, reason: str, detail: str, data, now: float, seq: int = 0) -> EspDrop:
         """Count a drop (and maybe sample it); returns the exception to raise."""
         drops = self.drops
@@ -193,19 +261,38 @@ class OutboundSa(SaBase):
     the header is covered by AH's ICV or carries the packet's own addresses.
     """
 
-    __slots__ = ("seq", "_seq_check", "_seq_max", "_seq_soft")
+    __slots__ = ("seq", "_seq_check", "_seq_max", "_seq_soft", "_unkeyed")
 
     direction = "out"
     full_ip = False
     """Whether protect() returns a whole IP packet (class attribute, set per subclass/mode)."""
 
     def __init__(self, spi: int, **kw) -> None:
-        super().__init__(spi, **kw)
+        self._start(spi, SaCommon(**kw))
+        self._start_out()
+
+    def _start_out(self) -> None:
         self.seq = 0
         """The last sequence number sent (full 64 bits with ESN)."""
         self._seq_max = SEQ_MAX_64 if self.esn else SEQ_MAX_32
         self._seq_soft = SEQ_SOFT_64 if self.esn else SEQ_SOFT_32
         self._seq_check = self._seq_soft
+        self._unkeyed = False
+        """Built to be keyed on its first packet and not keyed yet: every packet then takes the
+        slow path of `_next_seq` (``_seq_check`` 0), which keys it first."""
+
+    def _key(self) -> None:
+        """Key the transforms of an SA built unkeyed (see ``_unkeyed``); ends with `_keyed`."""
+        raise NotImplementedError
+
+    def _keyed(self) -> None:
+        self._unkeyed = False
+        self._arm_seq_check()
+
+    def _arm_seq_check(self) -> None:
+        """The sequence number from which protect() takes the slow path (`_next_seq`)."""
+        self._seq_check = 0 if self.expired or self._unkeyed else (
+            self._seq_soft if self.seq + 1 < self._seq_soft else 0)
 
     def start_at(self, seq: int) -> None:
         """Continue after sequence number ``seq`` (tests, or taking over an SA).
@@ -215,12 +302,16 @@ class OutboundSa(SaBase):
         if not self.seq <= seq <= self._seq_max:
             raise ValueError(f"sequence number {seq} is outside {self.seq}..{self._seq_max}")
         self.seq = seq
-        self._seq_check = 0 if self.expired else (self._seq_soft if seq + 1 < self._seq_soft else 0)
+        self._arm_seq_check()
 
     def _next_seq(self, seq: int) -> None:
         """Slow path of sequence numbering: soft rekey, last number, refusal; never wraps."""
         if self.expired:
             raise SaExpired(f"SA {self.spi:08x} has expired: use the rekeyed SA")
+        if self._unkeyed:
+            self._key()
+            if seq < self._seq_check:
+                return  # the fast path from now on, as for an SA keyed at once
         if seq > self._seq_max:
             self._expire("sequence numbers exhausted")
             raise SaExpired(f"SA {self.spi:08x} has used its last sequence number")
@@ -285,15 +376,14 @@ class InboundSa(SaBase):
     """Whether unprotect() takes a whole IP packet rather than the ESP payload (class attribute)."""
 
     def __init__(self, spi: int, *, replay_window: int = 64, **kw) -> None:
-        super().__init__(spi, **kw)
+        common = SaCommon(**kw)
+        self._start(spi, common)
+        self._start_in(replay_window, common)
+
+    def _start_in(self, replay_window: int, common: SaCommon) -> None:
         self.window = make_window(replay_window)
-        # An empty selector list places no limit on that side (SAs built by hand in tests/tools).
-        self._ts_any = {v: (not self.remote_ts or covers_everything(self.remote_ts, v))
-                        and (not self.local_ts or covers_everything(self.local_ts, v))
-                        for v in (4, 6)}
-        # Selectors that look at addresses only: the check reads the two addresses, not the whole header.
-        self._addr_only = all(not proto and any_port for _lo, _hi, proto, _s, _e, any_port
-                              in self.remote_ts + self.local_ts)
+        self._ts_any = common.ts_any
+        self._addr_only = common.addr_only
         self._passed = None
         """Address-only selectors: the last inner source + destination (packed) that passed them."""
 

@@ -1,7 +1,8 @@
 """The Security Association Database (RFC 4301 §4.4.2) of a userspace datapath.
 
 `sa_pair_from_event` turns a `ChildSaInstalled` into an inbound and an
-outbound SA with keyed transforms; `Sad` holds the installed pairs: inbound
+outbound SA whose transforms are keyed by each one's first packet (an SA
+deleted unused never builds a cipher); `Sad` holds the installed pairs: inbound
 by SPI, outbound by reqid (the newest pair of a reqid carries the traffic
 after a rekey) or by the packet's selectors. It also collects what the SAs
 report (RekeyRequested, PacketSample) for the runtime to drain, and counts
@@ -13,7 +14,7 @@ from __future__ import annotations
 import functools
 from collections import deque
 
-from engine.crypto.encr import encr_keymat_size, make_cipher
+from engine.crypto.encr import encr_keymat_size
 from engine.crypto.errors import CryptoError
 from engine.crypto.integ import Integ, integ_key_size
 from engine.crypto.transforms import EncrId, IntegId
@@ -21,8 +22,8 @@ from engine.events import ChildSaDeleted, ChildSaInstalled, CountersSnapshot, Ev
 from engine.esp import ip
 from engine.esp.ah import AhInboundSa, AhOutboundSa
 from engine.esp.errors import DROP_REASONS, EspDrop
-from engine.esp.esp import EspInboundSa, EspOutboundSa
-from engine.esp.sa import InboundSa, Lifetime, OutboundSa
+from engine.esp.esp import DeferredKeys, EspInboundSa, EspOutboundSa
+from engine.esp.sa import InboundSa, Lifetime, OutboundSa, SaCommon
 
 
 class SaConfigError(ValueError):
@@ -45,25 +46,23 @@ def sa_pair_from_event(ev: ChildSaInstalled, events: list[Event] | None = None) 
     """
     try:
         lifetime = _lifetime(ev.soft_bytes, ev.hard_bytes, ev.soft_packets, ev.hard_packets)
-        common = dict(local_addr=ev.local_addr, remote_addr=ev.remote_addr, mode=ev.mode, esn=ev.esn,
-                      local_ts=ev.local_ts, remote_ts=ev.remote_ts, encap=ev.encap,
-                      local_port=ev.local_port, remote_port=ev.remote_port, lifetime=lifetime,
-                      pair_spi=ev.spi_in, reqid=ev.reqid, unique_id=ev.unique_id, events=events)
         integ_id = ev.integ_id or 0
         keys = ev.keys
-        integ_in = integ_out = None
         if integ_id:
             need = integ_key_size(integ_id)
             for label, key in (("integ_in", keys.integ_in), ("integ_out", keys.integ_out)):
                 if len(key) != need:
                     raise SaConfigError(f"{label} is {len(key)} bytes, {_name(IntegId, integ_id)} needs {need}")
-            integ_in = Integ(integ_id, keys.integ_in.reveal())
-            integ_out = Integ(integ_id, keys.integ_out.reveal())
         if ev.protocol == "ah":
-            if integ_in is None:
+            if not integ_id:
                 raise SaConfigError("AH needs an integrity transform")
-            inbound: InboundSa = AhInboundSa(ev.spi_in, integ=integ_in, replay_window=ev.replay_window, **common)
-            outbound: OutboundSa = AhOutboundSa(ev.spi_out, integ=integ_out, **common)
+            common = dict(local_addr=ev.local_addr, remote_addr=ev.remote_addr, mode=ev.mode, esn=ev.esn,
+                          local_ts=ev.local_ts, remote_ts=ev.remote_ts, encap=ev.encap,
+                          local_port=ev.local_port, remote_port=ev.remote_port, lifetime=lifetime,
+                          pair_spi=ev.spi_in, reqid=ev.reqid, unique_id=ev.unique_id, events=events)
+            inbound: InboundSa = AhInboundSa(ev.spi_in, integ=Integ(integ_id, keys.integ_in.reveal()),
+                                             replay_window=ev.replay_window, **common)
+            outbound: OutboundSa = AhOutboundSa(ev.spi_out, integ=Integ(integ_id, keys.integ_out.reveal()), **common)
             return inbound, outbound
         if ev.protocol != "esp":
             raise SaConfigError(f"protocol must be 'esp' or 'ah', got {ev.protocol!r}")
@@ -73,11 +72,17 @@ def sa_pair_from_event(ev: ChildSaInstalled, events: list[Event] | None = None) 
         for label, key in (("encr_in", keys.encr_in), ("encr_out", keys.encr_out)):
             if len(key) != need:
                 raise SaConfigError(f"{label} is {len(key)} bytes, {_name(EncrId, ev.encr_id)} needs {need}")
-        cipher_in = make_cipher(ev.encr_id, ev.encr_key_length, keys.encr_in.reveal())
-        cipher_out = make_cipher(ev.encr_id, ev.encr_key_length, keys.encr_out.reveal())
-        inbound = EspInboundSa(ev.spi_in, cipher=cipher_in, integ=integ_in, replay_window=ev.replay_window,
-                               **common)
-        outbound = EspOutboundSa(ev.spi_out, cipher=cipher_out, integ=integ_out, **common)
+        # One SaCommon for both directions (addresses and selectors compiled once); the ciphers are
+        # keyed by each direction's first packet (an SA deleted unused never builds them).
+        common = SaCommon(local_addr=ev.local_addr, remote_addr=ev.remote_addr, mode=ev.mode, esn=ev.esn,
+                          local_ts=ev.local_ts, remote_ts=ev.remote_ts, encap=ev.encap,
+                          local_port=ev.local_port, remote_port=ev.remote_port, lifetime=lifetime,
+                          pair_spi=ev.spi_in, reqid=ev.reqid, unique_id=ev.unique_id, events=events)
+        encr_id, bits = ev.encr_id, ev.encr_key_length
+        inbound = EspInboundSa.deferred(ev.spi_in, common, DeferredKeys(encr_id, bits, keys.encr_in, integ_id,
+                                                                        keys.integ_in), ev.replay_window)
+        outbound = EspOutboundSa.deferred(ev.spi_out, common, DeferredKeys(encr_id, bits, keys.encr_out, integ_id,
+                                                                           keys.integ_out))
         return inbound, outbound
     except SaConfigError as exc:
         raise SaConfigError(f"{_where(ev)}: {exc}") from None

@@ -171,29 +171,46 @@ def _decode_attributes(body: bytes, start: int, end: int) -> tuple[int | None, t
     return key_length, tuple(attrs)
 
 
-def _decode_transforms(ptype: int, offset: int, where: str, body: bytes, pos: int, end: int,
+SHARED_TRANSFORMS_MAX = 1024
+"""Decoded attribute-free transforms kept for reuse at most."""
+_SHARED_TRANSFORMS: dict[tuple[int, int, int | None], Transform] = {}
+
+
+def _decode_transforms(ptype: int, offset: int, at: int, body: bytes, pos: int, end: int,
                        count: int) -> tuple[Transform, ...]:
+    """``at``: the offset of the proposal, for errors."""
     transforms = []
     for j in range(count):
         if end - pos < 8:
-            raise malformed_at(ptype, offset, f"{where}: transform {j + 1} of {count} truncated")
+            raise malformed_at(ptype, offset, f"proposal at {at}: transform {j + 1} of {count} truncated")
         last, length, ttype, tid = _TRANSFORM.unpack_from(body, pos)
         tend = pos + length
         if length < 8 or tend > end:
-            raise malformed_at(ptype, offset, f"{where}: transform {j + 1} length {length} does not fit")
+            raise malformed_at(ptype, offset, f"proposal at {at}: transform {j + 1} length {length} does not fit")
         if last != (_MORE_TRANSFORMS if j < count - 1 else _LAST_TRANSFORM):
-            raise malformed_at(ptype, offset, f"{where}: transform {j + 1} of {count} has 'last substruc' {last}")
+            raise malformed_at(ptype, offset, f"proposal at {at}: transform {j + 1} of {count} has 'last substruc' {last}")
         if tend == pos + 8:
-            transforms.append(Transform(ttype, tid))
+            key_length, attrs = None, ()
         else:
             try:
                 key_length, attrs = _decode_attributes(body, pos + 8, tend)
             except ValueError as exc:
-                raise malformed_at(ptype, offset, f"{where}: transform {j + 1}: {exc}") from None
+                raise malformed_at(ptype, offset, f"proposal at {at}: transform {j + 1}: {exc}") from None
+        if attrs:
             transforms.append(Transform(ttype, tid, key_length, attrs))
+        else:
+            # Frozen, so one object serves every message naming this transform (a handshake's two
+            # SA payloads carry five or so); bounded: a peer's made-up transforms are built each time.
+            key = (ttype, tid, key_length)
+            t = _SHARED_TRANSFORMS.get(key)
+            if t is None:
+                t = Transform(ttype, tid, key_length)
+                if len(_SHARED_TRANSFORMS) < SHARED_TRANSFORMS_MAX:
+                    _SHARED_TRANSFORMS[key] = t
+            transforms.append(t)
         pos = tend
     if pos != end:
-        raise malformed_at(ptype, offset, f"{where}: {end - pos} bytes after the {count} transforms announced")
+        raise malformed_at(ptype, offset, f"proposal at {at}: {end - pos} bytes after the {count} transforms announced")
     return tuple(transforms)
 
 
@@ -202,23 +219,23 @@ def decode_sa(ptype: int, body: bytes, critical: bool, offset: int) -> SaPayload
     pos = 0
     proposals = []
     while pos < n:
-        where = f"proposal at {offset + 4 + pos}"
+        at = offset + 4 + pos  # named in errors only: formatted then
         if n - pos < 8:
-            raise malformed_at(ptype, offset, f"{where}: truncated proposal header")
+            raise malformed_at(ptype, offset, f"proposal at {at}: truncated proposal header")
         last, plen, number, protocol, spi_size, tcount = _PROPOSAL.unpack_from(body, pos)
         pend = pos + plen
         if plen < 8 + spi_size or pend > n:
-            raise malformed_at(ptype, offset, f"{where}: proposal length {plen} does not fit "
+            raise malformed_at(ptype, offset, f"proposal at {at}: proposal length {plen} does not fit "
                                               f"(SPI size {spi_size}, {n - pos} bytes left)")
         if last not in (_LAST_PROPOSAL, _MORE_PROPOSALS) or (last == _LAST_PROPOSAL) != (pend == n):
-            raise malformed_at(ptype, offset, f"{where}: 'last substruc' {last} disagrees with the SA length")
+            raise malformed_at(ptype, offset, f"proposal at {at}: 'last substruc' {last} disagrees with the SA length")
         if protocol == ProtocolId.IKE and spi_size not in (0, 8):
-            raise malformed_at(ptype, offset, f"{where}: IKE proposal with SPI size {spi_size} (must be 0 or 8)")
+            raise malformed_at(ptype, offset, f"proposal at {at}: IKE proposal with SPI size {spi_size} (must be 0 or 8)")
         if protocol in _CHILD_PROTOCOLS and spi_size != 4:
-            raise malformed_at(ptype, offset, f"{where}: {ProtocolId(protocol).name} proposal with SPI size "
+            raise malformed_at(ptype, offset, f"proposal at {at}: {ProtocolId(protocol).name} proposal with SPI size "
                                               f"{spi_size} (must be 4)")
         tpos = pos + 8 + spi_size
-        transforms = _decode_transforms(ptype, offset, where, body, tpos, pend, tcount)
+        transforms = _decode_transforms(ptype, offset, at, body, tpos, pend, tcount)
         proposals.append(Proposal(number, protocol, body[pos + 8:tpos], transforms))
         pos = pend
     if not proposals:

@@ -367,3 +367,24 @@ def test_address_selectors_remember_only_the_exact_pair_that_passed():
         else:
             assert drop_reason(inb, out.protect(pkt, 0.0)) == want
     assert inb.drops["policy_mismatch"] == 4 and inb.packets == 5
+
+
+def test_sample_next_samples_one_packet_and_keeps_the_lifetimes():
+    """Time-based sampling's `sample_next` (the userspace datapath arms it on every new SA): the next
+    packet is sampled, the ones after it are not until asked again, and lifetimes still fire on time."""
+    out, inb, _ = make_pair(lifetime=Lifetime(soft_packets=4, hard_packets=6))
+    out.protect(ping(), 1.0)  # one packet before sampling is asked for
+    out.sample_next()
+    for n in range(2, 6):
+        out.protect(ping(), float(n))
+        if n == 3:
+            out.sample_next()
+    samples = [e.seq for e in out.events if isinstance(e, PacketSample)]
+    rekeys = [(e.hard, e.reason) for e in out.events if isinstance(e, RekeyRequested)]
+    assert samples == [2, 4]
+    assert rekeys == [(False, "soft packets lifetime reached (out)")]
+    out.protect(ping(), 6.0)
+    assert [e.hard for e in out.events if isinstance(e, RekeyRequested)] == [False, True]
+    assert [e.seq for e in out.events if isinstance(e, PacketSample)] == [2, 4]
+    with pytest.raises(SaExpired):
+        out.protect(ping(), 7.0)

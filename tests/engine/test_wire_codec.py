@@ -339,3 +339,26 @@ def test_sa_payloads_with_spis_are_encoded_without_the_cache():
     hits = codec._encode_sa_cached.cache_info().hits
     assert codec.encode_sa(init) == codec._encode_sa(init)
     assert codec._encode_sa_cached.cache_info().hits == hits + 1
+
+
+def test_decoded_plain_transforms_are_shared_and_the_sharing_is_bounded(monkeypatch):
+    """A transform without attributes other than KEY_LENGTH is one frozen object for every message
+    that names it (fewer objects per handshake); one with other attributes is its own; a peer
+    naming made-up transforms fills the shared table only up to its bound."""
+    import engine.wire.codec as codec
+
+    sa = SaPayload((Proposal(1, ProtocolId.IKE, b"", (Transform(1, 20, 256), Transform(2, 5),
+                                                          Transform(4, 31, None, ((17, 5),)))),), False)
+    body = codec.encode_sa(sa)
+    one, two = codec.decode_sa(PayloadType.SA, body, False, 0), codec.decode_sa(PayloadType.SA, body, False, 0)
+    assert one == two == sa
+    t1, t2 = one.proposals[0].transforms, two.proposals[0].transforms
+    assert t1[0] is t2[0] and t1[1] is t2[1] and t1[2] is not t2[2]
+    monkeypatch.setattr(codec, "_SHARED_TRANSFORMS", {})
+    monkeypatch.setattr(codec, "SHARED_TRANSFORMS_MAX", 3)
+    for tid in range(1000, 1010):
+        odd = SaPayload((Proposal(1, ProtocolId.IKE, b"", (Transform(1, tid),)),), False)
+        assert codec.decode_sa(PayloadType.SA, codec.encode_sa(odd), False, 0) == odd
+    assert len(codec._SHARED_TRANSFORMS) == 3
+    with pytest.raises(MalformedMessage, match="proposal at 4: transform 1 length"):
+        codec.decode_sa(PayloadType.SA, body[:8] + b"\x03\x00\x00\x07" + body[12:], False, 0)
