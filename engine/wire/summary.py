@@ -6,7 +6,8 @@ proposals as ``IKE:AES_GCM_16_256/PRF_HMAC_SHA2_256/CURVE_25519``, traffic
 selectors as ``198.51.100.0/24[tcp/80]``.
 
 Nothing secret reaches a summary: AUTH shows its method only, nonces and KE
-values their length only, EAP its code and type only.
+values their length only, EAP its code and type only; and a summary keeps no
+AUTH value or EAP message (they are described at once, see _keep).
 
 Bounded: a hostile message (255 proposals, 16,000 Vendor IDs, a 60 KB
 identity) is described in bounded bytes. At most MAX_PAYLOADS payloads,
@@ -410,11 +411,33 @@ def _detail_bytes(d: PayloadDetail) -> int:
     return 200 + sum(130 + len(label) + len(value) for label, value in d.fields)
 
 
+_NO_PPK_AUTH = int(NotifyType.NO_PPK_AUTH)
+_auth_details: dict[tuple[int, bool], PayloadDetail] = {}  # at most 256 methods x critical or not
+
+
+def _authentication_detail(p: Payload) -> PayloadDetail | None:
+    """The description of a payload carrying authentication data (an AUTH value, an EAP message:
+    MSCHAPv2's NT-Response, a GTC password; NO_PPK_AUTH's AUTH value), made at once so that no
+    summary keeps that data: a summary lives on in the runtime's history and crosses to the
+    embedded console's process. None for any other payload."""
+    t = type(p)
+    if t is AuthPayload:
+        key = (p.method, p.critical)
+        detail = _auth_details.get(key)
+        if detail is None:
+            detail = _auth_details[key] = payload_detail(p)  # the method only: shared, as it is
+        return detail
+    if t is EapPayload or (t is NotifyPayload and p.type == _NO_PPK_AUTH):
+        return payload_detail(p)
+    return None
+
+
 def _keep(payloads: Iterable[Payload]) -> tuple[tuple, int, int]:
     """(what a summary keeps, payloads left out, estimated bytes kept).
 
     Kept items are payloads, for formatting later, or PayloadDetails made at
-    once for payloads too large to keep (see MAX_RETAINED)."""
+    once for payloads too large to keep (see MAX_RETAINED) or carrying
+    authentication data (see _authentication_detail)."""
     items = payloads if isinstance(payloads, (tuple, list)) else tuple(payloads)
     omitted = len(items) - MAX_PAYLOADS
     if omitted > 0:
@@ -423,27 +446,26 @@ def _keep(payloads: Iterable[Payload]) -> tuple[tuple, int, int]:
         omitted = 0
     retained = 0
     estimators = _ESTIMATORS
-    large = False
-    for p in items:
+    kept = None  # a list from the first payload described at once
+    for i, p in enumerate(items):
+        t = type(p)
         # _estimate() inline: six messages of about six payloads per handshake come through here.
-        size = estimators.get(type(p))
+        size = estimators.get(t)
         size = size(p) if size is not None else _estimate(p)
-        retained += size
-        if size > _LARGE_PAYLOAD or retained > MAX_RETAINED:
-            large = True
-            break
-    if not large:
-        return tuple(items), omitted, retained
-    kept = []
-    retained = 0
-    for p in items:
-        size = _estimate(p)
-        if size > _LARGE_PAYLOAD or retained + size > MAX_RETAINED:
-            p = payload_detail(p)
-            size = _detail_bytes(p)
-        retained += size
-        kept.append(p)
-    return tuple(kept), omitted, retained
+        detail = _authentication_detail(p) if t is AuthPayload or t is EapPayload or (
+            t is NotifyPayload and p.type == _NO_PPK_AUTH) else None
+        if detail is None and (size > _LARGE_PAYLOAD or retained + size > MAX_RETAINED):
+            detail = payload_detail(p)
+        if detail is not None:
+            if kept is None:
+                kept = list(items[:i])
+            kept.append(detail)
+            retained += _detail_bytes(detail)
+        else:
+            retained += size
+            if kept is not None:
+                kept.append(p)
+    return (tuple(items) if kept is None else tuple(kept)), omitted, retained
 
 
 def _names(kept: tuple, omitted: int) -> tuple[str, ...]:
