@@ -396,9 +396,19 @@ def _data_size(p: Payload) -> int:
     return _PAYLOAD_BYTES + len(getattr(p, "data", b""))
 
 
+_AT_ONCE = _TOO_MANY
+_NO_PPK_AUTH = int(NotifyType.NO_PPK_AUTH)
+"""The estimate of a payload carrying authentication data: described at once (_authentication_detail)."""
+
+
+def _notify_size(p: NotifyPayload) -> int:
+    return _AT_ONCE if p.type == _NO_PPK_AUTH else _PAYLOAD_BYTES + len(p.data) + len(p.spi)
+
+
 def _estimator_for(p: Payload):
     for cls, size in ((SaPayload, _sa_size), (TsPayload, _ts_size), (CpPayload, _cp_size),
-                      (DeletePayload, _delete_size)):
+                      (DeletePayload, _delete_size), (NotifyPayload, _notify_size),
+                      (AuthPayload, lambda p: _AT_ONCE), (EapPayload, lambda p: _AT_ONCE)):
         if isinstance(p, cls):
             return size
     return _data_size
@@ -411,7 +421,6 @@ def _detail_bytes(d: PayloadDetail) -> int:
     return 200 + sum(130 + len(label) + len(value) for label, value in d.fields)
 
 
-_NO_PPK_AUTH = int(NotifyType.NO_PPK_AUTH)
 _auth_details: dict[tuple[int, bool], PayloadDetail] = {}  # at most 256 methods x critical or not
 
 
@@ -437,7 +446,8 @@ def _keep(payloads: Iterable[Payload]) -> tuple[tuple, int, int]:
 
     Kept items are payloads, for formatting later, or PayloadDetails made at
     once for payloads too large to keep (see MAX_RETAINED) or carrying
-    authentication data (see _authentication_detail)."""
+    authentication data (see _authentication_detail: their estimate is
+    _AT_ONCE)."""
     items = payloads if isinstance(payloads, (tuple, list)) else tuple(payloads)
     omitted = len(items) - MAX_PAYLOADS
     if omitted > 0:
@@ -446,26 +456,27 @@ def _keep(payloads: Iterable[Payload]) -> tuple[tuple, int, int]:
         omitted = 0
     retained = 0
     estimators = _ESTIMATORS
-    kept = None  # a list from the first payload described at once
-    for i, p in enumerate(items):
-        t = type(p)
+    n = 0
+    for p in items:
         # _estimate() inline: six messages of about six payloads per handshake come through here.
-        size = estimators.get(t)
+        size = estimators.get(type(p))
         size = size(p) if size is not None else _estimate(p)
-        detail = _authentication_detail(p) if t is AuthPayload or t is EapPayload or (
-            t is NotifyPayload and p.type == _NO_PPK_AUTH) else None
-        if detail is None and (size > _LARGE_PAYLOAD or retained + size > MAX_RETAINED):
-            detail = payload_detail(p)
-        if detail is not None:
-            if kept is None:
-                kept = list(items[:i])
-            kept.append(detail)
-            retained += _detail_bytes(detail)
-        else:
-            retained += size
-            if kept is not None:
-                kept.append(p)
-    return (tuple(items) if kept is None else tuple(kept)), omitted, retained
+        if size > _LARGE_PAYLOAD or retained + size > MAX_RETAINED:
+            break
+        retained += size
+        n += 1
+    else:
+        return tuple(items), omitted, retained
+    kept = list(items[:n])
+    for p in items[n:]:
+        size = estimators.get(type(p))
+        size = size(p) if size is not None else _estimate(p)
+        if size > _LARGE_PAYLOAD or retained + size > MAX_RETAINED:
+            p = _authentication_detail(p) or payload_detail(p)
+            size = _detail_bytes(p)
+        retained += size
+        kept.append(p)
+    return tuple(kept), omitted, retained
 
 
 def _names(kept: tuple, omitted: int) -> tuple[str, ...]:
