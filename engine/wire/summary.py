@@ -397,8 +397,8 @@ def _data_size(p: Payload) -> int:
 
 
 _AT_ONCE = _TOO_MANY
-_NO_PPK_AUTH = int(NotifyType.NO_PPK_AUTH)
 """The estimate of a payload carrying authentication data: described at once (_authentication_detail)."""
+_NO_PPK_AUTH = int(NotifyType.NO_PPK_AUTH)
 
 
 def _notify_size(p: NotifyPayload) -> int:
