@@ -6,7 +6,8 @@ proposals as ``IKE:AES_GCM_16_256/PRF_HMAC_SHA2_256/CURVE_25519``, traffic
 selectors as ``198.51.100.0/24[tcp/80]``.
 
 Nothing secret reaches a summary: AUTH shows its method only, nonces and KE
-values their length only, EAP its code and type only.
+values their length only, EAP its code and type only; and a summary keeps no
+AUTH value or EAP message (they are described at once, see _keep).
 
 Bounded: a hostile message (255 proposals, 16,000 Vendor IDs, a 60 KB
 identity) is described in bounded bytes. At most MAX_PAYLOADS payloads,
@@ -395,9 +396,19 @@ def _data_size(p: Payload) -> int:
     return _PAYLOAD_BYTES + len(getattr(p, "data", b""))
 
 
+_AT_ONCE = _TOO_MANY
+"""The estimate of a payload carrying authentication data: described at once (_authentication_detail)."""
+_NO_PPK_AUTH = int(NotifyType.NO_PPK_AUTH)
+
+
+def _notify_size(p: NotifyPayload) -> int:
+    return _AT_ONCE if p.type == _NO_PPK_AUTH else _PAYLOAD_BYTES + len(p.data) + len(p.spi)
+
+
 def _estimator_for(p: Payload):
     for cls, size in ((SaPayload, _sa_size), (TsPayload, _ts_size), (CpPayload, _cp_size),
-                      (DeletePayload, _delete_size)):
+                      (DeletePayload, _delete_size), (NotifyPayload, _notify_size),
+                      (AuthPayload, lambda p: _AT_ONCE), (EapPayload, lambda p: _AT_ONCE)):
         if isinstance(p, cls):
             return size
     return _data_size
@@ -410,11 +421,33 @@ def _detail_bytes(d: PayloadDetail) -> int:
     return 200 + sum(130 + len(label) + len(value) for label, value in d.fields)
 
 
+_auth_details: dict[tuple[int, bool], PayloadDetail] = {}  # at most 256 methods x critical or not
+
+
+def _authentication_detail(p: Payload) -> PayloadDetail | None:
+    """The description of a payload carrying authentication data (an AUTH value, an EAP message:
+    MSCHAPv2's NT-Response, a GTC password; NO_PPK_AUTH's AUTH value), made at once so that no
+    summary keeps that data: a summary lives on in the runtime's history and crosses to the
+    embedded console's process. None for any other payload."""
+    t = type(p)
+    if t is AuthPayload:
+        key = (p.method, p.critical)
+        detail = _auth_details.get(key)
+        if detail is None:
+            detail = _auth_details[key] = payload_detail(p)  # the method only: shared, as it is
+        return detail
+    if t is EapPayload or (t is NotifyPayload and p.type == _NO_PPK_AUTH):
+        return payload_detail(p)
+    return None
+
+
 def _keep(payloads: Iterable[Payload]) -> tuple[tuple, int, int]:
     """(what a summary keeps, payloads left out, estimated bytes kept).
 
     Kept items are payloads, for formatting later, or PayloadDetails made at
-    once for payloads too large to keep (see MAX_RETAINED)."""
+    once for payloads too large to keep (see MAX_RETAINED) or carrying
+    authentication data (see _authentication_detail: their estimate is
+    _AT_ONCE)."""
     items = payloads if isinstance(payloads, (tuple, list)) else tuple(payloads)
     omitted = len(items) - MAX_PAYLOADS
     if omitted > 0:
@@ -423,23 +456,23 @@ def _keep(payloads: Iterable[Payload]) -> tuple[tuple, int, int]:
         omitted = 0
     retained = 0
     estimators = _ESTIMATORS
-    large = False
+    n = 0
     for p in items:
         # _estimate() inline: six messages of about six payloads per handshake come through here.
         size = estimators.get(type(p))
         size = size(p) if size is not None else _estimate(p)
-        retained += size
-        if size > _LARGE_PAYLOAD or retained > MAX_RETAINED:
-            large = True
-            break
-    if not large:
-        return tuple(items), omitted, retained
-    kept = []
-    retained = 0
-    for p in items:
-        size = _estimate(p)
         if size > _LARGE_PAYLOAD or retained + size > MAX_RETAINED:
-            p = payload_detail(p)
+            break
+        retained += size
+        n += 1
+    else:
+        return tuple(items), omitted, retained
+    kept = list(items[:n])
+    for p in items[n:]:
+        size = estimators.get(type(p))
+        size = size(p) if size is not None else _estimate(p)
+        if size > _LARGE_PAYLOAD or retained + size > MAX_RETAINED:
+            p = _authentication_detail(p) or payload_detail(p)
             size = _detail_bytes(p)
         retained += size
         kept.append(p)
