@@ -308,8 +308,9 @@ class EspInboundSa(_EspCrypto, InboundSa):
 
     @classmethod
     def deferred(cls, spi: int, common: SaCommon, keys: DeferredKeys, replay_window: int = 64) -> EspInboundSa:
-        """An SA keyed by the first packet that reaches its ICV check (see `_EspCrypto`): the replay
-        check comes first, as for any packet; ``common`` is shared with its pair."""
+        """An SA keyed by its first packet (see `_EspCrypto`), before any check: a forged one keys it
+        too, once; the replay and ICV checks then run as for any packet. ``common`` is shared with
+        its pair."""
         self = _UnkeyedEspInboundSa.__new__(_UnkeyedEspInboundSa)
         self._start(spi, common)
         self._start_in(replay_window, common)

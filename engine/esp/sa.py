@@ -137,7 +137,7 @@ class SaBase:
         self.remote_port = common.remote_port
         self.local_ts = common.local_ts
         self.remote_ts = common.remote_ts
-        self.lifetime = lt = common.lifetime
+        self.lifetime = common.lifetime
         self.bytes = 0
         """Inner (plaintext) IP bytes protected or delivered."""
         self.packets = 0
@@ -157,10 +157,7 @@ class SaBase:
         self._ndrops = 0
         self._snapshot = None
         self._snap_drops = 0
-        if not (lt.hard_bytes or lt.hard_packets or lt.soft_bytes or lt.soft_packets):
-            self._bytes_next = self._pkts_next = NEVER  # what _rearm gives without limits, without its lists
-        else:
-            self._rearm()
+        self._rearm()
 
     # ---------------------------------------------------------- counters
 
@@ -181,6 +178,11 @@ class SaBase:
 
     def _rearm(self) -> None:
         lt = self.lifetime
+        if not (lt.hard_bytes or lt.hard_packets or lt.soft_bytes or lt.soft_packets):
+            # No limits (most SAs: the IKE side rekeys by time): only a sample stops the fast path.
+            self._bytes_next = NEVER
+            self._pkts_next = self._next_sample
+            return
         b = [lt.hard_bytes] if lt.hard_bytes else []
         p = [lt.hard_packets] if lt.hard_packets else []
         if not self._soft_done:
