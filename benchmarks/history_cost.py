@@ -26,6 +26,7 @@ sys.path.insert(0, os.getcwd())
 from benchmarks.handshakes import _sansio_pair  # noqa: E402
 from engine.events import ExchangeReceived, ExchangeSent, IkeState  # noqa: E402
 from engine.runtime.daemon import roomy_collector  # noqa: E402
+from engine.runtime.engine import EngineRuntime  # noqa: E402
 from engine.runtime.retention import EventHistory  # noqa: E402
 
 _SUMMARIES = (ExchangeReceived, ExchangeSent)
@@ -39,11 +40,29 @@ def _wanted(only: str | None):
     return lambda e: True
 
 
+class _Kept:
+    """The responder's events into a history, as EventHistory.append alone takes them."""
+
+    def __init__(self, history: EventHistory, wanted) -> None:
+        self.history = history
+        self.wanted = wanted
+
+    def __call__(self, event) -> None:
+        if self.wanted(event):
+            self.history.append(event)
+
+
 class Bench:
-    def __init__(self, keep: int, only: str | None) -> None:
+    def __init__(self, keep: int, only: str | None, runtime: bool = False) -> None:
         self.a, self.b = _sansio_pair()
         self.history = EventHistory(max_events=keep, max_bytes=1 << 40)
-        self.wanted = _wanted(only)
+        self.take = _Kept(self.history, _wanted(only))
+        if runtime:
+            # The whole per-event path of the daemon (EngineRuntime._dispatch and publish: a null
+            # datapath, wall-clock times, sizes, the history), the runtime not started.
+            rt = EngineRuntime(self.b.policy)
+            rt.history = self.history
+            self.take = rt._dispatch
         self.now = 1000.0
 
     def _pump(self, acc: list[float]) -> None:
@@ -57,9 +76,9 @@ class Bench:
                 data = d.data
                 b.receive_datagram(data[4:] if data[:4] == b"\0\0\0\0" else data, d.remote, d.local, now)
             out_b = b.datagrams_to_send()
+            take = self.take
             while (e := b.next_event()) is not None:
-                if self.wanted(e):
-                    self.history.append(e)
+                take(e)
             b.get_timer()
             acc[0] += clock() - t
             for d in out_b:
@@ -104,11 +123,13 @@ def main() -> None:
     ap.add_argument("--keep", default="1000,1", help="history sizes in events, comma-separated")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--only", choices=("summaries", "others"), help="keep only these events")
+    ap.add_argument("--runtime", action="store_true",
+                    help="the events through EngineRuntime._dispatch/publish (null datapath), not only the history")
     args = ap.parse_args()
     roomy_collector()
     print(f"tree {os.getcwd()}; responder CPU µs per handshake (thread time), medians of {args.rounds} x 500")
     for keep in (int(k) for k in args.keep.split(",")):
-        bench = Bench(keep, args.only)
+        bench = Bench(keep, args.only, args.runtime)
         bench.handshakes(300)  # warm up, and fill the history
         runs = sorted(bench.handshakes(500) for _ in range(args.rounds))
         print(f"  history of {keep:>5} events: {runs[len(runs) // 2]:6.1f}   (runs {' '.join(f'{r:.0f}' for r in runs)})")

@@ -40,15 +40,38 @@ _FIELDS: dict[type, tuple[tuple[str, ...], bool]] = {}
 def event_size(event: Event) -> int:
     """Estimated bytes an event keeps alive. Cheap: large events are sized from
     their lengths, not walked (a CountersSnapshot of 64,000 SAs is one multiply)."""
-    if isinstance(event, (ExchangeReceived, ExchangeSent)):
-        return summary_size(event)
-    if isinstance(event, LogMessage):
-        return 400 + len(event.text) + len(event.source) + len(event.connection)
-    if isinstance(event, CountersSnapshot):
-        return 300 + 260 * len(event.sas) + 120 * len(event.drops)
-    if isinstance(event, PacketSample):
-        return 350 + len(event.outer) + len(event.inner) + len(event.verdict)
+    # The estimator is chosen once per class: five events of a handshake come through here.
+    sizer = _SIZERS.get(type(event))
+    if sizer is None:
+        sizer = _SIZERS[type(event)] = _sizer_for(type(event))
+    return sizer(event)
+
+
+def _log_size(event: LogMessage) -> int:
+    return 400 + len(event.text) + len(event.source) + len(event.connection)
+
+
+def _counters_size(event: CountersSnapshot) -> int:
+    return 300 + 260 * len(event.sas) + 120 * len(event.drops)
+
+
+def _sample_size(event: PacketSample) -> int:
+    return 350 + len(event.outer) + len(event.inner) + len(event.verdict)
+
+
+def _walked_size(event: Event) -> int:
     return _size(event, 0)
+
+
+def _sizer_for(cls: type) -> Callable[[Event], int]:
+    for kinds, sizer in (((ExchangeReceived, ExchangeSent), summary_size), (LogMessage, _log_size),
+                         (CountersSnapshot, _counters_size), (PacketSample, _sample_size)):
+        if issubclass(cls, kinds):
+            return sizer
+    return _walked_size
+
+
+_SIZERS: dict[type, Callable[[Event], int]] = {}
 
 
 def summary_size(event: ExchangeReceived | ExchangeSent) -> int:
@@ -108,6 +131,8 @@ def _fields_size(value: Any, t: type, depth: int) -> int:
             total += 48
         elif kind is _TEXT:
             total += 90 + len(v)
+        elif kind is _OTHER:
+            total += 140  # 40 + _size(v): an enum member (IkeState), an address
         else:
             total += 40 + _size(v, depth + 1)
     return total
