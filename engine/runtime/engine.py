@@ -291,11 +291,16 @@ class EngineRuntime(Reporting):
             return
         if summary:
             # A message summary (six per handshake): what to_wall_clock, keyless and event_size
-            # would do to one, without asking each what the event is.
-            if not wall_clock:
-                event = evolve(event, time=event.time + time.time() - self.now())
-            kept = event
+            # would do to one, without asking each what the event is. The history keeps a record
+            # of it (KeptMessage), so the wall-clock copy is made only for someone who takes it.
+            when = event.time if wall_clock else event.time + time.time() - self.now()
             size = summary_size(event)
+            if replay:
+                self.history.append_message(event, when, size)
+            if not takers and not sinks:
+                return
+            kept = event if wall_clock else evolve(event, time=when)
+            replay = False
         else:
             if not wall_clock:
                 event = to_wall_clock(event, time.time() - self.now())
