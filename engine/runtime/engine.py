@@ -473,6 +473,12 @@ class _EventLogHandler(logging.Handler):
         self.runtime = runtime
         logsafe.protect(self)  # LogMessage text is escaped, capped and rate-limited like stderr
 
+    def handle(self, record: logging.LogRecord) -> bool:
+        # No subscriber (a daemon nobody watches): not even the filter and the lock, per log line.
+        if not self.runtime._subscribers:
+            return False
+        return super().handle(record)
+
     def emit(self, record: logging.LogRecord) -> None:
         subs = self.runtime._subscribers
         if not subs:
