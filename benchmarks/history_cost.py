@@ -127,16 +127,10 @@ def per_event_costs() -> tuple[float, float]:
     file, a turn of the loop every 8 lines), medians of 15 rounds of 200."""
     from engine.datapath.base import NullDatapath
     from engine.runtime.daemon import lean_log_records, setup_logging
-    from tests.engine.ike_pair import Pair, connection, mirror, policy
+    from tests.engine.ike_pair import connection, handshake_events, mirror, policy
 
-    conn = connection()
-    pair = Pair(policy(conn), policy(mirror(conn)))
-    pair.a.initiate("tun", pair.now)
-    pair.deliver()
-    pair.a.terminate("tun", pair.now)
-    pair.deliver()
-    events = pair.events["b"]
-    rt = EngineRuntime(policy(mirror(conn)), datapath=NullDatapath())
+    events = handshake_events()
+    rt = EngineRuntime(policy(mirror(connection())), datapath=NullDatapath())
 
     def publish_round() -> float:
         t = time.perf_counter()

@@ -14,17 +14,11 @@ from engine.jsonable import to_jsonable
 from engine.runtime.engine import EngineRuntime
 from engine.runtime.retention import EventHistory, KeptMessage
 from engine.wire.summary import LazySummary
-from tests.engine.ike_pair import Pair, connection, mirror, policy
+from tests.engine.ike_pair import connection, handshake_events, mirror, policy
 
 
 def _handshake_events() -> list:
-    conn = connection()
-    pair = Pair(policy(conn), policy(mirror(conn)))
-    pair.a.initiate("tun", pair.now)
-    pair.deliver()
-    pair.a.terminate("tun", pair.now)
-    pair.deliver()
-    return pair.events["b"]  # the responder's, as the engine emits them (engine clock)
+    return handshake_events()  # the responder's, as the engine emits them (engine clock)
 
 
 def _runtime() -> EngineRuntime:
