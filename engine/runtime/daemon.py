@@ -31,6 +31,7 @@ from collections.abc import Mapping
 from engine import logsafe
 from engine.ops.sdnotify import Notifier
 from engine.runtime.client import DEFAULT_CONTROL
+from engine.runtime.loglines import TurnBufferedHandler
 
 log = logging.getLogger("engine.daemon")
 
@@ -89,7 +90,7 @@ def setup_logging(verbose: int, env: Mapping[str, str] | None = None, stream=Non
     """Engine logs to stderr: INFO by default, DEBUG with ``-v``, and with ``-vv`` also the DEBUG of the
     libraries underneath (asyncio, pyroute2). Returns the handler (tests remove it)."""
     stream = sys.stderr if stream is None else stream
-    handler = logging.StreamHandler(stream)
+    handler = TurnBufferedHandler(stream)  # a turn of the loop's lines in one write (engine.runtime.loglines)
     if under_journald(env, stream):
         handler.setFormatter(JournalFormatter("%(name)s: %(message)s"))
     else:
@@ -322,10 +323,13 @@ async def _serve_lab(config: str, policy, control: str | None, ready) -> int:
 
 
 def main(config: str, control: str | None, verbose: int = 0, datapath: str | None = None) -> int:
-    setup_logging(verbose)
+    handler = setup_logging(verbose)
     lean_log_records()
     roomy_collector()
-    return asyncio.run(serve(config, control, datapath=datapath))
+    try:
+        return asyncio.run(serve(config, control, datapath=datapath))
+    finally:
+        handler.flush()  # the last turn's lines, before any traceback of how the loop ended
 
 
 GC_YOUNG_THRESHOLD = 10_000

@@ -291,11 +291,16 @@ class EngineRuntime(Reporting):
             return
         if summary:
             # A message summary (six per handshake): what to_wall_clock, keyless and event_size
-            # would do to one, without asking each what the event is.
-            if not wall_clock:
-                event = evolve(event, time=event.time + time.time() - self.now())
-            kept = event
+            # would do to one, without asking each what the event is. The history keeps a record
+            # of it (KeptMessage), so the wall-clock copy is made only for someone who takes it.
+            when = event.time if wall_clock else event.time + time.time() - self.now()
             size = summary_size(event)
+            if replay:
+                self.history.append_message(event, when, size)
+            if not takers and not sinks:
+                return
+            kept = event if wall_clock else evolve(event, time=when)
+            replay = False
         else:
             if not wall_clock:
                 event = to_wall_clock(event, time.time() - self.now())
@@ -467,6 +472,12 @@ class _EventLogHandler(logging.Handler):
         super().__init__(logging.DEBUG)
         self.runtime = runtime
         logsafe.protect(self)  # LogMessage text is escaped, capped and rate-limited like stderr
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        # No subscriber (a daemon nobody watches): not even the filter and the lock, per log line.
+        if not self.runtime._subscribers:
+            return False
+        return super().handle(record)
 
     def emit(self, record: logging.LogRecord) -> None:
         subs = self.runtime._subscribers

@@ -23,6 +23,7 @@ from engine.events import ChildSaInstalled, CountersSnapshot, Event, ExchangeRec
     PacketSample
 from engine.policy.ts import TrafficSelector
 from engine.runtime.evolve import evolve
+from engine.wire.summary import LazySummary
 
 HISTORY_EVENTS = 1000
 """Events in the replay history at most."""
@@ -40,15 +41,38 @@ _FIELDS: dict[type, tuple[tuple[str, ...], bool]] = {}
 def event_size(event: Event) -> int:
     """Estimated bytes an event keeps alive. Cheap: large events are sized from
     their lengths, not walked (a CountersSnapshot of 64,000 SAs is one multiply)."""
-    if isinstance(event, (ExchangeReceived, ExchangeSent)):
-        return summary_size(event)
-    if isinstance(event, LogMessage):
-        return 400 + len(event.text) + len(event.source) + len(event.connection)
-    if isinstance(event, CountersSnapshot):
-        return 300 + 260 * len(event.sas) + 120 * len(event.drops)
-    if isinstance(event, PacketSample):
-        return 350 + len(event.outer) + len(event.inner) + len(event.verdict)
+    # The estimator is chosen once per class: five events of a handshake come through here.
+    sizer = _SIZERS.get(type(event))
+    if sizer is None:
+        sizer = _SIZERS[type(event)] = _sizer_for(type(event))
+    return sizer(event)
+
+
+def _log_size(event: LogMessage) -> int:
+    return 400 + len(event.text) + len(event.source) + len(event.connection)
+
+
+def _counters_size(event: CountersSnapshot) -> int:
+    return 300 + 260 * len(event.sas) + 120 * len(event.drops)
+
+
+def _sample_size(event: PacketSample) -> int:
+    return 350 + len(event.outer) + len(event.inner) + len(event.verdict)
+
+
+def _walked_size(event: Event) -> int:
     return _size(event, 0)
+
+
+def _sizer_for(cls: type) -> Callable[[Event], int]:
+    for kinds, sizer in (((ExchangeReceived, ExchangeSent), summary_size), (LogMessage, _log_size),
+                         (CountersSnapshot, _counters_size), (PacketSample, _sample_size)):
+        if issubclass(cls, kinds):
+            return sizer
+    return _walked_size
+
+
+_SIZERS: dict[type, Callable[[Event], int]] = {}
 
 
 def summary_size(event: ExchangeReceived | ExchangeSent) -> int:
@@ -108,6 +132,8 @@ def _fields_size(value: Any, t: type, depth: int) -> int:
             total += 48
         elif kind is _TEXT:
             total += 90 + len(v)
+        elif kind is _OTHER:
+            total += 140  # 40 + _size(v): an enum member (IkeState), an address
         else:
             total += 40 + _size(v, depth + 1)
     return total
@@ -150,36 +176,83 @@ def keyless(event: Event) -> Event:
     return event
 
 
+class KeptMessage:
+    """An ExchangeSent or ExchangeReceived as the history keeps it: one object in place of the
+    event, its summary and their dicts (six of them per handshake, kept for ~90 handshakes). The
+    event is built again, equal, when the history is read (:meth:`event`): a replay is rare, a
+    handshake is not."""
+
+    __slots__ = ("cls", "ike_sa", "connection", "summary", "time", "local", "remote")
+
+    def __init__(self, event: ExchangeSent | ExchangeReceived, time: float) -> None:
+        self.cls = type(event)
+        self.ike_sa = event.ike_sa
+        self.connection = event.connection
+        message = event.message
+        # A lazy summary's parts (what it was made from, still unformatted), or a summary as it is.
+        self.summary = message.parts() if type(message) is LazySummary else message
+        self.time = time
+        self.local = event.local
+        self.remote = event.remote
+
+    def event(self) -> ExchangeSent | ExchangeReceived:
+        summary = self.summary
+        message = LazySummary.from_parts(*summary) if type(summary) is tuple else summary
+        return self.cls(self.ike_sa, self.connection, message, self.time, self.local, self.remote)
+
+
+_MESSAGES = (ExchangeSent, ExchangeReceived)
+
+
+def _as_event(item) -> Event:
+    return item.event() if type(item) is KeptMessage else item
+
+
 class EventHistory:
     """The most recent events, at most ``max_events`` and ``max_bytes`` (estimated):
-    the oldest go first."""
+    the oldest go first. Message summaries are kept as :class:`KeptMessage` records; reading
+    the history gives the events."""
 
     def __init__(self, max_events: int = HISTORY_EVENTS, max_bytes: int = HISTORY_BYTES) -> None:
         self.max_events = max_events
         self.max_bytes = max_bytes
         self.bytes = 0
-        self._items: deque[tuple[Event, int]] = deque()
+        self._items: deque[tuple[Event | KeptMessage, int]] = deque()
 
     def append(self, event: Event, size: int | None = None, *, kept: bool = False) -> None:
         """``kept``: the caller made ``event`` keyless already (the runtime, which offers the same
         keyless event to its subscribers)."""
+        if type(event) in _MESSAGES:
+            self.append_message(event, event.time, size)
+            return
         size = event_size(event) if size is None else size
         if size > self.max_bytes:
             return  # cannot happen with bounded summaries; never let one event empty the history
-        self._items.append((event if kept else keyless(event), size))
+        self._add(event if kept else keyless(event), size)
+
+    def append_message(self, event: ExchangeSent | ExchangeReceived, time: float, size: int | None = None) -> None:
+        """Keep ``event`` as if it were ``evolve(event, time=time)`` (the runtime's wall-clock copy),
+        without making that copy when nobody else takes it."""
+        size = summary_size(event) if size is None else size
+        if size > self.max_bytes:
+            return
+        self._add(KeptMessage(event, time), size)
+
+    def _add(self, item, size: int) -> None:
+        self._items.append((item, size))
         self.bytes += size
         while len(self._items) > self.max_events or self.bytes > self.max_bytes:
             _, old = self._items.popleft()
             self.bytes -= old
 
     def __iter__(self):
-        return (e for e, _ in list(self._items))
+        return (_as_event(e) for e, _ in list(self._items))
 
     def __len__(self) -> int:
         return len(self._items)
 
     def sized(self) -> list[tuple[Event, int]]:
-        return list(self._items)
+        return [(_as_event(e), size) for e, size in self._items]
 
 
 class SubscriberDropped(Exception):

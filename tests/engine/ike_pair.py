@@ -228,3 +228,15 @@ class Network:
                 return
             self.run_until(self.flight[0][0])
         raise AssertionError("the link never went quiet")
+
+
+def handshake_events(side: str = "b") -> list[Event]:
+    """The events one endpoint emits (engine clock) for a PSK handshake of connection() and its
+    delete: the responder's by default."""
+    conn = connection()
+    pair = Pair(policy(conn), policy(mirror(conn)))
+    pair.a.initiate("tun", pair.now)
+    pair.deliver()
+    pair.a.terminate("tun", pair.now)
+    pair.deliver()
+    return pair.events[side]
