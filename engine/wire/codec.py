@@ -15,8 +15,6 @@ pull_* call per field on this per-message path.
 
 from __future__ import annotations
 
-import functools
-
 import struct
 from typing import Callable
 
@@ -108,37 +106,53 @@ def _encode_attributes(t: Transform) -> bytes:
     return b"".join(parts)
 
 
-def encode_sa(p: SaPayload) -> bytes:
-    for prop in p.proposals:
-        if prop.spi:
-            # A CHILD SA's (or an IKE rekey's) SPI is new every time: cached, it would miss every
-            # time, after hashing every transform, and keep 1,024 dead payloads alive.
-            return _encode_sa(p)
-    return _encode_sa_cached(p)
+TRANSFORMS_MEMO_MAX = 256
+"""Encoded transform lists kept at most (then the memo starts afresh)."""
+_TRANSFORMS_MEMO: dict[int, tuple[tuple[Transform, ...], bytes]] = {}
+"""id(transforms tuple) -> (that tuple, its encoding). The entry holds the tuple, so no other object
+can take its id while the entry lives; tuple and transforms are immutable, so the bytes stay right.
+A responder answers every handshake with the same chosen proposal's tuple (engine.ike.proposals
+caches it, with or without a SPI), so the lookup (no hashing of the transforms) nearly always hits."""
 
 
-@functools.lru_cache(maxsize=1024)
-def _encode_sa_cached(p: SaPayload) -> bytes:
-    # Cached: the same IKE_SA_INIT proposals are encoded for every handshake (payloads are frozen).
-    return _encode_sa(p)
+def _transforms_bytes(transforms: tuple[Transform, ...]) -> bytes:
+    memo = _TRANSFORMS_MEMO
+    hit = memo.get(id(transforms))
+    if hit is not None and hit[0] is transforms:
+        return hit[1]
+    encoded = _encode_transforms(transforms)
+    if len(memo) >= TRANSFORMS_MEMO_MAX:
+        memo.clear()
+    memo[id(transforms)] = (transforms, encoded)
+    return encoded
 
 
-def _encode_sa(p: SaPayload) -> bytes:
-    out = []
-    count = len(p.proposals)
-    for i, prop in enumerate(p.proposals):
-        tparts = []
-        tcount = len(prop.transforms)
-        for j, t in enumerate(prop.transforms):
+def _encode_transforms(transforms: tuple[Transform, ...]) -> bytes:
+    tparts = []
+    last_index = len(transforms) - 1
+    pack = _TRANSFORM.pack
+    for j, t in enumerate(transforms):
+        last = _MORE_TRANSFORMS if j < last_index else _LAST_TRANSFORM
+        if t.key_length is None and not t.attributes:
+            tparts.append(pack(last, 8, t.type, t.id))
+        else:
             attrs = _encode_attributes(t)
-            last = _MORE_TRANSFORMS if j < tcount - 1 else _LAST_TRANSFORM
-            tparts.append(_TRANSFORM.pack(last, 8 + len(attrs), t.type, t.id))
+            tparts.append(pack(last, 8 + len(attrs), t.type, t.id))
             tparts.append(attrs)
-        tbytes = b"".join(tparts)
-        last = _MORE_PROPOSALS if i < count - 1 else _LAST_PROPOSAL
-        length = 8 + len(prop.spi) + len(tbytes)
-        out.append(_PROPOSAL.pack(last, length, prop.number, prop.protocol, len(prop.spi), tcount))
-        out.append(prop.spi)
+    return b"".join(tparts)
+
+
+def encode_sa(p: SaPayload) -> bytes:
+    out = []
+    last_index = len(p.proposals) - 1
+    for i, prop in enumerate(p.proposals):
+        transforms = prop.transforms
+        tbytes = _transforms_bytes(transforms)
+        last = _MORE_PROPOSALS if i < last_index else _LAST_PROPOSAL
+        spi = prop.spi
+        out.append(_PROPOSAL.pack(last, 8 + len(spi) + len(tbytes), prop.number, prop.protocol, len(spi),
+                                  len(transforms)))
+        out.append(spi)
         out.append(tbytes)
     return b"".join(out)
 

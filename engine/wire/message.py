@@ -176,27 +176,49 @@ def decode_payloads(first_type: int, data: bytes, offset_base: int = 0, *, keep_
     return _walk(first_type, data, 0, len(data), offset_base, keep_unknown)[0]
 
 
-def encode_payloads(payloads: Iterable[Payload]) -> tuple[int, bytes]:
-    """Chain payloads: returns (type of the first, bytes). SK/SKF may only be last."""
-    items = list(payloads)
-    if not items:
-        return PayloadType.NONE, b""
-    parts = []
-    last = len(items) - 1
-    for i, p in enumerate(items):
-        body = ENCODERS[type(p)](p)
+def _chain(items: Iterable[Payload], parts: list) -> tuple[int, int]:
+    """Append each payload's generic header and body to ``parts``; returns (the first's type,
+    the bytes appended).
+
+    One pass: a payload's header waits in its slot until the next payload's type is known.
+    """
+    pack = _GENERIC.pack
+    table = _ENCODE
+    first = PayloadType.NONE
+    slot = -1
+    flags = length = total = 0
+    sealed = None
+    for p in items:
+        if sealed is not None:
+            raise ValueError(f"{type(sealed).__name__} must be the last payload")
+        encoder, ptype = table[type(p)]
+        if ptype is None:
+            ptype = p.payload_type
+        body = encoder(p)
+        if slot >= 0:
+            parts[slot] = pack(ptype, flags, length)
+        else:
+            first = ptype
         length = GENERIC_HEADER_SIZE + len(body)
         if length > _MAX_PAYLOAD:
             raise ValueError(f"{type(p).__name__} of {length} bytes exceeds the 65535-byte payload limit")
-        if isinstance(p, (SkPayload, SkfPayload)):
-            if i != last:
-                raise ValueError(f"{type(p).__name__} must be the last payload")
-            nxt = p.next_payload
-        else:
-            nxt = items[i + 1].payload_type if i < last else PayloadType.NONE
-        parts.append(_GENERIC.pack(nxt, CRITICAL_BIT if p.critical else 0, length))
+        total += length
+        flags = CRITICAL_BIT if p.critical else 0
+        slot = len(parts)
+        parts.append(None)
         parts.append(body)
-    return items[0].payload_type, b"".join(parts)
+        if ptype == _SK or ptype == _SKF:
+            sealed = p
+    if slot >= 0:
+        parts[slot] = pack(PayloadType.NONE if sealed is None else sealed.next_payload, flags, length)
+    return first, total
+
+
+def encode_payloads(payloads: Iterable[Payload]) -> tuple[int, bytes]:
+    """Chain payloads: returns (type of the first, bytes). SK/SKF may only be last."""
+    parts: list = []
+    first, _ = _chain(payloads, parts)
+    return first, b"".join(parts)
 
 
 # ---------------------------------------------------------------- messages
@@ -210,10 +232,12 @@ def _check_spis(spi_i: bytes, spi_r: bytes) -> None:
 def encode_message(exchange: int, mid: int, spi_i: bytes, spi_r: bytes, flags: int,
                    payloads: Iterable[Payload]) -> bytes:
     """A whole IKE message (header with its final length, then the payloads)."""
-    _check_spis(spi_i, spi_r)
-    first, chain = encode_payloads(payloads)
-    length = IKE_HEADER_SIZE + len(chain)
-    return _HEADER.pack(spi_i, spi_r, first, IKE_VERSION, exchange, flags, mid, length) + chain
+    if len(spi_i) != 8 or len(spi_r) != 8:
+        _check_spis(spi_i, spi_r)
+    parts: list = [b""]
+    first, length = _chain(payloads, parts)
+    parts[0] = _HEADER.pack(spi_i, spi_r, first, IKE_VERSION, exchange, flags, mid, IKE_HEADER_SIZE + length)
+    return b"".join(parts)
 
 
 def decode_message(data: bytes) -> Message:
@@ -239,22 +263,25 @@ def encode_sk_message(exchange: int, mid: int, spi_i: bytes, spi_r: bytes, flags
     The IKE layer appends IV | ciphertext | ICV of exactly ``body_len`` bytes;
     the returned prefix is the AEAD associated data (RFC 5282 §5.1).
     """
-    _check_spis(spi_i, spi_r)
-    items = list(unencrypted_payloads)
-    if any(isinstance(p, (SkPayload, SkfPayload)) for p in items):
-        raise ValueError("unencrypted payloads cannot contain SK or SKF")
+    if len(spi_i) != 8 or len(spi_r) != 8:
+        _check_spis(spi_i, spi_r)
     sk_len = GENERIC_HEADER_SIZE + body_len
     if body_len < 0 or sk_len > _MAX_PAYLOAD:
         raise ValueError(f"SK body of {body_len} bytes does not fit a payload")
-    if items:
-        # Chain the unencrypted payloads to a placeholder SK so the last one points at SK.
-        first, chain = encode_payloads([*items, SkPayload(inner_first_type, b"")])
-        chain = chain[:-GENERIC_HEADER_SIZE]
-    else:
-        first, chain = _SK, b""
     sk_header = _GENERIC.pack(inner_first_type, 0, sk_len)
-    length = IKE_HEADER_SIZE + len(chain) + sk_len
-    return _HEADER.pack(spi_i, spi_r, first, IKE_VERSION, exchange, flags, mid, length) + chain + sk_header
+    items = list(unencrypted_payloads) if unencrypted_payloads else ()
+    if not items:
+        return _HEADER.pack(spi_i, spi_r, _SK, IKE_VERSION, exchange, flags, mid,
+                            IKE_HEADER_SIZE + sk_len) + sk_header
+    if any(isinstance(p, (SkPayload, SkfPayload)) for p in items):
+        raise ValueError("unencrypted payloads cannot contain SK or SKF")
+    # Chain the unencrypted payloads to a placeholder SK so the last one points at SK.
+    parts: list = [b""]
+    first, length = _chain([*items, SkPayload(inner_first_type, b"")], parts)
+    parts[-2] = sk_header  # the placeholder's header, with the real length
+    parts[0] = _HEADER.pack(spi_i, spi_r, first, IKE_VERSION, exchange, flags, mid,
+                            IKE_HEADER_SIZE + length + body_len)
+    return b"".join(parts)
 
 
 def encode_skf_prefix(exchange: int, mid: int, spi_i: bytes, spi_r: bytes, flags: int, fragment_number: int,
@@ -275,5 +302,9 @@ def encode_skf_prefix(exchange: int, mid: int, spi_i: bytes, spi_r: bytes, flags
     return (_HEADER.pack(spi_i, spi_r, _SKF, IKE_VERSION, exchange, flags, mid, length)
             + _GENERIC.pack(nxt, 0, skf_len) + _SKF_FIELDS.pack(fragment_number, total_fragments))
 
+
+_ENCODE: dict[type, tuple] = {cls: (encoder, cls.__dict__.get("PAYLOAD_TYPE"))
+                               for cls, encoder in ENCODERS.items()}
+"""Encoder and fixed payload type (None: the ``payload_type`` property decides) by class."""
 
 fast_init_module(globals())  # built per message: see engine.frozen

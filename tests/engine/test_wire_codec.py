@@ -322,23 +322,33 @@ def test_notify_and_ke_and_id_values():
     assert decode_message(raw).payloads == tuple(payloads)
 
 
-def test_sa_payloads_with_spis_are_encoded_without_the_cache():
-    # A CHILD SA's SPI is new every time: caching its SA payload missed every time and kept 1,024
-    # dead payloads alive. IKE_SA_INIT's (no SPI) stays cached. The bytes are the same either way.
+def test_sa_encoding_reuses_a_transform_list_once_encoded_and_the_memo_is_bounded(monkeypatch):
+    """A responder answers every handshake with the same chosen proposal's transforms tuple, with or
+    without a SPI: its bytes are encoded once (found by identity, no hashing); the memo holds at
+    most TRANSFORMS_MEMO_MAX lists (an initiator's fresh offers only recycle it); the bytes are the
+    ones a fresh encoding gives."""
     from engine.wire import codec
     from engine.wire.payloads import Proposal, SaPayload, Transform
 
+    calls = []
+    real = codec._encode_transforms
+    monkeypatch.setattr(codec, "_encode_transforms", lambda ts: calls.append(ts) or real(ts))
+    monkeypatch.setattr(codec, "_TRANSFORMS_MEMO", {})
+    monkeypatch.setattr(codec, "TRANSFORMS_MEMO_MAX", 4)
     transforms = (Transform(1, 20, 256), Transform(5, 0))
-    init = SaPayload((Proposal(1, 1, b"", (Transform(1, 20, 256), Transform(2, 5), Transform(4, 31))),))
-    codec.encode_sa(init)
-    before = codec._encode_sa_cached.cache_info().currsize
-    for spi in range(1, 50):
-        child = SaPayload((Proposal(1, 3, spi.to_bytes(4, "big"), transforms),))
-        assert codec.encode_sa(child) == codec._encode_sa(child)
-    assert codec._encode_sa_cached.cache_info().currsize == before
-    hits = codec._encode_sa_cached.cache_info().hits
-    assert codec.encode_sa(init) == codec._encode_sa(init)
-    assert codec._encode_sa_cached.cache_info().hits == hits + 1
+    fresh = [codec.encode_sa(SaPayload((Proposal(1, 3, spi.to_bytes(4, "big"), transforms),)))
+             for spi in range(1, 50)]
+    assert len(calls) == 1
+    for spi, body in enumerate(fresh, 1):
+        again = (Transform(1, 20, 256), Transform(5, 0))  # equal, not the same: encoded anew
+        assert body == codec.encode_sa(SaPayload((Proposal(1, 3, spi.to_bytes(4, "big"), again),)))
+        assert len(codec._TRANSFORMS_MEMO) <= 4
+    assert len(calls) == 50
+    init = SaPayload((Proposal(1, 1, b"", (Transform(1, 20, 256), Transform(2, 5), Transform(4, 31))),
+                      Proposal(2, 1, b"", transforms)))
+    assert codec.encode_sa(init) == codec.encode_sa(init) == bytes.fromhex(
+        "0200002401010003" "0300000c0100001480 0e0100" "0300000802000005" "0000000804 00001f"
+        "0000001c02010002" "0300000c0100001480 0e0100" "0000000805000000".replace(" ", ""))
 
 
 def test_decoded_plain_transforms_are_shared_and_the_sharing_is_bounded(monkeypatch):
