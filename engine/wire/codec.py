@@ -57,9 +57,13 @@ ATTR_KEY_LENGTH = 14
 _TV = 0x8000
 _LAST_PROPOSAL, _MORE_PROPOSALS = 0, 2
 _LAST_TRANSFORM, _MORE_TRANSFORMS = 0, 3
-_TS_LEN = {TsType.IPV4_ADDR_RANGE: 16, TsType.IPV6_ADDR_RANGE: 40}
+_TS_LEN = {int(TsType.IPV4_ADDR_RANGE): 16, int(TsType.IPV6_ADDR_RANGE): 40}
 _ID_ADDR_LEN = {1: 4, 5: 16}  # ID_IPV4_ADDR, ID_IPV6_ADDR
-_CHILD_PROTOCOLS = (ProtocolId.AH, ProtocolId.ESP)
+_CHILD_PROTOCOLS = (int(ProtocolId.AH), int(ProtocolId.ESP))
+# Plain ints: an IntEnum member read through its class costs a descriptor call per use.
+_PROTO_IKE = int(ProtocolId.IKE)
+_IDI, _CERT, _TSI = int(PayloadType.IDi), int(PayloadType.CERT), int(PayloadType.TSi)
+_SIGNATURE_HASH_ALGORITHMS = int(NotifyType.SIGNATURE_HASH_ALGORITHMS)
 
 # Notify data whose length RFCs fix: (min, max), checked so the IKE layer can trust it.
 _NOTIFY_DATA_LEN: dict[int, tuple[int, int]] = {
@@ -243,7 +247,7 @@ def decode_sa(ptype: int, body: bytes, critical: bool, offset: int) -> SaPayload
                                               f"(SPI size {spi_size}, {n - pos} bytes left)")
         if last not in (_LAST_PROPOSAL, _MORE_PROPOSALS) or (last == _LAST_PROPOSAL) != (pend == n):
             raise malformed_at(ptype, offset, f"proposal at {at}: 'last substruc' {last} disagrees with the SA length")
-        if protocol == ProtocolId.IKE and spi_size not in (0, 8):
+        if protocol == _PROTO_IKE and spi_size not in (0, 8):
             raise malformed_at(ptype, offset, f"proposal at {at}: IKE proposal with SPI size {spi_size} (must be 0 or 8)")
         if protocol in _CHILD_PROTOCOLS and spi_size != 4:
             raise malformed_at(ptype, offset, f"proposal at {at}: {ProtocolId(protocol).name} proposal with SPI size "
@@ -289,7 +293,7 @@ def decode_id(ptype: int, body: bytes, critical: bool, offset: int) -> IdPayload
     want = _ID_ADDR_LEN.get(id_type)
     if want is not None and len(data) != want:
         raise malformed_at(ptype, offset, f"ID type {id_type} with {len(data)} bytes of address (need {want})")
-    return IdPayload(ptype == PayloadType.IDi, id_type, data, critical)
+    return IdPayload(ptype == _IDI, id_type, data, critical)
 
 
 def encode_cert(p: CertPayload | CertReqPayload) -> bytes:
@@ -299,7 +303,7 @@ def encode_cert(p: CertPayload | CertReqPayload) -> bytes:
 def decode_cert(ptype: int, body: bytes, critical: bool, offset: int) -> CertPayload | CertReqPayload:
     if not body:
         raise malformed_at(ptype, offset, "empty body, need the encoding octet")
-    cls = CertPayload if ptype == PayloadType.CERT else CertReqPayload
+    cls = CertPayload if ptype == _CERT else CertReqPayload
     return cls(body[0], body[1:], critical)
 
 
@@ -341,13 +345,13 @@ def decode_notify(ptype: int, body: bytes, critical: bool, offset: int) -> Notif
     if bounds is not None and not bounds[0] <= len(data) <= bounds[1]:
         want = str(bounds[0]) if bounds[0] == bounds[1] else f"{bounds[0]}-{bounds[1]}"
         raise malformed_at(ptype, offset, f"{NotifyType(ntype).name} with {len(data)} bytes of data (need {want})")
-    if ntype == NotifyType.SIGNATURE_HASH_ALGORITHMS and len(data) % 2:
+    if ntype == _SIGNATURE_HASH_ALGORITHMS and len(data) % 2:
         raise malformed_at(ptype, offset, "SIGNATURE_HASH_ALGORITHMS data of odd length")
     return NotifyPayload(ntype, protocol, body[4:4 + spi_size], data, critical)
 
 
 def encode_delete(p: DeletePayload) -> bytes:
-    size = 0 if p.protocol == ProtocolId.IKE else 4
+    size = 0 if p.protocol == _PROTO_IKE else 4
     for spi in p.spis:
         if len(spi) != size:
             raise ValueError(f"Delete of protocol {p.protocol} needs {size}-byte SPIs, got {len(spi)}")
@@ -359,7 +363,7 @@ def decode_delete(ptype: int, body: bytes, critical: bool, offset: int) -> Delet
     if n < 4:
         raise malformed_at(ptype, offset, f"body of {n} bytes, need at least 4")
     protocol, spi_size, count = _BBH.unpack_from(body)
-    if protocol == ProtocolId.IKE:
+    if protocol == _PROTO_IKE:
         if spi_size != 0:
             raise malformed_at(ptype, offset, f"IKE Delete with SPI size {spi_size} (must be 0)")
         if n != 4:
@@ -432,7 +436,7 @@ def decode_ts(ptype: int, body: bytes, critical: bool, offset: int) -> TsPayload
         pos += slen
     if pos != n:
         raise malformed_at(ptype, offset, f"{n - pos} bytes after the {count} selectors announced")
-    return TsPayload(ptype == PayloadType.TSi, tuple(selectors), critical)
+    return TsPayload(ptype == _TSI, tuple(selectors), critical)
 
 
 # ---------------------------------------------------------------- CP, EAP
@@ -526,6 +530,42 @@ DECODERS: dict[int, Decoder] = {
     PayloadType.EAP: decode_eap,
 }
 """Body decoders by payload type; SK and SKF are handled by the chain walker."""
+
+# ---------------------------------------------------------------- shared decoded payloads
+
+SHARED_BODY_MAX: dict[int, int] = {
+    PayloadType.SA: 512,  # an IKE_SA_INIT offer or answer; not one with a SPI (new every time)
+    PayloadType.IDi: 128,
+    PayloadType.IDr: 128,
+    PayloadType.CERTREQ: 256,
+    PayloadType.NOTIFY: 16,  # status notifies without data or with a few bytes; not NAT-D, cookies
+    PayloadType.DELETE: 4,  # the IKE SA's Delete; not CHILD SA SPIs
+    PayloadType.VENDOR: 64,
+    PayloadType.TSi: 256,
+    PayloadType.TSr: 256,
+}
+"""Payload types whose decoded value one message shares with the next that carries the same body
+(non-critical), and the largest body shared. A peer sends the same offer, identities, vendor IDs,
+status notifies and selectors in every handshake: decoding them again built the same frozen
+objects again. Keys, nonces, AUTH values and SPIs are new every time and never shared."""
+SHARED_DECODED_MAX = 128
+"""Bodies kept per payload type at most (then that type's table starts afresh): a peer that
+varies them (even unauthenticated, in IKE_SA_INIT) only recycles the table."""
+SHARED_DECODED: dict[int, dict[bytes, Payload]] = {int(t): {} for t in SHARED_BODY_MAX}
+"""Payload type -> body -> its decoded (frozen) payload; only bodies that decoded without error."""
+_SA_TYPE = int(PayloadType.SA)
+
+
+def decode_shared(ptype: int, body: bytes, offset: int, table: dict[bytes, Payload]) -> Payload:
+    """Decode a non-critical body of a shared type (one not in ``table``, its type's table) and keep
+    the result there, unless it is an SA payload with a SPI."""
+    payload = DECODERS[ptype](ptype, body, False, offset)
+    if ptype != _SA_TYPE or not any(prop.spi for prop in payload.proposals):  # type: ignore[union-attr]
+        if len(table) >= SHARED_DECODED_MAX:
+            table.clear()
+        table[body] = payload
+    return payload
+
 
 ENCODERS: dict[type, Callable] = {
     SaPayload: encode_sa,

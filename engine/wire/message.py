@@ -19,7 +19,15 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from engine.frozen import fast_init_module
-from engine.wire.codec import DECODERS, ENCODERS, decode_skf_fields, malformed_at
+from engine.wire.codec import (
+    DECODERS,
+    ENCODERS,
+    SHARED_BODY_MAX,
+    SHARED_DECODED,
+    decode_shared,
+    decode_skf_fields,
+    malformed_at,
+)
 from engine.wire.constants import (
     CRITICAL_BIT,
     FLAG_INITIATOR,
@@ -126,35 +134,46 @@ def decode_header(data: bytes) -> IkeHeader:
 def _walk(first_type: int, data: bytes, pos: int, end: int, offset_base: int, keep_unknown: bool):
     """Decode the chain in data[pos:end]; returns (payloads, offset of the SK/SKF body or None)."""
     payloads: list[Payload] = []
+    append = payloads.append
     ptype = first_type
     unpack = _GENERIC.unpack_from
+    decoders = DECODERS
+    limits = SHARED_BODY_MAX
+    shared = SHARED_DECODED
     while ptype:
-        here = offset_base + pos
         if end - pos < GENERIC_HEADER_SIZE:
-            raise malformed_at(ptype, here, f"generic header truncated ({end - pos} bytes left)")
+            raise malformed_at(ptype, offset_base + pos, f"generic header truncated ({end - pos} bytes left)")
         nxt, flags, plen = unpack(data, pos)
         if plen < GENERIC_HEADER_SIZE or pos + plen > end:
-            raise malformed_at(ptype, here, f"payload length {plen} does not fit ({end - pos} bytes left)")
-        critical = bool(flags & CRITICAL_BIT)
+            raise malformed_at(ptype, offset_base + pos, f"payload length {plen} does not fit ({end - pos} bytes left)")
+        critical = (flags & CRITICAL_BIT) != 0
         if ptype == _SK or ptype == _SKF:
+            here = offset_base + pos
             if pos + plen != end:
                 raise malformed_at(ptype, here, f"{end - pos - plen} bytes follow the encrypted payload (it must be last)")
             body_at = pos + GENERIC_HEADER_SIZE
             if ptype == _SK:
-                payloads.append(SkPayload(nxt, data[body_at:end], critical))
+                append(SkPayload(nxt, data[body_at:end], critical))
             else:
                 number, total = decode_skf_fields(ptype, data[body_at:body_at + 4], here)
                 body_at += 4
-                payloads.append(SkfPayload(nxt, number, total, data[body_at:end], critical))
+                append(SkfPayload(nxt, number, total, data[body_at:end], critical))
             return payloads, body_at
-        decoder = DECODERS.get(ptype)
         body = data[pos + GENERIC_HEADER_SIZE:pos + plen]
-        if decoder is not None:
-            payloads.append(decoder(ptype, body, critical, here))
-        elif critical:
-            raise UnsupportedCriticalPayload(ptype, here)
-        elif keep_unknown:
-            payloads.append(UnknownPayload(ptype, body, critical))
+        limit = limits.get(ptype)
+        if limit is not None and plen - GENERIC_HEADER_SIZE <= limit and not critical:
+            # The peer's offer, identities, selectors... as in its last message: one frozen value.
+            table = shared[ptype]
+            payload = table.get(body)
+            append(payload if payload is not None else decode_shared(ptype, body, offset_base + pos, table))
+        else:
+            decoder = decoders.get(ptype)
+            if decoder is not None:
+                append(decoder(ptype, body, critical, offset_base + pos))
+            elif critical:
+                raise UnsupportedCriticalPayload(ptype, offset_base + pos)
+            elif keep_unknown:
+                append(UnknownPayload(ptype, body, critical))
         pos += plen
         ptype = nxt
     if pos != end:

@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine.wire import (
+    AuthPayload,
     DeletePayload,
     IdPayload,
     InvalidMajorVersion,
@@ -26,6 +27,7 @@ from engine.wire import (
     UnknownPayload,
     UnknownTs,
     UnsupportedCriticalPayload,
+    VendorIdPayload,
     WireTs,
     decode_header,
     decode_message,
@@ -372,3 +374,58 @@ def test_decoded_plain_transforms_are_shared_and_the_sharing_is_bounded(monkeypa
     assert len(codec._SHARED_TRANSFORMS) == 3
     with pytest.raises(MalformedMessage, match="proposal at 4: transform 1 length"):
         codec.decode_sa(PayloadType.SA, body[:8] + b"\x03\x00\x00\x07" + body[12:], False, 0)
+
+
+def _shared_tables_cleared(monkeypatch):
+    from engine.wire import codec
+
+    for ptype in codec.SHARED_DECODED:
+        monkeypatch.setitem(codec.SHARED_DECODED, ptype, {})
+    return codec
+
+
+def test_repeated_bodies_decode_to_one_shared_value_and_fresh_ones_do_not(monkeypatch):
+    """The offer, identities, vendor IDs, status notifies, selectors and the IKE Delete a peer sends
+    in every handshake decode to one frozen value per body; keys, nonces, NAT-D, AUTH, an SA with a
+    SPI and a critical payload are decoded anew. Either way the values are the ones sent."""
+    codec = _shared_tables_cleared(monkeypatch)
+    ts = TsPayload(True, (WireTs(7, 0, 0, 65535, bytes([198, 51, 100, 1]), bytes([198, 51, 100, 1])),))
+    offer = SaPayload((Proposal(1, ProtocolId.IKE, b"", (Transform(1, 20, 256), Transform(2, 5), Transform(4, 31))),))
+    child = SaPayload((Proposal(1, ProtocolId.ESP, b"\x01\x02\x03\x04", (Transform(1, 20, 256), Transform(5, 0))),))
+    shared = [offer, IdPayload(True, 2, b"left.example"), VendorIdPayload(b"ipsec-console 1\0"),
+              NotifyPayload(NotifyType.IKEV2_FRAGMENTATION_SUPPORTED), ts,
+              TsPayload(False, ts.selectors), DeletePayload(ProtocolId.IKE)]
+    fresh = [KePayload(31, b"k" * 32), NoncePayload(b"n" * 32), AuthPayload(2, b"a" * 32), child,
+             NotifyPayload(NotifyType.NAT_DETECTION_SOURCE_IP, data=b"d" * 20),
+             NotifyPayload(NotifyType.USE_TRANSPORT_MODE, critical=True)]
+    raw = encode_message(35, 1, SPI_I, SPI_R, FLAG_INITIATOR, shared + fresh)
+    one, two = decode_message(raw).payloads, decode_message(raw).payloads
+    assert one == two == tuple(shared + fresh)
+    assert all(a is b for a, b in zip(one[:len(shared)], two[:len(shared)]))
+    assert not any(a is b for a, b in zip(one[len(shared):], two[len(shared):]))
+    assert two[-1].critical
+    # TSi and TSr with the same bytes stay apart (the type is part of the key).
+    assert (two[4].initiator, two[5].initiator) == (True, False)
+
+
+def test_shared_decoding_is_bounded_and_never_keeps_or_hides_an_error(monkeypatch):
+    codec = _shared_tables_cleared(monkeypatch)
+    monkeypatch.setattr(codec, "SHARED_DECODED_MAX", 3)
+    for i in range(10):
+        vid = VendorIdPayload(b"vendor %d" % i)
+        assert decode_payloads(PayloadType.VENDOR, encode_payloads([vid])[1]) == [vid]
+        assert 1 <= len(codec.SHARED_DECODED[PayloadType.VENDOR]) <= 3
+    # A body above its type's bound is decoded, not kept.
+    big = VendorIdPayload(b"v" * (codec.SHARED_BODY_MAX[PayloadType.VENDOR] + 1))
+    codec.SHARED_DECODED[PayloadType.VENDOR].clear()
+    assert decode_payloads(PayloadType.VENDOR, encode_payloads([big])[1]) == [big]
+    assert not codec.SHARED_DECODED[PayloadType.VENDOR]
+    # A malformed body of a shared type raises with its offset every time and is never kept.
+    good = encode_message(37, 0, SPI_I, SPI_R, 0, [VendorIdPayload(b"v"), NotifyPayload(NotifyType.INITIAL_CONTACT)])
+    bad = good[:38] + b"\x09" + good[39:]  # the Notify's SPI size (its header at 28 + 5)
+    for _ in range(2):
+        with pytest.raises(MalformedMessage, match="N at offset 33: SPI size 9 overruns"):
+            decode_message(bad)
+    assert not codec.SHARED_DECODED[PayloadType.NOTIFY]
+    decode_message(good)
+    assert len(codec.SHARED_DECODED[PayloadType.NOTIFY]) == 1
