@@ -58,6 +58,9 @@ _TV = 0x8000
 _LAST_PROPOSAL, _MORE_PROPOSALS = 0, 2
 _LAST_TRANSFORM, _MORE_TRANSFORMS = 0, 3
 _TS_LEN = {int(TsType.IPV4_ADDR_RANGE): 16, int(TsType.IPV6_ADDR_RANGE): 40}
+# A whole IPv4/IPv6 range selector in one pack: (struct, address length, selector length).
+_TS_WHOLE = {int(TsType.IPV4_ADDR_RANGE): (struct.Struct("!BBHHH4s4s"), 4, 16),
+             int(TsType.IPV6_ADDR_RANGE): (struct.Struct("!BBHHH16s16s"), 16, 40)}
 _ID_ADDR_LEN = {1: 4, 5: 16}  # ID_IPV4_ADDR, ID_IPV6_ADDR
 _CHILD_PROTOCOLS = (int(ProtocolId.AH), int(ProtocolId.ESP))
 # Plain ints: an IntEnum member read through its class costs a descriptor call per use.
@@ -232,6 +235,14 @@ def _decode_transforms(ptype: int, offset: int, at: int, body: bytes, pos: int, 
     return tuple(transforms)
 
 
+SHARED_TRANSFORM_LIST_BYTES = 512
+"""The largest transform list (the bytes after a proposal's SPI) shared between messages."""
+_SHARED_TRANSFORM_LISTS: dict[bytes, tuple[int, tuple[Transform, ...]]] = {}
+"""A proposal's transform bytes -> (the count announced, the decoded tuple), for bodies that decoded
+without error; bounded by SHARED_DECODED_MAX. A CHILD SA's offer differs from the last one only
+in its SPI, so its SA payload is decoded anew (not shared whole) but its transforms are not."""
+
+
 def decode_sa(ptype: int, body: bytes, critical: bool, offset: int) -> SaPayload:
     n = len(body)
     pos = 0
@@ -253,7 +264,16 @@ def decode_sa(ptype: int, body: bytes, critical: bool, offset: int) -> SaPayload
             raise malformed_at(ptype, offset, f"proposal at {at}: {ProtocolId(protocol).name} proposal with SPI size "
                                               f"{spi_size} (must be 4)")
         tpos = pos + 8 + spi_size
-        transforms = _decode_transforms(ptype, offset, at, body, tpos, pend, tcount)
+        tkey = body[tpos:pend]
+        hit = _SHARED_TRANSFORM_LISTS.get(tkey)
+        if hit is not None and hit[0] == tcount:
+            transforms = hit[1]
+        else:
+            transforms = _decode_transforms(ptype, offset, at, body, tpos, pend, tcount)
+            if pend - tpos <= SHARED_TRANSFORM_LIST_BYTES:
+                if len(_SHARED_TRANSFORM_LISTS) >= SHARED_DECODED_MAX:
+                    _SHARED_TRANSFORM_LISTS.clear()
+                _SHARED_TRANSFORM_LISTS[tkey] = (tcount, transforms)
         proposals.append(Proposal(number, protocol, body[pos + 8:tpos], transforms))
         pos = pend
     if not proposals:
@@ -391,20 +411,22 @@ def decode_vendor(ptype: int, body: bytes, critical: bool, offset: int) -> Vendo
 
 
 def encode_ts(p: TsPayload) -> bytes:
-    if not 1 <= len(p.selectors) <= 255:
-        raise ValueError(f"{len(p.selectors)} traffic selectors (1-255 fit in a TS payload)")
-    parts = [_B3x.pack(len(p.selectors))]
-    for s in p.selectors:
+    selectors = p.selectors
+    count = len(selectors)
+    if not 1 <= count <= 255:
+        raise ValueError(f"{count} traffic selectors (1-255 fit in a TS payload)")
+    parts = [_B3x.pack(count)]
+    for s in selectors:
         if isinstance(s, UnknownTs):
             parts.append(_BBH.pack(s.ts_type, 0, 4 + len(s.data)))
             parts.append(s.data)
             continue
-        want = _TS_LEN.get(s.ts_type)  # type: ignore[call-overload]
-        if want is None or len(s.start_addr) != len(s.end_addr) or 8 + 2 * len(s.start_addr) != want:
-            raise ValueError(f"traffic selector type {s.ts_type} with {len(s.start_addr)}-byte addresses")
-        parts.append(_TS_IP.pack(s.ts_type, s.ip_protocol, want, s.start_port, s.end_port))
-        parts.append(s.start_addr)
-        parts.append(s.end_addr)
+        ts_type, start, end = s.ts_type, s.start_addr, s.end_addr
+        whole = _TS_WHOLE.get(ts_type)  # type: ignore[call-overload]
+        # The address fields are checked here: struct's "4s" would pad or cut silently.
+        if whole is None or len(start) != whole[1] or len(end) != whole[1]:
+            raise ValueError(f"traffic selector type {ts_type} with {len(start)}-byte addresses")
+        parts.append(whole[0].pack(ts_type, s.ip_protocol, whole[2], s.start_port, s.end_port, start, end))
     return b"".join(parts)
 
 
@@ -553,6 +575,9 @@ SHARED_DECODED_MAX = 128
 varies them (even unauthenticated, in IKE_SA_INIT) only recycles the table."""
 SHARED_DECODED: dict[int, dict[bytes, Payload]] = {int(t): {} for t in SHARED_BODY_MAX}
 """Payload type -> body -> its decoded (frozen) payload; only bodies that decoded without error."""
+SHARED_TABLES: dict[int, tuple[int, dict[bytes, Payload]]] = {
+    int(t): (n, SHARED_DECODED[int(t)]) for t, n in SHARED_BODY_MAX.items()}
+"""Payload type -> (largest body shared, its table): one lookup per payload for the chain walker."""
 _SA_TYPE = int(PayloadType.SA)
 
 

@@ -22,8 +22,7 @@ from engine.frozen import fast_init_module
 from engine.wire.codec import (
     DECODERS,
     ENCODERS,
-    SHARED_BODY_MAX,
-    SHARED_DECODED,
+    SHARED_TABLES,
     decode_shared,
     decode_skf_fields,
     malformed_at,
@@ -138,8 +137,7 @@ def _walk(first_type: int, data: bytes, pos: int, end: int, offset_base: int, ke
     ptype = first_type
     unpack = _GENERIC.unpack_from
     decoders = DECODERS
-    limits = SHARED_BODY_MAX
-    shared = SHARED_DECODED
+    shareable = SHARED_TABLES
     while ptype:
         if end - pos < GENERIC_HEADER_SIZE:
             raise malformed_at(ptype, offset_base + pos, f"generic header truncated ({end - pos} bytes left)")
@@ -160,10 +158,10 @@ def _walk(first_type: int, data: bytes, pos: int, end: int, offset_base: int, ke
                 append(SkfPayload(nxt, number, total, data[body_at:end], critical))
             return payloads, body_at
         body = data[pos + GENERIC_HEADER_SIZE:pos + plen]
-        limit = limits.get(ptype)
-        if limit is not None and plen - GENERIC_HEADER_SIZE <= limit and not critical:
+        entry = shareable.get(ptype)
+        if entry is not None and plen - GENERIC_HEADER_SIZE <= entry[0] and not critical:
             # The peer's offer, identities, selectors... as in its last message: one frozen value.
-            table = shared[ptype]
+            table = entry[1]
             payload = table.get(body)
             append(payload if payload is not None else decode_shared(ptype, body, offset_base + pos, table))
         else:

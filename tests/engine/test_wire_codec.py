@@ -353,7 +353,7 @@ def test_sa_encoding_reuses_a_transform_list_once_encoded_and_the_memo_is_bounde
         "0000001c02010002" "0300000c0100001480 0e0100" "0000000805000000".replace(" ", ""))
 
 
-def test_decoded_plain_transforms_are_shared_and_the_sharing_is_bounded(monkeypatch):
+def test_decoded_plain_transforms_are_shared_and_the_sharing_is_bounded(monkeypatch, shared_codec):
     """A transform without attributes other than KEY_LENGTH is one frozen object for every message
     that names it (fewer objects per handshake); one with other attributes is its own; a peer
     naming made-up transforms fills the shared table only up to its bound."""
@@ -362,7 +362,9 @@ def test_decoded_plain_transforms_are_shared_and_the_sharing_is_bounded(monkeypa
     sa = SaPayload((Proposal(1, ProtocolId.IKE, b"", (Transform(1, 20, 256), Transform(2, 5),
                                                           Transform(4, 31, None, ((17, 5),)))),), False)
     body = codec.encode_sa(sa)
-    one, two = codec.decode_sa(PayloadType.SA, body, False, 0), codec.decode_sa(PayloadType.SA, body, False, 0)
+    one = codec.decode_sa(PayloadType.SA, body, False, 0)
+    codec._SHARED_TRANSFORM_LISTS.clear()  # the list as a whole is shared too: see the next test
+    two = codec.decode_sa(PayloadType.SA, body, False, 0)
     assert one == two == sa
     t1, t2 = one.proposals[0].transforms, two.proposals[0].transforms
     assert t1[0] is t2[0] and t1[1] is t2[1] and t1[2] is not t2[2]
@@ -376,19 +378,25 @@ def test_decoded_plain_transforms_are_shared_and_the_sharing_is_bounded(monkeypa
         codec.decode_sa(PayloadType.SA, body[:8] + b"\x03\x00\x00\x07" + body[12:], False, 0)
 
 
-def _shared_tables_cleared(monkeypatch):
+@pytest.fixture
+def shared_codec():
+    """engine.wire.codec with its shared-decoding tables empty (the chain walker holds them: emptied
+    in place), and emptied again afterwards."""
     from engine.wire import codec
 
-    for ptype in codec.SHARED_DECODED:
-        monkeypatch.setitem(codec.SHARED_DECODED, ptype, {})
-    return codec
+    for table in codec.SHARED_DECODED.values():
+        table.clear()
+    codec._SHARED_TRANSFORM_LISTS.clear()
+    yield codec
+    for table in codec.SHARED_DECODED.values():
+        table.clear()
+    codec._SHARED_TRANSFORM_LISTS.clear()
 
 
-def test_repeated_bodies_decode_to_one_shared_value_and_fresh_ones_do_not(monkeypatch):
+def test_repeated_bodies_decode_to_one_shared_value_and_fresh_ones_do_not(shared_codec):
     """The offer, identities, vendor IDs, status notifies, selectors and the IKE Delete a peer sends
     in every handshake decode to one frozen value per body; keys, nonces, NAT-D, AUTH, an SA with a
     SPI and a critical payload are decoded anew. Either way the values are the ones sent."""
-    codec = _shared_tables_cleared(monkeypatch)
     ts = TsPayload(True, (WireTs(7, 0, 0, 65535, bytes([198, 51, 100, 1]), bytes([198, 51, 100, 1])),))
     offer = SaPayload((Proposal(1, ProtocolId.IKE, b"", (Transform(1, 20, 256), Transform(2, 5), Transform(4, 31))),))
     child = SaPayload((Proposal(1, ProtocolId.ESP, b"\x01\x02\x03\x04", (Transform(1, 20, 256), Transform(5, 0))),))
@@ -408,8 +416,8 @@ def test_repeated_bodies_decode_to_one_shared_value_and_fresh_ones_do_not(monkey
     assert (two[4].initiator, two[5].initiator) == (True, False)
 
 
-def test_shared_decoding_is_bounded_and_never_keeps_or_hides_an_error(monkeypatch):
-    codec = _shared_tables_cleared(monkeypatch)
+def test_shared_decoding_is_bounded_and_never_keeps_or_hides_an_error(monkeypatch, shared_codec):
+    codec = shared_codec
     monkeypatch.setattr(codec, "SHARED_DECODED_MAX", 3)
     for i in range(10):
         vid = VendorIdPayload(b"vendor %d" % i)
@@ -429,3 +437,49 @@ def test_shared_decoding_is_bounded_and_never_keeps_or_hides_an_error(monkeypatc
     assert not codec.SHARED_DECODED[PayloadType.NOTIFY]
     decode_message(good)
     assert len(codec.SHARED_DECODED[PayloadType.NOTIFY]) == 1
+
+
+def test_the_wire_form_of_a_selector_object_is_built_once_and_the_memo_is_bounded(monkeypatch):
+    """The engine sends the same few selector objects in every handshake: the second from_ts of the
+    same object is the first's value; an equal selector that is another object gets an equal value;
+    a 'dynamic' one still raises every time; at most FROM_TS_MEMO_MAX selectors are kept."""
+    from engine.wire import payloads
+
+    monkeypatch.setattr(payloads, "_FROM_TS", {})
+    monkeypatch.setattr(payloads, "FROM_TS_MEMO_MAX", 3)
+    ts = parse_ts("198.51.100.0/24[tcp/80]")
+    first = WireTs.from_ts(ts)
+    assert WireTs.from_ts(ts) is first
+    assert first == WireTs(7, 6, 80, 80, bytes([198, 51, 100, 0]), bytes([198, 51, 100, 255]))
+    other = WireTs.from_ts(parse_ts("198.51.100.0/24[tcp/80]"))
+    assert other == first and other is not first
+    for _ in range(2):
+        with pytest.raises(ValueError, match="dynamic"):
+            WireTs.from_ts(parse_ts("dynamic"))
+    for i in range(10):
+        assert WireTs.from_ts(parse_ts(f"2001:db8::{i}/128")).to_ts() == parse_ts(f"2001:db8::{i}/128")
+        assert 1 <= len(payloads._FROM_TS) <= 3
+
+
+def test_a_child_sa_offer_shares_its_transform_list_with_the_last_one_and_the_list_memo_is_bounded(
+        monkeypatch, shared_codec):
+    """Successive CHILD SA offers differ in their SPI only: each SA payload is decoded (with its own
+    SPI) but the transforms tuple is the last one's; a different count over the same bytes, or a
+    malformed list, is decoded (and refused) as ever; at most SHARED_DECODED_MAX lists are kept."""
+    codec = shared_codec
+    transforms = (Transform(1, 20, 256), Transform(5, 0))
+    got = [codec.decode_sa(PayloadType.SA, codec.encode_sa(
+        SaPayload((Proposal(1, ProtocolId.ESP, spi.to_bytes(4, "big"), transforms),))), False, 0) for spi in (1, 2)]
+    assert [g.proposals[0].spi for g in got] == [b"\0\0\0\1", b"\0\0\0\2"]
+    assert got[0].proposals[0].transforms == transforms
+    assert got[0].proposals[0].transforms is got[1].proposals[0].transforms
+    body = codec.encode_sa(SaPayload((Proposal(1, ProtocolId.ESP, b"\0\0\0\3", transforms),)))
+    wrong_count = body[:7] + b"\x03" + body[8:]
+    for _ in range(2):
+        with pytest.raises(MalformedMessage, match="proposal at 4: transform 2 of 3 has 'last substruc' 0"):
+            codec.decode_sa(PayloadType.SA, wrong_count, False, 0)
+    monkeypatch.setattr(codec, "SHARED_DECODED_MAX", 3)
+    for tid in range(1000, 1010):
+        odd = SaPayload((Proposal(1, ProtocolId.ESP, b"\0\0\0\1", (Transform(1, tid),)),), False)
+        assert codec.decode_sa(PayloadType.SA, codec.encode_sa(odd), False, 0) == odd
+        assert 1 <= len(codec._SHARED_TRANSFORM_LISTS) <= 3
