@@ -264,7 +264,8 @@ def decode_message(data: bytes) -> Message:
     last payload; ``Message.sk_aad_end`` tells where their body starts.
     Raises MalformedMessage, UnsupportedCriticalPayload or InvalidMajorVersion.
     """
-    data = bytes(data)
+    if type(data) is not bytes:
+        data = bytes(data)
     header = decode_header(data)
     if header.length != len(data):
         raise MalformedMessage(f"IKE header says {header.length} bytes, datagram has {len(data)}",
