@@ -45,6 +45,7 @@ _SKF_FIELDS = struct.Struct("!HH")
 _SK = PayloadType.SK
 _SKF = PayloadType.SKF
 _MAX_PAYLOAD = 0xFFFF
+_NONE = int(PayloadType.NONE)
 
 
 @dataclass(frozen=True)
@@ -197,37 +198,36 @@ def _chain(items: Iterable[Payload], parts: list) -> tuple[int, int]:
     """Append each payload's generic header and body to ``parts``; returns (the first's type,
     the bytes appended).
 
-    One pass: a payload's header waits in its slot until the next payload's type is known.
+    One pass: a payload's header and body are appended once the next payload's type is known.
     """
+    append = parts.append
     pack = _GENERIC.pack
     table = _ENCODE
-    first = PayloadType.NONE
-    slot = -1
+    first = _NONE
+    body = sealed = None
     flags = length = total = 0
-    sealed = None
     for p in items:
         if sealed is not None:
             raise ValueError(f"{type(sealed).__name__} must be the last payload")
         encoder, ptype = table[type(p)]
         if ptype is None:
             ptype = p.payload_type
-        body = encoder(p)
-        if slot >= 0:
-            parts[slot] = pack(ptype, flags, length)
-        else:
+        if body is None:
             first = ptype
+        else:
+            append(pack(ptype, flags, length))
+            append(body)
+        body = encoder(p)
         length = GENERIC_HEADER_SIZE + len(body)
         if length > _MAX_PAYLOAD:
             raise ValueError(f"{type(p).__name__} of {length} bytes exceeds the 65535-byte payload limit")
         total += length
         flags = CRITICAL_BIT if p.critical else 0
-        slot = len(parts)
-        parts.append(None)
-        parts.append(body)
         if ptype == _SK or ptype == _SKF:
             sealed = p
-    if slot >= 0:
-        parts[slot] = pack(PayloadType.NONE if sealed is None else sealed.next_payload, flags, length)
+    if body is not None:
+        append(pack(_NONE if sealed is None else sealed.next_payload, flags, length))
+        append(body)
     return first, total
 
 
