@@ -11,6 +11,11 @@ Bodies are read with precompiled ``struct.Struct.unpack_from`` on the
 immutable input rather than field by field through ``Buffer``: IKE payloads
 are fixed records, and one unpack per record is about six times faster than a
 pull_* call per field on this per-message path.
+
+Payloads are frozen, so a body a peer repeats from handshake to handshake (its offer, identities,
+status notifies, selectors) decodes to one shared value (``SHARED_DECODED``), and an encoded
+transform list is kept by the identity of its tuple (``_TRANSFORMS_MEMO``); every such table is
+bounded and holds only what decoded, or encoded, without error.
 """
 
 from __future__ import annotations
@@ -264,16 +269,18 @@ def decode_sa(ptype: int, body: bytes, critical: bool, offset: int) -> SaPayload
             raise malformed_at(ptype, offset, f"proposal at {at}: {ProtocolId(protocol).name} proposal with SPI size "
                                               f"{spi_size} (must be 4)")
         tpos = pos + 8 + spi_size
-        tkey = body[tpos:pend]
-        hit = _SHARED_TRANSFORM_LISTS.get(tkey)
-        if hit is not None and hit[0] == tcount:
-            transforms = hit[1]
-        else:
-            transforms = _decode_transforms(ptype, offset, at, body, tpos, pend, tcount)
-            if pend - tpos <= SHARED_TRANSFORM_LIST_BYTES:
+        if pend - tpos <= SHARED_TRANSFORM_LIST_BYTES:
+            tkey = body[tpos:pend]
+            hit = _SHARED_TRANSFORM_LISTS.get(tkey)
+            if hit is not None and hit[0] == tcount:
+                transforms = hit[1]
+            else:
+                transforms = _decode_transforms(ptype, offset, at, body, tpos, pend, tcount)
                 if len(_SHARED_TRANSFORM_LISTS) >= SHARED_DECODED_MAX:
                     _SHARED_TRANSFORM_LISTS.clear()
                 _SHARED_TRANSFORM_LISTS[tkey] = (tcount, transforms)
+        else:
+            transforms = _decode_transforms(ptype, offset, at, body, tpos, pend, tcount)
         proposals.append(Proposal(number, protocol, body[pos + 8:tpos], transforms))
         pos = pend
     if not proposals:
