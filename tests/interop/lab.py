@@ -12,6 +12,7 @@ removed by the context managers, also when a test fails.
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import json
 import os
@@ -293,7 +294,17 @@ class Charon:
             time.sleep(0.05)
         else:
             raise RuntimeError("charon's vici socket never appeared")
-        self.swanctl("--load-all", "--file", str(sw / "swanctl.conf"))
+        # The socket file exists from charon's bind(), before its listen(): on a busy machine a
+        # connect in between is refused (swanctl exits with ECONNREFUSED, 111). Try again briefly.
+        deadline = time.monotonic() + 10
+        while True:
+            done = self.swanctl("--load-all", "--file", str(sw / "swanctl.conf"), check=False)
+            if done.returncode != errno.ECONNREFUSED or time.monotonic() > deadline:
+                break
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"charon exited: {(self.dir / 'charon.out').read_text()}")
+            time.sleep(0.05)
+        done.check_returncode()
         return self
 
     def swanctl(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:

@@ -85,8 +85,17 @@ class Pluto:
             time.sleep(0.05)
         else:
             raise RuntimeError("pluto's control socket never appeared")
-        subprocess.run(["ip", "netns", "exec", ns, str(LIBEXEC / "addconn"), "--ctlsocket", self.ctl,
-                        "--config", str(d / "ipsec.conf"), "--autoall"], check=True, capture_output=True)
+        # The socket file exists from pluto's bind(), before its listen(): a connect in between is
+        # refused. Try again briefly.
+        deadline = time.monotonic() + 10
+        while True:
+            done = subprocess.run(["ip", "netns", "exec", ns, str(LIBEXEC / "addconn"), "--ctlsocket", self.ctl,
+                                   "--config", str(d / "ipsec.conf"), "--autoall"], capture_output=True, text=True)
+            refused = "refused" in (done.stdout + done.stderr).lower()
+            if not done.returncode or not refused or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        done.check_returncode()
         self.whack("--listen")
         return self
 

@@ -10,6 +10,7 @@ selectors (ESP and AH tunnels) can be configured at once and used in turn.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -164,7 +165,15 @@ class Charon:
             if time.monotonic() > deadline:
                 raise AssertionError(f"charon's vici socket never appeared:\n{self.log()}")
             time.sleep(0.05)
-        self.swanctl("--load-all", "--file", str(sw / "swanctl.conf"))
+        # The socket file exists from charon's bind(), before its listen(): a connect in between is
+        # refused (swanctl exits with ECONNREFUSED). Try again briefly.
+        while True:
+            done = self.swanctl("--load-all", "--file", str(sw / "swanctl.conf"), check=False)
+            if done.returncode != errno.ECONNREFUSED or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        if done.returncode:
+            self.swanctl("--load-all", "--file", str(sw / "swanctl.conf"))  # raises, with charon's log
         return self
 
     def swanctl(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
