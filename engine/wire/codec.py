@@ -13,7 +13,7 @@ are fixed records, and one unpack per record is about six times faster than a
 pull_* call per field on this per-message path.
 
 Payloads are frozen, so a body a peer repeats from handshake to handshake (its offer, identities,
-status notifies, selectors) decodes to one shared value (``SHARED_DECODED``), and an encoded
+status notifies, selectors) decodes to one shared value (``engine.wire.shared``), and an encoded
 transform list is kept by the identity of its tuple (``_TRANSFORMS_MEMO``); every such table is
 bounded and holds only what decoded, or encoded, without error.
 """
@@ -242,9 +242,11 @@ def _decode_transforms(ptype: int, offset: int, at: int, body: bytes, pos: int, 
 
 SHARED_TRANSFORM_LIST_BYTES = 512
 """The largest transform list (the bytes after a proposal's SPI) shared between messages."""
+SHARED_TRANSFORM_LISTS_MAX = 128
+"""Transform lists kept at most (then the table starts afresh)."""
 _SHARED_TRANSFORM_LISTS: dict[bytes, tuple[int, tuple[Transform, ...]]] = {}
 """A proposal's transform bytes -> (the count announced, the decoded tuple), for bodies that decoded
-without error; bounded by SHARED_DECODED_MAX. A CHILD SA's offer differs from the last one only
+without error; bounded by SHARED_TRANSFORM_LISTS_MAX. A CHILD SA's offer differs from the last one only
 in its SPI, so its SA payload is decoded anew (not shared whole) but its transforms are not."""
 
 
@@ -276,7 +278,7 @@ def decode_sa(ptype: int, body: bytes, critical: bool, offset: int) -> SaPayload
                 transforms = hit[1]
             else:
                 transforms = _decode_transforms(ptype, offset, at, body, tpos, pend, tcount)
-                if len(_SHARED_TRANSFORM_LISTS) >= SHARED_DECODED_MAX:
+                if len(_SHARED_TRANSFORM_LISTS) >= SHARED_TRANSFORM_LISTS_MAX:
                     _SHARED_TRANSFORM_LISTS.clear()
                 _SHARED_TRANSFORM_LISTS[tkey] = (tcount, transforms)
         else:
@@ -559,45 +561,6 @@ DECODERS: dict[int, Decoder] = {
     PayloadType.EAP: decode_eap,
 }
 """Body decoders by payload type; SK and SKF are handled by the chain walker."""
-
-# ---------------------------------------------------------------- shared decoded payloads
-
-SHARED_BODY_MAX: dict[int, int] = {
-    PayloadType.SA: 512,  # an IKE_SA_INIT offer or answer; not one with a SPI (new every time)
-    PayloadType.IDi: 128,
-    PayloadType.IDr: 128,
-    PayloadType.CERTREQ: 256,
-    PayloadType.NOTIFY: 16,  # status notifies without data or with a few bytes; not NAT-D, cookies
-    PayloadType.DELETE: 4,  # the IKE SA's Delete; not CHILD SA SPIs
-    PayloadType.VENDOR: 64,
-    PayloadType.TSi: 256,
-    PayloadType.TSr: 256,
-}
-"""Payload types whose decoded value one message shares with the next that carries the same body
-(non-critical), and the largest body shared. A peer sends the same offer, identities, vendor IDs,
-status notifies and selectors in every handshake: decoding them again built the same frozen
-objects again. Keys, nonces, AUTH values and SPIs are new every time and never shared."""
-SHARED_DECODED_MAX = 128
-"""Bodies kept per payload type at most (then that type's table starts afresh): a peer that
-varies them (even unauthenticated, in IKE_SA_INIT) only recycles the table."""
-SHARED_DECODED: dict[int, dict[bytes, Payload]] = {int(t): {} for t in SHARED_BODY_MAX}
-"""Payload type -> body -> its decoded (frozen) payload; only bodies that decoded without error."""
-SHARED_TABLES: dict[int, tuple[int, dict[bytes, Payload]]] = {
-    int(t): (n, SHARED_DECODED[int(t)]) for t, n in SHARED_BODY_MAX.items()}
-"""Payload type -> (largest body shared, its table): one lookup per payload for the chain walker."""
-_SA_TYPE = int(PayloadType.SA)
-
-
-def decode_shared(ptype: int, body: bytes, offset: int, table: dict[bytes, Payload]) -> Payload:
-    """Decode a non-critical body of a shared type (one not in ``table``, its type's table) and keep
-    the result there, unless it is an SA payload with a SPI."""
-    payload = DECODERS[ptype](ptype, body, False, offset)
-    if ptype != _SA_TYPE or not any(prop.spi for prop in payload.proposals):  # type: ignore[union-attr]
-        if len(table) >= SHARED_DECODED_MAX:
-            table.clear()
-        table[body] = payload
-    return payload
-
 
 ENCODERS: dict[type, Callable] = {
     SaPayload: encode_sa,

@@ -19,14 +19,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from engine.frozen import fast_init_module
-from engine.wire.codec import (
-    DECODERS,
-    ENCODERS,
-    SHARED_TABLES,
-    decode_shared,
-    decode_skf_fields,
-    malformed_at,
-)
+from engine.wire.codec import DECODERS, ENCODERS, decode_skf_fields, malformed_at
 from engine.wire.constants import (
     CRITICAL_BIT,
     FLAG_INITIATOR,
@@ -38,6 +31,7 @@ from engine.wire.constants import (
 )
 from engine.wire.errors import InvalidMajorVersion, MalformedMessage, UnsupportedCriticalPayload
 from engine.wire.payloads import Payload, SkfPayload, SkPayload, UnknownPayload
+from engine.wire.shared import SHARED_TABLES, decode_shared
 
 _HEADER = struct.Struct("!8s8sBBBBII")
 _GENERIC = struct.Struct("!BBH")

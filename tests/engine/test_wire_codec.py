@@ -380,15 +380,16 @@ def test_decoded_plain_transforms_are_shared_and_the_sharing_is_bounded(monkeypa
 
 @pytest.fixture
 def shared_codec():
-    """engine.wire.codec with its shared-decoding tables empty (the chain walker holds them: emptied
-    in place), and emptied again afterwards."""
-    from engine.wire import codec
+    """engine.wire.codec with the shared-decoding tables (engine.wire.shared's, which the chain
+    walker holds: emptied in place, and the codec's transform lists) empty, and emptied again
+    afterwards."""
+    from engine.wire import codec, shared
 
-    for table in codec.SHARED_DECODED.values():
+    for table in shared.SHARED_DECODED.values():
         table.clear()
     codec._SHARED_TRANSFORM_LISTS.clear()
     yield codec
-    for table in codec.SHARED_DECODED.values():
+    for table in shared.SHARED_DECODED.values():
         table.clear()
     codec._SHARED_TRANSFORM_LISTS.clear()
 
@@ -417,26 +418,27 @@ def test_repeated_bodies_decode_to_one_shared_value_and_fresh_ones_do_not(shared
 
 
 def test_shared_decoding_is_bounded_and_never_keeps_or_hides_an_error(monkeypatch, shared_codec):
-    codec = shared_codec
-    monkeypatch.setattr(codec, "SHARED_DECODED_MAX", 3)
+    from engine.wire import shared
+
+    monkeypatch.setattr(shared, "SHARED_DECODED_MAX", 3)
     for i in range(10):
         vid = VendorIdPayload(b"vendor %d" % i)
         assert decode_payloads(PayloadType.VENDOR, encode_payloads([vid])[1]) == [vid]
-        assert 1 <= len(codec.SHARED_DECODED[PayloadType.VENDOR]) <= 3
+        assert 1 <= len(shared.SHARED_DECODED[PayloadType.VENDOR]) <= 3
     # A body above its type's bound is decoded, not kept.
-    big = VendorIdPayload(b"v" * (codec.SHARED_BODY_MAX[PayloadType.VENDOR] + 1))
-    codec.SHARED_DECODED[PayloadType.VENDOR].clear()
+    big = VendorIdPayload(b"v" * (shared.SHARED_BODY_MAX[PayloadType.VENDOR] + 1))
+    shared.SHARED_DECODED[PayloadType.VENDOR].clear()
     assert decode_payloads(PayloadType.VENDOR, encode_payloads([big])[1]) == [big]
-    assert not codec.SHARED_DECODED[PayloadType.VENDOR]
+    assert not shared.SHARED_DECODED[PayloadType.VENDOR]
     # A malformed body of a shared type raises with its offset every time and is never kept.
     good = encode_message(37, 0, SPI_I, SPI_R, 0, [VendorIdPayload(b"v"), NotifyPayload(NotifyType.INITIAL_CONTACT)])
     bad = good[:38] + b"\x09" + good[39:]  # the Notify's SPI size (its header at 28 + 5)
     for _ in range(2):
         with pytest.raises(MalformedMessage, match="N at offset 33: SPI size 9 overruns"):
             decode_message(bad)
-    assert not codec.SHARED_DECODED[PayloadType.NOTIFY]
+    assert not shared.SHARED_DECODED[PayloadType.NOTIFY]
     decode_message(good)
-    assert len(codec.SHARED_DECODED[PayloadType.NOTIFY]) == 1
+    assert len(shared.SHARED_DECODED[PayloadType.NOTIFY]) == 1
 
 
 def test_the_wire_form_of_a_selector_object_is_built_once_and_the_memo_is_bounded(monkeypatch):
@@ -465,7 +467,7 @@ def test_a_child_sa_offer_shares_its_transform_list_with_the_last_one_and_the_li
         monkeypatch, shared_codec):
     """Successive CHILD SA offers differ in their SPI only: each SA payload is decoded (with its own
     SPI) but the transforms tuple is the last one's; a different count over the same bytes, or a
-    malformed list, is decoded (and refused) as ever; at most SHARED_DECODED_MAX lists are kept."""
+    malformed list, is decoded (and refused) as ever; at most SHARED_TRANSFORM_LISTS_MAX are kept."""
     codec = shared_codec
     transforms = (Transform(1, 20, 256), Transform(5, 0))
     got = [codec.decode_sa(PayloadType.SA, codec.encode_sa(
@@ -478,7 +480,7 @@ def test_a_child_sa_offer_shares_its_transform_list_with_the_last_one_and_the_li
     for _ in range(2):
         with pytest.raises(MalformedMessage, match="proposal at 4: transform 2 of 3 has 'last substruc' 0"):
             codec.decode_sa(PayloadType.SA, wrong_count, False, 0)
-    monkeypatch.setattr(codec, "SHARED_DECODED_MAX", 3)
+    monkeypatch.setattr(codec, "SHARED_TRANSFORM_LISTS_MAX", 3)
     for tid in range(1000, 1010):
         odd = SaPayload((Proposal(1, ProtocolId.ESP, b"\0\0\0\1", (Transform(1, tid),)),), False)
         assert codec.decode_sa(PayloadType.SA, codec.encode_sa(odd), False, 0) == odd
