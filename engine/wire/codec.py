@@ -11,11 +11,14 @@ Bodies are read with precompiled ``struct.Struct.unpack_from`` on the
 immutable input rather than field by field through ``Buffer``: IKE payloads
 are fixed records, and one unpack per record is about six times faster than a
 pull_* call per field on this per-message path.
+
+Payloads are frozen, so a body a peer repeats from handshake to handshake (its offer, identities,
+status notifies, selectors) decodes to one shared value (``engine.wire.shared``), and an encoded
+transform list is kept by the identity of its tuple (``_TRANSFORMS_MEMO``); every such table is
+bounded and holds only what decoded, or encoded, without error.
 """
 
 from __future__ import annotations
-
-import functools
 
 import struct
 from typing import Callable
@@ -59,9 +62,16 @@ ATTR_KEY_LENGTH = 14
 _TV = 0x8000
 _LAST_PROPOSAL, _MORE_PROPOSALS = 0, 2
 _LAST_TRANSFORM, _MORE_TRANSFORMS = 0, 3
-_TS_LEN = {TsType.IPV4_ADDR_RANGE: 16, TsType.IPV6_ADDR_RANGE: 40}
+_TS_LEN = {int(TsType.IPV4_ADDR_RANGE): 16, int(TsType.IPV6_ADDR_RANGE): 40}
+# A whole IPv4/IPv6 range selector in one pack: (struct, address length, selector length).
+_TS_WHOLE = {int(TsType.IPV4_ADDR_RANGE): (struct.Struct("!BBHHH4s4s"), 4, 16),
+             int(TsType.IPV6_ADDR_RANGE): (struct.Struct("!BBHHH16s16s"), 16, 40)}
 _ID_ADDR_LEN = {1: 4, 5: 16}  # ID_IPV4_ADDR, ID_IPV6_ADDR
-_CHILD_PROTOCOLS = (ProtocolId.AH, ProtocolId.ESP)
+_CHILD_PROTOCOLS = (int(ProtocolId.AH), int(ProtocolId.ESP))
+# Plain ints: an IntEnum member read through its class costs a descriptor call per use.
+_PROTO_IKE = int(ProtocolId.IKE)
+_IDI, _CERT, _TSI = int(PayloadType.IDi), int(PayloadType.CERT), int(PayloadType.TSi)
+_SIGNATURE_HASH_ALGORITHMS = int(NotifyType.SIGNATURE_HASH_ALGORITHMS)
 
 # Notify data whose length RFCs fix: (min, max), checked so the IKE layer can trust it.
 _NOTIFY_DATA_LEN: dict[int, tuple[int, int]] = {
@@ -108,37 +118,53 @@ def _encode_attributes(t: Transform) -> bytes:
     return b"".join(parts)
 
 
-def encode_sa(p: SaPayload) -> bytes:
-    for prop in p.proposals:
-        if prop.spi:
-            # A CHILD SA's (or an IKE rekey's) SPI is new every time: cached, it would miss every
-            # time, after hashing every transform, and keep 1,024 dead payloads alive.
-            return _encode_sa(p)
-    return _encode_sa_cached(p)
+TRANSFORMS_MEMO_MAX = 256
+"""Encoded transform lists kept at most (then the memo starts afresh)."""
+_TRANSFORMS_MEMO: dict[int, tuple[tuple[Transform, ...], bytes]] = {}
+"""id(transforms tuple) -> (that tuple, its encoding). The entry holds the tuple, so no other object
+can take its id while the entry lives; tuple and transforms are immutable, so the bytes stay right.
+A responder answers every handshake with the same chosen proposal's tuple (engine.ike.proposals
+caches it, with or without a SPI), so the lookup (no hashing of the transforms) nearly always hits."""
 
 
-@functools.lru_cache(maxsize=1024)
-def _encode_sa_cached(p: SaPayload) -> bytes:
-    # Cached: the same IKE_SA_INIT proposals are encoded for every handshake (payloads are frozen).
-    return _encode_sa(p)
+def _transforms_bytes(transforms: tuple[Transform, ...]) -> bytes:
+    memo = _TRANSFORMS_MEMO
+    hit = memo.get(id(transforms))
+    if hit is not None and hit[0] is transforms:
+        return hit[1]
+    encoded = _encode_transforms(transforms)
+    if len(memo) >= TRANSFORMS_MEMO_MAX:
+        memo.clear()
+    memo[id(transforms)] = (transforms, encoded)
+    return encoded
 
 
-def _encode_sa(p: SaPayload) -> bytes:
-    out = []
-    count = len(p.proposals)
-    for i, prop in enumerate(p.proposals):
-        tparts = []
-        tcount = len(prop.transforms)
-        for j, t in enumerate(prop.transforms):
+def _encode_transforms(transforms: tuple[Transform, ...]) -> bytes:
+    tparts = []
+    last_index = len(transforms) - 1
+    pack = _TRANSFORM.pack
+    for j, t in enumerate(transforms):
+        last = _MORE_TRANSFORMS if j < last_index else _LAST_TRANSFORM
+        if t.key_length is None and not t.attributes:
+            tparts.append(pack(last, 8, t.type, t.id))
+        else:
             attrs = _encode_attributes(t)
-            last = _MORE_TRANSFORMS if j < tcount - 1 else _LAST_TRANSFORM
-            tparts.append(_TRANSFORM.pack(last, 8 + len(attrs), t.type, t.id))
+            tparts.append(pack(last, 8 + len(attrs), t.type, t.id))
             tparts.append(attrs)
-        tbytes = b"".join(tparts)
-        last = _MORE_PROPOSALS if i < count - 1 else _LAST_PROPOSAL
-        length = 8 + len(prop.spi) + len(tbytes)
-        out.append(_PROPOSAL.pack(last, length, prop.number, prop.protocol, len(prop.spi), tcount))
-        out.append(prop.spi)
+    return b"".join(tparts)
+
+
+def encode_sa(p: SaPayload) -> bytes:
+    out = []
+    last_index = len(p.proposals) - 1
+    for i, prop in enumerate(p.proposals):
+        transforms = prop.transforms
+        tbytes = _transforms_bytes(transforms)
+        last = _MORE_PROPOSALS if i < last_index else _LAST_PROPOSAL
+        spi = prop.spi
+        out.append(_PROPOSAL.pack(last, 8 + len(spi) + len(tbytes), prop.number, prop.protocol, len(spi),
+                                  len(transforms)))
+        out.append(spi)
         out.append(tbytes)
     return b"".join(out)
 
@@ -214,6 +240,16 @@ def _decode_transforms(ptype: int, offset: int, at: int, body: bytes, pos: int, 
     return tuple(transforms)
 
 
+SHARED_TRANSFORM_LIST_BYTES = 512
+"""The largest transform list (the bytes after a proposal's SPI) shared between messages."""
+SHARED_TRANSFORM_LISTS_MAX = 128
+"""Transform lists kept at most (then the table starts afresh)."""
+_SHARED_TRANSFORM_LISTS: dict[bytes, tuple[int, tuple[Transform, ...]]] = {}
+"""A proposal's transform bytes -> (the count announced, the decoded tuple), for bodies that decoded
+without error; bounded by SHARED_TRANSFORM_LISTS_MAX. A CHILD SA's offer differs from the last one only
+in its SPI, so its SA payload is decoded anew (not shared whole) but its transforms are not."""
+
+
 def decode_sa(ptype: int, body: bytes, critical: bool, offset: int) -> SaPayload:
     n = len(body)
     pos = 0
@@ -229,13 +265,24 @@ def decode_sa(ptype: int, body: bytes, critical: bool, offset: int) -> SaPayload
                                               f"(SPI size {spi_size}, {n - pos} bytes left)")
         if last not in (_LAST_PROPOSAL, _MORE_PROPOSALS) or (last == _LAST_PROPOSAL) != (pend == n):
             raise malformed_at(ptype, offset, f"proposal at {at}: 'last substruc' {last} disagrees with the SA length")
-        if protocol == ProtocolId.IKE and spi_size not in (0, 8):
+        if protocol == _PROTO_IKE and spi_size not in (0, 8):
             raise malformed_at(ptype, offset, f"proposal at {at}: IKE proposal with SPI size {spi_size} (must be 0 or 8)")
         if protocol in _CHILD_PROTOCOLS and spi_size != 4:
             raise malformed_at(ptype, offset, f"proposal at {at}: {ProtocolId(protocol).name} proposal with SPI size "
                                               f"{spi_size} (must be 4)")
         tpos = pos + 8 + spi_size
-        transforms = _decode_transforms(ptype, offset, at, body, tpos, pend, tcount)
+        if pend - tpos <= SHARED_TRANSFORM_LIST_BYTES:
+            tkey = body[tpos:pend]
+            hit = _SHARED_TRANSFORM_LISTS.get(tkey)
+            if hit is not None and hit[0] == tcount:
+                transforms = hit[1]
+            else:
+                transforms = _decode_transforms(ptype, offset, at, body, tpos, pend, tcount)
+                if len(_SHARED_TRANSFORM_LISTS) >= SHARED_TRANSFORM_LISTS_MAX:
+                    _SHARED_TRANSFORM_LISTS.clear()
+                _SHARED_TRANSFORM_LISTS[tkey] = (tcount, transforms)
+        else:
+            transforms = _decode_transforms(ptype, offset, at, body, tpos, pend, tcount)
         proposals.append(Proposal(number, protocol, body[pos + 8:tpos], transforms))
         pos = pend
     if not proposals:
@@ -275,7 +322,7 @@ def decode_id(ptype: int, body: bytes, critical: bool, offset: int) -> IdPayload
     want = _ID_ADDR_LEN.get(id_type)
     if want is not None and len(data) != want:
         raise malformed_at(ptype, offset, f"ID type {id_type} with {len(data)} bytes of address (need {want})")
-    return IdPayload(ptype == PayloadType.IDi, id_type, data, critical)
+    return IdPayload(ptype == _IDI, id_type, data, critical)
 
 
 def encode_cert(p: CertPayload | CertReqPayload) -> bytes:
@@ -285,7 +332,7 @@ def encode_cert(p: CertPayload | CertReqPayload) -> bytes:
 def decode_cert(ptype: int, body: bytes, critical: bool, offset: int) -> CertPayload | CertReqPayload:
     if not body:
         raise malformed_at(ptype, offset, "empty body, need the encoding octet")
-    cls = CertPayload if ptype == PayloadType.CERT else CertReqPayload
+    cls = CertPayload if ptype == _CERT else CertReqPayload
     return cls(body[0], body[1:], critical)
 
 
@@ -327,13 +374,13 @@ def decode_notify(ptype: int, body: bytes, critical: bool, offset: int) -> Notif
     if bounds is not None and not bounds[0] <= len(data) <= bounds[1]:
         want = str(bounds[0]) if bounds[0] == bounds[1] else f"{bounds[0]}-{bounds[1]}"
         raise malformed_at(ptype, offset, f"{NotifyType(ntype).name} with {len(data)} bytes of data (need {want})")
-    if ntype == NotifyType.SIGNATURE_HASH_ALGORITHMS and len(data) % 2:
+    if ntype == _SIGNATURE_HASH_ALGORITHMS and len(data) % 2:
         raise malformed_at(ptype, offset, "SIGNATURE_HASH_ALGORITHMS data of odd length")
     return NotifyPayload(ntype, protocol, body[4:4 + spi_size], data, critical)
 
 
 def encode_delete(p: DeletePayload) -> bytes:
-    size = 0 if p.protocol == ProtocolId.IKE else 4
+    size = 0 if p.protocol == _PROTO_IKE else 4
     for spi in p.spis:
         if len(spi) != size:
             raise ValueError(f"Delete of protocol {p.protocol} needs {size}-byte SPIs, got {len(spi)}")
@@ -345,7 +392,7 @@ def decode_delete(ptype: int, body: bytes, critical: bool, offset: int) -> Delet
     if n < 4:
         raise malformed_at(ptype, offset, f"body of {n} bytes, need at least 4")
     protocol, spi_size, count = _BBH.unpack_from(body)
-    if protocol == ProtocolId.IKE:
+    if protocol == _PROTO_IKE:
         if spi_size != 0:
             raise malformed_at(ptype, offset, f"IKE Delete with SPI size {spi_size} (must be 0)")
         if n != 4:
@@ -373,20 +420,22 @@ def decode_vendor(ptype: int, body: bytes, critical: bool, offset: int) -> Vendo
 
 
 def encode_ts(p: TsPayload) -> bytes:
-    if not 1 <= len(p.selectors) <= 255:
-        raise ValueError(f"{len(p.selectors)} traffic selectors (1-255 fit in a TS payload)")
-    parts = [_B3x.pack(len(p.selectors))]
-    for s in p.selectors:
+    selectors = p.selectors
+    count = len(selectors)
+    if not 1 <= count <= 255:
+        raise ValueError(f"{count} traffic selectors (1-255 fit in a TS payload)")
+    parts = [_B3x.pack(count)]
+    for s in selectors:
         if isinstance(s, UnknownTs):
             parts.append(_BBH.pack(s.ts_type, 0, 4 + len(s.data)))
             parts.append(s.data)
             continue
-        want = _TS_LEN.get(s.ts_type)  # type: ignore[call-overload]
-        if want is None or len(s.start_addr) != len(s.end_addr) or 8 + 2 * len(s.start_addr) != want:
-            raise ValueError(f"traffic selector type {s.ts_type} with {len(s.start_addr)}-byte addresses")
-        parts.append(_TS_IP.pack(s.ts_type, s.ip_protocol, want, s.start_port, s.end_port))
-        parts.append(s.start_addr)
-        parts.append(s.end_addr)
+        ts_type, start, end = s.ts_type, s.start_addr, s.end_addr
+        whole = _TS_WHOLE.get(ts_type)  # type: ignore[call-overload]
+        # The address fields are checked here: struct's "4s" would pad or cut silently.
+        if whole is None or len(start) != whole[1] or len(end) != whole[1]:
+            raise ValueError(f"traffic selector type {ts_type} with {len(start)}-byte addresses")
+        parts.append(whole[0].pack(ts_type, s.ip_protocol, whole[2], s.start_port, s.end_port, start, end))
     return b"".join(parts)
 
 
@@ -418,7 +467,7 @@ def decode_ts(ptype: int, body: bytes, critical: bool, offset: int) -> TsPayload
         pos += slen
     if pos != n:
         raise malformed_at(ptype, offset, f"{n - pos} bytes after the {count} selectors announced")
-    return TsPayload(ptype == PayloadType.TSi, tuple(selectors), critical)
+    return TsPayload(ptype == _TSI, tuple(selectors), critical)
 
 
 # ---------------------------------------------------------------- CP, EAP

@@ -31,6 +31,7 @@ from engine.wire.constants import (
 )
 from engine.wire.errors import InvalidMajorVersion, MalformedMessage, UnsupportedCriticalPayload
 from engine.wire.payloads import Payload, SkfPayload, SkPayload, UnknownPayload
+from engine.wire.shared import SHARED_TABLES, decode_shared
 
 _HEADER = struct.Struct("!8s8sBBBBII")
 _GENERIC = struct.Struct("!BBH")
@@ -38,6 +39,7 @@ _SKF_FIELDS = struct.Struct("!HH")
 _SK = PayloadType.SK
 _SKF = PayloadType.SKF
 _MAX_PAYLOAD = 0xFFFF
+_NONE = int(PayloadType.NONE)
 
 
 @dataclass(frozen=True)
@@ -126,35 +128,45 @@ def decode_header(data: bytes) -> IkeHeader:
 def _walk(first_type: int, data: bytes, pos: int, end: int, offset_base: int, keep_unknown: bool):
     """Decode the chain in data[pos:end]; returns (payloads, offset of the SK/SKF body or None)."""
     payloads: list[Payload] = []
+    append = payloads.append
     ptype = first_type
     unpack = _GENERIC.unpack_from
+    decoders = DECODERS
+    shareable = SHARED_TABLES
     while ptype:
-        here = offset_base + pos
         if end - pos < GENERIC_HEADER_SIZE:
-            raise malformed_at(ptype, here, f"generic header truncated ({end - pos} bytes left)")
+            raise malformed_at(ptype, offset_base + pos, f"generic header truncated ({end - pos} bytes left)")
         nxt, flags, plen = unpack(data, pos)
         if plen < GENERIC_HEADER_SIZE or pos + plen > end:
-            raise malformed_at(ptype, here, f"payload length {plen} does not fit ({end - pos} bytes left)")
-        critical = bool(flags & CRITICAL_BIT)
+            raise malformed_at(ptype, offset_base + pos, f"payload length {plen} does not fit ({end - pos} bytes left)")
+        critical = (flags & CRITICAL_BIT) != 0
         if ptype == _SK or ptype == _SKF:
+            here = offset_base + pos
             if pos + plen != end:
                 raise malformed_at(ptype, here, f"{end - pos - plen} bytes follow the encrypted payload (it must be last)")
             body_at = pos + GENERIC_HEADER_SIZE
             if ptype == _SK:
-                payloads.append(SkPayload(nxt, data[body_at:end], critical))
+                append(SkPayload(nxt, data[body_at:end], critical))
             else:
                 number, total = decode_skf_fields(ptype, data[body_at:body_at + 4], here)
                 body_at += 4
-                payloads.append(SkfPayload(nxt, number, total, data[body_at:end], critical))
+                append(SkfPayload(nxt, number, total, data[body_at:end], critical))
             return payloads, body_at
-        decoder = DECODERS.get(ptype)
         body = data[pos + GENERIC_HEADER_SIZE:pos + plen]
-        if decoder is not None:
-            payloads.append(decoder(ptype, body, critical, here))
-        elif critical:
-            raise UnsupportedCriticalPayload(ptype, here)
-        elif keep_unknown:
-            payloads.append(UnknownPayload(ptype, body, critical))
+        entry = shareable.get(ptype)
+        if entry is not None and plen - GENERIC_HEADER_SIZE <= entry[0] and not critical:
+            # The peer's offer, identities, selectors... as in its last message: one frozen value.
+            table = entry[1]
+            payload = table.get(body)
+            append(payload if payload is not None else decode_shared(ptype, body, offset_base + pos, table))
+        else:
+            decoder = decoders.get(ptype)
+            if decoder is not None:
+                append(decoder(ptype, body, critical, offset_base + pos))
+            elif critical:
+                raise UnsupportedCriticalPayload(ptype, offset_base + pos)
+            elif keep_unknown:
+                append(UnknownPayload(ptype, body, critical))
         pos += plen
         ptype = nxt
     if pos != end:
@@ -176,27 +188,48 @@ def decode_payloads(first_type: int, data: bytes, offset_base: int = 0, *, keep_
     return _walk(first_type, data, 0, len(data), offset_base, keep_unknown)[0]
 
 
-def encode_payloads(payloads: Iterable[Payload]) -> tuple[int, bytes]:
-    """Chain payloads: returns (type of the first, bytes). SK/SKF may only be last."""
-    items = list(payloads)
-    if not items:
-        return PayloadType.NONE, b""
-    parts = []
-    last = len(items) - 1
-    for i, p in enumerate(items):
-        body = ENCODERS[type(p)](p)
+def _chain(items: Iterable[Payload], parts: list) -> tuple[int, int]:
+    """Append each payload's generic header and body to ``parts``; returns (the first's type,
+    the bytes appended).
+
+    One pass: a payload's header and body are appended once the next payload's type is known.
+    """
+    append = parts.append
+    pack = _GENERIC.pack
+    table = _ENCODE
+    first = _NONE
+    body = sealed = None
+    flags = length = total = 0
+    for p in items:
+        if sealed is not None:
+            raise ValueError(f"{type(sealed).__name__} must be the last payload")
+        encoder, ptype = table[type(p)]
+        if ptype is None:
+            ptype = p.payload_type
+        if body is None:
+            first = ptype
+        else:
+            append(pack(ptype, flags, length))
+            append(body)
+        body = encoder(p)
         length = GENERIC_HEADER_SIZE + len(body)
         if length > _MAX_PAYLOAD:
             raise ValueError(f"{type(p).__name__} of {length} bytes exceeds the 65535-byte payload limit")
-        if isinstance(p, (SkPayload, SkfPayload)):
-            if i != last:
-                raise ValueError(f"{type(p).__name__} must be the last payload")
-            nxt = p.next_payload
-        else:
-            nxt = items[i + 1].payload_type if i < last else PayloadType.NONE
-        parts.append(_GENERIC.pack(nxt, CRITICAL_BIT if p.critical else 0, length))
-        parts.append(body)
-    return items[0].payload_type, b"".join(parts)
+        total += length
+        flags = CRITICAL_BIT if p.critical else 0
+        if ptype == _SK or ptype == _SKF:
+            sealed = p
+    if body is not None:
+        append(pack(_NONE if sealed is None else sealed.next_payload, flags, length))
+        append(body)
+    return first, total
+
+
+def encode_payloads(payloads: Iterable[Payload]) -> tuple[int, bytes]:
+    """Chain payloads: returns (type of the first, bytes). SK/SKF may only be last."""
+    parts: list = []
+    first, _ = _chain(payloads, parts)
+    return first, b"".join(parts)
 
 
 # ---------------------------------------------------------------- messages
@@ -210,10 +243,12 @@ def _check_spis(spi_i: bytes, spi_r: bytes) -> None:
 def encode_message(exchange: int, mid: int, spi_i: bytes, spi_r: bytes, flags: int,
                    payloads: Iterable[Payload]) -> bytes:
     """A whole IKE message (header with its final length, then the payloads)."""
-    _check_spis(spi_i, spi_r)
-    first, chain = encode_payloads(payloads)
-    length = IKE_HEADER_SIZE + len(chain)
-    return _HEADER.pack(spi_i, spi_r, first, IKE_VERSION, exchange, flags, mid, length) + chain
+    if len(spi_i) != 8 or len(spi_r) != 8:
+        _check_spis(spi_i, spi_r)
+    parts: list = [b""]
+    first, length = _chain(payloads, parts)
+    parts[0] = _HEADER.pack(spi_i, spi_r, first, IKE_VERSION, exchange, flags, mid, IKE_HEADER_SIZE + length)
+    return b"".join(parts)
 
 
 def decode_message(data: bytes) -> Message:
@@ -223,7 +258,8 @@ def decode_message(data: bytes) -> Message:
     last payload; ``Message.sk_aad_end`` tells where their body starts.
     Raises MalformedMessage, UnsupportedCriticalPayload or InvalidMajorVersion.
     """
-    data = bytes(data)
+    if type(data) is not bytes:
+        data = bytes(data)
     header = decode_header(data)
     if header.length != len(data):
         raise MalformedMessage(f"IKE header says {header.length} bytes, datagram has {len(data)}",
@@ -239,22 +275,25 @@ def encode_sk_message(exchange: int, mid: int, spi_i: bytes, spi_r: bytes, flags
     The IKE layer appends IV | ciphertext | ICV of exactly ``body_len`` bytes;
     the returned prefix is the AEAD associated data (RFC 5282 §5.1).
     """
-    _check_spis(spi_i, spi_r)
-    items = list(unencrypted_payloads)
-    if any(isinstance(p, (SkPayload, SkfPayload)) for p in items):
-        raise ValueError("unencrypted payloads cannot contain SK or SKF")
+    if len(spi_i) != 8 or len(spi_r) != 8:
+        _check_spis(spi_i, spi_r)
     sk_len = GENERIC_HEADER_SIZE + body_len
     if body_len < 0 or sk_len > _MAX_PAYLOAD:
         raise ValueError(f"SK body of {body_len} bytes does not fit a payload")
-    if items:
-        # Chain the unencrypted payloads to a placeholder SK so the last one points at SK.
-        first, chain = encode_payloads([*items, SkPayload(inner_first_type, b"")])
-        chain = chain[:-GENERIC_HEADER_SIZE]
-    else:
-        first, chain = _SK, b""
     sk_header = _GENERIC.pack(inner_first_type, 0, sk_len)
-    length = IKE_HEADER_SIZE + len(chain) + sk_len
-    return _HEADER.pack(spi_i, spi_r, first, IKE_VERSION, exchange, flags, mid, length) + chain + sk_header
+    items = list(unencrypted_payloads) if unencrypted_payloads else ()
+    if not items:
+        return _HEADER.pack(spi_i, spi_r, _SK, IKE_VERSION, exchange, flags, mid,
+                            IKE_HEADER_SIZE + sk_len) + sk_header
+    if any(isinstance(p, (SkPayload, SkfPayload)) for p in items):
+        raise ValueError("unencrypted payloads cannot contain SK or SKF")
+    # Chain the unencrypted payloads to a placeholder SK so the last one points at SK.
+    parts: list = [b""]
+    first, length = _chain([*items, SkPayload(inner_first_type, b"")], parts)
+    parts[-2] = sk_header  # the placeholder's header, with the real length
+    parts[0] = _HEADER.pack(spi_i, spi_r, first, IKE_VERSION, exchange, flags, mid,
+                            IKE_HEADER_SIZE + length + body_len)
+    return b"".join(parts)
 
 
 def encode_skf_prefix(exchange: int, mid: int, spi_i: bytes, spi_r: bytes, flags: int, fragment_number: int,
@@ -275,5 +314,9 @@ def encode_skf_prefix(exchange: int, mid: int, spi_i: bytes, spi_r: bytes, flags
     return (_HEADER.pack(spi_i, spi_r, _SKF, IKE_VERSION, exchange, flags, mid, length)
             + _GENERIC.pack(nxt, 0, skf_len) + _SKF_FIELDS.pack(fragment_number, total_fragments))
 
+
+_ENCODE: dict[type, tuple] = {cls: (encoder, cls.__dict__.get("PAYLOAD_TYPE"))
+                               for cls, encoder in ENCODERS.items()}
+"""Encoder and fixed payload type (None: the ``payload_type`` property decides) by class."""
 
 fast_init_module(globals())  # built per message: see engine.frozen

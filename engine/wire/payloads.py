@@ -254,10 +254,19 @@ class WireTs:
     @classmethod
     def from_ts(cls, ts: TrafficSelector) -> "WireTs":
         """The wire form of a resolved selector; ``dynamic`` must be resolved first."""
+        if cls is WireTs:
+            hit = _FROM_TS.get(id(ts))
+            if hit is not None and hit[0] is ts:
+                return hit[1]
         if ts.dynamic:
             raise ValueError("a 'dynamic' traffic selector must be resolved before it is sent")
-        ts_type = TsType.IPV4_ADDR_RANGE if ts.start.version == 4 else TsType.IPV6_ADDR_RANGE
-        return cls(int(ts_type), ts.protocol, ts.start_port, ts.end_port, ts.start.packed, ts.end.packed)
+        ts_type = _IPV4_RANGE if ts.start.version == 4 else _IPV6_RANGE
+        wire = cls(ts_type, ts.protocol, ts.start_port, ts.end_port, ts.start.packed, ts.end.packed)
+        if cls is WireTs:
+            if len(_FROM_TS) >= FROM_TS_MEMO_MAX:
+                _FROM_TS.clear()
+            _FROM_TS[id(ts)] = (ts, wire)
+        return wire
 
     def to_ts(self) -> TrafficSelector:
         """The engine's value type. Raises ValueError for a type other than IPv4/IPv6 range."""
@@ -265,6 +274,15 @@ class WireTs:
         if n is None or len(self.start_addr) != n or len(self.end_addr) != n:
             raise ValueError(f"traffic selector type {self.ts_type} has no address range form")
         return _traffic_selector(self.start_addr, self.end_addr, self.ip_protocol, self.start_port, self.end_port)
+
+
+_IPV4_RANGE, _IPV6_RANGE = int(TsType.IPV4_ADDR_RANGE), int(TsType.IPV6_ADDR_RANGE)
+FROM_TS_MEMO_MAX = 256
+"""Wire forms of selectors kept at most (then the memo starts afresh)."""
+_FROM_TS: dict[int, tuple[TrafficSelector, WireTs]] = {}
+"""id(selector) -> (that selector, its wire form): the engine sends the same few selector objects
+(configured, or narrowed and cached) in every handshake; the entry holds the selector, so its id
+cannot be reused while the entry lives, and both are frozen."""
 
 
 @functools.lru_cache(maxsize=4096)

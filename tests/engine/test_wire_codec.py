@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine.wire import (
+    AuthPayload,
     DeletePayload,
     IdPayload,
     InvalidMajorVersion,
@@ -26,6 +27,7 @@ from engine.wire import (
     UnknownPayload,
     UnknownTs,
     UnsupportedCriticalPayload,
+    VendorIdPayload,
     WireTs,
     decode_header,
     decode_message,
@@ -322,26 +324,36 @@ def test_notify_and_ke_and_id_values():
     assert decode_message(raw).payloads == tuple(payloads)
 
 
-def test_sa_payloads_with_spis_are_encoded_without_the_cache():
-    # A CHILD SA's SPI is new every time: caching its SA payload missed every time and kept 1,024
-    # dead payloads alive. IKE_SA_INIT's (no SPI) stays cached. The bytes are the same either way.
+def test_sa_encoding_reuses_a_transform_list_once_encoded_and_the_memo_is_bounded(monkeypatch):
+    """A responder answers every handshake with the same chosen proposal's transforms tuple, with or
+    without a SPI: its bytes are encoded once (found by identity, no hashing); the memo holds at
+    most TRANSFORMS_MEMO_MAX lists (an initiator's fresh offers only recycle it); the bytes are the
+    ones a fresh encoding gives."""
     from engine.wire import codec
     from engine.wire.payloads import Proposal, SaPayload, Transform
 
+    calls = []
+    real = codec._encode_transforms
+    monkeypatch.setattr(codec, "_encode_transforms", lambda ts: calls.append(ts) or real(ts))
+    monkeypatch.setattr(codec, "_TRANSFORMS_MEMO", {})
+    monkeypatch.setattr(codec, "TRANSFORMS_MEMO_MAX", 4)
     transforms = (Transform(1, 20, 256), Transform(5, 0))
-    init = SaPayload((Proposal(1, 1, b"", (Transform(1, 20, 256), Transform(2, 5), Transform(4, 31))),))
-    codec.encode_sa(init)
-    before = codec._encode_sa_cached.cache_info().currsize
-    for spi in range(1, 50):
-        child = SaPayload((Proposal(1, 3, spi.to_bytes(4, "big"), transforms),))
-        assert codec.encode_sa(child) == codec._encode_sa(child)
-    assert codec._encode_sa_cached.cache_info().currsize == before
-    hits = codec._encode_sa_cached.cache_info().hits
-    assert codec.encode_sa(init) == codec._encode_sa(init)
-    assert codec._encode_sa_cached.cache_info().hits == hits + 1
+    fresh = [codec.encode_sa(SaPayload((Proposal(1, 3, spi.to_bytes(4, "big"), transforms),)))
+             for spi in range(1, 50)]
+    assert len(calls) == 1
+    for spi, body in enumerate(fresh, 1):
+        again = (Transform(1, 20, 256), Transform(5, 0))  # equal, not the same: encoded anew
+        assert body == codec.encode_sa(SaPayload((Proposal(1, 3, spi.to_bytes(4, "big"), again),)))
+        assert len(codec._TRANSFORMS_MEMO) <= 4
+    assert len(calls) == 50
+    init = SaPayload((Proposal(1, 1, b"", (Transform(1, 20, 256), Transform(2, 5), Transform(4, 31))),
+                      Proposal(2, 1, b"", transforms)))
+    assert codec.encode_sa(init) == codec.encode_sa(init) == bytes.fromhex(
+        "0200002401010003" "0300000c0100001480 0e0100" "0300000802000005" "0000000804 00001f"
+        "0000001c02010002" "0300000c0100001480 0e0100" "0000000805000000".replace(" ", ""))
 
 
-def test_decoded_plain_transforms_are_shared_and_the_sharing_is_bounded(monkeypatch):
+def test_decoded_plain_transforms_are_shared_and_the_sharing_is_bounded(monkeypatch, shared_codec):
     """A transform without attributes other than KEY_LENGTH is one frozen object for every message
     that names it (fewer objects per handshake); one with other attributes is its own; a peer
     naming made-up transforms fills the shared table only up to its bound."""
@@ -350,7 +362,9 @@ def test_decoded_plain_transforms_are_shared_and_the_sharing_is_bounded(monkeypa
     sa = SaPayload((Proposal(1, ProtocolId.IKE, b"", (Transform(1, 20, 256), Transform(2, 5),
                                                           Transform(4, 31, None, ((17, 5),)))),), False)
     body = codec.encode_sa(sa)
-    one, two = codec.decode_sa(PayloadType.SA, body, False, 0), codec.decode_sa(PayloadType.SA, body, False, 0)
+    one = codec.decode_sa(PayloadType.SA, body, False, 0)
+    codec._SHARED_TRANSFORM_LISTS.clear()  # the list as a whole is shared too: see the next test
+    two = codec.decode_sa(PayloadType.SA, body, False, 0)
     assert one == two == sa
     t1, t2 = one.proposals[0].transforms, two.proposals[0].transforms
     assert t1[0] is t2[0] and t1[1] is t2[1] and t1[2] is not t2[2]
@@ -362,3 +376,112 @@ def test_decoded_plain_transforms_are_shared_and_the_sharing_is_bounded(monkeypa
     assert len(codec._SHARED_TRANSFORMS) == 3
     with pytest.raises(MalformedMessage, match="proposal at 4: transform 1 length"):
         codec.decode_sa(PayloadType.SA, body[:8] + b"\x03\x00\x00\x07" + body[12:], False, 0)
+
+
+@pytest.fixture
+def shared_codec():
+    """engine.wire.codec with the shared-decoding tables (engine.wire.shared's, which the chain
+    walker holds: emptied in place, and the codec's transform lists) empty, and emptied again
+    afterwards."""
+    from engine.wire import codec, shared
+
+    for table in shared.SHARED_DECODED.values():
+        table.clear()
+    codec._SHARED_TRANSFORM_LISTS.clear()
+    yield codec
+    for table in shared.SHARED_DECODED.values():
+        table.clear()
+    codec._SHARED_TRANSFORM_LISTS.clear()
+
+
+def test_repeated_bodies_decode_to_one_shared_value_and_fresh_ones_do_not(shared_codec):
+    """The offer, identities, vendor IDs, status notifies, selectors and the IKE Delete a peer sends
+    in every handshake decode to one frozen value per body; keys, nonces, NAT-D, AUTH, an SA with a
+    SPI and a critical payload are decoded anew. Either way the values are the ones sent."""
+    ts = TsPayload(True, (WireTs(7, 0, 0, 65535, bytes([198, 51, 100, 1]), bytes([198, 51, 100, 1])),))
+    offer = SaPayload((Proposal(1, ProtocolId.IKE, b"", (Transform(1, 20, 256), Transform(2, 5), Transform(4, 31))),))
+    child = SaPayload((Proposal(1, ProtocolId.ESP, b"\x01\x02\x03\x04", (Transform(1, 20, 256), Transform(5, 0))),))
+    shared = [offer, IdPayload(True, 2, b"left.example"), VendorIdPayload(b"ipsec-console 1\0"),
+              NotifyPayload(NotifyType.IKEV2_FRAGMENTATION_SUPPORTED), ts,
+              TsPayload(False, ts.selectors), DeletePayload(ProtocolId.IKE)]
+    fresh = [KePayload(31, b"k" * 32), NoncePayload(b"n" * 32), AuthPayload(2, b"a" * 32), child,
+             NotifyPayload(NotifyType.NAT_DETECTION_SOURCE_IP, data=b"d" * 20),
+             NotifyPayload(NotifyType.USE_TRANSPORT_MODE, critical=True)]
+    raw = encode_message(35, 1, SPI_I, SPI_R, FLAG_INITIATOR, shared + fresh)
+    one, two = decode_message(raw).payloads, decode_message(raw).payloads
+    assert one == two == tuple(shared + fresh)
+    assert all(a is b for a, b in zip(one[:len(shared)], two[:len(shared)]))
+    assert not any(a is b for a, b in zip(one[len(shared):], two[len(shared):]))
+    assert two[-1].critical
+    # TSi and TSr with the same bytes stay apart (the type is part of the key).
+    assert (two[4].initiator, two[5].initiator) == (True, False)
+
+
+def test_shared_decoding_is_bounded_and_never_keeps_or_hides_an_error(monkeypatch, shared_codec):
+    from engine.wire import shared
+
+    monkeypatch.setattr(shared, "SHARED_DECODED_MAX", 3)
+    for i in range(10):
+        vid = VendorIdPayload(b"vendor %d" % i)
+        assert decode_payloads(PayloadType.VENDOR, encode_payloads([vid])[1]) == [vid]
+        assert 1 <= len(shared.SHARED_DECODED[PayloadType.VENDOR]) <= 3
+    # A body above its type's bound is decoded, not kept.
+    big = VendorIdPayload(b"v" * (shared.SHARED_BODY_MAX[PayloadType.VENDOR] + 1))
+    shared.SHARED_DECODED[PayloadType.VENDOR].clear()
+    assert decode_payloads(PayloadType.VENDOR, encode_payloads([big])[1]) == [big]
+    assert not shared.SHARED_DECODED[PayloadType.VENDOR]
+    # A malformed body of a shared type raises with its offset every time and is never kept.
+    good = encode_message(37, 0, SPI_I, SPI_R, 0, [VendorIdPayload(b"v"), NotifyPayload(NotifyType.INITIAL_CONTACT)])
+    bad = good[:38] + b"\x09" + good[39:]  # the Notify's SPI size (its header at 28 + 5)
+    for _ in range(2):
+        with pytest.raises(MalformedMessage, match="N at offset 33: SPI size 9 overruns"):
+            decode_message(bad)
+    assert not shared.SHARED_DECODED[PayloadType.NOTIFY]
+    decode_message(good)
+    assert len(shared.SHARED_DECODED[PayloadType.NOTIFY]) == 1
+
+
+def test_the_wire_form_of_a_selector_object_is_built_once_and_the_memo_is_bounded(monkeypatch):
+    """The engine sends the same few selector objects in every handshake: the second from_ts of the
+    same object is the first's value; an equal selector that is another object gets an equal value;
+    a 'dynamic' one still raises every time; at most FROM_TS_MEMO_MAX selectors are kept."""
+    from engine.wire import payloads
+
+    monkeypatch.setattr(payloads, "_FROM_TS", {})
+    monkeypatch.setattr(payloads, "FROM_TS_MEMO_MAX", 3)
+    ts = parse_ts("198.51.100.0/24[tcp/80]")
+    first = WireTs.from_ts(ts)
+    assert WireTs.from_ts(ts) is first
+    assert first == WireTs(7, 6, 80, 80, bytes([198, 51, 100, 0]), bytes([198, 51, 100, 255]))
+    other = WireTs.from_ts(parse_ts("198.51.100.0/24[tcp/80]"))
+    assert other == first and other is not first
+    for _ in range(2):
+        with pytest.raises(ValueError, match="dynamic"):
+            WireTs.from_ts(parse_ts("dynamic"))
+    for i in range(10):
+        assert WireTs.from_ts(parse_ts(f"2001:db8::{i}/128")).to_ts() == parse_ts(f"2001:db8::{i}/128")
+        assert 1 <= len(payloads._FROM_TS) <= 3
+
+
+def test_a_child_sa_offer_shares_its_transform_list_with_the_last_one_and_the_list_memo_is_bounded(
+        monkeypatch, shared_codec):
+    """Successive CHILD SA offers differ in their SPI only: each SA payload is decoded (with its own
+    SPI) but the transforms tuple is the last one's; a different count over the same bytes, or a
+    malformed list, is decoded (and refused) as ever; at most SHARED_TRANSFORM_LISTS_MAX are kept."""
+    codec = shared_codec
+    transforms = (Transform(1, 20, 256), Transform(5, 0))
+    got = [codec.decode_sa(PayloadType.SA, codec.encode_sa(
+        SaPayload((Proposal(1, ProtocolId.ESP, spi.to_bytes(4, "big"), transforms),))), False, 0) for spi in (1, 2)]
+    assert [g.proposals[0].spi for g in got] == [b"\0\0\0\1", b"\0\0\0\2"]
+    assert got[0].proposals[0].transforms == transforms
+    assert got[0].proposals[0].transforms is got[1].proposals[0].transforms
+    body = codec.encode_sa(SaPayload((Proposal(1, ProtocolId.ESP, b"\0\0\0\3", transforms),)))
+    wrong_count = body[:7] + b"\x03" + body[8:]
+    for _ in range(2):
+        with pytest.raises(MalformedMessage, match="proposal at 4: transform 2 of 3 has 'last substruc' 0"):
+            codec.decode_sa(PayloadType.SA, wrong_count, False, 0)
+    monkeypatch.setattr(codec, "SHARED_TRANSFORM_LISTS_MAX", 3)
+    for tid in range(1000, 1010):
+        odd = SaPayload((Proposal(1, ProtocolId.ESP, b"\0\0\0\1", (Transform(1, tid),)),), False)
+        assert codec.decode_sa(PayloadType.SA, codec.encode_sa(odd), False, 0) == odd
+        assert 1 <= len(codec._SHARED_TRANSFORM_LISTS) <= 3
