@@ -112,6 +112,19 @@ class TrafficSelector:
     dynamic: bool = False
     """strongSwan's ``dynamic``: stands for the IKE address of that side until resolved."""
 
+    # Hashed once: selectors (alone and in tuples) key the caches of narrowing, SA construction and the
+    # datapath's install, and the generated hash would hash both addresses at every lookup.
+    def __hash__(self) -> int:
+        h = self.__dict__.get("_hash")
+        if h is None:
+            h = hash((self.start, self.end, self.protocol, self.start_port, self.end_port, self.dynamic))
+            self.__dict__["_hash"] = h
+        return h
+
+    def __getstate__(self) -> dict:
+        # Not the cached hash: an address hashes as a string, differently in another process.
+        return {k: v for k, v in self.__dict__.items() if k != "_hash"}
+
     # -- construction -------------------------------------------------
     @classmethod
     def from_network(cls, network: str | ipaddress.IPv4Network | ipaddress.IPv6Network,
