@@ -164,6 +164,10 @@ def _offset(buf: bytes, placeholder: bytes) -> int:
     return at
 
 
+class _Unprotected(Exception):
+    """An answer that is one unencrypted error Notify (its name), not a protected message."""
+
+
 def _walk(data: bytes, pos: int, end: int, first: int):
     """Yield (type, body start, body end) along a payload chain; raises ValueError when it does not fit."""
     ptype = first
@@ -469,7 +473,9 @@ class LoadGenerator:
         self._send(hs)
 
     def _open(self, hs: _Hs, data: bytes) -> tuple[bytes, int]:
-        """(inner payloads, first type) of an SK response; raises ValueError/IntegrityError."""
+        """(inner payloads, first type) of an SK response; raises ValueError/IntegrityError, or
+        _Unprotected for an error Notify sent outside an IKE SA (RFC 7296 §2.21.4)."""
+        notify = None
         for ptype, a, b in _walk(data, 28, len(data), data[16]):
             if ptype == _P_SK:
                 if b != len(data):
@@ -479,6 +485,11 @@ class LoadGenerator:
                 if not plain or plain[-1] + 1 > len(plain):
                     raise ValueError("bad padding")
                 return plain[:len(plain) - 1 - plain[-1]], first
+            if ptype == _P_N and notify is None and b - a >= 4:
+                ntype = (data[a + 2] << 8) | data[a + 3]
+                notify = NotifyType(ntype).name if ntype in NotifyType._value2member_map_ else f"N({ntype})"
+        if notify is not None:
+            raise _Unprotected(notify)
         raise ValueError("no SK payload")
 
     def _auth_response(self, hs: _Hs, data: bytes, now: float) -> None:
@@ -497,8 +508,10 @@ class LoadGenerator:
                         error = NotifyType(ntype).name if ntype in NotifyType._value2member_map_ else f"N({ntype})"
         except IntegrityError:
             return self._fail(hs, "IKE_AUTH response fails integrity")
-        except ValueError:
-            return self._fail(hs, "malformed IKE_AUTH response")
+        except _Unprotected as exc:
+            return self._fail(hs, f"IKE_AUTH: unencrypted {exc}")
+        except ValueError as exc:
+            return self._fail(hs, f"malformed IKE_AUTH response ({exc})")
         if not has_auth:
             return self._fail(hs, f"IKE_AUTH: {error or 'no AUTH payload'}")
         if hs.keep:  # established and left up: the responder holds it from now on
