@@ -105,6 +105,17 @@ class UdpSender:
             # charon, takes them into a socket buffer of its default size).
             self.flush()
 
+    def add_all(self, datas: list) -> None:
+        """`add` of each (a cut super-packet's ESP packets), flushed at the same points."""
+        pending = self.pending
+        if len(pending) + len(datas) < 2 * GSO_MAX_SEGMENTS:
+            if not pending:
+                self.io.dirty.append(self)
+            pending += datas
+            return
+        for data in datas:
+            self.add(data)
+
     def flush(self) -> None:
         pkts = self.pending
         self.pending = []
@@ -209,6 +220,17 @@ class RawSender:
         pending.append(data)
         if len(pending) >= self.batch.slots:
             self.flush()
+
+    def add_all(self, datas: list) -> None:
+        """`add` of each (a cut super-packet's ESP packets), flushed at the same points."""
+        pending = self.pending
+        if self.batch is not None and len(pending) + len(datas) < self.batch.slots:
+            if not pending:
+                self.io.dirty.append(self)
+            pending += datas
+            return
+        for data in datas:
+            self.add(data)
 
     def flush(self) -> None:
         pkts = self.pending
@@ -412,6 +434,10 @@ class TunIO:
             self.path.drop("malformed", pkt, now)
             return
         self.segmented += 1
+        sealed = pair.outbound.protect_all(segs, now)
+        if sealed is not None:
+            pair.sender.add_all(sealed)
+            return
         protect = pair.outbound.protect
         add = pair.sender.add
         for seg in segs:
