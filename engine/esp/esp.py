@@ -288,13 +288,15 @@ class EspOutboundSa(_EspCrypto, OutboundSa):
         join = b"".join
         out = []
         append = out.append
-        for packet in packets:
-            seq += 1
-            hdr = pack_hdr(spi, seq & 0xFFFFFFFF)
-            iv = pack_iv(seq)
-            append(join((hdr, iv, enc(iv, packet + trailers[len(packet) % align],
-                                      _AAD_ESN.pack(spi, seq >> 32, seq & 0xFFFFFFFF) if esn else hdr))))
-        self.seq = seq
+        try:
+            for packet in packets:
+                seq += 1
+                hdr = pack_hdr(spi, seq & 0xFFFFFFFF)
+                iv = pack_iv(seq)
+                append(join((hdr, iv, enc(iv, packet + trailers[len(packet) % align],
+                                          _AAD_ESN.pack(spi, seq >> 32, seq & 0xFFFFFFFF) if esn else hdr))))
+        finally:
+            self.seq = seq  # every number used stays used, even if a packet raised: no nonce twice
         self.bytes += total
         self.packets += k
         self.last_used = now

@@ -446,3 +446,16 @@ def test_protect_all_declines_what_needs_the_slow_path():
     ok = make_pair(lifetime=Lifetime(soft_packets=5, hard_packets=100))[0]
     assert len(ok.protect_all(segs, 1.0)) == 4 and ok.events == []
     assert ok.protect_all(segs[:1], 1.0) is None  # the 5th packet reaches the soft mark
+
+
+def test_protect_all_never_hands_out_a_number_twice_after_a_packet_raised():
+    # A packet that cannot be sealed (here a memoryview, which protect() does not take) ends the
+    # batch with an exception; the numbers (GCM nonces) the batch already used stay used.
+    out, inb, _ = make_pair()
+    segs = _segments(3)
+    with pytest.raises(TypeError):
+        out.protect_all([segs[0], segs[1], memoryview(segs[2])], 1.0)
+    assert out.seq == 3
+    nxt = out.protect(segs[2], 1.0)
+    assert int.from_bytes(nxt[4:8], "big") == 4
+    assert inb.unprotect(nxt, 1.0) == segs[2]
