@@ -130,9 +130,10 @@ class ChildConfig:
     start_action: StartAction = "none"
     dpd_action: DpdAction = "clear"
     close_action: CloseAction = "none"
-    replay_window: int = 32
+    replay_window: int = 64
     """Anti-replay window in packets (RFC 4303 appendix A), up to 4096; 0 disables it.
-    32 is charon's default (``charon.replay_window``)."""
+    64 is the default RFC 4303 §3.4.3 asks for (charon's own default is 32): packets a loaded
+    sender or a multi-queue path reorders by up to 64 still count."""
     priority: int | None = None
     """Explicit SPD priority (lower wins); None: by specificity."""
 
