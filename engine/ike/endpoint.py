@@ -471,6 +471,7 @@ class IkeEndpoint:
 
     def shutdown(self, now: float) -> None:
         """Delete every SA (INFORMATIONAL); the runtime flushes and stops."""
+        self.front_door.closed = True
         for sa in self.registry:
             if sa.pending:
                 continue  # it goes with the rekey that holds it

@@ -85,6 +85,8 @@ class FrontDoor:
         self._invalid_spi = RateLimit(rate=10.0, burst=20.0)
         self._unknown_logged_at: float | None = None
         self._unknown_since_log = 0
+        self.closed = False
+        """Set by the endpoint's shutdown: no new IKE SA may start while ours are deleted."""
 
     # ------------------------------------------------------------ the door
     def receive(self, data: bytes, header: IkeHeader, local: Addr, remote: Addr, now: float) -> None:
@@ -95,6 +97,9 @@ class FrontDoor:
             return
         if header.spi_i == ZERO_SPI:
             host.count("invalid_spi")  # §3.1: the initiator's SPI is never zero
+            return
+        if self.closed:
+            host.count("refused_shutting_down")  # it would be destroyed without a Delete moments later
             return
         key = (header.spi_i, remote[0], remote[1])
         old = registry.half_open(key)
