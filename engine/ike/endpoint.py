@@ -28,7 +28,7 @@ from typing import NamedTuple
 
 from engine.crypto.keypool import KeyPool
 from engine.events import ChildState, Event, IkeState, PolicyApplied
-from engine.ike import policy_change, sa_timers
+from engine.ike import names, policy_change, sa_timers
 from engine.ike.authenticator import Authenticator
 from engine.ike.child import ChildSa
 from engine.ike.config_payload import VirtualIps
@@ -39,6 +39,7 @@ from engine.ike.registry import ZERO_SPI, KeptAnswer, Registry
 from engine.ike.sa import IkeSa
 from engine.ike.scheduler import Scheduler
 from engine.ike.front_door import FrontDoor
+from engine.ike.names import HostNames
 from engine.ike.status import ike_sa_info
 from engine.policy.model import ChildConfig, ConnectionConfig, EngineConfig, Policy
 from engine.wire.constants import FLAG_INITIATOR, FLAG_RESPONSE, IKE_HEADER_SIZE, NON_ESP_MARKER, ExchangeType
@@ -92,6 +93,8 @@ class IkeEndpoint:
         self.key_pool: KeyPool | None = None
         """Key pairs made ahead (engine.crypto.keypool), taken by IKE_SA_INIT as responder; the
         runtime owns and fills it when idle (None: every key is made when needed)."""
+        self.names = HostNames()
+        """Host names in remote_addrs as the runtime resolved them (engine.ike.names)."""
         self.path_usable: Callable[[str, str], bool] | None = None
         """The runtime's check that our address still exists and reaches a peer (local, remote): a
         MOBIKE SA whose path still works stays on it (as charon keeps a valid path), whatever
@@ -290,8 +293,9 @@ class IkeEndpoint:
         # The kernel picks the source; the SA learns it from the answer (IkeSa._update_remote).
         return "0.0.0.0" if version == 4 else "::"
 
-    def initiate(self, name: str, now: float, child: str | None = None) -> IkeSa:
-        """Bring up connection ``name`` (all its children, or one)."""
+    def initiate(self, name: str, now: float, child: str | None = None) -> IkeSa | None:
+        """Bring up connection ``name`` (all its children, or one). None: its peer is named by a
+        host name the runtime is resolving; the initiation starts when ``resolved`` answers."""
         conn = self._conn(name)
         if not policy_change.initiable(conn):
             raise LocalError(f"connection '{name}' has no remote address to initiate to")
@@ -306,7 +310,16 @@ class IkeEndpoint:
                         existing.start(CATALOG.create_child(existing, cfg), now)
             self.scheduler.touch(existing)
             return existing
-        remote = (conn.remote_addrs[0], conn.remote_port)
+        target = names.initiate_target(conn)
+        if names.is_name(target):
+            addrs = self.names.fresh(target, now)
+            if not addrs:
+                if not self.names.wait(target, name, child):
+                    self.count("name_waiting_dropped")
+                log.info("%s: resolving %s before initiating", name, target)
+                return None
+            target = names.pick(addrs, conn)
+        remote = (target, conn.remote_port)
         local = (self._local_addr(conn, remote[0]), conn.local_port or self.ike_port)
         sa = IkeSa(self, conn, initiator=True, unique_id=self.registry.next_ike_id(), local=local, remote=remote,
                    spi_i=self.registry.new_ike_spi(), now=now)
@@ -314,6 +327,29 @@ class IkeEndpoint:
         sa.start(CATALOG.ike_init(sa, children), now)
         self.scheduler.touch(sa)
         return sa
+
+    def resolved(self, name: str, addrs, now: float) -> None:
+        """The runtime's answer for host name ``name`` (its addresses; empty: it did not resolve):
+        the initiations that waited for it start, to the addresses now known."""
+        waiting = self.names.answer(name, addrs, now)
+        known = self.names.addresses(name)
+        for conn_name, child in waiting:
+            if not known:
+                log.warning("%s: not initiated: %s did not resolve to an address", conn_name, name)
+                self.count("name_unresolved")
+                continue
+            try:
+                conn = self._conn(conn_name)
+            except LocalError:
+                continue  # removed by a policy change meanwhile
+            if (names.initiate_target(conn) or "").lower() != name.lower():
+                continue  # its remote_addrs changed meanwhile
+            try:
+                self.initiate(conn_name, now, child)
+            except LocalError as exc:
+                if isinstance(exc, IllegalTransition):
+                    raise
+                log.warning("%s: not initiated: %s", conn_name, exc)
 
     def terminate(self, name: str, now: float, *, unique_id: int | None = None) -> int:
         """Delete the IKE SAs of a connection (or only IKE SA ``unique_id``); returns how many."""
@@ -437,7 +473,8 @@ class IkeEndpoint:
         try:
             version = ipaddress.ip_address(gateway).version
         except ValueError:
-            return "it is a host name, and this engine resolves none: put its address in remote_addrs"
+            return "a redirect to a host name is not followed (only remote_addrs names are resolved): " \
+                   "ask the gateway to redirect to an address"
         if version != ipaddress.ip_address(sa.remote[0]).version:
             return "it is of the other address family"
         recent = tuple(t for t in sa.redirected_at if now - t < redirect.REDIRECT_PERIOD)
@@ -498,6 +535,7 @@ class IkeEndpoint:
         self.policy = policy
         self.auth.credentials = plan.credentials
         self.vips.end_stale(list(self.registry), now)  # clients whose address left its pool
+        self.names.refresh(names.policy_names(policy.connections))
         for name in plan.start:
             self.initiate(name, now)
         event = PolicyApplied(plan.added, plan.removed, plan.changed)
@@ -506,6 +544,7 @@ class IkeEndpoint:
 
     def start(self, now: float) -> None:
         """Initiate every connection with a child whose start_action is start."""
+        self.names.refresh(names.policy_names(self.policy.connections))
         for conn in self.policy.connections:
             if any(c.start_action == "start" for c in conn.children) and policy_change.initiable(conn):
                 self.initiate(conn.name, now)

@@ -176,8 +176,9 @@ class FrontDoor:
         for conn in self.policy.connections:
             if conn.local_addrs and not any(addr_match(a, local[0]) for a in conn.local_addrs):
                 continue
-            if conn.remote_addrs and not any(addr_match(a, remote[0]) for a in conn.remote_addrs):
-                continue
+            if conn.remote_addrs and not any(addr_match(a, remote[0]) for a in conn.remote_addrs) and \
+                    not any(remote[0] in self.host.names.addresses(a) for a in conn.remote_addrs):
+                continue  # (a host name matches the addresses the runtime last resolved for it)
             out.append(conn)
         return out
 

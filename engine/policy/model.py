@@ -146,7 +146,9 @@ class ConnectionConfig:
     local_addrs: tuple[str, ...] = ()
     """Our addresses; empty means any listen address."""
     remote_addrs: tuple[str, ...] = ()
-    """Peer addresses or networks; empty or ``%any`` accepts any peer (responder only)."""
+    """Peer addresses, networks, ranges or host names; empty or ``%any`` accepts any peer (responder
+    only). We initiate to the first address or host name; a host name is resolved (the system
+    resolver) when initiating, again after 60 s, and the responder matches what it last resolved to."""
     local_port: int = 500
     remote_port: int = 500
     """The peer's IKE port."""
