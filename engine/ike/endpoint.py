@@ -314,7 +314,9 @@ class IkeEndpoint:
         if names.is_name(target):
             addrs = self.names.fresh(target, now)
             if not addrs:
-                if not self.names.wait(target, name, child):
+                host = target
+                if not self.names.wait(host, (name, child),
+                                       lambda t: self._initiate_resolved(name, child, host, t)):
                     self.count("name_waiting_dropped")
                 log.info("%s: resolving %s before initiating", name, target)
                 return None
@@ -330,26 +332,27 @@ class IkeEndpoint:
 
     def resolved(self, name: str, addrs, now: float) -> None:
         """The runtime's answer for host name ``name`` (its addresses; empty: it did not resolve):
-        the initiations that waited for it start, to the addresses now known."""
-        waiting = self.names.answer(name, addrs, now)
-        known = self.names.addresses(name)
-        for conn_name, child in waiting:
-            if not known:
-                log.warning("%s: not initiated: %s did not resolve to an address", conn_name, name)
-                self.count("name_unresolved")
-                continue
-            try:
-                conn = self._conn(conn_name)
-            except LocalError:
-                continue  # removed by a policy change meanwhile
-            if (names.initiate_target(conn) or "").lower() != name.lower():
-                continue  # its remote_addrs changed meanwhile
-            try:
-                self.initiate(conn_name, now, child)
-            except LocalError as exc:
-                if isinstance(exc, IllegalTransition):
-                    raise
-                log.warning("%s: not initiated: %s", conn_name, exc)
+        what waited for it (initiations, a redirect) goes on, to the addresses now known."""
+        for action in self.names.answer(name, addrs, now):
+            action(now)
+
+    def _initiate_resolved(self, conn_name: str, child: str | None, host: str, now: float) -> None:
+        if not self.names.addresses(host):
+            log.warning("%s: not initiated: %s did not resolve to an address", conn_name, host)
+            self.count("name_unresolved")
+            return
+        try:
+            conn = self._conn(conn_name)
+        except LocalError:
+            return  # removed by a policy change meanwhile
+        if (names.initiate_target(conn) or "").lower() != host.lower():
+            return  # its remote_addrs changed meanwhile
+        try:
+            self.initiate(conn_name, now, child)
+        except LocalError as exc:
+            if isinstance(exc, IllegalTransition):
+                raise
+            log.warning("%s: not initiated: %s", conn_name, exc)
 
     def terminate(self, name: str, now: float, *, unique_id: int | None = None) -> int:
         """Delete the IKE SAs of a connection (or only IKE SA ``unique_id``); returns how many."""
@@ -463,18 +466,27 @@ class IkeEndpoint:
                 n += 1
         return n
 
-    def redirect(self, sa: IkeSa, gateway: str, children, now: float) -> str | None:
+    def redirect(self, sa: IkeSa, gateway: str, children, now: float,
+                 exchange: int = ExchangeType.IKE_AUTH) -> str | None:
         """RFC 5685 as a client: a new IKE SA of ``sa``'s connection to ``gateway``, bringing up
         ``children`` (CHILD configs; those ``sa`` has when empty), whose IKE_SA_INIT names where we
         come from. An established ``sa`` is deleted once the new one is up. Returns why not."""
         conn = sa.conn
         if conn is None or not sa.original_initiator:
             return "only the original initiator follows a redirect"
+        if names.is_name(gateway):
+            addrs = self.names.fresh(gateway, now)
+            if not addrs:
+                if not self.names.wait(gateway, ("redirect", sa.unique_id),
+                                       lambda t: self._redirect_resolved(sa, gateway, children, exchange, t)):
+                    return f"too many wait for {gateway} to resolve"
+                return None  # followed once the runtime resolved it
+            family = [a for a in addrs if ":" in a] if ":" in sa.remote[0] else [a for a in addrs if ":" not in a]
+            gateway = (family or addrs)[0]
         try:
             version = ipaddress.ip_address(gateway).version
         except ValueError:
-            return "a redirect to a host name is not followed (only remote_addrs names are resolved): " \
-                   "ask the gateway to redirect to an address"
+            return "it is neither an address nor a host name"
         if version != ipaddress.ip_address(sa.remote[0]).version:
             return "it is of the other address family"
         recent = tuple(t for t in sa.redirected_at if now - t < redirect.REDIRECT_PERIOD)
@@ -482,8 +494,8 @@ class IkeEndpoint:
             return (f"only {redirect.MAX_REDIRECTS} redirects are allowed within {redirect.REDIRECT_PERIOD:.0f} s "
                     "(a redirect loop?)")
         if not children:
-            names = {c.config.name for c in sa.children.values()}
-            children = [c for c in conn.children if c.name in names] or list(conn.children)
+            kept = {c.config.name for c in sa.children.values()}
+            children = [c for c in conn.children if c.name in kept] or list(conn.children)
         new = IkeSa(self, conn, initiator=True, unique_id=self.registry.next_ike_id(),
                     local=(self._local_addr(conn, gateway), conn.local_port or self.ike_port),
                     remote=(gateway, conn.remote_port), spi_i=self.registry.new_ike_spi(), now=now)
@@ -495,6 +507,18 @@ class IkeEndpoint:
         new.start(CATALOG.ike_init(new, list(children)), now)
         self.scheduler.touch(new)
         return None
+
+    def _redirect_resolved(self, sa: IkeSa, gateway: str, children, exchange: int, now: float) -> None:
+        why = self.redirect(sa, gateway, children, now, exchange) if self.names.addresses(gateway) else \
+            "it did not resolve to an address"
+        if why is None:
+            return
+        reason = f"the gateway redirects us to {gateway} (RFC 5685), but {why}"
+        self.count("name_unresolved")
+        sa.fail(exchange, "REDIRECT", reason, now, sent_by_peer=True)
+        if sa.alive and sa.established:
+            sa.delete(now, reason)
+            self.scheduler.touch(sa)
 
     def _redirect_done(self, new: IkeSa, now: float) -> None:
         """The IKE SA that followed an established one's redirect is up: the old one goes; virtual

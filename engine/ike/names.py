@@ -18,7 +18,7 @@ from engine.policy.parse import address_kind
 NAME_TTL = 60.0
 """Seconds an answer is used to initiate before the name is asked again (DynDNS peers move)."""
 MAX_WAITING = 16
-"""Initiations one name may hold while it is resolved (the rest are dropped, counted)."""
+"""Initiations and redirects one name may hold while it is resolved (the rest are dropped)."""
 
 
 def initiate_target(conn: ConnectionConfig) -> str | None:
@@ -39,7 +39,9 @@ class HostNames:
 
     def __init__(self) -> None:
         self._addrs: dict[str, tuple[tuple[str, ...], float]] = {}
-        self._waiting: dict[str, list[tuple[str, str | None]]] = {}
+        self._waiting: dict[str, dict[object, Callable[[float], None]]] = {}
+        """Name -> what waits for its answer (an initiation, a redirect), by a key that makes a
+        second ask for the same thing one."""
         self.resolve: Callable[[str], None] | None = None
         """The runtime's resolver: called with a name, answers later with IkeEndpoint.resolved."""
 
@@ -53,24 +55,24 @@ class HostNames:
         got = self._addrs.get(name.lower())
         return got[0] if got is not None and now - got[1] < NAME_TTL else ()
 
-    def wait(self, name: str, conn: str, child: str | None) -> bool:
-        """Queue an initiation until ``name`` is resolved and ask for it; False when too many wait."""
-        key = name.lower()
-        queue = self._waiting.get(key)
+    def wait(self, name: str, key, action: Callable[[float], None]) -> bool:
+        """Run ``action(now)`` once ``name`` is answered, and ask for it; False when too many wait."""
+        lower = name.lower()
+        queue = self._waiting.get(lower)
         first = queue is None
         if first:
-            queue = self._waiting[key] = []
-        if (conn, child) not in queue:
+            queue = self._waiting[lower] = {}
+        if key not in queue:
             if len(queue) >= MAX_WAITING:
                 return False
-            queue.append((conn, child))
+            queue[key] = action
         if first and self.resolve is not None:
             self.resolve(name)
         return True
 
-    def answer(self, name: str, addrs, now: float) -> list[tuple[str, str | None]]:
-        """Record an answer (addresses kept in order, invalid ones dropped) and return the
-        initiations that waited for it. An empty answer (the resolver failed) keeps the addresses an
+    def answer(self, name: str, addrs, now: float) -> list[Callable[[float], None]]:
+        """Record an answer (addresses kept in order, invalid ones dropped) and return what
+        waited for it. An empty answer (the resolver failed) keeps the addresses an
         earlier one gave, as fresh: a DNS outage does not stop us reaching a peer we knew."""
         key = name.lower()
         good: list[str] = []
@@ -85,7 +87,7 @@ class HostNames:
             self._addrs[key] = (tuple(good), now)
         elif key in self._addrs:
             self._addrs[key] = (self._addrs[key][0], now)
-        return self._waiting.pop(key, [])
+        return list(self._waiting.pop(key, {}).values())
 
     def refresh(self, names) -> None:
         """Ask the runtime for ``names`` (those of a policy just applied: the responder matches on them)."""
