@@ -76,6 +76,19 @@ ICMP_RATE = 100.0
 _GSO_SIZE = struct.Struct("=H")
 
 
+def _add_all(sender, datas: list, limit: int) -> None:
+    """``sender.add`` of each of ``datas``: queued in one step while the queue stays below ``limit``
+    (where ``add`` flushes), else one by one, so a batch leaves at the same points either way."""
+    pending = sender.pending
+    if len(pending) + len(datas) < limit:
+        if not pending:
+            sender.io.dirty.append(sender)
+        pending += datas
+        return
+    for data in datas:
+        sender.add(data)
+
+
 class UdpSender:
     """ESP-in-UDP to one peer endpoint through one of the runtime's NAT-T sockets, batched with UDP GSO."""
 
@@ -107,14 +120,7 @@ class UdpSender:
 
     def add_all(self, datas: list) -> None:
         """`add` of each (a cut super-packet's ESP packets), flushed at the same points."""
-        pending = self.pending
-        if len(pending) + len(datas) < 2 * GSO_MAX_SEGMENTS:
-            if not pending:
-                self.io.dirty.append(self)
-            pending += datas
-            return
-        for data in datas:
-            self.add(data)
+        _add_all(self, datas, 2 * GSO_MAX_SEGMENTS)
 
     def flush(self) -> None:
         pkts = self.pending
@@ -223,14 +229,7 @@ class RawSender:
 
     def add_all(self, datas: list) -> None:
         """`add` of each (a cut super-packet's ESP packets), flushed at the same points."""
-        pending = self.pending
-        if self.batch is not None and len(pending) + len(datas) < self.batch.slots:
-            if not pending:
-                self.io.dirty.append(self)
-            pending += datas
-            return
-        for data in datas:
-            self.add(data)
+        _add_all(self, datas, self.batch.slots if self.batch is not None else 0)
 
     def flush(self) -> None:
         pkts = self.pending
