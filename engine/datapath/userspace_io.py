@@ -510,9 +510,7 @@ class TunIO:
             for inner in inners:
                 self.write(inner)
             return
-        add = co.add
-        for inner in inners:
-            add(inner)
+        co.add_all(inners)
         if inners and not self._flush_scheduled:
             self._flush_scheduled = True
             self.dp.loop.call_soon(self.flush_inbound)
