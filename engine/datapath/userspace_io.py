@@ -52,7 +52,7 @@ from engine.datapath.offload import (
 )
 from engine.datapath import mmsg
 from engine.datapath.mmsg import RECV_SLOT, MmsgReceiver, MmsgSender
-from engine.esp import EspDrop, SaExpired
+from engine.esp import SaExpired
 
 log = logging.getLogger("engine.datapath.userspace")
 
