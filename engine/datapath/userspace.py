@@ -70,7 +70,7 @@ from engine.datapath.tun import (
     open_tun,
     ranges_to_networks,
 )
-from engine.datapath.userspace_io import RawReader, RawSender, SourcedSocket, TunIO, UdpSender, raw_batch
+from engine.datapath.userspace_io import RawReader, RawSender, SourcedSocket, TunIO, UdpSender, open_esp, raw_batch
 from engine.datapath.userspace_path import Pair, SaPath
 from engine.esp import SaConfigError
 from engine.events import (
@@ -526,33 +526,8 @@ class UserspaceDatapath:
 
     def receive_esp_batch(self, datagrams: list, local, remote) -> None:
         """The ESP-in-UDP datagrams of one read of the NAT-T socket (a UDP GRO batch), in order."""
-        path = self.path
-        inbound = path.inbound
-        inners = []
-        deliver = inners.append
-        now = self.runtime.now()
-        # Inlined SaPath.input for the common case, tunnel-mode ESP on a known SPI: each run of one
-        # SA's datagrams opened in one unprotect_all call, in arrival order (as RawReader._handle).
-        run: list = []
-        run_sa = None
-        for data in datagrams:
-            sa = inbound.get(int.from_bytes(data[:4], "big"))
-            if sa is None or sa.full_ip or path.pending:
-                if run:
-                    run_sa.unprotect_all(run, now, inners)
-                    run = []
-                inner = path.input(data, now)
-                if inner is not None:
-                    deliver(inner)
-                continue
-            if sa is not run_sa:
-                if run:
-                    run_sa.unprotect_all(run, now, inners)
-                    run = []
-                run_sa = sa
-            run.append(data)
-        if run:
-            run_sa.unprotect_all(run, now, inners)
+        inners: list = []
+        open_esp(self.path, datagrams, self.runtime.now(), inners, False)
         self.io.deliver_all(inners)
         self.flush_events()
 

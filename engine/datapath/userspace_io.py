@@ -296,47 +296,46 @@ class RawReader:
 
     def _handle(self, datagrams: list, now: float) -> None:
         dp = self.dp
-        path = dp.path
-        inbound = path.inbound
-        inners = []
-        deliver = inners.append
-        if not self.v4:
-            for data in datagrams:
-                # bytes() copies a slot's datagram out (the slot is read into again) and is the object
-                # itself for bytes already.
-                inner = path.input(bytes(data), now)
-                if inner is not None:
-                    deliver(inner)
-            dp.io.deliver_all(inners)
-            return
-        # Inlined SaPath.input_full for the common case, tunnel-mode ESP on a known SPI: each run of
-        # datagrams for one SA is opened in one `unprotect_all` call, straight from the slots (the
-        # plaintexts are new objects). Runs end where the SA changes or a datagram takes input_full,
-        # so everything is opened in arrival order.
-        run: list = []
-        run_sa = None
-        for data in datagrams:
+        inners: list = []
+        open_esp(dp.path, datagrams, now, inners, self.v4)
+        dp.io.deliver_all(inners)
+
+
+def open_esp(path, datagrams: list, now: float, inners: list, ip_header: bool) -> None:
+    """Open a receive batch into ``inners``, in arrival order: whole IPv4 packets (an IPv4 raw socket)
+    when ``ip_header``, else ESP payloads (IPv6 raw, ESP-in-UDP). SaPath.input / input_full inlined
+    for the common case, tunnel-mode ESP on a known SPI: each run of datagrams for one SA is opened
+    in one `unprotect_all` call, straight from the read's slots (the plaintexts are new objects). A
+    run ends where the SA changes or a datagram takes the SaPath's own path."""
+    inbound = path.inbound
+    deliver = inners.append
+    run: list = []
+    run_sa = None
+    hl = 0
+    for data in datagrams:
+        if ip_header:
             n = len(data)
             hl = (data[0] & 15) * 4 if n >= 20 else n
-            sa = inbound.get(int.from_bytes(data[hl:hl + 4], "big")) \
-                if n >= hl + 8 and data[9] == 50 else None
-            if sa is None or sa.full_ip or path.pending:
-                if run:
-                    run_sa.unprotect_all(run, now, inners)
-                    run = []
-                inner = path.input_full(bytes(data), now)
-                if inner is not None:
-                    deliver(inner)
-                continue
-            if sa is not run_sa:
-                if run:
-                    run_sa.unprotect_all(run, now, inners)
-                    run = []
-                run_sa = sa
-            run.append(data[hl:])
-        if run:
-            run_sa.unprotect_all(run, now, inners)
-        dp.io.deliver_all(inners)
+            sa = inbound.get(int.from_bytes(data[hl:hl + 4], "big")) if n >= hl + 8 and data[9] == 50 else None
+        else:
+            sa = inbound.get(int.from_bytes(data[:4], "big"))
+        if sa is None or sa.full_ip or path.pending:
+            if run:
+                run_sa.unprotect_all(run, now, inners)
+                run = []
+            # bytes() copies a slot's datagram out (the slot is read into again); bytes stay themselves.
+            inner = path.input_full(bytes(data), now) if ip_header else path.input(bytes(data), now)
+            if inner is not None:
+                deliver(inner)
+            continue
+        if sa is not run_sa:
+            if run:
+                run_sa.unprotect_all(run, now, inners)
+                run = []
+            run_sa = sa
+        run.append(data[hl:] if hl else data)
+    if run:
+        run_sa.unprotect_all(run, now, inners)
 
 
 def raw_batch(sock: socket.socket, address: str, control: bytes = b"") -> MmsgSender | None:
