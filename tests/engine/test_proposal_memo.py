@@ -87,6 +87,8 @@ def test_an_offer_with_another_transform_list_is_matched_afresh():
 
 def test_the_memos_stay_bounded(monkeypatch):
     monkeypatch.setattr(props, "_MEMO_SIZE", 4)
+    monkeypatch.setattr(props, "_by_identity", {})
+    monkeypatch.setattr(props, "_spiless_wire", {})
     for i in range(20):
         offered = tuple(dataclasses.replace(o, number=i % 250 + 1) for o in _offer(ESP, b"\x01\x02\x03\x04"))
         chosen = props.select(offered, ESP, ignore_ke=True)
