@@ -281,6 +281,10 @@ async def _measure(args, rt, app, ui, loop, out) -> None:
         out["events_dropped"] = getattr(inbox, "dropped_total", None)
         out["event_flow"] = flow
         out["rows_end"] = ui[0].row_count
+    # The engine keeps answering until the generator's own window is over (the driver says
+    # "stop"): shutting it down first destroys half-open SAs and answers the generator's last
+    # IKE_AUTHs with INVALID_IKE_SPI, counted as failures in its window.
+    await loop.run_in_executor(None, sys.stdin.readline)
 
 
 def worker_main(args) -> int:
@@ -352,8 +356,8 @@ def run_scenario(lab, work: Path, scenario: str, args, app: bool) -> dict:
                                      start_new_session=True)
             gens.append(probe)
             _raise_priority(probe.pid)
-        out, _ = proc.communicate(timeout=args.seconds + 300)
-        gen_out, _ = probe.communicate(timeout=120)
+        gen_out, _ = probe.communicate(timeout=args.seconds + 120)
+        out, _ = proc.communicate("stop\n", timeout=300)
         g = json.loads(gen_out.strip().splitlines()[-1])
         res["handshakes_per_s"] = round(g["rate"], 1)
         res["handshake_latency_ms"] = g["latency_ms"]

@@ -28,7 +28,7 @@ from typing import NamedTuple
 
 from engine.crypto.keypool import KeyPool
 from engine.events import ChildState, Event, IkeState, PolicyApplied
-from engine.ike import policy_change, sa_timers
+from engine.ike import names, policy_change, sa_timers
 from engine.ike.authenticator import Authenticator
 from engine.ike.child import ChildSa
 from engine.ike.config_payload import VirtualIps
@@ -39,6 +39,7 @@ from engine.ike.registry import ZERO_SPI, KeptAnswer, Registry
 from engine.ike.sa import IkeSa
 from engine.ike.scheduler import Scheduler
 from engine.ike.front_door import FrontDoor
+from engine.ike.names import HostNames
 from engine.ike.status import ike_sa_info
 from engine.policy.model import ChildConfig, ConnectionConfig, EngineConfig, Policy
 from engine.wire.constants import FLAG_INITIATOR, FLAG_RESPONSE, IKE_HEADER_SIZE, NON_ESP_MARKER, ExchangeType
@@ -92,6 +93,8 @@ class IkeEndpoint:
         self.key_pool: KeyPool | None = None
         """Key pairs made ahead (engine.crypto.keypool), taken by IKE_SA_INIT as responder; the
         runtime owns and fills it when idle (None: every key is made when needed)."""
+        self.names = HostNames()
+        """Host names in remote_addrs as the runtime resolved them (engine.ike.names)."""
         self.path_usable: Callable[[str, str], bool] | None = None
         """The runtime's check that our address still exists and reaches a peer (local, remote): a
         MOBIKE SA whose path still works stays on it (as charon keeps a valid path), whatever
@@ -290,8 +293,9 @@ class IkeEndpoint:
         # The kernel picks the source; the SA learns it from the answer (IkeSa._update_remote).
         return "0.0.0.0" if version == 4 else "::"
 
-    def initiate(self, name: str, now: float, child: str | None = None) -> IkeSa:
-        """Bring up connection ``name`` (all its children, or one)."""
+    def initiate(self, name: str, now: float, child: str | None = None) -> IkeSa | None:
+        """Bring up connection ``name`` (all its children, or one). None: its peer is named by a
+        host name the runtime is resolving; the initiation starts when ``resolved`` answers."""
         conn = self._conn(name)
         if not policy_change.initiable(conn):
             raise LocalError(f"connection '{name}' has no remote address to initiate to")
@@ -306,7 +310,18 @@ class IkeEndpoint:
                         existing.start(CATALOG.create_child(existing, cfg), now)
             self.scheduler.touch(existing)
             return existing
-        remote = (conn.remote_addrs[0], conn.remote_port)
+        target = names.initiate_target(conn)
+        if names.is_name(target):
+            addrs = self.names.fresh(target, now)
+            if not addrs:
+                host = target
+                if not self.names.wait(host, (name, child),
+                                       lambda t: self._initiate_resolved(name, child, host, t)):
+                    self.count("name_waiting_dropped")
+                log.info("%s: resolving %s before initiating", name, target)
+                return None
+            target = names.pick(addrs, conn)
+        remote = (target, conn.remote_port)
         local = (self._local_addr(conn, remote[0]), conn.local_port or self.ike_port)
         sa = IkeSa(self, conn, initiator=True, unique_id=self.registry.next_ike_id(), local=local, remote=remote,
                    spi_i=self.registry.new_ike_spi(), now=now)
@@ -314,6 +329,30 @@ class IkeEndpoint:
         sa.start(CATALOG.ike_init(sa, children), now)
         self.scheduler.touch(sa)
         return sa
+
+    def resolved(self, name: str, addrs, now: float) -> None:
+        """The runtime's answer for host name ``name`` (its addresses; empty: it did not resolve):
+        what waited for it (initiations, a redirect) goes on, to the addresses now known."""
+        for action in self.names.answer(name, addrs, now):
+            action(now)
+
+    def _initiate_resolved(self, conn_name: str, child: str | None, host: str, now: float) -> None:
+        if not self.names.addresses(host):
+            log.warning("%s: not initiated: %s did not resolve to an address", conn_name, host)
+            self.count("name_unresolved")
+            return
+        try:
+            conn = self._conn(conn_name)
+        except LocalError:
+            return  # removed by a policy change meanwhile
+        if (names.initiate_target(conn) or "").lower() != host.lower():
+            return  # its remote_addrs changed meanwhile
+        try:
+            self.initiate(conn_name, now, child)
+        except LocalError as exc:
+            if isinstance(exc, IllegalTransition):
+                raise
+            log.warning("%s: not initiated: %s", conn_name, exc)
 
     def terminate(self, name: str, now: float, *, unique_id: int | None = None) -> int:
         """Delete the IKE SAs of a connection (or only IKE SA ``unique_id``); returns how many."""
@@ -427,17 +466,27 @@ class IkeEndpoint:
                 n += 1
         return n
 
-    def redirect(self, sa: IkeSa, gateway: str, children, now: float) -> str | None:
+    def redirect(self, sa: IkeSa, gateway: str, children, now: float,
+                 exchange: int = ExchangeType.IKE_AUTH) -> str | None:
         """RFC 5685 as a client: a new IKE SA of ``sa``'s connection to ``gateway``, bringing up
         ``children`` (CHILD configs; those ``sa`` has when empty), whose IKE_SA_INIT names where we
         come from. An established ``sa`` is deleted once the new one is up. Returns why not."""
         conn = sa.conn
         if conn is None or not sa.original_initiator:
             return "only the original initiator follows a redirect"
+        if names.is_name(gateway):
+            addrs = self.names.fresh(gateway, now)
+            if not addrs:
+                if not self.names.wait(gateway, ("redirect", sa.unique_id),
+                                       lambda t: self._redirect_resolved(sa, gateway, children, exchange, t)):
+                    return f"too many wait for {gateway} to resolve"
+                return None  # followed once the runtime resolved it
+            family = [a for a in addrs if ":" in a] if ":" in sa.remote[0] else [a for a in addrs if ":" not in a]
+            gateway = (family or addrs)[0]
         try:
             version = ipaddress.ip_address(gateway).version
         except ValueError:
-            return "it is a host name, and this engine resolves none: put its address in remote_addrs"
+            return "it is neither an address nor a host name"
         if version != ipaddress.ip_address(sa.remote[0]).version:
             return "it is of the other address family"
         recent = tuple(t for t in sa.redirected_at if now - t < redirect.REDIRECT_PERIOD)
@@ -445,8 +494,8 @@ class IkeEndpoint:
             return (f"only {redirect.MAX_REDIRECTS} redirects are allowed within {redirect.REDIRECT_PERIOD:.0f} s "
                     "(a redirect loop?)")
         if not children:
-            names = {c.config.name for c in sa.children.values()}
-            children = [c for c in conn.children if c.name in names] or list(conn.children)
+            kept = {c.config.name for c in sa.children.values()}
+            children = [c for c in conn.children if c.name in kept] or list(conn.children)
         new = IkeSa(self, conn, initiator=True, unique_id=self.registry.next_ike_id(),
                     local=(self._local_addr(conn, gateway), conn.local_port or self.ike_port),
                     remote=(gateway, conn.remote_port), spi_i=self.registry.new_ike_spi(), now=now)
@@ -458,6 +507,18 @@ class IkeEndpoint:
         new.start(CATALOG.ike_init(new, list(children)), now)
         self.scheduler.touch(new)
         return None
+
+    def _redirect_resolved(self, sa: IkeSa, gateway: str, children, exchange: int, now: float) -> None:
+        why = self.redirect(sa, gateway, children, now, exchange) if self.names.addresses(gateway) else \
+            "it did not resolve to an address"
+        if why is None:
+            return
+        reason = f"the gateway redirects us to {gateway} (RFC 5685), but {why}"
+        self.count("name_unresolved")
+        sa.fail(exchange, "REDIRECT", reason, now, sent_by_peer=True)
+        if sa.alive and sa.established:
+            sa.delete(now, reason)
+            self.scheduler.touch(sa)
 
     def _redirect_done(self, new: IkeSa, now: float) -> None:
         """The IKE SA that followed an established one's redirect is up: the old one goes; virtual
@@ -471,6 +532,7 @@ class IkeEndpoint:
 
     def shutdown(self, now: float) -> None:
         """Delete every SA (INFORMATIONAL); the runtime flushes and stops."""
+        self.front_door.closed = True
         for sa in self.registry:
             if sa.pending:
                 continue  # it goes with the rekey that holds it
@@ -497,6 +559,7 @@ class IkeEndpoint:
         self.policy = policy
         self.auth.credentials = plan.credentials
         self.vips.end_stale(list(self.registry), now)  # clients whose address left its pool
+        self.names.refresh(names.policy_names(policy.connections))
         for name in plan.start:
             self.initiate(name, now)
         event = PolicyApplied(plan.added, plan.removed, plan.changed)
@@ -505,6 +568,7 @@ class IkeEndpoint:
 
     def start(self, now: float) -> None:
         """Initiate every connection with a child whose start_action is start."""
+        self.names.refresh(names.policy_names(self.policy.connections))
         for conn in self.policy.connections:
             if any(c.start_action == "start" for c in conn.children) and policy_change.initiable(conn):
                 self.initiate(conn.name, now)

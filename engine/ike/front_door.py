@@ -85,6 +85,8 @@ class FrontDoor:
         self._invalid_spi = RateLimit(rate=10.0, burst=20.0)
         self._unknown_logged_at: float | None = None
         self._unknown_since_log = 0
+        self.closed = False
+        """Set by the endpoint's shutdown: no new IKE SA may start while ours are deleted."""
 
     # ------------------------------------------------------------ the door
     def receive(self, data: bytes, header: IkeHeader, local: Addr, remote: Addr, now: float) -> None:
@@ -95,6 +97,9 @@ class FrontDoor:
             return
         if header.spi_i == ZERO_SPI:
             host.count("invalid_spi")  # §3.1: the initiator's SPI is never zero
+            return
+        if self.closed:
+            host.count("refused_shutting_down")  # it would be destroyed without a Delete moments later
             return
         key = (header.spi_i, remote[0], remote[1])
         old = registry.half_open(key)
@@ -171,8 +176,9 @@ class FrontDoor:
         for conn in self.policy.connections:
             if conn.local_addrs and not any(addr_match(a, local[0]) for a in conn.local_addrs):
                 continue
-            if conn.remote_addrs and not any(addr_match(a, remote[0]) for a in conn.remote_addrs):
-                continue
+            if conn.remote_addrs and not any(addr_match(a, remote[0]) for a in conn.remote_addrs) and \
+                    not any(remote[0] in self.host.names.addresses(a) for a in conn.remote_addrs):
+                continue  # (a host name matches the addresses the runtime last resolved for it)
             out.append(conn)
         return out
 

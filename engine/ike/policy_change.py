@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from engine.ike.authenticator import Authenticator
 from engine.ike.errors import PlanRefused
+from engine.ike.names import initiate_target
 from engine.policy.model import ConnectionConfig, EngineConfig, Policy
 
 RESTART_KEYS = ("listen", "ike_port", "natt_port", "datapath")
@@ -33,7 +34,8 @@ def restart_needed(old: EngineConfig, new: EngineConfig) -> list[str]:
 
 
 def initiable(conn: ConnectionConfig) -> bool:
-    return bool(conn.remote_addrs) and conn.remote_addrs[0] not in ("%any", "%any6")
+    """Whether remote_addrs names a peer to initiate to (an address or a host name)."""
+    return initiate_target(conn) is not None
 
 
 def plan(current: Policy, policy: Policy, credentials) -> PolicyPlan:
@@ -58,7 +60,8 @@ def plan(current: Policy, policy: Policy, credentials) -> PolicyPlan:
         if wants_start:
             if not initiable(conn):
                 raise PlanRefused(f"connection '{name}': child '{wants_start[0]}' has start_action = \"start\" but "
-                                 "remote_addrs names no address to initiate to (it is %any); set remote_addrs "
+                                 "remote_addrs names no address or host name to initiate to (%any, subnets and "
+                                 "ranges name none); set remote_addrs "
                                  "or use start_action = \"none\" or \"trap\"")
             start.append(name)
     return PolicyPlan(policy, credentials, added, removed, changed, removed + changed, tuple(start))

@@ -130,9 +130,10 @@ class ChildConfig:
     start_action: StartAction = "none"
     dpd_action: DpdAction = "clear"
     close_action: CloseAction = "none"
-    replay_window: int = 32
+    replay_window: int = 64
     """Anti-replay window in packets (RFC 4303 appendix A), up to 4096; 0 disables it.
-    32 is charon's default (``charon.replay_window``)."""
+    64 is the default RFC 4303 §3.4.3 asks for (charon's own default is 32): packets a loaded
+    sender or a multi-queue path reorders by up to 64 still count."""
     priority: int | None = None
     """Explicit SPD priority (lower wins); None: by specificity."""
 
@@ -145,7 +146,9 @@ class ConnectionConfig:
     local_addrs: tuple[str, ...] = ()
     """Our addresses; empty means any listen address."""
     remote_addrs: tuple[str, ...] = ()
-    """Peer addresses or networks; empty or ``%any`` accepts any peer (responder only)."""
+    """Peer addresses, networks, ranges or host names; empty or ``%any`` accepts any peer (responder
+    only). We initiate to the first address or host name; a host name is resolved (the system
+    resolver) when initiating, again after 60 s, and the responder matches what it last resolved to."""
     local_port: int = 500
     remote_port: int = 500
     """The peer's IKE port."""

@@ -38,6 +38,7 @@ from engine.policy.model import Policy
 from engine.runtime.randomness import RandomBytes
 from engine.runtime.reporting import SCAN_CHUNK, Reporting
 from engine.runtime.evolve import evolve
+from engine.runtime.resolver import NameResolver, system_lookup
 from engine.runtime.retention import QUEUE_BYTES, QUEUE_EVENTS, EventHistory, Subscription, event_size, keyless, \
     summary_size
 from engine.runtime.udp import UdpSockets
@@ -66,7 +67,7 @@ class EngineRuntime(Reporting):
     results arrive as events to subscribers."""
 
     def __init__(self, policy: Policy, *, datapath: Datapath | None = None, policy_text: str | None = None,
-                 fragment_size: int | None = None) -> None:
+                 fragment_size: int | None = None, lookup=system_lookup) -> None:
         self.policy = policy
         self.policy_text = policy_text
         self.endpoint = IkeEndpoint(policy, fragment_size=fragment_size, credentials=_credentials(policy),
@@ -83,6 +84,9 @@ class EngineRuntime(Reporting):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._counters_task: asyncio.Task | None = None
         self._roam_task: asyncio.Task | None = None
+        self._lookup = lookup
+        """How host names in remote_addrs are resolved (engine.runtime.resolver; tests inject one)."""
+        self._resolver: NameResolver | None = None
         self._log_handler: _EventLogHandler | None = None
         self.started_at = time.time()
         self._counters: dict[tuple[int, str], SaCounters] = {}
@@ -116,6 +120,8 @@ class EngineRuntime(Reporting):
             self.sockets.prepare = prepare
         self.endpoint.source_address = self.sockets.source_for
         self.endpoint.path_usable = path_usable
+        self._resolver = NameResolver(self._loop, self._name_resolved, self._lookup)
+        self.endpoint.names.resolve = self._resolver.ask
         esp_batch = getattr(self.datapath, "receive_esp_batch", None)
         if esp_batch is not None:
             self.sockets.esp_sink = esp_batch
@@ -155,6 +161,8 @@ class EngineRuntime(Reporting):
             self._counters_task.cancel()
         if self._roam_task is not None:
             self._roam_task.cancel()
+        if self._resolver is not None:
+            self._resolver.close()
         if self._timer is not None:
             self._timer.cancel()
         if self._pool_timer is not None:
@@ -390,6 +398,12 @@ class EngineRuntime(Reporting):
                     self._after()
             except Exception:
                 log.exception("checking our addresses for MOBIKE failed")
+
+    def _name_resolved(self, name: str, addrs: tuple[str, ...]) -> None:
+        if self._loop is None:
+            return  # stopped while it was resolved
+        self.endpoint.resolved(name, addrs, self.now())
+        self._after()
 
     # ------------------------------------------------------------ commands
     def initiate(self, name: str, child: str | None = None) -> None:

@@ -204,3 +204,18 @@ def test_retransmitted_ike_sa_init_is_answered_from_cache(n):
     replies = p.b.datagrams_to_send()
     assert len(replies) == n and len({r.data for r in replies}) == 1
     assert half_open(p) == 1
+
+
+def test_no_new_ike_sa_while_shutting_down():
+    """Between shutdown (our Deletes sent) and the sockets closing, an IKE_SA_INIT would
+    start an SA the runtime destroys moments later without a Delete: it is ignored instead,
+    and the peer retries against whatever answers next."""
+    p = responder()
+    send(p, init_request(b"\x01" * 8), "192.0.2.9")
+    assert half_open(p) == 1
+    answer(p)
+    p.b.shutdown(p.now)
+    assert half_open(p) == 0
+    send(p, init_request(b"\x02" * 8), "192.0.2.9")
+    assert not p.b.sas and not p.b.datagrams_to_send()
+    assert p.b.stats["refused_shutting_down"] == 1

@@ -68,12 +68,30 @@ def test_gateway_serves_a_client_that_cannot_follow_a_redirect(monkeypatch):
     assert len(p.of("b", ChildSaInstalled)) == 1 and p.b.sas[0].name == "tun"
 
 
-def test_a_redirect_to_a_host_name_fails_in_plain_words():
-    p = gateways(first_to="vpn2.example.org")
+def test_a_redirect_to_a_host_name_is_followed_once_the_runtime_resolved_it():
+    p = gateways(first_to="vpn2.test")
+    asked: list[str] = []
+    p.a.names.resolve = asked.append
     p.a.initiate("tun", p.now)
     p.advance(2)
+    assert asked == ["vpn2.test"] and not p.a.sas  # the redirected SA went; the new one waits
+    p.a.resolved("vpn2.test", ("2001:db8::4", OTHER), p.now)  # the family we came from wins
+    p.advance(2)
+    (sa,) = p.a.sas
+    assert sa.remote[0] == OTHER and sa.redirected_from == RIGHT and sa.established
+    assert not p.of("a", NegotiationFailed)
+
+
+def test_a_redirect_to_a_host_name_that_does_not_resolve_fails_in_plain_words():
+    p = gateways(first_to="vpn2.test")
+    p.a.names.resolve = lambda name: None
+    p.a.initiate("tun", p.now)
+    p.advance(2)
+    p.a.resolved("vpn2.test", (), p.now)
+    p.advance(1)
     failed = p.of("a", NegotiationFailed)[-1]
-    assert "vpn2.example.org" in failed.reason and "host name" in failed.reason
+    assert failed.notify == "REDIRECT" and failed.exchange == "IKE_AUTH"
+    assert "vpn2.test" in failed.reason and "did not resolve" in failed.reason
     assert not p.a.sas
 
 

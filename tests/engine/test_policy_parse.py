@@ -31,7 +31,9 @@ def test_model_defaults_are_swanctl_and_charon_defaults():
     c, ch, e = ConnectionConfig(name="c"), ChildConfig(name="x"), EngineConfig()
     assert (c.local_port, c.remote_port, c.encap, c.mobike, c.fragmentation, c.send_certreq) == (500, 500, False, True, True, True)
     assert (c.rekey_time, c.over_time, c.rand_time, c.dpd_delay, c.keyingtries) == (14400, 1440, 1440, 0, 1)
-    assert (ch.rekey_time, ch.life_time, ch.rand_time, ch.replay_window) == (3600, 3960, 360, 32)
+    assert (ch.rekey_time, ch.life_time, ch.rand_time) == (3600, 3960, 360)
+    # RFC 4303 §3.4.3: 64 SHOULD be the default (charon's own default is 32)
+    assert ch.replay_window == 64
     assert (ch.start_action, ch.dpd_action, ch.close_action, ch.mode) == ("none", "clear", "none", "tunnel")
     assert (e.retransmit_timeout, e.retransmit_base, e.retransmit_tries, e.keepalive, e.half_open_threshold) == \
         (4.0, 1.8, 5, 20.0, 10)
@@ -45,7 +47,7 @@ def test_minimal_connection_gets_the_model_defaults_and_default_proposals():
     assert ch.proposals == default_proposals("esp")
     assert ch.local_ts == ChildConfig(name="x").local_ts and ch.local_ts[0].dynamic
     assert (c.rekey_time, c.over_time, c.rand_time) == (14400, 1440, 1440)
-    assert (ch.life_time, ch.rand_time, ch.replay_window) == (3960, 360, 32)
+    assert (ch.life_time, ch.rand_time, ch.replay_window) == (3960, 360, 64)
     assert c.mobike is True
 
 

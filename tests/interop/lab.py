@@ -113,6 +113,8 @@ class Lab:
                 with contextlib.suppress(ProcessLookupError, ValueError):
                     os.kill(int(pid), signal.SIGKILL)
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+            # A test's per-namespace /etc files (ip netns exec mounts /etc/netns/NAME/*) go too.
+            shutil.rmtree(f"/etc/netns/{ns}", ignore_errors=True)
 
     def exec(self, side: str, *cmd: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
         return sh("ip", "netns", "exec", self.ns[side], *cmd, check=check, timeout=timeout)

@@ -86,7 +86,7 @@ def gateway_of(payloads, nonce: bytes | None = None) -> tuple[str | None, str]:
 
 def follow(sa, gateway: str, exchange: int, children, now: float) -> None:
     """Start over at ``gateway`` (or fail saying why not); this IKE SA goes."""
-    why = sa.host.redirect(sa, gateway, children, now)
+    why = sa.host.redirect(sa, gateway, children, now, exchange)
     if why is None:
         log.info("%s[%d]: redirected to %s (RFC 5685), connecting there", sa.name, sa.unique_id, gateway,
                  extra={"connection": sa.name})

@@ -1,0 +1,115 @@
+"""Host names in remote_addrs (swanctl accepts them: ``remote_addrs = vpn.example.org``).
+
+The engine is sans-IO and resolves nothing: it asks the runtime (the ``resolve`` callback it
+injects, like ``source_address``) and is told the addresses (``IkeEndpoint.resolved``).
+An initiation to a name not resolved, or resolved more than NAME_TTL seconds ago, waits for
+the answer; the responder matches a peer against the addresses last resolved for a name, as
+charon does when it resolves remote_addrs on a configuration lookup.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Callable
+
+from engine.policy.model import ConnectionConfig
+from engine.policy.parse import address_kind
+
+NAME_TTL = 60.0
+"""Seconds an answer is used to initiate before the name is asked again (DynDNS peers move)."""
+MAX_WAITING = 16
+"""Initiations and redirects one name may hold while it is resolved (the rest are dropped)."""
+
+
+def initiate_target(conn: ConnectionConfig) -> str | None:
+    """The entry of remote_addrs we initiate to: the first address or host name (swanctl: the
+    first that is not a subnet or range; %any names nobody)."""
+    for entry in conn.remote_addrs:
+        if address_kind(entry) in ("ip", "dns"):
+            return entry.strip()
+    return None
+
+
+def is_name(entry: str) -> bool:
+    return address_kind(entry) == "dns"
+
+
+class HostNames:
+    """What the runtime resolved for each host name, and the initiations waiting for one."""
+
+    def __init__(self) -> None:
+        self._addrs: dict[str, tuple[tuple[str, ...], float]] = {}
+        self._waiting: dict[str, dict[object, Callable[[float], None]]] = {}
+        """Name -> what waits for its answer (an initiation, a redirect), by a key that makes a
+        second ask for the same thing one."""
+        self.resolve: Callable[[str], None] | None = None
+        """The runtime's resolver: called with a name, answers later with IkeEndpoint.resolved."""
+
+    def addresses(self, name: str) -> tuple[str, ...]:
+        """The addresses last resolved for ``name`` (empty: none known)."""
+        got = self._addrs.get(name.lower())
+        return got[0] if got is not None else ()
+
+    def fresh(self, name: str, now: float) -> tuple[str, ...]:
+        """The addresses of ``name`` if resolved within NAME_TTL seconds, else ()."""
+        got = self._addrs.get(name.lower())
+        return got[0] if got is not None and now - got[1] < NAME_TTL else ()
+
+    def wait(self, name: str, key, action: Callable[[float], None]) -> bool:
+        """Run ``action(now)`` once ``name`` is answered, and ask for it; False when too many wait."""
+        lower = name.lower()
+        queue = self._waiting.get(lower)
+        first = queue is None
+        if first:
+            queue = self._waiting[lower] = {}
+        if key not in queue:
+            if len(queue) >= MAX_WAITING:
+                return False
+            queue[key] = action
+        if first and self.resolve is not None:
+            self.resolve(name)
+        return True
+
+    def answer(self, name: str, addrs, now: float) -> list[Callable[[float], None]]:
+        """Record an answer (addresses kept in order, invalid ones dropped) and return what
+        waited for it. An empty answer (the resolver failed) keeps the addresses an
+        earlier one gave, as fresh: a DNS outage does not stop us reaching a peer we knew."""
+        key = name.lower()
+        good: list[str] = []
+        for a in addrs:
+            try:
+                text = str(ipaddress.ip_address(a))
+            except ValueError:
+                continue
+            if text not in good:
+                good.append(text)
+        if good:
+            self._addrs[key] = (tuple(good), now)
+        elif key in self._addrs:
+            self._addrs[key] = (self._addrs[key][0], now)
+        return list(self._waiting.pop(key, {}).values())
+
+    def refresh(self, names) -> None:
+        """Ask the runtime for ``names`` (those of a policy just applied: the responder matches on them)."""
+        if self.resolve is not None:
+            for name in dict.fromkeys(n.lower() for n in names):
+                self.resolve(name)
+
+
+def pick(addrs: tuple[str, ...], conn: ConnectionConfig) -> str:
+    """The address to initiate to: of the family of our local_addrs when they name one."""
+    versions = set()
+    for a in conn.local_addrs:
+        try:
+            versions.add(ipaddress.ip_address(a).version)
+        except ValueError:
+            continue
+    for a in addrs:
+        if not versions or ipaddress.ip_address(a).version in versions:
+            return a
+    return addrs[0]
+
+
+def policy_names(connections) -> list[str]:
+    """Every host name in the connections' remote_addrs."""
+    return [a.strip() for c in connections for a in c.remote_addrs if is_name(a)]
