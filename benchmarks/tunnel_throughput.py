@@ -73,6 +73,12 @@ PATH_MTU = 1500
 """The veth's MTU: the path MTU between the two ends."""
 RETRANSMITS: list[int] = []
 """TCP retransmissions the iperf3 sender reported, run by run."""
+DAEMONS: dict[str, int] = {}
+"""The tunnel's daemons (ours or charon), side -> pid, while a tunnel is up."""
+CPU: list[dict[str, float]] = []
+"""Run by run: CPU seconds (user + system, all threads) each side's daemon used per Gbit carried.
+The throughput of one stream swings with the machine's load; the CPU its packets cost swings less."""
+_TICK = os.sysconf("SC_CLK_TCK")
 
 
 def bench_extra() -> str:
@@ -94,6 +100,7 @@ def _ours(config: str, side: str, ike: str, esp: str, **kw) -> str:
 def tunnel(config: str, lab: Lab, work: Path, suite: str):
     """Bring up ``config``'s tunnel; yields (source, destination, daemon pids for profiling)."""
     ike, esp = SUITES[suite]
+    DAEMONS.clear()
     with Stopper() as st:
         if config == "veth":
             yield SIDES["left"]["addr"], SIDES["right"]["addr"], {}
@@ -118,6 +125,8 @@ def tunnel(config: str, lab: Lab, work: Path, suite: str):
         pids["left"] = left.proc.pid
         for pid in pids.values():
             _raise(pid)
+        DAEMONS.clear()
+        DAEMONS.update(pids)
         time.sleep(0.3)
         # Only our daemons are profiled (py-spy reads Python stacks; charon's threads are in `top`).
         ours = {side: pid for side, pid in pids.items() if (left_kind, right_kind)[side == "right"] == "ours"}
@@ -131,6 +140,15 @@ def _raise(pid: int) -> None:
 
     with contextlib.suppress(OSError, ProcessLookupError):
         handshakes.prioritize(pid)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and all its threads so far (/proc/PID/stat)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / _TICK
 
 
 def iperf_once(lab: Lab, src: str, dst: str, seconds: int, profile: dict | None = None,
@@ -147,6 +165,8 @@ def iperf_once(lab: Lab, src: str, dst: str, seconds: int, profile: dict | None 
             spies.append((side, out, subprocess.Popen(
                 ["py-spy", "record", "-p", str(pid), "-d", str(seconds), "-r", "250", "-f", "raw", "-o", str(out),
                  "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)))
+        daemons = dict(DAEMONS)
+        before = {side: cpu_seconds(pid) for side, pid in daemons.items()}
         client = subprocess.Popen(["ip", "netns", "exec", lab.ns["left"], "iperf3", "-c", dst, "-B", src, "-t",
                                    str(seconds), "-J"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                                   start_new_session=True)
@@ -156,6 +176,9 @@ def iperf_once(lab: Lab, src: str, dst: str, seconds: int, profile: dict | None 
         if "error" in data:
             raise RuntimeError(f"iperf3: {data['error']}")
         RETRANSMITS.append(data["end"]["sum_sent"].get("retransmits", 0))
+        gbit = data["end"]["sum_received"]["bytes"] * 8 / 1e9
+        CPU.append({side: (cpu_seconds(pid) - before[side]) / gbit if gbit else float("nan")
+                    for side, pid in daemons.items()})
         return data["end"]["sum_received"]["bits_per_second"] / 1e6
     finally:
         for _side, _out, spy in spies:
@@ -232,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tunnel_throughput: {CHARON} is missing (strongSwan)", file=sys.stderr)
         return 2
     results: dict[str, list[float]] = {c: [] for c in configs}
+    cpu: dict[str, list[dict]] = {c: [] for c in configs}
     captures: dict[str, dict] = {}
     lab = Lab().up()
     try:
@@ -250,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
                     with tunnel(config, lab, Path(tmp) / f"{r}-{config}", args.suite) as (src, dst, _pids):
                         mbit = iperf_once(lab, src, dst, args.seconds)
                     results[config].append(mbit)
+                    cpu[config].append(CPU[-1] if CPU else {})
                     print(f"round {r + 1}/{args.rounds}  {config:<16} {mbit:9.1f} Mbit/s  "
                           f"({RETRANSMITS[-1]} TCP retransmissions)", flush=True)
             if not args.no_capture:
@@ -269,6 +294,17 @@ def main(argv: list[str] | None = None) -> int:
         med = statistics.median(xs)
         ratio = f"{med / base:14.2f}x" if base else f"{'':>15}"
         print(f"{config:<18}{med:>14.1f}{min(xs):>9.1f}{max(xs):>9.1f}{ratio}")
+    print()
+    print("CPU seconds per Gbit carried (user + system of each daemon, all threads, during the iperf3 run; "
+          "median; the sender's includes the veth delivery into the receiver's namespace)")
+    print(f"{'configuration':<18}{'sender (left)':>15}{'receiver (right)':>18}{'both':>8}")
+    for config in configs:
+        runs = [c for c in cpu[config] if c]
+        if not runs:
+            continue
+        med = {side: statistics.median(c[side] for c in runs) for side in ("left", "right")}
+        both = statistics.median(c["left"] + c["right"] for c in runs)
+        print(f"{config:<18}{med['left']:>15.3f}{med['right']:>18.3f}{both:>8.3f}")
     if captures:
         print()
         print(f"capture (one more run per configuration, veth GSO off, both ends): ESP packets, largest IP "
@@ -278,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {config:<18}{c['packets']:>9} packets  largest {c['largest']:>5}  above MTU {c['over_mtu']:>4}  "
                   f"fragments {c['fragments']:>4}  {verdict}  ({c['mbit']:.0f} Mbit/s while captured)")
     if args.json:
-        Path(args.json).write_text(json.dumps(dict(results=results, captures=captures), indent=1))
+        Path(args.json).write_text(json.dumps(dict(results=results, cpu=cpu, captures=captures), indent=1))
     return 0
 
 

@@ -154,14 +154,14 @@ def _segment_tcp(pkt: bytes, ihl: int, thl: int, mss: int, v4: bool) -> list[byt
     if v4:
         head[2:6] = bytes(4)  # total length, ID
         head[10:12] = bytes(2)
-        ip_base = int.from_bytes(head[:ihl], "big") + hlen
+        ip_base = (int.from_bytes(head[:ihl], "big") + hlen) % 0xFFFF  # small ints from here on
     else:
         head[4:6] = bytes(2)
         ip_base = 0
     head[t + 4:t + 8] = bytes(4)
     head[t + 13] = 0
     head[t + 16:t + 18] = bytes(2)
-    tcp_base = int.from_bytes(head[t:hlen], "big") + _pseudo(pkt, v4, 6) + thl
+    tcp_base = (int.from_bytes(head[t:hlen], "big") + _pseudo(pkt, v4, 6) + thl) % 0xFFFF
     not_last = flags & ~(_TCP_FIN | _TCP_PSH)  # FIN and PSH only on the last segment
     later = ~_TCP_CWR  # CWR only on the first
     pack_len_id = _U16U16.pack_into
@@ -170,6 +170,7 @@ def _segment_tcp(pkt: bytes, ihl: int, thl: int, mss: int, v4: bool) -> list[byt
     from_bytes = int.from_bytes
     out = []
     append = out.append
+    view = memoryview(pkt)  # each segment's payload is copied once, into the segment
     i = 0
     off = hlen
     end = len(pkt)
@@ -181,7 +182,7 @@ def _segment_tcp(pkt: bytes, ihl: int, thl: int, mss: int, v4: bool) -> list[byt
         nxt = off + mss
         if nxt >= end:
             nxt = end
-        chunk = pkt[off:nxt]
+        chunk = view[off:nxt]
         size = nxt - off
         seg = bytearray(head)
         seg += chunk

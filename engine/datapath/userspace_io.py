@@ -76,6 +76,19 @@ ICMP_RATE = 100.0
 _GSO_SIZE = struct.Struct("=H")
 
 
+def _add_all(sender, datas: list, limit: int) -> None:
+    """``sender.add`` of each of ``datas``: queued in one step while the queue stays below ``limit``
+    (where ``add`` flushes), else one by one, so a batch leaves at the same points either way."""
+    pending = sender.pending
+    if len(pending) + len(datas) < limit:
+        if not pending:
+            sender.io.dirty.append(sender)
+        pending += datas
+        return
+    for data in datas:
+        sender.add(data)
+
+
 class UdpSender:
     """ESP-in-UDP to one peer endpoint through one of the runtime's NAT-T sockets, batched with UDP GSO."""
 
@@ -104,6 +117,10 @@ class UdpSender:
             # Two full batches go now: bursts at the peer stay short (a peer without GRO, like
             # charon, takes them into a socket buffer of its default size).
             self.flush()
+
+    def add_all(self, datas: list) -> None:
+        """`add` of each (a cut super-packet's ESP packets), flushed at the same points."""
+        _add_all(self, datas, 2 * GSO_MAX_SEGMENTS)
 
     def flush(self) -> None:
         pkts = self.pending
@@ -209,6 +226,10 @@ class RawSender:
         pending.append(data)
         if len(pending) >= self.batch.slots:
             self.flush()
+
+    def add_all(self, datas: list) -> None:
+        """`add` of each (a cut super-packet's ESP packets), flushed at the same points."""
+        _add_all(self, datas, self.batch.slots if self.batch is not None else 0)
 
     def flush(self) -> None:
         pkts = self.pending
@@ -412,6 +433,10 @@ class TunIO:
             self.path.drop("malformed", pkt, now)
             return
         self.segmented += 1
+        sealed = pair.outbound.protect_all(segs, now)
+        if sealed is not None:
+            pair.sender.add_all(sealed)
+            return
         protect = pair.outbound.protect
         add = pair.sender.add
         for seg in segs:

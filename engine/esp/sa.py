@@ -336,6 +336,12 @@ class OutboundSa(SaBase):
         """Protect one IP packet; raises SaExpired, or ValueError for a packet that is not IP."""
         raise NotImplementedError
 
+    def protect_all(self, packets: list, now: float) -> list[bytes] | None:
+        """`protect` of each of ``packets`` in one call, where the SA's kind has such a path and
+        nothing in the batch needs the slow one; None otherwise, with nothing done: the caller then
+        protects them one by one. This base has no such path."""
+        return None
+
     def build_outer_ip(self, body: bytes, *, ttl: int = 64, tos: int = 0, ident: int = 0) -> bytes:
         """Prefix an outer IPv4/IPv6 header (local -> remote) to a tunnel-mode ESP body.
 

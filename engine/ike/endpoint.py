@@ -28,12 +28,12 @@ from typing import NamedTuple
 
 from engine.crypto.keypool import KeyPool
 from engine.events import ChildState, Event, IkeState, PolicyApplied
-from engine.ike import names, policy_change, sa_timers
+from engine.ike import names, policy_change, redirect_client, sa_timers
 from engine.ike.authenticator import Authenticator
 from engine.ike.child import ChildSa
 from engine.ike.config_payload import VirtualIps
 from engine.ike.errors import IllegalTransition, LocalError
-from engine.ike.exchanges import CATALOG, mobike, redirect
+from engine.ike.exchanges import CATALOG, mobike
 from engine.ike.host import Addr, Ended
 from engine.ike.registry import ZERO_SPI, KeptAnswer, Registry
 from engine.ike.sa import IkeSa
@@ -181,7 +181,7 @@ class IkeEndpoint:
         self.registry.index_identity(sa)
         if sa.replaces is not None:
             # After IKE_AUTH completes (its virtual IPs known): the SA that was redirected goes.
-            self.scheduler.call_at(now, lambda t: self._redirect_done(sa, t))
+            self.scheduler.call_at(now, lambda t: redirect_client.done(sa, t))
         unique = sa.conn.unique if sa.conn is not None else "no"
         if unique == "never" or not (initial_contact or unique == "replace"):
             return
@@ -280,7 +280,7 @@ class IkeEndpoint:
         except KeyError:
             raise LocalError(f"no connection named '{name}'") from None
 
-    def _local_addr(self, conn: ConnectionConfig, remote: str) -> str:
+    def local_address(self, conn: ConnectionConfig, remote: str) -> str:
         if conn.local_addrs and conn.local_addrs[0] not in ("%any", "0.0.0.0", "::"):
             return conn.local_addrs[0]
         version = ipaddress.ip_address(remote).version
@@ -322,7 +322,7 @@ class IkeEndpoint:
                 return None
             target = names.pick(addrs, conn)
         remote = (target, conn.remote_port)
-        local = (self._local_addr(conn, remote[0]), conn.local_port or self.ike_port)
+        local = (self.local_address(conn, remote[0]), conn.local_port or self.ike_port)
         sa = IkeSa(self, conn, initiator=True, unique_id=self.registry.next_ike_id(), local=local, remote=remote,
                    spi_i=self.registry.new_ike_spi(), now=now)
         self.registry.add(sa)
@@ -468,67 +468,8 @@ class IkeEndpoint:
 
     def redirect(self, sa: IkeSa, gateway: str, children, now: float,
                  exchange: int = ExchangeType.IKE_AUTH) -> str | None:
-        """RFC 5685 as a client: a new IKE SA of ``sa``'s connection to ``gateway``, bringing up
-        ``children`` (CHILD configs; those ``sa`` has when empty), whose IKE_SA_INIT names where we
-        come from. An established ``sa`` is deleted once the new one is up. Returns why not."""
-        conn = sa.conn
-        if conn is None or not sa.original_initiator:
-            return "only the original initiator follows a redirect"
-        if names.is_name(gateway):
-            addrs = self.names.fresh(gateway, now)
-            if not addrs:
-                if not self.names.wait(gateway, ("redirect", sa.unique_id),
-                                       lambda t: self._redirect_resolved(sa, gateway, children, exchange, t)):
-                    return f"too many wait for {gateway} to resolve"
-                return None  # followed once the runtime resolved it
-            family = [a for a in addrs if ":" in a] if ":" in sa.remote[0] else [a for a in addrs if ":" not in a]
-            gateway = (family or addrs)[0]
-        try:
-            version = ipaddress.ip_address(gateway).version
-        except ValueError:
-            return "it is neither an address nor a host name"
-        if version != ipaddress.ip_address(sa.remote[0]).version:
-            return "it is of the other address family"
-        recent = tuple(t for t in sa.redirected_at if now - t < redirect.REDIRECT_PERIOD)
-        if len(recent) >= redirect.MAX_REDIRECTS:
-            return (f"only {redirect.MAX_REDIRECTS} redirects are allowed within {redirect.REDIRECT_PERIOD:.0f} s "
-                    "(a redirect loop?)")
-        if not children:
-            kept = {c.config.name for c in sa.children.values()}
-            children = [c for c in conn.children if c.name in kept] or list(conn.children)
-        new = IkeSa(self, conn, initiator=True, unique_id=self.registry.next_ike_id(),
-                    local=(self._local_addr(conn, gateway), conn.local_port or self.ike_port),
-                    remote=(gateway, conn.remote_port), spi_i=self.registry.new_ike_spi(), now=now)
-        new.redirected_from = sa.remote[0]
-        new.redirected_at = (*recent, now)
-        if sa.established:
-            new.replaces = sa
-        self.registry.add(new)
-        new.start(CATALOG.ike_init(new, list(children)), now)
-        self.scheduler.touch(new)
-        return None
-
-    def _redirect_resolved(self, sa: IkeSa, gateway: str, children, exchange: int, now: float) -> None:
-        why = self.redirect(sa, gateway, children, now, exchange) if self.names.addresses(gateway) else \
-            "it did not resolve to an address"
-        if why is None:
-            return
-        reason = f"the gateway redirects us to {gateway} (RFC 5685), but {why}"
-        self.count("name_unresolved")
-        sa.fail(exchange, "REDIRECT", reason, now, sent_by_peer=True)
-        if sa.alive and sa.established:
-            sa.delete(now, reason)
-            self.scheduler.touch(sa)
-
-    def _redirect_done(self, new: IkeSa, now: float) -> None:
-        """The IKE SA that followed an established one's redirect is up: the old one goes; virtual
-        IPs the new one got again stay on the device."""
-        old, new.replaces = new.replaces, None
-        if old is None or not old.alive:
-            return
-        old.local_vips = tuple(a for a in old.local_vips if a not in new.local_vips)
-        old.delete(now, f"redirected to {new.remote[0]}")
-        self.scheduler.touch(old)
+        """RFC 5685 as a client (engine.ike.redirect_client): None when followed, else why not."""
+        return redirect_client.follow(self, sa, gateway, children, now, exchange)
 
     def shutdown(self, now: float) -> None:
         """Delete every SA (INFORMATIONAL); the runtime flushes and stops."""

@@ -130,3 +130,28 @@ def test_a_closed_socket_refuses_every_datagram_instead_of_writing_to_its_old_fd
     refused = []
     sender.send([b"a", b"b"], lambda i, e: refused.append((i, e)))
     assert refused == [(0, errno.EBADF), (1, errno.EBADF)] and sender.calls == 0
+
+
+def test_add_all_queues_a_batch_and_flushes_where_add_would(pair):
+    # A cut super-packet's ESP packets are queued in one step; a batch crossing the flush point
+    # leaves exactly where one add() per packet would have flushed (the same sendmmsg/GSO batches).
+    from engine.datapath.userspace_io import GSO_MAX_SEGMENTS, UdpSender
+
+    tx, rx = pair
+    port = rx.getsockname()[1]
+    io = _Io()
+    batch = MmsgSender(tx, sockaddr(socket.AF_INET, "127.0.0.1", port))
+    raw = RawSender(io, None, ("127.0.0.1", port), batch)
+    raw.add_all([b"a"] * (batch.slots - 1))
+    assert io.dirty == [raw] and batch.calls == 0 and len(raw.pending) == batch.slots - 1
+    raw.add_all([b"b"] * 3)  # the first of these fills the slots: they leave, two stay queued
+    assert batch.calls == 1 and raw.pending == [b"b", b"b"]
+    assert [rx.recv(10) for _ in range(batch.slots)] == [b"a"] * (batch.slots - 1) + [b"b"]
+    udp = UdpSender(io, tx, ("127.0.0.1", port))
+    limit = 2 * GSO_MAX_SEGMENTS
+    udp.add_all([b"u" * 100] * (limit - 5))
+    assert udp.pending and io.dirty[-1] is udp
+    udp.add_all([b"v" * 100] * 10)
+    assert len(udp.pending) == 5 and all(p == b"v" * 100 for p in udp.pending)
+    got = [rx.recv(200) for _ in range(limit)]
+    assert got == [b"u" * 100] * (limit - 5) + [b"v" * 100] * 5

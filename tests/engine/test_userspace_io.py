@@ -33,6 +33,9 @@ class _Sender:
     def add(self, data):
         self.sent.append(bytes(data))
 
+    def add_all(self, datas):
+        self.sent.extend(bytes(d) for d in datas)
+
     def flush(self):
         pass
 
@@ -108,6 +111,29 @@ def test_tcp_super_packet_leaves_as_standard_esp_packets(tun):
         del clean[TCP].chksum, clean[IP].chksum
         assert bytes(IP(bytes(clean))) == bytes(p)  # checksums as scapy computes them
     assert io.segmented == 1
+
+
+def test_super_packet_crossing_a_sample_mark_takes_the_per_packet_path(tun):
+    # The segments of one super-packet are sealed in one call (EspOutboundSa.protect_all) unless a
+    # threshold falls inside the batch: then each goes through protect(), which samples (or rekeys)
+    # at the exact packet. Both ways, every segment leaves in order with consecutive numbers.
+    io, kernel, link, pa = tun
+    pa.outbound.set_sampling(10)
+    events = []
+    io.dp.flush_events = lambda: events.extend(link.a.drain())
+    sent = []
+    for seq0 in (10, 10 + 9000):
+        payload = os.urandom(9000)
+        big = _partial(bytearray(bytes(IP(src=A, dst=B, flags="DF") / TCP(sport=4000, dport=80, flags="A", seq=seq0)
+                                       / payload)))
+        _hand_over(kernel, bytes(big), VNET.pack(NEEDS_CSUM, GSO_TCPV4, 40, 1360, 20, 16))
+        io.readable()
+        sent.append(payload)
+    samples = [e.seq for e in events if getattr(e, "direction", "") == "out"]
+    assert samples == [10]  # the 10th of 14 packets: the second batch took the per-packet path
+    assert [int.from_bytes(w[4:8], "big") for w in pa.sender.sent] == list(range(1, 15))
+    inner = [IP(p) for p in _opened(link, pa)]
+    assert b"".join(bytes(p[TCP].payload) for p in inner) == b"".join(sent)
 
 
 def test_partial_checksum_of_a_small_packet_is_completed(tun):

@@ -18,11 +18,12 @@ Rules (client), as charon's ``follow_redirects = yes``:
   constant time; otherwise the answer is refused as malformed); in the IKE_AUTH answer once the
   gateway is authenticated (§6); in an INFORMATIONAL request of an established gateway (§5:
   answered empty). Then a new IKE SA starts at that gateway with the same CHILD configs (the
-  endpoint's ``redirect``): a connecting SA is dropped without a DELETE (nothing the gateway
-  keeps, as charon's reset), an established one is deleted once its successor is up.
-- A gateway named by a host name cannot be followed (no resolver in the engine), nor one of
-  the other address family; more than MAX_REDIRECTS within REDIRECT_PERIOD seconds is a loop
-  (charon's limits): the attempt fails with that reason instead.
+  endpoint's ``redirect``, engine.ike.redirect_client): a connecting SA is dropped without a
+  DELETE (nothing the gateway keeps, as charon's reset), an established one is deleted once its
+  successor is up. A gateway named by a host name is followed once the runtime resolved it.
+- A gateway of the other address family, a host name that does not resolve, or more than
+  MAX_REDIRECTS within REDIRECT_PERIOD seconds (a loop; charon's limits): the attempt fails
+  with that reason instead.
 """
 
 from __future__ import annotations
