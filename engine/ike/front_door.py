@@ -117,7 +117,7 @@ class FrontDoor:
             host.count("half_open_refused")
             return
         try:
-            message = decode_message(data)
+            message = decode_message(data, header=header)  # the endpoint decoded the header of data
         except WireError as exc:
             host.count("malformed")
             log.debug("malformed IKE_SA_INIT from %s: %s", remote[0], exc)

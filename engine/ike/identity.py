@@ -34,8 +34,31 @@ def identity_to_wire(identity: Identity | None, ike_addr: str) -> tuple[int, byt
     raise ValueError(f"cannot send an identity of kind {kind!r}")
 
 
+_from_wire: dict[tuple[int, bytes], Identity] = {}
+_FROM_WIRE_MAX = 256
+_FROM_WIRE_BYTES = 512  # longer IDs (a big DN) are read again each time: the memo stays small
+
+
 def identity_from_wire(id_type: int, data: bytes) -> Identity:
-    """A readable Identity for what the peer sent (used for matching and display)."""
+    """A readable Identity for what the peer sent (used for matching and display).
+
+    The same (type, data) gives one shared Identity (frozen): a gateway reads the same few IDs all
+    day, and reading one (a dataclass built, a DN parsed) cost more than the lookup. At most
+    _FROM_WIRE_MAX of them, each of at most _FROM_WIRE_BYTES: a peer cannot grow it."""
+    if type(data) is not bytes:
+        return _read_identity(id_type, data)
+    key = (id_type, data)
+    found = _from_wire.get(key)
+    if found is None:
+        found = _read_identity(id_type, data)
+        if len(data) <= _FROM_WIRE_BYTES:
+            if len(_from_wire) >= _FROM_WIRE_MAX:
+                _from_wire.clear()
+            _from_wire[key] = found
+    return found
+
+
+def _read_identity(id_type: int, data: bytes) -> Identity:
     try:
         if id_type == IdType.FQDN:
             return Identity("fqdn", data.decode("ascii"))

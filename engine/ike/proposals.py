@@ -66,12 +66,16 @@ class Chosen:
         return tuple((t, g) for t, g in self.additional if g != KeId.NONE)
 
     def to_wire(self) -> WireProposal:
-        if not self.spi:
-            return _chosen_to_wire(self)
-        # The transforms from the cache, keyed without the SPI: a CHILD SA's SPI is new every time,
-        # and keyed with it the cache missed for every CHILD SA (and kept 1,024 of them alive).
-        transforms = _chosen_to_wire(self.with_spi(b"")).transforms
-        return WireProposal(self.number, self.protocol, self.spi, transforms)
+        # From the memo, keyed without the SPI: a CHILD SA's SPI is new every time, and keyed with it
+        # the memo would miss for every CHILD SA.
+        key = (self.protocol, self.number, self.encr, self.prf, self.integ, self.ke, self.esn, self.additional)
+        wire = _spiless_wire.get(key)
+        if wire is None:
+            wire = _chosen_to_wire(self.with_spi(b"")) if self.spi else _chosen_to_wire(self)
+            if len(_spiless_wire) >= _MEMO_SIZE:
+                _spiless_wire.clear()
+            _spiless_wire[key] = wire
+        return WireProposal(self.number, self.protocol, self.spi, wire.transforms) if self.spi else wire
 
     def _to_wire(self) -> WireProposal:
         ts: list[WireTransform] = []
@@ -91,6 +95,13 @@ class Chosen:
     def describe(self) -> str:
         """strongSwan's notation: IKE:AES_GCM_16_256/PRF_HMAC_SHA2_256/CURVE_25519."""
         return proposal_text(self.to_wire())
+
+
+_MEMO_SIZE = 1024
+_spiless_wire: dict[tuple, WireProposal] = {}
+"""Chosen.to_wire()'s proposal without SPI by the Chosen's fields as a plain tuple, at most
+_MEMO_SIZE: hashed in C, not through the dataclass's generated __hash__ and __eq__ (what the
+lru_cache below costs per lookup)."""
 
 
 @functools.lru_cache(maxsize=1024)
@@ -241,12 +252,33 @@ def select(offered: Sequence[WireProposal], configured: Sequence[ConfProposal], 
     """Responder selection: configured order first, then the peer's order."""
     # Peers offer the same proposals again and again, with a new SPI each time:
     # the choice is cached on the offer without its SPIs, then given the SPI back.
-    shape = tuple((o.number, o.protocol, o.transforms) for o in offered)
-    found = _select(shape, tuple(configured), ignore_ke, with_additional)
+    if type(configured) is tuple:
+        # By identity first: the offer's transform lists are shared from one decode to the next
+        # (engine.wire.shared, the CHILD SA offer memo) and the configured proposals are the policy's
+        # own tuple, so hashing every transform and configured proposal (_select's key) is avoidable.
+        key = (id(configured), ignore_ke, with_additional, *[(o.number, o.protocol, id(o.transforms)) for o in offered])
+        hit = _by_identity.get(key)
+        if hit is not None and hit[0] is configured:
+            found = hit[2]
+        else:
+            found = _select(tuple((o.number, o.protocol, o.transforms) for o in offered), configured, ignore_ke,
+                            with_additional)
+            if len(_by_identity) >= _MEMO_SIZE:
+                _by_identity.clear()
+            # The entry holds what its ids name, so none of them can be reused while it is here.
+            _by_identity[key] = (configured, tuple(o.transforms for o in offered), found)
+    else:
+        found = _select(tuple((o.number, o.protocol, o.transforms) for o in offered), tuple(configured), ignore_ke,
+                        with_additional)
     if found is None:
         return None
     index, chosen = found
     return chosen.with_spi(offered[index].spi)
+
+
+_by_identity: dict[tuple, tuple] = {}
+"""select()'s answers by the identity of the configured tuple and of each offered transform list
+(with each proposal's number and protocol), at most _MEMO_SIZE entries."""
 
 
 @functools.lru_cache(maxsize=4096)

@@ -11,7 +11,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from engine.crypto.encr import CounterIv, make_cipher
+from engine.crypto.encr import CounterIv, encr_keymat_size, make_cipher
 from engine.crypto.errors import CryptoError, IntegrityError, NonceExhausted
 from engine.crypto.integ import Integ
 from engine.ike.errors import RemoteError
@@ -55,6 +55,31 @@ class Direction:
         return Integ(self.integ_id, self.sk_a) if self.integ_id and not self.aead else None
 
 
+class _Shape:
+    """What SkCodec needs of a cipher besides its key: the same for every key of a transform."""
+
+    __slots__ = ("aead", "iv_size", "icv_size", "block_size")
+
+    def __init__(self, cipher) -> None:
+        self.aead, self.iv_size = cipher.aead, cipher.iv_size
+        self.icv_size, self.block_size = cipher.icv_size, cipher.block_size
+
+
+_shapes: dict[tuple, _Shape] = {}  # by (encr_id, key_bits) accepted once: a handful of transforms
+
+
+def _shape(encr_id: int, key_bits: int | None, sk_e: bytes) -> _Shape:
+    """The cipher's sizes, with make_cipher's checks of ``sk_e``: keying a cipher only to read its sizes
+    cost a few µs per IKE SA (each message keys its own, see Direction)."""
+    shape = _shapes.get((encr_id, key_bits))
+    if shape is None or len(sk_e) != encr_keymat_size(encr_id, key_bits):
+        # The first of a transform, or a key of the wrong size: make_cipher checks and says what is wrong.
+        shape = _Shape(make_cipher(encr_id, key_bits, sk_e))
+        if len(_shapes) < 64:
+            _shapes[(encr_id, key_bits)] = shape
+    return shape
+
+
 class SkCodec:
     """Encrypts our messages and decrypts the peer's with one IKE SA's keys."""
 
@@ -62,7 +87,7 @@ class SkCodec:
                  sk_e_out: bytes, sk_a_out: bytes, sk_e_in: bytes, sk_a_in: bytes,
                  rng: Callable[[int], bytes] = os.urandom) -> None:
         self._rng = rng
-        c = make_cipher(encr_id, key_bits, sk_e_out)  # checks the keys now; sizes for framing
+        c = _shape(encr_id, key_bits, sk_e_out)  # checks the keys now; sizes for framing
         integ = Integ(integ_id, sk_a_out) if (integ_id and not c.aead) else None
         # The peer's keys come out of the same prf+ with the same sizes: checking their lengths is
         # what keying a second cipher (thrown away, each message keys its own) would check.

@@ -46,7 +46,7 @@ from engine.wire.constants import (
 from engine.wire.errors import UnsupportedCriticalPayload, WireError
 from engine.wire.message import Message, encode_message
 from engine.wire.payloads import NotifyPayload, SkfPayload
-from engine.wire.summary import summarize_lazy
+from engine.wire.summary import LazySummary
 
 log = logging.getLogger("engine.ike")
 
@@ -286,8 +286,8 @@ class IkeSa:
                        now: float, retransmit: int = 0, fragments: int = 1) -> None:
         initiator = self.original_initiator if sent else not self.original_initiator
         flags = (FLAG_INITIATOR if initiator else 0) | (FLAG_RESPONSE if response else 0)
-        summary = summarize_lazy((self.spi_i, self.spi_r, exchange, flags, mid), payloads, length=length,
-                                 retransmit=retransmit, fragments=fragments)
+        summary = LazySummary((self.spi_i, self.spi_r, exchange, flags, mid), payloads, length=length,
+                              retransmit=retransmit, fragments=fragments)  # summarize_lazy's, a call less
         cls = ExchangeSent if sent else ExchangeReceived
         self.host.emit(cls(self.unique_id, self.name, summary, now, self.local, self.remote))
         if log.isEnabledFor(logging.DEBUG):

@@ -251,16 +251,19 @@ def encode_message(exchange: int, mid: int, spi_i: bytes, spi_r: bytes, flags: i
     return b"".join(parts)
 
 
-def decode_message(data: bytes) -> Message:
+def decode_message(data: bytes, *, header: IkeHeader | None = None) -> Message:
     """Decode a whole IKE message (without the non-ESP marker).
 
     The header length must equal ``len(data)``. SK and SKF can only be the
     last payload; ``Message.sk_aad_end`` tells where their body starts.
     Raises MalformedMessage, UnsupportedCriticalPayload or InvalidMajorVersion.
+    ``header``: decode_header(data) when the caller already has it (the endpoint
+    routes an IKE_SA_INIT request on it), so it is not decoded twice.
     """
     if type(data) is not bytes:
         data = bytes(data)
-    header = decode_header(data)
+    if header is None:
+        header = decode_header(data)
     if header.length != len(data):
         raise MalformedMessage(f"IKE header says {header.length} bytes, datagram has {len(data)}",
                                offset=24, payload="HDR")
