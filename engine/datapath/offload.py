@@ -412,9 +412,53 @@ class Coalescer:
         else:
             self._udp(pkt, n, ihl, v4, ports, ipkey)
 
+    def add_all(self, pkts: list) -> None:
+        """`add` of each of ``pkts`` (a receive batch), in order. The common case, the next segment
+        of a run of TCP over IPv4 to this host, is `_tcp` inlined; every other packet takes `add`
+        (the same runs, checks and output as `add` one by one)."""
+        runs = self._runs
+        out = self._out
+        add = self.add
+        unpack = _U32.unpack_from
+        for pkt in pkts:
+            n = len(pkt)
+            if n < 40 or pkt[0] != 0x45 or pkt[9] != 6 or pkt[6] & 0x3F or pkt[7] or (pkt[2] << 8 | pkt[3]) != n:
+                add(pkt)
+                continue
+            thl = (pkt[32] >> 4) * 4
+            hlen = 20 + thl
+            flags = pkt[33]
+            size = n - hlen
+            if thl < 20 or size <= 0 or flags & ~_TCP_PSH != _TCP_ACK:
+                out.append(pkt)  # SYN, FIN, RST, URG, CWR/ECE or a pure ACK: never joined
+                continue
+            run = runs.get((pkt[12:24], pkt[28:32], pkt[34:36], pkt[40:hlen], pkt[1], pkt[6] & 0xE0, pkt[8]))
+            if run is None or not run.local or run.closed or unpack(pkt, 24)[0] != run.next_seq \
+                    or size > run.size or run.count >= MAX_SEGMENTS or run.length + size > 0xFFFF:
+                self._tcp(pkt, n, 20, True)
+                continue
+            # As in _tcp: the payload's claimed sum, with the addresses summed in the same pass.
+            d = -(int.from_bytes(pkt[12:hlen], "big") + 6 + n - 20) % 0xFFFF
+            length = run.length
+            if (length - run.hlen) & 1:
+                d = d * 256 % 0xFFFF
+            run.psum += d
+            run.parts.append(memoryview(pkt)[hlen:])
+            run.count += 1
+            run.length = length + size
+            run.next_seq = (run.next_seq + size) & 0xFFFFFFFF
+            if size < run.size or flags & _TCP_PSH:
+                run.closed = True
+                if flags & _TCP_PSH:
+                    run.head = bytearray(run.head)
+                    run.head[20 + 13] |= _TCP_PSH
+
     def _tcp(self, pkt, n: int, ihl: int, v4: bool) -> None:
         """A TCP segment (IPv4 without options, or IPv6): joins its flow's run or starts one. Flat on
         purpose: it runs once per received TCP segment."""
+        if n < ihl + 20:
+            self._out.append(pkt)  # shorter than a TCP header: as is (the kernel drops it)
+            return
         thl = (pkt[ihl + 12] >> 4) * 4
         hlen = ihl + thl
         flags = pkt[ihl + 13]

@@ -70,9 +70,9 @@ from engine.datapath.tun import (
     open_tun,
     ranges_to_networks,
 )
-from engine.datapath.userspace_io import RawReader, RawSender, SourcedSocket, TunIO, UdpSender, raw_batch
+from engine.datapath.userspace_io import RawReader, RawSender, SourcedSocket, TunIO, UdpSender, open_esp, raw_batch
 from engine.datapath.userspace_path import Pair, SaPath
-from engine.esp import EspDrop, SaConfigError
+from engine.esp import SaConfigError
 from engine.events import (
     AcquireRequested,
     ChildSaDeleted,
@@ -526,23 +526,8 @@ class UserspaceDatapath:
 
     def receive_esp_batch(self, datagrams: list, local, remote) -> None:
         """The ESP-in-UDP datagrams of one read of the NAT-T socket (a UDP GRO batch), in order."""
-        path = self.path
-        inbound = path.inbound
-        inners = []
-        deliver = inners.append
-        now = self.runtime.now()
-        for data in datagrams:
-            # Inlined SaPath.input for the common case: tunnel-mode ESP on a known SPI.
-            sa = inbound.get(int.from_bytes(data[:4], "big"))
-            if sa is None or sa.full_ip or path.pending:
-                inner = path.input(data, now)
-            else:
-                try:
-                    inner = sa.unprotect(data, now)
-                except EspDrop:
-                    continue
-            if inner is not None:
-                deliver(inner)
+        inners: list = []
+        open_esp(self.path, datagrams, self.runtime.now(), inners, False)
         self.io.deliver_all(inners)
         self.flush_events()
 

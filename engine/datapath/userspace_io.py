@@ -52,7 +52,7 @@ from engine.datapath.offload import (
 )
 from engine.datapath import mmsg
 from engine.datapath.mmsg import RECV_SLOT, MmsgReceiver, MmsgSender
-from engine.esp import EspDrop, SaExpired
+from engine.esp import SaExpired
 
 log = logging.getLogger("engine.datapath.userspace")
 
@@ -296,32 +296,46 @@ class RawReader:
 
     def _handle(self, datagrams: list, now: float) -> None:
         dp = self.dp
-        path = dp.path
-        inbound = path.inbound
-        inners = []
-        deliver = inners.append
-        v4 = self.v4
-        for data in datagrams:
-            # bytes() copies a slot's datagram out (the slot is read into again) and is the object
-            # itself for bytes already.
-            if v4:
-                # Inlined SaPath.input_full for the common case: tunnel-mode ESP on a known SPI.
-                n = len(data)
-                hl = (data[0] & 15) * 4 if n >= 20 else n
-                sa = inbound.get(int.from_bytes(data[hl:hl + 4], "big")) \
-                    if n >= hl + 8 and data[9] == 50 else None
-                if sa is None or sa.full_ip or path.pending:
-                    inner = path.input_full(bytes(data), now)
-                else:
-                    try:
-                        inner = sa.unprotect(bytes(data[hl:]), now)
-                    except EspDrop:
-                        continue
-            else:
-                inner = path.input(bytes(data), now)
+        inners: list = []
+        open_esp(dp.path, datagrams, now, inners, self.v4)
+        dp.io.deliver_all(inners)
+
+
+def open_esp(path, datagrams: list, now: float, inners: list, ip_header: bool) -> None:
+    """Open a receive batch into ``inners``, in arrival order: whole IPv4 packets (an IPv4 raw socket)
+    when ``ip_header``, else ESP payloads (IPv6 raw, ESP-in-UDP). SaPath.input / input_full inlined
+    for the common case, tunnel-mode ESP on a known SPI: each run of datagrams for one SA is opened
+    in one `unprotect_all` call, straight from the read's slots (the plaintexts are new objects). A
+    run ends where the SA changes or a datagram takes the SaPath's own path."""
+    inbound = path.inbound
+    deliver = inners.append
+    run: list = []
+    run_sa = None
+    hl = 0
+    for data in datagrams:
+        if ip_header:
+            n = len(data)
+            hl = (data[0] & 15) * 4 if n >= 20 else n
+            sa = inbound.get(int.from_bytes(data[hl:hl + 4], "big")) if n >= hl + 8 and data[9] == 50 else None
+        else:
+            sa = inbound.get(int.from_bytes(data[:4], "big"))
+        if sa is None or sa.full_ip or path.pending:
+            if run:
+                run_sa.unprotect_all(run, now, inners)
+                run = []
+            # bytes() copies a slot's datagram out (the slot is read into again); bytes stay themselves.
+            inner = path.input_full(bytes(data), now) if ip_header else path.input(bytes(data), now)
             if inner is not None:
                 deliver(inner)
-        dp.io.deliver_all(inners)
+            continue
+        if sa is not run_sa:
+            if run:
+                run_sa.unprotect_all(run, now, inners)
+                run = []
+            run_sa = sa
+        run.append(data[hl:] if hl else data)
+    if run:
+        run_sa.unprotect_all(run, now, inners)
 
 
 def raw_batch(sock: socket.socket, address: str, control: bytes = b"") -> MmsgSender | None:
@@ -495,9 +509,7 @@ class TunIO:
             for inner in inners:
                 self.write(inner)
             return
-        add = co.add
-        for inner in inners:
-            add(inner)
+        co.add_all(inners)
         if inners and not self._flush_scheduled:
             self._flush_scheduled = True
             self.dp.loop.call_soon(self.flush_inbound)

@@ -17,7 +17,8 @@ from scapy.layers.inet import ICMP, IP, TCP, UDP, IPerror, defragment
 
 from engine.datapath import pmtu
 from engine.datapath.offload import GSO_TCPV4, NEEDS_CSUM, VNET, ZERO_HDR, fold
-from engine.datapath.userspace_io import TunIO, UdpSender
+from engine.datapath.userspace import UserspaceDatapath
+from engine.datapath.userspace_io import RawReader, TunIO, UdpSender
 from engine.esp import ip
 from tests.engine.test_lab_packet_path import Link
 
@@ -248,3 +249,72 @@ def test_inner_limit_fits_the_path():
         assert 20 + 8 + len(wire) <= mtu  # outer IP + UDP + ESP
         wire = pa.outbound.protect(bytes(IP(src=A, dst=B) / UDP() / bytes(n + 4 - 28)), 1.0)
         assert 20 + 8 + len(wire) > mtu  # and it is the largest that fits (to the alignment)
+
+
+class _Delivered:
+    def __init__(self):
+        self.batches = []
+
+    def deliver_all(self, inners):
+        self.batches.append(list(inners))
+
+
+def _mixed_esp():
+    """A link with two SA pairs, the inner segments, and a's ESP packets to b as one receive batch:
+    two SAs' packets interleaved, an unknown SPI, a replay, a forgery (None: where a non-ESP datagram
+    goes) and the rest; and what b must deliver, in order."""
+    link = Link()
+    p1, _ = link.install(0xA1, 0xB1)
+    p2, _ = link.install(0xA2, 0xB2)
+    segs = [bytes(IP(src=A, dst=B) / TCP(sport=4000 + i, dport=80, flags="A") / os.urandom(100)) for i in range(8)]
+    w = [p1.outbound.protect(s, 1.0) if i % 2 == 0 else p2.outbound.protect(s, 1.0) for i, s in enumerate(segs)]
+    forged = bytearray(w[3])
+    forged[-1] ^= 1
+    unknown = b"\x00\x00\x0b\x0b" + w[4][4:]
+    order = [w[0], w[2], w[1], w[4], unknown, w[2], bytes(forged), w[3], None, w[5], w[6], w[7]]
+    return link, order, [segs[0], segs[2], segs[1], segs[4], segs[3], segs[5], segs[6], segs[7]], w[6]
+
+
+def _views(grams):
+    """The datagrams as memoryviews into one buffer, as a batch read's slots."""
+    buf = bytearray(b"".join(grams))
+    views, at = [], 0
+    for g in grams:
+        views.append(memoryview(buf)[at:at + len(g)])
+        at += len(g)
+    return views
+
+
+def _check_counters(path, path_drops):
+    by_spi = {(c.spi, c.direction): c for c in path.counters()[0]}
+    assert by_spi[(0xB1, "in")].packets == 4 and dict(by_spi[(0xB1, "in")].drops) == {"replay": 1}
+    assert by_spi[(0xB2, "in")].packets == 4 and dict(by_spi[(0xB2, "in")].drops) == {"icv": 1}
+    assert path.counters()[1] == path_drops
+
+
+def test_raw_reader_opens_mixed_spis_in_arrival_order_with_every_drop_counted():
+    # One recvmmsg batch with an AH datagram and a runt too: runs of one SPI are opened together,
+    # everything comes out in arrival order, each drop under its reason.
+    link, order, want, some = _mixed_esp()
+    ah = bytes(IP(src="127.0.0.1", dst="127.0.0.2", proto=51) / some)
+    grams = [ah if x is None else bytes(IP(src="127.0.0.1", dst="127.0.0.2", proto=50) / x) for x in order]
+    grams.append(b"\x45\x00\x00")
+    dp = _Dp(link.b)
+    dp.io = _Delivered()
+    reader = RawReader.__new__(RawReader)
+    reader.dp, reader.sock, reader.v4, reader.batch = dp, None, True, None
+    reader._handle(_views(grams), 1.0)
+    assert dp.io.batches == [want]
+    _check_counters(link.b, {"no_sa": 2, "malformed": 1})
+
+
+def test_udp_batch_opens_mixed_spis_in_arrival_order_with_every_drop_counted():
+    # The same through UserspaceDatapath.receive_esp_batch (ESP-in-UDP payloads, one GRO read), with
+    # a runt in place of the AH datagram.
+    link, order, want, _ = _mixed_esp()
+    grams = [b"\x00\x00\x00" if x is None else x for x in order]
+    dp = _Dp(link.b)
+    dp.io = _Delivered()
+    UserspaceDatapath.receive_esp_batch(dp, _views(grams), None, None)
+    assert dp.io.batches == [want]
+    _check_counters(link.b, {"no_sa": 1, "malformed": 1})
