@@ -17,6 +17,8 @@ from engine.policy.parse import address_kind
 
 NAME_TTL = 60.0
 """Seconds an answer is used to initiate before the name is asked again (DynDNS peers move)."""
+MAX_NAMES = 1024
+"""Names whose answers are kept (the policy's, and gateways a REDIRECT named): the oldest goes."""
 MAX_WAITING = 16
 """Initiations and redirects one name may hold while it is resolved (the rest are dropped)."""
 
@@ -84,6 +86,9 @@ class HostNames:
             if text not in good:
                 good.append(text)
         if good:
+            self._addrs.pop(key, None)
+            if len(self._addrs) >= MAX_NAMES:
+                self._addrs.pop(next(iter(self._addrs)))
             self._addrs[key] = (tuple(good), now)
         elif key in self._addrs:
             self._addrs[key] = (self._addrs[key][0], now)

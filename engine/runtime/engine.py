@@ -33,6 +33,7 @@ from engine.events import (
     SaCounters,
     VirtualIpsChanged,
 )
+from engine.ike import names
 from engine.ike.endpoint import IkeEndpoint
 from engine.policy.model import Policy
 from engine.runtime.randomness import RandomBytes
@@ -87,6 +88,7 @@ class EngineRuntime(Reporting):
         self._lookup = lookup
         """How host names in remote_addrs are resolved (engine.runtime.resolver; tests inject one)."""
         self._resolver: NameResolver | None = None
+        self._names_task: asyncio.Task | None = None
         self._log_handler: _EventLogHandler | None = None
         self.started_at = time.time()
         self._counters: dict[tuple[int, str], SaCounters] = {}
@@ -135,6 +137,7 @@ class EngineRuntime(Reporting):
         self._after()
         self._counters_task = asyncio.create_task(self._counters_loop(), name="counters")
         self._roam_task = asyncio.create_task(self._roam_loop(), name="roam")
+        self._names_task = asyncio.create_task(self._names_loop(), name="names")
 
     def _addresses_from_connections(self) -> list[str]:
         out: list[str] = []
@@ -161,6 +164,8 @@ class EngineRuntime(Reporting):
             self._counters_task.cancel()
         if self._roam_task is not None:
             self._roam_task.cancel()
+        if self._names_task is not None:
+            self._names_task.cancel()
         if self._resolver is not None:
             self._resolver.close()
         if self._timer is not None:
@@ -398,6 +403,13 @@ class EngineRuntime(Reporting):
                     self._after()
             except Exception:
                 log.exception("checking our addresses for MOBIKE failed")
+
+    async def _names_loop(self) -> None:
+        """The policy's host names are asked again every NAME_TTL seconds, so that a responder
+        matches a peer whose name moved (DynDNS), as charon resolving on each lookup does."""
+        while True:
+            await asyncio.sleep(names.NAME_TTL)
+            self.endpoint.names.refresh(names.policy_names(self.policy.connections))
 
     def _name_resolved(self, name: str, addrs: tuple[str, ...]) -> None:
         if self._loop is None:

@@ -11,6 +11,7 @@ import socket
 
 from engine.datapath.base import NullDatapath
 from engine.events import IkeState
+from engine.ike import names
 from engine.ike.names import NAME_TTL, initiate_target
 from engine.ike.policy_change import initiable
 from engine.runtime import resolver
@@ -179,3 +180,32 @@ async def test_a_lookup_that_hangs_or_fails_is_given_up_and_logged(monkeypatch, 
 async def test_the_system_lookup_reads_the_hosts_file():
     got = await resolver.system_lookup(asyncio.get_running_loop(), "localhost")
     assert "127.0.0.1" in got or "::1" in got
+
+
+def test_the_answers_kept_are_bounded(monkeypatch):
+    monkeypatch.setattr(names, "MAX_NAMES", 4)
+    p, _asked = pair()
+    for n in range(6):
+        p.a.resolved(f"gw{n}.test", (RIGHT,), p.now)
+    assert [p.a.names.addresses(f"gw{n}.test") for n in range(6)] == [(), (), (RIGHT,), (RIGHT,), (RIGHT,), (RIGHT,)]
+
+
+async def test_the_runtime_asks_the_policys_names_again_every_ttl(monkeypatch):
+    """A responder whose peer is named (DynDNS) matches on a fresh answer, not the first one."""
+    monkeypatch.setattr(names, "NAME_TTL", 0.05)
+    lookups: list[str] = []
+
+    async def lookup(loop, name):
+        lookups.append(name)
+        return (addr(1),)
+
+    b = mirror(connection(local=addr(1), remote=addr(2), local_port=25532, remote_port=25532),
+               remote_addrs=("client.test",))
+    rb = EngineRuntime(policy(b, address=addr(2), ike_port=25532, natt_port=25533), datapath=NullDatapath(),
+                       lookup=lookup)
+    await rb.start()
+    try:
+        assert await _until(lambda: len(lookups) >= 3, 5)
+        assert set(lookups) == {"client.test"} and rb.endpoint.names.addresses("client.test") == (addr(1),)
+    finally:
+        await rb.stop(delete=False)
