@@ -7,7 +7,9 @@ from __future__ import annotations
 import os
 
 import engine.datapath.userspace as userspace
+from engine.datapath.lab import udp_packet
 from engine.datapath.tun import RouteTable
+from engine.datapath.userspace_path import SaPath
 from engine.events import ChildKeys, ChildSaDeleted, ChildSaInstalled
 from engine.policy.parse import parse_policy
 from engine.policy.ts import parse_ts
@@ -133,3 +135,25 @@ def test_shared_routes_come_and_go_with_their_first_and_last_user(monkeypatch):
     assert dp.routes.routes() == []
     dp.install(installed(6))  # a new first user asks again
     assert dp.routes.routes() == [route[0]]
+
+
+PORT_RULE = """
+[engine]
+datapath = "userspace"
+listen = ["192.0.2.2"]
+
+[rules.dns]
+action = "discard"
+remote_ts = ["198.51.100.0/25[udp/53]"]
+"""
+
+
+def test_a_port_rule_keys_flows_by_port_before_any_pair_is_installed():
+    """The flow cache looks at ports as soon as the policy does, not only from the first install on
+    (main cached the first packet's drop reason for every port of the same two hosts)."""
+    path = SaPath(parse_policy(PORT_RULE, load_secrets=False))
+    src, dst = bytes([198, 51, 100, 129]), bytes([198, 51, 100, 7])
+    assert not path.addr_only
+    assert path.lookup(udp_packet(src, dst, 1000, 53, b"q")) == "discard_rule"
+    assert path.lookup(udp_packet(src, dst, 1000, 80, b"q")) == "no_sa"
+    assert path.rule_flows["dns"] == 1
