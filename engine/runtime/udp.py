@@ -23,6 +23,7 @@ import logging
 import socket
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
 
 from engine.datapath import mmsg
@@ -36,7 +37,9 @@ IPV6_RECVPKTINFO = getattr(socket, "IPV6_RECVPKTINFO", 49)
 IPV6_PKTINFO = getattr(socket, "IPV6_PKTINFO", 50)
 MAX_DATAGRAM = 65535
 READ_BATCH_SECONDS = 0.004
-"""A readable socket is read for about this long at most per turn of the loop."""
+"""A readable socket is read for about this long at most per turn of the loop; what one recvmmsg
+read beyond it waits for the next turns (UdpEndpoint.pending)."""
+_clock = time.perf_counter
 SOL_UDP = 17
 UDP_GRO = 104
 IP_MTU_DISCOVER = getattr(socket, "IP_MTU_DISCOVER", 10)
@@ -66,6 +69,10 @@ class UdpEndpoint:
         self.family = sock.family
         self.batch: mmsg.MmsgReceiver | None = None
         """recvmmsg reader of the NAT-T socket when a datapath takes ESP-in-UDP itself."""
+        self.pending: deque | None = None
+        """(datagram, local, remote) read but not handled yet: a recvmmsg batch of IKE messages can
+        be tens of milliseconds of work, so past READ_BATCH_SECONDS the rest waits for the next turns
+        of the loop (the socket is not read meanwhile, so order holds)."""
 
 
 class UdpSockets:
@@ -139,7 +146,7 @@ class UdpSockets:
     def _readable(self, ep: UdpEndpoint) -> None:
         recvmsg = ep.sock.recvmsg
         on_datagram = self.on_datagram
-        clock = time.perf_counter
+        clock = _clock
         until = clock() + READ_BATCH_SECONDS
         for _ in range(64):  # bounded: let other work run under a flood
             # ...in time too: 64 handshake messages are tens of milliseconds of work, which every
@@ -205,7 +212,7 @@ class UdpSockets:
     def _readable_batch(self, ep: UdpEndpoint) -> None:
         """`_readable` with recvmmsg (the NAT-T socket of a datapath with an ``esp_sink``)."""
         rx = ep.batch
-        clock = time.perf_counter
+        clock = _clock
         until = clock() + READ_BATCH_SECONDS
         for _ in range(UDP_CALLS):
             if clock() > until:
@@ -216,13 +223,16 @@ class UdpSockets:
                 log.debug("recvmmsg on %s:%d: %s", ep.addr, ep.port, exc)
                 return
             if count:
-                self._handle_batch(ep, rx, count)
+                self._handle_batch(ep, rx, count, until)
+                if ep.pending is not None:
+                    return  # out of time within this read: the rest in the next turns (_resume)
             if count < rx.slots:
                 return
 
-    def _handle_batch(self, ep: UdpEndpoint, rx: mmsg.MmsgReceiver, count: int) -> None:
+    def _handle_batch(self, ep: UdpEndpoint, rx: mmsg.MmsgReceiver, count: int, until: float) -> None:
         """The datagrams of one recvmmsg, in order: ESP to the sink in runs from one peer to one
-        local address, anything else (IKE) one by one through ``on_datagram``."""
+        local address, anything else (IKE) one by one through ``on_datagram``; once an IKE message
+        ends past ``until``, the rest goes to ``ep.pending`` for the next turns of the loop."""
         sink = self.esp_sink
         on_datagram = self.on_datagram
         port = ep.port
@@ -232,6 +242,7 @@ class UdpSockets:
         last_name = last_control = None
         peer = where = None
         size = 0
+        deferred: deque | None = None
         for i, n in enumerate(rx.lengths(count)):
             try:
                 name = rx.name(i)
@@ -259,6 +270,9 @@ class UdpSockets:
                 else:
                     datagrams = (bytes(view[at:at + n]),)
                 for d in datagrams:
+                    if deferred is not None:
+                        deferred.append((d, where, peer))
+                        continue
                     if len(d) >= 16 and d[0] | d[1] | d[2]:
                         # ESP (a non-zero SPI where IKE has its zero marker): to the datapath in runs.
                         if esp and esp_at != (where, peer):
@@ -271,6 +285,8 @@ class UdpSockets:
                         sink(esp, *esp_at)
                         esp = []
                     on_datagram(d, where, peer)
+                    if _clock() > until:
+                        deferred = deque()
             except Exception:  # one bad datagram must never kill the socket reader
                 esp = []
                 self._handler_error(peer or ("?", 0))
@@ -279,6 +295,50 @@ class UdpSockets:
                 sink(esp, *esp_at)
             except Exception:  # noqa: BLE001 - as above
                 self._handler_error(esp_at[1])
+        if deferred:
+            ep.pending = deferred
+            self._loop.remove_reader(ep.sock.fileno())
+            self._loop.call_soon(self._resume, ep)
+
+    def _resume(self, ep: UdpEndpoint) -> None:
+        """Datagrams a read left for later (``ep.pending``), in order, READ_BATCH_SECONDS per turn of
+        the loop; the socket is read again once none is left."""
+        pending = ep.pending
+        if pending is None or ep.sock.fileno() < 0:
+            return  # closed meanwhile
+        until = _clock() + READ_BATCH_SECONDS
+        sink, on_datagram = self.esp_sink, self.on_datagram
+        esp: list = []
+        esp_at = None
+        while pending:
+            d, where, peer = pending.popleft()
+            try:
+                if sink is not None and len(d) >= 16 and d[0] | d[1] | d[2]:
+                    if esp and esp_at != (where, peer):
+                        sink(esp, *esp_at)
+                        esp = []
+                    esp.append(d)
+                    esp_at = (where, peer)
+                    continue
+                if esp:
+                    sink(esp, *esp_at)
+                    esp = []
+                on_datagram(d, where, peer)
+            except Exception:  # noqa: BLE001 - one bad datagram must never stop the reader
+                esp = []
+                self._handler_error(peer)
+            if pending and _clock() > until:
+                break
+        if esp:
+            try:
+                sink(esp, *esp_at)
+            except Exception:  # noqa: BLE001 - as above
+                self._handler_error(esp_at[1])
+        if pending:
+            self._loop.call_soon(self._resume, ep)
+            return
+        ep.pending = None
+        self._loop.add_reader(ep.sock.fileno(), self._readable_batch, ep)
 
     def send(self, data: bytes, local: Addr, remote: Addr) -> None:
         ep = self._pick(local, remote)
@@ -377,6 +437,7 @@ class UdpSockets:
         for ep in self.endpoints:
             if self._loop is not None:
                 self._loop.remove_reader(ep.sock.fileno())
+            ep.pending = None
             ep.sock.close()
         self.endpoints.clear()
 

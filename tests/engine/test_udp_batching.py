@@ -128,7 +128,7 @@ async def test_a_readable_socket_yields_to_the_loop_once_its_time_is_up(monkeypa
             self.t += 0.001
             return self.t
 
-    monkeypatch.setattr(udp_module, "time", Clock(), raising=False)
+    monkeypatch.setattr(udp_module, "_clock", Clock().perf_counter)
     got: list[bytes] = []
     udp = UdpSockets(lambda data, local, remote: got.append(data))
     udp.open([LO], [0])

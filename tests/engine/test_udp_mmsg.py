@@ -147,3 +147,48 @@ async def test_a_handler_that_raises_is_counted_and_the_rest_still_handled():
         udp.close()
     assert seen == [d for d in plan if d != _ike(2)]
     assert udp.handler_errors == 1
+
+
+async def test_a_batch_of_ike_yields_to_the_loop_once_its_time_is_up(monkeypatch):
+    """32 IKE messages read in one recvmmsg are each a handshake step: handled in one callback they
+    held every timer back by tens of milliseconds under load. Past READ_BATCH_SECONDS the rest
+    waits for the next turns of the loop (the socket unread meanwhile), still in order, ESP too."""
+    from engine.runtime import udp as udp_mod
+
+    now = [0.0]
+    monkeypatch.setattr(udp_mod, "_clock", lambda: now[0], raising=False)
+    log: list = []
+    udp = _natt(log)
+
+    def slow_ike(data, local, remote):  # each IKE message "takes" 1 ms
+        log.append(("ike", data, local, remote))
+        now[0] += 0.001
+
+    udp.on_datagram = slow_ike
+    here = addr(14)
+    udp.open([here], [NATT])
+    [ep] = udp.endpoints
+    a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    a.bind((addr(15), 0))
+    plan = [_ike(i) for i in range(10)] + [_esp(100 + i) for i in range(3)] + [_ike(10 + i) for i in range(10)]
+    loop = asyncio.get_running_loop()
+    loop.remove_reader(ep.sock.fileno())
+    turns: list[int] = []
+    try:
+        for d in plan:
+            a.sendto(d, (here, NATT))
+        udp._readable_batch(ep)
+        first = len(log)
+        assert first <= round(udp_mod.READ_BATCH_SECONDS / 0.001) + 1  # 4 ms of the 10 ms it read
+        ticker = loop.call_soon(lambda: turns.append(len(log)))  # a timer due now: it runs between
+        await _until(lambda: sum(len(e[1]) if e[0] == "esp" else 1 for e in log) == len(plan), "the rest")
+        ticker.cancel()
+        assert turns and turns[0] < len(log)  # the loop ran other work before the batch was done
+        got = [d for e in log for d in (e[1] if e[0] == "esp" else [e[1]])]
+        assert got == plan  # in order
+        # The socket is read again once the rest is done.
+        a.sendto(_ike(99), (here, NATT))
+        await _until(lambda: log[-1][1] == _ike(99), "a datagram after the backlog")
+    finally:
+        udp.close()
+        a.close()
