@@ -103,6 +103,12 @@ def datapath():
     return dp
 
 
+def hold_one(dp, n: int) -> None:
+    """Another installed CHILD SA of the same child, as the daemon holds while handshakes come and
+    go (the SAs of one child share their route)."""
+    dp.install(installed(n + 1))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--pairs", type=int, default=2000)
@@ -113,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     dels = [deleted(ev) for ev in evs]
     dp = datapath()
     userspace._immediate = lambda sender: None
+    hold_one(dp, n)
     keys = [(ev.keys.encr_in.reveal(), ev.keys.encr_out.reveal()) for ev in evs]
     nonce, packet, aad = bytes(12), bytes(100), bytes(8)
 

@@ -134,8 +134,13 @@ class UserspaceDatapath:
         self.routes: RouteTable | None = None
         self._raw: dict[tuple[int, int], socket.socket] = {}
         """(address family, IP protocol) -> raw socket (IPPROTO_RAW: header included, send only)."""
-        self._sa_routes: dict[int, tuple[tuple, str | None]] = {}
-        """Inbound SPI -> (networks, src) routed for that pair."""
+        self._sa_routes: dict[int, list] = {}
+        """Inbound SPI -> the `_route_users` entry of the route its pair uses."""
+        self._route_users: dict[tuple[int, str | None], list] = {}
+        """(id of a networks tuple, src) -> [networks, src, pairs using it]: the pairs of one child
+        share `_networks`' tuple, so the next one costs a counter here instead of hashing each
+        network (twice, with its backstop) in the RouteTable. The entry holds the tuple: its id
+        stays unique while counted; an uncached tuple (transport mode) is simply its own entry."""
         self._rule_routes: list[tuple[tuple, str]] = []
         self._trap_routes: dict[tuple[str, str], tuple[tuple, str | None]] = {}
         """(connection, child) of a trap -> the networks (and source) routed into the device for it."""
@@ -234,6 +239,7 @@ class UserspaceDatapath:
             self._sampler = None
         if self.routes is not None:
             self.routes.clear()  # throw routes outlive the device
+            self._route_users.clear()
         if self._writer is not None:
             self._writer.close()
             self._writer = None
@@ -286,8 +292,13 @@ class UserspaceDatapath:
             nets = (ipaddress.ip_network(ev.remote_addr),) if ev.mode == "transport" else _networks(tuple(ev.remote_ts))
             local_nets = _networks(tuple(ev.local_ts))
             src = self._addrs.address_in(local_nets) if local_nets else None
-            self.routes.add(nets, src)
-            self._sa_routes[ev.spi_in] = (nets, src)
+            key = (id(nets), src)
+            users = self._route_users.get(key)
+            if users is None:
+                users = self._route_users[key] = [nets, src, 0]
+                self.routes.add(nets, src)
+            users[2] += 1
+            self._sa_routes[ev.spi_in] = users
 
     def virtual_ips(self, ev: VirtualIpsChanged) -> None:
         """Addresses a gateway assigned us go on the TUN device (host routes: the tunnel's routes
@@ -393,9 +404,15 @@ class UserspaceDatapath:
                 self._reduced.discard(sender)
                 if self._senders.get(sender.key) is sender:
                     del self._senders[sender.key]
-        entry = self._sa_routes.pop(ev.spi_in, None)
-        if entry is not None and self.routes is not None:
-            self.routes.remove(*entry)
+        users = self._sa_routes.pop(ev.spi_in, None)
+        if users is not None and self.routes is not None:
+            users[2] -= 1
+            if not users[2]:
+                nets, src = users[0], users[1]
+                key = (id(nets), src)
+                if self._route_users.get(key) is users:
+                    del self._route_users[key]
+                self.routes.remove(nets, src)
 
     def apply_policy(self, policy: Policy) -> None:
         """SPD from the new policy; bypass rules get ``throw`` routes (back to main), discard rules

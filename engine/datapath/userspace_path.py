@@ -229,11 +229,15 @@ class SaPath:
             self._waiting_for.setdefault(ev.rekeyed_from, []).append(pair)
         self.inbound[ev.spi_in] = inbound
         self.pairs[ev.spi_in] = pair
-        self.by_child.setdefault(pair.child_key, {})[ev.spi_in] = pair
+        kids = self.by_child.get(pair.child_key)
+        if kids is None:
+            kids = self.by_child[pair.child_key] = {}
+        kids[ev.spi_in] = pair
         if self._time_sampling:
-            for sa in (inbound, outbound):
-                sa.sampled = self._fired
-                _sample_once(sa)
+            # What _sample_once does, without two more calls on each install.
+            inbound.sampled = outbound.sampled = self._fired
+            inbound.sample_next()
+            outbound.sample_next()
         self._index(pair)
         return pair
 
@@ -256,7 +260,7 @@ class SaPath:
             if not kids:
                 del self.by_child[pair.child_key]
         self._unindex(pair)
-        pair.entries = []  # they point back at the pair: no cycle left for the collector
+        pair.entries = ()  # they point back at the pair: no cycle left for the collector
         for waiting in self._waiting_for.pop(spi_in, ()):
             if waiting.ev.spi_in in self.pending:
                 self.activate(waiting)
@@ -307,11 +311,13 @@ class SaPath:
         for pair in list(self.pairs.values()):
             self._unindex(pair, invalidate=False)
             self._index(pair, invalidate=False)
+        # The policy alone may look at ports (a [udp/53] rule) before any pair is installed.
+        self._update_addr_only()
         self._clear_flows()
 
     def _index(self, pair: Pair, *, invalidate: bool = True) -> None:
         pair.entries = _entries(pair, self._prio.get(pair.child_key), pair.seq)
-        wide = False
+        wide = ports = False
         for e in pair.entries:
             v = e[14]
             if e[2] == e[3]:
@@ -321,7 +327,9 @@ class SaPath:
                 wide = True
             if e[4] or not e[5] or not e[8]:
                 self._port_entries += 1
-        self._update_addr_only()
+                ports = True
+        if ports:  # addr_only changes with the count of port entries alone
+            self._update_addr_only()
         if invalidate:
             if wide:
                 self._clear_flows()
@@ -329,6 +337,7 @@ class SaPath:
                 self._invalidate_for(pair)
 
     def _unindex(self, pair: Pair, *, invalidate: bool = True) -> None:
+        ports = False
         for e in pair.entries:
             v = e[14]
             if e[2] == e[3]:
@@ -341,10 +350,12 @@ class SaPath:
                 self._wide[v].pop(id(e), None)
             if e[4] or not e[5] or not e[8]:
                 self._port_entries -= 1
+                ports = True
         if invalidate:
             for key in self._flows_by_pair.pop(pair.ev.spi_in, ()):
                 self.flows.pop(key, None)
-            self._update_addr_only()
+            if ports:
+                self._update_addr_only()
 
     def _update_addr_only(self) -> None:
         addr_only = not (self._policy_ports or self._port_entries)
