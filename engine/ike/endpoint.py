@@ -314,9 +314,8 @@ class IkeEndpoint:
         if names.is_name(target):
             addrs = self.names.fresh(target, now)
             if not addrs:
-                host = target
-                if not self.names.wait(host, (name, child),
-                                       lambda t: self._initiate_resolved(name, child, host, t)):
+                if not self.names.wait(target, (name, child),
+                                       lambda t: self._initiate_resolved(name, child, target, t)):
                     self.count("name_waiting_dropped")
                 log.info("%s: resolving %s before initiating", name, target)
                 return None
