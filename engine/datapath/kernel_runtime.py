@@ -27,6 +27,7 @@ from engine.datapath.kernel import (
 )
 from engine.datapath.kernel_vip import VirtualIps
 from engine.events import ChildSaDeleted, ChildSaInstalled, ChildSaMoved, SaCounters, VirtualIpsChanged
+from engine.ike.names import initiate_target, is_name
 from engine.policy.model import ChildConfig, ConnectionConfig, Policy
 
 log = logging.getLogger(__name__)
@@ -217,6 +218,17 @@ class KernelRuntimeDatapath:
             kernel.install_rules(policy.rules)
         except KernelDatapathError as exc:
             self._report("error", f"bypass/discard rules not applied: {exc}")
+        self._apply_traps()
+
+    def peer_addresses_changed(self) -> None:
+        """A host name in remote_addrs resolved anew (the runtime calls this): a trap that waited
+        for its peer's address goes in, one whose peer moved (DynDNS) follows it."""
+        if self.kernel is not None:
+            self._apply_traps()
+
+    def _apply_traps(self) -> None:
+        kernel = self._kernel()
+        policy = self.policy
         wanted: dict[tuple[str, str], _Trap] = {}
         for conn in policy.connections:
             for child in conn.children:
@@ -238,9 +250,17 @@ class KernelRuntimeDatapath:
                 self._report("error", f"trap for {key[0]}/{key[1]} not installed: {exc}", key[0])
 
     def _trap_for(self, conn: ConnectionConfig, child: ChildConfig) -> _Trap | None:
-        remote = next((a for a in conn.remote_addrs if _is_host(a)), None)
-        if remote is None:
-            self._report("warning", f"trap {conn.name}/{child.name}: needs a concrete remote address", conn.name)
+        # The peer the trap's ACQUIRE initiates to (engine.ike.names): a literal address, or what
+        # its host name resolved to; a name not answered yet is installed once it is.
+        peer_address = getattr(self.runtime, "peer_address", None)
+        remote = peer_address(conn) if peer_address is not None else \
+            next((a for a in conn.remote_addrs if _is_host(a)), None)
+        if remote is None or not _is_host(remote):
+            target = initiate_target(conn)
+            if target is not None and is_name(target):
+                self._report("info", f"trap {conn.name}/{child.name}: waiting for {target} to resolve", conn.name)
+            else:
+                self._report("warning", f"trap {conn.name}/{child.name}: needs a concrete remote address", conn.name)
             return None
         version = ipaddress.ip_address(remote).version
         candidates = list(conn.local_addrs) + list(self.policy.engine.listen)

@@ -81,6 +81,7 @@ from engine.events import (
     SaCounters,
     VirtualIpsChanged,
 )
+from engine.ike.names import initiate_target
 from engine.policy.model import Policy
 
 log = logging.getLogger("engine.datapath.userspace")
@@ -428,16 +429,20 @@ class UserspaceDatapath:
         the first packet its policy protects without an SA starts the negotiation (what the
         kernel's trap policy and ACQUIRE do for the kernel datapath)."""
         wanted: dict[tuple[str, str], tuple[tuple, str | None]] = {}
+        peer_address = getattr(self.runtime, "peer_address", None)
         for conn in self.policy.connections:
-            if not conn.remote_addrs or conn.remote_addrs[0] in ("%any", "%any6"):
+            target = initiate_target(conn)
+            if target is None:
                 continue  # nobody to initiate to
             for child in conn.children:
                 if child.start_action != "trap":
                     continue
                 if child.mode == "transport":
+                    # The peer itself: a host name once it resolved (peer_addresses_changed).
+                    peer = peer_address(conn) if peer_address is not None else target
                     try:
-                        nets = (ipaddress.ip_network(conn.remote_addrs[0]),)
-                    except ValueError:
+                        nets = (ipaddress.ip_network(peer),)
+                    except (TypeError, ValueError):
                         continue
                 else:
                     nets = tuple(n for ts in child.remote_ts if not ts.dynamic
@@ -456,6 +461,12 @@ class UserspaceDatapath:
         for key, route in old.items():
             if wanted.get(key) != route:
                 self.routes.remove(*route)
+
+    def peer_addresses_changed(self) -> None:
+        """A host name in remote_addrs resolved anew (the runtime calls this): a transport-mode
+        trap routes the peer's address, so it follows."""
+        if self.policy is not None:
+            self._apply_traps()
 
     def _apply_rule_routes(self) -> None:
         wanted: list[tuple[tuple, str]] = []

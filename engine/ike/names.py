@@ -115,6 +115,17 @@ def pick(addrs: tuple[str, ...], conn: ConnectionConfig) -> str:
     return addrs[0]
 
 
+def target_address(conn: ConnectionConfig, table: HostNames) -> str | None:
+    """The address we would initiate ``conn`` to now: its literal target, or what its host name
+    last resolved to (None: no target, or the name has not resolved yet). For what must name the
+    peer before any initiation (a trap policy's tunnel endpoint)."""
+    target = initiate_target(conn)
+    if target is None or not is_name(target):
+        return target
+    addrs = table.addresses(target)
+    return pick(addrs, conn) if addrs else None
+
+
 def policy_names(connections) -> list[str]:
     """Every host name in the connections' remote_addrs."""
     return [a.strip() for c in connections for a in c.remote_addrs if is_name(a)]

@@ -414,8 +414,22 @@ class EngineRuntime(Reporting):
     def _name_resolved(self, name: str, addrs: tuple[str, ...]) -> None:
         if self._loop is None:
             return  # stopped while it was resolved
+        before = self.endpoint.names.addresses(name)
         self.endpoint.resolved(name, addrs, self.now())
+        if self.endpoint.names.addresses(name) != before:
+            changed = getattr(self.datapath, "peer_addresses_changed", None)
+            if changed is not None:
+                # Trap policies name the peer: one waiting for this name goes in, a moved one moves.
+                try:
+                    changed()
+                except Exception:
+                    log.exception("datapath failed to follow %s to %s", name, ", ".join(addrs))
         self._after()
+
+    def peer_address(self, conn) -> str | None:
+        """The address ``conn`` initiates to now: its literal target, or what its host name last
+        resolved to (None: no target, or not resolved yet)."""
+        return names.target_address(conn, self.endpoint.names)
 
     # ------------------------------------------------------------ commands
     def initiate(self, name: str, child: str | None = None) -> None:

@@ -209,3 +209,40 @@ async def test_the_runtime_asks_the_policys_names_again_every_ttl(monkeypatch):
         assert set(lookups) == {"client.test"} and rb.endpoint.names.addresses("client.test") == (addr(1),)
     finally:
         await rb.stop(delete=False)
+
+
+class _PeerWatchingDatapath(NullDatapath):
+    """A datapath with trap policies: told when a name's answer changes, and what it is then."""
+
+    def __init__(self, runtime_of) -> None:
+        super().__init__()
+        self.runtime_of = runtime_of
+        self.seen: list[str | None] = []
+
+    def peer_addresses_changed(self) -> None:
+        rt = self.runtime_of()
+        self.seen.append(rt.peer_address(rt.policy.connections[0]))
+
+
+async def test_the_datapath_follows_a_names_answer_when_it_changes(monkeypatch):
+    """A trap names its peer: the datapath learns a new answer (the first one, a moved peer),
+    not every repeat of the same one."""
+    monkeypatch.setattr(names, "NAME_TTL", 0.05)
+    answers = iter([(addr(3),), (addr(3),), (addr(4),)])
+
+    async def lookup(loop, name):
+        return next(answers, (addr(4),))
+
+    a = dataclasses.replace(connection(local=addr(1), remote=addr(3), local_port=25534, remote_port=25534),
+                            remote_addrs=(GW,))
+    rt: EngineRuntime | None = None
+    dp = _PeerWatchingDatapath(lambda: rt)
+    rt = EngineRuntime(policy(a, address=addr(1), ike_port=25534, natt_port=25535), datapath=dp, lookup=lookup)
+    assert rt.peer_address(a) is None  # not resolved yet
+    await rt.start()
+    try:
+        assert await _until(lambda: len(dp.seen) >= 2, 5)
+        await asyncio.sleep(0.2)  # more answers, all the same as the last
+        assert dp.seen == [addr(3), addr(4)]
+    finally:
+        await rt.stop(delete=False)

@@ -110,3 +110,56 @@ def test_without_trap_nothing_is_acquired():
     dp.runtime = FakeRuntime(policy)
     dp.apply_policy(policy)
     assert send(dp, packet()) == "no_sa" and not dp.runtime.events
+
+
+# The lab datapath keeps to loopback addresses: a named peer is for the real datapath.
+NAMED = POLICY.replace('datapath = "lab"', 'datapath = "userspace"').replace(
+    'remote_addrs = ["127.0.0.2"]', 'remote_addrs = ["gw.test"]')
+
+
+class NamedRuntime(FakeRuntime):
+    """The runtime's part in a trap to a named peer: what the name last resolved to."""
+
+    def peer_address(self, conn):
+        from engine.ike.names import target_address
+        return target_address(conn, self.endpoint.names)
+
+
+def test_a_transport_trap_to_a_host_name_routes_the_address_it_resolves_to():
+    text = NAMED.replace(
+        'start_action = "trap"', 'start_action = "trap"\nmode = "transport"').replace(
+        'local_ts = ["198.51.100.0/25"]\nremote_ts = ["198.51.100.128/25"]\n', "")
+    policy = parse_policy(text, load_secrets=False)
+    dp = UserspaceDatapath(policy)
+    rt = dp.runtime = NamedRuntime(policy)
+    dp.routes = FakeRoutes()
+    dp.apply_policy(policy)
+    assert dp.routes.routes == [] and dp.path.traps == set()  # nothing to route to yet
+    rt.endpoint.resolved("gw.test", ("127.0.0.7",), rt.t)
+    dp.peer_addresses_changed()
+    assert dp.routes.routes == [(("127.0.0.7/32",), None, "unicast")] and dp.path.traps == {("rw", "lan")}
+    rt.endpoint.resolved("gw.test", ("127.0.0.8",), rt.t)  # DynDNS: the peer moved
+    dp.peer_addresses_changed()
+    assert dp.routes.routes == [(("127.0.0.8/32",), None, "unicast")]
+
+
+def test_a_tunnel_trap_to_a_host_name_routes_its_selectors_at_once():
+    policy = parse_policy(NAMED, load_secrets=False)
+    dp = UserspaceDatapath(policy)
+    dp.runtime = NamedRuntime(policy)
+    dp.routes = FakeRoutes()
+    dp.apply_policy(policy)
+    assert dp.routes.routes == [(("198.51.100.128/25",), None, "unicast")]
+
+
+def test_a_subnet_first_in_remote_addrs_is_not_a_transport_trap_target():
+    text = POLICY.replace('remote_addrs = ["127.0.0.2"]', 'remote_addrs = ["127.0.5.0/24", "127.0.0.2"]').replace(
+        'start_action = "trap"', 'start_action = "trap"\nmode = "transport"').replace(
+        'local_ts = ["198.51.100.0/25"]\nremote_ts = ["198.51.100.128/25"]\n', "")
+    policy = parse_policy(text, load_secrets=False)
+    dp = UserspaceDatapath(policy)
+    dp.runtime = NamedRuntime(policy)
+    dp.routes = FakeRoutes()
+    dp.apply_policy(policy)
+    # the peer initiated to (swanctl: the first entry not a subnet or range), not the whole subnet
+    assert dp.routes.routes == [(("127.0.0.2/32",), None, "unicast")]

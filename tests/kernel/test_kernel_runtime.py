@@ -5,6 +5,8 @@ EngineRuntime and IkeEndpoint (not started: no socket opens)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import logging
 import socket
 
 from engine.datapath.kernel import KernelDatapath
@@ -93,3 +95,29 @@ def test_xfrm_stat_reading(tmp_path):
 
 def test_stop_before_start_is_harmless():
     asyncio.run(KernelRuntimeDatapath(_policy()).stop())
+
+
+async def test_a_trap_to_a_host_name_goes_in_once_it_resolves_and_follows_it(netns, caplog):
+    """``remote_addrs = ["gw.test"]`` with a trap: the trap's tunnel endpoint is what the name
+    resolved to, installed once answered and moved when the answer changes (DynDNS)."""
+    policy = _policy()
+    conn = dataclasses.replace(policy.connections[0], remote_addrs=("gw.test",))
+    policy = dataclasses.replace(policy, connections=(conn,))
+    dp = KernelDatapath.for_runtime(policy, netns=netns)
+    runtime = EngineRuntime(policy, datapath=dp)
+    await dp.start(runtime)
+    try:
+        with caplog.at_level(logging.INFO, logger="engine"):
+            dp.apply_policy(policy)
+        assert "trap branch/net: waiting for gw.test to resolve" in caplog.text
+        assert "tmpl" not in ip("-n", netns, "xfrm", "policy")  # the rules' policies only
+        for answer in ("192.0.2.2", "192.0.2.3"):
+            runtime.endpoint.resolved("gw.test", (answer,), 0.0)
+            dp.peer_addresses_changed()
+            policies = ip("-n", netns, "xfrm", "policy")
+            assert f"src 192.0.2.1 dst {answer}" in policies, policies
+            assert len(our_policies(netns)) == 3 + 4
+        assert "192.0.2.2" not in ip("-n", netns, "xfrm", "policy")
+    finally:
+        await dp.stop()
+    assert our_policies(netns) == []
