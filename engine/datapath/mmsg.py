@@ -51,6 +51,9 @@ if _recvmmsg is not None:
 recv_available = _recvmmsg is not None
 """Whether this libc has recvmmsg."""
 
+IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
+IPV6_PKTINFO = getattr(socket, "IPV6_PKTINFO", 50)
+
 MAX_BYTES = 1 << 20
 """Slot memory per sender at most: fewer slots when packets are large (a jumbo path)."""
 MAX_SLOTS = 128
@@ -87,6 +90,25 @@ def control_message(level: int, kind: int, data: bytes) -> bytes:
     hdr = _CMSG_HDR.size
     return (_CMSG_HDR.pack(_cmsg_align(hdr) + len(data), level, kind)
             + bytes(_cmsg_align(hdr) - hdr) + data + bytes(_cmsg_align(len(data)) - len(data)))
+
+
+def source_pktinfo(source: str, family: int) -> list:
+    """sendmsg ancillary data that makes ``source`` the source address ([] for a wildcard or an address
+    of the other family: the kernel picks)."""
+    try:
+        if family == socket.AF_INET:
+            packed = socket.inet_pton(socket.AF_INET, source)
+            if packed == bytes(4):
+                return []
+            # struct in_pktinfo { int ifindex; in_addr spec_dst (the source); in_addr addr; }
+            return [(socket.IPPROTO_IP, IP_PKTINFO, bytes(4) + packed + bytes(4))]
+        packed = socket.inet_pton(socket.AF_INET6, source)
+        if packed == bytes(16):
+            return []
+        # struct in6_pktinfo { in6_addr addr (the source); unsigned int ifindex; }
+        return [(socket.IPPROTO_IPV6, IPV6_PKTINFO, packed + bytes(4))]
+    except OSError:
+        return []
 
 
 def sockaddr(family: int, address: str, port: int = 0) -> bytes:

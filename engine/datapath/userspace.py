@@ -50,10 +50,9 @@ import ipaddress
 import logging
 import os
 import socket
-import struct
 from concurrent.futures import ThreadPoolExecutor
 
-from engine.datapath import pmtu
+from engine.datapath import mmsg, pmtu
 from engine.datapath.mmsg import control_message
 from engine.datapath.rtnl import AddressBook, RouteWriter
 from engine.datapath.tun import (
@@ -91,7 +90,6 @@ SAMPLE_PERIOD = 0.5
 the packet rate: the next packet after each period is sampled."""
 REKEYED_INBOUND_LINGER = 5.0
 """Seconds a rekeyed inbound SA still accepts packets in flight (charon's delete_rekeyed_delay)."""
-IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
 IPV6_HDRINCL = 36
 IPPROTO_AH = 51
 ACQUIRE_HOLD = 2.0
@@ -361,14 +359,13 @@ class UserspaceDatapath:
         if raw is None:
             raise OSError(errno.EPROTONOSUPPORT, "the SA is not UDP-encapsulated and there is no raw ESP socket "
                                                  "(set encap = true on the connection)")
-        if family == socket.AF_INET:
-            # Source address = the SA's local address, whatever the routing table would pick.
-            info = struct.pack("=I4s4s", 0, socket.inet_aton(ev.local_addr), socket.inet_aton(ev.local_addr))
-            cmsg = [(socket.IPPROTO_IP, IP_PKTINFO, info)]
-
+        # Source address = the SA's local address, whatever the routing table would pick (a host with
+        # several addresses of the family, IPv6's temporary ones among them).
+        cmsg = mmsg.source_pktinfo(ev.local_addr, family)
+        if cmsg:
             def send(data, dest, _s=raw, _c=cmsg):
                 return _s.sendmsg((data,), _c, 0, dest)
-            control = control_message(socket.IPPROTO_IP, IP_PKTINFO, info)
+            control = control_message(*cmsg[0])
         else:
             send = raw.sendto
             control = b""

@@ -32,9 +32,9 @@ from engine.ike.front_door import RateLimit
 log = logging.getLogger("engine.runtime")
 
 Addr = tuple[str, int]
-IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
+IP_PKTINFO = mmsg.IP_PKTINFO
 IPV6_RECVPKTINFO = getattr(socket, "IPV6_RECVPKTINFO", 49)
-IPV6_PKTINFO = getattr(socket, "IPV6_PKTINFO", 50)
+IPV6_PKTINFO = mmsg.IPV6_PKTINFO
 MAX_DATAGRAM = 65535
 READ_BATCH_SECONDS = 0.004
 """A readable socket is read for about this long at most per turn of the loop; what one recvmmsg
@@ -369,7 +369,7 @@ class UdpSockets:
         key = (source, ep.family)  # the same address on the other family's wildcard gives []
         anc = self._sources.get(key)
         if anc is None:
-            anc = _pktinfo_src(source, ep.family)
+            anc = mmsg.source_pktinfo(source, ep.family)
             if len(self._sources) >= 256:  # our own addresses: a few; bounded all the same
                 self._sources.clear()
             self._sources[key] = anc
@@ -478,25 +478,6 @@ def _must_be_local(addr: str) -> None:
             probe.bind((addr, 0))
         except OSError as exc:
             raise OSError(exc.errno, f"cannot listen on {addr}: {exc.strerror}") from None
-
-
-def _pktinfo_src(source: str, family: int) -> list:
-    """sendmsg ancillary data that makes ``source`` the source address ([] for a wildcard or an address
-    of the other family: the kernel picks)."""
-    try:
-        if family == socket.AF_INET:
-            packed = socket.inet_pton(socket.AF_INET, source)
-            if packed == bytes(4):
-                return []
-            # struct in_pktinfo { int ifindex; in_addr spec_dst (the source); in_addr addr; }
-            return [(socket.IPPROTO_IP, IP_PKTINFO, bytes(4) + packed + bytes(4))]
-        packed = socket.inet_pton(socket.AF_INET6, source)
-        if packed == bytes(16):
-            return []
-        # struct in6_pktinfo { in6_addr addr (the source); unsigned int ifindex; }
-        return [(socket.IPPROTO_IPV6, IPV6_PKTINFO, packed + bytes(4))]
-    except OSError:
-        return []
 
 
 def _pktinfo_dst(anc, family) -> str | None:
