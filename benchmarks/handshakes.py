@@ -398,7 +398,9 @@ def run_generator(lab, args, cpu_pid: int | None) -> dict:
                             text=True, start_new_session=True)
     try:
         prioritize(proc.pid)  # before its warm-up ends
-        out, err = proc.communicate(timeout=args.warmup + args.duration + 60)
+        # The SAs to hold come up before the window: charon slows to ~70 new SAs/s by 10,000 held
+        # (more on a slower machine), so allow 25 per second on average for them.
+        out, err = proc.communicate(timeout=args.warmup + args.duration + 60 + max(args.hold, args.curve) / 25)
     finally:
         stop_process(proc, grace=2)
     if proc.returncode != 0:
