@@ -46,3 +46,35 @@ def test_a_peer_named_by_host_name(tmp_path, direction):
             shutil.rmtree(etc, ignore_errors=True)
             for x in started:
                 print(f"===== {x.dir.name} log (tail)\n{x.log()[-6000:]}")
+
+
+def test_a_transport_trap_to_a_named_peer_comes_up_on_the_first_packet(tmp_path):
+    """``start_action = "trap"``, transport mode, ``remote_addrs = ["right-gw.test"]``, ours on both
+    ends (charon's libipsec has no transport mode): the trap routes the address the name resolves to,
+    so a ping to the peer starts IKE to that name and the later pings go through the SA."""
+    from tests.interop.lab_esp import Stopper, installed, wait_child
+    from tests.interop.test_userspace_datapath import _variant
+
+    name = "right-gw.test"
+    with lab() as L, Stopper() as st:
+        etc = Path("/etc/netns") / L.ns["left"]
+        st.callback(shutil.rmtree, etc, True)
+        etc.mkdir(parents=True)
+        (etc / "hosts").write_text(f"127.0.0.1 localhost\n{SIDES['right']['addr']} {name}\n")
+        st.ours(L, "right", tmp_path, _variant("right", transport=True))
+        text = _variant("left", transport=True, start_action="trap").replace(
+            f'remote_addrs = ["{SIDES["right"]["addr"]}"]', f'remote_addrs = ["{name}"]')
+        assert name in text
+        left = st.ours(L, "left", tmp_path, text)
+        dst = SIDES["right"]["addr"]
+        # The trap goes in once the name resolved (at start); the first packets wait for IKE.
+        wait_for(lambda: f"{dst} dev ipsecc" in L.exec("left", "ip", "route", "show", "table", "4533", check=False).stdout,
+                 what=f"the trap's route to {dst} into the TUN device")
+        L.exec("left", "ping", "-n", "-q", "-c", "2", "-i", "0.5", "-W", "1", dst, check=False)
+        child = wait_child(left)
+        assert child["mode"] == "transport"
+        sa = [s for s in left.sas() if s["children"]][0]
+        assert sa["remote_addr"] == dst and sa["initiator"]
+        before = installed(left)[0]["packets_out"]
+        L.exec("left", "ping", "-n", "-q", "-c", "3", "-i", "0.1", "-W", "2", dst)
+        wait_for(lambda: installed(left)[0]["packets_out"] >= before + 3, 5, 0.2, "3 pings through the SA")
