@@ -22,7 +22,7 @@ import warnings
 
 from typing import Callable
 
-from cryptography.hazmat.primitives.asymmetric import dh, ec, x448, x25519
+from cryptography.hazmat.primitives.asymmetric import ec, x448, x25519
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from .errors import InvalidKeyExchange, UnsupportedTransform
@@ -166,20 +166,45 @@ _ECP_CURVES: dict[int, tuple[type[ec.EllipticCurve], int]] = {
 }
 _MONTGOMERY: dict[int, int] = {KeId.CURVE25519: 32, KeId.CURVE448: 56}
 
-SUPPORTED_GROUPS = frozenset(MODP_PRIMES) | frozenset(_ECP_CURVES) | frozenset(_MONTGOMERY)
-# Still accepted (interop, lint tests) but below today's security floor.
-WEAK_GROUPS = frozenset({KeId.MODP_1024, KeId.MODP_1536})
-
-# cryptography (51+) deprecates finite-field DH as a whole. IKEv2 still negotiates the MODP
+# cryptography (50+) deprecates finite-field DH as a whole. IKEv2 still negotiates the MODP
 # groups (RFC 8247: MODP_2048 SHOULD, peers such as Windows offer MODP_1024), so the engine keeps
 # them; the warning is silenced for the calls made in this module only, not for anyone else.
 warnings.filterwarnings("ignore", message=r"Diffie-Hellman over finite fields", category=UserWarning,
                         module=r"engine\.crypto\.ke$")
 
-_PARAMS_CACHE: dict[int, dh.DHParameters] = {}
+
+def _finite_field_dh():
+    """cryptography's finite-field DH module, or None once a release has removed it (or refuses
+    to use it): then the MODP groups are simply not offered, and a policy naming one is told why,
+    instead of the engine failing to import or failing mid-handshake."""
+    try:
+        from cryptography.hazmat.primitives.asymmetric import dh as module
+        module.DHParameterNumbers(MODP_PRIMES[2], MODP_GENERATOR).parameters()
+    except Exception:  # ImportError, AttributeError, UnsupportedAlgorithm: whatever "gone" looks like
+        return None
+    return module
 
 
-def _modp_parameters(group: int) -> dh.DHParameters:
+dh = _finite_field_dh()
+FFDH_AVAILABLE = dh is not None
+"""Whether the MODP groups can be used with the installed cryptography."""
+
+
+def ffdh_missing_reason() -> str:
+    from cryptography import __version__
+    return (f"finite-field Diffie-Hellman (the MODP groups) is not available in the installed "
+            f"cryptography {__version__}, which deprecated it in 50")
+
+
+SUPPORTED_GROUPS = (frozenset(MODP_PRIMES) if FFDH_AVAILABLE else frozenset()) \
+    | frozenset(_ECP_CURVES) | frozenset(_MONTGOMERY)
+# Still accepted (interop, lint tests) but below today's security floor.
+WEAK_GROUPS = frozenset({KeId.MODP_1024, KeId.MODP_1536})
+
+_PARAMS_CACHE: dict[int, object] = {}
+
+
+def _modp_parameters(group: int):
     params = _PARAMS_CACHE.get(group)
     if params is None:
         params = dh.DHParameterNumbers(MODP_PRIMES[group], MODP_GENERATOR).parameters()
@@ -205,6 +230,12 @@ def ke_public_size(group: int) -> int:
     raise UnsupportedTransform(f"key exchange method {_group_name(group)} is not supported")
 
 
+def _check_usable(group: int) -> None:
+    ke_public_size(group)  # rejects unknown groups
+    if not FFDH_AVAILABLE and group in MODP_PRIMES:
+        raise UnsupportedTransform(f"key exchange method {_group_name(group)}: {ffdh_missing_reason()}")
+
+
 class KeyExchange:
     """One side of a key exchange: a fresh private key for `group`.
 
@@ -216,7 +247,7 @@ class KeyExchange:
     __slots__ = ("group", "_private", "_public")
 
     def __init__(self, group: int, rng: Callable[[int], bytes] | None = None) -> None:
-        ke_public_size(group)  # rejects unknown groups
+        _check_usable(group)
         self.group = KeId(group)
         if rng is None:
             self._private = self._generate()
@@ -229,7 +260,7 @@ class KeyExchange:
         """Rebuild a key from its private value (known-answer tests): the MODP
         exponent or ECP scalar big-endian, or the raw X25519/X448 key."""
         self = cls.__new__(cls)
-        ke_public_size(group)
+        _check_usable(group)
         self.group = KeId(group)
         self._private = self._load(bytes(private))
         self._public = self._encode_public()

@@ -41,6 +41,7 @@ from engine.crypto.transforms import (
     additional_ke_number,
     additional_ke_type,
 )
+from engine.crypto.ke import FFDH_AVAILABLE, MODP_PRIMES, ffdh_missing_reason
 from engine.policy.model import Proposal, Transform
 
 ProtocolName = Literal["ike", "esp", "ah"]
@@ -208,6 +209,12 @@ def _dedup(ts: Iterable[Transform]) -> tuple[Transform, ...]:
     return tuple(out)
 
 
+def _check_available(t: Transform, text: str, word: str) -> None:
+    if not FFDH_AVAILABLE and t.id in MODP_PRIMES and (t.type == KE or additional_ke_number(t.type)):
+        raise ProposalError(f"{text!r}: '{word}': {ffdh_missing_reason()}; use ecp256, ecp384 or x25519 "
+                            f"(or install an older cryptography for a peer that only does MODP)", keyword=word)
+
+
 def parse_proposal(text: str, protocol: ProtocolName) -> Proposal:
     """Parse one proposal string; raises :class:`ProposalError`."""
     if protocol not in ("ike", "esp", "ah"):
@@ -239,8 +246,11 @@ def parse_proposal(text: str, protocol: ProtocolName) -> Proposal:
                 more = f" (did you mean 'ke{n}_{hint}'?)" if hint and KEYWORDS[hint].type == KE else ""
                 raise ProposalError(f"{text!r}: '{w}': after ke{n}_ comes a key exchange method such as "
                                     f"mlkem768 or x25519{more}", keyword=w)
+            _check_available(t, text, w)
             additional.append(t)
             continue
+        if t is not None:
+            _check_available(t, text, w)
         if t is None:
             if w in UNSUPPORTED_KEYWORDS:
                 why = " (the cryptography package offers ML-KEM-768 and ML-KEM-1024 only)" if w == "mlkem512" else ""
@@ -322,7 +332,8 @@ def default_proposals(protocol: ProtocolName) -> tuple[Proposal, ...]:
     """
     prfs = tuple(_t(PRF, p) for p in (PrfId.HMAC_SHA2_256, PrfId.HMAC_SHA2_384, PrfId.HMAC_SHA2_512, PrfId.HMAC_SHA1))
     kes = tuple(_t(KE, k) for k in (KeId.ECP_256, KeId.ECP_384, KeId.ECP_521, KeId.CURVE25519, KeId.CURVE448,
-                                    KeId.MODP_3072, KeId.MODP_4096, KeId.MODP_6144, KeId.MODP_8192, KeId.MODP_2048))
+                                    KeId.MODP_3072, KeId.MODP_4096, KeId.MODP_6144, KeId.MODP_8192, KeId.MODP_2048)
+                if FFDH_AVAILABLE or k not in MODP_PRIMES)
     integs = tuple(_t(INTEG, i) for i in (IntegId.HMAC_SHA2_256_128, IntegId.HMAC_SHA2_384_192,
                                          IntegId.HMAC_SHA2_512_256, IntegId.HMAC_SHA1_96))
     cbc = tuple(_t(ENCR, EncrId.AES_CBC, b) for b in (128, 192, 256))
