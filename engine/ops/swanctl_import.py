@@ -520,24 +520,31 @@ def import_tree(root: Section, *, source: str, conf_dir: Path, out_dir: Path | N
     result.warnings = imp.warnings
     result.policy_toml = HEADER.format(src=source) + document_text(doc)
     result.secrets_toml = SECRETS_HEADER.format(src=source) + document_text(secrets)
-    result.errors = validate(result, out_dir, secrets_name)
+    check_doc = {**doc, "engine": {**doc["engine"], "secrets": SCRATCH_SECRETS}}
+    result.errors = validate(result, out_dir, secrets_name, document_text(check_doc))
     return result
 
 
-def validate(result: ImportResult, out_dir: Path, secrets_name: str) -> list[str]:
-    """Load the policy with its secrets, as the engine would, from a scratch folder."""
+SCRATCH_SECRETS = "imported.secrets.toml"
+"""The secrets file's name in the validation scratch folder: never the real name, which may climb
+out of the folder with ``..`` (a secrets file elsewhere in the tree than the policy)."""
+
+
+def validate(result: ImportResult, out_dir: Path, secrets_name: str, policy_text: str) -> list[str]:
+    """Load the policy with its secrets, as the engine would, from a scratch folder: ``policy_text`` is
+    the policy naming the secrets file :data:`SCRATCH_SECRETS`; findings name ``secrets_name``."""
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Path(tmp) / "policy"
         scratch.mkdir()
-        secrets = scratch / secrets_name
-        secrets.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(secrets, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        secrets = scratch / SCRATCH_SECRETS
+        fd = os.open(secrets, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(result.secrets_toml)
         try:
-            parse_policy(result.policy_toml, scratch / "imported.toml", strict_secrets_mode=True)
+            parse_policy(policy_text, scratch / "imported.toml", strict_secrets_mode=True)
         except PolicyError as exc:
-            return [f.format().replace(str(scratch) + "/", "") for f in exc.errors]
+            return [f.format().replace(str(secrets), secrets_name).replace(str(scratch) + "/", "")
+                    .replace(SCRATCH_SECRETS, secrets_name) for f in exc.errors]
     return []
 
 

@@ -261,3 +261,26 @@ def test_exported_conf_loads_in_charon_and_negotiates_with_our_daemon(tmp_path):
         assert child["name"] == "lan"
         net.ping("left", "198.51.100.129", count=3, interval=0.2)
         assert "ESTABLISHED" in charon.list_sas() and "INSTALLED" in charon.list_sas()
+
+
+def test_import_never_writes_the_secrets_outside_its_scratch_folder(tmp_path):
+    """The validation copy of the secrets went to scratch/RELPATH: with the secrets file in another
+    branch of the tree than the policy, that climbed out of the scratch folder onto the real file
+    (an existing one was overwritten before `exists (use --force)` was said) or anywhere else."""
+    out_dir = tmp_path / "a" / "b"
+    out_dir.mkdir(parents=True)
+    keep = tmp_path / "keep.secrets.toml"
+    keep.write_text("# the admin's own secrets\n")
+    # the name relpath gives when the two share only "/" (e.g. -o /etc/x.toml --secrets /root/x.secrets.toml)
+    rel = "../" * (len(out_dir.parts) - 1) + str(keep).lstrip("/")
+    assert (out_dir / rel).resolve() == keep
+    r = import_text(PSK_TUNNEL, conf_dir=tmp_path, out_dir=out_dir, secrets_name=rel)
+    assert not r.errors
+    assert keep.read_text() == "# the admin's own secrets\n"
+    assert f'secrets = "{rel}"' in r.policy_toml
+
+
+def test_import_reports_secrets_errors_by_the_secrets_file_name(tmp_path):
+    conf = PSK_TUNNEL.replace("secrets {", "secrets {\n    ike-empty {\n        secret = 0xzz\n    }")
+    r = import_text(conf, conf_dir=tmp_path, out_dir=tmp_path, secrets_name="gw.secrets.toml")
+    assert r.errors and all(e.startswith(("gw.secrets.toml", "imported.toml")) for e in r.errors), r.errors
