@@ -20,6 +20,8 @@ the new policy's folder. The result is validated with the policy parser.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import re
 import tempfile
@@ -438,6 +440,11 @@ class _Importer:
                 if not secret or not ids:
                     self.warn(entry.where(), path, "an EAP secret needs a secret and an id")
                     continue
+                try:
+                    secret = _eap_password(secret)
+                except ValueError as exc:
+                    self.warn(entry.where(), f"{path}.secret", str(exc))
+                    continue
                 doc["eap"][_secret_name(name, doc["eap"])] = {"id": ids if len(ids) > 1 else ids[0], "secret": secret}
                 self.result.secrets += 1
             elif name.startswith(("private", "rsa", "ecdsa", "pkcs8")):
@@ -496,6 +503,25 @@ class _Importer:
             if not secrets[k]:
                 del secrets[k]
         return doc, secrets
+
+
+def _eap_password(value: str) -> str:
+    """swanctl decodes a secret written 0x<hex> or 0s<base64> (export writes EAP passwords so); our EAP
+    passwords are the text itself (engine.policy.secrets: no decoding), so decode here. ValueError
+    (naming no part of the value) when it is not valid hex/base64 or not UTF-8 text."""
+    if not value.startswith(("0x", "0X", "0s", "0S")):
+        return value
+    try:
+        raw = binascii.unhexlify(value[2:]) if value[1] in "xX" else base64.b64decode(value[2:], validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("a value starting with 0x must be hex, with 0s base64") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError("an EAP password here is text: this one decodes to bytes that are not UTF-8") from None
+    if not text:
+        raise ValueError("empty secret")
+    return text
 
 
 def _secret_name(name: str, taken: dict) -> str:

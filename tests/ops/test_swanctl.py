@@ -10,7 +10,10 @@ benchmarks/swanctl_corpus.py imports the real ones in bulk.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import os
+import tempfile
 import subprocess
 import sys
 from pathlib import Path
@@ -284,3 +287,30 @@ def test_import_reports_secrets_errors_by_the_secrets_file_name(tmp_path):
     conf = PSK_TUNNEL.replace("secrets {", "secrets {\n    ike-empty {\n        secret = 0xzz\n    }")
     r = import_text(conf, conf_dir=tmp_path, out_dir=tmp_path, secrets_name="gw.secrets.toml")
     assert r.errors and all(e.startswith(("gw.secrets.toml", "imported.toml")) for e in r.errors), r.errors
+
+
+def test_eap_passwords_survive_export_and_import(tmp_path):
+    """swanctl decodes 0x (hex) and 0s (base64) EAP secrets, and export writes them as 0x...; our EAP
+    passwords are text taken as typed, so the import must decode them, not keep the 0x... text as the
+    password (it doubled in length and no client could log in)."""
+    policy = load_policy(sample_path("road-warrior-server.toml"), strict_secrets_mode=False)
+    out = export_policy(policy, secrets_include=str(tmp_path / "secrets.conf"))
+    (tmp_path / "secrets.conf").write_text(out.secrets_conf)
+    back = import_text(out.conf, conf_dir=tmp_path, out_dir=sample_path("road-warrior-server.toml").parent)
+    (tmp_path / "rw.secrets.toml").write_text(import_text(out.secrets_conf, conf_dir=tmp_path).secrets_toml)
+    (tmp_path / "rw.secrets.toml").chmod(0o600)
+    text = back.policy_toml.replace('secrets = "secrets.toml"', 'secrets = "rw.secrets.toml"')
+    again = parse_policy(text, tmp_path / "rw.toml", strict_secrets_mode=True)
+    assert policy.secrets.eap and len(again.secrets.eap) == len(policy.secrets.eap)
+    for mine, theirs in zip(policy.secrets.eap, again.secrets.eap):
+        assert theirs.ids == mine.ids and theirs.secret.reveal() == mine.secret.reveal()
+
+
+def test_eap_secret_encodings_as_swanctl_reads_them(tmp_path):
+    conf = ("secrets {\n  eap-a {\n    id = a\n    secret = 0s" + base64.b64encode(b"p\xc3\xa4ss").decode() + "\n  }\n"
+            "  eap-b {\n    id = b\n    secret = 0xff00\n  }\n  eap-c {\n    id = c\n    secret = plain\n  }\n}\n")
+    r = import_text(conf, conf_dir=tmp_path)
+    assert '[eap.eap-a]\nid = "a"\nsecret = "päss"' in r.secrets_toml
+    assert '[eap.eap-c]\nid = "c"\nsecret = "plain"' in r.secrets_toml
+    assert "eap-b" not in r.secrets_toml and "0xff00" not in r.secrets_toml
+    assert any("secrets.eap-b" in w and "UTF-8" in w for w in r.warnings), r.warnings
