@@ -143,6 +143,8 @@ class ControlServer:
             child = req.get("child")
             if child is not None and not isinstance(child, str):
                 raise ValueError("'child' must be a string")
+            if child is not None:
+                _check_child(rt.policy, _name(req), child)
             rt.initiate(_name(req), child)
             return {"initiated": _name(req)}
         if cmd == "terminate":
@@ -397,6 +399,15 @@ def _message(exc: Exception) -> str:
     if isinstance(exc, KeyError) and exc.args:
         return str(exc.args[0])
     return str(exc)
+
+
+def _check_child(policy, name: str, child: str) -> None:
+    """A readable refusal for an unknown CHILD config (the engine raises a KeyError of its name alone);
+    an unknown connection is left to the engine's own message."""
+    conn = next((c for c in policy.connections if c.name == name), None)
+    if conn is not None and all(c.name != child for c in conn.children):
+        have = ", ".join(c.name for c in conn.children) or "none"
+        raise LocalError(f"connection '{name}' has no CHILD SA config named '{child}' (it has: {have})")
 
 
 def _unique_id(req: dict) -> int | None:

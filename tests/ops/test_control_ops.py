@@ -152,3 +152,16 @@ async def test_an_apply_from_the_embedded_console_is_journaled(tmp_path):
     [entry] = journal.read(config.parent / "state")
     assert entry["via"] == "console" and '+dpd_delay = "20s"' in entry["diff"]
     assert entry["result"]["changed"] == ["branch"]
+
+
+async def test_initiate_of_an_unknown_child_names_it(server):
+    """`initiate tun --child nosuch` answered just "nosuch" (a KeyError's key), which reads like a
+    success message or a connection name; it must say what is missing and where."""
+    c = ControlClient(str(server.path))
+    try:
+        with pytest.raises(ControlError) as err:
+            await c.call("initiate", name="tun", child="nosuch")
+    finally:
+        await c.close()
+    assert str(err.value) == "connection 'tun' has no CHILD SA config named 'nosuch' (it has: lan)"
+    assert not server.runtime.endpoint.sas
