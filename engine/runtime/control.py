@@ -82,6 +82,9 @@ class ControlServer:
         """Connections refused because MAX_CLIENTS were open."""
         self._server: asyncio.AbstractServer | None = None
         self._clients: set[asyncio.Task] = set()
+        self._bound: tuple[int, int] | None = None
+        """(st_dev, st_ino) of the socket we bound: stop() removes that file only, never another
+        daemon's socket nor a file or folder that was at the path when start() refused it."""
 
     async def start(self) -> None:
         folder = self.path.parent
@@ -99,6 +102,8 @@ class ControlServer:
         finally:
             os.umask(old_umask)
         os.chmod(self.path, 0o600)
+        st = self.path.lstat()
+        self._bound = (st.st_dev, st.st_ino)
         log.info("control socket %s", self.path)
 
     async def stop(self) -> None:
@@ -111,8 +116,11 @@ class ControlServer:
             except (asyncio.TimeoutError, Exception):
                 pass
             self._server = None
+        bound, self._bound = self._bound, None
         try:
-            self.path.unlink()
+            st = self.path.lstat()
+            if bound is not None and (st.st_dev, st.st_ino) == bound:
+                self.path.unlink()
         except FileNotFoundError:
             pass
 
