@@ -123,16 +123,17 @@ def record(policy: Policy, *, action: str, via: str, old_text: str | None, new_t
 
 
 def read(folder: Path) -> list[dict]:
-    """Every entry of a journal, oldest first (lines that do not parse are skipped)."""
+    """Every entry of a journal, oldest first (lines that do not parse, or are not UTF-8, are skipped).
+    Raises OSError when the journal exists but cannot be read (a folder, no permission)."""
     try:
-        lines = (folder / JOURNAL).read_text(encoding="utf-8").splitlines()
+        lines = (folder / JOURNAL).read_bytes().splitlines()
     except FileNotFoundError:
         return []
     out = []
     for line in lines:
         try:
-            entry = json.loads(line)
-        except ValueError:
+            entry = json.loads(line.decode("utf-8"))
+        except ValueError:  # UnicodeDecodeError included
             continue
         if isinstance(entry, dict):
             out.append(entry)
