@@ -144,6 +144,10 @@ def main(argv: list[str] | None = None) -> int:
         args = _console_parser().parse_args(argv)
         return run_console(args.config)
     args = build_parser().parse_args(argv)
+    clash = _output_clash(args)
+    if clash:
+        print(f"ipsec-console {args.command}: {clash}; nothing was written", file=sys.stderr)
+        return 2
     handler = {
         "check": _cmd_check,
         "daemon": _cmd_daemon,
@@ -163,6 +167,33 @@ def main(argv: list[str] | None = None) -> int:
         return handler(args)
     except KeyboardInterrupt:
         return 130
+
+
+def _same_file(a: str, b: str) -> bool:
+    import os
+
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)  # hard links
+    except OSError:
+        return False
+
+
+def _output_clash(args) -> str | None:
+    """import/export/doc: an output that is also their input, or one file named for both outputs
+    (each would be written over the other, or over the file being converted)."""
+    if args.command not in ("import", "export", "doc"):
+        return None
+    source = args.swanctl_conf if args.command == "import" else args.config
+    outputs = [(opt, path) for opt, path in (("-o", getattr(args, "output", None)),
+                                             ("--secrets", getattr(args, "secrets", None))) if path]
+    for opt, path in outputs:
+        if source and _same_file(path, source):
+            return f"{opt} {path} is also the file being read ({source})"
+    if len(outputs) == 2 and _same_file(outputs[0][1], outputs[1][1]):
+        return f"-o {outputs[0][1]} is also the --secrets file"
+    return None
 
 
 def run_console(config: str | None) -> int:

@@ -1,0 +1,52 @@
+"""import, export and doc never write over their own input nor write both outputs to one file: `export
+p.toml -o p.toml` replaced the policy with swanctl.conf syntax, `export -o X --secrets X` wrote the
+secrets and then a swanctl.conf over them that includes itself, `import -o X --secrets X` wrote the
+secrets as X and then refused the policy ("X exists")."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from console.cli import main
+from engine.policy.samples import sample_path
+
+
+@pytest.fixture
+def policy(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for name in ("site-to-site.toml", "site-to-site.secrets.toml"):
+        shutil.copy(sample_path(name), tmp_path / name)
+    (tmp_path / "site-to-site.secrets.toml").chmod(0o600)
+    return tmp_path / "site-to-site.toml"
+
+
+@pytest.mark.parametrize("args", [
+    ["export", "site-to-site.toml", "-o", "site-to-site.toml"],
+    ["export", "site-to-site.toml", "-o", "./site-to-site.toml"],
+    ["export", "site-to-site.toml", "--secrets", "site-to-site.toml"],
+    ["doc", "site-to-site.toml", "-o", "site-to-site.toml"],
+])
+def test_an_output_that_is_the_input_is_refused(policy, capsys, args):
+    before = policy.read_bytes()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "site-to-site.toml" in err and "is also" in err, err
+    assert policy.read_bytes() == before and not Path(f"{policy}.bak").exists()
+
+
+def test_export_to_one_file_for_conf_and_secrets_is_refused(policy, capsys):
+    assert main(["export", "site-to-site.toml", "-o", "out.conf", "--secrets", "out.conf"]) == 2
+    assert "out.conf" in capsys.readouterr().err and not Path("out.conf").exists()
+
+
+def test_import_to_one_file_for_policy_and_secrets_is_refused(policy, capsys):
+    assert main(["export", "site-to-site.toml", "-o", "gw.conf", "--secrets", "gw.secrets.conf"]) == 0
+    capsys.readouterr()
+    assert main(["import", "gw.conf", "-o", "x.toml", "--secrets", "x.toml"]) == 2
+    assert "x.toml" in capsys.readouterr().err and not Path("x.toml").exists()
+    assert main(["import", "gw.conf", "-o", "gw.conf", "--force"]) == 2
+    assert Path("gw.conf").read_text().startswith("# swanctl.conf written by ipsec-console export")
+    assert main(["import", "gw.conf", "-o", "x.toml"]) == 0  # different files: fine
