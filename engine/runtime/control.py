@@ -13,7 +13,8 @@ Protocol (version 1), documented in README.md ("Control protocol"):
   a subscribed connection; clients tell lines apart by the ``event`` key.
 - When the daemon ends a connection itself, its last line says why:
   ``{"id": null, "ok": false, "error": WHY, "disconnected": WHY}`` (too many
-  connections, a request line too long, a subscriber that fell behind).
+  connections, a request line too long, a subscriber that fell behind, the
+  daemon stopping).
 
 Commands: version, status, list-sas, list-conns, initiate {name, child?},
 terminate {name, unique_id?}, rekey {name, ike?, unique_id?}, roam {name?}
@@ -82,6 +83,7 @@ class ControlServer:
         """Connections refused because MAX_CLIENTS were open."""
         self._server: asyncio.AbstractServer | None = None
         self._clients: set[asyncio.Task] = set()
+        self._open: set[_Connection] = set()
         self._bound: tuple[int, int] | None = None
         """(st_dev, st_ino) of the socket we bound: stop() removes that file only, never another
         daemon's socket nor a file or folder that was at the path when start() refused it."""
@@ -109,6 +111,8 @@ class ControlServer:
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
+            for conn in list(self._open):
+                conn.goodbye(STOPPING)
             for t in list(self._clients):
                 t.cancel()
             try:
@@ -136,10 +140,13 @@ class ControlServer:
         task = asyncio.current_task()
         self._clients.add(task)
         peer = journal.peer_of(writer.get_extra_info("socket"))
+        conn = _Connection(self, reader, writer, peer)
+        self._open.add(conn)
         try:
-            await _Connection(self, reader, writer, peer).serve()
+            await conn.serve()
         finally:
             self._clients.discard(task)
+            self._open.discard(conn)
 
     # ------------------------------------------------------------ commands
     def handle(self, req: dict, peer: journal.Who | None = None):
@@ -235,6 +242,9 @@ class ControlServer:
         return event_to_dict(applied)
 
 
+STOPPING = "the daemon is stopping"
+"""The last line a client gets when the daemon stops (``disconnected``)."""
+
 MAX_SERVED_FILE = 256 * 1024
 
 
@@ -293,6 +303,12 @@ class _Connection:
 
     async def reply(self, obj) -> None:
         await self.send([line(obj)])
+
+    def goodbye(self, why: str) -> None:
+        """The last line, as the server stops: written without waiting (the transport flushes it as
+        it closes), and only between lines (a line being sent in pieces is left whole)."""
+        if not self.lock.locked() and not self.writer.transport.is_closing():
+            self.writer.write(line({"id": None, "ok": False, "error": why, "disconnected": why}))
 
     async def serve(self) -> None:
         try:

@@ -50,3 +50,31 @@ async def test_stop_leaves_a_socket_that_replaced_ours(tmp_path):
     finally:
         await new.stop()
     assert not path.exists()
+
+
+async def test_a_stopping_daemon_tells_its_subscribers_why(tmp_path):
+    """`ipsec-console events` ended with exit 0 and no word when the daemon stopped, like a stream that
+    is simply over; the daemon's last line now says it is stopping (README: "When the daemon ends a
+    connection itself, its last line says why"), so the client raises and the CLI exits 1."""
+    from engine.datapath.base import NullDatapath
+    from engine.policy.parse import parse_policy
+    from engine.runtime.client import ControlClient
+    from engine.runtime.engine import EngineRuntime
+
+    from tests.loopback import addr
+
+    text = f'[engine]\ndatapath = "kernel"\nlisten = ["{addr(1)}"]\nike_port = 25870\nnatt_port = 25871\n'
+    rt = EngineRuntime(parse_policy(text, str(tmp_path / "p.toml")), datapath=NullDatapath(), policy_text=text)
+    await rt.start()
+    server = ControlServer(rt, str(tmp_path / "control.sock"))
+    await server.start()
+    client = ControlClient(str(server.path))
+    try:
+        await client.subscribe()
+        await server.stop()
+        while await client.next_event() is not None:
+            pass  # events published before the stop
+        assert client.disconnected == "the daemon is stopping"
+    finally:
+        await client.close()
+        await rt.stop(delete=False)
