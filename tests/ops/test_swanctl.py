@@ -314,3 +314,20 @@ def test_eap_secret_encodings_as_swanctl_reads_them(tmp_path):
     assert '[eap.eap-c]\nid = "c"\nsecret = "plain"' in r.secrets_toml
     assert "eap-b" not in r.secrets_toml and "0xff00" not in r.secrets_toml
     assert any("secrets.eap-b" in w and "UTF-8" in w for w in r.warnings), r.warnings
+
+
+def test_an_include_of_a_device_or_fifo_is_refused(tmp_path):
+    """`include /dev/zero` hung import, eating memory (the size check read st_size, 0 for a device, then
+    read the file whole); a FIFO nobody writes hung it for good. Only regular files are read now (as
+    for policies, engine.policy.tomlfile), at most MAX_SIZE bytes."""
+    from engine.ops.swanctl_conf import parse_file
+
+    fifo = tmp_path / "fifo.conf"
+    os.mkfifo(fifo)
+    for target, kind in (("/dev/null", "a character device"), (str(fifo), "a FIFO")):
+        conf = tmp_path / "swanctl.conf"
+        conf.write_text(f"include {target}\nconnections {{}}\n")
+        with pytest.raises(SettingsError, match=f"{target}: not a regular file \\({kind}\\)"):
+            parse_file(conf)
+    with pytest.raises(SettingsError, match="not a regular file"):
+        parse_file(fifo)
