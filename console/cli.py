@@ -23,6 +23,17 @@ def _add_control(p: argparse.ArgumentParser) -> None:
                    help=f"control socket of the daemon (default {DEFAULT_CONTROL})")
 
 
+def _seconds(text: str) -> float:
+    """A number of seconds, 0 or more (inf: no limit)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if value != value or value < 0:  # NaN never compares: it would never time out, nor be reached
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (0 or more)")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ipsec-console",
@@ -69,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="wait for the CHILD SAs to be up or the negotiation to fail (the default)")
     p.add_argument("--no-wait", dest="wait", action="store_false",
                    help="return once the daemon accepted the command")
-    p.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
+    p.add_argument("--timeout", type=_seconds, default=30.0, metavar="SECONDS",
                    help="give up waiting after this long (default 30)")
     _add_control(p)
 

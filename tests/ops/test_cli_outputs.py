@@ -50,3 +50,12 @@ def test_import_to_one_file_for_policy_and_secrets_is_refused(policy, capsys):
     assert main(["import", "gw.conf", "-o", "gw.conf", "--force"]) == 2
     assert Path("gw.conf").read_text().startswith("# swanctl.conf written by ipsec-console export")
     assert main(["import", "gw.conf", "-o", "x.toml"]) == 0  # different files: fine
+
+
+@pytest.mark.parametrize("value", ["nan", "-1", "abc"])
+def test_initiate_timeout_must_be_a_number_of_seconds(value, capsys):
+    """--timeout nan was taken (and reported "no outcome within nans"); a negative one too."""
+    with pytest.raises(SystemExit) as exit_:
+        main(["initiate", "c", "--timeout", value, "--control", "/nonexistent/control.sock"])
+    assert exit_.value.code == 2
+    assert "--timeout" in capsys.readouterr().err
