@@ -331,3 +331,17 @@ def test_an_include_of_a_device_or_fifo_is_refused(tmp_path):
             parse_file(conf)
     with pytest.raises(SettingsError, match="not a regular file"):
         parse_file(fifo)
+
+
+def test_a_private_key_passphrase_is_exported_as_swanctl_reads_it(tmp_path):
+    """swanctl takes a private key's secret literally (load_creds.c: chunk_from_str, no 0x/0s decoding,
+    unlike ike/eap/ppk secrets): exported as 0x<hex>, the passphrase charon tried was the hex text."""
+    (tmp_path / "s.toml").write_text('[private.gw]\nfile = "gw.key"\npassphrase = "0x not hex, #; {}"\n')
+    (tmp_path / "s.toml").chmod(0o600)
+    (tmp_path / "p.toml").write_text('[engine]\ndatapath = "kernel"\nsecrets = "s.toml"\n')
+    policy = load_policy(tmp_path / "p.toml")
+    out = export_policy(policy, secrets_include=str(tmp_path / "secrets.conf"))
+    assert '"0x not hex, #; {}"' in out.secrets_conf and "0x3078" not in out.secrets_conf
+    assert any("private" in w and "gw.key" in w for w in out.warnings), out.warnings
+    back = import_text(out.secrets_conf, conf_dir=tmp_path)
+    assert 'passphrase = "0x not hex, #; {}"' in back.secrets_toml
