@@ -537,8 +537,10 @@ SECRETS_HEADER = "# Secrets imported by ipsec-console from {src}. Keep this file
 
 
 def import_tree(root: Section, *, source: str, conf_dir: Path, out_dir: Path | None = None,
-                secrets_name: str = "secrets.toml", datapath: str = "kernel") -> ImportResult:
-    """Convert a parsed swanctl.conf; the result is validated (``errors``) but nothing is written."""
+                secrets_name: str = "secrets.toml", datapath: str = "kernel",
+                policy_name: str = "imported.toml") -> ImportResult:
+    """Convert a parsed swanctl.conf; the result is validated (``errors``, naming the policy
+    ``policy_name`` and the secrets file ``secrets_name``) but nothing is written."""
     out_dir = out_dir or Path.cwd()
     imp = _Importer(root, conf_dir, out_dir)
     doc, secrets = imp.run(datapath, secrets_name)
@@ -547,7 +549,7 @@ def import_tree(root: Section, *, source: str, conf_dir: Path, out_dir: Path | N
     result.policy_toml = HEADER.format(src=source) + document_text(doc)
     result.secrets_toml = SECRETS_HEADER.format(src=source) + document_text(secrets)
     check_doc = {**doc, "engine": {**doc["engine"], "secrets": SCRATCH_SECRETS}}
-    result.errors = validate(result, out_dir, secrets_name, document_text(check_doc))
+    result.errors = validate(result, out_dir, secrets_name, document_text(check_doc), policy_name)
     return result
 
 
@@ -556,7 +558,8 @@ SCRATCH_SECRETS = "imported.secrets.toml"
 out of the folder with ``..`` (a secrets file elsewhere in the tree than the policy)."""
 
 
-def validate(result: ImportResult, out_dir: Path, secrets_name: str, policy_text: str) -> list[str]:
+def validate(result: ImportResult, out_dir: Path, secrets_name: str, policy_text: str,
+             policy_name: str = "imported.toml") -> list[str]:
     """Load the policy with its secrets, as the engine would, from a scratch folder: ``policy_text`` is
     the policy naming the secrets file :data:`SCRATCH_SECRETS`; findings name ``secrets_name``."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -569,8 +572,9 @@ def validate(result: ImportResult, out_dir: Path, secrets_name: str, policy_text
         try:
             parse_policy(policy_text, scratch / "imported.toml", strict_secrets_mode=True)
         except PolicyError as exc:
-            return [f.format().replace(str(secrets), secrets_name).replace(str(scratch) + "/", "")
-                    .replace(SCRATCH_SECRETS, secrets_name) for f in exc.errors]
+            policy = str(scratch / "imported.toml")
+            return [f.format().replace(str(secrets), secrets_name).replace(policy, policy_name)
+                    .replace(str(scratch) + "/", "").replace(SCRATCH_SECRETS, secrets_name) for f in exc.errors]
     return []
 
 

@@ -345,3 +345,10 @@ def test_a_private_key_passphrase_is_exported_as_swanctl_reads_it(tmp_path):
     assert any("private" in w and "gw.key" in w for w in out.warnings), out.warnings
     back = import_text(out.secrets_conf, conf_dir=tmp_path)
     assert 'passphrase = "0x not hex, #; {}"' in back.secrets_toml
+
+
+def test_import_errors_name_the_policy_file_being_written(tmp_path):
+    """They named "imported.toml", the scratch copy, beside "wrote gw.toml"; the CLI passes the name."""
+    conf = "connections {\n  a {\n    remote_addrs = 192.0.2.1\n    local { auth = psk }\n    remote { auth = psk }\n  }\n}\n"
+    r = import_text(conf, conf_dir=tmp_path, out_dir=tmp_path, policy_name="out/gw.toml")
+    assert r.errors and all(e.startswith("out/gw.toml: ") for e in r.errors), r.errors
