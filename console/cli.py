@@ -153,6 +153,10 @@ def main(argv: list[str] | None = None) -> int:
         return _cmd_pki(argparse.Namespace(pki_args=argv[1:]))
     if not argv or argv[0] not in SUBCOMMANDS + ("-h", "--help"):
         args = _console_parser().parse_args(argv)
+        mistyped = _mistyped_command(args.config)
+        if mistyped:
+            print(f"ipsec-console: {mistyped}", file=sys.stderr)
+            return 2
         return run_console(args.config)
     args = build_parser().parse_args(argv)
     clash = _output_clash(args)
@@ -178,6 +182,21 @@ def main(argv: list[str] | None = None) -> int:
         return handler(args)
     except KeyboardInterrupt:
         return 130
+
+
+def _mistyped_command(config: str | None) -> str | None:
+    """A bare word that is no file and no policy name (no .toml, no folder) is a mistyped command,
+    not a new policy to author: opening the full-screen console on it would hang a script."""
+    import difflib
+    import os
+
+    if not config or os.path.exists(config) or config.endswith(".toml") or os.sep in config:
+        return None
+    aliases = {"list-sas": "sas", "list-conns": "conns", "load-all": "reload"}
+    guess = aliases.get(config.lstrip("-")) or next(iter(difflib.get_close_matches(config, SUBCOMMANDS, 1)), None)
+    hint = f" (did you mean '{guess}'?)" if guess else ""
+    return (f"unknown command '{config}'{hint}; commands: {', '.join(SUBCOMMANDS)}. To author a new policy, "
+            f"name its file: ipsec-console {config}.toml")
 
 
 def _same_file(a: str, b: str) -> bool:

@@ -59,3 +59,22 @@ def test_initiate_timeout_must_be_a_number_of_seconds(value, capsys):
         main(["initiate", "c", "--timeout", value, "--control", "/nonexistent/control.sock"])
     assert exit_.value.code == 2
     assert "--timeout" in capsys.readouterr().err
+
+
+def test_a_mistyped_command_is_not_opened_as_a_new_policy(tmp_path, monkeypatch, capsys):
+    """`ipsec-console stat` (or `list-sas`, swanctl's word) opened the full-screen console on a new
+    policy file named "stat", and in a script (no terminal) it hung there."""
+    import console.cli as cli
+
+    monkeypatch.chdir(tmp_path)
+    opened = []
+    monkeypatch.setattr(cli, "run_console", lambda config: opened.append(config) or 0)
+    assert main(["stat"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown command 'stat'" in err and "'stats'" in err, err
+    assert main(["list-sas"]) == 2 and "'sas'" in capsys.readouterr().err
+    assert opened == []
+    assert main(["new.toml"]) == 0 and main([]) == 0  # a new policy to author, the lab
+    Path("existing").write_text('[engine]\ndatapath = "kernel"\n')
+    assert main(["existing"]) == 0 and main(["sub/new-policy"]) == 0
+    assert opened == ["new.toml", None, "existing", "sub/new-policy"]
