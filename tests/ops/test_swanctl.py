@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 import os
-import tempfile
 import subprocess
 import sys
 from pathlib import Path
