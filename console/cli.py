@@ -23,6 +23,17 @@ def _add_control(p: argparse.ArgumentParser) -> None:
                    help=f"control socket of the daemon (default {DEFAULT_CONTROL})")
 
 
+def _seconds(text: str) -> float:
+    """A number of seconds, 0 or more (inf: no limit)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if value != value or value < 0:  # NaN never compares: it would never time out, nor be reached
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (0 or more)")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ipsec-console",
@@ -69,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="wait for the CHILD SAs to be up or the negotiation to fail (the default)")
     p.add_argument("--no-wait", dest="wait", action="store_false",
                    help="return once the daemon accepted the command")
-    p.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
+    p.add_argument("--timeout", type=_seconds, default=30.0, metavar="SECONDS",
                    help="give up waiting after this long (default 30)")
     _add_control(p)
 
@@ -142,8 +153,16 @@ def main(argv: list[str] | None = None) -> int:
         return _cmd_pki(argparse.Namespace(pki_args=argv[1:]))
     if not argv or argv[0] not in SUBCOMMANDS + ("-h", "--help"):
         args = _console_parser().parse_args(argv)
+        mistyped = _mistyped_command(args.config)
+        if mistyped:
+            print(f"ipsec-console: {mistyped}", file=sys.stderr)
+            return 2
         return run_console(args.config)
     args = build_parser().parse_args(argv)
+    clash = _output_clash(args)
+    if clash:
+        print(f"ipsec-console {args.command}: {clash}; nothing was written", file=sys.stderr)
+        return 2
     handler = {
         "check": _cmd_check,
         "daemon": _cmd_daemon,
@@ -163,6 +182,48 @@ def main(argv: list[str] | None = None) -> int:
         return handler(args)
     except KeyboardInterrupt:
         return 130
+
+
+def _mistyped_command(config: str | None) -> str | None:
+    """A bare word that is no file and no policy name (no .toml, no folder) is a mistyped command,
+    not a new policy to author: opening the full-screen console on it would hang a script."""
+    import difflib
+    import os
+
+    if not config or os.path.exists(config) or config.endswith(".toml") or os.sep in config:
+        return None
+    aliases = {"list-sas": "sas", "list-conns": "conns", "load-all": "reload"}
+    guess = aliases.get(config.lstrip("-")) or next(iter(difflib.get_close_matches(config, SUBCOMMANDS, 1)), None)
+    hint = f" (did you mean '{guess}'?)" if guess else ""
+    return (f"unknown command '{config}'{hint}; commands: {', '.join(SUBCOMMANDS)}. To author a new policy, "
+            f"name its file: ipsec-console {config}.toml")
+
+
+def _same_file(a: str, b: str) -> bool:
+    import os
+
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)  # hard links
+    except OSError:
+        return False
+
+
+def _output_clash(args) -> str | None:
+    """import/export/doc: an output that is also their input, or one file named for both outputs
+    (each would be written over the other, or over the file being converted)."""
+    if args.command not in ("import", "export", "doc"):
+        return None
+    source = args.swanctl_conf if args.command == "import" else args.config
+    outputs = [(opt, path) for opt, path in (("-o", getattr(args, "output", None)),
+                                             ("--secrets", getattr(args, "secrets", None))) if path]
+    for opt, path in outputs:
+        if source and _same_file(path, source):
+            return f"{opt} {path} is also the file being read ({source})"
+    if len(outputs) == 2 and _same_file(outputs[0][1], outputs[1][1]):
+        return f"-o {outputs[0][1]} is also the --secrets file"
+    return None
 
 
 def run_console(config: str | None) -> int:

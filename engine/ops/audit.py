@@ -146,15 +146,20 @@ def audit(policy: Policy, options: AuditOptions = AuditOptions(), *, now: float 
                     report["weak_suites"].append({"connection": entry["connection"], "peer": entry["peer"],
                                                   "address": entry.get("remote_addr"), "sa": kind.upper(),
                                                   "suite": suite, "weak": weak, "last_seen": _when(seen["last_seen"])})
+    entries: list[dict] = []
     if folder:
-        for e in journal.read(folder)[-options.journal_entries:]:
-            who = e.get("who", {})
-            name = who.get("user", "?") if not who.get("login") or who.get("login") == who.get("user") else \
-                f"{who['login']} (as {who.get('user')})"
-            result = e.get("result") or {}
-            what = "; ".join(f"{k} {', '.join(v)}" for k, v in result.items() if v)
-            report["changes"].append({"time": e.get("time"), "who": name, "via": e.get("via"),
-                                      "action": e.get("action"), "file": e.get("file"), "what": what})
+        try:
+            entries = journal.read(folder)
+        except OSError as exc:
+            report["changes_problem"] = f"cannot read {folder / journal.JOURNAL}: {exc.strerror or exc}"
+    for e in entries[-options.journal_entries:]:
+        who = e.get("who", {})
+        name = who.get("user", "?") if not who.get("login") or who.get("login") == who.get("user") else \
+            f"{who['login']} (as {who.get('user')})"
+        result = e.get("result") or {}
+        what = "; ".join(f"{k} {', '.join(v)}" for k, v in result.items() if v)
+        report["changes"].append({"time": e.get("time"), "who": name, "via": e.get("via"),
+                                  "action": e.get("action"), "file": e.get("file"), "what": what})
     return report
 
 
@@ -211,6 +216,8 @@ def format_report(r: dict) -> str:
     for c in r["changes"]:
         out.append(f"  {c['time']} {c['who']} via {c['via']}: {c['action']} {c['file']}"
                    + (f" ({c['what']})" if c["what"] else ""))
-    if not r["changes"]:
+    if r.get("changes_problem"):
+        out.append(f"  {r['changes_problem']}")
+    elif not r["changes"]:
         out.append("  none recorded")
     return "\n".join(out)

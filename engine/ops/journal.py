@@ -16,6 +16,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import logging
 import os
 import pwd
 import socket
@@ -30,6 +31,7 @@ from engine.policy.serialize import policy_to_toml
 
 JOURNAL = "journal.jsonl"
 MAX_DIFF = 256 * 1024
+log = logging.getLogger("engine.journal")
 _NO_LOGIN = 4294967295  # (uid_t)-1: no login session (a service started by systemd)
 
 
@@ -93,9 +95,22 @@ def unified_diff(old: str | None, new: str, path: str) -> str:
 def record(policy: Policy, *, action: str, via: str, old_text: str | None, new_text: str,
            who: Who | None = None, result: dict | None = None, now: float | None = None) -> Path | None:
     """Append one entry for ``policy``'s state folder; returns the journal's path, or None when
-    the policy has no state folder (see engine.ops.state) or nothing changed."""
+    the policy has no state folder (see engine.ops.state), nothing changed, or the journal could not
+    be written (logged: the change itself was made, and must not be reported as failed)."""
+    if old_text == new_text:
+        return None
+    try:
+        return _record(policy, action=action, via=via, old_text=old_text, new_text=new_text, who=who,
+                       result=result, now=now)
+    except OSError as exc:
+        log.warning("change journal not written: %s: %s", exc.filename or "state folder", exc.strerror or exc)
+        return None
+
+
+def _record(policy: Policy, *, action: str, via: str, old_text: str | None, new_text: str,
+            who: Who | None, result: dict | None, now: float | None) -> Path | None:
     folder = state_dir(policy, create=True)
-    if folder is None or old_text == new_text:
+    if folder is None:
         return None
     who = who or this_process()
     t = time.time() if now is None else now
@@ -123,16 +138,17 @@ def record(policy: Policy, *, action: str, via: str, old_text: str | None, new_t
 
 
 def read(folder: Path) -> list[dict]:
-    """Every entry of a journal, oldest first (lines that do not parse are skipped)."""
+    """Every entry of a journal, oldest first (lines that do not parse, or are not UTF-8, are skipped).
+    Raises OSError when the journal exists but cannot be read (a folder, no permission)."""
     try:
-        lines = (folder / JOURNAL).read_text(encoding="utf-8").splitlines()
+        lines = (folder / JOURNAL).read_bytes().splitlines()
     except FileNotFoundError:
         return []
     out = []
     for line in lines:
         try:
-            entry = json.loads(line)
-        except ValueError:
+            entry = json.loads(line.decode("utf-8"))
+        except ValueError:  # UnicodeDecodeError included
             continue
         if isinstance(entry, dict):
             out.append(entry)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import tempfile
 from pathlib import Path
 
 from engine.ops.metrics import OBSERVED, Metrics
@@ -32,10 +33,13 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 def write_textfile(path: Path, text: str) -> None:
     """Atomic replace (node_exporter must never read half a file); readable by the exporter's user."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    # A fresh name, created exclusively: the folder may be writable by node_exporter's user, who could
+    # otherwise put a symbolic link where a predictable temporary name would be opened by root.
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = Path(name)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
+            os.fchmod(f.fileno(), 0o644)  # node_exporter's user reads it
             f.write(text)
         os.replace(tmp, path)
     except BaseException:

@@ -11,6 +11,7 @@ turn it on. So a lab or a test never writes outside its own folders.
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,7 +23,8 @@ DEFAULT_STATE_DIR = Path("/var/lib/ipsec-console")
 
 def state_dir(policy: Policy, env: Mapping[str, str] | None = None, *, create: bool = False) -> Path | None:
     """The state folder for ``policy`` (see the module docstring), or None when there is none.
-    ``create``: make a configured folder (mode 0700) if it is missing."""
+    ``create``: make a configured folder (mode 0700) if it is missing; OSError when that fails (the
+    path is a file, a parent is not writable)."""
     env = os.environ if env is None else env
     configured = getattr(policy.engine, "state_dir", None)
     if configured:
@@ -35,6 +37,8 @@ def state_dir(policy: Policy, env: Mapping[str, str] | None = None, *, create: b
     else:
         return None
     if create and not folder.is_dir():
+        if folder.exists() or folder.is_symlink():
+            raise NotADirectoryError(errno.ENOTDIR, "the state folder exists and is not a folder", str(folder))
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     return folder
 

@@ -21,10 +21,14 @@ Input is bounded (MAX_SIZE per file, MAX_INCLUDES files, MAX_DEPTH nesting).
 
 from __future__ import annotations
 
+import errno
 import glob
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from engine.policy import tomlfile
 
 MAX_SIZE = 4 * 1024 * 1024
 MAX_INCLUDES = 256
@@ -77,11 +81,10 @@ class _Parser:
         if self.files > MAX_INCLUDES:
             raise SettingsError(f"{path}: more than {MAX_INCLUDES} files included")
         try:
-            if path.stat().st_size > MAX_SIZE:
-                raise SettingsError(f"{path}: larger than {MAX_SIZE} bytes")
-            text = path.read_text(encoding="utf-8", errors="replace")
-        except OSError as exc:
-            raise SettingsError(f"{path}: {exc.strerror or exc}") from None
+            # A regular file, at most MAX_SIZE bytes read (st_size is 0 for /dev/zero; a FIFO blocks).
+            text = tomlfile.read_text(path, limit=MAX_SIZE, check=_regular)
+        except tomlfile.FileProblem as exc:
+            raise SettingsError(f"{path}: {exc}") from None
         self.parse_text(text, str(path), stack, path.parent)
 
     def parse_text(self, text: str, file: str, stack: list[Section], folder: Path | None) -> None:
@@ -250,6 +253,14 @@ def parse(text: str, file: str = "<string>", folder: Path | None = None) -> Sect
     p.parse_text(text, file, [root], folder)
     resolve_references(root)
     return root
+
+
+def _regular(st: os.stat_result) -> str | None:
+    if stat.S_ISDIR(st.st_mode):
+        return os.strerror(errno.EISDIR)
+    if not stat.S_ISREG(st.st_mode):
+        return f"not a regular file ({tomlfile._kind(st.st_mode)})"
+    return None
 
 
 def parse_file(path: str | os.PathLike) -> Section:

@@ -161,8 +161,12 @@ class _Exporter:
         for p in self.policy.secrets.private:
             entry = {"file": str(p.file if os.path.isabs(p.file) else (folder / p.file).resolve())}
             if p.passphrase is not None:
-                entry["secret"] = "0x" + p.passphrase.reveal().hex()
+                # swanctl takes a key's passphrase as written (no 0x/0s decoding, unlike ike/eap/ppk)
+                entry["secret"] = p.passphrase.reveal().decode("utf-8", "surrogateescape")
             out[f"private-{p.name}"] = entry
+            self.warnings.append(f"secrets.private.{p.name}: swanctl --load-creds reads private keys from its "
+                                 f"own folders only: copy {entry['file']} into swanctl/private/ (a passphrase "
+                                 "is matched by the file's name there)")
         return {"secrets": out} if out else {}
 
 

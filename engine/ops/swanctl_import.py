@@ -20,6 +20,8 @@ the new policy's folder. The result is validated with the policy parser.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import re
 import tempfile
@@ -438,6 +440,11 @@ class _Importer:
                 if not secret or not ids:
                     self.warn(entry.where(), path, "an EAP secret needs a secret and an id")
                     continue
+                try:
+                    secret = _eap_password(secret)
+                except ValueError as exc:
+                    self.warn(entry.where(), f"{path}.secret", str(exc))
+                    continue
                 doc["eap"][_secret_name(name, doc["eap"])] = {"id": ids if len(ids) > 1 else ids[0], "secret": secret}
                 self.result.secrets += 1
             elif name.startswith(("private", "rsa", "ecdsa", "pkcs8")):
@@ -498,6 +505,25 @@ class _Importer:
         return doc, secrets
 
 
+def _eap_password(value: str) -> str:
+    """swanctl decodes a secret written 0x<hex> or 0s<base64> (export writes EAP passwords so); our EAP
+    passwords are the text itself (engine.policy.secrets: no decoding), so decode here. ValueError
+    (naming no part of the value) when it is not valid hex/base64 or not UTF-8 text."""
+    if not value.startswith(("0x", "0X", "0s", "0S")):
+        return value
+    try:
+        raw = binascii.unhexlify(value[2:]) if value[1] in "xX" else base64.b64decode(value[2:], validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("a value starting with 0x must be hex, with 0s base64") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError("an EAP password here is text: this one decodes to bytes that are not UTF-8") from None
+    if not text:
+        raise ValueError("empty secret")
+    return text
+
+
 def _secret_name(name: str, taken: dict) -> str:
     base = re.sub(r"[^A-Za-z0-9_-]", "-", name) or "secret"
     out, n = base, 2
@@ -511,8 +537,10 @@ SECRETS_HEADER = "# Secrets imported by ipsec-console from {src}. Keep this file
 
 
 def import_tree(root: Section, *, source: str, conf_dir: Path, out_dir: Path | None = None,
-                secrets_name: str = "secrets.toml", datapath: str = "kernel") -> ImportResult:
-    """Convert a parsed swanctl.conf; the result is validated (``errors``) but nothing is written."""
+                secrets_name: str = "secrets.toml", datapath: str = "kernel",
+                policy_name: str = "imported.toml") -> ImportResult:
+    """Convert a parsed swanctl.conf; the result is validated (``errors``, naming the policy
+    ``policy_name`` and the secrets file ``secrets_name``) but nothing is written."""
     out_dir = out_dir or Path.cwd()
     imp = _Importer(root, conf_dir, out_dir)
     doc, secrets = imp.run(datapath, secrets_name)
@@ -520,24 +548,33 @@ def import_tree(root: Section, *, source: str, conf_dir: Path, out_dir: Path | N
     result.warnings = imp.warnings
     result.policy_toml = HEADER.format(src=source) + document_text(doc)
     result.secrets_toml = SECRETS_HEADER.format(src=source) + document_text(secrets)
-    result.errors = validate(result, out_dir, secrets_name)
+    check_doc = {**doc, "engine": {**doc["engine"], "secrets": SCRATCH_SECRETS}}
+    result.errors = validate(result, out_dir, secrets_name, document_text(check_doc), policy_name)
     return result
 
 
-def validate(result: ImportResult, out_dir: Path, secrets_name: str) -> list[str]:
-    """Load the policy with its secrets, as the engine would, from a scratch folder."""
+SCRATCH_SECRETS = "imported.secrets.toml"
+"""The secrets file's name in the validation scratch folder: never the real name, which may climb
+out of the folder with ``..`` (a secrets file elsewhere in the tree than the policy)."""
+
+
+def validate(result: ImportResult, out_dir: Path, secrets_name: str, policy_text: str,
+             policy_name: str = "imported.toml") -> list[str]:
+    """Load the policy with its secrets, as the engine would, from a scratch folder: ``policy_text`` is
+    the policy naming the secrets file :data:`SCRATCH_SECRETS`; findings name ``secrets_name``."""
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Path(tmp) / "policy"
         scratch.mkdir()
-        secrets = scratch / secrets_name
-        secrets.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(secrets, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        secrets = scratch / SCRATCH_SECRETS
+        fd = os.open(secrets, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(result.secrets_toml)
         try:
-            parse_policy(result.policy_toml, scratch / "imported.toml", strict_secrets_mode=True)
+            parse_policy(policy_text, scratch / "imported.toml", strict_secrets_mode=True)
         except PolicyError as exc:
-            return [f.format().replace(str(scratch) + "/", "") for f in exc.errors]
+            policy = str(scratch / "imported.toml")
+            return [f.format().replace(str(secrets), secrets_name).replace(policy, policy_name)
+                    .replace(str(scratch) + "/", "").replace(SCRATCH_SECRETS, secrets_name) for f in exc.errors]
     return []
 
 

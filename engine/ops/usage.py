@@ -81,7 +81,12 @@ class UsageTracker:
 
     def __init__(self, runtime, folder: Path | None = None) -> None:
         self.runtime = runtime
-        self.folder = folder if folder is not None else state_dir(runtime.policy, create=True)
+        if folder is None:
+            try:
+                folder = state_dir(runtime.policy, create=True)
+            except OSError as exc:  # the engine runs on; only the audit's counters are off
+                log.warning("usage counters off: state folder %s: %s", exc.filename, exc.strerror or exc)
+        self.folder = folder
         self.data = load(self.folder) if self.folder else empty()
         self.traffic = TrafficTotals()
         self._rule_counts: dict[str, int] = {}

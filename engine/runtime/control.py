@@ -13,7 +13,8 @@ Protocol (version 1), documented in README.md ("Control protocol"):
   a subscribed connection; clients tell lines apart by the ``event`` key.
 - When the daemon ends a connection itself, its last line says why:
   ``{"id": null, "ok": false, "error": WHY, "disconnected": WHY}`` (too many
-  connections, a request line too long, a subscriber that fell behind).
+  connections, a request line too long, a subscriber that fell behind, the
+  daemon stopping).
 
 Commands: version, status, list-sas, list-conns, initiate {name, child?},
 terminate {name, unique_id?}, rekey {name, ike?, unique_id?}, roam {name?}
@@ -82,6 +83,10 @@ class ControlServer:
         """Connections refused because MAX_CLIENTS were open."""
         self._server: asyncio.AbstractServer | None = None
         self._clients: set[asyncio.Task] = set()
+        self._open: set[_Connection] = set()
+        self._bound: tuple[int, int] | None = None
+        """(st_dev, st_ino) of the socket we bound: stop() removes that file only, never another
+        daemon's socket nor a file or folder that was at the path when start() refused it."""
 
     async def start(self) -> None:
         folder = self.path.parent
@@ -99,11 +104,15 @@ class ControlServer:
         finally:
             os.umask(old_umask)
         os.chmod(self.path, 0o600)
+        st = self.path.lstat()
+        self._bound = (st.st_dev, st.st_ino)
         log.info("control socket %s", self.path)
 
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
+            for conn in list(self._open):
+                conn.goodbye(STOPPING)
             for t in list(self._clients):
                 t.cancel()
             try:
@@ -111,8 +120,11 @@ class ControlServer:
             except (asyncio.TimeoutError, Exception):
                 pass
             self._server = None
+        bound, self._bound = self._bound, None
         try:
-            self.path.unlink()
+            st = self.path.lstat()
+            if bound is not None and (st.st_dev, st.st_ino) == bound:
+                self.path.unlink()
         except FileNotFoundError:
             pass
 
@@ -128,10 +140,13 @@ class ControlServer:
         task = asyncio.current_task()
         self._clients.add(task)
         peer = journal.peer_of(writer.get_extra_info("socket"))
+        conn = _Connection(self, reader, writer, peer)
+        self._open.add(conn)
         try:
-            await _Connection(self, reader, writer, peer).serve()
+            await conn.serve()
         finally:
             self._clients.discard(task)
+            self._open.discard(conn)
 
     # ------------------------------------------------------------ commands
     def handle(self, req: dict, peer: journal.Who | None = None):
@@ -143,6 +158,8 @@ class ControlServer:
             child = req.get("child")
             if child is not None and not isinstance(child, str):
                 raise ValueError("'child' must be a string")
+            if child is not None:
+                _check_child(rt.policy, _name(req), child)
             rt.initiate(_name(req), child)
             return {"initiated": _name(req)}
         if cmd == "terminate":
@@ -225,6 +242,9 @@ class ControlServer:
         return event_to_dict(applied)
 
 
+STOPPING = "the daemon is stopping"
+"""The last line a client gets when the daemon stops (``disconnected``)."""
+
 MAX_SERVED_FILE = 256 * 1024
 
 
@@ -283,6 +303,12 @@ class _Connection:
 
     async def reply(self, obj) -> None:
         await self.send([line(obj)])
+
+    def goodbye(self, why: str) -> None:
+        """The last line, as the server stops: written without waiting (the transport flushes it as
+        it closes), and only between lines (a line being sent in pieces is left whole)."""
+        if not self.lock.locked() and not self.writer.transport.is_closing():
+            self.writer.write(line({"id": None, "ok": False, "error": why, "disconnected": why}))
 
     async def serve(self) -> None:
         try:
@@ -397,6 +423,15 @@ def _message(exc: Exception) -> str:
     if isinstance(exc, KeyError) and exc.args:
         return str(exc.args[0])
     return str(exc)
+
+
+def _check_child(policy, name: str, child: str) -> None:
+    """A readable refusal for an unknown CHILD config (the engine raises a KeyError of its name alone);
+    an unknown connection is left to the engine's own message."""
+    conn = next((c for c in policy.connections if c.name == name), None)
+    if conn is not None and all(c.name != child for c in conn.children):
+        have = ", ".join(c.name for c in conn.children) or "none"
+        raise LocalError(f"connection '{name}' has no CHILD SA config named '{child}' (it has: {have})")
 
 
 def _unique_id(req: dict) -> int | None:

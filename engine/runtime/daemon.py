@@ -181,26 +181,35 @@ class Services:
 
     async def reload(self) -> None:
         """The SIGHUP reload; errors are logged, the running policy stays."""
-        from engine.ops.journal import Who
-        from engine.ops.reload import ReloadError, reload_from_file
+        await reload_on_sighup(self.runtime, self.notifier)
 
-        self.notifier.reloading()
-        try:
-            applied = reload_from_file(self.runtime, via="sighup", who=Who(user="SIGHUP"))
-        except ReloadError as exc:
-            log.error("reload of %s failed: %s", self.runtime.policy.path, exc)
-            for f in exc.findings:
-                log.error("%s", f.format())
-            self.notifier.ready(f"reload failed, still running the previous policy: {exc}")
-            return
-        except Exception:  # a bug must not take the daemon down
-            log.exception("reload of %s failed", self.runtime.policy.path)
-            self.notifier.ready("reload failed, still running the previous policy")
-            return
-        log.info("reloaded %s: added %s, removed %s, changed %s", self.runtime.policy.path,
-                 ", ".join(applied.added) or "none", ", ".join(applied.removed) or "none",
-                 ", ".join(applied.changed) or "none")
-        self.notifier.ready(_status_line(self.runtime))
+
+async def reload_on_sighup(runtime, notifier: Notifier | None = None) -> None:
+    """Apply the policy file again (SIGHUP); errors are logged, the running policy stays."""
+    from engine.ops.journal import Who
+    from engine.ops.reload import ReloadError, reload_from_file
+
+    if notifier is not None:
+        notifier.reloading()
+    try:
+        applied = reload_from_file(runtime, via="sighup", who=Who(user="SIGHUP"))
+    except ReloadError as exc:
+        log.error("reload of %s failed: %s", runtime.policy.path, exc)
+        for f in exc.findings:
+            log.error("%s", f.format())
+        if notifier is not None:
+            notifier.ready(f"reload failed, still running the previous policy: {exc}")
+        return
+    except Exception:  # a bug must not take the daemon down
+        log.exception("reload of %s failed", runtime.policy.path)
+        if notifier is not None:
+            notifier.ready("reload failed, still running the previous policy")
+        return
+    log.info("reloaded %s: added %s, removed %s, changed %s", runtime.policy.path,
+             ", ".join(applied.added) or "none", ", ".join(applied.removed) or "none",
+             ", ".join(applied.changed) or "none")
+    if notifier is not None:
+        notifier.ready(_status_line(runtime))
 
 
 def _status_line(runtime) -> str:
@@ -296,6 +305,14 @@ async def _serve_lab(config: str, policy, control: str | None, ready) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    reloading: list[asyncio.Task] = []
+    started = False
+
+    def sighup() -> None:  # as the daemon's: apply hq's file again (SIGHUP's default action kills)
+        if started and not (reloading and not reloading[-1].done()):
+            reloading[:] = [loop.create_task(reload_on_sighup(lab.local), name="reload")]
+
+    loop.add_signal_handler(signal.SIGHUP, sighup)
     try:
         try:
             await lab.start()
@@ -309,16 +326,19 @@ async def _serve_lab(config: str, policy, control: str | None, ready) -> int:
             print(f"ipsec-console: {exc}", file=sys.stderr)
             await lab.stop()
             return 1
+        started = True
         log.info("daemon running the lab %s: %s", config, ", ".join(e.name for e in lab.endpoints))
         if ready is not None:
             ready.set()
         await stop.wait()
         log.info("shutting down: deleting SAs")
+        for task in reloading:
+            task.cancel()
         await server.stop()
         await lab.stop()
         return 0
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
 
 

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from engine.ops import usage
-from engine.ops.audit import AuditOptions, audit_file, weak_parts
+from engine.ops.audit import AuditOptions, audit_file, format_report, weak_parts
 from engine.ops.sdnotify import Notifier
 from engine.runtime.daemon import Services
 from engine.runtime.lab import LabRuntime
@@ -119,3 +119,36 @@ def test_report_of_keys_suites_changes_and_no_state(tmp_path):
     run = subprocess.run([sys.executable, "-m", "console", "audit", str(policy), "--json"], cwd=ROOT,
                          capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"})
     assert json.loads(run.stdout)["state"] in (None, "/var/lib/ipsec-console")
+
+
+def _plain_policy(tmp_path: Path) -> Path:
+    policy = tmp_path / "p.toml"
+    policy.write_text('[engine]\ndatapath = "kernel"\n')
+    return policy
+
+
+def test_a_state_path_that_is_a_file_or_a_damaged_journal_is_reported_not_a_traceback(tmp_path):
+    """`audit --state FILE` (or a journal.jsonl that is a folder) ended in NotADirectoryError /
+    IsADirectoryError; one non-UTF-8 byte in the journal (a disk error, a hand edit) in a
+    UnicodeDecodeError, although lines that do not parse are meant to be skipped."""
+    policy = _plain_policy(tmp_path)
+    not_a_folder = tmp_path / "state.txt"
+    not_a_folder.write_text("")
+    report = audit_file(str(policy), AuditOptions(state=not_a_folder))
+    assert report["changes"] == [] and "cannot read" in report["changes_problem"]
+    assert f"cannot read {not_a_folder}/journal.jsonl" in format_report(report)
+
+    folder = tmp_path / "state"
+    folder.mkdir()
+    good = {"time": "2026-01-01T00:00:00Z", "action": "save", "via": "console", "who": {"user": "root"},
+            "file": "p.toml", "result": {}}
+    (folder / "journal.jsonl").write_bytes(b"\xff\xfe garbage\n" + json.dumps(good).encode() + b"\n")
+    report = audit_file(str(policy), AuditOptions(state=folder))
+    assert [c["action"] for c in report["changes"]] == ["save"] and "changes_problem" not in report
+
+    (folder / "journal.jsonl").unlink()
+    (folder / "journal.jsonl").mkdir()
+    run = subprocess.run([sys.executable, "-m", "console", "audit", str(policy), "--state", str(folder)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and "Traceback" not in run.stderr, run.stderr
+    assert f"latest policy changes:\n  cannot read {folder}/journal.jsonl: Is a directory" in run.stdout

@@ -152,3 +152,35 @@ async def test_an_apply_from_the_embedded_console_is_journaled(tmp_path):
     [entry] = journal.read(config.parent / "state")
     assert entry["via"] == "console" and '+dpd_delay = "20s"' in entry["diff"]
     assert entry["result"]["changed"] == ["branch"]
+
+
+async def test_initiate_of_an_unknown_child_names_it(server):
+    """`initiate tun --child nosuch` answered just "nosuch" (a KeyError's key), which reads like a
+    success message or a connection name; it must say what is missing and where."""
+    c = ControlClient(str(server.path))
+    try:
+        with pytest.raises(ControlError) as err:
+            await c.call("initiate", name="tun", child="nosuch")
+    finally:
+        await c.close()
+    assert str(err.value) == "connection 'tun' has no CHILD SA config named 'nosuch' (it has: lan)"
+    assert not server.runtime.endpoint.sas
+
+
+async def test_a_state_dir_that_is_a_file_neither_stops_the_daemon_nor_fails_an_apply(server, tmp_path, caplog):
+    """[engine] state_dir naming a file: the daemon died at start with a FileExistsError traceback
+    (its usage counters), and an apply that had been made answered "internal error" (the journal)."""
+    from engine.ops.usage import UsageTracker
+
+    (tmp_path / "state").write_text("not a folder\n")
+    tracker = UsageTracker(server.runtime)  # what the daemon's Services build at start
+    assert not tracker.enabled
+    assert any("state" in r.getMessage() and "not a folder" in r.getMessage() for r in caplog.records)
+    c = ControlClient(str(server.path))
+    try:
+        result = await c.call("apply-policy", text=POLICY.replace("a.example", "c.example"))
+    finally:
+        await c.close()
+    assert result["changed"] == ["tun"]
+    assert (tmp_path / "state").read_text() == "not a folder\n"
+    assert any("journal" in r.getMessage() for r in caplog.records if r.levelname == "WARNING")

@@ -162,3 +162,21 @@ def test_metrics_listen_is_loopback_address_and_port_only(value):
     with pytest.raises(PolicyError, match="metrics_listen"):
         parse_policy(f'[engine]\nmetrics_listen = "{value}"\n', load_secrets=False)
     assert parse_policy('[engine]\nmetrics_listen = "[::1]:9814"\n', load_secrets=False).engine.metrics_listen
+
+
+def test_the_textfile_is_written_through_a_fresh_temporary_file(tmp_path):
+    """The temporary file had a predictable name (.NAME.PID.tmp) opened without O_EXCL: a symbolic link
+    placed there by whoever may write to node_exporter's folder made the root daemon truncate and
+    overwrite the file it points to (and renamed the link over the .prom file)."""
+    import os
+
+    from engine.ops.metrics_export import write_textfile
+
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    target = tmp_path / "ipsec.prom"
+    (tmp_path / f".{target.name}.{os.getpid()}.tmp").symlink_to(victim)
+    write_textfile(target, "ipsec_up 1\n")
+    assert victim.read_text() == "precious\n"
+    assert target.read_text() == "ipsec_up 1\n" and not target.is_symlink()
+    assert target.stat().st_mode & 0o777 == 0o644

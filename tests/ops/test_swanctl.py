@@ -10,7 +10,9 @@ benchmarks/swanctl_corpus.py imports the real ones in bulk.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -261,3 +263,91 @@ def test_exported_conf_loads_in_charon_and_negotiates_with_our_daemon(tmp_path):
         assert child["name"] == "lan"
         net.ping("left", "198.51.100.129", count=3, interval=0.2)
         assert "ESTABLISHED" in charon.list_sas() and "INSTALLED" in charon.list_sas()
+
+
+def test_import_never_writes_the_secrets_outside_its_scratch_folder(tmp_path):
+    """The validation copy of the secrets went to scratch/RELPATH: with the secrets file in another
+    branch of the tree than the policy, that climbed out of the scratch folder onto the real file
+    (an existing one was overwritten before `exists (use --force)` was said) or anywhere else."""
+    out_dir = tmp_path / "a" / "b"
+    out_dir.mkdir(parents=True)
+    keep = tmp_path / "keep.secrets.toml"
+    keep.write_text("# the admin's own secrets\n")
+    # the name relpath gives when the two share only "/" (e.g. -o /etc/x.toml --secrets /root/x.secrets.toml)
+    rel = "../" * (len(out_dir.parts) - 1) + str(keep).lstrip("/")
+    assert (out_dir / rel).resolve() == keep
+    r = import_text(PSK_TUNNEL, conf_dir=tmp_path, out_dir=out_dir, secrets_name=rel)
+    assert not r.errors
+    assert keep.read_text() == "# the admin's own secrets\n"
+    assert f'secrets = "{rel}"' in r.policy_toml
+
+
+def test_import_reports_secrets_errors_by_the_secrets_file_name(tmp_path):
+    conf = PSK_TUNNEL.replace("secrets {", "secrets {\n    ike-empty {\n        secret = 0xzz\n    }")
+    r = import_text(conf, conf_dir=tmp_path, out_dir=tmp_path, secrets_name="gw.secrets.toml")
+    assert r.errors and all(e.startswith(("gw.secrets.toml", "imported.toml")) for e in r.errors), r.errors
+
+
+def test_eap_passwords_survive_export_and_import(tmp_path):
+    """swanctl decodes 0x (hex) and 0s (base64) EAP secrets, and export writes them as 0x...; our EAP
+    passwords are text taken as typed, so the import must decode them, not keep the 0x... text as the
+    password (it doubled in length and no client could log in)."""
+    policy = load_policy(sample_path("road-warrior-server.toml"), strict_secrets_mode=False)
+    out = export_policy(policy, secrets_include=str(tmp_path / "secrets.conf"))
+    (tmp_path / "secrets.conf").write_text(out.secrets_conf)
+    back = import_text(out.conf, conf_dir=tmp_path, out_dir=sample_path("road-warrior-server.toml").parent)
+    (tmp_path / "rw.secrets.toml").write_text(import_text(out.secrets_conf, conf_dir=tmp_path).secrets_toml)
+    (tmp_path / "rw.secrets.toml").chmod(0o600)
+    text = back.policy_toml.replace('secrets = "secrets.toml"', 'secrets = "rw.secrets.toml"')
+    again = parse_policy(text, tmp_path / "rw.toml", strict_secrets_mode=True)
+    assert policy.secrets.eap and len(again.secrets.eap) == len(policy.secrets.eap)
+    for mine, theirs in zip(policy.secrets.eap, again.secrets.eap):
+        assert theirs.ids == mine.ids and theirs.secret.reveal() == mine.secret.reveal()
+
+
+def test_eap_secret_encodings_as_swanctl_reads_them(tmp_path):
+    conf = ("secrets {\n  eap-a {\n    id = a\n    secret = 0s" + base64.b64encode(b"p\xc3\xa4ss").decode() + "\n  }\n"
+            "  eap-b {\n    id = b\n    secret = 0xff00\n  }\n  eap-c {\n    id = c\n    secret = plain\n  }\n}\n")
+    r = import_text(conf, conf_dir=tmp_path)
+    assert '[eap.eap-a]\nid = "a"\nsecret = "päss"' in r.secrets_toml
+    assert '[eap.eap-c]\nid = "c"\nsecret = "plain"' in r.secrets_toml
+    assert "eap-b" not in r.secrets_toml and "0xff00" not in r.secrets_toml
+    assert any("secrets.eap-b" in w and "UTF-8" in w for w in r.warnings), r.warnings
+
+
+def test_an_include_of_a_device_or_fifo_is_refused(tmp_path):
+    """`include /dev/zero` hung import, eating memory (the size check read st_size, 0 for a device, then
+    read the file whole); a FIFO nobody writes hung it for good. Only regular files are read now (as
+    for policies, engine.policy.tomlfile), at most MAX_SIZE bytes."""
+    from engine.ops.swanctl_conf import parse_file
+
+    fifo = tmp_path / "fifo.conf"
+    os.mkfifo(fifo)
+    for target, kind in (("/dev/null", "a character device"), (str(fifo), "a FIFO")):
+        conf = tmp_path / "swanctl.conf"
+        conf.write_text(f"include {target}\nconnections {{}}\n")
+        with pytest.raises(SettingsError, match=f"{target}: not a regular file \\({kind}\\)"):
+            parse_file(conf)
+    with pytest.raises(SettingsError, match="not a regular file"):
+        parse_file(fifo)
+
+
+def test_a_private_key_passphrase_is_exported_as_swanctl_reads_it(tmp_path):
+    """swanctl takes a private key's secret literally (load_creds.c: chunk_from_str, no 0x/0s decoding,
+    unlike ike/eap/ppk secrets): exported as 0x<hex>, the passphrase charon tried was the hex text."""
+    (tmp_path / "s.toml").write_text('[private.gw]\nfile = "gw.key"\npassphrase = "0x not hex, #; {}"\n')
+    (tmp_path / "s.toml").chmod(0o600)
+    (tmp_path / "p.toml").write_text('[engine]\ndatapath = "kernel"\nsecrets = "s.toml"\n')
+    policy = load_policy(tmp_path / "p.toml")
+    out = export_policy(policy, secrets_include=str(tmp_path / "secrets.conf"))
+    assert '"0x not hex, #; {}"' in out.secrets_conf and "0x3078" not in out.secrets_conf
+    assert any("private" in w and "gw.key" in w for w in out.warnings), out.warnings
+    back = import_text(out.secrets_conf, conf_dir=tmp_path)
+    assert 'passphrase = "0x not hex, #; {}"' in back.secrets_toml
+
+
+def test_import_errors_name_the_policy_file_being_written(tmp_path):
+    """They named "imported.toml", the scratch copy, beside "wrote gw.toml"; the CLI passes the name."""
+    conf = "connections {\n  a {\n    remote_addrs = 192.0.2.1\n    local { auth = psk }\n    remote { auth = psk }\n  }\n}\n"
+    r = import_text(conf, conf_dir=tmp_path, out_dir=tmp_path, policy_name="out/gw.toml")
+    assert r.errors and all(e.startswith("out/gw.toml: ") for e in r.errors), r.errors

@@ -1,0 +1,80 @@
+"""The control socket's path belongs to the daemon that bound it: a daemon that cannot start (another
+one serves the path, or the path is a file or a folder) must leave the path as it found it, and a
+daemon that stops removes only its own socket."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.runtime.control import ControlServer, _alive
+
+
+async def test_a_second_daemon_leaves_the_first_ones_socket(tmp_path):
+    path = tmp_path / "control.sock"
+    first = ControlServer(None, str(path))
+    await first.start()
+    try:
+        second = ControlServer(None, str(path))
+        with pytest.raises(OSError, match="another daemon is serving"):
+            await second.start()
+        await second.stop()  # the daemon's cleanup after a failed start
+        assert path.is_socket() and await _alive(path)
+    finally:
+        await first.stop()
+    assert not path.exists()
+
+
+async def test_a_file_or_folder_at_the_path_is_left_alone(tmp_path):
+    regular = tmp_path / "regular.sock"
+    regular.write_text("an admin's file\n")
+    folder = tmp_path / "folder.sock"
+    folder.mkdir()
+    for path in (regular, folder):
+        server = ControlServer(None, str(path))
+        with pytest.raises(OSError, match="exists and is not a socket"):
+            await server.start()
+        await server.stop()  # neither deletes it nor raises (IsADirectoryError)
+    assert regular.read_text() == "an admin's file\n" and folder.is_dir()
+
+
+async def test_stop_leaves_a_socket_that_replaced_ours(tmp_path):
+    path = tmp_path / "control.sock"
+    old = ControlServer(None, str(path))
+    await old.start()
+    path.unlink()  # e.g. removed by hand, and a new daemon started on the path
+    new = ControlServer(None, str(path))
+    await new.start()
+    try:
+        await old.stop()
+        assert path.is_socket() and await _alive(path)
+    finally:
+        await new.stop()
+    assert not path.exists()
+
+
+async def test_a_stopping_daemon_tells_its_subscribers_why(tmp_path):
+    """`ipsec-console events` ended with exit 0 and no word when the daemon stopped, like a stream that
+    is simply over; the daemon's last line now says it is stopping (README: "When the daemon ends a
+    connection itself, its last line says why"), so the client raises and the CLI exits 1."""
+    from engine.datapath.base import NullDatapath
+    from engine.policy.parse import parse_policy
+    from engine.runtime.client import ControlClient
+    from engine.runtime.engine import EngineRuntime
+
+    from tests.loopback import addr
+
+    text = f'[engine]\ndatapath = "kernel"\nlisten = ["{addr(1)}"]\nike_port = 25870\nnatt_port = 25871\n'
+    rt = EngineRuntime(parse_policy(text, str(tmp_path / "p.toml")), datapath=NullDatapath(), policy_text=text)
+    await rt.start()
+    server = ControlServer(rt, str(tmp_path / "control.sock"))
+    await server.start()
+    client = ControlClient(str(server.path))
+    try:
+        await client.subscribe()
+        await server.stop()
+        while await client.next_event() is not None:
+            pass  # events published before the stop
+        assert client.disconnected == "the daemon is stopping"
+    finally:
+        await client.close()
+        await rt.stop(delete=False)
