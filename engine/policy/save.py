@@ -44,25 +44,36 @@ def _backup(path: Path) -> None:
     try:
         os.link(path, bak)  # the old inode lives on as .bak once the new file is renamed in
     except OSError:
-        bak.write_bytes(path.read_bytes())
+        # A copy with the old file's mode: a secrets file's backup is no more readable than it was.
+        fd = os.open(bak, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IMODE(path.stat().st_mode))
+        with os.fdopen(fd, "wb") as f:
+            f.write(path.read_bytes())
 
 
-def atomic_write(path: str | os.PathLike, data: bytes, *, backup: bool = True) -> None:
-    """Replace ``path`` with ``data`` atomically (temp file, fsync, rename, fsync folder)."""
+def atomic_write(path: str | os.PathLike, data: bytes, *, backup: bool = True, mode: int | None = None) -> None:
+    """Replace ``path`` with ``data`` atomically (temp file, fsync, rename, fsync folder). ``mode``: the
+    file's mode from the first moment it holds ``data`` (a secrets file: 0600, never readable by others
+    in between); without it an existing file keeps its mode and a new one gets NEW_FILE_MODE."""
     target = Path(path)
     folder = target.parent if str(target.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".tmp")
+    except OSError as exc:  # name the file asked for, not the temporary one (a missing folder, no access)
+        raise type(exc)(exc.errno, exc.strerror, str(target)) from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        if target.exists():
+        exists = target.exists()
+        if mode is not None:
+            os.chmod(tmp, mode)
+        elif exists:
             os.chmod(tmp, stat.S_IMODE(os.stat(target).st_mode))
-            if backup:
-                _backup(target)
         else:
             os.chmod(tmp, NEW_FILE_MODE)
+        if exists and backup:
+            _backup(target)
         os.replace(tmp, target)
     except BaseException:
         try:

@@ -289,3 +289,48 @@ def test_a_changed_psk_changes_its_connection(folder: Path):
     new = parse_policy(VALID, folder / "p.toml")
     d = diff_policies(old, new)
     assert d.changed == ("c",) and not d.engine_changed
+
+
+def test_a_file_written_with_a_mode_has_it_before_it_holds_the_new_text(tmp_path: Path, monkeypatch):
+    """A secrets file replacing a 0644 one: 0600 from the rename on, never 0644 with the secret."""
+    from engine.policy import save as save_module
+
+    target = tmp_path / "x.secrets.toml"
+    target.write_text("old = 1\n")
+    target.chmod(0o644)
+    seen: list[int] = []
+    real_replace = os.replace
+
+    def replace(src, dst):
+        seen.append(os.stat(src).st_mode & 0o777)
+        real_replace(src, dst)
+    monkeypatch.setattr(save_module.os, "replace", replace)
+    save_module.atomic_write(target, b"secret = 1\n", mode=0o600)
+    assert seen == [0o600] and (target.stat().st_mode & 0o777) == 0o600
+    assert target.read_bytes() == b"secret = 1\n"
+
+
+def test_a_backup_copy_keeps_the_old_files_mode(tmp_path: Path, monkeypatch):
+    """Where a hard link is refused (some file systems) the backup is a copy: no more readable than
+    the file it copies, a 0600 secrets file's included."""
+    from engine.policy import save as save_module
+
+    target = tmp_path / "x.secrets.toml"
+    target.write_text("secret = 0\n")
+    target.chmod(0o600)
+
+    def no_link(src, dst):
+        raise OSError(1, "Operation not permitted")
+    monkeypatch.setattr(save_module.os, "link", no_link)
+    save_module.atomic_write(target, b"secret = 1\n")
+    bak = tmp_path / "x.secrets.toml.bak"
+    assert bak.read_text() == "secret = 0\n" and (bak.stat().st_mode & 0o777) == 0o600
+
+
+def test_a_write_into_a_missing_folder_names_the_file_not_a_temporary_one(tmp_path: Path):
+    from engine.policy.save import atomic_write
+
+    target = tmp_path / "nowhere" / "p.toml"
+    with pytest.raises(FileNotFoundError) as exc:
+        atomic_write(target, b"x")
+    assert exc.value.filename == str(target) and ".tmp" not in str(exc.value)
