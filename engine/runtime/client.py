@@ -32,6 +32,8 @@ class ControlClient:
         self._pump: asyncio.Task | None = None
         self.disconnected: str | None = None
         """Why the daemon ended the connection, when it said so (its last line)."""
+        self._closing = False
+        """close() was called: the end of the stream is ours, not the daemon's."""
 
     async def connect(self) -> None:
         try:
@@ -45,6 +47,7 @@ class ControlClient:
         self._pump = asyncio.create_task(self._read())
 
     async def close(self) -> None:
+        self._closing = True
         if self._pump is not None:
             self._pump.cancel()
         if self._writer is not None:
@@ -102,14 +105,17 @@ class ControlClient:
         """Event objects as the daemon sends them (JSON dicts); ``replay`` first
         delivers the daemon's recent negotiation history; ``plaintext`` asks for the
         decrypted inner packet of PacketSample events (left out otherwise). Raises
-        ControlError when the daemon ends the subscription with a reason (a reader
-        too slow)."""
+        ControlError when the daemon ends the subscription, with its reason (a reader
+        too slow, stopping) or without one (it died: killed, crashed); ends quietly
+        only when this client closed the connection itself."""
         await self.subscribe(replay=replay, plaintext=plaintext)
         while True:
             e = await self.next_event()
             if e is None:
                 if self.disconnected:
                     raise ControlError(f"the daemon ended the subscription: {self.disconnected}")
+                if not self._closing:
+                    raise ControlError(f"the daemon at {self.path} went away without a word (killed or crashed?)")
                 return
             yield e
 

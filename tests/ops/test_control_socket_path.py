@@ -4,6 +4,8 @@ daemon that stops removes only its own socket."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from engine.runtime.control import ControlServer, _alive
@@ -78,3 +80,42 @@ async def test_a_stopping_daemon_tells_its_subscribers_why(tmp_path):
     finally:
         await client.close()
         await rt.stop(delete=False)
+
+
+async def test_a_daemon_that_dies_without_a_word_ends_events_with_an_error(tmp_path):
+    """kill -9 or a crash: no last line, only the end of the stream. `events` used to exit 0 as if the
+    stream were simply over; the client now raises (the CLI exits 1), unless it closed the stream itself."""
+    import asyncio
+
+    from engine.runtime.client import ControlClient, ControlError
+
+    path = str(tmp_path / "control.sock")
+    writers: list = []
+
+    async def serve(reader, writer):
+        writers.append(writer)
+        line = await reader.readline()
+        rid = json.loads(line)["id"]
+        writer.write(json.dumps({"id": rid, "ok": True, "result": None}).encode() + b"\n")
+        writer.write(json.dumps({"event": {"type": "LogMessage"}}).encode() + b"\n")
+        await writer.drain()
+
+    server = await asyncio.start_unix_server(serve, path)
+    try:
+        client = ControlClient(path)
+        got = []
+        with pytest.raises(ControlError, match="went away without a word"):
+            async for e in client.events_raw():
+                got.append(e)
+                writers[0].close()  # the daemon dies
+        assert got == [{"type": "LogMessage"}]
+        await client.close()
+
+        ours = ControlClient(path)  # a client that ends the stream itself: no error
+        stream = ours.events_raw()
+        assert await stream.__anext__() == {"type": "LogMessage"}
+        await ours.close()
+        assert [e async for e in stream] == []
+    finally:
+        server.close()
+        await server.wait_closed()
