@@ -90,6 +90,9 @@ class PoliciesScreen(TreeEdits, FileEdits, ConsoleScreen):
         """Where Save writes (the running policy's file, or what Save as / New file chose)."""
         self.file_text: str | None = None
         """The file's content as last read or written; None while it does not exist."""
+        self.running_saved = True
+        """What the engine runs has been in a file (read at load, or saved since it was applied): a
+        Save that is not applied yet replaces it on purpose, it is not a policy lost at the next start."""
         self.validation: Validation | None = None
         self.pools = pools_supported()
         self._form_node: tuple | None = None
@@ -147,6 +150,7 @@ class PoliciesScreen(TreeEdits, FileEdits, ConsoleScreen):
         on_disk = read_file(self.file_path)
         # A daemon's file may be unreadable here (root-only): then what it runs is what it has.
         self.file_text = on_disk if on_disk is not None or not text else text
+        self.running_saved = self.file_text is None or text == self.file_text
         if self.file_text is None and not text:  # a file that does not exist yet
             self._set_editor(pf.EMPTY_POLICY)
         else:
@@ -187,7 +191,8 @@ class PoliciesScreen(TreeEdits, FileEdits, ConsoleScreen):
             path=self.file_path,
             unsaved=self.running is not None and text != (self.file_text or "") and bool(text.strip()),
             unapplied=can_apply and text != self.running_text,
-            applied_unsaved=can_apply and self.file_text is not None and self.running_text != self.file_text,
+            applied_unsaved=can_apply and self.file_text is not None and self.running_text != self.file_text
+            and not self.running_saved,
         )
 
     def _set_editor(self, text: str) -> None:
@@ -499,6 +504,7 @@ class PoliciesScreen(TreeEdits, FileEdits, ConsoleScreen):
     def _applied(self, policy: Policy, text: str, result) -> None:
         self.running = policy
         self.running_text = text
+        self.running_saved = text == self.file_text
         parts = [f"{label} {', '.join(names)}" for label, names in
                  (("added", result.added), ("removed", result.removed), ("changed", result.changed)) if names]
         self.notify("; ".join(parts) or "no connection changed", title="Policy applied")

@@ -213,6 +213,8 @@ class FileEdits:
         existed = self.file_text is not None and self.file_path == path
         self.file_path = path
         self.file_text = text
+        if text == self.running_text:
+            self.running_saved = True
         note = " (previous version kept as .bak)" if existed else ""
         self.notify(f"saved {path}{note}", title="Saved")
         self._validate_now()

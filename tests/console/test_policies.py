@@ -11,7 +11,7 @@ import random
 from pathlib import Path
 
 import pytest
-from textual.widgets import Input, TabbedContent, TextArea
+from textual.widgets import Input, Static, TabbedContent, TextArea
 
 from engine.policy.findings import Finding, PolicyError
 from console.runtime.fake import FakeRuntime
@@ -394,6 +394,49 @@ async def test_quit_asks_and_names_what_would_be_lost(tmp_path):
         await pilot.press("q")
         await wait_for(pilot, lambda: not app.is_running, what="quit without asking")
 
+
+
+async def test_saved_but_not_applied_is_not_called_a_policy_lost_at_the_next_start(tmp_path):
+    """Save without Apply: the file holds the edit and the engine still runs what the file held
+    before, which the admin replaced on purpose. The only thing pending is the Apply; the line
+    under the editor and the quit guard must not warn that the running policy "is lost at the
+    next start" (it was saved: it is the file's previous version, kept as .bak)."""
+    rt = FakeRuntime.in_folder(tmp_path)
+    app = make_app(rt)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await _open(pilot)
+        editor = screen.query_one("#pol-editor", TextArea)
+        findings = screen.query_one("#pol-findings", Static)
+        editor.load_text(editor.text.replace('dpd_delay = "30s"', 'dpd_delay = "45s"'))
+        await _type_at_end(pilot, screen, "\n")
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: screen.file_text == editor.text, what="saved")
+        await wait_for(pilot, lambda: "edits not saved" not in str(findings.content), what="findings after the save")
+        assert app.pending_work() == ["gateway.toml: edits not applied to the engine (ctrl+g)"]
+        assert "lost at the next start" not in str(findings.content)
+        # Applied, then edited again and saved: the engine runs what the file held a moment ago.
+        await pilot.press("ctrl+g")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="confirm apply")
+        await pilot.press("y")
+        await wait_for(pilot, lambda: screen.running_text == editor.text, what="applied")
+        assert app.pending_work() == []
+        editor.load_text(editor.text.replace('dpd_delay = "45s"', 'dpd_delay = "50s"'))
+        await _type_at_end(pilot, screen, "\n")
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: screen.file_text == editor.text, what="saved again")
+        assert app.pending_work() == ["gateway.toml: edits not applied to the engine (ctrl+g)"]
+        # Applied but not saved: that one is lost at the next start, and is named so.
+        await pilot.press("ctrl+g")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="confirm apply")
+        await pilot.press("y")
+        await wait_for(pilot, lambda: screen.running_text == editor.text, what="applied again")
+        editor.load_text(editor.text.replace('dpd_delay = "50s"', 'dpd_delay = "55s"'))
+        await _type_at_end(pilot, screen, "\n")
+        await pilot.press("ctrl+g")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="confirm apply")
+        await pilot.press("y")
+        await wait_for(pilot, lambda: screen.running_text == editor.text, what="applied unsaved")
+        assert any("lost at the next start" in p for p in app.pending_work())
 
 
 async def test_moving_through_the_tree_never_cancels_a_form_half_built(tmp_path):
