@@ -92,7 +92,7 @@ class TreeEdits:
 
         def check(prefix: tuple, name: str) -> str:
             if not pf.valid_name(name):
-                return "letters, digits, - _ . only, no spaces"
+                return f"1 to {pf.NAME_MAX} letters, digits, - _ . only, no spaces"
             if pf.exists(doc, prefix + (name,)):
                 return f"{name} already exists"
             return ""
@@ -111,7 +111,7 @@ class TreeEdits:
 
         def check(name: str) -> str:
             if not pf.valid_name(name):
-                return "letters, digits, - _ . only, no spaces"
+                return f"1 to {pf.NAME_MAX} letters, digits, - _ . only, no spaces"
             return f"{name} already exists" if pf.exists(doc, node[:-1] + (name,)) else ""
 
         def copied(name: str | None) -> None:

@@ -327,6 +327,41 @@ async def test_add_copy_and_delete_from_the_tree(tmp_path):
         await wait_for(pilot, lambda: screen.validation.text == editor.text and screen.validation.ok, what="valid")
 
 
+async def test_names_over_64_characters_are_refused_where_they_are_typed(tmp_path):
+    """The policy layer takes names of 1 to 64 characters. The add dialog refused spaces but took
+    a 70-character name, which then made the whole policy invalid; and the copy of a 64-character
+    connection was offered as NAME-2, 66 characters, refused the same way."""
+    from console.screens.dialogs import AddDialog, TextPrompt
+
+    rt = FakeRuntime.in_folder(tmp_path)
+    app = make_app(rt)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await _open(pilot)
+        editor = screen.query_one("#pol-editor", TextArea)
+        tree = await _wait_node(pilot, screen, ("connection", "branch"))
+        tree.focus()
+        await pilot.press("a")
+        await wait_for(pilot, lambda: isinstance(app.screen, AddDialog), what="add dialog")
+        index = [p for _, p in app.screen.choices].index(("connection",))
+        too_long = "frankfurt-datacenter-primary-uplink-to-the-head-office-in-zurich-01"
+        assert len(too_long) > 64
+        await pilot.press(*["down"] * index, "tab", "ctrl+a", "ctrl+k", *too_long, "enter")
+        await pilot.pause()
+        assert isinstance(app.screen, AddDialog) and "64" in screen_text(app)
+        assert too_long not in editor.text
+        await pilot.press("ctrl+a", "ctrl+k", *too_long[:64], "enter")
+        await _wait_node(pilot, screen, ("connection", too_long[:64]))
+        tree.select(("connection", too_long[:64]))
+        await pilot.press("c")
+        await wait_for(pilot, lambda: isinstance(app.screen, TextPrompt), what="copy prompt")
+        offered = app.screen.query_one(Input).value
+        assert len(offered) <= 64 and offered != too_long[:64]
+        await pilot.press("enter")
+        await _wait_node(pilot, screen, ("connection", offered))
+        await wait_for(pilot, lambda: screen.validation.text == editor.text, what="validation")
+        assert not [f for f in screen.validation.errors if "characters without spaces" in f.message]
+
+
 async def test_new_file_from_a_template_save_as_and_the_shipped_lab_is_never_overwritten(tmp_path, monkeypatch):
     from console.screens.dialogs import NewFileDialog
     from engine.policy.samples import sample_path
