@@ -144,18 +144,50 @@ async def test_sa_detail_actions_are_confirmed():
 
 
 async def test_command_refusal_is_a_notification_not_a_crash():
+    from console.runtime.base import CommandError
+
     rt = FakeRuntime()
     app = make_app(rt)
     async with app.run_test(size=(80, 24), notifications=True) as pilot:
         await ready(pilot)
         conns = app.screen.query_one(ConnectionTable)
         conns.focus()
-        conns.move_cursor(row=2)  # legacy: nothing established
+        conns.move_cursor(row=0)  # branch: up, but the runtime refuses this time
+        rt.fail_next["rekey"] = CommandError("branch is busy: try again")
         await pilot.press("r", "y")
         await wait_for(pilot, lambda: rt.commands, what="rekey")
-        await wait_for(pilot, lambda: any("nothing to rekey" in n.message for n in app._notifications),
+        await wait_for(pilot, lambda: any("busy" in n.message for n in app._notifications),
                        what="notification")
         assert app.is_running
+
+
+async def test_rekey_of_a_connection_that_is_down_says_so_before_asking():
+    """A connection with no SA up: 'Rekey every CHILD SA of legacy?' had only one answer, the
+    runtime's refusal after the admin confirmed. The console knows from the last status: it
+    says what is missing instead of asking, and sends nothing."""
+    rt = FakeRuntime()
+    app = make_app(rt)
+    async with app.run_test(size=(80, 24), notifications=True) as pilot:
+        await ready(pilot)
+        conns = app.screen.query_one(ConnectionTable)
+        conns.focus()
+        conns.move_cursor(row=conns.get_row_index("legacy"))
+        assert not [i for i in app.store.snapshot.ike_sas if i.name == "legacy"]
+        await pilot.press("r")
+        await wait_for(pilot, lambda: any("legacy has no established IKE SA to rekey" in n.message
+                                          for n in app._notifications), what="notification")
+        assert not isinstance(app.screen, ConfirmScreen) and not rt.commands
+        # From the command palette too (the same question underneath), for the IKE SA as well.
+        app.confirm_rekey("legacy", ike=True)
+        await pilot.pause()
+        assert not isinstance(app.screen, ConfirmScreen) and not rt.commands
+        # A connection that is up is still asked about, and rekeyed.
+        conns.move_cursor(row=conns.get_row_index("branch"))
+        await pilot.press("r")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the question")
+        await pilot.press("y")
+        await wait_for(pilot, lambda: rt.commands, what="rekey")
+        assert rt.commands[0] == ("rekey", {"name": "branch", "ike": False, "unique_id": None})
 
 
 async def test_alerts_show_their_age_clear_when_the_tunnel_is_up_and_can_be_dismissed():
