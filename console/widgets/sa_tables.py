@@ -77,6 +77,22 @@ CHILD_COLUMNS = (
 )
 
 
+CHILD_NAME_WIDTH = next(c[2] for c in CHILD_COLUMNS if c[0] == "name")
+
+
+def fit_child_name(label: str, width: int = CHILD_NAME_WIDTH) -> str:
+    """"connection/child {id}" in ``width`` cells: a long name is shortened, never its {id}, which
+    tells a CHILD SA from its rekeyed successor (cut at the column's edge, both read the same)."""
+    if len(label) <= width:
+        return label
+    name, sep, uid = label.rpartition(" {")
+    if not sep:
+        return label[:width - 1] + "…"
+    tail = sep + uid
+    return label[:max(1, width - len(tail) - 1)].rstrip() + "…" + tail if len(tail) < width - 1 \
+        else label[:width - 1] + "…"
+
+
 NARROW_WIDTH = 110
 """Below this many columns the dashboard's tables show NARROW_* columns and a detail line."""
 CONNECTION_NARROW = ("name", "state", "remote", "ike", "child")
@@ -186,6 +202,11 @@ class ChildSaTable(_StatusTable):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(CHILD_COLUMNS, sort_column="name", **kwargs)
+
+    def _style(self, column: str, value: str):
+        if column == "name":
+            return Text(fit_child_name(value), no_wrap=True, end="")
+        return super()._style(column, value)
 
     def _resync(self) -> None:
         if self.snapshot is not None:

@@ -222,3 +222,25 @@ async def test_the_attached_top_bar_keeps_count_and_clock_at_80_columns():
         top = screen_text(app).splitlines()[0]
         assert "2 up 3 failing" in top and "22:13:20" in top, top
         assert "1" in top and "6PKI" in top
+
+
+async def test_a_long_child_sa_name_keeps_its_unique_id_visible_at_80x24():
+    """The lab's own CHILD SA, branch/hq-branch {1}, is 20 characters in an 18-cell column: at
+    80x24 every row read "branch/hq-branch {", and a CHILD SA could not be told from its rekeyed
+    successor. A long name is shortened in the middle; its {id} stays."""
+    rt = FakeRuntime()
+    for ike in rt._ikes.values():
+        for ch in ike.children:
+            if ike.connection == "branch":
+                ch.config = "hq-branch-" + ch.config
+    app = make_app(rt)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        table = app.screen.query_one(ChildSaTable)
+        ids = [c.unique_id for i in app.store.snapshot.ike_sas if i.name == "branch" for c in i.children]
+        assert len(ids) >= 2
+        text = screen_text(app)
+        for uid in ids:
+            assert f"… {{{uid}}}" in text
+        # The data is whole: the detail line, the sparkline's label and sorting read the full name.
+        assert any(table.cell_text(k, "name").startswith("branch/hq-branch-") for k in table.row_keys)
