@@ -244,3 +244,22 @@ async def test_a_long_child_sa_name_keeps_its_unique_id_visible_at_80x24():
             assert f"… {{{uid}}}" in text
         # The data is whole: the detail line, the sparkline's label and sorting read the full name.
         assert any(table.cell_text(k, "name").startswith("branch/hq-branch-") for k in table.row_keys)
+
+
+async def test_sa_detail_title_never_pushes_the_clock_off_at_80x24():
+    """The top bar's promise: the summary and the clock always show. 'SA detail: roadwarrior' at
+    80 columns pushed the clock off the right edge; a longer name took the summary too."""
+    from console import fmt
+
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        for name in ("roadwarrior", "frankfurt-datacenter-primary-uplink"):
+            app.open_detail(name, None, None)
+            await wait_for(pilot, lambda: isinstance(app.screen, SaDetailScreen), what="detail")
+            await pilot.pause()
+            top = screen_text(app).splitlines()[0]
+            assert top.rstrip().endswith(fmt.clock(app.store.snapshot.time)), top
+            assert " up " in top and ("SA detail: " in top or name[:8] in top)
+            await pilot.press("escape")
+            await wait_for(pilot, lambda: not isinstance(app.screen, SaDetailScreen), what="back")
