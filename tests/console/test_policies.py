@@ -474,6 +474,39 @@ async def test_saved_but_not_applied_is_not_called_a_policy_lost_at_the_next_sta
         assert any("lost at the next start" in p for p in app.pending_work())
 
 
+async def test_save_over_a_file_changed_on_disk_asks_first(tmp_path):
+    """Someone else (vi in another ssh session, ipsec-console import, a config tool) changed the
+    policy file after the console read it. Ctrl+s wrote the console's text over it without a word
+    (only a .bak, overwritten by the next save, kept their change). It asks first, and Cancel
+    writes nothing."""
+    rt = FakeRuntime.in_folder(tmp_path)
+    app = make_app(rt)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await _open(pilot)
+        path = Path(screen.file_path)
+        theirs = path.read_text() + "\n# added by a colleague: keep the legacy peer until Friday\n"
+        path.write_text(theirs)
+        editor = screen.query_one("#pol-editor", TextArea)
+        editor.load_text(editor.text.replace('dpd_delay = "30s"', 'dpd_delay = "45s"'))
+        await _type_at_end(pilot, screen, "\n")
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the question")
+        assert "changed on disk" in screen_text(app)
+        await pilot.press("n")
+        await pilot.pause()
+        assert path.read_text() == theirs
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the question again")
+        await pilot.press("y")
+        await wait_for(pilot, lambda: path.read_text() == editor.text, what="saved over it")
+        assert Path(str(path) + ".bak").read_text() == theirs
+        # Saved: the next save does not ask.
+        await _type_at_end(pilot, screen, "\n")
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: path.read_text() == editor.text, what="saved again")
+        assert not isinstance(app.screen, ConfirmScreen)
+
+
 async def test_moving_through_the_tree_never_cancels_a_form_half_built(tmp_path):
     """Holding an arrow key in the tree asks for a new form while the last one is still being
     removed or mounted. Cancelling that work half way (it awaits the fields' own tasks, and a
