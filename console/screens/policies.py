@@ -27,6 +27,7 @@ from textual.widgets import (Button, Input, Label, Select, Static, Switch, Tabbe
 from engine.policy.diff import diff_policies
 from engine.policy.findings import PolicyError
 from engine.policy.model import Policy
+from engine.policy import ts as ts_syntax
 from engine.policy.spd import Spd
 
 from console import policy_form as pf
@@ -545,9 +546,8 @@ class PoliciesScreen(TreeEdits, FileEdits, ConsoleScreen):
         direction = self.query_one("#spd-dir", Select).value
         colors = self.app.theme_colors()
         try:
-            proto_v: int | str = int(proto) if proto.isdigit() else proto
-            sport = int(sport_t) if sport_t else None
-            dport = int(dport_t) if dport_t else None
+            proto_v = ts_syntax._parse_protocol(proto)  # names and numbers, as a selector reads them
+            sport, dport = (_spd_port(t, proto_v, what) for t, what in ((sport_t, "src"), (dport_t, "dst")))
             decision = Spd(policy).lookup(src, dst, proto_v, sport, dport, direction=direction)
         except (ValueError, KeyError) as exc:
             answer.update(Text(f"Cannot ask that: {exc}", style=colors.get("error", "")))
@@ -561,3 +561,19 @@ class PoliciesScreen(TreeEdits, FileEdits, ConsoleScreen):
         out.append(f"  ({which})\n")
         out.append(decision.explain())
         answer.update(out)
+
+
+def _spd_port(text: str, protocol: int, what: str) -> int | None:
+    """A port of the SPD question: a number or a service name (/etc/services), as in a selector;
+    for ICMP the type (src) or code (dst), 0-255. Empty: any. ValueError says what is wrong."""
+    if not text:
+        return None
+    if protocol in (1, 58):
+        if not (text.isascii() and text.isdigit()) or int(text) > 255:
+            raise ValueError(f"ICMP {'type' if what == 'src' else 'code'} {text!r}: a number 0-255")
+        return int(text)
+    port = ts_syntax._port_number(text, protocol)
+    if port is None:
+        raise ValueError(f"unknown service {text!r}: not in the services database (/etc/services) "
+                         "and not a port number 0-65535")
+    return port

@@ -248,6 +248,38 @@ async def test_spd_question_is_answered(tmp_path):
         assert "DISCARD" in screen_text(app) and "no-telnet" in screen_text(app)
 
 
+async def test_spd_question_reads_names_and_says_what_is_wrong_in_words(tmp_path):
+    """The SPD question took only port numbers and answered a service name with Python's
+    "invalid literal for int() with base 10: 'https'", an unknown protocol with a bare "'foo'",
+    and ports beyond 65535 as if they existed. It reads names as the policy does and says what
+    is wrong like the policy's own errors."""
+    rt = FakeRuntime.in_folder(tmp_path)
+    app = make_app(rt)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await _open(pilot)
+        screen.query_one(TabbedContent).active = "pol-spd-tab"
+        await pilot.pause()
+        answer = screen.query_one("#spd-answer", Static)
+        screen.query_one("#spd-src", Input).value = "198.51.100.5"
+        screen.query_one("#spd-dst", Input).value = "192.0.2.99"
+
+        async def ask(proto: str, dport: str) -> str:
+            screen.query_one("#spd-proto", Input).value = proto
+            screen.query_one("#spd-dport", Input).value = dport
+            screen.query_one("#spd-dst", Input).focus()
+            await pilot.press("enter")
+            await pilot.pause()
+            return str(answer.content)
+
+        assert "DISCARD" in await ask("tcp", "telnet") and "no-telnet" in str(answer.content)
+        said = await ask("foo", "23")
+        assert "unknown protocol 'foo'" in said and "Cannot ask that" in said
+        said = await ask("tcp", "99999")
+        assert "outside 0-65535" in said and "DISCARD" not in said
+        said = await ask("tcp", "no-such-service")
+        assert "unknown service 'no-such-service'" in said and "int()" not in said
+
+
 async def test_long_form_values_stay_visible_at_80x24(tmp_path):
     rt = FakeRuntime.in_folder(tmp_path)
     app = make_app(rt)
