@@ -103,6 +103,7 @@ class PoliciesScreen(TreeEdits, FileEdits, ConsoleScreen):
         self._pending_cursor: tuple | None = None
         self._loaded_once = False
         self._seen_applied = None
+        self._secrets_pending: tuple[str, ...] = ()
 
     # ------------------------------------------------------------- layout
     def body(self) -> ComposeResult:
@@ -194,7 +195,16 @@ class PoliciesScreen(TreeEdits, FileEdits, ConsoleScreen):
             unapplied=can_apply and text != self.running_text,
             applied_unsaved=can_apply and self.file_text is not None and self.running_text != self.file_text
             and not self.running_saved,
+            secrets_unapplied=self._secrets_pending if can_apply and text == self.running_text else (),
         )
+
+    def _secrets_changed(self, v: Validation) -> tuple[str, ...]:
+        """Connections that the same text now gives another PSK than the engine runs with (a PSK
+        set with k, or the secrets file edited): only an Apply hands it to the engine."""
+        if not (v.ok and v.policy is not None and self.running is not None and v.text == self.running_text
+                and self._own_secrets() and self._can_apply()):
+            return ()
+        return diff_policies(self.running, v.policy).changed
 
     def _set_editor(self, text: str) -> None:
         self.query_one("#pol-editor", TextArea).load_text(text)
@@ -221,6 +231,7 @@ class PoliciesScreen(TreeEdits, FileEdits, ConsoleScreen):
         if v.text != self._text():
             return  # stale: a newer validation is on its way
         self.validation = v
+        self._secrets_pending = self._secrets_changed(v)
         colors = self.app.theme_colors()
         out = Text()
         if v.ok:
@@ -414,7 +425,11 @@ class PoliciesScreen(TreeEdits, FileEdits, ConsoleScreen):
             box.update("(loading the running policy)")
             return
         base = self.running_text if self._can_apply() else (self.file_text or "")
-        if text == base:
+        if text == base and self._secrets_pending and base == self.running_text:
+            out.append(f"The editor holds the running policy, but the PSK of {', '.join(self._secrets_pending)} "
+                       "changed in the secrets file: Apply (ctrl+g) hands it to the engine (its SAs are "
+                       "renegotiated).\n", style="bold")
+        elif text == base:
             out.append("No pending change: the editor holds the running policy.\n", style="dim")
         elif v is None or not v.ok:
             out.append("The pending text does not validate: Apply and Save are refused until it does.\n",

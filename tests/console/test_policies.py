@@ -539,6 +539,37 @@ async def test_save_over_a_file_changed_on_disk_asks_first(tmp_path):
         assert not isinstance(app.screen, ConfirmScreen)
 
 
+async def test_a_new_psk_is_pending_until_applied(tmp_path):
+    """k writes the PSK to the secrets file, not to the engine. The policy text does not change,
+    so the line under the editor said "saved, same as running" and quitting asked nothing, while
+    the engine still used the old key. The new PSK is named as not applied until ctrl+g."""
+    from console.screens.dialogs import PskDialog
+
+    rt = FakeRuntime.in_folder(tmp_path)
+    app = make_app(rt)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await _open(pilot)
+        findings = screen.query_one("#pol-findings", Static)
+        assert "saved, same as running" in str(findings.content)
+        tree = await _wait_node(pilot, screen, ("connection", "branch"))
+        tree.focus()
+        tree.select(("connection", "branch"))
+        await pilot.press("k")
+        await wait_for(pilot, lambda: isinstance(app.screen, PskDialog), what="PSK dialog")
+        psk = "n3w-Shared-Key-for-the-branch-0042"
+        await pilot.press(*psk, "enter", *psk, "enter")
+        await wait_for(pilot, lambda: "not applied" in str(findings.content), what="the PSK named as pending")
+        assert "same as running" not in str(findings.content) and psk not in screen_text(app)
+        assert any("PSK" in p and "branch" in p and "ctrl+g" in p for p in app.pending_work())
+        assert "PSK of branch" in str(screen.query_one("#pol-diff", Static).content)
+        await pilot.press("ctrl+g")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="confirm apply")
+        assert "change branch" in screen_text(app)
+        await pilot.press("y")
+        await wait_for(pilot, lambda: "saved, same as running" in str(findings.content), what="applied")
+        assert app.pending_work() == []
+
+
 async def test_moving_through_the_tree_never_cancels_a_form_half_built(tmp_path):
     """Holding an arrow key in the tree asks for a new form while the last one is still being
     removed or mounted. Cancelling that work half way (it awaits the fields' own tasks, and a
