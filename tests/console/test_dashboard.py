@@ -263,3 +263,22 @@ async def test_sa_detail_title_never_pushes_the_clock_off_at_80x24():
             assert " up " in top and ("SA detail: " in top or name[:8] in top)
             await pilot.press("escape")
             await wait_for(pilot, lambda: not isinstance(app.screen, SaDetailScreen), what="back")
+
+
+async def test_sa_detail_of_a_connection_that_is_down_says_why_r_and_y_do_nothing():
+    """The detail of a connection with no SA: r answered "Select a CHILD SA first" (there is none
+    to select) and y did nothing at all. Both say what is missing."""
+    rt = FakeRuntime()
+    app = make_app(rt)
+    async with app.run_test(size=(80, 24), notifications=True) as pilot:
+        await ready(pilot)
+        assert not [i for i in app.store.snapshot.ike_sas if i.name == "legacy"]
+        app.open_detail("legacy", None, None)
+        await wait_for(pilot, lambda: isinstance(app.screen, SaDetailScreen), what="detail")
+        await pilot.press("r")
+        await wait_for(pilot, lambda: any("legacy has no IKE SA, so no CHILD SA to rekey" in n.message
+                                          for n in app._notifications), what="why not")
+        await pilot.press("y")
+        await wait_for(pilot, lambda: any("no SPI to copy" in n.message for n in app._notifications),
+                       what="nothing to copy")
+        assert not rt.commands and not any("Select a CHILD SA first" in n.message for n in app._notifications)
