@@ -104,6 +104,8 @@ class PoliciesScreen(TreeEdits, FileEdits, ConsoleScreen):
         self._loaded_once = False
         self._seen_applied = None
         self._secrets_pending: tuple[str, ...] = ()
+        self._form_unparsed = False
+        """The form shows "the TOML does not parse" (rebuilt with fields once it parses again)."""
 
     # ------------------------------------------------------------- layout
     def body(self) -> ComposeResult:
@@ -265,17 +267,25 @@ class PoliciesScreen(TreeEdits, FileEdits, ConsoleScreen):
             root = tree.root.label
             if "TOML error" not in str(root):
                 tree.root.set_label(Text(label + "  TOML error: fix it in the TOML tab", style="bold red"))
+            if not self._form_unparsed and self._form_node is not None:
+                # Its fields would take typing that has no document to go to: the form says why instead.
+                self._form_unparsed = True
+                self._build_form(self._form_node)
             return
+        refill = self._form_unparsed  # it parses again: the same node's fields come back
+        self._form_unparsed = False
         engine = data.get("engine") if isinstance(data.get("engine"), dict) else {}
         cursor = self._pending_cursor
         self._pending_cursor = None
         tree.set_data(label, pf.tree_of(data), str(engine.get("datapath", "kernel")), pools=self.pools,
                       cursor=cursor or (tree.cursor_node.data if tree.cursor_node is not None else None))
         node = tree.cursor_node.data if tree.cursor_node is not None else None
-        if editable(node) and node != self._form_node:
+        if editable(node) and (node != self._form_node or refill):
             self._build_form(node)
         elif editable(self._form_node) and self._form_node not in tree.nodes():
             self._build_form(("engine",))
+        elif refill and editable(self._form_node):
+            self._build_form(self._form_node)
 
     def on_tree_node_highlighted(self, event: PolicyTree.NodeHighlighted) -> None:
         if event.node is not event.control.cursor_node:

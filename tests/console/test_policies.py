@@ -570,6 +570,26 @@ async def test_a_new_psk_is_pending_until_applied(tmp_path):
         assert app.pending_work() == []
 
 
+async def test_the_form_is_not_editable_while_the_toml_does_not_parse(tmp_path):
+    """With the TOML broken in the TOML tab, the form kept its fields: typing in them showed the
+    new value and changed nothing (the edit has no document to go to), and the value was gone
+    once the TOML was fixed. The form says the TOML does not parse, and comes back when it does."""
+    rt = FakeRuntime.in_folder(tmp_path)
+    app = make_app(rt)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await _open(pilot)
+        await wait_for(pilot, lambda: screen.query("#f-remote-id"), what="form for branch")
+        editor = screen.query_one("#pol-editor", TextArea)
+        good = editor.text
+        editor.load_text("[[[\n" + good)
+        await wait_for(pilot, lambda: screen.validation.text == editor.text, what="validation of the break")
+        await wait_for(pilot, lambda: not screen.query("#f-remote-id"), what="the fields gone")
+        assert "does not parse" in screen_text(app)
+        editor.load_text(good)
+        await wait_for(pilot, lambda: screen.query("#f-remote-id"), what="the fields back")
+        assert screen.query_one("#f-remote-id", Input).value == "branch.example.org"
+
+
 async def test_moving_through_the_tree_never_cancels_a_form_half_built(tmp_path):
     """Holding an arrow key in the tree asks for a new form while the last one is still being
     removed or mounted. Cancelling that work half way (it awaits the fields' own tasks, and a
