@@ -282,3 +282,21 @@ async def test_sa_detail_of_a_connection_that_is_down_says_why_r_and_y_do_nothin
         await wait_for(pilot, lambda: any("no SPI to copy" in n.message for n in app._notifications),
                        what="nothing to copy")
         assert not rt.commands and not any("Select a CHILD SA first" in n.message for n in app._notifications)
+
+
+async def test_a_connection_with_several_remote_addresses_never_shows_a_cut_address():
+    """Remote addresses beyond the column were cut mid-address ("192.0.2.2, 198.5"), which reads
+    as another peer. Whole addresses are shown, then how many more."""
+    import dataclasses
+
+    rt = FakeRuntime()
+    rt._policy = dataclasses.replace(rt._policy, connections=tuple(
+        dataclasses.replace(c, remote_addrs=("192.0.2.2", "198.51.100.77")) if c.name == "branch" else c
+        for c in rt._policy.connections))
+    app = make_app(rt)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        table = app.screen.query_one(ConnectionTable)
+        assert table.cell_text("branch", "remote") == "192.0.2.2, 198.51.100.77"  # the data stays whole
+        row = next(line for line in screen_text(app).splitlines() if line.startswith(" branch "))
+        assert "192.0.2.2 +1" in row and "198.5" not in row
