@@ -283,6 +283,11 @@ class ConsoleApp(CertExpiryWatch, RuntimeBridge, App):
                       lambda: self.runtime.initiate(name, child), yes="Initiate")
 
     def confirm_rekey(self, name: str, *, ike: bool, unique_id: int | None = None) -> None:
+        missing = self._nothing_to_rekey(name, ike=ike) if unique_id is None else ""
+        if missing:
+            # Not a question whose only answer is a refusal: say so now, and what to do instead.
+            self.notify(missing, severity="warning")
+            return
         if ike:
             what = f"IKE SA #{unique_id} of {name}" if unique_id is not None else f"the IKE SA of {name}"
             body = "A new IKE SA replaces it; its CHILD SAs move over and traffic keeps flowing."
@@ -291,6 +296,19 @@ class ConsoleApp(CertExpiryWatch, RuntimeBridge, App):
             body = "New SPIs and keys are negotiated; the old SA is deleted once the new one is in."
         self._confirm(f"Rekey {what}?", body, "rekey",
                       lambda: self.runtime.rekey(name, ike=ike, unique_id=unique_id), yes="Rekey")
+
+    def _nothing_to_rekey(self, name: str, *, ike: bool) -> str:
+        """Why rekeying ``name`` as a whole would be refused, by the last status; "" when it may work.
+        The engine rekeys established IKE SAs and installed CHILD SAs only."""
+        snap = self.store.snapshot
+        if snap is None or not any(c.name == name for c in snap.connections):
+            return ""
+        up = [i for i in snap.ike_sas if i.name == name and i.state == "ESTABLISHED"]
+        if not up:
+            return f"{name} has no established IKE SA to rekey: initiate it first (i)"
+        if not ike and not any(ch.state == "INSTALLED" for i in up for ch in i.children):
+            return f"{name} has no installed CHILD SA to rekey"
+        return ""
 
     def confirm_terminate(self, name: str, ike_id: int | None = None) -> None:
         what = f"IKE SA #{ike_id} of {name}" if ike_id is not None else f"every IKE SA of {name}"

@@ -248,19 +248,22 @@ def dissect(data: bytes, *, encrypted_payload: bool) -> list[str]:
         for f in layer.fields_desc:
             if f.name in _SKIP:
                 continue
+            cond = getattr(f, "_evalcond", None)  # scapy's ConditionalField: ICMP declares every type's fields
+            if cond is not None and not cond(layer):
+                continue
             value = layer.getfieldval(f.name)
             if name == "ESP" and f.name == "data":
                 size = len(value) if value is not None else 0
                 what = "ciphertext, unreadable without the keys" if encrypted_payload else "payload"
                 fields.append(f"data={size} bytes {what}")
                 continue
-            if value is None:
+            if value is None or (isinstance(value, bytes) and not value):  # an echo's empty 'unused', an absent ICMP extension
                 continue
             shown = f.i2repr(layer, value)
             if f.name == "spi":
                 shown = f"0x{value:08x}"
             fields.append(f"{f.name}={shown}")
-        lines.append(f"{name:<5}" + "  ".join(fields))
+        lines.append(f"{name:<4} " + "  ".join(fields))  # "IP in ICMP" too keeps a space before its fields
         layer = layer.payload if layer.payload else None
     return lines
 

@@ -115,7 +115,9 @@ EMPTY_POLICY = """\
 datapath = "kernel"            # kernel | userspace | lab
 """
 
-_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+NAME_MAX = 64
+"""The policy layer's longest name (engine.policy.parse): a longer one makes the whole policy invalid."""
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,%d}$" % (NAME_MAX - 1))
 
 
 def node_path(node: tuple) -> tuple[str, ...]:
@@ -330,9 +332,9 @@ def unique_name(doc, node: tuple) -> str:
     """A free name for a copy of ``node``: name-2, name-3, ..."""
     base = re.sub(r"-\d+$", "", node[-1]) or "new"
     n = 2
-    while exists(doc, node[:-1] + (f"{base}-{n}",)):
+    while exists(doc, node[:-1] + (f"{base[:NAME_MAX - len(str(n)) - 1]}-{n}",)):
         n += 1
-    return f"{base}-{n}"
+    return f"{base[:NAME_MAX - len(str(n)) - 1]}-{n}"  # still a name the policy takes
 
 
 def _new_table(values: dict):
@@ -349,7 +351,7 @@ def add_node(doc, node: tuple) -> None:
     """Add an empty-but-sensible section for ``node`` (ValueError if it exists or the name is bad)."""
     name = node[-1]
     if not valid_name(name):
-        raise ValueError(f"{name!r} is not a usable name (letters, digits, - _ . ; no spaces)")
+        raise ValueError(f"{name!r} is not a usable name (1 to {NAME_MAX} letters, digits, - _ . ; no spaces)")
     if exists(doc, node):
         raise ValueError(f"there is already a {KIND_WORDS[node[0]]} named {name!r}")
     if node[0] == "child" and not exists(doc, ("connection", node[1])):
@@ -366,7 +368,7 @@ def duplicate_node(doc, node: tuple, new_name: str) -> tuple:
         raise ValueError("only connections, CHILD SA configs, rules and pools can be duplicated")
     target = node[:-1] + (new_name,)
     if not valid_name(new_name):
-        raise ValueError(f"{new_name!r} is not a usable name (letters, digits, - _ . ; no spaces)")
+        raise ValueError(f"{new_name!r} is not a usable name (1 to {NAME_MAX} letters, digits, - _ . ; no spaces)")
     if exists(doc, target):
         raise ValueError(f"there is already a {KIND_WORDS[node[0]]} named {new_name!r}")
     source = _table(doc, node_path(node), create=False)

@@ -93,6 +93,9 @@ class Standing:
     """The editor differs from what the engine runs (and the runtime can apply)."""
     applied_unsaved: bool
     """The engine runs a policy the file does not hold: lost at the next start."""
+    secrets_unapplied: tuple[str, ...] = ()
+    """Connections whose PSK changed in the secrets file (k) since the engine took the policy: the
+    text is the same, the engine still uses the old key."""
 
     def problems(self) -> list[str]:
         name = os.path.basename(self.path) if self.path else "the policy"
@@ -103,4 +106,7 @@ class Standing:
             out.append(f"the engine runs a policy not saved in {name}: it is lost at the next start")
         if self.unapplied:
             out.append(f"{name}: edits not applied to the engine (ctrl+g)")
+        elif self.secrets_unapplied:
+            out.append(f"{name}: the new PSK of {', '.join(self.secrets_unapplied)} is not applied to the engine "
+                       "(ctrl+g)")
         return out

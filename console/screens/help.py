@@ -15,7 +15,7 @@ from textual.widgets import Static
 
 from console.settings import config_dir
 
-NAV = "1 Dashboard · 2 Negotiations · 3 Policies · 4 Logs · 5 Packets · 6 PKI"
+NAV = "1 Dashboard · 2 Negotiations · 3 Policies · 4 Logs · 5 Packets · 6 PKI · 7 Clients (road warriors)"
 
 
 def _key_display(app, key: str) -> str:
@@ -92,8 +92,8 @@ class HelpScreen(ModalScreen[None]):
     def _content(self) -> Group:
         parts: list = []
         for title, rows in binding_rows(self.target) + [("Screens and text fields", [
-                ("1-6", NAV, ""),
-                ("Escape", "leave a text field (then 1-6 and the other keys work again)", ""),
+                ("1-7", NAV, ""),
+                ("Escape", "leave a text field (then 1-7 and the other keys work again)", ""),
                 ("ctrl+p", "every action and connection, searchable", "")])]:
             parts.append(Text(title, style="bold underline"))
             table = Table.grid(padding=(0, 2))

@@ -304,7 +304,7 @@ class PkiScreen(ConsoleScreen):
         if self._need_ca():
             self._change(self.folder(), "crl", None)
 
-    def action_init_ca(self) -> None:
+    def action_init_ca(self, previous: InitRequest | None = None, error: str = "") -> None:
         if self.view is not None and self.view.state == "ok":
             self.notify(f"{self._shown()} already holds a CA", severity="warning")
             return
@@ -317,7 +317,7 @@ class PkiScreen(ConsoleScreen):
             if req is not None:
                 self._change(d, "init", req)
 
-        self.app.push_screen(InitCaForm(self._shown()), answered)
+        self.app.push_screen(InitCaForm(self._shown(), previous, error), answered)
 
     def action_folder(self) -> None:
         def answered(value: str | None) -> None:
@@ -357,5 +357,7 @@ class PkiScreen(ConsoleScreen):
             self.app.push_screen(PassphraseForm(verb, outcome.error), answered)
         elif what == "issue":
             self.action_issue(request, outcome.error)  # the form comes back as it was, with the reason
+        elif what == "init" and outcome.view.state == "no-ca":
+            self.action_init_ca(request, outcome.error)  # so does this one, while the folder can take a CA
         else:
             self.notify(outcome.error, title=f"PKI: {what} failed", severity="error", timeout=10)

@@ -27,6 +27,7 @@ from textual.widgets import (Button, Input, Label, Select, Static, Switch, Tabbe
 from engine.policy.diff import diff_policies
 from engine.policy.findings import PolicyError
 from engine.policy.model import Policy
+from engine.policy import ts as ts_syntax
 from engine.policy.spd import Spd
 
 from console import policy_form as pf
@@ -90,6 +91,9 @@ class PoliciesScreen(TreeEdits, FileEdits, ConsoleScreen):
         """Where Save writes (the running policy's file, or what Save as / New file chose)."""
         self.file_text: str | None = None
         """The file's content as last read or written; None while it does not exist."""
+        self.running_saved = True
+        """What the engine runs has been in a file (read at load, or saved since it was applied): a
+        Save that is not applied yet replaces it on purpose, it is not a policy lost at the next start."""
         self.validation: Validation | None = None
         self.pools = pools_supported()
         self._form_node: tuple | None = None
@@ -99,6 +103,9 @@ class PoliciesScreen(TreeEdits, FileEdits, ConsoleScreen):
         self._pending_cursor: tuple | None = None
         self._loaded_once = False
         self._seen_applied = None
+        self._secrets_pending: tuple[str, ...] = ()
+        self._form_unparsed = False
+        """The form shows "the TOML does not parse" (rebuilt with fields once it parses again)."""
 
     # ------------------------------------------------------------- layout
     def body(self) -> ComposeResult:
@@ -147,6 +154,7 @@ class PoliciesScreen(TreeEdits, FileEdits, ConsoleScreen):
         on_disk = read_file(self.file_path)
         # A daemon's file may be unreadable here (root-only): then what it runs is what it has.
         self.file_text = on_disk if on_disk is not None or not text else text
+        self.running_saved = self.file_text is None or text == self.file_text
         if self.file_text is None and not text:  # a file that does not exist yet
             self._set_editor(pf.EMPTY_POLICY)
         else:
@@ -187,8 +195,18 @@ class PoliciesScreen(TreeEdits, FileEdits, ConsoleScreen):
             path=self.file_path,
             unsaved=self.running is not None and text != (self.file_text or "") and bool(text.strip()),
             unapplied=can_apply and text != self.running_text,
-            applied_unsaved=can_apply and self.file_text is not None and self.running_text != self.file_text,
+            applied_unsaved=can_apply and self.file_text is not None and self.running_text != self.file_text
+            and not self.running_saved,
+            secrets_unapplied=self._secrets_pending if can_apply and text == self.running_text else (),
         )
+
+    def _secrets_changed(self, v: Validation) -> tuple[str, ...]:
+        """Connections that the same text now gives another PSK than the engine runs with (a PSK
+        set with k, or the secrets file edited): only an Apply hands it to the engine."""
+        if not (v.ok and v.policy is not None and self.running is not None and v.text == self.running_text
+                and self._own_secrets() and self._can_apply()):
+            return ()
+        return diff_policies(self.running, v.policy).changed
 
     def _set_editor(self, text: str) -> None:
         self.query_one("#pol-editor", TextArea).load_text(text)
@@ -215,6 +233,7 @@ class PoliciesScreen(TreeEdits, FileEdits, ConsoleScreen):
         if v.text != self._text():
             return  # stale: a newer validation is on its way
         self.validation = v
+        self._secrets_pending = self._secrets_changed(v)
         colors = self.app.theme_colors()
         out = Text()
         if v.ok:
@@ -248,17 +267,25 @@ class PoliciesScreen(TreeEdits, FileEdits, ConsoleScreen):
             root = tree.root.label
             if "TOML error" not in str(root):
                 tree.root.set_label(Text(label + "  TOML error: fix it in the TOML tab", style="bold red"))
+            if not self._form_unparsed and self._form_node is not None:
+                # Its fields would take typing that has no document to go to: the form says why instead.
+                self._form_unparsed = True
+                self._build_form(self._form_node)
             return
+        refill = self._form_unparsed  # it parses again: the same node's fields come back
+        self._form_unparsed = False
         engine = data.get("engine") if isinstance(data.get("engine"), dict) else {}
         cursor = self._pending_cursor
         self._pending_cursor = None
         tree.set_data(label, pf.tree_of(data), str(engine.get("datapath", "kernel")), pools=self.pools,
                       cursor=cursor or (tree.cursor_node.data if tree.cursor_node is not None else None))
         node = tree.cursor_node.data if tree.cursor_node is not None else None
-        if editable(node) and node != self._form_node:
+        if editable(node) and (node != self._form_node or refill):
             self._build_form(node)
         elif editable(self._form_node) and self._form_node not in tree.nodes():
             self._build_form(("engine",))
+        elif refill and editable(self._form_node):
+            self._build_form(self._form_node)
 
     def on_tree_node_highlighted(self, event: PolicyTree.NodeHighlighted) -> None:
         if event.node is not event.control.cursor_node:
@@ -408,7 +435,11 @@ class PoliciesScreen(TreeEdits, FileEdits, ConsoleScreen):
             box.update("(loading the running policy)")
             return
         base = self.running_text if self._can_apply() else (self.file_text or "")
-        if text == base:
+        if text == base and self._secrets_pending and base == self.running_text:
+            out.append(f"The editor holds the running policy, but the PSK of {', '.join(self._secrets_pending)} "
+                       "changed in the secrets file: Apply (ctrl+g) hands it to the engine (its SAs are "
+                       "renegotiated).\n", style="bold")
+        elif text == base:
             out.append("No pending change: the editor holds the running policy.\n", style="dim")
         elif v is None or not v.ok:
             out.append("The pending text does not validate: Apply and Save are refused until it does.\n",
@@ -499,6 +530,7 @@ class PoliciesScreen(TreeEdits, FileEdits, ConsoleScreen):
     def _applied(self, policy: Policy, text: str, result) -> None:
         self.running = policy
         self.running_text = text
+        self.running_saved = text == self.file_text
         parts = [f"{label} {', '.join(names)}" for label, names in
                  (("added", result.added), ("removed", result.removed), ("changed", result.changed)) if names]
         self.notify("; ".join(parts) or "no connection changed", title="Policy applied")
@@ -539,9 +571,8 @@ class PoliciesScreen(TreeEdits, FileEdits, ConsoleScreen):
         direction = self.query_one("#spd-dir", Select).value
         colors = self.app.theme_colors()
         try:
-            proto_v: int | str = int(proto) if proto.isdigit() else proto
-            sport = int(sport_t) if sport_t else None
-            dport = int(dport_t) if dport_t else None
+            proto_v = ts_syntax._parse_protocol(proto)  # names and numbers, as a selector reads them
+            sport, dport = (_spd_port(t, proto_v, what) for t, what in ((sport_t, "src"), (dport_t, "dst")))
             decision = Spd(policy).lookup(src, dst, proto_v, sport, dport, direction=direction)
         except (ValueError, KeyError) as exc:
             answer.update(Text(f"Cannot ask that: {exc}", style=colors.get("error", "")))
@@ -555,3 +586,19 @@ class PoliciesScreen(TreeEdits, FileEdits, ConsoleScreen):
         out.append(f"  ({which})\n")
         out.append(decision.explain())
         answer.update(out)
+
+
+def _spd_port(text: str, protocol: int, what: str) -> int | None:
+    """A port of the SPD question: a number or a service name (/etc/services), as in a selector;
+    for ICMP the type (src) or code (dst), 0-255. Empty: any. ValueError says what is wrong."""
+    if not text:
+        return None
+    if protocol in (1, 58):
+        if not (text.isascii() and text.isdigit()) or int(text) > 255:
+            raise ValueError(f"ICMP {'type' if what == 'src' else 'code'} {text!r}: a number 0-255")
+        return int(text)
+    port = ts_syntax._port_number(text, protocol)
+    if port is None:
+        raise ValueError(f"unknown service {text!r}: not in the services database (/etc/services) "
+                         "and not a port number 0-65535")
+    return port

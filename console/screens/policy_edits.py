@@ -16,7 +16,7 @@ from engine.policy.samples import sample_names, sample_path
 from engine.policy.save import save_text
 
 from console import policy_form as pf
-from console.policy_state import Validation, is_shipped_sample, validate_text
+from console.policy_state import Validation, is_shipped_sample, read_file, validate_text
 from console.screens.confirm import ConfirmScreen
 from console.screens.dialogs import AddDialog, NewFileDialog, PskDialog, TextPrompt
 from console.secrets_file import set_psk
@@ -92,7 +92,7 @@ class TreeEdits:
 
         def check(prefix: tuple, name: str) -> str:
             if not pf.valid_name(name):
-                return "letters, digits, - _ . only, no spaces"
+                return f"1 to {pf.NAME_MAX} letters, digits, - _ . only, no spaces"
             if pf.exists(doc, prefix + (name,)):
                 return f"{name} already exists"
             return ""
@@ -111,7 +111,7 @@ class TreeEdits:
 
         def check(name: str) -> str:
             if not pf.valid_name(name):
-                return "letters, digits, - _ . only, no spaces"
+                return f"1 to {pf.NAME_MAX} letters, digits, - _ . only, no spaces"
             return f"{name} already exists" if pf.exists(doc, node[:-1] + (name,)) else ""
 
         def copied(name: str | None) -> None:
@@ -193,10 +193,16 @@ class FileEdits:
         self._save_checked(self._text(), self.file_path)
 
     @work(thread=True, group="policy-action", exclusive=True, exit_on_error=False)
-    def _save_checked(self, text: str, path: str) -> None:
+    def _save_checked(self, text: str, path: str, overwrite: bool = False) -> None:
         v = validate_text(text, path, load_secrets=self._own_secrets())
         if not v.ok:
             self.app.call_from_thread(self._save_refused, v)
+            return
+        on_disk = read_file(path)
+        known = self.file_text if path == self.file_path else None
+        if not overwrite and on_disk is not None and on_disk != known and on_disk != text:
+            # Changed by someone else since it was read here (or, for Save as, created meanwhile).
+            self.app.call_from_thread(self._ask_overwrite, text, path)
             return
         try:
             save_text(text, path, load_secrets=self._own_secrets())
@@ -213,9 +219,24 @@ class FileEdits:
         existed = self.file_text is not None and self.file_path == path
         self.file_path = path
         self.file_text = text
+        if text == self.running_text:
+            self.running_saved = True
         note = " (previous version kept as .bak)" if existed else ""
         self.notify(f"saved {path}{note}", title="Saved")
         self._validate_now()
+
+    def _ask_overwrite(self, text: str, path: str) -> None:
+        name = Path(path).name
+
+        def answered(ok: bool | None) -> None:
+            if ok:
+                self._save_checked(text, path, overwrite=True)
+
+        self.app.push_screen(ConfirmScreen(
+            f"{name} changed on disk: overwrite it?",
+            f"Another program or person changed {path} since the console read it. Saving replaces "
+            f"their change with this text (theirs is kept as {name}.bak until the next save). To keep "
+            f"it, cancel and merge it in the TOML tab.", yes="Overwrite", danger=True), answered)
 
     def _save_refused(self, v: Validation) -> None:
         self._show_validation(v)

@@ -189,7 +189,15 @@ class SaDetailScreen(Screen):
     def action_rekey_child(self) -> None:
         ch = self._selected_child()
         if ch is None:
-            self.notify("Select a CHILD SA first", severity="warning")
+            ike = self._ike()
+            if ike is None:
+                self.notify(f"{self.connection} has no IKE SA, so no CHILD SA to rekey: press i to initiate it",
+                            severity="warning")
+            elif not ike.children:
+                self.notify(f"IKE SA #{ike.unique_id} of {self.connection} has no CHILD SA to rekey",
+                            severity="warning")
+            else:
+                self.notify("Select a CHILD SA first", severity="warning")
             return
         self.app.confirm_rekey(self.connection, ike=False, unique_id=ch.unique_id)
 
@@ -205,6 +213,7 @@ class SaDetailScreen(Screen):
         elif ike is not None:
             text = f"{ike.spi_i:016x}_i {ike.spi_r:016x}_r"
         else:
+            self.notify(f"{self.connection} has no SA: no SPI to copy", severity="warning")
             return
         self.app.copy_to_clipboard(text)
         self.notify(text, title="Copied")

@@ -61,9 +61,6 @@ class TopBar(Static):
             else:
                 nav.append(key, style=Style.parse(accent) + click)
                 nav.append(label, style=Style.parse("dim") + click)
-        if self.screen_title and not self.mode:
-            nav.append(" │ ", style="dim")
-            nav.append(self.screen_title, style=f"bold {primary}")
         right = Text()
         if snap is not None:
             states = [c.state for c in snap.connections]
@@ -77,6 +74,20 @@ class TopBar(Static):
                 right.append(f" · {len(snap.ike_sas)} IKE · {children} CHILD", style="dim")
             right.append(" │ ", style="dim")
             right.append(fmt.clock(snap.time))
+        if self.screen_title and not self.mode:
+            # A long title (SA detail: a connection's name) is shortened, not the clock pushed off.
+            title = self.screen_title
+            fits = width - nav.cell_len - right.cell_len - 3
+            head, sep, tail = title.partition(": ")
+            for shorter in ((f"{head.split()[0]}: {tail}", tail) if sep and head.strip() else ()):
+                if len(title) <= fits:
+                    break
+                title = shorter  # "SA detail: NAME", then "SA: NAME", then "NAME": the name stays longest
+            if len(title) > fits:
+                title = title[:max(0, fits - 1)] + "…" if fits > 1 else ""
+            if title:
+                nav.append(" │ ", style="dim")
+                nav.append(title, style=f"bold {primary}")
         room = width - nav.cell_len - right.cell_len
         brand = Text("")
         for name in ("ipsec-console ", "ipsec "):

@@ -199,20 +199,25 @@ class InitCaForm(PkiForm):
     HINT = ("Writes ca.crt, private/ca.key (0600) and index.toml. For a CA key encrypted with a "
             "passphrase use: ipsec-console pki init-ca --passphrase-file FILE")
 
-    def __init__(self, folder: str) -> None:
+    def __init__(self, folder: str, previous: InitRequest | None = None, error: str = "") -> None:
         super().__init__()
         self.folder = folder
+        self.previous = previous or InitRequest(name="")
+        self.error = error
 
     def fields(self) -> ComposeResult:
-        yield self.row("Name", Input(placeholder="a DN: O=Example, CN=Example VPN CA", id="pki-name",
+        p = self.previous
+        yield self.row("Name", Input(p.name, placeholder="a DN: O=Example, CN=Example VPN CA", id="pki-name",
                                      compact=True))
-        yield self.row("Key type", Select([(k, k) for k in KEY_TYPES], value="ecdsa-p256", allow_blank=False,
+        yield self.row("Key type", Select([(k, k) for k in KEY_TYPES], value=p.key_type, allow_blank=False,
                                           id="pki-ca-key-type", compact=True))
-        yield self.row("Days", Input("3650", id="pki-ca-days", compact=True, type="integer"))
+        yield self.row("Days", Input(str(p.days), id="pki-ca-days", compact=True, type="integer"))
 
     def on_mount(self) -> None:
         super().on_mount()
         self.query_one("#dialog-title", Static).update(f"Initialize a CA in {self.folder}")
+        if self.error:
+            self.show_error(self.error)
 
     def collect(self) -> InitRequest:
         name = self.value("pki-name")

@@ -77,6 +77,39 @@ CHILD_COLUMNS = (
 )
 
 
+CHILD_NAME_WIDTH = next(c[2] for c in CHILD_COLUMNS if c[0] == "name")
+
+
+def fit_child_name(label: str, width: int = CHILD_NAME_WIDTH) -> str:
+    """"connection/child {id}" in ``width`` cells: a long name is shortened, never its {id}, which
+    tells a CHILD SA from its rekeyed successor (cut at the column's edge, both read the same)."""
+    if len(label) <= width:
+        return label
+    name, sep, uid = label.rpartition(" {")
+    if not sep:
+        return label[:width - 1] + "…"
+    tail = sep + uid
+    return label[:max(1, width - len(tail) - 1)].rstrip() + "…" + tail if len(tail) < width - 1 \
+        else label[:width - 1] + "…"
+
+
+REMOTE_WIDTH = next(c[2] for c in CONNECTION_COLUMNS if c[0] == "remote")
+
+
+def fit_addresses(text: str, width: int = REMOTE_WIDTH) -> str:
+    """"a, b, c" in ``width`` cells: whole addresses and how many more ("192.0.2.2 +2"), never an
+    address cut into another one ("192.0.2.2, 198.5" reads as a different peer)."""
+    if len(text) <= width:
+        return text
+    addrs = text.split(", ")
+    for n in range(len(addrs) - 1, 0, -1):
+        shown = ", ".join(addrs[:n]) + f" +{len(addrs) - n}"
+        if len(shown) <= width:
+            return shown
+    more = f" +{len(addrs) - 1}" if len(addrs) > 1 else ""
+    return addrs[0][:max(1, width - len(more) - 1)] + "…" + more
+
+
 NARROW_WIDTH = 110
 """Below this many columns the dashboard's tables show NARROW_* columns and a detail line."""
 CONNECTION_NARROW = ("name", "state", "remote", "ike", "child")
@@ -162,6 +195,11 @@ class ConnectionTable(_StatusTable):
     def __init__(self, **kwargs) -> None:
         super().__init__(CONNECTION_COLUMNS, **kwargs)
 
+    def _style(self, column: str, value: str):
+        if column == "remote":
+            return Text(fit_addresses(value), no_wrap=True, end="")
+        return super()._style(column, value)
+
     def watch_snapshot(self, snap: StatusSnapshot | None) -> None:
         if snap is not None:
             self.sync(connection_rows(snap))
@@ -186,6 +224,11 @@ class ChildSaTable(_StatusTable):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(CHILD_COLUMNS, sort_column="name", **kwargs)
+
+    def _style(self, column: str, value: str):
+        if column == "name":
+            return Text(fit_child_name(value), no_wrap=True, end="")
+        return super()._style(column, value)
 
     def _resync(self) -> None:
         if self.snapshot is not None:

@@ -271,3 +271,24 @@ async def test_tables_sort_by_value_and_rows_copy_their_ids():
         await pilot.press("y")
         key = child.selected_key
         assert app.clipboard.startswith(f"{key}_i ")
+
+
+async def test_help_names_every_screen_key():
+    """Help's "Screens" line said 1-6 and left out 7 (Clients), which works everywhere."""
+    from rich.console import Console
+
+    from console.app import MODE_KEYS
+    from console.screens.help import HelpScreen
+
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        await pilot.press("question_mark")
+        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen), what="help")
+        console = Console(width=200, record=True, file=open("/dev/null", "w"))
+        console.print(app.screen._content())
+        text = console.export_text()
+        line = next(row for row in text.splitlines() if "Dashboard" in row and "Negotiations" in row)
+        for key, mode, _ in MODE_KEYS:
+            assert f"{key} {mode.capitalize()[:4]}" in line or f"{key} {mode.upper()}" in line, (key, line)
+        assert f"1-{len(MODE_KEYS)}" in text

@@ -144,18 +144,50 @@ async def test_sa_detail_actions_are_confirmed():
 
 
 async def test_command_refusal_is_a_notification_not_a_crash():
+    from console.runtime.base import CommandError
+
     rt = FakeRuntime()
     app = make_app(rt)
     async with app.run_test(size=(80, 24), notifications=True) as pilot:
         await ready(pilot)
         conns = app.screen.query_one(ConnectionTable)
         conns.focus()
-        conns.move_cursor(row=2)  # legacy: nothing established
+        conns.move_cursor(row=0)  # branch: up, but the runtime refuses this time
+        rt.fail_next["rekey"] = CommandError("branch is busy: try again")
         await pilot.press("r", "y")
         await wait_for(pilot, lambda: rt.commands, what="rekey")
-        await wait_for(pilot, lambda: any("nothing to rekey" in n.message for n in app._notifications),
+        await wait_for(pilot, lambda: any("busy" in n.message for n in app._notifications),
                        what="notification")
         assert app.is_running
+
+
+async def test_rekey_of_a_connection_that_is_down_says_so_before_asking():
+    """A connection with no SA up: 'Rekey every CHILD SA of legacy?' had only one answer, the
+    runtime's refusal after the admin confirmed. The console knows from the last status: it
+    says what is missing instead of asking, and sends nothing."""
+    rt = FakeRuntime()
+    app = make_app(rt)
+    async with app.run_test(size=(80, 24), notifications=True) as pilot:
+        await ready(pilot)
+        conns = app.screen.query_one(ConnectionTable)
+        conns.focus()
+        conns.move_cursor(row=conns.get_row_index("legacy"))
+        assert not [i for i in app.store.snapshot.ike_sas if i.name == "legacy"]
+        await pilot.press("r")
+        await wait_for(pilot, lambda: any("legacy has no established IKE SA to rekey" in n.message
+                                          for n in app._notifications), what="notification")
+        assert not isinstance(app.screen, ConfirmScreen) and not rt.commands
+        # From the command palette too (the same question underneath), for the IKE SA as well.
+        app.confirm_rekey("legacy", ike=True)
+        await pilot.pause()
+        assert not isinstance(app.screen, ConfirmScreen) and not rt.commands
+        # A connection that is up is still asked about, and rekeyed.
+        conns.move_cursor(row=conns.get_row_index("branch"))
+        await pilot.press("r")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the question")
+        await pilot.press("y")
+        await wait_for(pilot, lambda: rt.commands, what="rekey")
+        assert rt.commands[0] == ("rekey", {"name": "branch", "ike": False, "unique_id": None})
 
 
 async def test_alerts_show_their_age_clear_when_the_tunnel_is_up_and_can_be_dismissed():
@@ -190,3 +222,81 @@ async def test_the_attached_top_bar_keeps_count_and_clock_at_80_columns():
         top = screen_text(app).splitlines()[0]
         assert "2 up 3 failing" in top and "22:13:20" in top, top
         assert "1" in top and "6PKI" in top
+
+
+async def test_a_long_child_sa_name_keeps_its_unique_id_visible_at_80x24():
+    """The lab's own CHILD SA, branch/hq-branch {1}, is 20 characters in an 18-cell column: at
+    80x24 every row read "branch/hq-branch {", and a CHILD SA could not be told from its rekeyed
+    successor. A long name is shortened in the middle; its {id} stays."""
+    rt = FakeRuntime()
+    for ike in rt._ikes.values():
+        for ch in ike.children:
+            if ike.connection == "branch":
+                ch.config = "hq-branch-" + ch.config
+    app = make_app(rt)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        table = app.screen.query_one(ChildSaTable)
+        ids = [c.unique_id for i in app.store.snapshot.ike_sas if i.name == "branch" for c in i.children]
+        assert len(ids) >= 2
+        text = screen_text(app)
+        for uid in ids:
+            assert f"… {{{uid}}}" in text
+        # The data is whole: the detail line, the sparkline's label and sorting read the full name.
+        assert any(table.cell_text(k, "name").startswith("branch/hq-branch-") for k in table.row_keys)
+
+
+async def test_sa_detail_title_never_pushes_the_clock_off_at_80x24():
+    """The top bar's promise: the summary and the clock always show. 'SA detail: roadwarrior' at
+    80 columns pushed the clock off the right edge; a longer name took the summary too."""
+    from console import fmt
+
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        for name in ("roadwarrior", "frankfurt-datacenter-primary-uplink"):
+            app.open_detail(name, None, None)
+            await wait_for(pilot, lambda: isinstance(app.screen, SaDetailScreen), what="detail")
+            await pilot.pause()
+            top = screen_text(app).splitlines()[0]
+            assert top.rstrip().endswith(fmt.clock(app.store.snapshot.time)), top
+            assert " up " in top and ("SA detail: " in top or name[:8] in top)
+            await pilot.press("escape")
+            await wait_for(pilot, lambda: not isinstance(app.screen, SaDetailScreen), what="back")
+
+
+async def test_sa_detail_of_a_connection_that_is_down_says_why_r_and_y_do_nothing():
+    """The detail of a connection with no SA: r answered "Select a CHILD SA first" (there is none
+    to select) and y did nothing at all. Both say what is missing."""
+    rt = FakeRuntime()
+    app = make_app(rt)
+    async with app.run_test(size=(80, 24), notifications=True) as pilot:
+        await ready(pilot)
+        assert not [i for i in app.store.snapshot.ike_sas if i.name == "legacy"]
+        app.open_detail("legacy", None, None)
+        await wait_for(pilot, lambda: isinstance(app.screen, SaDetailScreen), what="detail")
+        await pilot.press("r")
+        await wait_for(pilot, lambda: any("legacy has no IKE SA, so no CHILD SA to rekey" in n.message
+                                          for n in app._notifications), what="why not")
+        await pilot.press("y")
+        await wait_for(pilot, lambda: any("no SPI to copy" in n.message for n in app._notifications),
+                       what="nothing to copy")
+        assert not rt.commands and not any("Select a CHILD SA first" in n.message for n in app._notifications)
+
+
+async def test_a_connection_with_several_remote_addresses_never_shows_a_cut_address():
+    """Remote addresses beyond the column were cut mid-address ("192.0.2.2, 198.5"), which reads
+    as another peer. Whole addresses are shown, then how many more."""
+    import dataclasses
+
+    rt = FakeRuntime()
+    rt._policy = dataclasses.replace(rt._policy, connections=tuple(
+        dataclasses.replace(c, remote_addrs=("192.0.2.2", "198.51.100.77")) if c.name == "branch" else c
+        for c in rt._policy.connections))
+    app = make_app(rt)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        table = app.screen.query_one(ConnectionTable)
+        assert table.cell_text("branch", "remote") == "192.0.2.2, 198.51.100.77"  # the data stays whole
+        row = next(line for line in screen_text(app).splitlines() if line.startswith(" branch "))
+        assert "192.0.2.2 +1" in row and "198.5" not in row

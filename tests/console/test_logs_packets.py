@@ -192,3 +192,26 @@ async def test_the_sample_number_column_shows_five_digits():
         assert "10001" in samples.row_keys[-1] or "10002" in samples.row_keys[-1]
         assert any(line.split()[0:1] == [samples.row_keys[-1]] or f" {samples.row_keys[-1]} " in line
                    for line in screen_text(app).splitlines())
+
+
+def test_inner_icmp_echo_shows_only_the_fields_it_has():
+    """scapy's ICMP layer declares the fields of every ICMP type (timestamps, gateway, address
+    mask...) as conditional fields. An echo reply has none of them: shown, they read as
+    timestamps and a gateway address the packet never carried (scapy even fills the
+    timestamps with the current time)."""
+    pytest.importorskip("scapy")
+    from scapy.layers.inet import ICMP, IP
+
+    from console.dissect import dissect
+
+    pkt = bytes(IP(src="198.51.100.67", dst="198.51.100.1") / ICMP(type=0, id=0x1AB, seq=0x1122) / (b"x" * 56))
+    icmp = next(line for line in dissect(pkt, encrypted_payload=False) if line.startswith("ICMP"))
+    assert "type=echo-reply" in icmp and "id=0x1ab" in icmp and "seq=0x1122" in icmp
+    for absent in ("ts_ori", "ts_rx", "ts_tx", "gw=", "ptr=", "addr_mask", "nexthopmtu", "unused", "extpad"):
+        assert absent not in icmp
+    # A time exceeded message has its own fields (none of the echo's id and seq).
+    te = bytes(IP(src="198.51.100.1", dst="198.51.100.67") / ICMP(type=11, code=0) / IP(dst="192.0.2.9"))
+    icmp = next(line for line in dissect(te, encrypted_payload=False) if line.startswith("ICMP"))
+    assert "type=time-exceeded" in icmp and "id=" not in icmp and "ts_ori" not in icmp
+    # The quoted packet's layer name is longer than the column: still a space before its fields.
+    assert any(line.startswith("IP in ICMP id=") for line in dissect(te, encrypted_payload=False))

@@ -197,6 +197,31 @@ async def test_no_folder_offers_to_create_a_ca(tmp_path):
         assert "CN=Test CA" in screen_text(app)
 
 
+async def test_a_refused_ca_name_brings_the_form_back_as_typed(tmp_path):
+    """engine.pki refuses a name the form cannot judge (a CN over 64 characters): the form
+    comes back with the reason and what was typed, as the issue form does, not a toast over
+    an empty screen and the name to type again."""
+    app = make_app(tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_pki(pilot)
+        await pilot.press("n")
+        await wait_for(pilot, lambda: isinstance(app.screen, InitCaForm), what="the init form")
+        long_name = "O=Lab, CN=" + "x" * 70
+        app.screen.query_one("#pki-name").value = long_name
+        app.screen.query_one("#pki-ca-days").value = "900"
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, InitCaForm) and app.screen.query_one(
+            "#pki-form-error").has_class("-shown"), what="the form back with the reason")
+        form = app.screen
+        assert form.query_one("#pki-name").value == long_name and form.query_one("#pki-ca-days").value == "900"
+        assert "64" in str(form.query_one("#pki-form-error").content)
+        assert screen.view.state == "no-ca" and not (tmp_path / "pki" / "ca.crt").exists()
+        form.query_one("#pki-name").value = "O=Lab, CN=Lab CA"
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: screen.view.state == "ok", what="the CA")
+        assert "CN=Lab CA" in screen_text(app)
+
+
 async def test_an_encrypted_ca_key_asks_for_its_passphrase(tmp_path):
     d = tmp_path / "pki"
     ca.init_ca(d, "CN=Locked CA", passphrase=Secret("open-sesame-Q7x"), clock=clock)

@@ -11,7 +11,7 @@ import random
 from pathlib import Path
 
 import pytest
-from textual.widgets import Input, TabbedContent, TextArea
+from textual.widgets import Input, Static, TabbedContent, TextArea
 
 from engine.policy.findings import Finding, PolicyError
 from console.runtime.fake import FakeRuntime
@@ -248,6 +248,38 @@ async def test_spd_question_is_answered(tmp_path):
         assert "DISCARD" in screen_text(app) and "no-telnet" in screen_text(app)
 
 
+async def test_spd_question_reads_names_and_says_what_is_wrong_in_words(tmp_path):
+    """The SPD question took only port numbers and answered a service name with Python's
+    "invalid literal for int() with base 10: 'https'", an unknown protocol with a bare "'foo'",
+    and ports beyond 65535 as if they existed. It reads names as the policy does and says what
+    is wrong like the policy's own errors."""
+    rt = FakeRuntime.in_folder(tmp_path)
+    app = make_app(rt)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await _open(pilot)
+        screen.query_one(TabbedContent).active = "pol-spd-tab"
+        await pilot.pause()
+        answer = screen.query_one("#spd-answer", Static)
+        screen.query_one("#spd-src", Input).value = "198.51.100.5"
+        screen.query_one("#spd-dst", Input).value = "192.0.2.99"
+
+        async def ask(proto: str, dport: str) -> str:
+            screen.query_one("#spd-proto", Input).value = proto
+            screen.query_one("#spd-dport", Input).value = dport
+            screen.query_one("#spd-dst", Input).focus()
+            await pilot.press("enter")
+            await pilot.pause()
+            return str(answer.content)
+
+        assert "DISCARD" in await ask("tcp", "telnet") and "no-telnet" in str(answer.content)
+        said = await ask("foo", "23")
+        assert "unknown protocol 'foo'" in said and "Cannot ask that" in said
+        said = await ask("tcp", "99999")
+        assert "outside 0-65535" in said and "DISCARD" not in said
+        said = await ask("tcp", "no-such-service")
+        assert "unknown service 'no-such-service'" in said and "int()" not in said
+
+
 async def test_long_form_values_stay_visible_at_80x24(tmp_path):
     rt = FakeRuntime.in_folder(tmp_path)
     app = make_app(rt)
@@ -327,6 +359,41 @@ async def test_add_copy_and_delete_from_the_tree(tmp_path):
         await wait_for(pilot, lambda: screen.validation.text == editor.text and screen.validation.ok, what="valid")
 
 
+async def test_names_over_64_characters_are_refused_where_they_are_typed(tmp_path):
+    """The policy layer takes names of 1 to 64 characters. The add dialog refused spaces but took
+    a 70-character name, which then made the whole policy invalid; and the copy of a 64-character
+    connection was offered as NAME-2, 66 characters, refused the same way."""
+    from console.screens.dialogs import AddDialog, TextPrompt
+
+    rt = FakeRuntime.in_folder(tmp_path)
+    app = make_app(rt)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await _open(pilot)
+        editor = screen.query_one("#pol-editor", TextArea)
+        tree = await _wait_node(pilot, screen, ("connection", "branch"))
+        tree.focus()
+        await pilot.press("a")
+        await wait_for(pilot, lambda: isinstance(app.screen, AddDialog), what="add dialog")
+        index = [p for _, p in app.screen.choices].index(("connection",))
+        too_long = "frankfurt-datacenter-primary-uplink-to-the-head-office-in-zurich-01"
+        assert len(too_long) > 64
+        await pilot.press(*["down"] * index, "tab", "ctrl+a", "ctrl+k", *too_long, "enter")
+        await pilot.pause()
+        assert isinstance(app.screen, AddDialog) and "64" in screen_text(app)
+        assert too_long not in editor.text
+        await pilot.press("ctrl+a", "ctrl+k", *too_long[:64], "enter")
+        await _wait_node(pilot, screen, ("connection", too_long[:64]))
+        tree.select(("connection", too_long[:64]))
+        await pilot.press("c")
+        await wait_for(pilot, lambda: isinstance(app.screen, TextPrompt), what="copy prompt")
+        offered = app.screen.query_one(Input).value
+        assert len(offered) <= 64 and offered != too_long[:64]
+        await pilot.press("enter")
+        await _wait_node(pilot, screen, ("connection", offered))
+        await wait_for(pilot, lambda: screen.validation.text == editor.text, what="validation")
+        assert not [f for f in screen.validation.errors if "characters without spaces" in f.message]
+
+
 async def test_new_file_from_a_template_save_as_and_the_shipped_lab_is_never_overwritten(tmp_path, monkeypatch):
     from console.screens.dialogs import NewFileDialog
     from engine.policy.samples import sample_path
@@ -394,6 +461,133 @@ async def test_quit_asks_and_names_what_would_be_lost(tmp_path):
         await pilot.press("q")
         await wait_for(pilot, lambda: not app.is_running, what="quit without asking")
 
+
+
+async def test_saved_but_not_applied_is_not_called_a_policy_lost_at_the_next_start(tmp_path):
+    """Save without Apply: the file holds the edit and the engine still runs what the file held
+    before, which the admin replaced on purpose. The only thing pending is the Apply; the line
+    under the editor and the quit guard must not warn that the running policy "is lost at the
+    next start" (it was saved: it is the file's previous version, kept as .bak)."""
+    rt = FakeRuntime.in_folder(tmp_path)
+    app = make_app(rt)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await _open(pilot)
+        editor = screen.query_one("#pol-editor", TextArea)
+        findings = screen.query_one("#pol-findings", Static)
+        editor.load_text(editor.text.replace('dpd_delay = "30s"', 'dpd_delay = "45s"'))
+        await _type_at_end(pilot, screen, "\n")
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: screen.file_text == editor.text, what="saved")
+        await wait_for(pilot, lambda: "edits not saved" not in str(findings.content), what="findings after the save")
+        assert app.pending_work() == ["gateway.toml: edits not applied to the engine (ctrl+g)"]
+        assert "lost at the next start" not in str(findings.content)
+        # Applied, then edited again and saved: the engine runs what the file held a moment ago.
+        await pilot.press("ctrl+g")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="confirm apply")
+        await pilot.press("y")
+        await wait_for(pilot, lambda: screen.running_text == editor.text, what="applied")
+        assert app.pending_work() == []
+        editor.load_text(editor.text.replace('dpd_delay = "45s"', 'dpd_delay = "50s"'))
+        await _type_at_end(pilot, screen, "\n")
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: screen.file_text == editor.text, what="saved again")
+        assert app.pending_work() == ["gateway.toml: edits not applied to the engine (ctrl+g)"]
+        # Applied but not saved: that one is lost at the next start, and is named so.
+        await pilot.press("ctrl+g")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="confirm apply")
+        await pilot.press("y")
+        await wait_for(pilot, lambda: screen.running_text == editor.text, what="applied again")
+        editor.load_text(editor.text.replace('dpd_delay = "50s"', 'dpd_delay = "55s"'))
+        await _type_at_end(pilot, screen, "\n")
+        await pilot.press("ctrl+g")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="confirm apply")
+        await pilot.press("y")
+        await wait_for(pilot, lambda: screen.running_text == editor.text, what="applied unsaved")
+        assert any("lost at the next start" in p for p in app.pending_work())
+
+
+async def test_save_over_a_file_changed_on_disk_asks_first(tmp_path):
+    """Someone else (vi in another ssh session, ipsec-console import, a config tool) changed the
+    policy file after the console read it. Ctrl+s wrote the console's text over it without a word
+    (only a .bak, overwritten by the next save, kept their change). It asks first, and Cancel
+    writes nothing."""
+    rt = FakeRuntime.in_folder(tmp_path)
+    app = make_app(rt)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await _open(pilot)
+        path = Path(screen.file_path)
+        theirs = path.read_text() + "\n# added by a colleague: keep the legacy peer until Friday\n"
+        path.write_text(theirs)
+        editor = screen.query_one("#pol-editor", TextArea)
+        editor.load_text(editor.text.replace('dpd_delay = "30s"', 'dpd_delay = "45s"'))
+        await _type_at_end(pilot, screen, "\n")
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the question")
+        assert "changed on disk" in screen_text(app)
+        await pilot.press("n")
+        await pilot.pause()
+        assert path.read_text() == theirs
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the question again")
+        await pilot.press("y")
+        await wait_for(pilot, lambda: path.read_text() == editor.text, what="saved over it")
+        assert Path(str(path) + ".bak").read_text() == theirs
+        # Saved: the next save does not ask.
+        await _type_at_end(pilot, screen, "\n")
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: path.read_text() == editor.text, what="saved again")
+        assert not isinstance(app.screen, ConfirmScreen)
+
+
+async def test_a_new_psk_is_pending_until_applied(tmp_path):
+    """k writes the PSK to the secrets file, not to the engine. The policy text does not change,
+    so the line under the editor said "saved, same as running" and quitting asked nothing, while
+    the engine still used the old key. The new PSK is named as not applied until ctrl+g."""
+    from console.screens.dialogs import PskDialog
+
+    rt = FakeRuntime.in_folder(tmp_path)
+    app = make_app(rt)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await _open(pilot)
+        findings = screen.query_one("#pol-findings", Static)
+        assert "saved, same as running" in str(findings.content)
+        tree = await _wait_node(pilot, screen, ("connection", "branch"))
+        tree.focus()
+        tree.select(("connection", "branch"))
+        await pilot.press("k")
+        await wait_for(pilot, lambda: isinstance(app.screen, PskDialog), what="PSK dialog")
+        psk = "n3w-Shared-Key-for-the-branch-0042"
+        await pilot.press(*psk, "enter", *psk, "enter")
+        await wait_for(pilot, lambda: "not applied" in str(findings.content), what="the PSK named as pending")
+        assert "same as running" not in str(findings.content) and psk not in screen_text(app)
+        assert any("PSK" in p and "branch" in p and "ctrl+g" in p for p in app.pending_work())
+        assert "PSK of branch" in str(screen.query_one("#pol-diff", Static).content)
+        await pilot.press("ctrl+g")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="confirm apply")
+        assert "change branch" in screen_text(app)
+        await pilot.press("y")
+        await wait_for(pilot, lambda: "saved, same as running" in str(findings.content), what="applied")
+        assert app.pending_work() == []
+
+
+async def test_the_form_is_not_editable_while_the_toml_does_not_parse(tmp_path):
+    """With the TOML broken in the TOML tab, the form kept its fields: typing in them showed the
+    new value and changed nothing (the edit has no document to go to), and the value was gone
+    once the TOML was fixed. The form says the TOML does not parse, and comes back when it does."""
+    rt = FakeRuntime.in_folder(tmp_path)
+    app = make_app(rt)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await _open(pilot)
+        await wait_for(pilot, lambda: screen.query("#f-remote-id"), what="form for branch")
+        editor = screen.query_one("#pol-editor", TextArea)
+        good = editor.text
+        editor.load_text("[[[\n" + good)
+        await wait_for(pilot, lambda: screen.validation.text == editor.text, what="validation of the break")
+        await wait_for(pilot, lambda: not screen.query("#f-remote-id"), what="the fields gone")
+        assert "does not parse" in screen_text(app)
+        editor.load_text(good)
+        await wait_for(pilot, lambda: screen.query("#f-remote-id"), what="the fields back")
+        assert screen.query_one("#f-remote-id", Input).value == "branch.example.org"
 
 
 async def test_moving_through_the_tree_never_cancels_a_form_half_built(tmp_path):
