@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine.policy.identity import identity_for_address
+from engine.policy.identity import identity_for_address, is_wildcard
 from engine.policy.model import ConnectionConfig, Policy
 from engine.policy.parse import single_host
-from engine.policy.secrets import secrets_for
+from engine.policy.secrets import lookup_psk, secrets_for
 
 
 @dataclass(frozen=True)
@@ -37,8 +37,15 @@ def _psks(policy: Policy, c: ConnectionConfig) -> tuple:
         return ()
     local = c.local.id or (identity_for_address(h) if (h := single_host(c.local_addrs)) else None)
     remote = c.remote.id or (identity_for_address(h) if (h := single_host(c.remote_addrs)) else None)
+    if local is not None and remote is not None and not is_wildcard(remote):
+        # One peer: the entry the engine picks for it (lookup_psk, as charon does). Another entry that
+        # also names our ID (every site's, on a gateway) is not this connection's key.
+        entries = [e] if (e := lookup_psk(policy.secrets, local, remote)) is not None else []
+    else:
+        # A pattern (or no ID): which entry a peer gets depends on the peer, so any that could serve.
+        entries = secrets_for(policy.secrets, local, remote)
     # Secret compares in constant time; the tuple never leaves this module.
-    return tuple((e.name, e.ids, e.secret) for e in secrets_for(policy.secrets, local, remote))
+    return tuple((e.name, e.ids, e.secret) for e in entries)
 
 
 def diff_policies(old: Policy, new: Policy) -> PolicyDiff:

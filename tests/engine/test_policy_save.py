@@ -334,3 +334,27 @@ def test_a_write_into_a_missing_folder_names_the_file_not_a_temporary_one(tmp_pa
     with pytest.raises(FileNotFoundError) as exc:
         atomic_write(target, b"x")
     assert exc.value.filename == str(target) and ".tmp" not in str(exc.value)
+
+
+def test_a_sites_new_psk_changes_that_site_only(tmp_path: Path):
+    """The lab gateway: branch's and roadwarrior's entries both name hq's own ID. A new PSK for branch
+    changes branch; roadwarrior's peer still gets its own entry (lookup_psk picks the one naming it),
+    so Apply must not renegotiate roadwarrior. A connection whose peer is a pattern still counts
+    every entry that could serve it."""
+    shutil.copytree(sample_path("lab.toml").parent, tmp_path, dirs_exist_ok=True)
+    path = tmp_path / "lab.toml"
+    secrets = tmp_path / "lab.secrets.toml"
+    secrets.chmod(0o600)
+    old = load_policy(path)
+    text = secrets.read_text()
+    branch = next(e for e in old.secrets.ike if "branch.lab.example" in str(e.ids))
+    secrets.write_text(text.replace(branch.secret.reveal().decode(), "A:new-key-for-the-branch-0123456789"))
+    new = load_policy(path)
+    assert diff_policies(old, new).changed == ("branch",)
+
+    wild = path.read_text().replace('id = "roadwarrior.lab.example"', 'id = "*.lab.example"')
+    path.write_text(wild)
+    secrets.write_text(text)
+    old = load_policy(path)
+    secrets.write_text(text.replace(branch.secret.reveal().decode(), "A:new-key-for-the-branch-0123456789"))
+    assert set(diff_policies(old, load_policy(path)).changed) == {"branch", "roadwarrior"}
