@@ -104,6 +104,8 @@ async def _run(args) -> int:
         elif cmd == "terminate":
             res = await client.call("terminate", name=args.name)
             print(f"deleting {res['deleted']} IKE SA(s) of '{args.name}'")
+            if res["deleted"] == 0:
+                return 1  # nothing was up: as rekey and roam, and as swanctl --terminate finding no SA
         elif cmd == "rekey":
             res = await client.call("rekey", name=args.name, ike=args.ike)
             what = "IKE SA(s)" if args.ike else "CHILD SA(s)"
@@ -137,6 +139,8 @@ def event_types(values: list[str] | None) -> set[str] | None:
     if not values:
         return None
     wanted = {t.strip() for v in values for t in v.split(",") if t.strip()}
+    if not wanted:
+        raise ControlError(f"--type needs an event type (known: {', '.join(sorted(EVENT_TYPES))})")
     unknown = sorted(wanted - set(EVENT_TYPES))
     if unknown:
         raise ControlError(f"unknown event type {', '.join(unknown)} (known: {', '.join(sorted(EVENT_TYPES))})")

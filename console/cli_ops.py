@@ -27,6 +27,17 @@ def version_text() -> str:
             f"Python {platform.python_version()})")
 
 
+def _days(text: str) -> int:
+    """A whole number of days, 0 or more (argparse type)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of days") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"{n}: a number of days is 0 or more")
+    return n
+
+
 class _Version(argparse.Action):
     """``--version``, computed only when asked (it imports the engine)."""
 
@@ -99,10 +110,10 @@ def add_parsers(sub, add_control) -> None:
                        "the recent change journal. Reads the daemon's state folder (usage counters kept across "
                        "restarts).")
     p.add_argument("config", metavar="CONFIG", help="policy TOML file")
-    p.add_argument("--days", type=int, default=30, help="unused for this many days (default 30; 0: never used)")
-    p.add_argument("--expiry-days", type=int, default=30, help="certificates expiring within this many days "
+    p.add_argument("--days", type=_days, default=30, help="unused for this many days (default 30; 0: never used)")
+    p.add_argument("--expiry-days", type=_days, default=30, help="certificates expiring within this many days "
                    "(default 30)")
-    p.add_argument("--max-key-age", type=int, default=365, help="PSKs and keys older than this many days "
+    p.add_argument("--max-key-age", type=_days, default=365, help="PSKs and keys older than this many days "
                    "(default 365)")
     p.add_argument("--state", metavar="DIR", help="state folder (default: the policy's, see state_dir)")
     p.add_argument("--json", action="store_true", help="JSON output")
@@ -201,14 +212,15 @@ def cmd_control(args) -> int:
 
 
 # -------------------------------------------------------------------- files
-def _write(path: str, text: str, *, mode: int = 0o644, force: bool = True) -> None:
+def _write(path: str, text: str, *, mode: int | None = None, force: bool = True) -> None:
+    """Write atomically; ``mode`` from the moment the file holds ``text`` (secrets: 0600), else an
+    existing file keeps its mode and a new one is 0644."""
     target = Path(path)
     if target.exists() and not force:
         raise FileExistsError(f"{path} exists (use --force to replace it)")
     from engine.policy.save import atomic_write
 
-    atomic_write(target, text.encode("utf-8"))
-    os.chmod(target, mode)
+    atomic_write(target, text.encode("utf-8"), mode=mode)
 
 
 def cmd_import(args) -> int:
@@ -220,12 +232,16 @@ def cmd_import(args) -> int:
     try:
         out_dir = Path(policy_path).resolve().parent
         result = import_file(src, secrets_name=os.path.relpath(Path(secrets_path).resolve(), out_dir),
-                             datapath=args.datapath, out_dir=out_dir)
+                             datapath=args.datapath, out_dir=out_dir, policy_name=policy_path)
     except SwanctlError as exc:
         print(f"ipsec-console: {exc}", file=sys.stderr)
         return 1
     for w in result.warnings:
         print(w, file=sys.stderr)
+    taken = [p for p in (policy_path, secrets_path) if Path(p).exists()] if not args.force else []
+    if taken:  # before writing either: never a new secrets file beside a policy left as it was
+        print(f"ipsec-console: {taken[0]} exists (use --force to replace it)", file=sys.stderr)
+        return 1
     try:
         _write(secrets_path, result.secrets_toml, mode=0o600, force=args.force)
         _write(policy_path, result.policy_toml, force=args.force)

@@ -184,6 +184,10 @@ def test_daemon_runs_the_whole_lab_and_initiate_returns_the_outcome(lab_daemon):
     assert r.returncode == 0 and "already up" in r.stdout
     r = _cli("initiate", "roadwarrior", "--timeout", "20", control=sock)
     assert r.returncode == 1 and "NO_PROPOSAL_CHOSEN" in r.stderr, r.stdout + r.stderr
+    r = _cli("terminate", "roadwarrior", control=sock)  # nothing up: a failure, as rekey's and swanctl's
+    assert r.returncode == 1 and "deleting 0 IKE SA" in r.stdout, r.stdout + r.stderr
+    r = _cli("events", "--type", "", control=sock)  # used to wait for events it could never print
+    assert r.returncode == 1 and "--type needs an event type" in r.stderr, r.stdout + r.stderr
     assert _cli("terminate", "branch", control=sock).returncode == 0
     deadline = time.monotonic() + 10
     while [sa for sa in _sas(sock) if sa["name"] == "branch"]:

@@ -78,3 +78,39 @@ def test_a_mistyped_command_is_not_opened_as_a_new_policy(tmp_path, monkeypatch,
     Path("existing").write_text('[engine]\ndatapath = "kernel"\n')
     assert main(["existing"]) == 0 and main(["sub/new-policy"]) == 0
     assert opened == ["new.toml", None, "existing", "sub/new-policy"]
+
+
+def test_import_over_an_existing_policy_writes_nothing_at_all(policy, capsys):
+    """Without --force, a policy file already there is refused before anything is written: it used to
+    write a new secrets file first, then refuse the policy, leaving the two out of step."""
+    assert main(["export", "site-to-site.toml", "-o", "gw.conf", "--secrets", "gw.secrets.conf"]) == 0
+    Path("hw.toml").write_text("x\n")
+    capsys.readouterr()
+    assert main(["import", "gw.conf", "-o", "hw.toml"]) == 1
+    assert "hw.toml exists" in capsys.readouterr().err
+    assert Path("hw.toml").read_text() == "x\n" and not Path("hw.secrets.toml").exists()
+
+
+def test_import_writes_the_secrets_0600_and_keeps_a_policys_own_mode(policy, capsys):
+    assert main(["export", "site-to-site.toml", "-o", "gw.conf", "--secrets", "gw.secrets.conf"]) == 0
+    Path("gw.toml").write_text("x\n")
+    Path("gw.toml").chmod(0o640)
+    assert main(["import", "gw.conf", "-o", "gw.toml", "--force"]) == 0
+    assert Path("gw.toml").stat().st_mode & 0o777 == 0o640  # was forced to 0644
+    assert Path("gw.secrets.toml").stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize("option", ["--days", "--expiry-days", "--max-key-age"])
+def test_audit_days_are_never_negative(policy, option):
+    with pytest.raises(SystemExit) as exit_:
+        main(["audit", "site-to-site.toml", option, "-1"])
+    assert exit_.value.code == 2
+
+
+def test_import_errors_name_the_policy_file_written(policy, capsys):
+    """Errors to fix in what import wrote name that file (they named the scratch copy, imported.toml)."""
+    Path("a.conf").write_text("connections {\n  a {\n    remote_addrs = 192.0.2.1\n    local { auth = psk }\n"
+                              "    remote { auth = psk }\n  }\n}\n")
+    assert main(["import", "a.conf", "-o", "gw.toml"]) == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if ": error" in line]
+    assert errors and all(line.startswith("gw.toml: ") for line in errors), errors
