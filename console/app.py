@@ -402,9 +402,20 @@ def _default_runtime(config: str | None, attach: str | None) -> Runtime:
     return EmbeddedRuntime(config)
 
 
+def _check_daemon(path: str) -> None:
+    from engine.runtime.client import ControlError, check_reachable
+
+    try:
+        check_reachable(path)
+    except ControlError as exc:
+        raise RuntimeUnavailable(str(exc)) from None
+
+
 def main(config: str | None = None, *, attach: str | None = None, runtime: Runtime | None = None) -> int:
     """Run the console; returns the process exit code (never raises for a missing runtime)."""
     try:
+        if runtime is None and attach is not None:
+            _check_daemon(attach)  # before the screen is taken over: a plain error, a clean terminal
         rt = runtime if runtime is not None else _default_runtime(config, attach)
     except RuntimeProblem as exc:
         print(f"ipsec-console: {exc}", file=sys.stderr)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import socket
 from collections.abc import AsyncIterator
 
 from engine.events import Event, from_dict as event_from_dict
@@ -19,6 +20,28 @@ class ControlError(Exception):
     def __init__(self, message: str, findings: list[str] | None = None) -> None:
         super().__init__(message)
         self.findings = findings or []
+
+
+def connect_problem(path: str, exc: OSError) -> str:
+    """Why connecting to the control socket at ``path`` failed, and what to do, in words."""
+    if isinstance(exc, FileNotFoundError):
+        return f"no daemon at {path} (start one with: ipsec-console daemon CONFIG)"
+    if isinstance(exc, PermissionError):
+        return f"permission denied on {path} (the control socket is root-only: use sudo)"
+    if isinstance(exc, ConnectionRefusedError):
+        return f"no daemon listening at {path} (a socket left by one that stopped?)"
+    return f"cannot connect to {path}: {exc.strerror or exc}"
+
+
+def check_reachable(path: str, timeout: float = 2.0) -> None:
+    """Raise ControlError (connect_problem) unless something accepts a connection at ``path``: a
+    blocking look before a full-screen console is started on a daemon that is not there."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        try:
+            s.connect(path)
+        except OSError as exc:
+            raise ControlError(connect_problem(path, exc)) from None
 
 
 class ControlClient:
@@ -38,12 +61,8 @@ class ControlClient:
     async def connect(self) -> None:
         try:
             self._reader, self._writer = await asyncio.open_unix_connection(self.path, limit=64 * 1024 * 1024)
-        except FileNotFoundError:
-            raise ControlError(f"no daemon at {self.path} (start one with: ipsec-console daemon CONFIG)") from None
-        except PermissionError:
-            raise ControlError(f"permission denied on {self.path} (the control socket is root-only: use sudo)") from None
         except OSError as exc:
-            raise ControlError(f"cannot connect to {self.path}: {exc.strerror or exc}") from None
+            raise ControlError(connect_problem(self.path, exc)) from None
         self._pump = asyncio.create_task(self._read())
 
     async def close(self) -> None:

@@ -279,3 +279,25 @@ def test_served_files_never_include_a_private_key(tmp_path):
         name="c", local=AuthConfig(auth="pubkey", certs=("gw.crt",)),
         remote=AuthConfig(auth="pubkey", cacerts=("ca.crt",))),))
     assert set(public_files(policy)) == {"ca.crt"}
+
+
+@pytest.mark.parametrize("what", ["missing", "stale"])
+def test_attach_to_no_daemon_fails_before_the_screen_is_taken(tmp_path, capsys, monkeypatch, what):
+    """`ipsec-console attach` with no daemon started the full-screen app, then left with exit 2 and
+    the terminal's escape codes around the message; now the message comes first and alone."""
+    import socket as socket_module
+
+    import console.app as app_module
+
+    path = tmp_path / "control.sock"
+    if what == "stale":  # a socket file nobody listens on (a daemon that was killed)
+        s = socket_module.socket(socket_module.AF_UNIX, socket_module.SOCK_STREAM)
+        s.bind(str(path))
+        s.close()
+
+    def no_app(*a, **kw):
+        raise AssertionError("the full-screen app was started")
+    monkeypatch.setattr(app_module, "ConsoleApp", no_app)
+    assert app_module.main(attach=str(path)) == 2
+    err = capsys.readouterr().err
+    assert ("no daemon at" if what == "missing" else "no daemon listening at") in err and str(path) in err, err
