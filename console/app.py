@@ -147,7 +147,11 @@ class ConsoleApp(CertExpiryWatch, RuntimeBridge, App):
         else:
             self.start_expiry_watch()
             self._freeze_startup_objects()
-            if self.runtime.kind == "draft":  # a new file: nothing runs, author it
+            if self.runtime.kind == "draft":  # a new file or a broken one: nothing runs, author or fix it
+                problem = getattr(self.runtime, "problem", "")
+                if problem:
+                    self.notify(f"{problem}\nNothing runs: fix it here, save (ctrl+s), then start it again.",
+                                title="The policy does not validate", severity="error", timeout=30)
                 self.switch_mode("policies")
 
     @staticmethod
@@ -377,6 +381,22 @@ def _is_lab_policy(config: str) -> bool:
     return isinstance(engine, dict) and engine.get("datapath") == "lab" and isinstance(doc.get("lab"), dict)
 
 
+def _invalid(config: str) -> str:
+    """Why the policy file ``config`` does not validate ("" when it does, or cannot be read at all:
+    the runtime says why then)."""
+    from engine.policy.findings import PolicyError
+    from engine.policy.parse import load_policy
+
+    try:
+        load_policy(config)
+    except PolicyError as exc:
+        errors = [f for f in exc.findings if f.severity == "error"] or list(exc.findings)
+        return errors[0].format() if errors else str(exc)
+    except OSError:
+        return ""
+    return ""
+
+
 def _default_runtime(config: str | None, attach: str | None) -> Runtime:
     """The real runtimes (embedded, lab, attached) once they exist in this build."""
     if attach is not None:
@@ -393,10 +413,14 @@ def _default_runtime(config: str | None, attach: str | None) -> Runtime:
                                  "try: python3 -m console.demo") from None
     if config is None:
         return EmbeddedRuntime.lab()
-    if not os.path.exists(config):
-        from console.runtime.draft import DraftRuntime
+    from console.runtime.draft import DraftRuntime
 
+    if not os.path.exists(config):
         return DraftRuntime(config)
+    problem = _invalid(config)
+    if problem:
+        # Refusing it would leave the console useless for the one thing needed: fixing the file.
+        return DraftRuntime(config, problem=problem)
     if _is_lab_policy(config):
         return EmbeddedRuntime.lab(config)
     return EmbeddedRuntime(config)

@@ -1,9 +1,11 @@
-"""A policy file that does not exist yet: ``ipsec-console new.toml``.
+"""A policy file that does not exist yet (``ipsec-console new.toml``), or one that does not
+validate (a hand edit gone wrong).
 
-No engine runs (there is no policy to run): the console opens on the
-Policies screen with the file as a new, empty document, so it can be authored
-with the forms and saved. Apply is not offered; the saved file is started
-with ``ipsec-console FILE`` or ``ipsec-console daemon FILE``.
+No engine runs (there is no policy it could run): the console opens on the
+Policies screen with the file as a new, empty document, or as it is on disk
+with its findings, so it can be authored or fixed with the forms and saved.
+Apply is not offered; the saved file is started with ``ipsec-console FILE``
+or ``ipsec-console daemon FILE``.
 """
 
 from __future__ import annotations
@@ -25,11 +27,16 @@ class DraftRuntime(Runtime):
 
     kind = "draft"
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, *, problem: str = "") -> None:
         self.path = os.path.abspath(os.fspath(path))
-        self.label = f"new file {self.path}: no engine (save it, then start it)"
+        self.problem = problem
+        """Why the file on disk does not validate ("": it does not exist yet)."""
+        if problem:
+            self.label = f"{self.path} does not validate: no engine (fix it, save, then start it)"
+        else:
+            self.label = f"new file {self.path}: no engine (save it, then start it)"
         self.capabilities = Capabilities(apply_policy=False, save_policy=True, packet_samples=False,
-                                         notes=("new file",))
+                                         notes=("does not validate",) if problem else ("new file",))
         self._stopped = asyncio.Event()
 
     async def start(self) -> None:
@@ -50,7 +57,8 @@ class DraftRuntime(Runtime):
         return Policy(path=self.path), ""
 
     def _refuse(self) -> None:
-        raise CommandError(f"no engine runs {os.path.basename(self.path)} yet: save it, then start it with "
+        why = "it does not validate: fix it, save it" if self.problem else "save it"
+        raise CommandError(f"no engine runs {os.path.basename(self.path)} ({why}), then start it with "
                            f"ipsec-console {self.path}")
 
     async def initiate(self, name: str, child: str | None = None) -> None:

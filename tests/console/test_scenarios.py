@@ -145,3 +145,27 @@ async def test_the_road_warrior_fixed_by_keyboard_saved_and_applied(tmp_path):
         await wait_for(pilot, lambda: "NO_PROP" not in screen_text(app), what="the alert cleared")
         assert app.pending_work() == []
     assert os.path.exists(str(config) + ".bak")
+
+
+async def test_a_policy_that_does_not_validate_opens_for_fixing(tmp_path):
+    """`ipsec-console gw.toml` after a hand edit broke it: the console used to print the first finding
+    and exit 2, useless for the one thing needed. It now opens the file as it is on disk in the
+    Policies screen with its findings (nothing runs) and says why, as for a new file."""
+    lab = lab_copy(tmp_path)
+    broken = lab.read_text().replace('datapath = "lab"', 'datapath = "warp"')
+    path = tmp_path / "gw.toml"
+    path.write_text(broken)
+    for f in tmp_path.glob("*.secrets.toml"):
+        f.chmod(0o600)
+    rt = _default_runtime(str(path), None)
+    assert isinstance(rt, DraftRuntime) and "engine.datapath" in rt.problem
+    app = ConsoleApp(rt)
+    async with app.run_test(size=(80, 24), notifications=True) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, PoliciesScreen) and app.screen.validation,
+                       what="the broken file in the editor")
+        screen = app.screen
+        assert screen._text() == broken  # the file as it is, nothing rewritten
+        assert "must be one of 'kernel', 'userspace', 'lab', not" in screen_text(app)  # its findings
+        toasts = [n for n in app._notifications if n.title == "The policy does not validate"]
+        assert toasts and "engine.datapath" in toasts[0].message and "Nothing runs" in toasts[0].message
+        assert path.read_text() == broken
