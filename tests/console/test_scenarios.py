@@ -169,3 +169,21 @@ async def test_a_policy_that_does_not_validate_opens_for_fixing(tmp_path):
         toasts = [n for n in app._notifications if n.title == "The policy does not validate"]
         assert toasts and "engine.datapath" in toasts[0].message and "Nothing runs" in toasts[0].message
         assert path.read_text() == broken
+
+
+def test_an_unreadable_secrets_file_is_not_opened_for_fixing(tmp_path, monkeypatch):
+    """A root-owned 0600 secrets file read by an admin without sudo: nothing to fix in the policy, so
+    the embedded runtime's own refusal (run as root, or attach) stays what the admin sees."""
+    import console.app as app_module
+    from engine.policy import parse as parse_module
+    from engine.policy.findings import Finding, PolicyError
+
+    path = tmp_path / "gw.toml"
+    path.write_text("[engine]\n")
+
+    def unreadable(*a, **kw):
+        raise PolicyError([Finding("gw.secrets.toml", "", "error",
+                                   "cannot read the secrets file: [Errno 13] Permission denied")])
+    monkeypatch.setattr(parse_module, "load_policy", unreadable)
+    assert app_module._invalid(str(path)) == ""
+    assert not isinstance(_default_runtime(str(path), None), DraftRuntime)
