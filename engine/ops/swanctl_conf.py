@@ -82,7 +82,7 @@ class _Parser:
             raise SettingsError(f"{path}: more than {MAX_INCLUDES} files included")
         try:
             # A regular file, at most MAX_SIZE bytes read (st_size is 0 for /dev/zero; a FIFO blocks).
-            text = tomlfile.read_text(path, limit=MAX_SIZE, check=_regular)
+            text = tomlfile.read_text(path, limit=MAX_SIZE, check=_regular, decoder=_decode)
         except tomlfile.FileProblem as exc:
             raise SettingsError(f"{path}: {exc}") from None
         self.parse_text(text, str(path), stack, path.parent)
@@ -253,6 +253,30 @@ def parse(text: str, file: str = "<string>", folder: Path | None = None) -> Sect
     p.parse_text(text, file, [root], folder)
     resolve_references(root)
     return root
+
+
+def _decode(data: bytes) -> str:
+    """UTF-8, except in comments: a swanctl.conf is bytes to strongSwan, and a comment written in
+    Latin-1 (an umlaut in an admin's note) must not stop an import. Anywhere else a byte that is not
+    UTF-8 is refused, naming its line: a value (an EAP password) is never changed silently."""
+    try:
+        return tomlfile.decode(data)
+    except tomlfile.FileProblem:
+        pass
+    lines = []
+    for n, raw in enumerate(data.split(b"\n"), 1):
+        try:
+            lines.append(raw.decode("utf-8"))
+            continue
+        except UnicodeDecodeError as exc:
+            comment = raw.find(b"#")
+            if comment < 0 or exc.start < comment:
+                raise tomlfile.FileProblem(f"not UTF-8 text: byte 0x{raw[exc.start]:02x} at line {n}, column "
+                                           f"{exc.start + 1} (only comments may be in another encoding: "
+                                           f"convert the file, e.g. with iconv -f latin1 -t utf-8)") from None
+        lines.append(raw[:comment].decode("utf-8") + raw[comment:].decode("utf-8", "replace"))
+    text = "\n".join(lines)
+    return text[1:] if text.startswith("\ufeff") else text
 
 
 def _regular(st: os.stat_result) -> str | None:

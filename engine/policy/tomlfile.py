@@ -50,11 +50,12 @@ class FileProblem(Exception):
 
 
 def read_text(path: str | os.PathLike, *, limit: int = MAX_FILE_BYTES, follow: bool = True,
-              check=None) -> str:
+              check=None, decoder=None) -> str:
     """The text of a regular file of at most ``limit`` bytes. Raises FileProblem.
 
     ``follow=False`` refuses a symbolic link; ``check(stat_result)`` may
-    return a problem (a string) about the file opened, which is then not read.
+    return a problem (a string) about the file opened, which is then not read;
+    ``decoder(bytes)`` turns the content into text (default: `decode`, strict UTF-8).
     """
     flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | (0 if follow else os.O_NOFOLLOW)
     try:
@@ -91,7 +92,7 @@ def read_text(path: str | os.PathLike, *, limit: int = MAX_FILE_BYTES, follow: b
                 raise FileProblem(f"too large: more than {limit} bytes")
     finally:
         os.close(fd)
-    return decode(b"".join(chunks))
+    return (decoder or decode)(b"".join(chunks))
 
 
 def _kind(mode: int) -> str:

@@ -332,6 +332,21 @@ def test_an_include_of_a_device_or_fifo_is_refused(tmp_path):
         parse_file(fifo)
 
 
+def test_latin1_in_a_comment_is_read_and_in_a_value_refused_by_line(tmp_path):
+    """strongSwan reads swanctl.conf as bytes: an admin's comment in Latin-1 (an umlaut) must not stop
+    an import; a value in Latin-1 is refused naming its line, never changed silently (an EAP password)."""
+    from engine.ops.swanctl_conf import parse_file
+
+    conf = tmp_path / "swanctl.conf"
+    conf.write_bytes(b"# Verbindung zur Au\xdfenstelle\nconnections {\n  a {  # f\xfcr M\xfcller\n"
+                     b"    remote_addrs = 192.0.2.1\n  }\n}\n")
+    root = parse_file(conf)
+    assert root.section("connections").section("a").value("remote_addrs") == "192.0.2.1"
+    conf.write_bytes(b"secrets {\n  eap-m {\n    id = m\xfcller\n    secret = x\n  }\n}\n")
+    with pytest.raises(SettingsError, match=r"not UTF-8 text: byte 0xfc at line 3.*only comments"):
+        parse_file(conf)
+
+
 def test_a_private_key_passphrase_is_exported_as_swanctl_reads_it(tmp_path):
     """swanctl takes a private key's secret literally (load_creds.c: chunk_from_str, no 0x/0s decoding,
     unlike ike/eap/ppk secrets): exported as 0x<hex>, the passphrase charon tried was the hex text."""
