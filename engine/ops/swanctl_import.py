@@ -490,8 +490,12 @@ class _Importer:
             # Connections share the engine's ports here: the most used local_port becomes ike_port.
             port = max(self.ports, key=lambda p: len(self.ports[p]))
             doc["engine"]["ike_port"] = port
+            where, path = self.ports[port][0]
+            moved = f"[engine] ike_port = {port}: the whole gateway listens for IKE there, not on 500"
             if port == 4500:
                 doc["engine"]["natt_port"] = 4501
+                moved += ", and NAT-T moves to natt_port = 4501 (peers that float to 4500 will not reach it)"
+            self.warn(where, path, moved)
             for other, places in self.ports.items():
                 if other != port:
                     for where, path in places:

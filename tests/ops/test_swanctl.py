@@ -366,3 +366,17 @@ def test_import_errors_name_the_policy_file_being_written(tmp_path):
     conf = "connections {\n  a {\n    remote_addrs = 192.0.2.1\n    local { auth = psk }\n    remote { auth = psk }\n  }\n}\n"
     r = import_text(conf, conf_dir=tmp_path, out_dir=tmp_path, policy_name="out/gw.toml")
     assert r.errors and all(e.startswith("out/gw.toml: ") for e in r.errors), r.errors
+
+
+@pytest.mark.parametrize("port", [4500, 4510])
+def test_a_local_port_that_moves_the_gateways_ike_port_is_said(tmp_path, port):
+    """local_port of the connections becomes [engine] ike_port (the engine has one): a gateway that
+    stops listening on 500 (and, for 4500, moves NAT-T to 4501) must not be a silent change."""
+    conf = ("connections {\n  a {\n    remote_addrs = 192.0.2.1\n    local_port = %d\n"
+            "    local { auth = psk\n id = a.example }\n    remote { auth = psk\n id = b.example }\n"
+            "    children { c { local_ts = 198.51.100.0/25\n remote_ts = 198.51.100.128/25 } }\n  }\n}\n" % port)
+    r = import_text(conf, conf_dir=tmp_path, out_dir=tmp_path)
+    assert f"ike_port = {port}" in r.policy_toml
+    moved = [w for w in r.warnings if f"[engine] ike_port = {port}" in w]
+    assert moved and "not on 500" in moved[0], r.warnings
+    assert ("natt_port = 4501" in moved[0]) == (port == 4500)
