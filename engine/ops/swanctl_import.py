@@ -495,7 +495,7 @@ class _Importer:
             if port == 4500:
                 doc["engine"]["natt_port"] = 4501
                 moved += ", and NAT-T moves to natt_port = 4501 (peers that float to 4500 will not reach it)"
-            self.warn(where, path, moved)
+            self.warnings.append(f"{where}: {path}: {moved}")  # imported, with a consequence to know
             for other, places in self.ports.items():
                 if other != port:
                     for where, path in places:
