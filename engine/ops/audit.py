@@ -15,6 +15,7 @@ It reads the policy, its files and the state folder; it never contacts the daemo
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -173,6 +174,9 @@ def format_report(r: dict) -> str:
     if not r["state"]:
         out.append("usage: no state folder, so no usage counters: set [engine] state_dir in the policy, or run "
                    "the daemon under systemd (StateDirectory=), then audit again after a while")
+    elif not r["observed"]["samples"] and not os.path.isdir(r["state"]):
+        out.append(f"usage: the state folder {r['state']} does not exist: no daemon has run this policy with "
+                   f"it (check the path, or [engine] state_dir)")
     elif not r["observed"]["samples"]:
         out.append(f"usage: no counters in {r['state']} yet (the daemon writes them while it runs)")
     else:

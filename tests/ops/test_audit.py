@@ -152,3 +152,15 @@ def test_a_state_path_that_is_a_file_or_a_damaged_journal_is_reported_not_a_trac
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 0 and "Traceback" not in run.stderr, run.stderr
     assert f"latest policy changes:\n  cannot read {folder}/journal.jsonl: Is a directory" in run.stdout
+
+
+def test_a_state_folder_that_does_not_exist_is_named_as_such(tmp_path):
+    """--state with a typo read as 'no counters yet (the daemon writes them while it runs)', as if
+    waiting would help; the report now says the folder does not exist."""
+    (tmp_path / "p.toml").write_text("[engine]\n")
+    missing = tmp_path / "nosuch"
+    text = format_report(audit_file(tmp_path / "p.toml", AuditOptions(state=missing)))
+    assert f"the state folder {missing} does not exist" in text and "yet" not in text.splitlines()[1]
+    missing.mkdir()
+    text = format_report(audit_file(tmp_path / "p.toml", AuditOptions(state=missing)))
+    assert f"no counters in {missing} yet" in text
