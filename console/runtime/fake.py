@@ -448,7 +448,7 @@ class FakeRuntime(Runtime):
                 reason=f"the peer does not accept the traffic selectors of CHILD {child.name}",
                 child=child.name, sent_by_peer=True,
                 local_ts=tuple(str(t) for t in child.local_ts), remote_ts=tuple(str(t) for t in child.remote_ts)))
-            self._log("error", "engine.ike", f"received TS_UNACCEPTABLE notify, no CHILD_SA built", conn.name)
+            self._log("error", "engine.ike", "received TS_UNACCEPTABLE notify, no CHILD_SA built", conn.name)
         else:
             self._emit(NegotiationFailed(
                 ike_sa=ike.unique_id, connection=conn.name, exchange="IKE_AUTH", notify=notify,

@@ -26,7 +26,7 @@ from engine.ops.version import engine_version
 from engine.policy.findings import Finding
 from engine.policy.identity import identity_for_address
 from engine.policy.lint import lint
-from engine.policy.model import ChildConfig, ConnectionConfig, Policy, Proposal
+from engine.policy.model import ConnectionConfig, Policy, Proposal
 from engine.policy.parse import load_policy, single_host
 from engine.policy.secrets import secrets_for
 from engine.policy.spd import Spd
