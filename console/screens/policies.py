@@ -571,7 +571,7 @@ class PoliciesScreen(TreeEdits, FileEdits, ConsoleScreen):
         direction = self.query_one("#spd-dir", Select).value
         colors = self.app.theme_colors()
         try:
-            proto_v = ts_syntax._parse_protocol(proto)  # names and numbers, as a selector reads them
+            proto_v = ts_syntax.parse_protocol(proto)  # names and numbers, as a selector reads them
             sport, dport = (_spd_port(t, proto_v, what) for t, what in ((sport_t, "src"), (dport_t, "dst")))
             decision = Spd(policy).lookup(src, dst, proto_v, sport, dport, direction=direction)
         except (ValueError, KeyError) as exc:
@@ -597,7 +597,7 @@ def _spd_port(text: str, protocol: int, what: str) -> int | None:
         if not (text.isascii() and text.isdigit()) or int(text) > 255:
             raise ValueError(f"ICMP {'type' if what == 'src' else 'code'} {text!r}: a number 0-255")
         return int(text)
-    port = ts_syntax._port_number(text, protocol)
+    port = ts_syntax.port_number(text, protocol)
     if port is None:
         raise ValueError(f"unknown service {text!r}: not in the services database (/etc/services) "
                          "and not a port number 0-65535")

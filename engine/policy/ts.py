@@ -301,7 +301,7 @@ def _service(text: str, protocol: int) -> int | None:
     return PORT_NAMES.get(text.lower())
 
 
-def _port_number(text: str, protocol: int) -> int | None:
+def port_number(text: str, protocol: int) -> int | None:
     """A port from a number or a service name; None for an unknown name."""
     text = text.strip()
     if text.isascii() and text.isdigit():
@@ -318,12 +318,12 @@ def _parse_port(text: str, protocol: int) -> tuple[int, int]:
         return 0, 65535
     if text.lower() in ("%opaque", "opaque"):
         return 65535, 0
-    single = _port_number(text, protocol)
+    single = port_number(text, protocol)
     if single is not None:
         return single, single
     # A range: the dash that leaves a port on both sides (names may hold dashes: ipsec-nat-t).
     for i in (i for i, ch in enumerate(text) if ch == "-"):
-        lo, hi = _port_number(text[:i], protocol), _port_number(text[i + 1:], protocol)
+        lo, hi = port_number(text[:i], protocol), port_number(text[i + 1:], protocol)
         if lo is not None and hi is not None:
             if lo > hi:
                 raise TsSyntaxError(f"port range {text!r} runs backwards")
@@ -333,7 +333,9 @@ def _parse_port(text: str, protocol: int) -> tuple[int, int]:
                         "not a port number 0-65535 or a range like 1024-65535")
 
 
-def _parse_protocol(text: str) -> int:
+def parse_protocol(text: str) -> int:
+    """An IP protocol from a number 0-255, a name (/etc/protocols, as charon reads it) or any/%any (0).
+    Raises TsSyntaxError saying what is wrong."""
     text = text.strip()
     if text.lower() in ("", "%any", "any"):
         return 0
@@ -415,7 +417,7 @@ def _parse_ts(text: str) -> TrafficSelector:
             p, port = spec.split("/", 1)
         else:
             p, port = spec, ""
-        proto = _parse_protocol(p)
+        proto = parse_protocol(p)
         if proto in (1, 58):
             sport, eport = _parse_icmp(port, raw)
         else:
