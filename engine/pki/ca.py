@@ -215,6 +215,14 @@ def _aware(t) -> datetime:
     return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
 
 
+def _days_after(now: datetime, days: int, option: str = "--days") -> datetime:
+    """`now` plus `days`, or a clear error when that is past what X.509 can say (the year 9999)."""
+    try:
+        return now + timedelta(days=days)
+    except OverflowError:
+        raise PkiError(f"{option} {days} is too long: it ends after the year 9999") from None
+
+
 def _toml_time(t: datetime) -> datetime:
     return t.astimezone(timezone.utc).replace(microsecond=0)
 
@@ -248,7 +256,7 @@ def init_ca(
     refuse_existing([cert_path, key_path, _index_path(d)], force)
     key = generate_key(key_type)
     now = _now(clock)
-    not_after = now + timedelta(days=days)
+    not_after = _days_after(now, days)
     builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -398,9 +406,13 @@ def issue(
         subject_name = dn_to_name(subject)
     else:
         base = [(oid, v) for oid, v in parse_dn(format_name(ca_cert.subject)) if oid != NameOID.COMMON_NAME.dotted_string]
+        try:
+            cn_attr = x509.NameAttribute(NameOID.COMMON_NAME, cn)
+        except ValueError as exc:  # e.g. longer than the 64 characters X.520 allows
+            raise PkiError(f"common name {cn!r}: {exc} (use a shorter CN and put the long name in --san)") from None
         subject_name = x509.Name(
             [x509.RelativeDistinguishedName([x509.NameAttribute(ObjectIdentifier(o), v)]) for o, v in base]
-            + [x509.RelativeDistinguishedName([x509.NameAttribute(NameOID.COMMON_NAME, cn)])]
+            + [x509.RelativeDistinguishedName([cn_attr])]
         )
     general_names: list[x509.GeneralName] = []
     cn_san = _cn_as_san(cn)
@@ -414,7 +426,11 @@ def issue(
         raise PkiError(f"{cn!r} is not a host name, address or e-mail: give at least one --san (peers match IDs against SANs)")
 
     now = _now(clock)
-    not_after = min(now + timedelta(days=days), ca_cert.not_valid_after_utc)
+    try:
+        wanted = now + timedelta(days=days)
+    except OverflowError:  # past the year 9999: the CA's end comes first anyway
+        wanted = ca_cert.not_valid_after_utc
+    not_after = min(wanted, ca_cert.not_valid_after_utc)
     if not_after <= now:
         raise PkiError(f"the CA certificate expired on {ca_cert.not_valid_after_utc:%Y-%m-%d}; renew the CA first")
     used = {int(str(c.get("serial", "0")), 16) for c in index["certs"]}
@@ -562,7 +578,7 @@ def _publish_crl(d: Path, index: dict, ca_cert: x509.Certificate, ca_key, days: 
         x509.CertificateRevocationListBuilder()
         .issuer_name(ca_cert.subject)
         .last_update(now)
-        .next_update(now + timedelta(days=days))
+        .next_update(_days_after(now, days))
         .add_extension(x509.CRLNumber(number), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key()), critical=False)
     )

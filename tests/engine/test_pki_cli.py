@@ -117,3 +117,33 @@ def test_passphrase_files(tmp_path, capsys):
     (tmp_path / "empty").write_text("")
     assert main(["--dir", d, "crl", "--ca-passphrase-file", str(tmp_path / "empty")]) == 1
     assert "passphrase file is empty" in capsys.readouterr().err
+
+
+def test_days_past_the_year_9999_is_a_clear_error_not_a_traceback(tmp_path, capsys):
+    d = str(tmp_path / "pki")
+    assert main(["--dir", d, "init-ca", "Test CA", "--days", "99999999"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--days 99999999 is too long" in err
+    assert not (tmp_path / "pki" / "ca.crt").exists()
+
+    assert main(["--dir", d, "init-ca", "Test CA", "--days", "100"], clock=lambda: T0) == 0
+    assert main(["--dir", d, "crl", "--days", "999999999"], clock=lambda: T0) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--days 999999999 is too long" in err
+    assert not (tmp_path / "pki" / "crl.pem").exists()
+
+    # issue clamps to the CA's end, however long the wish
+    assert main(["--dir", d, "issue", "gw.example", "--days", "999999999"], clock=lambda: T0) == 0
+    assert list_certs(d)[0].not_after == load_certificate_file(tmp_path / "pki" / "ca.crt")[0].not_valid_after_utc
+
+
+def test_common_name_over_64_characters_is_a_clear_error(tmp_path, capsys):
+    d = str(tmp_path / "pki")
+    assert main(["--dir", d, "init-ca", "Test CA"]) == 0
+    capsys.readouterr()
+    cn = "a" * 70 + ".example"
+    assert main(["--dir", d, "issue", cn, "--name", "long"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("ipsec-console pki: error: common name") and "64" in err
+    assert not (tmp_path / "pki" / "certs" / "long.crt").exists()
+    assert not (tmp_path / "pki" / "private" / "long.key").exists()
