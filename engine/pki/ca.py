@@ -184,6 +184,17 @@ def _load_index(d: Path) -> dict:
     if not isinstance(index.get("ca"), dict) or not isinstance(index.get("certs", []), list):
         raise PkiError(f"{p}: expected a [ca] table and [[certs]] entries")
     index.setdefault("certs", [])
+    # Check it all now: a damaged index is one clear error, not a traceback half-way through a command.
+    for key, least in (("crl_number", 0), ("crl_days", 1)):
+        v = index["ca"].get(key, least)
+        if not isinstance(v, int) or isinstance(v, bool) or v < least:
+            raise PkiError(f"{p}: [ca] {key} must be a whole number of at least {least} (got {v!r})")
+    for n, raw in enumerate(index["certs"], 1):
+        if not isinstance(raw, dict):
+            raise PkiError(f"{p}: certificate entry {n} is not a table")
+        e = _entry(raw, f"{p}: certificate entry {n}")
+        if e.reason is not None and e.reason not in REVOCATION_REASONS:
+            raise PkiError(f"{p}: certificate entry {n}: unknown revocation reason {e.reason!r}")
     return index
 
 
@@ -193,8 +204,10 @@ def _save_index(d: Path, index: dict) -> None:
 
 def _entry(raw: dict, where: str) -> CertEntry:
     try:
+        if not isinstance(raw["name"], str) or not isinstance(raw["serial"], str):
+            raise TypeError("name and serial must be strings")
         return CertEntry(
-            name=str(raw["name"]),
+            name=raw["name"],
             serial=int(str(raw["serial"]), 16),
             subject=str(raw["subject"]),
             sans=tuple(str(s) for s in raw.get("sans", ())),

@@ -147,3 +147,31 @@ def test_common_name_over_64_characters_is_a_clear_error(tmp_path, capsys):
     assert err.count("\n") == 1 and err.startswith("ipsec-console pki: error: common name") and "64" in err
     assert not (tmp_path / "pki" / "certs" / "long.crt").exists()
     assert not (tmp_path / "pki" / "private" / "long.key").exists()
+
+
+@pytest.mark.parametrize(
+    "damage, says",
+    [
+        (('serial = "', 'serial = "zz'), "certificate entry 1"),
+        (("revoked = ", 'revoked = "yesterday"\n#'), "certificate entry 1"),
+        (("name = ", "name = 5\n#"), "certificate entry 1"),
+        (("crl_number = ", 'crl_number = "x"\n#'), "crl_number"),
+        (("crl_days = ", "crl_days = 0\n#"), "crl_days"),
+        (('reason = "unspecified"', 'reason = "because"'), "revocation reason"),
+    ],
+)
+def test_a_damaged_index_is_a_clear_error_for_every_command(tmp_path, capsys, damage, says):
+    d = str(tmp_path / "pki")
+    assert main(["--dir", d, "init-ca", "Test CA"]) == 0
+    assert main(["--dir", d, "issue", "a.example"]) == 0
+    assert main(["--dir", d, "revoke", "a.example"]) == 0
+    index = tmp_path / "pki" / "index.toml"
+    text = index.read_text()
+    assert damage[0] in text
+    index.write_text(text.replace(damage[0], damage[1], 1))
+    capsys.readouterr()
+    for argv in (["list"], ["crl"], ["issue", "b.example"], ["revoke", "a.example"], ["revoke", "ab"]):
+        assert main(["--dir", d, *argv]) == 1, argv
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and str(index) in err and says in err, (argv, err)
+    assert not (tmp_path / "pki" / "certs" / "b.example.crt").exists()
