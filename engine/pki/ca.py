@@ -297,7 +297,11 @@ def init_ca(
     ca = {"subject": format_name(subject), "key_type": key_type, "crl_number": 0, "crl_days": DEFAULT_CRL_DAYS}
     if crl_uri:
         ca["crl_uri"] = crl_uri
-    _save_index(d, {"version": 1, "ca": ca, "certs": []})
+    index = {"version": 1, "ca": ca, "certs": []}
+    _save_index(d, index)
+    if (d / "crl.pem").exists():
+        # A CRL of the replaced CA signed by another key: peers would find no valid CRL for this CA.
+        _publish_crl(d, index, cert, key, DEFAULT_CRL_DAYS, now)
     return CaInfo(d, format_name(subject), key_type, cert.not_valid_after_utc, crl_uri)
 
 

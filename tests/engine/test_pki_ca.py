@@ -355,3 +355,17 @@ def test_strongswan_pki_verifies_our_certificates_and_crl(tmp_path, key_type):
     r = subprocess.run(["pki", "--verify", "--in", d / "certs" / "alice@example.com.crt", "--cacert", d / "ca.crt", "--crl",
                         d / "crl.pem"], capture_output=True, text=True)
     assert r.returncode != 0 and "revoked" in r.stdout + r.stderr, r.stdout + r.stderr
+
+
+def test_init_ca_force_replaces_the_old_cas_crl(cadir, clock):
+    ca.issue(cadir, "gw.example", clock=clock)
+    ca.revoke(cadir, "gw.example", clock=clock)
+    ca.init_ca(cadir, "Test CA", force=True, clock=clock)
+    new_ca = load_certificate_file(cadir / "ca.crt")[0]
+    crl = x509.load_pem_x509_crl((cadir / "crl.pem").read_bytes())
+    assert crl.is_signature_valid(new_ca.public_key())  # not the old CA's CRL any more
+    assert len(crl) == 0
+    new = ca.issue(cadir, "new.example", clock=clock)
+    cert = load_certificate_file(cadir / "certs" / "new.example.crt")[0]
+    assert validate_chain(cert, [], [new_ca], load_crl_files([cadir / "crl.pem"]), clock.t).ok
+    assert new.revoked is None
