@@ -346,16 +346,33 @@ def parse_san(text: str) -> x509.GeneralName:
         raise PkiError(f"subjectAltName {text!r} has no value")
     if k == "ip":
         try:
+            if "%" in value:  # ip_address() takes fe80::1%eth0 but a certificate cannot carry the zone
+                raise ValueError(value)
             return x509.IPAddress(ipaddress.ip_address(value))
         except ValueError:
             raise PkiError(f"subjectAltName {text!r}: not an IP address") from None
     if k in ("email", "rfc822"):
-        if "@" not in value or " " in value:
-            raise PkiError(f"subjectAltName {text!r}: not an e-mail address")
+        local, _, domain = value.rpartition("@")
+        if not local or "@" in local or not value.isascii() or not _is_dns_name(domain, wildcard=False):
+            raise PkiError(f"subjectAltName {text!r}: not an e-mail address (ASCII local@domain)")
         return x509.RFC822Name(value)
-    if not re.fullmatch(r"(\*\.)?[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?)*\.?", value):
+    if not _is_dns_name(value, wildcard=True):
         raise PkiError(f"subjectAltName {text!r}: not a DNS name")
     return x509.DNSName(value)
+
+
+_DNS_LABEL = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
+
+
+def _is_dns_name(value: str, *, wildcard: bool) -> bool:
+    """ASCII labels of 1..63 characters, at most 253 in all, not all-numeric at the end (that is a mistyped address)."""
+    name = value[:-1] if value.endswith(".") else value
+    if wildcard and name.startswith("*."):
+        name = name[2:]
+    labels = name.split(".")
+    if not name or len(name) > 253 or not all(_DNS_LABEL.fullmatch(lbl) for lbl in labels):
+        return False
+    return not (len(labels) > 1 and labels[-1].isdigit())
 
 
 def _guess_san_kind(value: str) -> str:

@@ -147,7 +147,13 @@ def test_issue_needs_a_san_for_a_bare_name(cadir, clock):
 
 
 @pytest.mark.parametrize("san,needle", [("IP:999.1.1.1", "not an IP"), ("email:nobody", "not an e-mail"),
-                                        ("DNS:bad name", "not a DNS name"), ("DNS:", "no value")])
+                                        ("DNS:bad name", "not a DNS name"), ("DNS:", "no value"),
+                                        # these were a ValueError traceback from cryptography, or silently changed
+                                        ("email:jürg@example.com", "not an e-mail"), ("jürg@example.com", "not an e-mail"),
+                                        ("email:a@b@c", "not an e-mail"), ("email:@example.com", "not an e-mail"),
+                                        ("email:alice@", "not an e-mail"), ("IP:fe80::1%eth0", "not an IP"),
+                                        ("192.0.2.300", "not a DNS name"), ("DNS:" + "a" * 64 + ".example", "not a DNS name"),
+                                        ("DNS:" + "a." * 130 + "example", "not a DNS name")])
 def test_issue_rejects_bad_sans(cadir, clock, san, needle):
     with pytest.raises(PkiError, match=needle):
         ca.issue(cadir, "gw.example", [san], clock=clock)
