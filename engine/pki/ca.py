@@ -44,7 +44,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
 from engine.secret import Secret
 
 from .certs import load_certificate_file, san_strings
-from .dn import dn_to_name, format_name, parse_dn
+from .dn import Dn, dn_to_name, format_name, parse_dn
 from .errors import PkiError
 from .files import make_dir, refuse_existing, write_file
 from .keys import load_private_key_file
@@ -441,13 +441,11 @@ def issue(
     else:
         base = [(oid, v) for oid, v in parse_dn(format_name(ca_cert.subject)) if oid != NameOID.COMMON_NAME.dotted_string]
         try:
-            cn_attr = x509.NameAttribute(NameOID.COMMON_NAME, cn)
+            x509.NameAttribute(NameOID.COMMON_NAME, cn)  # its checks, with a message naming the CN
         except ValueError as exc:  # e.g. longer than the 64 characters X.520 allows
             raise PkiError(f"common name {cn!r}: {exc} (use a shorter CN and put the long name in --san)") from None
-        subject_name = x509.Name(
-            [x509.RelativeDistinguishedName([x509.NameAttribute(ObjectIdentifier(o), v)]) for o, v in base]
-            + [x509.RelativeDistinguishedName([cn_attr])]
-        )
+        # through Dn, so the CA's attributes keep the string types they were issued with
+        subject_name = Dn(tuple(((o, v),) for o, v in base) + (((NameOID.COMMON_NAME.dotted_string, cn),),)).to_name()
     general_names: list[x509.GeneralName] = []
     cn_san = _cn_as_san(cn)
     if cn_san is not None:

@@ -26,6 +26,7 @@ from engine.pki import (
     validate_chain,
 )
 from engine.pki import ca
+from engine.pki.dn import Dn, format_name
 from engine.pki.keys import check_key_file_mode, load_private_key_secret
 from engine.policy.model import Identity, PrivateKeySecret
 from engine.secret import Secret
@@ -375,3 +376,31 @@ def test_init_ca_force_replaces_the_old_cas_crl(cadir, clock):
     cert = load_certificate_file(cadir / "certs" / "new.example.crt")[0]
     assert validate_chain(cert, [], [new_ca], load_crl_files([cadir / "crl.pem"]), clock.t).ok
     assert new.revoked is None
+
+
+@pytest.mark.parametrize("subject", ["C=CH, serialNumber=a_b*c, CN=gw.example", "C=CH, E=jürg@example.com, CN=gw.example",
+                                     "DC=ü, CN=gw.example"])
+def test_issued_names_use_string_types_that_hold_their_values(cadir, clock, subject):
+    # PrintableString with '_' was a ValueError traceback; IA5String with UTF-8 read as 'jÃ¼rg' by openssl
+    ca.issue(cadir, "gw.example", subject=subject, clock=clock)
+    cert = load_certificate_file(cadir / "certs" / "gw.example.crt")[0]
+    assert cert.subject.public_bytes() == Dn.from_text(subject).der()
+    assert format_name(cert.subject) == subject
+
+
+def test_issued_names_keep_the_cas_string_types(tmp_path, clock):
+    d = tmp_path / "odd"
+    ca.init_ca(d, "C=CH, serialNumber=a_b, CN=Odd CA", clock=clock)
+    e = ca.issue(d, "gw.example", clock=clock)
+    assert e.subject == "C=CH, serialNumber=a_b, CN=gw.example"
+
+
+@pytest.mark.parametrize("subject,needle", [("C=CH, CN=gw\\00.example", "control character"),
+                                            ("C=CH, CN=gw\\1B[2J", "control character"),
+                                            ("C=1!, CN=gw.example", "two-letter country code")])
+def test_issued_names_refuse_what_tools_read_differently(cadir, clock, subject, needle):
+    with pytest.raises(PkiError, match=needle):
+        ca.issue(cadir, "gw.example", subject=subject, clock=clock)
+    with pytest.raises(PkiError, match=needle):
+        ca.init_ca(cadir / "sub", subject, clock=clock)
+    assert not (cadir / "certs" / "gw.example.crt").exists()
