@@ -243,6 +243,16 @@ def _toml_time(t: datetime) -> datetime:
 # --- the CA ------------------------------------------------------------------
 
 
+def _crl_dp(uri: str, where: str) -> x509.CRLDistributionPoints:
+    """The CRL distribution point of issued certificates; `uri` must be an ASCII URI peers can fetch."""
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*://[!-~]+", uri):
+        raise PkiError(f"{where}: CRL URI {uri!r} is not an ASCII URI like http://crl.example.org/ca.crl")
+    try:
+        return x509.CRLDistributionPoints([x509.DistributionPoint([x509.UniformResourceIdentifier(uri)], None, None, None)])
+    except ValueError as exc:
+        raise PkiError(f"{where}: CRL URI {uri!r}: {exc}") from None
+
+
 def _ca_subject(name: str) -> x509.Name:
     return dn_to_name(name if "=" in name else f"CN={name}")
 
@@ -265,6 +275,8 @@ def init_ca(
     if days < 1:
         raise PkiError(f"--days must be at least 1 (got {days})")
     subject = _ca_subject(name)
+    if crl_uri is not None:
+        _crl_dp(crl_uri, "--crl-uri")
     key_path, cert_path = d / "private" / "ca.key", d / "ca.crt"
     refuse_existing([cert_path, key_path, _index_path(d)], force)
     key = generate_key(key_type)
@@ -499,12 +511,7 @@ def issue(
     )
     crl_uri = index["ca"].get("crl_uri")
     if crl_uri:
-        builder = builder.add_extension(
-            x509.CRLDistributionPoints(
-                [x509.DistributionPoint([x509.UniformResourceIdentifier(str(crl_uri))], None, None, None)]
-            ),
-            critical=False,
-        )
+        builder = builder.add_extension(_crl_dp(str(crl_uri), f"{_index_path(d)}: [ca] crl_uri"), critical=False)
     cert = builder.sign(ca_key, _sign_hash(ca_key))
 
     created: list[Path] = []

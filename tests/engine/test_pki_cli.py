@@ -175,3 +175,27 @@ def test_a_damaged_index_is_a_clear_error_for_every_command(tmp_path, capsys, da
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and str(index) in err and says in err, (argv, err)
     assert not (tmp_path / "pki" / "certs" / "b.example.crt").exists()
+
+
+@pytest.mark.parametrize("uri", ["http://ü.example/ca.crl", "not a uri", "", "http://crl.example/a b.crl"])
+def test_a_crl_uri_peers_cannot_fetch_is_refused_by_init_ca(tmp_path, capsys, uri):
+    # was: accepted, then a ValueError traceback on every issue, or a junk CRL URI in every certificate
+    d = str(tmp_path / "pki")
+    assert main(["--dir", d, "init-ca", "Test CA", "--crl-uri", uri]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--crl-uri: CRL URI" in err and "not an ASCII URI" in err
+    assert not (tmp_path / "pki" / "ca.crt").exists()
+
+
+def test_a_bad_crl_uri_in_the_index_is_a_clear_error_on_issue(tmp_path, capsys):
+    d = str(tmp_path / "pki")
+    assert main(["--dir", d, "init-ca", "Test CA", "--crl-uri", "http://crl.example/ca.crl"]) == 0
+    index = tmp_path / "pki" / "index.toml"
+    index.write_text(index.read_text().replace("http://crl.example/", "http://ü.example/"))
+    capsys.readouterr()
+    assert main(["--dir", d, "issue", "gw.example"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "index.toml: [ca] crl_uri: CRL URI" in err
+    assert not (tmp_path / "pki" / "certs" / "gw.example.crt").exists()
+    assert main(["--dir", d, "issue", "gw.example"]) == 1  # nothing half-written either
+    assert "already exists" not in capsys.readouterr().err
