@@ -199,3 +199,15 @@ def test_a_bad_crl_uri_in_the_index_is_a_clear_error_on_issue(tmp_path, capsys):
     assert not (tmp_path / "pki" / "certs" / "gw.example.crt").exists()
     assert main(["--dir", d, "issue", "gw.example"]) == 1  # nothing half-written either
     assert "already exists" not in capsys.readouterr().err
+
+
+def test_a_file_that_cannot_be_written_is_named_not_its_temp_file(tmp_path, capsys):
+    d = tmp_path / "pki"
+    assert main(["--dir", str(d), "init-ca", "Test CA"]) == 0
+    (d / "certs").rmdir()  # a CA folder someone tidied up
+    capsys.readouterr()
+    assert main(["--dir", str(d), "issue", "gw.example"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{d / 'certs' / 'gw.example.crt'}: cannot write (No such file or directory)" in err
+    assert ".tmp" not in err
+    assert not (d / "private" / "gw.example.key").exists()  # nothing half-issued
