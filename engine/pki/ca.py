@@ -304,13 +304,22 @@ def init_ca(
     make_dir(d, 0o755)
     make_dir(d / "private", 0o700)
     make_dir(d / "certs", 0o755)
-    write_file(key_path, _key_pem(key, passphrase), 0o600, replace=force)
-    write_file(cert_path, _pem(cert), 0o644, replace=force)
     ca = {"subject": format_name(subject), "key_type": key_type, "crl_number": 0, "crl_days": DEFAULT_CRL_DAYS}
     if crl_uri:
         ca["crl_uri"] = crl_uri
     index = {"version": 1, "ca": ca, "certs": []}
-    _save_index(d, index)
+    created: list[Path] = []
+    try:
+        for path, data, mode in ((key_path, _key_pem(key, passphrase), 0o600), (cert_path, _pem(cert), 0o644)):
+            existed = path.exists()
+            write_file(path, data, mode, replace=force)
+            if not existed:
+                created.append(path)
+        _save_index(d, index)
+    except BaseException:
+        for p in created:  # no CA key without its certificate (a retry would say "ca.key already exists")
+            p.unlink(missing_ok=True)
+        raise
     if (d / "crl.pem").exists():
         # A CRL of the replaced CA signed by another key: peers would find no valid CRL for this CA.
         _publish_crl(d, index, cert, key, DEFAULT_CRL_DAYS, now)

@@ -211,3 +211,14 @@ def test_a_file_that_cannot_be_written_is_named_not_its_temp_file(tmp_path, caps
     assert err.count("\n") == 1 and f"{d / 'certs' / 'gw.example.crt'}: cannot write (No such file or directory)" in err
     assert ".tmp" not in err
     assert not (d / "private" / "gw.example.key").exists()  # nothing half-issued
+
+
+def test_init_ca_that_fails_half_way_leaves_no_ca_key(tmp_path, capsys):
+    d = tmp_path / "pki"
+    d.mkdir()
+    (d / "ca.crt").symlink_to(tmp_path / "gone.crt")  # dangling: not "existing", yet in the way
+    assert main(["--dir", str(d), "init-ca", "Test CA"]) == 1
+    assert "ca.crt" in capsys.readouterr().err
+    assert not (d / "private" / "ca.key").exists()
+    (d / "ca.crt").unlink()
+    assert main(["--dir", str(d), "init-ca", "Test CA"]) == 0  # the retry works
