@@ -254,7 +254,13 @@ def _crl_dp(uri: str, where: str) -> x509.CRLDistributionPoints:
 
 
 def _ca_subject(name: str) -> x509.Name:
-    return dn_to_name(name if "=" in name else f"CN={name}")
+    if "=" in name:
+        return dn_to_name(name)
+    # a plain common name is taken as it is: its commas, quotes and backslashes are not DN syntax
+    cn = name.strip()
+    if not cn:
+        raise PkiError("the CA name is empty")
+    return Dn((((NameOID.COMMON_NAME.dotted_string, cn),),)).to_name()
 
 
 def init_ca(

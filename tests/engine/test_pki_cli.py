@@ -222,3 +222,14 @@ def test_init_ca_that_fails_half_way_leaves_no_ca_key(tmp_path, capsys):
     assert not (d / "private" / "ca.key").exists()
     (d / "ca.crt").unlink()
     assert main(["--dir", str(d), "init-ca", "Test CA"]) == 0  # the retry works
+
+
+@pytest.mark.parametrize("name", ["Acme, Inc. Root CA", "R&D \\ Lab CA", 'The "Best" CA', "#1 CA"])
+def test_a_plain_ca_name_is_taken_as_it_is(tmp_path, capsys, name):
+    # "Acme, Inc. Root CA" was refused as a bad DN; a backslash was silently dropped
+    d = tmp_path / "pki"
+    assert main(["--dir", str(d), "init-ca", name]) == 0
+    cert = load_certificate_file(d / "ca.crt")[0]
+    assert [a.value for a in cert.subject] == [name]
+    assert main(["--dir", str(d), "issue", "gw.example"]) == 0
+    assert [a.value for a in load_certificate_file(d / "certs" / "gw.example.crt")[0].issuer] == [name]
