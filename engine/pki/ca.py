@@ -346,9 +346,26 @@ def load_ca_certificate(dir: str | os.PathLike) -> x509.Certificate:
     return load_certificate_file(Path(dir) / "ca.crt")[0]
 
 
+def _check_is_ca(cert: x509.Certificate, path: Path) -> None:
+    """A certificate that may sign others (openssl and charon reject what a non-CA signs)."""
+    try:
+        is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        is_ca = False
+    try:
+        ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+        is_ca = is_ca and ku.key_cert_sign
+    except x509.ExtensionNotFound:
+        pass
+    if not is_ca:
+        raise PkiError(f"{path} is not a CA certificate (no basicConstraints CA:TRUE with keyCertSign): "
+                       f'"{format_name(cert.subject)}" cannot sign certificates or CRLs')
+
+
 def _load_ca(d: Path, passphrase: Secret | None):
     index = _load_index(d)
     cert = load_ca_certificate(d)
+    _check_is_ca(cert, d / "ca.crt")
     key = load_private_key_file(d / "private" / "ca.key", passphrase)
     pub = serialization.PublicFormat.SubjectPublicKeyInfo
     if key.public_key().public_bytes(serialization.Encoding.DER, pub) != cert.public_key().public_bytes(

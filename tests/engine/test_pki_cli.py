@@ -233,3 +233,19 @@ def test_a_plain_ca_name_is_taken_as_it_is(tmp_path, capsys, name):
     assert [a.value for a in cert.subject] == [name]
     assert main(["--dir", str(d), "issue", "gw.example"]) == 0
     assert [a.value for a in load_certificate_file(d / "certs" / "gw.example.crt")[0].issuer] == [name]
+
+
+def test_a_ca_certificate_that_is_not_a_ca_is_refused(tmp_path, capsys):
+    # a server certificate and its key copied over ca.crt/ca.key: issue signed happily, openssl then
+    # said "unable to get issuer certificate" for everything it issued
+    d = tmp_path / "pki"
+    assert main(["--dir", str(d), "init-ca", "Test CA"]) == 0
+    assert main(["--dir", str(d), "issue", "gw.example"]) == 0
+    (d / "ca.crt").write_bytes((d / "certs" / "gw.example.crt").read_bytes())
+    (d / "private" / "ca.key").write_bytes((d / "private" / "gw.example.key").read_bytes())
+    capsys.readouterr()
+    for argv in (["issue", "other.example"], ["revoke", "gw.example"], ["crl"]):
+        assert main(["--dir", str(d), *argv]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"{d / 'ca.crt'} is not a CA certificate" in err
+    assert not (d / "certs" / "other.example.crt").exists() and not (d / "crl.pem").exists()
