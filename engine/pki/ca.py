@@ -400,6 +400,9 @@ def parse_san(text: str) -> x509.GeneralName:
         if not local or "@" in local or not value.isascii() or not _is_dns_name(domain, wildcard=False):
             raise PkiError(f"subjectAltName {text!r}: not an e-mail address (ASCII local@domain)")
         return x509.RFC822Name(value)
+    if value.endswith(".") and _is_dns_name(value[:-1], wildcard=True):
+        # charon compares IDs as written: a peer's ID gw.example would not match gw.example.
+        raise PkiError(f"subjectAltName {text!r}: write the DNS name without the trailing dot")
     if not _is_dns_name(value, wildcard=True):
         raise PkiError(f"subjectAltName {text!r}: not a DNS name")
     return x509.DNSName(value)
@@ -410,7 +413,7 @@ _DNS_LABEL = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
 
 def _is_dns_name(value: str, *, wildcard: bool) -> bool:
     """ASCII labels of 1..63 characters, at most 253 in all, not all-numeric at the end (that is a mistyped address)."""
-    name = value[:-1] if value.endswith(".") else value
+    name = value
     if wildcard and name.startswith("*."):
         name = name[2:]
     labels = name.split(".")

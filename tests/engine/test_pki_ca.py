@@ -154,7 +154,9 @@ def test_issue_needs_a_san_for_a_bare_name(cadir, clock):
                                         ("email:a@b@c", "not an e-mail"), ("email:@example.com", "not an e-mail"),
                                         ("email:alice@", "not an e-mail"), ("IP:fe80::1%eth0", "not an IP"),
                                         ("192.0.2.300", "not a DNS name"), ("DNS:" + "a" * 64 + ".example", "not a DNS name"),
-                                        ("DNS:" + "a." * 130 + "example", "not a DNS name")])
+                                        ("DNS:" + "a." * 130 + "example", "not a DNS name"),
+                                        ("DNS:gw.example.", "without the trailing dot"),
+                                        ("email:alice@example.com.", "not an e-mail")])
 def test_issue_rejects_bad_sans(cadir, clock, san, needle):
     with pytest.raises(PkiError, match=needle):
         ca.issue(cadir, "gw.example", [san], clock=clock)
