@@ -44,7 +44,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
 from engine.secret import Secret
 
 from .certs import load_certificate_file, san_strings
-from .dn import dn_to_name, format_name, parse_dn
+from .dn import Dn, dn_to_name, format_name, parse_dn
 from .errors import PkiError
 from .files import make_dir, refuse_existing, write_file
 from .keys import load_private_key_file
@@ -184,6 +184,17 @@ def _load_index(d: Path) -> dict:
     if not isinstance(index.get("ca"), dict) or not isinstance(index.get("certs", []), list):
         raise PkiError(f"{p}: expected a [ca] table and [[certs]] entries")
     index.setdefault("certs", [])
+    # Check it all now: a damaged index is one clear error, not a traceback half-way through a command.
+    for key, least in (("crl_number", 0), ("crl_days", 1)):
+        v = index["ca"].get(key, least)
+        if not isinstance(v, int) or isinstance(v, bool) or v < least:
+            raise PkiError(f"{p}: [ca] {key} must be a whole number of at least {least} (got {v!r})")
+    for n, raw in enumerate(index["certs"], 1):
+        if not isinstance(raw, dict):
+            raise PkiError(f"{p}: certificate entry {n} is not a table")
+        e = _entry(raw, f"{p}: certificate entry {n}")
+        if e.reason is not None and e.reason not in REVOCATION_REASONS:
+            raise PkiError(f"{p}: certificate entry {n}: unknown revocation reason {e.reason!r}")
     return index
 
 
@@ -193,8 +204,10 @@ def _save_index(d: Path, index: dict) -> None:
 
 def _entry(raw: dict, where: str) -> CertEntry:
     try:
+        if not isinstance(raw["name"], str) or not isinstance(raw["serial"], str):
+            raise TypeError("name and serial must be strings")
         return CertEntry(
-            name=str(raw["name"]),
+            name=raw["name"],
             serial=int(str(raw["serial"]), 16),
             subject=str(raw["subject"]),
             sans=tuple(str(s) for s in raw.get("sans", ())),
@@ -215,6 +228,14 @@ def _aware(t) -> datetime:
     return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
 
 
+def _days_after(now: datetime, days: int, option: str = "--days") -> datetime:
+    """`now` plus `days`, or a clear error when that is past what X.509 can say (the year 9999)."""
+    try:
+        return now + timedelta(days=days)
+    except OverflowError:
+        raise PkiError(f"{option} {days} is too long: it ends after the year 9999") from None
+
+
 def _toml_time(t: datetime) -> datetime:
     return t.astimezone(timezone.utc).replace(microsecond=0)
 
@@ -222,8 +243,24 @@ def _toml_time(t: datetime) -> datetime:
 # --- the CA ------------------------------------------------------------------
 
 
+def _crl_dp(uri: str, where: str) -> x509.CRLDistributionPoints:
+    """The CRL distribution point of issued certificates; `uri` must be an ASCII URI peers can fetch."""
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*://[!-~]+", uri):
+        raise PkiError(f"{where}: CRL URI {uri!r} is not an ASCII URI like http://crl.example.org/ca.crl")
+    try:
+        return x509.CRLDistributionPoints([x509.DistributionPoint([x509.UniformResourceIdentifier(uri)], None, None, None)])
+    except ValueError as exc:
+        raise PkiError(f"{where}: CRL URI {uri!r}: {exc}") from None
+
+
 def _ca_subject(name: str) -> x509.Name:
-    return dn_to_name(name if "=" in name else f"CN={name}")
+    if "=" in name:
+        return dn_to_name(name)
+    # a plain common name is taken as it is: its commas, quotes and backslashes are not DN syntax
+    cn = name.strip()
+    if not cn:
+        raise PkiError("the CA name is empty")
+    return Dn((((NameOID.COMMON_NAME.dotted_string, cn),),)).to_name()
 
 
 def init_ca(
@@ -244,11 +281,13 @@ def init_ca(
     if days < 1:
         raise PkiError(f"--days must be at least 1 (got {days})")
     subject = _ca_subject(name)
+    if crl_uri is not None:
+        _crl_dp(crl_uri, "--crl-uri")
     key_path, cert_path = d / "private" / "ca.key", d / "ca.crt"
     refuse_existing([cert_path, key_path, _index_path(d)], force)
     key = generate_key(key_type)
     now = _now(clock)
-    not_after = now + timedelta(days=days)
+    not_after = _days_after(now, days)
     builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -271,12 +310,25 @@ def init_ca(
     make_dir(d, 0o755)
     make_dir(d / "private", 0o700)
     make_dir(d / "certs", 0o755)
-    write_file(key_path, _key_pem(key, passphrase), 0o600, replace=force)
-    write_file(cert_path, _pem(cert), 0o644, replace=force)
     ca = {"subject": format_name(subject), "key_type": key_type, "crl_number": 0, "crl_days": DEFAULT_CRL_DAYS}
     if crl_uri:
         ca["crl_uri"] = crl_uri
-    _save_index(d, {"version": 1, "ca": ca, "certs": []})
+    index = {"version": 1, "ca": ca, "certs": []}
+    created: list[Path] = []
+    try:
+        for path, data, mode in ((key_path, _key_pem(key, passphrase), 0o600), (cert_path, _pem(cert), 0o644)):
+            existed = path.exists()
+            write_file(path, data, mode, replace=force)
+            if not existed:
+                created.append(path)
+        _save_index(d, index)
+    except BaseException:
+        for p in created:  # no CA key without its certificate (a retry would say "ca.key already exists")
+            p.unlink(missing_ok=True)
+        raise
+    if (d / "crl.pem").exists():
+        # A CRL of the replaced CA signed by another key: peers would find no valid CRL for this CA.
+        _publish_crl(d, index, cert, key, DEFAULT_CRL_DAYS, now)
     return CaInfo(d, format_name(subject), key_type, cert.not_valid_after_utc, crl_uri)
 
 
@@ -294,9 +346,26 @@ def load_ca_certificate(dir: str | os.PathLike) -> x509.Certificate:
     return load_certificate_file(Path(dir) / "ca.crt")[0]
 
 
+def _check_is_ca(cert: x509.Certificate, path: Path) -> None:
+    """A certificate that may sign others (openssl and charon reject what a non-CA signs)."""
+    try:
+        is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        is_ca = False
+    try:
+        ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+        is_ca = is_ca and ku.key_cert_sign
+    except x509.ExtensionNotFound:
+        pass
+    if not is_ca:
+        raise PkiError(f"{path} is not a CA certificate (no basicConstraints CA:TRUE with keyCertSign): "
+                       f'"{format_name(cert.subject)}" cannot sign certificates or CRLs')
+
+
 def _load_ca(d: Path, passphrase: Secret | None):
     index = _load_index(d)
     cert = load_ca_certificate(d)
+    _check_is_ca(cert, d / "ca.crt")
     key = load_private_key_file(d / "private" / "ca.key", passphrase)
     pub = serialization.PublicFormat.SubjectPublicKeyInfo
     if key.public_key().public_bytes(serialization.Encoding.DER, pub) != cert.public_key().public_bytes(
@@ -321,16 +390,36 @@ def parse_san(text: str) -> x509.GeneralName:
         raise PkiError(f"subjectAltName {text!r} has no value")
     if k == "ip":
         try:
+            if "%" in value:  # ip_address() takes fe80::1%eth0 but a certificate cannot carry the zone
+                raise ValueError(value)
             return x509.IPAddress(ipaddress.ip_address(value))
         except ValueError:
             raise PkiError(f"subjectAltName {text!r}: not an IP address") from None
     if k in ("email", "rfc822"):
-        if "@" not in value or " " in value:
-            raise PkiError(f"subjectAltName {text!r}: not an e-mail address")
+        local, _, domain = value.rpartition("@")
+        if not local or "@" in local or not value.isascii() or not _is_dns_name(domain, wildcard=False):
+            raise PkiError(f"subjectAltName {text!r}: not an e-mail address (ASCII local@domain)")
         return x509.RFC822Name(value)
-    if not re.fullmatch(r"(\*\.)?[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?)*\.?", value):
+    if value.endswith(".") and _is_dns_name(value[:-1], wildcard=True):
+        # charon compares IDs as written: a peer's ID gw.example would not match gw.example.
+        raise PkiError(f"subjectAltName {text!r}: write the DNS name without the trailing dot")
+    if not _is_dns_name(value, wildcard=True):
         raise PkiError(f"subjectAltName {text!r}: not a DNS name")
     return x509.DNSName(value)
+
+
+_DNS_LABEL = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
+
+
+def _is_dns_name(value: str, *, wildcard: bool) -> bool:
+    """ASCII labels of 1..63 characters, at most 253 in all, not all-numeric at the end (that is a mistyped address)."""
+    name = value
+    if wildcard and name.startswith("*."):
+        name = name[2:]
+    labels = name.split(".")
+    if not name or len(name) > 253 or not all(_DNS_LABEL.fullmatch(lbl) for lbl in labels):
+        return False
+    return not (len(labels) > 1 and labels[-1].isdigit())
 
 
 def _guess_san_kind(value: str) -> str:
@@ -398,10 +487,12 @@ def issue(
         subject_name = dn_to_name(subject)
     else:
         base = [(oid, v) for oid, v in parse_dn(format_name(ca_cert.subject)) if oid != NameOID.COMMON_NAME.dotted_string]
-        subject_name = x509.Name(
-            [x509.RelativeDistinguishedName([x509.NameAttribute(ObjectIdentifier(o), v)]) for o, v in base]
-            + [x509.RelativeDistinguishedName([x509.NameAttribute(NameOID.COMMON_NAME, cn)])]
-        )
+        try:
+            x509.NameAttribute(NameOID.COMMON_NAME, cn)  # its checks, with a message naming the CN
+        except ValueError as exc:  # e.g. longer than the 64 characters X.520 allows
+            raise PkiError(f"common name {cn!r}: {exc} (use a shorter CN and put the long name in --san)") from None
+        # through Dn, so the CA's attributes keep the string types they were issued with
+        subject_name = Dn(tuple(((o, v),) for o, v in base) + (((NameOID.COMMON_NAME.dotted_string, cn),),)).to_name()
     general_names: list[x509.GeneralName] = []
     cn_san = _cn_as_san(cn)
     if cn_san is not None:
@@ -414,7 +505,11 @@ def issue(
         raise PkiError(f"{cn!r} is not a host name, address or e-mail: give at least one --san (peers match IDs against SANs)")
 
     now = _now(clock)
-    not_after = min(now + timedelta(days=days), ca_cert.not_valid_after_utc)
+    try:
+        wanted = now + timedelta(days=days)
+    except OverflowError:  # past the year 9999: the CA's end comes first anyway
+        wanted = ca_cert.not_valid_after_utc
+    not_after = min(wanted, ca_cert.not_valid_after_utc)
     if not_after <= now:
         raise PkiError(f"the CA certificate expired on {ca_cert.not_valid_after_utc:%Y-%m-%d}; renew the CA first")
     used = {int(str(c.get("serial", "0")), 16) for c in index["certs"]}
@@ -451,12 +546,7 @@ def issue(
     )
     crl_uri = index["ca"].get("crl_uri")
     if crl_uri:
-        builder = builder.add_extension(
-            x509.CRLDistributionPoints(
-                [x509.DistributionPoint([x509.UniformResourceIdentifier(str(crl_uri))], None, None, None)]
-            ),
-            critical=False,
-        )
+        builder = builder.add_extension(_crl_dp(str(crl_uri), f"{_index_path(d)}: [ca] crl_uri"), critical=False)
     cert = builder.sign(ca_key, _sign_hash(ca_key))
 
     created: list[Path] = []
@@ -562,7 +652,7 @@ def _publish_crl(d: Path, index: dict, ca_cert: x509.Certificate, ca_key, days: 
         x509.CertificateRevocationListBuilder()
         .issuer_name(ca_cert.subject)
         .last_update(now)
-        .next_update(now + timedelta(days=days))
+        .next_update(_days_after(now, days))
         .add_extension(x509.CRLNumber(number), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key()), critical=False)
     )

@@ -52,6 +52,7 @@ import re
 from dataclasses import dataclass
 
 from cryptography import x509
+from cryptography.x509.name import _ASN1Type  # the string types NameAttribute takes
 from cryptography.x509.oid import ObjectIdentifier
 
 from .errors import PkiError
@@ -112,6 +113,7 @@ _PRINTABLE_TYPED = frozenset({"2.5.4.6", _JURISDICTION_COUNTRY, "2.5.4.5", "2.5.
 _IA5_TYPED = frozenset({_EMAIL, "0.9.2342.19200300.100.1.25"})
 _PRINTABLE_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789 '()+,-./:=?")
 _UTF8, _PRINTABLE, _IA5 = 0x0C, 0x13, 0x16
+_ASN1_TYPES = {_UTF8: _ASN1Type.UTF8String, _PRINTABLE: _ASN1Type.PrintableString, _IA5: _ASN1Type.IA5String}
 _STRING_CODECS = {
     0x0C: ("utf-8",),  # UTF8String
     0x13: ("ascii", "utf-8"),  # PrintableString; sloppy encoders put UTF-8 in the narrow types
@@ -183,8 +185,17 @@ class Dn:
             for oid, value in rdn:
                 if value is None:
                     raise DnError(f"distinguished name {self.text()!r}: a wildcard cannot be part of a certificate name")
+                label = _PRINTED.get(oid, oid)
+                if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+                    # openssl shows \00, strongSwan '?': a name that reads differently in every tool
+                    raise DnError(f"distinguished name {self.text()!r}: {label} holds a control character")
+                tag = _string_tag(oid, value)
+                if oid in _PRINTABLE_TYPED and tag != _PRINTABLE and oid not in ("2.5.4.5", "2.5.4.46"):
+                    raise DnError(f"distinguished name {self.text()!r}: {label} must be a two-letter country code")
                 try:
-                    attrs.append(x509.NameAttribute(ObjectIdentifier(oid), value))
+                    # the string type der() uses, so a narrow type never holds what it cannot (openssl,
+                    # charon and cryptography's own reader would read or refuse it differently)
+                    attrs.append(x509.NameAttribute(ObjectIdentifier(oid), value, _ASN1_TYPES[tag]))
                 except ValueError as exc:
                     raise DnError(f"distinguished name {self.text()!r}: {_PRINTED.get(oid, oid)}={value}: {exc}") from None
             try:
@@ -435,14 +446,18 @@ def _oid_bytes(dotted: str) -> bytes:
     return bytes(out)
 
 
+def _string_tag(oid: str, text: str) -> int:
+    """The attribute's usual string type when it can hold `text`, else UTF8String."""
+    if oid in _PRINTABLE_TYPED and all(c in _PRINTABLE_CHARS for c in text):
+        return _PRINTABLE
+    if oid in _IA5_TYPED and text.isascii():
+        return _IA5
+    return _UTF8
+
+
 def _encode_attribute(oid: str, value: str | None) -> bytes:
     text = "*" if value is None else value
-    if oid in _PRINTABLE_TYPED and all(c in _PRINTABLE_CHARS for c in text):
-        tag = _PRINTABLE
-    elif oid in _IA5_TYPED and text.isascii():
-        tag = _IA5
-    else:
-        tag = _UTF8
+    tag = _string_tag(oid, text)
     return _tlv(0x30, _tlv(0x06, _oid_bytes(oid)) + _tlv(tag, text.encode("utf-8")))
 
 

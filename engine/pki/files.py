@@ -27,6 +27,13 @@ def _fsync_dir(d: Path) -> None:
 def write_file(path: Path, data: bytes, mode: int, *, replace: bool) -> None:
     """Write data to path via a temp file created with `mode`. Without `replace`
     an existing file is an error (checked atomically with link())."""
+    try:
+        _write_file(path, data, mode, replace=replace)
+    except OSError as exc:  # named by the file the user asked for, not our temp file
+        raise PkiError(f"{path}: cannot write ({exc.strerror})") from None
+
+
+def _write_file(path: Path, data: bytes, mode: int, *, replace: bool) -> None:
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:

@@ -26,6 +26,7 @@ from engine.pki import (
     validate_chain,
 )
 from engine.pki import ca
+from engine.pki.dn import Dn, format_name
 from engine.pki.keys import check_key_file_mode, load_private_key_secret
 from engine.policy.model import Identity, PrivateKeySecret
 from engine.secret import Secret
@@ -147,7 +148,15 @@ def test_issue_needs_a_san_for_a_bare_name(cadir, clock):
 
 
 @pytest.mark.parametrize("san,needle", [("IP:999.1.1.1", "not an IP"), ("email:nobody", "not an e-mail"),
-                                        ("DNS:bad name", "not a DNS name"), ("DNS:", "no value")])
+                                        ("DNS:bad name", "not a DNS name"), ("DNS:", "no value"),
+                                        # these were a ValueError traceback from cryptography, or silently changed
+                                        ("email:jürg@example.com", "not an e-mail"), ("jürg@example.com", "not an e-mail"),
+                                        ("email:a@b@c", "not an e-mail"), ("email:@example.com", "not an e-mail"),
+                                        ("email:alice@", "not an e-mail"), ("IP:fe80::1%eth0", "not an IP"),
+                                        ("192.0.2.300", "not a DNS name"), ("DNS:" + "a" * 64 + ".example", "not a DNS name"),
+                                        ("DNS:" + "a." * 130 + "example", "not a DNS name"),
+                                        ("DNS:gw.example.", "without the trailing dot"),
+                                        ("email:alice@example.com.", "not an e-mail")])
 def test_issue_rejects_bad_sans(cadir, clock, san, needle):
     with pytest.raises(PkiError, match=needle):
         ca.issue(cadir, "gw.example", [san], clock=clock)
@@ -355,3 +364,45 @@ def test_strongswan_pki_verifies_our_certificates_and_crl(tmp_path, key_type):
     r = subprocess.run(["pki", "--verify", "--in", d / "certs" / "alice@example.com.crt", "--cacert", d / "ca.crt", "--crl",
                         d / "crl.pem"], capture_output=True, text=True)
     assert r.returncode != 0 and "revoked" in r.stdout + r.stderr, r.stdout + r.stderr
+
+
+def test_init_ca_force_replaces_the_old_cas_crl(cadir, clock):
+    ca.issue(cadir, "gw.example", clock=clock)
+    ca.revoke(cadir, "gw.example", clock=clock)
+    ca.init_ca(cadir, "Test CA", force=True, clock=clock)
+    new_ca = load_certificate_file(cadir / "ca.crt")[0]
+    crl = x509.load_pem_x509_crl((cadir / "crl.pem").read_bytes())
+    assert crl.is_signature_valid(new_ca.public_key())  # not the old CA's CRL any more
+    assert len(crl) == 0
+    new = ca.issue(cadir, "new.example", clock=clock)
+    cert = load_certificate_file(cadir / "certs" / "new.example.crt")[0]
+    assert validate_chain(cert, [], [new_ca], load_crl_files([cadir / "crl.pem"]), clock.t).ok
+    assert new.revoked is None
+
+
+@pytest.mark.parametrize("subject", ["C=CH, serialNumber=a_b*c, CN=gw.example", "C=CH, E=jürg@example.com, CN=gw.example",
+                                     "DC=ü, CN=gw.example"])
+def test_issued_names_use_string_types_that_hold_their_values(cadir, clock, subject):
+    # PrintableString with '_' was a ValueError traceback; IA5String with UTF-8 read as 'jÃ¼rg' by openssl
+    ca.issue(cadir, "gw.example", subject=subject, clock=clock)
+    cert = load_certificate_file(cadir / "certs" / "gw.example.crt")[0]
+    assert cert.subject.public_bytes() == Dn.from_text(subject).der()
+    assert format_name(cert.subject) == subject
+
+
+def test_issued_names_keep_the_cas_string_types(tmp_path, clock):
+    d = tmp_path / "odd"
+    ca.init_ca(d, "C=CH, serialNumber=a_b, CN=Odd CA", clock=clock)
+    e = ca.issue(d, "gw.example", clock=clock)
+    assert e.subject == "C=CH, serialNumber=a_b, CN=gw.example"
+
+
+@pytest.mark.parametrize("subject,needle", [("C=CH, CN=gw\\00.example", "control character"),
+                                            ("C=CH, CN=gw\\1B[2J", "control character"),
+                                            ("C=1!, CN=gw.example", "two-letter country code")])
+def test_issued_names_refuse_what_tools_read_differently(cadir, clock, subject, needle):
+    with pytest.raises(PkiError, match=needle):
+        ca.issue(cadir, "gw.example", subject=subject, clock=clock)
+    with pytest.raises(PkiError, match=needle):
+        ca.init_ca(cadir / "sub", subject, clock=clock)
+    assert not (cadir / "certs" / "gw.example.crt").exists()

@@ -117,3 +117,135 @@ def test_passphrase_files(tmp_path, capsys):
     (tmp_path / "empty").write_text("")
     assert main(["--dir", d, "crl", "--ca-passphrase-file", str(tmp_path / "empty")]) == 1
     assert "passphrase file is empty" in capsys.readouterr().err
+
+
+def test_days_past_the_year_9999_is_a_clear_error_not_a_traceback(tmp_path, capsys):
+    d = str(tmp_path / "pki")
+    assert main(["--dir", d, "init-ca", "Test CA", "--days", "99999999"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--days 99999999 is too long" in err
+    assert not (tmp_path / "pki" / "ca.crt").exists()
+
+    assert main(["--dir", d, "init-ca", "Test CA", "--days", "100"], clock=lambda: T0) == 0
+    assert main(["--dir", d, "crl", "--days", "999999999"], clock=lambda: T0) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--days 999999999 is too long" in err
+    assert not (tmp_path / "pki" / "crl.pem").exists()
+
+    # issue clamps to the CA's end, however long the wish
+    assert main(["--dir", d, "issue", "gw.example", "--days", "999999999"], clock=lambda: T0) == 0
+    assert list_certs(d)[0].not_after == load_certificate_file(tmp_path / "pki" / "ca.crt")[0].not_valid_after_utc
+
+
+def test_common_name_over_64_characters_is_a_clear_error(tmp_path, capsys):
+    d = str(tmp_path / "pki")
+    assert main(["--dir", d, "init-ca", "Test CA"]) == 0
+    capsys.readouterr()
+    cn = "a" * 70 + ".example"
+    assert main(["--dir", d, "issue", cn, "--name", "long"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("ipsec-console pki: error: common name") and "64" in err
+    assert not (tmp_path / "pki" / "certs" / "long.crt").exists()
+    assert not (tmp_path / "pki" / "private" / "long.key").exists()
+
+
+@pytest.mark.parametrize(
+    "damage, says",
+    [
+        (('serial = "', 'serial = "zz'), "certificate entry 1"),
+        (("revoked = ", 'revoked = "yesterday"\n#'), "certificate entry 1"),
+        (("name = ", "name = 5\n#"), "certificate entry 1"),
+        (("crl_number = ", 'crl_number = "x"\n#'), "crl_number"),
+        (("crl_days = ", "crl_days = 0\n#"), "crl_days"),
+        (('reason = "unspecified"', 'reason = "because"'), "revocation reason"),
+    ],
+)
+def test_a_damaged_index_is_a_clear_error_for_every_command(tmp_path, capsys, damage, says):
+    d = str(tmp_path / "pki")
+    assert main(["--dir", d, "init-ca", "Test CA"]) == 0
+    assert main(["--dir", d, "issue", "a.example"]) == 0
+    assert main(["--dir", d, "revoke", "a.example"]) == 0
+    index = tmp_path / "pki" / "index.toml"
+    text = index.read_text()
+    assert damage[0] in text
+    index.write_text(text.replace(damage[0], damage[1], 1))
+    capsys.readouterr()
+    for argv in (["list"], ["crl"], ["issue", "b.example"], ["revoke", "a.example"], ["revoke", "ab"]):
+        assert main(["--dir", d, *argv]) == 1, argv
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and str(index) in err and says in err, (argv, err)
+    assert not (tmp_path / "pki" / "certs" / "b.example.crt").exists()
+
+
+@pytest.mark.parametrize("uri", ["http://ü.example/ca.crl", "not a uri", "", "http://crl.example/a b.crl"])
+def test_a_crl_uri_peers_cannot_fetch_is_refused_by_init_ca(tmp_path, capsys, uri):
+    # was: accepted, then a ValueError traceback on every issue, or a junk CRL URI in every certificate
+    d = str(tmp_path / "pki")
+    assert main(["--dir", d, "init-ca", "Test CA", "--crl-uri", uri]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--crl-uri: CRL URI" in err and "not an ASCII URI" in err
+    assert not (tmp_path / "pki" / "ca.crt").exists()
+
+
+def test_a_bad_crl_uri_in_the_index_is_a_clear_error_on_issue(tmp_path, capsys):
+    d = str(tmp_path / "pki")
+    assert main(["--dir", d, "init-ca", "Test CA", "--crl-uri", "http://crl.example/ca.crl"]) == 0
+    index = tmp_path / "pki" / "index.toml"
+    index.write_text(index.read_text().replace("http://crl.example/", "http://ü.example/"))
+    capsys.readouterr()
+    assert main(["--dir", d, "issue", "gw.example"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "index.toml: [ca] crl_uri: CRL URI" in err
+    assert not (tmp_path / "pki" / "certs" / "gw.example.crt").exists()
+    assert main(["--dir", d, "issue", "gw.example"]) == 1  # nothing half-written either
+    assert "already exists" not in capsys.readouterr().err
+
+
+def test_a_file_that_cannot_be_written_is_named_not_its_temp_file(tmp_path, capsys):
+    d = tmp_path / "pki"
+    assert main(["--dir", str(d), "init-ca", "Test CA"]) == 0
+    (d / "certs").rmdir()  # a CA folder someone tidied up
+    capsys.readouterr()
+    assert main(["--dir", str(d), "issue", "gw.example"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{d / 'certs' / 'gw.example.crt'}: cannot write (No such file or directory)" in err
+    assert ".tmp" not in err
+    assert not (d / "private" / "gw.example.key").exists()  # nothing half-issued
+
+
+def test_init_ca_that_fails_half_way_leaves_no_ca_key(tmp_path, capsys):
+    d = tmp_path / "pki"
+    d.mkdir()
+    (d / "ca.crt").symlink_to(tmp_path / "gone.crt")  # dangling: not "existing", yet in the way
+    assert main(["--dir", str(d), "init-ca", "Test CA"]) == 1
+    assert "ca.crt" in capsys.readouterr().err
+    assert not (d / "private" / "ca.key").exists()
+    (d / "ca.crt").unlink()
+    assert main(["--dir", str(d), "init-ca", "Test CA"]) == 0  # the retry works
+
+
+@pytest.mark.parametrize("name", ["Acme, Inc. Root CA", "R&D \\ Lab CA", 'The "Best" CA', "#1 CA"])
+def test_a_plain_ca_name_is_taken_as_it_is(tmp_path, capsys, name):
+    # "Acme, Inc. Root CA" was refused as a bad DN; a backslash was silently dropped
+    d = tmp_path / "pki"
+    assert main(["--dir", str(d), "init-ca", name]) == 0
+    cert = load_certificate_file(d / "ca.crt")[0]
+    assert [a.value for a in cert.subject] == [name]
+    assert main(["--dir", str(d), "issue", "gw.example"]) == 0
+    assert [a.value for a in load_certificate_file(d / "certs" / "gw.example.crt")[0].issuer] == [name]
+
+
+def test_a_ca_certificate_that_is_not_a_ca_is_refused(tmp_path, capsys):
+    # a server certificate and its key copied over ca.crt/ca.key: issue signed happily, openssl then
+    # said "unable to get issuer certificate" for everything it issued
+    d = tmp_path / "pki"
+    assert main(["--dir", str(d), "init-ca", "Test CA"]) == 0
+    assert main(["--dir", str(d), "issue", "gw.example"]) == 0
+    (d / "ca.crt").write_bytes((d / "certs" / "gw.example.crt").read_bytes())
+    (d / "private" / "ca.key").write_bytes((d / "private" / "gw.example.key").read_bytes())
+    capsys.readouterr()
+    for argv in (["issue", "other.example"], ["revoke", "gw.example"], ["crl"]):
+        assert main(["--dir", str(d), *argv]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"{d / 'ca.crt'} is not a CA certificate" in err
+    assert not (d / "certs" / "other.example.crt").exists() and not (d / "crl.pem").exists()

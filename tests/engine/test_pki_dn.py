@@ -258,7 +258,11 @@ def test_der_agrees_with_cryptography(name):
     d = Dn.from_name(name)
     assert d.der() == name.public_bytes()
     assert _sorted_rdns(Dn.from_der(name.public_bytes())) == _sorted_rdns(d)
-    assert d.to_name() == name
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for _, v in d.attributes() for c in v):
+        with pytest.raises(DnError, match="control character"):  # read from a peer, never issued
+            d.to_name()
+    else:
+        assert d.to_name() == name
     assert format_name(name) == d.text()
 
 
