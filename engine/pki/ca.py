@@ -563,6 +563,12 @@ def issue(
             name=name, serial=serial, subject=format_name(subject_name), sans=tuple(san_strings(cert)), kind=kind,
             key_type=key_type, not_before=cert.not_valid_before_utc, not_after=cert.not_valid_after_utc,
         )
+        # --force replaced the files of a certificate still valid: it is revoked as superseded (RFC 5280
+        # §5.3.1), or it would stay good for a peer until it expires, its key maybe the reason for the new one.
+        replaced = [c for c in index["certs"] if c.get("name") == name and "revoked" not in c]
+        for old in replaced:
+            old["revoked"] = _toml_time(now)
+            old["reason"] = "superseded"
         index["certs"].append(
             {
                 "name": entry.name, "serial": entry.serial_hex, "subject": entry.subject, "sans": list(entry.sans),
@@ -570,7 +576,10 @@ def issue(
                 "not_after": _toml_time(entry.not_after),
             }
         )
-        _save_index(d, index)
+        if replaced:
+            _publish_crl(d, index, ca_cert, ca_key, int(index["ca"].get("crl_days", DEFAULT_CRL_DAYS)), now)
+        else:
+            _save_index(d, index)
     except BaseException:
         for p in created:  # no half-issued certificate left behind
             p.unlink(missing_ok=True)

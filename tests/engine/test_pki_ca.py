@@ -278,9 +278,33 @@ def test_revoke_by_serial_and_errors(cadir, clock):
         ca.revoke(cadir, "0x" + e.serial_hex, clock=clock)
 
 
-def test_revoke_by_ambiguous_name(cadir, clock):
+def test_issue_force_revokes_the_certificate_it_replaces(cadir, clock):
+    """Re-issuing a name with --force (a new key, often because of the old one) used to leave the old
+    certificate valid, unrevoked in the index, until it expired: it is now revoked as superseded and
+    the CRL re-signed, so the name means the one live certificate."""
+    from cryptography import x509 as cx509
+
     a = ca.issue(cadir, "gw.example", clock=clock)
+    clock.t = T0 + timedelta(days=1)
     b = ca.issue(cadir, "gw.example", force=True, clock=clock)
+    assert [(e.serial, e.revoked, e.reason) for e in ca.list_certs(cadir)] == [
+        (a.serial, clock.t, "superseded"), (b.serial, None, None)]
+    crl = cx509.load_pem_x509_crl((cadir / "crl.pem").read_bytes())
+    gone = crl.get_revoked_certificate_by_serial_number(a.serial)
+    assert gone is not None and crl.get_revoked_certificate_by_serial_number(b.serial) is None
+    assert gone.extensions.get_extension_for_class(cx509.CRLReason).value.reason == cx509.ReasonFlags.superseded
+    ca_cert = load_certificate_file(cadir / "ca.crt")[0]
+    b_cert = load_certificate_file(cadir / "certs" / "gw.example.crt")[0]
+    assert validate_chain(b_cert, [], [ca_cert], load_crl_files([cadir / "crl.pem"]), clock.t).ok
+    assert ca.revoke(cadir, "gw.example", clock=clock).serial == b.serial
+
+
+def test_revoke_by_ambiguous_name(cadir, clock):
+    """Two live entries of one name (an index edited by hand): the serial must be given."""
+    a = ca.issue(cadir, "gw.example", clock=clock)
+    b = ca.issue(cadir, "gw2.example", clock=clock)
+    index = cadir / "index.toml"
+    index.write_text(index.read_text().replace('name = "gw2.example"', 'name = "gw.example"'))
     with pytest.raises(PkiError, match="several valid certificates"):
         ca.revoke(cadir, "gw.example", clock=clock)
     ca.revoke(cadir, a.serial_hex, "superseded", clock=clock)
