@@ -71,7 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--subject", metavar="DN", help="full subject DN instead of the CA's DN with CN replaced")
     s.add_argument("--ca-passphrase-file", metavar="FILE", help="passphrase of an encrypted CA key")
     s.add_argument("--key-passphrase-file", metavar="FILE", help="encrypt the new key with the first line of FILE")
-    s.add_argument("--force", action="store_true", help="replace existing files of the same name; a certificate of that name still valid is revoked (superseded) and the CRL re-signed")
+    s.add_argument("--force", action="store_true", help="replace existing files of the same name; a certificate "
+                   "of that name still valid is revoked (superseded) and the CRL re-signed")
 
     s = sub.add_parser("revoke", parents=[common], help="revoke a certificate and publish a new CRL",
                        description="Mark a certificate revoked in DIR/index.toml and re-sign DIR/crl.pem.")
