@@ -46,7 +46,7 @@ from engine.secret import Secret
 from .certs import load_certificate_file, san_strings
 from .dn import Dn, dn_to_name, format_name, parse_dn
 from .errors import PkiError
-from .files import make_dir, refuse_existing, write_file
+from .files import make_dir, refuse_existing, write_file, write_files
 from .keys import load_private_key_file
 
 KeyType = Literal["ecdsa-p256", "ecdsa-p384", "rsa-2048", "rsa-3072", "ed25519"]
@@ -551,14 +551,11 @@ def issue(
 
     created: list[Path] = []
     try:
-        existed = key_path.exists()
-        write_file(key_path, _key_pem(key, key_passphrase), 0o600, replace=force)
-        if not existed:
-            created.append(key_path)
-        existed = cert_path.exists()
-        write_file(cert_path, _pem(cert), 0o644, replace=force)
-        if not existed:
-            created.append(cert_path)
+        created = [p for p in (key_path, cert_path) if not p.exists()]
+        # Both written before either is renamed in: a full disk never leaves a new key beside the old
+        # certificate (--force would have lost the working key).
+        write_files([(key_path, _key_pem(key, key_passphrase), 0o600), (cert_path, _pem(cert), 0o644)],
+                    replace=force)
         entry = CertEntry(
             name=name, serial=serial, subject=format_name(subject_name), sans=tuple(san_strings(cert)), kind=kind,
             key_type=key_type, not_before=cert.not_valid_before_utc, not_after=cert.not_valid_after_utc,

@@ -33,7 +33,31 @@ def write_file(path: Path, data: bytes, mode: int, *, replace: bool) -> None:
         raise PkiError(f"{path}: cannot write ({exc.strerror})") from None
 
 
-def _write_file(path: Path, data: bytes, mode: int, *, replace: bool) -> None:
+def write_files(items: Sequence[tuple[Path, bytes, int]], *, replace: bool) -> None:
+    """Write several files (path, data, mode) as one: every temporary file is written and synced
+    before the first is renamed in, so a full disk or a write error replaces none of them (a key and
+    its certificate stay a pair)."""
+    temps: list[tuple[Path, Path]] = []
+    try:
+        for path, data, mode in items:
+            try:
+                temps.append((_temp_file(path, data, mode), path))
+            except OSError as exc:
+                raise PkiError(f"{path}: cannot write ({exc.strerror})") from None
+        while temps:
+            tmp, path = temps[0]
+            try:
+                _install(tmp, path, replace)
+            except OSError as exc:
+                raise PkiError(f"{path}: cannot write ({exc.strerror})") from None
+            temps.pop(0)
+            _fsync_dir(path.parent)
+    finally:
+        for tmp, _ in temps:
+            tmp.unlink(missing_ok=True)
+
+
+def _temp_file(path: Path, data: bytes, mode: int) -> Path:
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
@@ -44,18 +68,30 @@ def _write_file(path: Path, data: bytes, mode: int, *, replace: bool) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-        if replace:
-            os.replace(tmp, path)
-        else:
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                raise PkiError(f"{path} already exists (use --force to replace it)") from None
-            finally:
-                os.unlink(tmp)
     except BaseException:
-        if tmp.exists():
-            tmp.unlink()
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def _install(tmp: Path, path: Path, replace: bool) -> None:
+    if replace:
+        os.replace(tmp, path)
+        return
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise PkiError(f"{path} already exists (use --force to replace it)") from None
+    finally:
+        os.unlink(tmp)
+
+
+def _write_file(path: Path, data: bytes, mode: int, *, replace: bool) -> None:
+    tmp = _temp_file(path, data, mode)
+    try:
+        _install(tmp, path, replace)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
 

@@ -430,3 +430,27 @@ def test_issued_names_refuse_what_tools_read_differently(cadir, clock, subject, 
     with pytest.raises(PkiError, match=needle):
         ca.init_ca(cadir / "sub", subject, clock=clock)
     assert not (cadir / "certs" / "gw.example.crt").exists()
+
+
+def test_a_full_disk_during_issue_force_keeps_the_old_key_and_certificate(cadir, clock, monkeypatch):
+    """The key was renamed in before the certificate was written: a write error on the certificate
+    (a full disk) left the new key beside the old certificate, the working key lost."""
+    import errno as errno_module
+    import os as os_module
+
+    from engine.pki import files as files_module
+
+    ca.issue(cadir, "gw.example", clock=clock)
+    key, crt = cadir / "private" / "gw.example.key", cadir / "certs" / "gw.example.crt"
+    before = key.read_bytes(), crt.read_bytes()
+    real_write = os_module.write
+
+    def write(fd, data):
+        if bytes(data[:27]) == b"-----BEGIN CERTIFICATE-----":  # the certificate, not the key
+            raise OSError(errno_module.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+    monkeypatch.setattr(files_module.os, "write", write)
+    with pytest.raises(PkiError, match="gw.example.crt: cannot write"):
+        ca.issue(cadir, "gw.example", force=True, clock=clock)
+    assert (key.read_bytes(), crt.read_bytes()) == before
+    assert not [p for p in cadir.rglob(".*.tmp")]
