@@ -285,6 +285,13 @@ def init_ca(
         _crl_dp(crl_uri, "--crl-uri")
     key_path, cert_path = d / "private" / "ca.key", d / "ca.crt"
     refuse_existing([cert_path, key_path, _index_path(d)], force)
+    if force and _index_path(d).exists():
+        issued = _issued_count(d)
+        if issued:
+            # The new index would forget them while their files stay: `list` would say none were issued,
+            # `issue` of the same name that one exists, and nothing could revoke them any more.
+            raise PkiError(f"{d}: the CA being replaced issued {issued} certificate{'s' if issued != 1 else ''} "
+                           f"(pki list shows them): move the folder aside and start the new CA in another one")
     key = generate_key(key_type)
     now = _now(clock)
     not_after = _days_after(now, days)
@@ -316,11 +323,8 @@ def init_ca(
     index = {"version": 1, "ca": ca, "certs": []}
     created: list[Path] = []
     try:
-        for path, data, mode in ((key_path, _key_pem(key, passphrase), 0o600), (cert_path, _pem(cert), 0o644)):
-            existed = path.exists()
-            write_file(path, data, mode, replace=force)
-            if not existed:
-                created.append(path)
+        created = [p for p in (key_path, cert_path) if not os.path.lexists(p)]  # a dangling link is not ours
+        write_files([(key_path, _key_pem(key, passphrase), 0o600), (cert_path, _pem(cert), 0o644)], replace=force)
         _save_index(d, index)
     except BaseException:
         for p in created:  # no CA key without its certificate (a retry would say "ca.key already exists")
@@ -330,6 +334,14 @@ def init_ca(
         # A CRL of the replaced CA signed by another key: peers would find no valid CRL for this CA.
         _publish_crl(d, index, cert, key, DEFAULT_CRL_DAYS, now)
     return CaInfo(d, format_name(subject), key_type, cert.not_valid_after_utc, crl_uri)
+
+
+def _issued_count(d: Path) -> int:
+    """Certificates the index of DIR lists (a damaged index counts as some: nothing is thrown away)."""
+    try:
+        return len(_load_index(d)["certs"])
+    except PkiError:
+        return 1
 
 
 def ca_info(dir: str | os.PathLike) -> CaInfo:
@@ -551,7 +563,7 @@ def issue(
 
     created: list[Path] = []
     try:
-        created = [p for p in (key_path, cert_path) if not p.exists()]
+        created = [p for p in (key_path, cert_path) if not os.path.lexists(p)]  # a dangling link is not ours
         # Both written before either is renamed in: a full disk never leaves a new key beside the old
         # certificate (--force would have lost the working key).
         write_files([(key_path, _key_pem(key, key_passphrase), 0o600), (cert_path, _pem(cert), 0o644)],

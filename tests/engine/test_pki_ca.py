@@ -391,8 +391,7 @@ def test_strongswan_pki_verifies_our_certificates_and_crl(tmp_path, key_type):
 
 
 def test_init_ca_force_replaces_the_old_cas_crl(cadir, clock):
-    ca.issue(cadir, "gw.example", clock=clock)
-    ca.revoke(cadir, "gw.example", clock=clock)
+    ca.crl(cadir, clock=clock)  # the old CA published a CRL (nothing issued yet)
     ca.init_ca(cadir, "Test CA", force=True, clock=clock)
     new_ca = load_certificate_file(cadir / "ca.crt")[0]
     crl = x509.load_pem_x509_crl((cadir / "crl.pem").read_bytes())
@@ -402,6 +401,17 @@ def test_init_ca_force_replaces_the_old_cas_crl(cadir, clock):
     cert = load_certificate_file(cadir / "certs" / "new.example.crt")[0]
     assert validate_chain(cert, [], [new_ca], load_crl_files([cadir / "crl.pem"]), clock.t).ok
     assert new.revoked is None
+
+
+def test_init_ca_force_refuses_to_forget_what_the_old_ca_issued(cadir, clock):
+    """The new index forgot them while their files stayed: `list` said none were issued, `issue` of the
+    same name that it existed, and nothing could revoke them any more."""
+    ca.issue(cadir, "gw.example", clock=clock)
+    before = (cadir / "ca.crt").read_bytes(), (cadir / "index.toml").read_bytes()
+    with pytest.raises(PkiError, match="the CA being replaced issued 1 certificate .*move the folder aside"):
+        ca.init_ca(cadir, "Test CA", force=True, clock=clock)
+    assert ((cadir / "ca.crt").read_bytes(), (cadir / "index.toml").read_bytes()) == before
+    assert [e.name for e in ca.list_certs(cadir)] == ["gw.example"]
 
 
 @pytest.mark.parametrize("subject", ["C=CH, serialNumber=a_b*c, CN=gw.example", "C=CH, E=jürg@example.com, CN=gw.example",
