@@ -640,7 +640,9 @@ def revoke(
     i = _find(index, serial_or_name, str(_index_path(d)))
     raw = index["certs"][i]
     if "revoked" in raw:
-        raise PkiError(f"certificate {raw['name']!r} (serial {raw['serial']}) was already revoked on {_aware(raw['revoked']):%Y-%m-%d %H:%M UTC}")
+        raise PkiError(f"certificate {raw['name']!r} (serial {raw['serial']}) was already revoked on "
+                       f"{_aware(raw['revoked']):%Y-%m-%d %H:%M UTC} (if crl.pem was not written then, "
+                       f"`pki crl` signs it again)")
     now = _now(clock)
     raw["revoked"] = _toml_time(now)
     raw["reason"] = reason
