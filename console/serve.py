@@ -10,9 +10,13 @@ same-site, HTTP-only cookie that the page's websocket then carries.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import logging
+import re
 import secrets
 import shlex
+import signal
 import sys
 
 import aiohttp_jinja2
@@ -21,6 +25,19 @@ from aiohttp import web
 from textual_serve.server import Server
 
 COOKIE = "ipsec_console_token"
+
+_TOKEN_IN_URL = re.compile(r"([?&]token=)[^&\s\"]*")
+
+
+class _RedactToken(logging.Filter):
+    """aiohttp's access log writes each request line: never the token (right or wrong) it carries."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = _TOKEN_IN_URL.sub(r"\1<token>", message)
+        if redacted != message:
+            record.msg, record.args = redacted, ()
+        return True
 
 
 def console_command(config: str | None, attach: bool, control: str | None) -> str:
@@ -71,7 +88,25 @@ class TokenServer(Server):
             response.set_cookie(COOKIE, self.token, httponly=True, samesite="Strict", path="/")
         return response
 
+    def initialize_logging(self) -> None:
+        super().initialize_logging()
+        logging.getLogger("aiohttp.access").addFilter(_RedactToken())
+
+    def serve(self, debug: bool = False) -> None:
+        """textual-serve's serve, announcing the URL only once the port is bound."""
+        self.debug = debug
+        self.initialize_logging()
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        loop.add_signal_handler(signal.SIGINT, self.request_exit)
+        loop.add_signal_handler(signal.SIGTERM, self.request_exit)
+        web.run_app(self._make_app(), host=self.host, port=self.port, handle_signals=False, loop=loop,
+                    print=lambda *args: self._announce())
+
     async def on_startup(self, app: web.Application) -> None:
+        pass
+
+    def _announce(self) -> None:
         print(f"ipsec-console: serving {self.command} on {self.url}", flush=True)
         if self.host not in ("127.0.0.1", "::1", "localhost"):
             print(f"ipsec-console: listening on {self.host}: anyone who can reach it and has the token "
@@ -87,5 +122,9 @@ def serve(config: str | None, *, attach: bool, control: str | None, host: str, p
         print("ipsec-console: each browser session runs its own console and engine; to share a "
               "daemon's tunnels, run `ipsec-console daemon CONFIG` and `ipsec-console serve --attach`",
               flush=True)
-    server.serve()
+    try:
+        server.serve()
+    except OSError as exc:  # the port is taken, the address is not ours, ...
+        print(f"ipsec-console: cannot listen on {host} port {port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     return 0

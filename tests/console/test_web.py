@@ -224,3 +224,34 @@ async def test_the_web_view_needs_its_token_switches_screens_and_shows_the_dashb
             await _key(page, "1")
             text = "\n".join(await screen.wait_for(lambda t: "Connections" in t, what="back to the dashboard"))
             assert "branch" in text and "up" in text
+
+
+async def test_the_access_log_never_writes_the_token(served, tmp_path):
+    """aiohttp logs each request line; a URL's token (right or a guess) is written as <token>."""
+    url, token = served
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{url}/?token={token}") as r:
+            assert r.status == 200
+        async with http.get(f"{url}/?x=1&token=guess-{token[::-1]}") as r:
+            assert r.status == 403
+    text = (tmp_path / "serve.log").read_text()
+    assert "<token>" in text  # the request lines were logged
+    collapsed = "".join(text.split())  # Rich wraps log lines at 80 columns
+    # Only the URL printed at start carries it.
+    assert collapsed.count(token) == 1, text
+    assert token[::-1] not in collapsed, text
+
+
+def test_a_busy_port_is_one_line_not_a_traceback(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "XDG_CONFIG_HOME": str(tmp_path / "config")}
+        done = subprocess.run([sys.executable, "-m", "console", "serve", "--port", str(port), "--token", "tok"],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr + done.stdout
+    assert f"cannot listen on 127.0.0.1 port {port}" in done.stderr
+    assert "address already in use" in done.stderr
+    assert "?token=" not in done.stdout  # no URL announced for a server that never listened
