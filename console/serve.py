@@ -22,7 +22,7 @@ import sys
 import aiohttp_jinja2
 import jinja2
 from aiohttp import web
-from textual_serve.server import Server
+from textual_serve.server import Server, to_int
 
 COOKIE = "ipsec_console_token"
 
@@ -56,7 +56,10 @@ class TokenServer(Server):
     """textual-serve's server, refusing every request that lacks the token."""
 
     def __init__(self, command: str, *, host: str, port: int, token: str) -> None:
-        super().__init__(command, host=host, port=port, title="ipsec-console")
+        # An IPv6 literal goes in brackets in a URL ("http://::1:8022" is no URL).
+        url_host = f"[{host}]" if ":" in host else host
+        super().__init__(command, host=host, port=port, title="ipsec-console",
+                         public_url=f"http://{url_host}:{port}")
         self.token = token
 
     @property
@@ -69,6 +72,22 @@ class TokenServer(Server):
         # The stock page loads a web font from a third party: a gateway's console asks no one else.
         aiohttp_jinja2.setup(app, loader=jinja2.FunctionLoader(self._template))
         return app
+
+    @aiohttp_jinja2.template("app_index.html")
+    async def handle_index(self, request: web.Request) -> dict:
+        """The page, its static files and websocket on the host and port the browser used.
+
+        textual-serve writes them from the listening address: ``--host 0.0.0.0`` or ``::`` gave a
+        page whose script and websocket pointed at 0.0.0.0 (the browser's own machine), and behind
+        a TLS reverse proxy at plain http on 127.0.0.1."""
+        https = request.secure or request.headers.get("X-Forwarded-Proto", "").lower() == "https"
+        ws = request.app.router["websocket"].url_for()
+        return {
+            "font_size": to_int(request.query.get("fontsize", "16"), 16),
+            "app_websocket_url": f"{'wss' if https else 'ws'}://{request.host}{ws}",
+            "config": {"static": {"url": "/static/"}},
+            "application": {"name": self.title},
+        }
 
     def _template(self, name: str) -> str | None:
         path = self.templates_path / name

@@ -255,3 +255,26 @@ def test_a_busy_port_is_one_line_not_a_traceback(tmp_path):
     assert f"cannot listen on 127.0.0.1 port {port}" in done.stderr
     assert "address already in use" in done.stderr
     assert "?token=" not in done.stdout  # no URL announced for a server that never listened
+
+
+def test_an_ipv6_host_is_a_url_with_brackets():
+    from console.serve import TokenServer
+
+    assert TokenServer("true", host="::1", port=8022, token="t").url == "http://[::1]:8022/?token=t"
+    assert TokenServer("true", host="127.0.0.1", port=8022, token="t").url == "http://127.0.0.1:8022/?token=t"
+
+
+async def test_the_page_points_at_the_host_the_browser_used(served):
+    """With --host 0.0.0.0 a browser comes by the gateway's name or address, or through a TLS proxy:
+    the page's script and websocket must go there, not to the listening address."""
+    url, token = served
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{url}/?token={token}", headers={"Host": "gw.example.org:8022"}) as r:
+            page = await r.text()
+        async with http.get(f"{url}/?token={token}",
+                            headers={"Host": "gw.example.org", "X-Forwarded-Proto": "https"}) as r:
+            proxied = await r.text()
+    assert 'data-session-websocket-url="ws://gw.example.org:8022/ws"' in page
+    assert "127.0.0.1" not in page
+    assert 'src="/static/js/textual.js"' in page
+    assert 'data-session-websocket-url="wss://gw.example.org/ws"' in proxied
