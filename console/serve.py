@@ -61,6 +61,7 @@ class TokenServer(Server):
         super().__init__(command, host=host, port=port, title="ipsec-console",
                          public_url=f"http://{url_host}:{port}")
         self.token = token
+        self._sessions: set[asyncio.Task] = set()
 
     @property
     def url(self) -> str:
@@ -124,6 +125,23 @@ class TokenServer(Server):
 
     async def on_startup(self, app: web.Application) -> None:
         pass
+
+    async def handle_websocket(self, request: web.Request) -> web.WebSocketResponse:
+        task = asyncio.current_task()
+        self._sessions.add(task)
+        try:
+            return await super().handle_websocket(request)
+        finally:
+            self._sessions.discard(task)
+
+    async def on_shutdown(self, app: web.Application) -> None:
+        """Ctrl+C / SIGTERM ends the browser sessions now (each quits its console): aiohttp would
+        otherwise wait up to 60 s for their websockets before stopping."""
+        if self._sessions:
+            print(f"ipsec-console: closing {len(self._sessions)} browser session(s)", flush=True)
+        for task in list(self._sessions):
+            task.cancel()
+        await asyncio.gather(*self._sessions, return_exceptions=True)
 
     def _announce(self) -> None:
         print(f"ipsec-console: serving {self.command} on {self.url}", flush=True)

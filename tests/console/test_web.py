@@ -278,3 +278,38 @@ async def test_the_page_points_at_the_host_the_browser_used(served):
     assert "127.0.0.1" not in page
     assert 'src="/static/js/textual.js"' in page
     assert 'data-session-websocket-url="wss://gw.example.org/ws"' in proxied
+
+
+async def test_sigterm_ends_the_open_browser_sessions_and_exits_0(tmp_path):
+    """A stop (systemctl stop, Ctrl+C) with a browser open ends its session at once: aiohttp alone
+    waited for the websocket (up to 60 s) with the console still running."""
+    port = _free_port()
+    token = "t0k3n-" + os.urandom(6).hex()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "XDG_CONFIG_HOME": str(tmp_path / "config"),
+           "XDG_DATA_HOME": str(tmp_path / "data")}
+    log = open(tmp_path / "serve.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "console", "serve", str(lab_copy(tmp_path)), "--port", str(port),
+                             "--token", token], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
+                time.sleep(0.1)
+        async with aiohttp.ClientSession(cookies={"ipsec_console_token": token}) as http:
+            async with http.ws_connect(f"http://127.0.0.1:{port}/ws") as ws:
+                await ws.send_str(json.dumps(["resize", {"width": 80, "height": 24}]))
+                first = await ws.receive(timeout=30)  # the console is drawing
+                assert first.type == aiohttp.WSMsgType.BINARY
+                os.kill(proc.pid, signal.SIGTERM)
+                returncode = await asyncio.get_running_loop().run_in_executor(None, proc.wait)
+        assert returncode == 0
+        assert "closing 1 browser session(s)" in (tmp_path / "serve.log").read_text()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
