@@ -26,6 +26,10 @@ from textual_serve.server import Server, to_int
 
 COOKIE = "ipsec_console_token"
 
+SECOND_SESSION = ("\r\n  ipsec-console: another browser session is open. Each session runs its own engine, and\r\n"
+                  "  the first one holds the IKE addresses and ports: close it, or share one daemon between\r\n"
+                  "  sessions with `ipsec-console daemon CONFIG` and `ipsec-console serve --attach`.\r\n")
+
 _TOKEN_IN_URL = re.compile(r"([?&]token=)[^&\s\"]*")
 
 
@@ -55,13 +59,15 @@ def console_command(config: str | None, attach: bool, control: str | None) -> st
 class TokenServer(Server):
     """textual-serve's server, refusing every request that lacks the token."""
 
-    def __init__(self, command: str, *, host: str, port: int, token: str) -> None:
+    def __init__(self, command: str, *, host: str, port: int, token: str, one_session: bool = False) -> None:
         # An IPv6 literal goes in brackets in a URL ("http://::1:8022" is no URL).
         url_host = f"[{host}]" if ":" in host else host
         super().__init__(command, host=host, port=port, title="ipsec-console",
                          public_url=f"http://{url_host}:{port}")
         self.token = token
         self._sessions: set[asyncio.Task] = set()
+        self.one_session = one_session
+        """The console runs its own engine (CONFIG or the lab): a second one could not take the IKE ports."""
 
     @property
     def url(self) -> str:
@@ -127,6 +133,14 @@ class TokenServer(Server):
         pass
 
     async def handle_websocket(self, request: web.Request) -> web.WebSocketResponse:
+        if self.one_session and self._sessions:
+            # Its engine would fail on the ports the first session's engine holds, and the browser
+            # would show an ended session with no reason (the error went to the server's stderr).
+            websocket = web.WebSocketResponse()
+            await websocket.prepare(request)
+            await websocket.send_bytes(SECOND_SESSION.encode())
+            await websocket.close()
+            return websocket
         task = asyncio.current_task()
         self._sessions.add(task)
         try:
@@ -154,7 +168,8 @@ class TokenServer(Server):
 def serve(config: str | None, *, attach: bool, control: str | None, host: str, port: int,
           token: str | None) -> int:
     token = token or secrets.token_urlsafe(24)
-    server = TokenServer(console_command(config, attach, control), host=host, port=port, token=token)
+    server = TokenServer(console_command(config, attach, control), host=host, port=port, token=token,
+                         one_session=not attach)
     if not attach:
         print("ipsec-console: each browser session runs its own console and engine; to share a "
               "daemon's tunnels, run `ipsec-console daemon CONFIG` and `ipsec-console serve --attach`",

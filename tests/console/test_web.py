@@ -313,3 +313,22 @@ async def test_sigterm_ends_the_open_browser_sessions_and_exits_0(tmp_path):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+async def test_a_second_browser_session_on_the_lab_is_told_why_it_cannot_run(served):
+    """Each session runs its own engine; a second one on the same policy cannot take the IKE ports.
+    Its page ended blank (the engine's error went to the server's stderr): it now says why."""
+    url, token = served
+    async with aiohttp.ClientSession(cookies={"ipsec_console_token": token}) as http:
+        async with http.ws_connect(f"{url}/ws") as first:
+            await first.send_str(json.dumps(["resize", {"width": 80, "height": 24}]))
+            assert (await first.receive(timeout=30)).type == aiohttp.WSMsgType.BINARY  # running
+            async with http.ws_connect(f"{url}/ws") as second:
+                await second.send_str(json.dumps(["resize", {"width": 80, "height": 24}]))
+                shown = b""
+                async for msg in second:  # until the server closes it
+                    if msg.type == aiohttp.WSMsgType.BINARY:
+                        shown += msg.data
+    text = " ".join(shown.decode(errors="replace").split())
+    assert "another browser session is open" in text
+    assert "ipsec-console serve --attach" in text
