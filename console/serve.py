@@ -24,6 +24,8 @@ import jinja2
 from aiohttp import web
 from textual_serve.server import Server, to_int
 
+from engine.runtime.client import DEFAULT_CONTROL
+
 COOKIE = "ipsec_console_token"
 
 SECOND_SESSION = ("\r\n  ipsec-console: another browser session is open. Each session runs its own engine, and\r\n"
@@ -59,7 +61,8 @@ def console_command(config: str | None, attach: bool, control: str | None) -> st
 class TokenServer(Server):
     """textual-serve's server, refusing every request that lacks the token."""
 
-    def __init__(self, command: str, *, host: str, port: int, token: str, one_session: bool = False) -> None:
+    def __init__(self, command: str, *, host: str, port: int, token: str, one_session: bool = False,
+                 attach_control: str | None = None) -> None:
         # An IPv6 literal goes in brackets in a URL ("http://::1:8022" is no URL).
         url_host = f"[{host}]" if ":" in host else host
         super().__init__(command, host=host, port=port, title="ipsec-console",
@@ -68,6 +71,8 @@ class TokenServer(Server):
         self._sessions: set[asyncio.Task] = set()
         self.one_session = one_session
         """The console runs its own engine (CONFIG or the lab): a second one could not take the IKE ports."""
+        self.attach_control = attach_control
+        """--attach: the daemon's control socket, looked at before each session."""
 
     @property
     def url(self) -> str:
@@ -136,17 +141,29 @@ class TokenServer(Server):
         if self.one_session and self._sessions:
             # Its engine would fail on the ports the first session's engine holds, and the browser
             # would show an ended session with no reason (the error went to the server's stderr).
-            websocket = web.WebSocketResponse()
-            await websocket.prepare(request)
-            await websocket.send_bytes(SECOND_SESSION.encode())
-            await websocket.close()
-            return websocket
+            return await self._refuse(request, SECOND_SESSION)
+        if self.attach_control is not None:
+            problem = await asyncio.get_running_loop().run_in_executor(None, _control_problem,
+                                                                       self.attach_control)
+            if problem:
+                # `console attach` would exit at once, its reason on the server's stderr: the
+                # browser would show an ended session and no reason.
+                return await self._refuse(request, f"\r\n  ipsec-console: {problem}\r\n")
         task = asyncio.current_task()
         self._sessions.add(task)
         try:
             return await super().handle_websocket(request)
         finally:
             self._sessions.discard(task)
+
+    @staticmethod
+    async def _refuse(request: web.Request, text: str) -> web.WebSocketResponse:
+        """A session that cannot run: its page shows ``text`` and ends."""
+        websocket = web.WebSocketResponse()
+        await websocket.prepare(request)
+        await websocket.send_bytes(text.encode())
+        await websocket.close()
+        return websocket
 
     async def on_shutdown(self, app: web.Application) -> None:
         """Ctrl+C / SIGTERM ends the browser sessions now (each quits its console): aiohttp would
@@ -165,11 +182,24 @@ class TokenServer(Server):
         print("ipsec-console: Ctrl+C stops the server", flush=True)
 
 
+def _control_problem(path: str) -> str:
+    """Why the daemon's control socket at ``path`` does not answer, or "" when it does."""
+    from engine.runtime.client import ControlError, check_reachable
+
+    try:
+        check_reachable(path)
+    except ControlError as exc:
+        return str(exc)
+    return ""
+
+
 def serve(config: str | None, *, attach: bool, control: str | None, host: str, port: int,
           token: str | None) -> int:
     token = token or secrets.token_urlsafe(24)
     server = TokenServer(console_command(config, attach, control), host=host, port=port, token=token,
-                         one_session=not attach)
+                         one_session=not attach, attach_control=(control or DEFAULT_CONTROL) if attach else None)
+    if attach and (problem := _control_problem(control or DEFAULT_CONTROL)):
+        print(f"ipsec-console: {problem}; browser sessions are told so until the daemon runs", flush=True)
     if not attach:
         print("ipsec-console: each browser session runs its own console and engine; to share a "
               "daemon's tunnels, run `ipsec-console daemon CONFIG` and `ipsec-console serve --attach`",

@@ -332,3 +332,41 @@ async def test_a_second_browser_session_on_the_lab_is_told_why_it_cannot_run(ser
     text = " ".join(shown.decode(errors="replace").split())
     assert "another browser session is open" in text
     assert "ipsec-console serve --attach" in text
+
+
+async def test_attach_to_no_daemon_tells_the_browser_why(tmp_path):
+    """`serve --attach` with no daemon: each session's console exited at once, its reason on the
+    server's stderr, and the page showed an ended session; the page now says there is no daemon."""
+    port = _free_port()
+    sock = tmp_path / "none.sock"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "XDG_CONFIG_HOME": str(tmp_path / "config")}
+    log = open(tmp_path / "serve.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "console", "serve", "--attach", "--control", str(sock),
+                             "--port", str(port), "--token", "tok"], cwd=ROOT, env=env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
+                time.sleep(0.1)
+        shown = b""
+        async with aiohttp.ClientSession(cookies={"ipsec_console_token": "tok"}) as http:
+            async with http.ws_connect(f"http://127.0.0.1:{port}/ws") as ws:
+                await ws.send_str(json.dumps(["resize", {"width": 80, "height": 24}]))
+                # Until the server closes it. Without a word to the browser, textual-serve also
+                # left this websocket open with nothing behind it: the guard makes that a failure.
+                while (msg := await ws.receive(timeout=60)).type == aiohttp.WSMsgType.BINARY:
+                    shown += msg.data
+        assert f"no daemon at {sock}" in " ".join(shown.decode(errors="replace").split())
+        assert f"no daemon at {sock}" in (tmp_path / "serve.log").read_text()  # said at start too
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
