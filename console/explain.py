@@ -106,8 +106,12 @@ def _proposal_table(ours: tuple[str, ...], theirs: tuple[str, ...], ok: str, bad
 
 def _ts_table(f: NegotiationFailed) -> Table:
     table = Table(expand=True, box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
-    table.add_column("Our side (local_ts → TSi)", ratio=1)
-    table.add_column("Peer's side (remote_ts → TSr)", ratio=1)
+    if f.sent_by_peer:  # we initiated: our local_ts went out as TSi, our remote_ts as TSr
+        table.add_column("Our side (local_ts → TSi)", ratio=1)
+        table.add_column("Peer's side (remote_ts → TSr)", ratio=1)
+    else:  # we responded: the engine gives our CHILD configs, then what the peer proposed
+        table.add_column("Our CHILD configs (local_ts === remote_ts)", ratio=1)
+        table.add_column("The peer proposed (TSi === TSr)", ratio=1)
     # Text, not str: Rich would read "[tcp/443]" as markup.
     table.add_row(Text("\n".join(f.local_ts) or "(none)"), Text("\n".join(f.remote_ts) or "(none)"))
     return table
@@ -174,9 +178,14 @@ def explain(f: NegotiationFailed, exchanges=(), colors: dict[str, str] | None = 
             fix.append(f"compare {key} with the peer's configuration; the peer did not say what it has.")
     elif notify == "TS_UNACCEPTABLE":
         parts.append(_ts_table(f))
-        fix.append("the peer's policy does not cover these selectors. On the peer, its remote_ts must "
-                   "include our local side and its local_ts our remote side; or narrow "
-                   f"{_child_key(f)}.local_ts / remote_ts to what the peer allows.")
+        if f.sent_by_peer:
+            fix.append("the peer's policy does not cover these selectors. On the peer, its remote_ts must "
+                       "include our local side and its local_ts our remote side; or narrow "
+                       f"{_child_key(f)}.local_ts / remote_ts to what the peer allows.")
+        else:
+            fix.append("our policy does not cover the selectors the peer proposed (its TSi is its side, its "
+                       f"TSr ours). Make {_child_key(f)}.remote_ts cover the peer's TSi and local_ts its "
+                       "TSr; or narrow the peer's selectors to what we allow.")
     elif notify in ("AUTHENTICATION_FAILED", "AUTH_FAILED"):
         ours, theirs = _ids_seen(exchanges)
         ids = Table.grid(padding=(0, 2))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import threading
 import time
 import uuid
@@ -36,7 +37,12 @@ def export_dir(setting: str = "") -> Path:
 
 
 def stamped(prefix: str, suffix: str, now: float | None = None) -> str:
-    """A file name that sorts by time: ``prefix-20261206-051522.suffix``."""
+    """A file name that sorts by time: ``prefix-20261206-051522.suffix``.
+
+    ``prefix`` may carry a connection name, which a policy may spell with ``/`` (``[connections."a/b"]``):
+    a separator would make the name a path into a folder that does not exist (the export fails), so
+    separators and control characters become ``_``."""
+    prefix = re.sub(r"[/\\\x00-\x1f\x7f]", "_", prefix)
     return f"{prefix}-{time.strftime('%Y%m%d-%H%M%S', time.localtime(now))}{suffix}"
 
 

@@ -224,3 +224,149 @@ async def test_the_web_view_needs_its_token_switches_screens_and_shows_the_dashb
             await _key(page, "1")
             text = "\n".join(await screen.wait_for(lambda t: "Connections" in t, what="back to the dashboard"))
             assert "branch" in text and "up" in text
+
+
+async def test_the_access_log_never_writes_the_token(served, tmp_path):
+    """aiohttp logs each request line; a URL's token (right or a guess) is written as <token>."""
+    url, token = served
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{url}/?token={token}") as r:
+            assert r.status == 200
+        async with http.get(f"{url}/?x=1&token=guess-{token[::-1]}") as r:
+            assert r.status == 403
+    text = (tmp_path / "serve.log").read_text()
+    assert "<token>" in text  # the request lines were logged
+    collapsed = "".join(text.split())  # Rich wraps log lines at 80 columns
+    # Only the URL printed at start carries it.
+    assert collapsed.count(token) == 1, text
+    assert token[::-1] not in collapsed, text
+
+
+def test_a_busy_port_is_one_line_not_a_traceback(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "XDG_CONFIG_HOME": str(tmp_path / "config")}
+        done = subprocess.run([sys.executable, "-m", "console", "serve", "--port", str(port), "--token", "tok"],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr + done.stdout
+    assert f"cannot listen on 127.0.0.1 port {port}" in done.stderr
+    assert "address already in use" in done.stderr
+    assert "?token=" not in done.stdout  # no URL announced for a server that never listened
+
+
+def test_an_ipv6_host_is_a_url_with_brackets():
+    from console.serve import TokenServer
+
+    assert TokenServer("true", host="::1", port=8022, token="t").url == "http://[::1]:8022/?token=t"
+    assert TokenServer("true", host="127.0.0.1", port=8022, token="t").url == "http://127.0.0.1:8022/?token=t"
+
+
+async def test_the_page_points_at_the_host_the_browser_used(served):
+    """With --host 0.0.0.0 a browser comes by the gateway's name or address, or through a TLS proxy:
+    the page's script and websocket must go there, not to the listening address."""
+    url, token = served
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{url}/?token={token}", headers={"Host": "gw.example.org:8022"}) as r:
+            page = await r.text()
+        async with http.get(f"{url}/?token={token}",
+                            headers={"Host": "gw.example.org", "X-Forwarded-Proto": "https"}) as r:
+            proxied = await r.text()
+    assert 'data-session-websocket-url="ws://gw.example.org:8022/ws"' in page
+    assert "127.0.0.1" not in page
+    assert 'src="/static/js/textual.js"' in page
+    assert 'data-session-websocket-url="wss://gw.example.org/ws"' in proxied
+
+
+async def test_sigterm_ends_the_open_browser_sessions_and_exits_0(tmp_path):
+    """A stop (systemctl stop, Ctrl+C) with a browser open ends its session at once: aiohttp alone
+    waited for the websocket (up to 60 s) with the console still running."""
+    port = _free_port()
+    token = "t0k3n-" + os.urandom(6).hex()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "XDG_CONFIG_HOME": str(tmp_path / "config"),
+           "XDG_DATA_HOME": str(tmp_path / "data")}
+    log = open(tmp_path / "serve.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "console", "serve", str(lab_copy(tmp_path)), "--port", str(port),
+                             "--token", token], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
+                time.sleep(0.1)
+        async with aiohttp.ClientSession(cookies={"ipsec_console_token": token}) as http:
+            async with http.ws_connect(f"http://127.0.0.1:{port}/ws") as ws:
+                await ws.send_str(json.dumps(["resize", {"width": 80, "height": 24}]))
+                first = await ws.receive(timeout=30)  # the console is drawing
+                assert first.type == aiohttp.WSMsgType.BINARY
+                os.kill(proc.pid, signal.SIGTERM)
+                returncode = await asyncio.get_running_loop().run_in_executor(None, proc.wait)
+        assert returncode == 0
+        assert "closing 1 browser session(s)" in (tmp_path / "serve.log").read_text()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+async def test_a_second_browser_session_on_the_lab_is_told_why_it_cannot_run(served):
+    """Each session runs its own engine; a second one on the same policy cannot take the IKE ports.
+    Its page ended blank (the engine's error went to the server's stderr): it now says why."""
+    url, token = served
+    async with aiohttp.ClientSession(cookies={"ipsec_console_token": token}) as http:
+        async with http.ws_connect(f"{url}/ws") as first:
+            await first.send_str(json.dumps(["resize", {"width": 80, "height": 24}]))
+            assert (await first.receive(timeout=30)).type == aiohttp.WSMsgType.BINARY  # running
+            async with http.ws_connect(f"{url}/ws") as second:
+                await second.send_str(json.dumps(["resize", {"width": 80, "height": 24}]))
+                shown = b""
+                async for msg in second:  # until the server closes it
+                    if msg.type == aiohttp.WSMsgType.BINARY:
+                        shown += msg.data
+    text = " ".join(shown.decode(errors="replace").split())
+    assert "another browser session is open" in text
+    assert "ipsec-console serve --attach" in text
+
+
+async def test_attach_to_no_daemon_tells_the_browser_why(tmp_path):
+    """`serve --attach` with no daemon: each session's console exited at once, its reason on the
+    server's stderr, and the page showed an ended session; the page now says there is no daemon."""
+    port = _free_port()
+    sock = tmp_path / "none.sock"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "XDG_CONFIG_HOME": str(tmp_path / "config")}
+    log = open(tmp_path / "serve.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "console", "serve", "--attach", "--control", str(sock),
+                             "--port", str(port), "--token", "tok"], cwd=ROOT, env=env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
+                time.sleep(0.1)
+        shown = b""
+        async with aiohttp.ClientSession(cookies={"ipsec_console_token": "tok"}) as http:
+            async with http.ws_connect(f"http://127.0.0.1:{port}/ws") as ws:
+                await ws.send_str(json.dumps(["resize", {"width": 80, "height": 24}]))
+                # Until the server closes it. Without a word to the browser, textual-serve also
+                # left this websocket open with nothing behind it: the guard makes that a failure.
+                while (msg := await ws.receive(timeout=60)).type == aiohttp.WSMsgType.BINARY:
+                    shown += msg.data
+        assert f"no daemon at {sock}" in " ".join(shown.decode(errors="replace").split())
+        assert f"no daemon at {sock}" in (tmp_path / "serve.log").read_text()  # said at start too
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
