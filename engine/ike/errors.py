@@ -37,10 +37,12 @@ class RemoteError(IkeError):
 
 class ChildRefused(IkeError):
     """The peer's answer did not give us the CHILD SA we asked for (it refused,
-    or answered with something we did not offer)."""
+    or answered with something we did not offer). ``by_peer``: the peer said no
+    (its error notify); otherwise we refused its answer."""
 
-    def __init__(self, notify: str, reason: str, details: dict | None = None) -> None:
+    def __init__(self, notify: str, reason: str, details: dict | None = None, *, by_peer: bool = False) -> None:
         super().__init__(reason)
         self.notify = notify
         self.reason = reason
         self.details = details or {}
+        self.by_peer = by_peer

@@ -89,7 +89,7 @@ def take_child_round(followup: FollowupInitiator, payloads: list, child: str) ->
     errors = error_notifies(payloads)
     if errors:
         n = notify_name(errors[0].type)
-        raise ChildRefused(n, f"the peer refused IKE_FOLLOWUP_KE for CHILD SA '{child}' with {n}")
+        raise ChildRefused(n, f"the peer refused IKE_FOLLOWUP_KE for CHILD SA '{child}' with {n}", by_peer=True)
     try:
         followup.response(payloads)
     except RemoteError as exc:

@@ -436,3 +436,28 @@ def test_initiator_checks_nat_detection_against_the_answers_source():
     assert sa.spi_r != b"\0" * 8, "the answer was not taken"
     assert sa.nat.remote_behind is True and sa.nat.local_behind is False
     assert sa.floated  # so IKE_AUTH goes to the NAT-T port
+
+
+def test_a_child_we_refuse_is_not_reported_as_the_peers_refusal(monkeypatch):
+    """A peer that answers with selectors wider than we proposed: we refuse its answer. That was
+    reported with sent_by_peer=True ("the peer rejected us" in the console) like a refusal it sent."""
+    from engine.ike.exchanges import child_sa as child_sa_module
+
+    a = connection(children=[child(local_ts="198.51.100.1/32", remote_ts="198.51.100.129/32")])
+    b = dataclasses.replace(mirror(a), children=(child(local_ts="198.51.100.128/25", remote_ts="198.51.100.0/25"),))
+    monkeypatch.setattr(child_sa_module, "narrow", lambda proposed, configured: list(configured))  # a lax peer
+    p = Pair(policy(a, address=LEFT), policy(b, address=RIGHT))
+    up(p)
+    fa = p.of("a", NegotiationFailed)
+    assert fa and fa[0].notify == "TS_UNACCEPTABLE" and "wider than we proposed" in fa[0].reason
+    assert not fa[0].sent_by_peer
+    assert len(established(p, "a")) == 1 and not children(p, "a")
+
+
+def test_a_child_the_peer_refuses_is_reported_as_its_refusal():
+    a = connection(children=[child(local_ts="198.51.100.1/32", remote_ts="198.51.100.129/32")])
+    b = dataclasses.replace(mirror(a), children=(child(local_ts="198.51.100.200/32", remote_ts="198.51.100.1/32"),))
+    p = Pair(policy(a, address=LEFT), policy(b, address=RIGHT))
+    up(p)
+    fa = p.of("a", NegotiationFailed)
+    assert fa[0].notify == "TS_UNACCEPTABLE" and fa[0].sent_by_peer

@@ -300,7 +300,7 @@ class ChildRekey(InitiatesChildRounds, Initiator):
         try:
             if errors:
                 n = notify_name(errors[0].type)
-                raise ChildRefused(n, f"the peer refused IKE_FOLLOWUP_KE with {n}")
+                raise ChildRefused(n, f"the peer refused IKE_FOLLOWUP_KE with {n}", by_peer=True)
             try:
                 self.followup.response(payloads)
             except RemoteError as exc:
@@ -320,7 +320,8 @@ class ChildRekey(InitiatesChildRounds, Initiator):
         self.fire(I.RESP_OK, now, ours=ours)
 
     def retry_later_unknown(self, now: float) -> None:
-        self.retry_later(now, ChildRefused("STATE_NOT_FOUND", "the peer lost the IKE_FOLLOWUP_KE rounds of our rekey"))
+        self.retry_later(now, ChildRefused("STATE_NOT_FOUND", "the peer lost the IKE_FOLLOWUP_KE rounds of our rekey",
+                                           by_peer=True))
 
     # ------------------------------------------------------------ peer events
     def holds_child(self, child: ChildSa) -> bool:
@@ -401,7 +402,8 @@ class ChildRekey(InitiatesChildRounds, Initiator):
 
     def retry_later(self, now: float, refusal: ChildRefused) -> None:
         self.release(now)
-        self.sa.fail(CREATE_CHILD_SA, refusal.notify, refusal.reason, now, sent_by_peer=True, **refusal.details)
+        self.sa.fail(CREATE_CHILD_SA, refusal.notify, refusal.reason, now, sent_by_peer=refusal.by_peer,
+                     **refusal.details)
         self._restore_old()
         self.old.rekey_at = now + REFUSED_RETRY
         self.sa.host.changed(self.sa)

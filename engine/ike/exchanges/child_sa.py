@@ -152,7 +152,7 @@ class ChildOffer:
                       "Make 'local_ts'/'remote_ts' match the peer's 'remote_ts'/'local_ts'.")
         else:
             reason = f"the peer refused CHILD SA '{self.cfg.name}' with {n}"
-        return ChildRefused(n, reason, self._details())
+        return ChildRefused(n, reason, self._details(), by_peer=True)
 
     def shared_secret(self, payloads) -> bytes | None:
         """The PFS shared secret (None without PFS); raises ChildRefused."""

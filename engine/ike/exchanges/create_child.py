@@ -180,7 +180,8 @@ class CreateChild(InitiatesChildRounds, Initiator):
 
     def report(self, now: float, refusal: ChildRefused) -> None:
         self.release(now)
-        self.sa.fail(CREATE_CHILD_SA, refusal.notify, refusal.reason, now, sent_by_peer=True, **refusal.details)
+        self.sa.fail(CREATE_CHILD_SA, refusal.notify, refusal.reason, now, sent_by_peer=refusal.by_peer,
+                     **refusal.details)
 
     def release(self, now: float, **_) -> None:
         self.followup = None

@@ -212,7 +212,7 @@ class IkeAuth(Initiator):
                 child = self.offer.accept(sa, payloads, sa.nonce_i, sa.nonce_r, None, now)
             except ChildRefused as exc:
                 self.release(now)
-                sa.fail(IKE_AUTH, exc.notify, exc.reason, now, sent_by_peer=True, **exc.details)
+                sa.fail(IKE_AUTH, exc.notify, exc.reason, now, sent_by_peer=exc.by_peer, **exc.details)
             else:
                 self.offer = None
                 sa.install_child(child, now)
