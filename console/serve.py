@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import ipaddress
 import logging
 import re
 import secrets
@@ -176,10 +177,20 @@ class TokenServer(Server):
 
     def _announce(self) -> None:
         print(f"ipsec-console: serving {self.command} on {self.url}", flush=True)
-        if self.host not in ("127.0.0.1", "::1", "localhost"):
+        if not _loopback(self.host):
             print(f"ipsec-console: listening on {self.host}: anyone who can reach it and has the token "
                   "controls the console (put TLS in front, e.g. a reverse proxy)", flush=True)
         print("ipsec-console: Ctrl+C stops the server", flush=True)
+
+
+def _loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback address or localhost (127.0.0.2 too): only this machine reaches it."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _control_problem(path: str) -> str:

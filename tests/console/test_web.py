@@ -370,3 +370,12 @@ async def test_attach_to_no_daemon_tells_the_browser_why(tmp_path):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+@pytest.mark.parametrize("host, warned", [("127.0.0.1", False), ("127.0.0.2", False), ("::1", False),
+                                          ("localhost", False), ("0.0.0.0", True), ("192.0.2.1", True)])
+def test_only_a_host_others_can_reach_gets_the_warning(host, warned):
+    """127.0.0.2 is loopback too: only this machine reaches it, no 'anyone who can reach it' warning."""
+    from console.serve import _loopback
+
+    assert _loopback(host) is not warned
