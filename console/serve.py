@@ -136,7 +136,8 @@ class TokenServer(Server):
                     print=lambda *args: self._announce())
 
     async def on_startup(self, app: web.Application) -> None:
-        pass
+        """Nothing: textual-serve printed its logo and URL here, before the port was known to be
+        bound; _announce says it once it is (see serve)."""
 
     async def handle_websocket(self, request: web.Request) -> web.WebSocketResponse:
         if self.one_session and self._sessions:
