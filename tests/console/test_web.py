@@ -57,6 +57,18 @@ TAP = """
 """
 
 
+def _wait_listening(port: int, log: Path, seconds: float = 20) -> None:
+    """Until the server accepts on 127.0.0.1:port; failing with its log."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -152,14 +164,7 @@ def served(tmp_path):
                              token],
                             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.2).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
-                time.sleep(0.1)
+        _wait_listening(port, tmp_path / "serve.log")
         yield f"http://127.0.0.1:{port}", token
     finally:
         os.killpg(proc.pid, signal.SIGTERM)  # the server and the console it started for the browser
@@ -292,14 +297,7 @@ async def test_sigterm_ends_the_open_browser_sessions_and_exits_0(tmp_path):
                              "--token", token], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.2).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
-                time.sleep(0.1)
+        _wait_listening(port, tmp_path / "serve.log")
         async with aiohttp.ClientSession(cookies={"ipsec_console_token": token}) as http:
             async with http.ws_connect(f"http://127.0.0.1:{port}/ws") as ws:
                 await ws.send_str(json.dumps(["resize", {"width": 80, "height": 24}]))
@@ -345,14 +343,7 @@ async def test_attach_to_no_daemon_tells_the_browser_why(tmp_path):
                              "--port", str(port), "--token", "tok"], cwd=ROOT, env=env, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.2).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
-                time.sleep(0.1)
+        _wait_listening(port, tmp_path / "serve.log")
         shown = b""
         async with aiohttp.ClientSession(cookies={"ipsec_console_token": "tok"}) as http:
             async with http.ws_connect(f"http://127.0.0.1:{port}/ws") as ws:

@@ -55,10 +55,10 @@ class FakeRuntime:
         self.events.append(ev)
 
 
-def setup():
-    policy = parse_policy(POLICY, load_secrets=False)
+def setup(text: str = POLICY, runtime=None):
+    policy = parse_policy(text, load_secrets=False)
     dp = UserspaceDatapath(policy)
-    dp.runtime = FakeRuntime(policy)
+    dp.runtime = (runtime or FakeRuntime)(policy)
     dp.routes = FakeRoutes()
     dp.apply_policy(policy)
     return dp
@@ -125,15 +125,15 @@ class NamedRuntime(FakeRuntime):
         return target_address(conn, self.endpoint.names)
 
 
-def test_a_transport_trap_to_a_host_name_routes_the_address_it_resolves_to():
-    text = NAMED.replace(
-        'start_action = "trap"', 'start_action = "trap"\nmode = "transport"').replace(
+def _transport(text: str) -> str:
+    """The child in transport mode, host to host (no selectors of its own)."""
+    return text.replace('start_action = "trap"', 'start_action = "trap"\nmode = "transport"').replace(
         'local_ts = ["198.51.100.0/25"]\nremote_ts = ["198.51.100.128/25"]\n', "")
-    policy = parse_policy(text, load_secrets=False)
-    dp = UserspaceDatapath(policy)
-    rt = dp.runtime = NamedRuntime(policy)
-    dp.routes = FakeRoutes()
-    dp.apply_policy(policy)
+
+
+def test_a_transport_trap_to_a_host_name_routes_the_address_it_resolves_to():
+    dp = setup(_transport(NAMED), NamedRuntime)
+    rt = dp.runtime
     assert dp.routes.routes == [] and dp.path.traps == set()  # nothing to route to yet
     rt.endpoint.resolved("gw.test", ("127.0.0.7",), rt.t)
     dp.peer_addresses_changed()
@@ -144,22 +144,12 @@ def test_a_transport_trap_to_a_host_name_routes_the_address_it_resolves_to():
 
 
 def test_a_tunnel_trap_to_a_host_name_routes_its_selectors_at_once():
-    policy = parse_policy(NAMED, load_secrets=False)
-    dp = UserspaceDatapath(policy)
-    dp.runtime = NamedRuntime(policy)
-    dp.routes = FakeRoutes()
-    dp.apply_policy(policy)
+    dp = setup(NAMED, NamedRuntime)
     assert dp.routes.routes == [(("198.51.100.128/25",), None, "unicast")]
 
 
 def test_a_subnet_first_in_remote_addrs_is_not_a_transport_trap_target():
-    text = POLICY.replace('remote_addrs = ["127.0.0.2"]', 'remote_addrs = ["127.0.5.0/24", "127.0.0.2"]').replace(
-        'start_action = "trap"', 'start_action = "trap"\nmode = "transport"').replace(
-        'local_ts = ["198.51.100.0/25"]\nremote_ts = ["198.51.100.128/25"]\n', "")
-    policy = parse_policy(text, load_secrets=False)
-    dp = UserspaceDatapath(policy)
-    dp.runtime = NamedRuntime(policy)
-    dp.routes = FakeRoutes()
-    dp.apply_policy(policy)
+    dp = setup(_transport(POLICY.replace('remote_addrs = ["127.0.0.2"]',
+                                         'remote_addrs = ["127.0.5.0/24", "127.0.0.2"]')), NamedRuntime)
     # the peer initiated to (swanctl: the first entry not a subnet or range), not the whole subnet
     assert dp.routes.routes == [(("127.0.0.2/32",), None, "unicast")]
