@@ -255,6 +255,9 @@ def change(d: Path, clock: Clock, what: str, request, passphrase: Secret | None 
                 done = f"CRL re-signed: {path.name}, valid for {pki_ca.DEFAULT_CRL_DAYS} days"
             elif what == "init":
                 r2: InitRequest = request
+                if d == lab_pki_dir():
+                    # The user's data folder itself may not exist yet (a fresh account).
+                    d.parent.mkdir(parents=True, exist_ok=True)
                 info = pki_ca.init_ca(d, r2.name, r2.key_type, r2.days, clock=clock)
                 done = f'created CA "{info.subject}" ({info.key_type}, until {info.not_after:%Y-%m-%d})'
             else:
