@@ -28,3 +28,23 @@ def test_lab_ca_folder_created_with_its_parents(tmp_path, monkeypatch):
     out = change(d, clock, "init", InitRequest("O=Lab, CN=Lab CA"))
     assert out.error == ""
     assert (d / "ca.crt").is_file()
+
+
+async def test_packets_footer_says_resume_while_paused():
+    app = ConsoleApp(FakeRuntime())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        await pilot.press("5")
+        await wait_for(pilot, lambda: app.screen.query("#pk-samples"), what="packets")
+        await pilot.pause()
+        footer = screen_text(app).splitlines()[-1]
+        assert "Pause" in footer and "Resume" not in footer
+        await pilot.press("space")
+        await pilot.pause()
+        assert app.screen.paused
+        footer = screen_text(app).splitlines()[-1]
+        assert "Resume" in footer and "Pause" not in footer
+        await pilot.press("space")
+        await pilot.pause()
+        assert not app.screen.paused
+        assert "Pause" in screen_text(app).splitlines()[-1]
