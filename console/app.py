@@ -336,6 +336,7 @@ class ConsoleApp(CertExpiryWatch, RuntimeBridge, App):
         if not problems:
             self.exit()
             return
+        title = self.policy_editor.standing().quit_title()
         if isinstance(self.screen, ConfirmScreen) and self.screen.title_text.startswith("Quit"):
             return  # already asking
 
@@ -343,7 +344,7 @@ class ConsoleApp(CertExpiryWatch, RuntimeBridge, App):
             if ok:
                 self.exit()
 
-        self.push_screen(ConfirmScreen("Quit and lose this?", "\n".join(f"• {p}" for p in problems),
+        self.push_screen(ConfirmScreen(title, "\n".join(f"• {p}" for p in problems),
                                        yes="Quit anyway", danger=True), answered)
 
     # ------------------------------------------------------------- exports

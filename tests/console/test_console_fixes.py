@@ -48,3 +48,35 @@ async def test_packets_footer_says_resume_while_paused():
         await pilot.pause()
         assert not app.screen.paused
         assert "Pause" in screen_text(app).splitlines()[-1]
+
+
+async def test_quit_after_save_without_apply_is_not_called_losing_edits(tmp_path):
+    """Saved, not applied: nothing is lost by quitting (the file holds it); the question says what
+    is pending instead of "Quit and lose this?"."""
+    from textual.widgets import TextArea
+
+    from console.screens.confirm import ConfirmScreen
+
+    from .test_policies import _open, _type_at_end
+
+    app = ConsoleApp(FakeRuntime.in_folder(tmp_path))
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await _open(pilot)
+        editor = screen.query_one("#pol-editor", TextArea)
+        editor.load_text(editor.text.replace('dpd_delay = "30s"', 'dpd_delay = "45s"'))
+        await _type_at_end(pilot, screen, "\n")
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: screen.file_text == editor.text, what="saved")
+        screen.query_one("#pol-tree").focus()
+        await pilot.press("q")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="quit guard")
+        title = app.screen.title_text
+        assert "lose" not in title and "not applied" in title
+        await pilot.press("n")
+        # Unsaved edits are still a loss, and called so.
+        editor.load_text(editor.text.replace('dpd_delay = "45s"', 'dpd_delay = "50s"'))
+        await _type_at_end(pilot, screen, "\n")
+        screen.query_one("#pol-tree").focus()
+        await pilot.press("q")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="quit guard")
+        assert app.screen.title_text == "Quit and lose this?"
