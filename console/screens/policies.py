@@ -484,7 +484,26 @@ class PoliciesScreen(TreeEdits, FileEdits, ConsoleScreen):
             self.notify("No engine runs this policy here: save it, then start it "
                         f"(ipsec-console {self.file_path or 'FILE'}, or ipsec-console daemon)", severity="warning")
             return
+        elsewhere = self._runs_another_file()
+        if elsewhere:
+            self.notify(elsewhere, title="Apply refused", severity="warning", timeout=15)
+            return
         self._apply_checked(self._text(), self.file_path)
+
+    def _runs_another_file(self) -> str:
+        """Why this text may not be applied: the engine (embedded, or a daemon) reads its own file
+        again at its next start or reload, so a Save-as copy or a new file applied to it would run
+        only until then. "" when it may (the same file, or the lab, which reads no file again)."""
+        if self.app.runtime.kind not in ("embedded", "attached") or self.running is None:
+            return ""
+        running = os.path.abspath(self.running.path) if self.running.path else None
+        if running is None or self.file_path is None or self.file_path == running:
+            return ""
+        run = (f"ipsec-console daemon {self.file_path}" if self.app.runtime.kind == "attached"
+               else f"ipsec-console {self.file_path} (or ipsec-console daemon {self.file_path})")
+        return (f"This engine runs {os.path.basename(running)} and reads it again at its next start or "
+                f"reload: {os.path.basename(self.file_path)} applied to it would be lost then. Save it "
+                f"(ctrl+s) and run it: {run}.")
 
     @work(thread=True, group="policy-action", exclusive=True, exit_on_error=False)
     def _apply_checked(self, text: str, path: str | None) -> None:

@@ -80,3 +80,81 @@ async def test_quit_after_save_without_apply_is_not_called_losing_edits(tmp_path
         await pilot.press("q")
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="quit guard")
         assert app.screen.title_text == "Quit and lose this?"
+
+
+async def _save_as(pilot, target: Path) -> None:
+    from console.screens.dialogs import NewFileDialog
+
+    app = pilot.app
+    await pilot.press("ctrl+o")
+    await wait_for(pilot, lambda: isinstance(app.screen, NewFileDialog), what="save as dialog")
+    await pilot.press("ctrl+a", "ctrl+k", *str(target), "enter")
+    await wait_for(pilot, lambda: target.exists() and app.screen.file_path == str(target), what="saved as")
+
+
+async def test_a_copy_is_never_applied_to_an_engine_that_rereads_its_own_file(tmp_path, monkeypatch):
+    """The embedded engine (and a daemon) read their own file again at the next start or reload: a
+    Save-as copy or a new file applied to it would run until then and vanish. Apply says so, and how
+    to run the copy, instead of asking."""
+    from textual.widgets import TextArea
+
+    from console.screens.confirm import ConfirmScreen
+    from console.screens.dialogs import NewFileDialog
+
+    from .test_policies import _open, _type_at_end
+
+    monkeypatch.chdir(tmp_path)
+    rt = FakeRuntime.in_folder(tmp_path, kind="embedded")
+    app = ConsoleApp(rt)
+    async with app.run_test(size=(100, 30), notifications=True) as pilot:
+        screen = await _open(pilot)
+        copy = tmp_path / "copy.toml"
+        await _save_as(pilot, copy)
+        editor = screen.query_one("#pol-editor", TextArea)
+        editor.load_text(editor.text.replace('dpd_delay = "30s"', 'dpd_delay = "45s"'))
+        await _type_at_end(pilot, screen, "\n")
+        app._notifications.clear()
+        await pilot.press("ctrl+g")
+        await wait_for(pilot, lambda: list(app._notifications), what="the refusal")
+        await pilot.pause(0.2)
+        assert not isinstance(app.screen, ConfirmScreen)
+        said = " ".join(n.message for n in app._notifications)
+        assert "gateway.toml" in said and f"ipsec-console {copy}" in said
+        assert not any(c == "apply_policy" for c, _ in rt.commands)
+        # A new file (ctrl+n) the same.
+        await pilot.press("ctrl+n")
+        await wait_for(pilot, lambda: isinstance(app.screen, NewFileDialog), what="new file dialog")
+        new = tmp_path / "new.toml"
+        await pilot.press("ctrl+a", "ctrl+k", *str(new), "enter")
+        await wait_for(pilot, lambda: screen.file_path == str(new), what="new file")
+        app._notifications.clear()
+        await pilot.press("ctrl+g")
+        await wait_for(pilot, lambda: list(app._notifications), what="the refusal")
+        await pilot.pause(0.2)
+        assert not isinstance(app.screen, ConfirmScreen)
+        assert f"ipsec-console {new}" in " ".join(n.message for n in app._notifications)
+
+
+async def test_the_lab_applies_a_second_save_as_copy(tmp_path, monkeypatch):
+    """The lab never reads a file of its own again: what Save as wrote is applied, twice over."""
+    from textual.widgets import TextArea
+
+    from console.screens.confirm import ConfirmScreen
+
+    from .test_policies import _open, _type_at_end
+
+    monkeypatch.chdir(tmp_path)
+    rt = FakeRuntime.in_folder(tmp_path, kind="lab")
+    app = ConsoleApp(rt)
+    async with app.run_test(size=(100, 30), notifications=True) as pilot:
+        screen = await _open(pilot)
+        editor = screen.query_one("#pol-editor", TextArea)
+        for n, delay in ((1, "45s"), (2, "50s")):
+            await _save_as(pilot, tmp_path / f"copy{n}.toml")
+            editor.load_text(editor.text.replace(f'dpd_delay = "{"30s" if n == 1 else "45s"}"',
+                                                 f'dpd_delay = "{delay}"'))
+            await _type_at_end(pilot, screen, "\n")
+            await pilot.press("ctrl+g")
+            await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what=f"confirm apply {n}")
+            await pilot.press("y")
+            await wait_for(pilot, lambda: screen.running_text == editor.text, what=f"applied {n}")
