@@ -98,19 +98,23 @@ class NewFileDialog(_Dialog):
     BINDINGS = [Binding("enter", "accept", "OK", priority=True, id="dialog.accept")]
 
     def __init__(self, title: str, path: str, templates: list[tuple[str, str]] | None,
-                 check: Callable[[str], str]) -> None:
-        """``templates``: (label, key) pairs, or None for Save as (the current text is kept)."""
+                 check: Callable[[str], str], note: Callable[[str], str] | None = None) -> None:
+        """``templates``: (label, key) pairs, or None for Save as (the current text is kept).
+        ``note(path)``: a line about the typed path (Save as: the secrets file the copy reads)."""
         super().__init__()
         self.title_text = title
         self.path = path
         self.templates = templates
         self.check = check
+        self.note = note
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog-box"):
             yield Label(self.title_text, classes="dialog-title", markup=False)
             yield Static("File (a new path; relative to the folder you started in):", classes="dialog-help")
             yield Input(self.path, id="file-path", compact=True)
+            if self.note is not None:
+                yield Static(self.note(self.path), id="file-note", classes="dialog-help", markup=False)
             if self.templates is not None:
                 yield Static("Start from (↑/↓):", classes="dialog-help")
                 yield OptionList(*(Option(label, id=key) for label, key in self.templates), id="file-template")
@@ -123,6 +127,10 @@ class NewFileDialog(_Dialog):
         path.cursor_position = len(path.value)
         if self.templates is not None:
             self.query_one(OptionList).highlighted = 0
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if self.note is not None and event.input.id == "file-path":
+            self.query_one("#file-note", Static).update(self.note(event.value.strip()))
 
     def action_accept(self) -> None:
         path = self.query_one("#file-path", Input).value.strip()

@@ -158,3 +158,25 @@ async def test_the_lab_applies_a_second_save_as_copy(tmp_path, monkeypatch):
             await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what=f"confirm apply {n}")
             await pilot.press("y")
             await wait_for(pilot, lambda: screen.running_text == editor.text, what=f"applied {n}")
+
+
+async def test_save_as_names_the_secrets_file_the_copy_will_look_for(tmp_path):
+    """[engine] secrets is relative to the policy file: a copy in another folder looks for its
+    secrets there. The Save-as dialog names that file, and says when it is missing."""
+    from console.screens.dialogs import NewFileDialog
+
+    from .test_policies import _open
+
+    (tmp_path / "elsewhere").mkdir()
+    app = ConsoleApp(FakeRuntime.in_folder(tmp_path))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _open(pilot)
+        await pilot.press("ctrl+o")
+        await wait_for(pilot, lambda: isinstance(app.screen, NewFileDialog), what="save as dialog")
+        note = app.screen.query_one("#file-note")
+        await wait_for(pilot, lambda: "gateway.secrets.toml" in str(note.content), what="the secrets file named")
+        assert "missing" not in str(note.content)  # beside the original: it is there
+        await pilot.press("ctrl+a", "ctrl+k", *str(tmp_path / "elsewhere" / "copy.toml"))
+        want = str(tmp_path / "elsewhere" / "gateway.secrets.toml")
+        await wait_for(pilot, lambda: want in str(note.content), what="the copy's secrets file")
+        assert "missing" in str(note.content)
