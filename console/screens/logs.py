@@ -20,6 +20,7 @@ from engine.events import LogMessage
 from console import fmt
 from console.export import deliver, stamped
 from console.screens.base import ConsoleScreen
+from console.widgets.fields import Field
 
 LEVELS = ("debug", "info", "warning", "error")
 ALL = "__all__"
@@ -94,7 +95,7 @@ class LogsScreen(ConsoleScreen):
             yield Select([(lv, lv) for lv in LEVELS], value=DEFAULT_LEVEL, allow_blank=False, id="log-level",
                          compact=True)
             yield Select([("all connections", ALL)], value=ALL, allow_blank=False, id="log-conn", compact=True)
-            yield Input(placeholder="search (/), Enter: next", id="log-text", compact=True)
+            yield Field(placeholder="search (/), Enter: next", id="log-text", compact=True)
         log = RichLog(id="log", max_lines=None, wrap=False, auto_scroll=True)
         log.border_title = "Engine log"
         yield log

@@ -180,3 +180,98 @@ async def test_save_as_names_the_secrets_file_the_copy_will_look_for(tmp_path):
         want = str(tmp_path / "elsewhere" / "gateway.secrets.toml")
         await wait_for(pilot, lambda: want in str(note.content), what="the copy's secrets file")
         assert "missing" in str(note.content)
+
+
+def burst(app, *keys: str) -> None:
+    """Keys as a terminal delivers a fast typist's (or a paste-like) burst: all queued at once,
+    none handled before the next arrives (Pilot.press waits for idle after each key)."""
+    from textual import events
+    from textual.app import _character_to_key
+
+    for key in keys:
+        char = key if len(key) == 1 else None
+        if char is not None and not key.isalnum():
+            key = _character_to_key(key)
+        event = events.Key(key, char)
+        event.set_sender(app)
+        app._driver.send_message(event)
+
+
+async def test_a_key_burst_applies_in_order_in_a_form_field(tmp_path):
+    """Backspace is an Input binding: Textual ran it only once the key had bubbled up to the app,
+    behind the digits queued after it ("730", 3 x Backspace, "5000" gave "7305")."""
+    from console.screens.pki import PkiScreen
+    from console.widgets.pki_forms import IssueForm
+
+    from .test_pki_screen import make_ca
+
+    make_ca(tmp_path, certs=False)
+    app = ConsoleApp(FakeRuntime.in_folder(tmp_path), clock=clock)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        await pilot.press("6")
+        await wait_for(pilot, lambda: isinstance(app.screen, PkiScreen) and app.screen.view is not None,
+                       what="the CA folder read")
+        await pilot.press("i")
+        await wait_for(pilot, lambda: isinstance(app.screen, IssueForm), what="the issue form")
+        days = app.screen.query_one("#pki-days")
+        days.focus()
+        days.value = "730"
+        days.cursor_position = 3
+        await pilot.pause()
+        burst(app, "backspace", "backspace", "backspace", *"5000")
+        await pilot.pause(0.3)
+        assert days.value == "5000"
+
+
+async def test_a_key_burst_applies_in_order_in_the_policy_editor_and_its_form(tmp_path):
+    from textual.widgets import TabbedContent, TextArea
+
+    from .test_policies import _open
+
+    app = ConsoleApp(FakeRuntime.in_folder(tmp_path))
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await _open(pilot)
+        await wait_for(pilot, lambda: screen.query("#f-dpd_delay"), what="the form")
+        field = screen.query_one("#f-dpd_delay")
+        field.focus()
+        field.cursor_position = len(field.value)
+        await pilot.pause()
+        assert field.value == "30s"
+        burst(app, "backspace", "backspace", "backspace", *"45s")
+        await pilot.pause(0.3)
+        assert field.value == "45s"
+        screen.query_one(TabbedContent).active = "pol-toml-tab"
+        editor = screen.query_one("#pol-editor", TextArea)
+        editor.focus()
+        editor.load_text("abc")
+        editor.move_cursor(editor.document.end)
+        await pilot.pause()
+        burst(app, "backspace", "backspace", *"xyz")
+        await pilot.pause(0.3)
+        assert editor.text == "axyz"
+
+
+async def test_enter_in_a_dialog_takes_the_keys_typed_before_it(tmp_path):
+    """Enter was a priority binding of the dialog: it ran as soon as the app saw it, before the
+    field had taken the characters typed just before (a burst): the dialog accepted the old text."""
+    from console.screens.dialogs import NewFileDialog
+
+    from .test_policies import _open
+
+    app = ConsoleApp(FakeRuntime.in_folder(tmp_path))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await _open(pilot)
+        await pilot.press("ctrl+o")
+        await wait_for(pilot, lambda: isinstance(app.screen, NewFileDialog), what="save as dialog")
+        target = tmp_path / "burst.toml"
+        burst(app, "ctrl+a", "ctrl+k", *str(target), "enter")
+        await wait_for(pilot, lambda: target.exists(), what="saved where typed")
+        assert screen.file_path == str(target)
+        # The add dialog: the name typed in the same burst as Enter.
+        screen.query_one("#pol-tree").focus()
+        await pilot.press("a")
+        await wait_for(pilot, lambda: app.screen.query("#add-name"), what="add dialog")
+        await pilot.press("tab")
+        burst(app, "ctrl+a", "ctrl+k", *"quick", "enter")
+        await wait_for(pilot, lambda: ".children.quick]" in screen._text(), what="added as typed")
