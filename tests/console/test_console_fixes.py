@@ -275,3 +275,40 @@ async def test_enter_in_a_dialog_takes_the_keys_typed_before_it(tmp_path):
         await pilot.press("tab")
         burst(app, "ctrl+a", "ctrl+k", *"quick", "enter")
         await wait_for(pilot, lambda: ".children.quick]" in screen._text(), what="added as typed")
+
+
+def test_every_text_field_of_the_console_takes_bursts_in_order():
+    """A plain Input or TextArea would bring back the key-order bug (console/widgets/fields.py)."""
+    import re
+
+    root = Path(__file__).resolve().parents[2] / "console"
+    plain = re.compile(r"(?<![\w.])(Input|TextArea)(\(|\.code_editor\()")
+    found = [f"{p.relative_to(root)}:{n}" for p in root.rglob("*.py") if p.name != "fields.py"
+             for n, line in enumerate(p.read_text().splitlines(), 1) if plain.search(line)]
+    assert not found
+
+
+async def test_terminate_on_a_down_connection_refuses_at_once():
+    """Nothing to terminate: say so now (no question whose only answer is a refusal)."""
+    from console.screens.confirm import ConfirmScreen
+    from console.widgets.sa_tables import ConnectionTable
+
+    app = ConsoleApp(FakeRuntime())
+    async with app.run_test(size=(80, 24), notifications=True) as pilot:
+        await ready(pilot)
+        down = "branch"
+        await app.runtime.terminate(down)
+        app.runtime.commands.clear()
+        app.poll_soon()
+        await wait_for(pilot, lambda: any(c.name == down and c.state == "down"
+                                          for c in app.store.snapshot.connections), what="branch down")
+        table = app.screen.query_one(ConnectionTable)
+        table.focus()
+        table.move_cursor(row=table.get_row_index(down))
+        await pilot.pause()
+        await pilot.press("t")
+        await pilot.pause(0.2)
+        assert not isinstance(app.screen, ConfirmScreen)
+        said = " ".join(n.message for n in app._notifications)
+        assert down in said and "down" in said
+        assert not any(c == "terminate" for c, _ in app.runtime.commands)
