@@ -80,6 +80,8 @@ def child_facts(ch: ChildSaInfo, rate: float | None) -> list[tuple[str, str]]:
 class SaDetailScreen(Screen):
     """Everything about one connection's IKE SA and CHILD SAs. Esc goes back."""
 
+    HELP_NAME = "SA detail"
+
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back", id="detail.back"),
         Binding("r", "rekey_child", "Rekey", id="detail.rekey_child"),

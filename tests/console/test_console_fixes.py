@@ -312,3 +312,32 @@ async def test_terminate_on_a_down_connection_refuses_at_once():
         said = " ".join(n.message for n in app._notifications)
         assert down in said and "down" in said
         assert not any(c == "terminate" for c, _ in app.runtime.commands)
+
+
+async def test_help_titles_name_screens_and_widgets_not_python_classes(tmp_path):
+    import re
+
+    from console.screens.help import binding_rows
+
+    camel = re.compile(r"[a-z][A-Z]")  # SaDetailScreen, KeyedTable, PolicyTree ...
+    app = ConsoleApp(FakeRuntime.in_folder(tmp_path))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        app.screen.query_one("#child-sas").focus()
+        await pilot.pause()
+        titles = [t for t, _ in binding_rows(app.screen)]
+        assert "In the focused table (CHILD SAs)" in titles, titles
+        app.open_detail("branch")
+        await pilot.pause(0.2)
+        titles += [t for t, _ in binding_rows(app.screen)]
+        assert any(t.startswith("This screen (SA detail") for t in titles), titles
+        await pilot.press("escape")
+        await pilot.press("3")
+        await wait_for(pilot, lambda: getattr(app.screen, "validation", None) is not None, what="policies")
+        app.screen.query_one("#pol-tree").focus()
+        await pilot.pause()
+        titles += [t for t, _ in binding_rows(app.screen)]
+        await pilot.press("a")
+        await wait_for(pilot, lambda: len(app.screen_stack) > 1, what="add dialog")
+        titles += [t for t, _ in binding_rows(app.screen)]
+        assert not [t for t in titles if camel.search(t)], titles
