@@ -276,5 +276,4 @@ class NegotiationsScreen(ConsoleScreen):
             return
         n = self.app.store.negotiations.get(int(key))
         if n is not None:
-            self.app.switch_mode("dashboard")
-            self.app.open_detail(n.connection, n.ike_sa)
+            self.app.open_detail(n.connection, n.ike_sa)  # over this screen: Escape comes back here

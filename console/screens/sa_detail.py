@@ -222,4 +222,6 @@ class SaDetailScreen(Screen):
 
     def action_negotiations(self) -> None:
         ike = self._ike()
+        if self.app.current_mode == "negotiations":
+            self.app.pop_screen()  # opened from there: back to it, not a detail left over it
         self.app.open_negotiations(ike.unique_id if ike else None, self.connection)

@@ -341,3 +341,27 @@ async def test_help_titles_name_screens_and_widgets_not_python_classes(tmp_path)
         await wait_for(pilot, lambda: len(app.screen_stack) > 1, what="add dialog")
         titles += [t for t, _ in binding_rows(app.screen)]
         assert not [t for t in titles if camel.search(t)], titles
+
+
+async def test_sa_detail_opened_from_negotiations_goes_back_there():
+    from console.screens.negotiations import NegotiationsScreen
+    from console.screens.sa_detail import SaDetailScreen
+
+    app = ConsoleApp(FakeRuntime())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        await pilot.press("2")
+        await wait_for(pilot, lambda: isinstance(app.screen, NegotiationsScreen)
+                       and app.screen.query_one("#nego-list").row_count, what="negotiations")
+        app.screen.query_one("#nego-list").focus()
+        await pilot.press("o")
+        await wait_for(pilot, lambda: isinstance(app.screen, SaDetailScreen), what="detail")
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not isinstance(app.screen, SaDetailScreen), what="back")
+        assert isinstance(app.screen, NegotiationsScreen)
+        # n (Exchanges) from a detail opened there goes back to the same screen, not a detail left open.
+        await pilot.press("o")
+        await wait_for(pilot, lambda: isinstance(app.screen, SaDetailScreen), what="detail again")
+        await pilot.press("n")
+        await wait_for(pilot, lambda: isinstance(app.screen, NegotiationsScreen), what="exchanges")
+        assert len(app.screen_stack) == 1
