@@ -365,3 +365,27 @@ async def test_sa_detail_opened_from_negotiations_goes_back_there():
         await pilot.press("n")
         await wait_for(pilot, lambda: isinstance(app.screen, NegotiationsScreen), what="exchanges")
         assert len(app.screen_stack) == 1
+
+
+def test_a_section_the_form_adds_is_followed_by_a_blank_line():
+    """tomlkit puts a new table in its parent's place: without a blank line after it, the next
+    section's header stuck to its last key. The file's last line stays a single newline."""
+    from console import policy_form as pf
+    from console.runtime.fake_data import DEMO_POLICY_TEXT
+
+    doc = pf.load_doc(DEMO_POLICY_TEXT)
+    for node in (("connection", "newc"), ("child", "branch", "kid"), ("rule", "r2")):
+        pf.add_node(doc, node)
+    out = pf.dump_doc(doc)
+    lines = out.splitlines()
+    stuck = [line for prev, line in zip(lines, lines[1:]) if line.startswith("[") and prev.strip() and not prev.startswith("#")]
+    assert not stuck, stuck
+    assert out.endswith('"]\n') and "\n\n\n" not in out
+    # From an empty policy: sections added at the end, then one among them.
+    doc = pf.load_doc(pf.EMPTY_POLICY)
+    for node in (("connection", "a"), ("connection", "b"), ("child", "a", "k"), ("rule", "r")):
+        pf.add_node(doc, node)
+    out = pf.dump_doc(doc)
+    lines = out.splitlines()
+    assert not [line for prev, line in zip(lines, lines[1:]) if line.startswith("[") and prev.strip()]
+    assert "\n\n\n" not in out
