@@ -389,3 +389,49 @@ def test_a_section_the_form_adds_is_followed_by_a_blank_line():
     lines = out.splitlines()
     assert not [line for prev, line in zip(lines, lines[1:]) if line.startswith("[") and prev.strip()]
     assert "\n\n\n" not in out
+
+
+async def _logs(pilot):
+    from textual.widgets import RichLog
+
+    app = pilot.app
+    await ready(pilot)
+    await pilot.press("4")
+    await wait_for(pilot, lambda: app.screen.query("#log") and app.screen.query_one(RichLog).lines,
+                   what="log lines")
+    return app.screen.query_one(RichLog)
+
+
+async def test_logs_only_matches_keeps_what_the_search_finds():
+    """The search (n) looks at the whole line as shown (time, level, [connection], text, source);
+    "only matches" (m) looked at the text and source only and hid lines the search had found."""
+    app = ConsoleApp(FakeRuntime())
+    async with app.run_test(size=(80, 24), notifications=True) as pilot:
+        log = await _logs(pilot)
+        await pilot.press("slash", *"[branch]", "enter")
+        await pilot.pause()
+        found = [s.text for s in log.lines if "[branch]" in s.text]
+        assert found and "match 1/" in str(log.border_subtitle)
+        log.focus()
+        await pilot.press("m")
+        await pilot.pause()
+        shown = [s.text for s in log.lines]
+        assert shown == found
+
+
+async def test_copy_of_a_wrapped_log_line_copies_the_whole_line():
+    rt = FakeRuntime()
+    long_text = "a very long line " + "x" * 150 + " END-OF-LONG-LINE"
+    rt._log("info", "engine.test", long_text, "branch")
+    app = ConsoleApp(rt)
+    async with app.run_test(size=(80, 24), notifications=True) as pilot:
+        log = await _logs(pilot)
+        log.focus()
+        await pilot.press("w")
+        await pilot.pause()
+        await pilot.press("slash", *"END-OF-LONG", "enter")
+        await pilot.pause()
+        log.focus()
+        await pilot.press("y")
+        assert app.clipboard.count("x") >= 150
+        assert "a very long line" in app.clipboard and app.clipboard.rstrip().endswith("engine.test")
