@@ -98,6 +98,27 @@ class KeyedTable(DataTable):
         if selected is not None and selected in self._cache:
             self.move_cursor(row=self.get_row_index(selected))
 
+    def set_width(self, column: str, width: int) -> None:
+        """Give ``column`` another fixed width (the columns are rebuilt, rows and cursor kept)."""
+        spec = tuple((c[0], c[1], width) if c[0] == column else c for c in self._column_spec)
+        if spec == self._column_spec:
+            return
+        self._column_spec = spec
+        if not self.is_mounted or not self.columns:
+            return
+        selected = self.selected_key
+        self.clear(columns=True)
+        self._cache = {}
+        self._add_columns()
+        if self._last_rows:
+            self.sync(self._last_rows)
+        if selected is not None and selected in self._cache:
+            self.move_cursor(row=self.get_row_index(selected))
+
+    def column_width(self, column: str) -> int | None:
+        spec = next(c for c in self._column_spec if c[0] == column)
+        return spec[2] if len(spec) > 2 else None
+
     @property
     def visible_columns(self) -> tuple[str, ...]:
         return tuple(c for _, c in self._visible)

@@ -435,3 +435,19 @@ async def test_copy_of_a_wrapped_log_line_copies_the_whole_line():
         await pilot.press("y")
         assert app.clipboard.count("x") >= 150
         assert "a very long line" in app.clipboard and app.clipboard.rstrip().endswith("engine.test")
+
+
+async def test_negotiations_show_whole_failure_names_at_80x24():
+    from console.screens.negotiations import NegotiationsScreen
+
+    app = ConsoleApp(FakeRuntime())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        await pilot.press("2")
+        await wait_for(pilot, lambda: isinstance(app.screen, NegotiationsScreen)
+                       and app.screen.query_one("#nego-list").row_count, what="negotiations")
+        await pilot.pause(0.2)
+        rows = [line[:45] for line in screen_text(app).splitlines()]
+        failed = [r for r in rows if "✗" in r]
+        names = ("NO_PROPOSAL_CHOSEN", "TS_UNACCEPTABLE", "AUTHENTICATION_FAILED")
+        assert len(failed) == 3 and all(any(f"✗ {n} " in r for n in names) for r in failed), failed
