@@ -131,10 +131,13 @@ class KeyedTable(DataTable):
         if self.styler is not None:
             styled = self.styler(column, value)
             if not isinstance(styled, str):
+                # Cut at the column's edge with "…", like a plain cell: a cut must show.
+                styled.no_wrap = True
+                styled.overflow = "ellipsis"
                 return styled
         # Plain Text, not str: DataTable would parse a str as markup (slow, and data
         # such as "[tcp/443]" is not markup).
-        return Text(value, no_wrap=True, end="")
+        return Text(value, no_wrap=True, end="", overflow="ellipsis")
 
     ADD_BATCH = 1000
     """Rows added per frame: a first fill of 10,000 CHILD SAs shows its first page at

@@ -451,3 +451,48 @@ async def test_negotiations_show_whole_failure_names_at_80x24():
         failed = [r for r in rows if "✗" in r]
         names = ("NO_PROPOSAL_CHOSEN", "TS_UNACCEPTABLE", "AUTHENTICATION_FAILED")
         assert len(failed) == 3 and all(any(f"✗ {n} " in r for n in names) for r in failed), failed
+
+
+async def test_table_cells_cut_to_their_column_end_in_an_ellipsis():
+    from textual.app import App
+
+    from console.widgets.keyed_table import KeyedTable
+
+    class One(App):
+        def compose(self):
+            yield KeyedTable((("name", "Name", 8), ("state", "State", 5)),
+                             styler=lambda c, v: Text(v, style="bold") if c == "state" else v)
+
+    from rich.text import Text
+
+    app = One()
+    async with app.run_test(size=(40, 6)) as pilot:
+        table = app.query_one(KeyedTable)
+        table.sync({"a": ("roadwarrior-eap", "ESTABLISHED"), "b": ("branch", "up")})
+        await pilot.pause()
+        text = screen_text(app)
+        assert "roadwar…" in text and "ESTA…" in text
+        assert "branch " in text and "up " in text  # what fits is left alone
+
+
+async def test_policy_tree_labels_cut_to_the_tree_end_in_an_ellipsis(tmp_path):
+    from textual.widgets import TextArea
+
+    from console.widgets.policy_tree import PolicyTree
+
+    from .test_policies import _open
+
+    app = ConsoleApp(FakeRuntime.in_folder(tmp_path))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await _open(pilot)
+        editor = screen.query_one("#pol-editor", TextArea)
+        long = "branch-office-in-the-north-wing"
+        editor.load_text(editor.text.replace("[connections.branch]", f"[connections.{long}]")
+                         .replace("[connections.branch.", f"[connections.{long}."))
+        tree = screen.query_one(PolicyTree)
+        await wait_for(pilot, lambda: ("connection", long) in tree.nodes(), what="the renamed connection")
+        await pilot.pause(0.2)
+        region = tree.content_region
+        rows = [line[region.x:region.right] for line in screen_text(app).splitlines()[region.y:region.bottom]]
+        cut = [r for r in rows if "branch-office" in r]
+        assert cut and all(r.rstrip().endswith("…") for r in cut), rows
