@@ -496,3 +496,17 @@ async def test_policy_tree_labels_cut_to_the_tree_end_in_an_ellipsis(tmp_path):
         rows = [line[region.x:region.right] for line in screen_text(app).splitlines()[region.y:region.bottom]]
         cut = [r for r in rows if "branch-office" in r]
         assert cut and all(r.rstrip().endswith("…") for r in cut), rows
+
+
+def test_a_certificate_shortened_to_the_ca_end_says_so(tmp_path):
+    """A certificate never outlives its CA: asked for more days than the CA has left, it ends with
+    the CA, and the PKI screen's notice says so (it read as if the days had been granted)."""
+    from console.widgets.pki_folder import IssueRequest, change
+
+    from .test_pki_screen import make_ca
+
+    d = make_ca(tmp_path, certs=False)  # a CA of 3650 days from T0
+    out = change(d, clock, "issue", IssueRequest("vpn.example.org", days=5000))
+    assert out.error == "" and "shortened" in out.done and "5000" in out.done
+    out = change(d, clock, "issue", IssueRequest("vpn2.example.org", days=90))
+    assert out.error == "" and "shortened" not in out.done
