@@ -62,9 +62,12 @@ class DashboardScreen(ConsoleScreen):
     def _layout(self, width: int) -> None:
         """Narrow terminals get fewer columns and a detail line for the selected row (no cut cells)."""
         narrow = 0 < width < NARROW_WIDTH
-        self.query_one(ConnectionTable).show_columns(CONNECTION_NARROW if narrow else None)
-        self.query_one(IkeSaTable).show_columns(IKE_NARROW if narrow else None)
-        self.query_one(ChildSaTable).show_columns(CHILD_NARROW if narrow else None)
+        for table, first in ((ConnectionTable, CONNECTION_NARROW), (IkeSaTable, IKE_NARROW),
+                             (ChildSaTable, CHILD_NARROW)):
+            if narrow:  # the narrow set, and whatever else fits whole (100 columns show more than 80)
+                self.query_one(table).fit_columns(width, first)
+            else:
+                self.query_one(table).show_columns(None)
         self._sync_detail()  # shown at every width: wide tables still scroll sideways
 
     def _sync_detail(self) -> None:

@@ -113,8 +113,13 @@ class SaDetailScreen(Screen):
     def on_mount(self) -> None:
         self.ready = True
         self.query_one(TopBar).screen_title = f"SA detail: {self.connection}"
+        self.query_one(ChildSaTable).fit_columns(self.size.width, ("name",))
         self.sync(frozenset({"status"}))
         self.query_one(ChildSaTable).focus()
+
+    def on_resize(self, event) -> None:
+        # Whole columns only (the facts under the table show all of the selected CHILD SA).
+        self.query_one(ChildSaTable).fit_columns(event.size.width, ("name",))
 
     def on_screen_resume(self) -> None:
         self.sync(frozenset({"status"}))

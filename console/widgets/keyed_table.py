@@ -98,6 +98,22 @@ class KeyedTable(DataTable):
         if selected is not None and selected in self._cache:
             self.move_cursor(row=self.get_row_index(selected))
 
+    def fit_columns(self, width: int, first: tuple[str, ...] = ()) -> None:
+        """Show only whole columns in ``width`` cells: ``first`` in any case, then the others in
+        their order while they fit (a column cut at the edge reads as another value)."""
+        room = width - 1  # a vertical scrollbar
+        used = sum(self._cell_width(k) for k in first)
+        chosen = set(first)
+        for key in self._column_keys:
+            if key not in chosen and used + self._cell_width(key) <= room:
+                chosen.add(key)
+                used += self._cell_width(key)
+        self.show_columns(tuple(k for k in self._column_keys if k in chosen))
+
+    def _cell_width(self, column: str) -> int:
+        return (self.column_width(column) or len(dict((c[0], c[1]) for c in self._column_spec)[column])) \
+            + 2 * self.cell_padding
+
     def set_width(self, column: str, width: int) -> None:
         """Give ``column`` another fixed width (the columns are rebuilt, rows and cursor kept)."""
         spec = tuple((c[0], c[1], width) if c[0] == column else c for c in self._column_spec)

@@ -510,3 +510,47 @@ def test_a_certificate_shortened_to_the_ca_end_says_so(tmp_path):
     assert out.error == "" and "shortened" in out.done and "5000" in out.done
     out = change(d, clock, "issue", IssueRequest("vpn2.example.org", days=90))
     assert out.error == "" and "shortened" not in out.done
+
+
+def _cut_headers(app, table) -> list[str]:
+    """Columns of ``table`` whose header the screen shows only in part (cut at the right edge)."""
+    region = table.content_region
+    header = screen_text(app).splitlines()[region.y][region.x:region.right]
+    shown = [str(col.label) for col in table.columns.values()]
+    return [label for label in shown if label not in header]
+
+
+async def test_at_100_columns_the_dashboard_uses_the_width():
+    """At 100 columns (under the 110 of the full layout) the tables showed the 80-column set and
+    left a third of the screen empty; the alert strip shortened notify names it had room for."""
+    app = ConsoleApp(FakeRuntime())
+    async with app.run_test(size=(100, 30)) as pilot:
+        await ready(pilot)
+        await pilot.pause(0.2)
+        ike = app.screen.query_one("#ike-sas")
+        child = app.screen.query_one("#child-sas")
+        assert "local" in ike.visible_columns
+        assert {"mode", "bytes_out"} <= set(child.visible_columns)
+        for table in app.screen.query("KeyedTable"):
+            assert not _cut_headers(app, table), table.id
+        text = screen_text(app)
+        assert "NO_PROPOSAL_CHOSEN" in text and "NO_PROP " not in text
+
+
+async def test_clients_and_sa_detail_cells_are_not_cut_at_80x24():
+    from console.screens.clients import ClientsScreen
+    from console.screens.sa_detail import SaDetailScreen
+
+    app = ConsoleApp(FakeRuntime())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        await pilot.press("7")
+        await wait_for(pilot, lambda: isinstance(app.screen, ClientsScreen)
+                       and app.screen.query_one("#clients").row_count, what="clients")
+        await pilot.pause(0.2)
+        assert not _cut_headers(app, app.screen.query_one("#clients"))
+        await pilot.press("1")
+        app.open_detail("branch")
+        await wait_for(pilot, lambda: isinstance(app.screen, SaDetailScreen), what="detail")
+        await pilot.pause(0.2)
+        assert not _cut_headers(app, app.screen.query_one("#detail-children"))
