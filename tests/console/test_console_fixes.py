@@ -554,3 +554,15 @@ async def test_clients_and_sa_detail_cells_are_not_cut_at_80x24():
         await wait_for(pilot, lambda: isinstance(app.screen, SaDetailScreen), what="detail")
         await pilot.pause(0.2)
         assert not _cut_headers(app, app.screen.query_one("#detail-children"))
+
+
+async def test_the_lab_at_80x24_shows_the_child_sa_table():
+    """The lab's banner takes a row: the connections table (up to 8 rows) and the IKE SAs pushed
+    the CHILD SAs, the traffic, off the screen."""
+    app = ConsoleApp(FakeRuntime(kind="lab"))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        await pilot.pause(0.2)
+        text = screen_text(app)
+        assert "LAB" in text
+        assert "─CHILD SAs" in text and "branch/lan {1}" in text, text
