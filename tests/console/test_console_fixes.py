@@ -566,3 +566,29 @@ async def test_the_lab_at_80x24_shows_the_child_sa_table():
         text = screen_text(app)
         assert "LAB" in text
         assert "─CHILD SAs" in text and "branch/lan {1}" in text, text
+
+
+async def test_toasts_never_hide_a_dialogs_buttons():
+    from textual.widgets import Button
+    from textual.widgets._toast import Toast
+
+    from console.screens.confirm import ConfirmScreen
+
+    app = ConsoleApp(FakeRuntime())
+    async with app.run_test(size=(80, 24), notifications=True) as pilot:
+        await ready(pilot)
+        app.screen.query_one("#child-sas").focus()
+        await pilot.press("t")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="confirmation")
+        for n in range(3):
+            app.notify(f"something happened meanwhile, number {n}, with a few words more", title="Runtime",
+                       timeout=30)
+        await pilot.pause(0.3)
+        assert app.screen.query(Toast)
+        buttons = list(app.screen.query(Button))
+        assert buttons
+        for button in buttons:  # every cell of every button shows the button, not a toast over it
+            r = button.region
+            for x in range(r.x, r.right):
+                for y in range(r.y, r.bottom):
+                    assert app.screen.get_widget_at(x, y)[0] is button, (button.id, x, y)
