@@ -86,6 +86,9 @@ class IkeEndpoint:
         self.emit: Callable[[Event], None] = self._events.append
         """Queue an event for ``next_event`` (a bound deque.append: dozens per handshake)."""
         self._attempts: dict[str, int] = {}
+        self._retries: dict[str, tuple[float, object]] = {}
+        """keyingtries: connection name -> (when, token) of its next attempt. The scheduler cannot
+        cancel a call, so an attempt runs only while its token is still the one held here."""
         self.source_address: Callable[[str], str | None] | None = None
         """The runtime's route lookup: the address the host sends from towards a peer (None: unknown).
         Used only when neither local_addrs nor listen names ours (a laptop), so NAT detection
@@ -175,6 +178,9 @@ class IkeEndpoint:
 
     def established(self, sa: IkeSa, now: float, *, initial_contact: bool) -> None:
         self._attempts.pop(sa.name, None)
+        # Up (by the admin's initiate or the peer's): a retry still pending would start the
+        # connection again later, after it went down for another reason.
+        self._retries.pop(sa.name, None)
         # AUTH is done: the IKE_SA_INIT messages it signed are not needed any more (a held client
         # costs their bytes otherwise, ~600 per SA).
         sa.init_request = sa.init_response = b""
@@ -231,8 +237,21 @@ class IkeEndpoint:
             self._attempts.pop(conn.name, None)
             return
         delay = min(60.0, 2.0 * n) + self.random.uniform(0, 1)
-        name = conn.name
-        self.scheduler.call_at(now + delay, lambda t: self._initiate_quietly(name, t))
+        name, token = conn.name, object()
+        self._retries[name] = (now + delay, token)
+        self.scheduler.call_at(now + delay, lambda t: self._retry(name, token, t))
+
+    def _retry(self, name: str, token: object, now: float) -> None:
+        held = self._retries.get(name)
+        if held is None or held[1] is not token:
+            return  # terminated, or up, since it was scheduled
+        del self._retries[name]
+        self._initiate_quietly(name, now)
+
+    def retrying(self, name: str) -> float | None:
+        """When a failed connection's next keyingtries attempt starts (None: none pending)."""
+        held = self._retries.get(name)
+        return held[0] if held is not None else None
 
     def _initiate_quietly(self, name: str, now: float) -> None:
         try:
@@ -354,7 +373,8 @@ class IkeEndpoint:
             log.warning("%s: not initiated: %s", conn_name, exc)
 
     def terminate(self, name: str, now: float, *, unique_id: int | None = None) -> int:
-        """Delete the IKE SAs of a connection (or only IKE SA ``unique_id``); returns how many."""
+        """Delete the IKE SAs of a connection (or only IKE SA ``unique_id``); returns how many.
+        A whole connection's terminate also cancels its pending keyingtries attempt (`retrying`)."""
         self._conn(name)
         n = 0
         for sa in self.registry:
@@ -366,6 +386,8 @@ class IkeEndpoint:
                 self.scheduler.touch(sa)
                 n += 1
         self._attempts.pop(name, None)
+        if unique_id is None:
+            self._retries.pop(name, None)
         return n
 
     def rekey(self, name: str, now: float, *, ike: bool = False, unique_id: int | None = None) -> int:
