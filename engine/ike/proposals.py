@@ -249,7 +249,10 @@ def match(offered: WireProposal, conf: ConfProposal, *, ignore_ke: bool = False,
 
 def select(offered: Sequence[WireProposal], configured: Sequence[ConfProposal], *,
            ignore_ke: bool = False, with_additional: bool = True) -> Chosen | None:
-    """Responder selection: configured order first, then the peer's order."""
+    """Responder selection: configured order first, then the peer's order. Proposals sharing
+    a number (an AH+ESP bundle, which RFC 4301 dropped) are skipped, as charon does."""
+    if any(a.number >= b.number for a, b in zip(offered, offered[1:])):
+        offered = _single_protocol(offered)
     # Peers offer the same proposals again and again, with a new SPI each time:
     # the choice is cached on the offer without its SPIs, then given the SPI back.
     if type(configured) is tuple:
@@ -274,6 +277,13 @@ def select(offered: Sequence[WireProposal], configured: Sequence[ConfProposal], 
         return None
     index, chosen = found
     return chosen.with_spi(offered[index].spi)
+
+
+def _single_protocol(offered: Sequence[WireProposal]) -> list[WireProposal]:
+    counts: dict[int, int] = {}
+    for o in offered:
+        counts[o.number] = counts.get(o.number, 0) + 1
+    return [o for o in offered if counts[o.number] == 1]
 
 
 _by_identity: dict[tuple, tuple] = {}

@@ -289,13 +289,15 @@ def decode_sa(ptype: int, body: bytes, critical: bool, offset: int) -> SaPayload
         pos = pend
     if not proposals:
         raise malformed_at(ptype, offset, "no proposal")
-    if len(proposals) > 1:
-        # RFC 7296 §3.3.1: an offer numbers its proposals 1, 2, 3...
-        for i, prop in enumerate(proposals, 1):
-            if prop.number != i:
-                raise malformed_at(ptype, offset, f"proposal {i} is numbered {prop.number}")
-    elif proposals[0].number == 0:
-        raise malformed_at(ptype, offset, "proposal numbered 0")
+    # RFC 7296 §3.3.1 has senders number an offer 1, 2, 3...; like charon (sa_payload.c verify) we
+    # only insist that the numbers start at 1 or above and never go down: gaps are harmless, and
+    # proposals sharing a number (an AH+ESP bundle) are left to the IKE layer to skip.
+    previous = 1
+    for i, prop in enumerate(proposals, 1):
+        if prop.number < previous:
+            below = "" if prop.number == 0 else f", below proposal {i - 1}'s {previous}"
+            raise malformed_at(ptype, offset, f"proposal {i} is numbered {prop.number}{below}")
+        previous = prop.number
     return SaPayload(tuple(proposals), critical)
 
 

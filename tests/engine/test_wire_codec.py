@@ -196,8 +196,8 @@ def test_sa_errors_name_the_payload_and_offset():
     assert err.offset == 28 and err.payload == "SA"
     malformed(33, b"", "no proposal")
     malformed(33, proposal(number=1) + proposal(number=3), "'last substruc' 0 disagrees")
-    two = proposal(number=1, last=2) + proposal(number=3)
-    malformed(33, two, "proposal 2 is numbered 3")
+    two = proposal(number=3, last=2) + proposal(number=2)
+    malformed(33, two, "proposal 2 is numbered 2, below proposal 1's 3")
     malformed(33, proposal(number=0), "numbered 0")
     malformed(33, proposal(protocol=3, spi=b"123"), "ESP proposal with SPI size 3")
     malformed(33, proposal(protocol=1, spi=b"1234"), "IKE proposal with SPI size 4")
@@ -509,3 +509,13 @@ def test_a_notify_whose_spi_size_does_not_fit_its_protocol_is_kept(protocol, spi
     body = struct.pack("!BBH", protocol, len(spi), NotifyType.REKEY_SA) + spi + b"data"
     msg = decode_message(msg_bytes(41, chain(41, body)))
     assert msg.payloads == (NotifyPayload(NotifyType.REKEY_SA, protocol, spi, b"data"),)
+
+
+@pytest.mark.parametrize("numbers", [(1, 3), (2,), (1, 2, 7, 8), (1, 1, 2), (5, 5)])
+def test_proposal_numbers_with_gaps_are_accepted_as_charon_does(numbers):
+    """RFC 7296 §3.3.1: senders number 1, 2, 3...; charon's sa_payload.c verify() only wants
+    them never to go down (proposals sharing a number are an AH+ESP bundle, skipped later)."""
+    body = b"".join(proposal(number=n, protocol=3, spi=b"1234", last=0 if i == len(numbers) - 1 else 2)
+                    for i, n in enumerate(numbers))
+    msg = decode_message(msg_bytes(33, chain(33, body)))
+    assert tuple(p.number for p in msg.payloads[0].proposals) == numbers

@@ -1,0 +1,77 @@
+"""IKE edge cases compared with RFC 7296 and charon (strongSwan's libcharon/sa/ikev2/tasks):
+SAs named by protocol and SPI, error notifies in requests and answers, answers we refuse
+after the peer made its SA, rekey and delete orderings, proposal numbering, PFS hints,
+ignored Deletes. Sans-IO pairs with explicit time (tests/engine/ike_pair.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from engine.events import ChildSaDeleted, ChildState, IkeState, NegotiationFailed
+from engine.ike import proposals as props
+from engine.policy.proposals import parse_proposal
+from engine.wire.constants import NON_ESP_MARKER, ExchangeType, NotifyType, ProtocolId
+from engine.wire.message import decode_message, decode_payloads
+from engine.wire.payloads import DeletePayload, NotifyPayload, Proposal, SaPayload
+
+from tests.engine.ike_pair import LEFT, RIGHT, Pair, child, connection, mirror, policy
+
+
+def strip(data: bytes) -> bytes:
+    return data[len(NON_ESP_MARKER):] if data.startswith(NON_ESP_MARKER) else data
+
+
+def make(conn=None, peer=None, **engine) -> Pair:
+    a = conn or connection()
+    p = Pair(policy(a, address=LEFT, **engine), policy(peer or mirror(a), address=RIGHT, **engine))
+    p.a.initiate("tun", p.now)
+    p.advance(1)
+    return p
+
+
+def live(p: Pair, side: str):
+    return [sa for sa in p.ep(side).sas if sa.state != IkeState.DESTROYED]
+
+
+def request(p: Pair, side: str, payloads: list, exchange=ExchangeType.INFORMATIONAL) -> list:
+    """A hand-made request from ``side`` with its next Message ID, encrypted with its keys and
+    delivered to the other side; returns the other side's answer, decrypted."""
+    src, dst = p.ep(side), p.ep("b" if side == "a" else "a")
+    sa = live(p, side)[0]
+    mid = sa.mid_out
+    sa.mid_out += 1  # as if it had had its answer
+    here, there = (LEFT, RIGHT) if side == "a" else (RIGHT, LEFT)
+    for d in sa.encode(exchange, mid, payloads, response=False):
+        dst.receive_datagram(strip(d), (here, 4500), (there, 4500), p.now)
+    answers = [strip(x.data) for x in dst.datagrams_to_send()]
+    out = []
+    for raw in answers:
+        message = decode_message(raw)
+        first, inner = sa.sk.open(message)
+        out.append(decode_payloads(first, inner))
+    del src
+    return out
+
+
+# ====================================================================== proposal numbering (item 11)
+ESP = parse_proposal("aes256gcm16", "esp")
+
+
+def test_an_offer_numbered_with_gaps_is_answered_with_the_number_offered():
+    offer = props.to_wire([ESP], b"\1\2\3\4")
+    gapped = (dataclasses.replace(offer[0], number=1, transforms=offer[0].transforms[1:]),
+              dataclasses.replace(offer[0], number=3))
+    chosen = props.select(gapped, (ESP,))
+    assert chosen is not None and chosen.number == 3 and chosen.spi == b"\1\2\3\4"
+
+
+def test_proposals_sharing_a_number_are_skipped_as_charon_does():
+    """An AH+ESP bundle (two proposals, one number) is not taken apart: charon skips it."""
+    esp = props.to_wire([ESP], b"\1\2\3\4")[0]
+    ah = props.to_wire([parse_proposal("sha256", "ah")], b"\5\6\7\x08")[0]
+    bundle = (esp, dataclasses.replace(ah, number=1), dataclasses.replace(esp, number=2, spi=b"\x09\x09\x09\x09"))
+    chosen = props.select(bundle, (ESP,))
+    assert chosen is not None and chosen.number == 2 and chosen.spi == b"\x09\x09\x09\x09"
+    assert props.select(bundle[:2], (ESP,)) is None
