@@ -75,3 +75,46 @@ def test_proposals_sharing_a_number_are_skipped_as_charon_does():
     chosen = props.select(bundle, (ESP,))
     assert chosen is not None and chosen.number == 2 and chosen.spi == b"\x09\x09\x09\x09"
     assert props.select(bundle[:2], (ESP,)) is None
+
+
+# ====================================================================== SAs named by protocol and SPI (item 1)
+def only_child(p: Pair, side: str):
+    (c,) = live(p, side)[0].children.values()
+    return c
+
+
+def test_an_ah_delete_does_not_delete_our_esp_sa_with_that_spi():
+    p = make()
+    theirs = only_child(p, "b")
+    (answer,) = request(p, "b", [DeletePayload(ProtocolId.AH, (theirs.spi_in,))])
+    assert answer == []
+    mine = only_child(p, "a")
+    assert mine.state == ChildState.INSTALLED and mine.spi_out == theirs.spi_in
+    assert not p.of("a", ChildSaDeleted)
+    # The ESP Delete of the same SPI does delete it (and names ours back).
+    (answer,) = request(p, "b", [DeletePayload(ProtocolId.ESP, (theirs.spi_in,))])
+    assert answer == [DeletePayload(ProtocolId.ESP, (mine.spi_in,))]
+    assert not live(p, "a")[0].children
+
+
+def test_an_esp_delete_does_not_delete_our_ah_sa_with_that_spi():
+    ah = child(protocol="ah")
+    ah = dataclasses.replace(ah, proposals=(parse_proposal("sha256", "ah"),))
+    p = make(connection(children=[ah]))
+    theirs = only_child(p, "b")
+    assert theirs.protocol == "ah"
+    (answer,) = request(p, "b", [DeletePayload(ProtocolId.ESP, (theirs.spi_in,))])
+    assert answer == [] and only_child(p, "a").state == ChildState.INSTALLED
+
+
+def test_a_rekey_sa_naming_another_protocol_finds_no_sa():
+    p = make(connection(children=[child(esp=("aes256gcm16-x25519",))]))
+    theirs = only_child(p, "b")
+    sa_b = live(p, "b")[0]
+    from engine.ike.exchanges.child_sa import ChildOffer
+    offer = ChildOffer(sa_b, theirs.config, with_ke=True, rekey=theirs)
+    payloads = [pl if not (isinstance(pl, NotifyPayload) and pl.type == NotifyType.REKEY_SA)
+                else dataclasses.replace(pl, protocol=ProtocolId.AH) for pl in offer.payloads(nonce=True)]
+    (answer,) = request(p, "b", payloads, ExchangeType.CREATE_CHILD_SA)
+    assert [n.type for n in answer if isinstance(n, NotifyPayload)] == [NotifyType.CHILD_SA_NOT_FOUND]
+    assert only_child(p, "a").state == ChildState.INSTALLED and len(live(p, "a")[0].children) == 1

@@ -456,7 +456,7 @@ class ChildRekeyResponder(RespondsToChildRounds, Responder):
         self.new: ChildSa | None = None
         self.collided = False
         rekey = notify(payloads, NotifyType.REKEY_SA)
-        self.old = old = sa.child_by_spi_out(rekey.spi) if rekey is not None else None
+        self.old = old = sa.child_by_spi_out(rekey.spi, rekey.protocol) if rekey is not None else None
         active = sa.active
         if old is not None and old.state == ChildState.DELETING and deleting(sa, old):
             inp = I.REQ_OLD_OUR_DELETE_PENDING

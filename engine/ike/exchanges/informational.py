@@ -246,7 +246,7 @@ class InformationalResponder(Responder):
         self.removed: list[ChildSa] = []
         for d in deletes:
             for spi in d.spis:
-                child = sa.child_by_spi_out(spi)
+                child = sa.child_by_spi_out(spi, d.protocol)
                 if child is None or child in self.removed:
                     continue  # unknown or already gone: nothing to delete (§1.4.1)
                 if child.state != ChildState.DELETING:
