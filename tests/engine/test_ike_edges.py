@@ -118,3 +118,40 @@ def test_a_rekey_sa_naming_another_protocol_finds_no_sa():
     (answer,) = request(p, "b", payloads, ExchangeType.CREATE_CHILD_SA)
     assert [n.type for n in answer if isinstance(n, NotifyPayload)] == [NotifyType.CHILD_SA_NOT_FOUND]
     assert only_child(p, "a").state == ChildState.INSTALLED and len(live(p, "a")[0].children) == 1
+
+
+# ====================================================================== Deletes we ignore (items 9, 12)
+def ignored_lines(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "ignored a Delete" in r.getMessage()]
+
+
+@pytest.mark.parametrize("delete, why", [
+    (DeletePayload(0, ()), "protocol 0"),
+    (DeletePayload(ProtocolId.ESP, (b"\0\0\0\0",)), "SPI 0"),
+    (DeletePayload(ProtocolId.ESP, (b"\xde\xad\xbe\xef",)), "no ESP CHILD SA"),
+    (DeletePayload(ProtocolId.AH, (b"\xde\xad\xbe\xef",)), "no AH CHILD SA"),
+])
+def test_a_delete_naming_no_sa_is_answered_empty_and_logged_once(caplog, delete, why):
+    p = make()
+    caplog.set_level("INFO", logger="engine.ike")
+    (answer,) = request(p, "b", [delete])
+    assert answer == []
+    assert only_child(p, "a").state == ChildState.INSTALLED
+    assert all(sa.state == IkeState.ESTABLISHED for sa in live(p, "a") + live(p, "b"))
+    (line,) = ignored_lines(caplog)
+    assert why in line
+
+
+def test_ignored_deletes_are_logged_at_a_bounded_rate_and_counted(caplog):
+    p = make()
+    caplog.set_level("INFO", logger="engine.ike")
+    for _ in range(40):
+        request(p, "b", [DeletePayload(ProtocolId.ESP, (b"\xde\xad\xbe\xef",))])
+    logged = len(ignored_lines(caplog))
+    assert 1 <= logged < 40
+    assert p.a.stats["delete_logs_suppressed"] == 40 - logged
+    caplog.clear()
+    p.now += 3600  # later on, the next one is logged and says how many were left out
+    request(p, "b", [DeletePayload(0, ())])
+    (line,) = ignored_lines(caplog)
+    assert f"{40 - logged} similar" in line

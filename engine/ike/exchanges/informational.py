@@ -36,6 +36,7 @@ from engine.ike.child import ChildSa
 from engine.ike.exchange import Initiator, Label, Request, Responder, Table, notify
 from engine.ike.exchanges import redirect
 from engine.ike.host import Ended
+from engine.ike.ratelimit import RateLimit
 from engine.wire.constants import ExchangeType, NotifyType, ProtocolId
 from engine.wire.payloads import DeletePayload, NotifyPayload
 
@@ -43,6 +44,14 @@ log = logging.getLogger("engine.ike")
 INFORMATIONAL = ExchangeType.INFORMATIONAL
 RETRY = (2.0, 10.0)
 """Seconds before a deferred delete is tried again (random in this range)."""
+DELETE_LOG_BURST = 10.0
+DELETE_LOG_RATE = 0.1
+"""Log lines about Deletes we ignore: a burst of ten, then one per ten seconds (endpoint-wide;
+what is left out is counted as ``delete_logs_suppressed`` and summed up in the next line)."""
+
+
+def delete_log_budget() -> RateLimit:
+    return RateLimit(rate=DELETE_LOG_RATE, burst=DELETE_LOG_BURST)
 
 
 class S(Label):
@@ -194,6 +203,29 @@ class Notify(_Informational):
         return [NotifyPayload(self.notify_type)]
 
 
+_CHILD_PROTOCOLS = (int(ProtocolId.AH), int(ProtocolId.ESP))
+_SPI_ZERO = bytes(4)
+IGNORED_SHOWN = 4
+"""Ignored SPIs named in one log line at most (a Delete may list hundreds)."""
+
+
+def log_ignored(sa, ignored: list[str], now: float) -> None:
+    """One INFO line for the Deletes of one request that named no SA of ours, within the
+    endpoint's budget; over it, counted."""
+    budget = sa.host.delete_log
+    if not budget.allow(now):
+        sa.host.count("delete_logs_suppressed")
+        return
+    shown = "; ".join(ignored[:IGNORED_SHOWN])
+    if len(ignored) > IGNORED_SHOWN:
+        shown += f"; and {len(ignored) - IGNORED_SHOWN} more"
+    if budget.dropped:
+        shown += f" ({budget.dropped} similar lines suppressed)"
+        budget.dropped = 0
+    log.info("%s[%d]: ignored a Delete from the peer: %s", sa.name, sa.unique_id, shown,
+             extra={"connection": sa.name})
+
+
 class InformationalResponder(Responder):
     TABLE = TABLE
     INITIAL = S.IDLE
@@ -244,16 +276,29 @@ class InformationalResponder(Responder):
         sa = self.sa
         ours: dict[int, list[bytes]] = {}
         self.removed: list[ChildSa] = []
+        ignored: list[str] = []
         for d in deletes:
+            if d.protocol not in _CHILD_PROTOCOLS:
+                ignored.append(f"protocol {d.protocol} names no CHILD SA")  # charon skips it too
+                continue
             for spi in d.spis:
                 child = sa.child_by_spi_out(spi, d.protocol)
-                if child is None or child in self.removed:
-                    continue  # unknown or already gone: nothing to delete (§1.4.1)
+                if child is None:
+                    # Unknown or already gone: nothing to delete (§1.4.1).
+                    proto = ProtocolId(d.protocol).name
+                    ignored.append(f"{proto} SPI 0 names no SA" if spi == _SPI_ZERO else
+                                   f"no {proto} CHILD SA of ours has outbound SPI {spi.hex()} (gone already, or "
+                                   "never ours)")
+                    continue
+                if child in self.removed:
+                    continue
                 if child.state != ChildState.DELETING:
                     ours.setdefault(d.protocol, []).append(child.spi_in)
                 self.removed.append(child)
         self.answer = [DeletePayload(proto, tuple(spis)) for proto, spis in ours.items()]
         self.after = "_remove_children"
+        if ignored:
+            log_ignored(sa, ignored, now)
 
     def _remove_children(self, now: float) -> None:
         sa = self.sa
