@@ -155,3 +155,114 @@ def test_ignored_deletes_are_logged_at_a_bounded_rate_and_counted(caplog):
     request(p, "b", [DeletePayload(0, ())])
     (line,) = ignored_lines(caplog)
     assert f"{40 - logged} similar" in line
+
+
+# ====================================================================== answers we refuse (items 3, 6)
+def rewrite_answers(p: Pair, side: str, exchange: int, change, count: int = 1):
+    """A link filter: the first ``count`` answers of ``exchange`` that ``side`` sends are
+    decrypted, changed by ``change(payloads) -> payloads`` and sealed again with its keys."""
+    left = {"n": count}
+    other = "b" if side == "a" else "a"
+
+    def f(s, d):
+        if s != side or left["n"] == 0 or d.data == b"\xff":
+            return True
+        raw = strip(d.data)
+        message = decode_message(raw)
+        h = message.header
+        if h.exchange != exchange or not h.response:
+            return True
+        sender = next(sa for sa in p.ep(side).sas if (sa.spi_i, sa.spi_r) == (h.spi_i, h.spi_r))
+        receiver = next(sa for sa in p.ep(other).sas if (sa.spi_i, sa.spi_r) == (h.spi_i, h.spi_r))
+        first, inner = receiver.sk.open(message)
+        payloads = change(decode_payloads(first, inner))
+        left["n"] -= 1
+        (new,) = sender.encode(h.exchange, h.mid, payloads, response=True)
+        return NON_ESP_MARKER + new if d.data.startswith(NON_ESP_MARKER) else new
+
+    return f
+
+
+def wider_tsr(payloads):
+    from engine.wire.payloads import TsPayload, WireTs
+    from engine.policy.ts import parse_ts
+    return [TsPayload(False, (WireTs.from_ts(parse_ts("198.51.100.0/24")),)) if isinstance(x, TsPayload)
+            and not x.initiator else x for x in payloads]
+
+
+def other_proposal(payloads):
+    from engine.wire.payloads import Transform
+    out = []
+    for x in payloads:
+        if isinstance(x, SaPayload):
+            (prop,) = x.proposals
+            x = SaPayload((dataclasses.replace(prop, transforms=(Transform(1, 12, 128),) + tuple(
+                t for t in prop.transforms if t.type != 1)),))
+        out.append(x)
+    return out
+
+
+def transport_mode(payloads):
+    return [NotifyPayload(NotifyType.USE_TRANSPORT_MODE)] + list(payloads)
+
+
+def error_beside_sa(payloads):
+    return list(payloads) + [NotifyPayload(NotifyType.INTERNAL_ADDRESS_FAILURE)]
+
+
+def second_child() -> tuple:
+    return (child(), child("second", local_ts="198.51.100.2/32", remote_ts="198.51.100.130/32"))
+
+
+def children_named(p: Pair, side: str, name: str):
+    return [c for sa in live(p, side) for c in sa.children.values() if c.config.name == name]
+
+
+@pytest.mark.parametrize("change, notify", [
+    (wider_tsr, "TS_UNACCEPTABLE"), (other_proposal, "NO_PROPOSAL_CHOSEN"), (transport_mode, None),
+])
+def test_a_create_child_answer_we_refuse_is_followed_by_a_delete_of_the_peer_sa(change, notify):
+    """charon's delete_failed_sa: the peer made its SA when it answered; refusing that answer
+    alone would leave its half installed for good."""
+    a = connection(children=second_child()[:1])
+    peer = mirror(connection(children=second_child()))
+    p = make(a, peer)
+    p.filter = rewrite_answers(p, "b", ExchangeType.CREATE_CHILD_SA, change)
+    sa = live(p, "a")[0]
+    from engine.ike.exchanges.create_child import CreateChild
+    cfg = mirror(peer).children[1]
+    sa.start(CreateChild(sa, cfg), p.now)
+    p.a.scheduler.touch(sa)
+    p.advance(5)
+    failed = [e for e in p.of("a", NegotiationFailed) if e.exchange == "CREATE_CHILD_SA"]
+    assert len(failed) == 1 and (notify is None or failed[0].notify == notify), failed
+    assert not children_named(p, "a", "second")
+    assert not children_named(p, "b", "second"), "the peer's half stays installed"
+    assert len(live(p, "a")[0].children) == 1 and len(live(p, "b")[0].children) == 1
+
+
+def test_an_ike_auth_answer_whose_child_we_refuse_is_followed_by_a_delete_of_the_peer_sa():
+    a = connection()
+    p = Pair(policy(a, address=LEFT), policy(mirror(a), address=RIGHT))
+    p.filter = rewrite_answers(p, "b", ExchangeType.IKE_AUTH, wider_tsr)
+    p.a.initiate("tun", p.now)
+    p.advance(5)
+    assert all(sa.state == IkeState.ESTABLISHED for sa in live(p, "a") + live(p, "b"))
+    assert not live(p, "a")[0].children
+    assert not live(p, "b")[0].children, "the peer's half stays installed"
+
+
+def test_an_error_notify_beside_an_sa_payload_is_a_failure():
+    """RFC 7296 §3.10.1: an error type in a response means the request failed entirely."""
+    a = connection(children=second_child()[:1])
+    peer = mirror(connection(children=second_child()))
+    p = make(a, peer)
+    p.filter = rewrite_answers(p, "b", ExchangeType.CREATE_CHILD_SA, error_beside_sa)
+    sa = live(p, "a")[0]
+    from engine.ike.exchanges.create_child import CreateChild
+    sa.start(CreateChild(sa, mirror(peer).children[1]), p.now)
+    p.a.scheduler.touch(sa)
+    p.advance(5)
+    failed = [e for e in p.of("a", NegotiationFailed) if e.exchange == "CREATE_CHILD_SA"]
+    assert [e.notify for e in failed] == ["INTERNAL_ADDRESS_FAILURE"]
+    assert not children_named(p, "a", "second")

@@ -166,6 +166,39 @@ class DeleteChild(_Informational):
         return True
 
 
+class DeleteRefused(_Informational):
+    """Delete of the peer's half of a CHILD SA whose answer we refused (charon's
+    delete_failed_sa): it installed that half when it answered. Our SPI, which the Delete
+    names, is given back once the exchange is over."""
+
+    name = "INFORMATIONAL (delete refused CHILD SA)"
+
+    def __init__(self, sa, protocol: int, spi: bytes) -> None:
+        super().__init__(sa)
+        self.protocol = protocol
+        self.spi = spi
+
+    def start_input(self) -> I:
+        if self.sa.state == IkeState.ESTABLISHED:
+            return I.START
+        self._release()
+        return I.START_STALE
+
+    def build(self, now: float) -> list:
+        return [DeletePayload(self.protocol, (self.spi,))]
+
+    def done(self, now: float) -> None:
+        self._release()
+
+    def abort(self, now: float) -> None:
+        if self.state != S.DONE:
+            self._release()
+        super().abort(now)
+
+    def _release(self) -> None:
+        self.sa.host.ids.release_spi(self.spi)
+
+
 class DeleteIke(_Informational):
     name = "INFORMATIONAL (delete IKE)"
 
