@@ -266,3 +266,26 @@ def test_an_error_notify_beside_an_sa_payload_is_a_failure():
     failed = [e for e in p.of("a", NegotiationFailed) if e.exchange == "CREATE_CHILD_SA"]
     assert [e.notify for e in failed] == ["INTERNAL_ADDRESS_FAILURE"]
     assert not children_named(p, "a", "second")
+
+
+# ====================================================================== INVALID_SYNTAX in a request (item 2)
+def test_an_informational_request_with_invalid_syntax_ends_the_ike_sa():
+    """RFC 7296 §2.21.3, as charon (task_manager_v2.c: INVALID_SYNTAX starts ike_delete):
+    the peer could not parse a message of ours; answered empty, then the IKE SA goes."""
+    p = make()
+    (answer,) = request(p, "b", [NotifyPayload(NotifyType.INVALID_SYNTAX)])
+    assert answer == []
+    assert not live(p, "a")
+    assert any(isinstance(e, ChildSaDeleted) for e in p.events["a"] + [p.a.next_event() for _ in range(50)])
+
+
+def test_a_request_we_reject_for_bad_syntax_keeps_the_sa():
+    """The other direction: our INVALID_SYNTAX answer is an answer (the existing pin,
+    test_ike_message_ids.py), the SA stays on both ends."""
+    from engine.wire.constants import PayloadType
+    from engine.wire.payloads import UnknownPayload
+    p = make()
+    (answer,) = request(p, "b", [UnknownPayload(PayloadType.NOTIFY, b"\x00")])
+    assert answer == [NotifyPayload(NotifyType.INVALID_SYNTAX)]
+    p.advance(5)
+    assert live(p, "a") and live(p, "b")

@@ -21,6 +21,8 @@ Rules (responder):
   deleting ourselves (§1.4.1: the two requests crossed); SPIs we do not know
   are ignored. A CHILD rekey we have in flight hears of it (child_rekey.py).
 - AUTHENTICATION_FAILED: the peer could not verify us after all; the SA goes.
+- INVALID_SYNTAX (§2.21.3): the peer could not parse a message of ours; answered
+  empty, then the SA goes, as charon does (ike_delete). Not on a rekeyed SA.
 - REDIRECT to us as the original initiator (RFC 5685 §5): answered empty, then we
   start over at that gateway (exchanges.redirect); this SA goes once that one is up.
 - Empty: liveness, answered empty. Anything else: answered empty.
@@ -71,6 +73,7 @@ class I(Label):  # noqa: E742 (the table reads best with short names)
     REQ_DELETE_IKE_WAIT = "delete of the IKE SA while our rekey of it waits for its answer"
     REQ_DELETE_CHILDREN = "delete of CHILD SAs"
     REQ_AUTH_FAILED = "AUTHENTICATION_FAILED notify"
+    REQ_INVALID_SYNTAX = "INVALID_SYNTAX notify: the peer could not parse a message of ours"
     REQ_REDIRECT = "REDIRECT notify from our gateway"
     REQ_EMPTY = "empty (liveness)"
     REQ_OTHER = "other notifies"
@@ -90,11 +93,12 @@ TABLE = Table("INFORMATIONAL", {
     (S.IDLE, I.REQ_DELETE_IKE_WAIT): (S.DONE, "hold"),
     (S.IDLE, I.REQ_DELETE_CHILDREN): (S.DONE, "answer_delete_children"),
     (S.IDLE, I.REQ_AUTH_FAILED): (S.DONE, "answer_auth_failed"),
+    (S.IDLE, I.REQ_INVALID_SYNTAX): (S.DONE, "answer_invalid_syntax"),
     (S.IDLE, I.REQ_REDIRECT): (S.DONE, "answer_redirect"),
     (S.IDLE, I.REQ_EMPTY): (S.DONE, "answer_empty"),
     (S.IDLE, I.REQ_OTHER): (S.DONE, "answer_empty"),
 }, remote={I.RESPONSE, I.REQ_DELETE_IKE, I.REQ_DELETE_IKE_WAIT, I.REQ_DELETE_CHILDREN, I.REQ_AUTH_FAILED, I.REQ_EMPTY,
-           I.REQ_OTHER, I.REQ_REDIRECT},
+           I.REQ_OTHER, I.REQ_REDIRECT, I.REQ_INVALID_SYNTAX},
     final={S.DONE})
 
 
@@ -275,6 +279,8 @@ class InformationalResponder(Responder):
             inp = I.REQ_DELETE_CHILDREN
         elif notify(payloads, NotifyType.AUTHENTICATION_FAILED) is not None:
             inp = I.REQ_AUTH_FAILED
+        elif notify(payloads, NotifyType.INVALID_SYNTAX) is not None and self.sa.state != IkeState.REKEYED:
+            inp = I.REQ_INVALID_SYNTAX  # charon ignores notifies on a rekeyed IKE SA
         elif self.sa.original_initiator and notify(payloads, NotifyType.REDIRECT) is not None:
             inp = I.REQ_REDIRECT
         elif not payloads:
@@ -351,6 +357,19 @@ class InformationalResponder(Responder):
             log.info("%s[%d]: ignored %s", sa.name, sa.unique_id, bad, extra={"connection": sa.name})
             return
         redirect.follow(sa, gateway, INFORMATIONAL, (), now)
+
+    def answer_invalid_syntax(self, now: float, **_) -> None:
+        self.after = "_invalid_syntax"
+
+    def _invalid_syntax(self, now: float) -> None:
+        # RFC 7296 §2.21.3; charon answers it with its ike_delete task: the IKE SA goes.
+        sa = self.sa
+        sa.fail(INFORMATIONAL, "INVALID_SYNTAX", "the peer could not parse a message of ours and closes the "
+                "IKE SA (INVALID_SYNTAX)", now, sent_by_peer=True)
+        if sa.active is not None:
+            sa.active.peer_deleted_ike(now)
+        sa.host.keep_answer(sa, now)
+        sa.destroy(now, "the peer could not parse our message (INVALID_SYNTAX)")
 
     def answer_auth_failed(self, now: float, **_) -> None:
         self.after = "_auth_failed"
