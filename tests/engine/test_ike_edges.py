@@ -289,3 +289,38 @@ def test_a_request_we_reject_for_bad_syntax_keeps_the_sa():
     assert answer == [NotifyPayload(NotifyType.INVALID_SYNTAX)]
     p.advance(5)
     assert live(p, "a") and live(p, "b")
+
+
+# ====================================================================== PFS-only mismatch hint (item 7)
+def test_pfs_mismatch_names_both_sides_groups_and_the_fix():
+    offered = props.to_wire([parse_proposal("aes256gcm16-x25519", "esp")], b"\1\2\3\4")
+    hint = props.pfs_mismatch(offered, [parse_proposal("aes256gcm16", "esp")])
+    assert hint is not None and "only the key exchange" in hint
+    assert "CURVE_25519" in hint and "aes256gcm16-x25519" in hint and "pfs=no" in hint
+    ours_only = props.pfs_mismatch(props.to_wire([parse_proposal("aes256gcm16", "esp")], b"\1\2\3\4"),
+                                   [parse_proposal("aes256gcm16-ecp256", "esp")])
+    assert ours_only is not None and "ECP_256" in ours_only and "no PFS" in ours_only
+    both = props.pfs_mismatch(offered, [parse_proposal("aes256gcm16-ecp384", "esp")])
+    assert both is not None and "CURVE_25519" in both and "ECP_384" in both
+    # Not a PFS-only mismatch: the ciphers differ too, or it matches.
+    assert props.pfs_mismatch(offered, [parse_proposal("aes128-sha256", "esp")]) is None
+    assert props.pfs_mismatch(offered, [parse_proposal("aes256gcm16-x25519", "esp")]) is None
+
+
+@pytest.mark.parametrize("how", ["rekey", "create"])
+def test_a_child_refused_only_for_pfs_says_so(how):
+    """IKE_AUTH's CHILD SA has no KE (both sides agree), the rekey or the next CREATE_CHILD_SA
+    then fails on the PFS group alone: the refusal says that, and what to change."""
+    a = connection(children=[child(esp=("aes256gcm16-x25519",)), child("second", local_ts="198.51.100.2/32",
+                                                                     remote_ts="198.51.100.130/32",
+                                                                     esp=("aes256gcm16-x25519",))])
+    peer = mirror(a)
+    peer = dataclasses.replace(peer, children=tuple(dataclasses.replace(c, proposals=(
+        parse_proposal("aes256gcm16", "esp"),)) for c in peer.children))
+    p = make(a, peer)
+    if how == "rekey":
+        p.a.rekey("tun", p.now)
+    p.advance(5)
+    failed = [e for e in p.of("b", NegotiationFailed) if e.exchange == "CREATE_CHILD_SA"]
+    assert failed and failed[0].notify == "NO_PROPOSAL_CHOSEN"
+    assert "only the key exchange" in failed[0].reason and "pfs=no" in failed[0].reason, failed[0].reason

@@ -287,6 +287,10 @@ def choose(sa: IkeSa, children, payloads, *, ignore_ke: bool, with_additional: b
     ours = tuple(x for c in ts_ok for x in props.describe_configured(c.proposals))
     reason = (f"none of the peer's CHILD proposals is acceptable. The peer offered: {'; '.join(offered)}. "
               f"We accept: {'; '.join(ours)}.")
+    if not ignore_ke:
+        hint = props.pfs_mismatch(sa_p.proposals, [p for c in ts_ok for p in c.proposals])
+        if hint is not None:
+            reason += " " + hint
     raise RemoteError(NotifyType.NO_PROPOSAL_CHOSEN, reason,
                       details=dict(remote_proposals=offered, local_proposals=ours))
 
