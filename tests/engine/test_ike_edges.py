@@ -324,3 +324,20 @@ def test_a_child_refused_only_for_pfs_says_so(how):
     failed = [e for e in p.of("b", NegotiationFailed) if e.exchange == "CREATE_CHILD_SA"]
     assert failed and failed[0].notify == "NO_PROPOSAL_CHOSEN"
     assert "only the key exchange" in failed[0].reason and "pfs=no" in failed[0].reason, failed[0].reason
+
+
+# ====================================================================== starting on the NAT-T port (item 8)
+def test_an_ike_sa_started_on_the_natt_port_sends_the_marker_from_ike_sa_init_on():
+    """RFC 3948 §2.2: on port 4500 every IKE message carries the non-ESP marker, the first
+    IKE_SA_INIT included (swanctl: local_port = 4500, remote_port = 4500)."""
+    a = connection(local_port=4500, remote_port=4500)
+    p = Pair(policy(a, address=LEFT), policy(mirror(a, local_port=4500, remote_port=4500), address=RIGHT))
+    p.a.initiate("tun", p.now)
+    p.collect()
+    (side, first), = p.wire
+    assert first.local[1] == 4500 and first.remote[1] == 4500
+    assert first.data.startswith(NON_ESP_MARKER), "IKE_SA_INIT on port 4500 without the non-ESP marker"
+    p.advance(5)
+    assert not p.esp
+    assert [sa.state for sa in live(p, "a") + live(p, "b")] == [IkeState.ESTABLISHED] * 2
+    assert all(d.data.startswith(NON_ESP_MARKER) for _, d in p.log if d.data != b"\xff")
