@@ -341,3 +341,28 @@ def test_an_ike_sa_started_on_the_natt_port_sends_the_marker_from_ike_sa_init_on
     assert not p.esp
     assert [sa.state for sa in live(p, "a") + live(p, "b")] == [IkeState.ESTABLISHED] * 2
     assert all(d.data.startswith(NON_ESP_MARKER) for _, d in p.log if d.data != b"\xff")
+
+
+# ====================================================================== the peer deletes its own rekey's SA (item 4)
+def test_the_peer_deleting_the_sa_its_rekey_made_puts_the_old_sa_back_in_use():
+    """b rekeys the CHILD SA, a answers (its old SA now waits for b's Delete of it), and b then
+    deletes the SA its rekey made instead (a collision it resolved as the loser, or a change of
+    mind): a must not delete the old SA once its wait runs out, or neither end has one."""
+    p = make(connection(children=[child(esp=("aes256gcm16-x25519",))]))
+    from engine.ike.exchanges.child_sa import ChildOffer
+    old_b = only_child(p, "b")
+    offer = ChildOffer(live(p, "b")[0], old_b.config, with_ke=True, rekey=old_b)
+    (answer,) = request(p, "b", offer.payloads(nonce=True), ExchangeType.CREATE_CHILD_SA)
+    assert any(isinstance(x, SaPayload) for x in answer)
+    sa_a = live(p, "a")[0]
+    old_a = next(c for c in sa_a.children.values() if c.spi_out == old_b.spi_in)
+    assert old_a.state == ChildState.REKEYED and len(sa_a.children) == 2
+    (answer,) = request(p, "b", [DeletePayload(ProtocolId.ESP, (offer.spi_in,))])
+    assert len(answer) == 1  # a names its half of the new SA back
+    assert old_a.state == ChildState.INSTALLED and list(sa_a.children.values()) == [old_a]
+    p.advance(400)
+    assert old_a.state in (ChildState.INSTALLED, ChildState.REKEYING) or sa_a.children, \
+        "neither end has a CHILD SA"
+    pairs_a = {(c.spi_in, c.spi_out) for sa in live(p, "a") for c in sa.children.values()}
+    pairs_b = {(c.spi_out, c.spi_in) for sa in live(p, "b") for c in sa.children.values()}
+    assert pairs_a == pairs_b and len(pairs_a) == 1

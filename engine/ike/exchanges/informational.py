@@ -345,6 +345,25 @@ class InformationalResponder(Responder):
             sa.remove_child(child, now, "rekeyed" if child.state == ChildState.REKEYED else "deleted by peer")
             if sa.active is not None:
                 sa.active.peer_deleted_child(child, now)
+        for child in self.removed:
+            self._reinstate_replaced(child, now)
+
+    def _reinstate_replaced(self, child: ChildSa, now: float) -> None:
+        """The peer deleted the SA its own rekey made (``child``: the loser's cleanup of a
+        collision it alone saw, or a change of mind) while the SA that rekey replaced still
+        waits here for the peer's Delete of it. That SA is put back in use, and rekeyed
+        afresh soon, instead of deleted when its wait runs out: neither end would have an SA."""
+        sa = self.sa
+        old = sa.children.get(child.rekeyed_from) if child.rekeyed_from is not None else None
+        if old is None or old.state != ChildState.REKEYED or old in self.removed or sa.holds_child(old):
+            return
+        log.info("%s[%d]: the peer deleted CHILD SA %s{%d} that replaced %s; that one stays in use",
+                 sa.name, sa.unique_id, child.config.name, child.unique_id, old.spi_in.hex(),
+                 extra={"connection": sa.name})
+        old.set_state(ChildState.INSTALLED)
+        old.deadline = None
+        old.rekey_at = now + sa.host.random.uniform(*RETRY)
+        sa.host.changed(sa)
 
     def answer_redirect(self, now: float, payloads: list, **_) -> None:
         self.redirect_payloads = payloads
