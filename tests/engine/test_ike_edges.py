@@ -366,3 +366,37 @@ def test_the_peer_deleting_the_sa_its_rekey_made_puts_the_old_sa_back_in_use():
     pairs_a = {(c.spi_in, c.spi_out) for sa in live(p, "a") for c in sa.children.values()}
     pairs_b = {(c.spi_out, c.spi_in) for sa in live(p, "b") for c in sa.children.values()}
     assert pairs_a == pairs_b and len(pairs_a) == 1
+
+
+# ====================================================================== the peer's IKE rekey completes first (item 5)
+@pytest.mark.parametrize("kem", [False, True])
+@pytest.mark.parametrize("late", [0.5, 2.5, 7.0])
+def test_the_peers_delete_of_the_old_ike_sa_before_our_late_answer_keeps_the_children(kem, late):
+    """b rekeys the IKE SA (with an IKE_FOLLOWUP_KE round when ``kem``); a's first answer is
+    late, so b's retransmission gets the replayed answer, completes, and deletes the old IKE SA
+    before the late answer arrives: the CHILD SA lives on, on the new IKE SA at both ends."""
+    from tests.engine.ike_pair import Network
+    ike = ("aes256gcm16-prfsha256-x25519-ke1_mlkem768",) if kem else ("aes256gcm16-prfsha256-x25519",)
+    p = make(connection(children=[child(esp=("aes256gcm16-x25519",))], ike=ike))
+    old = (live(p, "a")[0].spi_i, live(p, "a")[0].spi_r)
+    net = Network(p)
+    delayed = {"n": 0}
+
+    def launch(side, d, _orig=net._launch):
+        raw = strip(d.data)
+        h = decode_message(raw).header if d.data != b"\xff" else None
+        if side == "a" and h is not None and h.response and delayed["n"] == 0 \
+                and h.exchange == ExchangeType.CREATE_CHILD_SA:
+            delayed["n"] = 1
+            net.fates.insert(0, ("delay", late))
+        _orig(side, d)
+
+    net._launch = launch
+    p.b.rekey("tun", p.now, ike=True)
+    net.run_until(p.now + 120)
+    net.settle()
+    for side in "ab":
+        (sa,) = live(p, side)
+        assert (sa.spi_i, sa.spi_r) != old and sa.state == IkeState.ESTABLISHED
+        assert len(sa.children) == 1
+    assert only_child(p, "a").spi_in == only_child(p, "b").spi_out
