@@ -400,3 +400,53 @@ def test_the_peers_delete_of_the_old_ike_sa_before_our_late_answer_keeps_the_chi
         assert (sa.spi_i, sa.spi_r) != old and sa.state == IkeState.ESTABLISHED
         assert len(sa.children) == 1
     assert only_child(p, "a").spi_in == only_child(p, "b").spi_out
+
+
+@pytest.mark.parametrize("change", [wider_tsr, other_proposal, transport_mode])
+def test_a_rekey_answer_we_refuse_is_followed_by_a_delete_of_the_peer_sa(change):
+    """The same for a CHILD rekey: the peer's new SA is deleted, the old pair goes on (the
+    peer puts it back in use and rekeys it itself soon after): one pair at both ends."""
+    p = make(connection(children=[child(esp=("aes256gcm16-x25519",))]))
+    refused: list[bytes] = []
+
+    def change_and_note(payloads):
+        refused.extend(x.proposals[0].spi for x in payloads if isinstance(x, SaPayload))
+        return change(payloads)
+
+    p.filter = rewrite_answers(p, "b", ExchangeType.CREATE_CHILD_SA, change_and_note)
+    p.a.rekey("tun", p.now)
+    p.advance(1)
+    assert [e.exchange for e in p.of("a", NegotiationFailed)] == ["CREATE_CHILD_SA"]
+    assert refused and all(c.spi_in not in refused for c in live(p, "b")[0].children.values()), \
+        "the peer's new SA stays installed"
+    p.advance(60)
+    pairs_a = {(c.spi_in, c.spi_out) for c in live(p, "a")[0].children.values()}
+    pairs_b = {(c.spi_out, c.spi_in) for c in live(p, "b")[0].children.values()}
+    assert pairs_a == pairs_b and len(pairs_a) == 1
+
+
+def test_an_error_notify_beside_an_sa_payload_fails_a_rekey_too():
+    p = make(connection(children=[child(esp=("aes256gcm16-x25519",))]))
+    old_a = only_child(p, "a")
+    p.filter = rewrite_answers(p, "b", ExchangeType.CREATE_CHILD_SA, error_beside_sa)
+    p.a.rekey("tun", p.now)
+    p.advance(5)
+    assert [e.notify for e in p.of("a", NegotiationFailed)] == ["INTERNAL_ADDRESS_FAILURE"]
+    assert list(live(p, "a")[0].children.values()) == [old_a] and old_a.state == ChildState.INSTALLED
+
+
+def test_the_spi_of_a_refused_answer_is_given_back_after_the_delete():
+    a = connection(children=second_child()[:1])
+    peer = mirror(connection(children=second_child()))
+    p = make(a, peer)
+    p.filter = rewrite_answers(p, "b", ExchangeType.CREATE_CHILD_SA, wider_tsr)
+    sa = live(p, "a")[0]
+    from engine.ike.exchanges.create_child import CreateChild
+    released: list[bytes] = []
+    original = p.a.ids.release_spi
+    p.a.ids.release_spi = lambda spi: (released.append(spi), original(spi))[1]
+    sa.start(CreateChild(sa, mirror(peer).children[1]), p.now)
+    p.a.scheduler.touch(sa)
+    p.advance(5)
+    assert len(released) == 1 and released[0] not in live(p, "a")[0].children
+    assert not children_named(p, "b", "second")  # the Delete went out first, naming that SPI
