@@ -202,6 +202,10 @@ class DeleteRefused(_Informational):
     def _release(self) -> None:
         self.sa.host.ids.release_spi(self.spi)
 
+    def migrate(self, sa) -> bool:
+        self.sa = sa  # the peer's half moved with its IKE SA's rekey
+        return True
+
 
 class DeleteIke(_Informational):
     name = "INFORMATIONAL (delete IKE)"
