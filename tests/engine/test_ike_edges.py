@@ -450,3 +450,37 @@ def test_the_spi_of_a_refused_answer_is_given_back_after_the_delete():
     p.advance(5)
     assert len(released) == 1 and released[0] not in live(p, "a")[0].children
     assert not children_named(p, "b", "second")  # the Delete went out first, naming that SPI
+
+
+def test_a_delete_naming_a_known_and_an_unknown_sa_deletes_the_known_and_logs_the_other(caplog):
+    p = make()
+    caplog.set_level("INFO", logger="engine.ike")
+    theirs, mine = only_child(p, "b"), only_child(p, "a")
+    (answer,) = request(p, "b", [DeletePayload(ProtocolId.ESP, (b"\xde\xad\xbe\xef", theirs.spi_in)),
+                                 DeletePayload(ProtocolId.AH, (theirs.spi_in,))])
+    assert answer == [DeletePayload(ProtocolId.ESP, (mine.spi_in,))]
+    assert not live(p, "a")[0].children
+    (line,) = ignored_lines(caplog)
+    assert "deadbeef" in line and "no AH CHILD SA" in line
+
+
+def test_invalid_syntax_on_a_rekeyed_ike_sa_is_ignored_as_charon_does():
+    """The old IKE SA after the peer's rekey only waits for the peer's Delete: a notify on it
+    (charon: 'received unexpected notify for rekeyed IKE_SA, ignored') ends nothing."""
+    p = make()
+    old_b = live(p, "b")[0]
+    # b rekeys the IKE SA; its Delete of the old one is lost for good.
+    p.filter = lambda side, d: not (side == "b" and d.data != b"\xff"
+                                    and decode_message(strip(d.data)).header.exchange == ExchangeType.INFORMATIONAL
+                                    and not decode_message(strip(d.data)).header.response)
+    p.b.rekey("tun", p.now, ike=True)
+    p.advance(1)
+    old_a = next(sa for sa in p.a.sas if (sa.spi_i, sa.spi_r) == (old_b.spi_i, old_b.spi_r))
+    assert old_a.state == IkeState.REKEYED
+    mid = old_b.mid_out
+    old_b.mid_out += 1
+    for d in old_b.encode(ExchangeType.INFORMATIONAL, mid, [NotifyPayload(NotifyType.INVALID_SYNTAX)], False):
+        p.a.receive_datagram(strip(d), (RIGHT, 4500), (LEFT, 4500), p.now)
+    assert old_a.state == IkeState.REKEYED
+    new_a = [sa for sa in live(p, "a") if sa is not old_a]
+    assert len(new_a) == 1 and new_a[0].state == IkeState.ESTABLISHED and len(new_a[0].children) == 1
