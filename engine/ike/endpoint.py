@@ -33,7 +33,7 @@ from engine.ike.authenticator import Authenticator
 from engine.ike.child import ChildSa
 from engine.ike.config_payload import VirtualIps
 from engine.ike.errors import IllegalTransition, LocalError
-from engine.ike.exchanges import CATALOG, mobike
+from engine.ike.exchanges import CATALOG, informational, mobike
 from engine.ike.host import Addr, Ended
 from engine.ike.registry import ZERO_SPI, KeptAnswer, Registry
 from engine.ike.sa import IkeSa
@@ -73,6 +73,8 @@ class IkeEndpoint:
         self.fragment_size = fragment_size
         self.stats: dict[str, int] = {}
         """Counters (the control socket's ``counters`` command shows them)."""
+        self.delete_log = informational.delete_log_budget()
+        """Log lines about Deletes we ignore: a peer repeating one is not a line each time."""
         self.registry = Registry(rng)
         self.ids = self.registry
         self.scheduler = Scheduler()

@@ -128,8 +128,10 @@ class IkeSa:
         """IKE_SA_INIT request bytes as sent (AUTH signs them)."""
         self.init_response = b""
         self.nat = NatState()
-        self.floated = False
-        """IKE moved to the NAT-T port (messages carry the non-ESP marker)."""
+        # An SA that starts on the NAT-T port (local_port = 4500) is there from IKE_SA_INIT on:
+        # every message carries the non-ESP marker (RFC 3948 §2.2).
+        self.floated = local[1] == host.engine.natt_port
+        """IKE is on the NAT-T port (messages carry the non-ESP marker)."""
         self.peer_fragmentation = False
         self.peer_is_ours = False
         self.peer_redirect_supported = False
