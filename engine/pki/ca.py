@@ -105,6 +105,9 @@ class CertEntry:
     """When it was revoked; None while valid."""
     reason: str | None = None
     """Revocation reason (CLI spelling), if revoked."""
+    cut_at_ca_end: bool = False
+    """Just issued, and the validity asked for reached past the CA's own end: it ends with the CA
+    (a certificate cannot outlive its issuer). Never stored in the index."""
 
     @property
     def serial_hex(self) -> str:
@@ -518,10 +521,10 @@ def issue(
 
     now = _now(clock)
     try:
-        wanted = now + timedelta(days=days)
+        cut = now + timedelta(days=days) > ca_cert.not_valid_after_utc
     except OverflowError:  # past the year 9999: the CA's end comes first anyway
-        wanted = ca_cert.not_valid_after_utc
-    not_after = min(wanted, ca_cert.not_valid_after_utc)
+        cut = True
+    not_after = ca_cert.not_valid_after_utc if cut else now + timedelta(days=days)
     if not_after <= now:
         raise PkiError(f"the CA certificate expired on {ca_cert.not_valid_after_utc:%Y-%m-%d}; renew the CA first")
     used = {int(str(c.get("serial", "0")), 16) for c in index["certs"]}
@@ -571,6 +574,7 @@ def issue(
         entry = CertEntry(
             name=name, serial=serial, subject=format_name(subject_name), sans=tuple(san_strings(cert)), kind=kind,
             key_type=key_type, not_before=cert.not_valid_before_utc, not_after=cert.not_valid_after_utc,
+            cut_at_ca_end=cut,
         )
         # --force replaced the files of a certificate still valid: it is revoked as superseded (RFC 5280
         # §5.3.1), or it would stay good for a peer until it expires, its key maybe the reason for the new one.

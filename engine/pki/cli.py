@@ -138,6 +138,11 @@ def main(argv: list[str] | None = None, *, clock: ca.Clock = ca.utc_now) -> int:
             print(f'issued {e.kind} certificate "{e.subject}" serial {e.serial_hex} [{", ".join(e.sans)}] '
                   f"until {_fmt_time(e.not_after)}: {directory / 'certs' / (e.name + '.crt')}, "
                   f"{directory / 'private' / (e.name + '.key')}", file=out)
+            if e.cut_at_ca_end:
+                # Said, not silent: the admin asked for longer and would otherwise find out at expiry.
+                print(f"{PROG}: warning: --days {args.days} reaches past the CA's own end: the certificate "
+                      f"ends with the CA on {_fmt_time(e.not_after)} (renew the CA, init-ca in another "
+                      "folder, to issue for longer)", file=sys.stderr)
         elif args.command == "revoke":
             e = ca.revoke(directory, args.cert, args.reason, ca_passphrase=_passphrase(args.ca_passphrase_file),
                           clock=clock)
