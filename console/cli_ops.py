@@ -298,6 +298,10 @@ def cmd_export(args) -> int:
     result = export_policy(policy, secrets_include=os.path.abspath(args.secrets) if args.secrets else None)
     for w in result.warnings:
         print(w, file=sys.stderr)
+    if result.commands:
+        print("copy the private keys and CRLs where swanctl --load-creds reads them:", file=sys.stderr)
+        for c in result.commands:
+            print(f"  {c}", file=sys.stderr)
     try:
         if args.secrets:
             _write(args.secrets, result.secrets_conf, mode=0o600, force=args.force)

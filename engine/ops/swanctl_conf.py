@@ -332,7 +332,9 @@ def quote(value: str) -> str:
     """``value`` as a settings value: bare when the lexer would read it back unchanged, else quoted."""
     if value and not any(ch in value for ch in '#}"\\\n\r\t') and value == " ".join(value.split()):
         return value
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t") + '"'
+    # \r too: strongSwan's lexer drops a bare CR inside quotes (settings_lexer.l), "\\r" is one
+    return ('"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
+            .replace("\t", "\\t") + '"')
 
 
 def render(tree: dict, indent: int = 0) -> str:

@@ -13,15 +13,25 @@ and private key references go to a separate ``secrets { }`` text (written
 0600 by the CLI) that the main file ``include``s. Settings swanctl has no place
 for (the ``[engine]`` section, ``remote_natt_port``) are named in comments and
 warnings.
+
+Private keys and CRLs: swanctl --load-creds reads them only from the folders
+of its directory (a key file named elsewhere is never loaded), a key by its
+format: PKCS#8 in ``pkcs8/``, traditional RSA / EC PEM in ``rsa/`` /
+``ecdsa/``, anything else in ``private/``; CRLs in ``x509crl/``. The export
+names each key's secrets entry after its folder (``pkcs8-NAME { file = gw.key }``:
+a passphrase is matched by the file's name there) and gives the commands that
+copy the files in (:attr:`ExportResult.commands`).
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.ops.swanctl_conf import render
+from engine.pki.keyfiles import swanctl_key_folder
 from engine.policy._reader import format_duration, format_size
 from engine.policy.identity import format_identity
 from engine.policy.model import ChildConfig, ConnectionConfig, EngineConfig, Policy, RuleConfig
@@ -32,11 +42,22 @@ SHUNTS = "ipsec-console-rules"
 """The connection that carries the rules as shunt children."""
 
 
+SWANCTL_DIR = '"${SWANCTL_DIR:-/etc/swanctl}"'
+"""swanctl's directory in the copy commands (swanctl reads $SWANCTL_DIR, else its built-in /etc/swanctl)."""
+
+
 @dataclass
 class ExportResult:
     conf: str
     secrets_conf: str = ""
     warnings: list[str] = field(default_factory=list)
+    commands: list[str] = field(default_factory=list)
+    """Shell commands that copy the private keys and CRLs where swanctl --load-creds reads them."""
+
+
+def _comment(text: str) -> str:
+    """One comment line: a line break in a file name must not end the comment."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
 
 
 def _yes(b: bool) -> str:
@@ -68,9 +89,44 @@ class _Exporter:
         self.policy = policy
         self.base = Path(policy.path).resolve().parent if policy.path else Path.cwd()
         self.warnings: list[str] = []
+        self.key_files = self.place_keys()
+        """Per private key name: (swanctl folder, file name there)."""
 
     def path(self, name: str) -> str:
         return str(name if os.path.isabs(name) else (self.base / name).resolve())
+
+    def key_path(self, name: str) -> str:
+        """A key file of the secrets, which names it relative to itself (engine.pki.keys)."""
+        folder = Path(self.policy.secrets.path).parent if self.policy.secrets.path else self.base
+        return str(name if os.path.isabs(name) else (folder / name).resolve())
+
+    def place_keys(self) -> dict[str, tuple[str, str]]:
+        """Where each private key goes in swanctl's directory: its format's folder, its own file name
+        (numbered when two keys of one folder share a name: each copy would replace the other)."""
+        placed: dict[str, tuple[str, str]] = {}
+        taken: set[tuple[str, str]] = set()
+        for p in self.policy.secrets.private if self.policy.secrets else ():
+            source = self.key_path(p.file)
+            folder, name = swanctl_key_folder(source), os.path.basename(source)
+            stem, dot, suffix = name.rpartition(".")
+            stem, dot, suffix = (stem, dot, suffix) if dot else (name, "", "")
+            n = 2
+            while (folder, name) in taken:
+                name, n = f"{stem}-{n}{dot}{suffix}", n + 1
+            taken.add((folder, name))
+            placed[p.name] = (folder, name)
+        return placed
+
+    def copy_commands(self) -> list[str]:
+        out = []
+        for p in self.policy.secrets.private if self.policy.secrets else ():
+            folder, name = self.key_files[p.name]
+            out.append(f"install -m 600 {shlex.quote(self.key_path(p.file))} {SWANCTL_DIR}/{folder}/"
+                       f"{shlex.quote(name)}")
+        for crl in self.policy.engine.crls:
+            out.append(f"install -m 644 {shlex.quote(self.path(crl))} {SWANCTL_DIR}/x509crl/"
+                       f"{shlex.quote(os.path.basename(crl))}")
+        return out
 
     def auth(self, side: str, c: ConnectionConfig) -> dict:
         a = c.local if side == "local" else c.remote
@@ -157,16 +213,14 @@ class _Exporter:
             out[f"eap-{k.name}"] = entry
         for k in getattr(self.policy.secrets, "ppk", ()):
             out[f"ppk-{k.name}"] = {"id": k.id, "secret": "0x" + k.secret.reveal().hex()}
-        folder = Path(self.policy.secrets.path).parent if self.policy.secrets.path else self.base
         for p in self.policy.secrets.private:
-            entry = {"file": str(p.file if os.path.isabs(p.file) else (folder / p.file).resolve())}
+            folder, name = self.key_files[p.name]
+            # The file's name in its folder: swanctl matches a passphrase by it (load_creds.c).
+            entry = {"file": name}
             if p.passphrase is not None:
                 # swanctl takes a key's passphrase as written (no 0x/0s decoding, unlike ike/eap/ppk)
                 entry["secret"] = p.passphrase.reveal().decode("utf-8", "surrogateescape")
-            out[f"private-{p.name}"] = entry
-            self.warnings.append(f"secrets.private.{p.name}: swanctl --load-creds reads private keys from its "
-                                 f"own folders only: copy {entry['file']} into swanctl/private/ (a passphrase "
-                                 "is matched by the file's name there)")
+            out[f"{folder}-{p.name}"] = entry
         return {"secrets": out} if out else {}
 
 
@@ -201,7 +255,17 @@ def export_policy(policy: Policy, *, secrets_include: str | None = None) -> Expo
     text = "\n".join(header) + "\n\n" + (render({"connections": conns}) if conns else "")
     if pools:
         text += "\n" + render({"pools": pools})
-    result = ExportResult(conf=text, warnings=ex.warnings)
+    result = ExportResult(conf=text, warnings=ex.warnings, commands=ex.copy_commands())
+    for p in policy.secrets.private if policy.secrets else ():
+        folder, name = ex.key_files[p.name]
+        ex.warnings.append(f"secrets.private.{p.name}: swanctl --load-creds reads private keys from its own "
+                           f"folders only: copy {ex.key_path(p.file)} to {folder}/{name} there (commands below)")
+    for crl in e.crls:
+        ex.warnings.append(f"[engine] crls {crl}: swanctl.conf names no CRL files; swanctl --load-creds reads "
+                           "them from its x509crl/ folder: copy it there (commands below)")
+    if result.commands:
+        result.conf += ("\n# swanctl --load-creds reads private keys and CRLs only from its folders; copy them "
+                        "there:\n" + "".join(f"#   {_comment(c)}\n" for c in result.commands))
     has_secrets = bool(policy.secrets.ike or policy.secrets.private or getattr(policy.secrets, "ppk", ())
                        or getattr(policy.secrets, "eap", ()))
     if secrets_include:
