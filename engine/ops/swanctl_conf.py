@@ -303,14 +303,20 @@ def _find(root: Section, dotted: str) -> Section | None:
     return sec
 
 
-def _inherit(target: Section, source: Section) -> None:
+def _inherit(target: Section, source: Section, active: frozenset[int] = frozenset()) -> None:
+    """Copy into ``target`` what ``source`` has and it lacks. A section that references one of its own
+    ancestors (``c { children { k : connections.c } }``) would copy itself into itself forever: the
+    sections being copied from or into are skipped, as strongSwan ignores a reference already followed."""
+    active = active | {id(target), id(source)}
     for k, v in source.settings.items():
         target.settings.setdefault(k, v)
-    for k, sub in source.sections.items():
+    for k, sub in list(source.sections.items()):
+        if id(sub) in active:
+            continue
         mine = target.sections.get(k)
         if mine is None:
             mine = target.sections[k] = Section(k, sub.file, sub.line)
-        _inherit(mine, sub)
+        _inherit(mine, sub, active)
 
 
 def resolve_references(root: Section) -> None:

@@ -262,3 +262,12 @@ def test_an_encrypted_key_with_its_passphrase_in_the_secrets_is_matched(tmp_path
     r = import_text(conf, conf_dir=sw, out_dir=tmp_path)
     assert not any("private key" in w for w in r.warnings), r.warnings
     assert r.secrets_toml.count("[private.") == 1 and 'passphrase = "pw"' in r.secrets_toml
+
+
+# -- found while there ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("text", ["connections { c { remote_addrs = 192.0.2.1\n children { k : connections.c { } } } }",
+                                  "connections { x : connections { } }", "a { x : a { }\n y : a { } }"])
+def test_a_section_referencing_its_own_ancestor_is_read(tmp_path, text):
+    """A reference to an enclosing section copied the section into itself without end (RecursionError
+    out of import); strongSwan ignores a reference it already follows."""
+    import_text(text, conf_dir=tmp_path, out_dir=tmp_path)
