@@ -17,6 +17,8 @@ from . import ca
 from .errors import PkiError
 
 PROG = "ipsec-console pki"
+MAX_PASSPHRASE = 1023
+"""The longest key passphrase OpenSSL (through cryptography) encrypts with."""
 
 
 def _passphrase(path: str | None) -> Secret | None:
@@ -25,9 +27,13 @@ def _passphrase(path: str | None) -> Secret | None:
         return None
     try:
         with open(path, "rb") as f:
-            line = f.readline().rstrip(b"\r\n")
+            # bounded: /dev/zero or a file with no line break would be read whole into memory
+            line = f.readline(MAX_PASSPHRASE + 2)
     except OSError as exc:
         raise PkiError(f"{path}: cannot read passphrase ({exc.strerror})") from None
+    line = line.rstrip(b"\r\n")
+    if len(line) > MAX_PASSPHRASE:
+        raise PkiError(f"{path}: the passphrase (its first line) is longer than {MAX_PASSPHRASE} bytes")
     if not line:
         raise PkiError(f"{path}: the passphrase file is empty")
     return Secret(line)

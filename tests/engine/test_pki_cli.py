@@ -273,3 +273,15 @@ def test_a_missing_parent_folder_is_named(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"the folder {tmp_path / 'no'} does not exist" in err and err.count("\n") == 1, err
     assert not (tmp_path / "no").exists()
+
+
+def test_a_passphrase_file_without_end_is_refused(tmp_path, capsys):
+    """--passphrase-file /dev/zero read the device into memory without end (readline never finds a
+    line break); a passphrase over 1023 bytes was a ValueError traceback from the key encryption."""
+    assert main(["--dir", str(tmp_path / "pki"), "init-ca", "Test CA", "--passphrase-file", "/dev/zero"]) == 1
+    assert "longer than 1023 bytes" in capsys.readouterr().err
+    (tmp_path / "pw").write_bytes(b"x" * 1024 + b"\n")
+    assert main(["--dir", str(tmp_path / "pki"), "init-ca", "Test CA", "--passphrase-file", str(tmp_path / "pw")]) == 1
+    assert "longer than 1023 bytes" in capsys.readouterr().err
+    (tmp_path / "pw").write_bytes(b"x" * 1023 + b"\n")
+    assert main(["--dir", str(tmp_path / "pki"), "init-ca", "Test CA", "--passphrase-file", str(tmp_path / "pw")]) == 0
