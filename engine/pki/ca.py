@@ -72,6 +72,8 @@ REVOCATION_REASONS: dict[str, x509.ReasonFlags] = {
 CLOCK_SKEW = timedelta(minutes=5)
 """Certificates start this much before `now`, so peers whose clock is a little behind accept them."""
 DEFAULT_CRL_DAYS = 30
+MAX_PASSPHRASE = 1023
+"""The longest key passphrase OpenSSL (through cryptography) encrypts with."""
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$")
 
 
@@ -158,6 +160,9 @@ def _sign_hash(key) -> hashes.HashAlgorithm | None:
 
 
 def _key_pem(key, passphrase: Secret | None) -> bytes:
+    if passphrase is not None and len(passphrase.reveal()) > MAX_PASSPHRASE:
+        # OpenSSL's limit: cryptography raises ValueError, a traceback out of issue or init-ca
+        raise PkiError(f"the key passphrase is longer than {MAX_PASSPHRASE} bytes")
     enc = serialization.BestAvailableEncryption(passphrase.reveal()) if passphrase else serialization.NoEncryption()
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, enc)
 

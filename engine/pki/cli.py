@@ -17,8 +17,7 @@ from . import ca
 from .errors import PkiError
 
 PROG = "ipsec-console pki"
-MAX_PASSPHRASE = 1023
-"""The longest key passphrase OpenSSL (through cryptography) encrypts with."""
+MAX_PASSPHRASE = ca.MAX_PASSPHRASE
 
 
 def _passphrase(path: str | None) -> Secret | None:
