@@ -339,6 +339,17 @@ def quote(value: str) -> str:
     if value and not any(ch in value for ch in '#}"\\\n\r\t') and value == " ".join(value.split()):
         return value
     # \r too: strongSwan's lexer drops a bare CR inside quotes (settings_lexer.l), "\\r" is one
+    return _quoted(value)
+
+
+def quote_include(path: str) -> str:
+    """An include's file name: bare ends at a blank, ``#`` or ``}`` (settings_lexer.l), so quoted then."""
+    if path and not any(ch in path for ch in ' \t#}"\\\n\r'):
+        return path
+    return _quoted(path)
+
+
+def _quoted(value: str) -> str:
     return ('"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
             .replace("\t", "\\t") + '"')
 

@@ -26,11 +26,12 @@ copy the files in (:attr:`ExportResult.commands`).
 from __future__ import annotations
 
 import os
+import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.ops.swanctl_conf import render
+from engine.ops.swanctl_conf import quote_include, render
 from engine.pki.keyfiles import swanctl_key_folder
 from engine.policy._reader import format_duration, format_size
 from engine.policy.identity import format_identity
@@ -38,6 +39,7 @@ from engine.policy.model import ChildConfig, ConnectionConfig, EngineConfig, Pol
 from engine.policy.proposals import default_proposals, proposal_texts
 from engine.policy.ts import TrafficSelector
 
+_BAD_NAME = re.compile(r'[#{}:.,="\s\x00-\x1f\x7f]')
 SHUNTS = "ipsec-console-rules"
 """The connection that carries the rules as shunt children."""
 
@@ -89,8 +91,24 @@ class _Exporter:
         self.policy = policy
         self.base = Path(policy.path).resolve().parent if policy.path else Path.cwd()
         self.warnings: list[str] = []
+        self.pool_names: dict[str, str] = {}
+        self.secret_names: set[str] = set()
         self.key_files = self.place_keys()
         """Per private key name: (swanctl folder, file name there)."""
+
+    def name(self, kind: str, name: str, taken: set[str]) -> str:
+        """``name`` as a swanctl.conf section name, unique in ``taken``: swanctl's names cannot hold
+        ``# { } : . , = "`` nor blanks (settings_lexer.l); a policy name may (``[connections."a.b"]``),
+        and written as it is, it made a file swanctl (and our import) cannot read."""
+        out = _BAD_NAME.sub("_", name) or "_"
+        base, n = out, 2
+        while out in taken:
+            out, n = f"{base}-{n}", n + 1
+        taken.add(out)
+        if out != name:
+            self.warnings.append(f"{kind} {name!r}: written as {out!r} (swanctl.conf names cannot contain "
+                                 "# { } : . , = \" or blanks)")
+        return out
 
     def path(self, name: str) -> str:
         return str(name if os.path.isabs(name) else (self.base / name).resolve())
@@ -178,7 +196,7 @@ class _Exporter:
             "unique": c.unique, "reauth_time": "0",
         })
         if getattr(c, "pools", ()):
-            out["pools"] = list(c.pools)
+            out["pools"] = [self.pool_names.get(p, p) for p in c.pools]
         if getattr(c, "vips", ()):
             out["vips"] = list(c.vips)
         if getattr(c, "ppk_id", None):
@@ -187,7 +205,9 @@ class _Exporter:
         out["local"] = self.auth("local", c)
         out["remote"] = self.auth("remote", c)
         if c.children:
-            out["children"] = {k.name: self.child(k) for k in c.children}
+            taken: set[str] = set()
+            out["children"] = {self.name(f"connections.{c.name}.children", k.name, taken): self.child(k)
+                               for k in c.children}
         return out
 
     def rule(self, r: RuleConfig) -> dict:
@@ -206,13 +226,14 @@ class _Exporter:
             raw = s.secret.reveal()
             # 0x... keeps any byte sequence exact (swanctl's own encoding).
             entry["secret"] = "0x" + raw.hex()
-            out[f"ike-{s.name}"] = entry
+            out[self.name("secrets.ike", f"ike-{s.name}", self.secret_names)] = entry
         for k in getattr(self.policy.secrets, "eap", ()):
             entry = {f"id-{n}": ident for n, ident in enumerate(k.ids, 1)}
             entry["secret"] = "0x" + k.secret.reveal().hex()
-            out[f"eap-{k.name}"] = entry
+            out[self.name("secrets.eap", f"eap-{k.name}", self.secret_names)] = entry
         for k in getattr(self.policy.secrets, "ppk", ()):
-            out[f"ppk-{k.name}"] = {"id": k.id, "secret": "0x" + k.secret.reveal().hex()}
+            out[self.name("secrets.ppk", f"ppk-{k.name}", self.secret_names)] = {
+                "id": k.id, "secret": "0x" + k.secret.reveal().hex()}
         for p in self.policy.secrets.private:
             folder, name = self.key_files[p.name]
             # The file's name in its folder: swanctl matches a passphrase by it (load_creds.c).
@@ -220,7 +241,7 @@ class _Exporter:
             if p.passphrase is not None:
                 # swanctl takes a key's passphrase as written (no 0x/0s decoding, unlike ike/eap/ppk)
                 entry["secret"] = p.passphrase.reveal().decode("utf-8", "surrogateescape")
-            out[f"{folder}-{p.name}"] = entry
+            out[self.name("secrets.private", f"{folder}-{p.name}", self.secret_names)] = entry
         return {"secrets": out} if out else {}
 
 
@@ -229,7 +250,10 @@ def export_policy(policy: Policy, *, secrets_include: str | None = None) -> Expo
     the conf includes from that path."""
     ex = _Exporter(policy)
     e = policy.engine
-    conns = {c.name: ex.connection(c, e) for c in policy.connections}
+    taken: set[str] = set()
+    ex.pool_names = {pool.name: ex.name("pools", pool.name, taken) for pool in getattr(policy, "pools", ())}
+    taken = set()
+    conns = {ex.name("connections", c.name, taken): ex.connection(c, e) for c in policy.connections}
     pools = {}
     for pool in getattr(policy, "pools", ()):
         entry: dict = {"addrs": pool.addrs}
@@ -239,12 +263,13 @@ def export_policy(policy: Policy, *, secrets_include: str | None = None) -> Expo
             entry["subnet"] = list(pool.split_include)  # INTERNAL_IP4/6_SUBNET
         if pool.split_exclude:
             entry["split_exclude"] = list(pool.split_exclude)
-        pools[pool.name] = entry
+        pools[ex.pool_names[pool.name]] = entry
     if policy.rules:
         name = SHUNTS
         while name in conns:
             name += "-x"
-        conns[name] = {"children": {r.name: ex.rule(r) for r in policy.rules}}
+        taken = set()
+        conns[name] = {"children": {ex.name("rules", r.name, taken): ex.rule(r) for r in policy.rules}}
     header = [f"# swanctl.conf written by ipsec-console export from {policy.path or 'a policy'}.",
               "# Load it with: swanctl --load-all --file THIS_FILE"]
     if (e.ike_port, e.natt_port) != (500, 4500):
@@ -271,7 +296,7 @@ def export_policy(policy: Policy, *, secrets_include: str | None = None) -> Expo
     if secrets_include:
         result.secrets_conf = ("# Secrets for the swanctl.conf of ipsec-console export. Keep this file mode 0600.\n\n"
                                + render(ex.secrets()))
-        result.conf += f"\ninclude {secrets_include}\n"
+        result.conf += f"\ninclude {quote_include(secrets_include)}\n"  # a path with blanks is quoted
     elif has_secrets:
         result.conf += ("\n# The policy's secrets were not exported: rerun with --secrets FILE to write them to a "
                         "separate file (mode 0600) that this one includes.\n")

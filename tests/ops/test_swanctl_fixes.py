@@ -271,3 +271,45 @@ def test_a_section_referencing_its_own_ancestor_is_read(tmp_path, text):
     """A reference to an enclosing section copied the section into itself without end (RecursionError
     out of import); strongSwan ignores a reference it already follows."""
     import_text(text, conf_dir=tmp_path, out_dir=tmp_path)
+
+
+ODD_NAMES = """\
+[engine]
+datapath = "kernel"
+secrets = "s.toml"
+[connections."a.b"]
+remote_addrs = ["192.0.2.1"]
+pools = ["p,1"]
+local = { auth = "psk", id = "a.example" }
+remote = { auth = "psk", id = "b.example" }
+[connections."a.b".children."c:d"]
+local_ts = ["198.51.100.0/25"]
+remote_ts = ["198.51.100.128/25"]
+[rules."r#1"]
+action = "bypass"
+local_ts = ["198.51.100.0/25"]
+remote_ts = ["198.51.100.128/25"]
+[pools."p,1"]
+addrs = "198.51.100.192/26"
+"""
+
+
+def test_names_swanctl_cannot_hold_are_renamed_and_said(tmp_path):
+    """Policy names may hold . : , # (quoted TOML keys); written as they were, the exported file was
+    not swanctl.conf (`a.b {` is a syntax error, `pools = p,1` two pools)."""
+    (tmp_path / "p.toml").write_text(ODD_NAMES)
+    (tmp_path / "s.toml").write_text('[ike."x.y"]\nids = ["a.example", "b.example"]\nsecret = "' + "k" * 32 + '"\n')
+    (tmp_path / "s.toml").chmod(0o600)
+    policy = load_policy(tmp_path / "p.toml")
+    out = export_policy(policy, secrets_include=str(tmp_path / "with space" / "secrets.conf"))
+    root = parse(out.conf.split("\ninclude ")[0])
+    conn = root.section("connections").section("a_b")
+    assert conn.section("children").section("c_d") is not None and conn.value("pools") == "p_1"
+    assert root.section("pools").section("p_1").value("addrs") == "198.51.100.192/26"
+    assert root.section("connections").section("ipsec-console-rules").section("children").section("r_1")
+    assert parse(out.secrets_conf).section("secrets").section("ike-x_y") is not None
+    assert 'include "' + str(tmp_path / "with space" / "secrets.conf") + '"' in out.conf
+    for name in ("'a.b'", "'c:d'", "'r#1'", "'p,1'", "'ike-x.y'"):
+        assert any(name in w and "written as" in w for w in out.warnings), (name, out.warnings)
+    back = import_text(out.conf.split("\ninclude ")[0], conf_dir=tmp_path, out_dir=tmp_path)
+    assert back.connections == 1 and back.rules == 1
