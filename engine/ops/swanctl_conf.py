@@ -56,6 +56,9 @@ class Section:
     settings: dict[str, Setting] = field(default_factory=dict)
     sections: dict[str, "Section"] = field(default_factory=dict)
     refs: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    """The root's: ``file:line: what`` the parser noticed and strongSwan only logs (an include matching
+    no file)."""
 
     def section(self, name: str) -> "Section | None":
         return self.sections.get(name)
@@ -242,7 +245,13 @@ class _Parser:
             if folder is None:
                 raise SettingsError(f"{file}:{line}: a relative include needs a file to be relative to")
             pattern = str(folder / pattern)
-        for match in sorted(glob.glob(pattern)):
+        matches = sorted(glob.glob(pattern))
+        if not matches:
+            # strongSwan logs "no files found matching" and goes on: said, since what those files held
+            # (connections, secrets) is missing from the result.
+            self.root.notes.append(f"{file}:{line}: include {pattern}: no file matches (a missing folder or "
+                                   "file): what it holds is not read")
+        for match in matches:
             self.parse_file(Path(match), stack)
 
 

@@ -113,7 +113,7 @@ class _Importer(SecretsImport):
         self.secrets_dir = Path(os.path.normpath(out_dir / secrets_name)).parent
         """Key files are relative to the secrets file (engine.pki.keys), which may be elsewhere."""
         self.init_secrets()
-        self.warnings: list[str] = []
+        self.warnings: list[str] = list(root.notes)
         self.used_names: set[str] = set()
         self.ports: dict[int, list[tuple[str, str]]] = {}
         """local_port values other than 500, and where: one of them becomes [engine] ike_port."""

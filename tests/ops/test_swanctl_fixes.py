@@ -313,3 +313,15 @@ def test_names_swanctl_cannot_hold_are_renamed_and_said(tmp_path):
         assert any(name in w and "written as" in w for w in out.warnings), (name, out.warnings)
     back = import_text(out.conf.split("\ninclude ")[0], conf_dir=tmp_path, out_dir=tmp_path)
     assert back.connections == 1 and back.rules == 1
+
+
+def test_an_include_that_matches_no_file_is_said(tmp_path):
+    """`include conf.d/*.conf` with conf.d not copied along: its connections were silently missing
+    from the import (strongSwan logs "no files found matching")."""
+    conf = tmp_path / "swanctl.conf"
+    conf.write_text("include conf.d/*.conf\nconnections {\n}\n")
+    from engine.ops.swanctl_import import import_file
+
+    r = import_file(conf, out_dir=tmp_path)
+    assert any(w.startswith(f"{conf}:1: include {tmp_path}/conf.d/*.conf: no file matches") for w in r.warnings), \
+        r.warnings
