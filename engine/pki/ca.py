@@ -180,6 +180,10 @@ def _index_path(d: Path) -> Path:
 
 def _load_index(d: Path) -> dict:
     p = _index_path(d)
+    if not d.is_dir():
+        what = "is not a folder" if d.exists() else "does not exist"
+        raise PkiError(f"{d}: no CA here: the folder {d} {what} (give --dir the CA's folder, or create one "
+                       "with `ipsec-console pki init-ca`)")
     if not (d / "ca.crt").exists():
         raise PkiError(f"{d}: no CA here (run `ipsec-console pki init-ca` first, or give --dir)")
     try:

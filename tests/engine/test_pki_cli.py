@@ -285,3 +285,10 @@ def test_a_passphrase_file_without_end_is_refused(tmp_path, capsys):
     assert "longer than 1023 bytes" in capsys.readouterr().err
     (tmp_path / "pw").write_bytes(b"x" * 1023 + b"\n")
     assert main(["--dir", str(tmp_path / "pki"), "init-ca", "Test CA", "--passphrase-file", str(tmp_path / "pw")]) == 0
+
+
+@pytest.mark.parametrize("command", [["list"], ["issue", "gw.example"], ["revoke", "gw"], ["crl"]])
+def test_a_missing_ca_folder_is_named(tmp_path, capsys, command):
+    assert main(["--dir", str(tmp_path / "nope"), *command]) == 1
+    err = capsys.readouterr().err
+    assert f"the folder {tmp_path / 'nope'} does not exist" in err and err.count("\n") == 1, err
