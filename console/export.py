@@ -92,6 +92,7 @@ def _write(app, path: Path, data: bytes, name: str) -> None:
         with open(path, "wb") as f:
             f.write(data)
     except OSError as exc:
+        path.unlink(missing_ok=True)  # no half-written capture left under a name that looks complete
         app.call_from_thread(app.post_message, events.DeliveryFailed(key=key, exception=exc, name=name))
     else:
         app.call_from_thread(app.post_message, events.DeliveryComplete(key=key, path=path, name=name))

@@ -49,3 +49,27 @@ def test_a_binary_export_gets_a_free_name_too(tmp_path):
     assert app.done.wait(10)
     assert (tmp_path / "capture.pcap").read_bytes() == b"old"
     assert app.delivered == [tmp_path / "capture-2.pcap"] and app.delivered[0].read_bytes() == b"new"
+
+
+def test_a_failed_binary_export_leaves_no_file(tmp_path, monkeypatch):
+    import builtins
+
+    import console.export as export
+
+    app = _App(tmp_path)
+    failures = []
+    app.post_message = lambda message: (failures.append(message), app.done.set())
+    real_open = builtins.open
+
+    def full_disk(path, mode="r", *a, **kw):
+        if "w" in mode and str(path).startswith(str(tmp_path)):
+            f = real_open(path, mode, *a, **kw)
+            f.write(b"half")
+            f.close()
+            raise OSError(28, "No space left on device")
+        return real_open(path, mode, *a, **kw)
+
+    monkeypatch.setattr(export, "open", full_disk, raising=False)
+    deliver(app, b"data", "capture.pcap", "pcap")
+    assert app.done.wait(10)
+    assert failures and not list(tmp_path.iterdir())
