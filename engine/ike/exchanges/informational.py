@@ -176,6 +176,9 @@ class DeleteRefused(_Informational):
     names, is given back once the exchange is over."""
 
     name = "INFORMATIONAL (delete refused CHILD SA)"
+    affects_children = True
+    """The peer's IKE rekey waits for it (as charon's, whose child_create task runs until then):
+    its half must not move to the new IKE SA under a Delete sent on this one."""
 
     def __init__(self, sa, protocol: int, spi: bytes) -> None:
         super().__init__(sa)
