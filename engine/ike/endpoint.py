@@ -7,6 +7,7 @@ non-ESP marker already removed), ``handle_timer(now)`` and commands
 by the caller: ``datagrams_to_send()``, ``get_timer()``, ``next_event()``.
 
 This class is the facade; the work is done by
+- ``routing.receive_datagram``: each datagram to its SA by SPI (or to the front door),
 - ``front_door.FrontDoor``: IKE_SA_INIT requests (cookies, half-open limits, blocking),
 - ``registry.Registry``: the SAs and the identifiers they use,
 - ``scheduler.Scheduler``: the timers,
@@ -21,34 +22,29 @@ import ipaddress
 import logging
 import os
 import random
-import struct
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 from engine.crypto.keypool import KeyPool
 from engine.events import ChildState, Event, IkeState, PolicyApplied
-from engine.ike import names, policy_change, redirect_client, sa_timers
+from engine.ike import names, policy_change, redirect_client, routing
 from engine.ike.authenticator import Authenticator
 from engine.ike.child import ChildSa
 from engine.ike.config_payload import VirtualIps
 from engine.ike.errors import IllegalTransition, LocalError
 from engine.ike.exchanges import CATALOG, informational, mobike
 from engine.ike.host import Addr, Ended
-from engine.ike.registry import ZERO_SPI, KeptAnswer, Registry
+from engine.ike.registry import KeptAnswer, Registry
 from engine.ike.sa import IkeSa
 from engine.ike.scheduler import Scheduler
 from engine.ike.front_door import FrontDoor
 from engine.ike.names import HostNames
 from engine.ike.status import ike_sa_info
 from engine.policy.model import ChildConfig, ConnectionConfig, EngineConfig, Policy
-from engine.wire.constants import FLAG_INITIATOR, FLAG_RESPONSE, IKE_HEADER_SIZE, NON_ESP_MARKER, ExchangeType
-from engine.wire.errors import WireError
-from engine.wire.message import decode_header, decode_message
+from engine.wire.constants import ExchangeType
 
 log = logging.getLogger("engine.ike")
-_ROUTE = struct.Struct("!8s8sBBBBII")
-"""The IKE header (RFC 7296 §3.1): SPIs, next payload, version, exchange, flags, MID, length."""
 
 
 class Datagram(NamedTuple):
@@ -537,59 +533,8 @@ class IkeEndpoint:
             if any(c.start_action == "start" for c in conn.children) and policy_change.initiable(conn):
                 self.initiate(conn.name, now)
 
-    # ------------------------------------------------------------ input
-    def receive_datagram(self, data: bytes, local: Addr, remote: Addr, now: float) -> None:
-        if len(data) > self.engine.max_packet:
-            self.count("oversize")
-            return
-        if len(data) < IKE_HEADER_SIZE:
-            self.count("malformed")
-            return
-        # The fields that route the datagram, read without building a header
-        # (decode_message builds the one the SA uses).
-        spi_i, spi_r, _, version, exchange, flags, mid, _ = _ROUTE.unpack_from(data)
-        if exchange == ExchangeType.IKE_SA_INIT and not flags & FLAG_RESPONSE:
-            try:
-                header = decode_header(data)
-            except WireError:
-                self.count("malformed")
-                return
-            self.front_door.receive(data, header, local, remote, now)
-            return
-        # Our SPI: the responder's if the peer is the original initiator.
-        ours = spi_r if flags & FLAG_INITIATOR else spi_i
-        sa = self.registry.get(ours) if ours != ZERO_SPI else None
-        if sa is None:
-            rekeyed = self.registry.rekeying_to(ours) if not flags & FLAG_RESPONSE else None
-            if rekeyed is not None:
-                # A request on the IKE SA our rekey creates: the peer has it, our answer was lost.
-                self.count("request_before_rekey_answer")
-                sa_timers.hurry(rekeyed, now)
-                return
-            kept = self.registry.kept_answer(ours, now) if not flags & FLAG_RESPONSE else None
-            if kept is not None and kept.answers(spi_i, spi_r, mid, remote[0]):
-                kept.replays += 1
-                self.count("retransmitted_request")
-                marker = local[1] == self.engine.natt_port
-                for d in kept.datagrams:
-                    self.send(NON_ESP_MARKER + d if marker else d, local, remote)
-                return
-            if version >> 4 == 2:
-                self.front_door.unknown_spi((spi_i, spi_r), exchange, flags, mid, local, remote, now)
-            else:
-                self.count("unknown_spi")
-            return
-        if exchange != ExchangeType.IKE_SA_INIT and sa.spi_r != spi_r and sa.spi_i != spi_i:
-            self.count("unknown_spi")
-            return
-        try:
-            message = decode_message(data)
-        except WireError as exc:
-            self.count("malformed")
-            log.debug("malformed message from %s:%d: %s", remote[0], remote[1], exc)
-            return
-        sa.receive(message, local, remote, now)
-        self.scheduler.touch(sa)
+    # ------------------------------------------------------------ input: routing.py
+    receive_datagram = routing.receive_datagram
 
     # ------------------------------------------------------------ status
     def status(self, now: float):

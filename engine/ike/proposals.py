@@ -227,9 +227,12 @@ def match(offered: WireProposal, conf: ConfProposal, *, ignore_ke: bool = False,
         offered_ke = got.get(TransformType.KE, [])
         if conf.ke:
             o = _pick(conf.ke, offered_ke, False)
-            if o is None:
+            if o is not None:
+                ke = o.id if o.id != 0 else None
+            elif offered_ke or conf.protocol == "ike" or all(t.id != KeId.NONE for t in conf.ke):
                 return None
-            ke = o.id if o.id != 0 else None
+            # else: ESP/AH with NONE among our groups makes PFS optional, and an offer without
+            # any KE transform is taken without it (charon's select_algo).
         elif offered_ke and all(t.id != 0 for t in offered_ke):
             return None  # the peer wants PFS, we are configured without it
     additional: tuple[tuple[int, int], ...] = ()
@@ -301,6 +304,18 @@ def _select(shape, configured: tuple[ConfProposal, ...], ignore_ke: bool, with_a
             if c is not None:
                 return i, c
     return None
+
+
+def pfs_declined(response: WireProposal, offered: Sequence[WireProposal]) -> bool:
+    """The responder's CHILD proposal has no KE group (no KE transform, or NONE) and the
+    proposal of ours it names offered NONE: PFS was optional and the peer went without it."""
+    ours = next((p for p in offered if p.number == response.number and p.protocol == response.protocol), None)
+    if ours is None or ours.protocol == ProtocolId.IKE:
+        return False
+    if not any(t.type == TransformType.KE and t.id == KeId.NONE for t in ours.transforms):
+        return False
+    chosen = accept_response(response, offered)
+    return chosen is not None and not chosen.ke
 
 
 def accept_response(response: WireProposal, offered: Sequence[WireProposal], *,
@@ -418,9 +433,11 @@ def pfs_mismatch(offered: Sequence[WireProposal], configured: Sequence[ConfPropo
                 example = _with_group(conf, theirs[0])
                 fix = (f"add one of the peer's groups to our esp_proposals (e.g. '{example}'), or turn PFS "
                        "off on the peer (pfs=no, or no KE group in its esp_proposals)")
-            else:
+            elif ours:
                 fix = ("turn PFS on at the peer (add a group such as "
                        f"'{_with_group(conf, ours[0])}' to its esp_proposals), or remove the group from ours")
+            else:
+                continue  # neither side has a group: not a PFS mismatch
             return (f"only the key exchange (PFS group) differs: the peer offers {peer_has}, we accept "
                     f"{we_have}. Fix: {fix}.")
     return None

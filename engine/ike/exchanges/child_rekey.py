@@ -301,10 +301,11 @@ class ChildRekey(InitiatesChildRounds, Initiator):
             if errors:
                 n = notify_name(errors[0].type)
                 raise ChildRefused(n, f"the peer refused IKE_FOLLOWUP_KE with {n}", by_peer=True)
+            last = self.followup.last
             try:
                 self.followup.response(payloads)
             except RemoteError as exc:
-                raise ChildRefused("INVALID_SYNTAX", exc.reason) from None
+                raise ChildRefused("INVALID_SYNTAX", exc.reason, peer_made=last) from None
             if not self.followup.done:
                 self.fire(I.RESP_ROUND, now)
                 return

@@ -163,7 +163,10 @@ class ChildOffer:
         if notify(payloads, NotifyType.INVALID_KE_PAYLOAD) is not None or ke is None:
             if error_notifies(payloads):
                 raise self.refused(payloads)
-            raise ChildRefused("INVALID_KE_PAYLOAD", "the peer sent no KE for a PFS CHILD SA", self._details())
+            if self._chose_no_pfs(payloads):
+                return None  # we offered NONE too (optional PFS) and the peer took it
+            raise ChildRefused("INVALID_KE_PAYLOAD", "the peer sent no KE for a PFS CHILD SA", self._details(),
+                               peer_made=self.peer_made(payloads))
         made = self.peer_made(payloads)
         if ke.group != self.ke.group:
             raise ChildRefused("INVALID_KE_PAYLOAD", f"the peer answered with KE group {ke.group}, we sent "
@@ -173,6 +176,11 @@ class ChildOffer:
         except (InvalidKeyExchange, ValueError) as exc:
             raise ChildRefused("INVALID_KE_PAYLOAD", f"invalid PFS key exchange data: {exc}",
                                self._details(), peer_made=made) from None
+
+    def _chose_no_pfs(self, payloads) -> bool:
+        sa_p = find(payloads, SaPayload)
+        return (sa_p is not None and len(sa_p.proposals) == 1
+                and props.pfs_declined(sa_p.proposals[0], self.offered))
 
     @staticmethod
     def peer_made(payloads) -> bool:

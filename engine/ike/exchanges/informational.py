@@ -176,6 +176,9 @@ class DeleteRefused(_Informational):
     names, is given back once the exchange is over."""
 
     name = "INFORMATIONAL (delete refused CHILD SA)"
+    affects_children = True
+    """The peer's IKE rekey waits for it (as charon's, whose child_create task runs until then):
+    its half must not move to the new IKE SA under a Delete sent on this one."""
 
     def __init__(self, sa, protocol: int, spi: bytes) -> None:
         super().__init__(sa)
@@ -245,6 +248,7 @@ class Notify(_Informational):
 
 
 _CHILD_PROTOCOLS = (int(ProtocolId.AH), int(ProtocolId.ESP))
+_LIVE = (ChildState.INSTALLED, ChildState.REKEYING)
 _SPI_ZERO = bytes(4)
 IGNORED_SHOWN = 4
 """Ignored SPIs named in one log line at most (a Delete may list hundreds)."""
@@ -361,12 +365,15 @@ class InformationalResponder(Responder):
         old = sa.children.get(child.rekeyed_from) if child.rekeyed_from is not None else None
         if old is None or old.state != ChildState.REKEYED or old in self.removed or sa.holds_child(old):
             return
+        if any(c.rekeyed_from == old.spi_in and c.state in _LIVE for c in sa.children.values()):
+            return  # another SA replaced old (a collision's winner): old still goes
         log.info("%s[%d]: the peer deleted CHILD SA %s{%d} that replaced %s; that one stays in use",
                  sa.name, sa.unique_id, child.config.name, child.unique_id, old.spi_in.hex(),
                  extra={"connection": sa.name})
         old.set_state(ChildState.INSTALLED)
         old.deadline = None
-        old.rekey_at = now + sa.host.random.uniform(*RETRY)
+        # Rekeyed afresh soon (its keys were due), unless we never rekey this child.
+        old.rekey_at = now + sa.host.random.uniform(*RETRY) if old.config.rekey_time > 0 else None
         sa.host.changed(sa)
 
     def answer_redirect(self, now: float, payloads: list, **_) -> None:
