@@ -34,6 +34,17 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _tcp_port(text: str) -> int:
+    """A TCP port to listen on, 1 to 65535 (0 would take a random port the printed URL cannot name)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1 to 65535)") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port number (1 to 65535)")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ipsec-console",
@@ -125,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attach", action="store_true", help="each session attaches to the daemon")
     _add_control(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8022, help="TCP port (default 8022)")
+    p.add_argument("--port", type=_tcp_port, default=8022, help="TCP port, 1 to 65535 (default 8022)")
     p.add_argument("--token", help="the access token (default: a random one, printed in the URL)")
 
     p = sub.add_parser("pki", help="a small CA: init-ca, issue, revoke, crl, list",

@@ -28,9 +28,15 @@ def format_sas(ike_sas: list[dict]) -> str:
                      f"{sa['spi_i']:016x}_i{star_i} {sa['spi_r']:016x}_r{star_r}")
         nat_l = " (behind NAT)" if sa.get("nat_local") else ""
         nat_r = " (behind NAT)" if sa.get("nat_remote") else ""
-        lines.append(f"  local  '{sa['local_id']}' @ {sa['local_addr']}[{sa['local_port']}]{nat_l}")
-        lines.append(f"  remote '{sa['remote_id']}' @ {sa['remote_addr']}[{sa['remote_port']}]{nat_r}")
-        algs = "/".join(a for a in (sa["encr"], sa["integ"], sa["prf"], sa["ke"]) if a)
+        # As swanctl --list-sas: the EAP identity and virtual IPs after the side they belong to. A
+        # virtual IP we leased from a pool is the peer's; without a pool it is the one we were given.
+        vips = f" [{' '.join(sa['virtual_ips'])}]" if sa.get("virtual_ips") else ""
+        eap = f" EAP: '{sa['eap_identity']}'" if sa.get("eap_identity") else ""
+        vip_l, vip_r = ("", vips) if sa.get("pool") else (vips, "")
+        lines.append(f"  local  '{sa['local_id']}' @ {sa['local_addr']}[{sa['local_port']}]{vip_l}{nat_l}")
+        lines.append(f"  remote '{sa['remote_id']}' @ {sa['remote_addr']}[{sa['remote_port']}]{eap}{vip_r}{nat_r}")
+        algs = "/".join(a for a in (sa["encr"], sa["integ"], sa["prf"], sa["ke"], *(sa.get("additional_ke") or ()),
+                                    "PPK" if sa.get("ppk") else "") if a)
         if algs:
             lines.append(f"  {algs}")
         times = []
@@ -44,7 +50,7 @@ def format_sas(ike_sas: list[dict]) -> str:
             lines.append("  " + ", ".join(times))
         for c in sa["children"]:
             mode = c["mode"].upper() + ("-in-UDP" if c["encap"] else "")
-            algs = "/".join(a for a in (c["encr"], c["integ"], c["ke"]) if a)
+            algs = "/".join(a for a in (c["encr"], c["integ"], c["ke"], *(c.get("additional_ke") or ())) if a)
             lines.append(f"  {c['name']}: #{c['unique_id']}, reqid {c['reqid']}, {c['state']}, {mode}, "
                          f"{c['protocol'].upper()}:{algs}{'/ESN' if c['esn'] else ''}")
             t = [f"installed {_ago(c['installed_ago'])}"]
@@ -104,7 +110,10 @@ async def _run(args) -> int:
         elif cmd == "terminate":
             res = await client.call("terminate", name=args.name)
             print(f"deleting {res['deleted']} IKE SA(s) of '{args.name}'")
-            if res["deleted"] == 0:
+            if res.get("retry_stopped"):
+                # (an older daemon's answer has no retry_stopped: read as False)
+                print(f"'{args.name}' had failed and was going to try again: it will not")
+            elif res["deleted"] == 0:
                 return 1  # nothing was up: as rekey and roam, and as swanctl --terminate finding no SA
         elif cmd == "rekey":
             res = await client.call("rekey", name=args.name, ike=args.ike)

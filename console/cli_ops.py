@@ -92,6 +92,7 @@ def add_parsers(sub, add_control) -> None:
     p.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
     p.add_argument("--secrets", metavar="FILE", help="also write the PSKs and private key references as a "
                    "swanctl secrets section to FILE (mode 0600), included by the output")
+    p.add_argument("--force", action="store_true", help="replace existing output files")
 
     p = sub.add_parser("doc", help="document a policy for auditors (Markdown or HTML)",
                        description="Who talks to whom, networks, protocols and ports, algorithms and their "
@@ -212,6 +213,28 @@ def cmd_control(args) -> int:
 
 
 # -------------------------------------------------------------------- files
+def _folder_problem(path: str) -> str | None:
+    """Why ``path`` cannot be created where it is named: its folder is missing or not a folder (said
+    before anything is written, naming the folder, not as an errno about a temporary file)."""
+    folder = Path(path).parent
+    if folder.is_dir():
+        return None
+    if folder.exists():
+        return f"{path}: {folder} is not a folder"
+    return f"{path}: the folder {folder} does not exist (create it first)"
+
+
+def _check_outputs(paths: list[str | None], force: bool) -> str | None:
+    """The first output that cannot be written (missing folder) or would be replaced without --force."""
+    for p in paths:
+        if p and (problem := _folder_problem(p)):
+            return problem
+    for p in paths:
+        if p and not force and os.path.lexists(p):
+            return f"{p} exists (use --force to replace it)"
+    return None
+
+
 def _write(path: str, text: str, *, mode: int | None = None, force: bool = True) -> None:
     """Write atomically; ``mode`` from the moment the file holds ``text`` (secrets: 0600), else an
     existing file keeps its mode and a new one is 0644."""
@@ -238,9 +261,9 @@ def cmd_import(args) -> int:
         return 1
     for w in result.warnings:
         print(w, file=sys.stderr)
-    taken = [p for p in (policy_path, secrets_path) if Path(p).exists()] if not args.force else []
-    if taken:  # before writing either: never a new secrets file beside a policy left as it was
-        print(f"ipsec-console: {taken[0]} exists (use --force to replace it)", file=sys.stderr)
+    problem = _check_outputs([policy_path, secrets_path], args.force)
+    if problem:  # before writing either: never a new secrets file beside a policy left as it was
+        print(f"ipsec-console: {problem}", file=sys.stderr)
         return 1
     try:
         _write(secrets_path, result.secrets_toml, mode=0o600, force=args.force)
@@ -268,14 +291,22 @@ def cmd_export(args) -> int:
         for f in exc.findings:
             print(f.format(), file=sys.stderr)
         return 1
+    problem = _check_outputs([args.secrets, args.output], args.force)
+    if problem:  # before writing either: a secrets file beside no conf, or an earlier export replaced
+        print(f"ipsec-console: {problem}; nothing was written", file=sys.stderr)
+        return 1
     result = export_policy(policy, secrets_include=os.path.abspath(args.secrets) if args.secrets else None)
     for w in result.warnings:
         print(w, file=sys.stderr)
+    if result.commands:
+        print("copy the private keys and CRLs where swanctl --load-creds reads them:", file=sys.stderr)
+        for c in result.commands:
+            print(f"  {c}", file=sys.stderr)
     try:
         if args.secrets:
-            _write(args.secrets, result.secrets_conf, mode=0o600)
+            _write(args.secrets, result.secrets_conf, mode=0o600, force=args.force)
         if args.output:
-            _write(args.output, result.conf)
+            _write(args.output, result.conf, force=args.force)
         else:
             sys.stdout.write(result.conf)
     except OSError as exc:
@@ -303,6 +334,10 @@ def cmd_doc(args) -> int:
                 print(f.format(), file=sys.stderr)
             return 1
     if args.output:
+        problem = _folder_problem(args.output)
+        if problem:
+            print(f"ipsec-console: {problem}", file=sys.stderr)
+            return 1
         try:
             _write(args.output, text)
         except OSError as exc:

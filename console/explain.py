@@ -142,6 +142,18 @@ def _ids_seen(exchanges) -> tuple[str, str]:
     return ours, theirs
 
 
+def _unset(key: str, example: str = "") -> str:
+    """What a proposals key means when the policy leaves it out: the fix must not make an admin write
+    a one-item list in its place (that drops every default suite the tunnel works with today)."""
+    keep = f'{key} = ["default", "{example}"]' if example else f'{key} = ["default", ...]'
+    return (f' When {key} is not set it means ["default"] (strongSwan\'s default suites): write {keep} to '
+            "keep them.")
+
+
+TS_DEFAULT = ("(local_ts and remote_ts not set are \"dynamic\": our own address and the peer's, those of the "
+              "IKE SA.)")
+
+
 def explain(f: NegotiationFailed, exchanges=(), colors: dict[str, str] | None = None,
             configured_ids: tuple[str, str] = ("", "")) -> RenderableType:
     """A renderable explanation of ``f``: what happened, why, and the fix.
@@ -173,19 +185,20 @@ def explain(f: NegotiationFailed, exchanges=(), colors: dict[str, str] | None = 
             suggestion = keyword_proposal(f.remote_proposals[0])
             fix.append("Best: configure the peer with one of our proposals. Or accept one of its proposals "
                        f"by adding it to {key}, e.g. \"{suggestion}\" — check the lint warnings first: "
-                       "weak algorithms are weak for every tunnel that accepts them.")
+                       "weak algorithms are weak for every tunnel that accepts them." + _unset(key, suggestion))
         else:
-            fix.append(f"compare {key} with the peer's configuration; the peer did not say what it has.")
+            fix.append(f"compare {key} with the peer's configuration; the peer did not say what it has. "
+                       f"({key} not set is [\"default\"]: strongSwan's default suites.)")
     elif notify == "TS_UNACCEPTABLE":
         parts.append(_ts_table(f))
         if f.sent_by_peer:
             fix.append("the peer's policy does not cover these selectors. On the peer, its remote_ts must "
                        "include our local side and its local_ts our remote side; or narrow "
-                       f"{_child_key(f)}.local_ts / remote_ts to what the peer allows.")
+                       f"{_child_key(f)}.local_ts / remote_ts to what the peer allows. " + TS_DEFAULT)
         else:
             fix.append("our policy does not cover the selectors the peer proposed (its TSi is its side, its "
                        f"TSr ours). Make {_child_key(f)}.remote_ts cover the peer's TSi and local_ts its "
-                       "TSr; or narrow the peer's selectors to what we allow.")
+                       "TSr; or narrow the peer's selectors to what we allow. " + TS_DEFAULT)
     elif notify in ("AUTHENTICATION_FAILED", "AUTH_FAILED"):
         ours, theirs = _ids_seen(exchanges)
         ids = Table.grid(padding=(0, 2))
@@ -210,7 +223,8 @@ def explain(f: NegotiationFailed, exchanges=(), colors: dict[str, str] | None = 
                    f"that connections.{f.connection}.remote_addrs is right, and that the peer runs IKEv2.")
     elif notify in ("INVALID_KE_PAYLOAD",):
         fix.append("the peer wants another key-exchange group first; put the group it asks for first in "
-                   f"connections.{f.connection}.proposals (the engine retries on its own).")
+                   f"connections.{f.connection}.proposals (the engine retries on its own)."
+                   + _unset(f"connections.{f.connection}.proposals"))
     elif notify in ("SINGLE_PAIR_REQUIRED",):
         fix.append("the peer accepts only one address pair per CHILD SA: split the CHILD into one per "
                    "selector pair.")

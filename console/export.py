@@ -46,9 +46,34 @@ def stamped(prefix: str, suffix: str, now: float | None = None) -> str:
     return f"{prefix}-{time.strftime('%Y%m%d-%H%M%S', time.localtime(now))}{suffix}"
 
 
+MAX_SAME_NAME = 1000
+"""How many exports of one name (one second) get a number before the name is given up on."""
+
+
+def reserve(folder: Path, filename: str) -> str:
+    """``filename``, or ``NAME-2.SUFFIX``, ``NAME-3.SUFFIX``, ... when it exists, created empty at once
+    (O_EXCL) so that a second export in the same second, its name stamped to the second, never
+    writes over the first (nor over a file of the admin's): the notice names the file written."""
+    stem, dot, suffix = filename.rpartition(".")
+    if not dot:
+        stem, suffix = filename, ""
+    for n in range(1, MAX_SAME_NAME + 1):
+        candidate = filename if n == 1 else f"{stem}-{n}{dot}{suffix}"
+        try:
+            os.close(os.open(folder / candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        except FileExistsError:
+            continue
+        except OSError:
+            return filename  # a folder we cannot write to: the delivery says why
+        return candidate
+    return filename
+
+
 def deliver(app, data: bytes | str, filename: str, name: str, mime_type: str = "text/plain") -> None:
     """Write ``data`` to the export folder (or hand it to the browser); the app notifies when done."""
     folder = export_dir(getattr(app.settings, "export_dir", ""))
+    if not app.is_web:  # a browser download names its own file
+        filename = reserve(folder, filename)
     if isinstance(data, str):
         app.deliver_text(io.StringIO(data), save_directory=folder, save_filename=filename,
                          open_method="download", mime_type=mime_type, name=name)
@@ -67,6 +92,7 @@ def _write(app, path: Path, data: bytes, name: str) -> None:
         with open(path, "wb") as f:
             f.write(data)
     except OSError as exc:
+        path.unlink(missing_ok=True)  # no half-written capture left under a name that looks complete
         app.call_from_thread(app.post_message, events.DeliveryFailed(key=key, exception=exc, name=name))
     else:
         app.call_from_thread(app.post_message, events.DeliveryComplete(key=key, path=path, name=name))

@@ -349,9 +349,9 @@ class EmbeddedRuntime(Runtime):
         await self._command("initiate", name, child)
 
     async def terminate(self, name: str, *, unique_id: int | None = None) -> None:
-        n = await (self._command("terminate", name, unique_id=unique_id) if self.kind != "lab"
-                   else self._command("terminate", name))
-        if n == 0:
+        done = await (self._command("terminate", name, unique_id=unique_id) if self.kind != "lab"
+                      else self._command("terminate", name))
+        if done.deleted == 0 and not done.retry_stopped:
             raise CommandError(f"'{name}' has no IKE SA to terminate")
 
     async def rekey(self, name: str, *, ike: bool = False, unique_id: int | None = None) -> None:

@@ -7,6 +7,7 @@ non-ESP marker already removed), ``handle_timer(now)`` and commands
 by the caller: ``datagrams_to_send()``, ``get_timer()``, ``next_event()``.
 
 This class is the facade; the work is done by
+- ``routing.receive_datagram``: each datagram to its SA by SPI (or to the front door),
 - ``front_door.FrontDoor``: IKE_SA_INIT requests (cookies, half-open limits, blocking),
 - ``registry.Registry``: the SAs and the identifiers they use,
 - ``scheduler.Scheduler``: the timers,
@@ -21,34 +22,29 @@ import ipaddress
 import logging
 import os
 import random
-import struct
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 from engine.crypto.keypool import KeyPool
 from engine.events import ChildState, Event, IkeState, PolicyApplied
-from engine.ike import names, policy_change, redirect_client, sa_timers
+from engine.ike import names, policy_change, redirect_client, routing
 from engine.ike.authenticator import Authenticator
 from engine.ike.child import ChildSa
 from engine.ike.config_payload import VirtualIps
 from engine.ike.errors import IllegalTransition, LocalError
-from engine.ike.exchanges import CATALOG, mobike
+from engine.ike.exchanges import CATALOG, informational, mobike
 from engine.ike.host import Addr, Ended
-from engine.ike.registry import ZERO_SPI, KeptAnswer, Registry
+from engine.ike.registry import KeptAnswer, Registry
 from engine.ike.sa import IkeSa
 from engine.ike.scheduler import Scheduler
 from engine.ike.front_door import FrontDoor
 from engine.ike.names import HostNames
 from engine.ike.status import ike_sa_info
 from engine.policy.model import ChildConfig, ConnectionConfig, EngineConfig, Policy
-from engine.wire.constants import FLAG_INITIATOR, FLAG_RESPONSE, IKE_HEADER_SIZE, NON_ESP_MARKER, ExchangeType
-from engine.wire.errors import WireError
-from engine.wire.message import decode_header, decode_message
+from engine.wire.constants import ExchangeType
 
 log = logging.getLogger("engine.ike")
-_ROUTE = struct.Struct("!8s8sBBBBII")
-"""The IKE header (RFC 7296 §3.1): SPIs, next payload, version, exchange, flags, MID, length."""
 
 
 class Datagram(NamedTuple):
@@ -73,6 +69,8 @@ class IkeEndpoint:
         self.fragment_size = fragment_size
         self.stats: dict[str, int] = {}
         """Counters (the control socket's ``counters`` command shows them)."""
+        self.delete_log = informational.delete_log_budget()
+        """Log lines about Deletes we ignore: a peer repeating one is not a line each time."""
         self.registry = Registry(rng)
         self.ids = self.registry
         self.scheduler = Scheduler()
@@ -86,6 +84,9 @@ class IkeEndpoint:
         self.emit: Callable[[Event], None] = self._events.append
         """Queue an event for ``next_event`` (a bound deque.append: dozens per handshake)."""
         self._attempts: dict[str, int] = {}
+        self._retries: dict[str, tuple[float, object]] = {}
+        """keyingtries: connection name -> (when, token) of its next attempt. The scheduler cannot
+        cancel a call, so an attempt runs only while its token is still the one held here."""
         self.source_address: Callable[[str], str | None] | None = None
         """The runtime's route lookup: the address the host sends from towards a peer (None: unknown).
         Used only when neither local_addrs nor listen names ours (a laptop), so NAT detection
@@ -175,6 +176,9 @@ class IkeEndpoint:
 
     def established(self, sa: IkeSa, now: float, *, initial_contact: bool) -> None:
         self._attempts.pop(sa.name, None)
+        # Up (by the admin's initiate or the peer's): a retry still pending would start the
+        # connection again later, after it went down for another reason.
+        self._retries.pop(sa.name, None)
         # AUTH is done: the IKE_SA_INIT messages it signed are not needed any more (a held client
         # costs their bytes otherwise, ~600 per SA).
         sa.init_request = sa.init_response = b""
@@ -231,8 +235,21 @@ class IkeEndpoint:
             self._attempts.pop(conn.name, None)
             return
         delay = min(60.0, 2.0 * n) + self.random.uniform(0, 1)
-        name = conn.name
-        self.scheduler.call_at(now + delay, lambda t: self._initiate_quietly(name, t))
+        name, token = conn.name, object()
+        self._retries[name] = (now + delay, token)
+        self.scheduler.call_at(now + delay, lambda t: self._retry(name, token, t))
+
+    def _retry(self, name: str, token: object, now: float) -> None:
+        held = self._retries.get(name)
+        if held is None or held[1] is not token:
+            return  # terminated, or up, since it was scheduled
+        del self._retries[name]
+        self._initiate_quietly(name, now)
+
+    def retrying(self, name: str) -> float | None:
+        """When a failed connection's next keyingtries attempt starts (None: none pending)."""
+        held = self._retries.get(name)
+        return held[0] if held is not None else None
 
     def _initiate_quietly(self, name: str, now: float) -> None:
         try:
@@ -354,7 +371,8 @@ class IkeEndpoint:
             log.warning("%s: not initiated: %s", conn_name, exc)
 
     def terminate(self, name: str, now: float, *, unique_id: int | None = None) -> int:
-        """Delete the IKE SAs of a connection (or only IKE SA ``unique_id``); returns how many."""
+        """Delete the IKE SAs of a connection (or only IKE SA ``unique_id``); returns how many.
+        A whole connection's terminate also cancels its pending keyingtries attempt (`retrying`)."""
         self._conn(name)
         n = 0
         for sa in self.registry:
@@ -366,6 +384,8 @@ class IkeEndpoint:
                 self.scheduler.touch(sa)
                 n += 1
         self._attempts.pop(name, None)
+        if unique_id is None:
+            self._retries.pop(name, None)
         return n
 
     def rekey(self, name: str, now: float, *, ike: bool = False, unique_id: int | None = None) -> int:
@@ -513,59 +533,8 @@ class IkeEndpoint:
             if any(c.start_action == "start" for c in conn.children) and policy_change.initiable(conn):
                 self.initiate(conn.name, now)
 
-    # ------------------------------------------------------------ input
-    def receive_datagram(self, data: bytes, local: Addr, remote: Addr, now: float) -> None:
-        if len(data) > self.engine.max_packet:
-            self.count("oversize")
-            return
-        if len(data) < IKE_HEADER_SIZE:
-            self.count("malformed")
-            return
-        # The fields that route the datagram, read without building a header
-        # (decode_message builds the one the SA uses).
-        spi_i, spi_r, _, version, exchange, flags, mid, _ = _ROUTE.unpack_from(data)
-        if exchange == ExchangeType.IKE_SA_INIT and not flags & FLAG_RESPONSE:
-            try:
-                header = decode_header(data)
-            except WireError:
-                self.count("malformed")
-                return
-            self.front_door.receive(data, header, local, remote, now)
-            return
-        # Our SPI: the responder's if the peer is the original initiator.
-        ours = spi_r if flags & FLAG_INITIATOR else spi_i
-        sa = self.registry.get(ours) if ours != ZERO_SPI else None
-        if sa is None:
-            rekeyed = self.registry.rekeying_to(ours) if not flags & FLAG_RESPONSE else None
-            if rekeyed is not None:
-                # A request on the IKE SA our rekey creates: the peer has it, our answer was lost.
-                self.count("request_before_rekey_answer")
-                sa_timers.hurry(rekeyed, now)
-                return
-            kept = self.registry.kept_answer(ours, now) if not flags & FLAG_RESPONSE else None
-            if kept is not None and kept.answers(spi_i, spi_r, mid, remote[0]):
-                kept.replays += 1
-                self.count("retransmitted_request")
-                marker = local[1] == self.engine.natt_port
-                for d in kept.datagrams:
-                    self.send(NON_ESP_MARKER + d if marker else d, local, remote)
-                return
-            if version >> 4 == 2:
-                self.front_door.unknown_spi((spi_i, spi_r), exchange, flags, mid, local, remote, now)
-            else:
-                self.count("unknown_spi")
-            return
-        if exchange != ExchangeType.IKE_SA_INIT and sa.spi_r != spi_r and sa.spi_i != spi_i:
-            self.count("unknown_spi")
-            return
-        try:
-            message = decode_message(data)
-        except WireError as exc:
-            self.count("malformed")
-            log.debug("malformed message from %s:%d: %s", remote[0], remote[1], exc)
-            return
-        sa.receive(message, local, remote, now)
-        self.scheduler.touch(sa)
+    # ------------------------------------------------------------ input: routing.py
+    receive_datagram = routing.receive_datagram
 
     # ------------------------------------------------------------ status
     def status(self, now: float):

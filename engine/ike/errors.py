@@ -38,11 +38,14 @@ class RemoteError(IkeError):
 class ChildRefused(IkeError):
     """The peer's answer did not give us the CHILD SA we asked for (it refused,
     or answered with something we did not offer). ``by_peer``: the peer said no
-    (its error notify); otherwise we refused its answer."""
+    (its error notify); otherwise we refused its answer. ``peer_made``: we refused an
+    answer that gave us the peer's SA (so the peer installed its half, to be deleted)."""
 
-    def __init__(self, notify: str, reason: str, details: dict | None = None, *, by_peer: bool = False) -> None:
+    def __init__(self, notify: str, reason: str, details: dict | None = None, *, by_peer: bool = False,
+                 peer_made: bool = False) -> None:
         super().__init__(reason)
         self.notify = notify
         self.reason = reason
         self.details = details or {}
         self.by_peer = by_peer
+        self.peer_made = peer_made

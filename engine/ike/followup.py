@@ -52,6 +52,11 @@ class FollowupInitiator:
     def done(self) -> bool:
         return len(self.secrets) == len(self.rounds) + 1
 
+    @property
+    def last(self) -> bool:
+        """The answer awaited is the last round's: the responder makes its SA when it sends it."""
+        return len(self.secrets) == len(self.rounds)
+
     def request(self) -> list:
         group = self.rounds[len(self.secrets) - 1][1]
         self.ke = new_key_exchange(group)
@@ -90,10 +95,11 @@ def take_child_round(followup: FollowupInitiator, payloads: list, child: str) ->
     if errors:
         n = notify_name(errors[0].type)
         raise ChildRefused(n, f"the peer refused IKE_FOLLOWUP_KE for CHILD SA '{child}' with {n}", by_peer=True)
+    last = followup.last
     try:
         followup.response(payloads)
     except RemoteError as exc:
-        raise ChildRefused("INVALID_SYNTAX", exc.reason) from None
+        raise ChildRefused("INVALID_SYNTAX", exc.reason, peer_made=last) from None
     return followup.done
 
 
@@ -144,6 +150,11 @@ class FollowupResponder:
     @property
     def done(self) -> bool:
         return len(self.secrets) == len(self.rounds) + 1
+
+    @property
+    def last(self) -> bool:
+        """The answer awaited is the last round's: the responder makes its SA when it sends it."""
+        return len(self.secrets) == len(self.rounds)
 
     def link_notify(self):
         return additional_key_exchange(self.link)

@@ -30,6 +30,7 @@ from engine.events import ExchangeReceived, ExchangeSent
 from engine.ike.exchanges import ike_sa_init
 from engine.ike.exchange import find
 from engine.ike.host import Addr, Host
+from engine.ike.ratelimit import RateLimit
 from engine.ike.registry import ZERO_SPI, Registry
 from engine.ike.sa import IkeSa
 from engine.policy.model import ConnectionConfig, Policy
@@ -47,27 +48,6 @@ INIT_IDS = 4096
 """IKE SA numbers remembered for recent IKE_SA_INIT requests."""
 UNKNOWN_SPI_LOG_EVERY = 60.0
 """Seconds between log lines about messages for IKE SAs we do not know (one line, with a count)."""
-
-
-class RateLimit:
-    """A token bucket on ``now``: at most ``rate`` per second, bursts of ``burst``."""
-
-    def __init__(self, rate: float, burst: float) -> None:
-        self.rate = rate
-        self.burst = burst
-        self.tokens = burst
-        self.at: float | None = None
-        self.dropped = 0
-
-    def allow(self, now: float) -> bool:
-        if self.at is not None:
-            self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
-        self.at = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return True
-        self.dropped += 1
-        return False
 
 
 class FrontDoor:

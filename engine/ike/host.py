@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from engine.ike.config_payload import VirtualIps
     from engine.ike.child import ChildSa
     from engine.ike.exchange import Initiator, Responder
+    from engine.ike.ratelimit import RateLimit
     from engine.ike.sa import IkeSa
 
 Addr = tuple[str, int]
@@ -79,6 +80,9 @@ class Host(Protocol):
     vips: VirtualIps
     key_pool: KeyPool | None
     """Key pairs made ahead for IKE_SA_INIT as responder (engine.crypto.keypool), or None."""
+    delete_log: RateLimit
+    """The budget of log lines about Deletes we ignore (what is left out counts as
+    ``delete_logs_suppressed``)."""
 
     @property
     def engine(self) -> EngineConfig: ...

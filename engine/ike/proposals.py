@@ -23,6 +23,7 @@ from engine.crypto.transforms import (
 )
 from engine.policy.model import Proposal as ConfProposal
 from engine.policy.model import Transform as ConfTransform
+from engine.policy.proposals import ProposalError, format_proposal
 from engine.wire.constants import ProtocolId
 from engine.ike.text import OFFERS, capped
 from engine.wire.summary import proposal_text, strongswan_transform_name
@@ -226,9 +227,12 @@ def match(offered: WireProposal, conf: ConfProposal, *, ignore_ke: bool = False,
         offered_ke = got.get(TransformType.KE, [])
         if conf.ke:
             o = _pick(conf.ke, offered_ke, False)
-            if o is None:
+            if o is not None:
+                ke = o.id if o.id != 0 else None
+            elif offered_ke or conf.protocol == "ike" or all(t.id != KeId.NONE for t in conf.ke):
                 return None
-            ke = o.id if o.id != 0 else None
+            # else: ESP/AH with NONE among our groups makes PFS optional, and an offer without
+            # any KE transform is taken without it (charon's select_algo).
         elif offered_ke and all(t.id != 0 for t in offered_ke):
             return None  # the peer wants PFS, we are configured without it
     additional: tuple[tuple[int, int], ...] = ()
@@ -249,7 +253,10 @@ def match(offered: WireProposal, conf: ConfProposal, *, ignore_ke: bool = False,
 
 def select(offered: Sequence[WireProposal], configured: Sequence[ConfProposal], *,
            ignore_ke: bool = False, with_additional: bool = True) -> Chosen | None:
-    """Responder selection: configured order first, then the peer's order."""
+    """Responder selection: configured order first, then the peer's order. Proposals sharing
+    a number (an AH+ESP bundle, which RFC 4301 dropped) are skipped, as charon does."""
+    if any(a.number >= b.number for a, b in zip(offered, offered[1:])):
+        offered = _single_protocol(offered)
     # Peers offer the same proposals again and again, with a new SPI each time:
     # the choice is cached on the offer without its SPIs, then given the SPI back.
     if type(configured) is tuple:
@@ -276,6 +283,13 @@ def select(offered: Sequence[WireProposal], configured: Sequence[ConfProposal], 
     return chosen.with_spi(offered[index].spi)
 
 
+def _single_protocol(offered: Sequence[WireProposal]) -> list[WireProposal]:
+    counts: dict[int, int] = {}
+    for o in offered:
+        counts[o.number] = counts.get(o.number, 0) + 1
+    return [o for o in offered if counts[o.number] == 1]
+
+
 _by_identity: dict[tuple, tuple] = {}
 """select()'s answers by the identity of the configured tuple and of each offered transform list
 (with each proposal's number and protocol), at most _MEMO_SIZE entries."""
@@ -290,6 +304,18 @@ def _select(shape, configured: tuple[ConfProposal, ...], ignore_ke: bool, with_a
             if c is not None:
                 return i, c
     return None
+
+
+def pfs_declined(response: WireProposal, offered: Sequence[WireProposal]) -> bool:
+    """The responder's CHILD proposal has no KE group (no KE transform, or NONE) and the
+    proposal of ours it names offered NONE: PFS was optional and the peer went without it."""
+    ours = next((p for p in offered if p.number == response.number and p.protocol == response.protocol), None)
+    if ours is None or ours.protocol == ProtocolId.IKE:
+        return False
+    if not any(t.type == TransformType.KE and t.id == KeId.NONE for t in ours.transforms):
+        return False
+    chosen = accept_response(response, offered)
+    return chosen is not None and not chosen.ke
 
 
 def accept_response(response: WireProposal, offered: Sequence[WireProposal], *,
@@ -384,6 +410,46 @@ def additional_ke_mismatch(offered: Sequence[WireProposal], configured: Sequence
             if slots:
                 return "mismatch in the additional key exchanges (RFC 9370): " + "; ".join(slots)
     return None
+
+
+def pfs_mismatch(offered: Sequence[WireProposal], configured: Sequence[ConfProposal]) -> str | None:
+    """When a CHILD offer fails only on its key exchange (the PFS group; e.g. IKE_AUTH's CHILD SA,
+    which has none, came up and the rekey then fails), which groups each side has and what to
+    change (None otherwise). Looks at no more than OFFERS offered proposals."""
+    for conf in configured:
+        if conf.protocol == "ike":
+            continue
+        bare = dataclasses.replace(conf, additional_ke=())
+        for o in offered[:OFFERS]:
+            plain = WireProposal(o.number, o.protocol, b"", tuple(t for t in o.transforms
+                                                                 if int(t.type) not in _ADDITIONAL))
+            if match(plain, bare, ignore_ke=True) is None or match(plain, bare) is not None:
+                continue
+            theirs = sorted({t.id for t in _by_type(o).get(TransformType.KE, []) if t.id != KeId.NONE})
+            ours = [t.id for t in conf.ke if t.id != KeId.NONE]
+            peer_has = _names(TransformType.KE, theirs) if theirs else "no PFS (no KE group)"
+            we_have = _names(TransformType.KE, ours) if ours else "no PFS (no KE group)"
+            if theirs:
+                example = _with_group(conf, theirs[0])
+                fix = (f"add one of the peer's groups to our esp_proposals (e.g. '{example}'), or turn PFS "
+                       "off on the peer (pfs=no, or no KE group in its esp_proposals)")
+            elif ours:
+                fix = ("turn PFS on at the peer (add a group such as "
+                       f"'{_with_group(conf, ours[0])}' to its esp_proposals), or remove the group from ours")
+            else:
+                continue  # neither side has a group: not a PFS mismatch
+            return (f"only the key exchange (PFS group) differs: the peer offers {peer_has}, we accept "
+                    f"{we_have}. Fix: {fix}.")
+    return None
+
+
+def _with_group(conf: ConfProposal, group: int) -> str:
+    """``conf`` in strongSwan's proposal syntax with ``group`` as its only KE group."""
+    changed = dataclasses.replace(conf, ke=(ConfTransform(TransformType.KE, group),), additional_ke=())
+    try:
+        return format_proposal(changed)
+    except ProposalError:  # a group without a keyword (the peer's own numbering)
+        return f"{conf.text or format_proposal(dataclasses.replace(conf, ke=()))}-<{_names(TransformType.KE, [group])}>"
 
 
 def _names(ttype: int, ids) -> str:

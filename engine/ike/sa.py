@@ -6,7 +6,8 @@ exchanges we want to start and the SA's own lifecycle. Functions of the SA
 along the protocol's seams live beside it and are bound here as methods: what
 time does to it (timers, lifetimes, DPD, deadlines) in ``sa_timers``, its CHILD
 SAs in ``sa_children``, NAT and addresses in ``sa_nat``, SK decryption and
-fragment reassembly in ``sa_fragments``. The exchanges themselves, both roles,
+fragment reassembly in ``sa_fragments``, the peer's messages (its answers, its
+requests and our answers to them) in ``sa_receive``. The exchanges themselves, both roles,
 are in ``engine.ike.exchanges``, one module per exchange; the endpoint is
 reached only through ``engine.ike.host.Host``.
 """
@@ -26,26 +27,18 @@ from engine.events import (
     NegotiationFailed,
 )
 from engine.ike.child import ChildSa
-from engine.ike.errors import IllegalTransition, LocalError, RemoteError
+from engine.ike.errors import IllegalTransition, LocalError
 from engine.ike.exchange import Initiator, Request, Responder
 from engine.ike.host import Addr, Ended, Host
 from engine.ike.proposals import Chosen
 from engine.ike.protection import DEFAULT_FRAGMENT_SIZE, Reassembly, SkCodec
-from engine.ike import sa_children, sa_fragments, sa_nat, sa_timers
-from engine.ike.sa_nat import UNSPECIFIED, NatState
+from engine.ike import sa_children, sa_fragments, sa_nat, sa_receive, sa_timers
+from engine.ike.sa_nat import NatState
 from engine.ike.state import IKE_TRANSITIONS, check_ike
-from engine.ike.text import exchange_name, notify_name
+from engine.ike.text import exchange_name
 from engine.policy.model import ConnectionConfig, Identity
-from engine.wire.constants import (
-    FLAG_INITIATOR,
-    FLAG_RESPONSE,
-    NON_ESP_MARKER,
-    ExchangeType,
-    NotifyType,
-)
-from engine.wire.errors import UnsupportedCriticalPayload, WireError
-from engine.wire.message import Message, encode_message
-from engine.wire.payloads import NotifyPayload, SkfPayload
+from engine.wire.constants import FLAG_INITIATOR, FLAG_RESPONSE, NON_ESP_MARKER, ExchangeType
+from engine.wire.message import encode_message
 from engine.wire.summary import LazySummary
 
 log = logging.getLogger("engine.ike")
@@ -128,8 +121,10 @@ class IkeSa:
         """IKE_SA_INIT request bytes as sent (AUTH signs them)."""
         self.init_response = b""
         self.nat = NatState()
-        self.floated = False
-        """IKE moved to the NAT-T port (messages carry the non-ESP marker)."""
+        # An SA that starts on the NAT-T port (local_port = 4500) is there from IKE_SA_INIT on:
+        # every message carries the non-ESP marker (RFC 3948 §2.2).
+        self.floated = local[1] == host.engine.natt_port
+        """IKE is on the NAT-T port (messages carry the non-ESP marker)."""
         self.peer_fragmentation = False
         self.peer_is_ours = False
         self.peer_redirect_supported = False
@@ -383,152 +378,12 @@ class IkeSa:
         """An exchange of ours is creating, rekeying or deleting ``child``."""
         return self.active is not None and self.active.holds_child(child)
 
-    # ------------------------------------------------------------ receiving
-    def receive(self, message: Message, local: Addr, remote: Addr, now: float) -> None:
-        """An IKE message for this SA (header already matched by the endpoint)."""
-        h = message.header
-        if self.pending:
-            # Our rekey collision is undecided: the peer retransmits until it is.
-            self.host.count("pending_sa")
-            return
-        response = h.response
-        if response:
-            out = self.outstanding
-            if out is None or h.mid != out.mid or h.exchange != out.exchange:
-                self.host.count("unexpected_response")
-                return
-        else:
-            if self.cached is not None and h.mid == self.cached.mid:
-                # A retransmitted request: replay our response (§2.1), all fragments,
-                # but only once per fragment set (the first fragment triggers it).
-                if _is_first_fragment(message):
-                    self.host.count("retransmitted_request")
-                    self.transmit(self.cached.datagrams, now, (local, remote))
-                return
-            if h.mid != self.mid_in:
-                self.host.count("invalid_mid")
-                return
-            self.request_via = (local, remote)
-        try:
-            payloads, length, nfrag = self._open(message)
-        except RemoteError as exc:
-            # Not authenticated (or not ours): dropped, Message IDs untouched.
-            self.host.count("integrity" if "integrity" in exc.reason else "malformed")
-            log.debug("%s[%d]: dropped: %s", self.name, self.unique_id, exc.reason)
-            return
-        except WireError as exc:
-            # Authenticated but undecodable: a request is still answered, with the
-            # error, as that exchange's response (§2.21.2, §3.2), so the Message ID
-            # moves on and a retransmission gets the same answer.
-            self.host.count("malformed")
-            log.debug("%s[%d]: malformed %s: %s", self.name, self.unique_id, exchange_name(h.exchange), exc)
-            if isinstance(exc, UnsupportedCriticalPayload):
-                error = NotifyPayload(NotifyType.UNSUPPORTED_CRITICAL_PAYLOAD, data=bytes([exc.payload_type & 0xFF]))
-            else:
-                error = NotifyPayload(NotifyType.INVALID_SYNTAX)
-            if response:
-                self._response_failed(f"undecodable {exchange_name(h.exchange)} response: {exc}", now)
-            elif self.sk is not None:
-                self.mid_in = h.mid + 1
-                self.send_response(h.exchange, h.mid, [error], now)
-            return
-        if payloads is None:
-            return  # waiting for more fragments
-        self.last_received = now
-        conn = self.conn
-        if conn is not None and conn.dpd_delay > 0 and self.state in sa_timers.UP:
-            self.dpd_at = now + conn.dpd_delay  # as sa_timers.arm_dpd, inline: this runs for every message
-        if remote != self.remote or (not self.floated and local[1] == self.host.engine.natt_port) \
-                or self.local[0] in UNSPECIFIED:
-            self._update_remote(local, remote)
-        self.summary_event(False, h.exchange, h.mid, response, payloads, length, now, fragments=nfrag)
-        self.received_on = (local, remote)
-        if response:
-            if h.exchange == ExchangeType.IKE_SA_INIT:
-                self.spi_r = h.spi_r  # the responder's SPI arrives with its answer
-                self.init_response = message.raw  # the responder's AUTH signs it
-            self._response(h.exchange, payloads, now)
-        else:
-            self._request(h.exchange, h.mid, payloads, now)
-
-    def _response(self, exchange: int, payloads: list, now: float) -> None:
-        out = self.outstanding
-        self.outstanding = None
-        if self.reassembly:
-            self._drop_reassembly(True)
-        ex = out.initiator
-        try:
-            ex.response(exchange, payloads, now)
-        except RemoteError as exc:
-            self.fail(exchange, notify_name(exc.notify), exc.reason, now, **exc.details)
-            ex.failed(now, exc.reason)
-        except LocalError as exc:
-            if isinstance(exc, IllegalTransition):
-                raise
-            self._local_failure(ex, str(exc), now)
-        self.kick(now)
-
-    def _response_failed(self, reason: str, now: float) -> None:
-        out = self.outstanding
-        self.outstanding = None
-        self._drop_reassembly(True)
-        self.fail(out.exchange, "INVALID_SYNTAX", reason, now)
-        out.initiator.failed(now, reason)
-        self.kick(now)
-
-    def _request(self, exchange: int, mid: int, payloads: list, now: float) -> None:
-        self.mid_in = mid + 1
-        self.peer_mid = mid
-        if self.reassembly:
-            self._drop_reassembly(False)
-        waiting = self.responding if self.responding is not None and not self.responding.finished else None
-        r = waiting if waiting is not None and waiting.accepts(exchange) else None
-        try:
-            if r is None:
-                r = self.host.exchanges.responder(self, exchange, payloads)
-            answer = r.respond(exchange, payloads, now)
-            if answer is None:
-                # Not answered yet (the responder waits for an exchange of ours to finish):
-                # the peer retransmits, and the request is taken again then.
-                self.mid_in = mid
-                self.host.count("held_requests")
-                return
-        except RemoteError as exc:
-            n = exc.notify if exc.notify is not None else NotifyType.INVALID_SYNTAX
-            self.send_response(exchange, mid, [NotifyPayload(n, data=exc.data)], now)
-            self.fail(exchange, notify_name(n), exc.reason, now, **exc.details)
-            self.kick(now)
-            return
-        except LocalError as exc:
-            if isinstance(exc, IllegalTransition):
-                raise
-            n = NotifyType.AUTHENTICATION_FAILED if exchange == ExchangeType.IKE_AUTH else NotifyType.NO_PROPOSAL_CHOSEN
-            self.send_response(exchange, mid, [NotifyPayload(n)], now)
-            self.fail(exchange, "LOCAL", f"{exc} (local configuration)", now)
-            if self.state == IkeState.CONNECTING:
-                self.destroy(now, str(exc))
-            return
-        self.send_response(exchange, mid, answer, now)
-        self._keep_responding(r, now)
-        r.responded(now)
-        self.kick(now)
-
-    def _keep_responding(self, r: Responder, now: float) -> None:
-        """Remember the responder that waits for more rounds. A one-round exchange (a DPD) in
-        between leaves it waiting; another multi-round one replaces it, and the rounds it gave
-        up release what they reserved."""
-        old = self.responding
-        if old is not None and old.finished:  # it finished in its ``responded`` after the last round
-            old = self.responding = None
-        if r is old:
-            if r.finished:
-                self.responding = None
-        elif not r.finished:
-            if old is not None:
-                old.abandon(now)
-            self.responding = r
-        if self.responding is r:
-            r.waiting(now)
+    # ------------------------------------------------------------ receiving: sa_receive.py
+    receive = sa_receive.receive
+    _response = sa_receive.take_response
+    _response_failed = sa_receive.response_failed
+    _request = sa_receive.take_request
+    _keep_responding = sa_receive.keep_responding
 
     # ------------------------------------------------------------ the peer's NAT and address (§2.23): sa_nat.py
     _update_remote = sa_nat.update_remote
@@ -608,7 +463,3 @@ class IkeSa:
 def retransmit_budget(timeout: float, base: float, tries: int) -> float:
     return sum(timeout * base ** n for n in range(tries + 1))
 
-
-def _is_first_fragment(message: Message) -> bool:
-    last = message.payloads[-1] if message.payloads else None
-    return not isinstance(last, SkfPayload) or last.fragment_number == 1

@@ -53,9 +53,12 @@ def confirmed(sa: IkeSa, child: ChildSa, now: float) -> bool:
     return child.unconfirmed_mid is None
 
 
-def child_by_spi_out(sa: IkeSa, spi: bytes) -> ChildSa | None:
+def child_by_spi_out(sa: IkeSa, spi: bytes, protocol: int | None = None) -> ChildSa | None:
+    """The CHILD SA whose outbound SPI is ``spi``. A Delete or REKEY_SA names an SA by
+    protocol and SPI (RFC 7296 §3.10, §3.11; charon's get_child_sa(protocol, spi)): an AH
+    SPI must not find our ESP SA that happens to have the same SPI."""
     for c in sa.children.values():
-        if c.spi_out == spi:
+        if c.spi_out == spi and (protocol is None or c.chosen.protocol == protocol):
             return c
     return None
 

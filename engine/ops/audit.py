@@ -154,11 +154,13 @@ def audit(policy: Policy, options: AuditOptions = AuditOptions(), *, now: float 
         except OSError as exc:
             report["changes_problem"] = f"cannot read {folder / journal.JOURNAL}: {exc.strerror or exc}"
     for e in entries[-options.journal_entries:]:
-        who = e.get("who", {})
+        # A journal line is JSON someone may have edited: whatever its shape, one line of the report.
+        who = e.get("who") if isinstance(e.get("who"), dict) else {}
         name = who.get("user", "?") if not who.get("login") or who.get("login") == who.get("user") else \
             f"{who['login']} (as {who.get('user')})"
-        result = e.get("result") or {}
-        what = "; ".join(f"{k} {', '.join(v)}" for k, v in result.items() if v)
+        result = e.get("result") if isinstance(e.get("result"), dict) else {}
+        what = "; ".join(f"{k} {', '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in result.items()
+                         if v)
         report["changes"].append({"time": e.get("time"), "who": name, "via": e.get("via"),
                                   "action": e.get("action"), "file": e.get("file"), "what": what})
     return report

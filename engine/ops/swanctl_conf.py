@@ -56,6 +56,9 @@ class Section:
     settings: dict[str, Setting] = field(default_factory=dict)
     sections: dict[str, "Section"] = field(default_factory=dict)
     refs: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    """The root's: ``file:line: what`` the parser noticed and strongSwan only logs (an include matching
+    no file)."""
 
     def section(self, name: str) -> "Section | None":
         return self.sections.get(name)
@@ -242,7 +245,13 @@ class _Parser:
             if folder is None:
                 raise SettingsError(f"{file}:{line}: a relative include needs a file to be relative to")
             pattern = str(folder / pattern)
-        for match in sorted(glob.glob(pattern)):
+        matches = sorted(glob.glob(pattern))
+        if not matches:
+            # strongSwan logs "no files found matching" and goes on: said, since what those files held
+            # (connections, secrets) is missing from the result.
+            self.root.notes.append(f"{file}:{line}: include {pattern}: no file matches (a missing folder or "
+                                   "file): what it holds is not read")
+        for match in matches:
             self.parse_file(Path(match), stack)
 
 
@@ -303,14 +312,20 @@ def _find(root: Section, dotted: str) -> Section | None:
     return sec
 
 
-def _inherit(target: Section, source: Section) -> None:
+def _inherit(target: Section, source: Section, active: frozenset[int] = frozenset()) -> None:
+    """Copy into ``target`` what ``source`` has and it lacks. A section that references one of its own
+    ancestors (``c { children { k : connections.c } }``) would copy itself into itself forever: the
+    sections being copied from or into are skipped, as strongSwan ignores a reference already followed."""
+    active = active | {id(target), id(source)}
     for k, v in source.settings.items():
         target.settings.setdefault(k, v)
-    for k, sub in source.sections.items():
+    for k, sub in list(source.sections.items()):
+        if id(sub) in active:
+            continue
         mine = target.sections.get(k)
         if mine is None:
             mine = target.sections[k] = Section(k, sub.file, sub.line)
-        _inherit(mine, sub)
+        _inherit(mine, sub, active)
 
 
 def resolve_references(root: Section) -> None:
@@ -332,7 +347,20 @@ def quote(value: str) -> str:
     """``value`` as a settings value: bare when the lexer would read it back unchanged, else quoted."""
     if value and not any(ch in value for ch in '#}"\\\n\r\t') and value == " ".join(value.split()):
         return value
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t") + '"'
+    # \r too: strongSwan's lexer drops a bare CR inside quotes (settings_lexer.l), "\\r" is one
+    return _quoted(value)
+
+
+def quote_include(path: str) -> str:
+    """An include's file name: bare ends at a blank, ``#`` or ``}`` (settings_lexer.l), so quoted then."""
+    if path and not any(ch in path for ch in ' \t#}"\\\n\r'):
+        return path
+    return _quoted(path)
+
+
+def _quoted(value: str) -> str:
+    return ('"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
+            .replace("\t", "\\t") + '"')
 
 
 def render(tree: dict, indent: int = 0) -> str:

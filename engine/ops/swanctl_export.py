@@ -13,23 +13,39 @@ and private key references go to a separate ``secrets { }`` text (written
 0600 by the CLI) that the main file ``include``s. Settings swanctl has no place
 for (the ``[engine]`` section, ``remote_natt_port``) are named in comments and
 warnings.
+
+Private keys and CRLs: swanctl --load-creds reads them only from the folders
+of its directory (a key file named elsewhere is never loaded), a key by its
+format: PKCS#8 in ``pkcs8/``, traditional RSA / EC PEM in ``rsa/`` /
+``ecdsa/``, anything else in ``private/``; CRLs in ``x509crl/``. The export
+names each key's secrets entry after its folder (``pkcs8-NAME { file = gw.key }``:
+a passphrase is matched by the file's name there) and gives the commands that
+copy the files in (:attr:`ExportResult.commands`).
 """
 
 from __future__ import annotations
 
 import os
+import re
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.ops.swanctl_conf import render
+from engine.ops.swanctl_conf import quote_include, render
+from engine.pki.keyfiles import swanctl_key_folder
 from engine.policy._reader import format_duration, format_size
 from engine.policy.identity import format_identity
 from engine.policy.model import ChildConfig, ConnectionConfig, EngineConfig, Policy, RuleConfig
 from engine.policy.proposals import default_proposals, proposal_texts
 from engine.policy.ts import TrafficSelector
 
+_BAD_NAME = re.compile(r'[#{}:.,="\s\x00-\x1f\x7f]')
 SHUNTS = "ipsec-console-rules"
 """The connection that carries the rules as shunt children."""
+
+
+SWANCTL_DIR = '"${SWANCTL_DIR:-/etc/swanctl}"'
+"""swanctl's directory in the copy commands (swanctl reads $SWANCTL_DIR, else its built-in /etc/swanctl)."""
 
 
 @dataclass
@@ -37,6 +53,13 @@ class ExportResult:
     conf: str
     secrets_conf: str = ""
     warnings: list[str] = field(default_factory=list)
+    commands: list[str] = field(default_factory=list)
+    """Shell commands that copy the private keys and CRLs where swanctl --load-creds reads them."""
+
+
+def _comment(text: str) -> str:
+    """One comment line: a line break in a file name must not end the comment."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
 
 
 def _yes(b: bool) -> str:
@@ -68,9 +91,60 @@ class _Exporter:
         self.policy = policy
         self.base = Path(policy.path).resolve().parent if policy.path else Path.cwd()
         self.warnings: list[str] = []
+        self.pool_names: dict[str, str] = {}
+        self.secret_names: set[str] = set()
+        self.key_files = self.place_keys()
+        """Per private key name: (swanctl folder, file name there)."""
+
+    def name(self, kind: str, name: str, taken: set[str]) -> str:
+        """``name`` as a swanctl.conf section name, unique in ``taken``: swanctl's names cannot hold
+        ``# { } : . , = "`` nor blanks (settings_lexer.l); a policy name may (``[connections."a.b"]``),
+        and written as it is, it made a file swanctl (and our import) cannot read."""
+        out = _BAD_NAME.sub("_", name) or "_"
+        base, n = out, 2
+        while out in taken:
+            out, n = f"{base}-{n}", n + 1
+        taken.add(out)
+        if out != name:
+            self.warnings.append(f"{kind} {name!r}: written as {out!r} (swanctl.conf names cannot contain "
+                                 "# { } : . , = \" or blanks)")
+        return out
 
     def path(self, name: str) -> str:
         return str(name if os.path.isabs(name) else (self.base / name).resolve())
+
+    def key_path(self, name: str) -> str:
+        """A key file of the secrets, which names it relative to itself (engine.pki.keys)."""
+        folder = Path(self.policy.secrets.path).parent if self.policy.secrets.path else self.base
+        return str(name if os.path.isabs(name) else (folder / name).resolve())
+
+    def place_keys(self) -> dict[str, tuple[str, str]]:
+        """Where each private key goes in swanctl's directory: its format's folder, its own file name
+        (numbered when two keys of one folder share a name: each copy would replace the other)."""
+        placed: dict[str, tuple[str, str]] = {}
+        taken: set[tuple[str, str]] = set()
+        for p in self.policy.secrets.private if self.policy.secrets else ():
+            source = self.key_path(p.file)
+            folder, name = swanctl_key_folder(source), os.path.basename(source)
+            stem, dot, suffix = name.rpartition(".")
+            stem, dot, suffix = (stem, dot, suffix) if dot else (name, "", "")
+            n = 2
+            while (folder, name) in taken:
+                name, n = f"{stem}-{n}{dot}{suffix}", n + 1
+            taken.add((folder, name))
+            placed[p.name] = (folder, name)
+        return placed
+
+    def copy_commands(self) -> list[str]:
+        out = []
+        for p in self.policy.secrets.private if self.policy.secrets else ():
+            folder, name = self.key_files[p.name]
+            out.append(f"install -m 600 {shlex.quote(self.key_path(p.file))} {SWANCTL_DIR}/{folder}/"
+                       f"{shlex.quote(name)}")
+        for crl in self.policy.engine.crls:
+            out.append(f"install -m 644 {shlex.quote(self.path(crl))} {SWANCTL_DIR}/x509crl/"
+                       f"{shlex.quote(os.path.basename(crl))}")
+        return out
 
     def auth(self, side: str, c: ConnectionConfig) -> dict:
         a = c.local if side == "local" else c.remote
@@ -122,7 +196,7 @@ class _Exporter:
             "unique": c.unique, "reauth_time": "0",
         })
         if getattr(c, "pools", ()):
-            out["pools"] = list(c.pools)
+            out["pools"] = [self.pool_names.get(p, p) for p in c.pools]
         if getattr(c, "vips", ()):
             out["vips"] = list(c.vips)
         if getattr(c, "ppk_id", None):
@@ -131,7 +205,9 @@ class _Exporter:
         out["local"] = self.auth("local", c)
         out["remote"] = self.auth("remote", c)
         if c.children:
-            out["children"] = {k.name: self.child(k) for k in c.children}
+            taken: set[str] = set()
+            out["children"] = {self.name(f"connections.{c.name}.children", k.name, taken): self.child(k)
+                               for k in c.children}
         return out
 
     def rule(self, r: RuleConfig) -> dict:
@@ -150,23 +226,22 @@ class _Exporter:
             raw = s.secret.reveal()
             # 0x... keeps any byte sequence exact (swanctl's own encoding).
             entry["secret"] = "0x" + raw.hex()
-            out[f"ike-{s.name}"] = entry
+            out[self.name("secrets.ike", f"ike-{s.name}", self.secret_names)] = entry
         for k in getattr(self.policy.secrets, "eap", ()):
             entry = {f"id-{n}": ident for n, ident in enumerate(k.ids, 1)}
             entry["secret"] = "0x" + k.secret.reveal().hex()
-            out[f"eap-{k.name}"] = entry
+            out[self.name("secrets.eap", f"eap-{k.name}", self.secret_names)] = entry
         for k in getattr(self.policy.secrets, "ppk", ()):
-            out[f"ppk-{k.name}"] = {"id": k.id, "secret": "0x" + k.secret.reveal().hex()}
-        folder = Path(self.policy.secrets.path).parent if self.policy.secrets.path else self.base
+            out[self.name("secrets.ppk", f"ppk-{k.name}", self.secret_names)] = {
+                "id": k.id, "secret": "0x" + k.secret.reveal().hex()}
         for p in self.policy.secrets.private:
-            entry = {"file": str(p.file if os.path.isabs(p.file) else (folder / p.file).resolve())}
+            folder, name = self.key_files[p.name]
+            # The file's name in its folder: swanctl matches a passphrase by it (load_creds.c).
+            entry = {"file": name}
             if p.passphrase is not None:
                 # swanctl takes a key's passphrase as written (no 0x/0s decoding, unlike ike/eap/ppk)
                 entry["secret"] = p.passphrase.reveal().decode("utf-8", "surrogateescape")
-            out[f"private-{p.name}"] = entry
-            self.warnings.append(f"secrets.private.{p.name}: swanctl --load-creds reads private keys from its "
-                                 f"own folders only: copy {entry['file']} into swanctl/private/ (a passphrase "
-                                 "is matched by the file's name there)")
+            out[self.name("secrets.private", f"{folder}-{p.name}", self.secret_names)] = entry
         return {"secrets": out} if out else {}
 
 
@@ -175,7 +250,10 @@ def export_policy(policy: Policy, *, secrets_include: str | None = None) -> Expo
     the conf includes from that path."""
     ex = _Exporter(policy)
     e = policy.engine
-    conns = {c.name: ex.connection(c, e) for c in policy.connections}
+    taken: set[str] = set()
+    ex.pool_names = {pool.name: ex.name("pools", pool.name, taken) for pool in getattr(policy, "pools", ())}
+    taken = set()
+    conns = {ex.name("connections", c.name, taken): ex.connection(c, e) for c in policy.connections}
     pools = {}
     for pool in getattr(policy, "pools", ()):
         entry: dict = {"addrs": pool.addrs}
@@ -185,12 +263,13 @@ def export_policy(policy: Policy, *, secrets_include: str | None = None) -> Expo
             entry["subnet"] = list(pool.split_include)  # INTERNAL_IP4/6_SUBNET
         if pool.split_exclude:
             entry["split_exclude"] = list(pool.split_exclude)
-        pools[pool.name] = entry
+        pools[ex.pool_names[pool.name]] = entry
     if policy.rules:
         name = SHUNTS
         while name in conns:
             name += "-x"
-        conns[name] = {"children": {r.name: ex.rule(r) for r in policy.rules}}
+        taken = set()
+        conns[name] = {"children": {ex.name("rules", r.name, taken): ex.rule(r) for r in policy.rules}}
     header = [f"# swanctl.conf written by ipsec-console export from {policy.path or 'a policy'}.",
               "# Load it with: swanctl --load-all --file THIS_FILE"]
     if (e.ike_port, e.natt_port) != (500, 4500):
@@ -201,13 +280,23 @@ def export_policy(policy: Policy, *, secrets_include: str | None = None) -> Expo
     text = "\n".join(header) + "\n\n" + (render({"connections": conns}) if conns else "")
     if pools:
         text += "\n" + render({"pools": pools})
-    result = ExportResult(conf=text, warnings=ex.warnings)
+    result = ExportResult(conf=text, warnings=ex.warnings, commands=ex.copy_commands())
+    for p in policy.secrets.private if policy.secrets else ():
+        folder, name = ex.key_files[p.name]
+        ex.warnings.append(f"secrets.private.{p.name}: swanctl --load-creds reads private keys from its own "
+                           f"folders only: copy {ex.key_path(p.file)} to {folder}/{name} there (commands below)")
+    for crl in e.crls:
+        ex.warnings.append(f"[engine] crls {crl}: swanctl.conf names no CRL files; swanctl --load-creds reads "
+                           "them from its x509crl/ folder: copy it there (commands below)")
+    if result.commands:
+        result.conf += ("\n# swanctl --load-creds reads private keys and CRLs only from its folders; copy them "
+                        "there:\n" + "".join(f"#   {_comment(c)}\n" for c in result.commands))
     has_secrets = bool(policy.secrets.ike or policy.secrets.private or getattr(policy.secrets, "ppk", ())
                        or getattr(policy.secrets, "eap", ()))
     if secrets_include:
         result.secrets_conf = ("# Secrets for the swanctl.conf of ipsec-console export. Keep this file mode 0600.\n\n"
                                + render(ex.secrets()))
-        result.conf += f"\ninclude {secrets_include}\n"
+        result.conf += f"\ninclude {quote_include(secrets_include)}\n"  # a path with blanks is quoted
     elif has_secrets:
         result.conf += ("\n# The policy's secrets were not exported: rerun with --secrets FILE to write them to a "
                         "separate file (mode 0600) that this one includes.\n")

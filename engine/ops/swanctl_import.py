@@ -20,8 +20,6 @@ the new policy's folder. The result is validated with the policy parser.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import os
 import re
 import tempfile
@@ -29,10 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.ops.swanctl_conf import Section, SettingsError, parse, parse_file
+from engine.ops.swanctl_secrets import SecretsImport
 from engine.policy._reader import parse_duration, parse_size
 from engine.policy.findings import PolicyError
 from engine.policy.identity import IdentityError, parse_identity
-from engine.policy.parse import address_kind, parse_policy
+from engine.policy.parse import PRIORITY_MAX, REPLAY_WINDOW_MAX, address_kind, parse_policy
 from engine.policy.serialize import document_text
 from engine.policy.proposals import ProposalError, parse_proposal
 from engine.policy.ts import TsSyntaxError, parse_ts
@@ -46,9 +45,18 @@ CONN_DIRECT = {
     "local_addrs": "addrs", "remote_addrs": "addrs", "local_port": "port", "remote_port": "port",
     "proposals": "ike_proposals", "encap": "bool", "mobike": "bool", "dpd_delay": "duration",
     "rekey_time": "duration", "over_time": "duration", "rand_time": "duration", "send_certreq": "bool",
-    "keyingtries": "int", "fragmentation": "fragmentation", "ppk_id": "string", "ppk_required": "bool",
+    "keyingtries": "keyingtries", "fragmentation": "fragmentation", "ppk_id": "string", "ppk_required": "bool",
     "vips": "names", "pools": "names",
 }
+INT_RANGES = {"port": (1, 65535), "keyingtries": (0, 2**32 - 1), "replay_window": (0, REPLAY_WINDOW_MAX)}
+"""Whole-number settings and what the policy takes (keyingtries: swanctl's u_int32): a value outside
+is a warning and the setting is left out, never an import that fails validation."""
+NATT_PORT = 4500
+"""The engine's natt_port as imported (the default): swanctl's ``local_port = 4500`` is IKE on it."""
+MAX_DURATION = 2**32 - 1
+"""Seconds: swanctl's lifetimes are 32-bit (and a longer one is no limit)."""
+MAX_SIZE = 2**63 - 1
+"""Bytes and packets: what a TOML integer holds."""
 POOL_KEYS = {"addrs": "string", "dns": "names", "subnet": "names", "split_exclude": "names"}
 """swanctl pool attributes we keep: ``subnet`` (INTERNAL_IP4/6_SUBNET) is our ``split_include``."""
 CONN_IGNORED = {
@@ -66,7 +74,8 @@ CHILD_DIRECT = {
     "local_ts": "ts", "remote_ts": "ts", "esp_proposals": "esp_proposals", "ah_proposals": "ah_proposals",
     "rekey_time": "duration", "life_time": "duration", "rand_time": "duration", "rekey_bytes": "size",
     "life_bytes": "size", "rekey_packets": "size", "life_packets": "size", "start_action": "start_action",
-    "dpd_action": "dpd_action", "close_action": "close_action", "replay_window": "int", "priority": "priority",
+    "dpd_action": "dpd_action", "close_action": "close_action", "replay_window": "replay_window",
+    "priority": "priority",
 }
 AUTH_DIRECT = {"auth": "auth", "id": "id", "certs": "certs", "cacerts": "cacerts", "eap_id": "eap_id"}
 EAP_AUTH = ("eap-mschapv2", "eap-tls", "eap")
@@ -96,12 +105,15 @@ class ImportResult:
                 f"{self.secrets} secrets" + (f", {self.skipped} connections left out" if self.skipped else ""))
 
 
-class _Importer:
-    def __init__(self, root: Section, conf_dir: Path, out_dir: Path) -> None:
+class _Importer(SecretsImport):
+    def __init__(self, root: Section, conf_dir: Path, out_dir: Path, secrets_name: str = "secrets.toml") -> None:
         self.root = root
         self.conf_dir = conf_dir
         self.out_dir = out_dir
-        self.warnings: list[str] = []
+        self.secrets_dir = Path(os.path.normpath(out_dir / secrets_name)).parent
+        """Key files are relative to the secrets file (engine.pki.keys), which may be elsewhere."""
+        self.init_secrets()
+        self.warnings: list[str] = list(root.notes)
         self.used_names: set[str] = set()
         self.ports: dict[int, list[tuple[str, str]]] = {}
         """local_port values other than 500, and where: one of them becomes [engine] ike_port."""
@@ -135,10 +147,13 @@ class _Importer:
                 return v
             if kind == "names":
                 return self.split(v) or None
-            if kind == "port":
-                return int(v)
-            if kind == "int":
-                return int(v)
+            if kind in INT_RANGES:
+                n = int(v)
+                lo, hi = INT_RANGES[kind]
+                if not lo <= n <= hi:
+                    self.warn(where, path, f"value {v!r} is out of range ({lo} to {hi})")
+                    return None
+                return n
             if kind == "bool":
                 if v.lower() in _TRUE:
                     return True
@@ -150,15 +165,22 @@ class _Importer:
                     self.warn(where, path, "'force' (fragment IKE_SA_INIT too): imported as yes")
                 return v.lower() in _TRUE + ("accept", "force")
             if kind == "duration":
-                parse_duration(v)
+                if parse_duration(int(v) if v.isdigit() else v) > MAX_DURATION:
+                    self.warn(where, path, f"value {v!r} is out of range (at most {MAX_DURATION} seconds)")
+                    return None
                 return v if not v.isdigit() else int(v)
             if kind == "size":
-                parse_size(v.lower() if v[-1:] in "KMG" else v)
+                if parse_size(v.lower() if v[-1:] in "KMG" else v) > MAX_SIZE:
+                    self.warn(where, path, f"value {v!r} is out of range (at most {MAX_SIZE})")
+                    return None
                 return v if not v.isdigit() else int(v)
             if kind == "priority":
                 n = int(v)
                 if n == 0:
                     return None  # swanctl's default: computed
+                if not 1 <= n <= PRIORITY_MAX:
+                    self.warn(where, path, f"value {v!r} is out of range (1 to {PRIORITY_MAX}, or 0: computed)")
+                    return None
                 return n
             if kind in ("ike_proposals", "esp_proposals", "ah_proposals"):
                 protocol = kind.split("_")[0]
@@ -196,7 +218,7 @@ class _Importer:
                 if a not in ("clear", "trap", "restart"):
                     raise ValueError
                 return a
-        except (ValueError, IndexError):
+        except (ValueError, IndexError, OverflowError):  # OverflowError: digits past a float's range
             self.warn(where, path, f"value {v!r} is not understood")
             return None
         raise AssertionError(kind)
@@ -216,10 +238,19 @@ class _Importer:
         self.used_names.add(candidate)
         return candidate
 
+    def round_number(self, section: Section, path: str) -> int:
+        """A ``round`` setting (the order of authentication rounds); a bad one is 0, with a warning."""
+        value = (section.value("round") or "0").strip()
+        try:
+            return int(value)
+        except ValueError:
+            self.warn(section.where("round"), f"{path}.round", f"value {value!r} is not understood: taken as 0")
+            return 0
+
     def auth_round(self, conn: Section, side: str, cpath: str) -> tuple[dict | None, str | None]:
         """Our local/remote table from the first ``local*``/``remote*`` round; (None, reason) if unusable."""
         rounds = sorted((s for n, s in conn.sections.items() if n == side or n.startswith(side)),
-                        key=lambda s: (int(s.value("round") or 0), s.name))
+                        key=lambda s: (self.round_number(s, f"{cpath}.{s.name}"), s.name))
         if not rounds:
             return {}, None
         first, rest = rounds[0], rounds[1:]
@@ -267,6 +298,9 @@ class _Importer:
                 out.setdefault("certs", []).append(self.file_ref(f, "x509"))
             else:
                 self.warn(sub.where(), f"{p}.{name}", "only cert/cacert sections with a file are imported")
+        if side == "local":  # each of our certificates needs its private key (SecretsImport.folder_keys)
+            self.local_certs.extend((Path(os.path.normpath(self.out_dir / c)), first.where(), f"{p}.certs")
+                                    for c in out.get("certs", ()))
         for key in first.settings:
             if key not in AUTH_DIRECT and key != "round":
                 self.warn(first.where(key), f"{p}.{key}", "not implemented")
@@ -291,9 +325,11 @@ class _Importer:
             for kname, child in kids.items():
                 self.child(name, addrs, kname, child, f"{cpath}.children.{kname}", {}, doc)
             return
+        certs_before = len(self.local_certs)
         local, why = self.auth_round(conn, "local", cpath)
         remote, why2 = self.auth_round(conn, "remote", cpath) if why is None else (None, None)
         if why or why2:
+            del self.local_certs[certs_before:]  # no key is looked for a connection left out
             self.warn(conn.where(), cpath, f"{why or why2}: connection left out")
             self.result.skipped += 1
             return
@@ -316,7 +352,11 @@ class _Importer:
             else:
                 self.warn(f"{setting.file}:{setting.line}", f"{cpath}.{key}", "not implemented")
         port = out.pop("local_port", 500)
-        if port != 500:
+        if port == NATT_PORT:
+            # charon then starts IKE on its NAT-T socket (non-ESP marker, RFC 3948): a connection's
+            # local_port equal to the engine's natt_port does the same; the gateway keeps 500 for others.
+            out["local_port"] = port
+        elif port != 500:
             ports = self.ports.setdefault(port, [])
             ports.append((conn.where("local_port"), f"{cpath}.local_port"))
         local.setdefault("auth", "pubkey")
@@ -404,65 +444,6 @@ class _Importer:
             return
         doc["pools"][name] = out
 
-    def secrets(self, sec: Section, doc: dict) -> None:
-        for name, entry in sec.sections.items():
-            path = f"secrets.{name}"
-            if name.startswith("ike"):
-                secret = entry.value("secret")
-                if not secret:
-                    self.warn(entry.where(), path, "no secret")
-                    continue
-                ids = []
-                for key, setting in entry.settings.items():
-                    if key.startswith("id"):
-                        try:
-                            parse_identity(setting.value)
-                            ids.append(setting.value)
-                        except IdentityError as exc:
-                            self.warn(f"{setting.file}:{setting.line}", f"{path}.{key}", str(exc))
-                    elif key != "secret":
-                        self.warn(f"{setting.file}:{setting.line}", f"{path}.{key}", "not implemented")
-                doc["ike"][_secret_name(name, doc["ike"])] = {"ids": ids, "secret": secret}
-                self.result.secrets += 1
-            elif name.startswith("ppk"):
-                secret = entry.value("secret")
-                ids = [s for k, s in entry.settings.items() if k.startswith("id")]
-                if not secret or not ids:
-                    self.warn(entry.where(), path, "a PPK needs a secret and an id")
-                    continue
-                for extra in ids[1:]:
-                    self.warn(f"{extra.file}:{extra.line}", path, "one PPK_ID per key here: the first is kept")
-                doc["ppk"][_secret_name(name, doc["ppk"])] = {"id": ids[0].value, "secret": secret}
-                self.result.secrets += 1
-            elif name.startswith("eap"):
-                secret = entry.value("secret")
-                ids = [s.value for k, s in entry.settings.items() if k.startswith("id")]
-                if not secret or not ids:
-                    self.warn(entry.where(), path, "an EAP secret needs a secret and an id")
-                    continue
-                try:
-                    secret = _eap_password(secret)
-                except ValueError as exc:
-                    self.warn(entry.where(), f"{path}.secret", str(exc))
-                    continue
-                doc["eap"][_secret_name(name, doc["eap"])] = {"id": ids if len(ids) > 1 else ids[0], "secret": secret}
-                self.result.secrets += 1
-            elif name.startswith(("private", "rsa", "ecdsa", "pkcs8")):
-                f = entry.value("file")
-                if not f:
-                    self.warn(entry.where(), path, "no file")
-                    continue
-                kind = re.match(r"private|pkcs8|rsa|ecdsa", name).group(0)
-                folder = "private" if kind == "pkcs8" else kind
-                item = {"file": self.file_ref(f, folder)}
-                if entry.value("secret"):
-                    item["passphrase"] = entry.value("secret")
-                doc["private"][_secret_name(name, doc["private"])] = item
-                self.result.secrets += 1
-            else:
-                kind = re.match(r"[a-z]+", name)
-                self.warn(entry.where(), path, f"{kind.group(0) if kind else name} secrets are not implemented")
-
     def run(self, datapath: str, secrets_name: str) -> tuple[dict, dict]:
         doc: dict = {"engine": {"datapath": datapath, "secrets": secrets_name}, "pools": {}, "connections": {},
                      "rules": {}}
@@ -484,6 +465,7 @@ class _Importer:
                               "implemented: list CRL files in [engine] crls")
             else:
                 self.warn(sec.where(), name, "not a swanctl.conf section")
+        self.folder_keys(secrets)
         for key in self.root.settings:
             self.warn(self.root.where(key), key, "a setting outside any section")
         if self.ports:
@@ -492,9 +474,6 @@ class _Importer:
             doc["engine"]["ike_port"] = port
             where, path = self.ports[port][0]
             moved = f"[engine] ike_port = {port}: the whole gateway listens for IKE there, not on 500"
-            if port == 4500:
-                doc["engine"]["natt_port"] = 4501
-                moved += ", and NAT-T moves to natt_port = 4501 (peers that float to 4500 will not reach it)"
             self.warnings.append(f"{where}: {path}: {moved}")  # imported, with a consequence to know
             for other, places in self.ports.items():
                 if other != port:
@@ -509,33 +488,6 @@ class _Importer:
         return doc, secrets
 
 
-def _eap_password(value: str) -> str:
-    """swanctl decodes a secret written 0x<hex> or 0s<base64> (export writes EAP passwords so); our EAP
-    passwords are the text itself (engine.policy.secrets: no decoding), so decode here. ValueError
-    (naming no part of the value) when it is not valid hex/base64 or not UTF-8 text."""
-    if not value.startswith(("0x", "0X", "0s", "0S")):
-        return value
-    try:
-        raw = binascii.unhexlify(value[2:]) if value[1] in "xX" else base64.b64decode(value[2:], validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueError("a value starting with 0x must be hex, with 0s base64") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ValueError("an EAP password here is text: this one decodes to bytes that are not UTF-8") from None
-    if not text:
-        raise ValueError("empty secret")
-    return text
-
-
-def _secret_name(name: str, taken: dict) -> str:
-    base = re.sub(r"[^A-Za-z0-9_-]", "-", name) or "secret"
-    out, n = base, 2
-    while out in taken:
-        out, n = f"{base}-{n}", n + 1
-    return out
-
-
 HEADER = "# Imported by ipsec-console from {src}: check it with `ipsec-console check`.\n\n"
 SECRETS_HEADER = "# Secrets imported by ipsec-console from {src}. Keep this file mode 0600.\n\n"
 
@@ -546,7 +498,7 @@ def import_tree(root: Section, *, source: str, conf_dir: Path, out_dir: Path | N
     """Convert a parsed swanctl.conf; the result is validated (``errors``, naming the policy
     ``policy_name`` and the secrets file ``secrets_name``) but nothing is written."""
     out_dir = out_dir or Path.cwd()
-    imp = _Importer(root, conf_dir, out_dir)
+    imp = _Importer(root, conf_dir, out_dir, secrets_name)
     doc, secrets = imp.run(datapath, secrets_name)
     result = imp.result
     result.warnings = imp.warnings

@@ -46,8 +46,59 @@ def empty() -> dict:
             "samples": 0, "first_sample": None, "last_sample": None}
 
 
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf")
+
+
+def _count(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _optional(check):
+    return lambda v: v is None or check(v)
+
+
+def _seen(v) -> bool:
+    return isinstance(v, dict) and all(isinstance(k, str) and isinstance(e, dict) and _number(e.get("first_seen"))
+                                       and _number(e.get("last_seen")) for k, e in v.items())
+
+
+_ENTRIES = {
+    "connections": {"first_seen": (None, _optional(_number)), "last_up": (None, _optional(_number))},
+    "children": {"first_seen": (None, _optional(_number)), "last_traffic": (None, _optional(_number)),
+                 "bytes": (0, _count), "packets": (0, _count)},
+    "rules": {"first_seen": (None, _optional(_number)), "last_matched": (None, _optional(_number)),
+              "flows": (0, _count), "counted": (False, lambda v: isinstance(v, bool))},
+    "psks": {"digest": ("", lambda v: isinstance(v, str)), "since": (None, _optional(_number))},
+    "suites": {"connection": ("", lambda v: isinstance(v, str)), "peer": ("", lambda v: isinstance(v, str)),
+               "remote_addr": ("", lambda v: isinstance(v, str)), "ike": ({}, _seen), "child": ({}, _seen)},
+}
+"""Per table of the usage file: each field's default (when missing) and check. The file is ours, but a
+disk, an editor or another version may have damaged it: an entry that fails is dropped (the daemon
+starts it again), never a traceback out of audit or out of the daemon's sampling."""
+
+
+def _entries(table, fields: dict) -> dict:
+    if not isinstance(table, dict):
+        return {}
+    out = {}
+    for name, entry in table.items():
+        if not isinstance(entry, dict):
+            continue
+        clean = {}
+        for field_name, (default, check) in fields.items():
+            value = entry.get(field_name, default)
+            if not check(value):
+                break
+            clean[field_name] = dict(value) if isinstance(value, dict) else value
+        else:
+            out[name] = clean
+    return out
+
+
 def load(folder: Path) -> dict:
-    """The usage file of a state folder (an empty record when there is none or it is damaged)."""
+    """The usage file of a state folder (an empty record when there is none or it is damaged; a
+    damaged entry is left out)."""
     try:
         data = json.loads((folder / USAGE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -55,7 +106,13 @@ def load(folder: Path) -> dict:
     if not isinstance(data, dict) or data.get("version") != VERSION:
         return empty()
     base = empty()
-    base.update({k: v for k, v in data.items() if k in base})
+    for table, fields in _ENTRIES.items():
+        base[table] = _entries(data.get(table), fields)
+    if _count(data.get("samples")):
+        base["samples"] = data["samples"]
+    for key in ("first_sample", "last_sample"):
+        if _number(data.get(key)):
+            base[key] = data[key]
     return base
 
 

@@ -1,6 +1,7 @@
 """Certificates for IKE: validation, identities, CERT/CERTREQ data, and a small CA.
 
-Modules: certs (loading, identity matching, CERTREQ key hashes, expiry),
+Modules: certs (loading, identity matching, CERTREQ key hashes, expiry), sans (subjectAltNames),
+keyfiles (key/certificate files as swanctl keeps them),
 validate (chain, dates, constraints, CRLs), dn (strongSwan-style DNs, DER
 ID payloads), keys (private key files, 0600 enforced), files (no-overwrite
 writes with final modes), ca (init-ca, issue, revoke, crl, list), cli

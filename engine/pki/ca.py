@@ -25,7 +25,6 @@ has one.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 import tomllib
@@ -44,6 +43,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
 from engine.secret import Secret
 
 from .certs import load_certificate_file, san_strings
+from .sans import cn_as_san, parse_san
 from .dn import Dn, dn_to_name, format_name, parse_dn
 from .errors import PkiError
 from .files import make_dir, refuse_existing, write_file, write_files
@@ -72,6 +72,8 @@ REVOCATION_REASONS: dict[str, x509.ReasonFlags] = {
 CLOCK_SKEW = timedelta(minutes=5)
 """Certificates start this much before `now`, so peers whose clock is a little behind accept them."""
 DEFAULT_CRL_DAYS = 30
+MAX_PASSPHRASE = 1023
+"""The longest key passphrase OpenSSL (through cryptography) encrypts with."""
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$")
 
 
@@ -105,6 +107,9 @@ class CertEntry:
     """When it was revoked; None while valid."""
     reason: str | None = None
     """Revocation reason (CLI spelling), if revoked."""
+    cut_at_ca_end: bool = False
+    """Just issued, and the validity asked for reached past the CA's own end: it ends with the CA
+    (a certificate cannot outlive its issuer). Never stored in the index."""
 
     @property
     def serial_hex(self) -> str:
@@ -155,6 +160,9 @@ def _sign_hash(key) -> hashes.HashAlgorithm | None:
 
 
 def _key_pem(key, passphrase: Secret | None) -> bytes:
+    if passphrase is not None and len(passphrase.reveal()) > MAX_PASSPHRASE:
+        # OpenSSL's limit: cryptography raises ValueError, a traceback out of issue or init-ca
+        raise PkiError(f"the key passphrase is longer than {MAX_PASSPHRASE} bytes")
     enc = serialization.BestAvailableEncryption(passphrase.reveal()) if passphrase else serialization.NoEncryption()
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, enc)
 
@@ -172,6 +180,10 @@ def _index_path(d: Path) -> Path:
 
 def _load_index(d: Path) -> dict:
     p = _index_path(d)
+    if not d.is_dir():
+        what = "is not a folder" if d.exists() else "does not exist"
+        raise PkiError(f"{d}: no CA here: the folder {d} {what} (give --dir the CA's folder, or create one "
+                       "with `ipsec-console pki init-ca`)")
     if not (d / "ca.crt").exists():
         raise PkiError(f"{d}: no CA here (run `ipsec-console pki init-ca` first, or give --dir)")
     try:
@@ -390,69 +402,6 @@ def _load_ca(d: Path, passphrase: Secret | None):
 # --- issuing -----------------------------------------------------------------
 
 
-def parse_san(text: str) -> x509.GeneralName:
-    """``DNS:gw.example``, ``email:a@b``, ``IP:192.0.2.1`` or a bare value (typed by its look)."""
-    kind, sep, value = text.partition(":")
-    if sep and kind.lower() in ("dns", "email", "ip", "rfc822"):
-        k = kind.lower()
-    else:
-        k, value = _guess_san_kind(text), text
-    value = value.strip()
-    if not value:
-        raise PkiError(f"subjectAltName {text!r} has no value")
-    if k == "ip":
-        try:
-            if "%" in value:  # ip_address() takes fe80::1%eth0 but a certificate cannot carry the zone
-                raise ValueError(value)
-            return x509.IPAddress(ipaddress.ip_address(value))
-        except ValueError:
-            raise PkiError(f"subjectAltName {text!r}: not an IP address") from None
-    if k in ("email", "rfc822"):
-        local, _, domain = value.rpartition("@")
-        if not local or "@" in local or not value.isascii() or not _is_dns_name(domain, wildcard=False):
-            raise PkiError(f"subjectAltName {text!r}: not an e-mail address (ASCII local@domain)")
-        return x509.RFC822Name(value)
-    if value.endswith(".") and _is_dns_name(value[:-1], wildcard=True):
-        # charon compares IDs as written: a peer's ID gw.example would not match gw.example.
-        raise PkiError(f"subjectAltName {text!r}: write the DNS name without the trailing dot")
-    if not _is_dns_name(value, wildcard=True):
-        raise PkiError(f"subjectAltName {text!r}: not a DNS name")
-    return x509.DNSName(value)
-
-
-_DNS_LABEL = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
-
-
-def _is_dns_name(value: str, *, wildcard: bool) -> bool:
-    """ASCII labels of 1..63 characters, at most 253 in all, not all-numeric at the end (that is a mistyped address)."""
-    name = value
-    if wildcard and name.startswith("*."):
-        name = name[2:]
-    labels = name.split(".")
-    if not name or len(name) > 253 or not all(_DNS_LABEL.fullmatch(lbl) for lbl in labels):
-        return False
-    return not (len(labels) > 1 and labels[-1].isdigit())
-
-
-def _guess_san_kind(value: str) -> str:
-    try:
-        ipaddress.ip_address(value)
-        return "ip"
-    except ValueError:
-        return "email" if "@" in value else "dns"
-
-
-def _cn_as_san(cn: str) -> x509.GeneralName | None:
-    """The CN as a SAN when it names a host, address or mailbox (peers match IDs against SANs only)."""
-    kind = _guess_san_kind(cn)
-    if kind == "dns" and "." not in cn:
-        return None
-    try:
-        return parse_san(cn)
-    except PkiError:
-        return None
-
-
 def _check_name(name: str) -> str:
     if not _NAME_RE.match(name) or name in ("ca",):
         raise PkiError(f"{name!r} cannot be a file name here (letters, digits, . _ @ + -; not 'ca'); use --name")
@@ -506,7 +455,7 @@ def issue(
         # through Dn, so the CA's attributes keep the string types they were issued with
         subject_name = Dn(tuple(((o, v),) for o, v in base) + (((NameOID.COMMON_NAME.dotted_string, cn),),)).to_name()
     general_names: list[x509.GeneralName] = []
-    cn_san = _cn_as_san(cn)
+    cn_san = cn_as_san(cn)
     if cn_san is not None:
         general_names.append(cn_san)
     for s in sans:
@@ -518,10 +467,10 @@ def issue(
 
     now = _now(clock)
     try:
-        wanted = now + timedelta(days=days)
+        cut = now + timedelta(days=days) > ca_cert.not_valid_after_utc
     except OverflowError:  # past the year 9999: the CA's end comes first anyway
-        wanted = ca_cert.not_valid_after_utc
-    not_after = min(wanted, ca_cert.not_valid_after_utc)
+        cut = True
+    not_after = ca_cert.not_valid_after_utc if cut else now + timedelta(days=days)
     if not_after <= now:
         raise PkiError(f"the CA certificate expired on {ca_cert.not_valid_after_utc:%Y-%m-%d}; renew the CA first")
     used = {int(str(c.get("serial", "0")), 16) for c in index["certs"]}
@@ -571,6 +520,7 @@ def issue(
         entry = CertEntry(
             name=name, serial=serial, subject=format_name(subject_name), sans=tuple(san_strings(cert)), kind=kind,
             key_type=key_type, not_before=cert.not_valid_before_utc, not_after=cert.not_valid_after_utc,
+            cut_at_ca_end=cut,
         )
         # --force replaced the files of a certificate still valid: it is revoked as superseded (RFC 5280
         # §5.3.1), or it would stay good for a peer until it expires, its key maybe the reason for the new one.

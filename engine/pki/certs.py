@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import os
+import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -53,14 +54,35 @@ def load_certificates(data: bytes, source: str = "certificate") -> list[x509.Cer
     return certs
 
 
+MAX_CREDENTIAL_FILE = 16 * 1024 * 1024
+"""Certificate and CRL files are read up to this size (a large CA's CRL is a few MB)."""
+
+
+def read_credential_file(path: str | os.PathLike, what: str) -> bytes:
+    """A regular file's bytes, at most MAX_CREDENTIAL_FILE: a policy naming /dev/zero or a FIFO as a
+    certificate would otherwise be read without end, or block, in check, doc, audit or the engine."""
+    name = os.fspath(path)
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO: no wait for a writer
+    except OSError as exc:
+        raise PkiError(f"{name}: cannot read {what} ({exc.strerror})") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise PkiError(f"{name}: cannot read {what} (not a regular file)")
+        with os.fdopen(os.dup(fd), "rb") as f:
+            data = f.read(MAX_CREDENTIAL_FILE + 1)
+    except OSError as exc:
+        raise PkiError(f"{name}: cannot read {what} ({exc.strerror})") from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_CREDENTIAL_FILE:
+        raise PkiError(f"{name}: cannot read {what} (larger than {MAX_CREDENTIAL_FILE // (1024 * 1024)} MB)")
+    return data
+
+
 def load_certificate_file(path: str | os.PathLike) -> list[x509.Certificate]:
     """Certificates from a PEM or DER file; a missing or unreadable file is a PkiError."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as exc:
-        raise PkiError(f"{os.fspath(path)}: cannot read certificate ({exc.strerror})") from None
-    return load_certificates(data, os.fspath(path))
+    return load_certificates(read_credential_file(path, "certificate"), os.fspath(path))
 
 
 def cert_payload_data(cert: x509.Certificate) -> bytes:

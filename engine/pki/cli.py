@@ -17,6 +17,7 @@ from . import ca
 from .errors import PkiError
 
 PROG = "ipsec-console pki"
+MAX_PASSPHRASE = ca.MAX_PASSPHRASE
 
 
 def _passphrase(path: str | None) -> Secret | None:
@@ -25,9 +26,13 @@ def _passphrase(path: str | None) -> Secret | None:
         return None
     try:
         with open(path, "rb") as f:
-            line = f.readline().rstrip(b"\r\n")
+            # bounded: /dev/zero or a file with no line break would be read whole into memory
+            line = f.readline(MAX_PASSPHRASE + 2)
     except OSError as exc:
         raise PkiError(f"{path}: cannot read passphrase ({exc.strerror})") from None
+    line = line.rstrip(b"\r\n")
+    if len(line) > MAX_PASSPHRASE:
+        raise PkiError(f"{path}: the passphrase (its first line) is longer than {MAX_PASSPHRASE} bytes")
     if not line:
         raise PkiError(f"{path}: the passphrase file is empty")
     return Secret(line)
@@ -138,6 +143,11 @@ def main(argv: list[str] | None = None, *, clock: ca.Clock = ca.utc_now) -> int:
             print(f'issued {e.kind} certificate "{e.subject}" serial {e.serial_hex} [{", ".join(e.sans)}] '
                   f"until {_fmt_time(e.not_after)}: {directory / 'certs' / (e.name + '.crt')}, "
                   f"{directory / 'private' / (e.name + '.key')}", file=out)
+            if e.cut_at_ca_end:
+                # Said, not silent: the admin asked for longer and would otherwise find out at expiry.
+                print(f"{PROG}: warning: --days {args.days} reaches past the CA's own end: the certificate "
+                      f"ends with the CA on {_fmt_time(e.not_after)} (renew the CA, init-ca in another "
+                      "folder, to issue for longer)", file=sys.stderr)
         elif args.command == "revoke":
             e = ca.revoke(directory, args.cert, args.reason, ca_passphrase=_passphrase(args.ca_passphrase_file),
                           clock=clock)

@@ -110,5 +110,11 @@ def make_dir(path: Path, mode: int) -> None:
     except FileExistsError:
         if not path.is_dir():
             raise PkiError(f"{path} exists and is not a folder") from None
+    except FileNotFoundError:
+        # Only the last folder is created (a mistyped --dir must not grow a tree): name the missing one.
+        missing = path.parent
+        while not missing.parent.exists() and missing.parent != missing:
+            missing = missing.parent
+        raise PkiError(f"{path}: cannot create folder: the folder {missing} does not exist") from None
     except OSError as exc:
         raise PkiError(f"{path}: cannot create folder ({exc.strerror})") from None

@@ -31,7 +31,7 @@ from typing import Literal
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 
-from .certs import describe
+from .certs import describe, read_credential_file
 from .dn import format_name, name_rdns
 from .errors import PkiError
 
@@ -265,10 +265,5 @@ def load_crl_files(paths: Sequence[str | os.PathLike]) -> list[x509.CertificateR
     """CRLs from files (EngineConfig.crls); a missing or unreadable file is a PkiError."""
     out: list[x509.CertificateRevocationList] = []
     for p in paths:
-        try:
-            with open(p, "rb") as f:
-                data = f.read()
-        except OSError as exc:
-            raise PkiError(f"{os.fspath(p)}: cannot read CRL ({exc.strerror})") from None
-        out += load_crls(data, os.fspath(p))
+        out += load_crls(read_credential_file(p, "CRL"), os.fspath(p))
     return out

@@ -63,9 +63,13 @@ def parse_duration(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError("a boolean is not a duration")
     if isinstance(value, (int, float)):
-        if value < 0 or not math.isfinite(value):
+        try:
+            seconds = float(value)
+        except OverflowError:  # an integer of hundreds of digits: TOML allows it
+            raise ValueError("not a duration (too long)") from None
+        if seconds < 0 or not math.isfinite(seconds):
             raise ValueError("a duration cannot be negative")
-        return float(value)
+        return seconds
     if isinstance(value, str):
         m = _DURATION.match(value)
         if m:

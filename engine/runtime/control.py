@@ -163,7 +163,8 @@ class ControlServer:
             rt.initiate(_name(req), child)
             return {"initiated": _name(req)}
         if cmd == "terminate":
-            return {"deleted": rt.terminate(_name(req), unique_id=_unique_id(req))}
+            done = rt.terminate(_name(req), unique_id=_unique_id(req))
+            return {"deleted": done.deleted, "retry_stopped": done.retry_stopped}
         if cmd == "rekey":
             return {"rekeyed": rt.rekey(_name(req), ike=bool(req.get("ike")), unique_id=_unique_id(req))}
         if cmd == "roam":

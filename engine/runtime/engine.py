@@ -12,6 +12,7 @@ import logging
 import socket
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 
 from engine import logsafe
 from engine.crypto.keypool import KeyPool
@@ -61,6 +62,14 @@ _REPLAYED = (IkeSaStateChanged, ExchangeSent, ExchangeReceived, ChildSaInstalled
 _LOUD = ("WARNING", "ERROR", "CRITICAL")
 _SUMMARIES = (ExchangeSent, ExchangeReceived)
 _NOT_FOR_DATAPATH = frozenset({ExchangeSent, ExchangeReceived, IkeSaStateChanged})
+
+
+class Terminated(NamedTuple):
+    """What a terminate did: IKE SAs deleted, and whether a failed connection's pending attempt
+    (keyingtries) was cancelled."""
+
+    deleted: int
+    retry_stopped: bool
 
 
 class EngineRuntime(Reporting):
@@ -436,10 +445,13 @@ class EngineRuntime(Reporting):
         self.endpoint.initiate(name, self.now(), child)
         self._after()
 
-    def terminate(self, name: str, *, unique_id: int | None = None) -> int:
+    def terminate(self, name: str, *, unique_id: int | None = None) -> Terminated:
+        """Delete the connection's IKE SAs (or IKE SA ``unique_id``); a whole connection's also
+        stops a failed connection trying again (keyingtries)."""
+        retrying = unique_id is None and self.endpoint.retrying(name) is not None
         n = self.endpoint.terminate(name, self.now(), unique_id=unique_id)
         self._after()
-        return n
+        return Terminated(n, retrying)
 
     def rekey(self, name: str, *, ike: bool = False, unique_id: int | None = None) -> int:
         n = self.endpoint.rekey(name, self.now(), ike=ike, unique_id=unique_id)

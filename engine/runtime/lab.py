@@ -212,7 +212,7 @@ class LabRuntime:
     def initiate(self, name: str, child: str | None = None) -> None:
         self._hq().initiate(name, child)
 
-    def terminate(self, name: str, **kw) -> int:
+    def terminate(self, name: str, **kw):
         """Like EngineRuntime.terminate (keyword options passed through)."""
         return self._hq().terminate(name, **kw)
 

@@ -181,6 +181,8 @@ class Reporting:
 
     def connection_info(self, c, states: dict[str, str]) -> ConnectionInfo:
         state = {"ESTABLISHED": "up", "REKEYING": "up", "CONNECTING": "connecting"}.get(states.get(c.name, ""), "down")
+        if state == "down" and self.endpoint.retrying(c.name) is not None:
+            state = "failing"  # failed; its next keyingtries attempt is scheduled
         return ConnectionInfo(
             name=c.name, local_addrs=c.local_addrs, remote_addrs=c.remote_addrs,
             local_auth=c.local.auth, remote_auth=c.remote.auth,

@@ -70,6 +70,8 @@ _ID_ADDR_LEN = {1: 4, 5: 16}  # ID_IPV4_ADDR, ID_IPV6_ADDR
 _CHILD_PROTOCOLS = (int(ProtocolId.AH), int(ProtocolId.ESP))
 # Plain ints: an IntEnum member read through its class costs a descriptor call per use.
 _PROTO_IKE = int(ProtocolId.IKE)
+_NO_SPI_DELETE = (0, _PROTO_IKE)
+"""Delete protocols without SPIs: IKE, and 0 (read like IKE, as charon does)."""
 _IDI, _CERT, _TSI = int(PayloadType.IDi), int(PayloadType.CERT), int(PayloadType.TSi)
 _SIGNATURE_HASH_ALGORITHMS = int(NotifyType.SIGNATURE_HASH_ALGORITHMS)
 
@@ -287,13 +289,15 @@ def decode_sa(ptype: int, body: bytes, critical: bool, offset: int) -> SaPayload
         pos = pend
     if not proposals:
         raise malformed_at(ptype, offset, "no proposal")
-    if len(proposals) > 1:
-        # RFC 7296 §3.3.1: an offer numbers its proposals 1, 2, 3...
-        for i, prop in enumerate(proposals, 1):
-            if prop.number != i:
-                raise malformed_at(ptype, offset, f"proposal {i} is numbered {prop.number}")
-    elif proposals[0].number == 0:
-        raise malformed_at(ptype, offset, "proposal numbered 0")
+    # RFC 7296 §3.3.1 has senders number an offer 1, 2, 3...; like charon (sa_payload.c verify) we
+    # only insist that the numbers start at 1 or above and never go down: gaps are harmless, and
+    # proposals sharing a number (an AH+ESP bundle) are left to the IKE layer to skip.
+    previous = 1
+    for i, prop in enumerate(proposals, 1):
+        if prop.number < previous:
+            below = "" if prop.number == 0 else f", below proposal {i - 1}'s {previous}"
+            raise malformed_at(ptype, offset, f"proposal {i} is numbered {prop.number}{below}")
+        previous = prop.number
     return SaPayload(tuple(proposals), critical)
 
 
@@ -367,8 +371,9 @@ def decode_notify(ptype: int, body: bytes, critical: bool, offset: int) -> Notif
     protocol, spi_size, ntype = _BBH.unpack_from(body)
     if 4 + spi_size > n:
         raise malformed_at(ptype, offset, f"SPI size {spi_size} overruns the payload")
-    if spi_size and protocol in _CHILD_PROTOCOLS and spi_size != 4:
-        raise malformed_at(ptype, offset, f"{ProtocolId(protocol).name} SPI of {spi_size} bytes (must be 4)")
+    # An SPI size that does not fit the protocol is kept as sent, as charon does (notify_payload.c
+    # verify() never compares them): the IKE layer finds no SA by such an SPI, and one odd notify
+    # must not make the whole exchange INVALID_SYNTAX.
     data = body[4 + spi_size:]
     bounds = _NOTIFY_DATA_LEN.get(ntype)
     if bounds is not None and not bounds[0] <= len(data) <= bounds[1]:
@@ -380,7 +385,7 @@ def decode_notify(ptype: int, body: bytes, critical: bool, offset: int) -> Notif
 
 
 def encode_delete(p: DeletePayload) -> bytes:
-    size = 0 if p.protocol == _PROTO_IKE else 4
+    size = 0 if p.protocol in _NO_SPI_DELETE else 4
     for spi in p.spis:
         if len(spi) != size:
             raise ValueError(f"Delete of protocol {p.protocol} needs {size}-byte SPIs, got {len(spi)}")
@@ -392,11 +397,14 @@ def decode_delete(ptype: int, body: bytes, critical: bool, offset: int) -> Delet
     if n < 4:
         raise malformed_at(ptype, offset, f"body of {n} bytes, need at least 4")
     protocol, spi_size, count = _BBH.unpack_from(body)
-    if protocol == _PROTO_IKE:
+    if protocol in _NO_SPI_DELETE:
+        # Protocol 0 is read like IKE, as charon does (delete_payload.c verify); the IKE layer
+        # ignores such a Delete (it names no SA).
+        name = "IKE" if protocol == _PROTO_IKE else f"protocol {protocol}"
         if spi_size != 0:
-            raise malformed_at(ptype, offset, f"IKE Delete with SPI size {spi_size} (must be 0)")
+            raise malformed_at(ptype, offset, f"{name} Delete with SPI size {spi_size} (must be 0)")
         if n != 4:
-            raise malformed_at(ptype, offset, f"{n - 4} bytes after an IKE Delete")
+            raise malformed_at(ptype, offset, f"{n - 4} bytes after an {name} Delete")
         return DeletePayload(protocol, (), critical)
     if protocol not in _CHILD_PROTOCOLS:
         raise malformed_at(ptype, offset, f"Delete of unknown protocol {protocol}")

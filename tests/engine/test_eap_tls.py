@@ -32,6 +32,10 @@ NOW = datetime.now(timezone.utc)
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
+    # The engine's clock is taken when the certificates are issued (they are valid from 5 minutes
+    # before that), not at import: in a long CI run this file imports many minutes before it runs.
+    global NOW
+    NOW = datetime.now(timezone.utc)
     out = {}
     for kt in ("ecdsa-p256", "rsa-2048"):
         d = tmp_path_factory.mktemp(kt)

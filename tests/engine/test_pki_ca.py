@@ -464,3 +464,18 @@ def test_a_full_disk_during_issue_force_keeps_the_old_key_and_certificate(cadir,
         ca.issue(cadir, "gw.example", force=True, clock=clock)
     assert (key.read_bytes(), crt.read_bytes()) == before
     assert not [p for p in cadir.rglob(".*.tmp")]
+
+
+def test_a_passphrase_too_long_to_encrypt_with_is_a_pki_error(tmp_path):
+    """cryptography refuses passphrases over 1023 bytes with a ValueError: the PKI screen passes its
+    passphrase straight to issue()."""
+    import pytest
+
+    from engine.pki import PkiError
+    from engine.pki.ca import init_ca, issue
+    from engine.secret import Secret
+
+    init_ca(tmp_path / "pki", "Test CA")
+    with pytest.raises(PkiError, match="longer than 1023 bytes"):
+        issue(tmp_path / "pki", "gw.example", key_passphrase=Secret(b"x" * 1024))
+    assert not (tmp_path / "pki" / "certs" / "gw.example.crt").exists()

@@ -249,3 +249,46 @@ def test_a_ca_certificate_that_is_not_a_ca_is_refused(tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and f"{d / 'ca.crt'} is not a CA certificate" in err
     assert not (d / "certs" / "other.example.crt").exists() and not (d / "crl.pem").exists()
+
+
+def test_days_past_the_cas_end_is_said_not_silently_cut(tmp_path, capsys):
+    """issue --days longer than the CA has left gave a certificate ending with the CA and a message
+    that only showed the (earlier) date: the admin found out at expiry."""
+    d = str(tmp_path / "pki")
+    assert main(["--dir", d, "init-ca", "Test CA", "--days", "100"], clock=lambda: T0) == 0
+    capsys.readouterr()
+    assert main(["--dir", d, "issue", "gw.example", "--days", "365"], clock=lambda: T0) == 0
+    out, err = capsys.readouterr()
+    ca_end = load_certificate_file(tmp_path / "pki" / "ca.crt")[0].not_valid_after_utc
+    assert list_certs(d)[0].not_after == ca_end
+    assert "--days 365 reaches past the CA's own end" in err and f"{ca_end:%Y-%m-%d}" in err, err
+    assert main(["--dir", d, "issue", "gw2.example", "--days", "30"], clock=lambda: T0) == 0
+    assert "warning" not in capsys.readouterr().err
+    assert main(["--dir", d, "issue", "gw3.example", "--days", "999999999"], clock=lambda: T0) == 0
+    assert "reaches past the CA's own end" in capsys.readouterr().err
+
+
+def test_a_missing_parent_folder_is_named(tmp_path, capsys):
+    assert main(["--dir", str(tmp_path / "no" / "such" / "pki"), "init-ca", "Test CA"]) == 1
+    err = capsys.readouterr().err
+    assert f"the folder {tmp_path / 'no'} does not exist" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "no").exists()
+
+
+def test_a_passphrase_file_without_end_is_refused(tmp_path, capsys):
+    """--passphrase-file /dev/zero read the device into memory without end (readline never finds a
+    line break); a passphrase over 1023 bytes was a ValueError traceback from the key encryption."""
+    assert main(["--dir", str(tmp_path / "pki"), "init-ca", "Test CA", "--passphrase-file", "/dev/zero"]) == 1
+    assert "longer than 1023 bytes" in capsys.readouterr().err
+    (tmp_path / "pw").write_bytes(b"x" * 1024 + b"\n")
+    assert main(["--dir", str(tmp_path / "pki"), "init-ca", "Test CA", "--passphrase-file", str(tmp_path / "pw")]) == 1
+    assert "longer than 1023 bytes" in capsys.readouterr().err
+    (tmp_path / "pw").write_bytes(b"x" * 1023 + b"\n")
+    assert main(["--dir", str(tmp_path / "pki"), "init-ca", "Test CA", "--passphrase-file", str(tmp_path / "pw")]) == 0
+
+
+@pytest.mark.parametrize("command", [["list"], ["issue", "gw.example"], ["revoke", "gw"], ["crl"]])
+def test_a_missing_ca_folder_is_named(tmp_path, capsys, command):
+    assert main(["--dir", str(tmp_path / "nope"), *command]) == 1
+    err = capsys.readouterr().err
+    assert f"the folder {tmp_path / 'nope'} does not exist" in err and err.count("\n") == 1, err

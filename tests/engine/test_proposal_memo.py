@@ -90,8 +90,10 @@ def test_the_memos_stay_bounded(monkeypatch):
     monkeypatch.setattr(props, "_by_identity", {})
     monkeypatch.setattr(props, "_spiless_wire", {})
     for i in range(20):
-        offered = tuple(dataclasses.replace(o, number=i % 250 + 1) for o in _offer(ESP, b"\x01\x02\x03\x04"))
+        # Numbered apart: proposals sharing a number are a bundle, which the selection skips.
+        offered = tuple(dataclasses.replace(o, number=i % 50 * 5 + k + 1)
+                        for k, o in enumerate(_offer(ESP, b"\x01\x02\x03\x04")))
         chosen = props.select(offered, ESP, ignore_ke=True)
-        assert chosen is not None and chosen.number == i % 250 + 1
+        assert chosen is not None and chosen.number in {o.number for o in offered}
         chosen.to_wire()
         assert len(props._by_identity) <= 4 and len(props._spiless_wire) <= 4

@@ -114,3 +114,17 @@ def test_import_errors_name_the_policy_file_written(policy, capsys):
     assert main(["import", "a.conf", "-o", "gw.toml"]) == 1
     errors = [line for line in capsys.readouterr().err.splitlines() if ": error" in line]
     assert errors and all(line.startswith("gw.toml: ") for line in errors), errors
+
+
+@pytest.mark.parametrize("value", ["70000", "-1", "0", "x"])
+def test_serve_port_is_checked(value, capsys, monkeypatch):
+    """--port 70000 or -1 ended in a traceback from bind() (OverflowError) after the banner; --port 0
+    served on a random port while the printed URL said :0."""
+    import console.serve
+
+    monkeypatch.setattr(console.serve, "serve", lambda *a, **kw: pytest.fail("served"))
+    with pytest.raises(SystemExit) as exit_:
+        main(["serve", "--port", value])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "--port" in err and "1 to 65535" in err and "Traceback" not in err, err

@@ -301,10 +301,11 @@ class ChildRekey(InitiatesChildRounds, Initiator):
             if errors:
                 n = notify_name(errors[0].type)
                 raise ChildRefused(n, f"the peer refused IKE_FOLLOWUP_KE with {n}", by_peer=True)
+            last = self.followup.last
             try:
                 self.followup.response(payloads)
             except RemoteError as exc:
-                raise ChildRefused("INVALID_SYNTAX", exc.reason) from None
+                raise ChildRefused("INVALID_SYNTAX", exc.reason, peer_made=last) from None
             if not self.followup.done:
                 self.fire(I.RESP_ROUND, now)
                 return
@@ -387,9 +388,9 @@ class ChildRekey(InitiatesChildRounds, Initiator):
         if self.old.state == ChildState.REKEYING:
             self.sa.superseded(self.old, now)  # the peer, whose rekey survived, deletes it
 
-    def adopt_theirs(self, now: float, **_) -> None:
+    def adopt_theirs(self, now: float, refusal: ChildRefused | None = None, **_) -> None:
         """Our rekey failed but the peer's succeeded (it did not see the collision)."""
-        self.release(now)
+        self.release(now, refusal)
         self._old_waits(now)
 
     def install_only(self, now: float, ours: ChildSa) -> None:
@@ -401,7 +402,7 @@ class ChildRekey(InitiatesChildRounds, Initiator):
         self.sa.defer(ChildRekey(self.sa, self.old), now + self.sa.host.random.uniform(*RETRY))
 
     def retry_later(self, now: float, refusal: ChildRefused) -> None:
-        self.release(now)
+        self.release(now, refusal)
         self.sa.fail(CREATE_CHILD_SA, refusal.notify, refusal.reason, now, sent_by_peer=refusal.by_peer,
                      **refusal.details)
         self._restore_old()
@@ -430,10 +431,10 @@ class ChildRekey(InitiatesChildRounds, Initiator):
                  old.spi_in.hex(), extra={"connection": sa.name})
         sa.start(CreateChild(sa, old.config), now, front=True)
 
-    def release(self, now: float, **_) -> None:
+    def release(self, now: float, refusal: ChildRefused | None = None, **_) -> None:
         self.followup = None
         if self.offer is not None and self.ours is None:
-            self.offer.release(self.sa)
+            self.offer.drop(self.sa, now, refusal)
         self.offer = None
 
     def migrate(self, sa) -> bool:
@@ -456,7 +457,7 @@ class ChildRekeyResponder(RespondsToChildRounds, Responder):
         self.new: ChildSa | None = None
         self.collided = False
         rekey = notify(payloads, NotifyType.REKEY_SA)
-        self.old = old = sa.child_by_spi_out(rekey.spi) if rekey is not None else None
+        self.old = old = sa.child_by_spi_out(rekey.spi, rekey.protocol) if rekey is not None else None
         active = sa.active
         if old is not None and old.state == ChildState.DELETING and deleting(sa, old):
             inp = I.REQ_OLD_OUR_DELETE_PENDING

@@ -15,6 +15,7 @@ from engine.ike import proposals as props
 from engine.ike.child import ChildSa, derive_child_keys
 from engine.ike.errors import ChildRefused, RemoteError
 from engine.ike.exchange import error_notifies, find, notify
+from engine.ike.exchanges.informational import DeleteRefused
 from engine.ike.init import NONCE_SIZE
 from engine.ike.text import capped, notify_name, short
 from engine.policy.model import ChildConfig
@@ -162,20 +163,45 @@ class ChildOffer:
         if notify(payloads, NotifyType.INVALID_KE_PAYLOAD) is not None or ke is None:
             if error_notifies(payloads):
                 raise self.refused(payloads)
-            raise ChildRefused("INVALID_KE_PAYLOAD", "the peer sent no KE for a PFS CHILD SA", self._details())
+            if self._chose_no_pfs(payloads):
+                return None  # we offered NONE too (optional PFS) and the peer took it
+            raise ChildRefused("INVALID_KE_PAYLOAD", "the peer sent no KE for a PFS CHILD SA", self._details(),
+                               peer_made=self.peer_made(payloads))
+        made = self.peer_made(payloads)
         if ke.group != self.ke.group:
             raise ChildRefused("INVALID_KE_PAYLOAD", f"the peer answered with KE group {ke.group}, we sent "
-                               f"{self.ke.group}", self._details())
+                               f"{self.ke.group}", self._details(), peer_made=made)
         try:
             return self.ke.compute_shared(ke.data)
         except (InvalidKeyExchange, ValueError) as exc:
             raise ChildRefused("INVALID_KE_PAYLOAD", f"invalid PFS key exchange data: {exc}",
-                               self._details()) from None
+                               self._details(), peer_made=made) from None
+
+    def _chose_no_pfs(self, payloads) -> bool:
+        sa_p = find(payloads, SaPayload)
+        return (sa_p is not None and len(sa_p.proposals) == 1
+                and props.pfs_declined(sa_p.proposals[0], self.offered))
+
+    @staticmethod
+    def peer_made(payloads) -> bool:
+        """The answer gives us the peer's CHILD SA (one proposal with an SPI, no error
+        notify): the peer installed its half when it sent it."""
+        sa_p = find(payloads, SaPayload)
+        return (sa_p is not None and len(sa_p.proposals) == 1 and len(sa_p.proposals[0].spi) == 4
+                and not error_notifies(payloads))
+
+    def drop(self, sa: IkeSa, now: float, refusal: ChildRefused | None = None) -> None:
+        """The CHILD SA will not exist: our SPI goes back, after an INFORMATIONAL Delete
+        of the peer's half when it made one (charon's delete_failed_sa)."""
+        if refusal is not None and refusal.peer_made:
+            sa.start(DeleteRefused(sa, props.protocol_id(self.cfg.protocol), self.spi_in), now, front=True)
+        else:
+            self.release(sa)
 
     def chosen(self, payloads) -> props.Chosen | None:
         """The proposal the peer's answer chose, if it is one we offered."""
         sa_p = find(payloads, SaPayload)
-        if sa_p is None or len(sa_p.proposals) != 1:
+        if sa_p is None or len(sa_p.proposals) != 1 or error_notifies(payloads):
             return None
         return props.accept_response(sa_p.proposals[0], self.offered, ignore_ke=self.ke is None)
 
@@ -183,21 +209,28 @@ class ChildOffer:
                now: float) -> ChildSa:
         """The CHILD SA the peer's answer gives us (not installed yet); raises ChildRefused."""
         sa_p, tsi, tsr, transport = child_parts(payloads)
-        if sa_p is None or tsi is None or tsr is None or len(sa_p.proposals) != 1:
+        if sa_p is None or tsi is None or tsr is None or len(sa_p.proposals) != 1 or error_notifies(payloads):
+            # RFC 7296 §3.10.1: an error notify in an answer fails the request, SA payload or not.
             raise self.refused(payloads)
+        made = self.peer_made(payloads)
         chosen = props.accept_response(sa_p.proposals[0], self.offered, ignore_ke=self.ke is None)
         if chosen is None or len(chosen.spi) != 4:
             raise ChildRefused("NO_PROPOSAL_CHOSEN", "the peer chose a CHILD proposal we did not offer",
-                               self._details())
+                               self._details(), peer_made=made)
         try:
             local_ts = ts_from_payload(tsi)
             remote_ts = ts_from_payload(tsr)
         except RemoteError as exc:
-            raise ChildRefused("INVALID_SYNTAX", exc.reason, self._details()) from None
+            raise ChildRefused("INVALID_SYNTAX", exc.reason, self._details(), peer_made=made) from None
         if not _within(local_ts, self.local_ts) or not _within(remote_ts, self.remote_ts):
             raise ChildRefused("TS_UNACCEPTABLE", "the peer answered with traffic selectors wider than "
-                               "we proposed", self._details())
-        mode = "transport" if (transport and self.cfg.mode == "transport") else "tunnel"
+                               "we proposed", self._details(), peer_made=made)
+        if transport and self.cfg.mode != "transport":
+            # As charon's check_mode: the peer would run transport mode, we tunnel mode.
+            raise ChildRefused("NO_PROPOSAL_CHOSEN", f"the peer answered our tunnel mode request for "
+                               f"'{self.cfg.name}' with USE_TRANSPORT_MODE: set the same mode on both ends",
+                               self._details(), peer_made=made)
+        mode = "transport" if transport else "tunnel"
         keys = derive_child_keys(sa.chosen.prf, sa.keys.sk_d.reveal(), chosen, nonce_i, nonce_r,
                                  initiator=True, shared=shared)
         ids = sa.host.ids
@@ -262,6 +295,10 @@ def choose(sa: IkeSa, children, payloads, *, ignore_ke: bool, with_additional: b
     ours = tuple(x for c in ts_ok for x in props.describe_configured(c.proposals))
     reason = (f"none of the peer's CHILD proposals is acceptable. The peer offered: {'; '.join(offered)}. "
               f"We accept: {'; '.join(ours)}.")
+    if not ignore_ke:
+        hint = props.pfs_mismatch(sa_p.proposals, [p for c in ts_ok for p in c.proposals])
+        if hint is not None:
+            reason += " " + hint
     raise RemoteError(NotifyType.NO_PROPOSAL_CHOSEN, reason,
                       details=dict(remote_proposals=offered, local_proposals=ours))
 

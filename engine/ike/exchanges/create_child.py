@@ -179,14 +179,14 @@ class CreateChild(InitiatesChildRounds, Initiator):
         self.sa.defer(CreateChild(self.sa, self.cfg), now + self.sa.host.random.uniform(*RETRY))
 
     def report(self, now: float, refusal: ChildRefused) -> None:
-        self.release(now)
+        self.release(now, refusal)
         self.sa.fail(CREATE_CHILD_SA, refusal.notify, refusal.reason, now, sent_by_peer=refusal.by_peer,
                      **refusal.details)
 
-    def release(self, now: float, **_) -> None:
+    def release(self, now: float, refusal: ChildRefused | None = None, **_) -> None:
         self.followup = None
         if self.offer is not None:
-            self.offer.release(self.sa)
+            self.offer.drop(self.sa, now, refusal)
             self.offer = None
 
     def creates(self) -> str | None:

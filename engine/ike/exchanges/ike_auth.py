@@ -211,7 +211,8 @@ class IkeAuth(Initiator):
             try:
                 child = self.offer.accept(sa, payloads, sa.nonce_i, sa.nonce_r, None, now)
             except ChildRefused as exc:
-                self.release(now)
+                self.offer.drop(sa, now, exc)
+                self.offer = None
                 sa.fail(IKE_AUTH, exc.notify, exc.reason, now, sent_by_peer=exc.by_peer, **exc.details)
             else:
                 self.offer = None

@@ -21,6 +21,8 @@ Rules (responder):
   deleting ourselves (§1.4.1: the two requests crossed); SPIs we do not know
   are ignored. A CHILD rekey we have in flight hears of it (child_rekey.py).
 - AUTHENTICATION_FAILED: the peer could not verify us after all; the SA goes.
+- INVALID_SYNTAX (§2.21.3): the peer could not parse a message of ours; answered
+  empty, then the SA goes, as charon does (ike_delete). Not on a rekeyed SA.
 - REDIRECT to us as the original initiator (RFC 5685 §5): answered empty, then we
   start over at that gateway (exchanges.redirect); this SA goes once that one is up.
 - Empty: liveness, answered empty. Anything else: answered empty.
@@ -36,6 +38,7 @@ from engine.ike.child import ChildSa
 from engine.ike.exchange import Initiator, Label, Request, Responder, Table, notify
 from engine.ike.exchanges import redirect
 from engine.ike.host import Ended
+from engine.ike.ratelimit import RateLimit
 from engine.wire.constants import ExchangeType, NotifyType, ProtocolId
 from engine.wire.payloads import DeletePayload, NotifyPayload
 
@@ -43,6 +46,14 @@ log = logging.getLogger("engine.ike")
 INFORMATIONAL = ExchangeType.INFORMATIONAL
 RETRY = (2.0, 10.0)
 """Seconds before a deferred delete is tried again (random in this range)."""
+DELETE_LOG_BURST = 10.0
+DELETE_LOG_RATE = 0.1
+"""Log lines about Deletes we ignore: a burst of ten, then one per ten seconds (endpoint-wide;
+what is left out is counted as ``delete_logs_suppressed`` and summed up in the next line)."""
+
+
+def delete_log_budget() -> RateLimit:
+    return RateLimit(rate=DELETE_LOG_RATE, burst=DELETE_LOG_BURST)
 
 
 class S(Label):
@@ -62,6 +73,7 @@ class I(Label):  # noqa: E742 (the table reads best with short names)
     REQ_DELETE_IKE_WAIT = "delete of the IKE SA while our rekey of it waits for its answer"
     REQ_DELETE_CHILDREN = "delete of CHILD SAs"
     REQ_AUTH_FAILED = "AUTHENTICATION_FAILED notify"
+    REQ_INVALID_SYNTAX = "INVALID_SYNTAX notify: the peer could not parse a message of ours"
     REQ_REDIRECT = "REDIRECT notify from our gateway"
     REQ_EMPTY = "empty (liveness)"
     REQ_OTHER = "other notifies"
@@ -81,11 +93,12 @@ TABLE = Table("INFORMATIONAL", {
     (S.IDLE, I.REQ_DELETE_IKE_WAIT): (S.DONE, "hold"),
     (S.IDLE, I.REQ_DELETE_CHILDREN): (S.DONE, "answer_delete_children"),
     (S.IDLE, I.REQ_AUTH_FAILED): (S.DONE, "answer_auth_failed"),
+    (S.IDLE, I.REQ_INVALID_SYNTAX): (S.DONE, "answer_invalid_syntax"),
     (S.IDLE, I.REQ_REDIRECT): (S.DONE, "answer_redirect"),
     (S.IDLE, I.REQ_EMPTY): (S.DONE, "answer_empty"),
     (S.IDLE, I.REQ_OTHER): (S.DONE, "answer_empty"),
 }, remote={I.RESPONSE, I.REQ_DELETE_IKE, I.REQ_DELETE_IKE_WAIT, I.REQ_DELETE_CHILDREN, I.REQ_AUTH_FAILED, I.REQ_EMPTY,
-           I.REQ_OTHER, I.REQ_REDIRECT},
+           I.REQ_OTHER, I.REQ_REDIRECT, I.REQ_INVALID_SYNTAX},
     final={S.DONE})
 
 
@@ -157,6 +170,46 @@ class DeleteChild(_Informational):
         return True
 
 
+class DeleteRefused(_Informational):
+    """Delete of the peer's half of a CHILD SA whose answer we refused (charon's
+    delete_failed_sa): it installed that half when it answered. Our SPI, which the Delete
+    names, is given back once the exchange is over."""
+
+    name = "INFORMATIONAL (delete refused CHILD SA)"
+    affects_children = True
+    """The peer's IKE rekey waits for it (as charon's, whose child_create task runs until then):
+    its half must not move to the new IKE SA under a Delete sent on this one."""
+
+    def __init__(self, sa, protocol: int, spi: bytes) -> None:
+        super().__init__(sa)
+        self.protocol = protocol
+        self.spi = spi
+
+    def start_input(self) -> I:
+        if self.sa.state == IkeState.ESTABLISHED:
+            return I.START
+        self._release()
+        return I.START_STALE
+
+    def build(self, now: float) -> list:
+        return [DeletePayload(self.protocol, (self.spi,))]
+
+    def done(self, now: float) -> None:
+        self._release()
+
+    def abort(self, now: float) -> None:
+        if self.state != S.DONE:
+            self._release()
+        super().abort(now)
+
+    def _release(self) -> None:
+        self.sa.host.ids.release_spi(self.spi)
+
+    def migrate(self, sa) -> bool:
+        self.sa = sa  # the peer's half moved with its IKE SA's rekey
+        return True
+
+
 class DeleteIke(_Informational):
     name = "INFORMATIONAL (delete IKE)"
 
@@ -194,6 +247,30 @@ class Notify(_Informational):
         return [NotifyPayload(self.notify_type)]
 
 
+_CHILD_PROTOCOLS = (int(ProtocolId.AH), int(ProtocolId.ESP))
+_LIVE = (ChildState.INSTALLED, ChildState.REKEYING)
+_SPI_ZERO = bytes(4)
+IGNORED_SHOWN = 4
+"""Ignored SPIs named in one log line at most (a Delete may list hundreds)."""
+
+
+def log_ignored(sa, ignored: list[str], now: float) -> None:
+    """One INFO line for the Deletes of one request that named no SA of ours, within the
+    endpoint's budget; over it, counted."""
+    budget = sa.host.delete_log
+    if not budget.allow(now):
+        sa.host.count("delete_logs_suppressed")
+        return
+    shown = "; ".join(ignored[:IGNORED_SHOWN])
+    if len(ignored) > IGNORED_SHOWN:
+        shown += f"; and {len(ignored) - IGNORED_SHOWN} more"
+    if budget.dropped:
+        shown += f" ({budget.dropped} similar lines suppressed)"
+        budget.dropped = 0
+    log.info("%s[%d]: ignored a Delete from the peer: %s", sa.name, sa.unique_id, shown,
+             extra={"connection": sa.name})
+
+
 class InformationalResponder(Responder):
     TABLE = TABLE
     INITIAL = S.IDLE
@@ -210,6 +287,8 @@ class InformationalResponder(Responder):
             inp = I.REQ_DELETE_CHILDREN
         elif notify(payloads, NotifyType.AUTHENTICATION_FAILED) is not None:
             inp = I.REQ_AUTH_FAILED
+        elif notify(payloads, NotifyType.INVALID_SYNTAX) is not None and self.sa.state != IkeState.REKEYED:
+            inp = I.REQ_INVALID_SYNTAX  # charon ignores notifies on a rekeyed IKE SA
         elif self.sa.original_initiator and notify(payloads, NotifyType.REDIRECT) is not None:
             inp = I.REQ_REDIRECT
         elif not payloads:
@@ -244,16 +323,29 @@ class InformationalResponder(Responder):
         sa = self.sa
         ours: dict[int, list[bytes]] = {}
         self.removed: list[ChildSa] = []
+        ignored: list[str] = []
         for d in deletes:
+            if d.protocol not in _CHILD_PROTOCOLS:
+                ignored.append(f"protocol {d.protocol} names no CHILD SA")  # charon skips it too
+                continue
             for spi in d.spis:
-                child = sa.child_by_spi_out(spi)
-                if child is None or child in self.removed:
-                    continue  # unknown or already gone: nothing to delete (§1.4.1)
+                child = sa.child_by_spi_out(spi, d.protocol)
+                if child is None:
+                    # Unknown or already gone: nothing to delete (§1.4.1).
+                    proto = ProtocolId(d.protocol).name
+                    ignored.append(f"{proto} SPI 0 names no SA" if spi == _SPI_ZERO else
+                                   f"no {proto} CHILD SA of ours has outbound SPI {spi.hex()} (gone already, or "
+                                   "never ours)")
+                    continue
+                if child in self.removed:
+                    continue
                 if child.state != ChildState.DELETING:
                     ours.setdefault(d.protocol, []).append(child.spi_in)
                 self.removed.append(child)
         self.answer = [DeletePayload(proto, tuple(spis)) for proto, spis in ours.items()]
         self.after = "_remove_children"
+        if ignored:
+            log_ignored(sa, ignored, now)
 
     def _remove_children(self, now: float) -> None:
         sa = self.sa
@@ -261,6 +353,28 @@ class InformationalResponder(Responder):
             sa.remove_child(child, now, "rekeyed" if child.state == ChildState.REKEYED else "deleted by peer")
             if sa.active is not None:
                 sa.active.peer_deleted_child(child, now)
+        for child in self.removed:
+            self._reinstate_replaced(child, now)
+
+    def _reinstate_replaced(self, child: ChildSa, now: float) -> None:
+        """The peer deleted the SA its own rekey made (``child``: the loser's cleanup of a
+        collision it alone saw, or a change of mind) while the SA that rekey replaced still
+        waits here for the peer's Delete of it. That SA is put back in use, and rekeyed
+        afresh soon, instead of deleted when its wait runs out: neither end would have an SA."""
+        sa = self.sa
+        old = sa.children.get(child.rekeyed_from) if child.rekeyed_from is not None else None
+        if old is None or old.state != ChildState.REKEYED or old in self.removed or sa.holds_child(old):
+            return
+        if any(c.rekeyed_from == old.spi_in and c.state in _LIVE for c in sa.children.values()):
+            return  # another SA replaced old (a collision's winner): old still goes
+        log.info("%s[%d]: the peer deleted CHILD SA %s{%d} that replaced %s; that one stays in use",
+                 sa.name, sa.unique_id, child.config.name, child.unique_id, old.spi_in.hex(),
+                 extra={"connection": sa.name})
+        old.set_state(ChildState.INSTALLED)
+        old.deadline = None
+        # Rekeyed afresh soon (its keys were due), unless we never rekey this child.
+        old.rekey_at = now + sa.host.random.uniform(*RETRY) if old.config.rekey_time > 0 else None
+        sa.host.changed(sa)
 
     def answer_redirect(self, now: float, payloads: list, **_) -> None:
         self.redirect_payloads = payloads
@@ -273,6 +387,19 @@ class InformationalResponder(Responder):
             log.info("%s[%d]: ignored %s", sa.name, sa.unique_id, bad, extra={"connection": sa.name})
             return
         redirect.follow(sa, gateway, INFORMATIONAL, (), now)
+
+    def answer_invalid_syntax(self, now: float, **_) -> None:
+        self.after = "_invalid_syntax"
+
+    def _invalid_syntax(self, now: float) -> None:
+        # RFC 7296 §2.21.3; charon answers it with its ike_delete task: the IKE SA goes.
+        sa = self.sa
+        sa.fail(INFORMATIONAL, "INVALID_SYNTAX", "the peer could not parse a message of ours and closes the "
+                "IKE SA (INVALID_SYNTAX)", now, sent_by_peer=True)
+        if sa.active is not None:
+            sa.active.peer_deleted_ike(now)
+        sa.host.keep_answer(sa, now)
+        sa.destroy(now, "the peer could not parse our message (INVALID_SYNTAX)")
 
     def answer_auth_failed(self, now: float, **_) -> None:
         self.after = "_auth_failed"

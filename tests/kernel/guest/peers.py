@@ -40,6 +40,7 @@ class Conn:
     mode: str          # tunnel | transport
     protocol: str      # esp | ah
     proposal: str      # strongSwan syntax, which our policy reads too
+    encap: bool = False  # ESP in UDP without a NAT (our encap = true)
 
     def ts(self, side: str) -> str:
         outer, inner = SIDES[side]
@@ -194,7 +195,7 @@ class Charon:
         return "\n".join(parts)
 
     def stop(self) -> None:
-        _stop(self.proc)
+        stop_child(self.proc)
 
 
 # ---------------------------------------------------------------- ours
@@ -223,6 +224,7 @@ def our_policy(conns: list[Conn], side: str, ports: tuple[int, int] = (500, 4500
             remote_port = {remote_port}
             remote_natt_port = {remote_natt}
             proposals = ["{IKE_PROPOSAL}"]
+            encap = {str(c.encap).lower()}
             local = {{ auth = "psk", id = "{c.id(me)}" }}
             remote = {{ auth = "psk", id = "{c.id(peer)}" }}
 
@@ -308,10 +310,10 @@ class Ours:
             return ""
 
     def stop(self) -> int | None:
-        return _stop(self.proc)
+        return stop_child(self.proc)
 
 
-def _stop(proc: subprocess.Popen | None) -> int | None:
+def stop_child(proc: subprocess.Popen | None) -> int | None:
     """SIGTERM, then SIGKILL after 10 s: only our own child, by PID (not yet
     reaped, so the PID cannot belong to anyone else); its exit status."""
     if proc is None or proc.poll() is not None:
