@@ -301,6 +301,14 @@ class ConsoleApp(CertExpiryWatch, RuntimeBridge, App):
         self._confirm(f"Rekey {what}?", body, "rekey",
                       lambda: self.runtime.rekey(name, ike=ike, unique_id=unique_id), yes="Rekey")
 
+    def _is_down(self, name: str) -> bool:
+        """``name`` is down by the last status: no IKE SA at all (not even one being negotiated)."""
+        snap = self.store.snapshot
+        if snap is None:
+            return False
+        conn = next((c for c in snap.connections if c.name == name), None)
+        return conn is not None and conn.state == "down" and not any(i.name == name for i in snap.ike_sas)
+
     def _nothing_to_rekey(self, name: str, *, ike: bool) -> str:
         """Why rekeying ``name`` as a whole would be refused, by the last status; "" when it may work.
         The engine rekeys established IKE SAs and installed CHILD SAs only."""
@@ -315,6 +323,10 @@ class ConsoleApp(CertExpiryWatch, RuntimeBridge, App):
         return ""
 
     def confirm_terminate(self, name: str, ike_id: int | None = None) -> None:
+        if ike_id is None and self._is_down(name):
+            # Not a question whose only answer is a refusal ("no IKE SA to terminate").
+            self.notify(f"{name} is down: it has no IKE SA to terminate", severity="warning")
+            return
         what = f"IKE SA #{ike_id} of {name}" if ike_id is not None else f"every IKE SA of {name}"
         self._confirm(f"Terminate {what}?",
                       "Its CHILD SAs are deleted and traffic they protect stops until the connection is "
@@ -336,6 +348,7 @@ class ConsoleApp(CertExpiryWatch, RuntimeBridge, App):
         if not problems:
             self.exit()
             return
+        title = self.policy_editor.standing().quit_title()
         if isinstance(self.screen, ConfirmScreen) and self.screen.title_text.startswith("Quit"):
             return  # already asking
 
@@ -343,7 +356,7 @@ class ConsoleApp(CertExpiryWatch, RuntimeBridge, App):
             if ok:
                 self.exit()
 
-        self.push_screen(ConfirmScreen("Quit and lose this?", "\n".join(f"• {p}" for p in problems),
+        self.push_screen(ConfirmScreen(title, "\n".join(f"• {p}" for p in problems),
                                        yes="Quit anyway", danger=True), answered)
 
     # ------------------------------------------------------------- exports

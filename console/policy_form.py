@@ -359,7 +359,12 @@ def add_node(doc, node: tuple) -> None:
     defaults = {"connection": new_connection(), "child": NEW_CHILD, "rule": NEW_RULE, "pool": NEW_POOL}[node[0]]
     path = node_path(node)
     parent = _table(doc, path[:-1], create=True)
-    parent[name] = _new_table(defaults)
+    table = _new_table(defaults)
+    parent[name] = table
+    if parent[name].as_string() + "[" in tomlkit.dumps(doc):
+        # Put before a section that was there (tomlkit adds a table in its parent's place): a blank
+        # line before that section's header, as in the samples (at the end tomlkit spaces it itself).
+        parent[name].add(tomlkit.nl())
 
 
 def duplicate_node(doc, node: tuple, new_name: str) -> tuple:

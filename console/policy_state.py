@@ -97,6 +97,13 @@ class Standing:
     """Connections whose PSK changed in the secrets file (k) since the engine took the policy: the
     text is the same, the engine still uses the old key."""
 
+    def quit_title(self) -> str:
+        """The quit guard's question: only unsaved text (or an applied policy no file holds) is lost;
+        a saved policy not applied yet is in its file, the engine just does not run it."""
+        if self.unsaved or self.applied_unsaved:
+            return "Quit and lose this?"
+        return "Quit with edits not applied?"
+
     def problems(self) -> list[str]:
         name = os.path.basename(self.path) if self.path else "the policy"
         out = []

@@ -18,13 +18,13 @@ from console.screens.base import ConsoleScreen
 from console.widgets.keyed_table import KeyedTable
 from engine.status import IkeSaInfo, StatusSnapshot
 
-COLUMNS = (  # 80 columns show identity to since; bytes and moves scroll into view
+COLUMNS = (  # only whole columns are shown: 80 columns show identity to outer address (o opens the rest)
     ("identity", "Identity", 18),
     ("user", "EAP user / cert", 16),
     ("vip", "Virtual IP", 15),
     ("outer", "Outer address", 20),
     ("since", "Since", 6),
-    ("bytes", "In/Out", 15),
+    ("bytes", "In/Out", 19),
     ("moves", "Moves", 5),
 )
 
@@ -95,7 +95,11 @@ class ClientsScreen(ConsoleScreen):
 
     def on_mount(self) -> None:
         super().on_mount()
+        self.query_one(KeyedTable).fit_columns(self.size.width, ("identity",))
         self.sync_all()
+
+    def on_resize(self, event) -> None:
+        self.query_one(KeyedTable).fit_columns(event.size.width, ("identity",))
 
     def sync(self, parts: frozenset[str]) -> None:
         super().sync(parts)

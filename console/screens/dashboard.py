@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.css.scalar import Unit
 from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Label, Sparkline, Static
 
@@ -12,6 +13,10 @@ from console.screens.base import ConsoleScreen
 from console.widgets.chrome import AlertStrip
 from console.widgets.sa_tables import (CHILD_NARROW, CONNECTION_NARROW, IKE_NARROW, NARROW_WIDTH, ChildSaTable,
                                       ConnectionTable, IkeSaTable)
+
+
+CONNECTIONS_MIN_ROWS, IKE_MIN_ROWS, CHILD_MIN_ROWS = 3, 4, 5
+"""The tables' smallest heights (app.tcss min-height): a title, a header and rows."""
 
 
 class DashboardScreen(ConsoleScreen):
@@ -54,17 +59,33 @@ class DashboardScreen(ConsoleScreen):
     def on_mount(self) -> None:
         super().on_mount()
         self._layout(self.size.width)
+        self._fit_heights(self.size.height)
         self.sync_all()
 
     def on_resize(self, event) -> None:
         self._layout(event.size.width)
+        self._fit_heights(event.size.height)
+
+    def _fit_heights(self, height: int) -> None:
+        """The connections table (up to 8 rows) gives up rows before the CHILD SAs do: in the lab
+        at 80x24 (its banner takes a row) it pushed the CHILD SA table, the traffic, off the screen."""
+        fixed = 0
+        for widget in self.children:
+            h = widget.styles.height
+            if widget.id != "tables" and h is not None and h.unit == Unit.CELLS:
+                fixed += int(h.value)
+        room = height - fixed - IKE_MIN_ROWS - CHILD_MIN_ROWS
+        self.query_one(ConnectionTable).styles.max_height = max(CONNECTIONS_MIN_ROWS, min(8, room))
 
     def _layout(self, width: int) -> None:
         """Narrow terminals get fewer columns and a detail line for the selected row (no cut cells)."""
         narrow = 0 < width < NARROW_WIDTH
-        self.query_one(ConnectionTable).show_columns(CONNECTION_NARROW if narrow else None)
-        self.query_one(IkeSaTable).show_columns(IKE_NARROW if narrow else None)
-        self.query_one(ChildSaTable).show_columns(CHILD_NARROW if narrow else None)
+        for table, first in ((ConnectionTable, CONNECTION_NARROW), (IkeSaTable, IKE_NARROW),
+                             (ChildSaTable, CHILD_NARROW)):
+            if narrow:  # the narrow set, and whatever else fits whole (100 columns show more than 80)
+                self.query_one(table).fit_columns(width, first)
+            else:
+                self.query_one(table).show_columns(None)
         self._sync_detail()  # shown at every width: wide tables still scroll sideways
 
     def _sync_detail(self) -> None:

@@ -13,6 +13,8 @@ from textual.screen import ModalScreen
 from textual.widgets import Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
+from console.widgets.fields import Field
+
 
 class _Dialog(ModalScreen):
     DEFAULT_CSS = """
@@ -49,10 +51,26 @@ class _Dialog(ModalScreen):
         margin-bottom: 1;
     }
     """
-    BINDINGS = [Binding("escape", "cancel", "Cancel", id="dialog.cancel")]
+    BINDINGS = [
+        Binding("escape", "cancel", "Cancel", id="dialog.cancel"),
+        # Priority: Enter accepts from a field or a list alike (the field would take it as submit).
+        Binding("enter", "enter", "OK", priority=True, id="dialog.accept"),
+    ]
 
     def action_cancel(self) -> None:
         self.dismiss(None)
+
+    def action_enter(self) -> None:
+        # A priority binding runs as soon as the app sees the key, while the characters typed just
+        # before it may still wait in the focused field's queue: accept behind them, not before.
+        (self.focused or self).call_later(self._accept_if_current)
+
+    def _accept_if_current(self) -> None:
+        if self.is_active:  # not twice (Enter, Enter)
+            self.action_accept()
+
+    def action_accept(self) -> None:
+        raise NotImplementedError
 
     def _error(self, text: str) -> None:
         self.query_one(".dialog-error", Static).update(text)
@@ -60,8 +78,6 @@ class _Dialog(ModalScreen):
 
 class TextPrompt(_Dialog):
     """Ask for one line of text. ``check(text)`` returns an error to show, or "" to accept."""
-
-    BINDINGS = [Binding("enter", "accept", "OK", priority=True, id="dialog.accept")]
 
     def __init__(self, title: str, help_text: str, value: str = "", *,
                  check: Callable[[str], str] | None = None, placeholder: str = "") -> None:
@@ -76,7 +92,7 @@ class TextPrompt(_Dialog):
         with Vertical(classes="dialog-box"):
             yield Label(self.title_text, classes="dialog-title", markup=False)
             yield Static(self.help_text, classes="dialog-help", markup=False)
-            yield Input(self.value, placeholder=self.placeholder, id="prompt-input", compact=True)
+            yield Field(self.value, placeholder=self.placeholder, id="prompt-input", compact=True)
             yield Static("", classes="dialog-error")
             yield Static("Enter: OK   Escape: cancel", classes="dialog-help")
 
@@ -95,22 +111,24 @@ class TextPrompt(_Dialog):
 class NewFileDialog(_Dialog):
     """A path for a new policy file and the template it starts from (or Save as: no template)."""
 
-    BINDINGS = [Binding("enter", "accept", "OK", priority=True, id="dialog.accept")]
-
     def __init__(self, title: str, path: str, templates: list[tuple[str, str]] | None,
-                 check: Callable[[str], str]) -> None:
-        """``templates``: (label, key) pairs, or None for Save as (the current text is kept)."""
+                 check: Callable[[str], str], note: Callable[[str], str] | None = None) -> None:
+        """``templates``: (label, key) pairs, or None for Save as (the current text is kept).
+        ``note(path)``: a line about the typed path (Save as: the secrets file the copy reads)."""
         super().__init__()
         self.title_text = title
         self.path = path
         self.templates = templates
         self.check = check
+        self.note = note
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog-box"):
             yield Label(self.title_text, classes="dialog-title", markup=False)
             yield Static("File (a new path; relative to the folder you started in):", classes="dialog-help")
-            yield Input(self.path, id="file-path", compact=True)
+            yield Field(self.path, id="file-path", compact=True)
+            if self.note is not None:
+                yield Static(self.note(self.path), id="file-note", classes="dialog-help", markup=False)
             if self.templates is not None:
                 yield Static("Start from (↑/↓):", classes="dialog-help")
                 yield OptionList(*(Option(label, id=key) for label, key in self.templates), id="file-template")
@@ -123,6 +141,10 @@ class NewFileDialog(_Dialog):
         path.cursor_position = len(path.value)
         if self.templates is not None:
             self.query_one(OptionList).highlighted = 0
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if self.note is not None and event.input.id == "file-path":
+            self.query_one("#file-note", Static).update(self.note(event.value.strip()))
 
     def action_accept(self) -> None:
         path = self.query_one("#file-path", Input).value.strip()
@@ -141,8 +163,6 @@ class NewFileDialog(_Dialog):
 class PskDialog(_Dialog):
     """Type a pre-shared key twice. It is handed to the writer and never shown again."""
 
-    BINDINGS = [Binding("enter", "accept", "OK", priority=True, id="dialog.accept")]
-
     def __init__(self, connection: str, where: str, ids: list[str]) -> None:
         super().__init__()
         self.connection = connection
@@ -155,8 +175,8 @@ class PskDialog(_Dialog):
             who = " and ".join(self.ids) if self.ids else "any identity"
             yield Static(f"Written to {self.where} (mode 0600) for {who}; it is never shown again. "
                          "Use 20 or more random characters.", classes="dialog-help", markup=False)
-            yield Input(password=True, placeholder="key", id="psk-1", compact=True)
-            yield Input(password=True, placeholder="the same key again", id="psk-2", compact=True)
+            yield Field(password=True, placeholder="key", id="psk-1", compact=True)
+            yield Field(password=True, placeholder="the same key again", id="psk-2", compact=True)
             yield Static("", classes="dialog-error")
             yield Static("Enter: write   Escape: cancel", classes="dialog-help")
 
@@ -186,8 +206,6 @@ class PskDialog(_Dialog):
 class AddDialog(_Dialog):
     """What to add (connection, CHILD SA config of a connection, rule, pool) and its name."""
 
-    BINDINGS = [Binding("enter", "accept", "OK", priority=True, id="dialog.accept")]
-
     def __init__(self, choices: list[tuple[str, tuple]], suggest: Callable[[tuple], str],
                  check: Callable[[tuple, str], str]) -> None:
         """``choices``: (label, node prefix) pairs, most likely first; the name completes the node.
@@ -202,7 +220,7 @@ class AddDialog(_Dialog):
             yield Label("Add to the policy", classes="dialog-title")
             yield OptionList(*(Option(label) for label, _ in self.choices), id="add-kind")
             yield Static("Name (letters, digits, - _ .):", classes="dialog-help")
-            yield Input(id="add-name", compact=True)
+            yield Field(id="add-name", compact=True)
             yield Static("", classes="dialog-error")
             yield Static("↑/↓: what   Tab: name   Enter: add   Escape: cancel", classes="dialog-help")
 

@@ -11,7 +11,8 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.screen import ModalScreen, Screen
-from textual.widgets import Static
+from textual.widgets import (Button, DataTable, Input, OptionList, RichLog, Select, Static, Switch, TextArea,
+                             Tree)
 
 from console.settings import config_dir
 
@@ -20,6 +21,27 @@ NAV = "1 Dashboard · 2 Negotiations · 3 Policies · 4 Logs · 5 Packets · 6 P
 
 def _key_display(app, key: str) -> str:
     return ", ".join(app.get_key_display(Binding(k, "")) for k in key.split(","))
+
+
+def screen_name(screen: Screen) -> str:
+    """What a person calls the screen: its title, a dialog's question, never its Python class."""
+    for attr in ("TITLE_TEXT", "HELP_NAME", "FORM_TITLE", "title_text"):
+        name = getattr(screen, attr, "")
+        if isinstance(name, str) and name:
+            return name
+    return "dialog" if screen.is_modal else "screen"
+
+
+_WIDGET_WORDS = ((DataTable, "table"), (Tree, "tree"), (TextArea, "editor"), (Input, "text field"),
+                 (OptionList, "list"), (RichLog, "log"), (Select, "choice"), (Switch, "switch"),
+                 (Button, "button"))
+
+
+def widget_name(node) -> str:
+    """A focused widget in words ("table (CHILD SAs)"), its title when it has one."""
+    kind = next((word for cls, word in _WIDGET_WORDS if isinstance(node, cls)), "field")
+    title = getattr(node, "border_title", None)
+    return f"{kind} ({title})" if title else kind
 
 
 def binding_rows(screen: Screen) -> list[tuple[str, list[tuple[str, str, str]]]]:
@@ -53,9 +75,9 @@ def binding_rows(screen: Screen) -> list[tuple[str, list[tuple[str, str, str]]]]
         if node is app:
             title = "Everywhere"
         elif node is screen:
-            title = f"This screen ({getattr(screen, 'TITLE_TEXT', '') or type(screen).__name__})"
+            title = f"This screen ({screen_name(screen)})"
         else:
-            title = f"In the focused {type(node).__name__}"
+            title = f"In the focused {widget_name(node)}"
         groups.append((title, rows))
     order = {"This": 0, "In": 1, "Everywhere": 2}
     return sorted(groups, key=lambda g: order.get(g[0].split()[0], 1))

@@ -9,6 +9,8 @@ DEBUG is one key away (``d``) rather than the default.
 
 from __future__ import annotations
 
+import re
+
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -20,10 +22,13 @@ from engine.events import LogMessage
 from console import fmt
 from console.export import deliver, stamped
 from console.screens.base import ConsoleScreen
+from console.widgets.fields import Field
 
 LEVELS = ("debug", "info", "warning", "error")
 ALL = "__all__"
 DEFAULT_LEVEL = "info"
+_LINE_START = re.compile(r"\d\d:\d\d:\d\d\.\d{3} ")
+"""How a message's first row starts (fmt.clock_ms)."""
 REBUILD_SLACK = 500
 """Lines shown beyond the store's size before the view is rebuilt from the store (bounded memory)."""
 
@@ -94,7 +99,7 @@ class LogsScreen(ConsoleScreen):
             yield Select([(lv, lv) for lv in LEVELS], value=DEFAULT_LEVEL, allow_blank=False, id="log-level",
                          compact=True)
             yield Select([("all connections", ALL)], value=ALL, allow_blank=False, id="log-conn", compact=True)
-            yield Input(placeholder="search (/), Enter: next", id="log-text", compact=True)
+            yield Field(placeholder="search (/), Enter: next", id="log-text", compact=True)
         log = RichLog(id="log", max_lines=None, wrap=False, auto_scroll=True)
         log.border_title = "Engine log"
         yield log
@@ -120,7 +125,8 @@ class LogsScreen(ConsoleScreen):
         if conn != ALL and m.connection != conn:
             return False
         text = self.search.lower()
-        if self.only_matching and text and text not in m.text.lower() and text not in m.source.lower():
+        # The whole line as shown, as the search (n) reads it: "[branch]" or "WARN" match too.
+        if self.only_matching and text and text not in plain_line(m).lower():
             return False
         return True
 
@@ -253,9 +259,17 @@ class LogsScreen(ConsoleScreen):
         if not log.lines:
             return
         y = self._match_y if self._match_y is not None and self._match_y < len(log.lines) else len(log.lines) - 1
-        text = log.lines[y].text.rstrip()
+        m = self._message_at(y)
+        text = plain_line(m) if m is not None else log.lines[y].text.rstrip()
         self.app.copy_to_clipboard(text)
         self.notify(text[:80], title="Copied")
+
+    def _message_at(self, y: int) -> LogMessage | None:
+        """The message whose line (wrapped or not) the view's row ``y`` belongs to: a message starts
+        a row with its time; a wrapped line's other rows do not."""
+        lines = self.query_one(RichLog).lines
+        index = sum(1 for strip in lines[:y + 1] if _LINE_START.match(strip.text)) - 1
+        return self._shown[index] if 0 <= index < len(self._shown) else None
 
     def action_export(self) -> None:
         if not self._shown:

@@ -19,13 +19,6 @@ from console.store import Negotiation
 from console.widgets.keyed_table import KeyedTable
 
 LANE = 26
-SHORT_NOTIFY = {
-    "NO_PROPOSAL_CHOSEN": "NO_PROP",
-    "TS_UNACCEPTABLE": "TS_UNACCEPT",
-    "AUTHENTICATION_FAILED": "AUTH_FAILED",
-    "INVALID_KE_PAYLOAD": "INVAL_KE",
-    "TIMEOUT": "TIMEOUT",
-}
 
 
 LADDER_EXCHANGE = {"IKE_INTERMEDIATE": "INTERMEDIATE", "IKE_FOLLOWUP_KE": "FOLLOWUP_KE"}
@@ -57,7 +50,12 @@ def ladder_label(ev, t0: float, colors: dict[str, str]) -> Text:
     return t
 
 
-NEGOTIATION_COLUMNS = (("id", "#", 2), ("name", "Connection", 11), ("state", "State", 11))
+STATE_WIDTH = 11
+STATE_MAX = 26
+"""The State column grows to show a failure's whole notify name ("✗ AUTHENTICATION_FAILED"), up to this."""
+LIST_WIDTH = 30
+"""The IKE SA list's width with the State column at STATE_WIDTH (app.tcss #nego-list)."""
+NEGOTIATION_COLUMNS = (("id", "#", 2), ("name", "Connection", 11), ("state", "State", STATE_WIDTH))
 
 
 class NegotiationsScreen(ConsoleScreen):
@@ -137,14 +135,24 @@ class NegotiationsScreen(ConsoleScreen):
         negs = self.app.store.negotiations
         rows = {}
         for ike_id, n in negs.items():
-            state = f"✗ {SHORT_NOTIFY.get(n.failure.notify, n.failure.notify)[:9]}" if n.failure else n.state
+            state = f"✗ {n.failure.notify}" if n.failure else n.state
             rows[str(ike_id)] = (str(ike_id), n.connection, state)
         table = self.query_one("#nego-list", KeyedTable)
+        self._fit_state_column(table, rows)
         table.sync(rows)
         self._select_wanted()
         key = table.selected_key
         if key is not None:
             self._show(int(key))
+
+    def _fit_state_column(self, table: KeyedTable, rows: dict[str, tuple[str, ...]]) -> None:
+        """The State column (and the list) as wide as the longest failure name shown, whole: this is
+        where the narrow layouts' short names (NO_PROP) are read in full."""
+        width = max([STATE_WIDTH] + [len(r[2]) for r in rows.values()])
+        width = min(width, STATE_MAX)
+        if width != table.column_width("state"):
+            table.set_width("state", width)
+            table.styles.width = LIST_WIDTH - STATE_WIDTH + width
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         if event.row_key is not None and event.row_key.value is not None:
@@ -276,5 +284,4 @@ class NegotiationsScreen(ConsoleScreen):
             return
         n = self.app.store.negotiations.get(int(key))
         if n is not None:
-            self.app.switch_mode("dashboard")
-            self.app.open_detail(n.connection, n.ike_sa)
+            self.app.open_detail(n.connection, n.ike_sa)  # over this screen: Escape comes back here

@@ -43,7 +43,9 @@ class PacketsScreen(ConsoleScreen):
     TITLE_TEXT = "Packets"
     MODE = "packets"
     BINDINGS = [
-        Binding("space", "toggle_pause", "Pause", id="packets.pause"),
+        # One key, two labels: the footer says what space does now (check_action shows one of them).
+        Binding("space", "pause(True)", "Pause", id="packets.pause"),
+        Binding("space", "pause(False)", "Resume", id="packets.pause"),
         Binding("y", "copy_spi", "Copy SPI", id="packets.copy"),
         Binding("x", "export", "Export pcap", id="packets.export"),
         Binding("d", "dissect", "Dissect", show=False, id="packets.dissect"),
@@ -117,8 +119,16 @@ class PacketsScreen(ConsoleScreen):
         if event.data_table.id == "pk-samples":
             self.action_dissect()
 
-    def action_toggle_pause(self) -> None:
-        self.paused = not self.paused
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "pause" and parameters:
+            return parameters[0] != self.paused
+        return True
+
+    def action_pause(self, pause: bool) -> None:
+        if pause == self.paused:
+            return
+        self.paused = pause
+        self.refresh_bindings()
         self.query_one("#pk-samples", KeyedTable).border_title = (
             "Recent packets — paused (space resumes)" if self.paused else "Recent packets")
         if not self.paused:

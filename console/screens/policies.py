@@ -35,6 +35,7 @@ from console.policy_state import Standing, Validation, pools_supported, read_fil
 from console.screens.base import ConsoleScreen
 from console.screens.confirm import ConfirmScreen
 from console.screens.policy_edits import FileEdits, TreeEdits, editable
+from console.widgets.fields import Editor, Field
 from console.widgets.policy_tree import PolicyTree
 
 TABS = ("pol-tree-tab", "pol-toml-tab", "pol-diff-tab", "pol-spd-tab")
@@ -115,7 +116,7 @@ class PoliciesScreen(TreeEdits, FileEdits, ConsoleScreen):
                     yield PolicyTree("policy", id="pol-tree")
                     yield VerticalScroll(id="pol-form")
             with TabPane("TOML", id="pol-toml-tab"):
-                yield TextArea.code_editor("", language=_toml_language(), id="pol-editor", soft_wrap=False,
+                yield Editor.code_editor("", language=_toml_language(), id="pol-editor", soft_wrap=False,
                                            theme="css")
             with TabPane("Diff", id="pol-diff-tab"):
                 with VerticalScroll(id="pol-diff-box"):
@@ -124,12 +125,12 @@ class PoliciesScreen(TreeEdits, FileEdits, ConsoleScreen):
                 with Vertical(id="spd-form"):
                     yield Label("What happens to a packet from A to B?")
                     with Horizontal(classes="spd-row"):
-                        yield Input(placeholder="source, e.g. 198.51.100.5", id="spd-src", compact=True)
-                        yield Input(placeholder="destination", id="spd-dst", compact=True)
+                        yield Field(placeholder="source, e.g. 198.51.100.5", id="spd-src", compact=True)
+                        yield Field(placeholder="destination", id="spd-dst", compact=True)
                     with Horizontal(classes="spd-row"):
-                        yield Input("tcp", placeholder="proto", id="spd-proto", compact=True)
-                        yield Input(placeholder="src port", id="spd-sport", compact=True)
-                        yield Input(placeholder="dst port", id="spd-dport", compact=True)
+                        yield Field("tcp", placeholder="proto", id="spd-proto", compact=True)
+                        yield Field(placeholder="src port", id="spd-sport", compact=True)
+                        yield Field(placeholder="dst port", id="spd-dport", compact=True)
                         yield Select([("outbound", "out"), ("inbound", "in")], value="out", allow_blank=False,
                                      id="spd-dir", compact=True)
                     yield Button("Ask (Enter)", id="spd-ask", compact=True)
@@ -316,10 +317,10 @@ class PoliciesScreen(TreeEdits, FileEdits, ConsoleScreen):
                     widgets.append(Switch(bool(value), id=fid))
                 elif field.kind == "choice":
                     # An Input with suggestions, not a Select: typed fast, and validated like any text.
-                    widgets.append(Input(shown, id=fid, compact=True, placeholder=" | ".join(field.choices),
+                    widgets.append(Field(shown, id=fid, compact=True, placeholder=" | ".join(field.choices),
                                          suggester=SuggestFromList(field.choices, case_sensitive=False)))
                 else:
-                    widgets.append(Input(shown, id=fid, compact=True))
+                    widgets.append(Field(shown, id=fid, compact=True))
                 if isinstance(widgets[-1], Input):
                     widgets[-1].cursor_position = 0  # a long value shows its start, not an empty tail
                 widgets.append(Static(shown if len(shown) > LONG_VALUE else "", id=fid + "-full",
@@ -484,7 +485,26 @@ class PoliciesScreen(TreeEdits, FileEdits, ConsoleScreen):
             self.notify("No engine runs this policy here: save it, then start it "
                         f"(ipsec-console {self.file_path or 'FILE'}, or ipsec-console daemon)", severity="warning")
             return
+        elsewhere = self._runs_another_file()
+        if elsewhere:
+            self.notify(elsewhere, title="Apply refused", severity="warning", timeout=15)
+            return
         self._apply_checked(self._text(), self.file_path)
+
+    def _runs_another_file(self) -> str:
+        """Why this text may not be applied: the engine (embedded, or a daemon) reads its own file
+        again at its next start or reload, so a Save-as copy or a new file applied to it would run
+        only until then. "" when it may (the same file, or the lab, which reads no file again)."""
+        if self.app.runtime.kind not in ("embedded", "attached") or self.running is None:
+            return ""
+        running = os.path.abspath(self.running.path) if self.running.path else None
+        if running is None or self.file_path is None or self.file_path == running:
+            return ""
+        run = (f"ipsec-console daemon {self.file_path}" if self.app.runtime.kind == "attached"
+               else f"ipsec-console {self.file_path} (or ipsec-console daemon {self.file_path})")
+        return (f"This engine runs {os.path.basename(running)} and reads it again at its next start or "
+                f"reload: {os.path.basename(self.file_path)} applied to it would be lost then. Save it "
+                f"(ctrl+s) and run it: {run}.")
 
     @work(thread=True, group="policy-action", exclusive=True, exit_on_error=False)
     def _apply_checked(self, text: str, path: str | None) -> None:

@@ -268,7 +268,19 @@ class FileEdits:
                 self._save_checked(self._text(), path)
 
         self.app.push_screen(NewFileDialog("Save the policy as", self._suggested_path(), None,
-                                           self._check_new_path), chosen)
+                                           self._check_new_path, note=self._secrets_note), chosen)
+
+    def _secrets_note(self, typed: str) -> str:
+        """The secrets file a copy at ``typed`` reads: [engine] secrets is relative to the policy file,
+        so a copy in another folder looks for it there, not beside the original."""
+        doc = pf.load_doc(self._text())
+        engine = (doc.unwrap().get("engine") or {}) if doc is not None else {}
+        secrets = engine.get("secrets") if isinstance(engine, dict) else None
+        if not secrets or not typed:
+            return ""
+        target = Path(typed).expanduser().absolute().parent / Path(str(secrets)).expanduser()
+        missing = "" if target.is_file() else " (missing: copy it there, or change [engine] secrets)"
+        return f"The copy reads its secrets from {target}{missing}"
 
     def action_new_file(self) -> None:
         templates = [("an empty policy", "")] + [(f"the sample {n}", n) for n in sample_names() if n != "lab.toml"

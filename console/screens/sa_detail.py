@@ -80,6 +80,8 @@ def child_facts(ch: ChildSaInfo, rate: float | None) -> list[tuple[str, str]]:
 class SaDetailScreen(Screen):
     """Everything about one connection's IKE SA and CHILD SAs. Esc goes back."""
 
+    HELP_NAME = "SA detail"
+
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back", id="detail.back"),
         Binding("r", "rekey_child", "Rekey", id="detail.rekey_child"),
@@ -111,8 +113,13 @@ class SaDetailScreen(Screen):
     def on_mount(self) -> None:
         self.ready = True
         self.query_one(TopBar).screen_title = f"SA detail: {self.connection}"
+        self.query_one(ChildSaTable).fit_columns(self.size.width, ("name",))
         self.sync(frozenset({"status"}))
         self.query_one(ChildSaTable).focus()
+
+    def on_resize(self, event) -> None:
+        # Whole columns only (the facts under the table show all of the selected CHILD SA).
+        self.query_one(ChildSaTable).fit_columns(event.size.width, ("name",))
 
     def on_screen_resume(self) -> None:
         self.sync(frozenset({"status"}))
@@ -220,4 +227,6 @@ class SaDetailScreen(Screen):
 
     def action_negotiations(self) -> None:
         ike = self._ike()
+        if self.app.current_mode == "negotiations":
+            self.app.pop_screen()  # opened from there: back to it, not a detail left over it
         self.app.open_negotiations(ike.unique_id if ike else None, self.connection)

@@ -125,20 +125,29 @@ class AlertStrip(Static):
     now: float = 0.0
 
     def render(self) -> str:
+        items = self._items(short=False)
+        # Short notify names only when the full ones do not fit the line (not below a fixed width).
+        if sum(len(plain) + 2 for _, plain in items) - 2 > self.size.width:
+            items = self._items(short=True)
+        items = [markup for markup, _ in items]
+        drops = {k: v for k, v in self.drops.items() if v}
+        lines = ["  ".join(items)] if items else ["[$success]✓ no failed negotiation, no DPD timeout[/]"]
+        if drops:
+            lines.append("[$warning]drops:[/] " + "  ".join(f"{k} {v}" for k, v in sorted(drops.items())))
+        return "\n".join(lines)
+
+    def _items(self, *, short: bool) -> list[tuple[str, str]]:
+        """(markup, plain text) of each alert."""
         items = []
-        narrow = self.size.width < 100
         for a in self.alerts:
             color = "$error" if a.kind in ("failure", "runtime") else "$warning"
             mark = "⏱" if a.kind == "dpd" else "✗"
             seconds = self.now - a.time if self.now else 0.0
             age = fmt.duration(seconds) if seconds >= 1 else ""
             text = a.text
-            if narrow:
-                for long, short in SHORT_NOTIFY.items():
-                    text = text.replace(long, short)
-            items.append(f"[{color}]{mark} {_esc(text)}[/]" + (f" [dim]{age}[/]" if age else ""))
-        drops = {k: v for k, v in self.drops.items() if v}
-        lines = ["  ".join(items)] if items else ["[$success]✓ no failed negotiation, no DPD timeout[/]"]
-        if drops:
-            lines.append("[$warning]drops:[/] " + "  ".join(f"{k} {v}" for k, v in sorted(drops.items())))
-        return "\n".join(lines)
+            if short:
+                for long, name in SHORT_NOTIFY.items():
+                    text = text.replace(long, name)
+            items.append((f"[{color}]{mark} {_esc(text)}[/]" + (f" [dim]{age}[/]" if age else ""),
+                          f"{mark} {text}" + (f" {age}" if age else "")))
+        return items

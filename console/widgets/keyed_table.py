@@ -98,6 +98,43 @@ class KeyedTable(DataTable):
         if selected is not None and selected in self._cache:
             self.move_cursor(row=self.get_row_index(selected))
 
+    def fit_columns(self, width: int, first: tuple[str, ...] = ()) -> None:
+        """Show only whole columns in ``width`` cells: ``first`` in any case, then the others in
+        their order while they fit (a column cut at the edge reads as another value)."""
+        room = width - 1  # a vertical scrollbar
+        used = sum(self._cell_width(k) for k in first)
+        chosen = set(first)
+        for key in self._column_keys:
+            if key not in chosen and used + self._cell_width(key) <= room:
+                chosen.add(key)
+                used += self._cell_width(key)
+        self.show_columns(tuple(k for k in self._column_keys if k in chosen))
+
+    def _cell_width(self, column: str) -> int:
+        return (self.column_width(column) or len(dict((c[0], c[1]) for c in self._column_spec)[column])) \
+            + 2 * self.cell_padding
+
+    def set_width(self, column: str, width: int) -> None:
+        """Give ``column`` another fixed width (the columns are rebuilt, rows and cursor kept)."""
+        spec = tuple((c[0], c[1], width) if c[0] == column else c for c in self._column_spec)
+        if spec == self._column_spec:
+            return
+        self._column_spec = spec
+        if not self.is_mounted or not self.columns:
+            return
+        selected = self.selected_key
+        self.clear(columns=True)
+        self._cache = {}
+        self._add_columns()
+        if self._last_rows:
+            self.sync(self._last_rows)
+        if selected is not None and selected in self._cache:
+            self.move_cursor(row=self.get_row_index(selected))
+
+    def column_width(self, column: str) -> int | None:
+        spec = next(c for c in self._column_spec if c[0] == column)
+        return spec[2] if len(spec) > 2 else None
+
     @property
     def visible_columns(self) -> tuple[str, ...]:
         return tuple(c for _, c in self._visible)
@@ -110,10 +147,13 @@ class KeyedTable(DataTable):
         if self.styler is not None:
             styled = self.styler(column, value)
             if not isinstance(styled, str):
+                # Cut at the column's edge with "…", like a plain cell: a cut must show.
+                styled.no_wrap = True
+                styled.overflow = "ellipsis"
                 return styled
         # Plain Text, not str: DataTable would parse a str as markup (slow, and data
         # such as "[tcp/443]" is not markup).
-        return Text(value, no_wrap=True, end="")
+        return Text(value, no_wrap=True, end="", overflow="ellipsis")
 
     ADD_BATCH = 1000
     """Rows added per frame: a first fill of 10,000 CHILD SAs shows its first page at

@@ -246,6 +246,10 @@ def change(d: Path, clock: Clock, what: str, request, passphrase: Secret | None 
                 serial = e.serial_hex
                 done = f"issued {e.kind} certificate {e.name} (serial {e.serial_hex[:8]}…, until " \
                        f"{e.not_after:%Y-%m-%d}): certs/{e.name}.crt, key private/{e.name}.key (0600)"
+                if (e.not_after - e.not_before).days < r.days - 1:
+                    # A certificate never outlives its CA: engine.pki.ca ends it with the CA.
+                    done += f"; shortened to the CA's end: {r.days} days asked, " \
+                            f"{(e.not_after - e.not_before).days} given"
             elif what == "revoke":
                 e = pki_ca.revoke(d, request, ca_passphrase=passphrase, clock=clock)
                 serial = e.serial_hex
@@ -255,6 +259,9 @@ def change(d: Path, clock: Clock, what: str, request, passphrase: Secret | None 
                 done = f"CRL re-signed: {path.name}, valid for {pki_ca.DEFAULT_CRL_DAYS} days"
             elif what == "init":
                 r2: InitRequest = request
+                if d == lab_pki_dir():
+                    # The user's data folder itself may not exist yet (a fresh account).
+                    d.parent.mkdir(parents=True, exist_ok=True)
                 info = pki_ca.init_ca(d, r2.name, r2.key_type, r2.days, clock=clock)
                 done = f'created CA "{info.subject}" ({info.key_type}, until {info.not_after:%Y-%m-%d})'
             else:

@@ -21,6 +21,7 @@ from engine.pki.ca import KEY_TYPES, parse_san
 from engine.pki.errors import PkiError
 from engine.secret import Secret
 
+from console.widgets.fields import Field
 from console.widgets.pki_folder import InitRequest, IssueRequest
 
 FORM_CSS = """
@@ -155,16 +156,16 @@ class IssueForm(PkiForm):
 
     def fields(self) -> ComposeResult:
         p = self.previous
-        yield self.row("CN", Input(p.cn, placeholder="gw.example.org or alice@example.org", id="pki-cn",
+        yield self.row("CN", Field(p.cn, placeholder="gw.example.org or alice@example.org", id="pki-cn",
                                    compact=True))
-        yield self.row("SANs", Input(", ".join(p.sans), placeholder="optional: DNS:vpn.example.org, IP:192.0.2.1",
+        yield self.row("SANs", Field(", ".join(p.sans), placeholder="optional: DNS:vpn.example.org, IP:192.0.2.1",
                                      id="pki-sans", compact=True))
         yield self.row("Kind", Select([("server (serverAuth)", "server"), ("client (clientAuth)", "client")],
                                       value=p.kind, allow_blank=False, id="pki-kind", compact=True))
         yield self.row("Key type", Select([("the CA's", "ca"), *((k, k) for k in KEY_TYPES)],
                                           value=p.key_type or "ca", allow_blank=False, id="pki-key-type",
                                           compact=True))
-        yield self.row("Days", Input(str(p.days), id="pki-days", compact=True, type="integer"))
+        yield self.row("Days", Field(str(p.days), id="pki-days", compact=True, type="integer"))
 
     def on_mount(self) -> None:
         super().on_mount()
@@ -207,11 +208,11 @@ class InitCaForm(PkiForm):
 
     def fields(self) -> ComposeResult:
         p = self.previous
-        yield self.row("Name", Input(p.name, placeholder="a DN: O=Example, CN=Example VPN CA", id="pki-name",
+        yield self.row("Name", Field(p.name, placeholder="a DN: O=Example, CN=Example VPN CA", id="pki-name",
                                      compact=True))
         yield self.row("Key type", Select([(k, k) for k in KEY_TYPES], value=p.key_type, allow_blank=False,
                                           id="pki-ca-key-type", compact=True))
-        yield self.row("Days", Input(str(p.days), id="pki-ca-days", compact=True, type="integer"))
+        yield self.row("Days", Field(str(p.days), id="pki-ca-days", compact=True, type="integer"))
 
     def on_mount(self) -> None:
         super().on_mount()
@@ -241,7 +242,7 @@ class FolderForm(PkiForm):
         self.default = default
 
     def fields(self) -> ComposeResult:
-        yield self.row("Folder", Input(self.current, placeholder=f"the policy's: {self.default}", id="pki-folder",
+        yield self.row("Folder", Field(self.current, placeholder=f"the policy's: {self.default}", id="pki-folder",
                                        compact=True))
 
     def collect(self) -> str:
@@ -259,7 +260,7 @@ class PassphraseForm(PkiForm):
         self.problem = problem
 
     def fields(self) -> ComposeResult:
-        yield self.row("Passphrase", Input(password=True, id="pki-passphrase", compact=True))
+        yield self.row("Passphrase", Field(password=True, id="pki-passphrase", compact=True))
 
     def on_mount(self) -> None:
         super().on_mount()

@@ -37,6 +37,18 @@ class PolicyTree(Tree):
         what: str
         node: tuple | None
 
+    def render_label(self, node, base_style, style) -> Text:
+        # Tree crops a line at its edge without a sign: a label too long for what is left of the
+        # line after its guides ends in "…" instead (and the tree never scrolls sideways).
+        label = super().render_label(node, base_style, style)
+        depth, parent = 0, node.parent
+        while parent is not None:
+            depth, parent = depth + 1, parent.parent
+        room = self.scrollable_content_region.width - depth * self.guide_depth
+        if 0 < room < label.cell_len:
+            label.truncate(room, overflow="ellipsis")
+        return label
+
     def action_act(self, what: str) -> None:
         node = self.cursor_node.data if self.cursor_node is not None else None
         act = getattr(self.screen, "tree_act", None)

@@ -62,7 +62,7 @@ CHILD_COLUMNS = (
     ("state", "State", 10),
     ("spi_in", "SPI in", 8),
     ("spi_out", "SPI out", 8),
-    ("mode", "Mode", 9),
+    ("mode", "Mode", 10),
     ("rate", "Rate", 11),
     ("bytes_in", "Bytes in", 9),
     ("bytes_out", "Bytes out", 9),

@@ -1,0 +1,40 @@
+"""Text fields that take a burst of keys in the order it was typed.
+
+Textual inserts a printable key as the focused field handles it, but runs the
+field's own bindings (Backspace, Delete, ctrl+k, arrows ...) only once the key
+has bubbled up to the app, and the app's queue already holds the keys typed
+after it: clearing "730" with three Backspaces and typing 5000 quickly (a
+paste-like burst over ssh) gave "5". Here a field runs its own binding for a key
+while it handles the key, in turn with the characters around it. Bindings of
+the screens and of the app still run where Textual runs them.
+
+Every text field of the console is a ``Field`` and the policy editor an
+``Editor``: a plain ``Input`` or ``TextArea`` would bring the bug back.
+"""
+
+from __future__ import annotations
+
+from textual import events
+from textual.widgets import Input, TextArea
+
+
+class KeysInOrder:
+    """Mixin for a focusable text widget: its own bindings run in key order (module docstring)."""
+
+    async def _on_key(self, event: events.Key) -> None:
+        # The screen's active bindings, resolved as Textual resolves them (keymap, check_action):
+        # only a binding of this very widget is taken here, and then not bubbled to run again.
+        active = self.screen.active_bindings.get(event.key)
+        if active is None or active.node is not self or not active.enabled or active.binding.priority:
+            return
+        event.stop()
+        event.prevent_default()  # neither the widget's default key handling nor Textual's later binding
+        await self.run_action(active.binding.action)
+
+
+class Field(KeysInOrder, Input):
+    """A one-line text field (see the module docstring)."""
+
+
+class Editor(KeysInOrder, TextArea):
+    """The multi-line editor (see the module docstring)."""
