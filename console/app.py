@@ -309,6 +309,14 @@ class ConsoleApp(CertExpiryWatch, RuntimeBridge, App):
         conn = next((c for c in snap.connections if c.name == name), None)
         return conn is not None and conn.state == "down" and not any(i.name == name for i in snap.ike_sas)
 
+    def _is_failing(self, name: str) -> bool:
+        """``name`` failed and waits for its next attempt, with no IKE SA now (by the last status)."""
+        snap = self.store.snapshot
+        if snap is None:
+            return False
+        conn = next((c for c in snap.connections if c.name == name), None)
+        return conn is not None and conn.state == "failing" and not any(i.name == name for i in snap.ike_sas)
+
     def _nothing_to_rekey(self, name: str, *, ike: bool) -> str:
         """Why rekeying ``name`` as a whole would be refused, by the last status; "" when it may work.
         The engine rekeys established IKE SAs and installed CHILD SAs only."""
@@ -323,6 +331,13 @@ class ConsoleApp(CertExpiryWatch, RuntimeBridge, App):
         return ""
 
     def confirm_terminate(self, name: str, ike_id: int | None = None) -> None:
+        if ike_id is None and self._is_failing(name):
+            # No IKE SA, but its next keyingtries attempt is scheduled: terminate cancels that.
+            self._confirm(f"Stop {name} trying again?",
+                          "It failed and will try again (keyingtries). Terminate stops that; initiate "
+                          "starts it again.", "terminate",
+                          lambda: self.runtime.terminate(name), danger=True, yes="Stop")
+            return
         if ike_id is None and self._is_down(name):
             # Not a question whose only answer is a refusal ("no IKE SA to terminate").
             self.notify(f"{name} is down: it has no IKE SA to terminate", severity="warning")

@@ -710,6 +710,9 @@ class FakeRuntime(Runtime):
         self._conn(name)
         victims = [i for i in self._ikes.values() if i.connection == name
                    and (unique_id is None or i.unique_id == unique_id)]
+        if not victims and unique_id is None and name in self._failing:
+            self._failing.discard(name)  # as the engine: its next attempt is cancelled
+            return
         if not victims:
             raise CommandError(f"{name} has no IKE SA to terminate" if unique_id is None
                                else f"{name} has no IKE SA #{unique_id}")

@@ -591,3 +591,31 @@ async def test_toasts_never_hide_a_dialogs_buttons():
             for x in range(r.x, r.right):
                 for y in range(r.y, r.bottom):
                     assert app.screen.get_widget_at(x, y)[0] is button, (button.id, x, y)
+
+
+async def test_terminate_on_a_failing_connection_asks_to_stop_its_retries():
+    """A connection that failed and waits for its next attempt has no IKE SA, yet is not down:
+    `t` offers to stop the attempts (the engine cancels the pending one), and it then is down."""
+    from console.screens.confirm import ConfirmScreen
+    from console.widgets.sa_tables import ConnectionTable
+
+    app = ConsoleApp(FakeRuntime())
+    async with app.run_test(size=(100, 30), notifications=True) as pilot:
+        await ready(pilot)
+        snap = app.store.snapshot
+        failing = next(c.name for c in snap.connections
+                       if c.state == "failing" and not any(i.name == c.name for i in snap.ike_sas))
+        table = app.screen.query_one(ConnectionTable)
+        table.focus()
+        table.move_cursor(row=table.get_row_index(failing))
+        await pilot.pause()
+        await pilot.press("t")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the question")
+        assert app.screen.title_text == f"Stop {failing} trying again?"
+        await pilot.press("y")
+        await wait_for(pilot, lambda: ("terminate", {"name": failing, "unique_id": None}) in app.runtime.commands,
+                       what="terminate sent")
+        app.poll_soon()
+        await wait_for(pilot, lambda: any(c.name == failing and c.state == "down"
+                                          for c in app.store.snapshot.connections), what=f"{failing} down")
+        assert not any(n.severity == "error" for n in app._notifications)
