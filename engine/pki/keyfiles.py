@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 
 from cryptography.hazmat.primitives import serialization
 
@@ -30,11 +31,21 @@ a ``secrets`` entry named after the folder (``pkcs8-gw``) only gives a file's pa
 
 
 def _read(path: str | os.PathLike) -> bytes | None:
+    """A regular file's bytes (None otherwise): a FIFO or a terminal named as a key or certificate in
+    swanctl.conf blocked import or export for ever (as certs.read_credential_file)."""
     try:
-        with open(path, "rb") as f:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO: no wait for a writer
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        with os.fdopen(os.dup(fd), "rb") as f:
             data = f.read(MAX_FILE + 1)
     except OSError:
         return None
+    finally:
+        os.close(fd)
     return data if len(data) <= MAX_FILE else None
 
 
