@@ -493,6 +493,9 @@ class IkeEndpoint:
     def shutdown(self, now: float) -> None:
         """Delete every SA (INFORMATIONAL); the runtime flushes and stops."""
         self.front_door.closed = True
+        # Timers run on while the Deletes are answered: a pending attempt would start a new IKE SA.
+        self._retries.clear()
+        self._attempts.clear()
         for sa in self.registry:
             if sa.pending:
                 continue  # it goes with the rekey that holds it
