@@ -105,3 +105,35 @@ def test_devices_are_no_key_files(device):
 
     assert key_file_public_der(device) is None and certificate_file_public_der(device) is None
     assert swanctl_key_folder(device) == "private"
+
+
+def _doubling(levels: int) -> str:
+    lines = ["s0 {\n  k = v\n}"]
+    for i in range(1, levels):
+        lines.append(f"s{i} {{\n  a : s{i - 1} {{\n  }}\n  b : s{i - 1} {{\n  }}\n}}")
+    return "\n".join(lines) + "\n"
+
+
+def test_references_that_double_at_each_level_are_refused_not_expanded(tmp_path):
+    """Every reference copies its source whole: 24 sections each naming the one before twice (under
+    800 bytes) expanded to 2^24 sections, and the import never ended."""
+    from engine.ops.swanctl_import import SwanctlError
+
+    def run():
+        with pytest.raises(SwanctlError, match="references"):
+            import_text(_doubling(24), conf_dir=tmp_path, out_dir=tmp_path)
+
+    assert _finishes(run, 20)
+
+
+def test_a_long_chain_of_references_is_refused_without_a_traceback(tmp_path):
+    from engine.ops.swanctl_import import SwanctlError
+
+    text = "s0 {\n  k = v\n}\n" + "".join(f"s{i} {{\n  a : s{i - 1} {{\n  }}\n}}\n" for i in range(1, 1500))
+    with pytest.raises(SwanctlError):
+        import_text(text, conf_dir=tmp_path, out_dir=tmp_path)
+
+
+def test_references_of_a_real_size_still_resolve(tmp_path):
+    r = import_text(_doubling(8) + "connections {\n}\n", conf_dir=tmp_path, out_dir=tmp_path)
+    assert r.errors == []
