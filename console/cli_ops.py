@@ -216,7 +216,10 @@ def cmd_control(args) -> int:
 # -------------------------------------------------------------------- files
 def _folder_problem(path: str) -> str | None:
     """Why ``path`` cannot be created where it is named: its folder is missing or not a folder (said
-    before anything is written, naming the folder, not as an errno about a temporary file)."""
+    before anything is written, naming the folder, not as an errno about a temporary file); or it
+    names a folder (``out/`` became a file ``out``; an existing folder got "use --force", then EISDIR)."""
+    if path.endswith(("/", os.sep)) or os.path.isdir(path):
+        return f"{path} is a folder: name the file to write"
     folder = Path(path).parent
     if folder.is_dir():
         return None

@@ -93,3 +93,20 @@ def test_without_hard_links_the_file_is_still_created_only_if_new(tmp_path, monk
         cli_ops._write(str(tmp_path / "s.conf"), "other\n", mode=0o600, force=False)
     assert (tmp_path / "s.conf").read_text() == "secret\n"
     assert [p.name for p in tmp_path.iterdir()] == ["s.conf"]
+
+
+@pytest.mark.parametrize("opt", ["-o", "--secrets"])
+@pytest.mark.parametrize("name", ["sub/", "existing"])
+def test_an_output_that_names_a_folder_is_refused(tmp_path, monkeypatch, capsys, opt, name):
+    """`--secrets sub/` wrote the secrets to a file `sub`; an existing folder was told to use --force,
+    which then failed with EISDIR."""
+    from engine.policy.samples import sample_path
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "existing").mkdir()
+    other = ["--secrets", "s.conf"] if opt == "-o" else ["-o", "x.conf"]
+    for force in ([], ["--force"]):
+        assert main(["export", str(sample_path("site-to-site.toml")), opt, name, *other, *force]) == 1
+        assert "is a folder" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["existing"]
+    assert not list((tmp_path / "existing").iterdir())
