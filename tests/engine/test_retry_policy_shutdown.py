@@ -40,3 +40,24 @@ def test_a_changed_connection_that_starts_is_initiated_once():
     assert before is not None  # that one failed: its own attempt is pending
     p.advance(before - p.now - 0.01)
     assert inits_sent(p) == 2
+
+
+def test_terminate_cancels_an_initiation_waiting_for_its_host_name():
+    """An initiation (the admin's, or a keyingtries attempt) to a host name waits for the resolver;
+    terminate said nothing was up, and when the answer came the connection was started anyway."""
+    from tests.engine.test_ike_names import GW, established, pair
+
+    p, _ = pair()
+    assert p.a.initiate("tun", p.now) is None  # waiting for GW
+    assert p.a.terminate("tun", p.now) == 0
+    p.a.resolved(GW, ("192.0.2.2",), p.now)
+    p.advance(2)
+    assert not p.a.sas and not established(p.b)
+    # A new initiation after the terminate is not lost with the cancelled one.
+    p2, _ = pair()
+    p2.a.initiate("tun", p2.now)
+    p2.a.terminate("tun", p2.now)
+    p2.a.initiate("tun", p2.now)
+    p2.a.resolved(GW, ("192.0.2.2",), p2.now)
+    p2.advance(2)
+    assert len(established(p2.a)) == 1
