@@ -28,6 +28,7 @@ from pathlib import Path
 
 from engine.ops.swanctl_conf import Section, SettingsError, parse, parse_file
 from engine.ops.swanctl_secrets import MAX_KEY_FILES, SecretsImport
+from engine.pki.keyfiles import is_crl_file
 from engine.policy._reader import parse_duration, parse_size
 from engine.policy.findings import PolicyError
 from engine.policy.identity import IdentityError, parse_identity
@@ -454,10 +455,14 @@ class _Importer(SecretsImport):
             files = [f for f in sorted(d.iterdir())[:MAX_KEY_FILES] if f.is_file()]
         except OSError:
             return
-        if files:
-            doc["engine"]["crls"] = [os.path.relpath(f, self.out_dir) for f in files]
+        crls = [f for f in files if is_crl_file(f)]
+        if crls:
+            doc["engine"]["crls"] = [os.path.relpath(f, self.out_dir) for f in crls]
             self.warnings.append(f"{d}: [engine] crls: the CRL files swanctl --load-creds loads from x509crl/ "
-                                 f"({', '.join(f.name for f in files)})")
+                                 f"({', '.join(f.name for f in crls)})")
+        for f in files:
+            if f not in crls:  # strongSwan skips it too (with a log line); the engine would not start
+                self.warnings.append(f"{f}: not a CRL (or larger than 16 MB): left out of [engine] crls")
 
     def run(self, datapath: str, secrets_name: str) -> tuple[dict, dict]:
         doc: dict = {"engine": {"datapath": datapath, "secrets": secrets_name}, "pools": {}, "connections": {},

@@ -18,8 +18,9 @@ from cryptography.hazmat.primitives import serialization
 from engine.crypto.signature import PrivateKeyError, load_private_key
 from engine.secret import Secret
 
-from .certs import load_certificates
+from .certs import MAX_CREDENTIAL_FILE, load_certificates
 from .errors import PkiError
+from .validate import load_crls
 
 MAX_FILE = 1 << 20
 """Key and certificate files are small: more than this is not read."""
@@ -30,7 +31,7 @@ SWANCTL_KEY_FOLDERS = ("private", "rsa", "ecdsa", "pkcs8")
 a ``secrets`` entry named after the folder (``pkcs8-gw``) only gives a file's passphrase."""
 
 
-def _read(path: str | os.PathLike) -> bytes | None:
+def _read(path: str | os.PathLike, limit: int = MAX_FILE) -> bytes | None:
     """A regular file's bytes (None otherwise): a FIFO or a terminal named as a key or certificate in
     swanctl.conf blocked import or export for ever (as certs.read_credential_file)."""
     try:
@@ -41,12 +42,12 @@ def _read(path: str | os.PathLike) -> bytes | None:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return None
         with os.fdopen(os.dup(fd), "rb") as f:
-            data = f.read(MAX_FILE + 1)
+            data = f.read(limit + 1)
     except OSError:
         return None
     finally:
         os.close(fd)
-    return data if len(data) <= MAX_FILE else None
+    return data if len(data) <= limit else None
 
 
 def _der_items(data: bytes) -> list[int]:
@@ -118,3 +119,15 @@ def certificate_file_public_der(path: str | os.PathLike) -> bytes | None:
         return _spki(load_certificates(data, os.fspath(path))[0].public_key())
     except (PkiError, ValueError, IndexError):
         return None
+
+
+def is_crl_file(path: str | os.PathLike) -> bool:
+    """A file that holds a CRL (PEM or DER), as swanctl --load-creds loads from x509crl/ (at most
+    MAX_CREDENTIAL_FILE, as the engine reads it: a large CA's CRL is megabytes)."""
+    data = _read(path, MAX_CREDENTIAL_FILE)
+    if data is None:
+        return False
+    try:
+        return bool(load_crls(data, os.fspath(path)))
+    except (PkiError, ValueError):
+        return False

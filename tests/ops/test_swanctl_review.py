@@ -137,3 +137,15 @@ def test_a_long_chain_of_references_is_refused_without_a_traceback(tmp_path):
 def test_references_of_a_real_size_still_resolve(tmp_path):
     r = import_text(_doubling(8) + "connections {\n}\n", conf_dir=tmp_path, out_dir=tmp_path)
     assert r.errors == []
+
+
+def test_only_readable_crls_of_x509crl_are_imported(tmp_path):
+    """strongSwan skips a file of x509crl/ it cannot parse (a README, a half-copied CRL) with a log
+    line; listed in [engine] crls, the engine would refuse to start on it."""
+    sw = _swanctl_dir(tmp_path)
+    (sw / "x509crl").mkdir()
+    (sw / "x509crl" / "ca.crl").write_bytes(ca.crl(tmp_path / "pki").read_bytes())
+    (sw / "x509crl" / "README").write_text("CRLs go here\n")
+    r = import_text(CERT_GW, conf_dir=sw, out_dir=tmp_path)
+    assert 'crls = ["swanctl/x509crl/ca.crl"]' in r.policy_toml, r.policy_toml
+    assert any("README" in w and "not a CRL" in w for w in r.warnings), r.warnings
