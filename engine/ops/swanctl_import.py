@@ -15,7 +15,8 @@ a warning.
 
 Certificate file names are resolved as swanctl does (``x509/``, ``x509ca/``,
 ``private/`` beside the swanctl.conf unless absolute) and written relative to
-the new policy's folder. The result is validated with the policy parser.
+the new policy's folder; the CRLs of ``x509crl/`` (swanctl --load-creds loads
+them all) become ``[engine] crls``. The result is validated with the policy parser.
 """
 
 from __future__ import annotations
