@@ -1,7 +1,7 @@
 """Key, certificate and CRL files looked at from outside the engine's own use of them: which of
 swanctl's key folders a key belongs in, the public key of a key or certificate file (to pair
-them), whether a file holds a CRL. engine.ops (swanctl import/export) reads keys and certificates through here: only
-engine.pki and engine.crypto import `cryptography`.
+them), whether a file holds a CRL. engine.ops (swanctl import/export) reads them through here:
+only engine.pki and engine.crypto import `cryptography`.
 
 Nothing here checks a key file's mode (these are other programs' files, only looked at) and
 nothing raises: an unreadable file is None, or the catch-all folder.
