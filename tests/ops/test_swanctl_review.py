@@ -57,8 +57,11 @@ def test_crls_round_trip_with_the_cli(tmp_path):
     (sw / "swanctl.conf").write_text(CERT_GW)
     first = tmp_path / "p1"
     first.mkdir()
-    cli = [sys.executable, "-m", "console"]
-    run = lambda *a, **kw: subprocess.run([*cli, *a], cwd=ROOT, capture_output=True, text=True, timeout=60, **kw)  # noqa: E731
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "console", *args], cwd=ROOT, capture_output=True, text=True,
+                              timeout=60)
+
     assert run("import", str(sw / "swanctl.conf"), "-o", str(first / "gw.toml")).returncode == 0
     sw2 = tmp_path / "sw2"
     for f in ("x509crl", "pkcs8"):
