@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 SUBCOMMANDS = ("reload", "stats", "import", "export", "doc", "audit")
@@ -215,7 +216,10 @@ def cmd_control(args) -> int:
 # -------------------------------------------------------------------- files
 def _folder_problem(path: str) -> str | None:
     """Why ``path`` cannot be created where it is named: its folder is missing or not a folder (said
-    before anything is written, naming the folder, not as an errno about a temporary file)."""
+    before anything is written, naming the folder, not as an errno about a temporary file); or it
+    names a folder (``out/`` became a file ``out``; an existing folder got "use --force", then EISDIR)."""
+    if path.endswith(("/", os.sep)) or os.path.isdir(path):
+        return f"{path} is a folder: name the file to write"
     folder = Path(path).parent
     if folder.is_dir():
         return None
@@ -237,13 +241,68 @@ def _check_outputs(paths: list[str | None], force: bool) -> str | None:
 
 def _write(path: str, text: str, *, mode: int | None = None, force: bool = True) -> None:
     """Write atomically; ``mode`` from the moment the file holds ``text`` (secrets: 0600), else an
-    existing file keeps its mode and a new one is 0644."""
-    target = Path(path)
-    if target.exists() and not force:
-        raise FileExistsError(f"{path} exists (use --force to replace it)")
-    from engine.policy.save import atomic_write
+    existing file keeps its mode and a new one is 0644. Without ``force`` the file is created only if
+    nothing has that name at that moment (FileExistsError): a check before it leaves a window in
+    which another export's file or an editor's would be replaced."""
+    from engine.policy.save import NEW_FILE_MODE, atomic_write
 
-    atomic_write(target, text.encode("utf-8"), mode=mode)
+    if force:
+        atomic_write(Path(path), text.encode("utf-8"), mode=mode)
+        return
+    _create(Path(path), text.encode("utf-8"), NEW_FILE_MODE if mode is None else mode)
+
+
+def _create(target: Path, data: bytes, mode: int) -> None:
+    """Write ``data`` to a new file ``target``: a temporary file, complete and synced, is linked in
+    (link() fails on any existing name, a dangling symlink too), so ``target`` is never half-written."""
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), mode)
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, target)
+        except FileExistsError:
+            raise FileExistsError(f"{target} exists (use --force to replace it)") from None
+        except OSError:  # no hard links here (vfat, some network shares): O_EXCL, removed if incomplete
+            _create_in_place(target, data, mode)
+    finally:
+        os.unlink(tmp)
+
+
+def _create_in_place(target: Path, data: bytes, mode: int) -> None:
+    try:
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    except FileExistsError:
+        raise FileExistsError(f"{target} exists (use --force to replace it)") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), mode)
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
+
+
+def _write_pair(first: tuple[str, str, int | None], second: tuple[str, str, int | None] | None,
+                force: bool) -> None:
+    """Write two files (secrets, then what includes them). Without ``force``, a second file that
+    cannot be written takes the first, just created, with it: never a new secrets file beside a
+    policy or conf left as it was."""
+    path, text, mode = first
+    _write(path, text, mode=mode, force=force)
+    if second is None:
+        return
+    try:
+        _write(second[0], second[1], mode=second[2], force=force)
+    except BaseException:
+        if not force:
+            Path(path).unlink(missing_ok=True)
+        raise
 
 
 def cmd_import(args) -> int:
@@ -266,9 +325,8 @@ def cmd_import(args) -> int:
         print(f"ipsec-console: {problem}", file=sys.stderr)
         return 1
     try:
-        _write(secrets_path, result.secrets_toml, mode=0o600, force=args.force)
-        _write(policy_path, result.policy_toml, force=args.force)
-    except (FileExistsError, OSError) as exc:
+        _write_pair((secrets_path, result.secrets_toml, 0o600), (policy_path, result.policy_toml, None), args.force)
+    except OSError as exc:
         print(f"ipsec-console: {exc}", file=sys.stderr)
         return 1
     for e in result.errors:
@@ -304,10 +362,11 @@ def cmd_export(args) -> int:
             print(f"  {c}", file=sys.stderr)
     try:
         if args.secrets:
-            _write(args.secrets, result.secrets_conf, mode=0o600, force=args.force)
-        if args.output:
+            _write_pair((args.secrets, result.secrets_conf, 0o600),
+                        (args.output, result.conf, None) if args.output else None, args.force)
+        elif args.output:
             _write(args.output, result.conf, force=args.force)
-        else:
+        if not args.output:
             sys.stdout.write(result.conf)
     except OSError as exc:
         print(f"ipsec-console: {exc}", file=sys.stderr)

@@ -87,6 +87,9 @@ class IkeEndpoint:
         self._retries: dict[str, tuple[float, object]] = {}
         """keyingtries: connection name -> (when, token) of its next attempt. The scheduler cannot
         cancel a call, so an attempt runs only while its token is still the one held here."""
+        self._terminated: dict[str, int] = {}
+        """Connection name -> how often terminated whole: an initiation waiting for a host name runs
+        only if this has not moved since (one int per connection ever terminated)."""
         self.source_address: Callable[[str], str | None] | None = None
         """The runtime's route lookup: the address the host sends from towards a peer (None: unknown).
         Used only when neither local_addrs nor listen names ours (a laptop), so NAT detection
@@ -331,8 +334,11 @@ class IkeEndpoint:
         if names.is_name(target):
             addrs = self.names.fresh(target, now)
             if not addrs:
-                if not self.names.wait(target, (name, child),
-                                       lambda t: self._initiate_resolved(name, child, target, t)):
+                # Keyed by the terminate count: a terminate meanwhile cancels this one, and a new
+                # initiate after it is not taken for it.
+                era = self._terminated.get(name, 0)
+                if not self.names.wait(target, (name, child, era),
+                                       lambda t: self._initiate_resolved(name, child, target, t, era)):
                     self.count("name_waiting_dropped")
                 log.info("%s: resolving %s before initiating", name, target)
                 return None
@@ -352,7 +358,9 @@ class IkeEndpoint:
         for action in self.names.answer(name, addrs, now):
             action(now)
 
-    def _initiate_resolved(self, conn_name: str, child: str | None, host: str, now: float) -> None:
+    def _initiate_resolved(self, conn_name: str, child: str | None, host: str, now: float, era: int = 0) -> None:
+        if self._terminated.get(conn_name, 0) != era:
+            return  # terminated while its name was resolved
         if not self.names.addresses(host):
             log.warning("%s: not initiated: %s did not resolve to an address", conn_name, host)
             self.count("name_unresolved")
@@ -386,6 +394,7 @@ class IkeEndpoint:
         self._attempts.pop(name, None)
         if unique_id is None:
             self._retries.pop(name, None)
+            self._terminated[name] = self._terminated.get(name, 0) + 1  # and an initiation awaiting DNS
         return n
 
     def rekey(self, name: str, now: float, *, ike: bool = False, unique_id: int | None = None) -> int:
@@ -493,6 +502,9 @@ class IkeEndpoint:
     def shutdown(self, now: float) -> None:
         """Delete every SA (INFORMATIONAL); the runtime flushes and stops."""
         self.front_door.closed = True
+        # Timers run on while the Deletes are answered: a pending attempt would start a new IKE SA.
+        self._retries.clear()
+        self._attempts.clear()
         for sa in self.registry:
             if sa.pending:
                 continue  # it goes with the rekey that holds it

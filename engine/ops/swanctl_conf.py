@@ -312,10 +312,31 @@ def _find(root: Section, dotted: str) -> Section | None:
     return sec
 
 
-def _inherit(target: Section, source: Section, active: frozenset[int] = frozenset()) -> None:
-    """Copy into ``target`` what ``source`` has and it lacks. A section that references one of its own
-    ancestors (``c { children { k : connections.c } }``) would copy itself into itself forever: the
-    sections being copied from or into are skipped, as strongSwan ignores a reference already followed."""
+MAX_COPIED = 100_000
+"""Settings and sections that references may copy in all: each copies its source whole, so a few
+hundred bytes of references naming references twice would otherwise expand without end."""
+
+
+class _Budget:
+    def __init__(self) -> None:
+        self.left = MAX_COPIED
+
+    def take(self, source: Section, n: int, depth: int) -> None:
+        self.left -= n
+        if self.left < 0:
+            raise SettingsError(f"{source.file}:{source.line}: references copy more than {MAX_COPIED} settings "
+                                "and sections (references of references, each copied whole)")
+        if depth > MAX_DEPTH:
+            raise SettingsError(f"{source.file}:{source.line}: references nest sections more than {MAX_DEPTH} deep")
+
+
+def _inherit(target: Section, source: Section, budget: _Budget, depth: int,
+             active: frozenset[int] = frozenset()) -> None:
+    """Copy into ``target`` (``depth`` sections deep) what ``source`` has and it lacks. A section that
+    references one of its own ancestors (``c { children { k : connections.c } }``) would copy itself
+    into itself forever: the sections being copied from or into are skipped, as strongSwan ignores a
+    reference already followed."""
+    budget.take(source, len(source.settings) + len(source.sections), depth)
     active = active | {id(target), id(source)}
     for k, v in source.settings.items():
         target.settings.setdefault(k, v)
@@ -325,19 +346,21 @@ def _inherit(target: Section, source: Section, active: frozenset[int] = frozense
         mine = target.sections.get(k)
         if mine is None:
             mine = target.sections[k] = Section(k, sub.file, sub.line)
-        _inherit(mine, sub, active)
+        _inherit(mine, sub, budget, depth + 1, active)
 
 
 def resolve_references(root: Section) -> None:
     """Copy into every section what its ``: REF`` sections define and it does not (the section's own
-    settings win, as in strongSwan)."""
+    settings win, as in strongSwan). SettingsError when the copies grow past MAX_COPIED or MAX_DEPTH."""
+    budget = _Budget()
+
     def walk(sec: Section, depth: int) -> None:
         for sub in list(sec.sections.values()):
             walk(sub, depth + 1)
         for ref in sec.refs:
             source = _find(root, ref)
             if source is not None and source is not sec:
-                _inherit(sec, source)
+                _inherit(sec, source, budget, depth)
 
     walk(root, 0)
 

@@ -62,6 +62,17 @@ def _comment(text: str) -> str:
     return text.replace("\r", "\\r").replace("\n", "\\n")
 
 
+def _unique(folder: str, name: str, taken: set[tuple[str, str]]) -> str:
+    """``name`` in ``folder``, or ``STEM-2.SUFFIX``, ... when a file copied earlier took it."""
+    stem, dot, suffix = name.rpartition(".")
+    stem, dot, suffix = (stem, dot, suffix) if dot else (name, "", "")
+    n = 2
+    while (folder, name) in taken:
+        name, n = f"{stem}-{n}{dot}{suffix}", n + 1
+    taken.add((folder, name))
+    return name
+
+
 def _yes(b: bool) -> str:
     return "yes" if b else "no"
 
@@ -125,15 +136,16 @@ class _Exporter:
         taken: set[tuple[str, str]] = set()
         for p in self.policy.secrets.private if self.policy.secrets else ():
             source = self.key_path(p.file)
-            folder, name = swanctl_key_folder(source), os.path.basename(source)
-            stem, dot, suffix = name.rpartition(".")
-            stem, dot, suffix = (stem, dot, suffix) if dot else (name, "", "")
-            n = 2
-            while (folder, name) in taken:
-                name, n = f"{stem}-{n}{dot}{suffix}", n + 1
-            taken.add((folder, name))
-            placed[p.name] = (folder, name)
+            folder = swanctl_key_folder(source)
+            placed[p.name] = (folder, _unique(folder, os.path.basename(source), taken))
         return placed
+
+    def place_crls(self) -> list[tuple[str, str]]:
+        """(source, file name in x509crl/) of each CRL: numbered as keys are (`pki crl` names every CA's
+        CRL crl.pem: copied to one name, the second CA's replaced the first's)."""
+        taken: set[tuple[str, str]] = set()
+        return [(self.path(crl), _unique("x509crl", os.path.basename(crl), taken))
+                for crl in self.policy.engine.crls]
 
     def copy_commands(self) -> list[str]:
         out = []
@@ -141,9 +153,8 @@ class _Exporter:
             folder, name = self.key_files[p.name]
             out.append(f"install -m 600 {shlex.quote(self.key_path(p.file))} {SWANCTL_DIR}/{folder}/"
                        f"{shlex.quote(name)}")
-        for crl in self.policy.engine.crls:
-            out.append(f"install -m 644 {shlex.quote(self.path(crl))} {SWANCTL_DIR}/x509crl/"
-                       f"{shlex.quote(os.path.basename(crl))}")
+        for source, name in self.place_crls():
+            out.append(f"install -m 644 {shlex.quote(source)} {SWANCTL_DIR}/x509crl/{shlex.quote(name)}")
         return out
 
     def auth(self, side: str, c: ConnectionConfig) -> dict:

@@ -15,7 +15,8 @@ a warning.
 
 Certificate file names are resolved as swanctl does (``x509/``, ``x509ca/``,
 ``private/`` beside the swanctl.conf unless absolute) and written relative to
-the new policy's folder. The result is validated with the policy parser.
+the new policy's folder; the CRLs of ``x509crl/`` (swanctl --load-creds loads
+them all) become ``[engine] crls``. The result is validated with the policy parser.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.ops.swanctl_conf import Section, SettingsError, parse, parse_file
-from engine.ops.swanctl_secrets import SecretsImport
+from engine.ops.swanctl_secrets import MAX_KEY_FILES, SecretsImport
+from engine.pki.keyfiles import is_crl_file
 from engine.policy._reader import parse_duration, parse_size
 from engine.policy.findings import PolicyError
 from engine.policy.identity import IdentityError, parse_identity
@@ -444,6 +446,25 @@ class _Importer(SecretsImport):
             return
         doc["pools"][name] = out
 
+    def folder_crls(self, doc: dict) -> None:
+        """swanctl --load-creds loads every CRL file of its x509crl/ folder (export copies [engine] crls
+        there): they become [engine] crls, else a round trip lost every revocation."""
+        d = self.conf_dir / "x509crl"
+        if not d.is_dir():
+            return
+        try:
+            files = [f for f in sorted(d.iterdir())[:MAX_KEY_FILES] if f.is_file()]
+        except OSError:
+            return
+        crls = [f for f in files if is_crl_file(f)]
+        if crls:
+            doc["engine"]["crls"] = [os.path.relpath(f, self.out_dir) for f in crls]
+            self.warnings.append(f"{d}: [engine] crls: the CRL files swanctl --load-creds loads from x509crl/ "
+                                 f"({', '.join(f.name for f in crls)})")
+        for f in files:
+            if f not in crls:  # strongSwan skips it too (with a log line); the engine would not start
+                self.warnings.append(f"{f}: not a CRL (or larger than 16 MB): left out of [engine] crls")
+
     def run(self, datapath: str, secrets_name: str) -> tuple[dict, dict]:
         doc: dict = {"engine": {"datapath": datapath, "secrets": secrets_name}, "pools": {}, "connections": {},
                      "rules": {}}
@@ -466,6 +487,7 @@ class _Importer(SecretsImport):
             else:
                 self.warn(sec.where(), name, "not a swanctl.conf section")
         self.folder_keys(secrets)
+        self.folder_crls(doc)
         for key in self.root.settings:
             self.warn(self.root.where(key), key, "a setting outside any section")
         if self.ports:

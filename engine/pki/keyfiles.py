@@ -1,7 +1,7 @@
-"""Key and certificate files looked at from outside the engine's own use of them: which of
-swanctl's key folders a key belongs in, and the public key of a key or certificate file (to pair
-them). engine.ops (swanctl import/export) reads keys and certificates through here: only
-engine.pki and engine.crypto import `cryptography`.
+"""Key, certificate and CRL files looked at from outside the engine's own use of them: which of
+swanctl's key folders a key belongs in, the public key of a key or certificate file (to pair
+them), whether a file holds a CRL. engine.ops (swanctl import/export) reads them through here:
+only engine.pki and engine.crypto import `cryptography`.
 
 Nothing here checks a key file's mode (these are other programs' files, only looked at) and
 nothing raises: an unreadable file is None, or the catch-all folder.
@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 
 from cryptography.hazmat.primitives import serialization
 
 from engine.crypto.signature import PrivateKeyError, load_private_key
 from engine.secret import Secret
 
-from .certs import load_certificates
+from .certs import MAX_CREDENTIAL_FILE, load_certificates
 from .errors import PkiError
+from .validate import load_crls
 
 MAX_FILE = 1 << 20
 """Key and certificate files are small: more than this is not read."""
@@ -29,13 +31,23 @@ SWANCTL_KEY_FOLDERS = ("private", "rsa", "ecdsa", "pkcs8")
 a ``secrets`` entry named after the folder (``pkcs8-gw``) only gives a file's passphrase."""
 
 
-def _read(path: str | os.PathLike) -> bytes | None:
+def _read(path: str | os.PathLike, limit: int = MAX_FILE) -> bytes | None:
+    """A regular file's bytes (None otherwise): a FIFO or a terminal named as a key or certificate in
+    swanctl.conf blocked import or export for ever (as certs.read_credential_file)."""
     try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_FILE + 1)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO: no wait for a writer
     except OSError:
         return None
-    return data if len(data) <= MAX_FILE else None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        with os.fdopen(os.dup(fd), "rb") as f:
+            data = f.read(limit + 1)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return data if len(data) <= limit else None
 
 
 def _der_items(data: bytes) -> list[int]:
@@ -107,3 +119,15 @@ def certificate_file_public_der(path: str | os.PathLike) -> bytes | None:
         return _spki(load_certificates(data, os.fspath(path))[0].public_key())
     except (PkiError, ValueError, IndexError):
         return None
+
+
+def is_crl_file(path: str | os.PathLike) -> bool:
+    """A file that holds a CRL (PEM or DER), as swanctl --load-creds loads from x509crl/ (at most
+    MAX_CREDENTIAL_FILE, as the engine reads it: a large CA's CRL is megabytes)."""
+    data = _read(path, MAX_CREDENTIAL_FILE)
+    if data is None:
+        return False
+    try:
+        return bool(load_crls(data, os.fspath(path)))
+    except (PkiError, ValueError):
+        return False

@@ -301,3 +301,25 @@ def test_attach_to_no_daemon_fails_before_the_screen_is_taken(tmp_path, capsys, 
     assert app_module.main(attach=str(path)) == 2
     err = capsys.readouterr().err
     assert ("no daemon at" if what == "missing" else "no daemon listening at") in err and str(path) in err, err
+
+
+async def test_terminate_of_a_failing_connection_is_no_error_for_the_attached_runtime(monkeypatch):
+    """The daemon's terminate answers retry_stopped when it cancelled a failed connection's next
+    attempt (deleted 0): the console must not call that "no IKE SA to terminate"; an older daemon's
+    answer has no retry_stopped."""
+    from console.runtime.base import CommandError
+
+    rt = AttachedRuntime("/nonexistent.sock")
+    answers = iter([{"deleted": 0, "retry_stopped": True}, {"deleted": 0, "retry_stopped": False}, {"deleted": 0},
+                    {"deleted": 2, "retry_stopped": False}])
+
+    async def call(cmd, **args):
+        assert cmd == "terminate"
+        return next(answers)
+
+    monkeypatch.setattr(rt, "_call", call)
+    await rt.terminate("tun")
+    for _ in range(2):
+        with pytest.raises(CommandError, match="no IKE SA"):
+            await rt.terminate("tun")
+    await rt.terminate("tun")
