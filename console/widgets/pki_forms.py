@@ -106,10 +106,16 @@ class PkiForm(ModalScreen):
         if event.button.id == "ok":
             self.submit()
         else:
-            self.dismiss(None)
+            self._dismiss_once(None)
 
     def action_cancel(self) -> None:
-        self.dismiss(None)
+        self._dismiss_once(None)
+
+    def _dismiss_once(self, result) -> None:
+        # Enter, Enter in a burst brings two Submitted: a second dismiss would run the callback again
+        # and pop the screen under the form (the PKI screen, alone in its mode: the console died).
+        if self.is_active:
+            self.dismiss(result)
 
     def value(self, widget_id: str) -> str:
         return self.query_one(f"#{widget_id}", Input).value.strip()
@@ -120,7 +126,7 @@ class PkiForm(ModalScreen):
         except ValueError as exc:
             self.show_error(str(exc))
             return
-        self.dismiss(result)
+        self._dismiss_once(result)
 
     def collect(self):
         """The request, or ValueError saying what to fix."""
