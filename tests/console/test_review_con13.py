@@ -35,3 +35,20 @@ async def test_enter_twice_in_a_pki_form_submits_once(tmp_path):
         await pilot.pause(0.5)
         assert app.is_running and app.screen is pki
         assert asked == ["issue"]
+
+
+async def test_narrow_terminals_show_whole_columns_only():
+    """fit_columns showed the whole narrow set "in any case": under 80 columns the IKE SA table's
+    Remote was cut at the edge ("127.0.0.2:1" reads as another port). The first column stays; the
+    others of the set only while they fit whole, and every resize fits again."""
+    from .test_console_fixes import _cut_headers
+
+    app = ConsoleApp(FakeRuntime())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        for size in ((60, 20), (40, 24), (100, 30), (80, 24)):
+            await pilot.resize_terminal(*size)
+            await pilot.pause(0.3)
+            for table in app.screen.query("KeyedTable"):
+                assert not _cut_headers(app, table), (size, table.id)
+                assert table.visible_columns[:1] == table._column_keys[:1], (size, table.id)
