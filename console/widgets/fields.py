@@ -29,6 +29,7 @@ class KeysInOrder:
             return
         event.stop()
         event.prevent_default()  # neither the widget's default key handling nor Textual's later binding
+        self._restart_blink()  # as that default handling does: the cursor shows while it moves
         await self.run_action(active.binding.action)
 
 

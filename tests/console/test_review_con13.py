@@ -52,3 +52,34 @@ async def test_narrow_terminals_show_whole_columns_only():
             for table in app.screen.query("KeyedTable"):
                 assert not _cut_headers(app, table), (size, table.id)
                 assert table.visible_columns[:1] == table._column_keys[:1], (size, table.id)
+
+
+async def test_moving_the_cursor_shows_it_as_textual_does(tmp_path):
+    """Input and TextArea restart the cursor's blink in their key handler: Field and Editor, which
+    take their own bindings (arrows, Backspace) before it, left the cursor hidden half the time
+    while it moved."""
+    from textual.widgets import TabbedContent
+
+    from console.screens.dialogs import TextPrompt
+
+    from .test_policies import _open
+
+    app = ConsoleApp(FakeRuntime.in_folder(tmp_path))
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await _open(pilot)
+        screen.query_one(TabbedContent).active = "pol-toml-tab"
+        editor = screen.query_one("#pol-editor")
+        editor.focus()
+        await pilot.pause()
+        for key in ("down", "right", "backspace"):
+            editor._cursor_visible = False  # the blink's off half
+            await pilot.press(key)
+            assert editor._cursor_visible, key
+        app.push_screen(TextPrompt("T", "help", "value"))
+        await wait_for(pilot, lambda: isinstance(app.screen, TextPrompt) and app.screen.query("#prompt-input"),
+                       what="prompt")
+        field = app.screen.query_one("#prompt-input")
+        for key in ("left", "home", "delete"):
+            field._cursor_visible = False
+            await pilot.press(key)
+            assert field._cursor_visible, key
