@@ -83,3 +83,17 @@ async def test_moving_the_cursor_shows_it_as_textual_does(tmp_path):
             field._cursor_visible = False
             await pilot.press(key)
             assert field._cursor_visible, key
+
+
+async def test_help_lists_pause_and_resume_as_one_binding():
+    """Packets binds space twice (Pause, Resume: the footer shows the one that applies); Help listed
+    two rows "space Pause" and "space Resume" for the one binding id."""
+    from console.screens.help import binding_rows
+
+    app = ConsoleApp(FakeRuntime())
+    async with app.run_test(size=(100, 30)) as pilot:
+        await ready(pilot)
+        await pilot.press("5")
+        await wait_for(pilot, lambda: app.screen.query("#pk-samples"), what="packets")
+        rows = [r for _, group in binding_rows(app.screen) for r in group if r[2] == "packets.pause"]
+        assert [r[1] for r in rows] == ["Pause / Resume"]
