@@ -8,6 +8,11 @@ paste-like burst over ssh) gave "5". Here a field runs its own binding for a key
 while it handles the key, in turn with the characters around it. Bindings of
 the screens and of the app still run where Textual runs them.
 
+Tab and shift+Tab (focus moves) run in turn too, and a key that reaches a field
+after focus has left it (the app handed it over before the move ran) goes on to
+the focused widget: "gw.example.org", Tab, "vpn.example.org" in one burst had
+put both names in the first field.
+
 Every text field of the console is a ``Field`` and the policy editor an
 ``Editor``: a plain ``Input`` or ``TextArea`` would bring the bug back.
 """
@@ -22,15 +27,30 @@ class KeysInOrder:
     """Mixin for a focusable text widget: its own bindings run in key order (module docstring)."""
 
     async def _on_key(self, event: events.Key) -> None:
+        focused = self.screen.focused
+        if focused is not self:
+            # Focus moved on (Tab, a dialog's Enter) while this key waited here: it is the focused
+            # widget's now, in the order it was typed (a fresh event: this one stops here).
+            event.stop()
+            event.prevent_default()
+            (focused or self.screen)._forward_event(events.Key(event.key, event.character))
+            return
         # The screen's active bindings, resolved as Textual resolves them (keymap, check_action):
-        # only a binding of this very widget is taken here, and then not bubbled to run again.
+        # only a binding of this very widget, or a focus move, is taken here, and then not bubbled
+        # to run again.
         active = self.screen.active_bindings.get(event.key)
-        if active is None or active.node is not self or not active.enabled or active.binding.priority:
+        if active is None or not active.enabled or active.binding.priority:
+            return
+        if active.node is not self and active.binding.action not in FOCUS_MOVES:
             return
         event.stop()
         event.prevent_default()  # neither the widget's default key handling nor Textual's later binding
         self._restart_blink()  # as that default handling does: the cursor shows while it moves
-        await self.run_action(active.binding.action)
+        await self.app.run_action(active.binding.action, active.node)
+
+
+FOCUS_MOVES = frozenset({"app.focus_next", "app.focus_previous", "focus_next", "focus_previous"})
+"""Actions of the screen's Tab and shift+Tab (textual.screen.Screen.BINDINGS)."""
 
 
 class Field(KeysInOrder, Input):

@@ -120,3 +120,46 @@ async def test_typing_a_save_as_path_parses_the_policy_once(tmp_path, monkeypatc
         await wait_for(pilot, lambda: str(tmp_path / "gateway.secrets.toml") in str(note.content),
                        what="the note")
         assert len(parsed) <= 1
+
+
+async def test_tab_in_a_burst_moves_on_before_the_keys_after_it(tmp_path):
+    """Tab (the screen's focus_next) ran once the key had bubbled up to the app, and the app had
+    already handed the keys typed after it to the field Tab leaves: "gw.example.org", Tab,
+    "vpn.example.org" in one burst issued a certificate for CN gw.example.orgvpn.example.org."""
+    from console.screens.pki import PkiScreen
+    from console.widgets.pki_forms import IssueForm
+
+    from .test_pki_screen import make_ca
+
+    make_ca(tmp_path, certs=False)
+    app = ConsoleApp(FakeRuntime.in_folder(tmp_path), clock=clock)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        await pilot.press("6")
+        await wait_for(pilot, lambda: isinstance(app.screen, PkiScreen) and app.screen.view is not None,
+                       what="the CA folder read")
+        await pilot.press("i")
+        await wait_for(pilot, lambda: isinstance(app.screen, IssueForm) and app.screen.focused is not None,
+                       what="the issue form")
+        form = app.screen
+        burst(app, *"gw.example.org", "tab", *"DNS:vpn.example.org", "shift+tab", "end", *".net")
+        await pilot.pause(0.5)
+        assert form.query_one("#pki-cn").value == "gw.example.org.net"
+        assert form.query_one("#pki-sans").value == "DNS:vpn.example.org"
+
+
+async def test_enter_that_moves_to_the_second_psk_field_takes_the_keys_after_it():
+    """The PSK dialog's Enter in the first field moves to the second: the key typed again after it
+    in the same burst went on into the first field, and the dialog said the entries differ."""
+    from console.screens.dialogs import PskDialog
+
+    app = ConsoleApp(FakeRuntime())
+    got = []
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        app.push_screen(PskDialog("branch", "gateway.secrets.toml", []), got.append)
+        await wait_for(pilot, lambda: isinstance(app.screen, PskDialog) and app.screen.focused is not None,
+                       what="the PSK dialog")
+        burst(app, *"s3cret-key", "enter", *"s3cret-key", "enter")
+        await pilot.pause(0.5)
+        assert got == ["s3cret-key"]
