@@ -13,7 +13,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
-from console.widgets.fields import Field
+from console.widgets.fields import Choices, Field
 
 
 class _Dialog(ModalScreen):
@@ -140,7 +140,7 @@ class NewFileDialog(_Dialog):
                 yield Static(self.note(self.path), id="file-note", classes="dialog-help", markup=False)
             if self.templates is not None:
                 yield Static("Start from (↑/↓):", classes="dialog-help")
-                yield OptionList(*(Option(label, id=key) for label, key in self.templates), id="file-template")
+                yield Choices(*(Option(label, id=key) for label, key in self.templates), id="file-template")
             yield Static("", classes="dialog-error")
             yield Static("Enter: OK   Tab: next field   Escape: cancel", classes="dialog-help")
 
@@ -229,7 +229,7 @@ class AddDialog(_Dialog):
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog-box"):
             yield Label("Add to the policy", classes="dialog-title")
-            yield OptionList(*(Option(label) for label, _ in self.choices), id="add-kind")
+            yield Choices(*(Option(label) for label, _ in self.choices), id="add-kind")
             yield Static("Name (letters, digits, - _ .):", classes="dialog-help")
             yield Field(id="add-name", compact=True)
             yield Static("", classes="dialog-error")

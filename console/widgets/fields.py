@@ -20,11 +20,12 @@ Every text field of the console is a ``Field`` and the policy editor an
 from __future__ import annotations
 
 from textual import events
-from textual.widgets import Input, TextArea
+from textual.widgets import Input, OptionList, TextArea
 
 
 class KeysInOrder:
-    """Mixin for a focusable text widget: its own bindings run in key order (module docstring)."""
+    """Mixin for a focusable widget (text fields, a dialog's list): its own bindings and focus moves
+    run in key order, keys that come after focus left go on (module docstring)."""
 
     async def _on_key(self, event: events.Key) -> None:
         focused = self.screen.focused
@@ -45,7 +46,9 @@ class KeysInOrder:
             return
         event.stop()
         event.prevent_default()  # neither the widget's default key handling nor Textual's later binding
-        self._restart_blink()  # as that default handling does: the cursor shows while it moves
+        restart_blink = getattr(self, "_restart_blink", None)
+        if restart_blink is not None:  # as that default handling does: the cursor shows while it moves
+            restart_blink()
         await self.app.run_action(active.binding.action, active.node)
 
 
@@ -59,3 +62,8 @@ class Field(KeysInOrder, Input):
 
 class Editor(KeysInOrder, TextArea):
     """The multi-line editor (see the module docstring)."""
+
+
+class Choices(KeysInOrder, OptionList):
+    """A list a dialog opens on (the Add dialog's kinds): Tab and the name typed after it in one
+    burst reach the name field, not the list."""

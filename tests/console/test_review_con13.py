@@ -163,3 +163,21 @@ async def test_enter_that_moves_to_the_second_psk_field_takes_the_keys_after_it(
         burst(app, *"s3cret-key", "enter", *"s3cret-key", "enter")
         await pilot.pause(0.5)
         assert got == ["s3cret-key"]
+
+
+async def test_tab_from_the_add_dialogs_list_in_a_burst_names_what_is_added(tmp_path):
+    """The Add dialog opens on its list: "Tab, the name, Enter" in one burst handed the name to the
+    list (which ignores letters) and added the suggested name instead of the one typed."""
+    from .test_policies import _open
+
+    app = ConsoleApp(FakeRuntime.in_folder(tmp_path))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await _open(pilot)
+        screen.query_one("#pol-tree").focus()
+        await pilot.press("a")
+        await wait_for(pilot, lambda: app.screen.query("#add-name") and app.screen.focused is not None,
+                       what="add dialog")
+        burst(app, "tab", "ctrl+a", "ctrl+k", *"quick", "enter")
+        await wait_for(pilot, lambda: app.screen is screen, what="added")
+        await pilot.pause(0.2)
+        assert ".children.quick]" in screen._text()
