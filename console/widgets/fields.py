@@ -20,7 +20,7 @@ Every text field of the console is a ``Field`` and the policy editor an
 from __future__ import annotations
 
 from textual import events
-from textual.widgets import Input, OptionList, TextArea
+from textual.widgets import Input, OptionList, Select, TextArea
 
 
 class KeysInOrder:
@@ -29,6 +29,8 @@ class KeysInOrder:
 
     async def _on_key(self, event: events.Key) -> None:
         focused = self.screen.focused
+        if focused is not None and self in focused.ancestors:
+            return  # bubbling up from a part of this widget (a Select's open list): its own turn
         if focused is not self:
             # Focus moved on (Tab, a dialog's Enter) while this key waited here: it is the focused
             # widget's now, in the order it was typed (a fresh event: this one stops here).
@@ -67,3 +69,8 @@ class Editor(KeysInOrder, TextArea):
 class Choices(KeysInOrder, OptionList):
     """A list a dialog opens on (the Add dialog's kinds): Tab and the name typed after it in one
     burst reach the name field, not the list."""
+
+
+class Choice(KeysInOrder, Select):
+    """A form's drop-down choice (the PKI forms' Kind, Key type): Tabs typed past it in one burst
+    bring the keys after them to the next field."""

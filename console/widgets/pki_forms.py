@@ -21,7 +21,7 @@ from engine.pki.ca import KEY_TYPES, parse_san
 from engine.pki.errors import PkiError
 from engine.secret import Secret
 
-from console.widgets.fields import Field
+from console.widgets.fields import Choice, Field
 from console.widgets.pki_folder import InitRequest, IssueRequest
 
 FORM_CSS = """
@@ -166,9 +166,9 @@ class IssueForm(PkiForm):
                                    compact=True))
         yield self.row("SANs", Field(", ".join(p.sans), placeholder="optional: DNS:vpn.example.org, IP:192.0.2.1",
                                      id="pki-sans", compact=True))
-        yield self.row("Kind", Select([("server (serverAuth)", "server"), ("client (clientAuth)", "client")],
+        yield self.row("Kind", Choice([("server (serverAuth)", "server"), ("client (clientAuth)", "client")],
                                       value=p.kind, allow_blank=False, id="pki-kind", compact=True))
-        yield self.row("Key type", Select([("the CA's", "ca"), *((k, k) for k in KEY_TYPES)],
+        yield self.row("Key type", Choice([("the CA's", "ca"), *((k, k) for k in KEY_TYPES)],
                                           value=p.key_type or "ca", allow_blank=False, id="pki-key-type",
                                           compact=True))
         yield self.row("Days", Field(str(p.days), id="pki-days", compact=True, type="integer"))
@@ -216,7 +216,7 @@ class InitCaForm(PkiForm):
         p = self.previous
         yield self.row("Name", Field(p.name, placeholder="a DN: O=Example, CN=Example VPN CA", id="pki-name",
                                      compact=True))
-        yield self.row("Key type", Select([(k, k) for k in KEY_TYPES], value=p.key_type, allow_blank=False,
+        yield self.row("Key type", Choice([(k, k) for k in KEY_TYPES], value=p.key_type, allow_blank=False,
                                           id="pki-ca-key-type", compact=True))
         yield self.row("Days", Field(str(p.days), id="pki-ca-days", compact=True, type="integer"))
 

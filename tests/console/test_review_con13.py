@@ -181,3 +181,57 @@ async def test_tab_from_the_add_dialogs_list_in_a_burst_names_what_is_added(tmp_
         await wait_for(pilot, lambda: app.screen is screen, what="added")
         await pilot.pause(0.2)
         assert ".children.quick]" in screen._text()
+
+
+async def test_tab_across_a_forms_choices_in_a_burst_reaches_the_days(tmp_path):
+    """The issue form's Kind and Key type are Selects: Tabs typed in one burst past them left the
+    keys after them with the Select (lost), and Enter opened its list instead of issuing."""
+    from console.screens.pki import PkiScreen
+    from console.widgets.pki_forms import IssueForm
+
+    from .test_pki_screen import make_ca
+
+    make_ca(tmp_path, certs=False)
+    app = ConsoleApp(FakeRuntime.in_folder(tmp_path), clock=clock)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        await pilot.press("6")
+        await wait_for(pilot, lambda: isinstance(app.screen, PkiScreen) and app.screen.view is not None,
+                       what="the CA folder read")
+        await pilot.press("i")
+        await wait_for(pilot, lambda: isinstance(app.screen, IssueForm) and app.screen.focused is not None,
+                       what="the issue form")
+        form = app.screen
+        burst(app, *"gw.example.org", "tab", "tab", "tab", "tab", "ctrl+a", "ctrl+k", *"365")
+        await pilot.pause(0.5)
+        assert form.focused is form.query_one("#pki-days")
+        assert form.query_one("#pki-days").value == "365"
+
+
+async def test_a_choices_open_list_takes_keys_and_closes(tmp_path):
+    """A key unhandled in a Choice's open list bubbles up through the Choice: it is not sent back
+    down to the list (the focused widget) again and again."""
+    from console.screens.pki import PkiScreen
+    from console.widgets.pki_forms import IssueForm
+
+    from .test_pki_screen import make_ca
+
+    make_ca(tmp_path, certs=False)
+    app = ConsoleApp(FakeRuntime.in_folder(tmp_path), clock=clock)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        await pilot.press("6")
+        await wait_for(pilot, lambda: isinstance(app.screen, PkiScreen) and app.screen.view is not None,
+                       what="the CA folder read")
+        await pilot.press("i")
+        await wait_for(pilot, lambda: isinstance(app.screen, IssueForm) and app.screen.focused is not None,
+                       what="the issue form")
+        form = app.screen
+        kind = form.query_one("#pki-kind")
+        kind.focus()
+        await pilot.pause()
+        await pilot.press("space")
+        await wait_for(pilot, lambda: kind.expanded, what="the list open")
+        await pilot.press("x", "f5", "down", "enter")
+        await wait_for(pilot, lambda: not kind.expanded, what="the list closed")
+        assert kind.value == "client"
