@@ -13,7 +13,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
-from console.widgets.fields import Field
+from console.widgets.fields import Choices, Field
 
 
 class _Dialog(ModalScreen):
@@ -63,11 +63,20 @@ class _Dialog(ModalScreen):
     def action_enter(self) -> None:
         # A priority binding runs as soon as the app sees the key, while the characters typed just
         # before it may still wait in the focused field's queue: accept behind them, not before.
-        (self.focused or self).call_later(self._accept_if_current)
+        self._accept_behind(self.focused)
 
-    def _accept_if_current(self) -> None:
-        if self.is_active:  # not twice (Enter, Enter)
-            self.action_accept()
+    def _accept_behind(self, widget) -> None:
+        (widget or self).call_later(self._accept_if_current, widget)
+
+    def _accept_if_current(self, queued_at) -> None:
+        if not self.is_active:  # not twice (Enter, Enter)
+            return
+        if self.focused is not None and self.focused is not queued_at:
+            # Focus moved meanwhile (Tab, the PSK dialog's first Enter): the keys typed before this
+            # Enter went on to the focused field (fields.py); accept behind them there.
+            self._accept_behind(self.focused)
+            return
+        self.action_accept()
 
     def action_accept(self) -> None:
         raise NotImplementedError
@@ -131,7 +140,7 @@ class NewFileDialog(_Dialog):
                 yield Static(self.note(self.path), id="file-note", classes="dialog-help", markup=False)
             if self.templates is not None:
                 yield Static("Start from (↑/↓):", classes="dialog-help")
-                yield OptionList(*(Option(label, id=key) for label, key in self.templates), id="file-template")
+                yield Choices(*(Option(label, id=key) for label, key in self.templates), id="file-template")
             yield Static("", classes="dialog-error")
             yield Static("Enter: OK   Tab: next field   Escape: cancel", classes="dialog-help")
 
@@ -188,15 +197,17 @@ class PskDialog(_Dialog):
         second = self.query_one("#psk-2", Input)
         if not first.value:
             self._error("type the key")
-            first.focus()
+            self.set_focus(first)
             return
+        # set_focus, not focus(): that waits for the app's queue, and the keys typed after this
+        # Enter must find the second field focused when they come out of the first's queue.
         if self.focused is first and not second.value:
-            second.focus()
+            self.set_focus(second)
             return
         if first.value != second.value:
             self._error("the two entries differ: type the key again")
             second.value = ""
-            second.focus()
+            self.set_focus(second)
             return
         secret = first.value
         first.value = second.value = ""  # the widgets no longer hold it
@@ -218,7 +229,7 @@ class AddDialog(_Dialog):
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog-box"):
             yield Label("Add to the policy", classes="dialog-title")
-            yield OptionList(*(Option(label) for label, _ in self.choices), id="add-kind")
+            yield Choices(*(Option(label) for label, _ in self.choices), id="add-kind")
             yield Static("Name (letters, digits, - _ .):", classes="dialog-help")
             yield Field(id="add-name", compact=True)
             yield Static("", classes="dialog-error")

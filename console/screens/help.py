@@ -64,12 +64,20 @@ def binding_rows(screen: Screen) -> list[tuple[str, list[tuple[str, str, str]]]]
                 ident = (b.action, b.description)
                 by_action.setdefault(ident, []).append(key)
                 info[ident] = b
+        merged: dict[tuple[str, str], int] = {}
         for ident, keys in by_action.items():
             if ident in seen:
                 continue
             seen.add(ident)
             b = info[ident]
-            rows.append((", ".join(_key_display(app, k) for k in keys), b.description, b.id or ""))
+            row = (", ".join(_key_display(app, k) for k in keys), b.description, b.id or "")
+            # One key with a label per state (space: Pause, Resume; the footer shows the one that
+            # applies) is one binding: one row.
+            at = merged.setdefault((row[0], row[2]), len(rows))
+            if at < len(rows):
+                rows[at] = (row[0], f"{rows[at][1]} / {row[1]}", row[2])
+            else:
+                rows.append(row)
         if not rows:
             continue
         if node is app:

@@ -267,15 +267,18 @@ class FileEdits:
                 path = str(Path(answer[0]).expanduser().absolute())
                 self._save_checked(self._text(), path)
 
-        self.app.push_screen(NewFileDialog("Save the policy as", self._suggested_path(), None,
-                                           self._check_new_path, note=self._secrets_note), chosen)
-
-    def _secrets_note(self, typed: str) -> str:
-        """The secrets file a copy at ``typed`` reads: [engine] secrets is relative to the policy file,
-        so a copy in another folder looks for it there, not beside the original."""
+        # Read once: the text cannot change under the dialog, and the note follows every key typed.
         doc = pf.load_doc(self._text())
         engine = (doc.unwrap().get("engine") or {}) if doc is not None else {}
         secrets = engine.get("secrets") if isinstance(engine, dict) else None
+        self.app.push_screen(NewFileDialog("Save the policy as", self._suggested_path(), None,
+                                           self._check_new_path,
+                                           note=lambda typed: self._secrets_note(typed, secrets)), chosen)
+
+    @staticmethod
+    def _secrets_note(typed: str, secrets) -> str:
+        """The secrets file a copy at ``typed`` reads: [engine] secrets is relative to the policy file,
+        so a copy in another folder looks for it there, not beside the original."""
         if not secrets or not typed:
             return ""
         target = Path(typed).expanduser().absolute().parent / Path(str(secrets)).expanduser()

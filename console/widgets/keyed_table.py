@@ -99,12 +99,14 @@ class KeyedTable(DataTable):
             self.move_cursor(row=self.get_row_index(selected))
 
     def fit_columns(self, width: int, first: tuple[str, ...] = ()) -> None:
-        """Show only whole columns in ``width`` cells: ``first`` in any case, then the others in
-        their order while they fit (a column cut at the edge reads as another value)."""
+        """Show only whole columns in ``width`` cells (a column cut at the edge reads as another
+        value): the first column in any case, then ``first`` in its order, then the others in
+        theirs, each while it fits whole (under 80 columns ``first`` alone may not)."""
         room = width - 1  # a vertical scrollbar
-        used = sum(self._cell_width(k) for k in first)
-        chosen = set(first)
-        for key in self._column_keys:
+        key_column = self._column_keys[:1]
+        chosen = set(key_column)
+        used = sum(self._cell_width(k) for k in key_column)
+        for key in (*first, *self._column_keys):
             if key not in chosen and used + self._cell_width(key) <= room:
                 chosen.add(key)
                 used += self._cell_width(key)

@@ -21,7 +21,7 @@ from engine.pki.ca import KEY_TYPES, parse_san
 from engine.pki.errors import PkiError
 from engine.secret import Secret
 
-from console.widgets.fields import Field
+from console.widgets.fields import Choice, Field
 from console.widgets.pki_folder import InitRequest, IssueRequest
 
 FORM_CSS = """
@@ -106,10 +106,16 @@ class PkiForm(ModalScreen):
         if event.button.id == "ok":
             self.submit()
         else:
-            self.dismiss(None)
+            self._dismiss_once(None)
 
     def action_cancel(self) -> None:
-        self.dismiss(None)
+        self._dismiss_once(None)
+
+    def _dismiss_once(self, result) -> None:
+        # Enter, Enter in a burst brings two Submitted: a second dismiss would run the callback again
+        # and pop the screen under the form (the PKI screen, alone in its mode: the console died).
+        if self.is_active:
+            self.dismiss(result)
 
     def value(self, widget_id: str) -> str:
         return self.query_one(f"#{widget_id}", Input).value.strip()
@@ -120,7 +126,7 @@ class PkiForm(ModalScreen):
         except ValueError as exc:
             self.show_error(str(exc))
             return
-        self.dismiss(result)
+        self._dismiss_once(result)
 
     def collect(self):
         """The request, or ValueError saying what to fix."""
@@ -160,9 +166,9 @@ class IssueForm(PkiForm):
                                    compact=True))
         yield self.row("SANs", Field(", ".join(p.sans), placeholder="optional: DNS:vpn.example.org, IP:192.0.2.1",
                                      id="pki-sans", compact=True))
-        yield self.row("Kind", Select([("server (serverAuth)", "server"), ("client (clientAuth)", "client")],
+        yield self.row("Kind", Choice([("server (serverAuth)", "server"), ("client (clientAuth)", "client")],
                                       value=p.kind, allow_blank=False, id="pki-kind", compact=True))
-        yield self.row("Key type", Select([("the CA's", "ca"), *((k, k) for k in KEY_TYPES)],
+        yield self.row("Key type", Choice([("the CA's", "ca"), *((k, k) for k in KEY_TYPES)],
                                           value=p.key_type or "ca", allow_blank=False, id="pki-key-type",
                                           compact=True))
         yield self.row("Days", Field(str(p.days), id="pki-days", compact=True, type="integer"))
@@ -210,7 +216,7 @@ class InitCaForm(PkiForm):
         p = self.previous
         yield self.row("Name", Field(p.name, placeholder="a DN: O=Example, CN=Example VPN CA", id="pki-name",
                                      compact=True))
-        yield self.row("Key type", Select([(k, k) for k in KEY_TYPES], value=p.key_type, allow_blank=False,
+        yield self.row("Key type", Choice([(k, k) for k in KEY_TYPES], value=p.key_type, allow_blank=False,
                                           id="pki-ca-key-type", compact=True))
         yield self.row("Days", Field(str(p.days), id="pki-ca-days", compact=True, type="integer"))
 
