@@ -89,6 +89,10 @@ class KeyedTable(DataTable):
         self._visible = wanted
         if not self.is_mounted:
             return
+        self._rebuild_columns()
+
+    def _rebuild_columns(self) -> None:
+        """Columns rebuilt after a change of which are shown or how wide: rows and cursor kept."""
         selected = self.selected_key
         self.clear(columns=True)
         self._cache = {}
@@ -124,14 +128,7 @@ class KeyedTable(DataTable):
         self._column_spec = spec
         if not self.is_mounted or not self.columns:
             return
-        selected = self.selected_key
-        self.clear(columns=True)
-        self._cache = {}
-        self._add_columns()
-        if self._last_rows:
-            self.sync(self._last_rows)
-        if selected is not None and selected in self._cache:
-            self.move_cursor(row=self.get_row_index(selected))
+        self._rebuild_columns()
 
     def column_width(self, column: str) -> int | None:
         spec = next(c for c in self._column_spec if c[0] == column)

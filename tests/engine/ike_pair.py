@@ -10,7 +10,7 @@ import itertools
 import random
 from collections.abc import Callable
 
-from engine.events import Event
+from engine.events import Event, IkeState
 from engine.ike.endpoint import Datagram, IkeEndpoint
 from engine.policy.identity import parse_identity
 from engine.policy.model import (
@@ -228,6 +228,21 @@ class Network:
                 return
             self.run_until(self.flight[0][0])
         raise AssertionError("the link never went quiet")
+
+
+def started(conn: ConnectionConfig | None = None, peer: ConnectionConfig | None = None, **engine) -> Pair:
+    """A Pair with ``conn`` (default: connection()) at LEFT against ``peer`` (default: its mirror)
+    at RIGHT, initiated by ``a`` and given a second to come up."""
+    a = conn or connection()
+    p = Pair(policy(a, address=LEFT, **engine), policy(peer or mirror(a), address=RIGHT, **engine))
+    p.a.initiate("tun", p.now)
+    p.advance(1)
+    return p
+
+
+def live(p: Pair, side: str) -> list:
+    """``side``'s IKE SAs not destroyed."""
+    return [sa for sa in p.ep(side).sas if sa.state != IkeState.DESTROYED]
 
 
 def handshake_events(side: str = "b") -> list[Event]:

@@ -14,25 +14,14 @@ from engine.ike import proposals as props
 from engine.policy.proposals import parse_proposal
 from engine.wire.constants import NON_ESP_MARKER, ExchangeType, NotifyType, ProtocolId
 from engine.wire.message import decode_message, decode_payloads
-from engine.wire.payloads import DeletePayload, NotifyPayload, Proposal, SaPayload
+from engine.wire.payloads import DeletePayload, NotifyPayload, SaPayload
 
-from tests.engine.ike_pair import LEFT, RIGHT, Pair, child, connection, mirror, policy
+from tests.engine.ike_pair import LEFT, RIGHT, Pair, child, connection, live, mirror, policy
+from tests.engine.ike_pair import started as make
 
 
 def strip(data: bytes) -> bytes:
     return data[len(NON_ESP_MARKER):] if data.startswith(NON_ESP_MARKER) else data
-
-
-def make(conn=None, peer=None, **engine) -> Pair:
-    a = conn or connection()
-    p = Pair(policy(a, address=LEFT, **engine), policy(peer or mirror(a), address=RIGHT, **engine))
-    p.a.initiate("tun", p.now)
-    p.advance(1)
-    return p
-
-
-def live(p: Pair, side: str):
-    return [sa for sa in p.ep(side).sas if sa.state != IkeState.DESTROYED]
 
 
 def request(p: Pair, side: str, payloads: list, exchange=ExchangeType.INFORMATIONAL) -> list:

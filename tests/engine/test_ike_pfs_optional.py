@@ -5,23 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 
-from engine.events import ChildState, IkeState, NegotiationFailed
+from engine.events import ChildState, NegotiationFailed
 from engine.ike import proposals as props
 from engine.policy.proposals import parse_proposal
 
-from tests.engine.ike_pair import Pair, child, connection, mirror, policy, LEFT, RIGHT
-
-
-def make(conn=None, peer=None, **engine) -> Pair:
-    a = conn or connection()
-    p = Pair(policy(a, address=LEFT, **engine), policy(peer or mirror(a), address=RIGHT, **engine))
-    p.a.initiate("tun", p.now)
-    p.advance(1)
-    return p
-
-
-def live(p: Pair, side: str):
-    return [sa for sa in p.ep(side).sas if sa.state != IkeState.DESTROYED]
+from tests.engine.ike_pair import child, connection, live, mirror
+from tests.engine.ike_pair import started as make
 
 
 # ====================================================================== optional PFS ("-none")
