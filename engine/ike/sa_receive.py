@@ -74,6 +74,9 @@ def receive(sa: IkeSa, message: Message, local: Addr, remote: Addr, now: float) 
         elif sa.sk is not None:
             sa.mid_in = h.mid + 1
             sa.send_response(h.exchange, h.mid, [error], now)
+            if error.type == NotifyType.INVALID_SYNTAX and h.exchange in KNOWN_REQUESTS:
+                sa.fail(h.exchange, "INVALID_SYNTAX", f"undecodable {exchange_name(h.exchange)} request: {exc}", now)
+                end_after_invalid_syntax(sa, now, "we could not parse the peer's request")
         return
     if payloads is None:
         return  # waiting for more fragments
@@ -101,6 +104,13 @@ def take_response(sa: IkeSa, exchange: int, payloads: list, now: float) -> None:
     if sa.reassembly:
         sa._drop_reassembly(True)
     ex = out.initiator
+    if exchange in FATAL_INVALID_SYNTAX and _invalid_syntax(payloads):
+        # The peer could not parse our request and has dropped its IKE SA (§2.21.3; charon's
+        # process_response destroys it at once for these two exchanges): ours goes too.
+        sa.fail(exchange, "INVALID_SYNTAX", "the peer could not parse our request and closed the IKE SA",
+                now, sent_by_peer=True)
+        sa.destroy(now, "the peer could not parse our request (INVALID_SYNTAX)")
+        return
     try:
         ex.response(exchange, payloads, now)
     except RemoteError as exc:
@@ -143,6 +153,9 @@ def take_request(sa: IkeSa, exchange: int, mid: int, payloads: list, now: float)
         n = exc.notify if exc.notify is not None else NotifyType.INVALID_SYNTAX
         sa.send_response(exchange, mid, [NotifyPayload(n, data=exc.data)], now)
         sa.fail(exchange, notify_name(n), exc.reason, now, **exc.details)
+        if n == NotifyType.INVALID_SYNTAX and exchange in KNOWN_REQUESTS:
+            end_after_invalid_syntax(sa, now, "the peer's request was badly formed")
+            return
         sa.kick(now)
         return
     except LocalError as exc:
@@ -158,6 +171,30 @@ def take_request(sa: IkeSa, exchange: int, mid: int, payloads: list, now: float)
     keep_responding(sa, r, now)
     r.responded(now)
     sa.kick(now)
+
+
+KNOWN_REQUESTS = frozenset((ExchangeType.IKE_AUTH, ExchangeType.CREATE_CHILD_SA, ExchangeType.INFORMATIONAL,
+                            ExchangeType.IKE_INTERMEDIATE, ExchangeType.IKE_FOLLOWUP_KE))
+"""Encrypted requests whose INVALID_SYNTAX answer ends the IKE SA (not IKE_SA_INIT, not an exchange
+type we do not know: charon answers that one without ending anything)."""
+FATAL_INVALID_SYNTAX = frozenset((ExchangeType.CREATE_CHILD_SA, ExchangeType.INFORMATIONAL))
+"""Exchanges whose INVALID_SYNTAX answer ends the IKE SA here (an IKE_AUTH failure ends it anyway)."""
+
+
+def _invalid_syntax(payloads: list) -> bool:
+    for p in payloads:
+        if p.__class__ is NotifyPayload and p.type == NotifyType.INVALID_SYNTAX:
+            return True
+    return False
+
+
+def end_after_invalid_syntax(sa: IkeSa, now: float, why: str) -> None:
+    """We answered INVALID_SYNTAX to an authenticated request: fatal in both peers (RFC 7296
+    §2.21.3; charon's send_invalid_syntax destroys its IKE SA), so the peer drops its half
+    without a Delete and keeping ours would leave a black hole until DPD. The answer stays
+    a while for a retransmitted request."""
+    sa.host.keep_answer(sa, now)
+    sa.destroy(now, f"{why} (INVALID_SYNTAX is fatal to the IKE SA)")
 
 
 def keep_responding(sa: IkeSa, r: Responder, now: float) -> None:

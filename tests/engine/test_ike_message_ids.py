@@ -1,7 +1,8 @@
 """Message IDs when an authenticated request cannot be decoded (issue 15,
 item 4): the error notify is that exchange's response (RFC 7296 §2.21.2,
 §3.2), so the expected Message ID moves on, a retransmission of the bad
-request gets the same answer, and the IKE SA keeps working."""
+request gets the same answer, and the IKE SA keeps working (but after INVALID_SYNTAX, which is
+fatal on both ends: test_invalid_syntax.py)."""
 
 from __future__ import annotations
 
@@ -50,7 +51,8 @@ def answer_payloads(p: Pair, answer: bytes) -> list:
 
 @pytest.mark.parametrize("bad, notify, data", [
     (CRITICAL_UNKNOWN, NotifyType.UNSUPPORTED_CRITICAL_PAYLOAD, bytes([200])),
-    (TRUNCATED_NOTIFY, NotifyType.INVALID_SYNTAX, b""),
+    # An undecodable request (TRUNCATED_NOTIFY) is answered with INVALID_SYNTAX, which is fatal
+    # to the IKE SA on both ends (RFC 7296 §2.21.3): test_invalid_syntax.py.
 ])
 def test_a_rejected_request_is_answered_and_the_sa_keeps_working(bad, notify, data):
     p = make()

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from engine.events import IkeState
 from engine.wire import WireError, decode_payloads, encode_payloads
 from engine.wire.constants import NotifyType, PayloadType
-from engine.wire.payloads import UnknownPayload
+from engine.wire.payloads import NotifyPayload, UnknownPayload
 
 EXAMPLES = int(os.environ.get("IPSEC_CONSOLE_FUZZ_EXAMPLES", "2000"))
 CODEC = settings(max_examples=EXAMPLES, deadline=None,
@@ -121,5 +121,9 @@ def test_an_ike_sa_answers_edge_deletes_and_notifies(quiet, bodies):
                                                                    NotifyType.AUTHENTICATION_FAILED)
                           for ptype, body in bodies)
     deletes_ike = any(ptype == PayloadType.DELETE and body[:1] == b"\x01" for ptype, body in bodies)
-    if not ended_by_notify and not deletes_ike:
+    rejected = any(isinstance(x, NotifyPayload) and x.type == NotifyType.INVALID_SYNTAX for x in answers[0])
+    if rejected:
+        # Our INVALID_SYNTAX answer is fatal to the IKE SA on both ends (RFC 7296 §2.21.3).
+        assert not live(p, "a")
+    elif not ended_by_notify and not deletes_ike:
         assert [sa.state for sa in live(p, "a")] == [IkeState.ESTABLISHED]

@@ -6,6 +6,10 @@ IDs: the answer it gets is the answer to its own request, so the test sees
 whether our daemon expects the right Message ID afterwards (RFC 7296
 §2.21.2, §3.2). The product has no such hook.
 
+With IPSEC_CONSOLE_TAMPER_KIND=malformed the payload added is a Notify of one
+byte instead: a request that cannot be decoded, which is answered with
+INVALID_SYNTAX (RFC 7296 §2.21.3: fatal to the IKE SA on both ends).
+
 usage: python -m tests.interop.tamper_daemon DAEMON-ARGS...   (as `console daemon`)
 Writes the tampered Message ID to $IPSEC_CONSOLE_TAMPER_RECORD.
 """
@@ -18,12 +22,13 @@ import sys
 from console.cli import main
 from engine.ike.endpoint import IkeEndpoint
 from engine.ike.registry import ZERO_SPI
-from engine.wire.constants import FLAG_INITIATOR, FLAG_RESPONSE, ExchangeType
+from engine.wire.constants import FLAG_INITIATOR, FLAG_RESPONSE, ExchangeType, PayloadType
 from engine.wire.message import decode_message, decode_payloads
 from engine.wire.payloads import UnknownPayload
 
 UNKNOWN_TYPE = 200
 RECORD = os.environ.get("IPSEC_CONSOLE_TAMPER_RECORD", "")
+MALFORMED = os.environ.get("IPSEC_CONSOLE_TAMPER_KIND", "critical") == "malformed"
 _original = IkeEndpoint.receive_datagram
 _done = False
 
@@ -53,7 +58,8 @@ def receive_datagram(self: IkeEndpoint, data: bytes, local, remote, now: float) 
             first, inner = sa.sk.open(message)
             payloads = decode_payloads(first, inner)
             if not payloads:  # a DPD: the peer sends nothing else that is empty
-                payloads = [UnknownPayload(UNKNOWN_TYPE, b"from a newer peer", critical=True)]
+                payloads = [UnknownPayload(PayloadType.NOTIFY, b"\x00") if MALFORMED else
+                            UnknownPayload(UNKNOWN_TYPE, b"from a newer peer", critical=True)]
                 data = _sealed_as_peer(sa, h.exchange, h.mid, h.flags, payloads)
                 _done = True
                 if RECORD:

@@ -61,3 +61,37 @@ def test_a_request_with_an_unknown_critical_payload_leaves_the_ike_sa_working(tm
                 x.stop()
             for x in started:
                 print(f"===== {x.dir.name} log (tail)\n{x.log()[-6000:]}")
+
+
+def test_a_request_we_cannot_decode_ends_the_ike_sa_on_both_ends(tmp_path, monkeypatch):
+    """The same with a request that cannot be decoded (a Notify of one byte inside SK): we answer
+    INVALID_SYNTAX, which is fatal in both peers (RFC 7296 §2.21.3). charon destroys its IKE SA
+    when it reads our answer; ours must go too, or our half stays installed with nobody behind it
+    (a black hole until our DPD gives up)."""
+    record = tmp_path / "tampered-mid"
+    monkeypatch.setenv("IPSEC_CONSOLE_TAMPER_RECORD", str(record))
+    monkeypatch.setenv("IPSEC_CONSOLE_TAMPER_KIND", "malformed")
+    with lab() as L:
+        c = Charon(L, "right", tmp_path, proposals=CBC, dpd_delay="1s", retransmit=FAST_RETRANSMIT)
+        o = Ours(L, "left", tmp_path, our_policy("left", proposals=(CBC,)))
+        started = []
+        try:
+            started.append(c.start())
+            started.append(o.start("--datapath", "none", entry=("tests.interop.tamper_daemon",)))
+            o.watch_events()
+            o.cli("initiate", "psk-tunnel")
+            wait_for(lambda: any(sa["state"] == "ESTABLISHED" for sa in o.sas()), what="our IKE SA")
+            wait_for(record.exists, what="charon's first DPD, tampered on its way in")
+            mid = int(record.read_text())
+            answer = wait_for(lambda: [m for m in informational(o, sent=True) if m["response"] and m["mid"] == mid],
+                              what=f"our answer to Message ID {mid}")[0]
+            assert answer["notifies"] == ["INVALID_SYNTAX"]
+            wait_for(lambda: "destroying IKE_SA" in c.log(), what="charon destroying its IKE SA on our answer")
+            wait_for(lambda: not [sa for sa in o.sas() if sa["state"] != "DESTROYED"], timeout=5,
+                     what="our IKE SA gone too (without waiting for DPD)")
+            assert "ESTABLISHED" not in c.list_sas()
+        finally:
+            for x in reversed(started):
+                x.stop()
+            for x in started:
+                print(f"===== {x.dir.name} log (tail)\n{x.log()[-6000:]}")

@@ -123,7 +123,10 @@ class Catalog:
         if exchange == ExchangeType.IKE_FOLLOWUP_KE:
             # No CREATE_CHILD_SA of the peer waits for this round (RFC 9370 §2.2.4).
             raise RemoteError(NotifyType.STATE_NOT_FOUND, "IKE_FOLLOWUP_KE without a CREATE_CHILD_SA in progress")
-        raise RemoteError(NotifyType.INVALID_SYNTAX, f"unexpected exchange type {exchange}")
+        # Not fatal, as charon answers an exchange type it has no rules for (message.c: NOT_SUPPORTED):
+        # INVALID_SYNTAX would end the IKE SA on both ends (RFC 7296 §2.21.3) over an extension.
+        raise RemoteError(NotifyType.UNSUPPORTED_CRITICAL_PAYLOAD, f"unexpected exchange type {exchange}",
+                          data=b"\x00")
 
     def ike_init(self, sa: IkeSa, children: list[ChildConfig]) -> Initiator:
         return ike_sa_init.IkeInit(sa, children, ike_intermediate.before(eap_auth.ike_auth_for))
