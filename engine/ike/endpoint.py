@@ -223,8 +223,10 @@ class IkeEndpoint:
         cached = sa.cached
         if cached is None:
             return
-        # as long as the peer may retransmit (its schedule is like ours)
-        self.registry.keep_answer(sa.our_spi, KeptAnswer(sa.spi_i, sa.spi_r, sa.remote[0], cached.mid,
+        # as long as the peer may retransmit (its schedule is like ours), from where the request came
+        # (a request that could not be decoded did not move the SA to a new address)
+        peer = sa.request_via[1][0] if sa.request_via is not None else sa.remote[0]
+        self.registry.keep_answer(sa.our_spi, KeptAnswer(sa.spi_i, sa.spi_r, peer, cached.mid,
                                                          cached.datagrams, now + sa.retransmit_budget()), now)
 
     def _connection_failed(self, sa: IkeSa, now: float) -> None:

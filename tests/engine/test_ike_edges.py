@@ -33,7 +33,7 @@ def request(p: Pair, side: str, payloads: list, exchange=ExchangeType.INFORMATIO
     sa.mid_out += 1  # as if it had had its answer
     here, there = (LEFT, RIGHT) if side == "a" else (RIGHT, LEFT)
     for d in sa.encode(exchange, mid, payloads, response=False):
-        dst.receive_datagram(strip(d), (here, 4500), (there, 4500), p.now)
+        dst.receive_datagram(strip(d), (there, 4500), (here, 4500), p.now)  # at the receiver: local, remote
     answers = [strip(x.data) for x in dst.datagrams_to_send()]
     out = []
     for raw in answers:

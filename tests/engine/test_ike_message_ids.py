@@ -39,7 +39,7 @@ def request_from_a(p: Pair, payloads: list) -> tuple[list[bytes], list[bytes]]:
     sa.mid_out += 1  # a moves on as if it had had its answer
     datagrams = sa.encode(ExchangeType.INFORMATIONAL, mid, payloads, response=False)
     for d in datagrams:
-        p.b.receive_datagram(d, (LEFT, 4500), (RIGHT, 4500), p.now)
+        p.b.receive_datagram(d, (RIGHT, 4500), (LEFT, 4500), p.now)
     return datagrams, [strip(x.data) for x in p.b.datagrams_to_send()]
 
 
@@ -65,7 +65,7 @@ def test_a_rejected_request_is_answered_and_the_sa_keeps_working(bad, notify, da
     # the error answer is that exchange's response: the next Message ID is expected now
     assert b_sa.mid_in == mid_before + 1
     # a retransmission of the bad request gets the very same answer
-    p.b.receive_datagram(datagrams[0], (LEFT, 4500), (RIGHT, 4500), p.now)
+    p.b.receive_datagram(datagrams[0], (RIGHT, 4500), (LEFT, 4500), p.now)
     assert [strip(x.data) for x in p.b.datagrams_to_send()] == answers
     assert p.b.stats["retransmitted_request"] == 1
     # and the IKE SA keeps working both ways
@@ -83,6 +83,6 @@ def test_a_request_that_fails_integrity_changes_nothing():
     mid_before = b_sa.mid_in
     sa = p.a.sas[0]
     (d,) = sa.encode(ExchangeType.INFORMATIONAL, sa.mid_out, [], response=False)
-    p.b.receive_datagram(d[:-1] + bytes([d[-1] ^ 1]), (LEFT, 4500), (RIGHT, 4500), p.now)
+    p.b.receive_datagram(d[:-1] + bytes([d[-1] ^ 1]), (RIGHT, 4500), (LEFT, 4500), p.now)
     assert not p.b.datagrams_to_send() and b_sa.mid_in == mid_before
     assert p.b.stats["integrity"] == 1

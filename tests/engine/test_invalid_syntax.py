@@ -49,7 +49,7 @@ def test_our_invalid_syntax_answer_ends_our_ike_sa(payloads, exchange):
     failed = [e for e in events if isinstance(e, NegotiationFailed)]
     assert failed and failed[-1].notify == "INVALID_SYNTAX"
     # A retransmission of the bad request still gets the very same answer (kept a while).
-    p.b.receive_datagram(strip(datagrams[0]), (LEFT, 4500), (RIGHT, 4500), p.now)
+    p.b.receive_datagram(strip(datagrams[0]), (RIGHT, 4500), (LEFT, 4500), p.now)
     (again,) = p.b.datagrams_to_send()
     first, inner = sa.sk.open(decode_message(strip(again.data)))
     assert decode_payloads(first, inner) == [NotifyPayload(NotifyType.INVALID_SYNTAX)]
@@ -109,3 +109,19 @@ def test_an_exchange_type_we_do_not_know_is_refused_without_ending_the_sa():
     assert p.a.rekey("tun", p.now) == 1
     p.advance(2)
     assert [sa.state for sa in live(p, "a") + live(p, "b")] == [IkeState.ESTABLISHED] * 2
+
+
+def test_the_answer_is_kept_for_the_address_the_bad_request_came_from():
+    """A request that cannot be decoded does not move the IKE SA to the address it came from
+    (the peer behind a NAT that changed its mapping): its retransmission from there still gets
+    the kept INVALID_SYNTAX answer."""
+    p = make()
+    (sa,) = live(p, "a")
+    moved = ("198.51.100.77", 31000)
+    datagrams = sa.encode(ExchangeType.INFORMATIONAL, sa.mid_out, TRUNCATED_NOTIFY, response=False)
+    for _ in range(2):
+        p.b.receive_datagram(strip(datagrams[0]), (RIGHT, 4500), moved, p.now)
+        (answer,) = p.b.datagrams_to_send()
+        assert answer.remote == moved
+        first, inner = sa.sk.open(decode_message(strip(answer.data)))
+        assert decode_payloads(first, inner) == [NotifyPayload(NotifyType.INVALID_SYNTAX)]
