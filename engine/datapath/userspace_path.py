@@ -399,6 +399,9 @@ class SaPath:
         if self._trapped:
             self._trapped = False
             return hit
+        if hit == "malformed":
+            # Not cached: the key (the address pair, maybe) would drop the flow's good packets too.
+            return hit
         flows = self.flows
         if len(flows) >= FLOW_CACHE_MAX:
             self._clear_flows()
