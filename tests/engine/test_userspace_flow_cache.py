@@ -1,13 +1,14 @@
 """The userspace datapath's outbound flow cache (`SaPath.lookup`) must give each packet the decision
 `SaPath.decide` gives it: a malformed packet must not decide for the well-formed packets of its
-address pair."""
+address pair, and IPv6 packets whose ports sit behind extension headers (first fragments,
+destination options) must be keyed by those ports when some selector looks at ports."""
 
 from __future__ import annotations
 
 import os
 
 import pytest
-from scapy.all import UDP, IPv6, raw
+from scapy.all import UDP, IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrFragment, IPv6ExtHdrHopByHop, raw
 
 from engine.datapath.userspace_path import Pair, SaPath
 from engine.events import ChildKeys, ChildSaInstalled
@@ -55,3 +56,17 @@ def test_a_malformed_packet_does_not_decide_for_its_address_pair(remote):
     good = raw(IPv6(src=A, dst=B) / UDP(sport=1000, dport=53) / b"q")
     assert path.lookup(bad) == "malformed"
     assert path.lookup(good).__class__ is Pair
+
+
+@pytest.mark.parametrize("ext", [IPv6ExtHdrFragment(offset=0, m=1, id=5), IPv6ExtHdrDestOpt(), IPv6ExtHdrHopByHop()],
+                         ids=["first-fragment", "destination-options", "hop-by-hop"])
+def test_ipv6_ports_behind_extension_headers_key_the_flow(ext):
+    # The child protects udp/53 only: a datagram to another port has no SA, whichever came first.
+    for first, second in ((53, 9999), (9999, 53)):
+        path = _path("2001:db8:2::/64[udp/53]")
+        assert not path.addr_only
+        for port in (first, second, first, second):
+            pkt = raw(IPv6(src=A, dst=B) / ext.copy() / UDP(sport=1000, dport=port) / b"q")
+            want = path.decide(pkt)
+            assert (want.__class__ is Pair) == (port == 53)
+            assert path.lookup(pkt) is want if port == 53 else path.lookup(pkt) == want
