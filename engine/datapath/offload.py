@@ -192,7 +192,7 @@ def _segment_tcp(pkt: bytes, ihl: int, thl: int, mss: int, v4: bool) -> list[byt
             r = (ip_base + size + ident) % 0xFFFF
             pack16(seg, 10, 0xFFFF - r if r else 0)
         else:
-            pack16(seg, 4, thl + size)
+            pack16(seg, 4, hlen - 40 + size)  # extension headers (before csum_start) included
         seq = (seq0 + off - hlen) & 0xFFFFFFFF
         pack32(seg, t + 4, seq)
         f = flags if nxt == end else not_last
@@ -236,7 +236,7 @@ def _segment_udp(pkt: bytes, ihl: int, size: int, v4: bool) -> list[bytearray]:
             pack16(seg, 4, (ident0 + i) & 0xFFFF)
             pack16(seg, 10, checksum(memoryview(seg)[:ihl]))
         else:
-            pack16(seg, 4, 8 + n)
+            pack16(seg, 4, hlen - 40 + n)  # extension headers (before csum_start) included
         pack16(seg, ihl + 4, 8 + n)
         seg += chunk
         c = checksum(memoryview(seg)[ihl:], base + 8 + n)
