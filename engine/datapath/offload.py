@@ -432,7 +432,7 @@ class Coalescer:
             if thl < 20 or size <= 0 or flags & ~_TCP_PSH != _TCP_ACK:
                 out.append(pkt)  # SYN, FIN, RST, URG, CWR/ECE or a pure ACK: never joined
                 continue
-            run = runs.get((pkt[12:24], pkt[28:32], pkt[34:36], pkt[40:hlen], pkt[1], pkt[6] & 0xE0, pkt[8]))
+            run = runs.get((pkt[12:24], pkt[28:33], pkt[34:36], pkt[40:hlen], pkt[1], pkt[6] & 0xE0, pkt[8]))
             if run is None or not run.local or run.closed or unpack(pkt, 24)[0] != run.next_seq \
                     or size > run.size or run.count >= MAX_SEGMENTS or run.length + size > 0xFFFF:
                 self._tcp(pkt, n, 20, True)
@@ -467,14 +467,15 @@ class Coalescer:
             self._out.append(pkt)  # SYN, FIN, RST, URG, CWR/ECE or a pure ACK: never joined
             return
         seq = _U32.unpack_from(pkt, ihl + 4)[0]
-        # Same addresses and ports, ACK, window, options and IP header fields but the lengths and
-        # IDs: the kernel's GRO conditions. The addresses and ports are one run of bytes.
+        # Same addresses and ports, ACK, data offset with the reserved/AE bits, window, options and
+        # IP header fields but the lengths and IDs: the kernel's GRO conditions. The addresses and
+        # ports are one run of bytes.
         if v4:
             addrs = 12
-            key = (pkt[12:24], pkt[28:32], pkt[34:36], pkt[40:hlen], pkt[1], pkt[6] & 0xE0, pkt[8])
+            key = (pkt[12:24], pkt[28:33], pkt[34:36], pkt[40:hlen], pkt[1], pkt[6] & 0xE0, pkt[8])
         else:
             addrs = 8
-            key = (pkt[8:44], pkt[48:52], pkt[54:56], pkt[60:hlen], pkt[0:4], pkt[7])
+            key = (pkt[8:44], pkt[48:53], pkt[54:56], pkt[60:hlen], pkt[0:4], pkt[7])
         run = self._runs.get(key)
         if run is not None and not run.closed and seq == run.next_seq and size <= run.size \
                 and run.count < MAX_SEGMENTS and run.length + size <= 0xFFFF \

@@ -36,3 +36,30 @@ def test_ipv6_super_packet_with_an_extension_header_keeps_it_in_each_payload_len
         assert _fresh(p) == bytes(s)  # lengths and checksums as scapy computes them
         got += bytes((p[TCP] if tcp else p[UDP]).payload)
     assert got == payload
+
+
+def _seg(i: int, v6: bool = False, size: int = 1000, **tcp) -> bytes:
+    l3 = IPv6(src=A6, dst=B6) if v6 else IP(src=A4, dst=B4, flags="DF", id=i)
+    fields = dict(sport=5201, dport=40000, seq=1 + i * size, ack=99, window=700, flags="A")
+    fields.update(tcp)
+    return bytes(l3 / TCP(**fields) / os.urandom(size))
+
+
+@pytest.mark.parametrize("local", [False, True], ids=["forwarded", "this-host"])
+@pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
+def test_segments_whose_reserved_or_ae_bits_differ_are_not_joined(v6, local):
+    # Linux's tcp_gro_receive flushes on any difference in the flag word but CWR/FIN/PSH: the 4
+    # bits after the data offset (reserved, AccECN's AE) included; a joined run would carry only
+    # the first segment's.
+    here = {bytes.fromhex("20010db8000000000000000000000002"), bytes([198, 51, 100, 129])} if local else frozenset()
+    segs = [_seg(0, v6), _seg(1, v6, reserved=1), _seg(2, v6, reserved=1), _seg(3, v6)]
+    for add_all in (False, True):
+        co = Coalescer(local=here)
+        if add_all:
+            co.add_all(segs)
+        else:
+            for s in segs:
+                co.add(s)
+        out = _written(co)
+        assert [len(pkt) for _hdr, pkt in out] == [len(segs[0]), 2 * len(segs[0]) - (60 if v6 else 40), len(segs[0])]
+        assert [(IPv6 if v6 else IP)(pkt)[TCP].reserved for _hdr, pkt in out] == [0, 1, 0]
