@@ -515,8 +515,11 @@ class Coalescer:
 
     def _udp(self, pkt, n: int, ihl: int, v4: bool, ports, ipkey) -> None:
         size = n - ihl - 8
-        if size <= 0:
+        if size <= 0 or (pkt[ihl + 4] << 8 | pkt[ihl + 5]) != n - ihl:
+            # Padded or cut (the UDP length is not the IP payload): as is, for the kernel to trim
+            # or drop; joined, the bytes past it would become data (Linux's UDP GRO refuses it too).
             self._out.append(pkt)
+            self._runs.pop((17, ipkey, ports), None)  # nothing may be joined across it (order)
             return
         key = (17, ipkey, ports)
         run = self._runs.get(key)

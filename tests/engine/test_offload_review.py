@@ -63,3 +63,28 @@ def test_segments_whose_reserved_or_ae_bits_differ_are_not_joined(v6, local):
         out = _written(co)
         assert [len(pkt) for _hdr, pkt in out] == [len(segs[0]), 2 * len(segs[0]) - (60 if v6 else 40), len(segs[0])]
         assert [(IPv6 if v6 else IP)(pkt)[TCP].reserved for _hdr, pkt in out] == [0, 1, 0]
+
+
+@pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
+def test_udp_datagrams_whose_udp_length_is_not_the_ip_payload_are_not_joined(v6):
+    # Linux's udp_gro_receive_segment: "Do not deal with padded or malicious packets" (UDP length
+    # must be the IP payload). Joined, the bytes after a datagram's UDP length (which the kernel
+    # trims off a lone one) would reach the application as data. An IPv4 checksum of 0 (none)
+    # is what lets such a datagram pass the checksum check here.
+    def dgram(i, ulen=None):
+        l3 = IPv6(src=A6, dst=B6) if v6 else IP(src=A4, dst=B4, flags="DF", id=i)
+        u = UDP(sport=443, dport=5000, len=ulen)
+        if not v6:
+            u.chksum = 0
+        return bytes(l3 / u / os.urandom(1200))
+
+    good = [dgram(i) for i in range(3)]
+    co = Coalescer(udp=True)
+    for d in good:
+        co.add(d)
+    assert len(_written(co)) == 1  # well-formed ones still join
+    padded = [dgram(0), dgram(1, ulen=8 + 100), dgram(2)]
+    for d in padded:
+        co.add(d)
+    out = _written(co)
+    assert [pkt for _hdr, pkt in out] == padded  # each written as it came, for the kernel to trim
