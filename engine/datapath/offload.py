@@ -515,16 +515,19 @@ class Coalescer:
 
     def _udp(self, pkt, n: int, ihl: int, v4: bool, ports, ipkey) -> None:
         size = n - ihl - 8
+        # Runs by flow (addresses and ports); the other IP header fields must match the run's too. A
+        # datagram of the flow that does not join ends its run: UDP has no sequence number to keep
+        # a later datagram from joining across it (out of order).
+        key = (17, ipkey[0], ports)
         if size <= 0 or (pkt[ihl + 4] << 8 | pkt[ihl + 5]) != n - ihl:
             # Padded or cut (the UDP length is not the IP payload): as is, for the kernel to trim
             # or drop; joined, the bytes past it would become data (Linux's UDP GRO refuses it too).
             self._out.append(pkt)
-            self._runs.pop((17, ipkey, ports), None)  # nothing may be joined across it (order)
+            self._runs.pop(key, None)
             return
-        key = (17, ipkey, ports)
         run = self._runs.get(key)
-        if run is not None and not run.closed and size <= run.size and run.count < MAX_SEGMENTS \
-                and run.length + size <= 0xFFFF and _sum_ok(pkt, ihl, v4, 17):
+        if run is not None and run.key == ipkey and not run.closed and size <= run.size \
+                and run.count < MAX_SEGMENTS and run.length + size <= 0xFFFF and _sum_ok(pkt, ihl, v4, 17):
             run.parts.append(memoryview(pkt)[ihl + 8:])
             run.count += 1
             run.length += size
@@ -533,9 +536,9 @@ class Coalescer:
             return
         if not _sum_ok(pkt, ihl, v4, 17):
             self._out.append(pkt)
-            self._runs.pop(key, None)  # nothing may be joined across it (order)
+            self._runs.pop(key, None)
             return
-        run = _Run(pkt, ihl + 8, ihl, size, 0, False, v4, key)
+        run = _Run(pkt, ihl + 8, ihl, size, 0, False, v4, ipkey)
         self._runs[key] = run
         self._out.append(run)
 

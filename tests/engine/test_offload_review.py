@@ -88,3 +88,28 @@ def test_udp_datagrams_whose_udp_length_is_not_the_ip_payload_are_not_joined(v6)
         co.add(d)
     out = _written(co)
     assert [pkt for _hdr, pkt in out] == padded  # each written as it came, for the kernel to trim
+
+
+@pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
+@pytest.mark.parametrize("change", ["ecn", "ttl"])
+def test_a_udp_datagram_that_cannot_join_its_flows_run_ends_it(v6, change):
+    # ECN-capable UDP (QUIC) with one datagram marked CE by a router, or a TTL change: it cannot
+    # join, and no later datagram of the flow may join the run before it (UDP has no sequence
+    # number; main wrote d0+d2 then d1).
+    def dgram(i, tos=2, ttl=64):
+        l3 = IPv6(src=A6, dst=B6, tc=tos, hlim=ttl) if v6 else IP(src=A4, dst=B4, flags="DF", id=i, tos=tos, ttl=ttl)
+        return bytes(l3 / UDP(sport=443, dport=5000) / (bytes([i]) * 1200))
+
+    odd = dgram(1, tos=3) if change == "ecn" else dgram(1, ttl=63)
+    batch = [dgram(0), odd, dgram(2), dgram(3)]
+    co = Coalescer(udp=True)
+    for d in batch:
+        co.add(d)
+    out = _written(co)
+    ihl = 40 if v6 else 20
+    payloads = []
+    for hdr, pkt in out:
+        segs = segment(pkt, GSO_UDP_L4, hdr[3], ihl) if hdr[1] else [pkt]
+        payloads += [bytes(s[ihl + 8:ihl + 9]) for s in segs]
+    assert payloads == [b"\x00", b"\x01", b"\x02", b"\x03"]  # arrival order
+    assert len(out) == 3  # d2 and d3 still join each other
