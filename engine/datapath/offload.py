@@ -104,8 +104,16 @@ def segment(pkt: bytes, gso_type: int, gso_size: int, csum_start: int) -> list[b
     v4 = pkt[0] >> 4 == 4
     ihl = csum_start
     n = len(pkt)
-    if gso_size <= 0 or n < ihl + 8:
+    if gso_size <= 0 or n < ihl + 8 or n < 40:
         raise OffloadError(f"GSO packet of {n} bytes with segment size {gso_size}")
+    # The header must describe the packet (the kernel's always does): the IP version its type
+    # names, the transport header right after the IPv4 header, the protocol it cuts.
+    proto = 6 if gso_type in (GSO_TCPV4, GSO_TCPV6) else 17
+    if v4:
+        if gso_type == GSO_TCPV6 or ihl < 20 or ihl != (pkt[0] & 15) * 4 or pkt[9] != proto:
+            raise OffloadError(f"GSO type {gso_type} at {ihl} does not fit this IPv4 packet")
+    elif pkt[0] >> 4 != 6 or gso_type == GSO_TCPV4 or ihl < 40 or ihl == 40 and pkt[6] != proto:
+        raise OffloadError(f"GSO type {gso_type} at {ihl} does not fit this packet")
     if gso_type in (GSO_TCPV4, GSO_TCPV6):
         if n < ihl + 20:
             raise OffloadError("TCP super-packet shorter than its headers")
@@ -113,9 +121,10 @@ def segment(pkt: bytes, gso_type: int, gso_size: int, csum_start: int) -> list[b
         if thl < 20 or n < ihl + thl:
             raise OffloadError(f"TCP header length {thl} does not fit")
         return _segment_tcp(pkt, ihl, thl, gso_size, v4)
-    if gso_type in (GSO_UDP_L4, GSO_UDP):
+    if gso_type == GSO_UDP_L4:
         return _segment_udp(pkt, ihl, gso_size, v4)
-    raise OffloadError(f"GSO type {gso_type} is not TCP or UDP")
+    # GSO_UDP is UFO: one datagram to be cut into IP fragments, not datagrams (tun never asks for it).
+    raise OffloadError(f"GSO type {gso_type} is not TCP or UDP segmentation")
 
 
 WIDE_MIN_SEGMENTS = 4

@@ -113,3 +113,30 @@ def test_a_udp_datagram_that_cannot_join_its_flows_run_ends_it(v6, change):
         payloads += [bytes(s[ihl + 8:ihl + 9]) for s in segs]
     assert payloads == [b"\x00", b"\x01", b"\x02", b"\x03"]  # arrival order
     assert len(out) == 3  # d2 and d3 still join each other
+
+
+def test_an_offload_header_that_does_not_describe_the_packet_is_refused():
+    # Only a kernel bug could hand these over, but cut as described they would leave as garbage
+    # segments (a UDP payload rewritten as TCP headers): refused, and the datapath counts a drop.
+    from engine.datapath.offload import GSO_TCPV4, GSO_UDP, OffloadError
+
+    tcp4, _ = _super(False, True)
+    udp4, _ = _super(False, False)
+    tcp6, _ = _super(True, True)
+    for pkt, gso, cstart in ((udp4, GSO_TCPV4, 20), (tcp4, GSO_UDP_L4, 20), (tcp6, GSO_TCPV4, 40),
+                             (tcp4, GSO_TCPV6, 20), (tcp4, GSO_TCPV4, 24), (tcp6, GSO_UDP_L4, 40),
+                             (udp4, GSO_UDP, 20), (b"\x00" + tcp4[1:], GSO_TCPV4, 20),
+                             (b"\x44" + tcp4[1:], GSO_TCPV4, 16)):
+        with pytest.raises(OffloadError):
+            segment(pkt, gso, 500, cstart)
+    for pkt, gso, cstart in ((tcp4, GSO_TCPV4, 20), (udp4, GSO_UDP_L4, 20), (tcp6, GSO_TCPV6, 40)):
+        assert len(segment(pkt, gso, 500, cstart)) == 4  # what the kernel hands over still passes
+
+
+def _super(v6: bool, tcp: bool):
+    l3 = IPv6(src=A6, dst=B6) if v6 else IP(src=A4, dst=B4, flags="DF")
+    l4 = TCP(sport=1, dport=2, flags="A") if tcp else UDP(sport=1, dport=2)
+    pkt = bytearray(bytes(l3 / l4 / os.urandom(1800)))
+    ihl = 40 if v6 else 20
+    _partial(pkt, ihl, 6 if tcp else 17)
+    return bytes(pkt), ihl
