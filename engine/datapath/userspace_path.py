@@ -61,9 +61,6 @@ _PROTECT_RANK = 2
 """SpdEntry's action rank of ``protect`` (discard 0, bypass 1): ties go to the safer action."""
 COUNTERS_CHUNK = 500
 """SA pairs per slice of `SaPath.counters_async` (a millisecond or two)."""
-_V6_EXT = frozenset({ip.IPPROTO_HOPOPTS, ip.IPPROTO_ROUTING, ip.IPPROTO_FRAGMENT, ip.IPPROTO_DSTOPTS,
-                     ip.IPPROTO_AH})
-"""IPv6 next headers `ip.flow` walks past to find the protocol and ports."""
 _SA_ORDER = 10_000_000
 """Installed pairs' entries come after every policy entry of the same priority (as before the
 index: they were appended to the policy's entries), in install order among themselves."""
@@ -394,14 +391,12 @@ class SaPath:
             return pkt[12:20], pkt[9], pkt[ihl:ihl + 4] if not (pkt[6] & 0x1F or pkt[7]) else b""
         if self.addr_only:
             return pkt[8:40]
-        if pkt[6] in _V6_EXT:
-            # The ports sit behind extension headers (a first fragment, options): key by what
-            # decide() reads, or two port flows of one host pair would share a decision.
+        if pkt[6] in ip.IPV6_WALKED:
+            # Ports behind extension headers (a first fragment, options): keyed as decide() reads them.
             try:
-                _src, _dst, proto, sport, dport = ip.flow(pkt)
+                return pkt[8:40], *ip.flow(pkt)[2:]
             except ip.IpError:
                 return pkt[8:40], None  # decided "malformed", which is never cached
-            return pkt[8:40], proto, sport, dport
         return pkt[8:40], pkt[6], pkt[40:44]
 
     def miss(self, key, pkt) -> Pair | str:
