@@ -104,8 +104,16 @@ def segment(pkt: bytes, gso_type: int, gso_size: int, csum_start: int) -> list[b
     v4 = pkt[0] >> 4 == 4
     ihl = csum_start
     n = len(pkt)
-    if gso_size <= 0 or n < ihl + 8:
+    if gso_size <= 0 or n < ihl + 8 or n < 40:
         raise OffloadError(f"GSO packet of {n} bytes with segment size {gso_size}")
+    # The header must describe the packet (the kernel's always does): the IP version its type
+    # names, the transport header right after the IPv4 header, the protocol it cuts.
+    proto = 6 if gso_type in (GSO_TCPV4, GSO_TCPV6) else 17
+    if v4:
+        if gso_type == GSO_TCPV6 or ihl < 20 or ihl != (pkt[0] & 15) * 4 or pkt[9] != proto:
+            raise OffloadError(f"GSO type {gso_type} at {ihl} does not fit this IPv4 packet")
+    elif pkt[0] >> 4 != 6 or gso_type == GSO_TCPV4 or ihl < 40 or ihl == 40 and pkt[6] != proto:
+        raise OffloadError(f"GSO type {gso_type} at {ihl} does not fit this packet")
     if gso_type in (GSO_TCPV4, GSO_TCPV6):
         if n < ihl + 20:
             raise OffloadError("TCP super-packet shorter than its headers")
@@ -113,9 +121,10 @@ def segment(pkt: bytes, gso_type: int, gso_size: int, csum_start: int) -> list[b
         if thl < 20 or n < ihl + thl:
             raise OffloadError(f"TCP header length {thl} does not fit")
         return _segment_tcp(pkt, ihl, thl, gso_size, v4)
-    if gso_type in (GSO_UDP_L4, GSO_UDP):
+    if gso_type == GSO_UDP_L4:
         return _segment_udp(pkt, ihl, gso_size, v4)
-    raise OffloadError(f"GSO type {gso_type} is not TCP or UDP")
+    # GSO_UDP is UFO: one datagram to be cut into IP fragments, not datagrams (tun never asks for it).
+    raise OffloadError(f"GSO type {gso_type} is not TCP or UDP segmentation")
 
 
 WIDE_MIN_SEGMENTS = 4
@@ -192,7 +201,7 @@ def _segment_tcp(pkt: bytes, ihl: int, thl: int, mss: int, v4: bool) -> list[byt
             r = (ip_base + size + ident) % 0xFFFF
             pack16(seg, 10, 0xFFFF - r if r else 0)
         else:
-            pack16(seg, 4, thl + size)
+            pack16(seg, 4, hlen - 40 + size)  # extension headers (before csum_start) included
         seq = (seq0 + off - hlen) & 0xFFFFFFFF
         pack32(seg, t + 4, seq)
         f = flags if nxt == end else not_last
@@ -236,7 +245,7 @@ def _segment_udp(pkt: bytes, ihl: int, size: int, v4: bool) -> list[bytearray]:
             pack16(seg, 4, (ident0 + i) & 0xFFFF)
             pack16(seg, 10, checksum(memoryview(seg)[:ihl]))
         else:
-            pack16(seg, 4, 8 + n)
+            pack16(seg, 4, hlen - 40 + n)  # extension headers (before csum_start) included
         pack16(seg, ihl + 4, 8 + n)
         seg += chunk
         c = checksum(memoryview(seg)[ihl:], base + 8 + n)
@@ -432,7 +441,7 @@ class Coalescer:
             if thl < 20 or size <= 0 or flags & ~_TCP_PSH != _TCP_ACK:
                 out.append(pkt)  # SYN, FIN, RST, URG, CWR/ECE or a pure ACK: never joined
                 continue
-            run = runs.get((pkt[12:24], pkt[28:32], pkt[34:36], pkt[40:hlen], pkt[1], pkt[6] & 0xE0, pkt[8]))
+            run = runs.get((pkt[12:24], pkt[28:33], pkt[34:36], pkt[40:hlen], pkt[1], pkt[6] & 0xE0, pkt[8]))
             if run is None or not run.local or run.closed or unpack(pkt, 24)[0] != run.next_seq \
                     or size > run.size or run.count >= MAX_SEGMENTS or run.length + size > 0xFFFF:
                 self._tcp(pkt, n, 20, True)
@@ -467,14 +476,15 @@ class Coalescer:
             self._out.append(pkt)  # SYN, FIN, RST, URG, CWR/ECE or a pure ACK: never joined
             return
         seq = _U32.unpack_from(pkt, ihl + 4)[0]
-        # Same addresses and ports, ACK, window, options and IP header fields but the lengths and
-        # IDs: the kernel's GRO conditions. The addresses and ports are one run of bytes.
+        # Same addresses and ports, ACK, data offset with the reserved/AE bits, window, options and
+        # IP header fields but the lengths and IDs: the kernel's GRO conditions. The addresses and
+        # ports are one run of bytes.
         if v4:
             addrs = 12
-            key = (pkt[12:24], pkt[28:32], pkt[34:36], pkt[40:hlen], pkt[1], pkt[6] & 0xE0, pkt[8])
+            key = (pkt[12:24], pkt[28:33], pkt[34:36], pkt[40:hlen], pkt[1], pkt[6] & 0xE0, pkt[8])
         else:
             addrs = 8
-            key = (pkt[8:44], pkt[48:52], pkt[54:56], pkt[60:hlen], pkt[0:4], pkt[7])
+            key = (pkt[8:44], pkt[48:53], pkt[54:56], pkt[60:hlen], pkt[0:4], pkt[7])
         run = self._runs.get(key)
         if run is not None and not run.closed and seq == run.next_seq and size <= run.size \
                 and run.count < MAX_SEGMENTS and run.length + size <= 0xFFFF \
@@ -514,13 +524,19 @@ class Coalescer:
 
     def _udp(self, pkt, n: int, ihl: int, v4: bool, ports, ipkey) -> None:
         size = n - ihl - 8
-        if size <= 0:
+        # Runs by flow (addresses and ports); the other IP header fields must match the run's too. A
+        # datagram of the flow that does not join ends its run: UDP has no sequence number to keep
+        # a later datagram from joining across it (out of order).
+        key = (17, ipkey[0], ports)
+        if size <= 0 or (pkt[ihl + 4] << 8 | pkt[ihl + 5]) != n - ihl:
+            # Padded or cut (the UDP length is not the IP payload): as is, for the kernel to trim
+            # or drop; joined, the bytes past it would become data (Linux's UDP GRO refuses it too).
             self._out.append(pkt)
+            self._runs.pop(key, None)
             return
-        key = (17, ipkey, ports)
         run = self._runs.get(key)
-        if run is not None and not run.closed and size <= run.size and run.count < MAX_SEGMENTS \
-                and run.length + size <= 0xFFFF and _sum_ok(pkt, ihl, v4, 17):
+        if run is not None and run.key == ipkey and not run.closed and size <= run.size \
+                and run.count < MAX_SEGMENTS and run.length + size <= 0xFFFF and _sum_ok(pkt, ihl, v4, 17):
             run.parts.append(memoryview(pkt)[ihl + 8:])
             run.count += 1
             run.length += size
@@ -529,9 +545,9 @@ class Coalescer:
             return
         if not _sum_ok(pkt, ihl, v4, 17):
             self._out.append(pkt)
-            self._runs.pop(key, None)  # nothing may be joined across it (order)
+            self._runs.pop(key, None)
             return
-        run = _Run(pkt, ihl + 8, ihl, size, 0, False, v4, key)
+        run = _Run(pkt, ihl + 8, ihl, size, 0, False, v4, ipkey)
         self._runs[key] = run
         self._out.append(run)
 

@@ -426,7 +426,9 @@ class TunIO:
             try:
                 pair.sender.add(pair.outbound.protect(pkt, now))
             except (SaExpired, ValueError):
-                path.output(pkt, now)  # the slow path sorts out expiry and malformed packets
+                # The slow path sorts out expiry and malformed packets (bytes: a completed checksum
+                # left a bytearray, which cannot key the flow cache).
+                path.output(bytes(pkt), now)
         self.flush_senders()
         self.dp.flush_events()
 

@@ -391,6 +391,12 @@ class SaPath:
             return pkt[12:20], pkt[9], pkt[ihl:ihl + 4] if not (pkt[6] & 0x1F or pkt[7]) else b""
         if self.addr_only:
             return pkt[8:40]
+        if pkt[6] in ip.IPV6_WALKED:
+            # Ports behind extension headers (a first fragment, options): keyed as decide() reads them.
+            try:
+                return pkt[8:40], *ip.flow(pkt)[2:]
+            except ip.IpError:
+                return pkt[8:40], None  # decided "malformed", which is never cached
         return pkt[8:40], pkt[6], pkt[40:44]
 
     def miss(self, key, pkt) -> Pair | str:
@@ -398,6 +404,9 @@ class SaPath:
         hit = self.decide(pkt)
         if self._trapped:
             self._trapped = False
+            return hit
+        if hit == "malformed":
+            # Not cached: the key (the address pair, maybe) would drop the flow's good packets too.
             return hit
         flows = self.flows
         if len(flows) >= FLOW_CACHE_MAX:

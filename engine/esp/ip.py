@@ -40,6 +40,8 @@ _ICMP_PROTOS = frozenset({IPPROTO_ICMP, IPPROTO_ICMPV6})
 # Extension headers a transport-mode ESP/AH header goes after, and that the
 # selector walk skips over (RFC 8200 §4.1 order).
 _IPV6_EXT = frozenset({IPPROTO_HOPOPTS, IPPROTO_ROUTING, IPPROTO_FRAGMENT, IPPROTO_DSTOPTS})
+IPV6_WALKED = _IPV6_EXT | {IPPROTO_AH}
+"""IPv6 next headers `flow` walks past to reach the protocol and ports."""
 
 
 class IpError(ValueError):
@@ -228,7 +230,7 @@ def flow(packet: bytes | bytearray | memoryview) -> tuple[bytes, bytes, int, int
         proto = packet[6]
         off = 40
         end = len(packet)
-        while proto in _IPV6_EXT or proto == IPPROTO_AH:
+        while proto in IPV6_WALKED:
             length = _ext_length(proto, packet, off)
             if proto == IPPROTO_FRAGMENT and ((packet[off + 2] << 8 | packet[off + 3]) & 0xFFF8):
                 return src, dst, packet[off], None, None

@@ -209,7 +209,11 @@ class Sad:
             self.drops["no_sa"] += 1
             raise EspDrop("no_sa", f"no SA with SPI {data[:4].hex()}")
         if sa.full_ip:
-            data = ip.ip_header(sa.remote, sa.local, ip.IPPROTO_ESP, len(data)) + data
+            try:
+                data = ip.ip_header(sa.remote, sa.local, ip.IPPROTO_ESP, len(data)) + data
+            except ip.IpError as exc:
+                # More than an IPv4 packet holds (a datagram from the IPv6 socket naming an IPv4 SA).
+                raise sa._drop("malformed", str(exc), data, now) from None
         return sa.unprotect(data, now)
 
     def unprotect_ip(self, packet: bytes, now: float) -> bytes | None:
