@@ -31,7 +31,7 @@ from engine.pools import Leases, PoolExhausted, pool_range
 from engine.wire.constants import CfgType, NotifyType
 from engine.wire.cp import Config, config_reply, config_request, decode_config
 from engine.wire.errors import MalformedMessage
-from engine.wire.payloads import CpPayload
+from engine.wire.payloads import CpPayload, NotifyPayload
 
 if TYPE_CHECKING:
     from engine.ike.sa import IkeSa
@@ -78,13 +78,10 @@ class VirtualIps:
         """An IKE rekey: ``new`` takes over ``old``'s addresses (the same identity keeps them)."""
         new.remote_vips, new.local_vips, new.vip_pool = old.remote_vips, old.local_vips, old.vip_pool
         holders = []
-        for (_, pool), addr in zip(old.vip_holders, old.remote_vips):
-            lease = self.leases.lease_of((old.unique_id, pool))
-            if lease is None:
-                continue
-            holder = (new.unique_id, pool)
-            self.leases.acquire(pool, lease.identity, holder, now, requested=addr)
-            holders.append(holder)
+        for holder in old.vip_holders:
+            if self.leases.transfer(holder, (new.unique_id, holder[1])) is not None:
+                holders.append((new.unique_id, holder[1]))
+        old.vip_holders = ()
         old.local_vips = ()  # they stay on the device: the new SA holds them now
         self.release(old, now)
         new.vip_holders = tuple(holders)
@@ -127,6 +124,12 @@ def respond(sa: IkeSa, conn: ConnectionConfig, payloads, identity: str, now: flo
             f"'{conn.name}' has no pools to lease one from: add pools = [\"NAME\"] with a [pools.NAME] "
             "section, or configure the client without vips; answered INTERNAL_ADDRESS_FAILURE (no CHILD SA)"))
     vips: VirtualIps = sa.host.vips
+    # The identity's address online elsewhere is shared only when this IKE SA replaces its others
+    # (as endpoint.established decides: INITIAL_CONTACT or unique = replace); from the same peer
+    # address and port it is a reauthentication. Another device gets its own address.
+    take_over = conn.unique != "never" and (
+        conn.unique == "replace" or any(isinstance(p, NotifyPayload) and p.type == NotifyType.INITIAL_CONTACT
+                                        for p in payloads))
     got: dict[int, tuple[str, object]] = {}
     problems = []
     for version in families:
@@ -137,7 +140,8 @@ def respond(sa: IkeSa, conn: ConnectionConfig, payloads, identity: str, now: flo
                 continue
             holder = (sa.unique_id, name)
             try:
-                lease = vips.leases.acquire(name, identity, holder, now, requested=hints[0] if hints else None)
+                lease = vips.leases.acquire(name, identity, holder, now, requested=hints[0] if hints else None,
+                                            peer=tuple(sa.remote), take_over=take_over)
             except PoolExhausted as exc:
                 problems.append(str(exc))
                 continue

@@ -1,0 +1,66 @@
+"""Review of the road-warrior server (rw14): virtual IP leases of one identity on two devices,
+EAP and MOBIKE edge cases found against the RFCs and charon."""
+
+from __future__ import annotations
+
+from engine.events import ChildSaInstalled
+from engine.policy.model import PoolConfig
+from engine.pools import Leases
+
+from tests.engine.test_ike_roadwarrior import rw_pair
+
+V4 = PoolConfig("rw", "198.51.100.128/29")  # .129-.134
+
+
+# ---------------------------------------------------------------- one identity, two devices
+def test_a_second_device_of_the_same_identity_gets_an_address_of_its_own():
+    """charon's mem_pool shares an online lease only with the same peer (address and port: a
+    make-before-break reauthentication); two tunnels claiming one address take each other's traffic."""
+    leases = Leases([V4])
+    laptop = leases.acquire("rw", "alice", "sa1", 0.0, peer=("192.0.2.10", 4500))
+    phone = leases.acquire("rw", "alice", "sa2", 0.0, peer=("192.0.2.11", 4500))
+    assert laptop.address != phone.address
+    again = leases.acquire("rw", "alice", "sa3", 0.0, peer=("192.0.2.10", 4500))  # the laptop reauthenticates
+    assert again.address == laptop.address and again.holders == ("sa1", "sa3")
+    assert sorted(str(x.address) for x in leases.leases_of("alice")) == ["198.51.100.129", "198.51.100.130"]
+    # A replacing IKE SA (INITIAL_CONTACT) takes the address over even from another address.
+    moved = leases.acquire("rw", "alice", "sa4", 0.0, peer=("192.0.2.12", 500), take_over=True)
+    assert moved.address in (laptop.address, phone.address)
+    for h in ("sa1", "sa2", "sa3", "sa4"):
+        leases.release(h)
+    assert leases.usage()[0].used == 0
+    # Back later: alice gets an address she had, not a third one.
+    assert str(leases.acquire("rw", "alice", "sa5", 1.0, peer=("192.0.2.13", 500)).address) in (
+        "198.51.100.129", "198.51.100.130")
+
+
+def test_while_the_other_device_is_online_the_one_that_left_gets_its_address_back():
+    leases = Leases([V4])
+    a = leases.acquire("rw", "alice", "sa1", 0.0, peer=("192.0.2.10", 500))
+    b = leases.acquire("rw", "alice", "sa2", 0.0, peer=("192.0.2.11", 500))
+    leases.release("sa2")
+    assert leases.acquire("rw", "alice", "sa3", 0.0, peer=("192.0.2.12", 500)).address == b.address
+    assert leases.lease_of("sa1").address == a.address
+
+
+def test_gateway_gives_another_device_of_an_online_identity_its_own_address():
+    """The client (no INITIAL_CONTACT: another device of the same user is up) must not get the
+    address already routed to that device."""
+    p = rw_pair()
+    other = p.b.vips.leases.acquire("rw", "left.example", "other-device", p.now)
+    p.a.initial_contact = lambda sa: False
+    p.a.initiate("tun", p.now)
+    p.advance(1)
+    (sa_b,) = p.b.sas
+    assert sa_b.remote_vips and sa_b.remote_vips != (str(other.address),)
+    assert [str(t) for t in p.of("b", ChildSaInstalled)[0].remote_ts] == [f"{sa_b.remote_vips[0]}/32"]
+    assert [u.used for u in p.b.vips.leases.usage()] == [2]
+
+
+def test_a_client_sending_initial_contact_takes_its_old_address_over():
+    """INITIAL_CONTACT: the older IKE SAs of the identity go (§2.4), so their address is the new one's."""
+    p = rw_pair()
+    other = p.b.vips.leases.acquire("rw", "left.example", "old-sa", p.now, peer=("192.0.2.77", 4500))
+    p.a.initiate("tun", p.now)
+    p.advance(1)
+    assert p.b.sas[0].remote_vips == (str(other.address),)
