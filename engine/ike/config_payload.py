@@ -5,7 +5,9 @@ IKE_AUTH gets an address leased from the connection's pools (the same one
 again for the same identity while it is free, engine.pools), with the pool's
 DNS servers and split-include networks, in a CP(CFG_REPLY). A client that asks
 when no pool can serve it gets INTERNAL_ADDRESS_FAILURE and no CHILD SA, the
-IKE SA still comes up (§3.15.4), with a reason in plain words. The client's
+IKE SA still comes up (§3.15.4), with a reason in plain words; a client that
+asks for none on a connection with pools gets FAILED_CP_REQUIRED (§3.10.1,
+as charon), also without a CHILD SA. The client's
 ``dynamic`` selectors then stand for its virtual IP (its TSi is narrowed to
 it). Leases are held by (IKE SA unique id, pool) and released when the IKE SA
 ends (``VirtualIps.release``), or move to the IKE SA that rekeyed it.
@@ -93,7 +95,7 @@ class CpAnswer:
 
     payloads: tuple = ()
     refusal: int | None = None
-    """A notify type (INTERNAL_ADDRESS_FAILURE) refusing the address: then no CHILD SA."""
+    """A notify type (INTERNAL_ADDRESS_FAILURE, FAILED_CP_REQUIRED) refusing the address: then no CHILD SA."""
     reason: str = ""
 
 
@@ -109,6 +111,13 @@ def respond(sa: IkeSa, conn: ConnectionConfig, payloads, identity: str, now: flo
     go on ``sa`` (``remote_vips``, ``vip_holders``)."""
     cp = _request(payloads)
     if cp is None:
+        if conn.pools:
+            # RFC 7296 §3.10.1, as charon's ike_config: a pool connection expects a CFG_REQUEST. Its
+            # ``dynamic`` selectors would otherwise stand for the client's public (often NAT) address.
+            return CpAnswer(refusal=NotifyType.FAILED_CP_REQUIRED, reason=(
+                f"connection '{conn.name}' leases virtual IPs (pools) but the peer asked for none (no CP "
+                "CFG_REQUEST): configure the client with vips = [\"0.0.0.0\"] (or \"::\"); answered "
+                "FAILED_CP_REQUIRED (no CHILD SA)"))
         return CpAnswer()
     try:
         config = decode_config(cp)

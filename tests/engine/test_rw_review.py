@@ -3,7 +3,7 @@ EAP and MOBIKE edge cases found against the RFCs and charon."""
 
 from __future__ import annotations
 
-from engine.events import ChildSaInstalled
+from engine.events import ChildSaInstalled, NegotiationFailed
 from engine.policy.model import PoolConfig
 from engine.pools import Leases
 
@@ -64,3 +64,18 @@ def test_a_client_sending_initial_contact_takes_its_old_address_over():
     p.a.initiate("tun", p.now)
     p.advance(1)
     assert p.b.sas[0].remote_vips == (str(other.address),)
+
+
+def test_a_client_asking_no_virtual_ip_of_a_pool_connection_gets_failed_cp_required():
+    """RFC 7296 §3.10.1 and charon's ike_config: a connection with pools expects a CFG_REQUEST;
+    without one the client's dynamic selector would be its public (NAT) address. The IKE SA
+    comes up, without a CHILD SA, with a reason on both sides."""
+    p = rw_pair(vips=())
+    p.a.initiate("tun", p.now)
+    p.advance(1)
+    assert not p.of("a", ChildSaInstalled) and not p.of("b", ChildSaInstalled)
+    (gw,) = p.of("b", NegotiationFailed)
+    assert gw.notify == "FAILED_CP_REQUIRED" and "vips" in gw.reason
+    (client,) = p.of("a", NegotiationFailed)
+    assert client.notify == "FAILED_CP_REQUIRED" and "vips" in client.reason
+    assert [u.used for u in p.b.vips.leases.usage()] == [0]
