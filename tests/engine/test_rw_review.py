@@ -79,3 +79,31 @@ def test_a_client_asking_no_virtual_ip_of_a_pool_connection_gets_failed_cp_requi
     (client,) = p.of("a", NegotiationFailed)
     assert client.notify == "FAILED_CP_REQUIRED" and "vips" in client.reason
     assert [u.used for u in p.b.vips.leases.usage()] == [0]
+
+
+# ---------------------------------------------------------------- EAP-MSCHAPv2 retry framing
+def test_mschapv2_failure_request_carries_the_responses_id_and_the_retry_goes_on_with_the_next():
+    """RFC 2759 §6 (Failure: its Identifier is a copy of the Response's) and charon's
+    eap_mschapv2.c process_server_retry (``ms_chapv2_id = this->mschapv2id++``): the Failure
+    request answers the Response's MS-CHAPv2-ID; the retried Response and the Success use the next."""
+    from engine.eap import Outcome
+    from engine.eap import packet as pk
+    from engine.eap.mschapv2 import MschapV2Peer, MschapV2Server
+    from engine.secret import Secret
+    from engine.wire.constants import EapCode
+
+    users = {b"alice": Secret("correct horse")}
+    server = MschapV2Server(users.get, random=lambda n: b"\x11" * n)
+    challenge = server.start(5)
+    response = MschapV2Peer(b"alice", Secret("wrong"), random=lambda n: b"\x22" * n).process(challenge).packet
+    assert response.type_data[1] == 5
+    retry = server.process(response, 6)
+    assert retry.outcome is Outcome.CONTINUE and retry.packet.type_data[0] == 4  # Failure, R=1
+    assert retry.packet.type_data[1] == 5
+    # The user retypes the password: the peer answers the new challenge with the next MS-CHAPv2-ID.
+    new_challenge = bytes.fromhex(retry.packet.type_data.split(b"C=")[1][:32].decode())
+    again = pk.EapPacket(EapCode.REQUEST, 6, 26, bytes((1, 6, 0, 0, 16)) + new_challenge + b"gw")
+    good = MschapV2Peer(b"alice", Secret("correct horse"), random=lambda n: b"\x33" * n).process(again).packet
+    ok = server.process(good, 7)
+    assert ok.outcome is Outcome.CONTINUE and ok.packet.type_data[0] == 3  # Success request
+    assert ok.packet.type_data[1] == 6
