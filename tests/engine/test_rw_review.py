@@ -107,3 +107,36 @@ def test_mschapv2_failure_request_carries_the_responses_id_and_the_retry_goes_on
     ok = server.process(good, 7)
     assert ok.outcome is Outcome.CONTINUE and ok.packet.type_data[0] == 3  # Success request
     assert ok.packet.type_data[1] == 6
+
+
+# ---------------------------------------------------------------- MOBIKE (RFC 4555)
+def test_a_return_routability_check_gets_its_cookie2_back_and_moves_nothing():
+    """RFC 4555 §3.8: the recipient of an INFORMATIONAL request with COOKIE2 copies it into the
+    response (charon's task manager hands any INFORMATIONAL with COOKIE2 to ike_mobike); a check
+    without UPDATE_SA_ADDRESSES (§5.2) must not move the SA."""
+    from engine.ike.exchanges.informational import _Informational
+    from engine.wire.constants import NotifyType
+    from engine.wire.mobility import cookie2
+
+    from tests.engine.test_ike_mobike import pair
+
+    got = []
+
+    class _Check(_Informational):
+        name = "INFORMATIONAL (return routability check)"
+
+        def build(self, now):
+            return [cookie2(b"\x5a" * 16)]
+
+        def response(self, exchange, payloads, now):
+            got.extend(payloads)
+            super().response(exchange, payloads, now)
+
+    p = pair()
+    client, gw = p.a.sas[0], p.b.sas[0]
+    before = (gw.local, gw.remote, gw.mobike_moves)
+    client.start(_Check(client), p.now)
+    p.advance(1)
+    echoed = [n for n in got if getattr(n, "type", None) == NotifyType.COOKIE2]
+    assert [n.data for n in echoed] == [b"\x5a" * 16]
+    assert (gw.local, gw.remote, gw.mobike_moves) == before and gw.established and client.established
