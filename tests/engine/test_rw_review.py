@@ -140,3 +140,19 @@ def test_a_return_routability_check_gets_its_cookie2_back_and_moves_nothing():
     echoed = [n for n in got if getattr(n, "type", None) == NotifyType.COOKIE2]
     assert [n.data for n in echoed] == [b"\x5a" * 16]
     assert (gw.local, gw.remote, gw.mobike_moves) == before and gw.established and client.established
+
+
+# ---------------------------------------------------------------- EAP client (RFC 7296 §2.16)
+def test_an_eap_failure_in_the_gateways_first_answer_is_said_in_plain_words():
+    """A gateway whose method cannot start answers the first IKE_AUTH with IDr, AUTH and
+    EAP-Failure (ours does, and charon's eap_authenticator when it has no method): the client says
+    the gateway refused EAP, not an internal state-machine message."""
+    from tests.engine.test_ike_roadwarrior import eap_pair
+
+    p = eap_pair(gw_auth="eap-tls", eap_id=None)
+    p.a.initiate("tun", p.now)
+    p.advance(5)
+    (client,) = p.of("a", NegotiationFailed)
+    assert client.notify == "AUTHENTICATION_FAILED" and "EAP-Failure" in client.reason, client.reason
+    assert "state" not in client.reason
+    assert not p.a.sas

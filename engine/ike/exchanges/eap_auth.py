@@ -91,6 +91,7 @@ TABLE = Table("IKE_AUTH (EAP)", {
     (S.SENT, I.RESP_REFUSED): (S.DONE, "refused"),
     (S.SENT, I.RESP_PEER_REJECTED): (S.DONE, "reject_peer"),
     (S.SENT, I.RESP_EAP): (S.EAP, "eap_answer"),
+    (S.SENT, I.RESP_EAP_FAILED): (S.DONE, "eap_failed"),  # EAP-Failure at once: the gateway cannot run EAP
     (S.SENT, I.ABORT): (S.DONE, "release"),
     (S.EAP, I.RESP_EAP): (S.EAP, "eap_answer"),
     (S.EAP, I.RESP_EAP_SUCCESS): (S.AUTH_SENT, "send_msk_auth"),
