@@ -230,8 +230,7 @@ class Leases:
             return lease
         p.drop(off)
         p.offline[off] = lease.identity
-        if p.by_identity.get(lease.identity) not in p.online:
-            p.by_identity[lease.identity] = off  # the address it gets back (its other device is still on)
+        p.by_identity[lease.identity] = off  # the address it gets back (another device may still be on)
         return lease
 
     def transfer(self, holder: object, new_holder: object) -> Lease | None:

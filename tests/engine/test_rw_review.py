@@ -41,6 +41,8 @@ def test_while_the_other_device_is_online_the_one_that_left_gets_its_address_bac
     leases.release("sa2")
     assert leases.acquire("rw", "alice", "sa3", 0.0, peer=("192.0.2.12", 500)).address == b.address
     assert leases.lease_of("sa1").address == a.address
+    leases.release("sa1")  # the first device leaves while the other is on: it too gets its address back
+    assert leases.acquire("rw", "alice", "sa4", 0.0, peer=("192.0.2.10", 500)).address == a.address
 
 
 def test_gateway_gives_another_device_of_an_online_identity_its_own_address():
