@@ -158,3 +158,36 @@ def test_an_eap_failure_in_the_gateways_first_answer_is_said_in_plain_words():
     assert client.notify == "AUTHENTICATION_FAILED" and "EAP-Failure" in client.reason, client.reason
     assert "state" not in client.reason
     assert not p.a.sas
+
+
+# ---------------------------------------------------------------- redirect (RFC 5685)
+def test_a_lost_redirect_answer_is_sent_again_to_the_clients_retransmission():
+    """The gateway forgets a redirected IKE SA at once, but its IKE_AUTH answer may be lost: a
+    retransmission of the client's request gets it again (charon keeps the SA for
+    half_open_timeout), instead of silence until the client gives up."""
+    from engine.wire.constants import FLAG_RESPONSE, NON_ESP_MARKER, ExchangeType
+    from engine.wire.message import decode_header
+
+    from tests.engine.test_ike_redirect import OTHER, gateways
+
+    p = gateways()
+    lost = []
+
+    def drop_first_auth_answer(side, d):
+        data = d.data[len(NON_ESP_MARKER):] if d.data.startswith(NON_ESP_MARKER) else d.data
+        try:
+            hdr = decode_header(data)
+        except Exception:
+            return None
+        if side == "b" and not lost and hdr.exchange == ExchangeType.IKE_AUTH and hdr.flags & FLAG_RESPONSE:
+            lost.append(d)
+            return False
+        return None
+
+    p.filter = drop_first_auth_answer
+    p.a.initiate("tun", p.now)
+    p.advance(30)
+    assert lost, "the test did not drop the redirect answer"
+    (sa,) = p.a.sas
+    assert sa.remote[0] == OTHER and sa.established
+    assert not p.of("a", NegotiationFailed)

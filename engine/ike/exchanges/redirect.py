@@ -4,7 +4,8 @@ client follows.
 Rules (gateway), in IKE_AUTH (§6):
 - A connection with ``redirect_to`` answers an authenticated client that announced
   REDIRECT_SUPPORTED in IKE_SA_INIT with IDr, CERT, AUTH and N(REDIRECT, the gateway), without
-  SA, TS or CP (no CHILD SA, no lease), and forgets the IKE SA once the answer is out (``drop``):
+  SA, TS or CP (no CHILD SA, no lease), and forgets the IKE SA once the answer is out (``drop``;
+  the answer itself is kept for the client's retransmissions):
   the client connects to the other gateway (charon 5.9.8 does not delete the SA first; a
   client that does gets no answer to its DELETE, which it may ignore as it moved on).
 - A client that did not announce REDIRECT_SUPPORTED cannot follow: it is served as usual, and the
@@ -59,6 +60,9 @@ def auth_redirect(sa, conn) -> list | None:
 def drop(sa, now: float) -> None:
     """After our N(REDIRECT) went out: nothing more happens on this IKE SA."""
     where = sa.conn.redirect_to if sa.conn is not None else "another gateway"
+    # The answer may be lost: a retransmission of the request gets it again (charon keeps the SA
+    # for half_open_timeout instead).
+    sa.host.keep_answer(sa, now)
     sa.destroy(now, f"redirected to {where}")
 
 
