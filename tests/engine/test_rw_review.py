@@ -191,3 +191,49 @@ def test_a_lost_redirect_answer_is_sent_again_to_the_clients_retransmission():
     (sa,) = p.a.sas
     assert sa.remote[0] == OTHER and sa.established
     assert not p.of("a", NegotiationFailed)
+
+
+def test_repeated_redirects_of_an_established_sa_start_one_successor_at_a_time():
+    """A gateway repeating its INFORMATIONAL REDIRECT (RFC 5685 §5) while we still connect to the
+    gateway it named started one more IKE SA per message, without bound."""
+    from tests.engine.test_ike_redirect import OTHER, _Redirect, gateways
+
+    p = gateways(first_to=None)
+    p.a.initiate("tun", p.now)
+    p.advance(1)
+    old, gw = p.a.sas[0], p.b.sas[0]
+    p.filter = lambda side, d: False if OTHER in (d.remote[0], d.local[0]) else None  # OTHER is slow
+    for _ in range(8):
+        gw.start(_Redirect(gw), p.now)
+        p.advance(0.5)
+    connecting = [s for s in p.a.sas if s.remote[0] == OTHER]
+    assert len(connecting) == 1 and old.established
+
+
+def test_a_gateway_redirecting_again_and_again_to_one_that_refuses_is_a_loop():
+    """Each successor fails at once (the other gateway refuses it), the established SA is redirected
+    again: charon counts redirects on the SA (MAX_REDIRECTS within REDIRECT_PERIOD); we counted
+    them only along the successors, so this loop never ended."""
+    import dataclasses as dc
+
+    from engine.ike.exchanges import redirect
+    from engine.policy.proposals import parse_proposal
+
+    from tests.engine.test_ike_redirect import OTHER, _Redirect, gateways
+
+    p = gateways(first_to=None)
+    tun, tun2 = p.b.policy.connections
+    tun2 = dc.replace(tun2, proposals=(parse_proposal("aes128-sha256-modp3072", "ike"),))  # refuses us
+    p.b.apply_policy(dc.replace(p.b.policy, connections=(tun, tun2)), p.now)
+    p.a.initiate("tun", p.now)
+    p.advance(1)
+    old, gw = p.a.sas[0], p.b.sas[0]
+    for _ in range(redirect.MAX_REDIRECTS + 2):
+        if not gw.established:
+            break
+        gw.start(_Redirect(gw), p.now)
+        p.advance(1)
+    assert len([s for s in p.a.sas if s.remote[0] == OTHER]) == 0
+    failed = [e for e in p.of("a", NegotiationFailed) if e.notify == "REDIRECT"]
+    assert failed and "only 5 redirects are allowed" in failed[-1].reason
+    assert not old.established
