@@ -237,3 +237,15 @@ def test_a_gateway_redirecting_again_and_again_to_one_that_refuses_is_a_loop():
     failed = [e for e in p.of("a", NegotiationFailed) if e.notify == "REDIRECT"]
     assert failed and "only 5 redirects are allowed" in failed[-1].reason
     assert not old.established
+
+
+def test_an_ike_rekey_hands_over_a_lease_even_one_a_reload_left_stale():
+    leases = Leases([V4])
+    a = leases.acquire("rw", "alice", "old", 0.0, peer=("192.0.2.10", 500))
+    assert leases.transfer("old", "new").address == a.address
+    assert leases.lease_of("old") is None and leases.lease_of("new").holders == ("new",)
+    leases.reload([PoolConfig("rw", "198.51.100.200-198.51.100.210")])
+    assert [x.holders for x in leases.stale()] == [("new",)]
+    assert leases.transfer("new", "newer").stale
+    leases.release("newer")
+    assert not leases.stale() and leases.transfer("nobody", "x") is None
