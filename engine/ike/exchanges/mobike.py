@@ -44,7 +44,7 @@ from engine.ike.init import check_nat, nat_notifies
 from engine.ike.text import notify_name
 from engine.wire.constants import ExchangeType, NotifyType
 from engine.wire.mobility import COOKIE2_MIN, cookie2
-from engine.wire.payloads import DeletePayload, NotifyPayload
+from engine.wire.payloads import NotifyPayload
 
 log = logging.getLogger("engine.ike")
 
@@ -211,15 +211,22 @@ class Update(Initiator):
         return True
 
 
+_CHECK_NOTIFIES = frozenset({NotifyType.COOKIE2, NotifyType.NAT_DETECTION_SOURCE_IP,
+                             NotifyType.NAT_DETECTION_DESTINATION_IP, NotifyType.ADDITIONAL_IP4_ADDRESS,
+                             NotifyType.ADDITIONAL_IP6_ADDRESS, NotifyType.NO_ADDITIONAL_ADDRESSES,
+                             NotifyType.NO_NATS_ALLOWED})
+"""What a return routability check may carry besides its COOKIE2 (anything else: an ordinary INFORMATIONAL)."""
+
+
 def wants_update(sa, payloads) -> bool:
     """An INFORMATIONAL for UpdateResponder: UPDATE_SA_ADDRESSES, or a return routability check
-    (COOKIE2 without a Delete: its answer must copy the cookie, §3.8, as charon's ike_mobike does)."""
+    (COOKIE2 and MOBIKE notifies only: its answer must copy the cookie, §3.8, as charon's ike_mobike does)."""
     if not sa.mobike:
         return False
     if notify(payloads, NotifyType.UPDATE_SA_ADDRESSES) is not None:
         return True
-    return notify(payloads, NotifyType.COOKIE2) is not None and not any(isinstance(p, DeletePayload)
-                                                                      for p in payloads)
+    return notify(payloads, NotifyType.COOKIE2) is not None and all(
+        isinstance(p, NotifyPayload) and p.type in _CHECK_NOTIFIES for p in payloads)
 
 
 class UpdateResponder(Responder):
