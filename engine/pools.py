@@ -29,6 +29,7 @@ from __future__ import annotations
 import heapq
 import ipaddress
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from engine.policy.model import PoolConfig
@@ -155,18 +156,20 @@ class Leases:
 
     # -- acquire / release ---------------------------------------------------------------------
     def acquire(self, pool: str, identity: str, holder: object, now: float, *, requested=None,
-                expires_at: float | None = None, peer: object = None, take_over: bool = False) -> Lease:
+                expires_at: float | None = None, peer: object = None,
+                take_over: Callable[[Lease], bool] | None = None) -> Lease:
         """An address of ``pool`` for ``identity``, held by ``holder``. The identity's online lease is
-        shared when it was given to the same ``peer`` (address, port), or with ``take_over`` (the new
-        IKE SA replaces the identity's others); otherwise the identity's remembered address, the
-        ``requested`` one, a new one. PoolExhausted when none is free; KeyError for an unknown pool."""
+        shared when it was given to the same ``peer`` (address, port), or when ``take_over(lease)``
+        says its holders all go (the new IKE SA replaces them); otherwise the identity's remembered
+        address, the ``requested`` one, a new one. PoolExhausted when none is free; KeyError for an
+        unknown pool."""
         p = self._pools[pool]
         if holder in self._by_holder:
             self.release(holder, now)
         online = p.online_of.get(identity, ())
         off = next((o for o in online if p.online[o].peer == peer), None)
-        if off is None and take_over and online:
-            off = online[0]
+        if off is None and take_over is not None:
+            off = next((o for o in online if take_over(p.online[o])), None)
         if off is not None:
             lease = p.online[off]
             lease = replace(lease, holders=lease.holders + (holder,),

@@ -23,9 +23,11 @@ def test_a_second_device_of_the_same_identity_gets_an_address_of_its_own():
     again = leases.acquire("rw", "alice", "sa3", 0.0, peer=("192.0.2.10", 4500))  # the laptop reauthenticates
     assert again.address == laptop.address and again.holders == ("sa1", "sa3")
     assert sorted(str(x.address) for x in leases.leases_of("alice")) == ["198.51.100.129", "198.51.100.130"]
-    # A replacing IKE SA (INITIAL_CONTACT) takes the address over even from another address.
-    moved = leases.acquire("rw", "alice", "sa4", 0.0, peer=("192.0.2.12", 500), take_over=True)
-    assert moved.address in (laptop.address, phone.address)
+    # A replacing IKE SA (INITIAL_CONTACT) takes the address over from another address, when the
+    # SAs holding it are the ones that go for it.
+    moved = leases.acquire("rw", "alice", "sa4", 0.0, peer=("192.0.2.12", 500),
+                           take_over=lambda lease: set(lease.holders) <= {"sa2"})
+    assert moved.address == phone.address
     for h in ("sa1", "sa2", "sa3", "sa4"):
         leases.release(h)
     assert leases.usage()[0].used == 0
@@ -60,12 +62,35 @@ def test_gateway_gives_another_device_of_an_online_identity_its_own_address():
 
 
 def test_a_client_sending_initial_contact_takes_its_old_address_over():
-    """INITIAL_CONTACT: the older IKE SAs of the identity go (§2.4), so their address is the new one's."""
+    """The client lost its state and comes back from another port (a NAT rebinding) with
+    INITIAL_CONTACT: its old IKE SA goes (§2.4), so the old address is the new SA's. Without
+    INITIAL_CONTACT the old SA stays, and so does its address: the new one gets another."""
+    for initial_contact, same in ((True, True), (False, False)):
+        p = rw_pair()
+        p.a.initiate("tun", p.now)
+        p.advance(1)
+        (old,) = p.b.sas
+        holder = old.vip_holders[0]
+        # As if the gateway had seen the first IKE SA from another port.
+        p.b.vips.leases.acquire("rw", "left.example", holder, p.now, peer=("192.0.2.1", 1024))
+        p.a.sas[0].destroy(p.now, "the client lost its state")
+        if not initial_contact:
+            p.a.initial_contact = lambda sa: False
+        p.a.initiate("tun", p.now)
+        p.advance(1)
+        new = [s for s in p.b.sas if s is not old]
+        assert new and (new[0].remote_vips == old.remote_vips) == same, (initial_contact, new[0].remote_vips)
+        assert old.alive != initial_contact
+
+
+def test_initial_contact_of_another_ike_identity_does_not_take_an_address_its_sas_keep():
+    """The same EAP user on a second device (another IKE identity, as Windows' address IDs): its
+    INITIAL_CONTACT ends no SA of the first device, so it must not get the first device's address."""
     p = rw_pair()
-    other = p.b.vips.leases.acquire("rw", "left.example", "old-sa", p.now, peer=("192.0.2.77", 4500))
+    ghost = p.b.vips.leases.acquire("rw", "left.example", ("no such SA", "rw"), p.now, peer=("192.0.2.77", 4500))
     p.a.initiate("tun", p.now)
     p.advance(1)
-    assert p.b.sas[0].remote_vips == (str(other.address),)
+    assert p.b.sas[0].remote_vips and p.b.sas[0].remote_vips != (str(ghost.address),)
 
 
 def test_a_client_asking_no_virtual_ip_of_a_pool_connection_gets_failed_cp_required():
