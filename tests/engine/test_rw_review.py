@@ -274,3 +274,16 @@ def test_an_ike_rekey_hands_over_a_lease_even_one_a_reload_left_stale():
     assert leases.transfer("new", "newer").stale
     leases.release("newer")
     assert not leases.stale() and leases.transfer("nobody", "x") is None
+
+
+def test_an_eap_client_refused_at_its_first_request_is_not_told_about_pre_shared_keys():
+    """Our EAP client, refused with AUTHENTICATION_FAILED before any EAP round (the gateway has no EAP
+    connection for it), said 'check that both sides use the same pre-shared key'."""
+    from tests.engine.test_ike_roadwarrior import eap_pair
+
+    p = eap_pair(gw_auth="")
+    p.a.initiate("tun", p.now)
+    p.advance(5)
+    (client,) = p.of("a", NegotiationFailed)
+    assert client.notify == "AUTHENTICATION_FAILED" and client.sent_by_peer
+    assert "pre-shared key" not in client.reason and "EAP" in client.reason, client.reason
