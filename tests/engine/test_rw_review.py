@@ -1,5 +1,6 @@
-"""Review of the road-warrior server (rw14): virtual IP leases of one identity on two devices,
-EAP and MOBIKE edge cases found against the RFCs and charon."""
+"""Review of the road-warrior server (rw14), each case a bug found against the RFCs and charon:
+virtual IP leases (one identity on two devices, FAILED_CP_REQUIRED), EAP-MSCHAPv2 retry framing,
+our EAP client's refusals, MOBIKE return routability checks, redirect loops and lost answers."""
 
 from __future__ import annotations
 
