@@ -5,8 +5,12 @@ whose first and last addresses are left out, as strongSwan's mem_pool does).
 ``Leases`` hands them out like strongSwan does:
 
 - the same identity gets the address it had while nobody else took it (a
-  reconnecting phone keeps its IP); an identity already online gets the same
-  address again (one address per identity, counted per holder);
+  reconnecting phone keeps its IP); an identity already online shares that
+  address only from the same peer address and port (a make-before-break
+  reauthentication) or when the new IKE SA replaces the old ones
+  (INITIAL_CONTACT, unique = replace); a second device of the same identity
+  gets an address of its own (as charon's mem_pool: two tunnels claiming one
+  address would take each other's traffic);
 - otherwise a never-used address, then the address released longest ago;
 - a client may ask for a specific address (a CFG_REQUEST hint): granted when
   it is in the pool and free.
@@ -25,6 +29,7 @@ from __future__ import annotations
 import heapq
 import ipaddress
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from engine.policy.model import PoolConfig
@@ -79,6 +84,9 @@ class Lease:
     expires_at: float | None = None
     stale: bool = False
     """Its pool no longer contains it (policy reloaded): the engine should end its SAs."""
+    peer: object = None
+    """The client's (address, port) when it got the lease: another IKE SA of the identity from
+    there shares it (a reauthentication), one from elsewhere is another device."""
 
 
 @dataclass(frozen=True)
@@ -107,6 +115,21 @@ class _Pool:
         self.online: dict[int, Lease] = {}
         self.offline: OrderedDict[int, str] = OrderedDict()  # released offset -> last identity, oldest first
         self.by_identity: dict[str, int] = {}  # identity -> its offset (online, or offline and not reused)
+        self.online_of: dict[str, list[int]] = {}  # identity -> its online offsets (one per device)
+
+    def put(self, off: int, lease: Lease) -> None:
+        if off not in self.online:
+            self.online_of.setdefault(lease.identity, []).append(off)
+        self.online[off] = lease
+
+    def drop(self, off: int) -> Lease:
+        lease = self.online.pop(off)
+        offs = self.online_of.get(lease.identity, [])
+        if off in offs:
+            offs.remove(off)
+        if not offs:
+            self.online_of.pop(lease.identity, None)
+        return lease
 
     def offset(self, address) -> int | None:
         try:
@@ -133,22 +156,29 @@ class Leases:
 
     # -- acquire / release ---------------------------------------------------------------------
     def acquire(self, pool: str, identity: str, holder: object, now: float, *, requested=None,
-                expires_at: float | None = None) -> Lease:
-        """An address of ``pool`` for ``identity``, held by ``holder``. PoolExhausted when none is free;
-        KeyError for an unknown pool."""
+                expires_at: float | None = None, peer: object = None,
+                take_over: Callable[[Lease], bool] | None = None) -> Lease:
+        """An address of ``pool`` for ``identity``, held by ``holder``. The identity's online lease is
+        shared when it was given to the same ``peer`` (address, port), or when ``take_over(lease)``
+        says its holders all go (the new IKE SA replaces them); otherwise the identity's remembered
+        address, the ``requested`` one, a new one. PoolExhausted when none is free; KeyError for an
+        unknown pool."""
         p = self._pools[pool]
         if holder in self._by_holder:
             self.release(holder, now)
-        off = p.by_identity.get(identity)
-        if off is not None and off in p.online:
+        online = p.online_of.get(identity, ())
+        off = next((o for o in online if p.online[o].peer == peer), None)
+        if off is None and take_over is not None:
+            off = next((o for o in online if take_over(p.online[o])), None)
+        if off is not None:
             lease = p.online[off]
             lease = replace(lease, holders=lease.holders + (holder,),
                             expires_at=_later(lease.expires_at, expires_at))
         else:
             off = self._choose(p, identity, requested)
-            lease = Lease(pool, p.address(off), identity, now, (holder,), expires_at)
+            lease = Lease(pool, p.address(off), identity, now, (holder,), expires_at, peer=peer)
             p.by_identity[identity] = off
-        p.online[off] = lease
+        p.put(off, lease)
         self._by_holder[holder] = (pool, off)
         if expires_at is not None:
             self._seq += 1
@@ -201,8 +231,31 @@ class Leases:
         if rest:
             p.online[off] = replace(lease, holders=rest)
             return lease
-        del p.online[off]
+        p.drop(off)
         p.offline[off] = lease.identity
+        p.by_identity[lease.identity] = off  # the address it gets back (another device may still be on)
+        return lease
+
+    def transfer(self, holder: object, new_holder: object) -> Lease | None:
+        """An IKE rekey: ``new_holder`` takes over ``holder``'s lease (same address, same peer).
+        Returns the lease, or None if ``holder`` held none."""
+        where = self._by_holder.pop(holder, None)
+        if where is None:
+            return None
+        pool, off = where
+        p = self._pools.get(pool)
+        if p is not None and off in p.online:
+            lease = p.online[off]
+            lease = replace(lease, holders=tuple(new_holder if h == holder else h for h in lease.holders))
+            p.online[off] = lease
+        else:
+            key = next((k for k, v in self._stale.items() if holder in v.holders), None)
+            if key is None:
+                return None
+            lease = self._stale[key]
+            lease = replace(lease, holders=tuple(new_holder if h == holder else h for h in lease.holders))
+            self._stale[key] = lease
+        self._by_holder[new_holder] = where
         return lease
 
     def _release_stale(self, holder) -> Lease | None:
@@ -265,7 +318,7 @@ class Leases:
                     self._by_holder[h] = (lease.pool, -1)
                 flagged.append(lease)
                 continue
-            fresh.online[new_off] = lease
+            fresh.put(new_off, lease)
             fresh.by_identity[lease.identity] = new_off
             for h in lease.holders:
                 self._by_holder[h] = (lease.pool, new_off)
@@ -297,11 +350,7 @@ class Leases:
         return out + list(self._stale.values())
 
     def leases_of(self, identity: str) -> list[Lease]:
-        out = []
-        for p in self._pools.values():
-            off = p.by_identity.get(identity)
-            if off is not None and off in p.online:
-                out.append(p.online[off])
+        out = [p.online[off] for p in self._pools.values() for off in p.online_of.get(identity, ())]
         return out + [lease for lease in self._stale.values() if lease.identity == identity]
 
     def lease_of(self, holder: object) -> Lease | None:

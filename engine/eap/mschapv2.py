@@ -148,11 +148,13 @@ class MschapV2Server(ServerMethod):
         # A new challenge; the same message whether the user exists or not (no user enumeration).
         self.retries += 1
         self.challenge = self.random(ms.CHALLENGE_SIZE)
-        self.ms_id = (self.ms_id + 1) & 0xFF
         text = (f"E={ERROR_AUTHENTICATION_FAILURE} R=1 C=".encode() + self.challenge.hex().upper().encode()
                 + b" V=3 M=Authentication failed")
-        return more(EapPacket(EapCode.REQUEST, identifier, self.type, _message(FAILURE, self.ms_id, text)),
-                    delay=RETRY_DELAY)
+        # The Failure copies the Response's MS-CHAPv2-ID (RFC 2759 §6); the retried Response and the
+        # Success then use the next one (charon: ms_chapv2_id = this->mschapv2id++).
+        failure = _message(FAILURE, self.ms_id, text)
+        self.ms_id = (self.ms_id + 1) & 0xFF
+        return more(EapPacket(EapCode.REQUEST, identifier, self.type, failure), delay=RETRY_DELAY)
 
 
 class MschapV2Peer(PeerMethod):

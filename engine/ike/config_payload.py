@@ -5,7 +5,9 @@ IKE_AUTH gets an address leased from the connection's pools (the same one
 again for the same identity while it is free, engine.pools), with the pool's
 DNS servers and split-include networks, in a CP(CFG_REPLY). A client that asks
 when no pool can serve it gets INTERNAL_ADDRESS_FAILURE and no CHILD SA, the
-IKE SA still comes up (§3.15.4), with a reason in plain words. The client's
+IKE SA still comes up (§3.15.4), with a reason in plain words; a client that
+asks for none on a connection with pools gets FAILED_CP_REQUIRED (§3.10.1,
+as charon), also without a CHILD SA. The client's
 ``dynamic`` selectors then stand for its virtual IP (its TSi is narrowed to
 it). Leases are held by (IKE SA unique id, pool) and released when the IKE SA
 ends (``VirtualIps.release``), or move to the IKE SA that rekeyed it.
@@ -31,7 +33,7 @@ from engine.pools import Leases, PoolExhausted, pool_range
 from engine.wire.constants import CfgType, NotifyType
 from engine.wire.cp import Config, config_reply, config_request, decode_config
 from engine.wire.errors import MalformedMessage
-from engine.wire.payloads import CpPayload
+from engine.wire.payloads import CpPayload, NotifyPayload
 
 if TYPE_CHECKING:
     from engine.ike.sa import IkeSa
@@ -78,13 +80,10 @@ class VirtualIps:
         """An IKE rekey: ``new`` takes over ``old``'s addresses (the same identity keeps them)."""
         new.remote_vips, new.local_vips, new.vip_pool = old.remote_vips, old.local_vips, old.vip_pool
         holders = []
-        for (_, pool), addr in zip(old.vip_holders, old.remote_vips):
-            lease = self.leases.lease_of((old.unique_id, pool))
-            if lease is None:
-                continue
-            holder = (new.unique_id, pool)
-            self.leases.acquire(pool, lease.identity, holder, now, requested=addr)
-            holders.append(holder)
+        for holder in old.vip_holders:
+            if self.leases.transfer(holder, (new.unique_id, holder[1])) is not None:
+                holders.append((new.unique_id, holder[1]))
+        old.vip_holders = ()
         old.local_vips = ()  # they stay on the device: the new SA holds them now
         self.release(old, now)
         new.vip_holders = tuple(holders)
@@ -96,7 +95,7 @@ class CpAnswer:
 
     payloads: tuple = ()
     refusal: int | None = None
-    """A notify type (INTERNAL_ADDRESS_FAILURE) refusing the address: then no CHILD SA."""
+    """A notify type (INTERNAL_ADDRESS_FAILURE, FAILED_CP_REQUIRED) refusing the address: then no CHILD SA."""
     reason: str = ""
 
 
@@ -112,6 +111,13 @@ def respond(sa: IkeSa, conn: ConnectionConfig, payloads, identity: str, now: flo
     go on ``sa`` (``remote_vips``, ``vip_holders``)."""
     cp = _request(payloads)
     if cp is None:
+        if conn.pools:
+            # RFC 7296 §3.10.1, as charon's ike_config: a pool connection expects a CFG_REQUEST. Its
+            # ``dynamic`` selectors would otherwise stand for the client's public (often NAT) address.
+            return CpAnswer(refusal=NotifyType.FAILED_CP_REQUIRED, reason=(
+                f"connection '{conn.name}' leases virtual IPs (pools) but the peer asked for none (no CP "
+                "CFG_REQUEST): configure the client with vips = [\"0.0.0.0\"] (or \"::\"); answered "
+                "FAILED_CP_REQUIRED (no CHILD SA)"))
         return CpAnswer()
     try:
         config = decode_config(cp)
@@ -127,6 +133,21 @@ def respond(sa: IkeSa, conn: ConnectionConfig, payloads, identity: str, now: flo
             f"'{conn.name}' has no pools to lease one from: add pools = [\"NAME\"] with a [pools.NAME] "
             "section, or configure the client without vips; answered INTERNAL_ADDRESS_FAILURE (no CHILD SA)"))
     vips: VirtualIps = sa.host.vips
+    # The identity's address online elsewhere is shared only when every IKE SA holding it goes for
+    # this one (as endpoint.established decides: INITIAL_CONTACT or unique = replace, same connection
+    # and IKE identity); from the same peer address and port it is a reauthentication. Another device
+    # (the same EAP user with another IKE identity, say) gets its own address.
+    replaces = conn.unique != "never" and (
+        conn.unique == "replace" or any(isinstance(p, NotifyPayload) and p.type == NotifyType.INITIAL_CONTACT
+                                        for p in payloads))
+
+    def take_over(lease) -> bool:
+        if not replaces:
+            return False
+        going = {(o.unique_id, lease.pool) for o in sa.host.registry.with_identity((sa.name, str(sa.remote_id)))
+                 if o is not sa and o.established}
+        return bool(lease.holders) and all(h in going for h in lease.holders)
+
     got: dict[int, tuple[str, object]] = {}
     problems = []
     for version in families:
@@ -137,7 +158,8 @@ def respond(sa: IkeSa, conn: ConnectionConfig, payloads, identity: str, now: flo
                 continue
             holder = (sa.unique_id, name)
             try:
-                lease = vips.leases.acquire(name, identity, holder, now, requested=hints[0] if hints else None)
+                lease = vips.leases.acquire(name, identity, holder, now, requested=hints[0] if hints else None,
+                                            peer=tuple(sa.remote), take_over=take_over)
             except PoolExhausted as exc:
                 problems.append(str(exc))
                 continue

@@ -47,7 +47,7 @@ def follow(ep, sa: IkeSa, gateway: str, children, now: float, exchange: int) -> 
                 local=(ep.local_address(conn, gateway), conn.local_port or ep.ike_port),
                 remote=(gateway, conn.remote_port), spi_i=ep.registry.new_ike_spi(), now=now)
     new.redirected_from = sa.remote[0]
-    new.redirected_at = (*recent, now)
+    new.redirected_at = sa.redirected_at = (*recent, now)  # an established SA redirected again counts too
     if sa.established:
         new.replaces = sa
     ep.registry.add(new)

@@ -108,6 +108,10 @@ class Registry:
     def same_identity(self, sa: IkeSa) -> list[IkeSa]:
         return [o for o in self._by_identity.get(sa.identity_key, ()) if o is not sa]
 
+    def with_identity(self, key: tuple[str, str]) -> list[IkeSa]:
+        """The authenticated IKE SAs of (connection, peer identity), before ``sa`` is indexed."""
+        return list(self._by_identity.get(key, ()))
+
     def same_address(self, sa: IkeSa) -> list[IkeSa]:
         return [o for o in self._by_addr.get((sa.name, sa.remote[0]), ()) if o is not sa]
 

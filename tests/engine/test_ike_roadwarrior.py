@@ -123,7 +123,7 @@ def test_exhausted_pool_is_refused_with_internal_address_failure():
 
 
 def test_without_vips_no_configuration_payload_is_sent():
-    p = rw_pair(vips=())
+    p = rw_pair(vips=(), pools=())
     p.a.initiate("tun", p.now)
     p.advance(1)
     assert not p.b.sas[0].remote_vips

@@ -151,6 +151,9 @@ class ChildOffer:
             reason = (f"the peer does not accept our traffic selectors for '{self.cfg.name}': we proposed "
                       f"{_ts_text(self.local_ts)} === {_ts_text(self.remote_ts)}. "
                       "Make 'local_ts'/'remote_ts' match the peer's 'remote_ts'/'local_ts'.")
+        elif n == "FAILED_CP_REQUIRED":
+            reason = (f"the peer refused CHILD SA '{self.cfg.name}' with FAILED_CP_REQUIRED: it leases virtual "
+                      "IPs and we asked for none; set vips = [\"0.0.0.0\"] (or \"::\")")
         else:
             reason = f"the peer refused CHILD SA '{self.cfg.name}' with {n}"
         return ChildRefused(n, reason, self._details(), by_peer=True)

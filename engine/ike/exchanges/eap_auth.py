@@ -32,7 +32,7 @@ from datetime import datetime, timezone
 from engine.crypto.auth import psk_auth_data
 from engine.eap import EapPeer, EapServer, TlsCredentials, methods_for, peer_methods, server_methods
 from engine.ike.auth import octets
-from engine.ike.exchange import Label, Request, Table
+from engine.ike.exchange import Label, Request, Table, error_notifies
 from engine.ike.exchanges import mobike, redirect
 from engine.ike.exchanges.ike_auth import IkeAuth, IkeAuthResponder
 from engine.ike.host import Ended
@@ -91,6 +91,7 @@ TABLE = Table("IKE_AUTH (EAP)", {
     (S.SENT, I.RESP_REFUSED): (S.DONE, "refused"),
     (S.SENT, I.RESP_PEER_REJECTED): (S.DONE, "reject_peer"),
     (S.SENT, I.RESP_EAP): (S.EAP, "eap_answer"),
+    (S.SENT, I.RESP_EAP_FAILED): (S.DONE, "eap_failed"),  # EAP-Failure at once: the gateway cannot run EAP
     (S.SENT, I.ABORT): (S.DONE, "release"),
     (S.EAP, I.RESP_EAP): (S.EAP, "eap_answer"),
     (S.EAP, I.RESP_EAP_SUCCESS): (S.AUTH_SENT, "send_msk_auth"),
@@ -168,6 +169,7 @@ class EapAuth(IkeAuth):
         return Request(IKE_AUTH, out) if out is not None else None
 
     def response(self, exchange: int, payloads: list, now: float) -> None:
+        self.round = self.state  # which round a refusal answers (refused runs after the table moved on)
         idr = auth = eap = None
         failed = False
         for p in payloads:
@@ -234,6 +236,28 @@ class EapAuth(IkeAuth):
             + int_auth(sa, self.auth_mid)
         ok, why = sa.host.auth.verify(sa, conn, auth, signed, payloads, peer)
         return "" if ok else why
+
+    def refused(self, now: float, payloads: list) -> None:
+        """AUTHENTICATION_FAILED, said for EAP (IkeAuth's words are about pre-shared keys)."""
+        errors = error_notifies(payloads)
+        if errors and errors[0].type != NotifyType.AUTHENTICATION_FAILED:
+            super().refused(now, payloads)
+            return
+        round_ = getattr(self, "round", S.SENT)
+        if self.failing is not None:
+            reason = f"{self.peer.method_name} failed: {self.failing}"
+        elif round_ == S.SENT:
+            ours = short(identity_from_wire(self.idi.id_type, self.idi.data).value)
+            reason = (f"the gateway refused our request to log in with EAP as '{ours}': it has no EAP "
+                      "connection accepting this ID (check its remote.id and remote.auth, and our local.id)")
+        elif round_ == S.EAP:
+            reason = f"the gateway ended {self.peer.method_name} with AUTHENTICATION_FAILED"
+        else:
+            reason = ("the gateway refused our AUTH made with the EAP key (MSK) after EAP-Success: it "
+                      "computed another key (a different EAP method implementation?)")
+        self.release(now)
+        self.sa.fail(IKE_AUTH, "AUTHENTICATION_FAILED", reason, now, sent_by_peer=True)
+        self.sa.destroy(now, reason, Ended("failed", reason))
 
     def eap_answer(self, now: float, payload: EapPayload | None) -> None:
         self.to_send = [payload] if payload is not None else []

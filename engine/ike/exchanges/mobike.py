@@ -3,6 +3,8 @@
 Rules (responder):
 - IKE_AUTH: a peer that sends MOBIKE_SUPPORTED gets it back when its connection has
   mobike = true (``auth_notifies``); the SA then accepts address updates.
+- An INFORMATIONAL with COOKIE2 gets it back (§3.8), also a return routability check
+  without UPDATE_SA_ADDRESSES (§5.2), which moves nothing.
 - INFORMATIONAL with UPDATE_SA_ADDRESSES (§3.5), authenticated like any request: the IKE
   SA takes the addresses this request came from and went to; NAT detection is redone
   from its NAT_DETECTION notifies (our answer carries ours) and COOKIE2 is echoed (§3.8);
@@ -209,8 +211,22 @@ class Update(Initiator):
         return True
 
 
+_CHECK_NOTIFIES = frozenset({NotifyType.COOKIE2, NotifyType.NAT_DETECTION_SOURCE_IP,
+                             NotifyType.NAT_DETECTION_DESTINATION_IP, NotifyType.ADDITIONAL_IP4_ADDRESS,
+                             NotifyType.ADDITIONAL_IP6_ADDRESS, NotifyType.NO_ADDITIONAL_ADDRESSES,
+                             NotifyType.NO_NATS_ALLOWED})
+"""What a return routability check may carry besides its COOKIE2 (anything else: an ordinary INFORMATIONAL)."""
+
+
 def wants_update(sa, payloads) -> bool:
-    return sa.mobike and notify(payloads, NotifyType.UPDATE_SA_ADDRESSES) is not None
+    """An INFORMATIONAL for UpdateResponder: UPDATE_SA_ADDRESSES, or a return routability check
+    (COOKIE2 and MOBIKE notifies only: its answer must copy the cookie, §3.8, as charon's ike_mobike does)."""
+    if not sa.mobike:
+        return False
+    if notify(payloads, NotifyType.UPDATE_SA_ADDRESSES) is not None:
+        return True
+    return notify(payloads, NotifyType.COOKIE2) is not None and all(
+        isinstance(p, NotifyPayload) and p.type in _CHECK_NOTIFIES for p in payloads)
 
 
 class UpdateResponder(Responder):
@@ -227,20 +243,26 @@ class UpdateResponder(Responder):
     def update(self, now: float, payloads: list) -> None:
         sa = self.sa
         local, remote = sa.received_on
+        # Without UPDATE_SA_ADDRESSES a return routability check (§5.2): answered where it came
+        # from (NAT detection and COOKIE2 too), but neither the addresses nor the NAT state change.
+        updating = notify(payloads, NotifyType.UPDATE_SA_ADDRESSES) is not None
         nat = check_nat(payloads, sa.spi_i, sa.spi_r, local, remote)
         answer: list = []
         if nat is not None:
-            sa.nat.local_behind, sa.nat.remote_behind = nat
+            if updating:
+                sa.nat.local_behind, sa.nat.remote_behind = nat
             answer += nat_notifies(sa.spi_i, sa.spi_r, local, remote)
         cookie = notify(payloads, NotifyType.COOKIE2)
         if cookie is not None and 8 <= len(cookie.data) <= 64:
             answer.append(NotifyPayload(NotifyType.COOKIE2, data=cookie.data))
+        self.answer = answer
+        if not updating:
+            return
         self.moved = (local, remote) != sa.mobike_addrs
         self.previous = sa.mobike_addrs
         sa.local, sa.remote = local, remote
         if local[1] == sa.host.engine.natt_port:
             sa.floated = True
-        self.answer = answer
 
     def responded(self, now: float) -> None:
         sa = self.sa

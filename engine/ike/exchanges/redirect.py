@@ -4,7 +4,8 @@ client follows.
 Rules (gateway), in IKE_AUTH (§6):
 - A connection with ``redirect_to`` answers an authenticated client that announced
   REDIRECT_SUPPORTED in IKE_SA_INIT with IDr, CERT, AUTH and N(REDIRECT, the gateway), without
-  SA, TS or CP (no CHILD SA, no lease), and forgets the IKE SA once the answer is out (``drop``):
+  SA, TS or CP (no CHILD SA, no lease), and forgets the IKE SA once the answer is out (``drop``;
+  the answer itself is kept for the client's retransmissions):
   the client connects to the other gateway (charon 5.9.8 does not delete the SA first; a
   client that does gets no answer to its DELETE, which it may ignore as it moved on).
 - A client that did not announce REDIRECT_SUPPORTED cannot follow: it is served as usual, and the
@@ -22,8 +23,10 @@ Rules (client), as charon's ``follow_redirects = yes``:
   DELETE (nothing the gateway keeps, as charon's reset), an established one is deleted once its
   successor is up. A gateway named by a host name is followed once the runtime resolved it.
 - A gateway of the other address family, a host name that does not resolve, or more than
-  MAX_REDIRECTS within REDIRECT_PERIOD seconds (a loop; charon's limits): the attempt fails
-  with that reason instead.
+  MAX_REDIRECTS within REDIRECT_PERIOD seconds (a loop; charon's limits, counted along the
+  successors and on an established SA redirected again and again): the attempt fails with that
+  reason instead. An established SA redirected again while its successor still connects is not
+  followed twice.
 """
 
 from __future__ import annotations
@@ -59,6 +62,9 @@ def auth_redirect(sa, conn) -> list | None:
 def drop(sa, now: float) -> None:
     """After our N(REDIRECT) went out: nothing more happens on this IKE SA."""
     where = sa.conn.redirect_to if sa.conn is not None else "another gateway"
+    # The answer may be lost: a retransmission of the request gets it again (charon keeps the SA
+    # for half_open_timeout instead).
+    sa.host.keep_answer(sa, now)
     sa.destroy(now, f"redirected to {where}")
 
 
@@ -87,6 +93,11 @@ def gateway_of(payloads, nonce: bytes | None = None) -> tuple[str | None, str]:
 
 def follow(sa, gateway: str, exchange: int, children, now: float) -> None:
     """Start over at ``gateway`` (or fail saying why not); this IKE SA goes."""
+    if sa.established and any(o.replaces is sa and o.alive for o in sa.host.registry):
+        # The gateway repeats itself while we still connect where it sent us: one successor at a time.
+        log.info("%s[%d]: the gateway redirects us to %s while we still connect where it sent us before: "
+                 "not followed", sa.name, sa.unique_id, gateway, extra={"connection": sa.name})
+        return
     why = sa.host.redirect(sa, gateway, children, now, exchange)
     if why is None:
         log.info("%s[%d]: redirected to %s (RFC 5685), connecting there", sa.name, sa.unique_id, gateway,
