@@ -94,6 +94,23 @@ def _pseudo(pkt, v4: bool, proto: int) -> int:
     return int.from_bytes(pkt[8:24], "big") + int.from_bytes(pkt[24:40], "big") + proto
 
 
+def transport_offset(pkt) -> int:
+    """Where the TCP/UDP header of an IP packet starts, past IPv6 hop-by-hop, routing and destination
+    options headers: csum_start for a super-packet whose header has none. Linux sets csum_start only
+    for a CHECKSUM_PARTIAL skb; a GSO skb that is CHECKSUM_UNNECESSARY (LRO, or received with
+    DATA_VALID from a virtio or tap device and forwarded) reaches a TUN read with flags DATA_VALID
+    and csum_start 0 (virtio_net_hdr_from_skb), and virtio_net_hdr_to_skb dissects such a packet
+    to find its transport header too. IndexError for a truncated packet."""
+    if pkt[0] >> 4 == 4:
+        return (pkt[0] & 15) * 4
+    nh = pkt[6]
+    off = 40
+    while nh == 0 or nh == 43 or nh == 60:
+        nh = pkt[off]
+        off += (pkt[off + 1] + 1) * 8
+    return off
+
+
 def segment(pkt: bytes, gso_type: int, gso_size: int, csum_start: int) -> list[bytearray]:
     """Software GSO: a TCP (TSO) or UDP (USO) super-packet -> packets of ``gso_size`` payload bytes.
 
