@@ -121,7 +121,8 @@ def segment(pkt: bytes, gso_type: int, gso_size: int, csum_start: int) -> list[b
     v4 = pkt[0] >> 4 == 4
     ihl = csum_start
     n = len(pkt)
-    if gso_size <= 0 or n < ihl + 8 or n < 40:
+    # No floor of its own: a UDP GSO datagram is any one longer than its gso_size (udp_send_skb).
+    if gso_size <= 0 or n < ihl + 8:
         raise OffloadError(f"GSO packet of {n} bytes with segment size {gso_size}")
     # The header must describe the packet (the kernel's always does): the IP version its type
     # names, the transport header right after the IPv4 header, the protocol it cuts.
