@@ -95,19 +95,14 @@ def _pseudo(pkt, v4: bool, proto: int) -> int:
 
 
 def transport_offset(pkt) -> int:
-    """Where the TCP/UDP header of an IP packet starts, past IPv6 hop-by-hop, routing and destination
-    options headers: csum_start for a super-packet whose header has none. Linux sets csum_start only
-    for a CHECKSUM_PARTIAL skb; a GSO skb that is CHECKSUM_UNNECESSARY (LRO, or received with
-    DATA_VALID from a virtio or tap device and forwarded) reaches a TUN read with flags DATA_VALID
-    and csum_start 0 (virtio_net_hdr_from_skb), and virtio_net_hdr_to_skb dissects such a packet
-    to find its transport header too. IndexError for a truncated packet."""
+    """Where the TCP/UDP header starts (past IPv6 hop-by-hop, routing, destination options): csum_start
+    of a super-packet without NEEDS_CSUM, for which Linux writes 0 (a CHECKSUM_UNNECESSARY GSO skb:
+    virtio_net_hdr_from_skb). IndexError for a truncated packet."""
     if pkt[0] >> 4 == 4:
         return (pkt[0] & 15) * 4
-    nh = pkt[6]
-    off = 40
-    while nh == 0 or nh == 43 or nh == 60:
-        nh = pkt[off]
-        off += (pkt[off + 1] + 1) * 8
+    nh, off = pkt[6], 40
+    while nh in (0, 43, 60):
+        nh, off = pkt[off], off + (pkt[off + 1] + 1) * 8
     return off
 
 
@@ -121,7 +116,6 @@ def segment(pkt: bytes, gso_type: int, gso_size: int, csum_start: int) -> list[b
     v4 = pkt[0] >> 4 == 4
     ihl = csum_start
     n = len(pkt)
-    # No floor of its own: a UDP GSO datagram is any one longer than its gso_size (udp_send_skb).
     if gso_size <= 0 or n < ihl + 8:
         raise OffloadError(f"GSO packet of {n} bytes with segment size {gso_size}")
     # The header must describe the packet (the kernel's always does): the IP version its type
