@@ -94,6 +94,18 @@ def _pseudo(pkt, v4: bool, proto: int) -> int:
     return int.from_bytes(pkt[8:24], "big") + int.from_bytes(pkt[24:40], "big") + proto
 
 
+def transport_offset(pkt) -> int:
+    """Where the TCP/UDP header starts (past IPv6 hop-by-hop, routing, destination options): csum_start
+    of a super-packet without NEEDS_CSUM, for which Linux writes 0 (a CHECKSUM_UNNECESSARY GSO skb:
+    virtio_net_hdr_from_skb). IndexError for a truncated packet."""
+    if pkt[0] >> 4 == 4:
+        return (pkt[0] & 15) * 4
+    nh, off = pkt[6], 40
+    while nh in (0, 43, 60):
+        nh, off = pkt[off], off + (pkt[off + 1] + 1) * 8
+    return off
+
+
 def segment(pkt: bytes, gso_type: int, gso_size: int, csum_start: int) -> list[bytearray]:
     """Software GSO: a TCP (TSO) or UDP (USO) super-packet -> packets of ``gso_size`` payload bytes.
 
@@ -104,7 +116,7 @@ def segment(pkt: bytes, gso_type: int, gso_size: int, csum_start: int) -> list[b
     v4 = pkt[0] >> 4 == 4
     ihl = csum_start
     n = len(pkt)
-    if gso_size <= 0 or n < ihl + 8 or n < 40:
+    if gso_size <= 0 or n < ihl + 8:
         raise OffloadError(f"GSO packet of {n} bytes with segment size {gso_size}")
     # The header must describe the packet (the kernel's always does): the IP version its type
     # names, the transport header right after the IPv4 header, the protocol it cuts.

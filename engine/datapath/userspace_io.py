@@ -49,6 +49,7 @@ from engine.datapath.offload import (
     fragment_ipv4,
     segment,
     too_big,
+    transport_offset,
 )
 from engine.datapath import mmsg
 from engine.datapath.mmsg import RECV_SLOT, MmsgReceiver, MmsgSender
@@ -436,6 +437,8 @@ class TunIO:
         """A super-packet: standard segments, each its own ESP packet."""
         limit = pair.max_inner
         try:
+            if not cstart:
+                cstart = transport_offset(pkt)  # no NEEDS_CSUM: the kernel left csum_start 0
             if limit:
                 hlen = cstart + ((pkt[cstart + 12] >> 4) * 4 if gso_type & ~GSO_ECN in (1, 4) else 8)
                 if hlen + gso_size > limit:
