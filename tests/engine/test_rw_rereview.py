@@ -1,0 +1,48 @@
+"""Review of the rw14 review (revrw14): virtual IP leases per device after a take-over,
+FAILED_CP_REQUIRED for a configuration request that asks for no address."""
+
+from __future__ import annotations
+
+from engine.policy.model import PoolConfig
+from engine.pools import Leases
+
+from tests.engine.test_ike_roadwarrior import rw_pair
+
+V4 = PoolConfig("rw", "198.51.100.128/29")  # .129-.134
+
+
+def test_a_lease_taken_over_belongs_to_the_new_device_for_its_next_reauthentication():
+    """charon (mem_pool get_existing) records the peer of the IKE SA that now holds the address: after
+    INITIAL_CONTACT the old SA is gone and the lease is the new one's. Ours kept the old peer, so the
+    device's next make-before-break reauthentication (same address and port, no INITIAL_CONTACT)
+    got another address and the client's IP changed under its connections."""
+    leases = Leases([V4])
+    old = leases.acquire("rw", "alice", "sa1", 0.0, peer=("192.0.2.10", 4500))
+    new = leases.acquire("rw", "alice", "sa2", 1.0, peer=("192.0.2.10", 1024),
+                         take_over=lambda lease: set(lease.holders) <= {"sa1"})
+    assert new.address == old.address
+    leases.release("sa1")  # INITIAL_CONTACT ended it
+    reauth = leases.acquire("rw", "alice", "sa3", 2.0, peer=("192.0.2.10", 1024))
+    assert reauth.address == old.address and reauth.holders == ("sa2", "sa3")
+
+
+def test_gateway_reauthentication_after_an_initial_contact_take_over_keeps_the_address():
+    p = rw_pair()
+    p.a.initiate("tun", p.now)
+    p.advance(1)
+    (first,) = p.b.sas
+    # As if the gateway had seen the first IKE SA from another port (the NAT mapping changed since).
+    p.b.vips.leases.acquire("rw", "left.example", first.vip_holders[0], p.now, peer=("192.0.2.1", 1024))
+    p.a.sas[0].destroy(p.now, "the client lost its state")
+    p.a.initiate("tun", p.now)  # with INITIAL_CONTACT: the first SA goes, its address is taken over
+    p.advance(1)
+    (second,) = [s for s in p.b.sas if s.alive]
+    assert second is not first and second.remote_vips == first.remote_vips
+    # A make-before-break reauthentication of that device: same address and port, no INITIAL_CONTACT.
+    p.a.initial_contact = lambda sa: False
+    p.a.registry.current = lambda name: None  # a second IKE SA beside the first (make-before-break)
+    p.a.initiate("tun", p.now)
+    p.advance(1)
+    third = [s for s in p.b.sas if s.alive and s not in (first, second)]
+    assert third and third[0].remote_vips == second.remote_vips, third[0].remote_vips
+    assert [u.used for u in p.b.vips.leases.usage()] == [1]
