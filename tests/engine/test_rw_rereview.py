@@ -46,3 +46,34 @@ def test_gateway_reauthentication_after_an_initial_contact_take_over_keeps_the_a
     third = [s for s in p.b.sas if s.alive and s not in (first, second)]
     assert third and third[0].remote_vips == second.remote_vips, third[0].remote_vips
     assert [u.used for u in p.b.vips.leases.usage()] == [1]
+
+
+def test_a_configuration_request_without_an_address_on_a_pool_connection_gets_failed_cp_required(monkeypatch):
+    """charon's ike_config counts the INTERNAL_IP4/6_ADDRESS attributes asked for, not the CP: a
+    CFG_REQUEST with none of them (only the application version, say) on a connection with pools is
+    answered FAILED_CP_REQUIRED like no CP at all. Ours answered an empty CFG_REPLY and a CHILD SA
+    whose dynamic selector was the client's public address, what the rw14 fix meant to stop."""
+    from engine.events import ChildSaInstalled, NegotiationFailed
+    from engine.ike import config_payload
+    from engine.wire.cp import config_request
+
+    monkeypatch.setattr(config_payload, "request", lambda conn: config_request(ip4=False, app_version=""))
+    p = rw_pair(vips=())
+    p.a.initiate("tun", p.now)
+    p.advance(1)
+    assert not p.of("b", ChildSaInstalled) and not p.of("a", ChildSaInstalled)
+    (gw,) = p.of("b", NegotiationFailed)
+    assert gw.notify == "FAILED_CP_REQUIRED" and "asked for none" in gw.reason, gw.reason
+    assert [u.used for u in p.b.vips.leases.usage()] == [0]
+
+
+def test_a_configuration_request_without_an_address_and_no_pools_is_answered_as_before(monkeypatch):
+    from engine.events import ChildSaInstalled
+    from engine.ike import config_payload
+    from engine.wire.cp import config_request
+
+    monkeypatch.setattr(config_payload, "request", lambda conn: config_request(ip4=False, app_version=""))
+    p = rw_pair(vips=(), pools=())
+    p.a.initiate("tun", p.now)
+    p.advance(1)
+    assert p.of("b", ChildSaInstalled) and p.of("a", ChildSaInstalled)
