@@ -77,3 +77,54 @@ def test_a_configuration_request_without_an_address_and_no_pools_is_answered_as_
     p.a.initiate("tun", p.now)
     p.advance(1)
     assert p.of("b", ChildSaInstalled) and p.of("a", ChildSaInstalled)
+
+
+def test_a_mobike_dpd_with_nat_detection_gets_the_gateways_nat_detection_back():
+    """charon's client behind a NAT sends its DPDs as MOBIKE INFORMATIONALs with NAT_DETECTION
+    notifies only (task_manager_v2.c queue_dpd: 'use mobike enabled DPD to detect NAT mapping
+    changes'); its task manager hands such a request to ike_mobike, whose answer carries NAT-D for
+    the addresses the request came from (ike_natd build_r). It is how the client learns that its
+    NAT mapping changed and sends UPDATE_SA_ADDRESSES. Ours answered it empty (only a COOKIE2 made
+    it a MOBIKE request), so a NAT rebinding went unnoticed. Nothing moves without an update."""
+    from engine.ike.exchanges.informational import _Informational
+    from engine.ike.init import nat_detection_hash, nat_notifies
+    from engine.wire.constants import NotifyType
+
+    from tests.engine.test_ike_mobike import pair
+
+    got = []
+
+    class _Dpd(_Informational):
+        name = "INFORMATIONAL (MOBIKE DPD)"
+
+        def build(self, now):
+            sa = self.sa
+            return nat_notifies(sa.spi_i, sa.spi_r, sa.local, sa.remote)
+
+        def response(self, exchange, payloads, now):
+            got.extend(payloads)
+            super().response(exchange, payloads, now)
+
+    p = pair()
+    client, gw = p.a.sas[0], p.b.sas[0]
+    before = (gw.local, gw.remote, gw.mobike_moves, gw.nat.local_behind, gw.nat.remote_behind)
+    client.start(_Dpd(client), p.now)
+    p.advance(1)
+    dst = [n.data for n in got if getattr(n, "type", None) == NotifyType.NAT_DETECTION_DESTINATION_IP]
+    assert dst == [nat_detection_hash(gw.spi_i, gw.spi_r, *gw.remote)], got
+    assert (gw.local, gw.remote, gw.mobike_moves, gw.nat.local_behind, gw.nat.remote_behind) == before
+    assert gw.established and client.established
+
+
+def test_an_informational_with_nat_detection_and_a_delete_stays_an_ordinary_informational():
+    from engine.ike.exchanges import mobike
+    from engine.ike.init import nat_notifies
+    from engine.wire.payloads import DeletePayload
+
+    from tests.engine.test_ike_mobike import pair
+
+    p = pair()
+    gw = p.b.sas[0]
+    natd = nat_notifies(gw.spi_i, gw.spi_r, gw.remote, gw.local)
+    assert mobike.wants_update(gw, natd)
+    assert not mobike.wants_update(gw, [*natd, DeletePayload(1, 0, ())])
