@@ -137,8 +137,8 @@ def respond(sa: IkeSa, conn: ConnectionConfig, payloads, identity: str, now: flo
             "section, or configure the client without vips; answered INTERNAL_ADDRESS_FAILURE (no CHILD SA)"))
     vips: VirtualIps = sa.host.vips
     # The identity's address online elsewhere is shared only when every IKE SA holding it goes for
-    # this one (as endpoint.established decides: INITIAL_CONTACT or unique = replace, same connection
-    # and IKE identity); from the same peer address and port it is a reauthentication. Another device
+    # this one (as endpoint.established decides: INITIAL_CONTACT or unique = replace, same connection,
+    # IKE and EAP identity); from the same peer address and port it is a reauthentication. Another device
     # (the same EAP user with another IKE identity, say) gets its own address.
     replaces = conn.unique != "never" and (
         conn.unique == "replace" or any(isinstance(p, NotifyPayload) and p.type == NotifyType.INITIAL_CONTACT
@@ -147,7 +147,8 @@ def respond(sa: IkeSa, conn: ConnectionConfig, payloads, identity: str, now: flo
     def take_over(lease) -> bool:
         if not replaces:
             return False
-        going = {(o.unique_id, lease.pool) for o in sa.host.registry.with_identity((sa.name, str(sa.remote_id)))
+        registry = sa.host.registry
+        going = {(o.unique_id, lease.pool) for o in registry.with_identity(registry.identity_of(sa))
                  if o is not sa and o.established}
         return bool(lease.holders) and all(h in going for h in lease.holders)
 

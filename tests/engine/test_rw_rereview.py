@@ -128,3 +128,76 @@ def test_an_informational_with_nat_detection_and_a_delete_stays_an_ordinary_info
     natd = nat_notifies(gw.spi_i, gw.spi_r, gw.remote, gw.local)
     assert mobike.wants_update(gw, natd)
     assert not mobike.wants_update(gw, [*natd, DeletePayload(1, 0, ())])
+
+
+def _bob_beside_alice(*, same_user: bool = False):
+    """The EAP gateway with alice up (client ``p.a``) and a second client ``q.a`` at another address
+    (another home, behind another NAT) with the same IKE identity: another EAP user (bob), or
+    alice again on a second device. ``q`` shares the gateway ``p.b``."""
+    import dataclasses
+
+    from engine.policy.model import EapSecret
+    from engine.secret import Secret
+
+    from tests.engine.ike_pair import Pair
+    from tests.engine.test_ike_roadwarrior import eap_pair
+
+    p = eap_pair()
+    pb = p.b.policy
+    gw_pol = dataclasses.replace(pb, secrets=dataclasses.replace(
+        pb.secrets, eap=pb.secrets.eap + (EapSecret("bob", ("bob",), Secret("bob-password-0123")),)))
+    p.b.apply_policy(gw_pol, p.now)
+    p.a.initiate("tun", p.now)
+    p.advance(1)
+    (first,) = p.b.sas
+    pa = p.a.policy
+    (conn,) = pa.connections
+    user, password = ("alice", "alice-password-0123") if same_user else ("bob", "bob-password-0123")
+    second = dataclasses.replace(conn, local=dataclasses.replace(conn.local, eap_id=user), local_addrs=("192.0.2.3",))
+    q = Pair(dataclasses.replace(pa, connections=(second,), secrets=dataclasses.replace(
+        pa.secrets, eap=(EapSecret("me", (user,), Secret(password)),))), gw_pol)
+    q.b, q.now = p.b, p.now  # one gateway: q's client reaches p's
+    q.a.initiate("tun", q.now)  # a client of its own: INITIAL_CONTACT
+    q.advance(1)
+    return p, first
+
+
+def test_initial_contact_of_another_eap_user_behind_the_same_ike_identity_ends_no_sa_of_the_first():
+    """charon's uniqueness (ike_sa_manager check_uniqueness, INITIAL_CONTACT included) compares the
+    peer's EAP identity (get_other_eap_id), not its IKE identity: Windows sends its address as IDi,
+    and two users at home behind 192.168.1.10 are two peers. Ours compared the IKE identity only, so
+    bob logging in (with INITIAL_CONTACT) ended alice's IKE SA."""
+    p, alice = _bob_beside_alice()
+    bob = [s for s in p.b.sas if s is not alice]
+    assert bob and bob[0].eap_identity == "bob" and bob[0].established
+    assert alice.alive and alice.established, "bob's INITIAL_CONTACT ended alice's IKE SA"
+    assert alice.remote_vips != bob[0].remote_vips
+    assert [u.used for u in p.b.vips.leases.usage()] == [2]
+
+
+def test_initial_contact_of_the_same_eap_user_behind_the_same_ike_identity_still_replaces():
+    p, first = _bob_beside_alice(same_user=True)
+    (again,) = [s for s in p.b.sas if s.alive]
+    assert again is not first and not first.alive and again.remote_vips == first.remote_vips
+    assert [u.used for u in p.b.vips.leases.usage()] == [1]
+
+
+def test_an_eap_users_ike_sa_rekeyed_is_still_the_one_its_initial_contact_replaces():
+    """The EAP user is part of the identity an INITIAL_CONTACT looks for: an IKE SA made by an IKE
+    rekey carries it too (else the device coming back after a crash left its rekeyed SA and
+    address behind, and got a second one)."""
+    from tests.engine.test_ike_roadwarrior import eap_pair
+
+    p = eap_pair()
+    p.a.initiate("tun", p.now)
+    p.advance(1)
+    p.a.rekey("tun", p.now, ike=True)
+    p.advance(5)
+    (rekeyed,) = p.b.sas
+    assert rekeyed.eap_identity == "alice" and rekeyed.remote_vips
+    p.a.sas[0].destroy(p.now, "the client lost its state")
+    p.a.initiate("tun", p.now)
+    p.advance(1)
+    (again,) = [s for s in p.b.sas if s.alive]
+    assert again is not rekeyed and not rekeyed.alive and again.remote_vips == rekeyed.remote_vips
+    assert [u.used for u in p.b.vips.leases.usage()] == [1]
