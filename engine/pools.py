@@ -168,12 +168,16 @@ class Leases:
             self.release(holder, now)
         online = p.online_of.get(identity, ())
         off = next((o for o in online if p.online[o].peer == peer), None)
+        taken = False
         if off is None and take_over is not None:
             off = next((o for o in online if take_over(p.online[o])), None)
+            taken = off is not None
         if off is not None:
             lease = p.online[off]
+            # Taken over, the address is the new device's (its holders go): its next reauthentication
+            # comes from there (charon records the peer of the SA that gets the lease).
             lease = replace(lease, holders=lease.holders + (holder,),
-                            expires_at=_later(lease.expires_at, expires_at))
+                            expires_at=_later(lease.expires_at, expires_at), peer=peer if taken else lease.peer)
         else:
             off = self._choose(p, identity, requested)
             lease = Lease(pool, p.address(off), identity, now, (holder,), expires_at, peer=peer)

@@ -106,19 +106,20 @@ def _request(payloads) -> CpPayload | None:
     return None
 
 
+def _cp_required(conn: ConnectionConfig, what: str) -> CpAnswer:
+    # RFC 7296 §3.10.1, as charon's ike_config: a pool connection expects an address request. Its
+    # ``dynamic`` selectors would otherwise stand for the client's public (often NAT) address.
+    return CpAnswer(refusal=NotifyType.FAILED_CP_REQUIRED, reason=(
+        f"connection '{conn.name}' leases virtual IPs (pools) but the peer asked for none ({what}): "
+        "configure the client with vips = [\"0.0.0.0\"] (or \"::\"); answered FAILED_CP_REQUIRED (no CHILD SA)"))
+
+
 def respond(sa: IkeSa, conn: ConnectionConfig, payloads, identity: str, now: float) -> CpAnswer:
     """The answer to a CFG_REQUEST in the client's IKE_AUTH (nothing when it sent none). Leases
     go on ``sa`` (``remote_vips``, ``vip_holders``)."""
     cp = _request(payloads)
     if cp is None:
-        if conn.pools:
-            # RFC 7296 §3.10.1, as charon's ike_config: a pool connection expects a CFG_REQUEST. Its
-            # ``dynamic`` selectors would otherwise stand for the client's public (often NAT) address.
-            return CpAnswer(refusal=NotifyType.FAILED_CP_REQUIRED, reason=(
-                f"connection '{conn.name}' leases virtual IPs (pools) but the peer asked for none (no CP "
-                "CFG_REQUEST): configure the client with vips = [\"0.0.0.0\"] (or \"::\"); answered "
-                "FAILED_CP_REQUIRED (no CHILD SA)"))
-        return CpAnswer()
+        return _cp_required(conn, "no CP CFG_REQUEST") if conn.pools else CpAnswer()
     try:
         config = decode_config(cp)
     except MalformedMessage as exc:
@@ -126,7 +127,9 @@ def respond(sa: IkeSa, conn: ConnectionConfig, payloads, identity: str, now: flo
                         reason=f"the peer's configuration request is malformed ({exc}); no virtual IP assigned")
     families = [v for v, wanted in ((4, config.wants_ip4), (6, config.wants_ip6)) if wanted]
     if not families:
-        return CpAnswer((config_reply(),))
+        # charon's ike_config counts the addresses asked for, not the CP (a CFG_REQUEST of DNS only).
+        return _cp_required(conn, "its CFG_REQUEST has no INTERNAL_IP4/6_ADDRESS") if conn.pools \
+            else CpAnswer((config_reply(),))
     if not conn.pools:
         return CpAnswer(refusal=NotifyType.INTERNAL_ADDRESS_FAILURE, reason=(
             f"the peer asks for a virtual IP address (CP CFG_REQUEST, RFC 7296 §3.15) but connection "
@@ -134,8 +137,8 @@ def respond(sa: IkeSa, conn: ConnectionConfig, payloads, identity: str, now: flo
             "section, or configure the client without vips; answered INTERNAL_ADDRESS_FAILURE (no CHILD SA)"))
     vips: VirtualIps = sa.host.vips
     # The identity's address online elsewhere is shared only when every IKE SA holding it goes for
-    # this one (as endpoint.established decides: INITIAL_CONTACT or unique = replace, same connection
-    # and IKE identity); from the same peer address and port it is a reauthentication. Another device
+    # this one (as endpoint.established decides: INITIAL_CONTACT or unique = replace, same connection,
+    # IKE and EAP identity); from the same peer address and port it is a reauthentication. Another device
     # (the same EAP user with another IKE identity, say) gets its own address.
     replaces = conn.unique != "never" and (
         conn.unique == "replace" or any(isinstance(p, NotifyPayload) and p.type == NotifyType.INITIAL_CONTACT
@@ -144,7 +147,8 @@ def respond(sa: IkeSa, conn: ConnectionConfig, payloads, identity: str, now: flo
     def take_over(lease) -> bool:
         if not replaces:
             return False
-        going = {(o.unique_id, lease.pool) for o in sa.host.registry.with_identity((sa.name, str(sa.remote_id)))
+        registry = sa.host.registry
+        going = {(o.unique_id, lease.pool) for o in registry.with_identity(registry.identity_of(sa))
                  if o is not sa and o.established}
         return bool(lease.holders) and all(h in going for h in lease.holders)
 

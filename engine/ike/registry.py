@@ -100,16 +100,25 @@ class Registry:
                 if not group:
                     del index[key]
 
+    @staticmethod
+    def identity_of(sa: IkeSa) -> tuple[str, str, str]:
+        """Whose IKE SAs an INITIAL_CONTACT (or unique = replace) of ``sa``'s peer ends: (connection,
+        IKE identity, EAP identity of a peer that authenticated with EAP). The EAP user counts, as
+        charon's check_uniqueness (get_other_eap_id): Windows sends its address as IDi, so two users
+        behind the same private address are two peers."""
+        eap = sa.eap_identity if sa.conn is not None and sa.conn.remote.is_eap else ""
+        return (sa.name, str(sa.remote_id), eap)
+
     def index_identity(self, sa: IkeSa) -> None:
         """``sa`` is authenticated: an INITIAL_CONTACT from its peer will find it."""
-        sa.identity_key = (sa.name, str(sa.remote_id))
+        sa.identity_key = self.identity_of(sa)
         self._by_identity.setdefault(sa.identity_key, set()).add(sa)
 
     def same_identity(self, sa: IkeSa) -> list[IkeSa]:
         return [o for o in self._by_identity.get(sa.identity_key, ()) if o is not sa]
 
-    def with_identity(self, key: tuple[str, str]) -> list[IkeSa]:
-        """The authenticated IKE SAs of (connection, peer identity), before ``sa`` is indexed."""
+    def with_identity(self, key: tuple[str, str, str]) -> list[IkeSa]:
+        """The authenticated IKE SAs of ``identity_of`` ``key``, before ``sa`` is indexed."""
         return list(self._by_identity.get(key, ()))
 
     def same_address(self, sa: IkeSa) -> list[IkeSa]:

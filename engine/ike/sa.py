@@ -198,7 +198,7 @@ class IkeSa:
         self.timer_key = 0
         self.half_open_key: tuple | None = None
         self.addr_key: tuple[str, str] | None = None
-        self.identity_key: tuple[str, str] | None = None
+        self.identity_key: tuple[str, str, str] | None = None
 
     # ------------------------------------------------------------ basics
     @property

@@ -238,8 +238,9 @@ def test_repeated_redirects_of_an_established_sa_start_one_successor_at_a_time()
 
 def test_a_gateway_redirecting_again_and_again_to_one_that_refuses_is_a_loop():
     """Each successor fails at once (the other gateway refuses it), the established SA is redirected
-    again: charon counts redirects on the SA (MAX_REDIRECTS within REDIRECT_PERIOD); we counted
-    them only along the successors, so this loop never ended."""
+    again: we counted redirects only along the successors, so this loop never ended. (charon's
+    limits, MAX_REDIRECTS within REDIRECT_PERIOD, but charon moves the SA's count to the successor,
+    ike_sa.c redirect_established, so it does not bound this loop either: ours is stricter.)"""
     import dataclasses as dc
 
     from engine.ike.exchanges import redirect

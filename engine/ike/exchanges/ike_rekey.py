@@ -202,6 +202,7 @@ def make_rekeyed_sa(old: IkeSa, *, initiator: bool, spi_i: bytes, spi_r: bytes, 
     new.peer_is_ours = old.peer_is_ours
     new.peer_hash_algorithms = old.peer_hash_algorithms
     new.local_id, new.remote_id = old.local_id, old.remote_id
+    new.eap_identity = old.eap_identity  # before adopt: part of its identity key (registry.identity_of)
     new.candidates = old.candidates
     new.quantum_parent = ike_quantum_safe(old)
     new.last_received = now

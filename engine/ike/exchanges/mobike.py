@@ -4,7 +4,8 @@ Rules (responder):
 - IKE_AUTH: a peer that sends MOBIKE_SUPPORTED gets it back when its connection has
   mobike = true (``auth_notifies``); the SA then accepts address updates.
 - An INFORMATIONAL with COOKIE2 gets it back (§3.8), also a return routability check
-  without UPDATE_SA_ADDRESSES (§5.2), which moves nothing.
+  without UPDATE_SA_ADDRESSES (§5.2), which moves nothing; one with NAT-D (charon's MOBIKE
+  DPD behind a NAT) gets ours for the addresses it came from, and moves nothing either.
 - INFORMATIONAL with UPDATE_SA_ADDRESSES (§3.5), authenticated like any request: the IKE
   SA takes the addresses this request came from and went to; NAT detection is redone
   from its NAT_DETECTION notifies (our answer carries ours) and COOKIE2 is echoed (§3.8);
@@ -216,6 +217,8 @@ _CHECK_NOTIFIES = frozenset({NotifyType.COOKIE2, NotifyType.NAT_DETECTION_SOURCE
                              NotifyType.ADDITIONAL_IP6_ADDRESS, NotifyType.NO_ADDITIONAL_ADDRESSES,
                              NotifyType.NO_NATS_ALLOWED})
 """What a return routability check may carry besides its COOKIE2 (anything else: an ordinary INFORMATIONAL)."""
+_CHECK_STARTS = (NotifyType.COOKIE2, NotifyType.NAT_DETECTION_SOURCE_IP, NotifyType.NAT_DETECTION_DESTINATION_IP)
+"""What makes such an INFORMATIONAL one for UpdateResponder (charon's task manager: ike_mobike)."""
 
 
 def wants_update(sa, payloads) -> bool:
@@ -225,7 +228,9 @@ def wants_update(sa, payloads) -> bool:
         return False
     if notify(payloads, NotifyType.UPDATE_SA_ADDRESSES) is not None:
         return True
-    return notify(payloads, NotifyType.COOKIE2) is not None and all(
+    # NAT-D alone too: charon's MOBIKE DPD behind a NAT (its queue_dpd), answered with our NAT-D so
+    # the client sees its NAT mapping change and sends an update.
+    return any(notify(payloads, t) is not None for t in _CHECK_STARTS) and all(
         isinstance(p, NotifyPayload) and p.type in _CHECK_NOTIFIES for p in payloads)
 
 
