@@ -178,7 +178,8 @@ class ConnectionConfig:
     keyingtries: int = 1
     """How many times to try establishing; 0 = forever."""
     unique: UniquePolicy = "no"
-    """Older IKE SAs with the same peer identity, as swanctl's unique: ``no`` (they go only when the peer's
+    """Older IKE SAs with the same peer identity (and the same EAP identity, for a peer that used EAP, as
+    charon), as swanctl's unique: ``no`` (they go only when the peer's
     IKE_AUTH carries INITIAL_CONTACT), ``replace`` (a new IKE SA always replaces them), ``never`` (kept,
     even on INITIAL_CONTACT)."""
     children: tuple[ChildConfig, ...] = ()
