@@ -196,12 +196,10 @@ class Leases:
             return off
         if requested is not None:
             want = p.offset(requested)
-            if want is not None and want not in p.online:
-                if want in p.offline:
-                    self._forget(p, want)
-                    return want
-                if want >= p.cursor:
-                    return want  # never used: the cursor steps over it later
+            # Never one remembered for another identity (its own was taken above): as charon's
+            # mem_pool, that goes to someone else only when nothing else is free (below).
+            if want is not None and want not in p.online and want not in p.offline and want >= p.cursor:
+                return want  # never used: the cursor steps over it later
         # Never-used addresses first; the cursor skips those a hint took (online, or released since).
         while p.cursor < p.size and (p.cursor in p.online or p.cursor in p.offline):
             p.cursor += 1

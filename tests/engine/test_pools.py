@@ -136,3 +136,16 @@ def test_ten_thousand_clients_come_and_go():
     for i in range(0, n, 2):
         assert leases.acquire("big", f"user{i}", n + i, 1.0).address == first[i]
     assert leases.usage()[0].used == n
+
+
+def test_a_hint_does_not_take_the_address_remembered_for_another_identity():
+    """charon's mem_pool: a requested address is granted from the identity's own leases only, and
+    another identity's remembered address goes to someone else only when nothing else is free.
+    A client asking for it must not take a returning user's stable address while the pool has
+    never-used ones."""
+    leases = Leases([V4])
+    alice = leases.acquire("rw", "alice", 1, 0.0)
+    leases.release(1)
+    bob = leases.acquire("rw", "bob", 2, 1.0, requested=str(alice.address))
+    assert bob.address != alice.address
+    assert leases.acquire("rw", "alice", 3, 2.0).address == alice.address
