@@ -116,9 +116,10 @@ class Reassembler:
         end = start + len(data)
         key = fragment_key(pkt)
         d = self.pending.get(key)
-        if (more and (len(data) & 7 or not data)) or ihl + end > 0xFFFF:
+        if not data or (more and len(data) & 7) or ihl + end > 0xFFFF:
             # RFC 791: every fragment but the last carries a multiple of 8 bytes; nothing may end
-            # past an IPv4 datagram's largest size (Linux: "Oversized IP packet").
+            # past an IPv4 datagram's largest size (Linux: "Oversized IP packet"); an empty
+            # fragment drops its datagram too (Linux's ip_frag_queue).
             self._count("malformed")
             if d is not None:
                 self._forget(key, None)
@@ -165,6 +166,9 @@ class Reassembler:
             return None
         # Pieces that do not overlap and add up to the length cover it exactly.
         self._forget(key, None)
+        if len(d.header) + d.total > 0xFFFF:
+            self._count("malformed")  # the first fragment's options made it too long
+            return None
         self.reassembled += 1
         hdr = bytearray(d.header)
         _U16.pack_into(hdr, 2, len(hdr) + d.total)

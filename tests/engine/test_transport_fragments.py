@@ -11,7 +11,7 @@ import os
 import socket
 
 import pytest
-from scapy.all import ICMP, IP, UDP, Raw, raw
+from scapy.all import ICMP, IP, UDP, IPOption, Raw, raw
 from scapy.layers.inet import defragment, fragment
 from scapy.layers.ipsec import AH, ESP, SecurityAssociation
 
@@ -240,6 +240,17 @@ def test_malformed_fragments():
     assert r.add(frag(1, 65528, b"a" * 16, False), 0.0) is None  # ends past 65535
     assert r.add(b"\x45" + bytes(19), 0.0) is None  # total length 0
     assert drops == {"malformed": 3} and not r.pending
+    r.add(frag(2, 0, b"a" * 8, True), 0.0)
+    assert r.add(frag(2, 8, b"", False), 0.0) is None  # empty: the datagram goes
+    assert drops == {"malformed": 4} and not r.pending
+    # Options in the first fragment only (not copied), the last one ending at 65535 without them.
+    first = raw(IP(src=A, dst=B, id=5, flags="MF", proto=17, options=IPOption(b"\x07\x07\x04" + bytes(5)))
+                / Raw(b"a" * 8))
+    assert len(first) == 36
+    assert r.add(first, 0.0) is None
+    assert r.add(frag(5, 8, b"b" * 65496, True), 0.0) is None
+    assert r.add(frag(5, 65504, b"c" * 11, False), 0.0) is None  # 28 + 65515 bytes: no IPv4 length for it
+    assert drops == {"malformed": 5} and not r.pending and r.bytes == 0
 
 
 def test_timeout_and_bounds():
