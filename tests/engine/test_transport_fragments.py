@@ -313,3 +313,21 @@ def test_the_tun_read_loop_hands_fragments_to_the_reassembler():
     finally:
         kernel.close()
         ours.close()
+
+
+def test_the_datapaths_sampling_tick_gives_up_stale_datagrams():
+    # Without a next fragment, a datagram still times out (and is counted) on the periodic tick.
+    import asyncio
+
+    from engine.datapath.userspace import UserspaceDatapath
+
+    dp = UserspaceDatapath(parse_policy(POLICY, load_secrets=False))
+    dp.loop = asyncio.new_event_loop()
+    try:
+        dp.runtime = _Runtime()
+        dp.path.frags.add(tun_fragments(big_udp())[0], -40.0)
+        dp._arm_samples()
+        assert not dp.path.frags.pending and dp.path.counters()[1] == {"frag_timeout": 1}
+    finally:
+        dp._sampler.cancel()
+        dp.loop.close()
