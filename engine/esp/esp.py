@@ -319,7 +319,7 @@ class EspOutboundSa(_EspCrypto, OutboundSa):
             raise ValueError(str(exc)) from None
         if v == 4 and (packet[6] & 0x3F or packet[7]):
             raise TransportFragment("an IPv4 fragment on a transport-mode SA")
-        if (total if v == 4 else total - 40) + 18 + self._ivs + self._icvs + self._align > 0xFFFF:
+        if total > 0xFF00 and (total if v == 4 else total - 40) + 18 + self._ivs + self._icvs + self._align > 0xFFFF:
             # UDP + ESP header, IV, padding, trailer, ICV past the IP length field: refused before
             # sealing (struct.error escaped the TUN read loop; a datagram near 64 KiB).
             raise ValueError(f"an IPv{v} packet of {total} bytes has no room for ESP")
