@@ -183,7 +183,8 @@ def refuse(path, reason: str, pkt, now: float) -> bool:
     reassembly joins it (without its first fragment's ports it may match no selector).
     ``path`` is the SaPath."""
     frags = path.frags
-    if frags.pending and len(pkt) >= 20 and pkt[0] >> 4 == 4 and fragment_key(pkt) in frags:
+    if (frags.pending and len(pkt) >= 20 and pkt[0] >> 4 == 4 and (pkt[6] & 0x3F or pkt[7])
+            and fragment_key(pkt) in frags):
         return protect_fragment(path, pkt, now)
     path.drop(reason, pkt, now)
     return False

@@ -141,6 +141,13 @@ def test_port_selector_non_first_fragments_join_their_datagram():
     for f in tun_fragments(big_udp(dport=53, ident=9)):
         assert not path.output(f, 1.0)
     assert wire == [] and path.counters()[1] == {"no_sa": 3} and not path.frags.pending
+    # A whole datagram that happens to share a pending datagram's ID is no piece of it.
+    first, *rest = tun_fragments(big_udp(dport=5000, ident=11))
+    path.output(first, 1.0)
+    assert not path.output(raw(IP(src=A, dst=B, id=11) / UDP(sport=1, dport=53)), 1.0)
+    for f in rest:
+        path.output(f, 1.0)
+    assert len(wire) == 3 and path.counters()[1] == {"no_sa": 4}
 
 
 def test_fragments_meeting_an_expired_sa_go_whole_through_the_other_pair():
