@@ -2,7 +2,9 @@
 
 Outer ESP packets always leave with DF set (``IP_PMTUDISC_DO`` on the
 engine's NAT-T and raw ESP sockets), so none is ever fragmented on the
-wire. When the path carries less than the packets we send (a router
+wire; transport mode and AH leave with their datagram's own header, and a
+datagram reassembled for a transport-mode SA leaves as outer fragments
+without DF (engine.datapath.reassembly). When the path carries less than the packets we send (a router
 answered "fragmentation needed", or the local link is smaller), the kernel
 refuses the next send with EMSGSIZE (EINVAL for a UDP GSO batch); the
 datapath then asks the kernel what the path MTU to that peer now is

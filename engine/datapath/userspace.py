@@ -12,7 +12,9 @@ kernel-libipsec:
   encapsulated; AH and transport mode leave as whole IP packets on a
   header-including raw socket. A packet the SPD does not protect is dropped
   and counted (``no_sa``, ``discard_rule``): bypassed traffic is never
-  routed here.
+  routed here. IPv4 fragments of a datagram for a transport-mode SA are
+  reassembled and the datagram protected whole, its ESP/AH packet leaving as
+  outer fragments (RFC 4301 §7, `engine.datapath.reassembly`).
 - inbound: ESP-in-UDP from the runtime (`receive_esp`) and raw ESP/AH from
   our raw sockets are checked (replay window, ICV, selectors) by the SA and
   the inner packet is written to the TUN device.
@@ -193,6 +195,8 @@ class UserspaceDatapath:
     def _arm_samples(self) -> None:
         self.path.arm_samples()
         self._reprobe()
+        if self.path.frags.pending:
+            self.path.frags.expire(self.runtime.now())  # a datagram whose fragments stopped coming
         self._sampler = self.loop.call_later(self.sample_period, self._arm_samples)
 
     def _make_network(self) -> TunNetwork:
@@ -381,6 +385,7 @@ class UserspaceDatapath:
             # What the kernel already knows of the path (a smaller local link, an earlier ICMP): one
             # question per new peer, so the first packets are sized right too.
             mtu = pmtu.probe(sender.dest[0], sender.dest[1], self.fwmark)
+            sender.mtu = mtu or 0
             if mtu is not None and self._limits(mtu):
                 self._size_pairs(sender, mtu)
         return sender

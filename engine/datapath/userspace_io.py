@@ -52,6 +52,7 @@ from engine.datapath.offload import (
     transport_offset,
 )
 from engine.datapath import mmsg
+from engine.datapath.reassembly import refuse
 from engine.datapath.mmsg import RECV_SLOT, MmsgReceiver, MmsgSender
 from engine.esp import SaExpired
 
@@ -96,7 +97,7 @@ class UdpSender:
     gso_works = True
     """Cleared for every sender the first time the kernel refuses UDP_SEGMENT (a kernel before 4.18)."""
 
-    __slots__ = ("sock", "dest", "pending", "io", "pmtu", "pmtu_at", "pairs", "key")
+    __slots__ = ("sock", "dest", "pending", "io", "pmtu", "pmtu_at", "pairs", "key", "mtu")
 
     def __init__(self, io: TunIO, sock: socket.socket, dest: tuple) -> None:
         self.io = io
@@ -108,6 +109,9 @@ class UdpSender:
         self.pmtu_at = 0.0
         self.pairs: set = set()
         self.key = None
+        self.mtu = 0
+        """The route's MTU to the peer when the sender was made (outer fragments of a whole datagram
+        of a transport-mode SA are cut to it: engine.datapath.reassembly)."""
 
     def add(self, data) -> None:
         pending = self.pending
@@ -201,7 +205,7 @@ class RawSender:
     """Raw ESP (or a whole AH/transport-mode packet) to one peer: with a `MmsgSender` the packets of a
     read batch leave in one ``sendmmsg`` per flush, else one ``sendmsg`` each."""
 
-    __slots__ = ("send", "dest", "io", "pmtu", "pmtu_at", "pairs", "pending", "key", "batch")
+    __slots__ = ("send", "dest", "io", "pmtu", "pmtu_at", "pairs", "pending", "key", "batch", "mtu")
 
     def __init__(self, io: TunIO, send, dest: tuple, batch: MmsgSender | None = None) -> None:
         self.io = io
@@ -213,6 +217,8 @@ class RawSender:
         self.pending: list = []
         self.key = None
         self.batch = batch
+        self.mtu = 0
+        """As UdpSender's."""
 
     def add(self, data) -> None:
         if self.batch is None:
@@ -405,7 +411,7 @@ class TunIO:
             if pair is None:
                 pair = path.miss(key, pkt)
             if pair.__class__ is str:
-                path.drop(pair, pkt, now)
+                refuse(path, pair, pkt, now)
                 continue
             if hdr != ZERO_HDR:
                 flags, gso_type, _hl, gso_size, cstart, coff = unpack(hdr)

@@ -44,7 +44,8 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 
-from engine.esp import EspDrop, InboundSa, OutboundSa, Sad, SaExpired, ip
+from engine.datapath.reassembly import Reassembler, protect_fragment, refuse
+from engine.esp import EspDrop, InboundSa, OutboundSa, Sad, SaExpired, TransportFragment, ip
 from engine.events import ChildSaInstalled, Event, PacketSample
 from engine.policy.model import Policy
 from engine.policy.spd import Spd, computed_priority
@@ -197,6 +198,8 @@ class SaPath:
         self._time_sampling = False
         self._fired: list = []
         """SA directions whose time-based sample was taken since the last `arm_samples`."""
+        self.frags = Reassembler(self.drops)
+        """IPv4 datagrams of transport-mode SAs in reassembly (engine.datapath.reassembly)."""
         self.send_failed = 0
         """Protected packets the socket refused (buffer full, no route): lost like on a busy link."""
         self._send_errors: dict[int, int] = {}
@@ -510,26 +513,24 @@ class SaPath:
     def output(self, pkt, now: float) -> bool:
         """Protect and send one outbound IP packet; False when it was dropped (and counted)."""
         pair = self.lookup(pkt)
-        if pair.__class__ is str:
-            self.drop(pair, pkt, now)
-            return False
-        try:
-            wire = pair.outbound.protect(pkt, now)
-        except SaExpired:
-            # The pair just ran out (hard limit): a rekeyed pair may take over, else no SA.
-            self._invalidate_for(pair)
-            pair = self.lookup(pkt)
+        for retry in (False, True):
             if pair.__class__ is str:
-                self.drop(pair, pkt, now)
-                return False
+                return refuse(self, pair, pkt, now)
             try:
                 wire = pair.outbound.protect(pkt, now)
+                break
             except SaExpired:
-                self.drop("no_sa", pkt, now)
+                if retry:
+                    self.drop("no_sa", pkt, now)
+                    return False
+                # The pair just ran out (hard limit): a rekeyed pair may take over, else no SA.
+                self._invalidate_for(pair)
+                pair = self.lookup(pkt)
+            except TransportFragment:
+                return protect_fragment(self, pkt, now)  # RFC 4301 §7: transport mode protects it whole
+            except ValueError:
+                self.drop("malformed", pkt, now)
                 return False
-        except ValueError:
-            self.drop("malformed", pkt, now)
-            return False
         try:
             pair.send(wire, pair.dest)
         except OSError as exc:

@@ -11,7 +11,7 @@ Typical use by a datapath::
 """
 
 from engine.esp.ah import AhInboundSa, AhOutboundSa
-from engine.esp.errors import DROP_REASONS, EspDrop, EspError, SaExpired
+from engine.esp.errors import DROP_REASONS, EspDrop, EspError, SaExpired, TransportFragment
 from engine.esp.esp import EspInboundSa, EspOutboundSa
 from engine.esp.sa import InboundSa, Lifetime, OutboundSa
 from engine.esp.sad import Sad, SaConfigError, sa_pair_from_event
@@ -19,5 +19,5 @@ from engine.esp.sad import Sad, SaConfigError, sa_pair_from_event
 __all__ = [
     "AhInboundSa", "AhOutboundSa", "DROP_REASONS", "EspDrop", "EspError", "EspInboundSa",
     "EspOutboundSa", "InboundSa", "Lifetime", "OutboundSa", "Sad", "SaConfigError", "SaExpired",
-    "sa_pair_from_event",
+    "TransportFragment", "sa_pair_from_event",
 ]

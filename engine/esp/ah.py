@@ -21,6 +21,7 @@ import struct
 
 from engine.crypto.integ import Integ
 from engine.esp import ip
+from engine.esp.errors import TransportFragment
 from engine.esp.sa import InboundSa, OutboundSa
 
 _AH = struct.Struct("!BBHII")
@@ -173,12 +174,18 @@ class AhOutboundSa(OutboundSa):
         if v != self.version:
             raise ip.IpError(f"IPv{v} packet on an IPv{self.version} transport-mode SA")
         total = ip.packet_length(packet)
+        ah_len = self._ah_len
         if v == 4:
             off = ip.ipv4_header_length(packet)
             nh_off = 9
+            if packet[6] & 0x3F or packet[7]:
+                raise TransportFragment("an IPv4 fragment on a transport-mode SA")
+            if total + ah_len > 0xFFFF:
+                raise ip.IpError(f"an IPv4 packet of {total} bytes has no room for AH")
         else:
             off, nh_off, _ = ip.ipv6_transport_split(packet)
-        ah_len = self._ah_len
+            if total - 40 + ah_len > 0xFFFF:
+                raise ip.IpError(f"an IPv6 payload of {total - 40} bytes has no room for AH")
         hdr = bytearray(packet[:off])
         nh = hdr[nh_off]
         hdr[nh_off] = ip.IPPROTO_AH

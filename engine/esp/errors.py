@@ -35,5 +35,10 @@ class EspDrop(EspError):
         self.detail = detail
 
 
+class TransportFragment(ValueError):
+    """An IPv4 fragment handed to a transport-mode SA, which carries whole datagrams only (RFC 4301
+    §7): the caller reassembles the datagram and protects it whole (engine.datapath.reassembly)."""
+
+
 class SaExpired(EspError):
     """The outbound SA may not send any more (sequence exhausted or hard lifetime)."""

@@ -29,7 +29,7 @@ from engine.crypto.errors import IntegrityError
 from engine.crypto.integ import Integ, integ_icv_size
 from engine.crypto.transforms import EncrId
 from engine.esp import ip
-from engine.esp.errors import EspDrop
+from engine.esp.errors import EspDrop, TransportFragment
 from engine.esp.replay import ReplayWindow, infer_esn
 from engine.esp.sa import InboundSa, OutboundSa, SaCommon
 from engine.secret import Secret
@@ -317,6 +317,12 @@ class EspOutboundSa(_EspCrypto, OutboundSa):
                 off, nh_off, nh = ip.ipv6_transport_split(packet)
         except ip.IpError as exc:
             raise ValueError(str(exc)) from None
+        if v == 4 and (packet[6] & 0x3F or packet[7]):
+            raise TransportFragment("an IPv4 fragment on a transport-mode SA")
+        if total > 0xFF00 and (total if v == 4 else total - 40) + 18 + self._ivs + self._icvs + self._align > 0xFFFF:
+            # UDP + ESP header, IV, padding, trailer, ICV past the IP length field: refused before
+            # sealing (struct.error escaped the TUN read loop; a datagram near 64 KiB).
+            raise ValueError(f"an IPv{v} packet of {total} bytes has no room for ESP")
         body = self._seal(memoryview(packet)[off:total], nh, seq)
         hdr = bytearray(packet[:off])
         if self.encap:
