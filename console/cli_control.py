@@ -110,10 +110,13 @@ async def _run(args) -> int:
         elif cmd == "terminate":
             res = await client.call("terminate", name=args.name)
             print(f"deleting {res['deleted']} IKE SA(s) of '{args.name}'")
+            # (an older daemon's answer lacks retry_stopped and resolving: read as nothing stopped)
             if res.get("retry_stopped"):
-                # (an older daemon's answer has no retry_stopped: read as False)
                 print(f"'{args.name}' had failed and was going to try again: it will not")
-            elif res["deleted"] == 0:
+            if res.get("resolving"):
+                print(f"'{args.name}' was waiting for {res['resolving']} to resolve before initiating: "
+                      "its initiation is cancelled")
+            if res["deleted"] == 0 and not res.get("retry_stopped") and not res.get("resolving"):
                 return 1  # nothing was up: as rekey and roam, and as swanctl --terminate finding no SA
         elif cmd == "rekey":
             res = await client.call("rekey", name=args.name, ike=args.ike)

@@ -87,9 +87,6 @@ class IkeEndpoint:
         self._retries: dict[str, tuple[float, object]] = {}
         """keyingtries: connection name -> (when, token) of its next attempt. The scheduler cannot
         cancel a call, so an attempt runs only while its token is still the one held here."""
-        self._terminated: dict[str, int] = {}
-        """Connection name -> how often terminated whole: an initiation waiting for a host name runs
-        only if this has not moved since (one int per connection ever terminated)."""
         self.source_address: Callable[[str], str | None] | None = None
         """The runtime's route lookup: the address the host sends from towards a peer (None: unknown).
         Used only when neither local_addrs nor listen names ours (a laptop), so NAT detection
@@ -334,12 +331,9 @@ class IkeEndpoint:
         if names.is_name(target):
             addrs = self.names.fresh(target, now)
             if not addrs:
-                # Keyed by the terminate count: a terminate meanwhile cancels this one, and a new
-                # initiate after it is not taken for it.
-                era = self._terminated.get(name, 0)
-                if not self.names.wait(target, (name, child, era),
-                                       lambda t: self._initiate_resolved(name, child, target, t, era)):
-                    self.count("name_waiting_dropped")
+                # A terminate meanwhile cancels it (under this key, see resolving()).
+                self.names.wait(target, ("initiate", name, child),
+                                lambda t: self._initiate_resolved(name, child, target, t), bounded=False)
                 log.info("%s: resolving %s before initiating", name, target)
                 return None
             target = names.pick(addrs, conn)
@@ -358,9 +352,7 @@ class IkeEndpoint:
         for action in self.names.answer(name, addrs, now):
             action(now)
 
-    def _initiate_resolved(self, conn_name: str, child: str | None, host: str, now: float, era: int = 0) -> None:
-        if self._terminated.get(conn_name, 0) != era:
-            return  # terminated while its name was resolved
+    def _initiate_resolved(self, conn_name: str, child: str | None, host: str, now: float) -> None:
         if not self.names.addresses(host):
             log.warning("%s: not initiated: %s did not resolve to an address", conn_name, host)
             self.count("name_unresolved")
@@ -394,8 +386,13 @@ class IkeEndpoint:
         self._attempts.pop(name, None)
         if unique_id is None:
             self._retries.pop(name, None)
-            self._terminated[name] = self._terminated.get(name, 0) + 1  # and an initiation awaiting DNS
+            self.names.cancel(_of_connection(name))  # an initiation, or a redirect, awaiting DNS
         return n
+
+    def resolving(self, name: str) -> str | None:
+        """The host name an initiation (or a redirect) of connection ``name`` waits for (None: none)."""
+        hosts = self.names.waiting(_of_connection(name))
+        return hosts[0] if hosts else None
 
     def rekey(self, name: str, now: float, *, ike: bool = False, unique_id: int | None = None) -> int:
         self._conn(name)
@@ -505,6 +502,7 @@ class IkeEndpoint:
         # Timers run on while the Deletes are answered: a pending attempt would start a new IKE SA.
         self._retries.clear()
         self._attempts.clear()
+        self.names.cancel(lambda key: True)  # as would an initiation awaiting DNS
         for sa in self.registry:
             if sa.pending:
                 continue  # it goes with the rekey that holds it
@@ -562,6 +560,12 @@ class IkeEndpoint:
                 return {"spi_i": sa.spi_i, "spi_r": sa.spi_r, "encr": sa.chosen.encr, "integ": sa.chosen.integ,
                         "keys": sa.keys}
         return None
+
+
+def _of_connection(name: str) -> Callable[[object], bool]:
+    """Matches the keys under which connection ``name`` waits for a host name: its initiations
+    (``initiate``) and the redirects of its IKE SAs (engine.ike.redirect_client)."""
+    return lambda key: (key[0] == "initiate" and key[1] == name) or (key[0] == "redirect" and key[2] == name)
 
 
 def _coming(sa: IkeSa) -> set[str]:

@@ -1,0 +1,107 @@
+"""Terminate against an initiation that waits for its peer's host name to resolve
+(``remote_addrs = ["vpn.example.org"]``): terminate cancels it and says so (control answer
+``resolving``, the CLI's message and exit 0), as it does for a keyingtries attempt it stops."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+
+from console import cli_control
+from engine.datapath.base import NullDatapath
+from engine.ike import names
+from engine.runtime.client import ControlClient
+from engine.runtime.control import ControlServer
+from engine.runtime.engine import EngineRuntime
+
+from tests.engine.ike_pair import LEFT, RIGHT, Pair, child, connection, mirror, policy
+from tests.engine.test_ike_names import GW, established, pair
+from tests.loopback import addr
+
+
+def test_terminate_tells_it_cancelled_an_initiation_waiting_for_the_name():
+    p, _ = pair()
+    assert p.a.resolving("tun") is None
+    assert p.a.initiate("tun", p.now) is None
+    assert p.a.resolving("tun") == GW
+    assert p.a.terminate("tun", p.now) == 0
+    assert p.a.resolving("tun") is None  # cancelled: not waiting any more
+    p.a.resolved(GW, (RIGHT,), p.now)
+    p.advance(2)
+    assert not p.a.sas and not established(p.b)
+
+
+def test_terminating_one_ike_sa_by_id_leaves_the_waiting_initiation_alone():
+    p, _ = pair()
+    p.a.initiate("tun", p.now)
+    p.a.terminate("tun", p.now, unique_id=12345)
+    assert p.a.resolving("tun") == GW
+    p.a.resolved(GW, (RIGHT,), p.now)
+    p.advance(2)
+    assert len(established(p.a)) == 1
+
+
+def test_every_connection_to_one_gateway_name_starts():
+    """Twenty connections (a site-to-site with many subnet pairs) to one gateway name: each initiation
+    waits for the same answer. Only MAX_WAITING of them were kept: the others were dropped unseen."""
+    count = names.MAX_WAITING + 4
+    ours, theirs = [], []
+    for i in range(count):
+        kid = child(local_ts=f"198.51.100.{i}/32", remote_ts=f"198.51.100.{128 + i}/32")
+        conn = connection(f"tun{i}", children=(kid,), local_id=f"l{i}.example", remote_id=f"r{i}.example")
+        ours.append(dataclasses.replace(conn, remote_addrs=(GW,)))
+        theirs.append(mirror(conn, remote_addrs=(LEFT,)))
+    p = Pair(policy(*ours, address=LEFT), policy(*theirs, address=RIGHT))
+    p.a.names.resolve = lambda name: None
+    for i in range(count):
+        assert p.a.initiate(f"tun{i}", p.now) is None
+    p.a.resolved(GW, (RIGHT,), p.now)
+    p.advance(60)  # (twenty at once make the peer ask for cookies: some take a retransmit)
+    assert sorted(sa.name for sa in established(p.a)) == sorted(f"tun{i}" for i in range(count))
+    assert "name_waiting_dropped" not in p.a.stats
+
+
+def test_a_shutdown_cancels_an_initiation_waiting_for_the_name():
+    """The runtime keeps the loop going for a few seconds while the Deletes are answered: an answer
+    then must not start a new IKE SA."""
+    p, _ = pair()
+    p.a.initiate("tun", p.now)
+    p.a.shutdown(p.now)
+    p.a.resolved(GW, (RIGHT,), p.now)
+    assert not p.a.sas and not p.a.datagrams_to_send()
+
+
+# ---------------------------------------------------------------- control socket and CLI
+async def test_the_control_answer_and_the_cli_say_what_terminate_stopped(tmp_path, capsys):
+    asked = asyncio.Event()
+    never = asyncio.Event()
+
+    async def hangs(loop, name):  # a slow DNS: the initiation waits
+        asked.set()
+        await never.wait()
+        return ()
+
+    conn = dataclasses.replace(connection(local=addr(1), local_port=25540, remote_port=25540), remote_addrs=(GW,))
+    rt = EngineRuntime(policy(conn, address=addr(1), ike_port=25540, natt_port=25541), datapath=NullDatapath(),
+                       lookup=hangs)
+    await rt.start()
+    srv = ControlServer(rt, str(tmp_path / "control.sock"))
+    await srv.start()
+    c = ControlClient(str(srv.path))
+    try:
+        await c.call("initiate", name="tun")
+        await asyncio.wait_for(asked.wait(), 5)
+        assert await c.call("terminate", name="tun") == {"deleted": 0, "retry_stopped": False, "resolving": GW}
+        assert await c.call("terminate", name="tun") == {"deleted": 0, "retry_stopped": False, "resolving": None}
+
+        await c.call("initiate", name="tun")
+        args = argparse.Namespace(command="terminate", name="tun", control=str(srv.path), json=False)
+        assert await cli_control._run(args) == 0
+        out = capsys.readouterr().out
+        assert f"'tun' was waiting for {GW} to resolve before initiating: its initiation is cancelled" in out
+        assert await cli_control._run(args) == 1  # nothing left to stop
+    finally:
+        await c.close()
+        await srv.stop()
+        await rt.stop(delete=False)
