@@ -105,3 +105,26 @@ async def test_the_control_answer_and_the_cli_say_what_terminate_stopped(tmp_pat
         await c.close()
         await srv.stop()
         await rt.stop(delete=False)
+
+
+def test_a_retry_whose_name_no_longer_resolves_goes_to_the_last_address_and_counts():
+    """charon (ike_sa.c, retransmit(): keyingtry++, reset(), resolve_hosts()) keeps the peer's last
+    address when its name does not resolve for a keyingtries attempt: the attempt is made, and
+    counted. So do we (HostNames.answer keeps the last addresses): keyingtries runs on."""
+    from tests.engine.test_terminate_retry import REFUSING, inits_sent
+
+    a = dataclasses.replace(connection(keyingtries=0), remote_addrs=(GW,))
+    b = mirror(connection(), remote_addrs=(LEFT,), proposals=REFUSING.proposals)
+    p = Pair(policy(a, address=LEFT), policy(b, address=RIGHT))
+    asked: list[str] = []
+    p.a.names.resolve = asked.append
+    p.a.initiate("tun", p.now)
+    p.a.resolved(GW, (RIGHT,), p.now)
+    asked.clear()
+    for _ in range(100):  # the pause grows to a minute: the name is asked again (NAME_TTL)
+        p.advance(10)
+        if asked:
+            asked.clear()
+            p.a.resolved(GW, (), p.now)  # the DNS is down now
+    assert inits_sent(p) > 20
+    assert p.a.retrying("tun") is not None or p.a.resolving("tun") == GW or p.a.sas  # and on
