@@ -88,15 +88,21 @@ class ControlServer:
         """(st_dev, st_ino) of the socket we bound: stop() removes that file only, never another
         daemon's socket nor a file or folder that was at the path when start() refused it."""
 
-    async def start(self) -> None:
-        folder = self.path.parent
-        if not folder.exists():
-            folder.mkdir(mode=0o700, parents=True)
+    async def check_free(self) -> None:
+        """Raise OSError if start() would refuse the path (another daemon serves it, or it is not a
+        socket): the daemon asks before it starts its engine, whose datapath would touch the kernel."""
         if self.path.exists() or self.path.is_symlink():
             if not stat.S_ISSOCK(self.path.lstat().st_mode):
                 raise OSError(f"{self.path} exists and is not a socket; refusing to replace it")
             if await _alive(self.path):
                 raise OSError(f"another daemon is serving {self.path}")
+
+    async def start(self) -> None:
+        folder = self.path.parent
+        if not folder.exists():
+            folder.mkdir(mode=0o700, parents=True)
+        if self.path.exists() or self.path.is_symlink():
+            await self.check_free()
             self.path.unlink()  # stale socket of a crashed daemon
         old_umask = os.umask(0o177)  # the socket is born 0600: no window where others can connect
         try:

@@ -263,6 +263,7 @@ async def serve(config: str, control: str | None, *, datapath: str | None = None
     loop.add_signal_handler(signal.SIGHUP, services.sighup)
     try:
         try:
+            await server.check_free()  # before the engine: its datapath may flush the kernel's SAs
             await runtime.start()
             await server.start()
             await services.start()
