@@ -184,8 +184,6 @@ class ControlServer:
                     "files": public_files(rt.policy)}
         if cmd == "stats":
             return ops_stats.collect(rt)
-        if cmd == "reload":
-            return self._reload(peer)
         raise ValueError(f"unknown command {cmd!r:.80}")
 
     async def listing(self, rid, cmd: str) -> list[bytes] | None:
@@ -239,13 +237,13 @@ class ControlServer:
                                "changed": list(applied.changed)})
         return event_to_dict(applied)
 
-    def _reload(self, peer: journal.Who | None):
-        from engine.ops.reload import ReloadError, reload_from_file
+    async def reload(self, peer: journal.Who | None):
+        from engine.ops.reload import ReloadError, reload_from_file_async
 
         try:
-            applied = reload_from_file(self.runtime, via="control", who=peer)
+            applied = await reload_from_file_async(self.runtime, via="control", who=peer)
         except ReloadError as exc:
-            raise _Failure(str(exc), [f.format() for f in exc.findings]) from None
+            raise _Failure(str(exc), exc.lines()) from None
         return event_to_dict(applied)
 
 
@@ -353,7 +351,12 @@ class _Connection:
         try:
             pieces = await server.listing(rid, cmd)
             if pieces is None:
-                result = await server.apply(req, self.peer) if cmd == "apply-policy" else server.handle(req, self.peer)
+                if cmd == "apply-policy":
+                    result = await server.apply(req, self.peer)
+                elif cmd == "reload":
+                    result = await server.reload(self.peer)
+                else:
+                    result = server.handle(req, self.peer)
                 pieces = [line({"id": rid, "ok": True, "result": result})]
         except _Failure as exc:
             pieces = [line({"id": rid, "ok": False, "error": str(exc), "findings": exc.findings})]

@@ -187,16 +187,16 @@ class Services:
 async def reload_on_sighup(runtime, notifier: Notifier | None = None) -> None:
     """Apply the policy file again (SIGHUP); errors are logged, the running policy stays."""
     from engine.ops.journal import Who
-    from engine.ops.reload import ReloadError, reload_from_file
+    from engine.ops.reload import ReloadError, reload_from_file_async
 
     if notifier is not None:
         notifier.reloading()
     try:
-        applied = reload_from_file(runtime, via="sighup", who=Who(user="SIGHUP"))
+        applied = await reload_from_file_async(runtime, via="sighup", who=Who(user="SIGHUP"))
     except ReloadError as exc:
         log.error("reload of %s failed: %s", runtime.policy.path, exc)
-        for f in exc.findings:
-            log.error("%s", f.format())
+        for line in exc.lines():
+            log.error("%s", line)
         if notifier is not None:
             notifier.ready(f"reload failed, still running the previous policy: {exc}")
         return
@@ -219,9 +219,8 @@ def _status_line(runtime) -> str:
 
 async def serve(config: str, control: str | None, *, datapath: str | None = None, ready=None,
                 env: Mapping[str, str] | None = None) -> int:
+    from engine.ops.reload import ReloadError, parse_text, read_policy_file
     from engine.pki.errors import PkiError
-    from engine.policy.findings import PolicyError
-    from engine.policy.parse import load_policy
     from engine.runtime.control import ControlServer, raise_open_files_limit
     from engine.runtime.engine import EngineRuntime
 
@@ -232,14 +231,11 @@ async def serve(config: str, control: str | None, *, datapath: str | None = None
     config = os.path.abspath(config)
     notifier = Notifier(env)
     try:
-        policy = load_policy(config)
-        text = open(config, encoding="utf-8").read()
-    except PolicyError as exc:
-        for f in exc.findings:
-            print(f.format(), file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"ipsec-console: {config}: {exc.strerror}", file=sys.stderr)
+        # The text read once: the policy_text served (get-policy, the journal) is what was parsed.
+        text = read_policy_file(config)
+        policy = parse_text(text, config)
+    except ReloadError as exc:
+        print(f"ipsec-console: {exc}" if not exc.findings else "\n".join(exc.lines()), file=sys.stderr)
         return 1
     if (datapath or policy.engine.datapath) == "lab":
         return await _serve_lab(config, policy, control, ready)
