@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 from engine.crypto.keypool import KeyPool
-from engine.events import ChildState, Event, IkeState, PolicyApplied
+from engine.events import ChildState, Event, IkeState, NegotiationFailed, PolicyApplied
 from engine.ike import names, policy_change, redirect_client, routing
 from engine.ike.authenticator import Authenticator
 from engine.ike.child import ChildSa
@@ -354,8 +354,16 @@ class IkeEndpoint:
 
     def _initiate_resolved(self, conn_name: str, child: str | None, host: str, now: float) -> None:
         if not self.names.addresses(host):
-            log.warning("%s: not initiated: %s did not resolve to an address", conn_name, host)
+            log.warning("%s: not initiated: %s did not resolve to an address", conn_name, host,
+                        extra={"connection": conn_name})
             self.count("name_unresolved")
+            # As an event too (charon: "unable to resolve, initiate aborted", ALERT_PEER_ADDR_FAILED):
+            # `initiate --wait` and the console learn the initiation is over. The IKE SA id is one
+            # no SA will have, so the console files it with no other negotiation.
+            self.emit(NegotiationFailed(
+                self.registry.next_ike_id(), conn_name, "IKE_SA_INIT", "UNRESOLVED",
+                f"{host} did not resolve to an address, so nothing was sent: check the name (and the "
+                f"host's DNS), or put the peer's address in connections.{conn_name}.remote_addrs", child))
             return
         try:
             conn = self._conn(conn_name)

@@ -128,3 +128,41 @@ def test_a_retry_whose_name_no_longer_resolves_goes_to_the_last_address_and_coun
             p.a.resolved(GW, (), p.now)  # the DNS is down now
     assert inits_sent(p) > 20
     assert p.a.retrying("tun") is not None or p.a.resolving("tun") == GW or p.a.sas  # and on
+
+
+def test_a_name_that_does_not_resolve_ends_the_initiation_with_an_event():
+    """`initiate --wait` waited for its whole timeout, then said the connection "may still come up":
+    the engine had given up at once (as charon: "unable to resolve, initiate aborted"), telling only
+    its log."""
+    from engine.events import NegotiationFailed
+
+    p, _ = pair()
+    p.a.initiate("tun", p.now, "lan")
+    p.a.resolved(GW, (), p.now)
+    failed = [e for e in iter(p.a.next_event, None) if isinstance(e, NegotiationFailed)]
+    assert len(failed) == 1
+    f = failed[0]
+    assert (f.connection, f.child, f.exchange, f.notify) == ("tun", "lan", "IKE_SA_INIT", "UNRESOLVED")
+    assert GW in f.reason and "connections.tun.remote_addrs" in f.reason
+    assert f.ike_sa not in {sa.unique_id for sa in p.a.sas}
+
+
+async def test_initiate_wait_fails_at_once_when_the_name_does_not_resolve(tmp_path, capsys):
+    async def nothing(loop, name):
+        return ()
+
+    conn = dataclasses.replace(connection(local=addr(1), local_port=25542, remote_port=25542), remote_addrs=(GW,))
+    rt = EngineRuntime(policy(conn, address=addr(1), ike_port=25542, natt_port=25543), datapath=NullDatapath(),
+                       lookup=nothing)
+    await rt.start()
+    srv = ControlServer(rt, str(tmp_path / "control.sock"))
+    await srv.start()
+    try:
+        args = argparse.Namespace(command="initiate", name="tun", child=None, wait=True, timeout=20.0,
+                                  control=str(srv.path), json=False)
+        assert await asyncio.wait_for(cli_control._run(args), 10) == 1
+        err = capsys.readouterr().err
+        assert f"initiating 'tun' failed: UNRESOLVED: {GW} did not resolve to an address" in err
+    finally:
+        await srv.stop()
+        await rt.stop(delete=False)
