@@ -108,6 +108,11 @@ async def _run(args) -> int:
                 return 0
             return await initiate_and_wait(client, args.control, args.name, args.child, args.timeout)
         elif cmd == "terminate":
+            ike_id = getattr(args, "ike_id", None)
+            if ike_id is not None:
+                return await terminate_ike_sa(client, args.name, ike_id)
+            if not args.name:
+                raise ControlError("terminate needs a connection NAME or --ike-id")
             res = await client.call("terminate", name=args.name)
             print(f"deleting {res['deleted']} IKE SA(s) of '{args.name}'")
             # (an older daemon's answer lacks retry_stopped and resolving: read as nothing stopped)
@@ -142,6 +147,20 @@ async def _run(args) -> int:
         return 1
     finally:
         await client.close()
+
+
+async def terminate_ike_sa(client: ControlClient, name: str | None, ike_id: int) -> int:
+    """swanctl --terminate --ike-id: one IKE SA, found by its unique id (the daemon's terminate
+    takes the connection's name with it)."""
+    sa = next((sa for sa in (await client.call("list-sas"))["ike_sas"] if sa["unique_id"] == ike_id), None)
+    if sa is None or (name and sa["name"] != name):
+        of = f" of '{name}'" if name else ""
+        raise ControlError(f"no IKE SA #{ike_id}{of} (ipsec-console sas lists them)")
+    res = await client.call("terminate", name=sa["name"], unique_id=ike_id)
+    if res["deleted"] == 0:
+        raise ControlError(f"IKE SA #{ike_id} of '{sa['name']}' is already being deleted or rekeyed")
+    print(f"deleting IKE SA #{ike_id} of '{sa['name']}'")
+    return 0
 
 
 def event_types(values: list[str] | None) -> set[str] | None:
