@@ -122,18 +122,21 @@ async def _run(args) -> int:
                 print(f"'{args.name}' was waiting for {res['resolving']} to resolve before initiating: "
                       "its initiation is cancelled")
             if res["deleted"] == 0 and not res.get("retry_stopped") and not res.get("resolving"):
-                return 1  # nothing was up: as rekey and roam, and as swanctl --terminate finding no SA
+                # nothing was up: as rekey and roam, and as swanctl --terminate finding no SA
+                return _nothing(f"'{args.name}' has no IKE SA to terminate")
         elif cmd == "rekey":
             res = await client.call("rekey", name=args.name, ike=args.ike)
             what = "IKE SA(s)" if args.ike else "CHILD SA(s)"
             print(f"rekeying {res['rekeyed']} {what} of '{args.name}'")
             if res["rekeyed"] == 0:
-                return 1
+                return _nothing(f"'{args.name}' has no established {'IKE SA' if args.ike else 'CHILD SA'} to rekey")
         elif cmd == "roam":
             res = await client.call("roam", name=args.name)
             print(f"{res['moved']} IKE SA(s) moved to a new address")
             if res["moved"] == 0:
-                return 1
+                of = f" of '{args.name}'" if args.name else ""
+                return _nothing(f"no IKE SA{of} needed to move (only those we initiated with MOBIKE move, "
+                                "when our address changed)")
         elif cmd == "events":
             types = event_types(args.types)
             async for e in client.events_raw(plaintext=args.plaintext):
@@ -161,6 +164,12 @@ async def terminate_ike_sa(client: ControlClient, name: str | None, ike_id: int)
         raise ControlError(f"IKE SA #{ike_id} of '{sa['name']}' is already being deleted or rekeyed")
     print(f"deleting IKE SA #{ike_id} of '{sa['name']}'")
     return 0
+
+
+def _nothing(why: str) -> int:
+    """Exit 1 for a command that found nothing to do, the reason on stderr (stdout keeps its count)."""
+    print(f"ipsec-console: {why}", file=sys.stderr)
+    return 1
 
 
 def event_types(values: list[str] | None) -> set[str] | None:

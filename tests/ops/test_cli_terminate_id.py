@@ -58,3 +58,27 @@ async def test_terminate_one_ike_sa_by_its_id(tmp_path, capsys):
         await srv.stop()
         await ours.stop(delete=False)
         await theirs.stop(delete=False)
+
+
+async def test_nothing_to_do_is_exit_1_with_a_reason_on_stderr(tmp_path, capsys):
+    """terminate, rekey and roam exited 1 with only their count on stdout ("deleting 0 IKE SA(s)"): a
+    script reading stderr for the reason got nothing."""
+    conn = connection(local=addr(1), remote=addr(2), local_port=25546, remote_port=25546)
+    rt = EngineRuntime(policy(conn, address=addr(1), ike_port=25546, natt_port=25547), datapath=NullDatapath())
+    await rt.start()
+    srv = ControlServer(rt, str(tmp_path / "control.sock"))
+    await srv.start()
+    try:
+        for argv, out, err in (
+                (["terminate", "tun"], "deleting 0 IKE SA(s) of 'tun'", "'tun' has no IKE SA to terminate"),
+                (["rekey", "tun"], "rekeying 0 CHILD SA(s) of 'tun'", "'tun' has no established CHILD SA to rekey"),
+                (["rekey", "tun", "--ike"], "rekeying 0 IKE SA(s) of 'tun'", "'tun' has no established IKE SA"),
+                (["roam", "tun"], "0 IKE SA(s) moved", "no IKE SA of 'tun' needed to move")):
+            args = cli.build_parser().parse_args([*argv, "--control", str(srv.path)])
+            assert await cli_control._run(args) == 1
+            got = capsys.readouterr()
+            assert out in got.out
+            assert got.err.count("\n") == 1 and got.err.startswith(f"ipsec-console: {err}"), got.err
+    finally:
+        await srv.stop()
+        await rt.stop(delete=False)
