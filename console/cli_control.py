@@ -196,6 +196,15 @@ def _up(sas: list[dict], name: str, children: set[str]) -> bool:
     return False
 
 
+async def _failing(client: ControlClient, name: str) -> bool:
+    """Whether connection ``name`` failed and waits for its next keyingtries attempt."""
+    try:
+        conns = (await client.call("list-conns"))["connections"]
+    except ControlError:
+        return False
+    return any(c["name"] == name and c.get("state") == "failing" for c in conns)
+
+
 async def initiate_and_wait(client: ControlClient, control: str | None, name: str, child: str | None,
                             timeout: float) -> int:
     """Initiate and wait for the outcome, like swanctl --initiate: 0 up, 1 failed, 124 undecided."""
@@ -239,6 +248,10 @@ async def initiate_and_wait(client: ControlClient, control: str | None, name: st
                 return 0
             elif kind == "NegotiationFailed":
                 print(f"initiating '{name}' failed: {e.get('notify')}: {e.get('reason')}", file=sys.stderr)
+                if await _failing(client, name):
+                    # The daemon tries again (keyingtries): this command ends, the attempts do not.
+                    print(f"'{name}' will be tried again (keyingtries); `ipsec-console terminate {name}` stops it",
+                          file=sys.stderr)
                 return 1
         print(f"initiating '{name}': no outcome within {timeout:g}s (it may still come up: "
               f"ipsec-console sas)", file=sys.stderr)

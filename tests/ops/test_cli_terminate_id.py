@@ -82,3 +82,27 @@ async def test_nothing_to_do_is_exit_1_with_a_reason_on_stderr(tmp_path, capsys)
     finally:
         await srv.stop()
         await rt.stop(delete=False)
+
+
+async def test_initiate_wait_says_a_failed_connection_will_be_tried_again(tmp_path, capsys):
+    """keyingtries: the first attempt failed and initiate exited 1, but the daemon goes on trying (for
+    ever with keyingtries = 0): the admin was not told, nor how to stop it."""
+    from tests.engine.test_terminate_retry import _policies
+
+    ours, theirs = _policies()
+    rt = EngineRuntime(ours, datapath=NullDatapath())
+    peer = EngineRuntime(theirs, datapath=NullDatapath())
+    await peer.start()
+    await rt.start()
+    srv = ControlServer(rt, str(tmp_path / "control.sock"))
+    await srv.start()
+    try:
+        args = cli.build_parser().parse_args(["initiate", "tun", "--timeout", "10", "--control", str(srv.path)])
+        assert await cli_control._run(args) == 1
+        err = capsys.readouterr().err
+        assert "initiating 'tun' failed: NO_PROPOSAL_CHOSEN" in err
+        assert "'tun' will be tried again (keyingtries); `ipsec-console terminate tun` stops it" in err
+    finally:
+        await srv.stop()
+        await rt.stop(delete=False)
+        await peer.stop(delete=False)
