@@ -19,6 +19,7 @@ Opt-in extras from ``[engine]``: Prometheus metrics (``metrics_textfile``,
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import logging
 import os
@@ -212,6 +213,14 @@ async def reload_on_sighup(runtime, notifier: Notifier | None = None) -> None:
         notifier.ready(_status_line(runtime))
 
 
+def _privilege_hint(exc: Exception) -> str:
+    """What to do about a start refused for want of privilege (not root: the kernel's XFRM, a TUN
+    device, port 500)."""
+    if getattr(exc, "errno", None) not in (errno.EPERM, errno.EACCES):
+        return ""
+    return " (run it as root, or with CAP_NET_ADMIN and CAP_NET_BIND_SERVICE as the systemd unit does)"
+
+
 def _status_line(runtime) -> str:
     n = len(runtime.policy.connections)
     return f"running {runtime.policy.path} ({n} connection{'s' if n != 1 else ''}, datapath {runtime.datapath.name})"
@@ -263,8 +272,8 @@ async def serve(config: str, control: str | None, *, datapath: str | None = None
             await runtime.start()
             await server.start()
             await services.start()
-        except OSError as exc:
-            print(f"ipsec-console: {exc}", file=sys.stderr)
+        except Exception as exc:  # OSError, the kernel's refusal (KernelDatapathError): a line, not a traceback
+            print(f"ipsec-console: {exc}{_privilege_hint(exc)}", file=sys.stderr)
             await services.stop()
             await server.stop()
             await runtime.stop(delete=False)

@@ -65,3 +65,24 @@ control = "{sock}"
         await first.stop()
     assert started == []
     assert f"another daemon is serving {sock}" in capsys.readouterr().err
+
+
+async def test_a_datapath_the_kernel_refuses_is_one_line_not_a_traceback(tmp_path, monkeypatch, capsys):
+    """Not root: the kernel refuses the XFRM dump of the datapath's start with EPERM, a
+    KernelDatapathError (not an OSError): the daemon died with a traceback."""
+    from engine.datapath.base import NullDatapath
+    from engine.datapath.kernel_base import KernelDatapathError
+
+    class Refused(NullDatapath):
+        name = "kernel"
+
+        async def start(self, runtime):
+            raise KernelDatapathError("GETPOLICY dump: Operation not permitted", 1)
+
+    monkeypatch.setattr(daemon, "make_datapath", lambda policy, kind=None: Refused())
+    (tmp_path / "gw.toml").write_text('[engine]\ndatapath = "kernel"\nlisten = ["127.0.0.1"]\n')
+    assert await daemon.serve(str(tmp_path / "gw.toml"), str(tmp_path / "control.sock")) == 1
+    err = capsys.readouterr().err
+    assert err == ("ipsec-console: GETPOLICY dump: Operation not permitted (run it as root, or with CAP_NET_ADMIN "
+                   "and CAP_NET_BIND_SERVICE as the systemd unit does)\n")
+    assert not (tmp_path / "control.sock").exists()
