@@ -101,3 +101,18 @@ async def test_the_daemon_refuses_to_start_on_a_bad_policy_naming_the_line(tmp_p
     assert await daemon.serve(str(path), str(tmp_path / "control.sock")) == 1
     err = capsys.readouterr().err
     assert f"{path}:{_line_of(text, 'ike_port')}:1: engine.ike_port: error:" in err, err
+
+
+async def test_a_secrets_path_that_is_a_folder_is_not_called_missing(server, tmp_path):  # noqa: F811
+    secrets = tmp_path / "s.toml"
+    secrets.unlink()
+    secrets.mkdir()
+    c = ControlClient(str(server.path))
+    try:
+        with pytest.raises(ControlError, match="does not validate; nothing was changed") as info:
+            await c.call("reload")
+    finally:
+        await c.close()
+    [finding] = info.value.findings
+    assert finding.endswith(f"engine.secrets: error: secrets file '{secrets}' is not a regular file"), finding
+    assert f"{Path(server.runtime.policy.path)}:" in finding
