@@ -166,3 +166,35 @@ async def test_initiate_wait_fails_at_once_when_the_name_does_not_resolve(tmp_pa
     finally:
         await srv.stop()
         await rt.stop(delete=False)
+
+
+async def test_conns_says_connecting_while_the_name_resolves_and_default_once(tmp_path):
+    """`conns` said "down" for a connection initiated and waiting for its peer's name, and listed the
+    default proposals as "default, default"."""
+    never = asyncio.Event()
+
+    async def hangs(loop, name):
+        await never.wait()
+        return ()
+
+    from engine.policy.proposals import default_proposals
+
+    kid = dataclasses.replace(child(), proposals=default_proposals("esp"))
+    conn = dataclasses.replace(connection(local=addr(1), local_port=25548, remote_port=25548, children=(kid,)),
+                               remote_addrs=(GW,), proposals=default_proposals("ike"))
+    rt = EngineRuntime(policy(conn, address=addr(1), ike_port=25548, natt_port=25549), datapath=NullDatapath(),
+                       lookup=hangs)
+    await rt.start()
+    srv = ControlServer(rt, str(tmp_path / "control.sock"))
+    await srv.start()
+    c = ControlClient(str(srv.path))
+    try:
+        [info] = (await c.call("list-conns"))["connections"]
+        assert info["state"] == "down"
+        assert info["proposals"] == ["default"] and info["children"][0]["proposals"] == ["default"]
+        rt.initiate("tun")
+        assert (await c.call("list-conns"))["connections"][0]["state"] == "connecting"
+    finally:
+        await c.close()
+        await srv.stop()
+        await rt.stop(delete=False)
