@@ -154,6 +154,7 @@ class Services:
         self.keylog = KeyLog(runtime)
         self.usage = UsageTracker(runtime)
         self._reloading: asyncio.Task | None = None
+        self._again = False
         self._watchdog: asyncio.Task | None = None
 
     async def start(self) -> None:
@@ -179,10 +180,18 @@ class Services:
     def sighup(self) -> None:
         if self._reloading is None or self._reloading.done():
             self._reloading = asyncio.get_running_loop().create_task(self.reload(), name="reload")
+        else:
+            # The running reload may have read the file before the edit this SIGHUP announces.
+            self._again = True
 
     async def reload(self) -> None:
-        """The SIGHUP reload; errors are logged, the running policy stays."""
-        await reload_on_sighup(self.runtime, self.notifier)
+        """The SIGHUP reload (once more if SIGHUP came again meanwhile); errors are logged, the
+        running policy stays."""
+        while True:
+            self._again = False
+            await reload_on_sighup(self.runtime, self.notifier)
+            if not self._again:
+                return
 
 
 async def reload_on_sighup(runtime, notifier: Notifier | None = None) -> None:

@@ -116,3 +116,26 @@ async def test_a_secrets_path_that_is_a_folder_is_not_called_missing(server, tmp
     [finding] = info.value.findings
     assert finding.endswith(f"engine.secrets: error: secrets file '{secrets}' is not a regular file"), finding
     assert f"{Path(server.runtime.policy.path)}:" in finding
+
+
+async def test_a_sighup_during_a_reload_reloads_again(server, monkeypatch):  # noqa: F811
+    """A SIGHUP that came while a reload ran was dropped: that reload may have read the file before
+    the edit the second SIGHUP announced, which then stayed unapplied."""
+    from engine.ops.sdnotify import Notifier
+
+    runs: list[int] = []
+    release = asyncio.Event()
+
+    async def slow_reload(runtime, notifier=None):
+        runs.append(len(runs))
+        await release.wait()
+
+    monkeypatch.setattr(daemon, "reload_on_sighup", slow_reload)
+    services = daemon.Services(server.runtime, Notifier({}))
+    services.sighup()
+    await asyncio.sleep(0)
+    services.sighup()  # the admin saved again and sent another SIGHUP
+    services.sighup()  # (and another: one more reload covers both)
+    release.set()
+    await services._reloading
+    assert runs == [0, 1]
