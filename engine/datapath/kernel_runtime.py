@@ -86,7 +86,7 @@ def claim_namespace(netns: str | None) -> socket.socket:
         pass
     where = f"network namespace {netns}" if netns else "this network namespace"
     raise OSError(f"another ipsec-console{holder} runs the kernel datapath in {where}: starting would flush "
-                  "its SAs and policies; stop it first (or use --datapath none)")
+                  "its SAs and policies; stop it first, or attach to it (ipsec-console attach)")
 
 
 class KernelRuntimeDatapath:
