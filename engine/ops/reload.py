@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import weakref
 
 from engine.events import PolicyApplied
 from engine.ops import journal
@@ -121,11 +122,16 @@ async def reload_from_file_async(runtime, *, via: str, who: journal.Who | None =
     """reload_from_file with the reading and validating (files, a large policy: up to a second)
     in a thread, as apply-policy parses: IKE and ESP go on meanwhile. The apply itself runs on
     the loop, in one step."""
-    path = runtime.policy.path
-
-    def read_and_parse() -> tuple[Policy, str]:
+    def read_and_parse(path: str | None) -> tuple[Policy, str]:
         text = _reread(path)
         return parse_text(text, path), text
 
-    policy, text = await asyncio.to_thread(read_and_parse)
-    return apply_parsed(runtime, policy, text, via=via, who=who)
+    # One at a time: two reloads (SIGHUP, the control socket) that overlapped could apply the file
+    # read first last, an edit made between them undone.
+    lock = _locks.setdefault(runtime, asyncio.Lock())
+    async with lock:
+        policy, text = await asyncio.to_thread(read_and_parse, runtime.policy.path)
+        return apply_parsed(runtime, policy, text, via=via, who=who)
+
+
+_locks: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

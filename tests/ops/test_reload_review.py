@@ -139,3 +139,31 @@ async def test_a_sighup_during_a_reload_reloads_again(server, monkeypatch):  # n
     release.set()
     await services._reloading
     assert runs == [0, 1]
+
+
+async def test_overlapping_reloads_apply_in_order(server, monkeypatch):  # noqa: F811
+    """Reloads read and validate in a thread: two that overlap (a SIGHUP, `ipsec-console reload`) must
+    not apply the file read first after the one read second (the later edit undone)."""
+    path = Path(server.runtime.policy.path)
+    first_read = threading.Event()
+    go_on = threading.Event()
+    real = reload.parse_text
+    calls: list[str] = []
+
+    def parse_text(text, p):
+        calls.append(text)
+        if len(calls) == 1:
+            first_read.set()
+            go_on.wait(10)  # the first reload is slow to validate...
+        return real(text, p)
+
+    monkeypatch.setattr(reload, "parse_text", parse_text)
+    old = asyncio.create_task(reload.reload_from_file_async(server.runtime, via="test"))
+    await asyncio.to_thread(first_read.wait, 10)
+    path.write_text(POLICY.replace("a.example", "edited.example"))  # ...the admin edits meanwhile
+    new = asyncio.create_task(reload.reload_from_file_async(server.runtime, via="test"))
+    await asyncio.sleep(0.2)
+    go_on.set()
+    await old
+    await new
+    assert str(server.runtime.policy.connections[0].local.id) == "edited.example"
