@@ -153,8 +153,7 @@ class Services:
         self.metrics = MetricsExporter(runtime)
         self.keylog = KeyLog(runtime)
         self.usage = UsageTracker(runtime)
-        self._reloading: asyncio.Task | None = None
-        self._again = False
+        self.reloads = SighupReloads(runtime, notifier)
         self._watchdog: asyncio.Task | None = None
 
     async def start(self) -> None:
@@ -165,9 +164,9 @@ class Services:
             self._watchdog = asyncio.create_task(self._ping(), name="watchdog")
 
     async def stop(self) -> None:
-        for task in (self._watchdog, self._reloading):
-            if task is not None:
-                task.cancel()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        self.reloads.cancel()
         await self.usage.stop()
         await self.metrics.stop()
         await self.keylog.stop()
@@ -178,20 +177,35 @@ class Services:
             await asyncio.sleep(self.notifier.watchdog_interval)
 
     def sighup(self) -> None:
-        if self._reloading is None or self._reloading.done():
-            self._reloading = asyncio.get_running_loop().create_task(self.reload(), name="reload")
+        self.reloads.sighup()
+
+
+class SighupReloads:
+    """SIGHUP applies the policy file again, one reload at a time; a SIGHUP that comes while one
+    runs makes one more after it (that one may have read the file before the edit announced)."""
+
+    def __init__(self, runtime, notifier: Notifier | None = None) -> None:
+        self.runtime = runtime
+        self.notifier = notifier
+        self.task: asyncio.Task | None = None
+        self._again = False
+
+    def sighup(self) -> None:
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self._run(), name="reload")
         else:
-            # The running reload may have read the file before the edit this SIGHUP announces.
             self._again = True
 
-    async def reload(self) -> None:
-        """The SIGHUP reload (once more if SIGHUP came again meanwhile); errors are logged, the
-        running policy stays."""
+    async def _run(self) -> None:
         while True:
             self._again = False
             await reload_on_sighup(self.runtime, self.notifier)
             if not self._again:
                 return
+
+    def cancel(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
 
 
 async def reload_on_sighup(runtime, notifier: Notifier | None = None) -> None:
@@ -320,12 +334,11 @@ async def _serve_lab(config: str, policy, control: str | None, ready) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    reloading: list[asyncio.Task] = []
-    started = False
+    reloads: SighupReloads | None = None  # once started
 
     def sighup() -> None:  # as the daemon's: apply hq's file again (SIGHUP's default action kills)
-        if started and not (reloading and not reloading[-1].done()):
-            reloading[:] = [loop.create_task(reload_on_sighup(lab.local), name="reload")]
+        if reloads is not None:
+            reloads.sighup()
 
     loop.add_signal_handler(signal.SIGHUP, sighup)
     try:
@@ -341,14 +354,13 @@ async def _serve_lab(config: str, policy, control: str | None, ready) -> int:
             print(f"ipsec-console: {exc}", file=sys.stderr)
             await lab.stop()
             return 1
-        started = True
+        reloads = SighupReloads(lab.local)
         log.info("daemon running the lab %s: %s", config, ", ".join(e.name for e in lab.endpoints))
         if ready is not None:
             ready.set()
         await stop.wait()
         log.info("shutting down: deleting SAs")
-        for task in reloading:
-            task.cancel()
+        reloads.cancel()
         await server.stop()
         await lab.stop()
         return 0

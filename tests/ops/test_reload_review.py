@@ -137,7 +137,7 @@ async def test_a_sighup_during_a_reload_reloads_again(server, monkeypatch):  # n
     services.sighup()  # the admin saved again and sent another SIGHUP
     services.sighup()  # (and another: one more reload covers both)
     release.set()
-    await services._reloading
+    await services.reloads.task
     assert runs == [0, 1]
 
 
