@@ -229,6 +229,9 @@ class IkeEndpoint:
         conn = sa.conn
         if conn is None or not sa.original_initiator:
             return
+        self._attempt_failed(conn, now)
+
+    def _attempt_failed(self, conn: ConnectionConfig, now: float) -> None:
         n = self._attempts.get(conn.name, 0) + 1
         self._attempts[conn.name] = n
         if conn.keyingtries != 0 and n >= conn.keyingtries:
@@ -364,6 +367,11 @@ class IkeEndpoint:
                 self.registry.next_ike_id(), conn_name, "IKE_SA_INIT", "UNRESOLVED",
                 f"{host} did not resolve to an address, so nothing was sent: check the name (and the "
                 f"host's DNS), or put the peer's address in connections.{conn_name}.remote_addrs", child))
+            if conn_name in self._attempts and conn_name in {c.name for c in self.policy.connections}:
+                # A keyingtries attempt: it counts, and the next one follows (charon's retransmit()
+                # keyingtry++ and tries again; its IKE SA keeps the peer's last address, which
+                # ours has only while the name's answer is kept: see names.MAX_NAMES).
+                self._attempt_failed(self._conn(conn_name), now)
             return
         try:
             conn = self._conn(conn_name)

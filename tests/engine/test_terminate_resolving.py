@@ -198,3 +198,29 @@ async def test_conns_says_connecting_while_the_name_resolves_and_default_once(tm
         await c.close()
         await srv.stop()
         await rt.stop(delete=False)
+
+
+def test_a_retry_whose_name_resolves_to_nothing_at_all_counts_and_tries_again():
+    """Without a last address to fall back on (the name's answer no longer kept: a hub with more
+    names than names.MAX_NAMES), a keyingtries attempt whose name did not resolve ended keyingtries
+    at once; charon counts it as a failed attempt and tries again until keyingtries is spent."""
+    from tests.engine.test_terminate_retry import REFUSING
+
+    a = dataclasses.replace(connection(keyingtries=3), remote_addrs=(GW,))
+    b = mirror(connection(), remote_addrs=(LEFT,), proposals=REFUSING.proposals)
+    p = Pair(policy(a, address=LEFT), policy(b, address=RIGHT))
+    asked: list[str] = []
+    p.a.names.resolve = asked.append
+    p.a.initiate("tun", p.now)
+    p.a.resolved(GW, (RIGHT,), p.now)
+    p.advance(1)  # attempt 1 failed (NO_PROPOSAL_CHOSEN)
+    assert p.a.retrying("tun") is not None
+    p.a.names._addrs.clear()  # the answer was not kept
+    asked.clear()
+    p.advance(5)  # attempt 2 waits for the name...
+    assert asked == [GW]
+    p.a.resolved(GW, (), p.now)  # ...which does not resolve
+    assert p.a.retrying("tun") is not None  # attempt 3 follows
+    p.advance(10)
+    p.a.resolved(GW, (), p.now)
+    assert p.a.retrying("tun") is None and p.a.resolving("tun") is None  # keyingtries = 3: spent
