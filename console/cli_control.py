@@ -188,9 +188,11 @@ def event_types(values: list[str] | None) -> set[str] | None:
 
 
 def _up(sas: list[dict], name: str, children: set[str]) -> bool:
+    # Mid-rekey counts as up (a busy gateway rekeys some SA every moment): initiating again would
+    # start nothing (the engine sees the SA and its CHILD SAs) and the wait would time out.
     for sa in sas:
-        if sa["name"] == name and sa["state"] == "ESTABLISHED":
-            have = {c["name"] for c in sa["children"] if c["state"] == "INSTALLED"}
+        if sa["name"] == name and sa["state"] in ("ESTABLISHED", "REKEYING"):
+            have = {c["name"] for c in sa["children"] if c["state"] in ("INSTALLED", "REKEYING")}
             if children <= have:
                 return True
     return False

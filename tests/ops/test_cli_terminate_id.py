@@ -106,3 +106,14 @@ async def test_initiate_wait_says_a_failed_connection_will_be_tried_again(tmp_pa
         await srv.stop()
         await rt.stop(delete=False)
         await peer.stop(delete=False)
+
+
+def test_a_connection_mid_rekey_is_already_up_for_initiate():
+    """initiate --wait on a connection whose IKE or CHILD SA was being rekeyed initiated again: the
+    engine, seeing the SA, started nothing, and the wait ran out its timeout (exit 124)."""
+    sa = {"name": "tun", "state": "REKEYING", "children": [{"name": "lan", "state": "REKEYING"}]}
+    assert cli_control._up([sa], "tun", {"lan"})
+    sa = {"name": "tun", "state": "ESTABLISHED", "children": [{"name": "lan", "state": "REKEYING"}]}
+    assert cli_control._up([sa], "tun", {"lan"})
+    sa = {"name": "tun", "state": "CONNECTING", "children": []}
+    assert not cli_control._up([sa], "tun", {"lan"})
