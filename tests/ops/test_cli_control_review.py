@@ -1,5 +1,5 @@
-"""`ipsec-console terminate --ike-id N`, as swanctl --terminate --ike-id: one IKE SA by the #N that
-`sas` shows (the control protocol had unique_id; the CLI could only take a whole connection down)."""
+"""The control CLI as an admin meets it: `terminate --ike-id N` (swanctl --terminate --ike-id), a reason
+on stderr whenever it exits 1, initiate --wait on failing and mid-rekey connections."""
 
 from __future__ import annotations
 
