@@ -34,6 +34,17 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _unique_id(text: str) -> int:
+    """An IKE SA's unique id: `sas` shows it as #N (the # may be typed too)."""
+    try:
+        value = int(text.lstrip("#"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an IKE SA id (the #N of `ipsec-console sas`)") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an IKE SA id (1 or more)")
+    return value
+
+
 def _tcp_port(text: str) -> int:
     """A TCP port to listen on, 1 to 65535 (0 would take a random port the printed URL cannot name)."""
     try:
@@ -95,8 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="give up waiting after this long (default 30)")
     _add_control(p)
 
-    p = sub.add_parser("terminate", help="take a connection down", description="Delete a connection's IKE SAs (and their CHILD SAs).")
-    p.add_argument("name", metavar="NAME", help="connection name")
+    p = sub.add_parser("terminate", help="take a connection down",
+                       description="Delete a connection's IKE SAs (and their CHILD SAs), or one IKE SA with "
+                       "--ike-id (like swanctl --terminate --ike-id). Exit 1 when there was nothing to delete.")
+    p.add_argument("name", metavar="NAME", nargs="?", help="connection name (optional with --ike-id)")
+    p.add_argument("--ike-id", type=_unique_id, metavar="ID",
+                   help="only the IKE SA with this unique id (the #N `sas` shows)")
     _add_control(p)
 
     p = sub.add_parser("rekey", help="rekey a connection's CHILD SAs (or IKE SA with --ike)",

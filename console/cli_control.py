@@ -108,24 +108,35 @@ async def _run(args) -> int:
                 return 0
             return await initiate_and_wait(client, args.control, args.name, args.child, args.timeout)
         elif cmd == "terminate":
+            ike_id = getattr(args, "ike_id", None)
+            if ike_id is not None:
+                return await terminate_ike_sa(client, args.name, ike_id)
+            if not args.name:
+                raise ControlError("terminate needs a connection NAME or --ike-id")
             res = await client.call("terminate", name=args.name)
             print(f"deleting {res['deleted']} IKE SA(s) of '{args.name}'")
+            # (an older daemon's answer lacks retry_stopped and resolving: read as nothing stopped)
             if res.get("retry_stopped"):
-                # (an older daemon's answer has no retry_stopped: read as False)
                 print(f"'{args.name}' had failed and was going to try again: it will not")
-            elif res["deleted"] == 0:
-                return 1  # nothing was up: as rekey and roam, and as swanctl --terminate finding no SA
+            if res.get("resolving"):
+                print(f"'{args.name}' was waiting for {res['resolving']} to resolve before initiating: "
+                      "its initiation is cancelled")
+            if res["deleted"] == 0 and not res.get("retry_stopped") and not res.get("resolving"):
+                # nothing was up: as rekey and roam, and as swanctl --terminate finding no SA
+                return _nothing(f"'{args.name}' has no IKE SA to terminate")
         elif cmd == "rekey":
             res = await client.call("rekey", name=args.name, ike=args.ike)
             what = "IKE SA(s)" if args.ike else "CHILD SA(s)"
             print(f"rekeying {res['rekeyed']} {what} of '{args.name}'")
             if res["rekeyed"] == 0:
-                return 1
+                return _nothing(f"'{args.name}' has no established {'IKE SA' if args.ike else 'CHILD SA'} to rekey")
         elif cmd == "roam":
             res = await client.call("roam", name=args.name)
             print(f"{res['moved']} IKE SA(s) moved to a new address")
             if res["moved"] == 0:
-                return 1
+                of = f" of '{args.name}'" if args.name else ""
+                return _nothing(f"no IKE SA{of} needed to move (only those we initiated with MOBIKE move, "
+                                "when our address changed)")
         elif cmd == "events":
             types = event_types(args.types)
             async for e in client.events_raw(plaintext=args.plaintext):
@@ -139,6 +150,26 @@ async def _run(args) -> int:
         return 1
     finally:
         await client.close()
+
+
+async def terminate_ike_sa(client: ControlClient, name: str | None, ike_id: int) -> int:
+    """swanctl --terminate --ike-id: one IKE SA, found by its unique id (the daemon's terminate
+    takes the connection's name with it)."""
+    sa = next((sa for sa in (await client.call("list-sas"))["ike_sas"] if sa["unique_id"] == ike_id), None)
+    if sa is None or (name and sa["name"] != name):
+        of = f" of '{name}'" if name else ""
+        raise ControlError(f"no IKE SA #{ike_id}{of} (ipsec-console sas lists them)")
+    res = await client.call("terminate", name=sa["name"], unique_id=ike_id)
+    if res["deleted"] == 0:
+        raise ControlError(f"IKE SA #{ike_id} of '{sa['name']}' is already being deleted or rekeyed")
+    print(f"deleting IKE SA #{ike_id} of '{sa['name']}'")
+    return 0
+
+
+def _nothing(why: str) -> int:
+    """Exit 1 for a command that found nothing to do, the reason on stderr (stdout keeps its count)."""
+    print(f"ipsec-console: {why}", file=sys.stderr)
+    return 1
 
 
 def event_types(values: list[str] | None) -> set[str] | None:
@@ -157,12 +188,23 @@ def event_types(values: list[str] | None) -> set[str] | None:
 
 
 def _up(sas: list[dict], name: str, children: set[str]) -> bool:
+    # Mid-rekey counts as up (a busy gateway rekeys some SA every moment): initiating again would
+    # start nothing (the engine sees the SA and its CHILD SAs) and the wait would time out.
     for sa in sas:
-        if sa["name"] == name and sa["state"] == "ESTABLISHED":
-            have = {c["name"] for c in sa["children"] if c["state"] == "INSTALLED"}
+        if sa["name"] == name and sa["state"] in ("ESTABLISHED", "REKEYING"):
+            have = {c["name"] for c in sa["children"] if c["state"] in ("INSTALLED", "REKEYING")}
             if children <= have:
                 return True
     return False
+
+
+async def _failing(client: ControlClient, name: str) -> bool:
+    """Whether connection ``name`` failed and waits for its next keyingtries attempt."""
+    try:
+        conns = (await client.call("list-conns"))["connections"]
+    except ControlError:
+        return False
+    return any(c["name"] == name and c.get("state") == "failing" for c in conns)
 
 
 async def initiate_and_wait(client: ControlClient, control: str | None, name: str, child: str | None,
@@ -208,6 +250,10 @@ async def initiate_and_wait(client: ControlClient, control: str | None, name: st
                 return 0
             elif kind == "NegotiationFailed":
                 print(f"initiating '{name}' failed: {e.get('notify')}: {e.get('reason')}", file=sys.stderr)
+                if await _failing(client, name):
+                    # The daemon tries again (keyingtries): this command ends, the attempts do not.
+                    print(f"'{name}' will be tried again (keyingtries); `ipsec-console terminate {name}` stops it",
+                          file=sys.stderr)
                 return 1
         print(f"initiating '{name}': no outcome within {timeout:g}s (it may still come up: "
               f"ipsec-console sas)", file=sys.stderr)

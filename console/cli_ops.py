@@ -65,7 +65,9 @@ def add_parsers(sub, add_control) -> None:
     """The operations subcommands (``add_control`` adds --control PATH)."""
     p = sub.add_parser("reload", help="apply the policy file again to the running daemon (like SIGHUP)",
                        description="Make the daemon read its policy file again and apply it: unchanged "
-                       "connections keep their SAs; a file that does not validate changes nothing.")
+                       "connections keep their SAs, the IKE SAs of removed and changed connections are deleted "
+                       "(unlike swanctl --load-all, which leaves an unloaded connection's SAs up); a file that "
+                       "does not validate changes nothing.")
     add_control(p)
 
     p = sub.add_parser("stats", help="engine counters (like swanctl --stats)",

@@ -211,7 +211,8 @@ class NegotiationFailed(Event):
     connection: str
     exchange: str
     notify: str
-    """The notify that ended it (sent or received), e.g. NO_PROPOSAL_CHOSEN, or TIMEOUT."""
+    """The notify that ended it (sent or received), e.g. NO_PROPOSAL_CHOSEN, or TIMEOUT, or UNRESOLVED
+    (the peer's host name did not resolve: nothing was sent; ``ike_sa`` is then an id no SA has)."""
     reason: str
     """Plain words: what went wrong and what to change."""
     child: str | None = None

@@ -15,6 +15,7 @@ import dataclasses
 import ipaddress
 import logging
 import socket
+import struct
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -60,6 +61,34 @@ def read_xfrm_stat(path: str = XFRM_STAT) -> dict[str, int]:
     return {reason: sum(mib.get(n, 0) for n in names) for reason, names in GLOBAL_DROPS.items()}
 
 
+def claim_namespace(netns: str | None) -> socket.socket:
+    """Claim the kernel datapath of a network namespace for this process, or raise OSError naming
+    the holder. Two instances there would share the tag of what they install: the second's flush at
+    start would remove the first's SAs and policies (its tunnels down, or its traffic in clear).
+    An abstract unix socket: per network namespace, and released by the kernel when its holder
+    dies, so a crash leaves nothing stale."""
+    name = b"\0ipsec-console/kernel-datapath" + (b"/" + netns.encode() if netns else b"")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(name)
+        sock.listen(1)
+        return sock
+    except OSError:
+        sock.close()
+    holder = ""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            probe.settimeout(1.0)
+            probe.connect(name)
+            pid = struct.unpack("3i", probe.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[0]
+            holder = f" (pid {pid})"
+    except OSError:
+        pass
+    where = f"network namespace {netns}" if netns else "this network namespace"
+    raise OSError(f"another ipsec-console{holder} runs the kernel datapath in {where}: starting would flush "
+                  "its SAs and policies; stop it first, or attach to it (ipsec-console attach)")
+
+
 class KernelRuntimeDatapath:
     """Adapter from the runtime's Datapath protocol to :class:`KernelDatapath`."""
 
@@ -69,6 +98,8 @@ class KernelRuntimeDatapath:
         self.policy = policy
         self.netns = netns
         self.kernel: KernelDatapath | None = None
+        self._claim: socket.socket | None = None
+        """Held while running: see claim_namespace."""
         self.runtime = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._traps: dict[tuple[str, str], _Trap] = {}
@@ -83,7 +114,13 @@ class KernelRuntimeDatapath:
     async def start(self, runtime) -> None:
         self.runtime = runtime
         self._loop = asyncio.get_running_loop()
-        self.kernel = await asyncio.to_thread(KernelDatapath, self.netns)
+        # Before the flush below, which would take another instance's SAs and policies (same tag).
+        self._claim = claim_namespace(self.netns)
+        try:
+            self.kernel = await asyncio.to_thread(KernelDatapath, self.netns)
+        except BaseException:
+            self._release()
+            raise
         try:
             flushed = await asyncio.to_thread(self.kernel.flush_ours)
             if flushed.policies or flushed.sas:
@@ -94,7 +131,13 @@ class KernelRuntimeDatapath:
         except BaseException:
             self.kernel.close(flush=False)
             self.kernel = None
+            self._release()
             raise
+
+    def _release(self) -> None:
+        claim, self._claim = self._claim, None
+        if claim is not None:
+            claim.close()
 
     async def stop(self) -> None:
         kernel, self.kernel = self.kernel, None
@@ -112,7 +155,10 @@ class KernelRuntimeDatapath:
         if self._loop is not None:
             self._loop.remove_reader(kernel.events_fileno())
         self._traps.clear()
-        await asyncio.to_thread(kernel.close)
+        try:
+            await asyncio.to_thread(kernel.close)
+        finally:
+            self._release()
 
     def prepare_socket(self, sock: socket.socket) -> None:
         """IKE must pass whatever the SPD says: a per-socket bypass, as charon's."""

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 from engine.crypto.keypool import KeyPool
-from engine.events import ChildState, Event, IkeState, PolicyApplied
+from engine.events import ChildState, Event, IkeState, NegotiationFailed, PolicyApplied
 from engine.ike import names, policy_change, redirect_client, routing
 from engine.ike.authenticator import Authenticator
 from engine.ike.child import ChildSa
@@ -87,9 +87,6 @@ class IkeEndpoint:
         self._retries: dict[str, tuple[float, object]] = {}
         """keyingtries: connection name -> (when, token) of its next attempt. The scheduler cannot
         cancel a call, so an attempt runs only while its token is still the one held here."""
-        self._terminated: dict[str, int] = {}
-        """Connection name -> how often terminated whole: an initiation waiting for a host name runs
-        only if this has not moved since (one int per connection ever terminated)."""
         self.source_address: Callable[[str], str | None] | None = None
         """The runtime's route lookup: the address the host sends from towards a peer (None: unknown).
         Used only when neither local_addrs nor listen names ours (a laptop), so NAT detection
@@ -234,6 +231,9 @@ class IkeEndpoint:
         conn = sa.conn
         if conn is None or not sa.original_initiator:
             return
+        self._attempt_failed(conn, now)
+
+    def _attempt_failed(self, conn: ConnectionConfig, now: float) -> None:
         n = self._attempts.get(conn.name, 0) + 1
         self._attempts[conn.name] = n
         if conn.keyingtries != 0 and n >= conn.keyingtries:
@@ -336,12 +336,9 @@ class IkeEndpoint:
         if names.is_name(target):
             addrs = self.names.fresh(target, now)
             if not addrs:
-                # Keyed by the terminate count: a terminate meanwhile cancels this one, and a new
-                # initiate after it is not taken for it.
-                era = self._terminated.get(name, 0)
-                if not self.names.wait(target, (name, child, era),
-                                       lambda t: self._initiate_resolved(name, child, target, t, era)):
-                    self.count("name_waiting_dropped")
+                # A terminate meanwhile cancels it (under this key, see resolving()).
+                self.names.wait(target, ("initiate", name, child),
+                                lambda t: self._initiate_resolved(name, child, target, t), bounded=False)
                 log.info("%s: resolving %s before initiating", name, target)
                 return None
             target = names.pick(addrs, conn)
@@ -360,12 +357,23 @@ class IkeEndpoint:
         for action in self.names.answer(name, addrs, now):
             action(now)
 
-    def _initiate_resolved(self, conn_name: str, child: str | None, host: str, now: float, era: int = 0) -> None:
-        if self._terminated.get(conn_name, 0) != era:
-            return  # terminated while its name was resolved
+    def _initiate_resolved(self, conn_name: str, child: str | None, host: str, now: float) -> None:
         if not self.names.addresses(host):
-            log.warning("%s: not initiated: %s did not resolve to an address", conn_name, host)
+            log.warning("%s: not initiated: %s did not resolve to an address", conn_name, host,
+                        extra={"connection": conn_name})
             self.count("name_unresolved")
+            # As an event too (charon: "unable to resolve, initiate aborted", ALERT_PEER_ADDR_FAILED):
+            # `initiate --wait` and the console learn the initiation is over. The IKE SA id is one
+            # no SA will have, so the console files it with no other negotiation.
+            self.emit(NegotiationFailed(
+                self.registry.next_ike_id(), conn_name, "IKE_SA_INIT", "UNRESOLVED",
+                f"{host} did not resolve to an address, so nothing was sent: check the name (and the "
+                f"host's DNS), or put the peer's address in connections.{conn_name}.remote_addrs", child))
+            if conn_name in self._attempts and conn_name in {c.name for c in self.policy.connections}:
+                # A keyingtries attempt: it counts, and the next one follows (charon's retransmit()
+                # keyingtry++ and tries again; its IKE SA keeps the peer's last address, which
+                # ours has only while the name's answer is kept: see names.MAX_NAMES).
+                self._attempt_failed(self._conn(conn_name), now)
             return
         try:
             conn = self._conn(conn_name)
@@ -396,8 +404,13 @@ class IkeEndpoint:
         self._attempts.pop(name, None)
         if unique_id is None:
             self._retries.pop(name, None)
-            self._terminated[name] = self._terminated.get(name, 0) + 1  # and an initiation awaiting DNS
+            self.names.cancel(_of_connection(name))  # an initiation, or a redirect, awaiting DNS
         return n
+
+    def resolving(self, name: str) -> str | None:
+        """The host name an initiation (or a redirect) of connection ``name`` waits for (None: none)."""
+        hosts = self.names.waiting(_of_connection(name))
+        return hosts[0] if hosts else None
 
     def rekey(self, name: str, now: float, *, ike: bool = False, unique_id: int | None = None) -> int:
         self._conn(name)
@@ -507,6 +520,7 @@ class IkeEndpoint:
         # Timers run on while the Deletes are answered: a pending attempt would start a new IKE SA.
         self._retries.clear()
         self._attempts.clear()
+        self.names.cancel(lambda key: True)  # as would an initiation awaiting DNS
         for sa in self.registry:
             if sa.pending:
                 continue  # it goes with the rekey that holds it
@@ -564,6 +578,12 @@ class IkeEndpoint:
                 return {"spi_i": sa.spi_i, "spi_r": sa.spi_r, "encr": sa.chosen.encr, "integ": sa.chosen.integ,
                         "keys": sa.keys}
         return None
+
+
+def _of_connection(name: str) -> Callable[[object], bool]:
+    """Matches the keys under which connection ``name`` waits for a host name: its initiations
+    (``initiate``) and the redirects of its IKE SAs (engine.ike.redirect_client)."""
+    return lambda key: (key[0] == "initiate" and key[1] == name) or (key[0] == "redirect" and key[2] == name)
 
 
 def _coming(sa: IkeSa) -> set[str]:

@@ -57,20 +57,38 @@ class HostNames:
         got = self._addrs.get(name.lower())
         return got[0] if got is not None and now - got[1] < NAME_TTL else ()
 
-    def wait(self, name: str, key, action: Callable[[float], None]) -> bool:
-        """Run ``action(now)`` once ``name`` is answered, and ask for it; False when too many wait."""
+    def wait(self, name: str, key, action: Callable[[float], None], *, bounded: bool = True) -> bool:
+        """Run ``action(now)`` once ``name`` is answered, and ask for it; False when too many wait.
+        ``bounded=False``: not counted against MAX_WAITING (our own initiations, one key per
+        CHILD config of the policy: twenty connections to one gateway name all start)."""
         lower = name.lower()
         queue = self._waiting.get(lower)
         first = queue is None
         if first:
             queue = self._waiting[lower] = {}
         if key not in queue:
-            if len(queue) >= MAX_WAITING:
+            if bounded and sum(1 for _, b in queue.values() if b) >= MAX_WAITING:
                 return False
-            queue[key] = action
+            queue[key] = (action, bounded)
         if first and self.resolve is not None:
             self.resolve(name)
         return True
+
+    def waiting(self, match: Callable[[object], bool]) -> list[str]:
+        """The names something whose key ``match`` accepts waits for."""
+        return [name for name, queue in self._waiting.items() if any(match(k) for k in queue)]
+
+    def cancel(self, match: Callable[[object], bool]) -> list[str]:
+        """Drop what waits under a key ``match`` accepts (a terminated connection's initiation: it
+        must not start when the answer comes); returns the names they waited for. The query runs
+        on: its answer still serves the others."""
+        hit: list[str] = []
+        for name, queue in self._waiting.items():
+            for key in [k for k in queue if match(k)]:
+                del queue[key]
+                if name not in hit:
+                    hit.append(name)
+        return hit
 
     def answer(self, name: str, addrs, now: float) -> list[Callable[[float], None]]:
         """Record an answer (addresses kept in order, invalid ones dropped) and return what
@@ -92,7 +110,7 @@ class HostNames:
             self._addrs[key] = (tuple(good), now)
         elif key in self._addrs:
             self._addrs[key] = (self._addrs[key][0], now)
-        return list(self._waiting.pop(key, {}).values())
+        return [action for action, _ in self._waiting.pop(key, {}).values()]
 
     def refresh(self, names) -> None:
         """Ask the runtime for ``names`` (those of a policy just applied: the responder matches on them)."""

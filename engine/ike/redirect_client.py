@@ -24,7 +24,7 @@ def follow(ep, sa: IkeSa, gateway: str, children, now: float, exchange: int) -> 
     if names.is_name(gateway):
         addrs = ep.names.fresh(gateway, now)
         if not addrs:
-            if not ep.names.wait(gateway, ("redirect", sa.unique_id),
+            if not ep.names.wait(gateway, ("redirect", sa.unique_id, sa.name),
                                  lambda t: _resolved(ep, sa, gateway, children, exchange, t)):
                 return f"too many wait for {gateway} to resolve"
             return None  # followed once the runtime resolved it

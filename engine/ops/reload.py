@@ -10,11 +10,16 @@ SAs. Every applied change is recorded in the change journal.
 
 from __future__ import annotations
 
-from pathlib import Path
+import asyncio
+import dataclasses
+import weakref
 
 from engine.events import PolicyApplied
 from engine.ops import journal
+from engine.policy import tomlfile
 from engine.policy.findings import Finding, PolicyError
+from engine.policy.locate import key_positions, locate
+from engine.policy.model import Policy
 from engine.policy.parse import parse_policy
 
 
@@ -25,16 +30,53 @@ class ReloadError(Exception):
         super().__init__(message)
         self.findings = findings or []
 
+    def lines(self) -> list[str]:
+        """The findings as ``check`` prints them: FILE:LINE:COL: KEY.PATH: severity: message."""
+        return [finding_line(f) for f in self.findings]
 
-def apply_text(runtime, text: str, *, via: str, who: journal.Who | None = None) -> PolicyApplied:
-    """Validate ``text`` as the running policy's file and apply it (journaled). Raises ReloadError."""
+
+def finding_line(f: Finding) -> str:
+    where = f"{f.file}:{f.line}:{f.column or 1}" if f.line is not None else f.file
+    return f"{where}: {f.key_path}: {f.severity}: {f.message}" if f.key_path else \
+        f"{where}: {f.severity}: {f.message}"
+
+
+def located(findings: list[Finding], texts: dict[str, str] | None = None) -> list[Finding]:
+    """Findings with the line and column of their key path (a validation error names a key path,
+    only a TOML syntax error has a position): ``texts`` gives files' text by name (the policy
+    text being applied), others (the secrets file) are read again, safely (tomlfile)."""
+    texts = dict(texts or {})
+    positions: dict[str, dict] = {}
+    out = []
+    for f in findings:
+        if f.line is None and f.key_path:
+            if f.file not in positions:
+                text = texts.get(f.file)
+                if text is None:
+                    try:
+                        text = tomlfile.read_text(f.file)
+                    except tomlfile.FileProblem:
+                        text = ""
+                positions[f.file] = key_positions(text)
+            line, column = locate(positions[f.file], f.key_path)
+            f = dataclasses.replace(f, line=line, column=column)
+        out.append(f)
+    return out
+
+
+def parse_text(text: str, path: str | None) -> Policy:
+    """Validate ``text`` as the policy file ``path``. Raises ReloadError (findings located)."""
+    try:
+        return parse_policy(text, path)
+    except PolicyError as exc:
+        findings = located(exc.findings, {path: text} if path else None)
+        raise ReloadError("the policy does not validate; nothing was changed", findings) from None
+
+
+def apply_parsed(runtime, policy: Policy, text: str, *, via: str, who: journal.Who | None = None) -> PolicyApplied:
+    """Apply a validated policy (journaled). Raises ReloadError."""
     from engine.pki.errors import PkiError
 
-    path = runtime.policy.path
-    try:
-        policy = parse_policy(text, path)
-    except PolicyError as exc:
-        raise ReloadError("the policy does not validate; nothing was changed", exc.findings) from None
     old_text = runtime.policy_text
     try:
         applied = runtime.apply_policy(policy, text)
@@ -48,14 +90,48 @@ def apply_text(runtime, text: str, *, via: str, who: journal.Who | None = None) 
     return applied
 
 
-def reload_from_file(runtime, *, via: str, who: journal.Who | None = None) -> PolicyApplied:
-    """Read the running policy's file again and apply it. Raises ReloadError."""
-    path = runtime.policy.path
+def apply_text(runtime, text: str, *, via: str, who: journal.Who | None = None) -> PolicyApplied:
+    """Validate ``text`` as the running policy's file and apply it (journaled). Raises ReloadError."""
+    return apply_parsed(runtime, parse_text(text, runtime.policy.path), text, via=via, who=who)
+
+
+def read_policy_file(path: str | None) -> str:
+    """The running policy's file, read as ``load_policy`` reads it (a regular file of at most
+    1 MiB: a FIFO or a device at the path is refused, not read for ever). Raises ReloadError."""
     if not path:
         raise ReloadError("the running policy has no file to reload from")
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise ReloadError(f"{path}: cannot read the policy: {reason}; nothing was changed") from None
-    return apply_text(runtime, text, via=via, who=who)
+        return tomlfile.read_text(path)
+    except tomlfile.FileProblem as exc:
+        raise ReloadError(f"{path}: cannot read the policy: {exc}") from None
+
+
+def reload_from_file(runtime, *, via: str, who: journal.Who | None = None) -> PolicyApplied:
+    """Read the running policy's file again and apply it. Raises ReloadError."""
+    return apply_text(runtime, _reread(runtime.policy.path), via=via, who=who)
+
+
+def _reread(path: str | None) -> str:
+    try:
+        return read_policy_file(path)
+    except ReloadError as exc:
+        raise ReloadError(f"{exc}; nothing was changed") from None
+
+
+async def reload_from_file_async(runtime, *, via: str, who: journal.Who | None = None) -> PolicyApplied:
+    """reload_from_file with the reading and validating (files, a large policy: up to a second)
+    in a thread, as apply-policy parses: IKE and ESP go on meanwhile. The apply itself runs on
+    the loop, in one step."""
+    def read_and_parse(path: str | None) -> tuple[Policy, str]:
+        text = _reread(path)
+        return parse_text(text, path), text
+
+    # One at a time: two reloads (SIGHUP, the control socket) that overlapped could apply the file
+    # read first last, an edit made between them undone.
+    lock = _locks.setdefault(runtime, asyncio.Lock())
+    async with lock:
+        policy, text = await asyncio.to_thread(read_and_parse, runtime.policy.path)
+        return apply_parsed(runtime, policy, text, via=via, who=who)
+
+
+_locks: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

@@ -687,7 +687,10 @@ class _PolicyParser:
         target = self.base_dir / engine.secrets
         display = engine.secrets if self.file == "<string>" else os.path.join(os.path.dirname(self.file), engine.secrets)
         if not target.is_file():
-            self.r.error("engine.secrets", f"secrets file {display!r} not found (it is relative to this file)")
+            if target.exists():  # a folder, a FIFO: "not found" sent the admin looking for a missing file
+                self.r.error("engine.secrets", f"secrets file {display!r} is not a regular file")
+            else:
+                self.r.error("engine.secrets", f"secrets file {display!r} not found (it is relative to this file)")
             return None
         strict = self.strict_secrets_mode and engine.datapath != "lab"
         problem = secrets_mod.permission_problem(target)

@@ -99,22 +99,31 @@ class ControlClient:
         except (asyncio.CancelledError, ConnectionError, ValueError):
             pass
         finally:
-            why = f"the daemon closed the connection: {self.disconnected}" if self.disconnected \
-                else "the daemon closed the connection"
             for fut in self._pending.values():
                 if not fut.done():
-                    fut.set_exception(ControlError(why))
+                    fut.set_exception(ControlError(self._closed_why()))
             if self._events is not None:
                 self._events.put_nowait(None)
+
+    def _closed_why(self) -> str:
+        return f"the daemon closed the connection: {self.disconnected}" if self.disconnected \
+            else "the daemon closed the connection"
 
     async def call(self, cmd: str, **args):
         if self._writer is None:
             await self.connect()
+        if self._pump is not None and self._pump.done():
+            raise ControlError(self._closed_why())  # no reader left to answer
         rid = next(self._ids)
         fut = asyncio.get_running_loop().create_future()
         self._pending[rid] = fut
-        self._writer.write(json.dumps({"id": rid, "cmd": cmd, **args}).encode() + b"\n")
-        await self._writer.drain()
+        try:
+            self._writer.write(json.dumps({"id": rid, "cmd": cmd, **args}).encode() + b"\n")
+            await self._writer.drain()
+        except ConnectionError:
+            # The daemon closed the connection (too many open, a line too long): the reader ends
+            # this call with the reason of the daemon's last line.
+            pass
         msg = await fut
         if not msg.get("ok"):
             raise ControlError(msg.get("error", "failed"), msg.get("findings"))

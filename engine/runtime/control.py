@@ -88,15 +88,21 @@ class ControlServer:
         """(st_dev, st_ino) of the socket we bound: stop() removes that file only, never another
         daemon's socket nor a file or folder that was at the path when start() refused it."""
 
-    async def start(self) -> None:
-        folder = self.path.parent
-        if not folder.exists():
-            folder.mkdir(mode=0o700, parents=True)
+    async def check_free(self) -> None:
+        """Raise OSError if start() would refuse the path (another daemon serves it, or it is not a
+        socket): the daemon asks before it starts its engine, whose datapath would touch the kernel."""
         if self.path.exists() or self.path.is_symlink():
             if not stat.S_ISSOCK(self.path.lstat().st_mode):
                 raise OSError(f"{self.path} exists and is not a socket; refusing to replace it")
             if await _alive(self.path):
                 raise OSError(f"another daemon is serving {self.path}")
+
+    async def start(self) -> None:
+        folder = self.path.parent
+        if not folder.exists():
+            folder.mkdir(mode=0o700, parents=True)
+        if self.path.exists() or self.path.is_symlink():
+            await self.check_free()
             self.path.unlink()  # stale socket of a crashed daemon
         old_umask = os.umask(0o177)  # the socket is born 0600: no window where others can connect
         try:
@@ -164,7 +170,7 @@ class ControlServer:
             return {"initiated": _name(req)}
         if cmd == "terminate":
             done = rt.terminate(_name(req), unique_id=_unique_id(req))
-            return {"deleted": done.deleted, "retry_stopped": done.retry_stopped}
+            return {"deleted": done.deleted, "retry_stopped": done.retry_stopped, "resolving": done.resolving}
         if cmd == "rekey":
             return {"rekeyed": rt.rekey(_name(req), ike=bool(req.get("ike")), unique_id=_unique_id(req))}
         if cmd == "roam":
@@ -178,8 +184,6 @@ class ControlServer:
                     "files": public_files(rt.policy)}
         if cmd == "stats":
             return ops_stats.collect(rt)
-        if cmd == "reload":
-            return self._reload(peer)
         raise ValueError(f"unknown command {cmd!r:.80}")
 
     async def listing(self, rid, cmd: str) -> list[bytes] | None:
@@ -233,13 +237,13 @@ class ControlServer:
                                "changed": list(applied.changed)})
         return event_to_dict(applied)
 
-    def _reload(self, peer: journal.Who | None):
-        from engine.ops.reload import ReloadError, reload_from_file
+    async def reload(self, peer: journal.Who | None):
+        from engine.ops.reload import ReloadError, reload_from_file_async
 
         try:
-            applied = reload_from_file(self.runtime, via="control", who=peer)
+            applied = await reload_from_file_async(self.runtime, via="control", who=peer)
         except ReloadError as exc:
-            raise _Failure(str(exc), [f.format() for f in exc.findings]) from None
+            raise _Failure(str(exc), exc.lines()) from None
         return event_to_dict(applied)
 
 
@@ -347,7 +351,12 @@ class _Connection:
         try:
             pieces = await server.listing(rid, cmd)
             if pieces is None:
-                result = await server.apply(req, self.peer) if cmd == "apply-policy" else server.handle(req, self.peer)
+                if cmd == "apply-policy":
+                    result = await server.apply(req, self.peer)
+                elif cmd == "reload":
+                    result = await server.reload(self.peer)
+                else:
+                    result = server.handle(req, self.peer)
                 pieces = [line({"id": rid, "ok": True, "result": result})]
         except _Failure as exc:
             pieces = [line({"id": rid, "ok": False, "error": str(exc), "findings": exc.findings})]

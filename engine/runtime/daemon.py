@@ -19,6 +19,7 @@ Opt-in extras from ``[engine]``: Prometheus metrics (``metrics_textfile``,
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import logging
 import os
@@ -152,7 +153,7 @@ class Services:
         self.metrics = MetricsExporter(runtime)
         self.keylog = KeyLog(runtime)
         self.usage = UsageTracker(runtime)
-        self._reloading: asyncio.Task | None = None
+        self.reloads = SighupReloads(runtime, notifier)
         self._watchdog: asyncio.Task | None = None
 
     async def start(self) -> None:
@@ -163,9 +164,9 @@ class Services:
             self._watchdog = asyncio.create_task(self._ping(), name="watchdog")
 
     async def stop(self) -> None:
-        for task in (self._watchdog, self._reloading):
-            if task is not None:
-                task.cancel()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        self.reloads.cancel()
         await self.usage.stop()
         await self.metrics.stop()
         await self.keylog.stop()
@@ -176,27 +177,50 @@ class Services:
             await asyncio.sleep(self.notifier.watchdog_interval)
 
     def sighup(self) -> None:
-        if self._reloading is None or self._reloading.done():
-            self._reloading = asyncio.get_running_loop().create_task(self.reload(), name="reload")
+        self.reloads.sighup()
 
-    async def reload(self) -> None:
-        """The SIGHUP reload; errors are logged, the running policy stays."""
-        await reload_on_sighup(self.runtime, self.notifier)
+
+class SighupReloads:
+    """SIGHUP applies the policy file again, one reload at a time; a SIGHUP that comes while one
+    runs makes one more after it (that one may have read the file before the edit announced)."""
+
+    def __init__(self, runtime, notifier: Notifier | None = None) -> None:
+        self.runtime = runtime
+        self.notifier = notifier
+        self.task: asyncio.Task | None = None
+        self._again = False
+
+    def sighup(self) -> None:
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self._run(), name="reload")
+        else:
+            self._again = True
+
+    async def _run(self) -> None:
+        while True:
+            self._again = False
+            await reload_on_sighup(self.runtime, self.notifier)
+            if not self._again:
+                return
+
+    def cancel(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
 
 
 async def reload_on_sighup(runtime, notifier: Notifier | None = None) -> None:
     """Apply the policy file again (SIGHUP); errors are logged, the running policy stays."""
     from engine.ops.journal import Who
-    from engine.ops.reload import ReloadError, reload_from_file
+    from engine.ops.reload import ReloadError, reload_from_file_async
 
     if notifier is not None:
         notifier.reloading()
     try:
-        applied = reload_from_file(runtime, via="sighup", who=Who(user="SIGHUP"))
+        applied = await reload_from_file_async(runtime, via="sighup", who=Who(user="SIGHUP"))
     except ReloadError as exc:
         log.error("reload of %s failed: %s", runtime.policy.path, exc)
-        for f in exc.findings:
-            log.error("%s", f.format())
+        for line in exc.lines():
+            log.error("%s", line)
         if notifier is not None:
             notifier.ready(f"reload failed, still running the previous policy: {exc}")
         return
@@ -212,6 +236,14 @@ async def reload_on_sighup(runtime, notifier: Notifier | None = None) -> None:
         notifier.ready(_status_line(runtime))
 
 
+def _privilege_hint(exc: Exception) -> str:
+    """What to do about a start refused for want of privilege (not root: the kernel's XFRM, a TUN
+    device, port 500)."""
+    if getattr(exc, "errno", None) not in (errno.EPERM, errno.EACCES):
+        return ""
+    return " (run it as root, or with CAP_NET_ADMIN and CAP_NET_BIND_SERVICE as the systemd unit does)"
+
+
 def _status_line(runtime) -> str:
     n = len(runtime.policy.connections)
     return f"running {runtime.policy.path} ({n} connection{'s' if n != 1 else ''}, datapath {runtime.datapath.name})"
@@ -219,9 +251,8 @@ def _status_line(runtime) -> str:
 
 async def serve(config: str, control: str | None, *, datapath: str | None = None, ready=None,
                 env: Mapping[str, str] | None = None) -> int:
+    from engine.ops.reload import ReloadError, parse_text, read_policy_file
     from engine.pki.errors import PkiError
-    from engine.policy.findings import PolicyError
-    from engine.policy.parse import load_policy
     from engine.runtime.control import ControlServer, raise_open_files_limit
     from engine.runtime.engine import EngineRuntime
 
@@ -232,14 +263,11 @@ async def serve(config: str, control: str | None, *, datapath: str | None = None
     config = os.path.abspath(config)
     notifier = Notifier(env)
     try:
-        policy = load_policy(config)
-        text = open(config, encoding="utf-8").read()
-    except PolicyError as exc:
-        for f in exc.findings:
-            print(f.format(), file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"ipsec-console: {config}: {exc.strerror}", file=sys.stderr)
+        # The text read once: the policy_text served (get-policy, the journal) is what was parsed.
+        text = read_policy_file(config)
+        policy = parse_text(text, config)
+    except ReloadError as exc:
+        print(f"ipsec-console: {exc}" if not exc.findings else "\n".join(exc.lines()), file=sys.stderr)
         return 1
     if (datapath or policy.engine.datapath) == "lab":
         return await _serve_lab(config, policy, control, ready)
@@ -263,11 +291,12 @@ async def serve(config: str, control: str | None, *, datapath: str | None = None
     loop.add_signal_handler(signal.SIGHUP, services.sighup)
     try:
         try:
+            await server.check_free()  # before the engine: its datapath may flush the kernel's SAs
             await runtime.start()
             await server.start()
             await services.start()
-        except OSError as exc:
-            print(f"ipsec-console: {exc}", file=sys.stderr)
+        except Exception as exc:  # OSError, the kernel's refusal (KernelDatapathError): a line, not a traceback
+            print(f"ipsec-console: {exc}{_privilege_hint(exc)}", file=sys.stderr)
             await services.stop()
             await server.stop()
             await runtime.stop(delete=False)
@@ -305,12 +334,11 @@ async def _serve_lab(config: str, policy, control: str | None, ready) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    reloading: list[asyncio.Task] = []
-    started = False
+    reloads: SighupReloads | None = None  # once started
 
     def sighup() -> None:  # as the daemon's: apply hq's file again (SIGHUP's default action kills)
-        if started and not (reloading and not reloading[-1].done()):
-            reloading[:] = [loop.create_task(reload_on_sighup(lab.local), name="reload")]
+        if reloads is not None:
+            reloads.sighup()
 
     loop.add_signal_handler(signal.SIGHUP, sighup)
     try:
@@ -326,14 +354,13 @@ async def _serve_lab(config: str, policy, control: str | None, ready) -> int:
             print(f"ipsec-console: {exc}", file=sys.stderr)
             await lab.stop()
             return 1
-        started = True
+        reloads = SighupReloads(lab.local)
         log.info("daemon running the lab %s: %s", config, ", ".join(e.name for e in lab.endpoints))
         if ready is not None:
             ready.set()
         await stop.wait()
         log.info("shutting down: deleting SAs")
-        for task in reloading:
-            task.cancel()
+        reloads.cancel()
         await server.stop()
         await lab.stop()
         return 0

@@ -65,11 +65,12 @@ _NOT_FOR_DATAPATH = frozenset({ExchangeSent, ExchangeReceived, IkeSaStateChanged
 
 
 class Terminated(NamedTuple):
-    """What a terminate did: IKE SAs deleted, and whether a failed connection's pending attempt
-    (keyingtries) was cancelled."""
+    """What a terminate did: IKE SAs deleted, whether a failed connection's pending attempt
+    (keyingtries) was cancelled, and the host name an initiation that was cancelled waited for."""
 
     deleted: int
     retry_stopped: bool
+    resolving: str | None = None
 
 
 class EngineRuntime(Reporting):
@@ -447,11 +448,13 @@ class EngineRuntime(Reporting):
 
     def terminate(self, name: str, *, unique_id: int | None = None) -> Terminated:
         """Delete the connection's IKE SAs (or IKE SA ``unique_id``); a whole connection's also
-        stops a failed connection trying again (keyingtries)."""
+        stops a failed connection trying again (keyingtries) and an initiation waiting for the
+        peer's host name to resolve."""
         retrying = unique_id is None and self.endpoint.retrying(name) is not None
+        resolving = self.endpoint.resolving(name) if unique_id is None else None
         n = self.endpoint.terminate(name, self.now(), unique_id=unique_id)
         self._after()
-        return Terminated(n, retrying)
+        return Terminated(n, retrying, resolving)
 
     def rekey(self, name: str, *, ike: bool = False, unique_id: int | None = None) -> int:
         n = self.endpoint.rekey(name, self.now(), ike=ike, unique_id=unique_id)

@@ -15,6 +15,7 @@ import time
 from engine import logsafe
 from engine.events import CountersSnapshot, IkeState, SaCounters
 from engine.ike.status import ike_sa_info
+from engine.policy.proposals import proposal_texts
 from engine.runtime.evolve import evolve
 from engine.slicing import Steps, release, release_dict
 from engine.status import ChildConfigInfo, ConnectionInfo, IkeSaInfo, PoolInfo, StatusSnapshot
@@ -183,13 +184,16 @@ class Reporting:
         state = {"ESTABLISHED": "up", "REKEYING": "up", "CONNECTING": "connecting"}.get(states.get(c.name, ""), "down")
         if state == "down" and self.endpoint.retrying(c.name) is not None:
             state = "failing"  # failed; its next keyingtries attempt is scheduled
+        elif state == "down" and self.endpoint.resolving(c.name) is not None:
+            state = "connecting"  # initiated; its peer's host name is being resolved
         return ConnectionInfo(
             name=c.name, local_addrs=c.local_addrs, remote_addrs=c.remote_addrs,
             local_auth=c.local.auth, remote_auth=c.remote.auth,
             local_id=str(c.local.id) if c.local.id else "", remote_id=str(c.remote.id) if c.remote.id else "",
-            proposals=tuple(p.text for p in c.proposals),
+            # "default" once, as written: it stands for two proposals ("default, default" read as a glitch)
+            proposals=tuple(proposal_texts(c.proposals)),
             children=tuple(ChildConfigInfo(k.name, k.mode, k.protocol, tuple(map(str, k.local_ts)),
-                                           tuple(map(str, k.remote_ts)), tuple(p.text for p in k.proposals),
+                                           tuple(map(str, k.remote_ts)), tuple(proposal_texts(k.proposals)),
                                            k.start_action, k.dpd_action) for k in c.children),
             state=state)
 
