@@ -168,6 +168,8 @@ def explain(f: NegotiationFailed, exchanges=(), colors: dict[str, str] | None = 
     notify = f.notify.upper()
     if notify == "UNRESOLVED":
         who = "nothing was sent: the peer's host name did not resolve"  # no peer to reject, or be rejected by
+    elif notify in ("TIMEOUT", "RETRANSMIT_TIMEOUT"):
+        who = "the peer did not answer"
     else:
         who = "The peer rejected us" if f.sent_by_peer else "We rejected the peer"
     head.append(f"✗ {f.notify}", style=bad)

@@ -36,6 +36,18 @@ def test_the_explanation_says_the_name_did_not_resolve_not_that_we_rejected_the_
     assert "see the exchanges above" not in fix, fix
 
 
+def test_a_timeout_is_not_told_as_a_rejection():
+    """(The same header for TIMEOUT: nobody rejected anybody, the peer never answered.)"""
+    from rich.console import Console
+
+    from console.explain import explain
+
+    console = Console(width=200, record=True)
+    console.print(explain(NegotiationFailed(3, "branch", "IKE_SA_INIT", "TIMEOUT", "no answer after 5 retransmits")))
+    head = console.export_text().splitlines()[0]
+    assert "rejected" not in head and "did not answer" in head, head
+
+
 async def test_the_negotiations_screen_explains_an_unresolved_name():
     app = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
