@@ -69,7 +69,9 @@ def claim_namespace(netns: str | None) -> socket.socket | None:
     An abstract unix socket: per network namespace, and released by the kernel when its holder
     dies, so a crash leaves nothing stale. Abstract names have no permissions, though: a name held
     by another user than root or ours (who could not run a kernel datapath) is a squatter, not
-    an ipsec-console; it must not keep the daemon down, which then starts unclaimed (None)."""
+    an ipsec-console; it must not keep the daemon down, which then starts unclaimed (None).
+    ``netns`` (tests; the daemon runs in its own namespace and passes none) is claimed in this
+    process's namespace under a name of its own: it does not meet a daemon run inside ``netns``."""
     name = b"\0ipsec-console/kernel-datapath" + (b"/" + netns.encode() if netns else b"")
     where = f"network namespace {netns}" if netns else "this network namespace"
     for attempt in range(2):
