@@ -217,6 +217,9 @@ class SighupReloads:
                 return
 
     def cancel(self) -> None:
+        """The daemon stops: the running reload ends, and a SIGHUP from now on starts none (the
+        handler stays while the SAs are deleted)."""
+        self.running, self._again = False, False
         if self.task is not None:
             self.task.cancel()
 

@@ -53,3 +53,23 @@ async def test_a_sighup_during_the_start_reloads_once_the_daemon_runs(tmp_path, 
         release.set()
         if not task.done():
             task.cancel()
+
+
+async def test_a_sighup_during_the_shutdown_starts_no_reload(monkeypatch):
+    """The handler stays until the SAs are deleted (seconds, runtime.stop): a SIGHUP then started a
+    reload after Services.stop() had cancelled the last one, applying a policy (start_action = start
+    initiating) to an engine shutting down."""
+    from engine.ops.sdnotify import Notifier
+
+    reloads: list[int] = []
+
+    async def reload_on_sighup(runtime, notifier=None):
+        reloads.append(1)
+
+    monkeypatch.setattr(daemon, "reload_on_sighup", reload_on_sighup)
+    reload = daemon.SighupReloads(object(), Notifier({}), running=False)
+    reload.start()
+    reload.cancel()  # Services.stop()
+    reload.sighup()
+    await asyncio.sleep(0.05)
+    assert reload.task is None and reloads == []
