@@ -15,7 +15,7 @@ from engine.runtime.client import ControlClient
 from tests.ops.test_control_ops import POLICY, server  # noqa: F401 (the fixture)
 
 
-async def test_an_apply_policy_during_a_reload_is_applied_after_it(server):  # noqa: F811
+async def test_an_apply_policy_during_a_reload_is_applied_after_it(server, monkeypatch):  # noqa: F811
     path = Path(server.runtime.policy.path)
     first_read = threading.Event()
     go_on = threading.Event()
@@ -26,7 +26,7 @@ async def test_an_apply_policy_during_a_reload_is_applied_after_it(server):  # n
         go_on.wait(10)
         return real(text, p)
 
-    reload.parse_text, saved = slow_parse, reload.parse_text
+    monkeypatch.setattr(reload, "parse_text", slow_parse)
     c = ControlClient(str(server.path))
     try:
         old = asyncio.create_task(reload.reload_from_file_async(server.runtime, via="test"))
@@ -39,7 +39,6 @@ async def test_an_apply_policy_during_a_reload_is_applied_after_it(server):  # n
         await old
         await applying
     finally:
-        reload.parse_text = saved
         go_on.set()
         await c.close()
     assert str(server.runtime.policy.connections[0].local.id) == "applied.example"
