@@ -165,16 +165,23 @@ def explain(f: NegotiationFailed, exchanges=(), colors: dict[str, str] | None = 
     ok = colors.get("success", "green")
     bad = f"bold {colors.get('error', 'red')}"
     head = Text()
-    who = "The peer rejected us" if f.sent_by_peer else "We rejected the peer"
+    notify = f.notify.upper()
+    if notify == "UNRESOLVED":
+        who = "nothing was sent: the peer's host name did not resolve"  # no peer to reject, or be rejected by
+    elif notify in ("TIMEOUT", "RETRANSMIT_TIMEOUT"):
+        who = "the peer did not answer"
+    else:
+        who = "The peer rejected us" if f.sent_by_peer else "We rejected the peer"
     head.append(f"✗ {f.notify}", style=bad)
     head.append(f" in {f.exchange} — {who}.\n")
     if f.reason:
-        text = f.reason[0].upper() + f.reason[1:]
+        # A sentence starts with a capital, unless it starts with a name (a host, an ID): kept as sent.
+        first = f.reason.split(" ", 1)[0].replace("'", "").replace("-", "")
+        text = f.reason[0].upper() + f.reason[1:] if first.isalpha() else f.reason
         head.append(text + ("\n" if text.endswith((".", "!", "?")) else ".\n"))
     parts: list[RenderableType] = [head]
     fix = Text()
     fix.append("Fix: ", style="bold")
-    notify = f.notify.upper()
     if notify == "NO_PROPOSAL_CHOSEN":
         ike = f.exchange == "IKE_SA_INIT"
         key = f"connections.{f.connection}.proposals" if ike else f"{_child_key(f)}.esp_proposals"
@@ -218,6 +225,10 @@ def explain(f: NegotiationFailed, exchanges=(), colors: dict[str, str] | None = 
             fix.append(f"we could not verify the peer. Check connections.{f.connection}.remote.id against the "
                        "ID the peer sent, and that our secrets file has the same PSK as the peer for that ID "
                        "(or that remote.cacerts holds the CA of the peer's certificate).")
+    elif notify == "UNRESOLVED":
+        fix.append(f"check the host name in connections.{f.connection}.remote_addrs (a typo?), and that this "
+                   "host's DNS answers for it (getent hosts NAME); or put the peer's address there instead "
+                   "of its name.")
     elif notify in ("TIMEOUT", "RETRANSMIT_TIMEOUT"):
         fix.append("the peer never answered. Check that it is reachable on UDP 500/4500 (firewalls, NAT), "
                    f"that connections.{f.connection}.remote_addrs is right, and that the peer runs IKEv2.")

@@ -179,6 +179,9 @@ class NegotiationsScreen(ConsoleScreen):
         if first is not None:
             tree.border_title = (f"#{ike_id} {n.connection}: us {first.local[0]} (left) ⇄ "
                                  f"peer {first.remote[0]} (right)")
+        elif n.failure is not None and n.failure.notify == "UNRESOLVED":
+            # (#id is no IKE SA's: none was created, `sas` will not list it)
+            tree.border_title = f"#{ike_id} {n.connection}: nothing was sent (the peer's name did not resolve)"
         else:
             tree.border_title = f"#{ike_id} {n.connection}: no exchange seen"
         for ev in new:

@@ -14,6 +14,7 @@ import asyncio
 import dataclasses
 import ipaddress
 import logging
+import os
 import socket
 import struct
 import time
@@ -61,32 +62,50 @@ def read_xfrm_stat(path: str = XFRM_STAT) -> dict[str, int]:
     return {reason: sum(mib.get(n, 0) for n in names) for reason, names in GLOBAL_DROPS.items()}
 
 
-def claim_namespace(netns: str | None) -> socket.socket:
+def claim_namespace(netns: str | None) -> socket.socket | None:
     """Claim the kernel datapath of a network namespace for this process, or raise OSError naming
     the holder. Two instances there would share the tag of what they install: the second's flush at
     start would remove the first's SAs and policies (its tunnels down, or its traffic in clear).
     An abstract unix socket: per network namespace, and released by the kernel when its holder
-    dies, so a crash leaves nothing stale."""
+    dies, so a crash leaves nothing stale. Abstract names have no permissions, though: a name held
+    by another user than root or ours (who could not run a kernel datapath) is a squatter, not
+    an ipsec-console; it must not keep the daemon down, which then starts unclaimed (None).
+    ``netns`` (tests; the daemon runs in its own namespace and passes none) is claimed in this
+    process's namespace under a name of its own: it does not meet a daemon run inside ``netns``."""
     name = b"\0ipsec-console/kernel-datapath" + (b"/" + netns.encode() if netns else b"")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.bind(name)
-        sock.listen(1)
-        return sock
-    except OSError:
-        sock.close()
-    holder = ""
+    where = f"network namespace {netns}" if netns else "this network namespace"
+    for attempt in range(2):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(name)
+            sock.listen(8)
+            sock.setblocking(False)  # the holder's loop accepts probes (KernelRuntimeDatapath._answer)
+            return sock
+        except OSError:
+            sock.close()
+        holder = _holder(name)
+        if holder is not None or attempt:
+            break
+        time.sleep(0.05)  # (refused: bound, not listening yet, or not ours) once more
+    if holder is not None and holder[1] in (0, os.geteuid()):
+        raise OSError(f"another ipsec-console (pid {holder[0]}) runs the kernel datapath in {where}: starting "
+                      "would flush its SAs and policies; stop it first, or attach to it (ipsec-console attach)")
+    by = f"pid {holder[0]} of uid {holder[1]}" if holder else "a socket that does not answer"
+    log.warning("the kernel datapath's claim on %s is held by %s, not an ipsec-console (any local user can "
+                "bind it): starting without it; a second ipsec-console here will not be refused", where, by)
+    return None
+
+
+def _holder(name: bytes) -> tuple[int, int] | None:
+    """(pid, uid) of the process listening on abstract socket ``name`` (None: none answers)."""
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
             probe.settimeout(1.0)
             probe.connect(name)
-            pid = struct.unpack("3i", probe.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[0]
-            holder = f" (pid {pid})"
+            pid, uid, _gid = struct.unpack("3i", probe.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+            return pid, uid
     except OSError:
-        pass
-    where = f"network namespace {netns}" if netns else "this network namespace"
-    raise OSError(f"another ipsec-console{holder} runs the kernel datapath in {where}: starting would flush "
-                  "its SAs and policies; stop it first, or attach to it (ipsec-console attach)")
+        return None
 
 
 class KernelRuntimeDatapath:
@@ -116,6 +135,8 @@ class KernelRuntimeDatapath:
         self._loop = asyncio.get_running_loop()
         # Before the flush below, which would take another instance's SAs and policies (same tag).
         self._claim = claim_namespace(self.netns)
+        if self._claim is not None:
+            self._loop.add_reader(self._claim.fileno(), self._answer)
         try:
             self.kernel = await asyncio.to_thread(KernelDatapath, self.netns)
         except BaseException:
@@ -134,9 +155,20 @@ class KernelRuntimeDatapath:
             self._release()
             raise
 
+    def _answer(self) -> None:
+        """A probe of claim_namespace connected: drop it (unaccepted, they filled the backlog and
+        later probes could not learn who holds the claim)."""
+        try:
+            conn, _ = self._claim.accept()
+            conn.close()
+        except OSError:
+            pass
+
     def _release(self) -> None:
         claim, self._claim = self._claim, None
         if claim is not None:
+            if self._loop is not None:
+                self._loop.remove_reader(claim.fileno())
             claim.close()
 
     async def stop(self) -> None:

@@ -393,6 +393,7 @@ class IkeEndpoint:
         A whole connection's terminate also cancels its pending keyingtries attempt (`retrying`)."""
         self._conn(name)
         n = 0
+        deleted = set()
         for sa in self.registry:
             if unique_id is not None and sa.unique_id != unique_id:
                 continue
@@ -400,7 +401,10 @@ class IkeEndpoint:
             if sa.name == name and sa.alive and not sa.pending:
                 sa.delete(now, "terminated by admin")
                 self.scheduler.touch(sa)
+                deleted.add(sa.unique_id)
                 n += 1
+        # A redirect of a deleted SA awaiting its gateway's name would start a new one once answered.
+        self.names.cancel(lambda key: key[0] == "redirect" and key[1] in deleted)
         self._attempts.pop(name, None)
         if unique_id is None:
             self._retries.pop(name, None)

@@ -20,7 +20,8 @@ NAME_TTL = 60.0
 MAX_NAMES = 1024
 """Names whose answers are kept (the policy's, and gateways a REDIRECT named): the oldest goes."""
 MAX_WAITING = 16
-"""Initiations and redirects one name may hold while it is resolved (the rest are dropped)."""
+"""Redirects one name may hold while it is resolved (the rest are refused). Our own initiations are
+not counted: one key per CHILD config of the policy bounds them (``wait(bounded=False)``)."""
 
 
 def initiate_target(conn: ConnectionConfig) -> str | None:
@@ -41,9 +42,9 @@ class HostNames:
 
     def __init__(self) -> None:
         self._addrs: dict[str, tuple[tuple[str, ...], float]] = {}
-        self._waiting: dict[str, dict[object, Callable[[float], None]]] = {}
+        self._waiting: dict[str, dict[object, tuple[Callable[[float], None], bool]]] = {}
         """Name -> what waits for its answer (an initiation, a redirect), by a key that makes a
-        second ask for the same thing one."""
+        second ask for the same thing one: (action, counted against MAX_WAITING)."""
         self.resolve: Callable[[str], None] | None = None
         """The runtime's resolver: called with a name, answers later with IkeEndpoint.resolved."""
 

@@ -126,12 +126,17 @@ async def reload_from_file_async(runtime, *, via: str, who: journal.Who | None =
         text = _reread(path)
         return parse_text(text, path), text
 
-    # One at a time: two reloads (SIGHUP, the control socket) that overlapped could apply the file
-    # read first last, an edit made between them undone.
-    lock = _locks.setdefault(runtime, asyncio.Lock())
-    async with lock:
+    async with policy_lock(runtime):
         policy, text = await asyncio.to_thread(read_and_parse, runtime.policy.path)
         return apply_parsed(runtime, policy, text, via=via, who=who)
+
+
+def policy_lock(runtime) -> asyncio.Lock:
+    """Held from reading to applying by whatever applies a policy to ``runtime`` off the loop
+    (reload, SIGHUP, the control socket's apply-policy): each validates in a thread, and two that
+    overlapped could apply the text read first last, undoing the later one. FIFO: in the order
+    they came."""
+    return _locks.setdefault(runtime, asyncio.Lock())
 
 
 _locks: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

@@ -214,6 +214,7 @@ class ControlServer:
         return await encode_sliced(rt.policy.connections, lambda c: status_to_dict(rt.connection_info(c, states)))
 
     async def apply(self, req: dict, peer: journal.Who | None = None):
+        from engine.ops.reload import policy_lock
         from engine.pki.errors import PkiError
         from engine.policy.findings import PolicyError
         from engine.policy.parse import parse_policy
@@ -221,17 +222,18 @@ class ControlServer:
         text = req.get("text")
         if not isinstance(text, str):
             raise ValueError("apply-policy needs 'text'")
-        try:
-            # Parsing is pure but can take a second on a large policy: off the event loop.
-            policy = await asyncio.to_thread(parse_policy, text, self.runtime.policy.path)
-        except PolicyError as exc:
-            raise _Failure("the policy does not validate; nothing was changed",
-                           [f.format() for f in exc.findings]) from None
-        old_text = self.runtime.policy_text
-        try:
-            applied = self.runtime.apply_policy(policy, text)
-        except PkiError as exc:
-            raise _Failure(f"credentials could not be loaded; nothing was changed: {exc}", []) from None
+        async with policy_lock(self.runtime):  # after a reload already reading, never before it
+            try:
+                # Parsing is pure but can take a second on a large policy: off the event loop.
+                policy = await asyncio.to_thread(parse_policy, text, self.runtime.policy.path)
+            except PolicyError as exc:
+                raise _Failure("the policy does not validate; nothing was changed",
+                               [f.format() for f in exc.findings]) from None
+            old_text = self.runtime.policy_text
+            try:
+                applied = self.runtime.apply_policy(policy, text)
+            except PkiError as exc:
+                raise _Failure(f"credentials could not be loaded; nothing was changed: {exc}", []) from None
         journal.record(policy, action="apply", via="control", old_text=old_text, new_text=text, who=peer,
                        result={"added": list(applied.added), "removed": list(applied.removed),
                                "changed": list(applied.changed)})

@@ -153,7 +153,8 @@ class Services:
         self.metrics = MetricsExporter(runtime)
         self.keylog = KeyLog(runtime)
         self.usage = UsageTracker(runtime)
-        self.reloads = SighupReloads(runtime, notifier)
+        self.reloads = SighupReloads(runtime, notifier, running=False)
+        """Started by start(): SIGHUP's handler is set before the engine starts."""
         self._watchdog: asyncio.Task | None = None
 
     async def start(self) -> None:
@@ -162,6 +163,7 @@ class Services:
         self.usage.start()
         if self.notifier.watchdog_interval:
             self._watchdog = asyncio.create_task(self._ping(), name="watchdog")
+        self.reloads.start()  # (a reload it starts runs after the caller's READY=1: no await between)
 
     async def stop(self) -> None:
         if self._watchdog is not None:
@@ -182,16 +184,27 @@ class Services:
 
 class SighupReloads:
     """SIGHUP applies the policy file again, one reload at a time; a SIGHUP that comes while one
-    runs makes one more after it (that one may have read the file before the edit announced)."""
+    runs makes one more after it (that one may have read the file before the edit announced).
+    ``running=False``: the engine is still starting; a SIGHUP then reloads once start() says it runs
+    (applied at once, it met a runtime half started, and told systemd READY before the daemon was)."""
 
-    def __init__(self, runtime, notifier: Notifier | None = None) -> None:
+    def __init__(self, runtime, notifier: Notifier | None = None, *, running: bool = True) -> None:
         self.runtime = runtime
         self.notifier = notifier
+        self.running = running
         self.task: asyncio.Task | None = None
         self._again = False
 
+    def start(self) -> None:
+        """The engine runs: a SIGHUP that came while it started is served now."""
+        self.running = True
+        if self._again:
+            self.sighup()
+
     def sighup(self) -> None:
-        if self.task is None or self.task.done():
+        if not self.running:
+            self._again = True
+        elif self.task is None or self.task.done():
             self.task = asyncio.get_running_loop().create_task(self._run(), name="reload")
         else:
             self._again = True
@@ -204,6 +217,9 @@ class SighupReloads:
                 return
 
     def cancel(self) -> None:
+        """The daemon stops: the running reload ends, and a SIGHUP from now on starts none (the
+        handler stays while the SAs are deleted)."""
+        self.running, self._again = False, False
         if self.task is not None:
             self.task.cancel()
 

@@ -132,6 +132,7 @@ async def test_a_sighup_during_a_reload_reloads_again(server, monkeypatch):  # n
 
     monkeypatch.setattr(daemon, "reload_on_sighup", slow_reload)
     services = daemon.Services(server.runtime, Notifier({}))
+    services.reloads.start()  # the daemon is running (Services.start)
     services.sighup()
     await asyncio.sleep(0)
     services.sighup()  # the admin saved again and sent another SIGHUP
