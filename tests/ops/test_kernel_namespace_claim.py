@@ -56,12 +56,12 @@ def _squat(netns: str, *, listen: bool) -> int:
 def test_a_local_user_squatting_the_name_does_not_keep_the_daemon_down(listen, caplog):
     if os.geteuid() != 0:
         pytest.skip("needs root: the squatter must be another, unprivileged user")
-    pid = _squat("revcli14-squat", listen=listen)
+    pid = _squat("claim-test-squat", listen=listen)
     try:
         with caplog.at_level(logging.WARNING):
-            claim = claim_namespace("revcli14-squat")
+            claim = claim_namespace("claim-test-squat")
         assert claim is None  # not held: nobody's to hold, and this instance goes on
-        assert any("revcli14-squat" in r.getMessage() and "not an ipsec-console" in r.getMessage()
+        assert any("claim-test-squat" in r.getMessage() and "not an ipsec-console" in r.getMessage()
                    for r in caplog.records), [r.getMessage() for r in caplog.records]
         if listen:
             assert any(f"pid {pid}" in r.getMessage() and f"uid {NOBODY}" in r.getMessage()
@@ -75,15 +75,15 @@ async def test_a_running_datapath_names_its_pid_to_every_second_start(monkeypatc
     fake = SimpleNamespace(flush_ours=lambda: SimpleNamespace(policies=0, sas=0), events_fileno=a.fileno,
                            close=lambda flush=True: None)
     monkeypatch.setattr(kernel_runtime, "KernelDatapath", lambda netns: fake)
-    dp = KernelRuntimeDatapath(Policy(), netns="revcli14-held")
+    dp = KernelRuntimeDatapath(Policy(), netns="claim-test-held")
     await dp.start(None)
     try:
         for _ in range(5):
             with pytest.raises(OSError, match=rf"another ipsec-console \(pid {os.getpid()}\) runs"):
-                claim_namespace("revcli14-held")
+                claim_namespace("claim-test-held")
             await asyncio.sleep(0.05)  # the holder's loop accepts (and drops) the probe
     finally:
         await dp.stop()
         a.close()
         b.close()
-    claim_namespace("revcli14-held").close()  # released
+    claim_namespace("claim-test-held").close()  # released
