@@ -127,11 +127,14 @@ def responder(sa, conn, payloads, auth: AuthPayload) -> tuple[AuthPayload | None
     try:
         ident = decode_ppk_identity(notify.data)
     except MalformedMessage as exc:
-        return None, str(exc)
-    ppk_id = str(ident)
-    if conn.ppk_id is not None and ppk_id != conn.ppk_id:
-        return None, f"the peer's PPK_ID '{ppk_id}' is not the configured ppk_id '{conn.ppk_id}'"
-    entry = lookup_ppk(sa.host.auth.policy.secrets, ppk_id)
+        # A PPK_ID we cannot read (another type, too long) names no PPK of ours: NO_PPK_AUTH
+        # applies as for one we lack (RFC 8784 §3; charon's get_ppk_r ignores it likewise).
+        entry, ppk_id = None, f"unreadable: {exc}"
+    else:
+        ppk_id = str(ident)
+        if conn.ppk_id is not None and ppk_id != conn.ppk_id:
+            return None, f"the peer's PPK_ID '{ppk_id}' is not the configured ppk_id '{conn.ppk_id}'"
+        entry = lookup_ppk(sa.host.auth.policy.secrets, ppk_id)
     if entry is not None:
         _switch(sa, entry.secret)
         sa.ppk_used = True
