@@ -340,9 +340,17 @@ def accept_response(response: WireProposal, offered: Sequence[WireProposal], *,
         need = {TransformType.ENCR, TransformType.PRF, TransformType.KE}
     if any(n not in got for n in need):
         return None
-    if not ignore_ke and any(t in mine and t not in got for t in _ADDITIONAL):
-        return None  # an additional key exchange we offered was left unanswered (RFC 9370 §2.2.1)
-    additional = () if ignore_ke else tuple((t, got[t][0].id) for t in _ADDITIONAL if t in got)
+    additional: tuple[tuple[int, int], ...] = ()
+    if not ignore_ke:
+        for t in _ADDITIONAL:
+            if t in got:
+                additional += ((t, got[t][0].id),)
+            elif t in mine:
+                # Left out: NONE if we offered it (charon's select_algos omits a type it chose NONE
+                # for); else an additional key exchange we require went unanswered (RFC 9370 §2.2.1).
+                if not any(m.id == KeId.NONE for m in mine[t]):
+                    return None
+                additional += ((t, KeId.NONE),)
     e = got.get(TransformType.ENCR, [None])[0]
     ke = got.get(TransformType.KE, [None])[0]
     integ = got.get(TransformType.INTEG, [None])[0]

@@ -32,3 +32,22 @@ def test_an_unreadable_ppk_identity_is_refused_when_the_ppk_is_required(monkeypa
     assert not p.of("b", ChildSaInstalled)
     (gw,) = p.of("b", NegotiationFailed)
     assert gw.notify == "AUTHENTICATION_FAILED" and "PPK is required" in gw.reason
+
+
+def test_an_optional_additional_ke_the_responder_omits_is_none():
+    """charon (proposal.c select_algos) leaves an ADDITIONAL_KEY_EXCHANGE type it chose NONE for
+    out of its answer: for a type we offered with NONE that means NONE (RFC 9370 §2.2.1); a type
+    we require must still be answered."""
+    from engine.ike import proposals as props
+    from engine.policy.proposals import parse_proposal
+    from engine.wire.payloads import Proposal as WireProposal
+
+    offer = props.to_wire([parse_proposal("aes256gcm16-prfsha384-x25519-ke1_mlkem768-ke1_none-ke2_mlkem1024",
+                                          "ike")], b"")
+    answer = WireProposal(1, offer[0].protocol, b"", tuple(t for t in offer[0].transforms
+                                                           if int(t.type) not in (6,) and t.id != 0
+                                                           and not (int(t.type) == 7 and t.id != 37)))
+    chosen = props.accept_response(answer, offer)
+    assert chosen is not None and chosen.additional == ((6, 0), (7, 37)) and chosen.additional_rounds == ((7, 37),)
+    without_required = WireProposal(1, offer[0].protocol, b"", tuple(t for t in answer.transforms if int(t.type) != 7))
+    assert props.accept_response(without_required, offer) is None
