@@ -51,3 +51,43 @@ def test_an_optional_additional_ke_the_responder_omits_is_none():
     assert chosen is not None and chosen.additional == ((6, 0), (7, 37)) and chosen.additional_rounds == ((7, 37),)
     without_required = WireProposal(1, offer[0].protocol, b"", tuple(t for t in answer.transforms if int(t.type) != 7))
     assert props.accept_response(without_required, offer) is None
+
+
+def test_invalid_syntax_answering_a_followup_round_ends_the_ike_sa_on_both_ends(monkeypatch):
+    """Our responder ends its IKE SA after answering an IKE_FOLLOWUP_KE request INVALID_SYNTAX
+    (RFC 7296 §2.21.3, sa_receive.KNOWN_REQUESTS); our initiator kept its own on that answer: a
+    black hole until DPD. Here a round's KE is for another method than negotiated."""
+    import dataclasses
+
+    import pytest
+
+    from engine.crypto.kem import mlkem_available
+    from engine.crypto.transforms import KeId
+    from engine.events import IkeState
+    from engine.ike import followup
+    from engine.wire.payloads import KePayload
+
+    from tests.engine.test_ike_followup import make
+
+    if not (mlkem_available(KeId.ML_KEM_768) and mlkem_available(KeId.ML_KEM_1024)):
+        pytest.skip("cryptography without ML-KEM")
+    orig = followup.FollowupInitiator.request
+
+    def other_method(self):
+        return [dataclasses.replace(x, group=KeId.ML_KEM_1024) if isinstance(x, KePayload) else x
+                for x in orig(self)]
+
+    for kind in ("child_rekey", "ike_rekey", "new_child"):
+        monkeypatch.setattr(followup.FollowupInitiator, "request", orig)
+        p = make()
+        monkeypatch.setattr(followup.FollowupInitiator, "request", other_method)
+        if kind == "new_child":
+            p.a.initiate("tun", p.now, child="voice")
+        else:
+            p.a.rekey("tun", p.now, ike=kind == "ike_rekey")
+        p.advance(3)
+        up_a = [sa for sa in p.a.sas if sa.state == IkeState.ESTABLISHED]
+        up_b = [sa for sa in p.b.sas if sa.state == IkeState.ESTABLISHED]
+        assert not up_b and not up_a, kind
+        for ep in (p.a, p.b):  # nothing held for the rounds that ended with the IKE SA
+            assert not ep.registry._spis and not ep.registry._reserved_ike, kind
