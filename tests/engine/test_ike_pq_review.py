@@ -91,3 +91,22 @@ def test_invalid_syntax_answering_a_followup_round_ends_the_ike_sa_on_both_ends(
         assert not up_b and not up_a, kind
         for ep in (p.a, p.b):  # nothing held for the rounds that ended with the IKE SA
             assert not ep.registry._spis and not ep.registry._reserved_ike, kind
+
+
+def test_a_key_exchange_method_is_not_chosen_twice():
+    """As charon's proposal.c (select_algo skips methods already selected; its test_proposal.c
+    vectors): the primary KE's method and each earlier ADDITIONAL_KEY_EXCHANGE choice are not
+    chosen again, so a charon initiator accepts our answer."""
+    from engine.ike import proposals as props
+    from engine.policy.proposals import parse_proposal
+
+    def chosen(offer, ours=None):
+        c = props.select(props.to_wire([parse_proposal(offer, "ike")], b""), [parse_proposal(ours or offer, "ike")])
+        return c and (int(c.ke), tuple((t, int(g)) for t, g in c.additional))
+
+    all3 = "aes128-sha256-x25519-ecp256-ecp384-ke1_x25519-ke1_ecp256-ke1_ecp384-ke2_x25519-ke2_ecp256-ke2_ecp384"
+    assert chosen(all3) == (31, ((6, 19), (7, 20)))
+    assert chosen("aes128-sha256-x25519-ke1_x25519-ke1_none") == (31, ((6, 0),))
+    assert chosen("aes128-sha256-x25519-ke1_x25519") is None
+    assert chosen("aes128-sha256-x25519-ke1_x25519-ke1_ecp256") == (31, ((6, 19),))
+    assert chosen("aes128-sha256-x25519-ke1_ecp256", "aes128-sha256-x25519-ke1_x25519-ke1_ecp256") == (31, ((6, 19),))
