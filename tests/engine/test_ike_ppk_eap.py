@@ -82,3 +82,22 @@ def test_different_ppks_with_eap_fail_authentication():
     p = ppk_eap_pair(REQ, REQ, ppk_b=OTHER)
     assert not p.of("a", ChildSaInstalled) and not p.of("b", ChildSaInstalled)
     assert [e.notify for e in p.of("b", NegotiationFailed)] == ["AUTHENTICATION_FAILED"]
+
+
+def test_required_ppk_with_eap_after_an_intermediate_round():
+    """PPK, EAP and IKE_INTERMEDIATE together: the MSK AUTHs cover IntAuth and use the PPK keys."""
+    import pytest
+
+    from engine.crypto.kem import mlkem_available
+    from engine.crypto.transforms import KeId
+    from engine.policy.proposals import parse_proposal
+
+    if not mlkem_available(KeId.ML_KEM_768):
+        pytest.skip("cryptography without ML-KEM")
+    hybrid = (parse_proposal("aes256gcm16-prfsha384-x25519-ke1_mlkem768", "ike"),)
+    p = ppk_eap_pair(dict(REQ, proposals=hybrid), dict(REQ, proposals=hybrid))
+    up(p)
+    for ep in (p.a, p.b):
+        sa = ep.sas[0]
+        assert sa.ppk_used and sa.intermediate.done == 1
+    assert p.a.status(p.now)[0].quantum_safe and p.b.status(p.now)[0].ppk
