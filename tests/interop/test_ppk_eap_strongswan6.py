@@ -62,24 +62,27 @@ def test_strongswan6_eap_tls_client_with_a_required_ppk(peers):
                    INNER["right"], timeout=30)
 
 
-def test_our_eap_tls_client_with_a_required_ppk_against_a_strongswan6_gateway(peers):
-    """The other way: our EAP-TLS client (ppk_required) and a charon 6.1 gateway requiring the PPK."""
+@pytest.mark.parametrize("gateway_ppk", [True, False])
+def test_our_eap_tls_client_with_a_ppk_against_a_strongswan6_gateway(peers, gateway_ppk):
+    """The other way: our EAP-TLS client and a charon 6.1 gateway, both requiring the PPK; or our
+    PPK optional and the gateway without that PPK (it takes our MSK-based NO_PPK_AUTH)."""
     root = require_strongswan6()
     ca_dir = peers.workdir / "ca"
     certs = make_certs(ca_dir, ("alice@example.org", "alice"), ("gw.example.org", "gw"))
     gw = {"connections": {"t": {
         "version": 2, "local_addrs": ADDR["right"], "remote_addrs": "%any", "pools": "rw", "proposals": HYBRID,
-        "ppk_id": PPK_ID, "ppk_required": "yes",
+        **({"ppk_id": PPK_ID, "ppk_required": "yes"} if gateway_ppk else {}),
         "local": {"auth": "pubkey", "id": "gw.example.org", "certs": "gw.crt"},
         "remote": {"auth": "eap-tls", "id": "alice@example.org"},
         "children": {"t": {"local_ts": f"{INNER['right']}/32", "remote_ts": "dynamic", "esp_proposals": "aes256gcm16"}}}},
         "pools": {"rw": {"addrs": f"{POOL_FIRST}-{POOL_LAST}"}},
-        "secrets": {"ppk-1": {"id": PPK_ID, "secret": "0x" + PPK_HEX}}}
+        # Without ours it holds another PPK: it sends USE_PPK only when it has one (ike_init.c send_use_ppk).
+        "secrets": {"ppk-1": {"id": PPK_ID if gateway_ppk else "another-ppk", "secret": "0x" + PPK_HEX}}}
     c = peers.charon("right", gw, plugins=("eap-identity", "eap-tls"), certs=certs, root=root)
     doc = {"engine": {"datapath": "userspace", "listen": [ADDR["left"]], "secrets": "secrets.toml", **FAST_OURS},
            "connections": {"t": {
                "local_addrs": [ADDR["left"]], "remote_addrs": [ADDR["right"]], "vips": ["0.0.0.0"], "mobike": False,
-               "proposals": [HYBRID], "ppk_id": PPK_ID, "ppk_required": True,
+               "proposals": [HYBRID], "ppk_id": PPK_ID, "ppk_required": gateway_ppk,
                "local": {"auth": "eap-tls", "id": "alice@example.org", "certs": ["certs/alice.crt"]},
                "remote": {"auth": "pubkey", "id": "gw.example.org", "cacerts": ["certs/ca.crt"]},
                "children": {"net": {"local_ts": ["dynamic"], "remote_ts": [f"{INNER['right']}/32"],
@@ -89,9 +92,9 @@ def test_our_eap_tls_client_with_a_required_ppk_against_a_strongswan6_gateway(pe
     o = start_ours(peers, "left", doc, secrets, certs_from=ca_dir, key="alice.key")
     o.cli("initiate", "t", "--no-wait")
     sa = wait_or_explain(lambda: with_children(o), "our IKE and CHILD SA", o, timeout=15)[0]
-    assert sa["eap_method"] == "EAP-TLS" and sa["ppk"] and sa["quantum_safe"], sa
+    assert sa["eap_method"] == "EAP-TLS" and sa["ppk"] == gateway_ppk and sa["quantum_safe"], sa
     log = c.log()
-    assert f"using PPK for PPK_ID '{PPK_ID}'" in log, log[-3000:]
+    assert (f"using PPK for PPK_ID '{PPK_ID}'" if gateway_ppk else "using NO_PPK_AUTH notify") in log, log[-3000:]
     wait_or_explain(lambda: POOL_FIRST in peers.lab.exec("left", "ip", "-o", "addr").stdout, "the address on our TUN", o)
     peers.lab.exec("left", "ping", "-n", "-q", "-c", "3", "-i", "0.2", "-W", "2", "-I", POOL_FIRST,
                    INNER["right"], timeout=30)
