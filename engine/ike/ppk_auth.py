@@ -8,11 +8,15 @@
   strongSwan); unless ppk_required, NO_PPK_AUTH carries AUTH computed with
   the unmodified SK_pi for a responder without that PPK. The answer carries
   PPK_IDENTITY when the responder used the PPK; without it the unmodified keys
-  come back (refused when ppk_required).
+  come back (refused when ppk_required). With EAP all this goes with our MSK
+  AUTH after EAP-Success (as charon's ike_auth.c: PPK_IDENTITY goes in the
+  message holding AUTH): the gateway's first AUTH is made before it knows of a
+  PPK, with the unmodified SK_pr.
 - IKE_AUTH responder: a PPK_IDENTITY whose PPK we hold (and, when the
   connection names one, the same PPK_ID): the PPK keys, AUTH verified with
   SK_pi', an empty PPK_IDENTITY in the answer. No such PPK: NO_PPK_AUTH is
-  verified instead, unless ppk_required (AUTHENTICATION_FAILED).
+  verified instead, unless ppk_required (AUTHENTICATION_FAILED). For an EAP
+  client, the same when its MSK AUTH comes.
 
 Keys without the PPK are dropped once the answer is decided.
 """
@@ -50,10 +54,12 @@ def _switch(sa, secret) -> None:
 
 
 class InitiatorPpk:
-    """The initiator's PPK for one IKE_AUTH (``used`` False: none offered)."""
+    """The initiator's PPK for one IKE_AUTH (``used`` False: none offered). The keys change
+    with `switch`, right before our AUTH is computed."""
 
     def __init__(self, sa, conn) -> None:
         self.plain = None
+        self.secret = None
         self.ppk_id: str | None = None
         if not wants_ppk(conn):
             return
@@ -67,10 +73,18 @@ class InitiatorPpk:
                 raise LocalError(f"a PPK is required but the secrets file has no [ppk.*] with id = "
                                  f"\"{conn.ppk_id}\"")
             return
-        self.plain = sa.keys
+        self.secret = entry.secret
         self.ppk_id = conn.ppk_id
         self.required = conn.ppk_required
-        _switch(sa, entry.secret)
+
+    def switch(self, sa) -> None:
+        """SK_d, SK_pi, SK_pr to the PPK ones (the unmodified ones kept for NO_PPK_AUTH and the
+        answer); nothing without a PPK or when done already."""
+        if self.secret is None:
+            return
+        self.plain = sa.keys
+        _switch(sa, self.secret)
+        self.secret = None
 
     @property
     def used(self) -> bool:
@@ -113,11 +127,14 @@ def responder(sa, conn, payloads, auth: AuthPayload) -> tuple[AuthPayload | None
     try:
         ident = decode_ppk_identity(notify.data)
     except MalformedMessage as exc:
-        return None, str(exc)
-    ppk_id = str(ident)
-    if conn.ppk_id is not None and ppk_id != conn.ppk_id:
-        return None, f"the peer's PPK_ID '{ppk_id}' is not the configured ppk_id '{conn.ppk_id}'"
-    entry = lookup_ppk(sa.host.auth.policy.secrets, ppk_id)
+        # A PPK_ID we cannot read (another type, too long) names no PPK of ours: NO_PPK_AUTH
+        # applies as for one we lack (RFC 8784 §3; charon's get_ppk_r ignores it likewise).
+        entry, ppk_id = None, f"unreadable: {exc}"
+    else:
+        ppk_id = str(ident)
+        if conn.ppk_id is not None and ppk_id != conn.ppk_id:
+            return None, f"the peer's PPK_ID '{ppk_id}' is not the configured ppk_id '{conn.ppk_id}'"
+        entry = lookup_ppk(sa.host.auth.policy.secrets, ppk_id)
     if entry is not None:
         _switch(sa, entry.secret)
         sa.ppk_used = True

@@ -171,20 +171,25 @@ def _pick(conf: Sequence[ConfTransform], offered: list[WireTransform], with_keyl
 
 
 def _pick_additional(conf: ConfProposal, got: dict[int, list[WireTransform]],
-                     with_additional: bool) -> tuple[tuple[int, int], ...] | None:
+                     with_additional: bool, primary: int | None = None) -> tuple[tuple[int, int], ...] | None:
     """One choice per ADDITIONAL_KEY_EXCHANGE_n type (RFC 9370 §2.2.1), None when
     they cannot agree. A type absent from an offer means NONE; configured types
     without NONE are then required. ``with_additional`` False: only NONE is
-    acceptable (the exchange cannot run additional key exchanges)."""
+    acceptable (the exchange cannot run additional key exchanges). A method
+    already chosen (``primary``, an earlier type) is not chosen again: a second
+    exchange of it adds nothing, and charon refuses such an answer (proposal.c
+    select_algo skips the methods it selected)."""
     out: list[tuple[int, int]] = []
+    used = {primary} if primary else set()
     for ttype in _ADDITIONAL:
         offered = got.get(ttype, [])
         configured = [t for t in conf.additional_ke if int(t.type) == ttype] if with_additional else []
         if configured:
             if offered:
-                o = _pick(configured, offered, False)
+                o = _pick([t for t in configured if t.id == KeId.NONE or t.id not in used], offered, False)
                 if o is None:
                     return None
+                used.add(o.id)
                 out.append((ttype, o.id))
             elif not any(t.id == KeId.NONE for t in configured):
                 return None  # we require this key exchange, the peer does not offer it
@@ -237,7 +242,7 @@ def match(offered: WireProposal, conf: ConfProposal, *, ignore_ke: bool = False,
             return None  # the peer wants PFS, we are configured without it
     additional: tuple[tuple[int, int], ...] = ()
     if not ignore_ke:
-        found = _pick_additional(conf, got, with_additional)
+        found = _pick_additional(conf, got, with_additional, ke)
         if found is None:
             return None
         additional = found
@@ -340,9 +345,17 @@ def accept_response(response: WireProposal, offered: Sequence[WireProposal], *,
         need = {TransformType.ENCR, TransformType.PRF, TransformType.KE}
     if any(n not in got for n in need):
         return None
-    if not ignore_ke and any(t in mine and t not in got for t in _ADDITIONAL):
-        return None  # an additional key exchange we offered was left unanswered (RFC 9370 §2.2.1)
-    additional = () if ignore_ke else tuple((t, got[t][0].id) for t in _ADDITIONAL if t in got)
+    additional: tuple[tuple[int, int], ...] = ()
+    if not ignore_ke:
+        for t in _ADDITIONAL:
+            if t in got:
+                additional += ((t, got[t][0].id),)
+            elif t in mine:
+                # Left out: NONE if we offered it (charon's select_algos omits a type it chose NONE
+                # for); else an additional key exchange we require went unanswered (RFC 9370 §2.2.1).
+                if not any(m.id == KeId.NONE for m in mine[t]):
+                    return None
+                additional += ((t, KeId.NONE),)
     e = got.get(TransformType.ENCR, [None])[0]
     ke = got.get(TransformType.KE, [None])[0]
     integ = got.get(TransformType.INTEG, [None])[0]

@@ -177,8 +177,10 @@ KNOWN_REQUESTS = frozenset((ExchangeType.IKE_AUTH, ExchangeType.CREATE_CHILD_SA,
                             ExchangeType.IKE_INTERMEDIATE, ExchangeType.IKE_FOLLOWUP_KE))
 """Encrypted requests whose INVALID_SYNTAX answer ends the IKE SA (not IKE_SA_INIT, not an exchange
 type we do not know: charon answers that one without ending anything)."""
-FATAL_INVALID_SYNTAX = frozenset((ExchangeType.CREATE_CHILD_SA, ExchangeType.INFORMATIONAL))
-"""Exchanges whose INVALID_SYNTAX answer ends the IKE SA here (an IKE_AUTH failure ends it anyway)."""
+FATAL_INVALID_SYNTAX = frozenset((ExchangeType.CREATE_CHILD_SA, ExchangeType.INFORMATIONAL,
+                                  ExchangeType.IKE_FOLLOWUP_KE))
+"""Exchanges whose INVALID_SYNTAX answer ends the IKE SA here (an IKE_AUTH failure ends it anyway).
+IKE_FOLLOWUP_KE too: our responder (KNOWN_REQUESTS) and charon's send_invalid_syntax end theirs."""
 
 
 def _invalid_syntax(payloads: list) -> bool:

@@ -31,6 +31,7 @@ from datetime import datetime, timezone
 
 from engine.crypto.auth import psk_auth_data
 from engine.eap import EapPeer, EapServer, TlsCredentials, methods_for, peer_methods, server_methods
+from engine.ike import ppk_auth
 from engine.ike.auth import octets
 from engine.ike.exchange import Label, Request, Table, error_notifies
 from engine.ike.exchanges import mobike, redirect
@@ -126,9 +127,10 @@ TABLE = Table("IKE_AUTH (EAP)", {
     final={S.DONE, S.ANSWERED})
 
 
-def msk_auth(sa, msk, initiator: bool, signed: bytes) -> bytes:
-    """AUTH with the EAP MSK as the shared key (§2.16); SK_pi / SK_pr when the method made none."""
-    key = msk if msk is not None else (sa.keys.sk_pi if initiator else sa.keys.sk_pr)
+def msk_auth(sa, msk, initiator: bool, signed: bytes, sk_p: bytes | None = None) -> bytes:
+    """AUTH with the EAP MSK as the shared key (§2.16); SK_pi / SK_pr when the method made none
+    (``sk_p``: the unmodified SK_pi for RFC 8784's NO_PPK_AUTH)."""
+    key = msk if msk is not None else sk_p if sk_p is not None else (sa.keys.sk_pi if initiator else sa.keys.sk_pr)
     return psk_auth_data(sa.chosen.prf, key, signed)
 
 
@@ -215,6 +217,10 @@ class EapAuth(IkeAuth):
             self.fire(I.RESP_REFUSED, now, payloads=payloads)
             return
         sa = self.sa
+        why = self.ppk.answer(sa, payloads)  # the keys its AUTH is made with: PPK ones or not
+        if why is not None:
+            self.fire(I.RESP_PEER_REJECTED, now, reason=why)
+            return
         signed = octets(sa.init_response, sa.nonce_i, sa.chosen.prf, sa.keys.sk_pr.reveal(), self.idr) \
             + int_auth(sa, self.auth_mid)
         if auth.method != AuthMethod.PSK or not hmac.compare_digest(
@@ -264,9 +270,14 @@ class EapAuth(IkeAuth):
 
     def send_msk_auth(self, now: float) -> None:
         sa = self.sa
-        signed = octets(sa.init_request, sa.nonce_r, sa.chosen.prf, sa.keys.sk_pi.reveal(), self.idi) \
-            + int_auth(sa, self.auth_mid)
-        self.to_send = [AuthPayload(AuthMethod.PSK, msk_auth(sa, self.peer.msk, True, signed))]
+        # RFC 8784: the PPK goes with the message holding our AUTH (charon's ike_auth.c).
+        self.ppk.switch(sa)
+
+        def data(sk_pi: bytes) -> bytes:
+            signed = octets(sa.init_request, sa.nonce_r, sa.chosen.prf, sk_pi, self.idi) + int_auth(sa, self.auth_mid)
+            return msk_auth(sa, self.peer.msk, True, signed, sk_pi)
+
+        self.to_send = [AuthPayload(AuthMethod.PSK, data(sa.keys.sk_pi.reveal())), *self.ppk.notifies(data)]
         sa.eap_identity = _eap_text(self.peer.identity)
         sa.eap_method = self.peer.method_name
 
@@ -332,7 +343,7 @@ class EapAuthResponder(IkeAuthResponder):
         if eap is not None:
             self.fire(I.REQ_EAP, now, eap=eap)
         elif auth is not None and self.state == S.EAP_DONE:
-            self.fire(I.REQ_AUTH, now, auth=auth)
+            self.fire(I.REQ_AUTH, now, auth=auth, payloads=payloads)
         else:
             self.fire(I.REQ_OTHER, now)
         return self.answer
@@ -421,8 +432,13 @@ class EapAuthResponder(IkeAuthResponder):
         self.reason = f"the peer sent an IKE_AUTH request out of order during EAP ({self.state.value})"
         self.authentication_failed(now)
 
-    def check_msk_auth(self, now: float, auth: AuthPayload) -> I:
+    def check_msk_auth(self, now: float, auth: AuthPayload, payloads: list) -> I:
         sa = self.sa
+        # RFC 8784: the client's PPK_IDENTITY comes with its AUTH; ppk_required holds for EAP too.
+        auth, why = ppk_auth.responder(sa, sa.conn, payloads, auth)
+        if auth is None:
+            self.reason = why
+            return I.PEER_REJECTED
         signed = octets(sa.init_request, sa.nonce_r, sa.chosen.prf, sa.keys.sk_pi.reveal(), self.idi) \
             + int_auth(sa, self.auth_mid)
         if auth.method == AuthMethod.PSK and hmac.compare_digest(
@@ -440,7 +456,8 @@ class EapAuthResponder(IkeAuthResponder):
         sa.cert_subject = getattr(self.server.method, "subject", "")
         signed_r = octets(sa.init_response, sa.nonce_i, sa.chosen.prf, sa.keys.sk_pr.reveal(), self.idr) \
             + int_auth(sa, self.auth_mid)
-        answer: list = [AuthPayload(AuthMethod.PSK, msk_auth(sa, self.server.msk, False, signed_r))]
+        answer: list = [AuthPayload(AuthMethod.PSK, msk_auth(sa, self.server.msk, False, signed_r)),
+                        *ppk_auth.responder_notifies(sa)]
         elsewhere = redirect.auth_redirect(sa, sa.conn)
         self.first, first = [], self.first
         if elsewhere is not None:

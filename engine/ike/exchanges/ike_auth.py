@@ -128,7 +128,8 @@ class IkeAuth(Initiator):
             signed = octets(sa.init_request, sa.nonce_r, sa.chosen.prf, sk_pi, self.idi) + int_auth(sa, mid)
             return auth.auth_payload(sa, conn, signed)
 
-        if not conn.local.is_eap:  # with EAP our AUTH follows the EAP rounds (exchanges.eap_auth)
+        if not conn.local.is_eap:  # with EAP our AUTH (and the PPK) follows the EAP rounds (exchanges.eap_auth)
+            self.ppk.switch(sa)
             payloads.append(auth_data(sa.keys.sk_pi.reveal()))
             payloads += self.ppk.notifies(lambda sk_pi: auth_data(sk_pi).data)
         cp = config_payload.request(conn)
