@@ -21,10 +21,11 @@ from engine.pki.certs import (
     certreq_data,
     describe,
     identity_from_cert,
+    public_key_of,
 )
 from engine.pki.dn import dn_to_der
 from engine.pki.errors import PkiError
-from engine.pki.validate import validate_chain
+from engine.pki.validate import MAX_INTERMEDIATES, validate_chain
 from engine.wire.constants import CertEncoding, IdType
 from engine.wire.payloads import AuthPayload, CertPayload, CertReqPayload, IdPayload
 
@@ -80,13 +81,16 @@ def sign_auth(ep, sa, conn, signed: bytes) -> AuthPayload:
 def verify_auth(ep, sa, conn, auth, signed: bytes, payloads, peer) -> tuple[bool, str]:
     """Chain, revocation, identity binding, then the signature itself."""
     creds = _creds(ep)
+    sent = [p for p in payloads if isinstance(p, CertPayload)]
+    if len(sent) > 1 + MAX_INTERMEDIATES:  # counted before any is parsed: the peer is not authenticated yet
+        return False, (f"the peer sent {len(sent)} certificates (CERT payloads); at most {1 + MAX_INTERMEDIATES} "
+                       "are read, its own and the intermediate CAs")
     certs = []
-    for p in payloads:
-        if isinstance(p, CertPayload):
-            try:
-                certs.append(cert_from_payload(p.encoding, p.data))
-            except PkiError as exc:
-                return False, f"the peer's certificate cannot be read: {exc}"
+    for p in sent:
+        try:
+            certs.append(cert_from_payload(p.encoding, p.data))
+        except PkiError as exc:
+            return False, f"the peer's certificate cannot be read: {exc}"
     if not certs:
         return False, "the peer sent no certificate (CERT payload) for certificate authentication"
     end, rest = certs[0], certs[1:]
@@ -98,7 +102,11 @@ def verify_auth(ep, sa, conn, auth, signed: bytes, payloads, peer) -> tuple[bool
         return False, (f"the peer's certificate {describe(end)} does not contain its identity "
                        f"'{peer.value}': fix the peer's ID or its certificate's subjectAltName")
     try:
-        ok = _verify(end.public_key(), auth.method, auth.data, signed, allowed_hashes=SUPPORTED_HASH_ALGORITHMS)
+        key = public_key_of(end)
+    except PkiError as exc:
+        return False, f"the peer's AUTH signature cannot be checked: {exc}"
+    try:
+        ok = _verify(key, auth.method, auth.data, signed, allowed_hashes=SUPPORTED_HASH_ALGORITHMS)
     except SignatureError as exc:
         return False, f"the peer's AUTH signature cannot be checked: {exc}"
     if not ok:

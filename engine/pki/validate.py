@@ -31,12 +31,16 @@ from typing import Literal
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 
-from .certs import describe, read_credential_file
+from .certs import describe, read_credential_file, unreadable
 from .dn import format_name, name_rdns
 from .errors import PkiError
 
 Revocation = Literal["relaxed", "strict"]
 MAX_CHAIN_DEPTH = 8
+MAX_INTERMEDIATES = 16
+"""Certificates a peer may send besides its own: each one is a candidate issuer, a signature
+check, at every level of the path, and they arrive before the peer is authenticated (charon
+bounds them with its 10000-byte IKE message)."""
 
 _REASON_WORDS = {
     x509.ReasonFlags.unspecified: "unspecified",
@@ -136,6 +140,13 @@ def validate_chain(
     if not trusted_cas:
         return ValidationResult(False, f"no CA certificate is configured to check {describe(end_cert)}")
 
+    if len(intermediates) > MAX_INTERMEDIATES:
+        return ValidationResult(False, f"{len(intermediates)} intermediate certificates came with the end certificate, "
+                                f"more than the {MAX_INTERMEDIATES} we look at")
+    for cert in (end_cert, *intermediates):
+        problem = unreadable(cert)
+        if problem:
+            return ValidationResult(False, problem)
     problem = _dates_problem(end_cert, now, "certificate") or _critical_problem(end_cert, "certificate")
     if problem:
         return ValidationResult(False, problem)

@@ -1,0 +1,173 @@
+"""Certificates a hostile peer sends before it is authenticated: malformed
+extensions, keys we cannot use, too many CERT payloads. None of it may raise
+out of the engine or cost unbounded work (certificates are read before the
+AUTH signature is checked)."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.x509.oid import ExtensionOID, NameOID
+
+from engine.events import ChildSaInstalled, NegotiationFailed
+from engine.pki import PkiError
+from engine.pki.certs import cert_from_payload, cert_matches_identity, cert_payload_data
+from engine.pki.validate import MAX_INTERMEDIATES, validate_chain
+from engine.policy.model import Identity
+
+from tests.engine.ike_pair import LEFT, RIGHT
+from tests.engine.test_ike_certs import cert_pair, cert_policy, pki  # noqa: F401 (pki is a fixture)
+
+NOW = datetime.now(timezone.utc)
+
+
+def _name(cn: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Hostile"), x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+def _builder(subject: x509.Name, issuer: x509.Name, public_key) -> x509.CertificateBuilder:
+    return (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(NOW - timedelta(days=1)).not_valid_after(NOW + timedelta(days=30)))
+
+
+@pytest.fixture(scope="module")
+def root():
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (_builder(_name("Hostile Root"), _name("Hostile Root"), key.public_key())
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    return cert, key
+
+
+def _leaf(root, *extensions, public_key=None):
+    key = ec.generate_private_key(ec.SECP256R1())
+    b = _builder(_name("left.example"), root[0].subject, public_key or key.public_key())
+    b = b.add_extension(x509.SubjectAlternativeName([x509.DNSName("left.example")]), critical=False) \
+        if not any(oid == ExtensionOID.SUBJECT_ALTERNATIVE_NAME for oid, _ in extensions) else b
+    for oid, value in extensions:
+        b = b.add_extension(x509.UnrecognizedExtension(oid, value), critical=False)
+    return b.sign(root[1], hashes.SHA256()), key
+
+
+MALFORMED = [  # a known extension whose value is not what its OID says (an INTEGER instead)
+    ExtensionOID.BASIC_CONSTRAINTS,
+    ExtensionOID.KEY_USAGE,
+    ExtensionOID.SUBJECT_ALTERNATIVE_NAME,
+    ExtensionOID.SUBJECT_KEY_IDENTIFIER,
+    ExtensionOID.NAME_CONSTRAINTS,
+]
+
+
+@pytest.mark.parametrize("oid", MALFORMED, ids=lambda o: o._name)
+def test_malformed_extension_in_the_end_certificate_is_a_failure_not_an_exception(root, oid):
+    leaf, _ = _leaf(root, (oid, b"\x02\x01\x00"))
+    res = validate_chain(leaf, [], [root[0]], [], NOW)
+    assert not res.ok and "malformed" in res.reason
+    with pytest.raises(PkiError, match="malformed"):
+        cert_from_payload(4, cert_payload_data(leaf))
+
+
+def test_malformed_extension_in_an_intermediate_is_a_failure_not_an_exception(root):
+    inter, _ = _leaf(root, (ExtensionOID.BASIC_CONSTRAINTS, b"\x02\x01\x00"))
+    leaf, _ = _leaf(root)
+    res = validate_chain(leaf, [inter], [root[0]], [], NOW)
+    assert not res.ok and "malformed" in res.reason
+
+
+def _unknown_key_cert(root) -> x509.Certificate:
+    """A certificate the trusted CA signed over a key algorithm cryptography does not know
+    (as a post-quantum one is today): an Ed25519 SPKI with its OID changed to 1.3.101.127."""
+    tbs = _builder(_name("left.example"), root[0].subject, ed25519.Ed25519PrivateKey.generate().public_key()) \
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("left.example")]), critical=False) \
+        .sign(root[1], hashes.SHA256()).tbs_certificate_bytes
+    assert tbs.count(b"\x06\x03\x2b\x65\x70") == 1
+    tbs = tbs.replace(b"\x06\x03\x2b\x65\x70", b"\x06\x03\x2b\x65\x7f")
+    sig = root[1].sign(tbs, ec.ECDSA(hashes.SHA256()))
+
+    def tlv(tag: int, body: bytes) -> bytes:
+        n = len(body)
+        length = bytes([n]) if n < 0x80 else bytes([0x80 | ((n.bit_length() + 7) // 8)]) + n.to_bytes((n.bit_length() + 7) // 8, "big")
+        return bytes([tag]) + length + body
+
+    der = tlv(0x30, tbs + bytes.fromhex("300a06082a8648ce3d040302") + tlv(0x03, b"\x00" + sig))
+    return x509.load_der_x509_certificate(der)
+
+
+def test_an_unknown_key_type_in_a_valid_certificate_does_not_raise(root):
+    cert = _unknown_key_cert(root)
+    assert validate_chain(cert, [], [root[0]], [], NOW).ok  # the CA did sign it
+    # an ID the peer could not be read as another type becomes a key ID, matched against the key
+    assert cert_matches_identity(cert, Identity("key_id", "#00112233")) is False
+
+
+def test_too_many_intermediates_are_refused_before_any_signature_is_checked(root):
+    """Every candidate issuer costs a signature check at each level of the path: a peer
+    that sends thousands of certificates named like the issuer must not get that work."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    decoy = (_builder(_name("Hostile Root"), _name("Hostile Root"), key.public_key())
+             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True).sign(key, hashes.SHA256()))
+    leaf, _ = _leaf(root)
+    assert validate_chain(leaf, [decoy] * MAX_INTERMEDIATES, [root[0]], [], NOW).ok
+    res = validate_chain(leaf, [decoy] * (MAX_INTERMEDIATES + 1), [root[0]], [], NOW)
+    assert not res.ok and "intermediate" in res.reason
+
+
+# --- through IKE_AUTH: the responder answers AUTHENTICATION_FAILED, nothing raises ---------------------
+
+
+def _pair_with_left_cert(pki, root, certs, key):  # noqa: F811
+    d = pki["ecdsa-p256"]
+    p = cert_pair(cert_policy(d, "left.example", "right.example", LEFT),
+                  cert_policy(d, "right.example", "left.example", RIGHT))
+    p.a.credentials.local["tun"].certs = list(certs)
+    p.a.credentials.local["tun"].key = key
+    p.b.credentials.cacerts["tun"] = [root[0]]
+    p.b.credentials.crls = []
+    return p
+
+
+def _refused(p, needle: str) -> None:
+    p.a.initiate("tun", p.now)
+    p.advance(2)
+    failed = p.of("b", NegotiationFailed)
+    assert failed and failed[0].notify == "AUTHENTICATION_FAILED", failed
+    assert needle in failed[0].reason
+    assert not p.of("a", ChildSaInstalled)
+
+
+def test_ike_peer_certificate_with_a_malformed_extension(pki, root):  # noqa: F811
+    leaf, key = _leaf(root, (ExtensionOID.SUBJECT_KEY_IDENTIFIER, b"\x02\x01\x00"))
+    _refused(_pair_with_left_cert(pki, root, [leaf], key), "malformed")
+
+
+def test_ike_peer_certificate_with_an_unknown_key_type(pki, root):  # noqa: F811
+    _refused(_pair_with_left_cert(pki, root, [_unknown_key_cert(root)], ec.generate_private_key(ec.SECP256R1())),
+             "key")
+
+
+def test_ike_too_many_cert_payloads_are_not_read(pki, root, monkeypatch):  # noqa: F811
+    leaf, key = _leaf(root)
+    p = _pair_with_left_cert(pki, root, [leaf] + [root[0]] * (MAX_INTERMEDIATES + 1), key)
+    p.a.fragment_size = 1280  # 18 certificates do not fit one datagram
+    parsed = []
+    import engine.ike.certauth as certauth
+    real = certauth.cert_from_payload
+    monkeypatch.setattr(certauth, "cert_from_payload", lambda *a: parsed.append(1) or real(*a))
+    _refused(p, "certificates")
+    assert not parsed
+
+
+def test_ike_the_pair_works_with_the_hostile_root(pki, root):  # noqa: F811
+    """The bench itself: a good certificate from the same root authenticates."""
+    leaf, key = _leaf(root)
+    p = _pair_with_left_cert(pki, root, [leaf], key)
+    p.a.initiate("tun", p.now)
+    p.advance(2)
+    assert p.of("a", ChildSaInstalled), p.of("b", NegotiationFailed)
+    assert time.time()  # wall clock used by cert_pair
