@@ -8,6 +8,8 @@ What is checked (in this order, the first failure is the reason):
    each link's signature checked (`verify_directly_issued_by`); every issuer
    is a CA (basicConstraints CA:TRUE, keyUsage keyCertSign if present,
    pathLenConstraint honoured); unknown critical extensions are refused;
+   the CAs' name constraints hold for the certificates below them
+   (engine.pki.nameconstraints);
 4. revocation: each certificate below the trust anchor is looked up in the
    CRLs its issuer signed. A revoked certificate fails, naming serial, date
    and reason. A CRL with a bad signature is ignored (and reported); an
@@ -34,6 +36,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from .certs import describe, read_credential_file, unreadable
 from .dn import format_name, name_rdns
 from .errors import PkiError
+from .nameconstraints import name_constraints_problem
 
 Revocation = Literal["relaxed", "strict"]
 MAX_CHAIN_DEPTH = 8
@@ -192,6 +195,10 @@ def validate_chain(
         current = issuer
     if not anchored:
         return ValidationResult(False, f"no path from {describe(end_cert)} to a trusted CA within {MAX_CHAIN_DEPTH} certificates")
+
+    problem = name_constraints_problem(chain)
+    if problem:
+        return ValidationResult(False, problem)
 
     warnings: list[str] = []
     for cert, issuer in zip(chain, chain[1:]):

@@ -5,6 +5,7 @@ AUTH signature is checked)."""
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -171,3 +172,81 @@ def test_ike_the_pair_works_with_the_hostile_root(pki, root):  # noqa: F811
     p.advance(2)
     assert p.of("a", ChildSaInstalled), p.of("b", NegotiationFailed)
     assert time.time()  # wall clock used by cert_pair
+
+
+# --- name constraints (RFC 5280 §4.2.1.10, strongSwan's constraints plugin) ------------------------------
+
+
+def _ca_with(root, permitted=None, excluded=None):
+    """An intermediate CA under `root` limited by a (critical) nameConstraints extension."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    b = (_builder(_name("Constrained CA"), root[0].subject, key.public_key())
+         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True))
+    if permitted or excluded:
+        b = b.add_extension(x509.NameConstraints(permitted_subtrees=permitted, excluded_subtrees=excluded), critical=True)
+    return b.sign(root[1], hashes.SHA256()), key
+
+
+def _leaf_named(issuer, *sans, subject=None):
+    key = ec.generate_private_key(ec.SECP256R1())
+    b = _builder(_name("gw") if subject is None else subject, issuer[0].subject, key.public_key())
+    if sans:
+        b = b.add_extension(x509.SubjectAlternativeName(list(sans)), critical=False)
+    return b.sign(issuer[1], hashes.SHA256())
+
+
+NET = ipaddress.ip_network
+
+
+@pytest.mark.parametrize("permitted, excluded, sans, ok", [
+    ([x509.DNSName("example.com")], None, [x509.DNSName("gw.example.com")], True),
+    ([x509.DNSName("example.com")], None, [x509.DNSName("example.com")], True),
+    ([x509.DNSName("example.com")], None, [x509.DNSName("bank.test")], False),
+    ([x509.DNSName("example.com")], None, [x509.DNSName("badexample.com")], False),
+    ([x509.DNSName(".example.com")], None, [x509.DNSName("example.com")], False),
+    ([x509.DNSName("example.com")], None, [x509.DNSName("gw.example.com"), x509.DNSName("bank.test")], False),
+    ([x509.DNSName("example.com")], None, [x509.RFC822Name("a@bank.test")], True),  # a type it does not limit
+    (None, [x509.DNSName("bank.test")], [x509.DNSName("www.BANK.test")], False),
+    (None, [x509.DNSName("bank.test")], [x509.DNSName("gw.example.com")], True),
+    ([x509.RFC822Name("example.com")], None, [x509.RFC822Name("alice@example.com")], True),
+    ([x509.RFC822Name("example.com")], None, [x509.RFC822Name("alice@mail.example.com")], False),
+    ([x509.RFC822Name(".example.com")], None, [x509.RFC822Name("alice@mail.example.com")], True),
+    ([x509.RFC822Name("bob@example.com")], None, [x509.RFC822Name("alice@example.com")], False),
+    ([x509.IPAddress(NET("192.0.2.0/24"))], None, [x509.IPAddress(ipaddress.ip_address("192.0.2.7"))], True),
+    ([x509.IPAddress(NET("192.0.2.0/24"))], None, [x509.IPAddress(ipaddress.ip_address("198.51.100.7"))], False),
+    (None, [x509.IPAddress(NET("2001:db8::/32"))], [x509.IPAddress(ipaddress.ip_address("2001:db8::1"))], False),
+    ([x509.UniformResourceIdentifier("https://example.com")], None, [x509.DNSName("gw.example.com")], False),
+])
+def test_name_constraints_of_an_intermediate(root, permitted, excluded, sans, ok):
+    inter = _ca_with(root, permitted, excluded)
+    res = validate_chain(_leaf_named(inter, *sans), [inter[0]], [root[0]], [], NOW)
+    assert res.ok is ok, res.reason
+    if not ok:
+        assert "name constraints" in res.reason
+
+
+def test_directory_name_constraints_are_an_rdn_prefix(root):
+    org = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Hostile")])
+    inter = _ca_with(root, [x509.DirectoryName(org)])
+    assert validate_chain(_leaf_named(inter), [inter[0]], [root[0]], [], NOW).ok  # O=Hostile, CN=gw
+    other = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Bank"), x509.NameAttribute(NameOID.COMMON_NAME, "gw")])
+    res = validate_chain(_leaf_named(inter, subject=other), [inter[0]], [root[0]], [], NOW)
+    assert not res.ok and "outside its permitted names" in res.reason
+    # an empty subject is not a name (RFC 5280 §4.2.1.10); its SAN is what counts
+    assert validate_chain(_leaf_named(inter, x509.DNSName("gw.example.com"), subject=x509.Name([])),
+                          [inter[0]], [root[0]], [], NOW).ok
+
+
+def test_name_constraints_of_the_trust_anchor_and_above_an_intermediate(root):
+    key = ec.generate_private_key(ec.SECP256R1())
+    anchor = (_builder(_name("Constrained Root"), _name("Constrained Root"), key.public_key())
+              .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+              .add_extension(x509.NameConstraints([x509.DNSName("example.com")], None), critical=True)
+              .sign(key, hashes.SHA256()))
+    direct = _leaf_named((anchor, key), x509.DNSName("bank.test"))
+    assert not validate_chain(direct, [], [anchor], [], NOW).ok
+    inter = _ca_with((anchor, key), None, None)  # an unconstrained CA under it does not lift the limit
+    below = _leaf_named(inter, x509.DNSName("bank.test"))
+    res = validate_chain(below, [inter[0]], [anchor], [], NOW)
+    assert not res.ok and "Constrained Root" in res.reason
+    assert validate_chain(_leaf_named(inter, x509.DNSName("gw.example.com")), [inter[0]], [anchor], [], NOW).ok
