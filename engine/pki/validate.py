@@ -3,7 +3,8 @@
 What is checked (in this order, the first failure is the reason):
 
 1. every certificate on the path is within its validity at `now`;
-2. the end certificate may sign (keyUsage, if present, has digitalSignature);
+2. the end certificate may sign (keyUsage, if present, has digitalSignature
+   or nonRepudiation: RFC 4945 §5.1.3.2, strongSwan's X509_IKE_COMPLIANT);
 3. a path to one of the trusted CAs, through the intermediates the peer sent,
    each link's signature checked (`verify_directly_issued_by`); every issuer
    is a CA (basicConstraints CA:TRUE, keyUsage keyCertSign if present,
@@ -154,8 +155,9 @@ def validate_chain(
     if problem:
         return ValidationResult(False, problem)
     ku = _ext(end_cert, x509.KeyUsage)
-    if ku is not None and not ku.digital_signature:
-        return ValidationResult(False, f"certificate {describe(end_cert)} may not sign (keyUsage lacks digitalSignature)")
+    if ku is not None and not (ku.digital_signature or ku.content_commitment):  # RFC 4945 §5.1.3.2, as charon
+        return ValidationResult(False, f"certificate {describe(end_cert)} may not sign (its keyUsage has neither "
+                                "digitalSignature nor nonRepudiation)")
 
     chain = [end_cert]
     if any(end_cert == t for t in trusted_cas):  # the peer's own certificate is pinned as trusted

@@ -250,3 +250,21 @@ def test_name_constraints_of_the_trust_anchor_and_above_an_intermediate(root):
     res = validate_chain(below, [inter[0]], [anchor], [], NOW)
     assert not res.ok and "Constrained Root" in res.reason
     assert validate_chain(_leaf_named(inter, x509.DNSName("gw.example.com")), [inter[0]], [anchor], [], NOW).ok
+
+
+# --- keyUsage of the end certificate (RFC 4945 §5.1.3.2, charon's X509_IKE_COMPLIANT) --------------------
+
+
+def _leaf_key_usage(root, **bits):
+    key = ec.generate_private_key(ec.SECP256R1())
+    flags = dict(digital_signature=False, content_commitment=False, key_encipherment=False, data_encipherment=False,
+                 key_agreement=False, key_cert_sign=False, crl_sign=False, encipher_only=False, decipher_only=False)
+    return (_builder(_name("gw"), root[0].subject, key.public_key())
+            .add_extension(x509.KeyUsage(**(flags | bits)), critical=True).sign(root[1], hashes.SHA256()))
+
+
+def test_non_repudiation_alone_is_enough_for_ike(root):
+    assert validate_chain(_leaf_key_usage(root, content_commitment=True), [], [root[0]], [], NOW).ok
+    assert validate_chain(_leaf_key_usage(root, digital_signature=True), [], [root[0]], [], NOW).ok
+    res = validate_chain(_leaf_key_usage(root, key_encipherment=True), [], [root[0]], [], NOW)
+    assert not res.ok and "nonRepudiation" in res.reason
