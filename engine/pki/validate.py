@@ -60,6 +60,17 @@ _REASON_WORDS = {
 }
 
 
+_REFUSED_SIGNATURES = {
+    "1.2.840.113549.1.1.2": "md2WithRSAEncryption",
+    "1.2.840.113549.1.1.4": "md5WithRSAEncryption",
+    "1.2.840.113549.1.1.5": "sha1WithRSAEncryption",
+    "1.3.14.3.2.29": "sha1WithRSAEncryption",
+    "1.2.840.10045.4.1": "ecdsa-with-SHA1",
+    "1.2.840.10040.4.3": "dsa-with-SHA1",
+}
+"""Certificate signature algorithms cryptography does not verify (strongSwan still takes SHA-1)."""
+
+
 @dataclass(frozen=True)
 class ValidationResult:
     """Outcome of validate_chain. `reason` is a plain-words sentence for the console."""
@@ -173,6 +184,9 @@ def validate_chain(
             issuer = next((c for c in named if _signed_by(current, c)), None)
         if issuer is None:
             what = "certificate" if current is end_cert else "intermediate CA"
+            weak = _REFUSED_SIGNATURES.get(current.signature_algorithm_oid.dotted_string)
+            if named and weak:  # cryptography cannot verify these: say so rather than "does not verify"
+                return ValidationResult(False, f"{what} {describe(current)} is signed with {weak}, which we do not accept")
             if named:
                 return ValidationResult(
                     False,

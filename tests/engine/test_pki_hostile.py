@@ -268,3 +268,29 @@ def test_non_repudiation_alone_is_enough_for_ike(root):
     assert validate_chain(_leaf_key_usage(root, digital_signature=True), [], [root[0]], [], NOW).ok
     res = validate_chain(_leaf_key_usage(root, key_encipherment=True), [], [root[0]], [], NOW)
     assert not res.ok and "nonRepudiation" in res.reason
+
+
+# --- certificate signature algorithms ---------------------------------------------------------------------
+
+
+def test_a_sha1_signed_certificate_is_named_as_such(root):
+    """cryptography verifies no SHA-1 or MD5 certificate signature: the reason says that, not that the
+    signature is wrong (an admin would look for a wrong CA)."""
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+    ca_key = rsa.generate_private_key(65537, 2048)
+    ca = (_builder(_name("RSA Root"), _name("RSA Root"), ca_key.public_key())
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True).sign(ca_key, hashes.SHA256()))
+    sha256_rsa, sha1_rsa = bytes.fromhex("06092a864886f70d01010b"), bytes.fromhex("06092a864886f70d010105")
+    tbs = _builder(_name("old.example"), ca.subject, ec.generate_private_key(ec.SECP256R1()).public_key()) \
+        .sign(ca_key, hashes.SHA256()).tbs_certificate_bytes.replace(sha256_rsa, sha1_rsa)
+    sig = ca_key.sign(tbs, padding.PKCS1v15(), hashes.SHA1())
+
+    def tlv(tag: int, body: bytes) -> bytes:
+        n = len(body)
+        size = (n.bit_length() + 7) // 8
+        return bytes([tag]) + (bytes([n]) if n < 0x80 else bytes([0x80 | size]) + n.to_bytes(size, "big")) + body
+
+    old = x509.load_der_x509_certificate(tlv(0x30, tbs + tlv(0x30, sha1_rsa + b"\x05\x00") + tlv(0x03, b"\x00" + sig)))
+    res = validate_chain(old, [], [ca], [], NOW)
+    assert not res.ok and "sha1WithRSAEncryption" in res.reason and "does not verify" not in res.reason
