@@ -45,7 +45,8 @@ def certreq_payloads(ep, connections) -> list:
     creds = _creds(ep)
     cas = []
     for c in conns:
-        cas += creds.cacerts.get(c.name, [])
+        # each connection loads its own copy of a shared CA file: one hash per CA, not per connection
+        cas += [ca for ca in creds.cacerts.get(c.name, []) if ca not in cas]
     return [CertReqPayload(CertEncoding.X509_SIGNATURE, certreq_data(cas))] if cas else []
 
 

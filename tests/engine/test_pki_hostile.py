@@ -294,3 +294,23 @@ def test_a_sha1_signed_certificate_is_named_as_such(root):
     old = x509.load_der_x509_certificate(tlv(0x30, tbs + tlv(0x30, sha1_rsa + b"\x05\x00") + tlv(0x03, b"\x00" + sig)))
     res = validate_chain(old, [], [ca], [], NOW)
     assert not res.ok and "sha1WithRSAEncryption" in res.reason and "does not verify" not in res.reason
+
+
+# --- CERTREQ --------------------------------------------------------------------------------------------
+
+
+def test_certreq_names_each_ca_once(root):
+    """A gateway with many connections trusting one CA (each loads its own copy of the file) sends one
+    hash for it, not one per connection: the IKE_SA_INIT response cannot be fragmented (RFC 7383)."""
+    from types import SimpleNamespace
+
+    from engine.ike import certauth
+    from engine.pki.certs import certreq_hash
+    from engine.pki.credentials import Credentials
+
+    other = _ca_with(root, [x509.DNSName("example.com")])[0]
+    copy = x509.load_der_x509_certificate(cert_payload_data(root[0]))  # another object, same CA
+    conns = [SimpleNamespace(name=f"c{i}", remote=SimpleNamespace(auth="pubkey")) for i in range(50)]
+    creds = Credentials(cacerts={c.name: [root[0] if i % 2 else copy, other] for i, c in enumerate(conns)})
+    (req,) = certauth.certreq_payloads(SimpleNamespace(credentials=creds), conns)
+    assert req.data == certreq_hash(root[0]) + certreq_hash(other)
