@@ -82,7 +82,9 @@ def sign_auth(ep, sa, conn, signed: bytes) -> AuthPayload:
 def verify_auth(ep, sa, conn, auth, signed: bytes, payloads, peer) -> tuple[bool, str]:
     """Chain, revocation, identity binding, then the signature itself."""
     creds = _creds(ep)
-    sent = [p for p in payloads if isinstance(p, CertPayload)]
+    # Other encodings (a CRL, hash and URL, PKCS#7) are skipped as charon does (ike_cert_pre.c).
+    other = sorted({p.encoding for p in payloads if isinstance(p, CertPayload)} - {CertEncoding.X509_SIGNATURE})
+    sent = [p for p in payloads if isinstance(p, CertPayload) and p.encoding == CertEncoding.X509_SIGNATURE]
     if len(sent) > 1 + MAX_INTERMEDIATES:  # counted before any is parsed: the peer is not authenticated yet
         return False, (f"the peer sent {len(sent)} certificates (CERT payloads); at most {1 + MAX_INTERMEDIATES} "
                        "are read, its own and the intermediate CAs")
@@ -92,6 +94,9 @@ def verify_auth(ep, sa, conn, auth, signed: bytes, payloads, peer) -> tuple[bool
             certs.append(cert_from_payload(p.encoding, p.data))
         except PkiError as exc:
             return False, f"the peer's certificate cannot be read: {exc}"
+    if not certs and other:
+        return False, (f"the peer sent certificates only in encodings we do not read ({', '.join(map(str, other))}; "
+                       "we read 4, X.509 certificate)")
     if not certs:
         return False, "the peer sent no certificate (CERT payload) for certificate authentication"
     end, rest = certs[0], certs[1:]

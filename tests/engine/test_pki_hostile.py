@@ -314,3 +314,29 @@ def test_certreq_names_each_ca_once(root):
     creds = Credentials(cacerts={c.name: [root[0] if i % 2 else copy, other] for i, c in enumerate(conns)})
     (req,) = certauth.certreq_payloads(SimpleNamespace(credentials=creds), conns)
     assert req.data == certreq_hash(root[0]) + certreq_hash(other)
+
+
+def test_cert_payloads_of_other_encodings_are_skipped(pki, root):  # noqa: F811
+    """A peer may add a CRL (encoding 7) or another encoding next to its X.509 certificate; charon
+    skips what it does not read (ike_cert_pre.c process_certs), so do we. Only X.509 ones count."""
+    from engine.wire.payloads import CertPayload
+
+    leaf, key = _leaf(root)
+    p = _pair_with_left_cert(pki, root, [leaf], key)
+    crl = (x509.CertificateRevocationListBuilder().issuer_name(root[0].subject).last_update(NOW - timedelta(hours=1))
+           .next_update(NOW + timedelta(days=1)).sign(root[1], hashes.SHA256()))
+    from cryptography.hazmat.primitives.serialization import Encoding
+    ours = p.a.auth.cert_payloads
+    p.a.auth.cert_payloads = lambda conn: [CertPayload(7, crl.public_bytes(Encoding.DER)), *ours(conn), CertPayload(1, b"\x30\x00")]
+    p.a.initiate("tun", p.now)
+    p.advance(2)
+    assert p.of("a", ChildSaInstalled), p.of("b", NegotiationFailed)
+
+
+def test_only_cert_payloads_of_other_encodings(pki, root):  # noqa: F811
+    from engine.wire.payloads import CertPayload
+
+    leaf, key = _leaf(root)
+    p = _pair_with_left_cert(pki, root, [leaf], key)
+    p.a.auth.cert_payloads = lambda conn: [CertPayload(12, b"\x00" * 20 + b"http://192.0.2.1/c")]
+    _refused(p, "encoding")
