@@ -82,8 +82,14 @@ def read_credential_file(path: str | os.PathLike, what: str) -> bytes:
 
 
 def load_certificate_file(path: str | os.PathLike) -> list[x509.Certificate]:
-    """Certificates from a PEM or DER file; a missing or unreadable file is a PkiError."""
-    return load_certificates(read_credential_file(path, "certificate"), os.fspath(path))
+    """Certificates from a PEM or DER file; a missing or unreadable file is a PkiError, and so is a
+    certificate whose extensions or names cannot be read (they would raise wherever looked at)."""
+    certs = load_certificates(read_credential_file(path, "certificate"), os.fspath(path))
+    for cert in certs:
+        problem = unreadable(cert)
+        if problem:
+            raise PkiError(f"{os.fspath(path)}: {problem}")
+    return certs
 
 
 def cert_payload_data(cert: x509.Certificate) -> bytes:

@@ -340,3 +340,23 @@ def test_only_cert_payloads_of_other_encodings(pki, root):  # noqa: F811
     p = _pair_with_left_cert(pki, root, [leaf], key)
     p.a.auth.cert_payloads = lambda conn: [CertPayload(12, b"\x00" * 20 + b"http://192.0.2.1/c")]
     _refused(p, "encoding")
+
+
+def test_a_malformed_configured_ca_is_refused_when_loading(pki, root, tmp_path):  # noqa: F811
+    """A trusted CA's extensions are read on every peer's IKE_AUTH: one cryptography cannot read would
+    raise there each time; refuse it when the credentials are loaded, naming the file."""
+    import dataclasses
+
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from engine.pki.credentials import load_credentials
+
+    bad_ca, _ = _leaf(root, (ExtensionOID.BASIC_CONSTRAINTS, b"\x02\x01\x00"))
+    path = tmp_path / "bad-ca.pem"
+    path.write_bytes(bad_ca.public_bytes(Encoding.PEM))
+    pol = cert_policy(pki["ecdsa-p256"], "right.example", "left.example", RIGHT)
+    conn = pol.connections[0]
+    pol = dataclasses.replace(pol, connections=(dataclasses.replace(
+        conn, remote=dataclasses.replace(conn.remote, cacerts=(str(path),))),))
+    with pytest.raises(PkiError, match="bad-ca.pem.*malformed"):
+        load_credentials(pol)
