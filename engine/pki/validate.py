@@ -270,7 +270,7 @@ def _revocation_problem(
 def _ext_value(entry: x509.RevokedCertificate, cls):
     try:
         return entry.extensions.get_extension_for_class(cls).value
-    except x509.ExtensionNotFound:
+    except (x509.ExtensionNotFound, ValueError):  # ValueError: unreadable entry extensions, read only on a hit
         return None
 
 

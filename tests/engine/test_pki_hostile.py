@@ -360,3 +360,18 @@ def test_a_malformed_configured_ca_is_refused_when_loading(pki, root, tmp_path):
         conn, remote=dataclasses.replace(conn.remote, cacerts=(str(path),))),))
     with pytest.raises(PkiError, match="bad-ca.pem.*malformed"):
         load_credentials(pol)
+
+
+def test_a_crl_entry_with_a_malformed_reason_still_revokes(root):
+    """The reason of a CRL entry is read only when a peer's certificate is listed: unreadable, it
+    must not raise then (the certificate is revoked all the same)."""
+    from cryptography.x509.oid import CRLEntryExtensionOID
+
+    leaf, _ = _leaf(root)
+    entry = (x509.RevokedCertificateBuilder().serial_number(leaf.serial_number).revocation_date(NOW - timedelta(hours=1))
+             .add_extension(x509.UnrecognizedExtension(CRLEntryExtensionOID.CRL_REASON, b"\x02\x01\x00"), critical=False)
+             .build())
+    crl = (x509.CertificateRevocationListBuilder().issuer_name(root[0].subject).last_update(NOW - timedelta(hours=1))
+           .next_update(NOW + timedelta(days=1)).add_revoked_certificate(entry).sign(root[1], hashes.SHA256()))
+    res = validate_chain(leaf, [], [root[0]], [crl], NOW)
+    assert not res.ok and "revoked" in res.reason
