@@ -375,3 +375,47 @@ def test_a_crl_entry_with_a_malformed_reason_still_revokes(root):
            .next_update(NOW + timedelta(days=1)).add_revoked_certificate(entry).sign(root[1], hashes.SHA256()))
     res = validate_chain(leaf, [], [root[0]], [crl], NOW)
     assert not res.ok and "revoked" in res.reason
+
+
+class _CountingCrl:
+    """A CRL that counts its signature checks and serial lookups (cryptography's own cannot be patched)."""
+
+    def __init__(self, crl):
+        self._crl, self.checks, self.lookups = crl, 0, 0
+
+    def __getattr__(self, name):
+        return getattr(self._crl, name)
+
+    def __iter__(self):
+        return iter(self._crl)
+
+    def is_signature_valid(self, key):
+        self.checks += 1
+        return self._crl.is_signature_valid(key)
+
+    def get_revoked_certificate_by_serial_number(self, serial):
+        self.lookups += 1
+        return self._crl.get_revoked_certificate_by_serial_number(serial)
+
+
+def test_a_crl_is_checked_once_not_on_every_ike_auth(root):
+    """Revocation is checked before the AUTH signature: a peer holding any certificate of our CA but
+    not its key must not make us hash a large CRL per message."""
+    leaf, _ = _leaf(root)
+    revoked, _ = _leaf(root)
+    entry = x509.RevokedCertificateBuilder().serial_number(revoked.serial_number).revocation_date(NOW - timedelta(hours=1))
+    crl = _CountingCrl(x509.CertificateRevocationListBuilder().issuer_name(root[0].subject)
+                       .last_update(NOW - timedelta(hours=1)).next_update(NOW + timedelta(days=1))
+                       .add_revoked_certificate(entry.build()).sign(root[1], hashes.SHA256()))
+    for _ in range(3):
+        assert validate_chain(leaf, [], [root[0]], [crl], NOW).ok
+    res = validate_chain(revoked, [], [root[0]], [crl], NOW)
+    assert not res.ok and "revoked" in res.reason
+    assert crl.checks == 1 and crl.lookups == 1  # the good certificate's serial is not looked up in the CRL
+    forged = _CountingCrl(x509.CertificateRevocationListBuilder().issuer_name(root[0].subject)
+                          .last_update(NOW - timedelta(hours=1)).next_update(NOW + timedelta(days=1))
+                          .sign(ec.generate_private_key(ec.SECP256R1()), hashes.SHA256()))
+    for _ in range(3):
+        res = validate_chain(leaf, [], [root[0]], [forged], NOW, revocation="strict")
+        assert not res.ok and any("not signed by that CA" in w for w in res.warnings)
+    assert forged.checks == 1
