@@ -20,10 +20,9 @@ from engine.pki.certs import (
     cert_payload_data,
     certreq_data,
     describe,
-    identity_from_cert,
     public_key_of,
+    subject_der,
 )
-from engine.pki.dn import dn_to_der
 from engine.pki.errors import PkiError
 from engine.pki.validate import MAX_INTERMEDIATES, validate_chain
 from engine.wire.constants import CertEncoding, IdType
@@ -65,7 +64,9 @@ def local_id_payload(ep, conn, initiator: bool, ike_addr: str) -> IdPayload | No
     if conn.local.auth != "pubkey" or conn.local.id is not None:
         return None
     local = _creds(ep).local[conn.name]
-    return IdPayload(initiator, IdType.DER_ASN1_DN, dn_to_der(identity_from_cert(local.certs[0]).value))
+    # The subject's own DER, not re-encoded from text: charon compares RDN values byte for byte unless
+    # both are PrintableString, so a BMPString subject sent as UTF8String is not found in our certificate.
+    return IdPayload(initiator, IdType.DER_ASN1_DN, subject_der(local.certs[0]))
 
 
 def sign_auth(ep, sa, conn, signed: bytes) -> AuthPayload:

@@ -237,6 +237,11 @@ def cert_matches_identity(cert: x509.Certificate, identity: Identity) -> bool:
     return False
 
 
+def subject_der(cert: x509.Certificate) -> bytes:
+    """The subject Name as the certificate encodes it (our ID_DER_ASN1_DN when none is configured)."""
+    return cert.subject.public_bytes()
+
+
 def identity_from_cert(cert: x509.Certificate) -> Identity:
     """The identity to send when none is configured: the subject DN (as strongSwan does)."""
     return Identity(kind="dn", value=format_name(cert.subject))

@@ -419,3 +419,30 @@ def test_a_crl_is_checked_once_not_on_every_ike_auth(root):
         res = validate_chain(leaf, [], [root[0]], [forged], NOW, revocation="strict")
         assert not res.ok and any("not signed by that CA" in w for w in res.warnings)
     assert forged.checks == 1
+
+
+# --- the ID we send --------------------------------------------------------------------------------------
+
+
+def test_our_dn_id_is_our_certificates_subject_byte_for_byte(root):
+    """With no local.id we are our certificate's subject. charon compares RDN values byte for byte
+    unless both are PrintableString (identification.c rdn_equals): a BMPString or T61String subject
+    re-encoded as UTF8String is not found in our certificate."""
+    from types import SimpleNamespace
+
+    from cryptography.x509.name import _ASN1Type
+
+    from engine.ike import certauth
+    from engine.ike.identity import identity_from_wire
+    from engine.pki.credentials import Credentials, LocalCredentials
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "CH"),
+                         x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Zürich AG", _ASN1Type.BMPString),
+                         x509.NameAttribute(NameOID.COMMON_NAME, "gw", _ASN1Type.PrintableString)])
+    cert = _builder(subject, root[0].subject, key.public_key()).sign(root[1], hashes.SHA256())
+    ep = SimpleNamespace(credentials=Credentials(local={"tun": LocalCredentials([cert], key)}))
+    conn = SimpleNamespace(name="tun", local=SimpleNamespace(auth="pubkey", id=None))
+    idp = certauth.local_id_payload(ep, conn, True, "192.0.2.1")
+    assert idp.data == cert.subject.public_bytes()
+    assert identity_from_wire(idp.id_type, idp.data).value == "C=CH, O=Zürich AG, CN=gw"
