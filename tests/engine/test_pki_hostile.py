@@ -446,3 +446,13 @@ def test_our_dn_id_is_our_certificates_subject_byte_for_byte(root):
     idp = certauth.local_id_payload(ep, conn, True, "192.0.2.1")
     assert idp.data == cert.subject.public_bytes()
     assert identity_from_wire(idp.id_type, idp.data).value == "C=CH, O=Zürich AG, CN=gw"
+
+
+@pytest.mark.parametrize("other_key, needle", [
+    (lambda: ec.generate_private_key(ec.SECP256R1()), "does not verify with the key"),
+    (lambda: ed25519.Ed25519PrivateKey.generate(), "cannot be checked"),  # Ed25519 AUTH, ECDSA certificate
+])
+def test_ike_auth_signed_by_another_key_than_the_certificates(pki, root, other_key, needle):  # noqa: F811
+    """A valid chain and identity are not enough: the AUTH signature must be made by the certificate's key."""
+    leaf, _ = _leaf(root)
+    _refused(_pair_with_left_cert(pki, root, [leaf], other_key()), needle)
