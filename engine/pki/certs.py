@@ -119,8 +119,8 @@ def unreadable(cert: x509.Certificate) -> str | None:
         cert.extensions  # noqa: B018 (parses every extension)
         format_name(cert.subject)
         format_name(cert.issuer)
-    except (ValueError, TypeError):
-        return f"the certificate (serial {cert.serial_number:#x}) has a malformed extension or name"
+    except (ValueError, TypeError) as exc:  # e.g. "ParseError { kind: EncodedDefault, location: [...] }"
+        return f"the certificate (serial {cert.serial_number:#x}) has a malformed extension or name ({exc})"
     return None
 
 
