@@ -33,6 +33,7 @@ from typing import Literal
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from .certs import describe, read_credential_file, unreadable
 from .dn import format_name, name_rdns
@@ -128,6 +129,40 @@ def _signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     return True
 
 
+MAX_LINK_CHECKS = 24
+"""Signature checks one validation may make: each candidate issuer of the right name costs one, at
+every level of the path, and the peer chooses the candidates and their keys before it is authenticated."""
+MAX_RSA_EXPONENT_BITS = 32
+"""A peer-sent CA's RSA public exponent, at most (Windows' own limit; everyone uses 65537): one
+check with a 3072-bit exponent costs what 35 with 65537 do."""
+
+
+class _LinkChecks:
+    """Signature checks of one path, bounded (MAX_LINK_CHECKS, MAX_RSA_EXPONENT_BITS)."""
+
+    def __init__(self, trusted: Sequence[x509.Certificate]) -> None:
+        self.trusted, self.count, self.problem = trusted, 0, None
+
+    def signed(self, cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+        if self.problem:
+            return False
+        if issuer not in self.trusted:
+            try:
+                key = issuer.public_key()
+            except (ValueError, UnsupportedAlgorithm):
+                return False
+            if isinstance(key, rsa.RSAPublicKey) and key.public_numbers().e.bit_length() > MAX_RSA_EXPONENT_BITS:
+                self.problem = (f"intermediate CA {describe(issuer)} has an RSA public exponent of "
+                                f"{key.public_numbers().e.bit_length()} bits; at most {MAX_RSA_EXPONENT_BITS} are accepted")
+                return False
+        if self.count >= MAX_LINK_CHECKS:
+            self.problem = (f"no path found for {describe(cert)} within {MAX_LINK_CHECKS} signature checks "
+                            "(too many candidate issuers of the same name)")
+            return False
+        self.count += 1
+        return _signed_by(cert, issuer)
+
+
 def _ca_problem(ca: x509.Certificate, below: int, what: str) -> str | None:
     """Is `ca` allowed to issue, with `below` intermediate CAs between it and the end entity?"""
     bc = _ext(ca, x509.BasicConstraints)
@@ -174,16 +209,18 @@ def validate_chain(
     if any(end_cert == t for t in trusted_cas):  # the peer's own certificate is pinned as trusted
         return ValidationResult(True, f"certificate {describe(end_cert)} is itself trusted", tuple(chain))
 
-    current, anchored = end_cert, False
+    current, anchored, budget = end_cert, False, _LinkChecks(trusted_cas)
     while len(chain) <= MAX_CHAIN_DEPTH:
         below = len(chain) - 1  # CA certificates already between this issuer and the end entity
         issuer_name = _norm_name(current.issuer)
         named = [c for c in (*trusted_cas, *intermediates) if _norm_name(c.subject) == issuer_name and c not in chain]
-        issuer = next((c for c in named if c in trusted_cas and _signed_by(current, c)), None)
+        issuer = next((c for c in named if c in trusted_cas and budget.signed(current, c)), None)
         if issuer is None:
-            issuer = next((c for c in named if _signed_by(current, c)), None)
+            issuer = next((c for c in named if c not in trusted_cas and budget.signed(current, c)), None)
         if issuer is None:
             what = "certificate" if current is end_cert else "intermediate CA"
+            if budget.problem:
+                return ValidationResult(False, budget.problem)
             weak = _REFUSED_SIGNATURES.get(current.signature_algorithm_oid.dotted_string)
             if named and weak:  # cryptography cannot verify these: say so rather than "does not verify"
                 return ValidationResult(False, f"{what} {describe(current)} is signed with {weak}, which we do not accept")

@@ -456,3 +456,56 @@ def test_ike_auth_signed_by_another_key_than_the_certificates(pki, root, other_k
     """A valid chain and identity are not enough: the AUTH signature must be made by the certificate's key."""
     leaf, _ = _leaf(root)
     _refused(_pair_with_left_cert(pki, root, [leaf], other_key()), needle)
+
+
+# --- the cost of path building: the peer chooses the candidates and their keys ---------------------------
+
+
+def _rsa_key_with_exponent(bits: int):
+    """An RSA key whose public exponent has `bits` bits (cryptography only generates 3 and 65537)."""
+    import math
+    import secrets
+
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    base = rsa.generate_private_key(65537, 2048).private_numbers()
+    p, q = base.p, base.q
+    phi = (p - 1) * (q - 1)
+    while True:
+        e = secrets.randbits(bits) | 1 | (1 << (bits - 1))
+        if math.gcd(e, phi) == 1:
+            break
+    d = pow(e, -1, phi)
+    return rsa.RSAPrivateNumbers(p, q, d, d % (p - 1), d % (q - 1), pow(q, -1, p),
+                                 rsa.RSAPublicNumbers(e, p * q)).private_key()
+
+
+def test_a_sent_ca_with_a_huge_rsa_exponent_is_not_tried(root):
+    big = _rsa_key_with_exponent(2000)
+    inter = (_builder(_name("Slow CA"), root[0].subject, big.public_key())
+             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True).sign(root[1], hashes.SHA256()))
+    leaf = _leaf_named((inter, big), x509.DNSName("gw.example.com"))
+    res = validate_chain(leaf, [inter], [root[0]], [], NOW)
+    assert not res.ok and "exponent" in res.reason
+    usual = _rsa_key_with_exponent(17)  # 65537-sized exponents are fine
+    inter = (_builder(_name("Usual CA"), root[0].subject, usual.public_key())
+             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True).sign(root[1], hashes.SHA256()))
+    assert validate_chain(_leaf_named((inter, usual)), [inter], [root[0]], [], NOW).ok
+
+
+def test_path_building_stops_after_a_bounded_number_of_signature_checks(root):
+    """Decoys named like every issuer on a path the peer made itself are each checked at every level."""
+    from engine.pki.validate import MAX_LINK_CHECKS
+
+    x = _name("X")
+    keys = [ec.generate_private_key(ec.SECP256R1()) for _ in range(4)]
+
+    def ca(key, signer):
+        return (_builder(x, x, key.public_key()).add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                .sign(signer, hashes.SHA256()))
+
+    decoys = [ca(ec.generate_private_key(ec.SECP256R1()), root[1]) for _ in range(10)]
+    real = [ca(keys[i], keys[i + 1]) for i in range(3)]  # real[i] is signed by real[i + 1]'s key
+    leaf = _builder(_name("gw"), x, ec.generate_private_key(ec.SECP256R1()).public_key()).sign(keys[0], hashes.SHA256())
+    res = validate_chain(leaf, decoys + real, [root[0]], [], NOW)
+    assert not res.ok and f"within {MAX_LINK_CHECKS} signature checks" in res.reason
