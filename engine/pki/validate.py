@@ -18,7 +18,13 @@ What is checked (in this order, the first failure is the reason):
    reported. ``revocation="strict"`` also fails when no good, current CRL
    covers a certificate (strongSwan's ``revocation = strict``).
 
+The peer's certificates arrive before it is authenticated, so the work is
+bounded: at most MAX_INTERMEDIATES of them, MAX_LINK_CHECKS signature checks
+per path, no peer-sent CA with an outsized RSA exponent, CRL verdicts kept
+per CRL; a certificate cryptography cannot read fails instead of raising.
+
 Extended key usage is not required (strongSwan does not by default either).
+Certificate policies (policyConstraints, inhibitAnyPolicy) are not processed.
 Sans-IO apart from the file loaders: `now` is an argument.
 """
 
