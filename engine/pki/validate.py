@@ -220,6 +220,8 @@ def validate_chain(
         below = len(chain) - 1  # CA certificates already between this issuer and the end entity
         issuer_name = _norm_name(current.issuer)
         named = [c for c in (*trusted_cas, *intermediates) if _norm_name(c.subject) == issuer_name and c not in chain]
+        # a CA renewed with the same name and key: the current one first, whatever the file's order
+        named.sort(key=lambda c: not c.not_valid_before_utc <= now <= c.not_valid_after_utc)
         issuer = next((c for c in named if c in trusted_cas and budget.signed(current, c)), None)
         if issuer is None:
             issuer = next((c for c in named if c not in trusted_cas and budget.signed(current, c)), None)

@@ -31,10 +31,10 @@ def _name(cn: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Hostile"), x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
 
-def _builder(subject: x509.Name, issuer: x509.Name, public_key) -> x509.CertificateBuilder:
+def _builder(subject: x509.Name, issuer: x509.Name, public_key, *, start=NOW - timedelta(days=1),
+             end=NOW + timedelta(days=30)) -> x509.CertificateBuilder:
     return (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(public_key)
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(NOW - timedelta(days=1)).not_valid_after(NOW + timedelta(days=30)))
+            .serial_number(x509.random_serial_number()).not_valid_before(start).not_valid_after(end))
 
 
 @pytest.fixture(scope="module")
@@ -509,3 +509,24 @@ def test_path_building_stops_after_a_bounded_number_of_signature_checks(root):
     leaf = _builder(_name("gw"), x, ec.generate_private_key(ec.SECP256R1()).public_key()).sign(keys[0], hashes.SHA256())
     res = validate_chain(leaf, decoys + real, [root[0]], [], NOW)
     assert not res.ok and f"within {MAX_LINK_CHECKS} signature checks" in res.reason
+
+
+def test_a_renewed_ca_is_used_when_the_expired_one_comes_first(root):
+    """A CA renewed with the same key and name: admins keep both in the CA file for a while. The
+    expired one, first in the file, must not hide the current one (every peer would be refused)."""
+    key = root[1]
+    old = (_builder(root[0].subject, root[0].subject, key.public_key(), start=NOW - timedelta(days=400),
+                    end=NOW - timedelta(days=1))
+           .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True).sign(key, hashes.SHA256()))
+    leaf, _ = _leaf(root)
+    res = validate_chain(leaf, [], [old, root[0]], [], NOW)
+    assert res.ok, res.reason
+    assert res.chain[-1] == root[0]
+    inter_old = (_builder(_name("Inter"), root[0].subject, key.public_key(), start=NOW - timedelta(days=400),
+                          end=NOW - timedelta(days=1))
+                 .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True).sign(key, hashes.SHA256()))
+    inter_new = (_builder(_name("Inter"), root[0].subject, key.public_key())
+                 .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True).sign(key, hashes.SHA256()))
+    below = _leaf_named((inter_new, key))
+    assert validate_chain(below, [inter_old, inter_new], [root[0]], [], NOW).ok  # the same for sent intermediates
+    assert not validate_chain(below, [inter_old], [root[0]], [], NOW).ok
