@@ -20,11 +20,11 @@ from engine.pki.certs import (
     cert_payload_data,
     certreq_data,
     describe,
-    identity_from_cert,
+    public_key_of,
+    subject_der,
 )
-from engine.pki.dn import dn_to_der
 from engine.pki.errors import PkiError
-from engine.pki.validate import validate_chain
+from engine.pki.validate import MAX_INTERMEDIATES, validate_chain
 from engine.wire.constants import CertEncoding, IdType
 from engine.wire.payloads import AuthPayload, CertPayload, CertReqPayload, IdPayload
 
@@ -44,7 +44,8 @@ def certreq_payloads(ep, connections) -> list:
     creds = _creds(ep)
     cas = []
     for c in conns:
-        cas += creds.cacerts.get(c.name, [])
+        # each connection loads its own copy of a shared CA file: one hash per CA, not per connection
+        cas += [ca for ca in creds.cacerts.get(c.name, []) if ca not in cas]
     return [CertReqPayload(CertEncoding.X509_SIGNATURE, certreq_data(cas))] if cas else []
 
 
@@ -63,7 +64,9 @@ def local_id_payload(ep, conn, initiator: bool, ike_addr: str) -> IdPayload | No
     if conn.local.auth != "pubkey" or conn.local.id is not None:
         return None
     local = _creds(ep).local[conn.name]
-    return IdPayload(initiator, IdType.DER_ASN1_DN, dn_to_der(identity_from_cert(local.certs[0]).value))
+    # The subject's own DER, not re-encoded from text: charon compares RDN values byte for byte unless
+    # both are PrintableString, so a BMPString subject sent as UTF8String is not found in our certificate.
+    return IdPayload(initiator, IdType.DER_ASN1_DN, subject_der(local.certs[0]))
 
 
 def sign_auth(ep, sa, conn, signed: bytes) -> AuthPayload:
@@ -80,13 +83,21 @@ def sign_auth(ep, sa, conn, signed: bytes) -> AuthPayload:
 def verify_auth(ep, sa, conn, auth, signed: bytes, payloads, peer) -> tuple[bool, str]:
     """Chain, revocation, identity binding, then the signature itself."""
     creds = _creds(ep)
+    # Other encodings (a CRL, hash and URL, PKCS#7) are skipped as charon does (ike_cert_pre.c).
+    other = sorted({p.encoding for p in payloads if isinstance(p, CertPayload)} - {CertEncoding.X509_SIGNATURE})
+    sent = [p for p in payloads if isinstance(p, CertPayload) and p.encoding == CertEncoding.X509_SIGNATURE]
+    if len(sent) > 1 + MAX_INTERMEDIATES:  # counted before any is parsed: the peer is not authenticated yet
+        return False, (f"the peer sent {len(sent)} certificates (CERT payloads); at most {1 + MAX_INTERMEDIATES} "
+                       "are read, its own and the intermediate CAs")
     certs = []
-    for p in payloads:
-        if isinstance(p, CertPayload):
-            try:
-                certs.append(cert_from_payload(p.encoding, p.data))
-            except PkiError as exc:
-                return False, f"the peer's certificate cannot be read: {exc}"
+    for p in sent:
+        try:
+            certs.append(cert_from_payload(p.encoding, p.data))
+        except PkiError as exc:
+            return False, f"the peer's certificate cannot be read: {exc}"
+    if not certs and other:
+        return False, (f"the peer sent certificates only in encodings we do not read ({', '.join(map(str, other))}; "
+                       "we read 4, X.509 certificate)")
     if not certs:
         return False, "the peer sent no certificate (CERT payload) for certificate authentication"
     end, rest = certs[0], certs[1:]
@@ -98,7 +109,11 @@ def verify_auth(ep, sa, conn, auth, signed: bytes, payloads, peer) -> tuple[bool
         return False, (f"the peer's certificate {describe(end)} does not contain its identity "
                        f"'{peer.value}': fix the peer's ID or its certificate's subjectAltName")
     try:
-        ok = _verify(end.public_key(), auth.method, auth.data, signed, allowed_hashes=SUPPORTED_HASH_ALGORITHMS)
+        key = public_key_of(end)
+    except PkiError as exc:
+        return False, f"the peer's AUTH signature cannot be checked: {exc}"
+    try:
+        ok = _verify(key, auth.method, auth.data, signed, allowed_hashes=SUPPORTED_HASH_ALGORITHMS)
     except SignatureError as exc:
         return False, f"the peer's AUTH signature cannot be checked: {exc}"
     if not ok:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
 from engine.policy.model import Identity
@@ -81,8 +82,14 @@ def read_credential_file(path: str | os.PathLike, what: str) -> bytes:
 
 
 def load_certificate_file(path: str | os.PathLike) -> list[x509.Certificate]:
-    """Certificates from a PEM or DER file; a missing or unreadable file is a PkiError."""
-    return load_certificates(read_credential_file(path, "certificate"), os.fspath(path))
+    """Certificates from a PEM or DER file; a missing or unreadable file is a PkiError, and so is a
+    certificate whose extensions or names cannot be read (they would raise wherever looked at)."""
+    certs = load_certificates(read_credential_file(path, "certificate"), os.fspath(path))
+    for cert in certs:
+        problem = unreadable(cert)
+        if problem:
+            raise PkiError(f"{os.fspath(path)}: {problem}")
+    return certs
 
 
 def cert_payload_data(cert: x509.Certificate) -> bytes:
@@ -95,9 +102,35 @@ def cert_from_payload(encoding: int, data: bytes) -> x509.Certificate:
     if encoding != CERT_ENCODING_X509_SIGNATURE:
         raise PkiError(f"CERT payload encoding {encoding} is not supported (only 4, X.509 certificate)")
     try:
-        return x509.load_der_x509_certificate(data)
+        cert = x509.load_der_x509_certificate(data)
     except ValueError:
         raise PkiError(f"CERT payload: {len(data)} bytes that are not a DER certificate") from None
+    problem = unreadable(cert)
+    if problem:
+        raise PkiError(f"CERT payload: {problem}")
+    return cert
+
+
+def unreadable(cert: x509.Certificate) -> str | None:
+    """Why a certificate cannot be used, or None. cryptography reads extensions and names only
+    when asked, so a peer's certificate with, say, a basicConstraints that is not a SEQUENCE
+    loads and then raises ValueError wherever it is looked at; charon refuses it when parsing."""
+    try:
+        cert.extensions  # noqa: B018 (parses every extension)
+        format_name(cert.subject)
+        format_name(cert.issuer)
+    except (ValueError, TypeError) as exc:  # e.g. "ParseError { kind: EncodedDefault, location: [...] }"
+        return f"the certificate (serial {cert.serial_number:#x}) has a malformed extension or name ({exc})"
+    return None
+
+
+def public_key_of(cert: x509.Certificate):
+    """The certificate's public key; PkiError for a key algorithm we cannot read (a post-quantum
+    one, say) or a malformed key."""
+    try:
+        return cert.public_key()
+    except (ValueError, UnsupportedAlgorithm):
+        raise PkiError(f"the key of certificate {describe(cert)} is of a type we cannot use, or malformed") from None
 
 
 def describe(cert: x509.Certificate) -> str:
@@ -180,7 +213,10 @@ def cert_matches_identity(cert: x509.Certificate, identity: Identity) -> bool:
             ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
         except x509.ExtensionNotFound:
             ski = None
-        computed = x509.SubjectKeyIdentifier.from_public_key(cert.public_key()).digest
+        try:
+            computed = x509.SubjectKeyIdentifier.from_public_key(public_key_of(cert)).digest
+        except (PkiError, ValueError, TypeError):  # a key type we cannot hash (nor verify with)
+            computed = None
         return want in (ski, computed)
     sans = _sans(cert)
     if sans is None:
@@ -199,6 +235,11 @@ def cert_matches_identity(cert: x509.Certificate, identity: Identity) -> bool:
             return False
         return any(a == addr for a in sans.get_values_for_type(x509.IPAddress))
     return False
+
+
+def subject_der(cert: x509.Certificate) -> bytes:
+    """The subject Name as the certificate encodes it (our ID_DER_ASN1_DN when none is configured)."""
+    return cert.subject.public_bytes()
 
 
 def identity_from_cert(cert: x509.Certificate) -> Identity:

@@ -3,11 +3,14 @@
 What is checked (in this order, the first failure is the reason):
 
 1. every certificate on the path is within its validity at `now`;
-2. the end certificate may sign (keyUsage, if present, has digitalSignature);
+2. the end certificate may sign (keyUsage, if present, has digitalSignature
+   or nonRepudiation: RFC 4945 §5.1.3.2, strongSwan's X509_IKE_COMPLIANT);
 3. a path to one of the trusted CAs, through the intermediates the peer sent,
    each link's signature checked (`verify_directly_issued_by`); every issuer
    is a CA (basicConstraints CA:TRUE, keyUsage keyCertSign if present,
    pathLenConstraint honoured); unknown critical extensions are refused;
+   the CAs' name constraints hold for the certificates below them
+   (engine.pki.nameconstraints);
 4. revocation: each certificate below the trust anchor is looked up in the
    CRLs its issuer signed. A revoked certificate fails, naming serial, date
    and reason. A CRL with a bad signature is ignored (and reported); an
@@ -15,7 +18,13 @@ What is checked (in this order, the first failure is the reason):
    reported. ``revocation="strict"`` also fails when no good, current CRL
    covers a certificate (strongSwan's ``revocation = strict``).
 
+The peer's certificates arrive before it is authenticated, so the work is
+bounded: at most MAX_INTERMEDIATES of them, MAX_LINK_CHECKS signature checks
+per path, no peer-sent CA with an outsized RSA exponent, CRL verdicts kept
+per CRL; a certificate cryptography cannot read fails instead of raising.
+
 Extended key usage is not required (strongSwan does not by default either).
+Certificate policies (policyConstraints, inhibitAnyPolicy) are not processed.
 Sans-IO apart from the file loaders: `now` is an argument.
 """
 
@@ -30,13 +39,19 @@ from typing import Literal
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives.asymmetric import rsa
 
-from .certs import describe, read_credential_file
+from .certs import describe, read_credential_file, unreadable
 from .dn import format_name, name_rdns
 from .errors import PkiError
+from .nameconstraints import name_constraints_problem
 
 Revocation = Literal["relaxed", "strict"]
 MAX_CHAIN_DEPTH = 8
+MAX_INTERMEDIATES = 16
+"""Certificates a peer may send besides its own: each one is a candidate issuer, a signature
+check, at every level of the path, and they arrive before the peer is authenticated (charon
+bounds them with its 10000-byte IKE message)."""
 
 _REASON_WORDS = {
     x509.ReasonFlags.unspecified: "unspecified",
@@ -50,6 +65,17 @@ _REASON_WORDS = {
     x509.ReasonFlags.aa_compromise: "AA compromise",
     x509.ReasonFlags.remove_from_crl: "removed from CRL",
 }
+
+
+_REFUSED_SIGNATURES = {
+    "1.2.840.113549.1.1.2": "md2WithRSAEncryption",
+    "1.2.840.113549.1.1.4": "md5WithRSAEncryption",
+    "1.2.840.113549.1.1.5": "sha1WithRSAEncryption",
+    "1.3.14.3.2.29": "sha1WithRSAEncryption",
+    "1.2.840.10045.4.1": "ecdsa-with-SHA1",
+    "1.2.840.10040.4.3": "dsa-with-SHA1",
+}
+"""Certificate signature algorithms cryptography does not verify (strongSwan still takes SHA-1)."""
 
 
 @dataclass(frozen=True)
@@ -109,6 +135,40 @@ def _signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     return True
 
 
+MAX_LINK_CHECKS = 24
+"""Signature checks one validation may make: each candidate issuer of the right name costs one, at
+every level of the path, and the peer chooses the candidates and their keys before it is authenticated."""
+MAX_RSA_EXPONENT_BITS = 32
+"""A peer-sent CA's RSA public exponent, at most (Windows' own limit; everyone uses 65537): one
+check with a 3072-bit exponent costs what 35 with 65537 do."""
+
+
+class _LinkChecks:
+    """Signature checks of one path, bounded (MAX_LINK_CHECKS, MAX_RSA_EXPONENT_BITS)."""
+
+    def __init__(self, trusted: Sequence[x509.Certificate]) -> None:
+        self.trusted, self.count, self.problem = trusted, 0, None
+
+    def signed(self, cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+        if self.problem:
+            return False
+        if issuer not in self.trusted:
+            try:
+                key = issuer.public_key()
+            except (ValueError, UnsupportedAlgorithm):
+                return False
+            if isinstance(key, rsa.RSAPublicKey) and key.public_numbers().e.bit_length() > MAX_RSA_EXPONENT_BITS:
+                self.problem = (f"intermediate CA {describe(issuer)} has an RSA public exponent of "
+                                f"{key.public_numbers().e.bit_length()} bits; at most {MAX_RSA_EXPONENT_BITS} are accepted")
+                return False
+        if self.count >= MAX_LINK_CHECKS:
+            self.problem = (f"no path found for {describe(cert)} within {MAX_LINK_CHECKS} signature checks "
+                            "(too many candidate issuers of the same name)")
+            return False
+        self.count += 1
+        return _signed_by(cert, issuer)
+
+
 def _ca_problem(ca: x509.Certificate, below: int, what: str) -> str | None:
     """Is `ca` allowed to issue, with `below` intermediate CAs between it and the end entity?"""
     bc = _ext(ca, x509.BasicConstraints)
@@ -136,27 +196,42 @@ def validate_chain(
     if not trusted_cas:
         return ValidationResult(False, f"no CA certificate is configured to check {describe(end_cert)}")
 
+    if len(intermediates) > MAX_INTERMEDIATES:
+        return ValidationResult(False, f"{len(intermediates)} intermediate certificates came with the end certificate, "
+                                f"more than the {MAX_INTERMEDIATES} we look at")
+    for cert in (end_cert, *intermediates):
+        problem = unreadable(cert)
+        if problem:
+            return ValidationResult(False, problem)
     problem = _dates_problem(end_cert, now, "certificate") or _critical_problem(end_cert, "certificate")
     if problem:
         return ValidationResult(False, problem)
     ku = _ext(end_cert, x509.KeyUsage)
-    if ku is not None and not ku.digital_signature:
-        return ValidationResult(False, f"certificate {describe(end_cert)} may not sign (keyUsage lacks digitalSignature)")
+    if ku is not None and not (ku.digital_signature or ku.content_commitment):  # RFC 4945 §5.1.3.2, as charon
+        return ValidationResult(False, f"certificate {describe(end_cert)} may not sign (its keyUsage has neither "
+                                "digitalSignature nor nonRepudiation)")
 
     chain = [end_cert]
     if any(end_cert == t for t in trusted_cas):  # the peer's own certificate is pinned as trusted
         return ValidationResult(True, f"certificate {describe(end_cert)} is itself trusted", tuple(chain))
 
-    current, anchored = end_cert, False
+    current, anchored, budget = end_cert, False, _LinkChecks(trusted_cas)
     while len(chain) <= MAX_CHAIN_DEPTH:
         below = len(chain) - 1  # CA certificates already between this issuer and the end entity
         issuer_name = _norm_name(current.issuer)
         named = [c for c in (*trusted_cas, *intermediates) if _norm_name(c.subject) == issuer_name and c not in chain]
-        issuer = next((c for c in named if c in trusted_cas and _signed_by(current, c)), None)
+        # a CA renewed with the same name and key: the current one first, whatever the file's order
+        named.sort(key=lambda c: not c.not_valid_before_utc <= now <= c.not_valid_after_utc)
+        issuer = next((c for c in named if c in trusted_cas and budget.signed(current, c)), None)
         if issuer is None:
-            issuer = next((c for c in named if _signed_by(current, c)), None)
+            issuer = next((c for c in named if c not in trusted_cas and budget.signed(current, c)), None)
         if issuer is None:
             what = "certificate" if current is end_cert else "intermediate CA"
+            if budget.problem:
+                return ValidationResult(False, budget.problem)
+            weak = _REFUSED_SIGNATURES.get(current.signature_algorithm_oid.dotted_string)
+            if named and weak:  # cryptography cannot verify these: say so rather than "does not verify"
+                return ValidationResult(False, f"{what} {describe(current)} is signed with {weak}, which we do not accept")
             if named:
                 return ValidationResult(
                     False,
@@ -182,6 +257,10 @@ def validate_chain(
     if not anchored:
         return ValidationResult(False, f"no path from {describe(end_cert)} to a trusted CA within {MAX_CHAIN_DEPTH} certificates")
 
+    problem = name_constraints_problem(chain)
+    if problem:
+        return ValidationResult(False, problem)
+
     warnings: list[str] = []
     for cert, issuer in zip(chain, chain[1:]):
         problem = _revocation_problem(cert, issuer, crls, now, revocation, warnings)
@@ -205,10 +284,8 @@ def _revocation_problem(
     for crl in crls:
         if _norm_name(crl.issuer) != issuer_name:
             continue
-        try:
-            signed = crl.is_signature_valid(issuer.public_key())
-        except (TypeError, ValueError, UnsupportedAlgorithm):
-            signed = False
+        facts = _crl_facts(crl)
+        signed = facts.signed_by(crl, issuer)
         if not signed:
             warnings.append(f'a CRL naming "{issuer_text}" as issuer is not signed by that CA; ignored')
             continue
@@ -220,7 +297,8 @@ def _revocation_problem(
             warnings.append(f'the CRL of "{issuer_text}" is not valid before {_when(crl.last_update_utc)}')
             current = False
         good_and_current = good_and_current or current
-        entry = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
+        entry = crl.get_revoked_certificate_by_serial_number(cert.serial_number) \
+            if cert.serial_number in facts.serials else None
         if entry is not None:
             reason = _ext_value(entry, x509.CRLReason)
             words = _REASON_WORDS.get(reason.reason, reason.reason.value) if reason is not None else "no reason given"
@@ -233,10 +311,49 @@ def _revocation_problem(
     return None
 
 
+class _CrlFacts:
+    """What one CRL says that costs to learn: its signature check hashes the whole CRL (~0.1 s for
+    100,000 entries) and a serial lookup scans it (~15 ms). Both ran on every IKE_AUTH, before
+    the peer's AUTH signature is checked: any certificate our CA issued (the gateway's own, sent
+    to all) made a peer without its key cost that much per message. strongSwan caches the same
+    verdicts (cert_cache)."""
+
+    def __init__(self, crl: x509.CertificateRevocationList) -> None:
+        self.serials = frozenset(entry.serial_number for entry in crl)
+        self._signed: dict[bytes, bool] = {}
+
+    def signed_by(self, crl: x509.CertificateRevocationList, issuer: x509.Certificate) -> bool:
+        key = issuer.signature  # unique per issuer certificate
+        verdict = self._signed.get(key)
+        if verdict is None:
+            try:
+                verdict = crl.is_signature_valid(issuer.public_key())
+            except (TypeError, ValueError, UnsupportedAlgorithm):
+                verdict = False
+            if len(self._signed) >= _CRL_MEMO_MAX:  # issuers can be a peer's intermediates: bounded
+                self._signed.clear()
+            self._signed[key] = verdict
+        return verdict
+
+
+_CRL_MEMO_MAX = 64
+_crl_memo: dict[bytes, _CrlFacts] = {}
+
+
+def _crl_facts(crl: x509.CertificateRevocationList) -> _CrlFacts:
+    key = crl.signature  # unique per CRL; CRLs come from our configuration, a reload brings new ones
+    facts = _crl_memo.get(key)
+    if facts is None:
+        if len(_crl_memo) >= _CRL_MEMO_MAX:
+            _crl_memo.clear()
+        facts = _crl_memo[key] = _CrlFacts(crl)
+    return facts
+
+
 def _ext_value(entry: x509.RevokedCertificate, cls):
     try:
         return entry.extensions.get_extension_for_class(cls).value
-    except x509.ExtensionNotFound:
+    except (x509.ExtensionNotFound, ValueError):  # ValueError: unreadable entry extensions, read only on a hit
         return None
 
 

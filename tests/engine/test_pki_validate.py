@@ -234,8 +234,8 @@ def test_path_length_constraint(pki):
 
 
 def test_end_entity_key_usage(pki):
-    nonrep = build("nr.example", pki["root"], key_usage="nonrep")
-    res = validate_chain(nonrep[0], [], [pki["root"][0]], [], NOW)
+    neither = build("nr.example", pki["root"], key_usage="neither")  # nonRepudiation alone is enough (RFC 4945)
+    res = validate_chain(neither[0], [], [pki["root"][0]], [], NOW)
     assert not res.ok and "digitalSignature" in res.reason
     absent = build("nku.example", pki["root"], key_usage=None)  # no keyUsage: any use (RFC 5280)
     assert validate_chain(absent[0], [], [pki["root"][0]], [], NOW).ok
