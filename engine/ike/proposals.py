@@ -347,9 +347,14 @@ def accept_response(response: WireProposal, offered: Sequence[WireProposal], *,
         return None
     additional: tuple[tuple[int, int], ...] = ()
     if not ignore_ke:
+        used = {got[TransformType.KE][0].id} if TransformType.KE in got else set()
         for t in _ADDITIONAL:
             if t in got:
-                additional += ((t, got[t][0].id),)
+                method = got[t][0].id
+                if method != KeId.NONE and method in used:
+                    return None  # a method chosen twice: charon's select_algo refuses it as initiator too
+                used.add(method)
+                additional += ((t, method),)
             elif t in mine:
                 # Left out: NONE if we offered it (charon's select_algos omits a type it chose NONE
                 # for); else an additional key exchange we require went unanswered (RFC 9370 §2.2.1).
