@@ -31,3 +31,31 @@ def test_our_initiator_refuses_an_answer_choosing_a_key_exchange_method_twice():
     answer, ours = _answer("aes128-sha256-x25519-ke1_mlkem768-ke1_none-ke2_mlkem1024-ke2_none",
                            lambda ttype, tid: ttype not in (6, 7))
     assert props.accept_response(answer, ours).additional == ((6, 0), (7, 0))
+
+
+def test_a_required_additional_ke_is_not_waived_for_a_peer_without_intermediate_support():
+    """A responder whose IKE proposal requires ML-KEM (ke1 without none) set up a classic IKE SA
+    with a classic peer, because that peer (no additional KE, so no INTERMEDIATE_EXCHANGE_SUPPORTED)
+    could not run one: the required type was dropped from the configuration instead of failing
+    the proposal. charon selects first and answers NO_PROPOSAL_CHOSEN (ike_init.c build_r)."""
+    from engine.events import ChildSaInstalled, IkeState, NegotiationFailed
+
+    from tests.engine.test_ike_intermediate import HYBRID, make_pair, up
+
+    p = make_pair(("aes256gcm16-prfsha384-x25519",), (HYBRID,))
+    up(p)
+    assert not p.of("a", ChildSaInstalled) and not p.of("b", ChildSaInstalled)
+    assert not [sa for ep in (p.a, p.b) for sa in ep.sas if sa.state == IkeState.ESTABLISHED]
+    assert [e.notify for e in p.of("b", NegotiationFailed)] == ["NO_PROPOSAL_CHOSEN"]
+    # Optional on our side (NONE configured): the classic peer still gets a classic IKE SA.
+    p = make_pair(("aes256gcm16-prfsha384-x25519",), ("aes256gcm16-prfsha384-x25519-ke1_mlkem768-ke1_none",))
+    up(p)
+    assert p.of("a", ChildSaInstalled) and p.of("b", ChildSaInstalled)
+    # Unit level: what the exchange cannot run is only acceptable as NONE.
+    hybrid = parse_proposal(HYBRID, "ike")
+    assert props.select(props.to_wire([parse_proposal("aes256gcm16-prfsha384-x25519", "ike")], b""), (hybrid,),
+                        with_additional=False) is None
+    optional = props.to_wire([parse_proposal("aes256gcm16-prfsha384-x25519-ke1_mlkem768-ke1_none", "ike")], b"")
+    assert props.select(optional, (hybrid,), with_additional=False) is None
+    assert props.select(optional, (parse_proposal("aes256gcm16-prfsha384-x25519-ke1_mlkem768-ke1_none", "ike"),),
+                        with_additional=False).additional_rounds == ()
