@@ -59,3 +59,21 @@ def test_a_required_additional_ke_is_not_waived_for_a_peer_without_intermediate_
     assert props.select(optional, (hybrid,), with_additional=False) is None
     assert props.select(optional, (parse_proposal("aes256gcm16-prfsha384-x25519-ke1_mlkem768-ke1_none", "ike"),),
                         with_additional=False).additional_rounds == ()
+
+
+def test_eap_client_refuses_a_last_gateway_answer_without_the_ppk(monkeypatch):
+    """Coverage, no fix (it held before): a gateway that used the PPK but answers without
+    PPK_IDENTITY is refused by a client requiring the PPK, and by an optional one as well (its
+    MSK AUTH then does not verify with the plain SK_pr): no PPK strip after EAP-Success."""
+    from engine.events import ChildSaInstalled, NegotiationFailed
+    from engine.ike import ppk_auth
+
+    from tests.engine.test_ike_ppk_eap import REQ, ppk_eap_pair
+
+    monkeypatch.setattr(ppk_auth, "responder_notifies", lambda sa: [])
+    p = ppk_eap_pair(REQ, dict(ppk_id="ppk-1"))
+    assert not p.of("a", ChildSaInstalled)
+    assert "did not use our PPK (ppk_required)" in p.of("a", NegotiationFailed)[0].reason
+    p = ppk_eap_pair(dict(ppk_id="ppk-1"), dict(ppk_id="ppk-1"))
+    assert not p.of("a", ChildSaInstalled)
+    assert "does not verify" in p.of("a", NegotiationFailed)[0].reason
