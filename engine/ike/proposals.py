@@ -175,7 +175,9 @@ def _pick_additional(conf: ConfProposal, got: dict[int, list[WireTransform]],
     """One choice per ADDITIONAL_KEY_EXCHANGE_n type (RFC 9370 §2.2.1), None when
     they cannot agree. A type absent from an offer means NONE; configured types
     without NONE are then required. ``with_additional`` False: only NONE is
-    acceptable (the exchange cannot run additional key exchanges). A method
+    acceptable (the exchange cannot run additional key exchanges), and a type we
+    require fails the proposal, as charon (it selects, then refuses with
+    NO_PROPOSAL_CHOSEN a peer without INTERMEDIATE_EXCHANGE_SUPPORTED). A method
     already chosen (``primary``, an earlier type) is not chosen again: a second
     exchange of it adds nothing, and charon refuses such an answer (proposal.c
     select_algo skips the methods it selected)."""
@@ -183,7 +185,11 @@ def _pick_additional(conf: ConfProposal, got: dict[int, list[WireTransform]],
     used = {primary} if primary else set()
     for ttype in _ADDITIONAL:
         offered = got.get(ttype, [])
-        configured = [t for t in conf.additional_ke if int(t.type) == ttype] if with_additional else []
+        configured = [t for t in conf.additional_ke if int(t.type) == ttype]
+        if configured and not with_additional:
+            configured = [t for t in configured if t.id == KeId.NONE]
+            if not configured:
+                return None  # we require a key exchange this exchange cannot run
         if configured:
             if offered:
                 o = _pick([t for t in configured if t.id == KeId.NONE or t.id not in used], offered, False)
@@ -347,9 +353,14 @@ def accept_response(response: WireProposal, offered: Sequence[WireProposal], *,
         return None
     additional: tuple[tuple[int, int], ...] = ()
     if not ignore_ke:
+        used = {got[TransformType.KE][0].id} if TransformType.KE in got else set()
         for t in _ADDITIONAL:
             if t in got:
-                additional += ((t, got[t][0].id),)
+                method = got[t][0].id
+                if method != KeId.NONE and method in used:
+                    return None  # a method chosen twice: charon's select_algo refuses it as initiator too
+                used.add(method)
+                additional += ((t, method),)
             elif t in mine:
                 # Left out: NONE if we offered it (charon's select_algos omits a type it chose NONE
                 # for); else an additional key exchange we require went unanswered (RFC 9370 §2.2.1).
