@@ -23,6 +23,7 @@ in the datapath's drop counters (``frag_overlap``, ``frag_timeout``,
 from __future__ import annotations
 
 import bisect
+import os
 import struct
 
 from engine.datapath.offload import fragment_ipv4
@@ -77,6 +78,8 @@ class Reassembler:
         self.bytes = 0
         self.reassembled = 0
         """Datagrams put back together (statistics)."""
+        self.ident = int.from_bytes(os.urandom(2), "big")
+        """The IP ID the last reassembled datagram got (see `add`)."""
 
     def __contains__(self, key: bytes) -> bool:
         return key in self.pending
@@ -101,7 +104,8 @@ class Reassembler:
 
     def add(self, pkt, now: float) -> tuple[bytes, int] | None:
         """Take one IPv4 fragment; ``(whole datagram, largest fragment's length)`` once its last
-        missing piece came, else None (kept, or dropped and counted)."""
+        missing piece came, else None (kept, or dropped and counted). The whole datagram has a
+        new IP ID (see below)."""
         self.expire(now)
         try:
             ihl = ip.ipv4_header_length(pkt)
@@ -172,6 +176,12 @@ class Reassembler:
         self.reassembled += 1
         hdr = bytearray(d.header)
         _U16.pack_into(hdr, 2, len(hdr) + d.total)
+        # An IP ID of our own, never 0, before AH signs it: its fragments as ESP/AH share the one
+        # protocol number whatever the datagram's own was, which the kernel numbered IDs by (two
+        # datagrams' outer fragments then mixed at the peer); and a raw socket gives a packet
+        # without DF and ID 0 a new ID, per outer fragment (Linux raw_send_hdrinc).
+        self.ident = self.ident % 0xFFFF + 1
+        _U16.pack_into(hdr, 4, self.ident)
         hdr[6] = hdr[7] = 0  # whole: no MF, no offset (DF clear, as its fragments had it)
         hdr[10] = hdr[11] = 0
         _U16.pack_into(hdr, 10, ip.checksum(hdr))
