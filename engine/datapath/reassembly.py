@@ -23,6 +23,7 @@ in the datapath's drop counters (``frag_overlap``, ``frag_timeout``,
 from __future__ import annotations
 
 import bisect
+import errno
 import os
 import struct
 
@@ -243,8 +244,22 @@ def protect_fragment(path, pkt, now: float) -> bool:
         for piece in pieces:
             pair.send(piece, pair.dest)
     except OSError as exc:
-        path.send_error(exc, pair)
-        return False
+        # Above the device's MTU: the route changed since sender.mtu was asked (or the asking
+        # failed then); ask again and cut to what it says now, once.
+        route_mtu = getattr(sender, "route_mtu", None)
+        if exc.errno != errno.EMSGSIZE or route_mtu is None or wire[0] >> 4 != 4 or piece is not pieces[0]:
+            path.send_error(exc, pair)
+            return False
+        new = route_mtu()
+        if not new or new >= len(piece):
+            path.send_error(exc, pair)
+            return False
+        try:
+            for piece in fragment_ipv4(wire, new):
+                pair.send(piece, pair.dest)
+        except OSError as exc2:
+            path.send_error(exc2, pair)
+            return False
     return True
 
 

@@ -247,6 +247,10 @@ class RawSender:
     def _refused(self, _index: int, code: int) -> None:
         self._failed_one(OSError(code, os.strerror(code)))
 
+    def route_mtu(self) -> int:
+        """Ask the kernel again for the route's MTU to the peer (into `mtu`; 0 when unknown)."""
+        return self.io.dp.route_mtu(self)
+
     def _failed_one(self, exc: OSError) -> None:
         if exc.errno == errno.EMSGSIZE:
             self.io.learn_pmtu(self)

@@ -376,3 +376,52 @@ def test_outer_fragments_of_datagrams_of_different_protocols_do_not_share_an_id(
     assert len(first) == len(second) == 1 and first != second
     assert raw(IP(opened(sa, wire[:3]))[UDP]) == raw(udp[UDP])
     assert raw(IP(opened(sa, wire[3:]))[ICMP]) == raw(icmp[ICMP])
+
+
+def test_a_route_mtu_that_shrank_since_the_sender_was_made_is_asked_again():
+    # sender.mtu is probed once, when the sender is made; a route or link MTU lowered later had the
+    # raw socket refuse every outer fragment (EMSGSIZE above the device MTU) for good.
+    import errno
+
+    path, wire, sa = transport_path(mtu=1500)
+    pair = path.pairs[0xA1]
+    asked = []
+
+    def send(data, dest):
+        if len(data) > 1280:
+            raise OSError(errno.EMSGSIZE, "Message too long")
+        wire.append(bytes(data))
+
+    def route_mtu():
+        asked.append(1)
+        pair.sender.mtu = 1280
+        return 1280
+
+    pair.send = send
+    pair.sender.route_mtu = route_mtu
+    pkt = big_udp()
+    assert [path.output(f, 1.0) for f in tun_fragments(pkt)] == [False, False, True]
+    assert asked == [1] and wire and all(len(w) <= 1280 for w in wire)
+    assert raw(IP(opened(sa, wire))[UDP]) == raw(pkt[UDP])
+    assert path.send_failed == 0
+    # The next datagram is cut right away.
+    wire.clear()
+    for f in tun_fragments(big_udp(ident=2)):
+        path.output(f, 1.0)
+    assert asked == [1] and all(len(w) <= 1280 for w in wire)
+
+
+def test_a_raw_sender_asks_the_datapath_for_the_route_mtu_again(monkeypatch):
+    from types import SimpleNamespace
+
+    from engine.datapath import pmtu
+    from engine.datapath.userspace import UserspaceDatapath
+    from engine.datapath.userspace_io import RawSender
+
+    dp = UserspaceDatapath(parse_policy(POLICY, load_secrets=False))
+    sender = RawSender(SimpleNamespace(dp=dp), None, (B, 0))
+    asked = []
+    monkeypatch.setattr(pmtu, "probe", lambda remote, port, mark: asked.append(remote) or 1280)
+    assert sender.route_mtu() == sender.mtu == 1280 and asked == [B]
+    monkeypatch.setattr(pmtu, "probe", lambda remote, port, mark: None)
+    assert sender.route_mtu() == sender.mtu == 0
