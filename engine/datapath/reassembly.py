@@ -33,9 +33,14 @@ from engine.esp import SaExpired, ip
 MAX_DATAGRAMS = 256
 """Datagrams in reassembly at most; a new one beyond it pushes the oldest out."""
 MAX_BYTES = 4 << 20
-"""Bytes held at most (fragment data plus `PART_COST` each): Linux's ipfrag_high_thresh."""
-PART_COST = 64
-"""Bookkeeping counted per fragment, so tiny fragments cannot hold more memory than the cap says."""
+"""Bytes held at most (fragment data plus `PART_COST` each, `DATAGRAM_COST` a datagram): Linux's
+ipfrag_high_thresh."""
+PART_COST = 128
+"""Bookkeeping counted per fragment, so tiny fragments cannot hold more memory than the cap says
+(measured with tracemalloc: an 8-byte fragment takes about 129 bytes, its bytes object, two int
+offsets and three list slots)."""
+DATAGRAM_COST = 512
+"""Bookkeeping counted per datagram (its record, lists, key and header: about 470 bytes)."""
 TIMEOUT = 30.0
 """Seconds from a datagram's first fragment until it is given up (Linux's ipfrag_time)."""
 _U16 = struct.Struct("!H")
@@ -130,13 +135,15 @@ class Reassembler:
                 self._forget(key, None)
             return None
         if d is None:
-            cost = len(data) + PART_COST
+            cost = len(data) + PART_COST + DATAGRAM_COST
             if cost > self.max_bytes:
                 self._count("frag_limit")
                 return None
             while self.pending and (len(self.pending) >= self.max_datagrams or self.bytes + cost > self.max_bytes):
                 self._forget(next(iter(self.pending)), "frag_limit")
             d = self.pending[key] = _Datagram(now)
+            d.cost = DATAGRAM_COST
+            self.bytes += DATAGRAM_COST
         # Where the piece goes among the sorted pieces: it may touch its neighbours, not overlap them.
         i = bisect.bisect_left(d.starts, start)
         if i < len(d.starts) and d.starts[i] == start and d.ends[i] == end:
@@ -280,5 +287,5 @@ def _send_all(path, pair, packets, now: float) -> bool:
     return sent
 
 
-__all__ = ["MAX_BYTES", "MAX_DATAGRAMS", "TIMEOUT", "Reassembler", "fragment_key", "protect_fragment",
-           "refuse"]
+__all__ = ["DATAGRAM_COST", "MAX_BYTES", "MAX_DATAGRAMS", "PART_COST", "TIMEOUT", "Reassembler", "fragment_key",
+           "protect_fragment", "refuse"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
+import struct
 
 import pytest
 from scapy.all import ICMP, IP, UDP, IPOption, Raw, raw
@@ -16,7 +17,7 @@ from scapy.layers.inet import defragment, fragment
 from scapy.layers.ipsec import AH, ESP, SecurityAssociation
 
 from engine.crypto.transforms import EncrId, IntegId
-from engine.datapath.reassembly import Reassembler
+from engine.datapath.reassembly import DATAGRAM_COST, PART_COST, Reassembler
 from engine.datapath.userspace_path import SaPath
 from engine.esp import AhOutboundSa, EspOutboundSa, TransportFragment  # noqa
 from engine.crypto.encr import make_cipher
@@ -264,19 +265,21 @@ def test_malformed_fragments():
 
 def test_timeout_and_bounds():
     drops: dict = {}
-    r = Reassembler(drops, max_datagrams=3, max_bytes=1000, timeout=30.0)
+    each = PART_COST + DATAGRAM_COST  # a datagram's first piece costs its data and these
+    r = Reassembler(drops, max_datagrams=3, max_bytes=2200, timeout=30.0)
     for i in range(3):
         r.add(frag(i, 0, b"a" * 8, True), float(i))
+    assert r.bytes == 3 * (8 + each)
     r.add(frag(9, 0, b"a" * 8, True), 3.0)  # one too many: the oldest goes
     assert list(r.pending) and drops == {"frag_limit": 1} and len(r.pending) == 3
     r.add(frag(10, 0, b"a" * 8, True), 31.5)  # id 1 (born 1.0) expired, 2 (2.0) not yet; 0 went already
     assert drops == {"frag_limit": 1, "frag_timeout": 1}
-    assert r.add(frag(11, 0, b"a" * 2000, True), 31.9) is None  # alone above the byte cap
+    assert r.add(frag(11, 0, b"a" * 2200, True), 31.9) is None  # alone above the byte cap
     assert drops["frag_limit"] == 2
     r.add(frag(12, 0, b"a" * 800, True), 31.9)  # pushes the oldest out until it fits
-    assert drops["frag_limit"] == 4 and len(r.pending) == 2 and r.bytes == 72 + 864
+    assert drops["frag_limit"] == 4 and len(r.pending) == 2 and r.bytes == (8 + each) + (800 + each)
     assert r.add(frag(12, 800, b"a" * 800, True), 31.9) is None  # its datagram outgrows the cap
-    assert drops["frag_limit"] == 5 and len(r.pending) == 1 and r.bytes == 72
+    assert drops["frag_limit"] == 5 and len(r.pending) == 1 and r.bytes == 8 + each
 
 
 def test_datapath_counters_show_the_drops():
@@ -425,3 +428,34 @@ def test_a_raw_sender_asks_the_datapath_for_the_route_mtu_again(monkeypatch):
     assert sender.route_mtu() == sender.mtu == 1280 and asked == [B]
     monkeypatch.setattr(pmtu, "probe", lambda remote, port, mark: None)
     assert sender.route_mtu() == sender.mtu == 0
+
+
+def test_tiny_fragments_hold_no_more_memory_than_the_byte_cap():
+    # The cap counts each fragment's data plus PART_COST; an 8-byte fragment costs Python far more
+    # than 8 + 64 bytes (its bytes object, two int offsets, three list slots): the 4 MiB cap held
+    # 7.5 MB.
+    import tracemalloc
+
+    cap = 128 << 10
+    r = Reassembler({}, max_bytes=cap)
+    head = bytearray(frag(0, 0, b"x" * 8, True))
+    pieces = []
+    for ident in range(1, 41):
+        for off in range(0, 1600, 16):  # 100 of 8 bytes each, with holes between them
+            struct.pack_into("!HH", head, 4, ident, 0x2000 | off // 8)
+            struct.pack_into("!H", head, 10, 0)
+            pieces.append(bytes(head))
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        held = 0
+        for ident in range(40):
+            for p in pieces[ident * 100:(ident + 1) * 100]:
+                r.add(p, 0.0)
+            if r.drops:
+                break  # the cap is reached: the oldest datagram went
+            held = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    assert r.drops["frag_limit"] and r.bytes <= cap
+    assert cap * 0.7 < held <= cap, held
