@@ -459,3 +459,35 @@ def test_tiny_fragments_hold_no_more_memory_than_the_byte_cap():
         tracemalloc.stop()
     assert r.drops["frag_limit"] and r.bytes <= cap
     assert cap * 0.7 < held <= cap, held
+
+
+def _ah(mode):
+    key = os.urandom(32)
+    out = AhOutboundSa(0xB1, integ=Integ(IntegId.HMAC_SHA2_256_128, key), local_addr=A, remote_addr=B, mode=mode)
+    oracle = SecurityAssociation(AH, spi=0xB1, auth_algo="SHA2-256-128", auth_key=key,
+                                 tunnel_header=IP(src=A, dst=B) if mode == "tunnel" else None)
+    return out, oracle
+
+
+def test_an_ah_tunnel_packet_never_leaves_with_ip_id_0():
+    # The outer ID was the sequence number's low 16 bits: every 65536th packet had ID 0 without DF,
+    # which the header-including raw socket replaces (Linux raw_send_hdrinc: ip_select_ident)
+    # after AH signed it; the peer's ICV check then dropped it.
+    out, oracle = _ah("tunnel")
+    out.seq = 65535
+    inner = raw(IP(src=A, dst=B) / UDP(sport=1, dport=2) / Raw(b"x" * 20))
+    ids = []
+    for _ in range(3):
+        pkt = out.protect(inner, 1.0)
+        ids.append(IP(pkt).id)
+        assert raw(oracle.decrypt(IP(pkt))) == inner
+    assert 0 not in ids and len(set(ids)) == 3
+
+
+def test_an_ah_transport_packet_without_df_and_with_ip_id_0_gets_an_id_before_signing():
+    out, oracle = _ah("transport")
+    for flags, want_zero in ((0, False), ("DF", True)):
+        pkt = IP(src=A, dst=B, id=0, flags=flags) / UDP(sport=1, dport=2) / Raw(b"x" * 20)
+        sent = out.protect(raw(pkt), 1.0)
+        assert (IP(sent).id == 0) is want_zero  # with DF the kernel leaves ID 0 alone
+        assert raw(IP(raw(oracle.decrypt(IP(sent))))[UDP]) == raw(pkt[UDP])
