@@ -491,3 +491,24 @@ def test_an_ah_transport_packet_without_df_and_with_ip_id_0_gets_an_id_before_si
         sent = out.protect(raw(pkt), 1.0)
         assert (IP(sent).id == 0) is want_zero  # with DF the kernel leaves ID 0 alone
         assert raw(IP(raw(oracle.decrypt(IP(sent))))[UDP]) == raw(pkt[UDP])
+
+
+def test_outer_fragments_after_the_first_carry_only_the_options_marked_copied():
+    # RFC 791 §3.1 / 3.2 (fragmentation): an option whose copied flag is clear (record route,
+    # timestamp) stays in the first fragment only; Linux's ip_options_fragment overwrites it with
+    # NOPs in the others, so every fragment keeps the header length.
+    from engine.datapath.offload import fragment_ipv4
+    from engine.esp.ip import checksum as ip_checksum
+
+    rr = b"\x07\x07\x04" + bytes(4)       # record route: not copied
+    sec = b"\x94\x04\x00\x00"              # router alert: copied
+    pkt = raw(IP(src=A, dst=B, id=5, options=[IPOption(rr), IPOption(sec), IPOption(b"\x00")])
+              / UDP(sport=1, dport=2) / Raw(b"x" * 3000))
+    frags = fragment_ipv4(pkt, 1500)
+    assert len(frags) == 3
+    assert bytes(frags[0][20:32]) == rr + sec + b"\x00"
+    for f in frags[1:]:
+        assert bytes(f[20:32]) == b"\x01" * 7 + sec + b"\x00"
+        assert ip_checksum(bytes(f[:32])) == 0  # the header checksum covers the NOPs
+    whole = defragment([IP(bytes(f)) for f in frags])[0]
+    assert raw(whole[UDP]) == raw(IP(pkt)[UDP])
