@@ -15,9 +15,10 @@ Linux's ip_defrag: at most `MAX_DATAGRAMS` datagrams and `MAX_BYTES` bytes
 in reassembly (the oldest goes to make room), `TIMEOUT` seconds from a
 datagram's first fragment (``net.ipv4.ipfrag_time``). A fragment that
 overlaps another drops its whole datagram (Linux's inet_frag_queue_insert,
-RFC 5722 for IPv6); an exact duplicate is dropped alone. Drops are counted
-in the datapath's drop counters (``frag_overlap``, ``frag_timeout``,
-``frag_limit``, ``malformed``).
+RFC 5722 for IPv6); an exact duplicate is dropped alone. A reassembled
+datagram gets an IP ID of our own (never 0) for its outer fragments. Drops
+are counted in the datapath's drop counters (``frag_overlap``,
+``frag_timeout``, ``frag_limit``, ``malformed``).
 """
 
 from __future__ import annotations

@@ -110,8 +110,9 @@ class UdpSender:
         self.pairs: set = set()
         self.key = None
         self.mtu = 0
-        """The route's MTU to the peer when the sender was made (outer fragments of a whole datagram
-        of a transport-mode SA are cut to it: engine.datapath.reassembly)."""
+        """The route's MTU to the peer, asked when the sender was made and again when the raw socket
+        refuses an outer fragment as too big (outer fragments of a whole datagram of a transport-mode
+        SA are cut to it: engine.datapath.reassembly)."""
 
     def add(self, data) -> None:
         pending = self.pending
