@@ -43,7 +43,7 @@ import struct
 
 import numpy
 
-from engine.esp.ip import checksum
+from engine.esp.ip import checksum, ipv4_later_fragment_header
 
 VNET = struct.Struct("<BBHHHH")
 """virtio_net_hdr: flags, gso_type, hdr_len, gso_size, csum_start, csum_offset (little-endian: TUN
@@ -285,12 +285,14 @@ def fragment_ipv4(pkt, mtu: int) -> list[bytearray]:
     frag0 = _U16.unpack_from(pkt, 6)[0]
     base_off = frag0 & 0x1FFF
     more = frag0 & 0x2000
+    head = bytes(pkt[:ihl])
+    rest = ipv4_later_fragment_header(head) if ihl > 20 else head
     out = []
     off = 0
     while off < len(data):
         chunk = data[off:off + step]
         last = off + len(chunk) >= len(data)
-        h = bytearray(pkt[:ihl])
+        h = bytearray(rest if off or base_off else head)
         _U16.pack_into(h, 2, ihl + len(chunk))
         _U16.pack_into(h, 6, ((base_off + off // 8) & 0x1FFF) | (0x2000 if (not last or more) else 0))
         h[10] = h[11] = 0

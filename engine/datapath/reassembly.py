@@ -15,14 +15,17 @@ Linux's ip_defrag: at most `MAX_DATAGRAMS` datagrams and `MAX_BYTES` bytes
 in reassembly (the oldest goes to make room), `TIMEOUT` seconds from a
 datagram's first fragment (``net.ipv4.ipfrag_time``). A fragment that
 overlaps another drops its whole datagram (Linux's inet_frag_queue_insert,
-RFC 5722 for IPv6); an exact duplicate is dropped alone. Drops are counted
-in the datapath's drop counters (``frag_overlap``, ``frag_timeout``,
-``frag_limit``, ``malformed``).
+RFC 5722 for IPv6); an exact duplicate is dropped alone. A reassembled
+datagram gets an IP ID of our own (never 0) for its outer fragments. Drops
+are counted in the datapath's drop counters (``frag_overlap``,
+``frag_timeout``, ``frag_limit``, ``malformed``).
 """
 
 from __future__ import annotations
 
 import bisect
+import errno
+import os
 import struct
 
 from engine.datapath.offload import fragment_ipv4
@@ -31,9 +34,14 @@ from engine.esp import SaExpired, ip
 MAX_DATAGRAMS = 256
 """Datagrams in reassembly at most; a new one beyond it pushes the oldest out."""
 MAX_BYTES = 4 << 20
-"""Bytes held at most (fragment data plus `PART_COST` each): Linux's ipfrag_high_thresh."""
-PART_COST = 64
-"""Bookkeeping counted per fragment, so tiny fragments cannot hold more memory than the cap says."""
+"""Bytes held at most (fragment data plus `PART_COST` each, `DATAGRAM_COST` a datagram): Linux's
+ipfrag_high_thresh."""
+PART_COST = 128
+"""Bookkeeping counted per fragment, so tiny fragments cannot hold more memory than the cap says
+(measured with tracemalloc: an 8-byte fragment takes about 129 bytes, its bytes object, two int
+offsets and three list slots)."""
+DATAGRAM_COST = 512
+"""Bookkeeping counted per datagram (its record, lists, key and header: about 470 bytes)."""
 TIMEOUT = 30.0
 """Seconds from a datagram's first fragment until it is given up (Linux's ipfrag_time)."""
 _U16 = struct.Struct("!H")
@@ -77,6 +85,8 @@ class Reassembler:
         self.bytes = 0
         self.reassembled = 0
         """Datagrams put back together (statistics)."""
+        self.ident = int.from_bytes(os.urandom(2), "big")
+        """The IP ID the last reassembled datagram got (see `add`)."""
 
     def __contains__(self, key: bytes) -> bool:
         return key in self.pending
@@ -101,7 +111,8 @@ class Reassembler:
 
     def add(self, pkt, now: float) -> tuple[bytes, int] | None:
         """Take one IPv4 fragment; ``(whole datagram, largest fragment's length)`` once its last
-        missing piece came, else None (kept, or dropped and counted)."""
+        missing piece came, else None (kept, or dropped and counted). The whole datagram has a
+        new IP ID (see below)."""
         self.expire(now)
         try:
             ihl = ip.ipv4_header_length(pkt)
@@ -125,13 +136,15 @@ class Reassembler:
                 self._forget(key, None)
             return None
         if d is None:
-            cost = len(data) + PART_COST
+            cost = len(data) + PART_COST + DATAGRAM_COST
             if cost > self.max_bytes:
                 self._count("frag_limit")
                 return None
             while self.pending and (len(self.pending) >= self.max_datagrams or self.bytes + cost > self.max_bytes):
                 self._forget(next(iter(self.pending)), "frag_limit")
             d = self.pending[key] = _Datagram(now)
+            d.cost = DATAGRAM_COST
+            self.bytes += DATAGRAM_COST
         # Where the piece goes among the sorted pieces: it may touch its neighbours, not overlap them.
         i = bisect.bisect_left(d.starts, start)
         if i < len(d.starts) and d.starts[i] == start and d.ends[i] == end:
@@ -172,6 +185,12 @@ class Reassembler:
         self.reassembled += 1
         hdr = bytearray(d.header)
         _U16.pack_into(hdr, 2, len(hdr) + d.total)
+        # An IP ID of our own, never 0, before AH signs it: its fragments as ESP/AH share the one
+        # protocol number whatever the datagram's own was, which the kernel numbered IDs by (two
+        # datagrams' outer fragments then mixed at the peer); and a raw socket gives a packet
+        # without DF and ID 0 a new ID, per outer fragment (Linux raw_send_hdrinc).
+        self.ident = self.ident % 0xFFFF + 1
+        _U16.pack_into(hdr, 4, self.ident)
         hdr[6] = hdr[7] = 0  # whole: no MF, no offset (DF clear, as its fragments had it)
         hdr[10] = hdr[11] = 0
         _U16.pack_into(hdr, 10, ip.checksum(hdr))
@@ -233,8 +252,22 @@ def protect_fragment(path, pkt, now: float) -> bool:
         for piece in pieces:
             pair.send(piece, pair.dest)
     except OSError as exc:
-        path.send_error(exc, pair)
-        return False
+        # Above the device's MTU: the route changed since sender.mtu was asked (or the asking
+        # failed then); ask again and cut to what it says now, once.
+        route_mtu = getattr(sender, "route_mtu", None)
+        if exc.errno != errno.EMSGSIZE or route_mtu is None or wire[0] >> 4 != 4 or piece is not pieces[0]:
+            path.send_error(exc, pair)
+            return False
+        new = route_mtu()
+        if not new or new >= len(piece):
+            path.send_error(exc, pair)
+            return False
+        try:
+            for piece in fragment_ipv4(wire, new):
+                pair.send(piece, pair.dest)
+        except OSError as exc2:
+            path.send_error(exc2, pair)
+            return False
     return True
 
 
@@ -255,5 +288,5 @@ def _send_all(path, pair, packets, now: float) -> bool:
     return sent
 
 
-__all__ = ["MAX_BYTES", "MAX_DATAGRAMS", "TIMEOUT", "Reassembler", "fragment_key", "protect_fragment",
-           "refuse"]
+__all__ = ["DATAGRAM_COST", "MAX_BYTES", "MAX_DATAGRAMS", "PART_COST", "TIMEOUT", "Reassembler", "fragment_key",
+           "protect_fragment", "refuse"]

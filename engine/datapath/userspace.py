@@ -384,8 +384,7 @@ class UserspaceDatapath:
             sender.key = key
             # What the kernel already knows of the path (a smaller local link, an earlier ICMP): one
             # question per new peer, so the first packets are sized right too.
-            mtu = pmtu.probe(sender.dest[0], sender.dest[1], self.fwmark)
-            sender.mtu = mtu or 0
+            mtu = self.route_mtu(sender) or None
             if mtu is not None and self._limits(mtu):
                 self._size_pairs(sender, mtu)
         return sender
@@ -484,6 +483,11 @@ class UserspaceDatapath:
             self.routes.remove(nets, None, kind)
 
     # ------------------------------------------------------------ path MTU
+    def route_mtu(self, sender) -> int:
+        """The kernel's MTU towards ``sender``'s peer now, kept in ``sender.mtu`` (0: unknown)."""
+        sender.mtu = pmtu.probe(sender.dest[0], sender.dest[1], self.fwmark) or 0
+        return sender.mtu
+
     def learn_pmtu(self, sender) -> bool:
         """The kernel refused a packet as too big for the path: size the peer's SAs to the path MTU."""
         mtu = pmtu.probe(sender.dest[0], sender.dest[1], self.fwmark)

@@ -110,8 +110,9 @@ class UdpSender:
         self.pairs: set = set()
         self.key = None
         self.mtu = 0
-        """The route's MTU to the peer when the sender was made (outer fragments of a whole datagram
-        of a transport-mode SA are cut to it: engine.datapath.reassembly)."""
+        """The route's MTU to the peer, asked when the sender was made and again when the raw socket
+        refuses an outer fragment as too big (outer fragments of a whole datagram of a transport-mode
+        SA are cut to it: engine.datapath.reassembly)."""
 
     def add(self, data) -> None:
         pending = self.pending
@@ -246,6 +247,10 @@ class RawSender:
 
     def _refused(self, _index: int, code: int) -> None:
         self._failed_one(OSError(code, os.strerror(code)))
+
+    def route_mtu(self) -> int:
+        """Ask the kernel again for the route's MTU to the peer (into `mtu`; 0 when unknown)."""
+        return self.io.dp.route_mtu(self)
 
     def _failed_one(self, exc: OSError) -> None:
         if exc.errno == errno.EMSGSIZE:

@@ -154,7 +154,9 @@ class AhOutboundSa(OutboundSa):
         ah = _AH.pack(nh, ah_len // 4 - 2, 0, self.spi, seq & 0xFFFFFFFF) + self._ah_fill
         if self.version == 4:
             # Mutable fields start zeroed; TTL and checksum are set after signing.
-            buf = bytearray(ip.IPV4_HEADER.pack(0x45, 0, 20 + ah_len + len(packet), seq & 0xFFFF, 0, 0,
+            # ID 1..65535: without DF, the raw socket replaces an ID of 0 after we signed it (Linux
+            # raw_send_hdrinc), and AH covers the ID.
+            buf = bytearray(ip.IPV4_HEADER.pack(0x45, 0, 20 + ah_len + len(packet), seq % 0xFFFF + 1, 0, 0,
                                                 ip.IPPROTO_AH, 0, self.local, self.remote))
             buf += ah
             buf += packet
@@ -189,6 +191,8 @@ class AhOutboundSa(OutboundSa):
         hdr = bytearray(packet[:off])
         nh = hdr[nh_off]
         hdr[nh_off] = ip.IPPROTO_AH
+        if v == 4 and not (hdr[4] or hdr[5] or hdr[6] & 0x40):
+            _U16.pack_into(hdr, 4, seq % 0xFFFF + 1)  # as in _tunnel: ID 0 without DF would be replaced
         if v == 4:
             _U16.pack_into(hdr, 2, total + ah_len)
         else:

@@ -251,6 +251,27 @@ def flow(packet: bytes | bytearray | memoryview) -> tuple[bytes, bytes, int, int
     return src, dst, proto, None, None
 
 
+def ipv4_later_fragment_header(hdr: bytes) -> bytes:
+    """``hdr`` for a fragment after the first: options without the copied flag (record route,
+    timestamp) overwritten with NOPs (RFC 791 §3.2; Linux's ip_options_fragment), the length kept."""
+    h = bytearray(hdr)
+    i = 20
+    while i < len(h):
+        t = h[i]
+        if t == 0:  # end of options
+            break
+        if t == 1:
+            i += 1
+            continue
+        n = h[i + 1] if i + 1 < len(h) else 0
+        if n < 2 or i + n > len(h):
+            break  # malformed: left as it is
+        if not t & 0x80:
+            h[i:i + n] = b"\x01" * n
+        i += n
+    return bytes(h)
+
+
 # ------------------------------------------------------ transport checksums
 
 

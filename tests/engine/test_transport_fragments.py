@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
+import struct
 
 import pytest
 from scapy.all import ICMP, IP, UDP, IPOption, Raw, raw
@@ -16,7 +17,7 @@ from scapy.layers.inet import defragment, fragment
 from scapy.layers.ipsec import AH, ESP, SecurityAssociation
 
 from engine.crypto.transforms import EncrId, IntegId
-from engine.datapath.reassembly import Reassembler
+from engine.datapath.reassembly import DATAGRAM_COST, PART_COST, Reassembler
 from engine.datapath.userspace_path import SaPath
 from engine.esp import AhOutboundSa, EspOutboundSa, TransportFragment  # noqa
 from engine.crypto.encr import make_cipher
@@ -100,11 +101,12 @@ def test_fragments_are_protected_whole_and_the_outer_packet_fragmented(protocol,
     assert len(frags) == 3
     assert [path.output(f, 1.0) for f in frags] == [False, False, True]
     assert len(wire) == 3 and all(len(w) <= 1500 for w in wire)  # cut to the route's MTU
-    assert all(IP(w).id == 0x1234 and IP(w).proto == (51 if protocol == "ah" else 17 if encap else 50)
-               for w in wire)
+    ident = IP(wire[0]).id  # one of ours for the whole datagram (see the review tests below)
+    assert ident and all(IP(w).id == ident and IP(w).proto == (51 if protocol == "ah" else 17 if encap else 50)
+                         for w in wire)
     got = IP(opened(sa, wire))
     assert raw(got[UDP]) == raw(pkt[UDP])
-    assert (got.src, got.dst, got.id, got.frag, got.flags.MF) == (A, B, 0x1234, 0, 0)
+    assert (got.src, got.dst, got.id, got.frag, got.flags.MF) == (A, B, ident, 0, 0)
     sas, drops = path.counters()
     assert drops == {}
     assert [(c.direction, c.packets) for c in sas if c.direction == "out"] == [("out", 1)]
@@ -237,7 +239,8 @@ def test_overlap_drops_the_datagram_and_a_duplicate_only_itself():
     whole, largest = r.add(frag(4, 0, b"a" * 8, True), 0.0)
     got = IP(whole)
     assert raw(got)[20:] == b"a" * 8 + b"b" * 8 and largest == 28 and (got.flags, got.frag, got.len) == (0, 0, 36)
-    assert got.chksum == IP(raw(IP(src=A, dst=B, id=4, proto=17) / Raw(b"a" * 8 + b"b" * 8))).chksum
+    assert got.id == r.ident != 0
+    assert got.chksum == IP(raw(IP(src=A, dst=B, id=got.id, proto=17) / Raw(b"a" * 8 + b"b" * 8))).chksum
 
 
 def test_malformed_fragments():
@@ -262,19 +265,21 @@ def test_malformed_fragments():
 
 def test_timeout_and_bounds():
     drops: dict = {}
-    r = Reassembler(drops, max_datagrams=3, max_bytes=1000, timeout=30.0)
+    each = PART_COST + DATAGRAM_COST  # a datagram's first piece costs its data and these
+    r = Reassembler(drops, max_datagrams=3, max_bytes=2200, timeout=30.0)
     for i in range(3):
         r.add(frag(i, 0, b"a" * 8, True), float(i))
+    assert r.bytes == 3 * (8 + each)
     r.add(frag(9, 0, b"a" * 8, True), 3.0)  # one too many: the oldest goes
     assert list(r.pending) and drops == {"frag_limit": 1} and len(r.pending) == 3
     r.add(frag(10, 0, b"a" * 8, True), 31.5)  # id 1 (born 1.0) expired, 2 (2.0) not yet; 0 went already
     assert drops == {"frag_limit": 1, "frag_timeout": 1}
-    assert r.add(frag(11, 0, b"a" * 2000, True), 31.9) is None  # alone above the byte cap
+    assert r.add(frag(11, 0, b"a" * 2200, True), 31.9) is None  # alone above the byte cap
     assert drops["frag_limit"] == 2
     r.add(frag(12, 0, b"a" * 800, True), 31.9)  # pushes the oldest out until it fits
-    assert drops["frag_limit"] == 4 and len(r.pending) == 2 and r.bytes == 72 + 864
+    assert drops["frag_limit"] == 4 and len(r.pending) == 2 and r.bytes == (8 + each) + (800 + each)
     assert r.add(frag(12, 800, b"a" * 800, True), 31.9) is None  # its datagram outgrows the cap
-    assert drops["frag_limit"] == 5 and len(r.pending) == 1 and r.bytes == 72
+    assert drops["frag_limit"] == 5 and len(r.pending) == 1 and r.bytes == 8 + each
 
 
 def test_datapath_counters_show_the_drops():
@@ -338,3 +343,172 @@ def test_the_datapaths_sampling_tick_gives_up_stale_datagrams():
     finally:
         dp._sampler.cancel()
         dp.loop.close()
+
+
+# ------------------------------------------------------------------ review (revfrag14)
+
+
+def outer_ids(wire):
+    return [IP(w).id for w in wire]
+
+
+@pytest.mark.parametrize("protocol", ["esp", "ah"])
+def test_a_datagram_with_ip_id_0_leaves_under_one_nonzero_id(protocol):
+    # A header-including raw socket replaces an IP ID of 0 in a packet without DF (Linux raw.c
+    # raw_send_hdrinc: ip_select_ident), a new one for each outer fragment: the peer could never
+    # put them together (and AH covers the ID: its ICV would fail even unfragmented).
+    path, wire, sa = transport_path(protocol=protocol)
+    pkt = big_udp(ident=0)
+    for f in tun_fragments(pkt):
+        path.output(f, 1.0)
+    ids = outer_ids(wire)
+    assert len(wire) == 3 and len(set(ids)) == 1 and ids[0] != 0
+    assert raw(IP(opened(sa, wire))[UDP]) == raw(pkt[UDP])  # AH: the ICV covers the ID we set
+
+
+def test_outer_fragments_of_datagrams_of_different_protocols_do_not_share_an_id():
+    # The kernel numbers each (src, dst, protocol) on its own: a UDP and an ICMP datagram may
+    # carry the same ID; as ESP both are protocol 50 and the peer's reassembly mixes them up.
+    path, wire, sa = transport_path()
+    udp = big_udp(ident=77)
+    icmp = IP(src=A, dst=B, id=77) / ICMP(id=1, seq=1) / Raw(b"p" * 3000)
+    for f in tun_fragments(udp) + tun_fragments(icmp):
+        path.output(f, 1.0)
+    assert len(wire) == 6
+    first, second = set(outer_ids(wire[:3])), set(outer_ids(wire[3:]))
+    assert len(first) == len(second) == 1 and first != second
+    assert raw(IP(opened(sa, wire[:3]))[UDP]) == raw(udp[UDP])
+    assert raw(IP(opened(sa, wire[3:]))[ICMP]) == raw(icmp[ICMP])
+
+
+def test_a_route_mtu_that_shrank_since_the_sender_was_made_is_asked_again():
+    # sender.mtu is probed once, when the sender is made; a route or link MTU lowered later had the
+    # raw socket refuse every outer fragment (EMSGSIZE above the device MTU) for good.
+    import errno
+
+    path, wire, sa = transport_path(mtu=1500)
+    pair = path.pairs[0xA1]
+    asked = []
+
+    def send(data, dest):
+        if len(data) > 1280:
+            raise OSError(errno.EMSGSIZE, "Message too long")
+        wire.append(bytes(data))
+
+    def route_mtu():
+        asked.append(1)
+        pair.sender.mtu = 1280
+        return 1280
+
+    pair.send = send
+    pair.sender.route_mtu = route_mtu
+    pkt = big_udp()
+    assert [path.output(f, 1.0) for f in tun_fragments(pkt)] == [False, False, True]
+    assert asked == [1] and wire and all(len(w) <= 1280 for w in wire)
+    assert raw(IP(opened(sa, wire))[UDP]) == raw(pkt[UDP])
+    assert path.send_failed == 0
+    # The next datagram is cut right away.
+    wire.clear()
+    for f in tun_fragments(big_udp(ident=2)):
+        path.output(f, 1.0)
+    assert asked == [1] and all(len(w) <= 1280 for w in wire)
+
+
+def test_a_raw_sender_asks_the_datapath_for_the_route_mtu_again(monkeypatch):
+    from types import SimpleNamespace
+
+    from engine.datapath import pmtu
+    from engine.datapath.userspace import UserspaceDatapath
+    from engine.datapath.userspace_io import RawSender
+
+    dp = UserspaceDatapath(parse_policy(POLICY, load_secrets=False))
+    sender = RawSender(SimpleNamespace(dp=dp), None, (B, 0))
+    asked = []
+    monkeypatch.setattr(pmtu, "probe", lambda remote, port, mark: asked.append(remote) or 1280)
+    assert sender.route_mtu() == sender.mtu == 1280 and asked == [B]
+    monkeypatch.setattr(pmtu, "probe", lambda remote, port, mark: None)
+    assert sender.route_mtu() == sender.mtu == 0
+
+
+def test_tiny_fragments_hold_no_more_memory_than_the_byte_cap():
+    # The cap counts each fragment's data plus PART_COST; an 8-byte fragment costs Python far more
+    # than 8 + 64 bytes (its bytes object, two int offsets, three list slots): the 4 MiB cap held
+    # 7.5 MB.
+    import tracemalloc
+
+    cap = 128 << 10
+    r = Reassembler({}, max_bytes=cap)
+    head = bytearray(frag(0, 0, b"x" * 8, True))
+    pieces = []
+    for ident in range(1, 41):
+        for off in range(0, 1600, 16):  # 100 of 8 bytes each, with holes between them
+            struct.pack_into("!HH", head, 4, ident, 0x2000 | off // 8)
+            struct.pack_into("!H", head, 10, 0)
+            pieces.append(bytes(head))
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        held = 0
+        for ident in range(40):
+            for p in pieces[ident * 100:(ident + 1) * 100]:
+                r.add(p, 0.0)
+            if r.drops:
+                break  # the cap is reached: the oldest datagram went
+            held = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    assert r.drops["frag_limit"] and r.bytes <= cap
+    assert cap * 0.7 < held <= cap, held
+
+
+def _ah(mode):
+    key = os.urandom(32)
+    out = AhOutboundSa(0xB1, integ=Integ(IntegId.HMAC_SHA2_256_128, key), local_addr=A, remote_addr=B, mode=mode)
+    oracle = SecurityAssociation(AH, spi=0xB1, auth_algo="SHA2-256-128", auth_key=key,
+                                 tunnel_header=IP(src=A, dst=B) if mode == "tunnel" else None)
+    return out, oracle
+
+
+def test_an_ah_tunnel_packet_never_leaves_with_ip_id_0():
+    # The outer ID was the sequence number's low 16 bits: every 65536th packet had ID 0 without DF,
+    # which the header-including raw socket replaces (Linux raw_send_hdrinc: ip_select_ident)
+    # after AH signed it; the peer's ICV check then dropped it.
+    out, oracle = _ah("tunnel")
+    out.seq = 65535
+    inner = raw(IP(src=A, dst=B) / UDP(sport=1, dport=2) / Raw(b"x" * 20))
+    ids = []
+    for _ in range(3):
+        pkt = out.protect(inner, 1.0)
+        ids.append(IP(pkt).id)
+        assert raw(oracle.decrypt(IP(pkt))) == inner
+    assert 0 not in ids and len(set(ids)) == 3
+
+
+def test_an_ah_transport_packet_without_df_and_with_ip_id_0_gets_an_id_before_signing():
+    out, oracle = _ah("transport")
+    for flags, want_zero in ((0, False), ("DF", True)):
+        pkt = IP(src=A, dst=B, id=0, flags=flags) / UDP(sport=1, dport=2) / Raw(b"x" * 20)
+        sent = out.protect(raw(pkt), 1.0)
+        assert (IP(sent).id == 0) is want_zero  # with DF the kernel leaves ID 0 alone
+        assert raw(IP(raw(oracle.decrypt(IP(sent))))[UDP]) == raw(pkt[UDP])
+
+
+def test_outer_fragments_after_the_first_carry_only_the_options_marked_copied():
+    # RFC 791 §3.1 / 3.2 (fragmentation): an option whose copied flag is clear (record route,
+    # timestamp) stays in the first fragment only; Linux's ip_options_fragment overwrites it with
+    # NOPs in the others, so every fragment keeps the header length.
+    from engine.datapath.offload import fragment_ipv4
+    from engine.esp.ip import checksum as ip_checksum
+
+    rr = b"\x07\x07\x04" + bytes(4)       # record route: not copied
+    sec = b"\x94\x04\x00\x00"              # router alert: copied
+    pkt = raw(IP(src=A, dst=B, id=5, options=[IPOption(rr), IPOption(sec), IPOption(b"\x00")])
+              / UDP(sport=1, dport=2) / Raw(b"x" * 3000))
+    frags = fragment_ipv4(pkt, 1500)
+    assert len(frags) == 3
+    assert bytes(frags[0][20:32]) == rr + sec + b"\x00"
+    for f in frags[1:]:
+        assert bytes(f[20:32]) == b"\x01" * 7 + sec + b"\x00"
+        assert ip_checksum(bytes(f[:32])) == 0  # the header checksum covers the NOPs
+    whole = defragment([IP(bytes(f)) for f in frags])[0]
+    assert raw(whole[UDP]) == raw(IP(pkt)[UDP])
