@@ -40,6 +40,7 @@ from typing import Literal
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from .certs import describe, read_credential_file, unreadable
 from .dn import format_name, name_rdns
@@ -319,15 +320,21 @@ class _CrlFacts:
     verdicts (cert_cache)."""
 
     def __init__(self, crl: x509.CertificateRevocationList) -> None:
+        self.crl = crl
         self.serials = frozenset(entry.serial_number for entry in crl)
         self._signed: dict[bytes, bool] = {}
 
     def signed_by(self, crl: x509.CertificateRevocationList, issuer: x509.Certificate) -> bool:
-        key = issuer.signature  # unique per issuer certificate
+        try:
+            public_key = issuer.public_key()
+            # the verdict depends on the key alone (two certificates of one CA key share it)
+            key = public_key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+        except (TypeError, ValueError, UnsupportedAlgorithm):
+            return False
         verdict = self._signed.get(key)
         if verdict is None:
             try:
-                verdict = crl.is_signature_valid(issuer.public_key())
+                verdict = crl.is_signature_valid(public_key)
             except (TypeError, ValueError, UnsupportedAlgorithm):
                 verdict = False
             if len(self._signed) >= _CRL_MEMO_MAX:  # issuers can be a peer's intermediates: bounded
@@ -337,16 +344,18 @@ class _CrlFacts:
 
 
 _CRL_MEMO_MAX = 64
-_crl_memo: dict[bytes, _CrlFacts] = {}
+_crl_memo: dict[int, _CrlFacts] = {}
 
 
 def _crl_facts(crl: x509.CertificateRevocationList) -> _CrlFacts:
-    key = crl.signature  # unique per CRL; CRLs come from our configuration, a reload brings new ones
-    facts = _crl_memo.get(key)
-    if facts is None:
+    # Keyed by the CRL object, kept alive in the entry so its id is not reused: the facts are of these
+    # very bytes. (Keyed by the signature bytes, a CRL with a genuine one's signature pasted under
+    # another list, loaded later, got the genuine verdict and serials.) A reload reads new objects.
+    facts = _crl_memo.get(id(crl))
+    if facts is None or facts.crl is not crl:
         if len(_crl_memo) >= _CRL_MEMO_MAX:
             _crl_memo.clear()
-        facts = _crl_memo[key] = _CrlFacts(crl)
+        facts = _crl_memo[id(crl)] = _CrlFacts(crl)
     return facts
 
 
