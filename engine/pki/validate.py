@@ -218,7 +218,9 @@ def validate_chain(
 
     current, anchored, budget = end_cert, False, _LinkChecks(trusted_cas)
     while len(chain) <= MAX_CHAIN_DEPTH:
-        below = len(chain) - 1  # CA certificates already between this issuer and the end entity
+        # CA certificates already between this issuer and the end entity; a self-issued one (a CA's
+        # self-signed copy sent beside its cross-certificate) is not counted (RFC 5280 §6.1.4 (l))
+        below = sum(1 for c in chain[1:] if _norm_name(c.subject) != _norm_name(c.issuer))
         issuer_name = _norm_name(current.issuer)
         named = [c for c in (*trusted_cas, *intermediates) if _norm_name(c.subject) == issuer_name and c not in chain]
         # a CA renewed with the same name and key: the current one first, whatever the file's order

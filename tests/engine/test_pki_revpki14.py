@@ -119,3 +119,36 @@ def test_a_crl_carrying_another_crls_signature_gets_no_verdict_of_it(root):
     res = validate_chain(revoked, [], [root[0]], [forged], NOW, revocation="strict")
     assert not res.ok, res.reason
     assert any("not signed by that CA" in w for w in res.warnings)
+
+
+# --- path building: a cross-signed CA ---------------------------------------------------------------------
+
+
+def _ca(subject, issuer_name, key, signer, path_length=None):
+    return (_builder(subject, issuer_name, key.public_key())
+            .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
+            .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+            .sign(signer, hashes.SHA256()))
+
+
+@pytest.mark.parametrize("order", ["self-signed first", "cross first", "cross only"])
+def test_a_cross_signed_ca_with_its_self_signed_copy_in_the_chain(order):
+    """Three levels under a new root cross-signed by the trusted old one (cross-certificate pathlen 1),
+    the peer sending the new root's self-signed copy too. Taken first, that self-issued copy sat in
+    the path and was counted against the pathLenConstraint (RFC 5280 §6.1.4 (l) does not count it)."""
+    old, new, mid, gw = (ec.generate_private_key(ec.SECP256R1()) for _ in range(4))
+    trusted = _ca(_name("Old Root"), _name("Old Root"), old, old)
+    new_self = _ca(_name("New Root"), _name("New Root"), new, new)
+    new_cross = _ca(_name("New Root"), _name("Old Root"), new, old, path_length=1)
+    inter = _ca(_name("Issuing CA"), _name("New Root"), mid, new, path_length=0)
+    leaf = _builder(_name("gw"), _name("Issuing CA"), gw.public_key()).sign(mid, hashes.SHA256())
+    sent = {"self-signed first": [inter, new_self, new_cross], "cross first": [inter, new_cross, new_self],
+            "cross only": [inter, new_cross]}[order]
+    res = validate_chain(leaf, sent, [trusted], [], NOW)
+    assert res.ok, res.reason
+    assert res.chain[-1] == trusted
+    # the constraint still holds for CAs that are not self-issued
+    extra_key = ec.generate_private_key(ec.SECP256R1())
+    extra = _ca(_name("Extra CA"), _name("Issuing CA"), extra_key, mid)
+    deep = _builder(_name("gw"), _name("Extra CA"), gw.public_key()).sign(extra_key, hashes.SHA256())
+    assert not validate_chain(deep, [extra, *sent], [trusted], [], NOW).ok
