@@ -16,7 +16,10 @@ What is checked (in this order, the first failure is the reason):
    and reason. A CRL with a bad signature is ignored (and reported); an
    expired CRL is still used for what it lists (revocation is permanent) and
    reported. ``revocation="strict"`` also fails when no good, current CRL
-   covers a certificate (strongSwan's ``revocation = strict``).
+   covers a certificate (strongSwan's ``revocation = strict``); ``"ifuri"``
+   fails so only for a certificate naming a CRL distribution point, or whose
+   issuer's CRL is loaded but expired (strongSwan's ``ifuri``: the status must
+   be good or not looked up at all).
 
 The peer's certificates arrive before it is authenticated, so the work is
 bounded: at most MAX_INTERMEDIATES of them, MAX_LINK_CHECKS signature checks
@@ -47,7 +50,7 @@ from .dn import format_name, name_rdns
 from .errors import PkiError
 from .nameconstraints import name_constraints_problem
 
-Revocation = Literal["relaxed", "strict"]
+Revocation = Literal["relaxed", "ifuri", "strict"]
 MAX_CHAIN_DEPTH = 8
 MAX_INTERMEDIATES = 16
 """Certificates a peer may send besides its own: each one is a candidate issuer, a signature
@@ -283,7 +286,7 @@ def _revocation_problem(
 ) -> str | None:
     issuer_name = _norm_name(issuer.subject)
     issuer_text = format_name(issuer.subject)
-    good_and_current = False
+    good_and_current = found = False
     for crl in crls:
         if _norm_name(crl.issuer) != issuer_name:
             continue
@@ -292,6 +295,7 @@ def _revocation_problem(
         if not signed:
             warnings.append(f'a CRL naming "{issuer_text}" as issuer is not signed by that CA; ignored')
             continue
+        found = True
         current = True
         if crl.next_update_utc is not None and now > crl.next_update_utc:
             warnings.append(f'the CRL of "{issuer_text}" expired on {_when(crl.next_update_utc)} (a newer one is due)')
@@ -309,9 +313,23 @@ def _revocation_problem(
                 f"certificate {describe(cert)} was revoked on {_when(entry.revocation_date_utc)} "
                 f'({words}), according to the CRL of "{issuer_text}"'
             )
-    if revocation == "strict" and not good_and_current:
+    if good_and_current or revocation == "relaxed":
+        return None
+    if revocation == "strict":
         return f'no valid, current CRL of "{issuer_text}" to check {describe(cert)} (revocation = strict)'
+    # ifuri, as strongSwan's revocation plugin: a distribution point without a CRL is FAILED, an
+    # expired CRL STALE, and ifuri takes only GOOD or SKIPPED (nothing to look up)
+    if found:
+        return f'the CRL of "{issuer_text}" is out of date: {describe(cert)} cannot be checked (revocation = ifuri)'
+    if _has_crl_uri(cert):
+        return (f'certificate {describe(cert)} names a CRL distribution point but no valid CRL of "{issuer_text}" '
+                "is loaded (revocation = ifuri)")
     return None
+
+
+def _has_crl_uri(cert: x509.Certificate) -> bool:
+    cdp = _ext(cert, x509.CRLDistributionPoints)
+    return any(isinstance(n, x509.UniformResourceIdentifier) for dp in cdp or () for n in dp.full_name or ())
 
 
 class _CrlFacts:
