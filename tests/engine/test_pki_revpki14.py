@@ -92,7 +92,8 @@ def _tlvs(der: bytes) -> list[bytes]:
 
 def _seq(body: bytes) -> bytes:
     n = len(body)
-    length = bytes([n]) if n < 0x80 else bytes([0x80 | ((n.bit_length() + 7) // 8)]) + n.to_bytes((n.bit_length() + 7) // 8, "big")
+    size = (n.bit_length() + 7) // 8
+    length = bytes([n]) if n < 0x80 else bytes([0x80 | size]) + n.to_bytes(size, "big")
     return b"\x30" + length + body
 
 
