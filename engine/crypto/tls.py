@@ -38,6 +38,8 @@ class TlsCredentials:
     """CA certificates trusted to authenticate the other side."""
     crls: tuple[Any, ...] = ()
     """CRLs to check the other side's chain with."""
+    revocation: str = "relaxed"
+    """How strictly (engine.pki.validate's revocation: relaxed, ifuri, strict)."""
     min_version: str = "1.2"
     max_version: str = "1.3"
     """TLS versions accepted: "1.2" or "1.3" (RFC 5216 and RFC 9190)."""

@@ -131,7 +131,8 @@ def _chain_problem(session: TlsSession, creds: TlsCredentials, now: datetime, ex
     chain = session.peer_chain()
     if not chain:
         return f"the {who} sent no certificate"
-    result = validate_chain(chain[0], chain[1:], creds.cas, creds.crls, now)
+    result = validate_chain(chain[0], chain[1:], creds.cas, creds.crls, now,
+                            revocation=creds.revocation)  # type: ignore[arg-type]
     if not result:
         return f"the {who}'s certificate is not acceptable: {result.reason}"
     if expected is not None and expected.kind != "any" and not cert_matches_identity(chain[0], expected):

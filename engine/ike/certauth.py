@@ -102,7 +102,8 @@ def verify_auth(ep, sa, conn, auth, signed: bytes, payloads, peer) -> tuple[bool
         return False, "the peer sent no certificate (CERT payload) for certificate authentication"
     end, rest = certs[0], certs[1:]
     wall = datetime.fromtimestamp(ep.wall_time(sa.last_received), timezone.utc)
-    result = validate_chain(end, rest, creds.cacerts.get(conn.name, []), creds.crls, wall)
+    result = validate_chain(end, rest, creds.cacerts.get(conn.name, []), creds.crls, wall,
+                            revocation=conn.remote.revocation)
     if not result.ok:
         return False, f"the peer's certificate is not acceptable: {result.reason}"
     if not cert_matches_identity(end, peer):

@@ -168,6 +168,8 @@ class _Exporter:
             out["certs"] = [self.path(x) for x in a.certs]
         if a.cacerts:
             out["cacerts"] = [self.path(x) for x in a.cacerts]
+        if getattr(a, "revocation", "relaxed") != "relaxed":
+            out["revocation"] = a.revocation
         return out
 
     def child(self, k: ChildConfig) -> dict:

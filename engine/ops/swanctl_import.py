@@ -79,7 +79,8 @@ CHILD_DIRECT = {
     "dpd_action": "dpd_action", "close_action": "close_action", "replay_window": "replay_window",
     "priority": "priority",
 }
-AUTH_DIRECT = {"auth": "auth", "id": "id", "certs": "certs", "cacerts": "cacerts", "eap_id": "eap_id"}
+AUTH_DIRECT = {"auth": "auth", "id": "id", "certs": "certs", "cacerts": "cacerts", "eap_id": "eap_id",
+               "revocation": "revocation"}
 EAP_AUTH = ("eap-mschapv2", "eap-tls", "eap")
 """The EAP methods engine.ike negotiates (swanctl's names)."""
 _TRUE = ("yes", "true", "enabled", "1", "on")
@@ -300,6 +301,14 @@ class _Importer(SecretsImport):
                 out.setdefault("certs", []).append(self.file_ref(f, "x509"))
             else:
                 self.warn(sub.where(), f"{p}.{name}", "only cert/cacert sections with a file are imported")
+        revocation = first.value("revocation")
+        if revocation is not None:
+            if side == "remote" and out["auth"] != "psk" and out["auth"] != "eap-mschapv2" \
+                    and revocation.strip().lower() in ("strict", "ifuri"):
+                out["revocation"] = revocation.strip().lower()
+            elif revocation.strip().lower() != "relaxed":
+                self.warn(first.where("revocation"), f"{p}.revocation", f"{revocation!r}: left out (strict, ifuri and "
+                          "relaxed are read on the remote side, with certificate authentication)")
         if side == "local":  # each of our certificates needs its private key (SecretsImport.folder_keys)
             self.local_certs.extend((Path(os.path.normpath(self.out_dir / c)), first.where(), f"{p}.certs")
                                     for c in out.get("certs", ()))

@@ -14,7 +14,10 @@ too).
 Matching is strongSwan's: ``example.com`` permits the host and its
 subdomains (not ``badexample.com``), ``.example.com`` only subdomains; an
 e-mail constraint is a mailbox, a host (``example.com``: ``u@example.com``) or
-a domain (``.example.com``); a DN constraint is a prefix of RDNs.
+a domain (``.example.com``); a DN constraint is a prefix of RDNs. Names are
+compared as identity matching compares them (case folded, a trailing dot
+dropped), and e-mail constraints also hold for the subject's emailAddress
+attributes (RFC 5280 §4.2.1.10; strongSwan skips those).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import ipaddress
 
 from cryptography import x509
+from cryptography.x509.oid import NameOID
 
 from .certs import describe
 from .dn import Dn
@@ -29,8 +33,14 @@ from .dn import Dn
 _CHECKED = (x509.DNSName, x509.RFC822Name, x509.IPAddress, x509.DirectoryName)
 
 
+def _fold(text: str) -> str:
+    # as identity matching reads a SAN (certs._name_matches): a name the peer can claim through a
+    # trailing dot or a non-ASCII letter that casefolds to ASCII must meet the constraint it is
+    return text.rstrip(".").casefold()
+
+
 def _dns_matches(constraint: str, name: str) -> bool:
-    c, n = constraint.lower(), name.lower()
+    c, n = _fold(constraint), _fold(name)
     if not c or not n.endswith(c):
         return False
     rest = n[: len(n) - len(c)]
@@ -38,7 +48,7 @@ def _dns_matches(constraint: str, name: str) -> bool:
 
 
 def _email_matches(constraint: str, name: str) -> bool:
-    c, n = constraint.lower(), name.lower()
+    c, n = _fold(constraint), _fold(name)
     if "@" in c:
         return c == n
     if not c or not n.endswith(c):
@@ -75,6 +85,10 @@ def _names(cert: x509.Certificate) -> list[x509.GeneralName]:
     out: list[x509.GeneralName] = []
     if len(cert.subject) > 0:
         out.append(x509.DirectoryName(cert.subject))
+    # RFC 5280 §4.2.1.10: e-mail constraints apply to the subject's emailAddress too; with a SAN or
+    # not, as OpenSSL (v3_ncons.c): a DN identity holds it whatever the SAN has
+    out += [x509.RFC822Name(v) for v in (a.value for a in cert.subject.get_attributes_for_oid(NameOID.EMAIL_ADDRESS))
+            if isinstance(v, str)]
     try:
         sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:

@@ -16,7 +16,10 @@ What is checked (in this order, the first failure is the reason):
    and reason. A CRL with a bad signature is ignored (and reported); an
    expired CRL is still used for what it lists (revocation is permanent) and
    reported. ``revocation="strict"`` also fails when no good, current CRL
-   covers a certificate (strongSwan's ``revocation = strict``).
+   covers a certificate (strongSwan's ``revocation = strict``); ``"ifuri"``
+   fails so only for a certificate naming a CRL distribution point, or whose
+   issuer's CRL is loaded but expired (strongSwan's ``ifuri``: the status must
+   be good or not looked up at all).
 
 The peer's certificates arrive before it is authenticated, so the work is
 bounded: at most MAX_INTERMEDIATES of them, MAX_LINK_CHECKS signature checks
@@ -40,13 +43,14 @@ from typing import Literal
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from .certs import describe, read_credential_file, unreadable
 from .dn import format_name, name_rdns
 from .errors import PkiError
 from .nameconstraints import name_constraints_problem
 
-Revocation = Literal["relaxed", "strict"]
+Revocation = Literal["relaxed", "ifuri", "strict"]
 MAX_CHAIN_DEPTH = 8
 MAX_INTERMEDIATES = 16
 """Certificates a peer may send besides its own: each one is a candidate issuer, a signature
@@ -217,7 +221,9 @@ def validate_chain(
 
     current, anchored, budget = end_cert, False, _LinkChecks(trusted_cas)
     while len(chain) <= MAX_CHAIN_DEPTH:
-        below = len(chain) - 1  # CA certificates already between this issuer and the end entity
+        # CA certificates already between this issuer and the end entity; a self-issued one (a CA's
+        # self-signed copy sent beside its cross-certificate) is not counted (RFC 5280 §6.1.4 (l))
+        below = sum(1 for c in chain[1:] if _norm_name(c.subject) != _norm_name(c.issuer))
         issuer_name = _norm_name(current.issuer)
         named = [c for c in (*trusted_cas, *intermediates) if _norm_name(c.subject) == issuer_name and c not in chain]
         # a CA renewed with the same name and key: the current one first, whatever the file's order
@@ -280,7 +286,7 @@ def _revocation_problem(
 ) -> str | None:
     issuer_name = _norm_name(issuer.subject)
     issuer_text = format_name(issuer.subject)
-    good_and_current = False
+    good_and_current = found = False
     for crl in crls:
         if _norm_name(crl.issuer) != issuer_name:
             continue
@@ -289,6 +295,7 @@ def _revocation_problem(
         if not signed:
             warnings.append(f'a CRL naming "{issuer_text}" as issuer is not signed by that CA; ignored')
             continue
+        found = True
         current = True
         if crl.next_update_utc is not None and now > crl.next_update_utc:
             warnings.append(f'the CRL of "{issuer_text}" expired on {_when(crl.next_update_utc)} (a newer one is due)')
@@ -306,9 +313,23 @@ def _revocation_problem(
                 f"certificate {describe(cert)} was revoked on {_when(entry.revocation_date_utc)} "
                 f'({words}), according to the CRL of "{issuer_text}"'
             )
-    if revocation == "strict" and not good_and_current:
+    if good_and_current or revocation == "relaxed":
+        return None
+    if revocation == "strict":
         return f'no valid, current CRL of "{issuer_text}" to check {describe(cert)} (revocation = strict)'
+    # ifuri, as strongSwan's revocation plugin: a distribution point without a CRL is FAILED, an
+    # expired CRL STALE, and ifuri takes only GOOD or SKIPPED (nothing to look up)
+    if found:
+        return f'the CRL of "{issuer_text}" is out of date: {describe(cert)} cannot be checked (revocation = ifuri)'
+    if _has_crl_uri(cert):
+        return (f'certificate {describe(cert)} names a CRL distribution point but no valid CRL of "{issuer_text}" '
+                "is loaded (revocation = ifuri)")
     return None
+
+
+def _has_crl_uri(cert: x509.Certificate) -> bool:
+    cdp = _ext(cert, x509.CRLDistributionPoints)
+    return any(isinstance(n, x509.UniformResourceIdentifier) for dp in cdp or () for n in dp.full_name or ())
 
 
 class _CrlFacts:
@@ -319,15 +340,21 @@ class _CrlFacts:
     verdicts (cert_cache)."""
 
     def __init__(self, crl: x509.CertificateRevocationList) -> None:
+        self.crl = crl
         self.serials = frozenset(entry.serial_number for entry in crl)
         self._signed: dict[bytes, bool] = {}
 
     def signed_by(self, crl: x509.CertificateRevocationList, issuer: x509.Certificate) -> bool:
-        key = issuer.signature  # unique per issuer certificate
+        try:
+            public_key = issuer.public_key()
+            # the verdict depends on the key alone (two certificates of one CA key share it)
+            key = public_key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+        except (TypeError, ValueError, UnsupportedAlgorithm):
+            return False
         verdict = self._signed.get(key)
         if verdict is None:
             try:
-                verdict = crl.is_signature_valid(issuer.public_key())
+                verdict = crl.is_signature_valid(public_key)
             except (TypeError, ValueError, UnsupportedAlgorithm):
                 verdict = False
             if len(self._signed) >= _CRL_MEMO_MAX:  # issuers can be a peer's intermediates: bounded
@@ -337,16 +364,18 @@ class _CrlFacts:
 
 
 _CRL_MEMO_MAX = 64
-_crl_memo: dict[bytes, _CrlFacts] = {}
+_crl_memo: dict[int, _CrlFacts] = {}
 
 
 def _crl_facts(crl: x509.CertificateRevocationList) -> _CrlFacts:
-    key = crl.signature  # unique per CRL; CRLs come from our configuration, a reload brings new ones
-    facts = _crl_memo.get(key)
-    if facts is None:
+    # Keyed by the CRL object, kept alive in the entry so its id is not reused: the facts are of these
+    # very bytes. (Keyed by the signature bytes, a CRL with a genuine one's signature pasted under
+    # another list, loaded later, got the genuine verdict and serials.) A reload reads new objects.
+    facts = _crl_memo.get(id(crl))
+    if facts is None or facts.crl is not crl:
         if len(_crl_memo) >= _CRL_MEMO_MAX:
             _crl_memo.clear()
-        facts = _crl_memo[key] = _CrlFacts(crl)
+        facts = _crl_memo[id(crl)] = _CrlFacts(crl)
     return facts
 
 

@@ -18,6 +18,7 @@ from engine.secret import Secret
 
 Datapath = Literal["kernel", "userspace", "lab"]
 AuthMethod = Literal["psk", "pubkey", "eap-mschapv2", "eap-tls", "eap"]
+Revocation = Literal["relaxed", "ifuri", "strict"]
 Mode = Literal["tunnel", "transport"]
 IpsecProtocol = Literal["esp", "ah"]
 StartAction = Literal["none", "trap", "start"]
@@ -97,6 +98,11 @@ class AuthConfig:
     """EAP identity (swanctl's eap_id), free text (``DOMAIN\\user`` is common): remote ``%any`` or a
     pattern with ``*`` makes the gateway ask it with EAP-Identity; local, the name our client gives
     (default: its IKE identity)."""
+    revocation: Revocation = "relaxed"
+    """Remote: CRL checking of the peer's certificates (swanctl's revocation). ``relaxed``: a
+    certificate listed in a loaded CRL fails; ``strict``: also one whose CA has no current CRL
+    loaded; ``ifuri``: strict for a certificate naming a CRL distribution point, and an expired CRL
+    fails."""
 
     @property
     def is_eap(self) -> bool:

@@ -58,7 +58,8 @@ CONNECTION_KEYS = ("local_addrs", "remote_addrs", "local_port", "remote_port", "
                    "encap", "dpd_delay", "rekey_time", "over_time", "rand_time", "fragmentation", "mobike",
                    "send_certreq", "keyingtries", "unique", "children", "ppk_id", "ppk_required", "pools", "vips",
                    "expected_clients", "redirect_to")
-AUTH_KEYS = ("auth", "id", "certs", "cacerts", "eap_id")
+AUTH_KEYS = ("auth", "id", "certs", "cacerts", "eap_id", "revocation")
+REVOCATION = ("relaxed", "ifuri", "strict")
 POOL_KEYS = ("addrs", "dns", "split_include", "split_exclude")
 AUTH_METHODS = ("psk", "pubkey", "eap-mschapv2", "eap-tls", "eap")
 CHILD_KEYS = ("mode", "protocol", "local_ts", "remote_ts", "esp_proposals", "ah_proposals", "rekey_time",
@@ -373,7 +374,14 @@ class _PolicyParser:
                         "must be concrete")
         if side == "local" and method == "eap-tls" and not certs:
             r.error(key_path(p, "certs"), 'auth = "eap-tls" needs our client certificate: certs = ["me.crt"]')
-        return AuthConfig(auth=method, id=ident, certs=certs, cacerts=cacerts, eap_id=eap_id)
+        revocation = r.str_(a, "revocation", p, "relaxed", choices=REVOCATION)
+        if revocation != "relaxed" and side == "local":
+            r.error(key_path(p, "revocation"), "revocation is a remote setting: how the peer's certificates are "
+                    "checked")
+        elif revocation != "relaxed" and method not in ("pubkey", "eap-tls", "eap"):
+            r.error(key_path(p, "revocation"), f'revocation needs certificates (auth is "{method}")')
+        return AuthConfig(auth=method, id=ident, certs=certs, cacerts=cacerts, eap_id=eap_id,
+                          revocation=revocation)  # type: ignore[arg-type]
 
     def ts_list(self, t: dict, key: str, path: str) -> tuple[TrafficSelector, ...] | None:
         values = self.r.str_list(t, key, path)

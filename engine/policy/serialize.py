@@ -100,6 +100,8 @@ def _auth(a: AuthConfig) -> dict[str, Any]:
         out["cacerts"] = list(a.cacerts)
     if a.eap_id is not None:
         out["eap_id"] = a.eap_id
+    if a.revocation != "relaxed":
+        out["revocation"] = a.revocation
     return out
 
 
