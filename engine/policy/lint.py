@@ -250,10 +250,14 @@ class _Linter:
                                 f"\"{Path(folder, 'crl.pem')}\" to [engine] crls")
                     else:
                         todo = "publish its CRL (ipsec-console pki crl) and add the file to [engine] crls"
+                    if c.remote.revocation == "strict":
+                        # Not a gap but a lockout: strict needs a current CRL of each CA (charon's too).
+                        effect = ("with remote.revocation = \"strict\" every peer certificate it issued is "
+                                  "refused")
+                    else:
+                        effect = "a certificate it revoked would still be accepted"
                     self.warn(key_path(key_path(key_path("connections", c.name), "remote"), "cacerts"),
-                              "ca-without-crl",
-                              f"CA {name!r} is trusted but {why}, so a certificate it revoked would still be "
-                              f"accepted; {todo}")
+                              "ca-without-crl", f"CA {name!r} is trusted but {why}, so {effect}; {todo}")
                     break  # one warning per file
 
     def secrets_file(self) -> None:

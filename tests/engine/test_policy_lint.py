@@ -272,6 +272,14 @@ def test_ca_without_crl_is_flagged(two_cas: Path):
     assert f.rule == "ca-without-crl" and "other/crl.pem" in f.message
 
 
+def test_strict_revocation_without_the_cas_crl_says_every_peer_is_refused(two_cas: Path):
+    p = _pubkey_policy(two_cas, [])
+    p.write_text(p.read_text().replace('cacerts = ["pki/ca.crt"] }', 'cacerts = ["pki/ca.crt"], revocation = "strict" }'))
+    [f] = warnings_of(load_policy(p, load_secrets=False))
+    assert f.rule == "ca-without-crl" and "every peer certificate it issued is refused" in f.message
+    assert "would still be accepted" not in f.message
+
+
 def test_ca_with_its_crl_is_not_flagged(two_cas: Path):
     assert warnings_of(load_policy(_pubkey_policy(two_cas, ["other/crl.pem", "pki/crl.pem"]), load_secrets=False)) == []
 
