@@ -25,6 +25,9 @@ MAX_REQUEST = 2 << 20
 """Bytes of one request line (an apply-policy carries a policy of up to 1 MiB, JSON-escaped)."""
 MAX_ID = 200
 """Characters of a string request id."""
+MAX_DEPTH = 32
+"""Nesting of a request's JSON (requests are flat objects). Explicit: the json module's own limit is the
+interpreter's recursion limit, about 1,000 levels on Python 3.11 but several thousand on 3.13."""
 SLICE = STEP_SECONDS
 """Seconds of encoding work between two turns of the event loop, about."""
 SLICE_ITEMS = 200
@@ -47,6 +50,17 @@ def _finite_float(text: str) -> float:
     return value
 
 
+def _too_deep(value) -> bool:
+    """Whether lists and objects nest deeper than MAX_DEPTH (without recursion)."""
+    containers = (list, dict)
+    level = [value] if isinstance(value, containers) else []
+    for _ in range(MAX_DEPTH):
+        level = [v for c in level for v in (c.values() if isinstance(c, dict) else c) if isinstance(v, containers)]
+        if not level:
+            return False
+    return True
+
+
 def parse_request(line: bytes) -> dict:
     """The request object of one line. Raises BadRequest."""
     try:
@@ -57,6 +71,8 @@ def parse_request(line: bytes) -> dict:
         raise BadRequest("JSON nested too deeply") from None
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an integer of too many digits
         raise BadRequest(f"not JSON: {str(exc)[:120]}") from None
+    if _too_deep(req):
+        raise BadRequest("JSON nested too deeply")
     if not isinstance(req, dict) or not isinstance(req.get("cmd"), str):
         raise BadRequest("a request is a JSON object with a string 'cmd'")
     rid = req.get("id")

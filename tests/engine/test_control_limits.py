@@ -91,6 +91,8 @@ async def test_bad_requests_get_json_errors_and_the_connection_lives(server):
     cases = [
         (b"[" * 100_000 + b"\n", "nested too deeply"),
         (b'{"id": ' + b"[" * 5000 + b"]" * 5000 + b', "cmd": "version"}\n', "nested too deeply"),
+        # The bound is ours (MAX_DEPTH), not the interpreter's recursion limit (3.13's json parses 5000 levels).
+        (b'{"id": 7, "cmd": "version", "x": ' + b"[" * 32 + b"]" * 32 + b"}\n", "nested too deeply"),
         (b'{"id": NaN, "cmd": "version"}\n', "NaN is not a JSON number"),
         (b'{"id": Infinity, "cmd": "version"}\n', "Infinity is not a JSON number"),
         (b'{"id": 1e400, "cmd": "version"}\n', "too large"),
@@ -109,6 +111,7 @@ async def test_bad_requests_get_json_errors_and_the_connection_lives(server):
                      (b'{"id": 6, "cmd": "apply-policy", "text": 5}\n', "needs 'text'")]:
         msg = await _ask(r, w, raw)
         assert msg["ok"] is False and why in msg["error"] and len(msg["error"]) < 300, msg
+    assert (await _ask(r, w, b'{"id": 8, "cmd": "version", "x": ' + b"[" * 31 + b"]" * 31 + b"}\n"))["ok"]
     assert (await _ask(r, w, b'{"id": 9, "cmd": "version"}\n'))["ok"]
     w.close()
 

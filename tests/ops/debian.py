@@ -1,10 +1,11 @@
-"""A bare Debian 12 root for running the README's commands as a new admin would.
+"""Bare Debian roots (12 bookworm, 13 trixie) for running the README's commands as a new admin would.
 
-``.ci/debian12-root`` debootstraps the root once (cached in BASE); each run
-mounts a fresh overlay on top of it inside a private mount namespace, copies
-this source tree in, and runs a shell command there with a clean environment
-(Debian's own python3 only: no pyenv, no pip configuration of this machine).
-The overlay and every mount vanish with the namespace, so BASE stays bare.
+``.ci/debian-root SUITE ROOT`` debootstraps a release's root once (cached in
+``base(suite)``, the roots side by side); each run mounts a fresh overlay on
+top of it inside a private mount namespace, copies this source tree in, and
+runs a shell command there with a clean environment (Debian's own python3
+only: no pyenv, no pip configuration of this machine). The overlay and every
+mount vanish with the namespace, so the cached root stays bare.
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-BASE = Path(os.environ.get("IPSEC_CONSOLE_DEBIAN12_ROOT", "/var/tmp/ipsec-console-ci/bookworm"))
+CACHE = Path(os.environ.get("IPSEC_CONSOLE_CI_CACHE", "/var/tmp/ipsec-console-ci"))
+"""Where the roots are cached, one folder per suite (the same cache .ci/run uses)."""
+RELEASES = {"bookworm": ("12", "3.11"), "trixie": ("13", "3.13")}
+"""The Debian releases the README's set-up is proven on: suite -> (version, its python3)."""
 SRC = "/root/ipsec-console"
 """Where the source tree lands inside the root (the folder the README's commands run in)."""
 ENV = {
@@ -49,8 +53,17 @@ def readme_commands(readme: Path = ROOT / "README.md") -> tuple[str, str]:
     return commands[0], commands[1]
 
 
-def ensure_base() -> None:
-    subprocess.run([str(ROOT / ".ci" / "debian12-root"), str(BASE)], check=True, timeout=900)
+def base(suite: str) -> Path:
+    """The cached bare root of ``suite``."""
+    if suite not in RELEASES:
+        raise ValueError(f"unknown Debian suite {suite!r}")
+    return CACHE / suite
+
+
+def ensure_base(suite: str) -> Path:
+    """Debootstrap ``suite``'s root if it is not cached yet; its path."""
+    subprocess.run([str(ROOT / ".ci" / "debian-root"), suite, str(base(suite))], check=True, timeout=900)
+    return base(suite)
 
 
 def source_files() -> list[str]:
@@ -61,10 +74,11 @@ def source_files() -> list[str]:
 
 
 class Overlay:
-    """A throw-away root: BASE below, an upper dir in a temp folder, the source tree in SRC."""
+    """A throw-away root: ``suite``'s cached root below, an upper dir in a temp folder, the source tree in SRC."""
 
-    def __init__(self) -> None:
-        self.tmp = Path(tempfile.mkdtemp(prefix="ipsec-console-debian12-"))
+    def __init__(self, suite: str) -> None:
+        self.base = base(suite)
+        self.tmp = Path(tempfile.mkdtemp(prefix=f"ipsec-console-{suite}-"))
         self.upper = self.tmp / "upper"
         for d in ("upper", "work", "merged"):
             (self.tmp / d).mkdir()
@@ -92,7 +106,7 @@ class Overlay:
         script.write_text(f"cd {SRC}\n{shell_command}\n")
         merged = self.tmp / "merged"
         env = " ".join(f"{k}={v}" for k, v in ENV.items())
-        setup = (f"mount -t overlay overlay -o lowerdir={BASE},upperdir={self.upper},workdir={self.tmp / 'work'} "
+        setup = (f"mount -t overlay overlay -o lowerdir={self.base},upperdir={self.upper},workdir={self.tmp / 'work'} "
                  f"{merged} && mount -t proc proc {merged}/proc && mount --rbind /dev {merged}/dev && "
                  f"exec chroot {merged} /usr/bin/env -i {env} /bin/sh /tmp/ipsec-console-command.sh")
         return ["unshare", "--mount", "--propagation", "private", "--pid", "--fork", "--kill-child", "/bin/sh", "-c",
