@@ -80,7 +80,10 @@ def test_a_request_we_cannot_decode_ends_the_ike_sa_on_both_ends(tmp_path, monke
             started.append(o.start("--datapath", "none", entry=("tests.interop.tamper_daemon",)))
             o.watch_events()
             o.cli("initiate", "psk-tunnel")
-            wait_for(lambda: any(sa["state"] == "ESTABLISHED" for sa in o.sas()), what="our IKE SA")
+            # From the events, not `sas`: the IKE SA lives only until charon's first DPD (a second),
+            # which a slow poll can miss.
+            wait_for(lambda: any(e["new"] == "ESTABLISHED" for e in o.events("IkeSaStateChanged")),
+                     what="our IKE SA")
             wait_for(record.exists, what="charon's first DPD, tampered on its way in")
             mid = int(record.read_text())
             answer = wait_for(lambda: [m for m in informational(o, sent=True) if m["response"] and m["mid"] == mid],
