@@ -206,7 +206,9 @@ class KernelRuntimeDatapath:
             self._kernel().install_child(ev, priority=self._child_priority(ev.connection, ev.child))
         except KernelDatapathError as exc:
             self._report("error", f"cannot install CHILD SA {ev.child}{{{ev.unique_id}}}: {exc}", ev.connection)
-            return
+            # the runtime deletes it with the peer, which would otherwise send into nothing (charon too
+            # fails a CHILD SA the kernel refuses)
+            raise
         if self._vips is not None:
             self._vip_call(self._vips.child_installed, ev)
 

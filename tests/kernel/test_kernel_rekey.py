@@ -105,3 +105,21 @@ def test_the_runtime_lets_rekeyed_inbound_sas_linger(fake, monkeypatch):
         assert nl.sas == {}
 
     asyncio.run(main())
+
+
+def test_a_child_sa_the_kernel_refuses_is_deleted_with_the_peer(fake, monkeypatch):
+    """The runtime deletes a CHILD SA its datapath could not install (else the peer sends into
+    nothing while both ends show it up); the kernel datapath must tell it, not only log."""
+    from engine.datapath.xfrm_netlink import XFRM_MSG_NEWSA
+    from engine.runtime.engine import EngineRuntime
+
+    dp = KernelRuntimeDatapath(Policy())
+    runtime = EngineRuntime(Policy(), datapath=dp)
+    dp.runtime, dp.kernel = runtime, KernelDatapath()
+    failed = []
+    monkeypatch.setattr(runtime.endpoint, "child_install_failed",
+                        lambda spi_in, now, reason: failed.append((spi_in, reason)))
+    fake[0].fail = (XFRM_MSG_NEWSA, "192.0.2.2")  # the outbound SA
+    runtime._dispatch(_installed())
+    assert [spi for spi, _ in failed] == [OLD_IN] and "refused by the test" in failed[0][1]
+    assert fake[0].sas == {} and fake[0].policies == {}
