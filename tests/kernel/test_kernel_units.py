@@ -239,3 +239,18 @@ def test_ah_transport_sa():
 def test_bad_events_are_refused_with_a_reason(changes, message):
     with pytest.raises(SaConfigError, match=message):
         build_sa(_ev(**changes), True, 0x15E00002)
+
+
+def test_an_outbound_sa_without_esn_is_rekeyed_before_its_sequence_numbers_run_out():
+    """RFC 4303 §3.3.3: without ESN a new SA must be in place before the 2^32nd packet; the
+    kernel only drops once oseq would wrap (no expire event), so the packet limits of the
+    outbound SA ask for it, at the userspace datapath's margin (engine.esp.sa)."""
+    from engine.esp.sa import SEQ_MAX_32, SEQ_SOFT_32
+
+    _, out = _attrs(build_sa(_ev(), False, 0x15E00002))
+    assert (out["lft"]["soft_packet_limit"], out["lft"]["hard_packet_limit"]) == (SEQ_SOFT_32, SEQ_MAX_32)
+    _, out = _attrs(build_sa(_ev(soft_packets=1000, hard_packets=2000), False, 0x15E00002))
+    assert (out["lft"]["soft_packet_limit"], out["lft"]["hard_packet_limit"]) == (1000, 2000)
+    for ev, inbound in ((_ev(), True), (_ev(esn=True), False)):  # the peer's counter; 64-bit numbers
+        _, msg = _attrs(build_sa(ev, inbound, 0x15E00002))
+        assert (msg["lft"]["soft_packet_limit"], msg["lft"]["hard_packet_limit"]) == (XFRM_INF, XFRM_INF)
