@@ -102,6 +102,9 @@ class _Child:
     policy_keys: list[tuple[int, Selector]]
     reported: set[bool] = field(default_factory=set)
     """Expire hardness already turned into RekeyRequested (soft once, hard once)."""
+    pending_out: ChildSaInstalled | None = None
+    """A rekey's responder: the event (with keys) of the outbound SA that goes in only when the
+    pair it replaces goes (see install_child)."""
 
 
 def socket_bypass(sock: socket.socket) -> None:
@@ -151,6 +154,10 @@ class KernelDatapath(MovesChildren):
         """(spi, daddr, proto) -> (spi_in of the child it belongs to, "in" or "out")."""
         self._traps: dict[int, list[tuple[int, Selector]]] = {}
         self._rules: dict[tuple[int, Selector], Holder] = {}
+        self._waiting: dict[int, list[int]] = {}
+        """spi_in of a pair -> spi_in of the pairs whose outbound SA waits for it to go."""
+        self._lingering: dict[int, SaRef] = {}
+        """spi_in -> inbound SA of a rekeyed pair kept for packets in flight (see remove_child)."""
 
     # ------------------------------------------------------------ lifecycle
     def close(self, flush: bool = True) -> None:
@@ -184,6 +191,13 @@ class KernelDatapath(MovesChildren):
         so they are shared, not replaced. ``priority`` is the child config's
         explicit SPD priority, if any. On any failure nothing of ``ev``
         stays installed.
+
+        As the rekey's responder, only the inbound SA goes in now: the kernel
+        sends on the newest outbound SA of a reqid, and the initiator installs
+        its inbound SA only when our response arrives, so sending on the new
+        one at once loses packets. Its outbound SA goes in when the pair it
+        replaces is removed (the initiator's DELETE), as charon's child_sa.c
+        (register_outbound / install_outbound) and the userspace datapath do.
         """
         try:
             kreqid = kernel_reqid(ev.reqid)
@@ -203,12 +217,16 @@ class KernelDatapath(MovesChildren):
         with self._lock:
             if ev.spi_in in self._children:
                 raise KernelDatapathError(f"{what}: inbound SPI 0x{ev.spi_in:08x} is already installed")
+            defer = ev.rekeyed_from is not None and not ev.initiator and ev.rekeyed_from in self._children
             undo: list[Callable[[], None]] = []
             try:
                 self._add_sa(msg_in, sa_in, what)
+                # a lingering SA of that SPI was ours and is replaced: its timer must not take this one
+                self._lingering.pop(ev.spi_in, None)
                 undo.append(lambda: self._delete_sa(sa_in, what))
-                self._add_sa(msg_out, sa_out, what)
-                undo.append(lambda: self._delete_sa(sa_out, what))
+                if not defer:
+                    self._add_sa(msg_out, sa_out, what)
+                    undo.append(lambda: self._delete_sa(sa_out, what))
                 for spec in specs:
                     self._hold_policy(spec, holder, undo, what)
             except BaseException:
@@ -216,25 +234,61 @@ class KernelDatapath(MovesChildren):
                 raise
             # the keys are the kernel's now: none stay here (a move reads them back from it)
             self._children[ev.spi_in] = _Child(ev.without_keys(), kreqid, sa_in, sa_out, holder,
-                                               [s.key for s in specs])
+                                               [s.key for s in specs], pending_out=ev if defer else None)
             self._sa_index[(sa_in.spi, sa_in.daddr, proto)] = (ev.spi_in, "in")
-            self._sa_index[(sa_out.spi, sa_out.daddr, proto)] = (ev.spi_in, "out")
+            if defer:
+                self._waiting.setdefault(ev.rekeyed_from, []).append(ev.spi_in)
+            else:
+                self._sa_index[(sa_out.spi, sa_out.daddr, proto)] = (ev.spi_in, "out")
 
-    def remove_child(self, ev: ChildSaDeleted) -> None:
+    def _activate(self, spi_in: int, what: str) -> None:
+        """Install the waiting outbound SA of pair ``spi_in`` (see install_child)."""
+        child = self._children.get(spi_in)
+        if child is None or child.pending_out is None:
+            return
+        ev, child.pending_out = child.pending_out, None
+        try:
+            msg = build_sa(ev, False, child.kreqid)
+        except SaConfigError as exc:
+            raise KernelDatapathError(f"{what}: {exc}") from None
+        self._add_sa(msg, child.sa_out, what)
+        ref = child.sa_out
+        self._sa_index[(ref.spi, ref.daddr, ref.proto)] = (spi_in, "out")
+
+    def remove_child(self, ev: ChildSaDeleted, linger: bool = False) -> None:
         """Remove a CHILD SA: its policies (unless another SA of the same
         reqid, a trap or a rekey, still holds them), then both SAs. SAs the
-        kernel already removed (hard expiry) are fine."""
+        kernel already removed (hard expiry) are fine. A pair waiting to
+        replace this one sends from now on (see install_child).
+
+        ``linger`` (a rekeyed pair): the inbound SA stays for packets still in
+        flight until :meth:`forget` (charon's delete_rekeyed_delay)."""
         what = f"child {ev.child!r} {{{ev.unique_id}}}"
         with self._lock:
             child = self._children.pop(ev.spi_in, None)
             errors: list[Exception] = []
             if child is not None:
+                # the successor's outbound SA before this one's goes: never a moment without one
+                for spi in self._waiting.pop(ev.spi_in, ()):
+                    try:
+                        self._activate(spi, what)
+                    except KernelDatapathError as exc:
+                        errors.append(exc)
+                if child.pending_out is not None:
+                    waiting = self._waiting.get(child.pending_out.rekeyed_from, [])
+                    if ev.spi_in in waiting:
+                        waiting.remove(ev.spi_in)
                 for key in child.policy_keys:
                     try:
                         self._release_policy(key, child.holder, what)
                     except KernelDatapathError as exc:
                         errors.append(exc)
-                refs = [child.sa_in, child.sa_out]
+                refs = [] if linger else [child.sa_in]
+                if child.pending_out is None:  # a waiting outbound SA never went in
+                    refs.append(child.sa_out)
+                if linger:
+                    self._lingering[ev.spi_in] = child.sa_in
+                    self._sa_index.pop((child.sa_in.spi, child.sa_in.daddr, child.sa_in.proto), None)
             else:
                 # Not installed by this instance: remove the SAs only if the
                 # kernel says they are ours.
@@ -255,6 +309,13 @@ class KernelDatapath(MovesChildren):
                     errors.append(exc)
             if errors:
                 raise errors[0]
+
+    def forget(self, spi_in: int) -> None:
+        """Remove the inbound SA a ``remove_child(linger=True)`` kept (if still there)."""
+        with self._lock:
+            ref = self._lingering.pop(spi_in, None)
+            if ref is not None:
+                self._delete_sa(ref, f"rekeyed inbound SA 0x{spi_in:08x}")
 
     # ------------------------------------------------------------ counters
     def counters(self) -> list[SaCounters]:
@@ -374,6 +435,8 @@ class KernelDatapath(MovesChildren):
             self._sa_index.clear()
             self._traps.clear()
             self._rules.clear()
+            self._waiting.clear()
+            self._lingering.clear()
             if errors:
                 raise errors[0]
             return FlushResult(policies, sas)

@@ -124,18 +124,23 @@ class MovesChildren(SpdTable):
             undo: list[Callable[[], None]] = []
             try:
                 self._move_sa(child.sa_in, sa_in, True, ev, back, undo, what)
-                self._move_sa(child.sa_out, sa_out, False, ev, back, undo, what)
+                if child.pending_out is None:  # else not in the kernel yet: it goes in where the pair is then
+                    self._move_sa(child.sa_out, sa_out, False, ev, back, undo, what)
                 for key in child.policy_keys:
                     self.move_policy(key, ev, undo, what)
             except BaseException:
                 self._rollback(undo)
                 raise
-            for old, new, direction in ((child.sa_in, sa_in, "in"), (child.sa_out, sa_out, "out")):
+            moved = ((child.sa_in, sa_in, "in"), (child.sa_out, sa_out, "out"))
+            for old, new, direction in moved[:1] if child.pending_out is not None else moved:
                 self._sa_index.pop((old.spi, old.daddr, old.proto), None)
                 self._sa_index[(new.spi, new.daddr, new.proto)] = (ev.spi_in, direction)
             child.sa_in, child.sa_out = sa_in, sa_out
-            child.ev = dataclasses.replace(child.ev, local_addr=ev.local_addr, remote_addr=ev.remote_addr,
-                                           local_port=ev.local_port, remote_port=ev.remote_port, encap=ev.encap)
+            where = dict(local_addr=ev.local_addr, remote_addr=ev.remote_addr, local_port=ev.local_port,
+                         remote_port=ev.remote_port, encap=ev.encap)
+            child.ev = dataclasses.replace(child.ev, **where)
+            if child.pending_out is not None:
+                child.pending_out = dataclasses.replace(child.pending_out, **where)
 
     def _move_sa(self, old: SaRef, new: SaRef, inbound: bool, ev: ChildSaMoved, back: ChildSaMoved,
                  undo: list[Callable[[], None]], what: str) -> None:

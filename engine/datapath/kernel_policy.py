@@ -53,6 +53,11 @@ PRIORITY_SPAN = 0x20000
 PRIORITY_EXPLICIT_SPAN = 0x10000
 """Explicit priorities 0..65535 map to the first half of the band."""
 
+MAX_SELECTORS = 1024
+"""Kernel selectors a CHILD SA (or a rule) may need per direction. Ranges become covering
+networks and port blocks, and a CHILD SA needs their product: TS a peer narrowed to could
+otherwise ask for millions of policies, each a netlink round trip on the event loop."""
+
 REQID_BASE = 0x15E00000
 REQID_SPAN = 0x100000
 """Engine reqids 1..1048575 map to kernel reqids REQID_BASE + reqid."""
@@ -169,20 +174,16 @@ def _icmp_blocks(ts: TrafficSelector) -> list[tuple[int, int, int, int]]:
     raise PolicyError(f"{ts}: an ICMP type range with partial codes cannot be a kernel selector")
 
 
-def selectors(src: TrafficSelector, dst: TrafficSelector) -> list[Selector]:
-    """Kernel selectors matching exactly the packets from ``src`` to ``dst``.
-
-    Address ranges become the networks that cover them; port ranges become
-    (port, mask) blocks. Empty when the two cannot match together (other
-    address family, different protocols).
-    """
+def _parts(src: TrafficSelector, dst: TrafficSelector):
+    """(family, proto, source networks, destination networks, port pairs) of :func:`selectors`,
+    whose product it is; None when the two cannot match together."""
     for ts in (src, dst):
         if ts.dynamic:
             raise PolicyError(f"{ts}: resolve 'dynamic' to an address before installing policies")
     if src.version != dst.version:
-        return []
+        return None
     if src.protocol and dst.protocol and src.protocol != dst.protocol:
-        return []
+        return None
     proto = src.protocol or dst.protocol
     family = AF_INET if src.version == 4 else AF_INET6
     if proto in (1, 58):
@@ -194,9 +195,38 @@ def selectors(src: TrafficSelector, dst: TrafficSelector) -> list[Selector]:
         sports = port_blocks(src.start_port, src.end_port) if proto else [(0, 0)]
         dports = port_blocks(dst.start_port, dst.end_port) if proto else [(0, 0)]
         port_pairs = [(s, d) for s in sports for d in dports]
+    return family, proto, src.networks(), dst.networks(), port_pairs
+
+
+def selector_count(src: TrafficSelector, dst: TrafficSelector) -> int:
+    """How many selectors :func:`selectors` would give, without making them."""
+    parts = _parts(src, dst)
+    return 0 if parts is None else len(parts[2]) * len(parts[3]) * len(parts[4])
+
+
+def check_selector_count(local_ts: Sequence[TrafficSelector], remote_ts: Sequence[TrafficSelector]) -> None:
+    """Refuse TS that need more than MAX_SELECTORS kernel selectors per direction."""
+    n = sum(selector_count(lts, rts) for lts in local_ts for rts in remote_ts)
+    if n > MAX_SELECTORS:
+        raise PolicyError(f"the traffic selectors need {n} kernel selectors per direction (at most "
+                          f"{MAX_SELECTORS}): address ranges that are not networks and port ranges that are "
+                          f"not blocks multiply")
+
+
+def selectors(src: TrafficSelector, dst: TrafficSelector) -> list[Selector]:
+    """Kernel selectors matching exactly the packets from ``src`` to ``dst``.
+
+    Address ranges become the networks that cover them; port ranges become
+    (port, mask) blocks. Empty when the two cannot match together (other
+    address family, different protocols).
+    """
+    parts = _parts(src, dst)
+    if parts is None:
+        return []
+    family, proto, snets, dnets, port_pairs = parts
     out = []
-    for snet in src.networks():
-        for dnet in dst.networks():
+    for snet in snets:
+        for dnet in dnets:
             for (sp, spm), (dp, dpm) in port_pairs:
                 out.append(Selector(family, str(snet.network_address), snet.prefixlen,
                                     str(dnet.network_address), dnet.prefixlen,
@@ -317,6 +347,7 @@ def protect_policies(local_ts: Iterable[TrafficSelector], remote_ts: Iterable[Tr
     t_out = Template(family, local_addr, remote_addr, proto, xmode, kreqid)
     t_in = Template(family, remote_addr, local_addr, proto, xmode, kreqid)
     local_ts, remote_ts = list(local_ts), list(remote_ts)
+    check_selector_count(local_ts, remote_ts)
     specs: dict[tuple, PolicySpec] = {}
 
     def add(direction: int, sel: Selector, action: int, tmpl: Template | None) -> None:
@@ -351,6 +382,7 @@ def rule_policies(action: str, local_ts: Sequence[TrafficSelector], remote_ts: S
         xaction, kind = XFRM_POLICY_BLOCK, KIND_DISCARD
     else:
         raise PolicyError(f"rule action {action!r} is neither bypass nor discard")
+    check_selector_count(local_ts, remote_ts)
     specs: dict[tuple, PolicySpec] = {}
     for lts in local_ts:
         for rts in remote_ts:

@@ -35,6 +35,9 @@ from engine.policy.model import ChildConfig, ConnectionConfig, Policy
 log = logging.getLogger(__name__)
 
 XFRM_STAT = "/proc/net/xfrm_stat"
+REKEYED_INBOUND_LINGER = 5.0
+"""Seconds a rekeyed pair's inbound SA still accepts packets in flight (charon's
+delete_rekeyed_delay; the userspace datapath's REKEYED_INBOUND_LINGER)."""
 # Kernel-wide drop counters (/proc/net/xfrm_stat) that belong to no SA.
 GLOBAL_DROPS = {
     "no_sa": ("XfrmInNoStates", "XfrmOutNoStates"),
@@ -203,17 +206,32 @@ class KernelRuntimeDatapath:
             self._kernel().install_child(ev, priority=self._child_priority(ev.connection, ev.child))
         except KernelDatapathError as exc:
             self._report("error", f"cannot install CHILD SA {ev.child}{{{ev.unique_id}}}: {exc}", ev.connection)
-            return
+            # the runtime deletes it with the peer, which would otherwise send into nothing (charon too
+            # fails a CHILD SA the kernel refuses)
+            raise
         if self._vips is not None:
             self._vip_call(self._vips.child_installed, ev)
 
     def remove(self, ev: ChildSaDeleted) -> None:
         if self._vips is not None:
             self._vip_call(self._vips.child_removed, ev)
+        # the peer may have sent on the old SA until our DELETE (or its own) reached it
+        linger = ev.reason.startswith("rekeyed") and self._loop is not None
         try:
-            self._kernel().remove_child(ev)
+            self._kernel().remove_child(ev, linger=linger)
         except KernelDatapathError as exc:
             self._report("error", f"cannot remove CHILD SA {ev.child}{{{ev.unique_id}}}: {exc}", ev.connection)
+        if linger:
+            self._loop.call_later(REKEYED_INBOUND_LINGER, self._forget, ev.spi_in, ev.connection)
+
+    def _forget(self, spi_in: int, connection: str) -> None:
+        kernel = self.kernel
+        if kernel is None:
+            return  # stopped meanwhile: the flush took it
+        try:
+            kernel.forget(spi_in)
+        except KernelDatapathError as exc:
+            self._report("error", f"cannot remove the rekeyed inbound SA 0x{spi_in:08x}: {exc}", connection)
 
     def move(self, ev: ChildSaMoved) -> None:
         """MOBIKE moved a pair: its XFRM states and policy templates follow the new outer

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from engine.crypto.transforms import EncrId, IntegId, transform_name
 from engine.datapath.kernel_policy import MODES, PROTOCOLS
+from engine.esp.sa import SEQ_MAX_32, SEQ_SOFT_32
 from engine.datapath.xfrm_netlink import (
     UDP_ENCAP_ESPINUDP,
     XFRM_INF,
@@ -199,11 +200,16 @@ def build_sa(ev: ChildSaInstalled, inbound: bool, kreqid: int) -> xfrm_usersa_in
     msg["sel"] = {"family": 0 if mode == XFRM_MODE_TUNNEL else family}
     msg["id"] = {"daddr": dst, "spi": spi, "proto": PROTOCOLS[ev.protocol]}
     msg["saddr"] = src
+    soft_packets, hard_packets = _limit(ev.soft_packets), _limit(ev.hard_packets)
+    if not inbound and not ev.esn:
+        # RFC 4303 §3.3.3: a new SA before the 2^32nd packet. The kernel has no expire event for
+        # that (it drops once oseq would wrap); the packet count, which oseq follows, has one.
+        soft_packets, hard_packets = min(soft_packets, SEQ_SOFT_32), min(hard_packets, SEQ_MAX_32)
     msg["lft"] = {
         "soft_byte_limit": _limit(ev.soft_bytes),
         "hard_byte_limit": _limit(ev.hard_bytes),
-        "soft_packet_limit": _limit(ev.soft_packets),
-        "hard_packet_limit": _limit(ev.hard_packets),
+        "soft_packet_limit": soft_packets,
+        "hard_packet_limit": hard_packets,
     }
     msg["reqid"] = kreqid
     msg["family"] = family

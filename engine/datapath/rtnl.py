@@ -256,8 +256,8 @@ class AddressBook:
     def __init__(self, loop) -> None:
         self.loop = loop
         self.sock = _open(RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR)
-        self.addresses: dict[tuple[int, int], int] = {}
-        """(IP version, address as an integer) -> how many interfaces carry it."""
+        self.addresses: dict[tuple[int, int], set[int]] = {}
+        """(IP version, address as an integer) -> indexes of the interfaces that carry it."""
         self.packed: set[bytes] = set()
         """The same addresses, packed (4 or 16 bytes), for per-packet membership tests; updated in place."""
         self._src_cache: dict[tuple, str | None] = {}
@@ -322,13 +322,20 @@ class AddressBook:
         if addr is None or len(addr) not in (4, 16):
             return
         key = (4 if len(addr) == 4 else 6, int.from_bytes(addr, "big"))
-        n = self.addresses.get(key, 0) + (1 if mtype == RTM_NEWADDR else -1)
-        if n > 0:
-            self.addresses[key] = n
+        index = struct.unpack_from("=I", body, 4)[0]
+        # by interface, not counted: RTM_NEWADDR also reports a change of an address already there
+        # (IPv6 DAD done, lifetimes a router advertisement refreshed)
+        where = self.addresses.get(key)
+        if mtype == RTM_NEWADDR:
+            if where is None:
+                where = self.addresses[key] = set()
+            where.add(index)
             self.packed.add(bytes(addr))
-        else:
-            self.addresses.pop(key, None)
-            self.packed.discard(bytes(addr))
+        elif where is not None:
+            where.discard(index)
+            if not where:
+                del self.addresses[key]
+                self.packed.discard(bytes(addr))
         self._src_cache.clear()
 
     def address_in(self, networks: tuple) -> str | None:

@@ -9,7 +9,7 @@ import dataclasses
 import logging
 import socket
 
-from engine.datapath.kernel import KernelDatapath
+from engine.datapath.kernel import KernelDatapath, KernelDatapathError
 from engine.datapath.kernel_policy import kernel_reqid
 from engine.datapath.kernel_runtime import KernelRuntimeDatapath, read_xfrm_stat
 from engine.events import ChildKeys, ChildSaInstalled
@@ -62,14 +62,18 @@ async def test_adapter_applies_rules_and_traps_and_cleans_up(netns, caplog):
         dp.apply_policy(_policy(trap=False))
         assert len(our_policies(netns)) == 3
 
-        # without kernel ESP the install fails: logged, not raised, nothing left
+        # without kernel ESP the install fails: logged and raised (the runtime deletes the CHILD SA
+        # with the peer), nothing left
         ev = ChildSaInstalled(
             ike_sa=1, connection="branch", child="net", unique_id=1, reqid=engine_reqid, protocol="esp",
             mode="tunnel", spi_in=0xC0DE0001, spi_out=0xC0DE1001, local_addr="192.0.2.1", remote_addr="192.0.2.2",
             local_ts=(parse_ts("198.51.100.1"),), remote_ts=(parse_ts("198.51.100.129"),), encr_id=12,
             encr_key_length=128, integ_id=12, esn=False,
             keys=ChildKeys(Secret(b"\1" * 16), Secret(b"\2" * 32), Secret(b"\3" * 16), Secret(b"\4" * 32)))
-        dp.install(ev)
+        try:
+            dp.install(ev)
+        except KernelDatapathError:
+            assert "cannot install CHILD SA" in caplog.text
         sas, drops = dp.counters()
         if "cannot install CHILD SA" in caplog.text:
             assert sas == [] and ip("-n", netns, "xfrm", "state") == ""

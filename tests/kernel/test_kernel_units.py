@@ -239,3 +239,41 @@ def test_ah_transport_sa():
 def test_bad_events_are_refused_with_a_reason(changes, message):
     with pytest.raises(SaConfigError, match=message):
         build_sa(_ev(**changes), True, 0x15E00002)
+
+
+def test_an_outbound_sa_without_esn_is_rekeyed_before_its_sequence_numbers_run_out():
+    """RFC 4303 §3.3.3: without ESN a new SA must be in place before the 2^32nd packet; the
+    kernel only drops once oseq would wrap (no expire event), so the packet limits of the
+    outbound SA ask for it, at the userspace datapath's margin (engine.esp.sa)."""
+    from engine.esp.sa import SEQ_MAX_32, SEQ_SOFT_32
+
+    _, out = _attrs(build_sa(_ev(), False, 0x15E00002))
+    assert (out["lft"]["soft_packet_limit"], out["lft"]["hard_packet_limit"]) == (SEQ_SOFT_32, SEQ_MAX_32)
+    _, out = _attrs(build_sa(_ev(soft_packets=1000, hard_packets=2000), False, 0x15E00002))
+    assert (out["lft"]["soft_packet_limit"], out["lft"]["hard_packet_limit"]) == (1000, 2000)
+    for ev, inbound in ((_ev(), True), (_ev(esn=True), False)):  # the peer's counter; 64-bit numbers
+        _, msg = _attrs(build_sa(ev, inbound, 0x15E00002))
+        assert (msg["lft"]["soft_packet_limit"], msg["lft"]["hard_packet_limit"]) == (XFRM_INF, XFRM_INF)
+
+
+def test_selectors_that_need_too_many_kernel_policies_are_refused_before_they_are_built():
+    """An address range becomes the networks that cover it and a port range (port, mask) blocks;
+    a CHILD SA needs their product. Ranges a peer narrowed to (ours any, theirs awkward) would make
+    millions of policies (IPv6 ranges with port ranges: 254 * 254 * 30 * 30 per pair of TS),
+    built on the event loop: refused, with the count, before anything is built."""
+    import time
+
+    awkward = parse_ts("0.0.0.1-255.255.255.254")
+    started = time.monotonic()
+    with pytest.raises(kp.PolicyError, match=r"3844 kernel selectors .*at most 1024"):
+        kp.protect_policies([awkward], [awkward], "192.0.2.1", "192.0.2.2", "esp", "tunnel", 0x15E00001)
+    v6 = parse_ts("::1-ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe[tcp/1-65534]")
+    with pytest.raises(kp.PolicyError, match="kernel selectors"):
+        kp.protect_policies([v6], [v6], "2001:db8::1", "2001:db8::2", "esp", "tunnel", 0x15E00001)
+    with pytest.raises(kp.PolicyError, match="kernel selectors"):  # many TS pairs add up too
+        kp.protect_policies([parse_ts(f"10.0.{i}.1-10.0.{i}.6") for i in range(40)],
+                            [parse_ts(f"10.1.{i}.1-10.1.{i}.6") for i in range(40)],
+                            "192.0.2.1", "192.0.2.2", "esp", "tunnel", 0x15E00001)
+    assert time.monotonic() - started < 2
+    assert len(kp.protect_policies([parse_ts("10.0.0.1-10.0.0.254")], [TrafficSelector.any()],
+                                   "192.0.2.1", "192.0.2.2", "esp", "tunnel", 0x15E00001)) == 4 * 14
