@@ -584,7 +584,8 @@ async def test_the_form_is_not_editable_while_the_toml_does_not_parse(tmp_path):
         editor.load_text("[[[\n" + good)
         await wait_for(pilot, lambda: screen.validation.text == editor.text, what="validation of the break")
         await wait_for(pilot, lambda: not screen.query("#f-remote-id"), what="the fields gone")
-        assert "does not parse" in screen_text(app)
+        # The old fields go before the notice is mounted (one rebuild, two steps): wait for it.
+        await wait_for(pilot, lambda: "does not parse" in screen_text(app), what="the notice")
         editor.load_text(good)
         await wait_for(pilot, lambda: screen.query("#f-remote-id"), what="the fields back")
         assert screen.query_one("#f-remote-id", Input).value == "branch.example.org"
