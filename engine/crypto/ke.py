@@ -392,7 +392,7 @@ def respond(group: int, peer_data: bytes, ready: KeyExchange | None = None) -> t
     DH: a fresh key (or ``ready``, one made ahead for ``group`` and used only here: a
     KeyPool's), its public value and g^ir. KEM: the encapsulation to the initiator's key,
     i.e. (ciphertext, shared secret). Raises InvalidKeyExchange for unusable peer data
-    (answer INVALID_SYNTAX for a KEM, as for DH).
+    (answered NO_PROPOSAL_CHOSEN, for a KEM as for DH, as charon answers it).
     """
     if is_kem(group):
         enc = mlkem_encapsulate(group, peer_data)

@@ -173,7 +173,9 @@ class FollowupResponder:
         try:
             data, shared = respond(group, ke.data)
         except (InvalidKeyExchange, CryptoError) as exc:
-            raise RemoteError(NotifyType.INVALID_SYNTAX, f"invalid KE in IKE_FOLLOWUP_KE: {exc}") from None
+            # charon's build_r_multi_ke: a KE that does not apply is NO_PROPOSAL_CHOSEN (the IKE
+            # SA stays); a missing one, above, INVALID_SYNTAX.
+            raise RemoteError(NotifyType.NO_PROPOSAL_CHOSEN, f"invalid KE in IKE_FOLLOWUP_KE: {exc}") from None
         self.secrets.append(shared)
         out: list = [KePayload(group, data)]
         if not self.done:

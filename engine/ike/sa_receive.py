@@ -156,6 +156,12 @@ def take_request(sa: IkeSa, exchange: int, mid: int, payloads: list, now: float)
         if n == NotifyType.INVALID_SYNTAX and exchange in KNOWN_REQUESTS:
             end_after_invalid_syntax(sa, now, "the peer's request was badly formed")
             return
+        if exchange == ExchangeType.IKE_INTERMEDIATE:
+            # A refused round leaves the key chain broken: the setup cannot go on (charon's
+            # ike_init returns FAILED). The answer stays for the peer's retransmissions.
+            sa.host.keep_answer(sa, now)
+            sa.destroy(now, f"IKE_INTERMEDIATE refused: {exc.reason}")
+            return
         sa.kick(now)
         return
     except LocalError as exc:

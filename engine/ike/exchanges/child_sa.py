@@ -318,7 +318,9 @@ def responder_ke(choice: ChildChoice, payloads) -> tuple[bytes | None, list]:
     try:
         reply, shared = respond(choice.chosen.ke, ke.data)
     except InvalidKeyExchange as exc:
-        raise RemoteError(NotifyType.INVALID_SYNTAX, f"invalid PFS KE: {exc}") from None
+        # charon's child_create.c (ke_failed): NO_PROPOSAL_CHOSEN, which keeps the IKE SA;
+        # INVALID_SYNTAX would end it on both ends (RFC 7296 §2.21.3).
+        raise RemoteError(NotifyType.NO_PROPOSAL_CHOSEN, f"invalid PFS KE: {exc}") from None
     return shared, [KePayload(choice.chosen.ke, reply)]
 
 

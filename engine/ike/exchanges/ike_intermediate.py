@@ -59,7 +59,8 @@ class I(Label):  # noqa: E742
     LAST = "last round done"
     ABORT = "abort"
     REQ_OK = "request with the round's KE"
-    REQ_BAD = "request without a usable KE"
+    REQ_BAD = "request without the KE of the next round"
+    REQ_BAD_KE = "request whose KE data does not apply"
 
 
 TABLE = Table("IKE_INTERMEDIATE", {
@@ -75,9 +76,10 @@ TABLE = Table("IKE_INTERMEDIATE", {
     # responder
     (S.WAITING, I.REQ_OK): (S.ANSWERED, "answer_round"),
     (S.WAITING, I.REQ_BAD): (S.FINISHED, "invalid_syntax"),
+    (S.WAITING, I.REQ_BAD_KE): (S.FINISHED, "bad_ke"),
     (S.ANSWERED, I.MORE): (S.WAITING, None),
     (S.ANSWERED, I.LAST): (S.FINISHED, None),
-}, remote={I.RESP_OK, I.RESP_REFUSED, I.RESP_MALFORMED, I.REQ_OK, I.REQ_BAD},
+}, remote={I.RESP_OK, I.RESP_REFUSED, I.RESP_MALFORMED, I.REQ_OK, I.REQ_BAD, I.REQ_BAD_KE},
     final={S.DONE, S.FINISHED})
 
 
@@ -196,13 +198,17 @@ class IkeIntermediateResponder(Responder):
         try:
             data, shared = respond(group, ke.data)
         except (InvalidKeyExchange, CryptoError) as exc:
-            self.fire(I.REQ_BAD, now, reason=f"peer's additional key exchange data is invalid: {exc}")
+            self.fire(I.REQ_BAD_KE, now, reason=f"peer's additional key exchange data is invalid: {exc}")
             return self.answer
         self.fire(I.REQ_OK, now, octets=octets, group=group, data=data, shared=shared)
         return self.answer
 
     def invalid_syntax(self, now: float, reason: str) -> None:
         raise RemoteError(NotifyType.INVALID_SYNTAX, reason)
+
+    def bad_ke(self, now: float, reason: str) -> None:
+        # charon's build_r_multi_ke (ke_failed): NO_PROPOSAL_CHOSEN; the setup ends either way.
+        raise RemoteError(NotifyType.NO_PROPOSAL_CHOSEN, reason)
 
     def answer_round(self, now: float, octets: bytes, group: int, data: bytes, shared: bytes) -> None:
         sa = self.sa

@@ -527,7 +527,8 @@ class IkeRekeyResponder(RespondsToRounds, Responder):
         try:
             reply, shared = respond(chosen.ke, ke.data)
         except InvalidKeyExchange as exc:
-            raise RemoteError(NotifyType.INVALID_SYNTAX, f"invalid KE in IKE rekey: {exc}") from None
+            # charon's ike_init.c (ke_failed): NO_PROPOSAL_CHOSEN, the IKE SA stays.
+            raise RemoteError(NotifyType.NO_PROPOSAL_CHOSEN, f"invalid KE in IKE rekey: {exc}") from None
         if chosen.additional_rounds and self.collision:
             # Our own rekey is in flight: no IKE_FOLLOWUP_KE rounds interleaved with it.
             self.answer = [NotifyPayload(NotifyType.TEMPORARY_FAILURE)]

@@ -93,7 +93,7 @@ TABLE = Table("IKE_SA_INIT", {
     (S.IDLE, I.REQ_MALFORMED): (S.ANSWERED, "invalid_syntax"),
     (S.IDLE, I.REQ_NO_PROPOSAL): (S.ANSWERED, "no_proposal_chosen"),
     (S.IDLE, I.REQ_WRONG_GROUP): (S.ANSWERED, "invalid_ke_payload"),
-    (S.IDLE, I.REQ_BAD_KE): (S.ANSWERED, "invalid_syntax"),
+    (S.IDLE, I.REQ_BAD_KE): (S.ANSWERED, "bad_ke"),
     (S.IDLE, I.REQ_OK): (S.ANSWERED, "create_sa"),
 }, remote={I.RESP_COOKIE, I.RESP_INVALID_KE, I.RESP_TOO_MANY_RETRIES, I.RESP_REFUSED, I.RESP_MALFORMED, I.RESP_OK,
            I.RESP_REDIRECT,
@@ -340,6 +340,11 @@ class IkeSaInitResponder(Responder):
     def invalid_syntax(self, now: float, name: str = "") -> None:
         self.door.host.count("malformed")
         self._stateless(now, NotifyPayload(NotifyType.INVALID_SYNTAX), name)
+
+    def bad_ke(self, now: float, name: str = "") -> None:
+        # charon's ike_init.c: "applying KE public value failed" -> NO_PROPOSAL_CHOSEN.
+        self.door.host.count("malformed")
+        self._stateless(now, NotifyPayload(NotifyType.NO_PROPOSAL_CHOSEN), name)
 
     def invalid_ke_payload(self, now: float, chosen, name: str) -> None:
         log.info("%s: peer sent a KE for another group, asking for %d (INVALID_KE_PAYLOAD)",
