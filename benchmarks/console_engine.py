@@ -189,6 +189,11 @@ async def _measure(args, rt, app, ui, loop, out) -> None:
         engine.start()
     ui_lag = LagProbe(loop, 0.010)
     ui_lag.start()
+    ui_diag = None
+    if app is not None and remote:
+        # What holds the console's loop (the engine runs in its own process: only the UI's here).
+        from console.runtime.engine_process import _Diagnostics
+        ui_diag = _Diagnostics(loop)
     flow = {"frames_in": 0, "events_in": 0, "takes": 0, "events_taken": 0}
     inbox = getattr(rt, "_inbox", None)
     if inbox is not None:
@@ -229,6 +234,9 @@ async def _measure(args, rt, app, ui, loop, out) -> None:
     cpu = time.process_time() - cpu0
     gc.callbacks.remove(watch)
     ui_lag.stop()
+    if ui_diag is not None:
+        d = ui_diag.finish()
+        out["console_slow_callbacks"], out["console_worst_callbacks"] = d["slow"], d["worst"][:8]
     if remote:
         diag = await rt.diagnostics(False)
     else:
