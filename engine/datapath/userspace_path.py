@@ -391,16 +391,20 @@ class SaPath:
             if self.addr_only:
                 return pkt[12:20]
             ihl = (pkt[0] & 15) * 4
-            return pkt[12:20], pkt[9], pkt[ihl:ihl + 4] if not (pkt[6] & 0x1F or pkt[7]) else b""
+            proto = pkt[9]
+            # ICMP: type and code only (RFC 4301 §4.4.1.1); the checksum after them differs per ping.
+            return pkt[12:20], proto, (pkt[ihl:ihl + (2 if proto == 1 else 4)]
+                                       if not (pkt[6] & 0x1F or pkt[7]) else b"")
         if self.addr_only:
             return pkt[8:40]
-        if pkt[6] in ip.IPV6_WALKED:
+        proto = pkt[6]
+        if proto in ip.IPV6_WALKED:
             # Ports behind extension headers (a first fragment, options): keyed as decide() reads them.
             try:
                 return pkt[8:40], *ip.flow(pkt)[2:]
             except ip.IpError:
                 return pkt[8:40], None  # decided "malformed", which is never cached
-        return pkt[8:40], pkt[6], pkt[40:44]
+        return pkt[8:40], proto, pkt[40:42 if proto == 58 else 44]
 
     def miss(self, key, pkt) -> Pair | str:
         """Decide for a packet whose flow is not cached, and cache the decision under ``key``."""
