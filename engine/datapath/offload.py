@@ -94,6 +94,26 @@ def _pseudo(pkt, v4: bool, proto: int) -> int:
     return int.from_bytes(pkt[8:24], "big") + int.from_bytes(pkt[24:40], "big") + proto
 
 
+def _segment_pseudo(pkt, v4: bool, proto: int, ihl: int) -> int:
+    """`_pseudo` for a super-packet cut here: behind an IPv6 routing header with segments left, the
+    pseudo-header's destination is the final one (RFC 8200 §8.1), the header's last address
+    (Segment List[0] of a segment routing header, RFC 8754 §2)."""
+    if v4 or ihl == 40:
+        return _pseudo(pkt, v4, proto)
+    dst = pkt[24:40]
+    nh, off = pkt[6], 40
+    while off < ihl and nh in (0, 43, 60):
+        n = pkt[off + 1]
+        if nh == 43 and pkt[off + 3] and n >= 2:  # segments left, at least one address
+            kind = pkt[off + 2]
+            if kind in (0, 2):
+                dst = pkt[off + 8 + 16 * (n // 2 - 1):off + 8 + 16 * (n // 2)]
+            elif kind == 4:
+                dst = pkt[off + 8:off + 24]
+        nh, off = pkt[off], off + (n + 1) * 8
+    return int.from_bytes(pkt[8:24], "big") + int.from_bytes(dst, "big") + proto
+
+
 def transport_offset(pkt) -> int:
     """Where the TCP/UDP header starts (past IPv6 hop-by-hop, routing, destination options): csum_start
     of a super-packet without NEEDS_CSUM, for which Linux writes 0 (a CHECKSUM_UNNECESSARY GSO skb:
@@ -182,7 +202,7 @@ def _segment_tcp(pkt: bytes, ihl: int, thl: int, mss: int, v4: bool) -> list[byt
     head[t + 4:t + 8] = bytes(4)
     head[t + 13] = 0
     head[t + 16:t + 18] = bytes(2)
-    tcp_base = (int.from_bytes(head[t:hlen], "big") + _pseudo(pkt, v4, 6) + thl) % 0xFFFF
+    tcp_base = (int.from_bytes(head[t:hlen], "big") + _segment_pseudo(pkt, v4, 6, ihl) + thl) % 0xFFFF
     not_last = flags & ~(_TCP_FIN | _TCP_PSH)  # FIN and PSH only on the last segment
     later = ~_TCP_CWR  # CWR only on the first
     pack_len_id = _U16U16.pack_into
@@ -240,7 +260,7 @@ def _segment_udp(pkt: bytes, ihl: int, size: int, v4: bool) -> list[bytearray]:
     payload = memoryview(pkt)[hlen:]
     total = len(payload)
     ident0 = _U16.unpack_from(pkt, 4)[0] if v4 else 0
-    base = _pseudo(pkt, v4, 17)
+    base = _segment_pseudo(pkt, v4, 17, ihl)
     head = bytearray(pkt[:hlen])
     head[ihl + 6] = head[ihl + 7] = 0
     if v4:
