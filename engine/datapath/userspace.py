@@ -195,8 +195,7 @@ class UserspaceDatapath:
     def _arm_samples(self) -> None:
         self.path.arm_samples()
         self._reprobe()
-        if self.path.frags.pending:
-            self.path.frags.expire(self.runtime.now())  # a datagram whose fragments stopped coming
+        self.path.expire_fragments(self.runtime.now())  # datagrams whose fragments stopped coming
         self._sampler = self.loop.call_later(self.sample_period, self._arm_samples)
 
     def _make_network(self) -> TunNetwork:

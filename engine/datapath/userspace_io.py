@@ -414,7 +414,7 @@ class TunIO:
                     continue
             pair = flows.get(key)
             if pair is None:
-                pair = path.miss(key, pkt)
+                pair = path.miss(key, pkt, now)
             if pair.__class__ is str:
                 refuse(path, pair, pkt, now)
                 continue

@@ -44,6 +44,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 
+from engine.datapath.fragsteer import HELD, FragKey, FragmentSteer, fragment_key
 from engine.datapath.reassembly import Reassembler, protect_fragment, refuse
 from engine.esp import EspDrop, InboundSa, OutboundSa, Sad, SaExpired, TransportFragment, ip
 from engine.events import ChildSaInstalled, Event, PacketSample
@@ -200,6 +201,10 @@ class SaPath:
         """SA directions whose time-based sample was taken since the last `arm_samples`."""
         self.frags = Reassembler(self.drops)
         """IPv4 datagrams of transport-mode SAs in reassembly (engine.datapath.reassembly)."""
+        self.steer = FragmentSteer(self.drops)
+        """Fragments following their first fragment's decision (engine.datapath.fragsteer)."""
+        self._clock = 0.0
+        """The latest ``now`` seen (for a `lookup` without one)."""
         self.send_failed = 0
         """Protected packets the socket refused (buffer full, no route): lost like on a busy link."""
         self._send_errors: dict[int, int] = {}
@@ -390,24 +395,84 @@ class SaPath:
         if v == 4:
             if self.addr_only:
                 return pkt[12:20]
+            if pkt[6] & 0x3F or pkt[7]:
+                return fragment_key(pkt)  # decided as its first fragment is (`_fragment`)
             ihl = (pkt[0] & 15) * 4
             proto = pkt[9]
             # ICMP: type and code only (RFC 4301 §4.4.1.1); the checksum after them differs per ping.
-            return pkt[12:20], proto, (pkt[ihl:ihl + (2 if proto == 1 else 4)]
-                                       if not (pkt[6] & 0x1F or pkt[7]) else b"")
+            return pkt[12:20], proto, pkt[ihl:ihl + (2 if proto == 1 else 4)]
         if self.addr_only:
             return pkt[8:40]
         proto = pkt[6]
         if proto in ip.IPV6_WALKED:
-            # Ports behind extension headers (a first fragment, options): keyed as decide() reads them.
+            # Ports behind extension headers (options): keyed as decide() reads them.
             try:
-                return pkt[8:40], *ip.flow(pkt)[2:]
+                return fragment_key(pkt) or (pkt[8:40], *ip.flow(pkt)[2:])
             except ip.IpError:
                 return pkt[8:40], None  # decided "malformed", which is never cached
         return pkt[8:40], proto, pkt[40:42 if proto == 58 else 44]
 
-    def miss(self, key, pkt) -> Pair | str:
-        """Decide for a packet whose flow is not cached, and cache the decision under ``key``."""
+    @staticmethod
+    def _first_fragment_key(pkt) -> tuple:
+        """(flow key, headers that decide like it) of a first fragment: the key `flow_key` gives the
+        whole datagram."""
+        if pkt[0] >> 4 == 4:
+            ihl = (pkt[0] & 15) * 4
+            proto = pkt[9]
+            return (pkt[12:20], proto, pkt[ihl:ihl + (2 if proto == 1 else 4)]), bytes(pkt[:ihl + 4])
+        try:
+            _src, _dst, proto, sport, dport = ip.flow(pkt)
+        except ip.IpError:
+            return (pkt[8:40], None), bytes(pkt[:40])  # decided "malformed" (never cached)
+        # What decide() reads of it, in a packet without the extension headers.
+        if sport is None:
+            tail = b""
+        elif proto in (1, 58):
+            tail = bytes((sport >> 8, sport & 0xFF))
+        else:
+            tail = sport.to_bytes(2, "big") + dport.to_bytes(2, "big")
+        return (pkt[8:40], proto, sport, dport), bytes(pkt[:6]) + bytes((proto,)) + bytes(pkt[7:40]) + tail
+
+    def _fragment(self, key: FragKey, pkt, now: float | None) -> Pair | str:
+        """The decision for a fragment when some selector looks at ports (RFC 4301 §7.3): a first
+        fragment's, by its ports; the others get their first fragment's, or wait for it."""
+        if now is None:
+            now = self._clock
+        else:
+            self._clock = now
+        steer = self.steer
+        if steer.firsts or steer.held:
+            steer.expire(now)
+        datagram, first = key
+        if first:
+            plain, head = self._first_fragment_key(pkt)
+            hit = self.flows.get(plain)
+            if hit is None:
+                hit = self.miss(plain, head)
+            for held in steer.first(datagram, plain, head, now):
+                self.output(held, now)  # came before their first fragment: they leave as it does
+            return hit
+        known = steer.known(datagram, now)
+        if known is None:
+            steer.hold(datagram, pkt, now)
+            return HELD
+        plain, head = known
+        hit = self.flows.get(plain)
+        return hit if hit is not None else self.miss(plain, head)
+
+    def expire_fragments(self, now: float) -> None:
+        """Give up datagrams whose fragments stopped coming (the datapath's periodic tick)."""
+        if self.frags.pending:
+            self.frags.expire(now)
+        steer = self.steer
+        if steer.firsts or steer.held:
+            steer.expire(now)
+
+    def miss(self, key, pkt, now: float | None = None) -> Pair | str:
+        """Decide for a packet whose flow is not cached, and cache the decision under ``key``.
+        A fragment's key is never cached: it gets its first fragment's decision (or ``held``)."""
+        if key.__class__ is FragKey:
+            return self._fragment(key, pkt, now)
         hit = self.decide(pkt)
         if self._trapped:
             self._trapped = False
@@ -473,7 +538,7 @@ class SaPath:
         out, self.acquires = self.acquires, set()
         return out
 
-    def lookup(self, pkt) -> Pair | str:
+    def lookup(self, pkt, now: float | None = None) -> Pair | str:
         """`decide`, cached per flow."""
         try:
             key = self.flow_key(pkt)
@@ -481,7 +546,7 @@ class SaPath:
             return "malformed"
         hit = self.flows.get(key)
         if hit is None:
-            hit = self.miss(key, pkt)
+            hit = self.miss(key, pkt, now)
         return hit
 
     def drop(self, reason: str, pkt, now: float) -> None:
@@ -516,7 +581,7 @@ class SaPath:
 
     def output(self, pkt, now: float) -> bool:
         """Protect and send one outbound IP packet; False when it was dropped (and counted)."""
-        pair = self.lookup(pkt)
+        pair = self.lookup(pkt, now)
         for retry in (False, True):
             if pair.__class__ is str:
                 return refuse(self, pair, pkt, now)
@@ -529,7 +594,7 @@ class SaPath:
                     return False
                 # The pair just ran out (hard limit): a rekeyed pair may take over, else no SA.
                 self._invalidate_for(pair)
-                pair = self.lookup(pkt)
+                pair = self.lookup(pkt, now)
             except TransportFragment:
                 return protect_fragment(self, pkt, now)  # RFC 4301 §7: transport mode protects it whole
             except ValueError:

@@ -1,0 +1,140 @@
+"""Outbound fragments follow their first fragment's decision (RFC 4301 §7.3, stateful fragment
+checking), for the userspace datapath's SPD when some selector or rule looks at ports.
+
+Only a datagram's first fragment carries the ports; on its own a non-first fragment matches no
+selector that names ports (it was dropped as ``no_sa``) or matches another SA than its first
+fragment (an OPAQUE or port-less one), and left by it. Linux gets this right only when conntrack
+reassembles forwarded fragments before the xfrm lookup; charon's libipsec reads no ports from
+fragments at all. Here:
+
+- a first fragment is decided like any packet (flow cache and SPD, by its ports); its datagram
+  (IPv4: src, dst, protocol, ID; IPv6: src, dst, identification) then remembers that flow key
+  and the first fragment's headers, so the datagram's other fragments get the first fragment's
+  decision, through the flow cache (a rekey or a policy change is seen as for any packet);
+- a non-first fragment that comes before its first fragment (reordered on the way) is held until
+  the first fragment decides, then leaves by the same SA (or is dropped for the same reason).
+
+Bounded like Linux's fragment queues, on whatever the hosts behind the TUN device send: at most
+`MAX_FIRSTS` datagrams remembered (the oldest forgotten first), `MAX_HELD` datagrams with held
+fragments and `MAX_HELD_BYTES` bytes held (the oldest dropped, ``frag_limit``), and `TIMEOUT`
+seconds for both (held fragments whose first fragment never came are dropped, ``frag_timeout``).
+Each fragment costs O(1) dict operations. Packets whose selectors and rules look at addresses only
+never come here (every fragment of a datagram has the first fragment's addresses).
+"""
+
+from __future__ import annotations
+
+from engine.esp import ip
+
+MAX_FIRSTS = 4096
+"""Datagrams whose first fragment's decision is remembered at most (about 400 bytes each)."""
+MAX_HELD = 128
+"""Datagrams with fragments waiting for their first fragment at most."""
+MAX_HELD_BYTES = 1 << 20
+"""Bytes of fragments held at most (each counted with `HELD_COST` of bookkeeping)."""
+HELD_COST = 128
+"""Bookkeeping counted per held fragment, so tiny fragments cannot hold more than the cap says."""
+TIMEOUT = 5.0
+"""Seconds a first fragment's decision is remembered, and a fragment held waiting for its first:
+fragments of a datagram leave their host back to back, reordering is a matter of milliseconds."""
+HELD = "held"
+"""The decision for a fragment kept until its first fragment decides (nothing to count yet)."""
+
+
+class FragKey(tuple):
+    """Flow-cache key of a fragment: ``(datagram key, is first fragment)``. Never cached: `SaPath.miss`
+    sends it here."""
+
+    __slots__ = ()
+
+
+def fragment_key(pkt) -> FragKey | None:
+    """The FragKey of an IPv4 or IPv6 fragment, None for a packet that is not one; raises IpError
+    for an IPv6 packet whose extension headers do not fit."""
+    if pkt[0] >> 4 == 4:
+        if pkt[6] & 0x3F or pkt[7]:  # MF or an offset
+            return FragKey((bytes(pkt[12:20]) + bytes(pkt[9:10]) + bytes(pkt[4:6]), not (pkt[6] & 0x1F or pkt[7])))
+        return None
+    got = ip.ipv6_fragment(pkt)
+    return FragKey(got) if got is not None else None
+
+
+class FragmentSteer:
+    """First fragments' flow keys, and fragments waiting for theirs (see the module docstring)."""
+
+    def __init__(self, drops: dict) -> None:
+        """``drops``: the datapath's drop counters, counted into."""
+        self.drops = drops
+        self.firsts: dict[bytes, tuple[float, object, bytes]] = {}
+        """Datagram -> (when, the first fragment's flow key, its headers), oldest first."""
+        self.held: dict[bytes, list] = {}
+        """Datagram -> [when, cost, fragments...], oldest first."""
+        self.bytes = 0
+
+    def _count(self, reason: str, n: int = 1) -> None:
+        self.drops[reason] = self.drops.get(reason, 0) + n
+
+    def expire(self, now: float) -> None:
+        """Forget what is older than `TIMEOUT` (held fragments are dropped and counted)."""
+        firsts = self.firsts
+        while firsts:
+            key = next(iter(firsts))
+            if now - firsts[key][0] < TIMEOUT:
+                break
+            del firsts[key]
+        held = self.held
+        while held:
+            key = next(iter(held))
+            if now - held[key][0] < TIMEOUT:
+                break
+            self._drop(key, "frag_timeout")
+
+    def _drop(self, key: bytes, reason: str) -> None:
+        entry = self.held.pop(key)
+        self.bytes -= entry[1]
+        self._count(reason, len(entry) - 2)
+
+    def first(self, key: bytes, flow_key, head: bytes, now: float) -> list:
+        """A first fragment was decided under ``flow_key``: remember it for its datagram; returns the
+        datagram's fragments held so far (to send now, in the order they came)."""
+        firsts = self.firsts
+        firsts.pop(key, None)  # a repeated first fragment (or a reused ID) starts its timeout again
+        if len(firsts) >= MAX_FIRSTS:
+            del firsts[next(iter(firsts))]
+        firsts[key] = (now, flow_key, head)
+        entry = self.held.pop(key, None)
+        if entry is None:
+            return []
+        self.bytes -= entry[1]
+        return entry[2:]
+
+    def known(self, key: bytes, now: float):
+        """``(flow key, headers)`` of the datagram's first fragment, or None."""
+        got = self.firsts.get(key)
+        if got is None or now - got[0] >= TIMEOUT:
+            return None
+        return got[1], got[2]
+
+    def hold(self, key: bytes, pkt, now: float) -> None:
+        """Keep a non-first fragment until its first fragment decides (bounded, see the module)."""
+        cost = len(pkt) + HELD_COST
+        held = self.held
+        entry = held.get(key)
+        # Room first: the oldest datagrams go (this one too, if it is the oldest and still too big).
+        while held and (self.bytes + cost > MAX_HELD_BYTES or (entry is None and len(held) >= MAX_HELD)):
+            oldest = next(iter(held))
+            self._drop(oldest, "frag_limit")
+            if oldest == key:
+                entry = None
+        if cost > MAX_HELD_BYTES:
+            self._count("frag_limit")
+            return
+        if entry is None:
+            entry = held[key] = [now, 0]
+        entry[1] += cost
+        entry.append(bytes(pkt))
+        self.bytes += cost
+
+
+__all__ = ["HELD", "MAX_FIRSTS", "MAX_HELD", "MAX_HELD_BYTES", "TIMEOUT", "FragKey", "FragmentSteer",
+           "fragment_key"]
