@@ -1,11 +1,15 @@
-"""Outbound fragments follow their first fragment's decision (RFC 4301 §7.3, stateful fragment
-checking), for the userspace datapath's SPD when some selector or rule looks at ports.
+"""Outbound fragments follow their first fragment's decision (stateful fragment checking, RFC 4301
+§7.3), for the userspace datapath's SPD when some selector or rule looks at ports.
 
 Only a datagram's first fragment carries the ports; on its own a non-first fragment matches no
 selector that names ports (it was dropped as ``no_sa``) or matches another SA than its first
-fragment (an OPAQUE or port-less one), and left by it. Linux gets this right only when conntrack
-reassembles forwarded fragments before the xfrm lookup; charon's libipsec reads no ports from
-fragments at all. Here:
+fragment (an OPAQUE or port-less one), and left by it. Linux, for its own traffic, fragments the
+inner packet after the policy lookup, so every fragment leaves by the flow's SA; a Linux gateway
+does the same for forwarded fragments only when conntrack reassembled them first. Charon's libipsec
+reads no ports from fragments at all. RFC 4301 §7.3 wants NON_FIRST_FRAGMENTS_ALSO negotiated
+before non-first fragments go over an SA with port selectors (nobody negotiates it, charon
+neither): a strict receiver, this engine's inbound SA check too, drops them; a Linux host
+reassembles before its policy check and takes them. Here, as Linux does:
 
 - a first fragment is decided like any packet (flow cache and SPD, by its ports); its datagram
   (IPv4: src, dst, protocol, ID; IPv6: src, dst, identification) then remembers that flow key
