@@ -194,7 +194,7 @@ class UserspaceDatapath:
 
     def _arm_samples(self) -> None:
         self.path.arm_samples()
-        self._reprobe()
+        self._reprobe(self.loop.time())
         self.path.expire_fragments(self.runtime.now())  # datagrams whose fragments stopped coming
         self._sampler = self.loop.call_later(self.sample_period, self._arm_samples)
 
@@ -385,7 +385,7 @@ class UserspaceDatapath:
             # question per new peer, so the first packets are sized right too.
             mtu = self.route_mtu(sender) or None
             if mtu is not None and self._limits(mtu):
-                self._size_pairs(sender, mtu)
+                self._size_pairs(sender, mtu, self._clock())
         return sender
 
     def _limits(self, mtu: int) -> bool:
@@ -482,9 +482,16 @@ class UserspaceDatapath:
             self.routes.remove(nets, None, kind)
 
     # ------------------------------------------------------------ path MTU
+    def _clock(self) -> float:
+        return self.loop.time() if self.loop is not None else 0.0
+
     def route_mtu(self, sender) -> int:
-        """The kernel's MTU towards ``sender``'s peer now, kept in ``sender.mtu`` (0: unknown)."""
+        """The kernel's MTU towards ``sender``'s peer now, kept in ``sender.mtu`` (0: unknown). One
+        that limits is asked again later (`_reprobe`): the path may grow back."""
         sender.mtu = pmtu.probe(sender.dest[0], sender.dest[1], self.fwmark) or 0
+        if sender.mtu and self._limits(sender.mtu) and sender not in self._reduced:
+            sender.pmtu_at = self._clock()
+            self._reduced.add(sender)
         return sender.mtu
 
     def learn_pmtu(self, sender) -> bool:
@@ -494,12 +501,12 @@ class UserspaceDatapath:
             return False
         log.info("path MTU to %s is %d: inner packets above what fits are fragmented (IPv4 without DF) or "
                  "answered with ICMP too-big", sender.dest[0], mtu)
-        self._size_pairs(sender, mtu)
+        self._size_pairs(sender, mtu, self._clock())
         return True
 
-    def _size_pairs(self, sender, mtu: int) -> None:
+    def _size_pairs(self, sender, mtu: int, now: float) -> None:
         sender.pmtu = mtu
-        sender.pmtu_at = self.loop.time() if self.loop is not None else 0.0
+        sender.pmtu_at = now
         self._reduced.add(sender)
         for pair in sender.pairs:
             self._size_pair(pair, mtu)
@@ -512,27 +519,30 @@ class UserspaceDatapath:
             limit = pmtu.inner_limit(mtu, pair.outbound, ev.encap)
             pair.max_inner = limit if limit < self.mtu else 0
 
-    def _reprobe(self) -> None:
-        """Ask again for path MTUs learned a while ago: the kernel forgets them after 10 minutes."""
+    def _reprobe(self, now: float) -> None:
+        """Ask again for path MTUs learned smaller a while ago (RFC 1191 §6.3, RFC 8201 §4: a reduced
+        PMTU is probed again; the kernel itself forgets a learned one after 10 minutes), for the
+        SAs' inner packet limit (``pmtu``) and for the route MTU outer fragments are cut to
+        (``mtu``): both follow a path that grew back."""
         if not self._reduced:
             return
-        now = self.loop.time()
         for sender in list(self._reduced):
             if now - sender.pmtu_at < pmtu.REPROBE:
                 continue
             mtu = pmtu.probe(sender.dest[0], sender.dest[1], self.fwmark)
-            if mtu is None or mtu > sender.pmtu:
-                if mtu is not None and self._limits(mtu):
-                    self._size_pairs(sender, mtu)  # larger again, still not all of it
-                    continue
-                self._reduced.discard(sender)
-                sender.pmtu = 0
-                for pair in sender.pairs:
-                    pair.max_inner = 0
-                if mtu is not None:
-                    log.info("path MTU to %s is back to %d", sender.dest[0], mtu)
-            else:
-                sender.pmtu_at = now
+            sender.mtu = mtu or 0
+            if mtu is not None and self._limits(mtu):
+                if mtu != sender.pmtu:
+                    self._size_pairs(sender, mtu, now)  # larger again (or smaller), still not all of it
+                else:
+                    sender.pmtu_at = now
+                continue
+            self._reduced.discard(sender)
+            was, sender.pmtu = sender.pmtu, 0
+            for pair in sender.pairs:
+                pair.max_inner = 0
+            if mtu is not None and was:
+                log.info("path MTU to %s is back to %d", sender.dest[0], mtu)
 
     # ------------------------------------------------------------ packets
     def flush_events(self) -> None:

@@ -110,9 +110,10 @@ class UdpSender:
         self.pairs: set = set()
         self.key = None
         self.mtu = 0
-        """The route's MTU to the peer, asked when the sender was made and again when the raw socket
+        """The route's MTU to the peer, asked when the sender was made, again when the raw socket
         refuses an outer fragment as too big (outer fragments of a whole datagram of a transport-mode
-        SA are cut to it: engine.datapath.reassembly)."""
+        SA are cut to it: engine.datapath.reassembly), and, while it limits, every pmtu.REPROBE
+        seconds (it grows back)."""
 
     def add(self, data) -> None:
         pending = self.pending
