@@ -140,5 +140,55 @@ class FragmentSteer:
         self.bytes += cost
 
 
+def first_fragment_key(pkt) -> tuple:
+    """(flow key, headers that decide like it) of a first fragment: the key `SaPath.flow_key` gives
+    the whole datagram."""
+    if pkt[0] >> 4 == 4:
+        ihl = (pkt[0] & 15) * 4
+        proto = pkt[9]
+        return (pkt[12:20], proto, pkt[ihl:ihl + (2 if proto == 1 else 4)]), bytes(pkt[:ihl + 4])
+    try:
+        _src, _dst, proto, sport, dport = ip.flow(pkt)
+    except ip.IpError:
+        return (pkt[8:40], None), bytes(pkt[:40])  # decided "malformed" (never cached)
+    # What decide() reads of it, in a packet without the extension headers.
+    if sport is None:
+        tail = b""
+    elif proto in (1, 58):
+        tail = bytes((sport >> 8, sport & 0xFF))
+    else:
+        tail = sport.to_bytes(2, "big") + dport.to_bytes(2, "big")
+    return (pkt[8:40], proto, sport, dport), bytes(pkt[:6]) + bytes((proto,)) + bytes(pkt[7:40]) + tail
+
+
+def steer_fragment(path, key: FragKey, pkt, now: float | None):
+    """The decision for a fragment when some selector looks at ports (RFC 4301 §7.3): a first
+    fragment's, by its ports; the others get their first fragment's, or wait for it. ``path`` is
+    the SaPath; returns a Pair or a drop reason (`HELD` for a fragment kept)."""
+    if now is None:
+        now = path._clock
+    else:
+        path._clock = now
+    steer = path.steer
+    if steer.firsts or steer.held:
+        steer.expire(now)
+    datagram, first = key
+    if first:
+        plain, head = first_fragment_key(pkt)
+        hit = path.flows.get(plain)
+        if hit is None:
+            hit = path.miss(plain, head)
+        for held in steer.first(datagram, plain, head, now):
+            path.output(held, now)  # came before their first fragment: they leave as it does
+        return hit
+    known = steer.known(datagram, now)
+    if known is None:
+        steer.hold(datagram, pkt, now)
+        return HELD
+    plain, head = known
+    hit = path.flows.get(plain)
+    return hit if hit is not None else path.miss(plain, head)
+
+
 __all__ = ["HELD", "MAX_FIRSTS", "MAX_HELD", "MAX_HELD_BYTES", "TIMEOUT", "FragKey", "FragmentSteer",
-           "fragment_key"]
+           "first_fragment_key", "fragment_key", "steer_fragment"]
