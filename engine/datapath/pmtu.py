@@ -21,9 +21,16 @@ so a path that grew back is used in full.
 
 from __future__ import annotations
 
+import logging
 import socket
+from typing import TYPE_CHECKING
 
 from engine.datapath.tun import SO_MARK
+
+if TYPE_CHECKING:
+    from engine.datapath.userspace_path import Pair
+
+log = logging.getLogger("engine.datapath.userspace")
 
 IP_MTU_DISCOVER = getattr(socket, "IP_MTU_DISCOVER", 10)
 IP_PMTUDISC_DONT = 0
@@ -85,3 +92,75 @@ def inner_limit(path_mtu: int, sa, encap: bool) -> int:
     fixed, align = esp_overhead(sa, encap)
     room = path_mtu - fixed
     return max(MIN_INNER, (room // align) * align - 2)
+
+
+class PathMtu:
+    """The userspace datapath's path MTU handling (a part of `UserspaceDatapath`, which brings
+    ``loop``, ``fwmark``, ``mtu`` (the TUN device's) and ``_reduced``, the senders whose path MTU
+    was learned smaller)."""
+
+    def _limits(self, mtu: int) -> bool:
+        """Whether a path of ``mtu`` is narrower than what the TUN device's packets need after ESP."""
+        return mtu < self.mtu + MAX_OVERHEAD
+
+    def _clock(self) -> float:
+        return self.loop.time() if self.loop is not None else 0.0
+
+    def route_mtu(self, sender) -> int:
+        """The kernel's MTU towards ``sender``'s peer now, kept in ``sender.mtu`` (0: unknown). One
+        that limits is asked again later (`_reprobe`): the path may grow back."""
+        sender.mtu = probe(sender.dest[0], sender.dest[1], self.fwmark) or 0
+        if sender.mtu and self._limits(sender.mtu) and sender not in self._reduced:
+            sender.pmtu_at = self._clock()
+            self._reduced.add(sender)
+        return sender.mtu
+
+    def learn_pmtu(self, sender) -> bool:
+        """The kernel refused a packet as too big for the path: size the peer's SAs to the path MTU."""
+        mtu = probe(sender.dest[0], sender.dest[1], self.fwmark)
+        if mtu is None or (sender.pmtu and mtu >= sender.pmtu) or not self._limits(mtu):
+            return False
+        log.info("path MTU to %s is %d: inner packets above what fits are fragmented (IPv4 without DF) or "
+                 "answered with ICMP too-big", sender.dest[0], mtu)
+        self._size_pairs(sender, mtu, self._clock())
+        return True
+
+    def _size_pairs(self, sender, mtu: int, now: float) -> None:
+        sender.pmtu = mtu
+        sender.pmtu_at = now
+        self._reduced.add(sender)
+        for pair in sender.pairs:
+            self._size_pair(pair, mtu)
+
+    def _size_pair(self, pair: Pair, mtu: int) -> None:
+        """The pair's inner packet limit for a path of ``mtu``; 0 (no check) when every packet of the
+        TUN device fits anyway. Tunnel-mode ESP only (AH and transport mode keep the kernel's limits)."""
+        ev = pair.ev
+        if ev.mode == "tunnel" and ev.protocol == "esp":
+            limit = inner_limit(mtu, pair.outbound, ev.encap)
+            pair.max_inner = limit if limit < self.mtu else 0
+
+    def _reprobe(self, now: float) -> None:
+        """Ask again for path MTUs learned smaller a while ago (RFC 1191 §6.3, RFC 8201 §4: a reduced
+        PMTU is probed again; the kernel itself forgets a learned one after 10 minutes), for the
+        SAs' inner packet limit (``pmtu``) and for the route MTU outer fragments are cut to
+        (``mtu``): both follow a path that grew back."""
+        if not self._reduced:
+            return
+        for sender in list(self._reduced):
+            if now - sender.pmtu_at < REPROBE:
+                continue
+            mtu = probe(sender.dest[0], sender.dest[1], self.fwmark)
+            sender.mtu = mtu or 0
+            if mtu is not None and self._limits(mtu):
+                if mtu != sender.pmtu:
+                    self._size_pairs(sender, mtu, now)  # larger again (or smaller), still not all of it
+                else:
+                    sender.pmtu_at = now
+                continue
+            self._reduced.discard(sender)
+            was, sender.pmtu = sender.pmtu, 0
+            for pair in sender.pairs:
+                pair.max_inner = 0
+            if mtu is not None and was:
+                log.info("path MTU to %s is back to %d", sender.dest[0], mtu)

@@ -201,6 +201,8 @@ def refuse(path, reason: str, pkt, now: float) -> bool:
     """Drop an outbound packet the SPD gave no pair; but an IPv4 fragment of a datagram in
     reassembly joins it (without its first fragment's ports it may match no selector).
     ``path`` is the SaPath."""
+    if reason == "held":
+        return False  # a fragment waiting for its first fragment (engine.datapath.fragsteer)
     frags = path.frags
     if (frags.pending and len(pkt) >= 20 and pkt[0] >> 4 == 4 and (pkt[6] & 0x3F or pkt[7])
             and fragment_key(pkt) in frags):

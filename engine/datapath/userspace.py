@@ -100,7 +100,7 @@ SOCKET_BUFFER = 4 << 20
 """Bytes of send/receive buffer asked for on the ESP sockets (bursts of a GSO batch fill the default)."""
 
 
-class UserspaceDatapath:
+class UserspaceDatapath(pmtu.PathMtu):
     """Datapath protocol implementation over a TUN device (see the module docstring)."""
 
     name = "userspace"
@@ -194,9 +194,8 @@ class UserspaceDatapath:
 
     def _arm_samples(self) -> None:
         self.path.arm_samples()
-        self._reprobe()
-        if self.path.frags.pending:
-            self.path.frags.expire(self.runtime.now())  # a datagram whose fragments stopped coming
+        self._reprobe(self.loop.time())
+        self.path.expire_fragments(self.runtime.now())  # datagrams whose fragments stopped coming
         self._sampler = self.loop.call_later(self.sample_period, self._arm_samples)
 
     def _make_network(self) -> TunNetwork:
@@ -386,12 +385,8 @@ class UserspaceDatapath:
             # question per new peer, so the first packets are sized right too.
             mtu = self.route_mtu(sender) or None
             if mtu is not None and self._limits(mtu):
-                self._size_pairs(sender, mtu)
+                self._size_pairs(sender, mtu, self._clock())
         return sender
-
-    def _limits(self, mtu: int) -> bool:
-        """Whether a path of ``mtu`` is narrower than what the TUN device's packets need after ESP."""
-        return mtu < self.mtu + pmtu.MAX_OVERHEAD
 
     def remove(self, ev: ChildSaDeleted) -> None:
         linger = ev.reason.startswith("rekeyed") and self.loop is not None
@@ -481,59 +476,6 @@ class UserspaceDatapath:
             self.routes.add(nets, None, kind)
         for nets, kind in old:
             self.routes.remove(nets, None, kind)
-
-    # ------------------------------------------------------------ path MTU
-    def route_mtu(self, sender) -> int:
-        """The kernel's MTU towards ``sender``'s peer now, kept in ``sender.mtu`` (0: unknown)."""
-        sender.mtu = pmtu.probe(sender.dest[0], sender.dest[1], self.fwmark) or 0
-        return sender.mtu
-
-    def learn_pmtu(self, sender) -> bool:
-        """The kernel refused a packet as too big for the path: size the peer's SAs to the path MTU."""
-        mtu = pmtu.probe(sender.dest[0], sender.dest[1], self.fwmark)
-        if mtu is None or (sender.pmtu and mtu >= sender.pmtu) or not self._limits(mtu):
-            return False
-        log.info("path MTU to %s is %d: inner packets above what fits are fragmented (IPv4 without DF) or "
-                 "answered with ICMP too-big", sender.dest[0], mtu)
-        self._size_pairs(sender, mtu)
-        return True
-
-    def _size_pairs(self, sender, mtu: int) -> None:
-        sender.pmtu = mtu
-        sender.pmtu_at = self.loop.time() if self.loop is not None else 0.0
-        self._reduced.add(sender)
-        for pair in sender.pairs:
-            self._size_pair(pair, mtu)
-
-    def _size_pair(self, pair: Pair, mtu: int) -> None:
-        """The pair's inner packet limit for a path of ``mtu``; 0 (no check) when every packet of the
-        TUN device fits anyway. Tunnel-mode ESP only (AH and transport mode keep the kernel's limits)."""
-        ev = pair.ev
-        if ev.mode == "tunnel" and ev.protocol == "esp":
-            limit = pmtu.inner_limit(mtu, pair.outbound, ev.encap)
-            pair.max_inner = limit if limit < self.mtu else 0
-
-    def _reprobe(self) -> None:
-        """Ask again for path MTUs learned a while ago: the kernel forgets them after 10 minutes."""
-        if not self._reduced:
-            return
-        now = self.loop.time()
-        for sender in list(self._reduced):
-            if now - sender.pmtu_at < pmtu.REPROBE:
-                continue
-            mtu = pmtu.probe(sender.dest[0], sender.dest[1], self.fwmark)
-            if mtu is None or mtu > sender.pmtu:
-                if mtu is not None and self._limits(mtu):
-                    self._size_pairs(sender, mtu)  # larger again, still not all of it
-                    continue
-                self._reduced.discard(sender)
-                sender.pmtu = 0
-                for pair in sender.pairs:
-                    pair.max_inner = 0
-                if mtu is not None:
-                    log.info("path MTU to %s is back to %d", sender.dest[0], mtu)
-            else:
-                sender.pmtu_at = now
 
     # ------------------------------------------------------------ packets
     def flush_events(self) -> None:

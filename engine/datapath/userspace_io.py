@@ -23,7 +23,7 @@ After the read batch every sender flushes once:
 Inbound: `RawReader` takes raw ESP (IP protocol 50) in batches of up to
 RAW_SLOTS datagrams per ``recvmmsg`` (engine.datapath.mmsg), each datagram
 still checked and dropped or delivered on its own. `TunIO.deliver`: decrypted packets gather in a
-`engine.datapath.offload.Coalescer` and are written once per batch, joined
+`engine.datapath.coalesce.Coalescer` and are written once per batch, joined
 into super-packets where the kernel's GRO rules allow. The NAT-T socket
 reads with ``UDP_GRO`` (engine.runtime.udp), so a burst of ESP-in-UDP from
 one peer arrives in one read as well.
@@ -37,13 +37,13 @@ import os
 import socket
 import struct
 
+from engine.datapath.coalesce import Coalescer
 from engine.datapath.offload import (
     GSO_ECN,
     GSO_NONE,
     NEEDS_CSUM,
     VNET,
     ZERO_HDR,
-    Coalescer,
     OffloadError,
     complete_checksum,
     fragment_ipv4,
@@ -110,9 +110,10 @@ class UdpSender:
         self.pairs: set = set()
         self.key = None
         self.mtu = 0
-        """The route's MTU to the peer, asked when the sender was made and again when the raw socket
+        """The route's MTU to the peer, asked when the sender was made, again when the raw socket
         refuses an outer fragment as too big (outer fragments of a whole datagram of a transport-mode
-        SA are cut to it: engine.datapath.reassembly)."""
+        SA are cut to it: engine.datapath.reassembly), and, while it limits, every pmtu.REPROBE
+        seconds (it grows back)."""
 
     def add(self, data) -> None:
         pending = self.pending
@@ -414,7 +415,7 @@ class TunIO:
                     continue
             pair = flows.get(key)
             if pair is None:
-                pair = path.miss(key, pkt)
+                pair = path.miss(key, pkt, now)
             if pair.__class__ is str:
                 refuse(path, pair, pkt, now)
                 continue

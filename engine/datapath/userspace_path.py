@@ -4,7 +4,8 @@ and lab datapaths.
 `SaPath` keeps the installed CHILD SA pairs (in a `engine.esp.Sad`, which
 also owns counters, lifetimes and packet samples), decides what happens to
 an outbound packet (SPD lookup, then the newest usable pair of the deciding
-child), and dispatches inbound ESP by SPI.
+child), and dispatches inbound ESP by SPI. (The pairs and their index entries: engine.datapath.userspace_pairs;
+fragments: engine.datapath.fragsteer and engine.datapath.reassembly.)
 
 Cost: installing or removing a pair is O(1) amortised, whatever the number
 of pairs (a gateway holding thousands of road warriors):
@@ -37,118 +38,26 @@ datapaths never touch a `SaPath` from elsewhere.
 
 from __future__ import annotations
 
-import functools
-import ipaddress
 import itertools
 import logging
 from collections import Counter
-from collections.abc import Callable
 
+from engine.datapath.fragsteer import FragKey, FragmentSteer, fragment_key, steer_fragment
 from engine.datapath.reassembly import Reassembler, protect_fragment, refuse
-from engine.esp import EspDrop, InboundSa, OutboundSa, Sad, SaExpired, TransportFragment, ip
+from engine.datapath.userspace_pairs import Pair, Sender, _entries, _entry_shapes, _matches  # noqa: F401
+from engine.esp import EspDrop, InboundSa, Sad, SaExpired, TransportFragment, ip
 from engine.events import ChildSaInstalled, Event, PacketSample
 from engine.policy.model import Policy
-from engine.policy.spd import Spd, computed_priority
-from engine.policy.ts import TrafficSelector
+from engine.policy.spd import Spd
 from engine.slicing import Steps
 
 log = logging.getLogger("engine.datapath")
 
-Sender = Callable[[bytes, tuple], object]
 FLOW_CACHE_MAX = 65536
 """Cached flow decisions kept at most; past it the cache starts over (a scan of many
 destinations must not grow memory without bound)."""
-_PROTECT_RANK = 2
-"""SpdEntry's action rank of ``protect`` (discard 0, bypass 1): ties go to the safer action."""
 COUNTERS_CHUNK = 500
 """SA pairs per slice of `SaPath.counters_async` (a millisecond or two)."""
-_SA_ORDER = 10_000_000
-"""Installed pairs' entries come after every policy entry of the same priority (as before the
-index: they were appended to the policy's entries), in install order among themselves."""
-
-
-class Pair:
-    """One installed CHILD SA pair and how its outbound packets leave."""
-
-    __slots__ = ("active", "child_key", "dest", "entries", "ev", "inbound", "max_inner", "outbound", "send",
-                 "seq", "sender")
-
-    def __init__(self, ev: ChildSaInstalled, inbound: InboundSa, outbound: OutboundSa,
-                 send: Sender, dest: tuple) -> None:
-        self.ev = ev
-        self.inbound = inbound
-        self.outbound = outbound
-        self.active = True
-        """False while a rekey responder waits for the peer to switch (see the module docstring)."""
-        self.send = send
-        """``send(wire_bytes, dest)``: a socket's sendto, or the lab's loopback sender."""
-        self.dest = dest
-        self.child_key = (ev.connection, ev.child)
-        self.entries: list[tuple] = []
-        """This pair's selector entries in the SaPath's index (see `_entries`)."""
-        self.seq = 0
-        """Install order (newer pairs have larger numbers)."""
-        self.max_inner = 0
-        """Largest inner packet whose ESP packet fits the path MTU to the peer; 0 = not limited (yet)."""
-        self.sender = None
-        """The datapath's batching sender for this pair's peer, if it has one."""
-
-
-def _int(addr) -> int:
-    return int(addr)
-
-
-def _entries(pair: Pair, prio: int | None, seq: int) -> list[tuple]:
-    """Index entries of a pair: one per local x remote selector of the same IP version.
-
-    (llo, lhi, rlo, rhi, proto, l_any, lsp, lep, r_any, rsp, rep, sort key, in SPD, pair, IP version). A
-    ``dynamic`` selector resolves to the SA's own address (as the SA's packet check does) and takes
-    part in pair selection only, not in SPD decisions (a policy template decides those).
-    """
-    ev = pair.ev
-    order = _SA_ORDER + seq
-    return [(llo, lhi, rlo, rhi, proto, l_any, lsp, lep, r_any, rsp, rep, (priority, _PROTECT_RANK, order), in_spd,
-             pair, version)
-            for llo, lhi, rlo, rhi, proto, l_any, lsp, lep, r_any, rsp, rep, priority, in_spd, version
-            in _entry_shapes(tuple(ev.local_ts), tuple(ev.remote_ts), ev.local_addr, ev.remote_addr,
-                               pair.inbound.version, prio)]
-
-
-@functools.lru_cache(maxsize=1024)
-def _entry_shapes(local_ts: tuple, remote_ts: tuple, local_addr: str, remote_addr: str, version: int,
-                  prio: int | None) -> tuple[tuple, ...]:
-    """What `_entries` makes of a pair's selectors, without the pair (the CHILD SAs of a connection
-    mostly share their selectors and addresses): the entries less sort key and pair, the priority
-    in their place."""
-    locals_ = local_ts or (TrafficSelector.any(version),)
-    remotes = remote_ts or (TrafficSelector.any(version),)
-    out = []
-    for l0 in locals_:
-        l = l0.resolve(ipaddress.ip_address(local_addr)) if l0.dynamic else l0
-        for r0 in remotes:
-            r = r0.resolve(ipaddress.ip_address(remote_addr)) if r0.dynamic else r0
-            if l.version != r.version:
-                continue
-            in_spd = bool(local_ts and remote_ts) and not (l0.dynamic or r0.dynamic)
-            priority = prio if prio is not None else computed_priority(l, r)
-            proto = l.protocol or r.protocol
-            out.append((_int(l.start), _int(l.end), _int(r.start), _int(r.end), proto,
-                        l.any_port, l.start_port, l.end_port, r.any_port, r.start_port, r.end_port,
-                        priority, in_spd, l.version))
-    return tuple(out)
-
-
-def _port_ok(any_port: bool, lo: int, hi: int, port: int | None) -> bool:
-    if any_port:
-        return True
-    if port is None:
-        return lo == 65535 and hi == 0  # OPAQUE: packets whose ports are unknown
-    return lo <= port <= hi
-
-
-def _matches(e: tuple, s: int, d: int, proto: int, sport, dport) -> bool:
-    return (e[0] <= s <= e[1] and e[2] <= d <= e[3] and (not e[4] or e[4] == proto)
-            and _port_ok(e[5], e[6], e[7], sport) and _port_ok(e[8], e[9], e[10], dport))
 
 
 class SaPath:
@@ -200,6 +109,10 @@ class SaPath:
         """SA directions whose time-based sample was taken since the last `arm_samples`."""
         self.frags = Reassembler(self.drops)
         """IPv4 datagrams of transport-mode SAs in reassembly (engine.datapath.reassembly)."""
+        self.steer = FragmentSteer(self.drops)
+        """Fragments following their first fragment's decision (engine.datapath.fragsteer)."""
+        self._clock = 0.0
+        """The latest ``now`` seen (for a `lookup` without one)."""
         self.send_failed = 0
         """Protected packets the socket refused (buffer full, no route): lost like on a busy link."""
         self._send_errors: dict[int, int] = {}
@@ -390,20 +303,36 @@ class SaPath:
         if v == 4:
             if self.addr_only:
                 return pkt[12:20]
+            if pkt[6] & 0x3F or pkt[7]:
+                return fragment_key(pkt)  # decided as its first fragment is (`_fragment`)
             ihl = (pkt[0] & 15) * 4
-            return pkt[12:20], pkt[9], pkt[ihl:ihl + 4] if not (pkt[6] & 0x1F or pkt[7]) else b""
+            proto = pkt[9]
+            # ICMP: type and code only (RFC 4301 §4.4.1.1); the checksum after them differs per ping.
+            return pkt[12:20], proto, pkt[ihl:ihl + (2 if proto == 1 else 4)]
         if self.addr_only:
             return pkt[8:40]
-        if pkt[6] in ip.IPV6_WALKED:
-            # Ports behind extension headers (a first fragment, options): keyed as decide() reads them.
+        proto = pkt[6]
+        if proto in ip.IPV6_WALKED:
+            # Ports behind extension headers (options): keyed as decide() reads them.
             try:
-                return pkt[8:40], *ip.flow(pkt)[2:]
+                return fragment_key(pkt) or (pkt[8:40], *ip.flow(pkt)[2:])
             except ip.IpError:
                 return pkt[8:40], None  # decided "malformed", which is never cached
-        return pkt[8:40], pkt[6], pkt[40:44]
+        return pkt[8:40], proto, pkt[40:42 if proto == 58 else 44]
 
-    def miss(self, key, pkt) -> Pair | str:
-        """Decide for a packet whose flow is not cached, and cache the decision under ``key``."""
+    def expire_fragments(self, now: float) -> None:
+        """Give up datagrams whose fragments stopped coming (the datapath's periodic tick)."""
+        if self.frags.pending:
+            self.frags.expire(now)
+        steer = self.steer
+        if steer.firsts or steer.held:
+            steer.expire(now)
+
+    def miss(self, key, pkt, now: float | None = None) -> Pair | str:
+        """Decide for a packet whose flow is not cached, and cache the decision under ``key``.
+        A fragment's key is never cached: it gets its first fragment's decision (or ``held``)."""
+        if key.__class__ is FragKey:
+            return steer_fragment(self, key, pkt, now)
         hit = self.decide(pkt)
         if self._trapped:
             self._trapped = False
@@ -469,7 +398,7 @@ class SaPath:
         out, self.acquires = self.acquires, set()
         return out
 
-    def lookup(self, pkt) -> Pair | str:
+    def lookup(self, pkt, now: float | None = None) -> Pair | str:
         """`decide`, cached per flow."""
         try:
             key = self.flow_key(pkt)
@@ -477,7 +406,7 @@ class SaPath:
             return "malformed"
         hit = self.flows.get(key)
         if hit is None:
-            hit = self.miss(key, pkt)
+            hit = self.miss(key, pkt, now)
         return hit
 
     def drop(self, reason: str, pkt, now: float) -> None:
@@ -512,7 +441,7 @@ class SaPath:
 
     def output(self, pkt, now: float) -> bool:
         """Protect and send one outbound IP packet; False when it was dropped (and counted)."""
-        pair = self.lookup(pkt)
+        pair = self.lookup(pkt, now)
         for retry in (False, True):
             if pair.__class__ is str:
                 return refuse(self, pair, pkt, now)
@@ -525,7 +454,7 @@ class SaPath:
                     return False
                 # The pair just ran out (hard limit): a rekeyed pair may take over, else no SA.
                 self._invalidate_for(pair)
-                pair = self.lookup(pkt)
+                pair = self.lookup(pkt, now)
             except TransportFragment:
                 return protect_fragment(self, pkt, now)  # RFC 4301 §7: transport mode protects it whole
             except ValueError:

@@ -251,6 +251,29 @@ def flow(packet: bytes | bytearray | memoryview) -> tuple[bytes, bytes, int, int
     return src, dst, proto, None, None
 
 
+def ipv6_fragment(packet) -> tuple[bytes, bool] | None:
+    """``(src + dst + identification, is the first fragment)`` of an IPv6 fragment, None for a
+    packet that is not one (an atomic fragment, offset 0 without M, is whole: RFC 6946). Raises
+    IpError when the extension headers before it do not fit."""
+    nh = packet[6]
+    off = 40
+    end = len(packet)
+    while nh in IPV6_WALKED:
+        if nh == IPPROTO_FRAGMENT:
+            if off + 8 > end:
+                raise IpError("IPv6 fragment header is truncated")
+            frag = packet[off + 2] << 8 | packet[off + 3]
+            if not frag & 0xFFF9:
+                return None
+            return bytes(packet[8:40]) + bytes(packet[off + 4:off + 8]), not frag & 0xFFF8
+        length = _ext_length(nh, packet, off)
+        nh = packet[off]
+        off += length
+        if off > end:
+            raise IpError("IPv6 extension headers run past the packet")
+    return None
+
+
 def ipv4_later_fragment_header(hdr: bytes) -> bytes:
     """``hdr`` for a fragment after the first: options without the copied flag (record route,
     timestamp) overwritten with NOPs (RFC 791 §3.2; Linux's ip_options_fragment), the length kept."""

@@ -140,3 +140,25 @@ def _super(v6: bool, tcp: bool):
     ihl = 40 if v6 else 20
     _partial(pkt, ihl, 6 if tcp else 17)
     return bytes(pkt), ihl
+
+
+@pytest.mark.parametrize("kind", [0, 2, 4], ids=["rh0", "rh2-mobile", "srh"])
+@pytest.mark.parametrize("tcp", [True, False], ids=["tso", "uso"])
+def test_segments_behind_a_routing_header_sum_the_final_destination(kind, tcp):
+    # RFC 8200 §8.1: with segments left, the pseudo-header's destination is the routing header's
+    # final one (the last address; Segment List[0] of an SRH), not the packet's current destination.
+    # main summed the current destination: every segment failed its checksum at the final host.
+    from scapy.layers.inet6 import IPv6ExtHdrRouting, IPv6ExtHdrSegmentRouting
+    final = "2001:db8::99"
+    if kind == 4:
+        rh = IPv6ExtHdrSegmentRouting(addresses=[final, "2001:db8::50"], segleft=1)
+    else:
+        rh = IPv6ExtHdrRouting(type=kind, addresses=[final], segleft=1)
+    payload = os.urandom(3000)
+    l4 = TCP(sport=40000, dport=5201, seq=7, ack=1, flags="PA") if tcp else UDP(sport=40000, dport=5201)
+    pkt = bytearray(bytes(IPv6(src=A6, dst=B6) / rh / l4 / payload))
+    ihl = 40 + len(bytes(rh))
+    segs = segment(bytes(pkt), GSO_TCPV6 if tcp else GSO_UDP_L4, 1200, ihl)
+    assert len(segs) == 3
+    for s in segs:
+        assert _fresh(IPv6(bytes(s))) == bytes(s)  # scapy sums the final destination

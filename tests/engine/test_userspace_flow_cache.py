@@ -70,3 +70,25 @@ def test_ipv6_ports_behind_extension_headers_key_the_flow(ext):
             want = path.decide(pkt)
             assert (want.__class__ is Pair) == (port == 53)
             assert path.lookup(pkt) is want if port == 53 else path.lookup(pkt) == want
+
+
+def test_icmpv6_is_keyed_by_type_and_code_not_its_checksum():
+    # Each echo request has its own checksum where ports would be: keyed by it, every ping was a
+    # cache miss (RFC 4301 §4.4.1.1: type and code are what selectors see).
+    from scapy.all import ICMPv6EchoRequest
+    path = _path("2001:db8:2::/64[udp]")
+    assert not path.addr_only
+    for seq in range(20):
+        path.lookup(raw(IPv6(src=A, dst=B) / ICMPv6EchoRequest(id=7, seq=seq) / b"ping"))
+    assert len(path.flows) == 1
+
+
+def test_icmp_is_keyed_by_type_and_code_not_its_checksum():
+    from scapy.all import ICMP, IP
+    path = _path("2001:db8:2::/64[udp]")
+    for seq in range(20):
+        path.lookup(raw(IP(src="192.0.2.10", dst="192.0.2.20") / ICMP(id=7, seq=seq) / b"ping"))
+    assert len(path.flows) == 1
+    # Type and code still tell flows apart (a port-like selector on ICMP may name them).
+    path.lookup(raw(IP(src="192.0.2.10", dst="192.0.2.20") / ICMP(type=13) / b"t"))
+    assert len(path.flows) == 2
