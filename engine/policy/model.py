@@ -24,7 +24,7 @@ IpsecProtocol = Literal["esp", "ah"]
 StartAction = Literal["none", "trap", "start"]
 DpdAction = Literal["clear", "trap", "restart"]
 CloseAction = Literal["none", "trap", "start"]
-UniquePolicy = Literal["no", "never", "replace"]
+UniquePolicy = Literal["no", "never", "replace", "keep"]
 RuleAction = Literal["bypass", "discard"]
 
 
@@ -186,8 +186,9 @@ class ConnectionConfig:
     unique: UniquePolicy = "no"
     """Older IKE SAs with the same peer identity (and the same EAP identity, for a peer that used EAP, as
     charon), as swanctl's unique: ``no`` (they go only when the peer's
-    IKE_AUTH carries INITIAL_CONTACT), ``replace`` (a new IKE SA always replaces them), ``never`` (kept,
-    even on INITIAL_CONTACT)."""
+    IKE_AUTH carries INITIAL_CONTACT), ``replace`` (a new IKE SA replaces them; from the same address
+    and port, a reauthentication, 10 s later), ``keep`` (a new IKE SA from another address is refused),
+    ``never`` (kept, even on INITIAL_CONTACT). engine.ike.uniqueness."""
     children: tuple[ChildConfig, ...] = ()
     ppk_id: str | None = None
     """RFC 8784 Postquantum Preshared Key to use (the id of a ``[ppk.NAME]`` secret), as swanctl's ppk_id."""

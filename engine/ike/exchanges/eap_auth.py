@@ -454,6 +454,8 @@ class EapAuthResponder(IkeAuthResponder):
         sa.eap_identity = _eap_text(self.server.identity)
         sa.eap_method = self.server.method_name
         sa.cert_subject = getattr(self.server.method, "subject", "")
+        if self.refused_as_duplicate(now):
+            return
         signed_r = octets(sa.init_response, sa.nonce_i, sa.chosen.prf, sa.keys.sk_pr.reveal(), self.idr) \
             + int_auth(sa, self.auth_mid)
         answer: list = [AuthPayload(AuthMethod.PSK, msk_auth(sa, self.server.msk, False, signed_r)),
