@@ -159,7 +159,8 @@ class ConnectionConfig:
     remote_port: int = 500
     """The peer's IKE port."""
     remote_natt_port: int = 4500
-    """The peer's NAT-T port, where IKE floats to when a NAT is seen or encap is set (RFC 7296 §2.23)."""
+    """The peer's NAT-T port, where IKE floats to when a NAT is seen or encap is set (RFC 7296 §2.23), or
+    with mobike after IKE_SA_INIT when the peer does NAT-T and remote_port is 500 (RFC 4555 §3.3)."""
     proposals: tuple[Proposal, ...] = ()
     """IKE proposals, in preference order."""
     local: AuthConfig = field(default_factory=AuthConfig)
