@@ -223,7 +223,8 @@ def test_eap_identity_not_allowed_by_eap_id_is_refused():
 # ---------------------------------------------------------------- MOBIKE (RFC 4555), as responder
 def test_mobike_update_moves_the_ike_and_child_sas_to_the_new_address():
     """UPDATE_SA_ADDRESSES from a new address: the IKE SA answers there, every CHILD SA follows
-    (ChildSaMoved, same SPIs), the move is counted; without MOBIKE agreed nothing moves."""
+    (ChildSaMoved, same SPIs) once the client answered there, the move is counted; without MOBIKE
+    agreed nothing moves."""
     p = rw_pair()
     p.a.initiate("tun", p.now)
     p.advance(1)
@@ -234,9 +235,15 @@ def test_mobike_update_moves_the_ike_and_child_sas_to_the_new_address():
     # (IKE is on the NAT-T ports since IKE_SA_INIT, RFC 4555 §3.3: the message carries the marker)
     assert d.local[1] == 4500
     p.b.receive_datagram(ike_data(d.data), d.remote, ("192.0.2.3", 4500), p.now)
-    answers = p.b.datagrams_to_send()
-    assert [a.remote for a in answers] == [("192.0.2.3", 4500)]
+    answer, check = p.b.datagrams_to_send()  # the answer, and the return routability check (RFC 4555 §3.7)
+    assert [a.remote for a in (answer, check)] == [("192.0.2.3", 4500)] * 2
     events = []
+    while (e := p.b.next_event()) is not None:
+        events.append(e)
+    assert not [e for e in events if isinstance(e, ChildSaMoved)]  # not before the client answers there
+    p.a.receive_datagram(ike_data(check.data), check.remote, check.local, p.now)
+    (echo,) = p.a.datagrams_to_send()
+    p.b.receive_datagram(ike_data(echo.data), ("192.0.2.3", 4500), echo.remote, p.now)
     while (e := p.b.next_event()) is not None:
         events.append(e)
     moved = [e for e in events if isinstance(e, ChildSaMoved)]
