@@ -52,7 +52,11 @@ def refuses(registry: Registry, sa: IkeSa, initial_contact: bool) -> str | None:
 
 
 def enforce(registry: Registry, scheduler: Scheduler, sa: IkeSa, now: float, *, initial_contact: bool) -> None:
-    """``sa`` is up and indexed: end the older IKE SAs of its peer that uniqueness says go."""
+    """``sa`` is up and indexed: end the older IKE SAs of its peer that uniqueness says go. As the
+    responder only, as charon (ike_auth build_r): an initiator receives no INITIAL_CONTACT, and its
+    older SAs with the same gateway are a reauthentication of its own."""
+    if sa.original_initiator:
+        return
     unique = sa.conn.unique if sa.conn is not None else "no"
     if unique == "never" or not (initial_contact or unique in ("replace", "keep")):
         return
