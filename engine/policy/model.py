@@ -185,8 +185,8 @@ class ConnectionConfig:
     keyingtries: int = 1
     """How many times to try establishing; 0 = forever."""
     unique: UniquePolicy = "no"
-    """Older IKE SAs with the same peer identity (and the same EAP identity, for a peer that used EAP, as
-    charon), as swanctl's unique: ``no`` (they go only when the peer's
+    """Older IKE SAs of the same peer (its EAP identity when it used EAP, else its IKE identity, as charon)
+    as the responder, as swanctl's unique: ``no`` (they go only when the peer's
     IKE_AUTH carries INITIAL_CONTACT), ``replace`` (a new IKE SA replaces them; from the same address
     and port, a reauthentication, 10 s later), ``keep`` (a new IKE SA from another address is refused),
     ``never`` (kept, even on INITIAL_CONTACT). engine.ike.uniqueness."""
