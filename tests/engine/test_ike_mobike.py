@@ -133,8 +133,11 @@ def test_an_answer_without_our_cookie2_deletes_the_ike_sa(monkeypatch):
     assert not p.a.sas
 
 
-def test_a_nat_on_the_new_path_moves_ike_to_the_natt_port_and_updates_again():
+def test_a_nat_on_the_new_path_is_detected_and_esp_goes_into_udp():
+    """IKE is on the NAT-T port since IKE_SA_INIT already (RFC 4555 §3.3): a NAT on the new path
+    turns on ESP-in-UDP for the CHILD SAs that follow, and the gateway sees the NAT too."""
     p = pair()
+    assert p.a.sas[0].floated and not p.a.sas[0].encap
     client, gw = p.a.sas[0], p.b.sas[0]
 
     def nat(side, d):  # a NAT between: the gateway sees the client from 198.51.100.7, ports kept
