@@ -28,7 +28,7 @@ from typing import NamedTuple
 
 from engine.crypto.keypool import KeyPool
 from engine.events import ChildState, Event, IkeState, NegotiationFailed, PolicyApplied
-from engine.ike import names, policy_change, redirect_client, routing
+from engine.ike import names, policy_change, redirect_client, routing, uniqueness
 from engine.ike.authenticator import Authenticator
 from engine.ike.child import ChildSa
 from engine.ike.config_payload import VirtualIps
@@ -186,18 +186,10 @@ class IkeEndpoint:
         if sa.replaces is not None:
             # After IKE_AUTH completes (its virtual IPs known): the SA that was redirected goes.
             self.scheduler.call_at(now, lambda t: redirect_client.done(sa, t))
-        unique = sa.conn.unique if sa.conn is not None else "no"
-        if unique == "never" or not (initial_contact or unique == "replace"):
-            return
-        for old in self.registry.same_identity(sa):
-            if not old.established:
-                continue
-            if initial_contact:
-                # The peer lost its state: our older SAs with it are dead (§2.4).
-                old.destroy(now, "peer sent INITIAL_CONTACT")
-            else:
-                # The peer may still hold it (or dropped it silently, as Libreswan does): tell it.
-                old.delete(now, "replaced by a new IKE SA with the same peer (unique = replace)")
+        uniqueness.enforce(self.registry, self.scheduler, sa, now, initial_contact=initial_contact)
+
+    def unique_refuses(self, sa: IkeSa, initial_contact: bool) -> str | None:
+        return uniqueness.refuses(self.registry, sa, initial_contact)
 
     def initial_contact(self, sa: IkeSa) -> bool:
         """No other IKE SA of this connection is up with that peer address (nor one this SA

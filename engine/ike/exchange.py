@@ -174,6 +174,9 @@ class Responder(Exchange):
     must follow the answer on the wire (installing, destroying) goes in
     ``responded``. A multi-round responder stays until ``finished``."""
 
+    answer_delay = 0.0
+    """Seconds our answer to this round waits before it goes out (the EAP-MSCHAPv2 retry delay)."""
+
     def respond(self, exchange: int, payloads: list, now: float) -> list | None:
         """Our answer; None holds the request unanswered (the peer retransmits it)."""
         raise NotImplementedError

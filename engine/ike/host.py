@@ -100,6 +100,10 @@ class Host(Protocol):
     def established(self, sa: IkeSa, now: float, *, initial_contact: bool) -> None:
         """IKE_AUTH completed (``initial_contact``: the peer sent INITIAL_CONTACT)."""
 
+    def unique_refuses(self, sa: IkeSa, initial_contact: bool) -> str | None:
+        """Responder: why the connection's uniqueness policy (``unique = keep``) refuses the
+        authenticated ``sa``, or None."""
+
     def initial_contact(self, sa: IkeSa) -> bool:
         """Whether our IKE_AUTH should carry INITIAL_CONTACT."""
 

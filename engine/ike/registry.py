@@ -63,8 +63,8 @@ class Registry:
         """Half-open IKE SAs per peer address (read-only for the front door)."""
         self._by_addr: dict[tuple[str, str], set[IkeSa]] = {}
         """By (connection, peer address): whether our IKE_AUTH carries INITIAL_CONTACT."""
-        self._by_identity: dict[tuple[str, str], set[IkeSa]] = {}
-        """Authenticated IKE SAs by (connection, peer identity): what an INITIAL_CONTACT replaces."""
+        self._by_identity: dict[tuple[str, str, str], set[IkeSa]] = {}
+        """Authenticated IKE SAs by ``identity_of``: what an INITIAL_CONTACT replaces."""
         self._spis: set[bytes] = set()
         self._reserved_ike: dict[bytes, IkeSa | None] = {}
         """Our SPIs handed out and not registered yet -> the IKE SA whose rekey offers it (None for
@@ -102,12 +102,15 @@ class Registry:
 
     @staticmethod
     def identity_of(sa: IkeSa) -> tuple[str, str, str]:
-        """Whose IKE SAs an INITIAL_CONTACT (or unique = replace) of ``sa``'s peer ends: (connection,
-        IKE identity, EAP identity of a peer that authenticated with EAP). The EAP user counts, as
-        charon's check_uniqueness (get_other_eap_id): Windows sends its address as IDi, so two users
-        behind the same private address are two peers."""
-        eap = sa.eap_identity if sa.conn is not None and sa.conn.remote.is_eap else ""
-        return (sa.name, str(sa.remote_id), eap)
+        """Whose IKE SAs an INITIAL_CONTACT (or unique = replace / keep) of ``sa``'s peer ends:
+        (connection, "eap" and the EAP identity of a peer that authenticated with one, else "ike" and
+        its IKE identity). As charon's check_uniqueness (get_other_eap_id: the EAP identity when there
+        is one, in place of the IKE identity): Windows sends its address as IDi, so two users behind
+        the same private address are two peers, and one user on a second device (another IKE
+        identity) is the same peer."""
+        if sa.eap_identity and sa.conn is not None and sa.conn.remote.is_eap:
+            return (sa.name, "eap", sa.eap_identity)
+        return (sa.name, "ike", str(sa.remote_id))
 
     def index_identity(self, sa: IkeSa) -> None:
         """``sa`` is authenticated: an INITIAL_CONTACT from its peer will find it."""

@@ -68,6 +68,12 @@ class Outstanding:
 class CachedResponse:
     mid: int
     datagrams: list[bytes]
+    held_until: float | None = None
+    """Not sent yet: it goes at this time (sa_timers.handle), to ``held_via``. Until then the peer's
+    requests, its retransmissions included, are dropped (answering those would skip the wait)."""
+    held_via: tuple | None = None
+    held_summary: tuple | None = None
+    """(exchange, payloads) for the ExchangeSent event when it goes."""
 
 
 class IkeSa:
@@ -306,10 +312,15 @@ class IkeSa:
         self.spi_r = ZERO_SPI
         self.mid_out = 0
 
-    def send_response(self, exchange: int, mid: int, payloads: list, now: float) -> None:
+    def send_response(self, exchange: int, mid: int, payloads: list, now: float, hold: float = 0.0) -> None:
+        """Answer the peer's request; ``hold`` > 0: only that many seconds later (the EAP-MSCHAPv2
+        retry delay), by the SA's timer."""
         datagrams = self.encode(exchange, mid, payloads, response=True)
         if exchange == ExchangeType.IKE_SA_INIT:
             self.init_response = datagrams[0]
+        if hold > 0:
+            self.cached = CachedResponse(mid, datagrams, now + hold, self.request_via, (exchange, payloads))
+            return
         self.cached = CachedResponse(mid, datagrams)
         self.summary_event(True, exchange, mid, True, payloads, sum(map(len, datagrams)), now,
                             fragments=len(datagrams))

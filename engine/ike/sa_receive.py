@@ -41,6 +41,11 @@ def receive(sa: IkeSa, message: Message, local: Addr, remote: Addr, now: float) 
             sa.host.count("unexpected_response")
             return
     else:
+        if sa.cached is not None and sa.cached.held_until is not None:
+            # Our answer to the last request waits (the EAP-MSCHAPv2 retry delay): a retransmission
+            # answered now would skip the wait, and a next request cannot come before the answer.
+            sa.host.count("held_answer_requests")
+            return
         if sa.cached is not None and h.mid == sa.cached.mid:
             # A retransmitted request: replay our response (§2.1), all fragments,
             # but only once per fragment set (the first fragment triggers it).
@@ -173,7 +178,7 @@ def take_request(sa: IkeSa, exchange: int, mid: int, payloads: list, now: float)
         if sa.state == IkeState.CONNECTING:
             sa.destroy(now, str(exc))
         return
-    sa.send_response(exchange, mid, answer, now)
+    sa.send_response(exchange, mid, answer, now, r.answer_delay)
     keep_responding(sa, r, now)
     r.responded(now)
     sa.kick(now)

@@ -34,6 +34,8 @@ def next_timer(sa: IkeSa) -> float | None:
              sa.deadline]
     if sa.outstanding is not None:
         times.append(sa.outstanding.next_at)
+    if sa.cached is not None and sa.cached.held_until is not None:
+        times.append(sa.cached.held_until)
     for at, _ in sa.deferred:
         times.append(at)
     for c in sa.children.values():
@@ -73,6 +75,13 @@ def handle(sa: IkeSa, now: float) -> None:
     """Whatever is due at ``now``."""
     if not sa.alive:
         return
+    held = sa.cached
+    if held is not None and held.held_until is not None and now >= held.held_until:
+        (exchange, payloads), held.held_until, held.held_summary = held.held_summary, None, None
+        sa.host.count("answers_delayed")
+        sa.summary_event(True, exchange, held.mid, True, payloads, sum(map(len, held.datagrams)), now,
+                         fragments=len(held.datagrams))
+        sa.transmit(held.datagrams, now, held.held_via)
     out = sa.outstanding
     if out is not None and now >= out.next_at:
         if out.retransmits >= sa.host.engine.retransmit_tries:

@@ -24,7 +24,7 @@ IpsecProtocol = Literal["esp", "ah"]
 StartAction = Literal["none", "trap", "start"]
 DpdAction = Literal["clear", "trap", "restart"]
 CloseAction = Literal["none", "trap", "start"]
-UniquePolicy = Literal["no", "never", "replace"]
+UniquePolicy = Literal["no", "never", "replace", "keep"]
 RuleAction = Literal["bypass", "discard"]
 
 
@@ -159,7 +159,8 @@ class ConnectionConfig:
     remote_port: int = 500
     """The peer's IKE port."""
     remote_natt_port: int = 4500
-    """The peer's NAT-T port, where IKE floats to when a NAT is seen or encap is set (RFC 7296 §2.23)."""
+    """The peer's NAT-T port, where IKE floats to when a NAT is seen or encap is set (RFC 7296 §2.23), or
+    with mobike after IKE_SA_INIT when the peer does NAT-T and remote_port is 500 (RFC 4555 §3.3)."""
     proposals: tuple[Proposal, ...] = ()
     """IKE proposals, in preference order."""
     local: AuthConfig = field(default_factory=AuthConfig)
@@ -184,10 +185,11 @@ class ConnectionConfig:
     keyingtries: int = 1
     """How many times to try establishing; 0 = forever."""
     unique: UniquePolicy = "no"
-    """Older IKE SAs with the same peer identity (and the same EAP identity, for a peer that used EAP, as
-    charon), as swanctl's unique: ``no`` (they go only when the peer's
-    IKE_AUTH carries INITIAL_CONTACT), ``replace`` (a new IKE SA always replaces them), ``never`` (kept,
-    even on INITIAL_CONTACT)."""
+    """Older IKE SAs of the same peer (its EAP identity when it used EAP, else its IKE identity, as charon)
+    as the responder, as swanctl's unique: ``no`` (they go only when the peer's
+    IKE_AUTH carries INITIAL_CONTACT), ``replace`` (a new IKE SA replaces them; from the same address
+    and port, a reauthentication, 10 s later), ``keep`` (a new IKE SA from another address is refused),
+    ``never`` (kept, even on INITIAL_CONTACT). engine.ike.uniqueness."""
     children: tuple[ChildConfig, ...] = ()
     ppk_id: str | None = None
     """RFC 8784 Postquantum Preshared Key to use (the id of a ``[ppk.NAME]`` secret), as swanctl's ppk_id."""

@@ -255,3 +255,14 @@ def handshake_events(side: str = "b") -> list[Event]:
     pair.a.terminate("tun", pair.now)
     pair.deliver()
     return pair.events[side]
+
+
+def ike_data(data: bytes) -> bytes | None:
+    """The IKE message in a datagram from the log: without the non-ESP marker a message on the
+    NAT-T port carries (MOBIKE floats there after IKE_SA_INIT, RFC 4555 §3.3); None for a NAT-T
+    keepalive or ESP."""
+    if data.startswith(NON_ESP_MARKER):
+        return data[len(NON_ESP_MARKER):]
+    if data == b"\xff" or len(data) < 28:
+        return None
+    return data if data[17] >> 4 == 2 else None  # IKE major version 2 (ESP would not be in the log)

@@ -45,7 +45,10 @@ def test_both_sides_agree_on_mobike_in_ike_auth():
     p = pair()
     client, gw = p.a.sas[0], p.b.sas[0]
     assert client.mobike and gw.mobike
-    assert client.mobike_addrs == ((LEFT, 500), (RIGHT, 500))
+    # IKE moved to the NAT-T ports after IKE_SA_INIT, NAT or not: RFC 4555 §3.3 (MUST when both
+    # do MOBIKE and NAT-T), charon's ike_natd process_i
+    assert client.mobike_addrs == ((LEFT, 4500), (RIGHT, 4500))
+    assert not client.nat.any and not gw.nat.any and not client.encap and not gw.encap  # ESP stays bare
 
 
 def test_client_moves_to_a_new_address_and_every_child_sa_follows_without_a_rekey():
@@ -55,13 +58,13 @@ def test_client_moves_to_a_new_address_and_every_child_sa_follows_without_a_reke
     start = len(p.events["a"])
     assert p.a.roam(p.now, address=MOVED) == 1
     out = p.a.datagrams_to_send()
-    assert [d.local for d in out] == [(MOVED, 500)]  # the request leaves from the new address
+    assert [d.local for d in out] == [(MOVED, 4500)]  # the request leaves from the new address
     p.wire.extend(("a", d) for d in out)
     p.advance(1)
     briefs = sent_notifies(p, "a", start)
     assert any("N(UPD_SA_ADDR)" in b and "N(NATD_S_IP)" in b and "N(NATD_D_IP)" in b and "N(COOKIE2)" in b
                for b in briefs), briefs
-    assert client.local == (MOVED, 500) and gw.remote == (MOVED, 500)
+    assert client.local == (MOVED, 4500) and gw.remote == (MOVED, 4500)
     assert not gw.nat.any and not client.nat.any  # NAT detection hashed the new address
     a_moves, b_moves = p.of("a", ChildSaMoved), p.of("b", ChildSaMoved)
     assert [(m.spi_in, m.local_addr, m.remote_addr) for m in a_moves] == [(c_child.spi_in_int, MOVED, RIGHT)]
@@ -80,7 +83,7 @@ def test_runtime_lookup_finds_the_new_source_address():
     p.a.source_address = lambda remote: MOVED
     assert p.a.roam(p.now) == 1
     p.advance(1)
-    assert p.b.sas[0].remote == (MOVED, 500) and p.a.sas[0].mobike_moves == 1
+    assert p.b.sas[0].remote == (MOVED, 4500) and p.a.sas[0].mobike_moves == 1
 
 
 def test_a_second_move_while_the_update_is_in_flight_sends_another_update():
@@ -130,8 +133,11 @@ def test_an_answer_without_our_cookie2_deletes_the_ike_sa(monkeypatch):
     assert not p.a.sas
 
 
-def test_a_nat_on_the_new_path_moves_ike_to_the_natt_port_and_updates_again():
+def test_a_nat_on_the_new_path_is_detected_and_esp_goes_into_udp():
+    """IKE is on the NAT-T port since IKE_SA_INIT already (RFC 4555 §3.3): a NAT on the new path
+    turns on ESP-in-UDP for the CHILD SAs that follow, and the gateway sees the NAT too."""
     p = pair()
+    assert p.a.sas[0].floated and not p.a.sas[0].encap
     client, gw = p.a.sas[0], p.b.sas[0]
 
     def nat(side, d):  # a NAT between: the gateway sees the client from 198.51.100.7, ports kept
@@ -165,7 +171,7 @@ def test_the_runtime_roam_command_moves_what_the_route_lookup_says():
     p.a.source_address = lambda remote: MOVED
     assert rt.roam("tun") == 1
     p.advance(1)
-    assert p.b.sas[0].remote == (MOVED, 500)
+    assert p.b.sas[0].remote == (MOVED, 4500)
     assert rt.roam("tun") == 0  # already there
     with pytest.raises(LocalError):
         rt.roam("nosuch")

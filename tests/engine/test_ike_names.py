@@ -48,7 +48,7 @@ def test_initiating_to_a_host_name_waits_for_the_runtime_then_goes_to_its_addres
     p.wire.append(("a", sent[0]))
     p.advance(1)
     assert len(established(p.a)) == 1 and len(established(p.b)) == 1
-    assert established(p.a)[0].remote == (RIGHT, 500)
+    assert established(p.a)[0].remote == (RIGHT, 4500)  # the NAT-T port after IKE_SA_INIT (MOBIKE, RFC 4555 §3.3)
 
 
 def test_an_answer_is_used_for_name_ttl_then_asked_again():

@@ -13,7 +13,7 @@ from engine.runtime.engine import EngineRuntime
 from engine.secret import Secret
 from engine.wire.constants import NotifyType
 
-from tests.engine.ike_pair import LEFT, RIGHT, Pair, child, connection, mirror, policy
+from tests.engine.ike_pair import LEFT, RIGHT, Pair, child, connection, ike_data, mirror, policy
 
 POOL = PoolConfig("rw", "198.51.100.192/28", dns=("198.51.100.53",), split_include=("198.51.100.0/25",))
 
@@ -223,7 +223,8 @@ def test_eap_identity_not_allowed_by_eap_id_is_refused():
 # ---------------------------------------------------------------- MOBIKE (RFC 4555), as responder
 def test_mobike_update_moves_the_ike_and_child_sas_to_the_new_address():
     """UPDATE_SA_ADDRESSES from a new address: the IKE SA answers there, every CHILD SA follows
-    (ChildSaMoved, same SPIs), the move is counted; without MOBIKE agreed nothing moves."""
+    (ChildSaMoved, same SPIs) once the client answered there, the move is counted; without MOBIKE
+    agreed nothing moves."""
     p = rw_pair()
     p.a.initiate("tun", p.now)
     p.advance(1)
@@ -231,16 +232,24 @@ def test_mobike_update_moves_the_ike_and_child_sas_to_the_new_address():
     assert gw.mobike and client.mobike  # our client offered MOBIKE, the gateway agreed
     client.start(Notify(client, NotifyType.UPDATE_SA_ADDRESSES), p.now)
     (d,) = p.a.datagrams_to_send()
-    p.b.receive_datagram(d.data, d.remote, ("192.0.2.3", 500), p.now)
-    answers = p.b.datagrams_to_send()
-    assert [a.remote for a in answers] == [("192.0.2.3", 500)]
+    # (IKE is on the NAT-T ports since IKE_SA_INIT, RFC 4555 §3.3: the message carries the marker)
+    assert d.local[1] == 4500
+    p.b.receive_datagram(ike_data(d.data), d.remote, ("192.0.2.3", 4500), p.now)
+    answer, check = p.b.datagrams_to_send()  # the answer, and the return routability check (RFC 4555 §3.7)
+    assert [a.remote for a in (answer, check)] == [("192.0.2.3", 4500)] * 2
     events = []
+    while (e := p.b.next_event()) is not None:
+        events.append(e)
+    assert not [e for e in events if isinstance(e, ChildSaMoved)]  # not before the client answers there
+    p.a.receive_datagram(ike_data(check.data), check.remote, check.local, p.now)
+    (echo,) = p.a.datagrams_to_send()
+    p.b.receive_datagram(ike_data(echo.data), ("192.0.2.3", 4500), echo.remote, p.now)
     while (e := p.b.next_event()) is not None:
         events.append(e)
     moved = [e for e in events if isinstance(e, ChildSaMoved)]
     (child,) = gw.children.values()
-    assert [(m.spi_in, m.remote_addr, m.remote_port) for m in moved] == [(child.spi_in_int, "192.0.2.3", 500)]
-    assert gw.remote == ("192.0.2.3", 500) and p.b.status(p.now)[0].mobike_moves == 1
+    assert [(m.spi_in, m.remote_addr, m.remote_port) for m in moved] == [(child.spi_in_int, "192.0.2.3", 4500)]
+    assert gw.remote == ("192.0.2.3", 4500) and p.b.status(p.now)[0].mobike_moves == 1
     assert gw.state.value == "ESTABLISHED" and len(gw.children) == 1  # no rekey, no new SA
 
 

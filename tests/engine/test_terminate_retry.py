@@ -12,7 +12,7 @@ from engine.runtime.control import ControlServer
 from engine.runtime.engine import EngineRuntime
 from engine.wire.constants import FLAG_RESPONSE, ExchangeType
 from engine.wire.message import decode_header
-from tests.engine.ike_pair import Pair, connection, mirror, policy
+from tests.engine.ike_pair import Pair, connection, ike_data, mirror, policy
 from tests.loopback import addr
 
 GOOD = connection(keyingtries=0)
@@ -22,7 +22,7 @@ REFUSING = mirror(GOOD, proposals=connection(ike=("aes128-sha256-x25519",)).prop
 
 def inits_sent(p: Pair, side: str = "a") -> int:
     """IKE_SA_INIT requests ``side`` sent: one per attempt."""
-    headers = [decode_header(d.data) for s, d in p.log if s == side]
+    headers = [decode_header(m) for s, d in p.log if s == side and (m := ike_data(d.data)) is not None]
     return sum(1 for h in headers if h.exchange == ExchangeType.IKE_SA_INIT and not h.flags & FLAG_RESPONSE)
 
 

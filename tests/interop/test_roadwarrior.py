@@ -277,6 +277,9 @@ def test_charon_client_moves_with_mobike_and_the_tunnel_keeps_working(tmp_path):
         assert re.search(r"generating INFORMATIONAL request \d+ \[ N\(UPD_SA_ADDR\) N\(NATD_S_IP\) N\(NATD_D_IP\) "
                          r"N\(COOKIE2\)", log), log[-3000:]
         assert re.search(r"parsed INFORMATIONAL response \d+ \[ N\(NATD_S_IP\) N\(NATD_D_IP\) N\(COOKIE2\) \]", log)
+        # our return routability check at its new address (RFC 4555 §3.7) before the CHILD SA moved
+        assert re.search(r"parsed INFORMATIONAL request \d+ \[ N\(COOKIE2\) \]", log), log[-3000:]
+        assert re.search(r"generating INFORMATIONAL response \d+ \[ N\(COOKIE2\) \]", log), log[-3000:]
         # our CHILD SA followed the move with its SPIs (its counters go on in the datapath)...
         (ev,) = o.events("ChildSaMoved")
         assert (ev["spi_in"], ev["remote_addr"]) == (sa["children"][0]["spi_in"], "192.0.2.3")

@@ -314,6 +314,7 @@ class EapAuthResponder(IkeAuthResponder):
     def respond(self, exchange: int, payloads: list, now: float) -> list:
         self.answer = []
         self.after = None
+        self.answer_delay = 0.0
         if self.state == S.IDLE:
             self.idi = self.idr_wanted = None
             self.child_wanted = self.initial_contact = False
@@ -402,6 +403,9 @@ class EapAuthResponder(IkeAuthResponder):
         step = self.server.receive(eap)
         if step.payload is not None:
             self.answer = [step.payload]
+        # e.g. EAP-MSCHAPv2's retry after a wrong password (charon: sleep(RETRY_DELAY)): held on the SA
+        # (sa.send_response), no memory beyond the answer every SA caches anyway.
+        self.answer_delay = step.delay
         if step.state == "success":
             return I.EAP_OK
         if step.state == "failure":
@@ -454,6 +458,8 @@ class EapAuthResponder(IkeAuthResponder):
         sa.eap_identity = _eap_text(self.server.identity)
         sa.eap_method = self.server.method_name
         sa.cert_subject = getattr(self.server.method, "subject", "")
+        if self.refused_as_duplicate(now):
+            return
         signed_r = octets(sa.init_response, sa.nonce_i, sa.chosen.prf, sa.keys.sk_pr.reveal(), self.idr) \
             + int_auth(sa, self.auth_mid)
         answer: list = [AuthPayload(AuthMethod.PSK, msk_auth(sa, self.server.msk, False, signed_r)),

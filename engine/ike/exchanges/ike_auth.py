@@ -329,6 +329,8 @@ class IkeAuthResponder(Responder):
 
     def accept(self, now: float) -> None:
         sa, conn, auth, payloads = self.sa, self.sa.conn, self.sa.host.auth, self.payloads
+        if self.refused_as_duplicate(now):
+            return
         idr = auth.id_payload(conn, False, sa.local[0])
         sa.local_id = identity_from_wire(idr.id_type, idr.data)
         signed_r = octets(sa.init_response, sa.nonce_i, sa.chosen.prf, sa.keys.sk_pr.reveal(), idr) \
@@ -343,6 +345,16 @@ class IkeAuthResponder(Responder):
         answer += mobike.auth_notifies(sa, conn, payloads)
         self.answer = answer + self.child_part(now, payloads, str(sa.remote_id))
         self.after = "_establish"
+
+    def refused_as_duplicate(self, now: float) -> bool:
+        """unique = keep: the peer is up from elsewhere; answer AUTHENTICATION_FAILED (charon's ike_auth
+        build_r, "canceling IKE_SA setup due to uniqueness policy")."""
+        why = self.sa.host.unique_refuses(self.sa, self.initial_contact)
+        if why is None:
+            return False
+        self.reason = why
+        self.authentication_failed(now)
+        return True
 
     def child_part(self, now: float, payloads: list, identity: str) -> list:
         """The configuration reply and the first CHILD SA of our answer (``identity`` holds the lease)."""

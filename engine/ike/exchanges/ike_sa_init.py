@@ -48,6 +48,9 @@ from engine.wire.constants import ExchangeType, NotifyType
 from engine.wire.message import IkeHeader, Message
 from engine.wire.payloads import KePayload, NoncePayload, NotifyPayload, SaPayload
 
+IKE_PORT = 500
+"""RFC 7296 §2: MOBIKE's float (``derive_keys``) leaves a peer on another port where it is."""
+
 log = logging.getLogger("engine.ike")
 IKE_SA_INIT = ExchangeType.IKE_SA_INIT
 MAX_INIT_RETRIES = 5
@@ -257,7 +260,11 @@ class IkeInit(Initiator):
         if nat is not None:
             sa.nat.local_behind, sa.nat.remote_behind = nat
         install_ike_keys(sa, shared)
-        if sa.nat.any or sa.conn.encap:
+        # As charon's ike_natd process_i: to the NAT-T ports when a NAT was found, or, with MOBIKE on,
+        # whenever the peer does NAT-T (it sent NAT-D): RFC 4555 §3.3 (whether it does MOBIKE is known
+        # only after IKE_AUTH, and later there is no exchange to switch ports with). Not from a peer on
+        # a port of its own: charon's float_ports keeps such a port, where ours would guess its NAT-T one.
+        if sa.nat.any or sa.conn.encap or (sa.conn.mobike and nat is not None and sa.remote[1] == IKE_PORT):
             sa.float_ports()
         sa.start(self.next_exchange(sa, self.children), now, front=True)
 

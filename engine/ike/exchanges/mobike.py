@@ -9,8 +9,13 @@ Rules (responder):
 - INFORMATIONAL with UPDATE_SA_ADDRESSES (§3.5), authenticated like any request: the IKE
   SA takes the addresses this request came from and went to; NAT detection is redone
   from its NAT_DETECTION notifies (our answer carries ours) and COOKIE2 is echoed (§3.8);
-  every CHILD SA follows the new addresses without a rekey (a ChildSaMoved event: the
-  datapath keeps SPIs, keys and sequence numbers). The answer goes to the new address.
+  the answer goes to the new address. To new addresses, a return routability check first
+  (§3.7: "by default ... SHOULD be performed"; charon omits it): an INFORMATIONAL with a
+  fresh COOKIE2 to the new address (``Check``). Its echo moves every CHILD SA there without
+  a rekey (a ChildSaMoved event: the datapath keeps SPIs, keys and sequence numbers), so an
+  authenticated client (or whoever rewrote its update's source address) cannot point our ESP
+  traffic at an address that did not ask for it (§5.2). A wrong echo closes the IKE SA (§3.7);
+  no answer is a dead peer, as for any request.
 - Without MOBIKE negotiated, an UPDATE_SA_ADDRESSES request is answered as an ordinary
   INFORMATIONAL (engine.ike.exchanges.informational), the SA staying where it was.
 
@@ -274,11 +279,73 @@ class UpdateResponder(Responder):
         if not self.moved:
             return
         sa.mobike_addrs = (sa.local, sa.remote)
+        log.info("%s[%d]: MOBIKE: peer moved from %s:%d to %s:%d, checking that it can be reached there "
+                 "(RFC 4555 §3.7) before its CHILD SAs follow", sa.name, sa.unique_id, *self.previous[1],
+                 *sa.remote, extra={"connection": sa.name})
+        sa.start(Check(sa, self.previous), now, front=True)
+        sa.host.changed(sa)
+
+
+class Check(Initiator):
+    """Responder: the return routability check of the peer's new addresses (RFC 4555 §3.7), an
+    INFORMATIONAL with a fresh COOKIE2 only; its echo moves the CHILD SAs there."""
+
+    TABLE = TABLE
+    INITIAL = SI.IDLE
+    name = "INFORMATIONAL (MOBIKE return routability check)"
+
+    def __init__(self, sa, previous) -> None:
+        super().__init__(sa)
+        self.previous = previous
+        self.checking = (sa.local, sa.remote)
+        self.before = set(sa.children)
+        """CHILD SAs on the old addresses: those made meanwhile start on the new ones."""
+
+    def request(self, now: float) -> Request | None:
+        if self.state != SI.IDLE:
+            return None
+        sa = self.sa
+        # A newer update came first: its own check follows.
+        stale = sa.state != IkeState.ESTABLISHED or (sa.local, sa.remote) != self.checking
+        self.fire(I.START_STALE if stale else I.START, now)
+        return Request(ExchangeType.INFORMATIONAL, self.payloads) if self.state == SI.SENT else None
+
+    def send(self, now: float) -> None:
+        self.cookie = self.sa.host.rng(COOKIE2_SIZE)
+        self.payloads = [cookie2(self.cookie)]
+
+    def response(self, exchange: int, payloads: list, now: float) -> None:
+        echo = notify(payloads, NotifyType.COOKIE2)
+        if echo is None or len(echo.data) < COOKIE2_MIN or not hmac.compare_digest(echo.data, self.cookie):
+            self.fire(I.RESP_REFUSED, now, reason="the peer's answer to our return routability check at its new "
+                      "address does not echo our COOKIE2 (RFC 4555 §3.7)")
+            return
+        self.fire(I.RESP_OK, now, payloads=payloads)
+
+    def moved(self, now: float, payloads: list) -> None:
+        sa = self.sa
+        if (sa.local, sa.remote) != self.checking:
+            return  # it moved again meanwhile: the check of the last addresses moves the CHILD SAs
         sa.mobike_moves += 1
-        log.info("%s[%d]: MOBIKE: peer moved from %s:%d to %s:%d", sa.name, sa.unique_id, *self.previous[1],
+        log.info("%s[%d]: MOBIKE: the peer answers at %s:%d, its CHILD SAs follow", sa.name, sa.unique_id,
                  *sa.remote, extra={"connection": sa.name})
         encap = sa.encap
-        for child in sa.children.values():
-            sa.host.emit(ChildSaMoved(sa.unique_id, sa.name, child.config.name, child.spi_in_int, child.spi_out_int,
-                                      sa.local[0], sa.remote[0], sa.local[1], sa.remote[1], encap))
+        for spi, child in sa.children.items():
+            if spi in self.before:
+                sa.host.emit(ChildSaMoved(sa.unique_id, sa.name, child.config.name, child.spi_in_int,
+                                          child.spi_out_int, sa.local[0], sa.remote[0], sa.local[1], sa.remote[1],
+                                          encap))
         sa.host.changed(sa)
+
+    def refused(self, now: float, reason: str) -> None:
+        sa = self.sa
+        sa.fail(ExchangeType.INFORMATIONAL, "COOKIE2", reason, now)
+        sa.delete(now, reason)
+
+    def abort(self, now: float) -> None:
+        self.fire(I.ABORT, now)
+
+    def migrate(self, sa) -> bool:
+        self.sa = sa  # an IKE rekey completed first: the new SA holds the CHILD SAs to move
+        self.before = set(sa.children)
+        return True
