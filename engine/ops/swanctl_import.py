@@ -347,7 +347,7 @@ class _Importer(SecretsImport):
         ours = self.unique_name(name, f"conn-{len(doc['connections']) + 1}", conn.where(), cpath)
         out: dict = {}
         for key, setting in conn.settings.items():
-            if key == "unique" and setting.value.strip().lower() in ("never", "replace"):
+            if key == "unique" and setting.value.strip().lower() in ("never", "replace", "keep"):
                 out[key] = setting.value.strip().lower()
                 continue
             kind = CONN_DIRECT.get(key)

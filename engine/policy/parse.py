@@ -508,7 +508,7 @@ class _PolicyParser:
             mobike=r.bool_(t, "mobike", path, d.mobike),
             send_certreq=r.bool_(t, "send_certreq", path, d.send_certreq),
             keyingtries=r.int_(t, "keyingtries", path, d.keyingtries, lo=0),
-            unique=r.str_(t, "unique", path, d.unique, choices=("no", "never", "replace")),
+            unique=r.str_(t, "unique", path, d.unique, choices=("no", "never", "replace", "keep")),
             children=tuple(children),
             ppk_id=ppk_id,
             ppk_required=ppk_required,

@@ -380,3 +380,18 @@ def test_a_local_port_that_moves_the_gateways_ike_port_is_said(tmp_path, port):
     assert f"ike_port = {port}" in r.policy_toml
     moved = [w for w in r.warnings if f"[engine] ike_port = {port}" in w]
     assert moved and "not on 500" in moved[0], r.warnings
+
+
+def test_unique_keep_is_read_from_toml_and_carried_over_from_swanctl(tmp_path):
+    """unique = keep (charon's UNIQUE_KEEP: a second SA of the same peer from elsewhere is refused)
+    is a policy value of its own and swanctl's `unique = keep` carries over, as never and replace do."""
+    for value in ("keep", "replace", "never"):
+        r = import_text(PSK_TUNNEL.replace("    dpd_delay = 30s\n", f"    dpd_delay = 30s\n    unique = {value}\n"),
+                        source="u.conf", conf_dir=tmp_path, out_dir=tmp_path)
+        assert r.errors == [] and r.warnings == [], value
+        (tmp_path / "secrets.toml").write_text(r.secrets_toml)
+        (tmp_path / "secrets.toml").chmod(0o600)
+        (tmp_path / "p.toml").write_text(r.policy_toml)
+        policy = load_policy(tmp_path / "p.toml")
+        assert policy.connection("psk-tunnel").unique == value
+        assert f"unique = {value}" in export_policy(policy).conf, value
