@@ -13,7 +13,8 @@ What is checked (in this order, the first failure is the reason):
    (engine.pki.nameconstraints);
 4. revocation: each certificate below the trust anchor is looked up in the
    CRLs its issuer signed. A revoked certificate fails, naming serial, date
-   and reason. A CRL with a bad signature is ignored (and reported); an
+   and reason. A CRL with a bad signature, or whose issuer's keyUsage lacks
+   cRLSign (RFC 5280 §6.3.3 (f)), is ignored (and reported); an
    expired CRL is still used for what it lists (revocation is permanent) and
    reported. ``revocation="strict"`` also fails when no good, current CRL
    covers a certificate (strongSwan's ``revocation = strict``); ``"ifuri"``
@@ -287,8 +288,15 @@ def _revocation_problem(
     issuer_name = _norm_name(issuer.subject)
     issuer_text = format_name(issuer.subject)
     good_and_current = found = False
+    refused = ""  # why a CRL of this issuer was not used, for a strict / ifuri failure
+    ku = _ext(issuer, x509.KeyUsage)
     for crl in crls:
         if _norm_name(crl.issuer) != issuer_name:
+            continue
+        if ku is not None and not ku.crl_sign:  # RFC 5280 §6.3.3 (f), charon's x509_crl.c issued_by
+            refused = f'; its CRL was ignored: the keyUsage of "{issuer_text}" lacks cRLSign'
+            warnings.append(f'a CRL of "{issuer_text}" is ignored: that CA\'s keyUsage lacks cRLSign, '
+                            "so it may not sign CRLs")
             continue
         facts = _crl_facts(crl)
         signed = facts.signed_by(crl, issuer)
@@ -316,14 +324,14 @@ def _revocation_problem(
     if good_and_current or revocation == "relaxed":
         return None
     if revocation == "strict":
-        return f'no valid, current CRL of "{issuer_text}" to check {describe(cert)} (revocation = strict)'
+        return f'no valid, current CRL of "{issuer_text}" to check {describe(cert)} (revocation = strict){refused}'
     # ifuri, as strongSwan's revocation plugin: a distribution point without a CRL is FAILED, an
     # expired CRL STALE, and ifuri takes only GOOD or SKIPPED (nothing to look up)
     if found:
         return f'the CRL of "{issuer_text}" is out of date: {describe(cert)} cannot be checked (revocation = ifuri)'
     if _has_crl_uri(cert):
         return (f'certificate {describe(cert)} names a CRL distribution point but no valid CRL of "{issuer_text}" '
-                "is loaded (revocation = ifuri)")
+                f"is loaded (revocation = ifuri){refused}")
     return None
 
 
