@@ -102,10 +102,19 @@ def verify_auth(ep, sa, conn, auth, signed: bytes, payloads, peer) -> tuple[bool
         return False, "the peer sent no certificate (CERT payload) for certificate authentication"
     end, rest = certs[0], certs[1:]
     wall = datetime.fromtimestamp(ep.wall_time(sa.last_received), timezone.utc)
-    result = validate_chain(end, rest, creds.cacerts.get(conn.name, []), creds.crls, wall,
-                            revocation=conn.remote.revocation)
+    all_crls = getattr(creds, "all_crls", None)
+    result = validate_chain(end, rest, creds.cacerts.get(conn.name, []), all_crls() if all_crls else creds.crls,
+                            wall, revocation=conn.remote.revocation)
+    if result.crl_uris and hasattr(creds, "want"):
+        creds.want(result.crl_uris)  # the runtime fetches them: the next attempt finds them loaded
     if not result.ok:
-        return False, f"the peer's certificate is not acceptable: {result.reason}"
+        fetching = ""
+        if getattr(creds, "fetching", False):  # a runtime fetches them: say how far it got
+            status = creds.crl_status
+            fetching = "; ".join(f"{u}: {status.get(u, 'being fetched now, a new attempt can succeed')}"
+                                 for u in result.crl_uris)
+        return False, (f"the peer's certificate is not acceptable: {result.reason}"
+                       + (f" (CRL {fetching})" if fetching else ""))
     if not cert_matches_identity(end, peer):
         return False, (f"the peer's certificate {describe(end)} does not contain its identity "
                        f"'{peer.value}': fix the peer's ID or its certificate's subjectAltName")

@@ -93,6 +93,10 @@ class ValidationResult:
     """End certificate first, then intermediates, then the trust anchor (empty on failure)."""
     warnings: tuple[str, ...] = field(default=())
     """Problems that did not fail validation (stale or badly signed CRLs)."""
+    crl_uris: tuple[str, ...] = ()
+    """http:// CRL distribution points of certificates on the validated path that no good, current
+    CRL covered: the runtime fetches them (engine.runtime.crlfetch). Only a path that reached a
+    trusted CA names any, so an unauthenticated peer cannot make us fetch what it likes."""
 
     def __bool__(self) -> bool:
         return self.ok
@@ -269,12 +273,14 @@ def validate_chain(
         return ValidationResult(False, problem)
 
     warnings: list[str] = []
+    wanted: list[str] = []
     for cert, issuer in zip(chain, chain[1:]):
-        problem = _revocation_problem(cert, issuer, crls, now, revocation, warnings)
+        problem = _revocation_problem(cert, issuer, crls, now, revocation, warnings, wanted)
         if problem:
-            return ValidationResult(False, problem, (), tuple(warnings))
+            return ValidationResult(False, problem, (), tuple(warnings), tuple(wanted))
     anchor = format_name(chain[-1].subject)
-    return ValidationResult(True, f'certificate {describe(end_cert)} is valid, issued under "{anchor}"', tuple(chain), tuple(warnings))
+    return ValidationResult(True, f'certificate {describe(end_cert)} is valid, issued under "{anchor}"', tuple(chain),
+                            tuple(warnings), tuple(wanted))
 
 
 def _revocation_problem(
@@ -284,6 +290,7 @@ def _revocation_problem(
     now: datetime,
     revocation: Revocation,
     warnings: list[str],
+    wanted: list[str],
 ) -> str | None:
     issuer_name = _norm_name(issuer.subject)
     issuer_text = format_name(issuer.subject)
@@ -321,6 +328,8 @@ def _revocation_problem(
                 f"certificate {describe(cert)} was revoked on {_when(entry.revocation_date_utc)} "
                 f'({words}), according to the CRL of "{issuer_text}"'
             )
+    if not good_and_current:
+        wanted += [u for u in crl_uris(cert) if u not in wanted]
     if good_and_current or revocation == "relaxed":
         return None
     if revocation == "strict":
@@ -338,6 +347,28 @@ def _revocation_problem(
 def _has_crl_uri(cert: x509.Certificate) -> bool:
     cdp = _ext(cert, x509.CRLDistributionPoints)
     return any(isinstance(n, x509.UniformResourceIdentifier) for dp in cdp or () for n in dp.full_name or ())
+
+
+MAX_CRL_URIS = 4
+"""http:// distribution points taken from one certificate (charon tries each in turn)."""
+MAX_URI_LENGTH = 1024
+
+
+def crl_uris(cert: x509.Certificate) -> tuple[str, ...]:
+    """The http:// URIs of a certificate's CRL distribution points, the ones we can fetch
+    (LDAP and the CRL issuer field are not followed), at most MAX_CRL_URIS."""
+    try:
+        cdp = _ext(cert, x509.CRLDistributionPoints)
+    except ValueError:  # a malformed extension: nothing to fetch
+        return ()
+    out: list[str] = []
+    for dp in cdp or ():
+        for n in dp.full_name or ():
+            uri = n.value if isinstance(n, x509.UniformResourceIdentifier) else ""
+            if (uri.lower().startswith("http://") and len(uri) <= MAX_URI_LENGTH and uri.isascii()
+                    and uri.isprintable() and " " not in uri and uri not in out):
+                out.append(uri)
+    return tuple(out[:MAX_CRL_URIS])
 
 
 class _CrlFacts:
