@@ -47,6 +47,11 @@ class Credentials:
     crl_status: dict[str, str] = field(default_factory=dict)
     """What the runtime's fetcher says of a URI it was asked for ("being fetched", why it failed),
     for the reason of a refused certificate. Empty when nothing fetches."""
+    crl_pending: frozenset = frozenset()
+    """URIs the runtime is fetching now (an IKE_AUTH naming one waits for it)."""
+    crl_settled: dict[str, float] = field(default_factory=dict)
+    """URI -> Unix time until which the runtime will not fetch it (a fresh CRL, a failed fetch held):
+    an IKE_AUTH naming one is decided with what there is."""
     fetching: bool = False
     """A runtime fetches wanted CRLs (False: only [engine] crls count)."""
     wanted: dict[str, None] = field(default_factory=dict)

@@ -97,6 +97,9 @@ class ValidationResult:
     """http:// CRL distribution points of certificates on the validated path that no good, current
     CRL covered: the runtime fetches them (engine.runtime.crlfetch). Only a path that reached a
     trusted CA names any, so an unauthenticated peer cannot make us fetch what it likes."""
+    needs_crl: bool = False
+    """The failure is a missing or out-of-date CRL (revocation strict or ifuri), not a revocation:
+    a CRL fetched from crl_uris may turn it into a success."""
 
     def __bool__(self) -> bool:
         return self.ok
@@ -275,9 +278,9 @@ def validate_chain(
     warnings: list[str] = []
     wanted: list[str] = []
     for cert, issuer in zip(chain, chain[1:]):
-        problem = _revocation_problem(cert, issuer, crls, now, revocation, warnings, wanted)
+        problem, revoked = _revocation_problem(cert, issuer, crls, now, revocation, warnings, wanted)
         if problem:
-            return ValidationResult(False, problem, (), tuple(warnings), tuple(wanted))
+            return ValidationResult(False, problem, (), tuple(warnings), tuple(wanted), needs_crl=not revoked)
     anchor = format_name(chain[-1].subject)
     return ValidationResult(True, f'certificate {describe(end_cert)} is valid, issued under "{anchor}"', tuple(chain),
                             tuple(warnings), tuple(wanted))
@@ -291,7 +294,8 @@ def _revocation_problem(
     revocation: Revocation,
     warnings: list[str],
     wanted: list[str],
-) -> str | None:
+) -> tuple[str | None, bool]:
+    """(why the certificate fails, whether it was revoked) or (None, False)."""
     issuer_name = _norm_name(issuer.subject)
     issuer_text = format_name(issuer.subject)
     good_and_current = found = False
@@ -327,21 +331,21 @@ def _revocation_problem(
             return (
                 f"certificate {describe(cert)} was revoked on {_when(entry.revocation_date_utc)} "
                 f'({words}), according to the CRL of "{issuer_text}"'
-            )
+            ), True
     if not good_and_current:
         wanted += [u for u in crl_uris(cert) if u not in wanted]
     if good_and_current or revocation == "relaxed":
-        return None
+        return None, False
     if revocation == "strict":
-        return f'no valid, current CRL of "{issuer_text}" to check {describe(cert)} (revocation = strict){refused}'
+        return f'no valid, current CRL of "{issuer_text}" to check {describe(cert)} (revocation = strict){refused}', False
     # ifuri, as strongSwan's revocation plugin: a distribution point without a CRL is FAILED, an
     # expired CRL STALE, and ifuri takes only GOOD or SKIPPED (nothing to look up)
     if found:
-        return f'the CRL of "{issuer_text}" is out of date: {describe(cert)} cannot be checked (revocation = ifuri)'
+        return f'the CRL of "{issuer_text}" is out of date: {describe(cert)} cannot be checked (revocation = ifuri)', False
     if _has_crl_uri(cert):
         return (f'certificate {describe(cert)} names a CRL distribution point but no valid CRL of "{issuer_text}" '
-                f"is loaded (revocation = ifuri){refused}")
-    return None
+                f"is loaded (revocation = ifuri){refused}"), False
+    return None, False
 
 
 def _has_crl_uri(cert: x509.Certificate) -> bool:

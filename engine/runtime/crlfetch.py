@@ -3,9 +3,12 @@ and curl fetcher do (revocation_fetcher.c, curl_fetcher.c).
 
 The sans-IO engine never waits on the network: IKE_AUTH validates with the CRLs it has and names
 the http:// distribution points it found no current CRL for (`Credentials.want`, drained after
-each datagram). This fetcher gets them in the background, so the peer's next attempt is checked
-against them. It also fetches, when credentials are loaded, the distribution points our CA
-certificates and our own certificates name (usually the very CRL peers' certificates point to).
+each datagram). This fetcher gets them in the background. Meanwhile the IKE_AUTH request of an
+otherwise acceptable peer is held unanswered (`crl_pending`): the peer retransmits it and it is
+checked again once the fetch has ended; after a failed fetch remote.revocation decides (relaxed
+accepts, ifuri and strict refuse, naming the URI and why). It also fetches, when credentials are
+loaded, the distribution points our CA certificates and our own certificates name (usually the
+very CRL peers' certificates point to), so most peers find the CRL there already.
 
 Bounded: MAX_CRL_BYTES per body (charon sets no limit), FETCH_TIMEOUT for the whole transfer
 (charon's default), MAX_CONCURRENT transfers, MAX_QUEUED waiting, MAX_CACHED URIs and
@@ -179,6 +182,7 @@ class CrlFetcher:
                 self.queued[uri] = None
             else:
                 log.warning("CRL fetch of %s not started: %d fetches are waiting already", uri, MAX_QUEUED)
+                self._failed(uri, f"not fetched: {MAX_QUEUED} other CRL fetches were waiting")
         self._publish()
 
     # ------------------------------------------------------------ lifecycle
@@ -212,12 +216,10 @@ class CrlFetcher:
         try:
             crls = await fetch_crl(uri, timeout=self.timeout, max_bytes=self.max_bytes)
         except FetchError as exc:
-            if len(self.failed) >= MAX_FAILED:  # URIs come from trusted CAs' certificates; bounded all the same
-                del self.failed[next(iter(self.failed))]
-            self.failed[uri] = (self.wall() + FAILURE_HOLD, str(exc))
+            self._failed(uri, str(exc))
             log.warning("CRL fetch of %s failed: %s", uri, exc)
         except Exception:  # a bug here must not stop the other fetches
-            self.failed[uri] = (self.wall() + FAILURE_HOLD, "internal error")
+            self._failed(uri, "internal error")
             log.exception("CRL fetch of %s failed", uri)
         else:
             self._store(uri, crls)
@@ -228,6 +230,12 @@ class CrlFetcher:
         self._publish()
         if self.on_update is not None:
             self.on_update()
+
+    def _failed(self, uri: str, why: str) -> None:
+        if len(self.failed) >= MAX_FAILED:  # URIs come from trusted CAs' certificates; bounded all the same
+            del self.failed[next(iter(self.failed))]
+        self.failed.pop(uri, None)
+        self.failed[uri] = (self.wall() + FAILURE_HOLD, why)
 
     def _store(self, uri: str, crls: list) -> None:
         now = self.wall()
@@ -260,5 +268,10 @@ class CrlFetcher:
         if creds is None:
             return
         creds.fetched_crls = {uri: c.crls for uri, c in self.cache.items()}
+        creds.crl_pending = frozenset((*self.running, *self.queued))
+        # until when want() leaves a URI alone (a fresh CRL, a failure held): IKE_AUTH waits for no fetch
+        settled = {uri: c.refresh_at for uri, c in self.cache.items()}
+        settled.update((uri, until) for uri, (until, _) in self.failed.items())
+        creds.crl_settled = settled
         creds.crl_status = {uri: s for uri in {*self.cache, *self.failed, *self.running, *self.queued}
                             if (s := self.status(uri)) is not None}

@@ -241,35 +241,80 @@ def _serve_crl(server, d):
     server.routes["/crl.pem"] = (200, (d / "crl.pem").read_bytes(), 0.0)
 
 
-def test_ifuri_refuses_until_the_crl_is_fetched_then_it_counts(server, fetched_pki):
-    d = fetched_pki
+def _pair(d, revocation="relaxed", **kw):
     pa = cert_policy(d, "left.example", "right.example", LEFT, crl=False)
-    pb = _with_revocation(cert_policy(d, "right.example", "left.example", RIGHT, crl=False), "ifuri")
+    pb = _with_revocation(cert_policy(d, "right.example", "left.example", RIGHT, crl=False), revocation)
     p = cert_pair(pa, pb)
-    creds = p.b.credentials
-    creds.fetching = True  # as a runtime's fetcher sets it
-    p.a.initiate("tun", p.now)
-    p.advance(2)
-    assert not p.of("b", ChildSaInstalled)
-    reason = " ".join(f.reason for f in p.of("b", NegotiationFailed))
-    assert server.uri("/crl.pem") in reason and "being fetched now" in reason, reason
-    assert list(creds.wanted) == [server.uri("/crl.pem")]
+    p.b.credentials.fetching = True  # as a runtime's fetcher sets it
+    return p
 
-    # the fetch fails: the reason says why
+
+def _held(p) -> int:
+    return p.b.stats.get("held_requests", 0)
+
+
+@pytest.mark.parametrize("revocation", ["relaxed", "ifuri", "strict"])
+def test_ike_auth_waits_for_the_crl_then_it_counts(server, fetched_pki, revocation):
+    """The peer's IKE_AUTH names a distribution point we have no CRL of: it is held unanswered while
+    the runtime fetches (its retransmissions too), then checked against the CRL fetched."""
+    d = fetched_pki
+    ca.revoke(d, "left", "key-compromise")
+    p = _pair(d, revocation)
     f = CrlFetcher()
-    _fetch_all(f, creds=creds)
-    p.a.initiate("tun", p.now)
-    p.advance(2)
-    assert not p.of("b", ChildSaInstalled)
-    assert "HTTP 404" in p.of("b", NegotiationFailed)[-1].reason
 
-    # the CRL is there: the next attempt succeeds
-    _serve_crl(server, d)
-    f.failed.clear()
-    _fetch_all(f, [server.uri("/crl.pem")])
+    async def go():
+        p.a.initiate("tun", p.now)
+        p.advance(0.5)
+        assert not p.of("b", NegotiationFailed) and not p.of("b", ChildSaInstalled)
+        assert _held(p) == 1
+        f.attach(p.b.credentials)  # (a runtime's fetcher is attached before: the same)
+        f.drain()
+        assert f.running and server.uri("/crl.pem") in p.b.credentials.crl_pending
+        p.advance(5)  # retransmissions while the fetch runs are held too
+        assert _held(p) >= 2 and not p.of("b", NegotiationFailed)
+        _serve_crl(server, d)
+        while f.running:
+            await asyncio.sleep(0.01)
+    server.routes["/crl.pem"] = (200, b"", 0.5)  # slow: answered once the test serves the CRL
+    asyncio.run(go())
+    p.advance(10)
+    assert not p.of("b", ChildSaInstalled)
+    reason = p.of("b", NegotiationFailed)[-1].reason
+    assert "revoked" in reason and "key compromise" in reason, reason
+
+
+def test_after_a_failed_fetch_the_policy_decides(server, fetched_pki):
+    for revocation, accepted in (("relaxed", True), ("ifuri", False), ("strict", False)):
+        p = _pair(fetched_pki, revocation)
+        f = CrlFetcher()
+        p.a.initiate("tun", p.now)
+        p.advance(0.5)
+        assert _held(p) == 1
+        _fetch_all(f, creds=p.b.credentials)  # 404
+        p.advance(10)
+        assert bool(p.of("b", ChildSaInstalled)) is accepted, revocation
+        if not accepted:
+            reason = p.of("b", NegotiationFailed)[-1].reason
+            assert server.uri("/crl.pem") in reason and "HTTP 404" in reason, reason
+
+
+def test_a_peer_without_the_key_is_not_held(server, fetched_pki):
+    """The wait comes after the AUTH signature: a peer that only copied a certificate waits for nothing."""
+    p = _pair(fetched_pki, "ifuri")
+    p.a.credentials.local["tun"].key = ec.generate_private_key(ec.SECP256R1())  # not its certificate's
     p.a.initiate("tun", p.now)
     p.advance(2)
-    assert p.of("b", ChildSaInstalled), p.of("b", NegotiationFailed)[-1].reason
+    assert _held(p) == 0
+    assert "does not verify" in p.of("b", NegotiationFailed)[-1].reason
+
+
+def test_without_a_fetcher_nothing_is_held(fetched_pki):
+    p = _pair(fetched_pki, "ifuri")
+    p.b.credentials.fetching = False
+    p.a.initiate("tun", p.now)
+    p.advance(2)
+    assert _held(p) == 0
+    assert "revocation = ifuri" in p.of("b", NegotiationFailed)[-1].reason
 
 
 def test_a_fetched_crl_revokes_and_our_own_certificate_prefetches_it(server, fetched_pki):
