@@ -10,7 +10,8 @@ What is checked (in this order, the first failure is the reason):
    is a CA (basicConstraints CA:TRUE, keyUsage keyCertSign if present,
    pathLenConstraint honoured); unknown critical extensions are refused;
    the CAs' name constraints hold for the certificates below them
-   (engine.pki.nameconstraints);
+   (engine.pki.nameconstraints), and their policy constraints
+   (engine.pki.policies);
 4. revocation: each certificate below the trust anchor is looked up in the
    CRLs its issuer signed. A revoked certificate fails, naming serial, date
    and reason. A CRL with a bad signature, or whose issuer's keyUsage lacks
@@ -28,7 +29,9 @@ per path, no peer-sent CA with an outsized RSA exponent, CRL verdicts kept
 per CRL; a certificate cryptography cannot read fails instead of raising.
 
 Extended key usage is not required (strongSwan does not by default either).
-Certificate policies (policyConstraints, inhibitAnyPolicy) are not processed.
+Certificate policies are processed as strongSwan does (engine.pki.policies): the
+path's policy constraints hold, and the result names the end certificate's valid
+policies (remote.cert_policy).
 Sans-IO apart from the file loaders: `now` is an argument.
 """
 
@@ -45,11 +48,13 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.x509.oid import ExtensionOID
 
 from .certs import describe, read_credential_file, unreadable
 from .dn import format_name, name_rdns
 from .errors import PkiError
 from .nameconstraints import name_constraints_problem
+from .policies import policies_of_path
 
 Revocation = Literal["relaxed", "ifuri", "strict"]
 MAX_CHAIN_DEPTH = 8
@@ -97,6 +102,9 @@ class ValidationResult:
     """http:// CRL distribution points of certificates on the validated path that no good, current
     CRL covered: the runtime fetches them (engine.runtime.crlfetch). Only a path that reached a
     trusted CA names any, so an unauthenticated peer cannot make us fetch what it likes."""
+    policies: frozenset[str] = frozenset()
+    """The end certificate's policy OIDs valid under the path (engine.pki.policies), for
+    remote.cert_policy."""
     needs_crl: bool = False
     """The failure is a missing or out-of-date CRL (revocation strict or ifuri), not a revocation:
     a CRL fetched from crl_uris may turn it into a success."""
@@ -134,7 +142,7 @@ def _dates_problem(cert: x509.Certificate, now: datetime, what: str) -> str | No
 
 def _critical_problem(cert: x509.Certificate, what: str) -> str | None:
     for ext in cert.extensions:
-        if ext.critical and isinstance(ext.value, x509.UnrecognizedExtension):
+        if ext.critical and isinstance(ext.value, x509.UnrecognizedExtension) and ext.oid != ExtensionOID.POLICY_MAPPINGS:
             return f"{what} {describe(cert)} has an unknown critical extension {ext.oid.dotted_string}"
     return None
 
@@ -274,6 +282,9 @@ def validate_chain(
     problem = name_constraints_problem(chain)
     if problem:
         return ValidationResult(False, problem)
+    problem, policies = policies_of_path(chain)
+    if problem:
+        return ValidationResult(False, problem)
 
     warnings: list[str] = []
     wanted: list[str] = []
@@ -283,7 +294,7 @@ def validate_chain(
             return ValidationResult(False, problem, (), tuple(warnings), tuple(wanted), needs_crl=not revoked)
     anchor = format_name(chain[-1].subject)
     return ValidationResult(True, f'certificate {describe(end_cert)} is valid, issued under "{anchor}"', tuple(chain),
-                            tuple(warnings), tuple(wanted))
+                            tuple(warnings), tuple(wanted), policies=policies)
 
 
 def _revocation_problem(
