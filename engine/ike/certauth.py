@@ -144,6 +144,12 @@ def verify_auth(ep, sa, conn, auth, signed: bytes, payloads, peer, *, may_defer:
         return False, f"the peer's AUTH signature cannot be checked: {exc}"
     if not ok:
         return False, f"the peer's AUTH signature does not verify with the key of {describe(end)}"
+    missing = [oid for oid in getattr(conn.remote, "cert_policy", ()) if oid not in result.policies]
+    if missing:  # after the signature, as charon's auth_cfg complies()
+        held = ", ".join(sorted(result.policies)) or "none"
+        return False, (f"the peer's certificate {describe(end)} does not hold the certificate "
+                       f"polic{'ies' if len(missing) > 1 else 'y'} {', '.join(missing)} (remote.cert_policy); "
+                       f"valid under its path: {held}")
     if pending:  # only now: a peer without the certificate's key makes us wait for nothing
         return False, Deferred(f"waiting for the CRL from {', '.join(pending)} to check {describe(end)}")
     return True, ""

@@ -98,3 +98,109 @@ def test_constraints_reach_only_as_far_as_they_say():
     # requireExplicitPolicy 1 at the root: only the leaf's link is checked, and it holds
     res = validate_chain(*_args({"explicit": 1}, {"policies": (P,)}, (P,)))
     assert res.ok, res.reason
+
+
+# --- remote.cert_policy: the policy key ---------------------------------------------------------------
+
+BASE = """\
+[engine]
+datapath = "kernel"
+[connections.gw]
+remote_addrs = ["192.0.2.2"]
+local = { auth = "pubkey", id = "gw.example", certs = ["gw.crt"] }
+"""
+
+
+def _parse(remote: str):
+    from engine.policy import parse_policy
+    from engine.policy.findings import PolicyError
+
+    try:
+        return parse_policy(BASE + f"remote = {{ {remote} }}\n", load_secrets=False), []
+    except PolicyError as exc:
+        return None, [(f.key_path, f.message) for f in exc.errors]
+
+
+def test_the_policy_key_and_its_round_trip():
+    from engine.policy import parse_policy
+    from engine.policy.serialize import policy_to_toml
+
+    pol, errors = _parse(f'auth = "pubkey", cacerts = ["ca.crt"], cert_policy = ["{P}", "{Q}"]')
+    assert not errors and pol.connections[0].remote.cert_policy == (P, Q)
+    again = parse_policy(policy_to_toml(pol), load_secrets=False)
+    assert again.connections[0].remote.cert_policy == (P, Q)
+    pol, errors = _parse(f'auth = "pubkey", cacerts = ["ca.crt"], cert_policy = "{P}, {Q}"')  # swanctl's form
+    assert pol.connections[0].remote.cert_policy == (P, Q)
+
+
+@pytest.mark.parametrize("remote, needle", [
+    ('auth = "pubkey", cacerts = ["ca.crt"], cert_policy = ["gold"]', "not a dotted OID"),
+    ('auth = "pubkey", cacerts = ["ca.crt"], cert_policy = ["1.3.6.01"]', "not a dotted OID"),
+    ('auth = "psk", cert_policy = ["1.3.6.1"]', 'needs auth = "pubkey"'),
+])
+def test_bad_cert_policy_settings(remote, needle):
+    _, errors = _parse(remote)
+    assert any(k.endswith("cert_policy") and needle in m for k, m in errors), errors
+
+
+# --- remote.cert_policy in IKE_AUTH -------------------------------------------------------------------
+
+
+def _write_pki(d, leaf_policies):
+    """A CA, an intermediate holding P and Q, and left/right certificates, as files cert_policy reads."""
+    from cryptography.hazmat.primitives import serialization
+
+    (d / "certs").mkdir(parents=True)
+    (d / "private").mkdir()
+    root = _cert("Root", ca=True)
+    inter = _cert("Inter", root, ca=True, policies=(P, Q))
+
+    def leaf(name, policies):
+        key = ec.generate_private_key(ec.SECP256R1())
+        b = (x509.CertificateBuilder().subject_name(_name(f"{name}.example")).issuer_name(inter[0].subject)
+             .public_key(key.public_key()).serial_number(x509.random_serial_number())
+             .not_valid_before(NOW - timedelta(days=1)).not_valid_after(NOW + timedelta(days=30))
+             .add_extension(x509.SubjectAlternativeName([x509.DNSName(f"{name}.example")]), critical=False))
+        if policies:
+            b = b.add_extension(x509.CertificatePolicies([x509.PolicyInformation(ObjectIdentifier(o), None)
+                                                          for o in policies]), critical=False)
+        cert = b.sign(inter[1], hashes.SHA256())
+        pem = lambda c: c.public_bytes(serialization.Encoding.PEM)  # noqa: E731
+        (d / "certs" / f"{name}.crt").write_bytes(pem(cert) + pem(inter[0]))
+        (d / "private" / f"{name}.key").write_bytes(key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+        (d / "private" / f"{name}.key").chmod(0o600)
+
+    (d / "ca.crt").write_bytes(root[0].public_bytes(serialization.Encoding.PEM))
+    leaf("left", leaf_policies)
+    leaf("right", ())
+
+
+@pytest.mark.parametrize("leaf_policies, wanted, ok", [
+    ((P,), (P,), True),
+    ((P, Q), (Q, P), True),
+    ((P,), (Q,), False),
+    ((R,), (R,), False),        # the leaf names R, but its path does not hold it
+    ((), (P,), False),
+    ((), (), True),
+])
+def test_ike_auth_asks_for_the_policies(tmp_path, leaf_policies, wanted, ok):
+    import dataclasses
+
+    from engine.events import ChildSaInstalled, NegotiationFailed
+    from tests.engine.ike_pair import LEFT, RIGHT
+    from tests.engine.test_ike_certs import cert_pair, cert_policy
+
+    _write_pki(tmp_path, leaf_policies)
+    pa = cert_policy(tmp_path, "left.example", "right.example", LEFT, crl=False)
+    pb = cert_policy(tmp_path, "right.example", "left.example", RIGHT, crl=False)
+    conn = pb.connections[0]
+    pb = dataclasses.replace(pb, connections=(dataclasses.replace(
+        conn, remote=dataclasses.replace(conn.remote, cert_policy=wanted)),))
+    p = cert_pair(pa, pb)
+    p.a.initiate("tun", p.now)
+    p.advance(2)
+    assert bool(p.of("b", ChildSaInstalled)) is ok, p.of("b", NegotiationFailed)
+    if not ok:
+        reason = p.of("b", NegotiationFailed)[-1].reason
+        assert "remote.cert_policy" in reason and "does not hold" in reason, reason
