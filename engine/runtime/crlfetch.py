@@ -43,6 +43,7 @@ MAX_QUEUED = 32
 MAX_CACHED = 64
 MAX_CACHE_BYTES = 32 * 1024 * 1024
 MAX_FAILED = 256
+MAX_CRLS_PER_URI = 4
 FAILURE_HOLD = 3 * FETCH_TIMEOUT
 NO_NEXT_UPDATE_REFRESH = 3600.0
 REFRESH_EVERY = 60.0
@@ -123,9 +124,12 @@ async def fetch_crl(uri: str, *, timeout: float = FETCH_TIMEOUT, max_bytes: int 
     except asyncio.TimeoutError:
         raise FetchError(f"no complete answer within {timeout:g} s") from None
     try:
-        return load_crls(body, uri)
+        crls = load_crls(body, uri)
     except PkiError:
         raise FetchError("the answer is neither a PEM nor a DER CRL") from None
+    if len(crls) > MAX_CRLS_PER_URI:  # each is looked at in every IKE_AUTH: charon reads one
+        raise FetchError(f"the answer holds {len(crls)} CRLs; at most {MAX_CRLS_PER_URI} are taken from one URI")
+    return crls
 
 
 class CrlFetcher:

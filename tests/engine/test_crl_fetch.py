@@ -131,11 +131,20 @@ def test_a_crl_is_fetched_in_der_or_pem(server, encoding):
     (200, b"x" * 5000, 0.0, "more than the 4096"),
     (200, b"<html>maintenance</html>", 0.0, "neither a PEM nor a DER CRL"),
     (200, b"", 2.0, "within 0.3 s"),
-], ids=["404", "redirect", "too-large", "not-a-crl", "timeout"])
+    (200, b"".join([b"-----BEGIN X509 CRL-----\nAA==\n-----END X509 CRL-----\n"] * 5), 0.0, "neither"),
+], ids=["404", "redirect", "too-large", "not-a-crl", "timeout", "garbage-pem"])
 def test_a_fetch_is_bounded_and_says_why_it_failed(server, status, body, delay, needle):
     server.routes["/ca.crl"] = (status, body, delay)
     with pytest.raises(FetchError, match=needle):
         asyncio.run(fetch_crl(server.uri("/ca.crl"), timeout=0.3, max_bytes=4096))
+
+
+def test_one_uri_gives_at_most_a_few_crls(server):
+    root = _root()
+    server.routes["/many.crl"] = (200, b"".join(_crl(root).public_bytes(serialization.Encoding.PEM)
+                                                for _ in range(crlfetch.MAX_CRLS_PER_URI + 1)), 0.0)
+    with pytest.raises(FetchError, match="CRLs; at most"):
+        asyncio.run(fetch_crl(server.uri("/many.crl")))
 
 
 def test_a_body_without_length_is_cut_at_the_limit():
@@ -253,13 +262,16 @@ def _held(p) -> int:
     return p.b.stats.get("held_requests", 0)
 
 
-@pytest.mark.parametrize("revocation", ["relaxed", "ifuri", "strict"])
-def test_ike_auth_waits_for_the_crl_then_it_counts(server, fetched_pki, revocation):
+@pytest.mark.parametrize("revocation, fragment_size", [("relaxed", None), ("ifuri", None), ("strict", None),
+                                                       ("ifuri", 300)])
+def test_ike_auth_waits_for_the_crl_then_it_counts(server, fetched_pki, revocation, fragment_size):
     """The peer's IKE_AUTH names a distribution point we have no CRL of: it is held unanswered while
-    the runtime fetches (its retransmissions too), then checked against the CRL fetched."""
+    the runtime fetches (its retransmissions too, fragmented or not), then checked against the CRL fetched."""
     d = fetched_pki
     ca.revoke(d, "left", "key-compromise")
     p = _pair(d, revocation)
+    if fragment_size:
+        p.a.fragment_size = p.b.fragment_size = fragment_size
     f = CrlFetcher()
 
     async def go():
