@@ -15,7 +15,8 @@ What is checked (in this order, the first failure is the reason):
 4. revocation: each certificate below the trust anchor is looked up in the
    CRLs its issuer signed. A revoked certificate fails, naming serial, date
    and reason. A CRL with a bad signature, or whose issuer's keyUsage lacks
-   cRLSign (RFC 5280 §6.3.3 (f)), is ignored (and reported); an
+   cRLSign (RFC 5280 §6.3.3 (f)), is ignored (and reported); a delta CRL
+   revokes what it lists but never makes a certificate good by itself; an
    expired CRL is still used for what it lists (revocation is permanent) and
    reported. ``revocation="strict"`` also fails when no good, current CRL
    covers a certificate (strongSwan's ``revocation = strict``); ``"ifuri"``
@@ -324,6 +325,26 @@ def _revocation_problem(
         signed = facts.signed_by(crl, issuer)
         if not signed:
             warnings.append(f'a CRL naming "{issuer_text}" as issuer is not signed by that CA; ignored')
+            continue
+        try:
+            delta = crl.extensions.get_extension_for_class(x509.DeltaCRLIndicator) is not None
+        except x509.ExtensionNotFound:
+            delta = False
+        except ValueError:  # unreadable extensions: not a CRL to lean on
+            warnings.append(f'a CRL of "{issuer_text}" has unreadable extensions; ignored')
+            continue
+        if delta:
+            # A delta CRL lists changes since a base CRL: what it revokes counts, but alone it does not
+            # say a certificate is good (charon's get_better_crl skips it when looking for the base).
+            entry = crl.get_revoked_certificate_by_serial_number(cert.serial_number) \
+                if cert.serial_number in _crl_facts(crl).serials else None
+            reason = _ext_value(entry, x509.CRLReason) if entry is not None else None
+            if entry is not None and (reason is None or reason.reason != x509.ReasonFlags.remove_from_crl):
+                words = _REASON_WORDS.get(reason.reason, reason.reason.value) if reason is not None \
+                    else "no reason given"
+                return (f"certificate {describe(cert)} was revoked on {_when(entry.revocation_date_utc)} "
+                        f'({words}), according to a delta CRL of "{issuer_text}"'), True
+            refused = refused or f'; a delta CRL of "{issuer_text}" does not count without a current base CRL'
             continue
         found = True
         current = True

@@ -46,3 +46,29 @@ def test_a_crl_issuer_with_crlsign_or_without_keyusage_counts():
         res = validate_chain(leaf, [], [root[0]], [build_crl(root, [leaf.serial_number])], NOW)
         assert not res.ok and "revoked" in res.reason, (flag, res.reason)
         assert validate_chain(leaf, [], [root[0]], [build_crl(root, [])], NOW, revocation="strict").ok
+
+
+def _delta(root, revoked=(), reason=None):
+    b = (x509.CertificateRevocationListBuilder().issuer_name(root[0].subject)
+         .last_update(NOW - timedelta(hours=1)).next_update(NOW + timedelta(days=1))
+         .add_extension(x509.DeltaCRLIndicator(1), critical=True))
+    for serial in revoked:
+        rb = x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(NOW - timedelta(minutes=5))
+        if reason is not None:
+            rb = rb.add_extension(x509.CRLReason(reason), critical=False)
+        b = b.add_revoked_certificate(rb.build())
+    return b.sign(root[1], hashes.SHA256())
+
+
+def test_a_delta_crl_alone_does_not_make_a_certificate_good():
+    """charon's get_better_crl skips delta CRLs when it looks for the base one (RFC 5280 §5.2.4)."""
+    root = _ca(crl_sign=True)
+    leaf = build("leaf.example", root)[0]
+    res = validate_chain(leaf, [], [root[0]], [_delta(root)], NOW, revocation="strict")
+    assert not res.ok and "delta CRL" in res.reason, res.reason
+    assert validate_chain(leaf, [], [root[0]], [_delta(root), build_crl(root, [])], NOW, revocation="strict").ok
+    # what a delta revokes is revoked; an entry it removes from the CRL is not a revocation
+    res = validate_chain(leaf, [], [root[0]], [_delta(root, [leaf.serial_number])], NOW)
+    assert not res.ok and "delta CRL" in res.reason and "revoked" in res.reason
+    removed = _delta(root, [leaf.serial_number], x509.ReasonFlags.remove_from_crl)
+    assert validate_chain(leaf, [], [root[0]], [removed, build_crl(root, [])], NOW, revocation="strict").ok
