@@ -292,7 +292,8 @@ def validate_chain(
     for cert, issuer in zip(chain, chain[1:]):
         problem, revoked = _revocation_problem(cert, issuer, crls, now, revocation, warnings, wanted)
         if problem:
-            return ValidationResult(False, problem, (), tuple(warnings), tuple(wanted), needs_crl=not revoked)
+            return ValidationResult(False, problem, (), tuple(warnings), tuple(wanted), policies=policies,
+                                    needs_crl=not revoked)
     anchor = format_name(chain[-1].subject)
     return ValidationResult(True, f'certificate {describe(end_cert)} is valid, issued under "{anchor}"', tuple(chain),
                             tuple(warnings), tuple(wanted), policies=policies)

@@ -403,3 +403,21 @@ async def test_the_runtime_fetches_at_start_on_request_and_keeps_the_cache_acros
         assert server.hits["/crl.pem"] == 1  # from the cache, not fetched again
     finally:
         await rt.stop(delete=False)
+
+
+def test_a_result_waiting_for_a_crl_still_names_the_valid_policies():
+    """IKE_AUTH checks remote.cert_policy while the revocation status is still open (then holds the
+    request): the policies must be there, or a peer holding them is refused for lacking them."""
+    root = _root()
+    policy = "1.3.6.1.4.1.55555.1.1"
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = (x509.CertificateBuilder().subject_name(_name("leaf")).issuer_name(root[0].subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(NOW - timedelta(days=1)).not_valid_after(NOW + timedelta(days=30))
+            .add_extension(x509.CRLDistributionPoints([x509.DistributionPoint(
+                [x509.UniformResourceIdentifier("http://127.0.0.1:9/ca.crl")], None, None, None)]), critical=False)
+            .add_extension(x509.CertificatePolicies([x509.PolicyInformation(x509.ObjectIdentifier(policy), None)]),
+                           critical=False)
+            .sign(root[1], hashes.SHA256()))
+    res = validate_chain(leaf, [], [root[0]], [], NOW, revocation="ifuri")
+    assert not res.ok and res.needs_crl and res.crl_uris and res.policies == {policy}
