@@ -63,7 +63,7 @@ class Authenticator:
 
     # ------------------------------------------------------------ the peer's
     def verify(self, sa, conn: ConnectionConfig, auth: AuthPayload, signed: bytes, payloads,
-               peer: Identity) -> tuple[bool, str]:
+               peer: Identity, *, may_defer: bool = False) -> tuple[bool, str]:
         if conn.remote.auth == "psk":
             if auth.method != AuthMethod.PSK:
                 return False, (f"the peer authenticated with method {auth.method} but connection "
@@ -75,7 +75,7 @@ class Authenticator:
                 return False, (f"the pre-shared key of peer '{short(peer.value)}' does not match ours: "
                                "check the secret on both sides")
             return True, ""
-        return certauth.verify_auth(self, sa, conn, auth, signed, payloads, peer)
+        return certauth.verify_auth(self, sa, conn, auth, signed, payloads, peer, may_defer=may_defer)
 
     def select(self, candidates, peer: Identity, wanted: Identity | None) -> tuple[ConnectionConfig | None, str]:
         """Responder: the connection for this peer identity among those IKE_SA_INIT allowed."""

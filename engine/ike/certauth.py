@@ -80,8 +80,22 @@ def sign_auth(ep, sa, conn, signed: bytes) -> AuthPayload:
     return AuthPayload(method, data)
 
 
-def verify_auth(ep, sa, conn, auth, signed: bytes, payloads, peer) -> tuple[bool, str]:
-    """Chain, revocation, identity binding, then the signature itself."""
+class Deferred(str):
+    """verify_auth's reason when the answer waits for a CRL being fetched: the request is held
+    unanswered (the peer retransmits it, and it is checked again then)."""
+
+
+def _pending(creds, uris, wall: float) -> list[str]:
+    """Those URIs the runtime is fetching or is about to (asked in this very message)."""
+    settled = creds.crl_settled
+    return [u for u in uris if u in creds.crl_pending or (u in creds.wanted and wall >= settled.get(u, 0.0))]
+
+
+def verify_auth(ep, sa, conn, auth, signed: bytes, payloads, peer, *, may_defer: bool = False) -> tuple[bool, str]:
+    """Chain, revocation, identity binding, then the signature itself. With `may_defer`, a peer
+    whose certificate names a CRL distribution point we are fetching (and that is otherwise
+    acceptable, its AUTH signature included) gets (False, Deferred): charon's revocation plugin
+    waits for the fetch before answering, so does the caller (IKE_AUTH as responder)."""
     creds = _creds(ep)
     # Other encodings (a CRL, hash and URL, PKCS#7) are skipped as charon does (ike_cert_pre.c).
     other = sorted({p.encoding for p in payloads if isinstance(p, CertPayload)} - {CertEncoding.X509_SIGNATURE})
@@ -102,10 +116,21 @@ def verify_auth(ep, sa, conn, auth, signed: bytes, payloads, peer) -> tuple[bool
         return False, "the peer sent no certificate (CERT payload) for certificate authentication"
     end, rest = certs[0], certs[1:]
     wall = datetime.fromtimestamp(ep.wall_time(sa.last_received), timezone.utc)
-    result = validate_chain(end, rest, creds.cacerts.get(conn.name, []), creds.crls, wall,
-                            revocation=conn.remote.revocation)
-    if not result.ok:
-        return False, f"the peer's certificate is not acceptable: {result.reason}"
+    all_crls = getattr(creds, "all_crls", None)
+    result = validate_chain(end, rest, creds.cacerts.get(conn.name, []), all_crls() if all_crls else creds.crls,
+                            wall, revocation=conn.remote.revocation)
+    if result.crl_uris and hasattr(creds, "want"):
+        creds.want(result.crl_uris)  # the runtime fetches them, after this message
+    pending = _pending(creds, result.crl_uris, wall.timestamp()) if may_defer and getattr(creds, "fetching", False) \
+        and (result.ok or result.needs_crl) else []
+    if not result.ok and not pending:
+        fetching = ""
+        if getattr(creds, "fetching", False):  # a runtime fetches them: say how far it got
+            status = creds.crl_status
+            fetching = "; ".join(f"{u}: {status.get(u, 'being fetched now, a new attempt can succeed')}"
+                                 for u in result.crl_uris)
+        return False, (f"the peer's certificate is not acceptable: {result.reason}"
+                       + (f" (CRL {fetching})" if fetching else ""))
     if not cert_matches_identity(end, peer):
         return False, (f"the peer's certificate {describe(end)} does not contain its identity "
                        f"'{peer.value}': fix the peer's ID or its certificate's subjectAltName")
@@ -119,4 +144,12 @@ def verify_auth(ep, sa, conn, auth, signed: bytes, payloads, peer) -> tuple[bool
         return False, f"the peer's AUTH signature cannot be checked: {exc}"
     if not ok:
         return False, f"the peer's AUTH signature does not verify with the key of {describe(end)}"
+    missing = [oid for oid in getattr(conn.remote, "cert_policy", ()) if oid not in result.policies]
+    if missing:  # after the signature, as charon's auth_cfg complies()
+        held = ", ".join(sorted(result.policies)) or "none"
+        return False, (f"the peer's certificate {describe(end)} does not hold the certificate "
+                       f"polic{'ies' if len(missing) > 1 else 'y'} {', '.join(missing)} (remote.cert_policy); "
+                       f"valid under its path: {held}")
+    if pending:  # only now: a peer without the certificate's key makes us wait for nothing
+        return False, Deferred(f"waiting for the CRL from {', '.join(pending)} to check {describe(end)}")
     return True, ""

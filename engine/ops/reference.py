@@ -128,6 +128,7 @@ _LISTS = {"listen": "IP addresses", "crls": "file paths", "peers": "policy files
           "remote_addrs": "addresses, networks, ranges, DNS names or %any", "proposals": "proposals",
           "esp_proposals": "ESP proposals", "ah_proposals": "AH proposals", "local_ts": "traffic selectors",
           "remote_ts": "traffic selectors", "certs": "certificate files", "cacerts": "CA certificate files",
+          "cert_policy": "certificate policy OIDs",
           "ids": "identities", "flows": "icmp, udp, tcp", "pools": "[pools.NAME] names",
           "vips": "virtual IPs (0.0.0.0 or :: for any)", "dns": "DNS server addresses",
           "split_include": "networks", "split_exclude": "networks"}

@@ -17,6 +17,9 @@ from engine.pki.validate import load_crl_files
 from engine.policy.model import Policy
 
 
+MAX_WANTED = 32
+
+
 def _spki(obj) -> bytes:
     return obj.public_key().public_bytes(serialization.Encoding.DER,
                                          serialization.PublicFormat.SubjectPublicKeyInfo)
@@ -37,6 +40,34 @@ class Credentials:
     cacerts: dict[str, list[x509.Certificate]] = field(default_factory=dict)
     """Trusted CAs by connection name."""
     crls: list = field(default_factory=list)
+    """Loaded from [engine] crls."""
+    fetched_crls: dict[str, list] = field(default_factory=dict)
+    """CRLs the runtime fetched, by distribution point URI (engine.runtime.crlfetch); checked
+    exactly as loaded ones are, each time they are used."""
+    crl_status: dict[str, str] = field(default_factory=dict)
+    """What the runtime's fetcher says of a URI it was asked for ("being fetched", why it failed),
+    for the reason of a refused certificate. Empty when nothing fetches."""
+    crl_pending: frozenset = frozenset()
+    """URIs the runtime is fetching now (an IKE_AUTH naming one waits for it)."""
+    crl_settled: dict[str, float] = field(default_factory=dict)
+    """URI -> Unix time until which the runtime will not fetch it (a fresh CRL, a failed fetch held):
+    an IKE_AUTH naming one is decided with what there is."""
+    fetching: bool = False
+    """A runtime fetches wanted CRLs (False: only [engine] crls count)."""
+    wanted: dict[str, None] = field(default_factory=dict)
+    """URIs IKE_AUTH found no current CRL for, in order, for the runtime to fetch (take_wanted)."""
+
+    def all_crls(self) -> list:
+        return [*self.crls, *(c for crls in self.fetched_crls.values() for c in crls)]
+
+    def want(self, uris) -> None:
+        for uri in uris:
+            if len(self.wanted) < MAX_WANTED:  # drained after each datagram; bounded all the same
+                self.wanted[uri] = None
+
+    def take_wanted(self) -> list[str]:
+        out, self.wanted = list(self.wanted), {}
+        return out
 
     def all_cas(self) -> list[x509.Certificate]:
         seen: dict[bytes, x509.Certificate] = {}

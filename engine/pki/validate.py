@@ -10,10 +10,13 @@ What is checked (in this order, the first failure is the reason):
    is a CA (basicConstraints CA:TRUE, keyUsage keyCertSign if present,
    pathLenConstraint honoured); unknown critical extensions are refused;
    the CAs' name constraints hold for the certificates below them
-   (engine.pki.nameconstraints);
+   (engine.pki.nameconstraints), and their policy constraints
+   (engine.pki.policies);
 4. revocation: each certificate below the trust anchor is looked up in the
    CRLs its issuer signed. A revoked certificate fails, naming serial, date
-   and reason. A CRL with a bad signature is ignored (and reported); an
+   and reason. A CRL with a bad signature, or whose issuer's keyUsage lacks
+   cRLSign (RFC 5280 §6.3.3 (f)), is ignored (and reported); a delta CRL
+   revokes what it lists but never makes a certificate good by itself; an
    expired CRL is still used for what it lists (revocation is permanent) and
    reported. ``revocation="strict"`` also fails when no good, current CRL
    covers a certificate (strongSwan's ``revocation = strict``); ``"ifuri"``
@@ -27,7 +30,9 @@ per path, no peer-sent CA with an outsized RSA exponent, CRL verdicts kept
 per CRL; a certificate cryptography cannot read fails instead of raising.
 
 Extended key usage is not required (strongSwan does not by default either).
-Certificate policies (policyConstraints, inhibitAnyPolicy) are not processed.
+Certificate policies are processed as strongSwan does (engine.pki.policies): the
+path's policy constraints hold, and the result names the end certificate's valid
+policies (remote.cert_policy).
 Sans-IO apart from the file loaders: `now` is an argument.
 """
 
@@ -44,11 +49,13 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.x509.oid import ExtensionOID
 
 from .certs import describe, read_credential_file, unreadable
 from .dn import format_name, name_rdns
 from .errors import PkiError
 from .nameconstraints import name_constraints_problem
+from .policies import policies_of_path
 
 Revocation = Literal["relaxed", "ifuri", "strict"]
 MAX_CHAIN_DEPTH = 8
@@ -92,6 +99,16 @@ class ValidationResult:
     """End certificate first, then intermediates, then the trust anchor (empty on failure)."""
     warnings: tuple[str, ...] = field(default=())
     """Problems that did not fail validation (stale or badly signed CRLs)."""
+    crl_uris: tuple[str, ...] = ()
+    """http:// CRL distribution points of certificates on the validated path that no good, current
+    CRL covered: the runtime fetches them (engine.runtime.crlfetch). Only a path that reached a
+    trusted CA names any, so an unauthenticated peer cannot make us fetch what it likes."""
+    policies: frozenset[str] = frozenset()
+    """The end certificate's policy OIDs valid under the path (engine.pki.policies), for
+    remote.cert_policy."""
+    needs_crl: bool = False
+    """The failure is a missing or out-of-date CRL (revocation strict or ifuri), not a revocation:
+    a CRL fetched from crl_uris may turn it into a success."""
 
     def __bool__(self) -> bool:
         return self.ok
@@ -126,7 +143,7 @@ def _dates_problem(cert: x509.Certificate, now: datetime, what: str) -> str | No
 
 def _critical_problem(cert: x509.Certificate, what: str) -> str | None:
     for ext in cert.extensions:
-        if ext.critical and isinstance(ext.value, x509.UnrecognizedExtension):
+        if ext.critical and isinstance(ext.value, x509.UnrecognizedExtension) and ext.oid != ExtensionOID.POLICY_MAPPINGS:
             return f"{what} {describe(cert)} has an unknown critical extension {ext.oid.dotted_string}"
     return None
 
@@ -266,14 +283,20 @@ def validate_chain(
     problem = name_constraints_problem(chain)
     if problem:
         return ValidationResult(False, problem)
+    problem, policies = policies_of_path(chain)
+    if problem:
+        return ValidationResult(False, problem)
 
     warnings: list[str] = []
+    wanted: list[str] = []
     for cert, issuer in zip(chain, chain[1:]):
-        problem = _revocation_problem(cert, issuer, crls, now, revocation, warnings)
+        problem, revoked = _revocation_problem(cert, issuer, crls, now, revocation, warnings, wanted)
         if problem:
-            return ValidationResult(False, problem, (), tuple(warnings))
+            return ValidationResult(False, problem, (), tuple(warnings), tuple(wanted), policies=policies,
+                                    needs_crl=not revoked)
     anchor = format_name(chain[-1].subject)
-    return ValidationResult(True, f'certificate {describe(end_cert)} is valid, issued under "{anchor}"', tuple(chain), tuple(warnings))
+    return ValidationResult(True, f'certificate {describe(end_cert)} is valid, issued under "{anchor}"', tuple(chain),
+                            tuple(warnings), tuple(wanted), policies=policies)
 
 
 def _revocation_problem(
@@ -283,17 +306,46 @@ def _revocation_problem(
     now: datetime,
     revocation: Revocation,
     warnings: list[str],
-) -> str | None:
+    wanted: list[str],
+) -> tuple[str | None, bool]:
+    """(why the certificate fails, whether it was revoked) or (None, False)."""
     issuer_name = _norm_name(issuer.subject)
     issuer_text = format_name(issuer.subject)
     good_and_current = found = False
+    refused = ""  # why a CRL of this issuer was not used, for a strict / ifuri failure
+    ku = _ext(issuer, x509.KeyUsage)
     for crl in crls:
         if _norm_name(crl.issuer) != issuer_name:
+            continue
+        if ku is not None and not ku.crl_sign:  # RFC 5280 §6.3.3 (f), charon's x509_crl.c issued_by
+            refused = f'; its CRL was ignored: the keyUsage of "{issuer_text}" lacks cRLSign'
+            warnings.append(f'a CRL of "{issuer_text}" is ignored: that CA\'s keyUsage lacks cRLSign, '
+                            "so it may not sign CRLs")
             continue
         facts = _crl_facts(crl)
         signed = facts.signed_by(crl, issuer)
         if not signed:
             warnings.append(f'a CRL naming "{issuer_text}" as issuer is not signed by that CA; ignored')
+            continue
+        try:
+            delta = crl.extensions.get_extension_for_class(x509.DeltaCRLIndicator) is not None
+        except x509.ExtensionNotFound:
+            delta = False
+        except ValueError:  # unreadable extensions: not a CRL to lean on
+            warnings.append(f'a CRL of "{issuer_text}" has unreadable extensions; ignored')
+            continue
+        if delta:
+            # A delta CRL lists changes since a base CRL: what it revokes counts, but alone it does not
+            # say a certificate is good (charon's get_better_crl skips it when looking for the base).
+            entry = crl.get_revoked_certificate_by_serial_number(cert.serial_number) \
+                if cert.serial_number in _crl_facts(crl).serials else None
+            reason = _ext_value(entry, x509.CRLReason) if entry is not None else None
+            if entry is not None and (reason is None or reason.reason != x509.ReasonFlags.remove_from_crl):
+                words = _REASON_WORDS.get(reason.reason, reason.reason.value) if reason is not None \
+                    else "no reason given"
+                return (f"certificate {describe(cert)} was revoked on {_when(entry.revocation_date_utc)} "
+                        f'({words}), according to a delta CRL of "{issuer_text}"'), True
+            refused = refused or f'; a delta CRL of "{issuer_text}" does not count without a current base CRL'
             continue
         found = True
         current = True
@@ -312,24 +364,48 @@ def _revocation_problem(
             return (
                 f"certificate {describe(cert)} was revoked on {_when(entry.revocation_date_utc)} "
                 f'({words}), according to the CRL of "{issuer_text}"'
-            )
+            ), True
+    if not good_and_current:
+        wanted += [u for u in crl_uris(cert) if u not in wanted]
     if good_and_current or revocation == "relaxed":
-        return None
+        return None, False
     if revocation == "strict":
-        return f'no valid, current CRL of "{issuer_text}" to check {describe(cert)} (revocation = strict)'
+        return f'no valid, current CRL of "{issuer_text}" to check {describe(cert)} (revocation = strict){refused}', False
     # ifuri, as strongSwan's revocation plugin: a distribution point without a CRL is FAILED, an
     # expired CRL STALE, and ifuri takes only GOOD or SKIPPED (nothing to look up)
     if found:
-        return f'the CRL of "{issuer_text}" is out of date: {describe(cert)} cannot be checked (revocation = ifuri)'
+        return f'the CRL of "{issuer_text}" is out of date: {describe(cert)} cannot be checked (revocation = ifuri)', False
     if _has_crl_uri(cert):
         return (f'certificate {describe(cert)} names a CRL distribution point but no valid CRL of "{issuer_text}" '
-                "is loaded (revocation = ifuri)")
-    return None
+                f"is loaded (revocation = ifuri){refused}"), False
+    return None, False
 
 
 def _has_crl_uri(cert: x509.Certificate) -> bool:
     cdp = _ext(cert, x509.CRLDistributionPoints)
     return any(isinstance(n, x509.UniformResourceIdentifier) for dp in cdp or () for n in dp.full_name or ())
+
+
+MAX_CRL_URIS = 4
+"""http:// distribution points taken from one certificate (charon tries each in turn)."""
+MAX_URI_LENGTH = 1024
+
+
+def crl_uris(cert: x509.Certificate) -> tuple[str, ...]:
+    """The http:// URIs of a certificate's CRL distribution points, the ones we can fetch
+    (LDAP and the CRL issuer field are not followed), at most MAX_CRL_URIS."""
+    try:
+        cdp = _ext(cert, x509.CRLDistributionPoints)
+    except ValueError:  # a malformed extension: nothing to fetch
+        return ()
+    out: list[str] = []
+    for dp in cdp or ():
+        for n in dp.full_name or ():
+            uri = n.value if isinstance(n, x509.UniformResourceIdentifier) else ""
+            if (uri.lower().startswith("http://") and len(uri) <= MAX_URI_LENGTH and uri.isascii()
+                    and uri.isprintable() and " " not in uri and uri not in out):
+                out.append(uri)
+    return tuple(out[:MAX_CRL_URIS])
 
 
 class _CrlFacts:

@@ -244,6 +244,8 @@ class _Linter:
                     why = ("[engine] crls lists no CRL" if not crl_files else
                            f"none of the CRLs in [engine] crls ({', '.join(crl_files)}) is signed by it"
                            + (f"; unreadable: {', '.join(unreadable)}" if unreadable else ""))
+                    if Path(name).name == "ca.crt" and _fetched_crl_uri(base / name):
+                        break  # its certificates name an http:// CRL distribution point: that CRL is fetched
                     if Path(name).name == "ca.crt":  # a CA folder of ipsec-console pki: name its CRL file
                         folder = str(Path(name).parent)
                         todo = (f"publish its CRL (ipsec-console pki crl --dir {folder}) and add "
@@ -256,6 +258,7 @@ class _Linter:
                                   "refused")
                     else:
                         effect = "a certificate it revoked would still be accepted"
+                    effect += " (unless its certificates name an http:// CRL distribution point, which is fetched)"
                     self.warn(key_path(key_path(key_path("connections", c.name), "remote"), "cacerts"),
                               "ca-without-crl", f"CA {name!r} is trusted but {why}, so {effect}; {todo}")
                     break  # one warning per file
@@ -376,3 +379,16 @@ def _one_class(raw: bytes) -> bool:
 def lint(policy: Policy) -> list[Finding]:
     """Warnings for a policy that parsed; see the module docstring for the rules."""
     return _Linter(policy).run()
+
+
+def _fetched_crl_uri(ca_file: Path) -> bool:
+    """Whether a CA folder of ipsec-console pki puts an http:// CRL URI in what it issues (--crl-uri):
+    the runtime fetches that CRL (engine.runtime.crlfetch)."""
+    from engine.pki.ca import ca_info
+    from engine.pki.errors import PkiError
+
+    try:
+        uri = ca_info(ca_file.parent).crl_uri
+    except (PkiError, OSError, ValueError):
+        return False
+    return bool(uri) and uri.lower().startswith("http://")

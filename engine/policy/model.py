@@ -99,10 +99,13 @@ class AuthConfig:
     pattern with ``*`` makes the gateway ask it with EAP-Identity; local, the name our client gives
     (default: its IKE identity)."""
     revocation: Revocation = "relaxed"
-    """Remote: CRL checking of the peer's certificates (swanctl's revocation). ``relaxed``: a
-    certificate listed in a loaded CRL fails; ``strict``: also one whose CA has no current CRL
-    loaded; ``ifuri``: strict for a certificate naming a CRL distribution point, and an expired CRL
-    fails."""
+    """Remote: CRL checking of the peer's certificates (swanctl's revocation), with the CRLs of
+    [engine] crls and those fetched from http:// distribution points. ``relaxed``: a certificate
+    listed in a CRL fails; ``strict``: also one whose CA has no current CRL; ``ifuri``: strict for a
+    certificate naming a CRL distribution point, and an expired CRL fails."""
+    cert_policy: tuple[str, ...] = ()
+    """Remote: certificate policy OIDs (dotted, ``1.3.6.1.4.1.311.21.8.1``) the peer's certificate
+    must hold, each valid under its path (swanctl's cert_policy)."""
 
     @property
     def is_eap(self) -> bool:

@@ -58,7 +58,7 @@ CONNECTION_KEYS = ("local_addrs", "remote_addrs", "local_port", "remote_port", "
                    "encap", "dpd_delay", "rekey_time", "over_time", "rand_time", "fragmentation", "mobike",
                    "send_certreq", "keyingtries", "unique", "children", "ppk_id", "ppk_required", "pools", "vips",
                    "expected_clients", "redirect_to")
-AUTH_KEYS = ("auth", "id", "certs", "cacerts", "eap_id", "revocation")
+AUTH_KEYS = ("auth", "id", "certs", "cacerts", "eap_id", "revocation", "cert_policy")
 REVOCATION = ("relaxed", "ifuri", "strict")
 POOL_KEYS = ("addrs", "dns", "split_include", "split_exclude")
 AUTH_METHODS = ("psk", "pubkey", "eap-mschapv2", "eap-tls", "eap")
@@ -380,8 +380,17 @@ class _PolicyParser:
                     "checked")
         elif revocation != "relaxed" and method not in ("pubkey", "eap-tls", "eap"):
             r.error(key_path(p, "revocation"), f'revocation needs certificates (auth is "{method}")')
+        cert_policy = tuple(r.str_list(a, "cert_policy", p, []))
+        if cert_policy and side == "local":
+            r.error(key_path(p, "cert_policy"), "cert_policy is a remote setting: the policies the peer's "
+                    "certificate must hold")
+        elif cert_policy and method != "pubkey":  # (EAP-TLS does not check it yet)
+            r.error(key_path(p, "cert_policy"), f'cert_policy needs auth = "pubkey" (auth is "{method}")')
+        for oid in cert_policy:
+            if not re.fullmatch(r"[0-2](\.(0|[1-9][0-9]*))+", oid) or len(oid) > 200:
+                r.error(key_path(p, "cert_policy"), f"{oid!r} is not a dotted OID like 1.3.6.1.4.1.311.21.8.1")
         return AuthConfig(auth=method, id=ident, certs=certs, cacerts=cacerts, eap_id=eap_id,
-                          revocation=revocation)  # type: ignore[arg-type]
+                          revocation=revocation, cert_policy=cert_policy)  # type: ignore[arg-type]
 
     def ts_list(self, t: dict, key: str, path: str) -> tuple[TrafficSelector, ...] | None:
         values = self.r.str_list(t, key, path)

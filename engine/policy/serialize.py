@@ -102,6 +102,8 @@ def _auth(a: AuthConfig) -> dict[str, Any]:
         out["eap_id"] = a.eap_id
     if a.revocation != "relaxed":
         out["revocation"] = a.revocation
+    if a.cert_policy:
+        out["cert_policy"] = list(a.cert_policy)
     return out
 
 

@@ -39,6 +39,7 @@ from engine.ike.endpoint import IkeEndpoint
 from engine.policy.model import Policy
 from engine.runtime.randomness import RandomBytes
 from engine.runtime.reporting import SCAN_CHUNK, Reporting
+from engine.runtime.crlfetch import CrlFetcher
 from engine.runtime.evolve import evolve
 from engine.runtime.resolver import NameResolver, system_lookup
 from engine.runtime.retention import QUEUE_BYTES, QUEUE_EVENTS, EventHistory, Subscription, event_size, keyless, \
@@ -112,6 +113,9 @@ class EngineRuntime(Reporting):
         """IKE datagrams received so far: the key pool is filled only when this stood still."""
         self._pool_seen = 0
         self._pool_timer: asyncio.TimerHandle | None = None
+        self.crl_fetcher = CrlFetcher(self._after)
+        """CRLs from certificates' distribution points (engine.runtime.crlfetch), fetched in the
+        background: IKE_AUTH never waits for them."""
         self.history = EventHistory()
         """Recent negotiation events, replayed to late subscribers (the attached console);
         bounded in count and bytes, without keys (engine.runtime.retention)."""
@@ -144,6 +148,8 @@ class EngineRuntime(Reporting):
         self.sockets.open(addresses, sorted({e.ike_port, e.natt_port}))
         self.datapath.apply_policy(self.policy)
         self.endpoint.start(self.now())
+        self.crl_fetcher.start()
+        self.crl_fetcher.attach(self.endpoint.credentials)
         self._after()
         self._counters_task = asyncio.create_task(self._counters_loop(), name="counters")
         self._roam_task = asyncio.create_task(self._roam_loop(), name="roam")
@@ -170,6 +176,7 @@ class EngineRuntime(Reporting):
             for sa in self.endpoint.sas:
                 sa.destroy(self.now(), "shutting down")
             self._after()
+        self.crl_fetcher.close()
         if self._counters_task is not None:
             self._counters_task.cancel()
         if self._roam_task is not None:
@@ -217,6 +224,8 @@ class EngineRuntime(Reporting):
         ep = self.endpoint
         while (event := ep.next_event()) is not None:
             self._dispatch(event)
+        if self._loop is not None:
+            self.crl_fetcher.drain()
         for d in ep.datagrams_to_send():
             self.sockets.send(d.data, d.local, d.remote)
         when = ep.get_timer()
@@ -485,6 +494,8 @@ class EngineRuntime(Reporting):
         self.datapath.apply_policy(policy)
         result = self.endpoint.apply_policy(policy, self.now(), credentials, plan=plan)
         self.key_pool.set_groups(_pooled_groups(policy))
+        if self._loop is not None:
+            self.crl_fetcher.attach(self.endpoint.credentials)
         self.policy = policy
         self.policy_text = text
         self._after()

@@ -280,6 +280,13 @@ def test_strict_revocation_without_the_cas_crl_says_every_peer_is_refused(two_ca
     assert "would still be accepted" not in f.message
 
 
+def test_a_ca_whose_certificates_name_an_http_crl_uri_is_not_flagged(two_cas: Path):
+    from engine.pki import ca
+
+    ca.init_ca(two_cas / "pki", "O=Lint, CN=Lint CA", crl_uri="http://crl.example/lint.crl", force=True)
+    assert warnings_of(load_policy(_pubkey_policy(two_cas, []), load_secrets=False)) == []
+
+
 def test_ca_with_its_crl_is_not_flagged(two_cas: Path):
     assert warnings_of(load_policy(_pubkey_policy(two_cas, ["other/crl.pem", "pki/crl.pem"]), load_secrets=False)) == []
 

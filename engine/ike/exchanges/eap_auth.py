@@ -482,7 +482,8 @@ def tls_credentials(auth, conn) -> TlsCredentials | None:
     if creds is None or conn.name not in creds.local:
         return None
     local = creds.local[conn.name]
-    return TlsCredentials(tuple(local.certs), local.key, tuple(creds.cacerts.get(conn.name, ())), tuple(creds.crls),
+    return TlsCredentials(tuple(local.certs), local.key, tuple(creds.cacerts.get(conn.name, ())),
+                          tuple(creds.all_crls() if hasattr(creds, "all_crls") else creds.crls),  # fetched ones too
                           revocation=conn.remote.revocation)
 
 

@@ -19,13 +19,17 @@ Rules (responder):
   redirect_to sends the client elsewhere instead (exchanges.redirect).
 - The connection is chosen among those IKE_SA_INIT allowed, by the peer's
   identity (and the IDr it asks for); none, or an AUTH that does not verify:
-  AUTHENTICATION_FAILED and the half-open SA goes.
+  AUTHENTICATION_FAILED and the half-open SA goes. A peer whose certificate
+  names a CRL distribution point the runtime is fetching (and whose AUTH
+  verifies) is held unanswered until the fetch ends (certauth.Deferred; its
+  retransmissions are checked again), as charon waits for its fetch.
 - Otherwise our IDr and AUTH; the CHILD SA part is answered on its own
   (a refusal there keeps the IKE SA, §2.21.3).
 """
 
 from __future__ import annotations
 
+import logging
 
 from engine.events import IkeState
 from engine.ike.auth import octets
@@ -38,6 +42,7 @@ from engine.ike.exchanges.informational import Notify
 from engine.ike.host import Ended
 from engine.ike.identity import identity_from_wire, identity_to_wire, matches
 from engine.ike import ppk_auth
+from engine.ike.certauth import Deferred
 from engine.ike.intermediate import int_auth
 from engine.ike.ppk_auth import InitiatorPpk
 from engine.ike.text import notify_name, short
@@ -46,6 +51,7 @@ from engine.wire.constants import ExchangeType, NotifyType
 from engine.wire.payloads import AuthPayload, IdPayload, NotifyPayload, SaPayload
 
 IKE_AUTH = ExchangeType.IKE_AUTH
+log = logging.getLogger("engine.ike")
 
 
 class S(Label):
@@ -69,6 +75,7 @@ class I(Label):  # noqa: E742
     PEER_UNKNOWN = "no connection accepts the peer"
     PEER_REJECTED = "the peer's AUTH does not verify"
     PEER_OK = "the peer is authenticated"
+    PEER_PENDING = "the peer's revocation status is being fetched"
 
 
 TABLE = Table("IKE_AUTH", {
@@ -86,8 +93,9 @@ TABLE = Table("IKE_AUTH", {
     (S.AUTHENTICATING, I.PEER_UNKNOWN): (S.ANSWERED, "authentication_failed"),
     (S.AUTHENTICATING, I.PEER_REJECTED): (S.ANSWERED, "authentication_failed"),
     (S.AUTHENTICATING, I.PEER_OK): (S.ANSWERED, "accept"),
+    (S.AUTHENTICATING, I.PEER_PENDING): (S.ANSWERED, "hold"),
 }, remote={I.RESP_REFUSED, I.RESP_PEER_REJECTED, I.RESP_OK, I.REQ_NO_ID, I.REQ_NO_AUTH, I.REQ_AUTH,
-           I.PEER_UNKNOWN, I.PEER_REJECTED, I.PEER_OK},
+           I.PEER_UNKNOWN, I.PEER_REJECTED, I.PEER_OK, I.PEER_PENDING},
     final={S.DONE, S.ANSWERED})
 
 
@@ -310,13 +318,23 @@ class IkeAuthResponder(Responder):
             return I.PEER_REJECTED
         signed = octets(sa.init_request, sa.nonce_r, sa.chosen.prf, sa.keys.sk_pi.reveal(), idi) \
             + int_auth(sa, sa.peer_mid)
-        ok, why = sa.host.auth.verify(sa, conn, auth, signed, payloads, peer)
+        # Not with a PPK: its keys are switched already, and a retransmission would switch them again.
+        ok, why = sa.host.auth.verify(sa, conn, auth, signed, payloads, peer, may_defer=not sa.ppk_used)
+        if isinstance(why, Deferred):
+            self.reason = why
+            return I.PEER_PENDING
         if not ok:
             self.reason = why
             return I.PEER_REJECTED
         sa.remote_id = peer
         self.payloads = payloads
         return I.PEER_OK
+
+    def hold(self, now: float) -> None:
+        """No answer yet (engine.ike.sa_receive holds the request): the peer retransmits it and it is
+        checked again, with the CRL once fetched; the fetch's time limit bounds the wait."""
+        log.info("%s[%d]: IKE_AUTH held: %s", self.sa.name, self.sa.unique_id, self.reason)
+        self.answer = None
 
     def authentication_failed(self, now: float) -> None:
         self.answer = [NotifyPayload(NotifyType.AUTHENTICATION_FAILED)]
