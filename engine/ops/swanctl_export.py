@@ -170,6 +170,8 @@ class _Exporter:
             out["cacerts"] = [self.path(x) for x in a.cacerts]
         if getattr(a, "revocation", "relaxed") != "relaxed":
             out["revocation"] = a.revocation
+        if getattr(a, "cert_policy", ()):
+            out["cert_policy"] = list(a.cert_policy)
         return out
 
     def child(self, k: ChildConfig) -> dict:

@@ -80,7 +80,8 @@ CHILD_DIRECT = {
     "priority": "priority",
 }
 AUTH_DIRECT = {"auth": "auth", "id": "id", "certs": "certs", "cacerts": "cacerts", "eap_id": "eap_id",
-               "revocation": "revocation"}
+               "revocation": "revocation", "cert_policy": "cert_policy"}
+_OID = re.compile(r"[0-2](\.(0|[1-9][0-9]*))+")
 EAP_AUTH = ("eap-mschapv2", "eap-tls", "eap")
 """The EAP methods engine.ike negotiates (swanctl's names)."""
 _TRUE = ("yes", "true", "enabled", "1", "on")
@@ -309,6 +310,15 @@ class _Importer(SecretsImport):
             elif revocation.strip().lower() != "relaxed":
                 self.warn(first.where("revocation"), f"{p}.revocation", f"{revocation!r}: left out (strict, ifuri and "
                           "relaxed are read on the remote side, with certificate authentication)")
+        cert_policy = first.value("cert_policy")
+        if cert_policy is not None:
+            oids = self.split(cert_policy)
+            if side == "remote" and out["auth"] == "pubkey" and oids and all(
+                    _OID.fullmatch(o) and len(o) <= 200 for o in oids):
+                out["cert_policy"] = oids
+            else:
+                self.warn(first.where("cert_policy"), f"{p}.cert_policy", f"{cert_policy!r}: left out (dotted OIDs, "
+                          "read on the remote side with auth = pubkey)")
         if side == "local":  # each of our certificates needs its private key (SecretsImport.folder_keys)
             self.local_certs.extend((Path(os.path.normpath(self.out_dir / c)), first.where(), f"{p}.certs")
                                     for c in out.get("certs", ()))

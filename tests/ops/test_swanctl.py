@@ -395,3 +395,20 @@ def test_unique_keep_is_read_from_toml_and_carried_over_from_swanctl(tmp_path):
         policy = load_policy(tmp_path / "p.toml")
         assert policy.connection("psk-tunnel").unique == value
         assert f"unique = {value}" in export_policy(policy).conf, value
+
+
+def test_cert_policy_carries_over_both_ways(tmp_path):
+    """swanctl's remote cert_policy (OIDs the peer's certificate must hold) is our remote.cert_policy;
+    a value that is no dotted OID is named in a warning, not carried over."""
+    text = ROADWARRIOR_GW.replace("      revocation = strict\n",
+                                  "      revocation = strict\n      cert_policy = 1.3.6.1.4.1.36906.1.1, 2.5.29.32.0\n")
+    r = import_text(text, source="gw.conf", conf_dir=tmp_path / "swanctl", out_dir=tmp_path)
+    assert not any("cert_policy" in w for w in r.warnings), r.warnings
+    policy = parse_policy(r.policy_toml, tmp_path / "p.toml", load_secrets=False)
+    c = policy.connection("rw-base")
+    assert c.remote.cert_policy == ("1.3.6.1.4.1.36906.1.1", "2.5.29.32.0")
+    assert "cert_policy = 1.3.6.1.4.1.36906.1.1,2.5.29.32.0" in export_policy(policy).conf.replace(", ", ",")
+    r = import_text(text.replace("2.5.29.32.0", "anyPolicy"), source="gw.conf", conf_dir=tmp_path / "swanctl",
+                    out_dir=tmp_path)
+    assert any("cert_policy" in w and "anyPolicy" in w for w in r.warnings), r.warnings
+    assert "cert_policy" not in r.policy_toml
