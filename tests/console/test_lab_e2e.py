@@ -77,6 +77,10 @@ async def test_the_lab_packet_view_shows_the_esp_header_and_exports_a_pcap(tmp_p
         await pilot.press("5")
         samples = app.screen.query_one("#pk-samples", KeyedTable)
         await wait_for(pilot, lambda: samples.row_count >= 4, what="sample rows")
+        # Paused, as a person looking at one packet: a cursor on the last row follows the newest
+        # packet, and on a loaded machine the next one can come before the dissection is drawn.
+        await pilot.press("space")
+        await wait_for(pilot, lambda: app.screen.paused, what="paused")
         key = next(k for k in samples.row_keys if samples.cell_text(k, "dir") == "out")
         samples.focus()
         samples.move_cursor(row=samples.get_row_index(key))
