@@ -27,13 +27,12 @@ from engine.policy import secrets as secrets_mod
 from engine.policy import tomlfile
 from engine.policy._reader import Reader, key_path
 from engine.policy.findings import Finding, PolicyError
-from engine.policy.identity import IdentityError, identity_for_address, parse_identity
+from engine.policy.identity import IdentityError, parse_identity
 from engine.policy.model import (
     AuthConfig,
     ChildConfig,
     ConnectionConfig,
     EngineConfig,
-    LabConfig,
     Policy,
     PoolConfig,
     Proposal,
@@ -45,122 +44,42 @@ from engine.policy import roadwarrior
 from engine.pools import pool_range
 from engine.policy.proposals import ProposalError, default_proposals, parse_proposal
 from engine.policy.ts import TrafficSelector, TsSyntaxError, parse_ts
-
-TOP_KEYS = ("engine", "lab", "connections", "rules", "pools")
-ENGINE_KEYS = ("datapath", "listen", "ike_port", "natt_port", "secrets", "control", "retransmit_timeout",
-               "retransmit_base", "retransmit_tries", "half_open_threshold", "keepalive", "crls", "pki",
-               "tun_device", "tun_mtu", "tun_offload", "state_dir", "save_keys", "metrics_textfile",
-               "metrics_listen", "metrics_interval", "max_packet", "cookie_threshold_ip", "block_threshold",
-               "init_limit_half_open")
-LAB_KEYS = ("peers", "rate", "flows")
-CONNECTION_KEYS = ("local_addrs", "remote_addrs", "local_port", "remote_port", "remote_natt_port", "proposals",
-                   "local", "remote",
-                   "encap", "dpd_delay", "rekey_time", "over_time", "rand_time", "fragmentation", "mobike",
-                   "send_certreq", "keyingtries", "unique", "children", "ppk_id", "ppk_required", "pools", "vips",
-                   "expected_clients", "redirect_to")
-AUTH_KEYS = ("auth", "id", "certs", "cacerts", "eap_id", "revocation", "cert_policy")
-REVOCATION = ("relaxed", "ifuri", "strict")
-POOL_KEYS = ("addrs", "dns", "split_include", "split_exclude")
-AUTH_METHODS = ("psk", "pubkey", "eap-mschapv2", "eap-tls", "eap")
-CHILD_KEYS = ("mode", "protocol", "local_ts", "remote_ts", "esp_proposals", "ah_proposals", "rekey_time",
-              "life_time", "rand_time", "rekey_bytes", "life_bytes", "rekey_packets", "life_packets",
-              "start_action", "dpd_action", "close_action", "replay_window", "priority")
-RULE_KEYS = ("action", "local_ts", "remote_ts", "priority")
-
-PRIORITY_MAX = 99_999
-"""Explicit priorities are 1..PRIORITY_MAX; computed ones lie above, so an explicit one always wins."""
-REPLAY_WINDOW_MAX = 4096
-LAB_FLOWS = ("icmp", "udp", "tcp")
-_NAME = re.compile(r"^[^\s\x00-\x1f\x7f]{1,64}$")
-_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$")
+from engine.policy.parse_checks import CrossChecks
+from engine.policy.parse_common import (
+    AUTH_KEYS,
+    AUTH_METHODS,
+    CHILD_KEYS,
+    CONNECTION_KEYS,
+    ENGINE_KEYS,
+    LAB_KEYS,
+    POOL_KEYS,
+    PRIORITY_MAX,
+    REPLAY_WINDOW_MAX,
+    REVOCATION,
+    RULE_KEYS,
+    TOP_KEYS,
+    _NAME,
+    single_host,
+    split_host_port,
+    _is_ip,
+    address_kind,
+    child_life_count,
+    child_life_time,
+    default_ts,
+    ike_over_time,
+)
+from engine.policy.parse_engine import EngineSection
 
 
-# -- derived defaults (shared with the serializer so it writes only what differs) ----------
-def ike_over_time(rekey_time: float) -> float:
-    return rekey_time / 10
-
-
-def child_life_time(rekey_time: float) -> float:
-    return rekey_time * 11 / 10
-
-
-def child_life_count(rekey: int) -> int:
-    return rekey + rekey // 10
-
-
-def default_ts(other: tuple[TrafficSelector, ...] | None) -> tuple[TrafficSelector, ...]:
-    """A rule side left out: everything, in the IP versions the other side uses."""
-    versions = sorted({t.version for t in other}) if other else [4, 6]
-    return tuple(TrafficSelector.any(v) for v in versions)
-
-
-# -- addresses ---------------------------------------------------------------------------------
-def address_kind(text: str) -> str | None:
-    """What an entry of local_addrs/remote_addrs is: any, ip, network, range, dns; None if invalid."""
-    t = text.strip()
-    if t in ("%any", "%any4", "%any6"):
-        return "any"
-    try:
-        ipaddress.ip_address(t)
-        return "ip"
-    except ValueError:
-        pass
-    if "/" in t:
-        try:
-            ipaddress.ip_network(t, strict=False)
-            return "network"
-        except ValueError:
-            return None
-    if "-" in t:
-        lo, _, hi = t.partition("-")
-        if _is_ip(lo) and _is_ip(hi):
-            a, b = ipaddress.ip_address(lo.strip()), ipaddress.ip_address(hi.strip())
-            return "range" if a.version == b.version and a <= b else None
-    if _HOSTNAME.match(t) and not t.replace(".", "").isdigit():
-        return "dns"
-    return None
-
-
-def split_host_port(text: str) -> tuple[str | None, int | None]:
-    """``"127.0.0.1:9814"`` or ``"[::1]:9814"`` -> (address, port); (None, None) when malformed."""
-    host, sep, port = text.strip().rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        return None, None
-    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    return (host, int(port)) if _is_ip(host) else (None, None)
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text.strip())
-        return True
-    except ValueError:
-        return False
-
-
-def single_host(addrs: tuple[str, ...]) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """The address when ``addrs`` is exactly one IP literal (what ``dynamic`` resolves to)."""
-    if len(addrs) == 1 and address_kind(addrs[0]) == "ip":
-        return ipaddress.ip_address(addrs[0].strip())
-    return None
-
-
-def _is_loopback(text: str) -> bool:
-    kind = address_kind(text)
-    t = text.strip()
-    if kind == "ip":
-        return ipaddress.ip_address(t).is_loopback
-    if kind == "network":
-        net = ipaddress.ip_network(t, strict=False)
-        return net.network_address.is_loopback and net.broadcast_address.is_loopback
-    if kind == "range":
-        a, b = (ipaddress.ip_address(p.strip()) for p in t.split("-", 1))
-        return a.is_loopback and b.is_loopback
-    return False
+__all__ = ["load_policy", "parse_policy", "policy_dir", "single_host", "split_host_port", "address_kind",
+           "ike_over_time", "child_life_time", "PRIORITY_MAX", "REPLAY_WINDOW_MAX", "AUTH_METHODS",
+           # the keys each table may hold (engine.ops.reference documents them)
+           "TOP_KEYS", "ENGINE_KEYS", "LAB_KEYS", "CONNECTION_KEYS", "AUTH_KEYS", "POOL_KEYS", "CHILD_KEYS",
+           "RULE_KEYS"]
 
 
 # -- the parser ----------------------------------------------------------------------------------
-class _PolicyParser:
+class _PolicyParser(EngineSection, CrossChecks):
     def __init__(self, file: str, base_dir: Path, load_secrets: bool, strict_secrets_mode: bool) -> None:
         self.r = Reader(file)
         self.file = file
@@ -170,127 +89,6 @@ class _PolicyParser:
         self.extra: list[Finding] = []  # findings in other files (the secrets file)
 
     # -- sections --------------------------------------------------------------------------
-    def engine(self, doc: dict) -> EngineConfig:
-        r, P = self.r, "engine"
-        t = r.table(doc, "engine", "") or {}
-        r.check_keys(t, P, ENGINE_KEYS)
-        d = EngineConfig()
-        listen = r.str_list(t, "listen", P, [])
-        for a in listen:
-            if not _is_ip(a):
-                r.error(key_path(P, "listen"), f"{a!r} is not an IP address (listen takes addresses, not names)")
-        ike_port = r.int_(t, "ike_port", P, d.ike_port, lo=1, hi=65535)
-        natt_port = r.int_(t, "natt_port", P, d.natt_port, lo=1, hi=65535)
-        if ike_port == natt_port:
-            r.error(key_path(P, "natt_port"), f"must differ from ike_port ({ike_port}): "
-                    "NAT-T traffic is told apart by its port")
-        secrets = r.str_(t, "secrets", P)
-        if secrets == "":
-            r.error(key_path(P, "secrets"), "empty path: remove the key or name the secrets file")
-            secrets = None
-        control = r.str_(t, "control", P)
-        pki_dir = r.str_(t, "pki", P)
-        if pki_dir is not None and not pki_dir.strip():
-            r.error(key_path(P, "pki"), "empty path: remove the key (the CA folder is then pki/ next to this "
-                    "file) or name the CA folder")
-            pki_dir = None
-        return EngineConfig(
-            datapath=r.str_(t, "datapath", P, d.datapath, choices=("kernel", "userspace", "lab")),
-            listen=tuple(a.strip() for a in listen),
-            ike_port=ike_port,
-            natt_port=natt_port,
-            secrets=secrets,
-            control=control,
-            retransmit_timeout=self._positive(t, "retransmit_timeout", P, d.retransmit_timeout),
-            retransmit_base=r.float_(t, "retransmit_base", P, d.retransmit_base, lo=1.0),
-            retransmit_tries=r.int_(t, "retransmit_tries", P, d.retransmit_tries, lo=0),
-            half_open_threshold=r.int_(t, "half_open_threshold", P, d.half_open_threshold, lo=0),
-            keepalive=r.duration(t, "keepalive", P, d.keepalive),
-            crls=tuple(r.str_list(t, "crls", P, [])),
-            pki_dir=pki_dir,
-            tun_device=self._tun_device(t, P, d.tun_device),
-            tun_mtu=r.int_(t, "tun_mtu", P, d.tun_mtu, lo=576, hi=65535),
-            tun_offload=r.str_(t, "tun_offload", P, d.tun_offload, choices=("on", "off", "auto", "jumbo")),
-            state_dir=self._folder(t, "state_dir", P),
-            save_keys=self._folder(t, "save_keys", P),
-            metrics_textfile=self._folder(t, "metrics_textfile", P),
-            metrics_listen=self._metrics_listen(t, P),
-            metrics_interval=self._positive(t, "metrics_interval", P, d.metrics_interval),
-            # RFC 7296 §2: every implementation takes 1280-byte messages; 65535 is the UDP limit.
-            max_packet=r.int_(t, "max_packet", P, d.max_packet, lo=1280, hi=65535),
-            cookie_threshold_ip=r.int_(t, "cookie_threshold_ip", P, d.cookie_threshold_ip, lo=1),
-            block_threshold=r.int_(t, "block_threshold", P, d.block_threshold, lo=1),
-            init_limit_half_open=r.int_(t, "init_limit_half_open", P, d.init_limit_half_open, lo=0),
-        )
-
-    def _folder(self, t: dict, key: str, path: str) -> str | None:
-        value = self.r.str_(t, key, path)
-        if value is not None and not value.strip():
-            self.r.error(key_path(path, key), "empty path: remove the key or name a path")
-            return None
-        return value
-
-    def _metrics_listen(self, t: dict, path: str) -> str | None:
-        value = self.r.str_(t, "metrics_listen", path)
-        if value is None:
-            return None
-        host, port = split_host_port(value)
-        if host is None or port is None:
-            self.r.error(key_path(path, "metrics_listen"), f"{value!r} is not ADDRESS:PORT "
-                         '(e.g. "127.0.0.1:9814" or "[::1]:9814")')
-            return None
-        if not ipaddress.ip_address(host).is_loopback:
-            self.r.error(key_path(path, "metrics_listen"), f"{host} is not a loopback address: the metrics "
-                         "endpoint has no authentication, so it listens on 127.0.0.1 or ::1 only (let "
-                         "node_exporter's textfile collector or a local proxy take them further)")
-            return None
-        return value
-
-    def _tun_device(self, t: dict, path: str, default: str) -> str:
-        name = self.r.str_(t, "tun_device", path, default)
-        if not name or len(name) > 15 or "/" in name or any(c.isspace() for c in name):
-            self.r.error(key_path(path, "tun_device"), f"{name!r} is not a usable interface name "
-                         "(1-15 characters, no '/' or spaces)")
-            return default
-        return name
-
-    def _positive(self, t: dict, key: str, path: str, default: float) -> float:
-        v = self.r.duration(t, key, path, default)
-        if v <= 0:
-            self.r.error(key_path(path, key), "must be longer than 0s")
-            return default
-        return v
-
-    def lab(self, doc: dict, engine: EngineConfig) -> LabConfig | None:
-        r, P = self.r, "lab"
-        t = r.table(doc, "lab", "")
-        if t is None:
-            return None
-        r.check_keys(t, P, LAB_KEYS)
-        if engine.datapath != "lab":
-            r.error(P, f'a [lab] section needs datapath = "lab" in [engine] (it is "{engine.datapath}")')
-        d = LabConfig()
-        peers = r.str_list(t, "peers", P, [])
-        for peer in peers:
-            if not peer:
-                r.error(key_path(P, "peers"), "empty file name")
-                continue
-            target = self.base_dir / peer
-            if not target.is_file():
-                r.error(key_path(P, "peers"), f"peer policy {peer!r} not found next to this file")
-            elif self.file != "<string>" and target.resolve() == (self.base_dir / Path(self.file).name).resolve():
-                r.error(key_path(P, "peers"), f"{peer!r} is this file: a peer is another endpoint's policy")
-        rate = r.float_(t, "rate", P, d.rate, lo=0.0)
-        if "rate" in t and rate <= 0:
-            r.error(key_path(P, "rate"), "must be more than 0 packets per second")
-            rate = d.rate
-        flows = r.str_list(t, "flows", P, list(d.flows))
-        for f in flows:
-            if f not in LAB_FLOWS:
-                r.error(key_path(P, "flows"), f"unknown flow {f!r}: use {', '.join(LAB_FLOWS)}")
-        flows = [f for f in flows if f in LAB_FLOWS]
-        return LabConfig(peers=tuple(peers), rate=rate, flows=tuple(dict.fromkeys(flows)))  # type: ignore[arg-type]
-
     def proposals(self, t: dict, key: str, path: str, protocol: str) -> tuple[Proposal, ...]:
         r = self.r
         texts = r.str_list(t, key, path)
@@ -642,119 +440,6 @@ class _PolicyParser:
         path = None if self.file == "<string>" else self.file
         return Policy(engine=engine, connections=tuple(connections), rules=tuple(rules),
                       secrets=secrets or Secrets(), path=path, lab=lab, pools=tuple(pools))
-
-    def pool_references(self, connections: list[ConnectionConfig], pools: list[PoolConfig], doc: dict) -> None:
-        names = {p.name for p in pools}
-        declared = set((doc.get("pools") or {}) if isinstance(doc.get("pools"), dict) else ())
-        for c in connections:
-            for name in c.pools:
-                if name not in declared:
-                    self.r.error(key_path(key_path("connections", c.name), "pools"),
-                                 f"no [pools.{name}] section" + (f" (pools: {', '.join(sorted(names))})" if names else ""))
-
-    def eap_secrets(self, c: ConnectionConfig, engine: EngineConfig, secrets: Secrets) -> None:
-        cpath = key_path("connections", c.name)
-        if c.local.auth in ("eap-mschapv2", "eap"):
-            name = c.local.eap_id or c.local.id
-            if name is None or secrets_mod.lookup_eap(secrets, str(name)) is None:
-                where = engine.secrets or "a secrets file ([engine] secrets)"
-                self.r.error(key_path(key_path(cpath, "local"), "auth"),
-                             f"no [eap.*] entry with id = \"{name or '(our IKE identity)'}\" in {where}: our client "
-                             "needs its EAP password there")
-        if c.remote.auth in ("eap-mschapv2",) and not secrets.eap:
-            where = engine.secrets or "a secrets file ([engine] secrets)"
-            self.r.error(key_path(key_path(cpath, "remote"), "auth"),
-                         f"no [eap.*] users in {where}: add one entry per user (id and secret)")
-
-    def names(self, connections: list[ConnectionConfig], rules: list[RuleConfig]) -> None:
-        owner: dict[str, str] = {}
-        for c in connections:
-            owner.setdefault(c.name, f"connection '{c.name}'")
-        for c in connections:
-            for ch in c.children:
-                path = key_path(key_path(key_path("connections", c.name), "children"), ch.name)
-                if ch.name in owner:
-                    self.r.error(path, f"the name '{ch.name}' is already used by {owner[ch.name]}: child names "
-                                 "must be unique (they are how a child is initiated and shown)")
-                else:
-                    owner[ch.name] = f"child '{ch.name}' of connection '{c.name}'"
-        for rule in rules:
-            if rule.name in owner:
-                self.r.error(key_path("rules", rule.name), f"the name '{rule.name}' is already used by "
-                             f"{owner[rule.name]}: rename the rule")
-
-    def lab_addresses(self, engine: EngineConfig, connections: list[ConnectionConfig]) -> None:
-        # The lab runs every endpoint in one process on loopback; nothing may leave the host.
-        if not engine.listen:
-            self.r.error("engine.listen", 'a lab listens on loopback only: set listen = ["127.0.0.1"]')
-        for a in engine.listen:
-            if _is_ip(a) and not ipaddress.ip_address(a).is_loopback:
-                self.r.error("engine.listen", f"{a} is not a loopback address: a lab stays on 127.0.0.0/8 or ::1")
-        for c in connections:
-            for key in ("local_addrs", "remote_addrs"):
-                for a in getattr(c, key):
-                    if not _is_loopback(a):
-                        self.r.error(key_path(key_path("connections", c.name), key),
-                                     f"{a!r} is not a loopback address: a lab stays on 127.0.0.0/8 or ::1")
-
-    def secrets(self, engine: EngineConfig) -> Secrets | None:
-        """Load the secrets file; None when it could not be used (errors recorded)."""
-        if engine.secrets is None:
-            return Secrets()
-        target = self.base_dir / engine.secrets
-        display = engine.secrets if self.file == "<string>" else os.path.join(os.path.dirname(self.file), engine.secrets)
-        if not target.is_file():
-            if target.exists():  # a folder, a FIFO: "not found" sent the admin looking for a missing file
-                self.r.error("engine.secrets", f"secrets file {display!r} is not a regular file")
-            else:
-                self.r.error("engine.secrets", f"secrets file {display!r} not found (it is relative to this file)")
-            return None
-        strict = self.strict_secrets_mode and engine.datapath != "lab"
-        problem = secrets_mod.permission_problem(target)
-        if problem and strict:
-            self.r.error("engine.secrets", f"refusing secrets file {display!r}: {problem}; "
-                         f"run: chmod 600 {display}")
-            return None
-        problem = secrets_mod.ownership_problem(target)
-        if problem and strict:
-            self.r.error("engine.secrets", f"refusing secrets file {display!r}: {problem.replace('FILE', display)}")
-            return None
-        loaded, findings = secrets_mod.load_secrets(target, display, strict=strict)
-        self.extra.extend(findings)
-        if any(f.severity == "error" for f in findings):
-            return None
-        return loaded
-
-    def psk(self, c: ConnectionConfig, engine: EngineConfig, secrets: Secrets) -> None:
-        sides = [s for s in ("local", "remote") if getattr(c, s).auth == "psk"]
-        if not sides:
-            return
-        path = key_path(key_path(key_path("connections", c.name), sides[0]), "auth")
-        if engine.secrets is None:
-            self.r.error(path, 'PSK authentication needs a secrets file: set secrets = "NAME.secrets.toml" '
-                         "in [engine] and add an [ike.NAME] entry to it")
-            return
-        local = c.local.id
-        if local is None and (host := single_host(c.local_addrs)) is not None:
-            local = identity_for_address(host)
-        remote = c.remote.id
-        if remote is None and (host := single_host(c.remote_addrs)) is not None:
-            remote = identity_for_address(host)
-        if not secrets_mod.secrets_for(secrets, local, remote):
-            who = f"local id {local or '(our address)'}, remote id {remote or '(the peer address)'}"
-            self.r.error(path, f"no [ike.*] secret in {engine.secrets} matches this connection ({who}): "
-                         "add one whose ids name these identities")
-
-
-    def ppk(self, c: ConnectionConfig, engine: EngineConfig, secrets: Secrets) -> None:
-        if c.ppk_id is None or pq.ppk_problem(c):
-            return
-        if secrets_mod.lookup_ppk(secrets, c.ppk_id) is None:
-            where = engine.secrets or "a secrets file ([engine] secrets)"
-            self.r.error(key_path(key_path("connections", c.name), "ppk_id"),
-                         f"no [ppk.*] entry with id = \"{c.ppk_id}\" in {where}: add one with a random secret "
-                         "of at least 32 bytes (e.g. secret = \"0x\" followed by 'openssl rand -hex 32')")
-
 
 def parse_policy(text: str, path: str | os.PathLike | None = None, *, load_secrets: bool = True,
                  strict_secrets_mode: bool = True) -> Policy:
