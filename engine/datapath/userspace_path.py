@@ -46,6 +46,7 @@ from engine.datapath.fragsteer import FragKey, FragmentSteer, fragment_key, stee
 from engine.datapath.reassembly import Reassembler, protect_fragment, refuse
 from engine.datapath.userspace_pairs import Pair, Sender, _entries, _entry_shapes, _matches  # noqa: F401
 from engine.esp import EspDrop, InboundSa, Sad, SaExpired, TransportFragment, ip
+from engine.esp.fragcheck import FragmentCheck
 from engine.events import ChildSaInstalled, Event, PacketSample
 from engine.policy.model import Policy
 from engine.policy.spd import Spd
@@ -111,6 +112,8 @@ class SaPath:
         """IPv4 datagrams of transport-mode SAs in reassembly (engine.datapath.reassembly)."""
         self.steer = FragmentSteer(self.drops)
         """Fragments following their first fragment's decision (engine.datapath.fragsteer)."""
+        self.rx_frags = FragmentCheck(self.drops)
+        """Inbound non-first fragments following their first fragment's check (engine.esp.fragcheck)."""
         self._clock = 0.0
         """The latest ``now`` seen (for a `lookup` without one)."""
         self.send_failed = 0
@@ -136,6 +139,7 @@ class SaPath:
         if ev.spi_in in self.lingering:
             self.forget(ev.spi_in)
         inbound, outbound = self.sad.install_event(ev)
+        inbound.frag_check = self.rx_frags
         pair = Pair(ev, inbound, outbound, send, dest)
         pair.seq = next(self._seq)
         old = self.pairs.get(ev.rekeyed_from) if ev.rekeyed_from is not None else None
@@ -327,6 +331,15 @@ class SaPath:
         steer = self.steer
         if steer.firsts or steer.held:
             steer.expire(now)
+        rx = self.rx_frags
+        if rx.firsts or rx.held:
+            rx.expire(now)
+
+    def take_released(self) -> list:
+        """Inbound fragments that waited for their first fragment and passed with it since the last
+        call (engine.esp.fragcheck): the datapath delivers them like `input`'s packets."""
+        rx = self.rx_frags
+        return rx.take() if rx.ready else []
 
     def miss(self, key, pkt, now: float | None = None) -> Pair | str:
         """Decide for a packet whose flow is not cached, and cache the decision under ``key``.
