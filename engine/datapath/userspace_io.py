@@ -366,6 +366,7 @@ class TunIO:
     def __init__(self, dp, fd: int, *, vnet: bool, udp_gro: bool, local: set | frozenset = frozenset()) -> None:
         self.dp = dp
         self.path = dp.path
+        dp.path.oversized = self._oversized  # packets the SaPath sends itself (held fragments) too
         self.fd = fd
         self.vnet = vnet
         """Every read and write carries a virtio_net_hdr (offloads on)."""

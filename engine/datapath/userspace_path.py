@@ -115,6 +115,9 @@ class SaPath:
         self.rx_frags = FragmentCheck(self.drops)
         """Inbound non-first fragments following their first fragment's check (engine.esp.fragcheck)."""
         self._clock = 0.0
+        self.oversized = None
+        """``oversized(pair, pkt, limit, now)``: the TUN loop's answer to a packet above its pair's
+        ``max_inner`` (fragmented or ICMP too big), for the packets `output` sends (held fragments)."""
         """The latest ``now`` seen (for a `lookup` without one)."""
         self.send_failed = 0
         """Protected packets the socket refused (buffer full, no route): lost like on a busy link."""
@@ -458,6 +461,10 @@ class SaPath:
         for retry in (False, True):
             if pair.__class__ is str:
                 return refuse(self, pair, pkt, now)
+            limit = pair.max_inner
+            if limit and len(pkt) > limit and self.oversized is not None:
+                self.oversized(pair, pkt, limit, now)  # the path MTU check of the TUN loop's fast path
+                return True
             try:
                 wire = pair.outbound.protect(pkt, now)
                 break

@@ -1,0 +1,41 @@
+"""Review of the outbound fragment steering (engine.datapath.fragsteer): fragments that waited for
+their first fragment get the same per-SA inner-size check (path MTU) as every packet of the TUN
+read loop."""
+
+from __future__ import annotations
+
+import socket
+
+from tests.engine.test_userspace_fragment_steering import _Dp, _frags, _opened, _path, _Sender
+
+
+def test_fragments_released_by_their_first_are_sized_to_the_path_mtu():
+    # main: the two that came before their first left whole (1400 bytes) past the 800-byte limit:
+    # the kernel refuses such an ESP packet (DF) and they were lost.
+    from engine.datapath.userspace_io import TunIO
+
+    path, wire, sas = _path()
+    for pair in path.pairs.values():
+        pair.sender = _Sender(wire)
+        pair.max_inner = 800
+    kernel, ours = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        ours.setblocking(False)
+        io = TunIO(_Dp(path), ours.fileno(), vnet=False, udp_gro=False)
+        frags = _frags()
+        for f in reversed(frags):
+            kernel.send(f)
+        io.readable()
+        got = [_opened(sas, w) for w in wire]
+        assert {spi for spi, _ in got} == {0xB1}
+        assert max(len(inner) for _, inner in got) <= 800
+        # The pieces still make the datagram: offsets follow on, the last alone without MF.
+        pieces = sorted(((p[6] & 0x1F) << 8 | p[7], p) for _, p in got)
+        at = 0
+        for off, p in pieces:
+            assert off * 8 == at
+            at += len(p) - 20
+        assert at == 8 + 3000 and [p[6] & 0x20 for _, p in pieces].count(0) == 1
+    finally:
+        kernel.close()
+        ours.close()
