@@ -427,7 +427,7 @@ class InboundSa(SaBase):
         ok = ((not self.remote_ts or matches(self.remote_ts, src, proto, sport))
               and (not self.local_ts or matches(self.local_ts, dst, proto, dport)))
         fc = self.frag_check
-        if fc is not None and not self._addr_only:
+        if fc is not None and not self._addr_only and (v == 6 or inner[6] & 0x3F or inner[7]):
             frag = datagram(inner)
             if frag is not None:
                 ok = fc.check(self, frag[0], frag[1], ok, inner, now)  # raises FragmentHeld

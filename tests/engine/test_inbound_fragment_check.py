@@ -242,3 +242,22 @@ def test_the_lab_datapath_delivers_fragments_that_waited():
     for w in _sealed(t, [*rest, first]):
         lab.receive_esp(w, None, None, 1.0)
     assert sorted(got) == sorted([first, *rest])
+
+
+def test_a_repeated_first_fragment_decides_anew_and_time_is_the_callers():
+    t = Tunnel()
+    first, second, third = _frags()
+    assert t.b.input(_sealed(t, [first])[0], 1.0) == first
+    assert t.b.input(_sealed(t, [second])[0], 1.0) == second
+    # The same datagram's first fragment again, now naming another port: refused, and so are the
+    # fragments after it (each first fragment is checked on its own ports).
+    evil = bytearray(first)
+    evil[22:24] = (22).to_bytes(2, "big")
+    assert t.b.input(_sealed(t, [bytes(evil)])[0], 1.5) is None
+    assert t.b.input(_sealed(t, [third])[0], 1.5) is None and _mismatch(t.sa_b) == 2
+    # No tick needed: what waited past TIMEOUT goes when the next fragment is checked (its `now`).
+    _f, late, _ = _frags(ident=9)
+    assert t.b.input(_sealed(t, [late])[0], 2.0) is None and t.b.rx_frags.held
+    _f2, other, _ = _frags(ident=10)
+    t.b.input(_sealed(t, [other])[0], 2.0 + fragcheck.TIMEOUT)
+    assert list(t.b.rx_frags.held) == [(0xB1, fragcheck.datagram(other)[0])] and _mismatch(t.sa_b) == 3
