@@ -8,8 +8,9 @@ inner packet after the policy lookup, so every fragment leaves by the flow's SA;
 does the same for forwarded fragments only when conntrack reassembled them first. Charon's libipsec
 reads no ports from fragments at all. RFC 4301 §7.3 wants NON_FIRST_FRAGMENTS_ALSO negotiated
 before non-first fragments go over an SA with port selectors (nobody negotiates it, charon
-neither): a strict receiver, this engine's inbound SA check too, drops them; a Linux host
-reassembles before its policy check and takes them. Here, as Linux does:
+neither): a strict receiver drops them; a Linux host reassembles before its policy check and
+takes them, and so does this engine's userspace datapath (stateful checking on the receive side,
+engine.esp.fragcheck). Here, as Linux does:
 
 - a first fragment is decided like any packet (flow cache and SPD, by its ports); its datagram
   (IPv4: src, dst, protocol, ID; IPv6: src, dst, identification) then remembers that flow key
