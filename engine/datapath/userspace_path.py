@@ -115,10 +115,10 @@ class SaPath:
         self.rx_frags = FragmentCheck(self.drops)
         """Inbound non-first fragments following their first fragment's check (engine.esp.fragcheck)."""
         self._clock = 0.0
+        """The latest ``now`` seen (for a `lookup` without one)."""
         self.oversized = None
         """``oversized(pair, pkt, limit, now)``: the TUN loop's answer to a packet above its pair's
         ``max_inner`` (fragmented or ICMP too big), for the packets `output` sends (held fragments)."""
-        """The latest ``now`` seen (for a `lookup` without one)."""
         self.send_failed = 0
         """Protected packets the socket refused (buffer full, no route): lost like on a busy link."""
         self._send_errors: dict[int, int] = {}
