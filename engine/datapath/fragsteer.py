@@ -147,7 +147,7 @@ def first_fragment_key(pkt) -> tuple:
     if pkt[0] >> 4 == 4:
         ihl = (pkt[0] & 15) * 4
         proto = pkt[9]
-        return (pkt[12:20], proto, pkt[ihl:ihl + (2 if proto == 1 else 4)]), bytes(pkt[:ihl + 4])
+        return (pkt[12:20], proto, pkt[ihl:ihl + ip.SELECTOR_BYTES[proto]]), bytes(pkt[:ihl + 4])
     try:
         _src, _dst, proto, sport, dport = ip.flow(pkt)
     except ip.IpError:

@@ -58,6 +58,7 @@ FLOW_CACHE_MAX = 65536
 """Cached flow decisions kept at most; past it the cache starts over (a scan of many
 destinations must not grow memory without bound)."""
 COUNTERS_CHUNK = 500
+selector_bytes = ip.SELECTOR_BYTES
 """SA pairs per slice of `SaPath.counters_async` (a millisecond or two)."""
 
 
@@ -314,8 +315,10 @@ class SaPath:
                 return fragment_key(pkt)  # decided as its first fragment is (`_fragment`)
             ihl = (pkt[0] & 15) * 4
             proto = pkt[9]
-            # ICMP: type and code only (RFC 4301 §4.4.1.1); the checksum after them differs per ping.
-            return pkt[12:20], proto, pkt[ihl:ihl + (2 if proto == 1 else 4)]
+            # What the selectors read: ports; ICMP type and code only (RFC 4301 §4.4.1.1: the checksum
+            # after them differs per ping); nothing of other protocols (IP-in-IP, OSPF: their first
+            # bytes differ per packet, one flow would fill the cache).
+            return pkt[12:20], proto, pkt[ihl:ihl + selector_bytes[proto]]
         if self.addr_only:
             return pkt[8:40]
         proto = pkt[6]
@@ -325,7 +328,7 @@ class SaPath:
                 return fragment_key(pkt) or (pkt[8:40], *ip.flow(pkt)[2:])
             except ip.IpError:
                 return pkt[8:40], None  # decided "malformed", which is never cached
-        return pkt[8:40], proto, pkt[40:42 if proto == 58 else 44]
+        return pkt[8:40], proto, pkt[40:40 + selector_bytes[proto]]
 
     def expire_fragments(self, now: float) -> None:
         """Give up datagrams whose fragments stopped coming (the datapath's periodic tick)."""

@@ -39,3 +39,21 @@ def test_fragments_released_by_their_first_are_sized_to_the_path_mtu():
     finally:
         kernel.close()
         ours.close()
+
+
+def test_packets_of_a_portless_protocol_share_one_flow_cache_entry():
+    # main: the flow key held the first 4 payload bytes of every protocol; for IP-in-IP (the inner
+    # header's version, TOS and length) or OSPF they differ per packet, so one flow took a cache
+    # entry (and a full SPD decision) per packet size.
+    from scapy.all import IP, IPv6, Raw, raw
+
+    from tests.engine.test_userspace_fragment_steering import A, A6, B, B6
+
+    for v6 in (False, True):
+        path, wire, _sas = _path(v6=v6)
+        for n in range(50):
+            inner = raw(IP(src="203.0.113.1", dst="203.0.113.2") / Raw(b"x" * n))
+            outer = IPv6(src=A6, dst=B6, nh=4) if v6 else IP(src=A, dst=B, proto=4)
+            path.output(raw(outer / Raw(inner)), 1.0)
+        # One decision for all (no_sa for IPv4: the policy's child, whose SA takes udp/5000 only).
+        assert len(path.flows) == 1 and len(wire) + path.counters()[1].get("no_sa", 0) == 50
