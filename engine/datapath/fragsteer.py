@@ -55,9 +55,11 @@ class FragKey(tuple):
 
 def fragment_key(pkt) -> FragKey | None:
     """The FragKey of an IPv4 or IPv6 fragment, None for a packet that is not one; raises IpError
-    for an IPv6 packet whose extension headers do not fit."""
+    for an IPv6 packet whose extension headers do not fit, IndexError for a truncated header."""
     if pkt[0] >> 4 == 4:
         if pkt[6] & 0x3F or pkt[7]:  # MF or an offset
+            if len(pkt) < 20:
+                raise IndexError("IPv4 header is truncated")  # malformed, as SaPath.lookup has it
             return FragKey((bytes(pkt[12:20]) + bytes(pkt[9:10]) + bytes(pkt[4:6]), not (pkt[6] & 0x1F or pkt[7])))
         return None
     got = ip.ipv6_fragment(pkt)

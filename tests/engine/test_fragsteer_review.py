@@ -57,3 +57,15 @@ def test_packets_of_a_portless_protocol_share_one_flow_cache_entry():
             path.output(raw(outer / Raw(inner)), 1.0)
         # One decision for all (no_sa for IPv4: the policy's child, whose SA takes udp/5000 only).
         assert len(path.flows) == 1 and len(wire) + path.counters()[1].get("no_sa", 0) == 50
+
+
+def test_a_short_packet_claiming_to_be_a_fragment_is_malformed_not_an_exception():
+    # main: IndexError out of SaPath.output (the fragment path read the protocol byte of an 8-byte
+    # packet whose flags say MF). The TUN loop skips packets under 20 bytes; the lab and direct
+    # callers do not.
+    for v6 in (False, True):
+        path, wire, _sas = _path(v6=v6)
+        for n in range(1, 20):
+            pkt = bytes([0x45, 0, 0, n, 0, 1, 0x20, 0] + [0] * 12)[:n]
+            assert not path.output(pkt, 1.0)
+        assert wire == [] and path.counters()[1] == {"malformed": 19}
