@@ -8,8 +8,9 @@ inner packet after the policy lookup, so every fragment leaves by the flow's SA;
 does the same for forwarded fragments only when conntrack reassembled them first. Charon's libipsec
 reads no ports from fragments at all. RFC 4301 §7.3 wants NON_FIRST_FRAGMENTS_ALSO negotiated
 before non-first fragments go over an SA with port selectors (nobody negotiates it, charon
-neither): a strict receiver, this engine's inbound SA check too, drops them; a Linux host
-reassembles before its policy check and takes them. Here, as Linux does:
+neither): a strict receiver drops them; a Linux host reassembles before its policy check and
+takes them, and so does this engine's userspace datapath (stateful checking on the receive side,
+engine.esp.fragcheck). Here, as Linux does:
 
 - a first fragment is decided like any packet (flow cache and SPD, by its ports); its datagram
   (IPv4: src, dst, protocol, ID; IPv6: src, dst, identification) then remembers that flow key
@@ -54,9 +55,11 @@ class FragKey(tuple):
 
 def fragment_key(pkt) -> FragKey | None:
     """The FragKey of an IPv4 or IPv6 fragment, None for a packet that is not one; raises IpError
-    for an IPv6 packet whose extension headers do not fit."""
+    for an IPv6 packet whose extension headers do not fit, IndexError for a truncated header."""
     if pkt[0] >> 4 == 4:
         if pkt[6] & 0x3F or pkt[7]:  # MF or an offset
+            if len(pkt) < 20:
+                raise IndexError("IPv4 header is truncated")  # malformed, as SaPath.lookup has it
             return FragKey((bytes(pkt[12:20]) + bytes(pkt[9:10]) + bytes(pkt[4:6]), not (pkt[6] & 0x1F or pkt[7])))
         return None
     got = ip.ipv6_fragment(pkt)
@@ -146,7 +149,7 @@ def first_fragment_key(pkt) -> tuple:
     if pkt[0] >> 4 == 4:
         ihl = (pkt[0] & 15) * 4
         proto = pkt[9]
-        return (pkt[12:20], proto, pkt[ihl:ihl + (2 if proto == 1 else 4)]), bytes(pkt[:ihl + 4])
+        return (pkt[12:20], proto, pkt[ihl:ihl + ip.SELECTOR_BYTES[proto]]), bytes(pkt[:ihl + 4])
     try:
         _src, _dst, proto, sport, dport = ip.flow(pkt)
     except ip.IpError:

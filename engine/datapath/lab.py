@@ -344,7 +344,7 @@ class LabDatapath:
     # ------------------------------------------------------------ packets
     def receive_esp(self, data: bytes, local, remote, now: float) -> None:
         inner = self.path.input(data, now)
-        if inner is not None:
+        for inner in ([inner] if inner is not None else []) + self.path.take_released():
             try:
                 self.host.receive(inner, now)
             except (IndexError, struct.error):

@@ -499,6 +499,9 @@ class UserspaceDatapath(pmtu.PathMtu):
         inner = self.path.input(data, now)
         if inner is not None:
             self.io.deliver(inner)
+        if self.path.rx_frags.ready:
+            for inner in self.path.take_released():  # fragments that waited for their first fragment
+                self.io.deliver(inner)
 
     def receive_esp_batch(self, datagrams: list, local, remote) -> None:
         """The ESP-in-UDP datagrams of one read of the NAT-T socket (a UDP GRO batch), in order."""

@@ -349,6 +349,8 @@ def open_esp(path, datagrams: list, now: float, inners: list, ip_header: bool) -
         run.append(data[hl:] if hl else data)
     if run:
         run_sa.unprotect_all(run, now, inners)
+    if path.rx_frags.ready:
+        inners.extend(path.take_released())  # fragments that waited for their first (engine.esp.fragcheck)
 
 
 def raw_batch(sock: socket.socket, address: str, control: bytes = b"") -> MmsgSender | None:
@@ -364,6 +366,7 @@ class TunIO:
     def __init__(self, dp, fd: int, *, vnet: bool, udp_gro: bool, local: set | frozenset = frozenset()) -> None:
         self.dp = dp
         self.path = dp.path
+        dp.path.oversized = self._oversized  # packets the SaPath sends itself (held fragments) too
         self.fd = fd
         self.vnet = vnet
         """Every read and write carries a virtio_net_hdr (offloads on)."""

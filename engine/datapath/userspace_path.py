@@ -46,6 +46,7 @@ from engine.datapath.fragsteer import FragKey, FragmentSteer, fragment_key, stee
 from engine.datapath.reassembly import Reassembler, protect_fragment, refuse
 from engine.datapath.userspace_pairs import Pair, Sender, _entries, _entry_shapes, _matches  # noqa: F401
 from engine.esp import EspDrop, InboundSa, Sad, SaExpired, TransportFragment, ip
+from engine.esp.fragcheck import FragmentCheck
 from engine.events import ChildSaInstalled, Event, PacketSample
 from engine.policy.model import Policy
 from engine.policy.spd import Spd
@@ -57,6 +58,7 @@ FLOW_CACHE_MAX = 65536
 """Cached flow decisions kept at most; past it the cache starts over (a scan of many
 destinations must not grow memory without bound)."""
 COUNTERS_CHUNK = 500
+selector_bytes = ip.SELECTOR_BYTES
 """SA pairs per slice of `SaPath.counters_async` (a millisecond or two)."""
 
 
@@ -111,8 +113,13 @@ class SaPath:
         """IPv4 datagrams of transport-mode SAs in reassembly (engine.datapath.reassembly)."""
         self.steer = FragmentSteer(self.drops)
         """Fragments following their first fragment's decision (engine.datapath.fragsteer)."""
+        self.rx_frags = FragmentCheck(self.drops)
+        """Inbound non-first fragments following their first fragment's check (engine.esp.fragcheck)."""
         self._clock = 0.0
         """The latest ``now`` seen (for a `lookup` without one)."""
+        self.oversized = None
+        """``oversized(pair, pkt, limit, now)``: the TUN loop's answer to a packet above its pair's
+        ``max_inner`` (fragmented or ICMP too big), for the packets `output` sends (held fragments)."""
         self.send_failed = 0
         """Protected packets the socket refused (buffer full, no route): lost like on a busy link."""
         self._send_errors: dict[int, int] = {}
@@ -136,6 +143,7 @@ class SaPath:
         if ev.spi_in in self.lingering:
             self.forget(ev.spi_in)
         inbound, outbound = self.sad.install_event(ev)
+        inbound.frag_check = self.rx_frags
         pair = Pair(ev, inbound, outbound, send, dest)
         pair.seq = next(self._seq)
         old = self.pairs.get(ev.rekeyed_from) if ev.rekeyed_from is not None else None
@@ -307,8 +315,10 @@ class SaPath:
                 return fragment_key(pkt)  # decided as its first fragment is (`_fragment`)
             ihl = (pkt[0] & 15) * 4
             proto = pkt[9]
-            # ICMP: type and code only (RFC 4301 §4.4.1.1); the checksum after them differs per ping.
-            return pkt[12:20], proto, pkt[ihl:ihl + (2 if proto == 1 else 4)]
+            # What the selectors read: ports; ICMP type and code only (RFC 4301 §4.4.1.1: the checksum
+            # after them differs per ping); nothing of other protocols (IP-in-IP, OSPF: their first
+            # bytes differ per packet, one flow would fill the cache).
+            return pkt[12:20], proto, pkt[ihl:ihl + selector_bytes[proto]]
         if self.addr_only:
             return pkt[8:40]
         proto = pkt[6]
@@ -318,7 +328,7 @@ class SaPath:
                 return fragment_key(pkt) or (pkt[8:40], *ip.flow(pkt)[2:])
             except ip.IpError:
                 return pkt[8:40], None  # decided "malformed", which is never cached
-        return pkt[8:40], proto, pkt[40:42 if proto == 58 else 44]
+        return pkt[8:40], proto, pkt[40:40 + selector_bytes[proto]]
 
     def expire_fragments(self, now: float) -> None:
         """Give up datagrams whose fragments stopped coming (the datapath's periodic tick)."""
@@ -327,6 +337,15 @@ class SaPath:
         steer = self.steer
         if steer.firsts or steer.held:
             steer.expire(now)
+        rx = self.rx_frags
+        if rx.firsts or rx.held:
+            rx.expire(now)
+
+    def take_released(self) -> list:
+        """Inbound fragments that waited for their first fragment and passed with it since the last
+        call (engine.esp.fragcheck): the datapath delivers them like `input`'s packets."""
+        rx = self.rx_frags
+        return rx.take() if rx.ready else []
 
     def miss(self, key, pkt, now: float | None = None) -> Pair | str:
         """Decide for a packet whose flow is not cached, and cache the decision under ``key``.
@@ -445,6 +464,10 @@ class SaPath:
         for retry in (False, True):
             if pair.__class__ is str:
                 return refuse(self, pair, pkt, now)
+            limit = pair.max_inner
+            if limit and len(pkt) > limit and self.oversized is not None:
+                self.oversized(pair, pkt, limit, now)  # the path MTU check of the TUN loop's fast path
+                return True
             try:
                 wire = pair.outbound.protect(pkt, now)
                 break

@@ -37,6 +37,9 @@ _U16 = struct.Struct("!H")
 
 _PORT_PROTOS = frozenset({IPPROTO_TCP, IPPROTO_UDP, IPPROTO_SCTP, 33, 136})  # + DCCP, UDP-Lite
 _ICMP_PROTOS = frozenset({IPPROTO_ICMP, IPPROTO_ICMPV6})
+SELECTOR_BYTES = bytes(4 if p in _PORT_PROTOS else 2 if p in _ICMP_PROTOS else 0 for p in range(256))
+"""By protocol: bytes at the start of the transport header that `flow` reads (ports, ICMP type and
+code), for flow keys that hold what decides and nothing else."""
 # Extension headers a transport-mode ESP/AH header goes after, and that the
 # selector walk skips over (RFC 8200 §4.1 order).
 _IPV6_EXT = frozenset({IPPROTO_HOPOPTS, IPPROTO_ROUTING, IPPROTO_FRAGMENT, IPPROTO_DSTOPTS})

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from engine.events import Event, PacketSample, RekeyRequested, SaCounters
 from engine.esp import ip
 from engine.esp.errors import DROP_REASONS, EspDrop, SaExpired
+from engine.esp.fragcheck import datagram
 from engine.esp.replay import make_window
 from engine.esp.selector import CompiledTs, compile_selectors, covers_everything, matches
 from engine.policy.ts import TrafficSelector
@@ -377,7 +378,7 @@ class InboundSa(SaBase):
     (an empty list places no limit on that side).
     """
 
-    __slots__ = ("window", "_ts_any", "_addr_only", "_passed")
+    __slots__ = ("window", "_ts_any", "_addr_only", "_passed", "frag_check")
 
     direction = "in"
     full_ip = False
@@ -394,6 +395,9 @@ class InboundSa(SaBase):
         self._addr_only = common.addr_only
         self._passed = None
         """Address-only selectors: the last inner source + destination (packed) that passed them."""
+        self.frag_check = None
+        """A `engine.esp.fragcheck.FragmentCheck`: non-first fragments follow their first fragment's
+        verdict on this SA (RFC 4301 §7.3 stateful checking); None: they are checked on their own."""
 
     def unprotect(self, data: bytes, now: float) -> bytes | None:
         """Check and decapsulate one packet; raises EspDrop."""
@@ -420,7 +424,13 @@ class InboundSa(SaBase):
             src, dst, proto, sport, dport = ip.flow(inner)
         except ip.IpError as exc:
             raise self._drop("malformed", f"inner packet: {exc}", data, now, seq) from None
-        if not ((not self.remote_ts or matches(self.remote_ts, src, proto, sport))
-                and (not self.local_ts or matches(self.local_ts, dst, proto, dport))):
+        ok = ((not self.remote_ts or matches(self.remote_ts, src, proto, sport))
+              and (not self.local_ts or matches(self.local_ts, dst, proto, dport)))
+        fc = self.frag_check
+        if fc is not None and not self._addr_only and (v == 6 or inner[6] & 0x3F or inner[7]):
+            frag = datagram(inner)
+            if frag is not None:
+                ok = fc.check(self, frag[0], frag[1], ok, inner, now)  # raises FragmentHeld
+        if not ok:
             raise self._drop("policy_mismatch", "inner packet outside the SA's traffic selectors",
                              data, now, seq)

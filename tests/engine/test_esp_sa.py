@@ -283,6 +283,9 @@ def test_inner_packet_outside_selectors_is_dropped():
 
 
 def test_non_first_fragment_matches_only_port_agnostic_selectors():
+    # Checked on its own (an SA without a FragmentCheck, or a lone non-first fragment whose first
+    # never passed on this SA): no ports, so only a port-agnostic selector takes it. The userspace
+    # datapath's stateful check lets it follow its first fragment: test_inbound_fragment_check.py.
     out, inb, _ = make_pair(local_ts=(parse_ts("198.51.100.0/25"),), remote_ts=(parse_ts("198.51.100.128/25[udp]"),))
     frag = raw(IP(src="198.51.100.1", dst="198.51.100.129", frag=100, proto=17) / Raw(b"x" * 16))
     assert inb.unprotect(out.protect(frag, 0.0), 0.0) == frag
