@@ -305,8 +305,9 @@ class Check(Initiator):
         if self.state != SI.IDLE:
             return None
         sa = self.sa
-        # A newer update came first: its own check follows.
-        stale = sa.state != IkeState.ESTABLISHED or (sa.local, sa.remote) != self.checking
+        # A newer update came first: its own check follows. Compared with what the last update
+        # announced, not the SA's addresses: those follow the client's NAT mapping meanwhile (§2.23).
+        stale = sa.state != IkeState.ESTABLISHED or sa.mobike_addrs != self.checking
         self.fire(I.START_STALE if stale else I.START, now)
         return Request(ExchangeType.INFORMATIONAL, self.payloads) if self.state == SI.SENT else None
 
@@ -324,8 +325,9 @@ class Check(Initiator):
 
     def moved(self, now: float, payloads: list) -> None:
         sa = self.sa
-        if (sa.local, sa.remote) != self.checking:
+        if sa.mobike_addrs != self.checking:
             return  # it moved again meanwhile: the check of the last addresses moves the CHILD SAs
+        # Where the answer came from (a NAT on the new path may have mapped the client anew): there.
         sa.mobike_moves += 1
         log.info("%s[%d]: MOBIKE: the peer answers at %s:%d, its CHILD SAs follow", sa.name, sa.unique_id,
                  *sa.remote, extra={"connection": sa.name})
