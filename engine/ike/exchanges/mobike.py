@@ -151,6 +151,9 @@ class Update(Initiator):
     TABLE = TABLE
     INITIAL = SI.IDLE
     name = "INFORMATIONAL (MOBIKE update)"
+    affects_children = True
+    """Its answer moves the CHILD SAs: a peer's IKE rekey meanwhile would take them to another IKE SA
+    before that (TEMPORARY_FAILURE, §2.25.2)."""
 
     def request(self, now: float) -> Request | None:
         if self.state != SI.IDLE:
@@ -293,6 +296,7 @@ class Check(Initiator):
     TABLE = TABLE
     INITIAL = SI.IDLE
     name = "INFORMATIONAL (MOBIKE return routability check)"
+    affects_children = True  # as Update's
 
     def __init__(self, sa, previous) -> None:
         super().__init__(sa)
