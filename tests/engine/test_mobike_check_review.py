@@ -85,3 +85,27 @@ def test_an_ike_rekey_by_the_gateway_during_our_update_does_not_strand_our_child
     assert moves and moves[-1].local_addr == MOVED, "our CHILD SAs stayed on the old path"
     (sa,) = [s for s in p.a.sas if s.established]
     assert sa is not client and sa.children and sa.mobike_addrs[0][0] == MOVED
+
+
+def test_updates_while_a_check_goes_unanswered_queue_one_check_not_one_each():
+    # A client that keeps announcing new addresses while it does not answer the check in flight:
+    # only the last addresses need checking, the gateway's queue must not grow with each update.
+    p = pair()
+    gw = p.b.sas[0]
+
+    def drop_checks(side, d):
+        m = ike_data(d.data)
+        return not (side == "b" and m is not None and not m[19] & 0x20 and m[18] == 37)
+
+    p.filter = drop_checks
+    for i in range(40):
+        p.a.roam(p.now, address=MOVED if i % 2 == 0 else "192.0.2.4")
+        p.advance(0.2)
+    checks = [ex for ex in gw.queue if isinstance(ex, mobike.Check)]
+    assert len(checks) <= 1, f"{len(checks)} checks queued"
+    assert isinstance(gw.active, mobike.Check)
+    p.filter = None
+    p.advance(30)
+    moves = p.of("b", ChildSaMoved)
+    assert moves and moves[-1].remote_addr == "192.0.2.4" and gw.remote[0] == "192.0.2.4"
+    assert gw.established

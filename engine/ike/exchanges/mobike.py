@@ -285,6 +285,10 @@ class UpdateResponder(Responder):
         log.info("%s[%d]: MOBIKE: peer moved from %s:%d to %s:%d, checking that it can be reached there "
                  "(RFC 4555 §3.7) before its CHILD SAs follow", sa.name, sa.unique_id, *self.previous[1],
                  *sa.remote, extra={"connection": sa.name})
+        # Only the last addresses need checking: a check still queued (one is in flight,
+        # unanswered) is dropped, so a client announcing addresses faster than it answers
+        # does not grow our queue.
+        sa.queue[:] = [ex for ex in sa.queue if not (isinstance(ex, Check) and ex.state == SI.IDLE)]
         sa.start(Check(sa, self.previous), now, front=True)
         sa.host.changed(sa)
 
