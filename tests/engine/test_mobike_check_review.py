@@ -3,7 +3,7 @@ CHILD SAs whatever port the client's NAT gives its answer, and only the last upd
 
 from __future__ import annotations
 
-from engine.events import ChildSaMoved
+from engine.events import ChildSaMoved, ExchangeSent
 from engine.ike.exchanges import mobike
 
 from tests.engine.ike_pair import ike_data
@@ -109,3 +109,40 @@ def test_updates_while_a_check_goes_unanswered_queue_one_check_not_one_each():
     moves = p.of("b", ChildSaMoved)
     assert moves and moves[-1].remote_addr == "192.0.2.4" and gw.remote[0] == "192.0.2.4"
     assert gw.established
+
+
+
+def test_a_checks_answer_from_another_address_is_checked_again_before_the_child_sas_go_there():
+    # The answer (authenticated, but its outer addresses are not) comes from an address the check
+    # did not go to (a NAT with an address pool maps the client anew; or an on-path rewrite): the
+    # IKE SA follows it (§2.23), the CHILD SAs only after that address answered a check of its own
+    # (§3.7, §5.2: no ESP to an address that did not ask for it).
+    p = pair()
+    gw = p.b.sas[0]
+    p.a.roam(p.now, address=MOVED)
+    elsewhere = ("198.51.100.77", 40001)
+    natted = []
+
+    def nat(side, d):
+        m = ike_data(d.data)
+        if side == "a" and not natted and m is not None and m[19] & 0x20 and m[18] == 37 \
+                and gw.mobike_addrs is not None and gw.mobike_addrs[1][0] == MOVED and gw.remote[0] == MOVED:
+            natted.append(len(p.events["b"]))  # from now on the client is seen at ``elsewhere``
+        if natted and side == "a":
+            p.b.receive_datagram(d.data[4:] if m is not None else d.data, d.remote, elsewhere, p.now)
+            return False
+        if natted and side == "b" and d.remote == elsewhere:
+            p.a.receive_datagram(d.data[4:] if m is not None else d.data, (MOVED, 4500), d.local, p.now)
+            return False
+        return True
+
+    p.filter = nat
+    p.advance(10)
+    assert natted
+    events = p.events["b"][natted[0]:]
+    moves = [i for i, e in enumerate(events) if isinstance(e, ChildSaMoved)]
+    checks = [i for i, e in enumerate(events) if isinstance(e, ExchangeSent) and not e.message.response
+              and e.message.payloads == ("N(COOKIE2)",) and e.remote == elsewhere]
+    assert len(moves) == 1 and events[moves[0]].remote_addr == elsewhere[0]
+    assert checks and checks[0] < moves[0], "ESP went to an address no check had reached"
+    assert gw.remote == elsewhere and gw.established

@@ -335,7 +335,13 @@ class Check(Initiator):
         sa = self.sa
         if sa.mobike_addrs != self.checking:
             return  # it moved again meanwhile: the check of the last addresses moves the CHILD SAs
-        # Where the answer came from (a NAT on the new path may have mapped the client anew): there.
+        if (sa.local, sa.remote[0]) != (self.checking[0], self.checking[1][0]):
+            # The IKE SA followed the answer (a NATed peer, §2.23) to an address this check did not
+            # go to: that one is checked too before ESP goes there (§5.2).
+            sa.mobike_addrs = (sa.local, sa.remote)
+            sa.start(Check(sa, self.previous), now, front=True)
+            return
+        # To the port the answer came from (a NAT on the new path may have mapped the client anew).
         sa.mobike_moves += 1
         log.info("%s[%d]: MOBIKE: the peer answers at %s:%d, its CHILD SAs follow", sa.name, sa.unique_id,
                  *sa.remote, extra={"connection": sa.name})
