@@ -15,7 +15,10 @@ Rules (responder):
   a rekey (a ChildSaMoved event: the datapath keeps SPIs, keys and sequence numbers), so an
   authenticated client (or whoever rewrote its update's source address) cannot point our ESP
   traffic at an address that did not ask for it (§5.2). A wrong echo closes the IKE SA (§3.7);
-  no answer is a dead peer, as for any request.
+  no answer is a dead peer, as for any request. An echo from another port of the checked
+  address (the client's NAT mapped it anew) moves them there; from another address, that
+  one is checked first. One check waits at most (the last update's addresses), and the
+  peer's IKE rekey gets TEMPORARY_FAILURE while a check (or our own update) is in flight.
 - Without MOBIKE negotiated, an UPDATE_SA_ADDRESSES request is answered as an ordinary
   INFORMATIONAL (engine.ike.exchanges.informational), the SA staying where it was.
 
