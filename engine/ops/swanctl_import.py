@@ -64,7 +64,7 @@ POOL_KEYS = {"addrs": "string", "dns": "names", "subnet": "names", "split_exclud
 CONN_IGNORED = {
     "version": None,  # checked separately
     "dpd_timeout": "IKEv1 only",
-    "unique": "unique = keep is not supported (a new IKE SA is never refused): left at \"no\"",
+    "unique": "not one of swanctl's no, never, keep, replace: left at \"no\"",
     "reauth_time": "reauthentication is not implemented (rekeying is)",
     "aggressive": "IKEv1 only",
     "pull": "IKEv1 mode config only",

@@ -15,7 +15,10 @@ Rules (responder):
   a rekey (a ChildSaMoved event: the datapath keeps SPIs, keys and sequence numbers), so an
   authenticated client (or whoever rewrote its update's source address) cannot point our ESP
   traffic at an address that did not ask for it (§5.2). A wrong echo closes the IKE SA (§3.7);
-  no answer is a dead peer, as for any request.
+  no answer is a dead peer, as for any request. An echo from another port of the checked
+  address (the client's NAT mapped it anew) moves them there; from another address, that
+  one is checked first. One check waits at most (the last update's addresses), and the
+  peer's IKE rekey gets TEMPORARY_FAILURE while a check (or our own update) is in flight.
 - Without MOBIKE negotiated, an UPDATE_SA_ADDRESSES request is answered as an ordinary
   INFORMATIONAL (engine.ike.exchanges.informational), the SA staying where it was.
 
@@ -151,6 +154,9 @@ class Update(Initiator):
     TABLE = TABLE
     INITIAL = SI.IDLE
     name = "INFORMATIONAL (MOBIKE update)"
+    affects_children = True
+    """Its answer moves the CHILD SAs: a peer's IKE rekey meanwhile would take them to another IKE SA
+    before that (TEMPORARY_FAILURE, §2.25.2)."""
 
     def request(self, now: float) -> Request | None:
         if self.state != SI.IDLE:
@@ -282,6 +288,10 @@ class UpdateResponder(Responder):
         log.info("%s[%d]: MOBIKE: peer moved from %s:%d to %s:%d, checking that it can be reached there "
                  "(RFC 4555 §3.7) before its CHILD SAs follow", sa.name, sa.unique_id, *self.previous[1],
                  *sa.remote, extra={"connection": sa.name})
+        # Only the last addresses need checking: a check still queued (one is in flight,
+        # unanswered) is dropped, so a client announcing addresses faster than it answers
+        # does not grow our queue.
+        sa.queue[:] = [ex for ex in sa.queue if not (isinstance(ex, Check) and ex.state == SI.IDLE)]
         sa.start(Check(sa, self.previous), now, front=True)
         sa.host.changed(sa)
 
@@ -293,6 +303,7 @@ class Check(Initiator):
     TABLE = TABLE
     INITIAL = SI.IDLE
     name = "INFORMATIONAL (MOBIKE return routability check)"
+    affects_children = True  # as Update's
 
     def __init__(self, sa, previous) -> None:
         super().__init__(sa)
@@ -305,8 +316,9 @@ class Check(Initiator):
         if self.state != SI.IDLE:
             return None
         sa = self.sa
-        # A newer update came first: its own check follows.
-        stale = sa.state != IkeState.ESTABLISHED or (sa.local, sa.remote) != self.checking
+        # A newer update came first: its own check follows. Compared with what the last update
+        # announced, not the SA's addresses: those follow the client's NAT mapping meanwhile (§2.23).
+        stale = sa.state != IkeState.ESTABLISHED or sa.mobike_addrs != self.checking
         self.fire(I.START_STALE if stale else I.START, now)
         return Request(ExchangeType.INFORMATIONAL, self.payloads) if self.state == SI.SENT else None
 
@@ -324,8 +336,15 @@ class Check(Initiator):
 
     def moved(self, now: float, payloads: list) -> None:
         sa = self.sa
-        if (sa.local, sa.remote) != self.checking:
+        if sa.mobike_addrs != self.checking:
             return  # it moved again meanwhile: the check of the last addresses moves the CHILD SAs
+        if (sa.local, sa.remote[0]) != (self.checking[0], self.checking[1][0]):
+            # The IKE SA followed the answer (a NATed peer, §2.23) to an address this check did not
+            # go to: that one is checked too before ESP goes there (§5.2).
+            sa.mobike_addrs = (sa.local, sa.remote)
+            sa.start(Check(sa, self.previous), now, front=True)
+            return
+        # To the port the answer came from (a NAT on the new path may have mapped the client anew).
         sa.mobike_moves += 1
         log.info("%s[%d]: MOBIKE: the peer answers at %s:%d, its CHILD SAs follow", sa.name, sa.unique_id,
                  *sa.remote, extra={"connection": sa.name})
