@@ -86,8 +86,13 @@ def format_conns(conns: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def call_timeout(seconds: float) -> float | None:
+    """The --timeout for the daemon's answers: 0 and inf mean no limit."""
+    return seconds if 0 < seconds < float("inf") else None
+
+
 async def _run(args) -> int:
-    client = ControlClient(args.control)
+    client = ControlClient(args.control, timeout=call_timeout(args.timeout))
     try:
         cmd = args.command
         if cmd == "sas":
@@ -217,7 +222,7 @@ async def initiate_and_wait(client: ControlClient, control: str | None, name: st
     if _up((await client.call("list-sas"))["ike_sas"], name, wanted):
         print(f"'{name}' is already up")
         return 0
-    watcher = ControlClient(control or client.path)
+    watcher = ControlClient(control or client.path, timeout=client.timeout)
     try:
         await watcher.subscribe()  # before initiating: no outcome can slip by unseen
         await client.call("initiate", name=name, child=child)
