@@ -93,6 +93,9 @@ class ControlServer:
         self._server: asyncio.AbstractServer | None = None
         self._clients: set[asyncio.Task] = set()
         self._open: set[_Connection] = set()
+        self._stopping = False
+        self._transports: set[asyncio.BaseTransport] = set()
+        """Every accepted connection's transport, from the accept on (its handler may not have run yet)."""
         self._bound: tuple[int, int] | None = None
         """(st_dev, st_ino) of the socket we bound: stop() removes that file only, never another
         daemon's socket nor a file or folder that was at the path when start() refused it."""
@@ -115,7 +118,10 @@ class ControlServer:
             self.path.unlink()  # stale socket of a crashed daemon
         old_umask = os.umask(0o177)  # the socket is born 0600: no window where others can connect
         try:
-            self._server = await asyncio.start_unix_server(self._client, path=str(self.path), limit=MAX_REQUEST)
+            loop = asyncio.get_running_loop()
+            self._server = await loop.create_unix_server(
+                lambda: _TrackedProtocol(asyncio.StreamReader(limit=MAX_REQUEST), self._client, self),
+                path=str(self.path))
         finally:
             os.umask(old_umask)
         os.chmod(self.path, 0o600)
@@ -125,11 +131,28 @@ class ControlServer:
 
     async def stop(self) -> None:
         if self._server is not None:
+            # Stop accepting, then let connections already accepted get their transports before the
+            # server closes: one accepted a moment before close() finds the server closed as asyncio
+            # builds its transport (an AssertionError logged, the socket left open: Python 3.11), and
+            # on 3.13 one whose handler had not run was collected open ("Exception ignored").
+            self._stopping = True
+            loop = asyncio.get_running_loop()
+            for sock in self._server.sockets:
+                try:
+                    loop.remove_reader(sock.fileno())
+                except (NotImplementedError, ValueError, OSError):
+                    pass
+            for _ in range(3):
+                await asyncio.sleep(0)
             self._server.close()
             for conn in list(self._open):
                 conn.goodbye(STOPPING)
             for t in list(self._clients):
                 t.cancel()
+            # A connection accepted a moment ago has no handler running yet, so nothing else closes
+            # it. close() flushes a goodbye line written above.
+            for transport in list(self._transports):
+                transport.close()
             try:
                 await asyncio.wait_for(self._server.wait_closed(), 1.0)
             except (asyncio.TimeoutError, Exception):
@@ -307,6 +330,26 @@ def public_files(policy) -> dict[str, str]:
             continue  # a key file named where a certificate belongs is never sent
         out[name] = text
     return out
+
+
+class _TrackedProtocol(asyncio.StreamReaderProtocol):
+    """The protocol of start_unix_server, which also keeps its transport in a set while it is open."""
+
+    def __init__(self, reader, callback, server: ControlServer) -> None:
+        super().__init__(reader, callback)
+        self._server = server
+        self._mine = None
+
+    def connection_made(self, transport) -> None:
+        self._mine = transport
+        self._server._transports.add(transport)
+        super().connection_made(transport)
+        if self._server._stopping:  # accepted as the server stopped: its handler may never run
+            transport.close()
+
+    def connection_lost(self, exc) -> None:
+        self._server._transports.discard(self._mine)
+        super().connection_lost(exc)
 
 
 class _Connection:
