@@ -29,6 +29,7 @@ from engine.datapath.kernel import (
 )
 from engine.datapath.kernel_vip import VirtualIps
 from engine.events import ChildSaDeleted, ChildSaInstalled, ChildSaMoved, SaCounters, VirtualIpsChanged
+from engine.ike.errors import PlanRefused
 from engine.ike.names import initiate_target, is_name
 from engine.policy.model import ChildConfig, ConnectionConfig, Policy
 
@@ -306,14 +307,17 @@ class KernelRuntimeDatapath:
     # ------------------------------------------------------------ policy
     def apply_policy(self, policy: Policy) -> None:
         """Rules become bypass/discard policies; ``start_action = "trap"``
-        children become trap policies. On failure the previous rules stay."""
-        self.policy = policy
+        children become trap policies. Rules the kernel refuses refuse the whole policy
+        (PlanRefused with the kernel's message; the previous rules stay, the runtime keeps its
+        policy): running a policy whose discard rules are not in force would leave traffic it
+        blocks flowing, while everything says the policy was applied."""
         self._enable_udp_encap()
         kernel = self._kernel()
         try:
             kernel.install_rules(policy.rules)
         except KernelDatapathError as exc:
-            self._report("error", f"bypass/discard rules not applied: {exc}")
+            raise PlanRefused(f"the kernel refused the bypass/discard rules: {exc}") from None
+        self.policy = policy
         self._apply_traps()
 
     def peer_addresses_changed(self) -> None:

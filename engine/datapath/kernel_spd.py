@@ -93,7 +93,10 @@ class SpdTable(XfrmRequests):
     def install_rules(self, rules: Sequence[RuleConfig]) -> None:
         """Make the kernel's bypass (allow) and discard (block) policies match
         ``rules`` exactly: new ones are added, changed ones updated, dropped
-        ones removed. On failure the previous rule set stays in force."""
+        ones removed. On failure the previous rule set stays in force: what was added is removed,
+        what was changed is put back (KernelDatapathError with the kernel's message). A policy of a
+        dropped rule the kernel will not delete, once the new set is in, is logged: the new set
+        stands (raising then would have the caller believe the old one still did)."""
         wanted: dict[tuple[int, Selector], tuple[PolicySpec, Holder]] = {}
         for rule in rules:
             try:
@@ -117,14 +120,11 @@ class SpdTable(XfrmRequests):
                 raise
             stale = {k: h for k, h in self._rules.items() if k not in wanted}
             self._rules = {key: holder for key, (_, holder) in wanted.items()}
-            errors = []
             for key, holder in stale.items():
                 try:
                     self._release_policy(key, holder, f"rule {holder[1]!r}")
                 except KernelDatapathError as exc:
-                    errors.append(exc)
-            if errors:
-                raise errors[0]
+                    log.error("rule %r removed, but its kernel policy stays: %s", holder[1], exc)
 
     def move_policy(self, key: tuple[int, Selector], ev: ChildSaMoved, undo: list[Callable[[], None]],
                      what: str) -> None:
