@@ -148,3 +148,31 @@ def test_a_dropped_rule_whose_policy_the_kernel_keeps_is_logged_and_the_new_set_
         dp.apply_policy(new)
     assert dp.policy is new
     assert "rule 'web' removed, but its kernel policy stays" in caplog.text
+
+
+POLICY = """
+[connections.gw]
+local_addrs = ["192.0.2.1"]
+remote_addrs = ["192.0.2.2"]
+local = {{ auth = "psk", id = "a.example" }}
+remote = {{ auth = "psk", id = "b.example" }}
+[connections.gw.children.net]
+local_ts = ["198.51.100.0/25"]
+remote_ts = ["198.51.100.128/25"]
+esp_proposals = ["{esp}"]
+replay_window = {window}
+"""
+
+
+@pytest.mark.parametrize("esp", ["aes256gcm16-esn", "aes256gcm16-noesn-esn", "aes256gcm16-esn-noesn"])
+def test_esn_without_a_replay_window_is_refused_naming_the_child(spd, esp):
+    """Linux refuses an inbound ESN SA with replay window 0 (EINVAL; charon's as well): every CHILD SA
+    that negotiates ESN would fail with the kernel's bare message. Refused up front, naming it."""
+    from engine.policy.parse import parse_policy
+
+    dp, nl = _datapath(spd)
+    with pytest.raises(PlanRefused, match="connection 'gw': child 'net' has replay_window = 0 and offers ESN"):
+        dp.apply_policy(parse_policy(POLICY.format(esp=esp, window=0), load_secrets=False))
+    assert nl.policies == {}
+    dp.apply_policy(parse_policy(POLICY.format(esp=esp, window=1), load_secrets=False))
+    dp.apply_policy(parse_policy(POLICY.format(esp="aes256gcm16-noesn", window=0), load_secrets=False))
