@@ -86,13 +86,17 @@ def format_conns(conns: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def call_timeout(seconds: float) -> float | None:
-    """The --timeout for the daemon's answers: 0 and inf mean no limit."""
+def call_timeout(seconds: float | None) -> float | None:
+    """The --timeout for the daemon's answers (None: not given, the default); 0 and inf mean no limit."""
+    if seconds is None:
+        from console.cli import CALL_TIMEOUT
+
+        return CALL_TIMEOUT
     return seconds if 0 < seconds < float("inf") else None
 
 
 async def _run(args) -> int:
-    client = ControlClient(args.control, timeout=call_timeout(args.timeout))
+    client = ControlClient(args.control, timeout=call_timeout(getattr(args, "timeout", None)))
     try:
         cmd = args.command
         if cmd == "sas":

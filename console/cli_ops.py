@@ -192,7 +192,7 @@ async def _control(args) -> int:
     from engine.ops.stats import format_stats
     from engine.runtime.client import ControlClient, ControlError
 
-    client = ControlClient(args.control, timeout=call_timeout(args.timeout))
+    client = ControlClient(args.control, timeout=call_timeout(getattr(args, "timeout", None)))
     try:
         if args.command == "reload":
             res = await client.call("reload")
