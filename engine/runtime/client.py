@@ -47,6 +47,28 @@ def check_reachable(path: str, timeout: float = 2.0) -> None:
             raise ControlError(connect_problem(path, exc)) from None
 
 
+async def _connect_unix(path: str, limit: float) -> socket.socket:
+    """A connected unix socket, or asyncio.TimeoutError after ``limit`` seconds of a full backlog (a
+    daemon that does not accept). asyncio's own connect took EAGAIN for success: the first read then
+    failed with EINVAL, a traceback instead of a reason."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit
+    while True:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            sock.connect(path)  # a unix socket connects at once or says EAGAIN, never EINPROGRESS
+            return sock
+        except BlockingIOError:
+            sock.close()
+            if loop.time() >= deadline:
+                raise asyncio.TimeoutError from None
+            await asyncio.sleep(0.05)
+        except BaseException:
+            sock.close()
+            raise
+
+
 class ControlClient:
     def __init__(self, path: str | None = None, *, timeout: float | None = None) -> None:
         self.path = path or DEFAULT_CONTROL
@@ -67,8 +89,8 @@ class ControlClient:
     async def connect(self) -> None:
         limit = CONNECT_TIMEOUT if self.timeout is None else min(self.timeout, CONNECT_TIMEOUT)
         try:
-            self._reader, self._writer = await asyncio.wait_for(
-                asyncio.open_unix_connection(self.path, limit=64 * 1024 * 1024), limit)
+            sock = await _connect_unix(self.path, limit)
+            self._reader, self._writer = await asyncio.open_unix_connection(sock=sock, limit=64 * 1024 * 1024)
         except asyncio.TimeoutError:  # first: on 3.11+ it is the builtin TimeoutError, an OSError
             raise ControlError(f"the daemon at {self.path} did not accept a connection within {limit:g}s "
                                "(wedged or overloaded?)") from None
@@ -114,7 +136,7 @@ class ControlClient:
                 fut = self._pending.pop(msg.get("id"), None)
                 if fut is not None and not fut.done():
                     fut.set_result(msg)
-        except (asyncio.CancelledError, ConnectionError, ValueError):
+        except (asyncio.CancelledError, OSError, ValueError):
             pass
         finally:
             for fut in self._pending.values():
@@ -151,7 +173,7 @@ class ControlClient:
         try:
             self._writer.write(json.dumps({"id": rid, "cmd": cmd, **args}).encode() + b"\n")
             await self._writer.drain()
-        except ConnectionError:
+        except OSError:
             # The daemon closed the connection (too many open, a line too long): the reader ends
             # this call with the reason of the daemon's last line.
             pass

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 
 import pytest
 
@@ -124,17 +125,36 @@ async def test_a_call_to_a_wedged_daemon_times_out_with_the_socket_and_seconds(w
 
 
 async def test_connecting_to_a_daemon_that_does_not_accept_times_out(tmp_path, monkeypatch):
-    # An event stream waits for events without limit, but not for the connection itself.
-    async def never(*args, **kwargs):
-        await asyncio.sleep(3600)
-
+    """A daemon whose accept loop is stuck: its backlog fills, and a connection then says EAGAIN.
+    asyncio took that for success (the first read failed with EINVAL: a traceback, and no time limit).
+    An event stream waits for events without limit, but not for the connection itself."""
     path = str(tmp_path / "full.sock")
-    monkeypatch.setattr(client_mod.asyncio, "open_unix_connection", never)
-    monkeypatch.setattr(client_mod, "CONNECT_TIMEOUT", 0.3)
-    client = ControlClient(path)
-    with pytest.raises(ControlError, match=rf"the daemon at {path} did not accept a connection within 0.3s"):
-        await asyncio.wait_for(client.events_raw().__anext__(), 10)
-    await client.close()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(0)
+    fillers = []
+    try:
+        while True:  # fill the backlog
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.setblocking(False)
+            fillers.append(s)
+            try:
+                s.connect(path)
+            except BlockingIOError:
+                break
+        monkeypatch.setattr(client_mod, "CONNECT_TIMEOUT", 0.3)
+        client = ControlClient(path)
+        with pytest.raises(ControlError, match=rf"the daemon at {path} did not accept a connection within 0.3s"):
+            await asyncio.wait_for(client.events_raw().__anext__(), 10)
+        await client.close()
+        calls = ControlClient(path, timeout=0.2)
+        with pytest.raises(ControlError, match="did not accept a connection within 0.2s"):
+            await asyncio.wait_for(calls.call("list-sas"), 10)
+        await calls.close()
+    finally:
+        for s in fillers:
+            s.close()
+        listener.close()
 
 
 def test_the_cli_gives_up_on_a_wedged_daemon(tmp_path, capsys):
