@@ -18,9 +18,18 @@ SUBCOMMANDS = ("check", "daemon", "sas", "conns", "initiate", "terminate", "reke
 SUBCOMMANDS += cli_ops.SUBCOMMANDS
 
 
-def _add_control(p: argparse.ArgumentParser) -> None:
+CALL_TIMEOUT = 30.0
+"""Seconds a control command waits for the daemon's answer (--timeout): a wedged daemon that accepts
+and never answers must not hang a script forever."""
+
+
+def _add_control(p: argparse.ArgumentParser, timeout: bool = False) -> None:
     p.add_argument("--control", metavar="PATH", default=None,
                    help=f"control socket of the daemon (default {DEFAULT_CONTROL})")
+    if timeout:
+        p.add_argument("--timeout", type=_seconds, default=CALL_TIMEOUT, metavar="SECONDS",
+                       help=f"give up when the daemon has not answered within this long (default {CALL_TIMEOUT:g}; "
+                       "0 or inf: no limit; an event stream waits for events as long as it runs)")
 
 
 def _seconds(text: str) -> float:
@@ -84,12 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sas", help="list IKE and CHILD SAs (like swanctl --list-sas)",
                        description="List the daemon's IKE and CHILD SAs.")
-    _add_control(p)
+    _add_control(p, timeout=True)
     p.add_argument("--json", action="store_true", help="the stable JSON schema documented in README.md")
 
     p = sub.add_parser("conns", help="list configured connections (like swanctl --list-conns)",
                        description="List the daemon's configured connections.")
-    _add_control(p)
+    _add_control(p, timeout=True)
     p.add_argument("--json", action="store_true", help="JSON output")
 
     p = sub.add_parser("initiate", help="bring a connection up (waits for the outcome, like swanctl)",
@@ -103,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-wait", dest="wait", action="store_false",
                    help="return once the daemon accepted the command")
     p.add_argument("--timeout", type=_seconds, default=30.0, metavar="SECONDS",
-                   help="give up waiting after this long (default 30)")
+                   help="give up waiting after this long (default 30), for the outcome and for each answer "
+                   "of the daemon")
     _add_control(p)
 
     p = sub.add_parser("terminate", help="take a connection down",
@@ -112,26 +122,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", metavar="NAME", nargs="?", help="connection name (optional with --ike-id)")
     p.add_argument("--ike-id", type=_unique_id, metavar="ID",
                    help="only the IKE SA with this unique id (the #N `sas` shows)")
-    _add_control(p)
+    _add_control(p, timeout=True)
 
     p = sub.add_parser("rekey", help="rekey a connection's CHILD SAs (or IKE SA with --ike)",
                        description="Rekey a connection's CHILD SAs, or its IKE SA with --ike.")
     p.add_argument("name", metavar="NAME", help="connection name")
     p.add_argument("--ike", action="store_true", help="rekey the IKE SA instead of the CHILD SAs")
-    _add_control(p)
+    _add_control(p, timeout=True)
 
     p = sub.add_parser("roam", help="MOBIKE: move our SAs to our current address now",
                        description="Look at our addresses now instead of within the next second: IKE SAs we "
                        "initiated with MOBIKE move to the source address the host now uses towards their peer "
                        "(UPDATE_SA_ADDRESSES, RFC 4555). Exit 1 when none moved.")
     p.add_argument("name", metavar="NAME", nargs="?", help="only this connection")
-    _add_control(p)
+    _add_control(p, timeout=True)
 
     p = sub.add_parser("events", help="stream engine events as JSON lines",
                        description="Subscribe to the daemon's events and print one JSON object per line. "
                        "Times are Unix time. PacketSample events leave out the decrypted inner packet unless "
                        "--plaintext is given.")
-    _add_control(p)
+    _add_control(p, timeout=True)
     p.add_argument("--type", dest="types", action="append", metavar="TYPE",
                    help="only events of this type (repeat, or comma-separate), e.g. "
                    "--type NegotiationFailed,ChildSaInstalled")

@@ -86,8 +86,17 @@ def format_conns(conns: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def call_timeout(seconds: float | None) -> float | None:
+    """The --timeout for the daemon's answers (None: not given, the default); 0 and inf mean no limit."""
+    if seconds is None:
+        from console.cli import CALL_TIMEOUT
+
+        return CALL_TIMEOUT
+    return seconds if 0 < seconds < float("inf") else None
+
+
 async def _run(args) -> int:
-    client = ControlClient(args.control)
+    client = ControlClient(args.control, timeout=call_timeout(getattr(args, "timeout", None)))
     try:
         cmd = args.command
         if cmd == "sas":
@@ -217,7 +226,7 @@ async def initiate_and_wait(client: ControlClient, control: str | None, name: st
     if _up((await client.call("list-sas"))["ike_sas"], name, wanted):
         print(f"'{name}' is already up")
         return 0
-    watcher = ControlClient(control or client.path)
+    watcher = ControlClient(control or client.path, timeout=client.timeout)
     try:
         await watcher.subscribe()  # before initiating: no outcome can slip by unseen
         await client.call("initiate", name=name, child=child)

@@ -62,17 +62,17 @@ def add_check_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_parsers(sub, add_control) -> None:
-    """The operations subcommands (``add_control`` adds --control PATH)."""
+    """The operations subcommands (``add_control`` adds --control PATH, and --timeout SECONDS)."""
     p = sub.add_parser("reload", help="apply the policy file again to the running daemon (like SIGHUP)",
                        description="Make the daemon read its policy file again and apply it: unchanged "
                        "connections keep their SAs, the IKE SAs of removed and changed connections are deleted "
                        "(unlike swanctl --load-all, which leaves an unloaded connection's SAs up); a file that "
                        "does not validate changes nothing.")
-    add_control(p)
+    add_control(p, timeout=True)
 
     p = sub.add_parser("stats", help="engine counters (like swanctl --stats)",
                        description="Uptime, IKE and CHILD SAs, traffic, drops and IKE counters of the daemon.")
-    add_control(p)
+    add_control(p, timeout=True)
     p.add_argument("--json", action="store_true", help="JSON output")
 
     p = sub.add_parser("import", help="convert a swanctl.conf into a policy and a secrets file",
@@ -188,10 +188,11 @@ def cmd_check(args) -> int:
 
 # -------------------------------------------------------------------- control socket
 async def _control(args) -> int:
+    from console.cli_control import call_timeout
     from engine.ops.stats import format_stats
     from engine.runtime.client import ControlClient, ControlError
 
-    client = ControlClient(args.control)
+    client = ControlClient(args.control, timeout=call_timeout(getattr(args, "timeout", None)))
     try:
         if args.command == "reload":
             res = await client.call("reload")

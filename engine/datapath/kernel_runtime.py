@@ -28,7 +28,9 @@ from engine.datapath.kernel import (
     socket_bypass,
 )
 from engine.datapath.kernel_vip import VirtualIps
+from engine.crypto.transforms import EsnId
 from engine.events import ChildSaDeleted, ChildSaInstalled, ChildSaMoved, SaCounters, VirtualIpsChanged
+from engine.ike.errors import PlanRefused
 from engine.ike.names import initiate_target, is_name
 from engine.policy.model import ChildConfig, ConnectionConfig, Policy
 
@@ -306,14 +308,18 @@ class KernelRuntimeDatapath:
     # ------------------------------------------------------------ policy
     def apply_policy(self, policy: Policy) -> None:
         """Rules become bypass/discard policies; ``start_action = "trap"``
-        children become trap policies. On failure the previous rules stay."""
-        self.policy = policy
+        children become trap policies. Rules the kernel refuses refuse the whole policy
+        (PlanRefused with the kernel's message; the previous rules stay, the runtime keeps its
+        policy): running a policy whose discard rules are not in force would leave traffic it
+        blocks flowing, while everything says the policy was applied."""
+        _refuse_esn_without_replay_window(policy)
         self._enable_udp_encap()
         kernel = self._kernel()
         try:
             kernel.install_rules(policy.rules)
         except KernelDatapathError as exc:
-            self._report("error", f"bypass/discard rules not applied: {exc}")
+            raise PlanRefused(f"the kernel refused the bypass/discard rules: {exc}") from None
+        self.policy = policy
         self._apply_traps()
 
     def peer_addresses_changed(self) -> None:
@@ -423,6 +429,19 @@ class KernelRuntimeDatapath:
     def _report(level: str, text: str, connection: str = "") -> None:
         # the runtime turns engine.* log records into LogMessage events
         getattr(log, level)("%s", text, extra={"connection": connection})
+
+
+def _refuse_esn_without_replay_window(policy: Policy) -> None:
+    """Linux refuses an inbound ESN SA without a replay window (xfrm_init_replay: EINVAL; charon's
+    too, it passes the window as configured): such a CHILD SA would fail at every negotiation that
+    picks ESN, with the kernel's bare "Invalid argument". Said once, naming the child, instead."""
+    for conn in policy.connections:
+        for child in conn.children:
+            if child.replay_window == 0 and any(t.id == EsnId.ESN for p in child.proposals for t in p.esn):
+                raise PlanRefused(
+                    f"connection '{conn.name}': child '{child.name}' has replay_window = 0 and offers ESN: the "
+                    "Linux kernel refuses an inbound ESN SA without a replay window; set replay_window "
+                    "(the default is 64) or leave ESN out of its proposals")
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,29 @@ from engine.policy.model import ChildConfig, RuleConfig
 class PolicyEntry:
     spec: PolicySpec
     holders: set[Holder] = field(default_factory=set)
+    wanted: dict[Holder, PolicySpec] = field(default_factory=dict)
+    """What each holder installed, oldest first (charon's policy_entry used_by list): when the holder
+    whose template is in the kernel goes, the newest remaining one's goes back in (two CHILD SAs of a
+    reqid with different tunnel endpoints, the newer deleted first, left the older's traffic sent
+    towards the newer's peer address)."""
+
+    def want(self, holder: Holder, spec: PolicySpec) -> Callable[[], None]:
+        """Record ``spec`` as ``holder``'s newest; returns the undo."""
+        before = dict(self.wanted)
+        # (holders gone without a release, a rule renamed in place, leave their record here)
+        self.wanted = {h: s for h, s in self.wanted.items() if h in self.holders and h != holder}
+        self.wanted[holder] = spec
+
+        def undo() -> None:
+            self.wanted = before
+        return undo
+
+    def newest(self) -> PolicySpec | None:
+        """The spec of the newest remaining holder that recorded one."""
+        for holder, spec in reversed(self.wanted.items()):
+            if holder in self.holders:
+                return spec
+        return None
 
 
 class SpdTable(XfrmRequests):
@@ -93,7 +116,10 @@ class SpdTable(XfrmRequests):
     def install_rules(self, rules: Sequence[RuleConfig]) -> None:
         """Make the kernel's bypass (allow) and discard (block) policies match
         ``rules`` exactly: new ones are added, changed ones updated, dropped
-        ones removed. On failure the previous rule set stays in force."""
+        ones removed. On failure the previous rule set stays in force: what was added is removed,
+        what was changed is put back (KernelDatapathError with the kernel's message). A policy of a
+        dropped rule the kernel will not delete, once the new set is in, is logged: the new set
+        stands (raising then would have the caller believe the old one still did)."""
         wanted: dict[tuple[int, Selector], tuple[PolicySpec, Holder]] = {}
         for rule in rules:
             try:
@@ -117,14 +143,11 @@ class SpdTable(XfrmRequests):
                 raise
             stale = {k: h for k, h in self._rules.items() if k not in wanted}
             self._rules = {key: holder for key, (_, holder) in wanted.items()}
-            errors = []
             for key, holder in stale.items():
                 try:
                     self._release_policy(key, holder, f"rule {holder[1]!r}")
                 except KernelDatapathError as exc:
-                    errors.append(exc)
-            if errors:
-                raise errors[0]
+                    log.error("rule %r removed, but its kernel policy stays: %s", holder[1], exc)
 
     def move_policy(self, key: tuple[int, Selector], ev: ChildSaMoved, undo: list[Callable[[], None]],
                      what: str) -> None:
@@ -132,6 +155,14 @@ class SpdTable(XfrmRequests):
         if entry is None or entry.spec.tmpl is None:
             return  # the allow-only fwd policy names no SA
         src, dst = (ev.local_addr, ev.remote_addr) if key[0] == XFRM_POLICY_OUT else (ev.remote_addr, ev.local_addr)
+        mover = next((h for h in entry.holders if h[0] == "child" and h[1] == ev.spi_in), None)
+        if mover is not None and entry.wanted.get(mover, entry.spec) != entry.spec:
+            # not the SA whose template is in the kernel (a newer one of the reqid is): its own record
+            # follows the move, for when it is the newest again
+            mine, before = entry.wanted[mover], dict(entry.wanted)
+            entry.wanted[mover] = dataclasses.replace(mine, tmpl=dataclasses.replace(mine.tmpl, src=src, dst=dst))
+            undo.append(lambda: setattr(entry, "wanted", before))
+            return
         spec = dataclasses.replace(entry.spec, tmpl=dataclasses.replace(entry.spec.tmpl, src=src, dst=dst))
         if spec == entry.spec:
             return
@@ -139,6 +170,10 @@ class SpdTable(XfrmRequests):
         self._update_policy(spec, what)
         entry.spec = spec
         undo.append(lambda: self._restore_spec(entry, old, what))
+        # the holders that had the old template in the kernel moved with it
+        before = dict(entry.wanted)
+        entry.wanted = {h: spec if s == old else s for h, s in entry.wanted.items()}
+        undo.append(lambda: setattr(entry, "wanted", before))
 
     def _policy_msg(self, spec: PolicySpec) -> xfrm_userpolicy_info:
         msg = xfrm_userpolicy_info()
@@ -203,7 +238,7 @@ class SpdTable(XfrmRequests):
         entry = self._policies.get(spec.key)
         if entry is None:
             self._add_policy(spec, what)
-            self._policies[spec.key] = PolicyEntry(spec, {holder})
+            self._policies[spec.key] = PolicyEntry(spec, {holder}, {holder: spec})
             undo.append(lambda: self._drop_entry(spec.key, what))
             return
         if entry.spec != spec:
@@ -216,6 +251,7 @@ class SpdTable(XfrmRequests):
             self._update_policy(spec, what)
             entry.spec = spec
             undo.append(lambda: self._restore_spec(entry, old, what))
+        undo.append(entry.want(holder, spec))
         if holder not in entry.holders:
             entry.holders.add(holder)
             undo.append(lambda: entry.holders.discard(holder))
@@ -234,9 +270,15 @@ class SpdTable(XfrmRequests):
         if entry is None:
             return
         entry.holders.discard(holder)
+        entry.wanted.pop(holder, None)
         if not entry.holders:
             del self._policies[key]
             self._delete_policy(entry.spec, what)
+            return
+        newest = entry.newest()
+        if newest is not None and newest != entry.spec:
+            self._update_policy(newest, what)
+            entry.spec = newest
 
 
 def policy_is_ours(msg) -> bool:

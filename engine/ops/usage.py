@@ -16,7 +16,9 @@ policy:
   the key is ``STATE_DIR/usage.key``, mode 0600).
 
 The file is rewritten atomically (mode 0600). :func:`load` reads it back for
-``audit``.
+``audit``. It is per network namespace (:func:`usage_name`): daemons in two
+namespaces share the default state folder, and each rewrote the whole file
+with its own record every sample, so each wiped out the other's counters.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import hmac
 import json
 import logging
 import os
+import re
 import time
 from pathlib import Path
 
@@ -96,11 +99,45 @@ def _entries(table, fields: dict) -> dict:
     return out
 
 
-def load(folder: Path) -> dict:
-    """The usage file of a state folder (an empty record when there is none or it is damaged; a
-    damaged entry is left out)."""
+NETNS_DIR = Path("/run/netns")
+"""Where ``ip netns add NAME`` keeps its namespaces (bind mounts of their nsfs files)."""
+
+
+def usage_name(proc: str = "/proc") -> str:
+    """The usage file's name for this process's network namespace: ``usage.NAME.json`` in one ``ip netns``
+    named NAME, ``usage.json`` in the host's (that of pid 1, or when that cannot be told), and
+    ``usage.netns-INODE.json`` in another (as the kernel datapath's claim, keyed by namespace)."""
     try:
-        data = json.loads((folder / USAGE).read_text(encoding="utf-8"))
+        ours = _dev_ino(os.stat(f"{proc}/self/ns/net"))
+    except OSError:  # no /proc: the host's name, as before
+        return USAGE
+    try:
+        names = sorted(os.listdir(NETNS_DIR))
+    except OSError:
+        names = []
+    for name in names:
+        try:
+            if _dev_ino(os.stat(NETNS_DIR / name)) == ours and re.fullmatch(r"[\w.-]{1,64}", name):
+                return f"usage.{name}.json"
+        except OSError:
+            continue
+    try:
+        if _dev_ino(os.stat(f"{proc}/1/ns/net")) != ours:
+            return f"usage.netns-{ours[1]}.json"
+    except OSError:  # pid 1's namespace hidden from us (a sandbox): cannot tell, the host's name
+        pass
+    return USAGE
+
+
+def _dev_ino(st: os.stat_result) -> tuple[int, int]:
+    return st.st_dev, st.st_ino
+
+
+def load(folder: Path, name: str | None = None) -> dict:
+    """The usage file of a state folder, of this network namespace unless ``name`` is given (an empty
+    record when there is none or it is damaged; a damaged entry is left out)."""
+    try:
+        data = json.loads((folder / (name or usage_name())).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return empty()
     if not isinstance(data, dict) or data.get("version") != VERSION:
@@ -144,7 +181,8 @@ class UsageTracker:
             except OSError as exc:  # the engine runs on; only the audit's counters are off
                 log.warning("usage counters off: state folder %s: %s", exc.filename, exc.strerror or exc)
         self.folder = folder
-        self.data = load(self.folder) if self.folder else empty()
+        self.name = usage_name()
+        self.data = load(self.folder, self.name) if self.folder else empty()
         self.traffic = TrafficTotals()
         self._rule_counts: dict[str, int] = {}
         self._task: asyncio.Task | None = None
@@ -267,6 +305,6 @@ class UsageTracker:
         if self.folder is None:
             return
         try:
-            write_private(self.folder / USAGE, json.dumps(self.data, indent=1, sort_keys=True).encode())
+            write_private(self.folder / self.name, json.dumps(self.data, indent=1, sort_keys=True).encode())
         except OSError as exc:
-            log.warning("usage: cannot write %s: %s", self.folder / USAGE, exc.strerror or exc)
+            log.warning("usage: cannot write %s: %s", self.folder / self.name, exc.strerror or exc)

@@ -10,8 +10,11 @@ import socket
 from collections.abc import AsyncIterator
 
 from engine.events import Event, from_dict as event_from_dict
+from engine.runtime.control_wire import IDLE_EVICTED
 
 DEFAULT_CONTROL = "/run/ipsec-console/control.sock"
+CONNECT_TIMEOUT = 10.0
+"""Seconds to wait for the daemon to accept a connection (a wedged daemon's backlog fills)."""
 
 
 class ControlError(Exception):
@@ -44,9 +47,34 @@ def check_reachable(path: str, timeout: float = 2.0) -> None:
             raise ControlError(connect_problem(path, exc)) from None
 
 
+async def _connect_unix(path: str, limit: float) -> socket.socket:
+    """A connected unix socket, or asyncio.TimeoutError after ``limit`` seconds of a full backlog (a
+    daemon that does not accept). asyncio's own connect took EAGAIN for success: the first read then
+    failed with EINVAL, a traceback instead of a reason."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit
+    while True:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            sock.connect(path)  # a unix socket connects at once or says EAGAIN, never EINPROGRESS
+            return sock
+        except BlockingIOError:
+            sock.close()
+            if loop.time() >= deadline:
+                raise asyncio.TimeoutError from None
+            await asyncio.sleep(0.05)
+        except BaseException:
+            sock.close()
+            raise
+
+
 class ControlClient:
-    def __init__(self, path: str | None = None) -> None:
+    def __init__(self, path: str | None = None, *, timeout: float | None = None) -> None:
         self.path = path or DEFAULT_CONTROL
+        self.timeout = timeout
+        """Seconds to wait for the answer to a call (None: no limit). Events wait as long as they take;
+        connecting is bounded by CONNECT_TIMEOUT (or this, when shorter) either way."""
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._ids = itertools.count(1)
@@ -59,11 +87,23 @@ class ControlClient:
         """close() was called: the end of the stream is ours, not the daemon's."""
 
     async def connect(self) -> None:
+        limit = CONNECT_TIMEOUT if self.timeout is None else min(self.timeout, CONNECT_TIMEOUT)
         try:
-            self._reader, self._writer = await asyncio.open_unix_connection(self.path, limit=64 * 1024 * 1024)
+            sock = await _connect_unix(self.path, limit)
+            self._reader, self._writer = await asyncio.open_unix_connection(sock=sock, limit=64 * 1024 * 1024)
+        except asyncio.TimeoutError:  # first: on 3.11+ it is the builtin TimeoutError, an OSError
+            raise ControlError(f"the daemon at {self.path} did not accept a connection within {limit:g}s "
+                               "(wedged or overloaded?)") from None
         except OSError as exc:
             raise ControlError(connect_problem(self.path, exc)) from None
+        self.disconnected = None
         self._pump = asyncio.create_task(self._read())
+
+    async def _drop(self) -> None:
+        """Forget a connection the daemon ended, so that the next call opens a new one."""
+        if self._writer is not None:
+            self._writer.close()
+        self._writer = self._reader = self._pump = None
 
     async def close(self) -> None:
         self._closing = True
@@ -96,7 +136,7 @@ class ControlClient:
                 fut = self._pending.pop(msg.get("id"), None)
                 if fut is not None and not fut.done():
                     fut.set_result(msg)
-        except (asyncio.CancelledError, ConnectionError, ValueError):
+        except (asyncio.CancelledError, OSError, ValueError):
             pass
         finally:
             for fut in self._pending.values():
@@ -110,6 +150,19 @@ class ControlClient:
             else "the daemon closed the connection"
 
     async def call(self, cmd: str, **args):
+        try:
+            return await self._call(cmd, args)
+        except ControlError:
+            if self.disconnected != IDLE_EVICTED:
+                raise
+            # The daemon ended this connection as idle to make room for another client, just as the
+            # request went out: it was not read (only connections waiting for a line are ended), so
+            # it is sent again on a new connection.
+            return await self._call(cmd, args)
+
+    async def _call(self, cmd: str, args: dict):
+        if self._pump is not None and self._pump.done() and self.disconnected == IDLE_EVICTED:
+            await self._drop()  # no request nor subscription was lost: a new connection serves as well
         if self._writer is None:
             await self.connect()
         if self._pump is not None and self._pump.done():
@@ -120,11 +173,17 @@ class ControlClient:
         try:
             self._writer.write(json.dumps({"id": rid, "cmd": cmd, **args}).encode() + b"\n")
             await self._writer.drain()
-        except ConnectionError:
+        except OSError:
             # The daemon closed the connection (too many open, a line too long): the reader ends
             # this call with the reason of the daemon's last line.
             pass
-        msg = await fut
+        try:
+            msg = await asyncio.wait_for(fut, self.timeout)
+        except asyncio.TimeoutError:
+            raise ControlError(f"no answer from the daemon at {self.path} to '{cmd}' within "
+                               f"{self.timeout:g}s (wedged or very busy?)") from None
+        finally:
+            self._pending.pop(rid, None)
         if not msg.get("ok"):
             raise ControlError(msg.get("error", "failed"), msg.get("findings"))
         return msg.get("result")

@@ -26,7 +26,12 @@ applied change is recorded in the change journal with the peer's user
 (SO_PEERCRED).
 
 Bounds (a local client can be buggy or stuck; none may stall the engine):
-at most MAX_CLIENTS connections (more get the line above and are closed);
+at most MAX_CLIENTS connections: when all are taken, the one idle longest
+(no request in progress, not subscribed, idle at least IDLE_EVICT seconds) is
+ended with the line above to make room, so forgotten scripts cannot lock an
+admin out (an evicted ControlClient reconnects on its next call); event
+streams are never evicted, and with none to evict the newcomer gets the
+line above and is closed;
 request lines of at most MAX_REQUEST bytes and sane JSON
 (engine.runtime.control_wire); long listings built SA by SA in slices that
 let the event loop run (control_wire.SLICE, SLICE_ITEMS); a policy sent with
@@ -51,6 +56,7 @@ from engine.ike.errors import LocalError
 from engine.ops import journal
 from engine.ops import stats as ops_stats
 from engine.runtime.control_wire import (
+    IDLE_EVICTED,
     MAX_REQUEST,
     BadRequest,
     encode_sliced,
@@ -69,6 +75,9 @@ log = logging.getLogger("engine.control")
 PROTOCOL_VERSION = 1
 MAX_CLIENTS = 32
 """Control connections served at once (the console uses two)."""
+IDLE_EVICT = 10.0
+"""Seconds a connection must have been idle (no request, no subscription) before a newcomer may
+take its place when all MAX_CLIENTS are open."""
 FINAL_LINE_GRACE = 10.0
 """Seconds a dropped subscriber has to take its last line before the connection is cut."""
 _WRITE_PIECE = 256 * 1024  # bytes written between two turns of the event loop
@@ -84,6 +93,9 @@ class ControlServer:
         self._server: asyncio.AbstractServer | None = None
         self._clients: set[asyncio.Task] = set()
         self._open: set[_Connection] = set()
+        self._stopping = False
+        self._transports: set[asyncio.BaseTransport] = set()
+        """Every accepted connection's transport, from the accept on (its handler may not have run yet)."""
         self._bound: tuple[int, int] | None = None
         """(st_dev, st_ino) of the socket we bound: stop() removes that file only, never another
         daemon's socket nor a file or folder that was at the path when start() refused it."""
@@ -106,7 +118,10 @@ class ControlServer:
             self.path.unlink()  # stale socket of a crashed daemon
         old_umask = os.umask(0o177)  # the socket is born 0600: no window where others can connect
         try:
-            self._server = await asyncio.start_unix_server(self._client, path=str(self.path), limit=MAX_REQUEST)
+            loop = asyncio.get_running_loop()
+            self._server = await loop.create_unix_server(
+                lambda: _TrackedProtocol(asyncio.StreamReader(limit=MAX_REQUEST), self._client, self),
+                path=str(self.path))
         finally:
             os.umask(old_umask)
         os.chmod(self.path, 0o600)
@@ -116,11 +131,28 @@ class ControlServer:
 
     async def stop(self) -> None:
         if self._server is not None:
+            # Stop accepting, then let connections already accepted get their transports before the
+            # server closes: one accepted a moment before close() finds the server closed as asyncio
+            # builds its transport (an AssertionError logged, the socket left open: Python 3.11), and
+            # on 3.13 one whose handler had not run was collected open ("Exception ignored").
+            self._stopping = True
+            loop = asyncio.get_running_loop()
+            for sock in self._server.sockets:
+                try:
+                    loop.remove_reader(sock.fileno())
+                except (NotImplementedError, ValueError, OSError):
+                    pass
+            for _ in range(3):
+                await asyncio.sleep(0)
             self._server.close()
             for conn in list(self._open):
                 conn.goodbye(STOPPING)
             for t in list(self._clients):
                 t.cancel()
+            # A connection accepted a moment ago has no handler running yet, so nothing else closes
+            # it. close() flushes a goodbye line written above.
+            for transport in list(self._transports):
+                transport.close()
             try:
                 await asyncio.wait_for(self._server.wait_closed(), 1.0)
             except (asyncio.TimeoutError, Exception):
@@ -136,6 +168,8 @@ class ControlServer:
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if len(self._clients) >= self.max_clients:
+            self._evict_idle()
+        if len(self._clients) >= self.max_clients:
             self.refused += 1
             why = (f"too many control connections ({self.max_clients} open); close one "
                    "(an idle console or `ipsec-console events`) and try again")
@@ -147,12 +181,30 @@ class ControlServer:
         self._clients.add(task)
         peer = journal.peer_of(writer.get_extra_info("socket"))
         conn = _Connection(self, reader, writer, peer)
+        conn.task = task
         self._open.add(conn)
         try:
             await conn.serve()
         finally:
             self._clients.discard(task)
             self._open.discard(conn)
+
+    def _evict_idle(self) -> None:
+        """Make room: end the connection idle longest (at least IDLE_EVICT seconds, no request being
+        answered, no subscription). Its slot is free at once; its task ends on its own."""
+        now = asyncio.get_running_loop().time()
+        idle = [c for c in self._open if c.idle_since is not None and c.pump is None
+                and now - c.idle_since >= IDLE_EVICT and c.task in self._clients]
+        if not idle:
+            return
+        victim = min(idle, key=lambda c: c.idle_since)
+        log.info("control socket: all %d connections taken: closed one idle for %.0fs",
+                 self.max_clients, now - victim.idle_since)
+        self._clients.discard(victim.task)
+        self._open.discard(victim)
+        victim.goodbye(IDLE_EVICTED)
+        victim.writer.close()
+        victim.task.cancel()
 
     # ------------------------------------------------------------ commands
     def handle(self, req: dict, peer: journal.Who | None = None):
@@ -280,6 +332,26 @@ def public_files(policy) -> dict[str, str]:
     return out
 
 
+class _TrackedProtocol(asyncio.StreamReaderProtocol):
+    """The protocol of start_unix_server, which also keeps its transport in a set while it is open."""
+
+    def __init__(self, reader, callback, server: ControlServer) -> None:
+        super().__init__(reader, callback)
+        self._server = server
+        self._mine = None
+
+    def connection_made(self, transport) -> None:
+        self._mine = transport
+        self._server._transports.add(transport)
+        super().connection_made(transport)
+        if self._server._stopping:  # accepted as the server stopped: its handler may never run
+            transport.close()
+
+    def connection_lost(self, exc) -> None:
+        self._server._transports.discard(self._mine)
+        super().connection_lost(exc)
+
+
 class _Connection:
     """One client: requests in order, answers and event lines under one lock."""
 
@@ -292,6 +364,9 @@ class _Connection:
         self.lock = asyncio.Lock()
         self.pump: asyncio.Task | None = None
         self._cut: asyncio.TimerHandle | None = None
+        self.task: asyncio.Task | None = None
+        self.idle_since: float | None = asyncio.get_running_loop().time()
+        """Loop time since which no request is in progress (None while one is)."""
 
     async def send(self, pieces: list[bytes]) -> None:
         async with self.lock:
@@ -320,6 +395,7 @@ class _Connection:
     async def serve(self) -> None:
         try:
             while True:
+                self.idle_since = asyncio.get_running_loop().time()
                 try:
                     raw = await self.reader.readline()
                 except ValueError:  # longer than MAX_REQUEST: the rest of it would read as garbage
@@ -328,6 +404,7 @@ class _Connection:
                     break
                 if not raw:
                     break
+                self.idle_since = None
                 try:
                     req = parse_request(raw)
                 except BadRequest as exc:

@@ -32,6 +32,9 @@ SLICE = STEP_SECONDS
 """Seconds of encoding work between two turns of the event loop, about."""
 SLICE_ITEMS = 200
 """...and items encoded between two turns at most (a loaded machine stretches every second)."""
+IDLE_EVICTED = "closed as idle to make room for another client (all control connections were taken)"
+"""The ``disconnected`` reason of a connection the daemon ended to make room (control.IDLE_EVICT): the
+client reconnects on its next call, the connection carried no state."""
 _BIG = 256  # list items from which an answer or event is encoded in slices
 
 
