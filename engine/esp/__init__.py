@@ -12,7 +12,8 @@ Typical use by a datapath::
 
 from engine.esp.ah import AhInboundSa, AhOutboundSa
 from engine.esp.errors import DROP_REASONS, EspDrop, EspError, SaExpired, TransportFragment
-from engine.esp.esp import EspInboundSa, EspOutboundSa
+from engine.esp.esp import EspOutboundSa
+from engine.esp.esp_inbound import EspInboundSa
 from engine.esp.sa import InboundSa, Lifetime, OutboundSa
 from engine.esp.sad import Sad, SaConfigError, sa_pair_from_event
 

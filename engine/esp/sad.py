@@ -22,7 +22,8 @@ from engine.events import ChildSaDeleted, ChildSaInstalled, CountersSnapshot, Ev
 from engine.esp import ip
 from engine.esp.ah import AhInboundSa, AhOutboundSa
 from engine.esp.errors import DROP_REASONS, EspDrop
-from engine.esp.esp import DeferredKeys, EspInboundSa, EspOutboundSa
+from engine.esp.esp import DeferredKeys, EspOutboundSa
+from engine.esp.esp_inbound import EspInboundSa
 from engine.esp.sa import InboundSa, Lifetime, OutboundSa, SaCommon
 
 
