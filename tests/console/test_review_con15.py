@@ -213,3 +213,39 @@ async def test_a_binding_remapped_to_an_alt_key_still_runs():
         from console.screens.logs import LogsScreen
 
         await wait_for(pilot, lambda: isinstance(app.screen, LogsScreen) and app.screen.ready, what="logs")
+
+
+async def test_a_value_typed_right_after_enter_on_the_tree_goes_into_the_form(tmp_path):
+    """Enter on the tree moves to the form's first field through Widget.focus(), which waits its turn:
+    "x" typed right after it reached the tree first (x: delete this connection?)."""
+    from .test_policies import _open
+
+    app = ConsoleApp(FakeRuntime.in_folder(tmp_path))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await _open(pilot)
+        await wait_for(pilot, lambda: screen.query("#f-remote-id"), what="the form")
+        tree = screen.query_one("#pol-tree")
+        tree.focus()
+        await pilot.pause()
+        first = screen.query("#pol-form Input").first()
+        before = first.value
+        burst(app, "enter", "end", *"x")
+        await pilot.pause(0.5)
+        assert not isinstance(app.screen, ConfirmScreen)
+        assert first.value == before + "x"
+
+
+async def test_slash_and_a_search_in_one_burst_from_the_log():
+    """The log view handed "/" on to the app and the search typed after it went nowhere."""
+    from console.screens.logs import LogsScreen
+
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        await pilot.press("4")
+        await wait_for(pilot, lambda: isinstance(app.screen, LogsScreen) and app.screen.ready, what="logs")
+        app.screen.query_one("#log").focus()
+        await pilot.pause()
+        burst(app, "slash", *"ike")
+        await pilot.pause(0.5)
+        assert app.screen.query_one("#log-text").value == "ike"
