@@ -9,7 +9,7 @@ from console.screens.confirm import ConfirmScreen
 from console.widgets.sa_tables import ChildSaTable, ConnectionTable
 
 from .conftest import make_app, ready, wait_for
-from .test_console_fixes import burst
+from .test_console_fixes import burst, clock
 
 
 async def test_keys_typed_after_the_enter_that_confirms_reach_the_screen_underneath():
@@ -249,3 +249,24 @@ async def test_slash_and_a_search_in_one_burst_from_the_log():
         burst(app, "slash", *"ike")
         await pilot.pause(0.5)
         assert app.screen.query_one("#log-text").value == "ike"
+
+
+async def test_keys_typed_after_the_enter_that_creates_a_ca_reach_the_pki_screen(tmp_path):
+    """The PKI forms submitted through Input.Submitted, a message: "i" typed right after Enter went
+    into the name field, and the CA was created as "O=Lab, CN=Lab CAi"."""
+    from console.screens.pki import PkiScreen
+    from console.widgets.pki_forms import InitCaForm, IssueForm
+
+    app = ConsoleApp(FakeRuntime.in_folder(tmp_path), clock=clock)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        await pilot.press("6")
+        await wait_for(pilot, lambda: isinstance(app.screen, PkiScreen) and app.screen.view is not None,
+                       what="the CA folder read")
+        await pilot.press("n")
+        await wait_for(pilot, lambda: isinstance(app.screen, InitCaForm), what="the init form")
+        burst(app, "ctrl+a", "ctrl+k", *"O=Lab, CN=Lab CA", "enter", "i")
+        await wait_for(pilot, lambda: isinstance(app.screen, IssueForm), what="the issue form")
+        pki = app.screen_stack[-2]
+        await wait_for(pilot, lambda: pki.view is not None and pki.view.ca is not None, what="the CA")
+        assert "CN=Lab CA" in str(pki.view.ca.subject) and "CAi" not in str(pki.view.ca.subject)
