@@ -316,7 +316,20 @@ class FileEdits:
     def action_revert(self) -> None:
         if self.running is None:
             return
-        self._set_editor(self.running_text if self._can_apply() else (self.file_text or ""))
-        if self._form_node is not None:
-            self._build_form(self._form_node)
+        target = self.running_text if self._can_apply() else (self.file_text or "")
+        if self._text() == target:
+            self.notify("No edits to revert", severity="information")
+            return
+
+        def answered(ok: bool | None) -> None:
+            if ok:
+                self._set_editor(target)
+                if self._form_node is not None:
+                    self._build_form(self._form_node)
+
+        # One key replaced every edit not saved (and the editor's undo history with them): ask first.
+        what = "the running policy" if self._can_apply() else "the saved file"
+        self.app.push_screen(ConfirmScreen("Revert the edits?", f"The text goes back to {what}; the edits made "
+                                           "since are lost (undo does not bring them back).", yes="Revert",
+                                           danger=True), answered)
 

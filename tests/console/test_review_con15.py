@@ -270,3 +270,33 @@ async def test_keys_typed_after_the_enter_that_creates_a_ca_reach_the_pki_screen
         pki = app.screen_stack[-2]
         await wait_for(pilot, lambda: pki.view is not None and pki.view.ca is not None, what="the CA")
         assert "CN=Lab CA" in str(pki.view.ca.subject) and "CAi" not in str(pki.view.ca.subject)
+
+
+async def test_revert_asks_before_it_throws_edits_away(tmp_path):
+    """ctrl+r replaced the edited text at once, without a word: one key lost every unsaved edit (the
+    editor's undo history goes with load_text)."""
+    from textual.widgets import TabbedContent, TextArea
+
+    from .test_policies import _open
+
+    app = ConsoleApp(FakeRuntime.in_folder(tmp_path))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await _open(pilot)
+        screen.query_one(TabbedContent).active = "pol-toml-tab"
+        editor = screen.query_one("#pol-editor", TextArea)
+        editor.focus()
+        editor.move_cursor(editor.document.end)
+        await pilot.pause()
+        original = editor.text
+        await pilot.press("enter", *"#", "space", *"mine")
+        edited = editor.text
+        assert edited != original
+        await pilot.press("ctrl+r")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the question")
+        await pilot.press("n")
+        await wait_for(pilot, lambda: app.screen is screen, what="back")
+        assert editor.text == edited
+        await pilot.press("ctrl+r")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the question")
+        await pilot.press("y")
+        await wait_for(pilot, lambda: editor.text == original, what="reverted")
