@@ -300,3 +300,16 @@ async def test_revert_asks_before_it_throws_edits_away(tmp_path):
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the question")
         await pilot.press("y")
         await wait_for(pilot, lambda: editor.text == original, what="reverted")
+
+
+def test_cut_child_sa_names_still_tell_siblings_apart():
+    """The CHILD SA column kept "connection/chi…": 100 CHILD SAs of site000 all read "site000/net0… {N}"
+    at 80 columns, their names (net010 ... net099) cut away."""
+    from console.widgets.sa_tables import CHILD_NAME_WIDTH, fit_child_name
+
+    for n in range(10, 100):
+        shown = fit_child_name(f"site000/net0{n:02d} {{{n + 1}}}")
+        assert len(shown) <= CHILD_NAME_WIDTH and f"net0{n:02d}" in shown and shown.endswith(f"{{{n + 1}}}")
+    shown = fit_child_name("roadwarrior/hq-roadwarrior {2}")
+    assert shown.endswith("-roadwarrior {2}") and len(shown) == CHILD_NAME_WIDTH
+    assert fit_child_name("branch/lan {1}") == "branch/lan {1}"
