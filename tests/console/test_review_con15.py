@@ -313,3 +313,29 @@ def test_cut_child_sa_names_still_tell_siblings_apart():
     shown = fit_child_name("roadwarrior/hq-roadwarrior {2}")
     assert shown.endswith("-roadwarrior {2}") and len(shown) == CHILD_NAME_WIDTH
     assert fit_child_name("branch/lan {1}") == "branch/lan {1}"
+
+
+async def test_sa_detail_footer_offers_initiate_not_rekey_when_there_is_no_sa():
+    """The detail of a connection with no IKE SA said "Press i to initiate" while its footer offered
+    Rekey IKE (only a warning then) and not i."""
+    from console.screens.sa_detail import SaDetailScreen
+
+    from .conftest import screen_text
+
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        snap = app.store.snapshot
+        down = next(c.name for c in snap.connections if not any(i.name == c.name for i in snap.ike_sas))
+        up = snap.ike_sas[0].name
+        app.open_detail(down)
+        await wait_for(pilot, lambda: isinstance(app.screen, SaDetailScreen) and app.screen.ready, what="detail")
+        await pilot.pause(0.2)
+        footer = screen_text(app).splitlines()[-1]
+        assert "i Initiate" in footer and "Rekey IKE" not in footer, footer
+        await pilot.press("escape")
+        app.open_detail(up)
+        await wait_for(pilot, lambda: isinstance(app.screen, SaDetailScreen) and app.screen.ready, what="detail")
+        await pilot.pause(0.2)
+        footer = screen_text(app).splitlines()[-1]
+        assert "R Rekey IKE" in footer and "Initiate" not in footer, footer
