@@ -39,6 +39,8 @@ class KeysInOrder:
         if focused is not None and self in focused.ancestors:
             return  # bubbling up from a part of this widget (a Select's open list): its own turn
         app = self.app
+        if app._exit or not app.screen_stack:
+            return  # quitting: nothing to hand keys to
         if self.screen is not app.screen:
             # The key waited here while a binding typed before it closed this widget's dialog (Enter,
             # y) or opened one over it (ctrl+o): it belongs to the screen now shown.
@@ -94,6 +96,8 @@ async def _hand_over(app, event: events.Key) -> None:
                 or screen.is_mounted and not screen.focus_chain):
             break
         await asyncio.sleep(0.005)
+        if app._exit or not app.screen_stack:
+            return
     else:
         screen._keys_waited = True
     screen = app.screen
