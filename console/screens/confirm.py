@@ -8,7 +8,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
-from console.widgets.fields import Press
+from console.widgets.fields import Press, focus_now
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -35,7 +35,7 @@ class ConfirmScreen(ModalScreen[bool]):
                 yield _Answer("Cancel (n)", id="no")
 
     def on_mount(self) -> None:
-        self.query_one("#no", Button).focus()
+        focus_now(self.query_one("#no", Button))
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         self.action_answer(event.button.id == "yes")  # a click

@@ -13,6 +13,7 @@ from engine.status import ChildSaInfo, IkeSaInfo
 
 from console import fmt
 from console.widgets.chrome import TopBar
+from console.widgets.fields import focus_now
 from console.widgets.sa_tables import ChildSaTable
 from textual.screen import Screen
 
@@ -115,7 +116,8 @@ class SaDetailScreen(Screen):
         self.query_one(TopBar).screen_title = f"SA detail: {self.connection}"
         self.query_one(ChildSaTable).fit_columns(self.size.width, ("name",))
         self.sync(frozenset({"status"}))
-        self.query_one(ChildSaTable).focus()
+        # Before the keys typed after the Enter that opened it; the IKE SA's facts stay in view.
+        focus_now(self.query_one(ChildSaTable), scroll_visible=False)
 
     def check_action(self, action: str, parameters: tuple) -> bool | None:
         # The footer offers what applies: with no IKE SA (down, failing) i, as the text says, in the

@@ -75,25 +75,24 @@ class KeysInOrder:
         return False
 
 
-def focus_now(widget) -> None:
+def focus_now(widget, *, scroll_visible: bool = True) -> None:
     """Focus ``widget`` at once, from an action a key ran. Widget.focus() waits its turn in the app's
     queue, behind the keys the app already handed to the widget focus leaves: Escape then d typed the
     "d" into the search field Escape was leaving."""
     if widget.focusable:
-        widget.screen.set_focus(widget)
+        widget.screen.set_focus(widget, scroll_visible=scroll_visible)
     else:
-        widget.focus()
+        widget.focus(scroll_visible)
 
 
 async def _hand_over(app, event: events.Key) -> None:
     """Give a key to the focused widget of the app's current screen, once that screen has focused
     one: a dialog just pushed mounts (and focuses its field) a moment later."""
     screen = app.screen
-    # A screen focuses its first widget once mounted, often through Widget.focus(), which waits its
-    # turn in the app's queue: wait for that (at most 0.5 s, once per screen that never focuses).
+    # A screen just pushed chooses its focused widget in on_mount (focus_now): wait for that, at most
+    # 0.5 s (Textual's auto focus, before it, may pick another widget).
     for _ in range(100):
-        if (app.screen is not screen or screen.focused is not None or getattr(screen, "_keys_waited", False)
-                or screen.is_mounted and not screen.focus_chain):
+        if app.screen is not screen or screen.is_mounted or getattr(screen, "_keys_waited", False):
             break
         await asyncio.sleep(0.005)
         if app._exit or not app.screen_stack:

@@ -22,7 +22,7 @@ from engine.pki.ca import KEY_TYPES, parse_san
 from engine.pki.errors import PkiError
 from engine.secret import Secret
 
-from console.widgets.fields import Choice, Field
+from console.widgets.fields import Choice, Field, focus_now
 from console.widgets.pki_folder import InitRequest, IssueRequest
 
 FORM_CSS = """
@@ -96,7 +96,7 @@ class PkiForm(ModalScreen):
     def on_mount(self) -> None:
         inputs = self.query(Input)
         if inputs:
-            inputs.first().focus()
+            focus_now(inputs.first())
 
     def show_error(self, text: str) -> None:
         box = self.query_one("#pki-form-error", Static)
