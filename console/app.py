@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 
 from textual import events, on
-from textual.app import App, ScreenStackError, SystemCommand
+from textual.app import App, ScreenStackError, SystemCommand, _character_to_key
 from textual.binding import Binding
 from textual.screen import Screen
 
@@ -57,6 +57,27 @@ MODE_KEYS = (
 )
 
 
+
+
+ESCAPED_DIGITS = {"¡": "1", "™": "2", "£": "3", "¢": "4", "∞": "5", "§": "6", "¶": "7", "•": "8", "ª": "9",
+                  "º": "0", "–": "-", "≠": "="}
+"""What Textual decodes ESC followed by these keys into (WezTerm's macOS Option keys, _ansi_sequences.py)."""
+
+
+def split_escape(event: events.Key) -> tuple[events.Key, events.Key] | None:
+    """Escape and the key typed after it, when they arrived in one read and Textual decoded them as
+    one key: tmux (escape-time 500 ms) and a slow ssh link deliver them so. ESC 2 became "™" and
+    ESC d alt+d (which a text field took as "d"): Escape then 2 in a search field typed "™" there
+    instead of leaving it for screen 2. None for any other key."""
+    key, char = event.key, event.character
+    if char in ESCAPED_DIGITS and key != "escape":
+        after = ESCAPED_DIGITS[char]
+    elif key.startswith("alt+") and char is not None and len(char) == 1 and char.isprintable():
+        after = char
+    else:
+        return None
+    name = after if after.isalnum() else _character_to_key(after)
+    return events.Key("escape", "\x1b"), events.Key(name, after)
 
 
 class ConsoleApp(CertExpiryWatch, RuntimeBridge, App):
@@ -126,6 +147,22 @@ class ConsoleApp(CertExpiryWatch, RuntimeBridge, App):
                                           '"dashboard.initiate" = "I"; the others are ignored')
         if good:
             self.set_keymap(good)
+
+    async def on_event(self, event: events.Event) -> None:
+        if isinstance(event, events.Key) and not event.is_forwarded and event.key not in self._bound_keys():
+            keys = split_escape(event)
+            if keys is not None:
+                for key in keys:
+                    await super().on_event(key)
+                return
+        await super().on_event(event)
+
+    def _bound_keys(self) -> set[str]:
+        """Keys a binding of the current screen takes (a keymap may bind alt+l: then it is alt+l)."""
+        try:
+            return set(self.screen.active_bindings)
+        except ScreenStackError:
+            return set()
 
     def action_help(self) -> None:
         from console.screens.help import HelpScreen

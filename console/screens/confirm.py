@@ -8,6 +8,8 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
+from console.widgets.fields import Press, focus_now
+
 
 class ConfirmScreen(ModalScreen[bool]):
     """Ask before acting. ``y``/Enter on Yes confirms, ``n``/Escape cancels."""
@@ -29,14 +31,22 @@ class ConfirmScreen(ModalScreen[bool]):
             yield Static(self.title_text, id="dialog-title", markup=False)
             yield Static(self.body_text, id="dialog-body", markup=False)
             with Horizontal(id="dialog-buttons"):
-                yield Button(f"{self.yes_label} (y)", id="yes", variant="error" if self.danger else "primary")
-                yield Button("Cancel (n)", id="no")
+                yield _Answer(f"{self.yes_label} (y)", id="yes", variant="error" if self.danger else "primary")
+                yield _Answer("Cancel (n)", id="no")
 
     def on_mount(self) -> None:
-        self.query_one("#no", Button).focus()
+        focus_now(self.query_one("#no", Button))
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
-        self.dismiss(event.button.id == "yes")
+        self.action_answer(event.button.id == "yes")  # a click
 
     def action_answer(self, value: bool) -> None:
-        self.dismiss(value)
+        if self.is_current:  # once (Enter, then y in the same burst)
+            self.dismiss(value)
+
+
+class _Answer(Press):
+    def action_press(self) -> None:
+        # Enter answers as it is handled, not once a Pressed message got round: the keys typed after
+        # it (already queued here) then find the dialog closed and go to the screen underneath.
+        self.screen.action_answer(self.id == "yes")

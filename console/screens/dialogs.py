@@ -13,7 +13,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
-from console.widgets.fields import Choices, Field
+from console.widgets.fields import Choices, Field, focus_now
 
 
 class _Dialog(ModalScreen):
@@ -106,7 +106,7 @@ class TextPrompt(_Dialog):
             yield Static("Enter: OK   Escape: cancel", classes="dialog-help")
 
     def on_mount(self) -> None:
-        self.query_one(Input).focus()
+        focus_now(self.query_one(Input))
 
     def action_accept(self) -> None:
         text = self.query_one(Input).value.strip()
@@ -146,7 +146,7 @@ class NewFileDialog(_Dialog):
 
     def on_mount(self) -> None:
         path = self.query_one("#file-path", Input)
-        path.focus()
+        focus_now(path)
         path.cursor_position = len(path.value)
         if self.templates is not None:
             self.query_one(OptionList).highlighted = 0
@@ -190,7 +190,7 @@ class PskDialog(_Dialog):
             yield Static("Enter: write   Escape: cancel", classes="dialog-help")
 
     def on_mount(self) -> None:
-        self.query_one("#psk-1", Input).focus()
+        focus_now(self.query_one("#psk-1", Input))
 
     def action_accept(self) -> None:
         first = self.query_one("#psk-1", Input)
@@ -238,7 +238,7 @@ class AddDialog(_Dialog):
     def on_mount(self) -> None:
         options = self.query_one(OptionList)
         options.highlighted = 0
-        options.focus()
+        focus_now(options)
         self._suggest(0)
 
     def _suggest(self, index: int) -> None:

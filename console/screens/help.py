@@ -61,7 +61,9 @@ def binding_rows(screen: Screen) -> list[tuple[str, list[tuple[str, str, str]]]]
                 # Ours carry ids (remappable); Textual's own widget keys (cursor moves) are left out.
                 if not b.description or b.system or not b.id:
                     continue
-                ident = (b.action, b.description)
+                # Keys of one binding id share a row; two ids never do (? and F1: the row named only
+                # F1's id, and a keymap of it moved F1 and left ? where it was).
+                ident = (b.action, b.description, b.id)
                 by_action.setdefault(ident, []).append(key)
                 info[ident] = b
         merged: dict[tuple[str, str], int] = {}

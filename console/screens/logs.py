@@ -22,7 +22,7 @@ from engine.events import LogMessage
 from console import fmt
 from console.export import deliver, stamped
 from console.screens.base import ConsoleScreen
-from console.widgets.fields import Field
+from console.widgets.fields import Choice, Field, LogView, focus_now
 
 LEVELS = ("debug", "info", "warning", "error")
 ALL = "__all__"
@@ -96,11 +96,11 @@ class LogsScreen(ConsoleScreen):
 
     def body(self) -> ComposeResult:
         with Horizontal(id="log-filters"):
-            yield Select([(lv, lv) for lv in LEVELS], value=DEFAULT_LEVEL, allow_blank=False, id="log-level",
+            yield Choice([(lv, lv) for lv in LEVELS], value=DEFAULT_LEVEL, allow_blank=False, id="log-level",
                          compact=True)
-            yield Select([("all connections", ALL)], value=ALL, allow_blank=False, id="log-conn", compact=True)
+            yield Choice([("all connections", ALL)], value=ALL, allow_blank=False, id="log-conn", compact=True)
             yield Field(placeholder="search (/), Enter: next", id="log-text", compact=True)
-        log = RichLog(id="log", max_lines=None, wrap=False, auto_scroll=True)
+        log = LogView(id="log", max_lines=None, wrap=False, auto_scroll=True)
         log.border_title = "Engine log"
         yield log
 
@@ -203,7 +203,7 @@ class LogsScreen(ConsoleScreen):
         self._update_title()
 
     def action_focus_search(self) -> None:
-        self.query_one("#log-text", Input).focus()
+        focus_now(self.query_one("#log-text", Input))
 
     def action_cycle_level(self) -> None:
         sel = self.query_one("#log-level", Select)
@@ -280,8 +280,8 @@ class LogsScreen(ConsoleScreen):
 
     def action_clear_filters(self) -> None:
         if isinstance(self.focused, Input):  # Escape first leaves the search box, keeping the search
-            self.query_one(RichLog).focus()
+            focus_now(self.query_one(RichLog))
             return
         self.query_one("#log-text", Input).value = ""
         self.query_one("#log-conn", Select).value = ALL
-        self.query_one(RichLog).focus()
+        focus_now(self.query_one(RichLog))

@@ -35,7 +35,7 @@ from console.policy_state import Standing, Validation, pools_supported, read_fil
 from console.screens.base import ConsoleScreen
 from console.screens.confirm import ConfirmScreen
 from console.screens.policy_edits import FileEdits, TreeEdits, editable
-from console.widgets.fields import Editor, Field
+from console.widgets.fields import Editor, Field, focus_now
 from console.widgets.policy_tree import PolicyTree
 
 TABS = ("pol-tree-tab", "pol-toml-tab", "pol-diff-tab", "pol-spd-tab")
@@ -423,7 +423,7 @@ class PoliciesScreen(TreeEdits, FileEdits, ConsoleScreen):
             boxes.first().set_class(bool(msgs), "-shown")
 
     def action_to_tree(self) -> None:
-        self.query_one(PolicyTree).focus()
+        focus_now(self.query_one(PolicyTree))
 
     # ------------------------------------------------------------- diff
     def _refresh_diff(self) -> None:

@@ -20,6 +20,7 @@ from console.policy_state import Validation, is_shipped_sample, read_file, valid
 from console.screens.confirm import ConfirmScreen
 from console.screens.dialogs import AddDialog, NewFileDialog, PskDialog, TextPrompt
 from console.secrets_file import set_psk
+from console.widgets.fields import focus_now
 from console.widgets.policy_tree import PolicyTree
 
 
@@ -46,7 +47,7 @@ class TreeEdits:
             if editable(node):
                 inputs = self.query("#pol-form Input, #pol-form Switch")
                 if inputs:
-                    inputs.first().focus()
+                    focus_now(inputs.first())  # the value typed right after Enter goes there, not to the tree
             elif node is not None:
                 self.query_one(PolicyTree).cursor_node.toggle()
             return
@@ -65,6 +66,9 @@ class TreeEdits:
             return False
         self._pending_cursor = select
         self._set_editor(pf.dump_doc(doc))
+        # The tree shows the change (its cursor on what was added) now, not after the editor's 0.3 s
+        # settle: Enter or arrows typed right after an add acted on the node the cursor was on before.
+        self._refresh_tree()
         return True
 
     def _ask_add(self, node: tuple | None) -> None:
@@ -312,7 +316,20 @@ class FileEdits:
     def action_revert(self) -> None:
         if self.running is None:
             return
-        self._set_editor(self.running_text if self._can_apply() else (self.file_text or ""))
-        if self._form_node is not None:
-            self._build_form(self._form_node)
+        target = self.running_text if self._can_apply() else (self.file_text or "")
+        if self._text() == target:
+            self.notify("No edits to revert", severity="information")
+            return
+
+        def answered(ok: bool | None) -> None:
+            if ok:
+                self._set_editor(target)
+                if self._form_node is not None:
+                    self._build_form(self._form_node)
+
+        # One key replaced every edit not saved (and the editor's undo history with them): ask first.
+        what = "the running policy" if self._can_apply() else "the saved file"
+        self.app.push_screen(ConfirmScreen("Revert the edits?", f"The text goes back to {what}; the edits made "
+                                           "since are lost (undo does not bring them back).", yes="Revert",
+                                           danger=True), answered)
 

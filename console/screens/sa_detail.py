@@ -13,6 +13,7 @@ from engine.status import ChildSaInfo, IkeSaInfo
 
 from console import fmt
 from console.widgets.chrome import TopBar
+from console.widgets.fields import focus_now
 from console.widgets.sa_tables import ChildSaTable
 from textual.screen import Screen
 
@@ -89,7 +90,7 @@ class SaDetailScreen(Screen):
         Binding("t", "terminate", "Terminate", id="detail.terminate"),
         Binding("n", "negotiations", "Exchanges", id="detail.negotiations"),
         Binding("y", "copy", "Copy", id="detail.copy"),
-        Binding("i", "initiate", "Initiate", show=False, id="detail.initiate"),
+        Binding("i", "initiate", "Initiate", id="detail.initiate"),
     ]
 
     def __init__(self, connection: str, ike_id: int | None = None, child_id: int | None = None) -> None:
@@ -115,7 +116,17 @@ class SaDetailScreen(Screen):
         self.query_one(TopBar).screen_title = f"SA detail: {self.connection}"
         self.query_one(ChildSaTable).fit_columns(self.size.width, ("name",))
         self.sync(frozenset({"status"}))
-        self.query_one(ChildSaTable).focus()
+        # Before the keys typed after the Enter that opened it; the IKE SA's facts stay in view.
+        focus_now(self.query_one(ChildSaTable), scroll_visible=False)
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        # The footer offers what applies: with no IKE SA (down, failing) i, as the text says, in the
+        # place of R (no IKE SA to rekey; r and y stay, they say what is missing); with one, not i.
+        if action == "rekey_ike":
+            return self._ike() is not None
+        if action == "initiate":
+            return self._ike() is None
+        return True
 
     def on_resize(self, event) -> None:
         # Whole columns only (the facts under the table show all of the selected CHILD SA).
@@ -142,6 +153,9 @@ class SaDetailScreen(Screen):
         store = self.app.store
         self.query_one(TopBar).snapshot = store.snapshot
         ike = self._ike()
+        if (ike is None) != getattr(self, "_had_no_sa", None):
+            self._had_no_sa = ike is None
+            self.refresh_bindings()
         facts = self.query_one("#ike-facts", Static)
         table = self.query_one(ChildSaTable)
         if ike is None:

@@ -16,6 +16,8 @@ from rich.text import Text
 from textual.binding import Binding
 from textual.widgets import DataTable
 
+from console.widgets.fields import KeysInOrder
+
 _UNITS = {"B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12, "k": 1e3, "M": 1e6}
 _SIZE = re.compile(r"^(-?\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|k|M)?(?:/s)?$")
 _DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
@@ -37,9 +39,10 @@ def sort_key(text: str) -> tuple:
     return (1, 0.0, t.lower())
 
 
-class KeyedTable(DataTable):
+class KeyedTable(KeysInOrder, DataTable):
     """DataTable with ``sync(rows)``; see the module docstring. ``s`` sorts by the next column
-    (``S`` reverses), a click on a header sorts by it."""
+    (``S`` reverses), a click on a header sorts by it. Keys run in the order typed (fields.py):
+    ``t``, ``y`` in one burst answer the dialog ``t`` opens."""
 
     DEFAULT_CSS = """
     KeyedTable { height: 1fr; }
@@ -48,6 +51,16 @@ class KeyedTable(DataTable):
         Binding("s", "cycle_sort", "Sort", show=False, id="table.sort"),
         Binding("S", "reverse_sort", "Reverse sort", show=False, id="table.reverse_sort"),
     ]
+
+    def action_select_cursor(self) -> None:
+        # Enter opens the row at once where the screen opens rows (dashboard, clients), not through a
+        # RowSelected message: the keys typed right after it (r, t, Escape) belong to what it opens.
+        opener = getattr(self.screen, "action_open_detail", None)
+        if opener is not None and hasattr(self.screen, "on_data_table_row_selected") and self.row_count:
+            self._set_hover_cursor(False)
+            opener()
+            return
+        super().action_select_cursor()
 
     def __init__(self, columns: Sequence[tuple], *, styler: Callable[[str, str], Text | str] | None = None,
                  sort_column: str | None = None, **kwargs) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 
 from textual.app import ComposeResult
+from textual.actions import SkipAction
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
@@ -21,7 +22,7 @@ from engine.pki.ca import KEY_TYPES, parse_san
 from engine.pki.errors import PkiError
 from engine.secret import Secret
 
-from console.widgets.fields import Choice, Field
+from console.widgets.fields import Choice, Field, focus_now
 from console.widgets.pki_folder import InitRequest, IssueRequest
 
 FORM_CSS = """
@@ -64,7 +65,12 @@ class PkiForm(ModalScreen):
     """Base of the forms: title, rows of label + field, an inline error, OK / Cancel."""
 
     DEFAULT_CSS = FORM_CSS
-    BINDINGS = [Binding("escape", "cancel", "Cancel", id="pki_form.cancel")]
+    BINDINGS = [
+        Binding("escape", "cancel", "Cancel", id="pki_form.cancel"),
+        # Priority, as the policy dialogs' Enter: the form answers in turn (behind the keys typed before
+        # Enter), so the keys typed after it go to the PKI screen, not into the closing form's field.
+        Binding("enter", "enter", "OK", show=False, priority=True, id="pki_form.accept"),
+    ]
     FORM_TITLE = ""
     OK = "OK"
     HINT = ""
@@ -90,7 +96,7 @@ class PkiForm(ModalScreen):
     def on_mount(self) -> None:
         inputs = self.query(Input)
         if inputs:
-            inputs.first().focus()
+            focus_now(inputs.first())
 
     def show_error(self, text: str) -> None:
         box = self.query_one("#pki-form-error", Static)
@@ -110,6 +116,27 @@ class PkiForm(ModalScreen):
 
     def action_cancel(self) -> None:
         self._dismiss_once(None)
+
+    def action_enter(self) -> None:
+        focused = self.focused
+        if focused is not None and any(isinstance(n, Select) for n in (focused, *focused.ancestors)):
+            raise SkipAction()  # Enter opens a choice's list, or picks from it
+        self._enter_behind(focused)
+
+    def _enter_behind(self, widget) -> None:
+        (widget or self).call_later(self._enter_if_current, widget)
+
+    def _enter_if_current(self, queued_at) -> None:
+        if not self.is_active:  # not twice (Enter, Enter)
+            return
+        focused = self.focused
+        if focused is not None and focused is not queued_at:
+            self._enter_behind(focused)  # focus moved meanwhile (Tab): behind the keys that went there
+            return
+        if isinstance(focused, Button) and focused.id == "cancel":
+            self._dismiss_once(None)
+        else:
+            self.submit()
 
     def _dismiss_once(self, result) -> None:
         # Enter, Enter in a burst brings two Submitted: a second dismiss would run the callback again

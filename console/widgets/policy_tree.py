@@ -13,13 +13,15 @@ from textual.message import Message
 from textual.widgets import Tree
 
 from console.policy_form import TreeEntry
+from console.widgets.fields import KeysInOrder
 
 NARROW = 34
 """Below this width the tree shows names only (the form shows the rest)."""
 
 
-class PolicyTree(Tree):
-    """See the module docstring."""
+class PolicyTree(KeysInOrder, Tree):
+    """See the module docstring. Keys in order (fields.py): a, Tab, a name, Enter in one burst add
+    that name."""
 
     BINDINGS = [
         Binding("a", "act('add')", "Add", id="policy.add"),

@@ -82,15 +82,22 @@ CHILD_NAME_WIDTH = next(c[2] for c in CHILD_COLUMNS if c[0] == "name")
 
 def fit_child_name(label: str, width: int = CHILD_NAME_WIDTH) -> str:
     """"connection/child {id}" in ``width`` cells: a long name is shortened, never its {id}, which
-    tells a CHILD SA from its rekeyed successor (cut at the column's edge, both read the same)."""
+    tells a CHILD SA from its rekeyed successor (cut at the column's edge, both read the same).
+    The connection gives way first (the row's detail line and the IKE SA table name it): cut at the
+    end, the CHILD SA names of one connection all read "site000/net0… {N}" (net001 ... net099)."""
     if len(label) <= width:
         return label
     name, sep, uid = label.rpartition(" {")
     if not sep:
         return label[:width - 1] + "…"
     tail = sep + uid
-    return label[:max(1, width - len(tail) - 1)].rstrip() + "…" + tail if len(tail) < width - 1 \
-        else label[:width - 1] + "…"
+    room = width - len(tail)
+    if room < 4:
+        return label[:width - 1] + "…"
+    conn, slash, child = name.partition("/")
+    if slash and len(child) + 3 <= room:  # at least "s…/" before the whole CHILD SA name
+        return conn[:room - len(child) - 2] + "…/" + child + tail
+    return "…" + (child or name)[-(room - 1):] + tail  # its end tells siblings apart
 
 
 REMOTE_WIDTH = next(c[2] for c in CONNECTION_COLUMNS if c[0] == "remote")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from console.runtime.fake import FakeRuntime
 from console.screens.confirm import ConfirmScreen
 from console.screens.sa_detail import SaDetailScreen
@@ -249,7 +251,8 @@ async def test_a_long_child_sa_name_keeps_its_unique_id_visible_at_80x24():
         assert len(ids) >= 2
         text = screen_text(app)
         for uid in ids:
-            assert f"… {{{uid}}}" in text
+            # Shortened (the connection gives way first), its {id} kept.
+            assert re.search(r"…\S* " + re.escape(f"{{{uid}}}"), text), uid
         # The data is whole: the detail line, the sparkline's label and sorting read the full name.
         assert any(table.cell_text(k, "name").startswith("branch/hq-branch-") for k in table.row_keys)
 
