@@ -15,6 +15,8 @@ from engine.runtime.control_wire import IDLE_EVICTED
 DEFAULT_CONTROL = "/run/ipsec-console/control.sock"
 CONNECT_TIMEOUT = 10.0
 """Seconds to wait for the daemon to accept a connection (a wedged daemon's backlog fills)."""
+CHANGES = frozenset({"initiate", "terminate", "rekey", "roam", "reload", "apply-policy"})
+"""Commands that change something: one whose answer did not come in time may still be carried out."""
 
 
 class ControlError(Exception):
@@ -195,8 +197,9 @@ class ControlClient:
         try:
             msg = await asyncio.wait_for(fut, self.timeout)
         except asyncio.TimeoutError:
+            later = "; it may still carry it out: look before trying again" if cmd in CHANGES else ""
             raise ControlError(f"no answer from the daemon at {self.path} to '{cmd}' within "
-                               f"{self.timeout:g}s (wedged or very busy?)") from None
+                               f"{self.timeout:g}s (wedged or very busy?){later}") from None
         finally:
             pending.pop(rid, None)
         if not msg.get("ok"):
