@@ -156,24 +156,24 @@ class SpdTable(XfrmRequests):
             return  # the allow-only fwd policy names no SA
         src, dst = (ev.local_addr, ev.remote_addr) if key[0] == XFRM_POLICY_OUT else (ev.remote_addr, ev.local_addr)
         mover = next((h for h in entry.holders if h[0] == "child" and h[1] == ev.spi_in), None)
-        if mover is not None and entry.wanted.get(mover, entry.spec) != entry.spec:
-            # not the SA whose template is in the kernel (a newer one of the reqid is): its own record
-            # follows the move, for when it is the newest again
-            mine, before = entry.wanted[mover], dict(entry.wanted)
+        mine = entry.wanted.get(mover) if mover is not None else None
+        if mine is not None and mine.tmpl is not None:
+            # Only the record of the SA that moved follows it (charon's child_sa.c update() re-adds
+            # that SA's policies alone): a trap, or another SA of the reqid, sharing the template keeps
+            # its own. The kernel has the newest record's template, so it changes only when the
+            # mover is the newest.
+            before = dict(entry.wanted)
             entry.wanted[mover] = dataclasses.replace(mine, tmpl=dataclasses.replace(mine.tmpl, src=src, dst=dst))
             undo.append(lambda: setattr(entry, "wanted", before))
-            return
-        spec = dataclasses.replace(entry.spec, tmpl=dataclasses.replace(entry.spec.tmpl, src=src, dst=dst))
+            spec = entry.newest() or entry.spec
+        else:  # no record of the mover (not expected): the kernel's template follows it
+            spec = dataclasses.replace(entry.spec, tmpl=dataclasses.replace(entry.spec.tmpl, src=src, dst=dst))
         if spec == entry.spec:
             return
         old = entry.spec
         self._update_policy(spec, what)
         entry.spec = spec
         undo.append(lambda: self._restore_spec(entry, old, what))
-        # the holders that had the old template in the kernel moved with it
-        before = dict(entry.wanted)
-        entry.wanted = {h: spec if s == old else s for h, s in entry.wanted.items()}
-        undo.append(lambda: setattr(entry, "wanted", before))
 
     def _policy_msg(self, spec: PolicySpec) -> xfrm_userpolicy_info:
         msg = xfrm_userpolicy_info()
