@@ -58,11 +58,11 @@ class PolicyEntry:
         return undo
 
     def newest(self) -> PolicySpec | None:
-        """The spec of the newest remaining holder that recorded one."""
-        for holder, spec in reversed(self.wanted.items()):
-            if holder in self.holders:
-                return spec
-        return None
+        """The spec of the newest remaining holder that recorded one, a trap's only when no SA or rule
+        holds the policy (charon sorts used_by by priority, and a trap's, POLICY_PRIORITY_ROUTED,
+        comes after an installed SA's whatever the order they came in)."""
+        mine = [(h, s) for h, s in reversed(self.wanted.items()) if h in self.holders]
+        return next((s for h, s in mine if h[0] != "trap"), None) or next((s for _, s in mine), None)
 
 
 class SpdTable(XfrmRequests):
@@ -241,20 +241,21 @@ class SpdTable(XfrmRequests):
             self._policies[spec.key] = PolicyEntry(spec, {holder}, {holder: spec})
             undo.append(lambda: self._drop_entry(spec.key, what))
             return
-        if entry.spec != spec:
-            if not may_replace(entry, holder):
-                users = ", ".join(_holder_text(h) for h in sorted(entry.holders, key=str))
-                raise KernelDatapathError(
-                    f"{what}: policy {spec.describe()} conflicts with {entry.spec.describe()} of {users}",
-                    errno.EEXIST)
-            old = entry.spec
-            self._update_policy(spec, what)
-            entry.spec = spec
-            undo.append(lambda: self._restore_spec(entry, old, what))
+        if entry.spec != spec and not may_replace(entry, holder):
+            users = ", ".join(_holder_text(h) for h in sorted(entry.holders, key=str))
+            raise KernelDatapathError(
+                f"{what}: policy {spec.describe()} conflicts with {entry.spec.describe()} of {users}",
+                errno.EEXIST)
         undo.append(entry.want(holder, spec))
         if holder not in entry.holders:
             entry.holders.add(holder)
             undo.append(lambda: entry.holders.discard(holder))
+        wanted = entry.newest() or spec  # the newcomer's, unless it is a trap and an SA holds the policy
+        if wanted != entry.spec:
+            old = entry.spec
+            self._update_policy(wanted, what)
+            entry.spec = wanted
+            undo.append(lambda: self._restore_spec(entry, old, what))
 
     def _restore_spec(self, entry: PolicyEntry, old: PolicySpec, what: str) -> None:
         self._update_policy(old, what)

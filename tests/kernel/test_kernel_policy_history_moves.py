@@ -57,3 +57,18 @@ def test_an_older_sa_moving_with_the_newer_template_changes_only_its_record(fake
     assert _templates(nl)[XFRM_POLICY_OUT] == ("192.0.2.1", "192.0.2.5")  # the newer's, which did not move
     dp.remove_child(_deleted(**NEW))
     assert _templates(nl)[XFRM_POLICY_OUT] == ("192.0.2.3", "192.0.2.5")  # the older's, where it moved
+
+
+def test_a_trap_put_in_again_while_its_sa_is_up_leaves_the_sa_template(fake):
+    """charon sorts a policy's users by priority, and a trap's (POLICY_PRIORITY_ROUTED) comes after an
+    installed SA's whatever the order they came in: a trap installed anew (its peer's name resolved to a
+    new address) while its SA is up must not send the SA's traffic towards an address it has no SA for."""
+    dp = KernelDatapath()
+    nl = fake[0]
+    dp.install_trap(2, TRAP, "192.0.2.1", "192.0.2.2")
+    dp.install_child(_installed(**OLD))
+    dp.remove_trap(2)
+    dp.install_trap(2, TRAP, "192.0.2.1", "192.0.2.9")  # the peer's name now resolves elsewhere
+    assert _templates(nl)[XFRM_POLICY_OUT] == ("192.0.2.1", "192.0.2.2")  # the SA's, while it is up
+    dp.remove_child(_deleted(**OLD))
+    assert _templates(nl)[XFRM_POLICY_OUT] == ("192.0.2.1", "192.0.2.9")  # then the trap's
