@@ -158,7 +158,9 @@ class ControlClient:
             for fut in pending.values():
                 if not fut.done():
                     fut.set_exception(_Unread(text) if why == IDLE_EVICTED else ControlError(text))
-            if self._events is not None and reader is self._reader:
+            # The end of the event stream; not after an eviction: a subscribed connection is never
+            # evicted, so a subscribe it crossed is sent again and the stream has not begun.
+            if self._events is not None and reader is self._reader and why != IDLE_EVICTED:
                 self._events.put_nowait(None)
 
     def _closed_why(self) -> str:

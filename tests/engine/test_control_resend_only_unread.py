@@ -133,3 +133,25 @@ async def test_calls_after_an_eviction_share_one_new_connection_and_none_runs_tw
         assert d.connections == 2  # one new connection for both
     finally:
         await client.close()
+
+
+async def test_a_subscription_sent_again_after_an_eviction_streams_events(daemon):
+    async def answer(conn, req):
+        if conn == 1:
+            return EVICTED if req["cmd"] == "subscribe" else _ok(req)  # idle long, then ended: unread
+        if req["cmd"] == "subscribe":
+            event = json.dumps({"event": {"type": "IkeSaStateChanged", "new": "ESTABLISHED"}}).encode() + b"\n"
+            return _ok(req, "subscribed") + event
+        return _ok(req)
+
+    d = await daemon(answer)
+    client = ControlClient(d.path, timeout=5)
+    try:
+        assert await client.call("version") == "done"
+        stream = client.events_raw()
+        first = await asyncio.wait_for(stream.__anext__(), 5)  # not "the daemon ended the subscription"
+        assert first["type"] == "IkeSaStateChanged"
+        assert d.requests == [(1, "version"), (1, "subscribe"), (2, "subscribe")]
+        await stream.aclose()
+    finally:
+        await client.close()
