@@ -6,11 +6,14 @@ before sending it again."""
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 
+from engine.runtime import control
 from engine.runtime.client import ControlClient, ControlError
 from tests.engine.test_control_idle_and_timeout import wedged  # noqa: F401 (fixture)
+from tests.engine.test_control_limits import server  # noqa: F401 (fixture)
 
 
 @pytest.mark.parametrize("cmd", ["terminate", "reload"])
@@ -32,3 +35,14 @@ async def test_a_listing_that_timed_out_says_nothing_of_the_kind(wedged):  # noq
         assert "carry it out" not in str(err.value)
     finally:
         await client.close()
+
+
+async def test_a_refused_newcomer_learns_why_none_made_room(server):  # noqa: F811
+    """Since idle connections make room, a refusal means every connection is busy, subscribed to
+    events or used within IDLE_EVICT seconds: "close an idle console" no longer says what to do."""
+    server.max_clients = 0
+    r, w = await asyncio.open_unix_connection(str(server.path))
+    why = json.loads(await asyncio.wait_for(r.readline(), 5))["disconnected"]
+    assert "too many control connections (0 open" in why
+    assert f"none idle for {control.IDLE_EVICT:g}s" in why and "try again" in why
+    w.close()
