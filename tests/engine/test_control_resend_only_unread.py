@@ -12,8 +12,10 @@ import json
 
 import pytest
 
+from engine.runtime import control
 from engine.runtime.client import ControlClient, ControlError
 from engine.runtime.control_wire import IDLE_EVICTED
+from tests.engine.test_control_limits import server  # noqa: F401 (fixture)
 
 EVICTED = json.dumps({"id": None, "ok": False, "error": IDLE_EVICTED, "disconnected": IDLE_EVICTED}).encode() + b"\n"
 
@@ -155,3 +157,34 @@ async def test_a_subscription_sent_again_after_an_eviction_streams_events(daemon
         await stream.aclose()
     finally:
         await client.close()
+
+
+async def test_a_request_woken_up_as_its_connection_is_evicted_is_never_run(server, monkeypatch):  # noqa: F811
+    """The daemon side of the proof: a request line that reached an idle connection in the very turn of
+    the loop in which a newcomer evicts it (its handler woken by the line, not yet run) is never read:
+    the eviction cancels the handler before readline returns the line. So a request failed by
+    IDLE_EVICTED was not run, and the client's resend runs it once."""
+    monkeypatch.setattr(control, "IDLE_EVICT", 0.0)
+    ran: list[dict] = []
+    handle = server.handle
+
+    def counting(req, peer=None):
+        if req["cmd"] == "rekey":
+            ran.append(req)
+            return {"rekeyed": 1}
+        return handle(req, peer)
+
+    monkeypatch.setattr(server, "handle", counting)
+    r, w = await asyncio.open_unix_connection(str(server.path))
+    w.write(b'{"id": 0, "cmd": "version"}\n')
+    assert json.loads(await asyncio.wait_for(r.readline(), 5))["ok"]
+    await asyncio.sleep(0.05)  # idle, waiting for a line
+    (conn,) = server._open
+    # One turn of the loop: the line arrives (the handler is woken) and a newcomer evicts the connection.
+    conn.reader.feed_data(b'{"id": 1, "cmd": "rekey", "name": "c"}\n')
+    server._evict_idle()
+    assert json.loads(await asyncio.wait_for(r.readline(), 5))["disconnected"] == IDLE_EVICTED
+    assert await asyncio.wait_for(r.read(), 5) == b""
+    await asyncio.sleep(0.05)
+    assert ran == [] and server._open == set()
+    w.close()
