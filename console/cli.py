@@ -113,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="return once the daemon accepted the command")
     p.add_argument("--timeout", type=_seconds, default=30.0, metavar="SECONDS",
                    help="give up waiting after this long (default 30), for the outcome and for each answer "
-                   "of the daemon")
+                   "of the daemon (0 or inf: no limit)")
     _add_control(p)
 
     p = sub.add_parser("terminate", help="take a connection down",

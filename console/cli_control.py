@@ -233,7 +233,8 @@ async def initiate_and_wait(client: ControlClient, control: str | None, name: st
         print(f"initiating '{name}'", flush=True)
         up: set[str] = set()
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        limit = call_timeout(timeout)  # 0 and inf: no limit, as for the answers (not: give up at once)
+        deadline = loop.time() + (limit if limit is not None else float("inf"))
         while True:
             left = deadline - loop.time()
             if left <= 0:

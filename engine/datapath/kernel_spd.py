@@ -58,11 +58,11 @@ class PolicyEntry:
         return undo
 
     def newest(self) -> PolicySpec | None:
-        """The spec of the newest remaining holder that recorded one."""
-        for holder, spec in reversed(self.wanted.items()):
-            if holder in self.holders:
-                return spec
-        return None
+        """The spec of the newest remaining holder that recorded one, a trap's only when no SA or rule
+        holds the policy (charon sorts used_by by priority, and a trap's, POLICY_PRIORITY_ROUTED,
+        comes after an installed SA's whatever the order they came in)."""
+        mine = [(h, s) for h, s in reversed(self.wanted.items()) if h in self.holders]
+        return next((s for h, s in mine if h[0] != "trap"), None) or next((s for _, s in mine), None)
 
 
 class SpdTable(XfrmRequests):
@@ -156,24 +156,24 @@ class SpdTable(XfrmRequests):
             return  # the allow-only fwd policy names no SA
         src, dst = (ev.local_addr, ev.remote_addr) if key[0] == XFRM_POLICY_OUT else (ev.remote_addr, ev.local_addr)
         mover = next((h for h in entry.holders if h[0] == "child" and h[1] == ev.spi_in), None)
-        if mover is not None and entry.wanted.get(mover, entry.spec) != entry.spec:
-            # not the SA whose template is in the kernel (a newer one of the reqid is): its own record
-            # follows the move, for when it is the newest again
-            mine, before = entry.wanted[mover], dict(entry.wanted)
+        mine = entry.wanted.get(mover) if mover is not None else None
+        if mine is not None and mine.tmpl is not None:
+            # Only the record of the SA that moved follows it (charon's child_sa.c update() re-adds
+            # that SA's policies alone): a trap, or another SA of the reqid, sharing the template keeps
+            # its own. The kernel has the newest record's template, so it changes only when the
+            # mover is the newest.
+            before = dict(entry.wanted)
             entry.wanted[mover] = dataclasses.replace(mine, tmpl=dataclasses.replace(mine.tmpl, src=src, dst=dst))
             undo.append(lambda: setattr(entry, "wanted", before))
-            return
-        spec = dataclasses.replace(entry.spec, tmpl=dataclasses.replace(entry.spec.tmpl, src=src, dst=dst))
+            spec = entry.newest() or entry.spec
+        else:  # no record of the mover (not expected): the kernel's template follows it
+            spec = dataclasses.replace(entry.spec, tmpl=dataclasses.replace(entry.spec.tmpl, src=src, dst=dst))
         if spec == entry.spec:
             return
         old = entry.spec
         self._update_policy(spec, what)
         entry.spec = spec
         undo.append(lambda: self._restore_spec(entry, old, what))
-        # the holders that had the old template in the kernel moved with it
-        before = dict(entry.wanted)
-        entry.wanted = {h: spec if s == old else s for h, s in entry.wanted.items()}
-        undo.append(lambda: setattr(entry, "wanted", before))
 
     def _policy_msg(self, spec: PolicySpec) -> xfrm_userpolicy_info:
         msg = xfrm_userpolicy_info()
@@ -241,20 +241,21 @@ class SpdTable(XfrmRequests):
             self._policies[spec.key] = PolicyEntry(spec, {holder}, {holder: spec})
             undo.append(lambda: self._drop_entry(spec.key, what))
             return
-        if entry.spec != spec:
-            if not may_replace(entry, holder):
-                users = ", ".join(_holder_text(h) for h in sorted(entry.holders, key=str))
-                raise KernelDatapathError(
-                    f"{what}: policy {spec.describe()} conflicts with {entry.spec.describe()} of {users}",
-                    errno.EEXIST)
-            old = entry.spec
-            self._update_policy(spec, what)
-            entry.spec = spec
-            undo.append(lambda: self._restore_spec(entry, old, what))
+        if entry.spec != spec and not may_replace(entry, holder):
+            users = ", ".join(_holder_text(h) for h in sorted(entry.holders, key=str))
+            raise KernelDatapathError(
+                f"{what}: policy {spec.describe()} conflicts with {entry.spec.describe()} of {users}",
+                errno.EEXIST)
         undo.append(entry.want(holder, spec))
         if holder not in entry.holders:
             entry.holders.add(holder)
             undo.append(lambda: entry.holders.discard(holder))
+        wanted = entry.newest() or spec  # the newcomer's, unless it is a trap and an SA holds the policy
+        if wanted != entry.spec:
+            old = entry.spec
+            self._update_policy(wanted, what)
+            entry.spec = wanted
+            undo.append(lambda: self._restore_spec(entry, old, what))
 
     def _restore_spec(self, entry: PolicyEntry, old: PolicySpec, what: str) -> None:
         self._update_policy(old, what)

@@ -66,7 +66,8 @@ def _when(t: float | None) -> str | None:
 def audit(policy: Policy, options: AuditOptions = AuditOptions(), *, now: float | None = None) -> dict:
     now = time.time() if now is None else now
     folder = options.state or state_dir(policy)
-    data = usage.load(folder) if folder else usage.empty()
+    name = usage.usage_name()
+    data = usage.load(folder, name) if folder else usage.empty()
     cutoff = now - options.unused_days * DAY
     report: dict = {
         "policy": policy.path,
@@ -74,6 +75,8 @@ def audit(policy: Policy, options: AuditOptions = AuditOptions(), *, now: float 
         "observed": {"first": _when(data["first_sample"]), "last": _when(data["last_sample"]),
                      "samples": data["samples"]},
         "unused_days": options.unused_days,
+        "usage_file": name,
+        "other_usage_files": usage.other_files(folder, name) if folder and not data["samples"] else [],
         "unused": [], "usage_unknown": [], "keys": [], "certificates": [], "weak_suites": [], "changes": [],
     }
 
@@ -179,6 +182,14 @@ def format_report(r: dict) -> str:
     elif not r["observed"]["samples"] and not os.path.isdir(r["state"]):
         out.append(f"usage: the state folder {r['state']} does not exist: no daemon has run this policy with "
                    f"it (check the path, or [engine] state_dir)")
+    elif not r["observed"]["samples"] and r.get("other_usage_files"):
+        # audit reads the counters of the network namespace it runs in (engine.ops.usage.usage_name)
+        others = r["other_usage_files"]
+        out.append(f"usage: no counters for this network namespace ({r.get('usage_file')}) in {r['state']}; "
+                   f"it holds {', '.join(others)} of daemons in other namespaces: audit in the daemon's "
+                   "namespace reads its counters"
+                   + "".join(f" (ip netns exec {n} ipsec-console audit ...)"
+                             for n in list(filter(None, map(usage.namespace_of, others)))[:1]))
     elif not r["observed"]["samples"]:
         out.append(f"usage: no counters in {r['state']} yet (the daemon writes them while it runs)")
     else:

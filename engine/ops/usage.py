@@ -129,6 +129,23 @@ def usage_name(proc: str = "/proc") -> str:
     return USAGE
 
 
+def other_files(folder: Path, name: str | None = None) -> list[str]:
+    """The usage files in ``folder`` of other network namespaces than this one (or than ``name``): audit
+    run in one namespace names them rather than report no counters."""
+    ours = name or usage_name()
+    try:
+        found = os.listdir(folder)
+    except OSError:
+        return []
+    return sorted(f for f in found if f != ours and (f == USAGE or re.fullmatch(r"usage\.[\w.-]{1,64}\.json", f)))
+
+
+def namespace_of(file: str) -> str | None:
+    """The ``ip netns`` name a usage file is named for (None: the host's, or an unnamed namespace)."""
+    m = re.fullmatch(r"usage\.([\w.-]{1,64})\.json", file)
+    return None if m is None or m.group(1).startswith("netns-") else m.group(1)
+
+
 def _dev_ino(st: os.stat_result) -> tuple[int, int]:
     return st.st_dev, st.st_ino
 

@@ -15,6 +15,8 @@ from engine.runtime.control_wire import IDLE_EVICTED
 DEFAULT_CONTROL = "/run/ipsec-console/control.sock"
 CONNECT_TIMEOUT = 10.0
 """Seconds to wait for the daemon to accept a connection (a wedged daemon's backlog fills)."""
+CHANGES = frozenset({"initiate", "terminate", "rekey", "roam", "reload", "apply-policy"})
+"""Commands that change something: one whose answer did not come in time may still be carried out."""
 
 
 class ControlError(Exception):
@@ -23,6 +25,11 @@ class ControlError(Exception):
     def __init__(self, message: str, findings: list[str] | None = None) -> None:
         super().__init__(message)
         self.findings = findings or []
+
+
+class _Unread(ControlError):
+    """The daemon ended the connection as idle (IDLE_EVICTED) before this call's request was read: the
+    daemon only ends a connection that waits for a request line, after answering every earlier one."""
 
 
 def connect_problem(path: str, exc: OSError) -> str:
@@ -85,6 +92,9 @@ class ControlClient:
         """Why the daemon ended the connection, when it said so (its last line)."""
         self._closing = False
         """close() was called: the end of the stream is ours, not the daemon's."""
+        self._connecting = asyncio.Lock()
+        """Calls made at once after an eviction share one new connection (each opened its own: the
+        end of one the client no longer tracked then failed the calls in progress on another)."""
 
     async def connect(self) -> None:
         limit = CONNECT_TIMEOUT if self.timeout is None else min(self.timeout, CONNECT_TIMEOUT)
@@ -97,7 +107,9 @@ class ControlClient:
         except OSError as exc:
             raise ControlError(connect_problem(self.path, exc)) from None
         self.disconnected = None
-        self._pump = asyncio.create_task(self._read())
+        # The calls of each connection: its end fails those, never those of a later connection.
+        self._pending = {}
+        self._pump = asyncio.create_task(self._read(self._reader, self._pending))
 
     async def _drop(self) -> None:
         """Forget a connection the daemon ended, so that the next call opens a new one."""
@@ -117,10 +129,11 @@ class ControlClient:
                 pass
         self._writer = None
 
-    async def _read(self) -> None:
+    async def _read(self, reader: asyncio.StreamReader, pending: dict[int, asyncio.Future]) -> None:
+        why = None
         try:
             while True:
-                line = await self._reader.readline()
+                line = await reader.readline()
                 if not line:
                     break
                 msg = json.loads(line)
@@ -131,18 +144,23 @@ class ControlClient:
                         self._events.put_nowait(msg["event"])
                     continue
                 if msg.get("disconnected"):
-                    self.disconnected = str(msg["disconnected"])
+                    why = str(msg["disconnected"])
+                    if reader is self._reader:
+                        self.disconnected = why
                     break
-                fut = self._pending.pop(msg.get("id"), None)
+                fut = pending.pop(msg.get("id"), None)
                 if fut is not None and not fut.done():
                     fut.set_result(msg)
         except (asyncio.CancelledError, OSError, ValueError):
             pass
         finally:
-            for fut in self._pending.values():
+            text = f"the daemon closed the connection: {why}" if why else "the daemon closed the connection"
+            for fut in pending.values():
                 if not fut.done():
-                    fut.set_exception(ControlError(self._closed_why()))
-            if self._events is not None:
+                    fut.set_exception(_Unread(text) if why == IDLE_EVICTED else ControlError(text))
+            # The end of the event stream; not after an eviction: a subscribed connection is never
+            # evicted, so a subscribe it crossed is sent again and the stream has not begun.
+            if self._events is not None and reader is self._reader and why != IDLE_EVICTED:
                 self._events.put_nowait(None)
 
     def _closed_why(self) -> str:
@@ -152,24 +170,25 @@ class ControlClient:
     async def call(self, cmd: str, **args):
         try:
             return await self._call(cmd, args)
-        except ControlError:
-            if self.disconnected != IDLE_EVICTED:
-                raise
+        except _Unread:
             # The daemon ended this connection as idle to make room for another client, just as the
-            # request went out: it was not read (only connections waiting for a line are ended), so
-            # it is sent again on a new connection.
+            # request went out: it was not read (only connections waiting for a line are ended, after
+            # every earlier answer), so it is sent again on a new connection. An answer, a refusal
+            # included, is never sent again.
             return await self._call(cmd, args)
 
     async def _call(self, cmd: str, args: dict):
-        if self._pump is not None and self._pump.done() and self.disconnected == IDLE_EVICTED:
-            await self._drop()  # no request nor subscription was lost: a new connection serves as well
-        if self._writer is None:
-            await self.connect()
+        async with self._connecting:
+            if self._pump is not None and self._pump.done() and self.disconnected == IDLE_EVICTED:
+                await self._drop()  # no request nor subscription was lost: a new connection serves as well
+            if self._writer is None:
+                await self.connect()
         if self._pump is not None and self._pump.done():
             raise ControlError(self._closed_why())  # no reader left to answer
         rid = next(self._ids)
         fut = asyncio.get_running_loop().create_future()
-        self._pending[rid] = fut
+        pending = self._pending
+        pending[rid] = fut
         try:
             self._writer.write(json.dumps({"id": rid, "cmd": cmd, **args}).encode() + b"\n")
             await self._writer.drain()
@@ -180,10 +199,11 @@ class ControlClient:
         try:
             msg = await asyncio.wait_for(fut, self.timeout)
         except asyncio.TimeoutError:
+            later = "; it may still carry it out: look before trying again" if cmd in CHANGES else ""
             raise ControlError(f"no answer from the daemon at {self.path} to '{cmd}' within "
-                               f"{self.timeout:g}s (wedged or very busy?)") from None
+                               f"{self.timeout:g}s (wedged or very busy?){later}") from None
         finally:
-            self._pending.pop(rid, None)
+            pending.pop(rid, None)
         if not msg.get("ok"):
             raise ControlError(msg.get("error", "failed"), msg.get("findings"))
         return msg.get("result")

@@ -171,8 +171,9 @@ class ControlServer:
             self._evict_idle()
         if len(self._clients) >= self.max_clients:
             self.refused += 1
-            why = (f"too many control connections ({self.max_clients} open); close one "
-                   "(an idle console or `ipsec-console events`) and try again")
+            why = (f"too many control connections ({self.max_clients} open, none idle for {IDLE_EVICT:g}s: "
+                   "each is answering, streaming events or was used just now); try again shortly, or close "
+                   "one (a console, `ipsec-console events`)")
             log.warning("control socket: refused a connection: %d open, the limit", self.max_clients)
             writer.write(line({"id": None, "ok": False, "error": why, "disconnected": why}))
             writer.close()  # no wait: this client may never read
