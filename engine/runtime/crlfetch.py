@@ -69,7 +69,10 @@ def _hhmm(t: float) -> str:
 async def http_get(uri: str, *, max_bytes: int = MAX_CRL_BYTES) -> bytes:
     """The body of an http:// URI answered 200 (HTTP/1.0: no chunked encoding), at most max_bytes.
     No time limit here: the caller wraps it (fetch_crl)."""
-    parts = urlsplit(uri)
+    try:
+        parts = urlsplit(uri)
+    except ValueError as exc:  # e.g. an unclosed [ of an IPv6 literal
+        raise FetchError(f"not a valid URI ({exc})") from None
     if parts.scheme.lower() != "http" or not parts.hostname:
         raise FetchError("only http:// URIs are fetched")
     try:
@@ -100,11 +103,24 @@ async def http_get(uri: str, *, max_bytes: int = MAX_CRL_BYTES) -> bytes:
         if status[1] != "200":
             raise FetchError(f"HTTP {' '.join(status[1:])}" + (" (redirects are not followed)"
                                                                 if status[1].startswith("3") else ""))
+        length = None
         for line in lines[1:]:
             name, _, value = line.partition(":")
-            if name.strip().lower() == "content-length" and value.strip().isdigit() \
-                    and int(value.strip()) > max_bytes:
-                raise FetchError(f"the CRL has {int(value.strip())} bytes, more than the {max_bytes} we take")
+            name, value = name.strip().lower(), value.strip()
+            if name == "content-length" and value.isdigit():
+                length = int(value)
+                if length > max_bytes:
+                    raise FetchError(f"the CRL has {length} bytes, more than the {max_bytes} we take")
+            elif name in ("transfer-encoding", "content-encoding") and value.lower() not in ("", "identity"):
+                # not asked for (HTTP/1.0, no Accept-Encoding): say so rather than "not a CRL"
+                raise FetchError(f"the server sent {line.split(':')[0].strip()} {value}, which we did not ask for")
+        if length is not None:
+            # the body ends there, whether or not the server closes (some ignore Connection: close)
+            try:
+                return await reader.readexactly(length)
+            except asyncio.IncompleteReadError as exc:
+                raise FetchError(f"the server closed the connection after {len(exc.partial)} of the "
+                                 f"{length} bytes it announced") from None
         body = bytearray()
         while chunk := await reader.read(65536):
             body += chunk
