@@ -14,7 +14,8 @@ Bounded: MAX_CRL_BYTES per body (charon sets no limit), FETCH_TIMEOUT for the wh
 (charon's default), MAX_CONCURRENT transfers, MAX_QUEUED waiting, MAX_CACHED URIs and
 MAX_CACHE_BYTES in all. A URI whose fetch failed is not tried again for FAILURE_HOLD (charon
 degrades it for 3 timeouts). A cached CRL is refreshed once its nextUpdate has passed (hourly when
-it has none). What is fetched is only parsed here: validate_chain checks its signature, its
+it has none), or after FAILURE_HOLD when IKE_AUTH found no good, current CRL in it (it does not
+verify, is of another issuer: a nextUpdate it states is not trusted for that). What is fetched is only parsed here: validate_chain checks its signature, its
 issuer's cRLSign and its dates at each use, as for [engine] crls. Only http:// (no LDAP, no
 redirects, no OCSP).
 """
@@ -60,6 +61,11 @@ class _Cached:
     fetched: float
     refresh_at: float
     """Wall time (Unix) after which it is fetched again: the earliest nextUpdate of its CRLs."""
+
+    @property
+    def settled(self) -> float:
+        """Until when a validation it did not help does not fetch it again."""
+        return min(self.refresh_at, self.fetched + FAILURE_HOLD)
 
 
 def _hhmm(t: float) -> str:
@@ -183,13 +189,18 @@ class CrlFetcher:
     def drain(self) -> None:
         """Fetch what the engine asked for since the last call."""
         if self.credentials is not None and self.credentials.wanted:
-            self.want(self.credentials.take_wanted())
+            self.want(self.credentials.take_wanted(), unhelpful=True)
 
-    def want(self, uris) -> None:
+    def want(self, uris, *, unhelpful: bool = False) -> None:
+        """Fetch these URIs unless fresh in the cache, being fetched or held after a failure.
+        `unhelpful`: a validation found no good, current CRL among what they gave (a CRL that does
+        not verify, of another issuer, out of date): what is cached is fetched again once
+        FAILURE_HOLD has passed, whatever its nextUpdate says (charon keeps only a fetched CRL
+        that verifies; a forged one with a far nextUpdate held the URI until then)."""
         now = self.wall()
         for uri in uris:
             cached = self.cache.get(uri)
-            if cached is not None and now < cached.refresh_at:
+            if cached is not None and now < (cached.settled if unhelpful else cached.refresh_at):
                 continue
             if uri in self.running or uri in self.queued:
                 continue
@@ -289,8 +300,9 @@ class CrlFetcher:
             return
         creds.fetched_crls = {uri: c.crls for uri, c in self.cache.items()}
         creds.crl_pending = frozenset((*self.running, *self.queued))
-        # until when want() leaves a URI alone (a fresh CRL, a failure held): IKE_AUTH waits for no fetch
-        settled = {uri: c.refresh_at for uri, c in self.cache.items()}
+        # until when want() leaves a URI IKE_AUTH asks for alone (a recent fetch, a failure held):
+        # IKE_AUTH waits for no fetch then
+        settled = {uri: c.settled for uri, c in self.cache.items()}  # wanted by IKE_AUTH: it did not help
         settled.update((uri, until) for uri, (until, _) in self.failed.items())
         creds.crl_settled = settled
         creds.crl_status = {uri: s for uri in {*self.cache, *self.failed, *self.running, *self.queued}

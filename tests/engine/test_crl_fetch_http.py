@@ -75,3 +75,64 @@ def test_an_encoded_body_is_named(header, needle):
     "neither a PEM nor a DER CRL", which sends the operator to look at the CRL itself."""
     with pytest.raises(FetchError, match=needle):
         _run(b"HTTP/1.1 200 OK\r\n" + header + b"\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+
+
+# --- the cache must not keep what did not help --------------------------------------------------
+
+import dataclasses as _dc  # noqa: E402
+from datetime import datetime, timedelta, timezone  # noqa: E402
+
+from cryptography import x509  # noqa: E402
+from cryptography.hazmat.primitives import hashes  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
+
+from engine.pki import ca  # noqa: E402
+from engine.pki.credentials import load_credentials  # noqa: E402
+from engine.pki.validate import validate_chain  # noqa: E402
+from engine.runtime import crlfetch  # noqa: E402
+
+from tests.engine.ike_pair import RIGHT  # noqa: E402
+from tests.engine.test_crl_fetch import _fetch_all, fetched_pki, server  # noqa: E402,F401
+from tests.engine.test_ike_certs import cert_policy  # noqa: E402
+
+
+def test_a_forged_crl_with_a_far_next_update_does_not_settle_the_uri(server, fetched_pki):  # noqa: F811
+    """Whoever answers the plain-HTTP fetch once (a spoofed name, a path on the way) served a CRL that
+    does not verify, with nextUpdate a year ahead: it was cached until then and the distribution
+    point never fetched again, so under relaxed (the default) a revoked certificate passed for a
+    year after the attack had ended. charon keeps only a fetched CRL that verifies. A cached CRL
+    that did not give the certificate a good, current status is fetched again after FAILURE_HOLD."""
+    d = fetched_pki
+    ca_cert = x509.load_pem_x509_certificate((d / "ca.crt").read_bytes())
+    left = x509.load_pem_x509_certificate((d / "certs" / "left.crt").read_bytes())
+    real_now = datetime.now(timezone.utc)
+    forged = (x509.CertificateRevocationListBuilder().issuer_name(ca_cert.subject)
+              .last_update(real_now - timedelta(hours=1)).next_update(real_now + timedelta(days=365))
+              .sign(ec.generate_private_key(ec.SECP256R1()), hashes.SHA256()))
+    server.routes["/crl.pem"] = (200, forged.public_bytes(serialization.Encoding.PEM), 0.0)
+    creds = load_credentials(cert_policy(d, "right.example", "left.example", RIGHT, crl=False))
+    clock = [real_now.timestamp()]
+    f = crlfetch.CrlFetcher(wall=lambda: clock[0])
+    _fetch_all(f, creds=creds)
+    uri = server.uri("/crl.pem")
+    assert server.hits["/crl.pem"] == 1 and uri in creds.fetched_crls
+    ca.revoke(d, "left", "key-compromise")
+    ca.crl(d)
+    server.routes["/crl.pem"] = (200, (d / "crl.pem").read_bytes(), 0.0)  # the attack is over
+
+    clock[0] += crlfetch.FAILURE_HOLD + 1
+    when = datetime.fromtimestamp(clock[0], timezone.utc)
+    res = validate_chain(left, [], [ca_cert], creds.all_crls(), when)
+    assert res.ok and res.crl_uris == (uri,)  # relaxed, the forged CRL ignored: the URI is wanted again
+    assert creds.crl_settled[uri] <= clock[0]  # so IKE_AUTH holds for the fetch it asks for
+    creds.want(res.crl_uris)
+    _fetch_all(f)
+    assert server.hits["/crl.pem"] == 2
+    res = validate_chain(left, [], [ca_cert], creds.all_crls(), when)
+    assert not res.ok and "revoked" in res.reason, res.reason
+    # within FAILURE_HOLD of a fetch it is not fetched again, and a prefetch leaves a fresh one alone
+    creds.want([uri])
+    _fetch_all(f)
+    f.attach(creds)
+    _fetch_all(f)
+    assert server.hits["/crl.pem"] == 2
