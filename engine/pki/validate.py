@@ -347,15 +347,20 @@ def _revocation_problem(
                         f'({words}), according to a delta CRL of "{issuer_text}"'), True
             refused = refused or f'; a delta CRL of "{issuer_text}" does not count without a current base CRL'
             continue
-        found = True
-        current = True
-        if crl.next_update_utc is not None and now > crl.next_update_utc:
-            warnings.append(f'the CRL of "{issuer_text}" expired on {_when(crl.next_update_utc)} (a newer one is due)')
-            current = False
-        elif now < crl.last_update_utc:
-            warnings.append(f'the CRL of "{issuer_text}" is not valid before {_when(crl.last_update_utc)}')
-            current = False
-        good_and_current = good_and_current or current
+        scope = _scope_problem(crl, cert)
+        if scope is not None:
+            # what it lists is still revoked (below), but it does not say the certificate is good
+            refused = refused or f'; a CRL of "{issuer_text}" {scope}'
+        else:
+            found = True
+            current = True
+            if crl.next_update_utc is not None and now > crl.next_update_utc:
+                warnings.append(f'the CRL of "{issuer_text}" expired on {_when(crl.next_update_utc)} (a newer one is due)')
+                current = False
+            elif now < crl.last_update_utc:
+                warnings.append(f'the CRL of "{issuer_text}" is not valid before {_when(crl.last_update_utc)}')
+                current = False
+            good_and_current = good_and_current or current
         entry = crl.get_revoked_certificate_by_serial_number(cert.serial_number) \
             if cert.serial_number in facts.serials else None
         if entry is not None:
@@ -379,6 +384,40 @@ def _revocation_problem(
         return (f'certificate {describe(cert)} names a CRL distribution point but no valid CRL of "{issuer_text}" '
                 f"is loaded (revocation = ifuri){refused}"), False
     return None, False
+
+
+def _scope_problem(crl: x509.CertificateRevocationList, cert: x509.Certificate) -> str | None:
+    """Why this CRL (extensions readable) cannot say `cert` is good: RFC 5280 §5.2 (a critical
+    extension we cannot process), §6.3.3 (b) and (d) (issuingDistributionPoint: a partition for
+    other distribution points, CA or end-entity certificates only, some reasons only). charon
+    refuses such an unknown critical extension too; it does not read issuingDistributionPoint."""
+    idp = None
+    for ext in crl.extensions:
+        if ext.critical and isinstance(ext.value, x509.UnrecognizedExtension):
+            return f"has a critical extension we cannot process ({ext.oid.dotted_string}): not used to find it good"
+        if isinstance(ext.value, x509.IssuingDistributionPoint):
+            idp = ext.value
+    if idp is None:
+        return None
+    try:
+        bc = _ext(cert, x509.BasicConstraints)
+        cdp = _ext(cert, x509.CRLDistributionPoints)
+    except ValueError:
+        return "has an issuingDistributionPoint and the certificate's extensions are unreadable"
+    is_ca = bc is not None and bc.ca
+    if idp.only_contains_user_certs and is_ca:
+        return "covers end-entity certificates only (issuingDistributionPoint)"
+    if idp.only_contains_ca_certs and not is_ca:
+        return "covers CA certificates only (issuingDistributionPoint)"
+    if idp.only_contains_attribute_certs:
+        return "covers attribute certificates only (issuingDistributionPoint)"
+    if idp.only_some_reasons:
+        return "covers some revocation reasons only (issuingDistributionPoint)"
+    names = {n for dp in cdp or () for n in dp.full_name or ()}
+    if idp.full_name and names and not names & set(idp.full_name):
+        return ("is the partition of " + ", ".join(str(getattr(n, "value", n)) for n in idp.full_name)
+                + ", not of the certificate's distribution point (issuingDistributionPoint)")
+    return None
 
 
 def _has_crl_uri(cert: x509.Certificate) -> bool:

@@ -1,0 +1,74 @@
+"""A CRL's scope (RFC 5280 §5.2.5 issuingDistributionPoint, §6.3.3 (b), (d)) and its critical
+extensions (§5.2): a CRL that does not cover a certificate, or that we cannot fully read, never
+makes that certificate good; what it lists as revoked by the same issuer still counts."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.x509.oid import ObjectIdentifier
+
+from engine.pki.validate import validate_chain
+
+from tests.engine.test_crl_fetch import _leaf, _root
+from tests.engine.test_pki_validate import NOW
+
+URI = "http://192.0.2.10/ca.crl"
+
+
+def _idp(*, uris=None, user=False, ca=False, reasons=None, indirect=False):
+    return x509.IssuingDistributionPoint(
+        full_name=[x509.UniformResourceIdentifier(u) for u in uris] if uris else None, relative_name=None,
+        only_contains_user_certs=user, only_contains_ca_certs=ca, only_some_reasons=reasons,
+        indirect_crl=indirect, only_contains_attribute_certs=False)
+
+
+def _crl(root, ext=None, critical=True, revoked=()):
+    b = (x509.CertificateRevocationListBuilder().issuer_name(root[0].subject)
+         .last_update(NOW - timedelta(hours=1)).next_update(NOW + timedelta(days=1)))
+    if ext is not None:
+        b = b.add_extension(ext, critical=critical)
+    for serial in revoked:
+        b = b.add_revoked_certificate(x509.RevokedCertificateBuilder().serial_number(serial)
+                                      .revocation_date(NOW - timedelta(minutes=5)).build())
+    return b.sign(root[1], hashes.SHA256())
+
+
+OTHER = x509.UnrecognizedExtension(ObjectIdentifier("1.3.6.1.4.1.99999.7"), b"\x05\x00")
+
+
+@pytest.mark.parametrize("ext, covers", [
+    (None, True),
+    (_idp(uris=[URI]), True),
+    (_idp(uris=["http://192.0.2.10/other-partition.crl"]), False),
+    (_idp(user=True), True),
+    (_idp(ca=True), False),
+    (_idp(reasons=frozenset({x509.ReasonFlags.key_compromise})), False),
+    (OTHER, False),
+], ids=["plain", "idp-same-uri", "idp-other-partition", "only-user", "only-ca", "only-some-reasons",
+        "unknown-critical"])
+def test_only_a_crl_covering_the_certificate_makes_it_good(ext, covers):
+    root = _root()
+    leaf = _leaf(root, URI)
+    res = validate_chain(leaf, [], [root[0]], [_crl(root, ext)], NOW, revocation="strict")
+    assert res.ok is covers, res.reason
+    if not covers:
+        assert res.needs_crl and res.crl_uris == (URI,)  # its own distribution point is fetched
+
+
+def test_an_unknown_non_critical_extension_is_ignored():
+    root = _root()
+    res = validate_chain(_leaf(root, URI), [], [root[0]], [_crl(root, OTHER, critical=False)], NOW,
+                         revocation="strict")
+    assert res.ok, res.reason
+
+
+@pytest.mark.parametrize("ext", [_idp(uris=["http://192.0.2.10/other-partition.crl"]), _idp(ca=True), OTHER])
+def test_what_an_out_of_scope_crl_lists_still_revokes(ext):
+    root = _root()
+    leaf = _leaf(root, URI)
+    res = validate_chain(leaf, [], [root[0]], [_crl(root, ext, revoked=[leaf.serial_number])], NOW)
+    assert not res.ok and "revoked" in res.reason, res.reason
