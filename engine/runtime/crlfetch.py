@@ -92,6 +92,8 @@ async def http_get(uri: str, *, max_bytes: int = MAX_CRL_BYTES) -> bytes:
         reader, writer = await asyncio.open_connection(host, port, limit=MAX_HEADER_BYTES)
     except OSError as exc:
         raise FetchError(f"cannot connect: {exc.strerror or exc}") from None
+    except UnicodeError:  # the IDNA codec: an empty or over-long label
+        raise FetchError(f"cannot connect: {host!r} is not a valid host name") from None
     try:
         writer.write(f"GET {target} HTTP/1.0\r\nHost: {host_header}\r\nUser-Agent: ipsec-console\r\n"
                      "Accept: */*\r\nConnection: close\r\n\r\n".encode("ascii"))

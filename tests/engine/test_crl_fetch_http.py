@@ -37,8 +37,17 @@ def _run(answer: bytes, *, keep_open: bool = False, timeout: float = 2.0):
     return asyncio.run(go())
 
 
+@pytest.mark.parametrize("uri, needle", [("http://[::1/ca.crl", "not a valid URI"),
+                                         ("http://a..b/ca.crl", "cannot connect"),
+                                         ("http://" + "x" * 70 + ".example/ca.crl", "cannot connect")])
+def test_a_malformed_uri_is_a_fetch_error(uri, needle):
+    """urlsplit raises ValueError on an unclosed [, the IDNA codec UnicodeError on an empty or long
+    label: both became "internal error" with a traceback in the log."""
+    with pytest.raises(FetchError, match=needle):
+        asyncio.run(fetch_crl(uri))
+
+
 def test_a_bracketed_host_that_is_not_ipv6_is_a_fetch_error():
-    """urlsplit raises ValueError on it: that became "internal error" with a traceback in the log."""
     with pytest.raises(FetchError, match="not a valid URI"):
         asyncio.run(fetch_crl("http://[::1/ca.crl"))
     f = CrlFetcher()
