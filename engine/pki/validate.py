@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -488,10 +489,18 @@ def _crl_facts(crl: x509.CertificateRevocationList) -> _CrlFacts:
     # another list, loaded later, got the genuine verdict and serials.) A reload reads new objects.
     facts = _crl_memo.get(id(crl))
     if facts is None or facts.crl is not crl:
+        # Drop the facts of CRLs only this memo still holds (a fetched CRL refreshed, a reload):
+        # cryptography's CRLs take no weak reference, and each can be megabytes with its serials.
+        for key in [k for k, f in _crl_memo.items() if sys.getrefcount(f.crl) <= _MEMO_ONLY_REFS]:
+            del _crl_memo[key]
         if len(_crl_memo) >= _CRL_MEMO_MAX:
             _crl_memo.clear()
         facts = _crl_memo[id(crl)] = _CrlFacts(crl)
     return facts
+
+
+_MEMO_ONLY_REFS = 2
+"""sys.getrefcount of a CRL referenced only by its _CrlFacts (that reference and the call's argument)."""
 
 
 def _ext_value(entry: x509.RevokedCertificate, cls):

@@ -72,3 +72,25 @@ def test_what_an_out_of_scope_crl_lists_still_revokes(ext):
     leaf = _leaf(root, URI)
     res = validate_chain(leaf, [], [root[0]], [_crl(root, ext, revoked=[leaf.serial_number])], NOW)
     assert not res.ok and "revoked" in res.reason, res.reason
+
+
+def test_the_crl_memo_keeps_no_crl_nobody_uses_any_more():
+    """The verdicts kept per CRL object (_crl_facts) held every CRL object ever validated against until
+    64 of them: each refresh of a fetched CRL makes new objects, so a 4 MB CRL (190,000 entries, ~20 MB
+    with its serials) fetched hourly grew the process by ~1 GB in three days."""
+    from cryptography.hazmat.primitives import serialization
+    from engine.pki import validate
+
+    root = _root()
+    leaf = _leaf(root, URI)
+    der = _crl(root).public_bytes(serialization.Encoding.DER)
+    validate._crl_memo.clear()
+    for _ in range(5):  # five refreshes: a new object each time, the old one dropped by the cache
+        crl = x509.load_der_x509_crl(der)
+        assert validate_chain(leaf, [], [root[0]], [crl], NOW, revocation="strict").ok
+        del crl
+    assert len(validate._crl_memo) <= 1
+    kept = x509.load_der_x509_crl(der)  # still in use (a cache holds it): its facts stay
+    validate_chain(leaf, [], [root[0]], [kept], NOW)
+    validate_chain(leaf, [], [root[0]], [x509.load_der_x509_crl(der)], NOW)
+    assert any(f.crl is kept for f in validate._crl_memo.values())
