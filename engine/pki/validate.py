@@ -38,6 +38,7 @@ Sans-IO apart from the file loaders: `now` is an argument.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import sys
@@ -457,8 +458,12 @@ class _CrlFacts:
 
     def __init__(self, crl: x509.CertificateRevocationList) -> None:
         self.crl = crl
-        self.serials = frozenset(entry.serial_number for entry in crl)
         self._signed: dict[bytes, bool] = {}
+
+    @functools.cached_property
+    def serials(self) -> frozenset[int]:
+        # read only once its signature verified: a forged CRL of 4 MB costs no work per entry
+        return frozenset(entry.serial_number for entry in self.crl)
 
     def signed_by(self, crl: x509.CertificateRevocationList, issuer: x509.Certificate) -> bool:
         try:
