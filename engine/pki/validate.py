@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import functools
 import os
-import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -517,13 +516,27 @@ def _ext_value(entry: x509.RevokedCertificate, cls):
 
 # --- loading CRLs ----------------------------------------------------------------
 
-_PEM_CRL = re.compile(rb"-----BEGIN X509 CRL-----.+?-----END X509 CRL-----", re.S)
+_PEM_BEGIN, _PEM_END = b"-----BEGIN X509 CRL-----", b"-----END X509 CRL-----"
+
+
+def _pem_blocks(data: bytes) -> list[bytes]:
+    """The BEGIN..END X509 CRL blocks, in one pass: a regex scanned to the end from every BEGIN
+    without an END (over an hour for a fetched 4 MB of them)."""
+    out: list[bytes] = []
+    i = 0
+    while (begin := data.find(_PEM_BEGIN, i)) >= 0:
+        end = data.find(_PEM_END, begin + len(_PEM_BEGIN))
+        if end < 0:
+            break
+        i = end + len(_PEM_END)
+        out.append(data[begin:i])
+    return out
 
 
 def load_crls(data: bytes, source: str = "CRL") -> list[x509.CertificateRevocationList]:
     """All CRLs in PEM data, or one DER CRL."""
     if b"-----BEGIN" in data:
-        blocks = _PEM_CRL.findall(data)
+        blocks = _pem_blocks(data)
         if not blocks:
             raise PkiError(f"{source}: no PEM X509 CRL block in it")
         try:
