@@ -18,7 +18,10 @@ What is checked (in this order, the first failure is the reason):
    cRLSign (RFC 5280 §6.3.3 (f)), is ignored (and reported); a delta CRL
    revokes what it lists but never makes a certificate good by itself; an
    expired CRL is still used for what it lists (revocation is permanent) and
-   reported. ``revocation="strict"`` also fails when no good, current CRL
+   reported (one without nextUpdate is never current, as charon); a CRL whose
+   issuingDistributionPoint does not cover the certificate, or with a critical
+   extension we cannot process, revokes what it lists but never makes a
+   certificate good. ``revocation="strict"`` also fails when no good, current CRL
    covers a certificate (strongSwan's ``revocation = strict``); ``"ifuri"``
    fails so only for a certificate naming a CRL distribution point, or whose
    issuer's CRL is loaded but expired (strongSwan's ``ifuri``: the status must
@@ -355,7 +358,10 @@ def _revocation_problem(
         else:
             found = True
             current = True
-            if crl.next_update_utc is not None and now > crl.next_update_utc:
+            if crl.next_update_utc is None:  # RFC 5280 §5.1.2.5 MUST; charon: stale, always
+                warnings.append(f'the CRL of "{issuer_text}" has no nextUpdate, so it is never current')
+                current = False
+            elif now > crl.next_update_utc:
                 warnings.append(f'the CRL of "{issuer_text}" expired on {_when(crl.next_update_utc)} (a newer one is due)')
                 current = False
             elif now < crl.last_update_utc:

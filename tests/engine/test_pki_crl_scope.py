@@ -108,3 +108,57 @@ def test_a_crl_that_does_not_verify_costs_no_work_per_entry():
     res = validate_chain(_leaf(root, URI), [], [root[0]], [forged], NOW)
     assert res.ok and any("not signed by that CA" in w for w in res.warnings)
     assert "serials" not in validate._crl_facts(forged).__dict__
+
+
+
+def _der_len(n: int) -> bytes:
+    if n < 128:
+        return bytes([n])
+    b = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes([0x80 | len(b)]) + b
+
+
+def _tlv(tag: int, content: bytes) -> bytes:
+    return bytes([tag]) + _der_len(len(content)) + content
+
+
+def _elements(data: bytes) -> list[bytes]:
+    out, i = [], 0
+    while i < len(data):
+        n, j = data[i + 1], i + 2
+        if n & 0x80:
+            k = n & 0x7F
+            n, j = int.from_bytes(data[j:j + k], "big"), j + k
+        out.append(data[i:j + n])
+        i = j + n
+    return out
+
+
+def _without_next_update(root, crl) -> x509.CertificateRevocationList:
+    """cryptography's builder insists on nextUpdate: drop it from the TBS and sign again."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    outer = _elements(crl.public_bytes(serialization.Encoding.DER))[0]
+    tbs, alg, _ = _elements(outer[2 + (outer[1] & 0x7F if outer[1] & 0x80 else 0):])
+    fields = _elements(tbs[2 + (tbs[1] & 0x7F if tbs[1] & 0x80 else 0):])
+    times = [k for k, f in enumerate(fields) if f[0] in (0x17, 0x18)]
+    del fields[times[1]]  # thisUpdate stays, nextUpdate goes
+    new_tbs = _tlv(0x30, b"".join(fields))
+    sig = root[1].sign(new_tbs, ec.ECDSA(hashes.SHA256()))
+    return x509.load_der_x509_crl(_tlv(0x30, new_tbs + alg + _tlv(0x03, b"\x00" + sig)))
+
+
+def test_a_crl_without_next_update_is_never_current():
+    """RFC 5280 §5.1.2.5: conforming CRL issuers MUST include nextUpdate. charon's x509_crl
+    get_validity then compares with 0: such a CRL is stale, always. Taken as current forever, an old
+    one (from before a revocation) replayed to a fetch made a revoked certificate good under strict."""
+    root = _root()
+    leaf = _leaf(root, URI)
+    crl = _without_next_update(root, _crl(root))
+    assert crl.next_update_utc is None and crl.is_signature_valid(root[0].public_key())
+    res = validate_chain(leaf, [], [root[0]], [crl], NOW, revocation="strict")
+    assert not res.ok and res.needs_crl and res.crl_uris == (URI,), res.reason
+    assert any("nextUpdate" in w for w in res.warnings), res.warnings
+    listed = _without_next_update(root, _crl(root, revoked=[leaf.serial_number]))  # what it lists still revokes
+    assert "revoked" in validate_chain(leaf, [], [root[0]], [listed], NOW).reason
