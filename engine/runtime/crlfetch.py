@@ -75,6 +75,8 @@ def _hhmm(t: float) -> str:
 async def http_get(uri: str, *, max_bytes: int = MAX_CRL_BYTES) -> bytes:
     """The body of an http:// URI answered 200 (HTTP/1.0: no chunked encoding), at most max_bytes.
     No time limit here: the caller wraps it (fetch_crl)."""
+    if not (uri.isascii() and uri.isprintable()) or " " in uri:  # nothing may bend the request line
+        raise FetchError("not a valid URI (a space, a control or a non-ASCII character)")
     try:
         parts = urlsplit(uri)
     except ValueError as exc:  # e.g. an unclosed [ of an IPv6 literal

@@ -159,3 +159,13 @@ def test_pem_markers_without_an_end_cost_linear_time():
         load_crls(data)
     assert time.monotonic() - start < 1.0
 
+
+
+@pytest.mark.parametrize("uri", ["http://127.0.0.1:9/a b.crl", "http://127.0.0.1:9/a\r\nX-Injected: 1",
+                                 "http://127.0.0.1:9/\u00e9.crl"])
+def test_fetch_crl_itself_refuses_what_would_bend_the_request_line(uri):
+    """crl_uris() filters a certificate's URIs, but fetch_crl is the fetcher's public door: a space or
+    a control character reached the request line (urlsplit drops CR and LF, not the rest), and a
+    non-ASCII one raised UnicodeEncodeError, an "internal error"."""
+    with pytest.raises(FetchError, match="not a valid URI"):
+        asyncio.run(fetch_crl(uri))
