@@ -509,8 +509,16 @@ def _crl_facts(crl: x509.CertificateRevocationList) -> _CrlFacts:
     return facts
 
 
-_MEMO_ONLY_REFS = 2
-"""sys.getrefcount of a CRL referenced only by its _CrlFacts (that reference and the call's argument)."""
+class _Probe:
+    def __init__(self) -> None:
+        self.crl = object()
+
+
+_probe = _Probe()
+_MEMO_ONLY_REFS = sys.getrefcount(_probe.crl)
+"""sys.getrefcount of an object held by one attribute only, read as _crl_facts reads it (2 on 3.11:
+the attribute and the argument; measured, as interpreters borrow references differently)."""
+del _probe
 
 
 def _ext_value(entry: x509.RevokedCertificate, cls):
