@@ -362,7 +362,8 @@ def _revocation_problem(
                 warnings.append(f'the CRL of "{issuer_text}" has no nextUpdate, so it is never current')
                 current = False
             elif now > crl.next_update_utc:
-                warnings.append(f'the CRL of "{issuer_text}" expired on {_when(crl.next_update_utc)} (a newer one is due)')
+                warnings.append(f'the CRL of "{issuer_text}" expired on {_when(crl.next_update_utc)} '
+                                "(a newer one is due)")
                 current = False
             elif now < crl.last_update_utc:
                 warnings.append(f'the CRL of "{issuer_text}" is not valid before {_when(crl.last_update_utc)}')

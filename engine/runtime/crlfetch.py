@@ -15,9 +15,9 @@ Bounded: MAX_CRL_BYTES per body (charon sets no limit), FETCH_TIMEOUT for the wh
 MAX_CACHE_BYTES in all. A URI whose fetch failed is not tried again for FAILURE_HOLD (charon
 degrades it for 3 timeouts). A cached CRL is refreshed once its nextUpdate has passed (hourly when
 it has none), or after FAILURE_HOLD when IKE_AUTH found no good, current CRL in it (it does not
-verify, is of another issuer: a nextUpdate it states is not trusted for that). What is fetched is only parsed here: validate_chain checks its signature, its
-issuer's cRLSign and its dates at each use, as for [engine] crls. Only http:// (no LDAP, no
-redirects, no OCSP).
+verify, is of another issuer: a nextUpdate it states is not trusted for that). What is fetched is
+only parsed here: validate_chain checks its signature, its issuer's cRLSign and its dates at each
+use, as for [engine] crls. Only http:// (no LDAP, no redirects, no OCSP).
 """
 
 from __future__ import annotations

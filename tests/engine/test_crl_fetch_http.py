@@ -5,13 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import datetime, timedelta, timezone
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
+from engine.pki import ca
+from engine.pki.credentials import load_credentials
+from engine.pki.validate import validate_chain
+from engine.runtime import crlfetch
 from engine.runtime.crlfetch import CrlFetcher, FetchError, fetch_crl
 
-from tests.engine.test_crl_fetch import _crl, _root
-from cryptography.hazmat.primitives import serialization
+from tests.engine.ike_pair import RIGHT
+from tests.engine.test_crl_fetch import _crl, _fetch_all, _root
+from tests.engine.test_crl_fetch import fetched_pki, server  # noqa: F401 (fixtures)
+from tests.engine.test_ike_certs import cert_policy
 
 
 def _serve(answer: bytes, *, keep_open: bool):
@@ -87,22 +97,6 @@ def test_an_encoded_body_is_named(header, needle):
 
 
 # --- the cache must not keep what did not help --------------------------------------------------
-
-import dataclasses as _dc  # noqa: E402
-from datetime import datetime, timedelta, timezone  # noqa: E402
-
-from cryptography import x509  # noqa: E402
-from cryptography.hazmat.primitives import hashes  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
-
-from engine.pki import ca  # noqa: E402
-from engine.pki.credentials import load_credentials  # noqa: E402
-from engine.pki.validate import validate_chain  # noqa: E402
-from engine.runtime import crlfetch  # noqa: E402
-
-from tests.engine.ike_pair import RIGHT  # noqa: E402
-from tests.engine.test_crl_fetch import _fetch_all, fetched_pki, server  # noqa: E402,F401
-from tests.engine.test_ike_certs import cert_policy  # noqa: E402
 
 
 def test_a_forged_crl_with_a_far_next_update_does_not_settle_the_uri(server, fetched_pki):  # noqa: F811

@@ -28,7 +28,8 @@ def test_cert_policy_on_an_eap_remote_leaves_the_connection_out(tmp_path):
     """We check cert_policy only with auth = pubkey; charon checks it in any round (an EAP-TLS
     client's certificate, and refuses a PSK peer, which holds no policy)."""
     text = ROADWARRIOR_GW.replace("      auth = pubkey\n      cacerts", "      auth = eap-tls\n      cacerts") \
-        .replace("      revocation = strict\n", "      revocation = strict\n      cert_policy = 1.3.6.1.4.1.36906.1.1\n")
+        .replace("      revocation = strict\n",
+                 "      revocation = strict\n      cert_policy = 1.3.6.1.4.1.36906.1.1\n")
     r = import_text(text, source="gw.conf", conf_dir=tmp_path / "swanctl", out_dir=tmp_path)
     assert any("cert_policy" in w and "left out" in w for w in r.warnings), r.warnings
     policy = parse_policy(r.policy_toml, tmp_path / "p.toml", load_secrets=False)
