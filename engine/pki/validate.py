@@ -238,7 +238,12 @@ def validate_chain(
 
     chain = [end_cert]
     if any(end_cert == t for t in trusted_cas):  # the peer's own certificate is pinned as trusted
-        return ValidationResult(True, f"certificate {describe(end_cert)} is itself trusted", tuple(chain))
+        # its own policies are valid (charon: the chain is the certificate itself), for remote.cert_policy
+        problem, policies = policies_of_path(chain)
+        if problem:
+            return ValidationResult(False, problem)
+        return ValidationResult(True, f"certificate {describe(end_cert)} is itself trusted", tuple(chain),
+                                policies=policies)
 
     current, anchored, budget = end_cert, False, _LinkChecks(trusted_cas)
     while len(chain) <= MAX_CHAIN_DEPTH:

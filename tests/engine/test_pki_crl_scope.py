@@ -162,3 +162,20 @@ def test_a_crl_without_next_update_is_never_current():
     assert any("nextUpdate" in w for w in res.warnings), res.warnings
     listed = _without_next_update(root, _crl(root, revoked=[leaf.serial_number]))  # what it lists still revokes
     assert "revoked" in validate_chain(leaf, [], [root[0]], [listed], NOW).reason
+
+
+def test_a_pinned_certificate_names_its_own_policies():
+    """A peer certificate trusted as it is (in the connection's CAs): charon's constraints plugin
+    takes its own policies as valid (the chain is the certificate itself), so remote.cert_policy can
+    ask for them; here the result named none and every such peer was refused."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "pinned")])
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(NOW - timedelta(days=1)).not_valid_after(NOW + timedelta(days=1))
+            .add_extension(x509.CertificatePolicies([x509.PolicyInformation(
+                x509.ObjectIdentifier("1.3.6.1.4.1.36906.1.1"), None)]), critical=False)
+            .sign(key, hashes.SHA256()))
+    res = validate_chain(cert, [], [cert], [], NOW)
+    assert res.ok and res.policies == frozenset({"1.3.6.1.4.1.36906.1.1"}), res
