@@ -313,12 +313,19 @@ class _Importer(SecretsImport):
         cert_policy = first.value("cert_policy")
         if cert_policy is not None:
             oids = self.split(cert_policy)
-            if side == "remote" and out["auth"] == "pubkey" and oids and all(
-                    _OID.fullmatch(o) and len(o) <= 200 for o in oids):
+            bad = [o for o in oids if not (_OID.fullmatch(o) and len(o) <= 200)]
+            if side == "local" and oids:
+                self.warn(first.where("cert_policy"), f"{p}.cert_policy", f"{cert_policy!r}: left out (cert_policy "
+                          "is read on the remote side)")
+            elif oids and (bad or out["auth"] != "pubkey"):
+                # charon refuses every peer whose certificate lacks one of these (a name that is no dotted
+                # OID never matches, nor does a round without policies): dropping the setting alone would
+                # accept any certificate of the CA, so the connection goes whole
+                return None, (f"remote cert_policy {cert_policy!r}: " + (
+                    f"{', '.join(map(repr, bad))} is not a dotted OID" if bad
+                    else f"checked here only with auth = pubkey (auth is {out['auth']!r})"))
+            elif oids:
                 out["cert_policy"] = oids
-            else:
-                self.warn(first.where("cert_policy"), f"{p}.cert_policy", f"{cert_policy!r}: left out (dotted OIDs, "
-                          "read on the remote side with auth = pubkey)")
         if side == "local":  # each of our certificates needs its private key (SecretsImport.folder_keys)
             self.local_certs.extend((Path(os.path.normpath(self.out_dir / c)), first.where(), f"{p}.certs")
                                     for c in out.get("certs", ()))

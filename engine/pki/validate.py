@@ -18,7 +18,10 @@ What is checked (in this order, the first failure is the reason):
    cRLSign (RFC 5280 §6.3.3 (f)), is ignored (and reported); a delta CRL
    revokes what it lists but never makes a certificate good by itself; an
    expired CRL is still used for what it lists (revocation is permanent) and
-   reported. ``revocation="strict"`` also fails when no good, current CRL
+   reported (one without nextUpdate is never current, as charon); a CRL whose
+   issuingDistributionPoint does not cover the certificate, or with a critical
+   extension we cannot process, revokes what it lists but never makes a
+   certificate good. ``revocation="strict"`` also fails when no good, current CRL
    covers a certificate (strongSwan's ``revocation = strict``); ``"ifuri"``
    fails so only for a certificate naming a CRL distribution point, or whose
    issuer's CRL is loaded but expired (strongSwan's ``ifuri``: the status must
@@ -38,8 +41,9 @@ Sans-IO apart from the file loaders: `now` is an argument.
 
 from __future__ import annotations
 
+import functools
 import os
-import re
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -234,7 +238,12 @@ def validate_chain(
 
     chain = [end_cert]
     if any(end_cert == t for t in trusted_cas):  # the peer's own certificate is pinned as trusted
-        return ValidationResult(True, f"certificate {describe(end_cert)} is itself trusted", tuple(chain))
+        # its own policies are valid (charon: the chain is the certificate itself), for remote.cert_policy
+        problem, policies = policies_of_path(chain)
+        if problem:
+            return ValidationResult(False, problem)
+        return ValidationResult(True, f"certificate {describe(end_cert)} is itself trusted", tuple(chain),
+                                policies=policies)
 
     current, anchored, budget = end_cert, False, _LinkChecks(trusted_cas)
     while len(chain) <= MAX_CHAIN_DEPTH:
@@ -347,15 +356,24 @@ def _revocation_problem(
                         f'({words}), according to a delta CRL of "{issuer_text}"'), True
             refused = refused or f'; a delta CRL of "{issuer_text}" does not count without a current base CRL'
             continue
-        found = True
-        current = True
-        if crl.next_update_utc is not None and now > crl.next_update_utc:
-            warnings.append(f'the CRL of "{issuer_text}" expired on {_when(crl.next_update_utc)} (a newer one is due)')
-            current = False
-        elif now < crl.last_update_utc:
-            warnings.append(f'the CRL of "{issuer_text}" is not valid before {_when(crl.last_update_utc)}')
-            current = False
-        good_and_current = good_and_current or current
+        scope = _scope_problem(crl, cert)
+        if scope is not None:
+            # what it lists is still revoked (below), but it does not say the certificate is good
+            refused = refused or f'; a CRL of "{issuer_text}" {scope}'
+        else:
+            found = True
+            current = True
+            if crl.next_update_utc is None:  # RFC 5280 §5.1.2.5 MUST; charon: stale, always
+                warnings.append(f'the CRL of "{issuer_text}" has no nextUpdate, so it is never current')
+                current = False
+            elif now > crl.next_update_utc:
+                warnings.append(f'the CRL of "{issuer_text}" expired on {_when(crl.next_update_utc)} '
+                                "(a newer one is due)")
+                current = False
+            elif now < crl.last_update_utc:
+                warnings.append(f'the CRL of "{issuer_text}" is not valid before {_when(crl.last_update_utc)}')
+                current = False
+            good_and_current = good_and_current or current
         entry = crl.get_revoked_certificate_by_serial_number(cert.serial_number) \
             if cert.serial_number in facts.serials else None
         if entry is not None:
@@ -379,6 +397,40 @@ def _revocation_problem(
         return (f'certificate {describe(cert)} names a CRL distribution point but no valid CRL of "{issuer_text}" '
                 f"is loaded (revocation = ifuri){refused}"), False
     return None, False
+
+
+def _scope_problem(crl: x509.CertificateRevocationList, cert: x509.Certificate) -> str | None:
+    """Why this CRL (extensions readable) cannot say `cert` is good: RFC 5280 §5.2 (a critical
+    extension we cannot process), §6.3.3 (b) and (d) (issuingDistributionPoint: a partition for
+    other distribution points, CA or end-entity certificates only, some reasons only). charon
+    refuses such an unknown critical extension too; it does not read issuingDistributionPoint."""
+    idp = None
+    for ext in crl.extensions:
+        if ext.critical and isinstance(ext.value, x509.UnrecognizedExtension):
+            return f"has a critical extension we cannot process ({ext.oid.dotted_string}): not used to find it good"
+        if isinstance(ext.value, x509.IssuingDistributionPoint):
+            idp = ext.value
+    if idp is None:
+        return None
+    try:
+        bc = _ext(cert, x509.BasicConstraints)
+        cdp = _ext(cert, x509.CRLDistributionPoints)
+    except ValueError:
+        return "has an issuingDistributionPoint and the certificate's extensions are unreadable"
+    is_ca = bc is not None and bc.ca
+    if idp.only_contains_user_certs and is_ca:
+        return "covers end-entity certificates only (issuingDistributionPoint)"
+    if idp.only_contains_ca_certs and not is_ca:
+        return "covers CA certificates only (issuingDistributionPoint)"
+    if idp.only_contains_attribute_certs:
+        return "covers attribute certificates only (issuingDistributionPoint)"
+    if idp.only_some_reasons:
+        return "covers some revocation reasons only (issuingDistributionPoint)"
+    names = {n for dp in cdp or () for n in dp.full_name or ()}
+    if idp.full_name and names and not names & set(idp.full_name):
+        return ("is the partition of " + ", ".join(str(getattr(n, "value", n)) for n in idp.full_name)
+                + ", not of the certificate's distribution point (issuingDistributionPoint)")
+    return None
 
 
 def _has_crl_uri(cert: x509.Certificate) -> bool:
@@ -417,8 +469,12 @@ class _CrlFacts:
 
     def __init__(self, crl: x509.CertificateRevocationList) -> None:
         self.crl = crl
-        self.serials = frozenset(entry.serial_number for entry in crl)
         self._signed: dict[bytes, bool] = {}
+
+    @functools.cached_property
+    def serials(self) -> frozenset[int]:
+        # read only once its signature verified: a forged CRL of 4 MB costs no work per entry
+        return frozenset(entry.serial_number for entry in self.crl)
 
     def signed_by(self, crl: x509.CertificateRevocationList, issuer: x509.Certificate) -> bool:
         try:
@@ -449,10 +505,26 @@ def _crl_facts(crl: x509.CertificateRevocationList) -> _CrlFacts:
     # another list, loaded later, got the genuine verdict and serials.) A reload reads new objects.
     facts = _crl_memo.get(id(crl))
     if facts is None or facts.crl is not crl:
+        # Drop the facts of CRLs only this memo still holds (a fetched CRL refreshed, a reload):
+        # cryptography's CRLs take no weak reference, and each can be megabytes with its serials.
+        for key in [k for k, f in _crl_memo.items() if sys.getrefcount(f.crl) <= _MEMO_ONLY_REFS]:
+            del _crl_memo[key]
         if len(_crl_memo) >= _CRL_MEMO_MAX:
             _crl_memo.clear()
         facts = _crl_memo[id(crl)] = _CrlFacts(crl)
     return facts
+
+
+class _Probe:
+    def __init__(self) -> None:
+        self.crl = object()
+
+
+_probe = _Probe()
+_MEMO_ONLY_REFS = sys.getrefcount(_probe.crl)
+"""sys.getrefcount of an object held by one attribute only, read as _crl_facts reads it (2 on 3.11:
+the attribute and the argument; measured, as interpreters borrow references differently)."""
+del _probe
 
 
 def _ext_value(entry: x509.RevokedCertificate, cls):
@@ -464,13 +536,27 @@ def _ext_value(entry: x509.RevokedCertificate, cls):
 
 # --- loading CRLs ----------------------------------------------------------------
 
-_PEM_CRL = re.compile(rb"-----BEGIN X509 CRL-----.+?-----END X509 CRL-----", re.S)
+_PEM_BEGIN, _PEM_END = b"-----BEGIN X509 CRL-----", b"-----END X509 CRL-----"
+
+
+def _pem_blocks(data: bytes) -> list[bytes]:
+    """The BEGIN..END X509 CRL blocks, in one pass: a regex scanned to the end from every BEGIN
+    without an END (over an hour for a fetched 4 MB of them)."""
+    out: list[bytes] = []
+    i = 0
+    while (begin := data.find(_PEM_BEGIN, i)) >= 0:
+        end = data.find(_PEM_END, begin + len(_PEM_BEGIN))
+        if end < 0:
+            break
+        i = end + len(_PEM_END)
+        out.append(data[begin:i])
+    return out
 
 
 def load_crls(data: bytes, source: str = "CRL") -> list[x509.CertificateRevocationList]:
     """All CRLs in PEM data, or one DER CRL."""
     if b"-----BEGIN" in data:
-        blocks = _PEM_CRL.findall(data)
+        blocks = _pem_blocks(data)
         if not blocks:
             raise PkiError(f"{source}: no PEM X509 CRL block in it")
         try:

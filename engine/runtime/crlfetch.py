@@ -14,9 +14,10 @@ Bounded: MAX_CRL_BYTES per body (charon sets no limit), FETCH_TIMEOUT for the wh
 (charon's default), MAX_CONCURRENT transfers, MAX_QUEUED waiting, MAX_CACHED URIs and
 MAX_CACHE_BYTES in all. A URI whose fetch failed is not tried again for FAILURE_HOLD (charon
 degrades it for 3 timeouts). A cached CRL is refreshed once its nextUpdate has passed (hourly when
-it has none). What is fetched is only parsed here: validate_chain checks its signature, its
-issuer's cRLSign and its dates at each use, as for [engine] crls. Only http:// (no LDAP, no
-redirects, no OCSP).
+it has none), or after FAILURE_HOLD when IKE_AUTH found no good, current CRL in it (it does not
+verify, is of another issuer: a nextUpdate it states is not trusted for that). What is fetched is
+only parsed here: validate_chain checks its signature, its issuer's cRLSign and its dates at each
+use, as for [engine] crls. Only http:// (no LDAP, no redirects, no OCSP).
 """
 
 from __future__ import annotations
@@ -61,6 +62,11 @@ class _Cached:
     refresh_at: float
     """Wall time (Unix) after which it is fetched again: the earliest nextUpdate of its CRLs."""
 
+    @property
+    def settled(self) -> float:
+        """Until when a validation it did not help does not fetch it again."""
+        return min(self.refresh_at, self.fetched + FAILURE_HOLD)
+
 
 def _hhmm(t: float) -> str:
     return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
@@ -69,7 +75,12 @@ def _hhmm(t: float) -> str:
 async def http_get(uri: str, *, max_bytes: int = MAX_CRL_BYTES) -> bytes:
     """The body of an http:// URI answered 200 (HTTP/1.0: no chunked encoding), at most max_bytes.
     No time limit here: the caller wraps it (fetch_crl)."""
-    parts = urlsplit(uri)
+    if not (uri.isascii() and uri.isprintable()) or " " in uri:  # nothing may bend the request line
+        raise FetchError("not a valid URI (a space, a control or a non-ASCII character)")
+    try:
+        parts = urlsplit(uri)
+    except ValueError as exc:  # e.g. an unclosed [ of an IPv6 literal
+        raise FetchError(f"not a valid URI ({exc})") from None
     if parts.scheme.lower() != "http" or not parts.hostname:
         raise FetchError("only http:// URIs are fetched")
     try:
@@ -83,6 +94,8 @@ async def http_get(uri: str, *, max_bytes: int = MAX_CRL_BYTES) -> bytes:
         reader, writer = await asyncio.open_connection(host, port, limit=MAX_HEADER_BYTES)
     except OSError as exc:
         raise FetchError(f"cannot connect: {exc.strerror or exc}") from None
+    except UnicodeError:  # the IDNA codec: an empty or over-long label
+        raise FetchError(f"cannot connect: {host!r} is not a valid host name") from None
     try:
         writer.write(f"GET {target} HTTP/1.0\r\nHost: {host_header}\r\nUser-Agent: ipsec-console\r\n"
                      "Accept: */*\r\nConnection: close\r\n\r\n".encode("ascii"))
@@ -100,11 +113,24 @@ async def http_get(uri: str, *, max_bytes: int = MAX_CRL_BYTES) -> bytes:
         if status[1] != "200":
             raise FetchError(f"HTTP {' '.join(status[1:])}" + (" (redirects are not followed)"
                                                                 if status[1].startswith("3") else ""))
+        length = None
         for line in lines[1:]:
             name, _, value = line.partition(":")
-            if name.strip().lower() == "content-length" and value.strip().isdigit() \
-                    and int(value.strip()) > max_bytes:
-                raise FetchError(f"the CRL has {int(value.strip())} bytes, more than the {max_bytes} we take")
+            name, value = name.strip().lower(), value.strip()
+            if name == "content-length" and value.isdigit():
+                length = int(value)
+                if length > max_bytes:
+                    raise FetchError(f"the CRL has {length} bytes, more than the {max_bytes} we take")
+            elif name in ("transfer-encoding", "content-encoding") and value.lower() not in ("", "identity"):
+                # not asked for (HTTP/1.0, no Accept-Encoding): say so rather than "not a CRL"
+                raise FetchError(f"the server sent {line.split(':')[0].strip()} {value}, which we did not ask for")
+        if length is not None:
+            # the body ends there, whether or not the server closes (some ignore Connection: close)
+            try:
+                return await reader.readexactly(length)
+            except asyncio.IncompleteReadError as exc:
+                raise FetchError(f"the server closed the connection after {len(exc.partial)} of the "
+                                 f"{length} bytes it announced") from None
         body = bytearray()
         while chunk := await reader.read(65536):
             body += chunk
@@ -167,13 +193,18 @@ class CrlFetcher:
     def drain(self) -> None:
         """Fetch what the engine asked for since the last call."""
         if self.credentials is not None and self.credentials.wanted:
-            self.want(self.credentials.take_wanted())
+            self.want(self.credentials.take_wanted(), unhelpful=True)
 
-    def want(self, uris) -> None:
+    def want(self, uris, *, unhelpful: bool = False) -> None:
+        """Fetch these URIs unless fresh in the cache, being fetched or held after a failure.
+        `unhelpful`: a validation found no good, current CRL among what they gave (a CRL that does
+        not verify, of another issuer, out of date): what is cached is fetched again once
+        FAILURE_HOLD has passed, whatever its nextUpdate says (charon keeps only a fetched CRL
+        that verifies; a forged one with a far nextUpdate held the URI until then)."""
         now = self.wall()
         for uri in uris:
             cached = self.cache.get(uri)
-            if cached is not None and now < cached.refresh_at:
+            if cached is not None and now < (cached.settled if unhelpful else cached.refresh_at):
                 continue
             if uri in self.running or uri in self.queued:
                 continue
@@ -273,8 +304,9 @@ class CrlFetcher:
             return
         creds.fetched_crls = {uri: c.crls for uri, c in self.cache.items()}
         creds.crl_pending = frozenset((*self.running, *self.queued))
-        # until when want() leaves a URI alone (a fresh CRL, a failure held): IKE_AUTH waits for no fetch
-        settled = {uri: c.refresh_at for uri, c in self.cache.items()}
+        # until when want() leaves a URI IKE_AUTH asks for alone (a recent fetch, a failure held):
+        # IKE_AUTH waits for no fetch then
+        settled = {uri: c.settled for uri, c in self.cache.items()}  # wanted by IKE_AUTH: it did not help
         settled.update((uri, until) for uri, (until, _) in self.failed.items())
         creds.crl_settled = settled
         creds.crl_status = {uri: s for uri in {*self.cache, *self.failed, *self.running, *self.queued}
