@@ -28,7 +28,7 @@ from typing import NamedTuple
 
 from engine.crypto.keypool import KeyPool
 from engine.events import ChildState, Event, IkeState, NegotiationFailed, PolicyApplied
-from engine.ike import names, policy_change, redirect_client, routing, uniqueness
+from engine.ike import names, policy_change, redirect_client, routing, sa_receive, uniqueness
 from engine.ike.authenticator import Authenticator
 from engine.ike.child import ChildSa
 from engine.ike.config_payload import VirtualIps
@@ -257,6 +257,12 @@ class IkeEndpoint:
             log.debug("%s: not re-initiated: %s", name, exc)
 
     # ------------------------------------------------------------ timers
+    def retry_held(self, now: float) -> None:
+        """Take again the requests held for a CRL being fetched: the runtime calls it when a fetch ends."""
+        for sa in self.registry:
+            if sa.held_request is not None:
+                sa_receive.retake_held(sa, now)
+
     def get_timer(self) -> float | None:
         return self.scheduler.next_time()
 

@@ -87,6 +87,9 @@ class IkeSa:
     """When the redirects that led here happened (loop detection)."""
     replaces: IkeSa | None = None
     """The established IKE SA this one follows from a redirect: deleted once this one is up."""
+    held_request: tuple | None = None
+    """(exchange, Message ID, payloads) of a request we hold unanswered (engine.ike.sa_receive),
+    taken again by `retake_held` when what it waits for (a CRL being fetched) is there."""
 
     def __init__(self, host: Host, conn: ConnectionConfig | None, *, initiator: bool, unique_id: int,
                  local: Addr, remote: Addr, spi_i: bytes, spi_r: bytes = ZERO_SPI, now: float) -> None:

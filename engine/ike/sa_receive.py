@@ -142,6 +142,7 @@ def take_request(sa: IkeSa, exchange: int, mid: int, payloads: list, now: float)
     sa.peer_mid = mid
     if sa.reassembly:
         sa._drop_reassembly(False)
+    sa.held_request = None
     waiting = sa.responding if sa.responding is not None and not sa.responding.finished else None
     r = waiting if waiting is not None and waiting.accepts(exchange) else None
     try:
@@ -152,6 +153,7 @@ def take_request(sa: IkeSa, exchange: int, mid: int, payloads: list, now: float)
             # Not answered yet (the responder waits for an exchange of ours to finish):
             # the peer retransmits, and the request is taken again then.
             sa.mid_in = mid
+            sa.held_request = (exchange, mid, payloads)
             sa.host.count("held_requests")
             return
     except RemoteError as exc:
@@ -182,6 +184,16 @@ def take_request(sa: IkeSa, exchange: int, mid: int, payloads: list, now: float)
     keep_responding(sa, r, now)
     r.responded(now)
     sa.kick(now)
+
+
+def retake_held(sa: IkeSa, now: float) -> None:
+    """Take a held request again as if the peer had just retransmitted it (charon's worker answers
+    the moment its fetch ends; the peer's next retransmission may be seconds away)."""
+    held = sa.held_request
+    if held is None or sa.state == IkeState.DESTROYED or sa.mid_in != held[1]:
+        sa.held_request = None
+        return
+    take_request(sa, held[0], held[1], held[2], now)
 
 
 KNOWN_REQUESTS = frozenset((ExchangeType.IKE_AUTH, ExchangeType.CREATE_CHILD_SA, ExchangeType.INFORMATIONAL,

@@ -113,7 +113,7 @@ class EngineRuntime(Reporting):
         """IKE datagrams received so far: the key pool is filled only when this stood still."""
         self._pool_seen = 0
         self._pool_timer: asyncio.TimerHandle | None = None
-        self.crl_fetcher = CrlFetcher(self._after)
+        self.crl_fetcher = CrlFetcher(self._crl_updated)
         """CRLs from certificates' distribution points (engine.runtime.crlfetch), fetched in the
         background: IKE_AUTH never waits for them."""
         self.history = EventHistory()
@@ -212,6 +212,12 @@ class EngineRuntime(Reporting):
                 return  # keepalive or junk
         else:
             self.endpoint.receive_datagram(data, local, remote, now)
+        self._after()
+
+    def _crl_updated(self) -> None:
+        """A fetch ended: IKE_AUTH requests held for it are decided now, not at the peer's next
+        retransmission."""
+        self.endpoint.retry_held(self.now())
         self._after()
 
     def _on_timer(self) -> None:

@@ -421,3 +421,38 @@ def test_a_result_waiting_for_a_crl_still_names_the_valid_policies():
             .sign(root[1], hashes.SHA256()))
     res = validate_chain(leaf, [], [root[0]], [], NOW, revocation="ifuri")
     assert not res.ok and res.needs_crl and res.crl_uris and res.policies == {policy}
+
+
+def test_the_held_ike_auth_is_answered_as_soon_as_the_fetch_ends(server, fetched_pki):
+    """As charon, whose worker thread waits for the fetch and answers then: the held request is
+    taken again when the fetch ends (`retry_held`, which the runtime calls on every fetch that ends),
+    not at the peer's next retransmission (charon's first one comes 4 s later, then 7.2, 12.96...)."""
+    d = fetched_pki
+    p = _pair(d, "strict")
+    f = CrlFetcher()
+    p.a.initiate("tun", p.now)
+    p.advance(0.5)
+    assert _held(p) == 1
+    _serve_crl(server, d)
+    _fetch_all(f, creds=p.b.credentials)
+    held = _held(p)
+    p.b.retry_held(p.now)
+    p.deliver()  # no time passes: no retransmission brings the request back
+    assert _held(p) == held
+    assert p.of("b", ChildSaInstalled) and p.of("a", ChildSaInstalled)
+
+
+def test_a_held_request_is_not_taken_again_once_answered_or_gone(server, fetched_pki):
+    d = fetched_pki
+    p = _pair(d, "strict")
+    f = CrlFetcher()
+    p.a.initiate("tun", p.now)
+    p.advance(0.5)
+    _serve_crl(server, d)
+    _fetch_all(f, creds=p.b.credentials)
+    p.advance(10)  # the retransmission was answered
+    assert p.of("b", ChildSaInstalled)
+    assert not p.b.datagrams_to_send()
+    p.b.retry_held(p.now)
+    assert not p.b.datagrams_to_send()
+    assert len(p.of("b", ChildSaInstalled)) == 1
