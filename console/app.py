@@ -59,25 +59,34 @@ MODE_KEYS = (
 
 
 
-ESCAPED_DIGITS = {"¡": "1", "™": "2", "£": "3", "¢": "4", "∞": "5", "§": "6", "¶": "7", "•": "8", "ª": "9",
-                  "º": "0", "–": "-", "≠": "="}
-"""What Textual decodes ESC followed by these keys into (WezTerm's macOS Option keys, _ansi_sequences.py)."""
+OPTION_DIGITS = {"\x1b1": "¡", "\x1b2": "™", "\x1b3": "£", "\x1b4": "¢", "\x1b5": "∞", "\x1b6": "§",
+                 "\x1b7": "¶", "\x1b8": "•", "\x1b9": "ª", "\x1b0": "º", "\x1b-": "–", "\x1b=": "≠"}
+"""ESC + a key Textual decodes as a character (WezTerm's macOS Option keys, _ansi_sequences.py)."""
+
+
+def read_escape_digits_as_alt() -> None:
+    """Make Textual read ESC 2 as alt+2 (split_escape: Escape, 2), not as "™". That "™" is the very
+    key a "™" typed gives, so splitting it turned every "£" or "§" typed (shift+3 on UK and German
+    keyboards: a PSK, a search) into Escape and a digit: the dialog closed, screen 3 opened."""
+    try:
+        from textual._ansi_sequences import ANSI_SEQUENCES_KEYS
+    except ImportError:  # a Textual that moved it: ESC 2 stays "™"
+        return
+    for seq, char in OPTION_DIGITS.items():
+        if ANSI_SEQUENCES_KEYS.get(seq) == char:
+            del ANSI_SEQUENCES_KEYS[seq]  # type: ignore[attr-defined]  # a dict behind a Mapping hint
 
 
 def split_escape(event: events.Key) -> tuple[events.Key, events.Key] | None:
     """Escape and the key typed after it, when they arrived in one read and Textual decoded them as
-    one key: tmux (escape-time 500 ms) and a slow ssh link deliver them so. ESC 2 became "™" and
-    ESC d alt+d (which a text field took as "d"): Escape then 2 in a search field typed "™" there
-    instead of leaving it for screen 2. None for any other key."""
+    one key: tmux (escape-time 500 ms) and a slow ssh link deliver them so. ESC d became alt+d
+    (which a text field took as "d"), ESC 2 alt+2 (read_escape_digits_as_alt). None for any other
+    key."""
     key, char = event.key, event.character
-    if char in ESCAPED_DIGITS and key != "escape":
-        after = ESCAPED_DIGITS[char]
-    elif key.startswith("alt+") and char is not None and len(char) == 1 and char.isprintable():
-        after = char
-    else:
+    if not (key.startswith("alt+") and char is not None and len(char) == 1 and char.isprintable()):
         return None
-    name = after if after.isalnum() else _character_to_key(after)
-    return events.Key("escape", "\x1b"), events.Key(name, after)
+    name = char if char.isalnum() else _character_to_key(char)
+    return events.Key("escape", "\x1b"), events.Key(name, char)
 
 
 class ConsoleApp(CertExpiryWatch, RuntimeBridge, App):
@@ -106,6 +115,7 @@ class ConsoleApp(CertExpiryWatch, RuntimeBridge, App):
 
     def __init__(self, runtime: Runtime, *, settings_path=None, theme_dirs=None,
                  poll_interval: float | None = None, clock: Callable[[], datetime] | None = None) -> None:
+        read_escape_digits_as_alt()
         self.runtime = runtime
         self.clock = clock or utc_now
         """Wall clock for certificate dates (the PKI screen, expiry warnings); tests freeze it."""

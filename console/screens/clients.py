@@ -81,7 +81,7 @@ class ClientsScreen(ConsoleScreen):
     """Road-warrior clients and pool usage."""
 
     TITLE_TEXT = "Clients"
-    MODE = ""  # not in the top bar's numbered strip (key 7): the bar shows the title instead
+    MODE = "clients"
     BINDINGS = [
         Binding("o", "open_detail", "Open", id="clients.open"),
         Binding("d", "disconnect", "Disconnect", id="clients.disconnect"),

@@ -41,7 +41,8 @@ class TopBar(Static):
     mode: reactive[str] = reactive("")
 
     NAV = (("1", "dashboard", "Dash"), ("2", "negotiations", "Nego"), ("3", "policies", "Policy"),
-           ("4", "logs", "Logs"), ("5", "packets", "Pkts"), ("6", "pki", "PKI"))
+           ("4", "logs", "Logs"), ("5", "packets", "Pkts"), ("6", "pki", "PKI"),
+           ("7", "clients", "Clients"))
 
     def render(self) -> Text:
         """Brand, navigation, what it runs on, summary, clock. The summary and the clock always show:
@@ -51,16 +52,21 @@ class TopBar(Static):
         wide = width >= 118
         colors = self.app.theme_colors() if hasattr(self.app, "theme_colors") else {}
         primary, accent = colors.get("primary", ""), colors.get("accent", "")
-        nav = Text()
-        for key, mode, label in self.NAV:
-            if nav:
-                nav.append(" ")
-            click = Style.from_meta({"@click": f"app.switch_mode('{mode}')"})  # a mouse (or browser) too
-            if mode == self.mode:
-                nav.append(f" {key} {label} ", style=Style.parse(f"reverse {primary}") + click)
-            else:
-                nav.append(key, style=Style.parse(accent) + click)
-                nav.append(label, style=Style.parse("dim") + click)
+        def navigation(labels: bool) -> Text:
+            nav = Text()
+            for key, mode, label in self.NAV:
+                if nav:
+                    nav.append(" ")
+                click = Style.from_meta({"@click": f"app.switch_mode('{mode}')"})  # a mouse (or browser) too
+                if mode == self.mode:
+                    nav.append(f" {key} {label} ", style=Style.parse(f"reverse {primary}") + click)
+                else:
+                    nav.append(key, style=Style.parse(accent) + click)
+                    if labels:
+                        nav.append(label, style=Style.parse("dim") + click)
+            return nav
+
+        nav = navigation(labels=True)
         right = Text()
         if snap is not None:
             states = [c.state for c in snap.connections]
@@ -78,6 +84,10 @@ class TopBar(Static):
             # A long title (SA detail: a connection's name) is shortened, not the clock pushed off.
             title = self.screen_title
             fits = width - nav.cell_len - right.cell_len - 3
+            name = title.partition(": ")[2] or title
+            if fits < min(len(name), 12):  # 80 columns, SA detail: its name over the screens' labels
+                nav = navigation(labels=False)
+                fits = width - nav.cell_len - right.cell_len - 3
             head, sep, tail = title.partition(": ")
             for shorter in ((f"{head.split()[0]}: {tail}", tail) if sep and head.strip() else ()):
                 if len(title) <= fits:

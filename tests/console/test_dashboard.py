@@ -232,6 +232,21 @@ async def test_the_attached_top_bar_keeps_count_and_clock_at_80_columns():
         top = screen_text(app).splitlines()[0]
         assert "2 up 3 failing" in top and "22:13:20" in top, top
         assert "1" in top and "6PKI" in top
+        assert "7Clients" in top, top  # key 7 opens the Clients screen: the bar named only 1-6
+
+
+async def test_the_top_bar_names_screen_7_and_keeps_the_sa_detail_name_at_80_columns():
+    """Seven screens: the strip's labels give way to the SA's name (keys stay), not the name."""
+    rt = FakeRuntime(kind="attached", label="attached to the daemon at /run/ipsec-console/control.sock")
+    app = make_app(rt)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: "SA detail" in screen_text(app).splitlines()[0], what="SA detail")
+        top = screen_text(app).splitlines()[0]
+        assert " 7 " in top and "22:13:20" in top, top
+        await pilot.press("7")
+        await wait_for(pilot, lambda: " 7 Clients " in screen_text(app).splitlines()[0], what="clients")
 
 
 async def test_a_long_child_sa_name_keeps_its_unique_id_visible_at_80x24():

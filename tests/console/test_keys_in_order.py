@@ -340,3 +340,26 @@ async def test_sa_detail_footer_offers_initiate_not_rekey_when_there_is_no_sa():
         await pilot.pause(0.2)
         footer = screen_text(app).splitlines()[-1]
         assert "R Rekey IKE" in footer and "Initiate" not in footer, footer
+
+
+async def test_pound_and_section_signs_typed_in_a_field_are_text():
+    """Textual decodes ESC 3 as "£" (WezTerm's Option keys), the same key as a "£" typed: split_escape
+    made every "£", "§" (shift+3 on UK and German keyboards), "–" typed into a field Escape and a
+    digit: the search box closed and screen 3 opened; in the PSK dialog the secret was dropped."""
+    from console.screens.logs import LogsScreen
+
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        await pilot.press("4")
+        await wait_for(pilot, lambda: isinstance(app.screen, LogsScreen) and app.screen.ready, what="logs")
+        await pilot.press("slash")
+        field = app.screen.query_one("#log-text")
+        terminal_bytes(app, "a£b§c–")
+        await pilot.pause(0.3)
+        assert isinstance(app.screen, LogsScreen)
+        assert app.focused is field and field.value == "a£b§c–"
+        terminal_bytes(app, "\x1b3")  # ESC 3 in one read still leaves the field for screen 3
+        await wait_for(pilot, lambda: not isinstance(app.screen, LogsScreen), what="screen 3")
+        assert field.value == "a£b§c–"
+        await wait_for(pilot, lambda: app.screen.ready, what="screen 3 mounted")

@@ -123,8 +123,8 @@ def test_sa_detail_80x24(snap_compare):
     async def run_before(pilot):
         await ready(pilot)
         pilot.app.open_detail("branch")
-        # At 80 columns the top bar's title is shortened to the name (the clock and summary keep their room).
-        await wait_for(pilot, lambda: "│ branch │" in _text(pilot.app), what="detail")
+        # At 80 columns the top bar's screen labels give way to the title (the clock and summary keep their room).
+        await wait_for(pilot, lambda: "│ SA detail: branch │" in _text(pilot.app), what="detail")
         steady_cursors(pilot.app)
         await pilot.pause(0.2)
 
