@@ -35,7 +35,9 @@ class ConfirmScreen(ModalScreen[bool]):
                 yield _Answer("Cancel (n)", id="no")
 
     def on_mount(self) -> None:
-        focus_now(self.query_one("#no", Button))
+        # Not query_one: when the app quits while this screen mounts, its buttons may be gone.
+        for button in self.query("#no").results(Button):
+            focus_now(button)
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         self.action_answer(event.button.id == "yes")  # a click

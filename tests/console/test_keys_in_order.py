@@ -146,7 +146,8 @@ async def test_keys_typed_after_the_enter_that_opens_a_row_go_to_its_detail():
         await pilot.pause(0.5)
         assert app.focused is table and table.cursor_row == 1
         burst(app, "enter", "r")
-        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="confirmation")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen) and app.focused is not None
+                       and app.focused.id == "no", what="the confirmation, mounted")
         assert isinstance(app.screen_stack[-2], SaDetailScreen)
 
 
