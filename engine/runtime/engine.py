@@ -115,7 +115,7 @@ class EngineRuntime(Reporting):
         self._pool_timer: asyncio.TimerHandle | None = None
         self.crl_fetcher = CrlFetcher(self._crl_updated)
         """CRLs from certificates' distribution points (engine.runtime.crlfetch), fetched in the
-        background: IKE_AUTH never waits for them."""
+        background; an IKE_AUTH request held for one is taken again when its fetch ends."""
         self.history = EventHistory()
         """Recent negotiation events, replayed to late subscribers (the attached console);
         bounded in count and bytes, without keys (engine.runtime.retention)."""
