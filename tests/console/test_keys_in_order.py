@@ -6,7 +6,7 @@ from __future__ import annotations
 from console.app import ConsoleApp
 from console.runtime.fake import FakeRuntime
 from console.screens.confirm import ConfirmScreen
-from console.widgets.sa_tables import ChildSaTable, ConnectionTable
+from console.widgets.sa_tables import ChildSaTable
 
 from .conftest import make_app, ready, wait_for
 from .test_console_fixes import burst, clock
