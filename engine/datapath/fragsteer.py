@@ -30,6 +30,7 @@ never come here (every fragment of a datagram has the first fragment's addresses
 from __future__ import annotations
 
 from engine.esp import ip
+from engine.esp.fragcheck import expired
 
 MAX_FIRSTS = 4096
 """Datagrams whose first fragment's decision is remembered at most (about 400 bytes each)."""
@@ -83,17 +84,9 @@ class FragmentSteer:
 
     def expire(self, now: float) -> None:
         """Forget what is older than `TIMEOUT` (held fragments are dropped and counted)."""
-        firsts = self.firsts
-        while firsts:
-            key = next(iter(firsts))
-            if now - firsts[key][0] < TIMEOUT:
-                break
-            del firsts[key]
-        held = self.held
-        while held:
-            key = next(iter(held))
-            if now - held[key][0] < TIMEOUT:
-                break
+        for key in expired(self.firsts, now, TIMEOUT):
+            del self.firsts[key]
+        for key in expired(self.held, now, TIMEOUT):
             self._drop(key, "frag_timeout")
 
     def _drop(self, key: bytes, reason: str) -> None:

@@ -61,6 +61,17 @@ def datagram(inner) -> tuple[bytes, bool] | None:
         return None
 
 
+def expired(table: dict, now: float, timeout: float) -> list:
+    """Keys of the entries of ``table`` (insertion order, each value starting with its time) that are
+    ``timeout`` old, oldest first. Shared with engine.datapath.fragsteer."""
+    out = []
+    for key, entry in table.items():
+        if now - entry[0] < timeout:
+            break
+        out.append(key)
+    return out
+
+
 class FragmentCheck:
     """First fragments' verdicts per (SA, datagram), and fragments waiting for theirs."""
 
@@ -77,17 +88,9 @@ class FragmentCheck:
 
     def expire(self, now: float) -> None:
         """Forget what is older than `TIMEOUT`; held fragments whose first never came are dropped."""
-        firsts = self.firsts
-        while firsts:
-            key = next(iter(firsts))
-            if now - firsts[key][0] < TIMEOUT:
-                break
-            del firsts[key]
-        held = self.held
-        while held:
-            key = next(iter(held))
-            if now - held[key][0] < TIMEOUT:
-                break
+        for key in expired(self.firsts, now, TIMEOUT):
+            del self.firsts[key]
+        for key in expired(self.held, now, TIMEOUT):
             self._release(key, False, now, "non-first fragment whose first fragment never came")
 
     def _release(self, key: tuple, passed: bool, now: float, why: str = "") -> None:
