@@ -16,6 +16,7 @@ from rich.text import Text
 from textual.binding import Binding
 from textual.widgets import DataTable
 
+from console.widgets.fast_cells import CellText, FastCells
 from console.widgets.fields import KeysInOrder
 
 _UNITS = {"B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12, "k": 1e3, "M": 1e6}
@@ -39,7 +40,7 @@ def sort_key(text: str) -> tuple:
     return (1, 0.0, t.lower())
 
 
-class KeyedTable(KeysInOrder, DataTable):
+class KeyedTable(KeysInOrder, FastCells):
     """DataTable with ``sync(rows)``; see the module docstring. ``s`` sorts by the next column
     (``S`` reverses), a click on a header sorts by it. Keys run in the order typed (fields.py):
     ``t``, ``y`` in one burst answer the dialog ``t`` opens."""
@@ -164,8 +165,8 @@ class KeyedTable(KeysInOrder, DataTable):
                 styled.overflow = "ellipsis"
                 return styled
         # Plain Text, not str: DataTable would parse a str as markup (slow, and data
-        # such as "[tcp/443]" is not markup).
-        return Text(value, no_wrap=True, end="", overflow="ellipsis")
+        # such as "[tcp/443]" is not markup). A CellText keeps its rendering (fast_cells.py).
+        return CellText(value, no_wrap=True, end="", overflow="ellipsis")
 
     ADD_BATCH = 1000
     """Rows added per frame: a first fill of 10,000 CHILD SAs shows its first page at

@@ -10,6 +10,7 @@ from textual.reactive import reactive
 from engine.status import ChildSaInfo, IkeSaInfo, StatusSnapshot
 
 from console import fmt
+from console.widgets.fast_cells import CellText
 from console.widgets.keyed_table import KeyedTable
 
 GOOD = {"ESTABLISHED", "INSTALLED", "up"}
@@ -28,7 +29,7 @@ def state_style(app, value: str) -> Text | str:
         color = colors.get("error")
     else:
         return value
-    return Text(value, style=f"bold {color}") if color else value
+    return CellText(value, style=f"bold {color}") if color else value
 
 
 CONNECTION_COLUMNS = (
@@ -204,7 +205,7 @@ class ConnectionTable(_StatusTable):
 
     def _style(self, column: str, value: str):
         if column == "remote":
-            return Text(fit_addresses(value), no_wrap=True, end="")
+            return CellText(fit_addresses(value), no_wrap=True, end="")
         return super()._style(column, value)
 
     def watch_snapshot(self, snap: StatusSnapshot | None) -> None:
@@ -234,7 +235,7 @@ class ChildSaTable(_StatusTable):
 
     def _style(self, column: str, value: str):
         if column == "name":
-            return Text(fit_child_name(value), no_wrap=True, end="")
+            return CellText(fit_child_name(value), no_wrap=True, end="")
         return super()._style(column, value)
 
     def _resync(self) -> None:
