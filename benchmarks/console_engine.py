@@ -435,6 +435,11 @@ def main(argv: list[str] | None = None) -> int:
               f"{r.get('handshakes_per_s')} hs/s, latency p99 {r.get('handshake_latency_ms', {}).get('p99')} ms"
               + (f" | {r.get('rows')} rows, {r.get('status_polls')} polls" if "rows" in r else "")
               + (f" | events dropped {r.get('events_dropped')}" if r.get("events_dropped") else ""))
+        worst = r.get("console_worst_callbacks") or []
+        if worst:
+            # CPU close to the wall time: the console worked; far below it: it waited for a CPU.
+            print(f"  {'':28} longest console callbacks (wall / CPU ms): "
+                  + ", ".join(f"{w[1]} / {w[3]}" for w in worst[:4] if len(w) > 3))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     return 0

@@ -397,7 +397,8 @@ class _Diagnostics:
         self._slow: dict[str, list] = {}
         """What held the loop over SLOW -> [times, total seconds, longest seconds]."""
         self._worst: list[tuple[float, float, str]] = []
-        """The 20 longest callbacks: (seconds, start on the perf_counter clock, what)."""
+        """The 20 longest callbacks: (seconds, start on the perf_counter clock, what, this thread's CPU
+        seconds in them: far less than the wall time means the process waited for a CPU)."""
         self._handle_run = asyncio.events.Handle._run
         asyncio.events.Handle._run = self._timed(self._handle_run)
         self.due = loop.time() + self.PERIOD
@@ -424,6 +425,7 @@ class _Diagnostics:
             cb = getattr(handle, "_callback", None)
             task = getattr(cb, "__self__", None)
             before = _suspended_at(task) if isinstance(task, asyncio.Task) else ""
+            c0 = time.thread_time()
             t0 = time.perf_counter()
             run(handle)
             took = time.perf_counter() - t0
@@ -435,7 +437,7 @@ class _Diagnostics:
                 entry[0] += 1
                 entry[1] += took
                 entry[2] = max(entry[2], took)
-                worst.append((took, t0, what))
+                worst.append((took, t0, what, time.thread_time() - c0))
                 if len(worst) > 20:
                     worst.remove(min(worst))
         return timed_run
@@ -459,8 +461,9 @@ class _Diagnostics:
                 "slow": [(what, n, round(total * 1e3, 1), round(longest * 1e3, 1))
                          for what, (n, total, longest) in slowest],
                 # On the loop's clock (time.monotonic, as the lags), to line them up with the worst lags.
-                "worst": [(round(t0 - time.perf_counter() + time.monotonic(), 4), round(took * 1e3, 1), what)
-                          for took, t0, what in sorted(self._worst, reverse=True)]}
+                "worst": [(round(t0 - time.perf_counter() + time.monotonic(), 4), round(took * 1e3, 1), what,
+                           round(cpu * 1e3, 1))
+                          for took, t0, what, cpu in sorted(self._worst, reverse=True)]}
 
 
 def _suspended_at(task: asyncio.Task) -> str:
