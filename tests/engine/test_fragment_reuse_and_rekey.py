@@ -173,3 +173,31 @@ def test_outbound_a_datagram_split_across_a_rekey_leaves_by_the_new_sa():
     assert [int.from_bytes(w[:4], "big") for w in t.wire] == [0xB1, 0xB2, 0xB2]
     got = [t.b.input(w, 1.0) for w in t.wire]
     assert got == [first, second, third] and _mismatch(t.sa_b) == 0
+
+
+def test_inbound_ipv6_a_complete_datagram_is_forgotten():
+    t = Tunnel(v6=True)
+    pkt = IPv6(src=A6, dst=B6) / IPv6ExtHdrFragment(id=7) / UDP(sport=4000, dport=5000) / Raw(os.urandom(3000))
+    frags = [raw(f) for f in fragment6(pkt, 1400)]
+    got = t.cross(frags[1:]) + t.cross(frags[:1])
+    assert sorted(got) == sorted(frags) and not t.b.rx_frags.firsts and not t.b.rx_frags.held
+
+
+def test_the_span_of_a_fragment_reads_its_headers_not_the_packet_length():
+    from scapy.all import IPv6ExtHdrDestOpt
+
+    pkt = (IPv6(src=A6, dst=B6) / IPv6ExtHdrDestOpt() / IPv6ExtHdrFragment(id=7, offset=10, m=1)
+           / Raw(b"x" * 64))
+    assert fragcheck.span(raw(pkt)) == (80, 144, False)
+    assert fragcheck.span(raw(pkt) + b"tfc padding") == (80, 144, False)
+    assert fragcheck.span(raw(pkt)[:-1]) is None  # truncated
+    v4 = raw(IP(src=A, dst=B, id=1, frag=3, flags=0) / Raw(b"y" * 40))
+    assert fragcheck.span(v4) == (24, 64, True) and fragcheck.span(v4 + b"\0" * 8) == (24, 64, True)
+    head = raw(IP(src=A, dst=B, id=1, frag=0, flags=1) / Raw(b"z" * 24))
+    p = fragcheck.Pieces()
+    assert not p.add(v4) and p.add(head)  # 24..64 (the last), then 0..24: whole
+    # Pieces that disagree (another end, data past the end) stop the tracking: never whole early.
+    for other in (raw(IP(src=A, dst=B, id=1, frag=4, flags=0) / Raw(b"y" * 8)),
+                  raw(IP(src=A, dst=B, id=1, frag=7, flags=1) / Raw(b"y" * 16))):
+        p = fragcheck.Pieces()
+        assert not p.add(v4) and not p.add(other) and p.spans is None and not p.add(head)
