@@ -168,7 +168,7 @@ def expired(table: dict, now: float, timeout: float) -> list:
 
 
 class FragmentCheck:
-    """First fragments' verdicts per (SA, datagram), and fragments waiting for theirs."""
+    """First fragments' verdicts per (selectors, datagram), and fragments waiting for theirs."""
 
     def __init__(self, drops: dict) -> None:
         """``drops``: the datapath's drop counters (``frag_limit`` is counted there)."""
