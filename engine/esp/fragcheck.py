@@ -75,10 +75,12 @@ def span(pkt) -> tuple[int, int, bool] | None:
     (after the IP or fragment header, by the header's length: TFC padding may follow), None when its
     headers do not parse."""
     n = len(pkt)
+    if n < 40 and (n < 20 or pkt[0] >> 4 != 4):
+        return None
     if pkt[0] >> 4 == 4:
         ihl = (pkt[0] & 15) * 4
         total = pkt[2] << 8 | pkt[3]
-        if n < 20 or total > n or total < ihl:
+        if total > n or total < ihl:
             return None
         start = ((pkt[6] & 0x1F) << 8 | pkt[7]) * 8
         return start, start + total - ihl, not pkt[6] & 0x20

@@ -201,3 +201,14 @@ def test_the_span_of_a_fragment_reads_its_headers_not_the_packet_length():
                   raw(IP(src=A, dst=B, id=1, frag=7, flags=1) / Raw(b"y" * 16))):
         p = fragcheck.Pieces()
         assert not p.add(v4) and not p.add(other) and p.spans is None and not p.add(head)
+
+
+def test_span_of_truncated_or_garbled_headers_is_none_not_an_exception():
+    # The callers hand it parsed fragments; on its own it still never raises.
+    v6 = raw(IPv6(src=A6, dst=B6) / IPv6ExtHdrFragment(id=7, offset=10, m=1) / Raw(b"x" * 64))
+    v4 = _frags()[1]
+    for pkt in (v4, v6):
+        for n in range(len(pkt)):
+            fragcheck.span(pkt[:n])
+            fragcheck.Pieces().add(pkt[:n])
+    assert fragcheck.span(b"") is None and fragcheck.span(b"\x60\0\0") is None
