@@ -17,7 +17,10 @@ engine.esp.fragcheck). Here, as Linux does:
   and the first fragment's headers, so the datagram's other fragments get the first fragment's
   decision, through the flow cache (a rekey or a policy change is seen as for any packet);
 - a non-first fragment that comes before its first fragment (reordered on the way) is held until
-  the first fragment decides, then leaves by the same SA (or is dropped for the same reason).
+  the first fragment decides, then leaves by the same SA (or is dropped for the same reason);
+- a datagram all of whose bytes went is forgotten (`engine.esp.fragcheck.Pieces`), as Linux frees a
+  complete fragment queue: a later fragment under its key (the IPv4 ID used again, which a busy
+  host does within `TIMEOUT`) waits for its own first fragment instead of taking the old decision.
 
 Bounded like Linux's fragment queues, on whatever the hosts behind the TUN device send: at most
 `MAX_FIRSTS` datagrams remembered (the oldest forgotten first), `MAX_HELD` datagrams with held
@@ -30,7 +33,7 @@ never come here (every fragment of a datagram has the first fragment's addresses
 from __future__ import annotations
 
 from engine.esp import ip
-from engine.esp.fragcheck import expired
+from engine.esp.fragcheck import Pieces, expired
 
 MAX_FIRSTS = 4096
 """Datagrams whose first fragment's decision is remembered at most (about 400 bytes each)."""
@@ -73,8 +76,9 @@ class FragmentSteer:
     def __init__(self, drops: dict) -> None:
         """``drops``: the datapath's drop counters, counted into."""
         self.drops = drops
-        self.firsts: dict[bytes, tuple[float, object, bytes]] = {}
-        """Datagram -> (when, the first fragment's flow key, its headers), oldest first."""
+        self.firsts: dict[bytes, tuple[float, object, bytes, Pieces]] = {}
+        """Datagram -> (when, the first fragment's flow key, its headers, the pieces that came),
+        oldest first; forgotten once the datagram is whole (at its next fragment, see `known`)."""
         self.held: dict[bytes, list] = {}
         """Datagram -> [when, cost, fragments...], oldest first."""
         self.bytes = 0
@@ -94,25 +98,42 @@ class FragmentSteer:
         self.bytes -= entry[1]
         self._count(reason, len(entry) - 2)
 
-    def first(self, key: bytes, flow_key, head: bytes, now: float) -> list:
-        """A first fragment was decided under ``flow_key``: remember it for its datagram; returns the
-        datagram's fragments held so far (to send now, in the order they came)."""
+    def first(self, key: bytes, flow_key, head: bytes, now: float, pkt=None) -> list:
+        """A first fragment (``pkt``) was decided under ``flow_key``: remember it for its datagram;
+        returns the datagram's fragments held so far (to send now, in the order they came)."""
         firsts = self.firsts
         firsts.pop(key, None)  # a repeated first fragment (or a reused ID) starts its timeout again
         if len(firsts) >= MAX_FIRSTS:
             del firsts[next(iter(firsts))]
-        firsts[key] = (now, flow_key, head)
+        pieces = Pieces()
+        if pkt is not None:
+            pieces.add(pkt)
+        firsts[key] = (now, flow_key, head, pieces)
         entry = self.held.pop(key, None)
         if entry is None:
             return []
         self.bytes -= entry[1]
         return entry[2:]
 
-    def known(self, key: bytes, now: float):
-        """``(flow key, headers)`` of the datagram's first fragment, or None."""
+    def known(self, key: bytes, now: float, pkt=None):
+        """``(flow key, headers)`` of the datagram's first fragment, or None. The non-first fragment
+        ``pkt`` is counted: once the datagram is whole it is forgotten, so a later fragment under
+        its key (the IPv4 ID used again, within `TIMEOUT` at high rates) waits for a first fragment
+        of its own instead of taking this datagram's decision (Linux frees a complete fragment
+        queue too). The ambiguity left is Linux's: a datagram that lost a fragment is remembered
+        until its timeout."""
         got = self.firsts.get(key)
         if got is None or now - got[0] >= TIMEOUT:
             return None
+        pieces = got[3]
+        if pieces.done is not None:
+            if now != pieces.done:
+                del self.firsts[key]
+                return None
+            # The same instant: the fragment that made it whole looked up again (the TUN loop's
+            # slow path after the fast path's protect refused it, an SA expiry's retry).
+        elif pkt is not None and pieces.add(pkt):
+            pieces.done = now
         return got[1], got[2]
 
     def hold(self, key: bytes, pkt, now: float) -> None:
@@ -174,10 +195,10 @@ def steer_fragment(path, key: FragKey, pkt, now: float | None):
         hit = path.flows.get(plain)
         if hit is None:
             hit = path.miss(plain, head)
-        for held in steer.first(datagram, plain, head, now):
+        for held in steer.first(datagram, plain, head, now, pkt):
             path.output(held, now)  # came before their first fragment: they leave as it does
         return hit
-    known = steer.known(datagram, now)
+    known = steer.known(datagram, now, pkt)
     if known is None:
         steer.hold(datagram, pkt, now)
         return HELD

@@ -134,9 +134,12 @@ def test_a_first_fragment_outside_the_selectors_drops_its_datagram():
     got = [t.b.input(w, 1.0) for w in wire]
     assert got == [None, None, None] and t.b.take_released() == []
     assert _mismatch(t.sa_b) == 3
-    # A later fragment of the refused datagram drops at once.
-    assert t.b.input(_sealed(t, rest[:1])[0], 1.0) is None and _mismatch(t.sa_b) == 4
-    assert not t.b.rx_frags.held
+    assert not t.b.rx_frags.held and not t.b.rx_frags.firsts  # whole: done with
+    # A later fragment of a refused datagram not yet whole drops at once.
+    first, second, third = _frags(dport=53, ident=0x78)
+    wire = _sealed(t, [first, second, third])
+    assert t.b.input(wire[0], 1.0) is None and t.b.input(wire[2], 1.0) is None
+    assert _mismatch(t.sa_b) == 5 and not t.b.rx_frags.held
 
 
 def test_a_lone_non_first_fragment_is_still_dropped():
@@ -150,13 +153,16 @@ def test_a_lone_non_first_fragment_is_still_dropped():
     assert t.b.input(_sealed(t, [_first])[0], 9.0) == _first and t.b.take_released() == []
 
 
-def test_the_first_fragment_must_have_passed_on_the_same_sa():
+def test_the_first_fragment_must_have_passed_the_same_selectors():
+    # An SA with the same selectors shares the verdict (a rekey's new SA:
+    # tests/engine/test_fragment_reuse_and_rekey.py); one with other selectors does not.
     t = Tunnel()
     k1, k2 = os.urandom(36), os.urandom(36)
     send = lambda data, dest: None  # noqa: E731
-    other = t.b.install(_ev(0xB2, 0xA2, k2, k1, GW_B, GW_A, f"{B}/32[udp/5000]", f"{A}/32", False), send,
+    other = t.b.install(_ev(0xB2, 0xA2, k2, k1, GW_B, GW_A, f"{B}/32[udp/5000-5001]", f"{A}/32", False), send,
                         (GW_A, 0))
-    a2 = t.a.install(_ev(0xA2, 0xB2, k1, k2, GW_A, GW_B, f"{A}/32", f"{B}/32[udp/5000]", True), send, (GW_B, 0))
+    a2 = t.a.install(_ev(0xA2, 0xB2, k1, k2, GW_A, GW_B, f"{A}/32", f"{B}/32[udp/5000-5001]", True), send,
+                     (GW_B, 0))
     first, second, _ = _frags()
     assert t.b.input(_sealed(t, [first])[0], 1.0) == first  # on 0xB1
     assert t.b.input(a2.outbound.protect(second, 1.0), 1.0) is None  # on 0xB2: waits, then drops
@@ -260,4 +266,5 @@ def test_a_repeated_first_fragment_decides_anew_and_time_is_the_callers():
     assert t.b.input(_sealed(t, [late])[0], 2.0) is None and t.b.rx_frags.held
     _f2, other, _ = _frags(ident=10)
     t.b.input(_sealed(t, [other])[0], 2.0 + fragcheck.TIMEOUT)
-    assert list(t.b.rx_frags.held) == [(0xB1, fragcheck.datagram(other)[0])] and _mismatch(t.sa_b) == 3
+    key = (t.sa_b.remote_ts, t.sa_b.local_ts, fragcheck.datagram(other)[0])
+    assert list(t.b.rx_frags.held) == [key] and _mismatch(t.sa_b) == 3
