@@ -15,10 +15,13 @@ Rules (responder):
   a rekey (a ChildSaMoved event: the datapath keeps SPIs, keys and sequence numbers), so an
   authenticated client (or whoever rewrote its update's source address) cannot point our ESP
   traffic at an address that did not ask for it (§5.2). A wrong echo closes the IKE SA (§3.7);
-  no answer is a dead peer, as for any request. An echo from another port of the checked
-  address (the client's NAT mapped it anew) moves them there; from another address, that
-  one is checked first. One check waits at most (the last update's addresses), and the
-  peer's IKE rekey gets TEMPORARY_FAILURE while a check (or our own update) is in flight.
+  no answer is a dead peer, as for any request. The echo moves them to the checked addresses
+  whatever its source (the client's NAT may have mapped it anew: its DPD NAT detection sees
+  that and sends another update). One check waits at most (the last update's addresses), and
+  the peer's IKE rekey gets TEMPORARY_FAILURE while a check (or our own update) is in flight.
+- Only UPDATE_SA_ADDRESSES moves a MOBIKE SA, in both roles: no implicit update from the source
+  of any other authenticated message (§3.8; charon's process_message; sa_nat.update_remote).
+  Answers still go where their request came from (RFC 7296 §2.11).
 - Without MOBIKE negotiated, an UPDATE_SA_ADDRESSES request is answered as an ordinary
   INFORMATIONAL (engine.ike.exchanges.informational), the SA staying where it was.
 
@@ -316,8 +319,7 @@ class Check(Initiator):
         if self.state != SI.IDLE:
             return None
         sa = self.sa
-        # A newer update came first: its own check follows. Compared with what the last update
-        # announced, not the SA's addresses: those follow the client's NAT mapping meanwhile (§2.23).
+        # A newer update came first: its own check follows.
         stale = sa.state != IkeState.ESTABLISHED or sa.mobike_addrs != self.checking
         self.fire(I.START_STALE if stale else I.START, now)
         return Request(ExchangeType.INFORMATIONAL, self.payloads) if self.state == SI.SENT else None
@@ -338,22 +340,19 @@ class Check(Initiator):
         sa = self.sa
         if sa.mobike_addrs != self.checking:
             return  # it moved again meanwhile: the check of the last addresses moves the CHILD SAs
-        if (sa.local, sa.remote[0]) != (self.checking[0], self.checking[1][0]):
-            # The IKE SA followed the answer (a NATed peer, §2.23) to an address this check did not
-            # go to: that one is checked too before ESP goes there (§5.2).
-            sa.mobike_addrs = (sa.local, sa.remote)
-            sa.start(Check(sa, self.previous), now, front=True)
-            return
-        # To the port the answer came from (a NAT on the new path may have mapped the client anew).
+        # To the addresses checked, wherever the answer came from: the echo proves the client
+        # receives there (§3.7), and an INFORMATIONAL without UPDATE_SA_ADDRESSES moves nothing
+        # (§3.8). A client whose NAT mapped it anew meanwhile sees it in its next DPD's NAT
+        # detection and sends another update.
         sa.mobike_moves += 1
-        log.info("%s[%d]: MOBIKE: the peer answers at %s:%d, its CHILD SAs follow", sa.name, sa.unique_id,
-                 *sa.remote, extra={"connection": sa.name})
+        local, remote = self.checking
+        log.info("%s[%d]: MOBIKE: the peer answered our check at %s:%d, its CHILD SAs follow", sa.name,
+                 sa.unique_id, *remote, extra={"connection": sa.name})
         encap = sa.encap
         for spi, child in sa.children.items():
             if spi in self.before:
                 sa.host.emit(ChildSaMoved(sa.unique_id, sa.name, child.config.name, child.spi_in_int,
-                                          child.spi_out_int, sa.local[0], sa.remote[0], sa.local[1], sa.remote[1],
-                                          encap))
+                                          child.spi_out_int, local[0], remote[0], local[1], remote[1], encap))
         sa.host.changed(sa)
 
     def refused(self, now: float, reason: str) -> None:
