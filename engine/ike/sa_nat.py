@@ -8,6 +8,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from engine.events import ChildSaMoved, ChildState
 from engine.ike.host import Addr
 
 if TYPE_CHECKING:
@@ -56,12 +57,29 @@ def update_remote(sa: IkeSa, local: Addr, remote: Addr) -> None:
             log.debug("%s[%d]: NAT-T port float: %s:%d -> %s:%d", sa.name, sa.unique_id,
                       *sa.remote, *remote, extra={"connection": sa.name})
         else:
-            log.info("%s[%d]: peer moved from %s:%d to %s:%d", sa.name, sa.unique_id,
-                     *sa.remote, *remote, extra={"connection": sa.name})
+            log.info("%s[%d]: peer moved from %s:%d to %s:%d%s", sa.name, sa.unique_id, *sa.remote, *remote,
+                     ", its CHILD SAs follow" if sa.children else "", extra={"connection": sa.name})
         sa.remote = remote
+        moved = True
+    else:
+        moved = False
     if on_natt and not sa.floated:
         sa.floated = True
         sa.local = local
+    if moved and sa.children:
+        children_follow(sa)
+
+
+def children_follow(sa: IkeSa) -> None:
+    """The CHILD SAs go where the IKE SA now goes, keeping SPIs, keys and sequence numbers
+    (charon's update_hosts updates every CHILD SA with the IKE SA's new hosts): the peer's ESP
+    comes from its new NAT mapping, and ours would keep going to the old one, a one-way tunnel
+    that DPD (answered over IKE) never notices."""
+    local, remote, encap = sa.local, sa.remote, sa.encap
+    for child in sa.children.values():
+        if child.state != ChildState.DELETED:
+            sa.host.emit(ChildSaMoved(sa.unique_id, sa.name, child.config.name, child.spi_in_int,
+                                      child.spi_out_int, local[0], remote[0], local[1], remote[1], encap))
 
 
 def float_ports(sa: IkeSa) -> None:

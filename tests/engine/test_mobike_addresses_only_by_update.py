@@ -63,3 +63,25 @@ def test_without_mobike_a_natted_peers_dpd_from_a_new_port_still_moves_the_ike_s
     gw.nat.remote_behind = True  # the client is behind a NAT (§2.23 follows NATed peers only)
     _dpd_from(p, "a", (gw.remote[0], 40001))
     assert gw.remote == (gw.remote[0], 40001)
+
+
+def test_without_mobike_the_child_sas_follow_the_natted_peers_new_port():
+    """charon's update_hosts moves every CHILD SA with the IKE SA: the IKE SA alone following the
+    peer's new NAT mapping left our ESP going to the old one (a one-way tunnel DPD never sees)."""
+    from engine.events import ChildSaMoved
+
+    p = pair(client_mobike=False)
+    gw = p.b.sas[0]
+    gw.nat.remote_behind = True
+    (child,) = gw.children.values()
+    _dpd_from(p, "a", (gw.remote[0], 40001))
+    moves = p.of("b", ChildSaMoved)
+    assert [(m.spi_in, m.remote_addr, m.remote_port) for m in moves] == [(child.spi_in_int, gw.remote[0], 40001)]
+
+
+def test_with_mobike_no_child_sa_follows_a_dpd_from_a_new_source():
+    from engine.events import ChildSaMoved
+
+    p = pair()
+    _dpd_from(p, "a", NEW_SOURCE)
+    assert not p.of("b", ChildSaMoved)
