@@ -30,7 +30,7 @@ from engine.eap.method import MethodStep, Outcome, PeerMethod, Random, ServerMet
 from engine.eap.mschapv2 import MschapV2Peer, MschapV2Server, PasswordLookup
 from engine.eap.packet import EapError, EapPacket, EapType, decode
 from engine.eap.session import EapPeer, EapServer, EapStep, PeerMethods, ServerMethods, method_name
-from engine.eap.tls import EapTlsPeer, EapTlsServer
+from engine.eap.tls import CrlSource, EapTlsPeer, EapTlsServer
 from engine.policy.model import Identity
 from engine.secret import Secret
 
@@ -49,14 +49,14 @@ def methods_for(auth: str) -> tuple[int, ...]:
 
 def server_methods(*, passwords: PasswordLookup | None = None, tls: TlsCredentials | None = None,
                    now: datetime | None = None, peer_identity: Identity | None = None,
-                   random: Random = os.urandom) -> ServerMethods:
+                   random: Random = os.urandom, crl_source: CrlSource | None = None) -> ServerMethods:
     """The gateway's method builder: MS-CHAPv2 with a password lookup, TLS with credentials."""
 
     def make(eap_type: int) -> ServerMethod | None:
         if eap_type == EapType.MSCHAPV2 and passwords is not None:
             return MschapV2Server(passwords, random=random)
         if eap_type == EapType.TLS and tls is not None and now is not None:
-            return EapTlsServer(tls, now, peer_identity=peer_identity, random=random)
+            return EapTlsServer(tls, now, peer_identity=peer_identity, random=random, crl_source=crl_source)
         return None
 
     return make
@@ -64,21 +64,22 @@ def server_methods(*, passwords: PasswordLookup | None = None, tls: TlsCredentia
 
 def peer_methods(identity: bytes, *, password: Secret | None = None, tls: TlsCredentials | None = None,
                  now: datetime | None = None, server_identity: Identity | None = None,
-                 random: Random = os.urandom) -> PeerMethods:
+                 random: Random = os.urandom, crl_source: CrlSource | None = None) -> PeerMethods:
     """Our client's method builder."""
 
     def make(eap_type: int) -> PeerMethod | None:
         if eap_type == EapType.MSCHAPV2:
             return MschapV2Peer(identity, password, random=random)
         if eap_type == EapType.TLS and tls is not None and now is not None:
-            return EapTlsPeer(identity, tls, now, server_identity=server_identity, random=random)
+            return EapTlsPeer(identity, tls, now, server_identity=server_identity, random=random,
+                              crl_source=crl_source)
         return None
 
     return make
 
 
 __all__ = [
-    "EapError", "EapPacket", "EapPeer", "EapServer", "EapStep", "EapTlsPeer", "EapTlsServer", "EapType",
+    "CrlSource", "EapError", "EapPacket", "EapPeer", "EapServer", "EapStep", "EapTlsPeer", "EapTlsServer", "EapType",
     "IdentityPeer", "IdentityServer", "MethodStep", "MschapV2Peer", "MschapV2Server", "Outcome", "PeerMethod",
     "ServerMethod", "TlsCredentials", "decode", "method_name", "methods_for", "peer_methods", "server_methods",
 ]

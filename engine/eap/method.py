@@ -4,8 +4,9 @@ A method is a state machine for one role:
 
 - ``ServerMethod`` (our gateway authenticates a client): ``start(identifier)``
   gives the first request; ``process(response)`` gives the next request
-  (``CONTINUE``), ``SUCCESS`` (the session then sends EAP-Success) or
-  ``FAILURE`` (EAP-Failure).
+  (``CONTINUE``), ``SUCCESS`` (the session then sends EAP-Success),
+  ``FAILURE`` (EAP-Failure) or ``WAIT`` (no answer yet: the caller holds the
+  message that carried the response and gives the same response again).
 - ``PeerMethod`` (we are the client): ``process(request)`` gives the
   response (``CONTINUE``) or ``FAILURE``; ``may_succeed`` says whether an
   EAP-Success may be believed yet (a mutual method must first have checked
@@ -36,6 +37,8 @@ class Outcome(enum.Enum):
     CONTINUE = "continue"
     SUCCESS = "success"
     FAILURE = "failure"
+    WAIT = "wait"
+    """Not decided yet (EAP-TLS waits for a CRL the runtime fetches): the same packet comes again."""
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,9 @@ and Notification requests, Naks a method it is not configured for, runs the
 one it is, and believes EAP-Success only once that method finished its part.
 
 Each call returns an ``EapStep``: the packet to send (``step.payload`` for
-the IKE message), the state (continue, success, failure), a reason in plain
-words when it failed. After success ``msk`` is the Master Session Key, or
+the IKE message), the state (continue, success, failure; wait: the gateway's
+method cannot decide yet, the IKE request is held and its response given
+again), a reason in plain words when it failed. After success ``msk`` is the Master Session Key, or
 None when the method makes none; ``identity`` the EAP identity authenticated.
 Nothing a peer sends raises: it fails the conversation with a reason.
 """
@@ -38,7 +39,7 @@ from engine.secret import Secret
 from engine.wire.constants import EapCode
 from engine.wire.payloads import EapPayload
 
-State = Literal["continue", "success", "failure"]
+State = Literal["continue", "success", "failure", "wait"]
 MAX_ROUNDS = 80
 """EAP packets accepted from a peer in one conversation (bounds an unauthenticated peer's work)."""
 
@@ -153,6 +154,9 @@ class EapServer:
         if packet.type != method.type:
             return self._fail(f"the client answered {method.name} with {method_name(packet.type or 0)}")
         step = method.process(packet, (self.identifier + 1) & 0xFF)
+        if step.outcome is Outcome.WAIT:
+            self.rounds -= 1  # the same response comes again: one round
+            return EapStep(None, "wait", step.reason)
         if step.outcome is Outcome.CONTINUE and step.packet is not None:
             self._next_identifier()
             return self._send(step.packet, step.delay)

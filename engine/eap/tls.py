@@ -19,7 +19,12 @@ Ends:
 
 Each side validates the other's chain (engine.pki.validate, at the ``now``
 given) as soon as it arrives and before it sends anything further, and
-checks that the certificate names the expected identity.
+checks that the certificate names the expected identity. With a ``CrlSource``
+(the IKE glue: the runtime's CRL fetcher) the CRLs are its current ones, the
+distribution points no current CRL covered are asked for (as IKE_AUTH with
+certificates does), and the server waits (``Outcome.WAIT``) while one it
+needs is being fetched, once the client proved its key (the TLS handshake is
+done): the IKE request is held, and the same response given again decides.
 
 Keys: Key_Material = TLS-PRF-128(master, "client EAP encryption", randoms)
 (RFC 5216 §2.3; the RFC 5705 exporter without context is that PRF), or
@@ -31,7 +36,9 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Sequence
 from datetime import datetime
+from typing import Protocol
 
 from engine.crypto.tls import TlsCredentials, TlsFailure, TlsSession
 from engine.eap.method import MethodStep, Outcome, PeerMethod, Random, ServerMethod, fail, more
@@ -51,6 +58,25 @@ LABEL_TLS12 = b"client EAP encryption"
 LABEL_TLS13 = b"EXPORTER_EAP_TLS_Key_Material"
 TYPE_CODE = bytes((EapType.TLS,))
 _U32 = struct.Struct("!I")
+MAX_WAITS = 64
+"""Times the server gives the same response again while a CRL is fetched (the fetch is bounded
+in time; this bounds it all the same)."""
+
+
+class CrlSource(Protocol):
+    """Revocation data from outside the method (the runtime's CRL fetcher, through the IKE glue)."""
+
+    def crls(self) -> Sequence:
+        """The CRLs to check with now (loaded and fetched)."""
+
+    def want(self, uris: Sequence[str]) -> None:
+        """Ask for these distribution points' CRLs (no current one covered the chain)."""
+
+    def pending(self, uris: Sequence[str]) -> list[str]:
+        """Those of ``uris`` being fetched now: worth waiting for."""
+
+    def status(self, uris: Sequence[str]) -> str:
+        """What the fetcher says of them, for a refusal's reason ("" when nothing fetches)."""
 
 
 def key_material(session: TlsSession) -> bytes:
@@ -127,17 +153,33 @@ class _Framing:
 
 
 def _chain_problem(session: TlsSession, creds: TlsCredentials, now: datetime, expected: Identity | None,
-                   who: str) -> str | None:
+                   who: str, source: CrlSource | None = None, *, may_wait: bool = False) -> str | None:
+    """Why the other side's chain is not acceptable, or None; a ``Waiting`` reason when a CRL it
+    needs is being fetched (only with ``may_wait``)."""
     chain = session.peer_chain()
     if not chain:
         return f"the {who} sent no certificate"
-    result = validate_chain(chain[0], chain[1:], creds.cas, creds.crls, now,
+    crls = source.crls() if source is not None else creds.crls
+    result = validate_chain(chain[0], chain[1:], creds.cas, crls, now,
                             revocation=creds.revocation)  # type: ignore[arg-type]
-    if not result:
-        return f"the {who}'s certificate is not acceptable: {result.reason}"
+    pending: list[str] = []
+    if source is not None and result.crl_uris:
+        source.want(result.crl_uris)
+        if may_wait and (result.ok or result.needs_crl):
+            pending = source.pending(result.crl_uris)
+    if not result and not pending:
+        fetching = source.status(result.crl_uris) if source is not None and result.crl_uris else ""
+        note = f" (CRL {fetching})" if fetching else ""
+        return f"the {who}'s certificate is not acceptable: {result.reason}{note}"
     if expected is not None and expected.kind != "any" and not cert_matches_identity(chain[0], expected):
         return f"the {who}'s certificate {describe(chain[0])} does not name '{expected}'"
+    if pending:
+        return Waiting(f"waiting for the CRL from {', '.join(pending)} to check {describe(chain[0])}")
     return None
+
+
+class Waiting(str):
+    """_chain_problem's reason when the answer waits for a CRL being fetched."""
 
 
 class EapTlsServer(ServerMethod):
@@ -145,12 +187,17 @@ class EapTlsServer(ServerMethod):
     name = "EAP-TLS"
 
     def __init__(self, creds: TlsCredentials, now: datetime, *, peer_identity: Identity | None = None,
-                 random: Random = os.urandom) -> None:
+                 random: Random = os.urandom, crl_source: CrlSource | None = None) -> None:
         super().__init__(random)
         self.creds, self.now, self.peer_identity = creds, now, peer_identity
+        self.crl_source = crl_source
         self.framing = _Framing(creds.fragment_size)
         self.tls = TlsSession(True, creds)
         self.checked = False
+        self.waiting: tuple[int, bytes] | None = None
+        """The response taken while we wait for a CRL (identifier, type data): given again, it is
+        not fed to TLS twice."""
+        self.waits = 0
         self.finished = False
         self.subject = ""
         """The client certificate's subject DN, once validated (for the Clients view)."""
@@ -162,6 +209,11 @@ class EapTlsServer(ServerMethod):
         return more(EapPacket(EapCode.REQUEST, identifier, self.type, body))
 
     def process(self, response: EapPacket, identifier: int) -> MethodStep:
+        if self.waiting is not None:
+            if (response.identifier, response.type_data) != self.waiting:
+                return fail("the client sent another EAP-TLS response while its certificate was being checked")
+            self.waiting = None
+            return self._after_tls(response, identifier)
         try:
             kind, data = self.framing.take(response.type_data)
         except ValueError as exc:
@@ -181,8 +233,19 @@ class EapTlsServer(ServerMethod):
             self.tls.receive(data)
         except TlsFailure as exc:
             return fail(str(exc))
+        return self._after_tls(response, identifier)
+
+    def _after_tls(self, response: EapPacket, identifier: int) -> MethodStep:
         if not self.checked and self.tls.peer_chain():
-            problem = _chain_problem(self.tls, self.creds, self.now, self.peer_identity, "client")
+            # Waiting only once the client proved its key (CertificateVerify, in the flight that
+            # completed the handshake): one that copied a certificate makes us wait for nothing.
+            may_wait = self.tls.handshake_done and self.waits < MAX_WAITS
+            problem = _chain_problem(self.tls, self.creds, self.now, self.peer_identity, "client",
+                                     self.crl_source, may_wait=may_wait)
+            if isinstance(problem, Waiting):
+                self.waits += 1
+                self.waiting = (response.identifier, response.type_data)
+                return MethodStep(Outcome.WAIT, reason=problem)
             if problem:
                 return fail(problem)
             self.checked = True
@@ -206,10 +269,12 @@ class EapTlsPeer(PeerMethod):
     name = "EAP-TLS"
 
     def __init__(self, identity: bytes, creds: TlsCredentials, now: datetime, *,
-                 server_identity: Identity | None = None, random: Random = os.urandom) -> None:
+                 server_identity: Identity | None = None, random: Random = os.urandom,
+                 crl_source: CrlSource | None = None) -> None:
         super().__init__(random)
         self.identity = identity
         self.creds, self.now, self.server_identity = creds, now, server_identity
+        self.crl_source = crl_source
         self.framing = _Framing(creds.fragment_size)
         self.tls = TlsSession(False, creds)
         self.checked = False
@@ -253,7 +318,8 @@ class EapTlsPeer(PeerMethod):
         except TlsFailure as exc:
             return fail(str(exc))
         if not self.checked and self.tls.peer_chain():
-            problem = _chain_problem(self.tls, self.creds, self.now, self.server_identity, "server")
+            # The client does not wait (as IKE_AUTH's initiator): missing CRLs are asked for, for the next try.
+            problem = _chain_problem(self.tls, self.creds, self.now, self.server_identity, "server", self.crl_source)
             if problem:
                 return fail(problem)
             self.checked = True

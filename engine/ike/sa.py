@@ -287,13 +287,17 @@ class IkeSa:
         self.last_sent = now
 
     def summary_event(self, sent: bool, exchange: int, mid: int, response: bool, payloads, length: int,
-                       now: float, retransmit: int = 0, fragments: int = 1) -> None:
+                       now: float, retransmit: int = 0, fragments: int = 1,
+                       via: tuple[Addr, Addr] | None = None) -> None:
+        """``via`` (local, remote): where the message really went or came from, when not the SA's
+        addresses (an answer goes where its request came from; a MOBIKE SA does not move for it)."""
         initiator = self.original_initiator if sent else not self.original_initiator
         flags = (FLAG_INITIATOR if initiator else 0) | (FLAG_RESPONSE if response else 0)
         summary = LazySummary((self.spi_i, self.spi_r, exchange, flags, mid), payloads, length=length,
                               retransmit=retransmit, fragments=fragments)  # summarize_lazy's, a call less
         cls = ExchangeSent if sent else ExchangeReceived
-        self.host.emit(cls(self.unique_id, self.name, summary, now, self.local, self.remote))
+        local, remote = via if via is not None else (self.local, self.remote)
+        self.host.emit(cls(self.unique_id, self.name, summary, now, local, remote))
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s[%d]: %s %s", self.name, self.unique_id, "sending" if sent else "received",
                       summary.brief(), extra={"connection": self.name})
@@ -326,7 +330,7 @@ class IkeSa:
             return
         self.cached = CachedResponse(mid, datagrams)
         self.summary_event(True, exchange, mid, True, payloads, sum(map(len, datagrams)), now,
-                            fragments=len(datagrams))
+                            fragments=len(datagrams), via=self.request_via)
         self.transmit(datagrams, now, self.request_via)
 
     def retransmit_timeout(self, n: int) -> float:

@@ -8,6 +8,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from engine.events import ChildSaMoved, ChildState
 from engine.ike.host import Addr
 
 if TYPE_CHECKING:
@@ -25,6 +26,10 @@ class NatState:
     """Our NAT_DETECTION_DESTINATION_IP did not match: we are behind a NAT."""
     remote_behind: bool = False
     """The peer's NAT_DETECTION_SOURCE_IP did not match its address (or it fakes a NAT)."""
+    mapped: bytes | None = None
+    """MOBIKE client behind a NAT: the gateway's last NAT_DETECTION_DESTINATION_IP (our address as
+    it sees it, RFC 4555 §3.8), from a DPD or an address update answer; another one later means
+    our NAT mapping changed (engine.ike.exchanges.mobike.Dpd)."""
 
     @property
     def any(self) -> bool:
@@ -33,13 +38,18 @@ class NatState:
 
 def update_remote(sa: IkeSa, local: Addr, remote: Addr) -> None:
     """Follow the peer's NAT mapping on authenticated messages (§2.23), and learn our own
-    address when we initiated from an unspecified one (no local_addrs, no listen: a laptop)."""
+    address when we initiated from an unspecified one (no local_addrs, no listen: a laptop).
+    Not with MOBIKE (RFC 4555 §3.8: "MUST NOT use these dynamic updates for IKEv2 packets", so
+    that an INFORMATIONAL without UPDATE_SA_ADDRESSES, a path test, moves nothing; charon's
+    task_manager_v2 process_message does no implicit update once MOBIKE is on): only the
+    address update moves a MOBIKE SA, and a client behind a NAT finds its mapping changed with
+    NAT detection in its DPDs (engine.ike.exchanges.mobike)."""
     if sa.local[0] in UNSPECIFIED and local[0] not in UNSPECIFIED:
         sa.local = (local[0], sa.local[1])
     # Once on the NAT-T port, a message on the IKE port (a peer starting over from a new
     # address) is answered where it came from but does not move the SA back.
     on_natt = local[1] == sa.host.engine.natt_port
-    if remote != sa.remote and sa.sk is not None and (on_natt or not sa.floated) \
+    if remote != sa.remote and sa.sk is not None and not sa.mobike and (on_natt or not sa.floated) \
             and (sa.nat.remote_behind or remote[1] != sa.remote[1]):
         if on_natt and not sa.floated and remote[0] == sa.remote[0]:
             # The peer's first message on the NAT-T port, from the same address: the normal
@@ -47,12 +57,29 @@ def update_remote(sa: IkeSa, local: Addr, remote: Addr) -> None:
             log.debug("%s[%d]: NAT-T port float: %s:%d -> %s:%d", sa.name, sa.unique_id,
                       *sa.remote, *remote, extra={"connection": sa.name})
         else:
-            log.info("%s[%d]: peer moved from %s:%d to %s:%d", sa.name, sa.unique_id,
-                     *sa.remote, *remote, extra={"connection": sa.name})
+            log.info("%s[%d]: peer moved from %s:%d to %s:%d%s", sa.name, sa.unique_id, *sa.remote, *remote,
+                     ", its CHILD SAs follow" if sa.children else "", extra={"connection": sa.name})
         sa.remote = remote
+        moved = True
+    else:
+        moved = False
     if on_natt and not sa.floated:
         sa.floated = True
         sa.local = local
+    if moved and sa.children:
+        children_follow(sa)
+
+
+def children_follow(sa: IkeSa) -> None:
+    """The CHILD SAs go where the IKE SA now goes, keeping SPIs, keys and sequence numbers
+    (charon's update_hosts updates every CHILD SA with the IKE SA's new hosts): the peer's ESP
+    comes from its new NAT mapping, and ours would keep going to the old one, a one-way tunnel
+    that DPD (answered over IKE) never notices."""
+    local, remote, encap = sa.local, sa.remote, sa.encap
+    for child in sa.children.values():
+        if child.state != ChildState.DELETED:
+            sa.host.emit(ChildSaMoved(sa.unique_id, sa.name, child.config.name, child.spi_in_int,
+                                      child.spi_out_int, local[0], remote[0], local[1], remote[1], encap))
 
 
 def float_ports(sa: IkeSa) -> None:

@@ -92,7 +92,7 @@ def receive(sa: IkeSa, message: Message, local: Addr, remote: Addr, now: float) 
     if remote != sa.remote or (not sa.floated and local[1] == sa.host.engine.natt_port) \
             or sa.local[0] in UNSPECIFIED:
         sa._update_remote(local, remote)
-    sa.summary_event(False, h.exchange, h.mid, response, payloads, length, now, fragments=nfrag)
+    sa.summary_event(False, h.exchange, h.mid, response, payloads, length, now, fragments=nfrag, via=(local, remote))
     sa.received_on = (local, remote)
     if response:
         if h.exchange == ExchangeType.IKE_SA_INIT:

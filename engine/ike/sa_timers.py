@@ -80,7 +80,7 @@ def handle(sa: IkeSa, now: float) -> None:
         (exchange, payloads), held.held_until, held.held_summary = held.held_summary, None, None
         sa.host.count("answers_delayed")
         sa.summary_event(True, exchange, held.mid, True, payloads, sum(map(len, held.datagrams)), now,
-                         fragments=len(held.datagrams))
+                         fragments=len(held.datagrams), via=held.held_via)
         sa.transmit(held.datagrams, now, held.held_via)
     out = sa.outstanding
     if out is not None and now >= out.next_at:

@@ -28,9 +28,7 @@ CHILD_TRANSITIONS: dict[ChildState, frozenset[ChildState]] = {
     C.CREATED: frozenset({C.INSTALLED, C.DELETED}),
     C.INSTALLED: frozenset({C.REKEYING, C.REKEYED, C.DELETING, C.DELETED}),
     C.REKEYING: frozenset({C.INSTALLED, C.REKEYED, C.DELETING, C.DELETED}),
-    # REKEYED -> INSTALLED: the peer deleted the SA its rekey made before it deleted this one
-    # (informational.py: _reinstate_replaced)
-    C.REKEYED: frozenset({C.INSTALLED, C.DELETING, C.DELETED}),
+    C.REKEYED: frozenset({C.DELETING, C.DELETED}),
     C.DELETING: frozenset({C.DELETED}),
     C.DELETED: frozenset(),
 }

@@ -324,10 +324,12 @@ def test_an_ike_sa_started_on_the_natt_port_sends_the_marker_from_ike_sa_init_on
 
 
 # ====================================================================== the peer deletes its own rekey's SA (item 4)
-def test_the_peer_deleting_the_sa_its_rekey_made_puts_the_old_sa_back_in_use():
+def test_the_peer_deleting_the_sa_its_rekey_made_closes_the_child_sa():
     """b rekeys the CHILD SA, a answers (its old SA now waits for b's Delete of it), and b then
-    deletes the SA its rekey made instead (a collision it resolved as the loser, or a change of
-    mind): a must not delete the old SA once its wait runs out, or neither end has one."""
+    deletes the SA its rekey made instead: b closes the CHILD SA, as charon reads it
+    (child_delete.c destroy_and_reestablish concludes the rekeying and never uses the old SA
+    again). a must not put the old SA back in use (and rekey it into a CHILD SA b closed): it
+    stays replaced until its deadline, and both ends end up with no pair."""
     p = make(connection(children=[child(esp=("aes256gcm16-x25519",))]))
     from engine.ike.exchanges.child_sa import ChildOffer
     old_b = only_child(p, "b")
@@ -339,13 +341,13 @@ def test_the_peer_deleting_the_sa_its_rekey_made_puts_the_old_sa_back_in_use():
     assert old_a.state == ChildState.REKEYED and len(sa_a.children) == 2
     (answer,) = request(p, "b", [DeletePayload(ProtocolId.ESP, (offer.spi_in,))])
     assert len(answer) == 1  # a names its half of the new SA back
-    assert old_a.state == ChildState.INSTALLED and list(sa_a.children.values()) == [old_a]
+    assert old_a.state == ChildState.REKEYED and old_a.rekey_at is None, "the replaced SA was put back in use"
     p.advance(400)
-    assert old_a.state in (ChildState.INSTALLED, ChildState.REKEYING) or sa_a.children, \
-        "neither end has a CHILD SA"
     pairs_a = {(c.spi_in, c.spi_out) for sa in live(p, "a") for c in sa.children.values()}
     pairs_b = {(c.spi_out, c.spi_in) for sa in live(p, "b") for c in sa.children.values()}
-    assert pairs_a == pairs_b and len(pairs_a) == 1
+    assert pairs_a == pairs_b == set()
+    from engine.events import ChildSaInstalled
+    assert len(p.of("a", ChildSaInstalled)) == 2, "a rekeyed or recreated the CHILD SA b closed"
 
 
 # ====================================================================== the peer's IKE rekey completes first (item 5)

@@ -11,7 +11,7 @@ from tests.engine.ike_pair import LEFT, RIGHT, Pair, connection, mirror, policy
 
 
 def floated_pair(caplog) -> Pair:
-    a = connection(encap=True)
+    a = connection(encap=True, mobike=False)  # a MOBIKE SA moves only by UPDATE_SA_ADDRESSES (RFC 4555 §3.8)
     p = Pair(policy(a, address=LEFT), policy(mirror(a), address=RIGHT))
     with caplog.at_level(logging.DEBUG, logger="engine"):
         p.a.initiate("tun", p.now)

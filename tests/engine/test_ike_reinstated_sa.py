@@ -1,5 +1,5 @@
-"""The SA a peer's CHILD rekey replaced, put back in use when the peer deletes the new one
-(informational._reinstate_replaced): only when nothing else replaced it. Sans-IO pairs."""
+"""The SA a peer's CHILD rekey replaced, when the peer deletes an SA that replaced it
+(informational._replacement_deleted): never put back in use. Sans-IO pairs."""
 
 from __future__ import annotations
 
@@ -51,24 +51,3 @@ def test_the_peer_deleting_our_redundant_sa_after_a_lost_collision_does_not_revi
     request(p, "b", [DeletePayload(ProtocolId.ESP, (ours.spi_out,))])
     assert ours.state == ChildState.DELETED
     assert old_a.state == ChildState.REKEYED, "old put back in use beside the peer's replacement"
-
-
-def test_an_sa_put_back_in_use_is_not_rekeyed_when_its_child_never_rekeys():
-    """The SA the peer's rekey replaced is put back in use when the peer deletes the new one;
-    it is rekeyed soon only if this child rekeys at all (rekey_time 0: it lives to its hard
-    lifetime, as any SA of that child)."""
-    from engine.ike.exchanges.child_sa import ChildOffer
-    from engine.wire.constants import ExchangeType, ProtocolId
-    from engine.wire.payloads import DeletePayload, SaPayload
-    from tests.engine.test_ike_edges import request
-
-    a = connection(children=[child(esp=("aes256gcm16-x25519",), rekey_time=0, life_time=7200)])
-    p = make(a)
-    (old_b,) = live(p, "b")[0].children.values()
-    offer = ChildOffer(live(p, "b")[0], old_b.config, with_ke=True, rekey=old_b)
-    (answer,) = request(p, "b", offer.payloads(nonce=True), ExchangeType.CREATE_CHILD_SA)
-    assert any(isinstance(x, SaPayload) for x in answer)
-    (sa_a,) = live(p, "a")
-    old_a = next(c for c in sa_a.children.values() if c.spi_out == old_b.spi_in)
-    request(p, "b", [DeletePayload(ProtocolId.ESP, (offer.spi_in,))])
-    assert old_a.state == ChildState.INSTALLED and old_a.rekey_at is None

@@ -16,7 +16,11 @@ whose remote.auth is an EAP method and whose remote.id matches the client's
 IDi; none: AUTHENTICATION_FAILED, saying in plain words that the peer wants
 EAP. A request out of order (no EAP payload while EAP runs, no AUTH after
 EAP-Success), an EAP failure or a wrong MSK AUTH end the IKE SA with
-AUTHENTICATION_FAILED (EAP-Failure for the EAP ones) and the reason.
+AUTHENTICATION_FAILED (EAP-Failure for the EAP ones) and the reason. EAP-TLS
+checks the client's chain with the runtime's CRLs (CrlSource) and asks for
+missing ones; a round whose CRL is being fetched is held unanswered, as
+IKE_AUTH with certificates is (sa.held_request: the runtime's retry_held, or
+the client's retransmission, takes it again), then decided with it.
 
 Rules (client): the gateway's first answer must carry IDr, AUTH (checked as
 any AUTH of ours: its certificate) and EAP; each further answer one EAP
@@ -27,11 +31,12 @@ must verify with the MSK. Anything else fails the IKE SA with the reason.
 from __future__ import annotations
 
 import hmac
+import logging
 from datetime import datetime, timezone
 
 from engine.crypto.auth import psk_auth_data
 from engine.eap import EapPeer, EapServer, TlsCredentials, methods_for, peer_methods, server_methods
-from engine.ike import ppk_auth
+from engine.ike import certauth, ppk_auth
 from engine.ike.auth import octets
 from engine.ike.exchange import Label, Request, Table, error_notifies
 from engine.ike.exchanges import mobike, redirect
@@ -46,6 +51,7 @@ from engine.wire.constants import AuthMethod, ExchangeType, NotifyType
 from engine.wire.payloads import AuthPayload, EapPayload, IdPayload, NotifyPayload, SaPayload
 
 IKE_AUTH = ExchangeType.IKE_AUTH
+log = logging.getLogger("engine.ike")
 
 
 class S(Label):
@@ -82,6 +88,7 @@ class I(Label):  # noqa: E742
     EAP_MORE = "the method goes on"
     EAP_OK = "EAP succeeded"
     EAP_BAD = "EAP failed"
+    EAP_WAIT = "the method waits for a CRL being fetched"
     PEER_OK = "the MSK AUTH verifies"
     PEER_REJECTED = "the MSK AUTH does not verify"
 
@@ -114,6 +121,7 @@ TABLE = Table("IKE_AUTH (EAP)", {
     (S.CHECKING, I.EAP_MORE): (S.EAP, None),
     (S.CHECKING, I.EAP_OK): (S.EAP_DONE, None),
     (S.CHECKING, I.EAP_BAD): (S.ANSWERED, "eap_refused"),
+    (S.CHECKING, I.EAP_WAIT): (S.EAP, "hold"),
     (S.EAP_DONE, I.REQ_AUTH): (S.CHECKING_AUTH, "check_msk_auth"),
     (S.EAP_DONE, I.REQ_OTHER): (S.ANSWERED, "out_of_order"),
     (S.EAP_DONE, I.REQ_EAP): (S.ANSWERED, "out_of_order"),
@@ -123,7 +131,7 @@ TABLE = Table("IKE_AUTH (EAP)", {
     (S.CHECKING_AUTH, I.PEER_REJECTED): (S.ANSWERED, "authentication_failed"),
 }, remote={I.RESP_REFUSED, I.RESP_PEER_REJECTED, I.RESP_EAP, I.RESP_EAP_SUCCESS, I.RESP_EAP_FAILED, I.RESP_OK,
            I.REQ_FIRST, I.NO_EAP_CONN, I.EAP_CONN, I.REQ_EAP, I.REQ_AUTH, I.REQ_OTHER, I.REQ_GIVE_UP,
-           I.EAP_MORE, I.EAP_OK, I.EAP_BAD, I.PEER_OK, I.PEER_REJECTED},
+           I.EAP_MORE, I.EAP_OK, I.EAP_BAD, I.EAP_WAIT, I.PEER_OK, I.PEER_REJECTED},
     final={S.DONE, S.ANSWERED})
 
 
@@ -154,7 +162,7 @@ class EapAuth(IkeAuth):
         self.peer = EapPeer(ident, methods_for(conn.local.auth),
                             peer_methods(ident, password=secret.secret if secret else None,
                                          tls=tls_credentials(auth, conn), now=self._wall(sa),
-                                         server_identity=conn.remote.id))
+                                         server_identity=conn.remote.id, crl_source=CrlSource(auth, sa)))
         self.idr: IdPayload | None = None
         self.failing: str | None = None
         """Why EAP failed, while the acknowledgement of the failure is in flight."""
@@ -386,7 +394,7 @@ class EapAuthResponder(IkeAuthResponder):
 
         methods = server_methods(passwords=password, tls=tls_credentials(auth, conn),
                                  now=datetime.fromtimestamp(auth.wall_time(now), timezone.utc),
-                                 peer_identity=self.peer_id, random=sa.host.rng)
+                                 peer_identity=self.peer_id, random=sa.host.rng, crl_source=CrlSource(auth, sa))
         self.server = EapServer(methods_for(conn.remote.auth), methods, ask_identity=eap_id is not None,
                                 ike_identity=str(self.peer_id).encode(),
                                 accept_identity=lambda i: eap_id_matches(eap_id, i), random=sa.host.rng)
@@ -406,6 +414,9 @@ class EapAuthResponder(IkeAuthResponder):
         # e.g. EAP-MSCHAPv2's retry after a wrong password (charon: sleep(RETRY_DELAY)): held on the SA
         # (sa.send_response), no memory beyond the answer every SA caches anyway.
         self.answer_delay = step.delay
+        if step.state == "wait":
+            self.waiting_for = step.reason
+            return I.EAP_WAIT
         if step.state == "success":
             return I.EAP_OK
         if step.state == "failure":
@@ -414,6 +425,13 @@ class EapAuthResponder(IkeAuthResponder):
                            f"{step.reason}")
             return I.EAP_BAD
         return I.EAP_MORE
+
+    def hold(self, now: float) -> None:
+        """EAP-TLS waits for a CRL the runtime fetches (as IKE_AUTH with certificates, certauth.Deferred):
+        the request stays unanswered and is taken again when the fetch ends or the client retransmits."""
+        log.debug("%s[%d]: IKE_AUTH held: %s", self.sa.name, self.sa.unique_id, self.waiting_for,
+                  extra={"connection": self.sa.name})
+        self.answer = None
 
     def eap_refused(self, now: float) -> None:
         # The EAP-Failure goes out (set by eap_round); then the half-open SA goes.
@@ -485,6 +503,39 @@ def tls_credentials(auth, conn) -> TlsCredentials | None:
     return TlsCredentials(tuple(local.certs), local.key, tuple(creds.cacerts.get(conn.name, ())),
                           tuple(creds.all_crls() if hasattr(creds, "all_crls") else creds.crls),  # fetched ones too
                           revocation=conn.remote.revocation)
+
+
+class CrlSource:
+    """EAP-TLS's view of the runtime's CRL fetcher (engine.eap.tls.CrlSource), as IKE_AUTH with
+    certificates uses it (certauth.verify_auth): current CRLs, asking for missing ones, and which
+    of those are being fetched now."""
+
+    def __init__(self, auth, sa) -> None:
+        self.auth, self.sa = auth, sa
+
+    def crls(self) -> list:
+        creds = self.auth.credentials
+        if creds is None:
+            return []
+        return creds.all_crls() if hasattr(creds, "all_crls") else list(creds.crls)
+
+    def want(self, uris) -> None:
+        creds = self.auth.credentials
+        if creds is not None and hasattr(creds, "want"):
+            creds.want(uris)
+
+    def pending(self, uris) -> list[str]:
+        creds = self.auth.credentials
+        if creds is None or not getattr(creds, "fetching", False):
+            return []
+        return certauth._pending(creds, uris, self.auth.wall_time(self.sa.last_received))
+
+    def status(self, uris) -> str:
+        creds = self.auth.credentials
+        if creds is None or not getattr(creds, "fetching", False):
+            return ""
+        status = creds.crl_status
+        return "; ".join(f"{u}: {status.get(u, 'being fetched now, a new attempt can succeed')}" for u in uris)
 
 
 def ike_auth_for(sa, children) -> IkeAuth:

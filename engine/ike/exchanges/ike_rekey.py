@@ -53,6 +53,7 @@ Rules (responder):
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from engine.crypto.errors import InvalidKeyExchange
@@ -196,7 +197,8 @@ def make_rekeyed_sa(old: IkeSa, *, initiator: bool, spi_i: bytes, spi_r: bytes, 
                      additional=b"".join(secrets[1:]))
     if len(secrets) > 1:
         intermediate.record_followup(new)
-    new.nat = old.nat
+    # The gateway's view of our NAT mapping is hashed with the old SPIs (RFC 4555 §3.8): it starts anew.
+    new.nat = dataclasses.replace(old.nat, mapped=None)
     new.floated = old.floated
     new.peer_fragmentation = old.peer_fragmentation
     new.peer_is_ours = old.peer_is_ours

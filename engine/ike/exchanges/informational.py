@@ -354,27 +354,23 @@ class InformationalResponder(Responder):
             if sa.active is not None:
                 sa.active.peer_deleted_child(child, now)
         for child in self.removed:
-            self._reinstate_replaced(child, now)
+            self._replacement_deleted(child, now)
 
-    def _reinstate_replaced(self, child: ChildSa, now: float) -> None:
-        """The peer deleted the SA its own rekey made (``child``: the loser's cleanup of a
-        collision it alone saw, or a change of mind) while the SA that rekey replaced still
-        waits here for the peer's Delete of it. That SA is put back in use, and rekeyed
-        afresh soon, instead of deleted when its wait runs out: neither end would have an SA."""
+    def _replacement_deleted(self, child: ChildSa, now: float) -> None:
+        """The peer deleted the SA its own rekey made (``child``) while the SA that rekey replaced
+        still waits here for the peer's Delete of it: the peer closes the CHILD SA, as charon
+        reads it (child_delete.c destroy_and_reestablish: "if it deletes its winning SA first,
+        we assume it wants to delete the CHILD_SA"; the old SA is never used again). The old SA
+        is not put back in use: it stays replaced, gone with the peer's Delete or its deadline."""
         sa = self.sa
         old = sa.children.get(child.rekeyed_from) if child.rekeyed_from is not None else None
         if old is None or old.state != ChildState.REKEYED or old in self.removed or sa.holds_child(old):
             return
         if any(c.rekeyed_from == old.spi_in and c.state in _LIVE for c in sa.children.values()):
-            return  # another SA replaced old (a collision's winner): old still goes
-        log.info("%s[%d]: the peer deleted CHILD SA %s{%d} that replaced %s; that one stays in use",
-                 sa.name, sa.unique_id, child.config.name, child.unique_id, old.spi_in.hex(),
-                 extra={"connection": sa.name})
-        old.set_state(ChildState.INSTALLED)
-        old.deadline = None
-        # Rekeyed afresh soon (its keys were due), unless we never rekey this child.
-        old.rekey_at = now + sa.host.random.uniform(*RETRY) if old.config.rekey_time > 0 else None
-        sa.host.changed(sa)
+            return  # another SA replaced old (a collision's winner): the CHILD SA lives on there
+        log.info("%s[%d]: the peer deleted CHILD SA %s{%d}, which replaced SPI %s: the CHILD SA is closed "
+                 "(the replaced SA waits for the peer's Delete)", sa.name, sa.unique_id, child.config.name,
+                 child.unique_id, old.spi_in.hex(), extra={"connection": sa.name})
 
     def answer_redirect(self, now: float, payloads: list, **_) -> None:
         self.redirect_payloads = payloads

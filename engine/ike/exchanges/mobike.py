@@ -15,10 +15,13 @@ Rules (responder):
   a rekey (a ChildSaMoved event: the datapath keeps SPIs, keys and sequence numbers), so an
   authenticated client (or whoever rewrote its update's source address) cannot point our ESP
   traffic at an address that did not ask for it (§5.2). A wrong echo closes the IKE SA (§3.7);
-  no answer is a dead peer, as for any request. An echo from another port of the checked
-  address (the client's NAT mapped it anew) moves them there; from another address, that
-  one is checked first. One check waits at most (the last update's addresses), and the
-  peer's IKE rekey gets TEMPORARY_FAILURE while a check (or our own update) is in flight.
+  no answer is a dead peer, as for any request. The echo moves them to the checked addresses
+  whatever its source (the client's NAT may have mapped it anew: its DPD NAT detection sees
+  that and sends another update). One check waits at most (the last update's addresses), and
+  the peer's IKE rekey gets TEMPORARY_FAILURE while a check (or our own update) is in flight.
+- Only UPDATE_SA_ADDRESSES moves a MOBIKE SA, in both roles: no implicit update from the source
+  of any other authenticated message (§3.8; charon's process_message; sa_nat.update_remote).
+  Answers still go where their request came from (RFC 7296 §2.11).
 - Without MOBIKE negotiated, an UPDATE_SA_ADDRESSES request is answered as an ordinary
   INFORMATIONAL (engine.ike.exchanges.informational), the SA staying where it was.
 
@@ -36,6 +39,10 @@ Rules (initiator; RFC 4555 lets only the original initiator move the SA, §3.5):
   CHILD SAs follow the new addresses without a rekey (ChildSaMoved, as on the responder: the
   userspace datapath re-points the pair; the kernel one, which cannot yet, rekeys it instead),
   after the peer proved it can be reached from there (the return routability check).
+- Behind a NAT our DPDs carry NAT detection (``Dpd``, §3.8); a gateway's
+  NAT_DETECTION_DESTINATION_IP other than in its last answer (DPD or update) means our NAT
+  mapping changed: an update goes out, our addresses unchanged (the gateway follows no implicit
+  update). The first answer of an IKE SA only sets the reference, as charon's has_mapping_changed.
 - A NAT seen in the answer while IKE is still on port 500 moves IKE to the NAT-T port, and
   the update is sent again from there; a move while the update is in flight (or queued)
   sends one more update when it completes (the last addresses win, §3.5).
@@ -47,8 +54,10 @@ import hmac
 import ipaddress
 import logging
 
+from engine.crypto.auth import nat_detection_hash
 from engine.events import ChildSaMoved, IkeState
 from engine.ike.exchange import Initiator, Label, Request, Responder, Table, error_notifies, notify
+from engine.ike.exchanges import informational
 from engine.ike.init import check_nat, nat_notifies
 from engine.ike.text import notify_name
 from engine.wire.constants import ExchangeType, NotifyType
@@ -158,11 +167,17 @@ class Update(Initiator):
     """Its answer moves the CHILD SAs: a peer's IKE rekey meanwhile would take them to another IKE SA
     before that (TEMPORARY_FAILURE, §2.25.2)."""
 
+    def __init__(self, sa, *, remapped: bool = False) -> None:
+        super().__init__(sa)
+        self.remapped = remapped
+        """Sent for our NAT mapping (Dpd): the gateway sees us elsewhere, our addresses are the same."""
+
     def request(self, now: float) -> Request | None:
         if self.state != SI.IDLE:
             return None
         sa = self.sa
-        stale = sa.state != IkeState.ESTABLISHED or (sa.local, sa.remote) == sa.mobike_addrs
+        stale = sa.state != IkeState.ESTABLISHED or \
+            (not self.remapped and (sa.local, sa.remote) == sa.mobike_addrs)
         self.fire(I.START_STALE if stale else I.START, now)
         return Request(ExchangeType.INFORMATIONAL, self.payloads) if self.state == SI.SENT else None
 
@@ -194,6 +209,7 @@ class Update(Initiator):
         nat = check_nat(payloads, sa.spi_i, sa.spi_r, local, remote)
         if nat is not None:
             sa.nat.local_behind, sa.nat.remote_behind = nat
+        mapping_changed(sa, payloads, local)  # the gateway's view of us now: what our DPDs compare with
         if sa.nat.any and not sa.floated:
             sa.float_ports()  # a NAT on the new path: IKE and ESP go to the NAT-T port (§3.5)
         if (sa.local, sa.remote) != self.announced:
@@ -202,8 +218,12 @@ class Update(Initiator):
             return
         previous, sa.mobike_addrs = sa.mobike_addrs, self.announced
         sa.mobike_moves += 1
-        log.info("%s[%d]: MOBIKE: moved from %s:%d to %s:%d", sa.name, sa.unique_id,
-                 *(previous[0] if previous else ("?", 0)), *local, extra={"connection": sa.name})
+        if previous == self.announced:
+            log.info("%s[%d]: MOBIKE: the peer knows our new NAT mapping", sa.name, sa.unique_id,
+                     extra={"connection": sa.name})
+        else:
+            log.info("%s[%d]: MOBIKE: moved from %s:%d to %s:%d", sa.name, sa.unique_id,
+                     *(previous[0] if previous else ("?", 0)), *local, extra={"connection": sa.name})
         for spi, child in sa.children.items():
             if spi in self.before:
                 sa.host.emit(ChildSaMoved(sa.unique_id, sa.name, child.config.name, child.spi_in_int,
@@ -221,6 +241,51 @@ class Update(Initiator):
     def migrate(self, sa) -> bool:
         self.sa = sa  # an IKE rekey completed first: the new SA has the same addresses to announce
         return True
+
+
+def mapping_changed(sa, payloads, local) -> bool:
+    """Whether the gateway's NAT_DETECTION_DESTINATION_IP (our address as it sees it) differs from
+    the one it sent last (RFC 4555 §3.8), or shows we are no longer behind a NAT; it is kept for
+    the next comparison. The first one only sets the reference (charon's has_mapping_changed: the
+    IKE_SA_INIT one, on port 500, cannot be compared with a NAT-T port mapping)."""
+    dest = [p.data for p in payloads if isinstance(p, NotifyPayload)
+            and p.type == NotifyType.NAT_DETECTION_DESTINATION_IP]
+    if not dest:
+        return False
+    if nat_detection_hash(sa.spi_i, sa.spi_r, local[0], local[1]) in dest:
+        sa.nat.mapped = None
+        return sa.nat.local_behind  # no NAT any more (charon's ike_natd sets mapping_changed too)
+    previous, sa.nat.mapped = sa.nat.mapped, dest[0]
+    return previous is not None and previous != dest[0]
+
+
+class Dpd(informational.Dpd):
+    """The MOBIKE client's DPD (RFC 4555 §3.8: "SHOULD include these notifications in DPD messages";
+    charon's queue_dpd hands it to ike_mobike): behind a NAT it carries NAT detection for our
+    addresses, and a gateway's NAT_DETECTION_DESTINATION_IP other than before in the answer means
+    our NAT mapping changed (the gateway, which follows no implicit update, sends our traffic to
+    the old one): UPDATE_SA_ADDRESSES goes out from where we are, as charon's process_i does."""
+
+    name = "INFORMATIONAL (MOBIKE DPD)"
+
+    def build(self, now: float) -> list:
+        sa = self.sa
+        self.sent_from = sa.local if sa.nat.local_behind else None
+        if self.sent_from is None:
+            return []
+        return nat_notifies(sa.spi_i, sa.spi_r, sa.local, sa.remote)
+
+    def response(self, exchange: int, payloads: list, now: float) -> None:
+        super().response(exchange, payloads, now)
+        sa = self.sa
+        if self.sent_from is None or not mapping_changed(sa, payloads, self.sent_from) \
+                or sa.state != IkeState.ESTABLISHED:
+            return
+        if any(isinstance(ex, Update) and ex.state == SI.IDLE for ex in sa.queue) or isinstance(sa.active, Update):
+            return  # one is on its way (its answer gives the gateway's view of us anew)
+        log.info("%s[%d]: MOBIKE: our NAT mapping changed (the peer's NAT detection in its DPD answer), "
+                 "sending an address update", sa.name, sa.unique_id, extra={"connection": sa.name})
+        sa.start(Update(sa, remapped=True), now, front=True)
 
 
 _CHECK_NOTIFIES = frozenset({NotifyType.COOKIE2, NotifyType.NAT_DETECTION_SOURCE_IP,
@@ -316,8 +381,7 @@ class Check(Initiator):
         if self.state != SI.IDLE:
             return None
         sa = self.sa
-        # A newer update came first: its own check follows. Compared with what the last update
-        # announced, not the SA's addresses: those follow the client's NAT mapping meanwhile (§2.23).
+        # A newer update came first: its own check follows.
         stale = sa.state != IkeState.ESTABLISHED or sa.mobike_addrs != self.checking
         self.fire(I.START_STALE if stale else I.START, now)
         return Request(ExchangeType.INFORMATIONAL, self.payloads) if self.state == SI.SENT else None
@@ -338,22 +402,19 @@ class Check(Initiator):
         sa = self.sa
         if sa.mobike_addrs != self.checking:
             return  # it moved again meanwhile: the check of the last addresses moves the CHILD SAs
-        if (sa.local, sa.remote[0]) != (self.checking[0], self.checking[1][0]):
-            # The IKE SA followed the answer (a NATed peer, §2.23) to an address this check did not
-            # go to: that one is checked too before ESP goes there (§5.2).
-            sa.mobike_addrs = (sa.local, sa.remote)
-            sa.start(Check(sa, self.previous), now, front=True)
-            return
-        # To the port the answer came from (a NAT on the new path may have mapped the client anew).
+        # To the addresses checked, wherever the answer came from: the echo proves the client
+        # receives there (§3.7), and an INFORMATIONAL without UPDATE_SA_ADDRESSES moves nothing
+        # (§3.8). A client whose NAT mapped it anew meanwhile sees it in its next DPD's NAT
+        # detection and sends another update.
         sa.mobike_moves += 1
-        log.info("%s[%d]: MOBIKE: the peer answers at %s:%d, its CHILD SAs follow", sa.name, sa.unique_id,
-                 *sa.remote, extra={"connection": sa.name})
+        local, remote = self.checking
+        log.info("%s[%d]: MOBIKE: the peer answered our check at %s:%d, its CHILD SAs follow", sa.name,
+                 sa.unique_id, *remote, extra={"connection": sa.name})
         encap = sa.encap
         for spi, child in sa.children.items():
             if spi in self.before:
                 sa.host.emit(ChildSaMoved(sa.unique_id, sa.name, child.config.name, child.spi_in_int,
-                                          child.spi_out_int, sa.local[0], sa.remote[0], sa.local[1], sa.remote[1],
-                                          encap))
+                                          child.spi_out_int, local[0], remote[0], local[1], remote[1], encap))
         sa.host.changed(sa)
 
     def refused(self, now: float, reason: str) -> None:
