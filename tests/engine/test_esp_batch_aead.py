@@ -58,7 +58,10 @@ def test_an_sa_keyed_by_its_first_packet_declines_or_drops_until_then():
     out = EspOutboundSa.deferred(SPI, common, keys)
     assert out.protect_all([_seg(0), _seg(1)], 1.0) is None  # the first packet keys it, one by one
     sealer = EspOutboundSa(SPI, cipher=make_cipher(EncrId.AES_GCM_16, 256, key), **ADDRS)
-    sealed = [sealer.protect(_seg(i), 1.0) for i in range(3)]
+    segs = [_seg(i) for i in range(3)]
+    sealed = [sealer.protect(s, 1.0) for s in segs]
+    # Keyed by its first packet, it seals batches as the SA keyed from the start.
+    assert [out.protect(segs[0], 1.0)] + out.protect_all(segs[1:], 1.0) == sealed
     # Expired before its first packet: never keyed, every packet dropped as unprotect drops it.
     ins = [EspInboundSa.deferred(SPI, common, keys) for _ in range(2)]
     for sa in ins:
