@@ -28,6 +28,27 @@ from engine.datapath.offload import (_TCP_ACK, _TCP_PSH, _U16, _U32, GSO_TCPV4, 
 from engine.esp.ip import checksum
 
 
+def _v4_key_mask(hlen: int) -> int:
+    """The bytes of an option-less IPv4 + TCP header (``hlen`` bytes) that a run's segments share: the
+    version/IHL byte, TOS, the DF/MF/reserved bits, TTL, addresses and ports, ACK number, data offset
+    with the reserved/AE bits, window and TCP options (the kernel's GRO conditions); not the lengths,
+    IDs, checksums, sequence number, flags or urgent pointer. The version byte (0x45, never 0) leads,
+    so the key's magnitude also says the header length."""
+    keep = bytearray(hlen)
+    for i in (0, 1, 8, *range(12, 24), *range(28, 33), 34, 35, *range(40, hlen)):
+        keep[i] = 0xFF
+    keep[6] = 0xE0
+    return int.from_bytes(keep, "big")
+
+
+_V4_KEY = [_v4_key_mask(h) if h >= 40 else 0 for h in range(81)]
+"""Run keys of TCP over IPv4, by header length: one masked integer of the headers (one slice and one
+``int.from_bytes`` per segment instead of a tuple of five slices and three fields, and its hash)."""
+_V4_AFTER_12 = [(1 << 8 * (h - 12)) - 1 if h >= 40 else 0 for h in range(81)]
+"""The same integer's bytes 12..hlen (addresses, ports, TCP header): the pseudo-header's addresses and
+the header words of the claimed payload sum, without a second slice."""
+
+
 class _Run:
     """Segments of one flow being joined: the first packet's headers, then payloads."""
 
@@ -131,6 +152,8 @@ class Coalescer:
         out = self._out
         add = self.add
         unpack = _U32.unpack_from
+        keys = _V4_KEY
+        after12 = _V4_AFTER_12
         for pkt in pkts:
             n = len(pkt)
             if n < 40 or pkt[0] != 0x45 or pkt[9] != 6 or pkt[6] & 0x3F or pkt[7] or (pkt[2] << 8 | pkt[3]) != n:
@@ -143,13 +166,14 @@ class Coalescer:
             if thl < 20 or size <= 0 or flags & ~_TCP_PSH != _TCP_ACK:
                 out.append(pkt)  # SYN, FIN, RST, URG, CWR/ECE or a pure ACK: never joined
                 continue
-            run = runs.get((pkt[12:24], pkt[28:33], pkt[34:36], pkt[40:hlen], pkt[1], pkt[6] & 0xE0, pkt[8]))
+            head = int.from_bytes(pkt[:hlen], "big")
+            run = runs.get(head & keys[hlen])
             if run is None or not run.local or run.closed or unpack(pkt, 24)[0] != run.next_seq \
                     or size > run.size or run.count >= MAX_SEGMENTS or run.length + size > 0xFFFF:
                 self._tcp(pkt, n, 20, True)
                 continue
             # As in _tcp: the payload's claimed sum, with the addresses summed in the same pass.
-            d = -(int.from_bytes(pkt[12:hlen], "big") + 6 + n - 20) % 0xFFFF
+            d = -((head & after12[hlen]) + 6 + n - 20) % 0xFFFF
             length = run.length
             if (length - run.hlen) & 1:
                 d = d * 256 % 0xFFFF
@@ -183,7 +207,7 @@ class Coalescer:
         # ports are one run of bytes.
         if v4:
             addrs = 12
-            key = (pkt[12:24], pkt[28:33], pkt[34:36], pkt[40:hlen], pkt[1], pkt[6] & 0xE0, pkt[8])
+            key = int.from_bytes(pkt[:hlen], "big") & _V4_KEY[hlen]
         else:
             addrs = 8
             key = (pkt[8:44], pkt[48:53], pkt[54:56], pkt[60:hlen], pkt[0:4], pkt[7])

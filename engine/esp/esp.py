@@ -141,7 +141,7 @@ class EspOutboundSa(_EspCrypto, OutboundSa):
     """Outbound ESP: see `OutboundSa` for what `protect` takes and returns."""
 
     __slots__ = ("_cipher", "_integ", "_keys", "_aead", "_ivs", "_icvs", "_align", "_enc", "_mac", "_rng",
-                 "_trailers", "_enc_iv")
+                 "_trailers", "_enc_iv", "_seal_all")
 
     protocol = "esp"
 
@@ -165,6 +165,7 @@ class EspOutboundSa(_EspCrypto, OutboundSa):
         self._rng = random_iv
         self._trailers = {}
         self._enc = self._mac = self._enc_iv = None
+        self._seal_all = (None, b"")  # protect_all declines until the first packet keys the SA
         self._unkeyed = True
         self._seq_check = 0  # the first packet takes the slow path, which keys the SA
         return self
@@ -173,6 +174,9 @@ class EspOutboundSa(_EspCrypto, OutboundSa):
         cipher, integ = self._cipher, self._integ
         self._enc = cipher.encrypt
         self._mac = integ.compute if integ is not None else None
+        # protect_all's cipher call: the AEAD's own encrypt and the salt (no wrapper call per packet).
+        parts = getattr(cipher, "parts", None)
+        self._seal_all = parts()[::2] if parts is not None else (cipher.encrypt, b"")
         # CBC with our own IVs: the cipher's open context makes the IV itself (a
         # fresh context per packet costs more than the encryption). A given rng
         # (test vectors with fixed IVs) keeps the plain path.
@@ -282,7 +286,7 @@ class EspOutboundSa(_EspCrypto, OutboundSa):
             return None  # protect() names what is wrong with it
         trailers = self._trailers.get(nh) or self._make_trailers(nh)
         align = self._align
-        enc = self._enc
+        enc, salt = self._seal_all  # salt b"": the wrapper, which adds it
         spi = self.spi
         esn = self.esn
         pack_hdr = _HDR.pack
@@ -295,7 +299,7 @@ class EspOutboundSa(_EspCrypto, OutboundSa):
                 seq += 1
                 hdr = pack_hdr(spi, seq & 0xFFFFFFFF)
                 iv = pack_iv(seq)
-                append(join((hdr, iv, enc(iv, packet + trailers[len(packet) % align],
+                append(join((hdr, iv, enc(salt + iv, packet + trailers[len(packet) % align],
                                           _AAD_ESN.pack(spi, seq >> 32, seq & 0xFFFFFFFF) if esn else hdr))))
         finally:
             self.seq = seq  # every number used stays used, even if a packet raised: no nonce twice

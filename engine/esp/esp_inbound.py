@@ -19,7 +19,7 @@ class EspInboundSa(_EspCrypto, InboundSa):
     the whole IP packet (with the UDP header still in it when encapsulated)."""
 
     __slots__ = ("_cipher", "_integ", "_keys", "_aead", "_ivs", "_icvs", "_align", "_dec", "_verify", "_min_len",
-                 "full_ip")
+                 "full_ip", "_open_all")
 
     protocol = "esp"
 
@@ -41,6 +41,7 @@ class EspInboundSa(_EspCrypto, InboundSa):
         self._setup_crypto(None, None, False, keys)
         self._start_esp()
         self._dec = self._verify = None
+        self._open_all = (None, b"", IntegrityError)  # an expired SA never keyed: never called
         return self
 
     def _start_esp(self) -> None:
@@ -51,6 +52,10 @@ class EspInboundSa(_EspCrypto, InboundSa):
     def _bind(self) -> None:
         cipher, integ = self._cipher, self._integ
         self._dec = getattr(cipher, "decrypt_stream", None) or cipher.decrypt
+        # unprotect_all's cipher call: the AEAD's own decrypt, the salt and its tag error (no wrapper
+        # call per packet; _min_len leaves at least the tag after the IV).
+        parts = getattr(cipher, "parts", None)
+        self._open_all = parts()[1:] if parts is not None else (self._dec, b"", IntegrityError)
         self._verify = integ.verify if integ is not None else None
 
     def _open(self, data, off: int, end: int, now: float) -> tuple[bytes, int, int, int]:
@@ -180,7 +185,7 @@ class EspInboundSa(_EspCrypto, InboundSa):
             for j in range(i, k):
                 self._one(datas[j], now, out)
             return
-        dec = self._dec
+        dec, salt, tag_error = self._open_all  # salt b"": the wrapper, which adds it
         my_spi = self.spi
         esn = self.esn
         size = w.size
@@ -205,8 +210,8 @@ class EspInboundSa(_EspCrypto, InboundSa):
                 self._one(data, now, out)
                 continue
             try:
-                plain = dec(data[8:16], data[16:], _AAD_ESN.pack(spi, seq >> 32, seq_lo) if esn else data[:8])
-            except IntegrityError:
+                plain = dec(salt + data[8:16], data[16:], _AAD_ESN.pack(spi, seq >> 32, seq_lo) if esn else data[:8])
+            except tag_error:
                 self._drop("icv", "authentication tag mismatch", data, now, seq)
                 continue
             # ReplayWindow.update, inlined: only now that the ICV verified.
