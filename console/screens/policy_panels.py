@@ -53,7 +53,8 @@ class FormPanel:
                     widgets.append(Switch(bool(value), id=fid))
                 elif field.kind == "choice":
                     # An Input with suggestions, not a Select: typed fast, and validated like any text.
-                    widgets.append(Field(shown, id=fid, compact=True, placeholder=" | ".join(field.choices),
+                    choices = " | ".join(f"{c} (default)" if c == field.default else c for c in field.choices)
+                    widgets.append(Field(shown, id=fid, compact=True, placeholder=choices,
                                          suggester=SuggestFromList(field.choices, case_sensitive=False)))
                 else:
                     widgets.append(Field(shown, id=fid, compact=True))

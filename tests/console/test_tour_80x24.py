@@ -62,3 +62,41 @@ async def test_the_form_title_of_a_child_sa_config_is_read_in_full_at_80_columns
         rows = screen_text(app).splitlines()[r.y:r.y + r.height]
         form = " ".join(" ".join(row[r.x:r.x + r.width] for row in rows).split())
         assert f"{' / '.join(node[1:])} (CHILD SA config)" in form, form
+
+
+async def test_an_unset_choice_names_its_default(tmp_path):
+    """An unset choice showed its choices only ("tunnel | transport", "none | trap | start"): which one
+    the engine uses was not said."""
+    from console.runtime.fake import FakeRuntime
+
+    from .test_policies import _open
+
+    app = make_app(FakeRuntime.in_folder(tmp_path))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await _open(pilot)
+        tree = screen.query_one("#pol-tree")
+        tree.cursor_line = next(n for n in range(tree.last_line + 1) if tree.get_node_at_line(n) is not None
+                                and tree.get_node_at_line(n).data == ("child", "roadwarrior", "rw"))
+        await wait_for(pilot, lambda: screen.query("#f-mode"), what="the CHILD SA config's form")
+        mode = screen.query_one("#f-mode")
+        assert mode.value == "" and mode.placeholder == "tunnel (default) | transport"
+
+
+def test_the_forms_defaults_are_the_engines():
+    import dataclasses
+
+    from engine.policy import model
+
+    from console import policy_form as pf
+
+    owners = {id(pf.CHILD_FIELDS): model.ChildConfig, id(pf.ENGINE_FIELDS): model.EngineConfig,
+              id(pf.CONNECTION_FIELDS): model.AuthConfig}
+    checked = 0
+    for fields in (pf.CHILD_FIELDS, pf.ENGINE_FIELDS, pf.CONNECTION_FIELDS):
+        cls = owners[id(fields)]
+        defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+        for field in fields:
+            if field.default:
+                assert defaults[field.key.split(".")[-1]] == field.default, field
+                checked += 1
+    assert checked >= 5  # not auth: "psk (default) | pubkey | eap-mschapv2 | ..." is cut at 80 columns
