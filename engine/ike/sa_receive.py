@@ -56,15 +56,17 @@ def receive(sa: IkeSa, message: Message, local: Addr, remote: Addr, now: float) 
         if h.mid != sa.mid_in:
             sa.host.count("invalid_mid")
             return
-        sa.request_via = (local, remote)
     try:
         payloads, length, nfrag = sa._open(message)
     except RemoteError as exc:
-        # Not authenticated (or not ours): dropped, Message IDs untouched.
+        # Not authenticated (or not ours): dropped, Message IDs untouched, and where the answer
+        # goes untouched too (a held request's answer, given later, would go to a forger's address).
         sa.host.count("integrity" if "integrity" in exc.reason else "malformed")
         log.debug("%s[%d]: dropped: %s", sa.name, sa.unique_id, exc.reason)
         return
     except WireError as exc:
+        if not response:
+            sa.request_via = (local, remote)  # authenticated, answered with the error
         # Authenticated but undecodable: a request is still answered, with the
         # error, as that exchange's response (§2.21.2, §3.2), so the Message ID
         # moves on and a retransmission gets the same answer.
@@ -83,6 +85,8 @@ def receive(sa: IkeSa, message: Message, local: Addr, remote: Addr, now: float) 
                 sa.fail(h.exchange, "INVALID_SYNTAX", f"undecodable {exchange_name(h.exchange)} request: {exc}", now)
                 end_after_invalid_syntax(sa, now, "we could not parse the peer's request")
         return
+    if not response:
+        sa.request_via = (local, remote)  # the answer goes where the request came from (§2.11)
     if payloads is None:
         return  # waiting for more fragments
     sa.last_received = now

@@ -1,0 +1,45 @@
+"""Review of the fix16 merge (revfix16): adversarial cases around answers held for a CRL fetch,
+MOBIKE NAT detection in DPDs and the CHILD SAs that follow a NATed peer. Sans-IO pairs."""
+
+from __future__ import annotations
+
+from engine.events import ChildSaInstalled
+from engine.runtime.crlfetch import CrlFetcher
+
+from tests.engine.test_crl_fetch import _fetch_all, _serve_crl, server  # noqa: F401 (fixture)
+from tests.engine.test_eap_tls_crl_fetch import _eap_tls_pair, _held, pki  # noqa: F401 (fixture)
+
+SPOOFED = ("198.51.100.66", 4500)
+
+
+def test_a_forged_copy_of_a_held_request_does_not_say_where_its_answer_goes(server, pki):  # noqa: F811
+    """The gateway holds the client's IKE_AUTH request while a CRL is fetched. Someone who saw
+    its header (SPIs, Message ID) sends a copy that does not authenticate from another address:
+    the answer, given when the fetch ends, must still go where the authenticated request came
+    from (RFC 7296 §2.11), not be reflected to the forger's address."""
+    p = _eap_tls_pair(pki, "strict")
+    _serve_crl(server, pki)
+    held: list = []
+
+    def watch(side, d):
+        if side == "a":
+            held.append(d)
+        return True
+
+    p.filter = watch
+    p.a.initiate("tun", p.now)
+    p.advance(0.5)
+    assert _held(p) == 1
+    genuine = held[-1]
+    forged = bytearray(genuine.data[4:] if genuine.data.startswith(bytes(4)) else genuine.data)
+    forged[-1] ^= 0xFF  # same header, fails its integrity check
+    p.b.receive_datagram(bytes(forged), genuine.remote, SPOOFED, p.now)
+    p.collect()
+    _fetch_all(CrlFetcher(), creds=p.b.credentials)
+    p.b.retry_held(p.now)
+    p.collect()
+    sent = [d for side, d in p.wire if side == "b"]
+    assert sent, "the held request was not answered when the fetch ended"
+    assert all(d.remote != SPOOFED for d in sent), "the answer went to the forger's address"
+    p.advance(2)
+    assert p.of("a", ChildSaInstalled) and p.of("b", ChildSaInstalled)
