@@ -6,6 +6,8 @@ response fails its exchange). Functions of the IKE SA, bound in sa.py as its met
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 from typing import TYPE_CHECKING
 
@@ -48,10 +50,15 @@ def receive(sa: IkeSa, message: Message, local: Addr, remote: Addr, now: float) 
             return
         if sa.cached is not None and h.mid == sa.cached.mid:
             # A retransmitted request: replay our response (§2.1), all fragments,
-            # but only once per fragment set (the first fragment triggers it).
+            # but only once per fragment set (the first fragment triggers it), and only
+            # for an identical copy: nothing else of it is authenticated, and the answer
+            # goes to its source.
             if _is_first_fragment(message):
-                sa.host.count("retransmitted_request")
-                sa.transmit(sa.cached.datagrams, now, (local, remote))
+                if sa.cached.request is not None and hmac.compare_digest(sa.cached.request, _digest(message.raw)):
+                    sa.host.count("retransmitted_request")
+                    sa.transmit(sa.cached.datagrams, now, (local, remote))
+                else:
+                    sa.host.count("retransmit_mismatch")
             return
         if h.mid != sa.mid_in:
             sa.host.count("invalid_mid")
@@ -67,6 +74,8 @@ def receive(sa: IkeSa, message: Message, local: Addr, remote: Addr, now: float) 
     except WireError as exc:
         if not response:
             sa.request_via = (local, remote)  # authenticated, answered with the error
+            if _is_first_fragment(message):
+                sa.request_digest = _digest(message.raw)
         # Authenticated but undecodable: a request is still answered, with the
         # error, as that exchange's response (§2.21.2, §3.2), so the Message ID
         # moves on and a retransmission gets the same answer.
@@ -87,6 +96,8 @@ def receive(sa: IkeSa, message: Message, local: Addr, remote: Addr, now: float) 
         return
     if not response:
         sa.request_via = (local, remote)  # the answer goes where the request came from (§2.11)
+        if _is_first_fragment(message):
+            sa.request_digest = _digest(message.raw)  # what a retransmission must be (above)
     if payloads is None:
         return  # waiting for more fragments
     sa.last_received = now
@@ -242,6 +253,10 @@ def keep_responding(sa: IkeSa, r: Responder, now: float) -> None:
         sa.responding = r
     if sa.responding is r:
         r.waiting(now)
+
+
+def _digest(raw: bytes) -> bytes:
+    return hashlib.sha256(raw).digest()
 
 
 def _is_first_fragment(message: Message) -> bool:

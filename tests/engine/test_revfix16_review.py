@@ -43,3 +43,32 @@ def test_a_forged_copy_of_a_held_request_does_not_say_where_its_answer_goes(serv
     assert all(d.remote != SPOOFED for d in sent), "the answer went to the forger's address"
     p.advance(2)
     assert p.of("a", ChildSaInstalled) and p.of("b", ChildSaInstalled)
+
+
+def test_only_an_identical_copy_of_the_last_request_gets_the_answer_again():
+    """A retransmitted request gets the cached answer again, to wherever it came from (RFC 7296
+    §2.1, §2.11). Nothing of it is authenticated but its bytes: charon's is_retransmit answers only
+    a copy whose hash is the request's. A message with the same SPIs and Message ID and other
+    bytes (forged by someone who saw the header on the path, or a few bytes with a spoofed source)
+    must not reflect our answer, possibly many fragments, to another address."""
+    from tests.engine.ike_pair import started
+
+    p = started()
+    seen: list = []
+    p.filter = lambda side, d: seen.append((side, d)) or True
+    sa_a = p.a.sas[0]
+    sa_a.start(p.a.exchanges.dpd(sa_a), p.now)
+    p.advance(1)
+    request = next(d for side, d in seen if side == "a")
+    data = request.data[4:] if request.data.startswith(bytes(4)) else request.data
+    p.collect()
+    p.wire.clear()
+    forged = bytearray(data)
+    forged[-1] ^= 0xFF
+    p.b.receive_datagram(bytes(forged), request.remote, SPOOFED, p.now)
+    p.b.receive_datagram(bytes(forged[:40]), request.remote, SPOOFED, p.now)
+    p.collect()
+    assert not [d for side, d in p.wire if side == "b"], "the cached answer went to another address"
+    p.b.receive_datagram(data, request.remote, SPOOFED, p.now)  # an exact copy: answered where it came from
+    p.collect()
+    assert [d.remote for side, d in p.wire if side == "b"] == [SPOOFED]
