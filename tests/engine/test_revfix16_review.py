@@ -72,3 +72,24 @@ def test_only_an_identical_copy_of_the_last_request_gets_the_answer_again():
     p.b.receive_datagram(data, request.remote, SPOOFED, p.now)  # an exact copy: answered where it came from
     p.collect()
     assert [d.remote for side, d in p.wire if side == "b"] == [SPOOFED]
+
+
+def test_a_client_behind_a_nat_does_not_follow_the_gateways_packet_from_elsewhere():
+    """RFC 7296 §2.23: "A host behind a NAT SHOULD NOT do this type of dynamic address update ...
+    it opens a possible DoS attack (such as allowing an attacker to break the connection with a
+    single packet)"; charon's update_hosts follows the other end only when we are not both behind
+    a NAT and the original initiator. Now that the CHILD SAs follow the IKE SA (ChildSaMoved), one
+    authenticated copy from elsewhere (an on-path attacker winning the race) would send our ESP
+    there too."""
+    from engine.events import ChildSaMoved
+
+    from tests.engine.test_mobike_addresses_only_by_update import _dpd_from
+
+    p = __import__("tests.engine.test_ike_mobike", fromlist=["pair"]).pair(client_mobike=False)
+    client = p.a.sas[0]
+    client.nat.local_behind = client.nat.remote_behind = True  # both look NATed (a gateway behind a static NAT)
+    before = client.remote
+    _dpd_from(p, "b", ("198.51.100.9", 40001))
+    assert client.remote == before, "the NATed client followed the gateway to another address"
+    assert not p.of("a", ChildSaMoved)
+    assert client.established
