@@ -7,7 +7,8 @@ flow that follow each other are joined into one super-packet, written with
 a GSO header; the kernel then treats it as the segments it came from (one
 write and one pass through its stack instead of dozens, and the receiving
 TCP acknowledges per super-packet). The rules are the kernel's GRO rules:
-same headers but for the length fields, consecutive sequence numbers, equal
+same headers but for the length fields (and the IPv4 IDs, which count up
+when forwarded without DF), consecutive sequence numbers, equal
 segment sizes with a shorter one only last, nothing after PSH. No segment
 may lose its checksum check on the way:
 
@@ -88,6 +89,17 @@ def _sum_ok(pkt, ihl: int, v4: bool, proto: int) -> bool:
         return True
     # Summed with a correct checksum field, the one's-complement sum is all ones: its complement 0.
     return checksum(memoryview(pkt)[ihl:], _pseudo(pkt, v4, proto) + len(pkt) - ihl) == 0
+
+
+def _next_id(run: _Run, pkt, v4: bool) -> bool:
+    """Whether a segment may join a run that the kernel cuts again (forwarded TCP, any UDP): with DF
+    (the same in the whole run) or IPv6, always; otherwise only with the run's next IP ID, the one the
+    cut gives it. Non-atomic datagrams keep their IDs (RFC 6864 §4.1), as with the kernel's GRO
+    (net/ipv4/af_inet.c inet_gro_receive: IDs must count up unless DF)."""
+    if not v4 or pkt[6] & 0x40:
+        return True
+    head = run.head
+    return (head[4] << 8 | head[5]) + run.count & 0xFFFF == pkt[4] << 8 | pkt[5]
 
 
 class Coalescer:
@@ -214,7 +226,7 @@ class Coalescer:
         run = self._runs.get(key)
         if run is not None and not run.closed and seq == run.next_seq and size <= run.size \
                 and run.count < MAX_SEGMENTS and run.length + size <= 0xFFFF \
-                and (run.local or _sum_ok(pkt, ihl, v4, 6)):
+                and (run.local or _next_id(run, pkt, v4) and _sum_ok(pkt, ihl, v4, 6)):
             if run.local:
                 # _claimed_payload_sum with the pseudo-header's addresses summed in the same pass:
                 # 2**16 = 1 (mod 0xFFFF), so a run of big-endian words is its own word sum.
@@ -262,7 +274,8 @@ class Coalescer:
             return
         run = self._runs.get(key)
         if run is not None and run.key == ipkey and not run.closed and size <= run.size \
-                and run.count < MAX_SEGMENTS and run.length + size <= 0xFFFF and _sum_ok(pkt, ihl, v4, 17):
+                and run.count < MAX_SEGMENTS and run.length + size <= 0xFFFF and _next_id(run, pkt, v4) \
+                and _sum_ok(pkt, ihl, v4, 17):
             run.parts.append(memoryview(pkt)[ihl + 8:])
             run.count += 1
             run.length += size
