@@ -179,6 +179,9 @@ class Coalescer:
                 out.append(pkt)  # SYN, FIN, RST, URG, CWR/ECE or a pure ACK: never joined
                 continue
             head = int.from_bytes(pkt[:hlen], "big")
+            if (head >> 8 * thl) % 0xFFFF:
+                out.append(pkt)  # a damaged IP header checksum (see _tcp)
+                continue
             run = runs.get(head & keys[hlen])
             if run is None or not run.local or run.closed or unpack(pkt, 24)[0] != run.next_seq \
                     or size > run.size or run.count >= MAX_SEGMENTS or run.length + size > 0xFFFF:
@@ -219,7 +222,14 @@ class Coalescer:
         # ports are one run of bytes.
         if v4:
             addrs = 12
-            key = int.from_bytes(pkt[:hlen], "big") & _V4_KEY[hlen]
+            head = int.from_bytes(pkt[:hlen], "big")
+            if (head >> 8 * thl) % 0xFFFF:
+                # The IP header's words do not sum to all ones (0 modulo 0xFFFF; 0x45 leads, so never
+                # a sum of 0): as is, for the kernel to drop. A super-packet gets a fresh header
+                # checksum, which would hide the damage (the kernel's GRO skips such a packet too).
+                self._out.append(pkt)
+                return
+            key = head & _V4_KEY[hlen]
         else:
             addrs = 8
             key = (pkt[8:44], pkt[48:53], pkt[54:56], pkt[60:hlen], pkt[0:4], pkt[7])
@@ -266,9 +276,11 @@ class Coalescer:
         # datagram of the flow that does not join ends its run: UDP has no sequence number to keep
         # a later datagram from joining across it (out of order).
         key = (17, ipkey[0], ports)
-        if size <= 0 or (pkt[ihl + 4] << 8 | pkt[ihl + 5]) != n - ihl:
+        if size <= 0 or (pkt[ihl + 4] << 8 | pkt[ihl + 5]) != n - ihl \
+                or v4 and int.from_bytes(pkt[:20], "big") % 0xFFFF:
             # Padded or cut (the UDP length is not the IP payload): as is, for the kernel to trim
             # or drop; joined, the bytes past it would become data (Linux's UDP GRO refuses it too).
+            # A damaged IP header checksum likewise (see _tcp).
             self._out.append(pkt)
             self._runs.pop(key, None)
             return
