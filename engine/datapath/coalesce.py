@@ -84,9 +84,10 @@ def _claimed_payload_sum(pkt, ihl: int, hlen: int, v4: bool) -> int:
 
 
 def _sum_ok(pkt, ihl: int, v4: bool, proto: int) -> bool:
-    """Whether the TCP/UDP checksum of a whole packet verifies (an IPv4 UDP checksum of 0: none sent)."""
-    if proto == 17 and v4 and pkt[ihl + 6] == 0 and pkt[ihl + 7] == 0:
-        return True
+    """Whether the TCP/UDP checksum of a whole packet verifies (an IPv4 UDP checksum of 0: none sent;
+    over IPv6 a UDP checksum of 0 never verifies, RFC 8200 §8.1, though the sum may come out right)."""
+    if proto == 17 and pkt[ihl + 6] == 0 and pkt[ihl + 7] == 0:
+        return v4
     # Summed with a correct checksum field, the one's-complement sum is all ones: its complement 0.
     return checksum(memoryview(pkt)[ihl:], _pseudo(pkt, v4, proto) + len(pkt) - ihl) == 0
 
