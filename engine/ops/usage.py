@@ -230,11 +230,12 @@ def _read_key(path: Path) -> bytes | None:
     return key if len(key) == 32 else None
 
 
-def _digest_key(folder: Path, name: str = USAGE, adopt: bool = False) -> bytes:
+def _digest_key(folder: Path, name: str = USAGE, adopt: bool = False, fresh: bool = False) -> bytes:
     """The namespace's digest key (made on first use). ``adopt``: the record holds digests made with the
-    key all namespaces shared before (usage.key): take that over, else every PSK would look new."""
+    key all namespaces shared before (usage.key): take that over, else every PSK would look new.
+    ``fresh``: a key file there is not ours (a dead namespace's of the same inode): replace it."""
     path = folder / key_name(name)
-    key = _read_key(path)
+    key = None if fresh else _read_key(path)
     if key is not None:
         return key
     key = (_read_key(folder / DIGEST_KEY) if adopt and path.name != DIGEST_KEY else None) or os.urandom(32)
@@ -262,6 +263,9 @@ class UsageTracker:
         if unnamed(self.name):
             self.data["netns"] = netns_identity()
         self._adopt_key = bool(self.data["psks"])
+        # An unnamed namespace's key file is named by the inode too: with no digest of ours in the record,
+        # one there may be a dead namespace's, and digesting with it would link their PSKs.
+        self._fresh_key = unnamed(self.name) and not self.data["psks"]
         self.traffic = TrafficTotals()
         self._rule_counts: dict[str, int] = {}
         self._task: asyncio.Task | None = None
@@ -373,7 +377,8 @@ class UsageTracker:
         secrets = self.runtime.policy.secrets
         if not secrets.ike or self.folder is None:
             return
-        key = _digest_key(self.folder, self.name, adopt=self._adopt_key)
+        key = _digest_key(self.folder, self.name, adopt=self._adopt_key, fresh=self._fresh_key)
+        self._fresh_key = False
         for entry in secrets.ike:
             digest = hmac.new(key, entry.secret.reveal(), hashlib.sha256).hexdigest()[:32]
             known = self.data["psks"].get(entry.name)
