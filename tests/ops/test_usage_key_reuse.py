@@ -38,3 +38,25 @@ def test_the_same_unnamed_namespace_keeps_its_key_and_psk_dates(tmp_path, monkey
     usage.UsageTracker(_runtime("conn", psk), tmp_path).sample(now=2000.0)
     assert (tmp_path / "usage.netns-4026532174.key").read_bytes() == key
     assert usage.load(tmp_path)["psks"]["branch"]["since"] == 1000.0
+
+
+def test_an_upgraded_named_namespace_keeps_its_psk_dates_under_a_key_of_its_own(tmp_path, monkeypatch):
+    """Its digests were made with usage.key, which every namespace shared before: con16 took that key
+    over as blue's, so host and blue digested a shared PSK alike for good. The dates are kept by
+    checking the old digest once with the old key, then digesting with blue's own key."""
+    psk = {"branch": b"an old secret in both"}
+    monkeypatch.setattr(usage, "key_name", lambda name: usage.DIGEST_KEY)  # the version before
+    for name in ("usage.json", "usage.blue.json"):
+        _in_namespace(monkeypatch, name, cookie=2)
+        usage.UsageTracker(_runtime("conn", psk), tmp_path).sample(now=1000.0)
+    monkeypatch.undo()
+    for name in ("usage.json", "usage.blue.json"):
+        _in_namespace(monkeypatch, name, cookie=2)
+        usage.UsageTracker(_runtime("conn", psk), tmp_path).sample(now=9000.0)
+        assert usage.load(tmp_path)["psks"]["branch"]["since"] == 1000.0, name
+    assert (tmp_path / "usage.blue.key").read_bytes() != (tmp_path / "usage.key").read_bytes()
+    assert _digest(tmp_path, "usage.json") != _digest(tmp_path, "usage.blue.json")
+    usage.UsageTracker(_runtime("conn", psk), tmp_path).sample(now=9500.0)  # blue again: still known
+    assert usage.load(tmp_path)["psks"]["branch"]["since"] == 1000.0
+    usage.UsageTracker(_runtime("conn", {"branch": b"changed"}), tmp_path).sample(now=9600.0)
+    assert usage.load(tmp_path)["psks"]["branch"]["since"] == 9600.0
