@@ -77,6 +77,13 @@ def read_escape_digits_as_alt() -> None:
             del ANSI_SEQUENCES_KEYS[seq]  # type: ignore[attr-defined]  # a dict behind a Mapping hint
 
 
+SEQUENCE_INTRODUCERS = frozenset("[]\\_^")
+"""After ESC these open (CSI, OSC, APC, PM) or end (ST) an escape sequence: when Textual cannot place
+one (a terminal's reply, a cut mouse report) it reissues it as keys, and its ESC stays dropped rather
+than press Escape (test_escape_sequence_introducers). Nothing binds them, so Escape typed fast before
+one is the only loss."""
+
+
 def keep_escape_before_symbols() -> None:
     """Make Textual read ESC / (any symbol or space) as alt+slash, which split_escape turns into
     Escape, /. Its parser keeps alt+ on a letter or digit after an ESC but gives a symbol's key
@@ -93,7 +100,7 @@ def keep_escape_before_symbols() -> None:
         for event in read(self, sequence, alt):
             # alt is set only for the character right after an ESC the parser could not place
             if (alt and len(sequence) == 1 and event.character == sequence and sequence.isprintable()
-                    and not event.key.startswith("alt+")):
+                    and sequence not in SEQUENCE_INTRODUCERS and not event.key.startswith("alt+")):
                 event = events.Key(f"alt+{event.key}", sequence)
             yield event
 

@@ -230,15 +230,14 @@ def _read_key(path: Path) -> bytes | None:
     return key if len(key) == 32 else None
 
 
-def _digest_key(folder: Path, name: str = USAGE, adopt: bool = False) -> bytes:
-    """The namespace's digest key (made on first use). ``adopt``: the record holds digests made with the
-    key all namespaces shared before (usage.key): take that over, else every PSK would look new."""
+def _digest_key(folder: Path, name: str = USAGE, fresh: bool = False) -> bytes:
+    """The namespace's digest key (made on first use). ``fresh``: a key file there is not ours (a dead
+    namespace's of the same inode): replace it."""
     path = folder / key_name(name)
-    key = _read_key(path)
-    if key is not None:
-        return key
-    key = (_read_key(folder / DIGEST_KEY) if adopt and path.name != DIGEST_KEY else None) or os.urandom(32)
-    write_private(path, key)
+    key = None if fresh else _read_key(path)
+    if key is None:
+        key = os.urandom(32)
+        write_private(path, key)
     return key
 
 
@@ -261,7 +260,13 @@ class UsageTracker:
         self.data = load(self.folder, self.name) if self.folder else empty()
         if unnamed(self.name):
             self.data["netns"] = netns_identity()
-        self._adopt_key = bool(self.data["psks"])
+        # Digests in a record written before a key per namespace were made with the key all namespaces
+        # shared (usage.key): checked once with it, so no PSK looks new, then digested with our own key
+        # (taking usage.key over would digest a PSK as the host does, for good).
+        self._shared_key = bool(self.data["psks"]) and key_name(self.name) != DIGEST_KEY
+        # An unnamed namespace's key file is named by the inode too: with no digest of ours in the record,
+        # one there may be a dead namespace's, and digesting with it would link their PSKs.
+        self._fresh_key = unnamed(self.name) and not self.data["psks"]
         self.traffic = TrafficTotals()
         self._rule_counts: dict[str, int] = {}
         self._task: asyncio.Task | None = None
@@ -373,10 +378,15 @@ class UsageTracker:
         secrets = self.runtime.policy.secrets
         if not secrets.ike or self.folder is None:
             return
-        key = _digest_key(self.folder, self.name, adopt=self._adopt_key)
+        shared = _read_key(self.folder / DIGEST_KEY) if self._shared_key else None
+        key = _digest_key(self.folder, self.name, fresh=self._fresh_key)
+        self._fresh_key = self._shared_key = False
         for entry in secrets.ike:
             digest = hmac.new(key, entry.secret.reveal(), hashlib.sha256).hexdigest()[:32]
             known = self.data["psks"].get(entry.name)
+            if known is not None and shared is not None and hmac.compare_digest(
+                    known.get("digest", ""), hmac.new(shared, entry.secret.reveal(), hashlib.sha256).hexdigest()[:32]):
+                known["digest"] = digest
             if known is None or not hmac.compare_digest(known.get("digest", ""), digest):
                 self.data["psks"][entry.name] = {"digest": digest, "since": now}
 

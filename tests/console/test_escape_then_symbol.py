@@ -14,9 +14,11 @@ from .test_keys_in_order import terminal_bytes
 
 WORD_MOVES = {"b", "f"}
 """ESC b / ESC f are word moves (readline, macOS Option+arrows): Textual reads them as ctrl+left/right."""
+INTRODUCERS = set("[]\\_^")
+"""ESC [, ESC ] ... open an escape sequence: unplaced, their ESC stays dropped (console.app.SEQUENCE_INTRODUCERS)."""
 
 
-@pytest.mark.parametrize("char", [c for c in string.printable if c.isprintable() and c not in WORD_MOVES])
+@pytest.mark.parametrize("char", [c for c in string.printable if c.isprintable() and c not in WORD_MOVES | INTRODUCERS])
 def test_escape_then_any_printable_key_in_one_read_is_escape_then_that_key(char):
     from textual import constants
     from textual._xterm_parser import XTermParser

@@ -93,7 +93,8 @@ def test_each_namespace_has_its_own_digest_key(tmp_path, monkeypatch):
 
 
 def test_a_named_namespace_upgraded_keeps_its_psk_dates(tmp_path, monkeypatch):
-    """Its digests were made with the shared usage.key: it takes that key over, so no PSK looks new."""
+    """Its digests were made with the shared usage.key: checked once with it, so no PSK looks new, then
+    digested with a key of its own (test_usage_key_reuse)."""
     psk = {"branch": b"an old secret"}
     _in_namespace(monkeypatch, "usage.blue.json", cookie=2)
     monkeypatch.setattr(usage, "key_name", lambda name: usage.DIGEST_KEY, raising=False)  # the version before
@@ -103,7 +104,7 @@ def test_a_named_namespace_upgraded_keeps_its_psk_dates(tmp_path, monkeypatch):
     (tmp_path / "usage.blue.key").unlink(missing_ok=True)
     usage.UsageTracker(_runtime("conn", psk), tmp_path).sample(now=9000.0)
     assert usage.load(tmp_path)["psks"]["branch"]["since"] == 1000.0
-    assert (tmp_path / "usage.blue.key").read_bytes() == (tmp_path / "usage.key").read_bytes()
+    assert (tmp_path / "usage.blue.key").read_bytes() != (tmp_path / "usage.key").read_bytes()
 
 
 SAMPLE = """
