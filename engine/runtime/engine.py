@@ -235,10 +235,15 @@ class EngineRuntime(Reporting):
         for d in ep.datagrams_to_send():
             self.sockets.send(d.data, d.local, d.remote)
         when = ep.get_timer()
-        if self._timer is not None and (when is None or self._timer.when() != when):
-            self._timer.cancel()
-            self._timer = None
-        if when is not None and self._timer is None and self._loop is not None:
+        timer = self._timer
+        if timer is not None and when is not None and when < timer.when():
+            timer.cancel()
+            timer = self._timer = None
+        # A later deadline (or none) keeps the armed timer: it fires early, finds nothing due and
+        # re-arms then. Under a handshake load the earliest deadline moves later with most messages
+        # (the oldest half-open SA completes): one callback now and then instead of a cancelled
+        # handle and a new one per message.
+        if when is not None and timer is None and self._loop is not None:
             self._timer = self._loop.call_at(when, self._on_timer)
         if self._pool_timer is None and self._loop is not None and self.key_pool.short:
             self._pool_seen = self._datagrams
