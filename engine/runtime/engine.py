@@ -45,7 +45,7 @@ from engine.runtime.resolver import NameResolver, system_lookup
 from engine.runtime.retention import QUEUE_BYTES, QUEUE_EVENTS, EventHistory, Subscription, event_size, keyless, \
     summary_size
 from engine.runtime.udp import UdpSockets
-from engine.runtime.wallclock import to_wall_clock
+from engine.runtime.wallclock import MOVED, to_wall_clock
 from engine.slicing import Steps
 from engine.wire.natt import classify_natt
 
@@ -88,9 +88,10 @@ class EngineRuntime(Reporting):
         self.sockets = UdpSockets(self._on_datagram)
         self._subscribers: list[Subscription] = []
         self._sinks: list[tuple[tuple[type, ...], Callable[[Event], None]]] = []
-        self._routes: dict[type, tuple[bool, bool, list[Subscription], list[Callable[[Event], None]], bool]] = {}
+        self._routes: dict[type, tuple[bool, bool, list[Subscription], list[Callable[[Event], None]], bool, bool,
+                                       bool]] = {}
         """Event class -> (kept in the history, is a LogMessage, its subscribers, its sinks, is a message
-        summary): see publish()."""
+        summary, has engine-clock times, carries keys): see publish()."""
         self._log_read: bool | None = None  # see log_read()
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -326,8 +327,8 @@ class EngineRuntime(Reporting):
                 issubclass(cls, _REPLAYED), issubclass(cls, LogMessage),
                 [sub for sub in self._subscribers if sub.kinds is None or issubclass(cls, sub.kinds)],
                 [fn for kinds, fn in self._sinks if issubclass(cls, kinds)],
-                cls in _SUMMARIES)
-        replay, is_log, takers, sinks, summary = route
+                cls in _SUMMARIES, issubclass(cls, MOVED), issubclass(cls, ChildSaInstalled))
+        replay, is_log, takers, sinks, summary, clocked, keyed = route
         if is_log and replay:
             replay = event.level in _LOUD
         if not replay and not takers and not sinks:
@@ -345,9 +346,11 @@ class EngineRuntime(Reporting):
             kept = event if wall_clock else evolve(event, time=when)
             replay = False
         else:
-            if not wall_clock:
+            # Most events (IkeSaStateChanged, ChildSaInstalled, ChildSaDeleted) carry no engine-clock
+            # time and no keys: neither clock is read for them, nothing is copied.
+            if clocked and not wall_clock:
                 event = to_wall_clock(event, time.time() - self.now())
-            kept = keyless(event)  # the datapath had the keys; nothing kept from here on holds them
+            kept = keyless(event) if keyed else event  # the datapath had the keys; nothing kept holds them
             size = event_size(kept)
         if replay:
             self.history.append(kept, size, kept=True)
