@@ -18,7 +18,8 @@ responder only (the initiator's work is outside it):
     PYTHONHASHSEED=0 valgrind --tool=callgrind --dump-instr=no --toggle-collect=functools_reduce \\
         /root/.pyenv/versions/3.11.7/bin/python3 benchmarks/runtime_cost.py --handshakes 120 --reduce
 
-and the instructions per handshake are the difference of two run lengths (120 - 20) / 100.
+and the instructions per handshake are the difference of two run lengths (120 - 20) / 100 (the
+collector is off in this mode: see run()).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import gc
 import os
 import socket
 import statistics
@@ -184,6 +186,11 @@ async def run(args) -> None:
     if sa.state != IkeState.ESTABLISHED or len(bench.rt.datapath.path.pairs) != (0 if args.sansio else 1):
         raise RuntimeError("the held SA did not come up")
     if args.reduce:
+        # No collector pass inside a counted step: one young pass (~1-2M instructions, a few per
+        # thousand handshakes under the daemon's roomy_collector) falling in or out of the counted
+        # steps moved a run's total by as much as a small change saves.
+        gc.collect()
+        gc.disable()
         for _ in range(args.handshakes):
             bench.handshakes(1)
             await asyncio.sleep(0)  # a turn of the loop: the log handler writes its lines
