@@ -86,7 +86,8 @@ def _initiator():
 
     a = _sansio_pair()[0]
     conn = a.policy.connections[0]
-    held = dataclasses.replace(conn, name="held0", local=dataclasses.replace(conn.local, id=parse_identity("held0.example")))
+    held = dataclasses.replace(conn, name="held0",
+                               local=dataclasses.replace(conn.local, id=parse_identity("held0.example")))
     return IkeEndpoint(policy(conn, held, psk=PSK.decode(), address=LEFT))
 
 

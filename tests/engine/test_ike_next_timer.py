@@ -27,7 +27,9 @@ def _reference(sa) -> float | None:
 
 
 def _maybe(rng: random.Random):
-    return None if rng.random() < 0.5 else rng.choice((rng.uniform(0, 1e4), float(rng.randint(0, 3)), rng.randint(0, 3)))
+    if rng.random() < 0.5:
+        return None
+    return rng.choice((rng.uniform(0, 1e4), float(rng.randint(0, 3)), rng.randint(0, 3)))
 
 
 def _sa(rng: random.Random):
