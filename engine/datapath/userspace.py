@@ -353,15 +353,23 @@ class UserspaceDatapath(pmtu.PathMtu):
             if sock is None:
                 raise OSError(errno.ENOENT, f"no NAT-T socket on {ev.local_addr} port {ev.local_port}")
             dest = (ev.remote_addr, ev.remote_port)
+            key = (sock.fileno(), ev.local_addr, dest)
+            sender = self._senders.get(key)
+            if sender is not None:
+                return sender  # the peer's SAs share it: nothing below is built again per CHILD SA
             # On a wildcard socket the SA's address is named in each send; one sender per source, so
             # a GSO batch never mixes two.
             control = self.runtime.sockets.source_control((ev.local_addr, ev.local_port))
             out = SourcedSocket(sock, control) if control else sock
-            return self._shared((sock.fileno(), ev.local_addr, dest), lambda: UdpSender(self.io, out, dest))
+            return self._shared(key, lambda: UdpSender(self.io, out, dest))
         raw = self._raw.get((family, socket.IPPROTO_ESP))
         if raw is None:
             raise OSError(errno.EPROTONOSUPPORT, "the SA is not UDP-encapsulated and there is no raw ESP socket "
                                                  "(set encap = true on the connection)")
+        key = ("esp", ev.local_addr, ev.remote_addr)
+        sender = self._senders.get(key)
+        if sender is not None:
+            return sender  # as above: the ancillary data and the send closure only for a new peer
         # Source address = the SA's local address, whatever the routing table would pick (a host with
         # several addresses of the family, IPv6's temporary ones among them).
         cmsg = mmsg.source_pktinfo(ev.local_addr, family)
@@ -372,7 +380,7 @@ class UserspaceDatapath(pmtu.PathMtu):
         else:
             send = raw.sendto
             control = b""
-        return self._shared(("esp", ev.local_addr, ev.remote_addr),
+        return self._shared(key,
                             lambda: RawSender(self.io, send, (ev.remote_addr, 0),
                                               raw_batch(raw, ev.remote_addr, control)))
 
