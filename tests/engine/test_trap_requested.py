@@ -66,3 +66,13 @@ def test_the_runtime_hands_the_request_to_the_datapath():
     rt = EngineRuntime(parse_policy(PLAIN, load_secrets=False), datapath=Datapath())
     rt._dispatch(TrapRequested("rw", "lan", "close_action"))
     assert asked == [("rw", "lan")]
+
+
+def test_list_conns_shows_close_action_beside_dpd_action():
+    from console.cli_control import format_conns
+    from engine.jsonable import to_jsonable
+
+    rt = EngineRuntime(parse_policy(PLAIN, load_secrets=False))
+    (info,) = rt.connections()
+    assert (info.children[0].dpd_action, info.children[0].close_action) == ("clear", "trap")
+    assert "dpd_action clear, close_action trap" in format_conns([to_jsonable(info)])
