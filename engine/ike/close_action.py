@@ -15,7 +15,7 @@ ike_sa.c reestablish).
 - ``start``: a CHILD SA closed alone is created again at once on the same IKE SA
   (charon queues a child_create on it); when the peer deletes the IKE SA, a new IKE
   SA is set up with the CHILD SAs whose close_action is ``start`` (the endpoint,
-  host.Ended ``closed``). Not when we are the responder of an asymmetric setup (we
+  host.Ended ``closed``, with the CHILD SAs being created then). Not when we are the responder of an asymmetric setup (we
   leased the peer a virtual IP, or it authenticated with EAP): charon's "unable to
   reestablish IKE_SA due to asymmetric setup", a gateway does not dial its clients.
 - A CHILD config still up on this IKE SA (the peer deleted a duplicate) or being
@@ -81,6 +81,12 @@ def ike_closed(sa: IkeSa, reason: str) -> Ended:
             _trap(sa, cfg)
         elif cfg.close_action == "start" and cfg not in start:
             start.append(cfg)
+    if sa.conn is not None:
+        # CHILD SAs being created go to the new IKE SA whatever their close_action (charon's
+        # is_child_queued and adopt_child_tasks): a peer that closes its CHILD SAs and then the IKE
+        # SA catches close_action = start's CREATE_CHILD_SA in flight.
+        names = {k.name: k for k in sa.conn.children}
+        start += [names[n] for n in sorted(coming(sa)) if n in names and names[n] not in start]
     if not start:
         return Ended("deleted", reason)
     if not sa.original_initiator and (sa.remote_vips or sa.eap_identity):

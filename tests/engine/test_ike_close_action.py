@@ -140,3 +140,17 @@ def test_dpd_trap_asks_for_the_trap_policy():
     assert p.of("a", TrapRequested) == [TrapRequested("tun", "lan", "dpd_action")]
     assert not p.a.sas
     assert len(p.of("a", ChildSaInstalled)) == 1
+
+
+def test_a_child_being_started_again_follows_to_the_new_ike_sa():
+    """The peer closes its CHILD SA, then the IKE SA, while b's CREATE_CHILD_SA (close_action =
+    start) is in flight: b sets up a new IKE SA with it (charon's reestablish: is_child_queued)."""
+    p = close_pair("start")
+    p.filter = lambda side, d: not (side == "a" and d.data[22] == 36 and d.data[23] & 0x20)  # after the marker
+    a_deletes_child(p)
+    assert p.b.sas[0].active is not None and p.b.sas[0].active.creates() == "lan"
+    p.filter = None
+    p.a.terminate("tun", p.now)
+    p.advance(30)
+    assert len(live(p, "a")) == 1 and len(live(p, "b")) == 1
+    assert len(sent(p, "b", "IKE_SA_INIT")) == 1 and p.b.sas[0].original_initiator
