@@ -82,10 +82,11 @@ def ike_closed(sa: IkeSa, reason: str) -> Ended:
         elif cfg.close_action == "start" and cfg not in start:
             start.append(cfg)
     if sa.conn is not None:
-        # CHILD SAs being created go to the new IKE SA whatever their close_action (charon's
-        # is_child_queued and adopt_child_tasks): a peer that closes its CHILD SAs and then the IKE
-        # SA catches close_action = start's CREATE_CHILD_SA in flight.
-        names = {k.name: k for k in sa.conn.children}
+        # A CHILD SA being created goes to the new IKE SA (charon's is_child_queued and
+        # adopt_child_tasks): a peer that closes its CHILD SAs and then the IKE SA catches
+        # close_action = start's CREATE_CHILD_SA in flight. Unlike charon, only for close_action =
+        # start: an admin's initiate the peer cut short is not retried behind the admin's back.
+        names = {k.name: k for k in sa.conn.children if k.close_action == "start"}
         start += [names[n] for n in sorted(coming(sa)) if n in names and names[n] not in start]
     if not start:
         return Ended("deleted", reason)
