@@ -15,9 +15,11 @@ ike_sa.c reestablish).
 - ``start``: a CHILD SA closed alone is created again at once on the same IKE SA
   (charon queues a child_create on it); when the peer deletes the IKE SA, a new IKE
   SA is set up with the CHILD SAs whose close_action is ``start`` (the endpoint,
-  host.Ended ``closed``, with the CHILD SAs being created then). Not when we are the responder of an asymmetric setup (we
-  leased the peer a virtual IP, or it authenticated with EAP): charon's "unable to
-  reestablish IKE_SA due to asymmetric setup", a gateway does not dial its clients.
+  host.Ended ``closed``), those being created then included. Not when we are the
+  responder of an asymmetric setup (we leased the peer a virtual IP, or it
+  authenticated with EAP): charon's "unable to reestablish IKE_SA due to asymmetric
+  setup", a gateway does not dial its clients. charon adds no delay: none is needed,
+  as only the peer's explicit close acts.
 - A CHILD config still up on this IKE SA (the peer deleted a duplicate) or being
   created is not started again.
 """
