@@ -205,12 +205,14 @@ class IkeEndpoint:
         self.scheduler.forget(sa)
         if ended.kind == "failed":
             self._connection_failed(sa, now)
-        elif ended.kind == "peer_gone" and ended.action == "restart" and sa.conn is not None:
-            name = sa.name
-            self.scheduler.call_at(now, lambda t: self._initiate_quietly(name, t))
-        elif ended.kind == "closed" and sa.conn is not None:  # close_action = start (engine.ike.close_action)
-            name, only = sa.name, tuple(c.name for c in ended.children)
-            self.scheduler.call_at(now, lambda t: self._initiate_quietly(name, t, only))
+        elif ended.kind in ("peer_gone", "closed") and sa.conn is not None:
+            # charon's reestablish: the CHILD SAs that were up with dpd_action = restart, or those
+            # ended.children names for close_action = start (engine.ike.close_action)
+            only = tuple(dict.fromkeys(c.name for c in ended.children if ended.kind == "closed"
+                                       or c.dpd_action == "restart"))
+            if only:
+                name = sa.name
+                self.scheduler.call_at(now, lambda t: self._initiate_quietly(name, t, only))
 
     def keep_answer(self, sa: IkeSa, now: float) -> None:
         cached = sa.cached

@@ -154,3 +154,26 @@ def test_a_child_being_started_again_follows_to_the_new_ike_sa():
     p.advance(30)
     assert len(live(p, "a")) == 1 and len(live(p, "b")) == 1
     assert len(sent(p, "b", "IKE_SA_INIT")) == 1 and p.b.sas[0].original_initiator
+
+
+def test_dpd_restart_brings_back_only_the_children_that_were_up_with_restart():
+    """charon's reestablish_children: a CHILD SA whose dpd_action is clear, or one that was not up,
+    is not set up again with the new IKE SA."""
+    kids = [child("voice", dpd_action="restart"), child("data", local_ts="198.51.100.2/32", dpd_action="clear"),
+            child("spare", local_ts="198.51.100.3/32", dpd_action="restart")]
+    a = connection(dpd_delay=10.0, children=kids)
+    p = Pair(policy(a, address=LEFT), policy(mirror(a), address=RIGHT))
+    p.a.initiate("tun", p.now, "voice")
+    p.advance(1)
+    p.a.initiate("tun", p.now, "data")
+    p.advance(1)
+    assert sorted(c.config.name for c in live(p, "a")) == ["data", "voice"]
+    from engine.ike.endpoint import IkeEndpoint
+
+    p.filter = lambda side, d: False  # the peer dies
+    p.advance(200)
+    assert p.of("a", DpdTimeout)[0].action == "restart"
+    p.b = IkeEndpoint(p.b.policy, seed=7)  # and comes back with no memory of us
+    p.filter = None
+    p.advance(120)
+    assert [c.config.name for c in live(p, "a")] == ["voice"]
