@@ -90,11 +90,18 @@ def ike_closed(sa: IkeSa, reason: str) -> Ended:
         # start: an admin's initiate the peer cut short is not retried behind the admin's back.
         names = {k.name: k for k in sa.conn.children if k.close_action == "start"}
         start += [names[n] for n in sorted(coming(sa)) if n in names and names[n] not in start]
-    if not start:
-        return Ended("deleted", reason)
-    if not sa.original_initiator and (sa.remote_vips or sa.eap_identity):
-        log.info("%s[%d]: close_action = start: not set up again, as the peer %s (asymmetric setup)",
-                 sa.name, sa.unique_id, "has a virtual IP of ours" if sa.remote_vips else "authenticated with EAP",
-                 extra={"connection": sa.name})
+    if not start or asymmetric(sa, "close_action = start"):
         return Ended("deleted", reason)
     return Ended("closed", reason, "start", tuple(start))
+
+
+def asymmetric(sa: IkeSa, what: str) -> bool:
+    """We cannot set ``sa`` up again ourselves: we are its responder and leased the peer a virtual
+    IP, or the peer authenticated with EAP (charon's reestablish: "unable to reestablish IKE_SA
+    due to asymmetric setup"; a gateway does not dial its road warriors)."""
+    if sa.original_initiator or not (sa.remote_vips or sa.eap_identity):
+        return False
+    log.info("%s[%d]: %s: not set up again, as the peer %s (asymmetric setup)", sa.name, sa.unique_id, what,
+             "has a virtual IP of ours" if sa.remote_vips else "authenticated with EAP",
+             extra={"connection": sa.name})
+    return True

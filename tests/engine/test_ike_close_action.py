@@ -177,3 +177,17 @@ def test_dpd_restart_brings_back_only_the_children_that_were_up_with_restart():
     p.filter = None
     p.advance(120)
     assert [c.config.name for c in live(p, "a")] == ["voice"]
+
+
+def test_a_gateway_does_not_dial_a_road_warrior_gone_silent():
+    """dpd_action = restart, the same rule as close_action (charon's reestablish)."""
+    client = connection(children=(child(local_ts="dynamic", remote_ts="198.51.100.0/25"),), vips=("0.0.0.0",))
+    gw = mirror(client, vips=(), pools=("rw",), dpd_delay=10.0)
+    gw = dataclasses.replace(gw, children=tuple(dataclasses.replace(c, dpd_action="restart") for c in gw.children))
+    p = Pair(policy(client, address=LEFT), dataclasses.replace(policy(gw, address=RIGHT), pools=(POOL,)))
+    p.a.initiate("tun", p.now)
+    p.advance(1)
+    p.filter = lambda side, d: False  # the client goes away
+    p.advance(200)
+    assert p.of("b", DpdTimeout)[0].action == "restart"
+    assert not p.b.sas and len(sent(p, "b", "IKE_SA_INIT")) == 0
