@@ -20,6 +20,8 @@ Rules (responder):
 - DELETE CHILD: answered with our SPIs of those pairs, except pairs we are
   deleting ourselves (§1.4.1: the two requests crossed); SPIs we do not know
   are ignored. A CHILD rekey we have in flight hears of it (child_rekey.py).
+  Those that were INSTALLED, and the IKE SA if it was up, get their
+  close_action (engine.ike.close_action).
 - AUTHENTICATION_FAILED: the peer could not verify us after all; the SA goes.
 - INVALID_SYNTAX (§2.21.3): the peer could not parse a message of ours; answered
   empty, then the SA goes, as charon does (ike_delete). Not on a rekeyed SA.
