@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from engine.events import ChildSaInstalled, ChildState, DpdTimeout, ExchangeSent, IkeState, TrapRequested
+from engine.events import (ChildSaInstalled, ChildState, DpdTimeout, ExchangeSent, IkeState, NegotiationFailed,
+                           TrapRequested)
 from engine.ike.exchanges import CATALOG
 
 from tests.engine.ike_pair import LEFT, RIGHT, Pair, child, connection, mirror, policy
@@ -191,3 +192,28 @@ def test_a_gateway_does_not_dial_a_road_warrior_gone_silent():
     p.advance(200)
     assert p.of("b", DpdTimeout)[0].action == "restart"
     assert not p.b.sas and len(sent(p, "b", "IKE_SA_INIT")) == 0
+
+
+def _gateway_pair(**gw_child):
+    client = connection(children=(child(local_ts="dynamic", remote_ts="198.51.100.0/25"),), vips=("0.0.0.0",))
+    gw = mirror(client, vips=(), pools=("rw",))
+    gw = dataclasses.replace(gw, children=tuple(dataclasses.replace(c, **gw_child) for c in gw.children))
+    p = Pair(policy(client, address=LEFT), dataclasses.replace(policy(gw, address=RIGHT), pools=(POOL,)))
+    p.a.initiate("tun", p.now)
+    p.advance(1)
+    return p
+
+
+def test_a_gateway_offers_its_road_warrior_the_virtual_ip():
+    """The gateway's CREATE_CHILD_SA to a client (its rekey, close_action = start) proposed the
+    client's IKE address for the dynamic selector, not the leased virtual IP: TS_UNACCEPTABLE."""
+    p = _gateway_pair(close_action="start")
+    assert p.b.rekey("tun", p.now) == 1
+    p.advance(5)
+    assert not p.of("a", NegotiationFailed) and not p.of("b", NegotiationFailed)
+    (cb,) = live(p, "b")
+    assert cb.rekeyed_from is not None and [str(t) for t in cb.remote_ts] == ["198.51.100.193/32"]
+    a_deletes_child(p)
+    p.advance(5)
+    assert not p.of("a", NegotiationFailed) and not p.of("b", NegotiationFailed)
+    assert len(live(p, "a")) == 1 and [str(t) for t in live(p, "b")[0].remote_ts] == ["198.51.100.193/32"]
