@@ -63,6 +63,8 @@ CHILD_FIELDS = (
     Field("esp_proposals", "ESP proposals", "list", help="e.g. aes256gcm16-x25519"),
     Field("start_action", "Start action", "choice", ("none", "trap", "start"), default="none"),
     Field("dpd_action", "DPD action", "choice", ("clear", "trap", "restart"), default="clear"),
+    Field("close_action", "Close action", "choice", ("none", "trap", "start"), default="none",
+          help="when the peer closes the CHILD SA"),
     Field("rekey_time", "Rekey time", "duration", help="e.g. 1h"),
 )
 

@@ -428,7 +428,8 @@ class FakeRuntime(ScriptedExchanges, Runtime):
                 children=tuple(ChildConfigInfo(
                     name=ch.name, mode=ch.mode, protocol=ch.protocol, local_ts=tuple(str(t) for t in ch.local_ts),
                     remote_ts=tuple(str(t) for t in ch.remote_ts), proposals=tuple(p.text for p in ch.proposals),
-                    start_action=ch.start_action, dpd_action=ch.dpd_action) for ch in c.children),
+                    start_action=ch.start_action, dpd_action=ch.dpd_action,
+                    close_action=ch.close_action) for ch in c.children),
                 state=state,
             ))
         return tuple(out)

@@ -146,6 +146,8 @@ class UserspaceDatapath(pmtu.PathMtu):
         self._trap_routes: dict[tuple[str, str], tuple[tuple, str | None]] = {}
         """(connection, child) of a trap -> the networks (and source) routed into the device for it."""
         self._acquired: dict[tuple[str, str], float] = {}
+        self._asked_traps: set[tuple[str, str]] = set()
+        """(connection, child) the engine asked a trap for (close_action/dpd_action = trap)."""
         self._senders: dict[tuple, object] = {}
         """(socket or raw kind, peer endpoint) -> the sender its pairs share."""
         self._reduced: set = set()
@@ -434,12 +436,13 @@ class UserspaceDatapath(pmtu.PathMtu):
         kernel's trap policy and ACQUIRE do for the kernel datapath)."""
         wanted: dict[tuple[str, str], tuple[tuple, str | None]] = {}
         peer_address = getattr(self.runtime, "peer_address", None)
+        self._asked_traps &= {(c.name, k.name) for c in self.policy.connections for k in c.children}
         for conn in self.policy.connections:
             target = initiate_target(conn)
             if target is None:
                 continue  # nobody to initiate to
             for child in conn.children:
-                if child.start_action != "trap":
+                if child.start_action != "trap" and (conn.name, child.name) not in self._asked_traps:
                     continue
                 if child.mode == "transport":
                     # The peer itself: a host name once it resolved (peer_addresses_changed).
@@ -484,6 +487,13 @@ class UserspaceDatapath(pmtu.PathMtu):
             self.routes.add(nets, None, kind)
         for nets, kind in old:
             self.routes.remove(nets, None, kind)
+
+    def trap(self, connection: str, child: str) -> None:
+        """The engine's TrapRequested: that child is trapped too, until the policy drops it."""
+        if (connection, child) not in self._asked_traps:
+            self._asked_traps.add((connection, child))
+            self._apply_traps()
+            self.path._clear_flows()  # a flow decided "no_sa" before would not ask for the SA
 
     # ------------------------------------------------------------ packets
     def flush_events(self) -> None:

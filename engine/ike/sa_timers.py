@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from engine.events import ChildState, DpdTimeout, IkeState
+from engine.events import ChildState, DpdTimeout, IkeState, TrapRequested
+from engine.ike import close_action
 from engine.ike.child import ChildSa
 from engine.ike.host import Ended
 from engine.ike.text import exchange_name
@@ -184,6 +185,11 @@ def peer_gone(sa: IkeSa, out: Outstanding, now: float) -> None:
                   "clear")
     sa.host.emit(DpdTimeout(sa.unique_id, sa.name, action))
     children = tuple(c.config for c in sa.children.values() if c.state != ChildState.DELETED)
+    for cfg in dict.fromkeys(c for c in children if c.dpd_action == "trap"):
+        # the datapath's trap policy brings the CHILD SA back on the next packet (as charon's reestablish)
+        sa.host.emit(TrapRequested(sa.name, cfg.name, "dpd_action"))
+    if action == "restart" and close_action.asymmetric(sa, "dpd_action = restart"):
+        children = ()
     sa.destroy(now, f"peer gone: {reason}", Ended("peer_gone", reason, action, children))
 
 

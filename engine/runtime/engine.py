@@ -32,6 +32,7 @@ from engine.events import (
     PolicyApplied,
     RekeyRequested,
     SaCounters,
+    TrapRequested,
     VirtualIpsChanged,
 )
 from engine.ike import names
@@ -277,6 +278,8 @@ class EngineRuntime(Reporting):
                 self.datapath.remove(event)
             elif isinstance(event, VirtualIpsChanged) and hasattr(self.datapath, "virtual_ips"):
                 self.datapath.virtual_ips(event)
+            elif isinstance(event, TrapRequested) and hasattr(self.datapath, "trap"):
+                self.datapath.trap(event.connection, event.child)
             elif isinstance(event, ChildSaMoved):
                 if hasattr(self.datapath, "move"):
                     self.datapath.move(event)
