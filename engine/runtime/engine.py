@@ -479,6 +479,10 @@ class EngineRuntime(Reporting):
         retrying = unique_id is None and self.endpoint.retrying(name) is not None
         resolving = self.endpoint.resolving(name) if unique_id is None else None
         n = self.endpoint.terminate(name, self.now(), unique_id=unique_id)
+        untrap = getattr(self.datapath, "untrap", None)
+        if untrap is not None:
+            # a close_action/dpd_action trap would bring the tunnel back on the next packet
+            untrap(name)
         self._after()
         return Terminated(n, retrying, resolving)
 

@@ -76,3 +76,54 @@ def test_list_conns_shows_close_action_beside_dpd_action():
     (info,) = rt.connections()
     assert (info.children[0].dpd_action, info.children[0].close_action) == ("clear", "trap")
     assert "dpd_action clear, close_action trap" in format_conns([to_jsonable(info)])
+
+
+def test_userspace_admin_terminate_removes_the_asked_trap():
+    # A trap close_action/dpd_action asked for is not in the policy: the admin's terminate is the
+    # only way to take it down, or the next packet brings the tunnel back behind their back.
+    dp = setup(PLAIN)
+    dp.trap("rw", "lan")
+    send(dp, packet())  # a flow that acquires
+    dp.runtime.events.clear()
+    dp.untrap("rw")
+    assert dp.routes.routes == []
+    assert send(dp, packet()) == "no_sa" and not dp.runtime.events
+    dp.apply_policy(parse_policy(PLAIN, load_secrets=False))  # not back on a reload either
+    assert dp.routes.routes == []
+    dp.trap("rw", "lan")  # asked again later (the next close)
+    assert dp.routes.routes == [(("198.51.100.128/25",), None, "unicast")]
+
+
+def test_userspace_untrap_keeps_a_start_action_trap():
+    dp = setup(POLICY)
+    dp.untrap("rw")
+    assert dp.routes.routes == [(("198.51.100.128/25",), None, "unicast")]
+
+
+def test_kernel_admin_terminate_removes_the_asked_trap():
+    policy = parse_policy(PLAIN, load_secrets=False)
+    dp = KernelRuntimeDatapath(policy)
+    dp.runtime = setup(PLAIN).runtime
+    dp.kernel = FakeKernel()
+    dp.trap("rw", "lan")
+    assert dp.kernel.traps
+    dp.untrap("rw")
+    assert dp.kernel.traps == {}
+    dp._apply_traps()
+    assert dp.kernel.traps == {}
+
+
+def test_the_runtime_terminate_drops_the_connections_asked_traps():
+    dropped = []
+
+    class Datapath:
+        def trap(self, connection, child):
+            pass
+
+        def untrap(self, connection):
+            dropped.append(connection)
+
+    rt = EngineRuntime(parse_policy(PLAIN, load_secrets=False), datapath=Datapath())
+    rt._dispatch(TrapRequested("rw", "lan", "dpd_action"))
+    rt.terminate("rw")  # no IKE SA up (the peer was gone): the trap still goes
+    assert dropped == ["rw"]
