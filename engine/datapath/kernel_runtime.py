@@ -334,7 +334,9 @@ class KernelRuntimeDatapath:
         kernel = self._kernel()
         policy = self.policy
         wanted: dict[tuple[str, str], _Trap] = {}
-        self._asked_traps &= {(c.name, k.name) for c in policy.connections for k in c.children}
+        # Only while the child still asks for one (a reload that drops its trap option drops it)
+        self._asked_traps &= {(c.name, k.name) for c in policy.connections for k in c.children
+                              if "trap" in (k.close_action, k.dpd_action)}
         for conn in policy.connections:
             for child in conn.children:
                 if child.start_action == "trap" or (conn.name, child.name) in self._asked_traps:

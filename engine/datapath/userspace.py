@@ -436,7 +436,9 @@ class UserspaceDatapath(pmtu.PathMtu):
         kernel's trap policy and ACQUIRE do for the kernel datapath)."""
         wanted: dict[tuple[str, str], tuple[tuple, str | None]] = {}
         peer_address = getattr(self.runtime, "peer_address", None)
-        self._asked_traps &= {(c.name, k.name) for c in self.policy.connections for k in c.children}
+        # Only while the child still asks for one (a reload that drops its trap option drops it)
+        self._asked_traps &= {(c.name, k.name) for c in self.policy.connections for k in c.children
+                              if "trap" in (k.close_action, k.dpd_action)}
         for conn in self.policy.connections:
             target = initiate_target(conn)
             if target is None:

@@ -127,3 +127,24 @@ def test_the_runtime_terminate_drops_the_connections_asked_traps():
     rt._dispatch(TrapRequested("rw", "lan", "dpd_action"))
     rt.terminate("rw")  # no IKE SA up (the peer was gone): the trap still goes
     assert dropped == ["rw"]
+
+
+def test_userspace_asked_trap_goes_when_the_policy_no_longer_asks_for_it():
+    dp = setup(PLAIN)
+    dp.trap("rw", "lan")
+    dp.apply_policy(parse_policy(PLAIN.replace('close_action = "trap"', 'dpd_action = "trap"'), load_secrets=False))
+    assert dp.routes.routes == [(("198.51.100.128/25",), None, "unicast")]  # still a trap option
+    dp.apply_policy(parse_policy(PLAIN.replace('close_action = "trap"', 'close_action = "start"'),
+                                 load_secrets=False))
+    assert dp.routes.routes == []
+
+
+def test_kernel_asked_trap_goes_when_the_policy_no_longer_asks_for_it():
+    dp = KernelRuntimeDatapath(parse_policy(PLAIN, load_secrets=False))
+    dp.runtime = setup(PLAIN).runtime
+    dp.kernel = FakeKernel()
+    dp.trap("rw", "lan")
+    assert dp.kernel.traps
+    dp.policy = parse_policy(PLAIN.replace('close_action = "trap"', ""), load_secrets=False)
+    dp._apply_traps()
+    assert dp.kernel.traps == {}
