@@ -363,14 +363,16 @@ class KernelRuntimeDatapath:
             if self.kernel is not None:
                 self._apply_traps()
 
-    def untrap(self, connection: str) -> None:
+    def untrap(self, connection: str) -> list[str]:
         """The admin's terminate: the traps the engine asked for that connection go (those of
         ``start_action = "trap"`` are the policy's and stay), or the next packet would bring the
-        tunnel back."""
-        if any(c == connection for c, _ in self._asked_traps):
+        tunnel back. Returns the children whose trap went."""
+        gone = sorted(k for c, k in self._asked_traps if c == connection)
+        if gone:
             self._asked_traps = {k for k in self._asked_traps if k[0] != connection}
             if self.kernel is not None:
                 self._apply_traps()
+        return gone
 
     def _trap_for(self, conn: ConnectionConfig, child: ChildConfig) -> _Trap | None:
         # The peer the trap's ACQUIRE initiates to (engine.ike.names): a literal address, or what

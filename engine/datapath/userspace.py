@@ -497,14 +497,16 @@ class UserspaceDatapath(pmtu.PathMtu):
             self._apply_traps()
             self.path._clear_flows()  # a flow decided "no_sa" before would not ask for the SA
 
-    def untrap(self, connection: str) -> None:
+    def untrap(self, connection: str) -> list[str]:
         """The admin's terminate: the traps the engine asked for that connection go (those of
         ``start_action = "trap"`` are the policy's and stay), or the next packet would bring the
-        tunnel back."""
-        if any(c == connection for c, _ in self._asked_traps):
+        tunnel back. Returns the children whose trap went."""
+        gone = sorted(k for c, k in self._asked_traps if c == connection)
+        if gone:
             self._asked_traps = {k for k in self._asked_traps if k[0] != connection}
             self._apply_traps()
             self.path._clear_flows()  # a flow decided to acquire must not go on asking
+        return gone
 
     # ------------------------------------------------------------ packets
     def flush_events(self) -> None:

@@ -85,7 +85,7 @@ def test_userspace_admin_terminate_removes_the_asked_trap():
     dp.trap("rw", "lan")
     send(dp, packet())  # a flow that acquires
     dp.runtime.events.clear()
-    dp.untrap("rw")
+    assert dp.untrap("rw") == ["lan"]
     assert dp.routes.routes == []
     assert send(dp, packet()) == "no_sa" and not dp.runtime.events
     dp.apply_policy(parse_policy(PLAIN, load_secrets=False))  # not back on a reload either
@@ -96,7 +96,7 @@ def test_userspace_admin_terminate_removes_the_asked_trap():
 
 def test_userspace_untrap_keeps_a_start_action_trap():
     dp = setup(POLICY)
-    dp.untrap("rw")
+    assert dp.untrap("rw") == []
     assert dp.routes.routes == [(("198.51.100.128/25",), None, "unicast")]
 
 
@@ -107,7 +107,7 @@ def test_kernel_admin_terminate_removes_the_asked_trap():
     dp.kernel = FakeKernel()
     dp.trap("rw", "lan")
     assert dp.kernel.traps
-    dp.untrap("rw")
+    assert dp.untrap("rw") == ["lan"]
     assert dp.kernel.traps == {}
     dp._apply_traps()
     assert dp.kernel.traps == {}
@@ -122,11 +122,13 @@ def test_the_runtime_terminate_drops_the_connections_asked_traps():
 
         def untrap(self, connection):
             dropped.append(connection)
+            return ["lan"]
 
     rt = EngineRuntime(parse_policy(PLAIN, load_secrets=False), datapath=Datapath())
     rt._dispatch(TrapRequested("rw", "lan", "dpd_action"))
-    rt.terminate("rw")  # no IKE SA up (the peer was gone): the trap still goes
+    done = rt.terminate("rw")  # no IKE SA up (the peer was gone): the trap still goes
     assert dropped == ["rw"]
+    assert done.deleted == 0 and done.untrapped == ("lan",)  # said so, not "no IKE SA to terminate"
 
 
 def test_userspace_asked_trap_goes_when_the_policy_no_longer_asks_for_it():
