@@ -7,6 +7,7 @@ import dataclasses
 
 from engine.events import (ChildSaInstalled, ChildState, DpdTimeout, ExchangeSent, IkeState, NegotiationFailed,
                            TrapRequested)
+from engine.ike.close_action import CLOSE_START_HOLDOFF
 from engine.ike.exchanges import CATALOG
 
 from tests.engine.ike_pair import LEFT, RIGHT, Pair, child, connection, mirror, policy
@@ -19,7 +20,7 @@ def close_pair(b_action: str, *, a_action: str = "none", **conn_kw) -> Pair:
                                                      close_action=b_action) for c in a.children))
     p = Pair(policy(a, address=LEFT), policy(b, address=RIGHT))
     p.a.initiate("tun", p.now)
-    p.advance(1)
+    p.advance(1 + CLOSE_START_HOLDOFF)  # closed when no longer young: started again at once
     assert len(live(p, "a")) == 1 and len(live(p, "b")) == 1
     return p
 
@@ -217,3 +218,49 @@ def test_a_gateway_offers_its_road_warrior_the_virtual_ip():
     p.advance(5)
     assert not p.of("a", NegotiationFailed) and not p.of("b", NegotiationFailed)
     assert len(live(p, "a")) == 1 and [str(t) for t in live(p, "b")[0].remote_ts] == ["198.51.100.193/32"]
+
+
+def test_a_peer_closing_every_new_child_at_once_gets_a_bounded_rate():
+    """A peer that deletes each CHILD SA as soon as it is up (its datapath refuses it, its policy
+    does): close_action = start answered every Delete with a new CREATE_CHILD_SA at once, a storm
+    for as long as both ran. A CHILD SA closed young is started again once it would have lived
+    CLOSE_START_HOLDOFF seconds: one creation per that time, and the next close past it at once."""
+    p = close_pair("start")
+    a_deletes_child(p)  # an old CHILD SA: started again at once, as charon
+    assert len(sent(p, "b", "CREATE_CHILD_SA")) == 1 and len(live(p, "b")) == 1
+    steps = int(4 * CLOSE_START_HOLDOFF / 0.1)
+    for _ in range(steps):
+        sa = p.a.sas[0]
+        for c in [c for c in sa.children.values() if c.state == ChildState.INSTALLED]:
+            c.unconfirmed_mid = None  # a deletes at once (as charon), not after b confirmed it
+            sa.start(CATALOG.child_delete(sa, c, "refused"), p.now)
+        p.advance(0.1)
+    assert len(sent(p, "b", "CREATE_CHILD_SA")) <= 1 + 5
+    p.advance(CLOSE_START_HOLDOFF + 1)  # it gave up nothing: the CHILD SA comes back
+    assert len(live(p, "a")) == 1 and len(live(p, "b")) == 1
+
+
+def test_a_peer_deleting_every_new_ike_sa_at_once_gets_a_bounded_rate():
+    """The same for the IKE SA: each new one cost an IKE_SA_INIT and an IKE_AUTH at once."""
+    p = close_pair("start")
+    for _ in range(int(4 * CLOSE_START_HOLDOFF / 0.1)):
+        for sa in p.a.sas:
+            if sa.state == IkeState.ESTABLISHED:
+                sa.delete(p.now, "refused")
+        p.advance(0.1)
+    assert len(sent(p, "b", "IKE_SA_INIT")) <= 5
+    p.advance(CLOSE_START_HOLDOFF + 1)
+    assert len(live(p, "a")) == 1 and len(live(p, "b")) == 1
+
+
+def test_terminate_cancels_a_held_back_reestablish():
+    p = close_pair("start")
+    p.a.terminate("tun", p.now)
+    p.advance(1)  # b sets it up again at once (an old IKE SA)
+    assert len(live(p, "b")) == 1
+    p.a.terminate("tun", p.now)  # young: b's next set-up waits
+    p.advance(0.5)
+    assert not p.b.sas and p.b.retrying("tun") is not None
+    assert p.b.terminate("tun", p.now) == 0 and p.b.retrying("tun") is None
+    p.advance(60)
+    assert len(sent(p, "b", "IKE_SA_INIT")) == 1 and not p.b.sas
