@@ -110,10 +110,14 @@ def ike_closed(sa: IkeSa, reason: str) -> Ended:
 
 
 def asymmetric(sa: IkeSa, what: str) -> bool:
-    """We cannot set ``sa`` up again ourselves: we are its responder and leased the peer a virtual
-    IP, or the peer authenticated with EAP (charon's reestablish: "unable to reestablish IKE_SA
-    due to asymmetric setup"; a gateway does not dial its road warriors)."""
-    if sa.original_initiator or not (sa.remote_vips or sa.eap_identity):
+    """We cannot set ``sa`` up again ourselves: we leased the peer a virtual IP, or the peer
+    authenticated to us with EAP (charon's reestablish: "unable to reestablish IKE_SA due to
+    asymmetric setup"; a gateway does not dial its road warriors). Both say we were the IKE SA's
+    first responder (only an initiator asks for an address, §3.15; only it runs EAP, §2.16), also
+    after an IKE rekey made either side the header's initiator (§2.18), which charon's
+    COND_ORIGINAL_INITIATOR survives; ``eap_identity`` alone is also set on the EAP client."""
+    peer_eap = bool(sa.eap_identity) and sa.conn is not None and sa.conn.remote.is_eap
+    if not (sa.remote_vips or peer_eap):
         return False
     log.info("%s[%d]: %s: not set up again, as the peer %s (asymmetric setup)", sa.name, sa.unique_id, what,
              "has a virtual IP of ours" if sa.remote_vips else "authenticated with EAP",

@@ -264,3 +264,43 @@ def test_terminate_cancels_a_held_back_reestablish():
     assert p.b.terminate("tun", p.now) == 0 and p.b.retrying("tun") is None
     p.advance(60)
     assert len(sent(p, "b", "IKE_SA_INIT")) == 1 and not p.b.sas
+
+
+def _eap_pair_with(client_action: str, gw_action: str):
+    from tests.engine.test_ike_roadwarrior import eap_pair
+
+    p = eap_pair()
+    for ep, action in ((p.a, client_action), (p.b, gw_action)):
+        (conn,) = ep.policy.connections
+        conn = dataclasses.replace(conn, children=tuple(dataclasses.replace(c, close_action=action)
+                                                        for c in conn.children))
+        if ep is p.b:
+            conn = dataclasses.replace(conn, remote_addrs=("192.0.2.1",))  # one it could dial
+        ep.apply_policy(dataclasses.replace(ep.policy, connections=(conn,)), p.now)
+    p.a.initiate("tun", p.now)
+    p.advance(1 + CLOSE_START_HOLDOFF)
+    assert len(live(p, "a")) == 1
+    assert p.b.rekey("tun", p.now, ike=True) == 1  # the gateway rekeys the IKE SA
+    p.advance(5 + CLOSE_START_HOLDOFF)
+    assert len(live(p, "a")) == 1 and not p.a.sas[0].original_initiator
+    return p
+
+
+def test_an_eap_client_sets_up_again_after_the_gateway_rekeyed_the_ike_sa():
+    """The asymmetric-setup guard took "not the original initiator" from the IKE header role, which a
+    gateway's IKE rekey hands to the gateway (§2.18), and "EAP" from our own EAP identity: a road
+    warrior whose gateway had rekeyed refused to set the tunnel up again ("a gateway does not dial
+    its clients"). charon's COND_ORIGINAL_INITIATOR survives rekeys (inherit_post) and
+    COND_EAP_AUTHENTICATED is the EAP server's."""
+    p = _eap_pair_with("start", "none")
+    p.b.terminate("tun", p.now)
+    p.advance(10)
+    assert len(live(p, "a")) == 1 and len(live(p, "b")) == 1
+    assert len(sent(p, "a", "IKE_SA_INIT")) == 2
+
+
+def test_a_gateway_that_rekeyed_still_does_not_dial_its_client():
+    p = _eap_pair_with("none", "start")
+    p.a.terminate("tun", p.now)
+    p.advance(30)
+    assert not p.b.sas and not sent(p, "b", "IKE_SA_INIT")
