@@ -304,3 +304,23 @@ def test_a_gateway_that_rekeyed_still_does_not_dial_its_client():
     p.a.terminate("tun", p.now)
     p.advance(30)
     assert not p.b.sas and not sent(p, "b", "IKE_SA_INIT")
+
+
+def test_a_gateway_does_not_dial_a_silent_client_whose_first_child_traps():
+    """DpdTimeout's action is the first child's non-clear dpd_action: with a trap child first, the
+    guard was skipped and the restart child was dialed all the same."""
+    kids = (child("one", local_ts="dynamic", remote_ts="198.51.100.0/26"),
+            child("two", local_ts="dynamic", remote_ts="198.51.100.64/26"))
+    client = connection(children=kids, vips=("0.0.0.0",))
+    gw = mirror(client, vips=(), pools=("rw",), dpd_delay=10.0)
+    gw = dataclasses.replace(gw, remote_addrs=(LEFT,), children=(
+        dataclasses.replace(gw.children[0], dpd_action="trap"),
+        dataclasses.replace(gw.children[1], dpd_action="restart")))
+    p = Pair(policy(client, address=LEFT), dataclasses.replace(policy(gw, address=RIGHT), pools=(POOL,)))
+    p.a.initiate("tun", p.now)
+    p.advance(1)
+    assert len(live(p, "b")) == 2
+    p.filter = lambda side, d: False  # the client goes away
+    p.advance(200)
+    assert p.of("b", DpdTimeout)[0].action == "trap"
+    assert not p.b.sas and len(sent(p, "b", "IKE_SA_INIT")) == 0
