@@ -138,3 +138,27 @@ def test_a_deleted_child_moves_nothing():
     p.b.nat_mapping_changed(ev.spi_in, (PUBLIC, 31000), p.now)
     p.collect()
     assert not p.of("b", ChildSaMoved) and gw.remote == (PUBLIC, 24500)
+
+
+def test_the_runtime_feeds_the_datapaths_report_to_the_engine_and_the_move_back():
+    from engine.datapath.base import NullDatapath
+    from engine.events import NatMappingChanged
+    from engine.runtime.engine import EngineRuntime
+
+    class Moving(NullDatapath):
+        def __init__(self):
+            super().__init__()
+            self.moves = []
+
+        def move(self, ev):
+            self.moves.append(ev)
+
+    p, _ = natted(True)
+    p.collect()
+    ev = gateway_child(p)
+    dp = Moving()
+    rt = EngineRuntime(p.b.policy, datapath=dp)
+    rt.endpoint = p.b
+    rt.datapath_event(NatMappingChanged(spi_in=ev.spi_in, remote_addr=PUBLIC, remote_port=31000))
+    assert [(m.spi_in, m.remote_addr, m.remote_port) for m in dp.moves] == [(ev.spi_in, PUBLIC, 31000)]
+    assert p.b.sas[0].remote == (PUBLIC, 31000)
