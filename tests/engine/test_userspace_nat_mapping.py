@@ -9,6 +9,7 @@ socket's reader feeds it (receive_esp_batch with the datagrams' source)."""
 from __future__ import annotations
 
 import os
+import socket
 
 import pytest
 from scapy.layers.inet import IP, TCP
@@ -216,3 +217,56 @@ def test_the_check_is_per_run_not_per_packet(n, monkeypatch):
     b.dp.path.natmap.expect = Counting(b.dp.path.natmap.expect)
     b.receive(grams, PEER)
     assert len(lookups) == 1
+
+
+# ---------------------------------------------------------------- through the NAT-T socket
+
+async def test_a_rebinding_peer_over_the_real_nat_t_socket():
+    """The runtime's NAT-T socket (recvmmsg, runs per peer) into the datapath: a's ESP first from one
+    UDP port, then from another (its NAT mapped it anew): one NatMappingChanged naming the new port."""
+    import asyncio
+
+    from engine.datapath import mmsg
+    from engine.runtime.udp import UdpSockets
+    from tests.loopback import addr
+
+    if not mmsg.recv_available:
+        pytest.skip("libc without recvmmsg")
+    here, peer = addr(21), addr(22)
+    old = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    new = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    old.bind((peer, 0))
+    new.bind((peer, 0))
+    b = Bench(pairs=((0xA1000, 0xB1000),))  # SPIs 1-255 are reserved: the reader takes them for IKE
+    pair = b.dp.path.pairs[0xB1000]
+    b.dp.path.natmap.set(0xB1000, peer, old.getsockname()[1], True)  # as if installed towards that mapping
+    assert pair.ev.encap
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind((here, 0))
+        port = probe.getsockname()[1]  # free on this process's own loopback address
+    udp = UdpSockets(lambda data, local, remote: None)
+    udp.esp_sink = b.dp.receive_esp_batch
+    udp.natt_port = port
+    try:
+        udp.open([here], [port])
+
+        async def until(cond):
+            for _ in range(300):
+                if cond():
+                    return
+                await asyncio.sleep(0.01)
+            raise AssertionError(f"timed out: {udp.handler_errors} handler errors")
+
+        for g in b.esp(0xB1000, 3):
+            old.sendto(g, (here, port))
+        await until(lambda: len(b.io.delivered) == 3)
+        assert [e for e in b.rt.events if isinstance(e, NatMappingChanged)] == []
+        for g in b.esp(0xB1000, 3):
+            new.sendto(g, (here, port))
+        await until(lambda: len(b.io.delivered) == 6)
+        got = [e for e in b.rt.events if isinstance(e, NatMappingChanged)]
+        assert got == [NatMappingChanged(spi_in=0xB1000, remote_addr=peer, remote_port=new.getsockname()[1])]
+    finally:
+        udp.close()
+        old.close()
+        new.close()
