@@ -139,3 +139,17 @@ def test_a_removed_child_forgets_its_reported_change():
     assert d.read_events(0) == []
     d.remove_child(ChildSaDeleted(1, "c", "k", 1, 1, "esp", SPI_IN, 0xD00D))
     assert d._mappings._told == {}
+
+
+def test_the_inbound_encap_sa_asks_the_kernel_to_rate_limit_its_mapping_messages():
+    # XFRMA_MTIMER_THRESH (Linux 5.17+): one XFRM_MSG_MAPPING per new source port, else one per
+    # threshold; the kernel wants it with an encap template only (and on inbound SAs).
+    from engine.datapath.kernel_sa import build_sa
+    from tests.kernel.test_kernel_units import _attrs, _ev
+
+    ev = _ev(encap=True, local_port=4500, remote_port=4500)
+    inbound, _ = _attrs(build_sa(ev, True, REQID_BASE + 2))
+    outbound, _ = _attrs(build_sa(ev, False, REQID_BASE + 2))
+    plain, _ = _attrs(build_sa(_ev(), True, REQID_BASE + 2))
+    assert inbound["XFRMA_MTIMER_THRESH"] == natmap.MAPPING_HOLD
+    assert "XFRMA_MTIMER_THRESH" not in outbound and "XFRMA_MTIMER_THRESH" not in plain
