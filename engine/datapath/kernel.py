@@ -410,8 +410,8 @@ class KernelDatapath(MovesChildren):
     def _mapping_event(self, msg, now: float | None = None) -> NatMappingChanged | None:
         """An XFRM_MSG_MAPPING of one of our inbound ESP SAs as the engine's event (charon's
         kernel_netlink_ipsec process_mapping), at most once per SA per change within
-        MAPPING_HOLD: without XFRMA_MTIMER_THRESH the kernel sends one for every packet until
-        the SA is moved."""
+        MAPPING_HOLD: a kernel before 5.17 ignores the SA's XFRMA_MTIMER_THRESH and sends one
+        for every packet until the SA is moved."""
         if msg["proto"] != IPPROTO_ESP or not is_our_reqid(msg["reqid"]):
             return None
         if not msg["old_sport"]:

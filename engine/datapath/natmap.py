@@ -12,9 +12,10 @@ import ipaddress
 from engine.events import NatMappingChanged
 
 MAPPING_HOLD = 10.0
-"""Seconds before the same unfollowed change is reported again (the kernel's mapping_maxage):
-the engine may have declined it (we are the NATed initiator), and a packet flow must not turn
-into one event per packet."""
+"""Seconds before the same unfollowed change is reported again: the engine may have declined it
+(we are the NATed initiator), and a packet flow must not turn into one event per packet. Also
+the XFRMA_MTIMER_THRESH of the kernel datapath's inbound ESP-in-UDP SAs (the kernel's
+mapping_maxage)."""
 
 
 class MappingWatch:
