@@ -270,3 +270,42 @@ async def test_a_rebinding_peer_over_the_real_nat_t_socket():
         udp.close()
         old.close()
         new.close()
+
+
+# ---------------------------------------------------------------- datapath, runtime and engine together
+
+def test_the_gateway_follows_a_client_whose_nat_rebinds_before_its_next_ike_message():
+    """A negotiated pair (client behind a NAT, sans-IO), the gateway's runtime and userspace datapath:
+    the client's ESP arrives from a new NAT port; the datapath reports it, the engine moves the IKE SA
+    and its CHILD SA, the datapath sends to the new port from then on. No IKE message in between."""
+    from engine.events import ChildSaInstalled
+    from engine.runtime.engine import EngineRuntime
+    from tests.engine.test_mobike_nat_mapping_dpd import PUBLIC
+    from tests.engine.test_nat_mapping_esp import natted
+
+    p, _ = natted(False)
+    (client_ev,) = p.of("a", ChildSaInstalled)
+    (gw_ev,) = p.of("b", ChildSaInstalled)
+    assert gw_ev.encap and (gw_ev.remote_addr, gw_ev.remote_port) == (PUBLIC, 24500)
+    dp = UserspaceDatapath(p.b.policy)
+    rt = EngineRuntime(p.b.policy, datapath=dp)
+    rt.endpoint = p.b
+    dp.runtime, dp.io = rt, _Io()
+    dp._sender = lambda ev: _Sender((ev.remote_addr, ev.remote_port))
+    pair = dp.path.install(gw_ev, lambda d, dest: None, (PUBLIC, 24500))
+    pair.sender = _Sender((PUBLIC, 24500))
+    client = SaPath(p.a.policy)
+    out = client.install(client_ev, lambda d, dest: None, ("192.0.2.2", 4500)).outbound
+    A_IN, B_IN = "198.51.100.1", "198.51.100.129"  # the child's selectors (tests.engine.ike_pair.child)
+
+    def esp():
+        return out.protect(bytes(IP(src=A_IN, dst=B_IN) / TCP(sport=4000, dport=80, flags="A") / (b"y" * 20)),
+                           rt.now())
+
+    dp.receive_esp_batch([esp()], (gw_ev.local_addr, 4500), (PUBLIC, 24500))
+    assert dp.path.pairs[gw_ev.spi_in].dest == (PUBLIC, 24500) and len(dp.io.delivered) == 1
+    dp.receive_esp_batch([esp(), esp()], (gw_ev.local_addr, 4500), (PUBLIC, 31000))
+    assert len(dp.io.delivered) == 3
+    assert p.b.sas[0].remote == (PUBLIC, 31000), "the gateway's IKE SA still points at the old mapping"
+    assert dp.path.pairs[gw_ev.spi_in].dest == (PUBLIC, 31000), "the tunnel still sends to the old mapping"
+    assert dp.path.natmap.expect[gw_ev.spi_in] == (PUBLIC, 31000)
