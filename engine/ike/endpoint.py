@@ -475,11 +475,10 @@ class IkeEndpoint:
         self.scheduler.touch(sa)
 
     def nat_mapping_changed(self, spi_in: int, remote: Addr, now: float) -> None:
-        """Authenticated ESP-in-UDP on ``spi_in`` came from ``remote``: the IKE SA and its CHILD
-        SAs follow the peer's new NAT mapping where charon would (engine.ike.nat_mapping)."""
+        """Authenticated ESP-in-UDP on ``spi_in`` came from ``remote`` (engine.ike.nat_mapping)."""
         found = self._child(spi_in)
-        if found is not None and nat_mapping.follow_esp_mapping(*found, remote):
-            self.scheduler.touch(found[0])
+        if found is not None:
+            nat_mapping.follow_esp_mapping(*found, remote)
 
     def acquire(self, reqid: int, now: float) -> None:
         """Traffic hit a trap policy: bring up the child with that reqid."""
