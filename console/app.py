@@ -77,11 +77,42 @@ def read_escape_digits_as_alt() -> None:
             del ANSI_SEQUENCES_KEYS[seq]  # type: ignore[attr-defined]  # a dict behind a Mapping hint
 
 
+SEQUENCE_INTRODUCERS = frozenset("[]\\_^")
+"""After ESC these open (CSI, OSC, APC, PM) or end (ST) an escape sequence: when Textual cannot place
+one (a terminal's reply, a cut mouse report) it reissues it as keys, and its ESC stays dropped rather
+than press Escape (test_escape_sequence_introducers). Nothing binds them, so Escape typed fast before
+one is the only loss."""
+
+
+def keep_escape_before_symbols() -> None:
+    """Make Textual read ESC / (any symbol or space) as alt+slash, which split_escape turns into
+    Escape, /. Its parser keeps alt+ on a letter or digit after an ESC but gives a symbol's key
+    alone, the Escape dropped: Escape, / typed quickly in the log search typed "/" into it."""
+    try:
+        from textual._xterm_parser import XTermParser
+    except ImportError:  # a Textual that moved it: ESC / stays "/"
+        return
+    read = XTermParser._sequence_to_key_events
+    if getattr(read, "keeps_escape", False):
+        return
+
+    def sequence_to_key_events(self, sequence: str, alt: bool = False):
+        for event in read(self, sequence, alt):
+            # alt is set only for the character right after an ESC the parser could not place
+            if (alt and len(sequence) == 1 and event.character == sequence and sequence.isprintable()
+                    and sequence not in SEQUENCE_INTRODUCERS and not event.key.startswith("alt+")):
+                event = events.Key(f"alt+{event.key}", sequence)
+            yield event
+
+    sequence_to_key_events.keeps_escape = True  # type: ignore[attr-defined]
+    XTermParser._sequence_to_key_events = sequence_to_key_events  # type: ignore[method-assign]
+
+
 def split_escape(event: events.Key) -> tuple[events.Key, events.Key] | None:
     """Escape and the key typed after it, when they arrived in one read and Textual decoded them as
     one key: tmux (escape-time 500 ms) and a slow ssh link deliver them so. ESC d became alt+d
-    (which a text field took as "d"), ESC 2 alt+2 (read_escape_digits_as_alt). None for any other
-    key."""
+    (which a text field took as "d"), ESC 2 alt+2 (read_escape_digits_as_alt), ESC / alt+slash
+    (keep_escape_before_symbols). None for any other key."""
     key, char = event.key, event.character
     if not (key.startswith("alt+") and char is not None and len(char) == 1 and char.isprintable()):
         return None
@@ -116,6 +147,7 @@ class ConsoleApp(CertExpiryWatch, RuntimeBridge, App):
     def __init__(self, runtime: Runtime, *, settings_path=None, theme_dirs=None,
                  poll_interval: float | None = None, clock: Callable[[], datetime] | None = None) -> None:
         read_escape_digits_as_alt()
+        keep_escape_before_symbols()
         self.runtime = runtime
         self.clock = clock or utc_now
         """Wall clock for certificate dates (the PKI screen, expiry warnings); tests freeze it."""

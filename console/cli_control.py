@@ -79,7 +79,7 @@ def format_conns(conns: list[dict]) -> str:
         lines.append(f"  proposals: {', '.join(c['proposals'])}")
         for k in c["children"]:
             lines.append(f"  {k['name']}: {k['mode'].upper()}, {k['protocol']}, start_action {k['start_action']}, "
-                         f"dpd_action {k['dpd_action']}")
+                         f"dpd_action {k['dpd_action']}, close_action {k.get('close_action', 'none')}")
             lines.append(f"    local:  {' '.join(k['local_ts'])}")
             lines.append(f"    remote: {' '.join(k['remote_ts'])}")
             lines.append(f"    proposals: {', '.join(k['proposals'])}")

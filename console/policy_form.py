@@ -36,6 +36,8 @@ class Field:
     """text, list (comma separated), bool, choice, number, duration."""
     choices: tuple[str, ...] = ()
     help: str = ""
+    default: str = ""
+    """A choice the engine takes when the key is absent (the empty field says so; engine.policy.model)."""
 
 
 CONNECTION_FIELDS = (
@@ -54,13 +56,15 @@ CONNECTION_FIELDS = (
 POOLS_FIELD = Field("pools", "Address pools", "list", help="names of [pools.*] for road warriors")
 
 CHILD_FIELDS = (
-    Field("mode", "Mode", "choice", ("tunnel", "transport")),
-    Field("protocol", "Protocol", "choice", ("esp", "ah")),
+    Field("mode", "Mode", "choice", ("tunnel", "transport"), default="tunnel"),
+    Field("protocol", "Protocol", "choice", ("esp", "ah"), default="esp"),
     Field("local_ts", "Local TS", "list", help="e.g. 198.51.100.0/25 or 10.0.0.0/8[tcp/443]"),
     Field("remote_ts", "Remote TS", "list"),
     Field("esp_proposals", "ESP proposals", "list", help="e.g. aes256gcm16-x25519"),
-    Field("start_action", "Start action", "choice", ("none", "trap", "start")),
-    Field("dpd_action", "DPD action", "choice", ("clear", "trap", "restart")),
+    Field("start_action", "Start action", "choice", ("none", "trap", "start"), default="none"),
+    Field("dpd_action", "DPD action", "choice", ("clear", "trap", "restart"), default="clear"),
+    Field("close_action", "Close action", "choice", ("none", "trap", "start"), default="none",
+          help="when the peer closes the CHILD SA"),
     Field("rekey_time", "Rekey time", "duration", help="e.g. 1h"),
 )
 
@@ -79,7 +83,7 @@ POOL_FIELDS = (
 )
 
 ENGINE_FIELDS = (
-    Field("datapath", "Datapath", "choice", ("kernel", "userspace", "lab")),
+    Field("datapath", "Datapath", "choice", ("kernel", "userspace", "lab"), default="kernel"),
     Field("listen", "Listen addresses", "list"),
     Field("ike_port", "IKE port", "number"),
     Field("natt_port", "NAT-T port", "number"),

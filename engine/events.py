@@ -296,6 +296,19 @@ class AcquireRequested(Event):
 
 
 @dataclass(frozen=True)
+class TrapRequested(Event):
+    """The engine asks the datapath for the trap policy of a CHILD config that is not
+    ``start_action = "trap"``: traffic it protects negotiates the CHILD SA again on demand
+    (``close_action`` or ``dpd_action`` = ``trap``; charon's traps->install). It stays until the
+    policy no longer has that child."""
+
+    connection: str
+    child: str
+    why: str
+    """The option that asked for it: ``close_action`` or ``dpd_action``."""
+
+
+@dataclass(frozen=True)
 class LogMessage(Event):
     """An engine log line, for the console's log screen and ``events``."""
 

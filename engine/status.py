@@ -133,6 +133,8 @@ class ChildConfigInfo:
     proposals: tuple[str, ...]
     start_action: str
     dpd_action: str
+    close_action: str = "none"
+    """When the peer closes the CHILD SA (none, trap, start)."""
 
 
 @dataclass(frozen=True)

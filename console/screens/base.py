@@ -8,9 +8,10 @@ from textual.screen import Screen
 from textual.widgets import Footer
 
 from console.widgets.chrome import LabBanner, TopBar
+from console.widgets.mounting import QuietWhenRemoved
 
 
-class ConsoleScreen(Screen):
+class ConsoleScreen(QuietWhenRemoved, Screen):
     """Base of the mode screens. Subclasses compose ``body()`` and implement ``sync(parts)``."""
 
     TITLE_TEXT = ""

@@ -9,9 +9,10 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
 from console.widgets.fields import Press, focus_now
+from console.widgets.mounting import QuietWhenRemoved
 
 
-class ConfirmScreen(ModalScreen[bool]):
+class ConfirmScreen(QuietWhenRemoved, ModalScreen[bool]):
     """Ask before acting. ``y``/Enter on Yes confirms, ``n``/Escape cancels."""
 
     BINDINGS = [

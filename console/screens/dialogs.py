@@ -14,9 +14,10 @@ from textual.widgets import Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
 from console.widgets.fields import Choices, Field, focus_now
+from console.widgets.mounting import QuietWhenRemoved
 
 
-class _Dialog(ModalScreen):
+class _Dialog(QuietWhenRemoved, ModalScreen):
     DEFAULT_CSS = """
     _Dialog, TextPrompt, NewFileDialog, PskDialog {
         align: center middle;

@@ -15,6 +15,7 @@ from textual.widgets import (Button, DataTable, Input, OptionList, RichLog, Sele
                              Tree)
 
 from console.settings import config_dir
+from console.widgets.mounting import QuietWhenRemoved
 
 NAV = "1 Dashboard · 2 Negotiations · 3 Policies · 4 Logs · 5 Packets · 6 PKI · 7 Clients (road warriors)"
 
@@ -93,7 +94,7 @@ def binding_rows(screen: Screen) -> list[tuple[str, list[tuple[str, str, str]]]]
     return sorted(groups, key=lambda g: order.get(g[0].split()[0], 1))
 
 
-class HelpScreen(ModalScreen[None]):
+class HelpScreen(QuietWhenRemoved, ModalScreen[None]):
     """See the module docstring. Escape, q or ? closes it."""
 
     DEFAULT_CSS = """

@@ -112,7 +112,9 @@ class LogsScreen(ConsoleScreen):
     # ------------------------------------------------------------- filtering
     @property
     def level(self) -> str:
-        return str(self.query_one("#log-level", Select).value)
+        value = self.query_one("#log-level", Select).value
+        # Blank only when the Select's own mount was cut short (the screen removed while it mounted).
+        return str(value) if value in LEVELS else DEFAULT_LEVEL
 
     @property
     def search(self) -> str:

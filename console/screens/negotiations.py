@@ -77,6 +77,8 @@ class NegotiationsScreen(ConsoleScreen):
         self._shown: int | None = None
         self._shown_count = -1
         self._want: tuple[int | None, str | None] | None = None
+        self._ladder_ends: tuple[str, str, str] | None = None
+        """The shown SA's "#id name", our address and the peer's (the ladder's title)."""
 
     def body(self) -> ComposeResult:
         with Horizontal(id="nego"):
@@ -158,6 +160,20 @@ class NegotiationsScreen(ConsoleScreen):
         if event.row_key is not None and event.row_key.value is not None:
             self._show(int(event.row_key.value))
 
+    def _fit_ladder_title(self) -> None:
+        """The ladder's title, as long as its width allows: at 80 columns the full one lost the peer's
+        address under an ellipsis ("us 127.0.0.1 (left) ⇄ peer …"); the shorter ones keep it."""
+        if self._ladder_ends is None:
+            return
+        sa, local, remote = self._ladder_ends
+        room = self.query_one("#ladder", Tree).size.width - 2  # the border's corners
+        titles = (f"{sa}: us {local} (left) ⇄ peer {remote} (right)", f"{sa}: us {local} ⇄ peer {remote}",
+                  f"{sa}: {local} ⇄ {remote}", f"{sa} ⇄ {remote}")
+        self.query_one("#ladder", Tree).border_title = next((t for t in titles if len(t) <= room), titles[-1])
+
+    def on_resize(self, event) -> None:
+        self._fit_ladder_title()
+
     def _show(self, ike_id: int) -> None:
         n: Negotiation | None = self.app.store.negotiations.get(ike_id)
         if n is None:
@@ -177,12 +193,15 @@ class NegotiationsScreen(ConsoleScreen):
         t0 = n.exchanges[0].time if n.exchanges else 0.0
         first = n.exchanges[0] if n.exchanges else None
         if first is not None:
-            tree.border_title = (f"#{ike_id} {n.connection}: us {first.local[0]} (left) ⇄ "
-                                 f"peer {first.remote[0]} (right)")
+            self._ladder_ends = (f"#{ike_id} {n.connection}", first.local[0], first.remote[0])
+            self._fit_ladder_title()
+            self.call_after_refresh(self._fit_ladder_title)  # the list may widen (_fit_state_column)
         elif n.failure is not None and n.failure.notify == "UNRESOLVED":
             # (#id is no IKE SA's: none was created, `sas` will not list it)
+            self._ladder_ends = None
             tree.border_title = f"#{ike_id} {n.connection}: nothing was sent (the peer's name did not resolve)"
         else:
+            self._ladder_ends = None
             tree.border_title = f"#{ike_id} {n.connection}: no exchange seen"
         for ev in new:
             node = tree.root.add(ladder_label(ev, t0, colors), data=ev)

@@ -14,6 +14,7 @@ from engine.status import ChildSaInfo, IkeSaInfo
 from console import fmt
 from console.widgets.chrome import TopBar
 from console.widgets.fields import focus_now
+from console.widgets.mounting import QuietWhenRemoved
 from console.widgets.sa_tables import ChildSaTable
 from textual.screen import Screen
 
@@ -78,7 +79,7 @@ def child_facts(ch: ChildSaInfo, rate: float | None) -> list[tuple[str, str]]:
     ]
 
 
-class SaDetailScreen(Screen):
+class SaDetailScreen(QuietWhenRemoved, Screen):
     """Everything about one connection's IKE SA and CHILD SAs. Esc goes back."""
 
     HELP_NAME = "SA detail"

@@ -29,6 +29,8 @@ import asyncio
 from textual import events
 from textual.widgets import Button, Input, OptionList, RichLog, Select, TextArea
 
+from console.widgets.mounting import QuietWhenRemoved
+
 
 class KeysInOrder:
     """Mixin for a focusable widget (text fields, lists, tables, buttons): bindings and focus moves
@@ -140,6 +142,6 @@ class LogView(KeysInOrder, RichLog):
     """The engine log: "/" and the search typed after it in one burst reach the search field."""
 
 
-class Choice(KeysInOrder, Select):
+class Choice(QuietWhenRemoved, KeysInOrder, Select):
     """A form's drop-down choice (the PKI forms' Kind, Key type): Tabs typed past it in one burst
     bring the keys after them to the next field."""

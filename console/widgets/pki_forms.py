@@ -23,6 +23,7 @@ from engine.pki.errors import PkiError
 from engine.secret import Secret
 
 from console.widgets.fields import Choice, Field, focus_now
+from console.widgets.mounting import QuietWhenRemoved
 from console.widgets.pki_folder import InitRequest, IssueRequest
 
 FORM_CSS = """
@@ -61,7 +62,7 @@ PkiForm #pki-form-hint {
 """
 
 
-class PkiForm(ModalScreen):
+class PkiForm(QuietWhenRemoved, ModalScreen):
     """Base of the forms: title, rows of label + field, an inline error, OK / Cancel."""
 
     DEFAULT_CSS = FORM_CSS

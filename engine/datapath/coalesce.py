@@ -7,7 +7,8 @@ flow that follow each other are joined into one super-packet, written with
 a GSO header; the kernel then treats it as the segments it came from (one
 write and one pass through its stack instead of dozens, and the receiving
 TCP acknowledges per super-packet). The rules are the kernel's GRO rules:
-same headers but for the length fields, consecutive sequence numbers, equal
+same headers but for the length fields (and the IPv4 IDs, which count up
+when forwarded without DF), consecutive sequence numbers, equal
 segment sizes with a shorter one only last, nothing after PSH. No segment
 may lose its checksum check on the way:
 
@@ -83,11 +84,23 @@ def _claimed_payload_sum(pkt, ihl: int, hlen: int, v4: bool) -> int:
 
 
 def _sum_ok(pkt, ihl: int, v4: bool, proto: int) -> bool:
-    """Whether the TCP/UDP checksum of a whole packet verifies (an IPv4 UDP checksum of 0: none sent)."""
-    if proto == 17 and v4 and pkt[ihl + 6] == 0 and pkt[ihl + 7] == 0:
-        return True
+    """Whether the TCP/UDP checksum of a whole packet verifies (an IPv4 UDP checksum of 0: none sent;
+    over IPv6 a UDP checksum of 0 never verifies, RFC 8200 §8.1, though the sum may come out right)."""
+    if proto == 17 and pkt[ihl + 6] == 0 and pkt[ihl + 7] == 0:
+        return v4
     # Summed with a correct checksum field, the one's-complement sum is all ones: its complement 0.
     return checksum(memoryview(pkt)[ihl:], _pseudo(pkt, v4, proto) + len(pkt) - ihl) == 0
+
+
+def _next_id(run: _Run, pkt, v4: bool) -> bool:
+    """Whether a segment may join a run that the kernel cuts again (forwarded TCP, any UDP): with DF
+    (the same in the whole run) or IPv6, always; otherwise only with the run's next IP ID, the one the
+    cut gives it. Non-atomic datagrams keep their IDs (RFC 6864 §4.1), as with the kernel's GRO
+    (net/ipv4/af_inet.c inet_gro_receive: IDs must count up unless DF)."""
+    if not v4 or pkt[6] & 0x40:
+        return True
+    head = run.head
+    return (head[4] << 8 | head[5]) + run.count & 0xFFFF == pkt[4] << 8 | pkt[5]
 
 
 class Coalescer:
@@ -167,6 +180,9 @@ class Coalescer:
                 out.append(pkt)  # SYN, FIN, RST, URG, CWR/ECE or a pure ACK: never joined
                 continue
             head = int.from_bytes(pkt[:hlen], "big")
+            if (head >> 8 * thl) % 0xFFFF:
+                out.append(pkt)  # a damaged IP header checksum (see _tcp)
+                continue
             run = runs.get(head & keys[hlen])
             if run is None or not run.local or run.closed or unpack(pkt, 24)[0] != run.next_seq \
                     or size > run.size or run.count >= MAX_SEGMENTS or run.length + size > 0xFFFF:
@@ -207,14 +223,21 @@ class Coalescer:
         # ports are one run of bytes.
         if v4:
             addrs = 12
-            key = int.from_bytes(pkt[:hlen], "big") & _V4_KEY[hlen]
+            head = int.from_bytes(pkt[:hlen], "big")
+            if (head >> 8 * thl) % 0xFFFF:
+                # The IP header's words do not sum to all ones (0 modulo 0xFFFF; 0x45 leads, so never
+                # a sum of 0): as is, for the kernel to drop. A super-packet gets a fresh header
+                # checksum, which would hide the damage (the kernel's GRO skips such a packet too).
+                self._out.append(pkt)
+                return
+            key = head & _V4_KEY[hlen]
         else:
             addrs = 8
             key = (pkt[8:44], pkt[48:53], pkt[54:56], pkt[60:hlen], pkt[0:4], pkt[7])
         run = self._runs.get(key)
         if run is not None and not run.closed and seq == run.next_seq and size <= run.size \
                 and run.count < MAX_SEGMENTS and run.length + size <= 0xFFFF \
-                and (run.local or _sum_ok(pkt, ihl, v4, 6)):
+                and (run.local or _next_id(run, pkt, v4) and _sum_ok(pkt, ihl, v4, 6)):
             if run.local:
                 # _claimed_payload_sum with the pseudo-header's addresses summed in the same pass:
                 # 2**16 = 1 (mod 0xFFFF), so a run of big-endian words is its own word sum.
@@ -254,15 +277,18 @@ class Coalescer:
         # datagram of the flow that does not join ends its run: UDP has no sequence number to keep
         # a later datagram from joining across it (out of order).
         key = (17, ipkey[0], ports)
-        if size <= 0 or (pkt[ihl + 4] << 8 | pkt[ihl + 5]) != n - ihl:
+        if size <= 0 or (pkt[ihl + 4] << 8 | pkt[ihl + 5]) != n - ihl \
+                or v4 and int.from_bytes(pkt[:20], "big") % 0xFFFF:
             # Padded or cut (the UDP length is not the IP payload): as is, for the kernel to trim
             # or drop; joined, the bytes past it would become data (Linux's UDP GRO refuses it too).
+            # A damaged IP header checksum likewise (see _tcp).
             self._out.append(pkt)
             self._runs.pop(key, None)
             return
         run = self._runs.get(key)
         if run is not None and run.key == ipkey and not run.closed and size <= run.size \
-                and run.count < MAX_SEGMENTS and run.length + size <= 0xFFFF and _sum_ok(pkt, ihl, v4, 17):
+                and run.count < MAX_SEGMENTS and run.length + size <= 0xFFFF and _next_id(run, pkt, v4) \
+                and _sum_ok(pkt, ihl, v4, 17):
             run.parts.append(memoryview(pkt)[ihl + 8:])
             run.count += 1
             run.length += size

@@ -127,6 +127,8 @@ class KernelRuntimeDatapath:
         self.runtime = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._traps: dict[tuple[str, str], _Trap] = {}
+        self._asked_traps: set[tuple[str, str]] = set()
+        """(connection, child) the engine asked a trap for (close_action/dpd_action = trap)."""
         self._encap_fds: set[int] = set()
         self._userspace_esp = 0
         self._vips: VirtualIps | None = None
@@ -332,9 +334,10 @@ class KernelRuntimeDatapath:
         kernel = self._kernel()
         policy = self.policy
         wanted: dict[tuple[str, str], _Trap] = {}
+        self._asked_traps &= {(c.name, k.name) for c in policy.connections for k in c.children}
         for conn in policy.connections:
             for child in conn.children:
-                if child.start_action == "trap":
+                if child.start_action == "trap" or (conn.name, child.name) in self._asked_traps:
                     trap = self._trap_for(conn, child)
                     if trap is not None:
                         wanted[(conn.name, child.name)] = trap
@@ -350,6 +353,13 @@ class KernelRuntimeDatapath:
                 self._traps[key] = trap
             except KernelDatapathError as exc:
                 self._report("error", f"trap for {key[0]}/{key[1]} not installed: {exc}", key[0])
+
+    def trap(self, connection: str, child: str) -> None:
+        """The engine's TrapRequested: that child is trapped too, until the policy drops it."""
+        if (connection, child) not in self._asked_traps:
+            self._asked_traps.add((connection, child))
+            if self.kernel is not None:
+                self._apply_traps()
 
     def _trap_for(self, conn: ConnectionConfig, child: ChildConfig) -> _Trap | None:
         # The peer the trap's ACQUIRE initiates to (engine.ike.names): a literal address, or what

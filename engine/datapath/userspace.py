@@ -146,6 +146,8 @@ class UserspaceDatapath(pmtu.PathMtu):
         self._trap_routes: dict[tuple[str, str], tuple[tuple, str | None]] = {}
         """(connection, child) of a trap -> the networks (and source) routed into the device for it."""
         self._acquired: dict[tuple[str, str], float] = {}
+        self._asked_traps: set[tuple[str, str]] = set()
+        """(connection, child) the engine asked a trap for (close_action/dpd_action = trap)."""
         self._senders: dict[tuple, object] = {}
         """(socket or raw kind, peer endpoint) -> the sender its pairs share."""
         self._reduced: set = set()
@@ -354,15 +356,23 @@ class UserspaceDatapath(pmtu.PathMtu):
             if sock is None:
                 raise OSError(errno.ENOENT, f"no NAT-T socket on {ev.local_addr} port {ev.local_port}")
             dest = (ev.remote_addr, ev.remote_port)
+            key = (sock.fileno(), ev.local_addr, dest)
+            sender = self._senders.get(key)
+            if sender is not None:
+                return sender  # the peer's SAs share it: nothing below is built again per CHILD SA
             # On a wildcard socket the SA's address is named in each send; one sender per source, so
             # a GSO batch never mixes two.
             control = self.runtime.sockets.source_control((ev.local_addr, ev.local_port))
             out = SourcedSocket(sock, control) if control else sock
-            return self._shared((sock.fileno(), ev.local_addr, dest), lambda: UdpSender(self.io, out, dest))
+            return self._shared(key, lambda: UdpSender(self.io, out, dest))
         raw = self._raw.get((family, socket.IPPROTO_ESP))
         if raw is None:
             raise OSError(errno.EPROTONOSUPPORT, "the SA is not UDP-encapsulated and there is no raw ESP socket "
                                                  "(set encap = true on the connection)")
+        key = ("esp", ev.local_addr, ev.remote_addr)
+        sender = self._senders.get(key)
+        if sender is not None:
+            return sender  # as above: the ancillary data and the send closure only for a new peer
         # Source address = the SA's local address, whatever the routing table would pick (a host with
         # several addresses of the family, IPv6's temporary ones among them).
         cmsg = mmsg.source_pktinfo(ev.local_addr, family)
@@ -373,7 +383,7 @@ class UserspaceDatapath(pmtu.PathMtu):
         else:
             send = raw.sendto
             control = b""
-        return self._shared(("esp", ev.local_addr, ev.remote_addr),
+        return self._shared(key,
                             lambda: RawSender(self.io, send, (ev.remote_addr, 0),
                                               raw_batch(raw, ev.remote_addr, control)))
 
@@ -427,12 +437,13 @@ class UserspaceDatapath(pmtu.PathMtu):
         kernel's trap policy and ACQUIRE do for the kernel datapath)."""
         wanted: dict[tuple[str, str], tuple[tuple, str | None]] = {}
         peer_address = getattr(self.runtime, "peer_address", None)
+        self._asked_traps &= {(c.name, k.name) for c in self.policy.connections for k in c.children}
         for conn in self.policy.connections:
             target = initiate_target(conn)
             if target is None:
                 continue  # nobody to initiate to
             for child in conn.children:
-                if child.start_action != "trap":
+                if child.start_action != "trap" and (conn.name, child.name) not in self._asked_traps:
                     continue
                 if child.mode == "transport":
                     # The peer itself: a host name once it resolved (peer_addresses_changed).
@@ -477,6 +488,13 @@ class UserspaceDatapath(pmtu.PathMtu):
             self.routes.add(nets, None, kind)
         for nets, kind in old:
             self.routes.remove(nets, None, kind)
+
+    def trap(self, connection: str, child: str) -> None:
+        """The engine's TrapRequested: that child is trapped too, until the policy drops it."""
+        if (connection, child) not in self._asked_traps:
+            self._asked_traps.add((connection, child))
+            self._apply_traps()
+            self.path._clear_flows()  # a flow decided "no_sa" before would not ask for the SA
 
     # ------------------------------------------------------------ packets
     def flush_events(self) -> None:

@@ -29,6 +29,7 @@ from typing import NamedTuple
 from engine.crypto.keypool import KeyPool
 from engine.events import ChildState, Event, IkeState, NegotiationFailed, PolicyApplied
 from engine.ike import names, nat_mapping, policy_change, redirect_client, routing, sa_receive, uniqueness
+from engine.ike.close_action import coming
 from engine.ike.authenticator import Authenticator
 from engine.ike.child import ChildSa
 from engine.ike.config_payload import VirtualIps
@@ -204,9 +205,14 @@ class IkeEndpoint:
         self.scheduler.forget(sa)
         if ended.kind == "failed":
             self._connection_failed(sa, now)
-        elif ended.kind == "peer_gone" and ended.action == "restart" and sa.conn is not None:
-            name = sa.name
-            self.scheduler.call_at(now, lambda t: self._initiate_quietly(name, t))
+        elif ended.kind in ("peer_gone", "closed") and sa.conn is not None:
+            # charon's reestablish: the CHILD SAs that were up with dpd_action = restart, or those
+            # ended.children names for close_action = start (engine.ike.close_action)
+            only = tuple(dict.fromkeys(c.name for c in ended.children if ended.kind == "closed"
+                                       or c.dpd_action == "restart"))
+            if only:
+                name = sa.name
+                self.scheduler.call_at(now, lambda t: self._initiate_quietly(name, t, only))
 
     def keep_answer(self, sa: IkeSa, now: float) -> None:
         cached = sa.cached
@@ -248,9 +254,9 @@ class IkeEndpoint:
         held = self._retries.get(name)
         return held[0] if held is not None else None
 
-    def _initiate_quietly(self, name: str, now: float) -> None:
+    def _initiate_quietly(self, name: str, now: float, only: tuple[str, ...] = ()) -> None:
         try:
-            self.initiate(name, now)
+            self.initiate(name, now, only=only)
         except LocalError as exc:
             if isinstance(exc, IllegalTransition):
                 raise
@@ -313,18 +319,22 @@ class IkeEndpoint:
         # The kernel picks the source; the SA learns it from the answer (IkeSa._update_remote).
         return "0.0.0.0" if version == 4 else "::"
 
-    def initiate(self, name: str, now: float, child: str | None = None) -> IkeSa | None:
-        """Bring up connection ``name`` (all its children, or one). None: its peer is named by a
-        host name the runtime is resolving; the initiation starts when ``resolved`` answers."""
+    def initiate(self, name: str, now: float, child: str | None = None, *,
+                 only: tuple[str, ...] = ()) -> IkeSa | None:
+        """Bring up connection ``name`` (all its children, one, or those named in ``only``). None:
+        its peer is named by a host name the runtime is resolving; the initiation starts when
+        ``resolved`` answers."""
         conn = self._conn(name)
         if not policy_change.initiable(conn):
             raise LocalError(f"connection '{name}' has no remote address to initiate to")
-        children = [conn.child(child)] if child else list(conn.children)
+        children = [conn.child(child)] if child else [c for c in conn.children if not only or c.name in only]
+        if not children:
+            return None  # those named in ``only`` left the policy
         existing = self.registry.current(conn.name)
         if existing is not None:
             if existing.state != IkeState.CONNECTING:
                 # Bring up missing children on the SA we already have, once.
-                have = {c.config.name for c in existing.children.values()} | _coming(existing)
+                have = {c.config.name for c in existing.children.values()} | coming(existing)
                 for cfg in children:
                     if cfg.name not in have:
                         existing.start(CATALOG.create_child(existing, cfg), now)
@@ -336,7 +346,7 @@ class IkeEndpoint:
             if not addrs:
                 # A terminate meanwhile cancels it (under this key, see resolving()).
                 self.names.wait(target, ("initiate", name, child),
-                                lambda t: self._initiate_resolved(name, child, target, t), bounded=False)
+                                lambda t: self._initiate_resolved(name, child, target, t, only), bounded=False)
                 log.info("%s: resolving %s before initiating", name, target)
                 return None
             target = names.pick(addrs, conn)
@@ -355,7 +365,8 @@ class IkeEndpoint:
         for action in self.names.answer(name, addrs, now):
             action(now)
 
-    def _initiate_resolved(self, conn_name: str, child: str | None, host: str, now: float) -> None:
+    def _initiate_resolved(self, conn_name: str, child: str | None, host: str, now: float,
+                           only: tuple[str, ...] = ()) -> None:
         if not self.names.addresses(host):
             log.warning("%s: not initiated: %s did not resolve to an address", conn_name, host,
                         extra={"connection": conn_name})
@@ -380,7 +391,7 @@ class IkeEndpoint:
         if (names.initiate_target(conn) or "").lower() != host.lower():
             return  # its remote_addrs changed meanwhile
         try:
-            self.initiate(conn_name, now, child)
+            self.initiate(conn_name, now, child, only=only)
         except LocalError as exc:
             if isinstance(exc, IllegalTransition):
                 raise
@@ -593,12 +604,3 @@ def _of_connection(name: str) -> Callable[[object], bool]:
     (``initiate``) and the redirects of its IKE SAs (engine.ike.redirect_client)."""
     return lambda key: (key[0] == "initiate" and key[1] == name) or (key[0] == "redirect" and key[2] == name)
 
-
-def _coming(sa: IkeSa) -> set[str]:
-    """CHILD configs an exchange of ``sa`` is already bringing up (queued, in flight or deferred)."""
-    out = set()
-    for ex in (sa.active, *sa.queue, *(ex for _, ex in sa.deferred)):
-        name = ex.creates() if ex is not None else None
-        if name is not None:
-            out.add(name)
-    return out

@@ -33,15 +33,16 @@ Addr = tuple[str, int]
 class Ended:
     """Why an IKE SA was destroyed, and what the endpoint should do about it."""
 
-    kind: Literal["deleted", "failed", "peer_gone"]
+    kind: Literal["deleted", "failed", "peer_gone", "closed"]
     """deleted: by us, the peer, a rekey or a timeout that needs nothing more;
     failed: our attempt to set it up failed (keyingtries may retry);
-    peer_gone: retransmissions exhausted on an established SA (dpd_action)."""
+    peer_gone: retransmissions exhausted on an established SA (dpd_action);
+    closed: the peer deleted it and CHILD SAs with ``close_action = "start"`` were up."""
     reason: str
     action: str = "clear"
-    """peer_gone: the children's dpd_action (clear, trap, restart)."""
+    """peer_gone: the children's dpd_action (clear, trap, restart); closed: start."""
     children: tuple[ChildConfig, ...] = ()
-    """peer_gone: the CHILD configs that were up."""
+    """peer_gone: the CHILD configs that were up; closed: those to start again."""
 
 
 class Ids(Protocol):
@@ -64,6 +65,7 @@ class Catalog(Protocol):
     def ike_rekey(self, sa: IkeSa) -> Initiator: ...
     def ike_delete(self, sa: IkeSa, reason: str) -> Initiator: ...
     def child_rekey(self, sa: IkeSa, child: ChildSa) -> Initiator: ...
+    def create_child(self, sa: IkeSa, cfg: ChildConfig) -> Initiator: ...
     def child_delete(self, sa: IkeSa, child: ChildSa, reason: str) -> Initiator: ...
     def dpd(self, sa: IkeSa) -> Initiator: ...
 

@@ -74,6 +74,9 @@ class CachedResponse:
     held_via: tuple | None = None
     held_summary: tuple | None = None
     """(exchange, payloads) for the ExchangeSent event when it goes."""
+    request: bytes | None = None
+    """Digest of the request's (first fragment's) bytes: only an identical copy gets the answer
+    again (charon's is_retransmit), not any message with its SPIs and Message ID."""
 
 
 class IkeSa:
@@ -198,6 +201,8 @@ class IkeSa:
         self.cached: CachedResponse | None = None
         self.reassembly: dict[tuple[bool, int], Reassembly] = {}
         self.request_via: tuple[Addr, Addr] | None = None
+        self.request_digest: bytes | None = None
+        """Of the last authenticated request (its first fragment), for the answer's CachedResponse."""
         """Where the peer's current request came from (local, remote): its answer goes back there."""
 
         self.children: dict[bytes, ChildSa] = {}
@@ -326,9 +331,10 @@ class IkeSa:
         if exchange == ExchangeType.IKE_SA_INIT:
             self.init_response = datagrams[0]
         if hold > 0:
-            self.cached = CachedResponse(mid, datagrams, now + hold, self.request_via, (exchange, payloads))
+            self.cached = CachedResponse(mid, datagrams, now + hold, self.request_via, (exchange, payloads),
+                                         self.request_digest)
             return
-        self.cached = CachedResponse(mid, datagrams)
+        self.cached = CachedResponse(mid, datagrams, request=self.request_digest)
         self.summary_event(True, exchange, mid, True, payloads, sum(map(len, datagrams)), now,
                             fragments=len(datagrams), via=self.request_via)
         self.transmit(datagrams, now, self.request_via)

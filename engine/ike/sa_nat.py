@@ -49,6 +49,7 @@ def update_remote(sa: IkeSa, local: Addr, remote: Addr) -> None:
     # Once on the NAT-T port, a message on the IKE port (a peer starting over from a new
     # address) is answered where it came from but does not move the SA back.
     on_natt = local[1] == sa.host.engine.natt_port
+    moved = False
     if remote != sa.remote and sa.sk is not None and not sa.mobike and (on_natt or not sa.floated) \
             and (sa.nat.remote_behind or remote[1] != sa.remote[1]):
         if on_natt and not sa.floated and remote[0] == sa.remote[0]:
@@ -56,13 +57,18 @@ def update_remote(sa: IkeSa, local: Addr, remote: Addr) -> None:
             # switch of §2.23 (its NAT may map port 4500 anew), once per IKE SA, not a move.
             log.debug("%s[%d]: NAT-T port float: %s:%d -> %s:%d", sa.name, sa.unique_id,
                       *sa.remote, *remote, extra={"connection": sa.name})
+            sa.remote, moved = remote, True
+        elif sa.original_initiator and sa.nat.local_behind:
+            # §2.23: "A host behind a NAT SHOULD NOT do this type of dynamic address update" (one
+            # authenticated copy from elsewhere would take IKE and ESP there); charon's update_hosts
+            # follows the other end only when we are not behind a NAT as the original initiator.
+            # The answer still goes where the request came from (§2.11).
+            log.debug("%s[%d]: the peer's message came from %s:%d; behind a NAT we stay on %s:%d",
+                      sa.name, sa.unique_id, *remote, *sa.remote, extra={"connection": sa.name})
         else:
             log.info("%s[%d]: peer moved from %s:%d to %s:%d%s", sa.name, sa.unique_id, *sa.remote, *remote,
                      ", its CHILD SAs follow" if sa.children else "", extra={"connection": sa.name})
-        sa.remote = remote
-        moved = True
-    else:
-        moved = False
+            sa.remote, moved = remote, True
     if on_natt and not sa.floated:
         sa.floated = True
         sa.local = local

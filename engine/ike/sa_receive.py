@@ -6,6 +6,8 @@ response fails its exchange). Functions of the IKE SA, bound in sa.py as its met
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 from typing import TYPE_CHECKING
 
@@ -48,23 +50,32 @@ def receive(sa: IkeSa, message: Message, local: Addr, remote: Addr, now: float) 
             return
         if sa.cached is not None and h.mid == sa.cached.mid:
             # A retransmitted request: replay our response (§2.1), all fragments,
-            # but only once per fragment set (the first fragment triggers it).
+            # but only once per fragment set (the first fragment triggers it), and only
+            # for an identical copy: nothing else of it is authenticated, and the answer
+            # goes to its source.
             if _is_first_fragment(message):
-                sa.host.count("retransmitted_request")
-                sa.transmit(sa.cached.datagrams, now, (local, remote))
+                if sa.cached.request is not None and hmac.compare_digest(sa.cached.request, _digest(message.raw)):
+                    sa.host.count("retransmitted_request")
+                    sa.transmit(sa.cached.datagrams, now, (local, remote))
+                else:
+                    sa.host.count("retransmit_mismatch")
             return
         if h.mid != sa.mid_in:
             sa.host.count("invalid_mid")
             return
-        sa.request_via = (local, remote)
     try:
         payloads, length, nfrag = sa._open(message)
     except RemoteError as exc:
-        # Not authenticated (or not ours): dropped, Message IDs untouched.
+        # Not authenticated (or not ours): dropped, Message IDs untouched, and where the answer
+        # goes untouched too (a held request's answer, given later, would go to a forger's address).
         sa.host.count("integrity" if "integrity" in exc.reason else "malformed")
         log.debug("%s[%d]: dropped: %s", sa.name, sa.unique_id, exc.reason)
         return
     except WireError as exc:
+        if not response:
+            sa.request_via = (local, remote)  # authenticated, answered with the error
+            if _is_first_fragment(message):
+                sa.request_digest = _digest(message.raw)
         # Authenticated but undecodable: a request is still answered, with the
         # error, as that exchange's response (§2.21.2, §3.2), so the Message ID
         # moves on and a retransmission gets the same answer.
@@ -83,6 +94,10 @@ def receive(sa: IkeSa, message: Message, local: Addr, remote: Addr, now: float) 
                 sa.fail(h.exchange, "INVALID_SYNTAX", f"undecodable {exchange_name(h.exchange)} request: {exc}", now)
                 end_after_invalid_syntax(sa, now, "we could not parse the peer's request")
         return
+    if not response:
+        sa.request_via = (local, remote)  # the answer goes where the request came from (§2.11)
+        if _is_first_fragment(message):
+            sa.request_digest = _digest(message.raw)  # what a retransmission must be (above)
     if payloads is None:
         return  # waiting for more fragments
     sa.last_received = now
@@ -238,6 +253,10 @@ def keep_responding(sa: IkeSa, r: Responder, now: float) -> None:
         sa.responding = r
     if sa.responding is r:
         r.waiting(now)
+
+
+def _digest(raw: bytes) -> bytes:
+    return hashlib.sha256(raw).digest()
 
 
 def _is_first_fragment(message: Message) -> bool:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from engine.events import ChildState, DpdTimeout, IkeState
+from engine.events import ChildState, DpdTimeout, IkeState, TrapRequested
+from engine.ike import close_action
 from engine.ike.child import ChildSa
 from engine.ike.host import Ended
 from engine.ike.text import exchange_name
@@ -30,18 +31,26 @@ def arm_dpd(sa: IkeSa, now: float) -> None:
 
 def next_timer(sa: IkeSa) -> float | None:
     """The earliest time something is due (the scheduler's heap entry)."""
-    times = [sa.rekey_at, sa.expire_at, sa.dpd_at, sa.keepalive_at, sa.half_open_deadline,
-             sa.deadline]
-    if sa.outstanding is not None:
-        times.append(sa.outstanding.next_at)
-    if sa.cached is not None and sa.cached.held_until is not None:
-        times.append(sa.cached.held_until)
-    for at, _ in sa.deferred:
-        times.append(at)
+    # A running minimum, not a list of candidates filtered and min()'d: the scheduler asks this for
+    # every SA a message touched, several times per handshake.
+    best = None
+    for t in (sa.rekey_at, sa.expire_at, sa.dpd_at, sa.keepalive_at, sa.half_open_deadline, sa.deadline):
+        if t is not None and (best is None or t < best):
+            best = t
+    out = sa.outstanding
+    if out is not None and out.next_at is not None and (best is None or out.next_at < best):
+        best = out.next_at
+    cached = sa.cached
+    if cached is not None and cached.held_until is not None and (best is None or cached.held_until < best):
+        best = cached.held_until
+    for t, _ in sa.deferred:
+        if t is not None and (best is None or t < best):
+            best = t
     for c in sa.children.values():
-        times += (c.rekey_at, c.expire_at, c.deadline)
-    times = [t for t in times if t is not None]
-    return min(times) if times else None
+        for t in (c.rekey_at, c.expire_at, c.deadline):
+            if t is not None and (best is None or t < best):
+                best = t
+    return best
 
 
 HURRY_GAP = 0.5
@@ -176,6 +185,11 @@ def peer_gone(sa: IkeSa, out: Outstanding, now: float) -> None:
                   "clear")
     sa.host.emit(DpdTimeout(sa.unique_id, sa.name, action))
     children = tuple(c.config for c in sa.children.values() if c.state != ChildState.DELETED)
+    for cfg in dict.fromkeys(c for c in children if c.dpd_action == "trap"):
+        # the datapath's trap policy brings the CHILD SA back on the next packet (as charon's reestablish)
+        sa.host.emit(TrapRequested(sa.name, cfg.name, "dpd_action"))
+    if action == "restart" and close_action.asymmetric(sa, "dpd_action = restart"):
+        children = ()
     sa.destroy(now, f"peer gone: {reason}", Ended("peer_gone", reason, action, children))
 
 

@@ -68,12 +68,12 @@ class Scheduler:
 
     def next_time(self) -> float | None:
         self._refresh()
-        times = []
-        if self._heap:
-            times.append(self._heap[0][0])
-        if self._calls:
-            times.append(self._calls[0][0])
-        return min(times) if times else None
+        heap, calls = self._heap, self._calls
+        if not calls:
+            return heap[0][0] if heap else None
+        if not heap:
+            return calls[0][0]
+        return min(heap[0][0], calls[0][0])
 
     def due_calls(self, now: float) -> list[Callable[[float], None]]:
         out = []

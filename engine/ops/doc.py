@@ -188,7 +188,7 @@ def _child_rows(c: ConnectionConfig) -> list[list[str]]:
             life += f", rekey after {k.rekey_bytes} bytes"
         rows.append([f"`{k.name}`", _networks(k.local_ts, c.local_addrs), _networks(k.remote_ts, c.remote_addrs),
                      ts_protocols(k.local_ts + k.remote_ts), f"{k.protocol.upper()} {k.mode}",
-                     k.start_action, k.dpd_action, life])
+                     k.start_action, k.dpd_action, k.close_action, life])
     return rows
 
 
@@ -265,7 +265,7 @@ def _connection(policy: Policy, c: ConnectionConfig) -> list[Block]:
     out.append(("h3", "Children (what is protected)"))
     if c.children:
         out.append(("table", ["child", "local networks", "remote networks", "protocols and ports", "protection",
-                              "start", "on dead peer", "lifetime"], _child_rows(c)))
+                              "start", "on dead peer", "on peer close", "lifetime"], _child_rows(c)))
         out.append(("table", ["child", "proposal", "encryption", "integrity", "PFS", "bits", "quantum-safe"],
                     [[f"`{k.name}`", *proposal_row(p, ike=False)] for k in c.children for p in k.proposals]))
     else:

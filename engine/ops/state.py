@@ -15,8 +15,10 @@ import errno
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from engine.policy.model import Policy
+if TYPE_CHECKING:  # engine.policy imports this module (through save and the journal)
+    from engine.policy.model import Policy
 
 DEFAULT_STATE_DIR = Path("/var/lib/ipsec-console")
 
@@ -46,7 +48,13 @@ def state_dir(policy: Policy, env: Mapping[str, str] | None = None, *, create: b
 def write_private(path: Path, data: bytes) -> None:
     """Replace ``path`` atomically with a file only its owner may read (temp file, fsync, rename)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    # Always a new file: never through a link planted at that name, never an old file's mode.
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(tmp, flags, 0o600)
+    except FileExistsError:
+        tmp.unlink()  # left by a crashed process with our PID (unlink removes a link, not its target)
+        fd = os.open(tmp, flags, 0o600)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

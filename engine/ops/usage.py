@@ -13,12 +13,16 @@ policy:
   actually negotiated, first and last seen;
 - PSKs: when each ``[ike.NAME]`` secret was first seen with its current value
   (a keyed digest tells a changed value from the same one without storing it;
-  the key is ``STATE_DIR/usage.key``, mode 0600).
+  the key is ``STATE_DIR/usage.key``, mode 0600, one per namespace: :func:`key_name`).
 
 The file is rewritten atomically (mode 0600). :func:`load` reads it back for
 ``audit``. It is per network namespace (:func:`usage_name`): daemons in two
 namespaces share the default state folder, and each rewrote the whole file
 with its own record every sample, so each wiped out the other's counters.
+
+An unnamed namespace's file is named by its nsfs inode, which the kernel hands
+to the next namespace as soon as one dies: the file records the namespace's
+identity (:func:`netns_identity`) and one of another identity is not loaded.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ import json
 import logging
 import os
 import re
+import socket
+import sys
 import time
 from pathlib import Path
 
@@ -99,6 +105,46 @@ def _entries(table, fields: dict) -> dict:
     return out
 
 
+SO_NETNS_COOKIE = getattr(socket, "SO_NETNS_COOKIE", None if sys.platform != "linux" else 71)
+"""getsockopt giving a socket's network namespace cookie (Linux 5.14; 71 on the generic socket ABI)."""
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+
+
+def netns_identity() -> dict | None:
+    """What tells this process's network namespace from an earlier one with the same nsfs inode: the
+    kernel's netns cookie (unique in a boot, never reused) and the boot id (cookies start again at
+    boot). None when neither can be read. Without a cookie (a kernel before 5.14) only a reboot tells
+    a reused inode."""
+    try:
+        boot = BOOT_ID.read_text(encoding="ascii").strip() or None
+    except (OSError, ValueError):
+        boot = None
+    cookie = None
+    if SO_NETNS_COOKIE is not None:
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:  # made in our namespace
+                raw = s.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8)
+            if len(raw) == 8:
+                cookie = int.from_bytes(raw, sys.byteorder)
+        except OSError:
+            pass
+    if boot is None and cookie is None:
+        return None
+    return {"boot_id": boot, "cookie": cookie}
+
+
+def unnamed(name: str) -> bool:
+    """Whether a usage file is an unnamed namespace's (named by an inode the kernel reuses)."""
+    return name.startswith("usage.netns-")
+
+
+def key_name(name: str) -> str:
+    """The digest key's file for a usage file: ``usage.key`` for ``usage.json``, ``usage.NAME.key`` for
+    ``usage.NAME.json``. One key per namespace: two files' digests of one PSK differ (they do not tell
+    that two namespaces share a secret), and no daemon rewrites the key another one digests with."""
+    return name.removesuffix(".json") + ".key"
+
+
 NETNS_DIR = Path("/run/netns")
 """Where ``ip netns add NAME`` keeps its namespaces (bind mounts of their nsfs files)."""
 
@@ -152,12 +198,18 @@ def _dev_ino(st: os.stat_result) -> tuple[int, int]:
 
 def load(folder: Path, name: str | None = None) -> dict:
     """The usage file of a state folder, of this network namespace unless ``name`` is given (an empty
-    record when there is none or it is damaged; a damaged entry is left out)."""
+    record when there is none or it is damaged; a damaged entry is left out). An unnamed namespace's
+    file is this namespace's only when it records this namespace's identity: else it is a dead
+    namespace's whose inode ours reuses (or one written before identities were kept: cannot tell)."""
+    name = name or usage_name()
     try:
-        data = json.loads((folder / (name or usage_name())).read_text(encoding="utf-8"))
+        data = json.loads((folder / name).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return empty()
     if not isinstance(data, dict) or data.get("version") != VERSION:
+        return empty()
+    if unnamed(name) and (data.get("netns") is None or data.get("netns") != netns_identity()):
+        log.info("usage: %s is another network namespace's (its inode was reused): starting anew", name)
         return empty()
     base = empty()
     for table, fields in _ENTRIES.items():
@@ -170,16 +222,22 @@ def load(folder: Path, name: str | None = None) -> dict:
     return base
 
 
-def _digest_key(folder: Path) -> bytes:
-    path = folder / DIGEST_KEY
+def _read_key(path: Path) -> bytes | None:
     try:
         key = path.read_bytes()
-        if len(key) == 32:
-            return key
     except OSError:
-        pass
-    key = os.urandom(32)
-    write_private(path, key)
+        return None
+    return key if len(key) == 32 else None
+
+
+def _digest_key(folder: Path, name: str = USAGE, fresh: bool = False) -> bytes:
+    """The namespace's digest key (made on first use). ``fresh``: a key file there is not ours (a dead
+    namespace's of the same inode): replace it."""
+    path = folder / key_name(name)
+    key = None if fresh else _read_key(path)
+    if key is None:
+        key = os.urandom(32)
+        write_private(path, key)
     return key
 
 
@@ -200,6 +258,15 @@ class UsageTracker:
         self.folder = folder
         self.name = usage_name()
         self.data = load(self.folder, self.name) if self.folder else empty()
+        if unnamed(self.name):
+            self.data["netns"] = netns_identity()
+        # Digests in a record written before a key per namespace were made with the key all namespaces
+        # shared (usage.key): checked once with it, so no PSK looks new, then digested with our own key
+        # (taking usage.key over would digest a PSK as the host does, for good).
+        self._shared_key = bool(self.data["psks"]) and key_name(self.name) != DIGEST_KEY
+        # An unnamed namespace's key file is named by the inode too: with no digest of ours in the record,
+        # one there may be a dead namespace's, and digesting with it would link their PSKs.
+        self._fresh_key = unnamed(self.name) and not self.data["psks"]
         self.traffic = TrafficTotals()
         self._rule_counts: dict[str, int] = {}
         self._task: asyncio.Task | None = None
@@ -311,10 +378,15 @@ class UsageTracker:
         secrets = self.runtime.policy.secrets
         if not secrets.ike or self.folder is None:
             return
-        key = _digest_key(self.folder)
+        shared = _read_key(self.folder / DIGEST_KEY) if self._shared_key else None
+        key = _digest_key(self.folder, self.name, fresh=self._fresh_key)
+        self._fresh_key = self._shared_key = False
         for entry in secrets.ike:
             digest = hmac.new(key, entry.secret.reveal(), hashlib.sha256).hexdigest()[:32]
             known = self.data["psks"].get(entry.name)
+            if known is not None and shared is not None and hmac.compare_digest(
+                    known.get("digest", ""), hmac.new(shared, entry.secret.reveal(), hashlib.sha256).hexdigest()[:32]):
+                known["digest"] = digest
             if known is None or not hmac.compare_digest(known.get("digest", ""), digest):
                 self.data["psks"][entry.name] = {"digest": digest, "since": now}
 

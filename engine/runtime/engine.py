@@ -33,6 +33,7 @@ from engine.events import (
     PolicyApplied,
     RekeyRequested,
     SaCounters,
+    TrapRequested,
     VirtualIpsChanged,
 )
 from engine.ike import names
@@ -46,7 +47,7 @@ from engine.runtime.resolver import NameResolver, system_lookup
 from engine.runtime.retention import QUEUE_BYTES, QUEUE_EVENTS, EventHistory, Subscription, event_size, keyless, \
     summary_size
 from engine.runtime.udp import UdpSockets
-from engine.runtime.wallclock import to_wall_clock
+from engine.runtime.wallclock import MOVED, to_wall_clock
 from engine.slicing import Steps
 from engine.wire.natt import classify_natt
 
@@ -89,9 +90,10 @@ class EngineRuntime(Reporting):
         self.sockets = UdpSockets(self._on_datagram)
         self._subscribers: list[Subscription] = []
         self._sinks: list[tuple[tuple[type, ...], Callable[[Event], None]]] = []
-        self._routes: dict[type, tuple[bool, bool, list[Subscription], list[Callable[[Event], None]], bool]] = {}
+        self._routes: dict[type, tuple[bool, bool, list[Subscription], list[Callable[[Event], None]], bool, bool,
+                                       bool]] = {}
         """Event class -> (kept in the history, is a LogMessage, its subscribers, its sinks, is a message
-        summary): see publish()."""
+        summary, has engine-clock times, carries keys): see publish()."""
         self._log_read: bool | None = None  # see log_read()
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -236,10 +238,15 @@ class EngineRuntime(Reporting):
         for d in ep.datagrams_to_send():
             self.sockets.send(d.data, d.local, d.remote)
         when = ep.get_timer()
-        if self._timer is not None and (when is None or self._timer.when() != when):
-            self._timer.cancel()
-            self._timer = None
-        if when is not None and self._timer is None and self._loop is not None:
+        timer = self._timer
+        if timer is not None and when is not None and when < timer.when():
+            timer.cancel()
+            timer = self._timer = None
+        # A later deadline (or none) keeps the armed timer: it fires early, finds nothing due and
+        # re-arms then. Under a handshake load the earliest deadline moves later with most messages
+        # (the oldest half-open SA completes): one callback now and then instead of a cancelled
+        # handle and a new one per message.
+        if when is not None and timer is None and self._loop is not None:
             self._timer = self._loop.call_at(when, self._on_timer)
         if self._pool_timer is None and self._loop is not None and self.key_pool.short:
             self._pool_seen = self._datagrams
@@ -272,6 +279,8 @@ class EngineRuntime(Reporting):
                 self.datapath.remove(event)
             elif isinstance(event, VirtualIpsChanged) and hasattr(self.datapath, "virtual_ips"):
                 self.datapath.virtual_ips(event)
+            elif isinstance(event, TrapRequested) and hasattr(self.datapath, "trap"):
+                self.datapath.trap(event.connection, event.child)
             elif isinstance(event, ChildSaMoved):
                 if hasattr(self.datapath, "move"):
                     self.datapath.move(event)
@@ -325,8 +334,8 @@ class EngineRuntime(Reporting):
                 issubclass(cls, _REPLAYED), issubclass(cls, LogMessage),
                 [sub for sub in self._subscribers if sub.kinds is None or issubclass(cls, sub.kinds)],
                 [fn for kinds, fn in self._sinks if issubclass(cls, kinds)],
-                cls in _SUMMARIES)
-        replay, is_log, takers, sinks, summary = route
+                cls in _SUMMARIES, issubclass(cls, MOVED), issubclass(cls, ChildSaInstalled))
+        replay, is_log, takers, sinks, summary, clocked, keyed = route
         if is_log and replay:
             replay = event.level in _LOUD
         if not replay and not takers and not sinks:
@@ -344,9 +353,11 @@ class EngineRuntime(Reporting):
             kept = event if wall_clock else evolve(event, time=when)
             replay = False
         else:
-            if not wall_clock:
+            # Most events (IkeSaStateChanged, ChildSaInstalled, ChildSaDeleted) carry no engine-clock
+            # time and no keys: neither clock is read for them, nothing is copied.
+            if clocked and not wall_clock:
                 event = to_wall_clock(event, time.time() - self.now())
-            kept = keyless(event)  # the datapath had the keys; nothing kept from here on holds them
+            kept = keyless(event) if keyed else event  # the datapath had the keys; nothing kept holds them
             size = event_size(kept)
         if replay:
             self.history.append(kept, size, kept=True)

@@ -194,7 +194,7 @@ class Reporting:
             proposals=tuple(proposal_texts(c.proposals)),
             children=tuple(ChildConfigInfo(k.name, k.mode, k.protocol, tuple(map(str, k.local_ts)),
                                            tuple(map(str, k.remote_ts)), tuple(proposal_texts(k.proposals)),
-                                           k.start_action, k.dpd_action) for k in c.children),
+                                           k.start_action, k.dpd_action, k.close_action) for k in c.children),
             state=state)
 
     def sa_status(self, sa, now: float) -> IkeSaInfo | None:

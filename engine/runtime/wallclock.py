@@ -12,6 +12,8 @@ from engine.events import CountersSnapshot, Event, ExchangeReceived, ExchangeSen
 from engine.runtime.evolve import evolve
 
 _ON_ENGINE_CLOCK = (ExchangeSent, ExchangeReceived, PacketSample)
+MOVED = _ON_ENGINE_CLOCK + (CountersSnapshot,)
+"""The event classes whose events to_wall_clock changes; it returns any other event as it is."""
 
 
 def to_wall_clock(event: Event, offset: float) -> Event:

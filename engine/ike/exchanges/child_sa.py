@@ -98,7 +98,9 @@ class ChildOffer:
         self.rekey = rekey
         self.spi_in = ids.allocate_spi()
         self.local_ts = config_payload.local_selectors(sa, cfg.local_ts) or resolve_ts(cfg.local_ts, sa.local[0])
-        self.remote_ts = resolve_ts(cfg.remote_ts, sa.remote[0])
+        # A gateway's offer to a road warrior (rekey, close_action): its dynamic selector is the
+        # virtual IP we leased it, not its IKE address (charon's child_create: the other's VIPs)
+        self.remote_ts = config_payload.remote_selectors(sa, cfg.remote_ts) or resolve_ts(cfg.remote_ts, sa.remote[0])
         if with_ke and group is None:
             group = props.first_ke_group(cfg.proposals)
         self.offered = props.to_wire(cfg.proposals, self.spi_in, with_ke=with_ke, first_ke=group,

@@ -20,6 +20,8 @@ Rules (responder):
 - DELETE CHILD: answered with our SPIs of those pairs, except pairs we are
   deleting ourselves (§1.4.1: the two requests crossed); SPIs we do not know
   are ignored. A CHILD rekey we have in flight hears of it (child_rekey.py).
+  Those that were INSTALLED, and the IKE SA if it was up, get their
+  close_action (engine.ike.close_action).
 - AUTHENTICATION_FAILED: the peer could not verify us after all; the SA goes.
 - INVALID_SYNTAX (§2.21.3): the peer could not parse a message of ours; answered
   empty, then the SA goes, as charon does (ike_delete). Not on a rekeyed SA.
@@ -33,7 +35,7 @@ from __future__ import annotations
 import logging
 
 from engine.events import ChildState, IkeState
-from engine.ike import proposals as props
+from engine.ike import close_action, proposals as props
 from engine.ike.child import ChildSa
 from engine.ike.exchange import Initiator, Label, Request, Responder, Table, notify
 from engine.ike.exchanges import redirect
@@ -317,12 +319,16 @@ class InformationalResponder(Responder):
         if sa.active is not None:
             sa.active.peer_deleted_ike(now)
         sa.host.keep_answer(sa, now)
-        sa.destroy(now, reason)
+        # close_action on an SA that was up (a rekey that adopted the peer's new SA took the children)
+        ended = close_action.ike_closed(sa, reason) if sa.state in (IkeState.ESTABLISHED, IkeState.REKEYING) \
+            else None
+        sa.destroy(now, reason, ended)
 
     def answer_delete_children(self, now: float, deletes: list, **_) -> None:
         sa = self.sa
         ours: dict[int, list[bytes]] = {}
         self.removed: list[ChildSa] = []
+        self.closed: list[ChildSa] = []
         ignored: list[str] = []
         for d in deletes:
             if d.protocol not in _CHILD_PROTOCOLS:
@@ -341,6 +347,8 @@ class InformationalResponder(Responder):
                     continue
                 if child.state != ChildState.DELETING:
                     ours.setdefault(d.protocol, []).append(child.spi_in)
+                if child.state == ChildState.INSTALLED:
+                    self.closed.append(child)  # close_action: not a rekey's old SA, nor one we delete
                 self.removed.append(child)
         self.answer = [DeletePayload(proto, tuple(spis)) for proto, spis in ours.items()]
         self.after = "_remove_children"
@@ -355,6 +363,8 @@ class InformationalResponder(Responder):
                 sa.active.peer_deleted_child(child, now)
         for child in self.removed:
             self._replacement_deleted(child, now)
+        if sa.alive:
+            close_action.child_closed(sa, [c for c in self.closed if c.state == ChildState.DELETED], now)
 
     def _replacement_deleted(self, child: ChildSa, now: float) -> None:
         """The peer deleted the SA its own rekey made (``child``) while the SA that rekey replaced
