@@ -361,6 +361,21 @@ class ChildSaMoved(Event):
     encap: bool = False
 
 
+@dataclass(frozen=True)
+class NatMappingChanged(Event):
+    """Authenticated ESP-in-UDP of an inbound CHILD SA came from another address or port than the
+    SA's peer: the peer's NAT mapping changed (the kernel's XFRM_MSG_MAPPING, or the userspace
+    datapath's own check). The engine decides whether the IKE SA and its CHILD SAs follow
+    (engine.ike.nat_mapping)."""
+
+    spi_in: int
+    """Inbound SPI of the CHILD SA the packet authenticated on."""
+    remote_addr: str
+    """The packet's source address (the peer's new NAT mapping)."""
+    remote_port: int
+    """The packet's UDP source port."""
+
+
 # ---------------------------------------------------------------- JSON form
 
 EVENT_TYPES: dict[str, type[Event]] = {}

@@ -42,8 +42,10 @@ from engine.datapath.kernel_policy import (
 from engine.datapath.kernel_sa import SaConfigError, build_sa, family_of, sa_id
 from engine.datapath.kernel_socket import NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, XfrmSocket
 from engine.datapath.kernel_spd import PolicyEntry, policy_is_ours
+from engine.datapath.natmap import MappingWatch
 from engine.datapath.xfrm_netlink import (
     IP_XFRM_POLICY,
+    IPPROTO_ESP,
     IPV6_XFRM_POLICY,
     UDP_ENCAP,
     UDP_ENCAP_ESPINUDP,
@@ -53,12 +55,14 @@ from engine.datapath.xfrm_netlink import (
     XFRM_MSG_EXPIRE,
     XFRM_MSG_GETPOLICY,
     XFRM_MSG_GETSA,
+    XFRM_MSG_MAPPING,
     XFRM_MSG_NEWSA,
     XFRM_POLICY_ALLOW,
     XFRM_POLICY_IN,
     XFRM_POLICY_OUT,
     XFRMNLGRP_ACQUIRE,
     XFRMNLGRP_EXPIRE,
+    XFRMNLGRP_MAPPING,
     address_text,
     userpolicy_info_body,
     xfrm_userpolicy_id,
@@ -69,6 +73,7 @@ from engine.events import (
     ChildSaInstalled,
     Event,
     LogMessage,
+    NatMappingChanged,
     RekeyRequested,
     SaCounters,
 )
@@ -141,8 +146,8 @@ class KernelDatapath(MovesChildren):
         self.netns = netns
         self._nl = XfrmSocket(netns)
         try:
-            # subscribed from the start, so no ACQUIRE or EXPIRE is missed
-            groups = (1 << (XFRMNLGRP_ACQUIRE - 1)) | (1 << (XFRMNLGRP_EXPIRE - 1))
+            # subscribed from the start, so no ACQUIRE, EXPIRE or MAPPING is missed
+            groups = (1 << (XFRMNLGRP_ACQUIRE - 1)) | (1 << (XFRMNLGRP_EXPIRE - 1)) | (1 << (XFRMNLGRP_MAPPING - 1))
             self._events = XfrmSocket(netns, groups=groups)
         except BaseException:
             self._nl.close()
@@ -158,6 +163,8 @@ class KernelDatapath(MovesChildren):
         """spi_in of a pair -> spi_in of the pairs whose outbound SA waits for it to go."""
         self._lingering: dict[int, SaRef] = {}
         """spi_in -> inbound SA of a rekeyed pair kept for packets in flight (see remove_child)."""
+        self._mappings = MappingWatch()
+        """NAT mapping changes already reported (the kernel repeats one for every packet)."""
 
     # ------------------------------------------------------------ lifecycle
     def close(self, flush: bool = True) -> None:
@@ -266,6 +273,7 @@ class KernelDatapath(MovesChildren):
         what = f"child {ev.child!r} {{{ev.unique_id}}}"
         with self._lock:
             child = self._children.pop(ev.spi_in, None)
+            self._mappings.forget(ev.spi_in)
             errors: list[Exception] = []
             if child is not None:
                 # the successor's outbound SA before this one's goes: never a moment without one
@@ -350,20 +358,21 @@ class KernelDatapath(MovesChildren):
         return self._events.fileno()
 
     def read_events(self, timeout: float | None = 0.0) -> list[Event]:
-        """ACQUIRE and EXPIRE messages for our policies and SAs, as engine events.
+        """ACQUIRE, EXPIRE and MAPPING messages for our policies and SAs, as engine events.
 
         Waits up to ``timeout`` seconds (None: until one arrives; keep it
         finite in a thread so the thread can stop) for the first, then
         returns all that are queued. ACQUIRE -> :class:`AcquireRequested`;
         soft EXPIRE -> ``RekeyRequested(hard=False)``, hard ->
         ``RekeyRequested(hard=True)`` (the kernel has then deleted the SA),
-        each at most once per CHILD SA.
+        each at most once per CHILD SA; MAPPING -> :class:`NatMappingChanged`
+        (see ``_mapping_event``).
         """
         replies, overrun = self._events.read(timeout)
         events: list[Event] = []
         if overrun:
             events.append(LogMessage(time=time.time(), level="warning", source=__name__,
-                                     text="the kernel dropped XFRM events (ACQUIRE/EXPIRE): we read too slowly"))
+                                     text="the kernel dropped XFRM events (ACQUIRE/EXPIRE/MAPPING): we read too slowly"))
         for reply in replies:
             msg = reply.msg
             if msg is None:
@@ -372,6 +381,8 @@ class KernelDatapath(MovesChildren):
                 ev = acquire_event(msg)
             elif reply.type == XFRM_MSG_EXPIRE:
                 ev = self._expire_event(msg)
+            elif reply.type == XFRM_MSG_MAPPING:
+                ev = self._mapping_event(msg)
             else:
                 ev = None
             if ev is not None:
@@ -395,6 +406,26 @@ class KernelDatapath(MovesChildren):
             if hard:
                 self._sa_index.pop(key, None)
         return RekeyRequested(spi_in=spi_in, hard=hard, reason=_expire_reason(state, hard))
+
+    def _mapping_event(self, msg, now: float | None = None) -> NatMappingChanged | None:
+        """An XFRM_MSG_MAPPING of one of our inbound ESP SAs as the engine's event (charon's
+        kernel_netlink_ipsec process_mapping), at most once per SA per change within
+        MAPPING_HOLD: a kernel before 5.17 ignores the SA's XFRMA_MTIMER_THRESH and sends one
+        for every packet until the SA is moved."""
+        if msg["proto"] != IPPROTO_ESP or not is_our_reqid(msg["reqid"]):
+            return None
+        if not msg["old_sport"]:
+            return None  # charon: a per-CPU SA with source port 0 is not followed
+        try:
+            daddr = address_text(msg["daddr"], msg["family"])
+            new = (address_text(msg["new_saddr"], msg["family"]), msg["new_sport"])
+        except ValueError:
+            return None
+        with self._lock:
+            known = self._sa_index.get((msg["spi"], daddr, IPPROTO_ESP))
+            if known is None or known[1] != "in":
+                return None
+            return self._mappings.tell(known[0], new, time.monotonic() if now is None else now)
 
     # ------------------------------------------------------------ flush
     def flush_ours(self) -> FlushResult:

@@ -136,6 +136,7 @@ class MovesChildren(SpdTable):
                 self._sa_index.pop((old.spi, old.daddr, old.proto), None)
                 self._sa_index[(new.spi, new.daddr, new.proto)] = (ev.spi_in, direction)
             child.sa_in, child.sa_out = sa_in, sa_out
+            self._mappings.forget(ev.spi_in)  # a change seen from now on is a new one
             where = dict(local_addr=ev.local_addr, remote_addr=ev.remote_addr, local_port=ev.local_port,
                          remote_port=ev.remote_port, encap=ev.encap)
             child.ev = dataclasses.replace(child.ev, **where)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from engine.crypto.transforms import EncrId, IntegId, transform_name
 from engine.datapath.kernel_policy import MODES, PROTOCOLS
+from engine.datapath.natmap import MAPPING_HOLD
 from engine.esp.sa import SEQ_MAX_32, SEQ_SOFT_32
 from engine.datapath.xfrm_netlink import (
     UDP_ENCAP_ESPINUDP,
@@ -195,6 +196,10 @@ def build_sa(ev: ChildSaInstalled, inbound: bool, kreqid: int) -> xfrm_usersa_in
         sport, dport = (rport, lport) if inbound else (lport, rport)
         attrs.append(("XFRMA_ENCAP", {"encap_type": UDP_ENCAP_ESPINUDP, "encap_sport": sport,
                                       "encap_dport": dport}))
+        if inbound:
+            # The kernel's own rate limit of XFRM_MSG_MAPPING (Linux 5.17+; older kernels ignore the
+            # attribute): one per new source port, else one per MAPPING_HOLD, not one per packet.
+            attrs.append(("XFRMA_MTIMER_THRESH", int(MAPPING_HOLD)))
 
     msg = xfrm_usersa_info()
     msg["sel"] = {"family": 0 if mode == XFRM_MODE_TUNNEL else family}

@@ -335,6 +335,7 @@ class UserspaceDatapath(pmtu.PathMtu):
                 self._reduced.discard(old)
                 del self._senders[old.key]
         pair.ev = moved
+        self.path.natmap.set(ev.spi_in, ev.remote_addr, ev.remote_port, ev.encap)
         pair.send = _immediate(sender)
         pair.dest = sender.dest
         pair.sender = sender
@@ -527,17 +528,15 @@ class UserspaceDatapath(pmtu.PathMtu):
 
     def receive_esp(self, data: bytes, local, remote, now: float) -> None:
         """Inbound ESP-in-UDP from the runtime's NAT-T socket."""
-        inner = self.path.input(data, now)
-        if inner is not None:
+        inners: list = []
+        open_esp(self.path, [data], now, inners, False, remote)
+        for inner in inners:
             self.io.deliver(inner)
-        if self.path.rx_frags.ready:
-            for inner in self.path.take_released():  # fragments that waited for their first fragment
-                self.io.deliver(inner)
 
     def receive_esp_batch(self, datagrams: list, local, remote) -> None:
         """The ESP-in-UDP datagrams of one read of the NAT-T socket (a UDP GRO batch), in order."""
         inners: list = []
-        open_esp(self.path, datagrams, self.runtime.now(), inners, False)
+        open_esp(self.path, datagrams, self.runtime.now(), inners, False, remote)
         self.io.deliver_all(inners)
         self.flush_events()
 

@@ -314,17 +314,24 @@ class RawReader:
         dp.io.deliver_all(inners)
 
 
-def open_esp(path, datagrams: list, now: float, inners: list, ip_header: bool) -> None:
+def open_esp(path, datagrams: list, now: float, inners: list, ip_header: bool, source: tuple | None = None) -> None:
     """Open a receive batch into ``inners``, in arrival order: whole IPv4 packets (an IPv4 raw socket)
     when ``ip_header``, else ESP payloads (IPv6 raw, ESP-in-UDP). SaPath.input / input_full inlined
     for the common case, tunnel-mode ESP on a known SPI: each run of datagrams for one SA is opened
     in one `unprotect_all` call, straight from the read's slots (the plaintexts are new objects). A
-    run ends where the SA changes or a datagram takes the SaPath's own path."""
+    run ends where the SA changes or a datagram takes the SaPath's own path.
+    ``source``: the (address, port) all the datagrams came from (ESP-in-UDP); an SA whose expected
+    peer differs is noted once per run and, if any of its packets authenticated (its packet count
+    grew), reported as a NAT mapping change (SaPath.source_seen), as the kernel reports mappings
+    after authentication only: a forged packet from anywhere moves nothing."""
     inbound = path.inbound
     deliver = inners.append
     run: list = []
     run_sa = None
     hl = 0
+    expect = path.natmap.expect if source is not None else None
+    checked = None
+    watched = None
     for data in datagrams:
         if ip_header:
             n = len(data)
@@ -336,6 +343,11 @@ def open_esp(path, datagrams: list, now: float, inners: list, ip_header: bool) -
             if run:
                 run_sa.unprotect_all(run, now, inners)
                 run = []
+            if expect is not None and sa is not None and sa is not checked:
+                checked = sa
+                if expect.get(sa.spi, source) != source:
+                    watched = [] if watched is None else watched
+                    watched.append((sa, sa.packets))
             # bytes() copies a slot's datagram out (the slot is read into again); bytes stay themselves.
             inner = path.input_full(bytes(data), now) if ip_header else path.input(bytes(data), now)
             if inner is not None:
@@ -346,9 +358,19 @@ def open_esp(path, datagrams: list, now: float, inners: list, ip_header: bool) -
                 run_sa.unprotect_all(run, now, inners)
                 run = []
             run_sa = sa
+            if expect is not None and sa is not checked:
+                # Once per run, not per packet: the receive path's cost stays a dict lookup per run.
+                checked = sa
+                if expect.get(sa.spi, source) != source:
+                    watched = [] if watched is None else watched
+                    watched.append((sa, sa.packets))
         run.append(data[hl:] if hl else data)
     if run:
         run_sa.unprotect_all(run, now, inners)
+    if watched:
+        for sa, before in watched:
+            if sa.packets > before:
+                path.source_seen(sa.spi, source, now)
     if path.rx_frags.ready:
         inners.extend(path.take_released())  # fragments that waited for their first (engine.esp.fragcheck)
 

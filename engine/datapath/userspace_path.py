@@ -43,6 +43,7 @@ import logging
 from collections import Counter
 
 from engine.datapath.fragsteer import FragKey, FragmentSteer, fragment_key, steer_fragment
+from engine.datapath.natmap import MappingWatch
 from engine.datapath.reassembly import Reassembler, protect_fragment, refuse
 from engine.datapath.userspace_pairs import Pair, Sender, _entries, _entry_shapes, _matches  # noqa: F401
 from engine.esp import EspDrop, InboundSa, Sad, SaExpired, TransportFragment, ip
@@ -125,6 +126,8 @@ class SaPath:
         self._send_errors: dict[int, int] = {}
         self._events: list[Event] = []
         """Drop samples of packets that never reached an SA (the SAs' own events live in the Sad)."""
+        self.natmap = MappingWatch()
+        """The peer each UDP-encapsulated inbound SA expects; NAT mapping changes seen on them."""
         self.policy = policy
         self._prio: dict[tuple[str, str], int | None] = {}
         self._spd: Spd | None = None
@@ -153,6 +156,8 @@ class SaPath:
             self._waiting_for.setdefault(ev.rekeyed_from, []).append(pair)
         self.inbound[ev.spi_in] = inbound
         self.pairs[ev.spi_in] = pair
+        if ev.encap:
+            self.natmap.set(ev.spi_in, ev.remote_addr, ev.remote_port, True)
         kids = self.by_child.get(pair.child_key)
         if kids is None:
             kids = self.by_child[pair.child_key] = {}
@@ -172,6 +177,7 @@ class SaPath:
         still in flight until `forget` (charon's delete_rekeyed_delay); it no
         longer carries outbound traffic either way.
         """
+        self.natmap.forget(spi_in)  # a lingering (rekeyed) SA is not followed: its pair is gone
         pair = self.pairs.pop(spi_in, None)
         if pair is None:
             if not linger:
@@ -517,6 +523,13 @@ class SaPath:
         if self.pending and spi in self.pending:
             self.activate(self.pending[spi])
         return inner
+
+    def source_seen(self, spi_in: int, source: tuple, now: float) -> None:
+        """Authenticated ESP-in-UDP of ``spi_in`` came from ``source``: a NatMappingChanged to drain
+        if it is not the SA's peer (engine.datapath.natmap)."""
+        ev = self.natmap.seen(spi_in, source, now)
+        if ev is not None:
+            self._events.append(ev)
 
     def input_full(self, packet, now: float) -> bytes | None:
         """A whole IP packet carrying ESP, ESP-in-UDP or AH (raw sockets); None when dropped."""

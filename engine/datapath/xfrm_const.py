@@ -18,6 +18,8 @@ XFRM_MSG_UPDSA = 0x1A
 XFRM_MSG_POLEXPIRE = 0x1B
 XFRM_MSG_FLUSHSA = 0x1C
 XFRM_MSG_FLUSHPOLICY = 0x1D
+XFRM_MSG_MAPPING = 0x26
+"""The kernel saw authenticated ESP-in-UDP of an SA from a new source (struct xfrm_user_mapping)."""
 
 MSG_NAMES = {
     XFRM_MSG_NEWSA: "NEWSA",
@@ -34,6 +36,7 @@ MSG_NAMES = {
     XFRM_MSG_POLEXPIRE: "POLEXPIRE",
     XFRM_MSG_FLUSHSA: "FLUSHSA",
     XFRM_MSG_FLUSHPOLICY: "FLUSHPOLICY",
+    XFRM_MSG_MAPPING: "MAPPING",
 }
 
 # Attribute types (enum xfrm_attr_type_t)
@@ -103,6 +106,7 @@ XFRMNLGRP_ACQUIRE = 1
 XFRMNLGRP_EXPIRE = 2
 XFRMNLGRP_SA = 3
 XFRMNLGRP_POLICY = 4
+XFRMNLGRP_MAPPING = 8
 
 # Socket options (linux/in.h, linux/in6.h, linux/udp.h)
 IP_XFRM_POLICY = 17

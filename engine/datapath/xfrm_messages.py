@@ -58,6 +58,7 @@ from engine.datapath.xfrm_const import (
     XFRM_MSG_EXPIRE,
     XFRM_MSG_GETPOLICY,
     XFRM_MSG_GETSA,
+    XFRM_MSG_MAPPING,
     XFRM_MSG_NEWPOLICY,
     XFRM_MSG_NEWSA,
     XFRM_MSG_POLEXPIRE,
@@ -200,6 +201,26 @@ class xfrm_user_polexpire(xfrm_msg):
     fields = (("pol", userpolicy_info_body), ("hard", "B"), ("_pad", "7x"))
 
 
+class xfrm_user_mapping(xfrm_msg):
+    """struct xfrm_user_mapping: authenticated ESP-in-UDP of the inbound SA ``(daddr, spi, proto)``
+    came from ``new_saddr``:``new_sport`` instead of ``old_saddr``:``old_sport`` (ports in network
+    order; the kernel sends it only for SAs with an encap template)."""
+
+    __slots__ = ()
+    fields = (
+        ("daddr", xfrm_address),
+        ("spi", ">I"),
+        ("family", "H"),
+        ("proto", "B"),
+        ("_pad", "x"),
+        ("reqid", "I"),
+        ("old_saddr", xfrm_address),
+        ("new_saddr", xfrm_address),
+        ("old_sport", ">H"),
+        ("new_sport", ">H"),
+    )
+
+
 # Message bodies in C byte counts (NLMSG_ALIGN'd by the kernel too).
 BODY_SIZES = {
     xfrm_usersa_info: 224,
@@ -209,6 +230,7 @@ BODY_SIZES = {
     xfrm_user_acquire: 280,
     xfrm_user_expire: 232,
     xfrm_user_polexpire: 176,
+    xfrm_user_mapping: 64,
 }
 
 
@@ -233,6 +255,7 @@ MESSAGE_CLASSES: dict[int, type[xfrm_msg]] = {
     XFRM_MSG_ACQUIRE: xfrm_user_acquire,
     XFRM_MSG_EXPIRE: xfrm_user_expire,
     XFRM_MSG_POLEXPIRE: xfrm_user_polexpire,
+    XFRM_MSG_MAPPING: xfrm_user_mapping,
 }
 """Which class decodes a message the kernel sends with that type.
 

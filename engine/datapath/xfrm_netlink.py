@@ -68,6 +68,7 @@ __all__ = [
     "xfrm_stats",
     "xfrm_user_acquire",
     "xfrm_user_expire",
+    "xfrm_user_mapping",
     "xfrm_user_polexpire",
     "xfrm_user_tmpl",
     "xfrm_userpolicy_id",

@@ -28,7 +28,7 @@ from typing import NamedTuple
 
 from engine.crypto.keypool import KeyPool
 from engine.events import ChildState, Event, IkeState, NegotiationFailed, PolicyApplied
-from engine.ike import names, policy_change, redirect_client, routing, sa_receive, uniqueness
+from engine.ike import names, nat_mapping, policy_change, redirect_client, routing, sa_receive, uniqueness
 from engine.ike.close_action import CLOSE_START_HOLDOFF, coming
 from engine.ike.authenticator import Authenticator
 from engine.ike.child import ChildSa
@@ -496,6 +496,12 @@ class IkeEndpoint:
                 f"installed ({reason}); deleting it so the peer stops sending into it", now, child=c.config.name)
         sa.start(CATALOG.child_delete(sa, c, "datapath refused it"), now)
         self.scheduler.touch(sa)
+
+    def nat_mapping_changed(self, spi_in: int, remote: Addr, now: float) -> None:
+        """Authenticated ESP-in-UDP on ``spi_in`` came from ``remote`` (engine.ike.nat_mapping)."""
+        found = self._child(spi_in)
+        if found is not None:
+            nat_mapping.follow_esp_mapping(*found, remote)
 
     def acquire(self, reqid: int, now: float) -> None:
         """Traffic hit a trap policy: bring up the child with that reqid."""

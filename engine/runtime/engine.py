@@ -28,6 +28,7 @@ from engine.events import (
     ExchangeSent,
     IkeSaStateChanged,
     LogMessage,
+    NatMappingChanged,
     NegotiationFailed,
     PolicyApplied,
     RekeyRequested,
@@ -311,6 +312,9 @@ class EngineRuntime(Reporting):
             self._after()
         elif isinstance(event, AcquireRequested):
             self.endpoint.acquire(event.reqid, now)
+            self._after()
+        elif isinstance(event, NatMappingChanged):
+            self.endpoint.nat_mapping_changed(event.spi_in, (event.remote_addr, event.remote_port), now)
             self._after()
         self.publish(event)
 
