@@ -130,7 +130,11 @@ async def _run(args) -> int:
             if res.get("resolving"):
                 print(f"'{args.name}' was waiting for {res['resolving']} to resolve before initiating: "
                       "its initiation is cancelled")
-            if res["deleted"] == 0 and not res.get("retry_stopped") and not res.get("resolving"):
+            if res.get("untrapped"):
+                print(f"'{args.name}': removed the trap close_action/dpd_action had installed for "
+                      f"{', '.join(res['untrapped'])}")
+            if res["deleted"] == 0 and not res.get("retry_stopped") and not res.get("resolving") \
+                    and not res.get("untrapped"):
                 # nothing was up: as rekey and roam, and as swanctl --terminate finding no SA
                 return _nothing(f"'{args.name}' has no IKE SA to terminate")
         elif cmd == "rekey":

@@ -132,7 +132,8 @@ class AttachedRuntime(Runtime):
 
     async def terminate(self, name: str, *, unique_id: int | None = None) -> None:
         res = await self._call("terminate", name=name, unique_id=unique_id)
-        if res.get("deleted") == 0 and not res.get("retry_stopped") and not res.get("resolving"):
+        if res.get("deleted") == 0 and not res.get("retry_stopped") and not res.get("resolving") \
+                and not res.get("untrapped"):
             raise CommandError(f"'{name}' has no IKE SA to terminate")
 
     async def rekey(self, name: str, *, ike: bool = False, unique_id: int | None = None) -> None:

@@ -351,7 +351,7 @@ class EmbeddedRuntime(Runtime):
     async def terminate(self, name: str, *, unique_id: int | None = None) -> None:
         done = await (self._command("terminate", name, unique_id=unique_id) if self.kind != "lab"
                       else self._command("terminate", name))
-        if done.deleted == 0 and not done.retry_stopped and not done.resolving:
+        if done.deleted == 0 and not done.retry_stopped and not done.resolving and not done.untrapped:
             raise CommandError(f"'{name}' has no IKE SA to terminate")
 
     async def rekey(self, name: str, *, ike: bool = False, unique_id: int | None = None) -> None:

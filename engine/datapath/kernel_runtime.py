@@ -334,7 +334,9 @@ class KernelRuntimeDatapath:
         kernel = self._kernel()
         policy = self.policy
         wanted: dict[tuple[str, str], _Trap] = {}
-        self._asked_traps &= {(c.name, k.name) for c in policy.connections for k in c.children}
+        # Only while the child still asks for one (a reload that drops its trap option drops it)
+        self._asked_traps &= {(c.name, k.name) for c in policy.connections for k in c.children
+                              if "trap" in (k.close_action, k.dpd_action)}
         for conn in policy.connections:
             for child in conn.children:
                 if child.start_action == "trap" or (conn.name, child.name) in self._asked_traps:
@@ -360,6 +362,17 @@ class KernelRuntimeDatapath:
             self._asked_traps.add((connection, child))
             if self.kernel is not None:
                 self._apply_traps()
+
+    def untrap(self, connection: str) -> list[str]:
+        """The admin's terminate: the traps the engine asked for that connection go (those of
+        ``start_action = "trap"`` are the policy's and stay), or the next packet would bring the
+        tunnel back. Returns the children whose trap went."""
+        gone = sorted(k for c, k in self._asked_traps if c == connection)
+        if gone:
+            self._asked_traps = {k for k in self._asked_traps if k[0] != connection}
+            if self.kernel is not None:
+                self._apply_traps()
+        return gone
 
     def _trap_for(self, conn: ConnectionConfig, child: ChildConfig) -> _Trap | None:
         # The peer the trap's ACQUIRE initiates to (engine.ike.names): a literal address, or what

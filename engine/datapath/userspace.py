@@ -437,7 +437,9 @@ class UserspaceDatapath(pmtu.PathMtu):
         kernel's trap policy and ACQUIRE do for the kernel datapath)."""
         wanted: dict[tuple[str, str], tuple[tuple, str | None]] = {}
         peer_address = getattr(self.runtime, "peer_address", None)
-        self._asked_traps &= {(c.name, k.name) for c in self.policy.connections for k in c.children}
+        # Only while the child still asks for one (a reload that drops its trap option drops it)
+        self._asked_traps &= {(c.name, k.name) for c in self.policy.connections for k in c.children
+                              if "trap" in (k.close_action, k.dpd_action)}
         for conn in self.policy.connections:
             target = initiate_target(conn)
             if target is None:
@@ -495,6 +497,17 @@ class UserspaceDatapath(pmtu.PathMtu):
             self._asked_traps.add((connection, child))
             self._apply_traps()
             self.path._clear_flows()  # a flow decided "no_sa" before would not ask for the SA
+
+    def untrap(self, connection: str) -> list[str]:
+        """The admin's terminate: the traps the engine asked for that connection go (those of
+        ``start_action = "trap"`` are the policy's and stay), or the next packet would bring the
+        tunnel back. Returns the children whose trap went."""
+        gone = sorted(k for c, k in self._asked_traps if c == connection)
+        if gone:
+            self._asked_traps = {k for k in self._asked_traps if k[0] != connection}
+            self._apply_traps()
+            self.path._clear_flows()  # a flow decided to acquire must not go on asking
+        return gone
 
     # ------------------------------------------------------------ packets
     def flush_events(self) -> None:

@@ -21,7 +21,9 @@ ike_sa.c reestablish).
   setup", a gateway does not dial its clients. charon adds no delay: none is needed,
   as only the peer's explicit close acts.
 - A CHILD config still up on this IKE SA (the peer deleted a duplicate) or being
-  created is not started again.
+  created is not started again. A CHILD SA closed younger than CLOSE_START_HOLDOFF
+  is created again only once it would have lived that long (a peer that deletes
+  every new CHILD SA at once must not get a storm; charon has no bound).
 """
 
 from __future__ import annotations
@@ -40,6 +42,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("engine.ike")
 
 _LIVE = (ChildState.CREATED, ChildState.INSTALLING, ChildState.INSTALLED, ChildState.REKEYING)
+
+CLOSE_START_HOLDOFF = 5.0
+"""close_action = start creates a CHILD SA the peer closed younger than this only once it would
+have lived this long: a peer that deletes every new CHILD SA at once (its datapath refuses it) gets
+one CREATE_CHILD_SA per this time, not a storm for as long as both run (charon has no bound)."""
 
 
 def coming(sa: IkeSa) -> set[str]:
@@ -66,10 +73,17 @@ def child_closed(sa: IkeSa, closed: list[ChildSa], now: float) -> None:
             up = {c.config.name for c in sa.children.values() if c.state in _LIVE} | coming(sa)
             if cfg.name in up:
                 continue  # a duplicate went; the CHILD SA lives on
-            log.info("%s[%d]: the peer closed CHILD SA %s{%d}: creating it again (close_action = start)",
-                     sa.name, sa.unique_id, cfg.name, child.unique_id, extra={"connection": sa.name})
+            at = child.installed_at + CLOSE_START_HOLDOFF
+            log.info("%s[%d]: the peer closed CHILD SA %s{%d}: creating it again%s (close_action = start)",
+                     sa.name, sa.unique_id, cfg.name, child.unique_id,
+                     f" in {at - now:.0f}s (it was closed young)" if at > now else "",
+                     extra={"connection": sa.name})
             sa.host.count("close_action_starts")
-            sa.start(sa.host.exchanges.create_child(sa, cfg), now)
+            ex = sa.host.exchanges.create_child(sa, cfg)
+            if at > now:
+                sa.defer(ex, at)
+            else:
+                sa.start(ex, now)
 
 
 def ike_closed(sa: IkeSa, reason: str) -> Ended:
@@ -96,10 +110,14 @@ def ike_closed(sa: IkeSa, reason: str) -> Ended:
 
 
 def asymmetric(sa: IkeSa, what: str) -> bool:
-    """We cannot set ``sa`` up again ourselves: we are its responder and leased the peer a virtual
-    IP, or the peer authenticated with EAP (charon's reestablish: "unable to reestablish IKE_SA
-    due to asymmetric setup"; a gateway does not dial its road warriors)."""
-    if sa.original_initiator or not (sa.remote_vips or sa.eap_identity):
+    """We cannot set ``sa`` up again ourselves: we leased the peer a virtual IP, or the peer
+    authenticated to us with EAP (charon's reestablish: "unable to reestablish IKE_SA due to
+    asymmetric setup"; a gateway does not dial its road warriors). Both say we were the IKE SA's
+    first responder (only an initiator asks for an address, §3.15; only it runs EAP, §2.16), also
+    after an IKE rekey made either side the header's initiator (§2.18), which charon's
+    COND_ORIGINAL_INITIATOR survives; ``eap_identity`` alone is also set on the EAP client."""
+    peer_eap = bool(sa.eap_identity) and sa.conn is not None and sa.conn.remote.is_eap
+    if not (sa.remote_vips or peer_eap):
         return False
     log.info("%s[%d]: %s: not set up again, as the peer %s (asymmetric setup)", sa.name, sa.unique_id, what,
              "has a virtual IP of ours" if sa.remote_vips else "authenticated with EAP",

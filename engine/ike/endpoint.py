@@ -29,7 +29,7 @@ from typing import NamedTuple
 from engine.crypto.keypool import KeyPool
 from engine.events import ChildState, Event, IkeState, NegotiationFailed, PolicyApplied
 from engine.ike import names, nat_mapping, policy_change, redirect_client, routing, sa_receive, uniqueness
-from engine.ike.close_action import coming
+from engine.ike.close_action import CLOSE_START_HOLDOFF, coming
 from engine.ike.authenticator import Authenticator
 from engine.ike.child import ChildSa
 from engine.ike.config_payload import VirtualIps
@@ -210,9 +210,21 @@ class IkeEndpoint:
             # ended.children names for close_action = start (engine.ike.close_action)
             only = tuple(dict.fromkeys(c.name for c in ended.children if ended.kind == "closed"
                                        or c.dpd_action == "restart"))
-            if only:
-                name = sa.name
+            if not only:
+                return
+            name = sa.name
+            at = (sa.established_at or now) + CLOSE_START_HOLDOFF if ended.kind == "closed" else now
+            if at <= now:
                 self.scheduler.call_at(now, lambda t: self._initiate_quietly(name, t, only))
+                return
+            # The peer deleted an IKE SA it had just set up: a peer that deletes each new one at
+            # once gets one IKE_SA_INIT per CLOSE_START_HOLDOFF, not a storm; held as a keyingtries
+            # retry is, so that terminate cancels it and an SA coming up meanwhile drops it.
+            log.info("%s: the peer closed an IKE SA it had just set up: setting it up again in %.0fs "
+                     "(close_action = start)", name, at - now, extra={"connection": name})
+            token = object()
+            self._retries[name] = (at, token)
+            self.scheduler.call_at(at, lambda t: self._retry(name, token, t, only))
 
     def keep_answer(self, sa: IkeSa, now: float) -> None:
         cached = sa.cached
@@ -242,12 +254,12 @@ class IkeEndpoint:
         self._retries[name] = (now + delay, token)
         self.scheduler.call_at(now + delay, lambda t: self._retry(name, token, t))
 
-    def _retry(self, name: str, token: object, now: float) -> None:
+    def _retry(self, name: str, token: object, now: float, only: tuple[str, ...] = ()) -> None:
         held = self._retries.get(name)
         if held is None or held[1] is not token:
             return  # terminated, or up, since it was scheduled
         del self._retries[name]
-        self._initiate_quietly(name, now)
+        self._initiate_quietly(name, now, only)
 
     def retrying(self, name: str) -> float | None:
         """When a failed connection's next keyingtries attempt starts (None: none pending)."""

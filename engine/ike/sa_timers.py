@@ -188,7 +188,8 @@ def peer_gone(sa: IkeSa, out: Outstanding, now: float) -> None:
     for cfg in dict.fromkeys(c for c in children if c.dpd_action == "trap"):
         # the datapath's trap policy brings the CHILD SA back on the next packet (as charon's reestablish)
         sa.host.emit(TrapRequested(sa.name, cfg.name, "dpd_action"))
-    if action == "restart" and close_action.asymmetric(sa, "dpd_action = restart"):
+    # any restart child, not only a first one (``action`` is the first non-clear child's)
+    if any(c.dpd_action == "restart" for c in children) and close_action.asymmetric(sa, "dpd_action = restart"):
         children = ()
     sa.destroy(now, f"peer gone: {reason}", Ended("peer_gone", reason, action, children))
 

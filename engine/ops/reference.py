@@ -80,8 +80,9 @@ EXTRA_MEANINGS = {
     ("child", "dpd_action"): "When the peer stops answering: ``clear`` (forget it), ``trap`` (negotiate again on "
                              "the next packet), ``restart`` (negotiate again now).",
     ("child", "close_action"): "When the peer closes the CHILD SA (or the IKE SA): ``none``, ``trap`` (negotiate "
-                               "again on the next packet) or ``start`` (negotiate again now). Not after a rekey, "
-                               "an expiry or a failure; a gateway does not dial its road warriors.",
+                               "again on the next packet) or ``start`` (negotiate again now; one the peer closed "
+                               "within 5 s of coming up, 5 s after it came up). Not after a rekey, an expiry or "
+                               "a failure; a gateway does not dial its road warriors.",
     ("connection", "local_port"): "Our IKE port for this connection: the engine's ike_port (default) or natt_port.",
     ("connection", "remote_port"): "The peer's IKE port.",
     ("connection", "send_certreq"): "Ask the peer for its certificate (CERTREQ) with our trusted CAs.",

@@ -223,7 +223,8 @@ class ControlServer:
             return {"initiated": _name(req)}
         if cmd == "terminate":
             done = rt.terminate(_name(req), unique_id=_unique_id(req))
-            return {"deleted": done.deleted, "retry_stopped": done.retry_stopped, "resolving": done.resolving}
+            return {"deleted": done.deleted, "retry_stopped": done.retry_stopped, "resolving": done.resolving,
+                    "untrapped": list(done.untrapped)}
         if cmd == "rekey":
             return {"rekeyed": rt.rekey(_name(req), ike=bool(req.get("ike")), unique_id=_unique_id(req))}
         if cmd == "roam":

@@ -74,6 +74,8 @@ class Terminated(NamedTuple):
     deleted: int
     retry_stopped: bool
     resolving: str | None = None
+    untrapped: tuple[str, ...] = ()
+    """Children whose trap close_action/dpd_action = trap had installed was removed."""
 
 
 class EngineRuntime(Reporting):
@@ -483,8 +485,11 @@ class EngineRuntime(Reporting):
         retrying = unique_id is None and self.endpoint.retrying(name) is not None
         resolving = self.endpoint.resolving(name) if unique_id is None else None
         n = self.endpoint.terminate(name, self.now(), unique_id=unique_id)
+        untrap = getattr(self.datapath, "untrap", None)
+        # a close_action/dpd_action trap would bring the tunnel back on the next packet
+        untrapped = tuple(untrap(name) or ()) if untrap is not None else ()
         self._after()
-        return Terminated(n, retrying, resolving)
+        return Terminated(n, retrying, resolving, untrapped)
 
     def rekey(self, name: str, *, ike: bool = False, unique_id: int | None = None) -> int:
         n = self.endpoint.rekey(name, self.now(), ike=ike, unique_id=unique_id)

@@ -7,6 +7,7 @@ import dataclasses
 
 from engine.events import (ChildSaInstalled, ChildState, DpdTimeout, ExchangeSent, IkeState, NegotiationFailed,
                            TrapRequested)
+from engine.ike.close_action import CLOSE_START_HOLDOFF
 from engine.ike.exchanges import CATALOG
 
 from tests.engine.ike_pair import LEFT, RIGHT, Pair, child, connection, mirror, policy
@@ -19,7 +20,7 @@ def close_pair(b_action: str, *, a_action: str = "none", **conn_kw) -> Pair:
                                                      close_action=b_action) for c in a.children))
     p = Pair(policy(a, address=LEFT), policy(b, address=RIGHT))
     p.a.initiate("tun", p.now)
-    p.advance(1)
+    p.advance(1 + CLOSE_START_HOLDOFF)  # closed when no longer young: started again at once
     assert len(live(p, "a")) == 1 and len(live(p, "b")) == 1
     return p
 
@@ -217,3 +218,109 @@ def test_a_gateway_offers_its_road_warrior_the_virtual_ip():
     p.advance(5)
     assert not p.of("a", NegotiationFailed) and not p.of("b", NegotiationFailed)
     assert len(live(p, "a")) == 1 and [str(t) for t in live(p, "b")[0].remote_ts] == ["198.51.100.193/32"]
+
+
+def test_a_peer_closing_every_new_child_at_once_gets_a_bounded_rate():
+    """A peer that deletes each CHILD SA as soon as it is up (its datapath refuses it, its policy
+    does): close_action = start answered every Delete with a new CREATE_CHILD_SA at once, a storm
+    for as long as both ran. A CHILD SA closed young is started again once it would have lived
+    CLOSE_START_HOLDOFF seconds: one creation per that time, and the next close past it at once."""
+    p = close_pair("start")
+    a_deletes_child(p)  # an old CHILD SA: started again at once, as charon
+    assert len(sent(p, "b", "CREATE_CHILD_SA")) == 1 and len(live(p, "b")) == 1
+    steps = int(4 * CLOSE_START_HOLDOFF / 0.1)
+    for _ in range(steps):
+        sa = p.a.sas[0]
+        for c in [c for c in sa.children.values() if c.state == ChildState.INSTALLED]:
+            c.unconfirmed_mid = None  # a deletes at once (as charon), not after b confirmed it
+            sa.start(CATALOG.child_delete(sa, c, "refused"), p.now)
+        p.advance(0.1)
+    assert len(sent(p, "b", "CREATE_CHILD_SA")) <= 1 + 5
+    p.advance(CLOSE_START_HOLDOFF + 1)  # it gave up nothing: the CHILD SA comes back
+    assert len(live(p, "a")) == 1 and len(live(p, "b")) == 1
+
+
+def test_a_peer_deleting_every_new_ike_sa_at_once_gets_a_bounded_rate():
+    """The same for the IKE SA: each new one cost an IKE_SA_INIT and an IKE_AUTH at once."""
+    p = close_pair("start")
+    for _ in range(int(4 * CLOSE_START_HOLDOFF / 0.1)):
+        for sa in p.a.sas:
+            if sa.state == IkeState.ESTABLISHED:
+                sa.delete(p.now, "refused")
+        p.advance(0.1)
+    assert len(sent(p, "b", "IKE_SA_INIT")) <= 5
+    p.advance(CLOSE_START_HOLDOFF + 1)
+    assert len(live(p, "a")) == 1 and len(live(p, "b")) == 1
+
+
+def test_terminate_cancels_a_held_back_reestablish():
+    p = close_pair("start")
+    p.a.terminate("tun", p.now)
+    p.advance(1)  # b sets it up again at once (an old IKE SA)
+    assert len(live(p, "b")) == 1
+    p.a.terminate("tun", p.now)  # young: b's next set-up waits
+    p.advance(0.5)
+    assert not p.b.sas and p.b.retrying("tun") is not None
+    assert p.b.terminate("tun", p.now) == 0 and p.b.retrying("tun") is None
+    p.advance(60)
+    assert len(sent(p, "b", "IKE_SA_INIT")) == 1 and not p.b.sas
+
+
+def _eap_pair_with(client_action: str, gw_action: str):
+    from tests.engine.test_ike_roadwarrior import eap_pair
+
+    p = eap_pair()
+    for ep, action in ((p.a, client_action), (p.b, gw_action)):
+        (conn,) = ep.policy.connections
+        conn = dataclasses.replace(conn, children=tuple(dataclasses.replace(c, close_action=action)
+                                                        for c in conn.children))
+        if ep is p.b:
+            conn = dataclasses.replace(conn, remote_addrs=("192.0.2.1",))  # one it could dial
+        ep.apply_policy(dataclasses.replace(ep.policy, connections=(conn,)), p.now)
+    p.a.initiate("tun", p.now)
+    p.advance(1 + CLOSE_START_HOLDOFF)
+    assert len(live(p, "a")) == 1
+    assert p.b.rekey("tun", p.now, ike=True) == 1  # the gateway rekeys the IKE SA
+    p.advance(5 + CLOSE_START_HOLDOFF)
+    assert len(live(p, "a")) == 1 and not p.a.sas[0].original_initiator
+    return p
+
+
+def test_an_eap_client_sets_up_again_after_the_gateway_rekeyed_the_ike_sa():
+    """The asymmetric-setup guard took "not the original initiator" from the IKE header role, which a
+    gateway's IKE rekey hands to the gateway (§2.18), and "EAP" from our own EAP identity: a road
+    warrior whose gateway had rekeyed refused to set the tunnel up again ("a gateway does not dial
+    its clients"). charon's COND_ORIGINAL_INITIATOR survives rekeys (inherit_post) and
+    COND_EAP_AUTHENTICATED is the EAP server's."""
+    p = _eap_pair_with("start", "none")
+    p.b.terminate("tun", p.now)
+    p.advance(10)
+    assert len(live(p, "a")) == 1 and len(live(p, "b")) == 1
+    assert len(sent(p, "a", "IKE_SA_INIT")) == 2
+
+
+def test_a_gateway_that_rekeyed_still_does_not_dial_its_client():
+    p = _eap_pair_with("none", "start")
+    p.a.terminate("tun", p.now)
+    p.advance(30)
+    assert not p.b.sas and not sent(p, "b", "IKE_SA_INIT")
+
+
+def test_a_gateway_does_not_dial_a_silent_client_whose_first_child_traps():
+    """DpdTimeout's action is the first child's non-clear dpd_action: with a trap child first, the
+    guard was skipped and the restart child was dialed all the same."""
+    kids = (child("one", local_ts="dynamic", remote_ts="198.51.100.0/26"),
+            child("two", local_ts="dynamic", remote_ts="198.51.100.64/26"))
+    client = connection(children=kids, vips=("0.0.0.0",))
+    gw = mirror(client, vips=(), pools=("rw",), dpd_delay=10.0)
+    gw = dataclasses.replace(gw, remote_addrs=(LEFT,), children=(
+        dataclasses.replace(gw.children[0], dpd_action="trap"),
+        dataclasses.replace(gw.children[1], dpd_action="restart")))
+    p = Pair(policy(client, address=LEFT), dataclasses.replace(policy(gw, address=RIGHT), pools=(POOL,)))
+    p.a.initiate("tun", p.now)
+    p.advance(1)
+    assert len(live(p, "b")) == 2
+    p.filter = lambda side, d: False  # the client goes away
+    p.advance(200)
+    assert p.of("b", DpdTimeout)[0].action == "trap"
+    assert not p.b.sas and len(sent(p, "b", "IKE_SA_INIT")) == 0

@@ -92,8 +92,10 @@ async def test_the_control_answer_and_the_cli_say_what_terminate_stopped(tmp_pat
     try:
         await c.call("initiate", name="tun")
         await asyncio.wait_for(asked.wait(), 5)
-        assert await c.call("terminate", name="tun") == {"deleted": 0, "retry_stopped": False, "resolving": GW}
-        assert await c.call("terminate", name="tun") == {"deleted": 0, "retry_stopped": False, "resolving": None}
+        assert await c.call("terminate", name="tun") == {"deleted": 0, "retry_stopped": False, "resolving": GW,
+                                                            "untrapped": []}
+        assert await c.call("terminate", name="tun") == {"deleted": 0, "retry_stopped": False, "resolving": None,
+                                                            "untrapped": []}
 
         await c.call("initiate", name="tun")
         args = argparse.Namespace(command="terminate", name="tun", control=str(srv.path), json=False)

@@ -94,9 +94,11 @@ async def test_the_status_says_failing_and_terminate_says_it_stopped_the_retry(t
             await asyncio.sleep(0.05)
         conns = (await c.call("list-conns"))["connections"]
         assert conns[0]["state"] == "failing"
-        assert await c.call("terminate", name="tun") == {"deleted": 0, "retry_stopped": True, "resolving": None}
+        assert await c.call("terminate", name="tun") == {"deleted": 0, "retry_stopped": True, "resolving": None,
+                                                            "untrapped": []}
         assert (await c.call("list-conns"))["connections"][0]["state"] == "down"
-        assert await c.call("terminate", name="tun") == {"deleted": 0, "retry_stopped": False, "resolving": None}
+        assert await c.call("terminate", name="tun") == {"deleted": 0, "retry_stopped": False, "resolving": None,
+                                                            "untrapped": []}
     finally:
         await c.close()
         await srv.stop()

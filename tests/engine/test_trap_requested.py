@@ -76,3 +76,77 @@ def test_list_conns_shows_close_action_beside_dpd_action():
     (info,) = rt.connections()
     assert (info.children[0].dpd_action, info.children[0].close_action) == ("clear", "trap")
     assert "dpd_action clear, close_action trap" in format_conns([to_jsonable(info)])
+
+
+def test_userspace_admin_terminate_removes_the_asked_trap():
+    # A trap close_action/dpd_action asked for is not in the policy: the admin's terminate is the
+    # only way to take it down, or the next packet brings the tunnel back behind their back.
+    dp = setup(PLAIN)
+    dp.trap("rw", "lan")
+    send(dp, packet())  # a flow that acquires
+    dp.runtime.events.clear()
+    assert dp.untrap("rw") == ["lan"]
+    assert dp.routes.routes == []
+    assert send(dp, packet()) == "no_sa" and not dp.runtime.events
+    dp.apply_policy(parse_policy(PLAIN, load_secrets=False))  # not back on a reload either
+    assert dp.routes.routes == []
+    dp.trap("rw", "lan")  # asked again later (the next close)
+    assert dp.routes.routes == [(("198.51.100.128/25",), None, "unicast")]
+
+
+def test_userspace_untrap_keeps_a_start_action_trap():
+    dp = setup(POLICY)
+    assert dp.untrap("rw") == []
+    assert dp.routes.routes == [(("198.51.100.128/25",), None, "unicast")]
+
+
+def test_kernel_admin_terminate_removes_the_asked_trap():
+    policy = parse_policy(PLAIN, load_secrets=False)
+    dp = KernelRuntimeDatapath(policy)
+    dp.runtime = setup(PLAIN).runtime
+    dp.kernel = FakeKernel()
+    dp.trap("rw", "lan")
+    assert dp.kernel.traps
+    assert dp.untrap("rw") == ["lan"]
+    assert dp.kernel.traps == {}
+    dp._apply_traps()
+    assert dp.kernel.traps == {}
+
+
+def test_the_runtime_terminate_drops_the_connections_asked_traps():
+    dropped = []
+
+    class Datapath:
+        def trap(self, connection, child):
+            pass
+
+        def untrap(self, connection):
+            dropped.append(connection)
+            return ["lan"]
+
+    rt = EngineRuntime(parse_policy(PLAIN, load_secrets=False), datapath=Datapath())
+    rt._dispatch(TrapRequested("rw", "lan", "dpd_action"))
+    done = rt.terminate("rw")  # no IKE SA up (the peer was gone): the trap still goes
+    assert dropped == ["rw"]
+    assert done.deleted == 0 and done.untrapped == ("lan",)  # said so, not "no IKE SA to terminate"
+
+
+def test_userspace_asked_trap_goes_when_the_policy_no_longer_asks_for_it():
+    dp = setup(PLAIN)
+    dp.trap("rw", "lan")
+    dp.apply_policy(parse_policy(PLAIN.replace('close_action = "trap"', 'dpd_action = "trap"'), load_secrets=False))
+    assert dp.routes.routes == [(("198.51.100.128/25",), None, "unicast")]  # still a trap option
+    dp.apply_policy(parse_policy(PLAIN.replace('close_action = "trap"', 'close_action = "start"'),
+                                 load_secrets=False))
+    assert dp.routes.routes == []
+
+
+def test_kernel_asked_trap_goes_when_the_policy_no_longer_asks_for_it():
+    dp = KernelRuntimeDatapath(parse_policy(PLAIN, load_secrets=False))
+    dp.runtime = setup(PLAIN).runtime
+    dp.kernel = FakeKernel()
+    dp.trap("rw", "lan")
+    assert dp.kernel.traps
+    dp.policy = parse_policy(PLAIN.replace('close_action = "trap"', ""), load_secrets=False)
+    dp._apply_traps()
+    assert dp.kernel.traps == {}
