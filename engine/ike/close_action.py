@@ -99,7 +99,7 @@ def asymmetric(sa: IkeSa, what: str) -> bool:
     """We cannot set ``sa`` up again ourselves: we are its responder and leased the peer a virtual
     IP, or the peer authenticated with EAP (charon's reestablish: "unable to reestablish IKE_SA
     due to asymmetric setup"; a gateway does not dial its road warriors)."""
-    if sa.original_initiator or not (sa.remote_vips or sa.eap_identity):
+    if sa.connection_initiator or not (sa.remote_vips or sa.eap_identity):
         return False
     log.info("%s[%d]: %s: not set up again, as the peer %s (asymmetric setup)", sa.name, sa.unique_id, what,
              "has a virtual IP of ours" if sa.remote_vips else "authenticated with EAP",

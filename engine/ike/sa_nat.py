@@ -58,7 +58,7 @@ def update_remote(sa: IkeSa, local: Addr, remote: Addr) -> None:
             log.debug("%s[%d]: NAT-T port float: %s:%d -> %s:%d", sa.name, sa.unique_id,
                       *sa.remote, *remote, extra={"connection": sa.name})
             sa.remote, moved = remote, True
-        elif sa.original_initiator and sa.nat.local_behind:
+        elif sa.connection_initiator and sa.nat.local_behind:
             # §2.23: "A host behind a NAT SHOULD NOT do this type of dynamic address update" (one
             # authenticated copy from elsewhere would take IKE and ESP there); charon's update_hosts
             # follows the other end only when we are not behind a NAT as the original initiator.
