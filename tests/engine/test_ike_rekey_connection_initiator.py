@@ -1,6 +1,8 @@
 """Who set the connection up survives an IKE rekey (charon's COND_ORIGINAL_INITIATOR, copied by
 ike_sa.c inherit_pre), while the header role of the new IKE SA goes to the rekey's initiator
-(RFC 7296 §2.18). Sans-IO pairs."""
+(RFC 7296 §2.18). And implicit address updates from authenticated IKE messages follow the peer
+only when it is behind a NAT (charon's update_hosts without force flags: COND_NAT_THERE).
+Sans-IO pairs."""
 
 from __future__ import annotations
 
@@ -15,7 +17,8 @@ from engine.wire.constants import FLAG_INITIATOR, NON_ESP_MARKER
 from tests.engine.ike_pair import LEFT, RIGHT, Pair, child, connection, ike_data, mirror, policy
 from tests.engine.test_ike_mobike import MOVED, pair
 from tests.engine.test_ike_redirect import OTHER, _Redirect, gateways
-from tests.engine.test_mobike_nat_mapping_dpd import Nat
+from tests.engine.test_mobike_nat_mapping_dpd import PUBLIC, Nat
+from tests.engine.test_nat_mapping_esp import natted
 
 
 def _rekeyed(p, side):
@@ -126,3 +129,45 @@ def test_a_client_behind_a_nat_keeps_its_gateway_after_the_gateway_rekeyed():
     p.advance(1)
     assert sent and client.remote == (RIGHT, 4500), "the client behind a NAT followed the gateway"
     assert not p.of("a", ChildSaMoved)
+
+
+def _plain_pair():
+    a = connection(mobike=False)
+    p = Pair(policy(a, address=LEFT), policy(mirror(a), address=RIGHT))
+    p.a.initiate("tun", p.now)
+    p.advance(1)
+    return p
+
+
+def test_no_implicit_port_update_when_the_peer_is_not_behind_a_nat():
+    # charon's update_hosts (flags 0 after IKE_AUTH): the other end moves only with COND_NAT_THERE;
+    # a port change alone from a peer that is not behind a NAT moves nothing.
+    p = _plain_pair()
+    sa_a, sa_b = p.a.sas[0], p.b.sas[0]
+    assert not sa_a.nat.any and sa_a.remote == (RIGHT, 500) and not sa_a.floated
+    sent = []
+
+    def other_port(side, d):
+        if side == "b" and not sent:
+            sent.append(d)
+            p.a.receive_datagram(d.data, d.remote, (RIGHT, 1500), p.now)
+            return False
+        return True
+
+    p.filter = other_port
+    sa_b.start(Dpd(sa_b), p.now)
+    p.advance(1)
+    assert sent and sa_a.remote == (RIGHT, 500), "followed a port change of a peer not behind a NAT"
+    assert sa_a.established and not p.of("a", ChildSaMoved)
+
+
+def test_a_peer_behind_a_nat_is_still_followed():
+    p, nat = natted(False)
+    gw = p.b.sas[0]
+    assert gw.nat.remote_behind and gw.remote == (PUBLIC, 24500)
+    nat.rebind(31000)
+    client = p.a.sas[0]
+    client.start(Dpd(client), p.now)
+    p.advance(1)
+    assert gw.remote == (PUBLIC, 31000)
+    assert p.of("b", ChildSaMoved)
