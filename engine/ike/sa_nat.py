@@ -8,7 +8,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from engine.events import ChildSaMoved, ChildState
+from engine.events import ChildSaMoved, ChildState, IkeState
 from engine.ike.host import Addr
 
 if TYPE_CHECKING:
@@ -52,9 +52,10 @@ def update_remote(sa: IkeSa, local: Addr, remote: Addr) -> None:
     on_natt = local[1] == sa.host.engine.natt_port
     moved = False
     if remote != sa.remote and sa.sk is not None and not sa.mobike and (on_natt or not sa.floated):
-        if on_natt and not sa.floated and remote[0] == sa.remote[0]:
+        if on_natt and not sa.floated and (remote[0] == sa.remote[0] or sa.state == IkeState.CONNECTING):
             # The peer's first message on the NAT-T port, from the same address: the normal
             # switch of §2.23 (its NAT may map port 4500 anew), once per IKE SA, not a move.
+            # From anywhere in IKE_AUTH: charon forces that update (task_manager_v2, mid == 1).
             log.debug("%s[%d]: NAT-T port float: %s:%d -> %s:%d", sa.name, sa.unique_id,
                       *sa.remote, *remote, extra={"connection": sa.name})
             sa.remote, moved = remote, True
@@ -75,7 +76,9 @@ def update_remote(sa: IkeSa, local: Addr, remote: Addr) -> None:
             log.info("%s[%d]: peer moved from %s:%d to %s:%d%s", sa.name, sa.unique_id, *sa.remote, *remote,
                      ", its CHILD SAs follow" if sa.children else "", extra={"connection": sa.name})
             sa.remote, moved = remote, True
-    if on_natt and not sa.floated:
+    # Only when the peer is there now: a message from elsewhere that did not move the SA leaves
+    # IKE on the IKE port, where the non-ESP marker would garble it.
+    if on_natt and not sa.floated and remote == sa.remote:
         sa.floated = True
         sa.local = local
     if moved and sa.children:

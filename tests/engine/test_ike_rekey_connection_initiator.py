@@ -171,3 +171,48 @@ def test_a_peer_behind_a_nat_is_still_followed():
     p.advance(1)
     assert gw.remote == (PUBLIC, 31000)
     assert p.of("b", ChildSaMoved)
+
+
+def test_a_nat_t_message_from_elsewhere_neither_moves_nor_floats_an_sa_without_a_nat():
+    # Not moved (no NAT there), so IKE stays on the IKE port: floating anyway would send the
+    # non-ESP marker to the peer's port 500.
+    p = _plain_pair()
+    sa_a, sa_b = p.a.sas[0], p.b.sas[0]
+    sent = []
+
+    def natt_from_elsewhere(side, d):
+        if side == "b" and not sent:
+            sent.append(d)
+            p.a.receive_datagram(d.data, (LEFT, 4500), ("192.0.2.60", 4500), p.now)
+            return False
+        return True
+
+    p.filter = natt_from_elsewhere
+    sa_b.start(Dpd(sa_b), p.now)
+    p.advance(1)
+    assert sent and sa_a.remote == (RIGHT, 500)
+    assert not sa_a.floated and sa_a.local == (LEFT, 500), "floated to 4500 while the peer stays on 500"
+
+
+def test_the_first_nat_t_message_in_ike_auth_is_followed_from_another_address():
+    # charon forces the update on the IKE_AUTH request (task_manager_v2: mid == 1 ?
+    # UPDATE_HOSTS_FORCE_ADDRS): the float to the NAT-T port goes where that request came from.
+    client_conn = connection(children=(child(),), mobike=False, local="%any")
+    gw_conn = dataclasses.replace(mirror(client_conn, remote_addrs=(), local_addrs=(RIGHT,)), encap=True)
+    p = Pair(policy(client_conn, address=LEFT), policy(gw_conn, address=RIGHT))
+    p.a.source_address = lambda remote: LEFT
+    sent = []
+
+    def auth_from_elsewhere(side, d):
+        if side == "a" and not sent and d.local[1] == 4500:
+            sent.append(d)
+            p.b.receive_datagram(d.data[len(NON_ESP_MARKER):], d.remote, ("192.0.2.60", 4500), p.now)
+            return False
+        return True
+
+    p.filter = auth_from_elsewhere
+    p.a.initiate("tun", p.now)
+    p.advance(1)
+    gw = p.b.sas[0]
+    assert sent and not gw.nat.remote_behind
+    assert gw.remote == ("192.0.2.60", 4500) and gw.floated
