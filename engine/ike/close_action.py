@@ -110,14 +110,14 @@ def ike_closed(sa: IkeSa, reason: str) -> Ended:
 
 
 def asymmetric(sa: IkeSa, what: str) -> bool:
-    """We cannot set ``sa`` up again ourselves: we leased the peer a virtual IP, or the peer
-    authenticated to us with EAP (charon's reestablish: "unable to reestablish IKE_SA due to
-    asymmetric setup"; a gateway does not dial its road warriors). Both say we were the IKE SA's
-    first responder (only an initiator asks for an address, §3.15; only it runs EAP, §2.16), also
-    after an IKE rekey made either side the header's initiator (§2.18), which charon's
-    COND_ORIGINAL_INITIATOR survives; ``eap_identity`` alone is also set on the EAP client."""
+    """We cannot set ``sa`` up again ourselves: we did not set the connection up, and we leased the
+    peer a virtual IP or the peer authenticated to us with EAP (charon's reestablish: "unable to
+    reestablish IKE_SA due to asymmetric setup", !COND_ORIGINAL_INITIATOR && (other_vips ||
+    COND_EAP_AUTHENTICATED); a gateway does not dial its road warriors). ``connection_initiator``
+    survives an IKE rekey as charon's condition does; ``eap_identity`` alone is also set on the EAP
+    client, hence the check of our config's remote auth."""
     peer_eap = bool(sa.eap_identity) and sa.conn is not None and sa.conn.remote.is_eap
-    if not (sa.remote_vips or peer_eap):
+    if sa.connection_initiator or not (sa.remote_vips or peer_eap):
         return False
     log.info("%s[%d]: %s: not set up again, as the peer %s (asymmetric setup)", sa.name, sa.unique_id, what,
              "has a virtual IP of ours" if sa.remote_vips else "authenticated with EAP",

@@ -239,7 +239,7 @@ class IkeEndpoint:
     def _connection_failed(self, sa: IkeSa, now: float) -> None:
         """keyingtries: try again, with a growing pause, until the budget is spent."""
         conn = sa.conn
-        if conn is None or not sa.original_initiator:
+        if conn is None or not sa.connection_initiator:
             return
         self._attempt_failed(conn, now)
 
@@ -521,7 +521,7 @@ class IkeEndpoint:
         looked_up: dict[str, str | None] = {}  # one route lookup per peer address and pass
         usable: dict[tuple[str, str], bool] = {}  # one path check per (our address, peer) and pass
         for sa in list(self.registry):
-            if not (sa.mobike and sa.original_initiator) or (name is not None and sa.name != name):
+            if not (sa.mobike and sa.connection_initiator) or (name is not None and sa.name != name):
                 continue
             target = address
             if target is None and self.path_usable is not None:

@@ -49,7 +49,7 @@ def follow_esp_mapping(sa: IkeSa, child: ChildSa, remote: tuple[str, int]) -> bo
         log.debug("%s[%d]: ESP from %s:%d, but the peer is not behind a NAT: not following it",
                   sa.name, sa.unique_id, remote[0], port, extra=extra)
         return False
-    if sa.nat.local_behind and sa.original_initiator:
+    if sa.nat.local_behind and sa.connection_initiator:
         log.debug("%s[%d]: ESP from %s:%d, but we are behind a NAT and initiated: not following it",
                   sa.name, sa.unique_id, remote[0], port, extra=extra)
         return False

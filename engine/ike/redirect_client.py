@@ -19,7 +19,7 @@ def follow(ep, sa: IkeSa, gateway: str, children, now: float, exchange: int) -> 
     whose IKE_SA_INIT names where we come from. An established ``sa`` is deleted once the new one
     is up. Returns why not."""
     conn = sa.conn
-    if conn is None or not sa.original_initiator:
+    if conn is None or not sa.connection_initiator:
         return "only the original initiator follows a redirect"
     if names.is_name(gateway):
         addrs = ep.names.fresh(gateway, now)

@@ -99,6 +99,12 @@ class IkeSa:
         self.host = host
         self.conn = conn
         self.original_initiator = initiator
+        """We sent this IKE SA's IKE_SA_INIT, or its rekey (RFC 7296 §2.18): the header's Initiator
+        flag, the SPI and key order. Not who set the connection up: see ``connection_initiator``."""
+        self.connection_initiator = initiator
+        """We set the connection up (charon's COND_ORIGINAL_INITIATOR, kept across IKE rekeys by
+        ike_sa.c inherit_pre): the side that may move with MOBIKE, follows a REDIRECT, sends NAT-D
+        in its DPDs, and stays put behind a NAT; a gateway whose client rekeyed stays the responder."""
         self.unique_id = unique_id
         self.local: Addr = local
         self.remote: Addr = remote

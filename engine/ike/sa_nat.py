@@ -8,7 +8,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from engine.events import ChildSaMoved, ChildState
+from engine.events import ChildSaMoved, ChildState, IkeState
 from engine.ike.host import Addr
 
 if TYPE_CHECKING:
@@ -37,7 +37,8 @@ class NatState:
 
 
 def update_remote(sa: IkeSa, local: Addr, remote: Addr) -> None:
-    """Follow the peer's NAT mapping on authenticated messages (§2.23), and learn our own
+    """Follow the peer's NAT mapping on authenticated messages (§2.23: only a peer behind a NAT,
+    as charon's update_hosts with COND_NAT_THERE; the NAT-T port float aside), and learn our own
     address when we initiated from an unspecified one (no local_addrs, no listen: a laptop).
     Not with MOBIKE (RFC 4555 §3.8: "MUST NOT use these dynamic updates for IKEv2 packets", so
     that an INFORMATIONAL without UPDATE_SA_ADDRESSES, a path test, moves nothing; charon's
@@ -50,15 +51,21 @@ def update_remote(sa: IkeSa, local: Addr, remote: Addr) -> None:
     # address) is answered where it came from but does not move the SA back.
     on_natt = local[1] == sa.host.engine.natt_port
     moved = False
-    if remote != sa.remote and sa.sk is not None and not sa.mobike and (on_natt or not sa.floated) \
-            and (sa.nat.remote_behind or remote[1] != sa.remote[1]):
-        if on_natt and not sa.floated and remote[0] == sa.remote[0]:
+    if remote != sa.remote and sa.sk is not None and not sa.mobike and (on_natt or not sa.floated):
+        if on_natt and not sa.floated and (remote[0] == sa.remote[0] or sa.state == IkeState.CONNECTING):
             # The peer's first message on the NAT-T port, from the same address: the normal
             # switch of §2.23 (its NAT may map port 4500 anew), once per IKE SA, not a move.
+            # From anywhere in IKE_AUTH: charon forces that update (task_manager_v2, mid == 1).
             log.debug("%s[%d]: NAT-T port float: %s:%d -> %s:%d", sa.name, sa.unique_id,
                       *sa.remote, *remote, extra={"connection": sa.name})
             sa.remote, moved = remote, True
-        elif sa.original_initiator and sa.nat.local_behind:
+        elif not sa.nat.remote_behind:
+            # charon's update_hosts without force flags: the other end moves only with
+            # COND_NAT_THERE; a peer not behind a NAT has no mapping to change (§2.23 updates
+            # follow a NAT), so an authenticated copy from elsewhere moves nothing.
+            log.debug("%s[%d]: the peer's message came from %s:%d, but it is not behind a NAT: staying on "
+                      "%s:%d", sa.name, sa.unique_id, *remote, *sa.remote, extra={"connection": sa.name})
+        elif sa.connection_initiator and sa.nat.local_behind:
             # §2.23: "A host behind a NAT SHOULD NOT do this type of dynamic address update" (one
             # authenticated copy from elsewhere would take IKE and ESP there); charon's update_hosts
             # follows the other end only when we are not behind a NAT as the original initiator.
@@ -69,7 +76,9 @@ def update_remote(sa: IkeSa, local: Addr, remote: Addr) -> None:
             log.info("%s[%d]: peer moved from %s:%d to %s:%d%s", sa.name, sa.unique_id, *sa.remote, *remote,
                      ", its CHILD SAs follow" if sa.children else "", extra={"connection": sa.name})
             sa.remote, moved = remote, True
-    if on_natt and not sa.floated:
+    # Only when the peer is there now: a message from elsewhere that did not move the SA leaves
+    # IKE on the IKE port, where the non-ESP marker would garble it.
+    if on_natt and not sa.floated and remote == sa.remote:
         sa.floated = True
         sa.local = local
     if moved and sa.children:

@@ -436,7 +436,7 @@ class EngineRuntime(Reporting):
                 mobike = False
                 steps = Steps(SCAN_CHUNK)
                 for sa in self.endpoint.registry:
-                    if sa.mobike and sa.original_initiator:
+                    if sa.mobike and sa.connection_initiator:
                         mobike = True
                         break
                     if steps.done():

@@ -147,7 +147,7 @@ class Catalog:
         return informational.DeleteChild(sa, child, reason)
 
     def dpd(self, sa: IkeSa) -> Initiator:
-        if sa.mobike and sa.original_initiator:
+        if sa.mobike and sa.connection_initiator:
             return mobike.Dpd(sa)  # NAT detection behind a NAT (RFC 4555 §3.8; charon's queue_dpd)
         return informational.Dpd(sa)
 

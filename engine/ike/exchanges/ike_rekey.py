@@ -184,12 +184,14 @@ TABLE = Table("CREATE_CHILD_SA (IKE rekey)", {
 def make_rekeyed_sa(old: IkeSa, *, initiator: bool, spi_i: bytes, spi_r: bytes, chosen: Chosen,
                     nonce_i: bytes, nonce_r: bytes, shared: bytes | list[bytes], now: float) -> IkeSa:
     """The new IKE SA, registered but not yet established. The initiator of the
-    rekey becomes its original initiator (§2.18); SKEYSEED = prf(SK_d (old),
+    rekey becomes its original initiator (§2.18, the header role), but who set the
+    connection up stays (charon's inherit_pre keeps COND_ORIGINAL_INITIATOR); SKEYSEED = prf(SK_d (old),
     g^ir (new) | Ni | Nr), with the IKE_FOLLOWUP_KE secrets after the nonces
     when ``shared`` lists several (RFC 9370 §2.2.4)."""
     host = old.host
     new = IkeSa(host, old.conn, initiator=initiator, unique_id=host.ids.next_ike_id(), local=old.local,
                 remote=old.remote, spi_i=spi_i, spi_r=spi_r, now=now)
+    new.connection_initiator = old.connection_initiator
     new.chosen = chosen.with_spi(b"")
     new.nonce_i, new.nonce_r = nonce_i, nonce_r
     secrets = [shared] if isinstance(shared, bytes) else shared

@@ -291,7 +291,7 @@ class InformationalResponder(Responder):
             inp = I.REQ_AUTH_FAILED
         elif notify(payloads, NotifyType.INVALID_SYNTAX) is not None and self.sa.state != IkeState.REKEYED:
             inp = I.REQ_INVALID_SYNTAX  # charon ignores notifies on a rekeyed IKE SA
-        elif self.sa.original_initiator and notify(payloads, NotifyType.REDIRECT) is not None:
+        elif self.sa.connection_initiator and notify(payloads, NotifyType.REDIRECT) is not None:
             inp = I.REQ_REDIRECT
         elif not payloads:
             inp = I.REQ_EMPTY

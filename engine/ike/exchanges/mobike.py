@@ -115,7 +115,7 @@ def auth_notifies(sa, conn, payloads) -> list:
 
 def offer_notifies(sa, conn) -> list:
     """Our MOBIKE_SUPPORTED for the first IKE_AUTH request (we are the side that may move)."""
-    return [NotifyPayload(NotifyType.MOBIKE_SUPPORTED)] if conn.mobike and sa.original_initiator else []
+    return [NotifyPayload(NotifyType.MOBIKE_SUPPORTED)] if conn.mobike and sa.connection_initiator else []
 
 
 def accepted(sa, payloads) -> None:
@@ -141,7 +141,7 @@ def roam(sa, address: str, now: float) -> bool:
     """Our address towards the peer is now ``address``: move the IKE SA there and tell the peer
     (UPDATE_SA_ADDRESSES). False when this SA does not move (no MOBIKE, not ours to move, not up,
     already there, or an address local_addrs does not allow)."""
-    if not (sa.mobike and sa.original_initiator and sa.state == IkeState.ESTABLISHED) or sa.conn is None:
+    if not (sa.mobike and sa.connection_initiator and sa.state == IkeState.ESTABLISHED) or sa.conn is None:
         return False
     if address == sa.local[0] or not may_use(sa.conn, address) or \
             (":" in address) != (":" in sa.remote[0]):
