@@ -12,13 +12,13 @@ This class is the facade; the work is done by
 - ``registry.Registry``: the SAs and the identifiers they use,
 - ``scheduler.Scheduler``: the timers,
 - ``authenticator.Authenticator``: PSK and certificates,
-- ``sa.IkeSa`` and ``exchanges``: each IKE SA and its exchanges.
+- ``sa.IkeSa`` and ``exchanges``: each IKE SA and its exchanges,
+- ``initiation.Initiation``: initiating, keyingtries, setting a connection up again.
 IKE SAs reach the endpoint only through the ``host.Host`` methods below.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 import random
@@ -27,15 +27,15 @@ from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 from engine.crypto.keypool import KeyPool
-from engine.events import ChildState, Event, IkeState, NegotiationFailed, PolicyApplied
+from engine.events import ChildState, Event, IkeState, PolicyApplied
 from engine.ike import names, nat_mapping, policy_change, redirect_client, routing, sa_receive, uniqueness
-from engine.ike.close_action import CLOSE_START_HOLDOFF, coming
 from engine.ike.authenticator import Authenticator
 from engine.ike.child import ChildSa
 from engine.ike.config_payload import VirtualIps
-from engine.ike.errors import IllegalTransition, LocalError
+from engine.ike.errors import LocalError
 from engine.ike.exchanges import CATALOG, informational, mobike
 from engine.ike.host import Addr, Ended
+from engine.ike.initiation import Initiation
 from engine.ike.registry import KeptAnswer, Registry
 from engine.ike.sa import IkeSa
 from engine.ike.scheduler import Scheduler
@@ -56,7 +56,7 @@ class Datagram(NamedTuple):
     remote: Addr
 
 
-class IkeEndpoint:
+class IkeEndpoint(Initiation):
     """All IKE SAs of one host."""
 
     def __init__(self, policy: Policy, *, rng: Callable[[int], bytes] = os.urandom,
@@ -206,25 +206,7 @@ class IkeEndpoint:
         if ended.kind == "failed":
             self._connection_failed(sa, now)
         elif ended.kind in ("peer_gone", "closed") and sa.conn is not None:
-            # charon's reestablish: the CHILD SAs that were up with dpd_action = restart, or those
-            # ended.children names for close_action = start (engine.ike.close_action)
-            only = tuple(dict.fromkeys(c.name for c in ended.children if ended.kind == "closed"
-                                       or c.dpd_action == "restart"))
-            if not only:
-                return
-            name = sa.name
-            at = (sa.established_at or now) + CLOSE_START_HOLDOFF if ended.kind == "closed" else now
-            if at <= now:
-                self.scheduler.call_at(now, lambda t: self._initiate_quietly(name, t, only))
-                return
-            # The peer deleted an IKE SA it had just set up: a peer that deletes each new one at
-            # once gets one IKE_SA_INIT per CLOSE_START_HOLDOFF, not a storm; held as a keyingtries
-            # retry is, so that terminate cancels it and an SA coming up meanwhile drops it.
-            log.info("%s: the peer closed an IKE SA it had just set up: setting it up again in %.0fs "
-                     "(close_action = start)", name, at - now, extra={"connection": name})
-            token = object()
-            self._retries[name] = (at, token)
-            self.scheduler.call_at(at, lambda t: self._retry(name, token, t, only))
+            self._reestablish(sa, ended, now)
 
     def keep_answer(self, sa: IkeSa, now: float) -> None:
         cached = sa.cached
@@ -235,44 +217,6 @@ class IkeEndpoint:
         peer = sa.request_via[1][0] if sa.request_via is not None else sa.remote[0]
         self.registry.keep_answer(sa.our_spi, KeptAnswer(sa.spi_i, sa.spi_r, peer, cached.mid,
                                                          cached.datagrams, now + sa.retransmit_budget()), now)
-
-    def _connection_failed(self, sa: IkeSa, now: float) -> None:
-        """keyingtries: try again, with a growing pause, until the budget is spent."""
-        conn = sa.conn
-        if conn is None or not sa.connection_initiator:
-            return
-        self._attempt_failed(conn, now)
-
-    def _attempt_failed(self, conn: ConnectionConfig, now: float) -> None:
-        n = self._attempts.get(conn.name, 0) + 1
-        self._attempts[conn.name] = n
-        if conn.keyingtries != 0 and n >= conn.keyingtries:
-            self._attempts.pop(conn.name, None)
-            return
-        delay = min(60.0, 2.0 * n) + self.random.uniform(0, 1)
-        name, token = conn.name, object()
-        self._retries[name] = (now + delay, token)
-        self.scheduler.call_at(now + delay, lambda t: self._retry(name, token, t))
-
-    def _retry(self, name: str, token: object, now: float, only: tuple[str, ...] = ()) -> None:
-        held = self._retries.get(name)
-        if held is None or held[1] is not token:
-            return  # terminated, or up, since it was scheduled
-        del self._retries[name]
-        self._initiate_quietly(name, now, only)
-
-    def retrying(self, name: str) -> float | None:
-        """When a failed connection's next keyingtries attempt starts (None: none pending)."""
-        held = self._retries.get(name)
-        return held[0] if held is not None else None
-
-    def _initiate_quietly(self, name: str, now: float, only: tuple[str, ...] = ()) -> None:
-        try:
-            self.initiate(name, now, only=only)
-        except LocalError as exc:
-            if isinstance(exc, IllegalTransition):
-                raise
-            log.debug("%s: not re-initiated: %s", name, exc)
 
     # ------------------------------------------------------------ timers
     def retry_held(self, now: float) -> None:
@@ -317,97 +261,6 @@ class IkeEndpoint:
             return self.policy.connection(name)
         except KeyError:
             raise LocalError(f"no connection named '{name}'") from None
-
-    def local_address(self, conn: ConnectionConfig, remote: str) -> str:
-        if conn.local_addrs and conn.local_addrs[0] not in ("%any", "0.0.0.0", "::"):
-            return conn.local_addrs[0]
-        version = ipaddress.ip_address(remote).version
-        for a in self.policy.engine.listen:
-            if ipaddress.ip_address(a).version == version:
-                return a
-        found = self.source_address(remote) if self.source_address is not None else None
-        if found:
-            return found
-        # The kernel picks the source; the SA learns it from the answer (IkeSa._update_remote).
-        return "0.0.0.0" if version == 4 else "::"
-
-    def initiate(self, name: str, now: float, child: str | None = None, *,
-                 only: tuple[str, ...] = ()) -> IkeSa | None:
-        """Bring up connection ``name`` (all its children, one, or those named in ``only``). None:
-        its peer is named by a host name the runtime is resolving; the initiation starts when
-        ``resolved`` answers."""
-        conn = self._conn(name)
-        if not policy_change.initiable(conn):
-            raise LocalError(f"connection '{name}' has no remote address to initiate to")
-        children = [conn.child(child)] if child else [c for c in conn.children if not only or c.name in only]
-        if not children:
-            return None  # those named in ``only`` left the policy
-        existing = self.registry.current(conn.name)
-        if existing is not None:
-            if existing.state != IkeState.CONNECTING:
-                # Bring up missing children on the SA we already have, once.
-                have = {c.config.name for c in existing.children.values()} | coming(existing)
-                for cfg in children:
-                    if cfg.name not in have:
-                        existing.start(CATALOG.create_child(existing, cfg), now)
-            self.scheduler.touch(existing)
-            return existing
-        target = names.initiate_target(conn)
-        if names.is_name(target):
-            addrs = self.names.fresh(target, now)
-            if not addrs:
-                # A terminate meanwhile cancels it (under this key, see resolving()).
-                self.names.wait(target, ("initiate", name, child),
-                                lambda t: self._initiate_resolved(name, child, target, t, only), bounded=False)
-                log.info("%s: resolving %s before initiating", name, target)
-                return None
-            target = names.pick(addrs, conn)
-        remote = (target, conn.remote_port)
-        local = (self.local_address(conn, remote[0]), conn.local_port or self.ike_port)
-        sa = IkeSa(self, conn, initiator=True, unique_id=self.registry.next_ike_id(), local=local, remote=remote,
-                   spi_i=self.registry.new_ike_spi(), now=now)
-        self.registry.add(sa)
-        sa.start(CATALOG.ike_init(sa, children), now)
-        self.scheduler.touch(sa)
-        return sa
-
-    def resolved(self, name: str, addrs, now: float) -> None:
-        """The runtime's answer for host name ``name`` (its addresses; empty: it did not resolve):
-        what waited for it (initiations, a redirect) goes on, to the addresses now known."""
-        for action in self.names.answer(name, addrs, now):
-            action(now)
-
-    def _initiate_resolved(self, conn_name: str, child: str | None, host: str, now: float,
-                           only: tuple[str, ...] = ()) -> None:
-        if not self.names.addresses(host):
-            log.warning("%s: not initiated: %s did not resolve to an address", conn_name, host,
-                        extra={"connection": conn_name})
-            self.count("name_unresolved")
-            # As an event too (charon: "unable to resolve, initiate aborted", ALERT_PEER_ADDR_FAILED):
-            # `initiate --wait` and the console learn the initiation is over. The IKE SA id is one
-            # no SA will have, so the console files it with no other negotiation.
-            self.emit(NegotiationFailed(
-                self.registry.next_ike_id(), conn_name, "IKE_SA_INIT", "UNRESOLVED",
-                f"{host} did not resolve to an address, so nothing was sent: check the name (and the "
-                f"host's DNS), or put the peer's address in connections.{conn_name}.remote_addrs", child))
-            if conn_name in self._attempts and conn_name in {c.name for c in self.policy.connections}:
-                # A keyingtries attempt: it counts, and the next one follows (charon's retransmit()
-                # keyingtry++ and tries again; its IKE SA keeps the peer's last address, which
-                # ours has only while the name's answer is kept: see names.MAX_NAMES).
-                self._attempt_failed(self._conn(conn_name), now)
-            return
-        try:
-            conn = self._conn(conn_name)
-        except LocalError:
-            return  # removed by a policy change meanwhile
-        if (names.initiate_target(conn) or "").lower() != host.lower():
-            return  # its remote_addrs changed meanwhile
-        try:
-            self.initiate(conn_name, now, child, only=only)
-        except LocalError as exc:
-            if isinstance(exc, IllegalTransition):
-                raise
-            log.warning("%s: not initiated: %s", conn_name, exc)
 
     def terminate(self, name: str, now: float, *, unique_id: int | None = None) -> int:
         """Delete the IKE SAs of a connection (or only IKE SA ``unique_id``); returns how many.
