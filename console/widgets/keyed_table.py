@@ -187,6 +187,7 @@ class KeyedTable(KeysInOrder, FastCells):
             self.remove_row(k)
             del cache[k]
         added = updated = 0
+        changed_cells: list[tuple[str, str, object]] = []
         sorted_changed = False
         more = False
         visible = self._visible
@@ -205,12 +206,13 @@ class KeyedTable(KeysInOrder, FastCells):
                     if a != b:
                         # Width fixed at first sight of a column's widest text: resizing
                         # on every counter tick would re-measure the whole table.
-                        self.update_cell(k, c, cell(c, b))
+                        changed_cells.append((k, c, cell(c, b)))
                         updated += 1
                         sorted_changed = sorted_changed or c == self.sort_column
             else:
                 continue
             cache[k] = row
+        self._set_cells(changed_cells)
         if self.sort_column in self.visible_columns and not _continued and (
                 (added and (had_rows or self.user_sorted)) or (self.user_sorted and sorted_changed)):
             self._apply_sort()  # a first fill arrives in order; a chosen order is kept
@@ -220,6 +222,24 @@ class KeyedTable(KeysInOrder, FastCells):
         if more:
             self._pending = rows
             self.call_after_refresh(self.sync, rows, _continued=True)
+
+    def _set_cells(self, cells: list[tuple[str, str, object]]) -> None:
+        """Put new values in existing cells with one refresh for all. DataTable.update_cell refreshes
+        the widget per cell: 20,000 cells (10,000 CHILD SAs whose lifetimes count down) took 300 ms of
+        the console's loop; the same values written at once and one refresh take a tenth of that."""
+        data = getattr(self, "_data", None)
+        if data is None or not hasattr(self, "_update_count") or len(cells) < 2:
+            for k, c, value in cells:
+                self.update_cell(k, c, value)
+            return
+        for k, c, value in cells:
+            row = data.get(k)
+            if row is None or c not in row:
+                self.update_cell(k, c, value)  # as DataTable would say: CellDoesNotExist
+                continue
+            row[c] = value  # str keys find DataTable's RowKey / ColumnKey (equal, same hash)
+        self._update_count += 1  # what update_cell does per cell: the render caches start again
+        self.refresh()
 
     def _apply_sort(self) -> None:
         selected = self.selected_key
@@ -256,11 +276,13 @@ class KeyedTable(KeysInOrder, FastCells):
         """Re-apply the styler to every cell (after a theme change)."""
         if self.styler is None:
             return
+        cells = []
         for k, row in self._cache.items():
             for i, c in self._visible:
                 styled = self.styler(c, row[i])
                 if not isinstance(styled, str):
-                    self.update_cell(k, c, styled)
+                    cells.append((k, c, styled))
+        self._set_cells(cells)
 
     @property
     def row_keys(self) -> list[str]:
