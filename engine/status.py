@@ -80,7 +80,7 @@ class IkeSaInfo:
     state: str
     """CONNECTING, ESTABLISHED, REKEYING, DELETING, ..."""
     initiator: bool
-    """True when we initiated this IKE SA."""
+    """True when we initiated this IKE SA or its last rekey (the header's Initiator flag, §2.18)."""
     spi_i: int
     spi_r: int
     local_addr: str
@@ -121,6 +121,10 @@ class IkeSaInfo:
     """How many times MOBIKE moved the SA to a new address (RFC 4555)."""
     pool: str = ""
     """The pool its virtual IP came from."""
+    connection_initiator: bool | None = None
+    """We set the connection up (IkeSa.connection_initiator, charon's COND_ORIGINAL_INITIATOR):
+    unlike ``initiator`` (the header role, as charon's vici list-sas) it survives an IKE rekey the
+    other side initiated. None from a source that does not say (``initiator`` then stands in)."""
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,10 @@ def is_client(ike: IkeSaInfo, open_connections: set[str]) -> bool:
     """Whether this IKE SA is a road warrior of ours."""
     if ike.virtual_ips or ike.eap_identity:
         return True
-    return not ike.initiator and ike.name in open_connections
+    # Who set the connection up, not the header role: a gateway that rekeyed the IKE SA is its
+    # header initiator, and the road warrior is still its client.
+    ours = ike.initiator if ike.connection_initiator is None else ike.connection_initiator
+    return not ours and ike.name in open_connections
 
 
 def open_connections(snap: StatusSnapshot) -> set[str]:

@@ -468,6 +468,7 @@ class KernelDatapath(MovesChildren):
             self._rules.clear()
             self._waiting.clear()
             self._lingering.clear()
+            self._mappings = MappingWatch()  # their reported NAT mapping changes go with them
             if errors:
                 raise errors[0]
             return FlushResult(policies, sas)

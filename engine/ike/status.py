@@ -74,6 +74,7 @@ def ike_sa_info(sa, now: float) -> IkeSaInfo:
         unique_id=sa.unique_id,
         state=sa.state.value,
         initiator=sa.original_initiator,
+        connection_initiator=sa.connection_initiator,
         spi_i=int.from_bytes(sa.spi_i, "big"),
         spi_r=int.from_bytes(sa.spi_r, "big"),
         local_addr=sa.local[0],

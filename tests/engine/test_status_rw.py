@@ -11,8 +11,13 @@ RW_FIELDS = ["virtual_ips", "eap_identity", "eap_method", "cert_subject", "mobik
 
 
 def test_fields_are_added_last_with_defaults():
-    names = [f.name for f in dataclasses.fields(IkeSaInfo)]
-    assert names[-len(RW_FIELDS):] == RW_FIELDS
+    fields = dataclasses.fields(IkeSaInfo)
+    names = [f.name for f in fields]
+    at = names.index(RW_FIELDS[0])
+    assert names[at:at + len(RW_FIELDS)] == RW_FIELDS
+    # anything added after them has a default too (older JSON still reads)
+    assert all(f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+               for f in fields[at:])
     old = ike_sa_from_dict({"name": "rw", "unique_id": 1, "state": "ESTABLISHED", "initiator": False, "spi_i": 1,
                             "spi_r": 2, "local_addr": "192.0.2.1", "local_port": 4500, "remote_addr": "192.0.2.9",
                             "remote_port": 4500})

@@ -153,3 +153,14 @@ def test_the_inbound_encap_sa_asks_the_kernel_to_rate_limit_its_mapping_messages
     plain, _ = _attrs(build_sa(_ev(), True, REQID_BASE + 2))
     assert inbound["XFRMA_MTIMER_THRESH"] == natmap.MAPPING_HOLD
     assert "XFRMA_MTIMER_THRESH" not in outbound and "XFRMA_MTIMER_THRESH" not in plain
+
+
+def test_a_flush_forgets_the_reported_changes():
+    # flush_ours empties every table of SAs; the changes told for them must go too (a later SA
+    # with the same SPI would have its first change held back, and the entries stay forever).
+    d = datapath(mapping_bytes())
+    d._policies, d._children, d._traps, d._rules, d._waiting, d._lingering = {}, {}, {}, {}, {}, {}
+    d._request = lambda *a, **k: []
+    assert len(d.read_events(0)) == 1
+    d.flush_ours()
+    assert d._mappings._told == {} and d._mappings.expect == {}
