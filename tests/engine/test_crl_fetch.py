@@ -235,6 +235,9 @@ def fetched_pki(server, tmp_path):
     ca.init_ca(d, "O=Fetch Lab, CN=Fetch CA", crl_uri=server.uri("/crl.pem"))
     ca.issue(d, "left.example", ["left.example"], kind="client", name="left")
     ca.issue(d, "right.example", ["right.example"], kind="server", name="right")
+    # The CRL exists before any pair fixes its wall clock (cert_pair): made later, on a loaded
+    # machine, its thisUpdate could lie after the engine's time, and it would not be current yet.
+    ca.crl(d)
     return d
 
 
