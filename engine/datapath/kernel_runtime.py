@@ -28,6 +28,7 @@ from engine.datapath.kernel import (
     socket_bypass,
 )
 from engine.datapath.kernel_vip import VirtualIps
+from engine.datapath.traps import AskedTraps
 from engine.crypto.transforms import EsnId
 from engine.events import ChildSaDeleted, ChildSaInstalled, ChildSaMoved, SaCounters, VirtualIpsChanged
 from engine.ike.errors import PlanRefused
@@ -127,7 +128,7 @@ class KernelRuntimeDatapath:
         self.runtime = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._traps: dict[tuple[str, str], _Trap] = {}
-        self._asked_traps: set[tuple[str, str]] = set()
+        self._asked_traps = AskedTraps()
         """(connection, child) the engine asked a trap for (close_action/dpd_action = trap)."""
         self._encap_fds: set[int] = set()
         self._userspace_esp = 0
@@ -334,12 +335,10 @@ class KernelRuntimeDatapath:
         kernel = self._kernel()
         policy = self.policy
         wanted: dict[tuple[str, str], _Trap] = {}
-        # Only while the child still asks for one (a reload that drops its trap option drops it)
-        self._asked_traps &= {(c.name, k.name) for c in policy.connections for k in c.children
-                              if "trap" in (k.close_action, k.dpd_action)}
+        self._asked_traps.prune(policy)
         for conn in policy.connections:
             for child in conn.children:
-                if child.start_action == "trap" or (conn.name, child.name) in self._asked_traps:
+                if self._asked_traps.wants(conn, child):
                     trap = self._trap_for(conn, child)
                     if trap is not None:
                         wanted[(conn.name, child.name)] = trap
@@ -358,20 +357,16 @@ class KernelRuntimeDatapath:
 
     def trap(self, connection: str, child: str) -> None:
         """The engine's TrapRequested: that child is trapped too, until the policy drops it."""
-        if (connection, child) not in self._asked_traps:
-            self._asked_traps.add((connection, child))
-            if self.kernel is not None:
-                self._apply_traps()
+        if self._asked_traps.ask(connection, child) and self.kernel is not None:
+            self._apply_traps()
 
     def untrap(self, connection: str) -> list[str]:
         """The admin's terminate: the traps the engine asked for that connection go (those of
         ``start_action = "trap"`` are the policy's and stay), or the next packet would bring the
         tunnel back. Returns the children whose trap went."""
-        gone = sorted(k for c, k in self._asked_traps if c == connection)
-        if gone:
-            self._asked_traps = {k for k in self._asked_traps if k[0] != connection}
-            if self.kernel is not None:
-                self._apply_traps()
+        gone = self._asked_traps.drop(connection)
+        if gone and self.kernel is not None:
+            self._apply_traps()
         return gone
 
     def _trap_for(self, conn: ConnectionConfig, child: ChildConfig) -> _Trap | None:

@@ -57,6 +57,7 @@ from concurrent.futures import ThreadPoolExecutor
 from engine.datapath import mmsg, pmtu
 from engine.datapath.mmsg import control_message
 from engine.datapath.rtnl import AddressBook, RouteWriter
+from engine.datapath.traps import AskedTraps
 from engine.datapath.tun import (
     DEFAULT_DEVICE,
     DEFAULT_MTU,
@@ -146,7 +147,7 @@ class UserspaceDatapath(pmtu.PathMtu):
         self._trap_routes: dict[tuple[str, str], tuple[tuple, str | None]] = {}
         """(connection, child) of a trap -> the networks (and source) routed into the device for it."""
         self._acquired: dict[tuple[str, str], float] = {}
-        self._asked_traps: set[tuple[str, str]] = set()
+        self._asked_traps = AskedTraps()
         """(connection, child) the engine asked a trap for (close_action/dpd_action = trap)."""
         self._senders: dict[tuple, object] = {}
         """(socket or raw kind, peer endpoint) -> the sender its pairs share."""
@@ -437,15 +438,13 @@ class UserspaceDatapath(pmtu.PathMtu):
         kernel's trap policy and ACQUIRE do for the kernel datapath)."""
         wanted: dict[tuple[str, str], tuple[tuple, str | None]] = {}
         peer_address = getattr(self.runtime, "peer_address", None)
-        # Only while the child still asks for one (a reload that drops its trap option drops it)
-        self._asked_traps &= {(c.name, k.name) for c in self.policy.connections for k in c.children
-                              if "trap" in (k.close_action, k.dpd_action)}
+        self._asked_traps.prune(self.policy)
         for conn in self.policy.connections:
             target = initiate_target(conn)
             if target is None:
                 continue  # nobody to initiate to
             for child in conn.children:
-                if child.start_action != "trap" and (conn.name, child.name) not in self._asked_traps:
+                if not self._asked_traps.wants(conn, child):
                     continue
                 if child.mode == "transport":
                     # The peer itself: a host name once it resolved (peer_addresses_changed).
@@ -493,8 +492,7 @@ class UserspaceDatapath(pmtu.PathMtu):
 
     def trap(self, connection: str, child: str) -> None:
         """The engine's TrapRequested: that child is trapped too, until the policy drops it."""
-        if (connection, child) not in self._asked_traps:
-            self._asked_traps.add((connection, child))
+        if self._asked_traps.ask(connection, child):
             self._apply_traps()
             self.path._clear_flows()  # a flow decided "no_sa" before would not ask for the SA
 
@@ -502,9 +500,8 @@ class UserspaceDatapath(pmtu.PathMtu):
         """The admin's terminate: the traps the engine asked for that connection go (those of
         ``start_action = "trap"`` are the policy's and stay), or the next packet would bring the
         tunnel back. Returns the children whose trap went."""
-        gone = sorted(k for c, k in self._asked_traps if c == connection)
+        gone = self._asked_traps.drop(connection)
         if gone:
-            self._asked_traps = {k for k in self._asked_traps if k[0] != connection}
             self._apply_traps()
             self.path._clear_flows()  # a flow decided to acquire must not go on asking
         return gone
