@@ -28,7 +28,7 @@ from engine.datapath.kernel import (
     socket_bypass,
 )
 from engine.datapath.kernel_vip import VirtualIps
-from engine.datapath.traps import AskedTraps
+from engine.datapath.traps import AskedTraps, TrapNotes
 from engine.crypto.transforms import EsnId
 from engine.events import ChildSaDeleted, ChildSaInstalled, ChildSaMoved, SaCounters, VirtualIpsChanged
 from engine.ike.errors import PlanRefused
@@ -130,6 +130,8 @@ class KernelRuntimeDatapath:
         self._traps: dict[tuple[str, str], _Trap] = {}
         self._asked_traps = AskedTraps()
         """(connection, child) the engine asked a trap for (close_action/dpd_action = trap)."""
+        self._notes = TrapNotes(log)
+        """Traps that could not go in, said once (each apply derives them all again)."""
         self._encap_fds: set[int] = set()
         self._userspace_esp = 0
         self._vips: VirtualIps | None = None
@@ -195,6 +197,7 @@ class KernelRuntimeDatapath:
         if self._loop is not None:
             self._loop.remove_reader(kernel.events_fileno())
         self._traps.clear()
+        self._notes.forget()
         try:
             await asyncio.to_thread(kernel.close)
         finally:
@@ -334,26 +337,29 @@ class KernelRuntimeDatapath:
     def _apply_traps(self) -> None:
         kernel = self._kernel()
         policy = self.policy
-        wanted: dict[tuple[str, str], _Trap] = {}
+        wanted: dict[tuple[str, str], tuple[_Trap, ConnectionConfig]] = {}
         self._asked_traps.prune(policy)
+        self._notes.begin()
         for conn in policy.connections:
             for child in conn.children:
                 if self._asked_traps.wants(conn, child):
                     trap = self._trap_for(conn, child)
                     if trap is not None:
-                        wanted[(conn.name, child.name)] = trap
+                        wanted[(conn.name, child.name)] = (trap, conn)
         for key, trap in list(self._traps.items()):
-            if wanted.get(key) != trap:
+            if wanted.get(key, (None,))[0] != trap:
                 kernel.remove_trap(trap.reqid)
                 del self._traps[key]
-        for key, trap in wanted.items():
+        for key, (trap, conn) in wanted.items():
             if key in self._traps:
                 continue
             try:
                 kernel.install_trap(trap.reqid, trap.child, trap.local, trap.remote)
                 self._traps[key] = trap
             except KernelDatapathError as exc:
-                self._report("error", f"trap for {key[0]}/{key[1]} not installed: {exc}", key[0])
+                # tried again at each apply: the same refusal is no news
+                self._notes.note(conn, key[1], "error", f"trap for {key[0]}/{key[1]} not installed: {exc}")
+        self._notes.end()
 
     def trap(self, connection: str, child: str) -> None:
         """The engine's TrapRequested: that child is trapped too, until the policy drops it."""
@@ -377,17 +383,18 @@ class KernelRuntimeDatapath:
             next((a for a in conn.remote_addrs if _is_host(a)), None)
         if remote is None or not _is_host(remote):
             target = initiate_target(conn)
+            what = f"trap {conn.name}/{child.name}"
             if target is not None and is_name(target):
-                self._report("info", f"trap {conn.name}/{child.name}: waiting for {target} to resolve", conn.name)
+                self._notes.note(conn, child.name, "info", f"{what}: waiting for {target} to resolve")
             else:
-                self._report("warning", f"trap {conn.name}/{child.name}: needs a concrete remote address", conn.name)
+                self._notes.note(conn, child.name, "warning", f"{what}: needs a concrete remote address")
             return None
         version = ipaddress.ip_address(remote).version
         candidates = list(conn.local_addrs) + list(self.policy.engine.listen)
         local = next((a for a in candidates if _is_host(a) and ipaddress.ip_address(a).version == version), None)
         if local is None:
-            self._report("warning", f"trap {conn.name}/{child.name}: needs local_addrs or [engine] listen "
-                                    f"with an IPv{version} address", conn.name)
+            self._notes.note(conn, child.name, "warning", f"trap {conn.name}/{child.name}: needs local_addrs or "
+                                                         f"[engine] listen with an IPv{version} address")
             return None
         reqid = self._engine_reqid(conn, child)
         if reqid is None:
@@ -405,7 +412,8 @@ class KernelRuntimeDatapath:
         if by_sa is not None:
             # reqid_for keys reqids by (IKE SA's connection name, child name)
             return by_sa(_ConnectionRef(conn.name), child, None)
-        self._report("warning", f"trap {conn.name}/{child.name}: the engine cannot name its reqid", conn.name)
+        self._notes.note(conn, child.name, "warning",
+                         f"trap {conn.name}/{child.name}: the engine cannot name its reqid")
         return None
 
     def _child_priority(self, connection: str, child: str) -> int | None:

@@ -2,10 +2,17 @@
 
 - :class:`AskedTraps`: the children the engine asked a trap for (TrapRequested, from
   close_action/dpd_action = trap), beside the policy's own ``start_action = "trap"``.
+- :class:`TrapNotes`: what was said about a trap that cannot go in (no concrete peer, a name not
+  resolved yet, the kernel refused it), so that each policy apply, reload or trap request does
+  not say it again. charon reports a failed trap install once per attempt (trap_manager.c,
+  "installing trap failed, remote address unknown"), and it attempts on a (re)load that changes
+  the config or on the event that asks for the trap; ours re-derive every trap on each apply,
+  so the repetition is filtered here instead.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 from engine.policy.model import ChildConfig, ConnectionConfig, Policy
@@ -56,3 +63,36 @@ class AskedTraps:
     def wants(self, conn: ConnectionConfig, child: ChildConfig) -> bool:
         """The child is to be trapped: by the policy's start_action or by the engine's ask."""
         return child.start_action == "trap" or (conn.name, child.name) in self._keys
+
+
+class TrapNotes:
+    """What each trap that could not go in said in the last policy apply. A note is logged only
+    when it is news: the first time, a different text (the condition changed), or a change of
+    that connection's config (a reload that touched it: charon attempts the trap again then). A
+    trap that went in, or is no longer wanted, is forgotten: its next problem is news again.
+
+    Use: :meth:`begin` at the start of an apply, :meth:`note` for each problem, :meth:`end`."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._log = logger
+        self._said: dict[TrapKey, tuple[str, ConnectionConfig]] = {}
+        self._now: dict[TrapKey, tuple[str, ConnectionConfig]] = {}
+
+    def begin(self) -> None:
+        self._now = {}
+
+    def note(self, conn: ConnectionConfig, child: str, level: str, text: str) -> None:
+        key = (conn.name, child)
+        said = (text, conn)
+        self._now[key] = said
+        if self._said.get(key) != said:
+            # the runtime turns engine.* log records into LogMessage events for the console
+            getattr(self._log, level)("%s", text, extra={"connection": conn.name})
+
+    def end(self) -> None:
+        self._said, self._now = self._now, {}
+
+    def forget(self) -> None:
+        """The datapath stopped: a start again says everything anew."""
+        self._said = {}
+        self._now = {}

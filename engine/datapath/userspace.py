@@ -57,7 +57,7 @@ from concurrent.futures import ThreadPoolExecutor
 from engine.datapath import mmsg, pmtu
 from engine.datapath.mmsg import control_message
 from engine.datapath.rtnl import AddressBook, RouteWriter
-from engine.datapath.traps import AskedTraps
+from engine.datapath.traps import AskedTraps, TrapNotes
 from engine.datapath.tun import (
     DEFAULT_DEVICE,
     DEFAULT_MTU,
@@ -83,7 +83,7 @@ from engine.events import (
     SaCounters,
     VirtualIpsChanged,
 )
-from engine.ike.names import initiate_target
+from engine.ike.names import initiate_target, is_name
 from engine.policy.model import Policy
 
 log = logging.getLogger("engine.datapath.userspace")
@@ -149,6 +149,8 @@ class UserspaceDatapath(pmtu.PathMtu):
         self._acquired: dict[tuple[str, str], float] = {}
         self._asked_traps = AskedTraps()
         """(connection, child) the engine asked a trap for (close_action/dpd_action = trap)."""
+        self._notes = TrapNotes(log)
+        """Traps that could not go in, said once (each apply derives them all again)."""
         self._senders: dict[tuple, object] = {}
         """(socket or raw kind, peer endpoint) -> the sender its pairs share."""
         self._reduced: set = set()
@@ -439,12 +441,16 @@ class UserspaceDatapath(pmtu.PathMtu):
         wanted: dict[tuple[str, str], tuple[tuple, str | None]] = {}
         peer_address = getattr(self.runtime, "peer_address", None)
         self._asked_traps.prune(self.policy)
+        self._notes.begin()
         for conn in self.policy.connections:
             target = initiate_target(conn)
-            if target is None:
-                continue  # nobody to initiate to
             for child in conn.children:
                 if not self._asked_traps.wants(conn, child):
+                    continue
+                what = f"trap {conn.name}/{child.name}"
+                if target is None:
+                    # nobody to initiate to (the kernel datapath says the same)
+                    self._notes.note(conn, child.name, "warning", f"{what}: needs a concrete remote address")
                     continue
                 if child.mode == "transport":
                     # The peer itself: a host name once it resolved (peer_addresses_changed).
@@ -452,6 +458,8 @@ class UserspaceDatapath(pmtu.PathMtu):
                     try:
                         nets = (ipaddress.ip_network(peer),)
                     except (TypeError, ValueError):
+                        if is_name(target):
+                            self._notes.note(conn, child.name, "info", f"{what}: waiting for {target} to resolve")
                         continue
                 else:
                     nets = tuple(n for ts in child.remote_ts if not ts.dynamic
@@ -460,6 +468,7 @@ class UserspaceDatapath(pmtu.PathMtu):
                                    for n in ranges_to_networks(ts.start, ts.end))
                 src = self._addrs.address_in(local_nets) if self._addrs is not None and local_nets else None
                 wanted[(conn.name, child.name)] = (nets, src)
+        self._notes.end()
         self.path.traps = set(wanted)
         if self.routes is None:
             return

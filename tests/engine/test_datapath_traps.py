@@ -1,9 +1,12 @@
 """engine.datapath.traps: the trap bookkeeping both datapaths share (which children the engine
-asked a trap for with close_action/dpd_action = trap)."""
+asked a trap for with close_action/dpd_action = trap; what was said of traps that cannot go in)."""
 
 from __future__ import annotations
 
-from engine.datapath.traps import AskedTraps
+import dataclasses
+import logging
+
+from engine.datapath.traps import AskedTraps, TrapNotes
 from engine.policy.parse import parse_policy
 
 POLICY = """
@@ -92,3 +95,51 @@ def test_an_asked_start_action_child_is_pruned_but_still_wanted():
     asked.ask("rw", "boot")
     asked.prune(policy)
     assert ("rw", "boot") not in asked and asked.wants(*_child(policy, "rw", "boot"))
+
+
+log = logging.getLogger("engine.datapath.test_traps")
+
+
+def _round(notes: TrapNotes, *said) -> None:
+    """One policy apply that finds the problems ``said`` ((conn config, child, level, text))."""
+    notes.begin()
+    for conn, child, level, text in said:
+        notes.note(conn, child, level, text)
+    notes.end()
+
+
+def _logged(caplog) -> list[tuple[str, str, str]]:
+    return [(r.levelname, r.getMessage(), r.connection) for r in caplog.records if r.name == log.name]
+
+
+def test_a_note_is_logged_once_while_nothing_changes(caplog):
+    caplog.set_level(logging.INFO, logger=log.name)
+    rw = _policy().connection("rw")
+    notes = TrapNotes(log)
+    for _ in range(3):
+        _round(notes, (rw, "lan", "warning", "trap rw/lan: no"))
+    _round(notes, (rw, "lan", "warning", "trap rw/lan: no"), (rw, "dmz", "info", "trap rw/dmz: wait"))
+    assert _logged(caplog) == [("WARNING", "trap rw/lan: no", "rw"), ("INFO", "trap rw/dmz: wait", "rw")]
+
+
+def test_a_note_is_news_again_on_a_new_text_a_changed_connection_or_after_a_round_without_it(caplog):
+    caplog.set_level(logging.INFO, logger=log.name)
+    rw = _policy().connection("rw")
+    notes = TrapNotes(log)
+    _round(notes, (rw, "lan", "warning", "a"))
+    _round(notes, (rw, "lan", "warning", "b"))  # the condition changed
+    _round(notes, (_policy().connection("rw"), "lan", "warning", "b"))  # a reload, the same config
+    _round(notes, (dataclasses.replace(rw, remote_addrs=("%any",)), "lan", "warning", "b"))  # a changed one
+    _round(notes)  # it went in (or is no longer wanted)
+    _round(notes, (dataclasses.replace(rw, remote_addrs=("%any",)), "lan", "warning", "b"))
+    assert [m for _, m, _ in _logged(caplog)] == ["a", "b", "b", "b"]
+
+
+def test_forget_says_everything_anew(caplog):
+    caplog.set_level(logging.INFO, logger=log.name)
+    rw = _policy().connection("rw")
+    notes = TrapNotes(log)
+    _round(notes, (rw, "lan", "error", "x"))
+    notes.forget()
+    _round(notes, (rw, "lan", "error", "x"))
+    assert [m for _, m, _ in _logged(caplog)] == ["x", "x"]
