@@ -28,7 +28,7 @@ from engine.datapath.kernel import (
     socket_bypass,
 )
 from engine.datapath.kernel_vip import VirtualIps
-from engine.datapath.traps import AskedTraps, TrapNotes
+from engine.datapath.traps import AskedTraps, TrapNotes, is_host, local_address
 from engine.crypto.transforms import EsnId
 from engine.events import ChildSaDeleted, ChildSaInstalled, ChildSaMoved, SaCounters, VirtualIpsChanged
 from engine.ike.errors import PlanRefused
@@ -380,8 +380,8 @@ class KernelRuntimeDatapath:
         # its host name resolved to; a name not answered yet is installed once it is.
         peer_address = getattr(self.runtime, "peer_address", None)
         remote = peer_address(conn) if peer_address is not None else \
-            next((a for a in conn.remote_addrs if _is_host(a)), None)
-        if remote is None or not _is_host(remote):
+            next((a for a in conn.remote_addrs if is_host(a)), None)
+        if remote is None or not is_host(remote):
             target = initiate_target(conn)
             what = f"trap {conn.name}/{child.name}"
             if target is not None and is_name(target):
@@ -390,8 +390,7 @@ class KernelRuntimeDatapath:
                 self._notes.note(conn, child.name, "warning", f"{what}: needs a concrete remote address")
             return None
         version = ipaddress.ip_address(remote).version
-        candidates = list(conn.local_addrs) + list(self.policy.engine.listen)
-        local = next((a for a in candidates if _is_host(a) and ipaddress.ip_address(a).version == version), None)
+        local = local_address(conn, self.policy, version)
         if local is None:
             self._notes.note(conn, child.name, "warning", f"trap {conn.name}/{child.name}: needs local_addrs or "
                                                          f"[engine] listen with an IPv{version} address")
@@ -475,13 +474,3 @@ class _ConnectionRef:
     """What IkeEndpoint.reqid_for reads of an IKE SA: its connection name."""
 
     name: str
-
-
-def _is_host(addr: str) -> bool:
-    if addr in ("%any", "%any6") or "/" in addr or "-" in addr:
-        return False
-    try:
-        ip = ipaddress.ip_address(addr)
-    except ValueError:
-        return False
-    return not ip.is_unspecified

@@ -8,14 +8,19 @@
   "installing trap failed, remote address unknown"), and it attempts on a (re)load that changes
   the config or on the event that asks for the trap; ours re-derive every trap on each apply,
   so the repetition is filtered here instead.
+- :func:`local_address` and :func:`trap_child`: the addresses a trap of a child whose selectors
+  are ``dynamic`` protects.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import ipaddress
 import logging
 from collections.abc import Iterator
 
 from engine.policy.model import ChildConfig, ConnectionConfig, Policy
+from engine.policy.ts import ANY_V4, ANY_V6, TrafficSelector
 
 TrapKey = tuple[str, str]
 """(connection, child)."""
@@ -96,3 +101,42 @@ class TrapNotes:
         """The datapath stopped: a start again says everything anew."""
         self._said = {}
         self._now = {}
+
+
+def is_host(addr: str) -> bool:
+    """One concrete address (not %any, a subnet, a range, a name or the unspecified address)."""
+    if addr in ("%any", "%any6") or "/" in addr or "-" in addr:
+        return False
+    try:
+        ip = ipaddress.ip_address(addr)
+    except ValueError:
+        return False
+    return not ip.is_unspecified
+
+
+def local_address(conn: ConnectionConfig, policy: Policy, version: int) -> str | None:
+    """Our end of a trap to a peer of IP ``version``: the first address of local_addrs, else of
+    [engine] listen, of that version (None: the policy names none)."""
+    candidates = list(conn.local_addrs) + list(policy.engine.listen)
+    return next((a for a in candidates if is_host(a) and ipaddress.ip_address(a).version == version), None)
+
+
+def trap_child(child: ChildConfig, local: str | None, remote: str | None, version: int) -> ChildConfig:
+    """``child`` with its ``dynamic`` selectors made concrete for a trap to ``remote`` (None: its
+    remote ones stay): our end is ``local``, or any address of IP ``version`` when the policy
+    names none (charon's trap_manager installs a trap from %any when it knows no source). What
+    the kernel's trap policy holds (kernel_spd.install_trap), for the userspace datapath's SPD."""
+    peer = ipaddress.ip_address(remote) if remote is not None else None
+    ours = ipaddress.ip_address(local) if local is not None else None
+    lo, hi = ANY_V4 if version == 4 else ANY_V6
+
+    def mine(ts: TrafficSelector) -> TrafficSelector:
+        if not ts.dynamic or ours is not None:
+            return ts.resolve(ours) if ours is not None else ts
+        return TrafficSelector(lo, hi, ts.protocol, ts.start_port, ts.end_port)
+
+    local_ts = tuple(mine(ts) for ts in child.local_ts)
+    remote_ts = tuple(ts.resolve(peer) for ts in child.remote_ts) if peer is not None else child.remote_ts
+    if local_ts == child.local_ts and remote_ts == child.remote_ts:
+        return child
+    return dataclasses.replace(child, local_ts=local_ts, remote_ts=remote_ts)

@@ -4,9 +4,10 @@ asked a trap for with close_action/dpd_action = trap; what was said of traps tha
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import logging
 
-from engine.datapath.traps import AskedTraps, TrapNotes
+from engine.datapath.traps import AskedTraps, TrapNotes, is_host, local_address, trap_child
 from engine.policy.parse import parse_policy
 
 POLICY = """
@@ -143,3 +144,37 @@ def test_forget_says_everything_anew(caplog):
     notes.forget()
     _round(notes, (rw, "lan", "error", "x"))
     assert [m for _, m, _ in _logged(caplog)] == ["x", "x"]
+
+
+def test_is_host_is_one_concrete_address():
+    assert is_host("192.0.2.1") and is_host("2001:db8::1")
+    for addr in ("%any", "%any6", "0.0.0.0", "::", "192.0.2.0/24", "192.0.2.1-192.0.2.9", "gw.example"):
+        assert not is_host(addr), addr
+
+
+def test_local_address_prefers_local_addrs_then_listen_of_the_peers_family():
+    text = POLICY.replace('[connections.rw]\n', '[engine]\nlisten = ["0.0.0.0", "198.51.100.1", "2001:db8::1"]\n\n'
+                          '[connections.rw]\nlocal_addrs = ["%any", "192.0.2.0/24", "192.0.2.1"]\n')
+    policy = _policy(text)
+    assert local_address(policy.connection("rw"), policy, 4) == "192.0.2.1"
+    assert local_address(policy.connection("other"), policy, 4) == "198.51.100.1"
+    assert local_address(policy.connection("other"), policy, 6) == "2001:db8::1"
+    assert local_address(policy.connection("other"), _policy(), 4) is None
+
+
+def test_trap_child_makes_dynamic_selectors_concrete():
+    host = _policy(POLICY.replace('remote_ts = ["198.51.100.128/25"]\n', 'local_ts = ["dynamic[tcp]"]\n'))
+    child = host.connection("rw").child("lan")  # local dynamic (tcp), remote dynamic
+    both = trap_child(child, "127.0.0.1", "127.0.0.2", 4)
+    (l,), (r,) = both.local_ts, both.remote_ts
+    assert (str(l.start), str(l.end), l.protocol, l.dynamic) == ("127.0.0.1", "127.0.0.1", 6, False)
+    assert (str(r.start), str(r.end), r.dynamic) == ("127.0.0.2", "127.0.0.2", False)
+    # no local address known: any of the family (charon traps from %any), ports and protocol kept
+    (l,) = trap_child(child, None, "2001:db8::2", 6).local_ts
+    assert (l.start, l.end, l.protocol, l.dynamic) == (ipaddress.ip_address("::"),
+                                                      ipaddress.ip_address("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"),
+                                                      6, False)
+    # the peer not known: the remote selectors stay as they are
+    assert trap_child(child, "127.0.0.1", None, 4).remote_ts == child.remote_ts
+    concrete = _policy().connection("other").child("net")
+    assert trap_child(concrete, "127.0.0.1", None, 4).remote_ts == concrete.remote_ts

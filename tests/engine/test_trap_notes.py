@@ -187,3 +187,73 @@ def test_both_datapaths_trap_the_same_children_and_say_the_same(policy, peer, ca
         gone = dp.untrap("rw")
         seen[name] = (after_ask, gone, trapped(dp), said(caplog))
     assert seen["kernel"] == seen["userspace"], seen
+
+
+# ------------------------------------------------------------ selectors that name the peer
+# A trap whose selectors are ``dynamic`` (a transport-mode child, a host-to-host tunnel without
+# remote_ts, the default) protects traffic to the peer itself: the kernel's trap policy names it
+# (kernel_spd.install_trap resolves ``dynamic`` to the trap's addresses, as charon's trap_manager
+# does); the userspace datapath must route the peer into the device and acquire for it.
+
+TUNNEL_HOSTS = BASE.replace('local_ts = ["198.51.100.0/25"]\nremote_ts = ["198.51.100.128/25"]\n', "")
+
+
+def _to_peer(dp, addr: str = "127.0.0.2"):
+    """A packet from us to the peer ``addr`` through the userspace datapath's SPD."""
+    from engine.datapath.lab import udp_packet
+    from tests.engine.test_userspace_trap import send
+
+    pkt = udp_packet(bytes([127, 0, 0, 1]), bytes(map(int, addr.split("."))), 1000, 53, b"q")
+    return send(dp, pkt)
+
+
+def _acquired(dp) -> list:
+    from engine.events import AcquireRequested
+
+    return [dp.runtime.endpoint.registry.reqid_owner(e.reqid) for e in dp.runtime.events
+            if isinstance(e, AcquireRequested)]
+
+
+@pytest.mark.parametrize("text", [
+    TUNNEL_HOSTS,  # a host-to-host tunnel: remote_ts dynamic by default
+    _transport(BASE),
+    _transport(_remote(BASE, '127.0.5.0/24", "127.0.0.2')),  # the peer initiated to, not the subnet
+    _transport(BASE).replace('local_addrs = ["127.0.0.1"]\n', "").replace('listen = ["127.0.0.1"]\n', ""),
+], ids=["tunnel-dynamic", "transport", "transport-subnet-first", "transport-no-local"])
+def test_userspace_trap_of_the_peer_itself_acquires(text):
+    dp = userspace(text)
+    assert ("127.0.0.2/32",) in [r[0] for r in dp.routes.routes]
+    assert _to_peer(dp) == "no_sa" and _acquired(dp) == [("rw", "lan")]
+
+
+def test_userspace_transport_trap_to_a_named_peer_acquires_once_resolved():
+    dp = userspace(_transport(NAMED), NamedRuntime)
+    rt = dp.runtime
+    rt.endpoint.resolved("gw.test", ("127.0.0.7",), rt.t)
+    dp.peer_addresses_changed()
+    assert _to_peer(dp, "127.0.0.7") == "no_sa" and _acquired(dp) == [("rw", "lan")]
+    rt.events.clear()
+    rt.t += 10  # past ACQUIRE_HOLD
+    rt.endpoint.resolved("gw.test", ("127.0.0.8",), rt.t)  # DynDNS: the peer moved
+    dp.peer_addresses_changed()
+    assert _to_peer(dp, "127.0.0.8") == "no_sa" and _acquired(dp) == [("rw", "lan")]
+
+
+@pytest.mark.parametrize("text", [TUNNEL_HOSTS, _transport(BASE), _transport(_remote(BASE, '127.0.5.0/24", "127.0.0.2'))],
+                         ids=["tunnel-dynamic", "transport", "transport-subnet-first"])
+def test_both_datapaths_trap_a_child_whose_selectors_name_the_peer(text):
+    k, u = kernel(text), userspace(text)
+    assert trapped(k) == trapped(u) == {("rw", "lan")}
+    assert ("127.0.0.2/32",) in [r[0] for r in u.routes.routes]  # the kernel's trap policy names the peer
+    assert _to_peer(u) == "no_sa" and _acquired(u) == [("rw", "lan")]
+
+
+def test_userspace_tunnel_trap_to_a_named_peer_with_our_end_dynamic_acquires_at_once():
+    # Only our end is dynamic: the route and the SPD need no answer for the peer's name.
+    from engine.datapath.lab import udp_packet
+    from tests.engine.test_userspace_trap import send
+
+    dp = userspace(NAMED.replace('local_ts = ["198.51.100.0/25"]\n', ""), NamedRuntime)
+    assert dp.routes.routes == [(("198.51.100.128/25",), None, "unicast")]
+    pkt = udp_packet(bytes([127, 0, 0, 1]), bytes([198, 51, 100, 130]), 1000, 53, b"q")
+    assert send(dp, pkt) == "no_sa" and _acquired(dp) == [("rw", "lan")]
