@@ -348,8 +348,12 @@ class KernelRuntimeDatapath:
                         wanted[(conn.name, child.name)] = (trap, conn)
         for key, trap in list(self._traps.items()):
             if wanted.get(key, (None,))[0] != trap:
-                kernel.remove_trap(trap.reqid)
-                del self._traps[key]
+                del self._traps[key]  # the SpdTable forgets it even when the kernel refuses
+                try:
+                    kernel.remove_trap(trap.reqid)
+                except KernelDatapathError as exc:
+                    # raising would fail a reload whose rules are in (and skip the traps after it)
+                    self._report("error", f"trap for {key[0]}/{key[1]} not removed: {exc}", key[0])
         for key, (trap, conn) in wanted.items():
             if key in self._traps:
                 continue

@@ -257,3 +257,19 @@ def test_userspace_tunnel_trap_to_a_named_peer_with_our_end_dynamic_acquires_at_
     assert dp.routes.routes == [(("198.51.100.128/25",), None, "unicast")]
     pkt = udp_packet(bytes([127, 0, 0, 1]), bytes([198, 51, 100, 130]), 1000, 53, b"q")
     assert send(dp, pkt) == "no_sa" and _acquired(dp) == [("rw", "lan")]
+
+
+def test_kernel_refusing_to_remove_a_trap_does_not_fail_the_reload(caplog):
+    # The reload's rules are in and the datapath holds the new policy by then: raising would have
+    # the runtime keep the old one beside them (and skip the traps after it).
+    dp = kernel(BASE)
+    (reqid,) = dp.kernel.traps
+
+    def refuse(reqid):
+        dp.kernel.traps.pop(reqid)  # what SpdTable.remove_trap forgets before the kernel answers
+        raise KernelDatapathError("Operation not permitted")
+
+    dp.kernel.remove_trap = refuse
+    reload(dp, BASE.replace('start_action = "trap"', ""))
+    assert trapped(dp) == set() and dp.kernel.traps == {}
+    assert said(caplog) == ["trap for rw/lan not removed: Operation not permitted"]
