@@ -28,6 +28,7 @@ from engine.datapath.kernel import (
     socket_bypass,
 )
 from engine.datapath.kernel_vip import VirtualIps
+from engine.datapath.traps import AskedTraps, TrapNotes, is_host, local_address
 from engine.crypto.transforms import EsnId
 from engine.events import ChildSaDeleted, ChildSaInstalled, ChildSaMoved, SaCounters, VirtualIpsChanged
 from engine.ike.errors import PlanRefused
@@ -127,8 +128,10 @@ class KernelRuntimeDatapath:
         self.runtime = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._traps: dict[tuple[str, str], _Trap] = {}
-        self._asked_traps: set[tuple[str, str]] = set()
+        self._asked_traps = AskedTraps()
         """(connection, child) the engine asked a trap for (close_action/dpd_action = trap)."""
+        self._notes = TrapNotes(log)
+        """Traps that could not go in, said once (each apply derives them all again)."""
         self._encap_fds: set[int] = set()
         self._userspace_esp = 0
         self._vips: VirtualIps | None = None
@@ -194,6 +197,7 @@ class KernelRuntimeDatapath:
         if self._loop is not None:
             self._loop.remove_reader(kernel.events_fileno())
         self._traps.clear()
+        self._notes.forget()
         try:
             await asyncio.to_thread(kernel.close)
         finally:
@@ -333,45 +337,46 @@ class KernelRuntimeDatapath:
     def _apply_traps(self) -> None:
         kernel = self._kernel()
         policy = self.policy
-        wanted: dict[tuple[str, str], _Trap] = {}
-        # Only while the child still asks for one (a reload that drops its trap option drops it)
-        self._asked_traps &= {(c.name, k.name) for c in policy.connections for k in c.children
-                              if "trap" in (k.close_action, k.dpd_action)}
+        wanted: dict[tuple[str, str], tuple[_Trap, ConnectionConfig]] = {}
+        self._asked_traps.prune(policy)
+        self._notes.begin()
         for conn in policy.connections:
             for child in conn.children:
-                if child.start_action == "trap" or (conn.name, child.name) in self._asked_traps:
+                if self._asked_traps.wants(conn, child):
                     trap = self._trap_for(conn, child)
                     if trap is not None:
-                        wanted[(conn.name, child.name)] = trap
+                        wanted[(conn.name, child.name)] = (trap, conn)
         for key, trap in list(self._traps.items()):
-            if wanted.get(key) != trap:
-                kernel.remove_trap(trap.reqid)
-                del self._traps[key]
-        for key, trap in wanted.items():
+            if wanted.get(key, (None,))[0] != trap:
+                del self._traps[key]  # the SpdTable forgets it even when the kernel refuses
+                try:
+                    kernel.remove_trap(trap.reqid)
+                except KernelDatapathError as exc:
+                    # raising would fail a reload whose rules are in (and skip the traps after it)
+                    self._report("error", f"trap for {key[0]}/{key[1]} not removed: {exc}", key[0])
+        for key, (trap, conn) in wanted.items():
             if key in self._traps:
                 continue
             try:
                 kernel.install_trap(trap.reqid, trap.child, trap.local, trap.remote)
                 self._traps[key] = trap
             except KernelDatapathError as exc:
-                self._report("error", f"trap for {key[0]}/{key[1]} not installed: {exc}", key[0])
+                # tried again at each apply: the same refusal is no news
+                self._notes.note(conn, key[1], "error", f"trap for {key[0]}/{key[1]} not installed: {exc}")
+        self._notes.end()
 
     def trap(self, connection: str, child: str) -> None:
         """The engine's TrapRequested: that child is trapped too, until the policy drops it."""
-        if (connection, child) not in self._asked_traps:
-            self._asked_traps.add((connection, child))
-            if self.kernel is not None:
-                self._apply_traps()
+        if self._asked_traps.ask(connection, child) and self.kernel is not None:
+            self._apply_traps()
 
     def untrap(self, connection: str) -> list[str]:
         """The admin's terminate: the traps the engine asked for that connection go (those of
         ``start_action = "trap"`` are the policy's and stay), or the next packet would bring the
         tunnel back. Returns the children whose trap went."""
-        gone = sorted(k for c, k in self._asked_traps if c == connection)
-        if gone:
-            self._asked_traps = {k for k in self._asked_traps if k[0] != connection}
-            if self.kernel is not None:
-                self._apply_traps()
+        gone = self._asked_traps.drop(connection)
+        if gone and self.kernel is not None:
+            self._apply_traps()
         return gone
 
     def _trap_for(self, conn: ConnectionConfig, child: ChildConfig) -> _Trap | None:
@@ -379,20 +384,20 @@ class KernelRuntimeDatapath:
         # its host name resolved to; a name not answered yet is installed once it is.
         peer_address = getattr(self.runtime, "peer_address", None)
         remote = peer_address(conn) if peer_address is not None else \
-            next((a for a in conn.remote_addrs if _is_host(a)), None)
-        if remote is None or not _is_host(remote):
+            next((a for a in conn.remote_addrs if is_host(a)), None)
+        if remote is None or not is_host(remote):
             target = initiate_target(conn)
+            what = f"trap {conn.name}/{child.name}"
             if target is not None and is_name(target):
-                self._report("info", f"trap {conn.name}/{child.name}: waiting for {target} to resolve", conn.name)
+                self._notes.note(conn, child.name, "info", f"{what}: waiting for {target} to resolve")
             else:
-                self._report("warning", f"trap {conn.name}/{child.name}: needs a concrete remote address", conn.name)
+                self._notes.note(conn, child.name, "warning", f"{what}: needs a concrete remote address")
             return None
         version = ipaddress.ip_address(remote).version
-        candidates = list(conn.local_addrs) + list(self.policy.engine.listen)
-        local = next((a for a in candidates if _is_host(a) and ipaddress.ip_address(a).version == version), None)
+        local = local_address(conn, self.policy, version)
         if local is None:
-            self._report("warning", f"trap {conn.name}/{child.name}: needs local_addrs or [engine] listen "
-                                    f"with an IPv{version} address", conn.name)
+            self._notes.note(conn, child.name, "warning", f"trap {conn.name}/{child.name}: needs local_addrs or "
+                                                         f"[engine] listen with an IPv{version} address")
             return None
         reqid = self._engine_reqid(conn, child)
         if reqid is None:
@@ -410,7 +415,8 @@ class KernelRuntimeDatapath:
         if by_sa is not None:
             # reqid_for keys reqids by (IKE SA's connection name, child name)
             return by_sa(_ConnectionRef(conn.name), child, None)
-        self._report("warning", f"trap {conn.name}/{child.name}: the engine cannot name its reqid", conn.name)
+        self._notes.note(conn, child.name, "warning",
+                         f"trap {conn.name}/{child.name}: the engine cannot name its reqid")
         return None
 
     def _child_priority(self, connection: str, child: str) -> int | None:
@@ -472,13 +478,3 @@ class _ConnectionRef:
     """What IkeEndpoint.reqid_for reads of an IKE SA: its connection name."""
 
     name: str
-
-
-def _is_host(addr: str) -> bool:
-    if addr in ("%any", "%any6") or "/" in addr or "-" in addr:
-        return False
-    try:
-        ip = ipaddress.ip_address(addr)
-    except ValueError:
-        return False
-    return not ip.is_unspecified

@@ -57,6 +57,7 @@ from concurrent.futures import ThreadPoolExecutor
 from engine.datapath import mmsg, pmtu
 from engine.datapath.mmsg import control_message
 from engine.datapath.rtnl import AddressBook, RouteWriter
+from engine.datapath.traps import AskedTraps, TrapNotes
 from engine.datapath.tun import (
     DEFAULT_DEVICE,
     DEFAULT_MTU,
@@ -73,6 +74,7 @@ from engine.datapath.tun import (
 )
 from engine.datapath.userspace_io import RawReader, RawSender, SourcedSocket, TunIO, UdpSender, open_esp, raw_batch
 from engine.datapath.userspace_path import Pair, SaPath
+from engine.datapath.userspace_traps import UserspaceTraps
 from engine.esp import SaConfigError
 from engine.events import (
     AcquireRequested,
@@ -82,7 +84,6 @@ from engine.events import (
     SaCounters,
     VirtualIpsChanged,
 )
-from engine.ike.names import initiate_target
 from engine.policy.model import Policy
 
 log = logging.getLogger("engine.datapath.userspace")
@@ -100,7 +101,7 @@ SOCKET_BUFFER = 4 << 20
 """Bytes of send/receive buffer asked for on the ESP sockets (bursts of a GSO batch fill the default)."""
 
 
-class UserspaceDatapath(pmtu.PathMtu):
+class UserspaceDatapath(UserspaceTraps, pmtu.PathMtu):
     """Datapath protocol implementation over a TUN device (see the module docstring)."""
 
     name = "userspace"
@@ -146,8 +147,10 @@ class UserspaceDatapath(pmtu.PathMtu):
         self._trap_routes: dict[tuple[str, str], tuple[tuple, str | None]] = {}
         """(connection, child) of a trap -> the networks (and source) routed into the device for it."""
         self._acquired: dict[tuple[str, str], float] = {}
-        self._asked_traps: set[tuple[str, str]] = set()
+        self._asked_traps = AskedTraps()
         """(connection, child) the engine asked a trap for (close_action/dpd_action = trap)."""
+        self._notes = TrapNotes(log)
+        """Traps that could not go in, said once (each apply derives them all again)."""
         self._senders: dict[tuple, object] = {}
         """(socket or raw kind, peer endpoint) -> the sender its pairs share."""
         self._reduced: set = set()
@@ -426,57 +429,9 @@ class UserspaceDatapath(pmtu.PathMtu):
         """SPD from the new policy; bypass rules get ``throw`` routes (back to main), discard rules
         are routed into the TUN so their drops are counted."""
         self.policy = policy
-        self.path.apply_policy(policy)
         if self.routes is not None:
             self._apply_rule_routes()
-        self._apply_traps()
-
-    def _apply_traps(self) -> None:
-        """``start_action = "trap"``: the child's remote selectors are routed into the device, and
-        the first packet its policy protects without an SA starts the negotiation (what the
-        kernel's trap policy and ACQUIRE do for the kernel datapath)."""
-        wanted: dict[tuple[str, str], tuple[tuple, str | None]] = {}
-        peer_address = getattr(self.runtime, "peer_address", None)
-        # Only while the child still asks for one (a reload that drops its trap option drops it)
-        self._asked_traps &= {(c.name, k.name) for c in self.policy.connections for k in c.children
-                              if "trap" in (k.close_action, k.dpd_action)}
-        for conn in self.policy.connections:
-            target = initiate_target(conn)
-            if target is None:
-                continue  # nobody to initiate to
-            for child in conn.children:
-                if child.start_action != "trap" and (conn.name, child.name) not in self._asked_traps:
-                    continue
-                if child.mode == "transport":
-                    # The peer itself: a host name once it resolved (peer_addresses_changed).
-                    peer = peer_address(conn) if peer_address is not None else target
-                    try:
-                        nets = (ipaddress.ip_network(peer),)
-                    except (TypeError, ValueError):
-                        continue
-                else:
-                    nets = tuple(n for ts in child.remote_ts if not ts.dynamic
-                                 for n in ranges_to_networks(ts.start, ts.end))
-                local_nets = tuple(n for ts in child.local_ts if not ts.dynamic
-                                   for n in ranges_to_networks(ts.start, ts.end))
-                src = self._addrs.address_in(local_nets) if self._addrs is not None and local_nets else None
-                wanted[(conn.name, child.name)] = (nets, src)
-        self.path.traps = set(wanted)
-        if self.routes is None:
-            return
-        old, self._trap_routes = self._trap_routes, wanted
-        for key, route in wanted.items():
-            if old.get(key) != route:
-                self.routes.add(*route)
-        for key, route in old.items():
-            if wanted.get(key) != route:
-                self.routes.remove(*route)
-
-    def peer_addresses_changed(self) -> None:
-        """A host name in remote_addrs resolved anew (the runtime calls this): a transport-mode
-        trap routes the peer's address, so it follows."""
-        if self.policy is not None:
-            self._apply_traps()
+        self._apply_traps(spd=True)  # the SPD too, with the traps' selectors
 
     def _apply_rule_routes(self) -> None:
         wanted: list[tuple[tuple, str]] = []
@@ -490,24 +445,6 @@ class UserspaceDatapath(pmtu.PathMtu):
             self.routes.add(nets, None, kind)
         for nets, kind in old:
             self.routes.remove(nets, None, kind)
-
-    def trap(self, connection: str, child: str) -> None:
-        """The engine's TrapRequested: that child is trapped too, until the policy drops it."""
-        if (connection, child) not in self._asked_traps:
-            self._asked_traps.add((connection, child))
-            self._apply_traps()
-            self.path._clear_flows()  # a flow decided "no_sa" before would not ask for the SA
-
-    def untrap(self, connection: str) -> list[str]:
-        """The admin's terminate: the traps the engine asked for that connection go (those of
-        ``start_action = "trap"`` are the policy's and stay), or the next packet would bring the
-        tunnel back. Returns the children whose trap went."""
-        gone = sorted(k for c, k in self._asked_traps if c == connection)
-        if gone:
-            self._asked_traps = {k for k in self._asked_traps if k[0] != connection}
-            self._apply_traps()
-            self.path._clear_flows()  # a flow decided to acquire must not go on asking
-        return gone
 
     # ------------------------------------------------------------ packets
     def flush_events(self) -> None:
