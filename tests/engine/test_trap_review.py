@@ -1,0 +1,130 @@
+"""Second review of the shared trap code (engine.datapath.traps, userspace_traps): what a trap
+leaves in the kernel's routing table and SPD once SAs come and go, and what an ACQUIRE of a trap
+that is no longer ours does."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+
+import engine.datapath.userspace as userspace
+from engine.datapath.tun import RouteTable
+from engine.events import ChildKeys, ChildSaDeleted, ChildSaInstalled
+from engine.policy.parse import parse_policy
+from engine.policy.ts import parse_ts
+from engine.secret import Secret
+
+from tests.engine.test_userspace_trap import FakeRuntime
+
+HOSTS = """
+[engine]
+datapath = "userspace"
+listen = ["192.0.2.2"]
+
+[connections.gw]
+local_addrs = ["192.0.2.2"]
+remote_addrs = ["192.0.2.1"]
+local = { auth = "psk", id = "gw.example" }
+remote = { auth = "psk" }
+
+[connections.gw.children.host]
+start_action = "trap"
+"""
+"""A host-to-host tunnel (selectors ``dynamic`` on both sides, the default): its trap routes the
+peer, and so does each of its CHILD SAs (with our address as the route's source)."""
+
+
+class KernelTable:
+    """What the kernel's routing table keeps of RouteTable's requests: one route per network and
+    type (NEWROUTE with NLM_F_REPLACE replaces it; DELROUTE without a source takes it)."""
+
+    def __init__(self) -> None:
+        self.routes: dict[tuple[str, str], str | None] = {}
+
+    def route(self, add, net, *, oif=None, src=None, kind="unicast", metric=None) -> None:
+        if add:
+            self.routes[(str(net), kind)] = src
+        else:
+            self.routes.pop((str(net), kind), None)
+
+
+class Ours:
+    """The host's addresses (AddressBook.address_in): 192.0.2.2."""
+
+    def address_in(self, networks):
+        ours = ipaddress.ip_address("192.0.2.2")
+        return "192.0.2.2" if any(ours in n for n in networks) else None
+
+
+def _sa(n: int, child: str = "host", mode: str = "tunnel") -> ChildSaInstalled:
+    keys = ChildKeys(Secret(os.urandom(36)), Secret(b""), Secret(os.urandom(36)), Secret(b""))
+    return ChildSaInstalled(
+        ike_sa=n, connection="gw", child=child, unique_id=n, reqid=1, protocol="esp", mode=mode,
+        spi_in=0x1000 + n, spi_out=0x9000 + n, local_addr="192.0.2.2", remote_addr="192.0.2.1",
+        local_ts=(parse_ts("192.0.2.2/32"),), remote_ts=(parse_ts("192.0.2.1/32"),), encr_id=20,
+        encr_key_length=256, integ_id=None, esn=False, keys=keys, encap=True, local_port=4500,
+        remote_port=4500, initiator=True)
+
+
+def _gone(n: int, child: str = "host") -> ChildSaDeleted:
+    return ChildSaDeleted(ike_sa=n, connection="gw", child=child, unique_id=n, reqid=1, protocol="esp",
+                          spi_in=0x1000 + n, spi_out=0x9000 + n, reason="deleted by peer")
+
+
+class _Sender:
+    dest = ("192.0.2.1", 4500)
+    pmtu = 0
+    key = "test"
+
+    def __init__(self) -> None:
+        self.pairs: set = set()
+
+
+def _datapath(monkeypatch, text: str = HOSTS):
+    monkeypatch.setattr(userspace, "_immediate", lambda sender: None)
+    policy = parse_policy(text, load_secrets=False)
+    dp = userspace.UserspaceDatapath(policy)
+    dp.runtime = FakeRuntime(policy)
+    sender = _Sender()
+    dp._sender = lambda ev: sender
+    kernel = KernelTable()
+    dp.routes = RouteTable(kernel, 5)
+    dp._addrs = Ours()
+    dp.apply_policy(policy)
+    return dp, kernel
+
+
+def test_a_trap_keeps_its_route_when_the_sa_of_the_same_peer_goes(monkeypatch):
+    # start_action = "trap": the trap routes the peer; its CHILD SA routes it too (our address as
+    # source). The kernel holds one route per network: when the SA goes, the trap's must still be
+    # there, or the peer's traffic hits the blackhole backstop and never acquires again.
+    dp, kernel = _datapath(monkeypatch)
+    assert kernel.routes.get(("192.0.2.1/32", "unicast"), "none") != "none"
+    dp.install(_sa(1))
+    dp.remove(_gone(1))
+    assert ("192.0.2.1/32", "unicast") in kernel.routes, kernel.routes
+
+
+def test_the_sa_keeps_its_route_when_the_trap_goes(monkeypatch):
+    dp, kernel = _datapath(monkeypatch)
+    dp.install(_sa(1))
+    dp.apply_policy(parse_policy(HOSTS.replace('start_action = "trap"', ""), load_secrets=False))
+    assert kernel.routes.get(("192.0.2.1/32", "unicast")) == "192.0.2.2", kernel.routes
+    dp.remove(_gone(1))
+    assert ("192.0.2.1/32", "unicast") not in kernel.routes and kernel.routes == {}
+
+
+def test_route_table_keeps_a_network_routed_while_any_source_uses_it():
+    kernel = KernelTable()
+    table = RouteTable(kernel, 5)
+    net = (ipaddress.ip_network("192.0.2.1/32"),)
+    table.add(net, "192.0.2.2")
+    table.add(net, None)  # replaces it in the kernel
+    table.remove(net, None)
+    assert kernel.routes == {("192.0.2.1/32", "unicast"): "192.0.2.2", ("192.0.2.1/32", "blackhole"): None}
+    table.add(net, None)
+    sent = []
+    kernel.route = lambda add, n, **kw: sent.append((add, str(n), kw["kind"]))
+    table.clear()  # one DELROUTE per network and type: a second would find nothing to delete
+    assert sorted(sent) == [(False, "192.0.2.1/32", "blackhole"), (False, "192.0.2.1/32", "unicast")]
+    assert table.routes() == [] and table._sources == {}
