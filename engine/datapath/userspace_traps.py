@@ -57,12 +57,16 @@ class UserspaceTraps:
                             self._notes.note(conn, child.name, "info", f"{what}: waiting for {target} to resolve")
                         continue
                     nets = (host,) if child.mode == "transport" else nets + (host,)
+                local_nets = tuple(n for ts in child.local_ts if not ts.dynamic
+                                   for n in ranges_to_networks(ts.start, ts.end))
                 if remote_dynamic or any(ts.dynamic for ts in child.local_ts):
                     version = host.version if peer is not None else next((t.version for t in child.remote_ts), 4)
                     local = local_address(conn, self.policy, version)
                     concrete.setdefault(conn.name, {})[child.name] = trap_child(child, local, peer, version)
-                local_nets = tuple(n for ts in child.local_ts if not ts.dynamic
-                                   for n in ranges_to_networks(ts.start, ts.end))
+                    if local is not None and any(ts.dynamic for ts in child.local_ts):
+                        # the SPD entry is from that address: packets must leave from it (a host
+                        # with several would pick another, dropped without an acquire)
+                        local_nets += (ipaddress.ip_network(local),)
                 src = self._addrs.address_in(local_nets) if self._addrs is not None and local_nets else None
                 wanted[(conn.name, child.name)] = (nets, src)
         self._notes.end()

@@ -128,3 +128,17 @@ def test_route_table_keeps_a_network_routed_while_any_source_uses_it():
     table.clear()  # one DELROUTE per network and type: a second would find nothing to delete
     assert sorted(sent) == [(False, "192.0.2.1/32", "blackhole"), (False, "192.0.2.1/32", "unicast")]
     assert table.routes() == [] and table._sources == {}
+
+
+TRANSPORT = HOSTS.replace('start_action = "trap"', 'start_action = "trap"\nmode = "transport"')
+ROAD = HOSTS.replace('start_action = "trap"', 'start_action = "trap"\nremote_ts = ["198.51.100.0/25"]')
+"""Our end ``dynamic`` (the default), the remote one a subnet: a road warrior without a virtual IP."""
+
+
+def test_a_trap_whose_end_is_dynamic_routes_with_our_address_as_source(monkeypatch):
+    # The trap's SPD entry is from our IKE address (local_addrs): a packet the kernel gave another
+    # source (a host with several addresses) would be dropped without an acquire. The CHILD SA's
+    # route names our address too (UserspaceDatapath.install).
+    for text, net in ((HOSTS, "192.0.2.1/32"), (TRANSPORT, "192.0.2.1/32"), (ROAD, "198.51.100.0/25")):
+        dp, kernel = _datapath(monkeypatch, text)
+        assert kernel.routes.get((net, "unicast")) == "192.0.2.2", (text, kernel.routes)
