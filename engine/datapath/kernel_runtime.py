@@ -30,7 +30,14 @@ from engine.datapath.kernel import (
 from engine.datapath.kernel_vip import VirtualIps
 from engine.datapath.traps import AskedTraps, TrapNotes, is_host, local_address
 from engine.crypto.transforms import EsnId
-from engine.events import ChildSaDeleted, ChildSaInstalled, ChildSaMoved, SaCounters, VirtualIpsChanged
+from engine.events import (
+    AcquireRequested,
+    ChildSaDeleted,
+    ChildSaInstalled,
+    ChildSaMoved,
+    SaCounters,
+    VirtualIpsChanged,
+)
 from engine.ike.errors import PlanRefused
 from engine.ike.names import initiate_target, is_name
 from engine.policy.model import ChildConfig, ConnectionConfig, Policy
@@ -452,6 +459,12 @@ class KernelRuntimeDatapath:
             log.warning("reading XFRM events failed: %s", exc)
             return
         for ev in events:
+            if isinstance(ev, AcquireRequested) and not any(t.reqid == ev.reqid for t in self._traps.values()):
+                # charon's trap_manager too ("trap not found, unable to acquire reqid"): a trap
+                # policy the kernel would not remove, or one that went while this was queued,
+                # must not bring back a tunnel the admin or the policy took down
+                log.debug("ACQUIRE for reqid %d: no trap of ours, ignored", ev.reqid)
+                continue
             self.runtime.datapath_event(ev)
 
     @staticmethod

@@ -142,3 +142,33 @@ def test_a_trap_whose_end_is_dynamic_routes_with_our_address_as_source(monkeypat
     for text, net in ((HOSTS, "192.0.2.1/32"), (TRANSPORT, "192.0.2.1/32"), (ROAD, "198.51.100.0/25")):
         dp, kernel = _datapath(monkeypatch, text)
         assert kernel.routes.get((net, "unicast")) == "192.0.2.2", (text, kernel.routes)
+
+
+# ------------------------------------------------------------ kernel: a trap that did not go away
+def test_kernel_acquire_of_a_trap_that_is_no_longer_ours_initiates_nothing():
+    # The admin terminates a connection whose close_action trap the kernel will not remove: its
+    # policy stays in the kernel and ACQUIREs on the next packet. charon's trap_manager acquire
+    # looks the reqid up among its traps ("trap not found, unable to acquire reqid"): the tunnel
+    # the admin took down must not come back.
+    from engine.datapath.kernel import KernelDatapathError
+    from engine.events import AcquireRequested
+    from tests.engine.test_trap_notes import CLOSE, kernel
+
+    dp = kernel(CLOSE)
+    dp.trap("rw", "lan")
+    (reqid,) = dp.kernel.traps
+    queued = [AcquireRequested(reqid=reqid)]
+    dp.kernel.events_fileno = lambda: -1
+    dp.kernel.read_events = lambda timeout: list(queued)
+    dp._on_kernel_events()
+    assert dp.runtime.events == queued  # a trap of ours: the engine negotiates
+
+    def refuse(reqid):
+        dp.kernel.traps.pop(reqid)
+        raise KernelDatapathError("Operation not permitted")
+
+    dp.kernel.remove_trap = refuse
+    assert dp.untrap("rw") == ["lan"]
+    dp.runtime.events.clear()
+    dp._on_kernel_events()
+    assert dp.runtime.events == []
