@@ -103,14 +103,22 @@ class SpdTable(XfrmRequests):
             self._traps[reqid] = [s.key for s in specs]
 
     def remove_trap(self, reqid: int) -> None:
-        """Remove a trap's policies (those a CHILD SA of the same reqid still uses stay)."""
+        """Remove a trap's policies (those a CHILD SA of the same reqid still uses stay). A policy
+        the kernel refuses to delete does not keep the others: each is released, then the first
+        refusal is raised (the caller reports it and goes on, as charon's del_policy does)."""
         with self._lock:
             keys = self._traps.pop(reqid, None)
             if keys is None:
                 return
             holder: Holder = ("trap", reqid, kernel_reqid(reqid))
+            refused: KernelDatapathError | None = None
             for key in keys:
-                self._release_policy(key, holder, f"trap reqid {reqid}")
+                try:
+                    self._release_policy(key, holder, f"trap reqid {reqid}")
+                except KernelDatapathError as exc:
+                    refused = refused or exc
+            if refused is not None:
+                raise refused
 
     # ------------------------------------------------------------ rules
     def install_rules(self, rules: Sequence[RuleConfig]) -> None:
