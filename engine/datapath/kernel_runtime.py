@@ -63,6 +63,8 @@ class _Trap:
     child: ChildConfig
     local: str
     remote: str
+    routed: bool = False
+    """``local`` is the route's source towards ``remote`` (no local address configured)."""
 
 
 def read_xfrm_stat(path: str = XFRM_STAT) -> dict[str, int]:
@@ -402,6 +404,9 @@ class KernelRuntimeDatapath:
             return None
         version = ipaddress.ip_address(remote).version
         local = local_address(conn, self.policy, version)
+        routed = local is None
+        if routed:
+            local = self._route_source(conn, child, remote)
         if local is None:
             self._notes.note(conn, child.name, "warning", f"trap {conn.name}/{child.name}: needs local_addrs or "
                                                          f"[engine] listen with an IPv{version} address")
@@ -409,7 +414,18 @@ class KernelRuntimeDatapath:
         reqid = self._engine_reqid(conn, child)
         if reqid is None:
             return None
-        return _Trap(reqid, child, local, remote)
+        return _Trap(reqid, child, local, remote, routed)
+
+    def _route_source(self, conn: ConnectionConfig, child: ChildConfig, remote: str) -> str | None:
+        """No local address configured: the one the host sends from towards ``remote``, which the
+        IKE SA will use too (IkeEndpoint.local_address; charon's trap_manager asks
+        get_source_addr). An installed trap to the same peer keeps its own: no route lookup per
+        trap and apply, and a route gone for a while does not take the trap with it."""
+        installed = self._traps.get((conn.name, child.name))
+        if installed is not None and installed.routed and installed.remote == remote:
+            return installed.local
+        source_for = getattr(getattr(self.runtime, "sockets", None), "source_for", None)
+        return source_for(remote) if source_for is not None else None
 
     def _engine_reqid(self, conn: ConnectionConfig, child: ChildConfig) -> int | None:
         """The reqid the engine will give this child's SAs, so that the

@@ -172,3 +172,48 @@ def test_kernel_acquire_of_a_trap_that_is_no_longer_ours_initiates_nothing():
     dp.runtime.events.clear()
     dp._on_kernel_events()
     assert dp.runtime.events == []
+
+
+def test_kernel_trap_without_a_configured_local_address_uses_the_routes_source(caplog):
+    # charon's trap_manager install: no local address configured -> get_source_addr(peer), the
+    # address the IKE SA will use too (IkeEndpoint.local_address asks the same question). Only
+    # remote_addrs set, [engine] listen left out: the common host-to-host or site-to-site file.
+    import logging
+
+    from tests.engine.test_trap_notes import BASE, kernel, said, trapped
+    from tests.engine.test_userspace_trap import FakeRuntime
+
+    class Sockets:
+        def __init__(self, answer) -> None:
+            self.asked: list = []
+            self.answer = answer
+
+        def source_for(self, remote):
+            self.asked.append(remote)
+            return self.answer
+
+    class Routed(FakeRuntime):
+        answer = "127.0.0.1"
+
+        def __init__(self, policy) -> None:
+            super().__init__(policy)
+            self.sockets = Sockets(self.answer)
+
+    class Unrouted(Routed):
+        answer = None
+
+    caplog.set_level(logging.INFO, logger="engine")
+    text = BASE.replace('local_addrs = ["127.0.0.1"]\n', "").replace('listen = ["127.0.0.1"]\n', "")
+    dp = kernel(text, Routed)
+    assert trapped(dp) == {("rw", "lan")} and said(caplog) == []
+    (trap,) = dp.kernel.traps.values()
+    assert trap == ("lan", "127.0.0.1", "127.0.0.2") and dp.runtime.sockets.asked == ["127.0.0.2"]
+    # each apply derives the traps again: an installed one keeps its address (no route lookup
+    # per trap and apply; a route lost for a while must not take the trap with it)
+    dp.runtime.sockets.answer = None
+    dp.apply_policy(dp.policy)
+    assert list(dp.kernel.traps.values()) == [trap] and dp.runtime.sockets.asked == ["127.0.0.2"]
+    assert said(caplog) == []
+    # no route to the peer either: said, as before
+    assert trapped(kernel(text, Unrouted)) == set()
+    assert said(caplog) == ["trap rw/lan: needs local_addrs or [engine] listen with an IPv4 address"]
