@@ -94,11 +94,15 @@ def _datapath(monkeypatch, text: str = HOSTS):
     return dp, kernel
 
 
+UNNAMED = HOSTS.replace('local_addrs = ["192.0.2.2"]\n', "").replace('listen = ["192.0.2.2"]\n', "")
+"""No local address configured: the trap's route has no source, its CHILD SA's has ours."""
+
+
 def test_a_trap_keeps_its_route_when_the_sa_of_the_same_peer_goes(monkeypatch):
     # start_action = "trap": the trap routes the peer; its CHILD SA routes it too (our address as
     # source). The kernel holds one route per network: when the SA goes, the trap's must still be
     # there, or the peer's traffic hits the blackhole backstop and never acquires again.
-    dp, kernel = _datapath(monkeypatch)
+    dp, kernel = _datapath(monkeypatch, UNNAMED)
     assert kernel.routes.get(("192.0.2.1/32", "unicast"), "none") != "none"
     dp.install(_sa(1))
     dp.remove(_gone(1))
@@ -106,9 +110,9 @@ def test_a_trap_keeps_its_route_when_the_sa_of_the_same_peer_goes(monkeypatch):
 
 
 def test_the_sa_keeps_its_route_when_the_trap_goes(monkeypatch):
-    dp, kernel = _datapath(monkeypatch)
+    dp, kernel = _datapath(monkeypatch, UNNAMED)
     dp.install(_sa(1))
-    dp.apply_policy(parse_policy(HOSTS.replace('start_action = "trap"', ""), load_secrets=False))
+    dp.apply_policy(parse_policy(UNNAMED.replace('start_action = "trap"', ""), load_secrets=False))
     assert kernel.routes.get(("192.0.2.1/32", "unicast")) == "192.0.2.2", kernel.routes
     dp.remove(_gone(1))
     assert ("192.0.2.1/32", "unicast") not in kernel.routes and kernel.routes == {}
