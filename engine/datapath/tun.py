@@ -139,6 +139,29 @@ def ranges_to_networks(start, end) -> tuple:
     return tuple(ipaddress.summarize_address_range(start, end))
 
 
+RP_FILTER_ROOT = "/proc/sys/net/ipv4/conf"
+
+
+def strict_rp_filter(device: str, root: str = RP_FILTER_ROOT) -> list[str]:
+    """Interfaces (not lo, not ``device``) whose IPv4 reverse path filter is strict: the kernel
+    takes max(all, interface), and 1 is strict. There, a packet from an address our table routes
+    into the device is dropped, whatever our sockets' fwmark (the check looks up the route back
+    without it): the peer's own IKE and ESP once its address is routed in."""
+    def value(name: str) -> int:
+        try:
+            with open(os.path.join(root, name, "rp_filter")) as f:
+                return int(f.read().strip() or 0)
+        except (OSError, ValueError):
+            return 0
+
+    try:
+        names = sorted(os.listdir(root))
+    except OSError:
+        return []
+    every = value("all")
+    return [n for n in names if n not in ("all", "default", "lo", device) and max(every, value(n)) == 1]
+
+
 class TunNetwork:
     """Link state, addresses and the policy rule of one TUN device (pyroute2, blocking: start/stop only)."""
 

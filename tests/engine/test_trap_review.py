@@ -221,3 +221,63 @@ def test_kernel_trap_without_a_configured_local_address_uses_the_routes_source(c
     # no route to the peer either: said, as before
     assert trapped(kernel(text, Unrouted)) == set()
     assert said(caplog) == ["trap rw/lan: needs local_addrs or [engine] listen with an IPv4 address"]
+
+
+# ------------------------------------------------------------ strict reverse path filtering
+# Our sockets' fwmark keeps IKE and ESP *to* the peer out of the device; nothing keeps the
+# kernel's reverse path check of what comes *from* the peer out of it: with rp_filter = 1 on the
+# interface, a route of the peer's own address into the device (a host-to-host or transport-mode
+# trap or SA) drops the peer's IKE and ESP (checked in a namespace pair: a UDP datagram from the
+# peer is dropped with rp_filter 1, received with 0 or 2). charon's kernel-libipsec refuses such
+# routes by default instead (allow_peer_ts = no, "conflicts with IKE traffic").
+
+
+def _sysctl(tmp_path, values: dict[str, int]):
+    for iface, value in values.items():
+        (tmp_path / iface).mkdir()
+        (tmp_path / iface / "rp_filter").write_text(f"{value}\n")
+    return str(tmp_path)
+
+
+def test_strict_rp_filter_names_the_interfaces_where_it_is_strict(tmp_path):
+    from engine.datapath.tun import strict_rp_filter
+
+    root = _sysctl(tmp_path, {"all": 0, "default": 1, "lo": 1, "eth0": 1, "eth1": 2, "ipsecc0": 1})
+    assert strict_rp_filter("ipsecc0", root) == ["eth0"]  # the kernel uses max(all, interface)
+
+
+def test_strict_rp_filter_all_strict_unless_loose_on_the_interface(tmp_path):
+    from engine.datapath.tun import strict_rp_filter
+
+    root = _sysctl(tmp_path, {"all": 1, "eth0": 0, "eth1": 2})
+    assert strict_rp_filter("ipsecc0", root) == ["eth0"]
+    assert strict_rp_filter("ipsecc0", str(tmp_path / "nowhere")) == []
+
+
+def _warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "rp_filter" in r.getMessage()]
+
+
+def test_routing_the_peer_itself_with_strict_rp_filter_is_said_once(monkeypatch, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="engine")
+    dp, _ = _datapath(monkeypatch, ROAD)  # a subnet that does not hold the peer: nothing to say
+    dp._strict_rpf = ["eth0"]
+    dp.apply_policy(dp.policy)
+    assert _warnings(caplog) == []
+    dp.apply_policy(parse_policy(HOSTS, load_secrets=False))  # the trap routes the peer itself
+    dp.apply_policy(parse_policy(HOSTS, load_secrets=False))
+    dp.install(_sa(1))
+    (said,) = _warnings(caplog)
+    assert "192.0.2.1" in said and "eth0" in said and "rp_filter" in said and "2" in said
+
+
+def test_a_transport_sa_routing_its_peer_with_strict_rp_filter_is_said(monkeypatch, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="engine")
+    dp, _ = _datapath(monkeypatch, ROAD.replace('start_action = "trap"', ""))
+    dp._strict_rpf = ["eth0"]
+    dp.install(_sa(1, mode="transport"))
+    assert len(_warnings(caplog)) == 1
