@@ -409,7 +409,8 @@ class KernelRuntimeDatapath:
             local = self._route_source(conn, child, remote)
         if local is None:
             self._notes.note(conn, child.name, "warning", f"trap {conn.name}/{child.name}: needs local_addrs or "
-                                                         f"[engine] listen with an IPv{version} address")
+                                                         f"[engine] listen with an IPv{version} address (the host "
+                                                         f"has no route to {remote} to take one from)")
             return None
         reqid = self._engine_reqid(conn, child)
         if reqid is None:

@@ -220,7 +220,8 @@ def test_kernel_trap_without_a_configured_local_address_uses_the_routes_source(c
     assert said(caplog) == []
     # no route to the peer either: said, as before
     assert trapped(kernel(text, Unrouted)) == set()
-    assert said(caplog) == ["trap rw/lan: needs local_addrs or [engine] listen with an IPv4 address"]
+    assert said(caplog) == ["trap rw/lan: needs local_addrs or [engine] listen with an IPv4 address (the host "
+                            "has no route to 127.0.0.2 to take one from)"]
 
 
 # ------------------------------------------------------------ strict reverse path filtering
