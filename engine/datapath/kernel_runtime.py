@@ -356,7 +356,10 @@ class KernelRuntimeDatapath:
                     if trap is not None:
                         wanted[(conn.name, child.name)] = (trap, conn)
         for key, trap in list(self._traps.items()):
-            if wanted.get(key, (None,))[0] != trap:
+            new = wanted.get(key, (None,))[0]
+            if new is not None and new.reqid == trap.reqid:
+                continue  # the same, or replaced below: the new one in before the old goes
+            if new != trap:
                 del self._traps[key]  # the SpdTable forgets it even when the kernel refuses
                 try:
                     kernel.remove_trap(trap.reqid)
@@ -364,13 +367,20 @@ class KernelRuntimeDatapath:
                     # raising would fail a reload whose rules are in (and skip the traps after it)
                     self._report("error", f"trap for {key[0]}/{key[1]} not removed: {exc}", key[0])
         for key, (trap, conn) in wanted.items():
-            if key in self._traps:
+            old = self._traps.get(key)
+            if old == trap:
                 continue
             try:
-                kernel.install_trap(trap.reqid, trap.child, trap.local, trap.remote)
+                if old is None:
+                    kernel.install_trap(trap.reqid, trap.child, trap.local, trap.remote)
+                else:
+                    # charon's "updating already routed CHILD_SA": removing first would leave the
+                    # selectors without a policy a moment (their traffic in clear)
+                    kernel.install_trap(trap.reqid, trap.child, trap.local, trap.remote, replace=True)
                 self._traps[key] = trap
             except KernelDatapathError as exc:
-                # tried again at each apply: the same refusal is no news
+                # tried again at each apply: the same refusal is no news (a refused update keeps
+                # the old trap in force)
                 self._notes.note(conn, key[1], "error", f"trap for {key[0]}/{key[1]} not installed: {exc}")
         self._notes.end()
 

@@ -282,3 +282,41 @@ def test_a_transport_sa_routing_its_peer_with_strict_rp_filter_is_said(monkeypat
     dp._strict_rpf = ["eth0"]
     dp.install(_sa(1, mode="transport"))
     assert len(_warnings(caplog)) == 1
+
+
+def test_kernel_trap_that_changes_goes_in_before_the_old_one_goes():
+    # The peer's name resolves elsewhere (DynDNS): charon's trap_manager installs the new trap
+    # first ("updating already routed CHILD_SA"); removing first leaves the selectors without a
+    # policy for a moment, and their traffic leaves in clear. A refused update keeps the old trap.
+    from engine.datapath.kernel import KernelDatapathError
+    from tests.engine.test_trap_notes import NAMED, FakeKernel, kernel, trapped
+    from tests.engine.test_userspace_trap import NamedRuntime
+
+    calls = []
+
+    class Recording(FakeKernel):
+        def install_trap(self, reqid, child, local, remote, *, replace=False):
+            calls.append(("install", remote, replace))
+            if self.refuse:
+                raise KernelDatapathError(self.refuse)
+            if not replace:
+                assert reqid not in self.traps
+            self.traps[reqid] = (child.name, local, remote)
+
+        def remove_trap(self, reqid):
+            calls.append(("remove", reqid))
+            super().remove_trap(reqid)
+
+    dp = kernel(NAMED, NamedRuntime)
+    dp.kernel = Recording()
+    rt = dp.runtime
+    rt.endpoint.resolved("gw.test", ("127.0.0.7",), rt.t)
+    dp.peer_addresses_changed()
+    rt.endpoint.resolved("gw.test", ("127.0.0.8",), rt.t + 1)
+    dp.peer_addresses_changed()
+    assert calls == [("install", "127.0.0.7", False), ("install", "127.0.0.8", True)]
+    dp.kernel.refuse = "No buffer space available"
+    rt.endpoint.resolved("gw.test", ("127.0.0.9",), rt.t + 2)
+    dp.peer_addresses_changed()
+    assert trapped(dp) == {("rw", "lan")} and dp._traps[("rw", "lan")].remote == "127.0.0.8"
+    assert [t[2] for t in dp.kernel.traps.values()] == ["127.0.0.8"]
