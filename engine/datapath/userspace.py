@@ -322,9 +322,9 @@ class UserspaceDatapath(UserspaceTraps, pmtu.PathMtu):
             return
         self._rpf_said = True
         log.warning("%s, the IKE peer itself, is routed into %s (a host-to-host or transport-mode tunnel or trap) "
-                    "while reverse path filtering is strict on %s: the kernel drops what that peer sends (IKE, "
-                    "ESP); set net.ipv4.conf.all.rp_filter to 2 (loose: the kernel takes the larger of all and the "
-                    "interface's)",
+                    "while reverse path filtering is strict on %s: if that peer is reached through one of them, the "
+                    "kernel drops what it sends (IKE, ESP); set net.ipv4.conf.all.rp_filter to 2 (loose: the kernel "
+                    "takes the larger of all and the interface's)",
                     peer, self.device, ", ".join(self._strict_rpf))
 
     def virtual_ips(self, ev: VirtualIpsChanged) -> None:
