@@ -19,8 +19,8 @@ from engine.policy.model import ChildConfig
 
 class UserspaceTraps:
     """Reads and sets, on the datapath: ``policy``, ``runtime``, ``path`` (SaPath), ``routes``,
-    ``_addrs``, ``_trap_routes``, ``_asked_traps`` (AskedTraps), ``_notes`` (TrapNotes), and calls
-    ``_peer_routed``."""
+    ``_addrs``, ``_trap_routes``, ``_asked_traps`` (AskedTraps), ``_notes`` (TrapNotes),
+    ``_strict_rpf``, ``_rpf_said``; calls ``_peer_routed``."""
 
     def _apply_traps(self, *, spd: bool = False) -> None:
         """``start_action = "trap"``: the child's remote selectors are routed into the device, and
