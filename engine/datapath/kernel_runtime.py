@@ -30,7 +30,14 @@ from engine.datapath.kernel import (
 from engine.datapath.kernel_vip import VirtualIps
 from engine.datapath.traps import AskedTraps, TrapNotes, is_host, local_address
 from engine.crypto.transforms import EsnId
-from engine.events import ChildSaDeleted, ChildSaInstalled, ChildSaMoved, SaCounters, VirtualIpsChanged
+from engine.events import (
+    AcquireRequested,
+    ChildSaDeleted,
+    ChildSaInstalled,
+    ChildSaMoved,
+    SaCounters,
+    VirtualIpsChanged,
+)
 from engine.ike.errors import PlanRefused
 from engine.ike.names import initiate_target, is_name
 from engine.policy.model import ChildConfig, ConnectionConfig, Policy
@@ -56,6 +63,8 @@ class _Trap:
     child: ChildConfig
     local: str
     remote: str
+    routed: bool = False
+    """``local`` is the route's source towards ``remote`` (no local address configured)."""
 
 
 def read_xfrm_stat(path: str = XFRM_STAT) -> dict[str, int]:
@@ -347,7 +356,10 @@ class KernelRuntimeDatapath:
                     if trap is not None:
                         wanted[(conn.name, child.name)] = (trap, conn)
         for key, trap in list(self._traps.items()):
-            if wanted.get(key, (None,))[0] != trap:
+            new = wanted.get(key, (None,))[0]
+            if new is not None and new.reqid == trap.reqid:
+                continue  # the same, or replaced below: the new one in before the old goes
+            if new != trap:
                 del self._traps[key]  # the SpdTable forgets it even when the kernel refuses
                 try:
                     kernel.remove_trap(trap.reqid)
@@ -355,13 +367,20 @@ class KernelRuntimeDatapath:
                     # raising would fail a reload whose rules are in (and skip the traps after it)
                     self._report("error", f"trap for {key[0]}/{key[1]} not removed: {exc}", key[0])
         for key, (trap, conn) in wanted.items():
-            if key in self._traps:
+            old = self._traps.get(key)
+            if old == trap:
                 continue
             try:
-                kernel.install_trap(trap.reqid, trap.child, trap.local, trap.remote)
+                if old is None:
+                    kernel.install_trap(trap.reqid, trap.child, trap.local, trap.remote)
+                else:
+                    # charon's "updating already routed CHILD_SA": removing first would leave the
+                    # selectors without a policy a moment (their traffic in clear)
+                    kernel.install_trap(trap.reqid, trap.child, trap.local, trap.remote, replace=True)
                 self._traps[key] = trap
             except KernelDatapathError as exc:
-                # tried again at each apply: the same refusal is no news
+                # tried again at each apply: the same refusal is no news (a refused update keeps
+                # the old trap in force)
                 self._notes.note(conn, key[1], "error", f"trap for {key[0]}/{key[1]} not installed: {exc}")
         self._notes.end()
 
@@ -395,14 +414,29 @@ class KernelRuntimeDatapath:
             return None
         version = ipaddress.ip_address(remote).version
         local = local_address(conn, self.policy, version)
+        routed = local is None
+        if routed:
+            local = self._route_source(conn, child, remote)
         if local is None:
             self._notes.note(conn, child.name, "warning", f"trap {conn.name}/{child.name}: needs local_addrs or "
-                                                         f"[engine] listen with an IPv{version} address")
+                                                         f"[engine] listen with an IPv{version} address (the host "
+                                                         f"has no route to {remote} to take one from)")
             return None
         reqid = self._engine_reqid(conn, child)
         if reqid is None:
             return None
-        return _Trap(reqid, child, local, remote)
+        return _Trap(reqid, child, local, remote, routed)
+
+    def _route_source(self, conn: ConnectionConfig, child: ChildConfig, remote: str) -> str | None:
+        """No local address configured: the one the host sends from towards ``remote``, which the
+        IKE SA will use too (IkeEndpoint.local_address; charon's trap_manager asks
+        get_source_addr). An installed trap to the same peer keeps its own: no route lookup per
+        trap and apply, and a route gone for a while does not take the trap with it."""
+        installed = self._traps.get((conn.name, child.name))
+        if installed is not None and installed.routed and installed.remote == remote:
+            return installed.local
+        source_for = getattr(getattr(self.runtime, "sockets", None), "source_for", None)
+        return source_for(remote) if source_for is not None else None
 
     def _engine_reqid(self, conn: ConnectionConfig, child: ChildConfig) -> int | None:
         """The reqid the engine will give this child's SAs, so that the
@@ -452,6 +486,12 @@ class KernelRuntimeDatapath:
             log.warning("reading XFRM events failed: %s", exc)
             return
         for ev in events:
+            if isinstance(ev, AcquireRequested) and not any(t.reqid == ev.reqid for t in self._traps.values()):
+                # charon's trap_manager too ("trap not found, unable to acquire reqid"): a trap
+                # policy the kernel would not remove, or one that went while this was queued,
+                # must not bring back a tunnel the admin or the policy took down
+                log.debug("ACQUIRE for reqid %d: no trap of ours, ignored", ev.reqid)
+                continue
             self.runtime.datapath_event(ev)
 
     @staticmethod

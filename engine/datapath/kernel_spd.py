@@ -75,11 +75,17 @@ class SpdTable(XfrmRequests):
     _rules: dict[tuple[int, Selector], Holder]
 
     # ------------------------------------------------------------ traps
-    def install_trap(self, reqid: int, child: ChildConfig, local_addr: str, remote_addr: str) -> None:
+    def install_trap(self, reqid: int, child: ChildConfig, local_addr: str, remote_addr: str, *,
+                     replace: bool = False) -> None:
         """Install the policies of ``child`` without SAs (``start_action = trap``):
         the first matching packet makes the kernel send an ACQUIRE, which
         :meth:`read_events` turns into ``AcquireRequested(reqid)``. The engine
-        must use the same ``reqid`` for the CHILD SA it then negotiates."""
+        must use the same ``reqid`` for the CHILD SA it then negotiates.
+
+        ``replace``: the reqid's trap changed (its peer moved, its child did): the new policies go
+        in (updated in place where the selectors stay) before the old ones that are left go, as
+        charon's trap_manager updates a routed CHILD_SA: no moment without a policy, when the
+        traffic would leave in clear. If the kernel refuses, the old trap stays in force."""
         local = [ts.resolve(ip_of(local_addr)) for ts in child.local_ts]
         remote = [ts.resolve(ip_of(remote_addr)) for ts in child.remote_ts]
         what = f"trap {child.name!r}"
@@ -91,7 +97,8 @@ class SpdTable(XfrmRequests):
             raise KernelDatapathError(f"{what}: {exc}") from None
         holder: Holder = ("trap", reqid, kreqid)
         with self._lock:
-            if reqid in self._traps:
+            old = self._traps.get(reqid)
+            if old is not None and not replace:
                 raise KernelDatapathError(f"{what}: reqid {reqid} already has a trap")
             undo: list[Callable[[], None]] = []
             try:
@@ -100,17 +107,32 @@ class SpdTable(XfrmRequests):
             except BaseException:
                 self._rollback(undo)
                 raise
-            self._traps[reqid] = [s.key for s in specs]
+            keys = self._traps[reqid] = [s.key for s in specs]
+            for key in old or ():
+                if key not in keys:
+                    try:
+                        self._release_policy(key, holder, what)
+                    except KernelDatapathError as exc:
+                        # the new trap is in: one stale policy is no reason to say it is not
+                        log.warning("%s: old policy not removed: %s", what, exc)
 
     def remove_trap(self, reqid: int) -> None:
-        """Remove a trap's policies (those a CHILD SA of the same reqid still uses stay)."""
+        """Remove a trap's policies (those a CHILD SA of the same reqid still uses stay). A policy
+        the kernel refuses to delete does not keep the others: each is released, then the first
+        refusal is raised (the caller reports it and goes on, as charon's del_policy does)."""
         with self._lock:
             keys = self._traps.pop(reqid, None)
             if keys is None:
                 return
             holder: Holder = ("trap", reqid, kernel_reqid(reqid))
+            refused: KernelDatapathError | None = None
             for key in keys:
-                self._release_policy(key, holder, f"trap reqid {reqid}")
+                try:
+                    self._release_policy(key, holder, f"trap reqid {reqid}")
+                except KernelDatapathError as exc:
+                    refused = refused or exc
+            if refused is not None:
+                raise refused
 
     # ------------------------------------------------------------ rules
     def install_rules(self, rules: Sequence[RuleConfig]) -> None:

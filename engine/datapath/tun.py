@@ -139,6 +139,29 @@ def ranges_to_networks(start, end) -> tuple:
     return tuple(ipaddress.summarize_address_range(start, end))
 
 
+RP_FILTER_ROOT = "/proc/sys/net/ipv4/conf"
+
+
+def strict_rp_filter(device: str, root: str = RP_FILTER_ROOT) -> list[str]:
+    """Interfaces (not lo, not ``device``) whose IPv4 reverse path filter is strict: the kernel
+    takes max(all, interface), and 1 is strict. There, a packet from an address our table routes
+    into the device is dropped, whatever our sockets' fwmark (the check looks up the route back
+    without it): the peer's own IKE and ESP once its address is routed in."""
+    def value(name: str) -> int:
+        try:
+            with open(os.path.join(root, name, "rp_filter")) as f:
+                return int(f.read().strip() or 0)
+        except (OSError, ValueError):
+            return 0
+
+    try:
+        names = sorted(os.listdir(root))
+    except OSError:
+        return []
+    every = value("all")
+    return [n for n in names if n not in ("all", "default", "lo", device) and max(every, value(n)) == 1]
+
+
 class TunNetwork:
     """Link state, addresses and the policy rule of one TUN device (pyroute2, blocking: start/stop only)."""
 
@@ -257,6 +280,11 @@ class RouteTable:
         self.oif = oif
         self._routes: Counter = Counter()
         """(network, prefsrc or None, kind) -> how many users; a route goes when its last user does."""
+        self._sources: dict[object, list[str | None]] = {}
+        """Network -> the prefsrcs of its routes into the device, in order of arrival. The kernel
+        keeps one route per network (a NEWROUTE replaces it, a DELROUTE takes it whatever its
+        source): a trap's route (no source) and its CHILD SA's (our address) share it, and the
+        last to go takes it out, not the first."""
 
     def add(self, networks, src: str | None, kind: str = "unicast") -> None:
         routes = self._routes
@@ -264,6 +292,8 @@ class RouteTable:
             for key in _with_backstop(net, src, kind):
                 n = routes[key] = routes[key] + 1
                 if n == 1:
+                    if key[2] == "unicast":
+                        self._sources.setdefault(net, []).append(src)
                     self._send(True, key)
 
     def remove(self, networks, src: str | None, kind: str = "unicast") -> None:
@@ -275,9 +305,30 @@ class RouteTable:
                     continue
                 if n == 1:
                     del routes[key]
-                    self._send(False, key)
+                    other = self._other_source(key)
+                    if other is None:
+                        self._send(False, key)
+                    else:
+                        # the kernel's one route for the network may have been this one
+                        self._send(True, other)
                 else:
                     routes[key] = n - 1
+
+    def _other_source(self, key) -> tuple | None:
+        """``key`` lost its last user: the route of another source still counted for its network
+        (None: none, the network's route goes)."""
+        net, src, kind = key
+        if kind != "unicast":
+            return None
+        sources = self._sources.get(net)
+        if sources is None:
+            return None
+        if src in sources:
+            sources.remove(src)
+        if not sources:
+            del self._sources[net]
+            return None
+        return net, sources[-1], kind
 
     def _send(self, add: bool, key) -> None:
         net, src, kind = key
@@ -287,8 +338,10 @@ class RouteTable:
     def clear(self) -> None:
         """Remove every route, backstops included (a clean stop: throw routes outlive the device)."""
         for key in list(self._routes):
-            self._send(False, key)
+            if self._other_source(key) is None:
+                self._send(False, key)  # one DELROUTE per network: a second would find none
         self._routes.clear()
+        self._sources.clear()
 
     def routes(self) -> list[tuple[str, str | None, str]]:
         """What is installed: (network, src, kind), backstops left out."""

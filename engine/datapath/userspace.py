@@ -71,6 +71,7 @@ from engine.datapath.tun import (
     mark_socket,
     open_tun,
     ranges_to_networks,
+    strict_rp_filter,
 )
 from engine.datapath.userspace_io import RawReader, RawSender, SourcedSocket, TunIO, UdpSender, open_esp, raw_batch
 from engine.datapath.userspace_path import Pair, SaPath
@@ -155,6 +156,9 @@ class UserspaceDatapath(UserspaceTraps, pmtu.PathMtu):
         """(socket or raw kind, peer endpoint) -> the sender its pairs share."""
         self._reduced: set = set()
         """Senders whose path MTU was learned smaller (asked again after pmtu.REPROBE)."""
+        self._strict_rpf: list[str] = []
+        """Interfaces with strict reverse path filtering (engine.datapath.tun.strict_rp_filter), read at start."""
+        self._rpf_said = False
 
     # ------------------------------------------------------------ lifecycle
     def _net(self, fn, *args):
@@ -185,6 +189,7 @@ class UserspaceDatapath(UserspaceTraps, pmtu.PathMtu):
         self.loop.add_reader(self._fd, self.io.readable)
         if self.raw_esp:
             self._open_raw()
+        self._strict_rpf = strict_rp_filter(self.device)
         if self.sample_period:
             self._arm_samples()
         self._apply_rule_routes()
@@ -304,8 +309,23 @@ class UserspaceDatapath(UserspaceTraps, pmtu.PathMtu):
             if users is None:
                 users = self._route_users[key] = [nets, src, 0]
                 self.routes.add(nets, src)
+                if self._strict_rpf and not self._rpf_said:
+                    self._peer_routed(ev.remote_addr, nets)
             users[2] += 1
             self._sa_routes[ev.spi_in] = users
+
+    def _peer_routed(self, peer: str, nets: tuple) -> None:
+        """Said once: a route into the device holds a peer's own address while reverse path
+        filtering is strict (the kernel then drops that peer's IKE and ESP)."""
+        addr = ipaddress.ip_address(peer)
+        if addr.version != 4 or not any(addr in n for n in nets if n.version == 4):
+            return
+        self._rpf_said = True
+        log.warning("%s, the IKE peer itself, is routed into %s (a host-to-host or transport-mode tunnel or trap) "
+                    "while reverse path filtering is strict on %s: if that peer is reached through one of them, the "
+                    "kernel drops what it sends (IKE, ESP); set net.ipv4.conf.all.rp_filter to 2 (loose: the kernel "
+                    "takes the larger of all and the interface's)",
+                    peer, self.device, ", ".join(self._strict_rpf))
 
     def virtual_ips(self, ev: VirtualIpsChanged) -> None:
         """Addresses a gateway assigned us go on the TUN device (host routes: the tunnel's routes

@@ -19,7 +19,8 @@ from engine.policy.model import ChildConfig
 
 class UserspaceTraps:
     """Reads and sets, on the datapath: ``policy``, ``runtime``, ``path`` (SaPath), ``routes``,
-    ``_addrs``, ``_trap_routes``, ``_asked_traps`` (AskedTraps), ``_notes`` (TrapNotes)."""
+    ``_addrs``, ``_trap_routes``, ``_asked_traps`` (AskedTraps), ``_notes`` (TrapNotes),
+    ``_strict_rpf``, ``_rpf_said``; calls ``_peer_routed``."""
 
     def _apply_traps(self, *, spd: bool = False) -> None:
         """``start_action = "trap"``: the child's remote selectors are routed into the device, and
@@ -57,12 +58,18 @@ class UserspaceTraps:
                             self._notes.note(conn, child.name, "info", f"{what}: waiting for {target} to resolve")
                         continue
                     nets = (host,) if child.mode == "transport" else nets + (host,)
+                    if self._strict_rpf and not self._rpf_said:
+                        self._peer_routed(str(host.network_address), nets)
+                local_nets = tuple(n for ts in child.local_ts if not ts.dynamic
+                                   for n in ranges_to_networks(ts.start, ts.end))
                 if remote_dynamic or any(ts.dynamic for ts in child.local_ts):
                     version = host.version if peer is not None else next((t.version for t in child.remote_ts), 4)
                     local = local_address(conn, self.policy, version)
                     concrete.setdefault(conn.name, {})[child.name] = trap_child(child, local, peer, version)
-                local_nets = tuple(n for ts in child.local_ts if not ts.dynamic
-                                   for n in ranges_to_networks(ts.start, ts.end))
+                    if local is not None and any(ts.dynamic for ts in child.local_ts):
+                        # the SPD entry is from that address: packets must leave from it (a host
+                        # with several would pick another, dropped without an acquire)
+                        local_nets += (ipaddress.ip_network(local),)
                 src = self._addrs.address_in(local_nets) if self._addrs is not None and local_nets else None
                 wanted[(conn.name, child.name)] = (nets, src)
         self._notes.end()
