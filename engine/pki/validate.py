@@ -8,7 +8,7 @@ What is checked (in this order, the first failure is the reason):
 3. a path to one of the trusted CAs, through the intermediates the peer sent,
    each link's signature checked (`verify_directly_issued_by`); every issuer
    is a CA (basicConstraints CA:TRUE, keyUsage keyCertSign if present,
-   pathLenConstraint honoured); unknown critical extensions are refused;
+   pathLenConstraint honoured); a critical extension we do not process is refused;
    the CAs' name constraints hold for the certificates below them
    (engine.pki.nameconstraints), and their policy constraints
    (engine.pki.policies);
@@ -145,10 +145,24 @@ def _dates_problem(cert: x509.Certificate, now: datetime, what: str) -> str | No
     return None
 
 
+_PROCESSED_CRITICAL = frozenset({
+    ExtensionOID.BASIC_CONSTRAINTS, ExtensionOID.KEY_USAGE, ExtensionOID.EXTENDED_KEY_USAGE,
+    ExtensionOID.SUBJECT_ALTERNATIVE_NAME, ExtensionOID.SUBJECT_KEY_IDENTIFIER,
+    ExtensionOID.AUTHORITY_KEY_IDENTIFIER, ExtensionOID.AUTHORITY_INFORMATION_ACCESS,
+    ExtensionOID.CRL_DISTRIBUTION_POINTS, ExtensionOID.NAME_CONSTRAINTS, ExtensionOID.CERTIFICATE_POLICIES,
+    ExtensionOID.POLICY_MAPPINGS, ExtensionOID.POLICY_CONSTRAINTS, ExtensionOID.INHIBIT_ANY_POLICY,
+})
+"""Extensions a certificate may mark critical: charon's x509_cert.c parses these (its Netscape ones
+aside); any other critical one, even one cryptography reads (a CT precertificate's poison, TLS
+feature, issuerAltName...), is information we do not process: RFC 5280 §4.2 refuses it."""
+
+
 def _critical_problem(cert: x509.Certificate, what: str) -> str | None:
     for ext in cert.extensions:
-        if ext.critical and isinstance(ext.value, x509.UnrecognizedExtension) and ext.oid != ExtensionOID.POLICY_MAPPINGS:
-            return f"{what} {describe(cert)} has an unknown critical extension {ext.oid.dotted_string}"
+        if ext.critical and ext.oid not in _PROCESSED_CRITICAL:
+            known = "" if isinstance(ext.value, x509.UnrecognizedExtension) else f" ({type(ext.value).__name__})"
+            return (f"{what} {describe(cert)} has a critical extension we do not process: "
+                    f"{ext.oid.dotted_string}{known}")
     return None
 
 

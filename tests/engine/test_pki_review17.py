@@ -1,0 +1,108 @@
+"""Adversarial review of certificate authentication (fifteenth session, pki17): critical
+extensions we do not process, identities a certificate does not carry."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from engine.pki.certs import cert_matches_identity
+from engine.pki.validate import validate_chain
+from engine.policy.model import Identity
+
+NOW = datetime.now(timezone.utc)
+
+
+def _name(cn: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Review"), x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+def _builder(subject: x509.Name, issuer: x509.Name, public_key) -> x509.CertificateBuilder:
+    return (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(public_key)
+            .serial_number(x509.random_serial_number()).not_valid_before(NOW - timedelta(days=1))
+            .not_valid_after(NOW + timedelta(days=30)))
+
+
+@pytest.fixture(scope="module")
+def root():
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (_builder(_name("Review Root"), _name("Review Root"), key.public_key())
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    return cert, key
+
+
+def _leaf(issuer, *extra, sans=(x509.DNSName("gw.example.com"),)):
+    key = ec.generate_private_key(ec.SECP256R1())
+    b = _builder(_name("gw"), issuer[0].subject, key.public_key())
+    if sans:
+        b = b.add_extension(x509.SubjectAlternativeName(list(sans)), critical=False)
+    for ext, critical in extra:
+        b = b.add_extension(ext, critical=critical)
+    return b.sign(issuer[1], hashes.SHA256())
+
+
+def _intermediate(root, *extra):
+    key = ec.generate_private_key(ec.SECP256R1())
+    b = (_builder(_name("Review Sub CA"), root[0].subject, key.public_key())
+         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True))
+    for ext, critical in extra:
+        b = b.add_extension(ext, critical=critical)
+    return b.sign(root[1], hashes.SHA256()), key
+
+
+# --- critical extensions cryptography reads but nothing here processes --------------------------------
+
+NOT_PROCESSED = [  # RFC 5280 §4.2: a critical extension that cannot be processed fails the certificate
+    pytest.param(x509.TLSFeature([x509.TLSFeatureType.status_request]), "1.3.6.1.5.5.7.1.24", id="tls-feature"),
+    pytest.param(x509.PrecertPoison(), "1.3.6.1.4.1.11129.2.4.3", id="ct-poison"),  # RFC 6962 §3.1
+    pytest.param(x509.IssuerAlternativeName([x509.DNSName("ca.example.com")]), "2.5.29.18", id="issuer-alt-name"),
+    pytest.param(x509.FreshestCRL([x509.DistributionPoint([x509.UniformResourceIdentifier("http://crl.example/d")],
+                                                          None, None, None)]), "2.5.29.46", id="freshest-crl"),
+    pytest.param(x509.SubjectInformationAccess([x509.AccessDescription(
+        x509.oid.SubjectInformationAccessOID.CA_REPOSITORY, x509.UniformResourceIdentifier("http://repo.example/"))]),
+        "1.3.6.1.5.5.7.1.11", id="subject-info-access"),
+]
+
+
+@pytest.mark.parametrize("ext, oid", NOT_PROCESSED)
+def test_a_critical_extension_we_do_not_process_fails_the_end_certificate(root, ext, oid):
+    res = validate_chain(_leaf(root, (ext, True)), [], [root[0]], [], NOW)
+    assert not res.ok and oid in res.reason and "critical" in res.reason, res.reason
+    assert validate_chain(_leaf(root, (ext, False)), [], [root[0]], [], NOW).ok  # not critical: ignored
+
+
+@pytest.mark.parametrize("ext, oid", NOT_PROCESSED)
+def test_a_critical_extension_we_do_not_process_fails_an_intermediate(root, ext, oid):
+    inter = _intermediate(root, (ext, True))
+    res = validate_chain(_leaf(inter), [inter[0]], [root[0]], [], NOW)
+    assert not res.ok and oid in res.reason and "intermediate CA" in res.reason, res.reason
+
+
+def test_critical_extensions_charon_processes_are_accepted(root):
+    """x509_cert.c takes these critical: a peer charon accepts is accepted."""
+    leaf = _leaf(root,
+                 (x509.KeyUsage(True, False, False, False, False, False, False, False, False), True),
+                 (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), True),
+                 (x509.BasicConstraints(ca=False, path_length=None), True),
+                 (x509.CertificatePolicies([x509.PolicyInformation(x509.ObjectIdentifier("1.3.6.1.4.1.55555.9"),
+                                                                   None)]), True),
+                 (x509.CRLDistributionPoints([x509.DistributionPoint(
+                     [x509.UniformResourceIdentifier("http://crl.example/ca.crl")], None, None, None)]), True),
+                 (x509.AuthorityInformationAccess([x509.AccessDescription(
+                     x509.oid.AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier("http://ocsp.example/"))]),
+                  True),
+                 (x509.SubjectKeyIdentifier(b"\x01" * 20), True),
+                 sans=())
+    key = ec.generate_private_key(ec.SECP256R1())
+    with_san = (_builder(x509.Name([]), root[0].subject, key.public_key())
+                .add_extension(x509.SubjectAlternativeName([x509.DNSName("gw.example.com")]), critical=True)
+                .sign(root[1], hashes.SHA256()))
+    for cert in (leaf, with_san):
+        res = validate_chain(cert, [], [root[0]], [], NOW)
+        assert res.ok, res.reason
