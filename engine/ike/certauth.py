@@ -131,7 +131,7 @@ def verify_auth(ep, sa, conn, auth, signed: bytes, payloads, peer, *, may_defer:
                                  for u in result.crl_uris)
         return False, (f"the peer's certificate is not acceptable: {result.reason}"
                        + (f" (CRL {fetching})" if fetching else ""))
-    if not cert_matches_identity(end, peer):
+    if not cert_matches_identity(end, peer, wildcards=False):  # the peer's ID is a claim, not a pattern
         return False, (f"the peer's certificate {describe(end)} does not contain its identity "
                        f"'{peer.value}': fix the peer's ID or its certificate's subjectAltName")
     try:

@@ -5,7 +5,8 @@
   compared with the subject (see engine.pki.dn); a key ID with the subject key
   identifier. A configured FQDN/e-mail pattern starting with ``*`` matches by
   suffix (``*.example.com``, ``*@example.com``); an IP identity may be a
-  subnet (``192.0.2.0/24``).
+  subnet (``192.0.2.0/24``). An identity the peer sent is no pattern: it must
+  be one of the certificate's names as written (``wildcards=False``).
 * CERTREQ (RFC 7296 §3.7) names each trusted CA by the SHA-1 of its
   subjectPublicKeyInfo; 20 bytes per CA.
 * CERT (RFC 7296 §3.6) carries DER certificates with encoding 4.
@@ -180,9 +181,9 @@ def _sans(cert: x509.Certificate) -> x509.SubjectAlternativeName | None:
         return None
 
 
-def _name_matches(pattern: str, value: str) -> bool:
+def _name_matches(pattern: str, value: str, wildcards: bool = True) -> bool:
     p, v = pattern.rstrip(".").casefold(), value.rstrip(".").casefold()
-    if p.startswith("*") and len(p) > 1:
+    if wildcards and p.startswith("*") and len(p) > 1:
         return v.endswith(p[1:]) and len(v) > len(p) - 1
     return p == v
 
@@ -195,8 +196,14 @@ def _key_id_bytes(text: str) -> bytes | None:
         return None
 
 
-def cert_matches_identity(cert: x509.Certificate, identity: Identity) -> bool:
-    """Does the certificate vouch for this IKE identity? (rules in the module doc)"""
+def cert_matches_identity(cert: x509.Certificate, identity: Identity, *, wildcards: bool = True) -> bool:
+    """Does the certificate vouch for this IKE identity? (rules in the module doc)
+
+    ``wildcards=False`` for an identity the peer sent: it is a claim, not a pattern, and must be a
+    subjectAltName as written (RFC 4945 §3.1). charon's has_subject matches the received ID as a
+    pattern, so a peer holding gw.example.com's certificate could be recorded as ``*.example.com``
+    (its remote ID, its lease, uniqueness), a name its certificate does not carry. A DN the peer
+    sends holds no wildcard anyway (a ``*`` value reads back as the literal ``\2A``)."""
     kind = identity.kind
     if kind == "any":
         return True
@@ -222,9 +229,9 @@ def cert_matches_identity(cert: x509.Certificate, identity: Identity) -> bool:
     if sans is None:
         return False
     if kind == "fqdn":
-        return any(_name_matches(identity.value, n) for n in sans.get_values_for_type(x509.DNSName))
+        return any(_name_matches(identity.value, n, wildcards) for n in sans.get_values_for_type(x509.DNSName))
     if kind == "rfc822":
-        return any(_name_matches(identity.value, n) for n in sans.get_values_for_type(x509.RFC822Name))
+        return any(_name_matches(identity.value, n, wildcards) for n in sans.get_values_for_type(x509.RFC822Name))
     if kind in ("ipv4", "ipv6"):
         try:
             if "/" in identity.value:

@@ -106,3 +106,35 @@ def test_critical_extensions_charon_processes_are_accepted(root):
     for cert in (leaf, with_san):
         res = validate_chain(cert, [], [root[0]], [], NOW)
         assert res.ok, res.reason
+
+
+# --- the peer's ID is a claim, not a pattern --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("claimed", [
+    Identity("fqdn", "*.example.com"), Identity("fqdn", "*com"), Identity("rfc822", "*@example.com"),
+    Identity("rfc822", "*e@example.com"),
+])
+def test_a_received_wildcard_is_not_an_identity_the_certificate_carries(root, claimed):
+    """RFC 4945 §3.1: the ID must be the same as a subjectAltName. A peer holding gw.example.com's
+    certificate that sends ID_FQDN *.example.com would be recorded (remote_id, leases, uniqueness) as an
+    identity its certificate does not carry."""
+    leaf = _leaf(root, sans=(x509.DNSName("gw.example.com"), x509.RFC822Name("alice@example.com")))
+    assert not cert_matches_identity(leaf, claimed, wildcards=False)
+    assert cert_matches_identity(leaf, claimed)  # a configured pattern (EAP-TLS's server identity) still matches
+
+
+@pytest.mark.parametrize("claimed, ok", [
+    (Identity("fqdn", "gw.example.com"), True), (Identity("fqdn", "GW.Example.COM"), True),
+    (Identity("rfc822", "alice@example.com"), True), (Identity("fqdn", "*.example.com"), False),
+    (Identity("fqdn", "x.gw.example.com"), False),
+])
+def test_received_identities_compare_as_written(root, claimed, ok):
+    leaf = _leaf(root, sans=(x509.DNSName("gw.example.com"), x509.RFC822Name("alice@example.com")))
+    assert cert_matches_identity(leaf, claimed, wildcards=False) is ok
+
+
+def test_a_certificate_with_a_wildcard_san_proves_that_very_name_only(root):
+    leaf = _leaf(root, sans=(x509.DNSName("*.example.com"),))
+    assert cert_matches_identity(leaf, Identity("fqdn", "*.example.com"), wildcards=False)
+    assert not cert_matches_identity(leaf, Identity("fqdn", "gw.example.com"), wildcards=False)
