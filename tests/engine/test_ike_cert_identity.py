@@ -44,3 +44,24 @@ def test_the_same_pattern_accepts_the_name_the_certificate_carries(pki):  # noqa
     p.advance(2)
     assert len(p.of("a", ChildSaInstalled)) == 1, p.of("b", NegotiationFailed)
     assert p.b.status(p.now)[0].remote_id == "left.example"
+
+
+def test_the_refusal_shows_the_claimed_identity_escaped_and_capped(pki):  # noqa: F811
+    """The ID is unauthenticated peer text (ID_FQDN takes any ASCII, control characters included): the
+    reason carries it as every other reason does (engine.ike.text.short), not a line break nor 4 KB."""
+    from engine.policy.model import Identity
+
+    d = pki["ecdsa-p256"]
+    pa = cert_policy(d, "left.example", "right.example", LEFT)
+    conn = pa.connections[0]
+    claimed = Identity("fqdn", "x" * 4000 + ".example\n2026-12-07 22:00:00 INFO forged line")
+    pa = dataclasses.replace(pa, connections=(dataclasses.replace(
+        conn, local=dataclasses.replace(conn.local, id=claimed)),))
+    pb = _with_ids(cert_policy(d, "right.example", "left.example", RIGHT), remote="%any")
+    p = cert_pair(pa, pb)
+    p.a.fragment_size = 1280
+    p.a.initiate("tun", p.now)
+    p.advance(2)
+    failed = p.of("b", NegotiationFailed)
+    assert failed and "does not contain its identity" in failed[0].reason, failed
+    assert "\n" not in failed[0].reason and len(failed[0].reason) < 600, failed[0].reason
