@@ -134,9 +134,20 @@ def public_key_of(cert: x509.Certificate):
         raise PkiError(f"the key of certificate {describe(cert)} is of a type we cannot use, or malformed") from None
 
 
+SHOWN_NAME = 256
+"""Characters of a certificate's subject or issuer a message shows."""
+
+
+def shown_name(name: x509.Name) -> str:
+    """A subject or issuer for a message, capped: a peer's certificates are read before it is
+    authenticated, and their names can fill the IKE message (tens of KB into every event)."""
+    text = format_name(name)
+    return text if len(text) <= SHOWN_NAME else f"{text[:SHOWN_NAME]}... ({len(text) - SHOWN_NAME} more characters)"
+
+
 def describe(cert: x509.Certificate) -> str:
     """``"O=Acme, CN=gw" (serial 0x1a2b)`` for messages."""
-    return f'"{format_name(cert.subject)}" (serial {cert.serial_number:#x})'
+    return f'"{shown_name(cert.subject)}" (serial {cert.serial_number:#x})'
 
 
 # --- CERTREQ -------------------------------------------------------------------

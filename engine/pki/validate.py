@@ -55,7 +55,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509.oid import ExtensionOID
 
-from .certs import describe, read_credential_file, unreadable
+from .certs import describe, read_credential_file, shown_name, unreadable
 from .dn import format_name, name_rdns
 from .errors import PkiError
 from .nameconstraints import name_constraints_problem
@@ -282,11 +282,11 @@ def validate_chain(
                 return ValidationResult(
                     False,
                     f"the signature of {what} {describe(current)} does not verify with the key of "
-                    f'"{format_name(current.issuer)}"',
+                    f'"{shown_name(current.issuer)}"',
                 )
             return ValidationResult(
                 False,
-                f'{what} {describe(current)} was issued by "{format_name(current.issuer)}", '
+                f'{what} {describe(current)} was issued by "{shown_name(current.issuer)}", '
                 "which is not a trusted CA" + ("" if current is end_cert else " or a sent intermediate"),
             )
         role = "CA" if issuer in trusted_cas else "intermediate CA"
@@ -333,7 +333,7 @@ def _revocation_problem(
 ) -> tuple[str | None, bool]:
     """(why the certificate fails, whether it was revoked) or (None, False)."""
     issuer_name = _norm_name(issuer.subject)
-    issuer_text = format_name(issuer.subject)
+    issuer_text = shown_name(issuer.subject)
     good_and_current = found = False
     refused = ""  # why a CRL of this issuer was not used, for a strict / ifuri failure
     ku = _ext(issuer, x509.KeyUsage)

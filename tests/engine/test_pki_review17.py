@@ -138,3 +138,23 @@ def test_a_certificate_with_a_wildcard_san_proves_that_very_name_only(root):
     leaf = _leaf(root, sans=(x509.DNSName("*.example.com"),))
     assert cert_matches_identity(leaf, Identity("fqdn", "*.example.com"), wildcards=False)
     assert not cert_matches_identity(leaf, Identity("fqdn", "gw.example.com"), wildcards=False)
+
+
+# --- the names of unauthenticated certificates in reasons -----------------------------------------------
+
+
+def _huge_name(tag: str, n: int = 1500) -> x509.Name:
+    return x509.Name([x509.RelativeDistinguishedName([x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, f"{tag}{i}")])
+                      for i in range(n)])
+
+
+def test_a_peers_huge_names_are_capped_in_the_reason(root):
+    """A certificate the peer sends is read before it is authenticated, and its subject and issuer can
+    fill the whole IKE message (max_packet up to 65535 bytes): the reason, kept in events and shown on
+    the console, names them capped, as engine.ike.text does peer text."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = _builder(_huge_name("s"), _huge_name("i"), key.public_key()).sign(key, hashes.SHA256())
+    res = validate_chain(cert, [], [root[0]], [], NOW)
+    assert not res.ok and "which is not a trusted CA" in res.reason
+    assert len(res.reason) < 1000, len(res.reason)
+    assert "OU=s0, OU=s1" in res.reason and "OU=i0, OU=i1" in res.reason and "more characters" in res.reason
