@@ -260,12 +260,22 @@ def validate_chain(
                                 policies=policies)
 
     current, anchored, budget = end_cert, False, _LinkChecks(trusted_cas)
+    normed: dict[int, tuple[tuple, tuple]] = {}
+
+    def names(c: x509.Certificate) -> tuple[tuple, tuple]:
+        # (subject, issuer) normalised once per validation, not per candidate per level: the peer's
+        # names can fill its message, and are read before it is authenticated
+        got = normed.get(id(c))
+        if got is None:
+            got = normed[id(c)] = (_norm_name(c.subject), _norm_name(c.issuer))
+        return got
+
     while len(chain) <= MAX_CHAIN_DEPTH:
         # CA certificates already between this issuer and the end entity; a self-issued one (a CA's
         # self-signed copy sent beside its cross-certificate) is not counted (RFC 5280 §6.1.4 (l))
-        below = sum(1 for c in chain[1:] if _norm_name(c.subject) != _norm_name(c.issuer))
-        issuer_name = _norm_name(current.issuer)
-        named = [c for c in (*trusted_cas, *intermediates) if _norm_name(c.subject) == issuer_name and c not in chain]
+        below = sum(1 for c in chain[1:] if names(c)[0] != names(c)[1])
+        issuer_name = names(current)[1]
+        named = [c for c in (*trusted_cas, *intermediates) if names(c)[0] == issuer_name and c not in chain]
         # a CA renewed with the same name and key: the current one first, whatever the file's order
         named.sort(key=lambda c: not c.not_valid_before_utc <= now <= c.not_valid_after_utc)
         issuer = next((c for c in named if c in trusted_cas and budget.signed(current, c)), None)
