@@ -46,12 +46,12 @@ def load_certificates(data: bytes, source: str = "certificate") -> list[x509.Cer
             raise PkiError(f"{source}: no PEM CERTIFICATE block in it")
         try:
             certs = x509.load_pem_x509_certificates(data)
-        except ValueError as exc:
+        except (ValueError, x509.InvalidVersion) as exc:
             raise PkiError(f"{source}: unreadable PEM certificate ({exc})") from None
     else:
         try:
             certs = [x509.load_der_x509_certificate(data)]
-        except ValueError:
+        except (ValueError, x509.InvalidVersion):
             raise PkiError(f"{source}: neither a PEM nor a DER certificate") from None
     return certs
 
@@ -104,7 +104,7 @@ def cert_from_payload(encoding: int, data: bytes) -> x509.Certificate:
         raise PkiError(f"CERT payload encoding {encoding} is not supported (only 4, X.509 certificate)")
     try:
         cert = x509.load_der_x509_certificate(data)
-    except ValueError:
+    except (ValueError, x509.InvalidVersion):  # InvalidVersion (a version beyond v3) is no ValueError
         raise PkiError(f"CERT payload: {len(data)} bytes that are not a DER certificate") from None
     problem = unreadable(cert)
     if problem:
@@ -120,7 +120,9 @@ def unreadable(cert: x509.Certificate) -> str | None:
         cert.extensions  # noqa: B018 (parses every extension)
         format_name(cert.subject)
         format_name(cert.issuer)
-    except (ValueError, TypeError) as exc:  # e.g. "ParseError { kind: EncodedDefault, location: [...] }"
+    # e.g. "ParseError { kind: EncodedDefault, location: [...] }"; DuplicateExtension (two of one OID,
+    # RFC 5280 §4.2) and UnsupportedGeneralNameType (an x400Address or ediPartyName) are no ValueError
+    except (ValueError, TypeError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType) as exc:
         return f"the certificate (serial {cert.serial_number:#x}) has a malformed extension or name ({exc})"
     return None
 

@@ -364,7 +364,7 @@ def _revocation_problem(
             delta = crl.extensions.get_extension_for_class(x509.DeltaCRLIndicator) is not None
         except x509.ExtensionNotFound:
             delta = False
-        except ValueError:  # unreadable extensions: not a CRL to lean on
+        except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType):  # unreadable: not a CRL to lean on
             warnings.append(f'a CRL of "{issuer_text}" has unreadable extensions; ignored')
             continue
         if delta:
@@ -554,7 +554,8 @@ del _probe
 def _ext_value(entry: x509.RevokedCertificate, cls):
     try:
         return entry.extensions.get_extension_for_class(cls).value
-    except (x509.ExtensionNotFound, ValueError):  # ValueError: unreadable entry extensions, read only on a hit
+    # ValueError, DuplicateExtension: unreadable entry extensions (read only on a hit): revoked all the same
+    except (x509.ExtensionNotFound, ValueError, x509.DuplicateExtension):
         return None
 
 

@@ -7,13 +7,16 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from engine.pki.certs import cert_matches_identity
+from engine.pki import PkiError
+from engine.pki.certs import cert_from_payload, cert_matches_identity, cert_payload_data
 from engine.pki.validate import validate_chain
 from engine.policy.model import Identity
+
+from tests.engine.test_ike_certs import pki  # noqa: F401 (a fixture)
 
 NOW = datetime.now(timezone.utc)
 
@@ -180,3 +183,96 @@ def test_each_name_is_read_once_per_validation(root, monkeypatch):
     res = validate_chain(certs[0], certs[1:], [root[0]], [], NOW)
     assert not res.ok and "no path" in res.reason
     assert len(calls) <= 2 * (len(certs) + 1), len(calls)
+
+
+# --- a duplicate extension (RFC 5280 §4.2: at most one instance of an extension) ------------------------
+
+
+def _with_duplicate_extension(issuer, *, ca=False) -> x509.Certificate:
+    """Two extensions of one OID: cryptography's builder refuses it, so two OIDs of one length are
+    written and the second renamed in the DER (the signature no longer matters: reading it fails first)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    b = (_builder(_name("dup"), issuer[0].subject, key.public_key())
+         .add_extension(x509.SubjectAlternativeName([x509.DNSName("gw.example.com")]), critical=False)
+         .add_extension(x509.UnrecognizedExtension(x509.ObjectIdentifier("1.3.6.1.4.1.55555.1"), b"\x05\x00"), False)
+         .add_extension(x509.UnrecognizedExtension(x509.ObjectIdentifier("1.3.6.1.4.1.55555.2"), b"\x05\x00"), False))
+    if ca:
+        b = b.add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+    der = b.sign(issuer[1], hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+    second = bytes.fromhex("06092b0601040183b20302")  # OID 1.3.6.1.4.1.55555.2
+    assert der.count(second) == 1
+    return x509.load_der_x509_certificate(der.replace(second, bytes.fromhex("06092b0601040183b20301")))
+
+
+def test_a_duplicate_extension_is_a_pki_error_not_an_exception(root):
+    """cryptography raises DuplicateExtension (an Exception, not a ValueError) when the extensions of
+    such a certificate are read: it went out of cert_from_payload and validate_chain."""
+    dup = _with_duplicate_extension(root)
+    with pytest.raises(PkiError, match="malformed"):
+        cert_from_payload(4, cert_payload_data(dup))
+    res = validate_chain(dup, [], [root[0]], [], NOW)
+    assert not res.ok and "malformed" in res.reason
+    inter = _with_duplicate_extension(root, ca=True)
+    res = validate_chain(_leaf(root), [inter], [root[0]], [], NOW)
+    assert not res.ok and "malformed" in res.reason
+
+
+def test_ike_peer_certificate_with_a_duplicate_extension(pki, root):  # noqa: F811
+    from tests.engine.test_pki_hostile import _pair_with_left_cert, _refused
+
+    _refused(_pair_with_left_cert(pki, root, [_with_duplicate_extension(root)], ec.generate_private_key(ec.SECP256R1())),
+             "malformed")
+
+
+def _with_version(cert: x509.Certificate, version: int) -> bytes:
+    """The certificate's DER with its [0] EXPLICIT version INTEGER changed (the signature then fails)."""
+    der = cert.public_bytes(serialization.Encoding.DER)
+    v3 = bytes.fromhex("a003020102")
+    assert der.count(v3) == 1
+    return der.replace(v3, bytes.fromhex("a0030201") + bytes([version]))
+
+
+def test_a_certificate_of_an_unknown_version_is_a_pki_error_not_an_exception(root, tmp_path):
+    """cryptography raises InvalidVersion (an Exception, not a ValueError) for a version other than
+    v1..v3 (RFC 5280 §4.1.2.1): it went out of cert_from_payload, on a peer's CERT payload."""
+    der = _with_version(_leaf(root), 6)
+    with pytest.raises(PkiError, match="not a DER certificate"):
+        cert_from_payload(4, der)
+    from engine.pki.certs import load_certificate_file
+
+    (tmp_path / "v7.der").write_bytes(der)
+    with pytest.raises(PkiError, match="v7.der"):
+        load_certificate_file(tmp_path / "v7.der")
+    pem = b"-----BEGIN CERTIFICATE-----\n" + __import__("base64").encodebytes(der) + b"-----END CERTIFICATE-----\n"
+    (tmp_path / "v7.pem").write_bytes(pem)
+    with pytest.raises(PkiError, match="v7.pem"):
+        load_certificate_file(tmp_path / "v7.pem")
+
+
+def test_ike_peer_certificate_of_an_unknown_version(pki, root):  # noqa: F811
+    from tests.engine.test_pki_hostile import _pair_with_left_cert, _refused
+
+    p = _pair_with_left_cert(pki, root, [_leaf(root)], ec.generate_private_key(ec.SECP256R1()))
+    bad = _with_version(_leaf(root), 6)
+    import engine.ike.certauth as certauth
+
+    real = certauth.cert_payloads  # the initiator sends the bytes as they are (it cannot load them either)
+    certauth_payloads = lambda ep, conn: [type(x)(x.encoding, bad) for x in real(ep, conn)][:1]  # noqa: E731
+    p.a.auth.cert_payloads = lambda conn: certauth_payloads(p.a.auth, conn)
+    _refused(p, "not a DER certificate")
+
+
+@pytest.mark.parametrize("value", [bytes.fromhex("3004a3023000"), bytes.fromhex("3006a5043002a000")],
+                         ids=["x400Address", "ediPartyName"])
+def test_a_san_of_a_general_name_type_cryptography_cannot_hold(root, pki, value):  # noqa: F811
+    """UnsupportedGeneralNameType (an Exception, not a ValueError) went out of cert_from_payload."""
+    from tests.engine.test_pki_hostile import _pair_with_left_cert, _refused
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (_builder(_name("x400"), root[0].subject, key.public_key())
+            .add_extension(x509.UnrecognizedExtension(x509.oid.ExtensionOID.SUBJECT_ALTERNATIVE_NAME, value), False)
+            .sign(root[1], hashes.SHA256()))
+    with pytest.raises(PkiError, match="malformed"):
+        cert_from_payload(4, cert_payload_data(cert))
+    assert not validate_chain(cert, [], [root[0]], [], NOW).ok
+    _refused(_pair_with_left_cert(pki, root, [cert], key), "malformed")
