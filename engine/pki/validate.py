@@ -348,7 +348,12 @@ def _revocation_problem(
     refused = ""  # why a CRL of this issuer was not used, for a strict / ifuri failure
     ku = _ext(issuer, x509.KeyUsage)
     for crl in crls:
-        if _norm_name(crl.issuer) != issuer_name:
+        try:
+            crl_issuer = _norm_name(crl.issuer)  # read when asked: load_crls refuses an unreadable one
+        except ValueError:
+            warnings.append("a CRL whose issuer name cannot be read is ignored")
+            continue
+        if crl_issuer != issuer_name:
             continue
         if ku is not None and not ku.crl_sign:  # RFC 5280 §6.3.3 (f), charon's x509_crl.c issued_by
             refused = f'; its CRL was ignored: the keyUsage of "{issuer_text}" lacks cRLSign'
@@ -579,19 +584,28 @@ def _pem_blocks(data: bytes) -> list[bytes]:
 
 
 def load_crls(data: bytes, source: str = "CRL") -> list[x509.CertificateRevocationList]:
-    """All CRLs in PEM data, or one DER CRL."""
+    """All CRLs in PEM data, or one DER CRL; one whose issuer name cannot be read is a PkiError."""
     if b"-----BEGIN" in data:
         blocks = _pem_blocks(data)
         if not blocks:
             raise PkiError(f"{source}: no PEM X509 CRL block in it")
         try:
-            return [x509.load_pem_x509_crl(b) for b in blocks]
-        except ValueError as exc:
+            crls = [x509.load_pem_x509_crl(b) for b in blocks]
+        except (ValueError, x509.InvalidVersion) as exc:  # InvalidVersion is no ValueError
             raise PkiError(f"{source}: unreadable PEM CRL ({exc})") from None
-    try:
-        return [x509.load_der_x509_crl(data)]
-    except ValueError:
-        raise PkiError(f"{source}: neither a PEM nor a DER CRL") from None
+    else:
+        try:
+            crls = [x509.load_der_x509_crl(data)]
+        except (ValueError, x509.InvalidVersion):
+            raise PkiError(f"{source}: neither a PEM nor a DER CRL") from None
+    for crl in crls:
+        try:
+            # cryptography reads the issuer only when asked, and each IKE_AUTH asks (a fetched CRL comes
+            # over plain http: an on-path attacker's bytes); its extensions are read after its signature
+            format_name(crl.issuer)
+        except ValueError as exc:
+            raise PkiError(f"{source}: unreadable CRL issuer name ({exc})") from None
+    return crls
 
 
 def load_crl_files(paths: Sequence[str | os.PathLike]) -> list[x509.CertificateRevocationList]:

@@ -276,3 +276,50 @@ def test_a_san_of_a_general_name_type_cryptography_cannot_hold(root, pki, value)
         cert_from_payload(4, cert_payload_data(cert))
     assert not validate_chain(cert, [], [root[0]], [], NOW).ok
     _refused(_pair_with_left_cert(pki, root, [cert], key), "malformed")
+
+
+# --- CRLs that cannot be read (a fetched one comes over plain http) --------------------------------------
+
+
+def _crl(root, *, serials=()):
+    b = (x509.CertificateRevocationListBuilder().issuer_name(root[0].subject)
+         .last_update(NOW - timedelta(hours=1)).next_update(NOW + timedelta(days=1)))
+    for s in serials:
+        b = b.add_revoked_certificate(x509.RevokedCertificateBuilder().serial_number(s)
+                                      .revocation_date(NOW - timedelta(hours=1)).build())
+    return b.sign(root[1], hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+
+
+def test_a_crl_whose_issuer_cannot_be_read_is_refused_when_loaded(root):
+    """cryptography reads a CRL's issuer only when asked: one whose issuer is not UTF-8 loaded, and then
+    raised ValueError out of validate_chain at every IKE_AUTH of that CA's peers. A CRL fetched over
+    http can be anything an on-path attacker writes."""
+    from engine.pki.validate import load_crls
+
+    good = _crl(root)
+    name = "Review Root".encode()
+    assert good.count(b"\x0c\x0b" + name) == 1
+    bad = good.replace(b"\x0c\x0b" + name, b"\x0c\x0b\xb4" + name[1:])
+    with pytest.raises(PkiError, match="unreadable"):
+        load_crls(bad, "http://crl.example/root.crl")
+    # one made some other way reaches validate_chain: it is skipped with a warning, nothing raises
+    crl = x509.load_der_x509_crl(bad)
+    leaf = _leaf(root)
+    res = validate_chain(leaf, [], [root[0]], [crl], NOW)
+    assert res.ok and any("cannot be read" in w for w in res.warnings), res.warnings
+    res = validate_chain(leaf, [], [root[0]], [crl], NOW, revocation="strict")
+    assert not res.ok and "revocation = strict" in res.reason
+
+
+def test_a_crl_of_an_unknown_version_is_a_pki_error(root):
+    """InvalidVersion (no ValueError) went out of load_crls; the runtime's fetcher logged a traceback."""
+    from engine.pki.validate import load_crls
+
+    good = _crl(root)
+    assert good.count(b"\x02\x01\x01", 0, 12) == 1  # version v2
+    bad = good.replace(b"\x02\x01\x01", b"\x02\x01\x7e", 1)
+    with pytest.raises(PkiError, match="neither a PEM nor a DER CRL"):
+        load_crls(bad)
+    pem = b"-----BEGIN X509 CRL-----\n" + __import__("base64").encodebytes(bad) + b"-----END X509 CRL-----\n"
+    with pytest.raises(PkiError, match="unreadable PEM CRL"):
+        load_crls(pem)
