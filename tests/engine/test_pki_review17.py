@@ -323,3 +323,32 @@ def test_a_crl_of_an_unknown_version_is_a_pki_error(root):
     pem = b"-----BEGIN X509 CRL-----\n" + __import__("base64").encodebytes(bad) + b"-----END X509 CRL-----\n"
     with pytest.raises(PkiError, match="unreadable PEM CRL"):
         load_crls(pem)
+
+
+def test_a_sent_ca_with_an_outsized_rsa_modulus_is_not_tried(root):
+    """Each candidate issuer costs a signature check before the peer is authenticated: with a 16384-bit
+    modulus and a 32-bit exponent one costs ~5 ms (0.07 ms at 2048 bits), 24 of them ~120 ms per
+    IKE_AUTH. A peer-sent CA's RSA modulus is bounded as its exponent is (a configured CA is not)."""
+    import secrets
+
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    import engine.pki.validate as validate
+
+    bits = 16384  # OpenSSL's own limit: the most a peer can make us verify with
+    n = secrets.randbits(bits) | (1 << (bits - 1)) | 1  # never used to sign: only its size matters
+    huge = rsa.RSAPublicNumbers(65537, n).public_key()
+    inter = (_builder(_name("Huge CA"), root[0].subject, huge)
+             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True).sign(root[1], hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = _builder(_name("gw"), inter.subject, key.public_key()).sign(key, hashes.SHA256())
+    checked = []
+    real = validate._signed_by
+    validate_signed_by = lambda c, i: checked.append(i) or real(c, i)  # noqa: E731
+    try:
+        validate._signed_by = validate_signed_by
+        res = validate_chain(leaf, [inter], [root[0]], [], NOW)
+    finally:
+        validate._signed_by = real
+    assert not res.ok and "modulus" in res.reason, res.reason
+    assert inter not in checked
