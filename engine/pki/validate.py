@@ -6,7 +6,7 @@ What is checked (in this order, the first failure is the reason):
 2. the end certificate may sign (keyUsage, if present, has digitalSignature
    or nonRepudiation: RFC 4945 §5.1.3.2, strongSwan's X509_IKE_COMPLIANT);
 3. a path to one of the trusted CAs, through the intermediates the peer sent,
-   each link's signature checked (`verify_directly_issued_by`); every issuer
+   each link's signature checked (names compared as RFC 5280 §7.1 does); every issuer
    is a CA (basicConstraints CA:TRUE, keyUsage keyCertSign if present,
    pathLenConstraint honoured); a critical extension we do not process is refused;
    the CAs' name constraints hold for the certificates below them
@@ -51,9 +51,10 @@ from typing import Literal
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from cryptography.x509.oid import ExtensionOID
+from cryptography.x509.oid import ExtensionOID, SignatureAlgorithmOID
 
 from .certs import describe, read_credential_file, shown_name, unreadable
 from .dn import format_name, name_rdns
@@ -90,7 +91,8 @@ _REFUSED_SIGNATURES = {
     "1.2.840.10045.4.1": "ecdsa-with-SHA1",
     "1.2.840.10040.4.3": "dsa-with-SHA1",
 }
-"""Certificate signature algorithms cryptography does not verify (strongSwan still takes SHA-1)."""
+"""Certificate signature algorithms refused, named in the reason (cryptography's own check verifies none
+of them either; strongSwan still takes SHA-1)."""
 
 
 @dataclass(frozen=True)
@@ -167,11 +169,37 @@ def _critical_problem(cert: x509.Certificate, what: str) -> str | None:
 
 
 def _signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    """Does `issuer`'s key verify `cert`'s signature? The names are the caller's (normalised, RFC 5280
+    §7.1): cryptography's verify_directly_issued_by wants them equal as encoded, and refused a CA whose
+    subject is a PrintableString over certificates naming it as a UTF8String, or in other case (charon
+    compares the values). The algorithms are the ones it verifies, SHA-1 and MD5 still refused."""
+    if cert.signature_algorithm_oid.dotted_string in _REFUSED_SIGNATURES:
+        return False
     try:
-        cert.verify_directly_issued_by(issuer)
+        if isinstance(cert.signature_hash_algorithm, (hashes.SHA1, hashes.MD5)):  # RSASSA-PSS over SHA-1 too
+            return False
+        key = issuer.public_key()
+        params = cert.signature_algorithm_parameters
+        oid = cert.signature_algorithm_oid
+        signature, tbs = cert.signature, cert.tbs_certificate_bytes
+        if isinstance(key, rsa.RSAPublicKey) and isinstance(params, (padding.PKCS1v15, padding.PSS)):
+            key.verify(signature, tbs, params, cert.signature_hash_algorithm)
+        elif isinstance(key, ec.EllipticCurvePublicKey) and isinstance(params, ec.ECDSA):
+            key.verify(signature, tbs, params)
+        elif isinstance(key, ed25519.Ed25519PublicKey) and oid == SignatureAlgorithmOID.ED25519:
+            key.verify(signature, tbs)
+        elif isinstance(key, ed448.Ed448PublicKey) and oid == SignatureAlgorithmOID.ED448:
+            key.verify(signature, tbs)
+        elif isinstance(key, dsa.DSAPublicKey) and oid in _DSA_SIGNATURES:
+            key.verify(signature, tbs, cert.signature_hash_algorithm)
+        else:  # the algorithm does not fit the key
+            return False
     except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
         return False
     return True
+
+
+_DSA_SIGNATURES = frozenset({SignatureAlgorithmOID.DSA_WITH_SHA224, SignatureAlgorithmOID.DSA_WITH_SHA256})
 
 
 MAX_LINK_CHECKS = 24

@@ -352,3 +352,84 @@ def test_a_sent_ca_with_an_outsized_rsa_modulus_is_not_tried(root):
         validate._signed_by = real
     assert not res.ok and "modulus" in res.reason, res.reason
     assert inter not in checked
+
+
+# --- issuer names compared as RFC 5280 §7.1 compares them ------------------------------------------------
+
+
+def _issued_naming(root_name: x509.Name, issuer_name: x509.Name, key_kind: str = "ec"):
+    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+    key = {"ec": lambda: ec.generate_private_key(ec.SECP256R1()), "rsa": lambda: rsa.generate_private_key(65537, 2048),
+           "ed25519": ed25519.Ed25519PrivateKey.generate}[key_kind]()
+    digest = None if key_kind == "ed25519" else hashes.SHA256()
+    ca = (_builder(root_name, root_name, key.public_key())
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True).sign(key, digest))
+    leaf_key = ec.generate_private_key(ec.SECP256R1())
+    leaf = _builder(_name("gw"), issuer_name, leaf_key.public_key()).sign(key, digest)
+    return ca, leaf, key
+
+
+def test_an_issuer_name_in_another_string_type_or_case_is_the_cas_name(root):
+    """The CA's subject a PrintableString, the certificate's issuer the same name as a UTF8String (RFC 5280
+    §4.1.2.4 expects both during the move to UTF8String), or in other case and blanks (§7.1): the same
+    name. cryptography's verify_directly_issued_by wants equal names and refused these chains as "does
+    not verify with the key" (charon compares the values)."""
+    from cryptography.x509.name import _ASN1Type
+
+    printable = x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "CH"),
+                           x509.NameAttribute(NameOID.COMMON_NAME, "Legacy Root", _ASN1Type.PrintableString)])
+    utf8 = x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "CH"),
+                      x509.NameAttribute(NameOID.COMMON_NAME, "Legacy Root", _ASN1Type.UTF8String)])
+    for ca_name, issuer_name in ((printable, utf8), (utf8, printable),
+                                 (utf8, x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "CH"),
+                                                   x509.NameAttribute(NameOID.COMMON_NAME, "LEGACY  root")]))):
+        ca, leaf, _ = _issued_naming(ca_name, issuer_name)
+        res = validate_chain(leaf, [], [ca], [], NOW)
+        assert res.ok, res.reason
+
+
+@pytest.mark.parametrize("kind", ["ec", "rsa", "ed25519"])
+def test_signatures_are_still_checked(kind):
+    """The signature check without cryptography's name check: each key type verifies, and a certificate
+    signed by another key of the same name does not."""
+    from cryptography.x509.name import _ASN1Type
+
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Key Root", _ASN1Type.PrintableString)])
+    ca, leaf, _ = _issued_naming(name, name, kind)
+    assert validate_chain(leaf, [], [ca], [], NOW).ok
+    other_ca, other_leaf, _ = _issued_naming(name, name, kind)
+    res = validate_chain(other_leaf, [], [ca], [], NOW)
+    assert not res.ok and "does not verify" in res.reason
+
+
+def test_an_rsa_pss_signed_chain_verifies():
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+    key = rsa.generate_private_key(65537, 2048)
+    pss = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
+    name = _name("PSS Root")
+    ca = (_builder(name, name, key.public_key()).add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+          .sign(key, hashes.SHA256(), rsa_padding=pss))
+    leaf = _builder(_name("gw"), name, ec.generate_private_key(ec.SECP256R1()).public_key()) \
+        .sign(key, hashes.SHA256(), rsa_padding=pss)
+    assert validate_chain(leaf, [], [ca], [], NOW).ok
+    wrong = rsa.generate_private_key(65537, 2048)
+    forged = _builder(_name("gw"), name, ec.generate_private_key(ec.SECP256R1()).public_key()) \
+        .sign(wrong, hashes.SHA256(), rsa_padding=pss)
+    assert not validate_chain(forged, [], [ca], [], NOW).ok
+
+
+def test_a_signature_algorithm_that_does_not_fit_the_issuers_key_is_refused(root):
+    """An ECDSA-signed certificate under an RSA CA of that name: refused, nothing raises."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    rsa_key = rsa.generate_private_key(65537, 2048)
+    name = _name("Mixed Root")
+    ca = (_builder(name, name, rsa_key.public_key()).add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+          .sign(rsa_key, hashes.SHA256()))
+    leaf = _builder(_name("gw"), name, ec.generate_private_key(ec.SECP256R1()).public_key()) \
+        .sign(ec.generate_private_key(ec.SECP256R1()), hashes.SHA256())
+    res = validate_chain(leaf, [], [ca], [], NOW)
+    assert not res.ok and "does not verify" in res.reason
+
