@@ -433,3 +433,44 @@ def test_a_signature_algorithm_that_does_not_fit_the_issuers_key_is_refused(root
     res = validate_chain(leaf, [], [ca], [], NOW)
     assert not res.ok and "does not verify" in res.reason
 
+
+
+# --- configured CAs whose key we cannot read ----------------------------------------------------------
+
+
+def test_a_configured_ca_with_a_key_we_cannot_read_is_refused_when_loading(pki, root, tmp_path):  # noqa: F811
+    """A CA whose key cryptography cannot read (a post-quantum one today) loaded, and then every CERTREQ
+    we build hashes its key: UnsupportedAlgorithm out of the engine at each IKE_SA_INIT (and out of
+    load_credentials' own key comparison). It is refused when the credentials are loaded, naming the file."""
+    import dataclasses
+
+    from engine.pki.credentials import load_credentials
+    from tests.engine.test_ike_certs import cert_policy
+    from tests.engine.test_pki_hostile import _unknown_key_cert
+
+    ca_file = tmp_path / "pq-ca.crt"
+    ca_file.write_bytes(_unknown_key_cert(root).public_bytes(serialization.Encoding.PEM))
+    d = pki["ecdsa-p256"]
+    pol = cert_policy(d, "right.example", "left.example", "192.0.2.2")
+    conn = pol.connections[0]
+    pol = dataclasses.replace(pol, connections=(dataclasses.replace(
+        conn, remote=dataclasses.replace(conn.remote, cacerts=(str(ca_file),))),))
+    with pytest.raises(PkiError, match="pq-ca.crt"):
+        load_credentials(pol)
+
+
+def test_our_certificate_with_a_key_we_cannot_read_is_refused_when_loading(pki, root, tmp_path):  # noqa: F811
+    import dataclasses
+
+    from engine.pki.credentials import load_credentials
+    from tests.engine.test_ike_certs import cert_policy
+    from tests.engine.test_pki_hostile import _unknown_key_cert
+
+    cert_file = tmp_path / "pq.crt"
+    cert_file.write_bytes(_unknown_key_cert(root).public_bytes(serialization.Encoding.PEM))
+    pol = cert_policy(pki["ecdsa-p256"], "right.example", "left.example", "192.0.2.2")
+    conn = pol.connections[0]
+    pol = dataclasses.replace(pol, connections=(dataclasses.replace(
+        conn, local=dataclasses.replace(conn.local, certs=(str(cert_file),))),))
+    with pytest.raises(PkiError, match="local.certs .*pq.crt"):
+        load_credentials(pol)
