@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography import x509
 from OpenSSL import SSL, crypto
 
 _VERSIONS = {"1.2": SSL.TLS1_2_VERSION, "1.3": SSL.TLS1_3_VERSION}
@@ -108,6 +109,10 @@ class TlsSession:
         if data:
             self.conn.bio_write(bytes(data))
         self._step()
+        try:  # OpenSSL reads certificates cryptography refuses (a version beyond v3: InvalidVersion)
+            self.peer_chain()
+        except (ValueError, x509.InvalidVersion) as exc:
+            raise TlsFailure(f"the peer's certificate cannot be read ({exc})") from None
 
     def _step(self) -> None:
         try:

@@ -171,7 +171,9 @@ def _chain_problem(session: TlsSession, creds: TlsCredentials, now: datetime, ex
         fetching = source.status(result.crl_uris) if source is not None and result.crl_uris else ""
         note = f" (CRL {fetching})" if fetching else ""
         return f"the {who}'s certificate is not acceptable: {result.reason}{note}"
-    if expected is not None and expected.kind != "any" and not cert_matches_identity(chain[0], expected):
+    # the client's identity is its IKE ID, a claim; the server's is our configured remote.id, a pattern
+    if expected is not None and expected.kind != "any" \
+            and not cert_matches_identity(chain[0], expected, wildcards=who != "client"):
         return f"the {who}'s certificate {describe(chain[0])} does not name '{expected}'"
     if pending:
         return Waiting(f"waiting for the CRL from {', '.join(pending)} to check {describe(chain[0])}")

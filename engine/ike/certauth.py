@@ -14,6 +14,7 @@ from engine.crypto.signature import (
 from engine.crypto.signature import sign_auth as _sign
 from engine.crypto.signature import verify_auth as _verify
 from engine.ike.errors import LocalError
+from engine.ike.text import short
 from engine.pki.certs import (
     cert_from_payload,
     cert_matches_identity,
@@ -131,9 +132,9 @@ def verify_auth(ep, sa, conn, auth, signed: bytes, payloads, peer, *, may_defer:
                                  for u in result.crl_uris)
         return False, (f"the peer's certificate is not acceptable: {result.reason}"
                        + (f" (CRL {fetching})" if fetching else ""))
-    if not cert_matches_identity(end, peer):
+    if not cert_matches_identity(end, peer, wildcards=False):  # the peer's ID is a claim, not a pattern
         return False, (f"the peer's certificate {describe(end)} does not contain its identity "
-                       f"'{peer.value}': fix the peer's ID or its certificate's subjectAltName")
+                       f"'{short(peer.value)}': fix the peer's ID or its certificate's subjectAltName")
     try:
         key = public_key_of(end)
     except PkiError as exc:

@@ -5,7 +5,8 @@
   compared with the subject (see engine.pki.dn); a key ID with the subject key
   identifier. A configured FQDN/e-mail pattern starting with ``*`` matches by
   suffix (``*.example.com``, ``*@example.com``); an IP identity may be a
-  subnet (``192.0.2.0/24``).
+  subnet (``192.0.2.0/24``). An identity the peer sent is no pattern: it must
+  be one of the certificate's names as written (``wildcards=False``).
 * CERTREQ (RFC 7296 §3.7) names each trusted CA by the SHA-1 of its
   subjectPublicKeyInfo; 20 bytes per CA.
 * CERT (RFC 7296 §3.6) carries DER certificates with encoding 4.
@@ -45,12 +46,12 @@ def load_certificates(data: bytes, source: str = "certificate") -> list[x509.Cer
             raise PkiError(f"{source}: no PEM CERTIFICATE block in it")
         try:
             certs = x509.load_pem_x509_certificates(data)
-        except ValueError as exc:
+        except (ValueError, x509.InvalidVersion) as exc:
             raise PkiError(f"{source}: unreadable PEM certificate ({exc})") from None
     else:
         try:
             certs = [x509.load_der_x509_certificate(data)]
-        except ValueError:
+        except (ValueError, x509.InvalidVersion):
             raise PkiError(f"{source}: neither a PEM nor a DER certificate") from None
     return certs
 
@@ -103,7 +104,7 @@ def cert_from_payload(encoding: int, data: bytes) -> x509.Certificate:
         raise PkiError(f"CERT payload encoding {encoding} is not supported (only 4, X.509 certificate)")
     try:
         cert = x509.load_der_x509_certificate(data)
-    except ValueError:
+    except (ValueError, x509.InvalidVersion):  # InvalidVersion (a version beyond v3) is no ValueError
         raise PkiError(f"CERT payload: {len(data)} bytes that are not a DER certificate") from None
     problem = unreadable(cert)
     if problem:
@@ -119,7 +120,9 @@ def unreadable(cert: x509.Certificate) -> str | None:
         cert.extensions  # noqa: B018 (parses every extension)
         format_name(cert.subject)
         format_name(cert.issuer)
-    except (ValueError, TypeError) as exc:  # e.g. "ParseError { kind: EncodedDefault, location: [...] }"
+    # e.g. "ParseError { kind: EncodedDefault, location: [...] }"; DuplicateExtension (two of one OID,
+    # RFC 5280 §4.2) and UnsupportedGeneralNameType (an x400Address or ediPartyName) are no ValueError
+    except (ValueError, TypeError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType) as exc:
         return f"the certificate (serial {cert.serial_number:#x}) has a malformed extension or name ({exc})"
     return None
 
@@ -133,9 +136,20 @@ def public_key_of(cert: x509.Certificate):
         raise PkiError(f"the key of certificate {describe(cert)} is of a type we cannot use, or malformed") from None
 
 
+SHOWN_NAME = 256
+"""Characters of a certificate's subject or issuer a message shows."""
+
+
+def shown_name(name: x509.Name) -> str:
+    """A subject or issuer for a message, capped: a peer's certificates are read before it is
+    authenticated, and their names can fill the IKE message (tens of KB into every event)."""
+    text = format_name(name)
+    return text if len(text) <= SHOWN_NAME else f"{text[:SHOWN_NAME]}... ({len(text) - SHOWN_NAME} more characters)"
+
+
 def describe(cert: x509.Certificate) -> str:
     """``"O=Acme, CN=gw" (serial 0x1a2b)`` for messages."""
-    return f'"{format_name(cert.subject)}" (serial {cert.serial_number:#x})'
+    return f'"{shown_name(cert.subject)}" (serial {cert.serial_number:#x})'
 
 
 # --- CERTREQ -------------------------------------------------------------------
@@ -180,9 +194,9 @@ def _sans(cert: x509.Certificate) -> x509.SubjectAlternativeName | None:
         return None
 
 
-def _name_matches(pattern: str, value: str) -> bool:
+def _name_matches(pattern: str, value: str, wildcards: bool = True) -> bool:
     p, v = pattern.rstrip(".").casefold(), value.rstrip(".").casefold()
-    if p.startswith("*") and len(p) > 1:
+    if wildcards and p.startswith("*") and len(p) > 1:
         return v.endswith(p[1:]) and len(v) > len(p) - 1
     return p == v
 
@@ -195,8 +209,14 @@ def _key_id_bytes(text: str) -> bytes | None:
         return None
 
 
-def cert_matches_identity(cert: x509.Certificate, identity: Identity) -> bool:
-    """Does the certificate vouch for this IKE identity? (rules in the module doc)"""
+def cert_matches_identity(cert: x509.Certificate, identity: Identity, *, wildcards: bool = True) -> bool:
+    """Does the certificate vouch for this IKE identity? (rules in the module doc)
+
+    ``wildcards=False`` for an identity the peer sent: it is a claim, not a pattern, and must be a
+    subjectAltName as written (RFC 4945 §3.1). charon's has_subject matches the received ID as a
+    pattern, so a peer holding gw.example.com's certificate could be recorded as ``*.example.com``
+    (its remote ID, its lease, uniqueness), a name its certificate does not carry. A DN the peer
+    sends holds no wildcard anyway (a ``*`` value reads back as the literal ``\2A``)."""
     kind = identity.kind
     if kind == "any":
         return True
@@ -222,9 +242,9 @@ def cert_matches_identity(cert: x509.Certificate, identity: Identity) -> bool:
     if sans is None:
         return False
     if kind == "fqdn":
-        return any(_name_matches(identity.value, n) for n in sans.get_values_for_type(x509.DNSName))
+        return any(_name_matches(identity.value, n, wildcards) for n in sans.get_values_for_type(x509.DNSName))
     if kind == "rfc822":
-        return any(_name_matches(identity.value, n) for n in sans.get_values_for_type(x509.RFC822Name))
+        return any(_name_matches(identity.value, n, wildcards) for n in sans.get_values_for_type(x509.RFC822Name))
     if kind in ("ipv4", "ipv6"):
         try:
             if "/" in identity.value:

@@ -10,7 +10,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from engine.pki.certs import load_certificate_file
+from engine.pki.certs import load_certificate_file, public_key_of
 from engine.pki.errors import PkiError
 from engine.pki.keys import load_private_key_secret
 from engine.pki.validate import load_crl_files
@@ -96,6 +96,10 @@ def load_credentials(policy: Policy) -> Credentials:
             chain: list[x509.Certificate] = []
             for name in conn.local.certs:
                 chain += load_certificate_file(_resolve(base, name))
+            try:
+                public_key_of(chain[0])  # compared with the keys below; we sign with it
+            except PkiError as exc:
+                raise PkiError(f"connection '{conn.name}': local.certs {conn.local.certs[0]}: {exc}") from None
             if keys is None:
                 keys = [(entry, load_private_key_secret(entry, secrets_base)) for entry in policy.secrets.private]
             want = _spki(chain[0])
@@ -110,7 +114,15 @@ def load_credentials(policy: Policy) -> Credentials:
                                "remote.cacerts")
             cas: list[x509.Certificate] = []
             for name in conn.remote.cacerts:
-                cas += load_certificate_file(_resolve(base, name))
+                loaded = load_certificate_file(_resolve(base, name))
+                for ca in loaded:
+                    # its key is hashed for every CERTREQ we send and checks every path: one cryptography
+                    # cannot read (a post-quantum CA today) raised UnsupportedAlgorithm at each IKE_SA_INIT
+                    try:
+                        public_key_of(ca)
+                    except PkiError as exc:
+                        raise PkiError(f"connection '{conn.name}': remote.cacerts {name}: {exc}") from None
+                cas += loaded
             creds.cacerts[conn.name] = cas
     if policy.engine.crls:
         creds.crls = load_crl_files([_resolve(base, c) for c in policy.engine.crls])
