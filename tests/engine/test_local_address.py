@@ -179,3 +179,19 @@ def test_the_runtime_listens_on_the_wildcard_a_local_subnet_or_range_needs():
     assert listen(LEFT, "2001:db8::/64") == [LEFT, "::"]
     assert listen("192.0.2.1-192.0.2.9", "%any6") == ["0.0.0.0", "::"]
     assert listen("%any", "me.test", "%any4") == ["0.0.0.0"]
+
+
+# ---------------------------------------------------------------- RFC 5685 redirect (peer input)
+def test_a_redirect_to_a_gateway_we_have_no_address_for_fails_in_words_not_an_exception():
+    from engine.events import NegotiationFailed
+    from tests.engine.test_ike_redirect import OTHER, gateways
+
+    g = gateways()
+    client = dataclasses.replace(g.a.policy.connections[0], local_addrs=("192.0.2.0/30",))
+    p = Pair(dataclasses.replace(g.a.policy, connections=(client,),
+                                 engine=dataclasses.replace(g.a.policy.engine, listen=())), g.b.policy)
+    p.a.source_address = lambda peer: LEFT if peer == RIGHT else "198.51.100.9"
+    p.a.initiate("tun", p.now)
+    p.advance(2)
+    (failed,) = p.of("a", NegotiationFailed)
+    assert failed.notify == "REDIRECT" and OTHER in failed.reason and "198.51.100.9" in failed.reason
