@@ -360,7 +360,7 @@ class IkeEndpoint(Initiation):
         """Traffic hit a trap policy: bring up the child with that reqid."""
         owner = self.registry.reqid_owner(reqid)
         if owner is not None:
-            self.initiate(owner[0], now, owner[1])
+            self.initiate_logged(owner[0], now, owner[1])
 
     def roam(self, now: float, *, name: str | None = None, address: str | None = None) -> int:
         """Our address may have changed (the runtime saw addresses come and go, or the admin
@@ -433,7 +433,7 @@ class IkeEndpoint(Initiation):
         self.vips.end_stale(list(self.registry), now)  # clients whose address left its pool
         self.names.refresh(names.policy_names(policy.connections))
         for name in plan.start:
-            self.initiate(name, now)
+            self.initiate_logged(name, now)
         event = PolicyApplied(plan.added, plan.removed, plan.changed)
         self.emit(event)
         return event
@@ -443,7 +443,7 @@ class IkeEndpoint(Initiation):
         self.names.refresh(names.policy_names(self.policy.connections))
         for conn in self.policy.connections:
             if any(c.start_action == "start" for c in conn.children) and policy_change.initiable(conn):
-                self.initiate(conn.name, now)
+                self.initiate_logged(conn.name, now)
 
     # ------------------------------------------------------------ input: routing.py
     receive_datagram = routing.receive_datagram

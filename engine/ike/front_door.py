@@ -21,12 +21,11 @@ stateless answers are rate-limited and what was left out is counted.
 
 from __future__ import annotations
 
-import functools
-import ipaddress
 import logging
 
 from engine.crypto.auth import cookie_value, verify_cookie
 from engine.events import ExchangeReceived, ExchangeSent
+from engine.ike.addresses import addr_match
 from engine.ike.exchanges import ike_sa_init
 from engine.ike.exchange import find
 from engine.ike.host import Addr, Host
@@ -154,7 +153,8 @@ class FrontDoor:
     def candidates(self, local: Addr, remote: Addr) -> list[ConnectionConfig]:
         out = []
         for conn in self.policy.connections:
-            if conn.local_addrs and not any(addr_match(a, local[0]) for a in conn.local_addrs):
+            if conn.local_addrs and not any(addr_match(a, local[0]) for a in conn.local_addrs) and \
+                    not any(local[0] in self.host.names.addresses(a) for a in conn.local_addrs):
                 continue
             if conn.remote_addrs and not any(addr_match(a, remote[0]) for a in conn.remote_addrs) and \
                     not any(remote[0] in self.host.names.addresses(a) for a in conn.remote_addrs):
@@ -203,20 +203,3 @@ class FrontDoor:
             message += f" ({limiter.dropped} similar messages suppressed)"
             limiter.dropped = 0
         log.warning("%s", message, extra={"connection": name})
-
-
-@functools.lru_cache(maxsize=4096)
-def addr_match(pattern: str, addr: str) -> bool:
-    """Whether ``addr`` is one of a connection's local_addrs/remote_addrs entries."""
-    if pattern in ("%any", "%any4", "%any6", "0.0.0.0", "::"):
-        return True
-    try:
-        a = ipaddress.ip_address(addr)
-        if "/" in pattern:
-            return a in ipaddress.ip_network(pattern, strict=False)
-        if "-" in pattern:
-            lo, hi = pattern.split("-", 1)
-            return ipaddress.ip_address(lo) <= a <= ipaddress.ip_address(hi)
-        return a == ipaddress.ip_address(pattern)
-    except ValueError:
-        return pattern == addr

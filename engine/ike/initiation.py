@@ -12,7 +12,7 @@ import ipaddress
 import logging
 
 from engine.events import IkeState, NegotiationFailed
-from engine.ike import names, policy_change
+from engine.ike import addresses, names, policy_change
 from engine.ike.close_action import CLOSE_START_HOLDOFF, coming
 from engine.ike.errors import IllegalTransition, LocalError
 from engine.ike.exchanges import CATALOG
@@ -56,6 +56,16 @@ class Initiation:
         held = self._retries.get(name)
         return held[0] if held is not None else None
 
+    def initiate_logged(self, name: str, now: float, child: str | None = None) -> None:
+        """``initiate`` where no one asked for it (start_action, a policy applied, a trap's
+        ACQUIRE): a connection that cannot start now (LocalError, logged by initiate) does not
+        stop the others."""
+        try:
+            self.initiate(name, now, child)
+        except LocalError as exc:
+            if isinstance(exc, IllegalTransition):
+                raise
+
     def _initiate_quietly(self, name: str, now: float, only: tuple[str, ...] = ()) -> None:
         try:
             self.initiate(name, now, only=only)
@@ -65,15 +75,41 @@ class Initiation:
             log.debug("%s: not re-initiated: %s", name, exc)
 
     def local_address(self, conn: ConnectionConfig, remote: str) -> str:
-        if conn.local_addrs and conn.local_addrs[0] not in ("%any", "0.0.0.0", "::"):
-            return conn.local_addrs[0]
+        """Our address towards ``remote`` (charon's resolve_hosts / ike_cfg resolve_me): the first
+        literal local_addrs entry of the peer's family; else a listen address of that family
+        local_addrs holds (it may hold a subnet, a range, %any, a host name, or nothing); else
+        the host's source towards the peer (``source_address``) when local_addrs holds it and
+        we listen on the wildcard (or nothing is set: the runtime binds one); else the
+        unspecified address (the kernel picks, the SA learns it from the answer:
+        sa_nat.update_remote). LocalError naming the connection when local_addrs has no address
+        of the peer's family, none we listen on, or not the route's source."""
         version = ipaddress.ip_address(remote).version
-        for a in self.policy.engine.listen:
-            if ipaddress.ip_address(a).version == version:
-                return a
-        found = self.source_address(remote) if self.source_address is not None else None
-        if found:
+        entries = conn.local_addrs
+        found = addresses.literal(entries, version)
+        if found is not None:
             return found
+        if not addresses.serves(entries, version):
+            raise LocalError(f"connection '{conn.name}': local_addrs ({', '.join(entries)}) holds no IPv{version} "
+                             f"address to reach {remote} from: add one, or give remote_addrs an "
+                             f"IPv{10 - version} address")
+        resolved = self.names.addresses
+        listen = [a for a in self.policy.engine.listen if ipaddress.ip_address(a).version == version]
+        bound = [a for a in listen if not ipaddress.ip_address(a).is_unspecified]
+        for a in bound:  # (the address a trap of the connection has too: engine.datapath.traps)
+            if addresses.allows(entries, a, resolved):
+                return a
+        source = self.source_address(remote) if self.source_address is not None else None
+        # usable when we listen there: on the wildcard, or nowhere set (the runtime binds one)
+        if source and addresses.allows(entries, source, resolved) and (not bound or len(bound) < len(listen)):
+            return source
+        if bound and len(bound) == len(listen):
+            raise LocalError(f"connection '{conn.name}': local_addrs ({', '.join(entries)}) holds none of the "
+                             f"IPv{version} addresses [engine] listen binds ({', '.join(bound)}): add one to "
+                             "either")
+        if source and not addresses.allows(entries, source, resolved):
+            raise LocalError(f"connection '{conn.name}': the host reaches {remote} from {source}, which "
+                             f"local_addrs ({', '.join(entries)}) does not hold: add it, or route the peer "
+                             "through an address local_addrs holds")
         # The kernel picks the source; the SA learns it from the answer (IkeSa._update_remote).
         return "0.0.0.0" if version == 4 else "::"
 
@@ -109,7 +145,12 @@ class Initiation:
                 return None
             target = names.pick(addrs, conn)
         remote = (target, conn.remote_port)
-        local = (self.local_address(conn, remote[0]), conn.local_port or self.ike_port)
+        try:
+            local = (self.local_address(conn, remote[0]), conn.local_port or self.ike_port)
+        except LocalError as exc:
+            # Said here too: a trap's ACQUIRE or a keyingtries retry has no one to raise it to.
+            log.warning("%s: not initiated: %s", name, exc, extra={"connection": name})
+            raise
         sa = IkeSa(self, conn, initiator=True, unique_id=self.registry.next_ike_id(), local=local, remote=remote,
                    spi_i=self.registry.new_ike_spi(), now=now)
         self.registry.add(sa)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Callable
 
+from engine.ike.addresses import family_of
 from engine.policy.model import ConnectionConfig
 from engine.policy.parse import address_kind
 
@@ -121,13 +122,9 @@ class HostNames:
 
 
 def pick(addrs: tuple[str, ...], conn: ConnectionConfig) -> str:
-    """The address to initiate to: of the family of our local_addrs when they name one."""
-    versions = set()
-    for a in conn.local_addrs:
-        try:
-            versions.add(ipaddress.ip_address(a).version)
-        except ValueError:
-            continue
+    """The address to initiate to: of a family our local_addrs name (an address, subnet or range
+    of it, %any4 / %any6) when they name one."""
+    versions = {family_of(a) for a in conn.local_addrs} - {0, None}
     for a in addrs:
         if not versions or ipaddress.ip_address(a).version in versions:
             return a
@@ -146,5 +143,6 @@ def target_address(conn: ConnectionConfig, table: HostNames) -> str | None:
 
 
 def policy_names(connections) -> list[str]:
-    """Every host name in the connections' remote_addrs."""
-    return [a.strip() for c in connections for a in c.remote_addrs if is_name(a)]
+    """Every host name in the connections' remote_addrs and local_addrs (charon resolves those
+    too: ike_cfg resolve_me and match_me)."""
+    return [a.strip() for c in connections for a in (*c.remote_addrs, *c.local_addrs) if is_name(a)]

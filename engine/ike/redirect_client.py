@@ -8,6 +8,7 @@ from __future__ import annotations
 import ipaddress
 
 from engine.ike import names
+from engine.ike.errors import LocalError
 from engine.ike.exchanges import CATALOG
 from engine.ike.exchanges.redirect import MAX_REDIRECTS, REDIRECT_PERIOD
 from engine.ike.sa import IkeSa
@@ -43,8 +44,12 @@ def follow(ep, sa: IkeSa, gateway: str, children, now: float, exchange: int) -> 
     if not children:
         kept = {c.config.name for c in sa.children.values()}
         children = [c for c in conn.children if c.name in kept] or list(conn.children)
+    try:
+        local = ep.local_address(conn, gateway)
+    except LocalError as exc:  # (the gateway's address is peer input: never raised out of the engine)
+        return str(exc)
     new = IkeSa(ep, conn, initiator=True, unique_id=ep.registry.next_ike_id(),
-                local=(ep.local_address(conn, gateway), conn.local_port or ep.ike_port),
+                local=(local, conn.local_port or ep.ike_port),
                 remote=(gateway, conn.remote_port), spi_i=ep.registry.new_ike_spi(), now=now)
     new.redirected_from = sa.remote[0]
     new.redirected_at = sa.redirected_at = (*recent, now)  # an established SA redirected again counts too

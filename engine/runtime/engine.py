@@ -37,8 +37,10 @@ from engine.events import (
     VirtualIpsChanged,
 )
 from engine.ike import names
+from engine.ike.addresses import family_of
 from engine.ike.endpoint import IkeEndpoint
 from engine.policy.model import Policy
+from engine.policy.parse import address_kind
 from engine.runtime.randomness import RandomBytes
 from engine.runtime.reporting import SCAN_CHUNK, Reporting
 from engine.runtime.crlfetch import CrlFetcher
@@ -161,11 +163,21 @@ class EngineRuntime(Reporting):
         self._names_task = asyncio.create_task(self._names_loop(), name="names")
 
     def _addresses_from_connections(self) -> list[str]:
+        """What to listen on without [engine] listen: each literal local_addrs address, and the
+        wildcard of a family a subnet, a range or %any4 / %any6 stands for (an address in it may
+        be ours: charon listens on the wildcards). %any and host names add nothing."""
         out: list[str] = []
         for c in self.policy.connections:
             for a in c.local_addrs:
-                if a not in out and a not in ("%any", "%any6") and "/" not in a:
-                    out.append(a)
+                kind = address_kind(a)
+                if kind == "ip":
+                    text = a.strip()
+                elif kind in ("network", "range") or a.strip() in ("%any4", "%any6"):
+                    text = "::" if family_of(a) == 6 else "0.0.0.0"
+                else:
+                    continue
+                if text not in out:
+                    out.append(text)
         return out
 
     async def stop(self, *, delete: bool = True) -> None:

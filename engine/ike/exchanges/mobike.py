@@ -51,11 +51,11 @@ Rules (initiator; RFC 4555 lets only the original initiator move the SA, §3.5):
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import logging
 
 from engine.crypto.auth import nat_detection_hash
 from engine.events import ChildSaMoved, IkeState
+from engine.ike import addresses
 from engine.ike.exchange import Initiator, Label, Request, Responder, Table, error_notifies, notify
 from engine.ike.exchanges import informational
 from engine.ike.init import check_nat, nat_notifies
@@ -125,16 +125,10 @@ def accepted(sa, payloads) -> None:
         sa.mobike_addrs = (sa.local, sa.remote)
 
 
-def may_use(conn, address: str) -> bool:
-    """Whether ``address`` is one local_addrs allows (none, %any, the address or a prefix holding it)."""
-    allowed = [a for a in conn.local_addrs if a not in ("%any", "%any4", "%any6", "0.0.0.0", "::")]
-    if not allowed:
-        return True
-    try:
-        addr = ipaddress.ip_address(address)
-        return any(addr in ipaddress.ip_network(a, strict=False) for a in allowed if "-" not in a)
-    except ValueError:
-        return False
+def may_use(conn, address: str, resolved=None) -> bool:
+    """Whether ``address`` is one local_addrs allows (none, %any, the address, a subnet or range
+    holding it, or what a host name there resolved to: charon's ike_cfg match_me)."""
+    return addresses.allows(conn.local_addrs, address, resolved)
 
 
 def roam(sa, address: str, now: float) -> bool:
@@ -143,7 +137,7 @@ def roam(sa, address: str, now: float) -> bool:
     already there, or an address local_addrs does not allow)."""
     if not (sa.mobike and sa.connection_initiator and sa.state == IkeState.ESTABLISHED) or sa.conn is None:
         return False
-    if address == sa.local[0] or not may_use(sa.conn, address) or \
+    if address == sa.local[0] or not may_use(sa.conn, address, sa.host.names.addresses) or \
             (":" in address) != (":" in sa.remote[0]):
         return False
     log.info("%s[%d]: MOBIKE: our address changed from %s to %s, updating the SA", sa.name, sa.unique_id,
