@@ -83,6 +83,7 @@ class KeyedTable(KeysInOrder, FastCells):
         self._cache: dict[str, tuple[str, ...]] = {}
         self._cells: dict[tuple[str, str], object] = {}
         """Cells made by `_cell`, by (column, text)."""
+        self._cells_theme: str | None = None
         self.styler = styler
         self.sync_stats = (0, 0, 0)
         """(added, removed, cells updated) of the last sync, for tests and the benchmark."""
@@ -169,6 +170,17 @@ class KeyedTable(KeysInOrder, FastCells):
             kept = self._cells[(column, value)] = self._make_cell(column, value)
         return kept
 
+    def _cells_for_theme(self) -> None:
+        """Forget the cells made under another theme (stylers colour from it): restyle reaches
+        only the tables of the screens on the stack."""
+        try:
+            theme = self.app.theme
+        except Exception:  # noqa: BLE001  (no app yet: nothing styled from one either)
+            theme = None
+        if theme != self._cells_theme:
+            self._cells = {}
+            self._cells_theme = theme
+
     CELL_CACHE = 50_000
     """Distinct (column, text) cells kept at most."""
 
@@ -196,6 +208,7 @@ class KeyedTable(KeysInOrder, FastCells):
             return  # a newer sync took over
         self._pending = None
         self._last_rows = rows
+        self._cells_for_theme()
         cache = self._cache
         had_rows = bool(cache)
         removed = [k for k in cache if k not in rows]

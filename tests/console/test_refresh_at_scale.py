@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import random
 
+from rich.text import Text
 from textual.app import App
 
 from console import fmt
@@ -250,3 +251,25 @@ async def test_a_row_changed_off_screen_is_drawn_new_when_scrolled_to(monkeypatc
         await pilot.pause()
         assert "10s" in "\n".join(_screen_text(table))
         assert table.selected_key == "k55"
+
+
+class _Themed(App):
+    def compose(self):
+        yield KeyedTable(COLUMNS, id="t", styler=lambda c, v: Text(v, style="bold red" if self.theme == "textual-dark"
+                                                                    else "bold blue") if c == "state" else v)
+
+
+async def test_cells_made_under_another_theme_are_not_reused():
+    """restyle reaches the tables of the screens on the stack only: another screen's table makes
+    its new cells in the new theme's colours, as before cells were shared."""
+    app = _Themed()
+    async with app.run_test(size=(40, 12)) as pilot:
+        app.theme = "textual-dark"
+        table = app.query_one(KeyedTable)
+        table.sync({"a": ("a", "1s", "up")})
+        await pilot.pause()
+        app.theme = "textual-light"
+        await pilot.pause()
+        table.sync({"a": ("a", "1s", "up"), "b": ("b", "1s", "up")})
+        assert table.get_row("b")[2].style == "bold blue"
+        assert table.get_row("a")[2].style == "bold red"  # kept until restyled, as before
