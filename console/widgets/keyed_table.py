@@ -270,7 +270,7 @@ class KeyedTable(KeysInOrder, FastCells):
             return
         data = getattr(self, "_data", None)
         caches = [getattr(self, name, None) for name in self._CONTENT_CACHES]
-        if data is None or None in caches or len(cells) < 2:
+        if data is None or None in caches:
             for k, c, value in cells:
                 self.update_cell(k, c, value)
             return

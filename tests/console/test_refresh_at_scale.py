@@ -273,3 +273,42 @@ async def test_cells_made_under_another_theme_are_not_reused():
         table.sync({"a": ("a", "1s", "up"), "b": ("b", "1s", "up")})
         assert table.get_row("b")[2].style == "bold blue"
         assert table.get_row("a")[2].style == "bold red"  # kept until restyled, as before
+
+
+async def test_a_poll_changing_only_rows_off_screen_draws_no_line(monkeypatch):
+    snaps = list(_polls(60, 1, seed=3))
+    app = _Tables()
+    async with app.run_test(size=(120, 30)) as pilot:
+        ike = app.query_one(IkeSaTable)
+        ike.snapshot = snaps[0]
+        await pilot.pause()
+        await pilot.pause(0.3)  # focus and styles settled (they draw the table too)
+        drawn = []
+        real = IkeSaTable._render_line
+        monkeypatch.setattr(IkeSaTable, "_render_line", lambda self, y, *a: drawn.append(y) or real(self, y, *a))
+        last = snaps[0].ike_sas[-1]
+        ike.snapshot = dataclasses.replace(snaps[0], ike_sas=(*snaps[0].ike_sas[:-1],
+                                                              dataclasses.replace(last, state="REKEYING")))
+        await pilot.pause()
+        assert ike.sync_stats == (0, 0, 1)
+        assert drawn == []
+        ike.move_cursor(row=59)
+        await pilot.pause()
+        assert "REKEYING" in "\n".join(_screen_text(ike))
+
+
+async def test_a_status_poll_with_nothing_new_updates_no_label(monkeypatch):
+    """Every Static.update lays the screen out again (and draws every table's visible lines)."""
+    from textual.widgets import Static
+
+    from tests.console.conftest import make_app, ready
+
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await ready(pilot)
+        updated = []
+        real = Static.update
+        monkeypatch.setattr(Static, "update", lambda self, *a, **k: updated.append(self.id) or real(self, *a, **k))
+        app.screen.sync(frozenset({"status"}))
+        await pilot.pause()
+        assert [i for i in updated if i and (i.startswith("spark") or i == "dash-detail")] == []
