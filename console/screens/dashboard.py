@@ -89,7 +89,7 @@ class DashboardScreen(ConsoleScreen):
         self._sync_detail()  # shown at every width: wide tables still scroll sideways
 
     def _sync_detail(self) -> None:
-        self.query_one("#dash-detail", Static).update(self._detail_text())
+        _show(self.query_one("#dash-detail", Static), self._detail_text())
 
     def _detail_text(self) -> str:
         store = self.app.store
@@ -145,13 +145,13 @@ class DashboardScreen(ConsoleScreen):
         total = list(store.total_history)
         # Padded to the full window so a young history grows from the right, not fills the bar.
         self.query_one("#spark-total", Sparkline).data = _padded(total)
-        self.query_one("#spark-total-rate", Label).update(fmt.rate(total[-1]) if total else "–")
+        _show(self.query_one("#spark-total-rate", Label), fmt.rate(total[-1]) if total else "–")
         key = self.query_one(ChildSaTable).selected_key
         hist = list(store.rate_history.get(key, ())) if key else []
         label = self.query_one(ChildSaTable).cell_text(key, "name").split(" ")[0] if key else "selected"
-        self.query_one("#spark-child-label", Label).update(label[:22])
+        _show(self.query_one("#spark-child-label", Label), label[:22])
         self.query_one("#spark-child", Sparkline).data = _padded(hist)
-        self.query_one("#spark-child-rate", Label).update(fmt.rate(hist[-1]) if hist else "–")
+        _show(self.query_one("#spark-child-rate", Label), fmt.rate(hist[-1]) if hist else "–")
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         if event.data_table.id == "child-sas":
@@ -245,6 +245,13 @@ class DashboardScreen(ConsoleScreen):
         name, ike_id, _ = self._target()
         if name:
             self.app.confirm_terminate(name, ike_id)
+
+
+def _show(widget: Static, text: str) -> None:
+    """Update a text widget only when its text changed: every update lays the screen out again,
+    and with it every table's visible lines are drawn again (each status poll did it four times)."""
+    if widget.content != text:
+        widget.update(text)
 
 
 def _padded(values: list[float]) -> list[float]:

@@ -81,6 +81,9 @@ class KeyedTable(KeysInOrder, FastCells):
         self.user_sorted = False
         """The admin chose the order: keep it while cells change (not only when rows arrive)."""
         self._cache: dict[str, tuple[str, ...]] = {}
+        self._cells: dict[tuple[str, str], object] = {}
+        """Cells made by `_cell`, by (column, text)."""
+        self._cells_theme: str | None = None
         self.styler = styler
         self.sync_stats = (0, 0, 0)
         """(added, removed, cells updated) of the last sync, for tests and the benchmark."""
@@ -157,6 +160,31 @@ class KeyedTable(KeysInOrder, FastCells):
             self._add_columns()
 
     def _cell(self, column: str, value: str):
+        """The cell drawn for ``value`` in ``column``: one object per distinct pair, shared by the rows
+        that show it (a cell is never changed once made; with 10,000 SAs whose ages tick, most
+        changed cells read as one of a few hundred values). Cleared by restyle and its size."""
+        kept = self._cells.get((column, value))
+        if kept is None:
+            if len(self._cells) >= self.CELL_CACHE:
+                self._cells.clear()
+            kept = self._cells[(column, value)] = self._make_cell(column, value)
+        return kept
+
+    def _cells_for_theme(self) -> None:
+        """Forget the cells made under another theme (stylers colour from it): restyle reaches
+        only the tables of the screens on the stack."""
+        try:
+            theme = self.app.theme
+        except Exception:  # noqa: BLE001  (no app yet: nothing styled from one either)
+            theme = None
+        if theme != self._cells_theme:
+            self._cells = {}
+            self._cells_theme = theme
+
+    CELL_CACHE = 50_000
+    """Distinct (column, text) cells kept at most."""
+
+    def _make_cell(self, column: str, value: str):
         if self.styler is not None:
             styled = self.styler(column, value)
             if not isinstance(styled, str):
@@ -180,6 +208,7 @@ class KeyedTable(KeysInOrder, FastCells):
             return  # a newer sync took over
         self._pending = None
         self._last_rows = rows
+        self._cells_for_theme()
         cache = self._cache
         had_rows = bool(cache)
         removed = [k for k in cache if k not in rows]
@@ -191,6 +220,8 @@ class KeyedTable(KeysInOrder, FastCells):
         sorted_changed = False
         more = False
         visible = self._visible
+        shown = dict(visible)
+        indices = range(len(self._column_keys))
         cell = self._cell
         for k, row in rows.items():
             old = cache.get(k)
@@ -201,12 +232,12 @@ class KeyedTable(KeysInOrder, FastCells):
                 self.add_row(*(cell(c, row[i]) for i, c in visible), key=k)
                 added += 1
             elif old != row:
-                for i, c in visible:
-                    a, b = old[i], row[i]
-                    if a != b:
-                        # Width fixed at first sight of a column's widest text: resizing
-                        # on every counter tick would re-measure the whole table.
-                        changed_cells.append((k, c, cell(c, b)))
+                # Width fixed at first sight of a column's widest text: resizing
+                # on every counter tick would re-measure the whole table.
+                for i in [i for i, a, b in zip(indices, old, row) if a != b]:
+                    c = shown.get(i)
+                    if c is not None:
+                        changed_cells.append((k, c, cell(c, row[i])))
                         updated += 1
                         sorted_changed = sorted_changed or c == self.sort_column
             else:
@@ -223,12 +254,23 @@ class KeyedTable(KeysInOrder, FastCells):
             self._pending = rows
             self.call_after_refresh(self.sync, rows, _continued=True)
 
+    _CONTENT_CACHES = ("_row_render_cache", "_cell_render_cache", "_row_renderable_cache", "_line_cache")
+    """DataTable's caches of what cells draw (keyed by its update counter, or by line)."""
+
     def _set_cells(self, cells: list[tuple[str, str, object]]) -> None:
         """Put new values in existing cells with one refresh for all. DataTable.update_cell refreshes
         the widget per cell: 20,000 cells (10,000 CHILD SAs whose lifetimes count down) took 300 ms of
-        the console's loop; the same values written at once and one refresh take a tenth of that."""
+        the console's loop; the same values written at once and one refresh take a tenth of that.
+
+        Nor does it count an update as update_cell does: DataTable's row order and line offsets are
+        cached by that counter and rebuilt over every row after it moves (20-30 ms a poll for a
+        10,000-row table); a cell's new value changes neither. The caches of what cells draw are
+        emptied instead (the visible rows are drawn again, as after update_cell)."""
+        if not cells:
+            return
         data = getattr(self, "_data", None)
-        if data is None or not hasattr(self, "_update_count") or len(cells) < 2:
+        caches = [getattr(self, name, None) for name in self._CONTENT_CACHES]
+        if data is None or None in caches:
             for k, c, value in cells:
                 self.update_cell(k, c, value)
             return
@@ -238,8 +280,27 @@ class KeyedTable(KeysInOrder, FastCells):
                 self.update_cell(k, c, value)  # as DataTable would say: CellDoesNotExist
                 continue
             row[c] = value  # str keys find DataTable's RowKey / ColumnKey (equal, same hash)
-        self._update_count += 1  # what update_cell does per cell: the render caches start again
-        self.refresh()
+        for cache in caches:
+            cache.clear()
+        if self._shows_any(k for k, _, _ in cells):
+            self.refresh()
+
+    def _shows_any(self, keys) -> bool:
+        """Whether a row of ``keys`` is on screen (its new cells must be drawn now; the others are
+        drawn from the new values when scrolled to). True when it cannot tell."""
+        locations = getattr(self, "_row_locations", None)
+        height = self.size.height
+        if locations is None or not height:
+            return True
+        top = self.scroll_offset.y
+        first, last = top - 1, top + height + 1  # a row's worth of margin either side
+        fixed = self.fixed_rows
+        get = locations.get
+        for k in keys:
+            index = get(k)
+            if index is None or first <= index <= last or index < fixed:
+                return True
+        return False
 
     def _apply_sort(self) -> None:
         selected = self.selected_key
@@ -276,12 +337,13 @@ class KeyedTable(KeysInOrder, FastCells):
         """Re-apply the styler to every cell (after a theme change)."""
         if self.styler is None:
             return
+        self._cells = {}
         cells = []
         for k, row in self._cache.items():
             for i, c in self._visible:
                 styled = self.styler(c, row[i])
                 if not isinstance(styled, str):
-                    cells.append((k, c, styled))
+                    cells.append((k, c, self._cell(c, row[i])))
         self._set_cells(cells)
 
     @property
