@@ -49,6 +49,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, padding, rsa
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtensionOID, SignatureAlgorithmOID
 
 from .certs import describe, shown_name, unreadable
@@ -68,7 +69,7 @@ from .crls import (  # noqa: F401 (load_crls, load_crl_files, crl_uris, _crl_mem
 )
 from .dn import format_name
 from .nameconstraints import name_constraints_problem
-from .policies import policies_of_path
+from .policies import _tlv, policies_of_path
 
 MAX_CHAIN_DEPTH = 8
 MAX_INTERMEDIATES = 16
@@ -140,6 +141,28 @@ def _critical_problem(cert: x509.Certificate, what: str) -> str | None:
             return (f"{what} {describe(cert)} has a critical extension we do not process: "
                     f"{ext.oid.dotted_string}{known}")
     return None
+
+
+def _algorithms_disagree(cert: x509.Certificate) -> bool:
+    """Is the signature AlgorithmIdentifier inside the TBSCertificate other than the outer one (RFC 5280
+    §4.1.1.2 MUST be equal; charon: "signature algorithms do not agree")? The link check verifies with
+    the outer one, which the signature does not cover; cryptography's verify_directly_issued_by refused
+    this, and pki17's own link check took it."""
+    try:
+        tbs = cert.tbs_certificate_bytes
+        _, i, _ = _tlv(tbs, 0)  # TBSCertificate SEQUENCE
+        tag, _, end = _tlv(tbs, i)
+        if tag == 0xA0:  # [0] EXPLICIT version, then serialNumber
+            _, _, end = _tlv(tbs, end)
+        _, _, inner_end = _tlv(tbs, end)  # the inner AlgorithmIdentifier
+        inner = tbs[end:inner_end]
+        der = cert.public_bytes(Encoding.DER)
+        _, i, _ = _tlv(der, 0)
+        _, _, tbs_end = _tlv(der, i)
+        _, _, outer_end = _tlv(der, tbs_end)
+        return der[tbs_end:outer_end] != inner
+    except ValueError:  # cryptography parsed it: not expected
+        return True
 
 
 def _signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
@@ -251,6 +274,9 @@ def validate_chain(
         problem = unreadable(cert)
         if problem:
             return ValidationResult(False, problem)
+        if _algorithms_disagree(cert):
+            return ValidationResult(False, f"certificate {describe(cert)} is malformed: its signature algorithms "
+                                    "do not agree (the one inside the signed part is another)")
     problem = _dates_problem(end_cert, now, "certificate") or _critical_problem(end_cert, "certificate")
     if problem:
         return ValidationResult(False, problem)
