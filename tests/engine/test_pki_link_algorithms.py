@@ -115,3 +115,45 @@ def test_a_signature_that_does_not_fit_the_key_type_is_refused():
     assert validate_chain(leaf, [], [ed_ca], [], NOW).ok
     claimed = _resigned(leaf, ECDSA_SHA256, lambda tbs: ed_key.sign(tbs))
     assert not validate_chain(claimed, [], [ed_ca], [], NOW).ok
+
+
+def _dsa_key_of_bits(bits: int):
+    """A DSA public key with a `bits`-bit p, written as DER (cryptography's own constructor takes 1024
+    to 4096 bits; OpenSSL verifies with up to 10000): a peer need not hold its private key."""
+    import secrets
+
+    from cryptography.hazmat.primitives.serialization import load_der_public_key
+
+    def integer(v: int) -> bytes:
+        return _tlv(0x02, v.to_bytes((v.bit_length() + 8) // 8, "big"))
+
+    p = secrets.randbits(bits) | (1 << (bits - 1)) | 1
+    q = secrets.randbits(256) | (1 << 255) | 1
+    params = _tlv(0x30, integer(p) + integer(q) + integer(secrets.randbits(bits - 2)))
+    spki = _tlv(0x30, _tlv(0x30, _tlv(0x06, bytes.fromhex("2a8648ce380401")) + params)
+                + _tlv(0x03, b"\0" + integer(secrets.randbits(bits - 2))))
+    return load_der_public_key(spki)
+
+
+def test_a_peer_sent_dsa_ca_key_is_bounded():
+    """Each candidate issuer the peer sends is a signature check before it is authenticated; pki17 bounded
+    RSA moduli and exponents, and a DSA key of 10,000 bits (OpenSSL's largest) costs ~37 ms per check, 70
+    times a 2048-bit one: 16 such intermediates of the end certificate's issuer name, ~0.6 s of CPU per
+    IKE_AUTH. FIPS 186-4's largest DSA p is 3072 bits (charon has no DSA at all)."""
+    from cryptography.hazmat.primitives.asymmetric import dsa
+
+    root_key = ec.generate_private_key(ec.SECP256R1())
+    root = _ca(root_key, _name("Link Root"))
+    sub_name = _name("Link DSA Sub")
+    big = (_builder(sub_name, root.subject, _dsa_key_of_bits(10000))
+           .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True).sign(root_key, hashes.SHA256()))
+    leaf = _builder(_name("gw"), sub_name, ec.generate_private_key(ec.SECP256R1()).public_key()).sign(
+        dsa.generate_private_key(2048), hashes.SHA256())  # dsa-with-SHA256: checked with the DSA key
+    res = validate_chain(leaf, [big], [root], [], NOW)
+    assert not res.ok and "DSA" in res.reason and "10000 bits" in res.reason, res.reason
+    small_key = dsa.generate_private_key(2048)
+    small = (_builder(sub_name, root.subject, small_key.public_key())
+             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True).sign(root_key, hashes.SHA256()))
+    leaf = _builder(_name("gw"), sub_name, ec.generate_private_key(ec.SECP256R1()).public_key()).sign(
+        small_key, hashes.SHA256())
+    assert validate_chain(leaf, [small], [root], [], NOW).ok
