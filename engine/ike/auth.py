@@ -13,8 +13,9 @@ from engine.wire.payloads import IdPayload
 
 
 def id_body(id_payload: IdPayload) -> bytes:
-    """RestOfIDPayload: the ID payload after its generic header (§2.15)."""
-    return bytes([id_payload.id_type]) + b"\0\0\0" + id_payload.data
+    """RestOfIDPayload: the ID payload after its generic header, as sent or received (§2.15): a peer's
+    non-zero RESERVED bytes are signed too (charon's keymat_v2.c takes the received body)."""
+    return bytes((id_payload.id_type,)) + id_payload.reserved + id_payload.data
 
 
 def octets(real_message: bytes, peer_nonce: bytes, prf_id: int, sk_p: bytes, id_payload: IdPayload) -> bytes:

@@ -3,7 +3,8 @@
 * Identity matching follows strongSwan: an FQDN, RFC 822 or IP identity must
   appear in the subjectAltName (the CN is not looked at); a DN identity is
   compared with the subject (see engine.pki.dn); a key ID with the subject key
-  identifier. A configured FQDN/e-mail pattern starting with ``*`` matches by
+  identifier, the SHA-1 of the public key or of the subjectPublicKeyInfo, or of the certificate
+  (charon's has_subject). A configured FQDN/e-mail pattern starting with ``*`` matches by
   suffix (``*.example.com``, ``*@example.com``); an IP identity may be a
   subnet (``192.0.2.0/24``). An identity the peer sent is no pattern: it must
   be one of the certificate's names as written (``wildcards=False``).
@@ -234,10 +235,17 @@ def cert_matches_identity(cert: x509.Certificate, identity: Identity, *, wildcar
         except x509.ExtensionNotFound:
             ski = None
         try:
-            computed = x509.SubjectKeyIdentifier.from_public_key(public_key_of(cert)).digest
+            key = public_key_of(cert)
+            computed = x509.SubjectKeyIdentifier.from_public_key(key).digest
+            # charon's has_subject also takes the SHA-1 of the whole subjectPublicKeyInfo (`pki --keyid`
+            # prints it) and of the certificate's encoding: a charon peer configured so is the same peer
+            spki = hashlib.sha1(key.public_bytes(serialization.Encoding.DER,
+                                                 serialization.PublicFormat.SubjectPublicKeyInfo)).digest()
         except (PkiError, ValueError, TypeError):  # a key type we cannot hash (nor verify with)
-            computed = None
-        return want in (ski, computed)
+            computed = spki = None
+        if len(want) == 20 and hashlib.sha1(cert.public_bytes(serialization.Encoding.DER)).digest() == want:
+            return True
+        return want in (ski, computed, spki)
     sans = _sans(cert)
     if sans is None:
         return False

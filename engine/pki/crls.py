@@ -281,8 +281,9 @@ del _probe
 def _ext_value(entry: x509.RevokedCertificate, cls):
     try:
         return entry.extensions.get_extension_for_class(cls).value
-    # ValueError, DuplicateExtension: unreadable entry extensions (read only on a hit): revoked all the same
-    except (x509.ExtensionNotFound, ValueError, x509.DuplicateExtension):
+    # ValueError, DuplicateExtension, UnsupportedGeneralNameType (an x400Address certificateIssuer): unreadable
+    # entry extensions (read only on a hit): revoked all the same
+    except (x509.ExtensionNotFound, ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType):
         return None
 
 

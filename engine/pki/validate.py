@@ -29,7 +29,7 @@ What is checked (in this order, the first failure is the reason):
 
 The peer's certificates arrive before it is authenticated, so the work is
 bounded: at most MAX_INTERMEDIATES of them, MAX_LINK_CHECKS signature checks
-per path, no peer-sent CA with an outsized RSA exponent or modulus, CRL verdicts kept
+per path, no peer-sent CA with an outsized RSA exponent or modulus or DSA key, CRL verdicts kept
 per CRL; a certificate cryptography cannot read fails instead of raising.
 
 Extended key usage is not required (strongSwan does not by default either).
@@ -49,6 +49,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, padding, rsa
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtensionOID, SignatureAlgorithmOID
 
 from .certs import describe, shown_name, unreadable
@@ -68,7 +69,7 @@ from .crls import (  # noqa: F401 (load_crls, load_crl_files, crl_uris, _crl_mem
 )
 from .dn import format_name
 from .nameconstraints import name_constraints_problem
-from .policies import policies_of_path
+from .policies import _tlv, policies_of_path
 
 MAX_CHAIN_DEPTH = 8
 MAX_INTERMEDIATES = 16
@@ -142,6 +143,28 @@ def _critical_problem(cert: x509.Certificate, what: str) -> str | None:
     return None
 
 
+def _algorithms_disagree(cert: x509.Certificate) -> bool:
+    """Is the signature AlgorithmIdentifier inside the TBSCertificate other than the outer one (RFC 5280
+    §4.1.1.2 MUST be equal; charon: "signature algorithms do not agree")? The link check verifies with
+    the outer one, which the signature does not cover; cryptography's verify_directly_issued_by refused
+    this, and pki17's own link check took it."""
+    try:
+        tbs = cert.tbs_certificate_bytes
+        _, i, _ = _tlv(tbs, 0)  # TBSCertificate SEQUENCE
+        tag, _, end = _tlv(tbs, i)
+        if tag == 0xA0:  # [0] EXPLICIT version, then serialNumber
+            _, _, end = _tlv(tbs, end)
+        _, _, inner_end = _tlv(tbs, end)  # the inner AlgorithmIdentifier
+        inner = tbs[end:inner_end]
+        der = cert.public_bytes(Encoding.DER)
+        _, i, _ = _tlv(der, 0)
+        _, _, tbs_end = _tlv(der, i)
+        _, _, outer_end = _tlv(der, tbs_end)
+        return der[tbs_end:outer_end] != inner
+    except ValueError:  # cryptography parsed it: not expected
+        return True
+
+
 def _signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     """Does `issuer`'s key verify `cert`'s signature? The names are the caller's (normalised, RFC 5280
     §7.1): cryptography's verify_directly_issued_by wants them equal as encoded, and refused a CA whose
@@ -185,10 +208,14 @@ check with a 3072-bit exponent costs what 35 with 65537 do."""
 MAX_RSA_MODULUS_BITS = 8192
 """A peer-sent CA's RSA modulus, at most (the largest CA keys in use): one check with 16384 bits
 and a 32-bit exponent costs ~5 ms, 70 times one with 2048 bits; 8192 bits ~1.4 ms."""
+MAX_DSA_BITS = 3072
+"""A peer-sent CA's DSA p, at most (FIPS 186-4's largest; charon has no DSA): OpenSSL checks with up
+to 10,000 bits, ~37 ms each (24 checks: ~0.9 s per IKE_AUTH)."""
 
 
 class _LinkChecks:
-    """Signature checks of one path, bounded (MAX_LINK_CHECKS, MAX_RSA_EXPONENT_BITS, MAX_RSA_MODULUS_BITS)."""
+    """Signature checks of one path, bounded (MAX_LINK_CHECKS, MAX_RSA_EXPONENT_BITS, MAX_RSA_MODULUS_BITS,
+    MAX_DSA_BITS)."""
 
     def __init__(self, trusted: Sequence[x509.Certificate]) -> None:
         self.trusted, self.count, self.problem = trusted, 0, None
@@ -208,6 +235,10 @@ class _LinkChecks:
             if isinstance(key, rsa.RSAPublicKey) and key.key_size > MAX_RSA_MODULUS_BITS:
                 self.problem = (f"intermediate CA {describe(issuer)} has an RSA modulus of {key.key_size} bits; "
                                 f"at most {MAX_RSA_MODULUS_BITS} are accepted from a peer")
+                return False
+            if isinstance(key, dsa.DSAPublicKey) and key.key_size > MAX_DSA_BITS:
+                self.problem = (f"intermediate CA {describe(issuer)} has a DSA key of {key.key_size} bits; "
+                                f"at most {MAX_DSA_BITS} are accepted from a peer")
                 return False
         if self.count >= MAX_LINK_CHECKS:
             self.problem = (f"no path found for {describe(cert)} within {MAX_LINK_CHECKS} signature checks "
@@ -251,6 +282,9 @@ def validate_chain(
         problem = unreadable(cert)
         if problem:
             return ValidationResult(False, problem)
+        if _algorithms_disagree(cert):
+            return ValidationResult(False, f"certificate {describe(cert)} is malformed: its signature algorithms "
+                                    "do not agree (the one inside the signed part is another)")
     problem = _dates_problem(end_cert, now, "certificate") or _critical_problem(end_cert, "certificate")
     if problem:
         return ValidationResult(False, problem)

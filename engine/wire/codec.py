@@ -315,7 +315,7 @@ def decode_ke(ptype: int, body: bytes, critical: bool, offset: int) -> KePayload
 
 
 def encode_id(p: IdPayload) -> bytes:
-    return _B3x.pack(p.id_type) + p.data
+    return bytes((p.id_type,)) + p.reserved + p.data
 
 
 def decode_id(ptype: int, body: bytes, critical: bool, offset: int) -> IdPayload:
@@ -326,7 +326,7 @@ def decode_id(ptype: int, body: bytes, critical: bool, offset: int) -> IdPayload
     want = _ID_ADDR_LEN.get(id_type)
     if want is not None and len(data) != want:
         raise malformed_at(ptype, offset, f"ID type {id_type} with {len(data)} bytes of address (need {want})")
-    return IdPayload(ptype == _IDI, id_type, data, critical)
+    return IdPayload(ptype == _IDI, id_type, data, critical, body[1:4])
 
 
 def encode_cert(p: CertPayload | CertReqPayload) -> bytes:

@@ -99,6 +99,9 @@ class IdPayload:
     """Identification data as on the wire (the AUTH computation signs these bytes)."""
     critical: bool = False
     """The critical bit as sent or received."""
+    reserved: bytes = b"\0\0\0"
+    """The three RESERVED bytes as sent or received: ignored on receipt (§3.5) but signed, the AUTH
+    payload covers the body as sent (§2.15). We send zero."""
 
     @property
     def payload_type(self) -> int:
