@@ -1,0 +1,80 @@
+"""Second review of the initiator's local address (addr17): a host name in local_addrs is waited
+for as charon's resolve_me resolves it before it picks a source (ike_sa.c resolve_hosts); a
+refusal after a wait is said once; traps take the address IKE will; the family lint."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+from engine.events import IkeState
+
+from tests.engine.ike_pair import LEFT, RIGHT, Pair, child, connection, mirror, policy
+
+
+def established(ep) -> list:
+    return [sa for sa in ep.sas if sa.state == IkeState.ESTABLISHED]
+
+
+def named_pair(local_addrs, *, remote=RIGHT, start=False) -> Pair:
+    kids = (child(start_action="start"),) if start else (child(),)
+    a = dataclasses.replace(connection(remote=remote, children=kids), local_addrs=tuple(local_addrs))
+    b = mirror(connection(), local_addrs=(RIGHT,), remote_addrs=())
+    pa = policy(a)
+    pa = dataclasses.replace(pa, engine=dataclasses.replace(pa.engine, listen=()))
+    p = Pair(pa, policy(b, address=RIGHT))
+    p.a.source_address = lambda peer: LEFT
+    return p
+
+
+def test_start_action_start_with_a_local_host_name_starts_once_the_name_resolves():
+    # The runtime answers names later: at start nothing knows me.test is 192.0.2.1 yet. charon
+    # resolves local_addrs' names before it picks its source; the connection must not be
+    # refused for good at start (start_action = start is tried once).
+    p = named_pair(("me.test",), start=True)
+    asked: list[str] = []
+    p.a.names.resolve = asked.append
+    p.a.start(p.now)
+    assert "me.test" in asked and not p.a.sas
+    p.a.resolved("me.test", (LEFT,), p.now)
+    p.advance(1)
+    assert established(p.a) and established(p.b) and p.a.sas[0].local[0] == LEFT
+
+
+def test_an_initiation_waits_for_a_local_host_name_and_terminate_cancels_it():
+    p = named_pair(("me.test",))
+    p.a.names.resolve = lambda name: None
+    assert p.a.initiate("tun", p.now) is None
+    assert p.a.resolving("tun") == "me.test"
+    p.a.terminate("tun", p.now)
+    p.a.resolved("me.test", (LEFT,), p.now)
+    assert not p.a.sas
+
+
+def test_a_local_host_name_that_does_not_resolve_is_said_once_and_not_asked_forever(caplog):
+    p = named_pair(("me.test",))
+    asked: list[str] = []
+    p.a.names.resolve = asked.append
+    with caplog.at_level(logging.WARNING, logger="engine"):
+        assert p.a.initiate("tun", p.now) is None
+        p.a.resolved("me.test", (), p.now)  # the resolver failed
+    assert asked == ["me.test"]  # no second query: the initiation ends
+    assert not p.a.sas and not p.a.datagrams_to_send()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "me.test" in warnings[0] and "did not resolve" in warnings[0]
+
+
+def test_a_local_literal_of_the_peers_family_needs_no_name_resolved():
+    p = named_pair(("me.test", LEFT))
+    p.a.names.resolve = lambda name: None
+    assert p.a.initiate("tun", p.now).local[0] == LEFT
+
+
+def test_a_refusal_after_waiting_for_the_peers_name_is_logged_once(caplog):
+    p = named_pair(("198.51.100.0/24",), remote="peer.test")
+    p.a.names.resolve = lambda name: None
+    with caplog.at_level(logging.WARNING, logger="engine"):
+        assert p.a.initiate("tun", p.now) is None
+        p.a.resolved("peer.test", (RIGHT,), p.now)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "does not hold" in warnings[0], warnings
