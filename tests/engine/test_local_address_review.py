@@ -7,6 +7,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 
+import pytest
+
 from engine.events import IkeState
 
 from tests.engine.ike_pair import LEFT, RIGHT, Pair, child, connection, mirror, policy
@@ -78,3 +80,83 @@ def test_a_refusal_after_waiting_for_the_peers_name_is_logged_once(caplog):
         p.a.resolved("peer.test", (RIGHT,), p.now)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "does not hold" in warnings[0], warnings
+
+
+# ---------------------------------------------------------------- traps take the address IKE will (2a)
+def _trap_text(local_addrs, listen) -> str:
+    from tests.engine.test_trap_notes import BASE
+    from tests.engine.test_userspace_trap import _transport
+
+    text = _transport(BASE).replace('local_addrs = ["127.0.0.1"]\n', "").replace('listen = ["127.0.0.1"]\n', "")
+    text = text.replace("[connections.rw]\n", f"[connections.rw]\nlocal_addrs = {list(local_addrs)!r}\n"
+                        if local_addrs else "[connections.rw]\n")
+    text = text.replace("[engine]\n", f"[engine]\nlisten = {list(listen)!r}\n" if listen else "[engine]\n")
+    return text.replace("'", '"')
+
+
+def _routed_runtime(answer):
+    from tests.engine.test_userspace_trap import FakeRuntime
+
+    class Sockets:
+        def source_for(self, remote):
+            return answer
+
+    class Routed(FakeRuntime):
+        def __init__(self, policy) -> None:
+            super().__init__(policy)
+            self.sockets = Sockets()
+            self.endpoint.source_address = self.sockets.source_for
+
+    return Routed
+
+
+CASES = [  # local_addrs, listen, the route's source towards 127.0.0.2
+    (("127.0.5.0/24",), ("127.0.0.1",), "127.0.0.1"),  # listen outside local_addrs: IKE refuses
+    (("127.0.5.0/24",), (), "127.0.0.1"),  # the route's source outside local_addrs: IKE refuses
+    (("127.0.0.0/24",), (), "127.0.0.1"),  # the route's source inside: both take it
+    (("127.0.0.0/24",), ("127.0.0.3", "127.0.0.1"), "127.0.0.1"),  # the first listen address inside
+    (("127.0.5.0/24",), ("127.0.0.1", "127.0.5.1"), "127.0.0.1"),  # the one listen address inside
+    (("%any",), ("0.0.0.0",), "127.0.0.1"),
+    ((), (), "127.0.0.1"),
+]
+
+
+@pytest.mark.parametrize("local_addrs, listen, source", CASES)
+def test_a_kernel_trap_goes_in_from_the_address_ike_initiates_from_or_not_at_all(local_addrs, listen, source, caplog):
+    from engine.ike.errors import LocalError
+    from tests.engine.test_trap_notes import kernel, said
+
+    caplog.set_level(logging.INFO, logger="engine")
+    dp = kernel(_trap_text(local_addrs, listen), _routed_runtime(source))
+    ep = dp.runtime.endpoint
+    conn = ep.policy.connection("rw")
+    try:
+        ike = ep.local_address(conn, "127.0.0.2")
+    except LocalError as exc:
+        ike = None
+        why = str(exc)
+    traps = list(dp.kernel.traps.values())
+    if ike is None:
+        assert traps == []
+        assert len(said(caplog)) == 1 and why in said(caplog)[0] and "rw/lan" in said(caplog)[0]
+        dp.apply_policy(dp.policy)
+        assert len(said(caplog)) == 1  # said once, not at each apply
+    else:
+        assert traps == [("lan", ike, "127.0.0.2")]
+
+
+@pytest.mark.parametrize("local_addrs, listen, source", CASES)
+def test_a_userspace_trap_never_names_a_local_address_ike_would_not_use(local_addrs, listen, source):
+    from engine.ike.errors import LocalError
+    from tests.engine.test_trap_notes import userspace
+
+    dp = userspace(_trap_text(local_addrs, listen), _routed_runtime(source))
+    ep = dp.runtime.endpoint
+    try:
+        ike = ep.local_address(ep.policy.connection("rw"), "127.0.0.2")
+    except LocalError:
+        ike = None
+    (lan,) = dp.path.policy.connection("rw").children
+    (ts,) = lan.local_ts
+    if not ts.dynamic and ts.start == ts.end:
+        assert str(ts.start) == ike  # a concrete end is IKE's own
