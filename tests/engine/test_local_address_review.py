@@ -160,3 +160,44 @@ def test_a_userspace_trap_never_names_a_local_address_ike_would_not_use(local_ad
     (ts,) = lan.local_ts
     if not ts.dynamic and ts.start == ts.end:
         assert str(ts.start) == ike  # a concrete end is IKE's own
+
+
+# ---------------------------------------------------------------- lint: families that never meet (2c)
+def _lint_text(local_addrs, remote_addrs) -> str:
+    from tests.engine.test_policy_lint import conn
+
+    text = conn().replace('local_addrs = ["192.0.2.1"]', f"local_addrs = {list(local_addrs)!r}")
+    return text.replace('remote_addrs = ["192.0.2.2"]', f"remote_addrs = {list(remote_addrs)!r}").replace("'", '"')
+
+
+def _family_findings(local_addrs, remote_addrs) -> list:
+    from engine.policy import lint, parse_policy
+
+    return [f for f in lint(parse_policy(_lint_text(local_addrs, remote_addrs))) if f.rule == "address-family"]
+
+
+@pytest.mark.parametrize("local_addrs, remote_addrs", [
+    (("192.0.2.1",), ("2001:db8::2",)),
+    (("192.0.2.0/24", "%any4"), ("2001:db8::/64", "2001:db8::2")),
+    (("2001:db8::1", "2001:db8::5-2001:db8::9"), ("192.0.2.2", "198.51.100.0/24")),
+    (("0.0.0.0",), ("::1",)),
+])
+def test_local_and_remote_addrs_of_two_families_are_flagged_naming_the_connection(local_addrs, remote_addrs):
+    (f,) = _family_findings(local_addrs, remote_addrs)
+    assert f.severity == "warning" and f.key_path == "connections.c.local_addrs"
+    assert "'c'" in f.message and "IPv4" in f.message and "IPv6" in f.message and "never" in f.message
+
+
+@pytest.mark.parametrize("local_addrs, remote_addrs", [
+    (("192.0.2.1",), ("192.0.2.2",)),
+    (("192.0.2.1", "2001:db8::1"), ("2001:db8::2",)),
+    (("192.0.2.1",), ("2001:db8::2", "192.0.2.2")),
+    (("%any",), ("2001:db8::2",)),
+    (("me.example",), ("2001:db8::2",)),  # a name may resolve to either
+    (("192.0.2.1",), ("gw.example",)),
+    (("192.0.2.1",), ("%any",)),
+    ((), ("2001:db8::2",)),
+    (("192.0.2.1",), ()),
+])
+def test_addrs_that_share_a_family_or_may_are_not_flagged(local_addrs, remote_addrs):
+    assert _family_findings(local_addrs, remote_addrs) == []
