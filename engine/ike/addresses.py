@@ -116,6 +116,12 @@ def local_for(conn_name: str, entries: tuple[str, ...], listen: tuple[str, ...],
                          f"address to reach {remote} from: add one, or give remote_addrs an "
                          f"IPv{10 - version} address")
     family = [a for a in listen if ipaddress.ip_address(a).version == version]
+    if listen and not family:
+        # the runtime binds only what listen names: an SA from the route's source would have no
+        # socket to send from ("no socket for ..." at each retransmit, never a clear error)
+        raise LocalError(f"connection '{conn_name}': [engine] listen ({', '.join(listen)}) binds no IPv{version} "
+                         f"address to reach {remote} from: add {'::' if version == 6 else '0.0.0.0'} or one of "
+                         f"this host's IPv{version} addresses to it")
     bound = [a for a in family if not ipaddress.ip_address(a).is_unspecified]
     if bound and len(bound) == len(family):
         raise LocalError(f"connection '{conn_name}': local_addrs ({', '.join(entries)}) holds none of the "

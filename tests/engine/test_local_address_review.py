@@ -201,3 +201,17 @@ def test_local_and_remote_addrs_of_two_families_are_flagged_naming_the_connectio
 ])
 def test_addrs_that_share_a_family_or_may_are_not_flagged(local_addrs, remote_addrs):
     assert _family_findings(local_addrs, remote_addrs) == []
+
+
+# ---------------------------------------------------------------- [engine] listen without the peer's family
+@pytest.mark.parametrize("listen", [("0.0.0.0",), (LEFT,)])
+def test_listen_without_the_peers_family_is_a_clear_error_not_a_send_with_no_socket(listen):
+    from engine.ike.errors import LocalError
+    from tests.engine.test_local_address import LEFT6, RIGHT6, pair
+
+    p = pair((), remote=RIGHT6, listen=listen, source=LEFT6)
+    with pytest.raises(LocalError, match=r"'tun'.*\[engine\] listen.*no IPv6 address"):
+        p.a.initiate("tun", p.now)
+    assert not p.a.sas
+    p = pair(("%any",), remote=RIGHT6, listen=listen + ("::",), source=LEFT6)
+    assert p.a.initiate("tun", p.now).local[0] == LEFT6
