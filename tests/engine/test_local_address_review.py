@@ -215,3 +215,34 @@ def test_listen_without_the_peers_family_is_a_clear_error_not_a_send_with_no_soc
     assert not p.a.sas
     p = pair(("%any",), remote=RIGHT6, listen=listen + ("::",), source=LEFT6)
     assert p.a.initiate("tun", p.now).local[0] == LEFT6
+
+
+# ---------------------------------------------------------------- the runtime's sockets without [engine] listen
+def _listened(*conns) -> list[str]:
+    from engine.datapath.base import NullDatapath
+    from engine.runtime.engine import EngineRuntime
+
+    pol = policy(*conns)
+    pol = dataclasses.replace(pol, engine=dataclasses.replace(pol.engine, listen=()))
+    return EngineRuntime(pol, datapath=NullDatapath())._addresses_from_connections()
+
+
+def _conn(name, local_addrs, remote_addrs):
+    return dataclasses.replace(connection(name), local_addrs=tuple(local_addrs), remote_addrs=tuple(remote_addrs))
+
+
+def test_an_ipv6_peer_with_local_addrs_unset_gets_an_ipv6_socket():
+    # charon listens on both wildcards; ours bound 0.0.0.0 only, and the SA's IKE_SA_INIT from
+    # the route's IPv6 source found no socket ("no socket for ..." at each retransmit)
+    assert _listened(_conn("v6", (), ("2001:db8::2",))) == ["::"]
+    assert _listened(_conn("v6", ("%any",), ("2001:db8::/64",))) == ["::"]
+    assert _listened(_conn("v6", (), ("2001:db8::2",)), _conn("v4", (), (RIGHT,))) == ["::", "0.0.0.0"]
+
+
+def test_no_wildcard_where_an_address_of_that_family_is_configured():
+    # a family some local_addrs already names keeps its specific sockets (no wider listening)
+    assert _listened(_conn("a", (LEFT,), (RIGHT,)), _conn("b", (), ("198.51.100.2",))) == [LEFT]
+    assert _listened(_conn("a", ("2001:db8::1",), ("2001:db8::2",)), _conn("b", (), ("2001:db8::9",))) == \
+        ["2001:db8::1"]
+    assert _listened(_conn("rw", ("%any",), ("%any",))) == []  # (the runtime's default: 0.0.0.0)
+    assert _listened(_conn("n", (), ("gw.example",))) == []
