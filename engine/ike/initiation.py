@@ -22,6 +22,10 @@ from engine.policy.model import ConnectionConfig
 
 log = logging.getLogger("engine.ike")
 
+REFUSAL_QUIET = 60.0
+"""Seconds within which the same refusal to initiate a connection (its local address) is not
+warned about again."""
+
 
 class Initiation:
     """Initiating, keyingtries and re-establishing (see the module docstring)."""
@@ -128,7 +132,10 @@ class Initiation:
             local = (self.local_address(conn, remote[0]), conn.local_port or self.ike_port)
         except LocalError as exc:
             # Said here too: a trap's ACQUIRE or a keyingtries retry has no one to raise it to.
-            log.warning("%s: not initiated: %s", name, exc, extra={"connection": name})
+            # The same refusal again within REFUSAL_QUIET (a trap asks every ACQUIRE_HOLD while
+            # traffic hits it) at debug level only.
+            level = logging.WARNING if self._refusal_is_news(name, str(exc), now) else logging.DEBUG
+            log.log(level, "%s: not initiated: %s", name, exc, extra={"connection": name})
             exc.logged = True  # (callers that log what initiate raises do not say it again)
             raise
         sa = IkeSa(self, conn, initiator=True, unique_id=self.registry.next_ike_id(), local=local, remote=remote,
@@ -170,6 +177,18 @@ class Initiation:
         if (names.initiate_target(conn) or "").lower() != host.lower():
             return  # its remote_addrs changed meanwhile
         self._initiate_after_wait(conn_name, child, now, only)
+
+    def _refusal_is_news(self, name: str, text: str, now: float) -> bool:
+        """Whether connection ``name``'s initiation refused with ``text`` is worth a warning: not
+        when the last refusal said the same less than REFUSAL_QUIET seconds ago."""
+        said = self.__dict__.setdefault("_refusals", {})  # (the endpoint's own tables: none for this)
+        last = said.get(name)
+        if last is not None and last[0] == text and now - last[1] < REFUSAL_QUIET:
+            return False
+        if len(said) >= 1024:  # connection names of the policy: a few; bounded all the same
+            said.clear()
+        said[name] = (text, now)
+        return True
 
     def _local_name_unknown(self, conn: ConnectionConfig, target: str) -> str | None:
         """A host name in local_addrs with no address known yet, when our address towards

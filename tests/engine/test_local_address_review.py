@@ -246,3 +246,18 @@ def test_no_wildcard_where_an_address_of_that_family_is_configured():
         ["2001:db8::1"]
     assert _listened(_conn("rw", ("%any",), ("%any",))) == []  # (the runtime's default: 0.0.0.0)
     assert _listened(_conn("n", (), ("gw.example",))) == []
+
+
+# ---------------------------------------------------------------- a refusal repeated by ACQUIREs
+def test_the_same_refusal_for_each_acquire_is_said_once_a_minute(caplog):
+    # the userspace datapath asks again every ACQUIRE_HOLD (2 s) while traffic hits the trap
+    from tests.engine.test_local_address import pair
+
+    p = pair(("198.51.100.0/24",), listen=(), source=LEFT)
+    with caplog.at_level(logging.DEBUG, logger="engine"):
+        for i in range(10):
+            p.a.initiate_logged("tun", p.now + 2 * i)
+        p.a.initiate_logged("tun", p.now + 61)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2 and all("does not hold" in w for w in warnings)
+    assert sum("does not hold" in r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG) == 9
