@@ -261,3 +261,13 @@ def test_the_same_refusal_for_each_acquire_is_said_once_a_minute(caplog):
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 2 and all("does not hold" in w for w in warnings)
     assert sum("does not hold" in r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG) == 9
+
+
+def test_a_connection_removed_while_its_local_name_resolves_is_not_warned_about(caplog):
+    p = named_pair(("me.test",))
+    p.a.names.resolve = lambda name: None
+    assert p.a.initiate("tun", p.now) is None
+    p.a.apply_policy(dataclasses.replace(p.a.policy, connections=()), p.now)
+    with caplog.at_level(logging.WARNING, logger="engine"):
+        p.a.resolved("me.test", (LEFT,), p.now)
+    assert not p.a.sas and not [r for r in caplog.records if r.levelno >= logging.WARNING]
