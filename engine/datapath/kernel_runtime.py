@@ -418,6 +418,13 @@ class KernelRuntimeDatapath:
         local, routed, refused = trap_local(conn, self.policy, remote,
                                             lambda peer: self._route_source(conn, child, peer), self._resolved())
         if refused is not None:
+            resolved = self._resolved()
+            unknown = next((e for e in conn.local_addrs if is_name(e) and resolved is not None and not resolved(e)), None)
+            if unknown is not None:
+                # (at start the policy goes in before any name is answered: a wait, not a fault)
+                self._notes.note(conn, child.name, "info", f"trap {conn.name}/{child.name}: waiting for {unknown} "
+                                                           "to resolve")
+                return None
             self._notes.note(conn, child.name, "warning", f"trap {conn.name}/{child.name} not installed: {refused}")
             return None
         if local is None:

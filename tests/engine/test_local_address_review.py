@@ -271,3 +271,19 @@ def test_a_connection_removed_while_its_local_name_resolves_is_not_warned_about(
     with caplog.at_level(logging.WARNING, logger="engine"):
         p.a.resolved("me.test", (LEFT,), p.now)
     assert not p.a.sas and not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_a_kernel_trap_waits_for_a_local_host_name_then_goes_in_from_what_it_holds(caplog):
+    # At start the datapath applies the policy before any name is answered: that is a wait, said
+    # at info as for a peer's name, not a warning that the name "did not resolve".
+    from tests.engine.test_trap_notes import kernel, said
+
+    caplog.set_level(logging.INFO, logger="engine")
+    dp = kernel(_trap_text(("me.test",), ()), _routed_runtime("127.0.0.1"))
+    assert dp.kernel.traps == {} or not list(dp.kernel.traps.values())
+    assert said(caplog) == ["trap rw/lan: waiting for me.test to resolve"]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    rt = dp.runtime
+    rt.endpoint.resolved("me.test", ("127.0.0.1",), rt.t)
+    dp.peer_addresses_changed()
+    assert list(dp.kernel.traps.values()) == [("lan", "127.0.0.1", "127.0.0.2")]
