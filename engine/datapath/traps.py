@@ -124,18 +124,20 @@ def local_address(conn: ConnectionConfig, policy: Policy, version: int, resolved
     return addresses.configured(conn.local_addrs, policy.engine.listen, version, resolved)
 
 
-def trap_local(conn: ConnectionConfig, policy: Policy, remote: str, source, resolved=None
-               ) -> tuple[str | None, bool, str | None]:
+def trap_local(conn: ConnectionConfig, policy: Policy, remote: str, source, resolved=None,
+               listening: tuple[str, ...] = ()) -> tuple[str | None, bool, str | None]:
     """Our end of a trap to ``remote`` by the rule the IKE initiation follows
-    (engine.ike.addresses.local_for; ``source(remote)``: the route lookup): (address, taken from
-    the route, why IKE would refuse to initiate: the trap must not go in). (None, False, None):
-    no address known (no route either)."""
+    (engine.ike.addresses.local_for; ``source(remote)``: the route lookup; ``listening``: what the
+    runtime bound, IkeEndpoint.listening): (address, taken from the route, why IKE would refuse
+    to initiate: the trap must not go in). (None, False, None): no address known (no route)."""
     version = ipaddress.ip_address(remote).version
-    found = local_address(conn, policy, version, resolved)
+    listen = policy.engine.listen or listening
+    found = addresses.configured(conn.local_addrs, listen, version, resolved)
     if found is not None:
         return found, False, None
     try:
-        found = addresses.local_for(conn.name, conn.local_addrs, policy.engine.listen, remote, source, resolved)
+        found = addresses.local_for(conn.name, conn.local_addrs, listen, remote, source, resolved,
+                                    derived=not policy.engine.listen)
     except LocalError as exc:
         return None, False, str(exc)
     return (None, False, None) if ipaddress.ip_address(found).is_unspecified else (found, True, None)

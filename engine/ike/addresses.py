@@ -98,7 +98,7 @@ def configured(entries: tuple[str, ...], listen: tuple[str, ...], version: int, 
 
 
 def local_for(conn_name: str, entries: tuple[str, ...], listen: tuple[str, ...], remote: str,
-              source: Callable[[str], str | None] | None, resolved=None) -> str:
+              source: Callable[[str], str | None] | None, resolved=None, *, derived: bool = False) -> str:
     """Our address towards ``remote`` (charon's resolve_hosts / ike_cfg resolve_me), the one rule
     the IKE initiation (IkeEndpoint.local_address) and the kernel's traps
     (engine.datapath.kernel_runtime) share, so that a trap goes in only from an address IKE will
@@ -106,7 +106,9 @@ def local_for(conn_name: str, entries: tuple[str, ...], listen: tuple[str, ...],
     the route lookup) when local_addrs holds it and we listen there (on the wildcard, or nothing
     set: the runtime binds one); else the unspecified address (no route known: the kernel picks,
     the SA learns it from the answer). LocalError naming the connection when local_addrs has no
-    address of the peer's family, none we listen on, or not the route's source."""
+    address of the peer's family, none we listen on, or not the route's source. ``derived``:
+    ``listen`` is what the runtime bound without [engine] listen (from local_addrs), not the
+    admin's words."""
     version = ipaddress.ip_address(remote).version
     found = configured(entries, listen, version, resolved)
     if found is not None:
@@ -116,16 +118,23 @@ def local_for(conn_name: str, entries: tuple[str, ...], listen: tuple[str, ...],
                          f"address to reach {remote} from: add one, or give remote_addrs an "
                          f"IPv{10 - version} address")
     family = [a for a in listen if ipaddress.ip_address(a).version == version]
+    wildcard = "::" if version == 6 else "0.0.0.0"
     if listen and not family:
-        # the runtime binds only what listen names: an SA from the route's source would have no
-        # socket to send from ("no socket for ..." at each retransmit, never a clear error)
+        # the runtime binds only these: an SA from the route's source would have no socket to
+        # send from ("no socket for ..." at each retransmit, never a clear error)
+        if derived:
+            raise LocalError(f"connection '{conn_name}': the daemon listens on no IPv{version} address (it chose "
+                             f"{', '.join(listen)} without [engine] listen) to reach {remote} from: set [engine] "
+                             f"listen with {wildcard} or one of this host's IPv{version} addresses")
         raise LocalError(f"connection '{conn_name}': [engine] listen ({', '.join(listen)}) binds no IPv{version} "
-                         f"address to reach {remote} from: add {'::' if version == 6 else '0.0.0.0'} or one of "
+                         f"address to reach {remote} from: add {wildcard} or one of "
                          f"this host's IPv{version} addresses to it")
     bound = [a for a in family if not ipaddress.ip_address(a).is_unspecified]
     if bound and len(bound) == len(family):
+        where = (f"the daemon listens on ({', '.join(bound)}, chosen without [engine] listen from "
+                 "local_addrs)" if derived else f"[engine] listen binds ({', '.join(bound)})")
         raise LocalError(f"connection '{conn_name}': local_addrs ({', '.join(entries)}) holds none of the "
-                         f"IPv{version} addresses [engine] listen binds ({', '.join(bound)}): add one to "
+                         f"IPv{version} addresses {where}: add one to "
                          f"either{_unresolved(entries, resolved)}")
     found = source(remote) if source is not None else None
     if found and not allows(entries, found, resolved):

@@ -30,6 +30,11 @@ warned about again."""
 class Initiation:
     """Initiating, keyingtries and re-establishing (see the module docstring)."""
 
+    listening: tuple[str, ...] = ()
+    """The addresses the runtime bound (EngineRuntime.start): without [engine] listen, those it
+    derived from local_addrs, which the initiator must send from too (empty: only the policy's
+    listen is known, as in tests and the lab)."""
+
     def _connection_failed(self, sa: IkeSa, now: float) -> None:
         """keyingtries: try again, with a growing pause, until the budget is spent."""
         conn = sa.conn
@@ -83,8 +88,9 @@ class Initiation:
         engine.ike.addresses.local_for, which the kernel's traps share). LocalError naming the
         connection when local_addrs has no address of the peer's family, none we listen on, or
         not the route's source."""
-        return addresses.local_for(conn.name, conn.local_addrs, self.policy.engine.listen, remote,
-                                   self.source_address, self.names.addresses)
+        listen = self.policy.engine.listen
+        return addresses.local_for(conn.name, conn.local_addrs, listen or self.listening, remote,
+                                   self.source_address, self.names.addresses, derived=not listen)
 
     def initiate(self, name: str, now: float, child: str | None = None, *,
                  only: tuple[str, ...] = (), local_names: bool = True) -> IkeSa | None:

@@ -153,6 +153,7 @@ class EngineRuntime(Reporting):
         e = self.policy.engine
         addresses = list(e.listen) or self._addresses_from_connections() or ["0.0.0.0"]
         self.sockets.open(addresses, sorted({e.ike_port, e.natt_port}))
+        self.endpoint.listening = tuple(addresses)  # an initiation sends from one of these
         self.datapath.apply_policy(self.policy)
         self.endpoint.start(self.now())
         self.crl_fetcher.start()

@@ -287,3 +287,54 @@ def test_a_kernel_trap_waits_for_a_local_host_name_then_goes_in_from_what_it_hol
     rt.endpoint.resolved("me.test", ("127.0.0.1",), rt.t)
     dp.peer_addresses_changed()
     assert list(dp.kernel.traps.values()) == [("lan", "127.0.0.1", "127.0.0.2")]
+
+
+# ---------------------------------------------------------------- without [engine] listen: the sockets the daemon has
+def test_without_listen_the_initiator_takes_a_socket_the_daemon_has_not_the_route_source():
+    # listen unset, another connection's local_addrs = ["192.0.2.1"]: the daemon binds 192.0.2.1
+    # only. A connection with local_addrs unset sent from the route's source (198.51.100.5), on
+    # no socket: "no socket for ..." at each retransmit, never up.
+    from engine.ike.errors import LocalError
+    from tests.engine.test_local_address import LEFT6, RIGHT6, pair
+
+    p = pair((), listen=(), source="198.51.100.5")
+    p.a.listening = (LEFT,)  # (EngineRuntime.start: what it bound)
+    assert p.a.initiate("tun", p.now).local[0] == LEFT
+    p = pair((), remote=RIGHT6, listen=(), source=LEFT6)
+    p.a.listening = ("0.0.0.0",)
+    with pytest.raises(LocalError, match=r"'tun'.*listens on no IPv6 address.*\[engine\] listen"):
+        p.a.initiate("tun", p.now)
+
+
+def test_the_runtime_tells_the_engine_what_it_listens_on(monkeypatch):
+    import asyncio
+
+    from engine.datapath.base import NullDatapath
+    from engine.runtime.engine import EngineRuntime
+
+    pol = policy(_conn("a", ("127.0.0.1",), ("127.0.0.2",)), _conn("b", (), ("127.0.0.3",)))
+    pol = dataclasses.replace(pol, engine=dataclasses.replace(pol.engine, listen=(), ike_port=0, natt_port=0))
+    rt = EngineRuntime(pol, datapath=NullDatapath())
+    opened: list = []
+    monkeypatch.setattr(rt.sockets, "open", lambda addresses, ports: opened.append(addresses))
+
+    async def go():
+        await rt.start()
+        await rt.stop(delete=False)
+
+    asyncio.run(go())
+    assert opened == [["127.0.0.1"]] and rt.endpoint.listening == ("127.0.0.1",)
+
+
+def test_a_kernel_trap_without_listen_goes_in_from_a_socket_the_daemon_has():
+    from tests.engine.test_trap_notes import kernel
+
+    class Bound(_routed_runtime("127.0.0.9")):
+        def __init__(self, policy) -> None:
+            super().__init__(policy)
+            self.endpoint.listening = ("127.0.0.1",)
+
+    dp = kernel(_trap_text((), ()), Bound)
+    ep = dp.runtime.endpoint
+    assert ep.local_address(ep.policy.connection("rw"), "127.0.0.2") == "127.0.0.1"
+    assert list(dp.kernel.traps.values()) == [("lan", "127.0.0.1", "127.0.0.2")]
