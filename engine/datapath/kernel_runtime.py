@@ -28,7 +28,7 @@ from engine.datapath.kernel import (
     socket_bypass,
 )
 from engine.datapath.kernel_vip import VirtualIps
-from engine.datapath.traps import AskedTraps, TrapNotes, is_host, local_address
+from engine.datapath.traps import AskedTraps, TrapNotes, is_host, trap_local
 from engine.crypto.transforms import EsnId
 from engine.events import (
     AcquireRequested,
@@ -413,10 +413,21 @@ class KernelRuntimeDatapath:
                 self._notes.note(conn, child.name, "warning", f"{what}: needs a concrete remote address")
             return None
         version = ipaddress.ip_address(remote).version
-        local = local_address(conn, self.policy, version)
-        routed = local is None
-        if routed:
-            local = self._route_source(conn, child, remote)
+        # the address IKE will initiate from (engine.ike.addresses.local_for), or no trap: an
+        # ACQUIRE of a trap IKE refuses to initiate for would say that refusal again each time
+        listening = getattr(getattr(self.runtime, "endpoint", None), "listening", ())
+        local, routed, refused = trap_local(conn, self.policy, remote, lambda peer: self._route_source(conn, child, peer),
+                                            self._resolved(), listening)
+        if refused is not None:
+            resolved = self._resolved()
+            unknown = next((e for e in conn.local_addrs if is_name(e) and resolved is not None and not resolved(e)), None)
+            if unknown is not None:
+                # (at start the policy goes in before any name is answered: a wait, not a fault)
+                self._notes.note(conn, child.name, "info", f"trap {conn.name}/{child.name}: waiting for {unknown} "
+                                                           "to resolve")
+                return None
+            self._notes.note(conn, child.name, "warning", f"trap {conn.name}/{child.name} not installed: {refused}")
+            return None
         if local is None:
             self._notes.note(conn, child.name, "warning", f"trap {conn.name}/{child.name}: needs local_addrs or "
                                                          f"[engine] listen with an IPv{version} address (the host "
@@ -426,6 +437,11 @@ class KernelRuntimeDatapath:
         if reqid is None:
             return None
         return _Trap(reqid, child, local, remote, routed)
+
+    def _resolved(self):
+        """What local_addrs' host names resolved to (the engine's table; None: no engine)."""
+        names = getattr(getattr(self.runtime, "endpoint", None), "names", None)
+        return getattr(names, "addresses", None)
 
     def _route_source(self, conn: ConnectionConfig, child: ChildConfig, remote: str) -> str | None:
         """No local address configured: the one the host sends from towards ``remote``, which the

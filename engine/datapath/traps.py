@@ -19,6 +19,8 @@ import ipaddress
 import logging
 from collections.abc import Iterator
 
+from engine.ike import addresses
+from engine.ike.errors import LocalError
 from engine.policy.model import ChildConfig, ConnectionConfig, Policy
 from engine.policy.ts import ANY_V4, ANY_V6, TrafficSelector
 
@@ -114,11 +116,31 @@ def is_host(addr: str) -> bool:
     return not ip.is_unspecified
 
 
-def local_address(conn: ConnectionConfig, policy: Policy, version: int) -> str | None:
-    """Our end of a trap to a peer of IP ``version``: the first address of local_addrs, else of
-    [engine] listen, of that version (None: the policy names none)."""
-    candidates = list(conn.local_addrs) + list(policy.engine.listen)
-    return next((a for a in candidates if is_host(a) and ipaddress.ip_address(a).version == version), None)
+def local_address(conn: ConnectionConfig, policy: Policy, version: int, resolved=None) -> str | None:
+    """Our end of a trap to a peer of IP ``version`` as the policy names it: the first literal
+    local_addrs address of that version, else the first [engine] listen address of it that
+    local_addrs holds (a subnet, a range, a name: IKE initiates from no other; None: the policy
+    names none). ``resolved``: what local_addrs' host names resolved to."""
+    return addresses.configured(conn.local_addrs, policy.engine.listen, version, resolved)
+
+
+def trap_local(conn: ConnectionConfig, policy: Policy, remote: str, source, resolved=None,
+               listening: tuple[str, ...] = ()) -> tuple[str | None, bool, str | None]:
+    """Our end of a trap to ``remote`` by the rule the IKE initiation follows
+    (engine.ike.addresses.local_for; ``source(remote)``: the route lookup; ``listening``: what the
+    runtime bound, IkeEndpoint.listening): (address, taken from the route, why IKE would refuse
+    to initiate: the trap must not go in). (None, False, None): no address known (no route)."""
+    version = ipaddress.ip_address(remote).version
+    listen = policy.engine.listen or listening
+    found = addresses.configured(conn.local_addrs, listen, version, resolved)
+    if found is not None:
+        return found, False, None
+    try:
+        found = addresses.local_for(conn.name, conn.local_addrs, listen, remote, source, resolved,
+                                    derived=not policy.engine.listen)
+    except LocalError as exc:
+        return None, False, str(exc)
+    return (None, False, None) if ipaddress.ip_address(found).is_unspecified else (found, True, None)
 
 
 def trap_child(child: ChildConfig, local: str | None, remote: str | None, version: int) -> ChildConfig:

@@ -22,9 +22,18 @@ from engine.policy.model import ConnectionConfig
 
 log = logging.getLogger("engine.ike")
 
+REFUSAL_QUIET = 60.0
+"""Seconds within which the same refusal to initiate a connection (its local address) is not
+warned about again."""
+
 
 class Initiation:
     """Initiating, keyingtries and re-establishing (see the module docstring)."""
+
+    listening: tuple[str, ...] = ()
+    """The addresses the runtime bound (EngineRuntime.start): without [engine] listen, those it
+    derived from local_addrs, which the initiator must send from too (empty: only the policy's
+    listen is known, as in tests and the lab)."""
 
     def _connection_failed(self, sa: IkeSa, now: float) -> None:
         """keyingtries: try again, with a growing pause, until the budget is spent."""
@@ -75,49 +84,20 @@ class Initiation:
             log.debug("%s: not re-initiated: %s", name, exc)
 
     def local_address(self, conn: ConnectionConfig, remote: str) -> str:
-        """Our address towards ``remote`` (charon's resolve_hosts / ike_cfg resolve_me): the first
-        literal local_addrs entry of the peer's family; else a listen address of that family
-        local_addrs holds (it may hold a subnet, a range, %any, a host name, or nothing); else
-        the host's source towards the peer (``source_address``) when local_addrs holds it and
-        we listen on the wildcard (or nothing is set: the runtime binds one); else the
-        unspecified address (the kernel picks, the SA learns it from the answer:
-        sa_nat.update_remote). LocalError naming the connection when local_addrs has no address
-        of the peer's family, none we listen on, or not the route's source."""
-        version = ipaddress.ip_address(remote).version
-        entries = conn.local_addrs
-        found = addresses.literal(entries, version)
-        if found is not None:
-            return found
-        if not addresses.serves(entries, version):
-            raise LocalError(f"connection '{conn.name}': local_addrs ({', '.join(entries)}) holds no IPv{version} "
-                             f"address to reach {remote} from: add one, or give remote_addrs an "
-                             f"IPv{10 - version} address")
-        resolved = self.names.addresses
-        listen = [a for a in self.policy.engine.listen if ipaddress.ip_address(a).version == version]
-        bound = [a for a in listen if not ipaddress.ip_address(a).is_unspecified]
-        for a in bound:  # (the address a trap of the connection has too: engine.datapath.traps)
-            if addresses.allows(entries, a, resolved):
-                return a
-        source = self.source_address(remote) if self.source_address is not None else None
-        # usable when we listen there: on the wildcard, or nowhere set (the runtime binds one)
-        if source and addresses.allows(entries, source, resolved) and (not bound or len(bound) < len(listen)):
-            return source
-        if bound and len(bound) == len(listen):
-            raise LocalError(f"connection '{conn.name}': local_addrs ({', '.join(entries)}) holds none of the "
-                             f"IPv{version} addresses [engine] listen binds ({', '.join(bound)}): add one to "
-                             "either")
-        if source and not addresses.allows(entries, source, resolved):
-            raise LocalError(f"connection '{conn.name}': the host reaches {remote} from {source}, which "
-                             f"local_addrs ({', '.join(entries)}) does not hold: add it, or route the peer "
-                             "through an address local_addrs holds")
-        # The kernel picks the source; the SA learns it from the answer (IkeSa._update_remote).
-        return "0.0.0.0" if version == 4 else "::"
+        """Our address towards ``remote`` (charon's resolve_hosts / ike_cfg resolve_me; the rule is
+        engine.ike.addresses.local_for, which the kernel's traps share). LocalError naming the
+        connection when local_addrs has no address of the peer's family, none we listen on, or
+        not the route's source."""
+        listen = self.policy.engine.listen
+        return addresses.local_for(conn.name, conn.local_addrs, listen or self.listening, remote,
+                                   self.source_address, self.names.addresses, derived=not listen)
 
     def initiate(self, name: str, now: float, child: str | None = None, *,
-                 only: tuple[str, ...] = ()) -> IkeSa | None:
+                 only: tuple[str, ...] = (), local_names: bool = True) -> IkeSa | None:
         """Bring up connection ``name`` (all its children, one, or those named in ``only``). None:
-        its peer is named by a host name the runtime is resolving; the initiation starts when
-        ``resolved`` answers."""
+        its peer, or our address (a host name in local_addrs), is named by a host name the
+        runtime is resolving; the initiation starts when ``resolved`` answers. ``local_names``
+        False: local_addrs' names were asked for this initiation already (not again)."""
         conn = self._conn(name)
         if not policy_change.initiable(conn):
             raise LocalError(f"connection '{name}' has no remote address to initiate to")
@@ -144,12 +124,25 @@ class Initiation:
                 log.info("%s: resolving %s before initiating", name, target)
                 return None
             target = names.pick(addrs, conn)
+        if local_names:
+            unknown = self._local_name_unknown(conn, target)
+            if unknown is not None:
+                # charon's resolve_me resolves local_addrs' names before it picks a source: the
+                # route's source is ours only if the name holds it (a terminate cancels this too)
+                self.names.wait(unknown, ("initiate", name, child),
+                                lambda t: self._initiate_local_resolved(name, child, t, only), bounded=False)
+                log.info("%s: resolving %s (local_addrs) before initiating", name, unknown)
+                return None
         remote = (target, conn.remote_port)
         try:
             local = (self.local_address(conn, remote[0]), conn.local_port or self.ike_port)
         except LocalError as exc:
             # Said here too: a trap's ACQUIRE or a keyingtries retry has no one to raise it to.
-            log.warning("%s: not initiated: %s", name, exc, extra={"connection": name})
+            # The same refusal again within REFUSAL_QUIET (a trap asks every ACQUIRE_HOLD while
+            # traffic hits it) at debug level only.
+            level = logging.WARNING if self._refusal_is_news(name, str(exc), now) else logging.DEBUG
+            log.log(level, "%s: not initiated: %s", name, exc, extra={"connection": name})
+            exc.logged = True  # (callers that log what initiate raises do not say it again)
             raise
         sa = IkeSa(self, conn, initiator=True, unique_id=self.registry.next_ike_id(), local=local, remote=remote,
                    spi_i=self.registry.new_ike_spi(), now=now)
@@ -189,12 +182,42 @@ class Initiation:
             return  # removed by a policy change meanwhile
         if (names.initiate_target(conn) or "").lower() != host.lower():
             return  # its remote_addrs changed meanwhile
+        self._initiate_after_wait(conn_name, child, now, only)
+
+    def _refusal_is_news(self, name: str, text: str, now: float) -> bool:
+        """Whether connection ``name``'s initiation refused with ``text`` is worth a warning: not
+        when the last refusal said the same less than REFUSAL_QUIET seconds ago."""
+        said = self.__dict__.setdefault("_refusals", {})  # (the endpoint's own tables: none for this)
+        last = said.get(name)
+        if last is not None and last[0] == text and now - last[1] < REFUSAL_QUIET:
+            return False
+        if len(said) >= 1024:  # connection names of the policy: a few; bounded all the same
+            said.clear()
+        said[name] = (text, now)
+        return True
+
+    def _local_name_unknown(self, conn: ConnectionConfig, target: str) -> str | None:
+        """A host name in local_addrs with no address known yet, when our address towards
+        ``target`` may depend on it (no literal local_addrs address of its family)."""
+        if addresses.literal(conn.local_addrs, ipaddress.ip_address(target).version) is not None:
+            return None
+        return next((e.strip() for e in conn.local_addrs if names.is_name(e) and not self.names.addresses(e)), None)
+
+    def _initiate_local_resolved(self, conn_name: str, child: str | None, now: float,
+                                 only: tuple[str, ...] = ()) -> None:
+        # Asked once: a name that did not resolve ends this initiation with local_address's
+        # error (naming it), not another query.
+        self._initiate_after_wait(conn_name, child, now, only, local_names=False)
+
+    def _initiate_after_wait(self, conn_name: str, child: str | None, now: float, only: tuple[str, ...],
+                             local_names: bool = True) -> None:
         try:
-            self.initiate(conn_name, now, child, only=only)
+            self.initiate(conn_name, now, child, only=only, local_names=local_names)
         except LocalError as exc:
             if isinstance(exc, IllegalTransition):
                 raise
-            log.warning("%s: not initiated: %s", conn_name, exc)
+            if not getattr(exc, "logged", False):
+                log.warning("%s: not initiated: %s", conn_name, exc, extra={"connection": conn_name})
 
     def _reestablish(self, sa: IkeSa, ended: Ended, now: float) -> None:
         # charon's reestablish: the CHILD SAs that were up with dpd_action = restart, or those

@@ -10,7 +10,7 @@ Rules: weak-encryption, null-encryption, weak-integrity, no-integrity,
 weak-prf, weak-dh, short-icv, short-psk, weak-psk, shared-psk,
 psk-roadwarrior, psk-many-peers, secrets-readable, ca-without-crl,
 catch-all-protect, shadowed, no-children, not-quantum-safe, short-ppk, save-keys,
-secrets-owner, deprecated-key; and from ``engine.policy.rwlint``: pool-overlap,
+secrets-owner, deprecated-key, address-family; and from ``engine.policy.rwlint``: pool-overlap,
 pool-too-small, eap-without-certificate, windows-weak-proposals.
 
 Lint reads files only where a rule cannot be decided otherwise (the secrets
@@ -37,7 +37,8 @@ from engine.policy.spd import Spd, SpdEntry
 RULES = ("weak-encryption", "null-encryption", "weak-integrity", "no-integrity", "weak-prf", "weak-dh",
          "short-icv", "short-psk", "weak-psk", "shared-psk", "psk-roadwarrior", "psk-many-peers",
          "secrets-readable", "ca-without-crl", "catch-all-protect", "shadowed", "no-children",
-         "not-quantum-safe", "short-ppk", "save-keys", "secrets-owner", "deprecated-key") + rwlint.RULES
+         "not-quantum-safe", "short-ppk", "save-keys", "secrets-owner", "deprecated-key",
+         "address-family") + rwlint.RULES
 
 MIN_PSK_LENGTH = 20
 MIN_PSK_DISTINCT = 8
@@ -279,6 +280,20 @@ class _Linter:
             self.warn("engine.secrets", "secrets-owner", f"secrets file {shown!r}: {problem.replace('FILE', shown)} "
                       "(the engine refuses to load it until then)")
 
+    def address_family(self, c: ConnectionConfig) -> None:
+        """local_addrs of one IP family, remote_addrs of the other: IKE runs over one family, so
+        the connection never starts (IkeEndpoint.local_address refuses) and never answers (a
+        request's two addresses are of one family; charon's ike_cfg match finds no config)."""
+        mine, theirs = _families(c.local_addrs), _families(c.remote_addrs)
+        if len(mine) != 1 or len(theirs) != 1 or mine == theirs:
+            return
+        (ours,), (peers,) = mine, theirs
+        self.warn(key_path(key_path("connections", c.name), "local_addrs"), "address-family",
+                  f"connection '{c.name}' can never come up: local_addrs ({', '.join(c.local_addrs)}) hold only "
+                  f"IPv{ours} addresses and remote_addrs ({', '.join(c.remote_addrs)}) only IPv{peers} ones, and "
+                  f"IKE runs over one family; add an IPv{peers} address (or %any) to local_addrs, or give "
+                  f"remote_addrs the peer's IPv{ours} address")
+
     # -- selectors ------------------------------------------------------------------------
     def catch_all(self, c: ConnectionConfig) -> None:
         for ch in c.children:
@@ -346,6 +361,7 @@ class _Linter:
             self.psk_many_peers(c)
             self.catch_all(c)
             self.quantum_safe(c)
+            self.address_family(c)
             rwlint.eap_without_certificate(c, self.warn)
             rwlint.windows_weak_proposals(c, self.warn)
         rwlint.pools(self.policy, self.warn)
@@ -357,6 +373,21 @@ class _Linter:
         self.shadowed()
         self.save_keys()
         return sort_findings(self.findings)
+
+
+def _families(entries: tuple[str, ...]) -> set[int]:
+    """The IP versions ``entries`` (local_addrs / remote_addrs) hold addresses of; {4, 6} for none,
+    %any or a host name (either may be meant)."""
+    out: set[int] = set()
+    for entry in entries:
+        text, kind = entry.strip(), address_kind(entry)
+        if text in ("%any4", "%any6"):
+            out.add(int(text[-1]))
+        elif kind in ("ip", "network", "range"):
+            out.add(6 if ":" in text else 4)
+        else:
+            return {4, 6}
+    return out or {4, 6}
 
 
 def _owner(e: SpdEntry) -> tuple:

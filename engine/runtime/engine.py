@@ -153,6 +153,7 @@ class EngineRuntime(Reporting):
         e = self.policy.engine
         addresses = list(e.listen) or self._addresses_from_connections() or ["0.0.0.0"]
         self.sockets.open(addresses, sorted({e.ike_port, e.natt_port}))
+        self.endpoint.listening = tuple(addresses)  # an initiation sends from one of these
         self.datapath.apply_policy(self.policy)
         self.endpoint.start(self.now())
         self.crl_fetcher.start()
@@ -165,7 +166,11 @@ class EngineRuntime(Reporting):
     def _addresses_from_connections(self) -> list[str]:
         """What to listen on without [engine] listen: each literal local_addrs address, and the
         wildcard of a family a subnet, a range or %any4 / %any6 stands for (an address in it may
-        be ours: charon listens on the wildcards). %any and host names add nothing."""
+        be ours: charon listens on the wildcards). %any and host names add nothing. A family no
+        entry names that a connection with local_addrs unset (or %any, a host name) reaches its
+        peer over (remote_addrs) gets its wildcard: the IKE SA goes from the route's source, which
+        needs a socket of its family (charon listens on both); a family local_addrs names keeps
+        its own sockets (no wider listening)."""
         out: list[str] = []
         for c in self.policy.connections:
             for a in c.local_addrs:
@@ -178,6 +183,15 @@ class EngineRuntime(Reporting):
                     continue
                 if text not in out:
                     out.append(text)
+        named = {family_of(a) for a in out}
+        for c in self.policy.connections:
+            if any(family_of(a) in (4, 6) for a in c.local_addrs):
+                continue  # its own family is named (or it never starts: lint address-family)
+            for a in c.remote_addrs:
+                version = family_of(a)
+                if version in (4, 6) and version not in named:
+                    named.add(version)
+                    out.append("::" if version == 6 else "0.0.0.0")
         return out
 
     async def stop(self, *, delete: bool = True) -> None:

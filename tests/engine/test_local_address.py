@@ -109,11 +109,9 @@ def test_a_host_name_in_local_addrs_is_what_it_resolved_to_on_both_sides():
     p.a.names.resolve = asked.append
     p.a.start(p.now)
     assert asked == ["me.test"]  # local_addrs' names are resolved too (charon's resolve_me)
-    with pytest.raises(LocalError, match="does not hold"):
-        p.a.initiate("tun", p.now)  # not resolved yet: 192.0.2.1 is not known to be ours
-    p.a.resolved("me.test", (LEFT,), p.now)
+    assert p.a.initiate("tun", p.now) is None  # not resolved yet: it waits (revaddr17), as charon resolves
     p.b.resolved("gw.test", (RIGHT,), p.now)
-    p.a.initiate("tun", p.now)
+    p.a.resolved("me.test", (LEFT,), p.now)
     p.advance(1)
     assert established(p.a) and established(p.b)  # the responder took gw.test as its local_addrs
 

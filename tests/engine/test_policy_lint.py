@@ -50,6 +50,8 @@ CASES = {
     "short-icv": (conn(esp='"aes256gcm8"'), "connections.c.children.x.esp_proposals", conn(esp='"aes256gcm12"')),
     "catch-all-protect": (conn(local_ts='"0.0.0.0/0"', remote_ts='"0.0.0.0/0"'), "connections.c.children.x",
                           conn(local_ts='"0.0.0.0/0"', remote_ts='"198.51.100.0/24"')),
+    "address-family": (conn().replace('remote_addrs = ["192.0.2.2"]', 'remote_addrs = ["2001:db8::2"]'),
+                       "connections.c.local_addrs", conn()),
     "no-children": ('[connections.c]\nremote_addrs = ["192.0.2.2"]\n' + PUBKEY, "connections.c", conn()),
     "deprecated-key": ('[engine]\ntun_offload = "jumbo"\n' + conn(), "engine.tun_offload",
                        '[engine]\ntun_offload = "off"\n' + conn()),
