@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 from rich.text import Text
-from textual import on, work
+from textual import events, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -292,6 +292,10 @@ class PoliciesScreen(FormPanel, DiffPanel, SpdQuestion, TreeEdits, FileEdits, Co
     def _input_changed(self, event: Input.Changed) -> None:
         event.stop()
         self._form_edit(event.input, event.value)
+
+    @on(events.DescendantFocus, "#pol-form Input, #pol-form Switch")
+    def _field_focused(self, event: events.DescendantFocus) -> None:
+        event.widget.focused_once = True  # its later Changed messages are a person's edits (_form_edit)
 
     @on(Switch.Changed, "#pol-form Switch")
     def _switch_changed(self, event: Switch.Changed) -> None:

@@ -109,8 +109,11 @@ class FormPanel:
 
     def _form_edit(self, widget, raw) -> None:
         # Only a person typing in the current form edits: not the Changed events that
-        # widgets post when mounted, nor late ones from a form already replaced.
-        if not widget.has_focus or getattr(widget, "form_node", None) != self._form_node:
+        # widgets post when mounted, nor late ones from a form already replaced. A field that had
+        # focus counts even once focus moved on: its text typed with Tab in one burst changes it
+        # as the Tab has already left (the check was has_focus: that text was lost).
+        if not (widget.has_focus or getattr(widget, "focused_once", False)) \
+                or getattr(widget, "form_node", None) != self._form_node:
             return
         field = self._field_for(widget.id)
         if field is None or self._form_node is None:
