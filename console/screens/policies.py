@@ -152,7 +152,11 @@ class PoliciesScreen(FormPanel, DiffPanel, SpdQuestion, TreeEdits, FileEdits, Co
         else:
             self._set_editor(text if text or on_disk is None else on_disk)
         first = ("connection", policy.connections[0].name) if policy.connections else ("engine",)
-        self._pending_cursor = first
+        # Loaded again (an apply, ours or from elsewhere): the node being edited stays selected when
+        # it is still there; only the first load starts at the first connection.
+        tree = self.query_one(PolicyTree)
+        keep = tree.cursor_node.data if self._loaded_once and tree.cursor_node is not None else None
+        self._pending_cursor = keep if keep is not None and keep != ("file",) else first
         self._validate_now()
         if not self._loaded_once:
             self._loaded_once = True

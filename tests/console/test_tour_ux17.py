@@ -29,3 +29,37 @@ async def test_a_form_field_typed_then_tabbed_past_in_one_burst_keeps_its_text(t
                        what="dpd_delay = 45s in the text")
         await wait_for(pilot, lambda: 'rekey_time = "2h"' in screen._text(), timeout=2,
                        what="rekey_time = 2h in the text")
+
+
+async def test_apply_keeps_the_node_being_edited_selected(tmp_path):
+    """After Apply (ctrl+g, y) the tree jumped back to the first connection and the form with it: the
+    engine's PolicyApplied for our own apply was taken for an apply from elsewhere, and the policy
+    reloaded as at start. The admin who had just added hq-dc2 / dc2-lan found branch's form."""
+    from console.screens.confirm import ConfirmScreen
+
+    rt = FakeRuntime.in_folder(tmp_path)
+    app = ConsoleApp(rt)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await _open(pilot)
+        tree = screen.query_one("#pol-tree")
+        want = ("child", "partner", "apps")
+        tree.cursor_line = next(n for n in range(tree.last_line + 1) if tree.get_node_at_line(n) is not None
+                                and tree.get_node_at_line(n).data == want)
+        await wait_for(pilot, lambda: screen._form_node == want and screen.query("#f-start_action"),
+                       what="the CHILD SA config's form")
+        field = screen.query_one("#f-start_action")
+        field.focus()
+        await pilot.pause()
+        field.value = "trap"
+        await wait_for(pilot, lambda: 'start_action = "trap"' in screen._text(), what="the edit")
+        await pilot.press("escape")
+        await pilot.press("ctrl+g")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="confirm apply")
+        await pilot.press("y")
+        await wait_for(pilot, lambda: any(c[0] == "apply_policy" for c in rt.commands), what="applied")
+        await wait_for(pilot, lambda: screen.running_text == screen._text(), what="running")
+        await pilot.pause(1.0)  # the PolicyApplied event, the reload it led to, the tree rebuilt
+        assert tree.cursor_node is not None and tree.cursor_node.data == want
+        assert screen._form_node == want
+        assert app.focused is tree
+
