@@ -63,3 +63,21 @@ async def test_apply_keeps_the_node_being_edited_selected(tmp_path):
         assert screen._form_node == want
         assert app.focused is tree
 
+
+async def test_a_connection_added_at_80x24_is_scrolled_into_the_tree(tmp_path):
+    """At 80x24 the tree shows 13 lines: a connection added below them got the cursor (its form
+    opened) but the tree stayed scrolled to the top, the new node out of sight."""
+    app = ConsoleApp(FakeRuntime.in_folder(tmp_path))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await _open(pilot)
+        tree = screen.query_one("#pol-tree")
+        assert app.focused is tree
+        await pilot.press("a")
+        await wait_for(pilot, lambda: app.screen.query("#add-name"), what="add dialog")
+        await pilot.press("down", "tab", "ctrl+u", *"hq-dc2", "enter")
+        want = ("connection", "hq-dc2")
+        await wait_for(pilot, lambda: tree.cursor_node is not None and tree.cursor_node.data == want,
+                       what="the new connection selected")
+        await pilot.pause(0.3)
+        top, height = tree.scroll_offset.y, tree.scrollable_content_region.height
+        assert top <= tree.cursor_line < top + height, (top, height, tree.cursor_line)
