@@ -61,6 +61,15 @@ def ike_facts(ike: IkeSaInfo) -> list[tuple[str, str]]:
     ]
 
 
+def _last(ago: float | None) -> str:
+    """When the last packet passed: a CHILD SA that carried none yet said "last – ago"."""
+    return "none yet" if ago is None else f"last {fmt.duration(ago)} ago"
+
+
+def _packets(n: int) -> str:
+    return f"{n} packet" if n == 1 else f"{n} packets"
+
+
 def child_facts(ch: ChildSaInfo, rate: float | None) -> list[tuple[str, str]]:
     return [
         ("CHILD SA", f"{ch.name} {{{ch.unique_id}}} reqid {ch.reqid} {ch.state}"),
@@ -70,8 +79,8 @@ def child_facts(ch: ChildSaInfo, rate: float | None) -> list[tuple[str, str]]:
         *quantum_fact(ch.quantum_safe, ch.additional_ke),
         ("local TS", " ".join(ch.local_ts)),
         ("remote TS", " ".join(ch.remote_ts)),
-        ("in", f"{fmt.size(ch.bytes_in)}, {ch.packets_in} packets, last {fmt.duration(ch.last_in_ago)} ago"),
-        ("out", f"{fmt.size(ch.bytes_out)}, {ch.packets_out} packets, last {fmt.duration(ch.last_out_ago)} ago"),
+        ("in", f"{fmt.size(ch.bytes_in)}, {_packets(ch.packets_in)}, {_last(ch.last_in_ago)}"),
+        ("out", f"{fmt.size(ch.bytes_out)}, {_packets(ch.packets_out)}, {_last(ch.last_out_ago)}"),
         ("rate", fmt.rate(rate)),
         ("drops", ", ".join(f"{r} {n}" for r, n in ch.drops) or "none"),
         ("installed", fmt.duration(ch.installed_ago) + " ago"),

@@ -81,3 +81,17 @@ async def test_a_connection_added_at_80x24_is_scrolled_into_the_tree(tmp_path):
         await pilot.pause(0.3)
         top, height = tree.scroll_offset.y, tree.scrollable_content_region.height
         assert top <= tree.cursor_line < top + height, (top, height, tree.cursor_line)
+
+
+
+def test_a_child_sa_that_carried_nothing_yet_says_so():
+    """SA detail read "0 B, 0 packets, last – ago" for a CHILD SA just rekeyed (tmux, beside charon)."""
+    from console.screens.sa_detail import child_facts
+    from engine.status import ChildSaInfo
+
+    ch = ChildSaInfo(name="lan", unique_id=2, reqid=1, state="INSTALLED", protocol="esp", mode="tunnel",
+                     encap=True, spi_in=0x191684a8, spi_out=0xcdcf1375, bytes_out=84, packets_out=1,
+                     last_out_ago=3.0)
+    facts = dict(child_facts(ch, None))
+    assert facts["in"] == "0 B, 0 packets, none yet"
+    assert facts["out"] == "84 B, 1 packet, last 3s ago"
