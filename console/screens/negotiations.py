@@ -30,10 +30,15 @@ def ladder_label(ev, t0: float, colors: dict[str, str]) -> Text:
     m = ev.message
     sent = isinstance(ev, ExchangeSent)
     kind = "resp" if m.response else "req"
-    core = f" {LADDER_EXCHANGE.get(m.exchange, m.exchange)} {kind} {m.mid} "
-    if len(core) > LANE - 3:
-        core = core[: LANE - 4] + "… "
-    pad = LANE - 2 - len(core)
+    name, tail = LADDER_EXCHANGE.get(m.exchange, m.exchange), f" {kind} {m.mid}"
+    room = LANE - 2  # between the two ends
+    core = f" {name}{tail} "
+    if len(core) > room:
+        core = f"{name}{tail}"  # "◀CREATE_CHILD_SA resp 12●": no space rather than no Message ID
+    if len(core) > room:
+        # The Message ID stays whole (it matches the rung to the peer's log); the name gives way.
+        core = name[: max(0, room - len(tail) - 1)] + "…" + tail
+    pad = room - len(core)
     arrow = ("─" * (pad // 2)) + core + ("─" * (pad - pad // 2))
     t = Text()
     t.append(f"+{ev.time - t0:.3f}".rjust(8) + " ", style="dim")

@@ -95,3 +95,26 @@ def test_a_child_sa_that_carried_nothing_yet_says_so():
     facts = dict(child_facts(ch, None))
     assert facts["in"] == "0 B, 0 packets, none yet"
     assert facts["out"] == "84 B, 1 packet, last 3s ago"
+
+
+def test_a_create_child_sa_rung_keeps_its_message_id():
+    """The ladder cut "CREATE_CHILD_SA resp 2" to "CREATE_CHILD_SA resp …": the response's Message ID,
+    the one thing to match a rung with charon's log ("parsed CREATE_CHILD_SA response 2"), was lost."""
+    from engine.events import ExchangeReceived, ExchangeSent, MessageSummary
+
+    from console.screens.negotiations import LANE, ladder_label
+
+    def rung(exchange, mid, response, cls=ExchangeReceived):
+        m = MessageSummary(exchange, mid, response, True, 1, 2, 300, ("SA", "No"))
+        return ladder_label(cls(1, "c", m, 10.0), 10.0, {}).plain
+
+    for mid in (2, 12, 345, 67890, 2**32 - 1):
+        for response, kind in ((False, "req"), (True, "resp")):
+            for cls in (ExchangeSent, ExchangeReceived):
+                text = rung("CREATE_CHILD_SA", mid, response, cls)
+                arrow = text.split()[1]
+                lane = text[text.index(arrow[0]):][:LANE]
+                assert f" {kind} {mid}" in lane, lane
+                assert lane[-1] in "▶●", lane  # the rung's length is the lane's, whatever the numbers
+    assert "◀ CREATE_CHILD_SA resp 2 ●" in rung("CREATE_CHILD_SA", 2, True)
+    assert "INFORMATIONAL req 9" in rung("INFORMATIONAL", 9, False)
