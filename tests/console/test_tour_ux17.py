@@ -3,6 +3,8 @@ session's tour, helper ux17)."""
 
 from __future__ import annotations
 
+import re
+
 from console.app import ConsoleApp
 from console.runtime.fake import FakeRuntime
 
@@ -118,3 +120,51 @@ def test_a_create_child_sa_rung_keeps_its_message_id():
                 assert lane[-1] in "▶●", lane  # the rung's length is the lane's, whatever the numbers
     assert "◀ CREATE_CHILD_SA resp 2 ●" in rung("CREATE_CHILD_SA", 2, True)
     assert "INFORMATIONAL req 9" in rung("INFORMATIONAL", 9, False)
+
+
+def test_an_auth_failure_names_the_key_whole_in_the_narrow_explain_box():
+    """At 80x24 the explain box is 38 columns: the ID table cut the key to fix to
+    "(connections.psk-tunnel…": the where of the error was lost (a wrong PSK against charon)."""
+    from rich.console import Console
+
+    from console.explain import explain
+    from engine.events import NegotiationFailed
+
+    f = NegotiationFailed(4, "psk-tunnel", "IKE_AUTH", "AUTHENTICATION_FAILED", "", None, False)
+    console = Console(width=37, record=True, file=open("/dev/null", "w"))
+    console.print(explain(f, (), {}, configured_ids=("left.example", "right.example")))
+    text = console.export_text()
+    assert "…" not in text, text
+    joined = "".join(text.split())  # a key folded over two lines is still read whole
+    assert "(connections.psk-tunnel.local.id)" in joined, text
+    assert "(expected:connections.psk-tunnel.remote.id)" in joined, text
+
+
+def test_proposals_and_selectors_are_whole_in_the_narrow_explain_box():
+    """At 80x24 the proposal table cut "PRF_HMAC_SHA2_384" to "PRF_HMAC_SHA2_3…" (the very digits that
+    differed) and the selector table "198.51.100.0/26[tcp/443]" to "198.51.100.0/26[…"."""
+    from rich.console import Console
+
+    from console.explain import explain
+    from engine.events import NegotiationFailed
+
+    def text(f):
+        console = Console(width=37, record=True, file=open("/dev/null", "w"))
+        console.print(explain(f, (), {}))
+        return console.export_text()
+
+    nopro = text(NegotiationFailed(
+        1, "legacy", "IKE_SA_INIT", "NO_PROPOSAL_CHOSEN", "", None, False,
+        local_proposals=("IKE:AES_CBC_256/HMAC_SHA2_384_192/PRF_HMAC_SHA2_384/ECP_384",),
+        remote_proposals=("IKE:AES_CBC_128/HMAC_SHA1_96/PRF_HMAC_SHA1/MODP_1024",)))
+    ts = text(NegotiationFailed(1, "partner", "IKE_AUTH", "TS_UNACCEPTABLE", "", "apps", True,
+                                local_ts=("198.51.100.0/26[tcp/443]",), remote_ts=("198.51.100.224/28",)))
+    for out, whole in ((nopro, ("PRF_HMAC_SHA2_384", "HMAC_SHA2_384_192")), (ts, ("198.51.100.0/26[tcp/443]",))):
+        assert "…" not in out, out
+        lines = out.splitlines()
+        rule = next(i for i, line in enumerate(lines) if line.startswith("───"))
+        right = re.search(r"\S {2,}(\S)", lines[rule - 1]).start(1)  # where the second column starts
+        body = lines[rule + 1:next(i for i, line in enumerate(lines) if line.startswith("Fix:"))]
+        left = "".join("".join(line[:right].split()) for line in body)  # the first column, read down
+        for word in whole:
+            assert word in left, out
