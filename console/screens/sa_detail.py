@@ -12,7 +12,7 @@ from textual.widgets import DataTable, Footer, Static
 from engine.status import ChildSaInfo, IkeSaInfo
 
 from console import fmt
-from console.widgets.chrome import TopBar
+from console.widgets.chrome import TopBar, _esc
 from console.widgets.fields import focus_now
 from console.widgets.mounting import QuietWhenRemoved
 from console.widgets.sa_tables import ChildSaTable
@@ -172,7 +172,12 @@ class SaDetailScreen(QuietWhenRemoved, Screen):
             conn = next((c for c in store.snapshot.connections if c.name == self.connection), None) \
                 if store.snapshot else None
             state = conn.state if conn else "unknown"
-            facts.update(f"[b]{self.connection}[/b] has no IKE SA (state: {state}). "
+            failed = [n for n in store.negotiations.values() if n.connection == self.connection and n.failure]
+            last = max(failed, key=lambda n: n.ike_sa) if failed else None
+            # Why it is down, here too: the admin who opened it from the dashboard asks that first.
+            why = (f" Its last attempt (#{last.ike_sa}) failed with [b]{_esc(last.failure.notify)}[/b] in "
+                   f"{_esc(last.failure.exchange)}: [b]n[/b] shows why." if last is not None else "")
+            facts.update(f"[b]{_esc(self.connection)}[/b] has no IKE SA (state: {state}).{why} "
                          "Press [b]i[/b] to initiate, [b]n[/b] to see its negotiations.")
             table.ike_filter = -1
             table.snapshot = store.snapshot

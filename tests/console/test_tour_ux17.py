@@ -168,3 +168,22 @@ def test_proposals_and_selectors_are_whole_in_the_narrow_explain_box():
         left = "".join("".join(line[:right].split()) for line in body)  # the first column, read down
         for word in whole:
             assert word in left, out
+
+
+async def test_sa_detail_of_a_failing_connection_says_why_it_is_down():
+    """SA detail of a connection whose every attempt failed (a wrong PSK against charon) said only
+    "has no IKE SA (state: down)": the failure was one screen away, not named."""
+    from .conftest import make_app, ready, screen_text
+
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        app.open_detail("legacy")
+        await wait_for(pilot, lambda: "has no IKE SA" in screen_text(app), what="the detail of legacy")
+        text = " ".join(screen_text(app).split())
+        assert "failed with NO_PROPOSAL_CHOSEN in IKE_SA_INIT" in text, text
+        app.pop_screen()
+        await pilot.pause()
+        app.open_detail("branch")
+        await pilot.pause(0.3)
+        assert "failed with" not in screen_text(app)
