@@ -241,7 +241,11 @@ class PoliciesScreen(FormPanel, DiffPanel, SpdQuestion, TreeEdits, FileEdits, Co
             out.append(f"✗ {len(v.errors)} error(s): not applicable, not savable",
                        style=f"bold {colors.get('error', '')}")
         state = self.standing().problems()
-        out.append(("  (" + "; ".join(p.split(": ", 1)[-1] for p in state) + ")") if state else
+        # The file's name leads a problem about the text (the tree's root names the file): it goes;
+        # the rest stays whole ("the engine runs a policy not saved in X: it is lost ..." had lost
+        # its first half to a split at the first ": ").
+        lead = f"{os.path.basename(self.file_path) if self.file_path else 'the policy'}: "
+        out.append(("  (" + "; ".join(p.removeprefix(lead) for p in state) + ")") if state else
                    "  (saved, same as running)", style="dim")
         for f in v.errors + v.warnings:
             out.append("\n")

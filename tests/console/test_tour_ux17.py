@@ -187,3 +187,22 @@ async def test_sa_detail_of_a_failing_connection_says_why_it_is_down():
         app.open_detail("branch")
         await pilot.pause(0.3)
         assert "failed with" not in screen_text(app)
+
+
+async def test_the_findings_line_says_whole_what_is_not_saved(tmp_path):
+    """The findings line shortened each problem to what follows its first ": ", meant to drop the file
+    name: "the engine runs a policy not saved in policy.toml: it is lost at the next start" read
+    "it is lost at the next start" (seen attached to a daemon whose file was edited elsewhere)."""
+    from textual.widgets import Static
+
+    app = ConsoleApp(FakeRuntime.in_folder(tmp_path))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await _open(pilot)
+        screen.file_text = screen.file_text + "\n# edited in vim meanwhile\n"
+        screen.running_saved = False
+        screen._validate_now()
+        findings = screen.query_one("#pol-findings", Static)
+        await wait_for(pilot, lambda: "lost at the next start" in str(findings.content), what="the line")
+        line = " ".join(str(findings.content).split())
+        assert "(edits not saved (ctrl+s); the engine runs a policy not saved in gateway.toml: it is lost " \
+               "at the next start)" in line, line
