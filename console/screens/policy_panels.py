@@ -37,7 +37,10 @@ class FormPanel:
         await form.remove_children()
         doc = pf.load_doc(self._text())
         title = "engine" if node[0] == "engine" else " / ".join(node[1:])
-        widgets = [Label(f"[b]{title}[/b]  [dim]({pf.KIND_WORDS.get(node[0], node[0])})[/dim]", classes="form-title")]
+        widgets = [Label(f"[b]{title}[/b]  [dim]({pf.KIND_WORDS.get(node[0], node[0])})[/dim]", classes="form-title"),
+                   # Findings about the section itself (a CHILD SA name used twice, a connection with
+                   # no children): the findings line below the form is 5 lines at 80x24, cut there.
+                   Static("", id="f-node-msg", classes="form-msg")]
         if doc is None:
             widgets.append(Static("The TOML does not parse: fix it in the TOML tab first.", classes="form-error"))
         elif not pf.exists(doc, node) and node[0] != "engine":
@@ -136,11 +139,14 @@ class FormPanel:
         if node is None or self.validation is None or node[0] in ("file", "section"):
             return
         colors = self.app.theme_colors()
+        own = ".".join(pf.node_path(node))
+        boxes_and_findings = [("f-node", [f for f in self.validation.findings if f.key_path == own])]
         for field in pf.fields_for(node, pools=self.pools):
             kp = pf.key_path(node, field)
-            msgs = [f for f in self.validation.findings
-                    if f.key_path == kp or f.key_path.startswith((kp + ".", kp + "["))]
-            boxes = self.query(f"#{pf.field_id(field)}-msg")
+            boxes_and_findings.append((pf.field_id(field), [f for f in self.validation.findings if f.key_path == kp
+                                                            or f.key_path.startswith((kp + ".", kp + "["))]))
+        for fid, msgs in boxes_and_findings:
+            boxes = self.query(f"#{fid}-msg")
             if not boxes:
                 continue
             out = Text()

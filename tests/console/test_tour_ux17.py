@@ -206,3 +206,28 @@ async def test_the_findings_line_says_whole_what_is_not_saved(tmp_path):
         line = " ".join(str(findings.content).split())
         assert "(edits not saved (ctrl+s); the engine runs a policy not saved in gateway.toml: it is lost " \
                "at the next start)" in line, line
+
+
+async def test_a_finding_about_a_section_is_read_whole_in_its_form(tmp_path):
+    """A CHILD SA config added as "lan" to a second connection: "the name 'lan' is already used by child
+    'lan' of connection 'branch': child names must be unique (they are how ..." ran past the findings
+    line's 5 rows at 80x24 (not focusable, so not scrollable by keyboard) and no field of the form
+    carried it (its key is the section's own)."""
+    from .conftest import screen_text
+
+    app = ConsoleApp(FakeRuntime.in_folder(tmp_path))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await _open(pilot)
+        text = screen._text() + '\n[connections.partner.children.lan]\nlocal_ts = ["198.51.100.0/26"]\n'
+        screen._set_editor(text)
+        want = ("child", "partner", "lan")
+        await wait_for(pilot, lambda: screen.validation is not None and screen.validation.text == text
+                       and want in screen.query_one("#pol-tree").nodes(), what="the duplicate validated")
+        problem = next(f for f in screen.validation.errors if f.key_path == "connections.partner.children.lan")
+        screen.query_one("#pol-tree").select(want)
+        await wait_for(pilot, lambda: screen._form_node == want and screen.query("#f-node-msg"), what="its form")
+        await pilot.pause(0.3)
+        r = screen.query_one("#pol-form").region
+        rows = screen_text(app).splitlines()[r.y:r.y + r.height]
+        form = " ".join(" ".join(row[r.x:r.x + r.width] for row in rows).split())
+        assert "✗ " + " ".join(problem.message.split()) in form, form
