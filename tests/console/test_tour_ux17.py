@@ -231,3 +231,20 @@ async def test_a_finding_about_a_section_is_read_whole_in_its_form(tmp_path):
         rows = screen_text(app).splitlines()[r.y:r.y + r.height]
         form = " ".join(" ".join(row[r.x:r.x + r.width] for row in rows).split())
         assert "✗ " + " ".join(problem.message.split()) in form, form
+
+
+async def test_the_palette_names_keys_and_screens_as_the_help_does():
+    """The palette said "Quit — key ctrl+q — ConsoleApp" (q, the key the footer shows, left out; a Python
+    class for "everywhere") and "Go to pki" where the help and the top bar say PKI."""
+    from console.commands import ConsoleCommands
+
+    from .conftest import make_app, ready
+
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        entries = {str(h.display): h.help async for h in ConsoleCommands(app.screen).discover()}
+        assert entries["Quit"] == "key q, ^q — everywhere", entries["Quit"]
+        assert entries["Initiate"] == "key i — Dashboard", entries["Initiate"]
+        assert "Go to PKI" in entries and "Go to Negotiations" in entries
+        assert not any("ConsoleApp" in h or "Screen" in h for h in entries.values())
