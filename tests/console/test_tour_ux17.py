@@ -248,3 +248,33 @@ async def test_the_palette_names_keys_and_screens_as_the_help_does():
         assert entries["Initiate"] == "key i — Dashboard", entries["Initiate"]
         assert "Go to PKI" in entries and "Go to Negotiations" in entries
         assert not any("ConsoleApp" in h or "Screen" in h for h in entries.values())
+
+
+async def test_disconnecting_a_client_asks_in_the_clients_words():
+    """d Disconnect on the Clients screen asked "Terminate IKE SA #3 of roadwarrior? ... until the
+    connection is initiated again": a gateway never initiates a road warrior, its client reconnects."""
+    from console.screens.clients import ClientsScreen
+    from console.screens.confirm import ConfirmScreen
+    from console.widgets.keyed_table import KeyedTable
+
+    from .conftest import make_app, ready, screen_text
+
+    rt = FakeRuntime(road_warriors=True)
+    app = make_app(rt)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        await pilot.press("7")
+        await wait_for(pilot, lambda: isinstance(app.screen, ClientsScreen), what="clients screen")
+        table = app.screen.query_one(KeyedTable)
+        await wait_for(pilot, lambda: table.row_keys, what="clients")
+        table.focus()
+        key = table.selected_key
+        who = table.cell_text(key, "identity")
+        await pilot.press("d")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the question")
+        text = " ".join(screen_text(app).split())
+        assert f"Disconnect {who}?" in text and f"IKE SA #{key} (roadwarrior)" in text, text
+        assert "client connects again" in text and "initiated again" not in text, text
+        await pilot.press("y")
+        await wait_for(pilot, lambda: rt.commands, what="terminate")
+        assert rt.commands[-1] == ("terminate", {"name": "roadwarrior", "unique_id": int(key)})
