@@ -278,3 +278,22 @@ async def test_disconnecting_a_client_asks_in_the_clients_words():
         await pilot.press("y")
         await wait_for(pilot, lambda: rt.commands, what="terminate")
         assert rt.commands[-1] == ("terminate", {"name": "roadwarrior", "unique_id": int(key)})
+
+
+async def test_deleting_a_child_sa_config_names_its_connection(tmp_path):
+    """x on "lan" of hq-dc2 asked "Delete CHILD SA config lan?": branch has a "lan" too."""
+    from console.screens.confirm import ConfirmScreen
+
+    from .conftest import screen_text
+
+    app = ConsoleApp(FakeRuntime.in_folder(tmp_path))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await _open(pilot)
+        tree = screen.query_one("#pol-tree")
+        tree.select(("child", "branch", "lan"))
+        tree.focus()
+        await pilot.pause()
+        await pilot.press("x")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the question")
+        assert "Delete CHILD SA config branch / lan?" in screen_text(app)
+        await pilot.press("n")
