@@ -297,3 +297,26 @@ async def test_deleting_a_child_sa_config_names_its_connection(tmp_path):
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the question")
         assert "Delete CHILD SA config branch / lan?" in screen_text(app)
         await pilot.press("n")
+
+
+
+async def test_the_top_bar_keeps_the_end_of_a_daemons_socket_path():
+    """Attached, the top bar kept the start of the socket's path ("attached — /tmp/ux17lab/wo…" at 120
+    columns): the folder and name that tell one daemon from another are at its end."""
+    from console.widgets.chrome import _shortened
+
+    from .conftest import make_app, ready, screen_text
+
+    label = "attached — /tmp/ux17lab/work/ours-left/control.sock"
+    app = make_app(FakeRuntime(kind="attached", label=label))
+    async with app.run_test(size=(120, 30)) as pilot:
+        await ready(pilot)
+        top = screen_text(app).splitlines()[0]
+        shown = top.split("│")[1].strip()
+        assert shown.startswith("attached — …") and label.endswith(shown.split("…")[1]), top
+        assert "ontrol.sock" in shown, top
+    short = _shortened(label, 24)
+    assert short == "attached — …control.sock" and len(short) == 24, short
+    assert _shortened(label, 100) == label
+    assert _shortened(label, 14) == "attached — /t…"  # too narrow for a useful end: as before
+    assert _shortened("FAKE runtime — scripted peers", 20) == "FAKE runtime — scri…"  # not a path
