@@ -134,6 +134,9 @@ class PoliciesScreen(FormPanel, DiffPanel, SpdQuestion, TreeEdits, FileEdits, Co
         self.query_one(PolicyTree).show_root = True
         self._load()
 
+    def on_resize(self, event) -> None:
+        self.call_after_refresh(self._fit_full_values)  # fields wider or narrower: which values they cut
+
     def _load(self) -> None:
         self.app.run_command("load policy", self.app.runtime.policy, on_done=self._loaded)
 

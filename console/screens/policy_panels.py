@@ -20,7 +20,8 @@ from console import policy_form as pf
 from console.widgets.fields import Field
 
 LONG_VALUE = 40
-"""Form values longer than this are also shown wrapped under their field (narrow screens)."""
+"""Form values longer than this are also shown wrapped under their field (narrow screens), until the
+field's width is known (`_show_full`): then those the field cuts."""
 
 
 def finding_style(colors: dict, f) -> str:
@@ -73,6 +74,23 @@ class FormPanel:
             w.form_node = node  # edits count only for the form they belong to
         await form.mount_all(widgets)
         self._refresh_form_findings()
+        self.call_after_refresh(self._fit_full_values)
+
+    def _fit_full_values(self) -> None:
+        """Show a value whole under its field only when the field cuts it: at 80 columns the hybrid
+        proposal (41 characters, every new connection's) fits its field and was shown twice."""
+        for field in self.query("#pol-form Input"):
+            if field.id:
+                self._show_full(field, field.value)
+
+    def _show_full(self, field, value: str) -> None:
+        full = self.query(f"#{field.id}-full")
+        if not full:
+            return
+        width = field.content_region.width
+        cut = len(value) >= width if width > 0 else len(value) > LONG_VALUE  # (not laid out yet)
+        full.first().update(value if cut else "")
+        full.first().set_class(cut, "-shown")
 
     def _psk_line(self, doc, node: tuple) -> str:
         auth = {pf.get_value(doc, node, f) for f in pf.CONNECTION_FIELDS if f.key.endswith(".auth")}
@@ -129,10 +147,8 @@ class FormPanel:
             return
         pf.set_value(doc, self._form_node, field, value)
         self._set_editor(pf.dump_doc(doc))
-        full = self.query(f"#{widget.id}-full")
-        if full and isinstance(raw, str):
-            full.first().update(raw if len(raw) > LONG_VALUE else "")
-            full.first().set_class(len(raw) > LONG_VALUE, "-shown")
+        if isinstance(raw, str):
+            self._show_full(widget, raw)
 
     def _refresh_form_findings(self) -> None:
         node = self._form_node

@@ -320,3 +320,29 @@ async def test_the_top_bar_keeps_the_end_of_a_daemons_socket_path():
     assert _shortened(label, 100) == label
     assert _shortened(label, 14) == "attached — /t…"  # too narrow for a useful end: as before
     assert _shortened("FAKE runtime — scripted peers", 20) == "FAKE runtime — scri…"  # not a path
+
+
+async def test_a_value_is_repeated_under_its_field_only_when_the_field_cuts_it(tmp_path):
+    """Every new connection's form at 80x24 showed its IKE proposal twice (the field, then the same
+    text under it: any value over 40 characters was repeated, cut or not)."""
+    from textual.widgets import Input
+
+    app = ConsoleApp(FakeRuntime.in_folder(tmp_path))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await _open(pilot)
+        await pilot.press("a")
+        await wait_for(pilot, lambda: app.screen.query("#add-name"), what="add dialog")
+        await pilot.press("down", "tab", "ctrl+u", *"hq-dc2", "enter")
+        await wait_for(pilot, lambda: screen._form_node == ("connection", "hq-dc2")
+                       and screen.query("#f-proposals-full"), what="the new connection's form")
+        await pilot.pause(0.3)
+        field = screen.query_one("#f-proposals", Input)
+        assert 40 < len(field.value) < field.content_region.width, (field.value, field.content_region)
+        assert not screen.query_one("#f-proposals-full").has_class("-shown")
+        # A value the field cuts is shown whole under it, as before.
+        longer = field.value + ", aes256-sha384-ecp384"
+        field.focus()
+        await pilot.pause()
+        field.value = longer
+        await wait_for(pilot, lambda: screen.query_one("#f-proposals-full").has_class("-shown"), what="shown")
+        assert str(screen.query_one("#f-proposals-full").content) == longer
