@@ -346,3 +346,30 @@ async def test_a_value_is_repeated_under_its_field_only_when_the_field_cuts_it(t
         field.value = longer
         await wait_for(pilot, lambda: screen.query_one("#f-proposals-full").has_class("-shown"), what="shown")
         assert str(screen.query_one("#f-proposals-full").content) == longer
+
+
+async def test_an_ike_sa_made_by_a_rekey_names_the_sa_it_replaced():
+    """After R (rekey IKE) beside charon, n opened the new IKE SA's ladder titled "#2 psk-tunnel: no
+    exchange seen": its CREATE_CHILD_SA is the old SA's, which the title did not say."""
+    from textual.widgets import Tree
+
+    from console.widgets.keyed_table import KeyedTable
+
+    from .conftest import make_app, ready
+
+    rt = FakeRuntime()
+    app = make_app(rt)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        old = next(i.unique_id for i in app.store.snapshot.ike_sas if i.name == "branch")
+        await rt.rekey("branch", ike=True)
+        await wait_for(pilot, lambda: any(n.connection == "branch" and n.ike_sa > old and n.state == "ESTABLISHED"
+                                          for n in app.store.negotiations.values()), what="the new IKE SA")
+        new = max(n.ike_sa for n in app.store.negotiations.values() if n.connection == "branch")
+        await pilot.press("2")
+        await wait_for(pilot, lambda: app.screen.query("#ladder"), what="negotiations screen")
+        table = app.screen.query_one("#nego-list", KeyedTable)
+        await wait_for(pilot, lambda: str(new) in table.row_keys, what="the new SA listed")
+        table.move_cursor(row=table.get_row_index(str(new)))
+        await pilot.pause(0.2)
+        assert str(app.screen.query_one("#ladder", Tree).border_title) == f"#{new} branch: made by rekeying #{old}"
