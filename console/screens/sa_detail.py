@@ -172,8 +172,9 @@ class SaDetailScreen(QuietWhenRemoved, Screen):
             conn = next((c for c in store.snapshot.connections if c.name == self.connection), None) \
                 if store.snapshot else None
             state = conn.state if conn else "unknown"
-            failed = [n for n in store.negotiations.values() if n.connection == self.connection and n.failure]
-            last = max(failed, key=lambda n: n.ike_sa) if failed else None
+            tries = [n for n in store.negotiations.values() if n.connection == self.connection]
+            last = max(tries, key=lambda n: n.ike_sa) if tries else None
+            last = last if last is not None and last.failure is not None else None  # not one that came up
             # Why it is down, here too: the admin who opened it from the dashboard asks that first.
             why = (f" Its last attempt (#{last.ike_sa}) failed with [b]{_esc(last.failure.notify)}[/b] in "
                    f"{_esc(last.failure.exchange)}: [b]n[/b] shows why." if last is not None else "")

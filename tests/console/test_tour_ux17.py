@@ -183,6 +183,15 @@ async def test_sa_detail_of_a_failing_connection_says_why_it_is_down():
         text = " ".join(screen_text(app).split())
         assert "failed with NO_PROPOSAL_CHOSEN in IKE_SA_INIT" in text, text
         app.pop_screen()
+        # A later attempt that came up (then was terminated): the old failure is not its last word.
+        from console.store import Negotiation
+
+        app.store.negotiations[999] = Negotiation(999, "legacy", state="DESTROYED", state_reason="terminated")
+        await pilot.pause()
+        app.open_detail("legacy")
+        await wait_for(pilot, lambda: "has no IKE SA" in screen_text(app), what="the detail of legacy")
+        assert "failed with" not in screen_text(app)
+        app.pop_screen()
         await pilot.pause()
         app.open_detail("branch")
         await pilot.pause(0.3)
