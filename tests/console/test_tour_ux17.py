@@ -382,3 +382,30 @@ async def test_an_ike_sa_made_by_a_rekey_names_the_sa_it_replaced():
         table.move_cursor(row=table.get_row_index(str(new)))
         await pilot.pause(0.2)
         assert str(app.screen.query_one("#ladder", Tree).border_title) == f"#{new} branch: made by rekeying #{old}"
+
+
+async def test_the_add_dialog_takes_kind_tab_and_name_in_one_burst(tmp_path):
+    """a, then Down (connection), Tab, ctrl+u and the name typed in one burst made a connection named
+    "hq-dc2new-connection": the name suggested for the kind chosen with Down came round after the
+    typed name had gone in."""
+    from console.screens.dialogs import AddDialog
+
+    import asyncio
+
+    app = ConsoleApp(FakeRuntime.in_folder(tmp_path))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await _open(pilot)
+        for name, gap in (("hq-dc2", 0.0), ("hq-dc3", 0.005)):  # one read, or the name a moment later
+            await pilot.press("a")
+            await wait_for(pilot, lambda: isinstance(app.screen, AddDialog), what="add dialog")
+            await pilot.pause(0.3)
+            burst(app, "down", "tab", "ctrl+u")
+            await asyncio.sleep(gap)
+            burst(app, *name)
+            await asyncio.sleep(gap)
+            burst(app, "enter")
+            await wait_for(pilot, lambda: not isinstance(app.screen, AddDialog), what="added")
+            await pilot.pause(0.5)
+            assert f"[connections.{name}]" in screen._text(), [
+                line for line in screen._text().splitlines() if line.startswith("[connections.")]
+            await pilot.press("escape")
