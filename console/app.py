@@ -55,6 +55,9 @@ MODE_KEYS = (
     ("6", "pki", "PKI"),
     ("7", "clients", "Clients"),
 )
+MODE_NAMES = {"dashboard": "Dashboard", "negotiations": "Negotiations", "policies": "Policies", "logs": "Logs",
+              "packets": "Packets", "pki": "PKI", "clients": "Clients"}
+"""The screens as the help's "1 Dashboard · 2 Negotiations ..." line names them (help and palette said "Go to pki")."""
 
 
 
@@ -137,7 +140,7 @@ class ConsoleApp(CertExpiryWatch, RuntimeBridge, App):
     TITLE = "ipsec-console"
     BINDINGS = [
         # Shown as the navigation strip of the top bar rather than in the footer (80 columns).
-        *(Binding(key, f"switch_mode('{mode}')", f"Go to {mode}", show=False, id=f"app.{mode}")
+        *(Binding(key, f"switch_mode('{mode}')", f"Go to {MODE_NAMES[mode]}", show=False, id=f"app.{mode}")
           for key, mode, _ in MODE_KEYS),
         Binding("question_mark", "help", "Help", id="app.help"),
         Binding("f1", "help", "Help", show=False, id="app.help_f1"),

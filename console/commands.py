@@ -13,6 +13,8 @@ from functools import partial
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
+from console.screens.help import screen_name
+
 PKI_COMMANDS = (
     ("PKI: issue a certificate", "issue", "server or client certificate from the CA folder (key 6, i)"),
     ("PKI: revoke the selected certificate", "revoke", "confirmed; the CRL is re-signed (key 6, r)"),
@@ -33,15 +35,22 @@ class ConsoleCommands(Provider):
         # The screen the palette was opened from (not the palette itself).
         target = screen
         for node in (target, app):
+            # Every key of an action, ours first (q before Textual's ctrl+q), and where it works in the
+            # words the help screen uses: the palette said "key ctrl+q — ConsoleApp" for q Quit.
+            keys: dict[str, list] = {}
             for binding in node._bindings.key_to_bindings.values() if hasattr(node, "_bindings") else ():
                 for b in binding:
-                    if not b.description or b.action in seen:
-                        continue
-                    if b.action.isidentifier() and node.check_action(b.action, ()) is False:
-                        continue
-                    seen.add(b.action)
-                    out.append((f"{b.description}", partial(self._run_action, node, b.action),
-                                f"key {b.key} — {node.__class__.__name__.replace('Screen', '') or 'app'}"))
+                    if b.description and b.action not in seen:
+                        keys.setdefault(b.action, []).append(b)
+            where = "everywhere" if node is app else screen_name(node)
+            for action, bindings in keys.items():
+                if action.isidentifier() and node.check_action(action, ()) is False:
+                    continue
+                seen.add(action)
+                bindings.sort(key=lambda b: not b.id)
+                shown = ", ".join(app.get_key_display(b) for b in bindings)
+                out.append((bindings[0].description, partial(self._run_action, node, action),
+                            f"key {shown} — {where}"))
         store = getattr(app, "store", None)
         snap = store.snapshot if store is not None else None
         if snap is not None:

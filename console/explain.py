@@ -84,8 +84,9 @@ def keyword_proposal(text: str) -> str:
 def _proposal_table(ours: tuple[str, ...], theirs: tuple[str, ...], ok: str, bad: str) -> Table:
     mo, mt = mark_proposals(ours, theirs)
     table = Table(expand=True, box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
-    table.add_column("Our proposals", ratio=1)
-    table.add_column("The peer's proposals", ratio=1)
+    # Folded, never cut: at 80x24 "PRF_HMAC_SHA2_3…" hid the 256 / 384 the failure was about.
+    table.add_column("Our proposals", ratio=1, overflow="fold")
+    table.add_column("The peer's proposals", ratio=1, overflow="fold")
 
     def cell(props: list[list[MarkedTransform]]) -> Text:
         t = Text()
@@ -107,11 +108,12 @@ def _proposal_table(ours: tuple[str, ...], theirs: tuple[str, ...], ok: str, bad
 def _ts_table(f: NegotiationFailed) -> Table:
     table = Table(expand=True, box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
     if f.sent_by_peer:  # we initiated: our local_ts went out as TSi, our remote_ts as TSr
-        table.add_column("Our side (local_ts → TSi)", ratio=1)
-        table.add_column("Peer's side (remote_ts → TSr)", ratio=1)
+        table.add_column("Our side (local_ts → TSi)", ratio=1, overflow="fold")
+        table.add_column("Peer's side (remote_ts → TSr)", ratio=1, overflow="fold")
     else:  # we responded: the engine gives our CHILD configs, then what the peer proposed
-        table.add_column("Our CHILD configs (local_ts === remote_ts)", ratio=1)
-        table.add_column("The peer proposed (TSi === TSr)", ratio=1)
+        # Folded, never cut: "198.51.100.0/26[…" hid the protocol and port the peer refused.
+        table.add_column("Our CHILD configs (local_ts === remote_ts)", ratio=1, overflow="fold")
+        table.add_column("The peer proposed (TSi === TSr)", ratio=1, overflow="fold")
     # Text, not str: Rich would read "[tcp/443]" as markup.
     table.add_row(Text("\n".join(f.local_ts) or "(none)"), Text("\n".join(f.remote_ts) or "(none)"))
     return table
@@ -210,7 +212,7 @@ def explain(f: NegotiationFailed, exchanges=(), colors: dict[str, str] | None = 
         ours, theirs = _ids_seen(exchanges)
         ids = Table.grid(padding=(0, 2))
         ids.add_column(style="bold")
-        ids.add_column()
+        ids.add_column(overflow="fold")  # a key path is one long word: folded, not cut (80x24)
         ids.add_row(Text("our ID"), Text((ours + " (sent)") if ours else
                     (configured_ids[0] or "our address") + f" (connections.{f.connection}.local.id)"))
         ids.add_row(Text("peer's ID"), Text((theirs + " (received)") if theirs else

@@ -134,4 +134,13 @@ class ClientsScreen(ConsoleScreen):
         if ike is None:
             self.notify("No client selected", severity="warning")
             return
-        self.app.confirm_terminate(ike.name, ike.unique_id)
+        # In the words of this screen (d Disconnect, a client): the generic question said "Terminate
+        # IKE SA #3 of roadwarrior? ... until the connection is initiated again", which a gateway
+        # never does for a road warrior: the client connects again.
+        who = ike.eap_identity or ike.remote_id or ike.remote_addr
+        name, unique_id = ike.name, ike.unique_id
+        self.app._confirm(f"Disconnect {who}?",
+                          f"Its IKE SA #{unique_id} ({name}) and CHILD SAs are deleted; its traffic stops "
+                          "until the client connects again.", "disconnect",
+                          lambda: self.app.runtime.terminate(name, unique_id=unique_id), danger=True,
+                          yes="Disconnect")

@@ -241,13 +241,20 @@ class AddDialog(_Dialog):
         options.highlighted = 0
         focus_now(options)
         self._suggest(0)
+        # The name for the kind chosen is put in as the highlight moves (a watch runs then), not when
+        # the OptionHighlighted message comes round: Down, Tab and a name typed in one burst had the
+        # name typed first, then the suggestion over it ("hq-dc2new-connection").
+        self.watch(options, "highlighted", self._highlighted, init=False)
 
     def _suggest(self, index: int) -> None:
-        self.query_one("#add-name", Input).value = self.suggest(self.choices[index][1])
+        field = self.query_one("#add-name", Input)
+        field.value = self.suggest(self.choices[index][1])
+        field.cursor_position = len(field.value)  # ctrl+u then clears it all, typing goes after it
 
-    def on_option_list_option_highlighted(self, event: OptionList.OptionHighlighted) -> None:
-        self._suggest(event.option_index)
-        self._error("")
+    def _highlighted(self, index: int | None) -> None:
+        if index is not None:
+            self._suggest(index)
+            self._error("")
 
     def action_accept(self) -> None:
         index = self.query_one(OptionList).highlighted or 0

@@ -30,10 +30,15 @@ def ladder_label(ev, t0: float, colors: dict[str, str]) -> Text:
     m = ev.message
     sent = isinstance(ev, ExchangeSent)
     kind = "resp" if m.response else "req"
-    core = f" {LADDER_EXCHANGE.get(m.exchange, m.exchange)} {kind} {m.mid} "
-    if len(core) > LANE - 3:
-        core = core[: LANE - 4] + "… "
-    pad = LANE - 2 - len(core)
+    name, tail = LADDER_EXCHANGE.get(m.exchange, m.exchange), f" {kind} {m.mid}"
+    room = LANE - 2  # between the two ends
+    core = f" {name}{tail} "
+    if len(core) > room:
+        core = f"{name}{tail}"  # "◀CREATE_CHILD_SA resp 12●": no space rather than no Message ID
+    if len(core) > room:
+        # The Message ID stays whole (it matches the rung to the peer's log); the name gives way.
+        core = name[: max(0, room - len(tail) - 1)] + "…" + tail
+    pad = room - len(core)
     arrow = ("─" * (pad // 2)) + core + ("─" * (pad - pad // 2))
     t = Text()
     t.append(f"+{ev.time - t0:.3f}".rjust(8) + " ", style="dim")
@@ -202,7 +207,11 @@ class NegotiationsScreen(ConsoleScreen):
             tree.border_title = f"#{ike_id} {n.connection}: nothing was sent (the peer's name did not resolve)"
         else:
             self._ladder_ends = None
-            tree.border_title = f"#{ike_id} {n.connection}: no exchange seen"
+            old = self._rekeyed_from(ike_id, n)
+            # An IKE SA a rekey made has no exchange of its own yet: its CREATE_CHILD_SA is the old
+            # SA's. "no exchange seen" alone read as a console that had missed them.
+            tree.border_title = (f"#{ike_id} {n.connection}: made by rekeying #{old}" if old is not None
+                                 else f"#{ike_id} {n.connection}: no exchange seen")
         for ev in new:
             node = tree.root.add(ladder_label(ev, t0, colors), data=ev)
             m = ev.message
@@ -230,6 +239,18 @@ class NegotiationsScreen(ConsoleScreen):
         else:
             box.update("")
             self.query_one("#explain-box").display = False
+
+    def _rekeyed_from(self, ike_id: int, n: Negotiation) -> int | None:
+        """The IKE SA whose rekey made ``n`` (an SA with no exchange, established "rekeyed"): the
+        newest earlier one of its connection that ran an IKE rekey (CREATE_CHILD_SA with no TS)."""
+        if not n.state_reason.startswith("rekeyed") or n.state not in ("ESTABLISHED", "REKEYING"):
+            return None
+        for other in sorted(self.app.store.negotiations.values(), key=lambda o: -o.ike_sa):
+            if other.ike_sa < ike_id and other.connection == n.connection and any(
+                    ev.message.exchange == "CREATE_CHILD_SA" and "TSi" not in ev.message.payloads
+                    and "SA" in ev.message.payloads for ev in other.exchanges):
+                return other.ike_sa
+        return None
 
     # ------------------------------------------------------------- actions
     def action_expand_all(self) -> None:

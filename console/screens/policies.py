@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 from rich.text import Text
-from textual import on, work
+from textual import events, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -134,6 +134,9 @@ class PoliciesScreen(FormPanel, DiffPanel, SpdQuestion, TreeEdits, FileEdits, Co
         self.query_one(PolicyTree).show_root = True
         self._load()
 
+    def on_resize(self, event) -> None:
+        self.call_after_refresh(self._fit_full_values)  # fields wider or narrower: which values they cut
+
     def _load(self) -> None:
         self.app.run_command("load policy", self.app.runtime.policy, on_done=self._loaded)
 
@@ -152,7 +155,11 @@ class PoliciesScreen(FormPanel, DiffPanel, SpdQuestion, TreeEdits, FileEdits, Co
         else:
             self._set_editor(text if text or on_disk is None else on_disk)
         first = ("connection", policy.connections[0].name) if policy.connections else ("engine",)
-        self._pending_cursor = first
+        # Loaded again (an apply, ours or from elsewhere): the node being edited stays selected when
+        # it is still there; only the first load starts at the first connection.
+        tree = self.query_one(PolicyTree)
+        keep = tree.cursor_node.data if self._loaded_once and tree.cursor_node is not None else None
+        self._pending_cursor = keep if keep is not None and keep != ("file",) else first
         self._validate_now()
         if not self._loaded_once:
             self._loaded_once = True
@@ -237,7 +244,11 @@ class PoliciesScreen(FormPanel, DiffPanel, SpdQuestion, TreeEdits, FileEdits, Co
             out.append(f"✗ {len(v.errors)} error(s): not applicable, not savable",
                        style=f"bold {colors.get('error', '')}")
         state = self.standing().problems()
-        out.append(("  (" + "; ".join(p.split(": ", 1)[-1] for p in state) + ")") if state else
+        # The file's name leads a problem about the text (the tree's root names the file): it goes;
+        # the rest stays whole ("the engine runs a policy not saved in X: it is lost ..." had lost
+        # its first half to a split at the first ": ").
+        lead = f"{os.path.basename(self.file_path) if self.file_path else 'the policy'}: "
+        out.append(("  (" + "; ".join(p.removeprefix(lead) for p in state) + ")") if state else
                    "  (saved, same as running)", style="dim")
         for f in v.errors + v.warnings:
             out.append("\n")
@@ -292,6 +303,10 @@ class PoliciesScreen(FormPanel, DiffPanel, SpdQuestion, TreeEdits, FileEdits, Co
     def _input_changed(self, event: Input.Changed) -> None:
         event.stop()
         self._form_edit(event.input, event.value)
+
+    @on(events.DescendantFocus, "#pol-form Input, #pol-form Switch")
+    def _field_focused(self, event: events.DescendantFocus) -> None:
+        event.widget.focused_once = True  # its later Changed messages are a person's edits (_form_edit)
 
     @on(Switch.Changed, "#pol-form Switch")
     def _switch_changed(self, event: Switch.Changed) -> None:

@@ -130,7 +130,8 @@ class TreeEdits:
         if not named(node):
             self.notify("Select a connection, CHILD SA config, rule or pool to delete", severity="warning")
             return
-        what = f"{pf.KIND_WORDS[node[0]]} {node[-1]}"
+        # A CHILD SA config by its connection too: "Delete CHILD SA config lan?" did not say which lan.
+        what = f"{pf.KIND_WORDS[node[0]]} {' / '.join(node[1:]) if node[0] == 'child' else node[-1]}"
         body = "It goes from the edited text; Save and Apply make it final (ctrl+r reverts)."
         if node[0] == "connection":
             body = "Its CHILD SA configs go with it. " + body

@@ -20,7 +20,8 @@ from console import policy_form as pf
 from console.widgets.fields import Field
 
 LONG_VALUE = 40
-"""Form values longer than this are also shown wrapped under their field (narrow screens)."""
+"""Form values longer than this are also shown wrapped under their field (narrow screens), until the
+field's width is known (`_show_full`): then those the field cuts."""
 
 
 def finding_style(colors: dict, f) -> str:
@@ -37,7 +38,10 @@ class FormPanel:
         await form.remove_children()
         doc = pf.load_doc(self._text())
         title = "engine" if node[0] == "engine" else " / ".join(node[1:])
-        widgets = [Label(f"[b]{title}[/b]  [dim]({pf.KIND_WORDS.get(node[0], node[0])})[/dim]", classes="form-title")]
+        widgets = [Label(f"[b]{title}[/b]  [dim]({pf.KIND_WORDS.get(node[0], node[0])})[/dim]", classes="form-title"),
+                   # Findings about the section itself (a CHILD SA name used twice, a connection with
+                   # no children): the findings line below the form is 5 lines at 80x24, cut there.
+                   Static("", id="f-node-msg", classes="form-msg")]
         if doc is None:
             widgets.append(Static("The TOML does not parse: fix it in the TOML tab first.", classes="form-error"))
         elif not pf.exists(doc, node) and node[0] != "engine":
@@ -70,6 +74,23 @@ class FormPanel:
             w.form_node = node  # edits count only for the form they belong to
         await form.mount_all(widgets)
         self._refresh_form_findings()
+        self.call_after_refresh(self._fit_full_values)
+
+    def _fit_full_values(self) -> None:
+        """Show a value whole under its field only when the field cuts it: at 80 columns the hybrid
+        proposal (41 characters, every new connection's) fits its field and was shown twice."""
+        for field in self.query("#pol-form Input"):
+            if field.id:
+                self._show_full(field, field.value)
+
+    def _show_full(self, field, value: str) -> None:
+        full = self.query(f"#{field.id}-full")
+        if not full:
+            return
+        width = field.content_region.width
+        cut = len(value) >= width if width > 0 else len(value) > LONG_VALUE  # (not laid out yet)
+        full.first().update(value if cut else "")
+        full.first().set_class(cut, "-shown")
 
     def _psk_line(self, doc, node: tuple) -> str:
         auth = {pf.get_value(doc, node, f) for f in pf.CONNECTION_FIELDS if f.key.endswith(".auth")}
@@ -109,8 +130,11 @@ class FormPanel:
 
     def _form_edit(self, widget, raw) -> None:
         # Only a person typing in the current form edits: not the Changed events that
-        # widgets post when mounted, nor late ones from a form already replaced.
-        if not widget.has_focus or getattr(widget, "form_node", None) != self._form_node:
+        # widgets post when mounted, nor late ones from a form already replaced. A field that had
+        # focus counts even once focus moved on: its text typed with Tab in one burst changes it
+        # as the Tab has already left (the check was has_focus: that text was lost).
+        if not (widget.has_focus or getattr(widget, "focused_once", False)) \
+                or getattr(widget, "form_node", None) != self._form_node:
             return
         field = self._field_for(widget.id)
         if field is None or self._form_node is None:
@@ -123,21 +147,22 @@ class FormPanel:
             return
         pf.set_value(doc, self._form_node, field, value)
         self._set_editor(pf.dump_doc(doc))
-        full = self.query(f"#{widget.id}-full")
-        if full and isinstance(raw, str):
-            full.first().update(raw if len(raw) > LONG_VALUE else "")
-            full.first().set_class(len(raw) > LONG_VALUE, "-shown")
+        if isinstance(raw, str):
+            self._show_full(widget, raw)
 
     def _refresh_form_findings(self) -> None:
         node = self._form_node
         if node is None or self.validation is None or node[0] in ("file", "section"):
             return
         colors = self.app.theme_colors()
+        own = ".".join(pf.node_path(node))
+        boxes_and_findings = [("f-node", [f for f in self.validation.findings if f.key_path == own])]
         for field in pf.fields_for(node, pools=self.pools):
             kp = pf.key_path(node, field)
-            msgs = [f for f in self.validation.findings
-                    if f.key_path == kp or f.key_path.startswith((kp + ".", kp + "["))]
-            boxes = self.query(f"#{pf.field_id(field)}-msg")
+            boxes_and_findings.append((pf.field_id(field), [f for f in self.validation.findings if f.key_path == kp
+                                                            or f.key_path.startswith((kp + ".", kp + "["))]))
+        for fid, msgs in boxes_and_findings:
+            boxes = self.query(f"#{fid}-msg")
             if not boxes:
                 continue
             out = Text()

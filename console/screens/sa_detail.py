@@ -12,7 +12,7 @@ from textual.widgets import DataTable, Footer, Static
 from engine.status import ChildSaInfo, IkeSaInfo
 
 from console import fmt
-from console.widgets.chrome import TopBar
+from console.widgets.chrome import TopBar, _esc
 from console.widgets.fields import focus_now
 from console.widgets.mounting import QuietWhenRemoved
 from console.widgets.sa_tables import ChildSaTable
@@ -61,6 +61,15 @@ def ike_facts(ike: IkeSaInfo) -> list[tuple[str, str]]:
     ]
 
 
+def _last(ago: float | None) -> str:
+    """When the last packet passed: a CHILD SA that carried none yet said "last – ago"."""
+    return "none yet" if ago is None else f"last {fmt.duration(ago)} ago"
+
+
+def _packets(n: int) -> str:
+    return f"{n} packet" if n == 1 else f"{n} packets"
+
+
 def child_facts(ch: ChildSaInfo, rate: float | None) -> list[tuple[str, str]]:
     return [
         ("CHILD SA", f"{ch.name} {{{ch.unique_id}}} reqid {ch.reqid} {ch.state}"),
@@ -70,8 +79,8 @@ def child_facts(ch: ChildSaInfo, rate: float | None) -> list[tuple[str, str]]:
         *quantum_fact(ch.quantum_safe, ch.additional_ke),
         ("local TS", " ".join(ch.local_ts)),
         ("remote TS", " ".join(ch.remote_ts)),
-        ("in", f"{fmt.size(ch.bytes_in)}, {ch.packets_in} packets, last {fmt.duration(ch.last_in_ago)} ago"),
-        ("out", f"{fmt.size(ch.bytes_out)}, {ch.packets_out} packets, last {fmt.duration(ch.last_out_ago)} ago"),
+        ("in", f"{fmt.size(ch.bytes_in)}, {_packets(ch.packets_in)}, {_last(ch.last_in_ago)}"),
+        ("out", f"{fmt.size(ch.bytes_out)}, {_packets(ch.packets_out)}, {_last(ch.last_out_ago)}"),
         ("rate", fmt.rate(rate)),
         ("drops", ", ".join(f"{r} {n}" for r, n in ch.drops) or "none"),
         ("installed", fmt.duration(ch.installed_ago) + " ago"),
@@ -163,7 +172,13 @@ class SaDetailScreen(QuietWhenRemoved, Screen):
             conn = next((c for c in store.snapshot.connections if c.name == self.connection), None) \
                 if store.snapshot else None
             state = conn.state if conn else "unknown"
-            facts.update(f"[b]{self.connection}[/b] has no IKE SA (state: {state}). "
+            tries = [n for n in store.negotiations.values() if n.connection == self.connection]
+            last = max(tries, key=lambda n: n.ike_sa) if tries else None
+            last = last if last is not None and last.failure is not None else None  # not one that came up
+            # Why it is down, here too: the admin who opened it from the dashboard asks that first.
+            why = (f" Its last attempt (#{last.ike_sa}) failed with [b]{_esc(last.failure.notify)}[/b] in "
+                   f"{_esc(last.failure.exchange)}: [b]n[/b] shows why." if last is not None else "")
+            facts.update(f"[b]{_esc(self.connection)}[/b] has no IKE SA (state: {state}).{why} "
                          "Press [b]i[/b] to initiate, [b]n[/b] to see its negotiations.")
             table.ike_filter = -1
             table.snapshot = store.snapshot

@@ -108,14 +108,25 @@ class TopBar(Static):
         label = Text()
         if self.kind != "lab" and room > 10:  # the lab banner already says it, louder
             label.append(" │ ", style="dim")
-            label.append(self.runtime_label if len(self.runtime_label) <= room - 3
-                         else self.runtime_label[: room - 4] + "…")
+            label.append(_shortened(self.runtime_label, room - 3))
         out = Text(no_wrap=True, overflow="ellipsis")
         out.append_text(brand)
         out.append_text(nav)
         out.append_text(label)
         out.append_text(right)
         return out
+
+
+def _shortened(label: str, room: int) -> str:
+    """``label`` in ``room`` cells. "attached — /tmp/lab/ours-left/control.sock" keeps the end of its
+    path (the socket's and its folder's names tell daemons apart), not its start ("attached — /tmp/l…")."""
+    if len(label) <= room:
+        return label
+    head, sep, tail = label.partition(" — ")
+    keep = room - len(head) - len(sep) - 1
+    if sep and "/" in tail and keep >= 8:  # a path: its end is what tells it apart
+        return head + sep + "…" + tail[len(tail) - keep:]
+    return label[: max(0, room - 1)] + "…"
 
 
 class LabBanner(Static):

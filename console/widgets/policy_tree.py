@@ -100,6 +100,10 @@ class PolicyTree(KeysInOrder, Tree):
         for line, node in enumerate(_walk(self.root)):
             if node.data == data:
                 self.cursor_line = line
+                # Tree scrolls to its cursor only when keys move it: a node selected here (one just
+                # added, below the 13 lines shown at 80x24) stayed out of sight. After the refresh:
+                # a tree just rebuilt has no line regions yet.
+                self.call_after_refresh(self.scroll_to_line, line, animate=False)
                 return True
         return False
 

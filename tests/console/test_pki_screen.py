@@ -354,7 +354,7 @@ async def test_palette_offers_the_pki_actions_everywhere(tmp_path):
         await ready(pilot)
         entries = {str(h.display): h for h in [h async for h in ConsoleCommands(app.screen).discover()]}
         for label in ("PKI: issue a certificate", "PKI: revoke the selected certificate", "PKI: re-sign the CRL",
-                      "PKI: initialize a CA", "PKI: open another CA folder", "Go to pki"):
+                      "PKI: initialize a CA", "PKI: open another CA folder", "Go to PKI"):
             assert label in entries, label
         await pilot.press("ctrl+p")
         await pilot.pause()
