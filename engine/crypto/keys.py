@@ -22,6 +22,10 @@ from .integ import integ_key_size
 from .prf import Prf, prf_for, prf_plus
 from .transforms import AEAD_ENCR, IntegId
 
+# Members read once: on Python 3.11 each Enum.MEMBER read goes through EnumType.__getattr__'s hook
+# (~1k instructions), and these are read for every message of a handshake.
+_NONE = IntegId.NONE
+
 
 @dataclass(frozen=True)
 class IkeKeys:
@@ -46,7 +50,7 @@ class IkeKeys:
 def _integ_len(encr_id: int, integ_id: int | None) -> int:
     aead = encr_id in AEAD_ENCR
     if aead:
-        if integ_id not in (None, IntegId.NONE):
+        if integ_id not in (None, _NONE):
             raise ValueError(f"AEAD cipher {encr_id} must not be combined with integrity {integ_id}")
         return 0
     if integ_id in (None, IntegId.NONE):

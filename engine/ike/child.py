@@ -16,6 +16,10 @@ from engine.policy.ts import TrafficSelector
 from engine.secret import Secret
 from engine.wire.constants import ProtocolId
 
+# Members read once: on Python 3.11 each Enum.MEMBER read goes through EnumType.__getattr__'s hook
+# (~1k instructions), and these are read for every message of a handshake.
+_AH = ProtocolId.AH
+
 
 @dataclass
 class ChildSa:
@@ -54,7 +58,7 @@ class ChildSa:
 
     @property
     def protocol(self) -> str:
-        return "ah" if self.chosen.protocol == ProtocolId.AH else "esp"
+        return "ah" if self.chosen.protocol == _AH else "esp"
 
     @property
     def spi_in_int(self) -> int:

@@ -119,3 +119,31 @@ def test_check_nat_and_capabilities_as_before():
         read_capabilities(a, payloads)
         _old_read_capabilities(b, payloads)
         assert vars(a) == vars(b)
+
+
+def test_hoisted_enum_members_are_the_members():
+    """The module-level aliases (``_X = Enum.X``, read once: Python 3.11's EnumType.__getattr__ hook
+    makes each ``Enum.X`` read ~1k instructions) are the very members they replace, so every
+    comparison and every value put in a payload or event is what it was."""
+    import ast
+    import enum
+    import importlib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    seen = 0
+    for path in sorted((root / "engine").rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        aliases = [(n.targets[0].id, n.value.value.id, n.value.attr) for n in tree.body
+                   if isinstance(n, ast.Assign) and len(n.targets) == 1 and isinstance(n.targets[0], ast.Name)
+                   and n.targets[0].id.startswith("_") and isinstance(n.value, ast.Attribute)
+                   and isinstance(n.value.value, ast.Name)]
+        if not aliases:
+            continue
+        mod = importlib.import_module(".".join(path.relative_to(root).with_suffix("").parts).removesuffix(".__init__"))
+        for alias, cls_name, member in aliases:
+            cls = getattr(mod, cls_name, None)
+            if isinstance(cls, type) and issubclass(cls, enum.Enum):
+                assert getattr(mod, alias) is cls[member], (path, alias)
+                seen += 1
+    assert seen >= 40
