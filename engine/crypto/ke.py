@@ -32,6 +32,9 @@ from .transforms import KeId
 # Members read once: on Python 3.11 each Enum.MEMBER read goes through EnumType.__getattr__'s hook
 # (~1k instructions), and these are read for every message of a handshake.
 _CURVE25519 = KeId.CURVE25519
+_KE_IDS: dict[int, KeId] = {int(k): k for k in KeId}
+"""A dict lookup instead of the enum's call (EnumType.__call__, __new__: a few thousand instructions):
+a key is made for every IKE_SA_INIT."""
 
 # RFC 2409 §6.2 (group 2) and RFC 3526 (groups 5, 14-18), generator 2.
 # p = 2^n - 2^(n-64) - 1 + 2^64 * (floor(2^(n-130) * pi) + offset); the test
@@ -252,7 +255,7 @@ class KeyExchange:
 
     def __init__(self, group: int, rng: Callable[[int], bytes] | None = None) -> None:
         _check_usable(group)
-        self.group = KeId(group)
+        self.group = _KE_IDS.get(group) or KeId(group)
         if rng is None:
             self._private = self._generate()
         else:
