@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..frozen import fast_init_module
-from ..secret import Secret
+from ..secret import Secret, secret_of
 from .encr import encr_keymat_size
 from .integ import integ_key_size
 from .prf import Prf, prf_for, prf_plus
@@ -111,7 +111,7 @@ def derive_ike_keys(
     parts = []
     offset = 0
     for size in sizes:
-        parts.append(Secret(stream[offset : offset + size]))
+        parts.append(secret_of(stream[offset : offset + size]))
         offset += size
     return skeyseed, IkeKeys(*parts)
 

@@ -147,3 +147,61 @@ def test_hoisted_enum_members_are_the_members():
                 assert getattr(mod, alias) is cls[member], (path, alias)
                 seen += 1
     assert seen >= 40
+
+
+def test_key_exchange_group_is_the_member():
+    from engine.crypto.ke import KeyExchange
+    from engine.crypto.transforms import KeId
+    for g in (KeId.CURVE25519, 31, 19, 14):
+        k = KeyExchange(g)
+        assert k.group is KeId(int(g)) and type(k.group) is KeId
+    with pytest.raises(Exception) as a:
+        KeyExchange(12345)
+    assert type(a.value).__name__ in ("UnsupportedTransform", "ValueError")
+
+
+def test_secret_of_is_a_secret_like_any_other():
+    from engine.secret import Secret, secret_of
+    for v in (b"", b"k" * 32, bytes(range(36))):
+        s = secret_of(v)
+        assert type(s) is Secret and s == Secret(v) and s.reveal() == v and s.reveal() is v
+        assert repr(s) == repr(Secret(v)) and hash(s) == hash(Secret(v)) and len(s) == len(v)
+        with pytest.raises(AttributeError):
+            s._value = b"x"
+    # anything but bytes goes through Secret() itself (str encoded, bytearray copied)
+    assert secret_of("psk").reveal() == b"psk"
+    ba = bytearray(b"abc")
+    s = secret_of(ba)
+    ba[0] = 0
+    assert s.reveal() == b"abc" and type(s.reveal()) is bytes
+
+
+def test_ike_and_child_keys_as_before():
+    from engine.crypto.keys import IkeKeys, derive_ike_keys
+    from engine.crypto.prf import prf_for, prf_plus
+    from engine.ike.child import derive_child_keys
+    from engine.secret import Secret
+    ni, nr, g, spi_i, spi_r = b"n" * 32, b"r" * 32, b"g" * 32, bytes(range(8)), bytes(range(8, 16))
+    skeyseed, keys = derive_ike_keys(5, 20, 256, None, ni, nr, g, spi_i, spi_r)
+    prf = prf_for(5)
+    assert skeyseed == prf(ni + nr, g)
+    stream = prf_plus(prf, skeyseed, ni + nr + spi_i + spi_r, 32 * 3 + 36 * 2)
+    sizes = (32, 0, 0, 36, 36, 32, 32)
+    want, at = [], 0
+    for n in sizes:
+        want.append(Secret(stream[at:at + n]))
+        at += n
+    assert keys == IkeKeys(*want) and all(type(getattr(keys, f)) is Secret for f in
+                                          ("sk_d", "sk_ai", "sk_ar", "sk_ei", "sk_er", "sk_pi", "sk_pr"))
+    assert [getattr(keys, f).reveal() for f in ("sk_d", "sk_ai", "sk_ar", "sk_ei", "sk_er", "sk_pi", "sk_pr")] \
+        == [w.reveal() for w in want]
+    import types
+    chosen = types.SimpleNamespace(encr=(20, 256), integ=None)  # what derive_child_keys reads of a Chosen
+    km = prf_plus(prf, keys.sk_d.reveal(), ni + nr, 72)
+    for initiator in (True, False):
+        ck = derive_child_keys(5, keys.sk_d.reveal(), chosen, ni, nr, initiator)
+        ei, er = Secret(km[:36]), Secret(km[36:])
+        assert (ck.encr_out, ck.encr_in) == ((ei, er) if initiator else (er, ei))
+        assert ck.integ_in.reveal() == ck.integ_out.reveal() == b""
+        assert (ck.encr_out.reveal(), ck.encr_in.reveal()) == \
+            ((km[:36], km[36:]) if initiator else (km[36:], km[:36]))
