@@ -123,7 +123,7 @@ class _AeadCipher(Cipher):
         self.block_size = 4
         self.icv_size = 16
         self._salt = salt
-        self._aead = ChaCha20Poly1305(key) if encr_id == EncrId.CHACHA20_POLY1305 else AESGCM(key)
+        self._aead = ChaCha20Poly1305(key) if encr_id == _CHACHA else AESGCM(key)
 
     def encrypt(self, iv: bytes, plaintext: bytes, aad: bytes = b"") -> bytes:
         if len(iv) != 8:
@@ -306,6 +306,10 @@ class _NullCipher(Cipher):
 
 _ENCR_IDS: dict[int, EncrId] = {int(e): e for e in EncrId}
 """A dict lookup instead of the enum's call: a cipher is made for every SK message and CHILD SA."""
+_NULL, _CBC, _CTR, _GCM16, _CHACHA = (EncrId.NULL, EncrId.AES_CBC, EncrId.AES_CTR, EncrId.AES_GCM_16,
+                                      EncrId.CHACHA20_POLY1305)
+"""The members, read once: on Python 3.11 each ``EncrId.X`` goes through EnumType.__getattr__'s hook
+(~1k instructions), and make_cipher compared with five of them per SK message."""
 
 
 def make_cipher(encr_id: int, key_bits: int | None, keymat: bytes) -> Cipher:
@@ -316,15 +320,15 @@ def make_cipher(encr_id: int, key_bits: int | None, keymat: bytes) -> Cipher:
             f"{EncrId(encr_id).name}: keying material must be {need} bytes, got {len(keymat)}"
         )
     eid = _ENCR_IDS.get(encr_id) or EncrId(encr_id)
-    if eid == EncrId.NULL:
+    if eid == _NULL:
         return _NullCipher()
-    if eid == EncrId.AES_CBC:
+    if eid == _CBC:
         return _CbcCipher(key_bits, bytes(keymat))
     key, salt = bytes(keymat[:-SALT_SIZE]), bytes(keymat[-SALT_SIZE:])
-    if eid == EncrId.AES_CTR:
+    if eid == _CTR:
         return _CtrCipher(key_bits, key, salt)
-    if eid == EncrId.AES_GCM_16 or eid == EncrId.CHACHA20_POLY1305:
-        return _AeadCipher(eid, key_bits if eid != EncrId.CHACHA20_POLY1305 else 256, key, salt)
+    if eid == _GCM16 or eid == _CHACHA:
+        return _AeadCipher(eid, key_bits if eid != _CHACHA else 256, key, salt)
     return _TruncatedGcm(eid, key_bits, key, salt)
 
 

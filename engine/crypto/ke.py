@@ -29,6 +29,13 @@ from .errors import InvalidKeyExchange, UnsupportedTransform
 from .kem import MLKEM_PARAMS, MlKemExchange, is_kem, mlkem_encapsulate
 from .transforms import KeId
 
+# Members read once: on Python 3.11 each Enum.MEMBER read goes through EnumType.__getattr__'s hook
+# (~1k instructions), and these are read for every message of a handshake.
+_CURVE25519 = KeId.CURVE25519
+_KE_IDS: dict[int, KeId] = {int(k): k for k in KeId}
+"""A dict lookup instead of the enum's call (EnumType.__call__, __new__: a few thousand instructions):
+a key is made for every IKE_SA_INIT."""
+
 # RFC 2409 §6.2 (group 2) and RFC 3526 (groups 5, 14-18), generator 2.
 # p = 2^n - 2^(n-64) - 1 + 2^64 * (floor(2^(n-130) * pi) + offset); the test
 # suite recomputes each one from that formula.
@@ -248,7 +255,7 @@ class KeyExchange:
 
     def __init__(self, group: int, rng: Callable[[int], bytes] | None = None) -> None:
         _check_usable(group)
-        self.group = KeId(group)
+        self.group = _KE_IDS.get(group) or KeId(group)
         if rng is None:
             self._private = self._generate()
         else:
@@ -274,7 +281,7 @@ class KeyExchange:
             return _modp_parameters(g).generate_private_key()
         if g in _ECP_CURVES:
             return ec.generate_private_key(_ECP_CURVES[g][0]())
-        if g == KeId.CURVE25519:
+        if g == _CURVE25519:
             return x25519.X25519PrivateKey.generate()
         return x448.X448PrivateKey.generate()
 
@@ -350,7 +357,7 @@ class KeyExchange:
                 curve = _ECP_CURVES[g][0]()
                 peer = ec.EllipticCurvePublicKey.from_encoded_point(curve, b"\x04" + peer_public)
                 return self._private.exchange(ec.ECDH(), peer)
-            if g == KeId.CURVE25519:
+            if g == _CURVE25519:
                 return self._private.exchange(x25519.X25519PublicKey.from_public_bytes(peer_public))
             return self._private.exchange(x448.X448PublicKey.from_public_bytes(peer_public))
         except ValueError as exc:

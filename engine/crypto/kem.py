@@ -31,6 +31,12 @@ from ..secret import Secret
 from .errors import InvalidKeyExchange, MlKemUnavailable, UnsupportedTransform
 from .transforms import KeId
 
+# Members read once: on Python 3.11 each Enum.MEMBER read goes through EnumType.__getattr__'s hook
+# (~1k instructions), and these are read for every message of a handshake.
+_ML_KEM_1024 = KeId.ML_KEM_1024
+_ML_KEM_512 = KeId.ML_KEM_512
+_ML_KEM_768 = KeId.ML_KEM_768
+
 try:  # cryptography < 47 has no ML-KEM at all
     from cryptography.hazmat.primitives.asymmetric import mlkem as _mlkem
 except ImportError:  # pragma: no cover - depends on the installed cryptography
@@ -62,7 +68,7 @@ MLKEM_GROUPS = frozenset(MLKEM_PARAMS)
 
 def is_kem(group: int) -> bool:
     """True for key exchange methods that are KEMs (initiator and responder send different data)."""
-    return group in (KeId.ML_KEM_512, KeId.ML_KEM_768, KeId.ML_KEM_1024)
+    return group in (_ML_KEM_512, _ML_KEM_768, _ML_KEM_1024)
 
 
 def _backend_supported() -> bool:

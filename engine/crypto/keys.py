@@ -16,11 +16,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..frozen import fast_init_module
-from ..secret import Secret
+from ..secret import Secret, secret_of
 from .encr import encr_keymat_size
 from .integ import integ_key_size
 from .prf import Prf, prf_for, prf_plus
 from .transforms import AEAD_ENCR, IntegId
+
+# Members read once: on Python 3.11 each Enum.MEMBER read goes through EnumType.__getattr__'s hook
+# (~1k instructions), and these are read for every message of a handshake.
+_NONE = IntegId.NONE
 
 
 @dataclass(frozen=True)
@@ -46,7 +50,7 @@ class IkeKeys:
 def _integ_len(encr_id: int, integ_id: int | None) -> int:
     aead = encr_id in AEAD_ENCR
     if aead:
-        if integ_id not in (None, IntegId.NONE):
+        if integ_id not in (None, _NONE):
             raise ValueError(f"AEAD cipher {encr_id} must not be combined with integrity {integ_id}")
         return 0
     if integ_id in (None, IntegId.NONE):
@@ -107,7 +111,7 @@ def derive_ike_keys(
     parts = []
     offset = 0
     for size in sizes:
-        parts.append(Secret(stream[offset : offset + size]))
+        parts.append(secret_of(stream[offset : offset + size]))
         offset += size
     return skeyseed, IkeKeys(*parts)
 

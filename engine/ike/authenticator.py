@@ -16,6 +16,10 @@ from engine.policy.model import ConnectionConfig, Identity, Policy
 from engine.wire.constants import AuthMethod
 from engine.wire.payloads import AuthPayload, IdPayload
 
+# Members read once: on Python 3.11 each Enum.MEMBER read goes through EnumType.__getattr__'s hook
+# (~1k instructions), and these are read for every message of a handshake.
+_PSK = AuthMethod.PSK
+
 
 class Authenticator:
     def __init__(self, policy: Policy, credentials=None, wall_offset: float = 0.0) -> None:
@@ -44,7 +48,7 @@ class Authenticator:
             psk = find_psk(self.policy.secrets, local, sa.remote_id or expected_peer(conn, sa.remote[0]))
             if psk is None:
                 raise LocalError(f"no pre-shared key for connection '{conn.name}' in the secrets file")
-            return AuthPayload(AuthMethod.PSK, psk_auth(sa.chosen.prf, psk, signed))
+            return AuthPayload(_PSK, psk_auth(sa.chosen.prf, psk, signed))
         return certauth.sign_auth(self, sa, conn, signed)
 
     def cert_payloads(self, conn: ConnectionConfig) -> list:
@@ -65,7 +69,7 @@ class Authenticator:
     def verify(self, sa, conn: ConnectionConfig, auth: AuthPayload, signed: bytes, payloads,
                peer: Identity, *, may_defer: bool = False) -> tuple[bool, str]:
         if conn.remote.auth == "psk":
-            if auth.method != AuthMethod.PSK:
+            if auth.method != _PSK:
                 return False, (f"the peer authenticated with method {auth.method} but connection "
                                f"'{conn.name}' expects a pre-shared key (remote.auth = \"psk\")")
             psk = find_psk(self.policy.secrets, sa.local_id or conn.local.id, peer)

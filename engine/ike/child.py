@@ -13,8 +13,12 @@ from engine.ike.proposals import Chosen
 from engine.ike.state import check_child
 from engine.policy.model import ChildConfig
 from engine.policy.ts import TrafficSelector
-from engine.secret import Secret
+from engine.secret import secret_of
 from engine.wire.constants import ProtocolId
+
+# Members read once: on Python 3.11 each Enum.MEMBER read goes through EnumType.__getattr__'s hook
+# (~1k instructions), and these are read for every message of a handshake.
+_AH = ProtocolId.AH
 
 
 @dataclass
@@ -54,7 +58,7 @@ class ChildSa:
 
     @property
     def protocol(self) -> str:
-        return "ah" if self.chosen.protocol == ProtocolId.AH else "esp"
+        return "ah" if self.chosen.protocol == _AH else "esp"
 
     @property
     def spi_in_int(self) -> int:
@@ -85,8 +89,8 @@ def derive_child_keys(prf_id: int, sk_d: bytes, chosen: Chosen, nonce_i: bytes, 
                           additional_secrets=additional)
     ei, ai, er, ar = split_child_keymat(keymat, encr_len, integ_len)
     if initiator:
-        return ChildKeys(encr_in=Secret(er), integ_in=Secret(ar), encr_out=Secret(ei), integ_out=Secret(ai))
-    return ChildKeys(encr_in=Secret(ei), integ_in=Secret(ai), encr_out=Secret(er), integ_out=Secret(ar))
+        return ChildKeys(encr_in=secret_of(er), integ_in=secret_of(ar), encr_out=secret_of(ei), integ_out=secret_of(ai))
+    return ChildKeys(encr_in=secret_of(ei), integ_in=secret_of(ai), encr_out=secret_of(er), integ_out=secret_of(ar))
 
 
 def installed_event(child: ChildSa, *, ike_sa: int, connection: str, local: tuple[str, int],

@@ -34,6 +34,11 @@ from typing import TYPE_CHECKING
 from engine.events import ChildState, TrapRequested
 from engine.ike.host import Ended
 
+# Members read once: on Python 3.11 each Enum.MEMBER read goes through EnumType.__getattr__'s hook
+# (~1k instructions), and these are read for every message of a handshake.
+_DELETED = ChildState.DELETED
+_REKEYED = ChildState.REKEYED
+
 if TYPE_CHECKING:
     from engine.ike.child import ChildSa
     from engine.ike.sa import IkeSa
@@ -90,7 +95,7 @@ def ike_closed(sa: IkeSa, reason: str) -> Ended:
     """The peer deleted ``sa`` while it was up: traps now, and what the endpoint starts again."""
     start: list[ChildConfig] = []
     for child in sa.children.values():
-        if child.state in (ChildState.REKEYED, ChildState.DELETED):
+        if child.state in (_REKEYED, _DELETED):
             continue  # as charon's reestablish: a replaced SA is no CHILD SA of its own
         cfg = child.config
         if cfg.close_action == "trap":

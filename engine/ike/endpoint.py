@@ -45,6 +45,10 @@ from engine.ike.status import ike_sa_info
 from engine.policy.model import ChildConfig, ConnectionConfig, EngineConfig, Policy
 from engine.wire.constants import ExchangeType
 
+# Members read once: on Python 3.11 each Enum.MEMBER read goes through EnumType.__getattr__'s hook
+# (~1k instructions), and these are read for every message of a handshake.
+_CONNECTING = IkeState.CONNECTING
+
 log = logging.getLogger("engine.ike")
 
 
@@ -162,7 +166,7 @@ class IkeEndpoint(Initiation):
 
     # ------------------------------------------------------------ the IKE SAs' view (host.Host)
     def changed(self, sa: IkeSa) -> None:
-        if sa.half_open_key is not None and sa.state != IkeState.CONNECTING:
+        if sa.half_open_key is not None and sa.state != _CONNECTING:
             self.registry.leave_half_open(sa)
         if sa.timer_key:
             self.scheduler.dirty[sa.timer_key] = sa

@@ -9,6 +9,10 @@ from engine.policy.identity import identity_matches
 from engine.policy.model import Identity
 from engine.wire.constants import IdType
 
+# Members read once: on Python 3.11 each Enum.MEMBER read goes through EnumType.__getattr__'s hook
+# (~1k instructions), and these are read for every message of a handshake.
+_FQDN = IdType.FQDN
+
 
 def identity_to_wire(identity: Identity | None, ike_addr: str) -> tuple[int, bytes]:
     """The (ID type, data) we send; no configured ID means our IKE address."""
@@ -17,7 +21,7 @@ def identity_to_wire(identity: Identity | None, ike_addr: str) -> tuple[int, byt
         return (IdType.IPV4_ADDR if addr.version == 4 else IdType.IPV6_ADDR), addr.packed
     kind = identity.kind
     if kind == "fqdn":
-        return IdType.FQDN, identity.value.encode("idna") if not identity.value.isascii() else identity.value.encode()
+        return _FQDN, identity.value.encode("idna") if not identity.value.isascii() else identity.value.encode()
     if kind == "rfc822":
         return IdType.RFC822_ADDR, identity.value.encode()
     if kind == "ipv4":

@@ -11,6 +11,10 @@ from engine.wire.constants import NotifyType
 from engine.wire.payloads import NotifyPayload, VendorIdPayload
 
 NONCE_SIZE = 32
+_NAT_D_SOURCE_MEMBER = NotifyType.NAT_DETECTION_SOURCE_IP
+_NAT_D_DESTINATION_MEMBER = NotifyType.NAT_DETECTION_DESTINATION_IP
+"""Read once: on Python 3.11 each ``NotifyType.X`` read goes through EnumType.__getattr__'s hook (~1k
+instructions). The notifies keep the members, as before."""
 
 
 def nat_notifies(spi_i: bytes, spi_r: bytes, local: tuple[str, int], remote: tuple[str, int],
@@ -19,17 +23,26 @@ def nat_notifies(spi_i: bytes, spi_r: bytes, local: tuple[str, int], remote: tup
     the source hash to force UDP encapsulation (``encap = yes``), as charon does."""
     src = fake_source if fake_source is not None else nat_detection_hash(spi_i, spi_r, local[0], local[1])
     dst = nat_detection_hash(spi_i, spi_r, remote[0], remote[1])
-    return [NotifyPayload(NotifyType.NAT_DETECTION_SOURCE_IP, data=src),
-            NotifyPayload(NotifyType.NAT_DETECTION_DESTINATION_IP, data=dst)]
+    return [NotifyPayload(_NAT_D_SOURCE_MEMBER, data=src),
+            NotifyPayload(_NAT_D_DESTINATION_MEMBER, data=dst)]
+
+
+_NAT_D_SOURCE = int(NotifyType.NAT_DETECTION_SOURCE_IP)
+_NAT_D_DESTINATION = int(NotifyType.NAT_DETECTION_DESTINATION_IP)
 
 
 def check_nat(payloads, spi_i: bytes, spi_r: bytes, local: tuple[str, int],
               remote: tuple[str, int]) -> tuple[bool, bool] | None:
     """(we are behind a NAT, the peer is behind a NAT), or None when the peer sent no NAT-D."""
-    sources = [p.data for p in payloads if isinstance(p, NotifyPayload)
-               and p.type == NotifyType.NAT_DETECTION_SOURCE_IP]
-    dest = [p.data for p in payloads if isinstance(p, NotifyPayload)
-            and p.type == NotifyType.NAT_DETECTION_DESTINATION_IP]
+    sources = []
+    dest = []
+    for p in payloads:  # one pass, the types as plain ints (an IntEnum member read costs a lookup)
+        if isinstance(p, NotifyPayload):
+            t = p.type
+            if t == _NAT_D_SOURCE:
+                sources.append(p.data)
+            elif t == _NAT_D_DESTINATION:
+                dest.append(p.data)
     if not sources and not dest:
         return None
     expect_src = nat_detection_hash(spi_i, spi_r, remote[0], remote[1])
@@ -57,22 +70,32 @@ def capability_notifies(conn, *, want_hash_algorithms: bool) -> list:
     return out
 
 
+_FRAGMENTATION_SUPPORTED_T = int(NotifyType.IKEV2_FRAGMENTATION_SUPPORTED)
+_REDIRECT_T = (int(NotifyType.REDIRECT_SUPPORTED), int(NotifyType.REDIRECTED_FROM))
+_USE_PPK_T = int(NotifyType.USE_PPK)
+_INTERMEDIATE_T = int(NotifyType.INTERMEDIATE_EXCHANGE_SUPPORTED)
+_HASH_ALGORITHMS_T = int(NotifyType.SIGNATURE_HASH_ALGORITHMS)
+"""Plain ints: the loop below compares every notify of an IKE_SA_INIT with each (an IntEnum member
+read goes through the enum's class lookup)."""
+
+
 def read_capabilities(sa, payloads) -> None:
     for p in payloads:
         if isinstance(p, VendorIdPayload) and p.data == VENDOR_ID:
             sa.peer_is_ours = True
         if not isinstance(p, NotifyPayload):
             continue
-        if p.type == NotifyType.IKEV2_FRAGMENTATION_SUPPORTED:
+        t = p.type
+        if t == _FRAGMENTATION_SUPPORTED_T:
             sa.peer_fragmentation = True
-        elif p.type in (NotifyType.REDIRECT_SUPPORTED, NotifyType.REDIRECTED_FROM):
+        elif t in _REDIRECT_T:
             # A client that was redirected says so instead, and can follow again (RFC 5685 §5).
             sa.peer_redirect_supported = True
-        elif p.type == NotifyType.USE_PPK:
+        elif t == _USE_PPK_T:
             sa.use_ppk = True
-        elif p.type == NotifyType.INTERMEDIATE_EXCHANGE_SUPPORTED:
+        elif t == _INTERMEDIATE_T:
             sa.peer_intermediate = True
-        elif p.type == NotifyType.SIGNATURE_HASH_ALGORITHMS:
+        elif t == _HASH_ALGORITHMS_T:
             sa.peer_hash_algorithms = frozenset(parse_hash_algorithms(p.data))
 
 

@@ -18,6 +18,10 @@ from engine.wire.constants import FLAG_INITIATOR, FLAG_RESPONSE, IKE_HEADER_SIZE
 from engine.wire.errors import WireError
 from engine.wire.message import decode_header, decode_message
 
+# Members read once: on Python 3.11 each Enum.MEMBER read goes through EnumType.__getattr__'s hook
+# (~1k instructions), and these are read for every message of a handshake.
+_IKE_SA_INIT = ExchangeType.IKE_SA_INIT
+
 if TYPE_CHECKING:
     from engine.ike.endpoint import IkeEndpoint
 
@@ -37,7 +41,7 @@ def receive_datagram(ep: IkeEndpoint, data: bytes, local: Addr, remote: Addr, no
     # The fields that route the datagram, read without building a header
     # (decode_message builds the one the SA uses).
     spi_i, spi_r, _, version, exchange, flags, mid, _ = _ROUTE.unpack_from(data)
-    if exchange == ExchangeType.IKE_SA_INIT and not flags & FLAG_RESPONSE:
+    if exchange == _IKE_SA_INIT and not flags & FLAG_RESPONSE:
         try:
             header = decode_header(data)
         except WireError:
@@ -68,7 +72,7 @@ def receive_datagram(ep: IkeEndpoint, data: bytes, local: Addr, remote: Addr, no
         else:
             ep.count("unknown_spi")
         return
-    if exchange != ExchangeType.IKE_SA_INIT and sa.spi_r != spi_r and sa.spi_i != spi_i:
+    if exchange != _IKE_SA_INIT and sa.spi_r != spi_r and sa.spi_i != spi_i:
         ep.count("unknown_spi")
         return
     try:

@@ -41,6 +41,12 @@ from engine.wire.constants import FLAG_INITIATOR, FLAG_RESPONSE, NON_ESP_MARKER,
 from engine.wire.message import encode_message
 from engine.wire.summary import LazySummary
 
+# Members read once: on Python 3.11 each Enum.MEMBER read goes through EnumType.__getattr__'s hook
+# (~1k instructions), and these are read for every message of a handshake.
+_CREATED = IkeState.CREATED
+_DESTROYED = IkeState.DESTROYED
+_IKE_SA_INIT = ExchangeType.IKE_SA_INIT
+
 log = logging.getLogger("engine.ike")
 
 ZERO_SPI = b"\0" * 8
@@ -110,7 +116,7 @@ class IkeSa:
         self.remote: Addr = remote
         self.spi_i = spi_i
         self.spi_r = spi_r
-        self.state = IkeState.CREATED
+        self.state = _CREATED
         self.created_at = now
         self.established_at: float | None = None
         self.rekey_at: float | None = None
@@ -235,7 +241,7 @@ class IkeSa:
 
     @property
     def alive(self) -> bool:
-        return self.state != IkeState.DESTROYED
+        return self.state != _DESTROYED
 
     @property
     def encap(self) -> bool:
@@ -273,7 +279,7 @@ class IkeSa:
 
     def encode(self, exchange: int, mid: int, payloads: list, response: bool) -> list[bytes]:
         flags = self._flags(response)
-        if exchange == ExchangeType.IKE_SA_INIT:
+        if exchange == _IKE_SA_INIT:
             return [encode_message(exchange, mid, self.spi_i, self.spi_r, flags, payloads)]
         assert self.sk is not None
         frag = None
@@ -334,7 +340,7 @@ class IkeSa:
         """Answer the peer's request; ``hold`` > 0: only that many seconds later (the EAP-MSCHAPv2
         retry delay), by the SA's timer."""
         datagrams = self.encode(exchange, mid, payloads, response=True)
-        if exchange == ExchangeType.IKE_SA_INIT:
+        if exchange == _IKE_SA_INIT:
             self.init_response = datagrams[0]
         if hold > 0:
             self.cached = CachedResponse(mid, datagrams, now + hold, self.request_via, (exchange, payloads),
@@ -372,7 +378,7 @@ class IkeSa:
 
     def kick(self, now: float) -> None:
         """Send the next request if the window is free."""
-        while self.outstanding is None and self.state != IkeState.DESTROYED:
+        while self.outstanding is None and self.state != _DESTROYED:
             ex = self.active
             if ex is None:
                 if not self.queue:
@@ -463,7 +469,7 @@ class IkeSa:
 
     def destroy(self, now: float, reason: str, ended: Ended | None = None) -> None:
         """Drop the IKE SA without talking to the peer."""
-        if self.state == IkeState.DESTROYED:
+        if self.state == _DESTROYED:
             return
         active, self.active = self.active, None
         self.outstanding = None
@@ -480,7 +486,7 @@ class IkeSa:
             self.remove_child(child, now, f"IKE SA gone: {reason}")
         self.rekey_at = self.expire_at = self.dpd_at = self.keepalive_at = None
         self.half_open_deadline = self.deadline = None
-        self.set_state(IkeState.DESTROYED, reason)
+        self.set_state(_DESTROYED, reason)
         # What is dead holds no keys, even if something still refers to the object.
         self.keys = None
         self.sk = None

@@ -10,6 +10,11 @@ from typing import TYPE_CHECKING
 from engine.events import ChildState
 from engine.ike.child import ChildSa, deleted_event, installed_event
 
+# Members read once: on Python 3.11 each Enum.MEMBER read goes through EnumType.__getattr__'s hook
+# (~1k instructions), and these are read for every message of a handshake.
+_DELETED = ChildState.DELETED
+_INSTALLED = ChildState.INSTALLED
+
 if TYPE_CHECKING:
     from engine.ike.sa import IkeSa
 
@@ -18,7 +23,7 @@ log = logging.getLogger("engine.ike")
 
 def install_child(sa: IkeSa, child: ChildSa, now: float) -> None:
     sa.children[child.spi_in] = child
-    child.set_state(ChildState.INSTALLED)
+    child.set_state(_INSTALLED)
     sa.child_lifetimes(child, now)
     if log.isEnabledFor(logging.INFO):
         log.info("%s[%d]: CHILD_SA %s{%d} established with SPIs %s_i %s_o and TS %s === %s (%s@%s)",
@@ -32,9 +37,9 @@ def install_child(sa: IkeSa, child: ChildSa, now: float) -> None:
 
 
 def remove_child(sa: IkeSa, child: ChildSa, now: float, reason: str) -> None:
-    if child.state == ChildState.DELETED:
+    if child.state == _DELETED:
         return
-    child.set_state(ChildState.DELETED)
+    child.set_state(_DELETED)
     child.rekey_at = child.expire_at = child.deadline = None
     if sa.children.get(child.spi_in) is child:
         del sa.children[child.spi_in]

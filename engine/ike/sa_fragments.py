@@ -13,6 +13,11 @@ from engine.wire.constants import ExchangeType
 from engine.wire.message import Message, decode_payloads
 from engine.wire.payloads import SkfPayload, SkPayload
 
+# Members read once: on Python 3.11 each Enum.MEMBER read goes through EnumType.__getattr__'s hook
+# (~1k instructions), and these are read for every message of a handshake.
+_IKE_INTERMEDIATE = ExchangeType.IKE_INTERMEDIATE
+_IKE_SA_INIT = ExchangeType.IKE_SA_INIT
+
 if TYPE_CHECKING:
     from engine.ike.sa import IkeSa
 
@@ -21,13 +26,13 @@ def open_message(sa: IkeSa, message: Message) -> tuple[list | None, int, int]:
     """Decrypt (SK) or reassemble (SKF); returns (payloads or None, wire length, fragments)."""
     h = message.header
     last = message.payloads[-1] if message.payloads else None
-    if h.exchange == ExchangeType.IKE_SA_INIT and not isinstance(last, (SkPayload, SkfPayload)):
+    if h.exchange == _IKE_SA_INIT and not isinstance(last, (SkPayload, SkfPayload)):
         return list(message.payloads), len(message.raw), 1
     if sa.sk is None:
         raise RemoteError(None, "encrypted message before keys exist")
     if isinstance(last, SkPayload):
         first, inner = sa.sk.open(message)
-        if h.exchange == ExchangeType.IKE_INTERMEDIATE:
+        if h.exchange == _IKE_INTERMEDIATE:
             sa.intermediate_plain = (first, inner)
         return decode_payloads(first, inner), len(message.raw), 1
     if isinstance(last, SkfPayload):

@@ -15,6 +15,10 @@ from typing import TYPE_CHECKING
 
 from engine.events import IkeState
 
+# Members read once: on Python 3.11 each Enum.MEMBER read goes through EnumType.__getattr__'s hook
+# (~1k instructions), and these are read for every message of a handshake.
+_DESTROYED = IkeState.DESTROYED
+
 if TYPE_CHECKING:
     from engine.ike.sa import IkeSa
 
@@ -53,7 +57,7 @@ class Scheduler:
     def _refresh(self) -> None:
         heap = self._heap
         for key, sa in self.dirty.items():
-            t = None if sa.state == IkeState.DESTROYED else sa.next_timer()
+            t = None if sa.state == _DESTROYED else sa.next_timer()
             if t is None:
                 self._sas.pop(key, None)
                 self._time.pop(key, None)

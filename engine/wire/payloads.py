@@ -21,6 +21,13 @@ from engine.frozen import fast_init_module
 from engine.policy.ts import TrafficSelector
 from engine.wire.constants import PayloadType, TsType
 
+# Members read once: on Python 3.11 each Enum.MEMBER read goes through EnumType.__getattr__'s hook
+# (~1k instructions), and these are read for every message of a handshake.
+_IDi = PayloadType.IDi
+_IDr = PayloadType.IDr
+_TSi = PayloadType.TSi
+_TSr = PayloadType.TSr
+
 # -- SA ------------------------------------------------------------------------
 
 
@@ -105,7 +112,7 @@ class IdPayload:
 
     @property
     def payload_type(self) -> int:
-        return PayloadType.IDi if self.initiator else PayloadType.IDr
+        return _IDi if self.initiator else _IDr
 
 
 @dataclass(frozen=True)
@@ -323,7 +330,7 @@ class TsPayload:
 
     @property
     def payload_type(self) -> int:
-        return PayloadType.TSi if self.initiator else PayloadType.TSr
+        return _TSi if self.initiator else _TSr
 
     def traffic_selectors(self) -> tuple[TrafficSelector, ...]:
         """The IPv4/IPv6 selectors as engine values (unknown types left out)."""

@@ -83,6 +83,15 @@ from engine.policy.model import ChildConfig
 from engine.wire.constants import ExchangeType, NotifyType, ProtocolId
 from engine.wire.payloads import AuthPayload, IdPayload, SaPayload
 
+# Members read once: on Python 3.11 each Enum.MEMBER read goes through EnumType.__getattr__'s hook
+# (~1k instructions), and these are read for every message of a handshake.
+_CONNECTING = IkeState.CONNECTING
+_CREATED = IkeState.CREATED
+_CREATE_CHILD_SA = ExchangeType.CREATE_CHILD_SA
+_IKE_AUTH = ExchangeType.IKE_AUTH
+_IKE_INTERMEDIATE = ExchangeType.IKE_INTERMEDIATE
+_INFORMATIONAL = ExchangeType.INFORMATIONAL
+
 MODULES = (ike_sa_init, ike_intermediate, ike_auth, eap_auth, create_child, child_rekey, ike_rekey, informational,
            mobike)
 """Every exchange module (each has a TABLE)."""
@@ -92,8 +101,8 @@ class Catalog:
     """The exchanges an IKE SA starts and answers (engine.ike.host.Catalog)."""
 
     def responder(self, sa: IkeSa, exchange: int, payloads: list) -> Responder:
-        if exchange == ExchangeType.IKE_AUTH:
-            if sa.state != IkeState.CONNECTING or sa.original_initiator:
+        if exchange == _IKE_AUTH:
+            if sa.state != _CONNECTING or sa.original_initiator:
                 raise RemoteError(NotifyType.INVALID_SYNTAX, "IKE_AUTH request on an established IKE SA")
             if intermediate.pending(sa):
                 # Skipping a negotiated additional key exchange would drop its protection.
@@ -103,20 +112,20 @@ class Catalog:
             if find(payloads, IdPayload, lambda p: p.initiator) is not None and find(payloads, AuthPayload) is None:
                 return eap_auth.EapAuthResponder(sa)  # no AUTH: the client wants EAP (§2.16)
             return ike_auth.IkeAuthResponder(sa)
-        if exchange == ExchangeType.IKE_INTERMEDIATE:
+        if exchange == _IKE_INTERMEDIATE:
             if sa.state != IkeState.CONNECTING or sa.original_initiator or not intermediate.pending(sa):
                 raise RemoteError(NotifyType.INVALID_SYNTAX, "IKE_INTERMEDIATE request that was not negotiated")
             return ike_intermediate.IkeIntermediateResponder(sa)
-        if sa.state in (IkeState.CREATED, IkeState.CONNECTING):
+        if sa.state in (_CREATED, _CONNECTING):
             raise RemoteError(NotifyType.INVALID_SYNTAX, "a request before IKE_AUTH completed")
-        if exchange == ExchangeType.CREATE_CHILD_SA:
+        if exchange == _CREATE_CHILD_SA:
             sa_p = find(payloads, SaPayload)
             if sa_p is not None and sa_p.proposals and sa_p.proposals[0].protocol == ProtocolId.IKE:
                 return ike_rekey.IkeRekeyResponder(sa)
             if notify(payloads, NotifyType.REKEY_SA) is not None:
                 return child_rekey.ChildRekeyResponder(sa)
             return create_child.CreateChildResponder(sa)
-        if exchange == ExchangeType.INFORMATIONAL:
+        if exchange == _INFORMATIONAL:
             if mobike.wants_update(sa, payloads):
                 return mobike.UpdateResponder(sa)
             return informational.InformationalResponder(sa)

@@ -23,6 +23,10 @@ from engine.policy.ts import TrafficSelector, narrow
 from engine.wire.constants import NotifyType
 from engine.wire.payloads import KePayload, NoncePayload, NotifyPayload, SaPayload, TsPayload, WireTs
 
+# Members read once: on Python 3.11 each Enum.MEMBER read goes through EnumType.__getattr__'s hook
+# (~1k instructions), and these are read for every message of a handshake.
+_USE_TRANSPORT_MODE = NotifyType.USE_TRANSPORT_MODE
+
 if TYPE_CHECKING:
     from engine.ike.sa import IkeSa
 
@@ -71,7 +75,7 @@ def child_parts(payloads) -> tuple[SaPayload | None, TsPayload | None, TsPayload
                 tsi = tsi or p
             else:
                 tsr = tsr or p
-        elif isinstance(p, NotifyPayload) and p.type == NotifyType.USE_TRANSPORT_MODE:
+        elif isinstance(p, NotifyPayload) and p.type == _USE_TRANSPORT_MODE:
             transport = True
     return sa_p, tsi, tsr, transport
 

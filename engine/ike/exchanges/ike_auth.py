@@ -50,6 +50,11 @@ from engine.policy.model import ChildConfig
 from engine.wire.constants import ExchangeType, NotifyType
 from engine.wire.payloads import AuthPayload, IdPayload, NotifyPayload, SaPayload
 
+# Members read once: on Python 3.11 each Enum.MEMBER read goes through EnumType.__getattr__'s hook
+# (~1k instructions), and these are read for every message of a handshake.
+_ESTABLISHED = IkeState.ESTABLISHED
+_INITIAL_CONTACT = NotifyType.INITIAL_CONTACT
+
 IKE_AUTH = ExchangeType.IKE_AUTH
 log = logging.getLogger("engine.ike")
 
@@ -279,7 +284,7 @@ class IkeAuthResponder(Responder):
                 auth = auth or p
             elif isinstance(p, SaPayload):
                 self.child_wanted = True
-            elif isinstance(p, NotifyPayload) and p.type == NotifyType.INITIAL_CONTACT:
+            elif isinstance(p, NotifyPayload) and p.type == _INITIAL_CONTACT:
                 self.initial_contact = True
         if idi is None:
             self.fire(I.REQ_NO_ID, now)
@@ -397,7 +402,7 @@ class IkeAuthResponder(Responder):
     def _establish(self, now: float) -> None:
         sa = self.sa
         sa.half_open_deadline = None
-        sa.set_state(IkeState.ESTABLISHED)
+        sa.set_state(_ESTABLISHED)
         sa.established_at = now
         sa.schedule_lifetimes(now)
         sa.host.established(sa, now, initial_contact=self.initial_contact)

@@ -48,6 +48,11 @@ from engine.wire.constants import ExchangeType, NotifyType
 from engine.wire.message import IkeHeader, Message
 from engine.wire.payloads import KePayload, NoncePayload, NotifyPayload, SaPayload
 
+# Members read once: on Python 3.11 each Enum.MEMBER read goes through EnumType.__getattr__'s hook
+# (~1k instructions), and these are read for every message of a handshake.
+_CONNECTING = IkeState.CONNECTING
+_INTERMEDIATE_EXCHANGE_SUPPORTED = NotifyType.INTERMEDIATE_EXCHANGE_SUPPORTED
+
 IKE_PORT = 500
 """RFC 7296 §2: MOBIKE's float (``derive_keys``) leaves a peer on another port where it is."""
 
@@ -314,7 +319,7 @@ class IkeSaInitResponder(Responder):
         chosen = None
         accepted: list[ConnectionConfig] = []
         # Additional key exchanges run in IKE_INTERMEDIATE: only with a peer that has it (RFC 9370 §2.2.1).
-        self.intermediate = any(isinstance(p, NotifyPayload) and p.type == NotifyType.INTERMEDIATE_EXCHANGE_SUPPORTED
+        self.intermediate = any(isinstance(p, NotifyPayload) and p.type == _INTERMEDIATE_EXCHANGE_SUPPORTED
                                 for p in self.message.payloads)
         for conn in candidates:
             c = props.select(sa_p.proposals, conn.proposals, with_additional=self.intermediate)
@@ -405,7 +410,7 @@ class IkeSaInitResponder(Responder):
             sa.nat.local_behind, sa.nat.remote_behind = nat
         install_ike_keys(sa, shared)
         intermediate.begin(sa)
-        sa.set_state(IkeState.CONNECTING)
+        sa.set_state(_CONNECTING)
         door.admit(sa, now)
         sa.half_open_deadline = now + HALF_OPEN_TIMEOUT
         sa.summary_event(False, IKE_SA_INIT, 0, False, payloads, len(self.message.raw), now)

@@ -44,6 +44,13 @@ from engine.ike.ratelimit import RateLimit
 from engine.wire.constants import ExchangeType, NotifyType, ProtocolId
 from engine.wire.payloads import DeletePayload, NotifyPayload
 
+# Members read once: on Python 3.11 each Enum.MEMBER read goes through EnumType.__getattr__'s hook
+# (~1k instructions), and these are read for every message of a handshake.
+_ESTABLISHED = IkeState.ESTABLISHED
+_IKE = ProtocolId.IKE
+_REKEYED = IkeState.REKEYED
+_REKEYING = IkeState.REKEYING
+
 log = logging.getLogger("engine.ike")
 INFORMATIONAL = ExchangeType.INFORMATIONAL
 RETRY = (2.0, 10.0)
@@ -282,7 +289,7 @@ class InformationalResponder(Responder):
         self.answer: list | None = []
         self.after: str | None = None
         deletes = [p for p in payloads if isinstance(p, DeletePayload)]
-        if any(d.protocol == ProtocolId.IKE for d in deletes):
+        if any(d.protocol == _IKE for d in deletes):
             active = self.sa.active
             inp = I.REQ_DELETE_IKE_WAIT if active is not None and active.holds_peer_delete() else I.REQ_DELETE_IKE
         elif deletes:
@@ -315,12 +322,12 @@ class InformationalResponder(Responder):
 
     def _destroy(self, now: float) -> None:
         sa = self.sa
-        reason = "rekeyed" if sa.state == IkeState.REKEYED else "deleted by peer"
+        reason = "rekeyed" if sa.state == _REKEYED else "deleted by peer"
         if sa.active is not None:
             sa.active.peer_deleted_ike(now)
         sa.host.keep_answer(sa, now)
         # close_action on an SA that was up (a rekey that adopted the peer's new SA took the children)
-        ended = close_action.ike_closed(sa, reason) if sa.state in (IkeState.ESTABLISHED, IkeState.REKEYING) \
+        ended = close_action.ike_closed(sa, reason) if sa.state in (_ESTABLISHED, _REKEYING) \
             else None
         sa.destroy(now, reason, ended)
 

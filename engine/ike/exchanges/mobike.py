@@ -64,6 +64,11 @@ from engine.wire.constants import ExchangeType, NotifyType
 from engine.wire.mobility import COOKIE2_MIN, cookie2
 from engine.wire.payloads import NotifyPayload
 
+# Members read once: on Python 3.11 each Enum.MEMBER read goes through EnumType.__getattr__'s hook
+# (~1k instructions), and these are read for every message of a handshake.
+_MOBIKE_SUPPORTED = NotifyType.MOBIKE_SUPPORTED
+_UPDATE_SA_ADDRESSES = NotifyType.UPDATE_SA_ADDRESSES
+
 log = logging.getLogger("engine.ike")
 
 
@@ -106,10 +111,10 @@ COOKIE2_SIZE = 16
 
 def auth_notifies(sa, conn, payloads) -> list:
     """Our MOBIKE_SUPPORTED for the IKE_AUTH answer, when the client offered it and mobike is on."""
-    if conn.mobike and notify(payloads, NotifyType.MOBIKE_SUPPORTED) is not None:
+    if conn.mobike and notify(payloads, _MOBIKE_SUPPORTED) is not None:
         sa.mobike = True
         sa.mobike_addrs = (sa.local, sa.remote)
-        return [NotifyPayload(NotifyType.MOBIKE_SUPPORTED)]
+        return [NotifyPayload(_MOBIKE_SUPPORTED)]
     return []
 
 
@@ -296,7 +301,7 @@ def wants_update(sa, payloads) -> bool:
     (COOKIE2 and MOBIKE notifies only: its answer must copy the cookie, §3.8, as charon's ike_mobike does)."""
     if not sa.mobike:
         return False
-    if notify(payloads, NotifyType.UPDATE_SA_ADDRESSES) is not None:
+    if notify(payloads, _UPDATE_SA_ADDRESSES) is not None:
         return True
     # NAT-D alone too: charon's MOBIKE DPD behind a NAT (its queue_dpd), answered with our NAT-D so
     # the client sees its NAT mapping change and sends an update.
