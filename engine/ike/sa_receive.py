@@ -6,11 +6,11 @@ response fails its exchange). Functions of the IKE SA, bound in sa.py as its met
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import logging
 from typing import TYPE_CHECKING
 
+from engine.crypto.digests import sha256
 from engine.events import IkeState
 from engine.ike import sa_timers
 from engine.ike.errors import IllegalTransition, LocalError, RemoteError
@@ -256,7 +256,7 @@ def keep_responding(sa: IkeSa, r: Responder, now: float) -> None:
 
 
 def _digest(raw: bytes) -> bytes:
-    return hashlib.sha256(raw).digest()
+    return sha256(raw)
 
 
 def _is_first_fragment(message: Message) -> bool:

@@ -14,7 +14,6 @@ process (``SO_PEERCRED``, from the kernel: a client cannot claim another name).
 from __future__ import annotations
 
 import difflib
-import hashlib
 import json
 import logging
 import os
@@ -25,6 +24,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from engine.crypto.digests import sha256
 from engine.ops.state import state_dir
 from engine.policy.model import Policy
 from engine.policy.serialize import policy_to_toml
@@ -83,7 +83,7 @@ def peer_of(sock: socket.socket | None) -> Who | None:
 
 
 def _sha(text: str | None) -> str | None:
-    return None if text is None else hashlib.sha256(text.encode()).hexdigest()
+    return None if text is None else sha256(text.encode()).hex()
 
 
 def unified_diff(old: str | None, new: str, path: str) -> str:

@@ -28,7 +28,6 @@ identity (:func:`netns_identity`) and one of another identity is not loaded.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import hmac
 import json
 import logging
@@ -39,6 +38,7 @@ import sys
 import time
 from pathlib import Path
 
+from engine.crypto.digests import hmac_sha256
 from engine.ops.metrics import TrafficTotals
 from engine.ops.state import state_dir, write_private
 
@@ -382,10 +382,10 @@ class UsageTracker:
         key = _digest_key(self.folder, self.name, fresh=self._fresh_key)
         self._fresh_key = self._shared_key = False
         for entry in secrets.ike:
-            digest = hmac.new(key, entry.secret.reveal(), hashlib.sha256).hexdigest()[:32]
+            digest = hmac_sha256(key, entry.secret.reveal()).hex()[:32]
             known = self.data["psks"].get(entry.name)
             if known is not None and shared is not None and hmac.compare_digest(
-                    known.get("digest", ""), hmac.new(shared, entry.secret.reveal(), hashlib.sha256).hexdigest()[:32]):
+                    known.get("digest", ""), hmac_sha256(shared, entry.secret.reveal()).hex()[:32]):
                 known["digest"] = digest
             if known is None or not hmac.compare_digest(known.get("digest", ""), digest):
                 self.data["psks"][entry.name] = {"digest": digest, "since": now}

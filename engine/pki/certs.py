@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import os
 import stat
@@ -27,6 +26,7 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
+from engine.crypto.digests import sha1
 from engine.policy.model import Identity
 
 from .dn import dn_matches, format_name
@@ -159,7 +159,7 @@ def describe(cert: x509.Certificate) -> str:
 def certreq_hash(ca: x509.Certificate) -> bytes:
     """SHA-1 of the CA's DER subjectPublicKeyInfo (RFC 7296 §3.7)."""
     spki = ca.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return hashlib.sha1(spki).digest()
+    return sha1(spki)
 
 
 def certreq_data(cas: Iterable[x509.Certificate]) -> bytes:
@@ -239,11 +239,10 @@ def cert_matches_identity(cert: x509.Certificate, identity: Identity, *, wildcar
             computed = x509.SubjectKeyIdentifier.from_public_key(key).digest
             # charon's has_subject also takes the SHA-1 of the whole subjectPublicKeyInfo (`pki --keyid`
             # prints it) and of the certificate's encoding: a charon peer configured so is the same peer
-            spki = hashlib.sha1(key.public_bytes(serialization.Encoding.DER,
-                                                 serialization.PublicFormat.SubjectPublicKeyInfo)).digest()
+            spki = sha1(key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo))
         except (PkiError, ValueError, TypeError):  # a key type we cannot hash (nor verify with)
             computed = spki = None
-        if len(want) == 20 and hashlib.sha1(cert.public_bytes(serialization.Encoding.DER)).digest() == want:
+        if len(want) == 20 and sha1(cert.public_bytes(serialization.Encoding.DER)) == want:
             return True
         return want in (ski, computed, spki)
     sans = _sans(cert)

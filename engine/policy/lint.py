@@ -20,10 +20,10 @@ them: a missing or unreadable file is an error of loading, reported there.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
+from engine.crypto.digests import sha256
 from engine.crypto.transforms import EncrId, IntegId, KeId, PrfId, transform_name
 from engine.policy._reader import key_path
 from engine.policy.findings import Finding, sort_findings
@@ -132,7 +132,7 @@ class _Linter:
                 self.warn(path, "weak-psk", f"the PSK of [ike.{entry.name}] has {why}, so it is easy to guess; "
                           "mix upper and lower case letters, digits and symbols, or use a random one", file)
             # A digest keeps the value itself out of this table.
-            by_value.setdefault(hashlib.sha256(raw).digest(), []).append(entry.name)
+            by_value.setdefault(sha256(raw), []).append(entry.name)
         for names in by_value.values():
             for name in names[1:]:
                 self.warn(key_path(key_path("ike", name), "secret"), "shared-psk",
