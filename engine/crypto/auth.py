@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import hashlib
 import hmac as _hmac
 import ipaddress
 from typing import Mapping
@@ -11,6 +10,7 @@ from typing import Mapping
 from cryptography.hazmat.primitives import hashes, hmac
 
 from ..secret import Secret
+from .digests import sha1
 from .prf import prf_for
 
 _KEY_PAD = b"Key Pad for IKEv2"
@@ -61,17 +61,12 @@ def _packed_endpoint(addr: str, port: int) -> bytes:
     return _packed_address(addr) + port.to_bytes(2, "big")
 
 
-_sha1 = hashlib.sha1
-
-
 def nat_detection_hash(spi_i: bytes, spi_r: bytes, addr: str, port: int) -> bytes:
     """NAT_DETECTION_*_IP data: SHA-1(SPIi | SPIr | IP | Port) (§2.23).
 
     In IKE_SA_INIT the request has SPIr = 8 zero bytes.
     """
-    # hashlib's one-shot SHA-1 (OpenSSL underneath, as cryptography's): the same digest for a
-    # third of the cost of a hashes.Hash object (type checks, context, update, finalize).
-    return _sha1(spi_i + spi_r + _packed_endpoint(addr, port)).digest()
+    return sha1(spi_i, spi_r, _packed_endpoint(addr, port))
 
 
 COOKIE_SIZE = 1 + 32

@@ -48,3 +48,18 @@ def test_only_engine_crypto_imports_cryptography():
         if "cryptography" in _imports(p) and p.parent.name not in ("crypto", "pki") and "crypto" not in p.parts and "pki" not in p.parts
     ]
     assert not offenders, offenders
+
+
+def test_no_digest_or_mac_outside_cryptography():
+    """DESIGN: every cryptographic primitive comes from `cryptography`; hashlib's and hmac.new's digests
+    are a second library (hmac.compare_digest stays: a comparison, not a primitive)."""
+    offenders = []
+    for p in list(ENGINE.rglob("*.py")) + list((ROOT / "console").rglob("*.py")):
+        tree = ast.parse(p.read_text(), filename=str(p))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import) and any(a.name == "hashlib" for a in node.names) \
+                    or isinstance(node, ast.ImportFrom) and node.module == "hashlib" \
+                    or isinstance(node, ast.Attribute) and node.attr in ("new", "digest") \
+                    and isinstance(node.value, ast.Name) and node.value.id == "hmac":
+                offenders.append(f"{p.relative_to(ROOT)}:{node.lineno}")
+    assert not offenders, offenders
