@@ -34,6 +34,9 @@ class Initiation:
     """The addresses the runtime bound (EngineRuntime.start): without [engine] listen, those it
     derived from local_addrs, which the initiator must send from too (empty: only the policy's
     listen is known, as in tests and the lab)."""
+    unopened: dict[int, str] = {}
+    """IP version -> why the runtime could not open the socket of that family it derived (no
+    [engine] listen; engine.runtime.listening): said in the refusal of a connection that needs it."""
 
     def _connection_failed(self, sa: IkeSa, now: float) -> None:
         """keyingtries: try again, with a growing pause, until the budget is spent."""
@@ -90,7 +93,8 @@ class Initiation:
         not the route's source."""
         listen = self.policy.engine.listen
         return addresses.local_for(conn.name, conn.local_addrs, listen or self.listening, remote,
-                                   self.source_address, self.names.addresses, derived=not listen)
+                                   self.source_address, self.names.addresses, derived=not listen,
+                                   unopened=None if listen else self.unopened.get(ipaddress.ip_address(remote).version))
 
     def initiate(self, name: str, now: float, child: str | None = None, *,
                  only: tuple[str, ...] = (), local_names: bool = True) -> IkeSa | None:
