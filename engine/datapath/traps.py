@@ -134,13 +134,13 @@ def trap_local(conn: ConnectionConfig, policy: Policy, remote: str, source, reso
     to initiate: the trap must not go in). (None, False, None): no address known (no route)."""
     version = ipaddress.ip_address(remote).version
     listen = policy.engine.listen or listening
+    gone = None if policy.engine.listen else (unopened or {}).get(version)
     found = addresses.configured(conn.local_addrs, listen, version, resolved)
-    if found is not None:
+    if found is not None and gone is None:
         return found, False, None
     try:
         found = addresses.local_for(conn.name, conn.local_addrs, listen, remote, source, resolved,
-                                    derived=not policy.engine.listen,
-                                    unopened=None if policy.engine.listen else (unopened or {}).get(version))
+                                    derived=not policy.engine.listen, unopened=gone)
     except LocalError as exc:
         return None, False, str(exc)
     return (None, False, None) if ipaddress.ip_address(found).is_unspecified else (found, True, None)

@@ -112,6 +112,12 @@ def local_for(conn_name: str, entries: tuple[str, ...], listen: tuple[str, ...],
     admin's words; ``unopened``: why the runtime could not open a socket of the peer's family
     (engine.runtime.listening)."""
     version = ipaddress.ip_address(remote).version
+    wildcard = "::" if version == 6 else "0.0.0.0"
+    if derived and unopened:
+        # no socket of this family at all, whatever local_addrs names (its literal too)
+        raise LocalError(f"connection '{conn_name}': the daemon has no IPv{version} socket to reach {remote} "
+                         f"from: {wildcard} could not be opened at start ({unopened}); this host has no "
+                         f"usable IPv{version}: enable it, or give remote_addrs an IPv{10 - version} address")
     found = configured(entries, listen, version, resolved)
     if found is not None:
         return found
@@ -120,14 +126,9 @@ def local_for(conn_name: str, entries: tuple[str, ...], listen: tuple[str, ...],
                          f"address to reach {remote} from: add one, or give remote_addrs an "
                          f"IPv{10 - version} address")
     family = [a for a in listen if ipaddress.ip_address(a).version == version]
-    wildcard = "::" if version == 6 else "0.0.0.0"
     if listen and not family:
         # the runtime binds only these: an SA from the route's source would have no socket to
         # send from ("no socket for ..." at each retransmit, never a clear error)
-        if derived and unopened:
-            raise LocalError(f"connection '{conn_name}': the daemon has no IPv{version} socket to reach {remote} "
-                             f"from: {wildcard} could not be opened at start ({unopened}); this host has no "
-                             f"usable IPv{version}: enable it, or give remote_addrs an IPv{10 - version} address")
         if derived:
             raise LocalError(f"connection '{conn_name}': the daemon listens on no IPv{version} address (it chose "
                              f"{', '.join(listen)} without [engine] listen) to reach {remote} from: set [engine] "

@@ -92,3 +92,24 @@ def test_ipv6_named_in_listen_stays_a_start_error_that_names_the_address(monkeyp
 
     with pytest.raises(OSError, match="cannot listen on :: port"):
         asyncio.run(go())
+
+
+def test_a_literal_ipv6_local_address_without_an_ipv6_socket_is_refused_not_sent_from(monkeypatch, caplog):
+    # local_addrs names 2001:db8::1: configured() took it as is, and the SA sent from an address
+    # with no socket ("no socket for ..." at each retransmit)
+    rt = _runtime(_conn("v6", ("2001:db8::1",), ("2001:db8::2",)), _conn("v4", (), ("127.0.0.2",)))
+
+    async def go():
+        _no_ipv6(monkeypatch)
+        await rt.start()
+        try:
+            assert rt.endpoint.listening == ("0.0.0.0",)
+            with pytest.raises(LocalError, match=r"'v6'.*no IPv6 socket.*:: could not be opened"):
+                rt.initiate("v6")
+            assert not rt.endpoint.sas
+        finally:
+            await rt.stop(delete=False)
+
+    with caplog.at_level(logging.WARNING, logger="engine"):
+        asyncio.run(go())
+    assert any("no IPv6 socket" in r.getMessage() and "connections v6 " in r.getMessage() for r in caplog.records)

@@ -12,7 +12,7 @@ import pytest
 from engine.ike.errors import LocalError
 
 from tests.engine.test_local_address_review import _routed_runtime, _trap_text
-from tests.engine.test_trap_notes import kernel, said, userspace
+from tests.engine.test_trap_notes import kernel, said, trapped, userspace
 
 CASES = [  # local_addrs, listen, the route's source towards 127.0.0.2, what the daemon bound, a name's answer
     (("me.test",), (), "127.0.0.1", (), ("127.0.0.1",)),  # a local name resolved: its address
@@ -96,3 +96,19 @@ def test_a_trap_to_a_peer_of_a_family_the_daemon_could_not_open_says_why(make, c
     dp = make(text, NoIpv6)
     (refusal,) = [s for s in said(caplog) if "not installed" in s]
     assert ":: could not be opened at start (Address family not supported" in refusal, refusal
+
+
+@pytest.mark.parametrize("make", [kernel, userspace], ids=["kernel", "userspace"])
+def test_a_trap_from_a_literal_address_of_a_family_the_daemon_could_not_open_is_refused(make, caplog):
+    class NoIpv6(_routed_runtime("::1")):
+        def __init__(self, policy) -> None:
+            super().__init__(policy)
+            self.endpoint.listening = ("0.0.0.0",)
+            self.endpoint.unopened = {6: "Address family not supported by protocol"}
+
+    caplog.set_level(logging.INFO, logger="engine")
+    text = _trap_text(("::1",), ()).replace('remote_addrs = ["127.0.0.2"]', 'remote_addrs = ["::2"]')
+    dp = make(text, NoIpv6)
+    assert trapped(dp) == set()
+    (refusal,) = [s for s in said(caplog) if "not installed" in s]
+    assert ":: could not be opened at start" in refusal, refusal
