@@ -168,7 +168,11 @@ def explain(f: NegotiationFailed, exchanges=(), colors: dict[str, str] | None = 
     bad = f"bold {colors.get('error', 'red')}"
     head = Text()
     notify = f.notify.upper()
-    if notify == "UNRESOLVED":
+    # UNRESOLVED names the key of the name that failed: local_addrs (our address's) or remote_addrs
+    ours = notify == "UNRESOLVED" and f"connections.{f.connection}.local_addrs" in (f.reason or "")
+    if ours:
+        who = "nothing was sent: our address's host name did not resolve"
+    elif notify == "UNRESOLVED":
         who = "nothing was sent: the peer's host name did not resolve"  # no peer to reject, or be rejected by
     elif notify in ("TIMEOUT", "RETRANSMIT_TIMEOUT"):
         who = "the peer did not answer"
@@ -227,6 +231,10 @@ def explain(f: NegotiationFailed, exchanges=(), colors: dict[str, str] | None = 
             fix.append(f"we could not verify the peer. Check connections.{f.connection}.remote.id against the "
                        "ID the peer sent, and that our secrets file has the same PSK as the peer for that ID "
                        "(or that remote.cacerts holds the CA of the peer's certificate).")
+    elif ours:
+        fix.append(f"check the host name in connections.{f.connection}.local_addrs (a typo?), and that this "
+                   "host's DNS (or /etc/hosts) answers for it (getent hosts NAME); or put this host's address "
+                   "there instead of its name.")
     elif notify == "UNRESOLVED":
         fix.append(f"check the host name in connections.{f.connection}.remote_addrs (a typo?), and that this "
                    "host's DNS answers for it (getent hosts NAME); or put the peer's address there instead "

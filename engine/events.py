@@ -212,7 +212,8 @@ class NegotiationFailed(Event):
     exchange: str
     notify: str
     """The notify that ended it (sent or received), e.g. NO_PROPOSAL_CHOSEN, or TIMEOUT, or UNRESOLVED
-    (the peer's host name did not resolve: nothing was sent; ``ike_sa`` is then an id no SA has)."""
+    (the peer's host name did not resolve, or ours in local_addrs: the reason names the key;
+    nothing was sent; ``ike_sa`` is then an id no SA has)."""
     reason: str
     """Plain words: what went wrong and what to change."""
     child: str | None = None

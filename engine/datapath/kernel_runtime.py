@@ -415,9 +415,10 @@ class KernelRuntimeDatapath:
         version = ipaddress.ip_address(remote).version
         # the address IKE will initiate from (engine.ike.addresses.local_for), or no trap: an
         # ACQUIRE of a trap IKE refuses to initiate for would say that refusal again each time
-        listening = getattr(getattr(self.runtime, "endpoint", None), "listening", ())
+        endpoint = getattr(self.runtime, "endpoint", None)
         local, routed, refused = trap_local(conn, self.policy, remote, lambda peer: self._route_source(conn, child, peer),
-                                            self._resolved(), listening)
+                                            self._resolved(), getattr(endpoint, "listening", ()),
+                                            getattr(endpoint, "unopened", None))
         if refused is not None:
             resolved = self._resolved()
             unknown = next((e for e in conn.local_addrs if is_name(e) and resolved is not None and not resolved(e)), None)

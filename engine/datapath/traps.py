@@ -19,7 +19,7 @@ import ipaddress
 import logging
 from collections.abc import Iterator
 
-from engine.ike import addresses
+from engine.ike import addresses, names
 from engine.ike.errors import LocalError
 from engine.policy.model import ChildConfig, ConnectionConfig, Policy
 from engine.policy.ts import ANY_V4, ANY_V6, TrafficSelector
@@ -125,22 +125,32 @@ def local_address(conn: ConnectionConfig, policy: Policy, version: int, resolved
 
 
 def trap_local(conn: ConnectionConfig, policy: Policy, remote: str, source, resolved=None,
-               listening: tuple[str, ...] = ()) -> tuple[str | None, bool, str | None]:
+               listening: tuple[str, ...] = (), unopened: dict[int, str] | None = None
+               ) -> tuple[str | None, bool, str | None]:
     """Our end of a trap to ``remote`` by the rule the IKE initiation follows
     (engine.ike.addresses.local_for; ``source(remote)``: the route lookup; ``listening``: what the
-    runtime bound, IkeEndpoint.listening): (address, taken from the route, why IKE would refuse
+    runtime bound, IkeEndpoint.listening; ``unopened``: IkeEndpoint.unopened): (address, taken
+    from the route, why IKE would refuse
     to initiate: the trap must not go in). (None, False, None): no address known (no route)."""
     version = ipaddress.ip_address(remote).version
     listen = policy.engine.listen or listening
+    gone = None if policy.engine.listen else (unopened or {}).get(version)
     found = addresses.configured(conn.local_addrs, listen, version, resolved)
-    if found is not None:
+    if found is not None and gone is None:
         return found, False, None
     try:
         found = addresses.local_for(conn.name, conn.local_addrs, listen, remote, source, resolved,
-                                    derived=not policy.engine.listen)
+                                    derived=not policy.engine.listen, unopened=gone)
     except LocalError as exc:
         return None, False, str(exc)
     return (None, False, None) if ipaddress.ip_address(found).is_unspecified else (found, True, None)
+
+
+def unresolved_local(conn: ConnectionConfig, resolved) -> str | None:
+    """A host name in local_addrs with no address yet (a trap refused for want of it waits)."""
+    if resolved is None:
+        return None
+    return next((e for e in conn.local_addrs if names.is_name(e) and not resolved(e)), None)
 
 
 def trap_child(child: ChildConfig, local: str | None, remote: str | None, version: int) -> ChildConfig:

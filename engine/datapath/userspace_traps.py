@@ -11,8 +11,9 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 
-from engine.datapath.traps import local_address, trap_child
+from engine.datapath.traps import trap_child, trap_local, unresolved_local
 from engine.datapath.tun import ranges_to_networks
+from engine.ike import addresses
 from engine.ike.names import initiate_target, is_name
 from engine.policy.model import ChildConfig
 
@@ -64,7 +65,11 @@ class UserspaceTraps:
                                    for n in ranges_to_networks(ts.start, ts.end))
                 if remote_dynamic or any(ts.dynamic for ts in child.local_ts):
                     version = host.version if peer is not None else next((t.version for t in child.remote_ts), 4)
-                    local = local_address(conn, self.policy, version)
+                    local, refused = self._trap_local(conn, child, peer, target, version)
+                    if refused is not None:
+                        # IKE would refuse the ACQUIRE's initiation: no trap (as the kernel's)
+                        self._notes.note(conn, child.name, *refused)
+                        continue
                     concrete.setdefault(conn.name, {})[child.name] = trap_child(child, local, peer, version)
                     if local is not None and any(ts.dynamic for ts in child.local_ts):
                         # the SPD entry is from that address: packets must leave from it (a host
@@ -84,6 +89,36 @@ class UserspaceTraps:
         for key, route in old.items():
             if wanted.get(key) != route:
                 self.routes.remove(*route)
+
+    def _trap_local(self, conn, child: ChildConfig, peer: str | None, target: str, version: int
+                    ) -> tuple[str | None, tuple[str, str] | None]:
+        """Our end of the trap by the rule IKE initiates from (engine.datapath.traps.trap_local, as
+        the kernel's traps): (address or None for any of ``version``, None or the (level, words)
+        of a trap that must not go in). ``peer``: the address the trap routes (None: the tunnel's
+        selectors only; the rule then takes the peer IKE initiates to, when known)."""
+        endpoint = getattr(self.runtime, "endpoint", None)
+        resolved = getattr(getattr(endpoint, "names", None), "addresses", None)
+        listening = getattr(endpoint, "listening", ())
+        if peer is None:
+            peer_address = getattr(self.runtime, "peer_address", None)
+            peer = peer_address(conn) if peer_address is not None else target
+        try:
+            remote_version = ipaddress.ip_address(peer).version
+        except (TypeError, ValueError):
+            remote_version = None  # a name not answered yet: what the policy names
+        if remote_version != version:
+            return addresses.configured(conn.local_addrs, self.policy.engine.listen or listening, version,
+                                        resolved), None
+        source_for = getattr(getattr(self.runtime, "sockets", None), "source_for", None)
+        local, _routed, refused = trap_local(conn, self.policy, peer, source_for, resolved, listening,
+                                             getattr(endpoint, "unopened", None))
+        if refused is None:
+            return local, None
+        unknown = unresolved_local(conn, resolved)
+        if unknown is not None:
+            # (at start the policy goes in before any name is answered: a wait, not a fault)
+            return None, ("info", f"trap {conn.name}/{child.name}: waiting for {unknown} to resolve")
+        return None, ("warning", f"trap {conn.name}/{child.name} not installed: {refused}")
 
     def _spd_with(self, concrete: dict[str, dict[str, ChildConfig]], rebuild: bool) -> None:
         """The SPD of the policy with the traps' concrete selectors (the policy's own leaves their

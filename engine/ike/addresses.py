@@ -98,7 +98,8 @@ def configured(entries: tuple[str, ...], listen: tuple[str, ...], version: int, 
 
 
 def local_for(conn_name: str, entries: tuple[str, ...], listen: tuple[str, ...], remote: str,
-              source: Callable[[str], str | None] | None, resolved=None, *, derived: bool = False) -> str:
+              source: Callable[[str], str | None] | None, resolved=None, *, derived: bool = False,
+              unopened: str | None = None) -> str:
     """Our address towards ``remote`` (charon's resolve_hosts / ike_cfg resolve_me), the one rule
     the IKE initiation (IkeEndpoint.local_address) and the kernel's traps
     (engine.datapath.kernel_runtime) share, so that a trap goes in only from an address IKE will
@@ -108,8 +109,15 @@ def local_for(conn_name: str, entries: tuple[str, ...], listen: tuple[str, ...],
     the SA learns it from the answer). LocalError naming the connection when local_addrs has no
     address of the peer's family, none we listen on, or not the route's source. ``derived``:
     ``listen`` is what the runtime bound without [engine] listen (from local_addrs), not the
-    admin's words."""
+    admin's words; ``unopened``: why the runtime could not open a socket of the peer's family
+    (engine.runtime.listening)."""
     version = ipaddress.ip_address(remote).version
+    wildcard = "::" if version == 6 else "0.0.0.0"
+    if derived and unopened:
+        # no socket of this family at all, whatever local_addrs names (its literal too)
+        raise LocalError(f"connection '{conn_name}': the daemon has no IPv{version} socket to reach {remote} "
+                         f"from: {wildcard} could not be opened at start ({unopened}); this host has no "
+                         f"usable IPv{version}: enable it, or give remote_addrs an IPv{10 - version} address")
     found = configured(entries, listen, version, resolved)
     if found is not None:
         return found
@@ -118,7 +126,6 @@ def local_for(conn_name: str, entries: tuple[str, ...], listen: tuple[str, ...],
                          f"address to reach {remote} from: add one, or give remote_addrs an "
                          f"IPv{10 - version} address")
     family = [a for a in listen if ipaddress.ip_address(a).version == version]
-    wildcard = "::" if version == 6 else "0.0.0.0"
     if listen and not family:
         # the runtime binds only these: an SA from the route's source would have no socket to
         # send from ("no socket for ..." at each retransmit, never a clear error)

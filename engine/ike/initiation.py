@@ -34,6 +34,9 @@ class Initiation:
     """The addresses the runtime bound (EngineRuntime.start): without [engine] listen, those it
     derived from local_addrs, which the initiator must send from too (empty: only the policy's
     listen is known, as in tests and the lab)."""
+    unopened: dict[int, str] = {}
+    """IP version -> why the runtime could not open the socket of that family it derived (no
+    [engine] listen; engine.runtime.listening): said in the refusal of a connection that needs it."""
 
     def _connection_failed(self, sa: IkeSa, now: float) -> None:
         """keyingtries: try again, with a growing pause, until the budget is spent."""
@@ -90,7 +93,8 @@ class Initiation:
         not the route's source."""
         listen = self.policy.engine.listen
         return addresses.local_for(conn.name, conn.local_addrs, listen or self.listening, remote,
-                                   self.source_address, self.names.addresses, derived=not listen)
+                                   self.source_address, self.names.addresses, derived=not listen,
+                                   unopened=None if listen else self.unopened.get(ipaddress.ip_address(remote).version))
 
     def initiate(self, name: str, now: float, child: str | None = None, *,
                  only: tuple[str, ...] = (), local_names: bool = True) -> IkeSa | None:
@@ -207,10 +211,27 @@ class Initiation:
                                  only: tuple[str, ...] = ()) -> None:
         # Asked once: a name that did not resolve ends this initiation with local_address's
         # error (naming it), not another query.
-        self._initiate_after_wait(conn_name, child, now, only, local_names=False)
+        if not self._initiate_after_wait(conn_name, child, now, only, local_names=False):
+            return
+        conn = next((c for c in self.policy.connections if c.name == conn_name), None)
+        unresolved = [e.strip() for e in conn.local_addrs if names.is_name(e) and not self.names.addresses(e)] \
+            if conn is not None else []
+        if not unresolved:
+            return  # refused for another reason: the warning says it
+        # As for the peer's name (_initiate_resolved): an event, so that `initiate --wait` and the
+        # console learn the initiation is over, and that it was OUR name (charon's resolve_me).
+        self.count("name_unresolved")
+        key = f"connections.{conn_name}.local_addrs"
+        self.emit(NegotiationFailed(
+            self.registry.next_ike_id(), conn_name, "IKE_SA_INIT", "UNRESOLVED",
+            f"our host name {', '.join(unresolved)} ({key}) did not resolve to an address, so nothing was "
+            f"sent: check the name (and this host's DNS), or put our address in {key}", child))
+        if conn_name in self._attempts:
+            self._attempt_failed(conn, now)  # a keyingtries attempt: counts, the next one follows
 
     def _initiate_after_wait(self, conn_name: str, child: str | None, now: float, only: tuple[str, ...],
-                             local_names: bool = True) -> None:
+                             local_names: bool = True) -> bool:
+        """Whether it was refused (LocalError: logged)."""
         try:
             self.initiate(conn_name, now, child, only=only, local_names=local_names)
         except LocalError as exc:
@@ -218,6 +239,8 @@ class Initiation:
                 raise
             if not getattr(exc, "logged", False):
                 log.warning("%s: not initiated: %s", conn_name, exc, extra={"connection": conn_name})
+            return True
+        return False
 
     def _reestablish(self, sa: IkeSa, ended: Ended, now: float) -> None:
         # charon's reestablish: the CHILD SAs that were up with dpd_action = restart, or those

@@ -37,12 +37,11 @@ from engine.events import (
     VirtualIpsChanged,
 )
 from engine.ike import names
-from engine.ike.addresses import family_of
 from engine.ike.endpoint import IkeEndpoint
 from engine.policy.model import Policy
-from engine.policy.parse import address_kind
 from engine.runtime.randomness import RandomBytes
 from engine.runtime.reporting import SCAN_CHUNK, Reporting
+from engine.runtime import listening
 from engine.runtime.crlfetch import CrlFetcher
 from engine.runtime.evolve import evolve
 from engine.runtime.resolver import NameResolver, system_lookup
@@ -151,8 +150,13 @@ class EngineRuntime(Reporting):
             self.sockets.natt_port = self.policy.engine.natt_port
         self.sockets.count = lambda what: self.endpoint.count(what)  # with the IKE counters (stats, metrics)
         e = self.policy.engine
-        addresses = list(e.listen) or self._addresses_from_connections() or ["0.0.0.0"]
+        addresses, missing = list(e.listen), {}
+        if not addresses:
+            # a family chosen here that this host cannot open is a warning, not a failed start
+            addresses, missing = listening.openable(listening.derived(self.policy))
+        addresses = addresses or ["0.0.0.0"]
         self.sockets.open(addresses, sorted({e.ike_port, e.natt_port}))
+        self.endpoint.unopened = missing  # (the LocalError of a connection that needs one says why)
         self.endpoint.listening = tuple(addresses)  # an initiation sends from one of these
         self.datapath.apply_policy(self.policy)
         self.endpoint.start(self.now())
@@ -164,35 +168,8 @@ class EngineRuntime(Reporting):
         self._names_task = asyncio.create_task(self._names_loop(), name="names")
 
     def _addresses_from_connections(self) -> list[str]:
-        """What to listen on without [engine] listen: each literal local_addrs address, and the
-        wildcard of a family a subnet, a range or %any4 / %any6 stands for (an address in it may
-        be ours: charon listens on the wildcards). %any and host names add nothing. A family no
-        entry names that a connection with local_addrs unset (or %any, a host name) reaches its
-        peer over (remote_addrs) gets its wildcard: the IKE SA goes from the route's source, which
-        needs a socket of its family (charon listens on both); a family local_addrs names keeps
-        its own sockets (no wider listening)."""
-        out: list[str] = []
-        for c in self.policy.connections:
-            for a in c.local_addrs:
-                kind = address_kind(a)
-                if kind == "ip":
-                    text = a.strip()
-                elif kind in ("network", "range") or a.strip() in ("%any4", "%any6"):
-                    text = "::" if family_of(a) == 6 else "0.0.0.0"
-                else:
-                    continue
-                if text not in out:
-                    out.append(text)
-        named = {family_of(a) for a in out}
-        for c in self.policy.connections:
-            if any(family_of(a) in (4, 6) for a in c.local_addrs):
-                continue  # its own family is named (or it never starts: lint address-family)
-            for a in c.remote_addrs:
-                version = family_of(a)
-                if version in (4, 6) and version not in named:
-                    named.add(version)
-                    out.append("::" if version == 6 else "0.0.0.0")
-        return out
+        """What to listen on without [engine] listen (engine.runtime.listening.derived)."""
+        return list(listening.derived(self.policy))
 
     async def stop(self, *, delete: bool = True) -> None:
         """Delete our SAs (INFORMATIONAL) when asked, then release everything."""

@@ -113,7 +113,10 @@ class UdpSockets:
 
     def _open_one(self, addr: str, port: int) -> None:
         family = socket.AF_INET6 if ipaddress.ip_address(addr).version == 6 else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+        except OSError as exc:  # (EAFNOSUPPORT: a kernel booted with ipv6.disable=1) said with the address
+            raise OSError(exc.errno, f"cannot listen on {addr} port {port}: {exc.strerror}") from None
         try:
             # No SO_REUSEADDR: on UDP it lets a second process bind the same address and port, and
             # the kernel then hands every datagram to the newest socket, so the first one silently
