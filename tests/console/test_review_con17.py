@@ -31,7 +31,7 @@ async def _drawn_as_from_scratch(pilot, where: str) -> None:
     app = pilot.app
     await pilot.pause()
     shown = _strips(app)
-    for table in app.query(KeyedTable):
+    for table in app.screen.query(KeyedTable):
         table._clear_caches()
         table._update_count += 1
         table.refresh()
@@ -119,3 +119,63 @@ async def test_a_theme_chosen_on_another_screen_recolours_the_dashboard_on_retur
                 if table.cell_text(key, "state") in ("ESTABLISHED", "INSTALLED"):
                     assert str(cell.style) == f"bold {want}", (table.id, key, cell.style)
         await _drawn_as_from_scratch(pilot, "theme chosen on the logs screen")
+
+
+async def test_the_dashboard_at_scale_shows_what_it_would_draw_from_scratch():
+    """The real dashboard, 400 CHILD SAs, polls of random lengths (times crossing minutes, hours,
+    rekeys), the admin's keys, other screens, resizes and themes between them."""
+    from console.messages import StatusUpdated
+    from console.runtime.fake import FakeRuntime
+    from tests.console.conftest import make_app, wait_for
+
+    rng = random.Random(5)
+    rt = FakeRuntime(scale_children=400, children_per_ike=10)
+    app = make_app(rt)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: app.store.snapshot is not None, what="first status")
+        await pilot.pause()
+        for n in range(40):
+            rt.advance(rng.choice([0.3, 1.0, 1.0, 59.0, 600.0, 3600.0]))
+            app.post_message(StatusUpdated(rt.status_now()))
+            await pilot.pause()
+            if app.current_mode == "dashboard" and app.screen.ready:
+                await _drawn_as_from_scratch(pilot, f"poll {n}")
+            action = rng.randrange(8)
+            if action == 0:
+                await pilot.press(*rng.choices(["down", "up", "pagedown", "pageup", "end", "home"], k=3))
+            elif action == 1:
+                await pilot.press(rng.choice(["tab", "shift+tab"]))
+            elif action == 2:
+                await pilot.press(rng.choice(["s", "S"]))
+            elif action == 3:
+                await app.switch_mode(rng.choice(["dashboard", "logs", "dashboard"]))
+            elif action == 4:
+                await pilot.resize_terminal(rng.choice([80, 120, 160]), rng.choice([24, 30]))
+            elif action == 5:
+                app.theme = rng.choice(["ipsec-dark", "ipsec-light", "ipsec-high-contrast"])
+            await pilot.pause()
+            if app.current_mode == "dashboard" and app.screen.ready:
+                await _drawn_as_from_scratch(pilot, f"poll {n} action {action}")
+
+
+async def test_caches_stay_bounded_while_sas_churn_and_rows_stay_right(monkeypatch):
+    """SAs replaced every poll (new ids, SPIs, names): the shared cells are capped (emptied at the
+    cap, mid-sync too), the row memo holds the current SAs only, and what is drawn stays right."""
+    from console.widgets import sa_tables
+    from tests.console.test_refresh_at_scale import _child, _ike
+
+    monkeypatch.setattr(KeyedTable, "CELL_CACHE", 300)
+    app = _Tables()
+    async with app.run_test(size=(100, 24)) as pilot:
+        ike, child = app.query_one(IkeSaTable), app.query_one(ChildSaTable)
+        for poll in range(12):
+            base = 1000 * (poll + 1)
+            snap = sa_tables.StatusSnapshot(time=1e9 + poll * 60, ike_sas=tuple(
+                _ike(base + i, (_child(base * 10 + i * 3), _child(base * 10 + i * 3 + 1)), established_ago=poll * 61.5)
+                for i in range(60)))
+            ike.snapshot = child.snapshot = snap
+            await _drawn_as_from_scratch(pilot, f"churn poll {poll}")
+            for table, n in ((ike, 60), (child, 120)):
+                assert len(table._cells) <= 300
+                assert len(table._memo) == n and table.row_count == n
+        assert len(sa_tables._DURATIONS) <= 100_001
