@@ -170,15 +170,21 @@ class KeyedTable(KeysInOrder, FastCells):
             kept = self._cells[(column, value)] = self._make_cell(column, value)
         return kept
 
-    def _cells_for_theme(self) -> None:
-        """Forget the cells made under another theme (stylers colour from it): restyle reaches
-        only the tables of the screens on the stack."""
+    def _current_theme(self) -> str | None:
         try:
-            theme = self.app.theme
+            return self.app.theme
         except Exception:  # noqa: BLE001  (no app yet: nothing styled from one either)
-            theme = None
+            return None
+
+    def _cells_for_theme(self) -> None:
+        """Cells made under another theme (stylers colour from it) are made again: the app
+        restyles only the tables of the current mode's screens; another mode's table catches up
+        here, at its first sync after the change (its screen syncs when shown again)."""
+        theme = self._current_theme()
         if theme != self._cells_theme:
             self._cells = {}
+            if self._cells_theme is not None and self._cache:
+                self.restyle()  # sets _cells_theme
             self._cells_theme = theme
 
     CELL_CACHE = 50_000
@@ -338,6 +344,7 @@ class KeyedTable(KeysInOrder, FastCells):
         if self.styler is None:
             return
         self._cells = {}
+        self._cells_theme = self._current_theme()
         cells = []
         for k, row in self._cache.items():
             for i, c in self._visible:
