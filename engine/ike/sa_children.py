@@ -71,6 +71,11 @@ def child_by_spi_out(sa: IkeSa, spi: bytes, protocol: int | None = None) -> Chil
 def hand_over(sa: IkeSa, new: IkeSa, now: float) -> None:
     """A rekey replaced this IKE SA by ``new``: children and the exchanges we
     had not started yet move there (§2.18)."""
+    # One INFO line per IKE rekey (as charon's "IKE_SA ... rekeyed"): rare, and without it the log
+    # shows CHILD SAs under an IKE SA number it never saw set up.
+    log.info("%s[%d]: IKE SA rekeyed into %s[%d] with SPIs %s_i %s_r (%s@%s)", sa.name, sa.unique_id, new.name,
+             new.unique_id, new.spi_i.hex(), new.spi_r.hex(), new.remote_id, new.remote[0],
+             extra={"connection": sa.name})
     for child in sa.children.values():
         # The peer started or answered this rekey after every answer of ours:
         # it knows all these CHILD SAs (and Message IDs start again on ``new``).
