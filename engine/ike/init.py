@@ -33,7 +33,8 @@ _NAT_D_DESTINATION = int(NotifyType.NAT_DETECTION_DESTINATION_IP)
 
 def check_nat(payloads, spi_i: bytes, spi_r: bytes, local: tuple[str, int],
               remote: tuple[str, int]) -> tuple[bool, bool] | None:
-    """(we are behind a NAT, the peer is behind a NAT), or None when the peer sent no NAT-D."""
+    """(we are behind a NAT, the peer is behind a NAT), or None unless the peer sent both kinds of NAT-D
+    (§2.23 has both in every IKE_SA_INIT; charon's ike_natd decides only when src_seen && dst_seen)."""
     sources = []
     dest = []
     for p in payloads:  # one pass, the types as plain ints (an IntEnum member read costs a lookup)
@@ -43,13 +44,11 @@ def check_nat(payloads, spi_i: bytes, spi_r: bytes, local: tuple[str, int],
                 sources.append(p.data)
             elif t == _NAT_D_DESTINATION:
                 dest.append(p.data)
-    if not sources and not dest:
+    if not sources or not dest:
         return None
     expect_src = nat_detection_hash(spi_i, spi_r, remote[0], remote[1])
     expect_dst = nat_detection_hash(spi_i, spi_r, local[0], local[1])
-    remote_behind = bool(sources) and expect_src not in sources
-    local_behind = bool(dest) and expect_dst not in dest
-    return local_behind, remote_behind
+    return expect_dst not in dest, expect_src not in sources
 
 
 # Our Vendor ID: lets two ipsec-console peers find each other (jumbo ESP offload).

@@ -71,7 +71,7 @@ def _old_check_nat(payloads, spi_i, spi_r, local, remote):
                and p.type == NotifyType.NAT_DETECTION_SOURCE_IP]
     dest = [p.data for p in payloads if isinstance(p, NotifyPayload)
             and p.type == NotifyType.NAT_DETECTION_DESTINATION_IP]
-    if not sources and not dest:
+    if not sources or not dest:  # both kinds or no decision (test_nat_detection_both_kinds.py)
         return None
     expect_src = nat_detection_hash(spi_i, spi_r, remote[0], remote[1])
     expect_dst = nat_detection_hash(spi_i, spi_r, local[0], local[1])
