@@ -103,3 +103,12 @@ def _need(out: dict[str, list[str]], addr: str, conn: str) -> None:
     names = out.setdefault(addr, [])
     if conn not in names:
         names.append(conn)
+
+
+def unbound(needs: dict[str, list[str]], listening: tuple[str, ...]) -> dict[str, list[str]]:
+    """The addresses of ``needs`` no socket bound at start covers (itself, or its family's
+    wildcard): a reload cannot open sockets (chosen at start, maybe before privileges went), so
+    a connection it adds there neither hears its peer nor initiates (EngineRuntime.apply_policy
+    says so)."""
+    return {a: conns for a, conns in needs.items()
+            if a not in listening and _wildcard(family_of(a)) not in listening}

@@ -55,3 +55,29 @@ def test_no_family_at_all_is_a_start_error_not_the_ipv4_wildcard(monkeypatch):
 
     with pytest.raises(OSError, match="no socket"):
         print(asyncio.run(go()))
+
+
+def test_a_reload_needing_an_address_the_daemon_did_not_bind_says_so(caplog):
+    # sockets are chosen at start: a reload adding a connection on an address (or family) not
+    # bound went in silently; a responder-only connection then never heard its peer, and nothing
+    # anywhere said why
+    import logging
+
+    rt = _runtime(_conn("v4", (), ("127.0.0.2",)))
+
+    async def go():
+        await rt.start()
+        try:
+            assert rt.endpoint.listening == ("0.0.0.0",)
+            pol = policy(_conn("v4", (), ("127.0.0.2",)), _conn("new6", ("2001:db8::1",), ("2001:db8::2",)),
+                         _conn("more4", ("127.0.0.5",), ("127.0.0.2",)))
+            pol = dataclasses.replace(pol, engine=rt.policy.engine)
+            with caplog.at_level(logging.WARNING, logger="engine"):
+                rt.apply_policy(pol)
+        finally:
+            await rt.stop(delete=False)
+
+    asyncio.run(go())
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("2001:db8::1" in w and "new6" in w and "restart" in w for w in warned), warned
+    assert not any("more4" in w for w in warned), warned  # 0.0.0.0 covers 127.0.0.5
