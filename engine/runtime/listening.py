@@ -30,7 +30,8 @@ def derived(policy: Policy) -> dict[str, list[str]]:
     wildcard of a family a subnet, a range or %any4 / %any6 stands for (an address in it may be
     ours: charon listens on the wildcards). %any and host names add nothing. A family no entry
     names that a connection with local_addrs unset (or %any, a host name) reaches its peer over
-    (remote_addrs; IPv4 for %any or a peer's host name) gets its wildcard: the IKE SA goes from the route's source, which needs a
+    (remote_addrs; IPv4 for %any or a peer's host name when no local_addrs names an address)
+    gets its wildcard: the IKE SA goes from the route's source, which needs a
     socket of its family (charon listens on both); a family local_addrs names keeps its own
     sockets (no wider listening)."""
     out: dict[str, list[str]] = {}
@@ -45,14 +46,17 @@ def derived(policy: Policy) -> dict[str, list[str]]:
                 continue
             _need(out, text, c.name)
     named = {family_of(a) for a in out}
+    by_local = bool(named)
     for c in policy.connections:
         if any(family_of(a) in (4, 6) for a in c.local_addrs):
             continue  # its own family is named (or it never starts: lint address-family)
         for a in c.remote_addrs:
-            # %any or a host name as the peer: IPv4 at least, where the daemon listened before it
-            # derived families (a road warrior responder must not lose it to another connection's
-            # IPv6 peer)
-            version = family_of(a) or 4
+            version = family_of(a)
+            if version == 0 and not by_local:
+                # %any or a host name as the peer: 0.0.0.0, where the daemon listened before it
+                # derived families (a road warrior responder must not lose IPv4 to another
+                # connection's IPv6 peer); no wider where local_addrs named addresses (as before)
+                version = 4
             if version in (4, 6) and (version not in named or out.get(_wildcard(version)) is not None):
                 named.add(version)
                 _need(out, _wildcard(version), c.name)

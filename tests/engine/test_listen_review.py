@@ -81,3 +81,9 @@ def test_a_reload_needing_an_address_the_daemon_did_not_bind_says_so(caplog):
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("2001:db8::1" in w and "new6" in w and "restart" in w for w in warned), warned
     assert not any("more4" in w for w in warned), warned  # 0.0.0.0 covers 127.0.0.5
+
+
+def test_a_road_warrior_beside_a_literal_ipv6_address_listens_as_before():
+    # before this session: the literal alone; %any as the peer adds no family then
+    pol = policy(_conn("a", ("2001:db8::1",), ("2001:db8::2",)), _conn("rw", (), ("%any",)))
+    assert list(listening.derived(pol)) == ["2001:db8::1"]
