@@ -156,6 +156,12 @@ TS_DEFAULT = ("(local_ts and remote_ts not set are \"dynamic\": our own address 
               "IKE SA.)")
 
 
+def unresolved_is_ours(f: NegotiationFailed) -> bool:
+    """An UNRESOLVED failure for our own address's host name (local_addrs, charon's resolve_me),
+    not the peer's: the reason names the key of the name that failed."""
+    return f.notify.upper() == "UNRESOLVED" and f"connections.{f.connection}.local_addrs" in (f.reason or "")
+
+
 def explain(f: NegotiationFailed, exchanges=(), colors: dict[str, str] | None = None,
             configured_ids: tuple[str, str] = ("", "")) -> RenderableType:
     """A renderable explanation of ``f``: what happened, why, and the fix.
@@ -168,8 +174,7 @@ def explain(f: NegotiationFailed, exchanges=(), colors: dict[str, str] | None = 
     bad = f"bold {colors.get('error', 'red')}"
     head = Text()
     notify = f.notify.upper()
-    # UNRESOLVED names the key of the name that failed: local_addrs (our address's) or remote_addrs
-    ours = notify == "UNRESOLVED" and f"connections.{f.connection}.local_addrs" in (f.reason or "")
+    ours = unresolved_is_ours(f)
     if ours:
         who = "nothing was sent: our address's host name did not resolve"
     elif notify == "UNRESOLVED":

@@ -12,7 +12,7 @@ from textual.widgets import DataTable, Static, Tree
 from engine.events import ExchangeReceived, ExchangeSent
 
 from console import fmt
-from console.explain import explain
+from console.explain import explain, unresolved_is_ours
 from console.export import deliver, stamped
 from console.screens.base import ConsoleScreen
 from console.store import Negotiation
@@ -204,7 +204,8 @@ class NegotiationsScreen(ConsoleScreen):
         elif n.failure is not None and n.failure.notify == "UNRESOLVED":
             # (#id is no IKE SA's: none was created, `sas` will not list it)
             self._ladder_ends = None
-            tree.border_title = f"#{ike_id} {n.connection}: nothing was sent (the peer's name did not resolve)"
+            whose = "our address's" if unresolved_is_ours(n.failure) else "the peer's"
+            tree.border_title = f"#{ike_id} {n.connection}: nothing was sent ({whose} name did not resolve)"
         else:
             self._ladder_ends = None
             old = self._rekeyed_from(ike_id, n)

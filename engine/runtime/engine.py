@@ -527,6 +527,12 @@ class EngineRuntime(Reporting):
             self.crl_fetcher.attach(self.endpoint.credentials)
         self.policy = policy
         self.policy_text = text
+        if not policy.engine.listen and self.endpoint.listening:
+            for addr, conns in listening.unbound(listening.derived(policy), self.endpoint.listening).items():
+                log.warning("connections %s need %s, on which the daemon did not listen at start (it chose %s "
+                            "without [engine] listen; a reload opens no socket): they will neither initiate nor "
+                            "answer there until the daemon restarts", ", ".join(conns), addr,
+                            ", ".join(self.endpoint.listening))
         self._after()
         return result
 

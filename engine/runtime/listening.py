@@ -30,7 +30,8 @@ def derived(policy: Policy) -> dict[str, list[str]]:
     wildcard of a family a subnet, a range or %any4 / %any6 stands for (an address in it may be
     ours: charon listens on the wildcards). %any and host names add nothing. A family no entry
     names that a connection with local_addrs unset (or %any, a host name) reaches its peer over
-    (remote_addrs) gets its wildcard: the IKE SA goes from the route's source, which needs a
+    (remote_addrs; IPv4 for %any or a peer's host name when no local_addrs names an address)
+    gets its wildcard: the IKE SA goes from the route's source, which needs a
     socket of its family (charon listens on both); a family local_addrs names keeps its own
     sockets (no wider listening)."""
     out: dict[str, list[str]] = {}
@@ -45,11 +46,17 @@ def derived(policy: Policy) -> dict[str, list[str]]:
                 continue
             _need(out, text, c.name)
     named = {family_of(a) for a in out}
+    by_local = bool(named)
     for c in policy.connections:
         if any(family_of(a) in (4, 6) for a in c.local_addrs):
             continue  # its own family is named (or it never starts: lint address-family)
         for a in c.remote_addrs:
             version = family_of(a)
+            if version == 0 and not by_local:
+                # %any or a host name as the peer: 0.0.0.0, where the daemon listened before it
+                # derived families (a road warrior responder must not lose IPv4 to another
+                # connection's IPv6 peer); no wider where local_addrs named addresses (as before)
+                version = 4
             if version in (4, 6) and (version not in named or out.get(_wildcard(version)) is not None):
                 named.add(version)
                 _need(out, _wildcard(version), c.name)
@@ -69,7 +76,12 @@ def openable(needs: dict[str, list[str]]) -> tuple[list[str], dict[int, str]]:
         log.warning("no IPv%d socket: %s (%s): connections %s will not initiate over IPv%d; the daemon goes on "
                     "without it (set [engine] listen to make this a start error)", version, _wildcard(version),
                     why, ", ".join(conns), version)
-    return [a for a in needs if family_of(a) not in missing], missing
+    usable = [a for a in needs if family_of(a) not in missing]
+    if needs and not usable:
+        # charon: "could not create any sockets", no start; not the IPv4 wildcard no connection asked for
+        raise OSError(errno.EAFNOSUPPORT, "no socket the connections need can be opened: " + "; ".join(
+            f"IPv{v} ({why})" for v, why in sorted(missing.items())) + ": set [engine] listen")
+    return usable, missing
 
 
 def _family_error(version: int) -> str | None:
@@ -95,3 +107,12 @@ def _need(out: dict[str, list[str]], addr: str, conn: str) -> None:
     names = out.setdefault(addr, [])
     if conn not in names:
         names.append(conn)
+
+
+def unbound(needs: dict[str, list[str]], listening: tuple[str, ...]) -> dict[str, list[str]]:
+    """The addresses of ``needs`` no socket bound at start covers (itself, or its family's
+    wildcard): a reload cannot open sockets (chosen at start, maybe before privileges went), so
+    a connection it adds there neither hears its peer nor initiates (EngineRuntime.apply_policy
+    says so)."""
+    return {a: conns for a, conns in needs.items()
+            if a not in listening and _wildcard(family_of(a)) not in listening}

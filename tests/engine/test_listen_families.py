@@ -45,7 +45,9 @@ def _conn(name, local_addrs, remote_addrs):
 
 
 def test_a_derived_ipv6_socket_on_a_host_without_ipv6_is_a_warning_not_a_failed_start(monkeypatch, caplog):
-    rt = _runtime(_conn("v6", (), ("2001:db8::2",)), _conn("v6b", ("%any",), ("2001:db8::3",)))
+    # (with an IPv4 connection: no family at all is a start error, revlisten17)
+    rt = _runtime(_conn("v6", (), ("2001:db8::2",)), _conn("v6b", ("%any",), ("2001:db8::3",)),
+                  _conn("v4", (), ("127.0.0.2",)))
 
     async def go():
         loop = asyncio.get_running_loop()  # (its own sockets made before IPv6 goes)

@@ -244,8 +244,8 @@ def test_no_wildcard_where_an_address_of_that_family_is_configured():
     assert _listened(_conn("a", (LEFT,), (RIGHT,)), _conn("b", (), ("198.51.100.2",))) == [LEFT]
     assert _listened(_conn("a", ("2001:db8::1",), ("2001:db8::2",)), _conn("b", (), ("2001:db8::9",))) == \
         ["2001:db8::1"]
-    assert _listened(_conn("rw", ("%any",), ("%any",))) == []  # (the runtime's default: 0.0.0.0)
-    assert _listened(_conn("n", (), ("gw.example",))) == []
+    assert _listened(_conn("rw", ("%any",), ("%any",))) == ["0.0.0.0"]  # (revlisten17: was the default)
+    assert _listened(_conn("n", (), ("gw.example",))) == ["0.0.0.0"]
 
 
 # ---------------------------------------------------------------- a refusal repeated by ACQUIREs
