@@ -1,0 +1,106 @@
+"""Second review of the ux17 merge (helper revux17): what the policy form, the add dialog and the
+screens that name peers do when the program, not a person, changes things."""
+
+from __future__ import annotations
+
+from console.app import ConsoleApp
+from console.policy_state import validate_text
+from console.runtime.fake import FakeRuntime
+
+from .conftest import wait_for
+from .test_policies import _open
+
+
+async def _select(pilot, screen, want: tuple) -> None:
+    tree = screen.query_one("#pol-tree")
+    tree.cursor_line = next(n for n in range(tree.last_line + 1) if tree.get_node_at_line(n) is not None
+                            and tree.get_node_at_line(n).data == want)
+    await wait_for(pilot, lambda: screen._form_node == want and screen.query("#f-start_action"),
+                   what=f"the form of {want}")
+
+
+async def _apply_elsewhere(rt: FakeRuntime, path: str, text: str) -> None:
+    """Another console (or ipsec-console reload) applies ``text`` to the engine."""
+    v = validate_text(text, path, load_secrets=True)
+    assert v.ok, v.errors
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+    await rt.apply_policy(v.policy, text)
+
+
+async def test_an_apply_from_elsewhere_refills_the_form_of_the_node_kept_selected(tmp_path):
+    """ux17 kept the node being edited selected when the policy is loaded again: the form was then
+    never rebuilt, and showed the values of before the apply made elsewhere (start_action "start"
+    while the file and the engine said "trap"); a key typed into that field wrote the old value
+    back with it."""
+    rt = FakeRuntime.in_folder(tmp_path)
+    app = ConsoleApp(rt)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await _open(pilot)
+        want = ("child", "partner", "apps")
+        await _select(pilot, screen, want)
+        assert screen.query_one("#f-start_action").value == "start"
+        new = screen._text().replace('esp_proposals = ["aes256gcm16-x25519"]\nstart_action = "start"',
+                                     'esp_proposals = ["aes256gcm16-x25519"]\nstart_action = "trap"')
+        assert new != screen._text()
+        await _apply_elsewhere(rt, screen.file_path, new)
+        await wait_for(pilot, lambda: screen.running_text == new and screen._text() == new,
+                       what="the policy loaded again")
+        await pilot.pause(0.5)
+        assert screen._form_node == want
+        await wait_for(pilot, lambda: screen.query("#f-start_action")
+                       and screen.query_one("#f-start_action").value == "trap",
+                       what="the form showing what the engine now runs")
+
+
+async def test_an_apply_from_elsewhere_over_unsaved_edits_is_said_and_known(tmp_path):
+    """A policy applied from elsewhere (another console attached, ipsec-console reload) while this
+    console had edits not applied was passed over in silence: no word to the admin, and the console
+    still took the old policy for the running one (the Diff and Apply's question compared the edits
+    with a policy no longer running, and called connections "untouched" that the apply changed)."""
+    rt = FakeRuntime.in_folder(tmp_path)
+    app = ConsoleApp(rt)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await _open(pilot)
+        want = ("child", "partner", "apps")
+        await _select(pilot, screen, want)
+        field = screen.query_one("#f-start_action")
+        field.focus()
+        await pilot.pause()
+        field.value = "none"
+        await wait_for(pilot, lambda: 'start_action = "none"' in screen._text(), what="the edit")
+        edited = screen._text()
+        theirs = screen.running_text.replace('remote_addrs = ["192.0.2.50"]', 'remote_addrs = ["192.0.2.51"]')
+        assert theirs != screen.running_text
+        before = len(app._notifications)
+        await _apply_elsewhere(rt, screen.file_path, theirs)
+        await wait_for(pilot, lambda: screen.running_text == theirs, what="the running policy known")
+        assert screen._text() == edited  # the edits stay
+        await wait_for(pilot, lambda: any("elsewhere" in n.message for n in list(app._notifications)[before:]),
+                       what="a warning that the policy was applied elsewhere")
+
+
+async def test_our_own_apply_is_not_taken_for_one_made_elsewhere(tmp_path):
+    """Our own apply's PolicyApplied (before or after the apply's answer came back) is not reported as
+    an apply made elsewhere."""
+    from console.screens.confirm import ConfirmScreen
+
+    rt = FakeRuntime.in_folder(tmp_path)
+    app = ConsoleApp(rt)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await _open(pilot)
+        want = ("child", "partner", "apps")
+        await _select(pilot, screen, want)
+        field = screen.query_one("#f-start_action")
+        field.focus()
+        await pilot.pause()
+        field.value = "trap"
+        await wait_for(pilot, lambda: 'start_action = "trap"' in screen._text(), what="the edit")
+        await pilot.press("escape", "ctrl+g")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="confirm apply")
+        before = len(app._notifications)
+        await pilot.press("y")
+        await wait_for(pilot, lambda: screen.running_text == screen._text(), what="applied")
+        await pilot.pause(1.0)
+        assert not any("elsewhere" in n.message for n in list(app._notifications)[before:])
+        assert screen._form_node == want
