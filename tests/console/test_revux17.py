@@ -104,3 +104,21 @@ async def test_our_own_apply_is_not_taken_for_one_made_elsewhere(tmp_path):
         await pilot.pause(1.0)
         assert not any("elsewhere" in n.message for n in list(app._notifications)[before:])
         assert screen._form_node == want
+
+
+async def test_the_add_dialog_keeps_a_name_typed_when_the_kind_changes_after(tmp_path):
+    """The add dialog puts the suggestion for the kind highlighted into the name field as the
+    highlight moves: a name the admin had typed went too when they went back to change the kind
+    ("hq-dc2" typed, shift+Tab, Down: the field said "new-connection")."""
+    app = ConsoleApp(FakeRuntime.in_folder(tmp_path))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await _open(pilot)
+        tree = screen.query_one("#pol-tree")
+        await pilot.press("a")
+        await wait_for(pilot, lambda: app.screen.query("#add-name"), what="add dialog")
+        await pilot.press("tab", "ctrl+u", *"hq-dc2", "shift+tab", "down")
+        assert app.screen.query_one("#add-name").value == "hq-dc2"
+        await pilot.press("enter")
+        want = ("connection", "hq-dc2")
+        await wait_for(pilot, lambda: tree.cursor_node is not None and tree.cursor_node.data == want,
+                       what="the new connection selected")
