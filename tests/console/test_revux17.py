@@ -122,3 +122,47 @@ async def test_the_add_dialog_keeps_a_name_typed_when_the_kind_changes_after(tmp
         want = ("connection", "hq-dc2")
         await wait_for(pilot, lambda: tree.cursor_node is not None and tree.cursor_node.data == want,
                        what="the new connection selected")
+
+
+async def test_an_ike_sa_rekeyed_beside_another_of_its_connection_names_the_sa_it_replaced():
+    """"made by rekeying #N" took the newest earlier IKE SA of the connection that ran an IKE rekey:
+    on a gateway two road warriors of one connection (#5, #7) rekeyed in turn (#7 -> #8, then
+    #5 -> #9, the second by the peer) had #9 titled "made by rekeying #7". The new SA's SPIs are in
+    the SA payload of the rekey that made it: they tell which."""
+    from dataclasses import replace
+
+    from engine.events import ExchangeReceived, ExchangeSent, MessageSummary, PayloadDetail
+    from console.store import Negotiation
+
+    from .conftest import make_app, ready
+
+    def rekey(old: int, spi: str, sent: bool, response: bool) -> object:
+        m = MessageSummary("CREATE_CHILD_SA", 3, response, not (sent ^ response), 0x1111, 0x2222, 300,
+                           payloads=("SA", "No", "KE"),
+                           details=(PayloadDetail("SA", (("proposal 1", "AES_GCM_16_256/PRF_HMAC_SHA2_384/X25519"),
+                                                          ("proposal 1 SPI", spi))),))
+        cls = ExchangeSent if sent else ExchangeReceived
+        return cls(ike_sa=old, connection="roadwarrior", message=m, time=100.0 + old)
+
+    app = make_app(FakeRuntime())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        await pilot.press("2")
+        await wait_for(pilot, lambda: app.screen.query("#ladder"), what="negotiations screen")
+        store = app.store
+        template = store.snapshot.ike_sas[0]
+        made = {8: (0x8a, 0x8b), 9: (0x9a, 0x9b)}
+        store.snapshot = replace(store.snapshot, ike_sas=tuple(
+            replace(template, unique_id=u, name="roadwarrior", spi_i=i, spi_r=r) for u, (i, r) in made.items()))
+        n5 = Negotiation(5, "roadwarrior", state="DESTROYED", state_reason="rekeyed")
+        n7 = Negotiation(7, "roadwarrior", state="DESTROYED", state_reason="rekeyed")
+        n7.exchanges.extend([rekey(7, f"{0x8a:016x}", True, False), rekey(7, f"{0x8b:016x}", False, True)])
+        # #5's rekey came from the peer: its request (received) carries the new SA's initiator SPI.
+        n5.exchanges.extend([rekey(5, f"{0x9a:016x}", False, False), rekey(5, f"{0x9b:016x}", True, True)])
+        n8 = Negotiation(8, "roadwarrior", state="ESTABLISHED", state_reason="rekeyed")
+        n9 = Negotiation(9, "roadwarrior", state="ESTABLISHED", state_reason="rekeyed")
+        for n in (n5, n7, n8, n9):
+            store.negotiations[n.ike_sa] = n
+        screen = app.screen
+        assert screen._rekeyed_from(8, n8) == 7
+        assert screen._rekeyed_from(9, n9) == 5
