@@ -166,3 +166,49 @@ async def test_an_ike_sa_rekeyed_beside_another_of_its_connection_names_the_sa_i
         screen = app.screen
         assert screen._rekeyed_from(8, n8) == 7
         assert screen._rekeyed_from(9, n9) == 5
+
+
+HOSTILE = "mallory\x1b]52;c;cm0gLXJmIH4=\x1b\\\x1b[2J[bold]x[/bold][@click=app.quit]y[/]"
+"""An identity as a peer may send it (FQDN and EAP identities are read as ASCII / UTF-8, controls and
+all): an OSC 52 clipboard write, a screen clear, and Textual markup."""
+
+
+async def test_the_disconnect_question_shows_a_peer_identity_inert(monkeypatch):
+    """ux17's "Disconnect <client>?" names the client by the identity the peer sent: its ESC went
+    raw to the admin's terminal (Textual strips BEL, BS, VT, FF and CR only), so a road warrior could
+    write the admin's clipboard or clear the screen when d was pressed on its row. The clients table
+    drew the same identity raw. Escaped as the engine's log lines are (engine.printable)."""
+    from console.runtime import fake_data
+    from console.screens.clients import ClientsScreen, client_rows
+    from console.screens.confirm import ConfirmScreen
+    from console.widgets.keyed_table import KeyedTable
+
+    from .conftest import make_app, ready
+
+    rw = list(fake_data.ROAD_WARRIORS)
+    remote, port, _, fields = rw[0]
+    rw[0] = (remote, port, HOSTILE, {**fields, "eap_identity": HOSTILE})
+    monkeypatch.setattr(fake_data, "ROAD_WARRIORS", tuple(rw))
+    rt = FakeRuntime(road_warriors=True)
+    rows = client_rows(rt.status_now())
+    assert all("\x1b" not in cell for row in rows.values() for cell in row)
+    assert any("mallory\\x1b]52" in row[0] for row in rows.values())
+    app = make_app(rt)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        await pilot.press("7")
+        await wait_for(pilot, lambda: isinstance(app.screen, ClientsScreen), what="clients screen")
+        table = app.screen.query_one(KeyedTable)
+        await wait_for(pilot, lambda: len(table.row_keys) == 4, what="clients")
+        table.focus()
+        key = next(k for k in table.row_keys if "mallory" in table.cell_text(k, "identity"))
+        table.move_cursor(row=table.get_row_index(key))
+        await pilot.pause()
+        await pilot.press("d")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the question")
+        await pilot.pause()
+        title = app.screen.query_one("#dialog-title")
+        shown = "".join(seg.text for strip in title.render_lines(title.region.reset_offset) for seg in strip)
+        assert "\x1b" not in shown
+        assert "[bold]x[/bold][@click=app.quit]y[/]" in shown  # markup shown as typed, not applied
+        await pilot.press("n")
