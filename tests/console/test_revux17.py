@@ -212,3 +212,42 @@ async def test_the_disconnect_question_shows_a_peer_identity_inert(monkeypatch):
         assert "\x1b" not in shown
         assert "[bold]x[/bold][@click=app.quit]y[/]" in shown  # markup shown as typed, not applied
         await pilot.press("n")
+
+
+async def test_the_palette_over_a_question_naming_a_peer_does_not_read_its_markup(monkeypatch):
+    """ux17's palette says where each key works in the help's words, a dialog by its question:
+    over "Disconnect <client>?" that is the peer's identity, and the palette reads help texts as
+    Textual markup. An identity "mallory[/b]" raised MarkupError (the console died on ctrl+p), and
+    "[@click=...]" made a link of the peer's choosing."""
+    from textual.command import CommandPalette
+
+    from console.runtime import fake_data
+    from console.screens.clients import ClientsScreen
+    from console.screens.confirm import ConfirmScreen
+    from console.widgets.keyed_table import KeyedTable
+
+    from .conftest import make_app, ready
+
+    rw = list(fake_data.ROAD_WARRIORS)
+    remote, port, _, fields = rw[0]
+    rw[0] = (remote, port, "mallory[/b]", {**fields, "eap_identity": "mallory[/b]"})
+    monkeypatch.setattr(fake_data, "ROAD_WARRIORS", tuple(rw))
+    app = make_app(FakeRuntime(road_warriors=True))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        await pilot.press("7")
+        await wait_for(pilot, lambda: isinstance(app.screen, ClientsScreen), what="clients screen")
+        table = app.screen.query_one(KeyedTable)
+        await wait_for(pilot, lambda: len(table.row_keys) == 4, what="clients")
+        table.focus()
+        key = next(k for k in table.row_keys if "mallory" in table.cell_text(k, "identity"))
+        table.move_cursor(row=table.get_row_index(key))
+        await pilot.pause()
+        await pilot.press("d")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the question")
+        await pilot.press("ctrl+p")
+        await wait_for(pilot, lambda: isinstance(app.screen, CommandPalette), what="the palette")
+        await pilot.pause(0.5)
+        assert app.is_running and app.return_code is None
+        shown = [str(c.prompt) for c in app.screen.query("CommandList").first().options]
+        assert any("Disconnect mallory[/b]?" in s for s in shown), shown
