@@ -251,3 +251,20 @@ async def test_the_palette_over_a_question_naming_a_peer_does_not_read_its_marku
         assert app.is_running and app.return_code is None
         shown = [str(c.prompt) for c in app.screen.query("CommandList").first().options]
         assert any("Disconnect mallory[/b]?" in s for s in shown), shown
+
+
+def test_the_sa_detail_facts_show_a_peer_identity_inert():
+    """SA detail, opened from the clients screen (o), drew the peer's identity raw: its ESC reached
+    the terminal as in the disconnect question."""
+    from dataclasses import replace
+
+    from rich.console import Console
+
+    from console.screens.sa_detail import _kv, ike_facts
+
+    ike = replace(FakeRuntime().status_now().ike_sas[0], remote_id=HOSTILE)
+    console = Console(width=200, color_system=None, file=open("/dev/null", "w"))
+    with console.capture() as cap:
+        console.print(_kv(ike_facts(ike)))
+    out = cap.get()
+    assert "mallory\\x1b]52" in out and "\x1b" not in out
