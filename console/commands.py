@@ -12,6 +12,7 @@ from __future__ import annotations
 from functools import partial
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.markup import escape
 
 from console.screens.help import screen_name
 
@@ -76,12 +77,14 @@ class ConsoleCommands(Provider):
         await node.run_action(action)
 
     async def discover(self) -> Hits:
+        # The palette reads prompts and help as markup; they name dialogs by their question (a peer's
+        # identity in "Disconnect <client>?"): "x[/b]" raised MarkupError, "[@click=...]" made a link.
         for name, call, help_text in self._commands():
-            yield DiscoveryHit(name, call, help=help_text)
+            yield DiscoveryHit(escape(name), call, text=name, help=escape(help_text))
 
     async def search(self, query: str) -> Hits:
         matcher = self.matcher(query)
         for name, call, help_text in self._commands():
             score = matcher.match(name)
             if score > 0:
-                yield Hit(score, matcher.highlight(name), call, help=help_text)
+                yield Hit(score, matcher.highlight(name), call, text=name, help=escape(help_text))

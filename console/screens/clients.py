@@ -16,6 +16,7 @@ from textual.widgets import DataTable, Label
 from console import fmt
 from console.screens.base import ConsoleScreen
 from console.widgets.keyed_table import KeyedTable
+from engine.printable import clean, escape
 from engine.status import IkeSaInfo, StatusSnapshot
 
 COLUMNS = (  # only whole columns are shown: 80 columns show identity to outer address (o opens the rest)
@@ -59,6 +60,8 @@ def client_rows(snap: StatusSnapshot) -> dict[str, tuple[str, ...]]:
             user = "certificate" if ike.cert_subject == ident else ike.cert_subject
         else:
             user = "–"
+        # As the peer sent them: an ESC in an FQDN or EAP identity would reach the terminal raw.
+        ident, user = escape(ident), escape(user)
         bytes_in = sum(ch.bytes_in for ch in ike.children)
         bytes_out = sum(ch.bytes_out for ch in ike.children)
         rows[str(ike.unique_id)] = (
@@ -137,7 +140,9 @@ class ClientsScreen(ConsoleScreen):
         # In the words of this screen (d Disconnect, a client): the generic question said "Terminate
         # IKE SA #3 of roadwarrior? ... until the connection is initiated again", which a gateway
         # never does for a road warrior: the client connects again.
-        who = ike.eap_identity or ike.remote_id or ike.remote_addr
+        # The peer's words, inert: its controls escaped (Static(markup=False) keeps markup inert, but
+        # Textual passes ESC to the terminal), and bounded.
+        who = clean(ike.eap_identity or ike.remote_id or ike.remote_addr, 80)
         name, unique_id = ike.name, ike.unique_id
         self.app._confirm(f"Disconnect {who}?",
                           f"Its IKE SA #{unique_id} ({name}) and CHILD SAs are deleted; its traffic stops "

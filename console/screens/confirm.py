@@ -8,6 +8,8 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
+from engine.printable import escape
+
 from console.widgets.fields import Press, focus_now
 from console.widgets.mounting import QuietWhenRemoved
 
@@ -22,8 +24,10 @@ class ConfirmScreen(QuietWhenRemoved, ModalScreen[bool]):
 
     def __init__(self, title: str, body: str, *, yes: str = "Yes", danger: bool = False) -> None:
         super().__init__()
-        self.title_text = title
-        self.body_text = body
+        # Questions name peers (identities, CA subjects): no control character of theirs reaches the
+        # terminal (markup=False below keeps their brackets inert; Textual passes ESC through).
+        self.title_text = _inert(title)
+        self.body_text = _inert(body)
         self.yes_label = yes
         self.danger = danger
 
@@ -46,6 +50,10 @@ class ConfirmScreen(QuietWhenRemoved, ModalScreen[bool]):
     def action_answer(self, value: bool) -> None:
         if self.is_current:  # once (Enter, then y in the same burst)
             self.dismiss(value)
+
+
+def _inert(text: str) -> str:
+    return "\n".join(escape(line) for line in text.split("\n"))
 
 
 class _Answer(Press):

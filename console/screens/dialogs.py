@@ -226,6 +226,8 @@ class AddDialog(_Dialog):
         self.choices = choices
         self.suggest = suggest
         self.check = check
+        self._suggested = ""
+        """The name last put in for the kind highlighted (a name typed over it is the admin's)."""
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog-box"):
@@ -248,12 +250,15 @@ class AddDialog(_Dialog):
 
     def _suggest(self, index: int) -> None:
         field = self.query_one("#add-name", Input)
-        field.value = self.suggest(self.choices[index][1])
+        field.value = self._suggested = self.suggest(self.choices[index][1])
         field.cursor_position = len(field.value)  # ctrl+u then clears it all, typing goes after it
 
     def _highlighted(self, index: int | None) -> None:
         if index is not None:
-            self._suggest(index)
+            # A name typed by the admin stays when they go back to change the kind: only our own
+            # suggestion (or nothing) gives way to the next one.
+            if self.query_one("#add-name", Input).value.strip() in ("", self._suggested):
+                self._suggest(index)
             self._error("")
 
     def action_accept(self) -> None:

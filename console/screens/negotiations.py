@@ -212,6 +212,8 @@ class NegotiationsScreen(ConsoleScreen):
             # An IKE SA a rekey made has no exchange of its own yet: its CREATE_CHILD_SA is the old
             # SA's. "no exchange seen" alone read as a console that had missed them.
             tree.border_title = (f"#{ike_id} {n.connection}: made by rekeying #{old}" if old is not None
+                                 else f"#{ike_id} {n.connection}: made by a rekey (of which SA: not seen)"
+                                 if n.state_reason.startswith("rekeyed") and n.state in ("ESTABLISHED", "REKEYING")
                                  else f"#{ike_id} {n.connection}: no exchange seen")
         for ev in new:
             node = tree.root.add(ladder_label(ev, t0, colors), data=ev)
@@ -242,16 +244,31 @@ class NegotiationsScreen(ConsoleScreen):
             self.query_one("#explain-box").display = False
 
     def _rekeyed_from(self, ike_id: int, n: Negotiation) -> int | None:
-        """The IKE SA whose rekey made ``n`` (an SA with no exchange, established "rekeyed"): the
-        newest earlier one of its connection that ran an IKE rekey (CREATE_CHILD_SA with no TS)."""
+        """The IKE SA whose rekey made ``n`` (an SA with no exchange, established "rekeyed"): the earlier
+        one of its connection whose IKE rekey (CREATE_CHILD_SA with no TS) carried ``n``'s SPIs in its SA
+        payload. Several IKE SAs of one connection (road warriors) rekey in turn: the newest one that
+        rekeyed is not always the one replaced. Without SPIs to tell, only a single candidate is named."""
         if not n.state_reason.startswith("rekeyed") or n.state not in ("ESTABLISHED", "REKEYING"):
             return None
+        snap = self.app.store.snapshot
+        info = next((i for i in snap.ike_sas if i.unique_id == ike_id), None) if snap is not None else None
+        spis = {f"{s:016x}" for s in (info.spi_i, info.spi_r) if s} if info is not None else set()
+        maybe = []
         for other in sorted(self.app.store.negotiations.values(), key=lambda o: -o.ike_sa):
-            if other.ike_sa < ike_id and other.connection == n.connection and any(
-                    ev.message.exchange == "CREATE_CHILD_SA" and "TSi" not in ev.message.payloads
-                    and "SA" in ev.message.payloads for ev in other.exchanges):
-                return other.ike_sa
-        return None
+            if other.ike_sa >= ike_id or other.connection != n.connection:
+                continue
+            rekeys = [ev.message for ev in other.exchanges if ev.message.exchange == "CREATE_CHILD_SA"
+                      and "TSi" not in ev.message.payloads and "SA" in ev.message.payloads]
+            if not rekeys:
+                continue
+            told = {value for m in rekeys for d in m.details if d.name == "SA"
+                    for label, value in d.fields if label.endswith(" SPI")}
+            if spis and told:
+                if spis & told:
+                    return other.ike_sa
+                continue  # its rekey made another SA
+            maybe.append(other.ike_sa)
+        return maybe[0] if len(maybe) == 1 else None
 
     # ------------------------------------------------------------- actions
     def action_expand_all(self) -> None:

@@ -95,9 +95,13 @@ class PoliciesScreen(FormPanel, DiffPanel, SpdQuestion, TreeEdits, FileEdits, Co
         self._pending_cursor: tuple | None = None
         self._loaded_once = False
         self._seen_applied = None
+        self._applying: str | None = None
+        """The text of this console's apply while the engine has it (its PolicyApplied is ours)."""
         self._secrets_pending: tuple[str, ...] = ()
         self._form_unparsed = False
         """The form shows "the TOML does not parse" (rebuilt with fields once it parses again)."""
+        self._form_text: str | None = None
+        """The text the form's fields show (read when it was built, or written by its own edit)."""
 
     # ------------------------------------------------------------- layout
     def body(self) -> ComposeResult:
@@ -170,8 +174,27 @@ class PoliciesScreen(FormPanel, DiffPanel, SpdQuestion, TreeEdits, FileEdits, Co
         applied = self.app.store.last_applied
         if "policy" in parts and applied is not self._seen_applied:
             self._seen_applied = applied
-            if self.running is not None and self._text() == self.running_text:
-                self._load()  # applied from elsewhere (another console, the CLI): follow it
+            if self.running is not None:
+                # Ours or another's (another console, ipsec-console reload): what the engine now runs
+                # tells, not when the event came.
+                self.app.run_command("load policy", self.app.runtime.policy, on_done=self._running_now)
+
+    def _running_now(self, result: tuple[Policy, str]) -> None:
+        policy, text = result
+        if self.running is None or text in (self.running_text, self._applying):
+            return  # what this console applied (the event of its own apply, before or after its answer)
+        if self._text() == self.running_text:
+            self._loaded(result)  # applied from elsewhere, no edits here: follow it
+            return
+        # Applied from elsewhere over edits not applied here: they stay, but Diff and Apply compare
+        # them with what now runs, and the admin hears of it (Apply would replace that policy).
+        self.running = policy
+        self.running_text = text
+        self.running_saved = text == self.file_text
+        self.notify("The policy was applied from elsewhere (another console, ipsec-console reload). Your "
+                    "edits are kept; the Diff tab compares them with what now runs, Apply replaces it.",
+                    title="Policy changed", severity="warning", timeout=15)
+        self._validate_now()
 
     # ------------------------------------------------------------- text and where it stands
     def _text(self) -> str:
@@ -275,7 +298,10 @@ class PoliciesScreen(FormPanel, DiffPanel, SpdQuestion, TreeEdits, FileEdits, Co
                 self._form_unparsed = True
                 self._build_form(self._form_node)
             return
-        refill = self._form_unparsed  # it parses again: the same node's fields come back
+        # It parses again, or the text changed under the form (a policy applied elsewhere and loaded
+        # again with the same node kept selected, an edit in the TOML tab): the same node's fields
+        # come back with what the text now says, not the values they were built with.
+        refill = self._form_unparsed or (self._form_text is not None and self._text() != self._form_text)
         self._form_unparsed = False
         engine = data.get("engine") if isinstance(data.get("engine"), dict) else {}
         cursor = self._pending_cursor
@@ -384,6 +410,7 @@ class PoliciesScreen(FormPanel, DiffPanel, SpdQuestion, TreeEdits, FileEdits, Co
             if not ok:
                 return
             policy, text = v.policy, v.text
+            self._applying = text
             self.app.run_command("apply", lambda: self.app.runtime.apply_policy(policy, text),
                                  on_done=lambda res: self._applied(policy, text, res),
                                  on_error=self._apply_failed)
@@ -392,6 +419,7 @@ class PoliciesScreen(FormPanel, DiffPanel, SpdQuestion, TreeEdits, FileEdits, Co
                              answered)
 
     def _applied(self, policy: Policy, text: str, result) -> None:
+        self._applying = None
         self.running = policy
         self.running_text = text
         self.running_saved = text == self.file_text
@@ -401,6 +429,7 @@ class PoliciesScreen(FormPanel, DiffPanel, SpdQuestion, TreeEdits, FileEdits, Co
         self._validate_now()
 
     def _apply_failed(self, exc: BaseException) -> bool:
+        self._applying = None
         if isinstance(exc, PolicyError):
             self.notify("\n".join(f.format() for f in exc.findings[:5]),
                         title="The engine refused the policy: nothing changed", severity="error", timeout=15)

@@ -36,7 +36,8 @@ class FormPanel:
     async def _rebuild_form(self, node: tuple) -> None:
         form = self.query_one("#pol-form", VerticalScroll)
         await form.remove_children()
-        doc = pf.load_doc(self._text())
+        self._form_text = self._text()
+        doc = pf.load_doc(self._form_text)
         title = "engine" if node[0] == "engine" else " / ".join(node[1:])
         widgets = [Label(f"[b]{title}[/b]  [dim]({pf.KIND_WORDS.get(node[0], node[0])})[/dim]", classes="form-title"),
                    # Findings about the section itself (a CHILD SA name used twice, a connection with
@@ -102,6 +103,7 @@ class FormPanel:
 
     def _build_form(self, node: tuple) -> None:
         self._form_node = node
+        self._form_text = self._text()  # asked once for this text, not again at each refresh meanwhile
         self._form_asked += 1
         if not self._form_building:
             self._form_building = True
@@ -147,6 +149,7 @@ class FormPanel:
             return
         pf.set_value(doc, self._form_node, field, value)
         self._set_editor(pf.dump_doc(doc))
+        self._form_text = self._text()  # the form shows this text: no rebuild for its own edit
         if isinstance(raw, str):
             self._show_full(widget, raw)
 

@@ -9,6 +9,7 @@ from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.widgets import DataTable, Footer, Static
 
+from engine.printable import escape
 from engine.status import ChildSaInfo, IkeSaInfo
 
 from console import fmt
@@ -27,7 +28,8 @@ def _kv(rows: list[tuple[str, str]], columns: int = 2) -> Table:
     for i in range(0, len(rows), columns):
         cells: list[str] = []
         for k, v in rows[i:i + columns]:
-            cells += [Text(k), Text(v)]  # data, never markup: IDs look like [tags]
+            # Data, never markup (IDs look like [tags]); a peer's controls escaped (ESC reached the terminal).
+            cells += [Text(k), Text(escape(v))]
         t.add_row(*cells)
     return t
 
