@@ -18,6 +18,7 @@ from textual.widgets import DataTable
 
 from console.widgets.fast_cells import CellText, FastCells
 from console.widgets.fields import KeysInOrder
+from engine.printable import escape
 
 _UNITS = {"B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12, "k": 1e3, "M": 1e6}
 _SIZE = re.compile(r"^(-?\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|k|M)?(?:/s)?$")
@@ -191,6 +192,9 @@ class KeyedTable(KeysInOrder, FastCells):
     """Distinct (column, text) cells kept at most."""
 
     def _make_cell(self, column: str, value: str):
+        # Cells show peer-supplied text (identities, EAP names): controls drawn as escapes, never sent
+        # to the terminal (Textual passes ESC through). Printable text is returned as it is.
+        value = escape(value)
         if self.styler is not None:
             styled = self.styler(column, value)
             if not isinstance(styled, str):
