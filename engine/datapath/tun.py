@@ -299,6 +299,8 @@ class RouteTable:
     def remove(self, networks, src: str | None, kind: str = "unicast") -> None:
         routes = self._routes
         for net in networks:
+            if routes.get((net, src, kind), 0) <= 0:
+                continue  # never added (or gone): the backstop it would release is another's
             for key in _with_backstop(net, src, kind):
                 n = routes.get(key, 0)
                 if n <= 0:
