@@ -295,23 +295,21 @@ class RouteTable:
         routes = self._routes
         for net in networks:
             key = (net, src, kind)
-            n = routes[key] = routes[key] + 1
-            if kind != "unicast":
-                if n == 1:
-                    self._send(True, key)
-                continue
             before = self._chosen(net)
-            if n == 1:
-                self._sources.setdefault(net, []).append(src)
-            if not trap:
-                self._held[(net, src)] += 1
+            n = routes[key] = routes[key] + 1
+            if kind == "unicast":
+                if n == 1:
+                    self._sources.setdefault(net, []).append(src)
+                if not trap:
+                    self._held[(net, src)] += 1
             chosen = self._chosen(net)
             if chosen != before:
-                self._send(True, (net, chosen, kind))
-            back = (net, None, "blackhole")
-            n = routes[back] = routes[back] + 1
-            if n == 1:
-                self._send(True, back)
+                self._send(True, (net, chosen[1], chosen[0]))
+            if kind == "unicast":
+                back = (net, None, "blackhole")
+                n = routes[back] = routes[back] + 1
+                if n == 1:
+                    self._send(True, back)
 
     def remove(self, networks, src: str | None, kind: str = "unicast", *, trap: bool = False) -> None:
         """Undo one :meth:`add` (the same ``src``, ``kind`` and ``trap``)."""
@@ -321,49 +319,53 @@ class RouteTable:
             n = routes.get(key, 0)
             if n <= 0:
                 continue  # never added (or gone): the backstop it would release is another's
+            before = self._chosen(net)
             if n == 1:
                 del routes[key]
             else:
                 routes[key] = n - 1
-            if kind != "unicast":
+            if kind == "unicast":
                 if n == 1:
-                    self._send(False, key)
-                continue
-            before = self._chosen(net)
-            if n == 1:
-                sources = self._sources[net]
-                sources.remove(src)
-                if not sources:
-                    del self._sources[net]
-            held = (net, src)
-            if not trap and self._held.get(held, 0) > 0:
-                self._held[held] -= 1
-                if not self._held[held]:
-                    del self._held[held]
+                    sources = self._sources[net]
+                    sources.remove(src)
+                    if not sources:
+                        del self._sources[net]
+                held = (net, src)
+                if not trap and self._held.get(held, 0) > 0:
+                    self._held[held] -= 1
+                    if not self._held[held]:
+                        del self._held[held]
             chosen = self._chosen(net)
             if chosen is _NO_ROUTE:
-                self._send(False, key)
+                self._send(False, (net, before[1], before[0]))
             elif chosen != before:
-                self._send(True, (net, chosen, kind))  # the kernel's one route may have been this one
-            back = (net, None, "blackhole")
-            n = routes.get(back, 0)
-            if n == 1:
-                del routes[back]
-                self._send(False, back)
-            elif n > 1:
-                routes[back] = n - 1
+                self._send(True, (net, chosen[1], chosen[0]))  # the kernel's one route may have been this one
+            if kind == "unicast":
+                back = (net, None, "blackhole")
+                n = routes.get(back, 0)
+                if n == 1:
+                    del routes[back]
+                    self._send(False, back)
+                elif n > 1:
+                    routes[back] = n - 1
 
     def _chosen(self, net):
-        """The source of the kernel's route into the device for ``net`` (_NO_ROUTE: none): the
-        newest a non-trap user holds, else the newest."""
+        """The kernel's one route for ``net``, (kind, source) (_NO_ROUTE: none): into the device
+        from the newest source a non-trap user holds, else from the newest; a bypass rule's
+        ``throw`` only when nothing routes the network into the device (the SPD decides there: a
+        packet it bypasses is dropped, never one it protects sent in clear). The kernel keys a
+        route by prefix and metric, not type: a throw route would replace a tunnel's (and an
+        IPv6 DELROUTE of it takes whatever route the prefix has)."""
         sources = self._sources.get(net)
-        if not sources:
-            return _NO_ROUTE
-        held = self._held
-        for src in reversed(sources):
-            if held.get((net, src)):
-                return src
-        return sources[-1]
+        if sources:
+            held = self._held
+            for src in reversed(sources):
+                if held.get((net, src)):
+                    return "unicast", src
+            return "unicast", sources[-1]
+        if self._routes.get((net, None, "throw")):
+            return "throw", None
+        return _NO_ROUTE
 
     def _send(self, add: bool, key) -> None:
         net, src, kind = key
@@ -372,13 +374,13 @@ class RouteTable:
 
     def clear(self) -> None:
         """Remove every route, backstops included (a clean stop: throw routes outlive the device)."""
-        done = set()
-        for key in list(self._routes):
-            if key[2] == "unicast":
-                if key[0] in done:
-                    continue  # one DELROUTE per network: a second would find none
-                done.add(key[0])
-            self._send(False, key)
+        for net in dict.fromkeys(k[0] for k in self._routes if k[2] != "blackhole"):
+            kind_src = self._chosen(net)
+            if kind_src is not _NO_ROUTE:
+                self._send(False, (net, kind_src[1], kind_src[0]))  # one DELROUTE per network
+        for key in self._routes:
+            if key[2] == "blackhole":
+                self._send(False, key)
         self._routes.clear()
         self._sources.clear()
         self._held.clear()

@@ -19,7 +19,8 @@ SOURCES = {4: (None, "192.0.2.2", "192.0.2.3"), 6: (None, "2001:db8:1::2", "2001
 class Kernel:
     """One route per (network, metric) slot, whatever its type or source (IPv4 fib_table_insert
     with NLM_F_REPLACE, IPv6 fib6_add_rt2); a DELROUTE takes the slot's route when its type (and
-    oif, and metric) match, whatever its source (we send none on delete)."""
+    oif, and metric) match, whatever its source (we send none on delete). Checked against Linux
+    in a namespace (IPv4 and IPv6, table 4533, a veth device)."""
 
     def __init__(self) -> None:
         self.slots: dict[tuple, tuple[str, str | None]] = {}
@@ -30,7 +31,9 @@ class Kernel:
         slot = (net, metric or 0)
         if add:
             self.slots[slot] = (kind, src)
-        elif slot in self.slots and self.slots[slot][0] == kind:
+        elif slot in self.slots and (self.slots[slot][0] == kind or (net.version == 6 and kind == "throw")):
+            # (IPv6's ip6_route_del matches no type: a throw's, without oif or metric, takes the
+            # prefix's first route, whatever it is)
             del self.slots[slot]
 
 
@@ -64,12 +67,8 @@ def test_route_table_matches_the_kernels_one_route_per_network(steps):
         net = NETS[i]
         if kind == "throw":
             trap = False
-            if i != 1:
-                continue  # bypass rules name networks of their own (no tunnel routes the same prefix)
             src = None
         else:
-            if i == 1:
-                continue
             src = SOURCES[net.version][s]
         key = (net, src, kind, trap)
         if add:
@@ -97,3 +96,25 @@ def test_removing_a_route_never_added_leaves_the_networks_backstop():
     assert kernel.slots == {(net, 0): ("unicast", None), (net, BACKSTOP_METRIC): ("blackhole", None)}
     table.remove((net,), None)
     assert kernel.slots == {}
+
+
+def test_a_bypass_rule_of_a_tunnels_network_does_not_take_its_route():
+    # A reload adds a bypass rule (throw route) for a network a CHILD SA routes into the device:
+    # the kernel keys routes by prefix and metric, not type, so the throw would replace the
+    # tunnel's route and the packets the SPD protects (a child whose local selector is narrower
+    # than the rule's catch-all comes first) would leave in clear through main. Into the device,
+    # the SPD decides each packet. And removing the rule again: an IPv6 DELROUTE of the throw
+    # takes whatever route the prefix has (checked in a namespace), here the tunnel's.
+    for net, src in ((NETS[0], "192.0.2.2"), (NETS[2], "2001:db8:1::2")):
+        kernel = Kernel()
+        table = RouteTable(kernel, 5)
+        table.add((net,), src)
+        table.add((net,), None, "throw")
+        assert kernel.slots[(net, 0)] == ("unicast", src)
+        table.remove((net,), None, "throw")
+        assert kernel.slots[(net, 0)] == ("unicast", src)
+        table.add((net,), None, "throw")
+        table.remove((net,), src)  # the tunnel goes: the bypass rule's throw route is back
+        assert kernel.slots == {(net, 0): ("throw", None)}
+        table.clear()
+        assert kernel.slots == {}
