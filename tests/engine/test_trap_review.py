@@ -212,11 +212,27 @@ def test_kernel_trap_without_a_configured_local_address_uses_the_routes_source(c
     assert trapped(dp) == {("rw", "lan")} and said(caplog) == []
     (trap,) = dp.kernel.traps.values()
     assert trap == ("lan", "127.0.0.1", "127.0.0.2") and dp.runtime.sockets.asked == ["127.0.0.2"]
-    # each apply derives the traps again: an installed one keeps its address (no route lookup
-    # per trap and apply; a route lost for a while must not take the trap with it)
+    # each apply derives the traps again: a route lost for a while must not take the trap with it
     dp.runtime.sockets.answer = None
     dp.apply_policy(dp.policy)
-    assert list(dp.kernel.traps.values()) == [trap] and dp.runtime.sockets.asked == ["127.0.0.2"]
+    assert list(dp.kernel.traps.values()) == [trap] and dp.runtime.sockets.asked == ["127.0.0.2"] * 2
+    assert said(caplog) == []
+    # but the host's address changed (DHCP, a new uplink): the trap's policies are from the old
+    # one, and the traffic now sent from the new one matches none of them and leaves in clear.
+    # The next apply moves the trap (charon's trap_manager install asks get_source_addr each
+    # time; the userspace datapath's traps ask the route at each apply too).
+    dp.runtime.sockets.answer = "127.0.0.3"
+    fake, replaced = dp.kernel, []
+    first = fake.install_trap
+
+    def install_trap(reqid, child, local, remote, *, replace=False):
+        replaced.append(replace)
+        first(reqid, child, local, remote)
+
+    fake.install_trap = install_trap
+    dp.apply_policy(dp.policy)
+    assert replaced == [True]  # in place: the new policies in before the old go
+    assert list(dp.kernel.traps.values()) == [("lan", "127.0.0.3", "127.0.0.2")]
     assert said(caplog) == []
     # no route to the peer either: said, as before
     assert trapped(kernel(text, Unrouted)) == set()
