@@ -447,13 +447,17 @@ class KernelRuntimeDatapath:
     def _route_source(self, conn: ConnectionConfig, child: ChildConfig, remote: str) -> str | None:
         """No local address configured: the one the host sends from towards ``remote``, which the
         IKE SA will use too (IkeEndpoint.local_address; charon's trap_manager asks
-        get_source_addr). An installed trap to the same peer keeps its own: no route lookup per
-        trap and apply, and a route gone for a while does not take the trap with it."""
-        installed = self._traps.get((conn.name, child.name))
-        if installed is not None and installed.routed and installed.remote == remote:
-            return installed.local
+        get_source_addr at each install). Asked at each apply, as the userspace datapath's traps
+        do: a host whose address changed gets the trap moved to it (the old one's policies match
+        none of the traffic, which would leave in clear). An installed trap to the same peer keeps
+        its own while the host has no route: a route gone for a while does not take it away."""
         source_for = getattr(getattr(self.runtime, "sockets", None), "source_for", None)
-        return source_for(remote) if source_for is not None else None
+        found = source_for(remote) if source_for is not None else None
+        if found is None:
+            installed = self._traps.get((conn.name, child.name))
+            if installed is not None and installed.routed and installed.remote == remote:
+                return installed.local
+        return found
 
     def _engine_reqid(self, conn: ConnectionConfig, child: ChildConfig) -> int | None:
         """The reqid the engine will give this child's SAs, so that the

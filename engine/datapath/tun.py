@@ -283,52 +283,89 @@ class RouteTable:
         self._sources: dict[object, list[str | None]] = {}
         """Network -> the prefsrcs of its routes into the device, in order of arrival. The kernel
         keeps one route per network (a NEWROUTE replaces it, a DELROUTE takes it whatever its
-        source): a trap's route (no source) and its CHILD SA's (our address) share it, and the
-        last to go takes it out, not the first."""
+        source): a trap's route and its CHILD SA's share it, and the last to go takes it out, not
+        the first."""
+        self._held: Counter = Counter()
+        """(network, prefsrc) -> its users that are not traps. The kernel's one route is the newest
+        source such a user holds, a trap's only when none does (charon's kernel_netlink keeps a
+        virtual IP's route over a trap's; our SpdTable an SA's policy over a trap's): a trap
+        routed while a CHILD SA of the network is up must not take the SA's source away."""
 
-    def add(self, networks, src: str | None, kind: str = "unicast") -> None:
+    def add(self, networks, src: str | None, kind: str = "unicast", *, trap: bool = False) -> None:
         routes = self._routes
         for net in networks:
-            for key in _with_backstop(net, src, kind):
-                n = routes[key] = routes[key] + 1
+            key = (net, src, kind)
+            before = self._chosen(net)
+            n = routes[key] = routes[key] + 1
+            if kind == "unicast":
                 if n == 1:
-                    if key[2] == "unicast":
-                        self._sources.setdefault(net, []).append(src)
-                    self._send(True, key)
+                    self._sources.setdefault(net, []).append(src)
+                if not trap:
+                    self._held[(net, src)] += 1
+            chosen = self._chosen(net)
+            if chosen != before:
+                self._send(True, (net, chosen[1], chosen[0]))
+            if kind == "unicast":
+                back = (net, None, "blackhole")
+                n = routes[back] = routes[back] + 1
+                if n == 1:
+                    self._send(True, back)
 
-    def remove(self, networks, src: str | None, kind: str = "unicast") -> None:
+    def remove(self, networks, src: str | None, kind: str = "unicast", *, trap: bool = False) -> None:
+        """Undo one :meth:`add` (the same ``src``, ``kind`` and ``trap``)."""
         routes = self._routes
         for net in networks:
-            for key in _with_backstop(net, src, kind):
-                n = routes.get(key, 0)
-                if n <= 0:
-                    continue
+            key = (net, src, kind)
+            n = routes.get(key, 0)
+            if n <= 0:
+                continue  # never added (or gone): the backstop it would release is another's
+            before = self._chosen(net)
+            if n == 1:
+                del routes[key]
+            else:
+                routes[key] = n - 1
+            if kind == "unicast":
                 if n == 1:
-                    del routes[key]
-                    other = self._other_source(key)
-                    if other is None:
-                        self._send(False, key)
-                    else:
-                        # the kernel's one route for the network may have been this one
-                        self._send(True, other)
-                else:
-                    routes[key] = n - 1
+                    sources = self._sources[net]
+                    sources.remove(src)
+                    if not sources:
+                        del self._sources[net]
+                held = (net, src)
+                if not trap and self._held.get(held, 0) > 0:
+                    self._held[held] -= 1
+                    if not self._held[held]:
+                        del self._held[held]
+            chosen = self._chosen(net)
+            if chosen is _NO_ROUTE:
+                self._send(False, (net, before[1], before[0]))
+            elif chosen != before:
+                self._send(True, (net, chosen[1], chosen[0]))  # the kernel's one route may have been this one
+            if kind == "unicast":
+                back = (net, None, "blackhole")
+                n = routes.get(back, 0)
+                if n == 1:
+                    del routes[back]
+                    self._send(False, back)
+                elif n > 1:
+                    routes[back] = n - 1
 
-    def _other_source(self, key) -> tuple | None:
-        """``key`` lost its last user: the route of another source still counted for its network
-        (None: none, the network's route goes)."""
-        net, src, kind = key
-        if kind != "unicast":
-            return None
+    def _chosen(self, net):
+        """The kernel's one route for ``net``, (kind, source) (_NO_ROUTE: none): into the device
+        from the newest source a non-trap user holds, else from the newest; a bypass rule's
+        ``throw`` only when nothing routes the network into the device (the SPD decides there: a
+        packet it bypasses is dropped, never one it protects sent in clear). The kernel keys a
+        route by prefix and metric, not type: a throw route would replace a tunnel's (and an
+        IPv6 DELROUTE of it takes whatever route the prefix has)."""
         sources = self._sources.get(net)
-        if sources is None:
-            return None
-        if src in sources:
-            sources.remove(src)
-        if not sources:
-            del self._sources[net]
-            return None
-        return net, sources[-1], kind
+        if sources:
+            held = self._held
+            for src in reversed(sources):
+                if held.get((net, src)):
+                    return "unicast", src
+            return "unicast", sources[-1]
+        if self._routes.get((net, None, "throw")):
+            return "throw", None
+        return _NO_ROUTE
 
     def _send(self, add: bool, key) -> None:
         net, src, kind = key
@@ -337,19 +374,21 @@ class RouteTable:
 
     def clear(self) -> None:
         """Remove every route, backstops included (a clean stop: throw routes outlive the device)."""
-        for key in list(self._routes):
-            if self._other_source(key) is None:
-                self._send(False, key)  # one DELROUTE per network: a second would find none
+        for net in dict.fromkeys(k[0] for k in self._routes if k[2] != "blackhole"):
+            kind_src = self._chosen(net)
+            if kind_src is not _NO_ROUTE:
+                self._send(False, (net, kind_src[1], kind_src[0]))  # one DELROUTE per network
+        for key in self._routes:
+            if key[2] == "blackhole":
+                self._send(False, key)
         self._routes.clear()
         self._sources.clear()
+        self._held.clear()
 
     def routes(self) -> list[tuple[str, str | None, str]]:
         """What is installed: (network, src, kind), backstops left out."""
         return [(str(n), s, k) for (n, s, k) in self._routes if k != "blackhole"]
 
 
-def _with_backstop(net, src, kind):
-    """The route itself and, for a route into the device, its blackhole backstop."""
-    if kind == "unicast":
-        return ((net, src, kind), (net, None, "blackhole"))
-    return ((net, src, kind),)
+_NO_ROUTE = object()
+"""RouteTable._chosen: no route into the device for the network."""

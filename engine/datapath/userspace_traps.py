@@ -85,10 +85,10 @@ class UserspaceTraps:
         old, self._trap_routes = self._trap_routes, wanted
         for key, route in wanted.items():
             if old.get(key) != route:
-                self.routes.add(*route)
+                self.routes.add(*route, trap=True)  # an SA's route of the network stays the kernel's
         for key, route in old.items():
             if wanted.get(key) != route:
-                self.routes.remove(*route)
+                self.routes.remove(*route, trap=True)
 
     def _trap_local(self, conn, child: ChildConfig, peer: str | None, target: str, version: int
                     ) -> tuple[str | None, tuple[str, str] | None]:

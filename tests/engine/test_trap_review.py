@@ -212,11 +212,27 @@ def test_kernel_trap_without_a_configured_local_address_uses_the_routes_source(c
     assert trapped(dp) == {("rw", "lan")} and said(caplog) == []
     (trap,) = dp.kernel.traps.values()
     assert trap == ("lan", "127.0.0.1", "127.0.0.2") and dp.runtime.sockets.asked == ["127.0.0.2"]
-    # each apply derives the traps again: an installed one keeps its address (no route lookup
-    # per trap and apply; a route lost for a while must not take the trap with it)
+    # each apply derives the traps again: a route lost for a while must not take the trap with it
     dp.runtime.sockets.answer = None
     dp.apply_policy(dp.policy)
-    assert list(dp.kernel.traps.values()) == [trap] and dp.runtime.sockets.asked == ["127.0.0.2"]
+    assert list(dp.kernel.traps.values()) == [trap] and dp.runtime.sockets.asked == ["127.0.0.2"] * 2
+    assert said(caplog) == []
+    # but the host's address changed (DHCP, a new uplink): the trap's policies are from the old
+    # one, and the traffic now sent from the new one matches none of them and leaves in clear.
+    # The next apply moves the trap (charon's trap_manager install asks get_source_addr each
+    # time; the userspace datapath's traps ask the route at each apply too).
+    dp.runtime.sockets.answer = "127.0.0.3"
+    fake, replaced = dp.kernel, []
+    first = fake.install_trap
+
+    def install_trap(reqid, child, local, remote, *, replace=False):
+        replaced.append(replace)
+        first(reqid, child, local, remote)
+
+    fake.install_trap = install_trap
+    dp.apply_policy(dp.policy)
+    assert replaced == [True]  # in place: the new policies in before the old go
+    assert list(dp.kernel.traps.values()) == [("lan", "127.0.0.3", "127.0.0.2")]
     assert said(caplog) == []
     # no route to the peer either: said, as before
     assert trapped(kernel(text, Unrouted)) == set()
@@ -320,3 +336,44 @@ def test_kernel_trap_that_changes_goes_in_before_the_old_one_goes():
     dp.peer_addresses_changed()
     assert trapped(dp) == {("rw", "lan")} and dp._traps[("rw", "lan")].remote == "127.0.0.8"
     assert [t[2] for t in dp.kernel.traps.values()] == ["127.0.0.8"]
+
+
+# ------------------------------------------------------------ an SA's route over a trap's
+VIP_ROAD = ROAD.replace('start_action = "trap"', 'close_action = "trap"')
+"""A road warrior whose CHILD SAs are from a virtual IP; the trap (close_action) is from our IKE address."""
+
+
+def _vip_sa(n: int) -> ChildSaInstalled:
+    import dataclasses
+
+    return dataclasses.replace(_sa(n), local_ts=(parse_ts("10.9.0.5/32"),),
+                               remote_ts=(parse_ts("198.51.100.0/25"),))
+
+
+class OursAndVip(Ours):
+    """192.0.2.2 and the virtual IP 10.9.0.5 (on the TUN device)."""
+
+    def address_in(self, networks):
+        vip = ipaddress.ip_address("10.9.0.5")
+        return "10.9.0.5" if any(vip in n for n in networks) else super().address_in(networks)
+
+
+def test_a_trap_routed_while_an_sa_of_the_network_is_up_keeps_the_sas_source(monkeypatch):
+    # The peer deletes one CHILD SA (close_action = trap) while another of the same network, from
+    # our virtual IP, stays: the trap's route (our IKE address as source) must not replace the
+    # SA's in the kernel's one route per network, or the host's traffic leaves from the IKE
+    # address, misses the SA (its selector is the virtual IP) and acquires again. charon's
+    # kernel_netlink add_route keeps a route from a virtual IP installed ("don't replace the
+    # route if we already have one with a VIP installed"), as our SpdTable keeps an SA's policy
+    # over a trap's.
+    dp, kernel = _datapath(monkeypatch, VIP_ROAD)
+    dp._addrs = OursAndVip()
+    dp.install(_vip_sa(1))
+    dp.install(_vip_sa(2))
+    assert kernel.routes.get(("198.51.100.0/25", "unicast")) == "10.9.0.5"
+    dp.remove(_gone(1))
+    dp.trap("gw", "host")
+    assert dp._trap_routes, "the trap is in"
+    assert kernel.routes.get(("198.51.100.0/25", "unicast")) == "10.9.0.5", kernel.routes
+    dp.remove(_gone(2))  # the trap's route, from our IKE address, takes over
+    assert kernel.routes.get(("198.51.100.0/25", "unicast")) == "192.0.2.2", kernel.routes

@@ -35,10 +35,10 @@ class FakeRoutes:
     def __init__(self) -> None:
         self.routes: list = []
 
-    def add(self, nets, src, kind="unicast") -> None:
+    def add(self, nets, src, kind="unicast", *, trap=False) -> None:
         self.routes.append((tuple(map(str, nets)), src, kind))
 
-    def remove(self, nets, src, kind="unicast") -> None:
+    def remove(self, nets, src, kind="unicast", *, trap=False) -> None:
         self.routes.remove((tuple(map(str, nets)), src, kind))
 
 
