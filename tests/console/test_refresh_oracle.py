@@ -4,14 +4,13 @@ scratch shows (the oracle: every DataTable cache emptied and the whole screen dr
 
 from __future__ import annotations
 
-import dataclasses
 import random
 
 from textual.app import App
 from textual.containers import Vertical
 
 from console.widgets.keyed_table import KeyedTable
-from console.widgets.sa_tables import CHILD_COLUMNS, IKE_COLUMNS, ChildSaTable, IkeSaTable, state_style
+from console.widgets.sa_tables import ChildSaTable, IkeSaTable
 from tests.console.test_refresh_at_scale import _polls
 
 

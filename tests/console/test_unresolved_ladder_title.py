@@ -9,7 +9,6 @@ from console.runtime.fake import FakeRuntime
 from engine.events import NegotiationFailed
 
 from .conftest import make_app, ready, wait_for
-from .test_negotiations import _select
 
 OURS = ("our host name me.test (connections.branch.local_addrs) did not resolve to an address, so nothing "
         "was sent: check the name (and this host's DNS), or put our address in connections.branch.local_addrs")
