@@ -265,7 +265,7 @@ async def initiate_and_wait(client: ControlClient, control: str | None, name: st
                 print(f"connection '{name}' established successfully")
                 return 0
             elif kind == "NegotiationFailed":
-                print(f"initiating '{name}' failed: {e.get('notify')}: {e.get('reason')}", file=sys.stderr)
+                print(escape(f"initiating '{name}' failed: {e.get('notify')}: {e.get('reason')}"), file=sys.stderr)
                 if await _failing(client, name):
                     # The daemon tries again (keyingtries): this command ends, the attempts do not.
                     print(f"'{name}' will be tried again (keyingtries); `ipsec-console terminate {name}` stops it",

@@ -151,9 +151,48 @@ PLACES = {
 }
 
 
-@pytest.mark.parametrize("place", [*PLACES, "cli-sas"])
-async def test_a_hostile_peer_text_is_drawn_inert(place, monkeypatch):
+class _Daemon:
+    """A control socket's client whose daemon answers an initiate with a failure naming the peer."""
+
+    path, timeout = "/nowhere", 1.0
+
+    def __init__(self, *args, **kwargs) -> None:
+        pass
+
+    async def call(self, method: str, **args):
+        if method == "list-conns":
+            return {"connections": [{"name": "rw", "state": "down", "children": [{"name": "net"}]}]}
+        if method == "list-sas":
+            return {"ike_sas": []}
+        return {}
+
+    async def subscribe(self) -> None:
+        pass
+
+    async def next_event(self):
+        return {"type": "NegotiationFailed", "connection": "rw", "notify": HOSTILE, "reason": HOSTILE}
+
+    async def close(self) -> None:
+        pass
+
+
+async def _cli_initiate_wait(monkeypatch, capsys) -> str:
+    from console import cli_control
+
+    monkeypatch.setattr(cli_control, "ControlClient", _Daemon)
+    assert await cli_control.initiate_and_wait(_Daemon(), None, "rw", None, 5.0) == 1
+    out = capsys.readouterr()
+    return out.out + out.err
+
+
+@pytest.mark.parametrize("place", [*PLACES, "cli-sas", "cli-initiate-wait"])
+async def test_a_hostile_peer_text_is_drawn_inert(place, monkeypatch, capsys):
     rt = _hostile_runtime(monkeypatch)
+    if place == "cli-initiate-wait":
+        out = await _cli_initiate_wait(monkeypatch, capsys)
+        assert SHOWN in out
+        assert not _controls(out), _controls(out)
+        return
     if place == "cli-sas":
         from engine.jsonable import to_jsonable
 
