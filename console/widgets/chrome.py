@@ -27,7 +27,13 @@ SHORT_NOTIFY = {
 def _esc(text: str) -> str:
     """Data (IDs, names, a peer's text) made inert before embedding it in markup: controls written as
     escapes (Textual 8 passes ESC to the terminal), markup escaped."""
-    return markup_escape(escape(text))
+    text = escape(text)
+    # Textual's escape doubles a trailing backslash, and its parser then still reads "\\[/]" as an
+    # escaped bracket (the closing tag shown, the colour running on): trailing backslashes are kept
+    # as they are, a space after them.
+    body = text.rstrip("\\")
+    tail = text[len(body):]
+    return markup_escape(body) + (tail + " " if tail else "")
 
 
 class TopBar(Static):

@@ -231,3 +231,16 @@ def test_the_status_snapshot_carries_identities_as_display_strings():
     assert gw.remote_id.value == HOSTILE and gw.eap_identity == HOSTILE  # the engine's own: untouched
     plain = p.a.sas[0]
     assert ike_sa_info(plain, p.now).local_id == str(plain.local_id)  # printable ids as they are
+
+
+@pytest.mark.parametrize("text", ["CN=x\\", "x\\\\", "\\", "x[/b]", "[@click=app.quit]x"])
+def test_a_peer_text_in_markup_leaves_the_tag_after_it_a_tag(text):
+    """The alert strip and SA detail put a peer's text between tags: a trailing backslash escaped
+    the closing tag (shown as "[/]", the colour running on over the rest of the line)."""
+    from textual.content import Content
+
+    from console.widgets.chrome import _esc
+
+    shown = Content.from_markup(f"[b]{_esc(text)}[/b] tail")
+    plain = shown.plain
+    assert plain.startswith(text) and plain.endswith(" tail") and not plain[len(text):-len(" tail")].strip(), plain
