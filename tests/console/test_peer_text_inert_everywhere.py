@@ -20,7 +20,7 @@ from console.runtime.fake import FakeRuntime
 
 from .conftest import make_app, ready, screen_text, wait_for
 
-HOSTILE = "m\x1b]52;c;cm0=\x07\x1b[2J[bold][@click=app.quit]x\x9b"
+HOSTILE = "m\x1b]52;c;cm0=\x07\x1b[2J[bold][@click=app.quit]x\x9b[/i]"
 SHOWN = "m\\x1b]52;c;cm0="
 """How the identity's start is drawn: its ESC as an escape."""
 
