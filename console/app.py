@@ -38,6 +38,7 @@ from console.store import Store
 from console.theming import load_themes
 from console.widgets.pki_expiry import CertExpiryWatch
 from engine.pki.ca import utc_now
+from engine.printable import escape
 
 FREEZE_FROM_SAS = 1000
 """Status polls of at least this many IKE SAs freeze what they brought (`_freeze_status_objects`)."""
@@ -146,6 +147,14 @@ class ConsoleApp(CertExpiryWatch, RuntimeBridge, App):
         Binding("f1", "help", "Help", show=False, id="app.help_f1"),
         Binding("q", "quit", "Quit", id="app.quit"),
     ]
+
+    def notify(self, message: str, *, title: str = "", severity="information", timeout: float | None = None,
+               markup: bool = True) -> None:
+        """Every toast drawn as data: no console message is written as markup, and many quote a peer's
+        text (a copied identity, a log line, an error): markup in it was interpreted ("[@click=...]")
+        or crashed the app (MarkupError), and its controls reached the terminal. Lines stay lines."""
+        inert = "\n".join(map(escape, str(message).split("\n")))
+        super().notify(inert, title=escape(str(title)), severity=severity, timeout=timeout, markup=False)
 
     def __init__(self, runtime: Runtime, *, settings_path=None, theme_dirs=None,
                  poll_interval: float | None = None, clock: Callable[[], datetime] | None = None) -> None:

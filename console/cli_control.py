@@ -7,6 +7,7 @@ import asyncio
 import json
 import sys
 
+from engine.printable import escape
 from engine.runtime.client import ControlClient, ControlError
 
 
@@ -66,7 +67,8 @@ def format_sas(ike_sas: list[dict]) -> str:
                 lines.append(f"    dropped: {drops}")
             lines.append(f"    local  {' '.join(c['local_ts'])}")
             lines.append(f"    remote {' '.join(c['remote_ts'])}")
-    return "\n".join(lines)
+    # Identities are the peer's text: a daemon's (or an older one's) controls never reach the terminal.
+    return "\n".join(map(escape, lines))
 
 
 def format_conns(conns: list[dict]) -> str:
@@ -83,7 +85,7 @@ def format_conns(conns: list[dict]) -> str:
             lines.append(f"    local:  {' '.join(k['local_ts'])}")
             lines.append(f"    remote: {' '.join(k['remote_ts'])}")
             lines.append(f"    proposals: {', '.join(k['proposals'])}")
-    return "\n".join(lines)
+    return "\n".join(map(escape, lines))
 
 
 def call_timeout(seconds: float | None) -> float | None:
@@ -263,7 +265,7 @@ async def initiate_and_wait(client: ControlClient, control: str | None, name: st
                 print(f"connection '{name}' established successfully")
                 return 0
             elif kind == "NegotiationFailed":
-                print(f"initiating '{name}' failed: {e.get('notify')}: {e.get('reason')}", file=sys.stderr)
+                print(escape(f"initiating '{name}' failed: {e.get('notify')}: {e.get('reason')}"), file=sys.stderr)
                 if await _failing(client, name):
                     # The daemon tries again (keyingtries): this command ends, the attempts do not.
                     print(f"'{name}' will be tried again (keyingtries); `ipsec-console terminate {name}` stops it",

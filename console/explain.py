@@ -7,7 +7,7 @@ test and reuse (``ipsec-console`` could print them too).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from rich import box
 from rich.console import Group, RenderableType
@@ -15,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from engine.events import ExchangeReceived, ExchangeSent, NegotiationFailed
+from engine.printable import escape
 
 # strongSwan keyword for a transform name as the engine reports it.
 _KEYWORDS = {
@@ -169,6 +170,13 @@ def explain(f: NegotiationFailed, exchanges=(), colors: dict[str, str] | None = 
     ``configured_ids``: (local id, remote id) of the connection's configuration,
     shown when the exchanges did not carry them.
     """
+    # Everything below quotes what a peer (or an attached daemon) sent: controls as escapes, and
+    # drawn as Text, never markup.
+    f = replace(f, notify=escape(f.notify), exchange=escape(f.exchange), reason=escape(f.reason or ""),
+                local_proposals=tuple(map(escape, f.local_proposals)),
+                remote_proposals=tuple(map(escape, f.remote_proposals)),
+                local_ts=tuple(map(escape, f.local_ts)), remote_ts=tuple(map(escape, f.remote_ts)))
+    configured_ids = (escape(configured_ids[0]), escape(configured_ids[1]))
     colors = colors or {}
     ok = colors.get("success", "green")
     bad = f"bold {colors.get('error', 'red')}"
@@ -218,7 +226,7 @@ def explain(f: NegotiationFailed, exchanges=(), colors: dict[str, str] | None = 
                        f"TSr ours). Make {_child_key(f)}.remote_ts cover the peer's TSi and local_ts its "
                        "TSr; or narrow the peer's selectors to what we allow. " + TS_DEFAULT)
     elif notify in ("AUTHENTICATION_FAILED", "AUTH_FAILED"):
-        ours, theirs = _ids_seen(exchanges)
+        ours, theirs = map(escape, _ids_seen(exchanges))
         ids = Table.grid(padding=(0, 2))
         ids.add_column(style="bold")
         ids.add_column(overflow="fold")  # a key path is one long word: folded, not cut (80x24)

@@ -89,6 +89,8 @@ class IkeSaInfo:
     remote_port: int
     local_id: str = ""
     remote_id: str = ""
+    """Identities as display strings, like eap_identity and cert_subject: a character that is not
+    printable (a peer's ESC, BEL, line break) is written as an escape (engine.printable.escape)."""
     encr: str = ""
     integ: str = ""
     prf: str = ""

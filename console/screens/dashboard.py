@@ -8,6 +8,8 @@ from textual.css.scalar import Unit
 from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Label, Sparkline, Static
 
+from engine.printable import escape
+
 from console import fmt
 from console.screens.base import ConsoleScreen
 from console.widgets.chrome import AlertStrip
@@ -92,6 +94,10 @@ class DashboardScreen(ConsoleScreen):
         _show(self.query_one("#dash-detail", Static), self._detail_text())
 
     def _detail_text(self) -> str:
+        # Identities, TS and names are drawn as data: controls written as escapes (the widget takes no markup).
+        return "\n".join(map(escape, self._detail_lines().split("\n")))
+
+    def _detail_lines(self) -> str:
         store = self.app.store
         snap = store.snapshot
         if snap is None:

@@ -18,6 +18,7 @@ from textual.containers import Horizontal
 from textual.widgets import Input, RichLog, Select
 
 from engine.events import LogMessage
+from engine.printable import escape
 
 from console import fmt
 from console.export import deliver, stamped
@@ -58,7 +59,8 @@ def log_line(m: LogMessage, colors: dict[str, str], search: str = "") -> Text:
     t.append(f"{level[:4].upper():<4} ", style=level_style)
     if m.connection:
         t.append(f"[{m.connection}] ", style=colors.get("primary", ""))
-    t.append(m.text, style=level_style if level in ("error", "warning") else "")
+    # A peer's text quoted in a line: controls as escapes (a multi-line message keeps its lines).
+    t.append("\n".join(map(escape, m.text.split("\n"))), style=level_style if level in ("error", "warning") else "")
     t.append(f"  {m.source}", style="dim")
     if search:
         t.highlight_words([search], style=f"reverse {colors.get('accent', '')}".strip(), case_sensitive=False)

@@ -10,6 +10,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import DataTable, Static, Tree
 
 from engine.events import ExchangeReceived, ExchangeSent
+from engine.printable import escape
 
 from console import fmt
 from console.explain import explain, unresolved_is_ours
@@ -30,7 +31,8 @@ def ladder_label(ev, t0: float, colors: dict[str, str]) -> Text:
     m = ev.message
     sent = isinstance(ev, ExchangeSent)
     kind = "resp" if m.response else "req"
-    name, tail = LADDER_EXCHANGE.get(m.exchange, m.exchange), f" {kind} {m.mid}"
+    # Names as a daemon sent them (attached): drawn inert.
+    name, tail = escape(LADDER_EXCHANGE.get(m.exchange, m.exchange)), f" {kind} {m.mid}"
     room = LANE - 2  # between the two ends
     core = f" {name}{tail} "
     if len(core) > room:
@@ -51,7 +53,7 @@ def ladder_label(ev, t0: float, colors: dict[str, str]) -> Text:
         t.append(f" ↻{m.retransmit}", style=f"bold {warn}")
     if m.fragments > 1:
         t.append(f" ⧉{m.fragments}", style="dim")
-    t.append(f" {' '.join(m.payloads)}", style=style or "dim")
+    t.append(f" {escape(' '.join(m.payloads))}", style=style or "dim")
     return t
 
 
@@ -224,12 +226,12 @@ class NegotiationsScreen(ConsoleScreen):
             for d in m.details:
                 pnode = node.add(Text(d.name, style="bold"))
                 for label, value in d.fields:
-                    pnode.add_leaf(Text(f"{label}: {value}"))  # peer text: never markup
+                    pnode.add_leaf(Text(escape(f"{label}: {value}")))  # peer text: never markup, no controls
                 if not d.fields:
                     pnode.allow_expand = False
             if not m.details:
                 for p in m.payloads:
-                    node.add_leaf(Text(p))
+                    node.add_leaf(Text(escape(p)))
         self._shown = ike_id
         self._shown_count = count
         box = self.query_one("#explain", Static)

@@ -13,6 +13,7 @@ from textual.containers import Horizontal
 from textual.widgets import DataTable, Static
 
 from engine.events import PacketSample
+from engine.printable import escape
 
 from console import fmt
 from console.export import deliver, stamped
@@ -162,8 +163,9 @@ class PacketsScreen(ConsoleScreen):
         o = self.query_one("#pk-outer", Static)
         i = self.query_one("#pk-inner", Static)
         o.border_title = f"On the wire #{key}: {sample.direction}"
-        o.update("\n".join(outer))
-        i.update("\n".join(inner))
+        # Decrypted inner packets and scapy's field reprs are peer data: controls as escapes.
+        o.update("\n".join(map(escape, outer)))
+        i.update("\n".join(map(escape, inner)))
 
     # ------------------------------------------------------------- copy / export
     def _selected(self) -> PacketSample | None:

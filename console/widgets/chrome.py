@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from rich.style import Style
 from rich.text import Text
+from textual.markup import escape as markup_escape
 from textual.reactive import reactive
 from textual.widgets import Static
 
+from engine.printable import escape
 from engine.status import StatusSnapshot
 
 from console import fmt
@@ -23,8 +25,15 @@ SHORT_NOTIFY = {
 
 
 def _esc(text: str) -> str:
-    """Escape Textual markup in data (IDs, names) before embedding it in markup."""
-    return text.replace("[", r"\[")
+    """Data (IDs, names, a peer's text) made inert before embedding it in markup: controls written as
+    escapes (Textual 8 passes ESC to the terminal), markup escaped."""
+    text = escape(text)
+    # Textual's escape doubles a trailing backslash, and its parser then still reads "\\[/]" as an
+    # escaped bracket (the closing tag shown, the colour running on): trailing backslashes are kept
+    # as they are, a space after them.
+    body = text.rstrip("\\")
+    tail = text[len(body):]
+    return markup_escape(body) + (tail + " " if tail else "")
 
 
 class TopBar(Static):

@@ -8,6 +8,7 @@ import functools
 from engine.crypto.transforms import TransformType
 from engine.events import ChildState
 from engine.ike.child import ChildSa
+from engine.printable import escape
 from engine.status import ChildSaInfo, IkeSaInfo, is_quantum_safe
 from engine.wire.summary import strongswan_transform_name
 
@@ -81,8 +82,10 @@ def ike_sa_info(sa, now: float) -> IkeSaInfo:
         local_port=sa.local[1],
         remote_addr=sa.remote[0],
         remote_port=sa.remote[1],
-        local_id=str(sa.local_id) if sa.local_id else "",
-        remote_id=str(sa.remote_id) if sa.remote_id else "",
+        # Display strings: the peer's identities as escapes, never its controls (the SA keeps the raw
+        # Identity for matching and uniqueness; nothing in the engine compares these).
+        local_id=escape(str(sa.local_id)) if sa.local_id else "",
+        remote_id=escape(str(sa.remote_id)) if sa.remote_id else "",
         encr=_name(TransformType.ENCR, ch.encr[0], ch.encr[1]) if ch and ch.encr else "",
         integ=_name(TransformType.INTEG, ch.integ) if ch else "",
         prf=_name(TransformType.PRF, ch.prf) if ch else "",
@@ -95,9 +98,9 @@ def ike_sa_info(sa, now: float) -> IkeSaInfo:
         children=tuple(sorted(children, key=lambda c: c.unique_id)),
         virtual_ips=sa.remote_vips or sa.local_vips,
         pool=sa.vip_pool,
-        eap_identity=sa.eap_identity,
+        eap_identity=escape(sa.eap_identity),
         eap_method=sa.eap_method,
-        cert_subject=sa.cert_subject,
+        cert_subject=escape(sa.cert_subject),
         mobike_moves=sa.mobike_moves,
         additional_ke=additional_ke_names(sa),
         ppk=sa.ppk_used,
