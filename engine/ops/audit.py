@@ -26,6 +26,7 @@ from engine.ops.credentials import credential_files
 from engine.ops.state import state_dir
 from engine.policy.model import Policy
 from engine.policy.parse import load_policy
+from engine.printable import escape
 
 DAY = 86400.0
 # strongSwan names (as in `sas`) of algorithms that are weak today.
@@ -237,4 +238,6 @@ def format_report(r: dict) -> str:
         out.append(f"  {r['changes_problem']}")
     elif not r["changes"]:
         out.append("  none recorded")
-    return "\n".join(out)
+    # Peer names come from the usage file (an older one, or one edited by hand, may hold controls):
+    # every line printed inert, line breaks kept.
+    return "\n".join(escape(line) for line in "\n".join(out).split("\n"))

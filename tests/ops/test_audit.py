@@ -164,3 +164,15 @@ def test_a_state_folder_that_does_not_exist_is_named_as_such(tmp_path):
     missing.mkdir()
     text = format_report(audit_file(tmp_path / "p.toml", AuditOptions(state=missing)))
     assert f"no counters in {missing} yet" in text
+
+
+def test_a_peer_name_from_a_usage_file_is_printed_inert(tmp_path):
+    """The audit report prints the peer names the usage file recorded; one written before the status
+    snapshots escaped identities (or edited by hand) can hold terminal controls: printed as escapes."""
+    (tmp_path / "p.toml").write_text("[engine]\n")
+    report = audit_file(tmp_path / "p.toml", AuditOptions(state=tmp_path))
+    report["weak_suites"] = [{"connection": "tun", "peer": "m\x1b]52;c;cm0=\x07\x1b[2J", "address": "192.0.2.9",
+                              "sa": "IKE", "suite": "3des-sha1-modp1024", "weak": ["3des"], "last_seen": "now"}]
+    text = format_report(report)
+    assert "\x1b" not in text and "\x07" not in text
+    assert "m\\x1b]52;c;cm0=\\x07" in text and "\nweak suites negotiated by peers:\n" in text
